@@ -1,0 +1,75 @@
+#include "server/convert.h"
+
+#include <charconv>
+
+#include "spdlog/fmt/fmt.h"
+
+namespace jobd {
+
+google::protobuf::Timestamp ToProtoTime(absl::Time t) {
+  const timespec ts = absl::ToTimespec(t);
+  google::protobuf::Timestamp out;
+  out.set_seconds(ts.tv_sec);
+  out.set_nanos(static_cast<int32_t>(ts.tv_nsec));
+  return out;
+}
+
+google::protobuf::Duration ToProtoDuration(absl::Duration d) {
+  google::protobuf::Duration out;
+  const int64_t ns = absl::ToInt64Nanoseconds(d);
+  out.set_seconds(ns / 1000000000);
+  out.set_nanos(static_cast<int32_t>(ns % 1000000000));
+  return out;
+}
+
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+absl::Status ValidateDuration(const google::protobuf::Duration& d,
+                              const char* field) {
+  constexpr int64_t kMaxSeconds = 315576000000;  // 10,000 years.
+  if (d.seconds() < 0 || d.nanos() < 0) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: must not be negative", field));
+  }
+  if (d.nanos() > 999999999 || d.seconds() > kMaxSeconds) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: out of range (seconds={}, nanos={})", field,
+                    d.seconds(), d.nanos()));
+  }
+  return absl::OkStatus();
+}
+
+void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out) {
+  out->set_sequence(event.sequence);
+  out->set_job_id(std::to_string(event.job_id));
+  out->set_client_tag(client_tag);
+  out->set_type(event.type);
+  *out->mutable_time() = ToProtoTime(event.time);
+  out->set_executor(event.executor);
+  if (event.duplicate) out->set_duplicate(true);
+  if (event.task != nullptr) out->set_task(event.task->name);
+  if (event.progress != nullptr) *out->mutable_progress() = *event.progress;
+  if (event.end != nullptr) {
+    if (event.end->state == v1::JOB_STATE_SUCCEEDED) {
+      *out->mutable_result() = event.end->result;
+    } else {
+      *out->mutable_error() = event.end->error;
+    }
+  }
+}
+
+absl::StatusOr<uint64_t> ParseJobId(const std::string& id, const char* field) {
+  uint64_t value = 0;
+  const char* end = id.data() + id.size();
+  auto [ptr, ec] = std::from_chars(id.data(), end, value);
+  if (id.empty() || ec != std::errc() || ptr != end || value == 0) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: '{}' is not a job id (a positive decimal number)",
+                    field, id.substr(0, 64)));
+  }
+  return value;
+}
+
+}  // namespace jobd

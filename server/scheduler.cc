@@ -1,0 +1,731 @@
+#include "server/scheduler.h"
+
+#include <algorithm>
+
+#include "absl/container/flat_hash_set.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/convert.h"
+#include "spdlog/fmt/fmt.h"
+#include "spdlog/spdlog.h"
+
+namespace jobd {
+
+bool IsTerminal(v1::EventType type) {
+  return type == v1::EVENT_TYPE_SUCCEEDED || type == v1::EVENT_TYPE_FAILED ||
+         type == v1::EVENT_TYPE_CANCELLED;
+}
+
+bool IsTerminal(v1::JobState state) {
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+namespace {
+
+v1::EventType TerminalEventType(v1::JobState state) {
+  switch (state) {
+    case v1::JOB_STATE_SUCCEEDED:
+      return v1::EVENT_TYPE_SUCCEEDED;
+    case v1::JOB_STATE_CANCELLED:
+      return v1::EVENT_TYPE_CANCELLED;
+    default:
+      return v1::EVENT_TYPE_FAILED;
+  }
+}
+
+std::shared_ptr<JobEnd> MakeError(v1::JobState state, absl::StatusCode code,
+                                  v1::ErrorReason reason, std::string message) {
+  auto end = std::make_shared<JobEnd>();
+  end->state = state;
+  end->error.set_code(static_cast<int32_t>(code));
+  end->error.set_reason(reason);
+  end->error.set_message(std::move(message));
+  return end;
+}
+
+// Minimum spacing of PROGRESS events of one job (the latest is always kept).
+constexpr absl::Duration kProgressInterval = absl::Milliseconds(20);
+
+}  // namespace
+
+struct Scheduler::Job {
+  struct Waiter {
+    uint64_t id;
+    TimerQueue::TimerId timer;
+    std::function<void(absl::StatusOr<v1::Job>)> done;
+  };
+
+  uint64_t id = 0;
+  v1::JobSpec spec;
+  const TaskDef* task = nullptr;
+  std::shared_ptr<const TaskArgs> args;  // Released when the job ends.
+  v1::JobState state = v1::JOB_STATE_QUEUED;
+  v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
+  absl::Time create_time;
+  absl::Time start_time = absl::InfinitePast();  // Set when RUNNING.
+  absl::Time finish_time;
+  absl::Time last_progress_event = absl::InfinitePast();
+  std::shared_ptr<const JobEnd> end;
+  std::shared_ptr<const v1::Progress> progress;
+  std::shared_ptr<CancelToken> cancel;
+  TimerQueue::TimerId timeout_timer = 0;
+  uint64_t last_sequence = 0;
+  absl::InlinedVector<Subscriber, 1> subscribers;  // Cleared when it ends.
+  std::vector<Waiter> waiters;                      // Cleared when it ends.
+};
+
+class Scheduler::Port : public ExecutorListener {
+ public:
+  Port(Scheduler& scheduler, v1::Executor kind)
+      : scheduler_(scheduler), kind_(kind) {}
+  void OnJobProgress(uint64_t job_id, double fraction,
+                     std::string_view message) override {
+    scheduler_.OnProgress(kind_, job_id, fraction, message);
+  }
+  void OnJobFinished(uint64_t job_id, JobOutcome outcome) override {
+    scheduler_.OnFinished(kind_, job_id, std::move(outcome));
+  }
+
+ private:
+  Scheduler& scheduler_;
+  const v1::Executor kind_;
+};
+
+void Scheduler::After::Run() {
+  for (const auto& sink : flush) sink->Flush();
+  for (auto& call : calls) call();
+}
+
+Scheduler::Scheduler(SchedulerOptions options, const Clock& clock)
+    : options_(std::move(options)), clock_(clock), start_time_(clock.Now()) {
+  for (int i = 0; i < 4; ++i) {
+    ports_[i] = std::make_unique<Port>(*this, static_cast<v1::Executor>(i));
+  }
+  ScheduleSweep();
+}
+
+Scheduler::~Scheduler() {
+  StopExecutors(absl::InfiniteFuture());
+  timers_.Stop();
+}
+
+ExecutorListener& Scheduler::listener_for(v1::Executor kind) {
+  return *ports_.at(kind);
+}
+
+void Scheduler::AddExecutor(std::unique_ptr<JobExecutor> executor) {
+  absl::MutexLock lock(&mu_);
+  const v1::Executor kind = executor->kind();
+  router_.SetEnabled(kind, true);
+  lanes_.at(kind).executor = std::move(executor);
+}
+
+void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
+                       std::vector<Admission>& out) {
+  After after;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_.Now();
+    std::array<bool, 4> touched = {false, false, false, false};
+    size_t queued = 0;
+    for (const Lane& lane : lanes_) queued += lane.queued;
+    for (NewJob& nj : jobs) {
+      Admission& adm = out.emplace_back();
+      Subscriber sub = subscriber;
+      sub.tag = nj.tag;
+      if (draining_) {
+        adm.status = absl::UnavailableError(
+            "jobd is draining (shutting down): not accepting new jobs");
+        ++rejected_;
+        continue;
+      }
+      const std::string& key = nj.spec.idempotency_key();
+      if (!key.empty()) {
+        auto it = idempotency_.find(key);
+        if (it != idempotency_.end()) {
+          Job& job = *jobs_.at(it->second);
+          adm.job_id = job.id;
+          adm.duplicate = true;
+          Event accepted;
+          accepted.sequence = job.last_sequence;
+          accepted.job_id = job.id;
+          accepted.type = v1::EVENT_TYPE_ACCEPTED;
+          accepted.time = now;
+          accepted.executor = job.executor;
+          accepted.duplicate = true;
+          accepted.task = job.task;
+          if ((sub.mask & EventBit(accepted.type)) &&
+              sub.sink->Deliver(accepted, sub.tag)) {
+            after.flush.push_back(sub.sink);
+          }
+          if (job.end != nullptr) {
+            Event terminal;
+            terminal.sequence = job.last_sequence;
+            terminal.job_id = job.id;
+            terminal.type = TerminalEventType(job.state);
+            terminal.time = job.finish_time;
+            terminal.executor = job.executor;
+            terminal.end = job.end;
+            if (sub.sink->Deliver(terminal, sub.tag)) {
+              after.flush.push_back(sub.sink);
+            }
+          } else {
+            job.subscribers.push_back(std::move(sub));
+          }
+          continue;
+        }
+      }
+      absl::StatusOr<v1::Executor> executor =
+          router_.Route(*nj.task, nj.spec.kind(), nj.spec.executor());
+      if (!executor.ok()) {
+        adm.status = executor.status();
+        ++rejected_;
+        continue;
+      }
+      if (queued >= options_.max_queued) {
+        adm.status = absl::ResourceExhaustedError(fmt::format(
+            "queue full: {} jobs are queued and the limit is {} "
+            "(max_queued); retry later",
+            queued, options_.max_queued));
+        ++rejected_;
+        continue;
+      }
+      auto job = std::make_unique<Job>();
+      job->id = next_id_++;
+      job->task = nj.task;
+      job->args = std::move(nj.args);
+      job->executor = *executor;
+      job->create_time = now;
+      job->spec = std::move(nj.spec);
+      job->subscribers.push_back(std::move(sub));
+      Job& ref = *job;
+      adm.job_id = ref.id;
+      if (!key.empty()) idempotency_.emplace(key, ref.id);
+      jobs_.emplace(ref.id, std::move(job));
+      ++accepted_;
+      ++live_;
+      Event e;
+      e.type = v1::EVENT_TYPE_ACCEPTED;
+      e.task = ref.task;
+      Emit(ref, std::move(e), after);
+      Lane& lane = lanes_[ref.executor];
+      lane.queue[ref.spec.priority()].push_back(ref.id);
+      ++lane.queued;
+      ++queued;
+      touched[ref.executor] = true;
+    }
+    for (int i = 0; i < 4; ++i) {
+      if (touched[i]) Dispatch(static_cast<v1::Executor>(i), after);
+    }
+  }
+  after.Run();
+}
+
+void Scheduler::Dispatch(v1::Executor kind, After& after) {
+  Lane& lane = lanes_[kind];
+  if (draining_ || lane.executor == nullptr) return;
+  const int capacity = lane.executor->capacity();
+  while (lane.busy < capacity && lane.queued > 0) {
+    auto bucket = lane.queue.begin();
+    const uint64_t id = bucket->second.front();
+    bucket->second.pop_front();
+    if (bucket->second.empty()) lane.queue.erase(bucket);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second->state != v1::JOB_STATE_QUEUED) {
+      continue;  // Stale: cancelled while queued.
+    }
+    --lane.queued;
+    Job& job = *it->second;
+    const absl::Time now = clock_.Now();
+    job.state = v1::JOB_STATE_RUNNING;
+    job.start_time = now;
+    job.cancel = std::make_shared<CancelToken>();
+    ++lane.busy;
+    ++running_;
+    JobRun run;
+    run.job_id = job.id;
+    run.task = job.task;
+    run.args = job.args;
+    run.cancel = job.cancel;
+    if (job.spec.has_timeout()) {
+      const absl::Duration timeout = FromProto(job.spec.timeout());
+      run.deadline = now + timeout;
+      job.timeout_timer =
+          timers_.Schedule(run.deadline, [this, id] { OnTimeout(id); });
+    }
+    Event e;
+    e.type = v1::EVENT_TYPE_STARTED;
+    Emit(job, std::move(e), after);
+    lane.executor->Start(std::move(run));
+  }
+}
+
+void Scheduler::Emit(Job& job, Event event, After& after) {
+  event.sequence = next_sequence_++;
+  event.job_id = job.id;
+  event.time = clock_.Now();
+  event.executor = job.executor;
+  job.last_sequence = event.sequence;
+  event_log_.push_back(event);
+  while (event_log_.size() > options_.event_log_size) event_log_.pop_front();
+  const uint32_t bit = EventBit(event.type);
+  for (const Subscriber& sub : job.subscribers) {
+    if ((sub.mask & bit) && sub.sink->Deliver(event, sub.tag)) {
+      after.flush.push_back(sub.sink);
+    }
+  }
+  for (const Subscriber& sub : watch_all_) {
+    if ((sub.mask & bit) && sub.sink->Deliver(event, sub.tag)) {
+      after.flush.push_back(sub.sink);
+    }
+  }
+}
+
+void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
+  const v1::JobState previous = job.state;
+  job.state = end->state;
+  job.finish_time = clock_.Now();
+  job.end = end;
+  job.args.reset();
+  if (job.timeout_timer != 0) {
+    timers_.Cancel(job.timeout_timer);
+    job.timeout_timer = 0;
+  }
+  if (previous == v1::JOB_STATE_RUNNING) --running_;
+  Lane& lane = lanes_[job.executor];
+  switch (end->state) {
+    case v1::JOB_STATE_SUCCEEDED:
+      ++lane.succeeded;
+      break;
+    case v1::JOB_STATE_CANCELLED:
+      ++lane.cancelled;
+      break;
+    default:
+      ++lane.failed;
+      break;
+  }
+  --live_;
+  Event e;
+  e.type = TerminalEventType(end->state);
+  e.end = std::move(end);
+  Emit(job, std::move(e), after);
+  job.subscribers.clear();
+  if (!job.waiters.empty()) {
+    auto snapshot = std::make_shared<v1::Job>(Snapshot(job));
+    for (Job::Waiter& w : job.waiters) {
+      timers_.Cancel(w.timer);
+      after.calls.push_back(
+          [done = std::move(w.done), snapshot] { done(*snapshot); });
+    }
+    job.waiters.clear();
+  }
+  ended_.push_back(job.id);
+  while (ended_.size() > options_.max_retained) {
+    const uint64_t oldest = ended_.front();
+    ended_.pop_front();
+    Evict(oldest);
+  }
+}
+
+void Scheduler::OnProgress(v1::Executor kind, uint64_t id, double fraction,
+                           std::string_view message) {
+  After after;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second->state != v1::JOB_STATE_RUNNING) {
+      return;
+    }
+    Job& job = *it->second;
+    auto progress = std::make_shared<v1::Progress>();
+    progress->set_fraction(fraction);
+    progress->set_message(std::string(message));
+    job.progress = progress;
+    const absl::Time now = clock_.Now();
+    if (now - job.last_progress_event < kProgressInterval) return;
+    job.last_progress_event = now;
+    Event e;
+    e.type = v1::EVENT_TYPE_PROGRESS;
+    e.progress = std::move(progress);
+    Emit(job, std::move(e), after);
+  }
+  after.Run();
+}
+
+void Scheduler::OnFinished(v1::Executor kind, uint64_t id,
+                           JobOutcome outcome) {
+  After after;
+  {
+    absl::MutexLock lock(&mu_);
+    Lane& lane = lanes_[kind];
+    --lane.busy;
+    auto it = jobs_.find(id);
+    if (it != jobs_.end()) {
+      Job& job = *it->second;
+      router_.Record(*job.task, outcome.cpu_time, outcome.wall_time);
+      if (job.state == v1::JOB_STATE_RUNNING) {
+        std::shared_ptr<JobEnd> end;
+        if (outcome.status.ok()) {
+          end = std::make_shared<JobEnd>();
+          end->state = v1::JOB_STATE_SUCCEEDED;
+          *end->result.mutable_value() = std::move(outcome.output.value);
+          *end->result.mutable_payload() = std::move(outcome.output.payload);
+        } else {
+          const v1::ErrorReason reason =
+              outcome.reason == v1::ERROR_REASON_UNSPECIFIED
+                  ? v1::ERROR_REASON_TASK_ERROR
+                  : outcome.reason;
+          end = MakeError(reason == v1::ERROR_REASON_CANCELLED
+                              ? v1::JOB_STATE_CANCELLED
+                              : v1::JOB_STATE_FAILED,
+                          outcome.status.code(), reason,
+                          std::string(outcome.status.message()));
+        }
+        Finish(job, std::move(end), after);
+      } else {
+        spdlog::debug("job {} returned after it had ended ({}); output dropped",
+                      id, v1::JobState_Name(job.state));
+      }
+    }
+    Dispatch(kind, after);
+  }
+  after.Run();
+}
+
+void Scheduler::OnTimeout(uint64_t id) {
+  After after;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second->state != v1::JOB_STATE_RUNNING) {
+      return;
+    }
+    Job& job = *it->second;
+    job.timeout_timer = 0;
+    Abort(job, CancelReason::kTimeout,
+          MakeError(v1::JOB_STATE_FAILED, absl::StatusCode::kDeadlineExceeded,
+                    v1::ERROR_REASON_TIMEOUT,
+                    fmt::format("job exceeded its timeout of {}",
+                                absl::FormatDuration(
+                                    FromProto(job.spec.timeout())))),
+          after);
+  }
+  after.Run();
+}
+
+absl::StatusOr<std::pair<v1::JobState, bool>> Scheduler::Cancel(uint64_t id) {
+  After after;
+  std::pair<v1::JobState, bool> result;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) {
+      return absl::NotFoundError(fmt::format("job {} not found", id));
+    }
+    Job& job = *it->second;
+    if (IsTerminal(job.state)) return std::make_pair(job.state, true);
+    Abort(job, CancelReason::kCancelled,
+          MakeError(v1::JOB_STATE_CANCELLED, absl::StatusCode::kCancelled,
+                    v1::ERROR_REASON_CANCELLED, "cancelled by request"),
+          after);
+    result = {job.state, false};
+  }
+  after.Run();
+  return result;
+}
+
+void Scheduler::Abort(Job& job, CancelReason reason,
+                      std::shared_ptr<JobEnd> end, After& after) {
+  if (job.state == v1::JOB_STATE_QUEUED) {
+    --lanes_[job.executor].queued;  // Its queue entry is now stale.
+  } else {
+    job.cancel->Cancel(reason);
+    lanes_[job.executor].executor->Cancel(job.id);
+  }
+  Finish(job, std::move(end), after);
+}
+
+absl::StatusOr<v1::Job> Scheduler::GetJob(uint64_t id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) {
+    return absl::NotFoundError(
+        fmt::format("job {} not found (unknown or expired)", id));
+  }
+  return Snapshot(*it->second);
+}
+
+void Scheduler::WaitJob(uint64_t id, absl::Time deadline,
+                        std::function<void(absl::StatusOr<v1::Job>)> done) {
+  absl::StatusOr<v1::Job> now_result;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) {
+      now_result = absl::NotFoundError(
+          fmt::format("job {} not found (unknown or expired)", id));
+    } else if (IsTerminal(it->second->state) || deadline <= clock_.Now()) {
+      now_result = Snapshot(*it->second);
+    } else {
+      const uint64_t waiter_id = next_waiter_++;
+      const TimerQueue::TimerId timer = timers_.Schedule(
+          deadline, [this, id, waiter_id] { FireWaiter(id, waiter_id); });
+      it->second->waiters.push_back({waiter_id, timer, std::move(done)});
+      return;
+    }
+  }
+  done(std::move(now_result));
+}
+
+void Scheduler::FireWaiter(uint64_t id, uint64_t waiter_id) {
+  std::function<void(absl::StatusOr<v1::Job>)> done;
+  absl::StatusOr<v1::Job> snapshot;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    auto& waiters = it->second->waiters;
+    auto w = std::find_if(waiters.begin(), waiters.end(),
+                          [&](const Job::Waiter& x) { return x.id == waiter_id; });
+    if (w == waiters.end()) return;
+    done = std::move(w->done);
+    waiters.erase(w);
+    snapshot = Snapshot(*it->second);
+  }
+  done(std::move(snapshot));
+}
+
+absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
+                                             uint64_t after_sequence,
+                                             const Subscriber& subscriber) {
+  After after;
+  WatchResult result;
+  {
+    absl::MutexLock lock(&mu_);
+    for (uint64_t id : ids) {
+      if (!jobs_.contains(id)) {
+        return absl::NotFoundError(
+            fmt::format("job {} not found (unknown or expired)", id));
+      }
+    }
+    const absl::flat_hash_set<uint64_t> wanted(ids.begin(), ids.end());
+    auto deliver = [&](const Event& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if ((subscriber.mask & EventBit(e.type)) &&
+          subscriber.sink->Deliver(e, subscriber.tag)) {
+        after.flush.push_back(subscriber.sink);
+      }
+    };
+    const uint64_t oldest =
+        event_log_.empty() ? next_sequence_ : event_log_.front().sequence;
+    result.oldest_retained_sequence = oldest;
+    if (after_sequence > 0) {
+      result.events_lost = after_sequence + 1 < oldest;
+      const uint64_t from = std::max(after_sequence + 1, oldest);
+      for (size_t i = from - oldest; i < event_log_.size(); ++i) {
+        const Event& e = event_log_[i];
+        if (wanted.empty() || wanted.contains(e.job_id)) deliver(e);
+      }
+    }
+    if (ids.empty()) {
+      watch_all_.push_back(subscriber);
+    }
+    for (uint64_t id : wanted) {
+      Job& job = *jobs_.at(id);
+      if (!IsTerminal(job.state)) {
+        job.subscribers.push_back(subscriber);
+        continue;
+      }
+      // Ended: make sure the watcher hears how, once.
+      const bool replayed =
+          after_sequence > 0 && job.last_sequence >= oldest;
+      if (replayed || job.last_sequence <= after_sequence) continue;
+      Event e;
+      e.sequence = job.last_sequence;
+      e.job_id = job.id;
+      e.type = TerminalEventType(job.state);
+      e.time = job.finish_time;
+      e.executor = job.executor;
+      e.end = job.end;
+      deliver(e);
+    }
+  }
+  after.Run();
+  return result;
+}
+
+void Scheduler::Unwatch(const EventSink* sink,
+                        const std::vector<uint64_t>& ids) {
+  absl::MutexLock lock(&mu_);
+  auto same = [sink](const Subscriber& s) { return s.sink.get() == sink; };
+  watch_all_.erase(std::remove_if(watch_all_.begin(), watch_all_.end(), same),
+                   watch_all_.end());
+  for (uint64_t id : ids) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) continue;
+    auto& subs = it->second->subscribers;
+    subs.erase(std::remove_if(subs.begin(), subs.end(), same), subs.end());
+  }
+}
+
+std::vector<v1::Job> Scheduler::ListJobs(const ListJobsQuery& query) const {
+  std::vector<v1::Job> out;
+  absl::MutexLock lock(&mu_);
+  for (auto it = jobs_.upper_bound(query.after_id);
+       it != jobs_.end() && out.size() < query.limit; ++it) {
+    const Job& job = *it->second;
+    if (!query.states.empty() &&
+        std::find(query.states.begin(), query.states.end(), job.state) ==
+            query.states.end()) {
+      continue;
+    }
+    if (!query.task.empty() && job.task->name != query.task) continue;
+    out.push_back(Snapshot(job));
+  }
+  return out;
+}
+
+v1::GetStatsResponse Scheduler::GetStats() const {
+  v1::GetStatsResponse stats;
+  absl::MutexLock lock(&mu_);
+  for (int i = 1; i < 4; ++i) {
+    const Lane& lane = lanes_[i];
+    v1::ExecutorStats* s = stats.add_executors();
+    s->set_executor(static_cast<v1::Executor>(i));
+    s->set_enabled(lane.executor != nullptr);
+    s->set_workers(lane.executor ? lane.executor->capacity() : 0);
+    s->set_busy(lane.busy);
+    s->set_queued(lane.queued);
+    s->set_completed(lane.succeeded);
+    s->set_failed(lane.failed);
+    s->set_cancelled(lane.cancelled);
+    stats.set_succeeded(stats.succeeded() + lane.succeeded);
+    stats.set_failed(stats.failed() + lane.failed);
+    stats.set_cancelled(stats.cancelled() + lane.cancelled);
+  }
+  stats.set_accepted(accepted_);
+  stats.set_rejected(rejected_);
+  stats.set_live(live_);
+  stats.set_retained(ended_.size());
+  const absl::Time now = clock_.Now();
+  *stats.mutable_uptime() = ToProtoDuration(now - start_time_);
+  *stats.mutable_start_time() = ToProtoTime(start_time_);
+  stats.set_last_sequence(next_sequence_ - 1);
+  stats.set_draining(draining_);
+  return stats;
+}
+
+void Scheduler::BeginDrain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+}
+
+bool Scheduler::draining() const {
+  absl::MutexLock lock(&mu_);
+  return draining_;
+}
+
+bool Scheduler::WaitNoneRunning(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return running_ == 0;
+  };
+  return mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
+}
+
+std::vector<uint64_t> Scheduler::CancelAllForShutdown() {
+  After after;
+  std::vector<uint64_t> ids;
+  {
+    absl::MutexLock lock(&mu_);
+    // Collect first: ending a job may evict others from jobs_.
+    for (const auto& [id, job] : jobs_) {
+      if (!IsTerminal(job->state)) ids.push_back(id);
+    }
+    for (uint64_t id : ids) {
+      Abort(*jobs_.at(id), CancelReason::kShutdown,
+            MakeError(v1::JOB_STATE_CANCELLED, absl::StatusCode::kUnavailable,
+                      v1::ERROR_REASON_SHUTDOWN,
+                      "jobd shut down before the job ended"),
+            after);
+    }
+  }
+  after.Run();
+  return ids;
+}
+
+bool Scheduler::StopExecutors(absl::Time deadline) {
+  std::vector<JobExecutor*> executors;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return true;
+    stopped_ = true;
+    draining_ = true;
+    for (Lane& lane : lanes_) {
+      if (lane.executor) executors.push_back(lane.executor.get());
+    }
+  }
+  bool all = true;
+  for (JobExecutor* e : executors) all = e->Shutdown(deadline) && all;
+  return all;
+}
+
+void Scheduler::ScheduleSweep() {
+  timers_.Schedule(clock_.Now() + options_.sweep_interval, [this] {
+    SweepRetention();
+    ScheduleSweep();
+  });
+}
+
+void Scheduler::SweepRetention() {
+  absl::MutexLock lock(&mu_);
+  SweepLocked();
+}
+
+void Scheduler::SweepLocked() {
+  const absl::Time now = clock_.Now();
+  while (!ended_.empty()) {
+    auto it = jobs_.find(ended_.front());
+    if (it != jobs_.end() && ended_.size() <= options_.max_retained &&
+        it->second->finish_time + options_.retention_ttl > now) {
+      break;
+    }
+    ended_.pop_front();
+    if (it != jobs_.end()) Evict(it->first);
+  }
+}
+
+void Scheduler::Evict(uint64_t id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  const std::string& key = it->second->spec.idempotency_key();
+  if (!key.empty()) {
+    auto k = idempotency_.find(key);
+    if (k != idempotency_.end() && k->second == id) idempotency_.erase(k);
+  }
+  jobs_.erase(it);
+}
+
+v1::Job Scheduler::Snapshot(const Job& job) const {
+  v1::Job out;
+  out.set_id(std::to_string(job.id));
+  *out.mutable_spec() = job.spec;
+  out.set_state(job.state);
+  out.set_executor(job.executor);
+  *out.mutable_create_time() = ToProtoTime(job.create_time);
+  if (job.start_time != absl::InfinitePast()) {
+    *out.mutable_start_time() = ToProtoTime(job.start_time);
+  }
+  if (job.end != nullptr) {
+    *out.mutable_finish_time() = ToProtoTime(job.finish_time);
+    if (job.end->state == v1::JOB_STATE_SUCCEEDED) {
+      *out.mutable_result() = job.end->result;
+    } else {
+      *out.mutable_error() = job.end->error;
+    }
+  }
+  if (job.progress != nullptr) *out.mutable_progress() = *job.progress;
+  out.set_last_sequence(job.last_sequence);
+  return out;
+}
+
+}  // namespace jobd

@@ -1,0 +1,266 @@
+// Scheduler: the job table and state machine, per-executor priority queues,
+// admission control, timeouts, cancellation, retention, and the event fan-out
+// (DESIGN.md "Data flow"). It is the one source of truth about jobs.
+//
+//   QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED
+//
+// A running job that is cancelled or times out ends at once (its terminal
+// event goes out then); the executor slot stays busy until the task really
+// returns, and whatever it returns late is dropped.
+//
+// Events: every state change gets a daemon-wide sequence number, is appended
+// to a bounded event log (for WatchJobs resume) and delivered to the job's
+// subscribers (the Submit stream that created it, streams watching it) and to
+// the watchers of all jobs. Delivery happens under the scheduler lock, so each
+// subscriber sees a job's events in order; EventSink::Deliver only queues.
+//
+// Thread-safety: every public method is thread-safe. Lock order: scheduler
+// mu_ -> EventSink internals / executor internals / timer queue (leaves).
+// Callbacks (sink Flush, wait callbacks) run after mu_ is released.
+// Ownership: the scheduler owns jobs (by id), executors and the timer queue;
+// sinks are shared with their streams.
+#ifndef JOBD_SERVER_SCHEDULER_H_
+#define JOBD_SERVER_SCHEDULER_H_
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "jobd/v1/jobd.pb.h"
+#include "server/clock.h"
+#include "server/router.h"
+#include "server/timer_queue.h"
+#include "workers/executor.h"
+#include "workers/task.h"
+
+namespace jobd {
+
+// The end of a job, shared by the job record and its terminal event.
+struct JobEnd {
+  v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+  v1::JobResult result;  // SUCCEEDED.
+  v1::JobError error;    // FAILED / CANCELLED.
+};
+
+// One event of one job, as the scheduler records it (converted to
+// v1::JobEvent at the RPC edge).
+struct Event {
+  uint64_t sequence = 0;
+  uint64_t job_id = 0;
+  v1::EventType type = v1::EVENT_TYPE_UNSPECIFIED;
+  absl::Time time;
+  v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
+  bool duplicate = false;                           // ACCEPTED.
+  const TaskDef* task = nullptr;                    // ACCEPTED.
+  std::shared_ptr<const v1::Progress> progress;     // PROGRESS.
+  std::shared_ptr<const JobEnd> end;                // Terminal events.
+};
+
+bool IsTerminal(v1::EventType type);
+bool IsTerminal(v1::JobState state);
+
+// Bit for an event type in a subscriber's mask.
+constexpr uint32_t EventBit(v1::EventType type) { return 1u << type; }
+constexpr uint32_t kAllEvents = ~0u;
+constexpr uint32_t kTerminalEvents =
+    EventBit(v1::EVENT_TYPE_SUCCEEDED) | EventBit(v1::EVENT_TYPE_FAILED) |
+    EventBit(v1::EVENT_TYPE_CANCELLED);
+
+// Receives events. Implemented by RPC streams.
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  // Called with the scheduler lock held: queue the event and return at once;
+  // never block, never call into the scheduler. `tag` is the subscriber's
+  // tag. Returns true if Flush() should be called once the lock is released.
+  virtual bool Deliver(const Event& event, uint64_t tag) = 0;
+  // Called without the scheduler lock after a Deliver() returned true.
+  virtual void Flush() = 0;
+};
+
+struct Subscriber {
+  std::shared_ptr<EventSink> sink;
+  uint64_t tag = 0;
+  uint32_t mask = kAllEvents;  // Event types wanted.
+};
+
+struct SchedulerOptions {
+  // Jobs queued (not yet running) over all executors; beyond: rejected.
+  size_t max_queued = 100000;
+  // Ended jobs are kept for GetJob/ListJobs this long, and at most this many.
+  absl::Duration retention_ttl = absl::Hours(1);
+  size_t max_retained = 100000;
+  // Events kept for WatchJobs resume.
+  size_t event_log_size = 262144;
+  // How often expired jobs are swept.
+  absl::Duration sweep_interval = absl::Seconds(1);
+};
+
+// A validated spec, ready to become a job.
+struct NewJob {
+  v1::JobSpec spec;
+  const TaskDef* task = nullptr;
+  std::shared_ptr<const TaskArgs> args;
+  uint64_t tag = 0;  // Subscriber tag for this job's events.
+};
+
+// What Submit() did with one NewJob.
+struct Admission {
+  absl::Status status;  // Not OK: rejected (no job exists).
+  uint64_t job_id = 0;
+  bool duplicate = false;  // Existing job found by idempotency key.
+};
+
+struct WatchResult {
+  uint64_t oldest_retained_sequence = 0;
+  bool events_lost = false;
+};
+
+struct ListJobsQuery {
+  std::vector<v1::JobState> states;  // Empty: any.
+  std::string task;                  // Empty: any.
+  uint64_t after_id = 0;             // Page start (exclusive).
+  size_t limit = 100;
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerOptions options, const Clock& clock);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // The listener executors report to; pass it to each executor's constructor.
+  ExecutorListener& listener_for(v1::Executor kind);
+  // Adds an executor (before the first Submit). The thread pool is required.
+  void AddExecutor(std::unique_ptr<JobExecutor> executor);
+
+  // Admits `jobs` in order, each subscribed to by `subscriber.sink` with the
+  // job's own tag. Rejects a job (Admission::status) when the queue is full
+  // (ResourceExhausted), the executor is unusable, or the daemon is draining
+  // (Unavailable). Appends one Admission per job to `out`.
+  void Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
+              std::vector<Admission>& out);
+
+  // The job now. NotFound if unknown or expired.
+  absl::StatusOr<v1::Job> GetJob(uint64_t id) const;
+  // Calls `done` once with the job when it ends or at `deadline`, whichever
+  // comes first (at once if already ended, or NotFound if unknown). `done`
+  // runs on a scheduler or timer thread without locks held.
+  void WaitJob(uint64_t id, absl::Time deadline,
+               std::function<void(absl::StatusOr<v1::Job>)> done);
+
+  // Cancels a job: queued -> CANCELLED at once; running -> CANCELLED at once
+  // with the cancel token set (the executor may stop it harder). NotFound if
+  // unknown. Returns the state after the call and whether it had ended.
+  absl::StatusOr<std::pair<v1::JobState, bool>> Cancel(uint64_t id);
+
+  // Subscribes `subscriber` to the events of `ids` (all jobs if empty),
+  // replaying retained events after `after_sequence` first. NotFound if a job
+  // is unknown (nothing is subscribed then).
+  absl::StatusOr<WatchResult> Watch(const std::vector<uint64_t>& ids,
+                                    uint64_t after_sequence,
+                                    const Subscriber& subscriber);
+  // Removes a sink from the all-jobs watchers and from `ids`' subscribers.
+  void Unwatch(const EventSink* sink, const std::vector<uint64_t>& ids);
+
+  std::vector<v1::Job> ListJobs(const ListJobsQuery& query) const;
+  v1::GetStatsResponse GetStats() const;
+
+  // Drain: stop admitting jobs (Submit rejects with Unavailable).
+  void BeginDrain();
+  bool draining() const;
+  // Waits until no job is running or `deadline`; true if none is running.
+  bool WaitNoneRunning(absl::Time deadline);
+  // Ends every live job CANCELLED with reason SHUTDOWN; returns their ids.
+  std::vector<uint64_t> CancelAllForShutdown();
+  // Stops every executor (waiting up to `deadline` for tasks to return) and
+  // the timer. Returns false if some task did not return in time.
+  bool StopExecutors(absl::Time deadline);
+
+  // Drops ended jobs past the TTL or over the count limit (also runs
+  // periodically).
+  void SweepRetention();
+
+ private:
+  class Port;  // ExecutorListener of one executor.
+  struct Job;
+  struct Lane {  // One executor and its queue.
+    std::unique_ptr<JobExecutor> executor;
+    // priority (highest first) -> job ids FIFO; stale ids are skipped.
+    absl::btree_map<int32_t, std::deque<uint64_t>, std::greater<int32_t>>
+        queue;
+    size_t queued = 0;  // Live entries in `queue`.
+    int busy = 0;       // Started, not yet returned by the executor.
+    uint64_t succeeded = 0, failed = 0, cancelled = 0;
+  };
+  // Work to do once mu_ is released.
+  struct After {
+    absl::InlinedVector<std::shared_ptr<EventSink>, 4> flush;
+    std::vector<std::function<void()>> calls;
+    void Run();
+  };
+
+  void OnProgress(v1::Executor kind, uint64_t id, double fraction,
+                  std::string_view message);
+  void OnFinished(v1::Executor kind, uint64_t id, JobOutcome outcome);
+  void OnTimeout(uint64_t id);
+
+  // Stamps `event` (sequence, time, job), logs it and delivers it.
+  void Emit(Job& job, Event event, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Dispatch(v1::Executor kind, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Finish(Job& job, std::shared_ptr<JobEnd> end, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FireWaiter(uint64_t id, uint64_t waiter_id);
+  void Evict(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a live job with `end` after stopping it (queued or running).
+  void Abort(Job& job, CancelReason reason, std::shared_ptr<JobEnd> end,
+             After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleSweep();
+  v1::Job Snapshot(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Const after construction.
+  const SchedulerOptions options_;
+  const Clock& clock_;
+  const absl::Time start_time_;
+  std::array<std::unique_ptr<Port>, 4> ports_;
+
+  mutable absl::Mutex mu_;
+  std::array<Lane, 4> lanes_ ABSL_GUARDED_BY(mu_);  // By v1::Executor.
+  Router router_ ABSL_GUARDED_BY(mu_);
+  // Ordered by id, so ListJobs pages without sorting.
+  absl::btree_map<uint64_t, std::unique_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, uint64_t> idempotency_ ABSL_GUARDED_BY(mu_);
+  std::deque<uint64_t> ended_ ABSL_GUARDED_BY(mu_);  // In end order.
+  std::deque<Event> event_log_ ABSL_GUARDED_BY(mu_);
+  std::vector<Subscriber> watch_all_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_waiter_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t rejected_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t live_ ABSL_GUARDED_BY(mu_) = 0;     // Not ended.
+  size_t running_ ABSL_GUARDED_BY(mu_) = 0;  // In state RUNNING.
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+
+  TimerQueue timers_;  // Last: its thread calls into the members above.
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_SCHEDULER_H_

@@ -1,0 +1,33 @@
+// The built-in tasks every jobd ships:
+//   echo          returns its input (variadic)
+//   sleep         sleeps `ms` milliseconds, honouring cancel; IO-bound
+//   primes.count  counts primes below `n` by trial division; CPU-bound
+//   fail          fails with the given message
+//   crash         raises SIGSEGV (registered only with testing tasks on)
+//
+// Thread-safety: the tasks are stateless; the registry rules apply.
+#ifndef JOBD_WORKERS_BUILTIN_TASKS_H_
+#define JOBD_WORKERS_BUILTIN_TASKS_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "workers/task_registry.h"
+
+namespace jobd {
+
+struct BuiltinTaskOptions {
+  // Also register tasks that exist only to test failure handling (crash).
+  bool testing_tasks = false;
+};
+
+absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
+                                  const BuiltinTaskOptions& options);
+
+// Number of primes p with lo <= p < hi, by trial division (the CPU-bound
+// workload of the origin documents). Exposed for tests and benchmarks.
+int64_t CountPrimesInRange(int64_t lo, int64_t hi);
+
+}  // namespace jobd
+
+#endif  // JOBD_WORKERS_BUILTIN_TASKS_H_

@@ -1,0 +1,74 @@
+// JobExecutor: the interface between the scheduler and the places jobs run
+// (thread pool now; process pool and reactor plug in the same way).
+//
+// The scheduler owns the queues and decides when a job may start: it calls
+// Start() only while fewer than capacity() jobs of this executor are running,
+// and the executor reports the end of every started job exactly once through
+// its ExecutorListener, from any thread.
+//
+// Thread-safety: Start(), Cancel() and the getters are safe to call from any
+// thread, including while the caller holds its own lock (implementations take
+// only their internal lock and never call the listener from inside Start()).
+// The listener must outlive the executor's last callback (Shutdown() returns
+// after the last one).
+#ifndef JOBD_WORKERS_EXECUTOR_H_
+#define JOBD_WORKERS_EXECUTOR_H_
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "jobd/v1/jobd.pb.h"
+#include "workers/task.h"
+
+namespace jobd {
+
+// Everything an executor needs to run one job. Shared, immutable inputs.
+struct JobRun {
+  uint64_t job_id = 0;
+  const TaskDef* task = nullptr;
+  std::shared_ptr<const TaskArgs> args;
+  std::shared_ptr<CancelToken> cancel;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// How a started job ended.
+struct JobOutcome {
+  absl::Status status;  // OK: `output` holds the result.
+  TaskOutput output;
+  // For errors: why (TASK_ERROR, WORKER_CRASHED, ...).
+  v1::ErrorReason reason = v1::ERROR_REASON_UNSPECIFIED;
+  absl::Duration cpu_time;   // CPU the task used (for AUTO routing).
+  absl::Duration wall_time;  // Wall time the task ran.
+};
+
+class ExecutorListener {
+ public:
+  virtual ~ExecutorListener() = default;
+  virtual void OnJobProgress(uint64_t job_id, double fraction,
+                             std::string_view message) = 0;
+  virtual void OnJobFinished(uint64_t job_id, JobOutcome outcome) = 0;
+};
+
+class JobExecutor {
+ public:
+  virtual ~JobExecutor() = default;
+  virtual v1::Executor kind() const = 0;
+  // Max jobs running at once.
+  virtual int capacity() const = 0;
+  // Starts `run` without blocking. Precondition: fewer than capacity() jobs
+  // started and not yet finished.
+  virtual void Start(JobRun run) = 0;
+  // Called after the job's cancel token was set, to stop it harder than
+  // cooperatively where the executor can (the thread pool cannot).
+  virtual void Cancel(uint64_t job_id) {}
+  // Stops taking jobs and returns once every started job has reported its
+  // end, or `deadline` passed; returns false in the second case.
+  virtual bool Shutdown(absl::Time deadline) = 0;
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_WORKERS_EXECUTOR_H_

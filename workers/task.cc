@@ -1,0 +1,69 @@
+#include "workers/task.h"
+
+#include <cstdlib>
+
+#include "spdlog/spdlog.h"
+
+namespace jobd {
+
+bool CancelToken::Cancel(CancelReason reason) {
+  absl::MutexLock lock(&mu_);
+  int expected = 0;
+  return reason_.compare_exchange_strong(expected, static_cast<int>(reason),
+                                         std::memory_order_acq_rel);
+}
+
+bool CancelToken::WaitFor(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto is_cancelled = [this] { return cancelled(); };
+  return mu_.AwaitWithTimeout(absl::Condition(&is_cancelled), timeout);
+}
+
+const char* ParamTypeName(ParamType type) {
+  switch (type) {
+    case ParamType::kAny:
+      return "any";
+    case ParamType::kBool:
+      return "bool";
+    case ParamType::kInt:
+      return "int";
+    case ParamType::kNumber:
+      return "number";
+    case ParamType::kString:
+      return "string";
+    case ParamType::kList:
+      return "list";
+    case ParamType::kObject:
+      return "object";
+  }
+  return "?";
+}
+
+const google::protobuf::Value* TaskArgs::Find(std::string_view name) const {
+  auto it = bound_.fields().find(std::string(name));
+  return it == bound_.fields().end() ? nullptr : &it->second;
+}
+
+const google::protobuf::Value& TaskArgs::Get(std::string_view name) const {
+  const google::protobuf::Value* v = Find(name);
+  if (v == nullptr) {
+    spdlog::critical("task read undeclared or unset parameter '{}'", name);
+    std::abort();
+  }
+  return *v;
+}
+
+int64_t TaskArgs::Int(std::string_view name) const {
+  return static_cast<int64_t>(Get(name).number_value());
+}
+double TaskArgs::Number(std::string_view name) const {
+  return Get(name).number_value();
+}
+const std::string& TaskArgs::String(std::string_view name) const {
+  return Get(name).string_value();
+}
+bool TaskArgs::Bool(std::string_view name) const {
+  return Get(name).bool_value();
+}
+
+}  // namespace jobd

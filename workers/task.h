@@ -1,0 +1,160 @@
+// Task SDK: everything a task author writes against.
+//
+// A task is a named function that receives its validated arguments and a
+// TaskContext (cancel token, deadline, progress reporter) and returns a
+// TaskOutput or an error status. Tasks are registered in a TaskRegistry
+// (task_registry.h); executors run them.
+//
+// Thread-safety: CancelToken is fully thread-safe. TaskArgs and TaskDef are
+// immutable after construction and may be shared between threads. A
+// TaskContext belongs to the one thread (or coroutine) running the task.
+#ifndef JOBD_WORKERS_TASK_H_
+#define JOBD_WORKERS_TASK_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "google/protobuf/struct.pb.h"
+#include "jobd/v1/jobd.pb.h"
+
+namespace jobd {
+
+// Why a running job was asked to stop.
+enum class CancelReason : int { kNone = 0, kCancelled, kTimeout, kShutdown };
+
+// Set once by the scheduler, polled (or waited on) by the task.
+class CancelToken {
+ public:
+  // Requests cancellation; the first reason wins. Returns true if this call
+  // set it.
+  bool Cancel(CancelReason reason);
+  bool cancelled() const {
+    return reason_.load(std::memory_order_acquire) != 0;
+  }
+  CancelReason reason() const {
+    return static_cast<CancelReason>(reason_.load(std::memory_order_acquire));
+  }
+  // Blocks up to `timeout`; returns true as soon as the token is cancelled.
+  bool WaitFor(absl::Duration timeout);
+
+ private:
+  std::atomic<int> reason_{0};
+  absl::Mutex mu_;
+};
+
+// Argument types a task parameter can declare.
+enum class ParamType { kAny, kBool, kInt, kNumber, kString, kList, kObject };
+const char* ParamTypeName(ParamType type);
+
+struct TaskParam {
+  std::string name;
+  ParamType type = ParamType::kAny;
+  bool required = true;
+  google::protobuf::Value default_value;  // Used when !required and absent.
+  std::string help;
+};
+
+// A task's validated input: parameters bound by name (positional args in
+// declaration order, then keyword args, then defaults), the raw positional
+// and keyword args (what variadic tasks read), and the payload.
+class TaskArgs {
+ public:
+  TaskArgs() = default;
+  TaskArgs(google::protobuf::Struct bound, google::protobuf::ListValue args,
+           google::protobuf::Struct kwargs, std::string payload)
+      : bound_(std::move(bound)),
+        args_(std::move(args)),
+        kwargs_(std::move(kwargs)),
+        payload_(std::move(payload)) {}
+
+  // Bound parameter, or nullptr if it has no value (optional, no default).
+  const google::protobuf::Value* Find(std::string_view name) const;
+  // Typed accessors for declared parameters; the binder has checked types,
+  // so a mismatch here is a programming error in the task (crashes).
+  int64_t Int(std::string_view name) const;
+  double Number(std::string_view name) const;
+  const std::string& String(std::string_view name) const;
+  bool Bool(std::string_view name) const;
+
+  const google::protobuf::Struct& bound() const { return bound_; }
+  const google::protobuf::ListValue& args() const { return args_; }
+  const google::protobuf::Struct& kwargs() const { return kwargs_; }
+  const std::string& payload() const { return payload_; }
+
+ private:
+  const google::protobuf::Value& Get(std::string_view name) const;
+
+  google::protobuf::Struct bound_;
+  google::protobuf::ListValue args_;
+  google::protobuf::Struct kwargs_;
+  std::string payload_;
+};
+
+struct TaskOutput {
+  google::protobuf::Value value;
+  std::string payload;
+};
+
+// Receives progress reports of one job; implemented by executors.
+using ProgressFn = std::function<void(double fraction, std::string_view msg)>;
+
+// What a running task sees of its job.
+class TaskContext {
+ public:
+  TaskContext(const TaskArgs& args, CancelToken& cancel, absl::Time deadline,
+              ProgressFn progress)
+      : args_(args),
+        cancel_(cancel),
+        deadline_(deadline),
+        progress_(std::move(progress)) {}
+
+  const TaskArgs& args() const { return args_; }
+  // True once the job was cancelled, timed out or the daemon is stopping.
+  // Long-running tasks poll this and return CancelledError() promptly.
+  bool cancelled() const { return cancel_.cancelled(); }
+  CancelReason cancel_reason() const { return cancel_.reason(); }
+  // When the job times out (absl::InfiniteFuture() if never).
+  absl::Time deadline() const { return deadline_; }
+  // Sleeps up to `d`; returns false (early) if the job was cancelled.
+  bool SleepFor(absl::Duration d) { return !cancel_.WaitFor(d); }
+  // Reports progress: fraction in 0..1 (negative if unknown) and a message.
+  void ReportProgress(double fraction, std::string_view message) const {
+    if (progress_) progress_(fraction, message);
+  }
+
+ private:
+  const TaskArgs& args_;
+  CancelToken& cancel_;
+  const absl::Time deadline_;
+  const ProgressFn progress_;
+};
+
+// A synchronous implementation: runs on a thread-pool thread or in a worker
+// process. Returns the output, or an error (the job FAILS with TASK_ERROR and
+// the status message). Must not throw; a thrown exception is caught by the
+// executor and fails the job.
+using SyncTaskFn = std::function<absl::StatusOr<TaskOutput>(TaskContext&)>;
+
+// A task definition, immutable once registered.
+struct TaskDef {
+  std::string name;
+  std::string description;
+  // Kind assumed when a spec does not say (JOB_KIND_UNSPECIFIED there).
+  v1::JobKind default_kind = v1::JOB_KIND_IO_BOUND;
+  std::vector<TaskParam> params;
+  // Accepts any positional and keyword arguments (params then only document).
+  bool variadic = false;
+  SyncTaskFn run;
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_WORKERS_TASK_H_

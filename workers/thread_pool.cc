@@ -1,0 +1,152 @@
+#include "workers/thread_pool.h"
+
+#include <pthread.h>
+#include <time.h>
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace jobd {
+
+ThreadPool::ThreadPool(int threads, std::string name) : name_(std::move(name)) {
+  threads_.reserve(threads);
+  for (int i = 0; i < threads; ++i) {
+    threads_.emplace_back([this] { WorkerLoop(); });
+    std::string thread_name = absl::StrCat(name_, "-", i).substr(0, 15);
+    pthread_setname_np(threads_.back().native_handle(), thread_name.c_str());
+  }
+}
+
+ThreadPool::~ThreadPool() { Shutdown(); }
+
+bool ThreadPool::Schedule(std::function<void()> fn) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return false;
+  queue_.push_back(std::move(fn));
+  return true;
+}
+
+void ThreadPool::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && threads_.empty()) return;
+    stopping_ = true;
+  }
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+}
+
+void ThreadPool::WorkerLoop() {
+  for (;;) {
+    std::function<void()> fn;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !queue_.empty() || stopping_;
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (queue_.empty()) return;  // Stopping and drained.
+      fn = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    fn();
+  }
+}
+
+namespace {
+
+absl::Duration ThreadCpuTime() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return absl::DurationFromTimespec(ts);
+}
+
+}  // namespace
+
+JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress) {
+  JobOutcome outcome;
+  const absl::Duration cpu0 = ThreadCpuTime();
+  const absl::Time wall0 = absl::Now();
+  TaskContext ctx(*run.args, *run.cancel, run.deadline, progress);
+  absl::StatusOr<TaskOutput> result;
+  try {
+    result = run.task->run(ctx);
+  } catch (const std::exception& e) {
+    result = absl::InternalError(
+        absl::StrCat("task threw an exception: ", e.what()));
+  } catch (...) {
+    result = absl::InternalError("task threw a non-standard exception");
+  }
+  outcome.cpu_time = ThreadCpuTime() - cpu0;
+  outcome.wall_time = absl::Now() - wall0;
+  if (result.ok()) {
+    outcome.output = *std::move(result);
+    return outcome;
+  }
+  outcome.status = result.status();
+  switch (run.cancel->reason()) {
+    case CancelReason::kTimeout:
+      outcome.reason = v1::ERROR_REASON_TIMEOUT;
+      break;
+    case CancelReason::kCancelled:
+      outcome.reason = v1::ERROR_REASON_CANCELLED;
+      break;
+    case CancelReason::kShutdown:
+      outcome.reason = v1::ERROR_REASON_SHUTDOWN;
+      break;
+    case CancelReason::kNone:
+      outcome.reason = v1::ERROR_REASON_TASK_ERROR;
+      break;
+  }
+  return outcome;
+}
+
+ThreadPoolExecutor::ThreadPoolExecutor(int threads, ExecutorListener& listener)
+    : threads_(threads), listener_(listener), pool_(threads, "jobd-thread") {}
+
+ThreadPoolExecutor::~ThreadPoolExecutor() {
+  Shutdown(absl::InfiniteFuture());
+}
+
+void ThreadPoolExecutor::Start(JobRun run) {
+  {
+    absl::MutexLock lock(&mu_);
+    ++running_;
+  }
+  if (!pool_.Schedule([this, run = std::move(run)] { Execute(run); })) {
+    absl::MutexLock lock(&mu_);
+    --running_;
+    spdlog::error("thread pool is shut down; job dropped");
+  }
+}
+
+void ThreadPoolExecutor::Execute(const JobRun& run) {
+  const uint64_t id = run.job_id;
+  JobOutcome outcome =
+      RunSyncTask(run, [this, id](double fraction, std::string_view message) {
+        listener_.OnJobProgress(id, fraction, message);
+      });
+  listener_.OnJobFinished(id, std::move(outcome));
+  absl::MutexLock lock(&mu_);
+  --running_;
+}
+
+bool ThreadPoolExecutor::Shutdown(absl::Time deadline) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return running_ == 0;
+    };
+    if (!mu_.AwaitWithDeadline(absl::Condition(&idle), deadline)) {
+      return false;
+    }
+  }
+  pool_.Shutdown();
+  return true;
+}
+
+}  // namespace jobd
