@@ -43,7 +43,7 @@ absl::Status ValidateDuration(const google::protobuf::Duration& d,
 
 void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out) {
   out->set_sequence(event.sequence);
-  out->set_job_id(std::to_string(event.job_id));
+  if (event.job_id != 0) out->set_job_id(std::to_string(event.job_id));
   out->set_client_tag(client_tag);
   out->set_type(event.type);
   *out->mutable_time() = ToProtoTime(event.time);

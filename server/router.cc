@@ -58,7 +58,8 @@ void Router::Record(const TaskDef& task, absl::Duration cpu,
                     absl::Duration wall) {
   const double wall_s = absl::ToDoubleSeconds(wall);
   if (wall_s <= 0) return;
-  const double ratio = std::clamp(absl::ToDoubleSeconds(cpu) / wall_s, 0.0, 1.0);
+  const double ratio =
+      std::clamp(absl::ToDoubleSeconds(cpu) / wall_s, 0.0, 1.0);
   Measure& m = measures_[&task];
   constexpr double kAlpha = 0.2;
   if (m.samples == 0) {

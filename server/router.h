@@ -50,7 +50,7 @@ class Router {
 
  private:
   struct Measure {
-    double ratio = 0;   // Exponentially weighted moving averages.
+    double ratio = 0;  // Exponentially weighted moving averages.
     double wall_s = 0;
     int samples = 0;
   };

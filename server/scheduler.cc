@@ -71,7 +71,7 @@ struct Scheduler::Job {
   TimerQueue::TimerId timeout_timer = 0;
   uint64_t last_sequence = 0;
   absl::InlinedVector<Subscriber, 1> subscribers;  // Cleared when it ends.
-  std::vector<Waiter> waiters;                      // Cleared when it ends.
+  std::vector<Waiter> waiters;                     // Cleared when it ends.
 };
 
 class Scheduler::Port : public ExecutorListener {
@@ -183,10 +183,10 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         continue;
       }
       if (queued >= options_.max_queued) {
-        adm.status = absl::ResourceExhaustedError(fmt::format(
-            "queue full: {} jobs are queued and the limit is {} "
-            "(max_queued); retry later",
-            queued, options_.max_queued));
+        adm.status = absl::ResourceExhaustedError(
+            fmt::format("queue full: {} jobs are queued and the limit is {} "
+                        "(max_queued); retry later",
+                        queued, options_.max_queued));
         ++rejected_;
         continue;
       }
@@ -352,8 +352,7 @@ void Scheduler::OnProgress(v1::Executor kind, uint64_t id, double fraction,
   after.Run();
 }
 
-void Scheduler::OnFinished(v1::Executor kind, uint64_t id,
-                           JobOutcome outcome) {
+void Scheduler::OnFinished(v1::Executor kind, uint64_t id, JobOutcome outcome) {
   After after;
   {
     absl::MutexLock lock(&mu_);
@@ -403,11 +402,11 @@ void Scheduler::OnTimeout(uint64_t id) {
     Job& job = *it->second;
     job.timeout_timer = 0;
     Abort(job, CancelReason::kTimeout,
-          MakeError(v1::JOB_STATE_FAILED, absl::StatusCode::kDeadlineExceeded,
-                    v1::ERROR_REASON_TIMEOUT,
-                    fmt::format("job exceeded its timeout of {}",
-                                absl::FormatDuration(
-                                    FromProto(job.spec.timeout())))),
+          MakeError(
+              v1::JOB_STATE_FAILED, absl::StatusCode::kDeadlineExceeded,
+              v1::ERROR_REASON_TIMEOUT,
+              fmt::format("job exceeded its timeout of {}",
+                          absl::FormatDuration(FromProto(job.spec.timeout())))),
           after);
   }
   after.Run();
@@ -485,8 +484,9 @@ void Scheduler::FireWaiter(uint64_t id, uint64_t waiter_id) {
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
     auto& waiters = it->second->waiters;
-    auto w = std::find_if(waiters.begin(), waiters.end(),
-                          [&](const Job::Waiter& x) { return x.id == waiter_id; });
+    auto w =
+        std::find_if(waiters.begin(), waiters.end(),
+                     [&](const Job::Waiter& x) { return x.id == waiter_id; });
     if (w == waiters.end()) return;
     done = std::move(w->done);
     waiters.erase(w);
@@ -536,8 +536,7 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
         continue;
       }
       // Ended: make sure the watcher hears how, once.
-      const bool replayed =
-          after_sequence > 0 && job.last_sequence >= oldest;
+      const bool replayed = after_sequence > 0 && job.last_sequence >= oldest;
       if (replayed || job.last_sequence <= after_sequence) continue;
       Event e;
       e.sequence = job.last_sequence;
@@ -626,9 +625,8 @@ bool Scheduler::draining() const {
 
 bool Scheduler::WaitNoneRunning(absl::Time deadline) {
   absl::MutexLock lock(&mu_);
-  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return running_ == 0;
-  };
+  auto idle = [this]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; };
   return mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
 }
 

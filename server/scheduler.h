@@ -61,10 +61,10 @@ struct Event {
   v1::EventType type = v1::EVENT_TYPE_UNSPECIFIED;
   absl::Time time;
   v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
-  bool duplicate = false;                           // ACCEPTED.
-  const TaskDef* task = nullptr;                    // ACCEPTED.
-  std::shared_ptr<const v1::Progress> progress;     // PROGRESS.
-  std::shared_ptr<const JobEnd> end;                // Terminal events.
+  bool duplicate = false;                        // ACCEPTED.
+  const TaskDef* task = nullptr;                 // ACCEPTED.
+  std::shared_ptr<const v1::Progress> progress;  // PROGRESS.
+  std::shared_ptr<const JobEnd> end;             // Terminal events.
 };
 
 bool IsTerminal(v1::EventType type);
@@ -73,9 +73,9 @@ bool IsTerminal(v1::JobState state);
 // Bit for an event type in a subscriber's mask.
 constexpr uint32_t EventBit(v1::EventType type) { return 1u << type; }
 constexpr uint32_t kAllEvents = ~0u;
-constexpr uint32_t kTerminalEvents =
-    EventBit(v1::EVENT_TYPE_SUCCEEDED) | EventBit(v1::EVENT_TYPE_FAILED) |
-    EventBit(v1::EVENT_TYPE_CANCELLED);
+constexpr uint32_t kTerminalEvents = EventBit(v1::EVENT_TYPE_SUCCEEDED) |
+                                     EventBit(v1::EVENT_TYPE_FAILED) |
+                                     EventBit(v1::EVENT_TYPE_CANCELLED);
 
 // Receives events. Implemented by RPC streams.
 class EventSink {
@@ -199,8 +199,7 @@ class Scheduler {
   struct Lane {  // One executor and its queue.
     std::unique_ptr<JobExecutor> executor;
     // priority (highest first) -> job ids FIFO; stale ids are skipped.
-    absl::btree_map<int32_t, std::deque<uint64_t>, std::greater<int32_t>>
-        queue;
+    absl::btree_map<int32_t, std::deque<uint64_t>, std::greater<int32_t>> queue;
     size_t queued = 0;  // Live entries in `queue`.
     int busy = 0;       // Started, not yet returned by the executor.
     uint64_t succeeded = 0, failed = 0, cancelled = 0;

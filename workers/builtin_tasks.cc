@@ -122,13 +122,13 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
                   .default_kind = v1::JOB_KIND_IO_BOUND,
                   .variadic = true,
                   .run = Echo});
-  defs.push_back({.name = "sleep",
-                  .description = "Sleeps for `ms` milliseconds; returns ms. "
-                                 "Ends early when cancelled.",
-                  .default_kind = v1::JOB_KIND_IO_BOUND,
-                  .params = {Param("ms", ParamType::kInt,
-                                   "milliseconds to sleep, >= 0")},
-                  .run = Sleep});
+  defs.push_back(
+      {.name = "sleep",
+       .description = "Sleeps for `ms` milliseconds; returns ms. "
+                      "Ends early when cancelled.",
+       .default_kind = v1::JOB_KIND_IO_BOUND,
+       .params = {Param("ms", ParamType::kInt, "milliseconds to sleep, >= 0")},
+       .run = Sleep});
   defs.push_back({.name = "primes.count",
                   .description = "Counts the primes below `n` by trial "
                                  "division (CPU-bound).",

@@ -73,9 +73,9 @@ absl::Status CheckParamType(const google::protobuf::Value& value,
       break;
   }
   if (ok) return absl::OkStatus();
-  return absl::InvalidArgumentError(fmt::format(
-      "{}: expected {}, got {}", field, ParamTypeName(type),
-      ValueKindName(value)));
+  return absl::InvalidArgumentError(fmt::format("{}: expected {}, got {}",
+                                                field, ParamTypeName(type),
+                                                ValueKindName(value)));
 }
 
 absl::Status TaskRegistry::Add(TaskDef def) {
@@ -90,9 +90,9 @@ absl::Status TaskRegistry::Add(TaskDef def) {
   bool optional_seen = false;
   for (const TaskParam& p : def.params) {
     if (p.name.empty() || !seen.insert(p.name).second) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "task '", def.name, "': empty or repeated parameter name '", p.name,
-          "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("task '", def.name,
+                       "': empty or repeated parameter name '", p.name, "'"));
     }
     if (p.required && optional_seen) {
       return absl::InvalidArgumentError(
@@ -136,15 +136,14 @@ absl::StatusOr<TaskArgs> TaskRegistry::Bind(
   }
   if (static_cast<size_t>(args.values_size()) > task.params.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "spec.args: task '", task.name, "' takes at most ",
-        task.params.size(), " positional argument(s), got ",
-        args.values_size()));
+        "spec.args: task '", task.name, "' takes at most ", task.params.size(),
+        " positional argument(s), got ", args.values_size()));
   }
   for (int i = 0; i < args.values_size(); ++i) {
     const TaskParam& p = task.params[i];
-    absl::Status s = CheckParamType(args.values(i), p.type,
-                                    absl::StrCat("spec.args[", i, "] (", p.name,
-                                                 ")"));
+    absl::Status s =
+        CheckParamType(args.values(i), p.type,
+                       absl::StrCat("spec.args[", i, "] (", p.name, ")"));
     if (!s.ok()) return s;
     fields[p.name] = args.values(i);
   }

@@ -108,9 +108,7 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress) {
 ThreadPoolExecutor::ThreadPoolExecutor(int threads, ExecutorListener& listener)
     : threads_(threads), listener_(listener), pool_(threads, "jobd-thread") {}
 
-ThreadPoolExecutor::~ThreadPoolExecutor() {
-  Shutdown(absl::InfiniteFuture());
-}
+ThreadPoolExecutor::~ThreadPoolExecutor() { Shutdown(absl::InfiniteFuture()); }
 
 void ThreadPoolExecutor::Start(JobRun run) {
   {

@@ -1,0 +1,139 @@
+#include "server/config.h"
+
+#include <iostream>
+
+#include "CLI/CLI.hpp"
+#include "jobd/v1/default_address.h"
+#include "spdlog/fmt/fmt.h"
+
+namespace jobd {
+namespace {
+
+// Parses a duration flag such as "10s", "500ms", "1h30m".
+absl::Status ParseDurationFlag(const std::string& text, const char* flag,
+                               absl::Duration* out, bool allow_zero) {
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration() ||
+      (!allow_zero && d == absl::ZeroDuration()) ||
+      d == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        fmt::format("--{}: '{}' is not a {}duration like 500ms, 10s or 1h",
+                    flag, text, allow_zero ? "" : "positive "));
+  }
+  *out = d;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
+  ParsedArgs parsed;
+  DaemonConfig& c = parsed.config;
+  CLI::App app{
+      "jobd: a job-execution daemon. Accepts jobs over gRPC and runs them on a "
+      "thread pool (process pool and coroutine reactor to come), streaming "
+      "their events back.",
+      "jobd"};
+  app.set_version_flag("--version", JOBD_VERSION);
+  app.set_config("--config", "",
+                 "Read settings from a TOML/INI file "
+                 "(keys named like the long flags)");
+
+  c.unix_socket = v1::DefaultSocketPath();
+  c.tcp_address = v1::kDefaultTcpAddress;
+  std::string retention_ttl = "1h", grace = "10s";
+  app.add_option("--unix-socket", c.unix_socket,
+                 "Unix socket path to listen on; 'none' for no Unix socket")
+      ->capture_default_str();
+  app.add_option("--tcp", c.tcp_address,
+                 "TCP host:port to listen on (port 0 picks one); 'none' for "
+                 "no TCP listener")
+      ->capture_default_str();
+  app.add_option("--thread-workers", c.thread_workers,
+                 "Threads of the thread-pool executor")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--max-queued", c.scheduler.max_queued,
+                 "Jobs queued (not running) at most; beyond, submits are "
+                 "rejected with RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{100000000}));
+  app.add_option("--retention-ttl", retention_ttl,
+                 "How long ended jobs stay retrievable")
+      ->capture_default_str();
+  app.add_option("--max-retained", c.scheduler.max_retained,
+                 "Ended jobs retained at most (oldest dropped first)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, size_t{100000000}));
+  app.add_option("--event-log-size", c.scheduler.event_log_size,
+                 "Events kept for WatchJobs resume")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{100000000}));
+  app.add_option("--max-payload-bytes", c.service.spec.max_payload_bytes,
+                 "Largest job payload accepted")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, size_t{1} << 30));
+  app.add_option("--max-jobs-per-request", c.service.max_jobs_per_request,
+                 "Most jobs in one SubmitRequest message")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1000000}));
+  app.add_option("--default-window", c.service.default_window,
+                 "Submit-stream window (jobs in flight) when a client asks 0")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 10000000u));
+  app.add_option("--max-window", c.service.max_window,
+                 "Largest Submit-stream window a client may ask for")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 10000000u));
+  app.add_option("--max-message-bytes", c.max_message_bytes,
+                 "Largest gRPC message received or sent")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{4096}, size_t{1} << 30));
+  app.add_option("--shutdown-grace", grace,
+                 "On SIGTERM/SIGINT: how long running jobs may finish before "
+                 "they are cancelled")
+      ->capture_default_str();
+  app.add_flag("--testing-tasks", c.testing_tasks,
+               "Register tasks that exist to test failure handling (crash)");
+  app.add_option("--log-level", c.log_level,
+                 "trace, debug, info, warn, error, critical or off")
+      ->capture_default_str()
+      ->check(CLI::IsMember(
+          {"trace", "debug", "info", "warn", "error", "critical", "off"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    parsed.exit_now = true;
+    parsed.exit_code = app.exit(e);
+    return parsed;
+  } catch (const CLI::CallForVersion& e) {
+    parsed.exit_now = true;
+    parsed.exit_code = app.exit(e);
+    return parsed;
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(e.what());
+  }
+  if (c.unix_socket == "none") c.unix_socket.clear();
+  if (c.tcp_address == "none") c.tcp_address.clear();
+  if (c.unix_socket.empty() && c.tcp_address.empty()) {
+    return absl::InvalidArgumentError(
+        "--unix-socket and --tcp are both 'none': nothing to listen on");
+  }
+  if (!c.tcp_address.empty() && c.tcp_address.rfind(':') == std::string::npos) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--tcp: '{}' is not host:port (e.g. 127.0.0.1:7531)", c.tcp_address));
+  }
+  if (c.service.default_window > c.service.max_window) {
+    return absl::InvalidArgumentError(
+        "--default-window: larger than --max-window");
+  }
+  absl::Status s = ParseDurationFlag(retention_ttl, "retention-ttl",
+                                     &c.scheduler.retention_ttl, true);
+  if (!s.ok()) return s;
+  s = ParseDurationFlag(grace, "shutdown-grace", &c.shutdown_grace, true);
+  if (!s.ok()) return s;
+  return parsed;
+}
+
+}  // namespace jobd

@@ -1,0 +1,44 @@
+// DaemonConfig: every setting of jobd, from command-line flags and an
+// optional config file (--config FILE, TOML/INI: `key = value` lines named
+// like the long flags), flags winning over the file. Embedded defaults make
+// `jobd` with no arguments a working local daemon.
+//
+// Thread-safety: a plain value; parsed once in main().
+#ifndef JOBD_SERVER_CONFIG_H_
+#define JOBD_SERVER_CONFIG_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/scheduler.h"
+#include "server/service.h"
+
+namespace jobd {
+
+struct DaemonConfig {
+  std::string unix_socket;  // Empty: no Unix socket.
+  std::string tcp_address;  // host:port; empty: no TCP listener.
+  int thread_workers = 8;
+  SchedulerOptions scheduler;
+  ServiceLimits service;
+  size_t max_message_bytes = 16 << 20;  // gRPC receive/send limit.
+  absl::Duration shutdown_grace = absl::Seconds(10);
+  bool testing_tasks = false;
+  std::string log_level = "info";
+};
+
+// What ParseConfig decided.
+struct ParsedArgs {
+  DaemonConfig config;
+  bool exit_now = false;  // --help / --version was handled.
+  int exit_code = 0;
+};
+
+// Parses flags (and --config). On bad input returns InvalidArgument with a
+// message naming the flag or config key; prints help itself for --help.
+absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv);
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_CONFIG_H_

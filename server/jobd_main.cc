@@ -1,0 +1,232 @@
+// jobd: the daemon's entry point. Parses config, builds the task registry,
+// scheduler, executors and gRPC server, prints where it listens, then waits
+// for SIGINT/SIGTERM and shuts down gracefully:
+//   stop accepting -> running jobs finish within --shutdown-grace -> the rest
+//   are cancelled (reason SHUTDOWN) and reported -> streams flushed -> exit 0.
+#include <arpa/inet.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_join.h"
+#include "grpcpp/grpcpp.h"
+#include "server/config.h"
+#include "server/scheduler.h"
+#include "server/service.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+#include "workers/builtin_tasks.h"
+#include "workers/thread_pool.h"
+
+namespace jobd {
+namespace {
+
+constexpr int kExitConfig = 2;
+constexpr int kExitStartup = 1;
+
+// True if something accepts connections on the Unix socket at `path`.
+bool SocketInUse(const std::string& path) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  const bool in_use =
+      connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return in_use;
+}
+
+absl::Status PrepareUnixSocket(const std::string& path) {
+  if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+    return absl::InvalidArgumentError(
+        fmt::format("--unix-socket: path longer than {} bytes: {}",
+                    sizeof(sockaddr_un::sun_path) - 1, path));
+  }
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(fmt::format(
+          "cannot create socket directory {}: {}", dir.string(), ec.message()));
+    }
+    chmod(dir.c_str(), 0700);  // Local access only (see README: Security).
+  }
+  if (std::filesystem::exists(path, ec)) {
+    if (SocketInUse(path)) {
+      return absl::AlreadyExistsError(fmt::format(
+          "another process (a running jobd?) is listening on {}", path));
+    }
+    std::filesystem::remove(path, ec);  // Stale socket of a dead daemon.
+  }
+  return absl::OkStatus();
+}
+
+// Plaintext without authentication is only safe on loopback.
+absl::Status CheckLoopback(const std::string& host_port) {
+  std::string host = host_port.substr(0, host_port.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  in_addr v4{};
+  in6_addr v6{};
+  const bool loopback = host == "localhost" ||
+                        (inet_pton(AF_INET, host.c_str(), &v4) == 1 &&
+                         (ntohl(v4.s_addr) >> 24) == 127) ||
+                        (inet_pton(AF_INET6, host.c_str(), &v6) == 1 &&
+                         IN6_IS_ADDR_LOOPBACK(&v6));
+  if (!loopback) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--tcp: refusing to listen on non-loopback address '{}' without TLS "
+        "and authentication; use 127.0.0.1 or [::1]",
+        host_port));
+  }
+  return absl::OkStatus();
+}
+
+int Run(int argc, char** argv) {
+  // Signals are taken synchronously by sigwait() below; block them before any
+  // thread exists so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  absl::StatusOr<ParsedArgs> parsed = ParseConfig(argc, argv);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "jobd: %s\n",
+                 std::string(parsed.status().message()).c_str());
+    return kExitConfig;
+  }
+  if (parsed->exit_now) return parsed->exit_code;
+  const DaemonConfig& config = parsed->config;
+
+  auto logger = spdlog::stderr_color_mt("jobd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+
+  if (!config.tcp_address.empty()) {
+    if (absl::Status s = CheckLoopback(config.tcp_address); !s.ok()) {
+      spdlog::critical("{}", std::string(s.message()));
+      return kExitConfig;
+    }
+  }
+
+  TaskRegistry registry;
+  if (absl::Status s = RegisterBuiltinTasks(
+          registry, {.testing_tasks = config.testing_tasks});
+      !s.ok()) {
+    spdlog::critical("registering built-in tasks: {}", s.ToString());
+    return kExitStartup;
+  }
+
+  RealClock clock;
+  Scheduler scheduler(config.scheduler, clock);
+  scheduler.AddExecutor(std::make_unique<ThreadPoolExecutor>(
+      config.thread_workers, scheduler.listener_for(v1::EXECUTOR_THREAD)));
+
+  JobServiceImpl service(scheduler, registry, config.service, JOBD_VERSION);
+  grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(config.max_message_bytes));
+  builder.RegisterService(&service);
+  std::vector<std::string> listening;
+  if (!config.unix_socket.empty()) {
+    if (absl::Status s = PrepareUnixSocket(config.unix_socket); !s.ok()) {
+      spdlog::critical("{}", std::string(s.message()));
+      return kExitStartup;
+    }
+    builder.AddListeningPort("unix:" + config.unix_socket,
+                             grpc::InsecureServerCredentials());
+  }
+  int tcp_port = -1;
+  if (!config.tcp_address.empty()) {
+    builder.AddListeningPort(config.tcp_address,
+                             grpc::InsecureServerCredentials(), &tcp_port);
+  }
+  const mode_t old_umask = umask(0077);  // Socket: owner only.
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  umask(old_umask);
+  if (server == nullptr || (!config.tcp_address.empty() && tcp_port <= 0)) {
+    spdlog::critical(
+        "could not start the gRPC server on {} (address in use or invalid?)",
+        absl::StrJoin({config.unix_socket, config.tcp_address}, " and "));
+    return kExitStartup;
+  }
+  std::string try_address;
+  if (!config.unix_socket.empty()) {
+    listening.push_back("unix:" + config.unix_socket);
+    try_address = listening.back();
+  }
+  if (!config.tcp_address.empty()) {
+    const std::string host =
+        config.tcp_address.substr(0, config.tcp_address.rfind(':'));
+    listening.push_back(fmt::format("{}:{}", host, tcp_port));
+    if (try_address.empty()) try_address = listening.back();
+  }
+  // The ready banner on stdout: tests and scripts wait for the "try:" line.
+  std::printf("jobd %s ready (pid %d)\n", JOBD_VERSION, getpid());
+  for (const std::string& l : listening)
+    std::printf("  listening on %s\n", l.c_str());
+  std::printf("  try: jobctl --address %s submit echo hello --wait\n",
+              try_address.c_str());
+  std::fflush(stdout);
+  spdlog::info("jobd {} serving on {} with {} thread worker(s)", JOBD_VERSION,
+               absl::StrJoin(listening, ", "), config.thread_workers);
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      spdlog::info("SIGHUP: live config reload is not supported yet; ignored");
+      continue;
+    }
+    spdlog::info("{}: draining (grace {})", strsignal(sig),
+                 absl::FormatDuration(config.shutdown_grace));
+    break;
+  }
+
+  scheduler.BeginDrain();
+  if (!scheduler.WaitNoneRunning(absl::Now() + config.shutdown_grace)) {
+    spdlog::warn("grace period over with jobs still running");
+  }
+  std::vector<uint64_t> cancelled = scheduler.CancelAllForShutdown();
+  if (!cancelled.empty()) {
+    constexpr size_t kShown = 20;
+    std::vector<uint64_t> shown(
+        cancelled.begin(),
+        cancelled.begin() + std::min(kShown, cancelled.size()));
+    spdlog::warn("cancelled {} unfinished job(s) at shutdown: {}{}",
+                 cancelled.size(), absl::StrJoin(shown, ", "),
+                 cancelled.size() > kShown ? ", ..." : "");
+  }
+  service.CloseStreams();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (!scheduler.StopExecutors(absl::Now() + absl::Seconds(2))) {
+    spdlog::error("some tasks ignored cancellation; exiting without them");
+    spdlog::shutdown();
+    std::fflush(nullptr);
+    _exit(0);
+  }
+  if (!config.unix_socket.empty()) unlink(config.unix_socket.c_str());
+  spdlog::info("jobd stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace jobd
+
+int main(int argc, char** argv) { return jobd::Run(argc, argv); }

@@ -1,0 +1,698 @@
+#include "server/service.h"
+
+#include <algorithm>
+#include <deque>
+#include <optional>
+
+#include "absl/container/flat_hash_map.h"
+#include "server/convert.h"
+#include "spdlog/fmt/fmt.h"
+#include "spdlog/spdlog.h"
+
+namespace jobd {
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+namespace {
+
+// Events per response message: large enough to amortize a write, small
+// enough to keep messages far below the 4 MiB default limit.
+constexpr int kMaxEventsPerMessage = 1024;
+
+// Write pump shared by the streaming sessions: at most one write in flight,
+// Finish exactly once and only when no write is in flight and the outbox is
+// empty (or the stream is broken). All fields are guarded by the owner's mu_.
+struct WriteState {
+  bool writing = false;           // A StartWrite is outstanding.
+  bool finish_requested = false;  // End once the outbox is flushed.
+  bool finish_called = false;
+  grpc::Status finish_status;
+
+  void RequestFinish(grpc::Status status) {
+    if (finish_requested) return;
+    finish_requested = true;
+    finish_status = std::move(status);
+  }
+};
+
+// What a session decided to do under its lock, done after unlocking.
+struct Actions {
+  bool write = false;
+  bool read = false;
+  bool finish = false;
+  grpc::Status status;
+};
+
+Event Rejection(const absl::Status& status) {
+  Event e;
+  e.type = v1::EVENT_TYPE_REJECTED;
+  e.time = absl::Now();
+  auto end = std::make_shared<JobEnd>();
+  end->state = v1::JOB_STATE_UNSPECIFIED;
+  end->error.set_code(static_cast<int32_t>(status.code()));
+  end->error.set_message(std::string(status.message()));
+  end->error.set_reason(status.code() == absl::StatusCode::kResourceExhausted
+                            ? v1::ERROR_REASON_OVERLOADED
+                        : status.code() == absl::StatusCode::kUnavailable
+                            ? v1::ERROR_REASON_SHUTDOWN
+                            : v1::ERROR_REASON_INVALID_INPUT);
+  e.end = std::move(end);
+  return e;
+}
+
+// ---------------------------------------------------------------------------
+// Submit: bidi stream of specs in, events out.
+class SubmitSession final
+    : public grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitResponse>,
+      public EventSink,
+      public StreamSession,
+      public std::enable_shared_from_this<SubmitSession> {
+ public:
+  explicit SubmitSession(JobServiceImpl& service) : service_(service) {}
+
+  void Begin() {
+    self_ = shared_from_this();
+    service_.Register(self_);
+    if (service_.scheduler().draining()) {
+      Close(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                         "jobd is draining (shutting down): not accepting "
+                         "new jobs"));
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = true;
+    }
+    StartRead(&request_);
+  }
+
+  void Close(const grpc::Status& status) override {
+    {
+      absl::MutexLock lock(&mu_);
+      out_state_.RequestFinish(status);
+    }
+    Pump();
+  }
+
+  bool Deliver(const Event& event, uint64_t index) override {
+    absl::MutexLock lock(&mu_);
+    if (done_) return false;
+    auto it = items_.find(index);
+    if (it == items_.end()) return false;
+    if (IsTerminal(event.type) || event.type == v1::EVENT_TYPE_REJECTED) {
+      EndItemLocked(it, event);
+    } else {
+      if (event.type == v1::EVENT_TYPE_ACCEPTED)
+        it->second.job_id = event.job_id;
+      if (event.type == v1::EVENT_TYPE_PROGRESS &&
+          out_.size() > 3 * static_cast<size_t>(window_) + 1024) {
+        return false;  // Reader is slow: progress is the one thing to drop.
+      }
+      out_.push_back({event, it->second.client_tag});
+    }
+    if (flush_pending_) return false;
+    flush_pending_ = true;
+    return true;
+  }
+
+  void Flush() override { Pump(); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // Client half-closed (or is gone: OnCancel follows).
+      {
+        absl::MutexLock lock(&mu_);
+        reading_ = false;
+        half_closed_ = true;
+      }
+      Pump();
+      return;
+    }
+    HandleRequest();
+    bool read = false;
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      if (!out_state_.finish_requested && !half_closed_) {
+        if (items_.size() < window_) {
+          reading_ = read = true;
+        } else {
+          read_paused_ = true;  // Resumed by Pump() when jobs end.
+        }
+      }
+    }
+    if (read) StartRead(&request_);
+    Pump();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      out_state_.writing = false;
+      if (!ok) {
+        out_.clear();
+        out_state_.RequestFinish(
+            grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+      }
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      out_.clear();
+      out_state_.RequestFinish(
+          grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled"));
+    }
+    Pump();
+  }
+
+  void OnDone() override {
+    std::vector<uint64_t> unfinished;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      if (options_.cancel_on_disconnect()) {
+        for (const auto& [index, item] : items_) {
+          if (!item.ended && item.job_id != 0)
+            unfinished.push_back(item.job_id);
+        }
+      }
+      items_.clear();
+      out_.clear();
+    }
+    for (uint64_t id : unfinished) (void)service_.scheduler().Cancel(id);
+    if (!unfinished.empty()) {
+      spdlog::info("submit stream ended early: cancelled {} unfinished job(s)",
+                   unfinished.size());
+    }
+    service_.Unregister(this);
+    self_.reset();  // May delete this.
+  }
+
+ private:
+  struct Item {
+    uint64_t client_tag = 0;
+    uint64_t job_id = 0;
+    bool ended = false;
+    std::optional<Event> held;  // Submission order: terminal event waiting.
+  };
+  struct Outgoing {
+    Event event;
+    uint64_t client_tag;
+  };
+  using ItemMap = absl::flat_hash_map<uint64_t, Item>;
+
+  void EndItemLocked(ItemMap::iterator it, const Event& event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (it->second.ended) return;
+    it->second.ended = true;
+    if (options_.order() != v1::ORDER_SUBMISSION) {
+      out_.push_back({event, it->second.client_tag});
+      items_.erase(it);
+      return;
+    }
+    it->second.held = event;
+    for (auto head = items_.find(next_release_);
+         head != items_.end() && head->second.held.has_value();
+         head = items_.find(next_release_)) {
+      out_.push_back({*head->second.held, head->second.client_tag});
+      items_.erase(head);
+      ++next_release_;
+    }
+  }
+
+  void HandleRequest() {
+    const ServiceLimits& limits = service_.limits();
+    if (!got_options_) {
+      got_options_ = true;
+      const v1::SubmitOptions& o = request_.options();
+      if (!v1::Order_IsValid(o.order())) {
+        Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                           fmt::format("options.order: unknown value {}",
+                                       static_cast<int>(o.order()))));
+        return;
+      }
+      absl::MutexLock lock(&mu_);
+      options_ = o;
+      window_ = o.window() == 0 ? limits.default_window
+                                : std::min(o.window(), limits.max_window);
+      mask_ = o.terminal_only()
+                  ? kTerminalEvents | EventBit(v1::EVENT_TYPE_ACCEPTED)
+                  : kAllEvents;
+    }
+    const int n = request_.items_size();
+    if (static_cast<size_t>(n) > limits.max_jobs_per_request) {
+      Close(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          fmt::format("SubmitRequest has {} items; the limit is {} "
+                      "(max_jobs_per_request)",
+                      n, limits.max_jobs_per_request)));
+      return;
+    }
+    if (n == 0) return;
+    // Validate outside any lock; give every item its place in stream order.
+    std::vector<NewJob> jobs;
+    jobs.reserve(n);
+    std::vector<std::pair<uint64_t, absl::Status>> rejected;
+    uint64_t first_index;
+    {
+      absl::MutexLock lock(&mu_);
+      first_index = next_index_;
+      next_index_ += n;
+      for (int i = 0; i < n; ++i) {
+        items_[first_index + i].client_tag = request_.items(i).client_tag();
+      }
+    }
+    for (int i = 0; i < n; ++i) {
+      v1::SubmitItem* item = request_.mutable_items(i);
+      absl::StatusOr<NewJob> job = ValidateSpec(
+          std::move(*item->mutable_spec()), service_.registry(), limits.spec);
+      if (!job.ok()) {
+        rejected.emplace_back(first_index + i, job.status());
+        continue;
+      }
+      job->tag = first_index + i;
+      jobs.push_back(*std::move(job));
+    }
+    if (!jobs.empty()) {
+      std::vector<uint64_t> tags;
+      tags.reserve(jobs.size());
+      for (const NewJob& j : jobs) tags.push_back(j.tag);
+      std::vector<Admission> admissions;
+      admissions.reserve(jobs.size());
+      service_.scheduler().Submit(
+          jobs, Subscriber{shared_from_this(), 0, mask_}, admissions);
+      for (size_t i = 0; i < admissions.size(); ++i) {
+        if (!admissions[i].status.ok()) {
+          rejected.emplace_back(tags[i], admissions[i].status);
+        }
+      }
+    }
+    if (!rejected.empty()) {
+      absl::MutexLock lock(&mu_);
+      for (const auto& [index, status] : rejected) {
+        auto it = items_.find(index);
+        if (it != items_.end()) EndItemLocked(it, Rejection(status));
+      }
+    }
+  }
+
+  // Starts a write, resumes reading, or finishes, as the state allows.
+  void Pump() {
+    Actions a;
+    {
+      absl::MutexLock lock(&mu_);
+      flush_pending_ = false;
+      if (done_ || out_state_.finish_called) return;
+      if (!out_state_.writing && !out_.empty()) {
+        response_.Clear();
+        const int n = std::min<int>(out_.size(), kMaxEventsPerMessage);
+        for (int i = 0; i < n; ++i) {
+          ToProto(out_.front().event, out_.front().client_tag,
+                  response_.add_events());
+          out_.pop_front();
+        }
+        out_state_.writing = a.write = true;
+      }
+      if (read_paused_ && items_.size() < window_ &&
+          !out_state_.finish_requested) {
+        read_paused_ = false;
+        reading_ = a.read = true;
+      }
+      if (half_closed_ && items_.empty() && !out_state_.finish_requested) {
+        out_state_.RequestFinish(grpc::Status::OK);
+      }
+      if (!out_state_.writing && out_.empty() && out_state_.finish_requested) {
+        out_state_.finish_called = a.finish = true;
+        a.status = out_state_.finish_status;
+      }
+    }
+    if (a.write) StartWrite(&response_);
+    if (a.read) StartRead(&request_);
+    if (a.finish) Finish(a.status);
+  }
+
+  JobServiceImpl& service_;
+  std::shared_ptr<SubmitSession> self_;  // Alive until OnDone.
+  // Touched only by the holder of the read (request_) or write (response_)
+  // token, as the flags below grant them.
+  v1::SubmitRequest request_;
+  v1::SubmitResponse response_;
+  bool got_options_ = false;  // Read side only.
+
+  absl::Mutex mu_;
+  v1::SubmitOptions options_ ABSL_GUARDED_BY(mu_);
+  uint32_t window_ ABSL_GUARDED_BY(mu_) = 1;
+  uint32_t mask_ = kAllEvents;  // Set before the first Submit; read side.
+  ItemMap items_ ABSL_GUARDED_BY(mu_);  // Not yet sent their terminal event.
+  uint64_t next_index_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_release_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<Outgoing> out_ ABSL_GUARDED_BY(mu_);
+  WriteState out_state_ ABSL_GUARDED_BY(mu_);
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool flush_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// ---------------------------------------------------------------------------
+// WatchJobs: server stream of events of some or all jobs.
+class WatchSession final
+    : public grpc::ServerWriteReactor<v1::WatchJobsResponse>,
+      public EventSink,
+      public StreamSession,
+      public std::enable_shared_from_this<WatchSession> {
+ public:
+  explicit WatchSession(JobServiceImpl& service) : service_(service) {}
+
+  void Begin(const v1::WatchJobsRequest& request) {
+    self_ = shared_from_this();
+    service_.Register(self_);
+    for (const std::string& s : request.job_ids()) {
+      absl::StatusOr<uint64_t> id = ParseJobId(s, "job_ids");
+      if (!id.ok()) {
+        Close(ToGrpc(id.status()));
+        return;
+      }
+      ids_.push_back(*id);
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      remaining_.insert(ids_.begin(), ids_.end());
+    }
+    uint32_t mask = kAllEvents;
+    if (!request.include_progress()) mask &= ~EventBit(v1::EVENT_TYPE_PROGRESS);
+    absl::StatusOr<WatchResult> result =
+        service_.scheduler().Watch(ids_, request.after_sequence(),
+                                   Subscriber{shared_from_this(), 0, mask});
+    if (!result.ok()) {
+      ids_.clear();
+      Close(ToGrpc(result.status()));
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      header_.set_oldest_retained_sequence(result->oldest_retained_sequence);
+      header_.set_events_lost(result->events_lost);
+      started_ = true;
+    }
+    Pump();
+  }
+
+  void Close(const grpc::Status& status) override {
+    {
+      absl::MutexLock lock(&mu_);
+      started_ = true;
+      out_state_.RequestFinish(status);
+    }
+    Pump();
+  }
+
+  bool Deliver(const Event& event, uint64_t) override {
+    absl::MutexLock lock(&mu_);
+    if (done_ || out_state_.finish_requested) return false;
+    if (out_.size() >= service_.limits().max_watch_backlog) {
+      out_.clear();
+      out_state_.RequestFinish(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          fmt::format("watcher fell {} events behind; resume with "
+                      "after_sequence={}",
+                      service_.limits().max_watch_backlog, last_sent_)));
+    } else {
+      out_.push_back(event);
+    }
+    if (flush_pending_) return false;
+    flush_pending_ = true;
+    return true;
+  }
+
+  void Flush() override { Pump(); }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      out_state_.writing = false;
+      if (!ok) {
+        out_.clear();
+        out_state_.RequestFinish(
+            grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+      }
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      out_.clear();
+      out_state_.RequestFinish(
+          grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled"));
+    }
+    Pump();
+  }
+
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+    }
+    service_.scheduler().Unwatch(this, ids_);
+    service_.Unregister(this);
+    self_.reset();  // May delete this.
+  }
+
+ private:
+  void Pump() {
+    Actions a;
+    {
+      absl::MutexLock lock(&mu_);
+      flush_pending_ = false;
+      if (!started_ || done_ || out_state_.finish_called) return;
+      if (!out_state_.writing && (!out_.empty() || !header_sent_)) {
+        response_.Clear();
+        if (!header_sent_) {
+          response_ = header_;
+          header_sent_ = true;
+        }
+        const int n = std::min<int>(out_.size(), kMaxEventsPerMessage);
+        for (int i = 0; i < n; ++i) {
+          const Event& e = out_.front();
+          ToProto(e, 0, response_.add_events());
+          last_sent_ = std::max(last_sent_, e.sequence);
+          if (IsTerminal(e.type)) remaining_.erase(e.job_id);
+          out_.pop_front();
+        }
+        out_state_.writing = a.write = true;
+      }
+      // Watching named jobs: done once each has ended.
+      if (!ids_.empty() && remaining_.empty() && out_.empty()) {
+        out_state_.RequestFinish(grpc::Status::OK);
+      }
+      if (!out_state_.writing && out_.empty() && out_state_.finish_requested) {
+        out_state_.finish_called = a.finish = true;
+        a.status = out_state_.finish_status;
+      }
+    }
+    if (a.write) StartWrite(&response_);
+    if (a.finish) Finish(a.status);
+  }
+
+  JobServiceImpl& service_;
+  std::shared_ptr<WatchSession> self_;
+  std::vector<uint64_t> ids_;       // Set in Begin(), then const.
+  v1::WatchJobsResponse response_;  // Write-token holder only.
+
+  absl::Mutex mu_;
+  v1::WatchJobsResponse header_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<uint64_t> remaining_ ABSL_GUARDED_BY(mu_);
+  std::deque<Event> out_ ABSL_GUARDED_BY(mu_);
+  WriteState out_state_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool header_sent_ ABSL_GUARDED_BY(mu_) = false;
+  bool flush_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context,
+                                const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpc(status));
+  return reactor;
+}
+
+v1::TaskParam ToProto(const TaskParam& p) {
+  v1::TaskParam out;
+  out.set_name(p.name);
+  out.set_type(ParamTypeName(p.type));
+  out.set_required(p.required);
+  if (!p.required) *out.mutable_default_value() = p.default_value;
+  out.set_help(p.help);
+  return out;
+}
+
+}  // namespace
+
+JobServiceImpl::JobServiceImpl(Scheduler& scheduler,
+                               const TaskRegistry& registry,
+                               ServiceLimits limits, std::string version)
+    : scheduler_(scheduler),
+      registry_(registry),
+      limits_(std::move(limits)),
+      version_(std::move(version)) {}
+
+JobServiceImpl::~JobServiceImpl() = default;
+
+void JobServiceImpl::Register(const std::shared_ptr<StreamSession>& session) {
+  bool close = false;
+  {
+    absl::MutexLock lock(&mu_);
+    sessions_[session.get()] = session;
+    close = closing_;
+  }
+  if (close) {
+    session->Close(
+        grpc::Status(grpc::StatusCode::UNAVAILABLE, "jobd is shutting down"));
+  }
+}
+
+void JobServiceImpl::Unregister(StreamSession* session) {
+  absl::MutexLock lock(&mu_);
+  sessions_.erase(session);
+}
+
+void JobServiceImpl::CloseStreams() {
+  std::vector<std::shared_ptr<StreamSession>> open;
+  {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+    for (auto& [ptr, weak] : sessions_) {
+      if (auto s = weak.lock()) open.push_back(std::move(s));
+    }
+  }
+  for (auto& s : open) {
+    s->Close(
+        grpc::Status(grpc::StatusCode::UNAVAILABLE, "jobd is shutting down"));
+  }
+}
+
+grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitResponse>*
+JobServiceImpl::Submit(grpc::CallbackServerContext* context) {
+  auto session = std::make_shared<SubmitSession>(*this);
+  session->Begin();
+  return session.get();
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::GetJob(
+    grpc::CallbackServerContext* context, const v1::GetJobRequest* request,
+    v1::Job* response) {
+  absl::StatusOr<uint64_t> id = ParseJobId(request->job_id(), "job_id");
+  if (!id.ok()) return Reply(context, id.status());
+  if (!request->has_wait()) {
+    absl::StatusOr<v1::Job> job = scheduler_.GetJob(*id);
+    if (job.ok()) *response = *std::move(job);
+    return Reply(context, job.status());
+  }
+  absl::Status valid = ValidateDuration(request->wait(), "wait");
+  if (!valid.ok()) return Reply(context, valid);
+  absl::Time deadline = absl::Now() + FromProto(request->wait());
+  // Answer a little before the RPC deadline so the client gets the job.
+  const absl::Time rpc_deadline =
+      absl::FromChrono(context->deadline()) - absl::Milliseconds(50);
+  deadline = std::min(deadline, rpc_deadline);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  scheduler_.WaitJob(*id, deadline,
+                     [reactor, response](absl::StatusOr<v1::Job> job) {
+                       if (job.ok()) *response = *std::move(job);
+                       reactor->Finish(ToGrpc(job.status()));
+                     });
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::WatchJobsResponse>* JobServiceImpl::WatchJobs(
+    grpc::CallbackServerContext* context, const v1::WatchJobsRequest* request) {
+  auto session = std::make_shared<WatchSession>(*this);
+  session->Begin(*request);
+  return session.get();
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(
+    grpc::CallbackServerContext* context, const v1::CancelJobRequest* request,
+    v1::CancelJobResponse* response) {
+  absl::StatusOr<uint64_t> id = ParseJobId(request->job_id(), "job_id");
+  if (!id.ok()) return Reply(context, id.status());
+  auto result = scheduler_.Cancel(*id);
+  if (result.ok()) {
+    response->set_state(result->first);
+    response->set_already_ended(result->second);
+  }
+  return Reply(context, result.status());
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
+    grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
+    v1::ListJobsResponse* response) {
+  ListJobsQuery query;
+  if (request->page_size() < 0) {
+    return Reply(context,
+                 absl::InvalidArgumentError("page_size: must not be negative"));
+  }
+  query.limit = request->page_size() == 0
+                    ? 100
+                    : std::min<size_t>(request->page_size(), 1000);
+  if (!request->page_token().empty()) {
+    absl::StatusOr<uint64_t> after =
+        ParseJobId(request->page_token(), "page_token");
+    if (!after.ok()) return Reply(context, after.status());
+    query.after_id = *after;
+  }
+  for (int s : request->states()) {
+    if (!v1::JobState_IsValid(s) || s == v1::JOB_STATE_UNSPECIFIED) {
+      return Reply(context, absl::InvalidArgumentError(
+                                fmt::format("states: invalid value {}", s)));
+    }
+    query.states.push_back(static_cast<v1::JobState>(s));
+  }
+  query.task = request->task();
+  std::vector<v1::Job> jobs = scheduler_.ListJobs(query);
+  if (jobs.size() == query.limit) {
+    response->set_next_page_token(jobs.back().id());
+  }
+  for (v1::Job& job : jobs) *response->add_jobs() = std::move(job);
+  return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::ListTasks(
+    grpc::CallbackServerContext* context, const v1::ListTasksRequest* request,
+    v1::ListTasksResponse* response) {
+  for (const TaskDef* def : registry_.List()) {
+    v1::TaskInfo* info = response->add_tasks();
+    info->set_name(def->name);
+    info->set_description(def->description);
+    info->set_default_kind(def->default_kind);
+    info->set_variadic(def->variadic);
+    // Sync tasks run on threads and (when enabled) in worker processes.
+    info->add_executors(v1::EXECUTOR_PROCESS);
+    info->add_executors(v1::EXECUTOR_THREAD);
+    for (const TaskParam& p : def->params) *info->add_params() = ToProto(p);
+  }
+  return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::GetStats(
+    grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
+    v1::GetStatsResponse* response) {
+  *response = scheduler_.GetStats();
+  response->set_version(version_);
+  return Reply(context, absl::OkStatus());
+}
+
+}  // namespace jobd

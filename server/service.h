@@ -1,0 +1,98 @@
+// JobServiceImpl: the gRPC edge of jobd (callback API). Validates requests,
+// converts between jobd.v1 messages and the scheduler, and streams events.
+// absl::Status becomes grpc::Status here and nowhere else.
+//
+// Thread-safety: all methods are called by gRPC threads concurrently; state
+// lives in the scheduler and in per-stream session objects, each guarded by
+// its own mutex. Never blocks a gRPC thread: waits are callbacks.
+// Ownership: borrows the scheduler and registry (they outlive the server);
+// each stream session owns itself until gRPC calls its OnDone.
+#ifndef JOBD_SERVER_SERVICE_H_
+#define JOBD_SERVER_SERVICE_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "jobd/v1/jobd.grpc.pb.h"
+#include "server/scheduler.h"
+#include "server/spec_validator.h"
+#include "workers/task_registry.h"
+
+namespace jobd {
+
+struct ServiceLimits {
+  SpecLimits spec;
+  size_t max_jobs_per_request = 4096;  // Items in one SubmitRequest.
+  uint32_t default_window = 4096;      // Submit window when the client says 0.
+  uint32_t max_window = 65536;
+  // A watcher that falls this many events behind is dropped (it can resume).
+  size_t max_watch_backlog = 65536;
+};
+
+// Converts at the RPC edge.
+grpc::Status ToGrpc(const absl::Status& status);
+
+class StreamSession;
+
+class JobServiceImpl final : public v1::JobService::CallbackService {
+ public:
+  JobServiceImpl(Scheduler& scheduler, const TaskRegistry& registry,
+                 ServiceLimits limits, std::string version);
+  ~JobServiceImpl() override;
+
+  // Ends every open stream after flushing what it has queued (shutdown).
+  void CloseStreams();
+
+  grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitResponse>* Submit(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
+                                   const v1::GetJobRequest* request,
+                                   v1::Job* response) override;
+  grpc::ServerWriteReactor<v1::WatchJobsResponse>* WatchJobs(
+      grpc::CallbackServerContext* context,
+      const v1::WatchJobsRequest* request) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* context,
+                                      const v1::CancelJobRequest* request,
+                                      v1::CancelJobResponse* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* ListTasks(grpc::CallbackServerContext* context,
+                                      const v1::ListTasksRequest* request,
+                                      v1::ListTasksResponse* response) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
+                                     const v1::GetStatsRequest* request,
+                                     v1::GetStatsResponse* response) override;
+
+  // Used by sessions.
+  Scheduler& scheduler() { return scheduler_; }
+  const TaskRegistry& registry() const { return registry_; }
+  const ServiceLimits& limits() const { return limits_; }
+  void Register(const std::shared_ptr<StreamSession>& session);
+  void Unregister(StreamSession* session);
+
+ private:
+  Scheduler& scheduler_;
+  const TaskRegistry& registry_;
+  const ServiceLimits limits_;
+  const std::string version_;
+
+  absl::Mutex mu_;
+  absl::flat_hash_map<StreamSession*, std::weak_ptr<StreamSession>> sessions_
+      ABSL_GUARDED_BY(mu_);
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// A server stream that can be asked to end (after flushing) at shutdown.
+class StreamSession {
+ public:
+  virtual ~StreamSession() = default;
+  virtual void Close(const grpc::Status& status) = 0;
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_SERVICE_H_

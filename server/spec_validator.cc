@@ -1,0 +1,115 @@
+#include "server/spec_validator.h"
+
+#include "server/convert.h"
+#include "spdlog/fmt/fmt.h"
+
+namespace jobd {
+namespace {
+
+int Depth(const google::protobuf::Value& v, int limit);
+
+int Depth(const google::protobuf::ListValue& list, int limit) {
+  int d = 0;
+  for (const auto& v : list.values()) {
+    d = std::max(d, Depth(v, limit));
+    if (d > limit) break;
+  }
+  return d;
+}
+
+int Depth(const google::protobuf::Struct& s, int limit) {
+  int d = 0;
+  for (const auto& [k, v] : s.fields()) {
+    d = std::max(d, Depth(v, limit));
+    if (d > limit) break;
+  }
+  return d;
+}
+
+int Depth(const google::protobuf::Value& v, int limit) {
+  if (limit < 0) return 1;
+  if (v.has_list_value()) return 1 + Depth(v.list_value(), limit - 1);
+  if (v.has_struct_value()) return 1 + Depth(v.struct_value(), limit - 1);
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
+                                    const TaskRegistry& registry,
+                                    const SpecLimits& limits) {
+  if (spec.task().empty()) {
+    return absl::InvalidArgumentError("spec.task: missing task name");
+  }
+  const TaskDef* task = registry.Find(spec.task());
+  if (task == nullptr) {
+    return absl::InvalidArgumentError(
+        fmt::format("spec.task: unknown task '{}' (see ListTasks / jobctl "
+                    "tasks)",
+                    spec.task().substr(0, 128)));
+  }
+  if (spec.kind() == v1::JOB_KIND_UNSPECIFIED) {
+    return absl::InvalidArgumentError(
+        "spec.kind: JOB_KIND_UNSPECIFIED; set JOB_KIND_CPU_BOUND, "
+        "JOB_KIND_IO_BOUND or JOB_KIND_AUTO");
+  }
+  if (!v1::JobKind_IsValid(spec.kind())) {
+    return absl::InvalidArgumentError(fmt::format(
+        "spec.kind: unknown value {}", static_cast<int>(spec.kind())));
+  }
+  if (!v1::Executor_IsValid(spec.executor())) {
+    return absl::InvalidArgumentError(fmt::format(
+        "spec.executor: unknown value {}", static_cast<int>(spec.executor())));
+  }
+  if (spec.has_timeout()) {
+    absl::Status s = ValidateDuration(spec.timeout(), "spec.timeout");
+    if (!s.ok()) return s;
+    if (spec.timeout().seconds() == 0 && spec.timeout().nanos() == 0) {
+      return absl::InvalidArgumentError(
+          "spec.timeout: must be positive (leave it unset for no timeout)");
+    }
+  }
+  if (spec.payload().size() > limits.max_payload_bytes) {
+    return absl::InvalidArgumentError(fmt::format(
+        "spec.payload: {} bytes; the limit is {} (max_payload_bytes)",
+        spec.payload().size(), limits.max_payload_bytes));
+  }
+  if (static_cast<size_t>(spec.labels_size()) > limits.max_labels) {
+    return absl::InvalidArgumentError(
+        fmt::format("spec.labels: {} labels; the limit is {}",
+                    spec.labels_size(), limits.max_labels));
+  }
+  for (const auto& [k, v] : spec.labels()) {
+    if (k.size() > limits.max_label_bytes ||
+        v.size() > limits.max_label_bytes) {
+      return absl::InvalidArgumentError(
+          fmt::format("spec.labels[{}]: key or value longer than {} bytes",
+                      k.substr(0, 64), limits.max_label_bytes));
+    }
+  }
+  if (spec.idempotency_key().size() > limits.max_idempotency_key_bytes) {
+    return absl::InvalidArgumentError(fmt::format(
+        "spec.idempotency_key: {} bytes; the limit is {}",
+        spec.idempotency_key().size(), limits.max_idempotency_key_bytes));
+  }
+  google::protobuf::ListValue args;
+  args.mutable_values()->Swap(spec.mutable_args());
+  if (Depth(args, limits.max_value_depth) > limits.max_value_depth ||
+      Depth(spec.kwargs(), limits.max_value_depth) > limits.max_value_depth) {
+    return absl::InvalidArgumentError(
+        fmt::format("spec.args/spec.kwargs: nested deeper than {} levels",
+                    limits.max_value_depth));
+  }
+  absl::StatusOr<TaskArgs> bound =
+      TaskRegistry::Bind(*task, args, spec.kwargs(), spec.payload());
+  if (!bound.ok()) return bound.status();
+  // Keep the spec's args for GetJob; the bound copy goes to the executor.
+  args.mutable_values()->Swap(spec.mutable_args());
+  NewJob job;
+  job.task = task;
+  job.args = std::make_shared<const TaskArgs>(*std::move(bound));
+  job.spec = std::move(spec);
+  return job;
+}
+
+}  // namespace jobd
