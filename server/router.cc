@@ -36,6 +36,20 @@ v1::Executor Router::Preferred(const TaskDef& task, v1::JobKind kind) const {
 absl::StatusOr<v1::Executor> Router::Route(const TaskDef& task,
                                            v1::JobKind kind,
                                            v1::Executor requested) const {
+  if (task.needs_isolation) {
+    if (!enabled(v1::EXECUTOR_PROCESS)) {
+      return absl::FailedPreconditionError(fmt::format(
+          "spec.task: task '{}' runs only in the process pool, which is not "
+          "enabled in this daemon",
+          task.name));
+    }
+    if (requested != v1::EXECUTOR_UNSPECIFIED &&
+        requested != v1::EXECUTOR_PROCESS) {
+      return absl::InvalidArgumentError(fmt::format(
+          "spec.executor: task '{}' runs only on EXECUTOR_PROCESS", task.name));
+    }
+    return v1::EXECUTOR_PROCESS;
+  }
   if (requested != v1::EXECUTOR_UNSPECIFIED) {
     if (requested == v1::EXECUTOR_REACTOR) {
       return absl::InvalidArgumentError(fmt::format(

@@ -7,7 +7,9 @@
 //                                    ratio; its default kind until measured;
 //                                    tiny tasks (mean wall < 1 ms) stay on
 //                                    threads, where IPC costs more than work
-// A preferred executor that is not enabled falls back to the thread pool;
+// Tasks that need isolation run only in the process pool (an error if it is
+// not enabled). Otherwise a preferred executor that is not enabled falls back
+// to the thread pool;
 // the decision reported on the job is always the executor it really runs on.
 //
 // Thread-safety: none; the scheduler calls it under its lock.

@@ -127,8 +127,17 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.Now();
     std::array<bool, 4> touched = {false, false, false, false};
+    // Jobs that will start at once in a free slot do not count as queued.
+    std::array<int, 4> free_slots = {0, 0, 0, 0};
     size_t queued = 0;
-    for (const Lane& lane : lanes_) queued += lane.queued;
+    for (int i = 0; i < 4; ++i) {
+      const Lane& lane = lanes_[i];
+      queued += lane.queued;
+      if (lane.executor != nullptr && !draining_) {
+        free_slots[i] = std::max<int>(0, lane.executor->capacity() - lane.busy -
+                                             static_cast<int>(lane.queued));
+      }
+    }
     for (NewJob& nj : jobs) {
       Admission& adm = out.emplace_back();
       Subscriber sub = subscriber;
@@ -182,7 +191,8 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         ++rejected_;
         continue;
       }
-      if (queued >= options_.max_queued) {
+      const bool starts_now = free_slots[*executor] > 0;
+      if (!starts_now && queued >= options_.max_queued) {
         adm.status = absl::ResourceExhaustedError(
             fmt::format("queue full: {} jobs are queued and the limit is {} "
                         "(max_queued); retry later",
@@ -211,7 +221,11 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       Lane& lane = lanes_[ref.executor];
       lane.queue[ref.spec.priority()].push_back(ref.id);
       ++lane.queued;
-      ++queued;
+      if (starts_now) {
+        --free_slots[ref.executor];
+      } else {
+        ++queued;
+      }
       touched[ref.executor] = true;
     }
     for (int i = 0; i < 4; ++i) {
@@ -611,6 +625,11 @@ v1::GetStatsResponse Scheduler::GetStats() const {
   stats.set_last_sequence(next_sequence_ - 1);
   stats.set_draining(draining_);
   return stats;
+}
+
+void Scheduler::CountRejected(uint64_t n) {
+  absl::MutexLock lock(&mu_);
+  rejected_ += n;
 }
 
 void Scheduler::BeginDrain() {

@@ -96,7 +96,8 @@ struct Subscriber {
 };
 
 struct SchedulerOptions {
-  // Jobs queued (not yet running) over all executors; beyond: rejected.
+  // Jobs waiting for a slot over all executors; beyond: rejected. (A job
+  // that starts at once in a free slot never counts.)
   size_t max_queued = 100000;
   // Ended jobs are kept for GetJob/ListJobs this long, and at most this many.
   absl::Duration retention_ttl = absl::Hours(1);
@@ -174,6 +175,9 @@ class Scheduler {
                                     const Subscriber& subscriber);
   // Removes a sink from the all-jobs watchers and from `ids`' subscribers.
   void Unwatch(const EventSink* sink, const std::vector<uint64_t>& ids);
+
+  // Counts specs the RPC edge rejected before admission (for GetStats).
+  void CountRejected(uint64_t n);
 
   std::vector<v1::Job> ListJobs(const ListJobsQuery& query) const;
   v1::GetStatsResponse GetStats() const;

@@ -280,6 +280,7 @@ class SubmitSession final
       job->tag = first_index + i;
       jobs.push_back(*std::move(job));
     }
+    if (!rejected.empty()) service_.scheduler().CountRejected(rejected.size());
     if (!jobs.empty()) {
       std::vector<uint64_t> tags;
       tags.reserve(jobs.size());
@@ -679,9 +680,10 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListTasks(
     info->set_description(def->description);
     info->set_default_kind(def->default_kind);
     info->set_variadic(def->variadic);
-    // Sync tasks run on threads and (when enabled) in worker processes.
+    // Sync tasks run in worker processes and, unless they need isolation,
+    // on threads.
     info->add_executors(v1::EXECUTOR_PROCESS);
-    info->add_executors(v1::EXECUTOR_THREAD);
+    if (!def->needs_isolation) info->add_executors(v1::EXECUTOR_THREAD);
     for (const TaskParam& p : def->params) *info->add_params() = ToProto(p);
   }
   return Reply(context, absl::OkStatus());

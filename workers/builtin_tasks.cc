@@ -146,6 +146,7 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
     defs.push_back({.name = "crash",
                     .description = "Raises SIGSEGV (testing only).",
                     .default_kind = v1::JOB_KIND_CPU_BOUND,
+                    .needs_isolation = true,
                     .run = Crash});
   }
   for (TaskDef& def : defs) {

@@ -152,6 +152,9 @@ struct TaskDef {
   std::vector<TaskParam> params;
   // Accepts any positional and keyword arguments (params then only document).
   bool variadic = false;
+  // Unsafe inside the daemon (may crash or corrupt it): runs only in the
+  // process pool, never on the thread pool, whatever the spec asks.
+  bool needs_isolation = false;
   SyncTaskFn run;
 };
 

@@ -1,0 +1,230 @@
+#include "tests/integration/daemon_harness.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "grpcpp/grpcpp.h"
+
+extern char** environ;
+
+namespace jobd::testing {
+namespace {
+
+std::vector<char*> CStrings(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  for (std::string& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// Waits for `pid` up to `timeout`; returns its wait status or -1.
+int WaitPid(pid_t pid, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  for (int i = 0; i < 100000; ++i) {
+    int status = 0;
+    const pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) return status;
+    if (r < 0 && errno != EINTR) return -1;
+    if (absl::Now() >= deadline) return -1;
+    absl::SleepFor(absl::Milliseconds(2));  // Polling a child's exit.
+  }
+  return -1;
+}
+
+}  // namespace
+
+std::string JobdPath() { return JOBD_TEST_JOBD_PATH; }
+std::string JobctlPath() { return JOBD_TEST_JOBCTL_PATH; }
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
+    std::vector<std::string> extra_args) {
+  auto d = std::unique_ptr<Daemon>(new Daemon());
+  char tmpl[] = "/tmp/jobd-test-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+  d->dir_ = tmpl;
+  const std::string socket = d->dir_ + "/jobd.sock";
+  std::vector<std::string> args = {
+      JobdPath(),    "--unix-socket",   socket,        "--tcp",
+      "127.0.0.1:0", "--testing-tasks", "--log-level", "debug"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+
+  int out_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0) return absl::InternalError("pipe");
+  const std::string log = d->dir_ + "/stderr.log";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, out_pipe[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, log.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  auto argv = CStrings(args);
+  const int rc =
+      posix_spawn(&d->pid_, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(out_pipe[1]);
+  if (rc != 0) {
+    close(out_pipe[0]);
+    return absl::InternalError(std::string("spawn jobd: ") + strerror(rc));
+  }
+  // Read the banner until the "try:" line.
+  std::string banner;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (!absl::StrContains(banner, "try:")) {
+    const int left =
+        static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    pollfd p{out_pipe[0], POLLIN, 0};
+    if (left <= 0 || poll(&p, 1, left) <= 0) break;
+    char buf[1024];
+    const ssize_t n = read(out_pipe[0], buf, sizeof(buf));
+    if (n <= 0) break;
+    banner.append(buf, n);
+  }
+  close(out_pipe[0]);
+  for (absl::string_view line : absl::StrSplit(banner, '\n')) {
+    const absl::string_view kPrefix = "  listening on ";
+    if (!absl::StartsWith(line, kPrefix)) continue;
+    std::string addr(line.substr(kPrefix.size()));
+    if (absl::StartsWith(addr, "unix:")) {
+      d->unix_address_ = addr;
+    } else {
+      d->tcp_address_ = addr;
+    }
+  }
+  if (d->unix_address_.empty() || d->tcp_address_.empty()) {
+    return absl::InternalError("jobd did not become ready; banner: '" + banner +
+                               "' log: " + d->Log());
+  }
+  return d;
+}
+
+Daemon::~Daemon() {
+  if (pid_ > 0) (void)Stop(SIGKILL, absl::Seconds(10));
+  std::error_code ec;
+  if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+}
+
+std::unique_ptr<v1::JobService::Stub> Daemon::NewStub() const {
+  return v1::JobService::NewStub(
+      grpc::CreateChannel(unix_address_, grpc::InsecureChannelCredentials()));
+}
+
+absl::StatusOr<int> Daemon::Stop(int sig, absl::Duration timeout) {
+  if (pid_ <= 0) return absl::FailedPreconditionError("not running");
+  kill(pid_, sig);
+  int status = WaitPid(pid_, timeout);
+  if (status == -1) {
+    kill(pid_, SIGKILL);
+    WaitPid(pid_, absl::Seconds(10));
+    pid_ = -1;
+    return absl::DeadlineExceededError("jobd did not exit in time");
+  }
+  pid_ = -1;
+  return status;
+}
+
+std::string Daemon::Log() const {
+  std::ifstream in(dir_ + "/stderr.log");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+CommandResult RunCommand(const std::vector<std::string>& argv_in,
+                         const std::string& stdin_data, absl::Duration timeout,
+                         const std::vector<std::string>& env_add) {
+  CommandResult result;
+  int in[2], out[2], err[2];
+  if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
+    return result;
+  }
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  env.insert(env.end(), env_add.begin(), env_add.end());
+  std::vector<std::string> args = argv_in;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO);
+  posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&fa, err[1], STDERR_FILENO);
+  pid_t pid = -1;
+  auto argv = CStrings(args);
+  auto envp = CStrings(env);
+  const int rc =
+      posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  close(in[0]);
+  close(out[1]);
+  close(err[1]);
+  if (rc != 0) {
+    close(in[1]);
+    close(out[0]);
+    close(err[0]);
+    result.err = std::string("spawn failed: ") + strerror(rc);
+    return result;
+  }
+  size_t written = 0;
+  if (stdin_data.empty()) {
+    close(in[1]);
+    in[1] = -1;
+  } else {
+    fcntl(in[1], F_SETFL, O_NONBLOCK);
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  bool out_open = true, err_open = true;
+  while (out_open || err_open) {
+    const int left =
+        static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    if (left <= 0) break;
+    pollfd p[3] = {
+        {out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {in[1], POLLOUT, 0}};
+    const int nfds = in[1] >= 0 ? 3 : 2;
+    if (poll(p, nfds, left) < 0 && errno != EINTR) break;
+    char buf[65536];
+    for (int i = 0; i < 2; ++i) {
+      if (!(p[i].revents & (POLLIN | POLLHUP))) continue;
+      const ssize_t n = read(p[i].fd, buf, sizeof(buf));
+      if (n > 0) {
+        (i == 0 ? result.out : result.err).append(buf, n);
+      } else {
+        (i == 0 ? out_open : err_open) = false;
+      }
+    }
+    if (nfds == 3 && (p[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
+      const ssize_t n = write(in[1], stdin_data.data() + written,
+                              stdin_data.size() - written);
+      if (n > 0) written += n;
+      if (n < 0 || written == stdin_data.size()) {
+        close(in[1]);
+        in[1] = -1;
+      }
+    }
+  }
+  if (in[1] >= 0) close(in[1]);
+  close(out[0]);
+  close(err[0]);
+  int status = WaitPid(
+      pid, out_open || err_open ? absl::ZeroDuration() : absl::Seconds(10));
+  if (status == -1) {
+    kill(pid, SIGKILL);
+    WaitPid(pid, absl::Seconds(10));
+    result.err += "\n[timed out]";
+    return result;
+  }
+  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  return result;
+}
+
+}  // namespace jobd::testing

@@ -1,0 +1,69 @@
+// Test harness: starts the real jobd binary on a temp Unix socket and
+// 127.0.0.1 port 0, waits for its ready banner (never a bare sleep), and stops
+// it by pid. Also runs jobctl as a subprocess with a time limit.
+//
+// Thread-safety: one harness per test; not shared between threads.
+// Ownership: the harness owns the daemon process and its temp directory and
+// kills/removes both in its destructor.
+#ifndef JOBD_TESTS_INTEGRATION_DAEMON_HARNESS_H_
+#define JOBD_TESTS_INTEGRATION_DAEMON_HARNESS_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "jobd/v1/jobd.grpc.pb.h"
+
+namespace jobd::testing {
+
+class Daemon {
+ public:
+  // Starts jobd with `extra_args` (besides the socket/port flags and
+  // --testing-tasks). Fails if it does not print its banner in 20 s.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(
+      std::vector<std::string> extra_args = {});
+  ~Daemon();
+
+  const std::string& unix_address() const { return unix_address_; }  // unix:
+  const std::string& tcp_address() const { return tcp_address_; }    // h:p
+  pid_t pid() const { return pid_; }
+  std::unique_ptr<v1::JobService::Stub> NewStub() const;
+
+  // Sends `sig` and waits up to `timeout` for the exit; returns the raw wait
+  // status, or an error if it did not exit (then it is SIGKILLed).
+  absl::StatusOr<int> Stop(int sig, absl::Duration timeout);
+  // What jobd wrote to stderr (its log) so far.
+  std::string Log() const;
+
+ private:
+  Daemon() = default;
+  pid_t pid_ = -1;
+  std::string dir_;
+  std::string unix_address_;
+  std::string tcp_address_;
+};
+
+struct CommandResult {
+  int exit_code = -1;  // -1 if killed by a signal or timed out.
+  std::string out;
+  std::string err;
+};
+
+// Runs `argv` (argv[0] a path) with `stdin_data`, `env` additions
+// ("K=V"), up to `timeout`. Output is captured in full.
+CommandResult RunCommand(const std::vector<std::string>& argv,
+                         const std::string& stdin_data = "",
+                         absl::Duration timeout = absl::Seconds(30),
+                         const std::vector<std::string>& env = {});
+
+// Paths of the built binaries (set by CMake).
+std::string JobdPath();
+std::string JobctlPath();
+
+}  // namespace jobd::testing
+
+#endif  // JOBD_TESTS_INTEGRATION_DAEMON_HARNESS_H_

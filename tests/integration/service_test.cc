@@ -1,0 +1,602 @@
+// Integration tests: the real jobd binary driven through the raw jobd.v1 gRPC
+// API (no client library): stream ordering, window flow control, batching,
+// every kind of bad input, vanishing clients, watch/resume, shutdown.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/integration/daemon_harness.h"
+
+namespace jobd {
+namespace {
+
+using testing::Daemon;
+using ::testing::HasSubstr;
+
+using Stream = grpc::ClientReaderWriter<v1::SubmitRequest, v1::SubmitResponse>;
+
+v1::JobSpec Spec(const std::string& task, std::vector<double> nums = {},
+                 v1::JobKind kind = v1::JOB_KIND_IO_BOUND) {
+  v1::JobSpec s;
+  s.set_task(task);
+  s.set_kind(kind);
+  for (double n : nums) s.add_args()->set_number_value(n);
+  return s;
+}
+
+void Deadline(grpc::ClientContext& ctx, absl::Duration d = absl::Seconds(30)) {
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + d));
+}
+
+// Submits `specs` (tags 1..n) in one message, half-closes, and returns all
+// events until the server ends the stream.
+struct StreamResult {
+  std::vector<v1::JobEvent> events;
+  grpc::Status status;
+  std::vector<v1::JobEvent> Terminal() const {
+    std::vector<v1::JobEvent> out;
+    for (const auto& e : events) {
+      if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) out.push_back(e);
+    }
+    return out;
+  }
+};
+
+StreamResult SubmitAll(v1::JobService::Stub& stub,
+                       const std::vector<v1::JobSpec>& specs,
+                       v1::SubmitOptions options = {}) {
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  auto stream = stub.Submit(&ctx);
+  v1::SubmitRequest req;
+  *req.mutable_options() = options;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    auto* item = req.add_items();
+    item->set_client_tag(i + 1);
+    *item->mutable_spec() = specs[i];
+  }
+  stream->Write(req);
+  stream->WritesDone();
+  StreamResult r;
+  v1::SubmitResponse resp;
+  while (stream->Read(&resp)) {
+    for (const auto& e : resp.events()) r.events.push_back(e);
+  }
+  r.status = stream->Finish();
+  return r;
+}
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void StartDaemon(std::vector<std::string> args = {}) {
+    auto d = Daemon::Start(std::move(args));
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = *std::move(d);
+    stub_ = daemon_->NewStub();
+  }
+  void SetUp() override { StartDaemon(); }
+
+  v1::Job GetJob(const std::string& id, absl::Duration wait) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::GetJobRequest req;
+    req.set_job_id(id);
+    if (wait > absl::ZeroDuration()) {
+      req.mutable_wait()->set_seconds(absl::ToInt64Seconds(wait));
+    }
+    v1::Job job;
+    EXPECT_TRUE(stub_->GetJob(&ctx, req, &job).ok());
+    return job;
+  }
+  v1::GetStatsResponse Stats() {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::GetStatsResponse s;
+    EXPECT_TRUE(stub_->GetStats(&ctx, {}, &s).ok());
+    return s;
+  }
+  // The daemon still serves a normal job.
+  void ExpectServing() {
+    auto r = SubmitAll(*stub_, {Spec("sleep", {1})});
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    ASSERT_EQ(r.Terminal().size(), 1u);
+    EXPECT_EQ(r.Terminal()[0].type(), v1::EVENT_TYPE_SUCCEEDED);
+  }
+
+  std::unique_ptr<Daemon> daemon_;
+  std::unique_ptr<v1::JobService::Stub> stub_;
+};
+
+TEST_F(ServiceTest, CompletionOrderIsTheDefault) {
+  auto r = SubmitAll(*stub_, {Spec("sleep", {300}), Spec("sleep", {10})});
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  auto t = r.Terminal();
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].client_tag(), 2u);  // 10 ms job first.
+  EXPECT_EQ(t[1].client_tag(), 1u);
+  for (const auto& e : t) EXPECT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED);
+  EXPECT_EQ(t[0].result().value().number_value(), 10);
+  // Every job got ACCEPTED with an id, then STARTED, before its end.
+  int accepted = 0, started = 0;
+  for (const auto& e : r.events) {
+    if (e.type() == v1::EVENT_TYPE_ACCEPTED) {
+      ++accepted;
+      EXPECT_FALSE(e.job_id().empty());
+      EXPECT_EQ(e.task(), "sleep");
+      EXPECT_EQ(e.executor(), v1::EXECUTOR_THREAD);
+    }
+    if (e.type() == v1::EVENT_TYPE_STARTED) ++started;
+  }
+  EXPECT_EQ(accepted, 2);
+  EXPECT_EQ(started, 2);
+}
+
+TEST_F(ServiceTest, SubmissionOrderHoldsBackEarlyResults) {
+  v1::SubmitOptions o;
+  o.set_order(v1::ORDER_SUBMISSION);
+  auto r = SubmitAll(*stub_,
+                     {Spec("sleep", {300}), Spec("sleep", {10}), Spec("nope"),
+                      Spec("sleep", {20})},
+                     o);
+  ASSERT_TRUE(r.status.ok());
+  auto t = r.Terminal();
+  ASSERT_EQ(t.size(), 4u);
+  for (size_t i = 0; i < t.size(); ++i) EXPECT_EQ(t[i].client_tag(), i + 1);
+  EXPECT_EQ(t[2].type(), v1::EVENT_TYPE_REJECTED);  // In its place, too.
+}
+
+TEST_F(ServiceTest, TerminalOnlyAndBatching) {
+  v1::SubmitOptions o;
+  o.set_terminal_only(true);
+  std::vector<v1::JobSpec> specs(2000, Spec("echo", {1}, v1::JOB_KIND_AUTO));
+  auto r = SubmitAll(*stub_, specs, o);
+  ASSERT_TRUE(r.status.ok());
+  EXPECT_EQ(r.Terminal().size(), 2000u);
+  for (const auto& e : r.events) {
+    EXPECT_NE(e.type(), v1::EVENT_TYPE_STARTED);
+  }
+  EXPECT_EQ(r.events.size(), 4000u);  // ACCEPTED + SUCCEEDED each.
+}
+
+TEST_F(ServiceTest, RejectedSpecsNameTheFieldAndSpareTheOthers) {
+  v1::JobSpec no_kind = Spec("sleep", {1});
+  no_kind.set_kind(v1::JOB_KIND_UNSPECIFIED);
+  v1::JobSpec neg_timeout = Spec("sleep", {1});
+  neg_timeout.mutable_timeout()->set_seconds(-5);
+  v1::JobSpec ill_typed = Spec("sleep");
+  ill_typed.add_args()->set_string_value("soon");
+  v1::JobSpec missing = Spec("sleep");
+  v1::JobSpec isolated = Spec("crash", {}, v1::JOB_KIND_CPU_BOUND);
+  auto r =
+      SubmitAll(*stub_, {Spec("no.such.task"), no_kind, neg_timeout, ill_typed,
+                         missing, Spec("sleep", {1}), isolated});
+  ASSERT_TRUE(r.status.ok());
+  std::map<uint64_t, v1::JobEvent> by_tag;
+  for (const auto& e : r.Terminal()) by_tag[e.client_tag()] = e;
+  ASSERT_EQ(by_tag.size(), 7u);
+  const std::vector<std::string> expected = {
+      "unknown task 'no.such.task'", "spec.kind", "spec.timeout",
+      "spec.args[0] (ms): expected int, got string", "requires argument 'ms'"};
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const auto& e = by_tag[i + 1];
+    EXPECT_EQ(e.type(), v1::EVENT_TYPE_REJECTED) << i;
+    EXPECT_EQ(e.error().code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(e.error().reason(), v1::ERROR_REASON_INVALID_INPUT);
+    EXPECT_THAT(e.error().message(), HasSubstr(expected[i]));
+  }
+  EXPECT_EQ(by_tag[6].type(), v1::EVENT_TYPE_SUCCEEDED);
+  EXPECT_EQ(by_tag[7].type(), v1::EVENT_TYPE_REJECTED);
+  EXPECT_EQ(by_tag[7].error().code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(by_tag[7].error().message(), HasSubstr("process pool"));
+  EXPECT_EQ(Stats().rejected(), 6u);
+  EXPECT_EQ(Stats().accepted(), 1u);
+}
+
+TEST_F(ServiceTest, MalformedOptionsFailTheStream) {
+  v1::SubmitOptions o;
+  o.set_order(static_cast<v1::Order>(7));
+  auto r = SubmitAll(*stub_, {Spec("sleep", {1})}, o);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(r.status.error_message(), HasSubstr("options.order"));
+  ExpectServing();
+}
+
+TEST_F(ServiceTest, FailedTaskIsAResultNotAnRpcError) {
+  v1::JobSpec fail = Spec("fail");
+  (*fail.mutable_kwargs()->mutable_fields())["message"].set_string_value(
+      "disk on fire");
+  auto r = SubmitAll(*stub_, {fail});
+  ASSERT_TRUE(r.status.ok());
+  auto t = r.Terminal();
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0].type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(t[0].error().reason(), v1::ERROR_REASON_TASK_ERROR);
+  EXPECT_EQ(t[0].error().message(), "disk on fire");
+}
+
+TEST_F(ServiceTest, TimeoutEndsTheJob) {
+  v1::JobSpec s = Spec("sleep", {10000});
+  s.mutable_timeout()->set_nanos(100 * 1000 * 1000);
+  const absl::Time start = absl::Now();
+  auto r = SubmitAll(*stub_, {s});
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  auto t = r.Terminal();
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0].type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(t[0].error().reason(), v1::ERROR_REASON_TIMEOUT);
+  EXPECT_EQ(t[0].error().code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(ServiceTest, CancelQueuedAndRunningJobs) {
+  StartDaemon({"--thread-workers", "1"});
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  auto stream = stub_->Submit(&ctx);
+  v1::SubmitRequest req;
+  for (int i = 1; i <= 2; ++i) {
+    auto* item = req.add_items();
+    item->set_client_tag(i);
+    *item->mutable_spec() = Spec("sleep", {20000});
+  }
+  ASSERT_TRUE(stream->Write(req));
+  std::map<uint64_t, std::string> ids;
+  v1::SubmitResponse resp;
+  while (ids.size() < 2 && stream->Read(&resp)) {
+    for (const auto& e : resp.events()) {
+      if (e.type() == v1::EVENT_TYPE_ACCEPTED) ids[e.client_tag()] = e.job_id();
+    }
+  }
+  ASSERT_EQ(ids.size(), 2u);
+  for (uint64_t tag : {2, 1}) {  // Queued one first, then the running one.
+    grpc::ClientContext c;
+    Deadline(c);
+    v1::CancelJobRequest cr;
+    cr.set_job_id(ids[tag]);
+    v1::CancelJobResponse cresp;
+    ASSERT_TRUE(stub_->CancelJob(&c, cr, &cresp).ok());
+    EXPECT_EQ(cresp.state(), v1::JOB_STATE_CANCELLED);
+  }
+  stream->WritesDone();
+  int cancelled = 0;
+  while (stream->Read(&resp)) {
+    for (const auto& e : resp.events()) {
+      if (e.type() == v1::EVENT_TYPE_CANCELLED) {
+        ++cancelled;
+        EXPECT_EQ(e.error().reason(), v1::ERROR_REASON_CANCELLED);
+      }
+    }
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(cancelled, 2);
+  // The sleeping task honoured its token: the worker is free again.
+  ExpectServing();
+  // Unknown and malformed ids.
+  grpc::ClientContext c1, c2;
+  v1::CancelJobRequest bad;
+  v1::CancelJobResponse cresp;
+  bad.set_job_id("123456789");
+  EXPECT_EQ(stub_->CancelJob(&c1, bad, &cresp).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  bad.set_job_id("abc");
+  EXPECT_EQ(stub_->CancelJob(&c2, bad, &cresp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServiceTest, PrioritiesOrderTheQueue) {
+  StartDaemon({"--thread-workers", "1"});
+  std::vector<v1::JobSpec> specs;
+  // Occupies the only worker: a batch is admitted whole before dispatch, so
+  // the highest priority in it starts first.
+  v1::JobSpec blocker = Spec("sleep", {200});
+  blocker.set_priority(100);
+  specs.push_back(blocker);
+  for (int p : {0, 10, 5}) {
+    v1::JobSpec s = Spec("sleep", {1});
+    s.set_priority(p);
+    specs.push_back(s);
+  }
+  auto r = SubmitAll(*stub_, specs);
+  std::vector<uint64_t> order;
+  for (const auto& e : r.Terminal()) order.push_back(e.client_tag());
+  EXPECT_THAT(order, ::testing::ElementsAre(1, 3, 4, 2));
+}
+
+TEST_F(ServiceTest, IdempotentResubmitReturnsTheSameJob) {
+  v1::JobSpec s = Spec("sleep", {50});
+  s.set_idempotency_key("order-42");
+  auto a = SubmitAll(*stub_, {s});
+  auto b = SubmitAll(*stub_, {s});
+  ASSERT_EQ(a.Terminal().size(), 1u);
+  ASSERT_EQ(b.Terminal().size(), 1u);
+  EXPECT_EQ(a.Terminal()[0].job_id(), b.Terminal()[0].job_id());
+  bool duplicate = false;
+  for (const auto& e : b.events) duplicate |= e.duplicate();
+  EXPECT_TRUE(duplicate);
+  EXPECT_EQ(Stats().accepted(), 1u);
+}
+
+TEST_F(ServiceTest, WindowStopsReadingUntilJobsEnd) {
+  v1::SubmitOptions o;
+  o.set_window(2);
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  auto stream = stub_->Submit(&ctx);
+  // Ten messages of one job each; only 2 may be in flight.
+  std::thread writer([&] {
+    for (int i = 1; i <= 10; ++i) {
+      v1::SubmitRequest req;
+      if (i == 1) *req.mutable_options() = o;
+      auto* item = req.add_items();
+      item->set_client_tag(i);
+      *item->mutable_spec() = Spec("sleep", {300});
+      if (!stream->Write(req)) break;
+    }
+    stream->WritesDone();
+  });
+  v1::SubmitResponse resp;
+  int terminal = 0;
+  uint64_t max_accepted_while_running = 0;
+  while (stream->Read(&resp)) {
+    for (const auto& e : resp.events()) {
+      if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) ++terminal;
+    }
+    if (terminal == 0) {
+      max_accepted_while_running =
+          std::max(max_accepted_while_running, Stats().accepted());
+    }
+  }
+  writer.join();
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(terminal, 10);
+  EXPECT_LE(max_accepted_while_running, 2u);
+  EXPECT_EQ(Stats().accepted(), 10u);
+}
+
+TEST_F(ServiceTest, QueueLimitAndRequestLimits) {
+  StartDaemon({"--thread-workers", "1", "--max-queued", "2",
+               "--max-jobs-per-request", "5", "--max-payload-bytes", "1000",
+               "--max-message-bytes", "65536"});
+  v1::JobSpec blocker = Spec("sleep", {300});
+  blocker.set_priority(1);  // Starts first; the other three wait.
+  auto r = SubmitAll(*stub_, {Spec("sleep", {1}), Spec("sleep", {1}), blocker,
+                              Spec("sleep", {1})});
+  auto t = r.Terminal();
+  ASSERT_EQ(t.size(), 4u);
+  int overloaded = 0;
+  for (const auto& e : t) {
+    if (e.type() == v1::EVENT_TYPE_REJECTED) {
+      ++overloaded;
+      EXPECT_EQ(e.error().code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+      EXPECT_EQ(e.error().reason(), v1::ERROR_REASON_OVERLOADED);
+      EXPECT_THAT(e.error().message(), HasSubstr("limit is 2 (max_queued)"));
+    }
+  }
+  EXPECT_EQ(overloaded, 1);
+
+  std::vector<v1::JobSpec> six(6, Spec("sleep", {1}));
+  r = SubmitAll(*stub_, six);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(r.status.error_message(), HasSubstr("max_jobs_per_request"));
+
+  v1::JobSpec big = Spec("echo", {}, v1::JOB_KIND_AUTO);
+  big.set_payload(std::string(2000, 'x'));
+  r = SubmitAll(*stub_, {big});
+  ASSERT_EQ(r.Terminal().size(), 1u);
+  EXPECT_THAT(r.Terminal()[0].error().message(),
+              HasSubstr("spec.payload: 2000 bytes; the limit is 1000"));
+
+  big.set_payload(std::string(100000, 'x'));  // Over the gRPC message limit.
+  r = SubmitAll(*stub_, {big});
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  ExpectServing();
+}
+
+TEST_F(ServiceTest, VanishedClientLosesNothingElse) {
+  StartDaemon({"--thread-workers", "2"});
+  std::string kept_id, cancelled_id;
+  for (bool cancel_on_disconnect : {false, true}) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    auto stream = stub_->Submit(ctx.get());
+    v1::SubmitRequest req;
+    req.mutable_options()->set_cancel_on_disconnect(cancel_on_disconnect);
+    auto* item = req.add_items();
+    item->set_client_tag(1);
+    *item->mutable_spec() = Spec("sleep", {300});
+    ASSERT_TRUE(stream->Write(req));
+    v1::SubmitResponse resp;
+    std::string id;
+    while (id.empty() && stream->Read(&resp)) {
+      for (const auto& e : resp.events()) {
+        if (e.type() == v1::EVENT_TYPE_ACCEPTED) id = e.job_id();
+      }
+    }
+    ASSERT_FALSE(id.empty());
+    ctx->TryCancel();  // The client vanishes mid-stream.
+    stream->Finish();
+    (cancel_on_disconnect ? cancelled_id : kept_id) = id;
+  }
+  EXPECT_EQ(GetJob(kept_id, absl::Seconds(10)).state(),
+            v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(GetJob(cancelled_id, absl::Seconds(10)).state(),
+            v1::JOB_STATE_CANCELLED);
+  ExpectServing();
+}
+
+TEST_F(ServiceTest, GetJobWaitsAndReportsErrors) {
+  auto r = SubmitAll(*stub_, {Spec("sleep", {1})});
+  const std::string id = r.Terminal().at(0).job_id();
+  v1::Job job = GetJob(id, absl::ZeroDuration());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.spec().task(), "sleep");
+  EXPECT_TRUE(job.has_finish_time());
+
+  grpc::ClientContext c1, c2, c3;
+  v1::GetJobRequest req;
+  v1::Job out;
+  req.set_job_id("999999");
+  EXPECT_EQ(stub_->GetJob(&c1, req, &out).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  req.set_job_id("-1");
+  EXPECT_EQ(stub_->GetJob(&c2, req, &out).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  req.set_job_id(id);
+  req.mutable_wait()->set_seconds(-3);
+  EXPECT_EQ(stub_->GetJob(&c3, req, &out).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServiceTest, WatchAllResumesFromASequence) {
+  auto first = SubmitAll(*stub_, {Spec("sleep", {1}), Spec("sleep", {1})});
+  const uint64_t last_seen = first.events.back().sequence();
+  ASSERT_GT(last_seen, 0u);
+  auto second = SubmitAll(*stub_, {Spec("sleep", {1})});  // Missed by watcher.
+  grpc::ClientContext ctx;
+  Deadline(ctx, absl::Seconds(5));
+  v1::WatchJobsRequest req;
+  req.set_after_sequence(last_seen);
+  auto reader = stub_->WatchJobs(&ctx, req);
+  v1::WatchJobsResponse resp;
+  std::vector<v1::JobEvent> got;
+  while (got.size() < 3 && reader->Read(&resp)) {
+    for (const auto& e : resp.events()) got.push_back(e);
+  }
+  ctx.TryCancel();
+  reader->Finish();
+  ASSERT_GE(got.size(), 3u);
+  EXPECT_EQ(got[0].sequence(), last_seen + 1);
+  EXPECT_EQ(got[0].job_id(), second.Terminal()[0].job_id());
+  EXPECT_EQ(got[2].type(), v1::EVENT_TYPE_SUCCEEDED);
+}
+
+TEST_F(ServiceTest, WatchNamedJobsEndsWhenTheyEnd) {
+  auto r = SubmitAll(*stub_, {Spec("sleep", {1})});
+  grpc::ClientContext ctx;
+  Deadline(ctx, absl::Seconds(10));
+  v1::WatchJobsRequest req;
+  req.add_job_ids(r.Terminal().at(0).job_id());
+  auto reader = stub_->WatchJobs(&ctx, req);
+  v1::WatchJobsResponse resp;
+  int terminal = 0;
+  while (reader->Read(&resp)) {
+    for (const auto& e : resp.events()) terminal += e.type() >= 4;
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(terminal, 1);
+
+  grpc::ClientContext ctx2;
+  Deadline(ctx2, absl::Seconds(10));
+  req.set_job_ids(0, "777777");
+  auto missing = stub_->WatchJobs(&ctx2, req);
+  while (missing->Read(&resp)) {
+  }
+  EXPECT_EQ(missing->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServiceTest, ListJobsPagesAndFilters) {
+  std::vector<v1::JobSpec> specs(5, Spec("sleep", {1}));
+  specs.push_back(Spec("fail"));
+  SubmitAll(*stub_, specs);
+  grpc::ClientContext c1;
+  v1::ListJobsRequest req;
+  req.set_page_size(4);
+  v1::ListJobsResponse page;
+  ASSERT_TRUE(stub_->ListJobs(&c1, req, &page).ok());
+  EXPECT_EQ(page.jobs_size(), 4);
+  ASSERT_FALSE(page.next_page_token().empty());
+  grpc::ClientContext c2;
+  req.set_page_token(page.next_page_token());
+  v1::ListJobsResponse rest;
+  ASSERT_TRUE(stub_->ListJobs(&c2, req, &rest).ok());
+  EXPECT_EQ(rest.jobs_size(), 2);
+  grpc::ClientContext c3;
+  v1::ListJobsRequest failed;
+  failed.add_states(v1::JOB_STATE_FAILED);
+  v1::ListJobsResponse f;
+  ASSERT_TRUE(stub_->ListJobs(&c3, failed, &f).ok());
+  ASSERT_EQ(f.jobs_size(), 1);
+  EXPECT_EQ(f.jobs(0).spec().task(), "fail");
+  grpc::ClientContext c4;
+  v1::ListJobsRequest bad;
+  bad.set_page_token("xyz");
+  EXPECT_EQ(stub_->ListJobs(&c4, bad, &f).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServiceTest, ListTasksDescribesTheBuiltins) {
+  grpc::ClientContext ctx;
+  v1::ListTasksResponse resp;
+  ASSERT_TRUE(stub_->ListTasks(&ctx, {}, &resp).ok());
+  std::map<std::string, v1::TaskInfo> tasks;
+  for (const auto& t : resp.tasks()) tasks[t.name()] = t;
+  for (const char* n : {"echo", "sleep", "primes.count", "fail", "crash"}) {
+    EXPECT_TRUE(tasks.count(n)) << n;
+  }
+  EXPECT_EQ(tasks["primes.count"].default_kind(), v1::JOB_KIND_CPU_BOUND);
+  ASSERT_EQ(tasks["sleep"].params_size(), 1);
+  EXPECT_EQ(tasks["sleep"].params(0).name(), "ms");
+  EXPECT_EQ(tasks["sleep"].params(0).type(), "int");
+  EXPECT_TRUE(tasks["echo"].variadic());
+}
+
+TEST_F(ServiceTest, GracefulShutdownFinishesRunningAndCancelsTheRest) {
+  StartDaemon({"--thread-workers", "2", "--shutdown-grace", "1s"});
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  auto stream = stub_->Submit(&ctx);
+  v1::SubmitRequest req;
+  // Tag 1 ends within the grace; tag 2 would not; tag 3 waits in the queue.
+  for (double ms : {300.0, 20000.0, 1.0}) {
+    auto* item = req.add_items();
+    item->set_client_tag(req.items_size());
+    *item->mutable_spec() = Spec("sleep", {ms});
+  }
+  ASSERT_TRUE(stream->Write(req));
+  v1::SubmitResponse resp;
+  int started = 0;
+  while (started < 2 && stream->Read(&resp)) {
+    for (const auto& e : resp.events()) started += e.type() == 2;
+  }
+  kill(daemon_->pid(), SIGTERM);
+  std::map<uint64_t, v1::JobEvent> ends;
+  while (stream->Read(&resp)) {
+    for (const auto& e : resp.events()) {
+      if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) ends[e.client_tag()] = e;
+    }
+  }
+  const grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(ends[1].type(), v1::EVENT_TYPE_SUCCEEDED);
+  EXPECT_EQ(ends[2].type(), v1::EVENT_TYPE_CANCELLED);
+  EXPECT_EQ(ends[2].error().reason(), v1::ERROR_REASON_SHUTDOWN);
+  EXPECT_EQ(ends[3].type(), v1::EVENT_TYPE_CANCELLED);
+  auto exit_status = daemon_->Stop(0, absl::Seconds(15));
+  ASSERT_TRUE(exit_status.ok());
+  EXPECT_TRUE(WIFEXITED(*exit_status));
+  EXPECT_EQ(WEXITSTATUS(*exit_status), 0);
+  EXPECT_THAT(daemon_->Log(), HasSubstr("cancelled 2 unfinished job(s)"));
+}
+
+TEST(DaemonStartTest, RefusesBadConfigAndSecondInstance) {
+  auto r = testing::RunCommand({testing::JobdPath(), "--thread-workers", "0"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--thread-workers"));
+  r = testing::RunCommand(
+      {testing::JobdPath(), "--tcp", "0.0.0.0:0", "--unix-socket", "none"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("non-loopback"));
+  auto d = Daemon::Start();
+  ASSERT_TRUE(d.ok());
+  const std::string socket = (*d)->unix_address().substr(5);
+  r = testing::RunCommand(
+      {testing::JobdPath(), "--unix-socket", socket, "--tcp", "none"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("another process"));
+}
+
+}  // namespace
+}  // namespace jobd

@@ -1,0 +1,89 @@
+// Unit tests: Router decisions by kind, explicit executor and measurements.
+#include "server/router.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace jobd {
+namespace {
+
+using ::testing::HasSubstr;
+
+TaskDef Task(v1::JobKind default_kind) {
+  return {.name = "t", .default_kind = default_kind};
+}
+
+TEST(RouterTest, RoutesByKindAndFallsBackToThreads) {
+  Router r;
+  const TaskDef t = Task(v1::JOB_KIND_IO_BOUND);
+  // Only the thread pool is enabled: CPU work falls back to it.
+  EXPECT_EQ(*r.Route(t, v1::JOB_KIND_CPU_BOUND, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_THREAD);
+  r.SetEnabled(v1::EXECUTOR_PROCESS, true);
+  EXPECT_EQ(*r.Route(t, v1::JOB_KIND_CPU_BOUND, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_PROCESS);
+  EXPECT_EQ(*r.Route(t, v1::JOB_KIND_IO_BOUND, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_THREAD);
+}
+
+TEST(RouterTest, ExplicitExecutor) {
+  Router r;
+  const TaskDef t = Task(v1::JOB_KIND_IO_BOUND);
+  EXPECT_EQ(*r.Route(t, v1::JOB_KIND_CPU_BOUND, v1::EXECUTOR_THREAD),
+            v1::EXECUTOR_THREAD);
+  auto s = r.Route(t, v1::JOB_KIND_CPU_BOUND, v1::EXECUTOR_PROCESS).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("EXECUTOR_PROCESS is not enabled"));
+  s = r.Route(t, v1::JOB_KIND_IO_BOUND, v1::EXECUTOR_REACTOR).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("no async implementation"));
+}
+
+TEST(RouterTest, IsolatedTasksNeverRunOnThreads) {
+  Router r;
+  TaskDef t = Task(v1::JOB_KIND_IO_BOUND);
+  t.needs_isolation = true;
+  auto s = r.Route(t, v1::JOB_KIND_IO_BOUND, v1::EXECUTOR_UNSPECIFIED).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("runs only in the process pool"));
+  r.SetEnabled(v1::EXECUTOR_PROCESS, true);
+  EXPECT_EQ(*r.Route(t, v1::JOB_KIND_IO_BOUND, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_PROCESS);
+  EXPECT_FALSE(r.Route(t, v1::JOB_KIND_IO_BOUND, v1::EXECUTOR_THREAD).ok());
+}
+
+TEST(RouterTest, AutoUsesDefaultKindUntilMeasured) {
+  Router r;
+  r.SetEnabled(v1::EXECUTOR_PROCESS, true);
+  const TaskDef t = Task(v1::JOB_KIND_IO_BOUND);
+  EXPECT_EQ(*r.Route(t, v1::JOB_KIND_AUTO, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_THREAD);
+  EXPECT_LT(r.CpuRatio(t), 0);
+  // A task that keeps the CPU busy for 50 ms per run.
+  for (int i = 0; i < Router::kMinSamples; ++i) {
+    r.Record(t, absl::Milliseconds(49), absl::Milliseconds(50));
+  }
+  EXPECT_GT(r.CpuRatio(t), 0.9);
+  EXPECT_EQ(*r.Route(t, v1::JOB_KIND_AUTO, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_PROCESS);
+}
+
+TEST(RouterTest, AutoKeepsWaitingAndTinyTasksOnThreads) {
+  Router r;
+  r.SetEnabled(v1::EXECUTOR_PROCESS, true);
+  const TaskDef waiting = Task(v1::JOB_KIND_CPU_BOUND);
+  for (int i = 0; i < Router::kMinSamples; ++i) {
+    r.Record(waiting, absl::Milliseconds(1), absl::Milliseconds(100));
+  }
+  EXPECT_EQ(*r.Route(waiting, v1::JOB_KIND_AUTO, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_THREAD);
+  const TaskDef tiny = Task(v1::JOB_KIND_CPU_BOUND);
+  for (int i = 0; i < Router::kMinSamples; ++i) {
+    r.Record(tiny, absl::Microseconds(5), absl::Microseconds(5));
+  }
+  EXPECT_EQ(*r.Route(tiny, v1::JOB_KIND_AUTO, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_THREAD);
+}
+
+}  // namespace
+}  // namespace jobd

@@ -1,0 +1,390 @@
+// Unit tests: the Scheduler state machine, queues, admission, cancellation,
+// timeouts, retention, idempotency, fan-out and drain, over a real
+// ThreadPoolExecutor and test-only tasks.
+#include "server/scheduler.h"
+
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "workers/task_registry.h"
+#include "workers/thread_pool.h"
+
+namespace jobd {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kWait = absl::Seconds(10);
+
+// Holds every "gate" job until opened (or the job is cancelled).
+class Gate {
+ public:
+  void Open() {
+    absl::MutexLock lock(&mu_);
+    open_ = true;
+  }
+  // Returns false if cancelled first.
+  bool Pass(TaskContext& ctx) {
+    for (int i = 0; i < 10000; ++i) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (open_) return true;
+      }
+      if (ctx.SleepFor(absl::Milliseconds(1)) == false) return false;
+    }
+    return false;
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Records every event it is given.
+class RecordingSink : public EventSink {
+ public:
+  bool Deliver(const Event& event, uint64_t tag) override {
+    absl::MutexLock lock(&mu_);
+    events_.push_back({event, tag});
+    return false;
+  }
+  void Flush() override {}
+
+  // Waits until a terminal event for `job_id` arrived; returns it.
+  Event WaitEnd(uint64_t job_id) {
+    absl::MutexLock lock(&mu_);
+    const Event* found = nullptr;
+    auto ended = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      for (const auto& [e, tag] : events_) {
+        if (e.job_id == job_id && IsTerminal(e.type)) {
+          found = &e;
+          return true;
+        }
+      }
+      return false;
+    };
+    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&ended), kWait))
+        << "job " << job_id << " did not end";
+    return found ? *found : Event{};
+  }
+  std::vector<v1::EventType> TypesOf(uint64_t job_id) {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::EventType> out;
+    for (const auto& [e, tag] : events_) {
+      if (e.job_id == job_id) out.push_back(e.type);
+    }
+    return out;
+  }
+  std::vector<uint64_t> Sequences() {
+    absl::MutexLock lock(&mu_);
+    std::vector<uint64_t> out;
+    for (const auto& [e, tag] : events_) out.push_back(e.sequence);
+    return out;
+  }
+  size_t size() {
+    absl::MutexLock lock(&mu_);
+    return events_.size();
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::pair<Event, uint64_t>> events_ ABSL_GUARDED_BY(mu_);
+};
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Build({}, 1); }
+
+  void Build(SchedulerOptions options, int threads) {
+    scheduler_.reset();
+    scheduler_ = std::make_unique<Scheduler>(options, clock_);
+    scheduler_->AddExecutor(std::make_unique<ThreadPoolExecutor>(
+        threads, scheduler_->listener_for(v1::EXECUTOR_THREAD)));
+  }
+
+  void TearDown() override {
+    gate_.Open();
+    scheduler_.reset();
+  }
+
+  static TaskDef Def(std::string name, SyncTaskFn fn) {
+    return {.name = std::move(name),
+            .default_kind = v1::JOB_KIND_IO_BOUND,
+            .variadic = true,
+            .run = std::move(fn)};
+  }
+
+  // Submits one job of `task` with priority; returns its admission.
+  Admission Submit(const TaskDef& task, int priority = 0, std::string key = "",
+                   absl::Duration timeout = absl::ZeroDuration()) {
+    std::vector<NewJob> jobs(1);
+    jobs[0].task = &task;
+    jobs[0].spec.set_task(task.name);
+    jobs[0].spec.set_kind(v1::JOB_KIND_IO_BOUND);
+    jobs[0].spec.set_priority(priority);
+    jobs[0].spec.set_idempotency_key(key);
+    if (timeout > absl::ZeroDuration()) {
+      jobs[0].spec.mutable_timeout()->set_nanos(
+          static_cast<int32_t>(absl::ToInt64Nanoseconds(timeout)));
+    }
+    jobs[0].args = std::make_shared<TaskArgs>();
+    jobs[0].tag = next_tag_++;
+    std::vector<Admission> out;
+    scheduler_->Submit(jobs, Subscriber{sink_, 0, kAllEvents}, out);
+    return out.at(0);
+  }
+
+  RealClock clock_;
+  ManualClock manual_clock_{absl::Now()};
+  Gate gate_;
+  std::shared_ptr<RecordingSink> sink_ = std::make_shared<RecordingSink>();
+  std::unique_ptr<Scheduler> scheduler_;
+  uint64_t next_tag_ = 1;
+
+  absl::Mutex order_mu_;
+  std::vector<int> started_order_ ABSL_GUARDED_BY(order_mu_);
+
+  const TaskDef gate_task_ =
+      Def("gate", [this](TaskContext& ctx) -> absl::StatusOr<TaskOutput> {
+        if (!gate_.Pass(ctx)) return absl::CancelledError("gate cancelled");
+        return TaskOutput{};
+      });
+  const TaskDef ok_task_ =
+      Def("ok", [](TaskContext&) -> absl::StatusOr<TaskOutput> {
+        TaskOutput out;
+        out.value.set_string_value("done");
+        return out;
+      });
+  const TaskDef ignore_cancel_task_ =
+      Def("stubborn", [this](TaskContext&) -> absl::StatusOr<TaskOutput> {
+        // Ignores its token; only the gate releases it.
+        for (int i = 0; i < 10000; ++i) {
+          if (released_.HasBeenNotified()) break;
+          absl::SleepFor(absl::Milliseconds(1));
+        }
+        return TaskOutput{};
+      });
+  absl::Notification released_;
+  TaskDef MakeRecorder(int n) {
+    return Def("rec" + std::to_string(n),
+               [this, n](TaskContext&) -> absl::StatusOr<TaskOutput> {
+                 absl::MutexLock lock(&order_mu_);
+                 started_order_.push_back(n);
+                 return TaskOutput{};
+               });
+  }
+};
+
+TEST_F(SchedulerTest, RunsAJobThroughItsStates) {
+  const Admission a = Submit(ok_task_);
+  ASSERT_TRUE(a.status.ok());
+  const Event end = sink_->WaitEnd(a.job_id);
+  EXPECT_EQ(end.type, v1::EVENT_TYPE_SUCCEEDED);
+  EXPECT_EQ(end.end->result.value().string_value(), "done");
+  EXPECT_THAT(sink_->TypesOf(a.job_id),
+              ElementsAre(v1::EVENT_TYPE_ACCEPTED, v1::EVENT_TYPE_STARTED,
+                          v1::EVENT_TYPE_SUCCEEDED));
+  auto job = scheduler_->GetJob(a.job_id);
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job->executor(), v1::EXECUTOR_THREAD);
+  EXPECT_TRUE(job->has_finish_time());
+  // Sequences are strictly increasing.
+  const auto seqs = sink_->Sequences();
+  for (size_t i = 1; i < seqs.size(); ++i) EXPECT_LT(seqs[i - 1], seqs[i]);
+}
+
+TEST_F(SchedulerTest, HigherPriorityFirstFifoWithin) {
+  // One worker, blocked by a gate job; then queue jobs of mixed priority.
+  const Admission blocker = Submit(gate_task_);
+  std::vector<TaskDef> recs;
+  for (int i = 0; i < 5; ++i) recs.push_back(MakeRecorder(i));
+  Submit(recs[0], 0);
+  Submit(recs[1], 5);
+  Submit(recs[2], 0);
+  Submit(recs[3], 5);
+  const Admission last = Submit(recs[4], -1);
+  gate_.Open();
+  sink_->WaitEnd(blocker.job_id);
+  sink_->WaitEnd(last.job_id);
+  absl::MutexLock lock(&order_mu_);
+  EXPECT_THAT(started_order_, ElementsAre(1, 3, 0, 2, 4));
+}
+
+TEST_F(SchedulerTest, RejectsWhenTheQueueIsFull) {
+  Build({.max_queued = 2}, 1);
+  // Starts at once in the free slot: never counts as queued.
+  EXPECT_TRUE(Submit(gate_task_).status.ok());
+  EXPECT_TRUE(Submit(ok_task_).status.ok());
+  EXPECT_TRUE(Submit(ok_task_).status.ok());
+  const Admission full = Submit(ok_task_);
+  EXPECT_EQ(full.status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(full.status.message(), HasSubstr("limit is 2 (max_queued)"));
+  EXPECT_EQ(scheduler_->GetStats().rejected(), 1u);
+}
+
+TEST_F(SchedulerTest, CancelQueuedIsImmediate) {
+  Submit(gate_task_);
+  const Admission queued = Submit(ok_task_);
+  auto r = scheduler_->Cancel(queued.job_id);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->first, v1::JOB_STATE_CANCELLED);
+  EXPECT_FALSE(r->second);
+  EXPECT_EQ(sink_->WaitEnd(queued.job_id).type, v1::EVENT_TYPE_CANCELLED);
+  EXPECT_THAT(sink_->TypesOf(queued.job_id),
+              ElementsAre(v1::EVENT_TYPE_ACCEPTED, v1::EVENT_TYPE_CANCELLED));
+  // A second cancel reports the end and changes nothing.
+  r = scheduler_->Cancel(queued.job_id);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->second);
+  EXPECT_EQ(scheduler_->Cancel(999999).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest, CancelRunningSetsTheTokenAndEndsAtOnce) {
+  const Admission running = Submit(gate_task_);
+  const Admission next = Submit(ok_task_);
+  // Wait for STARTED.
+  for (int i = 0; i < 1000 && sink_->TypesOf(running.job_id).size() < 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_TRUE(scheduler_->Cancel(running.job_id).ok());
+  const Event end = sink_->WaitEnd(running.job_id);
+  EXPECT_EQ(end.type, v1::EVENT_TYPE_CANCELLED);
+  EXPECT_EQ(end.end->error.reason(), v1::ERROR_REASON_CANCELLED);
+  // The gate task saw its token and returned, freeing the slot.
+  EXPECT_EQ(sink_->WaitEnd(next.job_id).type, v1::EVENT_TYPE_SUCCEEDED);
+}
+
+TEST_F(SchedulerTest, TimeoutFailsTheJobEvenIfTheTaskIgnoresIt) {
+  const Admission a =
+      Submit(ignore_cancel_task_, 0, "", absl::Milliseconds(50));
+  const Admission queued = Submit(ok_task_);
+  const Event end = sink_->WaitEnd(a.job_id);
+  EXPECT_EQ(end.type, v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(end.end->error.reason(), v1::ERROR_REASON_TIMEOUT);
+  EXPECT_THAT(end.end->error.message(), HasSubstr("timeout of 50ms"));
+  // The slot stays busy until the task returns; then the queue moves.
+  auto stats = scheduler_->GetStats();
+  EXPECT_EQ(stats.executors(1).busy(), 1u);
+  released_.Notify();
+  EXPECT_EQ(sink_->WaitEnd(queued.job_id).type, v1::EVENT_TYPE_SUCCEEDED);
+  EXPECT_EQ(scheduler_->GetJob(a.job_id)->state(), v1::JOB_STATE_FAILED);
+}
+
+TEST_F(SchedulerTest, IdempotencyKeyReturnsTheSameJob) {
+  const Admission a = Submit(ok_task_, 0, "key-1");
+  sink_->WaitEnd(a.job_id);
+  const Admission b = Submit(ok_task_, 0, "key-1");
+  EXPECT_EQ(a.job_id, b.job_id);
+  EXPECT_TRUE(b.duplicate);
+  EXPECT_EQ(scheduler_->GetStats().accepted(), 1u);
+  const Admission c = Submit(ok_task_, 0, "key-2");
+  EXPECT_NE(c.job_id, a.job_id);
+}
+
+TEST_F(SchedulerTest, RetentionByCountAndTtl) {
+  ManualClock& manual = manual_clock_;
+  scheduler_.reset();
+  scheduler_ = std::make_unique<Scheduler>(
+      SchedulerOptions{.retention_ttl = absl::Minutes(10), .max_retained = 3},
+      manual);
+  scheduler_->AddExecutor(std::make_unique<ThreadPoolExecutor>(
+      1, scheduler_->listener_for(v1::EXECUTOR_THREAD)));
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 5; ++i) {
+    ids.push_back(Submit(ok_task_, 0, "k" + std::to_string(i)).job_id);
+    sink_->WaitEnd(ids.back());
+  }
+  // Only the newest 3 remain; evicted keys are free again.
+  EXPECT_EQ(scheduler_->GetJob(ids[0]).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler_->GetJob(ids[1]).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(scheduler_->GetJob(ids[2]).ok());
+  EXPECT_EQ(scheduler_->GetStats().retained(), 3u);
+  manual.Advance(absl::Minutes(11));
+  scheduler_->SweepRetention();
+  EXPECT_EQ(scheduler_->GetStats().retained(), 0u);
+  EXPECT_FALSE(scheduler_->GetJob(ids[4]).ok());
+  EXPECT_FALSE(Submit(ok_task_, 0, "k4").duplicate);
+}
+
+TEST_F(SchedulerTest, WatchReplaysRetainedEventsAndReportsLoss) {
+  Build({.event_log_size = 4}, 1);
+  const Admission a = Submit(ok_task_);
+  sink_->WaitEnd(a.job_id);
+  const Admission b = Submit(ok_task_);
+  sink_->WaitEnd(b.job_id);
+  // 6 events so far (3 per job); the log keeps the last 4 (seq 3..6).
+  auto watcher = std::make_shared<RecordingSink>();
+  auto r = scheduler_->Watch({}, 1, Subscriber{watcher, 0, kAllEvents});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->events_lost);
+  EXPECT_EQ(r->oldest_retained_sequence, 3u);
+  EXPECT_THAT(watcher->Sequences(), ElementsAre(3, 4, 5, 6));
+  // Then live events follow.
+  const Admission c = Submit(ok_task_);
+  watcher->WaitEnd(c.job_id);
+  scheduler_->Unwatch(watcher.get(), {});
+  EXPECT_EQ(watcher->size(), 7u);
+}
+
+TEST_F(SchedulerTest, WatchOfAnEndedJobDeliversItsEnd) {
+  const Admission a = Submit(ok_task_);
+  sink_->WaitEnd(a.job_id);
+  auto watcher = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(
+      scheduler_->Watch({a.job_id}, 0, Subscriber{watcher, 0, kAllEvents})
+          .ok());
+  EXPECT_EQ(watcher->WaitEnd(a.job_id).type, v1::EVENT_TYPE_SUCCEEDED);
+  EXPECT_EQ(scheduler_->Watch({424242}, 0, Subscriber{watcher, 0, kAllEvents})
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest, WaitJobAnswersAtTheEndOrAtTheDeadline) {
+  const Admission a = Submit(gate_task_);
+  absl::Notification timed_out;
+  v1::JobState seen = v1::JOB_STATE_UNSPECIFIED;
+  scheduler_->WaitJob(a.job_id, absl::Now() + absl::Milliseconds(20),
+                      [&](absl::StatusOr<v1::Job> job) {
+                        seen = job->state();
+                        timed_out.Notify();
+                      });
+  ASSERT_TRUE(timed_out.WaitForNotificationWithTimeout(kWait));
+  EXPECT_EQ(seen, v1::JOB_STATE_RUNNING);
+  absl::Notification ended;
+  scheduler_->WaitJob(a.job_id, absl::Now() + absl::Hours(1),
+                      [&](absl::StatusOr<v1::Job> job) {
+                        seen = job->state();
+                        ended.Notify();
+                      });
+  gate_.Open();
+  ASSERT_TRUE(ended.WaitForNotificationWithTimeout(kWait));
+  EXPECT_EQ(seen, v1::JOB_STATE_SUCCEEDED);
+}
+
+TEST_F(SchedulerTest, DrainRejectsNewJobsAndShutdownCancelsTheRest) {
+  const Admission running = Submit(gate_task_);
+  const Admission queued = Submit(ok_task_);
+  scheduler_->BeginDrain();
+  const Admission late = Submit(ok_task_);
+  EXPECT_EQ(late.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(
+      scheduler_->WaitNoneRunning(absl::Now() + absl::Milliseconds(20)));
+  auto ids = scheduler_->CancelAllForShutdown();
+  EXPECT_THAT(ids, ElementsAre(running.job_id, queued.job_id));
+  const Event end = sink_->WaitEnd(queued.job_id);
+  EXPECT_EQ(end.type, v1::EVENT_TYPE_CANCELLED);
+  EXPECT_EQ(end.end->error.reason(), v1::ERROR_REASON_SHUTDOWN);
+  EXPECT_TRUE(scheduler_->WaitNoneRunning(absl::Now() + kWait));
+  EXPECT_TRUE(scheduler_->StopExecutors(absl::Now() + kWait));
+}
+
+}  // namespace
+}  // namespace jobd

@@ -1,0 +1,100 @@
+// Unit tests: every malformed JobSpec gets InvalidArgument naming its field.
+#include "server/spec_validator.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "workers/builtin_tasks.h"
+
+namespace jobd {
+namespace {
+
+using ::testing::HasSubstr;
+
+class SpecValidatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(RegisterBuiltinTasks(registry_, {}).ok());
+  }
+  v1::JobSpec Sleep(double ms) {
+    v1::JobSpec s;
+    s.set_task("sleep");
+    s.set_kind(v1::JOB_KIND_IO_BOUND);
+    s.add_args()->set_number_value(ms);
+    return s;
+  }
+  std::string Error(v1::JobSpec spec) {
+    auto r = ValidateSpec(std::move(spec), registry_, limits_);
+    EXPECT_FALSE(r.ok());
+    if (r.ok()) return "";
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    return std::string(r.status().message());
+  }
+  TaskRegistry registry_;
+  SpecLimits limits_;
+};
+
+TEST_F(SpecValidatorTest, AcceptsAGoodSpecAndKeepsItsArgs) {
+  auto r = ValidateSpec(Sleep(5), registry_, limits_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->task->name, "sleep");
+  EXPECT_EQ(r->spec.args_size(), 1);
+  EXPECT_EQ(r->args->Int("ms"), 5);
+}
+
+TEST_F(SpecValidatorTest, NamesTheBadField) {
+  v1::JobSpec s = Sleep(5);
+  s.clear_task();
+  EXPECT_THAT(Error(s), HasSubstr("spec.task: missing"));
+  s.set_task("no.such");
+  EXPECT_THAT(Error(s), HasSubstr("unknown task 'no.such'"));
+
+  s = Sleep(5);
+  s.set_kind(v1::JOB_KIND_UNSPECIFIED);
+  EXPECT_THAT(Error(s), HasSubstr("spec.kind: JOB_KIND_UNSPECIFIED"));
+  s.set_kind(static_cast<v1::JobKind>(42));
+  EXPECT_THAT(Error(s), HasSubstr("spec.kind: unknown value 42"));
+
+  s = Sleep(5);
+  s.set_executor(static_cast<v1::Executor>(9));
+  EXPECT_THAT(Error(s), HasSubstr("spec.executor"));
+
+  s = Sleep(5);
+  s.mutable_timeout()->set_seconds(-1);
+  EXPECT_THAT(Error(s), HasSubstr("spec.timeout: must not be negative"));
+  s.mutable_timeout()->set_seconds(0);
+  EXPECT_THAT(Error(s), HasSubstr("spec.timeout: must be positive"));
+
+  s = Sleep(5);
+  s.set_payload(std::string(limits_.max_payload_bytes + 1, 'x'));
+  EXPECT_THAT(Error(s), HasSubstr("spec.payload"));
+  EXPECT_THAT(Error(s), HasSubstr("max_payload_bytes"));
+
+  s = Sleep(5);
+  s.set_idempotency_key(std::string(1000, 'k'));
+  EXPECT_THAT(Error(s), HasSubstr("spec.idempotency_key"));
+
+  s = Sleep(5);
+  for (size_t i = 0; i <= limits_.max_labels; ++i) {
+    (*s.mutable_labels())["k" + std::to_string(i)] = "v";
+  }
+  EXPECT_THAT(Error(s), HasSubstr("spec.labels"));
+
+  s = Sleep(5);
+  s.clear_args();
+  EXPECT_THAT(Error(s), HasSubstr("requires argument 'ms'"));
+}
+
+TEST_F(SpecValidatorTest, RejectsDeepNesting) {
+  v1::JobSpec s;
+  s.set_task("echo");
+  s.set_kind(v1::JOB_KIND_AUTO);
+  google::protobuf::Value* v = s.add_args();
+  for (int i = 0; i < limits_.max_value_depth + 5; ++i) {
+    v = v->mutable_list_value()->add_values();
+  }
+  v->set_number_value(1);
+  EXPECT_THAT(Error(s), HasSubstr("nested deeper"));
+}
+
+}  // namespace
+}  // namespace jobd

@@ -1,0 +1,136 @@
+// Unit tests: TaskRegistry registration rules and argument binding.
+#include "workers/task_registry.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "workers/builtin_tasks.h"
+
+namespace jobd {
+namespace {
+
+using google::protobuf::ListValue;
+using google::protobuf::Struct;
+using google::protobuf::Value;
+using ::testing::HasSubstr;
+
+Value Num(double d) {
+  Value v;
+  v.set_number_value(d);
+  return v;
+}
+Value Str(std::string s) {
+  Value v;
+  v.set_string_value(std::move(s));
+  return v;
+}
+ListValue Args(std::initializer_list<Value> values) {
+  ListValue l;
+  for (const Value& v : values) *l.add_values() = v;
+  return l;
+}
+
+absl::StatusOr<TaskOutput> Noop(TaskContext&) { return TaskOutput{}; }
+
+TaskDef TwoParams() {
+  TaskParam a{.name = "a", .type = ParamType::kInt};
+  TaskParam b{.name = "b",
+              .type = ParamType::kString,
+              .required = false,
+              .default_value = Str("dflt")};
+  return {.name = "t", .params = {a, b}, .run = Noop};
+}
+
+TEST(TaskRegistryTest, RejectsBadDefinitions) {
+  TaskRegistry r;
+  EXPECT_FALSE(r.Add({.name = "", .run = Noop}).ok());
+  EXPECT_THAT(r.Add({.name = "x"}).message(), HasSubstr("no implementation"));
+  TaskParam p{.name = "p"};
+  EXPECT_THAT(r.Add({.name = "dup", .params = {p, p}, .run = Noop}).message(),
+              HasSubstr("repeated parameter"));
+  TaskParam opt{.name = "o", .required = false};
+  EXPECT_THAT(
+      r.Add({.name = "order", .params = {opt, p}, .run = Noop}).message(),
+      HasSubstr("follows an optional"));
+  ASSERT_TRUE(r.Add({.name = "ok", .run = Noop}).ok());
+  EXPECT_THAT(r.Add({.name = "ok", .run = Noop}).message(),
+              HasSubstr("already registered"));
+  EXPECT_NE(r.Find("ok"), nullptr);
+  EXPECT_EQ(r.Find("missing"), nullptr);
+}
+
+TEST(TaskRegistryTest, BindsPositionalKeywordAndDefaults) {
+  const TaskDef t = TwoParams();
+  auto bound = TaskRegistry::Bind(t, Args({Num(3)}), Struct(), "pay");
+  ASSERT_TRUE(bound.ok()) << bound.status();
+  EXPECT_EQ(bound->Int("a"), 3);
+  EXPECT_EQ(bound->String("b"), "dflt");
+  EXPECT_EQ(bound->payload(), "pay");
+
+  Struct kw;
+  (*kw.mutable_fields())["b"] = Str("given");
+  (*kw.mutable_fields())["a"] = Num(7);
+  bound = TaskRegistry::Bind(t, ListValue(), kw, "");
+  ASSERT_TRUE(bound.ok()) << bound.status();
+  EXPECT_EQ(bound->Int("a"), 7);
+  EXPECT_EQ(bound->String("b"), "given");
+}
+
+TEST(TaskRegistryTest, BindErrorsNameTheField) {
+  const TaskDef t = TwoParams();
+  auto s = TaskRegistry::Bind(t, ListValue(), Struct(), "").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("spec.kwargs.a"));
+  EXPECT_THAT(s.message(), HasSubstr("requires argument 'a'"));
+
+  s = TaskRegistry::Bind(t, Args({Str("x")}), Struct(), "").status();
+  EXPECT_THAT(s.message(),
+              HasSubstr("spec.args[0] (a): expected int, got string"));
+
+  s = TaskRegistry::Bind(t, Args({Num(1.5)}), Struct(), "").status();
+  EXPECT_THAT(s.message(), HasSubstr("non-integral"));
+
+  s = TaskRegistry::Bind(t, Args({Num(1), Str("b"), Num(3)}), Struct(), "")
+          .status();
+  EXPECT_THAT(s.message(), HasSubstr("at most 2 positional"));
+
+  Struct kw;
+  (*kw.mutable_fields())["zzz"] = Num(1);
+  s = TaskRegistry::Bind(t, Args({Num(1)}), kw, "").status();
+  EXPECT_THAT(s.message(), HasSubstr("spec.kwargs.zzz"));
+
+  Struct twice;
+  (*twice.mutable_fields())["a"] = Num(1);
+  s = TaskRegistry::Bind(t, Args({Num(1)}), twice, "").status();
+  EXPECT_THAT(s.message(), HasSubstr("also given positionally"));
+}
+
+TEST(TaskRegistryTest, VariadicTakesAnything) {
+  TaskDef t{.name = "v", .variadic = true, .run = Noop};
+  Struct kw;
+  (*kw.mutable_fields())["anything"] = Str("x");
+  auto bound = TaskRegistry::Bind(t, Args({Num(1), Str("s")}), kw, "");
+  ASSERT_TRUE(bound.ok());
+  EXPECT_EQ(bound->args().values_size(), 2);
+  EXPECT_EQ(bound->kwargs().fields().size(), 1u);
+}
+
+TEST(BuiltinTasksTest, RegistersTheDocumentedSet) {
+  TaskRegistry r;
+  ASSERT_TRUE(RegisterBuiltinTasks(r, {}).ok());
+  for (const char* name : {"echo", "sleep", "primes.count", "fail"}) {
+    EXPECT_NE(r.Find(name), nullptr) << name;
+  }
+  EXPECT_EQ(r.Find("crash"), nullptr) << "crash needs testing_tasks";
+  TaskRegistry t;
+  ASSERT_TRUE(RegisterBuiltinTasks(t, {.testing_tasks = true}).ok());
+  EXPECT_NE(t.Find("crash"), nullptr);
+}
+
+TEST(BuiltinTasksTest, CountsPrimes) {
+  EXPECT_EQ(CountPrimesInRange(0, 10), 4);  // 2 3 5 7
+  EXPECT_EQ(CountPrimesInRange(0, 100000), 9592);
+  EXPECT_EQ(CountPrimesInRange(10, 20), 4);  // 11 13 17 19
+}
+
+}  // namespace
+}  // namespace jobd
