@@ -94,6 +94,17 @@ absl::Status CheckLoopback(const std::string& host_port) {
   return absl::OkStatus();
 }
 
+// "jobctl", or its full path when it sits next to this binary (a build tree).
+std::string JobctlCommand() {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto beside = self.parent_path() / "jobctl";
+    if (std::filesystem::exists(beside, ec)) return beside.string();
+  }
+  return "jobctl";
+}
+
 int Run(int argc, char** argv) {
   // Signals are taken synchronously by sigwait() below; block them before any
   // thread exists so every thread inherits the mask.
@@ -181,8 +192,8 @@ int Run(int argc, char** argv) {
   std::printf("jobd %s ready (pid %d)\n", JOBD_VERSION, getpid());
   for (const std::string& l : listening)
     std::printf("  listening on %s\n", l.c_str());
-  std::printf("  try: jobctl --address %s submit echo hello --wait\n",
-              try_address.c_str());
+  std::printf("  try: %s --address %s submit echo hello --wait\n",
+              JobctlCommand().c_str(), try_address.c_str());
   std::fflush(stdout);
   spdlog::info("jobd {} serving on {} with {} thread worker(s)", JOBD_VERSION,
                absl::StrJoin(listening, ", "), config.thread_workers);

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -49,40 +50,30 @@ int WaitPid(pid_t pid, absl::Duration timeout) {
 std::string JobdPath() { return JOBD_TEST_JOBD_PATH; }
 std::string JobctlPath() { return JOBD_TEST_JOBCTL_PATH; }
 
-absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
-    std::vector<std::string> extra_args) {
-  auto d = std::unique_ptr<Daemon>(new Daemon());
-  char tmpl[] = "/tmp/jobd-test-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
-  d->dir_ = tmpl;
-  const std::string socket = d->dir_ + "/jobd.sock";
-  std::vector<std::string> args = {
-      JobdPath(),    "--unix-socket",   socket,        "--tcp",
-      "127.0.0.1:0", "--testing-tasks", "--log-level", "debug"};
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
-
+absl::StatusOr<ReadyProcess> SpawnReady(std::vector<std::string> args,
+                                        const std::string& marker,
+                                        const std::string& stderr_path,
+                                        absl::Duration timeout) {
   int out_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0) return absl::InternalError("pipe");
-  const std::string log = d->dir_ + "/stderr.log";
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, out_pipe[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, log.c_str(),
+  posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, stderr_path.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC, 0600);
   posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  ReadyProcess child;
   auto argv = CStrings(args);
   const int rc =
-      posix_spawn(&d->pid_, argv[0], &fa, nullptr, argv.data(), environ);
+      posix_spawn(&child.pid, argv[0], &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   close(out_pipe[1]);
   if (rc != 0) {
     close(out_pipe[0]);
-    return absl::InternalError(std::string("spawn jobd: ") + strerror(rc));
+    return absl::InternalError("spawn " + args[0] + ": " + strerror(rc));
   }
-  // Read the banner until the "try:" line.
-  std::string banner;
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (!absl::StrContains(banner, "try:")) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!absl::StrContains(child.banner, marker)) {
     const int left =
         static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
     pollfd p{out_pipe[0], POLLIN, 0};
@@ -90,22 +81,56 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     char buf[1024];
     const ssize_t n = read(out_pipe[0], buf, sizeof(buf));
     if (n <= 0) break;
-    banner.append(buf, n);
+    child.banner.append(buf, n);
   }
   close(out_pipe[0]);
-  for (absl::string_view line : absl::StrSplit(banner, '\n')) {
+  if (!absl::StrContains(child.banner, marker)) {
+    (void)StopProcess(child.pid, SIGKILL, absl::Seconds(10));
+    return absl::DeadlineExceededError(args[0] + " did not print '" + marker +
+                                       "'; it printed: '" + child.banner + "'");
+  }
+  return child;
+}
+
+absl::StatusOr<int> StopProcess(pid_t pid, int sig, absl::Duration timeout) {
+  if (sig != 0) kill(pid, sig);
+  const int status = WaitPid(pid, timeout);
+  if (status != -1) return status;
+  kill(pid, SIGKILL);
+  WaitPid(pid, absl::Seconds(10));
+  return absl::DeadlineExceededError("process did not exit in time");
+}
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
+    std::vector<std::string> extra_args) {
+  auto d = std::unique_ptr<Daemon>(new Daemon());
+  char tmpl[] = "/tmp/jobd-test-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+  d->dir_ = tmpl;
+  std::vector<std::string> args = {
+      JobdPath(), "--unix-socket", d->dir_ + "/jobd.sock",
+      "--tcp",    "127.0.0.1:0",   "--testing-tasks"};
+  if (std::find(extra_args.begin(), extra_args.end(), "--log-level") ==
+      extra_args.end()) {
+    args.insert(args.end(), {"--log-level", "debug"});
+  }
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  absl::StatusOr<ReadyProcess> child = SpawnReady(
+      std::move(args), "try:", d->dir_ + "/stderr.log", absl::Seconds(20));
+  if (!child.ok()) {
+    return absl::InternalError(std::string(child.status().message()) +
+                               " log: " + d->Log());
+  }
+  d->pid_ = child->pid;
+  for (absl::string_view line : absl::StrSplit(child->banner, '\n')) {
     const absl::string_view kPrefix = "  listening on ";
     if (!absl::StartsWith(line, kPrefix)) continue;
     std::string addr(line.substr(kPrefix.size()));
-    if (absl::StartsWith(addr, "unix:")) {
-      d->unix_address_ = addr;
-    } else {
-      d->tcp_address_ = addr;
-    }
+    (absl::StartsWith(addr, "unix:") ? d->unix_address_ : d->tcp_address_) =
+        addr;
   }
   if (d->unix_address_.empty() || d->tcp_address_.empty()) {
-    return absl::InternalError("jobd did not become ready; banner: '" + banner +
-                               "' log: " + d->Log());
+    return absl::InternalError("jobd banner lacks addresses: " + child->banner);
   }
   return d;
 }
@@ -123,16 +148,9 @@ std::unique_ptr<v1::JobService::Stub> Daemon::NewStub() const {
 
 absl::StatusOr<int> Daemon::Stop(int sig, absl::Duration timeout) {
   if (pid_ <= 0) return absl::FailedPreconditionError("not running");
-  kill(pid_, sig);
-  int status = WaitPid(pid_, timeout);
-  if (status == -1) {
-    kill(pid_, SIGKILL);
-    WaitPid(pid_, absl::Seconds(10));
-    pid_ = -1;
-    return absl::DeadlineExceededError("jobd did not exit in time");
-  }
+  const pid_t pid = pid_;
   pid_ = -1;
-  return status;
+  return StopProcess(pid, sig, timeout);
 }
 
 std::string Daemon::Log() const {

@@ -22,8 +22,9 @@ namespace jobd::testing {
 
 class Daemon {
  public:
-  // Starts jobd with `extra_args` (besides the socket/port flags and
-  // --testing-tasks). Fails if it does not print its banner in 20 s.
+  // Starts jobd with `extra_args` (besides the socket/port flags,
+  // --testing-tasks and, unless given, --log-level debug). Fails if it does
+  // not print its banner in 20 s.
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(
       std::vector<std::string> extra_args = {});
   ~Daemon();
@@ -46,6 +47,24 @@ class Daemon {
   std::string unix_address_;
   std::string tcp_address_;
 };
+
+// A child process started by SpawnReady.
+struct ReadyProcess {
+  pid_t pid = -1;
+  std::string banner;  // Its stdout up to and including the ready marker.
+};
+
+// Starts `argv` with stdout on a pipe and stderr to `stderr_path`, and reads
+// stdout until it contains `marker` or `timeout` passes (then the child is
+// killed and an error returned).
+absl::StatusOr<ReadyProcess> SpawnReady(std::vector<std::string> argv,
+                                        const std::string& marker,
+                                        const std::string& stderr_path,
+                                        absl::Duration timeout);
+
+// Sends `sig` to `pid` and reaps it within `timeout` (SIGKILL after).
+// Returns the wait status, or DeadlineExceeded if it had to be killed.
+absl::StatusOr<int> StopProcess(pid_t pid, int sig, absl::Duration timeout);
 
 struct CommandResult {
   int exit_code = -1;  // -1 if killed by a signal or timed out.

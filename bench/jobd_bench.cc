@@ -1,0 +1,351 @@
+// jobd_bench: what jobd costs over gRPC itself, measured in one run.
+//
+// Starts a bare gRPC echo server (this binary with --echo-server, in its own
+// process, like jobd) and the real jobd, both on Unix sockets, then measures
+//   stream:     N tiny items through one bidi stream in batches of B
+//               (echo items vs no-op `echo` jobs, terminal events only)
+//   round trip: R sequential request -> answer (unary echo vs one job
+//               submitted on an open Submit stream and its result awaited)
+// and prints a table with the ratios. See bench/README.md.
+#include <signal.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "echo.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "jobd/v1/jobd.grpc.pb.h"
+#include "tests/integration/daemon_harness.h"
+
+namespace jobd::bench {
+namespace {
+
+// ---------------------------------------------------------------- echo server
+class EchoService final : public Echo::CallbackService {
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx,
+                                  const EchoBatch* req,
+                                  EchoBatch* resp) override {
+    *resp = *req;
+    auto* r = ctx->DefaultReactor();
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+  // Reads continuously and writes back whatever it has, one write at a time.
+  class Pipe : public grpc::ServerBidiReactor<EchoBatch, EchoBatch> {
+   public:
+    Pipe() { StartRead(&in_); }
+    void OnReadDone(bool ok) override {
+      bool write = false;
+      {
+        absl::MutexLock lock(&mu_);
+        if (!ok) {
+          reads_done_ = true;
+        } else {
+          queue_.push_back(std::move(in_));
+          write = TakeLocked();
+        }
+        MaybeFinishLocked();
+      }
+      if (write) StartWrite(&out_);
+      if (ok) StartRead(&in_);
+    }
+    void OnWriteDone(bool ok) override {
+      bool write = false;
+      {
+        absl::MutexLock lock(&mu_);
+        writing_ = false;
+        write = TakeLocked();
+        MaybeFinishLocked();
+      }
+      if (write) StartWrite(&out_);
+    }
+    void OnDone() override { delete this; }
+
+   private:
+    bool TakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (writing_ || queue_.empty()) return false;
+      out_.Clear();
+      for (auto& m : queue_) {
+        for (auto& item : *m.mutable_items())
+          *out_.add_items() = std::move(item);
+      }
+      queue_.clear();
+      writing_ = true;
+      return true;
+    }
+    void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (reads_done_ && !writing_ && queue_.empty() && !finished_) {
+        finished_ = true;
+        Finish(grpc::Status::OK);
+      }
+    }
+    EchoBatch in_, out_;
+    absl::Mutex mu_;
+    std::deque<EchoBatch> queue_ ABSL_GUARDED_BY(mu_);
+    bool writing_ ABSL_GUARDED_BY(mu_) = false;
+    bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+    bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  };
+  grpc::ServerBidiReactor<EchoBatch, EchoBatch>* Stream(
+      grpc::CallbackServerContext*) override {
+    return new Pipe();
+  }
+};
+
+int ServeEcho(const std::string& socket) {
+  EchoService service;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  auto server = builder.BuildAndStart();
+  if (!server) return 1;
+  std::printf("echo ready\n");
+  std::fflush(stdout);
+  server->Wait();  // Until killed.
+  return 0;
+}
+
+// ---------------------------------------------------------------- helpers
+struct Latency {
+  std::vector<double> us;
+  double Pct(double p) {
+    std::sort(us.begin(), us.end());
+    return us.empty() ? 0 : us[std::min(us.size() - 1, size_t(p * us.size()))];
+  }
+};
+
+double Seconds(absl::Time start) {
+  return absl::ToDoubleSeconds(absl::Now() - start);
+}
+
+v1::JobSpec NoopSpec() {
+  v1::JobSpec s;
+  s.set_task("echo");
+  s.set_kind(v1::JOB_KIND_IO_BOUND);  // -> thread pool.
+  return s;
+}
+
+// ---------------------------------------------------------------- echo runs
+double EchoStream(Echo::Stub& stub, int n, int batch) {
+  grpc::ClientContext ctx;
+  auto stream = stub.Stream(&ctx);
+  const absl::Time start = absl::Now();
+  std::thread writer([&] {
+    for (int sent = 0; sent < n;) {
+      EchoBatch b;
+      for (int i = 0; i < batch && sent < n; ++i, ++sent) {
+        b.add_items()->set_tag(sent);
+      }
+      if (!stream->Write(b)) break;
+    }
+    stream->WritesDone();
+  });
+  int got = 0;
+  EchoBatch b;
+  while (got < n && stream->Read(&b)) got += b.items_size();
+  writer.join();
+  stream->Finish();
+  return got / Seconds(start);
+}
+
+Latency EchoUnary(Echo::Stub& stub, int rounds) {
+  Latency lat;
+  EchoBatch req, resp;
+  req.add_items()->set_tag(1);
+  for (int i = 0; i < rounds; ++i) {
+    grpc::ClientContext ctx;
+    const absl::Time t = absl::Now();
+    if (!stub.Unary(&ctx, req, &resp).ok()) break;
+    lat.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+  }
+  return lat;
+}
+
+// ---------------------------------------------------------------- jobd runs
+double JobdStream(v1::JobService::Stub& stub, int n, int batch, int window,
+                  bool terminal_only) {
+  grpc::ClientContext ctx;
+  auto stream = stub.Submit(&ctx);
+  const v1::JobSpec spec = NoopSpec();
+  const absl::Time start = absl::Now();
+  std::thread writer([&] {
+    for (int sent = 0; sent < n;) {
+      v1::SubmitRequest req;
+      if (sent == 0) {
+        req.mutable_options()->set_window(window);
+        req.mutable_options()->set_terminal_only(terminal_only);
+      }
+      for (int i = 0; i < batch && sent < n; ++i, ++sent) {
+        auto* item = req.add_items();
+        item->set_client_tag(sent);
+        *item->mutable_spec() = spec;
+      }
+      if (!stream->Write(req)) break;
+    }
+    stream->WritesDone();
+  });
+  int ended = 0, failed = 0;
+  v1::SubmitResponse resp;
+  while (ended < n && stream->Read(&resp)) {
+    for (const auto& e : resp.events()) {
+      if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) {
+        ++ended;
+        failed += e.type() != v1::EVENT_TYPE_SUCCEEDED;
+      }
+    }
+  }
+  const double rate = ended / Seconds(start);
+  writer.join();
+  stream->Finish();
+  if (failed > 0)
+    std::fprintf(stderr, "warning: %d jobs did not succeed\n", failed);
+  return rate;
+}
+
+Latency JobdRoundTrip(v1::JobService::Stub& stub, int rounds) {
+  Latency lat;
+  grpc::ClientContext ctx;
+  auto stream = stub.Submit(&ctx);
+  v1::SubmitRequest req;
+  req.mutable_options()->set_terminal_only(true);
+  auto* item = req.add_items();
+  *item->mutable_spec() = NoopSpec();
+  v1::SubmitResponse resp;
+  for (int i = 0; i < rounds; ++i) {
+    item->set_client_tag(i);
+    const absl::Time t = absl::Now();
+    if (!stream->Write(req)) break;
+    req.clear_options();
+    bool done = false;
+    while (!done && stream->Read(&resp)) {
+      for (const auto& e : resp.events()) {
+        done |= e.type() >= v1::EVENT_TYPE_SUCCEEDED;
+      }
+    }
+    if (!done) break;
+    lat.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+  }
+  stream->WritesDone();
+  stream->Finish();
+  return lat;
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) == 0)
+      return line.substr(line.find(':') + 2);
+  }
+  return "unknown";
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"jobd_bench: jobd vs bare gRPC echo, in one run"};
+  std::string echo_socket;
+  int jobs = 500000, batch = 256, rounds = 5000, workers = 2, window = 65536;
+  int repeat = 3;
+  app.add_option("--echo-server", echo_socket, "(internal) serve echo here");
+  app.add_option("--jobs", jobs, "Items/jobs per stream run")
+      ->capture_default_str();
+  app.add_option("--batch", batch, "Items/jobs per message")
+      ->capture_default_str();
+  app.add_option("--rounds", rounds, "Sequential round trips")
+      ->capture_default_str();
+  app.add_option("--workers", workers, "jobd thread workers")
+      ->capture_default_str();
+  app.add_option("--window", window, "jobd Submit window")
+      ->capture_default_str();
+  app.add_option("--repeat", repeat, "Runs of each stream test (best kept)")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (!echo_socket.empty()) return ServeEcho(echo_socket);
+
+  char tmpl[] = "/tmp/jobd-bench-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return 1;
+  const std::string dir = tmpl;
+  char self[4096] = {};
+  if (readlink("/proc/self/exe", self, sizeof(self) - 1) <= 0) return 1;
+  auto echo =
+      testing::SpawnReady({self, "--echo-server", dir + "/echo.sock"},
+                          "echo ready", dir + "/echo.log", absl::Seconds(20));
+  if (!echo.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(echo.status().message()).c_str());
+    return 1;
+  }
+  auto daemon = testing::Daemon::Start(
+      {"--thread-workers", std::to_string(workers), "--log-level", "warn",
+       "--max-window", std::to_string(std::max(window, 1)),
+       "--max-jobs-per-request", std::to_string(std::max(batch, 1))});
+  if (!daemon.ok()) {
+    std::fprintf(stderr, "%s\n",
+                 std::string(daemon.status().message()).c_str());
+    (void)testing::StopProcess(echo->pid, SIGTERM, absl::Seconds(5));
+    return 1;
+  }
+  auto echo_stub = Echo::NewStub(grpc::CreateChannel(
+      "unix:" + dir + "/echo.sock", grpc::InsecureChannelCredentials()));
+  auto jobd_stub = (*daemon)->NewStub();
+
+  utsname u{};
+  uname(&u);
+  std::printf("machine: %s, %ld cores, %s %s\n", CpuModel().c_str(),
+              sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release);
+  std::printf("jobs=%d batch=%d window=%d workers=%d rounds=%d repeat=%d\n\n",
+              jobs, batch, window, workers, rounds, repeat);
+
+  // Warm up both paths.
+  EchoStream(*echo_stub, 10000, batch);
+  JobdStream(*jobd_stub, 10000, batch, window, true);
+
+  double echo_rate = 0, jobd_rate = 0, jobd_all_rate = 0;
+  for (int i = 0; i < repeat; ++i) {
+    echo_rate = std::max(echo_rate, EchoStream(*echo_stub, jobs, batch));
+    jobd_rate =
+        std::max(jobd_rate, JobdStream(*jobd_stub, jobs, batch, window, true));
+    jobd_all_rate = std::max(
+        jobd_all_rate, JobdStream(*jobd_stub, jobs, batch, window, false));
+  }
+  Latency unary = EchoUnary(*echo_stub, rounds);
+  Latency trip = JobdRoundTrip(*jobd_stub, rounds);
+
+  std::printf("%-48s %14s %12s\n", "stream (one bidi stream, batched)",
+              "items/s", "vs echo");
+  std::printf("%-48s %14.0f %12s\n", "bare gRPC echo stream", echo_rate,
+              "1.00x");
+  std::printf("%-48s %14.0f %11.2fx\n",
+              "jobd Submit, no-op jobs, terminal_only", jobd_rate,
+              jobd_rate / echo_rate);
+  std::printf("%-48s %14.0f %11.2fx\n", "jobd Submit, no-op jobs, all events",
+              jobd_all_rate, jobd_all_rate / echo_rate);
+  std::printf("\n%-48s %10s %10s %10s\n", "round trip (sequential)", "p50 us",
+              "p99 us", "p50 ratio");
+  const double u50 = unary.Pct(0.5), u99 = unary.Pct(0.99);
+  const double t50 = trip.Pct(0.5), t99 = trip.Pct(0.99);
+  std::printf("%-48s %10.1f %10.1f %10s\n", "bare gRPC unary echo", u50, u99,
+              "1.00x");
+  std::printf("%-48s %10.1f %10.1f %9.2fx\n",
+              "jobd submit -> result (open stream)", t50, t99, t50 / u50);
+  std::fflush(stdout);
+
+  (void)testing::StopProcess(echo->pid, SIGTERM, absl::Seconds(5));
+  (void)(*daemon)->Stop(SIGTERM, absl::Seconds(15));
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return 0;
+}
+
+}  // namespace
+}  // namespace jobd::bench
+
+int main(int argc, char** argv) { return jobd::bench::Run(argc, argv); }
