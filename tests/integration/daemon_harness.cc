@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 
 extern char** environ;
 
@@ -136,7 +137,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
 }
 
 Daemon::~Daemon() {
-  if (pid_ > 0) (void)Stop(SIGKILL, absl::Seconds(10));
+  // Graceful, so sanitizers (LeakSanitizer) run their exit checks.
+  const pid_t pid = pid_;
+  if (pid_ > 0) (void)Stop(SIGTERM, absl::Seconds(20));
+  const std::string report = SanitizerReport();
+  if (!report.empty()) {
+    ADD_FAILURE() << "jobd (pid " << pid << ") reported:\n" << report;
+  }
   std::error_code ec;
   if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
 }
@@ -151,6 +158,17 @@ absl::StatusOr<int> Daemon::Stop(int sig, absl::Duration timeout) {
   const pid_t pid = pid_;
   pid_ = -1;
   return StopProcess(pid, sig, timeout);
+}
+
+std::string Daemon::SanitizerReport() const {
+  const std::string log = Log();
+  for (const char* marker :
+       {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+        "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer"}) {
+    const size_t at = log.find(marker);
+    if (at != std::string::npos) return log.substr(at, 8000);
+  }
+  return "";
 }
 
 std::string Daemon::Log() const {

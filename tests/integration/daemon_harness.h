@@ -39,6 +39,9 @@ class Daemon {
   absl::StatusOr<int> Stop(int sig, absl::Duration timeout);
   // What jobd wrote to stderr (its log) so far.
   std::string Log() const;
+  // The first sanitizer report in the log, or "". The destructor stops jobd
+  // with SIGTERM and fails the current test if there is one.
+  std::string SanitizerReport() const;
 
  private:
   Daemon() = default;
