@@ -147,7 +147,9 @@ absl::StatusOr<TaskArgs> TaskRegistry::Bind(
     if (!s.ok()) return s;
     fields[p.name] = args.values(i);
   }
-  for (const auto& [key, value] : kwargs.fields()) {
+  for (const auto& entry : kwargs.fields()) {
+    const std::string& key = entry.first;
+    const google::protobuf::Value& value = entry.second;
     auto it = std::find_if(task.params.begin(), task.params.end(),
                            [&](const TaskParam& p) { return p.name == key; });
     if (it == task.params.end()) {
