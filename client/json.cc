@@ -1,0 +1,54 @@
+#include "client/json.h"
+
+#include "google/protobuf/util/json_util.h"
+
+namespace jobd::client {
+
+absl::StatusOr<google::protobuf::Value> ParseJson(std::string_view json) {
+  google::protobuf::Value value;
+  google::protobuf::util::JsonParseOptions options;
+  const auto status = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(json.data(), json.size()), &value, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError("invalid JSON: " +
+                                      std::string(status.message()));
+  }
+  return value;
+}
+
+google::protobuf::Value JsonOrString(std::string_view text) {
+  absl::StatusOr<google::protobuf::Value> v = ParseJson(text);
+  if (v.ok()) return *std::move(v);
+  return ToValue(text);
+}
+
+std::string ToJson(const google::protobuf::Value& value) {
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(value, &out);
+  return out;
+}
+
+std::string ToJson(const google::protobuf::Message& message,
+                   bool print_defaults) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = false;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = print_defaults;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+google::protobuf::Duration ToProtoDuration(absl::Duration d) {
+  google::protobuf::Duration out;
+  const int64_t ns = absl::ToInt64Nanoseconds(d);
+  out.set_seconds(ns / 1000000000);
+  out.set_nanos(static_cast<int32_t>(ns % 1000000000));
+  return out;
+}
+
+absl::Duration FromProtoDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+}  // namespace jobd::client
