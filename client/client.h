@@ -85,8 +85,8 @@ struct MapOptions {
   // Run-time limit of each job (spec.timeout); infinite = none.
   absl::Duration timeout = absl::InfiniteDuration();
   int32_t priority = 0;
-  // Only ACCEPTED/REJECTED/terminal events on the stream (Map needs no
-  // more).
+  // Only REJECTED and terminal events on the stream (Map needs no more);
+  // false: every event (ACCEPTED, STARTED, PROGRESS too).
   bool terminal_only = true;
   // Cancel the stream's unfinished jobs if it ends early (MapStream destroyed
   // or cancelled before the end, client gone).

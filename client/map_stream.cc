@@ -214,6 +214,8 @@ class MapStreamImpl {
                                     : v1::ORDER_COMPLETION);
       o->set_window(options_.window);
       o->set_terminal_only(options_.terminal_only);
+      // Map reads only results; each carries its job id anyway.
+      o->set_omit_accepted(options_.terminal_only);
       o->set_cancel_on_disconnect(options_.cancel_on_disconnect);
     }
     submitted_.fetch_add(request->items_size(), std::memory_order_relaxed);

@@ -38,6 +38,7 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   app.set_config("--config", "",
                  "Read settings from a TOML/INI file "
                  "(keys named like the long flags)");
+  app.allow_config_extras(false);  // A misspelt key is an error, not ignored.
 
   c.unix_socket = v1::DefaultSocketPath();
   c.tcp_address = v1::kDefaultTcpAddress;

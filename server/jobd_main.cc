@@ -18,6 +18,7 @@
 #include <string>
 
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "server/config.h"
 #include "server/scheduler.h"
@@ -125,6 +126,10 @@ int Run(int argc, char** argv) {
   if (parsed->exit_now) return parsed->exit_code;
   const DaemonConfig& config = parsed->config;
 
+  // Debian's absl tracks lock order for deadlock detection, at a cost that
+  // grows with live mutexes; the unit tests keep it on for the same code.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+
   auto logger = spdlog::stderr_color_mt("jobd");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(config.log_level));
@@ -176,6 +181,11 @@ int Run(int argc, char** argv) {
         "could not start the gRPC server on {} (address in use or invalid?)",
         absl::StrJoin({config.unix_socket, config.tcp_address}, " and "));
     return kExitStartup;
+  }
+  ino_t socket_inode = 0;
+  if (struct stat st{}; !config.unix_socket.empty() &&
+                        stat(config.unix_socket.c_str(), &st) == 0) {
+    socket_inode = st.st_ino;
   }
   std::string try_address;
   if (!config.unix_socket.empty()) {
@@ -232,7 +242,12 @@ int Run(int argc, char** argv) {
     std::fflush(nullptr);
     _exit(0);
   }
-  if (!config.unix_socket.empty()) unlink(config.unix_socket.c_str());
+  // Remove our socket, but not one a newer jobd has bound at the same path.
+  struct stat now_st {};
+  if (socket_inode != 0 && stat(config.unix_socket.c_str(), &now_st) == 0 &&
+      now_st.st_ino == socket_inode) {
+    unlink(config.unix_socket.c_str());
+  }
   spdlog::info("jobd stopped");
   return 0;
 }

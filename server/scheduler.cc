@@ -300,7 +300,8 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   job.state = end->state;
   job.finish_time = clock_.Now();
   job.end = end;
-  job.args.reset();
+  job.args.reset();  // The executor holds its own references while it runs.
+  job.cancel.reset();
   if (job.timeout_timer != 0) {
     timers_.Cancel(job.timeout_timer);
     job.timeout_timer = 0;

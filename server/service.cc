@@ -106,8 +106,6 @@ class SubmitSession final
     if (IsTerminal(event.type) || event.type == v1::EVENT_TYPE_REJECTED) {
       EndItemLocked(it, event);
     } else {
-      if (event.type == v1::EVENT_TYPE_ACCEPTED)
-        it->second.job_id = event.job_id;
       if (event.type == v1::EVENT_TYPE_PROGRESS &&
           out_.size() > 3 * static_cast<size_t>(window_) + 1024) {
         return false;  // Reader is slow: progress is the one thing to drop.
@@ -245,6 +243,7 @@ class SubmitSession final
       mask_ = o.terminal_only()
                   ? kTerminalEvents | EventBit(v1::EVENT_TYPE_ACCEPTED)
                   : kAllEvents;
+      if (o.omit_accepted()) mask_ &= ~EventBit(v1::EVENT_TYPE_ACCEPTED);
     }
     const int n = request_.items_size();
     if (static_cast<size_t>(n) > limits.max_jobs_per_request) {
@@ -289,10 +288,15 @@ class SubmitSession final
       admissions.reserve(jobs.size());
       service_.scheduler().Submit(
           jobs, Subscriber{shared_from_this(), 0, mask_}, admissions);
+      absl::MutexLock lock(&mu_);
       for (size_t i = 0; i < admissions.size(); ++i) {
         if (!admissions[i].status.ok()) {
           rejected.emplace_back(tags[i], admissions[i].status);
+          continue;
         }
+        // Known here whatever events the client asked for.
+        auto it = items_.find(tags[i]);
+        if (it != items_.end()) it->second.job_id = admissions[i].job_id;
       }
     }
     if (!rejected.empty()) {

@@ -172,7 +172,8 @@ TEST_F(ClientTest, TimeoutAndPriorities) {
     fs.push_back(client_->Submit(s));
   }
   std::vector<uint64_t> order;
-  for (const Future& f : AsCompleted(fs, kWait)) order.push_back(f.client_tag());
+  for (const Future& f : AsCompleted(fs, kWait))
+    order.push_back(f.client_tag());
   EXPECT_THAT(order, ElementsAre(fs[0].client_tag(), fs[2].client_tag(),
                                  fs[3].client_tag(), fs[1].client_tag()));
 }
@@ -197,9 +198,9 @@ ArgsSource Countdown(int n, int step_ms) {
 }
 
 TEST_F(ClientTest, MapOrderedKeepsSubmissionOrder) {
-  MapStream m = client_->Map("sleep", Countdown(6, 30),
-                             {.ordered = true, .window = 3,
-                              .kind = v1::JOB_KIND_IO_BOUND});
+  MapStream m = client_->Map(
+      "sleep", Countdown(6, 30),
+      {.ordered = true, .window = 3, .kind = v1::JOB_KIND_IO_BOUND});
   std::vector<uint64_t> indexes;
   for (MapResult r; m.Next(&r);) {
     EXPECT_TRUE(r.ok()) << r.status;
@@ -210,9 +211,9 @@ TEST_F(ClientTest, MapOrderedKeepsSubmissionOrder) {
 }
 
 TEST_F(ClientTest, MapUnorderedYieldsAsCompletedWithinTheWindow) {
-  MapStream m = client_->Map("sleep", Countdown(4, 100),
-                             {.ordered = false, .window = 4,
-                              .kind = v1::JOB_KIND_IO_BOUND});
+  MapStream m = client_->Map(
+      "sleep", Countdown(4, 100),
+      {.ordered = false, .window = 4, .kind = v1::JOB_KIND_IO_BOUND});
   std::vector<uint64_t> indexes;
   for (MapResult r; m.Next(&r);) indexes.push_back(r.index);
   EXPECT_TRUE(m.status().ok());

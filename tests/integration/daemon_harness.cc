@@ -162,9 +162,9 @@ absl::StatusOr<int> Daemon::Stop(int sig, absl::Duration timeout) {
 
 std::string Daemon::SanitizerReport() const {
   const std::string log = Log();
-  for (const char* marker :
-       {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-        "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer"}) {
+  for (const char* marker : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                             "runtime error:", "WARNING: ThreadSanitizer",
+                             "ERROR: ThreadSanitizer"}) {
     const size_t at = log.find(marker);
     if (at != std::string::npos) return log.substr(at, 8000);
   }

@@ -7,9 +7,9 @@
 namespace jobd {
 namespace {
 
+using testing::CommandResult;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-using testing::CommandResult;
 
 class JobctlTest : public ::testing::Test {
  protected:
@@ -140,8 +140,10 @@ TEST_F(JobctlTest, ListingsAndStats) {
 }
 
 TEST_F(JobctlTest, IdempotencyKeyAndCancel) {
-  CommandResult a = Jobctl({"submit", "sleep", "20000", "--idempotency-key", "k1"});
-  CommandResult b = Jobctl({"submit", "sleep", "20000", "--idempotency-key", "k1"});
+  CommandResult a =
+      Jobctl({"submit", "sleep", "20000", "--idempotency-key", "k1"});
+  CommandResult b =
+      Jobctl({"submit", "sleep", "20000", "--idempotency-key", "k1"});
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
   const std::string id = a.out.substr(0, a.out.find('\n'));

@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -161,6 +163,11 @@ TEST_F(ServiceTest, TerminalOnlyAndBatching) {
     EXPECT_NE(e.type(), v1::EVENT_TYPE_STARTED);
   }
   EXPECT_EQ(r.events.size(), 4000u);  // ACCEPTED + SUCCEEDED each.
+  o.set_omit_accepted(true);
+  r = SubmitAll(*stub_, specs, o);
+  ASSERT_TRUE(r.status.ok());
+  EXPECT_EQ(r.events.size(), 2000u);  // Results only.
+  for (const auto& e : r.events) EXPECT_FALSE(e.job_id().empty());
 }
 
 TEST_F(ServiceTest, RejectedSpecsNameTheFieldAndSpareTheOthers) {
@@ -579,6 +586,29 @@ TEST_F(ServiceTest, GracefulShutdownFinishesRunningAndCancelsTheRest) {
   EXPECT_TRUE(WIFEXITED(*exit_status));
   EXPECT_EQ(WEXITSTATUS(*exit_status), 0);
   EXPECT_THAT(daemon_->Log(), HasSubstr("cancelled 2 unfinished job(s)"));
+}
+
+TEST(DaemonStartTest, ReadsAConfigFileAndRejectsBadOnes) {
+  char dir[] = "/tmp/jobd-config-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string good = std::string(dir) + "/good.toml";
+  const std::string typo = std::string(dir) + "/typo.toml";
+  std::ofstream(good) << "thread-workers = 3\nmax-queued = 50\n";
+  std::ofstream(typo) << "thread-wrkers = 3\n";
+  auto d = Daemon::Start({"--config", good});
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto stub = (*d)->NewStub();
+  grpc::ClientContext ctx;
+  v1::GetStatsResponse stats;
+  ASSERT_TRUE(stub->GetStats(&ctx, {}, &stats).ok());
+  EXPECT_EQ(stats.executors(1).workers(), 3u);
+  auto r = testing::RunCommand({testing::JobdPath(), "--config", typo});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("thread-wrkers"));
+  r = testing::RunCommand(
+      {testing::JobdPath(), "--config", "/nonexistent.toml"});
+  EXPECT_EQ(r.exit_code, 2);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(DaemonStartTest, RefusesBadConfigAndSecondInstance) {
