@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "client/client.h"
 #include "echo.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "jobd/v1/jobd.grpc.pb.h"
@@ -241,6 +242,29 @@ Latency JobdRoundTrip(v1::JobService::Stub& stub, int rounds) {
   return lat;
 }
 
+// The same no-op jobs through the client library's Map (what users call).
+double ClientMap(const std::string& address, int n, int batch, int window) {
+  auto client = client::Client::Connect({.address = address});
+  if (!client.ok()) return 0;
+  int next = 0;
+  const v1::JobSpec spec = NoopSpec();
+  client::MapStream m =
+      (*client)->MapSpecs("echo",
+                          [&](v1::JobSpec* out, bool) {
+                            if (next >= n) return client::InputStatus::kEnd;
+                            ++next;
+                            *out = spec;
+                            return client::InputStatus::kReady;
+                          },
+                          {.window = static_cast<uint32_t>(window),
+                           .kind = v1::JOB_KIND_IO_BOUND,
+                           .max_batch = batch});
+  const absl::Time start = absl::Now();
+  int done = 0;
+  for (client::MapResult r; m.Next(&r);) done += r.ok();
+  return done / Seconds(start);
+}
+
 std::string CpuModel() {
   std::ifstream in("/proc/cpuinfo");
   for (std::string line; std::getline(in, line);) {
@@ -308,13 +332,15 @@ int Run(int argc, char** argv) {
   EchoStream(*echo_stub, 10000, batch);
   JobdStream(*jobd_stub, 10000, batch, window, true);
 
-  double echo_rate = 0, jobd_rate = 0, jobd_all_rate = 0;
+  double echo_rate = 0, jobd_rate = 0, jobd_all_rate = 0, map_rate = 0;
   for (int i = 0; i < repeat; ++i) {
     echo_rate = std::max(echo_rate, EchoStream(*echo_stub, jobs, batch));
     jobd_rate =
         std::max(jobd_rate, JobdStream(*jobd_stub, jobs, batch, window, true));
     jobd_all_rate = std::max(
         jobd_all_rate, JobdStream(*jobd_stub, jobs, batch, window, false));
+    map_rate = std::max(
+        map_rate, ClientMap((*daemon)->unix_address(), jobs, batch, window));
   }
   Latency unary = EchoUnary(*echo_stub, rounds);
   Latency trip = JobdRoundTrip(*jobd_stub, rounds);
@@ -328,6 +354,8 @@ int Run(int argc, char** argv) {
               jobd_rate / echo_rate);
   std::printf("%-48s %14.0f %11.2fx\n", "jobd Submit, no-op jobs, all events",
               jobd_all_rate, jobd_all_rate / echo_rate);
+  std::printf("%-48s %14.0f %11.2fx\n", "jobd_client Map, no-op jobs", map_rate,
+              map_rate / echo_rate);
   std::printf("\n%-48s %10s %10s %10s\n", "round trip (sequential)", "p50 us",
               "p99 us", "p50 ratio");
   const double u50 = unary.Pct(0.5), u99 = unary.Pct(0.99);

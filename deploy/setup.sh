@@ -17,7 +17,7 @@ cd "$here"
 packages=(
   build-essential clang-14 cmake ninja-build ccache pkg-config
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
-  libabsl-dev libspdlog-dev libcli11-dev
+  libabsl-dev libspdlog-dev libcli11-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 

@@ -56,7 +56,7 @@ struct Scheduler::Job {
   };
 
   uint64_t id = 0;
-  v1::JobSpec spec;
+  std::shared_ptr<const v1::JobSpec> spec;  // Immutable.
   const TaskDef* task = nullptr;
   std::shared_ptr<const TaskArgs> args;  // Released when the job ends.
   v1::JobState state = v1::JOB_STATE_QUEUED;
@@ -148,7 +148,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         ++rejected_;
         continue;
       }
-      const std::string& key = nj.spec.idempotency_key();
+      const std::string& key = nj.spec->idempotency_key();
       if (!key.empty()) {
         auto it = idempotency_.find(key);
         if (it != idempotency_.end()) {
@@ -185,7 +185,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         }
       }
       absl::StatusOr<v1::Executor> executor =
-          router_.Route(*nj.task, nj.spec.kind(), nj.spec.executor());
+          router_.Route(*nj.task, nj.spec->kind(), nj.spec->executor());
       if (!executor.ok()) {
         adm.status = executor.status();
         ++rejected_;
@@ -219,7 +219,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       e.task = ref.task;
       Emit(ref, std::move(e), after);
       Lane& lane = lanes_[ref.executor];
-      lane.queue[ref.spec.priority()].push_back(ref.id);
+      lane.queue[ref.spec->priority()].push_back(ref.id);
       ++lane.queued;
       if (starts_now) {
         --free_slots[ref.executor];
@@ -261,8 +261,8 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
     run.task = job.task;
     run.args = job.args;
     run.cancel = job.cancel;
-    if (job.spec.has_timeout()) {
-      const absl::Duration timeout = FromProto(job.spec.timeout());
+    if (job.spec->has_timeout()) {
+      const absl::Duration timeout = FromProto(job.spec->timeout());
       run.deadline = now + timeout;
       job.timeout_timer =
           timers_.Schedule(run.deadline, [this, id] { OnTimeout(id); });
@@ -417,11 +417,11 @@ void Scheduler::OnTimeout(uint64_t id) {
     Job& job = *it->second;
     job.timeout_timer = 0;
     Abort(job, CancelReason::kTimeout,
-          MakeError(
-              v1::JOB_STATE_FAILED, absl::StatusCode::kDeadlineExceeded,
-              v1::ERROR_REASON_TIMEOUT,
-              fmt::format("job exceeded its timeout of {}",
-                          absl::FormatDuration(FromProto(job.spec.timeout())))),
+          MakeError(v1::JOB_STATE_FAILED, absl::StatusCode::kDeadlineExceeded,
+                    v1::ERROR_REASON_TIMEOUT,
+                    fmt::format(
+                        "job exceeded its timeout of {}",
+                        absl::FormatDuration(FromProto(job.spec->timeout())))),
           after);
   }
   after.Run();
@@ -715,7 +715,7 @@ void Scheduler::SweepLocked() {
 void Scheduler::Evict(uint64_t id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
-  const std::string& key = it->second->spec.idempotency_key();
+  const std::string& key = it->second->spec->idempotency_key();
   if (!key.empty()) {
     auto k = idempotency_.find(key);
     if (k != idempotency_.end() && k->second == id) idempotency_.erase(k);
@@ -726,7 +726,7 @@ void Scheduler::Evict(uint64_t id) {
 v1::Job Scheduler::Snapshot(const Job& job) const {
   v1::Job out;
   out.set_id(std::to_string(job.id));
-  *out.mutable_spec() = job.spec;
+  *out.mutable_spec() = *job.spec;
   out.set_state(job.state);
   out.set_executor(job.executor);
   *out.mutable_create_time() = ToProtoTime(job.create_time);

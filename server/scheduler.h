@@ -110,7 +110,7 @@ struct SchedulerOptions {
 
 // A validated spec, ready to become a job.
 struct NewJob {
-  v1::JobSpec spec;
+  std::shared_ptr<const v1::JobSpec> spec;  // Shared with `args`.
   const TaskDef* task = nullptr;
   std::shared_ptr<const TaskArgs> args;
   uint64_t tag = 0;  // Subscriber tag for this job's events.

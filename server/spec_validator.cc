@@ -8,9 +8,11 @@ namespace {
 
 int Depth(const google::protobuf::Value& v, int limit);
 
-int Depth(const google::protobuf::ListValue& list, int limit) {
+int Depth(
+    const google::protobuf::RepeatedPtrField<google::protobuf::Value>& list,
+    int limit) {
   int d = 0;
-  for (const auto& v : list.values()) {
+  for (const auto& v : list) {
     d = std::max(d, Depth(v, limit));
     if (d > limit) break;
   }
@@ -28,7 +30,7 @@ int Depth(const google::protobuf::Struct& s, int limit) {
 
 int Depth(const google::protobuf::Value& v, int limit) {
   if (limit < 0) return 1;
-  if (v.has_list_value()) return 1 + Depth(v.list_value(), limit - 1);
+  if (v.has_list_value()) return 1 + Depth(v.list_value().values(), limit - 1);
   if (v.has_struct_value()) return 1 + Depth(v.struct_value(), limit - 1);
   return 0;
 }
@@ -92,23 +94,21 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
         "spec.idempotency_key: {} bytes; the limit is {}",
         spec.idempotency_key().size(), limits.max_idempotency_key_bytes));
   }
-  google::protobuf::ListValue args;
-  args.mutable_values()->Swap(spec.mutable_args());
-  if (Depth(args, limits.max_value_depth) > limits.max_value_depth ||
+  if (Depth(spec.args(), limits.max_value_depth) > limits.max_value_depth ||
       Depth(spec.kwargs(), limits.max_value_depth) > limits.max_value_depth) {
     return absl::InvalidArgumentError(
         fmt::format("spec.args/spec.kwargs: nested deeper than {} levels",
                     limits.max_value_depth));
   }
-  absl::StatusOr<TaskArgs> bound =
-      TaskRegistry::Bind(*task, args, spec.kwargs(), spec.payload());
+  // From here the spec is shared and immutable: the job record (GetJob) and
+  // the bound arguments (the executor) point into the same one.
+  auto shared = std::make_shared<const v1::JobSpec>(std::move(spec));
+  absl::StatusOr<TaskArgs> bound = TaskRegistry::Bind(*task, shared);
   if (!bound.ok()) return bound.status();
-  // Keep the spec's args for GetJob; the bound copy goes to the executor.
-  args.mutable_values()->Swap(spec.mutable_args());
   NewJob job;
   job.task = task;
   job.args = std::make_shared<const TaskArgs>(*std::move(bound));
-  job.spec = std::move(spec);
+  job.spec = std::move(shared);
   return job;
 }
 

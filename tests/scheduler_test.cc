@@ -120,16 +120,18 @@ class SchedulerTest : public ::testing::Test {
   // Submits one job of `task` with priority; returns its admission.
   Admission Submit(const TaskDef& task, int priority = 0, std::string key = "",
                    absl::Duration timeout = absl::ZeroDuration()) {
-    std::vector<NewJob> jobs(1);
-    jobs[0].task = &task;
-    jobs[0].spec.set_task(task.name);
-    jobs[0].spec.set_kind(v1::JOB_KIND_IO_BOUND);
-    jobs[0].spec.set_priority(priority);
-    jobs[0].spec.set_idempotency_key(key);
+    auto spec = std::make_shared<v1::JobSpec>();
+    spec->set_task(task.name);
+    spec->set_kind(v1::JOB_KIND_IO_BOUND);
+    spec->set_priority(priority);
+    spec->set_idempotency_key(key);
     if (timeout > absl::ZeroDuration()) {
-      jobs[0].spec.mutable_timeout()->set_nanos(
+      spec->mutable_timeout()->set_nanos(
           static_cast<int32_t>(absl::ToInt64Nanoseconds(timeout)));
     }
+    std::vector<NewJob> jobs(1);
+    jobs[0].task = &task;
+    jobs[0].spec = std::move(spec);
     jobs[0].args = std::make_shared<TaskArgs>();
     jobs[0].tag = next_tag_++;
     std::vector<Admission> out;

@@ -37,7 +37,7 @@ TEST_F(SpecValidatorTest, AcceptsAGoodSpecAndKeepsItsArgs) {
   auto r = ValidateSpec(Sleep(5), registry_, limits_);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->task->name, "sleep");
-  EXPECT_EQ(r->spec.args_size(), 1);
+  EXPECT_EQ(r->spec->args_size(), 1);
   EXPECT_EQ(r->args->Int("ms"), 5);
 }
 

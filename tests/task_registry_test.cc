@@ -31,6 +31,16 @@ ListValue Args(std::initializer_list<Value> values) {
 
 absl::StatusOr<TaskOutput> Noop(TaskContext&) { return TaskOutput{}; }
 
+// Binds through a spec built from raw args, kwargs and payload.
+absl::StatusOr<TaskArgs> BindSpec(const TaskDef& task, const ListValue& args,
+                                  const Struct& kwargs, std::string payload) {
+  auto spec = std::make_shared<v1::JobSpec>();
+  *spec->mutable_args() = args.values();
+  *spec->mutable_kwargs() = kwargs;
+  spec->set_payload(std::move(payload));
+  return TaskRegistry::Bind(task, std::move(spec));
+}
+
 TaskDef TwoParams() {
   TaskParam a{.name = "a", .type = ParamType::kInt};
   TaskParam b{.name = "b",
@@ -60,7 +70,7 @@ TEST(TaskRegistryTest, RejectsBadDefinitions) {
 
 TEST(TaskRegistryTest, BindsPositionalKeywordAndDefaults) {
   const TaskDef t = TwoParams();
-  auto bound = TaskRegistry::Bind(t, Args({Num(3)}), Struct(), "pay");
+  auto bound = BindSpec(t, Args({Num(3)}), Struct(), "pay");
   ASSERT_TRUE(bound.ok()) << bound.status();
   EXPECT_EQ(bound->Int("a"), 3);
   EXPECT_EQ(bound->String("b"), "dflt");
@@ -69,7 +79,7 @@ TEST(TaskRegistryTest, BindsPositionalKeywordAndDefaults) {
   Struct kw;
   (*kw.mutable_fields())["b"] = Str("given");
   (*kw.mutable_fields())["a"] = Num(7);
-  bound = TaskRegistry::Bind(t, ListValue(), kw, "");
+  bound = BindSpec(t, ListValue(), kw, "");
   ASSERT_TRUE(bound.ok()) << bound.status();
   EXPECT_EQ(bound->Int("a"), 7);
   EXPECT_EQ(bound->String("b"), "given");
@@ -77,30 +87,29 @@ TEST(TaskRegistryTest, BindsPositionalKeywordAndDefaults) {
 
 TEST(TaskRegistryTest, BindErrorsNameTheField) {
   const TaskDef t = TwoParams();
-  auto s = TaskRegistry::Bind(t, ListValue(), Struct(), "").status();
+  auto s = BindSpec(t, ListValue(), Struct(), "").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("spec.kwargs.a"));
   EXPECT_THAT(s.message(), HasSubstr("requires argument 'a'"));
 
-  s = TaskRegistry::Bind(t, Args({Str("x")}), Struct(), "").status();
+  s = BindSpec(t, Args({Str("x")}), Struct(), "").status();
   EXPECT_THAT(s.message(),
               HasSubstr("spec.args[0] (a): expected int, got string"));
 
-  s = TaskRegistry::Bind(t, Args({Num(1.5)}), Struct(), "").status();
+  s = BindSpec(t, Args({Num(1.5)}), Struct(), "").status();
   EXPECT_THAT(s.message(), HasSubstr("non-integral"));
 
-  s = TaskRegistry::Bind(t, Args({Num(1), Str("b"), Num(3)}), Struct(), "")
-          .status();
+  s = BindSpec(t, Args({Num(1), Str("b"), Num(3)}), Struct(), "").status();
   EXPECT_THAT(s.message(), HasSubstr("at most 2 positional"));
 
   Struct kw;
   (*kw.mutable_fields())["zzz"] = Num(1);
-  s = TaskRegistry::Bind(t, Args({Num(1)}), kw, "").status();
+  s = BindSpec(t, Args({Num(1)}), kw, "").status();
   EXPECT_THAT(s.message(), HasSubstr("spec.kwargs.zzz"));
 
   Struct twice;
   (*twice.mutable_fields())["a"] = Num(1);
-  s = TaskRegistry::Bind(t, Args({Num(1)}), twice, "").status();
+  s = BindSpec(t, Args({Num(1)}), twice, "").status();
   EXPECT_THAT(s.message(), HasSubstr("also given positionally"));
 }
 
@@ -108,9 +117,9 @@ TEST(TaskRegistryTest, VariadicTakesAnything) {
   TaskDef t{.name = "v", .variadic = true, .run = Noop};
   Struct kw;
   (*kw.mutable_fields())["anything"] = Str("x");
-  auto bound = TaskRegistry::Bind(t, Args({Num(1), Str("s")}), kw, "");
+  auto bound = BindSpec(t, Args({Num(1), Str("s")}), kw, "");
   ASSERT_TRUE(bound.ok());
-  EXPECT_EQ(bound->args().values_size(), 2);
+  EXPECT_EQ(bound->args().size(), 2);
   EXPECT_EQ(bound->kwargs().fields().size(), 1u);
 }
 

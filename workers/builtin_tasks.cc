@@ -15,17 +15,17 @@ absl::StatusOr<TaskOutput> Echo(TaskContext& ctx) {
   TaskOutput out;
   out.payload = a.payload();
   if (a.kwargs().fields().empty()) {
-    if (a.args().values_size() == 1) {
-      out.value = a.args().values(0);
-    } else if (a.args().values_size() > 1) {
-      *out.value.mutable_list_value() = a.args();
+    if (a.args().size() == 1) {
+      out.value = a.args()[0];
+    } else if (a.args().size() > 1) {
+      *out.value.mutable_list_value()->mutable_values() = a.args();
     } else {
       out.value.set_null_value(google::protobuf::NULL_VALUE);
     }
     return out;
   }
   auto& fields = *out.value.mutable_struct_value()->mutable_fields();
-  *fields["args"].mutable_list_value() = a.args();
+  *fields["args"].mutable_list_value()->mutable_values() = a.args();
   *fields["kwargs"].mutable_struct_value() = a.kwargs();
   return out;
 }

@@ -39,9 +39,20 @@ const char* ParamTypeName(ParamType type) {
   return "?";
 }
 
+TaskArgs::TaskArgs()
+    : spec_(std::shared_ptr<const v1::JobSpec>(
+          std::shared_ptr<void>(), &v1::JobSpec::default_instance())) {}
+
+TaskArgs::TaskArgs(const TaskDef* task, std::shared_ptr<const v1::JobSpec> spec,
+                   std::vector<const google::protobuf::Value*> bound)
+    : task_(task), spec_(std::move(spec)), bound_(std::move(bound)) {}
+
 const google::protobuf::Value* TaskArgs::Find(std::string_view name) const {
-  auto it = bound_.fields().find(std::string(name));
-  return it == bound_.fields().end() ? nullptr : &it->second;
+  if (task_ == nullptr) return nullptr;
+  for (size_t i = 0; i < bound_.size() && i < task_->params.size(); ++i) {
+    if (task_->params[i].name == name) return bound_[i];
+  }
+  return nullptr;
 }
 
 const google::protobuf::Value& TaskArgs::Get(std::string_view name) const {

@@ -62,18 +62,23 @@ struct TaskParam {
   std::string help;
 };
 
-// A task's validated input: parameters bound by name (positional args in
-// declaration order, then keyword args, then defaults), the raw positional
-// and keyword args (what variadic tasks read), and the payload.
+struct TaskDef;
+
+// A task's validated input: the job's spec (shared, immutable: nothing is
+// copied) and its parameters bound in declaration order (positional args,
+// then keyword args, then defaults) as pointers into the spec or into the
+// task's defaults. Variadic tasks read the raw args()/kwargs().
 class TaskArgs {
  public:
-  TaskArgs() = default;
-  TaskArgs(google::protobuf::Struct bound, google::protobuf::ListValue args,
-           google::protobuf::Struct kwargs, std::string payload)
-      : bound_(std::move(bound)),
-        args_(std::move(args)),
-        kwargs_(std::move(kwargs)),
-        payload_(std::move(payload)) {}
+  using Values = google::protobuf::RepeatedPtrField<google::protobuf::Value>;
+
+  // No task, no spec: every accessor sees empty input.
+  TaskArgs();
+  // `bound[i]` is the value of task->params[i] or nullptr; the pointers point
+  // into *spec or into *task, which must outlive this object (the registry
+  // does; `spec` is shared).
+  TaskArgs(const TaskDef* task, std::shared_ptr<const v1::JobSpec> spec,
+           std::vector<const google::protobuf::Value*> bound);
 
   // Bound parameter, or nullptr if it has no value (optional, no default).
   const google::protobuf::Value* Find(std::string_view name) const;
@@ -84,18 +89,16 @@ class TaskArgs {
   const std::string& String(std::string_view name) const;
   bool Bool(std::string_view name) const;
 
-  const google::protobuf::Struct& bound() const { return bound_; }
-  const google::protobuf::ListValue& args() const { return args_; }
-  const google::protobuf::Struct& kwargs() const { return kwargs_; }
-  const std::string& payload() const { return payload_; }
+  const Values& args() const { return spec_->args(); }
+  const google::protobuf::Struct& kwargs() const { return spec_->kwargs(); }
+  const std::string& payload() const { return spec_->payload(); }
 
  private:
   const google::protobuf::Value& Get(std::string_view name) const;
 
-  google::protobuf::Struct bound_;
-  google::protobuf::ListValue args_;
-  google::protobuf::Struct kwargs_;
-  std::string payload_;
+  const TaskDef* task_ = nullptr;
+  std::shared_ptr<const v1::JobSpec> spec_;
+  std::vector<const google::protobuf::Value*> bound_;
 };
 
 struct TaskOutput {

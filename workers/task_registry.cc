@@ -127,29 +127,25 @@ std::vector<const TaskDef*> TaskRegistry::List() const {
 }
 
 absl::StatusOr<TaskArgs> TaskRegistry::Bind(
-    const TaskDef& task, const google::protobuf::ListValue& args,
-    const google::protobuf::Struct& kwargs, std::string payload) {
-  google::protobuf::Struct bound;
-  auto& fields = *bound.mutable_fields();
-  if (task.variadic) {
-    return TaskArgs(std::move(bound), args, kwargs, std::move(payload));
-  }
-  if (static_cast<size_t>(args.values_size()) > task.params.size()) {
+    const TaskDef& task, std::shared_ptr<const v1::JobSpec> spec) {
+  if (task.variadic) return TaskArgs(&task, std::move(spec), {});
+  const auto& args = spec->args();
+  const auto& kwargs = spec->kwargs().fields();
+  if (static_cast<size_t>(args.size()) > task.params.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "spec.args: task '", task.name, "' takes at most ", task.params.size(),
-        " positional argument(s), got ", args.values_size()));
+        " positional argument(s), got ", args.size()));
   }
-  for (int i = 0; i < args.values_size(); ++i) {
+  std::vector<const google::protobuf::Value*> bound(task.params.size());
+  for (int i = 0; i < args.size(); ++i) {
     const TaskParam& p = task.params[i];
-    absl::Status s =
-        CheckParamType(args.values(i), p.type,
-                       absl::StrCat("spec.args[", i, "] (", p.name, ")"));
+    absl::Status s = CheckParamType(
+        args[i], p.type, absl::StrCat("spec.args[", i, "] (", p.name, ")"));
     if (!s.ok()) return s;
-    fields[p.name] = args.values(i);
+    bound[i] = &args[i];
   }
-  for (const auto& entry : kwargs.fields()) {
+  for (const auto& entry : kwargs) {
     const std::string& key = entry.first;
-    const google::protobuf::Value& value = entry.second;
     auto it = std::find_if(task.params.begin(), task.params.end(),
                            [&](const TaskParam& p) { return p.name == key; });
     if (it == task.params.end()) {
@@ -157,29 +153,30 @@ absl::StatusOr<TaskArgs> TaskRegistry::Bind(
           absl::StrCat("spec.kwargs.", key, ": task '", task.name,
                        "' has no parameter '", key, "'"));
     }
-    if (fields.contains(key)) {
+    const size_t i = it - task.params.begin();
+    if (bound[i] != nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat("spec.kwargs.", key, ": parameter '", key,
                        "' is also given positionally"));
     }
-    absl::Status s =
-        CheckParamType(value, it->type, absl::StrCat("spec.kwargs.", key));
+    absl::Status s = CheckParamType(entry.second, it->type,
+                                    absl::StrCat("spec.kwargs.", key));
     if (!s.ok()) return s;
-    fields[key] = value;
+    bound[i] = &entry.second;
   }
   for (size_t i = 0; i < task.params.size(); ++i) {
     const TaskParam& p = task.params[i];
-    if (fields.contains(p.name)) continue;
+    if (bound[i] != nullptr) continue;
     if (p.required) {
       return absl::InvalidArgumentError(absl::StrCat(
           "spec.args[", i, "] / spec.kwargs.", p.name, ": task '", task.name,
           "' requires argument '", p.name, "' (", ParamTypeName(p.type), ")"));
     }
     if (p.default_value.kind_case() != google::protobuf::Value::KIND_NOT_SET) {
-      fields[p.name] = p.default_value;
+      bound[i] = &p.default_value;
     }
   }
-  return TaskArgs(std::move(bound), args, kwargs, std::move(payload));
+  return TaskArgs(&task, std::move(spec), std::move(bound));
 }
 
 }  // namespace jobd

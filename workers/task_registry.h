@@ -43,13 +43,12 @@ class TaskRegistry {
   // Every task, sorted by name.
   std::vector<const TaskDef*> List() const;
 
-  // Binds positional `args` and keyword `kwargs` to `task`'s parameters.
-  // InvalidArgument naming the field (spec.args[i] / spec.kwargs.NAME) for a
-  // missing, extra, repeated or ill-typed argument.
+  // Binds the spec's positional args and keyword kwargs to `task`'s
+  // parameters, sharing `spec` (nothing is copied). InvalidArgument naming
+  // the field (spec.args[i] / spec.kwargs.NAME) for a missing, extra,
+  // repeated or ill-typed argument.
   static absl::StatusOr<TaskArgs> Bind(const TaskDef& task,
-                                       const google::protobuf::ListValue& args,
-                                       const google::protobuf::Struct& kwargs,
-                                       std::string payload);
+                                       std::shared_ptr<const v1::JobSpec> spec);
 
  private:
   absl::flat_hash_map<std::string, std::unique_ptr<TaskDef>> tasks_;
