@@ -1,6 +1,7 @@
 #include "client/json.h"
 
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace jobd::client {
 
@@ -40,11 +41,8 @@ std::string ToJson(const google::protobuf::Message& message,
 }
 
 google::protobuf::Duration ToProtoDuration(absl::Duration d) {
-  google::protobuf::Duration out;
-  const int64_t ns = absl::ToInt64Nanoseconds(d);
-  out.set_seconds(ns / 1000000000);
-  out.set_nanos(static_cast<int32_t>(ns % 1000000000));
-  return out;
+  return google::protobuf::util::TimeUtil::NanosecondsToDuration(
+      absl::ToInt64Nanoseconds(d));
 }
 
 absl::Duration FromProtoDuration(const google::protobuf::Duration& d) {

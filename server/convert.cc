@@ -2,24 +2,19 @@
 
 #include <charconv>
 
+#include "google/protobuf/util/time_util.h"
 #include "spdlog/fmt/fmt.h"
 
 namespace jobd {
 
+using google::protobuf::util::TimeUtil;
+
 google::protobuf::Timestamp ToProtoTime(absl::Time t) {
-  const timespec ts = absl::ToTimespec(t);
-  google::protobuf::Timestamp out;
-  out.set_seconds(ts.tv_sec);
-  out.set_nanos(static_cast<int32_t>(ts.tv_nsec));
-  return out;
+  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
 }
 
 google::protobuf::Duration ToProtoDuration(absl::Duration d) {
-  google::protobuf::Duration out;
-  const int64_t ns = absl::ToInt64Nanoseconds(d);
-  out.set_seconds(ns / 1000000000);
-  out.set_nanos(static_cast<int32_t>(ns % 1000000000));
-  return out;
+  return TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
 }
 
 absl::Duration FromProto(const google::protobuf::Duration& d) {

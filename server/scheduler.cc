@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "absl/container/flat_hash_set.h"
-#include "google/protobuf/util/time_util.h"
 #include "server/convert.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"

@@ -23,12 +23,14 @@ namespace {
 // enough to keep messages far below the 4 MiB default limit.
 constexpr int kMaxEventsPerMessage = 1024;
 
-// Write pump shared by the streaming sessions: at most one write in flight,
-// Finish exactly once and only when no write is in flight and the outbox is
-// empty (or the stream is broken). All fields are guarded by the owner's mu_.
-struct WriteState {
+// The outgoing side of a streaming session: queued items and the write
+// protocol — at most one write in flight; Finish exactly once, and only when
+// no write is in flight and the queue is empty. Guarded by the owner's mutex.
+template <typename Item>
+struct Outbox {
+  std::deque<Item> items;
   bool writing = false;           // A StartWrite is outstanding.
-  bool finish_requested = false;  // End once the outbox is flushed.
+  bool finish_requested = false;  // End once the queue is flushed.
   bool finish_called = false;
   grpc::Status finish_status;
 
@@ -37,7 +39,29 @@ struct WriteState {
     finish_requested = true;
     finish_status = std::move(status);
   }
+  // The stream is dead or must end now: drop what is queued.
+  void Abort(grpc::Status status) {
+    items.clear();
+    RequestFinish(std::move(status));
+  }
+  // OnWriteDone.
+  void WriteDone(bool ok) {
+    writing = false;
+    if (!ok) Abort(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+  }
+  // True once (then Finish(*status) must be called): nothing left to write.
+  bool TakeFinish(grpc::Status* status) {
+    if (writing || !items.empty() || !finish_requested || finish_called) {
+      return false;
+    }
+    finish_called = true;
+    *status = finish_status;
+    return true;
+  }
 };
+
+const grpc::Status kClientCancelled(grpc::StatusCode::CANCELLED,
+                                    "client cancelled");
 
 // What a session decided to do under its lock, done after unlocking.
 struct Actions {
@@ -93,7 +117,7 @@ class SubmitSession final
   void Close(const grpc::Status& status) override {
     {
       absl::MutexLock lock(&mu_);
-      out_state_.RequestFinish(status);
+      out_.RequestFinish(status);
     }
     Pump();
   }
@@ -107,10 +131,10 @@ class SubmitSession final
       EndItemLocked(it, event);
     } else {
       if (event.type == v1::EVENT_TYPE_PROGRESS &&
-          out_.size() > 3 * static_cast<size_t>(window_) + 1024) {
+          out_.items.size() > 3 * static_cast<size_t>(window_) + 1024) {
         return false;  // Reader is slow: progress is the one thing to drop.
       }
-      out_.push_back({event, it->second.client_tag});
+      out_.items.push_back({event, it->second.client_tag});
     }
     if (flush_pending_) return false;
     flush_pending_ = true;
@@ -134,7 +158,7 @@ class SubmitSession final
     {
       absl::MutexLock lock(&mu_);
       reading_ = false;
-      if (!out_state_.finish_requested && !half_closed_) {
+      if (!out_.finish_requested && !half_closed_) {
         if (items_.size() < window_) {
           reading_ = read = true;
         } else {
@@ -149,12 +173,7 @@ class SubmitSession final
   void OnWriteDone(bool ok) override {
     {
       absl::MutexLock lock(&mu_);
-      out_state_.writing = false;
-      if (!ok) {
-        out_.clear();
-        out_state_.RequestFinish(
-            grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
-      }
+      out_.WriteDone(ok);
     }
     Pump();
   }
@@ -162,10 +181,7 @@ class SubmitSession final
   void OnCancel() override {
     {
       absl::MutexLock lock(&mu_);
-      cancelled_ = true;
-      out_.clear();
-      out_state_.RequestFinish(
-          grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled"));
+      out_.Abort(kClientCancelled);
     }
     Pump();
   }
@@ -182,7 +198,7 @@ class SubmitSession final
         }
       }
       items_.clear();
-      out_.clear();
+      out_.items.clear();
     }
     for (uint64_t id : unfinished) (void)service_.scheduler().Cancel(id);
     if (!unfinished.empty()) {
@@ -211,7 +227,7 @@ class SubmitSession final
     if (it->second.ended) return;
     it->second.ended = true;
     if (options_.order() != v1::ORDER_SUBMISSION) {
-      out_.push_back({event, it->second.client_tag});
+      out_.items.push_back({event, it->second.client_tag});
       items_.erase(it);
       return;
     }
@@ -219,7 +235,7 @@ class SubmitSession final
     for (auto head = items_.find(next_release_);
          head != items_.end() && head->second.held.has_value();
          head = items_.find(next_release_)) {
-      out_.push_back({*head->second.held, head->second.client_tag});
+      out_.items.push_back({*head->second.held, head->second.client_tag});
       items_.erase(head);
       ++next_release_;
     }
@@ -314,29 +330,25 @@ class SubmitSession final
     {
       absl::MutexLock lock(&mu_);
       flush_pending_ = false;
-      if (done_ || out_state_.finish_called) return;
-      if (!out_state_.writing && !out_.empty()) {
+      if (done_ || out_.finish_called) return;
+      if (!out_.writing && !out_.items.empty()) {
         response_.Clear();
-        const int n = std::min<int>(out_.size(), kMaxEventsPerMessage);
+        const int n = std::min<int>(out_.items.size(), kMaxEventsPerMessage);
         for (int i = 0; i < n; ++i) {
-          ToProto(out_.front().event, out_.front().client_tag,
+          ToProto(out_.items.front().event, out_.items.front().client_tag,
                   response_.add_events());
-          out_.pop_front();
+          out_.items.pop_front();
         }
-        out_state_.writing = a.write = true;
+        out_.writing = a.write = true;
       }
-      if (read_paused_ && items_.size() < window_ &&
-          !out_state_.finish_requested) {
+      if (read_paused_ && items_.size() < window_ && !out_.finish_requested) {
         read_paused_ = false;
         reading_ = a.read = true;
       }
-      if (half_closed_ && items_.empty() && !out_state_.finish_requested) {
-        out_state_.RequestFinish(grpc::Status::OK);
+      if (half_closed_ && items_.empty() && !out_.finish_requested) {
+        out_.RequestFinish(grpc::Status::OK);
       }
-      if (!out_state_.writing && out_.empty() && out_state_.finish_requested) {
-        out_state_.finish_called = a.finish = true;
-        a.status = out_state_.finish_status;
-      }
+      a.finish = out_.TakeFinish(&a.status);
     }
     if (a.write) StartWrite(&response_);
     if (a.read) StartRead(&request_);
@@ -358,12 +370,10 @@ class SubmitSession final
   ItemMap items_ ABSL_GUARDED_BY(mu_);  // Not yet sent their terminal event.
   uint64_t next_index_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_release_ ABSL_GUARDED_BY(mu_) = 0;
-  std::deque<Outgoing> out_ ABSL_GUARDED_BY(mu_);
-  WriteState out_state_ ABSL_GUARDED_BY(mu_);
+  Outbox<Outgoing> out_ ABSL_GUARDED_BY(mu_);
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
-  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool flush_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
@@ -416,23 +426,22 @@ class WatchSession final
     {
       absl::MutexLock lock(&mu_);
       started_ = true;
-      out_state_.RequestFinish(status);
+      out_.RequestFinish(status);
     }
     Pump();
   }
 
   bool Deliver(const Event& event, uint64_t) override {
     absl::MutexLock lock(&mu_);
-    if (done_ || out_state_.finish_requested) return false;
-    if (out_.size() >= service_.limits().max_watch_backlog) {
-      out_.clear();
-      out_state_.RequestFinish(grpc::Status(
+    if (done_ || out_.finish_requested) return false;
+    if (out_.items.size() >= service_.limits().max_watch_backlog) {
+      out_.Abort(grpc::Status(
           grpc::StatusCode::RESOURCE_EXHAUSTED,
           fmt::format("watcher fell {} events behind; resume with "
                       "after_sequence={}",
                       service_.limits().max_watch_backlog, last_sent_)));
     } else {
-      out_.push_back(event);
+      out_.items.push_back(event);
     }
     if (flush_pending_) return false;
     flush_pending_ = true;
@@ -444,12 +453,7 @@ class WatchSession final
   void OnWriteDone(bool ok) override {
     {
       absl::MutexLock lock(&mu_);
-      out_state_.writing = false;
-      if (!ok) {
-        out_.clear();
-        out_state_.RequestFinish(
-            grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
-      }
+      out_.WriteDone(ok);
     }
     Pump();
   }
@@ -457,9 +461,7 @@ class WatchSession final
   void OnCancel() override {
     {
       absl::MutexLock lock(&mu_);
-      out_.clear();
-      out_state_.RequestFinish(
-          grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled"));
+      out_.Abort(kClientCancelled);
     }
     Pump();
   }
@@ -480,31 +482,28 @@ class WatchSession final
     {
       absl::MutexLock lock(&mu_);
       flush_pending_ = false;
-      if (!started_ || done_ || out_state_.finish_called) return;
-      if (!out_state_.writing && (!out_.empty() || !header_sent_)) {
+      if (!started_ || done_ || out_.finish_called) return;
+      if (!out_.writing && (!out_.items.empty() || !header_sent_)) {
         response_.Clear();
         if (!header_sent_) {
           response_ = header_;
           header_sent_ = true;
         }
-        const int n = std::min<int>(out_.size(), kMaxEventsPerMessage);
+        const int n = std::min<int>(out_.items.size(), kMaxEventsPerMessage);
         for (int i = 0; i < n; ++i) {
-          const Event& e = out_.front();
+          const Event& e = out_.items.front();
           ToProto(e, 0, response_.add_events());
           last_sent_ = std::max(last_sent_, e.sequence);
           if (IsTerminal(e.type)) remaining_.erase(e.job_id);
-          out_.pop_front();
+          out_.items.pop_front();
         }
-        out_state_.writing = a.write = true;
+        out_.writing = a.write = true;
       }
       // Watching named jobs: done once each has ended.
-      if (!ids_.empty() && remaining_.empty() && out_.empty()) {
-        out_state_.RequestFinish(grpc::Status::OK);
+      if (!ids_.empty() && remaining_.empty() && out_.items.empty()) {
+        out_.RequestFinish(grpc::Status::OK);
       }
-      if (!out_state_.writing && out_.empty() && out_state_.finish_requested) {
-        out_state_.finish_called = a.finish = true;
-        a.status = out_state_.finish_status;
-      }
+      a.finish = out_.TakeFinish(&a.status);
     }
     if (a.write) StartWrite(&response_);
     if (a.finish) Finish(a.status);
@@ -518,8 +517,7 @@ class WatchSession final
   absl::Mutex mu_;
   v1::WatchJobsResponse header_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<uint64_t> remaining_ ABSL_GUARDED_BY(mu_);
-  std::deque<Event> out_ ABSL_GUARDED_BY(mu_);
-  WriteState out_state_ ABSL_GUARDED_BY(mu_);
+  Outbox<Event> out_ ABSL_GUARDED_BY(mu_);
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool header_sent_ ABSL_GUARDED_BY(mu_) = false;
