@@ -457,6 +457,60 @@ TEST_F(ServiceTest, GetJobWaitsAndReportsErrors) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST_F(ServiceTest, GetJobWaitBlocksUntilTheEndOrTheWaitLimit) {
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  auto stream = stub_->Submit(&ctx);
+  v1::SubmitRequest req;
+  req.mutable_options()->set_cancel_on_disconnect(true);  // See TryCancel.
+  for (double ms : {400.0, 20000.0}) {
+    auto* item = req.add_items();
+    item->set_client_tag(req.items_size());
+    *item->mutable_spec() = Spec("sleep", {ms});
+  }
+  ASSERT_TRUE(stream->Write(req));
+  std::map<uint64_t, std::string> ids;
+  v1::SubmitResponse resp;
+  while (ids.size() < 2 && stream->Read(&resp)) {
+    for (const auto& e : resp.events()) {
+      if (e.type() == v1::EVENT_TYPE_ACCEPTED) ids[e.client_tag()] = e.job_id();
+    }
+  }
+  // Ends while we wait: answered at the end, not at the wait limit.
+  absl::Time start = absl::Now();
+  EXPECT_EQ(GetJob(ids[1], absl::Seconds(10)).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  // Still running at the wait limit: answered with its current state.
+  grpc::ClientContext c;
+  Deadline(c);
+  v1::GetJobRequest get;
+  get.set_job_id(ids[2]);
+  get.mutable_wait()->set_nanos(200 * 1000 * 1000);
+  v1::Job job;
+  start = absl::Now();
+  ASSERT_TRUE(stub_->GetJob(&c, get, &job).ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(150));
+  ctx.TryCancel();
+}
+
+TEST_F(ServiceTest, ProgressEventsReachTheSubmitter) {
+  // primes.count reports progress every 100,000 numbers.
+  auto r = SubmitAll(*stub_,
+                     {Spec("primes.count", {300000}, v1::JOB_KIND_CPU_BOUND)});
+  ASSERT_TRUE(r.status.ok());
+  int progress = 0;
+  for (const auto& e : r.events) {
+    if (e.type() != v1::EVENT_TYPE_PROGRESS) continue;
+    ++progress;
+    EXPECT_GT(e.progress().fraction(), 0);
+    EXPECT_LT(e.progress().fraction(), 1);
+  }
+  EXPECT_GE(progress, 1);
+  ASSERT_EQ(r.Terminal().size(), 1u);
+  EXPECT_EQ(r.Terminal()[0].result().value().number_value(), 25997);
+}
+
 TEST_F(ServiceTest, WatchAllResumesFromASequence) {
   auto first = SubmitAll(*stub_, {Spec("sleep", {1}), Spec("sleep", {1})});
   const uint64_t last_seen = first.events.back().sequence();
