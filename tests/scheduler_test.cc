@@ -3,6 +3,7 @@
 // ThreadPoolExecutor and test-only tasks.
 #include "server/scheduler.h"
 
+#include <stdexcept>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
@@ -197,6 +198,20 @@ TEST_F(SchedulerTest, RunsAJobThroughItsStates) {
   // Sequences are strictly increasing.
   const auto seqs = sink_->Sequences();
   for (size_t i = 1; i < seqs.size(); ++i) EXPECT_LT(seqs[i - 1], seqs[i]);
+}
+
+TEST_F(SchedulerTest, ATaskThatThrowsFailsOnlyItsJob) {
+  const TaskDef thrower =
+      Def("thrower", [](TaskContext&) -> absl::StatusOr<TaskOutput> {
+        throw std::runtime_error("boom");
+      });
+  const Admission bad = Submit(thrower);
+  const Admission good = Submit(ok_task_);
+  const Event end = sink_->WaitEnd(bad.job_id);
+  EXPECT_EQ(end.type, v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(end.end->error.reason(), v1::ERROR_REASON_TASK_ERROR);
+  EXPECT_THAT(end.end->error.message(), HasSubstr("threw an exception: boom"));
+  EXPECT_EQ(sink_->WaitEnd(good.job_id).type, v1::EVENT_TYPE_SUCCEEDED);
 }
 
 TEST_F(SchedulerTest, HigherPriorityFirstFifoWithin) {
