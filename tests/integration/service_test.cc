@@ -656,6 +656,10 @@ TEST(DaemonStartTest, ReadsAConfigFileAndRejectsBadOnes) {
   v1::GetStatsResponse stats;
   ASSERT_TRUE(stub->GetStats(&ctx, {}, &stats).ok());
   EXPECT_EQ(stats.executors(1).workers(), 3u);
+  // The shipped example parses as it is.
+  auto example = Daemon::Start({"--config", std::string(JOBD_TEST_SOURCE_DIR) +
+                                                "/deploy/jobd.example.toml"});
+  ASSERT_TRUE(example.ok()) << example.status();
   auto r = testing::RunCommand({testing::JobdPath(), "--config", typo});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("thread-wrkers"));
