@@ -245,7 +245,8 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
     if (bucket->second.empty()) lane.queue.erase(bucket);
     auto it = jobs_.find(id);
     if (it == jobs_.end() || it->second->state != v1::JOB_STATE_QUEUED) {
-      continue;  // Stale: cancelled while queued.
+      --lane.stale;  // Cancelled while queued.
+      continue;
     }
     --lane.queued;
     Job& job = *it->second;
@@ -437,11 +438,12 @@ absl::StatusOr<std::pair<v1::JobState, bool>> Scheduler::Cancel(uint64_t id) {
     }
     Job& job = *it->second;
     if (IsTerminal(job.state)) return std::make_pair(job.state, true);
+    result = {v1::JOB_STATE_CANCELLED, false};
+    // `job` may be evicted by Abort (retention limits): not used after it.
     Abort(job, CancelReason::kCancelled,
           MakeError(v1::JOB_STATE_CANCELLED, absl::StatusCode::kCancelled,
                     v1::ERROR_REASON_CANCELLED, "cancelled by request"),
           after);
-    result = {job.state, false};
   }
   after.Run();
   return result;
@@ -450,12 +452,30 @@ absl::StatusOr<std::pair<v1::JobState, bool>> Scheduler::Cancel(uint64_t id) {
 void Scheduler::Abort(Job& job, CancelReason reason,
                       std::shared_ptr<JobEnd> end, After& after) {
   if (job.state == v1::JOB_STATE_QUEUED) {
-    --lanes_[job.executor].queued;  // Its queue entry is now stale.
+    Lane& lane = lanes_[job.executor];
+    --lane.queued;  // Its queue entry is now stale: dropped lazily, or here
+    ++lane.stale;   // when the stale ones outnumber the live ones.
+    if (lane.stale > 1024 && lane.stale > lane.queued) CompactQueue(lane);
   } else {
     job.cancel->Cancel(reason);
     lanes_[job.executor].executor->Cancel(job.id);
   }
   Finish(job, std::move(end), after);
+}
+
+void Scheduler::CompactQueue(Lane& lane) {
+  for (auto bucket = lane.queue.begin(); bucket != lane.queue.end();) {
+    std::deque<uint64_t>& ids = bucket->second;
+    ids.erase(std::remove_if(ids.begin(), ids.end(),
+                             [this](uint64_t id) {
+                               auto it = jobs_.find(id);
+                               return it == jobs_.end() ||
+                                      it->second->state != v1::JOB_STATE_QUEUED;
+                             }),
+              ids.end());
+    bucket = ids.empty() ? lane.queue.erase(bucket) : std::next(bucket);
+  }
+  lane.stale = 0;
 }
 
 absl::StatusOr<v1::Job> Scheduler::GetJob(uint64_t id) const {
@@ -549,9 +569,13 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
         job.subscribers.push_back(subscriber);
         continue;
       }
-      // Ended: make sure the watcher hears how, once.
+      // Ended: make sure the watcher hears how, exactly once.
+      if (job.last_sequence <= after_sequence) {
+        result.already_seen_ends.push_back(id);  // Nothing more will come.
+        continue;
+      }
       const bool replayed = after_sequence > 0 && job.last_sequence >= oldest;
-      if (replayed || job.last_sequence <= after_sequence) continue;
+      if (replayed) continue;
       Event e;
       e.sequence = job.last_sequence;
       e.job_id = job.id;

@@ -126,6 +126,9 @@ struct Admission {
 struct WatchResult {
   uint64_t oldest_retained_sequence = 0;
   bool events_lost = false;
+  // Named jobs that had ended at or before after_sequence: the watcher has
+  // seen their end already, and no event of theirs will follow.
+  std::vector<uint64_t> already_seen_ends;
 };
 
 struct ListJobsQuery {
@@ -205,6 +208,7 @@ class Scheduler {
     // priority (highest first) -> job ids FIFO; stale ids are skipped.
     absl::btree_map<int32_t, std::deque<uint64_t>, std::greater<int32_t>> queue;
     size_t queued = 0;  // Live entries in `queue`.
+    size_t stale = 0;   // Entries of jobs cancelled while queued.
     int busy = 0;       // Started, not yet returned by the executor.
     uint64_t succeeded = 0, failed = 0, cancelled = 0;
   };
@@ -230,6 +234,8 @@ class Scheduler {
   void FireWaiter(uint64_t id, uint64_t waiter_id);
   void Evict(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the stale entries of `lane`'s queue.
+  void CompactQueue(Lane& lane) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a live job with `end` after stopping it (queued or running).
   void Abort(Job& job, CancelReason reason, std::shared_ptr<JobEnd> end,
              After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

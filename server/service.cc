@@ -19,9 +19,11 @@ grpc::Status ToGrpc(const absl::Status& status) {
 
 namespace {
 
-// Events per response message: large enough to amortize a write, small
-// enough to keep messages far below the 4 MiB default limit.
+// A response message takes events until it holds this many, or this many
+// bytes (at least one event): enough to amortize a write, and far below
+// gRPC's default 4 MiB receive limit unless a single result is larger.
 constexpr int kMaxEventsPerMessage = 1024;
+constexpr size_t kMaxBytesPerMessage = 1 << 20;
 
 // The outgoing side of a streaming session: queued items and the write
 // protocol — at most one write in flight; Finish exactly once, and only when
@@ -109,9 +111,10 @@ class SubmitSession final
     }
     {
       absl::MutexLock lock(&mu_);
-      reading_ = true;
+      if (out_.finish_requested) return;  // Closed meanwhile (shutdown).
+      read_starting_ = true;
     }
-    StartRead(&request_);
+    StartReadThenPump();
   }
 
   void Close(const grpc::Status& status) override {
@@ -127,7 +130,7 @@ class SubmitSession final
     if (done_) return false;
     auto it = items_.find(index);
     if (it == items_.end()) return false;
-    if (IsTerminal(event.type) || event.type == v1::EVENT_TYPE_REJECTED) {
+    if (IsEnd(event.type)) {
       EndItemLocked(it, event);
     } else {
       if (event.type == v1::EVENT_TYPE_PROGRESS &&
@@ -147,27 +150,31 @@ class SubmitSession final
     if (!ok) {  // Client half-closed (or is gone: OnCancel follows).
       {
         absl::MutexLock lock(&mu_);
-        reading_ = false;
         half_closed_ = true;
       }
       Pump();
       return;
     }
-    HandleRequest();
+    bool stopping;
+    {
+      absl::MutexLock lock(&mu_);
+      stopping = out_.finish_requested;
+    }
+    if (!stopping) HandleRequest();
     bool read = false;
     {
       absl::MutexLock lock(&mu_);
-      reading_ = false;
-      if (!out_.finish_requested && !half_closed_) {
-        if (items_.size() < window_) {
-          reading_ = read = true;
-        } else {
-          read_paused_ = true;  // Resumed by Pump() when jobs end.
-        }
+      if (CanReadLocked()) {
+        read_starting_ = read = true;
+      } else if (!out_.finish_requested && !half_closed_) {
+        read_paused_ = true;  // Resumed by Pump() when jobs end.
       }
     }
-    if (read) StartRead(&request_);
-    Pump();
+    if (read) {
+      StartReadThenPump();
+    } else {
+      Pump();
+    }
   }
 
   void OnWriteDone(bool ok) override {
@@ -228,6 +235,7 @@ class SubmitSession final
     it->second.ended = true;
     if (options_.order() != v1::ORDER_SUBMISSION) {
       out_.items.push_back({event, it->second.client_tag});
+      ++unsent_ends_;
       items_.erase(it);
       return;
     }
@@ -236,6 +244,7 @@ class SubmitSession final
          head != items_.end() && head->second.held.has_value();
          head = items_.find(next_release_)) {
       out_.items.push_back({*head->second.held, head->second.client_tag});
+      ++unsent_ends_;
       items_.erase(head);
       ++next_release_;
     }
@@ -333,26 +342,55 @@ class SubmitSession final
       if (done_ || out_.finish_called) return;
       if (!out_.writing && !out_.items.empty()) {
         response_.Clear();
-        const int n = std::min<int>(out_.items.size(), kMaxEventsPerMessage);
-        for (int i = 0; i < n; ++i) {
-          ToProto(out_.items.front().event, out_.items.front().client_tag,
-                  response_.add_events());
+        size_t bytes = 0;
+        for (int n = 0; n < kMaxEventsPerMessage && !out_.items.empty() &&
+                        bytes < kMaxBytesPerMessage;
+             ++n) {
+          const Outgoing& o = out_.items.front();
+          v1::JobEvent* e = response_.add_events();
+          ToProto(o.event, o.client_tag, e);
+          bytes += e->ByteSizeLong();
+          if (IsEnd(o.event.type)) --unsent_ends_;
           out_.items.pop_front();
         }
         out_.writing = a.write = true;
       }
-      if (read_paused_ && items_.size() < window_ && !out_.finish_requested) {
+      if (read_paused_ && CanReadLocked()) {
         read_paused_ = false;
-        reading_ = a.read = true;
+        read_starting_ = a.read = true;
       }
       if (half_closed_ && items_.empty() && !out_.finish_requested) {
         out_.RequestFinish(grpc::Status::OK);
       }
-      a.finish = out_.TakeFinish(&a.status);
+      // Never Finish while another thread is about to StartRead.
+      if (!read_starting_) a.finish = out_.TakeFinish(&a.status);
     }
     if (a.write) StartWrite(&response_);
-    if (a.read) StartRead(&request_);
+    if (a.read) StartReadThenPump();
     if (a.finish) Finish(a.status);
+  }
+
+  // Starts a read this thread decided on (read_starting_ set under mu_),
+  // then pumps: a Finish held back meanwhile may be due now.
+  void StartReadThenPump() {
+    StartRead(&request_);
+    {
+      absl::MutexLock lock(&mu_);
+      read_starting_ = false;
+    }
+    Pump();
+  }
+
+  static bool IsEnd(v1::EventType type) {
+    return IsTerminal(type) || type == v1::EVENT_TYPE_REJECTED;
+  }
+
+  // Reading goes on while the stream's jobs in flight — accepted and not
+  // ended, or ended with the end not yet written — are under the window, so
+  // a client that does not read cannot grow the server's memory.
+  bool CanReadLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !out_.finish_requested && !half_closed_ &&
+           items_.size() + unsent_ends_ < window_;
   }
 
   JobServiceImpl& service_;
@@ -367,11 +405,12 @@ class SubmitSession final
   v1::SubmitOptions options_ ABSL_GUARDED_BY(mu_);
   uint32_t window_ ABSL_GUARDED_BY(mu_) = 1;
   uint32_t mask_ = kAllEvents;  // Set before the first Submit; read side.
-  ItemMap items_ ABSL_GUARDED_BY(mu_);  // Not yet sent their terminal event.
+  ItemMap items_ ABSL_GUARDED_BY(mu_);  // End not yet queued for writing.
+  size_t unsent_ends_ ABSL_GUARDED_BY(mu_) = 0;  // Queued, not yet written.
   uint64_t next_index_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_release_ ABSL_GUARDED_BY(mu_) = 0;
   Outbox<Outgoing> out_ ABSL_GUARDED_BY(mu_);
-  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_starting_ ABSL_GUARDED_BY(mu_) = false;  // See Pump().
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
   bool flush_pending_ ABSL_GUARDED_BY(mu_) = false;
@@ -390,15 +429,17 @@ class WatchSession final
 
   void Begin(const v1::WatchJobsRequest& request) {
     self_ = shared_from_this();
-    service_.Register(self_);
+    // ids_ is const once another thread can see this session (Register).
     for (const std::string& s : request.job_ids()) {
       absl::StatusOr<uint64_t> id = ParseJobId(s, "job_ids");
       if (!id.ok()) {
+        ids_.clear();
         Close(ToGrpc(id.status()));
         return;
       }
       ids_.push_back(*id);
     }
+    service_.Register(self_);
     {
       absl::MutexLock lock(&mu_);
       remaining_.insert(ids_.begin(), ids_.end());
@@ -417,6 +458,7 @@ class WatchSession final
       absl::MutexLock lock(&mu_);
       header_.set_oldest_retained_sequence(result->oldest_retained_sequence);
       header_.set_events_lost(result->events_lost);
+      for (uint64_t id : result->already_seen_ends) remaining_.erase(id);
       started_ = true;
     }
     Pump();
@@ -489,10 +531,14 @@ class WatchSession final
           response_ = header_;
           header_sent_ = true;
         }
-        const int n = std::min<int>(out_.items.size(), kMaxEventsPerMessage);
-        for (int i = 0; i < n; ++i) {
+        size_t bytes = 0;
+        for (int n = 0; n < kMaxEventsPerMessage && !out_.items.empty() &&
+                        bytes < kMaxBytesPerMessage;
+             ++n) {
           const Event& e = out_.items.front();
-          ToProto(e, 0, response_.add_events());
+          v1::JobEvent* pe = response_.add_events();
+          ToProto(e, 0, pe);
+          bytes += pe->ByteSizeLong();
           last_sent_ = std::max(last_sent_, e.sequence);
           if (IsTerminal(e.type)) remaining_.erase(e.job_id);
           out_.items.pop_front();

@@ -261,6 +261,28 @@ TEST_F(SchedulerTest, CancelQueuedIsImmediate) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_F(SchedulerTest, CancelWithNothingRetained) {
+  Build({.max_retained = 0}, 1);
+  const Admission a = Submit(gate_task_);
+  auto r = scheduler_->Cancel(a.job_id);  // The job is evicted as it ends.
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->first, v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(scheduler_->GetJob(a.job_id).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest, ManyCancelledQueuedJobsAreCompactedAway) {
+  Submit(gate_task_);  // Holds the only worker.
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 3000; ++i) ids.push_back(Submit(ok_task_, i % 3).job_id);
+  for (size_t i = 0; i + 1 < ids.size(); ++i) {
+    ASSERT_TRUE(scheduler_->Cancel(ids[i]).ok());
+  }
+  EXPECT_EQ(scheduler_->GetStats().executors(1).queued(), 1u);
+  gate_.Open();
+  EXPECT_EQ(sink_->WaitEnd(ids.back()).type, v1::EVENT_TYPE_SUCCEEDED);
+}
+
 TEST_F(SchedulerTest, CancelRunningSetsTheTokenAndEndsAtOnce) {
   const Admission running = Submit(gate_task_);
   const Admission next = Submit(ok_task_);

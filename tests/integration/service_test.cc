@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -403,6 +404,71 @@ TEST_F(ServiceTest, QueueLimitAndRequestLimits) {
   ExpectServing();
 }
 
+TEST_F(ServiceTest, AClientThatDoesNotReadCannotGrowTheServer) {
+  StartDaemon({"--max-payload-bytes", "200000"});
+  grpc::ClientContext ctx;
+  auto stream = stub_->Submit(&ctx);
+  v1::JobSpec big = Spec("echo", {}, v1::JOB_KIND_AUTO);
+  big.set_payload(std::string(100000, 'x'));  // Echoed back: 100 KB each.
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 0; i < 400; ++i) {
+      v1::SubmitRequest req;
+      if (i == 0) req.mutable_options()->set_window(4);
+      auto* item = req.add_items();
+      item->set_client_tag(i);
+      *item->mutable_spec() = big;
+      if (!stream->Write(req)) return;  // Blocks once the server stops reading.
+      ++written;
+    }
+  });
+  // Never read. The echo jobs end in microseconds, so without the window
+  // counting unwritten results all 400 (40 MB) would be accepted within this
+  // time. With it, acceptance stops once gRPC's flow-control buffers (a few
+  // MB here) are full and the window is reached.
+  uint64_t accepted = 0;
+  for (int i = 0; i < 100; ++i) {
+    accepted = std::max(accepted, Stats().accepted());
+    absl::SleepFor(absl::Milliseconds(10));  // Sampling a counter over time.
+  }
+  EXPECT_LT(accepted, 150u);
+  EXPECT_LT(written.load(), 400);
+  ctx.TryCancel();
+  writer.join();
+  stream->Finish();
+  ExpectServing();
+}
+
+TEST_F(ServiceTest, LargeResultsAreSplitAcrossMessages) {
+  StartDaemon({"--max-payload-bytes", "1000000"});
+  grpc::ClientContext ctx;  // Default 4 MiB receive limit on this side.
+  Deadline(ctx);
+  auto stream = stub_->Submit(&ctx);
+  v1::JobSpec big = Spec("echo", {}, v1::JOB_KIND_AUTO);
+  big.set_payload(std::string(900000, 'y'));
+  for (int m = 0; m < 5; ++m) {
+    v1::SubmitRequest req;
+    req.mutable_options()->set_terminal_only(true);
+    for (int i = 0; i < 4; ++i) {
+      auto* item = req.add_items();
+      item->set_client_tag(m * 4 + i);
+      *item->mutable_spec() = big;
+    }
+    ASSERT_TRUE(stream->Write(req));
+  }
+  stream->WritesDone();
+  int ok = 0;
+  v1::SubmitResponse resp;
+  while (stream->Read(&resp)) {
+    for (const auto& e : resp.events()) {
+      ok += e.type() == v1::EVENT_TYPE_SUCCEEDED &&
+            e.result().payload().size() == 900000;
+    }
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(ok, 20);
+}
+
 TEST_F(ServiceTest, VanishedClientLosesNothingElse) {
   StartDaemon({"--thread-workers", "2"});
   std::string kept_id, cancelled_id;
@@ -548,6 +614,18 @@ TEST_F(ServiceTest, WatchNamedJobsEndsWhenTheyEnd) {
   }
   EXPECT_TRUE(reader->Finish().ok());
   EXPECT_EQ(terminal, 1);
+
+  // Resuming after the end it has seen: nothing more will come, so the
+  // stream ends at once instead of hanging.
+  grpc::ClientContext again;
+  Deadline(again, absl::Seconds(10));
+  v1::WatchJobsRequest resume = req;
+  resume.set_after_sequence(r.Terminal().at(0).sequence());
+  auto resumed = stub_->WatchJobs(&again, resume);
+  int events = 0;
+  while (resumed->Read(&resp)) events += resp.events_size();
+  EXPECT_TRUE(resumed->Finish().ok());
+  EXPECT_EQ(events, 0);
 
   grpc::ClientContext ctx2;
   Deadline(ctx2, absl::Seconds(10));
