@@ -466,13 +466,14 @@ void Scheduler::Abort(Job& job, CancelReason reason,
 void Scheduler::CompactQueue(Lane& lane) {
   for (auto bucket = lane.queue.begin(); bucket != lane.queue.end();) {
     std::deque<uint64_t>& ids = bucket->second;
-    ids.erase(std::remove_if(ids.begin(), ids.end(),
-                             [this](uint64_t id) {
-                               auto it = jobs_.find(id);
-                               return it == jobs_.end() ||
-                                      it->second->state != v1::JOB_STATE_QUEUED;
-                             }),
-              ids.end());
+    ids.erase(
+        std::remove_if(ids.begin(), ids.end(),
+                       [this](uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                         auto it = jobs_.find(id);
+                         return it == jobs_.end() ||
+                                it->second->state != v1::JOB_STATE_QUEUED;
+                       }),
+        ids.end());
     bucket = ids.empty() ? lane.queue.erase(bucket) : std::next(bucket);
   }
   lane.stale = 0;
