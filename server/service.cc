@@ -65,6 +65,39 @@ struct Outbox {
 const grpc::Status kClientCancelled(grpc::StatusCode::CANCELLED,
                                     "client cancelled");
 
+// Base of the streaming sessions: the session mutex, the outbox, and the
+// reactions that touch nothing else. Derived must provide Pump(), which
+// starts writes and calls Finish as the outbox allows.
+template <typename Derived, typename Reactor, typename Item>
+class OutboxReactor : public Reactor {
+ public:
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      out_.WriteDone(ok);
+    }
+    static_cast<Derived*>(this)->Pump();
+  }
+
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      out_.Abort(kClientCancelled);
+    }
+    static_cast<Derived*>(this)->Pump();
+  }
+
+ protected:
+  absl::Mutex mu_;
+  Outbox<Item> out_ ABSL_GUARDED_BY(mu_);
+};
+
+// An event queued for a Submit stream, with the client's tag for its job.
+struct TaggedEvent {
+  Event event;
+  uint64_t client_tag;
+};
+
 // What a session decided to do under its lock, done after unlocking.
 struct Actions {
   bool write = false;
@@ -93,12 +126,16 @@ Event Rejection(const absl::Status& status) {
 // ---------------------------------------------------------------------------
 // Submit: bidi stream of specs in, events out.
 class SubmitSession final
-    : public grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitResponse>,
+    : public OutboxReactor<
+          SubmitSession,
+          grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitResponse>,
+          TaggedEvent>,
       public EventSink,
       public StreamSession,
       public std::enable_shared_from_this<SubmitSession> {
  public:
   explicit SubmitSession(JobServiceImpl& service) : service_(service) {}
+  friend OutboxReactor;  // Calls Pump().
 
   void Begin() {
     self_ = shared_from_this();
@@ -177,22 +214,6 @@ class SubmitSession final
     }
   }
 
-  void OnWriteDone(bool ok) override {
-    {
-      absl::MutexLock lock(&mu_);
-      out_.WriteDone(ok);
-    }
-    Pump();
-  }
-
-  void OnCancel() override {
-    {
-      absl::MutexLock lock(&mu_);
-      out_.Abort(kClientCancelled);
-    }
-    Pump();
-  }
-
   void OnDone() override {
     std::vector<uint64_t> unfinished;
     {
@@ -222,10 +243,6 @@ class SubmitSession final
     uint64_t job_id = 0;
     bool ended = false;
     std::optional<Event> held;  // Submission order: terminal event waiting.
-  };
-  struct Outgoing {
-    Event event;
-    uint64_t client_tag;
   };
   using ItemMap = absl::flat_hash_map<uint64_t, Item>;
 
@@ -346,7 +363,7 @@ class SubmitSession final
         for (int n = 0; n < kMaxEventsPerMessage && !out_.items.empty() &&
                         bytes < kMaxBytesPerMessage;
              ++n) {
-          const Outgoing& o = out_.items.front();
+          const TaggedEvent& o = out_.items.front();
           v1::JobEvent* e = response_.add_events();
           ToProto(o.event, o.client_tag, e);
           bytes += e->ByteSizeLong();
@@ -401,7 +418,6 @@ class SubmitSession final
   v1::SubmitResponse response_;
   bool got_options_ = false;  // Read side only.
 
-  absl::Mutex mu_;
   v1::SubmitOptions options_ ABSL_GUARDED_BY(mu_);
   uint32_t window_ ABSL_GUARDED_BY(mu_) = 1;
   uint32_t mask_ = kAllEvents;  // Set before the first Submit; read side.
@@ -409,7 +425,6 @@ class SubmitSession final
   size_t unsent_ends_ ABSL_GUARDED_BY(mu_) = 0;  // Queued, not yet written.
   uint64_t next_index_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_release_ ABSL_GUARDED_BY(mu_) = 0;
-  Outbox<Outgoing> out_ ABSL_GUARDED_BY(mu_);
   bool read_starting_ ABSL_GUARDED_BY(mu_) = false;  // See Pump().
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
@@ -420,12 +435,14 @@ class SubmitSession final
 // ---------------------------------------------------------------------------
 // WatchJobs: server stream of events of some or all jobs.
 class WatchSession final
-    : public grpc::ServerWriteReactor<v1::WatchJobsResponse>,
+    : public OutboxReactor<
+          WatchSession, grpc::ServerWriteReactor<v1::WatchJobsResponse>, Event>,
       public EventSink,
       public StreamSession,
       public std::enable_shared_from_this<WatchSession> {
  public:
   explicit WatchSession(JobServiceImpl& service) : service_(service) {}
+  friend OutboxReactor;  // Calls Pump().
 
   void Begin(const v1::WatchJobsRequest& request) {
     self_ = shared_from_this();
@@ -492,22 +509,6 @@ class WatchSession final
 
   void Flush() override { Pump(); }
 
-  void OnWriteDone(bool ok) override {
-    {
-      absl::MutexLock lock(&mu_);
-      out_.WriteDone(ok);
-    }
-    Pump();
-  }
-
-  void OnCancel() override {
-    {
-      absl::MutexLock lock(&mu_);
-      out_.Abort(kClientCancelled);
-    }
-    Pump();
-  }
-
   void OnDone() override {
     {
       absl::MutexLock lock(&mu_);
@@ -560,10 +561,8 @@ class WatchSession final
   std::vector<uint64_t> ids_;       // Set in Begin(), then const.
   v1::WatchJobsResponse response_;  // Write-token holder only.
 
-  absl::Mutex mu_;
   v1::WatchJobsResponse header_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<uint64_t> remaining_ ABSL_GUARDED_BY(mu_);
-  Outbox<Event> out_ ABSL_GUARDED_BY(mu_);
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool header_sent_ ABSL_GUARDED_BY(mu_) = false;
