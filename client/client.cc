@@ -220,6 +220,23 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
         absl::FormatDuration(core->options.connect_timeout)));
   }
   core->stub = v1::JobService::NewStub(core->channel);
+  // Learn the daemon's limits so batches and windows never exceed them.
+  grpc::ClientContext context;
+  core->PrepareUnary(&context);
+  v1::GetStatsResponse stats;
+  const grpc::Status s = core->stub->GetStats(&context, {}, &stats);
+  if (!s.ok()) return core->FromGrpc(s, "GetStats");
+  const v1::ServerLimits& limits = stats.limits();
+  if (limits.max_jobs_per_request() > 0) {
+    core->server_max_batch = limits.max_jobs_per_request();
+    core->options.max_batch =
+        std::min<int>(core->options.max_batch, limits.max_jobs_per_request());
+  }
+  if (limits.max_window() > 0) {
+    core->server_max_window = limits.max_window();
+    core->options.submit_window =
+        std::min(core->options.submit_window, limits.max_window());
+  }
   return std::unique_ptr<Client>(new Client(std::move(core)));
 }
 

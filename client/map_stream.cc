@@ -37,6 +37,14 @@ class MapStreamImpl {
     }
     if (options_.window == 0) options_.window = 1;
     if (options_.max_batch <= 0) options_.max_batch = 1;
+    // Never more than the daemon accepts (it would end the stream).
+    if (core_->server_max_batch > 0) {
+      options_.max_batch =
+          std::min<int>(options_.max_batch, core_->server_max_batch);
+    }
+    if (core_->server_max_window > 0) {
+      options_.window = std::min(options_.window, core_->server_max_window);
+    }
     batch_limit_ = static_cast<uint32_t>(
         std::min<int64_t>(options_.max_batch, options_.window));
     // Write when at least this much of the window is free (or nothing is in

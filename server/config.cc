@@ -86,7 +86,7 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "Largest Submit-stream window a client may ask for")
       ->capture_default_str()
       ->check(CLI::Range(1u, 10000000u));
-  app.add_option("--max-message-bytes", c.max_message_bytes,
+  app.add_option("--max-message-bytes", c.service.max_message_bytes,
                  "Largest gRPC message received or sent")
       ->capture_default_str()
       ->check(CLI::Range(size_t{4096}, size_t{1} << 30));

@@ -22,7 +22,6 @@ struct DaemonConfig {
   int thread_workers = 8;
   SchedulerOptions scheduler;
   ServiceLimits service;
-  size_t max_message_bytes = 16 << 20;  // gRPC receive/send limit.
   absl::Duration shutdown_grace = absl::Seconds(10);
   bool testing_tasks = false;
   std::string log_level = "info";

@@ -156,8 +156,10 @@ int Run(int argc, char** argv) {
 
   JobServiceImpl service(scheduler, registry, config.service, JOBD_VERSION);
   grpc::ServerBuilder builder;
-  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
-  builder.SetMaxSendMessageSize(static_cast<int>(config.max_message_bytes));
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(config.service.max_message_bytes));
+  builder.SetMaxSendMessageSize(
+      static_cast<int>(config.service.max_message_bytes));
   builder.RegisterService(&service);
   std::vector<std::string> listening;
   if (!config.unix_socket.empty()) {

@@ -741,6 +741,13 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetStats(
     v1::GetStatsResponse* response) {
   *response = scheduler_.GetStats();
   response->set_version(version_);
+  v1::ServerLimits* l = response->mutable_limits();
+  l->set_max_jobs_per_request(
+      static_cast<uint32_t>(limits_.max_jobs_per_request));
+  l->set_default_window(limits_.default_window);
+  l->set_max_window(limits_.max_window);
+  l->set_max_payload_bytes(limits_.spec.max_payload_bytes);
+  l->set_max_message_bytes(limits_.max_message_bytes);
   return Reply(context, absl::OkStatus());
 }
 

@@ -30,6 +30,7 @@ struct ServiceLimits {
   uint32_t max_window = 65536;
   // A watcher that falls this many events behind is dropped (it can resume).
   size_t max_watch_backlog = 65536;
+  size_t max_message_bytes = 16 << 20;  // Reported to clients (GetStats).
 };
 
 // Converts at the RPC edge.

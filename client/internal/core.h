@@ -21,7 +21,11 @@
 namespace jobd::client::internal {
 
 struct Core {
-  ClientOptions options;  // address resolved (never empty).
+  // Address resolved (never empty); max_batch and submit_window clamped to
+  // the daemon's limits (GetStats at Connect).
+  ClientOptions options;
+  uint32_t server_max_batch = 0;   // 0: unknown.
+  uint32_t server_max_window = 0;  // 0: unknown.
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::JobService::Stub> stub;
 

@@ -106,6 +106,26 @@ TEST_F(JobctlTest, MapOrderedAndUnordered) {
   EXPECT_EQ(r.out, "1\t10\n2\t100\n0\t300\n");
 }
 
+TEST_F(JobctlTest, MapFitsADaemonWithSmallLimits) {
+  // Smaller than the client's default batch (1024) and window: the client
+  // learns the limits at connect time instead of having its stream ended.
+  auto d =
+      testing::Daemon::Start({"--max-jobs-per-request", "100", "--max-window",
+                              "200", "--default-window", "200"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  daemon_ = *std::move(d);
+  std::string input, expected;
+  for (int i = 0; i < 2500; ++i) {
+    input += std::to_string(i) + "\n";
+    expected += std::to_string(i) + "\n";
+  }
+  CommandResult r = Jobctl({"map", "echo", "--ordered"}, input);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, expected);
+  r = Jobctl({"--json", "stats"});
+  EXPECT_THAT(r.out, HasSubstr("\"max_jobs_per_request\":100"));
+}
+
 TEST_F(JobctlTest, MapJsonReportsBadLinesAndFails) {
   CommandResult r = Jobctl({"--json", "map", "sleep", "--ordered"},
                            "1\n\"not a number\"\n2\n");
