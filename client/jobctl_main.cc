@@ -214,6 +214,14 @@ absl::StatusOr<absl::Duration> ParseDurationArg(const std::string& text,
       "{}: '{}' is not a duration (like 500ms, 2s, 1m, 1h30m)", flag, text));
 }
 
+// An optional duration flag: `fallback` when it was not given.
+absl::StatusOr<absl::Duration> ParseOptionalDuration(const std::string& text,
+                                                     std::string_view flag,
+                                                     absl::Duration fallback) {
+  if (text.empty()) return fallback;
+  return ParseDurationArg(text, flag);
+}
+
 std::optional<v1::JobKind> ParseKind(std::string_view s) {
   if (s == "cpu" || s == "cpu-bound") return v1::JOB_KIND_CPU_BOUND;
   if (s == "io" || s == "io-bound") return v1::JOB_KIND_IO_BOUND;
@@ -595,21 +603,18 @@ int RunSubmit(const Globals& g, const SubmitArgs& a) {
     spec.set_executor(*e);
   }
   spec.set_priority(a.priority);
-  if (!a.timeout.empty()) {
-    auto d = ParseDurationArg(a.timeout, "--timeout");
-    if (!d.ok()) return Usage(Msg(d.status()));
-    if (*d != absl::InfiniteDuration()) {
-      *spec.mutable_timeout() = jobd::client::ToProtoDuration(*d);
-    }
+  auto timeout =
+      ParseOptionalDuration(a.timeout, "--timeout", absl::InfiniteDuration());
+  if (!timeout.ok()) return Usage(Msg(timeout.status()));
+  if (*timeout != absl::InfiniteDuration()) {
+    *spec.mutable_timeout() = jobd::client::ToProtoDuration(*timeout);
   }
   spec.set_idempotency_key(a.idempotency_key);
-  absl::Duration wait_timeout = absl::InfiniteDuration();
   const bool wait = a.wait || !a.wait_timeout.empty();
-  if (!a.wait_timeout.empty()) {
-    auto d = ParseDurationArg(a.wait_timeout, "--wait-timeout");
-    if (!d.ok()) return Usage(Msg(d.status()));
-    wait_timeout = *d;
-  }
+  auto wait_limit = ParseOptionalDuration(a.wait_timeout, "--wait-timeout",
+                                          absl::InfiniteDuration());
+  if (!wait_limit.ok()) return Usage(Msg(wait_limit.status()));
+  const absl::Duration wait_timeout = *wait_limit;
 
   JOBCTL_CONNECT(client, g);
   Future future = client->Submit(std::move(spec));
@@ -761,16 +766,13 @@ int RunMap(const Globals& g, const MapArgs& a) {
     }
     options.executor = *e;
   }
-  if (!a.timeout.empty()) {
-    auto d = ParseDurationArg(a.timeout, "--timeout");
-    if (!d.ok()) return Usage(Msg(d.status()));
-    options.timeout = *d;
-  }
-  if (!a.deadline.empty()) {
-    auto d = ParseDurationArg(a.deadline, "--deadline");
-    if (!d.ok()) return Usage(Msg(d.status()));
-    options.deadline = *d;
-  }
+  auto timeout = ParseOptionalDuration(a.timeout, "--timeout", options.timeout);
+  if (!timeout.ok()) return Usage(Msg(timeout.status()));
+  options.timeout = *timeout;
+  auto deadline =
+      ParseOptionalDuration(a.deadline, "--deadline", options.deadline);
+  if (!deadline.ok()) return Usage(Msg(deadline.status()));
+  options.deadline = *deadline;
   options.priority = a.priority;
 
   JOBCTL_CONNECT(client, g);
@@ -877,12 +879,10 @@ int RunMap(const Globals& g, const MapArgs& a) {
 
 int RunGet(const Globals& g, const std::string& id,
            const std::string& wait_text) {
-  absl::Duration wait = absl::ZeroDuration();
-  if (!wait_text.empty()) {
-    auto d = ParseDurationArg(wait_text, "--wait");
-    if (!d.ok()) return Usage(Msg(d.status()));
-    wait = *d;
-  }
+  auto parsed_wait =
+      ParseOptionalDuration(wait_text, "--wait", absl::ZeroDuration());
+  if (!parsed_wait.ok()) return Usage(Msg(parsed_wait.status()));
+  const absl::Duration wait = *parsed_wait;
   JOBCTL_CONNECT(client, g);
   absl::StatusOr<v1::Job> job = client->GetJob(id, wait);
   if (!job.ok()) return Fail(job.status());
@@ -903,12 +903,10 @@ int RunGet(const Globals& g, const std::string& id,
 
 int RunWait(const Globals& g, const std::vector<std::string>& ids,
             const std::string& timeout_text) {
-  absl::Duration timeout = absl::InfiniteDuration();
-  if (!timeout_text.empty()) {
-    auto d = ParseDurationArg(timeout_text, "--timeout");
-    if (!d.ok()) return Usage(Msg(d.status()));
-    timeout = *d;
-  }
+  auto parsed_timeout = ParseOptionalDuration(timeout_text, "--timeout",
+                                              absl::InfiniteDuration());
+  if (!parsed_timeout.ok()) return Usage(Msg(parsed_timeout.status()));
+  const absl::Duration timeout = *parsed_timeout;
   JOBCTL_CONNECT(client, g);
   const absl::Time deadline = absl::Now() + timeout;
   int code = kExitOk;
