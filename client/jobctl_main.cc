@@ -237,6 +237,26 @@ std::optional<v1::Executor> ParseExecutor(std::string_view s) {
   return std::nullopt;
 }
 
+// --kind and --executor of submit and map; an empty --executor lets jobd
+// route. InvalidArgument naming the flag otherwise.
+absl::StatusOr<std::pair<v1::JobKind, v1::Executor>> ParseRouting(
+    const std::string& kind_text, const std::string& executor_text) {
+  std::optional<v1::JobKind> kind = ParseKind(kind_text);
+  if (!kind) {
+    return absl::InvalidArgumentError(
+        fmt::format("--kind: '{}' is not one of cpu, io, auto", kind_text));
+  }
+  std::optional<v1::Executor> executor = executor_text.empty()
+                                             ? v1::EXECUTOR_UNSPECIFIED
+                                             : ParseExecutor(executor_text);
+  if (!executor) {
+    return absl::InvalidArgumentError(
+        fmt::format("--executor: '{}' is not one of process, thread, reactor",
+                    executor_text));
+  }
+  return std::make_pair(*kind, *executor);
+}
+
 std::optional<v1::JobState> ParseState(std::string s) {
   for (char& c : s) c = static_cast<char>(std::toupper(c));
   if (s.rfind("JOB_STATE_", 0) != 0) s = "JOB_STATE_" + s;
@@ -587,21 +607,10 @@ int RunSubmit(const Globals& g, const SubmitArgs& a) {
     }
     spec.set_payload(std::move(data));
   }
-  std::optional<v1::JobKind> kind = ParseKind(a.kind);
-  if (!kind) {
-    return Usage(
-        fmt::format("--kind: '{}' is not one of cpu, io, auto", a.kind));
-  }
-  spec.set_kind(*kind);
-  if (!a.executor.empty()) {
-    std::optional<v1::Executor> e = ParseExecutor(a.executor);
-    if (!e) {
-      return Usage(
-          fmt::format("--executor: '{}' is not one of process, thread, reactor",
-                      a.executor));
-    }
-    spec.set_executor(*e);
-  }
+  auto routing = ParseRouting(a.kind, a.executor);
+  if (!routing.ok()) return Usage(Msg(routing.status()));
+  spec.set_kind(routing->first);
+  spec.set_executor(routing->second);
   spec.set_priority(a.priority);
   auto timeout =
       ParseOptionalDuration(a.timeout, "--timeout", absl::InfiniteDuration());
@@ -751,21 +760,10 @@ int RunMap(const Globals& g, const MapArgs& a) {
   options.ordered = a.ordered;
   if (a.window == 0) return Usage("--window: must be > 0");
   options.window = a.window;
-  std::optional<v1::JobKind> kind = ParseKind(a.kind);
-  if (!kind) {
-    return Usage(
-        fmt::format("--kind: '{}' is not one of cpu, io, auto", a.kind));
-  }
-  options.kind = *kind;
-  if (!a.executor.empty()) {
-    std::optional<v1::Executor> e = ParseExecutor(a.executor);
-    if (!e) {
-      return Usage(
-          fmt::format("--executor: '{}' is not one of process, thread, reactor",
-                      a.executor));
-    }
-    options.executor = *e;
-  }
+  auto routing = ParseRouting(a.kind, a.executor);
+  if (!routing.ok()) return Usage(Msg(routing.status()));
+  options.kind = routing->first;
+  options.executor = routing->second;
   auto timeout = ParseOptionalDuration(a.timeout, "--timeout", options.timeout);
   if (!timeout.ok()) return Usage(Msg(timeout.status()));
   options.timeout = *timeout;
