@@ -372,6 +372,18 @@ absl::StatusOr<v1::GetStatsResponse> Client::GetStats() {
   return response;
 }
 
+absl::StatusOr<bool> Client::ClearQuarantine(const std::string& task) {
+  grpc::ClientContext context;
+  core_->PrepareUnary(&context);
+  v1::ClearQuarantineRequest request;
+  request.set_task(task);
+  v1::ClearQuarantineResponse response;
+  const grpc::Status status =
+      core_->stub->ClearQuarantine(&context, request, &response);
+  if (!status.ok()) return core_->FromGrpc(status, "ClearQuarantine");
+  return response.was_quarantined();
+}
+
 WatchStream Client::Watch(WatchOptions options) {
   return WatchStream(
       std::make_unique<internal::WatchStreamImpl>(core_, std::move(options)));

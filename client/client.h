@@ -85,6 +85,9 @@ struct MapOptions {
   // Run-time limit of each job (spec.timeout); infinite = none.
   absl::Duration timeout = absl::InfiniteDuration();
   int32_t priority = 0;
+  // Process pool: jobs travel to a worker in chunks of up to this many
+  // (JobSpec.chunksize; Python's map chunksize). For many tiny jobs.
+  uint32_t chunksize = 1;
   // Only REJECTED and terminal events on the stream (Map needs no more);
   // false: every event (ACCEPTED, STARTED, PROGRESS too).
   bool terminal_only = true;
@@ -246,6 +249,9 @@ class Client {
       const ListJobsFilter& filter = {});
   absl::StatusOr<std::vector<v1::TaskInfo>> ListTasks();
   absl::StatusOr<v1::GetStatsResponse> GetStats();
+  // Lifts a task's quarantine; returns whether it was quarantined.
+  // NOT_FOUND for an unknown task.
+  absl::StatusOr<bool> ClearQuarantine(const std::string& task);
 
   // WatchJobs as a stream of events.
   WatchStream Watch(WatchOptions options);

@@ -719,6 +719,7 @@ struct MapArgs {
   std::string timeout;
   int priority = 0;
   std::string deadline;
+  uint32_t chunksize = 1;
   bool progress = true;
 };
 
@@ -772,6 +773,7 @@ int RunMap(const Globals& g, const MapArgs& a) {
   if (!deadline.ok()) return Usage(Msg(deadline.status()));
   options.deadline = *deadline;
   options.priority = a.priority;
+  options.chunksize = a.chunksize;
 
   JOBCTL_CONNECT(client, g);
   LineReader lines(STDIN_FILENO);
@@ -1083,7 +1085,8 @@ int RunTasks(const Globals& g) {
       if (!p.required()) params += "=" + ValueJson(p.default_value());
     }
     if (t.variadic()) params += params.empty() ? "..." : " ...";
-    rows.push_back({t.name(), KindName(t.default_kind()),
+    rows.push_back({t.quarantined() ? t.name() + " (QUARANTINED)" : t.name(),
+                    KindName(t.default_kind()),
                     executors.empty() ? "-" : executors,
                     params.empty() ? "-" : params, t.description()});
   }
@@ -1130,6 +1133,55 @@ int RunStats(const Globals& g) {
                       std::to_string(e.cancelled())});
     }
     PrintTable(rows);
+  }
+  if (s.has_process_pool()) {
+    const v1::ProcessPoolStats& p = s.process_pool();
+    fmt::print(
+        "\nprocess pool: fork server pid {}, restarts {}, workers "
+        "forked {}\n",
+        p.fork_server_pid(), p.fork_server_restarts(), p.workers_spawned());
+    std::string retired;
+    for (const auto& [reason, count] : p.retired()) {
+      retired +=
+          fmt::format("{}{}={}", retired.empty() ? "" : ", ", reason, count);
+    }
+    fmt::print("retired: {}\n", retired.empty() ? "none" : retired);
+    if (p.quarantined_tasks_size() > 0) {
+      std::string tasks;
+      for (const std::string& t : p.quarantined_tasks()) {
+        tasks += (tasks.empty() ? "" : ", ") + t;
+      }
+      fmt::print("quarantined tasks: {}\n", tasks);
+    }
+    std::vector<std::vector<std::string>> rows;
+    rows.push_back(
+        {"SLOT", "PID", "STATE", "JOBS", "RSS", "CURRENT JOB", "STARTED"});
+    for (const v1::WorkerStats& w : p.workers()) {
+      rows.push_back(
+          {std::to_string(w.slot()), w.pid() ? std::to_string(w.pid()) : "-",
+           w.state(), std::to_string(w.jobs_done()),
+           fmt::format("{:.1f} MiB",
+                       static_cast<double>(w.rss_bytes()) / (1 << 20)),
+           w.current_job_id() ? std::to_string(w.current_job_id()) : "-",
+           w.has_started() ? FormatTime(w.started()) : "-"});
+    }
+    PrintTable(rows);
+  }
+  return kExitOk;
+}
+
+int RunUnquarantine(const Globals& g, const std::string& task) {
+  JOBCTL_CONNECT(client, g);
+  absl::StatusOr<bool> was = client->ClearQuarantine(task);
+  if (!was.ok()) return Fail(was.status());
+  if (g.json) {
+    v1::ClearQuarantineResponse response;
+    response.set_was_quarantined(*was);
+    fmt::print("{}\n", ToJson(response, true));
+  } else {
+    fmt::print("{}\n",
+               *was ? fmt::format("task '{}' released from quarantine", task)
+                    : fmt::format("task '{}' was not quarantined", task));
   }
   return kExitOk;
 }
@@ -1208,6 +1260,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   map_cmd->add_option("--executor", map.executor,
                       "process, thread or reactor (default: jobd routes)");
+  map_cmd
+      ->add_option("--chunksize", map.chunksize,
+                   "Process pool: send jobs to a worker in chunks of up "
+                   "to this many (for many tiny jobs)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 65536u));
   map_cmd->add_option("--priority", map.priority, "Higher runs first")
       ->capture_default_str();
   map_cmd->add_option("--timeout", map.timeout,
@@ -1268,7 +1326,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   CLI::App* tasks_cmd = app.add_subcommand("tasks", "List registered tasks");
-  CLI::App* stats_cmd = app.add_subcommand("stats", "Show daemon counters");
+  CLI::App* stats_cmd = app.add_subcommand(
+      "stats", "Show daemon counters and the process pool's workers");
+  std::string unquarantine_task;
+  CLI::App* unquarantine_cmd = app.add_subcommand(
+      "unquarantine",
+      "Let a quarantined task (one that kept killing its worker) run again");
+  unquarantine_cmd->add_option("task", unquarantine_task, "Task name")
+      ->required();
 
   // CLI11 splits a value written "[a,b]" into several values; a JSON array
   // argument must stay one. Hide such values behind a marker byte while
@@ -1315,5 +1380,6 @@ int main(int argc, char** argv) {
   if (ls_cmd->parsed()) return RunLs(g, ls_states, ls_task, ls_limit);
   if (tasks_cmd->parsed()) return RunTasks(g);
   if (stats_cmd->parsed()) return RunStats(g);
+  if (unquarantine_cmd->parsed()) return RunUnquarantine(g, unquarantine_task);
   return Usage("no command given (see: jobctl --help)");
 }

@@ -1,6 +1,7 @@
 #include "server/config.h"
 
 #include <iostream>
+#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "jobd/v1/default_address.h"
@@ -30,9 +31,9 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   ParsedArgs parsed;
   DaemonConfig& c = parsed.config;
   CLI::App app{
-      "jobd: a job-execution daemon. Accepts jobs over gRPC and runs them on a "
-      "thread pool (process pool and coroutine reactor to come), streaming "
-      "their events back.",
+      "jobd: a job-execution daemon. Accepts jobs over gRPC and runs them in "
+      "a pool of worker processes or on a thread pool, streaming their "
+      "events back.",
       "jobd"};
   app.set_version_flag("--version", JOBD_VERSION);
   app.set_config("--config", "",
@@ -42,7 +43,11 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
 
   c.unix_socket = v1::DefaultSocketPath();
   c.tcp_address = v1::kDefaultTcpAddress;
-  std::string retention_ttl = "1h", grace = "10s";
+  std::string retention_ttl = "1h", grace = "10s", cancel_grace = "500ms",
+              kill_grace = "100ms";
+  ProcessPoolOptions& pool = c.process_pool;
+  pool.workers =
+      static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--unix-socket", c.unix_socket,
                  "Unix socket path to listen on; 'none' for no Unix socket")
       ->capture_default_str();
@@ -54,6 +59,50 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "Threads of the thread-pool executor")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
+  app.add_option("--process-workers", pool.workers,
+                 "Worker processes of the process pool (default: the number "
+                 "of cores); 0 disables the pool")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--max-jobs-per-worker", pool.max_jobs_per_worker,
+                 "Replace a worker process after this many jobs "
+                 "(maxtasksperchild); 0 = never")
+      ->capture_default_str();
+  app.add_option("--max-worker-rss", pool.max_worker_rss,
+                 "Resident memory a worker may use (e.g. 512M, 2G), checked "
+                 "while jobs run: over it, a busy worker is killed (its job "
+                 "fails OUT_OF_MEMORY) and an idle one replaced; 0 = no limit")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--worker-rlimit-as", pool.max_address_space,
+                 "RLIMIT_AS of each worker (e.g. 4G); allocations beyond fail "
+                 "the job with OUT_OF_MEMORY; 0 = unlimited")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--worker-rlimit-cpu", pool.max_cpu_seconds,
+                 "RLIMIT_CPU of each worker process, in CPU seconds over its "
+                 "life; 0 = unlimited")
+      ->capture_default_str();
+  app.add_option("--worker-rlimit-nofile", pool.max_open_files,
+                 "RLIMIT_NOFILE of each worker; 0 = inherited")
+      ->capture_default_str();
+  app.add_option("--cancel-grace", cancel_grace,
+                 "A cancelled or timed-out process-pool job gets this long to "
+                 "stop cooperatively before its worker gets SIGTERM")
+      ->capture_default_str();
+  app.add_option("--kill-grace", kill_grace,
+                 "Time between SIGTERM and SIGKILL for such a worker")
+      ->capture_default_str();
+  app.add_option("--quarantine-after", pool.quarantine_after,
+                 "Quarantine a task after it killed its worker this many "
+                 "times in a row; 0 = never")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("--max-chunk", pool.max_chunk,
+                 "Largest chunk of jobs sent to a worker in one frame "
+                 "(JobSpec.chunksize is capped to it)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
   app.add_option("--max-queued", c.scheduler.max_queued,
                  "Jobs queued (not running) at most; beyond, submits are "
                  "rejected with RESOURCE_EXHAUSTED")
@@ -134,6 +183,11 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   if (!s.ok()) return s;
   s = ParseDurationFlag(grace, "shutdown-grace", &c.shutdown_grace, true);
   if (!s.ok()) return s;
+  s = ParseDurationFlag(cancel_grace, "cancel-grace", &pool.cancel_grace, true);
+  if (!s.ok()) return s;
+  s = ParseDurationFlag(kill_grace, "kill-grace", &pool.kill_grace, true);
+  if (!s.ok()) return s;
+  if (c.testing_tasks) pool.fork_server_args.push_back("--testing-tasks");
   return parsed;
 }
 

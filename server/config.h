@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "server/scheduler.h"
 #include "server/service.h"
+#include "workers/process_pool.h"
 
 namespace jobd {
 
@@ -20,6 +21,8 @@ struct DaemonConfig {
   std::string unix_socket;  // Empty: no Unix socket.
   std::string tcp_address;  // host:port; empty: no TCP listener.
   int thread_workers = 8;
+  // process_pool.workers == 0 disables the process pool.
+  ProcessPoolOptions process_pool;
   SchedulerOptions scheduler;
   ServiceLimits service;
   absl::Duration shutdown_grace = absl::Seconds(10);

@@ -1,4 +1,5 @@
 // jobd: the daemon's entry point. Parses config, builds the task registry,
+// forks the process pool's fork server (before any thread exists), builds the
 // scheduler, executors and gRPC server, prints where it listens, then waits
 // for SIGINT/SIGTERM and shuts down gracefully:
 //   stop accepting -> running jobs finish within --shutdown-grace -> the rest
@@ -12,10 +13,13 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -26,6 +30,8 @@
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 #include "workers/builtin_tasks.h"
+#include "workers/fork_server.h"
+#include "workers/process_pool.h"
 #include "workers/thread_pool.h"
 
 namespace jobd {
@@ -106,7 +112,26 @@ std::string JobctlCommand() {
   return "jobctl";
 }
 
+// `jobd --internal-fork-server FD [--testing-tasks]`: a replacement fork
+// server started by a running daemon (workers/fork_server.h).
+[[noreturn]] void RunForkServerMode(int argc, char** argv) {
+  const int fd = argc > 2 ? std::atoi(argv[2]) : -1;
+  bool testing_tasks = false;
+  for (int i = 3; i < argc; ++i) {
+    testing_tasks |= std::string_view(argv[i]) == "--testing-tasks";
+  }
+  TaskRegistry registry;
+  if (fd < 0 ||
+      !RegisterBuiltinTasks(registry, {.testing_tasks = testing_tasks}).ok()) {
+    _exit(kExitStartup);
+  }
+  RunForkServer(fd, registry);
+}
+
 int Run(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == kForkServerFlag) {
+    RunForkServerMode(argc, argv);
+  }
   // Signals are taken synchronously by sigwait() below; block them before any
   // thread exists so every thread inherits the mask.
   sigset_t signals;
@@ -149,10 +174,27 @@ int Run(int argc, char** argv) {
     return kExitStartup;
   }
 
+  // Still one thread: the only safe moment to fork.
+  std::optional<ForkServerProcess> fork_server;
+  if (config.process_pool.workers > 0) {
+    absl::StatusOr<ForkServerProcess> started = ForkForkServer(registry);
+    if (!started.ok()) {
+      spdlog::critical("starting the fork server: {}",
+                       started.status().ToString());
+      return kExitStartup;
+    }
+    fork_server = *std::move(started);
+  }
+
   RealClock clock;
   Scheduler scheduler(config.scheduler, clock);
   scheduler.AddExecutor(std::make_unique<ThreadPoolExecutor>(
       config.thread_workers, scheduler.listener_for(v1::EXECUTOR_THREAD)));
+  if (fork_server.has_value()) {
+    scheduler.AddExecutor(std::make_unique<ProcessPoolExecutor>(
+        config.process_pool, *std::move(fork_server),
+        scheduler.listener_for(v1::EXECUTOR_PROCESS)));
+  }
 
   JobServiceImpl service(scheduler, registry, config.service, JOBD_VERSION);
   grpc::ServerBuilder builder;
@@ -207,8 +249,11 @@ int Run(int argc, char** argv) {
   std::printf("  try: %s --address %s submit echo hello --wait\n",
               JobctlCommand().c_str(), try_address.c_str());
   std::fflush(stdout);
-  spdlog::info("jobd {} serving on {} with {} thread worker(s)", JOBD_VERSION,
-               absl::StrJoin(listening, ", "), config.thread_workers);
+  spdlog::info(
+      "jobd {} serving on {} with {} thread worker(s) and {} worker "
+      "process(es)",
+      JOBD_VERSION, absl::StrJoin(listening, ", "), config.thread_workers,
+      config.process_pool.workers);
 
   for (;;) {
     int sig = 0;

@@ -238,40 +238,74 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
   Lane& lane = lanes_[kind];
   if (draining_ || lane.executor == nullptr) return;
   const int capacity = lane.executor->capacity();
+  const int max_chunk = lane.executor->max_chunk();
+  std::vector<JobRun> chunk;
   while (lane.busy < capacity && lane.queued > 0) {
-    auto bucket = lane.queue.begin();
-    const uint64_t id = bucket->second.front();
-    bucket->second.pop_front();
-    if (bucket->second.empty()) lane.queue.erase(bucket);
-    auto it = jobs_.find(id);
-    if (it == jobs_.end() || it->second->state != v1::JOB_STATE_QUEUED) {
-      --lane.stale;  // Cancelled while queued.
-      continue;
+    // The head job, then (chunking executors) the queued jobs right behind
+    // it in the same priority that also allow chunking.
+    size_t limit = 1;
+    while (lane.queued > 0 && chunk.size() < limit) {
+      auto bucket = lane.queue.begin();
+      if (!chunk.empty() && bucket->first != chunk.front().spec->priority()) {
+        break;
+      }
+      const uint64_t id = bucket->second.front();
+      auto it = jobs_.find(id);
+      if (it == jobs_.end() || it->second->state != v1::JOB_STATE_QUEUED) {
+        bucket->second.pop_front();
+        if (bucket->second.empty()) lane.queue.erase(bucket);
+        --lane.stale;  // Cancelled while queued.
+        continue;
+      }
+      const size_t chunksize = std::min<size_t>(
+          std::max<uint32_t>(it->second->spec->chunksize(), 1), max_chunk);
+      if (chunk.empty()) {
+        limit = chunksize;
+      } else if (chunksize <= 1) {
+        break;  // It wants to travel alone.
+      } else {
+        limit = std::min(limit, chunksize);
+        if (chunk.size() >= limit) break;
+      }
+      bucket->second.pop_front();
+      if (bucket->second.empty()) lane.queue.erase(bucket);
+      --lane.queued;
+      chunk.push_back(StartRun(*it->second, after));
     }
-    --lane.queued;
-    Job& job = *it->second;
-    const absl::Time now = clock_.Now();
-    job.state = v1::JOB_STATE_RUNNING;
-    job.start_time = now;
-    job.cancel = std::make_shared<CancelToken>();
+    if (chunk.empty()) break;
     ++lane.busy;
-    ++running_;
-    JobRun run;
-    run.job_id = job.id;
-    run.task = job.task;
-    run.args = job.args;
-    run.cancel = job.cancel;
-    if (job.spec->has_timeout()) {
-      const absl::Duration timeout = FromProto(job.spec->timeout());
-      run.deadline = now + timeout;
-      job.timeout_timer =
-          timers_.Schedule(run.deadline, [this, id] { OnTimeout(id); });
+    if (chunk.size() == 1) {
+      lane.executor->Start(std::move(chunk.front()));
+    } else {
+      lane.executor->StartChunk(std::move(chunk));
     }
-    Event e;
-    e.type = v1::EVENT_TYPE_STARTED;
-    Emit(job, std::move(e), after);
-    lane.executor->Start(std::move(run));
+    chunk.clear();
   }
+}
+
+JobRun Scheduler::StartRun(Job& job, After& after) {
+  const absl::Time now = clock_.Now();
+  job.state = v1::JOB_STATE_RUNNING;
+  job.start_time = now;
+  job.cancel = std::make_shared<CancelToken>();
+  ++running_;
+  JobRun run;
+  run.job_id = job.id;
+  run.task = job.task;
+  run.spec = job.spec;
+  run.args = job.args;
+  run.cancel = job.cancel;
+  if (job.spec->has_timeout()) {
+    const absl::Duration timeout = FromProto(job.spec->timeout());
+    run.deadline = now + timeout;
+    const uint64_t id = job.id;
+    job.timeout_timer =
+        timers_.Schedule(run.deadline, [this, id] { OnTimeout(id); });
+  }
+  Event e;
+  e.type = v1::EVENT_TYPE_STARTED;
+  Emit(job, std::move(e), after);
+  return run;
 }
 
 void Scheduler::Emit(Job& job, Event event, After& after) {
@@ -372,7 +406,7 @@ void Scheduler::OnFinished(v1::Executor kind, uint64_t id, JobOutcome outcome) {
   {
     absl::MutexLock lock(&mu_);
     Lane& lane = lanes_[kind];
-    --lane.busy;
+    if (outcome.frees_slot) --lane.busy;
     auto it = jobs_.find(id);
     if (it != jobs_.end()) {
       Job& job = *it->second;
@@ -624,32 +658,57 @@ std::vector<v1::Job> Scheduler::ListJobs(const ListJobsQuery& query) const {
 
 v1::GetStatsResponse Scheduler::GetStats() const {
   v1::GetStatsResponse stats;
-  absl::MutexLock lock(&mu_);
-  for (int i = 1; i < 4; ++i) {
-    const Lane& lane = lanes_[i];
-    v1::ExecutorStats* s = stats.add_executors();
-    s->set_executor(static_cast<v1::Executor>(i));
-    s->set_enabled(lane.executor != nullptr);
-    s->set_workers(lane.executor ? lane.executor->capacity() : 0);
-    s->set_busy(lane.busy);
-    s->set_queued(lane.queued);
-    s->set_completed(lane.succeeded);
-    s->set_failed(lane.failed);
-    s->set_cancelled(lane.cancelled);
-    stats.set_succeeded(stats.succeeded() + lane.succeeded);
-    stats.set_failed(stats.failed() + lane.failed);
-    stats.set_cancelled(stats.cancelled() + lane.cancelled);
+  std::vector<const JobExecutor*> executors;
+  {
+    absl::MutexLock lock(&mu_);
+    for (int i = 1; i < 4; ++i) {
+      const Lane& lane = lanes_[i];
+      v1::ExecutorStats* s = stats.add_executors();
+      s->set_executor(static_cast<v1::Executor>(i));
+      s->set_enabled(lane.executor != nullptr);
+      s->set_workers(lane.executor ? lane.executor->capacity() : 0);
+      s->set_busy(lane.busy);
+      s->set_queued(lane.queued);
+      s->set_completed(lane.succeeded);
+      s->set_failed(lane.failed);
+      s->set_cancelled(lane.cancelled);
+      stats.set_succeeded(stats.succeeded() + lane.succeeded);
+      stats.set_failed(stats.failed() + lane.failed);
+      stats.set_cancelled(stats.cancelled() + lane.cancelled);
+    }
+    stats.set_accepted(accepted_);
+    stats.set_rejected(rejected_);
+    stats.set_live(live_);
+    stats.set_retained(ended_.size());
+    const absl::Time now = clock_.Now();
+    *stats.mutable_uptime() = ToProtoDuration(now - start_time_);
+    *stats.mutable_start_time() = ToProtoTime(start_time_);
+    stats.set_last_sequence(next_sequence_ - 1);
+    stats.set_draining(draining_);
+    for (const Lane& lane : lanes_) {
+      if (lane.executor) executors.push_back(lane.executor.get());
+    }
   }
-  stats.set_accepted(accepted_);
-  stats.set_rejected(rejected_);
-  stats.set_live(live_);
-  stats.set_retained(ended_.size());
-  const absl::Time now = clock_.Now();
-  *stats.mutable_uptime() = ToProtoDuration(now - start_time_);
-  *stats.mutable_start_time() = ToProtoTime(start_time_);
-  stats.set_last_sequence(next_sequence_ - 1);
-  stats.set_draining(draining_);
+  // Executors may read /proc and take their own locks: not under mu_.
+  for (const JobExecutor* e : executors) e->AddStats(stats);
   return stats;
+}
+
+bool Scheduler::IsQuarantined(const TaskDef& task) const {
+  absl::MutexLock lock(&mu_);
+  for (const Lane& lane : lanes_) {
+    if (lane.executor && lane.executor->IsQuarantined(task)) return true;
+  }
+  return false;
+}
+
+bool Scheduler::ClearQuarantine(std::string_view task) {
+  absl::MutexLock lock(&mu_);
+  bool was = false;
+  for (Lane& lane : lanes_) {
+    if (lane.executor) was = lane.executor->ClearQuarantine(task) || was;
+  }
+  return was;
 }
 
 void Scheduler::CountRejected(uint64_t n) {

@@ -184,6 +184,9 @@ class Scheduler {
 
   std::vector<v1::Job> ListJobs(const ListJobsQuery& query) const;
   v1::GetStatsResponse GetStats() const;
+  // Quarantine of tasks that kept killing their worker (process pool).
+  bool IsQuarantined(const TaskDef& task) const;
+  bool ClearQuarantine(std::string_view task);
 
   // Drain: stop admitting jobs (Submit rejects with Unavailable).
   void BeginDrain();
@@ -209,7 +212,7 @@ class Scheduler {
     absl::btree_map<int32_t, std::deque<uint64_t>, std::greater<int32_t>> queue;
     size_t queued = 0;  // Live entries in `queue`.
     size_t stale = 0;   // Entries of jobs cancelled while queued.
-    int busy = 0;       // Started, not yet returned by the executor.
+    int busy = 0;       // Slots started (a job or a chunk), not yet returned.
     uint64_t succeeded = 0, failed = 0, cancelled = 0;
   };
   // Work to do once mu_ is released.
@@ -229,6 +232,9 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Dispatch(v1::Executor kind, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks a queued job RUNNING (STARTED event, timeout timer) and returns
+  // what its executor needs.
+  JobRun StartRun(Job& job, After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Finish(Job& job, std::shared_ptr<JobEnd> end, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FireWaiter(uint64_t id, uint64_t waiter_id);

@@ -732,7 +732,20 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListTasks(
     info->add_executors(v1::EXECUTOR_PROCESS);
     if (!def->needs_isolation) info->add_executors(v1::EXECUTOR_THREAD);
     for (const TaskParam& p : def->params) *info->add_params() = ToProto(p);
+    info->set_quarantined(scheduler_.IsQuarantined(*def));
   }
+  return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::ClearQuarantine(
+    grpc::CallbackServerContext* context,
+    const v1::ClearQuarantineRequest* request,
+    v1::ClearQuarantineResponse* response) {
+  if (registry_.Find(request->task()) == nullptr) {
+    return Reply(context, absl::NotFoundError(fmt::format(
+                              "task '{}' is not registered", request->task())));
+  }
+  response->set_was_quarantined(scheduler_.ClearQuarantine(request->task()));
   return Reply(context, absl::OkStatus());
 }
 

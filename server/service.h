@@ -67,6 +67,10 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
                                      const v1::GetStatsRequest* request,
                                      v1::GetStatsResponse* response) override;
+  grpc::ServerUnaryReactor* ClearQuarantine(
+      grpc::CallbackServerContext* context,
+      const v1::ClearQuarantineRequest* request,
+      v1::ClearQuarantineResponse* response) override;
 
   // Used by sessions.
   Scheduler& scheduler() { return scheduler_; }

@@ -1,7 +1,13 @@
 #include "workers/builtin_tasks.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -68,9 +74,61 @@ absl::StatusOr<TaskOutput> Fail(TaskContext& ctx) {
   return absl::UnknownError(ctx.args().String("message"));
 }
 
+// Kills (or wedges) the process running it, in the way `how` names.
 absl::StatusOr<TaskOutput> Crash(TaskContext& ctx) {
-  std::raise(SIGSEGV);
-  return absl::InternalError("SIGSEGV was not delivered");
+  const std::string& how = ctx.args().String("how");
+  if (how == "segv") {
+    std::raise(SIGSEGV);
+  } else if (how == "abort") {
+    std::abort();
+  } else if (how == "exit") {
+    std::_Exit(static_cast<int>(ctx.args().Int("code")));
+  } else if (how == "oom") {
+    // Allocates and touches `mb` MiB, 1 MiB at a time, then holds it
+    // `hold_ms`: trips an address-space rlimit (bad_alloc) or the RSS limit.
+    std::vector<std::unique_ptr<char[]>> blocks;
+    for (int64_t i = 0; i < ctx.args().Int("mb"); ++i) {
+      blocks.emplace_back(new char[1 << 20]);
+      std::memset(blocks.back().get(), 1, 1 << 20);
+    }
+    ctx.SleepFor(absl::Milliseconds(ctx.args().Int("hold_ms")));
+    TaskOutput out;
+    out.value.set_number_value(static_cast<double>(blocks.size()));
+    return out;
+  } else if (how == "hang" || how == "hang_ignore_term") {
+    if (how == "hang_ignore_term") std::signal(SIGTERM, SIG_IGN);
+    for (;;) {  // Ignores cancellation.
+      asm volatile("" ::: "memory");
+    }
+  } else if (how == "corrupt_frame" || how == "huge_frame") {
+    // Writes garbage onto the worker's socket to the daemon (fd 3).
+    const unsigned char bad[] = {8,    0,    0,    0,    0xff, 0xff,
+                                 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    const unsigned char huge[] = {0xff, 0xff, 0xff, 0x7f};
+    const bool corrupt = how == "corrupt_frame";
+    (void)!write(3, corrupt ? bad : huge, corrupt ? sizeof(bad) : sizeof(huge));
+    ctx.SleepFor(absl::Seconds(10));
+  } else {
+    return absl::InvalidArgumentError(
+        "how: one of segv, abort, exit, oom, hang, hang_ignore_term, "
+        "corrupt_frame, huge_frame");
+  }
+  return absl::InternalError("the crash did not happen");
+}
+
+// Keeps the CPU busy for `ms` milliseconds (polling cancel); registered as
+// IO-bound on purpose, so AUTO routing has something to correct.
+absl::StatusOr<TaskOutput> Burn(TaskContext& ctx) {
+  const absl::Time end = absl::Now() + absl::Milliseconds(ctx.args().Int("ms"));
+  uint64_t spins = 0;
+  while (absl::Now() < end) {
+    for (int i = 0; i < 1000; ++i) asm volatile("" ::: "memory");
+    ++spins;
+    if (ctx.cancelled()) return absl::CancelledError("burn cancelled");
+  }
+  TaskOutput out;
+  out.value.set_number_value(static_cast<double>(spins));
+  return out;
 }
 
 TaskParam Param(std::string name, ParamType type, std::string help) {
@@ -92,6 +150,12 @@ TaskParam OptionalParam(std::string name, ParamType type, Value def,
 Value StringValue(std::string s) {
   Value v;
   v.set_string_value(std::move(s));
+  return v;
+}
+
+Value NumberValue(double d) {
+  Value v;
+  v.set_number_value(d);
   return v;
 }
 
@@ -143,11 +207,31 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
                                            "the error message")},
                   .run = Fail});
   if (options.testing_tasks) {
-    defs.push_back({.name = "crash",
-                    .description = "Raises SIGSEGV (testing only).",
-                    .default_kind = v1::JOB_KIND_CPU_BOUND,
-                    .needs_isolation = true,
-                    .run = Crash});
+    defs.push_back(
+        {.name = "crash",
+         .description =
+             "Kills its worker process (testing only): how = segv, abort, "
+             "exit (with `code`), oom (allocates `mb` MiB, holds `hold_ms`), "
+             "hang (busy loop ignoring cancel), hang_ignore_term (also "
+             "ignoring SIGTERM), corrupt_frame, huge_frame.",
+         .default_kind = v1::JOB_KIND_CPU_BOUND,
+         .params = {OptionalParam("how", ParamType::kString,
+                                  StringValue("segv"), "how to die"),
+                    OptionalParam("code", ParamType::kInt, NumberValue(3),
+                                  "exit code for how=exit"),
+                    OptionalParam("mb", ParamType::kInt, NumberValue(1024),
+                                  "MiB to allocate for how=oom"),
+                    OptionalParam("hold_ms", ParamType::kInt, NumberValue(0),
+                                  "ms to hold the memory for how=oom")},
+         .needs_isolation = true,
+         .run = Crash});
+    defs.push_back({.name = "burn",
+                    .description = "Keeps a CPU busy for `ms` milliseconds "
+                                   "(testing only; mis-tagged IO-bound so "
+                                   "AUTO routing must correct it).",
+                    .default_kind = v1::JOB_KIND_IO_BOUND,
+                    .params = {Param("ms", ParamType::kInt, "milliseconds")},
+                    .run = Burn});
   }
   for (TaskDef& def : defs) {
     absl::Status s = registry.Add(std::move(def));

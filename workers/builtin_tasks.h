@@ -3,7 +3,9 @@
 //   sleep         sleeps `ms` milliseconds, honouring cancel; IO-bound
 //   primes.count  counts primes below `n` by trial division; CPU-bound
 //   fail          fails with the given message
-//   crash         raises SIGSEGV (registered only with testing tasks on)
+// and, only with testing tasks on (they exist to test failure handling):
+//   crash         kills its worker process in a chosen way (process pool only)
+//   burn          keeps a CPU busy for `ms`, though tagged IO-bound
 //
 // Thread-safety: the tasks are stateless; the registry rules apply.
 #ifndef JOBD_WORKERS_BUILTIN_TASKS_H_
@@ -17,7 +19,8 @@
 namespace jobd {
 
 struct BuiltinTaskOptions {
-  // Also register tasks that exist only to test failure handling (crash).
+  // Also register tasks that exist only to test failure handling (crash,
+  // burn).
   bool testing_tasks = false;
 };
 

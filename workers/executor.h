@@ -1,10 +1,12 @@
 // JobExecutor: the interface between the scheduler and the places jobs run
-// (thread pool now; process pool and reactor plug in the same way).
+// (thread pool, process pool; the reactor plugs in the same way).
 //
 // The scheduler owns the queues and decides when a job may start: it calls
-// Start() only while fewer than capacity() jobs of this executor are running,
-// and the executor reports the end of every started job exactly once through
-// its ExecutorListener, from any thread.
+// Start() (one job) or StartChunk() (several jobs sharing one slot, only when
+// max_chunk() > 1) only while fewer than capacity() slots are busy, and the
+// executor reports the end of every started job exactly once through its
+// ExecutorListener, from any thread; the report that frees the slot says so
+// (JobOutcome::frees_slot).
 //
 // Thread-safety: Start(), Cancel() and the getters are safe to call from any
 // thread, including while the caller holds its own lock (implementations take
@@ -17,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -29,6 +32,7 @@ namespace jobd {
 struct JobRun {
   uint64_t job_id = 0;
   const TaskDef* task = nullptr;
+  std::shared_ptr<const v1::JobSpec> spec;  // What `args` was bound from.
   std::shared_ptr<const TaskArgs> args;
   std::shared_ptr<CancelToken> cancel;
   absl::Time deadline = absl::InfiniteFuture();
@@ -42,6 +46,8 @@ struct JobOutcome {
   v1::ErrorReason reason = v1::ERROR_REASON_UNSPECIFIED;
   absl::Duration cpu_time;   // CPU the task used (for AUTO routing).
   absl::Duration wall_time;  // Wall time the task ran.
+  // False while other jobs of the same chunk still hold the slot.
+  bool frees_slot = true;
 };
 
 class ExecutorListener {
@@ -56,17 +62,29 @@ class JobExecutor {
  public:
   virtual ~JobExecutor() = default;
   virtual v1::Executor kind() const = 0;
-  // Max jobs running at once.
+  // Slots: max jobs (or chunks) running at once.
   virtual int capacity() const = 0;
-  // Starts `run` without blocking. Precondition: fewer than capacity() jobs
-  // started and not yet finished.
+  // Largest chunk StartChunk() takes; 1: no chunks.
+  virtual int max_chunk() const { return 1; }
+  // Starts `run` in a free slot without blocking. Precondition: fewer than
+  // capacity() slots busy.
   virtual void Start(JobRun run) = 0;
+  // Starts `runs` (2..max_chunk() jobs) in one free slot; they run one after
+  // another. Only called when max_chunk() > 1.
+  virtual void StartChunk(std::vector<JobRun> runs) {}
   // Called after the job's cancel token was set, to stop it harder than
   // cooperatively where the executor can (the thread pool cannot).
   virtual void Cancel(uint64_t job_id) {}
   // Stops taking jobs and returns once every started job has reported its
   // end, or `deadline` passed; returns false in the second case.
   virtual bool Shutdown(absl::Time deadline) = 0;
+
+  // Adds what it knows to GetStats (called without scheduler locks).
+  virtual void AddStats(v1::GetStatsResponse& stats) const {}
+  // A task this executor refuses to run for now (see process_pool.h).
+  virtual bool IsQuarantined(const TaskDef& task) const { return false; }
+  // Lifts a quarantine; false if the task was not quarantined.
+  virtual bool ClearQuarantine(std::string_view task) { return false; }
 };
 
 }  // namespace jobd

@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include <exception>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -73,8 +74,13 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress) {
   const absl::Time wall0 = absl::Now();
   TaskContext ctx(*run.args, *run.cancel, run.deadline, progress);
   absl::StatusOr<TaskOutput> result;
+  bool out_of_memory = false;
   try {
     result = run.task->run(ctx);
+  } catch (const std::bad_alloc& e) {
+    out_of_memory = true;
+    result = absl::ResourceExhaustedError(absl::StrCat(
+        "out of memory: the task's allocation failed (", e.what(), ")"));
   } catch (const std::exception& e) {
     result = absl::InternalError(
         absl::StrCat("task threw an exception: ", e.what()));
@@ -99,7 +105,8 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress) {
       outcome.reason = v1::ERROR_REASON_SHUTDOWN;
       break;
     case CancelReason::kNone:
-      outcome.reason = v1::ERROR_REASON_TASK_ERROR;
+      outcome.reason = out_of_memory ? v1::ERROR_REASON_OUT_OF_MEMORY
+                                     : v1::ERROR_REASON_TASK_ERROR;
       break;
   }
   return outcome;

@@ -263,4 +263,49 @@ CommandResult RunCommand(const std::vector<std::string>& argv_in,
   return result;
 }
 
+v1::JobSpec Spec(const std::string& task, std::vector<double> nums,
+                 v1::JobKind kind) {
+  v1::JobSpec s;
+  s.set_task(task);
+  s.set_kind(kind);
+  for (double n : nums) s.add_args()->set_number_value(n);
+  return s;
+}
+
+void Deadline(grpc::ClientContext& ctx, absl::Duration d) {
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + d));
+}
+
+std::vector<v1::JobEvent> StreamResult::Terminal() const {
+  std::vector<v1::JobEvent> out;
+  for (const auto& e : events) {
+    if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) out.push_back(e);
+  }
+  return out;
+}
+
+StreamResult SubmitAll(v1::JobService::Stub& stub,
+                       const std::vector<v1::JobSpec>& specs,
+                       v1::SubmitOptions options) {
+  grpc::ClientContext ctx;
+  Deadline(ctx, absl::Seconds(60));
+  auto stream = stub.Submit(&ctx);
+  v1::SubmitRequest req;
+  *req.mutable_options() = options;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    auto* item = req.add_items();
+    item->set_client_tag(i + 1);
+    *item->mutable_spec() = specs[i];
+  }
+  stream->Write(req);
+  stream->WritesDone();
+  StreamResult r;
+  v1::SubmitResponse resp;
+  while (stream->Read(&resp)) {
+    for (const auto& e : resp.events()) r.events.push_back(e);
+  }
+  r.status = stream->Finish();
+  return r;
+}
+
 }  // namespace jobd::testing

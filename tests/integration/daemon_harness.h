@@ -69,6 +69,27 @@ absl::StatusOr<ReadyProcess> SpawnReady(std::vector<std::string> argv,
 // Returns the wait status, or DeadlineExceeded if it had to be killed.
 absl::StatusOr<int> StopProcess(pid_t pid, int sig, absl::Duration timeout);
 
+// --- Raw jobd.v1 API helpers ------------------------------------------------
+
+// A spec of `task` with numeric positional args.
+v1::JobSpec Spec(const std::string& task, std::vector<double> nums = {},
+                 v1::JobKind kind = v1::JOB_KIND_IO_BOUND);
+
+// Sets a deadline `d` from now on `ctx`.
+void Deadline(grpc::ClientContext& ctx, absl::Duration d = absl::Seconds(30));
+
+struct StreamResult {
+  std::vector<v1::JobEvent> events;
+  grpc::Status status;
+  std::vector<v1::JobEvent> Terminal() const;  // REJECTED and job ends.
+};
+
+// Submits `specs` (client tags 1..n) in one message, half-closes, and returns
+// every event until the server ends the stream.
+StreamResult SubmitAll(v1::JobService::Stub& stub,
+                       const std::vector<v1::JobSpec>& specs,
+                       v1::SubmitOptions options = {});
+
 struct CommandResult {
   int exit_code = -1;  // -1 if killed by a signal or timed out.
   std::string out;

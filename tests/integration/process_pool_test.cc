@@ -1,0 +1,436 @@
+// Integration tests of the process pool through the real daemon: crash
+// isolation (segfault, abort, exit, out of memory, corrupt frames), hard
+// timeout and cancel, recycling, fork-server recovery, quarantine, chunks,
+// AUTO routing, per-worker stats and shutdown with a wedged worker.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <functional>
+#include <map>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/integration/daemon_harness.h"
+
+namespace jobd {
+namespace {
+
+using testing::Daemon;
+using testing::Deadline;
+using ::testing::HasSubstr;
+using testing::Spec;
+using testing::StreamResult;
+using testing::SubmitAll;
+
+v1::JobSpec Primes(double n) {
+  return Spec("primes.count", {n}, v1::JOB_KIND_CPU_BOUND);
+}
+
+// The `crash` testing task: how to die, plus extra integer kwargs.
+v1::JobSpec Crash(const std::string& how,
+                  std::map<std::string, double> kwargs = {}) {
+  v1::JobSpec s = Spec("crash", {}, v1::JOB_KIND_CPU_BOUND);
+  auto& fields = *s.mutable_kwargs()->mutable_fields();
+  fields["how"].set_string_value(how);
+  for (const auto& [k, v] : kwargs) fields[k].set_number_value(v);
+  return s;
+}
+
+class ProcessPoolTest : public ::testing::Test {
+ protected:
+  void StartDaemon(std::vector<std::string> args) {
+    auto d = Daemon::Start(std::move(args));
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = *std::move(d);
+    stub_ = daemon_->NewStub();
+  }
+
+  // Runs one job to its end; returns its terminal event.
+  v1::JobEvent RunOne(const v1::JobSpec& spec) {
+    StreamResult r = SubmitAll(*stub_, {spec});
+    EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+    std::vector<v1::JobEvent> t = r.Terminal();
+    EXPECT_EQ(t.size(), 1u);
+    return t.empty() ? v1::JobEvent() : t.back();
+  }
+
+  v1::GetStatsResponse Stats() {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::GetStatsResponse stats;
+    EXPECT_TRUE(stub_->GetStats(&ctx, {}, &stats).ok());
+    return stats;
+  }
+
+  // Polls `done` every 10 ms for at most `limit`.
+  bool WaitFor(const std::function<bool()>& done,
+               absl::Duration limit = absl::Seconds(10)) {
+    const absl::Time end = absl::Now() + limit;
+    for (int i = 0; i < 100000 && absl::Now() < end; ++i) {
+      if (done()) return true;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return done();
+  }
+
+  // True once every slot has a live worker process.
+  bool PoolFull() {
+    const v1::GetStatsResponse s = Stats();
+    for (const v1::WorkerStats& w : s.process_pool().workers()) {
+      if (w.pid() == 0) return false;
+    }
+    return s.process_pool().workers_size() > 0;
+  }
+
+  // Submits `specs`, expects every one but `bad` (0-based) to succeed, and
+  // returns the bad one's terminal event.
+  v1::JobEvent RunBatchWithOneBad(std::vector<v1::JobSpec> specs, size_t bad) {
+    StreamResult r = SubmitAll(*stub_, specs);
+    EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+    v1::JobEvent bad_event;
+    size_t succeeded = 0;
+    for (const v1::JobEvent& e : r.Terminal()) {
+      if (e.client_tag() == bad + 1) {
+        bad_event = e;
+      } else {
+        EXPECT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED)
+            << e.client_tag() << ": " << e.error().message();
+        succeeded += e.type() == v1::EVENT_TYPE_SUCCEEDED;
+      }
+    }
+    EXPECT_EQ(succeeded, specs.size() - 1);
+    return bad_event;
+  }
+
+  std::unique_ptr<Daemon> daemon_;
+  std::unique_ptr<v1::JobService::Stub> stub_;
+};
+
+struct CrashCase {
+  std::string how;
+  std::string expected;  // In the error message.
+  friend void PrintTo(const CrashCase& c, std::ostream* os) { *os << c.how; }
+};
+
+class CrashIsolationTest : public ProcessPoolTest,
+                           public ::testing::WithParamInterface<CrashCase> {};
+
+TEST_P(CrashIsolationTest, OneBadJobAmongHundredFailsAlone) {
+  StartDaemon({"--process-workers", "2"});
+  std::vector<v1::JobSpec> specs(100, Primes(20000));
+  specs[50] = Crash(GetParam().how);
+  const v1::JobEvent bad = RunBatchWithOneBad(specs, 50);
+  EXPECT_EQ(bad.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(bad.error().reason(), v1::ERROR_REASON_WORKER_CRASHED);
+  EXPECT_THAT(bad.error().message(), HasSubstr(GetParam().expected));
+  EXPECT_EQ(bad.executor(), v1::EXECUTOR_PROCESS);
+  // The pool is back to full size and the next batch runs clean.
+  EXPECT_TRUE(WaitFor([&] { return PoolFull(); }));
+  StreamResult next =
+      SubmitAll(*stub_, std::vector<v1::JobSpec>(50, Primes(20000)));
+  for (const v1::JobEvent& e : next.Terminal()) {
+    EXPECT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED);
+  }
+  EXPECT_EQ(next.Terminal().size(), 50u);
+  EXPECT_EQ(Stats().process_pool().retired().at("crashed"), 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Ways, CrashIsolationTest,
+    ::testing::Values(CrashCase{"segv", "killed by signal SIGSEGV"},
+                      CrashCase{"abort", "killed by signal SIGABRT"},
+                      CrashCase{"exit", "exited with code 3"}),
+    [](const auto& info) { return info.param.how; });
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kAddressSanitizer = true;
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+
+TEST_F(ProcessPoolTest, AllocationPastAddressSpaceLimitIsOutOfMemory) {
+  if (kAddressSanitizer) {
+    GTEST_SKIP() << "ASan reserves terabytes of address space: RLIMIT_AS "
+                    "cannot be tested under it (the RSS limit test covers OOM)";
+  }
+  StartDaemon({"--process-workers", "2", "--worker-rlimit-as", "1G"});
+  std::vector<v1::JobSpec> specs(100, Primes(20000));
+  specs[30] = Crash("oom", {{"mb", 2048}});
+  const v1::JobEvent bad = RunBatchWithOneBad(specs, 30);
+  EXPECT_EQ(bad.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(bad.error().reason(), v1::ERROR_REASON_OUT_OF_MEMORY);
+  EXPECT_THAT(bad.error().message(), HasSubstr("out of memory"));
+  // The worker that saw bad_alloc is replaced, not trusted again.
+  EXPECT_TRUE(WaitFor([&] {
+    return Stats().process_pool().retired().contains("out_of_memory");
+  }));
+  EXPECT_EQ(RunOne(Primes(1000)).type(), v1::EVENT_TYPE_SUCCEEDED);
+}
+
+TEST_F(ProcessPoolTest, WorkerOverRssLimitIsKilledWhileRunning) {
+  StartDaemon({"--process-workers", "2", "--max-worker-rss", "200M"});
+  std::vector<v1::JobSpec> specs(40, Primes(20000));
+  specs[10] = Crash("oom", {{"mb", 600}, {"hold_ms", 10000}});
+  const absl::Time start = absl::Now();
+  const v1::JobEvent bad = RunBatchWithOneBad(specs, 10);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(8));  // Not after hold_ms.
+  EXPECT_EQ(bad.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(bad.error().reason(), v1::ERROR_REASON_OUT_OF_MEMORY);
+  EXPECT_THAT(bad.error().message(), HasSubstr("max_worker_rss"));
+  EXPECT_EQ(Stats().process_pool().retired().at("max_worker_rss"), 1u);
+}
+
+TEST_F(ProcessPoolTest, TimeoutStopsABusyLoopAndReplacesTheWorker) {
+  StartDaemon({"--process-workers", "1", "--cancel-grace", "100ms",
+               "--kill-grace", "100ms"});
+  const pid_t before = Stats().process_pool().workers(0).pid();
+  v1::JobSpec hang = Crash("hang");
+  hang.mutable_timeout()->set_nanos(200 * 1000 * 1000);
+  const v1::JobEvent e = RunOne(hang);
+  EXPECT_EQ(e.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(e.error().reason(), v1::ERROR_REASON_TIMEOUT);
+  // The one worker was stopped for real: the next job runs in a new one.
+  EXPECT_EQ(RunOne(Primes(1000)).type(), v1::EVENT_TYPE_SUCCEEDED);
+  const v1::GetStatsResponse s = Stats();
+  EXPECT_NE(s.process_pool().workers(0).pid(), before);
+  EXPECT_EQ(s.process_pool().retired().at("killed"), 1u);
+}
+
+TEST_F(ProcessPoolTest, CancelEscalatesToSigkillWhenSigtermIsIgnored) {
+  StartDaemon({"--process-workers", "1", "--cancel-grace", "50ms",
+               "--kill-grace", "100ms"});
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  auto stream = stub_->Submit(&ctx);
+  v1::SubmitRequest req;
+  auto* item = req.add_items();
+  item->set_client_tag(1);
+  *item->mutable_spec() = Crash("hang_ignore_term");
+  ASSERT_TRUE(stream->Write(req));
+  std::string id;
+  v1::SubmitResponse resp;
+  while (id.empty() && stream->Read(&resp)) {
+    for (const auto& ev : resp.events()) {
+      if (ev.type() == v1::EVENT_TYPE_STARTED) id = ev.job_id();
+    }
+  }
+  ASSERT_FALSE(id.empty());
+  const pid_t worker = Stats().process_pool().workers(0).pid();
+  ASSERT_GT(worker, 0);
+  {
+    grpc::ClientContext cctx;
+    Deadline(cctx);
+    v1::CancelJobRequest creq;
+    creq.set_job_id(id);
+    v1::CancelJobResponse cresp;
+    ASSERT_TRUE(stub_->CancelJob(&cctx, creq, &cresp).ok());
+  }
+  v1::JobEvent end;
+  while (end.type() == v1::EVENT_TYPE_UNSPECIFIED && stream->Read(&resp)) {
+    for (const auto& ev : resp.events()) {
+      if (ev.type() >= v1::EVENT_TYPE_SUCCEEDED) end = ev;
+    }
+  }
+  EXPECT_EQ(end.type(), v1::EVENT_TYPE_CANCELLED);
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+  // SIGTERM is ignored, so only SIGKILL (after 50 + 100 ms) ends it.
+  EXPECT_TRUE(WaitFor([&] { return kill(worker, 0) != 0; }, absl::Seconds(5)));
+  EXPECT_EQ(RunOne(Primes(1000)).type(), v1::EVENT_TYPE_SUCCEEDED);
+  EXPECT_EQ(Stats().process_pool().retired().at("killed"), 1u);
+}
+
+TEST_F(ProcessPoolTest, WorkersAreRecycledAfterMaxJobs) {
+  StartDaemon({"--process-workers", "1", "--max-jobs-per-worker", "5"});
+  StreamResult r =
+      SubmitAll(*stub_, std::vector<v1::JobSpec>(12, Primes(1000)));
+  ASSERT_EQ(r.Terminal().size(), 12u);
+  for (const v1::JobEvent& e : r.Terminal()) {
+    EXPECT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED);
+  }
+  EXPECT_TRUE(WaitFor([&] {
+    const v1::ProcessPoolStats p = Stats().process_pool();
+    return p.retired().contains("max_jobs_per_worker") &&
+           p.retired().at("max_jobs_per_worker") == 2 &&
+           p.workers_spawned() == 3;
+  })) << Stats().DebugString();
+}
+
+TEST_F(ProcessPoolTest, RecoversFromAKilledForkServer) {
+  StartDaemon({"--process-workers", "2"});
+  const pid_t old_server = Stats().process_pool().fork_server_pid();
+  ASSERT_GT(old_server, 0);
+  ASSERT_EQ(kill(old_server, SIGKILL), 0);
+  EXPECT_TRUE(WaitFor([&] {
+    const v1::ProcessPoolStats p = Stats().process_pool();
+    return p.fork_server_restarts() == 1 && p.fork_server_pid() != 0 &&
+           p.fork_server_pid() != old_server && PoolFull();
+  })) << Stats().DebugString();
+  // Later CPU jobs succeed, and a crash is still isolated and explained by
+  // the new fork server.
+  std::vector<v1::JobSpec> specs(21, Primes(20000));
+  specs[10] = Crash("segv");
+  const v1::JobEvent bad = RunBatchWithOneBad(specs, 10);
+  EXPECT_THAT(bad.error().message(), HasSubstr("SIGSEGV"));
+  EXPECT_EQ(Stats().process_pool().retired().at("fork_server_restart"), 2u);
+}
+
+TEST_F(ProcessPoolTest, CorruptOrOversizedFrameFailsOnlyThatJob) {
+  StartDaemon({"--process-workers", "2"});
+  for (const auto& [how, expected] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"corrupt_frame", "is not a valid"},
+           {"huge_frame", "exceeds the limit"}}) {
+    std::vector<v1::JobSpec> specs(30, Primes(20000));
+    specs[7] = Crash(how);
+    const v1::JobEvent bad = RunBatchWithOneBad(specs, 7);
+    EXPECT_EQ(bad.error().reason(), v1::ERROR_REASON_WORKER_CRASHED) << how;
+    EXPECT_THAT(bad.error().message(), HasSubstr("IPC protocol")) << how;
+    EXPECT_THAT(bad.error().message(), HasSubstr(expected)) << how;
+  }
+  EXPECT_EQ(Stats().process_pool().retired().at("protocol_error"), 2u);
+}
+
+TEST_F(ProcessPoolTest, TaskThatKeepsKillingWorkersIsQuarantined) {
+  StartDaemon({"--process-workers", "1", "--quarantine-after", "2"});
+  EXPECT_EQ(RunOne(Crash("segv")).error().reason(),
+            v1::ERROR_REASON_WORKER_CRASHED);
+  EXPECT_EQ(RunOne(Crash("exit")).error().reason(),
+            v1::ERROR_REASON_WORKER_CRASHED);
+  const v1::JobEvent q = RunOne(Crash("segv"));
+  EXPECT_EQ(q.error().reason(), v1::ERROR_REASON_QUARANTINED);
+  EXPECT_THAT(q.error().message(), HasSubstr("jobctl unquarantine crash"));
+  EXPECT_EQ(RunOne(Primes(1000)).type(), v1::EVENT_TYPE_SUCCEEDED);
+  EXPECT_THAT(Stats().process_pool().quarantined_tasks(),
+              ::testing::ElementsAre("crash"));
+  {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::ListTasksResponse tasks;
+    ASSERT_TRUE(stub_->ListTasks(&ctx, {}, &tasks).ok());
+    for (const v1::TaskInfo& t : tasks.tasks()) {
+      EXPECT_EQ(t.quarantined(), t.name() == "crash") << t.name();
+    }
+  }
+  v1::ClearQuarantineRequest req;
+  v1::ClearQuarantineResponse resp;
+  req.set_task("crash");
+  {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    ASSERT_TRUE(stub_->ClearQuarantine(&ctx, req, &resp).ok());
+    EXPECT_TRUE(resp.was_quarantined());
+  }
+  EXPECT_EQ(RunOne(Crash("segv")).error().reason(),
+            v1::ERROR_REASON_WORKER_CRASHED);
+  req.set_task("no.such.task");
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  EXPECT_EQ(stub_->ClearQuarantine(&ctx, req, &resp).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ProcessPoolTest, ChunksRunInOrderAndSurviveACrashInside) {
+  StartDaemon({"--process-workers", "1"});
+  std::vector<v1::JobSpec> specs;
+  for (int i = 0; i < 2000; ++i) {
+    v1::JobSpec s = Spec("echo", {static_cast<double>(i)});
+    s.set_executor(v1::EXECUTOR_PROCESS);
+    s.set_chunksize(100);
+    specs.push_back(s);
+  }
+  StreamResult r = SubmitAll(*stub_, specs);
+  ASSERT_EQ(r.Terminal().size(), 2000u);
+  for (const v1::JobEvent& e : r.Terminal()) {
+    ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED);
+    EXPECT_EQ(e.result().value().number_value(), e.client_tag() - 1);
+    EXPECT_EQ(e.executor(), v1::EXECUTOR_PROCESS);
+  }
+  // A crash in the middle of a chunk: the jobs after it go to the
+  // replacement worker and succeed.
+  std::vector<v1::JobSpec> mixed(21, Primes(1000));
+  mixed[10] = Crash("segv");
+  for (v1::JobSpec& s : mixed) s.set_chunksize(32);
+  const v1::JobEvent bad = RunBatchWithOneBad(mixed, 10);
+  EXPECT_EQ(bad.error().reason(), v1::ERROR_REASON_WORKER_CRASHED);
+}
+
+TEST_F(ProcessPoolTest, AutoRoutingMovesAMeasuredCpuHogToTheProcessPool) {
+  StartDaemon({"--process-workers", "1"});
+  v1::JobSpec burn = Spec("burn", {20}, v1::JOB_KIND_AUTO);
+  std::vector<v1::Executor> ran_on;
+  for (int i = 0; i < 5; ++i) {
+    const v1::JobEvent e = RunOne(burn);
+    EXPECT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED);
+    ran_on.push_back(e.executor());
+  }
+  // Its default kind (IO-bound) until 3 runs are measured, then the pool.
+  EXPECT_THAT(ran_on,
+              ::testing::ElementsAre(v1::EXECUTOR_THREAD, v1::EXECUTOR_THREAD,
+                                     v1::EXECUTOR_THREAD, v1::EXECUTOR_PROCESS,
+                                     v1::EXECUTOR_PROCESS));
+}
+
+TEST_F(ProcessPoolTest, StatsShowEachWorker) {
+  StartDaemon({"--process-workers", "2"});
+  StreamResult r =
+      SubmitAll(*stub_, std::vector<v1::JobSpec>(40, Primes(1000)));
+  ASSERT_EQ(r.Terminal().size(), 40u);
+  ASSERT_TRUE(WaitFor([&] { return PoolFull(); }));
+  const v1::ProcessPoolStats p = Stats().process_pool();
+  ASSERT_EQ(p.workers_size(), 2);
+  uint64_t done = 0;
+  for (const v1::WorkerStats& w : p.workers()) {
+    EXPECT_GT(w.pid(), 0);
+    EXPECT_GT(w.rss_bytes(), 0u);
+    EXPECT_EQ(w.state(), "idle");
+    EXPECT_EQ(w.current_job_id(), 0u);
+    EXPECT_TRUE(w.has_started());
+    done += w.jobs_done();
+  }
+  EXPECT_EQ(done, 40u);
+  EXPECT_GT(p.fork_server_pid(), 0);
+  EXPECT_EQ(p.workers_spawned(), 2u);
+}
+
+TEST_F(ProcessPoolTest, IsolatedTaskIsRejectedWithoutAPool) {
+  StartDaemon({"--process-workers", "0"});
+  const v1::JobEvent e = RunOne(Crash("segv"));
+  EXPECT_EQ(e.type(), v1::EVENT_TYPE_REJECTED);
+  EXPECT_EQ(e.error().code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(e.error().message(), HasSubstr("process pool"));
+  EXPECT_FALSE(Stats().has_process_pool());
+}
+
+TEST_F(ProcessPoolTest, ShutdownStopsAWedgedWorkerAndLeavesNoProcess) {
+  StartDaemon({"--process-workers", "2", "--shutdown-grace", "100ms",
+               "--cancel-grace", "100ms", "--kill-grace", "100ms"});
+  StreamResult result;
+  std::thread submitter(
+      [&] { result = SubmitAll(*stub_, {Crash("hang_ignore_term")}); });
+  ASSERT_TRUE(WaitFor([&] {
+    const v1::GetStatsResponse stats = Stats();
+    for (const auto& e : stats.executors()) {
+      if (e.executor() == v1::EXECUTOR_PROCESS && e.busy() == 1) return true;
+    }
+    return false;
+  }));
+  const v1::ProcessPoolStats p = Stats().process_pool();
+  std::vector<pid_t> pids = {p.fork_server_pid()};
+  for (const v1::WorkerStats& w : p.workers()) pids.push_back(w.pid());
+  absl::StatusOr<int> status = daemon_->Stop(SIGTERM, absl::Seconds(10));
+  submitter.join();
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
+  ASSERT_EQ(result.Terminal().size(), 1u);
+  EXPECT_EQ(result.Terminal()[0].error().reason(), v1::ERROR_REASON_SHUTDOWN);
+  for (pid_t pid : pids) {
+    EXPECT_TRUE(WaitFor([&] { return kill(pid, 0) != 0; }, absl::Seconds(5)))
+        << "pid " << pid << " outlived jobd";
+  }
+}
+
+}  // namespace
+}  // namespace jobd

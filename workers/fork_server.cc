@@ -1,0 +1,229 @@
+#include "workers/fork_server.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/container/flat_hash_set.h"
+#include "fmt/format.h"
+#include "jobd/internal/worker.pb.h"
+#include "workers/worker_process.h"
+
+extern char** environ;
+
+namespace jobd {
+namespace {
+
+int PidfdOpen(pid_t pid) {
+  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+}
+
+absl::Status Errno(std::string_view what) {
+  return absl::InternalError(
+      fmt::format("{}: {}", std::string(what), std::strerror(errno)));
+}
+
+void SetLimit(int resource, uint64_t value) {
+  if (value == 0) return;
+  rlimit limit{.rlim_cur = value, .rlim_max = value};
+  if (resource == RLIMIT_CPU) {
+    limit.rlim_max = value + 1;  // SIGXCPU at the soft limit, SIGKILL after.
+  }
+  setrlimit(resource, &limit);
+}
+
+// In the child after fork(): becomes a worker; never returns.
+[[noreturn]] void BecomeWorker(int socket_fd,
+                               const internal::WorkerLimits& limits,
+                               const TaskRegistry& registry) {
+  setpgid(0, 0);
+  if (socket_fd == kWorkerSocketFd) {
+    fcntl(socket_fd, F_SETFD, 0);
+  } else if (dup2(socket_fd, kWorkerSocketFd) < 0) {
+    _exit(127);
+  }
+  close_range(kWorkerSocketFd + 1, ~0U, 0);
+  SetLimit(RLIMIT_AS, limits.address_space_bytes());
+  SetLimit(RLIMIT_CPU, limits.cpu_seconds());
+  SetLimit(RLIMIT_NOFILE, limits.open_files());
+  // Default dispositions (even a sanitizer's SIGSEGV handler goes), so a
+  // crash is reported as the signal it was.
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+  }
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  prctl(PR_SET_NAME, "jobd-worker");
+  RunWorkerProcess(registry);
+}
+
+void Spawn(int control_fd, const internal::ForkRequest& request,
+           const TaskRegistry& registry, absl::flat_hash_set<pid_t>& children) {
+  internal::ForkReply reply;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    reply.mutable_spawn_failed()->set_request_id(request.request_id());
+    reply.mutable_spawn_failed()->set_error(
+        fmt::format("socketpair: {}", std::strerror(errno)));
+    (void)SendPacket(control_fd, reply);
+    return;
+  }
+  UniqueFd daemon_end(sv[0]);
+  UniqueFd worker_end(sv[1]);
+  const pid_t pid = fork();
+  if (pid == 0) BecomeWorker(worker_end.get(), request.limits(), registry);
+  if (pid < 0) {
+    reply.mutable_spawn_failed()->set_request_id(request.request_id());
+    reply.mutable_spawn_failed()->set_error(
+        fmt::format("fork: {}", std::strerror(errno)));
+    (void)SendPacket(control_fd, reply);
+    return;
+  }
+  children.insert(pid);
+  setpgid(pid, pid);  // Also here: no race with an early kill of the group.
+  UniqueFd pidfd(PidfdOpen(pid));  // Before any reaping: race-free.
+  reply.mutable_spawned()->set_request_id(request.request_id());
+  reply.mutable_spawned()->set_pid(pid);
+  const int fds[2] = {daemon_end.get(), pidfd.get()};
+  (void)SendPacket(control_fd, reply,
+                   std::span<const int>(fds, pidfd.valid() ? 2 : 1));
+}
+
+void ReapChildren(int control_fd, absl::flat_hash_set<pid_t>& children) {
+  for (;;) {
+    int status = 0;
+    rusage usage{};
+    const pid_t pid = wait4(-1, &status, WNOHANG, &usage);
+    if (pid <= 0) return;
+    children.erase(pid);
+    internal::ForkReply reply;
+    internal::ForkReply::Exited& e = *reply.mutable_exited();
+    e.set_pid(pid);
+    e.set_wait_status(status);
+    e.set_user_cpu_us(usage.ru_utime.tv_sec * 1000000LL +
+                      usage.ru_utime.tv_usec);
+    e.set_sys_cpu_us(usage.ru_stime.tv_sec * 1000000LL +
+                     usage.ru_stime.tv_usec);
+    e.set_max_rss_kb(usage.ru_maxrss);
+    (void)SendPacket(control_fd, reply);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<ForkServerProcess> ForkForkServer(const TaskRegistry& registry) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    return Errno("socketpair");
+  }
+  UniqueFd parent_end(sv[0]);
+  UniqueFd child_end(sv[1]);
+  const pid_t pid = fork();
+  if (pid < 0) return Errno("fork");
+  if (pid == 0) {
+    parent_end.reset();
+    RunForkServer(child_end.release(), registry);
+  }
+  ForkServerProcess p;
+  p.pid = pid;
+  p.control = std::move(parent_end);
+  p.pidfd.reset(PidfdOpen(pid));
+  if (!p.pidfd.valid()) return Errno("pidfd_open");
+  return p;
+}
+
+absl::StatusOr<ForkServerProcess> SpawnForkServer(
+    const std::string& exe, const std::vector<std::string>& extra_args) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    return Errno("socketpair");
+  }
+  UniqueFd parent_end(sv[0]);
+  // Not fd 3 itself: dup2 onto the same fd would keep FD_CLOEXEC.
+  UniqueFd child_end(fcntl(sv[1], F_DUPFD_CLOEXEC, 10));
+  close(sv[1]);
+  if (!child_end.valid()) return Errno("fcntl");
+  constexpr int kChildFd = 3;
+  std::vector<std::string> args = {exe, kForkServerFlag,
+                                   std::to_string(kChildFd)};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, child_end.get(), kChildFd);
+  pid_t pid = 0;
+  const int rc =
+      posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    return absl::InternalError(
+        fmt::format("posix_spawn {}: {}", exe, std::strerror(rc)));
+  }
+  ForkServerProcess p;
+  p.pid = pid;
+  p.control = std::move(parent_end);
+  p.pidfd.reset(PidfdOpen(pid));
+  if (!p.pidfd.valid()) return Errno("pidfd_open");
+  return p;
+}
+
+void RunForkServer(int control_fd, const TaskRegistry& registry) {
+  prctl(PR_SET_NAME, "jobd-forkserver");
+  // It lives exactly as long as its control socket: terminal and service
+  // signals meant for the daemon are ignored.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) signal(sig, SIG_IGN);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, nullptr);
+  const int sig_fd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sig_fd < 0) _exit(1);
+
+  absl::flat_hash_set<pid_t> children;
+  for (;;) {
+    pollfd fds[2] = {{.fd = control_fd, .events = POLLIN},
+                     {.fd = sig_fd, .events = POLLIN}};
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[1].revents & POLLIN) {
+      signalfd_siginfo info;
+      while (read(sig_fd, &info, sizeof(info)) == sizeof(info)) {
+      }
+      ReapChildren(control_fd, children);
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      internal::ForkRequest request;
+      std::vector<UniqueFd> unexpected_fds;
+      const ReadResult r = RecvPacket(control_fd, request, unexpected_fds);
+      if (r == ReadResult::kData) {
+        Spawn(control_fd, request, registry, children);
+      } else if (r == ReadResult::kEof ||
+                 (r == ReadResult::kError && errno != EBADMSG)) {
+        break;  // The daemon is gone or closed us.
+      }
+    }
+  }
+  // Take the workers down with us: the daemon that fed them is gone.
+  for (pid_t pid : children) kill(-pid, SIGKILL);
+  for (pid_t pid : children) waitpid(pid, nullptr, 0);
+  _exit(0);
+}
+
+}  // namespace jobd

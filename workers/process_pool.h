@@ -1,0 +1,224 @@
+// ProcessPoolExecutor: the PROCESS executor. Runs sync tasks in pre-forked
+// worker processes (workers/worker_process.h) fed over socketpairs with
+// length-prefixed protobuf frames (workers/ipc.h); the workers come from a
+// fork server (workers/fork_server.h).
+//
+// Slots and chunks. The pool has `workers` slots, each with one worker
+// process (or one being forked). The scheduler hands a slot a chunk of one
+// or more jobs (StartChunk; chunks come from JobSpec.chunksize); the chunk is
+// sent in one frame, its jobs run in order, and the slot is free again when
+// the last of them is reported (JobOutcome::frees_slot).
+//
+// Failure handling:
+//  * A worker that dies (signal, exit, OOM, corrupt frame, closed socket)
+//    fails only the job it was running, with the cause in the error; the
+//    jobs queued behind it in the chunk go to its replacement, which is
+//    requested at once. A task that kills its worker `quarantine_after`
+//    times in a row is quarantined: its jobs fail at once (QUARANTINED)
+//    until ClearQuarantine.
+//  * Cancel/timeout of a running job: cooperative first (its CancelToken in
+//    the worker), SIGTERM to the worker's process group after cancel_grace,
+//    SIGKILL after kill_grace more; the worker is replaced.
+//  * Recycling: after max_jobs_per_worker jobs, when RSS exceeds
+//    max_worker_rss (sampled while jobs run; a busy worker over the limit is
+//    killed and its job fails OUT_OF_MEMORY), after an out-of-memory error,
+//    or when its fork server was replaced. rlimits apply per worker.
+//  * If the fork server dies it is replaced by a fresh one (its binary in
+//    fork-server mode); running workers finish their chunks, then retire.
+//
+// Thread-safety: the JobExecutor methods are thread-safe. One monitor thread
+// owns the sockets' reading side, timers and every listener callback, which
+// it makes without holding mu_ (so the scheduler may call back in).
+#ifndef JOBD_WORKERS_PROCESS_POOL_H_
+#define JOBD_WORKERS_PROCESS_POOL_H_
+
+#include <sys/types.h>
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "jobd/internal/worker.pb.h"
+#include "workers/executor.h"
+#include "workers/fork_server.h"
+#include "workers/ipc.h"
+
+namespace jobd {
+
+struct ProcessPoolOptions {
+  int workers = 2;
+  uint64_t max_jobs_per_worker = 0;  // 0: never recycle for job count.
+  uint64_t max_worker_rss = 0;       // Bytes; 0: unlimited.
+  uint64_t max_address_space = 0;    // RLIMIT_AS bytes; 0: unlimited.
+  uint64_t max_cpu_seconds = 0;      // RLIMIT_CPU per worker; 0: unlimited.
+  uint64_t max_open_files = 0;       // RLIMIT_NOFILE; 0: inherited.
+  absl::Duration cancel_grace = absl::Milliseconds(500);  // -> SIGTERM.
+  absl::Duration kill_grace = absl::Milliseconds(100);    // -> SIGKILL.
+  int quarantine_after = 3;  // Worker kills in a row; 0: never quarantine.
+  int max_chunk = 1024;      // Largest chunk the scheduler may form.
+  absl::Duration rss_check_interval = absl::Milliseconds(100);
+  // How to start a replacement fork server: this binary and the arguments
+  // after the fork-server flag (e.g. --testing-tasks).
+  std::string self_exe = "/proc/self/exe";
+  std::vector<std::string> fork_server_args;
+};
+
+class ProcessPoolExecutor : public JobExecutor {
+ public:
+  // Takes over `fork_server` (started by main() before any thread).
+  ProcessPoolExecutor(ProcessPoolOptions options, ForkServerProcess fork_server,
+                      ExecutorListener& listener);
+  ~ProcessPoolExecutor() override;
+
+  v1::Executor kind() const override { return v1::EXECUTOR_PROCESS; }
+  int capacity() const override { return options_.workers; }
+  int max_chunk() const override { return options_.max_chunk; }
+  void Start(JobRun run) override;
+  void StartChunk(std::vector<JobRun> runs) override;
+  void Cancel(uint64_t job_id) override;
+  bool Shutdown(absl::Time deadline) override;
+  void AddStats(v1::GetStatsResponse& stats) const override;
+  bool IsQuarantined(const TaskDef& task) const override;
+  bool ClearQuarantine(std::string_view task) override;
+
+  // For tests and benchmarks.
+  pid_t fork_server_pid() const;
+  std::vector<pid_t> worker_pids() const;
+
+ private:
+  struct InFlight {
+    JobRun run;
+    bool cancelled = false;  // The scheduler asked to stop it.
+  };
+  enum class WorkerState { kLive, kGone };
+  struct Worker {
+    uint64_t gen = 0;  // Unique per process; epoll and timer key.
+    int slot = 0;
+    pid_t pid = 0;
+    UniqueFd sock;
+    UniqueFd pidfd;
+    WorkerState state = WorkerState::kLive;
+    FrameReader reader{0};
+    OutBuffer out;
+    bool want_out = false;  // EPOLLOUT registered.
+    uint64_t jobs_done = 0;
+    absl::Time started;
+    bool orphaned = false;  // Its fork server died: exit status unknowable.
+    std::string retire;     // Why it is to be retired after its chunk.
+    // Hard stop of a cancelled running job: 0 none, 1 waiting cooperative,
+    // 2 SIGTERM sent, 3 SIGKILL sent.
+    int escalation = 0;
+    absl::Time escalate_at = absl::InfiniteFuture();
+    absl::Time last_rss_check = absl::InfinitePast();
+    // Set when it left its slot (kGone): the job it was running, and what
+    // the pool already knows about why it died.
+    std::optional<InFlight> blamed;
+    v1::ErrorReason kill_reason = v1::ERROR_REASON_UNSPECIFIED;
+    std::string kill_message;  // Overrides the exit status in the error.
+    std::string retired_as;    // Counter key of ProcessPoolStats.retired.
+    bool exited = false;       // pidfd said so.
+    absl::Time status_deadline = absl::InfiniteFuture();
+  };
+  struct Slot {
+    uint64_t worker = 0;         // gen of its live worker; 0 if none.
+    uint64_t spawn_request = 0;  // Outstanding fork request; 0 if none.
+    absl::Time respawn_at = absl::InfinitePast();  // Backoff.
+    int quick_deaths = 0;           // Deaths before any finished job, in a row.
+    std::deque<InFlight> inflight;  // Sent to the worker, not reported.
+    std::deque<InFlight> pending;   // Waiting for a worker.
+    int chunk_left = 0;             // Jobs of its chunk not yet reported.
+  };
+  struct Report {  // A listener call to make without the lock.
+    uint64_t job_id = 0;
+    bool progress = false;
+    double fraction = 0;
+    std::string message;
+    JobOutcome outcome;
+  };
+
+  void MonitorLoop();
+  void Wake();
+  absl::Time NextTimer() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunTimers(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void HandleForkServer(uint32_t events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnSpawned(const internal::ForkReply::Spawned& spawned,
+                 std::vector<UniqueFd>& fds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnExited(const internal::ForkReply::Exited& exited)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReplaceForkServer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RequestSpawn(int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void HandleWorkerSocket(Worker& w, uint32_t events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Parses buffered frames; false after a protocol error (worker killed).
+  bool ProcessFrames(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnDone(Worker& w, internal::JobDone& done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendPending(int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Flush(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmEscalation(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeRetire(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Kills the worker's process group; it leaves its slot at once, blamed
+  // for its running job with `reason`/`message`.
+  void KillWorker(Worker& w, v1::ErrorReason reason, std::string message,
+                  std::string retired_as, int signal)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The worker process ended or must be treated as such: reads what it
+  // wrote, then takes it out of its slot.
+  void OnWorkerDied(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes a worker out of its slot: its running job is blamed, the rest of
+  // its chunk waits for the replacement, which is requested now.
+  void DetachWorker(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A gone worker's exit is known (status < 0: unknown): reports its
+  // blamed job and forgets it.
+  void Bury(Worker& w, int status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void ReportDone(int slot, const JobRun& run, JobOutcome outcome)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReportFailure(int slot, const JobRun& run, v1::ErrorReason reason,
+                     absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CountCrash(const TaskDef& task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Worker* FindWorker(uint64_t gen) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string QuarantineMessage(const std::string& task) const;
+
+  const ProcessPoolOptions options_;
+  ExecutorListener& listener_;
+  UniqueFd epoll_;
+  UniqueFd wake_fd_;  // eventfd.
+
+  mutable absl::Mutex mu_;
+  ForkServerProcess fork_server_ ABSL_GUARDED_BY(mu_);
+  uint64_t fork_server_gen_ ABSL_GUARDED_BY(mu_) = 1;  // epoll key.
+  absl::Time fork_server_retry_at_ ABSL_GUARDED_BY(mu_) =
+      absl::InfiniteFuture();
+  std::vector<Slot> slots_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<pid_t, uint64_t> gen_by_pid_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> graves_ ABSL_GUARDED_BY(mu_);  // Buried: erase.
+  uint64_t next_gen_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_request_ ABSL_GUARDED_BY(mu_) = 1;
+  std::vector<Report> reports_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int> crash_streak_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> quarantined_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> retired_ ABSL_GUARDED_BY(mu_);
+  uint64_t spawned_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t fork_server_restarts_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;     // Shutdown() began.
+  bool monitor_stop_ ABSL_GUARDED_BY(mu_) = false;  // No more spawns.
+  int busy_slots_ ABSL_GUARDED_BY(mu_) = 0;         // Slots with a chunk.
+
+  std::thread monitor_;  // Last: started after everything above exists.
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_WORKERS_PROCESS_POOL_H_

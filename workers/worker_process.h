@@ -1,0 +1,30 @@
+// The main loop of a process-pool worker: a process forked by the fork
+// server (workers/fork_server.h) that runs jobs sent by the daemon over its
+// socket (fd kWorkerSocketFd) and sends back one JobDone frame per job, in
+// the order received, each written before the next job starts (so a crash
+// loses at most the job that caused it). Progress reports are throttled.
+//
+// Two threads take turns reading the socket and running jobs (one job at a
+// time; see Worker in the .cc). A cancel of the running job sets its
+// CancelToken; a cancelled job that has not started is skipped. When the
+// daemon closes the socket the process exits 0 at once.
+#ifndef JOBD_WORKERS_WORKER_PROCESS_H_
+#define JOBD_WORKERS_WORKER_PROCESS_H_
+
+#include <cstddef>
+
+#include "workers/task_registry.h"
+
+namespace jobd {
+
+// The worker's socket to the daemon, dup'ed here by the fork server.
+inline constexpr int kWorkerSocketFd = 3;
+// Largest frame either side accepts on a worker socket.
+inline constexpr size_t kMaxWorkerFrameBytes = 256u << 20;
+
+// Never returns; the process exits when the daemon closes the socket.
+[[noreturn]] void RunWorkerProcess(const TaskRegistry& registry);
+
+}  // namespace jobd
+
+#endif  // JOBD_WORKERS_WORKER_PROCESS_H_
