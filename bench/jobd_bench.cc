@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "bench/machine.h"
 #include "client/client.h"
 #include "echo.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -263,15 +264,6 @@ double ClientMap(const std::string& address, int n, int batch, int window) {
   int done = 0;
   for (client::MapResult r; m.Next(&r);) done += r.ok();
   return done / Seconds(start);
-}
-
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("model name", 0) == 0)
-      return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
 }
 
 int Run(int argc, char** argv) {

@@ -26,6 +26,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "bench/machine.h"
 #include "client/client.h"
 #include "tests/integration/daemon_harness.h"
 #include "workers/builtin_tasks.h"
@@ -221,15 +222,6 @@ double DaemonTiny(v1::Executor executor, int chunksize, int jobs) {
   int ok = 0;
   for (client::MapResult r; m.Next(&r);) ok += r.ok();
   return ok == jobs ? jobs / Seconds(start) : 0;
-}
-
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("model name", 0) == 0)
-      return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
 }
 
 int Run(int argc, char** argv) {

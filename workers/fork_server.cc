@@ -122,6 +122,17 @@ void ReapChildren(int control_fd, absl::flat_hash_set<pid_t>& children) {
   }
 }
 
+// The parent's handle on a fork server it just started (its child, not yet
+// reaped, so the pidfd refers to it for sure).
+absl::StatusOr<ForkServerProcess> Adopt(pid_t pid, UniqueFd control) {
+  ForkServerProcess p;
+  p.pid = pid;
+  p.control = std::move(control);
+  p.pidfd.reset(PidfdOpen(pid));
+  if (!p.pidfd.valid()) return Errno("pidfd_open");
+  return p;
+}
+
 }  // namespace
 
 absl::StatusOr<ForkServerProcess> ForkForkServer(const TaskRegistry& registry) {
@@ -137,12 +148,7 @@ absl::StatusOr<ForkServerProcess> ForkForkServer(const TaskRegistry& registry) {
     parent_end.reset();
     RunForkServer(child_end.release(), registry);
   }
-  ForkServerProcess p;
-  p.pid = pid;
-  p.control = std::move(parent_end);
-  p.pidfd.reset(PidfdOpen(pid));
-  if (!p.pidfd.valid()) return Errno("pidfd_open");
-  return p;
+  return Adopt(pid, std::move(parent_end));
 }
 
 absl::StatusOr<ForkServerProcess> SpawnForkServer(
@@ -174,12 +180,7 @@ absl::StatusOr<ForkServerProcess> SpawnForkServer(
     return absl::InternalError(
         fmt::format("posix_spawn {}: {}", exe, std::strerror(rc)));
   }
-  ForkServerProcess p;
-  p.pid = pid;
-  p.control = std::move(parent_end);
-  p.pidfd.reset(PidfdOpen(pid));
-  if (!p.pidfd.valid()) return Errno("pidfd_open");
-  return p;
+  return Adopt(pid, std::move(parent_end));
 }
 
 void RunForkServer(int control_fd, const TaskRegistry& registry) {

@@ -405,7 +405,11 @@ void ProcessPoolExecutor::OnSpawned(const internal::ForkReply::Spawned& spawned,
     if (slots_[i].spawn_request == spawned.request_id()) slot = i;
   }
   if (slot < 0 || fds.size() < 2 || monitor_stop_) {
-    kill(-spawned.pid(), SIGKILL);  // Not wanted (any more).
+    kill(-spawned.pid(), SIGKILL);  // Not wanted (any more), or unusable.
+    if (slot >= 0) {                // No pidfd: ask again a little later.
+      slots_[slot].spawn_request = 0;
+      slots_[slot].respawn_at = absl::Now() + absl::Milliseconds(100);
+    }
     return;
   }
   Slot& s = slots_[slot];
