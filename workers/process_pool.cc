@@ -142,7 +142,7 @@ void ProcessPoolExecutor::StartChunk(std::vector<JobRun> runs) {
     s.pending.push_back({.run = std::move(run)});
   }
   if (s.worker != 0) SendPending(chosen);
-  if (!reports_.empty()) Wake();
+  Wake();  // Reports to deliver, and the RSS timer to arm.
 }
 
 void ProcessPoolExecutor::Cancel(uint64_t job_id) {
@@ -278,7 +278,8 @@ ProcessPoolExecutor::Worker* ProcessPoolExecutor::FindWorker(uint64_t gen) {
 absl::Time ProcessPoolExecutor::NextTimer() const {
   absl::Time next = fork_server_retry_at_;
   for (const Slot& s : slots_) {
-    if (s.worker == 0 && s.spawn_request == 0 && !monitor_stop_) {
+    if (s.worker == 0 && s.spawn_request == 0 && !monitor_stop_ &&
+        fork_server_.control.valid()) {
       next = std::min(next, s.respawn_at);
     }
   }
@@ -312,7 +313,7 @@ void ProcessPoolExecutor::RunTimers(absl::Time now) {
                                "cancellation within {}",
                                absl::FormatDuration(options_.cancel_grace)),
                    "killed", SIGTERM);
-      } else if (w.escalation == 2 && !w.exited) {
+      } else if (w.escalation == 2) {  // Also what the task left behind.
         kill(-w.pid, SIGKILL);
         w.escalation = 3;
         w.escalate_at = absl::InfiniteFuture();
@@ -357,6 +358,8 @@ void ProcessPoolExecutor::RequestSpawn(int slot) {
   if (absl::Status st = SendPacket(fork_server_.control.get(), request);
       !st.ok()) {
     spdlog::warn("process pool: fork request failed: {}", st.ToString());
+    s.spawn_request = 0;  // Asked again by the respawn timer.
+    s.respawn_at = absl::Now() + absl::Milliseconds(100);
   }
 }
 
@@ -597,6 +600,11 @@ void ProcessPoolExecutor::SendPending(int slot) {
   Worker& w = *workers_.at(s.worker);
   internal::ToWorker message;
   for (InFlight& f : s.pending) {
+    if (f.cancelled) {  // Cancelled in a worker that died: ended already.
+      ReportFailure(slot, f.run, CancelOutcomeReason(f.run),
+                    absl::CancelledError("cancelled before it started"));
+      continue;
+    }
     internal::RunJob& r = *message.add_run();
     r.set_job_id(f.run.job_id);
     const v1::JobSpec& spec = *f.run.spec;
@@ -708,6 +716,8 @@ void ProcessPoolExecutor::Bury(Worker& w, int status) {
     return;
   }
   w.status_deadline = absl::InfinitePast();  // Buried: once only.
+  if (w.escalation == 2)
+    kill(-w.pid, SIGKILL);  // Its group, before forgetting it.
   w.escalate_at = absl::InfiniteFuture();
   std::string how;
   v1::ErrorReason reason = v1::ERROR_REASON_WORKER_CRASHED;
