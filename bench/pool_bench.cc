@@ -176,52 +176,47 @@ double PoolPrimes(const TaskRegistry& registry, int workers, int jobs,
   return Seconds(start);
 }
 
-// End to end: `jobs` primes.count(n) through jobd with `workers` processes.
-double DaemonPrimes(int workers, int jobs, double n) {
-  auto daemon = testing::Daemon::Start(
-      {"--process-workers", std::to_string(workers), "--log-level", "warn"});
+// Seconds for `jobs` jobs of `task` (argument i: arg(i)) through the
+// client's Map on a jobd started with `daemon_args`; 0 if any failed.
+double DaemonMap(std::vector<std::string> daemon_args, const std::string& task,
+                 int jobs, const std::function<double(int)>& arg,
+                 client::MapOptions options) {
+  daemon_args.insert(daemon_args.end(), {"--log-level", "warn"});
+  auto daemon = testing::Daemon::Start(std::move(daemon_args));
   if (!daemon.ok()) return 0;
   auto client = client::Client::Connect({.address = (*daemon)->unix_address()});
   if (!client.ok()) return 0;
   int next = 0;
   const absl::Time start = absl::Now();
-  client::MapStream m =
-      (*client)->MapSpecs("primes.count",
-                          [&](v1::JobSpec* out, bool) {
-                            if (next++ >= jobs)
-                              return client::InputStatus::kEnd;
-                            out->add_args()->set_number_value(n);
-                            return client::InputStatus::kReady;
-                          },
-                          {.kind = v1::JOB_KIND_CPU_BOUND});
+  client::MapStream m = (*client)->MapSpecs(
+      task,
+      [&](v1::JobSpec* out, bool) {
+        if (next >= jobs) return client::InputStatus::kEnd;
+        out->add_args()->set_number_value(arg(next++));
+        return client::InputStatus::kReady;
+      },
+      options);
   int ok = 0;
   for (client::MapResult r; m.Next(&r);) ok += r.ok();
   return ok == jobs ? Seconds(start) : 0;
 }
 
+// End to end: `jobs` primes.count(n) through jobd with `workers` processes.
+double DaemonPrimes(int workers, int jobs, double n) {
+  return DaemonMap({"--process-workers", std::to_string(workers)},
+                   "primes.count", jobs, [n](int) { return n; },
+                   {.kind = v1::JOB_KIND_CPU_BOUND});
+}
+
 // Tiny jobs per second end to end through jobd's client Map.
 double DaemonTiny(v1::Executor executor, int chunksize, int jobs) {
-  auto daemon = testing::Daemon::Start({"--log-level", "warn"});
-  if (!daemon.ok()) return 0;
-  auto client = client::Client::Connect({.address = (*daemon)->unix_address()});
-  if (!client.ok()) return 0;
-  int next = 0;
-  const absl::Time start = absl::Now();
-  client::MapStream m =
-      (*client)->MapSpecs("echo",
-                          [&](v1::JobSpec* out, bool) {
-                            if (next++ >= jobs)
-                              return client::InputStatus::kEnd;
-                            out->add_args()->set_number_value(next);
-                            return client::InputStatus::kReady;
-                          },
-                          {.window = 65536,
-                           .kind = v1::JOB_KIND_CPU_BOUND,
-                           .executor = executor,
-                           .chunksize = static_cast<uint32_t>(chunksize)});
-  int ok = 0;
-  for (client::MapResult r; m.Next(&r);) ok += r.ok();
-  return ok == jobs ? jobs / Seconds(start) : 0;
+  const double seconds =
+      DaemonMap({}, "echo", jobs, [](int i) { return i + 1; },
+                {.window = 65536,
+                 .kind = v1::JOB_KIND_CPU_BOUND,
+                 .executor = executor,
+                 .chunksize = static_cast<uint32_t>(chunksize)});
+  return seconds > 0 ? jobs / seconds : 0;
 }
 
 int Run(int argc, char** argv) {
@@ -347,10 +342,6 @@ int Run(int argc, char** argv) {
 }  // namespace jobd::bench
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::string_view(argv[1]) == jobd::kForkServerFlag) {
-    jobd::TaskRegistry registry;
-    (void)jobd::RegisterBuiltinTasks(registry, {.testing_tasks = true});
-    jobd::RunForkServer(argc > 2 ? std::atoi(argv[2]) : -1, registry);
-  }
+  jobd::RunForkServerIfInvoked(argc, argv);  // The pools' fork servers.
   return jobd::bench::Run(argc, argv);
 }

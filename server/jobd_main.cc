@@ -13,13 +13,11 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
-#include <string_view>
 
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -112,26 +110,9 @@ std::string JobctlCommand() {
   return "jobctl";
 }
 
-// `jobd --internal-fork-server FD [--testing-tasks]`: a replacement fork
-// server started by a running daemon (workers/fork_server.h).
-[[noreturn]] void RunForkServerMode(int argc, char** argv) {
-  const int fd = argc > 2 ? std::atoi(argv[2]) : -1;
-  bool testing_tasks = false;
-  for (int i = 3; i < argc; ++i) {
-    testing_tasks |= std::string_view(argv[i]) == "--testing-tasks";
-  }
-  TaskRegistry registry;
-  if (fd < 0 ||
-      !RegisterBuiltinTasks(registry, {.testing_tasks = testing_tasks}).ok()) {
-    _exit(kExitStartup);
-  }
-  RunForkServer(fd, registry);
-}
-
 int Run(int argc, char** argv) {
-  if (argc > 1 && std::string_view(argv[1]) == kForkServerFlag) {
-    RunForkServerMode(argc, argv);
-  }
+  // A replacement fork server started by a running jobd (fork_server.h).
+  RunForkServerIfInvoked(argc, argv);
   // Signals are taken synchronously by sigwait() below; block them before any
   // thread exists so every thread inherits the mask.
   sigset_t signals;

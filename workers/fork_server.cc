@@ -13,11 +13,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "absl/container/flat_hash_set.h"
 #include "fmt/format.h"
 #include "jobd/internal/worker.pb.h"
+#include "workers/builtin_tasks.h"
 #include "workers/worker_process.h"
 
 extern char** environ;
@@ -225,6 +228,21 @@ void RunForkServer(int control_fd, const TaskRegistry& registry) {
   for (pid_t pid : children) kill(-pid, SIGKILL);
   for (pid_t pid : children) waitpid(pid, nullptr, 0);
   _exit(0);
+}
+
+void RunForkServerIfInvoked(int argc, char** argv) {
+  if (argc < 2 || std::string_view(argv[1]) != kForkServerFlag) return;
+  const int fd = argc > 2 ? std::atoi(argv[2]) : -1;
+  bool testing_tasks = false;
+  for (int i = 3; i < argc; ++i) {
+    testing_tasks |= std::string_view(argv[i]) == "--testing-tasks";
+  }
+  TaskRegistry registry;
+  if (fd < 0 ||
+      !RegisterBuiltinTasks(registry, {.testing_tasks = testing_tasks}).ok()) {
+    _exit(1);
+  }
+  RunForkServer(fd, registry);
 }
 
 }  // namespace jobd

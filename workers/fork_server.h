@@ -5,7 +5,7 @@
 // (ForkForkServer), because forking a multi-threaded gRPC process is unsafe.
 // If it dies, the pool starts a fresh one safely from the running daemon by
 // executing jobd's own binary in fork-server mode (SpawnForkServer; main()
-// checks IsForkServerInvocation first). Either way the fork server holds the
+// calls RunForkServerIfInvoked first). Either way the fork server holds the
 // same task registry as the daemon, and so do the workers it forks.
 //
 // Protocol (proto/jobd/internal/worker.proto) on a SOCK_SEQPACKET socket:
@@ -52,6 +52,11 @@ absl::StatusOr<ForkServerProcess> SpawnForkServer(
 
 // Serves `control_fd` until the daemon closes it, then exits the process.
 [[noreturn]] void RunForkServer(int control_fd, const TaskRegistry& registry);
+
+// If this process was started as `PROG kForkServerFlag FD [--testing-tasks]`
+// (SpawnForkServer), becomes that fork server with the built-in tasks and
+// never returns; otherwise returns at once. Call first thing in main().
+void RunForkServerIfInvoked(int argc, char** argv);
 
 }  // namespace jobd
 

@@ -234,7 +234,7 @@ void ProcessPoolExecutor::MonitorLoop() {
         switch (static_cast<Tag>(key & 3)) {
           case kTagForkControl:
           case kTagForkPidfd:
-            if (gen == fork_server_gen_) HandleForkServer(events[i].events);
+            if (gen == fork_server_gen_) HandleForkServer();
             break;
           case kTagSocket:
             if (Worker* w = FindWorker(gen);
@@ -363,7 +363,7 @@ void ProcessPoolExecutor::RequestSpawn(int slot) {
   }
 }
 
-void ProcessPoolExecutor::HandleForkServer(uint32_t events) {
+void ProcessPoolExecutor::HandleForkServer() {
   for (int i = 0; i < 256; ++i) {
     internal::ForkReply reply;
     std::vector<UniqueFd> fds;
@@ -398,7 +398,6 @@ void ProcessPoolExecutor::HandleForkServer(uint32_t events) {
         break;
     }
   }
-  (void)events;
 }
 
 void ProcessPoolExecutor::OnSpawned(const internal::ForkReply::Spawned& spawned,

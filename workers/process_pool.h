@@ -149,7 +149,7 @@ class ProcessPoolExecutor : public JobExecutor {
   absl::Time NextTimer() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunTimers(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  void HandleForkServer(uint32_t events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleForkServer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnSpawned(const internal::ForkReply::Spawned& spawned,
                  std::vector<UniqueFd>& fds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnExited(const internal::ForkReply::Exited& exited)
