@@ -1156,7 +1156,9 @@ int RunStats(const Globals& g) {
     std::vector<std::vector<std::string>> rows;
     rows.push_back(
         {"SLOT", "PID", "STATE", "JOBS", "RSS", "CURRENT JOB", "STARTED"});
-    for (const v1::WorkerStats& w : p.workers()) {
+    std::vector<v1::WorkerStats> all(p.workers().begin(), p.workers().end());
+    all.insert(all.end(), p.spares().begin(), p.spares().end());
+    for (const v1::WorkerStats& w : all) {
       rows.push_back(
           {std::to_string(w.slot()), w.pid() ? std::to_string(w.pid()) : "-",
            w.state(), std::to_string(w.jobs_done()),

@@ -93,6 +93,11 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   app.add_option("--kill-grace", kill_grace,
                  "Time between SIGTERM and SIGKILL for such a worker")
       ->capture_default_str();
+  app.add_option("--spare-workers", pool.spare_workers,
+                 "Idle worker processes kept ready beside the pool: a slot "
+                 "whose worker crashed or retired takes one at once")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
   app.add_option("--quarantine-after", pool.quarantine_after,
                  "Quarantine a task after it killed its worker this many "
                  "times in a row; 0 = never")

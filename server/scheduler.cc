@@ -82,7 +82,11 @@ class Scheduler::Port : public ExecutorListener {
     scheduler_.OnProgress(kind_, job_id, fraction, message);
   }
   void OnJobFinished(uint64_t job_id, JobOutcome outcome) override {
-    scheduler_.OnFinished(kind_, job_id, std::move(outcome));
+    FinishedJob job{.job_id = job_id, .outcome = std::move(outcome)};
+    scheduler_.OnFinished(kind_, std::span<FinishedJob>(&job, 1));
+  }
+  void OnJobsFinished(std::span<FinishedJob> jobs) override {
+    scheduler_.OnFinished(kind_, jobs);
   }
 
  private:
@@ -401,43 +405,46 @@ void Scheduler::OnProgress(v1::Executor kind, uint64_t id, double fraction,
   after.Run();
 }
 
-void Scheduler::OnFinished(v1::Executor kind, uint64_t id, JobOutcome outcome) {
+void Scheduler::OnFinished(v1::Executor kind, std::span<FinishedJob> jobs) {
   After after;
   {
     absl::MutexLock lock(&mu_);
-    Lane& lane = lanes_[kind];
-    if (outcome.frees_slot) --lane.busy;
-    auto it = jobs_.find(id);
-    if (it != jobs_.end()) {
-      Job& job = *it->second;
-      router_.Record(*job.task, outcome.cpu_time, outcome.wall_time);
-      if (job.state == v1::JOB_STATE_RUNNING) {
-        std::shared_ptr<JobEnd> end;
-        if (outcome.status.ok()) {
-          end = std::make_shared<JobEnd>();
-          end->state = v1::JOB_STATE_SUCCEEDED;
-          *end->result.mutable_value() = std::move(outcome.output.value);
-          *end->result.mutable_payload() = std::move(outcome.output.payload);
-        } else {
-          const v1::ErrorReason reason =
-              outcome.reason == v1::ERROR_REASON_UNSPECIFIED
-                  ? v1::ERROR_REASON_TASK_ERROR
-                  : outcome.reason;
-          end = MakeError(reason == v1::ERROR_REASON_CANCELLED
-                              ? v1::JOB_STATE_CANCELLED
-                              : v1::JOB_STATE_FAILED,
-                          outcome.status.code(), reason,
-                          std::string(outcome.status.message()));
-        }
-        Finish(job, std::move(end), after);
-      } else {
-        spdlog::debug("job {} returned after it had ended ({}); output dropped",
-                      id, v1::JobState_Name(job.state));
-      }
-    }
+    for (FinishedJob& j : jobs) EndRun(kind, j.job_id, j.outcome, after);
     Dispatch(kind, after);
   }
   after.Run();
+}
+
+void Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
+                       After& after) {
+  Lane& lane = lanes_[kind];
+  if (outcome.frees_slot) --lane.busy;
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  Job& job = *it->second;
+  router_.Record(*job.task, outcome.cpu_time, outcome.wall_time);
+  if (job.state != v1::JOB_STATE_RUNNING) {
+    spdlog::debug("job {} returned after it had ended ({}); output dropped", id,
+                  v1::JobState_Name(job.state));
+    return;
+  }
+  std::shared_ptr<JobEnd> end;
+  if (outcome.status.ok()) {
+    end = std::make_shared<JobEnd>();
+    end->state = v1::JOB_STATE_SUCCEEDED;
+    *end->result.mutable_value() = std::move(outcome.output.value);
+    *end->result.mutable_payload() = std::move(outcome.output.payload);
+  } else {
+    const v1::ErrorReason reason =
+        outcome.reason == v1::ERROR_REASON_UNSPECIFIED
+            ? v1::ERROR_REASON_TASK_ERROR
+            : outcome.reason;
+    end = MakeError(
+        reason == v1::ERROR_REASON_CANCELLED ? v1::JOB_STATE_CANCELLED
+                                             : v1::JOB_STATE_FAILED,
+        outcome.status.code(), reason, std::string(outcome.status.message()));
+  }
+  Finish(job, std::move(end), after);
 }
 
 void Scheduler::OnTimeout(uint64_t id) {

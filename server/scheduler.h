@@ -27,6 +27,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -224,7 +225,10 @@ class Scheduler {
 
   void OnProgress(v1::Executor kind, uint64_t id, double fraction,
                   std::string_view message);
-  void OnFinished(v1::Executor kind, uint64_t id, JobOutcome outcome);
+  void OnFinished(v1::Executor kind, std::span<FinishedJob> jobs);
+  // A run ended: records it and ends its job (unless it ended already).
+  void EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnTimeout(uint64_t id);
 
   // Stamps `event` (sequence, time, job), logs it and delivers it.

@@ -74,6 +74,15 @@ absl::StatusOr<TaskOutput> Fail(TaskContext& ctx) {
   return absl::UnknownError(ctx.args().String("message"));
 }
 
+// Recurses until the stack overflows (each frame keeps 4 KiB alive); the
+// bound only hides the intent from the compiler.
+[[gnu::noinline]] int64_t Deeper(int64_t depth) {
+  volatile char frame[4096];
+  frame[0] = static_cast<char>(depth);
+  if (depth == INT64_MAX) return frame[0];
+  return Deeper(depth + 1) + frame[0];
+}
+
 // Kills (or wedges) the process running it, in the way `how` names.
 absl::StatusOr<TaskOutput> Crash(TaskContext& ctx) {
   const std::string& how = ctx.args().String("how");
@@ -81,6 +90,8 @@ absl::StatusOr<TaskOutput> Crash(TaskContext& ctx) {
     std::raise(SIGSEGV);
   } else if (how == "abort") {
     std::abort();
+  } else if (how == "stack") {
+    Deeper(0);
   } else if (how == "exit") {
     std::_Exit(static_cast<int>(ctx.args().Int("code")));
   } else if (how == "oom") {
@@ -110,7 +121,7 @@ absl::StatusOr<TaskOutput> Crash(TaskContext& ctx) {
     ctx.SleepFor(absl::Seconds(10));
   } else {
     return absl::InvalidArgumentError(
-        "how: one of segv, abort, exit, oom, hang, hang_ignore_term, "
+        "how: one of segv, abort, stack, exit, oom, hang, hang_ignore_term, "
         "corrupt_frame, huge_frame");
   }
   return absl::InternalError("the crash did not happen");
@@ -211,7 +222,8 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
         {.name = "crash",
          .description =
              "Kills its worker process (testing only): how = segv, abort, "
-             "exit (with `code`), oom (allocates `mb` MiB, holds `hold_ms`), "
+             "stack (overflow), exit (with `code`), oom (allocates `mb` MiB, "
+             "holds `hold_ms`), "
              "hang (busy loop ignoring cancel), hang_ignore_term (also "
              "ignoring SIGTERM), corrupt_frame, huge_frame.",
          .default_kind = v1::JOB_KIND_CPU_BOUND,

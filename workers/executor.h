@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -50,12 +51,22 @@ struct JobOutcome {
   bool frees_slot = true;
 };
 
+struct FinishedJob {
+  uint64_t job_id = 0;
+  JobOutcome outcome;
+};
+
 class ExecutorListener {
  public:
   virtual ~ExecutorListener() = default;
   virtual void OnJobProgress(uint64_t job_id, double fraction,
                              std::string_view message) = 0;
   virtual void OnJobFinished(uint64_t job_id, JobOutcome outcome) = 0;
+  // Several at once, in the order they ended (one lock round for the lot);
+  // the outcomes may be moved from.
+  virtual void OnJobsFinished(std::span<FinishedJob> jobs) {
+    for (FinishedJob& j : jobs) OnJobFinished(j.job_id, std::move(j.outcome));
+  }
 };
 
 class JobExecutor {

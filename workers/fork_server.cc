@@ -21,6 +21,7 @@
 #include "fmt/format.h"
 #include "jobd/internal/worker.pb.h"
 #include "workers/builtin_tasks.h"
+#include "workers/result_ring.h"
 #include "workers/worker_process.h"
 
 extern char** environ;
@@ -47,10 +48,13 @@ void SetLimit(int resource, uint64_t value) {
 }
 
 // In the child after fork(): becomes a worker; never returns.
-[[noreturn]] void BecomeWorker(int socket_fd,
+[[noreturn]] void BecomeWorker(int socket_fd, int ring_fd,
                                const internal::WorkerLimits& limits,
                                const TaskRegistry& registry) {
   setpgid(0, 0);
+  // Mapped before any limit applies; the mapping outlives the fd.
+  absl::StatusOr<ResultRing> ring = ResultRing::Map(ring_fd);
+  if (!ring.ok()) _exit(127);
   if (socket_fd == kWorkerSocketFd) {
     fcntl(socket_fd, F_SETFD, 0);
   } else if (dup2(socket_fd, kWorkerSocketFd) < 0) {
@@ -70,7 +74,7 @@ void SetLimit(int resource, uint64_t value) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   prctl(PR_SET_NAME, "jobd-worker");
-  RunWorkerProcess(registry);
+  RunWorkerProcess(registry, *std::move(ring));
 }
 
 void Spawn(int control_fd, const internal::ForkRequest& request,
@@ -86,8 +90,17 @@ void Spawn(int control_fd, const internal::ForkRequest& request,
   }
   UniqueFd daemon_end(sv[0]);
   UniqueFd worker_end(sv[1]);
+  absl::StatusOr<UniqueFd> ring = ResultRing::Create();
+  if (!ring.ok()) {
+    reply.mutable_spawn_failed()->set_request_id(request.request_id());
+    reply.mutable_spawn_failed()->set_error(ring.status().ToString());
+    (void)SendPacket(control_fd, reply);
+    return;
+  }
   const pid_t pid = fork();
-  if (pid == 0) BecomeWorker(worker_end.get(), request.limits(), registry);
+  if (pid == 0) {
+    BecomeWorker(worker_end.get(), ring->get(), request.limits(), registry);
+  }
   if (pid < 0) {
     reply.mutable_spawn_failed()->set_request_id(request.request_id());
     reply.mutable_spawn_failed()->set_error(
@@ -100,9 +113,9 @@ void Spawn(int control_fd, const internal::ForkRequest& request,
   UniqueFd pidfd(PidfdOpen(pid));  // Before any reaping: race-free.
   reply.mutable_spawned()->set_request_id(request.request_id());
   reply.mutable_spawned()->set_pid(pid);
-  const int fds[2] = {daemon_end.get(), pidfd.get()};
+  const int fds[3] = {daemon_end.get(), ring->get(), pidfd.get()};
   (void)SendPacket(control_fd, reply,
-                   std::span<const int>(fds, pidfd.valid() ? 2 : 1));
+                   std::span<const int>(fds, pidfd.valid() ? 3 : 2));
 }
 
 void ReapChildren(int control_fd, absl::flat_hash_set<pid_t>& children) {

@@ -9,14 +9,15 @@
 // same task registry as the daemon, and so do the workers it forks.
 //
 // Protocol (proto/jobd/internal/worker.proto) on a SOCK_SEQPACKET socket:
-// ForkRequest -> Spawned (+ the daemon's end of the worker's socket and a
-// pidfd) or SpawnFailed; Exited whenever a worker it forked is reaped. When
-// the daemon closes the socket the fork server kills its workers' process
-// groups and exits.
+// ForkRequest -> Spawned (+ the daemon's end of the worker's socket, its
+// result ring's memfd (workers/result_ring.h) and a pidfd) or SpawnFailed;
+// Exited whenever a worker it forked is reaped. When the daemon closes the
+// socket the fork server kills its workers' process groups and exits.
 //
 // Each worker runs in its own process group (so a hard kill reaches anything
-// the task started), with its rlimits applied, every inherited fd closed
-// except its socket (fd kWorkerSocketFd), and default signal dispositions.
+// the task started), with its rlimits applied, its result ring mapped,
+// every inherited fd closed except its socket (fd kWorkerSocketFd), and
+// default signal dispositions.
 #ifndef JOBD_WORKERS_FORK_SERVER_H_
 #define JOBD_WORKERS_FORK_SERVER_H_
 

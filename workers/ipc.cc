@@ -28,19 +28,32 @@ void AppendFrame(const google::protobuf::MessageLite& message,
   message.SerializeWithCachedSizesToArray(p + kFrameHeaderBytes);
 }
 
-ReadResult FrameReader::ReadFrom(int fd) {
-  if (pos_ > 0 && pos_ * 2 >= buffer_.size()) {  // Keep the buffer compact.
-    buffer_.erase(0, pos_);
+char* FrameReader::Room(size_t bytes) {
+  if (pos_ > 0 && pos_ * 2 >= end_) {  // Keep the data at the front.
+    std::memmove(buffer_.data(), buffer_.data() + pos_, end_ - pos_);
+    end_ -= pos_;
     pos_ = 0;
   }
+  // Grows (and zero-fills) only when the room is short, not per read.
+  if (buffer_.size() - end_ < bytes) buffer_.resize(end_ + bytes);
+  return buffer_.data() + end_;
+}
+
+void FrameReader::Append(std::string_view bytes) {
+  std::memcpy(Room(bytes.size()), bytes.data(), bytes.size());
+  end_ += bytes.size();
+}
+
+ReadResult FrameReader::ReadFrom(int fd) {
   constexpr size_t kChunk = 64 * 1024;
-  const size_t old_size = buffer_.size();
-  buffer_.resize(old_size + kChunk);
+  char* room = Room(kChunk);
+  const size_t offered = buffer_.size() - end_;
   ssize_t n;
   do {
-    n = read(fd, buffer_.data() + old_size, kChunk);
+    n = read(fd, room, offered);
   } while (n < 0 && errno == EINTR);
-  buffer_.resize(old_size + (n > 0 ? n : 0));
+  drained_ = n >= 0 && static_cast<size_t>(n) < offered;
+  if (n > 0) end_ += n;
   if (n > 0) return ReadResult::kData;
   if (n == 0) return ReadResult::kEof;
   return errno == EAGAIN || errno == EWOULDBLOCK ? ReadResult::kWouldBlock
@@ -48,7 +61,7 @@ ReadResult FrameReader::ReadFrom(int fd) {
 }
 
 absl::StatusOr<bool> FrameReader::Next(google::protobuf::MessageLite& message) {
-  const size_t available = buffer_.size() - pos_;
+  const size_t available = end_ - pos_;
   if (available < kFrameHeaderBytes) return false;
   const auto* p = reinterpret_cast<const uint8_t*>(buffer_.data() + pos_);
   const size_t size =
@@ -65,9 +78,9 @@ absl::StatusOr<bool> FrameReader::Next(google::protobuf::MessageLite& message) {
         "frame of {} bytes is not a valid {}", size, message.GetTypeName()));
   }
   pos_ += kFrameHeaderBytes + size;
-  if (pos_ == buffer_.size()) {
-    buffer_.clear();
-    pos_ = 0;
+  if (pos_ == end_) {
+    pos_ = end_ = 0;
+    if (buffer_.size() > kKeepBytes) std::string().swap(buffer_);
   }
   return true;
 }

@@ -65,20 +65,32 @@ class FrameReader {
 
   // One read() from `fd` into the buffer (EINTR retried). kError sets errno.
   ReadResult ReadFrom(int fd);
+  // The last ReadFrom got less than it offered: the socket had no more then
+  // (a further read would most likely find nothing).
+  bool drained() const { return drained_; }
   // Adds bytes as if read (tests).
-  void Append(std::string_view bytes) { buffer_.append(bytes); }
+  void Append(std::string_view bytes);
 
   // Parses the next complete frame into `message`: true if one was parsed,
   // false if more bytes are needed. DataLoss for a frame longer than the
   // limit or one that does not parse; the stream is unusable after that.
   absl::StatusOr<bool> Next(google::protobuf::MessageLite& message);
 
-  size_t buffered() const { return buffer_.size() - pos_; }
+  size_t buffered() const { return end_ - pos_; }
 
  private:
+  // Buffer memory kept between frames; more is freed once a big frame is
+  // parsed.
+  static constexpr size_t kKeepBytes = 1 << 20;
+
+  // At least `bytes` of room after end_; returns where it starts.
+  char* Room(size_t bytes);
+
   size_t max_frame_bytes_;
-  std::string buffer_;
-  size_t pos_ = 0;  // Start of unparsed bytes in buffer_.
+  std::string buffer_;  // Bytes [pos_, end_) are read and not parsed yet.
+  size_t pos_ = 0;
+  size_t end_ = 0;
+  bool drained_ = false;
 };
 
 // Frames waiting to be written to a non-blocking socket.

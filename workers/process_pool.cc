@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -30,8 +31,19 @@ enum Tag : uint64_t {
 };
 constexpr uint64_t kWakeKey = ~0ULL;
 constexpr absl::Duration kExitStatusWait = absl::Seconds(2);
+// Results handed to the scheduler in one call at most (bounds how long its
+// lock is held).
+constexpr size_t kMaxReportBatch = 256;
+// How long a spare slot whose worker took over a job slot waits before it
+// forks a new spare.
+constexpr absl::Duration kSpareRefillDelay = absl::Milliseconds(20);
+// A chunk's jobs go to a worker in frames of about this size at most.
+constexpr size_t kChunkFrameBytes = 16u << 20;
 
 uint64_t Key(uint64_t gen, Tag tag) { return gen << 2 | tag; }
+
+// The pool whose monitor thread this is, if any.
+thread_local const ProcessPoolExecutor* tl_monitor_of = nullptr;
 
 void EpollAdd(int epoll, int fd, uint32_t events, uint64_t key) {
   epoll_event ev{};
@@ -92,7 +104,8 @@ ProcessPoolExecutor::ProcessPoolExecutor(ProcessPoolOptions options,
              Key(fork_server_gen_, kTagForkControl));
     EpollAdd(epoll_.get(), fork_server_.pidfd.get(), EPOLLIN,
              Key(fork_server_gen_, kTagForkPidfd));
-    slots_.resize(std::max(1, options_.workers));
+    slots_.resize(std::max(1, options_.workers) +
+                  std::max(0, options_.spare_workers));
     for (size_t i = 0; i < slots_.size(); ++i) RequestSpawn(i);
   }
   monitor_ = std::thread([this] { MonitorLoop(); });
@@ -117,7 +130,7 @@ void ProcessPoolExecutor::StartChunk(std::vector<JobRun> runs) {
   if (runs.empty()) return;
   absl::MutexLock lock(&mu_);
   int chosen = -1;
-  for (int i = 0; i < static_cast<int>(slots_.size()); ++i) {
+  for (int i = 0; i < options_.workers; ++i) {
     if (slots_[i].chunk_left != 0) continue;
     if (chosen < 0) chosen = i;
     if (slots_[i].worker != 0) {  // Prefer a slot whose worker is up.
@@ -142,7 +155,12 @@ void ProcessPoolExecutor::StartChunk(std::vector<JobRun> runs) {
     s.pending.push_back({.run = std::move(run)});
   }
   if (s.worker != 0) SendPending(chosen);
-  Wake();  // Reports to deliver, and the RSS timer to arm.
+  // The monitor has reports to deliver or the RSS timer to arm; not needed
+  // when this runs on the monitor (a listener call starting the next chunk).
+  if ((!reports_.empty() || options_.max_worker_rss > 0) &&
+      tl_monitor_of != this) {
+    Wake();
+  }
 }
 
 void ProcessPoolExecutor::Cancel(uint64_t job_id) {
@@ -202,8 +220,17 @@ std::string ProcessPoolExecutor::QuarantineMessage(
 
 // ---- monitor thread ------------------------------------------------------
 
+void ProcessPoolExecutor::DeliverFinished(std::vector<FinishedJob>& finished) {
+  if (finished.empty()) return;
+  listener_.OnJobsFinished(finished);
+  finished.clear();
+}
+
 void ProcessPoolExecutor::MonitorLoop() {
+  tl_monitor_of = this;
+  pthread_setname_np(pthread_self(), "jobd-procpool");
   std::vector<Report> reports;
+  std::vector<FinishedJob> finished;
   epoll_event events[64];
   for (;;) {
     int timeout_ms;
@@ -258,13 +285,17 @@ void ProcessPoolExecutor::MonitorLoop() {
       reports.swap(reports_);
       stop = monitor_stop_;
     }
+    // In order; consecutive results go together (one scheduler lock round).
     for (Report& r : reports) {
       if (r.progress) {
+        DeliverFinished(finished);
         listener_.OnJobProgress(r.job_id, r.fraction, r.message);
-      } else {
-        listener_.OnJobFinished(r.job_id, std::move(r.outcome));
+        continue;
       }
+      finished.push_back({.job_id = r.job_id, .outcome = std::move(r.outcome)});
+      if (finished.size() >= kMaxReportBatch) DeliverFinished(finished);
     }
+    DeliverFinished(finished);
     reports.clear();
     if (stop) return;
   }
@@ -300,11 +331,18 @@ void ProcessPoolExecutor::RunTimers(absl::Time now) {
   for (size_t i = 0; i < slots_.size(); ++i) {
     const Slot& s = slots_[i];
     if (s.worker == 0 && s.spawn_request == 0 && now >= s.respawn_at) {
-      RequestSpawn(i);
+      Refill(i);
     }
   }
   for (auto& [gen, wp] : workers_) {
     Worker& w = *wp;
+    const bool rss_due = options_.max_worker_rss > 0 &&
+                         w.state == WorkerState::kLive &&
+                         !slots_[w.slot].inflight.empty() &&
+                         now >= w.last_rss_check + options_.rss_check_interval;
+    if ((now >= w.escalate_at || rss_due) && w.state == WorkerState::kLive) {
+      DrainRing(w);  // Blame the job that runs now, not one that finished.
+    }
     if (now >= w.escalate_at) {
       if (w.escalation == 1 && w.state == WorkerState::kLive) {
         const JobRun& run = slots_[w.slot].inflight.front().run;
@@ -325,11 +363,13 @@ void ProcessPoolExecutor::RunTimers(absl::Time now) {
       if (now >= w.status_deadline) Bury(w, -1);
       continue;
     }
-    if (options_.max_worker_rss > 0 && !slots_[w.slot].inflight.empty() &&
-        now >= w.last_rss_check + options_.rss_check_interval) {
+    if (rss_due) {
       w.last_rss_check = now;
       const uint64_t rss = ReadRssBytes(w.pid);
-      if (rss > options_.max_worker_rss) {
+      if (rss > options_.max_worker_rss && slots_[w.slot].inflight.empty()) {
+        w.retire = "max_worker_rss";
+        MaybeRetire(w);
+      } else if (rss > options_.max_worker_rss) {
         KillWorker(w, v1::ERROR_REASON_OUT_OF_MEMORY,
                    fmt::format("out of memory: the worker's resident memory "
                                "({}) exceeded max_worker_rss ({}); the worker "
@@ -406,7 +446,9 @@ void ProcessPoolExecutor::OnSpawned(const internal::ForkReply::Spawned& spawned,
   for (size_t i = 0; i < slots_.size(); ++i) {
     if (slots_[i].spawn_request == spawned.request_id()) slot = i;
   }
-  if (slot < 0 || fds.size() < 2 || monitor_stop_) {
+  absl::StatusOr<ResultRing> ring = absl::InvalidArgumentError("no ring");
+  if (fds.size() >= 3) ring = ResultRing::Map(fds[1].get());
+  if (slot < 0 || !ring.ok() || monitor_stop_) {
     kill(-spawned.pid(), SIGKILL);  // Not wanted (any more), or unusable.
     if (slot >= 0) {                // No pidfd: ask again a little later.
       slots_[slot].spawn_request = 0;
@@ -421,7 +463,9 @@ void ProcessPoolExecutor::OnSpawned(const internal::ForkReply::Spawned& spawned,
   w.slot = slot;
   w.pid = spawned.pid();
   w.sock = std::move(fds[0]);
-  w.pidfd = std::move(fds[1]);
+  w.ring = *std::move(ring);
+  w.ring.Prefault();
+  w.pidfd = std::move(fds[2]);
   w.reader = FrameReader(kMaxWorkerFrameBytes);
   w.started = absl::Now();
   fcntl(w.sock.get(), F_SETFL, O_NONBLOCK);
@@ -436,6 +480,44 @@ void ProcessPoolExecutor::OnSpawned(const internal::ForkReply::Spawned& spawned,
   spdlog::debug("process pool: worker {} (pid {}) up in slot {}", w.gen, w.pid,
                 slot);
   if (!s.pending.empty()) SendPending(slot);
+  if (IsSpare(slot)) {  // A job slot may be waiting for it.
+    for (int i = 0; i < options_.workers; ++i) {
+      if (slots_[i].worker == 0 && TakeSpare(i)) break;
+    }
+  }
+}
+
+bool ProcessPoolExecutor::TakeSpare(int slot) {
+  // A warm spare if there is one; a cold one is still quicker than a fork.
+  int best = -1;
+  for (size_t j = options_.workers; j < slots_.size(); ++j) {
+    if (slots_[j].worker == 0) continue;
+    const Worker& w = *workers_.at(slots_[j].worker);
+    if (w.state != WorkerState::kLive || !w.retire.empty()) continue;
+    if (best < 0 || w.ready) best = static_cast<int>(j);
+    if (w.ready) break;
+  }
+  if (best < 0) return false;
+  Slot& spare = slots_[best];
+  Slot& s = slots_[slot];
+  Worker& w = *workers_.at(spare.worker);
+  w.slot = slot;
+  s.worker = std::exchange(spare.worker, 0);
+  spare.quick_deaths = 0;  // It lived to serve: forking works.
+  // The spare slot waits for the fork `slot` asked for, if any.
+  spare.spawn_request = std::exchange(s.spawn_request, 0);
+  spdlog::debug("process pool: spare worker pid {} takes slot {}", w.pid, slot);
+  if (!s.pending.empty()) SendPending(slot);
+  // Its replacement is forked a little later, so that the fork and the new
+  // process's warm-up do not take CPU from the jobs the crash held up.
+  spare.respawn_at =
+      std::max(spare.respawn_at, absl::Now() + kSpareRefillDelay);
+  return true;
+}
+
+void ProcessPoolExecutor::Refill(int slot) {
+  if (monitor_stop_ || (!IsSpare(slot) && TakeSpare(slot))) return;
+  RequestSpawn(slot);
 }
 
 void ProcessPoolExecutor::OnExited(const internal::ForkReply::Exited& exited) {
@@ -514,12 +596,14 @@ void ProcessPoolExecutor::HandleWorkerSocket(Worker& w, uint32_t events) {
     const ReadResult r = w.reader.ReadFrom(w.sock.get());
     if (r == ReadResult::kData) {
       if (!ProcessFrames(w)) return;
+      if (w.reader.drained()) break;  // epoll reports anything newer.
       continue;
     }
-    if (r == ReadResult::kWouldBlock) return;
+    if (r == ReadResult::kWouldBlock) break;
     OnWorkerDied(w);  // EOF or error: it is gone, or as good as.
     return;
   }
+  if (w.state == WorkerState::kLive) DrainRing(w);
 }
 
 bool ProcessPoolExecutor::ProcessFrames(Worker& w) {
@@ -531,7 +615,16 @@ bool ProcessPoolExecutor::ProcessFrames(Worker& w) {
       error = std::string(got.status().message());
     } else if (!*got) {
       return true;
+    } else if (message.has_doorbell()) {
+      continue;  // The caller drains the ring next.
+    } else if (message.has_ready()) {
+      w.ready = true;
+      continue;
+    } else if (message.has_crashing()) {
+      OnCrashNotice(w, message.crashing().signal());
+      return false;
     } else if (message.has_progress()) {
+      if (!DrainRing(w)) return false;  // Results of the jobs before it.
       const Slot& s = slots_[w.slot];
       if (!s.inflight.empty() &&
           s.inflight.front().run.job_id == message.progress().job_id()) {
@@ -542,25 +635,57 @@ bool ProcessPoolExecutor::ProcessFrames(Worker& w) {
       }
       continue;
     } else if (message.has_done()) {
-      const Slot& s = slots_[w.slot];
-      if (!s.inflight.empty() &&
-          s.inflight.front().run.job_id == message.done().job_id()) {
-        OnDone(w, *message.mutable_done());
-        if (w.state != WorkerState::kLive) return false;
+      if (w.socket_results.size() < slots_[w.slot].inflight.size()) {
+        w.socket_results.push_back(std::move(*message.mutable_done()));
         continue;
       }
-      error = fmt::format("result for job {}, which it was not running",
-                          message.done().job_id());
+      error = "more results than jobs";
     } else {
       error = "empty message";
     }
-    KillWorker(w, v1::ERROR_REASON_WORKER_CRASHED,
-               fmt::format("the worker broke the IPC protocol ({}); it was "
-                           "killed and replaced",
-                           error),
-               "protocol_error", SIGKILL);
+    ProtocolError(w, error);
     return false;
   }
+}
+
+bool ProcessPoolExecutor::DrainRing(Worker& w) {
+  internal::JobDone done;
+  while (w.state == WorkerState::kLive) {
+    absl::StatusOr<std::optional<ResultRing::Entry>> entry = w.ring.Peek();
+    if (!entry.ok()) {
+      ProtocolError(w, std::string(entry.status().message()));
+      return false;
+    }
+    if (!entry->has_value()) break;
+    if ((*entry)->kind == ResultRing::kResultOnSocket) {
+      if (w.socket_results.empty()) break;  // Its frame is on the way.
+      done = std::move(w.socket_results.front());
+      w.socket_results.pop_front();
+    } else if (!done.ParseFromArray((*entry)->bytes.data(),
+                                    static_cast<int>((*entry)->bytes.size()))) {
+      ProtocolError(w, "a result in the ring does not parse");
+      return false;
+    }
+    w.ring.Consume();
+    const Slot& s = slots_[w.slot];
+    if (s.inflight.empty() || s.inflight.front().run.job_id != done.job_id()) {
+      ProtocolError(w,
+                    fmt::format("result for job {}, which it was not running",
+                                done.job_id()));
+      return false;
+    }
+    OnDone(w, done);
+  }
+  w.ring.Release();
+  return w.state == WorkerState::kLive;
+}
+
+void ProcessPoolExecutor::ProtocolError(Worker& w, std::string_view error) {
+  KillWorker(w, v1::ERROR_REASON_WORKER_CRASHED,
+             fmt::format("the worker broke the IPC protocol ({}); it was "
+                         "killed and replaced",
+                         std::string(error)),
+             "protocol_error", SIGKILL);
 }
 
 void ProcessPoolExecutor::OnDone(Worker& w, internal::JobDone& done) {
@@ -597,7 +722,10 @@ void ProcessPoolExecutor::OnDone(Worker& w, internal::JobDone& done) {
 void ProcessPoolExecutor::SendPending(int slot) {
   Slot& s = slots_[slot];
   Worker& w = *workers_.at(s.worker);
+  // A chunk may be bigger than one frame may be: it goes in frames of at
+  // most kChunkFrameBytes (a single job up to kMaxWorkerFrameBytes).
   internal::ToWorker message;
+  size_t message_bytes = 0;
   for (InFlight& f : s.pending) {
     if (f.cancelled) {  // Cancelled in a worker that died: ended already.
       ReportFailure(slot, f.run, CancelOutcomeReason(f.run),
@@ -615,10 +743,30 @@ void ProcessPoolExecutor::SendPending(int slot) {
     if (f.run.deadline != absl::InfiniteFuture()) {
       r.set_deadline_unix_ns(absl::ToUnixNanos(f.run.deadline));
     }
+    const size_t bytes = r.ByteSizeLong() + 8;  // + tag and length.
+    if (bytes > kMaxWorkerFrameBytes - 64) {
+      message.mutable_run()->RemoveLast();
+      ReportFailure(
+          slot, f.run, v1::ERROR_REASON_INVALID_INPUT,
+          absl::InvalidArgumentError(fmt::format(
+              "the job's input ({}) is too big for a worker process (at most "
+              "{}); run it on threads or send less",
+              MiB(bytes), MiB(kMaxWorkerFrameBytes))));
+      continue;
+    }
+    if (message_bytes + bytes > kChunkFrameBytes && message.run_size() > 1) {
+      internal::RunJob last = std::move(*message.mutable_run()->rbegin());
+      message.mutable_run()->RemoveLast();
+      AppendFrame(message, w.out.data());
+      message.Clear();
+      *message.add_run() = std::move(last);
+      message_bytes = 0;
+    }
+    message_bytes += bytes;
     s.inflight.push_back(std::move(f));
   }
   s.pending.clear();
-  AppendFrame(message, w.out.data());
+  if (message.run_size() > 0) AppendFrame(message, w.out.data());
   Flush(w);
 }
 
@@ -673,10 +821,16 @@ void ProcessPoolExecutor::OnWorkerDied(Worker& w) {
     if (r != ReadResult::kData) break;
     if (!ProcessFrames(w)) return;
   }
-  if (w.state != WorkerState::kLive) return;
+  if (w.state != WorkerState::kLive || !DrainRing(w)) return;
   kill(-w.pid, SIGKILL);  // In case only the socket broke.
   w.retired_as = "crashed";
   DetachWorker(w);
+}
+
+void ProcessPoolExecutor::OnCrashNotice(Worker& w, int sig) {
+  if (!DrainRing(w)) return;  // What it finished before is not its fault.
+  KillWorker(w, v1::ERROR_REASON_UNSPECIFIED, "", "crashed", SIGKILL);
+  Bury(w, sig);  // The status it is about to have: killed by `sig`.
 }
 
 void ProcessPoolExecutor::DetachWorker(Worker& w) {
@@ -705,7 +859,7 @@ void ProcessPoolExecutor::DetachWorker(Worker& w) {
         std::min(absl::Seconds(5),
                  absl::Milliseconds(10) * (1 << std::min(s.quick_deaths, 9)));
   }
-  RequestSpawn(w.slot);
+  Refill(w.slot);
   if (w.orphaned && w.exited) Bury(w, -1);
 }
 
@@ -808,6 +962,7 @@ bool ProcessPoolExecutor::Shutdown(absl::Time deadline) {
     monitor_stop_ = true;
     // Whatever is left ends now, reported once like every other job.
     for (auto& [gen, w] : workers_) {
+      if (w->state == WorkerState::kLive) DrainRing(*w);  // Finished ones.
       if (!w->exited) kill(-w->pid, SIGKILL);
       if (w->state == WorkerState::kLive) DetachWorker(*w);
     }
@@ -843,8 +998,9 @@ pid_t ProcessPoolExecutor::fork_server_pid() const {
 std::vector<pid_t> ProcessPoolExecutor::worker_pids() const {
   absl::MutexLock lock(&mu_);
   std::vector<pid_t> pids;
-  for (const Slot& s : slots_) {
-    if (s.worker != 0) pids.push_back(workers_.at(s.worker)->pid);
+  for (int i = 0; i < options_.workers; ++i) {
+    if (slots_[i].worker != 0)
+      pids.push_back(workers_.at(slots_[i].worker)->pid);
   }
   return pids;
 }
@@ -865,7 +1021,7 @@ void ProcessPoolExecutor::AddStats(v1::GetStatsResponse& stats) const {
     for (std::string& t : quarantined) p.add_quarantined_tasks(std::move(t));
     for (size_t i = 0; i < slots_.size(); ++i) {
       const Slot& s = slots_[i];
-      v1::WorkerStats& ws = *p.add_workers();
+      v1::WorkerStats& ws = IsSpare(i) ? *p.add_spares() : *p.add_workers();
       ws.set_slot(i);
       if (s.worker == 0) {
         ws.set_state("spawning");
@@ -875,7 +1031,9 @@ void ProcessPoolExecutor::AddStats(v1::GetStatsResponse& stats) const {
       ws.set_pid(w.pid);
       ws.set_state(!s.inflight.empty() ? "busy"
                    : !w.retire.empty() ? "retiring"
-                                       : "idle");
+                   : !IsSpare(i)       ? "idle"
+                   : w.ready           ? "spare"
+                                       : "warming");
       ws.set_jobs_done(w.jobs_done);
       if (!s.inflight.empty()) {
         ws.set_current_job_id(s.inflight.front().run.job_id);
@@ -883,8 +1041,10 @@ void ProcessPoolExecutor::AddStats(v1::GetStatsResponse& stats) const {
       ws.mutable_started()->set_seconds(absl::ToUnixSeconds(w.started));
     }
   }
-  for (v1::WorkerStats& ws : *p.mutable_workers()) {  // /proc, unlocked.
-    if (ws.pid() > 0) ws.set_rss_bytes(ReadRssBytes(ws.pid()));
+  for (auto* list : {p.mutable_workers(), p.mutable_spares()}) {
+    for (v1::WorkerStats& ws : *list) {  // /proc, unlocked.
+      if (ws.pid() > 0) ws.set_rss_bytes(ReadRssBytes(ws.pid()));
+    }
   }
 }
 

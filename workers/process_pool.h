@@ -1,10 +1,15 @@
 // ProcessPoolExecutor: the PROCESS executor. Runs sync tasks in pre-forked
 // worker processes (workers/worker_process.h) fed over socketpairs with
-// length-prefixed protobuf frames (workers/ipc.h); the workers come from a
-// fork server (workers/fork_server.h).
+// length-prefixed protobuf frames (workers/ipc.h), their results coming back
+// through a shared-memory ring per worker (workers/result_ring.h); the
+// workers come from a fork server (workers/fork_server.h).
 //
 // Slots and chunks. The pool has `workers` slots, each with one worker
-// process (or one being forked). The scheduler hands a slot a chunk of one
+// process (or one being forked), and `spare_workers` spare slots whose
+// workers wait idle: when a slot loses its worker (crash, kill, recycling)
+// it swaps places with a ready spare at once, and the spare slot forks a
+// new one, so a respawn never waits for fork() and a fresh process's first
+// page faults. The scheduler hands a slot a chunk of one
 // or more jobs (StartChunk; chunks come from JobSpec.chunksize); the chunk is
 // sent in one frame, its jobs run in order, and the slot is free again when
 // the last of them is reported (JobOutcome::frees_slot).
@@ -50,6 +55,7 @@
 #include "workers/executor.h"
 #include "workers/fork_server.h"
 #include "workers/ipc.h"
+#include "workers/result_ring.h"
 
 namespace jobd {
 
@@ -62,6 +68,9 @@ struct ProcessPoolOptions {
   uint64_t max_open_files = 0;       // RLIMIT_NOFILE; 0: inherited.
   absl::Duration cancel_grace = absl::Milliseconds(500);  // -> SIGTERM.
   absl::Duration kill_grace = absl::Milliseconds(100);    // -> SIGKILL.
+  // Idle workers kept forked and ready beside the slots: a slot whose worker
+  // dies or retires takes one at once instead of waiting for a fork.
+  int spare_workers = 1;
   int quarantine_after = 3;  // Worker kills in a row; 0: never quarantine.
   int max_chunk = 1024;      // Largest chunk the scheduler may form.
   absl::Duration rss_check_interval = absl::Milliseconds(100);
@@ -107,8 +116,13 @@ class ProcessPoolExecutor : public JobExecutor {
     UniqueFd pidfd;
     WorkerState state = WorkerState::kLive;
     FrameReader reader{0};
+    ResultRing ring;  // Its results (workers/result_ring.h).
+    // Results too big for the ring, read from the socket before the ring
+    // entry announcing them was taken.
+    std::deque<internal::JobDone> socket_results;
     OutBuffer out;
     bool want_out = false;  // EPOLLOUT registered.
+    bool ready = false;     // Warmed up (its Ready frame came).
     uint64_t jobs_done = 0;
     absl::Time started;
     bool orphaned = false;  // Its fork server died: exit status unknowable.
@@ -145,6 +159,7 @@ class ProcessPoolExecutor : public JobExecutor {
   };
 
   void MonitorLoop();
+  void DeliverFinished(std::vector<FinishedJob>& finished);
   void Wake();
   absl::Time NextTimer() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunTimers(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -156,11 +171,23 @@ class ProcessPoolExecutor : public JobExecutor {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReplaceForkServer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RequestSpawn(int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool IsSpare(int slot) const { return slot >= options_.workers; }
+  // Gives `slot` (a job slot without a worker) the worker of a ready spare
+  // slot, which takes over `slot`'s fork request or makes its own; false if
+  // no spare is ready. Then requests a worker for whichever lacks one.
+  bool TakeSpare(int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A slot lost its worker: a spare takes its place, or it forks a new one.
+  void Refill(int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void HandleWorkerSocket(Worker& w, uint32_t events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Parses buffered frames; false after a protocol error (worker killed).
   bool ProcessFrames(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reports the results committed to its ring; false after a protocol
+  // error (worker killed). Done before anything that blames its running job.
+  bool DrainRing(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ProtocolError(Worker& w, std::string_view error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnDone(Worker& w, internal::JobDone& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendPending(int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -175,6 +202,9 @@ class ProcessPoolExecutor : public JobExecutor {
   // The worker process ended or must be treated as such: reads what it
   // wrote, then takes it out of its slot.
   void OnWorkerDied(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The worker announced a fatal signal (Crashing frame): it is as good as
+  // dead, killed by `sig`; blamed and replaced now, not when it is reaped.
+  void OnCrashNotice(Worker& w, int sig) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes a worker out of its slot: its running job is blamed, the rest of
   // its chunk waits for the replacement, which is requested now.
   void DetachWorker(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -68,10 +68,12 @@ absl::Duration ThreadCpuTime() {
 
 }  // namespace
 
-JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress) {
+JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
+                       JobClock* clock) {
   JobOutcome outcome;
-  const absl::Duration cpu0 = ThreadCpuTime();
-  const absl::Time wall0 = absl::Now();
+  const bool chained = clock != nullptr && clock->fresh;
+  const absl::Duration cpu0 = chained ? clock->cpu : ThreadCpuTime();
+  const absl::Time wall0 = chained ? clock->wall : absl::Now();
   TaskContext ctx(*run.args, *run.cancel, run.deadline, progress);
   absl::StatusOr<TaskOutput> result;
   bool out_of_memory = false;
@@ -87,8 +89,11 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress) {
   } catch (...) {
     result = absl::InternalError("task threw a non-standard exception");
   }
-  outcome.cpu_time = ThreadCpuTime() - cpu0;
-  outcome.wall_time = absl::Now() - wall0;
+  const absl::Duration cpu1 = ThreadCpuTime();
+  const absl::Time wall1 = absl::Now();
+  outcome.cpu_time = cpu1 - cpu0;
+  outcome.wall_time = wall1 - wall0;
+  if (clock != nullptr) *clock = {.fresh = true, .cpu = cpu1, .wall = wall1};
   if (result.ok()) {
     outcome.output = *std::move(result);
     return outcome;

@@ -1,8 +1,12 @@
 // The main loop of a process-pool worker: a process forked by the fork
 // server (workers/fork_server.h) that runs jobs sent by the daemon over its
-// socket (fd kWorkerSocketFd) and sends back one JobDone frame per job, in
-// the order received, each written before the next job starts (so a crash
-// loses at most the job that caused it). Progress reports are throttled.
+// socket (fd kWorkerSocketFd). Each job's JobDone is committed to the result
+// ring (workers/result_ring.h) before the next job starts, so a crash loses
+// at most the job that caused it; a result too big for the ring goes as a
+// socket frame, announced by a ring entry. The worker rings the daemon's
+// doorbell (a Doorbell frame) when its queue runs dry, when the ring fills
+// and within kDoorbellDelay of a result; progress reports (throttled) go by
+// socket.
 //
 // Two threads take turns reading the socket and running jobs (one job at a
 // time; see Worker in the .cc). A cancel of the running job sets its
@@ -13,6 +17,8 @@
 
 #include <cstddef>
 
+#include "absl/time/time.h"
+#include "workers/result_ring.h"
 #include "workers/task_registry.h"
 
 namespace jobd {
@@ -21,9 +27,12 @@ namespace jobd {
 inline constexpr int kWorkerSocketFd = 3;
 // Largest frame either side accepts on a worker socket.
 inline constexpr size_t kMaxWorkerFrameBytes = 256u << 20;
+// Longest a committed result waits for the doorbell while the next job runs.
+inline constexpr absl::Duration kDoorbellDelay = absl::Milliseconds(1);
 
 // Never returns; the process exits when the daemon closes the socket.
-[[noreturn]] void RunWorkerProcess(const TaskRegistry& registry);
+[[noreturn]] void RunWorkerProcess(const TaskRegistry& registry,
+                                   ResultRing ring);
 
 }  // namespace jobd
 

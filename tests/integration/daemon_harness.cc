@@ -149,8 +149,10 @@ Daemon::~Daemon() {
 }
 
 std::unique_ptr<v1::JobService::Stub> Daemon::NewStub() const {
-  return v1::JobService::NewStub(
-      grpc::CreateChannel(unix_address_, grpc::InsecureChannelCredentials()));
+  grpc::ChannelArguments args;  // Tests may raise the daemon's limit.
+  args.SetMaxReceiveMessageSize(256 << 20);
+  return v1::JobService::NewStub(grpc::CreateCustomChannel(
+      unix_address_, grpc::InsecureChannelCredentials(), args));
 }
 
 absl::StatusOr<int> Daemon::Stop(int sig, absl::Duration timeout) {

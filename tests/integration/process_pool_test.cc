@@ -75,11 +75,15 @@ class ProcessPoolTest : public ::testing::Test {
     return done();
   }
 
-  // True once every slot has a live worker process.
+  // True once every slot has a live worker process and every spare is
+  // warmed up.
   bool PoolFull() {
     const v1::GetStatsResponse s = Stats();
     for (const v1::WorkerStats& w : s.process_pool().workers()) {
       if (w.pid() == 0) return false;
+    }
+    for (const v1::WorkerStats& w : s.process_pool().spares()) {
+      if (w.state() != "spare") return false;
     }
     return s.process_pool().workers_size() > 0;
   }
@@ -141,8 +145,38 @@ INSTANTIATE_TEST_SUITE_P(
     Ways, CrashIsolationTest,
     ::testing::Values(CrashCase{"segv", "killed by signal SIGSEGV"},
                       CrashCase{"abort", "killed by signal SIGABRT"},
+                      CrashCase{"stack", "killed by signal SIGSEGV"},
                       CrashCase{"exit", "exited with code 3"}),
     [](const auto& info) { return info.param.how; });
+
+TEST_F(ProcessPoolTest, ASpareWorkerTakesTheSlotOfACrashedOne) {
+  StartDaemon({"--process-workers", "1"});
+  ASSERT_TRUE(WaitFor([&] { return PoolFull(); }));
+  const v1::ProcessPoolStats before = Stats().process_pool();
+  ASSERT_EQ(before.spares_size(), 1);
+  const int spare = before.spares(0).pid();
+  const v1::JobEvent bad = RunOne(Crash("segv"));
+  EXPECT_THAT(bad.error().message(), HasSubstr("SIGSEGV"));
+  // The spare serves the slot at once; a new spare is forked behind it.
+  EXPECT_EQ(Stats().process_pool().workers(0).pid(), spare);
+  EXPECT_EQ(RunOne(Primes(1000)).type(), v1::EVENT_TYPE_SUCCEEDED);
+  EXPECT_TRUE(WaitFor([&] { return PoolFull(); }));
+  const v1::ProcessPoolStats after = Stats().process_pool();
+  EXPECT_EQ(after.workers(0).pid(), spare);
+  EXPECT_NE(after.spares(0).pid(), spare);
+  EXPECT_EQ(after.workers_spawned(), 3u);
+}
+
+TEST_F(ProcessPoolTest, WithoutSparesACrashedWorkerIsForkedAgain) {
+  StartDaemon({"--process-workers", "1", "--spare-workers", "0"});
+  ASSERT_TRUE(WaitFor([&] { return PoolFull(); }));
+  EXPECT_EQ(Stats().process_pool().spares_size(), 0);
+  std::vector<v1::JobSpec> specs(20, Primes(20000));
+  specs[5] = Crash("abort");
+  const v1::JobEvent bad = RunBatchWithOneBad(specs, 5);
+  EXPECT_THAT(bad.error().message(), HasSubstr("SIGABRT"));
+  EXPECT_EQ(Stats().process_pool().workers_spawned(), 2u);
+}
 
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kAddressSanitizer = true;
@@ -250,11 +284,12 @@ TEST_F(ProcessPoolTest, WorkersAreRecycledAfterMaxJobs) {
   for (const v1::JobEvent& e : r.Terminal()) {
     EXPECT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED);
   }
+  // The worker and the spare, then a new spare after each retirement.
   EXPECT_TRUE(WaitFor([&] {
     const v1::ProcessPoolStats p = Stats().process_pool();
     return p.retired().contains("max_jobs_per_worker") &&
            p.retired().at("max_jobs_per_worker") == 2 &&
-           p.workers_spawned() == 3;
+           p.workers_spawned() == 4;
   })) << Stats().DebugString();
 }
 
@@ -274,7 +309,8 @@ TEST_F(ProcessPoolTest, RecoversFromAKilledForkServer) {
   specs[10] = Crash("segv");
   const v1::JobEvent bad = RunBatchWithOneBad(specs, 10);
   EXPECT_THAT(bad.error().message(), HasSubstr("SIGSEGV"));
-  EXPECT_EQ(Stats().process_pool().retired().at("fork_server_restart"), 2u);
+  // Its two workers and the spare.
+  EXPECT_EQ(Stats().process_pool().retired().at("fork_server_restart"), 3u);
 }
 
 TEST_F(ProcessPoolTest, CorruptOrOversizedFrameFailsOnlyThatJob) {
@@ -357,6 +393,43 @@ TEST_F(ProcessPoolTest, ChunksRunInOrderAndSurviveACrashInside) {
   EXPECT_EQ(bad.error().reason(), v1::ERROR_REASON_WORKER_CRASHED);
 }
 
+TEST_F(ProcessPoolTest, ChunksCarryBigInputsAndResultsInOrder) {
+  StartDaemon({"--process-workers", "1", "--max-message-bytes", "67108864"});
+  // 300 KiB results do not fit the result ring (they go by socket,
+  // announced in the ring), and 60 such inputs overflow one chunk frame
+  // (16 MiB); small ones in between must keep their places.
+  const auto big = [](int i) {
+    return std::string(300 << 10, static_cast<char>('a' + i % 26));
+  };
+  std::vector<v1::JobSpec> specs;
+  for (int i = 0; i < 120; ++i) {
+    v1::JobSpec s = Spec("echo", {});
+    if (i % 2 == 0) {
+      s.add_args()->set_string_value(big(i));
+    } else {
+      s.add_args()->set_number_value(i);
+    }
+    s.set_executor(v1::EXECUTOR_PROCESS);
+    s.set_chunksize(120);
+    specs.push_back(s);
+  }
+  StreamResult r = SubmitAll(*stub_, specs);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_EQ(r.Terminal().size(), specs.size());
+  for (const v1::JobEvent& e : r.Terminal()) {
+    ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
+    const int i = static_cast<int>(e.client_tag()) - 1;
+    if (i % 2 == 0) {
+      EXPECT_EQ(e.result().value().string_value(), big(i));
+    } else {
+      EXPECT_EQ(e.result().value().number_value(), i);
+    }
+  }
+  // One chunk, one worker (and the spare): nothing crashed or was re-sent.
+  v1::GetStatsResponse stats = Stats();
+  EXPECT_EQ(stats.process_pool().workers_spawned(), 2u);
+}
+
 TEST_F(ProcessPoolTest, AutoRoutingMovesAMeasuredCpuHogToTheProcessPool) {
   StartDaemon({"--process-workers", "1"});
   v1::JobSpec burn = Spec("burn", {20}, v1::JOB_KIND_AUTO);
@@ -391,8 +464,13 @@ TEST_F(ProcessPoolTest, StatsShowEachWorker) {
     done += w.jobs_done();
   }
   EXPECT_EQ(done, 40u);
+  ASSERT_EQ(p.spares_size(), 1);
+  EXPECT_EQ(p.spares(0).slot(), 2u);
+  EXPECT_GT(p.spares(0).pid(), 0);
+  EXPECT_EQ(p.spares(0).state(), "spare");
+  EXPECT_EQ(p.spares(0).jobs_done(), 0u);
   EXPECT_GT(p.fork_server_pid(), 0);
-  EXPECT_EQ(p.workers_spawned(), 2u);
+  EXPECT_EQ(p.workers_spawned(), 3u);
 }
 
 TEST_F(ProcessPoolTest, IsolatedTaskIsRejectedWithoutAPool) {
