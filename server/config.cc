@@ -1,5 +1,7 @@
 #include "server/config.h"
 
+#include <unistd.h>
+
 #include <iostream>
 #include <thread>
 
@@ -44,7 +46,7 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   c.unix_socket = v1::DefaultSocketPath();
   c.tcp_address = v1::kDefaultTcpAddress;
   std::string retention_ttl = "1h", grace = "10s", cancel_grace = "500ms",
-              kill_grace = "100ms";
+              kill_grace = "100ms", exec_kill_grace = "1s";
   ProcessPoolOptions& pool = c.process_pool;
   pool.workers =
       static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -108,6 +110,28 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "(JobSpec.chunksize is capped to it)")
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));
+  app.add_option("--reactor-threads", c.reactor.threads,
+                 "Event-loop threads of the coroutine reactor (async IO "
+                 "tasks); 0 disables the reactor")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 256));
+  app.add_option("--reactor-max-jobs", c.reactor.max_jobs,
+                 "Jobs running on the reactor at once; more wait in the queue")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000000));
+  app.add_option("--reactor-blocking-threads", c.reactor.blocking_threads,
+                 "Threads for the blocking calls of async tasks "
+                 "(AsyncTaskContext::RunBlocking)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--exec-allow", c.exec.allow,
+                 "Programs the exec task may run: absolute paths, "
+                 "comma-separated; empty (the default) disables exec")
+      ->delimiter(',');
+  app.add_option("--exec-kill-grace", exec_kill_grace,
+                 "A cancelled or timed-out exec job's process group gets "
+                 "SIGTERM, then SIGKILL this long after")
+      ->capture_default_str();
   app.add_option("--max-queued", c.scheduler.max_queued,
                  "Jobs queued (not running) at most; beyond, submits are "
                  "rejected with RESOURCE_EXHAUSTED")
@@ -192,6 +216,17 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   if (!s.ok()) return s;
   s = ParseDurationFlag(kill_grace, "kill-grace", &pool.kill_grace, true);
   if (!s.ok()) return s;
+  s = ParseDurationFlag(exec_kill_grace, "exec-kill-grace", &c.exec.kill_grace,
+                        true);
+  if (!s.ok()) return s;
+  for (const std::string& program : c.exec.allow) {
+    if (program.empty() || program[0] != '/' ||
+        access(program.c_str(), X_OK) != 0) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--exec-allow: '{}' is not an absolute path to an executable file",
+          program));
+    }
+  }
   if (c.testing_tasks) pool.fork_server_args.push_back("--testing-tasks");
   return parsed;
 }

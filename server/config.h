@@ -13,7 +13,9 @@
 #include "absl/time/time.h"
 #include "server/scheduler.h"
 #include "server/service.h"
+#include "workers/io_tasks.h"
 #include "workers/process_pool.h"
+#include "workers/reactor.h"
 
 namespace jobd {
 
@@ -23,6 +25,10 @@ struct DaemonConfig {
   int thread_workers = 8;
   // process_pool.workers == 0 disables the process pool.
   ProcessPoolOptions process_pool;
+  // reactor.threads == 0 disables the reactor (async-only tasks are then
+  // rejected).
+  ReactorOptions reactor;
+  ExecOptions exec;
   SchedulerOptions scheduler;
   ServiceLimits service;
   absl::Duration shutdown_grace = absl::Seconds(10);

@@ -30,6 +30,7 @@
 #include "workers/builtin_tasks.h"
 #include "workers/fork_server.h"
 #include "workers/process_pool.h"
+#include "workers/reactor.h"
 #include "workers/thread_pool.h"
 
 namespace jobd {
@@ -149,7 +150,8 @@ int Run(int argc, char** argv) {
 
   TaskRegistry registry;
   if (absl::Status s = RegisterBuiltinTasks(
-          registry, {.testing_tasks = config.testing_tasks});
+          registry,
+          {.testing_tasks = config.testing_tasks, .exec = config.exec});
       !s.ok()) {
     spdlog::critical("registering built-in tasks: {}", s.ToString());
     return kExitStartup;
@@ -175,6 +177,10 @@ int Run(int argc, char** argv) {
     scheduler.AddExecutor(std::make_unique<ProcessPoolExecutor>(
         config.process_pool, *std::move(fork_server),
         scheduler.listener_for(v1::EXECUTOR_PROCESS)));
+  }
+  if (config.reactor.threads > 0) {
+    scheduler.AddExecutor(std::make_unique<ReactorExecutor>(
+        config.reactor, scheduler.listener_for(v1::EXECUTOR_REACTOR)));
   }
 
   JobServiceImpl service(scheduler, registry, config.service, JOBD_VERSION);
@@ -231,10 +237,13 @@ int Run(int argc, char** argv) {
               JobctlCommand().c_str(), try_address.c_str());
   std::fflush(stdout);
   spdlog::info(
-      "jobd {} serving on {} with {} thread worker(s) and {} worker "
-      "process(es)",
+      "jobd {} serving on {} with {} thread worker(s), {} worker "
+      "process(es) and {} reactor loop(s); exec {}",
       JOBD_VERSION, absl::StrJoin(listening, ", "), config.thread_workers,
-      config.process_pool.workers);
+      config.process_pool.workers, config.reactor.threads,
+      config.exec.allow.empty()
+          ? "disabled"
+          : "allows " + absl::StrJoin(config.exec.allow, ", "));
 
   for (;;) {
     int sig = 0;

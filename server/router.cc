@@ -28,9 +28,11 @@ v1::Executor Router::Preferred(const TaskDef& task, v1::JobKind kind) const {
                                      : v1::JOB_KIND_IO_BOUND;
     }
   }
-  if (kind == v1::JOB_KIND_CPU_BOUND) return v1::EXECUTOR_PROCESS;
-  // IO-bound: the reactor runs only async tasks; none are sync-only here.
-  return v1::EXECUTOR_THREAD;
+  if (kind == v1::JOB_KIND_CPU_BOUND && task.has_sync()) {
+    return v1::EXECUTOR_PROCESS;
+  }
+  // IO-bound: the reactor for async tasks, threads for sync ones.
+  return task.has_async() ? v1::EXECUTOR_REACTOR : v1::EXECUTOR_THREAD;
 }
 
 absl::StatusOr<v1::Executor> Router::Route(const TaskDef& task,
@@ -50,8 +52,24 @@ absl::StatusOr<v1::Executor> Router::Route(const TaskDef& task,
     }
     return v1::EXECUTOR_PROCESS;
   }
+  if (!task.has_sync()) {  // Async only: the reactor or nothing.
+    if (requested != v1::EXECUTOR_UNSPECIFIED &&
+        requested != v1::EXECUTOR_REACTOR) {
+      return absl::InvalidArgumentError(
+          fmt::format("spec.executor: task '{}' is async only and runs only on "
+                      "EXECUTOR_REACTOR",
+                      task.name));
+    }
+    if (!enabled(v1::EXECUTOR_REACTOR)) {
+      return absl::FailedPreconditionError(fmt::format(
+          "spec.task: task '{}' runs only on the reactor, which is not "
+          "enabled in this daemon (--reactor-threads 0)",
+          task.name));
+    }
+    return v1::EXECUTOR_REACTOR;
+  }
   if (requested != v1::EXECUTOR_UNSPECIFIED) {
-    if (requested == v1::EXECUTOR_REACTOR) {
+    if (requested == v1::EXECUTOR_REACTOR && !task.has_async()) {
       return absl::InvalidArgumentError(fmt::format(
           "spec.executor: task '{}' has no async implementation and cannot "
           "run on EXECUTOR_REACTOR",
@@ -71,7 +89,8 @@ absl::StatusOr<v1::Executor> Router::Route(const TaskDef& task,
 void Router::Record(const TaskDef& task, absl::Duration cpu,
                     absl::Duration wall) {
   const double wall_s = absl::ToDoubleSeconds(wall);
-  if (wall_s <= 0) return;
+  // Unmeasured CPU (the reactor's jobs share their thread): nothing to learn.
+  if (wall_s <= 0 || cpu < absl::ZeroDuration()) return;
   const double ratio =
       std::clamp(absl::ToDoubleSeconds(cpu) / wall_s, 0.0, 1.0);
   Measure& m = measures_[&task];

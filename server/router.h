@@ -1,7 +1,8 @@
 // Router: decides which executor runs a job (DESIGN.md "Routing").
 //
+//   async-only task                -> reactor (error if disabled)
 //   explicit executor in the spec -> that one (error if disabled/unsupported)
-//   CPU_BOUND                     -> process pool
+//   CPU_BOUND                     -> process pool (if the task is sync)
 //   IO_BOUND                      -> reactor if the task is async, else threads
 //   AUTO                          -> CPU or IO by the task's measured CPU/wall
 //                                    ratio; its default kind until measured;

@@ -728,9 +728,12 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListTasks(
     info->set_default_kind(def->default_kind);
     info->set_variadic(def->variadic);
     // Sync tasks run in worker processes and, unless they need isolation,
-    // on threads.
-    info->add_executors(v1::EXECUTOR_PROCESS);
-    if (!def->needs_isolation) info->add_executors(v1::EXECUTOR_THREAD);
+    // on threads; async ones on the reactor.
+    if (def->has_sync()) info->add_executors(v1::EXECUTOR_PROCESS);
+    if (def->has_sync() && !def->needs_isolation) {
+      info->add_executors(v1::EXECUTOR_THREAD);
+    }
+    if (def->has_async()) info->add_executors(v1::EXECUTOR_REACTOR);
     for (const TaskParam& p : def->params) *info->add_params() = ToProto(p);
     info->set_quarantined(scheduler_.IsQuarantined(*def));
   }

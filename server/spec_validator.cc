@@ -105,6 +105,13 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
   auto shared = std::make_shared<const v1::JobSpec>(std::move(spec));
   absl::StatusOr<TaskArgs> bound = TaskRegistry::Bind(*task, shared);
   if (!bound.ok()) return bound.status();
+  if (task->validate) {
+    absl::Status s = task->validate(*bound);
+    if (!s.ok()) {
+      return absl::Status(s.code(), fmt::format("spec ({}): {}", task->name,
+                                                std::string(s.message())));
+    }
+  }
   NewJob job;
   job.task = task;
   job.args = std::make_shared<const TaskArgs>(*std::move(bound));

@@ -3,14 +3,27 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "workers/async_task.h"
 
 namespace jobd {
 namespace {
 
 using ::testing::HasSubstr;
 
+absl::StatusOr<TaskOutput> NoOp(TaskContext&) { return TaskOutput{}; }
+
+// A sync task (routing never runs it).
 TaskDef Task(v1::JobKind default_kind) {
-  return {.name = "t", .default_kind = default_kind};
+  return {.name = "t", .default_kind = default_kind, .run = NoOp};
+}
+
+// An async-only task, or one with both implementations. The router only
+// looks at whether they exist (it never runs the empty coroutine).
+TaskDef AsyncTask(bool with_sync) {
+  TaskDef t = Task(v1::JOB_KIND_IO_BOUND);
+  if (!with_sync) t.run = nullptr;
+  t.async = std::make_shared<const jobd::AsyncTask>();
+  return t;
 }
 
 TEST(RouterTest, RoutesByKindAndFallsBackToThreads) {
@@ -83,6 +96,62 @@ TEST(RouterTest, AutoKeepsWaitingAndTinyTasksOnThreads) {
   }
   EXPECT_EQ(*r.Route(tiny, v1::JOB_KIND_AUTO, v1::EXECUTOR_UNSPECIFIED),
             v1::EXECUTOR_THREAD);
+}
+
+}  // namespace
+}  // namespace jobd
+
+namespace jobd {
+namespace {
+
+TEST(RouterTest, IoBoundAsyncTasksGoToTheReactorWhenEnabled) {
+  Router r;
+  r.SetEnabled(v1::EXECUTOR_PROCESS, true);
+  const TaskDef both = AsyncTask(/*with_sync=*/true);
+  // No reactor: the sync implementation on threads.
+  EXPECT_EQ(*r.Route(both, v1::JOB_KIND_IO_BOUND, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_THREAD);
+  r.SetEnabled(v1::EXECUTOR_REACTOR, true);
+  EXPECT_EQ(*r.Route(both, v1::JOB_KIND_IO_BOUND, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_REACTOR);
+  EXPECT_EQ(*r.Route(both, v1::JOB_KIND_AUTO, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_REACTOR);
+  EXPECT_EQ(*r.Route(both, v1::JOB_KIND_CPU_BOUND, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_PROCESS);
+  EXPECT_EQ(*r.Route(both, v1::JOB_KIND_IO_BOUND, v1::EXECUTOR_THREAD),
+            v1::EXECUTOR_THREAD);
+  // A sync-only IO task stays on threads.
+  EXPECT_EQ(*r.Route(Task(v1::JOB_KIND_IO_BOUND), v1::JOB_KIND_IO_BOUND,
+                     v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_THREAD);
+}
+
+TEST(RouterTest, AsyncOnlyTasksRunOnlyOnTheReactor) {
+  Router r;
+  r.SetEnabled(v1::EXECUTOR_PROCESS, true);
+  const TaskDef t = AsyncTask(/*with_sync=*/false);
+  auto s = r.Route(t, v1::JOB_KIND_IO_BOUND, v1::EXECUTOR_UNSPECIFIED).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("--reactor-threads 0"));
+  r.SetEnabled(v1::EXECUTOR_REACTOR, true);
+  // Whatever the kind: even CPU_BOUND cannot go to a process.
+  for (v1::JobKind kind :
+       {v1::JOB_KIND_IO_BOUND, v1::JOB_KIND_CPU_BOUND, v1::JOB_KIND_AUTO}) {
+    EXPECT_EQ(*r.Route(t, kind, v1::EXECUTOR_UNSPECIFIED),
+              v1::EXECUTOR_REACTOR);
+  }
+  s = r.Route(t, v1::JOB_KIND_IO_BOUND, v1::EXECUTOR_THREAD).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("async only"));
+}
+
+TEST(RouterTest, UnmeasuredCpuTimeTeachesNothing) {
+  Router r;
+  const TaskDef t = AsyncTask(/*with_sync=*/true);
+  for (int i = 0; i < 10; ++i) {
+    r.Record(t, absl::Nanoseconds(-1), absl::Milliseconds(50));
+  }
+  EXPECT_LT(r.CpuRatio(t), 0);
 }
 
 }  // namespace

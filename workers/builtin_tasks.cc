@@ -142,34 +142,6 @@ absl::StatusOr<TaskOutput> Burn(TaskContext& ctx) {
   return out;
 }
 
-TaskParam Param(std::string name, ParamType type, std::string help) {
-  TaskParam p;
-  p.name = std::move(name);
-  p.type = type;
-  p.help = std::move(help);
-  return p;
-}
-
-TaskParam OptionalParam(std::string name, ParamType type, Value def,
-                        std::string help) {
-  TaskParam p = Param(std::move(name), type, std::move(help));
-  p.required = false;
-  p.default_value = std::move(def);
-  return p;
-}
-
-Value StringValue(std::string s) {
-  Value v;
-  v.set_string_value(std::move(s));
-  return v;
-}
-
-Value NumberValue(double d) {
-  Value v;
-  v.set_number_value(d);
-  return v;
-}
-
 }  // namespace
 
 int64_t CountPrimesInRange(int64_t lo, int64_t hi) {
@@ -203,7 +175,13 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
                       "Ends early when cancelled.",
        .default_kind = v1::JOB_KIND_IO_BOUND,
        .params = {Param("ms", ParamType::kInt, "milliseconds to sleep, >= 0")},
-       .run = Sleep});
+       .run = Sleep,
+       .async = AsyncSleep(),
+       .validate = [](const TaskArgs& args) {
+         return args.Int("ms") >= 0
+                    ? absl::OkStatus()
+                    : absl::InvalidArgumentError("ms: must be >= 0");
+       }});
   defs.push_back({.name = "primes.count",
                   .description = "Counts the primes below `n` by trial "
                                  "division (CPU-bound).",
@@ -217,6 +195,8 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
                                            StringValue("requested failure"),
                                            "the error message")},
                   .run = Fail});
+  defs.push_back(HttpGetTask());
+  defs.push_back(ExecTask(options.exec));
   if (options.testing_tasks) {
     defs.push_back(
         {.name = "crash",

@@ -1,8 +1,11 @@
 // The built-in tasks every jobd ships:
 //   echo          returns its input (variadic)
-//   sleep         sleeps `ms` milliseconds, honouring cancel; IO-bound
+//   sleep         sleeps `ms` milliseconds, honouring cancel; IO-bound; sync
+//                 (threads) and async (reactor) implementations
 //   primes.count  counts primes below `n` by trial division; CPU-bound
 //   fail          fails with the given message
+//   http.get      fetches a URL (reactor; workers/io_tasks.h)
+//   exec          runs an allowlisted program (reactor; workers/io_tasks.h)
 // and, only with testing tasks on (they exist to test failure handling):
 //   crash         kills its worker process in a chosen way (process pool only)
 //   burn          keeps a CPU busy for `ms`, though tagged IO-bound
@@ -14,6 +17,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "workers/io_tasks.h"
 #include "workers/task_registry.h"
 
 namespace jobd {
@@ -22,6 +26,8 @@ struct BuiltinTaskOptions {
   // Also register tasks that exist only to test failure handling (crash,
   // burn).
   bool testing_tasks = false;
+  // exec's allowlist and kill grace (empty allowlist: exec is disabled).
+  ExecOptions exec;
 };
 
 absl::Status RegisterBuiltinTasks(TaskRegistry& registry,

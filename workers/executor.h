@@ -45,11 +45,19 @@ struct JobOutcome {
   TaskOutput output;
   // For errors: why (TASK_ERROR, WORKER_CRASHED, ...).
   v1::ErrorReason reason = v1::ERROR_REASON_UNSPECIFIED;
-  absl::Duration cpu_time;   // CPU the task used (for AUTO routing).
+  // CPU the task used (for AUTO routing); negative if not measured (the
+  // reactor's jobs share their thread).
+  absl::Duration cpu_time;
   absl::Duration wall_time;  // Wall time the task ran.
   // False while other jobs of the same chunk still hold the slot.
   bool frees_slot = true;
 };
+
+// Sets `outcome`'s error: a task stopped by its cancel token failed for the
+// token's reason (TIMEOUT, CANCELLED, SHUTDOWN); any other error is the
+// task's own (TASK_ERROR, or OUT_OF_MEMORY when `out_of_memory`).
+void SetOutcomeError(JobOutcome& outcome, absl::Status status,
+                     const CancelToken& cancel, bool out_of_memory = false);
 
 struct FinishedJob {
   uint64_t job_id = 0;

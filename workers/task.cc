@@ -39,6 +39,47 @@ const char* ParamTypeName(ParamType type) {
   return "?";
 }
 
+TaskParam Param(std::string name, ParamType type, std::string help) {
+  TaskParam p;
+  p.name = std::move(name);
+  p.type = type;
+  p.help = std::move(help);
+  return p;
+}
+
+TaskParam OptionalParam(std::string name, ParamType type,
+                        google::protobuf::Value default_value,
+                        std::string help) {
+  TaskParam p = Param(std::move(name), type, std::move(help));
+  p.required = false;
+  p.default_value = std::move(default_value);
+  return p;
+}
+
+google::protobuf::Value StringValue(std::string s) {
+  google::protobuf::Value v;
+  v.set_string_value(std::move(s));
+  return v;
+}
+
+google::protobuf::Value NumberValue(double d) {
+  google::protobuf::Value v;
+  v.set_number_value(d);
+  return v;
+}
+
+google::protobuf::Value BoolValue(bool b) {
+  google::protobuf::Value v;
+  v.set_bool_value(b);
+  return v;
+}
+
+google::protobuf::Value NullValue() {
+  google::protobuf::Value v;
+  v.set_null_value(google::protobuf::NULL_VALUE);
+  return v;
+}
+
 TaskArgs::TaskArgs()
     : spec_(std::shared_ptr<const v1::JobSpec>(
           std::shared_ptr<void>(), &v1::JobSpec::default_instance())) {}

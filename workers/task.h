@@ -64,6 +64,16 @@ struct TaskParam {
 
 struct TaskDef;
 
+// Shorthands for declaring parameters and their defaults.
+TaskParam Param(std::string name, ParamType type, std::string help);
+TaskParam OptionalParam(std::string name, ParamType type,
+                        google::protobuf::Value default_value,
+                        std::string help);
+google::protobuf::Value StringValue(std::string s);
+google::protobuf::Value NumberValue(double d);
+google::protobuf::Value BoolValue(bool b);
+google::protobuf::Value NullValue();
+
 // A task's validated input: the job's spec (shared, immutable: nothing is
 // copied) and its parameters bound in declaration order (positional args,
 // then keyword args, then defaults) as pointers into the spec or into the
@@ -146,7 +156,19 @@ class TaskContext {
 // executor and fails the job.
 using SyncTaskFn = std::function<absl::StatusOr<TaskOutput>(TaskContext&)>;
 
-// A task definition, immutable once registered.
+// An asynchronous implementation (workers/async_task.h): a C++20 coroutine
+// run by the reactor. Declared here, defined there, so that this header
+// stays free of Asio.
+struct AsyncTask;
+
+// Checks a job's bound arguments beyond their types, at admission (the job
+// is REJECTED with this status, whose message names the field). For rules
+// that depend on the daemon's configuration, such as exec's allowlist.
+using ArgsValidator = std::function<absl::Status(const TaskArgs&)>;
+
+// A task definition, immutable once registered. A task has a sync `run`, an
+// async implementation, or both (the reactor runs the async one, the thread
+// and process pools the sync one).
 struct TaskDef {
   std::string name;
   std::string description;
@@ -159,6 +181,11 @@ struct TaskDef {
   // process pool, never on the thread pool, whatever the spec asks.
   bool needs_isolation = false;
   SyncTaskFn run;
+  std::shared_ptr<const AsyncTask> async;
+  ArgsValidator validate;  // Optional.
+
+  bool has_sync() const { return static_cast<bool>(run); }
+  bool has_async() const { return async != nullptr; }
 };
 
 }  // namespace jobd

@@ -82,9 +82,15 @@ absl::Status TaskRegistry::Add(TaskDef def) {
   if (def.name.empty()) {
     return absl::InvalidArgumentError("task name is empty");
   }
-  if (!def.run) {
+  if (!def.has_sync() && !def.has_async()) {
     return absl::InvalidArgumentError(
         absl::StrCat("task '", def.name, "' has no implementation"));
+  }
+  if (def.needs_isolation && !def.has_sync()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task '", def.name,
+                     "' needs isolation but has no sync implementation for "
+                     "the process pool"));
   }
   absl::flat_hash_set<std::string> seen;
   bool optional_seen = false;

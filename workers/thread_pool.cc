@@ -98,22 +98,7 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
     outcome.output = *std::move(result);
     return outcome;
   }
-  outcome.status = result.status();
-  switch (run.cancel->reason()) {
-    case CancelReason::kTimeout:
-      outcome.reason = v1::ERROR_REASON_TIMEOUT;
-      break;
-    case CancelReason::kCancelled:
-      outcome.reason = v1::ERROR_REASON_CANCELLED;
-      break;
-    case CancelReason::kShutdown:
-      outcome.reason = v1::ERROR_REASON_SHUTDOWN;
-      break;
-    case CancelReason::kNone:
-      outcome.reason = out_of_memory ? v1::ERROR_REASON_OUT_OF_MEMORY
-                                     : v1::ERROR_REASON_TASK_ERROR;
-      break;
-  }
+  SetOutcomeError(outcome, result.status(), *run.cancel, out_of_memory);
   return outcome;
 }
 

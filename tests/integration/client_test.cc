@@ -163,12 +163,15 @@ TEST_F(ClientTest, TimeoutAndPriorities) {
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->error.reason(), v1::ERROR_REASON_TIMEOUT);
 
+  // On the one thread (the reactor would run them all at once).
   v1::JobSpec blocker = MakeSpec("sleep", 200);
   blocker.set_priority(100);
+  blocker.set_executor(v1::EXECUTOR_THREAD);
   std::vector<Future> fs = {client_->Submit(blocker)};
   for (int p : {1, 3, 2}) {
     v1::JobSpec s = MakeSpec("sleep", 1);
     s.set_priority(p);
+    s.set_executor(v1::EXECUTOR_THREAD);
     fs.push_back(client_->Submit(s));
   }
   std::vector<uint64_t> order;

@@ -68,6 +68,14 @@ class ServiceTest : public ::testing::Test {
   std::unique_ptr<v1::JobService::Stub> stub_;
 };
 
+// A sleep on the thread pool, for tests of its queue (on the reactor,
+// sleeps never wait for a slot).
+v1::JobSpec ThreadSleep(double ms) {
+  v1::JobSpec s = Spec("sleep", {ms});
+  s.set_executor(v1::EXECUTOR_THREAD);
+  return s;
+}
+
 TEST_F(ServiceTest, CompletionOrderIsTheDefault) {
   auto r = SubmitAll(*stub_, {Spec("sleep", {300}), Spec("sleep", {10})});
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
@@ -84,7 +92,7 @@ TEST_F(ServiceTest, CompletionOrderIsTheDefault) {
       ++accepted;
       EXPECT_FALSE(e.job_id().empty());
       EXPECT_EQ(e.task(), "sleep");
-      EXPECT_EQ(e.executor(), v1::EXECUTOR_THREAD);
+      EXPECT_EQ(e.executor(), v1::EXECUTOR_REACTOR);  // Async, IO-bound.
     }
     if (e.type() == v1::EVENT_TYPE_STARTED) ++started;
   }
@@ -248,11 +256,11 @@ TEST_F(ServiceTest, PrioritiesOrderTheQueue) {
   std::vector<v1::JobSpec> specs;
   // Occupies the only worker: a batch is admitted whole before dispatch, so
   // the highest priority in it starts first.
-  v1::JobSpec blocker = Spec("sleep", {200});
+  v1::JobSpec blocker = ThreadSleep(200);
   blocker.set_priority(100);
   specs.push_back(blocker);
   for (int p : {0, 10, 5}) {
-    v1::JobSpec s = Spec("sleep", {1});
+    v1::JobSpec s = ThreadSleep(1);
     s.set_priority(p);
     specs.push_back(s);
   }
@@ -317,10 +325,10 @@ TEST_F(ServiceTest, QueueLimitAndRequestLimits) {
   StartDaemon({"--thread-workers", "1", "--max-queued", "2",
                "--max-jobs-per-request", "5", "--max-payload-bytes", "1000",
                "--max-message-bytes", "65536"});
-  v1::JobSpec blocker = Spec("sleep", {300});
+  v1::JobSpec blocker = ThreadSleep(300);
   blocker.set_priority(1);  // Starts first; the other three wait.
-  auto r = SubmitAll(*stub_, {Spec("sleep", {1}), Spec("sleep", {1}), blocker,
-                              Spec("sleep", {1})});
+  auto r = SubmitAll(*stub_,
+                     {ThreadSleep(1), ThreadSleep(1), blocker, ThreadSleep(1)});
   auto t = r.Terminal();
   ASSERT_EQ(t.size(), 4u);
   int overloaded = 0;
@@ -636,16 +644,20 @@ TEST_F(ServiceTest, GracefulShutdownFinishesRunningAndCancelsTheRest) {
   Deadline(ctx);
   auto stream = stub_->Submit(&ctx);
   v1::SubmitRequest req;
-  // Tag 1 ends within the grace; tag 2 would not; tag 3 waits in the queue.
+  // On the two threads: tag 1 ends within the grace; tag 2 would not; tag 3
+  // waits in the queue. Tag 4, on the reactor, would not end either.
   for (double ms : {300.0, 20000.0, 1.0}) {
     auto* item = req.add_items();
     item->set_client_tag(req.items_size());
-    *item->mutable_spec() = Spec("sleep", {ms});
+    *item->mutable_spec() = ThreadSleep(ms);
   }
+  auto* on_reactor = req.add_items();
+  on_reactor->set_client_tag(4);
+  *on_reactor->mutable_spec() = Spec("sleep", {20000});
   ASSERT_TRUE(stream->Write(req));
   v1::SubmitResponse resp;
   int started = 0;
-  while (started < 2 && stream->Read(&resp)) {
+  while (started < 3 && stream->Read(&resp)) {
     for (const auto& e : resp.events()) started += e.type() == 2;
   }
   kill(daemon_->pid(), SIGTERM);
@@ -661,11 +673,14 @@ TEST_F(ServiceTest, GracefulShutdownFinishesRunningAndCancelsTheRest) {
   EXPECT_EQ(ends[2].type(), v1::EVENT_TYPE_CANCELLED);
   EXPECT_EQ(ends[2].error().reason(), v1::ERROR_REASON_SHUTDOWN);
   EXPECT_EQ(ends[3].type(), v1::EVENT_TYPE_CANCELLED);
+  EXPECT_EQ(ends[4].type(), v1::EVENT_TYPE_CANCELLED);
+  EXPECT_EQ(ends[4].error().reason(), v1::ERROR_REASON_SHUTDOWN);
+  EXPECT_EQ(ends[4].executor(), v1::EXECUTOR_REACTOR);
   auto exit_status = daemon_->Stop(0, absl::Seconds(15));
   ASSERT_TRUE(exit_status.ok());
   EXPECT_TRUE(WIFEXITED(*exit_status));
   EXPECT_EQ(WEXITSTATUS(*exit_status), 0);
-  EXPECT_THAT(daemon_->Log(), HasSubstr("cancelled 2 unfinished job(s)"));
+  EXPECT_THAT(daemon_->Log(), HasSubstr("cancelled 3 unfinished job(s)"));
 }
 
 TEST(DaemonStartTest, ReadsAConfigFileAndRejectsBadOnes) {

@@ -1,0 +1,421 @@
+// The `exec` task (workers/io_tasks.h): runs an allowlisted program as a
+// child of the daemon and waits for it on the reactor, without a thread.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "asio/detached.hpp"
+#include "asio/posix/stream_descriptor.hpp"
+#include "asio/read.hpp"
+#include "asio/redirect_error.hpp"
+#include "asio/steady_timer.hpp"
+#include "asio/this_coro.hpp"
+#include "asio/use_awaitable.hpp"
+#include "asio/write.hpp"
+#include "workers/async_task.h"
+#include "workers/io_tasks.h"
+
+extern char** environ;
+
+namespace jobd {
+namespace {
+
+using google::protobuf::Value;
+
+// How long the output pipes may stay open after the program exited (a
+// process it left behind in another group may hold them) before jobd stops
+// reading.
+constexpr absl::Duration kOutputDrainGrace = absl::Seconds(1);
+constexpr char kDefaultPath[] = "PATH=/usr/local/bin:/usr/bin:/bin";
+
+std::string Basename(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// The allowlisted path `program` names: the path itself, or a bare name
+// that is the basename of exactly one allowlisted path.
+absl::StatusOr<std::string> Resolve(const ExecOptions& options,
+                                    const std::string& program) {
+  if (options.allow.empty()) {
+    return absl::FailedPreconditionError(
+        "exec is disabled: this daemon's exec allowlist (--exec-allow) is "
+        "empty");
+  }
+  std::vector<std::string> matches;
+  for (const std::string& allowed : options.allow) {
+    if (program.find('/') != std::string::npos ? program == allowed
+                                               : Basename(allowed) == program) {
+      matches.push_back(allowed);
+    }
+  }
+  if (matches.size() == 1) return matches.front();
+  if (matches.size() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("argv[0]: '", program, "' is ambiguous (",
+                     absl::StrJoin(matches, ", "), "): give the full path"));
+  }
+  return absl::PermissionDeniedError(
+      absl::StrCat("argv[0]: '", program.substr(0, 256),
+                   "' is not on this daemon's exec allowlist (--exec-allow: ",
+                   absl::StrJoin(options.allow, ", "), ")"));
+}
+
+absl::Status Validate(const ExecOptions& options, const TaskArgs& args) {
+  const auto& argv = args.Find("argv")->list_value().values();
+  if (argv.empty()) {
+    return absl::InvalidArgumentError("argv: must name a program");
+  }
+  for (int i = 0; i < argv.size(); ++i) {
+    if (argv[i].kind_case() != Value::kStringValue ||
+        argv[i].string_value().find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("argv[", i, "]: must be a string without NUL bytes"));
+    }
+  }
+  if (const Value* env = args.Find("env")) {
+    for (const auto& [name, value] : env->struct_value().fields()) {
+      if (name.empty() ||
+          name.find_first_of("=\0", 0, 2) != std::string::npos ||
+          value.kind_case() != Value::kStringValue ||
+          value.string_value().find('\0') != std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "env.", name, ": a variable is a name without '=' and a string"));
+      }
+    }
+  }
+  const std::string& cwd = args.String("cwd");
+  if (cwd.empty() || cwd[0] != '/') {
+    return absl::InvalidArgumentError("cwd: must be an absolute path");
+  }
+  const int64_t limit = args.Int("max_output_bytes");
+  if (limit < 0 || limit > kMaxIoTaskBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_output_bytes: must be between 0 and ", kMaxIoTaskBytes));
+  }
+  return Resolve(options, argv[0].string_value()).status();
+}
+
+// Replaces invalid UTF-8 with U+FFFD (result strings must be UTF-8).
+std::string ValidUtf8(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  size_t i = 0;
+  while (i < in.size()) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    size_t len = c < 0x80         ? 1
+                 : (c >> 5) == 6  ? 2
+                 : (c >> 4) == 14 ? 3
+                 : (c >> 3) == 30 ? 4
+                                  : 0;
+    bool ok = len > 0 && i + len <= in.size();
+    for (size_t k = 1; ok && k < len; ++k) {
+      ok = (static_cast<unsigned char>(in[i + k]) & 0xC0) == 0x80;
+    }
+    if (ok && len > 1) {  // No overlong forms, surrogates or > U+10FFFF.
+      uint32_t cp = c & (0x7F >> len);
+      for (size_t k = 1; k < len; ++k) cp = cp << 6 | (in[i + k] & 0x3F);
+      ok = (len == 2 && cp >= 0x80) ||
+           (len == 3 && cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF)) ||
+           (len == 4 && cp >= 0x10000 && cp <= 0x10FFFF);
+    }
+    if (ok) {
+      out.append(in.substr(i, len));
+      i += len;
+    } else {
+      out.append("\xEF\xBF\xBD");
+      ++i;
+    }
+  }
+  return out;
+}
+
+std::string SignalName(int sig) {
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev != nullptr ? absl::StrCat("SIG", abbrev) : absl::StrCat(sig);
+}
+
+// One child's pipes and what came out of them; shared with the coroutines
+// that read and write them, which may outlive the task's frame by a turn.
+struct Child {
+  explicit Child(asio::io_context& io)
+      : out(io), err(io), in(io), pidfd(io), streams_done(io) {}
+  asio::posix::stream_descriptor out, err, in, pidfd;
+  std::string stdout_bytes, stderr_bytes;
+  bool stdout_truncated = false, stderr_truncated = false;
+  size_t limit = 0;
+  int open_streams = 0;
+  asio::steady_timer streams_done;  // Cancelled when both streams hit EOF.
+  pid_t pid = 0;
+  bool reaped = false;
+};
+
+asio::awaitable<void> Drain(std::shared_ptr<Child> child, bool is_stdout) {
+  asio::posix::stream_descriptor& sd = is_stdout ? child->out : child->err;
+  std::string& buf = is_stdout ? child->stdout_bytes : child->stderr_bytes;
+  bool& truncated =
+      is_stdout ? child->stdout_truncated : child->stderr_truncated;
+  std::string chunk(16384, '\0');
+  for (;;) {
+    asio::error_code ec;
+    const size_t n = co_await sd.async_read_some(
+        asio::buffer(chunk), asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) break;  // EOF, or closed by the task.
+    const size_t keep = std::min(n, child->limit - buf.size());
+    buf.append(chunk.data(), keep);
+    truncated |= keep < n;  // Read on (and drop), so the program never blocks.
+  }
+  if (--child->open_streams == 0) child->streams_done.cancel();
+}
+
+asio::awaitable<void> Feed(std::shared_ptr<Child> child, std::string data) {
+  asio::error_code ec;
+  co_await asio::async_write(child->in, asio::buffer(data),
+                             asio::redirect_error(asio::use_awaitable, ec));
+  child->in.close(ec);  // EOF for the program (or it stopped reading).
+}
+
+struct Pipe {
+  int read = -1, write = -1;
+  ~Pipe() {
+    if (read >= 0) close(read);
+    if (write >= 0) close(write);
+  }
+  bool Open() {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return false;
+    read = fds[0];
+    write = fds[1];
+    return true;
+  }
+  int TakeRead() { return std::exchange(read, -1); }
+  int TakeWrite() { return std::exchange(write, -1); }
+};
+
+// Starts `path` in its own process group with a clean environment and the
+// three pipes as stdin/stdout/stderr. Returns the pid or the error.
+absl::StatusOr<pid_t> Spawn(const std::string& path,
+                            const std::vector<std::string>& argv,
+                            const std::vector<std::string>& env,
+                            const std::string& cwd, Pipe& in, Pipe& out,
+                            Pipe& err) {
+  std::vector<char*> cargv, cenv;
+  for (const std::string& a : argv)
+    cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  for (const std::string& e : env) cenv.push_back(const_cast<char*>(e.c_str()));
+  cenv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, in.read, 0);
+  posix_spawn_file_actions_adddup2(&actions, out.write, 1);
+  posix_spawn_file_actions_adddup2(&actions, err.write, 2);
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // Its own process group (killed as one); no signal blocked or ignored
+  // (the daemon blocks SIGTERM and friends, and ignores SIGPIPE).
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
+                                      POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, path.c_str(), &actions, &attr, cargv.data(),
+                             cenv.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("exec ", path, ": ", std::strerror(rc)));
+  }
+  return pid;
+}
+
+asio::awaitable<absl::StatusOr<TaskOutput>> Exec(AsyncTaskContext& ctx,
+                                                 const ExecOptions& options) {
+  // This task cleans up after a cancel itself: its awaits must not throw.
+  co_await asio::this_coro::throw_if_cancelled(false);
+  const TaskArgs& a = ctx.args();
+  std::vector<std::string> argv;
+  for (const Value& v : a.Find("argv")->list_value().values()) {
+    argv.push_back(v.string_value());
+  }
+  absl::StatusOr<std::string> path = Resolve(options, argv[0]);
+  if (!path.ok()) co_return path.status();
+  std::map<std::string, std::string> env_map;
+  if (const Value* env = a.Find("env")) {
+    for (const auto& [name, value] : env->struct_value().fields()) {
+      env_map[name] = value.string_value();
+    }
+  }
+  std::vector<std::string> env;
+  if (!env_map.contains("PATH")) env.push_back(kDefaultPath);
+  for (const auto& [name, value] : env_map) env.push_back(name + "=" + value);
+  const Value* stdin_arg = a.Find("stdin");
+  std::string input =
+      stdin_arg != nullptr ? stdin_arg->string_value() : a.payload();
+
+  Pipe in, out, err;
+  if (!in.Open() || !out.Open() || !err.Open()) {
+    co_return absl::ResourceExhaustedError(
+        absl::StrCat("exec: pipe: ", std::strerror(errno)));
+  }
+  absl::StatusOr<pid_t> pid =
+      Spawn(*path, argv, env, a.String("cwd"), in, out, err);
+  if (!pid.ok()) co_return pid.status();
+  const absl::Time start = absl::Now();
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, *pid, 0));
+  if (pidfd < 0) {
+    const int e = errno;
+    kill(-*pid, SIGKILL);
+    waitpid(*pid, nullptr, 0);
+    co_return absl::InternalError(
+        absl::StrCat("exec: pidfd_open: ", std::strerror(e)));
+  }
+  auto child = std::make_shared<Child>(ctx.io());
+  child->pid = *pid;
+  child->limit = static_cast<size_t>(a.Int("max_output_bytes"));
+  child->pidfd.assign(pidfd);
+  child->out.assign(out.TakeRead());
+  child->err.assign(err.TakeRead());
+  child->in.assign(in.TakeWrite());
+  for (Pipe* p : {&in, &out, &err}) {  // The child's ends: only it has them.
+    close(p->read >= 0 ? p->TakeRead() : p->TakeWrite());
+  }
+  child->open_streams = 2;
+  child->streams_done.expires_at(asio::steady_timer::time_point::max());
+  asio::co_spawn(ctx.io(), Drain(child, true), asio::detached);
+  asio::co_spawn(ctx.io(), Drain(child, false), asio::detached);
+  asio::co_spawn(ctx.io(), Feed(child, std::move(input)), asio::detached);
+
+  // Wait for the exit; a cancel or timeout interrupts the wait.
+  asio::error_code ec;
+  co_await child->pidfd.async_wait(
+      asio::posix::descriptor_base::wait_read,
+      asio::redirect_error(asio::use_awaitable, ec));
+  const bool stopped = ec || ctx.cancelled();
+  if (stopped) {
+    // SIGTERM to the group now, SIGKILL after the grace if it is still there.
+    co_await asio::this_coro::reset_cancellation_state();
+    kill(-child->pid, SIGTERM);
+    asio::steady_timer killer(ctx.io(),
+                              absl::ToChronoNanoseconds(options.kill_grace));
+    killer.async_wait([child](const asio::error_code& e) {
+      if (!e && !child->reaped) kill(-child->pid, SIGKILL);
+    });
+    do {
+      ec.clear();
+      co_await child->pidfd.async_wait(
+          asio::posix::descriptor_base::wait_read,
+          asio::redirect_error(asio::use_awaitable, ec));
+    } while (ec == asio::error::operation_aborted);  // Not the exit: again.
+    killer.cancel();
+  }
+  siginfo_t info{};
+  waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED);
+  child->reaped = true;
+  // What it left behind in its group goes with it.
+  kill(-child->pid, SIGKILL);
+  const absl::Duration elapsed = absl::Now() - start;
+
+  if (child->open_streams > 0) {
+    child->streams_done.expires_after(
+        absl::ToChronoNanoseconds(kOutputDrainGrace));
+    co_await child->streams_done.async_wait(
+        asio::redirect_error(asio::use_awaitable, ec));
+  }
+  child->out.close(ec);
+  child->err.close(ec);
+  child->in.close(ec);
+  if (stopped) {
+    co_return absl::CancelledError(
+        absl::StrCat("exec ", *path, " was stopped (process group killed)"));
+  }
+
+  const bool exited = info.si_code == CLD_EXITED;
+  TaskOutput result;
+  auto& f = *result.value.mutable_struct_value()->mutable_fields();
+  if (exited) {
+    f["exit_code"].set_number_value(info.si_status);
+    f["signal"].set_null_value(google::protobuf::NULL_VALUE);
+  } else {
+    f["exit_code"].set_null_value(google::protobuf::NULL_VALUE);
+    f["signal"].set_string_value(SignalName(info.si_status));
+  }
+  f["stdout"].set_string_value(ValidUtf8(child->stdout_bytes));
+  f["stderr"].set_string_value(ValidUtf8(child->stderr_bytes));
+  f["stdout_truncated"].set_bool_value(child->stdout_truncated);
+  f["stderr_truncated"].set_bool_value(child->stderr_truncated);
+  f["duration_ms"].set_number_value(absl::ToDoubleMilliseconds(elapsed));
+  if (a.Bool("check") && (!exited || info.si_status != 0)) {
+    const std::string& e = child->stderr_bytes;
+    const std::string tail =
+        ValidUtf8(e.size() > 512 ? e.substr(e.size() - 512) : e);
+    co_return absl::UnknownError(absl::StrCat(
+        "exec ", *path, ": ",
+        exited ? absl::StrCat("exited with code ", info.si_status)
+               : absl::StrCat("killed by signal ", SignalName(info.si_status)),
+        tail.empty() ? "" : "; stderr: ", tail));
+  }
+  result.payload = std::move(child->stdout_bytes);
+  co_return result;
+}
+
+}  // namespace
+
+TaskDef ExecTask(const ExecOptions& options) {
+  auto opts = std::make_shared<const ExecOptions>(options);
+  return {
+      .name = "exec",
+      .description =
+          "Runs an allowlisted program (argv[0]: a path on the daemon's "
+          "--exec-allow list, or its basename) in its own process group with "
+          "a clean environment (PATH plus `env`), `stdin` (else the payload) "
+          "as its input, in `cwd`. Returns {exit_code, signal, stdout, "
+          "stderr, stdout_truncated, stderr_truncated, duration_ms}; the raw "
+          "stdout is the result payload. A non-zero exit fails the job "
+          "unless check=false. Cancel and timeout kill the process group "
+          "(SIGTERM, SIGKILL after a grace). Runs on the reactor only.",
+      .default_kind = v1::JOB_KIND_IO_BOUND,
+      .params = {Param("argv", ParamType::kList,
+                       "program and arguments, all strings"),
+                 OptionalParam("env", ParamType::kObject, Value(),
+                               "environment variables: {NAME: value}"),
+                 OptionalParam("stdin", ParamType::kString, Value(),
+                               "input (default: the job's payload)"),
+                 OptionalParam("cwd", ParamType::kString, StringValue("/"),
+                               "working directory (absolute)"),
+                 OptionalParam("max_output_bytes", ParamType::kInt,
+                               NumberValue(1 << 20),
+                               "stdout and stderr kept, each; the rest is "
+                               "read and dropped (…_truncated); <= 8 MiB"),
+                 OptionalParam("check", ParamType::kBool, BoolValue(true),
+                               "fail the job on a non-zero exit or a signal")},
+      .async = MakeAsyncTask(
+          [opts](AsyncTaskContext& ctx) { return Exec(ctx, *opts); }),
+      .validate =
+          [opts](const TaskArgs& args) { return Validate(*opts, args); },
+  };
+}
+
+}  // namespace jobd

@@ -1,0 +1,135 @@
+#include "workers/io_tasks.h"
+
+#include <chrono>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "asio/steady_timer.hpp"
+#include "asio/use_awaitable.hpp"
+#include "workers/async_task.h"
+#include "workers/http_client.h"
+
+namespace jobd {
+namespace {
+
+using google::protobuf::Value;
+
+// The whole job is this frame and one timer wait: the unit of the
+// reactor's mass-concurrency figures (bench/README.md).
+asio::awaitable<absl::StatusOr<TaskOutput>> SleepAsync(AsyncTaskContext& ctx) {
+  const int64_t ms = ctx.args().Int("ms");
+  asio::basic_waitable_timer<std::chrono::steady_clock,
+                             asio::wait_traits<std::chrono::steady_clock>,
+                             asio::io_context::executor_type>
+      timer(ctx.io(), std::chrono::milliseconds(ms));
+  co_await timer.async_wait(asio::use_awaitable);  // Throws when cancelled.
+  TaskOutput out;
+  out.value.set_number_value(static_cast<double>(ms));
+  co_return out;
+}
+
+absl::Status ValidateHttpGet(const TaskArgs& args) {
+  const std::string& url = args.String("url");
+  if (!absl::StartsWithIgnoreCase(url, "http://") &&
+      !absl::StartsWithIgnoreCase(url, "https://")) {
+    return absl::InvalidArgumentError(
+        "url: only http:// and https:// URLs can be fetched");
+  }
+  const int64_t max_bytes = args.Int("max_bytes");
+  if (max_bytes < 0 || max_bytes > kMaxIoTaskBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_bytes: must be between 0 and ", kMaxIoTaskBytes, " (8 MiB)"));
+  }
+  if (args.Int("timeout_ms") <= 0) {
+    return absl::InvalidArgumentError("timeout_ms: must be > 0");
+  }
+  if (const Value* h = args.Find("headers")) {
+    for (const auto& [name, value] : h->struct_value().fields()) {
+      if (value.kind_case() != Value::kStringValue || name.empty() ||
+          name.find_first_of(":\r\n") != std::string::npos ||
+          value.string_value().find_first_of("\r\n") != std::string::npos) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("headers.", name,
+                         ": a header is a name and a string value "
+                         "without line breaks"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+asio::awaitable<absl::StatusOr<TaskOutput>> HttpGet(AsyncTaskContext& ctx) {
+  const TaskArgs& a = ctx.args();
+  HttpRequest request;
+  request.url = a.String("url");
+  request.max_body_bytes = static_cast<uint64_t>(a.Int("max_bytes"));
+  request.follow_redirects = a.Bool("follow_redirects");
+  // The job's own timeout needs no cap here: it cancels the transfer.
+  request.timeout = absl::Milliseconds(a.Int("timeout_ms"));
+  request.connect_timeout = std::min(request.connect_timeout, request.timeout);
+  if (const Value* h = a.Find("headers")) {
+    for (const auto& [name, value] : h->struct_value().fields()) {
+      request.headers.emplace_back(name, value.string_value());
+    }
+  }
+  absl::StatusOr<HttpResponse> response = co_await ctx.http().Get(request);
+  if (!response.ok()) co_return response.status();
+  if (a.Bool("fail_on_error_status") && response->status >= 400) {
+    co_return absl::FailedPreconditionError(
+        absl::StrCat("GET ", request.url, ": HTTP ", response->status));
+  }
+  TaskOutput out;
+  auto& fields = *out.value.mutable_struct_value()->mutable_fields();
+  fields["status"].set_number_value(response->status);
+  auto& headers = *fields["headers"].mutable_struct_value()->mutable_fields();
+  for (auto& [name, value] : response->headers) {
+    headers[name].set_string_value(std::move(value));
+  }
+  fields["body_bytes"].set_number_value(
+      static_cast<double>(response->body.size()));
+  fields["url"].set_string_value(response->effective_url);
+  fields["elapsed_ms"].set_number_value(
+      absl::ToDoubleMilliseconds(response->elapsed));
+  if (a.Bool("body")) out.payload = std::move(response->body);
+  co_return out;
+}
+
+}  // namespace
+
+std::shared_ptr<const AsyncTask> AsyncSleep() {
+  return MakeAsyncTask(&SleepAsync);
+}
+
+TaskDef HttpGetTask() {
+  return {
+      .name = "http.get",
+      .description =
+          "Fetches an http:// or https:// URL (GET, redirects followed). "
+          "Returns {status, headers, body_bytes, url, elapsed_ms}; the body "
+          "is the result payload. A transport error, a timeout or a body "
+          "over max_bytes fails the job; an HTTP error status does only with "
+          "fail_on_error_status. Runs on the reactor only.",
+      .default_kind = v1::JOB_KIND_IO_BOUND,
+      .params = {Param("url", ParamType::kString, "http:// or https:// URL"),
+                 OptionalParam("timeout_ms", ParamType::kInt,
+                               NumberValue(30000),
+                               "whole-request timeout (the job's timeout, "
+                               "if shorter, cancels it first)"),
+                 OptionalParam("max_bytes", ParamType::kInt,
+                               NumberValue(1 << 20),
+                               "largest body accepted, at most 8 MiB"),
+                 OptionalParam("body", ParamType::kBool, BoolValue(true),
+                               "return the body as the result payload"),
+                 OptionalParam("headers", ParamType::kObject, Value(),
+                               "request headers: {name: value}"),
+                 OptionalParam("follow_redirects", ParamType::kBool,
+                               BoolValue(true), "follow up to 5 redirects"),
+                 OptionalParam("fail_on_error_status", ParamType::kBool,
+                               BoolValue(false),
+                               "fail the job on an HTTP status >= 400")},
+      .async = MakeAsyncTask(&HttpGet),
+      .validate = ValidateHttpGet,
+  };
+}
+
+}  // namespace jobd

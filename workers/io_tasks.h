@@ -1,0 +1,43 @@
+// Built-in tasks with async implementations, for the coroutine reactor
+// (registered by RegisterBuiltinTasks, workers/builtin_tasks.h):
+//   sleep      the async twin of the sync sleep: a timer, no thread
+//   http.get   an HTTP(S) GET through the loop's libcurl multi handle
+//   exec       runs a program from the daemon's allowlist as a child
+//              process (own process group, clean environment), feeding its
+//              stdin and capturing stdout/stderr up to a limit; waits on a
+//              pidfd, so no thread per child; cancel/timeout kill the group
+//              (SIGTERM, then SIGKILL after a grace)
+//
+// Thread-safety: the tasks are stateless; ExecTask's options are copied.
+#ifndef JOBD_WORKERS_IO_TASKS_H_
+#define JOBD_WORKERS_IO_TASKS_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "workers/task.h"
+
+namespace jobd {
+
+// The largest body http.get returns and the largest output exec captures
+// per stream: results travel in one gRPC message.
+inline constexpr int64_t kMaxIoTaskBytes = 8 << 20;
+
+struct ExecOptions {
+  // Absolute paths of the programs exec may run; empty: exec is disabled.
+  std::vector<std::string> allow;
+  // After SIGTERM to a cancelled or timed-out program's process group, how
+  // long until SIGKILL.
+  absl::Duration kill_grace = absl::Seconds(1);
+};
+
+std::shared_ptr<const AsyncTask> AsyncSleep();
+TaskDef HttpGetTask();
+TaskDef ExecTask(const ExecOptions& options);
+
+}  // namespace jobd
+
+#endif  // JOBD_WORKERS_IO_TASKS_H_

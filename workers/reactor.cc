@@ -1,0 +1,232 @@
+#include "workers/reactor.h"
+
+#include <pthread.h>
+
+#include <exception>
+#include <optional>
+#include <thread>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "asio/bind_cancellation_slot.hpp"
+#include "asio/cancellation_signal.hpp"
+#include "asio/executor_work_guard.hpp"
+#include "asio/post.hpp"
+#include "spdlog/spdlog.h"
+#include "workers/async_task.h"
+#include "workers/http_client.h"
+
+namespace jobd {
+
+class ReactorExecutor::Blocking {
+ public:
+  explicit Blocking(int threads) : pool_(std::max(1, threads)) {}
+  ~Blocking() { pool_.join(); }
+  asio::thread_pool& pool() { return pool_; }
+
+ private:
+  asio::thread_pool pool_;
+};
+
+// One event loop: an io_context run by one thread, the jobs started on it
+// and the ends not yet reported. Everything but the constructor, Post() and
+// Stop() runs on the loop's thread.
+class ReactorExecutor::Loop : public LoopServices {
+ public:
+  Loop(ReactorExecutor& reactor, int index)
+      : reactor_(reactor), work_(asio::make_work_guard(io_)) {
+    thread_ = std::thread([this, index] {
+      const std::string name = absl::StrCat("jobd-reactor", index);
+      pthread_setname_np(pthread_self(), name.c_str());
+      Run();
+    });
+  }
+  ~Loop() override { Stop(); }
+
+  template <typename Fn>
+  void Post(Fn&& fn) {
+    asio::post(io_, std::forward<Fn>(fn));
+  }
+
+  // Ends the loop (once no job runs, or abandoning the ones that do).
+  void Stop() {
+    work_.reset();
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // ---- on the loop thread ----
+
+  void StartJob(JobRun run) {
+    auto owned = std::make_unique<LiveJob>(std::move(run), *this);
+    LiveJob& job = *owned;
+    const uint64_t id = job.run.job_id;
+    jobs_.emplace(id, std::move(owned));
+    asio::awaitable<absl::StatusOr<TaskOutput>> coroutine;
+    try {
+      coroutine = job.run.task->async->run(job.context);
+    } catch (...) {
+      Finish(id, std::current_exception(),
+             absl::UnknownError("the task threw before it started"));
+      return;
+    }
+    asio::co_spawn(
+        io_, std::move(coroutine),
+        asio::bind_cancellation_slot(
+            job.cancel.slot(), [this, id](std::exception_ptr error,
+                                          absl::StatusOr<TaskOutput> result) {
+              Finish(id, error, std::move(result));
+            }));
+  }
+
+  void CancelJob(uint64_t id) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second->cancel_emitted) return;
+    it->second->cancel_emitted = true;
+    it->second->cancel.emit(asio::cancellation_type::terminal);
+  }
+
+  asio::io_context& io() override { return io_; }
+  asio::thread_pool& blocking() override { return reactor_.blocking_->pool(); }
+  HttpClient& http() override {
+    if (http_ == nullptr) http_ = std::make_unique<HttpClient>(io_);
+    return *http_;
+  }
+
+ private:
+  struct LiveJob {
+    LiveJob(JobRun r, Loop& loop)
+        : run(std::move(r)),
+          started(absl::Now()),
+          context(*run.args, *run.cancel, run.deadline, Progress(run, loop),
+                  loop) {}
+    static ProgressFn Progress(const JobRun& run, Loop& loop) {
+      return [&listener = loop.reactor_.listener_, id = run.job_id](
+                 double fraction, std::string_view message) {
+        listener.OnJobProgress(id, fraction, message);
+      };
+    }
+    JobRun run;
+    absl::Time started;
+    AsyncTaskContext context;
+    asio::cancellation_signal cancel;
+    bool cancel_emitted = false;
+  };
+
+  void Run() {
+    for (;;) {
+      try {
+        io_.run();
+        return;
+      } catch (const std::exception& e) {
+        // A handler outside any job threw (jobs' exceptions are caught by
+        // co_spawn): log and keep the loop alive for the others.
+        spdlog::error("reactor: uncaught exception in the event loop: {}",
+                      e.what());
+      }
+    }
+  }
+
+  void Finish(uint64_t id, std::exception_ptr error,
+              absl::StatusOr<TaskOutput> result) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    std::unique_ptr<LiveJob> job = std::move(it->second);
+    jobs_.erase(it);
+    JobOutcome outcome;
+    outcome.wall_time = absl::Now() - job->started;
+    outcome.cpu_time = absl::Nanoseconds(-1);  // Not measured.
+    if (error != nullptr) {
+      std::string what = "unknown exception";
+      bool aborted = false;
+      try {
+        std::rethrow_exception(error);
+      } catch (const asio::system_error& e) {
+        aborted = e.code() == asio::error::operation_aborted;
+        what = e.what();
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      SetOutcomeError(outcome,
+                      aborted && job->run.cancel->cancelled()
+                          ? absl::CancelledError("stopped at an await")
+                          : absl::InternalError(absl::StrCat(
+                                "task threw an exception: ", what)),
+                      *job->run.cancel);
+    } else if (result.ok()) {
+      outcome.output = *std::move(result);
+    } else {
+      SetOutcomeError(outcome, result.status(), *job->run.cancel);
+    }
+    finished_.push_back({.job_id = id, .outcome = std::move(outcome)});
+    // Every end of this turn of the loop goes to the scheduler in one call.
+    if (finished_.size() == 1) Post([this] { ReportFinished(); });
+  }
+
+  void ReportFinished() {
+    std::vector<FinishedJob> batch;
+    batch.swap(finished_);
+    reactor_.listener_.OnJobsFinished(batch);
+    reactor_.Ended(static_cast<int64_t>(batch.size()));
+  }
+
+  ReactorExecutor& reactor_;
+  // Destroyed after io_ (members go in reverse order): coroutine frames
+  // that io_ destroys at shutdown refer to their LiveJob.
+  absl::flat_hash_map<uint64_t, std::unique_ptr<LiveJob>> jobs_;
+  std::vector<FinishedJob> finished_;
+  asio::io_context io_;
+  std::unique_ptr<HttpClient> http_;  // Made on first use; before io_ dies.
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::thread thread_;
+};
+
+ReactorExecutor::ReactorExecutor(ReactorOptions options,
+                                 ExecutorListener& listener)
+    : options_(std::move(options)),
+      listener_(listener),
+      blocking_(std::make_unique<Blocking>(options_.blocking_threads)) {
+  for (int i = 0; i < std::max(1, options_.threads); ++i) {
+    loops_.push_back(std::make_unique<Loop>(*this, i));
+  }
+}
+
+ReactorExecutor::~ReactorExecutor() { Shutdown(absl::Now()); }
+
+void ReactorExecutor::Start(JobRun run) {
+  live_.fetch_add(1, std::memory_order_relaxed);
+  Loop& loop = LoopOf(run.job_id);
+  loop.Post([&loop, run = std::move(run)]() mutable {
+    loop.StartJob(std::move(run));
+  });
+}
+
+void ReactorExecutor::Cancel(uint64_t job_id) {
+  Loop& loop = LoopOf(job_id);
+  loop.Post([&loop, job_id] { loop.CancelJob(job_id); });
+}
+
+void ReactorExecutor::Ended(int64_t n) {
+  if (live_.fetch_sub(n, std::memory_order_acq_rel) == n) {
+    absl::MutexLock lock(&mu_);  // Wakes Shutdown's Await.
+  }
+}
+
+bool ReactorExecutor::Shutdown(absl::Time deadline) {
+  bool idle;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return true;
+    auto none_live = [this] {
+      return live_.load(std::memory_order_acquire) == 0;
+    };
+    idle = mu_.AwaitWithDeadline(absl::Condition(&none_live), deadline);
+    stopped_ = true;
+  }
+  for (auto& loop : loops_) loop->Stop();
+  return idle;
+}
+
+}  // namespace jobd
