@@ -64,16 +64,20 @@ class LoopServices {
   virtual asio::thread_pool& blocking() = 0;
   // This loop's HTTP client (libcurl multi), made on first use.
   virtual HttpClient& http() = 0;
+  // Reports progress of job `job_id`.
+  virtual void ReportProgress(uint64_t job_id, double fraction,
+                              std::string_view message) = 0;
 };
 
 class AsyncTaskContext {
  public:
-  AsyncTaskContext(const TaskArgs& args, CancelToken& cancel,
-                   absl::Time deadline, ProgressFn progress, LoopServices& loop)
-      : args_(args),
+  // The reactor makes one per job; it lives as long as the job's coroutine.
+  AsyncTaskContext(uint64_t job_id, const TaskArgs& args, CancelToken& cancel,
+                   absl::Time deadline, LoopServices& loop)
+      : job_id_(job_id),
+        args_(args),
         cancel_(cancel),
         deadline_(deadline),
-        progress_(std::move(progress)),
         loop_(loop) {}
 
   const TaskArgs& args() const { return args_; }
@@ -84,7 +88,7 @@ class AsyncTaskContext {
   absl::Time deadline() const { return deadline_; }
   // Reports progress: fraction in 0..1 (negative if unknown) and a message.
   void ReportProgress(double fraction, std::string_view message) const {
-    if (progress_) progress_(fraction, message);
+    loop_.ReportProgress(job_id_, fraction, message);
   }
 
   asio::io_context& io() { return loop_.io(); }
@@ -109,10 +113,11 @@ class AsyncTaskContext {
   }
 
  private:
+  // Kept small: one per waiting job.
+  const uint64_t job_id_;
   const TaskArgs& args_;
   CancelToken& cancel_;
   const absl::Time deadline_;
-  const ProgressFn progress_;
   LoopServices& loop_;
 };
 

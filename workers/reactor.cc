@@ -59,13 +59,13 @@ class ReactorExecutor::Loop : public LoopServices {
   // ---- on the loop thread ----
 
   void StartJob(JobRun run) {
+    const uint64_t id = run.job_id;
     auto owned = std::make_unique<LiveJob>(std::move(run), *this);
     LiveJob& job = *owned;
-    const uint64_t id = job.run.job_id;
     jobs_.emplace(id, std::move(owned));
     asio::awaitable<absl::StatusOr<TaskOutput>> coroutine;
     try {
-      coroutine = job.run.task->async->run(job.context);
+      coroutine = job.task->async->run(job.context);
     } catch (...) {
       Finish(id, std::current_exception(),
              absl::UnknownError("the task threw before it started"));
@@ -95,24 +95,25 @@ class ReactorExecutor::Loop : public LoopServices {
   }
 
  private:
+  // What a waiting job costs here (besides its coroutine): kept small.
   struct LiveJob {
-    LiveJob(JobRun r, Loop& loop)
-        : run(std::move(r)),
-          started(absl::Now()),
-          context(*run.args, *run.cancel, run.deadline, Progress(run, loop),
-                  loop) {}
-    static ProgressFn Progress(const JobRun& run, Loop& loop) {
-      return [&listener = loop.reactor_.listener_, id = run.job_id](
-                 double fraction, std::string_view message) {
-        listener.OnJobProgress(id, fraction, message);
-      };
-    }
-    JobRun run;
-    absl::Time started;
+    LiveJob(JobRun run, Loop& loop)
+        : args(std::move(run.args)),
+          cancel_token(std::move(run.cancel)),
+          task(run.task),
+          context(run.job_id, *args, *cancel_token, run.deadline, loop) {}
+    std::shared_ptr<const TaskArgs> args;  // Holds the spec too.
+    std::shared_ptr<CancelToken> cancel_token;
+    const TaskDef* task;
     AsyncTaskContext context;
     asio::cancellation_signal cancel;
     bool cancel_emitted = false;
   };
+
+  void ReportProgress(uint64_t job_id, double fraction,
+                      std::string_view message) override {
+    reactor_.listener_.OnJobProgress(job_id, fraction, message);
+  }
 
   void Run() {
     for (;;) {
@@ -135,8 +136,9 @@ class ReactorExecutor::Loop : public LoopServices {
     std::unique_ptr<LiveJob> job = std::move(it->second);
     jobs_.erase(it);
     JobOutcome outcome;
-    outcome.wall_time = absl::Now() - job->started;
-    outcome.cpu_time = absl::Nanoseconds(-1);  // Not measured.
+    // CPU and wall time are not measured: the reactor's jobs share their
+    // thread, and AUTO routing learns nothing from them.
+    outcome.cpu_time = absl::Nanoseconds(-1);
     if (error != nullptr) {
       std::string what = "unknown exception";
       bool aborted = false;
@@ -150,15 +152,15 @@ class ReactorExecutor::Loop : public LoopServices {
       } catch (...) {
       }
       SetOutcomeError(outcome,
-                      aborted && job->run.cancel->cancelled()
+                      aborted && job->cancel_token->cancelled()
                           ? absl::CancelledError("stopped at an await")
                           : absl::InternalError(absl::StrCat(
                                 "task threw an exception: ", what)),
-                      *job->run.cancel);
+                      *job->cancel_token);
     } else if (result.ok()) {
       outcome.output = *std::move(result);
     } else {
-      SetOutcomeError(outcome, result.status(), *job->run.cancel);
+      SetOutcomeError(outcome, result.status(), *job->cancel_token);
     }
     finished_.push_back({.job_id = id, .outcome = std::move(outcome)});
     // Every end of this turn of the loop goes to the scheduler in one call.
