@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -28,6 +29,19 @@ absl::Status ParseDurationFlag(const std::string& text, const char* flag,
 }
 
 }  // namespace
+
+std::string DefaultStateDirectory() {
+  if (const char* s = std::getenv("STATE_DIRECTORY"); s && *s) {
+    const std::string dirs(s);  // Several are ':'-separated: the first.
+    return dirs.substr(0, dirs.find(':'));
+  }
+  if (geteuid() == 0) return "/var/lib/jobd";
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x) {
+    return std::string(x) + "/jobd";
+  }
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : "/tmp") + "/.local/state/jobd";
+}
 
 absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   ParsedArgs parsed;
@@ -132,6 +146,24 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "A cancelled or timed-out exec job's process group gets "
                  "SIGTERM, then SIGKILL this long after")
       ->capture_default_str();
+  c.state_dir = DefaultStateDirectory();
+  std::string durability = "batched";
+  app.add_option("--state-dir", c.state_dir,
+                 "Directory of the journal (jobd.db): $STATE_DIRECTORY, else "
+                 "/var/lib/jobd (root) or $XDG_STATE_HOME/jobd")
+      ->capture_default_str();
+  app.add_option("--durability", durability,
+                 "none: jobs live in memory only; batched: every job and "
+                 "result is in the journal, fsynced in group commits, before "
+                 "a client hears of it; every-commit: one fsynced "
+                 "transaction per change")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "batched", "every-commit"}));
+  app.add_option("--journal-max-bytes", c.journal_max_bytes,
+                 "Largest journal file (e.g. 4G); past it new jobs are "
+                 "refused as on a full disk; 0 = unlimited")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
   app.add_option("--max-queued", c.scheduler.max_queued,
                  "Jobs queued (not running) at most; beyond, submits are "
                  "rejected with RESOURCE_EXHAUSTED")
@@ -226,6 +258,14 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
           "--exec-allow: '{}' is not an absolute path to an executable file",
           program));
     }
+  }
+  c.durability = durability == "none"      ? Durability::kNone
+                 : durability == "batched" ? Durability::kBatched
+                                           : Durability::kEveryCommit;
+  if (c.durability != Durability::kNone &&
+      (c.state_dir.empty() || c.state_dir[0] != '/')) {
+    return absl::InvalidArgumentError(
+        fmt::format("--state-dir: '{}' is not an absolute path", c.state_dir));
   }
   if (c.testing_tasks) pool.fork_server_args.push_back("--testing-tasks");
   return parsed;

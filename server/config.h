@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/journal.h"
 #include "server/scheduler.h"
 #include "server/service.h"
 #include "workers/io_tasks.h"
@@ -32,6 +33,10 @@ struct DaemonConfig {
   SchedulerOptions scheduler;
   ServiceLimits service;
   absl::Duration shutdown_grace = absl::Seconds(10);
+  // Where the journal (jobd.db) lives; see DefaultStateDirectory().
+  std::string state_dir;
+  Durability durability = Durability::kBatched;
+  uint64_t journal_max_bytes = uint64_t{4} << 30;
   bool testing_tasks = false;
   std::string log_level = "info";
 };
@@ -42,6 +47,10 @@ struct ParsedArgs {
   bool exit_now = false;  // --help / --version was handled.
   int exit_code = 0;
 };
+
+// $STATE_DIRECTORY (systemd's StateDirectory=), else /var/lib/jobd for
+// root, else $XDG_STATE_HOME/jobd, else ~/.local/state/jobd.
+std::string DefaultStateDirectory();
 
 // Parses flags (and --config). On bad input returns InvalidArgument with a
 // message naming the flag or config key; prints help itself for --help.

@@ -5,7 +5,9 @@
 //   stop accepting -> running jobs finish within --shutdown-grace -> the rest
 //   are cancelled (reason SHUTDOWN) and reported -> streams flushed -> exit 0.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -21,14 +23,19 @@
 
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
 #include "server/config.h"
+#include "server/journal.h"
+#include "server/reload.h"
 #include "server/scheduler.h"
 #include "server/service.h"
-#include "spdlog/sinks/stdout_color_sinks.h"
+#include "server/systemd.h"
 #include "spdlog/spdlog.h"
 #include "workers/builtin_tasks.h"
 #include "workers/fork_server.h"
+#include "workers/ipc.h"
 #include "workers/process_pool.h"
 #include "workers/reactor.h"
 #include "workers/thread_pool.h"
@@ -100,6 +107,71 @@ absl::Status CheckLoopback(const std::string& host_port) {
   return absl::OkStatus();
 }
 
+// Takes an exclusive lock on STATE_DIR/jobd.lock for as long as the fd
+// lives: one daemon per journal.
+absl::StatusOr<UniqueFd> LockStateDirectory(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        fmt::format("--state-dir: cannot create {}: {}", dir, ec.message()));
+  }
+  chmod(dir.c_str(), 0700);  // Jobs' specs and results: owner only.
+  const std::string path = dir + "/jobd.lock";
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd.valid()) {
+    return absl::FailedPreconditionError(
+        fmt::format("--state-dir: cannot open {}: {}", path, strerror(errno)));
+  }
+  if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    return absl::AlreadyExistsError(fmt::format(
+        "another jobd uses the state directory {} (its lock {} is held)", dir,
+        path));
+  }
+  return fd;
+}
+
+// The STATUS= line for systemd (and the watchdog's probe of the scheduler).
+std::string StatusLine(const Scheduler& scheduler) {
+  const v1::GetStatsResponse s = scheduler.GetStats();
+  uint64_t queued = 0, busy = 0;
+  for (const v1::ExecutorStats& e : s.executors()) {
+    queued += e.queued();
+    busy += e.busy();
+  }
+  return fmt::format(
+      "{} live ({} queued, {} slots busy); {} done, {} failed, {} cancelled{}",
+      s.live(), queued, busy, s.succeeded(), s.failed(), s.cancelled(),
+      s.draining() ? "; draining" : "");
+}
+
+// SIGHUP: reads the configuration again and applies what can change live.
+void Reload(int argc, char** argv, DaemonConfig& config, Scheduler& scheduler,
+            JobServiceImpl& service, ExecPolicy& exec) {
+  absl::StatusOr<ParsedArgs> parsed = ParseConfig(argc, argv);
+  if (!parsed.ok() || parsed->exit_now) {
+    spdlog::error(
+        "SIGHUP: the configuration does not parse ({}); nothing "
+        "changed",
+        parsed.ok() ? "help or version requested"
+                    : std::string(parsed.status().message()));
+    return;
+  }
+  const ReloadResult r =
+      ApplyConfig(config, parsed->config, scheduler, service, exec);
+  if (r.applied.empty() && r.needs_restart.empty()) {
+    spdlog::info("SIGHUP: configuration reloaded; nothing changed");
+  }
+  if (!r.applied.empty()) {
+    spdlog::info("SIGHUP: configuration reloaded; applied {}",
+                 absl::StrJoin(r.applied, ", "));
+  }
+  if (!r.needs_restart.empty()) {
+    spdlog::warn("SIGHUP: not applied, these need a restart: {}",
+                 absl::StrJoin(r.needs_restart, ", "));
+  }
+}
+
 // "jobctl", or its full path when it sits next to this binary (a build tree).
 std::string JobctlCommand() {
   std::error_code ec;
@@ -131,15 +203,13 @@ int Run(int argc, char** argv) {
     return kExitConfig;
   }
   if (parsed->exit_now) return parsed->exit_code;
-  const DaemonConfig& config = parsed->config;
+  DaemonConfig config = parsed->config;  // What runs; SIGHUP updates it.
 
   // Debian's absl tracks lock order for deadlock detection, at a cost that
   // grows with live mutexes; the unit tests keep it on for the same code.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
-  auto logger = spdlog::stderr_color_mt("jobd");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  ConfigureLogging(config.log_level);
 
   if (!config.tcp_address.empty()) {
     if (absl::Status s = CheckLoopback(config.tcp_address); !s.ok()) {
@@ -149,9 +219,10 @@ int Run(int argc, char** argv) {
   }
 
   TaskRegistry registry;
+  auto exec_policy = std::make_shared<ExecPolicy>(config.exec);
   if (absl::Status s = RegisterBuiltinTasks(
           registry,
-          {.testing_tasks = config.testing_tasks, .exec = config.exec});
+          {.testing_tasks = config.testing_tasks, .exec = exec_policy});
       !s.ok()) {
     spdlog::critical("registering built-in tasks: {}", s.ToString());
     return kExitStartup;
@@ -169,8 +240,38 @@ int Run(int argc, char** argv) {
     fork_server = *std::move(started);
   }
 
+  // The journal, after the fork (its writer is a thread). One daemon per
+  // state directory: a second one would write under the first.
+  std::unique_ptr<Journal> journal;
+  Recovered recovered;
+  UniqueFd state_lock;
+  if (config.durability != Durability::kNone) {
+    absl::StatusOr<UniqueFd> lock = LockStateDirectory(config.state_dir);
+    if (!lock.ok()) {
+      spdlog::critical("{}", std::string(lock.status().message()));
+      return kExitStartup;
+    }
+    state_lock = *std::move(lock);
+    absl::StatusOr<std::unique_ptr<Journal>> opened =
+        Journal::Open({.path = config.state_dir + "/jobd.db",
+                       .durability = config.durability,
+                       .max_bytes = config.journal_max_bytes},
+                      &recovered);
+    if (!opened.ok()) {
+      spdlog::critical("journal: {}", std::string(opened.status().message()));
+      return kExitStartup;
+    }
+    journal = *std::move(opened);
+    if (!recovered.moved_aside.empty()) {
+      spdlog::error(
+          "journal: the old journal was moved aside to {}; starting with an "
+          "empty one (its jobs are not restored)",
+          recovered.moved_aside);
+    }
+  }
+
   RealClock clock;
-  Scheduler scheduler(config.scheduler, clock);
+  Scheduler scheduler(config.scheduler, clock, journal.get());
   scheduler.AddExecutor(std::make_unique<ThreadPoolExecutor>(
       config.thread_workers, scheduler.listener_for(v1::EXECUTOR_THREAD)));
   if (fork_server.has_value()) {
@@ -183,7 +284,24 @@ int Run(int argc, char** argv) {
         config.reactor, scheduler.listener_for(v1::EXECUTOR_REACTOR)));
   }
 
+  if (journal != nullptr) {
+    const size_t rows = recovered.rows.size();
+    const absl::Time start = absl::Now();
+    const RestoreSummary r = scheduler.Restore(std::move(recovered), registry);
+    spdlog::info(
+        "journal {}/jobd.db ({}): {} job(s) restored in {}: {} queued, {} "
+        "re-run (at-least-once), {} lost (LOST_ON_RESTART), {} unrunnable, "
+        "{} retained",
+        config.state_dir, DurabilityName(config.durability), rows,
+        absl::FormatDuration(absl::Now() - start), r.queued, r.rerun, r.lost,
+        r.unrunnable, r.retained);
+  }
+
   JobServiceImpl service(scheduler, registry, config.service, JOBD_VERSION);
+  // grpc.health.v1 (SERVING until the drain) and server reflection, so that
+  // grpcurl and load balancers can find their way.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(
       static_cast<int>(config.service.max_message_bytes));
@@ -213,6 +331,9 @@ int Run(int argc, char** argv) {
         absl::StrJoin({config.unix_socket, config.tcp_address}, " and "));
     return kExitStartup;
   }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus(v1::JobService::service_full_name(), true);
   ino_t socket_inode = 0;
   if (struct stat st{}; !config.unix_socket.empty() &&
                         stat(config.unix_socket.c_str(), &st) == 0) {
@@ -245,11 +366,16 @@ int Run(int argc, char** argv) {
           ? "disabled"
           : "allows " + absl::StrJoin(config.exec.allow, ", "));
 
+  SystemdNotifier notifier([&scheduler] { return StatusLine(scheduler); });
+  notifier.Ready();
+
   for (;;) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      spdlog::info("SIGHUP: live config reload is not supported yet; ignored");
+      notifier.Reloading();
+      Reload(argc, argv, config, scheduler, service, *exec_policy);
+      notifier.Ready();
       continue;
     }
     spdlog::info("{}: draining (grace {})", strsignal(sig),
@@ -257,11 +383,18 @@ int Run(int argc, char** argv) {
     break;
   }
 
+  notifier.Stopping();
+  health->SetServingStatus(false);
+  health->SetServingStatus(v1::JobService::service_full_name(), false);
   scheduler.BeginDrain();
   if (!scheduler.WaitNoneRunning(absl::Now() + config.shutdown_grace)) {
     spdlog::warn("grace period over with jobs still running");
   }
-  std::vector<uint64_t> cancelled = scheduler.CancelAllForShutdown();
+  auto [cancelled, kept] = scheduler.EndForShutdown();
+  if (kept > 0) {
+    spdlog::info("kept {} unfinished job(s) in the journal for the next start",
+                 kept);
+  }
   if (!cancelled.empty()) {
     constexpr size_t kShown = 20;
     std::vector<uint64_t> shown(
@@ -273,8 +406,12 @@ int Run(int argc, char** argv) {
   }
   service.CloseStreams();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  notifier.Stop();
   if (!scheduler.StopExecutors(absl::Now() + absl::Seconds(2))) {
     spdlog::error("some tasks ignored cancellation; exiting without them");
+    if (journal != nullptr && !journal->Flush(absl::Now() + absl::Seconds(5))) {
+      spdlog::error("journal: not everything was written before exit");
+    }
     spdlog::shutdown();
     std::fflush(nullptr);
     _exit(0);

@@ -1,6 +1,7 @@
 #include "server/scheduler.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/container/flat_hash_set.h"
 #include "server/convert.h"
@@ -69,6 +70,8 @@ struct Scheduler::Job {
   std::shared_ptr<CancelToken> cancel;
   TimerQueue::TimerId timeout_timer = 0;
   uint64_t last_sequence = 0;
+  uint64_t accepted_seq = 0, started_seq = 0;      // For the journal.
+  uint32_t attempts = 0;                           // Runs started, ever.
   absl::InlinedVector<Subscriber, 1> subscribers;  // Cleared when it ends.
   std::vector<Waiter> waiters;                     // Cleared when it ends.
 };
@@ -94,13 +97,26 @@ class Scheduler::Port : public ExecutorListener {
   const v1::Executor kind_;
 };
 
-void Scheduler::After::Run() {
+void Scheduler::After::Run(Journal* journal) {
+  // Sinks hold back what is not durable yet themselves (Event::ticket).
   for (const auto& sink : flush) sink->Flush();
-  for (auto& call : calls) call();
+  if (calls.empty()) return;
+  if (journal == nullptr || ticket <= journal->durable()) {
+    for (auto& call : calls) call();
+    return;
+  }
+  journal->WhenDurable(ticket, [calls = std::move(calls)]() mutable {
+    for (auto& call : calls) call();
+  });
 }
 
-Scheduler::Scheduler(SchedulerOptions options, const Clock& clock)
-    : options_(std::move(options)), clock_(clock), start_time_(clock.Now()) {
+Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
+                     Journal* journal)
+    : options_(std::move(options)),
+      clock_(clock),
+      journal_(journal),
+      start_time_(clock.Now()),
+      limits_(options_) {
   for (int i = 0; i < 4; ++i) {
     ports_[i] = std::make_unique<Port>(*this, static_cast<v1::Executor>(i));
   }
@@ -127,6 +143,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
                        std::vector<Admission>& out) {
   After after;
   {
+    const bool journal_accepting = journal_ == nullptr || journal_->accepting();
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.Now();
     std::array<bool, 4> touched = {false, false, false, false};
@@ -151,6 +168,13 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         ++rejected_;
         continue;
       }
+      if (!journal_accepting) {
+        adm.status = absl::UnavailableError(
+            "jobd cannot write its journal (disk full or I/O error; see its "
+            "log): not accepting new jobs until it can; retry later");
+        ++rejected_;
+        continue;
+      }
       const std::string& key = nj.spec->idempotency_key();
       if (!key.empty()) {
         auto it = idempotency_.find(key);
@@ -166,6 +190,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
           accepted.executor = job.executor;
           accepted.duplicate = true;
           accepted.task = job.task;
+          accepted.ticket = journal_ ? journal_->ticket() : 0;
           if ((sub.mask & EventBit(accepted.type)) &&
               sub.sink->Deliver(accepted, sub.tag)) {
             after.flush.push_back(sub.sink);
@@ -178,6 +203,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
             terminal.time = job.finish_time;
             terminal.executor = job.executor;
             terminal.end = job.end;
+            terminal.ticket = accepted.ticket;
             if (sub.sink->Deliver(terminal, sub.tag)) {
               after.flush.push_back(sub.sink);
             }
@@ -195,11 +221,11 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         continue;
       }
       const bool starts_now = free_slots[*executor] > 0;
-      if (!starts_now && queued >= options_.max_queued) {
+      if (!starts_now && queued >= limits_.max_queued) {
         adm.status = absl::ResourceExhaustedError(
             fmt::format("queue full: {} jobs are queued and the limit is {} "
                         "(max_queued); retry later",
-                        queued, options_.max_queued));
+                        queued, limits_.max_queued));
         ++rejected_;
         continue;
       }
@@ -221,6 +247,8 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       e.type = v1::EVENT_TYPE_ACCEPTED;
       e.task = ref.task;
       Emit(ref, std::move(e), after);
+      ref.accepted_seq = ref.last_sequence;
+      JournalState(ref, /*insert=*/true);
       Lane& lane = lanes_[ref.executor];
       lane.queue[ref.spec->priority()].push_back(ref.id);
       ++lane.queued;
@@ -235,7 +263,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       if (touched[i]) Dispatch(static_cast<v1::Executor>(i), after);
     }
   }
-  after.Run();
+  after.Run(journal_);
 }
 
 void Scheduler::Dispatch(v1::Executor kind, After& after) {
@@ -306,9 +334,12 @@ JobRun Scheduler::StartRun(Job& job, After& after) {
     job.timeout_timer =
         timers_.Schedule(run.deadline, [this, id] { OnTimeout(id); });
   }
+  ++job.attempts;
   Event e;
   e.type = v1::EVENT_TYPE_STARTED;
   Emit(job, std::move(e), after);
+  job.started_seq = job.last_sequence;
+  JournalState(job);
   return run;
 }
 
@@ -317,6 +348,10 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
   event.job_id = job.id;
   event.time = clock_.Now();
   event.executor = job.executor;
+  if (journal_ != nullptr) {
+    event.ticket = journal_->NoteSequence(event.sequence);
+    after.ticket = std::max(after.ticket, event.ticket);
+  }
   job.last_sequence = event.sequence;
   event_log_.push_back(event);
   while (event_log_.size() > options_.event_log_size) event_log_.pop_front();
@@ -362,6 +397,7 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   e.type = TerminalEventType(end->state);
   e.end = std::move(end);
   Emit(job, std::move(e), after);
+  JournalState(job);
   job.subscribers.clear();
   if (!job.waiters.empty()) {
     auto snapshot = std::make_shared<v1::Job>(Snapshot(job));
@@ -373,7 +409,7 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
     job.waiters.clear();
   }
   ended_.push_back(job.id);
-  while (ended_.size() > options_.max_retained) {
+  while (ended_.size() > limits_.max_retained) {
     const uint64_t oldest = ended_.front();
     ended_.pop_front();
     Evict(oldest);
@@ -402,7 +438,7 @@ void Scheduler::OnProgress(v1::Executor kind, uint64_t id, double fraction,
     e.progress = std::move(progress);
     Emit(job, std::move(e), after);
   }
-  after.Run();
+  after.Run(journal_);
 }
 
 void Scheduler::OnFinished(v1::Executor kind, std::span<FinishedJob> jobs) {
@@ -412,7 +448,7 @@ void Scheduler::OnFinished(v1::Executor kind, std::span<FinishedJob> jobs) {
     for (FinishedJob& j : jobs) EndRun(kind, j.job_id, j.outcome, after);
     Dispatch(kind, after);
   }
-  after.Run();
+  after.Run(journal_);
 }
 
 void Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
@@ -465,7 +501,7 @@ void Scheduler::OnTimeout(uint64_t id) {
                         absl::FormatDuration(FromProto(job.spec->timeout())))),
           after);
   }
-  after.Run();
+  after.Run(journal_);
 }
 
 absl::StatusOr<std::pair<v1::JobState, bool>> Scheduler::Cancel(uint64_t id) {
@@ -479,6 +515,10 @@ absl::StatusOr<std::pair<v1::JobState, bool>> Scheduler::Cancel(uint64_t id) {
     }
     Job& job = *it->second;
     if (IsTerminal(job.state)) return std::make_pair(job.state, true);
+    if (kept_for_restart_) {
+      return absl::UnavailableError(fmt::format(
+          "jobd is shutting down; job {} is kept for its next start", id));
+    }
     result = {v1::JOB_STATE_CANCELLED, false};
     // `job` may be evicted by Abort (retention limits): not used after it.
     Abort(job, CancelReason::kCancelled,
@@ -486,7 +526,7 @@ absl::StatusOr<std::pair<v1::JobState, bool>> Scheduler::Cancel(uint64_t id) {
                     v1::ERROR_REASON_CANCELLED, "cancelled by request"),
           after);
   }
-  after.Run();
+  after.Run(journal_);
   return result;
 }
 
@@ -541,6 +581,14 @@ void Scheduler::WaitJob(uint64_t id, absl::Time deadline,
           fmt::format("job {} not found (unknown or expired)", id));
     } else if (IsTerminal(it->second->state) || deadline <= clock_.Now()) {
       now_result = Snapshot(*it->second);
+      if (journal_ != nullptr) {  // Its end may not be durable yet.
+        journal_->WhenDurable(
+            journal_->ticket(),
+            [done = std::move(done), r = std::move(now_result)]() mutable {
+              done(std::move(r));
+            });
+        return;
+      }
     } else {
       const uint64_t waiter_id = next_waiter_++;
       const TimerQueue::TimerId timer = timers_.Schedule(
@@ -625,10 +673,11 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
       e.time = job.finish_time;
       e.executor = job.executor;
       e.end = job.end;
+      e.ticket = journal_ ? journal_->ticket() : 0;
       deliver(e);
     }
   }
-  after.Run();
+  after.Run(journal_);
   return result;
 }
 
@@ -698,6 +747,7 @@ v1::GetStatsResponse Scheduler::GetStats() const {
   }
   // Executors may read /proc and take their own locks: not under mu_.
   for (const JobExecutor* e : executors) e->AddStats(stats);
+  if (journal_ != nullptr) journal_->AddStats(stats);
   return stats;
 }
 
@@ -723,6 +773,26 @@ void Scheduler::CountRejected(uint64_t n) {
   rejected_ += n;
 }
 
+void Scheduler::SetLimits(const SchedulerOptions& options) {
+  absl::MutexLock lock(&mu_);
+  limits_.max_queued = options.max_queued;
+  limits_.retention_ttl = options.retention_ttl;
+  limits_.max_retained = options.max_retained;
+}
+
+bool Scheduler::ResizeExecutor(v1::Executor kind, int slots) {
+  After after;
+  bool resized;
+  {
+    absl::MutexLock lock(&mu_);
+    Lane& lane = lanes_.at(kind);
+    resized = lane.executor != nullptr && lane.executor->Resize(slots);
+    if (resized) Dispatch(kind, after);  // Grown: queued jobs may start.
+  }
+  after.Run(journal_);
+  return resized;
+}
+
 void Scheduler::BeginDrain() {
   absl::MutexLock lock(&mu_);
   draining_ = true;
@@ -740,25 +810,172 @@ bool Scheduler::WaitNoneRunning(absl::Time deadline) {
   return mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
 }
 
-std::vector<uint64_t> Scheduler::CancelAllForShutdown() {
+std::pair<std::vector<uint64_t>, size_t> Scheduler::EndForShutdown() {
   After after;
-  std::vector<uint64_t> ids;
+  std::vector<uint64_t> ended;
+  size_t kept = 0;
   {
     absl::MutexLock lock(&mu_);
     // Collect first: ending a job may evict others from jobs_.
+    std::vector<uint64_t> live;
     for (const auto& [id, job] : jobs_) {
-      if (!IsTerminal(job->state)) ids.push_back(id);
+      if (!IsTerminal(job->state)) live.push_back(id);
     }
-    for (uint64_t id : ids) {
-      Abort(*jobs_.at(id), CancelReason::kShutdown,
+    for (uint64_t id : live) {
+      Job& job = *jobs_.at(id);
+      if (journal_ != nullptr &&
+          (job.state == v1::JOB_STATE_QUEUED ||
+           job.spec->delivery() == v1::DELIVERY_AT_LEAST_ONCE)) {
+        ++kept;
+        if (job.state == v1::JOB_STATE_RUNNING) {
+          // Stopped here, queued for the next start; whatever its run
+          // returns now is dropped (it is not RUNNING any more).
+          job.cancel->Cancel(CancelReason::kShutdown);
+          lanes_[job.executor].executor->Cancel(job.id);
+          job.state = v1::JOB_STATE_QUEUED;
+          --running_;
+          JournalState(job);
+        }
+        continue;
+      }
+      ended.push_back(id);
+      Abort(job, CancelReason::kShutdown,
             MakeError(v1::JOB_STATE_CANCELLED, absl::StatusCode::kUnavailable,
                       v1::ERROR_REASON_SHUTDOWN,
                       "jobd shut down before the job ended"),
             after);
     }
+    kept_for_restart_ = journal_ != nullptr;
   }
-  after.Run();
-  return ids;
+  after.Run(journal_);
+  return {ended, kept};
+}
+
+RestoreSummary Scheduler::Restore(Recovered recovered,
+                                  const TaskRegistry& registry) {
+  RestoreSummary summary;
+  After after;
+  {
+    absl::MutexLock lock(&mu_);
+    // 1. The records and the event log as they were.
+    std::vector<Event> log;
+    std::vector<uint64_t> ended;
+    for (JournalRow& row : recovered.rows) {
+      auto job = std::make_unique<Job>();
+      job->id = row.id;
+      job->spec = std::move(row.spec);
+      job->task = registry.Find(job->spec->task());
+      if (job->task == nullptr) {  // Unknown to this daemon now.
+        vanished_tasks_.push_back(TaskDef{.name = job->spec->task()});
+        job->task = &vanished_tasks_.back();
+      }
+      job->state = row.state;
+      job->executor = row.executor;
+      job->create_time = row.create_time;
+      job->start_time = row.start_time;
+      job->finish_time = row.finish_time;
+      job->end = std::move(row.end);
+      job->accepted_seq = row.accepted_seq;
+      job->started_seq = row.started_seq;
+      job->attempts = row.attempts;
+      job->last_sequence =
+          std::max({row.accepted_seq, row.started_seq, row.ended_seq});
+      auto add = [&](uint64_t seq, v1::EventType type, absl::Time time) {
+        if (seq == 0) return;
+        Event e;
+        e.sequence = seq;
+        e.job_id = row.id;
+        e.type = type;
+        e.time = time;
+        e.executor = row.executor;
+        e.task = job->task;
+        if (IsTerminal(type)) e.end = job->end;
+        log.push_back(std::move(e));
+      };
+      add(row.accepted_seq, v1::EVENT_TYPE_ACCEPTED, row.create_time);
+      add(row.started_seq, v1::EVENT_TYPE_STARTED, row.start_time);
+      if (job->end != nullptr) {
+        add(row.ended_seq, TerminalEventType(row.state), row.finish_time);
+        ended.push_back(row.id);
+      }
+      if (!job->spec->idempotency_key().empty()) {
+        idempotency_[job->spec->idempotency_key()] = job->id;
+      }
+      next_id_ = std::max(next_id_, job->id + 1);
+      jobs_.emplace(job->id, std::move(job));
+    }
+    std::sort(log.begin(), log.end(), [](const Event& a, const Event& b) {
+      return a.sequence < b.sequence;
+    });
+    const size_t keep = std::min(log.size(), options_.event_log_size);
+    event_log_.assign(std::make_move_iterator(log.end() - keep),
+                      std::make_move_iterator(log.end()));
+    next_sequence_ = std::max(next_sequence_, recovered.last_sequence + 1);
+    // 2. Ended jobs: retained in the order they ended.
+    std::sort(ended.begin(), ended.end(), [this](uint64_t a, uint64_t b) {
+      return jobs_.at(a)->finish_time < jobs_.at(b)->finish_time;
+    });
+    for (uint64_t id : ended) ended_.push_back(id);
+    summary.retained = ended.size();
+    // 3. Live jobs: queued again, or lost.
+    for (auto& [id, owned] : jobs_) {
+      Job& job = *owned;
+      if (IsTerminal(job.state)) continue;
+      ++live_;
+      const bool was_running = job.state == v1::JOB_STATE_RUNNING;
+      job.state = v1::JOB_STATE_QUEUED;
+      std::string unrunnable;
+      absl::StatusOr<TaskArgs> args =
+          job.task->has_sync() || job.task->has_async()
+              ? TaskRegistry::Bind(*job.task, job.spec)
+              : absl::NotFoundError(fmt::format(
+                    "task '{}' is not registered in this daemon any more",
+                    job.spec->task()));
+      absl::StatusOr<v1::Executor> executor = absl::FailedPreconditionError("");
+      if (!args.ok()) {
+        unrunnable = std::string(args.status().message());
+      } else {
+        job.args = std::make_shared<const TaskArgs>(*std::move(args));
+        executor =
+            router_.Route(*job.task, job.spec->kind(), job.spec->executor());
+        if (!executor.ok())
+          unrunnable = std::string(executor.status().message());
+      }
+      if (!unrunnable.empty()) {
+        ++summary.unrunnable;
+        Finish(
+            job,
+            MakeError(
+                v1::JOB_STATE_FAILED, absl::StatusCode::kFailedPrecondition,
+                v1::ERROR_REASON_INVALID_INPUT,
+                "restored from the journal but cannot run here: " + unrunnable),
+            after);
+        continue;
+      }
+      if (was_running && job.spec->delivery() != v1::DELIVERY_AT_LEAST_ONCE) {
+        ++summary.lost;
+        Finish(job,
+               MakeError(v1::JOB_STATE_FAILED, absl::StatusCode::kAborted,
+                         v1::ERROR_REASON_LOST_ON_RESTART,
+                         fmt::format("jobd stopped while the job ran (attempt "
+                                     "{}); it is not run again "
+                                     "(DELIVERY_AT_MOST_ONCE)",
+                                     job.attempts)),
+               after);
+        continue;
+      }
+      ++(was_running ? summary.rerun : summary.queued);
+      job.executor = *executor;
+      if (was_running) JournalState(job);
+      Lane& lane = lanes_[job.executor];
+      lane.queue[job.spec->priority()].push_back(job.id);
+      ++lane.queued;
+    }
+    SweepLocked();
+    for (int i = 0; i < 4; ++i) Dispatch(static_cast<v1::Executor>(i), after);
+  }
+  after.Run(journal_);
+  return summary;
 }
 
 bool Scheduler::StopExecutors(absl::Time deadline) {
@@ -793,8 +1010,8 @@ void Scheduler::SweepLocked() {
   const absl::Time now = clock_.Now();
   while (!ended_.empty()) {
     auto it = jobs_.find(ended_.front());
-    if (it != jobs_.end() && ended_.size() <= options_.max_retained &&
-        it->second->finish_time + options_.retention_ttl > now) {
+    if (it != jobs_.end() && ended_.size() <= limits_.max_retained &&
+        it->second->finish_time + limits_.retention_ttl > now) {
       break;
     }
     ended_.pop_front();
@@ -805,12 +1022,58 @@ void Scheduler::SweepLocked() {
 void Scheduler::Evict(uint64_t id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
+  if (journal_ != nullptr) journal_->Delete(id);
   const std::string& key = it->second->spec->idempotency_key();
   if (!key.empty()) {
     auto k = idempotency_.find(key);
     if (k != idempotency_.end() && k->second == id) idempotency_.erase(k);
   }
   jobs_.erase(it);
+}
+
+JournalRow Scheduler::RowOf(const Job& job) const {
+  JournalRow row;
+  row.id = job.id;
+  row.spec = job.spec;
+  row.state = job.state;
+  row.executor = job.executor;
+  row.create_time = job.create_time;
+  row.start_time = job.start_time;
+  if (job.end != nullptr) {
+    row.finish_time = job.finish_time;
+    row.end = job.end;
+    row.ended_seq = job.last_sequence;
+  }
+  row.accepted_seq = job.accepted_seq;
+  row.started_seq = job.started_seq;
+  row.attempts = job.attempts;
+  return row;
+}
+
+void Scheduler::JournalState(const Job& job, bool insert) {
+  if (journal_ == nullptr) return;
+  if (insert) {
+    journal_->Insert(RowOf(job));
+  } else {
+    journal_->Update(RowOf(job));
+  }
+}
+
+uint64_t Scheduler::durable_ticket() const {
+  return journal_ == nullptr ? std::numeric_limits<uint64_t>::max()
+                             : journal_->durable();
+}
+
+uint64_t Scheduler::journal_ticket() const {
+  return journal_ == nullptr ? 0 : journal_->ticket();
+}
+
+void Scheduler::WhenDurable(uint64_t ticket, std::function<void()> fn) {
+  if (journal_ == nullptr) {
+    fn();
+  } else {
+    journal_->WhenDurable(ticket, std::move(fn));
+  }
 }
 
 v1::Job Scheduler::Snapshot(const Job& job) const {

@@ -40,19 +40,14 @@
 #include "absl/time/time.h"
 #include "jobd/v1/jobd.pb.h"
 #include "server/clock.h"
+#include "server/journal.h"
 #include "server/router.h"
 #include "server/timer_queue.h"
 #include "workers/executor.h"
 #include "workers/task.h"
+#include "workers/task_registry.h"
 
 namespace jobd {
-
-// The end of a job, shared by the job record and its terminal event.
-struct JobEnd {
-  v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
-  v1::JobResult result;  // SUCCEEDED.
-  v1::JobError error;    // FAILED / CANCELLED.
-};
 
 // One event of one job, as the scheduler records it (converted to
 // v1::JobEvent at the RPC edge).
@@ -66,6 +61,9 @@ struct Event {
   const TaskDef* task = nullptr;                 // ACCEPTED.
   std::shared_ptr<const v1::Progress> progress;  // PROGRESS.
   std::shared_ptr<const JobEnd> end;             // Terminal events.
+  // The journal batch that must be durable before a client may see it
+  // (server/journal.h); 0: no journal, nothing to wait for.
+  uint64_t ticket = 0;
 };
 
 bool IsTerminal(v1::EventType type);
@@ -139,9 +137,22 @@ struct ListJobsQuery {
   size_t limit = 100;
 };
 
+// What Restore() did with the journal's jobs.
+struct RestoreSummary {
+  size_t queued = 0;      // Queued again (they were queued).
+  size_t rerun = 0;       // Were running, at-least-once: queued again.
+  size_t lost = 0;        // Were running, at-most-once: LOST_ON_RESTART.
+  size_t retained = 0;    // Had ended: retrievable again.
+  size_t unrunnable = 0;  // Their task is gone or changed: FAILED.
+};
+
 class Scheduler {
  public:
-  Scheduler(SchedulerOptions options, const Clock& clock);
+  // `journal` (optional, not owned) must outlive the scheduler: with one,
+  // every job and state change is recorded there and each event waits for
+  // its record to be durable before any client sees it.
+  Scheduler(SchedulerOptions options, const Clock& clock,
+            Journal* journal = nullptr);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -183,19 +194,46 @@ class Scheduler {
   // Counts specs the RPC edge rejected before admission (for GetStats).
   void CountRejected(uint64_t n);
 
+  // Takes back the jobs a journal held (after AddExecutor, before the first
+  // Submit): queued ones queue again; running ones run again if their spec
+  // allows it (DELIVERY_AT_LEAST_ONCE), else fail LOST_ON_RESTART; ended ones
+  // are retained. Ids, idempotency keys, sequences and the event log carry
+  // on from where they were. `registry` resolves task names.
+  RestoreSummary Restore(Recovered recovered, const TaskRegistry& registry);
+
+  // Durability of events (Event::ticket): the ticket every batch up to
+  // which is durable, and a way to run code once `ticket` is.
+  uint64_t durable_ticket() const;
+  // The journal batch open now (0 without a journal): what the changes made
+  // so far wait for.
+  uint64_t journal_ticket() const;
+  void WhenDurable(uint64_t ticket, std::function<void()> fn);
+
   std::vector<v1::Job> ListJobs(const ListJobsQuery& query) const;
   v1::GetStatsResponse GetStats() const;
   // Quarantine of tasks that kept killing their worker (process pool).
   bool IsQuarantined(const TaskDef& task) const;
   bool ClearQuarantine(std::string_view task);
 
+  // Live reload (SIGHUP): max_queued, retention_ttl and max_retained take
+  // effect at once (a lower retention applies at the next sweep).
+  void SetLimits(const SchedulerOptions& options);
+  // Live reload: resizes executor `kind` (JobExecutor::Resize); false if it
+  // is absent or cannot change its size without a restart.
+  bool ResizeExecutor(v1::Executor kind, int slots);
+
   // Drain: stop admitting jobs (Submit rejects with Unavailable).
   void BeginDrain();
   bool draining() const;
   // Waits until no job is running or `deadline`; true if none is running.
   bool WaitNoneRunning(absl::Time deadline);
-  // Ends every live job CANCELLED with reason SHUTDOWN; returns their ids.
-  std::vector<uint64_t> CancelAllForShutdown();
+  // At shutdown, after the grace: without a journal, ends every live job
+  // CANCELLED (SHUTDOWN). With one, queued jobs stay queued in it for the
+  // next start, running at-least-once jobs go back to queued there (their
+  // runs here are stopped), and only running at-most-once jobs end
+  // CANCELLED; from then on Cancel() keeps jobs as they are. Returns the
+  // ids of the jobs it ended and the number it kept for the next start.
+  std::pair<std::vector<uint64_t>, size_t> EndForShutdown();
   // Stops every executor (waiting up to `deadline` for tasks to return) and
   // the timer. Returns false if some task did not return in time.
   bool StopExecutors(absl::Time deadline);
@@ -219,8 +257,10 @@ class Scheduler {
   // Work to do once mu_ is released.
   struct After {
     absl::InlinedVector<std::shared_ptr<EventSink>, 4> flush;
+    // Answers to waiting callers: run once `ticket` is durable.
     std::vector<std::function<void()>> calls;
-    void Run();
+    uint64_t ticket = 0;
+    void Run(Journal* journal);
   };
 
   void OnProgress(v1::Executor kind, uint64_t id, double fraction,
@@ -243,6 +283,12 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FireWaiter(uint64_t id, uint64_t waiter_id);
   void Evict(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job's journal row (spec included).
+  JournalRow RowOf(const Job& job) const;
+  // Records the job's new state in the journal, if any (`insert`: the job
+  // is new, its spec goes too).
+  void JournalState(const Job& job, bool insert = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops the stale entries of `lane`'s queue.
   void CompactQueue(Lane& lane) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -252,13 +298,17 @@ class Scheduler {
   void ScheduleSweep();
   v1::Job Snapshot(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Const after construction.
+  // Const after construction (but for the reloadable limits in limits_).
   const SchedulerOptions options_;
   const Clock& clock_;
+  Journal* const journal_;              // Optional.
+  std::deque<TaskDef> vanished_tasks_;  // Restored jobs of unknown tasks.
   const absl::Time start_time_;
   std::array<std::unique_ptr<Port>, 4> ports_;
 
   mutable absl::Mutex mu_;
+  // max_queued, retention_ttl, max_retained: options_'s, or reloaded ones.
+  SchedulerOptions limits_ ABSL_GUARDED_BY(mu_);
   std::array<Lane, 4> lanes_ ABSL_GUARDED_BY(mu_);  // By v1::Executor.
   Router router_ ABSL_GUARDED_BY(mu_);
   // Ordered by id, so ListJobs pages without sorting.
@@ -276,6 +326,7 @@ class Scheduler {
   size_t running_ ABSL_GUARDED_BY(mu_) = 0;  // In state RUNNING.
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  bool kept_for_restart_ ABSL_GUARDED_BY(mu_) = false;  // EndForShutdown.
 
   TimerQueue timers_;  // Last: its thread calls into the members above.
 };

@@ -65,6 +65,19 @@ struct Outbox {
 const grpc::Status kClientCancelled(grpc::StatusCode::CANCELLED,
                                     "client cancelled");
 
+// Durability gate (server/journal.h): a session writes its queued events in
+// order up to the first whose journal ticket is not durable yet, and asks
+// for its Flush() to run again once it is.
+template <typename Session>
+void FlushWhenDurable(Scheduler& scheduler,
+                      const std::shared_ptr<Session>& session,
+                      uint64_t ticket) {
+  if (session == nullptr) return;  // Ending.
+  scheduler.WhenDurable(ticket, [weak = std::weak_ptr<Session>(session)] {
+    if (auto s = weak.lock()) s->Flush();
+  });
+}
+
 // Base of the streaming sessions: the session mutex, the outbox, and the
 // reactions that touch nothing else. Derived must provide Pump(), which
 // starts writes and calls Finish as the outbox allows.
@@ -268,7 +281,7 @@ class SubmitSession final
   }
 
   void HandleRequest() {
-    const ServiceLimits& limits = service_.limits();
+    const ServiceLimits limits = service_.limits();
     if (!got_options_) {
       got_options_ = true;
       const v1::SubmitOptions& o = request_.options();
@@ -353,24 +366,30 @@ class SubmitSession final
   // Starts a write, resumes reading, or finishes, as the state allows.
   void Pump() {
     Actions a;
+    uint64_t rearm = 0;
     {
       absl::MutexLock lock(&mu_);
       flush_pending_ = false;
       if (done_ || out_.finish_called) return;
       if (!out_.writing && !out_.items.empty()) {
+        const uint64_t durable = service_.scheduler().durable_ticket();
         response_.Clear();
         size_t bytes = 0;
         for (int n = 0; n < kMaxEventsPerMessage && !out_.items.empty() &&
                         bytes < kMaxBytesPerMessage;
              ++n) {
           const TaggedEvent& o = out_.items.front();
+          if (o.event.ticket > durable) {
+            if (o.event.ticket > rearmed_) rearm = rearmed_ = o.event.ticket;
+            break;
+          }
           v1::JobEvent* e = response_.add_events();
           ToProto(o.event, o.client_tag, e);
           bytes += e->ByteSizeLong();
           if (IsEnd(o.event.type)) --unsent_ends_;
           out_.items.pop_front();
         }
-        out_.writing = a.write = true;
+        out_.writing = a.write = response_.events_size() > 0;
       }
       if (read_paused_ && CanReadLocked()) {
         read_paused_ = false;
@@ -381,6 +400,9 @@ class SubmitSession final
       }
       // Never Finish while another thread is about to StartRead.
       if (!read_starting_) a.finish = out_.TakeFinish(&a.status);
+    }
+    if (rearm != 0) {
+      FlushWhenDurable(service_.scheduler(), weak_from_this().lock(), rearm);
     }
     if (a.write) StartWrite(&response_);
     if (a.read) StartReadThenPump();
@@ -426,6 +448,7 @@ class SubmitSession final
   uint64_t next_index_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_release_ ABSL_GUARDED_BY(mu_) = 0;
   bool read_starting_ ABSL_GUARDED_BY(mu_) = false;  // See Pump().
+  uint64_t rearmed_ ABSL_GUARDED_BY(mu_) = 0;  // Highest ticket waited for.
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
   bool flush_pending_ ABSL_GUARDED_BY(mu_) = false;
@@ -522,21 +545,28 @@ class WatchSession final
  private:
   void Pump() {
     Actions a;
+    uint64_t rearm = 0;
     {
       absl::MutexLock lock(&mu_);
       flush_pending_ = false;
       if (!started_ || done_ || out_.finish_called) return;
       if (!out_.writing && (!out_.items.empty() || !header_sent_)) {
+        const uint64_t durable = service_.scheduler().durable_ticket();
         response_.Clear();
+        bool header = false;
         if (!header_sent_) {
           response_ = header_;
-          header_sent_ = true;
+          header_sent_ = header = true;
         }
         size_t bytes = 0;
         for (int n = 0; n < kMaxEventsPerMessage && !out_.items.empty() &&
                         bytes < kMaxBytesPerMessage;
              ++n) {
           const Event& e = out_.items.front();
+          if (e.ticket > durable) {
+            if (e.ticket > rearmed_) rearm = rearmed_ = e.ticket;
+            break;
+          }
           v1::JobEvent* pe = response_.add_events();
           ToProto(e, 0, pe);
           bytes += pe->ByteSizeLong();
@@ -544,13 +574,16 @@ class WatchSession final
           if (IsTerminal(e.type)) remaining_.erase(e.job_id);
           out_.items.pop_front();
         }
-        out_.writing = a.write = true;
+        out_.writing = a.write = header || response_.events_size() > 0;
       }
       // Watching named jobs: done once each has ended.
       if (!ids_.empty() && remaining_.empty() && out_.items.empty()) {
         out_.RequestFinish(grpc::Status::OK);
       }
       a.finish = out_.TakeFinish(&a.status);
+    }
+    if (rearm != 0) {
+      FlushWhenDurable(service_.scheduler(), weak_from_this().lock(), rearm);
     }
     if (a.write) StartWrite(&response_);
     if (a.finish) Finish(a.status);
@@ -564,6 +597,7 @@ class WatchSession final
   v1::WatchJobsResponse header_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<uint64_t> remaining_ ABSL_GUARDED_BY(mu_);
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t rearmed_ ABSL_GUARDED_BY(mu_) = 0;  // Highest ticket waited for.
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool header_sent_ ABSL_GUARDED_BY(mu_) = false;
   bool flush_pending_ ABSL_GUARDED_BY(mu_) = false;
@@ -678,11 +712,14 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(
   absl::StatusOr<uint64_t> id = ParseJobId(request->job_id(), "job_id");
   if (!id.ok()) return Reply(context, id.status());
   auto result = scheduler_.Cancel(*id);
-  if (result.ok()) {
-    response->set_state(result->first);
-    response->set_already_ended(result->second);
-  }
-  return Reply(context, result.status());
+  if (!result.ok()) return Reply(context, result.status());
+  response->set_state(result->first);
+  response->set_already_ended(result->second);
+  // The answer waits for the cancellation to be durable, like its event.
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  scheduler_.WhenDurable(scheduler_.journal_ticket(),
+                         [reactor] { reactor->Finish(grpc::Status::OK); });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
@@ -757,13 +794,14 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetStats(
     v1::GetStatsResponse* response) {
   *response = scheduler_.GetStats();
   response->set_version(version_);
+  const ServiceLimits limits = this->limits();
   v1::ServerLimits* l = response->mutable_limits();
   l->set_max_jobs_per_request(
-      static_cast<uint32_t>(limits_.max_jobs_per_request));
-  l->set_default_window(limits_.default_window);
-  l->set_max_window(limits_.max_window);
-  l->set_max_payload_bytes(limits_.spec.max_payload_bytes);
-  l->set_max_message_bytes(limits_.max_message_bytes);
+      static_cast<uint32_t>(limits.max_jobs_per_request));
+  l->set_default_window(limits.default_window);
+  l->set_max_window(limits.max_window);
+  l->set_max_payload_bytes(limits.spec.max_payload_bytes);
+  l->set_max_message_bytes(limits.max_message_bytes);
   return Reply(context, absl::OkStatus());
 }
 

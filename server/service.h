@@ -75,14 +75,27 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   // Used by sessions.
   Scheduler& scheduler() { return scheduler_; }
   const TaskRegistry& registry() const { return registry_; }
-  const ServiceLimits& limits() const { return limits_; }
+  // A copy: SetLimits (SIGHUP) may change them while streams run.
+  ServiceLimits limits() const {
+    absl::MutexLock lock(&limits_mu_);
+    return limits_;
+  }
+  // Live reload; max_message_bytes is fixed at start (a new value is
+  // ignored).
+  void SetLimits(const ServiceLimits& limits) {
+    absl::MutexLock lock(&limits_mu_);
+    const size_t message_bytes = limits_.max_message_bytes;
+    limits_ = limits;
+    limits_.max_message_bytes = message_bytes;
+  }
   void Register(const std::shared_ptr<StreamSession>& session);
   void Unregister(StreamSession* session);
 
  private:
   Scheduler& scheduler_;
   const TaskRegistry& registry_;
-  const ServiceLimits limits_;
+  mutable absl::Mutex limits_mu_;
+  ServiceLimits limits_ ABSL_GUARDED_BY(limits_mu_);
   const std::string version_;
 
   absl::Mutex mu_;

@@ -63,6 +63,10 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
     return absl::InvalidArgumentError(fmt::format(
         "spec.executor: unknown value {}", static_cast<int>(spec.executor())));
   }
+  if (!v1::Delivery_IsValid(spec.delivery())) {
+    return absl::InvalidArgumentError(fmt::format(
+        "spec.delivery: unknown value {}", static_cast<int>(spec.delivery())));
+  }
   if (spec.has_timeout()) {
     absl::Status s = ValidateDuration(spec.timeout(), "spec.timeout");
     if (!s.ok()) return s;

@@ -416,8 +416,9 @@ TEST_F(SchedulerTest, DrainRejectsNewJobsAndShutdownCancelsTheRest) {
   EXPECT_EQ(late.status.code(), absl::StatusCode::kUnavailable);
   EXPECT_FALSE(
       scheduler_->WaitNoneRunning(absl::Now() + absl::Milliseconds(20)));
-  auto ids = scheduler_->CancelAllForShutdown();
+  auto [ids, kept] = scheduler_->EndForShutdown();
   EXPECT_THAT(ids, ElementsAre(running.job_id, queued.job_id));
+  EXPECT_EQ(kept, 0u);  // No journal: nothing is kept for a next start.
   const Event end = sink_->WaitEnd(queued.job_id);
   EXPECT_EQ(end.type, v1::EVENT_TYPE_CANCELLED);
   EXPECT_EQ(end.end->error.reason(), v1::ERROR_REASON_SHUTDOWN);

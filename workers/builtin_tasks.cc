@@ -196,7 +196,9 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
                                            "the error message")},
                   .run = Fail});
   defs.push_back(HttpGetTask());
-  defs.push_back(ExecTask(options.exec));
+  defs.push_back(ExecTask(options.exec != nullptr
+                              ? options.exec
+                              : std::make_shared<const ExecPolicy>()));
   if (options.testing_tasks) {
     defs.push_back(
         {.name = "crash",

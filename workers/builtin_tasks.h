@@ -15,6 +15,7 @@
 #define JOBD_WORKERS_BUILTIN_TASKS_H_
 
 #include <cstdint>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "workers/io_tasks.h"
@@ -26,8 +27,9 @@ struct BuiltinTaskOptions {
   // Also register tasks that exist only to test failure handling (crash,
   // burn).
   bool testing_tasks = false;
-  // exec's allowlist and kill grace (empty allowlist: exec is disabled).
-  ExecOptions exec;
+  // exec's allowlist and kill grace (null or an empty allowlist: exec is
+  // disabled).
+  std::shared_ptr<const ExecPolicy> exec;
 };
 
 absl::Status RegisterBuiltinTasks(TaskRegistry& registry,

@@ -251,8 +251,9 @@ absl::StatusOr<pid_t> Spawn(const std::string& path,
   return pid;
 }
 
-asio::awaitable<absl::StatusOr<TaskOutput>> Exec(AsyncTaskContext& ctx,
-                                                 const ExecOptions& options) {
+asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
+    AsyncTaskContext& ctx, std::shared_ptr<const ExecOptions> current) {
+  const ExecOptions& options = *current;  // Kept for the whole run.
   // This task cleans up after a cancel itself: its awaits must not throw.
   co_await asio::this_coro::throw_if_cancelled(false);
   const TaskArgs& a = ctx.args();
@@ -383,8 +384,7 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(AsyncTaskContext& ctx,
 
 }  // namespace
 
-TaskDef ExecTask(const ExecOptions& options) {
-  auto opts = std::make_shared<const ExecOptions>(options);
+TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy) {
   return {
       .name = "exec",
       .description =
@@ -412,9 +412,11 @@ TaskDef ExecTask(const ExecOptions& options) {
                  OptionalParam("check", ParamType::kBool, BoolValue(true),
                                "fail the job on a non-zero exit or a signal")},
       .async = MakeAsyncTask(
-          [opts](AsyncTaskContext& ctx) { return Exec(ctx, *opts); }),
+          [policy](AsyncTaskContext& ctx) { return Exec(ctx, policy->Get()); }),
       .validate =
-          [opts](const TaskArgs& args) { return Validate(*opts, args); },
+          [policy](const TaskArgs& args) {
+            return Validate(*policy->Get(), args);
+          },
   };
 }
 

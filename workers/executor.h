@@ -94,6 +94,10 @@ class JobExecutor {
   // Called after the job's cancel token was set, to stop it harder than
   // cooperatively where the executor can (the thread pool cannot).
   virtual void Cancel(uint64_t job_id) {}
+  // Live reload: changes capacity() to `slots` (running jobs are not
+  // interrupted; a shrink takes effect as they end). False if this executor
+  // cannot change its size without a restart.
+  virtual bool Resize(int slots) { return false; }
   // Stops taking jobs and returns once every started job has reported its
   // end, or `deadline` passed; returns false in the second case.
   virtual bool Shutdown(absl::Time deadline) = 0;

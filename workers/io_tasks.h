@@ -8,7 +8,7 @@
 //              pidfd, so no thread per child; cancel/timeout kill the group
 //              (SIGTERM, then SIGKILL after a grace)
 //
-// Thread-safety: the tasks are stateless; ExecTask's options are copied.
+// Thread-safety: the tasks are stateless; ExecPolicy is thread-safe.
 #ifndef JOBD_WORKERS_IO_TASKS_H_
 #define JOBD_WORKERS_IO_TASKS_H_
 
@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "workers/task.h"
 
@@ -34,9 +36,30 @@ struct ExecOptions {
   absl::Duration kill_grace = absl::Seconds(1);
 };
 
+// exec's options, replaceable while jobs run (jobd reloads them on SIGHUP):
+// a job uses the options current when it was validated and started.
+class ExecPolicy {
+ public:
+  explicit ExecPolicy(ExecOptions options = {})
+      : current_(std::make_shared<const ExecOptions>(std::move(options))) {}
+  std::shared_ptr<const ExecOptions> Get() const {
+    absl::MutexLock lock(&mu_);
+    return current_;
+  }
+  void Set(ExecOptions options) {
+    auto next = std::make_shared<const ExecOptions>(std::move(options));
+    absl::MutexLock lock(&mu_);
+    current_ = std::move(next);
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const ExecOptions> current_ ABSL_GUARDED_BY(mu_);
+};
+
 std::shared_ptr<const AsyncTask> AsyncSleep();
 TaskDef HttpGetTask();
-TaskDef ExecTask(const ExecOptions& options);
+TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy);
 
 }  // namespace jobd
 

@@ -188,6 +188,7 @@ class ReactorExecutor::Loop : public LoopServices {
 ReactorExecutor::ReactorExecutor(ReactorOptions options,
                                  ExecutorListener& listener)
     : options_(std::move(options)),
+      max_jobs_(options_.max_jobs),
       listener_(listener),
       blocking_(std::make_unique<Blocking>(options_.blocking_threads)) {
   for (int i = 0; i < std::max(1, options_.threads); ++i) {

@@ -38,8 +38,12 @@ class ReactorExecutor : public JobExecutor {
   ~ReactorExecutor() override;
 
   v1::Executor kind() const override { return v1::EXECUTOR_REACTOR; }
-  int capacity() const override { return options_.max_jobs; }
+  int capacity() const override { return max_jobs_.load(); }
   void Start(JobRun run) override;
+  bool Resize(int slots) override {
+    max_jobs_ = slots;
+    return true;
+  }
   void Cancel(uint64_t job_id) override;
   bool Shutdown(absl::Time deadline) override;
 
@@ -57,6 +61,7 @@ class ReactorExecutor : public JobExecutor {
   void Ended(int64_t n);
 
   const ReactorOptions options_;
+  std::atomic<int> max_jobs_;  // options_.max_jobs, or a reloaded value.
   ExecutorListener& listener_;
   std::atomic<int64_t> live_{0};
   absl::Mutex mu_;  // Signals Shutdown when live_ reaches 0.

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include <algorithm>
 #include <exception>
 #include <new>
 
@@ -12,15 +13,17 @@
 namespace jobd {
 
 ThreadPool::ThreadPool(int threads, std::string name) : name_(std::move(name)) {
-  threads_.reserve(threads);
-  for (int i = 0; i < threads; ++i) {
-    threads_.emplace_back([this] { WorkerLoop(); });
-    std::string thread_name = absl::StrCat(name_, "-", i).substr(0, 15);
-    pthread_setname_np(threads_.back().native_handle(), thread_name.c_str());
-  }
+  absl::MutexLock lock(&mu_);
+  for (int i = 0; i < threads; ++i) StartThread();
 }
 
 ThreadPool::~ThreadPool() { Shutdown(); }
+
+void ThreadPool::StartThread() {
+  threads_.emplace_back([this] { WorkerLoop(); });
+  std::string thread_name = absl::StrCat(name_, "-", started_++).substr(0, 15);
+  pthread_setname_np(threads_.back().native_handle(), thread_name.c_str());
+}
 
 bool ThreadPool::Schedule(std::function<void()> fn) {
   absl::MutexLock lock(&mu_);
@@ -29,16 +32,42 @@ bool ThreadPool::Schedule(std::function<void()> fn) {
   return true;
 }
 
+void ThreadPool::Resize(int threads) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  JoinEnded();
+  const int now = static_cast<int>(threads_.size()) - surplus_;
+  if (threads > now) {
+    const int cancel = std::min(surplus_, threads - now);  // Not ended yet.
+    surplus_ -= cancel;
+    for (int i = now + cancel; i < threads; ++i) StartThread();
+  } else {
+    surplus_ += now - threads;
+  }
+}
+
+void ThreadPool::JoinEnded() {
+  for (std::thread::id id : ended_) {
+    auto it =
+        std::find_if(threads_.begin(), threads_.end(),
+                     [id](const std::thread& t) { return t.get_id() == id; });
+    if (it == threads_.end()) continue;
+    it->join();  // It has returned from WorkerLoop: at most a moment.
+    threads_.erase(it);
+  }
+  ended_.clear();
+}
+
 void ThreadPool::Shutdown() {
+  std::vector<std::thread> threads;
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_ && threads_.empty()) return;
     stopping_ = true;
+    threads.swap(threads_);
   }
-  for (std::thread& t : threads_) {
+  for (std::thread& t : threads) {
     if (t.joinable()) t.join();
   }
-  threads_.clear();
 }
 
 void ThreadPool::WorkerLoop() {
@@ -47,9 +76,14 @@ void ThreadPool::WorkerLoop() {
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !queue_.empty() || stopping_;
+        return !queue_.empty() || stopping_ || surplus_ > 0;
       };
       mu_.Await(absl::Condition(&ready));
+      if (surplus_ > 0 && !stopping_) {  // The pool shrank: this one ends.
+        --surplus_;
+        ended_.push_back(std::this_thread::get_id());
+        return;
+      }
       if (queue_.empty()) return;  // Stopping and drained.
       fn = std::move(queue_.front());
       queue_.pop_front();
@@ -117,6 +151,12 @@ void ThreadPoolExecutor::Start(JobRun run) {
     --running_;
     spdlog::error("thread pool is shut down; job dropped");
   }
+}
+
+bool ThreadPoolExecutor::Resize(int slots) {
+  threads_ = slots;
+  pool_.Resize(slots);
+  return true;
 }
 
 void ThreadPoolExecutor::Execute(const JobRun& run) {

@@ -6,6 +6,7 @@
 #ifndef JOBD_WORKERS_THREAD_POOL_H_
 #define JOBD_WORKERS_THREAD_POOL_H_
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <string>
@@ -27,16 +28,24 @@ class ThreadPool {
 
   // Queues `fn`. Returns false (and drops it) after Shutdown() began.
   bool Schedule(std::function<void()> fn);
+  // Grows or shrinks the pool: new threads start at once; surplus ones end
+  // when they are next idle.
+  void Resize(int threads);
   // Runs what is queued, then joins the threads. Idempotent.
   void Shutdown();
-  int size() const { return static_cast<int>(threads_.size()); }
 
  private:
+  void StartThread() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Joins the threads that ended after a shrink.
+  void JoinEnded() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerLoop();
 
   const std::string name_;
-  std::vector<std::thread> threads_;  // Written only in ctor and Shutdown.
   absl::Mutex mu_;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread::id> ended_ ABSL_GUARDED_BY(mu_);
+  int surplus_ ABSL_GUARDED_BY(mu_) = 0;  // Threads to end when idle.
+  int started_ ABSL_GUARDED_BY(mu_) = 0;  // For thread names.
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 };
@@ -47,14 +56,15 @@ class ThreadPoolExecutor : public JobExecutor {
   ~ThreadPoolExecutor() override;
 
   v1::Executor kind() const override { return v1::EXECUTOR_THREAD; }
-  int capacity() const override { return threads_; }
+  int capacity() const override { return threads_.load(); }
   void Start(JobRun run) override;
+  bool Resize(int slots) override;
   bool Shutdown(absl::Time deadline) override;
 
  private:
   void Execute(const JobRun& run);
 
-  const int threads_;
+  std::atomic<int> threads_;
   ExecutorListener& listener_;
   absl::Mutex mu_;
   int running_ ABSL_GUARDED_BY(mu_) = 0;  // Started, not yet reported.

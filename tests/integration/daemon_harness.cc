@@ -54,7 +54,8 @@ std::string JobctlPath() { return JOBD_TEST_JOBCTL_PATH; }
 absl::StatusOr<ReadyProcess> SpawnReady(std::vector<std::string> args,
                                         const std::string& marker,
                                         const std::string& stderr_path,
-                                        absl::Duration timeout) {
+                                        absl::Duration timeout,
+                                        const std::vector<std::string>& env) {
   int out_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0) return absl::InternalError("pipe");
   posix_spawn_file_actions_t fa;
@@ -65,8 +66,21 @@ absl::StatusOr<ReadyProcess> SpawnReady(std::vector<std::string> args,
   posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   ReadyProcess child;
   auto argv = CStrings(args);
+  // This process's environment, with `env` ("K=V") replacing or adding.
+  std::vector<std::string> environment;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view var(*e);
+    const std::string_view key = var.substr(0, var.find('=') + 1);
+    if (std::none_of(env.begin(), env.end(), [&](const std::string& x) {
+          return std::string_view(x).starts_with(key);
+        })) {
+      environment.emplace_back(var);
+    }
+  }
+  environment.insert(environment.end(), env.begin(), env.end());
+  auto envp = CStrings(environment);
   const int rc =
-      posix_spawn(&child.pid, argv[0], &fa, nullptr, argv.data(), environ);
+      posix_spawn(&child.pid, argv[0], &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   close(out_pipe[1]);
   if (rc != 0) {
@@ -103,7 +117,7 @@ absl::StatusOr<int> StopProcess(pid_t pid, int sig, absl::Duration timeout) {
 }
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
-    std::vector<std::string> extra_args) {
+    std::vector<std::string> extra_args, std::vector<std::string> env) {
   auto d = std::unique_ptr<Daemon>(new Daemon());
   char tmpl[] = "/tmp/jobd-test-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
@@ -111,13 +125,17 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   std::vector<std::string> args = {
       JobdPath(), "--unix-socket", d->dir_ + "/jobd.sock",
       "--tcp",    "127.0.0.1:0",   "--testing-tasks"};
-  if (std::find(extra_args.begin(), extra_args.end(), "--log-level") ==
-      extra_args.end()) {
-    args.insert(args.end(), {"--log-level", "debug"});
+  auto given = [&](const char* flag) {
+    return std::find(extra_args.begin(), extra_args.end(), flag) !=
+           extra_args.end();
+  };
+  if (!given("--log-level")) args.insert(args.end(), {"--log-level", "debug"});
+  if (!given("--state-dir")) {
+    args.insert(args.end(), {"--state-dir", d->dir_ + "/state"});
   }
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   absl::StatusOr<ReadyProcess> child = SpawnReady(
-      std::move(args), "try:", d->dir_ + "/stderr.log", absl::Seconds(20));
+      std::move(args), "try:", d->dir_ + "/stderr.log", absl::Seconds(20), env);
   if (!child.ok()) {
     return absl::InternalError(std::string(child.status().message()) +
                                " log: " + d->Log());

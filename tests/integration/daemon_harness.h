@@ -23,10 +23,12 @@ namespace jobd::testing {
 class Daemon {
  public:
   // Starts jobd with `extra_args` (besides the socket/port flags,
-  // --testing-tasks and, unless given, --log-level debug). Fails if it does
+  // --testing-tasks and, unless given, --log-level debug and a --state-dir
+  // of its own) and `env` ("K=V") added to its environment. Fails if it does
   // not print its banner in 20 s.
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(
-      std::vector<std::string> extra_args = {});
+      std::vector<std::string> extra_args = {},
+      std::vector<std::string> env = {});
   ~Daemon();
 
   const std::string& unix_address() const { return unix_address_; }  // unix:
@@ -60,10 +62,10 @@ struct ReadyProcess {
 // Starts `argv` with stdout on a pipe and stderr to `stderr_path`, and reads
 // stdout until it contains `marker` or `timeout` passes (then the child is
 // killed and an error returned).
-absl::StatusOr<ReadyProcess> SpawnReady(std::vector<std::string> argv,
-                                        const std::string& marker,
-                                        const std::string& stderr_path,
-                                        absl::Duration timeout);
+absl::StatusOr<ReadyProcess> SpawnReady(
+    std::vector<std::string> argv, const std::string& marker,
+    const std::string& stderr_path, absl::Duration timeout,
+    const std::vector<std::string>& env = {});
 
 // Sends `sig` to `pid` and reaps it within `timeout` (SIGKILL after).
 // Returns the wait status, or DeadlineExceeded if it had to be killed.

@@ -295,6 +295,7 @@ TEST_F(ProcessPoolTest, WorkersAreRecycledAfterMaxJobs) {
 
 TEST_F(ProcessPoolTest, RecoversFromAKilledForkServer) {
   StartDaemon({"--process-workers", "2"});
+  ASSERT_TRUE(WaitFor([&] { return PoolFull(); }));  // Spare included.
   const pid_t old_server = Stats().process_pool().fork_server_pid();
   ASSERT_GT(old_server, 0);
   ASSERT_EQ(kill(old_server, SIGKILL), 0);

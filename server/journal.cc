@@ -1,0 +1,630 @@
+#include "server/journal.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "server/convert.h"
+#include "spdlog/fmt/fmt.h"
+#include "spdlog/spdlog.h"
+
+namespace jobd {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS jobs(
+  id INTEGER PRIMARY KEY,
+  state INTEGER NOT NULL,
+  executor INTEGER NOT NULL,
+  spec BLOB NOT NULL,
+  create_ns INTEGER NOT NULL,
+  start_ns INTEGER,
+  finish_ns INTEGER,
+  result BLOB,
+  error BLOB,
+  accepted_seq INTEGER NOT NULL,
+  started_seq INTEGER NOT NULL,
+  ended_seq INTEGER NOT NULL,
+  attempts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+)sql";
+
+int64_t Nanos(absl::Time t) {
+  return t == absl::InfinitePast() ? 0 : absl::ToUnixNanos(t);
+}
+absl::Time FromNanos(int64_t ns) {
+  return ns == 0 ? absl::InfinitePast() : absl::FromUnixNanos(ns);
+}
+
+uint64_t FileBytes(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
+// A prepared statement, finalized on destruction.
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) {
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) {
+      stmt_ = nullptr;
+    }
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  sqlite3_stmt* get() const { return stmt_; }
+  bool ok() const { return stmt_ != nullptr; }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+absl::Status SqliteError(sqlite3* db, std::string_view what) {
+  return absl::InternalError(
+      fmt::format("{}: {}", what, db ? sqlite3_errmsg(db) : "no database"));
+}
+
+}  // namespace
+
+const char* DurabilityName(Durability d) {
+  switch (d) {
+    case Durability::kNone:
+      return "none";
+    case Durability::kBatched:
+      return "batched";
+    case Durability::kEveryCommit:
+      return "every-commit";
+  }
+  return "?";
+}
+
+// Records queued since the last swap, in order.
+struct Journal::Batch {
+  enum Kind : uint8_t { kInsert, kUpdate, kDelete };
+  struct Record {
+    Kind kind;
+    JournalRow row;  // kDelete: only id.
+  };
+  std::vector<Record> records;
+  uint64_t last_sequence = 0;  // 0: none noted.
+  bool dirty() const { return !records.empty() || last_sequence != 0; }
+};
+
+Journal::Journal(JournalOptions options)
+    : options_(std::move(options)), open_(std::make_unique<Batch>()) {}
+
+// ---- opening and recovery ------------------------------------------------
+
+namespace {
+
+// Opens the database and reads every row; any failure means "unusable".
+absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
+                         Recovered* recovered) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(
+          options.path.c_str(), &db,
+          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+          nullptr) != SQLITE_OK) {
+    absl::Status s = SqliteError(db, "open");
+    sqlite3_close(db);
+    return s;
+  }
+  auto fail = [&](std::string_view what) {
+    absl::Status s = SqliteError(db, what);
+    sqlite3_close(db);
+    return s;
+  };
+  sqlite3_busy_timeout(db, 5000);
+  // A file that is not a database fails here ("file is not a database").
+  if (sqlite3_exec(db,
+                   "PRAGMA journal_mode=WAL; PRAGMA auto_vacuum=INCREMENTAL;",
+                   nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return fail("journal_mode");
+  }
+  {
+    Statement check(db, "PRAGMA quick_check");
+    if (!check.ok() || sqlite3_step(check.get()) != SQLITE_ROW) {
+      return fail("quick_check");
+    }
+    const char* verdict =
+        reinterpret_cast<const char*>(sqlite3_column_text(check.get(), 0));
+    if (verdict == nullptr || std::string_view(verdict) != "ok") {
+      sqlite3_close(db);
+      return absl::DataLossError(
+          fmt::format("quick_check: {}", verdict ? verdict : "?"));
+    }
+  }
+  {
+    Statement version(db, "PRAGMA user_version");
+    if (!version.ok() || sqlite3_step(version.get()) != SQLITE_ROW) {
+      return fail("user_version");
+    }
+    const int v = sqlite3_column_int(version.get(), 0);
+    if (v != 0 && v != kSchemaVersion) {
+      sqlite3_close(db);
+      return absl::FailedPreconditionError(fmt::format(
+          "schema version {} (this jobd writes {})", v, kSchemaVersion));
+    }
+  }
+  if (sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK ||
+      sqlite3_exec(
+          db, fmt::format("PRAGMA user_version={}", kSchemaVersion).c_str(),
+          nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return fail("schema");
+  }
+  Statement rows(db,
+                 "SELECT id, state, executor, spec, create_ns, start_ns, "
+                 "finish_ns, result, error, accepted_seq, started_seq, "
+                 "ended_seq, attempts FROM jobs ORDER BY id");
+  if (!rows.ok()) return fail("select");
+  int rc;
+  while ((rc = sqlite3_step(rows.get())) == SQLITE_ROW) {
+    sqlite3_stmt* s = rows.get();
+    JournalRow row;
+    row.id = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
+    row.state = static_cast<v1::JobState>(sqlite3_column_int(s, 1));
+    row.executor = static_cast<v1::Executor>(sqlite3_column_int(s, 2));
+    auto spec = std::make_shared<v1::JobSpec>();
+    if (!spec->ParseFromArray(sqlite3_column_blob(s, 3),
+                              sqlite3_column_bytes(s, 3)) ||
+        !v1::JobState_IsValid(row.state) ||
+        !v1::Executor_IsValid(row.executor)) {
+      sqlite3_close(db);
+      return absl::DataLossError(fmt::format("job {} does not parse", row.id));
+    }
+    row.spec = std::move(spec);
+    row.create_time = FromNanos(sqlite3_column_int64(s, 4));
+    row.start_time = FromNanos(sqlite3_column_int64(s, 5));
+    row.finish_time = FromNanos(sqlite3_column_int64(s, 6));
+    if (sqlite3_column_type(s, 7) != SQLITE_NULL ||
+        sqlite3_column_type(s, 8) != SQLITE_NULL) {
+      auto end = std::make_shared<JobEnd>();
+      end->state = row.state;
+      if (!end->result.ParseFromArray(sqlite3_column_blob(s, 7),
+                                      sqlite3_column_bytes(s, 7)) ||
+          !end->error.ParseFromArray(sqlite3_column_blob(s, 8),
+                                     sqlite3_column_bytes(s, 8))) {
+        sqlite3_close(db);
+        return absl::DataLossError(
+            fmt::format("job {}'s result does not parse", row.id));
+      }
+      row.end = std::move(end);
+    }
+    row.accepted_seq = static_cast<uint64_t>(sqlite3_column_int64(s, 9));
+    row.started_seq = static_cast<uint64_t>(sqlite3_column_int64(s, 10));
+    row.ended_seq = static_cast<uint64_t>(sqlite3_column_int64(s, 11));
+    row.attempts = static_cast<uint32_t>(sqlite3_column_int(s, 12));
+    recovered->last_sequence =
+        std::max({recovered->last_sequence, row.accepted_seq, row.started_seq,
+                  row.ended_seq});
+    recovered->rows.push_back(std::move(row));
+  }
+  if (rc != SQLITE_DONE) return fail("reading jobs");
+  Statement meta(db, "SELECT value FROM meta WHERE key='last_sequence'");
+  if (!meta.ok()) return fail("meta");
+  if (sqlite3_step(meta.get()) == SQLITE_ROW) {
+    recovered->last_sequence =
+        std::max(recovered->last_sequence,
+                 static_cast<uint64_t>(sqlite3_column_int64(meta.get(), 0)));
+  }
+  *out = db;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(JournalOptions options,
+                                                       Recovered* recovered) {
+  std::error_code ec;
+  const std::filesystem::path path(options.path);
+  if (path.has_parent_path()) {
+    std::filesystem::create_directories(path.parent_path(), ec);
+    if (ec) {
+      return absl::FailedPreconditionError(
+          fmt::format("cannot create the state directory {}: {}",
+                      path.parent_path().string(), ec.message()));
+    }
+  }
+  std::unique_ptr<Journal> journal(new Journal(std::move(options)));
+  const JournalOptions& o = journal->options_;
+  *recovered = Recovered{};
+  absl::Status s = OpenAndRead(o, &journal->db_, recovered);
+  if (!s.ok()) {
+    // Keep the bad file for inspection; start afresh.
+    const std::string aside = fmt::format(
+        "{}.corrupt-{}", o.path,
+        absl::FormatTime("%Y%m%dT%H%M%S", absl::Now(), absl::UTCTimeZone()));
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      const std::string from = o.path + suffix;
+      if (std::filesystem::exists(from, ec)) {
+        std::filesystem::rename(from, aside + suffix, ec);
+        if (ec) {
+          return absl::FailedPreconditionError(fmt::format(
+              "the journal {} is unusable ({}) and cannot be moved aside: {}",
+              o.path, std::string(s.message()), ec.message()));
+        }
+      }
+    }
+    recovered->moved_aside = fmt::format("{} (it was unusable: {})", aside,
+                                         std::string(s.message()));
+    *recovered = Recovered{.moved_aside = recovered->moved_aside};
+    absl::Status fresh = OpenAndRead(o, &journal->db_, recovered);
+    if (!fresh.ok()) {
+      return absl::FailedPreconditionError(
+          fmt::format("cannot create the journal {}: {}", o.path,
+                      std::string(fresh.message())));
+    }
+  }
+  std::string pragmas =
+      fmt::format("PRAGMA synchronous={}; PRAGMA journal_size_limit=67108864;",
+                  o.durability == Durability::kEveryCommit ||
+                          o.durability == Durability::kBatched
+                      ? "FULL"
+                      : "NORMAL");
+  if (o.max_bytes > 0) {
+    pragmas += fmt::format(" PRAGMA max_page_count={};",
+                           std::max<uint64_t>(16, o.max_bytes / 4096));
+  }
+  if (journal->Exec(pragmas.c_str()).ok() == false) {
+    return SqliteError(journal->db_, "pragmas");
+  }
+  {
+    absl::MutexLock lock(&journal->mu_);
+    journal->rows_ = recovered->rows.size();
+  }
+  journal->writer_ = std::thread([j = journal.get()] { j->WriterLoop(); });
+  return journal;
+}
+
+Journal::~Journal() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;  // The writer commits what is queued, then ends.
+  }
+  if (writer_.joinable()) writer_.join();
+  if (db_ != nullptr) {
+    sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr,
+                 nullptr);
+    sqlite3_close(db_);
+  }
+}
+
+// ---- queueing
+// ----------------------------------------------------------------
+
+uint64_t Journal::Insert(JournalRow row) {
+  absl::MutexLock lock(&mu_);
+  open_->records.push_back({Batch::kInsert, std::move(row)});
+  return open_ticket_;
+}
+
+uint64_t Journal::Update(JournalRow row) {
+  row.spec.reset();
+  absl::MutexLock lock(&mu_);
+  open_->records.push_back({Batch::kUpdate, std::move(row)});
+  return open_ticket_;
+}
+
+uint64_t Journal::Delete(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  open_->records.push_back({Batch::kDelete, JournalRow{.id = id}});
+  return open_ticket_;
+}
+
+uint64_t Journal::NoteSequence(uint64_t last_sequence) {
+  absl::MutexLock lock(&mu_);
+  open_->last_sequence = std::max(open_->last_sequence, last_sequence);
+  return open_ticket_;
+}
+
+uint64_t Journal::ticket() const {
+  absl::MutexLock lock(&mu_);
+  return open_ticket_;
+}
+
+uint64_t Journal::durable() const {
+  absl::MutexLock lock(&mu_);
+  return durable_;
+}
+
+bool Journal::accepting() const {
+  absl::MutexLock lock(&mu_);
+  return !failing_;
+}
+
+void Journal::WhenDurable(uint64_t ticket, std::function<void()> fn) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (ticket > durable_) {
+      waiters_.emplace(ticket, std::move(fn));
+      // An empty batch commits too (its waiters need a durable point).
+      if (ticket == open_ticket_ && open_->last_sequence == 0) {
+        open_->last_sequence = 1;
+      }
+      return;
+    }
+  }
+  fn();
+}
+
+bool Journal::Flush(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t target = open_->dirty() ? open_ticket_ : open_ticket_ - 1;
+  auto done = [this, target]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return durable_ >= target || stop_;
+  };
+  return mu_.AwaitWithDeadline(absl::Condition(&done), deadline) &&
+         durable_ >= target;
+}
+
+// ---- the writer
+// --------------------------------------------------------------
+
+void Journal::WriterLoop() {
+  pthread_setname_np(pthread_self(), "jobd-journal");
+  for (;;) {
+    std::unique_ptr<Batch> batch;
+    uint64_t ticket;
+    {
+      absl::MutexLock lock(&mu_);
+      auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return open_->dirty() || stop_;
+      };
+      mu_.Await(absl::Condition(&work));
+      if (!open_->dirty() && stop_) return;
+      batch = std::exchange(open_, std::make_unique<Batch>());
+      ticket = open_ticket_++;
+    }
+    if (!Commit(*batch, ticket)) return;  // Given up on at shutdown.
+    std::vector<std::function<void()>> ready;
+    {
+      absl::MutexLock lock(&mu_);
+      durable_ = ticket;
+      auto end = waiters_.upper_bound(ticket);
+      for (auto it = waiters_.begin(); it != end; ++it) {
+        ready.push_back(std::move(it->second));
+      }
+      waiters_.erase(waiters_.begin(), end);
+    }
+    for (auto& fn : ready) fn();
+  }
+}
+
+// Folds each job's records into one row write: an insert absorbs the
+// updates after it; a delete replaces what came before it.
+void Journal::Fold(Batch& batch) {
+  absl::flat_hash_map<uint64_t, size_t> last;  // id -> index in `folded`.
+  std::vector<Batch::Record> folded;
+  folded.reserve(batch.records.size());
+  for (Batch::Record& r : batch.records) {
+    auto it = last.find(r.row.id);
+    if (it == last.end()) {
+      last.emplace(r.row.id, folded.size());
+      folded.push_back(std::move(r));
+      continue;
+    }
+    Batch::Record& prev = folded[it->second];
+    if (r.kind == Batch::kUpdate && prev.kind != Batch::kDelete) {
+      std::shared_ptr<const v1::JobSpec> spec = std::move(prev.row.spec);
+      prev.row = std::move(r.row);
+      prev.row.spec = std::move(spec);  // An insert keeps its spec.
+    } else {
+      prev = std::move(r);
+    }
+  }
+  batch.records = std::move(folded);
+}
+
+bool Journal::Commit(Batch& batch, uint64_t& ticket) {
+  Fold(batch);
+  const absl::Time start = absl::Now();
+  absl::Duration backoff = absl::Milliseconds(50);
+  for (int attempt = 0;; ++attempt) {
+    // After a failure, deletes go first, on their own: they free room that a
+    // full database needs for the rest. (Every write is idempotent.)
+    absl::Status s =
+        attempt == 0 ? Apply(batch, Part::kAll) : Apply(batch, Part::kDeletes);
+    if (s.ok() && attempt > 0) s = Apply(batch, Part::kAllButDeletes);
+    if (s.ok()) break;
+    bool stopping;
+    {
+      absl::MutexLock lock(&mu_);
+      ++write_errors_;
+      failing_ = true;
+      last_error_ = std::string(s.message());
+      stopping = stop_;
+    }
+    if (attempt == 0 || attempt % 100 == 0) {
+      spdlog::error(
+          "journal: cannot write {} record(s) to {}: {}; new jobs are refused "
+          "until it can (retrying)",
+          batch.records.size(), options_.path, std::string(s.message()));
+    }
+    if (stopping && attempt > 3) {
+      spdlog::error("journal: giving up on {} record(s) at shutdown",
+                    batch.records.size());
+      return false;
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+    // What was queued meanwhile joins the retry: a delete there may be what
+    // frees the room this batch needs.
+    {
+      absl::MutexLock lock(&mu_);
+      if (open_->dirty()) {
+        for (Batch::Record& r : open_->records) {
+          batch.records.push_back(std::move(r));
+        }
+        batch.last_sequence =
+            std::max(batch.last_sequence, open_->last_sequence);
+        open_ = std::make_unique<Batch>();
+        ticket = open_ticket_++;
+      }
+    }
+    Fold(batch);
+  }
+  absl::MutexLock lock(&mu_);
+  if (failing_) {
+    spdlog::info("journal: writing again");
+    failing_ = false;
+  }
+  ++commits_;
+  records_written_ += batch.records.size();
+  last_commit_ = absl::Now() - start;
+  return true;
+}
+
+absl::Status Journal::Exec(const char* sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+    absl::Status s = absl::InternalError(
+        fmt::format("{}: {}", sql, error ? error : sqlite3_errmsg(db_)));
+    sqlite3_free(error);
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Journal::Apply(const Batch& batch, Part part) {
+  Statement insert(db_,
+                   "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
+                   "create_ns, start_ns, finish_ns, result, error, "
+                   "accepted_seq, started_seq, ended_seq, attempts) "
+                   "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  Statement update(db_,
+                   "UPDATE jobs SET state=?2, executor=?3, start_ns=?4, "
+                   "finish_ns=?5, result=?6, error=?7, started_seq=?8, "
+                   "ended_seq=?9, attempts=?10 WHERE id=?1");
+  Statement remove(db_, "DELETE FROM jobs WHERE id=?");
+  Statement meta(db_,
+                 "INSERT INTO meta(key, value) VALUES('last_sequence', ?) "
+                 "ON CONFLICT(key) DO UPDATE SET value=max(value, "
+                 "excluded.value)");
+  if (!insert.ok() || !update.ok() || !remove.ok() || !meta.ok()) {
+    return SqliteError(db_, "prepare");
+  }
+  const bool per_record = options_.durability == Durability::kEveryCommit;
+  std::string spec_bytes, result_bytes, error_bytes;
+  int64_t rows_delta = 0;
+  uint64_t deletes = 0;
+  size_t in_transaction = 0;
+  auto begin = [&]() { return Exec("BEGIN IMMEDIATE"); };
+  auto commit = [&]() {
+    in_transaction = 0;
+    return Exec("COMMIT");
+  };
+  if (absl::Status s = begin(); !s.ok()) return s;
+  auto step = [&](sqlite3_stmt* st) -> absl::Status {
+    const int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) {
+      Exec("ROLLBACK").IgnoreError();
+      return absl::ResourceExhaustedError(
+          fmt::format("{} ({})", sqlite3_errmsg(db_), sqlite3_errstr(rc)));
+    }
+    return absl::OkStatus();
+  };
+  for (const Batch::Record& r : batch.records) {
+    if (part == Part::kDeletes && r.kind != Batch::kDelete) continue;
+    if (part == Part::kAllButDeletes && r.kind == Batch::kDelete) continue;
+    const JournalRow& row = r.row;
+    absl::Status s;
+    if (r.kind == Batch::kDelete) {
+      sqlite3_bind_int64(remove.get(), 1, static_cast<int64_t>(row.id));
+      s = step(remove.get());
+      if (s.ok() && sqlite3_changes(db_) > 0) --rows_delta;
+      ++deletes;
+    } else {
+      result_bytes.clear();
+      error_bytes.clear();
+      if (row.end != nullptr) {
+        row.end->result.SerializeToString(&result_bytes);
+        row.end->error.SerializeToString(&error_bytes);
+      }
+      sqlite3_stmt* st = r.kind == Batch::kInsert && row.spec != nullptr
+                             ? insert.get()
+                             : update.get();
+      int i = 1;
+      auto bind_blob = [&](const std::string& bytes, bool present) {
+        if (present) {
+          sqlite3_bind_blob(st, i, bytes.data(), static_cast<int>(bytes.size()),
+                            SQLITE_STATIC);
+        } else {
+          sqlite3_bind_null(st, i);
+        }
+        ++i;
+      };
+      sqlite3_bind_int64(st, i++, static_cast<int64_t>(row.id));
+      sqlite3_bind_int(st, i++, row.state);
+      sqlite3_bind_int(st, i++, row.executor);
+      if (st == insert.get()) {
+        spec_bytes.clear();
+        row.spec->SerializeToString(&spec_bytes);
+        bind_blob(spec_bytes, true);
+        sqlite3_bind_int64(st, i++, Nanos(row.create_time));
+      }
+      sqlite3_bind_int64(st, i++, Nanos(row.start_time));
+      sqlite3_bind_int64(st, i++, Nanos(row.finish_time));
+      bind_blob(result_bytes, row.end != nullptr);
+      bind_blob(error_bytes, row.end != nullptr);
+      if (st == insert.get()) {
+        sqlite3_bind_int64(st, i++, static_cast<int64_t>(row.accepted_seq));
+      }
+      sqlite3_bind_int64(st, i++, static_cast<int64_t>(row.started_seq));
+      sqlite3_bind_int64(st, i++, static_cast<int64_t>(row.ended_seq));
+      sqlite3_bind_int(st, i++, static_cast<int>(row.attempts));
+      s = step(st);
+      if (s.ok() && st == insert.get()) ++rows_delta;
+    }
+    if (!s.ok()) return s;
+    ++in_transaction;
+    if ((per_record || in_transaction >= options_.max_batch_records)) {
+      if (absl::Status c = commit(); !c.ok()) return c;
+      if (absl::Status b = begin(); !b.ok()) return b;
+    }
+  }
+  if (part != Part::kDeletes && batch.last_sequence > 1) {
+    sqlite3_bind_int64(meta.get(), 1,
+                       static_cast<int64_t>(batch.last_sequence));
+    if (absl::Status s = step(meta.get()); !s.ok()) return s;
+  }
+  if (absl::Status c = commit(); !c.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return c;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) + rows_delta);
+  }
+  deletes_since_vacuum_ += deletes;
+  if (deletes_since_vacuum_ >= 10000) {  // Give freed pages back to the disk.
+    deletes_since_vacuum_ = 0;
+    Exec("PRAGMA incremental_vacuum").IgnoreError();
+  }
+  return absl::OkStatus();
+}
+
+void Journal::AddStats(v1::GetStatsResponse& stats) const {
+  v1::JournalStats& j = *stats.mutable_journal();
+  j.set_path(options_.path);
+  j.set_durability(DurabilityName(options_.durability));
+  j.set_file_bytes(FileBytes(options_.path));
+  j.set_wal_bytes(FileBytes(options_.path + "-wal"));
+  j.set_max_bytes(options_.max_bytes);
+  absl::MutexLock lock(&mu_);
+  j.set_rows(rows_);
+  j.set_commits(commits_);
+  j.set_records(records_written_);
+  j.set_write_errors(write_errors_);
+  j.set_healthy(!failing_);
+  j.set_last_error(last_error_);
+  *j.mutable_last_commit() = ToProtoDuration(last_commit_);
+}
+
+}  // namespace jobd

@@ -1,0 +1,162 @@
+// Journal: the durable record of jobs, in an embedded SQLite database (WAL
+// mode) in the state directory: every accepted job (its spec), every state
+// change and every result, and the highest event sequence handed out. On
+// start, jobd reads it back (Open) to re-queue, fail or retain what it held.
+//
+// Group commit. The scheduler queues records under its own lock (Insert,
+// Update, Delete: no I/O, no serialization) into the open batch; a writer
+// thread takes the whole batch, folds the records of each job into one row
+// write, and commits them in one transaction (one fsync), while the next
+// batch fills. Each batch has a ticket; an event is stamped with the ticket
+// open when it was emitted, and nothing reaches a client before its ticket
+// is durable (durable() >= ticket; WhenDurable runs code then). So a client
+// never sees an ACCEPTED, STARTED or result that a crash could take back.
+//
+//   kNone        no journal (this class is not used)
+//   kBatched     one transaction per batch, synchronous=FULL: durable on
+//                disk (power loss included) a few ms after the record
+//   kEveryCommit one transaction (and fsync) per record
+//
+// Failure: a write that fails (disk full, --journal-max-bytes reached, I/O
+// error) is logged and retried; until it succeeds, accepting() is false
+// and the records wait. A database that cannot be opened or is corrupt is
+// moved aside (jobd.db.corrupt-<time>) and a fresh one started.
+//
+// Thread-safety: Insert/Update/Delete/NoteSequence/ticket()/durable()/
+// WhenDurable/stats are thread-safe and never block on I/O (a leaf lock).
+// The writer thread owns the SQLite connection.
+#ifndef JOBD_SERVER_JOURNAL_H_
+#define JOBD_SERVER_JOURNAL_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "jobd/v1/jobd.pb.h"
+
+struct sqlite3;
+
+namespace jobd {
+
+enum class Durability { kNone, kBatched, kEveryCommit };
+const char* DurabilityName(Durability d);
+
+struct JournalOptions {
+  std::string path;  // The database file.
+  Durability durability = Durability::kBatched;
+  // Largest database file (SQLite max_page_count); 0 = unlimited. Past it,
+  // writes fail as on a full disk.
+  uint64_t max_bytes = 0;
+  // Records in one transaction at most (a bigger batch is split).
+  size_t max_batch_records = 16384;
+};
+
+// The end of a job, shared by the job record, its terminal event and its
+// journal row.
+struct JobEnd {
+  v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+  v1::JobResult result;  // SUCCEEDED.
+  v1::JobError error;    // FAILED / CANCELLED.
+};
+
+// What the journal keeps of a job: a row of the jobs table.
+struct JournalRow {
+  uint64_t id = 0;
+  std::shared_ptr<const v1::JobSpec> spec;  // Written by Insert only.
+  v1::JobState state = v1::JOB_STATE_QUEUED;
+  v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
+  absl::Time create_time;
+  absl::Time start_time = absl::InfinitePast();   // Unset: not started.
+  absl::Time finish_time = absl::InfinitePast();  // Unset: not ended.
+  std::shared_ptr<const JobEnd> end;              // Terminal only.
+  uint64_t accepted_seq = 0, started_seq = 0, ended_seq = 0;
+  uint32_t attempts = 1;  // Runs started, counting re-runs after restarts.
+};
+
+// What Open found.
+struct Recovered {
+  std::vector<JournalRow> rows;  // By id.
+  uint64_t last_sequence = 0;    // Highest event sequence ever handed out.
+  // Set when the old database was unusable and moved aside: where to, why.
+  std::string moved_aside;
+};
+
+class Journal {
+ public:
+  // Opens (or creates) the database at options.path and reads it back.
+  // Errors only if no usable database can be had (e.g. the directory is not
+  // writable); a corrupt one is moved aside (Recovered::moved_aside).
+  static absl::StatusOr<std::unique_ptr<Journal>> Open(JournalOptions options,
+                                                       Recovered* recovered);
+  ~Journal();  // Commits what is queued (unless writes fail), then closes.
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  // ---- records: queued, never blocking; each returns the open ticket ----
+  uint64_t Insert(JournalRow row);  // A new job, spec included.
+  uint64_t Update(JournalRow row);  // Its state changed (spec not written).
+  uint64_t Delete(uint64_t id);     // Forgotten (retention).
+  // The highest event sequence handed out; stored with the open batch.
+  uint64_t NoteSequence(uint64_t last_sequence);
+
+  // The batch being filled: what an event emitted now waits for.
+  uint64_t ticket() const;
+  // Every batch up to this one is durable.
+  uint64_t durable() const;
+  // Runs `fn` once `ticket` is durable: at once if it is, else on the
+  // writer thread after the commit (without locks held).
+  void WhenDurable(uint64_t ticket, std::function<void()> fn);
+  // False while writes fail (disk full, ...): new jobs should be refused.
+  bool accepting() const;
+  // Waits until everything queued so far is durable or `deadline` passes.
+  bool Flush(absl::Time deadline);
+
+  // Adds a JournalStats to `stats`.
+  void AddStats(v1::GetStatsResponse& stats) const;
+
+ private:
+  struct Batch;
+  explicit Journal(JournalOptions options);
+  void WriterLoop();
+  static void Fold(Batch& batch);
+  // Writes `batch` (folded) in one or more transactions; retries failures,
+  // absorbing what is queued meanwhile (then `ticket` grows to match).
+  // False if it gave up (failing writes at shutdown).
+  bool Commit(Batch& batch, uint64_t& ticket);
+  enum class Part { kAll, kDeletes, kAllButDeletes };
+  absl::Status Apply(const Batch& batch, Part part);
+  absl::Status Exec(const char* sql);
+
+  const JournalOptions options_;
+  sqlite3* db_ = nullptr;  // The writer thread's (and Open's, before it).
+
+  mutable absl::Mutex mu_;
+  std::unique_ptr<Batch> open_ ABSL_GUARDED_BY(mu_);
+  uint64_t open_ticket_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t durable_ ABSL_GUARDED_BY(mu_) = 0;
+  std::multimap<uint64_t, std::function<void()>> waiters_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool failing_ ABSL_GUARDED_BY(mu_) = false;
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+  // Stats.
+  uint64_t rows_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t records_written_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t write_errors_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration last_commit_ ABSL_GUARDED_BY(mu_);
+  uint64_t deletes_since_vacuum_ = 0;  // Writer thread.
+
+  std::thread writer_;  // Last: started once the rest exists.
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_JOURNAL_H_

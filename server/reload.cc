@@ -1,0 +1,129 @@
+#include "server/reload.h"
+
+#include "absl/strings/str_join.h"
+#include "spdlog/fmt/fmt.h"
+#include "spdlog/spdlog.h"
+
+namespace jobd {
+namespace {
+
+std::string Text(const std::string& v) { return "'" + v + "'"; }
+std::string Text(absl::Duration v) { return absl::FormatDuration(v); }
+std::string Text(bool v) { return v ? "true" : "false"; }
+std::string Text(const std::vector<std::string>& v) {
+  return "[" + absl::StrJoin(v, ",") + "]";
+}
+template <typename T>
+std::string Text(const T& v) {
+  return fmt::format("{}", v);
+}
+
+// Collects "--flag: old -> new" lines of the settings that differ.
+class Diff {
+ public:
+  template <typename T>
+  bool Check(const char* flag, const T& old_value, const T& new_value,
+             std::vector<std::string>& into) {
+    if (old_value == new_value) return false;
+    into.push_back(
+        fmt::format("--{}: {} -> {}", flag, Text(old_value), Text(new_value)));
+    return true;
+  }
+};
+
+}  // namespace
+
+ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
+                         Scheduler& scheduler, JobServiceImpl& service,
+                         ExecPolicy& exec) {
+  ReloadResult r;
+  Diff d;
+  auto& live = r.applied;
+  auto& later = r.needs_restart;
+
+  if (d.Check("log-level", current.log_level, fresh.log_level, live)) {
+    spdlog::set_level(spdlog::level::from_str(fresh.log_level));
+  }
+  if (d.Check("thread-workers", current.thread_workers, fresh.thread_workers,
+              live)) {
+    scheduler.ResizeExecutor(v1::EXECUTOR_THREAD, fresh.thread_workers);
+  }
+  if (current.reactor.threads > 0 &&
+      d.Check("reactor-max-jobs", current.reactor.max_jobs,
+              fresh.reactor.max_jobs, live)) {
+    scheduler.ResizeExecutor(v1::EXECUTOR_REACTOR, fresh.reactor.max_jobs);
+  }
+  const SchedulerOptions& so = current.scheduler;
+  const SchedulerOptions& sn = fresh.scheduler;
+  bool limits = d.Check("max-queued", so.max_queued, sn.max_queued, live);
+  limits |= d.Check("retention-ttl", so.retention_ttl, sn.retention_ttl, live);
+  limits |= d.Check("max-retained", so.max_retained, sn.max_retained, live);
+  if (limits) scheduler.SetLimits(sn);
+  const ServiceLimits& lo = current.service;
+  const ServiceLimits& ln = fresh.service;
+  bool service_limits = d.Check("max-payload-bytes", lo.spec.max_payload_bytes,
+                                ln.spec.max_payload_bytes, live);
+  service_limits |= d.Check("max-jobs-per-request", lo.max_jobs_per_request,
+                            ln.max_jobs_per_request, live);
+  service_limits |=
+      d.Check("default-window", lo.default_window, ln.default_window, live);
+  service_limits |= d.Check("max-window", lo.max_window, ln.max_window, live);
+  if (service_limits) service.SetLimits(ln);
+  bool exec_changed =
+      d.Check("exec-allow", current.exec.allow, fresh.exec.allow, live);
+  exec_changed |= d.Check("exec-kill-grace", current.exec.kill_grace,
+                          fresh.exec.kill_grace, live);
+  if (exec_changed) exec.Set(fresh.exec);
+  d.Check("shutdown-grace", current.shutdown_grace, fresh.shutdown_grace, live);
+
+  // What only a restart changes.
+  const ProcessPoolOptions& po = current.process_pool;
+  const ProcessPoolOptions& pn = fresh.process_pool;
+  d.Check("unix-socket", current.unix_socket, fresh.unix_socket, later);
+  d.Check("tcp", current.tcp_address, fresh.tcp_address, later);
+  d.Check("process-workers", po.workers, pn.workers, later);
+  d.Check("spare-workers", po.spare_workers, pn.spare_workers, later);
+  d.Check("max-jobs-per-worker", po.max_jobs_per_worker, pn.max_jobs_per_worker,
+          later);
+  d.Check("max-worker-rss", po.max_worker_rss, pn.max_worker_rss, later);
+  d.Check("worker-rlimit-as", po.max_address_space, pn.max_address_space,
+          later);
+  d.Check("worker-rlimit-cpu", po.max_cpu_seconds, pn.max_cpu_seconds, later);
+  d.Check("worker-rlimit-nofile", po.max_open_files, pn.max_open_files, later);
+  d.Check("cancel-grace", po.cancel_grace, pn.cancel_grace, later);
+  d.Check("kill-grace", po.kill_grace, pn.kill_grace, later);
+  d.Check("quarantine-after", po.quarantine_after, pn.quarantine_after, later);
+  d.Check("max-chunk", po.max_chunk, pn.max_chunk, later);
+  d.Check("reactor-threads", current.reactor.threads, fresh.reactor.threads,
+          later);
+  d.Check("reactor-blocking-threads", current.reactor.blocking_threads,
+          fresh.reactor.blocking_threads, later);
+  d.Check("event-log-size", so.event_log_size, sn.event_log_size, later);
+  d.Check("max-message-bytes", lo.max_message_bytes, ln.max_message_bytes,
+          later);
+  d.Check("state-dir", current.state_dir, fresh.state_dir, later);
+  d.Check("durability", std::string(DurabilityName(current.durability)),
+          std::string(DurabilityName(fresh.durability)), later);
+  d.Check("journal-max-bytes", current.journal_max_bytes,
+          fresh.journal_max_bytes, later);
+  d.Check("testing-tasks", current.testing_tasks, fresh.testing_tasks, later);
+
+  // What runs now: the live part of `fresh`, the rest as it was.
+  DaemonConfig now = current;
+  now.log_level = fresh.log_level;
+  now.thread_workers = fresh.thread_workers;
+  if (current.reactor.threads > 0)
+    now.reactor.max_jobs = fresh.reactor.max_jobs;
+  now.scheduler.max_queued = sn.max_queued;
+  now.scheduler.retention_ttl = sn.retention_ttl;
+  now.scheduler.max_retained = sn.max_retained;
+  const size_t message_bytes = now.service.max_message_bytes;
+  now.service = ln;
+  now.service.max_message_bytes = message_bytes;
+  now.exec = fresh.exec;
+  now.shutdown_grace = fresh.shutdown_grace;
+  current = std::move(now);
+  return r;
+}
+
+}  // namespace jobd

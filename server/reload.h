@@ -1,0 +1,39 @@
+// Live configuration reload (SIGHUP): compares the configuration jobd runs
+// with the one just read again (flags and --config file) and applies what
+// can change while jobs run:
+//   --log-level, --thread-workers, --reactor-max-jobs, --max-queued,
+//   --retention-ttl, --max-retained, --max-payload-bytes,
+//   --max-jobs-per-request, --default-window, --max-window, --exec-allow,
+//   --exec-kill-grace, --shutdown-grace
+// Anything else that differs (listeners, the process pool and its limits,
+// reactor threads, the state directory, durability, ...) is reported as
+// needing a restart and left as it was.
+//
+// Thread-safety: call from one thread (main's signal loop); the targets are
+// thread-safe.
+#ifndef JOBD_SERVER_RELOAD_H_
+#define JOBD_SERVER_RELOAD_H_
+
+#include <string>
+#include <vector>
+
+#include "server/config.h"
+#include "server/scheduler.h"
+#include "server/service.h"
+#include "workers/io_tasks.h"
+
+namespace jobd {
+
+struct ReloadResult {
+  std::vector<std::string> applied;        // "--max-queued: 100000 -> 50".
+  std::vector<std::string> needs_restart;  // "--process-workers: 2 -> 4".
+};
+
+// Applies `fresh` over `current` (which is updated to what now runs).
+ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
+                         Scheduler& scheduler, JobServiceImpl& service,
+                         ExecPolicy& exec);
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_RELOAD_H_

@@ -1,0 +1,358 @@
+// Integration tests of durability across restarts of the real daemon: kill
+// -9 with thousands of accepted jobs (every queued one then runs exactly
+// once, running ones follow their delivery, none goes missing), a graceful
+// shutdown that keeps the queue for the next start, a corrupt journal moved
+// aside, idempotency keys and WatchJobs resume across a restart, a full
+// journal refusing new jobs, and one daemon per state directory.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/integration/daemon_harness.h"
+
+namespace jobd {
+namespace {
+
+using testing::Daemon;
+using testing::Deadline;
+using ::testing::HasSubstr;
+using testing::Spec;
+using testing::StreamResult;
+using testing::SubmitAll;
+
+class RestartTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/jobd-restart-test.XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    state_ = dir_ + "/state";
+  }
+  void TearDown() override {
+    daemon_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  void StartDaemon(std::vector<std::string> args = {}) {
+    args.insert(args.end(), {"--state-dir", state_});
+    auto d = Daemon::Start(std::move(args));
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = *std::move(d);
+    stub_ = daemon_->NewStub();
+  }
+
+  absl::StatusOr<v1::Job> GetJob(const std::string& id,
+                                 absl::Duration wait = absl::ZeroDuration()) {
+    grpc::ClientContext ctx;
+    Deadline(ctx, wait + absl::Seconds(30));
+    v1::GetJobRequest req;
+    req.set_job_id(id);
+    if (wait > absl::ZeroDuration()) {
+      req.mutable_wait()->set_seconds(absl::ToInt64Seconds(wait));
+    }
+    v1::Job job;
+    grpc::Status s = stub_->GetJob(&ctx, req, &job);
+    if (!s.ok())
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                          s.error_message());
+    return job;
+  }
+
+  // Waits (bounded) until every job in `ids` has ended; returns them.
+  std::map<std::string, v1::Job> WaitAllEnded(
+      const std::vector<std::string>& ids) {
+    std::map<std::string, v1::Job> out;
+    for (const std::string& id : ids) {
+      absl::StatusOr<v1::Job> job = GetJob(id, absl::Seconds(60));
+      EXPECT_TRUE(job.ok()) << id << ": " << job.status();
+      if (job.ok()) out[id] = *job;
+    }
+    return out;
+  }
+
+  std::string dir_, state_;
+  std::unique_ptr<Daemon> daemon_;
+  std::unique_ptr<v1::JobService::Stub> stub_;
+};
+
+// A job that appends `token` to `file` (its visible side effect), after a
+// short sleep so that the jobs queue behind the few slots.
+v1::JobSpec Marker(const std::string& file, const std::string& token,
+                   v1::Delivery delivery) {
+  v1::JobSpec s;
+  s.set_task("exec");
+  s.set_kind(v1::JOB_KIND_IO_BOUND);
+  s.set_delivery(delivery);
+  auto& argv =
+      *(*s.mutable_kwargs()->mutable_fields())["argv"].mutable_list_value();
+  for (const std::string& a :
+       {std::string("/bin/sh"), std::string("-c"),
+        absl::StrCat("sleep 0.005; echo ", token, " >> ", file)}) {
+    argv.add_values()->set_string_value(a);
+  }
+  return s;
+}
+
+TEST_F(RestartTest, KillNineLosesNoAcceptedJobAndRunsNoneTwiceByMistake) {
+  const std::vector<std::string> flags = {
+      "--exec-allow",           "/bin/sh", "--reactor-max-jobs", "4",
+      "--max-jobs-per-request", "5000",    "--max-window",       "5000"};
+  StartDaemon(flags);
+  const std::string file = dir_ + "/marks";
+  constexpr int kJobs = 2000;
+  std::vector<v1::JobSpec> specs;
+  for (int i = 0; i < kJobs; ++i) {
+    specs.push_back(Marker(
+        file, absl::StrCat("t", i),
+        i % 10 == 0 ? v1::DELIVERY_AT_LEAST_ONCE : v1::DELIVERY_AT_MOST_ONCE));
+  }
+  // Submit all; note each ACCEPTED (durable before it is sent); kill -9
+  // once every job is accepted and a few hundred have ended.
+  std::map<uint64_t, std::string> ids;  // client tag -> job id
+  {
+    grpc::ClientContext ctx;
+    Deadline(ctx, absl::Seconds(60));
+    auto stream = stub_->Submit(&ctx);
+    v1::SubmitRequest req;
+    req.mutable_options()->set_window(5000);
+    for (int i = 0; i < kJobs; ++i) {
+      auto* item = req.add_items();
+      item->set_client_tag(i + 1);
+      *item->mutable_spec() = specs[i];
+    }
+    ASSERT_TRUE(stream->Write(req));
+    int ended = 0;
+    v1::SubmitResponse resp;
+    while ((ids.size() < kJobs || ended < 200) && stream->Read(&resp)) {
+      for (const v1::JobEvent& e : resp.events()) {
+        if (e.type() == v1::EVENT_TYPE_ACCEPTED)
+          ids[e.client_tag()] = e.job_id();
+        if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) ++ended;
+      }
+    }
+    ASSERT_EQ(ids.size(), static_cast<size_t>(kJobs));
+    ASSERT_LT(ended, kJobs) << "all ended before the kill: nothing tested";
+    ASSERT_TRUE(daemon_->Stop(SIGKILL, absl::Seconds(10)).ok());
+    ctx.TryCancel();
+  }
+  StartDaemon(flags);  // Same state directory.
+  EXPECT_THAT(daemon_->Log(), HasSubstr("restored"));
+  std::vector<std::string> all;
+  for (const auto& [tag, id] : ids) all.push_back(id);
+  const std::map<std::string, v1::Job> jobs = WaitAllEnded(all);
+  ASSERT_EQ(jobs.size(), static_cast<size_t>(kJobs)) << "a job went missing";
+
+  std::map<std::string, int> marks;
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);) ++marks[line];
+  int lost = 0;
+  for (const auto& [tag, id] : ids) {
+    const int i = static_cast<int>(tag) - 1;
+    const v1::Job& job = jobs.at(id);
+    const int runs = marks[absl::StrCat("t", i)];
+    if (i % 10 == 0) {  // At least once: always done, maybe twice.
+      EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << id;
+      EXPECT_GE(runs, 1) << id;
+      continue;
+    }
+    if (job.state() == v1::JOB_STATE_SUCCEEDED) {
+      EXPECT_EQ(runs, 1) << "job " << id << " ran " << runs << " times";
+    } else {
+      // Running at the kill: not run again.
+      ++lost;
+      EXPECT_EQ(job.error().reason(), v1::ERROR_REASON_LOST_ON_RESTART) << id;
+      EXPECT_LE(runs, 1) << id;
+    }
+  }
+  EXPECT_LE(lost, 4);  // At most the reactor's 4 slots were running.
+}
+
+TEST_F(RestartTest, GracefulShutdownKeepsTheQueueForTheNextStart) {
+  const std::vector<std::string> flags = {"--thread-workers", "2",
+                                          "--shutdown-grace", "100ms"};
+  StartDaemon(flags);
+  auto on_threads = [](double ms, v1::Delivery delivery) {
+    v1::JobSpec s = Spec("sleep", {ms});
+    s.set_executor(v1::EXECUTOR_THREAD);
+    s.set_delivery(delivery);
+    return s;
+  };
+  // Two long ones fill the threads; two more wait in the queue.
+  std::vector<v1::JobSpec> specs = {
+      on_threads(3000, v1::DELIVERY_AT_MOST_ONCE),
+      on_threads(1000, v1::DELIVERY_AT_LEAST_ONCE),
+      on_threads(1, v1::DELIVERY_AT_MOST_ONCE),
+      on_threads(1, v1::DELIVERY_AT_MOST_ONCE)};
+  std::vector<std::string> ids;
+  {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    auto stream = stub_->Submit(&ctx);
+    v1::SubmitRequest req;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      auto* item = req.add_items();
+      item->set_client_tag(i + 1);
+      *item->mutable_spec() = specs[i];
+    }
+    ASSERT_TRUE(stream->Write(req));
+    v1::SubmitResponse resp;
+    int started = 0;
+    ids.resize(specs.size());
+    while (started < 2 && stream->Read(&resp)) {
+      for (const v1::JobEvent& e : resp.events()) {
+        if (e.type() == v1::EVENT_TYPE_ACCEPTED) {
+          ids[e.client_tag() - 1] = e.job_id();
+        }
+        started += e.type() == v1::EVENT_TYPE_STARTED;
+      }
+    }
+    auto status = daemon_->Stop(SIGTERM, absl::Seconds(15));
+    ASSERT_TRUE(status.ok());
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+    EXPECT_THAT(daemon_->Log(),
+                HasSubstr("kept 3 unfinished job(s) in the journal"));
+  }
+  StartDaemon(flags);
+  const std::map<std::string, v1::Job> jobs = WaitAllEnded(ids);
+  EXPECT_EQ(jobs.at(ids[0]).state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(jobs.at(ids[0]).error().reason(), v1::ERROR_REASON_SHUTDOWN);
+  for (int i = 1; i < 4; ++i) {
+    EXPECT_EQ(jobs.at(ids[i]).state(), v1::JOB_STATE_SUCCEEDED) << i;
+  }
+}
+
+TEST_F(RestartTest, ACorruptJournalIsMovedAsideAndTheDaemonStarts) {
+  std::filesystem::create_directories(state_);
+  std::ofstream(state_ + "/jobd.db") << std::string(10000, '#');
+  StartDaemon();
+  EXPECT_THAT(daemon_->Log(), HasSubstr("moved aside to"));
+  bool aside = false;
+  for (const auto& e : std::filesystem::directory_iterator(state_)) {
+    aside |= e.path().filename().string().starts_with("jobd.db.corrupt-");
+  }
+  EXPECT_TRUE(aside);
+  const StreamResult r = SubmitAll(*stub_, {Spec("echo", {7})});
+  ASSERT_EQ(r.Terminal().size(), 1u);
+  EXPECT_EQ(r.Terminal()[0].type(), v1::EVENT_TYPE_SUCCEEDED);
+}
+
+TEST_F(RestartTest, IdempotencyResultsAndWatchResumeSurviveARestart) {
+  StartDaemon();
+  v1::JobSpec keyed = Spec("echo", {42});
+  keyed.set_idempotency_key("order-7");
+  const StreamResult first = SubmitAll(*stub_, {keyed, Spec("echo", {1})});
+  ASSERT_EQ(first.Terminal().size(), 2u);
+  const std::string id = first.Terminal()[0].client_tag() == 1
+                             ? first.Terminal()[0].job_id()
+                             : first.Terminal()[1].job_id();
+  uint64_t last_seq = 0;
+  for (const v1::JobEvent& e : first.events) {
+    last_seq = std::max(last_seq, e.sequence());
+  }
+  ASSERT_TRUE(daemon_->Stop(SIGKILL, absl::Seconds(10)).ok());
+
+  StartDaemon();
+  // The result is still there, and the key still finds the job.
+  absl::StatusOr<v1::Job> job = GetJob(id);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->result().value().number_value(), 42);
+  const StreamResult again = SubmitAll(*stub_, {keyed});
+  ASSERT_EQ(again.Terminal().size(), 1u);
+  EXPECT_EQ(again.Terminal()[0].job_id(), id);
+  bool duplicate = false;
+  for (const v1::JobEvent& e : again.events) duplicate |= e.duplicate();
+  EXPECT_TRUE(duplicate);
+  // New events carry on after the old sequence; a watcher resuming from
+  // before the restart gets the old job's end and the new job's events.
+  const StreamResult after = SubmitAll(*stub_, {Spec("echo", {2})});
+  ASSERT_EQ(after.Terminal().size(), 1u);
+  EXPECT_GT(after.Terminal()[0].sequence(), last_seq);
+  grpc::ClientContext ctx;
+  Deadline(ctx, absl::Seconds(5));
+  v1::WatchJobsRequest req;
+  req.set_after_sequence(1);
+  auto reader = stub_->WatchJobs(&ctx, req);
+  std::set<std::string> ended;
+  uint64_t prev = 0;
+  bool lost = true;
+  v1::WatchJobsResponse resp;
+  while (ended.size() < 3 && reader->Read(&resp)) {
+    if (resp.oldest_retained_sequence() != 0) lost = resp.events_lost();
+    for (const v1::JobEvent& e : resp.events()) {
+      EXPECT_GT(e.sequence(), prev);
+      prev = e.sequence();
+      if (e.type() == v1::EVENT_TYPE_SUCCEEDED) ended.insert(e.job_id());
+    }
+  }
+  ctx.TryCancel();
+  EXPECT_FALSE(lost);
+  EXPECT_EQ(ended.size(), 3u);
+  EXPECT_TRUE(ended.contains(id));
+}
+
+TEST_F(RestartTest, AFullJournalRefusesNewJobsAndKeepsServing) {
+  StartDaemon({"--journal-max-bytes", "256K"});
+  v1::JobSpec big = Spec("echo", {});
+  big.set_payload(std::string(100 << 10, 'x'));
+  // The first ones may fit; then the journal is full and jobs are refused.
+  bool refused = false;
+  for (int i = 0; i < 8 && !refused; ++i) {
+    grpc::ClientContext ctx;
+    Deadline(ctx, absl::Seconds(1));
+    auto stream = stub_->Submit(&ctx);
+    v1::SubmitRequest req;
+    auto* item = req.add_items();
+    item->set_client_tag(1);
+    *item->mutable_spec() = big;
+    stream->Write(req);
+    v1::SubmitResponse resp;
+    // An accepted job's events wait for its journal record, which may never
+    // be written: read only what comes within the deadline.
+    while (stream->Read(&resp)) {
+      for (const v1::JobEvent& e : resp.events()) {
+        if (e.type() == v1::EVENT_TYPE_REJECTED) {
+          refused = true;
+          EXPECT_EQ(e.error().code(), grpc::StatusCode::UNAVAILABLE);
+          EXPECT_THAT(e.error().message(), HasSubstr("journal"));
+        }
+      }
+      if (refused) break;
+      if (resp.events_size() > 0 &&
+          resp.events(resp.events_size() - 1).type() >=
+              v1::EVENT_TYPE_SUCCEEDED) {
+        break;
+      }
+    }
+    ctx.TryCancel();
+  }
+  EXPECT_TRUE(refused);
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  v1::GetStatsResponse stats;
+  ASSERT_TRUE(stub_->GetStats(&ctx, {}, &stats).ok());
+  EXPECT_FALSE(stats.journal().healthy());
+  EXPECT_EQ(stats.journal().max_bytes(), 256u << 10);
+  EXPECT_THAT(daemon_->Log(), HasSubstr("cannot write"));
+}
+
+TEST_F(RestartTest, OneDaemonPerStateDirectory) {
+  StartDaemon();
+  auto second = Daemon::Start({"--state-dir", state_});
+  ASSERT_FALSE(second.ok());
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr("another jobd uses the state directory"));
+}
+
+}  // namespace
+}  // namespace jobd
