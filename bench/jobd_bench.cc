@@ -266,6 +266,94 @@ double ClientMap(const std::string& address, int n, int batch, int window) {
   return done / Seconds(start);
 }
 
+// ------------------------------------------------------------ durability
+struct DurabilityRun {
+  double rate = 0;  // No-op jobs/s through one stream, terminal events.
+  Latency trip;     // One job at a time.
+};
+
+DurabilityRun Durability(const std::string& mode, int n, int batch, int window,
+                         int rounds) {
+  auto daemon = testing::Daemon::Start(
+      {"--durability", mode, "--log-level", "warn", "--thread-workers", "2",
+       "--max-window", std::to_string(std::max(window, 1)),
+       "--max-jobs-per-request", std::to_string(std::max(batch, 1))});
+  if (!daemon.ok()) {
+    std::fprintf(stderr, "%s\n",
+                 std::string(daemon.status().message()).c_str());
+    return {};
+  }
+  auto stub = (*daemon)->NewStub();
+  JobdStream(*stub, std::min(n, 10000), batch, window, true);  // Warm-up.
+  DurabilityRun run;
+  run.rate = JobdStream(*stub, n, batch, window, true);
+  run.trip = JobdRoundTrip(*stub, rounds);
+  return run;
+}
+
+// Seconds from starting jobd on a journal of `n` queued jobs (left by a
+// kill -9) to its ready banner, and what it logged as its restore time.
+std::pair<double, std::string> Recovery(int n) {
+  char tmpl[] = "/tmp/jobd-recovery-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return {0, ""};
+  const std::string state = std::string(tmpl) + "/state";
+  const std::vector<std::string> flags = {
+      "--state-dir",      state,
+      "--thread-workers", "1",
+      "--max-queued",     std::to_string(2 * n),
+      "--max-window",     std::to_string(n + 1),
+      "--log-level",      "info"};
+  {
+    auto daemon = testing::Daemon::Start(flags);
+    if (!daemon.ok()) return {0, ""};
+    auto stub = (*daemon)->NewStub();
+    // One long job holds the only thread; the rest queue behind it.
+    grpc::ClientContext ctx;
+    auto stream = stub->Submit(&ctx);
+    v1::SubmitRequest req;
+    req.mutable_options()->set_window(n + 1);
+    auto add = [&](double ms, int tag) {
+      auto* item = req.add_items();
+      item->set_client_tag(tag);
+      v1::JobSpec& spec = *item->mutable_spec();
+      spec.set_task("sleep");
+      spec.set_kind(v1::JOB_KIND_IO_BOUND);
+      spec.set_executor(v1::EXECUTOR_THREAD);
+      spec.add_args()->set_number_value(ms);
+    };
+    add(600000, 0);
+    int accepted = 0;
+    for (int sent = 1; sent <= n;) {
+      for (int i = 0; i < 4096 && sent <= n; ++i) add(1, sent++);
+      stream->Write(req);
+      req.Clear();
+    }
+    v1::SubmitResponse resp;
+    while (accepted < n + 1 && stream->Read(&resp)) {
+      for (const auto& e : resp.events()) {
+        accepted += e.type() == v1::EVENT_TYPE_ACCEPTED;
+      }
+    }
+    (void)(*daemon)->Stop(SIGKILL, absl::Seconds(10));
+    ctx.TryCancel();
+  }
+  const absl::Time start = absl::Now();
+  auto daemon = testing::Daemon::Start(flags);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::string restored;
+  if (daemon.ok()) {
+    const std::string log = (*daemon)->Log();
+    const size_t at = log.find("restored in ");
+    if (at != std::string::npos) {
+      restored = log.substr(at + 12, log.find(':', at) - at - 12);
+    }
+    (void)(*daemon)->Stop(SIGKILL, absl::Seconds(10));
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(tmpl, ec);
+  return {seconds, restored};
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"jobd_bench: jobd vs bare gRPC echo, in one run"};
   std::string echo_socket;
@@ -281,6 +369,16 @@ int Run(int argc, char** argv) {
   app.add_option("--workers", workers, "jobd thread workers")
       ->capture_default_str();
   app.add_option("--window", window, "jobd Submit window")
+      ->capture_default_str();
+  int durable_jobs = 200000, every_commit_jobs = 5000, recovery_jobs = 100000;
+  app.add_option("--durable-jobs", durable_jobs,
+                 "Jobs per durability run (none, batched)")
+      ->capture_default_str();
+  app.add_option("--every-commit-jobs", every_commit_jobs,
+                 "Jobs of the every-commit run (one fsync per record)")
+      ->capture_default_str();
+  app.add_option("--recovery-jobs", recovery_jobs,
+                 "Queued jobs in the journal for the restart-recovery run")
       ->capture_default_str();
   app.add_option("--repeat", repeat, "Runs of each stream test (best kept)")
       ->capture_default_str();
@@ -356,6 +454,24 @@ int Run(int argc, char** argv) {
               "1.00x");
   std::printf("%-48s %10.1f %10.1f %9.2fx\n",
               "jobd submit -> result (open stream)", t50, t99, t50 / u50);
+  std::fflush(stdout);
+
+  // Durability: the same no-op stream with each --durability, in this run.
+  std::printf("\n%-32s %10s %12s %10s %10s\n", "durability (fresh daemons)",
+              "jobs", "jobs/s", "vs none", "trip p50us");
+  double none_rate = 0;
+  for (const std::string mode : {"none", "batched", "every-commit"}) {
+    const int n = mode == "every-commit" ? every_commit_jobs : durable_jobs;
+    DurabilityRun d = Durability(mode, n, batch, window, rounds / 5);
+    if (mode == "none") none_rate = d.rate;
+    std::printf("%-32s %10d %12.0f %9.2fx %10.1f\n", mode.c_str(), n, d.rate,
+                none_rate > 0 ? d.rate / none_rate : 0.0, d.trip.Pct(0.5));
+  }
+  const auto [ready_s, restored] = Recovery(recovery_jobs);
+  std::printf(
+      "\nrestart with %d queued jobs in the journal: ready in %.2f s "
+      "(restore: %s)\n",
+      recovery_jobs, ready_s, restored.c_str());
   std::fflush(stdout);
 
   (void)testing::StopProcess(echo->pid, SIGTERM, absl::Seconds(5));

@@ -88,6 +88,9 @@ struct MapOptions {
   // Process pool: jobs travel to a worker in chunks of up to this many
   // (JobSpec.chunksize; Python's map chunksize). For many tiny jobs.
   uint32_t chunksize = 1;
+  // What a job running when jobd stops becomes at its next start
+  // (JobSpec.delivery): UNSPECIFIED = at most once (LOST_ON_RESTART).
+  v1::Delivery delivery = v1::DELIVERY_UNSPECIFIED;
   // Only REJECTED and terminal events on the stream (Map needs no more);
   // false: every event (ACCEPTED, STARTED, PROGRESS too).
   bool terminal_only = true;

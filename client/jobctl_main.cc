@@ -504,6 +504,10 @@ void PrintJobHuman(const v1::Job& job) {
     for (const auto& l : labels) joined += (joined.empty() ? "" : ",") + l;
     add("labels", joined);
   }
+  if (job.spec().delivery() == v1::DELIVERY_AT_LEAST_ONCE) {
+    add("delivery", "at least once");
+  }
+  if (job.attempts() > 1) add("attempts", std::to_string(job.attempts()));
   if (!job.spec().idempotency_key().empty()) {
     add("idempotency key", job.spec().idempotency_key());
   }
@@ -566,6 +570,7 @@ struct SubmitArgs {
   int priority = 0;
   std::string timeout;
   std::string idempotency_key;
+  bool at_least_once = false;
   bool wait = false;
   std::string wait_timeout;
 };
@@ -619,6 +624,7 @@ int RunSubmit(const Globals& g, const SubmitArgs& a) {
     *spec.mutable_timeout() = jobd::client::ToProtoDuration(*timeout);
   }
   spec.set_idempotency_key(a.idempotency_key);
+  if (a.at_least_once) spec.set_delivery(v1::DELIVERY_AT_LEAST_ONCE);
   const bool wait = a.wait || !a.wait_timeout.empty();
   auto wait_limit = ParseOptionalDuration(a.wait_timeout, "--wait-timeout",
                                           absl::InfiniteDuration());
@@ -720,6 +726,7 @@ struct MapArgs {
   int priority = 0;
   std::string deadline;
   uint32_t chunksize = 1;
+  bool at_least_once = false;
   bool progress = true;
 };
 
@@ -774,6 +781,7 @@ int RunMap(const Globals& g, const MapArgs& a) {
   options.deadline = *deadline;
   options.priority = a.priority;
   options.chunksize = a.chunksize;
+  if (a.at_least_once) options.delivery = v1::DELIVERY_AT_LEAST_ONCE;
 
   JOBCTL_CONNECT(client, g);
   LineReader lines(STDIN_FILENO);
@@ -1240,6 +1248,9 @@ int main(int argc, char** argv) {
                          "Label key=value (repeatable)");
   submit_cmd->add_option("--idempotency-key", submit.idempotency_key,
                          "Retry-safe key: a repeat returns the same job");
+  submit_cmd->add_flag("--at-least-once", submit.at_least_once,
+                       "If jobd stops while the job runs, run it again at the "
+                       "next start (default: it fails LOST_ON_RESTART)");
   submit_cmd->add_flag("-w,--wait", submit.wait,
                        "Wait for the job to end and print its result");
   submit_cmd->add_option("--wait-timeout", submit.wait_timeout,
@@ -1268,6 +1279,9 @@ int main(int argc, char** argv) {
                    "to this many (for many tiny jobs)")
       ->capture_default_str()
       ->check(CLI::Range(1u, 65536u));
+  map_cmd->add_flag("--at-least-once", map.at_least_once,
+                    "Jobs running when jobd stops run again at its next "
+                    "start (default: they fail LOST_ON_RESTART)");
   map_cmd->add_option("--priority", map.priority, "Higher runs first")
       ->capture_default_str();
   map_cmd->add_option("--timeout", map.timeout,

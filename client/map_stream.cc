@@ -33,6 +33,7 @@ class MapStreamImpl {
     template_.set_executor(options_.executor);
     template_.set_priority(options_.priority);
     template_.set_chunksize(options_.chunksize);
+    template_.set_delivery(options_.delivery);
     if (options_.timeout != absl::InfiniteDuration()) {
       *template_.mutable_timeout() = ToProtoDuration(options_.timeout);
     }

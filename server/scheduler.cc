@@ -1096,6 +1096,7 @@ v1::Job Scheduler::Snapshot(const Job& job) const {
   }
   if (job.progress != nullptr) *out.mutable_progress() = *job.progress;
   out.set_last_sequence(job.last_sequence);
+  out.set_attempts(job.attempts);
   return out;
 }
 
