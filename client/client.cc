@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -48,8 +51,15 @@ void SetContextDeadline(grpc::ClientContext* context, absl::Time deadline) {
   context->set_deadline(absl::ToChronoTime(deadline));
 }
 
+void Core::Authorize(grpc::ClientContext* context) const {
+  if (!options.token.empty()) {
+    context->AddMetadata("authorization", "Bearer " + options.token);
+  }
+}
+
 void Core::PrepareUnary(grpc::ClientContext* context,
                         absl::Duration extra) const {
+  Authorize(context);
   AwaitReady();
   SetContextDeadline(context, absl::Now() + options.rpc_timeout + extra);
 }
@@ -80,6 +90,7 @@ class WatchStreamImpl {
     for (std::string& id : options.job_ids) request.add_job_ids(std::move(id));
     request.set_after_sequence(options.after_sequence);
     request.set_include_progress(options.include_progress);
+    core_->Authorize(&context_);
     core_->AwaitReady();
     reader_ = core_->stub->WatchJobs(&context_, request);
   }
@@ -207,9 +218,34 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
   args.SetString(GRPC_ARG_PRIMARY_USER_AGENT_STRING, "jobd-client/1");
+  if (options.token.empty()) {
+    if (const char* token = std::getenv("JOBD_TOKEN")) options.token = token;
+  }
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      grpc::InsecureChannelCredentials();
+  if (options.tls.enabled) {
+    grpc::SslCredentialsOptions ssl;
+    for (auto [file, into] :
+         {std::pair{&options.tls.ca_file, &ssl.pem_root_certs},
+          std::pair{&options.tls.cert_file, &ssl.pem_cert_chain},
+          std::pair{&options.tls.key_file, &ssl.pem_private_key}}) {
+      if (file->empty()) continue;
+      std::ifstream in(*file);
+      std::stringstream text;
+      text << in.rdbuf();
+      if (!in) {
+        return absl::InvalidArgumentError(
+            fmt::format("TLS: cannot read {}", *file));
+      }
+      *into = text.str();
+    }
+    credentials = grpc::SslCredentials(ssl);
+    if (!options.tls.server_name.empty()) {
+      args.SetSslTargetNameOverride(options.tls.server_name);
+    }
+  }
   auto core = std::make_shared<internal::Core>();
-  core->channel = grpc::CreateCustomChannel(
-      options.address, grpc::InsecureChannelCredentials(), args);
+  core->channel = grpc::CreateCustomChannel(options.address, credentials, args);
   core->options = std::move(options);
   const absl::Time deadline = absl::Now() + core->options.connect_timeout;
   if (!core->channel->WaitForConnected(absl::ToChronoTime(deadline))) {
@@ -382,6 +418,14 @@ absl::StatusOr<bool> Client::ClearQuarantine(const std::string& task) {
       core_->stub->ClearQuarantine(&context, request, &response);
   if (!status.ok()) return core_->FromGrpc(status, "ClearQuarantine");
   return response.was_quarantined();
+}
+
+absl::Status Client::Drain() {
+  grpc::ClientContext context;
+  core_->PrepareUnary(&context);
+  v1::DrainResponse response;
+  return core_->FromGrpc(
+      core_->stub->Drain(&context, v1::DrainRequest(), &response), "Drain");
 }
 
 WatchStream Client::Watch(WatchOptions options) {

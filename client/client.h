@@ -71,6 +71,16 @@ struct ClientOptions {
   uint32_t submit_window = 65536;
   // Most specs per SubmitRequest message (jobd's default limit is 4096).
   int max_batch = 1024;
+  // Bearer token for a jobd with --auth-token; empty: $JOBD_TOKEN if set.
+  std::string token;
+  // TLS to a TCP address (jobd --tls-cert): the CA bundle that verifies
+  // jobd (empty: the system's roots), a client certificate and key for mTLS
+  // (jobd --tls-client-ca), and the name to expect in jobd's certificate
+  // when it is not the address's host.
+  struct Tls {
+    bool enabled = false;
+    std::string ca_file, cert_file, key_file, server_name;
+  } tls;
 };
 
 // --- Map ---------------------------------------------------------------
@@ -255,6 +265,8 @@ class Client {
   // Lifts a task's quarantine; returns whether it was quarantined.
   // NOT_FOUND for an unknown task.
   absl::StatusOr<bool> ClearQuarantine(const std::string& task);
+  // Asks jobd to shut down gracefully, as SIGTERM does (admin only).
+  absl::Status Drain();
 
   // WatchJobs as a stream of events.
   WatchStream Watch(WatchOptions options);

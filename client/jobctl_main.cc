@@ -434,6 +434,9 @@ struct Globals {
   bool json = false;
   std::string rpc_timeout = "30s";
   std::string connect_timeout = "5s";
+  std::string token;  // Empty: $JOBD_TOKEN (the client library reads it).
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key, tls_server_name;
 };
 
 absl::StatusOr<std::unique_ptr<Client>> Connect(const Globals& g,
@@ -451,6 +454,12 @@ absl::StatusOr<std::unique_ptr<Client>> Connect(const Globals& g,
   options.rpc_timeout = *rpc;
   options.connect_timeout = *connect;
   options.close_timeout = absl::Seconds(2);
+  options.token = g.token;
+  options.tls.enabled = g.tls || !g.tls_ca.empty() || !g.tls_cert.empty();
+  options.tls.ca_file = g.tls_ca;
+  options.tls.cert_file = g.tls_cert;
+  options.tls.key_file = g.tls_key;
+  options.tls.server_name = g.tls_server_name;
   return Client::Connect(options);
 }
 
@@ -1180,6 +1189,13 @@ int RunStats(const Globals& g) {
   return kExitOk;
 }
 
+int RunDrain(const Globals& g) {
+  JOBCTL_CONNECT(client, g);
+  if (absl::Status s = client->Drain(); !s.ok()) return Fail(s);
+  if (!g.json) fmt::print("jobd is draining\n");
+  return kExitOk;
+}
+
 int RunUnquarantine(const Globals& g, const std::string& task) {
   JOBCTL_CONNECT(client, g);
   absl::StatusOr<bool> was = client->ClearQuarantine(task);
@@ -1214,6 +1230,18 @@ int main(int argc, char** argv) {
                  "$JOBD_ADDRESS, else " +
                      jobd::v1::DefaultClientAddress() + ")");
   app.add_flag("--json", g.json, "Machine output: one JSON object per line");
+  app.add_option("--token", g.token,
+                 "Bearer token for a jobd with --auth-token (default: "
+                 "$JOBD_TOKEN)");
+  app.add_flag("--tls", g.tls,
+               "TLS to a TCP address, verified with the system's CAs "
+               "(implied by --tls-ca or --tls-cert)");
+  app.add_option("--tls-ca", g.tls_ca, "PEM CA bundle that verifies jobd");
+  app.add_option("--tls-cert", g.tls_cert,
+                 "PEM client certificate (mTLS), with --tls-key");
+  app.add_option("--tls-key", g.tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-server-name", g.tls_server_name,
+                 "Name expected in jobd's certificate, if not the host");
   app.add_option("--rpc-timeout", g.rpc_timeout, "Deadline of each unary RPC")
       ->capture_default_str();
   app.add_option("--connect-timeout", g.connect_timeout,
@@ -1344,6 +1372,8 @@ int main(int argc, char** argv) {
   CLI::App* tasks_cmd = app.add_subcommand("tasks", "List registered tasks");
   CLI::App* stats_cmd = app.add_subcommand(
       "stats", "Show daemon counters and the process pool's workers");
+  CLI::App* drain_cmd = app.add_subcommand(
+      "drain", "Shut jobd down gracefully, as SIGTERM does (admin)");
   std::string unquarantine_task;
   CLI::App* unquarantine_cmd = app.add_subcommand(
       "unquarantine",
@@ -1397,5 +1427,6 @@ int main(int argc, char** argv) {
   if (tasks_cmd->parsed()) return RunTasks(g);
   if (stats_cmd->parsed()) return RunStats(g);
   if (unquarantine_cmd->parsed()) return RunUnquarantine(g, unquarantine_task);
+  if (drain_cmd->parsed()) return RunDrain(g);
   return Usage("no command given (see: jobctl --help)");
 }

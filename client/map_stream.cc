@@ -57,6 +57,7 @@ class MapStreamImpl {
     if (options_.deadline != absl::InfiniteDuration()) {
       SetContextDeadline(&context_, absl::Now() + options_.deadline);
     }
+    core_->Authorize(&context_);
     core_->AwaitReady();
     stream_ = core_->stub->Submit(&context_);
   }

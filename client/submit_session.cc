@@ -60,6 +60,7 @@ bool SubmitSession::finished() const {
 }
 
 void SubmitSession::ReaderMain() {
+  core_->Authorize(&context_);
   core_->AwaitReady();
   std::unique_ptr<Stream> owned = core_->stub->Submit(&context_);
   Stream* stream = owned.get();

@@ -18,7 +18,7 @@ packages=(
   build-essential clang-14 cmake ninja-build ccache pkg-config
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libspdlog-dev libcli11-dev libjemalloc-dev
-  libasio-dev libcurl4-openssl-dev libsqlite3-dev libsystemd-dev
+  libasio-dev libcurl4-openssl-dev libsqlite3-dev libsystemd-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 

@@ -1,8 +1,11 @@
 #include "server/config.h"
 
+#include <pwd.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <thread>
 
@@ -164,6 +167,65 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "refused as on a full disk; 0 = unlimited")
       ->capture_default_str()
       ->transform(CLI::AsSizeValue(false));
+  app.add_option("--auth-token", c.auth.tokens,
+                 "A caller: NAME:ROLES:SHA256 of its bearer token (roles "
+                 "submit, read, admin joined by +); repeatable")
+      ->delimiter(',');
+  app.add_option("--tls-identity", c.auth.tls_identities,
+                 "A caller by its client certificate: CN-or-SAN:ROLES; "
+                 "repeatable")
+      ->delimiter(',');
+  app.add_option("--unix-socket-auth", c.auth.unix_socket_auth,
+                 "Callers on the Unix socket: trusted (the local admin) or "
+                 "token (authenticate like everyone)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trusted", "token"}));
+  app.add_option("--unix-socket-group", c.unix_socket_group,
+                 "Group allowed on the Unix socket (socket 0660, directory "
+                 "0750); default: owner only");
+  app.add_option("--tls-cert", c.tls_cert,
+                 "PEM certificate chain for TLS on the TCP listener (files "
+                 "are re-read when they change)");
+  app.add_option("--tls-key", c.tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", c.tls_client_ca,
+                 "PEM CA bundle: clients must present a certificate it "
+                 "signed (mTLS)");
+  app.add_option("--worker-user", c.worker_user,
+                 "Run the process pool's workers as this user (and its "
+                 "group); jobd must run as root");
+  app.add_option("--quota-max-live", c.service.quota_max_live,
+                 "Unfinished jobs per caller that is not admin; 0 = no limit")
+      ->capture_default_str();
+  app.add_option("--quota-submit-rate", c.service.quota_submit_rate,
+                 "Jobs per second a caller that is not admin may submit (one "
+                 "second of burst); 0 = no limit")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e9));
+  app.add_option("--max-streams-per-caller", c.service.max_streams_per_caller,
+                 "Submit and WatchJobs streams open at once per caller that "
+                 "is not admin; 0 = no limit")
+      ->capture_default_str();
+  app.add_option("--max-labels", c.service.spec.max_labels,
+                 "Labels of one job at most")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, size_t{100000}));
+  app.add_option("--max-label-bytes", c.service.spec.max_label_bytes,
+                 "Longest label key or value")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--max-idempotency-key-bytes",
+                 c.service.spec.max_idempotency_key_bytes,
+                 "Longest idempotency key")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--max-value-depth", c.service.spec.max_value_depth,
+                 "Deepest nesting of lists and objects in args/kwargs")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--max-args-bytes", c.service.spec.max_args_bytes,
+                 "Largest args + kwargs of one job (serialized)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{64}, size_t{1} << 30));
   app.add_option("--max-queued", c.scheduler.max_queued,
                  "Jobs queued (not running) at most; beyond, submits are "
                  "rejected with RESOURCE_EXHAUSTED")
@@ -258,6 +320,41 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
           "--exec-allow: '{}' is not an absolute path to an executable file",
           program));
     }
+  }
+  if (c.tls_cert.empty() != c.tls_key.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key: give both or neither");
+  }
+  if (!c.tls_client_ca.empty() && c.tls_cert.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-client-ca: needs --tls-cert and --tls-key (mTLS is TLS)");
+  }
+  for (const std::string& file : {c.tls_cert, c.tls_key, c.tls_client_ca}) {
+    if (!file.empty() && access(file.c_str(), R_OK) != 0) {
+      return absl::InvalidArgumentError(
+          fmt::format("TLS file {}: {}", file, std::strerror(errno)));
+    }
+  }
+  if (!c.worker_user.empty()) {
+    const struct passwd* pw = getpwnam(c.worker_user.c_str());
+    if (pw == nullptr) {
+      return absl::InvalidArgumentError(
+          fmt::format("--worker-user: no user '{}'", c.worker_user));
+    }
+    if (geteuid() != 0) {
+      return absl::InvalidArgumentError(
+          "--worker-user: jobd must run as root to switch its workers' user");
+    }
+    if (pw->pw_uid == 0) {
+      return absl::InvalidArgumentError(
+          "--worker-user: that is root; name an unprivileged user");
+    }
+    pool.run_as = std::make_pair(pw->pw_uid, pw->pw_gid);
+  }
+  if (absl::StatusOr<std::unique_ptr<Authenticator>> a =
+          Authenticator::Create(c.auth);
+      !a.ok()) {
+    return a.status();
   }
   c.durability = durability == "none"      ? Durability::kNone
                  : durability == "batched" ? Durability::kBatched

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/auth.h"
 #include "server/journal.h"
 #include "server/scheduler.h"
 #include "server/service.h"
@@ -34,6 +35,12 @@ struct DaemonConfig {
   ServiceLimits service;
   absl::Duration shutdown_grace = absl::Seconds(10);
   // Where the journal (jobd.db) lives; see DefaultStateDirectory().
+  // Security (README: Security).
+  AuthConfig auth;
+  std::string unix_socket_group;  // Empty: the socket is owner-only.
+  std::string tls_cert, tls_key;  // PEM files; both or neither.
+  std::string tls_client_ca;      // PEM: require client certificates (mTLS).
+  std::string worker_user;        // Empty: workers run as jobd's user.
   std::string state_dir;
   Durability durability = Durability::kBatched;
   uint64_t journal_max_bytes = uint64_t{4} << 30;

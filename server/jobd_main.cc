@@ -6,8 +6,10 @@
 //   are cancelled (reason SHUTDOWN) and reported -> streams flushed -> exit 0.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -26,6 +28,9 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
+#include "server/auth.h"
 #include "server/config.h"
 #include "server/journal.h"
 #include "server/reload.h"
@@ -45,6 +50,8 @@ namespace {
 
 constexpr int kExitConfig = 2;
 constexpr int kExitStartup = 1;
+// How often TLS certificate files are checked for a change.
+constexpr unsigned int kTlsRefreshSeconds = 5;
 
 // True if something accepts connections on the Unix socket at `path`.
 bool SocketInUse(const std::string& path) {
@@ -85,8 +92,10 @@ absl::Status PrepareUnixSocket(const std::string& path) {
   return absl::OkStatus();
 }
 
-// Plaintext without authentication is only safe on loopback.
-absl::Status CheckLoopback(const std::string& host_port) {
+// Beyond loopback only with TLS and authentication: a job daemon runs code
+// for whoever can submit.
+absl::Status CheckListener(const std::string& host_port, bool tls,
+                           bool authenticated) {
   std::string host = host_port.substr(0, host_port.rfind(':'));
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
@@ -98,11 +107,51 @@ absl::Status CheckLoopback(const std::string& host_port) {
                          (ntohl(v4.s_addr) >> 24) == 127) ||
                         (inet_pton(AF_INET6, host.c_str(), &v6) == 1 &&
                          IN6_IS_ADDR_LOOPBACK(&v6));
-  if (!loopback) {
+  if (!loopback && (!tls || !authenticated)) {
     return absl::InvalidArgumentError(fmt::format(
         "--tcp: refusing to listen on non-loopback address '{}' without TLS "
-        "and authentication; use 127.0.0.1 or [::1]",
+        "(--tls-cert, --tls-key) and authentication (--auth-token or "
+        "--tls-identity); use 127.0.0.1 or [::1], or configure both",
         host_port));
+  }
+  return absl::OkStatus();
+}
+
+// The TCP listener's credentials: TLS (mTLS with a client CA) whose files
+// are re-read when they change, or plaintext.
+std::shared_ptr<grpc::ServerCredentials> TcpCredentials(
+    const DaemonConfig& config) {
+  if (config.tls_cert.empty()) return grpc::InsecureServerCredentials();
+  auto provider =
+      std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+          config.tls_key, config.tls_cert, config.tls_client_ca,
+          kTlsRefreshSeconds);
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (!config.tls_client_ca.empty()) {
+    options.watch_root_certs();
+    options.set_cert_request_type(
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
+// Opens the Unix socket to `group` (socket 0660, directory 0750).
+absl::Status ShareUnixSocket(const std::string& path,
+                             const std::string& group) {
+  const struct group* g = getgrnam(group.c_str());
+  if (g == nullptr) {
+    return absl::InvalidArgumentError(
+        fmt::format("--unix-socket-group: no group '{}'", group));
+  }
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  if (chown(path.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0 ||
+      chmod(path.c_str(), 0660) != 0 ||
+      chown(dir.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0 ||
+      chmod(dir.c_str(), 0750) != 0) {
+    return absl::FailedPreconditionError(
+        fmt::format("--unix-socket-group {}: cannot hand {} to it: {}", group,
+                    path, strerror(errno)));
   }
   return absl::OkStatus();
 }
@@ -147,7 +196,7 @@ std::string StatusLine(const Scheduler& scheduler) {
 
 // SIGHUP: reads the configuration again and applies what can change live.
 void Reload(int argc, char** argv, DaemonConfig& config, Scheduler& scheduler,
-            JobServiceImpl& service, ExecPolicy& exec) {
+            JobServiceImpl& service, ExecPolicy& exec, Authenticator& auth) {
   absl::StatusOr<ParsedArgs> parsed = ParseConfig(argc, argv);
   if (!parsed.ok() || parsed->exit_now) {
     spdlog::error(
@@ -158,7 +207,7 @@ void Reload(int argc, char** argv, DaemonConfig& config, Scheduler& scheduler,
     return;
   }
   const ReloadResult r =
-      ApplyConfig(config, parsed->config, scheduler, service, exec);
+      ApplyConfig(config, parsed->config, scheduler, service, exec, auth);
   if (r.applied.empty() && r.needs_restart.empty()) {
     spdlog::info("SIGHUP: configuration reloaded; nothing changed");
   }
@@ -210,9 +259,22 @@ int Run(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   ConfigureLogging(config.log_level);
+  // Nothing jobd starts (workers, exec'd programs) may gain privileges
+  // through a setuid or file-capability binary.
+  prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 
+  absl::StatusOr<std::unique_ptr<Authenticator>> auth =
+      Authenticator::Create(config.auth);
+  if (!auth.ok()) {  // ParseConfig checked it: not expected.
+    spdlog::critical("{}", std::string(auth.status().message()));
+    return kExitConfig;
+  }
+  Authenticator& authenticator = **auth;
   if (!config.tcp_address.empty()) {
-    if (absl::Status s = CheckLoopback(config.tcp_address); !s.ok()) {
+    if (absl::Status s =
+            CheckListener(config.tcp_address, !config.tls_cert.empty(),
+                          authenticator.required());
+        !s.ok()) {
       spdlog::critical("{}", std::string(s.message()));
       return kExitConfig;
     }
@@ -297,7 +359,8 @@ int Run(int argc, char** argv) {
         r.unrunnable, r.retained);
   }
 
-  JobServiceImpl service(scheduler, registry, config.service, JOBD_VERSION);
+  JobServiceImpl service(scheduler, registry, authenticator, config.service,
+                         JOBD_VERSION, [] { kill(getpid(), SIGTERM); });
   // grpc.health.v1 (SERVING until the drain) and server reflection, so that
   // grpcurl and load balancers can find their way.
   grpc::EnableDefaultHealthCheckService(true);
@@ -319,8 +382,8 @@ int Run(int argc, char** argv) {
   }
   int tcp_port = -1;
   if (!config.tcp_address.empty()) {
-    builder.AddListeningPort(config.tcp_address,
-                             grpc::InsecureServerCredentials(), &tcp_port);
+    builder.AddListeningPort(config.tcp_address, TcpCredentials(config),
+                             &tcp_port);
   }
   const mode_t old_umask = umask(0077);  // Socket: owner only.
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -330,6 +393,15 @@ int Run(int argc, char** argv) {
         "could not start the gRPC server on {} (address in use or invalid?)",
         absl::StrJoin({config.unix_socket, config.tcp_address}, " and "));
     return kExitStartup;
+  }
+  if (!config.unix_socket.empty() && !config.unix_socket_group.empty()) {
+    if (absl::Status s =
+            ShareUnixSocket(config.unix_socket, config.unix_socket_group);
+        !s.ok()) {
+      spdlog::critical("{}", std::string(s.message()));
+      server->Shutdown();
+      return kExitConfig;
+    }
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(true);
@@ -374,7 +446,8 @@ int Run(int argc, char** argv) {
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
       notifier.Reloading();
-      Reload(argc, argv, config, scheduler, service, *exec_policy);
+      Reload(argc, argv, config, scheduler, service, *exec_policy,
+             authenticator);
       notifier.Ready();
       continue;
     }

@@ -16,7 +16,8 @@
 namespace jobd {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// 1: the first; 2: jobs.owner.
+constexpr int kSchemaVersion = 2;
 
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS jobs(
@@ -32,7 +33,8 @@ CREATE TABLE IF NOT EXISTS jobs(
   accepted_seq INTEGER NOT NULL,
   started_seq INTEGER NOT NULL,
   ended_seq INTEGER NOT NULL,
-  attempts INTEGER NOT NULL);
+  attempts INTEGER NOT NULL,
+  owner TEXT NOT NULL DEFAULT 'anonymous');
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 )sql";
 
@@ -145,10 +147,18 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
       return fail("user_version");
     }
     const int v = sqlite3_column_int(version.get(), 0);
-    if (v != 0 && v != kSchemaVersion) {
+    if (v > kSchemaVersion) {
       sqlite3_close(db);
-      return absl::FailedPreconditionError(fmt::format(
-          "schema version {} (this jobd writes {})", v, kSchemaVersion));
+      return absl::FailedPreconditionError(
+          fmt::format("schema version {} is newer than this jobd's ({})", v,
+                      kSchemaVersion));
+    }
+    if (v == 1 &&  // Older jobs had no owner.
+        sqlite3_exec(db,
+                     "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL "
+                     "DEFAULT 'anonymous'",
+                     nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return fail("migrating to schema 2");
     }
   }
   if (sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK ||
@@ -160,7 +170,7 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
   Statement rows(db,
                  "SELECT id, state, executor, spec, create_ns, start_ns, "
                  "finish_ns, result, error, accepted_seq, started_seq, "
-                 "ended_seq, attempts FROM jobs ORDER BY id");
+                 "ended_seq, attempts, owner FROM jobs ORDER BY id");
   if (!rows.ok()) return fail("select");
   int rc;
   while ((rc = sqlite3_step(rows.get())) == SQLITE_ROW) {
@@ -199,6 +209,8 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     row.started_seq = static_cast<uint64_t>(sqlite3_column_int64(s, 10));
     row.ended_seq = static_cast<uint64_t>(sqlite3_column_int64(s, 11));
     row.attempts = static_cast<uint32_t>(sqlite3_column_int(s, 12));
+    const unsigned char* owner = sqlite3_column_text(s, 13);
+    row.owner = owner != nullptr ? reinterpret_cast<const char*>(owner) : "";
     recovered->last_sequence =
         std::max({recovered->last_sequence, row.accepted_seq, row.started_seq,
                   row.ended_seq});
@@ -494,8 +506,8 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
   Statement insert(db_,
                    "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
                    "create_ns, start_ns, finish_ns, result, error, "
-                   "accepted_seq, started_seq, ended_seq, attempts) "
-                   "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)");
+                   "accepted_seq, started_seq, ended_seq, attempts, owner) "
+                   "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   Statement update(db_,
                    "UPDATE jobs SET state=?2, executor=?3, start_ns=?4, "
                    "finish_ns=?5, result=?6, error=?7, started_seq=?8, "
@@ -579,6 +591,10 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
       sqlite3_bind_int64(st, i++, static_cast<int64_t>(row.started_seq));
       sqlite3_bind_int64(st, i++, static_cast<int64_t>(row.ended_seq));
       sqlite3_bind_int(st, i++, static_cast<int>(row.attempts));
+      if (st == insert.get()) {
+        sqlite3_bind_text(st, i++, row.owner.data(),
+                          static_cast<int>(row.owner.size()), SQLITE_STATIC);
+      }
       s = step(st);
       if (s.ok() && st == insert.get()) ++rows_delta;
     }

@@ -70,6 +70,7 @@ struct JobEnd {
 // What the journal keeps of a job: a row of the jobs table.
 struct JournalRow {
   uint64_t id = 0;
+  std::string owner;  // The caller that submitted it (server/auth.h).
   std::shared_ptr<const v1::JobSpec> spec;  // Written by Insert only.
   v1::JobState state = v1::JOB_STATE_QUEUED;
   v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;

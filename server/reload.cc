@@ -35,7 +35,7 @@ class Diff {
 
 ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                          Scheduler& scheduler, JobServiceImpl& service,
-                         ExecPolicy& exec) {
+                         ExecPolicy& exec, Authenticator& auth) {
   ReloadResult r;
   Diff d;
   auto& live = r.applied;
@@ -68,7 +68,41 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   service_limits |=
       d.Check("default-window", lo.default_window, ln.default_window, live);
   service_limits |= d.Check("max-window", lo.max_window, ln.max_window, live);
+  service_limits |=
+      d.Check("quota-max-live", lo.quota_max_live, ln.quota_max_live, live);
+  service_limits |= d.Check("quota-submit-rate", lo.quota_submit_rate,
+                            ln.quota_submit_rate, live);
+  service_limits |= d.Check("max-streams-per-caller", lo.max_streams_per_caller,
+                            ln.max_streams_per_caller, live);
+  service_limits |=
+      d.Check("max-labels", lo.spec.max_labels, ln.spec.max_labels, live);
+  service_limits |= d.Check("max-label-bytes", lo.spec.max_label_bytes,
+                            ln.spec.max_label_bytes, live);
+  service_limits |=
+      d.Check("max-idempotency-key-bytes", lo.spec.max_idempotency_key_bytes,
+              ln.spec.max_idempotency_key_bytes, live);
+  service_limits |= d.Check("max-value-depth", lo.spec.max_value_depth,
+                            ln.spec.max_value_depth, live);
+  service_limits |= d.Check("max-args-bytes", lo.spec.max_args_bytes,
+                            ln.spec.max_args_bytes, live);
   if (service_limits) service.SetLimits(ln);
+  // Callers: counts only, never the secrets.
+  bool callers = false;
+  if (current.auth.tokens != fresh.auth.tokens) {
+    live.push_back(fmt::format("--auth-token: {} -> {} entries",
+                               current.auth.tokens.size(),
+                               fresh.auth.tokens.size()));
+    callers = true;
+  }
+  callers |= d.Check("tls-identity", current.auth.tls_identities,
+                     fresh.auth.tls_identities, live);
+  callers |= d.Check("unix-socket-auth", current.auth.unix_socket_auth,
+                     fresh.auth.unix_socket_auth, live);
+  if (callers) {
+    if (absl::Status s = auth.Set(fresh.auth); !s.ok()) {  // Parsed before.
+      spdlog::error("SIGHUP: callers not changed: {}", s.ToString());
+    }
+  }
   bool exec_changed =
       d.Check("exec-allow", current.exec.allow, fresh.exec.allow, live);
   exec_changed |= d.Check("exec-kill-grace", current.exec.kill_grace,
@@ -107,6 +141,12 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   d.Check("journal-max-bytes", current.journal_max_bytes,
           fresh.journal_max_bytes, later);
   d.Check("testing-tasks", current.testing_tasks, fresh.testing_tasks, later);
+  d.Check("unix-socket-group", current.unix_socket_group,
+          fresh.unix_socket_group, later);
+  d.Check("worker-user", current.worker_user, fresh.worker_user, later);
+  d.Check("tls-cert", current.tls_cert, fresh.tls_cert, later);
+  d.Check("tls-key", current.tls_key, fresh.tls_key, later);
+  d.Check("tls-client-ca", current.tls_client_ca, fresh.tls_client_ca, later);
 
   // What runs now: the live part of `fresh`, the rest as it was.
   DaemonConfig now = current;
@@ -122,6 +162,7 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   now.service.max_message_bytes = message_bytes;
   now.exec = fresh.exec;
   now.shutdown_grace = fresh.shutdown_grace;
+  now.auth = fresh.auth;
   current = std::move(now);
   return r;
 }

@@ -4,7 +4,11 @@
 //   --log-level, --thread-workers, --reactor-max-jobs, --max-queued,
 //   --retention-ttl, --max-retained, --max-payload-bytes,
 //   --max-jobs-per-request, --default-window, --max-window, --exec-allow,
-//   --exec-kill-grace, --shutdown-grace
+//   --exec-kill-grace, --shutdown-grace, --auth-token, --tls-identity,
+//   --unix-socket-auth, --quota-max-live, --quota-submit-rate,
+//   --max-streams-per-caller, --max-labels, --max-label-bytes,
+//   --max-idempotency-key-bytes, --max-value-depth, --max-args-bytes
+// (TLS certificate files are re-read when they change, without a reload.)
 // Anything else that differs (listeners, the process pool and its limits,
 // reactor threads, the state directory, durability, ...) is reported as
 // needing a restart and left as it was.
@@ -32,7 +36,7 @@ struct ReloadResult {
 // Applies `fresh` over `current` (which is updated to what now runs).
 ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                          Scheduler& scheduler, JobServiceImpl& service,
-                         ExecPolicy& exec);
+                         ExecPolicy& exec, Authenticator& auth);
 
 }  // namespace jobd
 

@@ -56,6 +56,7 @@ struct Scheduler::Job {
   };
 
   uint64_t id = 0;
+  const std::string* owner = nullptr;       // Interned; never null.
   std::shared_ptr<const v1::JobSpec> spec;  // Immutable.
   const TaskDef* task = nullptr;
   std::shared_ptr<const TaskArgs> args;  // Released when the job ends.
@@ -139,8 +140,32 @@ void Scheduler::AddExecutor(std::unique_ptr<JobExecutor> executor) {
   lanes_.at(kind).executor = std::move(executor);
 }
 
+namespace {
+
+// Idempotency keys are per owner: another caller's key finds nothing.
+std::string IdempotencyKey(std::string_view owner, std::string_view key) {
+  std::string k(owner);
+  k.push_back('\0');
+  k.append(key);
+  return k;
+}
+
+}  // namespace
+
+const std::string* Scheduler::Intern(std::string_view owner) {
+  return &*owners_.emplace(owner).first;
+}
+
+Scheduler::Job* Scheduler::FindOwned(uint64_t id,
+                                     std::string_view owner) const {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return nullptr;
+  if (!owner.empty() && *it->second->owner != owner) return nullptr;
+  return it->second.get();
+}
+
 void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
-                       std::vector<Admission>& out) {
+                       std::vector<Admission>& out, const OwnerQuota& quota) {
   After after;
   {
     const bool journal_accepting = journal_ == nullptr || journal_->accepting();
@@ -175,7 +200,11 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         ++rejected_;
         continue;
       }
-      const std::string& key = nj.spec->idempotency_key();
+      const std::string* owner = Intern(nj.owner);
+      const std::string key =
+          nj.spec->idempotency_key().empty()
+              ? std::string()
+              : IdempotencyKey(*owner, nj.spec->idempotency_key());
       if (!key.empty()) {
         auto it = idempotency_.find(key);
         if (it != idempotency_.end()) {
@@ -220,6 +249,14 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         ++rejected_;
         continue;
       }
+      if (quota.max_live > 0 && live_by_owner_[owner] >= quota.max_live) {
+        adm.status = absl::ResourceExhaustedError(fmt::format(
+            "caller '{}' has {} unfinished jobs and its limit is {} "
+            "(quota-max-live); retry when some have ended",
+            *owner, live_by_owner_[owner], quota.max_live));
+        ++rejected_;
+        continue;
+      }
       const bool starts_now = free_slots[*executor] > 0;
       if (!starts_now && queued >= limits_.max_queued) {
         adm.status = absl::ResourceExhaustedError(
@@ -231,6 +268,8 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       }
       auto job = std::make_unique<Job>();
       job->id = next_id_++;
+      job->owner = owner;
+      ++live_by_owner_[owner];
       job->task = nj.task;
       job->args = std::move(nj.args);
       job->executor = *executor;
@@ -362,7 +401,8 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
     }
   }
   for (const Subscriber& sub : watch_all_) {
-    if ((sub.mask & bit) && sub.sink->Deliver(event, sub.tag)) {
+    if ((sub.mask & bit) && (sub.owner.empty() || sub.owner == *job.owner) &&
+        sub.sink->Deliver(event, sub.tag)) {
       after.flush.push_back(sub.sink);
     }
   }
@@ -393,6 +433,7 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
       break;
   }
   --live_;
+  if (--live_by_owner_[job.owner] == 0) live_by_owner_.erase(job.owner);
   Event e;
   e.type = TerminalEventType(end->state);
   e.end = std::move(end);
@@ -504,13 +545,14 @@ void Scheduler::OnTimeout(uint64_t id) {
   after.Run(journal_);
 }
 
-absl::StatusOr<std::pair<v1::JobState, bool>> Scheduler::Cancel(uint64_t id) {
+absl::StatusOr<std::pair<v1::JobState, bool>> Scheduler::Cancel(
+    uint64_t id, std::string_view owner) {
   After after;
   std::pair<v1::JobState, bool> result;
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(id);
-    if (it == jobs_.end()) {
+    if (it == jobs_.end() || FindOwned(id, owner) == nullptr) {
       return absl::NotFoundError(fmt::format("job {} not found", id));
     }
     Job& job = *it->second;
@@ -560,23 +602,25 @@ void Scheduler::CompactQueue(Lane& lane) {
   lane.stale = 0;
 }
 
-absl::StatusOr<v1::Job> Scheduler::GetJob(uint64_t id) const {
+absl::StatusOr<v1::Job> Scheduler::GetJob(uint64_t id,
+                                          std::string_view owner) const {
   absl::MutexLock lock(&mu_);
-  auto it = jobs_.find(id);
-  if (it == jobs_.end()) {
+  const Job* job = FindOwned(id, owner);
+  if (job == nullptr) {
     return absl::NotFoundError(
         fmt::format("job {} not found (unknown or expired)", id));
   }
-  return Snapshot(*it->second);
+  return Snapshot(*job);
 }
 
 void Scheduler::WaitJob(uint64_t id, absl::Time deadline,
-                        std::function<void(absl::StatusOr<v1::Job>)> done) {
+                        std::function<void(absl::StatusOr<v1::Job>)> done,
+                        std::string_view owner) {
   absl::StatusOr<v1::Job> now_result;
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(id);
-    if (it == jobs_.end()) {
+    if (it == jobs_.end() || FindOwned(id, owner) == nullptr) {
       now_result = absl::NotFoundError(
           fmt::format("job {} not found (unknown or expired)", id));
     } else if (IsTerminal(it->second->state) || deadline <= clock_.Now()) {
@@ -627,7 +671,7 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
   {
     absl::MutexLock lock(&mu_);
     for (uint64_t id : ids) {
-      if (!jobs_.contains(id)) {
+      if (FindOwned(id, subscriber.owner) == nullptr) {
         return absl::NotFoundError(
             fmt::format("job {} not found (unknown or expired)", id));
       }
@@ -647,7 +691,13 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
       const uint64_t from = std::max(after_sequence + 1, oldest);
       for (size_t i = from - oldest; i < event_log_.size(); ++i) {
         const Event& e = event_log_[i];
-        if (wanted.empty() || wanted.contains(e.job_id)) deliver(e);
+        if (!wanted.empty() && !wanted.contains(e.job_id)) continue;
+        // Another owner's job (or one since forgotten) stays unseen.
+        if (!subscriber.owner.empty() &&
+            FindOwned(e.job_id, subscriber.owner) == nullptr) {
+          continue;
+        }
+        deliver(e);
       }
     }
     if (ids.empty()) {
@@ -707,6 +757,7 @@ std::vector<v1::Job> Scheduler::ListJobs(const ListJobsQuery& query) const {
       continue;
     }
     if (!query.task.empty() && job.task->name != query.task) continue;
+    if (!query.owner.empty() && *job.owner != query.owner) continue;
     out.push_back(Snapshot(job));
   }
   return out;
@@ -863,6 +914,7 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
     for (JournalRow& row : recovered.rows) {
       auto job = std::make_unique<Job>();
       job->id = row.id;
+      job->owner = Intern(row.owner);
       job->spec = std::move(row.spec);
       job->task = registry.Find(job->spec->task());
       if (job->task == nullptr) {  // Unknown to this daemon now.
@@ -899,7 +951,8 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
         ended.push_back(row.id);
       }
       if (!job->spec->idempotency_key().empty()) {
-        idempotency_[job->spec->idempotency_key()] = job->id;
+        idempotency_[IdempotencyKey(*job->owner,
+                                    job->spec->idempotency_key())] = job->id;
       }
       next_id_ = std::max(next_id_, job->id + 1);
       jobs_.emplace(job->id, std::move(job));
@@ -912,9 +965,11 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
                       std::make_move_iterator(log.end()));
     next_sequence_ = std::max(next_sequence_, recovered.last_sequence + 1);
     // 2. Ended jobs: retained in the order they ended.
-    std::sort(ended.begin(), ended.end(), [this](uint64_t a, uint64_t b) {
-      return jobs_.at(a)->finish_time < jobs_.at(b)->finish_time;
-    });
+    std::sort(ended.begin(), ended.end(),
+              [this](uint64_t a, uint64_t b)
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                    return jobs_.at(a)->finish_time < jobs_.at(b)->finish_time;
+                  });
     for (uint64_t id : ended) ended_.push_back(id);
     summary.retained = ended.size();
     // 3. Live jobs: queued again, or lost.
@@ -922,6 +977,7 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       Job& job = *owned;
       if (IsTerminal(job.state)) continue;
       ++live_;
+      ++live_by_owner_[job.owner];
       const bool was_running = job.state == v1::JOB_STATE_RUNNING;
       job.state = v1::JOB_STATE_QUEUED;
       std::string unrunnable;
@@ -1023,9 +1079,9 @@ void Scheduler::Evict(uint64_t id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   if (journal_ != nullptr) journal_->Delete(id);
-  const std::string& key = it->second->spec->idempotency_key();
-  if (!key.empty()) {
-    auto k = idempotency_.find(key);
+  const std::string& spec_key = it->second->spec->idempotency_key();
+  if (!spec_key.empty()) {
+    auto k = idempotency_.find(IdempotencyKey(*it->second->owner, spec_key));
     if (k != idempotency_.end() && k->second == id) idempotency_.erase(k);
   }
   jobs_.erase(it);
@@ -1034,6 +1090,7 @@ void Scheduler::Evict(uint64_t id) {
 JournalRow Scheduler::RowOf(const Job& job) const {
   JournalRow row;
   row.id = job.id;
+  row.owner = *job.owner;
   row.spec = job.spec;
   row.state = job.state;
   row.executor = job.executor;
@@ -1079,6 +1136,7 @@ void Scheduler::WhenDurable(uint64_t ticket, std::function<void()> fn) {
 v1::Job Scheduler::Snapshot(const Job& job) const {
   v1::Job out;
   out.set_id(std::to_string(job.id));
+  out.set_owner(*job.owner);
   *out.mutable_spec() = *job.spec;
   out.set_state(job.state);
   out.set_executor(job.executor);

@@ -35,6 +35,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/container/node_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -92,6 +93,8 @@ struct Subscriber {
   std::shared_ptr<EventSink> sink;
   uint64_t tag = 0;
   uint32_t mask = kAllEvents;  // Event types wanted.
+  // Watching all jobs: only those of this owner (empty: every owner).
+  std::string owner;
 };
 
 struct SchedulerOptions {
@@ -112,7 +115,13 @@ struct NewJob {
   std::shared_ptr<const v1::JobSpec> spec;  // Shared with `args`.
   const TaskDef* task = nullptr;
   std::shared_ptr<const TaskArgs> args;
-  uint64_t tag = 0;  // Subscriber tag for this job's events.
+  uint64_t tag = 0;   // Subscriber tag for this job's events.
+  std::string owner;  // The caller that submits it (server/auth.h).
+};
+
+// Per-owner admission limits of one Submit call (0: none).
+struct OwnerQuota {
+  size_t max_live = 0;  // Jobs of the owner not yet ended.
 };
 
 // What Submit() did with one NewJob.
@@ -133,6 +142,7 @@ struct WatchResult {
 struct ListJobsQuery {
   std::vector<v1::JobState> states;  // Empty: any.
   std::string task;                  // Empty: any.
+  std::string owner;                 // Empty: any.
   uint64_t after_id = 0;             // Page start (exclusive).
   size_t limit = 100;
 };
@@ -164,27 +174,35 @@ class Scheduler {
 
   // Admits `jobs` in order, each subscribed to by `subscriber.sink` with the
   // job's own tag. Rejects a job (Admission::status) when the queue is full
-  // (ResourceExhausted), the executor is unusable, or the daemon is draining
-  // (Unavailable). Appends one Admission per job to `out`.
+  // or its owner is over `quota` (ResourceExhausted), the executor is
+  // unusable, or the daemon is draining (Unavailable). Appends one Admission
+  // per job to `out`.
   void Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
-              std::vector<Admission>& out);
+              std::vector<Admission>& out, const OwnerQuota& quota = {});
+
+  // `owner` below: when not empty, only that owner's jobs exist for the
+  // call (another's are NotFound, as if unknown).
 
   // The job now. NotFound if unknown or expired.
-  absl::StatusOr<v1::Job> GetJob(uint64_t id) const;
+  absl::StatusOr<v1::Job> GetJob(uint64_t id,
+                                 std::string_view owner = {}) const;
   // Calls `done` once with the job when it ends or at `deadline`, whichever
   // comes first (at once if already ended, or NotFound if unknown). `done`
   // runs on a scheduler or timer thread without locks held.
   void WaitJob(uint64_t id, absl::Time deadline,
-               std::function<void(absl::StatusOr<v1::Job>)> done);
+               std::function<void(absl::StatusOr<v1::Job>)> done,
+               std::string_view owner = {});
 
   // Cancels a job: queued -> CANCELLED at once; running -> CANCELLED at once
   // with the cancel token set (the executor may stop it harder). NotFound if
   // unknown. Returns the state after the call and whether it had ended.
-  absl::StatusOr<std::pair<v1::JobState, bool>> Cancel(uint64_t id);
+  absl::StatusOr<std::pair<v1::JobState, bool>> Cancel(
+      uint64_t id, std::string_view owner = {});
 
-  // Subscribes `subscriber` to the events of `ids` (all jobs if empty),
-  // replaying retained events after `after_sequence` first. NotFound if a job
-  // is unknown (nothing is subscribed then).
+  // Subscribes `subscriber` to the events of `ids` (all jobs of
+  // subscriber.owner, or all, if empty), replaying retained events after
+  // `after_sequence` first. NotFound if a job is unknown or not the
+  // subscriber's (nothing is subscribed then).
   absl::StatusOr<WatchResult> Watch(const std::vector<uint64_t>& ids,
                                     uint64_t after_sequence,
                                     const Subscriber& subscriber);
@@ -283,6 +301,11 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FireWaiter(uint64_t id, uint64_t waiter_id);
   void Evict(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const std::string* Intern(std::string_view owner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job if it exists and belongs to `owner` (any, if empty).
+  Job* FindOwned(uint64_t id, std::string_view owner) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job's journal row (spec included).
   JournalRow RowOf(const Job& job) const;
   // Records the job's new state in the journal, if any (`insert`: the job
@@ -317,6 +340,10 @@ class Scheduler {
   std::deque<uint64_t> ended_ ABSL_GUARDED_BY(mu_);  // In end order.
   std::deque<Event> event_log_ ABSL_GUARDED_BY(mu_);
   std::vector<Subscriber> watch_all_ ABSL_GUARDED_BY(mu_);
+  // Owner names, interned (stable pointers; as many as callers ever seen).
+  absl::node_hash_set<std::string> owners_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<const std::string*, size_t> live_by_owner_
+      ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_waiter_ ABSL_GUARDED_BY(mu_) = 1;

@@ -150,9 +150,19 @@ class SubmitSession final
   explicit SubmitSession(JobServiceImpl& service) : service_(service) {}
   friend OutboxReactor;  // Calls Pump().
 
-  void Begin() {
+  void Begin(absl::StatusOr<Caller> caller) {
     self_ = shared_from_this();
     service_.Register(self_);
+    if (!caller.ok()) {
+      Close(ToGrpc(caller.status()));
+      return;
+    }
+    if (absl::Status s = service_.OpenStream(*caller); !s.ok()) {
+      Close(ToGrpc(s));
+      return;
+    }
+    caller_ = *std::move(caller);
+    counted_ = true;
     if (service_.scheduler().draining()) {
       Close(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                          "jobd is draining (shutting down): not accepting "
@@ -246,6 +256,7 @@ class SubmitSession final
       spdlog::info("submit stream ended early: cancelled {} unfinished job(s)",
                    unfinished.size());
     }
+    if (counted_) service_.CloseStream(caller_);
     service_.Unregister(this);
     self_.reset();  // May delete this.
   }
@@ -332,8 +343,22 @@ class SubmitSession final
         continue;
       }
       job->tag = first_index + i;
+      job->owner = caller_.name;
       jobs.push_back(*std::move(job));
     }
+    // The caller's submit rate: the jobs over its budget are refused.
+    absl::Duration retry;
+    const size_t allowed = service_.TakeSubmits(caller_, jobs.size(), &retry);
+    for (size_t i = allowed; i < jobs.size(); ++i) {
+      rejected.emplace_back(
+          jobs[i].tag,
+          absl::ResourceExhaustedError(fmt::format(
+              "caller '{}' is over its submit rate of {} jobs/s "
+              "(quota-submit-rate); retry in {}",
+              caller_.name, limits.quota_submit_rate,
+              absl::FormatDuration(absl::Ceil(retry, absl::Milliseconds(1))))));
+    }
+    jobs.resize(allowed);
     if (!rejected.empty()) service_.scheduler().CountRejected(rejected.size());
     if (!jobs.empty()) {
       std::vector<uint64_t> tags;
@@ -342,7 +367,8 @@ class SubmitSession final
       std::vector<Admission> admissions;
       admissions.reserve(jobs.size());
       service_.scheduler().Submit(
-          jobs, Subscriber{shared_from_this(), 0, mask_}, admissions);
+          jobs, Subscriber{shared_from_this(), 0, mask_}, admissions,
+          OwnerQuota{.max_live = caller_.admin() ? 0 : limits.quota_max_live});
       absl::MutexLock lock(&mu_);
       for (size_t i = 0; i < admissions.size(); ++i) {
         if (!admissions[i].status.ok()) {
@@ -434,6 +460,8 @@ class SubmitSession final
 
   JobServiceImpl& service_;
   std::shared_ptr<SubmitSession> self_;  // Alive until OnDone.
+  Caller caller_;                        // Set in Begin(), then const.
+  bool counted_ = false;  // OpenStream succeeded (Begin): CloseStream.
   // Touched only by the holder of the read (request_) or write (response_)
   // token, as the flags below grant them.
   v1::SubmitRequest request_;
@@ -467,14 +495,25 @@ class WatchSession final
   explicit WatchSession(JobServiceImpl& service) : service_(service) {}
   friend OutboxReactor;  // Calls Pump().
 
-  void Begin(const v1::WatchJobsRequest& request) {
+  void Begin(const v1::WatchJobsRequest& request,
+             absl::StatusOr<Caller> caller) {
     self_ = shared_from_this();
+    if (!caller.ok()) {
+      Refuse(ToGrpc(caller.status()));
+      return;
+    }
+    if (absl::Status s = service_.OpenStream(*caller); !s.ok()) {
+      Refuse(ToGrpc(s));
+      return;
+    }
+    caller_ = *std::move(caller);
+    counted_ = true;
     // ids_ is const once another thread can see this session (Register).
     for (const std::string& s : request.job_ids()) {
       absl::StatusOr<uint64_t> id = ParseJobId(s, "job_ids");
       if (!id.ok()) {
         ids_.clear();
-        Close(ToGrpc(id.status()));
+        Refuse(ToGrpc(id.status()));
         return;
       }
       ids_.push_back(*id);
@@ -486,12 +525,13 @@ class WatchSession final
     }
     uint32_t mask = kAllEvents;
     if (!request.include_progress()) mask &= ~EventBit(v1::EVENT_TYPE_PROGRESS);
-    absl::StatusOr<WatchResult> result =
-        service_.scheduler().Watch(ids_, request.after_sequence(),
-                                   Subscriber{shared_from_this(), 0, mask});
+    absl::StatusOr<WatchResult> result = service_.scheduler().Watch(
+        ids_, request.after_sequence(),
+        Subscriber{shared_from_this(), 0, mask,
+                   caller_.admin() ? std::string() : caller_.name});
     if (!result.ok()) {
       ids_.clear();
-      Close(ToGrpc(result.status()));
+      Refuse(ToGrpc(result.status()));
       return;
     }
     {
@@ -511,6 +551,15 @@ class WatchSession final
       out_.RequestFinish(status);
     }
     Pump();
+  }
+
+  // Ends a watch that never began: its status, and no header message.
+  void Refuse(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      header_sent_ = true;
+    }
+    Close(status);
   }
 
   bool Deliver(const Event& event, uint64_t) override {
@@ -538,6 +587,7 @@ class WatchSession final
       done_ = true;
     }
     service_.scheduler().Unwatch(this, ids_);
+    if (counted_) service_.CloseStream(caller_);
     service_.Unregister(this);
     self_.reset();  // May delete this.
   }
@@ -591,7 +641,9 @@ class WatchSession final
 
   JobServiceImpl& service_;
   std::shared_ptr<WatchSession> self_;
-  std::vector<uint64_t> ids_;       // Set in Begin(), then const.
+  Caller caller_;              // Set in Begin(), then const.
+  bool counted_ = false;       // OpenStream succeeded: CloseStream in OnDone.
+  std::vector<uint64_t> ids_;  // Set in Begin(), then const.
   v1::WatchJobsResponse response_;  // Write-token holder only.
 
   v1::WatchJobsResponse header_ ABSL_GUARDED_BY(mu_);
@@ -625,11 +677,62 @@ v1::TaskParam ToProto(const TaskParam& p) {
 
 JobServiceImpl::JobServiceImpl(Scheduler& scheduler,
                                const TaskRegistry& registry,
-                               ServiceLimits limits, std::string version)
+                               const Authenticator& auth, ServiceLimits limits,
+                               std::string version, std::function<void()> drain)
     : scheduler_(scheduler),
       registry_(registry),
+      auth_(auth),
+      drain_(std::move(drain)),
       limits_(std::move(limits)),
       version_(std::move(version)) {}
+
+absl::StatusOr<Caller> JobServiceImpl::Authorize(
+    const grpc::CallbackServerContext& context, uint32_t roles,
+    std::string_view what) const {
+  absl::StatusOr<Caller> caller = auth_.Authenticate(context);
+  if (!caller.ok()) return caller.status();
+  if (absl::Status s = caller->Require(roles, what); !s.ok()) return s;
+  return caller;
+}
+
+absl::Status JobServiceImpl::OpenStream(const Caller& caller) {
+  const size_t limit = limits().max_streams_per_caller;
+  absl::MutexLock lock(&mu_);
+  size_t& open = streams_[caller.name];
+  if (!caller.admin() && limit > 0 && open >= limit) {
+    return absl::ResourceExhaustedError(
+        fmt::format("caller '{}' has {} streams open and its limit is {} "
+                    "(max-streams-per-caller); close one and retry",
+                    caller.name, open, limit));
+  }
+  ++open;
+  return absl::OkStatus();
+}
+
+void JobServiceImpl::CloseStream(const Caller& caller) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(caller.name);
+  if (it != streams_.end() && --it->second == 0) streams_.erase(it);
+}
+
+size_t JobServiceImpl::TakeSubmits(const Caller& caller, size_t n,
+                                   absl::Duration* retry) {
+  const double rate = limits().quota_submit_rate;
+  if (caller.admin() || rate <= 0) return n;
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&mu_);
+  Bucket& b = buckets_[caller.name];
+  // Refill at `rate` per second, holding at most one second's worth.
+  const double refill = b.refilled == absl::InfinitePast()
+                            ? rate
+                            : absl::ToDoubleSeconds(now - b.refilled) * rate;
+  b.tokens = std::min(rate, b.tokens + refill);
+  b.refilled = now;
+  const size_t take = std::min(n, static_cast<size_t>(b.tokens));
+  b.tokens -= static_cast<double>(take);
+  if (take < n) *retry = absl::Seconds((1.0 - b.tokens) / rate);
+  return take;
+}
 
 JobServiceImpl::~JobServiceImpl() = default;
 
@@ -669,17 +772,21 @@ void JobServiceImpl::CloseStreams() {
 grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitResponse>*
 JobServiceImpl::Submit(grpc::CallbackServerContext* context) {
   auto session = std::make_shared<SubmitSession>(*this);
-  session->Begin();
+  session->Begin(Authorize(*context, kRoleSubmit, "Submit"));
   return session.get();
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::GetJob(
     grpc::CallbackServerContext* context, const v1::GetJobRequest* request,
     v1::Job* response) {
+  absl::StatusOr<Caller> caller =
+      Authorize(*context, kRoleSubmit | kRoleRead, "GetJob");
+  if (!caller.ok()) return Reply(context, caller.status());
+  const std::string owner = caller->admin() ? std::string() : caller->name;
   absl::StatusOr<uint64_t> id = ParseJobId(request->job_id(), "job_id");
   if (!id.ok()) return Reply(context, id.status());
   if (!request->has_wait()) {
-    absl::StatusOr<v1::Job> job = scheduler_.GetJob(*id);
+    absl::StatusOr<v1::Job> job = scheduler_.GetJob(*id, owner);
     if (job.ok()) *response = *std::move(job);
     return Reply(context, job.status());
   }
@@ -691,27 +798,33 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(
       absl::FromChrono(context->deadline()) - absl::Milliseconds(50);
   deadline = std::min(deadline, rpc_deadline);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  scheduler_.WaitJob(*id, deadline,
-                     [reactor, response](absl::StatusOr<v1::Job> job) {
-                       if (job.ok()) *response = *std::move(job);
-                       reactor->Finish(ToGrpc(job.status()));
-                     });
+  scheduler_.WaitJob(
+      *id, deadline,
+      [reactor, response](absl::StatusOr<v1::Job> job) {
+        if (job.ok()) *response = *std::move(job);
+        reactor->Finish(ToGrpc(job.status()));
+      },
+      owner);
   return reactor;
 }
 
 grpc::ServerWriteReactor<v1::WatchJobsResponse>* JobServiceImpl::WatchJobs(
     grpc::CallbackServerContext* context, const v1::WatchJobsRequest* request) {
   auto session = std::make_shared<WatchSession>(*this);
-  session->Begin(*request);
+  session->Begin(*request,
+                 Authorize(*context, kRoleSubmit | kRoleRead, "WatchJobs"));
   return session.get();
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(
     grpc::CallbackServerContext* context, const v1::CancelJobRequest* request,
     v1::CancelJobResponse* response) {
+  absl::StatusOr<Caller> caller = Authorize(*context, kRoleSubmit, "CancelJob");
+  if (!caller.ok()) return Reply(context, caller.status());
   absl::StatusOr<uint64_t> id = ParseJobId(request->job_id(), "job_id");
   if (!id.ok()) return Reply(context, id.status());
-  auto result = scheduler_.Cancel(*id);
+  auto result = scheduler_.Cancel(
+      *id, caller->admin() ? std::string_view() : caller->name);
   if (!result.ok()) return Reply(context, result.status());
   response->set_state(result->first);
   response->set_already_ended(result->second);
@@ -725,7 +838,11 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
     grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
     v1::ListJobsResponse* response) {
+  absl::StatusOr<Caller> caller =
+      Authorize(*context, kRoleSubmit | kRoleRead, "ListJobs");
+  if (!caller.ok()) return Reply(context, caller.status());
   ListJobsQuery query;
+  if (!caller->admin()) query.owner = caller->name;
   if (request->page_size() < 0) {
     return Reply(context,
                  absl::InvalidArgumentError("page_size: must not be negative"));
@@ -758,6 +875,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
 grpc::ServerUnaryReactor* JobServiceImpl::ListTasks(
     grpc::CallbackServerContext* context, const v1::ListTasksRequest* request,
     v1::ListTasksResponse* response) {
+  absl::StatusOr<Caller> caller =
+      Authorize(*context, kRoleSubmit | kRoleRead, "ListTasks");
+  if (!caller.ok()) return Reply(context, caller.status());
   for (const TaskDef* def : registry_.List()) {
     v1::TaskInfo* info = response->add_tasks();
     info->set_name(def->name);
@@ -781,6 +901,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::ClearQuarantine(
     grpc::CallbackServerContext* context,
     const v1::ClearQuarantineRequest* request,
     v1::ClearQuarantineResponse* response) {
+  absl::StatusOr<Caller> caller =
+      Authorize(*context, kRoleAdmin, "ClearQuarantine");
+  if (!caller.ok()) return Reply(context, caller.status());
   if (registry_.Find(request->task()) == nullptr) {
     return Reply(context, absl::NotFoundError(fmt::format(
                               "task '{}' is not registered", request->task())));
@@ -792,6 +915,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::ClearQuarantine(
 grpc::ServerUnaryReactor* JobServiceImpl::GetStats(
     grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
     v1::GetStatsResponse* response) {
+  absl::StatusOr<Caller> caller =
+      Authorize(*context, kRoleSubmit | kRoleRead, "GetStats");
+  if (!caller.ok()) return Reply(context, caller.status());
   *response = scheduler_.GetStats();
   response->set_version(version_);
   const ServiceLimits limits = this->limits();
@@ -802,6 +928,16 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetStats(
   l->set_max_window(limits.max_window);
   l->set_max_payload_bytes(limits.spec.max_payload_bytes);
   l->set_max_message_bytes(limits.max_message_bytes);
+  return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::Drain(
+    grpc::CallbackServerContext* context, const v1::DrainRequest* request,
+    v1::DrainResponse* response) {
+  absl::StatusOr<Caller> caller = Authorize(*context, kRoleAdmin, "Drain");
+  if (!caller.ok()) return Reply(context, caller.status());
+  spdlog::info("Drain requested by '{}'", caller->name);
+  drain_();
   return Reply(context, absl::OkStatus());
 }
 

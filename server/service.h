@@ -5,18 +5,25 @@
 // Thread-safety: all methods are called by gRPC threads concurrently; state
 // lives in the scheduler and in per-stream session objects, each guarded by
 // its own mutex. Never blocks a gRPC thread: waits are callbacks.
-// Ownership: borrows the scheduler and registry (they outlive the server);
-// each stream session owns itself until gRPC calls its OnDone.
+// Every RPC authenticates its caller and checks its role (server/auth.h);
+// a caller that is not admin sees and touches only its own jobs, within
+// its quotas (live jobs, submit rate, open streams).
+// Ownership: borrows the scheduler, registry and authenticator (they
+// outlive the server); each stream session owns itself until gRPC calls its
+// OnDone.
 #ifndef JOBD_SERVER_SERVICE_H_
 #define JOBD_SERVER_SERVICE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "jobd/v1/jobd.grpc.pb.h"
+#include "server/auth.h"
 #include "server/scheduler.h"
 #include "server/spec_validator.h"
 #include "workers/task_registry.h"
@@ -31,6 +38,12 @@ struct ServiceLimits {
   // A watcher that falls this many events behind is dropped (it can resume).
   size_t max_watch_backlog = 65536;
   size_t max_message_bytes = 16 << 20;  // Reported to clients (GetStats).
+  // Per caller that is not admin (0: unlimited): unfinished jobs, jobs
+  // submitted per second (a token bucket with one second of burst), and
+  // Submit + WatchJobs streams open at once.
+  size_t quota_max_live = 0;
+  double quota_submit_rate = 0;
+  size_t max_streams_per_caller = 256;
 };
 
 // Converts at the RPC edge.
@@ -40,8 +53,10 @@ class StreamSession;
 
 class JobServiceImpl final : public v1::JobService::CallbackService {
  public:
+  // `drain` begins a graceful shutdown (the Drain RPC).
   JobServiceImpl(Scheduler& scheduler, const TaskRegistry& registry,
-                 ServiceLimits limits, std::string version);
+                 const Authenticator& auth, ServiceLimits limits,
+                 std::string version, std::function<void()> drain);
   ~JobServiceImpl() override;
 
   // Ends every open stream after flushing what it has queued (shutdown).
@@ -71,6 +86,9 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::ClearQuarantineRequest* request,
       v1::ClearQuarantineResponse* response) override;
+  grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* context,
+                                  const v1::DrainRequest* request,
+                                  v1::DrainResponse* response) override;
 
   // Used by sessions.
   Scheduler& scheduler() { return scheduler_; }
@@ -90,10 +108,26 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   }
   void Register(const std::shared_ptr<StreamSession>& session);
   void Unregister(StreamSession* session);
+  // Who calls, if it has one of `roles` (PermissionDenied otherwise).
+  absl::StatusOr<Caller> Authorize(const grpc::CallbackServerContext& context,
+                                   uint32_t roles, std::string_view what) const;
+  // A stream of `caller` opens (ResourceExhausted over its limit) / ends.
+  absl::Status OpenStream(const Caller& caller);
+  void CloseStream(const Caller& caller);
+  // Takes up to `n` submits from `caller`'s rate budget; returns how many it
+  // may submit now, and when it may submit more.
+  size_t TakeSubmits(const Caller& caller, size_t n, absl::Duration* retry);
 
  private:
+  struct Bucket {
+    double tokens = 0;
+    absl::Time refilled = absl::InfinitePast();
+  };
+
   Scheduler& scheduler_;
   const TaskRegistry& registry_;
+  const Authenticator& auth_;
+  const std::function<void()> drain_;
   mutable absl::Mutex limits_mu_;
   ServiceLimits limits_ ABSL_GUARDED_BY(limits_mu_);
   const std::string version_;
@@ -102,6 +136,8 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   absl::flat_hash_map<StreamSession*, std::weak_ptr<StreamSession>> sessions_
       ABSL_GUARDED_BY(mu_);
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<std::string, size_t> streams_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
 };
 
 // A server stream that can be asked to end (after flushing) at shutdown.

@@ -104,6 +104,16 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
         fmt::format("spec.args/spec.kwargs: nested deeper than {} levels",
                     limits.max_value_depth));
   }
+  size_t args_bytes = spec.kwargs().ByteSizeLong();
+  for (const google::protobuf::Value& v : spec.args()) {
+    args_bytes += v.ByteSizeLong();
+  }
+  if (args_bytes > limits.max_args_bytes) {
+    return absl::InvalidArgumentError(fmt::format(
+        "spec.args/spec.kwargs: {} bytes, more than the limit of {} "
+        "(max-args-bytes); send bulk data as the payload",
+        args_bytes, limits.max_args_bytes));
+  }
   // From here the spec is shared and immutable: the job record (GetJob) and
   // the bound arguments (the executor) point into the same one.
   auto shared = std::make_shared<const v1::JobSpec>(std::move(spec));

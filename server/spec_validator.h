@@ -21,7 +21,8 @@ struct SpecLimits {
   size_t max_labels = 64;
   size_t max_label_bytes = 1024;  // Key or value.
   size_t max_idempotency_key_bytes = 256;
-  int max_value_depth = 32;  // Nesting of args/kwargs lists and objects.
+  int max_value_depth = 32;         // Nesting of args/kwargs lists and objects.
+  size_t max_args_bytes = 1 << 20;  // args + kwargs, serialized.
 };
 
 // Validates `spec` (consumed) against the registry and limits.

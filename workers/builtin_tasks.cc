@@ -1,5 +1,7 @@
 #include "workers/builtin_tasks.h"
 
+#include <fcntl.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +12,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+
+extern char** environ;
 
 namespace jobd {
 namespace {
@@ -127,6 +131,28 @@ absl::StatusOr<TaskOutput> Crash(TaskContext& ctx) {
   return absl::InternalError("the crash did not happen");
 }
 
+// What a task can see of the process it runs in (testing the sandbox):
+// {uid, gid, no_new_privs, env: [names], fds: [open fds]}.
+absl::StatusOr<TaskOutput> Inspect(TaskContext& ctx) {
+  // System calls, not /proc: after a switch of user /proc/self belongs to
+  // root and the worker cannot read it.
+  TaskOutput out;
+  auto& f = *out.value.mutable_struct_value()->mutable_fields();
+  f["uid"].set_number_value(getuid());
+  f["gid"].set_number_value(getgid());
+  f["no_new_privs"].set_bool_value(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1);
+  auto& env = *f["env"].mutable_list_value();
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string var(*e);
+    env.add_values()->set_string_value(var.substr(0, var.find('=')));
+  }
+  auto& fds = *f["fds"].mutable_list_value();
+  for (int fd = 0; fd < 4096; ++fd) {
+    if (fcntl(fd, F_GETFD) != -1) fds.add_values()->set_number_value(fd);
+  }
+  return out;
+}
+
 // Keeps the CPU busy for `ms` milliseconds (polling cancel); registered as
 // IO-bound on purpose, so AUTO routing has something to correct.
 absl::StatusOr<TaskOutput> Burn(TaskContext& ctx) {
@@ -219,6 +245,12 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
                                   "ms to hold the memory for how=oom")},
          .needs_isolation = true,
          .run = Crash});
+    defs.push_back({.name = "inspect",
+                    .description = "Returns what the task sees of its process: "
+                                   "uid, gid, no_new_privs, environment "
+                                   "names, open fds (testing only).",
+                    .default_kind = v1::JOB_KIND_CPU_BOUND,
+                    .run = Inspect});
     defs.push_back({.name = "burn",
                     .description = "Keeps a CPU busy for `ms` milliseconds "
                                    "(testing only; mis-tagged IO-bound so "

@@ -1,6 +1,7 @@
 #include "workers/fork_server.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -61,6 +62,17 @@ void SetLimit(int resource, uint64_t value) {
     _exit(127);
   }
   close_range(kWorkerSocketFd + 1, ~0U, 0);
+  // A clean environment: nothing of jobd's (tokens, paths) leaks to tasks.
+  clearenv();
+  setenv("PATH", "/usr/local/bin:/usr/bin:/bin", 1);
+  // No privilege gained through setuid binaries (jobd set it too), and the
+  // configured user, for good: no way back to root.
+  prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  if (limits.switch_user() &&
+      (setgroups(0, nullptr) != 0 || setgid(limits.gid()) != 0 ||
+       setuid(limits.uid()) != 0 || setuid(0) == 0)) {
+    _exit(126);  // Never run tasks as root by mistake.
+  }
   SetLimit(RLIMIT_AS, limits.address_space_bytes());
   SetLimit(RLIMIT_CPU, limits.cpu_seconds());
   SetLimit(RLIMIT_NOFILE, limits.open_files());

@@ -394,6 +394,11 @@ void ProcessPoolExecutor::RequestSpawn(int slot) {
   limits.set_address_space_bytes(options_.max_address_space);
   limits.set_cpu_seconds(options_.max_cpu_seconds);
   limits.set_open_files(options_.max_open_files);
+  if (options_.run_as.has_value()) {
+    limits.set_switch_user(true);
+    limits.set_uid(options_.run_as->first);
+    limits.set_gid(options_.run_as->second);
+  }
   s.spawn_request = request.request_id();
   if (absl::Status st = SendPacket(fork_server_.control.get(), request);
       !st.ok()) {

@@ -66,6 +66,8 @@ struct ProcessPoolOptions {
   uint64_t max_address_space = 0;    // RLIMIT_AS bytes; 0: unlimited.
   uint64_t max_cpu_seconds = 0;      // RLIMIT_CPU per worker; 0: unlimited.
   uint64_t max_open_files = 0;       // RLIMIT_NOFILE; 0: inherited.
+  // Run workers as this user and group (jobd must be root); unset: as jobd.
+  std::optional<std::pair<uid_t, gid_t>> run_as;
   absl::Duration cancel_grace = absl::Milliseconds(500);  // -> SIGTERM.
   absl::Duration kill_grace = absl::Milliseconds(100);    // -> SIGKILL.
   // Idle workers kept forked and ready beside the slots: a slot whose worker

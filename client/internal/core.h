@@ -41,6 +41,8 @@ struct Core {
   // extra on `context` (none if infinite).
   void PrepareUnary(grpc::ClientContext* context,
                     absl::Duration extra = absl::ZeroDuration()) const;
+  // Adds the caller's credentials (the bearer token) to a call.
+  void Authorize(grpc::ClientContext* context) const;
 };
 
 // Sets an absolute deadline on a context unless it is infinite.
