@@ -4,8 +4,9 @@
 #   deploy/setup.sh run    install missing Debian packages, build, start jobd
 #                          in the foreground on its embedded defaults
 #   deploy/setup.sh test   install, build, run every test: the normal build,
-#                          then clang's static thread-safety analysis of
-#                          every lock annotation, then the ASan+UBSan build
+#                          then a clang build that checks every lock
+#                          annotation (-Wthread-safety) and runs the libFuzzer
+#                          targets briefly, then the ASan+UBSan build
 #                          (JOBD_SANITIZERS=0 skips the last two)
 #
 # Needs root (or sudo) only to install packages that are missing.
@@ -15,10 +16,11 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 
 packages=(
-  build-essential clang-14 cmake ninja-build ccache pkg-config
+  build-essential clang-14 libclang-rt-14-dev cmake ninja-build ccache pkg-config
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libspdlog-dev libcli11-dev libjemalloc-dev
   libasio-dev libcurl4-openssl-dev libsqlite3-dev libsystemd-dev libssl-dev
+  openssl systemd
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 
@@ -65,11 +67,22 @@ case "${1:-}" in
     build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
     run_tests build
     if [ "${JOBD_SANITIZERS:-1}" != 0 ]; then
-      # TSan is not usable on Debian's absl/protobuf (README, Development):
-      # lock discipline is checked statically instead, with -Werror.
-      CXX=clang++-14 build build-clang -DCMAKE_BUILD_TYPE=Debug \
-        -DJOBD_BUILD_TESTS=OFF -DJOBD_BUILD_BENCH=OFF
+      # One clang build does two checks: -Wthread-safety on every lock
+      # annotation (-Werror; TSan is not usable on Debian's absl/protobuf,
+      # README: Development), and the libFuzzer targets, run briefly here on
+      # their checked-in corpora (README: Fuzzing).
+      CXX=clang++-14 build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DJOBD_SANITIZE=fuzzer -DJOBD_BUILD_TESTS=OFF -DJOBD_BUILD_BENCH=OFF
       echo "clang -Wthread-safety: clean"
+      fuzz_out="$(mktemp -d)"
+      for target in ipc_frame_fuzz spec_validator_fuzz config_fuzz result_ring_fuzz; do
+        mkdir -p "$fuzz_out/$target"
+        "./build-fuzz/bin/$target" -max_total_time="${JOBD_FUZZ_SECONDS:-20}" \
+          -rss_limit_mb=2048 -print_final_stats=1 \
+          "$fuzz_out/$target" "tests/fuzz/corpus/$target" 2>&1 | tail -n 3
+        echo "fuzz $target: no crash"
+      done
+      rm -rf "$fuzz_out"
       # Crash tests want the real signal, not ASan's report.
       export ASAN_OPTIONS=handle_segv=0:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
       build build-asan -DCMAKE_BUILD_TYPE=Debug -DJOBD_SANITIZE=address -DJOBD_BUILD_BENCH=OFF
