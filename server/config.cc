@@ -1,5 +1,7 @@
 #include "server/config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <unistd.h>
 
@@ -44,6 +46,29 @@ std::string DefaultStateDirectory() {
   }
   const char* home = std::getenv("HOME");
   return std::string(home && *home ? home : "/tmp") + "/.local/state/jobd";
+}
+
+absl::Status CheckTcpExposure(const std::string& host_port, bool tls,
+                              bool authenticated) {
+  std::string host = host_port.substr(0, host_port.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  in_addr v4{};
+  in6_addr v6{};
+  const bool loopback = host == "localhost" ||
+                        (inet_pton(AF_INET, host.c_str(), &v4) == 1 &&
+                         (ntohl(v4.s_addr) >> 24) == 127) ||
+                        (inet_pton(AF_INET6, host.c_str(), &v6) == 1 &&
+                         IN6_IS_ADDR_LOOPBACK(&v6));
+  if (!loopback && (!tls || !authenticated)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--tcp: refusing to listen on non-loopback address '{}' without TLS "
+        "(--tls-cert, --tls-key) and authentication (--auth-token or "
+        "--tls-identity); use 127.0.0.1 or [::1], or configure both",
+        host_port));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {

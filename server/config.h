@@ -63,6 +63,12 @@ std::string DefaultStateDirectory();
 // message naming the flag or config key; prints help itself for --help.
 absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv);
 
+// A TCP listener beyond loopback needs TLS and authentication (tokens or
+// client identities): a job daemon runs code for whoever can submit. OK for
+// loopback addresses (127.0.0.0/8, ::1, localhost) whatever the rest.
+absl::Status CheckTcpExposure(const std::string& host_port, bool tls,
+                              bool authenticated);
+
 }  // namespace jobd
 
 #endif  // JOBD_SERVER_CONFIG_H_

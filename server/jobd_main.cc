@@ -4,7 +4,6 @@
 // for SIGINT/SIGTERM and shuts down gracefully:
 //   stop accepting -> running jobs finish within --shutdown-grace -> the rest
 //   are cancelled (reason SHUTDOWN) and reported -> streams flushed -> exit 0.
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
@@ -88,31 +87,6 @@ absl::Status PrepareUnixSocket(const std::string& path) {
           "another process (a running jobd?) is listening on {}", path));
     }
     std::filesystem::remove(path, ec);  // Stale socket of a dead daemon.
-  }
-  return absl::OkStatus();
-}
-
-// Beyond loopback only with TLS and authentication: a job daemon runs code
-// for whoever can submit.
-absl::Status CheckListener(const std::string& host_port, bool tls,
-                           bool authenticated) {
-  std::string host = host_port.substr(0, host_port.rfind(':'));
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  in_addr v4{};
-  in6_addr v6{};
-  const bool loopback = host == "localhost" ||
-                        (inet_pton(AF_INET, host.c_str(), &v4) == 1 &&
-                         (ntohl(v4.s_addr) >> 24) == 127) ||
-                        (inet_pton(AF_INET6, host.c_str(), &v6) == 1 &&
-                         IN6_IS_ADDR_LOOPBACK(&v6));
-  if (!loopback && (!tls || !authenticated)) {
-    return absl::InvalidArgumentError(fmt::format(
-        "--tcp: refusing to listen on non-loopback address '{}' without TLS "
-        "(--tls-cert, --tls-key) and authentication (--auth-token or "
-        "--tls-identity); use 127.0.0.1 or [::1], or configure both",
-        host_port));
   }
   return absl::OkStatus();
 }
@@ -208,7 +182,10 @@ void Reload(int argc, char** argv, DaemonConfig& config, Scheduler& scheduler,
   }
   const ReloadResult r =
       ApplyConfig(config, parsed->config, scheduler, service, exec, auth);
-  if (r.applied.empty() && r.needs_restart.empty()) {
+  if (!r.refused.empty()) {
+    spdlog::error("SIGHUP: refused {}", absl::StrJoin(r.refused, "; "));
+  }
+  if (r.applied.empty() && r.needs_restart.empty() && r.refused.empty()) {
     spdlog::info("SIGHUP: configuration reloaded; nothing changed");
   }
   if (!r.applied.empty()) {
@@ -272,8 +249,8 @@ int Run(int argc, char** argv) {
   Authenticator& authenticator = **auth;
   if (!config.tcp_address.empty()) {
     if (absl::Status s =
-            CheckListener(config.tcp_address, !config.tls_cert.empty(),
-                          authenticator.required());
+            CheckTcpExposure(config.tcp_address, !config.tls_cert.empty(),
+                             authenticator.required());
         !s.ok()) {
       spdlog::critical("{}", std::string(s.message()));
       return kExitConfig;
@@ -478,6 +455,14 @@ int Run(int argc, char** argv) {
                  cancelled.size() > kShown ? ", ..." : "");
   }
   service.CloseStreams();
+  // Answers and events wait for the journal; if it cannot write, they are
+  // given up (UNAVAILABLE to their callers) so that the server can stop.
+  if (journal != nullptr && !journal->Flush(absl::Now() + absl::Seconds(5))) {
+    spdlog::error(
+        "journal: cannot write; stopping without recording the "
+        "last changes (their callers are told UNAVAILABLE)");
+    journal->Abandon();
+  }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   notifier.Stop();
   if (!scheduler.StopExecutors(absl::Now() + absl::Seconds(2))) {

@@ -66,9 +66,22 @@ class Statement {
   sqlite3_stmt* stmt_ = nullptr;
 };
 
+// DataLoss for a damaged database (the only case Open moves the file
+// aside), Unavailable for a busy one, Internal for the rest (permissions,
+// I/O errors, a full disk).
 absl::Status SqliteError(sqlite3* db, std::string_view what) {
-  return absl::InternalError(
-      fmt::format("{}: {}", what, db ? sqlite3_errmsg(db) : "no database"));
+  std::string message =
+      fmt::format("{}: {}", what, db ? sqlite3_errmsg(db) : "no database");
+  switch (db ? sqlite3_errcode(db) & 0xff : SQLITE_NOMEM) {
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return absl::DataLossError(std::move(message));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return absl::UnavailableError(std::move(message));
+    default:
+      return absl::InternalError(std::move(message));
+  }
 }
 
 }  // namespace
@@ -104,7 +117,7 @@ Journal::Journal(JournalOptions options)
 
 namespace {
 
-// Opens the database and reads every row; any failure means "unusable".
+// Opens the database and reads every row. DataLoss if it is damaged.
 absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
                          Recovered* recovered) {
   sqlite3* db = nullptr;
@@ -246,8 +259,14 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(JournalOptions options,
   const JournalOptions& o = journal->options_;
   *recovered = Recovered{};
   absl::Status s = OpenAndRead(o, &journal->db_, recovered);
+  if (!s.ok() && !absl::IsDataLoss(s)) {
+    // Not damage (a newer schema, no permission, locked by another process,
+    // an I/O error): the jobs in it are not given up; the operator decides.
+    return absl::FailedPreconditionError(fmt::format(
+        "cannot use the journal {}: {}", o.path, std::string(s.message())));
+  }
   if (!s.ok()) {
-    // Keep the bad file for inspection; start afresh.
+    // Damaged: keep the file for inspection; start afresh.
     const std::string aside = fmt::format(
         "{}.corrupt-{}", o.path,
         absl::FormatTime("%Y%m%dT%H%M%S", absl::Now(), absl::UTCTimeZone()));
@@ -257,13 +276,13 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(JournalOptions options,
         std::filesystem::rename(from, aside + suffix, ec);
         if (ec) {
           return absl::FailedPreconditionError(fmt::format(
-              "the journal {} is unusable ({}) and cannot be moved aside: {}",
+              "the journal {} is damaged ({}) and cannot be moved aside: {}",
               o.path, std::string(s.message()), ec.message()));
         }
       }
     }
-    recovered->moved_aside = fmt::format("{} (it was unusable: {})", aside,
-                                         std::string(s.message()));
+    recovered->moved_aside =
+        fmt::format("{} (it was damaged: {})", aside, std::string(s.message()));
     *recovered = Recovered{.moved_aside = recovered->moved_aside};
     absl::Status fresh = OpenAndRead(o, &journal->db_, recovered);
     if (!fresh.ok()) {
@@ -299,6 +318,7 @@ Journal::~Journal() {
     stop_ = true;  // The writer commits what is queued, then ends.
   }
   if (writer_.joinable()) writer_.join();
+  Abandon();  // Waiters of batches the writer gave up on.
   if (db_ != nullptr) {
     sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr,
                  nullptr);
@@ -349,10 +369,12 @@ bool Journal::accepting() const {
   return !failing_;
 }
 
-void Journal::WhenDurable(uint64_t ticket, std::function<void()> fn) {
+void Journal::WhenDurable(uint64_t ticket, DurableFn fn) {
+  bool durable;
   {
     absl::MutexLock lock(&mu_);
-    if (ticket > durable_) {
+    durable = ticket <= durable_;
+    if (!durable && !abandoned_) {
       waiters_.emplace(ticket, std::move(fn));
       // An empty batch commits too (its waiters need a durable point).
       if (ticket == open_ticket_ && open_->last_sequence == 0) {
@@ -361,7 +383,18 @@ void Journal::WhenDurable(uint64_t ticket, std::function<void()> fn) {
       return;
     }
   }
-  fn();
+  fn(durable);
+}
+
+void Journal::Abandon() {
+  std::multimap<uint64_t, DurableFn> waiters;
+  {
+    absl::MutexLock lock(&mu_);
+    abandoned_ = true;
+    stop_ = true;  // The writer gives up its retries.
+    waiters.swap(waiters_);
+  }
+  for (auto& [ticket, fn] : waiters) fn(false);
 }
 
 bool Journal::Flush(absl::Time deadline) {
@@ -393,7 +426,7 @@ void Journal::WriterLoop() {
       ticket = open_ticket_++;
     }
     if (!Commit(*batch, ticket)) return;  // Given up on at shutdown.
-    std::vector<std::function<void()>> ready;
+    std::vector<DurableFn> ready;
     {
       absl::MutexLock lock(&mu_);
       durable_ = ticket;
@@ -403,7 +436,7 @@ void Journal::WriterLoop() {
       }
       waiters_.erase(waiters_.begin(), end);
     }
-    for (auto& fn : ready) fn();
+    for (auto& fn : ready) fn(true);
   }
 }
 
@@ -601,7 +634,12 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
     if (!s.ok()) return s;
     ++in_transaction;
     if ((per_record || in_transaction >= options_.max_batch_records)) {
-      if (absl::Status c = commit(); !c.ok()) return c;
+      // A failed COMMIT may leave the transaction open; the retry needs it
+      // closed (and re-applies the whole batch: every record is idempotent).
+      if (absl::Status c = commit(); !c.ok()) {
+        Exec("ROLLBACK").IgnoreError();
+        return c;
+      }
       if (absl::Status b = begin(); !b.ok()) return b;
     }
   }

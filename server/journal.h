@@ -19,8 +19,10 @@
 //
 // Failure: a write that fails (disk full, --journal-max-bytes reached, I/O
 // error) is logged and retried; until it succeeds, accepting() is false
-// and the records wait. A database that cannot be opened or is corrupt is
-// moved aside (jobd.db.corrupt-<time>) and a fresh one started.
+// and the records wait. A damaged database (not a database, corrupt pages,
+// rows that do not parse) is moved aside (jobd.db.corrupt-<time>) and a
+// fresh one started; one that cannot be used for another reason (a newer
+// schema, permissions, locked, I/O errors) fails Open and keeps its jobs.
 //
 // Thread-safety: Insert/Update/Delete/NoteSequence/ticket()/durable()/
 // WhenDurable/stats are thread-safe and never block on I/O (a leaf lock).
@@ -86,15 +88,16 @@ struct JournalRow {
 struct Recovered {
   std::vector<JournalRow> rows;  // By id.
   uint64_t last_sequence = 0;    // Highest event sequence ever handed out.
-  // Set when the old database was unusable and moved aside: where to, why.
+  // Set when the old database was damaged and moved aside: where to, why.
   std::string moved_aside;
 };
 
 class Journal {
  public:
   // Opens (or creates) the database at options.path and reads it back.
-  // Errors only if no usable database can be had (e.g. the directory is not
-  // writable); a corrupt one is moved aside (Recovered::moved_aside).
+  // FailedPrecondition if no usable database can be had without giving up
+  // its jobs (the directory is not writable, a newer schema, locked, I/O
+  // errors); a damaged one is moved aside (Recovered::moved_aside).
   static absl::StatusOr<std::unique_ptr<Journal>> Open(JournalOptions options,
                                                        Recovered* recovered);
   ~Journal();  // Commits what is queued (unless writes fail), then closes.
@@ -112,9 +115,14 @@ class Journal {
   uint64_t ticket() const;
   // Every batch up to this one is durable.
   uint64_t durable() const;
-  // Runs `fn` once `ticket` is durable: at once if it is, else on the
-  // writer thread after the commit (without locks held).
-  void WhenDurable(uint64_t ticket, std::function<void()> fn);
+  // Runs `fn(true)` once `ticket` is durable: at once if it is, else on the
+  // writer thread after the commit (without locks held). Runs `fn(false)`
+  // if it never will be: after Abandon (at once, or from Abandon).
+  using DurableFn = std::function<void(bool durable)>;
+  void WhenDurable(uint64_t ticket, DurableFn fn);
+  // Gives up on what is not durable yet (shutdown with failing writes): the
+  // writer stops retrying, and every waiter runs now with false.
+  void Abandon();
   // False while writes fail (disk full, ...): new jobs should be refused.
   bool accepting() const;
   // Waits until everything queued so far is durable or `deadline` passes.
@@ -143,8 +151,9 @@ class Journal {
   std::unique_ptr<Batch> open_ ABSL_GUARDED_BY(mu_);
   uint64_t open_ticket_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t durable_ ABSL_GUARDED_BY(mu_) = 0;
-  std::multimap<uint64_t, std::function<void()>> waiters_ ABSL_GUARDED_BY(mu_);
+  std::multimap<uint64_t, DurableFn> waiters_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool abandoned_ ABSL_GUARDED_BY(mu_) = false;
   bool failing_ ABSL_GUARDED_BY(mu_) = false;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   // Stats.

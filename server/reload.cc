@@ -87,20 +87,34 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                             ln.spec.max_args_bytes, live);
   if (service_limits) service.SetLimits(ln);
   // Callers: counts only, never the secrets.
-  bool callers = false;
+  std::vector<std::string> caller_changes;
   if (current.auth.tokens != fresh.auth.tokens) {
-    live.push_back(fmt::format("--auth-token: {} -> {} entries",
-                               current.auth.tokens.size(),
-                               fresh.auth.tokens.size()));
-    callers = true;
+    caller_changes.push_back(fmt::format("--auth-token: {} -> {} entries",
+                                         current.auth.tokens.size(),
+                                         fresh.auth.tokens.size()));
   }
-  callers |= d.Check("tls-identity", current.auth.tls_identities,
-                     fresh.auth.tls_identities, live);
-  callers |= d.Check("unix-socket-auth", current.auth.unix_socket_auth,
-                     fresh.auth.unix_socket_auth, live);
-  if (callers) {
-    if (absl::Status s = auth.Set(fresh.auth); !s.ok()) {  // Parsed before.
-      spdlog::error("SIGHUP: callers not changed: {}", s.ToString());
+  d.Check("tls-identity", current.auth.tls_identities,
+          fresh.auth.tls_identities, caller_changes);
+  d.Check("unix-socket-auth", current.auth.unix_socket_auth,
+          fresh.auth.unix_socket_auth, caller_changes);
+  bool callers_applied = false;
+  if (!caller_changes.empty()) {
+    // Never down to "anyone may submit" while listening beyond loopback.
+    const bool authenticated =
+        !fresh.auth.tokens.empty() || !fresh.auth.tls_identities.empty();
+    absl::Status s =
+        current.tcp_address.empty()
+            ? absl::OkStatus()
+            : CheckTcpExposure(current.tcp_address, !current.tls_cert.empty(),
+                               authenticated);
+    if (s.ok()) s = auth.Set(fresh.auth);  // Parsed before: not expected.
+    if (s.ok()) {
+      callers_applied = true;
+      live.insert(live.end(), caller_changes.begin(), caller_changes.end());
+    } else {
+      r.refused.push_back(fmt::format("{}: {}",
+                                      absl::StrJoin(caller_changes, ", "),
+                                      std::string(s.message())));
     }
   }
   bool exec_changed =
@@ -162,7 +176,7 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   now.service.max_message_bytes = message_bytes;
   now.exec = fresh.exec;
   now.shutdown_grace = fresh.shutdown_grace;
-  now.auth = fresh.auth;
+  if (callers_applied) now.auth = fresh.auth;
   current = std::move(now);
   return r;
 }

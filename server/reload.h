@@ -9,6 +9,8 @@
 //   --max-streams-per-caller, --max-labels, --max-label-bytes,
 //   --max-idempotency-key-bytes, --max-value-depth, --max-args-bytes
 // (TLS certificate files are re-read when they change, without a reload.)
+// New callers that would leave a TCP listener beyond loopback without
+// authentication are refused (ReloadResult::refused), the old ones kept.
 // Anything else that differs (listeners, the process pool and its limits,
 // reactor threads, the state directory, durability, ...) is reported as
 // needing a restart and left as it was.
@@ -31,6 +33,7 @@ namespace jobd {
 struct ReloadResult {
   std::vector<std::string> applied;        // "--max-queued: 100000 -> 50".
   std::vector<std::string> needs_restart;  // "--process-workers: 2 -> 4".
+  std::vector<std::string> refused;        // Not applied, and why.
 };
 
 // Applies `fresh` over `current` (which is updated to what now runs).

@@ -87,12 +87,15 @@ absl::StatusOr<v1::Executor> Router::Route(const TaskDef& task,
 }
 
 void Router::Record(const TaskDef& task, absl::Duration cpu,
-                    absl::Duration wall) {
+                    absl::Duration wall, absl::Duration cpu_wait) {
   const double wall_s = absl::ToDoubleSeconds(wall);
   // Unmeasured CPU (the reactor's jobs share their thread): nothing to learn.
   if (wall_s <= 0 || cpu < absl::ZeroDuration()) return;
+  const double wanted_s = absl::ToDoubleSeconds(
+      std::clamp(wall - cpu_wait, absl::ZeroDuration(), wall));
+  if (wanted_s <= 0) return;  // It only waited.
   const double ratio =
-      std::clamp(absl::ToDoubleSeconds(cpu) / wall_s, 0.0, 1.0);
+      std::clamp(absl::ToDoubleSeconds(cpu) / wanted_s, 0.0, 1.0);
   Measure& m = measures_[&task];
   constexpr double kAlpha = 0.2;
   if (m.samples == 0) {

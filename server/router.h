@@ -46,8 +46,11 @@ class Router {
   absl::StatusOr<v1::Executor> Route(const TaskDef& task, v1::JobKind kind,
                                      v1::Executor requested) const;
 
-  // Records one finished run of `task` (feeds AUTO).
-  void Record(const TaskDef& task, absl::Duration cpu, absl::Duration wall);
+  // Records one finished run of `task` (feeds AUTO): `cpu` used in `wall`,
+  // of which `cpu_wait` spent waiting for a CPU taken by others (not held
+  // against the task: a CPU hog on a busy machine is still a CPU hog).
+  void Record(const TaskDef& task, absl::Duration cpu, absl::Duration wall,
+              absl::Duration cpu_wait = absl::ZeroDuration());
   // The task's smoothed CPU/wall ratio, or a negative number if unmeasured.
   double CpuRatio(const TaskDef& task) const;
 

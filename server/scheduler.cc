@@ -22,6 +22,13 @@ bool IsTerminal(v1::JobState state) {
 
 namespace {
 
+// The answer to a waiting caller whose answer the journal never recorded.
+absl::Status NotDurable() {
+  return absl::UnavailableError(
+      "jobd is stopping and could not record this job's state in its "
+      "journal; ask again after it restarts");
+}
+
 v1::EventType TerminalEventType(v1::JobState state) {
   switch (state) {
     case v1::JOB_STATE_SUCCEEDED:
@@ -71,8 +78,9 @@ struct Scheduler::Job {
   std::shared_ptr<CancelToken> cancel;
   TimerQueue::TimerId timeout_timer = 0;
   uint64_t last_sequence = 0;
-  uint64_t accepted_seq = 0, started_seq = 0;      // For the journal.
-  uint32_t attempts = 0;                           // Runs started, ever.
+  uint64_t accepted_seq = 0, started_seq = 0;  // For the journal.
+  uint32_t attempts = 0;                       // Runs started, ever.
+  bool gated = false;  // RUNNING, but waiting for a durable start (Lane).
   absl::InlinedVector<Subscriber, 1> subscribers;  // Cleared when it ends.
   std::vector<Waiter> waiters;                     // Cleared when it ends.
 };
@@ -101,13 +109,16 @@ class Scheduler::Port : public ExecutorListener {
 void Scheduler::After::Run(Journal* journal) {
   // Sinks hold back what is not durable yet themselves (Event::ticket).
   for (const auto& sink : flush) sink->Flush();
+  for (auto& [gate_ticket, fn] : gates) {
+    journal->WhenDurable(gate_ticket, std::move(fn));
+  }
   if (calls.empty()) return;
   if (journal == nullptr || ticket <= journal->durable()) {
-    for (auto& call : calls) call();
+    for (auto& call : calls) call(true);
     return;
   }
-  journal->WhenDurable(ticket, [calls = std::move(calls)]() mutable {
-    for (auto& call : calls) call();
+  journal->WhenDurable(ticket, [calls = std::move(calls)](bool durable) {
+    for (auto& call : calls) call(durable);
   });
 }
 
@@ -117,7 +128,12 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
       clock_(clock),
       journal_(journal),
       start_time_(clock.Now()),
+      life_(std::make_shared<Life>()),
       limits_(options_) {
+  {
+    absl::MutexLock lock(&life_->mu);
+    life_->self = this;
+  }
   for (int i = 0; i < 4; ++i) {
     ports_[i] = std::make_unique<Port>(*this, static_cast<v1::Executor>(i));
   }
@@ -125,6 +141,13 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
 }
 
 Scheduler::~Scheduler() {
+  {
+    absl::MutexLock lock(&life_->mu);
+    life_->self = nullptr;
+    // Waits for the callbacks in progress.
+    life_->mu.Await(absl::Condition(
+        +[](int* calls) { return *calls == 0; }, &life_->calls));
+  }
   StopExecutors(absl::InfiniteFuture());
   timers_.Stop();
 }
@@ -286,8 +309,6 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       e.type = v1::EVENT_TYPE_ACCEPTED;
       e.task = ref.task;
       Emit(ref, std::move(e), after);
-      ref.accepted_seq = ref.last_sequence;
-      JournalState(ref, /*insert=*/true);
       Lane& lane = lanes_[ref.executor];
       lane.queue[ref.spec->priority()].push_back(ref.id);
       ++lane.queued;
@@ -307,11 +328,22 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
 
 void Scheduler::Dispatch(v1::Executor kind, After& after) {
   Lane& lane = lanes_[kind];
-  if (draining_ || lane.executor == nullptr) return;
+  if (lane.executor == nullptr || stopped_) return;
   const int capacity = lane.executor->capacity();
+  lane.window = std::clamp<size_t>(
+      lane.window, capacity, std::max<size_t>(capacity, options_.start_window));
+  // Gated jobs are RUNNING already: they start even while draining.
+  if (journal_ != nullptr) StartDurable(kind, after);
+  if (draining_) return;
   const int max_chunk = lane.executor->max_chunk();
+  auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return journal_ == nullptr
+               ? lane.busy < capacity
+               : static_cast<size_t>(lane.busy) + lane.gated_jobs <
+                     static_cast<size_t>(capacity) + lane.window;
+  };
   std::vector<JobRun> chunk;
-  while (lane.busy < capacity && lane.queued > 0) {
+  while (room() && lane.queued > 0) {
     // The head job, then (chunking executors) the queued jobs right behind
     // it in the same priority that also allow chunking.
     size_t limit = 1;
@@ -344,14 +376,95 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
       chunk.push_back(StartRun(*it->second, after));
     }
     if (chunk.empty()) break;
+    if (journal_ != nullptr) {
+      for (const JobRun& run : chunk) jobs_.at(run.job_id)->gated = true;
+      lane.gated_jobs += chunk.size();
+      lane.gated.push_back({std::move(chunk), after.ticket});
+    } else {
+      ++lane.busy;
+      if (chunk.size() == 1) {
+        lane.executor->Start(std::move(chunk.front()));
+      } else {
+        lane.executor->StartChunk(std::move(chunk));
+      }
+    }
+    chunk.clear();
+  }
+  if (journal_ != nullptr) StartDurable(kind, after);
+}
+
+void Scheduler::StartDurable(v1::Executor kind, After& after) {
+  Lane& lane = lanes_[kind];
+  const int capacity = lane.executor->capacity();
+  const uint64_t durable = journal_->durable();
+  while (lane.busy < capacity && !lane.gated.empty() &&
+         lane.gated.front().ticket <= durable) {
+    std::vector<JobRun> chunk = std::move(lane.gated.front().chunk);
+    lane.gated.pop_front();
+    lane.gated_jobs -= chunk.size();
+    // Those cancelled (or put back at shutdown) meanwhile stay out.
+    std::erase_if(
+        chunk, [this](const JobRun& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          auto it = jobs_.find(run.job_id);
+          if (it == jobs_.end() || it->second->state != v1::JOB_STATE_RUNNING ||
+              it->second->cancel != run.cancel) {
+            return true;
+          }
+          it->second->gated = false;
+          return false;
+        });
+    if (chunk.empty()) continue;
     ++lane.busy;
     if (chunk.size() == 1) {
       lane.executor->Start(std::move(chunk.front()));
     } else {
       lane.executor->StartChunk(std::move(chunk));
     }
-    chunk.clear();
   }
+  if (!lane.gated.empty()) {
+    const uint64_t front = lane.gated.front().ticket;
+    const size_t max_window = std::max<size_t>(capacity, options_.start_window);
+    if (lane.busy < capacity && front > durable && lane.queued > 0 &&
+        front != lane.grown_at) {
+      // A slot waits for the commit while jobs queue: claim further ahead.
+      lane.grown_at = front;
+      lane.window = std::min(max_window, lane.window * 2);
+    } else if (lane.busy >= capacity && front <= durable &&
+               lane.window > static_cast<size_t>(capacity)) {
+      --lane.window;  // Started jobs wait for slots: claim less ahead.
+    }
+  }
+  // Not durable yet: wake up when it is.
+  if (!lane.gated.empty() && lane.gated.front().ticket > durable &&
+      lane.gated.front().ticket > lane.gate_armed) {
+    lane.gate_armed = lane.gated.front().ticket;
+    after.gates.emplace_back(lane.gate_armed,
+                             [life = life_, kind](bool is_durable) {
+                               if (!is_durable)
+                                 return;  // Abandoned: shutting down.
+                               Scheduler* self;
+                               {
+                                 absl::MutexLock lock(&life->mu);
+                                 if (life->self == nullptr) return;
+                                 self = life->self;
+                                 ++life->calls;
+                               }
+                               // Without life->mu: this may run again, nested,
+                               // from its own After::Run.
+                               self->OnStartsDurable(kind);
+                               absl::MutexLock lock(&life->mu);
+                               --life->calls;
+                             });
+  }
+}
+
+void Scheduler::OnStartsDurable(v1::Executor kind) {
+  After after;
+  {
+    absl::MutexLock lock(&mu_);
+    Dispatch(kind, after);
+  }
+  after.Run(journal_);
 }
 
 JobRun Scheduler::StartRun(Job& job, After& after) {
@@ -377,8 +490,6 @@ JobRun Scheduler::StartRun(Job& job, After& after) {
   Event e;
   e.type = v1::EVENT_TYPE_STARTED;
   Emit(job, std::move(e), after);
-  job.started_seq = job.last_sequence;
-  JournalState(job);
   return run;
 }
 
@@ -387,11 +498,22 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
   event.job_id = job.id;
   event.time = clock_.Now();
   event.executor = job.executor;
+  job.last_sequence = event.sequence;
+  if (event.type == v1::EVENT_TYPE_ACCEPTED) {
+    job.accepted_seq = event.sequence;
+  } else if (event.type == v1::EVENT_TYPE_STARTED) {
+    job.started_seq = event.sequence;
+  }
   if (journal_ != nullptr) {
+    // The record first, then the ticket: the event must not be delivered
+    // before the state it announces is durable, so its ticket is taken
+    // after the record joined the open batch (never an older one).
+    if (event.type != v1::EVENT_TYPE_PROGRESS) {
+      JournalState(job, /*insert=*/event.type == v1::EVENT_TYPE_ACCEPTED);
+    }
     event.ticket = journal_->NoteSequence(event.sequence);
     after.ticket = std::max(after.ticket, event.ticket);
   }
-  job.last_sequence = event.sequence;
   event_log_.push_back(event);
   while (event_log_.size() > options_.event_log_size) event_log_.pop_front();
   const uint32_t bit = EventBit(event.type);
@@ -438,14 +560,14 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   e.type = TerminalEventType(end->state);
   e.end = std::move(end);
   Emit(job, std::move(e), after);
-  JournalState(job);
   job.subscribers.clear();
   if (!job.waiters.empty()) {
     auto snapshot = std::make_shared<v1::Job>(Snapshot(job));
     for (Job::Waiter& w : job.waiters) {
       timers_.Cancel(w.timer);
-      after.calls.push_back(
-          [done = std::move(w.done), snapshot] { done(*snapshot); });
+      after.calls.push_back([done = std::move(w.done), snapshot](bool durable) {
+        done(durable ? absl::StatusOr<v1::Job>(*snapshot) : NotDurable());
+      });
     }
     job.waiters.clear();
   }
@@ -499,7 +621,8 @@ void Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   Job& job = *it->second;
-  router_.Record(*job.task, outcome.cpu_time, outcome.wall_time);
+  router_.Record(*job.task, outcome.cpu_time, outcome.wall_time,
+                 outcome.cpu_wait_time);
   if (job.state != v1::JOB_STATE_RUNNING) {
     spdlog::debug("job {} returned after it had ended ({}); output dropped", id,
                   v1::JobState_Name(job.state));
@@ -628,8 +751,8 @@ void Scheduler::WaitJob(uint64_t id, absl::Time deadline,
       if (journal_ != nullptr) {  // Its end may not be durable yet.
         journal_->WhenDurable(
             journal_->ticket(),
-            [done = std::move(done), r = std::move(now_result)]() mutable {
-              done(std::move(r));
+            [done = std::move(done), r = std::move(now_result)](bool durable) {
+              done(durable ? r : NotDurable());
             });
         return;
       }
@@ -688,9 +811,13 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
     result.oldest_retained_sequence = oldest;
     if (after_sequence > 0) {
       result.events_lost = after_sequence + 1 < oldest;
-      const uint64_t from = std::max(after_sequence + 1, oldest);
-      for (size_t i = from - oldest; i < event_log_.size(); ++i) {
-        const Event& e = event_log_[i];
+      // Sequences are increasing but not dense: a restored log holds only
+      // the journaled events.
+      auto first = std::lower_bound(
+          event_log_.begin(), event_log_.end(), after_sequence + 1,
+          [](const Event& e, uint64_t seq) { return e.sequence < seq; });
+      for (auto it = first; it != event_log_.end(); ++it) {
+        const Event& e = *it;
         if (!wanted.empty() && !wanted.contains(e.job_id)) continue;
         // Another owner's job (or one since forgotten) stays unseen.
         if (!subscriber.owner.empty() &&
@@ -875,9 +1002,14 @@ std::pair<std::vector<uint64_t>, size_t> Scheduler::EndForShutdown() {
     for (uint64_t id : live) {
       Job& job = *jobs_.at(id);
       if (journal_ != nullptr &&
-          (job.state == v1::JOB_STATE_QUEUED ||
+          (job.state == v1::JOB_STATE_QUEUED || job.gated ||
            job.spec->delivery() == v1::DELIVERY_AT_LEAST_ONCE)) {
         ++kept;
+        if (job.gated) {
+          // Marked started, never handed to its executor: queued again.
+          --job.attempts;
+          job.gated = false;
+        }
         if (job.state == v1::JOB_STATE_RUNNING) {
           // Stopped here, queued for the next start; whatever its run
           // returns now is dropped (it is not RUNNING any more).
@@ -972,10 +1104,15 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
                   });
     for (uint64_t id : ended) ended_.push_back(id);
     summary.retained = ended.size();
-    // 3. Live jobs: queued again, or lost.
-    for (auto& [id, owned] : jobs_) {
-      Job& job = *owned;
-      if (IsTerminal(job.state)) continue;
+    SweepLocked();  // Restored beyond max_retained or the TTL.
+    // 3. Live jobs: queued again, or lost. Collected first: ending one may
+    // evict others from jobs_.
+    std::vector<uint64_t> live;
+    for (const auto& [id, owned] : jobs_) {
+      if (!IsTerminal(owned->state)) live.push_back(id);
+    }
+    for (uint64_t id : live) {
+      Job& job = *jobs_.at(id);
       ++live_;
       ++live_by_owner_[job.owner];
       const bool was_running = job.state == v1::JOB_STATE_RUNNING;
@@ -1027,7 +1164,6 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       lane.queue[job.spec->priority()].push_back(job.id);
       ++lane.queued;
     }
-    SweepLocked();
     for (int i = 0; i < 4; ++i) Dispatch(static_cast<v1::Executor>(i), after);
   }
   after.Run(journal_);
@@ -1125,9 +1261,10 @@ uint64_t Scheduler::journal_ticket() const {
   return journal_ == nullptr ? 0 : journal_->ticket();
 }
 
-void Scheduler::WhenDurable(uint64_t ticket, std::function<void()> fn) {
+void Scheduler::WhenDurable(uint64_t ticket,
+                            std::function<void(bool durable)> fn) {
   if (journal_ == nullptr) {
-    fn();
+    fn(true);
   } else {
     journal_->WhenDurable(ticket, std::move(fn));
   }

@@ -106,6 +106,13 @@ struct SchedulerOptions {
   size_t max_retained = 100000;
   // Events kept for WatchJobs resume.
   size_t event_log_size = 262144;
+  // With a journal, a job starts only once its STARTED record is durable (so
+  // a crash can never make an at-most-once job run twice). Jobs beyond the
+  // executor's slots are marked started ahead, so that the commit latency
+  // is hidden: as many as keep the slots busy (adaptive), at most this many
+  // per executor. They are the ones a crash fails LOST_ON_RESTART without
+  // having run.
+  size_t start_window = 256;
   // How often expired jobs are swept.
   absl::Duration sweep_interval = absl::Seconds(1);
 };
@@ -225,7 +232,9 @@ class Scheduler {
   // The journal batch open now (0 without a journal): what the changes made
   // so far wait for.
   uint64_t journal_ticket() const;
-  void WhenDurable(uint64_t ticket, std::function<void()> fn);
+  // `fn(true)` once `ticket` is durable (at once without a journal);
+  // `fn(false)` if it never will be (the journal was abandoned).
+  void WhenDurable(uint64_t ticket, std::function<void(bool durable)> fn);
 
   std::vector<v1::Job> ListJobs(const ListJobsQuery& query) const;
   v1::GetStatsResponse GetStats() const;
@@ -271,13 +280,37 @@ class Scheduler {
     size_t stale = 0;   // Entries of jobs cancelled while queued.
     int busy = 0;       // Slots started (a job or a chunk), not yet returned.
     uint64_t succeeded = 0, failed = 0, cancelled = 0;
+    // Journal only: chunks marked RUNNING (STARTED emitted) that wait for
+    // that record to be durable (`ticket`), then for a slot, in order.
+    struct Gated {
+      std::vector<JobRun> chunk;
+      uint64_t ticket = 0;
+    };
+    std::deque<Gated> gated;
+    size_t gated_jobs = 0;
+    uint64_t gate_armed = 0;  // A wake-up is registered up to this ticket.
+    // Jobs allowed in `gated` (beyond the slots): doubled when a slot had
+    // to wait for a commit while jobs queued, shrunk by one when started
+    // jobs wait for slots; within [capacity, start_window].
+    size_t window = 0;
+    uint64_t grown_at = 0;  // The ticket the last growth waited for.
+  };
+  // Lets journal callbacks reach the scheduler while it lives: they count
+  // themselves in `calls`; the destructor clears `self` and waits for 0.
+  struct Life {
+    absl::Mutex mu;
+    Scheduler* self ABSL_GUARDED_BY(mu) = nullptr;
+    int calls ABSL_GUARDED_BY(mu) = 0;
   };
   // Work to do once mu_ is released.
   struct After {
     absl::InlinedVector<std::shared_ptr<EventSink>, 4> flush;
-    // Answers to waiting callers: run once `ticket` is durable.
-    std::vector<std::function<void()>> calls;
+    // Answers to waiting callers: run once `ticket` is durable (true), or
+    // when it never will be (false).
+    std::vector<std::function<void(bool durable)>> calls;
     uint64_t ticket = 0;
+    // Wake-ups for gated starts: (ticket, callback).
+    std::vector<std::pair<uint64_t, std::function<void(bool)>>> gates;
     void Run(Journal* journal);
   };
 
@@ -289,11 +322,17 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnTimeout(uint64_t id);
 
-  // Stamps `event` (sequence, time, job), logs it and delivers it.
+  // Stamps `event` (sequence, time, job), records the job's new state in
+  // the journal (all but PROGRESS), logs the event and delivers it.
   void Emit(Job& job, Event event, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts what the executor has room for: gated chunks whose STARTED is
+  // durable first, then queued jobs (through the gate with a journal).
   void Dispatch(v1::Executor kind, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartDurable(v1::Executor kind, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnStartsDurable(v1::Executor kind);
   // Marks a queued job RUNNING (STARTED event, timeout timer) and returns
   // what its executor needs.
   JobRun StartRun(Job& job, After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -328,6 +367,7 @@ class Scheduler {
   std::deque<TaskDef> vanished_tasks_;  // Restored jobs of unknown tasks.
   const absl::Time start_time_;
   std::array<std::unique_ptr<Port>, 4> ports_;
+  const std::shared_ptr<Life> life_;
 
   mutable absl::Mutex mu_;
   // max_queued, retention_ttl, max_retained: options_'s, or reloaded ones.

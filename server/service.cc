@@ -73,9 +73,16 @@ void FlushWhenDurable(Scheduler& scheduler,
                       const std::shared_ptr<Session>& session,
                       uint64_t ticket) {
   if (session == nullptr) return;  // Ending.
-  scheduler.WhenDurable(ticket, [weak = std::weak_ptr<Session>(session)] {
-    if (auto s = weak.lock()) s->Flush();
-  });
+  scheduler.WhenDurable(ticket,
+                        [weak = std::weak_ptr<Session>(session)](bool durable) {
+                          auto s = weak.lock();
+                          if (s == nullptr) return;
+                          if (durable) {
+                            s->Flush();
+                          } else {
+                            s->AbortNotDurable();
+                          }
+                        });
 }
 
 // Base of the streaming sessions: the session mutex, the outbox, and the
@@ -96,6 +103,18 @@ class OutboxReactor : public Reactor {
     {
       absl::MutexLock lock(&mu_);
       out_.Abort(kClientCancelled);
+    }
+    static_cast<Derived*>(this)->Pump();
+  }
+
+  // The journal will never make the held events durable (shutdown with
+  // failing writes): they are dropped, never sent, and the stream ends.
+  void AbortNotDurable() {
+    {
+      absl::MutexLock lock(&mu_);
+      out_.Abort(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                              "jobd is stopping and could not record these "
+                              "jobs' events in its journal"));
     }
     static_cast<Derived*>(this)->Pump();
   }
@@ -722,11 +741,13 @@ size_t JobServiceImpl::TakeSubmits(const Caller& caller, size_t n,
   const absl::Time now = absl::Now();
   absl::MutexLock lock(&mu_);
   Bucket& b = buckets_[caller.name];
-  // Refill at `rate` per second, holding at most one second's worth.
+  // Refill at `rate` per second, holding one second's worth (at least one
+  // job, so rates below 1/s admit a job every 1/rate seconds).
+  const double burst = std::max(rate, 1.0);
   const double refill = b.refilled == absl::InfinitePast()
-                            ? rate
+                            ? burst
                             : absl::ToDoubleSeconds(now - b.refilled) * rate;
-  b.tokens = std::min(rate, b.tokens + refill);
+  b.tokens = std::min(burst, b.tokens + refill);
   b.refilled = now;
   const size_t take = std::min(n, static_cast<size_t>(b.tokens));
   b.tokens -= static_cast<double>(take);
@@ -830,8 +851,13 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(
   response->set_already_ended(result->second);
   // The answer waits for the cancellation to be durable, like its event.
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  scheduler_.WhenDurable(scheduler_.journal_ticket(),
-                         [reactor] { reactor->Finish(grpc::Status::OK); });
+  scheduler_.WhenDurable(scheduler_.journal_ticket(), [reactor](bool durable) {
+    reactor->Finish(durable ? grpc::Status::OK
+                            : grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                           "the job was cancelled, but jobd "
+                                           "is stopping and could not record "
+                                           "that in its journal"));
+  });
   return reactor;
 }
 

@@ -1,9 +1,11 @@
 // Unit tests of the journal (server/journal.h) on a real SQLite database in
 // a temp directory: rows survive a reopen, a batch folds a job's records,
-// tickets become durable, a corrupt file is moved aside, a full database
+// tickets become durable, a corrupt file is moved aside (a newer one is
+// not), a full database
 // refuses writes until deletes free room, and the sequence carries on.
 #include "server/journal.h"
 
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -127,16 +129,22 @@ TEST_F(JournalTest, TicketsBecomeDurableAndWaitersRun) {
   auto j = Open(&r);
   const uint64_t ticket = j->Insert(Row(1, v1::JOB_STATE_QUEUED));
   absl::Notification durable;
-  j->WhenDurable(ticket, [&] { durable.Notify(); });
+  j->WhenDurable(ticket, [&](bool ok) {
+    EXPECT_TRUE(ok);
+    durable.Notify();
+  });
   ASSERT_TRUE(durable.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_GE(j->durable(), ticket);
   // A ticket with nothing in its batch still becomes durable.
   absl::Notification empty;
-  j->WhenDurable(j->ticket(), [&] { empty.Notify(); });
+  j->WhenDurable(j->ticket(), [&](bool ok) {
+    EXPECT_TRUE(ok);
+    empty.Notify();
+  });
   EXPECT_TRUE(empty.WaitForNotificationWithTimeout(absl::Seconds(10)));
   // An old ticket runs at once.
   bool at_once = false;
-  j->WhenDurable(ticket, [&] { at_once = true; });
+  j->WhenDurable(ticket, [&](bool ok) { at_once = ok; });
   EXPECT_TRUE(at_once);
 }
 
@@ -155,6 +163,66 @@ TEST_F(JournalTest, ACorruptFileIsMovedAsideAndAFreshOneStarted) {
   EXPECT_EQ(aside, 1);
   j->Insert(Row(1, v1::JOB_STATE_QUEUED));
   EXPECT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
+}
+
+TEST_F(JournalTest, AbandonRunsTheWaitersOfWhatCannotBeWritten) {
+  Recovered r;
+  auto j = Open(&r, /*max_bytes=*/256 << 10);
+  const std::string big(40 << 10, 'p');
+  uint64_t ticket = 0;
+  for (uint64_t id = 1; id <= 10; ++id) {
+    ticket = j->Insert(Row(id, v1::JOB_STATE_QUEUED, big));
+  }
+  absl::Notification ran;
+  bool result = true;
+  j->WhenDurable(ticket, [&](bool ok) {
+    result = ok;
+    ran.Notify();
+  });
+  // The batch cannot be written (too big for the cap): the waiter waits.
+  EXPECT_FALSE(j->Flush(absl::Now() + absl::Milliseconds(300)));
+  EXPECT_FALSE(ran.HasBeenNotified());
+  j->Abandon();
+  ASSERT_TRUE(ran.HasBeenNotified());
+  EXPECT_FALSE(result);
+  // After it, a ticket that is not durable is answered at once, with false.
+  bool late = true;
+  j->WhenDurable(j->ticket(), [&](bool ok) { late = ok; });
+  EXPECT_FALSE(late);
+}
+
+TEST_F(JournalTest, ANewerSchemaStopsTheStartAndKeepsTheFile) {
+  const std::string path = dir_ + "/jobd.db";
+  {
+    Recovered r;
+    auto j = Open(&r);
+    j->Insert(Row(1, v1::JOB_STATE_QUEUED));
+    ASSERT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
+  }
+  auto set_version = [&](int v) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    const std::string sql = "PRAGMA user_version=" + std::to_string(v);
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  };
+  set_version(99);  // As a future jobd would leave it.
+  Recovered r;
+  auto j = Journal::Open({.path = path}, &r);
+  ASSERT_FALSE(j.ok());
+  EXPECT_EQ(j.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(j.status().message(), HasSubstr("newer"));
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename().string().find(".corrupt-"), std::string::npos)
+        << e.path();
+  }
+  // Nothing was lost: back at this jobd's version, the job is there.
+  set_version(2);
+  Recovered again;
+  ASSERT_NE(Open(&again), nullptr);
+  ASSERT_EQ(again.rows.size(), 1u);
+  EXPECT_TRUE(again.moved_aside.empty());
 }
 
 TEST_F(JournalTest, AFullDatabaseRefusesUntilDeletesFreeRoom) {

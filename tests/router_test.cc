@@ -81,6 +81,28 @@ TEST(RouterTest, AutoUsesDefaultKindUntilMeasured) {
             v1::EXECUTOR_PROCESS);
 }
 
+TEST(RouterTest, AutoDoesNotHoldABusyMachineAgainstATask) {
+  Router r;
+  r.SetEnabled(v1::EXECUTOR_PROCESS, true);
+  // 20 ms of CPU in 50 ms, 30 of which it waited for a CPU others held: a
+  // CPU hog on a loaded machine.
+  const TaskDef hog = Task(v1::JOB_KIND_IO_BOUND);
+  for (int i = 0; i < Router::kMinSamples; ++i) {
+    r.Record(hog, absl::Milliseconds(20), absl::Milliseconds(50),
+             absl::Milliseconds(30));
+  }
+  EXPECT_GT(r.CpuRatio(hog), 0.9);
+  EXPECT_EQ(*r.Route(hog, v1::JOB_KIND_AUTO, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_PROCESS);
+  // Without the wait it would have looked 40% busy: threads.
+  const TaskDef same = Task(v1::JOB_KIND_IO_BOUND);
+  for (int i = 0; i < Router::kMinSamples; ++i) {
+    r.Record(same, absl::Milliseconds(20), absl::Milliseconds(50));
+  }
+  EXPECT_EQ(*r.Route(same, v1::JOB_KIND_AUTO, v1::EXECUTOR_UNSPECIFIED),
+            v1::EXECUTOR_THREAD);
+}
+
 TEST(RouterTest, AutoKeepsWaitingAndTinyTasksOnThreads) {
   Router r;
   r.SetEnabled(v1::EXECUTOR_PROCESS, true);

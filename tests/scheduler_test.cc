@@ -3,6 +3,10 @@
 // ThreadPoolExecutor and test-only tasks.
 #include "server/scheduler.h"
 
+#include <stdlib.h>
+
+#include <atomic>
+#include <filesystem>
 #include <stdexcept>
 #include <vector>
 
@@ -76,6 +80,14 @@ class RecordingSink : public EventSink {
     std::vector<v1::EventType> out;
     for (const auto& [e, tag] : events_) {
       if (e.job_id == job_id) out.push_back(e.type);
+    }
+    return out;
+  }
+  std::vector<Event> EventsOf(uint64_t job_id) {
+    absl::MutexLock lock(&mu_);
+    std::vector<Event> out;
+    for (const auto& [e, tag] : events_) {
+      if (e.job_id == job_id) out.push_back(e);
     }
     return out;
   }
@@ -424,6 +436,114 @@ TEST_F(SchedulerTest, DrainRejectsNewJobsAndShutdownCancelsTheRest) {
   EXPECT_EQ(end.end->error.reason(), v1::ERROR_REASON_SHUTDOWN);
   EXPECT_TRUE(scheduler_->WaitNoneRunning(absl::Now() + kWait));
   EXPECT_TRUE(scheduler_->StopExecutors(absl::Now() + kWait));
+}
+
+TEST_F(SchedulerTest, WithAJournalAJobStartsOnlyOnceItsStartIsDurable) {
+  char dir[] = "/tmp/jobd-scheduler-test.XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  Recovered recovered;
+  auto journal =
+      Journal::Open({.path = std::string(dir) + "/jobd.db"}, &recovered);
+  ASSERT_TRUE(journal.ok()) << journal.status();
+  std::atomic<uint64_t> durable_when_run{0};
+  const TaskDef probe =
+      Def("probe", [&](TaskContext&) -> absl::StatusOr<TaskOutput> {
+        durable_when_run = (*journal)->durable();
+        return TaskOutput{};
+      });
+  {
+    scheduler_.reset();
+    scheduler_ =
+        std::make_unique<Scheduler>(SchedulerOptions{}, clock_, journal->get());
+    scheduler_->AddExecutor(std::make_unique<ThreadPoolExecutor>(
+        2, scheduler_->listener_for(v1::EXECUTOR_THREAD)));
+    for (int i = 0; i < 20; ++i) {
+      const Admission a = Submit(probe);
+      ASSERT_TRUE(a.status.ok()) << a.status;
+      sink_->WaitEnd(a.job_id);
+      uint64_t started_ticket = 0;
+      for (const Event& e : sink_->EventsOf(a.job_id)) {
+        if (e.type == v1::EVENT_TYPE_STARTED) started_ticket = e.ticket;
+      }
+      ASSERT_GT(started_ticket, 0u);
+      // The task ran after the batch with its STARTED record was committed.
+      EXPECT_GE(durable_when_run.load(), started_ticket) << "job " << a.job_id;
+    }
+    scheduler_.reset();
+  }
+  journal->reset();
+  std::filesystem::remove_all(dir);
+}
+
+// A journal row as a previous run left it (restart_test covers the real
+// journal; rows made by hand reach the edge cases).
+JournalRow OldRow(uint64_t id, v1::JobState state, uint64_t first_seq) {
+  auto spec = std::make_shared<v1::JobSpec>();
+  spec->set_task("ok");
+  spec->set_kind(v1::JOB_KIND_IO_BOUND);
+  JournalRow row;
+  row.id = id;
+  row.spec = spec;
+  row.state = state;
+  row.executor = v1::EXECUTOR_THREAD;
+  row.create_time = absl::Now() - absl::Minutes(1);
+  row.accepted_seq = first_seq;
+  if (state != v1::JOB_STATE_QUEUED) {
+    row.start_time = row.create_time;
+    row.started_seq = first_seq + 10;
+  }
+  if (IsTerminal(state)) {
+    row.finish_time = row.create_time;
+    row.ended_seq = first_seq + 20;
+    auto end = std::make_shared<JobEnd>();
+    end->state = state;
+    row.end = end;
+  }
+  return row;
+}
+
+TEST_F(SchedulerTest, RestoreEndsLostJobsBeyondMaxRetained) {
+  Build({.max_retained = 2}, 1);
+  TaskRegistry registry;
+  ASSERT_TRUE(registry.Add(ok_task_).ok());
+  Recovered old;
+  for (uint64_t id = 1; id <= 6; ++id) {  // All running when jobd died.
+    old.rows.push_back(OldRow(id, v1::JOB_STATE_RUNNING, id * 100));
+  }
+  old.last_sequence = 1000;
+  const RestoreSummary s = scheduler_->Restore(std::move(old), registry);
+  EXPECT_EQ(s.lost, 6u);
+  // Ending each evicted the oldest beyond --max-retained meanwhile.
+  for (uint64_t id = 1; id <= 4; ++id) {
+    EXPECT_EQ(scheduler_->GetJob(id).status().code(),
+              absl::StatusCode::kNotFound)
+        << id;
+  }
+  for (uint64_t id = 5; id <= 6; ++id) {
+    auto job = scheduler_->GetJob(id);
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->error().reason(), v1::ERROR_REASON_LOST_ON_RESTART);
+  }
+}
+
+TEST_F(SchedulerTest, WatchResumesInARestoredLogWithGapsInTheSequence) {
+  TaskRegistry registry;
+  ASSERT_TRUE(registry.Add(ok_task_).ok());
+  Recovered old;  // Events 10, 20, 30 and 40, 50, 60 (progress not kept).
+  old.rows.push_back(OldRow(1, v1::JOB_STATE_SUCCEEDED, 10));
+  old.rows.push_back(OldRow(2, v1::JOB_STATE_SUCCEEDED, 40));
+  old.last_sequence = 60;
+  scheduler_->Restore(std::move(old), registry);
+  auto watcher = std::make_shared<RecordingSink>();
+  auto r = scheduler_->Watch({}, 25, Subscriber{watcher, 0, kAllEvents});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->events_lost);
+  EXPECT_THAT(watcher->Sequences(), ElementsAre(30, 40, 50, 60));
+  // New events carry on after the old ones.
+  const Admission a = Submit(ok_task_);
+  watcher->WaitEnd(a.job_id);
+  scheduler_->Unwatch(watcher.get(), {});
+  EXPECT_EQ(watcher->Sequences().at(4), 61u);
 }
 
 }  // namespace

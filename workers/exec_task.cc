@@ -14,8 +14,10 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "asio/detached.hpp"
@@ -29,8 +31,6 @@
 #include "workers/async_task.h"
 #include "workers/io_tasks.h"
 
-extern char** environ;
-
 namespace jobd {
 namespace {
 
@@ -41,6 +41,58 @@ using google::protobuf::Value;
 // reading.
 constexpr absl::Duration kOutputDrainGrace = absl::Seconds(1);
 constexpr char kDefaultPath[] = "PATH=/usr/local/bin:/usr/bin:/bin";
+
+// Why the program may not be given variable `name`, or "" if it may. Names
+// are [A-Z_][A-Z0-9_]*; the ones that make the dynamic loader, libc or an
+// interpreter run code or read files of the caller's choosing (and PATH,
+// which would pick the programs an allowlisted one starts) are refused, so
+// the allowlist bounds what runs.
+std::string EnvNameProblem(std::string_view name) {
+  if (name.empty() || name.size() > 128 || absl::ascii_isdigit(name[0])) {
+    return "must match [A-Z_][A-Z0-9_]* (at most 128 characters)";
+  }
+  for (char c : name) {
+    if (!absl::ascii_isupper(c) && !absl::ascii_isdigit(c) && c != '_') {
+      return "must match [A-Z_][A-Z0-9_]* (at most 128 characters)";
+    }
+  }
+  static constexpr std::string_view kDenied[] = {"PATH",
+                                                 "IFS",
+                                                 "ENV",
+                                                 "BASH_ENV",
+                                                 "SHELLOPTS",
+                                                 "BASHOPTS",
+                                                 "PS4",
+                                                 "CDPATH",
+                                                 "GLOBIGNORE",
+                                                 "GCONV_PATH",
+                                                 "LOCPATH",
+                                                 "NLSPATH",
+                                                 "HOSTALIASES",
+                                                 "RESOLV_HOST_CONF",
+                                                 "GLIBC_TUNABLES",
+                                                 "TMPDIR",
+                                                 "JAVA_TOOL_OPTIONS",
+                                                 "_JAVA_OPTIONS",
+                                                 "JDK_JAVA_OPTIONS",
+                                                 "CLASSPATH",
+                                                 "LUA_PATH",
+                                                 "LUA_CPATH",
+                                                 "TCLLIBPATH"};
+  static constexpr std::string_view kDeniedPrefixes[] = {
+      "LD_",    "DYLD_", "MALLOC_", "BASH_FUNC_", "PERL",
+      "PYTHON", "RUBY",  "NODE_",   "GIT_",       "SSL_CERT_"};
+  for (std::string_view denied : kDenied) {
+    if (name == denied) return "is not settable (it can change what runs)";
+  }
+  for (std::string_view prefix : kDeniedPrefixes) {
+    if (name.starts_with(prefix)) {
+      return absl::StrCat("is not settable (", std::string(prefix),
+                          "* can change what runs)");
+    }
+  }
+  return "";
+}
 
 std::string Basename(const std::string& path) {
   const size_t slash = path.rfind('/');
@@ -89,12 +141,15 @@ absl::Status Validate(const ExecOptions& options, const TaskArgs& args) {
   }
   if (const Value* env = args.Find("env")) {
     for (const auto& [name, value] : env->struct_value().fields()) {
-      if (name.empty() ||
-          name.find_first_of("=\0", 0, 2) != std::string::npos ||
-          value.kind_case() != Value::kStringValue ||
+      const std::string problem = EnvNameProblem(name);
+      if (!problem.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("env.", name.substr(0, 128), ": ", problem));
+      }
+      if (value.kind_case() != Value::kStringValue ||
           value.string_value().find('\0') != std::string::npos) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "env.", name, ": a variable is a name without '=' and a string"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("env.", name, ": must be a string without NUL bytes"));
       }
     }
   }
@@ -154,6 +209,14 @@ std::string SignalName(int sig) {
 struct Child {
   explicit Child(asio::io_context& io)
       : out(io), err(io), in(io), pidfd(io), streams_done(io) {}
+  // The task's frame was destroyed before it reaped the program (the
+  // reactor stopped): the group is killed and the program reaped here.
+  ~Child() {
+    if (pid > 0 && !reaped) {
+      kill(-pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
   asio::posix::stream_descriptor out, err, in, pidfd;
   std::string stdout_bytes, stderr_bytes;
   bool stdout_truncated = false, stderr_truncated = false;
@@ -269,8 +332,7 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
       env_map[name] = value.string_value();
     }
   }
-  std::vector<std::string> env;
-  if (!env_map.contains("PATH")) env.push_back(kDefaultPath);
+  std::vector<std::string> env = {kDefaultPath};
   for (const auto& [name, value] : env_map) env.push_back(name + "=" + value);
   const Value* stdin_arg = a.Find("stdin");
   std::string input =
@@ -332,11 +394,13 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
     } while (ec == asio::error::operation_aborted);  // Not the exit: again.
     killer.cancel();
   }
+  // What it left behind in its group goes with it: killed while the
+  // unreaped leader still holds the group id (after the reap, the id could
+  // name someone else's group).
+  kill(-child->pid, SIGKILL);
   siginfo_t info{};
   waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED);
   child->reaped = true;
-  // What it left behind in its group goes with it.
-  kill(-child->pid, SIGKILL);
   const absl::Duration elapsed = absl::Now() - start;
 
   if (child->open_streams > 0) {
@@ -390,7 +454,8 @@ TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy) {
       .description =
           "Runs an allowlisted program (argv[0]: a path on the daemon's "
           "--exec-allow list, or its basename) in its own process group with "
-          "a clean environment (PATH plus `env`), `stdin` (else the payload) "
+          "a clean environment (a fixed PATH plus `env`), `stdin` (else the "
+          "payload) "
           "as its input, in `cwd`. Returns {exit_code, signal, stdout, "
           "stderr, stdout_truncated, stderr_truncated, duration_ms}; the raw "
           "stdout is the result payload. A non-zero exit fails the job "
@@ -399,8 +464,11 @@ TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy) {
       .default_kind = v1::JOB_KIND_IO_BOUND,
       .params = {Param("argv", ParamType::kList,
                        "program and arguments, all strings"),
-                 OptionalParam("env", ParamType::kObject, Value(),
-                               "environment variables: {NAME: value}"),
+                 OptionalParam(
+                     "env", ParamType::kObject, Value(),
+                     "environment variables: {NAME: value}; loader and "
+                     "interpreter hooks (LD_*, PYTHON*, PATH, ...) "
+                     "are refused"),
                  OptionalParam("stdin", ParamType::kString, Value(),
                                "input (default: the job's payload)"),
                  OptionalParam("cwd", ParamType::kString, StringValue("/"),

@@ -49,6 +49,10 @@ struct JobOutcome {
   // reactor's jobs share their thread).
   absl::Duration cpu_time;
   absl::Duration wall_time;  // Wall time the task ran.
+  // Of wall_time, how long the task's thread was ready to run but waited for
+  // a CPU (busy machine): measured for JOB_KIND_AUTO jobs on threads, so
+  // that AUTO judges the task rather than the load; else zero.
+  absl::Duration cpu_wait_time;
   // False while other jobs of the same chunk still hold the slot.
   bool frees_slot = true;
 };

@@ -1,9 +1,12 @@
 #include "workers/thread_pool.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <exception>
 #include <new>
 
@@ -100,6 +103,28 @@ absl::Duration ThreadCpuTime() {
   return absl::DurationFromTimespec(ts);
 }
 
+// How long the calling thread has waited, runnable, for a CPU (the second
+// field of /proc/thread-self/schedstat); zero if the kernel does not say.
+// One pread of a file each thread keeps open.
+absl::Duration ThreadCpuWaitTime() {
+  struct Schedstat {
+    int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    ~Schedstat() {
+      if (fd >= 0) close(fd);
+    }
+  };
+  thread_local Schedstat stat;
+  char buf[96];
+  const ssize_t n = stat.fd < 0 ? -1 : pread(stat.fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return absl::ZeroDuration();
+  buf[n] = '\0';
+  unsigned long long run_ns = 0, wait_ns = 0;
+  if (std::sscanf(buf, "%llu %llu", &run_ns, &wait_ns) != 2) {
+    return absl::ZeroDuration();
+  }
+  return absl::Nanoseconds(static_cast<int64_t>(wait_ns));
+}
+
 }  // namespace
 
 JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
@@ -108,6 +133,10 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
   const bool chained = clock != nullptr && clock->fresh;
   const absl::Duration cpu0 = chained ? clock->cpu : ThreadCpuTime();
   const absl::Time wall0 = chained ? clock->wall : absl::Now();
+  const bool auto_kind =
+      run.spec != nullptr && run.spec->kind() == v1::JOB_KIND_AUTO;
+  const absl::Duration wait0 =
+      auto_kind ? ThreadCpuWaitTime() : absl::ZeroDuration();
   TaskContext ctx(*run.args, *run.cancel, run.deadline, progress);
   absl::StatusOr<TaskOutput> result;
   bool out_of_memory = false;
@@ -127,6 +156,7 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
   const absl::Time wall1 = absl::Now();
   outcome.cpu_time = cpu1 - cpu0;
   outcome.wall_time = wall1 - wall0;
+  if (auto_kind) outcome.cpu_wait_time = ThreadCpuWaitTime() - wait0;
   if (clock != nullptr) *clock = {.fresh = true, .cpu = cpu1, .wall = wall1};
   if (result.ok()) {
     outcome.output = *std::move(result);

@@ -235,9 +235,12 @@ TEST_F(ReactorTest, TenThousandOneSecondSleepsEndTogetherOnFewThreads) {
     ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
     ASSERT_EQ(e.executor(), v1::EXECUTOR_REACTOR);
   }
-  EXPECT_LT(wall, absl::Seconds(3)) << "10,000 concurrent 1 s sleeps";
   // gRPC's threads, the pools' and one reactor loop: no thread per job.
   EXPECT_LT(max_threads, 64);
+  // They overlapped: fewer than 64 threads sleeping one job each would take
+  // over 156 s. (A loose bound for a loaded or sanitized build; the speed
+  // itself is measured in bench/reactor_bench.)
+  EXPECT_LT(wall, absl::Seconds(30)) << "10,000 concurrent 1 s sleeps";
 }
 
 TEST_F(ReactorTest, TimeoutAndCancelInterruptASleepAtOnce) {
@@ -449,6 +452,26 @@ TEST_F(ExecTest, FeedsStdinAndSetsEnvironmentAndDirectory) {
   ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
   EXPECT_EQ(Field(e, "stdout").string_value(),
             absl::StrCat("hi\n", dir_, "\nno home\n"));
+}
+
+TEST_F(ExecTest, RefusesVariablesThatChangeWhatRuns) {
+  // Loader and interpreter hooks, PATH, and names that are not
+  // [A-Z_][A-Z0-9_]* are refused before the job is queued.
+  for (const char* name :
+       {"LD_PRELOAD", "LD_LIBRARY_PATH", "BASH_ENV", "PATH", "PYTHONPATH",
+        "GLIBC_TUNABLES", "BASH_FUNC_x%%", "lower", "1ABC", "A=B", ""}) {
+    google::protobuf::Value env;
+    (*env.mutable_struct_value()->mutable_fields())[name] = Str("/tmp/x");
+    const v1::JobEvent e = RunOne(Exec({"echo"}, {{"env", env}}));
+    EXPECT_EQ(e.type(), v1::EVENT_TYPE_REJECTED) << name;
+    EXPECT_EQ(e.error().code(), grpc::StatusCode::INVALID_ARGUMENT) << name;
+    EXPECT_THAT(e.error().message(), HasSubstr("env.")) << name;
+  }
+  // The program always gets the fixed PATH.
+  const v1::JobEvent e = RunOne(Exec({"sh", "-c", "echo $PATH"}));
+  ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
+  EXPECT_EQ(Field(e, "stdout").string_value(),
+            "/usr/local/bin:/usr/bin:/bin\n");
 }
 
 TEST_F(ExecTest, RejectsProgramsOffTheAllowlist) {

@@ -308,6 +308,22 @@ TEST_F(SecurityTest, TheLiveJobQuotaRefusesTheThirdJob) {
   EXPECT_EQ(carol.Terminal()[0].type(), v1::EVENT_TYPE_SUCCEEDED);
 }
 
+TEST_F(SecurityTest, ARateBelowOnePerSecondStillAdmitsJobs) {
+  std::vector<std::string> flags = TokenFlags();
+  flags.insert(flags.end(), {"--quota-submit-rate", "0.5"});
+  StartDaemon(flags);
+  const StreamResult burst =
+      Submit(kCarol, std::vector<v1::JobSpec>(3, Spec("echo", {1})));
+  int accepted = 0;
+  for (const v1::JobEvent& e : burst.events) {
+    accepted += e.type() == v1::EVENT_TYPE_ACCEPTED;
+    if (e.type() == v1::EVENT_TYPE_REJECTED) {
+      EXPECT_THAT(e.error().message(), HasSubstr("retry in"));
+    }
+  }
+  EXPECT_EQ(accepted, 1);  // One now, the next in 2 s.
+}
+
 TEST_F(SecurityTest, RateAndStreamQuotasRefuseTheGreedyAndServeTheRest) {
   std::vector<std::string> flags = TokenFlags();
   flags.insert(flags.end(),

@@ -1,0 +1,109 @@
+// Unit tests of ApplyConfig (server/reload.h), the SIGHUP reload, with real
+// components and no listener: which settings apply live, and that new
+// callers which would leave a TCP listener beyond loopback open to anyone
+// are refused. Also CheckTcpExposure (server/config.h).
+#include "server/reload.h"
+
+#include <memory>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/auth.h"
+#include "server/clock.h"
+#include "server/config.h"
+#include "server/scheduler.h"
+#include "server/service.h"
+#include "workers/io_tasks.h"
+#include "workers/task_registry.h"
+
+namespace jobd {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+// sha256("alice-secret") and sha256("bob-secret").
+constexpr char kAlice[] =
+    "alice:submit+read:"
+    "0c848abb03307b06cf70cd4e29c157dc81af5e94ab3eb1d0c59a120269572376";
+constexpr char kBob[] =
+    "bob:submit:"
+    "9f03ef1533a68d2f506f81ef463c1183a82a6bd40e45613f36e6fe1889cf1b99";
+
+class ReloadTest : public ::testing::Test {
+ protected:
+  void Start(const std::string& tcp, bool tls) {
+    current_.tcp_address = tcp;
+    if (tls) {
+      current_.tls_cert = "/etc/jobd/cert.pem";
+      current_.tls_key = "/etc/jobd/key.pem";
+    }
+    current_.auth.tokens = {kAlice};
+    auto auth = Authenticator::Create(current_.auth);
+    ASSERT_TRUE(auth.ok()) << auth.status();
+    auth_ = *std::move(auth);
+    service_ = std::make_unique<JobServiceImpl>(
+        scheduler_, registry_, *auth_, current_.service, "test", [] {});
+  }
+  ReloadResult Apply(const DaemonConfig& fresh) {
+    return ApplyConfig(current_, fresh, scheduler_, *service_, exec_, *auth_);
+  }
+
+  RealClock clock_;
+  Scheduler scheduler_{SchedulerOptions{}, clock_};
+  TaskRegistry registry_;
+  ExecPolicy exec_;
+  DaemonConfig current_;
+  std::unique_ptr<Authenticator> auth_;
+  std::unique_ptr<JobServiceImpl> service_;
+};
+
+TEST_F(ReloadTest, RefusesToDropAuthenticationBeyondLoopback) {
+  Start("0.0.0.0:7443", /*tls=*/true);  // Never listened on: no server here.
+  DaemonConfig fresh = current_;
+  fresh.auth.tokens.clear();
+  fresh.scheduler.max_queued = 7;
+  const ReloadResult r = Apply(fresh);
+  ASSERT_EQ(r.refused.size(), 1u);
+  EXPECT_THAT(r.refused[0], HasSubstr("--auth-token: 1 -> 0 entries"));
+  EXPECT_THAT(r.refused[0], HasSubstr("non-loopback"));
+  EXPECT_TRUE(auth_->required());              // Alice's token still counts.
+  EXPECT_EQ(current_.auth.tokens.size(), 1u);  // And is what runs.
+  // The rest of the reload applied.
+  EXPECT_THAT(r.applied, ::testing::Contains(HasSubstr("--max-queued")));
+  EXPECT_EQ(current_.scheduler.max_queued, 7u);
+
+  // Another token in its place is fine.
+  fresh.auth.tokens = {kBob};
+  const ReloadResult swap = Apply(fresh);
+  EXPECT_THAT(swap.refused, IsEmpty());
+  EXPECT_THAT(swap.applied, ::testing::Contains(HasSubstr("--auth-token")));
+  EXPECT_EQ(current_.auth.tokens, std::vector<std::string>{kBob});
+}
+
+TEST_F(ReloadTest, OnLoopbackCallersMayBeDroppedLive) {
+  Start("127.0.0.1:0", /*tls=*/false);
+  DaemonConfig fresh = current_;
+  fresh.auth.tokens.clear();
+  const ReloadResult r = Apply(fresh);
+  EXPECT_THAT(r.refused, IsEmpty());
+  EXPECT_FALSE(auth_->required());
+  EXPECT_THAT(current_.auth.tokens, IsEmpty());
+}
+
+TEST(TcpExposureTest, BeyondLoopbackNeedsTlsAndAuthentication) {
+  for (const char* address :
+       {"127.0.0.1:50051", "127.8.9.1:1", "[::1]:50051", "localhost:1"}) {
+    EXPECT_TRUE(CheckTcpExposure(address, false, false).ok()) << address;
+  }
+  for (const char* address : {"0.0.0.0:50051", "[::]:50051", "10.0.0.1:1",
+                              "example.org:1", "128.0.0.1:1"}) {
+    EXPECT_FALSE(CheckTcpExposure(address, false, true).ok()) << address;
+    EXPECT_FALSE(CheckTcpExposure(address, true, false).ok()) << address;
+    EXPECT_TRUE(CheckTcpExposure(address, true, true).ok()) << address;
+  }
+}
+
+}  // namespace
+}  // namespace jobd
