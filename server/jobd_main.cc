@@ -284,6 +284,7 @@ int Run(int argc, char** argv) {
   std::unique_ptr<Journal> journal;
   Recovered recovered;
   UniqueFd state_lock;
+  const absl::Time journal_start = absl::Now();
   if (config.durability != Durability::kNone) {
     absl::StatusOr<UniqueFd> lock = LockStateDirectory(config.state_dir);
     if (!lock.ok()) {
@@ -325,14 +326,17 @@ int Run(int argc, char** argv) {
 
   if (journal != nullptr) {
     const size_t rows = recovered.rows.size();
-    const absl::Time start = absl::Now();
+    const absl::Time read = absl::Now();
     const RestoreSummary r = scheduler.Restore(std::move(recovered), registry);
+    const absl::Time restored = absl::Now();
     spdlog::info(
-        "journal {}/jobd.db ({}): {} job(s) restored in {}: {} queued, {} "
-        "re-run (at-least-once), {} lost (LOST_ON_RESTART), {} unrunnable, "
-        "{} retained",
+        "journal {}/jobd.db ({}): {} job(s) restored in {} (read {}, "
+        "rebuilt {}): {} queued, {} re-run (at-least-once), {} lost "
+        "(LOST_ON_RESTART), {} unrunnable, {} retained",
         config.state_dir, DurabilityName(config.durability), rows,
-        absl::FormatDuration(absl::Now() - start), r.queued, r.rerun, r.lost,
+        absl::FormatDuration(restored - journal_start),
+        absl::FormatDuration(read - journal_start),
+        absl::FormatDuration(restored - read), r.queued, r.rerun, r.lost,
         r.unrunnable, r.retained);
   }
 

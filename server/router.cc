@@ -89,8 +89,12 @@ absl::StatusOr<v1::Executor> Router::Route(const TaskDef& task,
 void Router::Record(const TaskDef& task, absl::Duration cpu,
                     absl::Duration wall, absl::Duration cpu_wait) {
   const double wall_s = absl::ToDoubleSeconds(wall);
-  // Unmeasured CPU (the reactor's jobs share their thread): nothing to learn.
-  if (wall_s <= 0 || cpu < absl::ZeroDuration()) return;
+  // Unmeasured CPU (the reactor's jobs share their thread), or an AUTO run
+  // that skipped measuring its wait: nothing to learn.
+  if (wall_s <= 0 || cpu < absl::ZeroDuration() ||
+      cpu_wait < absl::ZeroDuration()) {
+    return;
+  }
   const double wanted_s = absl::ToDoubleSeconds(
       std::clamp(wall - cpu_wait, absl::ZeroDuration(), wall));
   if (wanted_s <= 0) return;  // It only waited.
@@ -106,6 +110,11 @@ void Router::Record(const TaskDef& task, absl::Duration cpu,
     m.wall_s += kAlpha * (wall_s - m.wall_s);
   }
   ++m.samples;
+}
+
+bool Router::SampleCpuWait(const TaskDef& task) {
+  const uint64_t offer = measures_[&task].wait_offers++;
+  return offer < 4 * kMinSamples || offer % kCpuWaitSampling == 0;
 }
 
 double Router::CpuRatio(const TaskDef& task) const {

@@ -46,9 +46,18 @@ class Router {
   absl::StatusOr<v1::Executor> Route(const TaskDef& task, v1::JobKind kind,
                                      v1::Executor requested) const;
 
+  // Whether the next AUTO run of `task` should measure its run-queue wait
+  // (JobRun::measure_cpu_wait): reading it costs two system calls, a lot
+  // beside a tiny job, so AUTO learns from the first runs of a task and
+  // then from one in kCpuWaitSampling.
+  bool SampleCpuWait(const TaskDef& task);
+  static constexpr int kCpuWaitSampling = 8;
+
   // Records one finished run of `task` (feeds AUTO): `cpu` used in `wall`,
   // of which `cpu_wait` spent waiting for a CPU taken by others (not held
-  // against the task: a CPU hog on a busy machine is still a CPU hog).
+  // against the task: a CPU hog on a busy machine is still a CPU hog). A
+  // negative `cpu_wait` (an AUTO run that did not measure it) teaches
+  // nothing.
   void Record(const TaskDef& task, absl::Duration cpu, absl::Duration wall,
               absl::Duration cpu_wait = absl::ZeroDuration());
   // The task's smoothed CPU/wall ratio, or a negative number if unmeasured.
@@ -59,6 +68,7 @@ class Router {
     double ratio = 0;  // Exponentially weighted moving averages.
     double wall_s = 0;
     int samples = 0;
+    uint64_t wait_offers = 0;  // SampleCpuWait calls.
   };
   v1::Executor Preferred(const TaskDef& task, v1::JobKind kind) const;
 

@@ -421,18 +421,25 @@ void Scheduler::StartDurable(v1::Executor kind, After& after) {
       lane.executor->StartChunk(std::move(chunk));
     }
   }
-  if (!lane.gated.empty()) {
-    const uint64_t front = lane.gated.front().ticket;
-    const size_t max_window = std::max<size_t>(capacity, options_.start_window);
-    if (lane.busy < capacity && front > durable && lane.queued > 0 &&
-        front != lane.grown_at) {
-      // A slot waits for the commit while jobs queue: claim further ahead.
-      lane.grown_at = front;
-      lane.window = std::min(max_window, lane.window * 2);
-    } else if (lane.busy >= capacity && front <= durable &&
-               lane.window > static_cast<size_t>(capacity)) {
-      --lane.window;  // Started jobs wait for slots: claim less ahead.
+  if (durable > lane.seen_durable) {
+    // A commit landed: jobs durable since the one before that still wait
+    // for a slot were claimed further ahead than the slots needed.
+    size_t idle = 0;
+    for (const Lane::Gated& g : lane.gated) {
+      if (g.ticket > lane.seen_durable) break;
+      idle += g.chunk.size();
     }
+    lane.window = std::max<size_t>(
+        capacity, lane.window - std::min(lane.window, idle / 2));
+    lane.seen_durable = durable;
+  }
+  if (!lane.gated.empty() && lane.busy < capacity && lane.queued > 0 &&
+      lane.gated.front().ticket > durable &&
+      lane.gated.front().ticket != lane.grown_at) {
+    // A free slot waits for the commit while jobs queue: claim further ahead.
+    lane.grown_at = lane.gated.front().ticket;
+    lane.window = std::min(std::max<size_t>(capacity, options_.start_window),
+                           lane.window * 2);
   }
   // Not durable yet: wake up when it is.
   if (!lane.gated.empty() && lane.gated.front().ticket > durable &&
@@ -478,6 +485,8 @@ JobRun Scheduler::StartRun(Job& job, After& after) {
   run.task = job.task;
   run.spec = job.spec;
   run.args = job.args;
+  run.measure_cpu_wait =
+      job.spec->kind() == v1::JOB_KIND_AUTO && router_.SampleCpuWait(*job.task);
   run.cancel = job.cancel;
   if (job.spec->has_timeout()) {
     const absl::Duration timeout = FromProto(job.spec->timeout());

@@ -112,7 +112,7 @@ struct SchedulerOptions {
   // is hidden: as many as keep the slots busy (adaptive), at most this many
   // per executor. They are the ones a crash fails LOST_ON_RESTART without
   // having run.
-  size_t start_window = 256;
+  size_t start_window = 4096;
   // How often expired jobs are swept.
   absl::Duration sweep_interval = absl::Seconds(1);
 };
@@ -289,11 +289,14 @@ class Scheduler {
     std::deque<Gated> gated;
     size_t gated_jobs = 0;
     uint64_t gate_armed = 0;  // A wake-up is registered up to this ticket.
-    // Jobs allowed in `gated` (beyond the slots): doubled when a slot had
-    // to wait for a commit while jobs queued, shrunk by one when started
-    // jobs wait for slots; within [capacity, start_window].
+    // Jobs allowed in `gated` (beyond the slots), so that the slots need
+    // not wait for commits; within [capacity, start_window]. Doubled (once
+    // per commit) when a free slot waits for a commit while jobs queue;
+    // shrunk by half of the jobs that stayed durable and unstarted through a
+    // whole commit interval (claimed further ahead than the slots needed).
     size_t window = 0;
-    uint64_t grown_at = 0;  // The ticket the last growth waited for.
+    uint64_t grown_at = 0;      // The ticket the last growth waited for.
+    uint64_t seen_durable = 0;  // The durable ticket at the last commit seen.
   };
   // Lets journal callbacks reach the scheduler while it lives: they count
   // themselves in `calls`; the destructor clears `self` and waits for 0.

@@ -174,6 +174,29 @@ TEST(RouterTest, UnmeasuredCpuTimeTeachesNothing) {
     r.Record(t, absl::Nanoseconds(-1), absl::Milliseconds(50));
   }
   EXPECT_LT(r.CpuRatio(t), 0);
+  // Nor does an AUTO run that did not measure its run-queue wait.
+  for (int i = 0; i < 10; ++i) {
+    r.Record(t, absl::Milliseconds(1), absl::Milliseconds(50),
+             absl::Nanoseconds(-1));
+  }
+  EXPECT_LT(r.CpuRatio(t), 0);
+}
+
+TEST(RouterTest, SamplesTheRunQueueWaitOfEachTask) {
+  Router r;
+  const TaskDef a = Task(v1::JOB_KIND_IO_BOUND);
+  const TaskDef b = Task(v1::JOB_KIND_IO_BOUND);
+  // The first runs of a task all measure, so that AUTO learns it quickly.
+  for (int i = 0; i < 4 * Router::kMinSamples; ++i) {
+    EXPECT_TRUE(r.SampleCpuWait(a)) << i;
+  }
+  // Then one in kCpuWaitSampling, counted per task.
+  int measured = 0;
+  for (int i = 0; i < 10 * Router::kCpuWaitSampling; ++i) {
+    measured += r.SampleCpuWait(a);
+  }
+  EXPECT_EQ(measured, 10);
+  EXPECT_TRUE(r.SampleCpuWait(b));
 }
 
 }  // namespace

@@ -37,6 +37,9 @@ struct JobRun {
   std::shared_ptr<const TaskArgs> args;
   std::shared_ptr<CancelToken> cancel;
   absl::Time deadline = absl::InfiniteFuture();
+  // Measure the run-queue wait (JobOutcome::cpu_wait_time) of this run of an
+  // AUTO job (thread pool; the process pool's workers take CPU/wall as is).
+  bool measure_cpu_wait = false;
 };
 
 // How a started job ended.
@@ -50,8 +53,9 @@ struct JobOutcome {
   absl::Duration cpu_time;
   absl::Duration wall_time;  // Wall time the task ran.
   // Of wall_time, how long the task's thread was ready to run but waited for
-  // a CPU (busy machine): measured for JOB_KIND_AUTO jobs on threads, so
-  // that AUTO judges the task rather than the load; else zero.
+  // a CPU (busy machine), so that AUTO judges the task rather than the
+  // load: measured if JobRun::measure_cpu_wait; -1ns for an AUTO job that
+  // did not; zero for other jobs.
   absl::Duration cpu_wait_time;
   // False while other jobs of the same chunk still hold the slot.
   bool frees_slot = true;

@@ -135,8 +135,9 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
   const absl::Time wall0 = chained ? clock->wall : absl::Now();
   const bool auto_kind =
       run.spec != nullptr && run.spec->kind() == v1::JOB_KIND_AUTO;
+  const bool measure_wait = auto_kind && run.measure_cpu_wait;
   const absl::Duration wait0 =
-      auto_kind ? ThreadCpuWaitTime() : absl::ZeroDuration();
+      measure_wait ? ThreadCpuWaitTime() : absl::ZeroDuration();
   TaskContext ctx(*run.args, *run.cancel, run.deadline, progress);
   absl::StatusOr<TaskOutput> result;
   bool out_of_memory = false;
@@ -156,7 +157,11 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
   const absl::Time wall1 = absl::Now();
   outcome.cpu_time = cpu1 - cpu0;
   outcome.wall_time = wall1 - wall0;
-  if (auto_kind) outcome.cpu_wait_time = ThreadCpuWaitTime() - wait0;
+  if (measure_wait) {
+    outcome.cpu_wait_time = ThreadCpuWaitTime() - wait0;
+  } else if (auto_kind) {
+    outcome.cpu_wait_time = -absl::Nanoseconds(1);  // Not measured.
+  }
   if (clock != nullptr) *clock = {.fresh = true, .cpu = cpu1, .wall = wall1};
   if (result.ok()) {
     outcome.output = *std::move(result);
