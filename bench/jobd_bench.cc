@@ -273,11 +273,12 @@ struct DurabilityRun {
 };
 
 DurabilityRun Durability(const std::string& mode, int n, int batch, int window,
-                         int rounds) {
+                         int rounds, int workers) {
   auto daemon = testing::Daemon::Start(
-      {"--durability", mode, "--log-level", "warn", "--thread-workers", "2",
-       "--max-window", std::to_string(std::max(window, 1)),
-       "--max-jobs-per-request", std::to_string(std::max(batch, 1))});
+      {"--durability", mode, "--log-level", "warn", "--thread-workers",
+       std::to_string(workers), "--max-window",
+       std::to_string(std::max(window, 1)), "--max-jobs-per-request",
+       std::to_string(std::max(batch, 1))});
   if (!daemon.ok()) {
     std::fprintf(stderr, "%s\n",
                  std::string(daemon.status().message()).c_str());
@@ -478,7 +479,7 @@ int Run(int argc, char** argv) {
   double none_rate = 0;
   for (const std::string mode : {"none", "batched", "every-commit"}) {
     const int n = mode == "every-commit" ? every_commit_jobs : durable_jobs;
-    DurabilityRun d = Durability(mode, n, batch, window, rounds / 5);
+    DurabilityRun d = Durability(mode, n, batch, window, rounds / 5, workers);
     if (mode == "none") none_rate = d.rate;
     std::printf("%-32s %10d %12.0f %9.2fx %10.1f\n", mode.c_str(), n, d.rate,
                 none_rate > 0 ? d.rate / none_rate : 0.0, d.trip.Pct(0.5));

@@ -236,9 +236,10 @@ double DaemonPrimes(int workers, int jobs, double n) {
 struct Throughput {
   double cold = 0, warm = 0;
 };
-Throughput DaemonTiny(v1::Executor executor, int chunksize, int jobs) {
+Throughput DaemonTiny(v1::Executor executor, int chunksize, int jobs,
+                      const std::string& durability) {
   const std::vector<double> seconds = DaemonMap(
-      {}, "echo", jobs, [](int i) { return i + 1; },
+      {"--durability", durability}, "echo", jobs, [](int i) { return i + 1; },
       {.window = 65536,
        .kind = v1::JOB_KIND_CPU_BOUND,
        .executor = executor,
@@ -380,16 +381,21 @@ int Run(int argc, char** argv) {
               d_one, d_two, d_one / d_two);
 
   // --- tiny jobs end to end
-  const Throughput thread = DaemonTiny(v1::EXECUTOR_THREAD, 1, tiny);
-  const Throughput chunk1 = DaemonTiny(v1::EXECUTOR_PROCESS, 1, tiny / 4);
-  const Throughput chunk256 = DaemonTiny(v1::EXECUTOR_PROCESS, 256, tiny);
-  std::printf("%-44s %9s %9s\n", "tiny echo jobs end to end (client Map)",
-              "cold/s", "warm/s");
-  for (const auto& [name, t] :
-       {std::pair{"thread pool", thread},
-        std::pair{"process pool, chunksize 1", chunk1},
-        std::pair{"process pool, chunksize 256", chunk256}}) {
-    std::printf("%-44s %9.0f %9.0f\n", name, t.cold, t.warm);
+  // Without the journal (what the executors cost), then the same with it
+  // (--durability batched, jobd's default: what a durable daemon costs).
+  std::printf("%-44s %9s %9s %16s %9s\n",
+              "tiny echo jobs end to end (client Map)", "cold/s", "warm/s",
+              "+journal cold/s", "warm/s");
+  for (const auto& [name, executor, chunksize, jobs] :
+       {std::tuple{"thread pool", v1::EXECUTOR_THREAD, 1, tiny},
+        std::tuple{"process pool, chunksize 1", v1::EXECUTOR_PROCESS, 1,
+                   tiny / 4},
+        std::tuple{"process pool, chunksize 256", v1::EXECUTOR_PROCESS, 256,
+                   tiny}}) {
+    const Throughput bare = DaemonTiny(executor, chunksize, jobs, "none");
+    const Throughput durable = DaemonTiny(executor, chunksize, jobs, "batched");
+    std::printf("%-44s %9.0f %9.0f %16.0f %9.0f\n", name, bare.cold, bare.warm,
+                durable.cold, durable.warm);
   }
   return 0;
 }
