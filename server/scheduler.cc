@@ -402,17 +402,21 @@ void Scheduler::StartDurable(v1::Executor kind, After& after) {
     std::vector<JobRun> chunk = std::move(lane.gated.front().chunk);
     lane.gated.pop_front();
     lane.gated_jobs -= chunk.size();
-    // Those cancelled (or put back at shutdown) meanwhile stay out.
-    std::erase_if(
-        chunk, [this](const JobRun& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          auto it = jobs_.find(run.job_id);
-          if (it == jobs_.end() || it->second->state != v1::JOB_STATE_RUNNING ||
-              it->second->cancel != run.cancel) {
-            return true;
-          }
-          it->second->gated = false;
-          return false;
-        });
+    // Those cancelled (or put back at shutdown) meanwhile stay out. The
+    // others start now: their run time, and their timeout, count from here.
+    const absl::Time now = clock_.Now();
+    std::erase_if(chunk, [&](JobRun& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      auto it = jobs_.find(run.job_id);
+      if (it == jobs_.end() || it->second->state != v1::JOB_STATE_RUNNING ||
+          it->second->cancel != run.cancel) {
+        return true;
+      }
+      Job& job = *it->second;
+      job.gated = false;
+      job.start_time = now;
+      ArmTimeout(job, run, now);
+      return false;
+    });
     if (chunk.empty()) continue;
     ++lane.busy;
     if (chunk.size() == 1) {
@@ -488,18 +492,21 @@ JobRun Scheduler::StartRun(Job& job, After& after) {
   run.measure_cpu_wait =
       job.spec->kind() == v1::JOB_KIND_AUTO && router_.SampleCpuWait(*job.task);
   run.cancel = job.cancel;
-  if (job.spec->has_timeout()) {
-    const absl::Duration timeout = FromProto(job.spec->timeout());
-    run.deadline = now + timeout;
-    const uint64_t id = job.id;
-    job.timeout_timer =
-        timers_.Schedule(run.deadline, [this, id] { OnTimeout(id); });
-  }
+  // With a journal the run starts later, once its start is durable.
+  if (journal_ == nullptr) ArmTimeout(job, run, now);
   ++job.attempts;
   Event e;
   e.type = v1::EVENT_TYPE_STARTED;
   Emit(job, std::move(e), after);
   return run;
+}
+
+void Scheduler::ArmTimeout(Job& job, JobRun& run, absl::Time now) {
+  if (!job.spec->has_timeout()) return;
+  run.deadline = now + FromProto(job.spec->timeout());
+  const uint64_t id = job.id;
+  job.timeout_timer =
+      timers_.Schedule(run.deadline, [this, id] { OnTimeout(id); });
 }
 
 void Scheduler::Emit(Job& job, Event event, After& after) {

@@ -475,6 +475,39 @@ TEST_F(SchedulerTest, WithAJournalAJobStartsOnlyOnceItsStartIsDurable) {
   std::filesystem::remove_all(dir);
 }
 
+TEST_F(SchedulerTest, WithAJournalATimeoutCountsFromTheRealStart) {
+  char dir[] = "/tmp/jobd-scheduler-test.XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  Recovered recovered;
+  auto journal =
+      Journal::Open({.path = std::string(dir) + "/jobd.db"}, &recovered);
+  ASSERT_TRUE(journal.ok()) << journal.status();
+  const TaskDef slow =
+      Def("slow", [](TaskContext& ctx) -> absl::StatusOr<TaskOutput> {
+        ctx.SleepFor(absl::Milliseconds(600));
+        return TaskOutput{};
+      });
+  {
+    scheduler_.reset();
+    scheduler_ =
+        std::make_unique<Scheduler>(SchedulerOptions{}, clock_, journal->get());
+    scheduler_->AddExecutor(std::make_unique<ThreadPoolExecutor>(
+        1, scheduler_->listener_for(v1::EXECUTOR_THREAD)));
+    // The second job is marked started ahead while the first holds the
+    // only slot for 600 ms; its 300 ms must count from when it really runs.
+    const Admission first = Submit(slow);
+    const Admission second = Submit(ok_task_, 0, "", absl::Milliseconds(300));
+    ASSERT_TRUE(first.status.ok() && second.status.ok());
+    EXPECT_EQ(sink_->WaitEnd(first.job_id).type, v1::EVENT_TYPE_SUCCEEDED);
+    const Event end = sink_->WaitEnd(second.job_id);
+    EXPECT_EQ(end.type, v1::EVENT_TYPE_SUCCEEDED)
+        << (end.end ? end.end->error.message() : "");
+    scheduler_.reset();
+  }
+  journal->reset();
+  std::filesystem::remove_all(dir);
+}
+
 // A journal row as a previous run left it (restart_test covers the real
 // journal; rows made by hand reach the edge cases).
 JournalRow OldRow(uint64_t id, v1::JobState state, uint64_t first_seq) {

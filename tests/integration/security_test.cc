@@ -344,17 +344,28 @@ TEST_F(SecurityTest, RateAndStreamQuotasRefuseTheGreedyAndServeTheRest) {
   }
   EXPECT_EQ(accepted, 5);
   EXPECT_EQ(limited, 15);
-  // Streams: a flood of watches from carol stops at 3...
+  // Streams: a flood of watches from carol stops at 3 (once the server has
+  // seen her Submit stream above end: until then it holds one place)...
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
   std::vector<std::unique_ptr<grpc::ClientReader<v1::WatchJobsResponse>>>
       readers;
-  for (int i = 0; i < 3; ++i) {
-    contexts.push_back(std::make_unique<grpc::ClientContext>());
-    WithToken(*contexts.back(), kCarol);
-    readers.push_back(stub_->WatchJobs(contexts.back().get(), {}));
+  const absl::Time open_by = absl::Now() + absl::Seconds(10);
+  while (readers.size() < 3 && absl::Now() < open_by) {
+    auto context = std::make_unique<grpc::ClientContext>();
+    WithToken(*context, kCarol);
+    auto reader = stub_->WatchJobs(context.get(), {});
     v1::WatchJobsResponse header;
-    ASSERT_TRUE(readers.back()->Read(&header));  // Open for sure.
+    if (reader->Read(&header)) {  // Open for sure.
+      contexts.push_back(std::move(context));
+      readers.push_back(std::move(reader));
+      continue;
+    }
+    const grpc::Status refused = reader->Finish();
+    ASSERT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << refused.error_message();
+    absl::SleepFor(absl::Milliseconds(20));  // Polling.
   }
+  ASSERT_EQ(readers.size(), 3u);
   grpc::ClientContext fourth;
   WithToken(fourth, kCarol);
   auto over = stub_->WatchJobs(&fourth, {});
