@@ -118,9 +118,29 @@ class SchedulerTest : public ::testing::Test {
         threads, scheduler_->listener_for(v1::EXECUTOR_THREAD)));
   }
 
+  // A scheduler with a journal (in a fresh temporary directory) and
+  // `threads` thread workers.
+  void BuildWithJournal(int threads) {
+    scheduler_.reset();
+    char dir[] = "/tmp/jobd-scheduler-test.XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    journal_dir_ = dir;
+    Recovered recovered;
+    auto journal =
+        Journal::Open({.path = journal_dir_ + "/jobd.db"}, &recovered);
+    ASSERT_TRUE(journal.ok()) << journal.status();
+    journal_ = *std::move(journal);
+    scheduler_ =
+        std::make_unique<Scheduler>(SchedulerOptions{}, clock_, journal_.get());
+    scheduler_->AddExecutor(std::make_unique<ThreadPoolExecutor>(
+        threads, scheduler_->listener_for(v1::EXECUTOR_THREAD)));
+  }
+
   void TearDown() override {
     gate_.Open();
     scheduler_.reset();
+    journal_.reset();
+    if (!journal_dir_.empty()) std::filesystem::remove_all(journal_dir_);
   }
 
   static TaskDef Def(std::string name, SyncTaskFn fn) {
@@ -156,6 +176,8 @@ class SchedulerTest : public ::testing::Test {
   ManualClock manual_clock_{absl::Now()};
   Gate gate_;
   std::shared_ptr<RecordingSink> sink_ = std::make_shared<RecordingSink>();
+  std::unique_ptr<Journal> journal_;  // BuildWithJournal only.
+  std::string journal_dir_;
   std::unique_ptr<Scheduler> scheduler_;
   uint64_t next_tag_ = 1;
 
@@ -439,73 +461,45 @@ TEST_F(SchedulerTest, DrainRejectsNewJobsAndShutdownCancelsTheRest) {
 }
 
 TEST_F(SchedulerTest, WithAJournalAJobStartsOnlyOnceItsStartIsDurable) {
-  char dir[] = "/tmp/jobd-scheduler-test.XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  Recovered recovered;
-  auto journal =
-      Journal::Open({.path = std::string(dir) + "/jobd.db"}, &recovered);
-  ASSERT_TRUE(journal.ok()) << journal.status();
   std::atomic<uint64_t> durable_when_run{0};
   const TaskDef probe =
       Def("probe", [&](TaskContext&) -> absl::StatusOr<TaskOutput> {
-        durable_when_run = (*journal)->durable();
+        durable_when_run = journal_->durable();
         return TaskOutput{};
       });
-  {
-    scheduler_.reset();
-    scheduler_ =
-        std::make_unique<Scheduler>(SchedulerOptions{}, clock_, journal->get());
-    scheduler_->AddExecutor(std::make_unique<ThreadPoolExecutor>(
-        2, scheduler_->listener_for(v1::EXECUTOR_THREAD)));
-    for (int i = 0; i < 20; ++i) {
-      const Admission a = Submit(probe);
-      ASSERT_TRUE(a.status.ok()) << a.status;
-      sink_->WaitEnd(a.job_id);
-      uint64_t started_ticket = 0;
-      for (const Event& e : sink_->EventsOf(a.job_id)) {
-        if (e.type == v1::EVENT_TYPE_STARTED) started_ticket = e.ticket;
-      }
-      ASSERT_GT(started_ticket, 0u);
-      // The task ran after the batch with its STARTED record was committed.
-      EXPECT_GE(durable_when_run.load(), started_ticket) << "job " << a.job_id;
+  BuildWithJournal(2);
+  for (int i = 0; i < 20; ++i) {
+    const Admission a = Submit(probe);
+    ASSERT_TRUE(a.status.ok()) << a.status;
+    sink_->WaitEnd(a.job_id);
+    uint64_t started_ticket = 0;
+    for (const Event& e : sink_->EventsOf(a.job_id)) {
+      if (e.type == v1::EVENT_TYPE_STARTED) started_ticket = e.ticket;
     }
-    scheduler_.reset();
+    ASSERT_GT(started_ticket, 0u);
+    // The task ran after the batch with its STARTED record was committed.
+    EXPECT_GE(durable_when_run.load(), started_ticket) << "job " << a.job_id;
   }
-  journal->reset();
-  std::filesystem::remove_all(dir);
+  scheduler_.reset();  // Before `probe`.
 }
 
 TEST_F(SchedulerTest, WithAJournalATimeoutCountsFromTheRealStart) {
-  char dir[] = "/tmp/jobd-scheduler-test.XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  Recovered recovered;
-  auto journal =
-      Journal::Open({.path = std::string(dir) + "/jobd.db"}, &recovered);
-  ASSERT_TRUE(journal.ok()) << journal.status();
   const TaskDef slow =
       Def("slow", [](TaskContext& ctx) -> absl::StatusOr<TaskOutput> {
         ctx.SleepFor(absl::Milliseconds(600));
         return TaskOutput{};
       });
-  {
-    scheduler_.reset();
-    scheduler_ =
-        std::make_unique<Scheduler>(SchedulerOptions{}, clock_, journal->get());
-    scheduler_->AddExecutor(std::make_unique<ThreadPoolExecutor>(
-        1, scheduler_->listener_for(v1::EXECUTOR_THREAD)));
-    // The second job is marked started ahead while the first holds the
-    // only slot for 600 ms; its 300 ms must count from when it really runs.
-    const Admission first = Submit(slow);
-    const Admission second = Submit(ok_task_, 0, "", absl::Milliseconds(300));
-    ASSERT_TRUE(first.status.ok() && second.status.ok());
-    EXPECT_EQ(sink_->WaitEnd(first.job_id).type, v1::EVENT_TYPE_SUCCEEDED);
-    const Event end = sink_->WaitEnd(second.job_id);
-    EXPECT_EQ(end.type, v1::EVENT_TYPE_SUCCEEDED)
-        << (end.end ? end.end->error.message() : "");
-    scheduler_.reset();
-  }
-  journal->reset();
-  std::filesystem::remove_all(dir);
+  BuildWithJournal(1);
+  // The second job is marked started ahead while the first holds the only
+  // slot for 600 ms; its 300 ms must count from when it really runs.
+  const Admission first = Submit(slow);
+  const Admission second = Submit(ok_task_, 0, "", absl::Milliseconds(300));
+  ASSERT_TRUE(first.status.ok() && second.status.ok());
+  EXPECT_EQ(sink_->WaitEnd(first.job_id).type, v1::EVENT_TYPE_SUCCEEDED);
+  const Event end = sink_->WaitEnd(second.job_id);
+  EXPECT_EQ(end.type, v1::EVENT_TYPE_SUCCEEDED)
+      << (end.end ? end.end->error.message() : "");
+  scheduler_.reset();  // Before `slow`.
 }
 
 // A journal row as a previous run left it (restart_test covers the real
