@@ -336,12 +336,12 @@ class Scheduler {
   void StartDurable(v1::Executor kind, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnStartsDurable(v1::Executor kind);
-  // Marks a queued job RUNNING (STARTED event, timeout timer) and returns
-  // what its executor needs.
   // Starts the job's timeout clock (if its spec has one) at `now`: when
   // its run is handed to the executor.
   void ArmTimeout(Job& job, JobRun& run, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks a queued job RUNNING (STARTED event; without a journal, its
+  // timeout timer too) and returns what its executor needs.
   JobRun StartRun(Job& job, After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Finish(Job& job, std::shared_ptr<JobEnd> end, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
