@@ -120,18 +120,21 @@ namespace {
 // Opens the database and reads every row. DataLoss if it is damaged.
 absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
                          Recovered* recovered) {
+  // sqlite3_close_v2 below: a failure may return while a Statement is still
+  // alive; the v2 close frees the connection once that is finalized (the
+  // plain close would refuse, SQLITE_BUSY, and leak it).
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(
           options.path.c_str(), &db,
           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
           nullptr) != SQLITE_OK) {
     absl::Status s = SqliteError(db, "open");
-    sqlite3_close(db);
+    sqlite3_close_v2(db);
     return s;
   }
   auto fail = [&](std::string_view what) {
     absl::Status s = SqliteError(db, what);
-    sqlite3_close(db);
+    sqlite3_close_v2(db);
     return s;
   };
   sqlite3_busy_timeout(db, 5000);
@@ -149,7 +152,7 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     const char* verdict =
         reinterpret_cast<const char*>(sqlite3_column_text(check.get(), 0));
     if (verdict == nullptr || std::string_view(verdict) != "ok") {
-      sqlite3_close(db);
+      sqlite3_close_v2(db);
       return absl::DataLossError(
           fmt::format("quick_check: {}", verdict ? verdict : "?"));
     }
@@ -161,7 +164,7 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     }
     const int v = sqlite3_column_int(version.get(), 0);
     if (v > kSchemaVersion) {
-      sqlite3_close(db);
+      sqlite3_close_v2(db);
       return absl::FailedPreconditionError(
           fmt::format("schema version {} is newer than this jobd's ({})", v,
                       kSchemaVersion));
@@ -197,7 +200,7 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
                               sqlite3_column_bytes(s, 3)) ||
         !v1::JobState_IsValid(row.state) ||
         !v1::Executor_IsValid(row.executor)) {
-      sqlite3_close(db);
+      sqlite3_close_v2(db);
       return absl::DataLossError(fmt::format("job {} does not parse", row.id));
     }
     row.spec = std::move(spec);
@@ -212,7 +215,7 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
                                       sqlite3_column_bytes(s, 7)) ||
           !end->error.ParseFromArray(sqlite3_column_blob(s, 8),
                                      sqlite3_column_bytes(s, 8))) {
-        sqlite3_close(db);
+        sqlite3_close_v2(db);
         return absl::DataLossError(
             fmt::format("job {}'s result does not parse", row.id));
       }
