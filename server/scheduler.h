@@ -292,8 +292,8 @@ class Scheduler {
     // Jobs allowed in `gated` (beyond the slots), so that the slots need
     // not wait for commits; within [capacity, start_window]. Doubled (once
     // per commit) when a free slot waits for a commit while jobs queue;
-    // shrunk by half of the jobs that stayed durable and unstarted through a
-    // whole commit interval (claimed further ahead than the slots needed).
+    // shrunk by an eighth of the jobs that stayed durable and unstarted
+    // through a whole commit interval (claimed further ahead than needed).
     size_t window = 0;
     uint64_t grown_at = 0;      // The ticket the last growth waited for.
     uint64_t seen_durable = 0;  // The durable ticket at the last commit seen.
