@@ -304,20 +304,31 @@ std::vector<v1::JobEvent> StreamResult::Terminal() const {
   return out;
 }
 
-StreamResult SubmitAll(v1::JobService::Stub& stub,
-                       const std::vector<v1::JobSpec>& specs,
-                       v1::SubmitOptions options) {
-  grpc::ClientContext ctx;
-  Deadline(ctx, absl::Seconds(60));
-  auto stream = stub.Submit(&ctx);
+v1::SubmitRequest SubmitRequestOf(const std::vector<v1::JobSpec>& specs,
+                                  v1::SubmitOptions options) {
   v1::SubmitRequest req;
-  *req.mutable_options() = options;
+  *req.mutable_options() = std::move(options);
   for (size_t i = 0; i < specs.size(); ++i) {
     auto* item = req.add_items();
     item->set_client_tag(i + 1);
     *item->mutable_spec() = specs[i];
   }
-  stream->Write(req);
+  return req;
+}
+
+StreamResult SubmitAll(v1::JobService::Stub& stub,
+                       const std::vector<v1::JobSpec>& specs,
+                       v1::SubmitOptions options) {
+  grpc::ClientContext ctx;
+  Deadline(ctx, absl::Seconds(60));
+  return SubmitAll(ctx, stub, specs, std::move(options));
+}
+
+StreamResult SubmitAll(grpc::ClientContext& ctx, v1::JobService::Stub& stub,
+                       const std::vector<v1::JobSpec>& specs,
+                       v1::SubmitOptions options) {
+  auto stream = stub.Submit(&ctx);
+  stream->Write(SubmitRequestOf(specs, std::move(options)));
   stream->WritesDone();
   StreamResult r;
   v1::SubmitResponse resp;
@@ -326,6 +337,26 @@ StreamResult SubmitAll(v1::JobService::Stub& stub,
   }
   r.status = stream->Finish();
   return r;
+}
+
+bool WaitFor(const std::function<bool()>& done, absl::Duration limit) {
+  const absl::Time end = absl::Now() + limit;
+  for (int i = 0; i < 100000 && absl::Now() < end; ++i) {
+    if (done()) return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return done();
+}
+
+TempDir::TempDir(const std::string& prefix) {
+  std::string tmpl = "/tmp/" + prefix + ".XXXXXX";
+  if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  if (path_.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
 }
 
 }  // namespace jobd::testing

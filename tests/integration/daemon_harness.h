@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -77,6 +78,24 @@ absl::StatusOr<int> StopProcess(pid_t pid, int sig, absl::Duration timeout);
 v1::JobSpec Spec(const std::string& task, std::vector<double> nums = {},
                  v1::JobKind kind = v1::JOB_KIND_IO_BOUND);
 
+// Polls `done` every 10 ms for at most `limit`; true once it holds.
+bool WaitFor(const std::function<bool()>& done,
+             absl::Duration limit = absl::Seconds(10));
+
+// A fresh directory under /tmp (empty path() if it could not be made),
+// removed with everything in it when this goes.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "jobd-test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // Sets a deadline `d` from now on `ctx`.
 void Deadline(grpc::ClientContext& ctx, absl::Duration d = absl::Seconds(30));
 
@@ -86,9 +105,17 @@ struct StreamResult {
   std::vector<v1::JobEvent> Terminal() const;  // REJECTED and job ends.
 };
 
+// One Submit message carrying `specs` with client tags 1..n.
+v1::SubmitRequest SubmitRequestOf(const std::vector<v1::JobSpec>& specs,
+                                  v1::SubmitOptions options = {});
+
 // Submits `specs` (client tags 1..n) in one message, half-closes, and returns
-// every event until the server ends the stream.
+// every event until the server ends the stream. `ctx` is the caller's (its
+// metadata, e.g. a token); the first form gives it a 60 s deadline.
 StreamResult SubmitAll(v1::JobService::Stub& stub,
+                       const std::vector<v1::JobSpec>& specs,
+                       v1::SubmitOptions options = {});
+StreamResult SubmitAll(grpc::ClientContext& ctx, v1::JobService::Stub& stub,
                        const std::vector<v1::JobSpec>& specs,
                        v1::SubmitOptions options = {});
 

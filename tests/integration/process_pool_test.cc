@@ -23,6 +23,7 @@ using ::testing::HasSubstr;
 using testing::Spec;
 using testing::StreamResult;
 using testing::SubmitAll;
+using testing::WaitFor;
 
 v1::JobSpec Primes(double n) {
   return Spec("primes.count", {n}, v1::JOB_KIND_CPU_BOUND);
@@ -62,17 +63,6 @@ class ProcessPoolTest : public ::testing::Test {
     v1::GetStatsResponse stats;
     EXPECT_TRUE(stub_->GetStats(&ctx, {}, &stats).ok());
     return stats;
-  }
-
-  // Polls `done` every 10 ms for at most `limit`.
-  bool WaitFor(const std::function<bool()>& done,
-               absl::Duration limit = absl::Seconds(10)) {
-    const absl::Time end = absl::Now() + limit;
-    for (int i = 0; i < 100000 && absl::Now() < end; ++i) {
-      if (done()) return true;
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    return done();
   }
 
   // True once every slot has a live worker process and every spare is

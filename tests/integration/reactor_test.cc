@@ -34,6 +34,7 @@ using testing::HttpTestServer;
 using testing::Spec;
 using testing::StreamResult;
 using testing::SubmitAll;
+using testing::WaitFor;
 
 // A spec of `task` with keyword arguments.
 v1::JobSpec KwSpec(const std::string& task,
@@ -126,17 +127,6 @@ class ReactorTest : public ::testing::Test {
       if (e.executor() == v1::EXECUTOR_REACTOR) return e.busy();
     }
     return ~0u;
-  }
-
-  // Polls `done` every 10 ms for at most `limit`.
-  static bool WaitFor(const std::function<bool()>& done,
-                      absl::Duration limit = absl::Seconds(10)) {
-    const absl::Time end = absl::Now() + limit;
-    for (int i = 0; i < 100000 && absl::Now() < end; ++i) {
-      if (done()) return true;
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    return done();
   }
 
   // A job submitted on its own stream; Started() returns once it runs.

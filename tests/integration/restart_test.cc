@@ -16,9 +16,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
-#include "server/scheduler.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "server/scheduler.h"
 #include "tests/integration/daemon_harness.h"
 
 namespace jobd {
@@ -125,14 +125,9 @@ TEST_F(RestartTest, KillNineLosesNoAcceptedJobAndRunsNoneTwiceByMistake) {
     grpc::ClientContext ctx;
     Deadline(ctx, absl::Seconds(60));
     auto stream = stub_->Submit(&ctx);
-    v1::SubmitRequest req;
-    req.mutable_options()->set_window(5000);
-    for (int i = 0; i < kJobs; ++i) {
-      auto* item = req.add_items();
-      item->set_client_tag(i + 1);
-      *item->mutable_spec() = specs[i];
-    }
-    ASSERT_TRUE(stream->Write(req));
+    v1::SubmitOptions options;
+    options.set_window(5000);
+    ASSERT_TRUE(stream->Write(testing::SubmitRequestOf(specs, options)));
     int ended = 0;
     v1::SubmitResponse resp;
     while ((ids.size() < kJobs || ended < 200) && stream->Read(&resp)) {
@@ -205,13 +200,7 @@ TEST_F(RestartTest, GracefulShutdownKeepsTheQueueForTheNextStart) {
     grpc::ClientContext ctx;
     Deadline(ctx);
     auto stream = stub_->Submit(&ctx);
-    v1::SubmitRequest req;
-    for (size_t i = 0; i < specs.size(); ++i) {
-      auto* item = req.add_items();
-      item->set_client_tag(i + 1);
-      *item->mutable_spec() = specs[i];
-    }
-    ASSERT_TRUE(stream->Write(req));
+    ASSERT_TRUE(stream->Write(testing::SubmitRequestOf(specs)));
     v1::SubmitResponse resp;
     int started = 0;
     ids.resize(specs.size());

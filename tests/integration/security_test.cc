@@ -32,6 +32,8 @@ using testing::Deadline;
 using ::testing::HasSubstr;
 using testing::Spec;
 using testing::StreamResult;
+using testing::TempDir;
+using testing::WaitFor;
 
 constexpr char kAlice[] = "alice-secret";  // submit
 constexpr char kCarol[] = "carol-secret";  // submit
@@ -83,22 +85,8 @@ class SecurityTest : public ::testing::Test {
                       const std::vector<v1::JobSpec>& specs) {
     grpc::ClientContext ctx;
     WithToken(ctx, token);
-    auto stream = stub_->Submit(&ctx);
-    v1::SubmitRequest req;
-    for (size_t i = 0; i < specs.size(); ++i) {
-      auto* item = req.add_items();
-      item->set_client_tag(i + 1);
-      *item->mutable_spec() = specs[i];
-    }
-    stream->Write(req);
-    stream->WritesDone();
-    StreamResult r;
-    v1::SubmitResponse resp;
-    while (stream->Read(&resp)) {
-      for (const auto& e : resp.events()) r.events.push_back(e);
-    }
-    r.status = stream->Finish();
-    return r;
+    Deadline(ctx, absl::Seconds(60));
+    return testing::SubmitAll(ctx, *stub_, specs);
   }
 
   // Submits `specs` as `token` and returns their ACCEPTED / REJECTED
@@ -108,13 +96,7 @@ class SecurityTest : public ::testing::Test {
     grpc::ClientContext ctx;
     WithToken(ctx, token);
     auto stream = stub_->Submit(&ctx);
-    v1::SubmitRequest req;
-    for (size_t i = 0; i < specs.size(); ++i) {
-      auto* item = req.add_items();
-      item->set_client_tag(i + 1);
-      *item->mutable_spec() = specs[i];
-    }
-    stream->Write(req);
+    stream->Write(testing::SubmitRequestOf(specs));
     std::vector<v1::JobEvent> admitted;
     v1::SubmitResponse resp;
     while (admitted.size() < specs.size() && stream->Read(&resp)) {
@@ -455,22 +437,6 @@ class Pki {
   bool ok_ = true;
 };
 
-class TempDir {
- public:
-  TempDir() {
-    char dir[] = "/tmp/jobd-security-test.XXXXXX";
-    path_ = mkdtemp(dir) != nullptr ? dir : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 absl::StatusOr<std::unique_ptr<client::Client>> TlsClient(
     const Daemon& daemon, const Pki& pki, bool client_cert,
     const std::string& token = "") {
@@ -488,7 +454,7 @@ absl::StatusOr<std::unique_ptr<client::Client>> TlsClient(
 }
 
 TEST(TlsTest, TlsWithTokensAndMutualTlsWithIdentities) {
-  TempDir dir;
+  TempDir dir("jobd-security-test");
   Pki pki(dir.path());
   ASSERT_TRUE(pki.ok());
   std::vector<std::string> flags = TokenFlags();
@@ -537,7 +503,7 @@ TEST(ListenerTest, PlaintextBeyondLoopbackIsRefused) {
        {std::vector<std::string>{},
         std::vector<std::string>{"--tls-cert", "/etc/hostname", "--tls-key",
                                  "/etc/hostname"}}) {
-    TempDir dir;
+    TempDir dir("jobd-security-test");
     std::vector<std::string> argv = {
         testing::JobdPath(),  "--tcp", "0.0.0.0:0",
         "--unix-socket",      "none",  "--state-dir",

@@ -31,33 +31,8 @@ using ::testing::HasSubstr;
 using testing::Spec;
 using testing::StreamResult;
 using testing::SubmitAll;
-
-class TempDir {
- public:
-  TempDir() {
-    char dir[] = "/tmp/jobd-systemd-test.XXXXXX";
-    path_ = mkdtemp(dir) != nullptr ? dir : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// Polls `done` every 10 ms for at most `limit`.
-bool WaitFor(const std::function<bool()>& done,
-             absl::Duration limit = absl::Seconds(10)) {
-  const absl::Time end = absl::Now() + limit;
-  for (int i = 0; i < 100000 && absl::Now() < end; ++i) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return done();
-}
+using testing::TempDir;
+using testing::WaitFor;
 
 // A NOTIFY_SOCKET: a datagram socket the test reads jobd's messages from.
 class NotifySocket {
@@ -96,7 +71,7 @@ class NotifySocket {
 };
 
 TEST(SystemdTest, NotifiesReadyStatusWatchdogAndStopping) {
-  TempDir dir;
+  TempDir dir("jobd-systemd-test");
   NotifySocket notify(dir.path() + "/notify");
   ASSERT_TRUE(notify.bound());
   auto daemon = Daemon::Start(
@@ -213,7 +188,7 @@ TEST(SystemdTest, ReflectionListsTheJobService) {
 }
 
 TEST(SystemdTest, SighupAppliesWhatCanChangeLive) {
-  TempDir dir;
+  TempDir dir("jobd-systemd-test");
   const std::string config = dir.path() + "/jobd.toml";
   std::ofstream(config) << "thread-workers = 2\nmax-queued = 100\n";
   auto daemon = Daemon::Start({"--config", config, "--log-level", "info"});
@@ -263,7 +238,7 @@ TEST(SystemdTest, SighupAppliesWhatCanChangeLive) {
 }
 
 TEST(SystemdTest, LogsInJournaldFormatWhenStderrIsTheJournal) {
-  TempDir dir;
+  TempDir dir("jobd-systemd-test");
   const std::string log = dir.path() + "/stderr";
   std::ofstream(log).close();
   struct stat st {};
@@ -289,7 +264,7 @@ TEST(SystemdTest, TheUnitFileVerifies) {
   if (access("/usr/bin/systemd-analyze", X_OK) != 0) {
     GTEST_SKIP() << "systemd-analyze is not installed";
   }
-  TempDir dir;
+  TempDir dir("jobd-systemd-test");
   // Verify checks that ExecStart exists: point it at the built binary.
   std::ifstream in(std::string(JOBD_TEST_SOURCE_DIR) + "/deploy/jobd.service");
   std::stringstream unit;
@@ -306,7 +281,7 @@ TEST(SystemdTest, TheUnitFileVerifies) {
 }
 
 TEST(SystemdTest, CmakeInstallPutsFilesWhereDebianExpectsThem) {
-  TempDir dir;
+  TempDir dir("jobd-systemd-test");
   const testing::CommandResult r =
       testing::RunCommand({"/usr/bin/cmake", "--install", JOBD_TEST_BINARY_DIR},
                           "", absl::Seconds(60), {"DESTDIR=" + dir.path()});
