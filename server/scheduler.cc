@@ -330,8 +330,7 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
   Lane& lane = lanes_[kind];
   if (lane.executor == nullptr || stopped_) return;
   const int capacity = lane.executor->capacity();
-  lane.window = std::clamp<size_t>(
-      lane.window, capacity, std::max<size_t>(capacity, options_.start_window));
+  lane.window = std::min(lane.window, options_.start_window);
   // Gated jobs are RUNNING already: they start even while draining.
   if (journal_ != nullptr) StartDurable(kind, after);
   if (draining_) return;
@@ -433,20 +432,22 @@ void Scheduler::StartDurable(v1::Executor kind, After& after) {
       if (g.ticket > lane.seen_durable) break;
       idle += g.chunk.size();
     }
-    // Gently (an eighth of them): some are left at every commit while the
-    // window is just right, as commit intervals vary (halving cost a third
-    // of the tiny-job throughput on the thread pool).
-    lane.window = std::max<size_t>(
-        capacity, lane.window - std::min(lane.window, idle / 8));
+    // Gently (an eighth of them, at least one): some are left at every
+    // commit while the window is just right, as commit intervals vary
+    // (halving cost a third of the tiny-job throughput on the thread pool).
+    if (idle > 0) {
+      lane.window -= std::min(lane.window, std::max<size_t>(1, idle / 8));
+    }
     lane.seen_durable = durable;
   }
-  if (!lane.gated.empty() && lane.busy < capacity && lane.queued > 0 &&
-      lane.gated.front().ticket > durable &&
-      lane.gated.front().ticket != lane.grown_at) {
-    // A free slot waits for the commit while jobs queue: claim further ahead.
-    lane.grown_at = lane.gated.front().ticket;
-    lane.window = std::min(std::max<size_t>(capacity, options_.start_window),
-                           lane.window * 2);
+  if (lane.starved) {
+    // A slot had to wait for a commit: claim further ahead (once a commit).
+    lane.starved = false;
+    if (durable != lane.grown_at) {
+      lane.grown_at = durable;
+      lane.window =
+          std::min(options_.start_window, std::max<size_t>(1, lane.window * 2));
+    }
   }
   // Not durable yet: wake up when it is.
   if (!lane.gated.empty() && lane.gated.front().ticket > durable &&
@@ -636,7 +637,16 @@ void Scheduler::OnFinished(v1::Executor kind, std::span<FinishedJob> jobs) {
 void Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
                        After& after) {
   Lane& lane = lanes_[kind];
-  if (outcome.frees_slot) --lane.busy;
+  if (outcome.frees_slot) {
+    --lane.busy;
+    // A slot freed with work waiting but no durable start to take: the
+    // window is too small for these jobs (StartDurable grows it).
+    if (journal_ != nullptr && (lane.queued > 0 || !lane.gated.empty()) &&
+        (lane.gated.empty() ||
+         lane.gated.front().ticket > journal_->durable())) {
+      lane.starved = true;
+    }
+  }
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   Job& job = *it->second;

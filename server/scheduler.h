@@ -289,13 +289,16 @@ class Scheduler {
     std::deque<Gated> gated;
     size_t gated_jobs = 0;
     uint64_t gate_armed = 0;  // A wake-up is registered up to this ticket.
-    // Jobs allowed in `gated` (beyond the slots), so that the slots need
-    // not wait for commits; within [capacity, start_window]. Doubled (once
-    // per commit) when a free slot waits for a commit while jobs queue;
-    // shrunk by an eighth of the jobs that stayed durable and unstarted
-    // through a whole commit interval (claimed further ahead than needed).
+    // Jobs allowed in `gated` beyond the free slots, so that the slots need
+    // not wait for commits; within [0, start_window]. Doubled (once per
+    // commit) when a slot freed with work waiting but no durable start to
+    // take (`starved`); shrunk by an eighth (at least one) of the jobs that
+    // stayed durable and unstarted through a whole commit interval. So it
+    // is 0 for jobs longer than a commit, and a job claimed ahead cannot be
+    // overtaken by a higher priority one that arrives later: they are few.
     size_t window = 0;
-    uint64_t grown_at = 0;      // The ticket the last growth waited for.
+    bool starved = false;
+    uint64_t grown_at = 0;      // The durable ticket at the last growth.
     uint64_t seen_durable = 0;  // The durable ticket at the last commit seen.
   };
   // Lets journal callbacks reach the scheduler while it lives: they count

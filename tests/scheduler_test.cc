@@ -483,6 +483,39 @@ TEST_F(SchedulerTest, WithAJournalAJobStartsOnlyOnceItsStartIsDurable) {
   scheduler_.reset();  // Before `probe`.
 }
 
+TEST_F(SchedulerTest, WithAJournalPriorityStillOrdersJobsWaitingForASlot) {
+  BuildWithJournal(1);
+  const Admission blocker = Submit(gate_task_);
+  ASSERT_TRUE(blocker.status.ok());
+  // The gate job has its slot (its start is durable: STARTED went out).
+  const absl::Time until = absl::Now() + kWait;
+  for (int i = 0; i < 100000 && absl::Now() < until; ++i) {
+    const auto types = sink_->TypesOf(blocker.job_id);
+    if (std::find(types.begin(), types.end(), v1::EVENT_TYPE_STARTED) !=
+        types.end()) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(1));  // Polling.
+  }
+  ASSERT_THAT(sink_->TypesOf(blocker.job_id),
+              ::testing::Contains(v1::EVENT_TYPE_STARTED));
+  // One at a time, lowest first: none may be marked started ahead of the
+  // higher ones that follow while the slot is busy.
+  const TaskDef r1 = MakeRecorder(1), r3 = MakeRecorder(3),
+                r2 = MakeRecorder(2);
+  std::vector<uint64_t> ids;
+  for (const auto& [task, priority] :
+       {std::pair{&r1, 1}, std::pair{&r3, 3}, std::pair{&r2, 2}}) {
+    const Admission a = Submit(*task, priority);
+    ASSERT_TRUE(a.status.ok());
+    ids.push_back(a.job_id);
+  }
+  gate_.Open();
+  for (uint64_t id : ids) sink_->WaitEnd(id);
+  absl::MutexLock lock(&order_mu_);
+  EXPECT_THAT(started_order_, ::testing::ElementsAre(3, 2, 1));
+}
+
 TEST_F(SchedulerTest, WithAJournalATimeoutCountsFromTheRealStart) {
   const TaskDef slow =
       Def("slow", [](TaskContext& ctx) -> absl::StatusOr<TaskOutput> {

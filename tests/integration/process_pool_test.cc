@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <map>
+#include <string>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -241,7 +242,15 @@ TEST_F(ProcessPoolTest, CancelEscalatesToSigkillWhenSigtermIsIgnored) {
     }
   }
   ASSERT_FALSE(id.empty());
-  const pid_t worker = Stats().process_pool().workers(0).pid();
+  // STARTED can reach us a moment before the job is handed to the worker
+  // (both wait for the same commit); a cancel in between would end it
+  // before it ran, and no worker would need killing.
+  pid_t worker = 0;
+  ASSERT_TRUE(WaitFor([&] {
+    const v1::WorkerStats w = Stats().process_pool().workers(0);
+    worker = w.pid();
+    return std::to_string(w.current_job_id()) == id;
+  }));
   ASSERT_GT(worker, 0);
   {
     grpc::ClientContext cctx;
