@@ -1,10 +1,11 @@
 // Unit tests of the async task SDK (workers/async_task.h) on a real
 // ReactorExecutor: results, errors and exceptions, cancellation before the
 // start and at an await, cleanup after a cancel, RunBlocking, progress,
-// and many jobs over several loops.
+// many jobs over several loops, and timer tasks (no coroutine).
 #include "workers/async_task.h"
 
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -33,6 +34,12 @@ class Listener : public ExecutorListener {
   void OnJobFinished(uint64_t id, JobOutcome outcome) override {
     absl::MutexLock lock(&mu_);
     ends_.emplace(id, std::move(outcome));
+    order_.push_back(id);
+  }
+  // Ids in the order their jobs ended.
+  std::vector<uint64_t> order() {
+    absl::MutexLock lock(&mu_);
+    return order_;
   }
   // Waits up to 10 s for job `id` to end.
   JobOutcome Await(uint64_t id) {
@@ -55,6 +62,7 @@ class Listener : public ExecutorListener {
   absl::Mutex mu_;
   std::map<uint64_t, JobOutcome> ends_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<uint64_t, std::string>> progress_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> order_ ABSL_GUARDED_BY(mu_);
 };
 
 TaskOutput Number(double n) {
@@ -103,6 +111,21 @@ class AsyncTaskTest : public ::testing::Test {
       ctx.ReportProgress(0.5, "half");
       co_return Number(1);
     });
+    // Timer tasks: wait `x` ms (or fail or throw when x says so), then
+    // answer x; `then` counts its runs.
+    AddTimer("timer",
+             {.delay = [](const TaskArgs& a) -> absl::StatusOr<absl::Duration> {
+                const double x = a.Number("x");
+                if (x == -1) return absl::InvalidArgumentError("bad delay");
+                return absl::Milliseconds(x);
+              },
+              .then = [this](AsyncTaskContext& ctx) -> Result {
+                ++timer_thens_;
+                if (ctx.args().Number("x") == 7) {
+                  throw std::runtime_error("then threw");
+                }
+                return Number(ctx.args().Number("x"));
+              }});
     reactor_ = std::make_unique<ReactorExecutor>(
         ReactorOptions{.threads = 2, .max_jobs = 100000}, listener_);
   }
@@ -116,11 +139,22 @@ class AsyncTaskTest : public ::testing::Test {
                     .ok());
   }
 
+  void AddTimer(const std::string& name, TimerTask timer) {
+    ASSERT_TRUE(registry_
+                    .Add({.name = name,
+                          .params = {OptionalParam("x", ParamType::kNumber,
+                                                   NumberValue(0), "")},
+                          .async = MakeTimerTask(std::move(timer))})
+                    .ok());
+  }
+
   JobRun Run(const std::string& task,
-             absl::Time deadline = absl::InfiniteFuture()) {
+             absl::Time deadline = absl::InfiniteFuture(),
+             std::optional<double> x = std::nullopt) {
     const TaskDef* def = registry_.Find(task);
     auto spec = std::make_shared<v1::JobSpec>();
     spec->set_task(task);
+    if (x.has_value()) spec->add_args()->set_number_value(*x);
     JobRun run;
     run.job_id = ++next_id_;
     run.task = def;
@@ -134,8 +168,8 @@ class AsyncTaskTest : public ::testing::Test {
 
   // Starts `task`; returns its id and cancel token.
   std::pair<uint64_t, std::shared_ptr<CancelToken>> Start(
-      const std::string& task) {
-    JobRun run = Run(task);
+      const std::string& task, std::optional<double> x = std::nullopt) {
+    JobRun run = Run(task, absl::InfiniteFuture(), x);
     auto token = run.cancel;
     const uint64_t id = run.job_id;
     reactor_->Start(std::move(run));
@@ -152,6 +186,7 @@ class AsyncTaskTest : public ::testing::Test {
   std::unique_ptr<ReactorExecutor> reactor_;
   uint64_t next_id_ = 0;
   std::atomic<bool> cleaned_up_{false};
+  std::atomic<int> timer_thens_{0};
 };
 
 TEST_F(AsyncTaskTest, ResultsAndErrors) {
@@ -232,6 +267,82 @@ TEST_F(AsyncTaskTest, ShutdownReportsWhetherJobsStillRan) {
   auto [id, token] = Start("waits");
   absl::SleepFor(absl::Milliseconds(20));
   EXPECT_FALSE(reactor_->Shutdown(absl::Now() + absl::Milliseconds(50)));
+}
+
+TEST_F(AsyncTaskTest, TimerTasksAnswerAfterTheirWaitInDeadlineOrder) {
+  // Started longest first: each shorter one re-arms the loop's timer.
+  const absl::Time start = absl::Now();
+  const auto [slow, t1] = Start("timer", 90);
+  const auto [mid, t2] = Start("timer", 60);
+  const auto [fast, t3] = Start("timer", 30);
+  const auto [now, t4] = Start("timer", 0);
+  const JobOutcome o = listener_.Await(slow);
+  ASSERT_TRUE(o.status.ok()) << o.status;
+  EXPECT_EQ(o.output.value.number_value(), 90);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(90));
+  EXPECT_THAT(listener_.order(), ::testing::ElementsAre(now, fast, mid, slow));
+  EXPECT_EQ(timer_thens_, 4);
+}
+
+TEST_F(AsyncTaskTest, ATimerTasksErrorsFailItsJob) {
+  const auto [bad_delay, t1] = Start("timer", -1);
+  const auto [throws, t2] = Start("timer", 7);
+  const JobOutcome d = listener_.Await(bad_delay);
+  EXPECT_EQ(d.status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(d.reason, v1::ERROR_REASON_TASK_ERROR);
+  const JobOutcome t = listener_.Await(throws);
+  EXPECT_EQ(t.status.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(t.status.message(), HasSubstr("then threw"));
+  EXPECT_EQ(t.reason, v1::ERROR_REASON_TASK_ERROR);
+}
+
+TEST_F(AsyncTaskTest, CancelEndsAWaitingTimerTaskAtOnceWithoutItsThen) {
+  auto [id, token] = Start("timer", 3600 * 1000.0);
+  Cancel(id, *token, CancelReason::kTimeout);
+  const JobOutcome o = listener_.Await(id);
+  EXPECT_EQ(o.status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(o.reason, v1::ERROR_REASON_TIMEOUT);
+  EXPECT_EQ(timer_thens_, 0);
+  EXPECT_TRUE(reactor_->Shutdown(absl::Now() + absl::Seconds(5)));
+}
+
+TEST_F(AsyncTaskTest, ManyCancelledTimerTasksLeaveTheRestOnTime) {
+  // 5,000 hour-long waits cancelled (their heap entries compacted away),
+  // interleaved with short ones that must still end, and answer.
+  std::vector<std::pair<uint64_t, std::shared_ptr<CancelToken>>> long_waits;
+  std::vector<uint64_t> short_waits;
+  for (int i = 0; i < 5000; ++i) {
+    long_waits.push_back(Start("timer", 3600 * 1000.0));
+    if (i % 500 == 0) short_waits.push_back(Start("timer", 20).first);
+  }
+  for (auto& [id, token] : long_waits) {
+    Cancel(id, *token, CancelReason::kCancelled);
+  }
+  for (auto& [id, token] : long_waits) {
+    ASSERT_EQ(listener_.Await(id).reason, v1::ERROR_REASON_CANCELLED);
+  }
+  for (uint64_t id : short_waits) {
+    const JobOutcome o = listener_.Await(id);
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(o.output.value.number_value(), 20);
+  }
+  const auto [late, t] = Start("timer", 10);
+  EXPECT_TRUE(listener_.Await(late).status.ok());
+  EXPECT_EQ(timer_thens_, static_cast<int>(short_waits.size()) + 1);
+  EXPECT_TRUE(reactor_->Shutdown(absl::Now() + absl::Seconds(5)));
+  EXPECT_EQ(reactor_->live(), 0);
+}
+
+TEST(AsyncTaskRegistryTest, RefusesAnAsyncTaskWithNeitherForm) {
+  TaskRegistry registry;
+  const absl::Status s = registry.Add(
+      {.name = "hollow",
+       .async = MakeTimerTask(
+           {.delay = [](const TaskArgs&) -> absl::StatusOr<absl::Duration> {
+             return absl::ZeroDuration();
+           }})});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("hollow"));
 }
 
 }  // namespace

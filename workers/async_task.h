@@ -1,7 +1,8 @@
 // Async task SDK: what the author of a task for the coroutine reactor
 // (workers/reactor.h) writes against.
 //
-// An async implementation is a C++20 coroutine on Asio 1.22 (standalone):
+// An async implementation is a C++20 coroutine on Asio 1.22 (standalone),
+// or, for a task that only waits and then answers, a TimerTask (below):
 //
 //   registry.Add({.name = "wait.tick", .default_kind = v1::JOB_KIND_IO_BOUND,
 //                 .params = {...},
@@ -124,12 +125,35 @@ class AsyncTaskContext {
 using AsyncTaskFn = std::function<asio::awaitable<absl::StatusOr<TaskOutput>>(
     AsyncTaskContext&)>;
 
+// The other form of async task, for tasks whose whole job is one wait and
+// then a result (Python's threading.Timer, loop.call_later): no coroutine.
+// The reactor keeps a waiting timer task as an entry in its loop's deadline
+// heap, about 1 KB less than a coroutine frame, a timer operation and their
+// cancellation state (bench/README.md "reactor"). A cancel, timeout or
+// shutdown ends it at once with the token's reason, and `then` never runs.
+// Both functions run on the loop thread and must not block.
+struct TimerTask {
+  // How long the job waits (zero or negative: not at all), or an error that
+  // fails the job at once.
+  std::function<absl::StatusOr<absl::Duration>(const TaskArgs&)> delay;
+  // The job's result once the wait is over.
+  std::function<absl::StatusOr<TaskOutput>(AsyncTaskContext&)> then;
+};
+
 struct AsyncTask {
-  AsyncTaskFn run;
+  AsyncTaskFn run;  // A coroutine, or, when empty:
+  TimerTask timer;
+
+  bool valid() const { return run ? true : timer.delay && timer.then; }
 };
 
 inline std::shared_ptr<const AsyncTask> MakeAsyncTask(AsyncTaskFn fn) {
-  return std::make_shared<const AsyncTask>(AsyncTask{std::move(fn)});
+  return std::make_shared<const AsyncTask>(AsyncTask{.run = std::move(fn)});
+}
+
+inline std::shared_ptr<const AsyncTask> MakeTimerTask(TimerTask timer) {
+  return std::make_shared<const AsyncTask>(
+      AsyncTask{.timer = std::move(timer)});
 }
 
 }  // namespace jobd

@@ -1,10 +1,7 @@
 #include "workers/io_tasks.h"
 
-#include <chrono>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "asio/steady_timer.hpp"
 #include "asio/use_awaitable.hpp"
 #include "workers/async_task.h"
 #include "workers/http_client.h"
@@ -18,18 +15,6 @@ TaskOutput Number(int64_t n) {
   TaskOutput out;
   out.value.set_number_value(static_cast<double>(n));
   return out;
-}
-
-// The whole job is this frame and one timer wait: the unit of the
-// reactor's mass-concurrency figures (bench/README.md). Locals live in the
-// coroutine frame, so the result is built by a plain function.
-asio::awaitable<absl::StatusOr<TaskOutput>> SleepAsync(AsyncTaskContext& ctx) {
-  asio::basic_waitable_timer<std::chrono::steady_clock,
-                             asio::wait_traits<std::chrono::steady_clock>,
-                             asio::io_context::executor_type>
-      timer(ctx.io(), std::chrono::milliseconds(ctx.args().Int("ms")));
-  co_await timer.async_wait(asio::use_awaitable);  // Throws when cancelled.
-  co_return Number(ctx.args().Int("ms"));
 }
 
 absl::Status ValidateHttpGet(const TaskArgs& args) {
@@ -100,8 +85,16 @@ asio::awaitable<absl::StatusOr<TaskOutput>> HttpGet(AsyncTaskContext& ctx) {
 
 }  // namespace
 
+// A timer task (no coroutine): the unit of the reactor's mass-concurrency
+// figures (bench/README.md).
 std::shared_ptr<const AsyncTask> AsyncSleep() {
-  return MakeAsyncTask(&SleepAsync);
+  return MakeTimerTask(
+      {.delay = [](const TaskArgs& args) -> absl::StatusOr<absl::Duration> {
+         return absl::Milliseconds(args.Int("ms"));
+       },
+       .then = [](AsyncTaskContext& ctx) -> absl::StatusOr<TaskOutput> {
+         return Number(ctx.args().Int("ms"));
+       }});
 }
 
 TaskDef HttpGetTask() {

@@ -1,6 +1,7 @@
 // Built-in tasks with async implementations, for the coroutine reactor
 // (registered by RegisterBuiltinTasks, workers/builtin_tasks.h):
-//   sleep      the async twin of the sync sleep: a timer, no thread
+//   sleep      the async twin of the sync sleep: a timer task (no thread,
+//              no coroutine)
 //   http.get   an HTTP(S) GET through the loop's libcurl multi handle
 //   exec       runs a program from the daemon's allowlist as a child
 //              process (own process group, clean environment), feeding its

@@ -2,7 +2,11 @@
 
 #include <pthread.h>
 
+#include <algorithm>
+#include <chrono>
 #include <exception>
+#include <functional>
+#include <limits>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -13,6 +17,7 @@
 #include "asio/cancellation_signal.hpp"
 #include "asio/executor_work_guard.hpp"
 #include "asio/post.hpp"
+#include "asio/steady_timer.hpp"
 #include "spdlog/spdlog.h"
 #include "workers/async_task.h"
 #include "workers/http_client.h"
@@ -63,6 +68,10 @@ class ReactorExecutor::Loop : public LoopServices {
     auto owned = std::make_unique<LiveJob>(std::move(run), *this);
     LiveJob& job = *owned;
     jobs_.emplace(id, std::move(owned));
+    if (!job.task->async->run) {
+      StartTimerJob(id, job);
+      return;
+    }
     asio::awaitable<absl::StatusOr<TaskOutput>> coroutine;
     try {
       coroutine = job.task->async->run(job.context);
@@ -84,6 +93,13 @@ class ReactorExecutor::Loop : public LoopServices {
     auto it = jobs_.find(id);
     if (it == jobs_.end() || it->second->cancel_emitted) return;
     it->second->cancel_emitted = true;
+    if (it->second->wake != 0) {
+      // A timer task ends now; its heap entry goes stale.
+      ++stale_wakes_;
+      Finish(id, nullptr, absl::CancelledError("stopped while waiting"));
+      CompactWakes();
+      return;
+    }
     it->second->cancel.emit(asio::cancellation_type::terminal);
   }
 
@@ -108,7 +124,94 @@ class ReactorExecutor::Loop : public LoopServices {
     AsyncTaskContext context;
     asio::cancellation_signal cancel;
     bool cancel_emitted = false;
+    uint64_t wake = 0;  // A timer task's entry in wakes_ (0: none).
   };
+
+  // A timer task's place in the deadline heap.
+  struct Wake {
+    int64_t at_ns;  // steady_clock.
+    uint64_t job_id;
+    uint64_t number;  // LiveJob::wake: tells a stale entry from a live one.
+    bool operator>(const Wake& other) const { return at_ns > other.at_ns; }
+  };
+
+  static int64_t SteadyNowNs() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
+  void StartTimerJob(uint64_t id, LiveJob& job) {
+    absl::StatusOr<absl::Duration> delay;
+    try {
+      delay = job.task->async->timer.delay(*job.args);
+    } catch (...) {
+      Finish(id, std::current_exception(),
+             absl::UnknownError("the task threw before it started"));
+      return;
+    }
+    if (!delay.ok()) {
+      Finish(id, nullptr, delay.status());
+      return;
+    }
+    const int64_t wait_ns = absl::ToInt64Nanoseconds(
+        std::clamp(*delay, absl::ZeroDuration(), absl::Hours(24 * 365 * 100)));
+    job.wake = ++wakes_made_;
+    wakes_.push_back(
+        {.at_ns = SteadyNowNs() + wait_ns, .job_id = id, .number = job.wake});
+    std::push_heap(wakes_.begin(), wakes_.end(), std::greater<Wake>());
+    if (wakes_.front().at_ns < armed_ns_) Arm(wakes_.front().at_ns);
+  }
+
+  // One timer for the whole heap, set to its earliest entry.
+  void Arm(int64_t at_ns) {
+    armed_ns_ = at_ns;
+    wake_timer_.expires_at(
+        std::chrono::steady_clock::time_point(std::chrono::nanoseconds(at_ns)));
+    wake_timer_.async_wait([this](const asio::error_code& ec) {
+      if (ec == asio::error::operation_aborted) return;  // Re-armed.
+      armed_ns_ = std::numeric_limits<int64_t>::max();
+      WakeDue();
+    });
+  }
+
+  // Ends the timer tasks whose wait is over.
+  void WakeDue() {
+    const int64_t now = SteadyNowNs();
+    while (!wakes_.empty() && wakes_.front().at_ns <= now) {
+      std::pop_heap(wakes_.begin(), wakes_.end(), std::greater<Wake>());
+      const Wake w = wakes_.back();
+      wakes_.pop_back();
+      auto it = jobs_.find(w.job_id);
+      if (it == jobs_.end() || it->second->wake != w.number) {
+        --stale_wakes_;
+        continue;
+      }
+      LiveJob& job = *it->second;
+      job.wake = 0;
+      absl::StatusOr<TaskOutput> result;
+      std::exception_ptr error;
+      try {
+        result = job.task->async->timer.then(job.context);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      Finish(w.job_id, error, std::move(result));
+    }
+    if (!wakes_.empty()) Arm(wakes_.front().at_ns);
+  }
+
+  // Drops stale entries once they are most of the heap (many long waits
+  // cancelled), so that they do not hold memory until their time.
+  void CompactWakes() {
+    if (stale_wakes_ < 1024 || stale_wakes_ * 2 < wakes_.size()) return;
+    std::erase_if(wakes_, [this](const Wake& w) {
+      auto it = jobs_.find(w.job_id);
+      return it == jobs_.end() || it->second->wake != w.number;
+    });
+    std::make_heap(wakes_.begin(), wakes_.end(), std::greater<Wake>());
+    stale_wakes_ = 0;
+  }
 
   void ReportProgress(uint64_t job_id, double fraction,
                       std::string_view message) override {
@@ -181,6 +284,12 @@ class ReactorExecutor::Loop : public LoopServices {
   std::vector<FinishedJob> finished_;
   asio::io_context io_;
   std::unique_ptr<HttpClient> http_;  // Made on first use; before io_ dies.
+  // Timer tasks: a min-heap of their wakes, and the one timer it arms.
+  std::vector<Wake> wakes_;
+  size_t stale_wakes_ = 0;  // Entries of timer tasks that ended early.
+  uint64_t wakes_made_ = 0;
+  int64_t armed_ns_ = std::numeric_limits<int64_t>::max();
+  asio::steady_timer wake_timer_{io_};
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   std::thread thread_;
 };

@@ -3,7 +3,9 @@
 // io_contexts, one thread each), so that hundreds of thousands of jobs that
 // mostly wait (timers, sockets, child processes) cost no thread each: a
 // waiting job is its coroutine frames, a timer or socket wait, and its
-// record here.
+// record here. A timer task (TimerTask: a wait, then a result) has no
+// coroutine: it is its record and an entry in its loop's deadline heap,
+// which one Asio timer serves.
 //
 // A job goes to loop (id % threads) and stays there. Start() and Cancel()
 // post to that loop; a cancel emits the job's Asio cancellation signal,

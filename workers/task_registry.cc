@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/fmt/fmt.h"
+#include "workers/async_task.h"
 
 namespace jobd {
 namespace {
@@ -85,6 +86,12 @@ absl::Status TaskRegistry::Add(TaskDef def) {
   if (!def.has_sync() && !def.has_async()) {
     return absl::InvalidArgumentError(
         absl::StrCat("task '", def.name, "' has no implementation"));
+  }
+  if (def.has_async() && !def.async->valid()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "task '", def.name,
+        "' has an async implementation with neither a coroutine nor a "
+        "timer's delay and then"));
   }
   if (def.needs_isolation && !def.has_sync()) {
     return absl::InvalidArgumentError(
