@@ -44,13 +44,15 @@ void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out) {
   *out->mutable_time() = ToProtoTime(event.time);
   out->set_executor(event.executor);
   if (event.duplicate) out->set_duplicate(true);
-  if (event.task != nullptr) out->set_task(event.task->name);
-  if (event.progress != nullptr) *out->mutable_progress() = *event.progress;
-  if (event.end != nullptr) {
-    if (event.end->state == v1::JOB_STATE_SUCCEEDED) {
-      *out->mutable_result() = event.end->result;
+  if (event.task() != nullptr) out->set_task(event.task()->name);
+  if (event.progress() != nullptr) {
+    *out->mutable_progress() = *event.progress();
+  }
+  if (const JobEnd* end = event.end(); end != nullptr) {
+    if (end->state == v1::JOB_STATE_SUCCEEDED) {
+      *out->mutable_result() = end->result;
     } else {
-      *out->mutable_error() = event.end->error;
+      *out->mutable_error() = end->error;
     }
   }
 }

@@ -53,6 +53,10 @@ std::shared_ptr<JobEnd> MakeError(v1::JobState state, absl::StatusCode code,
 // Minimum spacing of PROGRESS events of one job (the latest is always kept).
 constexpr absl::Duration kProgressInterval = absl::Milliseconds(20);
 
+// The event log holds up to event_log_size events (bench/README.md
+// "reactor": memory per waiting job).
+static_assert(sizeof(Event) <= 64);
+
 }  // namespace
 
 struct Scheduler::Job {
@@ -62,27 +66,36 @@ struct Scheduler::Job {
     std::function<void(absl::StatusOr<v1::Job>)> done;
   };
 
+  // A subscriber of this job alone (no owner filter: 32 bytes).
+  struct Sub {
+    std::shared_ptr<EventSink> sink;
+    uint64_t tag = 0;
+    uint32_t mask = kAllEvents;
+  };
+
+  // Kept small (the job table holds up to max_queued + max_retained of
+  // them): times in 8 bytes, fields ordered to pack.
   uint64_t id = 0;
   const std::string* owner = nullptr;       // Interned; never null.
   std::shared_ptr<const v1::JobSpec> spec;  // Immutable.
   const TaskDef* task = nullptr;
   std::shared_ptr<const TaskArgs> args;  // Released when the job ends.
-  v1::JobState state = v1::JOB_STATE_QUEUED;
-  v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
-  absl::Time create_time;
-  absl::Time start_time = absl::InfinitePast();  // Set when RUNNING.
-  absl::Time finish_time;
-  absl::Time last_progress_event = absl::InfinitePast();
+  CompactTime create_time;
+  CompactTime start_time = absl::InfinitePast();  // Set when RUNNING.
+  CompactTime finish_time;
+  CompactTime last_progress_event = absl::InfinitePast();
   std::shared_ptr<const JobEnd> end;
   std::shared_ptr<const v1::Progress> progress;
-  std::shared_ptr<CancelToken> cancel;
+  std::shared_ptr<CancelToken> cancel;  // While RUNNING.
   TimerQueue::TimerId timeout_timer = 0;
   uint64_t last_sequence = 0;
   uint64_t accepted_seq = 0, started_seq = 0;  // For the journal.
-  uint32_t attempts = 0;                       // Runs started, ever.
-  bool gated = false;  // RUNNING, but waiting for a durable start (Lane).
-  absl::InlinedVector<Subscriber, 1> subscribers;  // Cleared when it ends.
-  std::vector<Waiter> waiters;                     // Cleared when it ends.
+  v1::JobState state = v1::JOB_STATE_QUEUED;
+  v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
+  uint32_t attempts = 0;  // Runs started, ever.
+  bool gated = false;     // RUNNING, but waiting for a durable start (Lane).
+  absl::InlinedVector<Sub, 1> subscribers;  // Cleared when it ends.
+  std::vector<Waiter> waiters;              // Cleared when it ends.
 };
 
 class Scheduler::Port : public ExecutorListener {
@@ -130,6 +143,8 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
       start_time_(clock.Now()),
       life_(std::make_shared<Life>()),
       limits_(options_) {
+  // The job table holds up to max_queued + max_retained jobs.
+  static_assert(sizeof(Job) <= 256);
   {
     absl::MutexLock lock(&life_->mu);
     life_->self = this;
@@ -241,7 +256,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
           accepted.time = now;
           accepted.executor = job.executor;
           accepted.duplicate = true;
-          accepted.task = job.task;
+          accepted.set_task(job.task);
           accepted.ticket = journal_ ? journal_->ticket() : 0;
           if ((sub.mask & EventBit(accepted.type)) &&
               sub.sink->Deliver(accepted, sub.tag)) {
@@ -254,13 +269,13 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
             terminal.type = TerminalEventType(job.state);
             terminal.time = job.finish_time;
             terminal.executor = job.executor;
-            terminal.end = job.end;
+            terminal.set_end(job.end);
             terminal.ticket = accepted.ticket;
             if (sub.sink->Deliver(terminal, sub.tag)) {
               after.flush.push_back(sub.sink);
             }
           } else {
-            job.subscribers.push_back(std::move(sub));
+            job.subscribers.push_back({sub.sink, sub.tag, sub.mask});
           }
           continue;
         }
@@ -298,7 +313,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       job->executor = *executor;
       job->create_time = now;
       job->spec = std::move(nj.spec);
-      job->subscribers.push_back(std::move(sub));
+      job->subscribers.push_back({std::move(sub.sink), sub.tag, sub.mask});
       Job& ref = *job;
       adm.job_id = ref.id;
       if (!key.empty()) idempotency_.emplace(key, ref.id);
@@ -307,7 +322,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       ++live_;
       Event e;
       e.type = v1::EVENT_TYPE_ACCEPTED;
-      e.task = ref.task;
+      e.set_task(ref.task);
       Emit(ref, std::move(e), after);
       Lane& lane = lanes_[ref.executor];
       lane.queue[ref.spec->priority()].push_back(ref.id);
@@ -537,7 +552,7 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
   event_log_.push_back(event);
   while (event_log_.size() > options_.event_log_size) event_log_.pop_front();
   const uint32_t bit = EventBit(event.type);
-  for (const Subscriber& sub : job.subscribers) {
+  for (const Job::Sub& sub : job.subscribers) {
     if ((sub.mask & bit) && sub.sink->Deliver(event, sub.tag)) {
       after.flush.push_back(sub.sink);
     }
@@ -578,7 +593,7 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   if (--live_by_owner_[job.owner] == 0) live_by_owner_.erase(job.owner);
   Event e;
   e.type = TerminalEventType(end->state);
-  e.end = std::move(end);
+  e.set_end(std::move(end));
   Emit(job, std::move(e), after);
   job.subscribers.clear();
   if (!job.waiters.empty()) {
@@ -618,7 +633,7 @@ void Scheduler::OnProgress(v1::Executor kind, uint64_t id, double fraction,
     job.last_progress_event = now;
     Event e;
     e.type = v1::EVENT_TYPE_PROGRESS;
-    e.progress = std::move(progress);
+    e.set_progress(std::move(progress));
     Emit(job, std::move(e), after);
   }
   after.Run(journal_);
@@ -862,7 +877,8 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
     for (uint64_t id : wanted) {
       Job& job = *jobs_.at(id);
       if (!IsTerminal(job.state)) {
-        job.subscribers.push_back(subscriber);
+        job.subscribers.push_back(
+            {subscriber.sink, subscriber.tag, subscriber.mask});
         continue;
       }
       // Ended: make sure the watcher hears how, exactly once.
@@ -878,7 +894,7 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
       e.type = TerminalEventType(job.state);
       e.time = job.finish_time;
       e.executor = job.executor;
-      e.end = job.end;
+      e.set_end(job.end);
       e.ticket = journal_ ? journal_->ticket() : 0;
       deliver(e);
     }
@@ -890,7 +906,7 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
 void Scheduler::Unwatch(const EventSink* sink,
                         const std::vector<uint64_t>& ids) {
   absl::MutexLock lock(&mu_);
-  auto same = [sink](const Subscriber& s) { return s.sink.get() == sink; };
+  auto same = [sink](const auto& s) { return s.sink.get() == sink; };
   watch_all_.erase(std::remove_if(watch_all_.begin(), watch_all_.end(), same),
                    watch_all_.end());
   for (uint64_t id : ids) {
@@ -1101,8 +1117,8 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
         e.type = type;
         e.time = time;
         e.executor = row.executor;
-        e.task = job->task;
-        if (IsTerminal(type)) e.end = job->end;
+        if (type == v1::EVENT_TYPE_ACCEPTED) e.set_task(job->task);
+        if (IsTerminal(type)) e.set_end(job->end);
         log.push_back(std::move(e));
       };
       add(row.accepted_seq, v1::EVENT_TYPE_ACCEPTED, row.create_time);
@@ -1129,7 +1145,8 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
     std::sort(ended.begin(), ended.end(),
               [this](uint64_t a, uint64_t b)
                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-                    return jobs_.at(a)->finish_time < jobs_.at(b)->finish_time;
+                    return absl::Time(jobs_.at(a)->finish_time) <
+                           absl::Time(jobs_.at(b)->finish_time);
                   });
     for (uint64_t id : ended) ended_.push_back(id);
     summary.retained = ended.size();

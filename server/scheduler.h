@@ -51,20 +51,59 @@
 namespace jobd {
 
 // One event of one job, as the scheduler records it (converted to
-// v1::JobEvent at the RPC edge).
-struct Event {
+// v1::JobEvent at the RPC edge). Kept to 64 bytes: the event log holds up
+// to SchedulerOptions::event_log_size of them, about three per job.
+class Event {
+ public:
   uint64_t sequence = 0;
   uint64_t job_id = 0;
-  v1::EventType type = v1::EVENT_TYPE_UNSPECIFIED;
-  absl::Time time;
-  v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
-  bool duplicate = false;                        // ACCEPTED.
-  const TaskDef* task = nullptr;                 // ACCEPTED.
-  std::shared_ptr<const v1::Progress> progress;  // PROGRESS.
-  std::shared_ptr<const JobEnd> end;             // Terminal events.
   // The journal batch that must be durable before a client may see it
   // (server/journal.h); 0: no journal, nothing to wait for.
   uint64_t ticket = 0;
+  CompactTime time;
+
+  // What the event carries besides its type: one of these, or nothing.
+  const TaskDef* task() const {  // ACCEPTED.
+    return detail_kind_ == Detail::kTask
+               ? static_cast<const TaskDef*>(detail_.get())
+               : nullptr;
+  }
+  const v1::Progress* progress() const {  // PROGRESS.
+    return detail_kind_ == Detail::kProgress
+               ? static_cast<const v1::Progress*>(detail_.get())
+               : nullptr;
+  }
+  const JobEnd* end() const {  // Terminal events, REJECTED.
+    return detail_kind_ == Detail::kEnd
+               ? static_cast<const JobEnd*>(detail_.get())
+               : nullptr;
+  }
+  void set_task(const TaskDef* task) {  // Not owned: the registry's.
+    Set(Detail::kTask,
+        std::shared_ptr<const void>(std::shared_ptr<const void>(), task));
+  }
+  void set_progress(std::shared_ptr<const v1::Progress> progress) {
+    Set(Detail::kProgress, std::move(progress));
+  }
+  void set_end(std::shared_ptr<const JobEnd> end) {
+    Set(Detail::kEnd, std::move(end));
+  }
+
+ private:
+  enum class Detail : uint8_t { kNone, kTask, kProgress, kEnd };
+  void Set(Detail kind, std::shared_ptr<const void> detail) {
+    detail_kind_ = detail == nullptr ? Detail::kNone : kind;
+    detail_ = std::move(detail);
+  }
+  std::shared_ptr<const void> detail_;
+
+ public:  // (Declared here to pack with detail_kind_.)
+  v1::EventType type = v1::EVENT_TYPE_UNSPECIFIED;
+  v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
+  bool duplicate = false;  // ACCEPTED.
+
+ private:
+  Detail detail_kind_ = Detail::kNone;
 };
 
 bool IsTerminal(v1::EventType type);

@@ -151,7 +151,7 @@ Event Rejection(const absl::Status& status) {
                         : status.code() == absl::StatusCode::kUnavailable
                             ? v1::ERROR_REASON_SHUTDOWN
                             : v1::ERROR_REASON_INVALID_INPUT);
-  e.end = std::move(end);
+  e.set_end(std::move(end));
   return e;
 }
 
@@ -285,7 +285,10 @@ class SubmitSession final
     uint64_t client_tag = 0;
     uint64_t job_id = 0;
     bool ended = false;
-    std::optional<Event> held;  // Submission order: terminal event waiting.
+    // Submission order: a terminal event waiting for the items before it.
+    // (Boxed: most items never hold one, and a stream has up to a window's
+    // worth of items.)
+    std::unique_ptr<const Event> held;
   };
   using ItemMap = absl::flat_hash_map<uint64_t, Item>;
 
@@ -299,9 +302,9 @@ class SubmitSession final
       items_.erase(it);
       return;
     }
-    it->second.held = event;
+    it->second.held = std::make_unique<const Event>(event);
     for (auto head = items_.find(next_release_);
-         head != items_.end() && head->second.held.has_value();
+         head != items_.end() && head->second.held != nullptr;
          head = items_.find(next_release_)) {
       out_.items.push_back({*head->second.held, head->second.client_tag});
       ++unsent_ends_;
