@@ -677,7 +677,9 @@ void Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
     end = std::make_shared<JobEnd>();
     end->state = v1::JOB_STATE_SUCCEEDED;
     *end->result.mutable_value() = std::move(outcome.output.value);
-    *end->result.mutable_payload() = std::move(outcome.output.payload);
+    if (!outcome.output.payload.empty()) {  // (An empty one costs a string.)
+      end->result.set_payload(std::move(outcome.output.payload));
+    }
   } else {
     const v1::ErrorReason reason =
         outcome.reason == v1::ERROR_REASON_UNSPECIFIED
