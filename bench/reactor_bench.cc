@@ -47,7 +47,10 @@ uint64_t ProcStatusBytes(pid_t pid, const std::string& field) {
 
 struct Run {
   double wall_s = 0;
-  double rss_per_job = 0;  // Bytes.
+  double rss_per_job = 0;  // Bytes: peak RSS growth per job.
+  // jobd: RSS growth per job when the first result arrives (all submitted,
+  // none ended yet when the jobs are sleeps): what waiting jobs hold.
+  double waiting_rss_per_job = 0;
   int ok = 0;
 };
 
@@ -75,7 +78,14 @@ Run DaemonRun(testing::Daemon& daemon, const std::string& task, int jobs,
                           {.window = static_cast<uint32_t>(jobs),
                            .kind = v1::JOB_KIND_IO_BOUND,
                            .max_batch = 4096});
-  for (client::MapResult r; m.Next(&r);) run.ok += r.ok();
+  for (client::MapResult r; m.Next(&r);) {
+    if (run.ok == 0) {
+      const uint64_t rss = ProcStatusBytes(daemon.pid(), "VmRSS");
+      run.waiting_rss_per_job =
+          rss > rss0 ? static_cast<double>(rss - rss0) / jobs : 0.0;
+    }
+    run.ok += r.ok();
+  }
   run.wall_s = absl::ToDoubleSeconds(absl::Now() - start);
   const uint64_t hwm = ProcStatusBytes(daemon.pid(), "VmHWM");
   run.rss_per_job = hwm > rss0 ? static_cast<double>(hwm - rss0) / jobs : 0.0;
@@ -155,13 +165,17 @@ Run Python(const std::vector<std::string>& args) {
 }
 
 void Print(const char* name, const Run& r, int jobs) {
-  std::printf("%-46s %9.3f %10.0f %9s\n", name, r.wall_s, r.rss_per_job,
-              r.ok == jobs ? "yes" : absl::StrCat(r.ok, "!").c_str());
+  std::printf(
+      "%-46s %9.3f %10.0f %9s %11s\n", name, r.wall_s, r.rss_per_job,
+      r.ok == jobs ? "yes" : absl::StrCat(r.ok, "!").c_str(),
+      r.waiting_rss_per_job > 0
+          ? absl::StrCat(static_cast<int>(r.waiting_rss_per_job)).c_str()
+          : "-");
 }
 
 void Header(const std::string& title) {
-  std::printf("%-46s %9s %10s %9s\n", title.c_str(), "wall s", "B/job",
-              "all ok");
+  std::printf("%-46s %9s %10s %9s %11s\n", title.c_str(), "wall s", "B/job",
+              "all ok", "B/job wait");
 }
 
 int Main(int argc, char** argv) {

@@ -53,8 +53,8 @@ std::shared_ptr<JobEnd> MakeError(v1::JobState state, absl::StatusCode code,
 // Minimum spacing of PROGRESS events of one job (the latest is always kept).
 constexpr absl::Duration kProgressInterval = absl::Milliseconds(20);
 
-// The event log holds up to event_log_size events (bench/README.md
-// "reactor": memory per waiting job).
+// Sinks queue events, the resume log holds up to event_log_size of them
+// (bench/README.md "reactor": memory per waiting job).
 static_assert(sizeof(Event) <= 64);
 
 }  // namespace
@@ -145,6 +145,7 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
       limits_(options_) {
   // The job table holds up to max_queued + max_retained jobs.
   static_assert(sizeof(Job) <= 256);
+  static_assert(sizeof(LoggedEvent) == 32);
   {
     absl::MutexLock lock(&life_->mu);
     life_->self = this;
@@ -549,7 +550,12 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
     event.ticket = journal_->NoteSequence(event.sequence);
     after.ticket = std::max(after.ticket, event.ticket);
   }
-  event_log_.push_back(event);
+  // Never a duplicate ACCEPTED (those go to their caller alone).
+  event_log_.push_back({.sequence = event.sequence,
+                        .job_id = event.job_id,
+                        .time = event.time,
+                        .type = event.type,
+                        .executor = event.executor});
   while (event_log_.size() > options_.event_log_size) event_log_.pop_front();
   const uint32_t bit = EventBit(event.type);
   for (const Job::Sub& sub : job.subscribers) {
@@ -861,16 +867,12 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
       // the journaled events.
       auto first = std::lower_bound(
           event_log_.begin(), event_log_.end(), after_sequence + 1,
-          [](const Event& e, uint64_t seq) { return e.sequence < seq; });
+          [](const LoggedEvent& e, uint64_t seq) { return e.sequence < seq; });
       for (auto it = first; it != event_log_.end(); ++it) {
-        const Event& e = *it;
-        if (!wanted.empty() && !wanted.contains(e.job_id)) continue;
-        // Another owner's job (or one since forgotten) stays unseen.
-        if (!subscriber.owner.empty() &&
-            FindOwned(e.job_id, subscriber.owner) == nullptr) {
-          continue;
-        }
-        deliver(e);
+        if (!wanted.empty() && !wanted.contains(it->job_id)) continue;
+        // Another owner's job, or one since forgotten, stays unseen.
+        const Job* job = FindOwned(it->job_id, subscriber.owner);
+        if (job != nullptr) deliver(Replay(*it, *job));
       }
     }
     if (ids.empty()) {
@@ -903,6 +905,26 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
   }
   after.Run(journal_);
   return result;
+}
+
+Event Scheduler::Replay(const LoggedEvent& logged, const Job& job) const {
+  Event e;
+  e.sequence = logged.sequence;
+  e.job_id = logged.job_id;
+  e.time = logged.time;
+  e.type = logged.type;
+  e.executor = logged.executor;
+  if (e.type == v1::EVENT_TYPE_ACCEPTED) {
+    e.set_task(job.task);
+  } else if (e.type == v1::EVENT_TYPE_PROGRESS) {
+    e.set_progress(job.progress);  // The latest: older ones are not kept.
+  } else if (IsTerminal(e.type)) {
+    e.set_end(job.end);
+  }
+  // Durable once the batch open now is (batches commit in order): at most
+  // one commit later than the event's own batch.
+  e.ticket = journal_ ? journal_->ticket() : 0;
+  return e;
 }
 
 void Scheduler::Unwatch(const EventSink* sink,
@@ -1088,7 +1110,7 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
   {
     absl::MutexLock lock(&mu_);
     // 1. The records and the event log as they were.
-    std::vector<Event> log;
+    std::vector<LoggedEvent> log;
     std::vector<uint64_t> ended;
     for (JournalRow& row : recovered.rows) {
       auto job = std::make_unique<Job>();
@@ -1113,15 +1135,11 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
           std::max({row.accepted_seq, row.started_seq, row.ended_seq});
       auto add = [&](uint64_t seq, v1::EventType type, absl::Time time) {
         if (seq == 0) return;
-        Event e;
-        e.sequence = seq;
-        e.job_id = row.id;
-        e.type = type;
-        e.time = time;
-        e.executor = row.executor;
-        if (type == v1::EVENT_TYPE_ACCEPTED) e.set_task(job->task);
-        if (IsTerminal(type)) e.set_end(job->end);
-        log.push_back(std::move(e));
+        log.push_back({.sequence = seq,
+                       .job_id = row.id,
+                       .time = time,
+                       .type = type,
+                       .executor = row.executor});
       };
       add(row.accepted_seq, v1::EVENT_TYPE_ACCEPTED, row.create_time);
       add(row.started_seq, v1::EVENT_TYPE_STARTED, row.start_time);
@@ -1136,9 +1154,10 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       next_id_ = std::max(next_id_, job->id + 1);
       jobs_.emplace(job->id, std::move(job));
     }
-    std::sort(log.begin(), log.end(), [](const Event& a, const Event& b) {
-      return a.sequence < b.sequence;
-    });
+    std::sort(log.begin(), log.end(),
+              [](const LoggedEvent& a, const LoggedEvent& b) {
+                return a.sequence < b.sequence;
+              });
     const size_t keep = std::min(log.size(), options_.event_log_size);
     event_log_.assign(std::make_move_iterator(log.end() - keep),
                       std::make_move_iterator(log.end()));

@@ -50,9 +50,8 @@
 
 namespace jobd {
 
-// One event of one job, as the scheduler records it (converted to
-// v1::JobEvent at the RPC edge). Kept to 64 bytes: the event log holds up
-// to SchedulerOptions::event_log_size of them, about three per job.
+// One event of one job, as the scheduler delivers it (converted to
+// v1::JobEvent at the RPC edge). Kept to 64 bytes: sinks queue them.
 class Event {
  public:
   uint64_t sequence = 0;
@@ -427,7 +426,20 @@ class Scheduler {
   absl::btree_map<uint64_t, std::unique_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint64_t> idempotency_ ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> ended_ ABSL_GUARDED_BY(mu_);  // In end order.
-  std::deque<Event> event_log_ ABSL_GUARDED_BY(mu_);
+  // An event as the WatchJobs resume log keeps it, in 32 bytes (the log
+  // holds up to event_log_size, about three per job): what it carries
+  // (task, end, progress) is read from its job when it is replayed.
+  struct LoggedEvent {
+    uint64_t sequence = 0;
+    uint64_t job_id = 0;
+    CompactTime time;
+    v1::EventType type = v1::EVENT_TYPE_UNSPECIFIED;
+    v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
+  };
+  // `logged` as delivered again to a watcher; `job` is its job.
+  Event Replay(const LoggedEvent& logged, const Job& job) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::deque<LoggedEvent> event_log_ ABSL_GUARDED_BY(mu_);
   std::vector<Subscriber> watch_all_ ABSL_GUARDED_BY(mu_);
   // Owner names, interned (stable pointers; as many as callers ever seen).
   absl::node_hash_set<std::string> owners_ ABSL_GUARDED_BY(mu_);

@@ -4,7 +4,7 @@
 #include <deque>
 #include <optional>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/btree_map.h"
 #include "server/convert.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
@@ -290,7 +290,9 @@ class SubmitSession final
     // worth of items.)
     std::unique_ptr<const Event> held;
   };
-  using ItemMap = absl::flat_hash_map<uint64_t, Item>;
+  // Keyed by stream index, which only grows: a btree packs such keys
+  // densely and never doubles (a stream may hold a whole window of items).
+  using ItemMap = absl::btree_map<uint64_t, Item>;
 
   void EndItemLocked(ItemMap::iterator it, const Event& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

@@ -407,6 +407,32 @@ TEST_F(SchedulerTest, WatchReplaysRetainedEventsAndReportsLoss) {
   EXPECT_EQ(watcher->size(), 7u);
 }
 
+TEST_F(SchedulerTest, WatchReplaysWhatEventsCarryButNotForgottenJobs) {
+  Build({.max_retained = 1}, 1);
+  const Admission a = Submit(ok_task_);
+  sink_->WaitEnd(a.job_id);
+  const Admission b = Submit(ok_task_);
+  sink_->WaitEnd(b.job_id);
+  scheduler_->SweepRetention();  // Forgets a: one ended job is retained.
+  ASSERT_FALSE(scheduler_->GetJob(a.job_id).ok());
+  auto watcher = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(
+      scheduler_->Watch({}, 1, Subscriber{watcher, 0, kAllEvents}).ok());
+  scheduler_->Unwatch(watcher.get(), {});
+  EXPECT_TRUE(watcher->EventsOf(a.job_id).empty());
+  const std::vector<Event> replayed = watcher->EventsOf(b.job_id);
+  ASSERT_EQ(replayed.size(), 3u);
+  EXPECT_EQ(replayed[0].type, v1::EVENT_TYPE_ACCEPTED);
+  ASSERT_NE(replayed[0].task(), nullptr);
+  EXPECT_EQ(replayed[0].task()->name, ok_task_.name);
+  EXPECT_EQ(replayed[1].type, v1::EVENT_TYPE_STARTED);
+  EXPECT_EQ(replayed[1].executor, v1::EXECUTOR_THREAD);
+  EXPECT_EQ(replayed[2].type, v1::EVENT_TYPE_SUCCEEDED);
+  ASSERT_NE(replayed[2].end(), nullptr);
+  EXPECT_EQ(replayed[2].end()->result.value().string_value(), "done");
+  EXPECT_LT(replayed[0].sequence, replayed[2].sequence);
+}
+
 TEST_F(SchedulerTest, WatchOfAnEndedJobDeliversItsEnd) {
   const Admission a = Submit(ok_task_);
   sink_->WaitEnd(a.job_id);

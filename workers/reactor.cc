@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <limits>
@@ -11,7 +12,7 @@
 #include <thread>
 #include <utility>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/btree_map.h"
 #include "absl/strings/str_cat.h"
 #include "asio/bind_cancellation_slot.hpp"
 #include "asio/cancellation_signal.hpp"
@@ -124,16 +125,20 @@ class ReactorExecutor::Loop : public LoopServices {
     AsyncTaskContext context;
     asio::cancellation_signal cancel;
     bool cancel_emitted = false;
-    uint64_t wake = 0;  // A timer task's entry in wakes_ (0: none).
+    int64_t wake = 0;  // A timer task: when it wakes (Wake::at_ns); 0: no.
   };
 
-  // A timer task's place in the deadline heap.
+  // A timer task's place in the deadline heap. A stale one (its job ended
+  // early) has no job of that id waiting until at_ns (LiveJob::wake).
   struct Wake {
     int64_t at_ns;  // steady_clock.
     uint64_t job_id;
-    uint64_t number;  // LiveJob::wake: tells a stale entry from a live one.
     bool operator>(const Wake& other) const { return at_ns > other.at_ns; }
   };
+  bool IsStale(const Wake& w) const {
+    auto it = jobs_.find(w.job_id);
+    return it == jobs_.end() || it->second->wake != w.at_ns;
+  }
 
   static int64_t SteadyNowNs() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -156,9 +161,8 @@ class ReactorExecutor::Loop : public LoopServices {
     }
     const int64_t wait_ns = absl::ToInt64Nanoseconds(
         std::clamp(*delay, absl::ZeroDuration(), absl::Hours(24 * 365 * 100)));
-    job.wake = ++wakes_made_;
-    wakes_.push_back(
-        {.at_ns = SteadyNowNs() + wait_ns, .job_id = id, .number = job.wake});
+    job.wake = std::max<int64_t>(1, SteadyNowNs() + wait_ns);
+    wakes_.push_back({.at_ns = job.wake, .job_id = id});
     std::push_heap(wakes_.begin(), wakes_.end(), std::greater<Wake>());
     if (wakes_.front().at_ns < armed_ns_) Arm(wakes_.front().at_ns);
   }
@@ -182,12 +186,11 @@ class ReactorExecutor::Loop : public LoopServices {
       std::pop_heap(wakes_.begin(), wakes_.end(), std::greater<Wake>());
       const Wake w = wakes_.back();
       wakes_.pop_back();
-      auto it = jobs_.find(w.job_id);
-      if (it == jobs_.end() || it->second->wake != w.number) {
-        --stale_wakes_;
+      if (IsStale(w)) {
+        if (stale_wakes_ > 0) --stale_wakes_;
         continue;
       }
-      LiveJob& job = *it->second;
+      LiveJob& job = *jobs_.at(w.job_id);
       job.wake = 0;
       absl::StatusOr<TaskOutput> result;
       std::exception_ptr error;
@@ -205,10 +208,7 @@ class ReactorExecutor::Loop : public LoopServices {
   // cancelled), so that they do not hold memory until their time.
   void CompactWakes() {
     if (stale_wakes_ < 1024 || stale_wakes_ * 2 < wakes_.size()) return;
-    std::erase_if(wakes_, [this](const Wake& w) {
-      auto it = jobs_.find(w.job_id);
-      return it == jobs_.end() || it->second->wake != w.number;
-    });
+    std::erase_if(wakes_, [this](const Wake& w) { return IsStale(w); });
     std::make_heap(wakes_.begin(), wakes_.end(), std::greater<Wake>());
     stale_wakes_ = 0;
   }
@@ -280,14 +280,16 @@ class ReactorExecutor::Loop : public LoopServices {
   ReactorExecutor& reactor_;
   // Destroyed after io_ (members go in reverse order): coroutine frames
   // that io_ destroys at shutdown refer to their LiveJob.
-  absl::flat_hash_map<uint64_t, std::unique_ptr<LiveJob>> jobs_;
+  // By job id; ids only grow, so a btree packs them densely and never
+  // doubles (hundreds of thousands may wait).
+  absl::btree_map<uint64_t, std::unique_ptr<LiveJob>> jobs_;
   std::vector<FinishedJob> finished_;
   asio::io_context io_;
   std::unique_ptr<HttpClient> http_;  // Made on first use; before io_ dies.
-  // Timer tasks: a min-heap of their wakes, and the one timer it arms.
-  std::vector<Wake> wakes_;
+  // Timer tasks: a min-heap of their wakes (in a deque: it grows in small
+  // blocks, never by doubling), and the one timer it arms.
+  std::deque<Wake> wakes_;
   size_t stale_wakes_ = 0;  // Entries of timer tasks that ended early.
-  uint64_t wakes_made_ = 0;
   int64_t armed_ns_ = std::numeric_limits<int64_t>::max();
   asio::steady_timer wake_timer_{io_};
   asio::executor_work_guard<asio::io_context::executor_type> work_;
