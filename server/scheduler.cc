@@ -73,8 +73,19 @@ struct Scheduler::Job {
     uint32_t mask = kAllEvents;
   };
 
+  // What few jobs have: made on first use.
+  struct Extras {
+    std::shared_ptr<const v1::Progress> progress;  // The latest.
+    CompactTime last_progress_event = absl::InfinitePast();
+    std::vector<Waiter> waiters;  // Cleared when it ends.
+  };
+  Extras& extras() {
+    if (more == nullptr) more = std::make_unique<Extras>();
+    return *more;
+  }
+
   // Kept small (the job table holds up to max_queued + max_retained of
-  // them): times in 8 bytes, fields ordered to pack.
+  // them): times in 8 bytes, fields ordered to pack, the rare ones apart.
   uint64_t id = 0;
   const std::string* owner = nullptr;       // Interned; never null.
   std::shared_ptr<const v1::JobSpec> spec;  // Immutable.
@@ -83,9 +94,8 @@ struct Scheduler::Job {
   CompactTime create_time;
   CompactTime start_time = absl::InfinitePast();  // Set when RUNNING.
   CompactTime finish_time;
-  CompactTime last_progress_event = absl::InfinitePast();
   std::shared_ptr<const JobEnd> end;
-  std::shared_ptr<const v1::Progress> progress;
+  std::unique_ptr<Extras> more;         // Progress, waiters.
   std::shared_ptr<CancelToken> cancel;  // While RUNNING.
   TimerQueue::TimerId timeout_timer = 0;
   uint64_t last_sequence = 0;
@@ -95,7 +105,6 @@ struct Scheduler::Job {
   uint32_t attempts = 0;  // Runs started, ever.
   bool gated = false;     // RUNNING, but waiting for a durable start (Lane).
   absl::InlinedVector<Sub, 1> subscribers;  // Cleared when it ends.
-  std::vector<Waiter> waiters;              // Cleared when it ends.
 };
 
 class Scheduler::Port : public ExecutorListener {
@@ -144,7 +153,7 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
       life_(std::make_shared<Life>()),
       limits_(options_) {
   // The job table holds up to max_queued + max_retained jobs.
-  static_assert(sizeof(Job) <= 256);
+  static_assert(sizeof(Job) <= 224);
   static_assert(sizeof(LoggedEvent) == 32);
   {
     absl::MutexLock lock(&life_->mu);
@@ -602,15 +611,15 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   e.set_end(std::move(end));
   Emit(job, std::move(e), after);
   job.subscribers.clear();
-  if (!job.waiters.empty()) {
+  if (job.more != nullptr && !job.more->waiters.empty()) {
     auto snapshot = std::make_shared<v1::Job>(Snapshot(job));
-    for (Job::Waiter& w : job.waiters) {
+    for (Job::Waiter& w : job.more->waiters) {
       timers_.Cancel(w.timer);
       after.calls.push_back([done = std::move(w.done), snapshot](bool durable) {
         done(durable ? absl::StatusOr<v1::Job>(*snapshot) : NotDurable());
       });
     }
-    job.waiters.clear();
+    job.more->waiters.clear();
   }
   ended_.push_back(job.id);
   while (ended_.size() > limits_.max_retained) {
@@ -633,10 +642,11 @@ void Scheduler::OnProgress(v1::Executor kind, uint64_t id, double fraction,
     auto progress = std::make_shared<v1::Progress>();
     progress->set_fraction(fraction);
     progress->set_message(std::string(message));
-    job.progress = progress;
+    Job::Extras& extras = job.extras();
+    extras.progress = progress;
     const absl::Time now = clock_.Now();
-    if (now - job.last_progress_event < kProgressInterval) return;
-    job.last_progress_event = now;
+    if (now - extras.last_progress_event < kProgressInterval) return;
+    extras.last_progress_event = now;
     Event e;
     e.type = v1::EVENT_TYPE_PROGRESS;
     e.set_progress(std::move(progress));
@@ -812,7 +822,8 @@ void Scheduler::WaitJob(uint64_t id, absl::Time deadline,
       const uint64_t waiter_id = next_waiter_++;
       const TimerQueue::TimerId timer = timers_.Schedule(
           deadline, [this, id, waiter_id] { FireWaiter(id, waiter_id); });
-      it->second->waiters.push_back({waiter_id, timer, std::move(done)});
+      it->second->extras().waiters.push_back(
+          {waiter_id, timer, std::move(done)});
       return;
     }
   }
@@ -826,7 +837,8 @@ void Scheduler::FireWaiter(uint64_t id, uint64_t waiter_id) {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
-    auto& waiters = it->second->waiters;
+    if (it->second->more == nullptr) return;
+    auto& waiters = it->second->more->waiters;
     auto w =
         std::find_if(waiters.begin(), waiters.end(),
                      [&](const Job::Waiter& x) { return x.id == waiter_id; });
@@ -917,7 +929,8 @@ Event Scheduler::Replay(const LoggedEvent& logged, const Job& job) const {
   if (e.type == v1::EVENT_TYPE_ACCEPTED) {
     e.set_task(job.task);
   } else if (e.type == v1::EVENT_TYPE_PROGRESS) {
-    e.set_progress(job.progress);  // The latest: older ones are not kept.
+    // The latest: older ones are not kept.
+    if (job.more != nullptr) e.set_progress(job.more->progress);
   } else if (IsTerminal(e.type)) {
     e.set_end(job.end);
   }
@@ -1356,7 +1369,9 @@ v1::Job Scheduler::Snapshot(const Job& job) const {
       *out.mutable_error() = job.end->error;
     }
   }
-  if (job.progress != nullptr) *out.mutable_progress() = *job.progress;
+  if (job.more != nullptr && job.more->progress != nullptr) {
+    *out.mutable_progress() = *job.more->progress;
+  }
   out.set_last_sequence(job.last_sequence);
   out.set_attempts(job.attempts);
   return out;

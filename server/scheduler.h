@@ -44,6 +44,7 @@
 #include "server/journal.h"
 #include "server/router.h"
 #include "server/timer_queue.h"
+#include "workers/compact_time.h"
 #include "workers/executor.h"
 #include "workers/task.h"
 #include "workers/task_registry.h"

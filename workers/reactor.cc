@@ -21,6 +21,7 @@
 #include "asio/steady_timer.hpp"
 #include "spdlog/spdlog.h"
 #include "workers/async_task.h"
+#include "workers/compact_time.h"
 #include "workers/http_client.h"
 
 namespace jobd {
@@ -66,7 +67,7 @@ class ReactorExecutor::Loop : public LoopServices {
 
   void StartJob(JobRun run) {
     const uint64_t id = run.job_id;
-    auto owned = std::make_unique<LiveJob>(std::move(run), *this);
+    auto owned = std::make_unique<LiveJob>(std::move(run));
     LiveJob& job = *owned;
     jobs_.emplace(id, std::move(owned));
     if (!job.task->async->run) {
@@ -75,7 +76,8 @@ class ReactorExecutor::Loop : public LoopServices {
     }
     asio::awaitable<absl::StatusOr<TaskOutput>> coroutine;
     try {
-      coroutine = job.task->async->run(job.context);
+      job.context = std::make_unique<AsyncTaskContext>(ContextOf(id, job));
+      coroutine = job.task->async->run(*job.context);
     } catch (...) {
       Finish(id, std::current_exception(),
              absl::UnknownError("the task threw before it started"));
@@ -114,19 +116,28 @@ class ReactorExecutor::Loop : public LoopServices {
  private:
   // What a waiting job costs here (besides its coroutine): kept small.
   struct LiveJob {
-    LiveJob(JobRun run, Loop& loop)
+    LiveJob(JobRun run)
         : args(std::move(run.args)),
           cancel_token(std::move(run.cancel)),
           task(run.task),
-          context(run.job_id, *args, *cancel_token, run.deadline, loop) {}
+          deadline(run.deadline) {}
     std::shared_ptr<const TaskArgs> args;  // Holds the spec too.
     std::shared_ptr<CancelToken> cancel_token;
     const TaskDef* task;
-    AsyncTaskContext context;
+    int64_t wake = 0;  // A timer task: when it wakes (Wake::at_ns); 0: no.
+    CompactTime deadline;
+    // A coroutine's context, which must outlive it (a timer task's is made
+    // when its `then` runs).
+    std::unique_ptr<AsyncTaskContext> context;
     asio::cancellation_signal cancel;
     bool cancel_emitted = false;
-    int64_t wake = 0;  // A timer task: when it wakes (Wake::at_ns); 0: no.
   };
+  static_assert(sizeof(LiveJob) <= 80);
+
+  AsyncTaskContext ContextOf(uint64_t id, const LiveJob& job) {
+    return AsyncTaskContext(id, *job.args, *job.cancel_token, job.deadline,
+                            *this);
+  }
 
   // A timer task's place in the deadline heap. A stale one (its job ended
   // early) has no job of that id waiting until at_ns (LiveJob::wake).
@@ -195,7 +206,8 @@ class ReactorExecutor::Loop : public LoopServices {
       absl::StatusOr<TaskOutput> result;
       std::exception_ptr error;
       try {
-        result = job.task->async->timer.then(job.context);
+        AsyncTaskContext context = ContextOf(w.job_id, job);
+        result = job.task->async->timer.then(context);
       } catch (...) {
         error = std::current_exception();
       }
