@@ -3,7 +3,9 @@
 // (bench/README.md):
 //   fan-out:  1,000 sleep jobs of 100 ms from one client (client Map)
 //   mass:     100,000 sleep jobs of 1 s in flight at once: wall time and the
-//             daemon's peak RSS growth per job (1,000,000 with --million);
+//             daemon's peak RSS growth per job (1,000,000 with --million),
+//             and its RSS growth when the first result arrives if every job
+//             was sent by then ("B/job wait": all wait, none has ended);
 //             and the reactor alone (in this process): its RSS growth per
 //             waiting job, the job records it is handed made beforehand
 //   http:     1,000 http.get against a local server that answers after
@@ -48,8 +50,8 @@ uint64_t ProcStatusBytes(pid_t pid, const std::string& field) {
 struct Run {
   double wall_s = 0;
   double rss_per_job = 0;  // Bytes: peak RSS growth per job.
-  // jobd: RSS growth per job when the first result arrives (all submitted,
-  // none ended yet when the jobs are sleeps): what waiting jobs hold.
+  // jobd: RSS growth per job when the first result arrives, if all were
+  // submitted by then (sleeps: none ended yet): what waiting jobs hold.
   double waiting_rss_per_job = 0;
   int ok = 0;
 };
@@ -79,7 +81,7 @@ Run DaemonRun(testing::Daemon& daemon, const std::string& task, int jobs,
                            .kind = v1::JOB_KIND_IO_BOUND,
                            .max_batch = 4096});
   for (client::MapResult r; m.Next(&r);) {
-    if (run.ok == 0) {
+    if (run.ok == 0 && next >= jobs) {  // (Else some were not sent.)
       const uint64_t rss = ProcStatusBytes(daemon.pid(), "VmRSS");
       run.waiting_rss_per_job =
           rss > rss0 ? static_cast<double>(rss - rss0) / jobs : 0.0;

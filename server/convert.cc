@@ -50,9 +50,9 @@ void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out) {
   }
   if (const JobEnd* end = event.end(); end != nullptr) {
     if (end->state == v1::JOB_STATE_SUCCEEDED) {
-      *out->mutable_result() = end->result;
+      *out->mutable_result() = end->result();
     } else {
-      *out->mutable_error() = end->error;
+      *out->mutable_error() = end->error();
     }
   }
 }

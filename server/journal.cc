@@ -211,10 +211,14 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
         sqlite3_column_type(s, 8) != SQLITE_NULL) {
       auto end = std::make_shared<JobEnd>();
       end->state = row.state;
-      if (!end->result.ParseFromArray(sqlite3_column_blob(s, 7),
-                                      sqlite3_column_bytes(s, 7)) ||
-          !end->error.ParseFromArray(sqlite3_column_blob(s, 8),
-                                     sqlite3_column_bytes(s, 8))) {
+      // The one the state says; the other column holds an empty message.
+      const bool ok =
+          row.state == v1::JOB_STATE_SUCCEEDED
+              ? end->mutable_result().ParseFromArray(sqlite3_column_blob(s, 7),
+                                                     sqlite3_column_bytes(s, 7))
+              : end->mutable_error().ParseFromArray(sqlite3_column_blob(s, 8),
+                                                    sqlite3_column_bytes(s, 8));
+      if (!ok) {
         sqlite3_close_v2(db);
         return absl::DataLossError(
             fmt::format("job {}'s result does not parse", row.id));
@@ -592,8 +596,8 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
       result_bytes.clear();
       error_bytes.clear();
       if (row.end != nullptr) {
-        row.end->result.SerializeToString(&result_bytes);
-        row.end->error.SerializeToString(&error_bytes);
+        row.end->result().SerializeToString(&result_bytes);
+        row.end->error().SerializeToString(&error_bytes);
       }
       sqlite3_stmt* st = r.kind == Batch::kInsert && row.spec != nullptr
                              ? insert.get()

@@ -36,6 +36,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -62,11 +63,38 @@ struct JournalOptions {
 };
 
 // The end of a job, shared by the job record, its terminal event and its
-// journal row.
-struct JobEnd {
+// journal row. Holds a result or an error, not both: 56 bytes, one per
+// retained job.
+class JobEnd {
+ public:
   v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
-  v1::JobResult result;  // SUCCEEDED.
-  v1::JobError error;    // FAILED / CANCELLED.
+
+  // SUCCEEDED: the result; otherwise an empty one.
+  const v1::JobResult& result() const {
+    const auto* r = std::get_if<v1::JobResult>(&detail_);
+    return r != nullptr ? *r : v1::JobResult::default_instance();
+  }
+  // FAILED / CANCELLED: the error; otherwise an empty one.
+  const v1::JobError& error() const {
+    const auto* e = std::get_if<v1::JobError>(&detail_);
+    return e != nullptr ? *e : v1::JobError::default_instance();
+  }
+  // Each makes the end hold that one (dropping the other).
+  v1::JobResult& mutable_result() {
+    if (!std::holds_alternative<v1::JobResult>(detail_)) {
+      detail_.emplace<v1::JobResult>();
+    }
+    return std::get<v1::JobResult>(detail_);
+  }
+  v1::JobError& mutable_error() {
+    if (!std::holds_alternative<v1::JobError>(detail_)) {
+      detail_.emplace<v1::JobError>();
+    }
+    return std::get<v1::JobError>(detail_);
+  }
+
+ private:
+  std::variant<v1::JobResult, v1::JobError> detail_;
 };
 
 // What the journal keeps of a job: a row of the jobs table.

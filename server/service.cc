@@ -144,13 +144,14 @@ Event Rejection(const absl::Status& status) {
   e.time = absl::Now();
   auto end = std::make_shared<JobEnd>();
   end->state = v1::JOB_STATE_UNSPECIFIED;
-  end->error.set_code(static_cast<int32_t>(status.code()));
-  end->error.set_message(std::string(status.message()));
-  end->error.set_reason(status.code() == absl::StatusCode::kResourceExhausted
-                            ? v1::ERROR_REASON_OVERLOADED
-                        : status.code() == absl::StatusCode::kUnavailable
-                            ? v1::ERROR_REASON_SHUTDOWN
-                            : v1::ERROR_REASON_INVALID_INPUT);
+  v1::JobError& error = end->mutable_error();
+  error.set_code(static_cast<int32_t>(status.code()));
+  error.set_message(std::string(status.message()));
+  error.set_reason(status.code() == absl::StatusCode::kResourceExhausted
+                       ? v1::ERROR_REASON_OVERLOADED
+                   : status.code() == absl::StatusCode::kUnavailable
+                       ? v1::ERROR_REASON_SHUTDOWN
+                       : v1::ERROR_REASON_INVALID_INPUT);
   e.set_end(std::move(end));
   return e;
 }

@@ -59,7 +59,8 @@ class JournalTest : public ::testing::Test {
     row.finish_time = absl::FromUnixSeconds(3000);
     auto end = std::make_shared<JobEnd>();
     end->state = v1::JOB_STATE_SUCCEEDED;
-    end->result.mutable_value()->set_string_value("done " + std::to_string(id));
+    end->mutable_result().mutable_value()->set_string_value("done " +
+                                                            std::to_string(id));
     row.end = end;
     row.started_seq = id * 10 + 1;
     row.ended_seq = id * 10 + 2;
@@ -94,7 +95,7 @@ TEST_F(JournalTest, RowsSurviveAReopen) {
   EXPECT_EQ(r.rows[0].end, nullptr);
   EXPECT_EQ(r.rows[1].state, v1::JOB_STATE_SUCCEEDED);
   ASSERT_NE(r.rows[1].end, nullptr);
-  EXPECT_EQ(r.rows[1].end->result.value().string_value(), "done 2");
+  EXPECT_EQ(r.rows[1].end->result().value().string_value(), "done 2");
   EXPECT_EQ(r.rows[1].finish_time, absl::FromUnixSeconds(3000));
   EXPECT_EQ(r.rows[1].ended_seq, 22u);
   EXPECT_EQ(r.last_sequence, 77u);

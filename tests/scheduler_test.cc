@@ -220,7 +220,7 @@ TEST_F(SchedulerTest, RunsAJobThroughItsStates) {
   ASSERT_TRUE(a.status.ok());
   const Event end = sink_->WaitEnd(a.job_id);
   EXPECT_EQ(end.type, v1::EVENT_TYPE_SUCCEEDED);
-  EXPECT_EQ(end.end()->result.value().string_value(), "done");
+  EXPECT_EQ(end.end()->result().value().string_value(), "done");
   EXPECT_THAT(sink_->TypesOf(a.job_id),
               ElementsAre(v1::EVENT_TYPE_ACCEPTED, v1::EVENT_TYPE_STARTED,
                           v1::EVENT_TYPE_SUCCEEDED));
@@ -243,8 +243,8 @@ TEST_F(SchedulerTest, ATaskThatThrowsFailsOnlyItsJob) {
   const Admission good = Submit(ok_task_);
   const Event end = sink_->WaitEnd(bad.job_id);
   EXPECT_EQ(end.type, v1::EVENT_TYPE_FAILED);
-  EXPECT_EQ(end.end()->error.reason(), v1::ERROR_REASON_TASK_ERROR);
-  EXPECT_THAT(end.end()->error.message(),
+  EXPECT_EQ(end.end()->error().reason(), v1::ERROR_REASON_TASK_ERROR);
+  EXPECT_THAT(end.end()->error().message(),
               HasSubstr("threw an exception: boom"));
   EXPECT_EQ(sink_->WaitEnd(good.job_id).type, v1::EVENT_TYPE_SUCCEEDED);
 }
@@ -328,7 +328,7 @@ TEST_F(SchedulerTest, CancelRunningSetsTheTokenAndEndsAtOnce) {
   ASSERT_TRUE(scheduler_->Cancel(running.job_id).ok());
   const Event end = sink_->WaitEnd(running.job_id);
   EXPECT_EQ(end.type, v1::EVENT_TYPE_CANCELLED);
-  EXPECT_EQ(end.end()->error.reason(), v1::ERROR_REASON_CANCELLED);
+  EXPECT_EQ(end.end()->error().reason(), v1::ERROR_REASON_CANCELLED);
   // The gate task saw its token and returned, freeing the slot.
   EXPECT_EQ(sink_->WaitEnd(next.job_id).type, v1::EVENT_TYPE_SUCCEEDED);
 }
@@ -339,8 +339,8 @@ TEST_F(SchedulerTest, TimeoutFailsTheJobEvenIfTheTaskIgnoresIt) {
   const Admission queued = Submit(ok_task_);
   const Event end = sink_->WaitEnd(a.job_id);
   EXPECT_EQ(end.type, v1::EVENT_TYPE_FAILED);
-  EXPECT_EQ(end.end()->error.reason(), v1::ERROR_REASON_TIMEOUT);
-  EXPECT_THAT(end.end()->error.message(), HasSubstr("timeout of 50ms"));
+  EXPECT_EQ(end.end()->error().reason(), v1::ERROR_REASON_TIMEOUT);
+  EXPECT_THAT(end.end()->error().message(), HasSubstr("timeout of 50ms"));
   // The slot stays busy until the task returns; then the queue moves.
   auto stats = scheduler_->GetStats();
   EXPECT_EQ(stats.executors(1).busy(), 1u);
@@ -429,7 +429,7 @@ TEST_F(SchedulerTest, WatchReplaysWhatEventsCarryButNotForgottenJobs) {
   EXPECT_EQ(replayed[1].executor, v1::EXECUTOR_THREAD);
   EXPECT_EQ(replayed[2].type, v1::EVENT_TYPE_SUCCEEDED);
   ASSERT_NE(replayed[2].end(), nullptr);
-  EXPECT_EQ(replayed[2].end()->result.value().string_value(), "done");
+  EXPECT_EQ(replayed[2].end()->result().value().string_value(), "done");
   EXPECT_LT(replayed[0].sequence, replayed[2].sequence);
 }
 
@@ -482,7 +482,7 @@ TEST_F(SchedulerTest, DrainRejectsNewJobsAndShutdownCancelsTheRest) {
   EXPECT_EQ(kept, 0u);  // No journal: nothing is kept for a next start.
   const Event end = sink_->WaitEnd(queued.job_id);
   EXPECT_EQ(end.type, v1::EVENT_TYPE_CANCELLED);
-  EXPECT_EQ(end.end()->error.reason(), v1::ERROR_REASON_SHUTDOWN);
+  EXPECT_EQ(end.end()->error().reason(), v1::ERROR_REASON_SHUTDOWN);
   EXPECT_TRUE(scheduler_->WaitNoneRunning(absl::Now() + kWait));
   EXPECT_TRUE(scheduler_->StopExecutors(absl::Now() + kWait));
 }
@@ -558,7 +558,7 @@ TEST_F(SchedulerTest, WithAJournalATimeoutCountsFromTheRealStart) {
   EXPECT_EQ(sink_->WaitEnd(first.job_id).type, v1::EVENT_TYPE_SUCCEEDED);
   const Event end = sink_->WaitEnd(second.job_id);
   EXPECT_EQ(end.type, v1::EVENT_TYPE_SUCCEEDED)
-      << (end.end() ? end.end()->error.message() : "");
+      << (end.end() ? end.end()->error().message() : "");
   scheduler_.reset();  // Before `slow`.
 }
 
