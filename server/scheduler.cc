@@ -1312,6 +1312,7 @@ JournalRow Scheduler::RowOf(const Job& job) const {
   row.id = job.id;
   row.owner = *job.owner;
   row.spec = job.spec;
+  if (job.spec->task().empty()) row.task = job.task->name;
   row.state = job.state;
   row.executor = job.executor;
   row.create_time = job.create_time;
@@ -1359,6 +1360,7 @@ v1::Job Scheduler::Snapshot(const Job& job) const {
   out.set_id(std::to_string(job.id));
   out.set_owner(*job.owner);
   *out.mutable_spec() = *job.spec;
+  out.mutable_spec()->set_task(job.task->name);  // Left out of job.spec.
   out.set_state(job.state);
   out.set_executor(job.executor);
   *out.mutable_create_time() = ToProtoTime(job.create_time);

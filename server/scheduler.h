@@ -158,7 +158,8 @@ struct SchedulerOptions {
 
 // A validated spec, ready to become a job.
 struct NewJob {
-  std::shared_ptr<const v1::JobSpec> spec;  // Shared with `args`.
+  // Shared with `args`; its task name is left out (`task` has it).
+  std::shared_ptr<const v1::JobSpec> spec;
   const TaskDef* task = nullptr;
   std::shared_ptr<const TaskArgs> args;
   uint64_t tag = 0;   // Subscriber tag for this job's events.

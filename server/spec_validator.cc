@@ -115,7 +115,9 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
         args_bytes, limits.max_args_bytes));
   }
   // From here the spec is shared and immutable: the job record (GetJob) and
-  // the bound arguments (the executor) point into the same one.
+  // the bound arguments (the executor) point into the same one. Its task
+  // name goes (a string per job): NewJob::task has it.
+  delete spec.release_task();
   auto shared = std::make_shared<const v1::JobSpec>(std::move(spec));
   absl::StatusOr<TaskArgs> bound = TaskRegistry::Bind(*task, shared);
   if (!bound.ok()) return bound.status();

@@ -70,6 +70,24 @@ class JournalTest : public ::testing::Test {
   std::string dir_;
 };
 
+TEST_F(JournalTest, ATaskNameLeftOutOfTheSpecIsStoredWithIt) {
+  {
+    Recovered r;
+    auto j = Open(&r);
+    JournalRow row = Row(1, v1::JOB_STATE_QUEUED, "x");
+    auto spec = std::make_shared<v1::JobSpec>(*row.spec);
+    spec->clear_task();  // As the scheduler keeps its specs.
+    row.spec = spec;
+    row.task = "sleep";
+    j->Insert(std::move(row));
+  }
+  Recovered r;
+  auto j = Open(&r);
+  ASSERT_EQ(r.rows.size(), 1u);
+  EXPECT_EQ(r.rows[0].spec->task(), "sleep");
+  EXPECT_EQ(r.rows[0].spec->payload(), "x");
+}
+
 TEST_F(JournalTest, RowsSurviveAReopen) {
   {
     Recovered r;
