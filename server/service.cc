@@ -264,7 +264,7 @@ class SubmitSession final
       done_ = true;
       if (options_.cancel_on_disconnect()) {
         for (const auto& [index, item] : items_) {
-          if (!item.ended && item.job_id != 0)
+          if (item.held == nullptr && item.job_id != 0)
             unfinished.push_back(item.job_id);
         }
       }
@@ -285,10 +285,9 @@ class SubmitSession final
   struct Item {
     uint64_t client_tag = 0;
     uint64_t job_id = 0;
-    bool ended = false;
     // Submission order: a terminal event waiting for the items before it.
     // (Boxed: most items never hold one, and a stream has up to a window's
-    // worth of items.)
+    // worth of items.) An item in the map has ended iff it holds one.
     std::unique_ptr<const Event> held;
   };
   // Keyed by stream index, which only grows: a btree packs such keys
@@ -297,8 +296,7 @@ class SubmitSession final
 
   void EndItemLocked(ItemMap::iterator it, const Event& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (it->second.ended) return;
-    it->second.ended = true;
+    if (it->second.held != nullptr) return;  // Ended already.
     if (options_.order() != v1::ORDER_SUBMISSION) {
       out_.items.push_back({event, it->second.client_tag});
       ++unsent_ends_;

@@ -86,7 +86,7 @@ TaskArgs::TaskArgs()
 
 TaskArgs::TaskArgs(const TaskDef* task, std::shared_ptr<const v1::JobSpec> spec,
                    std::vector<const google::protobuf::Value*> bound)
-    : task_(task), spec_(std::move(spec)), bound_(std::move(bound)) {}
+    : task_(task), spec_(std::move(spec)), bound_(bound.begin(), bound.end()) {}
 
 const google::protobuf::Value* TaskArgs::Find(std::string_view name) const {
   if (task_ == nullptr) return nullptr;

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -108,7 +109,8 @@ class TaskArgs {
 
   const TaskDef* task_ = nullptr;
   std::shared_ptr<const v1::JobSpec> spec_;
-  std::vector<const google::protobuf::Value*> bound_;
+  // Inline for one parameter (no allocation: one per waiting job).
+  absl::InlinedVector<const google::protobuf::Value*, 1> bound_;
 };
 
 struct TaskOutput {
