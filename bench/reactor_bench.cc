@@ -4,8 +4,8 @@
 //   fan-out:  1,000 sleep jobs of 100 ms from one client (client Map)
 //   mass:     100,000 sleep jobs of 1 s in flight at once: wall time and the
 //             daemon's peak RSS growth per job (1,000,000 with --million),
-//             and its RSS growth when the first result arrives if every job
-//             was sent by then ("B/job wait": all wait, none has ended);
+//             and its RSS growth when the first result is read, if every
+//             job was sent and none can have ended by then ("B/job wait");
 //             and the reactor alone (in this process): its RSS growth per
 //             waiting job, the job records it is handed made beforehand
 //   http:     1,000 http.get against a local server that answers after
@@ -50,16 +50,18 @@ uint64_t ProcStatusBytes(pid_t pid, const std::string& field) {
 struct Run {
   double wall_s = 0;
   double rss_per_job = 0;  // Bytes: peak RSS growth per job.
-  // jobd: RSS growth per job when the first result arrives, if all were
-  // submitted by then (sleeps: none ended yet): what waiting jobs hold.
+  // jobd: RSS growth per job when the first result is read, if by then all
+  // were sent and none can have ended: what waiting jobs hold.
   double waiting_rss_per_job = 0;
   int ok = 0;
 };
 
 // `jobs` jobs of `task` with kwargs from `fill` through one jobd's client
-// Map (window = jobs: all in flight at once).
+// Map (window = jobs: all in flight at once). `waits`: how long every job
+// waits (sleeps), if the RSS of all waiting at once is to be measured.
 Run DaemonRun(testing::Daemon& daemon, const std::string& task, int jobs,
-              const std::function<void(v1::JobSpec*)>& fill) {
+              const std::function<void(v1::JobSpec*)>& fill,
+              absl::Duration waits = absl::ZeroDuration()) {
   auto client = client::Client::Connect({.address = daemon.unix_address()});
   if (!client.ok()) {
     std::fprintf(stderr, "%s\n", client.status().ToString().c_str());
@@ -69,11 +71,12 @@ Run DaemonRun(testing::Daemon& daemon, const std::string& task, int jobs,
   int next = 0;
   Run run;
   const absl::Time start = absl::Now();
+  absl::Time all_sent = absl::InfiniteFuture();
   client::MapStream m =
       (*client)->MapSpecs(task,
                           [&](v1::JobSpec* spec, bool) {
                             if (next >= jobs) return client::InputStatus::kEnd;
-                            ++next;
+                            if (++next == jobs) all_sent = absl::Now();
                             fill(spec);
                             return client::InputStatus::kReady;
                           },
@@ -81,7 +84,9 @@ Run DaemonRun(testing::Daemon& daemon, const std::string& task, int jobs,
                            .kind = v1::JOB_KIND_IO_BOUND,
                            .max_batch = 4096});
   for (client::MapResult r; m.Next(&r);) {
-    if (run.ok == 0 && next >= jobs) {  // (Else some were not sent.)
+    // All were sent before the first could end: all wait now but the few
+    // whose results come first.
+    if (run.ok == 0 && all_sent - start < waits) {
       const uint64_t rss = ProcStatusBytes(daemon.pid(), "VmRSS");
       run.waiting_rss_per_job =
           rss > rss0 ? static_cast<double>(rss - rss0) / jobs : 0.0;
@@ -229,7 +234,9 @@ int Main(int argc, char** argv) {
     {
       auto daemon = StartDaemon(n);
       Print("jobd reactor (client Map), fresh daemon",
-            DaemonRun(*daemon, "sleep", n, sleep_spec(mass_ms)), n);
+            DaemonRun(*daemon, "sleep", n, sleep_spec(mass_ms),
+                      absl::Milliseconds(mass_ms)),
+            n);
     }
     Print("python asyncio.gather",
           Python(
