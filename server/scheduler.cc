@@ -62,6 +62,15 @@ static_assert(sizeof(JobEnd) <= 56);
 
 }  // namespace
 
+// A job's bound arguments and, while it runs, its cancel token: one
+// allocation, shared with the executor (JobRun::args and ::cancel alias it).
+// Each run gets a fresh one, which tells a run from a later one.
+struct Scheduler::RunState {
+  explicit RunState(TaskArgs bound) : args(std::move(bound)) {}
+  const TaskArgs args;
+  CancelToken cancel;
+};
+
 struct Scheduler::Job {
   struct Waiter {
     uint64_t id;
@@ -93,13 +102,12 @@ struct Scheduler::Job {
   const std::string* owner = nullptr;       // Interned; never null.
   std::shared_ptr<const v1::JobSpec> spec;  // Immutable.
   const TaskDef* task = nullptr;
-  std::shared_ptr<const TaskArgs> args;  // Released when the job ends.
+  std::shared_ptr<RunState> run;  // Released when the job ends.
   CompactTime create_time;
   CompactTime start_time = absl::InfinitePast();  // Set when RUNNING.
   CompactTime finish_time;
   std::shared_ptr<const JobEnd> end;
-  std::unique_ptr<Extras> more;         // Progress, waiters.
-  std::shared_ptr<CancelToken> cancel;  // While RUNNING.
+  std::unique_ptr<Extras> more;  // Progress, waiters.
   TimerQueue::TimerId timeout_timer = 0;
   uint64_t last_sequence = 0;
   uint64_t accepted_seq = 0, started_seq = 0;  // For the journal.
@@ -156,7 +164,7 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
       life_(std::make_shared<Life>()),
       limits_(options_) {
   // The job table holds up to max_queued + max_retained jobs.
-  static_assert(sizeof(Job) <= 224);
+  static_assert(sizeof(Job) <= 192);
   static_assert(sizeof(LoggedEvent) == 32);
   {
     absl::MutexLock lock(&life_->mu);
@@ -322,7 +330,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       job->owner = owner;
       ++live_by_owner_[owner];
       job->task = nj.task;
-      job->args = std::move(nj.args);
+      job->run = std::make_shared<RunState>(std::move(nj.args));
       job->executor = *executor;
       job->create_time = now;
       job->spec = std::move(nj.spec);
@@ -435,7 +443,8 @@ void Scheduler::StartDurable(v1::Executor kind, After& after) {
     std::erase_if(chunk, [&](JobRun& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       auto it = jobs_.find(run.job_id);
       if (it == jobs_.end() || it->second->state != v1::JOB_STATE_RUNNING ||
-          it->second->cancel != run.cancel) {
+          it->second->run == nullptr ||
+          &it->second->run->cancel != run.cancel.get()) {
         return true;
       }
       Job& job = *it->second;
@@ -514,16 +523,16 @@ JobRun Scheduler::StartRun(Job& job, After& after) {
   const absl::Time now = clock_.Now();
   job.state = v1::JOB_STATE_RUNNING;
   job.start_time = now;
-  job.cancel = std::make_shared<CancelToken>();
+  job.run = std::make_shared<RunState>(job.run->args);  // This run's.
   ++running_;
   JobRun run;
   run.job_id = job.id;
   run.task = job.task;
   run.spec = job.spec;
-  run.args = job.args;
+  run.args = std::shared_ptr<const TaskArgs>(job.run, &job.run->args);
   run.measure_cpu_wait =
       job.spec->kind() == v1::JOB_KIND_AUTO && router_.SampleCpuWait(*job.task);
-  run.cancel = job.cancel;
+  run.cancel = std::shared_ptr<CancelToken>(job.run, &job.run->cancel);
   // With a journal the run starts later, once its start is durable.
   if (journal_ == nullptr) ArmTimeout(job, run, now);
   ++job.attempts;
@@ -588,8 +597,7 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   job.state = end->state;
   job.finish_time = clock_.Now();
   job.end = end;
-  job.args.reset();  // The executor holds its own references while it runs.
-  job.cancel.reset();
+  job.run.reset();  // The executor holds its own references while it runs.
   if (job.timeout_timer != 0) {
     timers_.Cancel(job.timeout_timer);
     job.timeout_timer = 0;
@@ -769,7 +777,7 @@ void Scheduler::Abort(Job& job, CancelReason reason,
     ++lane.stale;   // when the stale ones outnumber the live ones.
     if (lane.stale > 1024 && lane.stale > lane.queued) CompactQueue(lane);
   } else {
-    job.cancel->Cancel(reason);
+    job.run->cancel.Cancel(reason);
     lanes_[job.executor].executor->Cancel(job.id);
   }
   Finish(job, std::move(end), after);
@@ -1099,7 +1107,7 @@ std::pair<std::vector<uint64_t>, size_t> Scheduler::EndForShutdown() {
         if (job.state == v1::JOB_STATE_RUNNING) {
           // Stopped here, queued for the next start; whatever its run
           // returns now is dropped (it is not RUNNING any more).
-          job.cancel->Cancel(CancelReason::kShutdown);
+          job.run->cancel.Cancel(CancelReason::kShutdown);
           lanes_[job.executor].executor->Cancel(job.id);
           job.state = v1::JOB_STATE_QUEUED;
           --running_;
@@ -1212,7 +1220,7 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       if (!args.ok()) {
         unrunnable = std::string(args.status().message());
       } else {
-        job.args = std::make_shared<const TaskArgs>(*std::move(args));
+        job.run = std::make_shared<RunState>(*std::move(args));
         executor =
             router_.Route(*job.task, job.spec->kind(), job.spec->executor());
         if (!executor.ok())

@@ -161,7 +161,7 @@ struct NewJob {
   // Shared with `args`; its task name is left out (`task` has it).
   std::shared_ptr<const v1::JobSpec> spec;
   const TaskDef* task = nullptr;
-  std::shared_ptr<const TaskArgs> args;
+  TaskArgs args;
   uint64_t tag = 0;   // Subscriber tag for this job's events.
   std::string owner;  // The caller that submits it (server/auth.h).
 };
@@ -311,6 +311,7 @@ class Scheduler {
 
  private:
   class Port;  // ExecutorListener of one executor.
+  struct RunState;
   struct Job;
   struct Lane {  // One executor and its queue.
     std::unique_ptr<JobExecutor> executor;

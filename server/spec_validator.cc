@@ -130,7 +130,7 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
   }
   NewJob job;
   job.task = task;
-  job.args = std::make_shared<const TaskArgs>(*std::move(bound));
+  job.args = *std::move(bound);
   job.spec = std::move(shared);
   return job;
 }

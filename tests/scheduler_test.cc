@@ -165,7 +165,7 @@ class SchedulerTest : public ::testing::Test {
     std::vector<NewJob> jobs(1);
     jobs[0].task = &task;
     jobs[0].spec = std::move(spec);
-    jobs[0].args = std::make_shared<TaskArgs>();
+    jobs[0].args = TaskArgs();
     jobs[0].tag = next_tag_++;
     std::vector<Admission> out;
     scheduler_->Submit(jobs, Subscriber{sink_, 0, kAllEvents}, out);

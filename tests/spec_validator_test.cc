@@ -38,7 +38,7 @@ TEST_F(SpecValidatorTest, AcceptsAGoodSpecAndKeepsItsArgs) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->task->name, "sleep");
   EXPECT_EQ(r->spec->args_size(), 1);
-  EXPECT_EQ(r->args->Int("ms"), 5);
+  EXPECT_EQ(r->args.Int("ms"), 5);
 }
 
 TEST_F(SpecValidatorTest, NamesTheBadField) {
