@@ -47,7 +47,7 @@
 // jemalloc's options (the MALLOC_CONF environment variable overrides them;
 // without jemalloc, as under sanitizers, nothing reads this): one arena per
 // CPU instead of four, so that memory one thread frees is reused by the
-// next allocations on its CPU. The daemon then peaks ~6% lower with 100k
+// next allocations on its CPU. The daemon then peaks ~9% lower with 100k
 // waiting jobs, at the same throughput (bench/README.md "reactor").
 extern "C" {
 extern const char* malloc_conf;
