@@ -570,6 +570,19 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
     }
     event.ticket = journal_->NoteSequence(event.sequence);
     after.ticket = std::max(after.ticket, event.ticket);
+    if (!batch_sequences_.empty() &&
+        batch_sequences_.back().ticket == event.ticket) {
+      batch_sequences_.back().last = event.sequence;
+    } else {  // A new batch: forget those durable by now.
+      const uint64_t durable = journal_->durable();
+      while (!batch_sequences_.empty() &&
+             batch_sequences_.front().ticket <= durable) {
+        batch_sequences_.pop_front();
+      }
+      batch_sequences_.push_back({.ticket = event.ticket,
+                                  .first = event.sequence,
+                                  .last = event.sequence});
+    }
   }
   // Never a duplicate ACCEPTED (those go to their caller alone).
   event_log_.push_back({.sequence = event.sequence,
@@ -946,9 +959,13 @@ Event Scheduler::Replay(const LoggedEvent& logged, const Job& job) const {
   } else if (IsTerminal(e.type)) {
     e.set_end(job.end);
   }
-  // Durable once the batch open now is (batches commit in order): at most
-  // one commit later than the event's own batch.
-  e.ticket = journal_ ? journal_->ticket() : 0;
+  // Its own batch's ticket (0 when that is known durable).
+  auto batch = std::lower_bound(
+      batch_sequences_.begin(), batch_sequences_.end(), logged.sequence,
+      [](const BatchSequences& b, uint64_t seq) { return b.last < seq; });
+  e.ticket = batch != batch_sequences_.end() && batch->first <= logged.sequence
+                 ? batch->ticket
+                 : 0;
   return e;
 }
 

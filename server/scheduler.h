@@ -443,6 +443,14 @@ class Scheduler {
   Event Replay(const LoggedEvent& logged, const Job& job) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::deque<LoggedEvent> event_log_ ABSL_GUARDED_BY(mu_);
+  // With a journal: the event sequences of each batch not yet seen durable,
+  // oldest first, so that a replayed event waits for its own batch only
+  // (one of no batch here is durable).
+  struct BatchSequences {
+    uint64_t ticket = 0;
+    uint64_t first = 0, last = 0;
+  };
+  std::deque<BatchSequences> batch_sequences_ ABSL_GUARDED_BY(mu_);
   std::vector<Subscriber> watch_all_ ABSL_GUARDED_BY(mu_);
   // Owner names, interned (stable pointers; as many as callers ever seen).
   absl::node_hash_set<std::string> owners_ ABSL_GUARDED_BY(mu_);

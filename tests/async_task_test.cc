@@ -333,6 +333,17 @@ TEST_F(AsyncTaskTest, ManyCancelledTimerTasksLeaveTheRestOnTime) {
   EXPECT_EQ(reactor_->live(), 0);
 }
 
+TEST_F(AsyncTaskTest, ThousandsOfTimerTasksDueAtOnceAllAnswer) {
+  // More than one turn of the loop's wake-ups (1,024) on each loop.
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 5000; ++i) ids.push_back(Start("timer", 10).first);
+  for (uint64_t id : ids) {
+    const JobOutcome o = listener_.Await(id);
+    ASSERT_TRUE(o.status.ok()) << id << ": " << o.status;
+  }
+  EXPECT_EQ(timer_thens_, 5000);
+}
+
 TEST(AsyncTaskRegistryTest, RefusesAnAsyncTaskWithNeitherForm) {
   TaskRegistry registry;
   const absl::Status s = registry.Add(

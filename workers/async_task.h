@@ -131,7 +131,8 @@ using AsyncTaskFn = std::function<asio::awaitable<absl::StatusOr<TaskOutput>>(
 // heap, about 1 KB less than a coroutine frame, a timer operation and their
 // cancellation state (bench/README.md "reactor"). A cancel, timeout or
 // shutdown ends it at once with the token's reason, and `then` never runs.
-// Both functions run on the loop thread and must not block.
+// Both functions run on the loop thread and must not block; the context
+// `then` gets lives for that call only (no awaits, nothing kept).
 struct TimerTask {
   // How long the job waits (zero or negative: not at all), or an error that
   // fails the job at once.

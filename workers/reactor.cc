@@ -67,9 +67,14 @@ class ReactorExecutor::Loop : public LoopServices {
 
   void StartJob(JobRun run) {
     const uint64_t id = run.job_id;
-    auto owned = std::make_unique<LiveJob>(std::move(run));
-    LiveJob& job = *owned;
-    jobs_.emplace(id, std::move(owned));
+    auto [slot, inserted] = jobs_.try_emplace(id);
+    if (!inserted) {  // Never: the scheduler runs a job once at a time.
+      spdlog::error("reactor: job {} started while it runs; ignored", id);
+      reactor_.Ended(1);
+      return;
+    }
+    slot->second = std::make_unique<LiveJob>(std::move(run));
+    LiveJob& job = *slot->second;
     if (!job.task->async->run) {
       StartTimerJob(id, job);
       return;
@@ -139,6 +144,8 @@ class ReactorExecutor::Loop : public LoopServices {
                             *this);
   }
 
+  static constexpr int kMaxWakesPerTurn = 1024;
+
   // A timer task's place in the deadline heap. A stale one (its job ended
   // early) has no job of that id waiting until at_ns (LiveJob::wake).
   struct Wake {
@@ -190,10 +197,15 @@ class ReactorExecutor::Loop : public LoopServices {
     });
   }
 
-  // Ends the timer tasks whose wait is over.
+  // Ends the timer tasks whose wait is over, kMaxWakesPerTurn at a time
+  // (then the loop turns: other jobs' handlers run, the ends are reported).
   void WakeDue() {
     const int64_t now = SteadyNowNs();
-    while (!wakes_.empty() && wakes_.front().at_ns <= now) {
+    for (int n = 0; !wakes_.empty() && wakes_.front().at_ns <= now; ++n) {
+      if (n == kMaxWakesPerTurn) {
+        Post([this] { WakeDue(); });
+        return;
+      }
       std::pop_heap(wakes_.begin(), wakes_.end(), std::greater<Wake>());
       const Wake w = wakes_.back();
       wakes_.pop_back();

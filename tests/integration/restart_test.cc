@@ -173,9 +173,13 @@ TEST_F(RestartTest, KillNineLosesNoAcceptedJobAndRunsNoneTwiceByMistake) {
       EXPECT_LE(runs, 1) << id;
     }
   }
-  // At most the reactor's 4 slots were running; the rest of the lost had
-  // only been marked started ahead (SchedulerOptions::start_window).
-  EXPECT_LE(lost_after_running, 4);
+  // Lost after running: per slot of the reactor's 4, the job running at the
+  // kill and those that ran since the last commit reached the disk (their
+  // ends were not durable yet, and the slot took a job whose start was):
+  // one or two at 10+ ms a job, a few when commits slow down under load
+  // (5 seen once with a second build running beside the tests). The rest
+  // had only been marked started ahead (SchedulerOptions::start_window).
+  EXPECT_LE(lost_after_running, 4 * 4);
   EXPECT_LE(lost, 4 + static_cast<int>(SchedulerOptions{}.start_window));
 }
 
