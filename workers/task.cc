@@ -85,8 +85,8 @@ TaskArgs::TaskArgs()
           std::shared_ptr<void>(), &v1::JobSpec::default_instance())) {}
 
 TaskArgs::TaskArgs(const TaskDef* task, std::shared_ptr<const v1::JobSpec> spec,
-                   std::vector<const google::protobuf::Value*> bound)
-    : task_(task), spec_(std::move(spec)), bound_(bound.begin(), bound.end()) {}
+                   Bound bound)
+    : task_(task), spec_(std::move(spec)), bound_(std::move(bound)) {}
 
 const google::protobuf::Value* TaskArgs::Find(std::string_view name) const {
   if (task_ == nullptr) return nullptr;

@@ -82,6 +82,8 @@ google::protobuf::Value NullValue();
 class TaskArgs {
  public:
   using Values = google::protobuf::RepeatedPtrField<google::protobuf::Value>;
+  // The bound parameters: inline for one (no allocation per waiting job).
+  using Bound = absl::InlinedVector<const google::protobuf::Value*, 1>;
 
   // No task, no spec: every accessor sees empty input.
   TaskArgs();
@@ -89,7 +91,7 @@ class TaskArgs {
   // into *spec or into *task, which must outlive this object (the registry
   // does; `spec` is shared).
   TaskArgs(const TaskDef* task, std::shared_ptr<const v1::JobSpec> spec,
-           std::vector<const google::protobuf::Value*> bound);
+           Bound bound);
 
   // Bound parameter, or nullptr if it has no value (optional, no default).
   const google::protobuf::Value* Find(std::string_view name) const;
@@ -109,8 +111,7 @@ class TaskArgs {
 
   const TaskDef* task_ = nullptr;
   std::shared_ptr<const v1::JobSpec> spec_;
-  // Inline for one parameter (no allocation: one per waiting job).
-  absl::InlinedVector<const google::protobuf::Value*, 1> bound_;
+  Bound bound_;
 };
 
 struct TaskOutput {

@@ -149,7 +149,7 @@ absl::StatusOr<TaskArgs> TaskRegistry::Bind(
         "spec.args: task '", task.name, "' takes at most ", task.params.size(),
         " positional argument(s), got ", args.size()));
   }
-  std::vector<const google::protobuf::Value*> bound(task.params.size());
+  TaskArgs::Bound bound(task.params.size());
   for (int i = 0; i < args.size(); ++i) {
     const TaskParam& p = task.params[i];
     absl::Status s = CheckParamType(
