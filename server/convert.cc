@@ -48,13 +48,7 @@ void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out) {
   if (event.progress() != nullptr) {
     *out->mutable_progress() = *event.progress();
   }
-  if (const JobEnd* end = event.end(); end != nullptr) {
-    if (end->state == v1::JOB_STATE_SUCCEEDED) {
-      *out->mutable_result() = end->result();
-    } else {
-      *out->mutable_error() = end->error();
-    }
-  }
+  if (event.end() != nullptr) SetEnd(*event.end(), out);
 }
 
 absl::StatusOr<uint64_t> ParseJobId(const std::string& id, const char* field) {

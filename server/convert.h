@@ -22,6 +22,17 @@ absl::Duration FromProto(const google::protobuf::Duration& d);
 absl::Status ValidateDuration(const google::protobuf::Duration& d,
                               const char* field);
 
+// Sets `out`'s result (SUCCEEDED) or error (otherwise) from `end`; `out` is
+// a v1::JobEvent or a v1::Job.
+template <typename JobOrEvent>
+void SetEnd(const JobEnd& end, JobOrEvent* out) {
+  if (end.state == v1::JOB_STATE_SUCCEEDED) {
+    *out->mutable_result() = end.result();
+  } else {
+    *out->mutable_error() = end.error();
+  }
+}
+
 // Fills `out` from `event` as seen by a subscriber with `client_tag`.
 void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out);
 

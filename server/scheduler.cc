@@ -284,15 +284,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
             after.flush.push_back(sub.sink);
           }
           if (job.end != nullptr) {
-            Event terminal;
-            terminal.sequence = job.last_sequence;
-            terminal.job_id = job.id;
-            terminal.type = TerminalEventType(job.state);
-            terminal.time = job.finish_time;
-            terminal.executor = job.executor;
-            terminal.set_end(job.end);
-            terminal.ticket = accepted.ticket;
-            if (sub.sink->Deliver(terminal, sub.tag)) {
+            if (sub.sink->Deliver(EndOf(job, accepted.ticket), sub.tag)) {
               after.flush.push_back(sub.sink);
             }
           } else {
@@ -929,19 +921,23 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
       }
       const bool replayed = after_sequence > 0 && job.last_sequence >= oldest;
       if (replayed) continue;
-      Event e;
-      e.sequence = job.last_sequence;
-      e.job_id = job.id;
-      e.type = TerminalEventType(job.state);
-      e.time = job.finish_time;
-      e.executor = job.executor;
-      e.set_end(job.end);
-      e.ticket = journal_ ? journal_->ticket() : 0;
-      deliver(e);
+      deliver(EndOf(job, journal_ ? journal_->ticket() : 0));
     }
   }
   after.Run(journal_);
   return result;
+}
+
+Event Scheduler::EndOf(const Job& job, uint64_t ticket) const {
+  Event e;
+  e.sequence = job.last_sequence;
+  e.job_id = job.id;
+  e.type = TerminalEventType(job.state);
+  e.time = job.finish_time;
+  e.executor = job.executor;
+  e.set_end(job.end);
+  e.ticket = ticket;
+  return e;
 }
 
 Event Scheduler::Replay(const LoggedEvent& logged, const Job& job) const {
@@ -1394,11 +1390,7 @@ v1::Job Scheduler::Snapshot(const Job& job) const {
   }
   if (job.end != nullptr) {
     *out.mutable_finish_time() = ToProtoTime(job.finish_time);
-    if (job.end->state == v1::JOB_STATE_SUCCEEDED) {
-      *out.mutable_result() = job.end->result();
-    } else {
-      *out.mutable_error() = job.end->error();
-    }
+    SetEnd(*job.end, &out);
   }
   if (job.more != nullptr && job.more->progress != nullptr) {
     *out.mutable_progress() = *job.more->progress;

@@ -439,6 +439,9 @@ class Scheduler {
     v1::EventType type = v1::EVENT_TYPE_UNSPECIFIED;
     v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
   };
+  // An ended job's terminal event, again (for a caller that joins late),
+  // to be delivered once journal batch `ticket` is durable.
+  Event EndOf(const Job& job, uint64_t ticket) const;
   // `logged` as delivered again to a watcher; `job` is its job.
   Event Replay(const LoggedEvent& logged, const Job& job) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
