@@ -145,7 +145,7 @@ struct AsyncTask {
   AsyncTaskFn run;  // A coroutine, or, when empty:
   TimerTask timer;
 
-  bool valid() const { return run ? true : timer.delay && timer.then; }
+  bool valid() const { return run || (timer.delay && timer.then); }
 };
 
 inline std::shared_ptr<const AsyncTask> MakeAsyncTask(AsyncTaskFn fn) {
