@@ -170,6 +170,11 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "Programs the exec task may run: absolute paths, "
                  "comma-separated; empty (the default) disables exec")
       ->delimiter(',');
+  app.add_option("--exec-env-allow", c.exec.env_allow,
+                 "Environment variables an exec job may set (its `env`): "
+                 "names, comma-separated; empty (the default): none. A "
+                 "program gets only PATH, JOBD_INSTANCE and these")
+      ->delimiter(',');
   app.add_option("--exec-kill-grace", exec_kill_grace,
                  "A cancelled or timed-out exec job's process group gets "
                  "SIGTERM, then SIGKILL this long after")
@@ -216,8 +221,9 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "PEM CA bundle: clients must present a certificate it "
                  "signed (mTLS)");
   app.add_option("--worker-user", c.worker_user,
-                 "Run the process pool's workers as this user (and its "
-                 "group); jobd must run as root");
+                 "Run every process started for a job (process-pool "
+                 "workers, exec's programs) as this user (and its group); "
+                 "jobd must run as root");
   app.add_option("--quota-max-live", c.service.quota_max_live,
                  "Unfinished jobs per caller that is not admin; 0 = no limit")
       ->capture_default_str();
@@ -344,6 +350,13 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       return absl::InvalidArgumentError(fmt::format(
           "--exec-allow: '{}' is not an absolute path to an executable file",
           program));
+    }
+  }
+  for (const std::string& name : c.exec.env_allow) {
+    const std::string problem = ExecEnvNameProblem(name);
+    if (!problem.empty()) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--exec-env-allow: '{}' {}", name.substr(0, 128), problem));
     }
   }
   if (c.tls_cert.empty() != c.tls_key.empty()) {

@@ -6,6 +6,7 @@
 //   are cancelled (reason SHUTDOWN) and reported -> streams flushed -> exit 0.
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
@@ -32,6 +33,7 @@
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/journal.h"
+#include "server/leftovers.h"
 #include "server/reload.h"
 #include "server/scheduler.h"
 #include "server/service.h"
@@ -39,6 +41,7 @@
 #include "spdlog/spdlog.h"
 #include "workers/builtin_tasks.h"
 #include "workers/fork_server.h"
+#include "workers/guardian.h"
 #include "workers/ipc.h"
 #include "workers/process_pool.h"
 #include "workers/reactor.h"
@@ -229,6 +232,7 @@ int Run(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGCHLD);  // To notice the guardian's death.
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -267,11 +271,26 @@ int Run(int argc, char** argv) {
     }
   }
 
+  if (geteuid() == 0 && config.worker_user.empty()) {
+    spdlog::warn(
+        "jobd runs as root without --worker-user: every job's process "
+        "(exec's programs, process-pool workers) runs as root and can read "
+        "the journal (every caller's jobs), jobd's environment and any file "
+        "of this machine; set --worker-user (README: Security)");
+  }
+
+  // This run's id, in every program exec starts: how the guardian and the
+  // next start find them (workers/guardian.h, server/leftovers.h).
+  const std::string instance_id = NewInstanceId();
+  auto exec_sandbox = std::make_shared<ExecSandbox>();
+  exec_sandbox->instance_env = std::string(kInstanceEnv) + "=" + instance_id;
+  exec_sandbox->run_as = config.process_pool.run_as;
   TaskRegistry registry;
   auto exec_policy = std::make_shared<ExecPolicy>(config.exec);
-  if (absl::Status s = RegisterBuiltinTasks(
-          registry,
-          {.testing_tasks = config.testing_tasks, .exec = exec_policy});
+  if (absl::Status s =
+          RegisterBuiltinTasks(registry, {.testing_tasks = config.testing_tasks,
+                                          .exec = exec_policy,
+                                          .exec_sandbox = exec_sandbox});
       !s.ok()) {
     spdlog::critical("registering built-in tasks: {}", s.ToString());
     return kExitStartup;
@@ -288,6 +307,31 @@ int Run(int argc, char** argv) {
     }
     fork_server = *std::move(started);
   }
+  // Still one thread: the guardian, which takes exec's programs down with
+  // jobd whatever kills it.
+  absl::StatusOr<Guardian> guardian = StartGuardian(instance_id);
+  if (!guardian.ok()) {
+    spdlog::critical("starting the guardian process: {}",
+                     guardian.status().ToString());
+    return kExitStartup;
+  }
+  exec_sandbox->pid_ns_fd = guardian->pid_ns.get();
+  exec_sandbox->mount_ns_fd = guardian->mount_ns.get();
+  exec_sandbox->notify_fd = guardian->notify.get();
+  if (guardian->pid_ns.valid()) {
+    spdlog::info(
+        "guardian pid {}: exec's programs run in its PID namespace and die "
+        "with jobd",
+        guardian->pid);
+  } else {
+    spdlog::info(
+        "guardian pid {}: no PID namespace (jobd is not root): a process an "
+        "exec program leaves behind outside its process group lives until "
+        "jobd stops (README: Security)",
+        guardian->pid);
+  }
+  std::vector<pid_t> helpers = {guardian->pid};
+  if (fork_server.has_value()) helpers.push_back(fork_server->pid);
 
   // The journal, after the fork (its writer is a thread). One daemon per
   // state directory: a second one would write under the first.
@@ -302,6 +346,21 @@ int Run(int argc, char** argv) {
       return kExitStartup;
     }
     state_lock = *std::move(lock);
+    // What the previous run here left running dies before its jobs are
+    // re-run or failed.
+    if (absl::StatusOr<int> killed = KillLeftovers(config.state_dir);
+        !killed.ok()) {
+      spdlog::error("cleaning up after the previous run: {}",
+                    killed.status().ToString());
+    } else if (*killed > 0) {
+      spdlog::warn("killed {} process(es) the previous jobd left running",
+                   *killed);
+    }
+    if (absl::Status s = RecordRun(config.state_dir, instance_id, helpers);
+        !s.ok()) {
+      spdlog::critical("{}", std::string(s.message()));
+      return kExitStartup;
+    }
     absl::StatusOr<std::unique_ptr<Journal>> opened =
         Journal::Open({.path = config.state_dir + "/jobd.db",
                        .durability = config.durability,
@@ -432,9 +491,22 @@ int Run(int argc, char** argv) {
   SystemdNotifier notifier([&scheduler] { return StatusLine(scheduler); });
   notifier.Ready();
 
+  int exit_code = 0;
   for (;;) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGCHLD) {
+      pollfd p{.fd = guardian->pidfd.get(), .events = POLLIN};
+      if (poll(&p, 1, 0) <= 0) continue;  // Another child.
+      // Without it, exec's programs (and what they start) would no longer
+      // die with jobd: stop, and let the supervisor start a fresh jobd.
+      spdlog::critical(
+          "the guardian process (pid {}) died; stopping (nothing jobd "
+          "starts would die with it any more)",
+          guardian->pid);
+      exit_code = kExitStartup;
+      break;
+    }
     if (sig == SIGHUP) {
       notifier.Reloading();
       Reload(argc, argv, config, scheduler, service, *exec_policy,
@@ -495,7 +567,7 @@ int Run(int argc, char** argv) {
     unlink(config.unix_socket.c_str());
   }
   spdlog::info("jobd stopped");
-  return 0;
+  return exit_code;
 }
 
 }  // namespace

@@ -119,6 +119,8 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   }
   bool exec_changed =
       d.Check("exec-allow", current.exec.allow, fresh.exec.allow, live);
+  exec_changed |= d.Check("exec-env-allow", current.exec.env_allow,
+                          fresh.exec.env_allow, live);
   exec_changed |= d.Check("exec-kill-grace", current.exec.kill_grace,
                           fresh.exec.kill_grace, live);
   if (exec_changed) exec.Set(fresh.exec);

@@ -4,7 +4,8 @@
 //   --log-level, --thread-workers, --reactor-max-jobs, --max-queued,
 //   --retention-ttl, --max-retained, --max-payload-bytes,
 //   --max-jobs-per-request, --default-window, --max-window, --exec-allow,
-//   --exec-kill-grace, --shutdown-grace, --auth-token, --tls-identity,
+//   --exec-env-allow, --exec-kill-grace, --shutdown-grace, --auth-token,
+//   --tls-identity,
 //   --unix-socket-auth, --quota-max-live, --quota-submit-rate,
 //   --max-streams-per-caller, --max-labels, --max-label-bytes,
 //   --max-idempotency-key-bytes, --max-value-depth, --max-args-bytes

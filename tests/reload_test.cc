@@ -4,8 +4,11 @@
 // are refused. Also CheckTcpExposure (server/config.h).
 #include "server/reload.h"
 
+#include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -90,6 +93,47 @@ TEST_F(ReloadTest, OnLoopbackCallersMayBeDroppedLive) {
   EXPECT_THAT(r.refused, IsEmpty());
   EXPECT_FALSE(auth_->required());
   EXPECT_THAT(current_.auth.tokens, IsEmpty());
+}
+
+TEST_F(ReloadTest, TheExecEnvironmentAllowlistChangesLive) {
+  Start("127.0.0.1:0", /*tls=*/false);
+  DaemonConfig fresh = current_;
+  fresh.exec.env_allow = {"TZ"};
+  const ReloadResult r = Apply(fresh);
+  EXPECT_THAT(r.applied, ::testing::Contains(HasSubstr("--exec-env-allow")));
+  EXPECT_EQ(exec_.Get()->env_allow, std::vector<std::string>{"TZ"});
+  EXPECT_EQ(current_.exec.env_allow, std::vector<std::string>{"TZ"});
+}
+
+absl::StatusOr<ParsedArgs> Parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "jobd");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  return ParseConfig(static_cast<int>(argv.size()), argv.data());
+}
+
+TEST(ConfigTest, ExecEnvAllowTakesVariableNamesFromFlagsAndTheFile) {
+  absl::StatusOr<ParsedArgs> none = Parse({});
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_THAT(none->config.exec.env_allow, IsEmpty());  // The default.
+  absl::StatusOr<ParsedArgs> flag =
+      Parse({"--exec-env-allow", "TZ,http_proxy"});
+  ASSERT_TRUE(flag.ok()) << flag.status();
+  EXPECT_EQ(flag->config.exec.env_allow,
+            (std::vector<std::string>{"TZ", "http_proxy"}));
+  const std::string file = ::testing::TempDir() + "/jobd-env-allow.toml";
+  std::ofstream(file) << "exec-env-allow = [\"LANG\", \"TZ\"]\n";
+  absl::StatusOr<ParsedArgs> toml = Parse({"--config", file});
+  ASSERT_TRUE(toml.ok()) << toml.status();
+  EXPECT_EQ(toml->config.exec.env_allow,
+            (std::vector<std::string>{"LANG", "TZ"}));
+  std::remove(file.c_str());
+  for (const char* bad : {"TAR-OPTIONS", "1X", "PATH", "JOBD_INSTANCE"}) {
+    absl::StatusOr<ParsedArgs> r = Parse({"--exec-env-allow", bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr("--exec-env-allow")) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr(bad));
+  }
 }
 
 TEST(TcpExposureTest, BeyondLoopbackNeedsTlsAndAuthentication) {

@@ -224,7 +224,8 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
   defs.push_back(HttpGetTask());
   defs.push_back(ExecTask(options.exec != nullptr
                               ? options.exec
-                              : std::make_shared<const ExecPolicy>()));
+                              : std::make_shared<const ExecPolicy>(),
+                          options.exec_sandbox));
   if (options.testing_tasks) {
     defs.push_back(
         {.name = "crash",

@@ -30,6 +30,8 @@ struct BuiltinTaskOptions {
   // exec's allowlist and kill grace (null or an empty allowlist: exec is
   // disabled).
   std::shared_ptr<const ExecPolicy> exec;
+  // Where exec's programs run (null: no guardian, jobd's user).
+  std::shared_ptr<const ExecSandbox> exec_sandbox;
 };
 
 absl::Status RegisterBuiltinTasks(TaskRegistry& registry,

@@ -1,8 +1,11 @@
 // The `exec` task (workers/io_tasks.h): runs an allowlisted program as a
 // child of the daemon and waits for it on the reactor, without a thread.
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,6 +32,7 @@
 #include "asio/use_awaitable.hpp"
 #include "asio/write.hpp"
 #include "workers/async_task.h"
+#include "workers/guardian.h"
 #include "workers/io_tasks.h"
 
 namespace jobd {
@@ -41,57 +45,28 @@ using google::protobuf::Value;
 // reading.
 constexpr absl::Duration kOutputDrainGrace = absl::Seconds(1);
 constexpr char kDefaultPath[] = "PATH=/usr/local/bin:/usr/bin:/bin";
+// The stack a program's process starts on, until it executes the program.
+constexpr size_t kSpawnStackBytes = 256 << 10;
 
-// Why the program may not be given variable `name`, or "" if it may. Names
-// are [A-Z_][A-Z0-9_]*; the ones that make the dynamic loader, libc or an
-// interpreter run code or read files of the caller's choosing (and PATH,
-// which would pick the programs an allowlisted one starts) are refused, so
-// the allowlist bounds what runs.
-std::string EnvNameProblem(std::string_view name) {
-  if (name.empty() || name.size() > 128 || absl::ascii_isdigit(name[0])) {
-    return "must match [A-Z_][A-Z0-9_]* (at most 128 characters)";
+// Why the job may not set variable `name` under `options`, or "".
+absl::Status EnvNameStatus(const ExecOptions& options,
+                           const std::string& name) {
+  const std::string problem = ExecEnvNameProblem(name);
+  if (!problem.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("env.", name.substr(0, 128), ": ", problem));
   }
-  for (char c : name) {
-    if (!absl::ascii_isupper(c) && !absl::ascii_isdigit(c) && c != '_') {
-      return "must match [A-Z_][A-Z0-9_]* (at most 128 characters)";
-    }
+  if (std::find(options.env_allow.begin(), options.env_allow.end(), name) ==
+      options.env_allow.end()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "env.", name,
+        ": not on this daemon's exec environment allowlist "
+        "(--exec-env-allow: ",
+        options.env_allow.empty() ? "empty"
+                                  : absl::StrJoin(options.env_allow, ", "),
+        ")"));
   }
-  static constexpr std::string_view kDenied[] = {"PATH",
-                                                 "IFS",
-                                                 "ENV",
-                                                 "BASH_ENV",
-                                                 "SHELLOPTS",
-                                                 "BASHOPTS",
-                                                 "PS4",
-                                                 "CDPATH",
-                                                 "GLOBIGNORE",
-                                                 "GCONV_PATH",
-                                                 "LOCPATH",
-                                                 "NLSPATH",
-                                                 "HOSTALIASES",
-                                                 "RESOLV_HOST_CONF",
-                                                 "GLIBC_TUNABLES",
-                                                 "TMPDIR",
-                                                 "JAVA_TOOL_OPTIONS",
-                                                 "_JAVA_OPTIONS",
-                                                 "JDK_JAVA_OPTIONS",
-                                                 "CLASSPATH",
-                                                 "LUA_PATH",
-                                                 "LUA_CPATH",
-                                                 "TCLLIBPATH"};
-  static constexpr std::string_view kDeniedPrefixes[] = {
-      "LD_",    "DYLD_", "MALLOC_", "BASH_FUNC_", "PERL",
-      "PYTHON", "RUBY",  "NODE_",   "GIT_",       "SSL_CERT_"};
-  for (std::string_view denied : kDenied) {
-    if (name == denied) return "is not settable (it can change what runs)";
-  }
-  for (std::string_view prefix : kDeniedPrefixes) {
-    if (name.starts_with(prefix)) {
-      return absl::StrCat("is not settable (", std::string(prefix),
-                          "* can change what runs)");
-    }
-  }
-  return "";
+  return absl::OkStatus();
 }
 
 std::string Basename(const std::string& path) {
@@ -141,11 +116,7 @@ absl::Status Validate(const ExecOptions& options, const TaskArgs& args) {
   }
   if (const Value* env = args.Find("env")) {
     for (const auto& [name, value] : env->struct_value().fields()) {
-      const std::string problem = EnvNameProblem(name);
-      if (!problem.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("env.", name.substr(0, 128), ": ", problem));
-      }
+      if (absl::Status s = EnvNameStatus(options, name); !s.ok()) return s;
       if (value.kind_case() != Value::kStringValue ||
           value.string_value().find('\0') != std::string::npos) {
         return absl::InvalidArgumentError(
@@ -213,9 +184,15 @@ struct Child {
   // reactor stopped): the group is killed and the program reaped here.
   ~Child() {
     if (pid > 0 && !reaped) {
-      kill(-pid, SIGKILL);
+      KillAll();
       waitpid(pid, nullptr, 0);
     }
+  }
+  // SIGKILL to the program's descendants (while it lives they are all
+  // below it: it is their subreaper) and its group.
+  void KillAll() const {
+    SignalDescendants(pid, SIGKILL);
+    kill(-pid, SIGKILL);
   }
   asio::posix::stream_descriptor out, err, in, pidfd;
   std::string stdout_bytes, stderr_bytes;
@@ -269,53 +246,167 @@ struct Pipe {
   int TakeWrite() { return std::exchange(write, -1); }
 };
 
-// Starts `path` in its own process group with a clean environment and the
-// three pipes as stdin/stdout/stderr. Returns the pid or the error.
-absl::StatusOr<pid_t> Spawn(const std::string& path,
+// What the new process needs until it executes the program (it shares
+// the daemon's memory and runs on a stack of its own meanwhile), and what
+// went wrong if it could not.
+struct SpawnArgs {
+  const char* path;
+  char* const* argv;
+  char* const* envp;
+  const char* cwd;
+  int fds[3];         // Its stdin, stdout and stderr.
+  int mount_ns = -1;  // The guardian's mount namespace, or -1.
+  pid_t parent = 0;   // The daemon, if the child can see it (else 0).
+  bool switch_user = false;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  int error = 0;  // Out: errno of the failed step, or 0.
+  const char* step = nullptr;
+};
+
+// The kernel's struct sigaction (the raw system call's).
+struct KernelSigaction {
+  void (*handler)(int);
+  unsigned long flags;
+  void (*restorer)();
+  uint64_t mask;
+};
+
+// The new process: raw system calls only (no allocation, no lock, nothing
+// a sanitizer intercepts), since it shares the memory of a multi-threaded
+// daemon whose other threads run on.
+__attribute__((no_sanitize("address", "undefined"))) int SpawnChild(void* raw) {
+  SpawnArgs& a = *static_cast<SpawnArgs*>(raw);
+  const char* step = "setpgid";
+  KernelSigaction dfl = {SIG_DFL, 0, nullptr, 0};
+  uint64_t no_signals = 0;
+  // Its own process group (killed as one).
+  if (syscall(SYS_setpgid, 0, 0) != 0) goto fail;
+  // Killed when the daemon's thread that started it ends (the daemon's
+  // death included), and the reaper of what it starts and leaves orphaned,
+  // so that jobd can find all of it while it runs.
+  step = "prctl";
+  if (syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 ||
+      syscall(SYS_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) {
+    goto fail;
+  }
+  if (a.parent != 0 && syscall(SYS_getppid) != a.parent) {
+    errno = ESRCH;  // The daemon died meanwhile.
+    goto fail;
+  }
+  // Default dispositions, nothing blocked (the daemon blocks SIGTERM and
+  // friends, ignores SIGPIPE, and blocked everything around the clone).
+  for (int sig = 1; sig <= 64; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) {
+      syscall(SYS_rt_sigaction, sig, &dfl, nullptr, sizeof(uint64_t));
+    }
+  }
+  step = "setns";
+  if (a.mount_ns >= 0 && syscall(SYS_setns, a.mount_ns, CLONE_NEWNS) != 0) {
+    goto fail;
+  }
+  step = "dup";
+  for (int fd = 0; fd < 3; ++fd) {
+    if (a.fds[fd] == fd ? syscall(SYS_fcntl, fd, F_SETFD, 0) != 0
+                        : syscall(SYS_dup3, a.fds[fd], fd, 0) < 0) {
+      goto fail;
+    }
+  }
+  syscall(SYS_close_range, 3, ~0U, 0);
+  if (a.switch_user) {  // For good: no supplementary group, no way back.
+    step = "switching to --worker-user";
+    if (syscall(SYS_setgroups, 0, nullptr) != 0 ||
+        syscall(SYS_setresgid, a.gid, a.gid, a.gid) != 0 ||
+        syscall(SYS_setresuid, a.uid, a.uid, a.uid) != 0 ||
+        syscall(SYS_setresuid, 0, 0, 0) == 0) {
+      goto fail;
+    }
+  }
+  step = "chdir";  // As that user: a directory it may not enter fails.
+  if (syscall(SYS_chdir, a.cwd) != 0) goto fail;
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &no_signals, nullptr,
+          sizeof(uint64_t));
+  step = "exec";
+  syscall(SYS_execve, a.path, a.argv, a.envp);
+fail:
+  a.error = errno != 0 ? errno : EINVAL;
+  a.step = step;
+  syscall(SYS_exit, 127);
+  return 127;
+}
+
+// Starts `path` in its own process group, in the guardian's namespaces, as
+// the sandbox's user, with `env` and the three pipes as
+// stdin/stdout/stderr. Returns the pid or the error.
+absl::StatusOr<pid_t> Spawn(const ExecSandbox& sandbox, const std::string& path,
                             const std::vector<std::string>& argv,
                             const std::vector<std::string>& env,
                             const std::string& cwd, Pipe& in, Pipe& out,
                             Pipe& err) {
+  // Children of this thread are started in the guardian's PID namespace
+  // (a per-thread setting, made once per thread).
+  thread_local int joined_pid_ns = -1;
+  if (sandbox.pid_ns_fd >= 0 && joined_pid_ns != sandbox.pid_ns_fd) {
+    if (setns(sandbox.pid_ns_fd, CLONE_NEWPID) != 0) {
+      return absl::InternalError(absl::StrCat(
+          "exec: cannot enter jobd's PID namespace: ", std::strerror(errno)));
+    }
+    joined_pid_ns = sandbox.pid_ns_fd;
+  }
   std::vector<char*> cargv, cenv;
   for (const std::string& a : argv)
     cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
   for (const std::string& e : env) cenv.push_back(const_cast<char*>(e.c_str()));
   cenv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, in.read, 0);
-  posix_spawn_file_actions_adddup2(&actions, out.write, 1);
-  posix_spawn_file_actions_adddup2(&actions, err.write, 2);
-  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-  posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  // Its own process group (killed as one); no signal blocked or ignored
-  // (the daemon blocks SIGTERM and friends, and ignores SIGPIPE).
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
-                                      POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none, all;
-  sigemptyset(&none);
+  SpawnArgs args{.path = path.c_str(),
+                 .argv = cargv.data(),
+                 .envp = cenv.data(),
+                 .cwd = cwd.c_str(),
+                 .fds = {in.read, out.write, err.write},
+                 .mount_ns = sandbox.mount_ns_fd,
+                 .parent = sandbox.pid_ns_fd >= 0 ? 0 : getpid()};
+  if (sandbox.run_as.has_value()) {
+    args.switch_user = true;
+    args.uid = sandbox.run_as->first;
+    args.gid = sandbox.run_as->second;
+  }
+  void* stack = mmap(nullptr, kSpawnStackBytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("exec: mmap: ", std::strerror(errno)));
+  }
+  // No signal handler may run in the child (it shares this memory).
+  sigset_t all, old;
   sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, path.c_str(), &actions, &attr, cargv.data(),
-                             cenv.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("exec ", path, ": ", std::strerror(rc)));
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  // CLONE_VFORK: this thread waits until the child executed the program
+  // (or failed to).
+  const pid_t pid =
+      clone(SpawnChild, static_cast<char*>(stack) + kSpawnStackBytes,
+            CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+  const int clone_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  munmap(stack, kSpawnStackBytes);
+  if (pid < 0) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("exec ", path, ": clone: ", std::strerror(clone_errno)));
+  }
+  if (args.error != 0) {
+    waitpid(pid, nullptr, 0);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "exec ", path, ": ",
+        std::string_view(args.step) == "exec" ? ""
+                                              : absl::StrCat(args.step, ": "),
+        std::strerror(args.error)));
   }
   return pid;
 }
 
 asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
-    AsyncTaskContext& ctx, std::shared_ptr<const ExecOptions> current) {
+    AsyncTaskContext& ctx, std::shared_ptr<const ExecOptions> current,
+    std::shared_ptr<const ExecSandbox> sandbox) {
   const ExecOptions& options = *current;  // Kept for the whole run.
   // This task cleans up after a cancel itself: its awaits must not throw.
   co_await asio::this_coro::throw_if_cancelled(false);
@@ -326,13 +417,18 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
   }
   absl::StatusOr<std::string> path = Resolve(options, argv[0]);
   if (!path.ok()) co_return path.status();
+  // A fixed base, never jobd's own environment, and what the job set of
+  // the allowlisted names (checked again: a reload may have narrowed the
+  // allowlist since the job was accepted).
   std::map<std::string, std::string> env_map;
   if (const Value* env = a.Find("env")) {
     for (const auto& [name, value] : env->struct_value().fields()) {
+      if (absl::Status s = EnvNameStatus(options, name); !s.ok()) co_return s;
       env_map[name] = value.string_value();
     }
   }
   std::vector<std::string> env = {kDefaultPath};
+  if (!sandbox->instance_env.empty()) env.push_back(sandbox->instance_env);
   for (const auto& [name, value] : env_map) env.push_back(name + "=" + value);
   const Value* stdin_arg = a.Find("stdin");
   std::string input =
@@ -344,7 +440,7 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
         absl::StrCat("exec: pipe: ", std::strerror(errno)));
   }
   absl::StatusOr<pid_t> pid =
-      Spawn(*path, argv, env, a.String("cwd"), in, out, err);
+      Spawn(*sandbox, *path, argv, env, a.String("cwd"), in, out, err);
   if (!pid.ok()) co_return pid.status();
   const absl::Time start = absl::Now();
   const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, *pid, 0));
@@ -378,13 +474,15 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
       asio::redirect_error(asio::use_awaitable, ec));
   const bool stopped = ec || ctx.cancelled();
   if (stopped) {
-    // SIGTERM to the group now, SIGKILL after the grace if it is still there.
+    // SIGTERM to the group and every descendant (in a session of its own
+    // too) now, SIGKILL after the grace if the program is still there.
     co_await asio::this_coro::reset_cancellation_state();
+    SignalDescendants(child->pid, SIGTERM);
     kill(-child->pid, SIGTERM);
     asio::steady_timer killer(ctx.io(),
                               absl::ToChronoNanoseconds(options.kill_grace));
     killer.async_wait([child](const asio::error_code& e) {
-      if (!e && !child->reaped) kill(-child->pid, SIGKILL);
+      if (!e && !child->reaped) child->KillAll();
     });
     do {
       ec.clear();
@@ -396,11 +494,13 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
   }
   // What it left behind in its group goes with it: killed while the
   // unreaped leader still holds the group id (after the reap, the id could
-  // name someone else's group).
+  // name someone else's group). Its other descendants were reparented to
+  // the guardian when it ended: the guardian kills them now.
   kill(-child->pid, SIGKILL);
   siginfo_t info{};
   waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED);
   child->reaped = true;
+  if (sandbox->notify_fd >= 0) (void)!write(sandbox->notify_fd, "k", 1);
   const absl::Duration elapsed = absl::Now() - start;
 
   if (child->open_streams > 0) {
@@ -413,8 +513,8 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
   child->err.close(ec);
   child->in.close(ec);
   if (stopped) {
-    co_return absl::CancelledError(
-        absl::StrCat("exec ", *path, " was stopped (process group killed)"));
+    co_return absl::CancelledError(absl::StrCat(
+        "exec ", *path, " was stopped (it and its descendants were killed)"));
   }
 
   const bool exited = info.si_code == CLD_EXITED;
@@ -448,27 +548,45 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
 
 }  // namespace
 
-TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy) {
+std::string ExecEnvNameProblem(std::string_view name) {
+  constexpr std::string_view kSyntax =
+      "must match [A-Za-z_][A-Za-z0-9_]* (at most 128 characters)";
+  if (name.empty() || name.size() > 128 || absl::ascii_isdigit(name[0])) {
+    return std::string(kSyntax);
+  }
+  for (char c : name) {
+    if (!absl::ascii_isalnum(c) && c != '_') return std::string(kSyntax);
+  }
+  if (name == "PATH" || name == kInstanceEnv) {
+    return "is set by jobd itself";
+  }
+  return "";
+}
+
+TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy,
+                 std::shared_ptr<const ExecSandbox> sandbox) {
+  if (sandbox == nullptr) sandbox = std::make_shared<const ExecSandbox>();
   return {
       .name = "exec",
       .description =
           "Runs an allowlisted program (argv[0]: a path on the daemon's "
           "--exec-allow list, or its basename) in its own process group with "
-          "a clean environment (a fixed PATH plus `env`), `stdin` (else the "
-          "payload) "
-          "as its input, in `cwd`. Returns {exit_code, signal, stdout, "
-          "stderr, stdout_truncated, stderr_truncated, duration_ms}; the raw "
-          "stdout is the result payload. A non-zero exit fails the job "
-          "unless check=false. Cancel and timeout kill the process group "
-          "(SIGTERM, SIGKILL after a grace). Runs on the reactor only.",
+          "a clean environment (a fixed PATH and JOBD_INSTANCE, plus `env` "
+          "of the names on --exec-env-allow), `stdin` (else the payload) as "
+          "its input, in `cwd`, as --worker-user if set. Returns "
+          "{exit_code, signal, stdout, stderr, stdout_truncated, "
+          "stderr_truncated, duration_ms}; the raw stdout is the result "
+          "payload. A non-zero exit fails the job unless check=false. "
+          "Cancel and timeout kill the program and all it started (SIGTERM, "
+          "SIGKILL after a grace); what it leaves running is killed when it "
+          "ends. Runs on the reactor only.",
       .default_kind = v1::JOB_KIND_IO_BOUND,
       .params = {Param("argv", ParamType::kList,
                        "program and arguments, all strings"),
                  OptionalParam(
                      "env", ParamType::kObject, Value(),
-                     "environment variables: {NAME: value}; loader and "
-                     "interpreter hooks (LD_*, PYTHON*, PATH, ...) "
-                     "are refused"),
+                     "environment variables: {NAME: value}, of the names "
+                     "on the daemon's --exec-env-allow list only"),
                  OptionalParam("stdin", ParamType::kString, Value(),
                                "input (default: the job's payload)"),
                  OptionalParam("cwd", ParamType::kString, StringValue("/"),
@@ -479,8 +597,9 @@ TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy) {
                                "read and dropped (…_truncated); <= 8 MiB"),
                  OptionalParam("check", ParamType::kBool, BoolValue(true),
                                "fail the job on a non-zero exit or a signal")},
-      .async = MakeAsyncTask(
-          [policy](AsyncTaskContext& ctx) { return Exec(ctx, policy->Get()); }),
+      .async = MakeAsyncTask([policy, sandbox](AsyncTaskContext& ctx) {
+        return Exec(ctx, policy->Get(), sandbox);
+      }),
       .validate =
           [policy](const TaskArgs& args) {
             return Validate(*policy->Get(), args);

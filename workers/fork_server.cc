@@ -51,8 +51,13 @@ void SetLimit(int resource, uint64_t value) {
 // In the child after fork(): becomes a worker; never returns.
 [[noreturn]] void BecomeWorker(int socket_fd, int ring_fd,
                                const internal::WorkerLimits& limits,
-                               const TaskRegistry& registry) {
+                               const TaskRegistry& registry,
+                               pid_t fork_server) {
   setpgid(0, 0);
+  // Dies with the fork server (which lives no longer than jobd), even if
+  // that is killed outright.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != fork_server) _exit(127);
   // Mapped before any limit applies; the mapping outlives the fd.
   absl::StatusOr<ResultRing> ring = ResultRing::Map(ring_fd);
   if (!ring.ok()) _exit(127);
@@ -109,9 +114,11 @@ void Spawn(int control_fd, const internal::ForkRequest& request,
     (void)SendPacket(control_fd, reply);
     return;
   }
+  const pid_t self = getpid();
   const pid_t pid = fork();
   if (pid == 0) {
-    BecomeWorker(worker_end.get(), ring->get(), request.limits(), registry);
+    BecomeWorker(worker_end.get(), ring->get(), request.limits(), registry,
+                 self);
   }
   if (pid < 0) {
     reply.mutable_spawn_failed()->set_request_id(request.request_id());

@@ -348,6 +348,32 @@ bool WaitFor(const std::function<bool()>& done, absl::Duration limit) {
   return done();
 }
 
+std::vector<pid_t> PidsWithArg(const std::string& token) {
+  std::vector<pid_t> pids;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() ||
+        name.find_first_not_of("0123456789") != std::string::npos) {
+      continue;
+    }
+    std::ifstream cmdline(entry.path() / "cmdline");
+    const std::string args((std::istreambuf_iterator<char>(cmdline)),
+                           std::istreambuf_iterator<char>());
+    if (args.find(token) == std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos || close + 2 >= line.size() ||
+        line[close + 2] == 'Z') {
+      continue;
+    }
+    pids.push_back(std::stoi(name));
+  }
+  return pids;
+}
+
 TempDir::TempDir(const std::string& prefix) {
   std::string tmpl = "/tmp/" + prefix + ".XXXXXX";
   if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;

@@ -82,6 +82,10 @@ v1::JobSpec Spec(const std::string& task, std::vector<double> nums = {},
 bool WaitFor(const std::function<bool()>& done,
              absl::Duration limit = absl::Seconds(10));
 
+// Live processes (zombies do not count: they run nothing) one of whose
+// arguments contains `token`, as this test sees them in /proc.
+std::vector<pid_t> PidsWithArg(const std::string& token);
+
 // A fresh directory under /tmp (empty path() if it could not be made),
 // removed with everything in it when this goes.
 class TempDir {

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -18,6 +19,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -31,6 +33,7 @@ using testing::Daemon;
 using testing::Deadline;
 using ::testing::HasSubstr;
 using testing::HttpTestServer;
+using testing::PidsWithArg;
 using testing::Spec;
 using testing::StreamResult;
 using testing::SubmitAll;
@@ -86,20 +89,11 @@ const google::protobuf::Value& Field(const v1::JobEvent& e,
   return e.result().value().struct_value().fields().at(name);
 }
 
-bool ProcessGone(pid_t pid) {
-  // A zombie counts as gone: it runs nothing (its parent reaps it later).
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  const size_t close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() &&
-         line[close + 2] == 'Z';
-}
-
 class ReactorTest : public ::testing::Test {
  protected:
-  void StartDaemon(std::vector<std::string> args = {}) {
-    auto d = Daemon::Start(std::move(args));
+  void StartDaemon(std::vector<std::string> args = {},
+                   std::vector<std::string> env = {}) {
+    auto d = Daemon::Start(std::move(args), std::move(env));
     ASSERT_TRUE(d.ok()) << d.status();
     daemon_ = *std::move(d);
     stub_ = daemon_->NewStub();
@@ -395,8 +389,10 @@ TEST_F(HttpGetTest, RejectsOtherSchemesAndBadArguments) {
 class ExecTest : public ReactorTest {
  protected:
   void SetUp() override {
-    StartDaemon({"--exec-allow", "/bin/sh,/bin/echo,/bin/cat",
-                 "--exec-kill-grace", "300ms"});
+    StartDaemon({"--exec-allow", "/bin/sh,/bin/echo,/bin/cat,/usr/bin/env",
+                 "--exec-kill-grace", "300ms", "--exec-env-allow",
+                 "GREETING,lower_case"},
+                {"JOBD_SECRET=not-for-jobs"});
     char dir[] = "/tmp/jobd-exec-test.XXXXXX";
     ASSERT_NE(mkdtemp(dir), nullptr);
     dir_ = dir;
@@ -404,13 +400,6 @@ class ExecTest : public ReactorTest {
   void TearDown() override {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
-  }
-  // The pid a script wrote to `file` (0 until it did).
-  pid_t PidIn(const std::string& file) {
-    std::ifstream in(dir_ + "/" + file);
-    int pid = 0;
-    in >> pid;
-    return pid;
   }
   std::string dir_;
 };
@@ -444,24 +433,46 @@ TEST_F(ExecTest, FeedsStdinAndSetsEnvironmentAndDirectory) {
             absl::StrCat("hi\n", dir_, "\nno home\n"));
 }
 
-TEST_F(ExecTest, RefusesVariablesThatChangeWhatRuns) {
-  // Loader and interpreter hooks, PATH, and names that are not
-  // [A-Z_][A-Z0-9_]* are refused before the job is queued.
+TEST_F(ExecTest, OnlyAllowlistedVariablesPassAndNothingOfJobds) {
+  // A name off --exec-env-allow is refused before the job is queued, naming
+  // the variable and the option: TAR_OPTIONS would make an allowlisted tar
+  // run any command (--checkpoint-action=exec=...).
   for (const char* name :
-       {"LD_PRELOAD", "LD_LIBRARY_PATH", "BASH_ENV", "PATH", "PYTHONPATH",
-        "GLIBC_TUNABLES", "BASH_FUNC_x%%", "lower", "1ABC", "A=B", ""}) {
+       {"TAR_OPTIONS", "LD_PRELOAD", "BASH_ENV", "HOME", "LANG", "greeting"}) {
     google::protobuf::Value env;
-    (*env.mutable_struct_value()->mutable_fields())[name] = Str("/tmp/x");
+    (*env.mutable_struct_value()->mutable_fields())[name] =
+        Str("--checkpoint=1 --checkpoint-action=exec=id");
+    const v1::JobEvent e = RunOne(Exec({"echo"}, {{"env", env}}));
+    EXPECT_EQ(e.type(), v1::EVENT_TYPE_REJECTED) << name;
+    EXPECT_EQ(e.error().code(), grpc::StatusCode::PERMISSION_DENIED) << name;
+    EXPECT_THAT(e.error().message(), HasSubstr(absl::StrCat("env.", name)));
+    EXPECT_THAT(e.error().message(), HasSubstr("--exec-env-allow"));
+  }
+  // Names jobd sets itself, and names that are not names.
+  for (const char* name :
+       {"PATH", "JOBD_INSTANCE", "BASH_FUNC_x%%", "1ABC", "A=B", ""}) {
+    google::protobuf::Value env;
+    (*env.mutable_struct_value()->mutable_fields())[name] = Str("x");
     const v1::JobEvent e = RunOne(Exec({"echo"}, {{"env", env}}));
     EXPECT_EQ(e.type(), v1::EVENT_TYPE_REJECTED) << name;
     EXPECT_EQ(e.error().code(), grpc::StatusCode::INVALID_ARGUMENT) << name;
     EXPECT_THAT(e.error().message(), HasSubstr("env.")) << name;
   }
-  // The program always gets the fixed PATH.
-  const v1::JobEvent e = RunOne(Exec({"sh", "-c", "echo $PATH"}));
+  // The allowlisted names pass through; the rest is the fixed base, never
+  // jobd's own environment (JOBD_SECRET).
+  google::protobuf::Value env;
+  (*env.mutable_struct_value()->mutable_fields())["GREETING"] = Str("hi");
+  (*env.mutable_struct_value()->mutable_fields())["lower_case"] = Str("ok");
+  const v1::JobEvent e = RunOne(Exec({"/usr/bin/env"}, {{"env", env}}));
   ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
-  EXPECT_EQ(Field(e, "stdout").string_value(),
-            "/usr/local/bin:/usr/bin:/bin\n");
+  std::vector<std::string> lines = absl::StrSplit(
+      Field(e, "stdout").string_value(), '\n', absl::SkipEmpty());
+  std::sort(lines.begin(), lines.end());
+  ASSERT_EQ(lines.size(), 4u) << Field(e, "stdout").string_value();
+  EXPECT_EQ(lines[0], "GREETING=hi");
+  EXPECT_THAT(lines[1], ::testing::MatchesRegex("JOBD_INSTANCE=[0-9a-f]{32}"));
+  EXPECT_EQ(lines[2], "PATH=/usr/local/bin:/usr/bin:/bin");
+  EXPECT_EQ(lines[3], "lower_case=ok");
 }
 
 TEST_F(ExecTest, RejectsProgramsOffTheAllowlist) {
@@ -517,32 +528,78 @@ TEST_F(ExecTest, OutputOverTheLimitIsTruncatedAndDrained) {
 TEST_F(ExecTest, CancelKillsAProgramThatIgnoresSigterm) {
   // The shell and its background child ignore SIGTERM: only SIGKILL, after
   // the grace, stops them.
+  const std::string token = "61.0217";
   Running job(*stub_,
               Exec({"sh", "-c",
-                    absl::StrCat("trap '' TERM; sleep 60 & echo $! > ", dir_,
-                                 "/child; echo $$ > ", dir_, "/shell; wait")}));
+                    absl::StrCat("trap '' TERM; sleep ", token, " & wait")}));
   const std::string id = job.Started();
   ASSERT_FALSE(id.empty());
-  ASSERT_TRUE(
-      WaitFor([&] { return PidIn("shell") > 0 && PidIn("child") > 0; }));
-  const pid_t shell = PidIn("shell"), child = PidIn("child");
+  // The shell (its -c script names the token) and the sleep.
+  ASSERT_TRUE(WaitFor([&] { return PidsWithArg(token).size() == 2; }));
   CancelJob(id);
   EXPECT_EQ(job.End().type(), v1::EVENT_TYPE_CANCELLED);
-  EXPECT_TRUE(WaitFor([&] { return ProcessGone(shell) && ProcessGone(child); },
-                      absl::Seconds(5)));
+  EXPECT_TRUE(
+      WaitFor([&] { return PidsWithArg(token).empty(); }, absl::Seconds(5)));
   EXPECT_TRUE(WaitFor([&] { return ReactorBusy() == 0; }));
 }
 
 TEST_F(ExecTest, TimeoutKillsTheProcessGroup) {
-  v1::JobSpec spec =
-      Exec({"sh", "-c", absl::StrCat("echo $$ > ", dir_, "/shell; sleep 60")});
+  const std::string token = "62.0217";
+  v1::JobSpec spec = Exec({"sh", "-c", absl::StrCat("sleep ", token)});
   spec.mutable_timeout()->set_nanos(300'000'000);
   const v1::JobEvent e = RunOne(spec);
   EXPECT_EQ(e.type(), v1::EVENT_TYPE_FAILED);
   EXPECT_EQ(e.error().reason(), v1::ERROR_REASON_TIMEOUT);
-  const pid_t shell = PidIn("shell");
-  ASSERT_GT(shell, 0);
-  EXPECT_TRUE(WaitFor([&] { return ProcessGone(shell); }, absl::Seconds(5)));
+  EXPECT_TRUE(
+      WaitFor([&] { return PidsWithArg(token).empty(); }, absl::Seconds(5)));
+}
+
+// A program that starts a daemon of its own (a new session, so out of its
+// process group, and, with setsid -f, reparented as its parent exits).
+std::vector<std::string> Daemonizing(const std::string& token,
+                                     const std::string& then) {
+  return {"sh", "-c",
+          absl::StrCat("setsid -f sleep ", token,
+                       " </dev/null >/dev/null "
+                       "2>&1; setsid sleep ",
+                       token,
+                       "5 </dev/null "
+                       ">/dev/null 2>&1 & ",
+                       then)};
+}
+
+TEST_F(ExecTest, TimeoutKillsWhatTheProgramStartedInAnotherSession) {
+  const std::string token = "63.0217";
+  v1::JobSpec spec = Exec(Daemonizing(token, "sleep 64"));
+  spec.mutable_timeout()->set_nanos(500'000'000);
+  const v1::JobEvent e = RunOne(spec);
+  EXPECT_EQ(e.error().reason(), v1::ERROR_REASON_TIMEOUT);
+  EXPECT_TRUE(
+      WaitFor([&] { return PidsWithArg(token).empty(); }, absl::Seconds(5)))
+      << PidsWithArg(token).size() << " left";
+}
+
+TEST_F(ExecTest, CancelKillsWhatTheProgramStartedInAnotherSession) {
+  const std::string token = "65.0217";
+  Running job(*stub_, Exec(Daemonizing(token, "sleep 66")));
+  const std::string id = job.Started();
+  ASSERT_FALSE(id.empty());
+  // The shell, and the two sleeps in sessions of their own.
+  ASSERT_TRUE(WaitFor([&] { return PidsWithArg(token).size() == 3; }));
+  CancelJob(id);
+  EXPECT_EQ(job.End().type(), v1::EVENT_TYPE_CANCELLED);
+  EXPECT_TRUE(
+      WaitFor([&] { return PidsWithArg(token).empty(); }, absl::Seconds(5)))
+      << PidsWithArg(token).size() << " left";
+}
+
+TEST_F(ExecTest, WhatAProgramLeavesRunningDiesWhenItEnds) {
+  const std::string token = "67.0217";
+  const v1::JobEvent e = RunOne(Exec(Daemonizing(token, "exit 0")));
+  ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
+  EXPECT_TRUE(
+      WaitFor([&] { return PidsWithArg(token).empty(); }, absl::Seconds(5)))
+      << PidsWithArg(token).size() << " left";
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -86,6 +87,24 @@ class RestartTest : public ::testing::Test {
   std::unique_ptr<Daemon> daemon_;
   std::unique_ptr<v1::JobService::Stub> stub_;
 };
+
+// When `pid` started (its /proc/PID/stat after the command), "" if it is
+// gone or a zombie.
+std::string StartOf(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  std::getline(in, line);
+  const size_t close = line.rfind(')');
+  if (close == std::string::npos || close + 2 >= line.size() ||
+      line[close + 2] == 'Z') {
+    return "";
+  }
+  std::istringstream fields(line.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && fields >> field; ++i) {
+  }
+  return field;
+}
 
 // A job that appends `token` to `file` (its visible side effect), after a
 // short sleep so that the jobs queue behind the few slots.
@@ -181,6 +200,139 @@ TEST_F(RestartTest, KillNineLosesNoAcceptedJobAndRunsNoneTwiceByMistake) {
   // had only been marked started ahead (SchedulerOptions::start_window).
   EXPECT_LE(lost_after_running, 4 * 4);
   EXPECT_LE(lost, 4 + static_cast<int>(SchedulerOptions{}.start_window));
+}
+
+// The pids of `pid`'s children, with their start times.
+std::map<pid_t, std::string> ChildrenOf(pid_t pid) {
+  std::map<pid_t, std::string> out;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator(
+           absl::StrCat("/proc/", pid, "/task"), ec)) {
+    std::ifstream children(task.path() / "children");
+    for (pid_t child; children >> child;) out[child] = StartOf(child);
+  }
+  return out;
+}
+
+// Live processes whose environment holds `entry`.
+std::vector<pid_t> PidsWithEnv(const std::string& entry) {
+  std::vector<pid_t> pids;
+  std::error_code ec;
+  for (const auto& dir : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = dir.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(dir.path() / "environ");
+    const std::string env((std::istreambuf_iterator<char>(in)),
+                          std::istreambuf_iterator<char>());
+    if (env.find(entry + '\0') != std::string::npos &&
+        !StartOf(std::stoi(name)).empty()) {
+      pids.push_back(std::stoi(name));
+    }
+  }
+  return pids;
+}
+
+TEST_F(RestartTest, KillNineLeavesNoProgramRunningAndNoRerunOverlapsItsFirst) {
+  const std::vector<std::string> flags = {"--exec-allow",       "/bin/sh",
+                                          "--reactor-max-jobs", "1000",
+                                          "--process-workers",  "2"};
+  StartDaemon(flags);
+  const std::string log = dir_ + "/log";
+  constexpr int kJobs = 400;
+  std::vector<v1::JobSpec> specs;
+  for (int i = 0; i < kJobs; ++i) {
+    // Each run holds a lock on its job's file while it runs (so does every
+    // process it starts): a run that finds it held overlaps another.
+    std::string script = absl::StrCat(
+        "exec 9>>", dir_, "/lock.", i, "; flock -n 9 || { echo overlap ", i,
+        " >> ", log, "; exit 1; }; echo begin ", i, " >> ", log, "; ");
+    if (i == 0) {  // A daemon in a session of its own (holding the lock).
+      absl::StrAppend(&script,
+                      "setsid -f sleep 300 </dev/null >/dev/null 2>&1; ");
+    }
+    absl::StrAppend(&script, "sleep 4; echo end ", i, " >> ", log);
+    v1::JobSpec s;
+    s.set_task("exec");
+    s.set_kind(v1::JOB_KIND_IO_BOUND);
+    s.set_delivery(i % 3 == 0 ? v1::DELIVERY_AT_LEAST_ONCE
+                              : v1::DELIVERY_AT_MOST_ONCE);
+    auto& argv =
+        *(*s.mutable_kwargs()->mutable_fields())["argv"].mutable_list_value();
+    for (const std::string& arg :
+         {std::string("/bin/sh"), std::string("-c"), script}) {
+      argv.add_values()->set_string_value(arg);
+    }
+    specs.push_back(std::move(s));
+  }
+  auto lines_with = [&](const std::string& word) {
+    std::ifstream in(log);
+    int n = 0;
+    for (std::string line; std::getline(in, line);) n += line.starts_with(word);
+    return n;
+  };
+  std::map<uint64_t, std::string> ids;   // client tag -> job id
+  std::map<pid_t, std::string> helpers;  // The fork server, the guardian.
+  std::string instance;
+  {
+    grpc::ClientContext ctx;
+    Deadline(ctx, absl::Seconds(60));
+    auto stream = stub_->Submit(&ctx);
+    ASSERT_TRUE(stream->Write(testing::SubmitRequestOf(specs)));
+    v1::SubmitResponse resp;
+    while (ids.size() < kJobs && stream->Read(&resp)) {
+      for (const v1::JobEvent& e : resp.events()) {
+        if (e.type() == v1::EVENT_TYPE_ACCEPTED)
+          ids[e.client_tag()] = e.job_id();
+      }
+    }
+    ASSERT_EQ(ids.size(), static_cast<size_t>(kJobs));
+    // Every program runs (and the daemon it started).
+    ASSERT_TRUE(testing::WaitFor([&] { return lines_with("begin") == kJobs; },
+                                 absl::Seconds(30)))
+        << lines_with("begin") << " began";
+    helpers = ChildrenOf(daemon_->pid());
+    std::ifstream record(state_ + "/jobd.procs");
+    std::string word;
+    record >> word >> instance;
+    ASSERT_EQ(word, "instance");
+    ASSERT_EQ(PidsWithEnv("JOBD_INSTANCE=" + instance).size(),
+              static_cast<size_t>(2 * kJobs + 1));  // sh, sleep, daemon
+    ASSERT_TRUE(daemon_->Stop(SIGKILL, absl::Seconds(10)).ok());
+    ctx.TryCancel();
+  }
+  StartDaemon(flags);
+  // Nothing of the killed daemon's runs on: no program, not the daemon one
+  // of them started, no helper process.
+  EXPECT_THAT(PidsWithEnv("JOBD_INSTANCE=" + instance), ::testing::IsEmpty());
+  for (const auto& [pid, start] : helpers) {
+    EXPECT_NE(StartOf(pid), start) << "helper process " << pid << " lives on";
+  }
+  std::vector<std::string> all;
+  for (const auto& [tag, id] : ids) all.push_back(id);
+  const std::map<std::string, v1::Job> jobs = WaitAllEnded(all);
+  ASSERT_EQ(jobs.size(), static_cast<size_t>(kJobs));
+  EXPECT_EQ(lines_with("overlap"), 0) << "a re-run ran beside its first copy";
+  std::set<std::string> ended;
+  {
+    std::ifstream in(log);
+    for (std::string line; std::getline(in, line);) {
+      if (line.starts_with("end ")) ended.insert(line.substr(4));
+    }
+  }
+  int rerun = 0;
+  for (const auto& [tag, id] : ids) {
+    const int i = static_cast<int>(tag) - 1;
+    const v1::Job& job = jobs.at(id);
+    if (i % 3 == 0) {
+      EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << id;
+      rerun += job.attempts() > 1;
+    } else {
+      // Lost, and its program did not go on to finish.
+      EXPECT_EQ(job.error().reason(), v1::ERROR_REASON_LOST_ON_RESTART) << id;
+      EXPECT_FALSE(ended.contains(std::to_string(i))) << "job " << i;
+    }
+  }
+  EXPECT_GT(rerun, 0);
 }
 
 TEST_F(RestartTest, GracefulShutdownKeepsTheQueueForTheNextStart) {

@@ -569,6 +569,76 @@ TEST(SandboxTest, WorkersHaveACleanEnvironmentNoNewPrivilegesAndFewFds) {
   }
 }
 
+// An exec job of `argv`, its program's failure not failing the job.
+v1::JobSpec ExecSpec(const std::vector<std::string>& argv) {
+  v1::JobSpec s;
+  s.set_task("exec");
+  s.set_kind(v1::JOB_KIND_IO_BOUND);
+  auto& kw = *s.mutable_kwargs()->mutable_fields();
+  for (const std::string& a : argv) {
+    kw["argv"].mutable_list_value()->add_values()->set_string_value(a);
+  }
+  kw["check"].set_bool_value(false);
+  return s;
+}
+
+TEST(SandboxTest, ExecProgramsRunAsTheWorkerUserAwayFromJobdsFiles) {
+  if (geteuid() != 0) {
+    GTEST_SKIP() << "needs root: --worker-user makes jobd switch users";
+  }
+  TempDir dir("jobd-security-test");
+  ASSERT_EQ(chmod(dir.path().c_str(), 0755), 0);  // Only the file's mode:
+  const std::string secret = dir.path() + "/secret";
+  std::ofstream(secret) << "root's only";
+  ASSERT_EQ(chmod(secret.c_str(), 0600), 0);
+  const std::string state = dir.path() + "/state";
+  auto daemon = Daemon::Start({"--worker-user", "nobody", "--exec-allow",
+                               "/bin/cat,/usr/bin/id", "--state-dir", state},
+                              {"JOBD_SECRET=do-not-leak"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto stub = (*daemon)->NewStub();
+  auto run = [&](const std::vector<std::string>& argv) {
+    const StreamResult r = testing::SubmitAll(*stub, {ExecSpec(argv)});
+    EXPECT_EQ(r.Terminal().size(), 1u);
+    const v1::JobEvent e =
+        r.Terminal().empty() ? v1::JobEvent() : r.Terminal()[0];
+    EXPECT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
+    return e.result().value().struct_value().fields();
+  };
+  const auto id = run({"id"});
+  EXPECT_EQ(id.at("stdout").string_value(),
+            "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n");
+  // Not a root-only file, not the journal (every caller's jobs), not
+  // jobd's environment.
+  for (const std::string& path :
+       {secret, state + "/jobd.db", state + "/jobd.procs",
+        absl::StrCat("/proc/", (*daemon)->pid(), "/environ"),
+        std::string("/etc/shadow")}) {
+    const auto f = run({"cat", path});
+    EXPECT_EQ(f.at("exit_code").number_value(), 1) << path;
+    EXPECT_EQ(f.at("stdout").string_value(), "") << path;
+    EXPECT_THAT(f.at("stderr").string_value(),
+                ::testing::AnyOf(HasSubstr("Permission denied"),
+                                 HasSubstr("No such file")))
+        << path;
+  }
+  // The journal's directory keeps that user out whatever its files' modes.
+  struct stat st {};
+  ASSERT_EQ(stat(state.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 077, 0u);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_THAT((*daemon)->Log(),
+              ::testing::Not(HasSubstr("without --worker-user")));
+}
+
+TEST(SandboxTest, RootWithoutAWorkerUserIsWarnedAbout) {
+  if (geteuid() != 0) GTEST_SKIP() << "the warning is for a jobd run as root";
+  auto daemon = Daemon::Start();
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  EXPECT_THAT((*daemon)->Log(),
+              HasSubstr("jobd runs as root without --worker-user"));
+}
+
 TEST(LimitsTest, EveryRequestLimitIsEnforcedAndTheDaemonServesOn) {
   auto daemon = Daemon::Start(
       {"--max-payload-bytes", "100", "--max-labels", "2", "--max-label-bytes",
