@@ -329,6 +329,10 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
     return absl::InvalidArgumentError(
         "--unix-socket and --tcp are both 'none': nothing to listen on");
   }
+  if (!c.unix_socket.empty() && c.unix_socket[0] != '/') {
+    return absl::InvalidArgumentError(fmt::format(
+        "--unix-socket: '{}' is not an absolute path", c.unix_socket));
+  }
   if (!c.tcp_address.empty() && c.tcp_address.rfind(':') == std::string::npos) {
     return absl::InvalidArgumentError(fmt::format(
         "--tcp: '{}' is not host:port (e.g. 127.0.0.1:7531)", c.tcp_address));
