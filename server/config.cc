@@ -88,7 +88,8 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   c.unix_socket = v1::DefaultSocketPath();
   c.tcp_address = v1::kDefaultTcpAddress;
   std::string retention_ttl = "1h", grace = "10s", cancel_grace = "500ms",
-              kill_grace = "100ms", exec_kill_grace = "1s";
+              kill_grace = "100ms", exec_kill_grace = "1s",
+              ping_interval = "1s", ping_timeout = "5s";
   ProcessPoolOptions& pool = c.process_pool;
   pool.workers =
       static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -136,6 +137,16 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--kill-grace", kill_grace,
                  "Time between SIGTERM and SIGKILL for such a worker")
+      ->capture_default_str();
+  app.add_option("--worker-ping-interval", ping_interval,
+                 "How often each worker process (and spare) is asked whether "
+                 "it is alive; 0 = never (e.g. to debug a worker in gdb)")
+      ->capture_default_str();
+  app.add_option("--worker-ping-timeout", ping_timeout,
+                 "A worker that leaves a ping unanswered this long (stopped "
+                 "by SIGSTOP, wedged) is killed and replaced: jobs it never "
+                 "began go to another worker, a job it was running fails "
+                 "WORKER_CRASHED")
       ->capture_default_str();
   app.add_option("--spare-workers", pool.spare_workers,
                  "Idle worker processes kept ready beside the pool: a slot "
@@ -324,6 +335,10 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
     return absl::InvalidArgumentError(
         "--unix-socket and --tcp are both 'none': nothing to listen on");
   }
+  if (!c.unix_socket.empty() && c.unix_socket[0] != '/') {
+    return absl::InvalidArgumentError(fmt::format(
+        "--unix-socket: '{}' is not an absolute path", c.unix_socket));
+  }
   if (!c.tcp_address.empty() && c.tcp_address.rfind(':') == std::string::npos) {
     return absl::InvalidArgumentError(fmt::format(
         "--tcp: '{}' is not host:port (e.g. 127.0.0.1:7531)", c.tcp_address));
@@ -343,6 +358,12 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   if (!s.ok()) return s;
   s = ParseDurationFlag(exec_kill_grace, "exec-kill-grace", &c.exec.kill_grace,
                         true);
+  if (!s.ok()) return s;
+  s = ParseDurationFlag(ping_interval, "worker-ping-interval",
+                        &pool.ping_interval, true);
+  if (!s.ok()) return s;
+  s = ParseDurationFlag(ping_timeout, "worker-ping-timeout", &pool.ping_timeout,
+                        false);
   if (!s.ok()) return s;
   for (const std::string& program : c.exec.allow) {
     if (program.empty() || program[0] != '/' ||

@@ -34,6 +34,7 @@
 #include "server/config.h"
 #include "server/journal.h"
 #include "server/leftovers.h"
+#include "server/private_dir.h"
 #include "server/reload.h"
 #include "server/scheduler.h"
 #include "server/service.h"
@@ -78,28 +79,45 @@ bool SocketInUse(const std::string& path) {
   return in_use;
 }
 
+// Makes the socket's directory private (server/private_dir.h) and clears
+// the way for the socket: only a stale socket is removed, never a symbolic
+// link or any other file found in its place.
 absl::Status PrepareUnixSocket(const std::string& path) {
   if (path.size() >= sizeof(sockaddr_un::sun_path)) {
     return absl::InvalidArgumentError(
         fmt::format("--unix-socket: path longer than {} bytes: {}",
                     sizeof(sockaddr_un::sun_path) - 1, path));
   }
-  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  std::error_code ec;
-  if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
-    std::filesystem::create_directories(dir, ec);
-    if (ec) {
-      return absl::FailedPreconditionError(fmt::format(
-          "cannot create socket directory {}: {}", dir.string(), ec.message()));
-    }
-    chmod(dir.c_str(), 0700);  // Local access only (see README: Security).
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  if (absl::Status s = EnsurePrivateDirectory(dir, 0700, "--unix-socket");
+      !s.ok()) {
+    return s;
   }
-  if (std::filesystem::exists(path, ec)) {
-    if (SocketInUse(path)) {
-      return absl::AlreadyExistsError(fmt::format(
-          "another process (a running jobd?) is listening on {}", path));
-    }
-    std::filesystem::remove(path, ec);  // Stale socket of a dead daemon.
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::FailedPreconditionError(fmt::format(
+        "--unix-socket: cannot inspect {}: {}", path, std::strerror(errno)));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::FailedPreconditionError(fmt::format(
+        "--unix-socket: {} exists and is not a socket ({}); jobd replaces "
+        "only a stale socket: remove it if it is not needed, or choose "
+        "another path",
+        path,
+        S_ISLNK(st.st_mode)   ? "a symbolic link"
+        : S_ISDIR(st.st_mode) ? "a directory"
+        : S_ISREG(st.st_mode) ? "a regular file"
+                              : "a special file"));
+  }
+  if (SocketInUse(path)) {
+    return absl::AlreadyExistsError(fmt::format(
+        "another process (a running jobd?) is listening on {}", path));
+  }
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) {  // A dead daemon's.
+    return absl::FailedPreconditionError(
+        fmt::format("--unix-socket: cannot remove the stale socket {}: {}",
+                    path, std::strerror(errno)));
   }
   return absl::OkStatus();
 }
@@ -146,11 +164,9 @@ absl::Status ShareUnixSocket(const std::string& path,
 // Takes an exclusive lock on STATE_DIR/jobd.lock for as long as the fd
 // lives: one daemon per journal.
 absl::StatusOr<UniqueFd> LockStateDirectory(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) {
-    return absl::FailedPreconditionError(
-        fmt::format("--state-dir: cannot create {}: {}", dir, ec.message()));
+  if (absl::Status s = EnsurePrivateDirectory(dir, 0700, "--state-dir");
+      !s.ok()) {
+    return s;
   }
   chmod(dir.c_str(), 0700);  // Jobs' specs and results: owner only.
   const std::string path = dir + "/jobd.lock";
@@ -271,6 +287,15 @@ int Run(int argc, char** argv) {
     }
   }
 
+  // Before anything else is touched: a socket directory another user could
+  // change is refused, so is a second daemon on the same socket.
+  if (!config.unix_socket.empty()) {
+    if (absl::Status s = PrepareUnixSocket(config.unix_socket); !s.ok()) {
+      spdlog::critical("{}", std::string(s.message()));
+      return kExitStartup;
+    }
+  }
+
   if (geteuid() == 0 && config.worker_user.empty()) {
     spdlog::warn(
         "jobd runs as root without --worker-user: every job's process "
@@ -285,6 +310,7 @@ int Run(int argc, char** argv) {
   auto exec_sandbox = std::make_shared<ExecSandbox>();
   exec_sandbox->instance_env = std::string(kInstanceEnv) + "=" + instance_id;
   exec_sandbox->run_as = config.process_pool.run_as;
+
   TaskRegistry registry;
   auto exec_policy = std::make_shared<ExecPolicy>(config.exec);
   if (absl::Status s =
@@ -423,10 +449,6 @@ int Run(int argc, char** argv) {
   builder.RegisterService(&service);
   std::vector<std::string> listening;
   if (!config.unix_socket.empty()) {
-    if (absl::Status s = PrepareUnixSocket(config.unix_socket); !s.ok()) {
-      spdlog::critical("{}", std::string(s.message()));
-      return kExitStartup;
-    }
     builder.AddListeningPort("unix:" + config.unix_socket,
                              grpc::InsecureServerCredentials());
   }

@@ -142,6 +142,8 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   d.Check("worker-rlimit-nofile", po.max_open_files, pn.max_open_files, later);
   d.Check("cancel-grace", po.cancel_grace, pn.cancel_grace, later);
   d.Check("kill-grace", po.kill_grace, pn.kill_grace, later);
+  d.Check("worker-ping-interval", po.ping_interval, pn.ping_interval, later);
+  d.Check("worker-ping-timeout", po.ping_timeout, pn.ping_timeout, later);
   d.Check("quarantine-after", po.quarantine_after, pn.quarantine_after, later);
   d.Check("max-chunk", po.max_chunk, pn.max_chunk, later);
   d.Check("reactor-threads", current.reactor.threads, fresh.reactor.threads,

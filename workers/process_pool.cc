@@ -73,6 +73,35 @@ std::string SignalName(int sig) {
                      text ? text : "unknown signal");
 }
 
+// What a process is doing, from /proc/PID/stat ("stopped by SIGSTOP or
+// another stop signal", ...); empty if it cannot be told.
+std::string ProcessStateText(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  FILE* f = std::fopen(path, "re");
+  if (f == nullptr) return "";
+  char buf[512];
+  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  // "PID (COMM) STATE ...": COMM may hold anything, so after the last ')'.
+  const char* paren = std::strrchr(buf, ')');
+  if (paren == nullptr || paren[1] != ' ' || paren[2] == '\0') return "";
+  switch (paren[2]) {
+    case 'T':
+      return "was stopped (by SIGSTOP or another stop signal)";
+    case 't':
+      return "was stopped by a debugger (ptrace)";
+    case 'D':
+      return "was stuck in an uninterruptible system call (state D)";
+    case 'Z':
+    case 'X':
+      return "was exiting";
+    default:
+      return fmt::format("was running (state {})", paren[2]);
+  }
+}
+
 std::string MiB(uint64_t bytes) {
   return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1 << 20));
 }
@@ -107,6 +136,9 @@ ProcessPoolExecutor::ProcessPoolExecutor(ProcessPoolOptions options,
     slots_.resize(std::max(1, options_.workers) +
                   std::max(0, options_.spare_workers));
     for (size_t i = 0; i < slots_.size(); ++i) RequestSpawn(i);
+    if (options_.ping_interval > absl::ZeroDuration()) {
+      next_ping_ = absl::Now() + options_.ping_interval;
+    }
   }
   monitor_ = std::thread([this] { MonitorLoop(); });
 }
@@ -307,7 +339,7 @@ ProcessPoolExecutor::Worker* ProcessPoolExecutor::FindWorker(uint64_t gen) {
 }
 
 absl::Time ProcessPoolExecutor::NextTimer() const {
-  absl::Time next = fork_server_retry_at_;
+  absl::Time next = std::min(fork_server_retry_at_, next_ping_);
   for (const Slot& s : slots_) {
     if (s.worker == 0 && s.spawn_request == 0 && !monitor_stop_ &&
         fork_server_.control.valid()) {
@@ -318,8 +350,10 @@ absl::Time ProcessPoolExecutor::NextTimer() const {
     next = std::min(next, w->escalate_at);
     if (w->state == WorkerState::kGone) {
       next = std::min(next, w->status_deadline);
-    } else if (options_.max_worker_rss > 0 &&
-               !slots_[w->slot].inflight.empty()) {
+      continue;
+    }
+    next = std::min({next, w->ping_deadline, w->death_deadline});
+    if (options_.max_worker_rss > 0 && !slots_[w->slot].inflight.empty()) {
       next = std::min(next, w->last_rss_check + options_.rss_check_interval);
     }
   }
@@ -328,6 +362,10 @@ absl::Time ProcessPoolExecutor::NextTimer() const {
 
 void ProcessPoolExecutor::RunTimers(absl::Time now) {
   if (now >= fork_server_retry_at_) ReplaceForkServer();
+  if (now >= next_ping_ && !monitor_stop_) {
+    PingWorkers(now);
+    next_ping_ = now + options_.ping_interval;
+  }
   for (size_t i = 0; i < slots_.size(); ++i) {
     const Slot& s = slots_[i];
     if (s.worker == 0 && s.spawn_request == 0 && now >= s.respawn_at) {
@@ -337,7 +375,7 @@ void ProcessPoolExecutor::RunTimers(absl::Time now) {
   for (auto& [gen, wp] : workers_) {
     Worker& w = *wp;
     const bool rss_due = options_.max_worker_rss > 0 &&
-                         w.state == WorkerState::kLive &&
+                         w.state == WorkerState::kLive && !w.unresponsive &&
                          !slots_[w.slot].inflight.empty() &&
                          now >= w.last_rss_check + options_.rss_check_interval;
     if ((now >= w.escalate_at || rss_due) && w.state == WorkerState::kLive) {
@@ -363,6 +401,18 @@ void ProcessPoolExecutor::RunTimers(absl::Time now) {
       if (now >= w.status_deadline) Bury(w, -1);
       continue;
     }
+    if (now >= w.ping_deadline) OnPingOverdue(w, now);
+    if (w.state == WorkerState::kLive && now >= w.death_deadline) {
+      // SIGKILL did not end it yet: free its slot all the same. Its running
+      // job is blamed, as whether it began cannot be known for sure.
+      spdlog::error(
+          "process pool: worker pid {} is still there {} after SIGKILL; "
+          "giving its slot to another",
+          w.pid, absl::FormatDuration(kExitStatusWait));
+      w.death_deadline = absl::InfiniteFuture();
+      if (DrainRing(w)) DetachWorker(w);
+    }
+    if (w.state == WorkerState::kGone) continue;
     if (rss_due) {
       w.last_rss_check = now;
       const uint64_t rss = ReadRssBytes(w.pid);
@@ -498,7 +548,9 @@ bool ProcessPoolExecutor::TakeSpare(int slot) {
   for (size_t j = options_.workers; j < slots_.size(); ++j) {
     if (slots_[j].worker == 0) continue;
     const Worker& w = *workers_.at(slots_[j].worker);
-    if (w.state != WorkerState::kLive || !w.retire.empty()) continue;
+    if (w.state != WorkerState::kLive || !w.retire.empty() || w.unresponsive) {
+      continue;
+    }
     if (best < 0 || w.ready) best = static_cast<int>(j);
     if (w.ready) break;
   }
@@ -624,6 +676,11 @@ bool ProcessPoolExecutor::ProcessFrames(Worker& w) {
       continue;  // The caller drains the ring next.
     } else if (message.has_ready()) {
       w.ready = true;
+      continue;
+    } else if (message.has_pong()) {
+      if (message.pong().ping() == w.ping) {
+        w.ping_deadline = absl::InfiniteFuture();
+      }
       continue;
     } else if (message.has_crashing()) {
       OnCrashNotice(w, message.crashing().signal());
@@ -795,6 +852,58 @@ void ProcessPoolExecutor::ArmEscalation(Worker& w) {
   w.escalate_at = absl::Now() + options_.cancel_grace;
 }
 
+void ProcessPoolExecutor::PingWorkers(absl::Time now) {
+  for (auto& [gen, wp] : workers_) {
+    Worker& w = *wp;
+    if (w.state != WorkerState::kLive || w.unresponsive ||
+        w.ping_deadline != absl::InfiniteFuture()) {
+      continue;
+    }
+    internal::ToWorker message;
+    message.set_ping(++w.ping);
+    AppendFrame(message, w.out.data());
+    Flush(w);
+    w.ping_deadline = now + options_.ping_timeout;
+  }
+}
+
+void ProcessPoolExecutor::OnPingOverdue(Worker& w, absl::Time now) {
+  // This thread may have been late itself: the answer may be waiting.
+  HandleWorkerSocket(w, EPOLLIN);
+  if (w.state != WorkerState::kLive ||
+      w.ping_deadline == absl::InfiniteFuture()) {
+    return;  // Answered after all, or found dead.
+  }
+  std::string what = ProcessStateText(w.pid);
+  if (what.empty()) what = "did not answer";
+  // Kill first, so that it cannot take another job if it resumes; it keeps
+  // its slot until it is seen dead (OnWorkerDied), when what it began is
+  // known for sure.
+  kill(-w.pid, SIGKILL);
+  const Slot& s = slots_[w.slot];
+  spdlog::error(
+      "process pool: {} pid {} (slot {}, {}) {} and did not answer a liveness "
+      "check within {} (worker-ping-timeout); killing it",
+      IsSpare(w.slot) ? "spare worker" : "worker", w.pid, w.slot,
+      s.inflight.empty()
+          ? std::string("idle")
+          : fmt::format("job {} of {} sent", s.inflight.front().run.job_id,
+                        s.inflight.size()),
+      what, absl::FormatDuration(options_.ping_timeout));
+  w.unresponsive = true;
+  w.ping_deadline = absl::InfiniteFuture();
+  w.death_deadline = now + kExitStatusWait;
+  w.escalation = 3;  // No cancel escalation on top: SIGKILL is sent.
+  w.escalate_at = absl::InfiniteFuture();
+  w.kill_reason = v1::ERROR_REASON_WORKER_CRASHED;
+  w.kill_message = fmt::format(
+      "the worker process (pid {}) {} while running the job, and did not "
+      "answer a liveness check within {} (worker-ping-timeout): it was "
+      "killed and replaced; the other jobs were not affected",
+      w.pid, what, absl::FormatDuration(options_.ping_timeout));
+  w.retired_as = "unresponsive";
+}
+
 void ProcessPoolExecutor::MaybeRetire(Worker& w) {
   if (w.state != WorkerState::kLive || w.retire.empty() ||
       !slots_[w.slot].inflight.empty()) {
@@ -828,7 +937,22 @@ void ProcessPoolExecutor::OnWorkerDied(Worker& w) {
   }
   if (w.state != WorkerState::kLive || !DrainRing(w)) return;
   kill(-w.pid, SIGKILL);  // In case only the socket broke.
-  w.retired_as = "crashed";
+  Slot& s = slots_[w.slot];
+  if (w.unresponsive && !s.inflight.empty() &&
+      w.ring.jobs_taken() == w.jobs_done) {
+    // Killed for not answering, before it took its next job: none of the
+    // jobs it was sent began, and it cannot run them any more. They all go
+    // to its replacement, even at-most-once ones.
+    spdlog::warn(
+        "process pool: {} job(s) sent to unresponsive worker pid {} never "
+        "began; they go to another worker",
+        s.inflight.size(), w.pid);
+    while (!s.inflight.empty()) {
+      s.pending.push_front(std::move(s.inflight.back()));
+      s.inflight.pop_back();
+    }
+  }
+  if (w.retired_as.empty()) w.retired_as = "crashed";
   DetachWorker(w);
 }
 
@@ -854,7 +978,8 @@ void ProcessPoolExecutor::DetachWorker(Worker& w) {
   w.status_deadline = absl::Now() + kExitStatusWait;
   const bool crashed = w.retired_as != "max_jobs_per_worker" &&
                        w.retired_as != "out_of_memory" &&
-                       w.retired_as != "fork_server_restart";
+                       w.retired_as != "fork_server_restart" &&
+                       w.retired_as != "unresponsive";
   if (crashed && w.jobs_done == 0 && !w.blamed.has_value()) {
     // Died before doing anything: back off so a broken setup (say, an
     // address-space limit too small to start) does not fork in a loop.

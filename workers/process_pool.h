@@ -24,6 +24,14 @@
 //  * Cancel/timeout of a running job: cooperative first (its CancelToken in
 //    the worker), SIGTERM to the worker's process group after cancel_grace,
 //    SIGKILL after kill_grace more; the worker is replaced.
+//  * Liveness: every ping_interval each worker and spare gets a ping frame,
+//    which its reading thread answers at once, even while a job runs. One
+//    unanswered for ping_timeout (a worker stopped by SIGSTOP or a
+//    debugger, or wedged) gets SIGKILL; once it is dead, the jobs it had
+//    not taken to run (ResultRing::jobs_taken) go to its replacement, since
+//    they never began, and a job it was running fails WORKER_CRASHED with
+//    the reason (e.g. "was stopped (SIGSTOP ...)"). Jobs handed to a
+//    stopped worker thus move on, with or without a timeout.
 //  * Recycling: after max_jobs_per_worker jobs, when RSS exceeds
 //    max_worker_rss (sampled while jobs run; a busy worker over the limit is
 //    killed and its job fails OUT_OF_MEMORY), after an out-of-memory error,
@@ -76,6 +84,11 @@ struct ProcessPoolOptions {
   int quarantine_after = 3;  // Worker kills in a row; 0: never quarantine.
   int max_chunk = 1024;      // Largest chunk the scheduler may form.
   absl::Duration rss_check_interval = absl::Milliseconds(100);
+  // Liveness check of every worker and spare: a ping this often (zero: no
+  // pings), and how long one may stay unanswered before the worker is
+  // killed and replaced.
+  absl::Duration ping_interval = absl::Seconds(1);
+  absl::Duration ping_timeout = absl::Seconds(5);
   // How to start a replacement fork server: this binary and the arguments
   // after the fork-server flag (e.g. --testing-tasks).
   std::string self_exe = "/proc/self/exe";
@@ -142,6 +155,14 @@ class ProcessPoolExecutor : public JobExecutor {
     std::string retired_as;    // Counter key of ProcessPoolStats.retired.
     bool exited = false;       // pidfd said so.
     absl::Time status_deadline = absl::InfiniteFuture();
+    // Liveness: the last ping sent, and when it is overdue (infinite while
+    // none is outstanding).
+    uint64_t ping = 0;
+    absl::Time ping_deadline = absl::InfiniteFuture();
+    // It did not answer a ping and was sent SIGKILL; it keeps its slot until
+    // it is seen dead, or until death_deadline.
+    bool unresponsive = false;
+    absl::Time death_deadline = absl::InfiniteFuture();
   };
   struct Slot {
     uint64_t worker = 0;         // gen of its live worker; 0 if none.
@@ -195,6 +216,12 @@ class ProcessPoolExecutor : public JobExecutor {
   void SendPending(int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Flush(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ArmEscalation(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Pings every live worker that has no ping outstanding.
+  void PingWorkers(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A ping of `w` is overdue: unless its answer is in the socket after all,
+  // kills it (it leaves its slot once seen dead; see OnWorkerDied).
+  void OnPingOverdue(Worker& w, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeRetire(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Kills the worker's process group; it leaves its slot at once, blamed
   // for its running job with `reason`/`message`.
@@ -202,7 +229,8 @@ class ProcessPoolExecutor : public JobExecutor {
                   std::string retired_as, int signal)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The worker process ended or must be treated as such: reads what it
-  // wrote, then takes it out of its slot.
+  // wrote, then takes it out of its slot. (An unresponsive one is dead by
+  // now: the jobs it never took to run go to its replacement.)
   void OnWorkerDied(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The worker announced a fatal signal (Crashing frame): it is as good as
   // dead, killed by `sig`; blamed and replaced now, not when it is reaped.
@@ -232,6 +260,7 @@ class ProcessPoolExecutor : public JobExecutor {
   uint64_t fork_server_gen_ ABSL_GUARDED_BY(mu_) = 1;  // epoll key.
   absl::Time fork_server_retry_at_ ABSL_GUARDED_BY(mu_) =
       absl::InfiniteFuture();
+  absl::Time next_ping_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   std::vector<Slot> slots_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<pid_t, uint64_t> gen_by_pid_ ABSL_GUARDED_BY(mu_);

@@ -36,6 +36,7 @@ struct ResultRing::Header {
   alignas(64) uint64_t tail;  // Written by the consumer.
   alignas(64) uint32_t producer_waiting;
   uint32_t epoch;  // Futex word: bumped when room is given back.
+  alignas(64) uint64_t jobs_taken;  // Written by the producer.
 };
 static_assert(std::atomic_ref<uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<uint32_t>::is_always_lock_free);
@@ -77,6 +78,7 @@ absl::StatusOr<ResultRing> ResultRing::Map(int fd) {
   ring.head_ = std::atomic_ref<uint64_t>(h->head).load();
   ring.tail_ = std::atomic_ref<uint64_t>(h->tail).load();
   ring.peeked_end_ = ring.tail_;
+  ring.taken_ = std::atomic_ref<uint64_t>(h->jobs_taken).load();
   return ring;
 }
 
@@ -93,6 +95,7 @@ ResultRing& ResultRing::operator=(ResultRing&& other) noexcept {
   head_ = other.head_;
   tail_ = other.tail_;
   peeked_end_ = other.peeked_end_;
+  taken_ = other.taken_;
   return *this;
 }
 
@@ -148,6 +151,11 @@ size_t ResultRing::used() const {
                      .load(std::memory_order_relaxed);
 }
 
+void ResultRing::JobTaken() {
+  std::atomic_ref<uint64_t>(header()->jobs_taken)
+      .store(++taken_, std::memory_order_release);
+}
+
 // ---- consumer ----
 
 absl::StatusOr<std::optional<ResultRing::Entry>> ResultRing::Peek() {
@@ -196,6 +204,11 @@ void ResultRing::Release() {
     std::atomic_ref<uint32_t>(h->epoch).fetch_add(1);
     syscall(SYS_futex, &h->epoch, FUTEX_WAKE, 1, nullptr, nullptr, 0);
   }
+}
+
+uint64_t ResultRing::jobs_taken() const {
+  return std::atomic_ref<uint64_t>(header()->jobs_taken)
+      .load(std::memory_order_acquire);
 }
 
 }  // namespace jobd

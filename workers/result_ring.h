@@ -11,7 +11,13 @@
 // ring fills up, and at most a millisecond after a result was committed;
 // tiny jobs thus share one wake-up of the daemon.
 //
-// Layout: a header page (write position, read position, a futex word), then
+// The header page also holds how many jobs the worker has taken from its
+// queue to run (JobTaken / jobs_taken): when a worker that stopped answering
+// is killed, this tells the daemon whether its oldest unreported job ever
+// began (if not, the job may safely run elsewhere).
+//
+// Layout: a header page (write position, read position, a futex word, the
+// jobs-taken count), then
 // `capacity` bytes of entries. An entry is a 4-byte length, a 4-byte kind
 // and the bytes, padded to 8; an entry that would straddle the end is
 // preceded by a padding entry up to the end. Positions count bytes forever
@@ -80,6 +86,8 @@ class ResultRing {
   // Bytes committed since the consumer last released room (an estimate of
   // how full the ring is).
   size_t used() const;
+  // Counts one more job taken to run (before it begins; no system call).
+  void JobTaken();
 
   // ---- consumer ----
   // The oldest committed entry, nullopt if none; DataLoss if the shared
@@ -89,6 +97,9 @@ class ResultRing {
   void Consume();
   // Gives the consumed room back to the producer and wakes it if it waits.
   void Release();
+  // Jobs the producer counted with JobTaken (untrusted: task code may have
+  // written anything there).
+  uint64_t jobs_taken() const;
 
  private:
   struct Header;
@@ -101,6 +112,7 @@ class ResultRing {
   uint64_t head_ = 0;  // Producer: next write position (mirrors the header).
   uint64_t tail_ = 0;  // Consumer: next read position (released lazily).
   uint64_t peeked_end_ = 0;  // Consumer: tail after the peeked entry.
+  uint64_t taken_ = 0;       // Producer: jobs taken (mirrors the header).
 };
 
 }  // namespace jobd

@@ -27,8 +27,9 @@ constexpr absl::Duration kProgressInterval = absl::Milliseconds(100);
 // socket while the other runs jobs. The reader that finds a job while no job
 // runs hands the socket to the other thread and runs the job itself, so a
 // job never waits for a wake-up between threads; while a job runs, the other
-// thread reads on, applies cancels at once, and rings the doorbell for
-// results the runner left unannounced for kDoorbellDelay.
+// thread reads on, applies cancels at once, answers the daemon's liveness
+// pings, and rings the doorbell for results the runner left unannounced for
+// kDoorbellDelay.
 class Worker {
  public:
   Worker(const TaskRegistry& registry, ResultRing ring)
@@ -84,6 +85,13 @@ class Worker {
         // Daemon gone (or closed us to retire): nothing left to do.
         if (reader_.ReadFrom(kWorkerSocketFd) != ReadResult::kData) _exit(0);
         continue;
+      }
+      if (message.ping() != 0) {  // Liveness check: answered at once.
+        internal::FromWorker pong;
+        pong.mutable_pong()->set_ping(message.ping());
+        std::string frame;
+        AppendFrame(pong, frame);
+        Write(frame);
       }
       absl::MutexLock lock(&mu_);
       for (internal::CancelJob& c : *message.mutable_cancel()) {
@@ -153,6 +161,7 @@ class Worker {
         } else {
           job = std::move(queue_.front());
           queue_.pop_front();
+          ring_.JobTaken();  // From here on it may have begun.
           cancelled = cancelled_.erase(job.job_id()) > 0;
           current_ = token;
           current_id_ = job.job_id();

@@ -10,8 +10,11 @@
 //
 // Two threads take turns reading the socket and running jobs (one job at a
 // time; see Worker in the .cc). A cancel of the running job sets its
-// CancelToken; a cancelled job that has not started is skipped. When the
-// daemon closes the socket the process exits 0 at once.
+// CancelToken; a cancelled job that has not started is skipped. A ping
+// (the daemon's liveness check) is answered at once by the reading thread,
+// also while a job runs. Each job is counted in the ring's header as it is
+// taken to run (ResultRing::JobTaken). When the daemon closes the socket the
+// process exits 0 at once.
 #ifndef JOBD_WORKERS_WORKER_PROCESS_H_
 #define JOBD_WORKERS_WORKER_PROCESS_H_
 

@@ -1,15 +1,19 @@
 // Integration tests of the process pool through the real daemon: crash
 // isolation (segfault, abort, exit, out of memory, corrupt frames), hard
 // timeout and cancel, recycling, fork-server recovery, quarantine, chunks,
-// AUTO routing, per-worker stats and shutdown with a wedged worker.
+// AUTO routing, per-worker stats, shutdown with a wedged worker, and
+// workers stopped by SIGSTOP (liveness pings).
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -25,6 +29,26 @@ using testing::Spec;
 using testing::StreamResult;
 using testing::SubmitAll;
 using testing::WaitFor;
+
+// CPU time `pid` has used, in clock ticks (-1 if it cannot be read).
+long CpuTicks(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  FILE* f = std::fopen(path, "re");
+  if (f == nullptr) return -1;
+  char buf[1024];
+  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');  // Then: state, and 11 more.
+  long utime = -1, stime = -1;
+  if (p == nullptr ||
+      std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld",
+                  &utime, &stime) != 2) {
+    return -1;
+  }
+  return utime + stime;
+}
 
 v1::JobSpec Primes(double n) {
   return Spec("primes.count", {n}, v1::JOB_KIND_CPU_BOUND);
@@ -475,6 +499,73 @@ TEST_F(ProcessPoolTest, StatsShowEachWorker) {
   EXPECT_EQ(p.spares(0).jobs_done(), 0u);
   EXPECT_GT(p.fork_server_pid(), 0);
   EXPECT_EQ(p.workers_spawned(), 3u);
+}
+
+// Pings every 100 ms, unanswered after 1 s: a stopped worker is noticed
+// within about 1.1 s (and a live one answers, even on a loaded machine).
+const std::vector<std::string> kQuickPings = {"--worker-ping-interval", "100ms",
+                                              "--worker-ping-timeout", "1s"};
+
+TEST_F(ProcessPoolTest, StoppedIdleWorkerAndSpareAreReplacedAndTheJobMovesOn) {
+  std::vector<std::string> args = {"--process-workers", "1"};
+  args.insert(args.end(), kQuickPings.begin(), kQuickPings.end());
+  StartDaemon(args);
+  ASSERT_TRUE(WaitFor([&] { return PoolFull(); }));
+  const v1::ProcessPoolStats before = Stats().process_pool();
+  const pid_t worker = before.workers(0).pid();
+  const pid_t spare = before.spares(0).pid();
+  ASSERT_EQ(kill(worker, SIGSTOP), 0);
+  ASSERT_EQ(kill(spare, SIGSTOP), 0);
+  // No timeout; handed to the stopped worker (the only slot) at once.
+  const absl::Time start = absl::Now();
+  const v1::JobEvent e = RunOne(Primes(1000));
+  EXPECT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
+  EXPECT_EQ(e.result().value().number_value(), 168);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  // It never began in the stopped worker: it went to a new one.
+  EXPECT_THAT(daemon_->Log(),
+              HasSubstr(absl::StrCat("sent to unresponsive worker pid ", worker,
+                                     " never began")));
+  EXPECT_THAT(daemon_->Log(), HasSubstr("was stopped (by SIGSTOP"));
+  // Both stopped processes were killed (not left stopped) and replaced.
+  EXPECT_TRUE(WaitFor([&] { return kill(worker, 0) != 0; }));
+  EXPECT_TRUE(WaitFor([&] { return kill(spare, 0) != 0; }));
+  EXPECT_TRUE(WaitFor([&] { return PoolFull(); }));
+  const v1::ProcessPoolStats after = Stats().process_pool();
+  EXPECT_GE(after.retired().at("unresponsive"), 2u);
+  EXPECT_NE(after.workers(0).pid(), worker);
+  EXPECT_NE(after.spares(0).pid(), spare);
+  EXPECT_EQ(after.workers(0).jobs_done() + after.spares(0).jobs_done(), 1u);
+  EXPECT_EQ(RunOne(Primes(1000)).type(), v1::EVENT_TYPE_SUCCEEDED);
+}
+
+TEST_F(ProcessPoolTest, WorkerStoppedMidJobFailsItsJobAndIsReplaced) {
+  std::vector<std::string> args = {"--process-workers", "1"};
+  args.insert(args.end(), kQuickPings.begin(), kQuickPings.end());
+  StartDaemon(args);
+  ASSERT_TRUE(WaitFor([&] { return PoolFull(); }));
+  const pid_t worker = Stats().process_pool().workers(0).pid();
+  const long idle_ticks = CpuTicks(worker);
+  ASSERT_GE(idle_ticks, 0);
+  StreamResult result;
+  std::thread submitter([&] { result = SubmitAll(*stub_, {Crash("hang")}); });
+  // It began: the worker burns CPU (a busy loop), 200 ms of it.
+  EXPECT_TRUE(WaitFor([&] { return CpuTicks(worker) >= idle_ticks + 20; }));
+  ASSERT_EQ(kill(worker, SIGSTOP), 0);
+  const absl::Time stopped = absl::Now();
+  submitter.join();  // No timeout on the job: the pool ends it.
+  EXPECT_LT(absl::Now() - stopped, absl::Seconds(10));
+  ASSERT_EQ(result.Terminal().size(), 1u);
+  const v1::JobEvent e = result.Terminal()[0];
+  EXPECT_EQ(e.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(e.error().reason(), v1::ERROR_REASON_WORKER_CRASHED);
+  EXPECT_THAT(e.error().message(),
+              HasSubstr(absl::StrCat("the worker process (pid ", worker,
+                                     ") was stopped (by SIGSTOP")));
+  EXPECT_THAT(e.error().message(), HasSubstr("liveness check"));
+  EXPECT_TRUE(WaitFor([&] { return kill(worker, 0) != 0; }));
+  EXPECT_EQ(RunOne(Primes(1000)).type(), v1::EVENT_TYPE_SUCCEEDED);
+  EXPECT_GE(Stats().process_pool().retired().at("unresponsive"), 1u);
 }
 
 TEST_F(ProcessPoolTest, IsolatedTaskIsRejectedWithoutAPool) {

@@ -2,9 +2,11 @@
 // tokens and roles (none, bad, wrong role, another caller's job), quotas
 // (live jobs, submit rate, streams) while a well-behaved client is served,
 // TLS and mTLS (with certificates made by openssl for the test), plaintext
-// refused beyond loopback, the Unix socket's permissions, the workers'
+// refused beyond loopback, the Unix socket's permissions, the runtime and
+// state directories (refused when others could change them), the workers'
 // sandbox, and every request limit crossed.
 #include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -535,6 +537,141 @@ TEST(ListenerTest, TheUnixSocketIsOwnerOnlyOrGroupAsConfigured) {
   ASSERT_EQ(stat(std::filesystem::path(shared_path).parent_path().c_str(), &st),
             0);
   EXPECT_EQ(st.st_mode & 0777, 0750u);
+}
+
+// Runs jobd with `args` (no TCP listener) and expects it to refuse to start.
+testing::CommandResult RunRefusedJobd(std::vector<std::string> args) {
+  args.insert(args.begin(), testing::JobdPath());
+  args.insert(args.end(), {"--tcp", "none"});
+  return testing::RunCommand(args, "", absl::Seconds(20));
+}
+
+mode_t ModeOf(const std::string& path) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) return 0;
+  return st.st_mode & 07777;
+}
+
+TEST(DirectoryTest, RuntimeAndStateDirectoriesOthersCanWriteAreRefused) {
+  TempDir dir("jobd-dir-test");
+  ASSERT_FALSE(dir.path().empty());
+  const std::string open = dir.path() + "/open";  // 0777 runtime dir.
+  ASSERT_EQ(mkdir(open.c_str(), 0700), 0);
+  ASSERT_EQ(chmod(open.c_str(), 0777), 0);
+  testing::CommandResult r =
+      RunRefusedJobd({"--unix-socket", open + "/jobd.sock", "--state-dir",
+                      dir.path() + "/state"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("--unix-socket: refusing to use " + open +
+                               ": it is writable by its group and others "
+                               "(mode 0777"));
+  EXPECT_THAT(r.err, HasSubstr("chmod go-w " + open));
+  EXPECT_FALSE(std::filesystem::exists(open + "/jobd.sock"));
+  // A group-writable state directory.
+  const std::string state = dir.path() + "/state-g";
+  ASSERT_EQ(mkdir(state.c_str(), 0700), 0);
+  ASSERT_EQ(chmod(state.c_str(), 0770), 0);
+  r = RunRefusedJobd(
+      {"--unix-socket", dir.path() + "/run/jobd.sock", "--state-dir", state});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("--state-dir: refusing to use " + state +
+                               ": it is writable by its group (mode 0770"));
+  EXPECT_FALSE(std::filesystem::exists(state + "/jobd.db"));
+  // A directory above them that others may write to, not sticky (as /tmp
+  // is, which every other test has above its directories).
+  ASSERT_EQ(chmod(open.c_str(), 0777), 0);
+  r = RunRefusedJobd({"--unix-socket", open + "/run/jobd.sock", "--state-dir",
+                      dir.path() + "/state"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("the directory above it, " + open +
+                               ", is writable by its group and others "
+                               "(mode 0777"));
+  EXPECT_FALSE(std::filesystem::exists(open + "/run"));
+}
+
+TEST(DirectoryTest, DirectoriesOfAnotherUserAreRefused) {
+  if (geteuid() != 0) {
+    GTEST_SKIP() << "needs root to give a directory to another user";
+  }
+  const struct passwd* nobody = getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  TempDir dir("jobd-dir-test");
+  ASSERT_FALSE(dir.path().empty());
+  for (const bool runtime : {true, false}) {
+    const std::string theirs = dir.path() + (runtime ? "/run" : "/state");
+    ASSERT_EQ(mkdir(theirs.c_str(), 0700), 0);
+    ASSERT_EQ(chown(theirs.c_str(), nobody->pw_uid, nobody->pw_gid), 0);
+    const testing::CommandResult r = RunRefusedJobd(
+        {"--unix-socket",
+         runtime ? theirs + "/jobd.sock" : dir.path() + "/ok/jobd.sock",
+         "--state-dir", runtime ? dir.path() + "/ok-state" : theirs});
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_THAT(r.err, HasSubstr(absl::StrCat(
+                           runtime ? "--unix-socket" : "--state-dir",
+                           ": refusing to use ", theirs,
+                           ": it is owned by nobody (uid ", nobody->pw_uid,
+                           ") (mode 0700), not by jobd's user")));
+    EXPECT_THAT(r.err, HasSubstr("chown root " + theirs));
+    EXPECT_EQ(std::filesystem::exists(theirs + "/jobd.sock") ||
+                  std::filesystem::exists(theirs + "/jobd.db"),
+              false);
+  }
+}
+
+TEST(DirectoryTest, FreshDirectoriesAreCreatedPrivateWhateverTheUmask) {
+  TempDir dir("jobd-dir-test");
+  ASSERT_FALSE(dir.path().empty());
+  const std::string run = dir.path() + "/run/jobd";
+  const std::string state = dir.path() + "/state/jobd";
+  const mode_t old_umask = umask(0);  // jobd inherits it.
+  absl::StatusOr<testing::ReadyProcess> jobd = testing::SpawnReady(
+      {testing::JobdPath(), "--unix-socket", run + "/jobd.sock", "--tcp",
+       "none", "--state-dir", state},
+      "try:", dir.path() + "/stderr.log", absl::Seconds(20));
+  umask(old_umask);
+  ASSERT_TRUE(jobd.ok()) << jobd.status();
+  EXPECT_EQ(ModeOf(run), 0700u);
+  EXPECT_EQ(ModeOf(state), 0700u);
+  // The directories above them that jobd made: nobody else may write there.
+  EXPECT_EQ(ModeOf(dir.path() + "/run"), 0755u);
+  EXPECT_EQ(ModeOf(dir.path() + "/state"), 0755u);
+  EXPECT_EQ(ModeOf(run + "/jobd.sock") & 077, 0u);
+  struct stat st {};
+  ASSERT_EQ(stat(run.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, geteuid());
+  absl::StatusOr<int> status =
+      testing::StopProcess(jobd->pid, SIGTERM, absl::Seconds(10));
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
+}
+
+TEST(DirectoryTest, ASymlinkOrFileAtTheSocketPathIsLeftAlone) {
+  TempDir dir("jobd-dir-test");
+  ASSERT_FALSE(dir.path().empty());
+  const std::string precious = dir.path() + "/precious";
+  std::ofstream(precious) << "keep me";
+  const std::string socket = dir.path() + "/jobd.sock";
+  for (const bool link : {true, false}) {
+    if (link) {
+      ASSERT_EQ(symlink(precious.c_str(), socket.c_str()), 0);
+    } else {
+      std::ofstream(socket) << "not a socket";
+    }
+    const testing::CommandResult r = RunRefusedJobd(
+        {"--unix-socket", socket, "--state-dir", dir.path() + "/state"});
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_THAT(r.err,
+                HasSubstr(socket + " exists and is not a socket (" +
+                          (link ? "a symbolic link" : "a regular file") + ")"));
+    struct stat st {};
+    ASSERT_EQ(lstat(socket.c_str(), &st), 0);
+    EXPECT_EQ(S_ISLNK(st.st_mode), link);
+    ASSERT_EQ(unlink(socket.c_str()), 0);
+  }
+  std::ifstream in(precious);
+  std::string text;
+  std::getline(in, text);
+  EXPECT_EQ(text, "keep me");
 }
 
 TEST(SandboxTest, WorkersHaveACleanEnvironmentNoNewPrivilegesAndFewFds) {
