@@ -107,7 +107,13 @@ struct Journal::Batch {
   };
   std::vector<Record> records;
   uint64_t last_sequence = 0;  // 0: none noted.
+  absl::Time opened;           // When it became dirty.
   bool dirty() const { return !records.empty() || last_sequence != 0; }
+  // Before adding to it (under Journal::mu_).
+  Batch& Touch() {
+    if (!dirty()) opened = absl::Now();
+    return *this;
+  }
 };
 
 Journal::Journal(JournalOptions options)
@@ -338,26 +344,26 @@ Journal::~Journal() {
 
 uint64_t Journal::Insert(JournalRow row) {
   absl::MutexLock lock(&mu_);
-  open_->records.push_back({Batch::kInsert, std::move(row)});
+  open_->Touch().records.push_back({Batch::kInsert, std::move(row)});
   return open_ticket_;
 }
 
 uint64_t Journal::Update(JournalRow row) {
   row.spec.reset();
   absl::MutexLock lock(&mu_);
-  open_->records.push_back({Batch::kUpdate, std::move(row)});
+  open_->Touch().records.push_back({Batch::kUpdate, std::move(row)});
   return open_ticket_;
 }
 
 uint64_t Journal::Delete(uint64_t id) {
   absl::MutexLock lock(&mu_);
-  open_->records.push_back({Batch::kDelete, JournalRow{.id = id}});
+  open_->Touch().records.push_back({Batch::kDelete, JournalRow{.id = id}});
   return open_ticket_;
 }
 
 uint64_t Journal::NoteSequence(uint64_t last_sequence) {
   absl::MutexLock lock(&mu_);
-  open_->last_sequence = std::max(open_->last_sequence, last_sequence);
+  open_->Touch().last_sequence = std::max(open_->last_sequence, last_sequence);
   return open_ticket_;
 }
 
@@ -376,16 +382,28 @@ bool Journal::accepting() const {
   return !failing_;
 }
 
-void Journal::WhenDurable(uint64_t ticket, DurableFn fn) {
+std::string Journal::last_error() const {
+  absl::MutexLock lock(&mu_);
+  return last_error_;
+}
+
+absl::Duration Journal::commit_latency() const {
+  absl::MutexLock lock(&mu_);
+  return commit_latency_;
+}
+
+void Journal::WhenDurable(uint64_t ticket, DurableFn fn, Wait wait) {
   bool durable;
   {
     absl::MutexLock lock(&mu_);
     durable = ticket <= durable_;
-    if (!durable && !abandoned_) {
-      waiters_.emplace(ticket, std::move(fn));
+    const bool give_up = abandoned_ || (wait == Wait::kFailFast && failing_);
+    if (!durable && !give_up) {
+      (wait == Wait::kFailFast ? fail_fast_ : waiters_)
+          .emplace(ticket, std::move(fn));
       // An empty batch commits too (its waiters need a durable point).
       if (ticket == open_ticket_ && open_->last_sequence == 0) {
-        open_->last_sequence = 1;
+        open_->Touch().last_sequence = 1;
       }
       return;
     }
@@ -394,14 +412,16 @@ void Journal::WhenDurable(uint64_t ticket, DurableFn fn) {
 }
 
 void Journal::Abandon() {
-  std::multimap<uint64_t, DurableFn> waiters;
+  std::multimap<uint64_t, DurableFn> waiters, fail_fast;
   {
     absl::MutexLock lock(&mu_);
     abandoned_ = true;
     stop_ = true;  // The writer gives up its retries.
     waiters.swap(waiters_);
+    fail_fast.swap(fail_fast_);
   }
   for (auto& [ticket, fn] : waiters) fn(false);
+  for (auto& [ticket, fn] : fail_fast) fn(false);
 }
 
 bool Journal::Flush(absl::Time deadline) {
@@ -437,11 +457,13 @@ void Journal::WriterLoop() {
     {
       absl::MutexLock lock(&mu_);
       durable_ = ticket;
-      auto end = waiters_.upper_bound(ticket);
-      for (auto it = waiters_.begin(); it != end; ++it) {
-        ready.push_back(std::move(it->second));
+      for (auto* waiters : {&waiters_, &fail_fast_}) {
+        auto end = waiters->upper_bound(ticket);
+        for (auto it = waiters->begin(); it != end; ++it) {
+          ready.push_back(std::move(it->second));
+        }
+        waiters->erase(waiters->begin(), end);
       }
-      waiters_.erase(waiters_.begin(), end);
     }
     for (auto& fn : ready) fn(true);
   }
@@ -484,12 +506,14 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
     if (s.ok() && attempt > 0) s = Apply(batch, Part::kAllButDeletes);
     if (s.ok()) break;
     bool stopping;
+    std::multimap<uint64_t, DurableFn> fail_fast;  // Answered now: not durable.
     {
       absl::MutexLock lock(&mu_);
       ++write_errors_;
       failing_ = true;
       last_error_ = std::string(s.message());
       stopping = stop_;
+      fail_fast.swap(fail_fast_);
     }
     if (attempt == 0 || attempt % 100 == 0) {
       spdlog::error(
@@ -497,6 +521,7 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
           "until it can (retrying)",
           batch.records.size(), options_.path, std::string(s.message()));
     }
+    for (auto& [waiting_for, fn] : fail_fast) fn(false);
     if (stopping && attempt > 3) {
       spdlog::error("journal: giving up on {} record(s) at shutdown",
                     batch.records.size());
@@ -527,7 +552,11 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
   }
   ++commits_;
   records_written_ += batch.records.size();
-  last_commit_ = absl::Now() - start;
+  const absl::Time now = absl::Now();
+  last_commit_ = now - start;
+  // From the batch's first record (the one that waited longest) to now.
+  const absl::Duration waited = now - batch.opened;
+  commit_latency_ = commits_ == 1 ? waited : (commit_latency_ * 7 + waited) / 8;
   return true;
 }
 

@@ -149,14 +149,25 @@ class Journal {
   uint64_t durable() const;
   // Runs `fn(true)` once `ticket` is durable: at once if it is, else on the
   // writer thread after the commit (without locks held). Runs `fn(false)`
-  // if it never will be: after Abandon (at once, or from Abandon).
+  // if it never will be: after Abandon (at once, or from Abandon). With
+  // kFailFast, also `fn(false)` as soon as writes fail (at once while they
+  // do): for an answer that must not wait out an outage (last_error() says
+  // why).
   using DurableFn = std::function<void(bool durable)>;
-  void WhenDurable(uint64_t ticket, DurableFn fn);
+  enum class Wait { kUntilDurable, kFailFast };
+  void WhenDurable(uint64_t ticket, DurableFn fn,
+                   Wait wait = Wait::kUntilDurable);
   // Gives up on what is not durable yet (shutdown with failing writes): the
   // writer stops retrying, and every waiter runs now with false.
   void Abandon();
   // False while writes fail (disk full, ...): new jobs should be refused.
   bool accepting() const;
+  // The latest write error ("" if none since start).
+  std::string last_error() const;
+  // How long a record waits to be durable, at most (from the first record
+  // of a batch to its commit): a moving average over recent commits; zero
+  // before the first.
+  absl::Duration commit_latency() const;
   // Waits until everything queued so far is durable or `deadline` passes.
   bool Flush(absl::Time deadline);
 
@@ -184,6 +195,8 @@ class Journal {
   uint64_t open_ticket_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t durable_ ABSL_GUARDED_BY(mu_) = 0;
   std::multimap<uint64_t, DurableFn> waiters_ ABSL_GUARDED_BY(mu_);
+  // kFailFast waiters: also run (false) when a write fails.
+  std::multimap<uint64_t, DurableFn> fail_fast_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool abandoned_ ABSL_GUARDED_BY(mu_) = false;
   bool failing_ ABSL_GUARDED_BY(mu_) = false;
@@ -194,7 +207,8 @@ class Journal {
   uint64_t records_written_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t write_errors_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration last_commit_ ABSL_GUARDED_BY(mu_);
-  uint64_t deletes_since_vacuum_ = 0;  // Writer thread.
+  absl::Duration commit_latency_ ABSL_GUARDED_BY(mu_);  // Moving average.
+  uint64_t deletes_since_vacuum_ = 0;                   // Writer thread.
 
   std::thread writer_;  // Last: started once the rest exists.
 };

@@ -22,13 +22,6 @@ bool IsTerminal(v1::JobState state) {
 
 namespace {
 
-// The answer to a waiting caller whose answer the journal never recorded.
-absl::Status NotDurable() {
-  return absl::UnavailableError(
-      "jobd is stopping and could not record this job's state in its "
-      "journal; ask again after it restarts");
-}
-
 v1::EventType TerminalEventType(v1::JobState state) {
   switch (state) {
     case v1::JOB_STATE_SUCCEEDED:
@@ -114,7 +107,7 @@ struct Scheduler::Job {
   v1::JobState state = v1::JOB_STATE_QUEUED;
   v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
   uint32_t attempts = 0;  // Runs started, ever.
-  bool gated = false;     // RUNNING, but waiting for a durable start (Lane).
+  bool gated = false;     // QUEUED, claimed: waits for a durable claim (Lane).
   absl::InlinedVector<Sub, 1> subscribers;  // Cleared when it ends.
 };
 
@@ -150,9 +143,13 @@ void Scheduler::After::Run(Journal* journal) {
     for (auto& call : calls) call(true);
     return;
   }
-  journal->WhenDurable(ticket, [calls = std::move(calls)](bool durable) {
-    for (auto& call : calls) call(durable);
-  });
+  // Answers to callers: never held through an outage.
+  journal->WhenDurable(
+      ticket,
+      [calls = std::move(calls)](bool durable) {
+        for (auto& call : calls) call(durable);
+      },
+      Journal::Wait::kFailFast);
 }
 
 Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
@@ -238,8 +235,9 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       const Lane& lane = lanes_[i];
       queued += lane.queued;
       if (lane.executor != nullptr && !draining_) {
-        free_slots[i] = std::max<int>(0, lane.executor->capacity() - lane.busy -
-                                             static_cast<int>(lane.queued));
+        free_slots[i] = std::max<int>(
+            0, lane.executor->capacity() - lane.busy -
+                   static_cast<int>(lane.gated_jobs + lane.queued));
       }
     }
     for (NewJob& nj : jobs) {
@@ -278,7 +276,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
           accepted.executor = job.executor;
           accepted.duplicate = true;
           accepted.set_task(job.task);
-          accepted.ticket = journal_ ? journal_->ticket() : 0;
+          accepted.ticket = TicketOf(job.last_sequence);
           if ((sub.mask & EventBit(accepted.type)) &&
               sub.sink->Deliver(accepted, sub.tag)) {
             after.flush.push_back(sub.sink);
@@ -358,16 +356,16 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
   Lane& lane = lanes_[kind];
   if (lane.executor == nullptr || stopped_) return;
   const int capacity = lane.executor->capacity();
-  lane.window = std::min(lane.window, options_.start_window);
-  // Gated jobs are RUNNING already: they start even while draining.
+  // Claimed jobs start even while draining (their claim is recorded).
   if (journal_ != nullptr) StartDurable(kind, after);
   if (draining_) return;
   const int max_chunk = lane.executor->max_chunk();
+  const size_t window = journal_ == nullptr ? 0 : Window(lane, capacity);
   auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return journal_ == nullptr
                ? lane.busy < capacity
                : static_cast<size_t>(lane.busy) + lane.gated_jobs <
-                     static_cast<size_t>(capacity) + lane.window;
+                     static_cast<size_t>(capacity) + window;
   };
   std::vector<JobRun> chunk;
   while (room() && lane.queued > 0) {
@@ -400,13 +398,19 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
       bucket->second.pop_front();
       if (bucket->second.empty()) lane.queue.erase(bucket);
       --lane.queued;
-      chunk.push_back(StartRun(*it->second, after));
+      Job& job = *it->second;
+      chunk.push_back(PrepareRun(job));
+      if (journal_ == nullptr) {
+        MarkStarted(job, chunk.back(), after);
+      } else {
+        job.gated = true;  // Claimed: its journal row says it may begin.
+        JournalState(job);
+      }
     }
     if (chunk.empty()) break;
     if (journal_ != nullptr) {
-      for (const JobRun& run : chunk) jobs_.at(run.job_id)->gated = true;
       lane.gated_jobs += chunk.size();
-      lane.gated.push_back({std::move(chunk), after.ticket});
+      lane.gated.push_back({std::move(chunk), journal_->ticket()});
     } else {
       ++lane.busy;
       if (chunk.size() == 1) {
@@ -420,6 +424,25 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
   if (journal_ != nullptr) StartDurable(kind, after);
 }
 
+size_t Scheduler::Window(const Lane& lane, int capacity) const {
+  // Little's law: to keep `capacity` slots busy with jobs of `run_time`
+  // while each claim takes `latency` to become durable, about
+  // capacity * latency / run_time claims must be under way; twice that,
+  // as commit intervals vary. None for jobs longer than a commit: a slot
+  // then waits for a commit rarely, and a job claimed ahead of a free slot
+  // could be overtaken by a higher priority one that arrives later.
+  const absl::Duration latency = journal_->commit_latency();
+  if (lane.run_time == absl::ZeroDuration() || lane.run_time >= latency) {
+    return 0;
+  }
+  const double ahead =
+      2.0 * capacity *
+      absl::FDivDuration(latency,
+                         std::max(lane.run_time, absl::Nanoseconds(100)));
+  return static_cast<size_t>(
+      std::min<double>(options_.start_window, std::ceil(ahead)));
+}
+
 void Scheduler::StartDurable(v1::Executor kind, After& after) {
   Lane& lane = lanes_[kind];
   const int capacity = lane.executor->capacity();
@@ -431,18 +454,16 @@ void Scheduler::StartDurable(v1::Executor kind, After& after) {
     lane.gated_jobs -= chunk.size();
     // Those cancelled (or put back at shutdown) meanwhile stay out. The
     // others start now: their run time, and their timeout, count from here.
-    const absl::Time now = clock_.Now();
     std::erase_if(chunk, [&](JobRun& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       auto it = jobs_.find(run.job_id);
-      if (it == jobs_.end() || it->second->state != v1::JOB_STATE_RUNNING ||
+      if (it == jobs_.end() || !it->second->gated ||
           it->second->run == nullptr ||
           &it->second->run->cancel != run.cancel.get()) {
         return true;
       }
       Job& job = *it->second;
       job.gated = false;
-      job.start_time = now;
-      ArmTimeout(job, run, now);
+      MarkStarted(job, run, after);
       return false;
     });
     if (chunk.empty()) continue;
@@ -451,31 +472,6 @@ void Scheduler::StartDurable(v1::Executor kind, After& after) {
       lane.executor->Start(std::move(chunk.front()));
     } else {
       lane.executor->StartChunk(std::move(chunk));
-    }
-  }
-  if (durable > lane.seen_durable) {
-    // A commit landed: jobs durable since the one before that still wait
-    // for a slot were claimed further ahead than the slots needed.
-    size_t idle = 0;
-    for (const Lane::Gated& g : lane.gated) {
-      if (g.ticket > lane.seen_durable) break;
-      idle += g.chunk.size();
-    }
-    // Gently (an eighth of them, at least one): some are left at every
-    // commit while the window is just right, as commit intervals vary
-    // (halving cost a third of the tiny-job throughput on the thread pool).
-    if (idle > 0) {
-      lane.window -= std::min(lane.window, std::max<size_t>(1, idle / 8));
-    }
-    lane.seen_durable = durable;
-  }
-  if (lane.starved) {
-    // A slot had to wait for a commit: claim further ahead (once a commit).
-    lane.starved = false;
-    if (durable != lane.grown_at) {
-      lane.grown_at = durable;
-      lane.window =
-          std::min(options_.start_window, std::max<size_t>(1, lane.window * 2));
     }
   }
   // Not durable yet: wake up when it is.
@@ -511,12 +507,8 @@ void Scheduler::OnStartsDurable(v1::Executor kind) {
   after.Run(journal_);
 }
 
-JobRun Scheduler::StartRun(Job& job, After& after) {
-  const absl::Time now = clock_.Now();
-  job.state = v1::JOB_STATE_RUNNING;
-  job.start_time = now;
+JobRun Scheduler::PrepareRun(Job& job) {
   job.run = std::make_shared<RunState>(job.run->args);  // This run's.
-  ++running_;
   JobRun run;
   run.job_id = job.id;
   run.task = job.task;
@@ -525,13 +517,19 @@ JobRun Scheduler::StartRun(Job& job, After& after) {
   run.measure_cpu_wait =
       job.spec->kind() == v1::JOB_KIND_AUTO && router_.SampleCpuWait(*job.task);
   run.cancel = std::shared_ptr<CancelToken>(job.run, &job.run->cancel);
-  // With a journal the run starts later, once its start is durable.
-  if (journal_ == nullptr) ArmTimeout(job, run, now);
+  return run;
+}
+
+void Scheduler::MarkStarted(Job& job, JobRun& run, After& after) {
+  const absl::Time now = clock_.Now();
+  job.state = v1::JOB_STATE_RUNNING;
+  job.start_time = now;
+  ++running_;
   ++job.attempts;
+  ArmTimeout(job, run, now);
   Event e;
   e.type = v1::EVENT_TYPE_STARTED;
   Emit(job, std::move(e), after);
-  return run;
 }
 
 void Scheduler::ArmTimeout(Job& job, JobRun& run, absl::Time now) {
@@ -631,9 +629,10 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
     auto snapshot = std::make_shared<v1::Job>(Snapshot(job));
     for (Job::Waiter& w : job.more->waiters) {
       timers_.Cancel(w.timer);
-      after.calls.push_back([done = std::move(w.done), snapshot](bool durable) {
-        done(durable ? absl::StatusOr<v1::Job>(*snapshot) : NotDurable());
-      });
+      after.calls.push_back(
+          [this, done = std::move(w.done), snapshot](bool durable) {
+            done(durable ? absl::StatusOr<v1::Job>(*snapshot) : NotDurable());
+          });
     }
     job.more->waiters.clear();
   }
@@ -684,15 +683,11 @@ void Scheduler::OnFinished(v1::Executor kind, std::span<FinishedJob> jobs) {
 void Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
                        After& after) {
   Lane& lane = lanes_[kind];
-  if (outcome.frees_slot) {
-    --lane.busy;
-    // A slot freed with work waiting but no durable start to take: the
-    // window is too small for these jobs (StartDurable grows it).
-    if (journal_ != nullptr && (lane.queued > 0 || !lane.gated.empty()) &&
-        (lane.gated.empty() ||
-         lane.gated.front().ticket > journal_->durable())) {
-      lane.starved = true;
-    }
+  if (outcome.frees_slot) --lane.busy;
+  if (outcome.wall_time > absl::ZeroDuration()) {
+    lane.run_time = lane.run_time == absl::ZeroDuration()
+                        ? outcome.wall_time
+                        : (lane.run_time * 7 + outcome.wall_time) / 8;
   }
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
@@ -776,7 +771,9 @@ absl::StatusOr<std::pair<v1::JobState, bool>> Scheduler::Cancel(
 
 void Scheduler::Abort(Job& job, CancelReason reason,
                       std::shared_ptr<JobEnd> end, After& after) {
-  if (job.state == v1::JOB_STATE_QUEUED) {
+  if (job.gated) {
+    job.gated = false;  // Its claim stays in the lane; dropped at its turn.
+  } else if (job.state == v1::JOB_STATE_QUEUED) {
     Lane& lane = lanes_[job.executor];
     --lane.queued;  // Its queue entry is now stale: dropped lazily, or here
     ++lane.stale;   // when the stale ones outnumber the live ones.
@@ -815,6 +812,78 @@ absl::StatusOr<v1::Job> Scheduler::GetJob(uint64_t id,
   return Snapshot(*job);
 }
 
+void Scheduler::ShowJob(uint64_t id, std::string_view owner,
+                        JobCallback done) const {
+  absl::StatusOr<v1::Job> job;
+  uint64_t ticket = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    const Job* found = FindOwned(id, owner);
+    if (found == nullptr) {
+      job = absl::NotFoundError(
+          fmt::format("job {} not found (unknown or expired)", id));
+    } else {
+      job = Snapshot(*found);
+      ticket = TicketOf(found->last_sequence);
+    }
+  }
+  if (ticket == 0) return done(std::move(job));
+  WhenDurable(
+      ticket,
+      [this, done = std::move(done), job = std::move(job)](bool durable) {
+        done(durable ? job : NotDurable());
+      },
+      Journal::Wait::kFailFast);
+}
+
+void Scheduler::ShowJobs(
+    const ListJobsQuery& query,
+    std::function<void(absl::StatusOr<std::vector<v1::Job>>)> done) const {
+  std::vector<v1::Job> jobs;
+  uint64_t ticket = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    ListLocked(query, [&](const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      jobs.push_back(Snapshot(job));
+      ticket = std::max(ticket, TicketOf(job.last_sequence));
+    });
+  }
+  if (ticket == 0) return done(std::move(jobs));
+  WhenDurable(
+      ticket,
+      [this, done = std::move(done), jobs = std::move(jobs)](bool durable) {
+        if (durable) {
+          done(std::move(jobs));
+        } else {
+          done(NotDurable());
+        }
+      },
+      Journal::Wait::kFailFast);
+}
+
+uint64_t Scheduler::TicketOf(uint64_t sequence) const {
+  auto batch = std::lower_bound(
+      batch_sequences_.begin(), batch_sequences_.end(), sequence,
+      [](const BatchSequences& b, uint64_t seq) { return b.last < seq; });
+  return batch != batch_sequences_.end() && batch->first <= sequence
+             ? batch->ticket
+             : 0;
+}
+
+absl::Status Scheduler::NotDurable() const {
+  const std::string error =
+      journal_ != nullptr ? journal_->last_error() : std::string();
+  if (journal_ == nullptr || journal_->accepting() || error.empty()) {
+    return absl::UnavailableError(
+        "jobd is stopping and could not record this in its journal; ask "
+        "again after it restarts");
+  }
+  return absl::UnavailableError(fmt::format(
+      "jobd cannot write its journal ({}), so this is not durable yet; retry "
+      "once it can (see its log)",
+      error));
+}
+
 void Scheduler::WaitJob(uint64_t id, absl::Time deadline,
                         std::function<void(absl::StatusOr<v1::Job>)> done,
                         std::string_view owner) {
@@ -827,12 +896,13 @@ void Scheduler::WaitJob(uint64_t id, absl::Time deadline,
           fmt::format("job {} not found (unknown or expired)", id));
     } else if (IsTerminal(it->second->state) || deadline <= clock_.Now()) {
       now_result = Snapshot(*it->second);
-      if (journal_ != nullptr) {  // Its end may not be durable yet.
+      const uint64_t ticket = TicketOf(it->second->last_sequence);
+      if (ticket != 0) {  // Its latest change is not durable yet.
         journal_->WhenDurable(
-            journal_->ticket(),
-            [done = std::move(done), r = std::move(now_result)](bool durable) {
-              done(durable ? r : NotDurable());
-            });
+            ticket,
+            [this, done = std::move(done), r = std::move(now_result)](
+                bool durable) { done(durable ? r : NotDurable()); },
+            Journal::Wait::kFailFast);
         return;
       }
     } else {
@@ -848,8 +918,9 @@ void Scheduler::WaitJob(uint64_t id, absl::Time deadline,
 }
 
 void Scheduler::FireWaiter(uint64_t id, uint64_t waiter_id) {
-  std::function<void(absl::StatusOr<v1::Job>)> done;
+  JobCallback done;
   absl::StatusOr<v1::Job> snapshot;
+  uint64_t ticket = 0;
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(id);
@@ -863,8 +934,14 @@ void Scheduler::FireWaiter(uint64_t id, uint64_t waiter_id) {
     done = std::move(w->done);
     waiters.erase(w);
     snapshot = Snapshot(*it->second);
+    ticket = TicketOf(it->second->last_sequence);
   }
-  done(std::move(snapshot));
+  if (ticket == 0) return done(std::move(snapshot));
+  WhenDurable(
+      ticket,
+      [this, done = std::move(done), snapshot = std::move(snapshot)](
+          bool durable) { done(durable ? snapshot : NotDurable()); },
+      Journal::Wait::kFailFast);
 }
 
 absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
@@ -921,7 +998,7 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
       }
       const bool replayed = after_sequence > 0 && job.last_sequence >= oldest;
       if (replayed) continue;
-      deliver(EndOf(job, journal_ ? journal_->ticket() : 0));
+      deliver(EndOf(job, TicketOf(job.last_sequence)));
     }
   }
   after.Run(journal_);
@@ -955,13 +1032,7 @@ Event Scheduler::Replay(const LoggedEvent& logged, const Job& job) const {
   } else if (IsTerminal(e.type)) {
     e.set_end(job.end);
   }
-  // Its own batch's ticket (0 when that is known durable).
-  auto batch = std::lower_bound(
-      batch_sequences_.begin(), batch_sequences_.end(), logged.sequence,
-      [](const BatchSequences& b, uint64_t seq) { return b.last < seq; });
-  e.ticket = batch != batch_sequences_.end() && batch->first <= logged.sequence
-                 ? batch->ticket
-                 : 0;
+  e.ticket = TicketOf(logged.sequence);
   return e;
 }
 
@@ -982,8 +1053,17 @@ void Scheduler::Unwatch(const EventSink* sink,
 std::vector<v1::Job> Scheduler::ListJobs(const ListJobsQuery& query) const {
   std::vector<v1::Job> out;
   absl::MutexLock lock(&mu_);
+  ListLocked(query, [&](const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    out.push_back(Snapshot(job));
+  });
+  return out;
+}
+
+void Scheduler::ListLocked(const ListJobsQuery& query,
+                           absl::FunctionRef<void(const Job&)> fn) const {
+  size_t listed = 0;
   for (auto it = jobs_.upper_bound(query.after_id);
-       it != jobs_.end() && out.size() < query.limit; ++it) {
+       it != jobs_.end() && listed < query.limit; ++it) {
     const Job& job = *it->second;
     if (!query.states.empty() &&
         std::find(query.states.begin(), query.states.end(), job.state) ==
@@ -992,9 +1072,9 @@ std::vector<v1::Job> Scheduler::ListJobs(const ListJobsQuery& query) const {
     }
     if (!query.task.empty() && job.task->name != query.task) continue;
     if (!query.owner.empty() && *job.owner != query.owner) continue;
-    out.push_back(Snapshot(job));
+    fn(job);
+    ++listed;
   }
-  return out;
 }
 
 v1::GetStatsResponse Scheduler::GetStats() const {
@@ -1009,7 +1089,7 @@ v1::GetStatsResponse Scheduler::GetStats() const {
       s->set_enabled(lane.executor != nullptr);
       s->set_workers(lane.executor ? lane.executor->capacity() : 0);
       s->set_busy(lane.busy);
-      s->set_queued(lane.queued);
+      s->set_queued(lane.queued + lane.gated_jobs);
       s->set_completed(lane.succeeded);
       s->set_failed(lane.failed);
       s->set_cancelled(lane.cancelled);
@@ -1109,13 +1189,13 @@ std::pair<std::vector<uint64_t>, size_t> Scheduler::EndForShutdown() {
     for (uint64_t id : live) {
       Job& job = *jobs_.at(id);
       if (journal_ != nullptr &&
-          (job.state == v1::JOB_STATE_QUEUED || job.gated ||
+          (job.state == v1::JOB_STATE_QUEUED ||
            job.spec->delivery() == v1::DELIVERY_AT_LEAST_ONCE)) {
         ++kept;
         if (job.gated) {
-          // Marked started, never handed to its executor: queued again.
-          --job.attempts;
+          // Claimed, never handed to its executor: queued again.
           job.gated = false;
+          JournalState(job);
         }
         if (job.state == v1::JOB_STATE_RUNNING) {
           // Stopped here, queued for the next start; whatever its run
@@ -1255,9 +1335,9 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
         Finish(job,
                MakeError(v1::JOB_STATE_FAILED, absl::StatusCode::kAborted,
                          v1::ERROR_REASON_LOST_ON_RESTART,
-                         fmt::format("jobd stopped while the job ran (attempt "
-                                     "{}); it is not run again "
-                                     "(DELIVERY_AT_MOST_ONCE)",
+                         fmt::format("jobd stopped while the job ran or was "
+                                     "about to (attempt {}); it is not run "
+                                     "again (DELIVERY_AT_MOST_ONCE)",
                                      job.attempts)),
                after);
         continue;
@@ -1334,7 +1414,9 @@ JournalRow Scheduler::RowOf(const Job& job) const {
   row.owner = *job.owner;
   row.spec = job.spec;
   if (job.spec->task().empty()) row.task = job.task->name;
-  row.state = job.state;
+  // A claimed job may begin before its next record: at a restart it counts
+  // as one that was running (it runs again or is lost, as its delivery says).
+  row.state = job.gated ? v1::JOB_STATE_RUNNING : job.state;
   row.executor = job.executor;
   row.create_time = job.create_time;
   row.start_time = job.start_time;
@@ -1345,7 +1427,7 @@ JournalRow Scheduler::RowOf(const Job& job) const {
   }
   row.accepted_seq = job.accepted_seq;
   row.started_seq = job.started_seq;
-  row.attempts = job.attempts;
+  row.attempts = job.attempts + (job.gated ? 1 : 0);
   return row;
 }
 
@@ -1368,11 +1450,12 @@ uint64_t Scheduler::journal_ticket() const {
 }
 
 void Scheduler::WhenDurable(uint64_t ticket,
-                            std::function<void(bool durable)> fn) {
+                            std::function<void(bool durable)> fn,
+                            Journal::Wait wait) const {
   if (journal_ == nullptr) {
     fn(true);
   } else {
-    journal_->WhenDurable(ticket, std::move(fn));
+    journal_->WhenDurable(ticket, std::move(fn), wait);
   }
 }
 

@@ -36,6 +36,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/container/node_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -145,12 +146,13 @@ struct SchedulerOptions {
   size_t max_retained = 100000;
   // Events kept for WatchJobs resume.
   size_t event_log_size = 262144;
-  // With a journal, a job starts only once its STARTED record is durable (so
-  // a crash can never make an at-most-once job run twice). Jobs beyond the
-  // executor's slots are marked started ahead, so that the commit latency
-  // is hidden: as many as keep the slots busy (adaptive), at most this many
-  // per executor. They are the ones a crash fails LOST_ON_RESTART without
-  // having run.
+  // With a journal, a job starts only once its claim (a journal record that
+  // it may have begun) is durable, so a crash can never make an at-most-once
+  // job run twice. Jobs shorter than a commit are claimed ahead of free
+  // slots so that the slots need not wait for commits: as many as the
+  // commits take to run (Little's law, twice over), at most this many per
+  // executor; none for jobs longer than a commit. A crash fails the claimed
+  // ones LOST_ON_RESTART (they may have begun).
   size_t start_window = 4096;
   // How often expired jobs are swept.
   absl::Duration sweep_interval = absl::Seconds(1);
@@ -230,14 +232,21 @@ class Scheduler {
   // `owner` below: when not empty, only that owner's jobs exist for the
   // call (another's are NotFound, as if unknown).
 
-  // The job now. NotFound if unknown or expired.
+  // What a client is shown is durable: the Show*/WaitJob callbacks run once
+  // the journal holds what they pass (at once without a journal), or with
+  // NotDurable() while it cannot write (they never wait out an outage).
+  // They run without locks held, on the calling, journal or timer thread.
+  using JobCallback = std::function<void(absl::StatusOr<v1::Job>)>;
+
+  // The job now, as held in memory: its latest change may not be durable.
+  // NotFound if unknown or expired.
   absl::StatusOr<v1::Job> GetJob(uint64_t id,
                                  std::string_view owner = {}) const;
+  // GetJob, for a client.
+  void ShowJob(uint64_t id, std::string_view owner, JobCallback done) const;
   // Calls `done` once with the job when it ends or at `deadline`, whichever
-  // comes first (at once if already ended, or NotFound if unknown). `done`
-  // runs on a scheduler or timer thread without locks held.
-  void WaitJob(uint64_t id, absl::Time deadline,
-               std::function<void(absl::StatusOr<v1::Job>)> done,
+  // comes first (at once if already ended, or NotFound if unknown).
+  void WaitJob(uint64_t id, absl::Time deadline, JobCallback done,
                std::string_view owner = {});
 
   // Cancels a job: queued -> CANCELLED at once; running -> CANCELLED at once
@@ -273,10 +282,20 @@ class Scheduler {
   // so far wait for.
   uint64_t journal_ticket() const;
   // `fn(true)` once `ticket` is durable (at once without a journal);
-  // `fn(false)` if it never will be (the journal was abandoned).
-  void WhenDurable(uint64_t ticket, std::function<void(bool durable)> fn);
+  // `fn(false)` if it never will be (the journal was abandoned) or, with
+  // kFailFast, while the journal cannot write.
+  void WhenDurable(uint64_t ticket, std::function<void(bool durable)> fn,
+                   Journal::Wait wait = Journal::Wait::kUntilDurable) const;
+  // Why something could not be shown durable: Unavailable, naming the
+  // journal's error (or that jobd is stopping).
+  absl::Status NotDurable() const;
 
+  // The jobs now, as held in memory (like GetJob).
   std::vector<v1::Job> ListJobs(const ListJobsQuery& query) const;
+  // ListJobs, for a client.
+  void ShowJobs(
+      const ListJobsQuery& query,
+      std::function<void(absl::StatusOr<std::vector<v1::Job>>)> done) const;
   v1::GetStatsResponse GetStats() const;
   // Quarantine of tasks that kept killing their worker (process pool).
   bool IsQuarantined(const TaskDef& task) const;
@@ -321,8 +340,10 @@ class Scheduler {
     size_t stale = 0;   // Entries of jobs cancelled while queued.
     int busy = 0;       // Slots started (a job or a chunk), not yet returned.
     uint64_t succeeded = 0, failed = 0, cancelled = 0;
-    // Journal only: chunks marked RUNNING (STARTED emitted) that wait for
-    // that record to be durable (`ticket`), then for a slot, in order.
+    // Journal only: chunks claimed (their journal rows say they may have
+    // begun, so a crash can never run an at-most-once job twice) that wait
+    // for that record to be durable (`ticket`), then for a slot, in order.
+    // Their jobs stay QUEUED to clients until handed to the executor.
     struct Gated {
       std::vector<JobRun> chunk;
       uint64_t ticket = 0;
@@ -330,17 +351,9 @@ class Scheduler {
     std::deque<Gated> gated;
     size_t gated_jobs = 0;
     uint64_t gate_armed = 0;  // A wake-up is registered up to this ticket.
-    // Jobs allowed in `gated` beyond the free slots, so that the slots need
-    // not wait for commits; within [0, start_window]. Doubled (once per
-    // commit) when a slot freed with work waiting but no durable start to
-    // take (`starved`); shrunk by an eighth (at least one) of the jobs that
-    // stayed durable and unstarted through a whole commit interval. So it
-    // is 0 for jobs longer than a commit, and a job claimed ahead cannot be
-    // overtaken by a higher priority one that arrives later: they are few.
-    size_t window = 0;
-    bool starved = false;
-    uint64_t grown_at = 0;      // The durable ticket at the last growth.
-    uint64_t seen_durable = 0;  // The durable ticket at the last commit seen.
+    // Moving average of a job's run time here (0: none ran yet): with the
+    // journal's commit latency it sizes the claim-ahead window (Window()).
+    absl::Duration run_time;
   };
   // Lets journal callbacks reach the scheduler while it lives: they count
   // themselves in `calls`; the destructor clears `self` and waits for 0.
@@ -373,7 +386,7 @@ class Scheduler {
   // the journal (all but PROGRESS), logs the event and delivers it.
   void Emit(Job& job, Event event, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Starts what the executor has room for: gated chunks whose STARTED is
+  // Starts what the executor has room for: gated chunks whose claim is
   // durable first, then queued jobs (through the gate with a journal).
   void Dispatch(v1::Executor kind, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -384,9 +397,17 @@ class Scheduler {
   // its run is handed to the executor.
   void ArmTimeout(Job& job, JobRun& run, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Marks a queued job RUNNING (STARTED event; without a journal, its
-  // timeout timer too) and returns what its executor needs.
-  JobRun StartRun(Job& job, After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // How many jobs `lane` may claim beyond its free slots (journal only).
+  size_t Window(const Lane& lane, int capacity) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What the executor needs to run a queued job (a fresh run state).
+  JobRun PrepareRun(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the job RUNNING as its run is handed to the executor: start time,
+  // timeout clock, STARTED event.
+  void MarkStarted(Job& job, JobRun& run, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The journal batch the event of `sequence` waits for (0: durable).
+  uint64_t TicketOf(uint64_t sequence) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Finish(Job& job, std::shared_ptr<JobEnd> end, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FireWaiter(uint64_t id, uint64_t waiter_id);
@@ -410,6 +431,10 @@ class Scheduler {
              After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleSweep();
   v1::Job Snapshot(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Calls `fn` with each job `query` selects, in id order.
+  void ListLocked(const ListJobsQuery& query,
+                  absl::FunctionRef<void(const Job&)> fn) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Const after construction (but for the reloadable limits in limits_).
   const SchedulerOptions options_;

@@ -73,16 +73,20 @@ void FlushWhenDurable(Scheduler& scheduler,
                       const std::shared_ptr<Session>& session,
                       uint64_t ticket) {
   if (session == nullptr) return;  // Ending.
-  scheduler.WhenDurable(ticket,
-                        [weak = std::weak_ptr<Session>(session)](bool durable) {
-                          auto s = weak.lock();
-                          if (s == nullptr) return;
-                          if (durable) {
-                            s->Flush();
-                          } else {
-                            s->AbortNotDurable();
-                          }
-                        });
+  // Never held through a journal outage: the stream ends UNAVAILABLE then
+  // (its client resumes or retries with idempotency keys).
+  scheduler.WhenDurable(
+      ticket,
+      [weak = std::weak_ptr<Session>(session), &scheduler](bool durable) {
+        auto s = weak.lock();
+        if (s == nullptr) return;
+        if (durable) {
+          s->Flush();
+        } else {
+          s->AbortNotDurable(scheduler.NotDurable());
+        }
+      },
+      Journal::Wait::kFailFast);
 }
 
 // Base of the streaming sessions: the session mutex, the outbox, and the
@@ -109,12 +113,10 @@ class OutboxReactor : public Reactor {
 
   // The journal will never make the held events durable (shutdown with
   // failing writes): they are dropped, never sent, and the stream ends.
-  void AbortNotDurable() {
+  void AbortNotDurable(const absl::Status& why) {
     {
       absl::MutexLock lock(&mu_);
-      out_.Abort(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                              "jobd is stopping and could not record these "
-                              "jobs' events in its journal"));
+      out_.Abort(ToGrpc(why));
     }
     static_cast<Derived*>(this)->Pump();
   }
@@ -811,9 +813,13 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(
   absl::StatusOr<uint64_t> id = ParseJobId(request->job_id(), "job_id");
   if (!id.ok()) return Reply(context, id.status());
   if (!request->has_wait()) {
-    absl::StatusOr<v1::Job> job = scheduler_.GetJob(*id, owner);
-    if (job.ok()) *response = *std::move(job);
-    return Reply(context, job.status());
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    scheduler_.ShowJob(*id, owner,
+                       [reactor, response](absl::StatusOr<v1::Job> job) {
+                         if (job.ok()) *response = *std::move(job);
+                         reactor->Finish(ToGrpc(job.status()));
+                       });
+    return reactor;
   }
   absl::Status valid = ValidateDuration(request->wait(), "wait");
   if (!valid.ok()) return Reply(context, valid);
@@ -855,13 +861,17 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(
   response->set_already_ended(result->second);
   // The answer waits for the cancellation to be durable, like its event.
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  scheduler_.WhenDurable(scheduler_.journal_ticket(), [reactor](bool durable) {
-    reactor->Finish(durable ? grpc::Status::OK
-                            : grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                           "the job was cancelled, but jobd "
-                                           "is stopping and could not record "
-                                           "that in its journal"));
-  });
+  scheduler_.WhenDurable(
+      scheduler_.journal_ticket(),
+      [this, reactor](bool durable) {
+        reactor->Finish(
+            durable ? grpc::Status::OK
+                    : ToGrpc(absl::UnavailableError(fmt::format(
+                          "the job was cancelled here, but that is not "
+                          "durable yet: {}",
+                          std::string(scheduler_.NotDurable().message())))));
+      },
+      Journal::Wait::kFailFast);
   return reactor;
 }
 
@@ -894,12 +904,18 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
     query.states.push_back(static_cast<v1::JobState>(s));
   }
   query.task = request->task();
-  std::vector<v1::Job> jobs = scheduler_.ListJobs(query);
-  if (jobs.size() == query.limit) {
-    response->set_next_page_token(jobs.back().id());
-  }
-  for (v1::Job& job : jobs) *response->add_jobs() = std::move(job);
-  return Reply(context, absl::OkStatus());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  scheduler_.ShowJobs(query, [reactor, response, limit = query.limit](
+                                 absl::StatusOr<std::vector<v1::Job>> jobs) {
+    if (jobs.ok()) {
+      if (jobs->size() == limit) {
+        response->set_next_page_token(jobs->back().id());
+      }
+      for (v1::Job& job : *jobs) *response->add_jobs() = std::move(job);
+    }
+    reactor->Finish(ToGrpc(jobs.status()));
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListTasks(

@@ -3,6 +3,7 @@
 // ThreadPoolExecutor and test-only tasks.
 #include "server/scheduler.h"
 
+#include <sqlite3.h>
 #include <stdlib.h>
 
 #include <atomic>
@@ -60,19 +61,26 @@ class RecordingSink : public EventSink {
 
   // Waits until a terminal event for `job_id` arrived; returns it.
   Event WaitEnd(uint64_t job_id) {
+    return WaitFor(job_id, [](v1::EventType type) { return IsTerminal(type); });
+  }
+  // Waits until an event of `type` for `job_id` arrived; returns it.
+  Event WaitFor(uint64_t job_id, v1::EventType type) {
+    return WaitFor(job_id, [type](v1::EventType t) { return t == type; });
+  }
+  Event WaitFor(uint64_t job_id, std::function<bool(v1::EventType)> match) {
     absl::MutexLock lock(&mu_);
     const Event* found = nullptr;
-    auto ended = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto arrived = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       for (const auto& [e, tag] : events_) {
-        if (e.job_id == job_id && IsTerminal(e.type)) {
+        if (e.job_id == job_id && match(e.type)) {
           found = &e;
           return true;
         }
       }
       return false;
     };
-    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&ended), kWait))
-        << "job " << job_id << " did not end";
+    EXPECT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&arrived), kWait))
+        << "job " << job_id << ": the event did not arrive";
     return found ? *found : Event{};
   }
   std::vector<v1::EventType> TypesOf(uint64_t job_id) {
@@ -487,11 +495,30 @@ TEST_F(SchedulerTest, DrainRejectsNewJobsAndShutdownCancelsTheRest) {
   EXPECT_TRUE(scheduler_->StopExecutors(absl::Now() + kWait));
 }
 
-TEST_F(SchedulerTest, WithAJournalAJobStartsOnlyOnceItsStartIsDurable) {
-  std::atomic<uint64_t> durable_when_run{0};
+// The newest job's state as the journal file holds it (committed only).
+v1::JobState NewestStateOnDisk(const std::string& path) {
+  sqlite3* db = nullptr;
+  v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) ==
+      SQLITE_OK) {
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT state FROM jobs ORDER BY id DESC LIMIT 1",
+                           -1, &stmt, nullptr) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+      state = static_cast<v1::JobState>(sqlite3_column_int(stmt, 0));
+    }
+    sqlite3_finalize(stmt);
+  }
+  sqlite3_close_v2(db);
+  return state;
+}
+
+TEST_F(SchedulerTest, WithAJournalAJobStartsOnlyOnceItsClaimIsDurable) {
+  std::atomic<int> on_disk_when_run{0};
   const TaskDef probe =
       Def("probe", [&](TaskContext&) -> absl::StatusOr<TaskOutput> {
-        durable_when_run = journal_->durable();
+        on_disk_when_run = NewestStateOnDisk(journal_dir_ + "/jobd.db");
         return TaskOutput{};
       });
   BuildWithJournal(2);
@@ -499,15 +526,38 @@ TEST_F(SchedulerTest, WithAJournalAJobStartsOnlyOnceItsStartIsDurable) {
     const Admission a = Submit(probe);
     ASSERT_TRUE(a.status.ok()) << a.status;
     sink_->WaitEnd(a.job_id);
-    uint64_t started_ticket = 0;
-    for (const Event& e : sink_->EventsOf(a.job_id)) {
-      if (e.type == v1::EVENT_TYPE_STARTED) started_ticket = e.ticket;
-    }
-    ASSERT_GT(started_ticket, 0u);
-    // The task ran after the batch with its STARTED record was committed.
-    EXPECT_GE(durable_when_run.load(), started_ticket) << "job " << a.job_id;
+    // When the task ran, the file already said it may have begun: a crash
+    // then fails it LOST_ON_RESTART instead of running it again.
+    EXPECT_EQ(on_disk_when_run.load(), v1::JOB_STATE_RUNNING)
+        << "job " << a.job_id;
   }
   scheduler_.reset();  // Before `probe`.
+}
+
+TEST_F(SchedulerTest, WithAJournalAClaimedJobIsQueuedUntilItIsHandedOver) {
+  BuildWithJournal(1);
+  // Tiny jobs first: the slot claims jobs ahead of itself for them.
+  std::vector<uint64_t> tiny;
+  for (int i = 0; i < 200; ++i) tiny.push_back(Submit(ok_task_).job_id);
+  for (uint64_t id : tiny) sink_->WaitEnd(id);
+  const Admission running = Submit(gate_task_);
+  const Admission next = Submit(ok_task_);
+  sink_->WaitFor(running.job_id, v1::EVENT_TYPE_STARTED);
+  ASSERT_TRUE(journal_->Flush(absl::Now() + kWait));
+  // The slot is busy: the next job is queued, not started ahead of it.
+  EXPECT_EQ(scheduler_->GetJob(next.job_id)->state(), v1::JOB_STATE_QUEUED);
+  EXPECT_FALSE(scheduler_->GetJob(next.job_id)->has_start_time());
+  for (const Event& e : sink_->EventsOf(next.job_id)) {
+    EXPECT_NE(e.type, v1::EVENT_TYPE_STARTED);
+  }
+  gate_.Open();
+  const Event started = sink_->WaitFor(next.job_id, v1::EVENT_TYPE_STARTED);
+  sink_->WaitEnd(next.job_id);
+  // STARTED is stamped when the job is handed to its executor: after the
+  // gate job returned, never before.
+  EXPECT_GE(absl::Time(started.time),
+            absl::Time(sink_->WaitEnd(running.job_id).time));
+  EXPECT_EQ(scheduler_->GetJob(next.job_id)->attempts(), 1u);
 }
 
 TEST_F(SchedulerTest, WithAJournalAReplayedEventWaitsForItsOwnBatchOnly) {

@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "server/scheduler.h"
 #include "tests/integration/daemon_harness.h"
+#include "tests/integration/journaled_daemon.h"
 
 namespace jobd {
 namespace {
@@ -32,61 +33,7 @@ using testing::Spec;
 using testing::StreamResult;
 using testing::SubmitAll;
 
-class RestartTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char dir[] = "/tmp/jobd-restart-test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    dir_ = dir;
-    state_ = dir_ + "/state";
-  }
-  void TearDown() override {
-    daemon_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-
-  void StartDaemon(std::vector<std::string> args = {}) {
-    args.insert(args.end(), {"--state-dir", state_});
-    auto d = Daemon::Start(std::move(args));
-    ASSERT_TRUE(d.ok()) << d.status();
-    daemon_ = *std::move(d);
-    stub_ = daemon_->NewStub();
-  }
-
-  absl::StatusOr<v1::Job> GetJob(const std::string& id,
-                                 absl::Duration wait = absl::ZeroDuration()) {
-    grpc::ClientContext ctx;
-    Deadline(ctx, wait + absl::Seconds(30));
-    v1::GetJobRequest req;
-    req.set_job_id(id);
-    if (wait > absl::ZeroDuration()) {
-      req.mutable_wait()->set_seconds(absl::ToInt64Seconds(wait));
-    }
-    v1::Job job;
-    grpc::Status s = stub_->GetJob(&ctx, req, &job);
-    if (!s.ok())
-      return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                          s.error_message());
-    return job;
-  }
-
-  // Waits (bounded) until every job in `ids` has ended; returns them.
-  std::map<std::string, v1::Job> WaitAllEnded(
-      const std::vector<std::string>& ids) {
-    std::map<std::string, v1::Job> out;
-    for (const std::string& id : ids) {
-      absl::StatusOr<v1::Job> job = GetJob(id, absl::Seconds(60));
-      EXPECT_TRUE(job.ok()) << id << ": " << job.status();
-      if (job.ok()) out[id] = *job;
-    }
-    return out;
-  }
-
-  std::string dir_, state_;
-  std::unique_ptr<Daemon> daemon_;
-  std::unique_ptr<v1::JobService::Stub> stub_;
-};
+using RestartTest = testing::JournaledDaemonTest;
 
 // When `pid` started (its /proc/PID/stat after the command), "" if it is
 // gone or a zombie.
@@ -188,7 +135,8 @@ TEST_F(RestartTest, KillNineLosesNoAcceptedJobAndRunsNoneTwiceByMistake) {
       // Marked started at the kill: not run again (whether it ran or not).
       ++lost;
       lost_after_running += runs;
-      EXPECT_EQ(job.error().reason(), v1::ERROR_REASON_LOST_ON_RESTART) << id;
+      EXPECT_EQ(job.error().reason(), v1::ERROR_REASON_LOST_ON_RESTART)
+          << id << ": " << job.error().message();
       EXPECT_LE(runs, 1) << id;
     }
   }
