@@ -29,6 +29,7 @@
 #include "asio/use_awaitable.hpp"
 #include "asio/write.hpp"
 #include "workers/async_task.h"
+#include "workers/fd_limit.h"
 #include "workers/io_tasks.h"
 
 namespace jobd {
@@ -41,6 +42,12 @@ using google::protobuf::Value;
 // reading.
 constexpr absl::Duration kOutputDrainGrace = absl::Seconds(1);
 constexpr char kDefaultPath[] = "PATH=/usr/local/bin:/usr/bin:/bin";
+// Descriptors a run opens: three pipes (two ends each) while spawning, then
+// three ends and a pidfd. While jobd is short of descriptors a run waits
+// this long for them, then fails RESOURCE_EXHAUSTED.
+constexpr size_t kExecFds = 7;
+constexpr absl::Duration kFdWait = absl::Seconds(30);
+constexpr absl::Duration kFdPoll = absl::Milliseconds(50);
 
 // Why the program may not be given variable `name`, or "" if it may. Names
 // are [A-Z_][A-Z0-9_]*; the ones that make the dynamic loader, libc or an
@@ -314,6 +321,28 @@ absl::StatusOr<pid_t> Spawn(const std::string& path,
   return pid;
 }
 
+// Waits until the daemon can spare a run's descriptors (above
+// kExecKeepFree): exec backs off before the daemon runs out, so that its
+// listeners, journal and workers keep theirs.
+asio::awaitable<absl::Status> WaitForFds(AsyncTaskContext& ctx) {
+  const absl::Time give_up = absl::Now() + kFdWait;
+  asio::steady_timer timer(ctx.io());
+  while (!TakeFds(kExecFds, kExecKeepFree)) {
+    if (ctx.cancelled()) co_return absl::CancelledError("exec: cancelled");
+    if (absl::Now() >= give_up) {
+      const FdUsage u = CurrentFdUsage();
+      co_return absl::ResourceExhaustedError(absl::StrCat(
+          "exec: jobd is short of file descriptors (", u.open, " of ", u.limit,
+          " open) and could not start the program within ",
+          absl::FormatDuration(kFdWait)));
+    }
+    timer.expires_after(absl::ToChronoNanoseconds(kFdPoll));
+    asio::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return absl::OkStatus();
+}
+
 asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
     AsyncTaskContext& ctx, std::shared_ptr<const ExecOptions> current) {
   const ExecOptions& options = *current;  // Kept for the whole run.
@@ -338,6 +367,7 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
   std::string input =
       stdin_arg != nullptr ? stdin_arg->string_value() : a.payload();
 
+  if (absl::Status s = co_await WaitForFds(ctx); !s.ok()) co_return s;
   Pipe in, out, err;
   if (!in.Open() || !out.Open() || !err.Open()) {
     co_return absl::ResourceExhaustedError(
