@@ -712,15 +712,23 @@ JobServiceImpl::JobServiceImpl(Scheduler& scheduler,
 absl::StatusOr<Caller> JobServiceImpl::Authorize(
     const grpc::CallbackServerContext& context, uint32_t roles,
     std::string_view what) const {
-  absl::StatusOr<Caller> caller = auth_.Authenticate(context);
+  absl::StatusOr<Caller> caller = auth_.Authenticate(
+      context, peer_names_ ? peer_names_(context.peer()) : context.peer());
   if (!caller.ok()) return caller.status();
   if (absl::Status s = caller->Require(roles, what); !s.ok()) return s;
   return caller;
 }
 
 absl::Status JobServiceImpl::OpenStream(const Caller& caller) {
-  const size_t limit = limits().max_streams_per_caller;
+  const ServiceLimits l = limits();
+  const size_t limit = l.max_streams_per_caller;
   absl::MutexLock lock(&mu_);
+  if (l.max_streams > 0 && open_streams_ >= l.max_streams) {
+    return absl::ResourceExhaustedError(
+        fmt::format("jobd has {} streams open and its limit is {} "
+                    "(max-streams); retry later",
+                    open_streams_, l.max_streams));
+  }
   size_t& open = streams_[caller.name];
   if (!caller.admin() && limit > 0 && open >= limit) {
     return absl::ResourceExhaustedError(
@@ -729,11 +737,13 @@ absl::Status JobServiceImpl::OpenStream(const Caller& caller) {
                     caller.name, open, limit));
   }
   ++open;
+  ++open_streams_;
   return absl::OkStatus();
 }
 
 void JobServiceImpl::CloseStream(const Caller& caller) {
   absl::MutexLock lock(&mu_);
+  --open_streams_;
   auto it = streams_.find(caller.name);
   if (it != streams_.end() && --it->second == 0) streams_.erase(it);
 }

@@ -44,6 +44,9 @@ struct ServiceLimits {
   size_t quota_max_live = 0;
   double quota_submit_rate = 0;
   size_t max_streams_per_caller = 256;
+  // Submit + WatchJobs streams open at once, all callers (admin too); 0:
+  // unlimited.
+  size_t max_streams = 4096;
 };
 
 // Converts at the RPC edge.
@@ -61,6 +64,12 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
 
   // Ends every open stream after flushing what it has queued (shutdown).
   void CloseStreams();
+
+  // Names the peer of a connection jobd accepted itself (gRPC calls it
+  // "fd:N"; server/listener.h). Call before the server starts.
+  void SetPeerNames(std::function<std::string(std::string_view)> names) {
+    peer_names_ = std::move(names);
+  }
 
   grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitResponse>* Submit(
       grpc::CallbackServerContext* context) override;
@@ -111,7 +120,8 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   // Who calls, if it has one of `roles` (PermissionDenied otherwise).
   absl::StatusOr<Caller> Authorize(const grpc::CallbackServerContext& context,
                                    uint32_t roles, std::string_view what) const;
-  // A stream of `caller` opens (ResourceExhausted over its limit) / ends.
+  // A stream of `caller` opens (ResourceExhausted over its limit or the
+  // total) / ends.
   absl::Status OpenStream(const Caller& caller);
   void CloseStream(const Caller& caller);
   // Takes up to `n` submits from `caller`'s rate budget; returns how many it
@@ -131,12 +141,14 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   mutable absl::Mutex limits_mu_;
   ServiceLimits limits_ ABSL_GUARDED_BY(limits_mu_);
   const std::string version_;
+  std::function<std::string(std::string_view)> peer_names_;  // Set first.
 
   absl::Mutex mu_;
   absl::flat_hash_map<StreamSession*, std::weak_ptr<StreamSession>> sessions_
       ABSL_GUARDED_BY(mu_);
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, size_t> streams_ ABSL_GUARDED_BY(mu_);
+  size_t open_streams_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
 };
 
