@@ -35,6 +35,7 @@
 #include "server/journal.h"
 #include "server/listener.h"
 #include "server/reload.h"
+#include "server/request_errors.h"
 #include "server/scheduler.h"
 #include "server/service.h"
 #include "server/systemd.h"
@@ -252,6 +253,7 @@ int Run(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   ConfigureLogging(config.log_level);
+  InstallProtobufLogHandler();
   // Room for connections and exec'd programs' pipes: the hard limit is the
   // administrator's (LimitNOFILE=, ulimit -Hn), the soft one a default.
   if (absl::StatusOr<FdLimits> fds = RaiseFdLimit(); !fds.ok()) {
@@ -377,6 +379,13 @@ int Run(int argc, char** argv) {
       static_cast<int>(config.service.max_message_bytes));
   builder.RegisterService(&service);
   ApplyConnectionOptions(config.connections, builder);
+  {
+    std::vector<
+        std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.push_back(ParseErrorInterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
   std::vector<std::string> listening;
   if (!config.unix_socket.empty()) {
     if (absl::Status s = PrepareUnixSocket(config.unix_socket); !s.ok()) {

@@ -54,7 +54,22 @@ grpc::Status ToGrpc(const absl::Status& status);
 
 class StreamSession;
 
-class JobServiceImpl final : public v1::JobService::CallbackService {
+// The jobd.v1 service on the callback API, Submit reading and writing raw
+// messages: a streamed message that does not parse must not look like the
+// client's half-close (server/request_errors.h). Every RPC is listed: one
+// left out would answer UNIMPLEMENTED.
+using JobServiceBase = v1::JobService::WithRawCallbackMethod_Submit<
+    v1::JobService::WithCallbackMethod_GetJob<
+        v1::JobService::WithCallbackMethod_WatchJobs<
+            v1::JobService::WithCallbackMethod_CancelJob<
+                v1::JobService::WithCallbackMethod_ListJobs<
+                    v1::JobService::WithCallbackMethod_ListTasks<
+                        v1::JobService::WithCallbackMethod_GetStats<
+                            v1::JobService::WithCallbackMethod_ClearQuarantine<
+                                v1::JobService::WithCallbackMethod_Drain<
+                                    v1::JobService::Service>>>>>>>>>;
+
+class JobServiceImpl final : public JobServiceBase {
  public:
   // `drain` begins a graceful shutdown (the Drain RPC).
   JobServiceImpl(Scheduler& scheduler, const TaskRegistry& registry,
@@ -71,7 +86,7 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
     peer_names_ = std::move(names);
   }
 
-  grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitResponse>* Submit(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Submit(
       grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
                                    const v1::GetJobRequest* request,
