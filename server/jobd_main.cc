@@ -258,9 +258,18 @@ int Run(int argc, char** argv) {
   // administrator's (LimitNOFILE=, ulimit -Hn), the soft one a default.
   if (absl::StatusOr<FdLimits> fds = RaiseFdLimit(); !fds.ok()) {
     spdlog::warn("file descriptors: {}", fds.status().ToString());
-  } else if (fds->soft != fds->previous_soft) {
-    spdlog::info("file descriptors: soft limit raised from {} to {}",
-                 fds->previous_soft, fds->soft);
+  } else {
+    if (fds->soft != fds->previous_soft) {
+      spdlog::info("file descriptors: soft limit raised from {} to {}",
+                   fds->previous_soft, fds->soft);
+    }
+    if (fds->soft < 1024) {
+      spdlog::warn(
+          "file descriptors: the limit is {}: exec runs a program only "
+          "with {} free and connections are taken only with {} free; "
+          "raise LimitNOFILE= / ulimit -Hn",
+          fds->soft, kExecKeepFree, kAcceptKeepFree);
+    }
   }
   // Nothing jobd starts (workers, exec'd programs) may gain privileges
   // through a setuid or file-capability binary.

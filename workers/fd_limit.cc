@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -17,9 +18,13 @@
 namespace jobd {
 namespace {
 
-// How old a reading of /proc/self/fd may be (one costs ~0.1 ms per
-// thousand descriptors).
-constexpr absl::Duration kMaxAge = absl::Milliseconds(10);
+// A reading of /proc/self/fd costs ~0.1 ms per thousand descriptors.
+// Readings are at least kMinInterval, and 20 times what the last one cost,
+// apart; while more than a quarter of the limit was free at the last one,
+// a reading serves for up to kFarAge (what callers take meanwhile is added
+// to it, what they close is not: the count errs on the safe side).
+constexpr absl::Duration kMinInterval = absl::Milliseconds(10);
+constexpr absl::Duration kFarAge = absl::Seconds(1);
 
 size_t SoftLimit() {
   rlimit r{};
@@ -53,29 +58,38 @@ class Counter {
  public:
   bool Take(size_t n, size_t keep_free) {
     absl::MutexLock lock(&mu_);
-    RefreshLocked();
-    if (open_ + n + keep_free > limit_) return false;
+    RefreshLocked(false);
+    if (open_ + n + keep_free > limit_) {
+      RefreshLocked(true);  // Closes since the reading may make room.
+      if (open_ + n + keep_free > limit_) return false;
+    }
     open_ += n;
     return true;
   }
   FdUsage Usage() {
     absl::MutexLock lock(&mu_);
-    RefreshLocked();
+    RefreshLocked(false);
     return {.open = open_, .limit = limit_};
   }
 
  private:
-  void RefreshLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void RefreshLocked(bool short_of_fds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const absl::Time now = absl::Now();
-    if (now - read_ < kMaxAge) return;
+    const absl::Duration age = now - read_;
+    if (age < std::max(kMinInterval, 20 * cost_)) return;
+    const bool far = read_open_ < limit_ - limit_ / 4;
+    if (!short_of_fds && far && age < kFarAge) return;
     limit_ = SoftLimit();
-    open_ = CountOpenFds(limit_);
+    open_ = read_open_ = CountOpenFds(limit_);
     read_ = now;
+    cost_ = absl::Now() - now;
   }
 
   absl::Mutex mu_;
   absl::Time read_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  size_t open_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration cost_ ABSL_GUARDED_BY(mu_);   // Of the last reading.
+  size_t read_open_ ABSL_GUARDED_BY(mu_) = 0;  // At the last reading.
+  size_t open_ ABSL_GUARDED_BY(mu_) = 0;       // And taken since.
   size_t limit_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

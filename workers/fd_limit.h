@@ -8,9 +8,9 @@
 //   if (!TakeFds(6, kKeepFree)) wait;     // before opening 6 descriptors
 //
 // Thread-safety: all functions are thread-safe. The open count is read from
-// /proc/self/fd at most every few milliseconds and shared by all callers;
-// TakeFds counts what callers announced since, so a burst of callers cannot
-// all pass on one reading.
+// /proc/self/fd (at most every 10 ms near the limit, every second far from
+// it) and shared by all callers; TakeFds counts what callers announced
+// since, so a burst of callers cannot all pass on one reading.
 #ifndef JOBD_WORKERS_FD_LIMIT_H_
 #define JOBD_WORKERS_FD_LIMIT_H_
 
