@@ -353,7 +353,7 @@ void Listener::AcceptFrom(Socket& socket) {
       continue;  // That one connection failed.
     }
     if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
-      Shed(socket);
+      Shed(socket, e);
       return;
     }
     spdlog::error("accept on {}: {}", socket.name, std::strerror(e));
@@ -362,8 +362,7 @@ void Listener::AcceptFrom(Socket& socket) {
   }
 }
 
-void Listener::Shed(Socket& socket) {
-  const int err = errno;
+void Listener::Shed(Socket& socket, int err) {
   if (reserve_fd_ >= 0) {
     close(reserve_fd_);
     reserve_fd_ = -1;
@@ -379,8 +378,8 @@ void Listener::Shed(Socket& socket) {
     absl::MutexLock lock(&mu_);
     starved_at_ = absl::Now();
     if (fd >= 0) ++refused_;
-    log = absl::Now() - last_refusal_log_ >= kRefusalLogEvery;
-    if (log) last_refusal_log_ = absl::Now();
+    log = absl::Now() - last_shed_log_ >= kRefusalLogEvery;
+    if (log) last_shed_log_ = absl::Now();
   }
   if (log) {
     const FdUsage u = CurrentFdUsage();

@@ -133,8 +133,9 @@ class Listener {
   void AcceptLoop();
   void AcceptFrom(Socket& socket);
   void Take(Socket& socket, int fd, const sockaddr_storage& address);
-  // Takes and closes the waiting connection with the reserve descriptor.
-  void Shed(Socket& socket);
+  // Takes and closes the waiting connection with the reserve descriptor
+  // (accept4 failed with `err`).
+  void Shed(Socket& socket, int err);
   void Refuse(int fd, const std::string& why);
   void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Evaluate();
@@ -162,6 +163,7 @@ class Listener {
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t refused_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time last_refusal_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time last_shed_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t unlogged_refusals_ ABSL_GUARDED_BY(mu_) = 0;
   // Health.
   absl::Time starved_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

@@ -128,8 +128,8 @@ size_t OpenFds(pid_t pid) {
 // Lowers `pid`'s RLIMIT_NOFILE (soft and hard) to its open descriptors
 // plus `room`.
 bool LimitFds(pid_t pid, size_t room) {
-  const rlimit limit{.rlim_cur = OpenFds(pid) + room,
-                     .rlim_max = OpenFds(pid) + room};
+  const size_t open = OpenFds(pid);
+  const rlimit limit{.rlim_cur = open + room, .rlim_max = open + room};
   return prlimit(pid, RLIMIT_NOFILE, &limit, nullptr) == 0;
 }
 
@@ -304,7 +304,10 @@ TEST(FdLimitTest, NewClientsAreServedAgainOnceDescriptorsAreFree) {
   EXPECT_TRUE(NewClientServed(unix, absl::Seconds(2))) << (*daemon)->Log();
   EXPECT_LT(absl::Now() - freed, absl::Seconds(2));
   EXPECT_TRUE(WaitFor([&] { return Health(held) == 1; }, absl::Seconds(2)));
-  EXPECT_THAT((*daemon)->Log(), HasSubstr("Too many open files"));
+  // Turned away at accept4 (EMFILE) or just after (fewer than 16 free).
+  EXPECT_THAT((*daemon)->Log(),
+              ::testing::AnyOf(HasSubstr("Too many open files"),
+                               HasSubstr("short of file descriptors")));
   EXPECT_THAT((*daemon)->Log(), HasSubstr("accepting connections again"));
 }
 
@@ -476,8 +479,9 @@ TEST(TimeoutTest, IdleSilentAndSlowConnectionsAreClosed) {
   // A gRPC client simply reconnects.
   auto channel = FreshChannel((*daemon)->tcp_address());
   ASSERT_TRUE(Stats(channel, absl::Seconds(5)).ok());
-  absl::SleepFor(absl::Seconds(1));  // Past the idle limit, on purpose.
-  EXPECT_TRUE(Stats(channel, absl::Seconds(5)).ok());
+  absl::SleepFor(absl::Seconds(2));  // Past the idle limit, on purpose.
+  const grpc::Status again = Stats(channel, absl::Seconds(5));
+  EXPECT_TRUE(again.ok()) << again.error_code() << " " << again.error_message();
 }
 
 // The TLS listener is gRPC's: a connection that does not complete its
@@ -517,16 +521,17 @@ TEST(FdLimitTest, ADeadTlsListenerMakesJobdExitToBeRestarted) {
   auto held = FreshChannel((*daemon)->unix_address());
   ASSERT_TRUE(Stats(held, absl::Seconds(5)).ok());
   ASSERT_TRUE(LimitFds((*daemon)->pid(), 100));
-  v1::JobSpec hog = Spec("hold_fds", {1500});
+  v1::JobSpec hog = Spec("hold_fds", {3000});
   hog.set_executor(v1::EXECUTOR_THREAD);
   OneJob job(held, hog);
   ASSERT_TRUE(job.Until(v1::EVENT_TYPE_STARTED)) << job.last().DebugString();
-  // gRPC's accept4 fails with EMFILE on this one.
-  const int knock = RawConnect((*daemon)->tcp_address());
+  ASSERT_TRUE(WaitFor([&] { return Health(held) == 2; }, absl::Seconds(2)));
+  // gRPC's accept4 fails with EMFILE on a connection now.
   ASSERT_TRUE(WaitFor([&] {
+    const int knock = RawConnect((*daemon)->tcp_address());
+    if (knock >= 0) close(knock);
     return absl::StrContains((*daemon)->Log(), "Too many open files");
   }));
-  if (knock >= 0) close(knock);
   ASSERT_TRUE(job.Until(v1::EVENT_TYPE_SUCCEEDED)) << job.last().DebugString();
   (void)job.Finish();
   // Found within a few probes; then the drain and the exit.
