@@ -142,7 +142,7 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Open(
           fmt::format("--unix-socket: cannot listen on {}: {}", unix_path, e));
     }
     l->sockets_.push_back(
-        {.fd = fd, .unix = true, .name = "unix:" + unix_path});
+        {.fd = fd, .is_unix = true, .name = "unix:" + unix_path});
     l->unix_path_ = unix_path;
   }
   if (!tcp_address.empty()) {
@@ -395,7 +395,7 @@ void Listener::Take(Socket& socket, int fd, const sockaddr_storage& address) {
   struct stat st {};
   fstat(fd, &st);
   c.inode = st.st_ino;
-  if (socket.unix) {
+  if (socket.is_unix) {
     ucred cred{};
     socklen_t len = sizeof(cred);
     getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);

@@ -119,7 +119,7 @@ class Listener {
  private:
   struct Socket {
     int fd = -1;
-    bool unix = false;
+    bool is_unix = false;
     std::string name;         // For logs.
     absl::Time paused_until;  // Backing off after a failure.
   };

@@ -274,8 +274,8 @@ TEST(FdLimitTest, NewClientsAreServedAgainOnceDescriptorsAreFree) {
   auto daemon = Daemon::Start({"--durability", "none"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   const std::string tcp = (*daemon)->tcp_address();
-  const std::string unix = (*daemon)->unix_address();
-  auto held = FreshChannel(unix);  // Connected before the shortage.
+  const std::string uds = (*daemon)->unix_address();
+  auto held = FreshChannel(uds);  // Connected before the shortage.
   ASSERT_TRUE(Stats(held, absl::Seconds(5)).ok());
   EXPECT_EQ(Health(held), 1);
   ASSERT_TRUE(LimitFds((*daemon)->pid(), 100));
@@ -295,13 +295,13 @@ TEST(FdLimitTest, NewClientsAreServedAgainOnceDescriptorsAreFree) {
   // While jobd has no descriptor left, new clients are not served.
   for (int i = 0; i < 3; ++i) {
     EXPECT_FALSE(Stats(FreshChannel(tcp), absl::Milliseconds(200)).ok());
-    EXPECT_FALSE(Stats(FreshChannel(unix), absl::Milliseconds(200)).ok());
+    EXPECT_FALSE(Stats(FreshChannel(uds), absl::Milliseconds(200)).ok());
   }
   ASSERT_TRUE(job.Until(v1::EVENT_TYPE_SUCCEEDED)) << job.last().DebugString();
   EXPECT_TRUE(job.Finish().ok());
   const absl::Time freed = absl::Now();
   EXPECT_TRUE(NewClientServed(tcp, absl::Seconds(2))) << (*daemon)->Log();
-  EXPECT_TRUE(NewClientServed(unix, absl::Seconds(2))) << (*daemon)->Log();
+  EXPECT_TRUE(NewClientServed(uds, absl::Seconds(2))) << (*daemon)->Log();
   EXPECT_LT(absl::Now() - freed, absl::Seconds(2));
   EXPECT_TRUE(WaitFor([&] { return Health(held) == 1; }, absl::Seconds(2)));
   // Turned away at accept4 (EMFILE) or just after (fewer than 16 free).
@@ -395,17 +395,17 @@ TEST(ConnectionLimitTest, ConnectionsAreCappedPerPeerAndInTotal) {
       {"--max-connections", "4", "--max-connections-per-peer", "3"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   const std::string tcp = (*daemon)->tcp_address();
-  const std::string unix = (*daemon)->unix_address();
+  const std::string uds = (*daemon)->unix_address();
   std::vector<int> held;
   for (int i = 0; i < 3; ++i) held.push_back(RawConnect(tcp));
   for (int fd : held) ASSERT_GE(fd, 0);
   // A fourth from 127.0.0.1 is over its peer's cap...
   EXPECT_FALSE(Stats(FreshChannel(tcp), absl::Milliseconds(500)).ok());
   // ...the Unix socket's user is another peer: the fourth connection.
-  auto fourth = FreshChannel(unix);
+  auto fourth = FreshChannel(uds);
   EXPECT_TRUE(Stats(fourth, absl::Seconds(5)).ok());
   // The fifth is over the total.
-  EXPECT_FALSE(Stats(FreshChannel(unix), absl::Milliseconds(500)).ok());
+  EXPECT_FALSE(Stats(FreshChannel(uds), absl::Milliseconds(500)).ok());
   EXPECT_THAT((*daemon)->Log(), HasSubstr("max-connections-per-peer 3"));
   // One closes: room for one.
   close(held.back());
