@@ -298,12 +298,6 @@ std::string Listener::Problem() const {
   return problem_;
 }
 
-Listener::Stats Listener::stats() const {
-  absl::MutexLock lock(&mu_);
-  return {
-      .accepted = accepted_, .refused = refused_, .open = connections_.size()};
-}
-
 void Listener::AcceptLoop() {
   pthread_setname_np(pthread_self(), "jobd-accept");
   std::vector<pollfd> fds;
@@ -377,7 +371,6 @@ void Listener::Shed(Socket& socket, int err) {
   {
     absl::MutexLock lock(&mu_);
     starved_at_ = absl::Now();
-    if (fd >= 0) ++refused_;
     log = absl::Now() - last_shed_log_ >= kRefusalLogEvery;
     if (log) last_shed_log_ = absl::Now();
   }
@@ -449,7 +442,6 @@ void Listener::Take(Socket& socket, int fd, const sockaddr_storage& address) {
     if (refusal.empty()) {
       ++per_peer_[c.peer];
       connections_[fd] = std::move(c);
-      ++accepted_;
     }
   }
   if (!refusal.empty()) {
@@ -465,7 +457,6 @@ void Listener::Refuse(int fd, const std::string& why) {
   uint64_t count = 0;
   {
     absl::MutexLock lock(&mu_);
-    ++refused_;
     ++unlogged_refusals_;
     log = absl::Now() - last_refusal_log_ >= kRefusalLogEvery;
     if (log) {

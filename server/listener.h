@@ -20,8 +20,8 @@
 // gRPC names the peers of connections handed over this way "fd:N":
 // PeerName() maps that back to "unix:PATH" or "ipv4:ADDRESS:PORT".
 //
-// Thread-safety: Open/Start/Stop from one thread (main); PeerName, Problem
-// and Stats from any thread. One accept thread (and a probe thread when a
+// Thread-safety: Open/Start/Stop from one thread (main); PeerName and
+// Problem from any thread. One accept thread (and a probe thread when a
 // TLS listener is watched) run between Start and Stop; on_change is called
 // from them, without locks held.
 // Ownership: owns its listening sockets and reserve descriptor; the
@@ -109,13 +109,6 @@ class Listener {
   // Why jobd cannot accept connections now, or "".
   std::string Problem() const;
 
-  struct Stats {
-    uint64_t accepted = 0;
-    uint64_t refused = 0;  // Over a limit, or short of descriptors.
-    size_t open = 0;       // Connections handed over and not yet closed.
-  };
-  Stats stats() const;
-
  private:
   struct Socket {
     int fd = -1;
@@ -160,8 +153,6 @@ class Listener {
   absl::flat_hash_map<int, Connection> connections_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, size_t> per_peer_ ABSL_GUARDED_BY(mu_);
   absl::Time swept_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t refused_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time last_refusal_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time last_shed_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t unlogged_refusals_ ABSL_GUARDED_BY(mu_) = 0;
