@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -74,9 +75,11 @@ class Authenticator {
 
   // True if any token or identity is configured.
   bool required() const;
-  // Who calls; Unauthenticated if nobody known.
+  // Who calls, over a connection from `peer` ("unix:...", "ipv4:...": the
+  // context's peer, or what jobd's listener knows of it); Unauthenticated
+  // if nobody known.
   absl::StatusOr<Caller> Authenticate(
-      const grpc::CallbackServerContext& context) const;
+      const grpc::CallbackServerContext& context, std::string_view peer) const;
 
   // SHA-256 of `text`, lower-case hex (as --auth-token wants it).
   static std::string Sha256Hex(std::string_view text);

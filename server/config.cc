@@ -10,6 +10,7 @@
 #include <cstring>
 #include <iostream>
 #include <thread>
+#include <tuple>
 
 #include "CLI/CLI.hpp"
 #include "jobd/v1/default_address.h"
@@ -90,6 +91,13 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   std::string retention_ttl = "1h", grace = "10s", cancel_grace = "500ms",
               kill_grace = "100ms", exec_kill_grace = "1s",
               ping_interval = "1s", ping_timeout = "5s";
+  ConnectionOptions& conn = c.connections;
+  auto text = [](absl::Duration d) { return absl::FormatDuration(d); };
+  std::string idle = text(conn.idle_timeout), age = text(conn.max_age),
+              age_grace = text(conn.max_age_grace),
+              keepalive = text(conn.keepalive_time),
+              keepalive_timeout = text(conn.keepalive_timeout),
+              handshake = text(conn.handshake_timeout);
   ProcessPoolOptions& pool = c.process_pool;
   pool.workers =
       static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -247,6 +255,46 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "Submit and WatchJobs streams open at once per caller that "
                  "is not admin; 0 = no limit")
       ->capture_default_str();
+  app.add_option("--max-streams", c.service.max_streams,
+                 "Submit and WatchJobs streams open at once, all callers "
+                 "(admin too); 0 = no limit")
+      ->capture_default_str();
+  app.add_option("--max-connections", conn.max_connections,
+                 "Client connections open at once on the Unix socket and a "
+                 "TCP listener without TLS; more are closed; 0 = no limit")
+      ->capture_default_str();
+  app.add_option("--max-connections-per-peer", conn.max_connections_per_peer,
+                 "Connections open at once per client address (TCP) or user "
+                 "(Unix socket); 0 = no limit")
+      ->capture_default_str();
+  app.add_option("--max-calls-per-connection", conn.max_calls_per_connection,
+                 "Calls (HTTP/2 streams) open at once on one connection; 0 = "
+                 "no limit")
+      ->capture_default_str();
+  app.add_option("--max-connection-idle", idle,
+                 "Close a connection that has had no call for this long "
+                 "(clients reconnect when they need to); 0 = never")
+      ->capture_default_str();
+  app.add_option("--max-connection-age", age,
+                 "Ask a connection to go away at this age (its calls may "
+                 "finish within --max-connection-age-grace); 0 = never")
+      ->capture_default_str();
+  app.add_option("--max-connection-age-grace", age_grace,
+                 "After --max-connection-age, how long open calls (Submit "
+                 "and WatchJobs streams too) may go on before the "
+                 "connection is closed; 0 = until they end")
+      ->capture_default_str();
+  app.add_option("--keepalive-time", keepalive,
+                 "While calls are open, ping a connection quiet for this "
+                 "long; 0 = never")
+      ->capture_default_str();
+  app.add_option("--keepalive-timeout", keepalive_timeout,
+                 "Close a connection whose ping is not answered within this")
+      ->capture_default_str();
+  app.add_option("--handshake-timeout", handshake,
+                 "A new connection must complete its TLS handshake and "
+                 "HTTP/2 setup within this")
+      ->capture_default_str();
   app.add_option("--max-labels", c.service.spec.max_labels,
                  "Labels of one job at most")
       ->capture_default_str()
@@ -359,12 +407,23 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   s = ParseDurationFlag(exec_kill_grace, "exec-kill-grace", &c.exec.kill_grace,
                         true);
   if (!s.ok()) return s;
-  s = ParseDurationFlag(ping_interval, "worker-ping-interval",
-                        &pool.ping_interval, true);
-  if (!s.ok()) return s;
-  s = ParseDurationFlag(ping_timeout, "worker-ping-timeout", &pool.ping_timeout,
-                        false);
-  if (!s.ok()) return s;
+  for (auto [value, flag, out, zero] :
+       {std::tuple(&idle, "max-connection-idle", &conn.idle_timeout, true),
+        std::tuple(&age, "max-connection-age", &conn.max_age, true),
+        std::tuple(&age_grace, "max-connection-age-grace", &conn.max_age_grace,
+                   true),
+        std::tuple(&keepalive, "keepalive-time", &conn.keepalive_time, true),
+        std::tuple(&keepalive_timeout, "keepalive-timeout",
+                   &conn.keepalive_timeout, false),
+        std::tuple(&handshake, "handshake-timeout", &conn.handshake_timeout,
+                   false),
+        std::tuple(&ping_interval, "worker-ping-interval", &pool.ping_interval,
+                   true),
+        std::tuple(&ping_timeout, "worker-ping-timeout", &pool.ping_timeout,
+                   false)}) {
+    s = ParseDurationFlag(*value, flag, out, zero);
+    if (!s.ok()) return s;
+  }
   for (const std::string& program : c.exec.allow) {
     if (program.empty() || program[0] != '/' ||
         access(program.c_str(), X_OK) != 0) {

@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "server/auth.h"
 #include "server/journal.h"
+#include "server/listener.h"
 #include "server/scheduler.h"
 #include "server/service.h"
 #include "workers/io_tasks.h"
@@ -33,6 +34,7 @@ struct DaemonConfig {
   ExecOptions exec;
   SchedulerOptions scheduler;
   ServiceLimits service;
+  ConnectionOptions connections;
   absl::Duration shutdown_grace = absl::Seconds(10);
   // Where the journal (jobd.db) lives; see DefaultStateDirectory().
   // Security (README: Security).

@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -35,12 +36,15 @@
 #include "server/journal.h"
 #include "server/leftovers.h"
 #include "server/private_dir.h"
+#include "server/listener.h"
 #include "server/reload.h"
+#include "server/request_errors.h"
 #include "server/scheduler.h"
 #include "server/service.h"
 #include "server/systemd.h"
 #include "spdlog/spdlog.h"
 #include "workers/builtin_tasks.h"
+#include "workers/fd_limit.h"
 #include "workers/fork_server.h"
 #include "workers/guardian.h"
 #include "workers/ipc.h"
@@ -63,6 +67,9 @@ namespace {
 
 constexpr int kExitConfig = 2;
 constexpr int kExitStartup = 1;
+// A listener stopped accepting for good: jobd drained and exited to be
+// restarted (systemd's Restart=on-failure).
+constexpr int kExitListenerDead = 1;
 // How often TLS certificate files are checked for a change.
 constexpr unsigned int kTlsRefreshSeconds = 5;
 
@@ -266,6 +273,24 @@ int Run(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   ConfigureLogging(config.log_level);
+  InstallProtobufLogHandler();
+  // Room for connections and exec'd programs' pipes: the hard limit is the
+  // administrator's (LimitNOFILE=, ulimit -Hn), the soft one a default.
+  if (absl::StatusOr<FdLimits> fds = RaiseFdLimit(); !fds.ok()) {
+    spdlog::warn("file descriptors: {}", fds.status().ToString());
+  } else {
+    if (fds->soft != fds->previous_soft) {
+      spdlog::info("file descriptors: soft limit raised from {} to {}",
+                   fds->previous_soft, fds->soft);
+    }
+    if (fds->soft < 1024) {
+      spdlog::warn(
+          "file descriptors: the limit is {}: exec runs a program only "
+          "with {} free and connections are taken only with {} free; "
+          "raise LimitNOFILE= / ulimit -Hn",
+          fds->soft, kExecKeepFree, kAcceptKeepFree);
+    }
+  }
   // Nothing jobd starts (workers, exec'd programs) may gain privileges
   // through a setuid or file-capability binary.
   prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
@@ -447,17 +472,36 @@ int Run(int argc, char** argv) {
   builder.SetMaxSendMessageSize(
       static_cast<int>(config.service.max_message_bytes));
   builder.RegisterService(&service);
-  std::vector<std::string> listening;
-  if (!config.unix_socket.empty()) {
-    builder.AddListeningPort("unix:" + config.unix_socket,
-                             grpc::InsecureServerCredentials());
+  ApplyConnectionOptions(config.connections, builder);
+  {
+    std::vector<
+        std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.push_back(ParseErrorInterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
   }
+  std::vector<std::string> listening;
+  // jobd accepts on its plaintext listeners itself (server/listener.h); a
+  // TLS listener is gRPC's.
+  const bool tls = !config.tls_cert.empty();
   int tcp_port = -1;
-  if (!config.tcp_address.empty()) {
+  if (!config.tcp_address.empty() && tls) {
     builder.AddListeningPort(config.tcp_address, TcpCredentials(config),
                              &tcp_port);
   }
   const mode_t old_umask = umask(0077);  // Socket: owner only.
+  absl::StatusOr<std::unique_ptr<Listener>> opened = Listener::Open(
+      config.unix_socket, tls ? std::string() : config.tcp_address,
+      config.connections);
+  if (!opened.ok()) {
+    umask(old_umask);
+    spdlog::critical("{}", std::string(opened.status().message()));
+    return kExitStartup;
+  }
+  std::unique_ptr<Listener> listener = *std::move(opened);
+  if (!tls && !config.tcp_address.empty()) tcp_port = listener->tcp_port();
+  service.SetPeerNames(
+      [&listener](std::string_view peer) { return listener->PeerName(peer); });
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   umask(old_umask);
   if (server == nullptr || (!config.tcp_address.empty() && tcp_port <= 0)) {
@@ -478,6 +522,27 @@ int Run(int argc, char** argv) {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus(v1::JobService::service_full_name(), true);
+  // The health service follows the listeners (NOT_SERVING while jobd cannot
+  // accept connections) until the drain; a listener dead for good drains
+  // jobd so that it is restarted.
+  absl::Mutex health_mu;
+  bool draining = false;  // Guarded by health_mu.
+  std::atomic<bool> listener_dead = false;
+  if (tls) {
+    listener->WatchGrpcListener(
+        config.tcp_address.substr(0, config.tcp_address.rfind(':')), tcp_port);
+  }
+  listener->Start(server.get(), [&](const std::string& problem, bool dead) {
+    {
+      absl::MutexLock lock(&health_mu);
+      if (!draining) {
+        health->SetServingStatus(problem.empty());
+        health->SetServingStatus(v1::JobService::service_full_name(),
+                                 problem.empty());
+      }
+    }
+    if (dead && !listener_dead.exchange(true)) kill(getpid(), SIGTERM);
+  });
   ino_t socket_inode = 0;
   if (struct stat st{}; !config.unix_socket.empty() &&
                         stat(config.unix_socket.c_str(), &st) == 0) {
@@ -510,7 +575,8 @@ int Run(int argc, char** argv) {
           ? "disabled"
           : "allows " + absl::StrJoin(config.exec.allow, ", "));
 
-  SystemdNotifier notifier([&scheduler] { return StatusLine(scheduler); });
+  SystemdNotifier notifier([&scheduler] { return StatusLine(scheduler); },
+                           [&listener] { return listener->Problem(); });
   notifier.Ready();
 
   int exit_code = 0;
@@ -542,8 +608,12 @@ int Run(int argc, char** argv) {
   }
 
   notifier.Stopping();
-  health->SetServingStatus(false);
-  health->SetServingStatus(v1::JobService::service_full_name(), false);
+  {
+    absl::MutexLock lock(&health_mu);
+    draining = true;
+    health->SetServingStatus(false);
+    health->SetServingStatus(v1::JobService::service_full_name(), false);
+  }
   scheduler.BeginDrain();
   if (!scheduler.WaitNoneRunning(absl::Now() + config.shutdown_grace)) {
     spdlog::warn("grace period over with jobs still running");
@@ -571,6 +641,7 @@ int Run(int argc, char** argv) {
         "last changes (their callers are told UNAVAILABLE)");
     journal->Abandon();
   }
+  listener->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   notifier.Stop();
   if (!scheduler.StopExecutors(absl::Now() + absl::Seconds(2))) {
@@ -580,13 +651,19 @@ int Run(int argc, char** argv) {
     }
     spdlog::shutdown();
     std::fflush(nullptr);
-    _exit(0);
+    _exit(listener_dead ? kExitListenerDead : 0);
   }
   // Remove our socket, but not one a newer jobd has bound at the same path.
   struct stat now_st {};
   if (socket_inode != 0 && stat(config.unix_socket.c_str(), &now_st) == 0 &&
       now_st.st_ino == socket_inode) {
     unlink(config.unix_socket.c_str());
+  }
+  if (listener_dead) {
+    spdlog::info(
+        "jobd stopped (to be restarted: a listener stopped "
+        "accepting)");
+    return kExitListenerDead;
   }
   spdlog::info("jobd stopped");
   return exit_code;

@@ -75,6 +75,8 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   service_limits |= d.Check("max-streams-per-caller", lo.max_streams_per_caller,
                             ln.max_streams_per_caller, live);
   service_limits |=
+      d.Check("max-streams", lo.max_streams, ln.max_streams, live);
+  service_limits |=
       d.Check("max-labels", lo.spec.max_labels, ln.spec.max_labels, live);
   service_limits |= d.Check("max-label-bytes", lo.spec.max_label_bytes,
                             ln.spec.max_label_bytes, live);
@@ -165,6 +167,22 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   d.Check("tls-cert", current.tls_cert, fresh.tls_cert, later);
   d.Check("tls-key", current.tls_key, fresh.tls_key, later);
   d.Check("tls-client-ca", current.tls_client_ca, fresh.tls_client_ca, later);
+  const ConnectionOptions& co = current.connections;
+  const ConnectionOptions& cn = fresh.connections;
+  d.Check("max-connections", co.max_connections, cn.max_connections, later);
+  d.Check("max-connections-per-peer", co.max_connections_per_peer,
+          cn.max_connections_per_peer, later);
+  d.Check("max-calls-per-connection", co.max_calls_per_connection,
+          cn.max_calls_per_connection, later);
+  d.Check("max-connection-idle", co.idle_timeout, cn.idle_timeout, later);
+  d.Check("max-connection-age", co.max_age, cn.max_age, later);
+  d.Check("max-connection-age-grace", co.max_age_grace, cn.max_age_grace,
+          later);
+  d.Check("keepalive-time", co.keepalive_time, cn.keepalive_time, later);
+  d.Check("keepalive-timeout", co.keepalive_timeout, cn.keepalive_timeout,
+          later);
+  d.Check("handshake-timeout", co.handshake_timeout, cn.handshake_timeout,
+          later);
 
   // What runs now: the live part of `fresh`, the rest as it was.
   DaemonConfig now = current;

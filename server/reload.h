@@ -7,7 +7,7 @@
 //   --exec-env-allow, --exec-kill-grace, --shutdown-grace, --auth-token,
 //   --tls-identity,
 //   --unix-socket-auth, --quota-max-live, --quota-submit-rate,
-//   --max-streams-per-caller, --max-labels, --max-label-bytes,
+//   --max-streams-per-caller, --max-streams, --max-labels, --max-label-bytes,
 //   --max-idempotency-key-bytes, --max-value-depth, --max-args-bytes
 // (TLS certificate files are re-read when they change, without a reload.)
 // New callers that would leave a TCP listener beyond loopback without

@@ -6,6 +6,7 @@
 
 #include "absl/container/btree_map.h"
 #include "server/convert.h"
+#include "server/request_errors.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
 
@@ -163,7 +164,7 @@ Event Rejection(const absl::Status& status) {
 class SubmitSession final
     : public OutboxReactor<
           SubmitSession,
-          grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitResponse>,
+          grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
           TaggedEvent>,
       public EventSink,
       public StreamSession,
@@ -242,7 +243,17 @@ class SubmitSession final
       absl::MutexLock lock(&mu_);
       stopping = out_.finish_requested;
     }
-    if (!stopping) HandleRequest();
+    if (!stopping) {
+      ++messages_read_;
+      if (absl::Status s = ParseRequest(raw_request_, request_); !s.ok()) {
+        Close(grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            fmt::format("Submit: message {} of the stream is {}",
+                        messages_read_, std::string(s.message()))));
+      } else {
+        HandleRequest();
+      }
+    }
     bool read = false;
     {
       absl::MutexLock lock(&mu_);
@@ -455,7 +466,19 @@ class SubmitSession final
     if (rearm != 0) {
       FlushWhenDurable(service_.scheduler(), weak_from_this().lock(), rearm);
     }
-    if (a.write) StartWrite(&response_);
+    if (a.write) {
+      bool own = false;
+      raw_response_.Clear();  // The previous write's (gRPC holds a ref).
+      const grpc::Status s =
+          grpc::SerializationTraits<v1::SubmitResponse>::Serialize(
+              response_, &raw_response_, &own);
+      if (!s.ok()) {  // Messages stay far below protobuf's 2 GiB.
+        spdlog::critical("Submit: cannot serialize a response: {}",
+                         s.error_message());
+        std::abort();
+      }
+      StartWrite(&raw_response_);
+    }
     if (a.read) StartReadThenPump();
     if (a.finish) Finish(a.status);
   }
@@ -463,7 +486,7 @@ class SubmitSession final
   // Starts a read this thread decided on (read_starting_ set under mu_),
   // then pumps: a Finish held back meanwhile may be due now.
   void StartReadThenPump() {
-    StartRead(&request_);
+    StartRead(&raw_request_);
     {
       absl::MutexLock lock(&mu_);
       read_starting_ = false;
@@ -489,9 +512,12 @@ class SubmitSession final
   bool counted_ = false;  // OpenStream succeeded (Begin): CloseStream.
   // Touched only by the holder of the read (request_) or write (response_)
   // token, as the flags below grant them.
+  grpc::ByteBuffer raw_request_;
   v1::SubmitRequest request_;
   v1::SubmitResponse response_;
-  bool got_options_ = false;  // Read side only.
+  grpc::ByteBuffer raw_response_;
+  bool got_options_ = false;    // Read side only.
+  uint64_t messages_read_ = 0;  // Read side only.
 
   v1::SubmitOptions options_ ABSL_GUARDED_BY(mu_);
   uint32_t window_ ABSL_GUARDED_BY(mu_) = 1;
@@ -714,15 +740,23 @@ JobServiceImpl::JobServiceImpl(Scheduler& scheduler,
 absl::StatusOr<Caller> JobServiceImpl::Authorize(
     const grpc::CallbackServerContext& context, uint32_t roles,
     std::string_view what) const {
-  absl::StatusOr<Caller> caller = auth_.Authenticate(context);
+  absl::StatusOr<Caller> caller = auth_.Authenticate(
+      context, peer_names_ ? peer_names_(context.peer()) : context.peer());
   if (!caller.ok()) return caller.status();
   if (absl::Status s = caller->Require(roles, what); !s.ok()) return s;
   return caller;
 }
 
 absl::Status JobServiceImpl::OpenStream(const Caller& caller) {
-  const size_t limit = limits().max_streams_per_caller;
+  const ServiceLimits l = limits();
+  const size_t limit = l.max_streams_per_caller;
   absl::MutexLock lock(&mu_);
+  if (l.max_streams > 0 && open_streams_ >= l.max_streams) {
+    return absl::ResourceExhaustedError(
+        fmt::format("jobd has {} streams open and its limit is {} "
+                    "(max-streams); retry later",
+                    open_streams_, l.max_streams));
+  }
   size_t& open = streams_[caller.name];
   if (!caller.admin() && limit > 0 && open >= limit) {
     return absl::ResourceExhaustedError(
@@ -731,11 +765,13 @@ absl::Status JobServiceImpl::OpenStream(const Caller& caller) {
                     caller.name, open, limit));
   }
   ++open;
+  ++open_streams_;
   return absl::OkStatus();
 }
 
 void JobServiceImpl::CloseStream(const Caller& caller) {
   absl::MutexLock lock(&mu_);
+  --open_streams_;
   auto it = streams_.find(caller.name);
   if (it != streams_.end() && --it->second == 0) streams_.erase(it);
 }
@@ -796,7 +832,7 @@ void JobServiceImpl::CloseStreams() {
   }
 }
 
-grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitResponse>*
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 JobServiceImpl::Submit(grpc::CallbackServerContext* context) {
   auto session = std::make_shared<SubmitSession>(*this);
   session->Begin(Authorize(*context, kRoleSubmit, "Submit"));

@@ -44,6 +44,9 @@ struct ServiceLimits {
   size_t quota_max_live = 0;
   double quota_submit_rate = 0;
   size_t max_streams_per_caller = 256;
+  // Submit + WatchJobs streams open at once, all callers (admin too); 0:
+  // unlimited.
+  size_t max_streams = 4096;
 };
 
 // Converts at the RPC edge.
@@ -51,7 +54,22 @@ grpc::Status ToGrpc(const absl::Status& status);
 
 class StreamSession;
 
-class JobServiceImpl final : public v1::JobService::CallbackService {
+// The jobd.v1 service on the callback API, Submit reading and writing raw
+// messages: a streamed message that does not parse must not look like the
+// client's half-close (server/request_errors.h). Every RPC is listed: one
+// left out would answer UNIMPLEMENTED.
+using JobServiceBase = v1::JobService::WithRawCallbackMethod_Submit<
+    v1::JobService::WithCallbackMethod_GetJob<
+        v1::JobService::WithCallbackMethod_WatchJobs<
+            v1::JobService::WithCallbackMethod_CancelJob<
+                v1::JobService::WithCallbackMethod_ListJobs<
+                    v1::JobService::WithCallbackMethod_ListTasks<
+                        v1::JobService::WithCallbackMethod_GetStats<
+                            v1::JobService::WithCallbackMethod_ClearQuarantine<
+                                v1::JobService::WithCallbackMethod_Drain<
+                                    v1::JobService::Service>>>>>>>>>;
+
+class JobServiceImpl final : public JobServiceBase {
  public:
   // `drain` begins a graceful shutdown (the Drain RPC).
   JobServiceImpl(Scheduler& scheduler, const TaskRegistry& registry,
@@ -62,7 +80,13 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   // Ends every open stream after flushing what it has queued (shutdown).
   void CloseStreams();
 
-  grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitResponse>* Submit(
+  // Names the peer of a connection jobd accepted itself (gRPC calls it
+  // "fd:N"; server/listener.h). Call before the server starts.
+  void SetPeerNames(std::function<std::string(std::string_view)> names) {
+    peer_names_ = std::move(names);
+  }
+
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Submit(
       grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
                                    const v1::GetJobRequest* request,
@@ -111,7 +135,8 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   // Who calls, if it has one of `roles` (PermissionDenied otherwise).
   absl::StatusOr<Caller> Authorize(const grpc::CallbackServerContext& context,
                                    uint32_t roles, std::string_view what) const;
-  // A stream of `caller` opens (ResourceExhausted over its limit) / ends.
+  // A stream of `caller` opens (ResourceExhausted over its limit or the
+  // total) / ends.
   absl::Status OpenStream(const Caller& caller);
   void CloseStream(const Caller& caller);
   // Takes up to `n` submits from `caller`'s rate budget; returns how many it
@@ -131,12 +156,14 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   mutable absl::Mutex limits_mu_;
   ServiceLimits limits_ ABSL_GUARDED_BY(limits_mu_);
   const std::string version_;
+  std::function<std::string(std::string_view)> peer_names_;  // Set first.
 
   absl::Mutex mu_;
   absl::flat_hash_map<StreamSession*, std::weak_ptr<StreamSession>> sessions_
       ABSL_GUARDED_BY(mu_);
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, size_t> streams_ ABSL_GUARDED_BY(mu_);
+  size_t open_streams_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
 };
 

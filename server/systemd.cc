@@ -56,8 +56,10 @@ void ConfigureLogging(const std::string& level) {
   spdlog::set_level(spdlog::level::from_str(level));
 }
 
-SystemdNotifier::SystemdNotifier(std::function<std::string()> status)
+SystemdNotifier::SystemdNotifier(std::function<std::string()> status,
+                                 std::function<std::string()> problem)
     : status_(std::move(status)),
+      problem_(std::move(problem)),
       enabled_(std::getenv("NOTIFY_SOCKET") != nullptr) {
   uint64_t usec = 0;
   if (enabled_ && sd_watchdog_enabled(0, &usec) > 0) {
@@ -95,6 +97,7 @@ void SystemdNotifier::Loop() {
                                   ? std::min(watchdog_ / 2, kStatusInterval)
                                   : kStatusInterval;
   absl::Time next_status = absl::Now();
+  bool had_problem = false;
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
@@ -105,12 +108,17 @@ void SystemdNotifier::Loop() {
     // The probe goes through the scheduler's lock: if it hangs, so do the
     // pings, and systemd's watchdog restarts jobd.
     const std::string status = status_();
+    const std::string problem = problem_ ? problem_() : std::string();
     std::string message;
-    if (watchdog_ > absl::ZeroDuration()) message += "WATCHDOG=1\n";
-    if (absl::Now() >= next_status) {
-      message += "STATUS=" + status;
+    if (watchdog_ > absl::ZeroDuration() && problem.empty()) {
+      message += "WATCHDOG=1\n";
+    }
+    if (absl::Now() >= next_status || problem.empty() == had_problem) {
+      message +=
+          "STATUS=" + (problem.empty() ? status : problem + "; " + status);
       next_status = absl::Now() + kStatusInterval;
     }
+    had_problem = !problem.empty();
     if (!message.empty()) sd_notify(0, message.c_str());
   }
 }

@@ -5,8 +5,9 @@
 //   STATUS=...    live counts, every few seconds
 //   RELOADING=1   while SIGHUP reloads the configuration, then READY=1
 //   STOPPING=1    when the drain begins
-//   WATCHDOG=1    every WatchdogSec/2 while the scheduler answers (a wedged
-//                 scheduler stops the pings and systemd restarts jobd)
+//   WATCHDOG=1    every WatchdogSec/2 while the scheduler answers and jobd
+//                 can accept connections (a wedged scheduler or a listener
+//                 that cannot accept stops the pings: systemd restarts jobd)
 //
 // Outside systemd (no $NOTIFY_SOCKET) every call is a no-op.
 //
@@ -28,8 +29,12 @@ namespace jobd {
 class SystemdNotifier {
  public:
   // `status` makes the STATUS= line and is the watchdog's liveness probe:
-  // it must go through the scheduler (taking its lock).
-  explicit SystemdNotifier(std::function<std::string()> status);
+  // it must go through the scheduler (taking its lock). `problem` says why
+  // jobd cannot serve clients now (e.g. it cannot accept connections), or
+  // "": while it says something, the watchdog gets no pings and STATUS=
+  // leads with it.
+  explicit SystemdNotifier(std::function<std::string()> status,
+                           std::function<std::string()> problem = {});
   ~SystemdNotifier();
 
   // True if jobd runs under a service manager that wants notifications.
@@ -44,6 +49,7 @@ class SystemdNotifier {
   void Loop();
 
   const std::function<std::string()> status_;
+  const std::function<std::string()> problem_;
   const bool enabled_;
   absl::Duration watchdog_;  // Zero: no watchdog.
   absl::Mutex mu_;

@@ -168,6 +168,22 @@ absl::StatusOr<TaskOutput> Burn(TaskContext& ctx) {
   return out;
 }
 
+// Opens /dev/null until `n` descriptors are open or none is left, holds
+// them `ms` (or until cancelled), closes them and returns how many it held.
+absl::StatusOr<TaskOutput> HoldFds(TaskContext& ctx) {
+  std::vector<int> fds;
+  for (int64_t i = 0; i < ctx.args().Int("n"); ++i) {
+    const int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) break;
+    fds.push_back(fd);
+  }
+  ctx.SleepFor(absl::Milliseconds(ctx.args().Int("ms")));
+  for (int fd : fds) close(fd);
+  TaskOutput out;
+  out.value.set_number_value(static_cast<double>(fds.size()));
+  return out;
+}
+
 }  // namespace
 
 int64_t CountPrimesInRange(int64_t lo, int64_t hi) {
@@ -259,6 +275,17 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
                     .default_kind = v1::JOB_KIND_IO_BOUND,
                     .params = {Param("ms", ParamType::kInt, "milliseconds")},
                     .run = Burn});
+    defs.push_back(
+        {.name = "hold_fds",
+         .description = "Opens up to `n` file descriptors (all that are "
+                        "left, by default) in the process it runs in and "
+                        "holds them `ms` milliseconds (testing only: run it "
+                        "on the thread pool to starve jobd of descriptors).",
+         .default_kind = v1::JOB_KIND_IO_BOUND,
+         .params = {Param("ms", ParamType::kInt, "milliseconds"),
+                    OptionalParam("n", ParamType::kInt, NumberValue(1 << 20),
+                                  "descriptors to open at most")},
+         .run = HoldFds});
   }
   for (TaskDef& def : defs) {
     absl::Status s = registry.Add(std::move(def));

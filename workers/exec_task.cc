@@ -33,6 +33,7 @@
 #include "asio/write.hpp"
 #include "workers/async_task.h"
 #include "workers/guardian.h"
+#include "workers/fd_limit.h"
 #include "workers/io_tasks.h"
 
 namespace jobd {
@@ -47,6 +48,12 @@ constexpr absl::Duration kOutputDrainGrace = absl::Seconds(1);
 constexpr char kDefaultPath[] = "PATH=/usr/local/bin:/usr/bin:/bin";
 // The stack a program's process starts on, until it executes the program.
 constexpr size_t kSpawnStackBytes = 256 << 10;
+// Descriptors a run opens: three pipes (two ends each) while spawning, then
+// three ends and a pidfd. While jobd is short of descriptors a run waits
+// this long for them, then fails RESOURCE_EXHAUSTED.
+constexpr size_t kExecFds = 7;
+constexpr absl::Duration kFdWait = absl::Seconds(30);
+constexpr absl::Duration kFdPoll = absl::Milliseconds(50);
 
 // Why the job may not set variable `name` under `options`, or "".
 absl::Status EnvNameStatus(const ExecOptions& options,
@@ -404,6 +411,28 @@ absl::StatusOr<pid_t> Spawn(const ExecSandbox& sandbox, const std::string& path,
   return pid;
 }
 
+// Waits until the daemon can spare a run's descriptors (above
+// kExecKeepFree): exec backs off before the daemon runs out, so that its
+// listeners, journal and workers keep theirs.
+asio::awaitable<absl::Status> WaitForFds(AsyncTaskContext& ctx) {
+  const absl::Time give_up = absl::Now() + kFdWait;
+  asio::steady_timer timer(ctx.io());
+  while (!TakeFds(kExecFds, kExecKeepFree)) {
+    if (ctx.cancelled()) co_return absl::CancelledError("exec: cancelled");
+    if (absl::Now() >= give_up) {
+      const FdUsage u = CurrentFdUsage();
+      co_return absl::ResourceExhaustedError(absl::StrCat(
+          "exec: jobd is short of file descriptors (", u.open, " of ", u.limit,
+          " open) and could not start the program within ",
+          absl::FormatDuration(kFdWait)));
+    }
+    timer.expires_after(absl::ToChronoNanoseconds(kFdPoll));
+    asio::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return absl::OkStatus();
+}
+
 asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
     AsyncTaskContext& ctx, std::shared_ptr<const ExecOptions> current,
     std::shared_ptr<const ExecSandbox> sandbox) {
@@ -434,6 +463,7 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
   std::string input =
       stdin_arg != nullptr ? stdin_arg->string_value() : a.payload();
 
+  if (absl::Status s = co_await WaitForFds(ctx); !s.ok()) co_return s;
   Pipe in, out, err;
   if (!in.Open() || !out.Open() || !err.Open()) {
     co_return absl::ResourceExhaustedError(
