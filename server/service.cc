@@ -8,6 +8,7 @@
 #include "server/convert.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 
@@ -146,7 +147,9 @@ Event Rejection(const absl::Status& status) {
   end->state = v1::JOB_STATE_UNSPECIFIED;
   v1::JobError& error = end->mutable_error();
   error.set_code(static_cast<int32_t>(status.code()));
-  error.set_message(std::string(status.message()));
+  const absl::string_view message = status.message();
+  error.set_message(ClipUtf8(std::string_view(message.data(), message.size()),
+                             kMaxErrorMessageBytes));
   error.set_reason(status.code() == absl::StatusCode::kResourceExhausted
                        ? v1::ERROR_REASON_OVERLOADED
                    : status.code() == absl::StatusCode::kUnavailable

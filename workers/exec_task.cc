@@ -30,6 +30,7 @@
 #include "asio/write.hpp"
 #include "workers/async_task.h"
 #include "workers/io_tasks.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 namespace {
@@ -122,7 +123,7 @@ absl::StatusOr<std::string> Resolve(const ExecOptions& options,
                      absl::StrJoin(matches, ", "), "): give the full path"));
   }
   return absl::PermissionDeniedError(
-      absl::StrCat("argv[0]: '", program.substr(0, 256),
+      absl::StrCat("argv[0]: '", ClipUtf8(program, 256),
                    "' is not on this daemon's exec allowlist (--exec-allow: ",
                    absl::StrJoin(options.allow, ", "), ")"));
 }
@@ -144,7 +145,7 @@ absl::Status Validate(const ExecOptions& options, const TaskArgs& args) {
       const std::string problem = EnvNameProblem(name);
       if (!problem.empty()) {
         return absl::InvalidArgumentError(
-            absl::StrCat("env.", name.substr(0, 128), ": ", problem));
+            absl::StrCat("env.", ClipUtf8(name, 128), ": ", problem));
       }
       if (value.kind_case() != Value::kStringValue ||
           value.string_value().find('\0') != std::string::npos) {
@@ -165,38 +166,28 @@ absl::Status Validate(const ExecOptions& options, const TaskArgs& args) {
   return Resolve(options, argv[0].string_value()).status();
 }
 
-// Replaces invalid UTF-8 with U+FFFD (result strings must be UTF-8).
-std::string ValidUtf8(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  size_t i = 0;
-  while (i < in.size()) {
-    const auto c = static_cast<unsigned char>(in[i]);
-    size_t len = c < 0x80         ? 1
-                 : (c >> 5) == 6  ? 2
-                 : (c >> 4) == 14 ? 3
-                 : (c >> 3) == 30 ? 4
-                                  : 0;
-    bool ok = len > 0 && i + len <= in.size();
-    for (size_t k = 1; ok && k < len; ++k) {
-      ok = (static_cast<unsigned char>(in[i + k]) & 0xC0) == 0x80;
-    }
-    if (ok && len > 1) {  // No overlong forms, surrogates or > U+10FFFF.
-      uint32_t cp = c & (0x7F >> len);
-      for (size_t k = 1; k < len; ++k) cp = cp << 6 | (in[i + k] & 0x3F);
-      ok = (len == 2 && cp >= 0x80) ||
-           (len == 3 && cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF)) ||
-           (len == 4 && cp >= 0x10000 && cp <= 0x10FFFF);
-    }
-    if (ok) {
-      out.append(in.substr(i, len));
-      i += len;
-    } else {
-      out.append("\xEF\xBF\xBD");
-      ++i;
+// Output as result text: invalid UTF-8 bytes replaced by U+FFFD, then cut
+// to `limit` bytes on a character boundary (*cut set if it was), so that
+// the text is never longer than the bytes kept.
+std::string OutputText(std::string_view bytes, size_t limit, bool* cut) {
+  std::string text = MakeValidUtf8(bytes);
+  if (text.size() > limit) {
+    text.resize(Utf8Prefix(text, limit).size());
+    *cut = true;
+  }
+  return text;
+}
+
+// The last `max_bytes` or fewer bytes of `s` as text, starting on a
+// character boundary.
+std::string TailText(std::string_view s, size_t max_bytes) {
+  if (s.size() > max_bytes) {
+    s.remove_prefix(s.size() - max_bytes);
+    for (int i = 0; i < 3 && !s.empty() && (s[0] & 0xC0) == 0x80; ++i) {
+      s.remove_prefix(1);
     }
   }
-  return out;
+  return MakeValidUtf8(s);
 }
 
 std::string SignalName(int sig) {
@@ -427,15 +418,15 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
     f["exit_code"].set_null_value(google::protobuf::NULL_VALUE);
     f["signal"].set_string_value(SignalName(info.si_status));
   }
-  f["stdout"].set_string_value(ValidUtf8(child->stdout_bytes));
-  f["stderr"].set_string_value(ValidUtf8(child->stderr_bytes));
+  f["stdout"].set_string_value(
+      OutputText(child->stdout_bytes, child->limit, &child->stdout_truncated));
+  f["stderr"].set_string_value(
+      OutputText(child->stderr_bytes, child->limit, &child->stderr_truncated));
   f["stdout_truncated"].set_bool_value(child->stdout_truncated);
   f["stderr_truncated"].set_bool_value(child->stderr_truncated);
   f["duration_ms"].set_number_value(absl::ToDoubleMilliseconds(elapsed));
   if (a.Bool("check") && (!exited || info.si_status != 0)) {
-    const std::string& e = child->stderr_bytes;
-    const std::string tail =
-        ValidUtf8(e.size() > 512 ? e.substr(e.size() - 512) : e);
+    const std::string tail = TailText(child->stderr_bytes, 512);
     co_return absl::UnknownError(absl::StrCat(
         "exec ", *path, ": ",
         exited ? absl::StrCat("exited with code ", info.si_status)

@@ -17,6 +17,8 @@ namespace jobd {
 namespace {
 
 constexpr char kUserAgent[] = "jobd/" JOBD_VERSION;
+// Response header bytes kept at most (each response of a redirect chain).
+constexpr size_t kMaxHeaderBytes = 256 << 10;
 
 }  // namespace
 
@@ -41,6 +43,8 @@ struct HttpTransfer {
   char error[CURL_ERROR_SIZE] = {};
   uint64_t max_body = 0;
   bool too_big = false;
+  size_t header_bytes = 0;
+  bool headers_too_big = false;
   HttpResponse response;
 };
 
@@ -63,7 +67,13 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   std::string_view line(data, bytes);
   if (line.starts_with("HTTP/")) {
     t->response.headers.clear();  // A new response (redirect, 100-continue).
+    t->header_bytes = 0;
     return bytes;
+  }
+  t->header_bytes += bytes;
+  if (t->header_bytes > kMaxHeaderBytes) {
+    t->headers_too_big = true;
+    return 0;  // Aborts the transfer.
   }
   const size_t colon = line.find(':');
   if (colon == std::string_view::npos) return bytes;
@@ -254,6 +264,11 @@ asio::awaitable<absl::StatusOr<HttpResponse>> HttpClient::Get(
     active_.erase(e);
     curl_multi_remove_handle(multi_, e);
     throw asio::system_error(asio::error::operation_aborted);
+  }
+  if (t.headers_too_big) {
+    co_return absl::ResourceExhaustedError(
+        absl::StrCat("GET ", request.url, ": the response headers exceed ",
+                     kMaxHeaderBytes, " bytes"));
   }
   if (t.too_big || t.code == CURLE_FILESIZE_EXCEEDED) {
     co_return absl::ResourceExhaustedError(absl::StrCat(

@@ -47,7 +47,8 @@ struct HttpRequest {
 struct HttpResponse {
   int status = 0;
   // Header names lower-cased; a repeated header's values joined by ", ".
-  // Those of the last response when redirects were followed.
+  // Those of the last response when redirects were followed. Raw bytes, not
+  // necessarily UTF-8; at most 256 KiB (more fails the request).
   std::map<std::string, std::string> headers;
   std::string body;
   std::string effective_url;

@@ -5,6 +5,7 @@
 #include "asio/use_awaitable.hpp"
 #include "workers/async_task.h"
 #include "workers/http_client.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 namespace {
@@ -14,6 +15,23 @@ using google::protobuf::Value;
 TaskOutput Number(int64_t n) {
   TaskOutput out;
   out.value.set_number_value(static_cast<double>(n));
+  return out;
+}
+
+// A URL as result text: unchanged if valid UTF-8, else with every byte
+// outside printable ASCII as %XX (as a browser would send it).
+std::string UrlText(std::string_view url) {
+  if (IsValidUtf8(url)) return std::string(url);
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (char ch : url) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c > 0x20 && c < 0x7F) {
+      out.push_back(ch);
+    } else {
+      out.append({'%', kHex[c >> 4], kHex[c & 0xF]});
+    }
+  }
   return out;
 }
 
@@ -70,13 +88,24 @@ asio::awaitable<absl::StatusOr<TaskOutput>> HttpGet(AsyncTaskContext& ctx) {
   TaskOutput out;
   auto& fields = *out.value.mutable_struct_value()->mutable_fields();
   fields["status"].set_number_value(response->status);
+  // Result strings must be UTF-8: a header whose name or value is not is
+  // percent-encoded (both), and its encoded name listed in escaped_headers.
   auto& headers = *fields["headers"].mutable_struct_value()->mutable_fields();
+  Value escaped;
+  escaped.mutable_list_value();
   for (auto& [name, value] : response->headers) {
-    headers[name].set_string_value(std::move(value));
+    if (IsValidUtf8(name) && IsValidUtf8(value)) {
+      headers[name].set_string_value(std::move(value));
+    } else {
+      const std::string encoded = PercentEncode(name);
+      headers[encoded].set_string_value(PercentEncode(value));
+      escaped.mutable_list_value()->add_values()->set_string_value(encoded);
+    }
   }
+  fields["escaped_headers"] = std::move(escaped);
   fields["body_bytes"].set_number_value(
       static_cast<double>(response->body.size()));
-  fields["url"].set_string_value(response->effective_url);
+  fields["url"].set_string_value(UrlText(response->effective_url));
   fields["elapsed_ms"].set_number_value(
       absl::ToDoubleMilliseconds(response->elapsed));
   if (a.Bool("body")) out.payload = std::move(response->body);
@@ -102,8 +131,10 @@ TaskDef HttpGetTask() {
       .name = "http.get",
       .description =
           "Fetches an http:// or https:// URL (GET, redirects followed). "
-          "Returns {status, headers, body_bytes, url, elapsed_ms}; the body "
-          "is the result payload. A transport error, a timeout or a body "
+          "Returns {status, headers, escaped_headers, body_bytes, url, "
+          "elapsed_ms}; the body is the result payload. A header that is not "
+          "UTF-8 comes percent-encoded (name and value), its name listed in "
+          "escaped_headers. A transport error, a timeout or a body "
           "over max_bytes fails the job; an HTTP error status does only with "
           "fail_on_error_status. Runs on the reactor only.",
       .default_kind = v1::JOB_KIND_IO_BOUND,

@@ -123,9 +123,12 @@ std::string ClipUtf8(std::string_view s, size_t max_bytes) {
 }
 
 std::string PercentEncodeInvalid(std::string_view s, bool* escaped) {
-  if (escaped != nullptr) *escaped = false;
-  if (IsValidUtf8(s)) return std::string(s);
-  if (escaped != nullptr) *escaped = true;
+  const bool valid = IsValidUtf8(s);
+  if (escaped != nullptr) *escaped = !valid;
+  return valid ? std::string(s) : PercentEncode(s);
+}
+
+std::string PercentEncode(std::string_view s) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
   out.reserve(s.size() * 3);

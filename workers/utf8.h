@@ -42,9 +42,11 @@ bool MakeValidUtf8(std::string* s);
 // no more than max_bytes of `s`.
 std::string ClipUtf8(std::string_view s, size_t max_bytes);
 
-// `s` unchanged if valid; else every byte outside printable ASCII (0x20 to
-// 0x7E) and every '%' as %XX (upper-case hex), so the exact bytes can be
-// recovered (urllib.parse.unquote_to_bytes). Sets *escaped when it did.
+// Every byte outside printable ASCII (0x20 to 0x7E) and every '%' as %XX
+// (upper-case hex), so the exact bytes can be recovered
+// (urllib.parse.unquote_to_bytes).
+std::string PercentEncode(std::string_view s);
+// PercentEncode(s) if `s` is not valid UTF-8 (*escaped set), else `s`.
 std::string PercentEncodeInvalid(std::string_view s, bool* escaped = nullptr);
 
 // Makes every string of `v` valid (values and object keys, at any depth),

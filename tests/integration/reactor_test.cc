@@ -299,6 +299,52 @@ TEST_F(HttpGetTest, FetchesStatusHeadersAndBody) {
   EXPECT_EQ(Field(nobody, "body_bytes").number_value(), 5);
 }
 
+// A header that is not UTF-8 comes percent-encoded (name and value, named
+// in escaped_headers); the body is bytes (the payload). Every reader of the
+// job parses it: the submitter's stream, GetJob, ListJobs, a watch replay.
+TEST_F(HttpGetTest, HeadersThatAreNotUtf8ArePercentEncoded) {
+  const v1::JobEvent e = RunOne(HttpGet(server_->Url("/bad-utf8")));
+  ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
+  const auto& headers = Field(e, "headers").struct_value().fields();
+  EXPECT_EQ(headers.at("x-bad").string_value(), "%FF%FE");
+  EXPECT_EQ(headers.at("x-%E9t%E9").string_value(), "caf%E9");
+  EXPECT_EQ(headers.at("x-good").string_value(), "caf\xC3\xA9 100%");
+  std::vector<std::string> escaped;
+  for (const auto& v : Field(e, "escaped_headers").list_value().values()) {
+    escaped.push_back(v.string_value());
+  }
+  EXPECT_THAT(escaped, ::testing::UnorderedElementsAre("x-bad", "x-%E9t%E9"));
+  EXPECT_EQ(e.result().payload(), "\xff\xfe body");
+
+  grpc::ClientContext get_ctx;
+  Deadline(get_ctx);
+  v1::GetJobRequest get;
+  get.set_job_id(e.job_id());
+  v1::Job job;
+  ASSERT_TRUE(stub_->GetJob(&get_ctx, get, &job).ok());
+  EXPECT_EQ(job.result().payload(), "\xff\xfe body");
+  grpc::ClientContext list_ctx;
+  Deadline(list_ctx);
+  v1::ListJobsResponse list;
+  ASSERT_TRUE(stub_->ListJobs(&list_ctx, {}, &list).ok());
+  EXPECT_EQ(list.jobs_size(), 1);
+  grpc::ClientContext watch_ctx;
+  Deadline(watch_ctx);
+  v1::WatchJobsRequest watch;
+  watch.add_job_ids(e.job_id());
+  watch.set_after_sequence(1);
+  auto reader = stub_->WatchJobs(&watch_ctx, watch);
+  v1::WatchJobsResponse resp;
+  bool ended = false;
+  while (reader->Read(&resp)) {
+    for (const v1::JobEvent& w : resp.events()) {
+      ended |= w.type() == v1::EVENT_TYPE_SUCCEEDED;
+    }
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(ended);
+}
+
 TEST_F(HttpGetTest, FollowsRedirects) {
   const v1::JobEvent e = RunOne(HttpGet(server_->Url("/redirect")));
   ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();

@@ -161,6 +161,45 @@ TEST_F(ServiceTest, RejectedSpecsNameTheFieldAndSpareTheOthers) {
   EXPECT_EQ(Stats().accepted(), 1u);
 }
 
+// Error texts that quote a client's input are cut on a character boundary:
+// task names of 125 to 127 ASCII bytes and a 2-, 3- or 4-byte character
+// put the validator's 128-byte cut at every offset of it. The REJECTED
+// events share response messages with the good jobs' events, which must
+// all arrive (one invalid byte would fail the whole message's parse).
+TEST_F(ServiceTest, ErrorTextsCutInsideACharacterStayUtf8) {
+  std::vector<v1::JobSpec> specs = {Spec("sleep", {1}), Spec("sleep", {1}),
+                                    Spec("sleep", {1})};
+  for (const char* ch : {"\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80"}) {
+    for (size_t lead = 124; lead <= 127; ++lead) {
+      specs.push_back(Spec(std::string(lead, 'a') + ch + "z"));
+    }
+    // A label over the size limit, quoted in 64 bytes.
+    for (size_t lead = 61; lead <= 63; ++lead) {
+      v1::JobSpec labelled = Spec("sleep", {1});
+      (*labelled.mutable_labels())[std::string(lead, 'k') + ch +
+                                   std::string(2000, 'k')] = "v";
+      specs.push_back(labelled);
+    }
+  }
+  const StreamResult r = SubmitAll(*stub_, specs);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  std::map<uint64_t, std::vector<v1::EventType>> by_tag;
+  for (const v1::JobEvent& e : r.events)
+    by_tag[e.client_tag()].push_back(e.type());
+  ASSERT_EQ(by_tag.size(), specs.size());
+  for (uint64_t tag = 1; tag <= 3; ++tag) {
+    EXPECT_THAT(by_tag[tag], ::testing::Contains(v1::EVENT_TYPE_ACCEPTED));
+    EXPECT_THAT(by_tag[tag], ::testing::Contains(v1::EVENT_TYPE_SUCCEEDED));
+  }
+  for (const v1::JobEvent& e : r.Terminal()) {
+    if (e.client_tag() <= 3) continue;
+    EXPECT_EQ(e.type(), v1::EVENT_TYPE_REJECTED);
+    EXPECT_THAT(e.error().message(),
+                ::testing::AnyOf(HasSubstr("unknown task 'aaaa"),
+                                 HasSubstr("spec.labels[kkkk")));
+  }
+}
+
 TEST_F(ServiceTest, MalformedOptionsFailTheStream) {
   v1::SubmitOptions o;
   o.set_order(static_cast<v1::Order>(7));
