@@ -322,6 +322,7 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
     return absl::InvalidArgumentError(fmt::format(
         "--tcp: '{}' is not host:port (e.g. 127.0.0.1:7531)", c.tcp_address));
   }
+  c.scheduler.max_message_bytes = c.service.max_message_bytes;
   if (c.service.default_window > c.service.max_window) {
     return absl::InvalidArgumentError(
         "--default-window: larger than --max-window");

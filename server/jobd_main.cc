@@ -342,12 +342,12 @@ int Run(int argc, char** argv) {
     spdlog::info(
         "journal {}/jobd.db ({}): {} job(s) restored in {} (read {}, "
         "rebuilt {}): {} queued, {} re-run (at-least-once), {} lost "
-        "(LOST_ON_RESTART), {} unrunnable, {} retained",
+        "(LOST_ON_RESTART), {} unrunnable, {} unreadable, {} retained",
         config.state_dir, DurabilityName(config.durability), rows,
         absl::FormatDuration(restored - journal_start),
         absl::FormatDuration(read - journal_start),
         absl::FormatDuration(restored - read), r.queued, r.rerun, r.lost,
-        r.unrunnable, r.retained);
+        r.unrunnable, r.unreadable, r.retained);
   }
 
   JobServiceImpl service(scheduler, registry, authenticator, config.service,

@@ -154,7 +154,17 @@ struct SchedulerOptions {
   size_t start_window = 4096;
   // How often expired jobs are swept.
   absl::Duration sweep_interval = absl::Seconds(1);
+  // The gRPC message limit (--max-message-bytes; fixed at start). Every Job
+  // and JobEvent must fit one message: a job whose result with its spec
+  // would not (see kMessageEnvelopeBytes) fails RESULT_TOO_LARGE instead,
+  // at its end or when restored. 0: no limit.
+  size_t max_message_bytes = 16 << 20;
 };
+
+// What a Job or JobEvent message holds besides its spec and result (ids,
+// times, owner, an error or progress message: see kMaxErrorMessageBytes)
+// stays under this: a result fits when result + spec + this <= the limit.
+inline constexpr size_t kMessageEnvelopeBytes = 64 << 10;
 
 // A validated spec, ready to become a job.
 struct NewJob {
@@ -192,6 +202,8 @@ struct ListJobsQuery {
   std::string owner;                 // Empty: any.
   uint64_t after_id = 0;             // Page start (exclusive).
   size_t limit = 100;
+  // Serialized jobs in one page at most (at least one job); 0: no cap.
+  size_t max_bytes = 0;
 };
 
 // What Restore() did with the journal's jobs.
@@ -201,6 +213,9 @@ struct RestoreSummary {
   size_t lost = 0;        // Were running, at-most-once: LOST_ON_RESTART.
   size_t retained = 0;    // Had ended: retrievable again.
   size_t unrunnable = 0;  // Their task is gone or changed: FAILED.
+  // Their journal row could not be read back (JournalRow::problem), or
+  // their result no longer fits a message: FAILED.
+  size_t unreadable = 0;
 };
 
 class Scheduler {
@@ -276,7 +291,10 @@ class Scheduler {
   // `fn(false)` if it never will be (the journal was abandoned).
   void WhenDurable(uint64_t ticket, std::function<void(bool durable)> fn);
 
-  std::vector<v1::Job> ListJobs(const ListJobsQuery& query) const;
+  // A page of jobs; *more (if given) is set when the page stopped at
+  // query.max_bytes before query.limit with more jobs to list.
+  std::vector<v1::Job> ListJobs(const ListJobsQuery& query,
+                                bool* more = nullptr) const;
   v1::GetStatsResponse GetStats() const;
   // Quarantine of tasks that kept killing their worker (process pool).
   bool IsQuarantined(const TaskDef& task) const;
@@ -364,9 +382,21 @@ class Scheduler {
   void OnProgress(v1::Executor kind, uint64_t id, double fraction,
                   std::string_view message);
   void OnFinished(v1::Executor kind, std::span<FinishedJob> jobs);
-  // A run ended: records it and ends its job (unless it ended already).
-  void EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome, After& after)
+  // Without the lock: makes a run's output valid UTF-8 and its error
+  // message short and valid; drops a result that cannot fit a message.
+  // Returns the result's bytes (0 for an error).
+  size_t PrepareOutcome(JobOutcome& outcome) const;
+  // A run ended: records it and ends its job (unless it ended already); a
+  // result of `result_bytes` that does not fit with the job's spec fails it
+  // RESULT_TOO_LARGE.
+  void EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
+              size_t result_bytes, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a result of `result_bytes` fits one message with `job`'s spec
+  // (options_.max_message_bytes); sets *spec_bytes when it measured it.
+  bool ResultFits(size_t result_bytes, const Job& job,
+                  size_t* spec_bytes) const;
+  static size_t SpecBytes(const Job& job);
   void OnTimeout(uint64_t id);
 
   // Stamps `event` (sequence, time, job), records the job's new state in

@@ -23,8 +23,14 @@ namespace {
 // A response message takes events until it holds this many, or this many
 // bytes (at least one event): enough to amortize a write, and far below
 // gRPC's default 4 MiB receive limit unless a single result is larger.
+// Never beyond the message limit: an event that would not fit with those
+// before it goes in the next message (one event always fits: the
+// scheduler fails a job whose result would not).
 constexpr int kMaxEventsPerMessage = 1024;
 constexpr size_t kMaxBytesPerMessage = 1 << 20;
+
+// Bytes of a response message kept clear of the limit (its own framing).
+constexpr size_t kMessageSlackBytes = 1024;
 
 // The outgoing side of a streaming session: queued items and the write
 // protocol — at most one write in flight; Finish exactly once, and only when
@@ -170,7 +176,9 @@ class SubmitSession final
       public StreamSession,
       public std::enable_shared_from_this<SubmitSession> {
  public:
-  explicit SubmitSession(JobServiceImpl& service) : service_(service) {}
+  explicit SubmitSession(JobServiceImpl& service)
+      : service_(service),
+        max_bytes_(service.limits().max_message_bytes - kMessageSlackBytes) {}
   friend OutboxReactor;  // Calls Pump().
 
   void Begin(absl::StatusOr<Caller> caller) {
@@ -437,7 +445,12 @@ class SubmitSession final
           }
           v1::JobEvent* e = response_.add_events();
           ToProto(o.event, o.client_tag, e);
-          bytes += e->ByteSizeLong();
+          const size_t size = e->ByteSizeLong() + 8;  // With tag and length.
+          if (n > 0 && bytes + size > max_bytes_) {
+            response_.mutable_events()->RemoveLast();  // The next one's.
+            break;
+          }
+          bytes += size;
           if (IsEnd(o.event.type)) --unsent_ends_;
           out_.items.pop_front();
         }
@@ -485,6 +498,7 @@ class SubmitSession final
   }
 
   JobServiceImpl& service_;
+  const size_t max_bytes_;               // Of one response message.
   std::shared_ptr<SubmitSession> self_;  // Alive until OnDone.
   Caller caller_;                        // Set in Begin(), then const.
   bool counted_ = false;  // OpenStream succeeded (Begin): CloseStream.
@@ -518,7 +532,9 @@ class WatchSession final
       public StreamSession,
       public std::enable_shared_from_this<WatchSession> {
  public:
-  explicit WatchSession(JobServiceImpl& service) : service_(service) {}
+  explicit WatchSession(JobServiceImpl& service)
+      : service_(service),
+        max_bytes_(service.limits().max_message_bytes - kMessageSlackBytes) {}
   friend OutboxReactor;  // Calls Pump().
 
   void Begin(const v1::WatchJobsRequest& request,
@@ -645,7 +661,12 @@ class WatchSession final
           }
           v1::JobEvent* pe = response_.add_events();
           ToProto(e, 0, pe);
-          bytes += pe->ByteSizeLong();
+          const size_t size = pe->ByteSizeLong() + 8;  // With tag and length.
+          if (n > 0 && bytes + size > max_bytes_) {
+            response_.mutable_events()->RemoveLast();  // The next one's.
+            break;
+          }
+          bytes += size;
           last_sent_ = std::max(last_sent_, e.sequence);
           if (IsTerminal(e.type)) remaining_.erase(e.job_id);
           out_.items.pop_front();
@@ -666,6 +687,7 @@ class WatchSession final
   }
 
   JobServiceImpl& service_;
+  const size_t max_bytes_;  // Of one response message.
   std::shared_ptr<WatchSession> self_;
   Caller caller_;              // Set in Begin(), then const.
   bool counted_ = false;       // OpenStream succeeded: CloseStream in OnDone.
@@ -897,8 +919,11 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
     query.states.push_back(static_cast<v1::JobState>(s));
   }
   query.task = request->task();
-  std::vector<v1::Job> jobs = scheduler_.ListJobs(query);
-  if (jobs.size() == query.limit) {
+  // A page never exceeds a message: fewer jobs when they are large.
+  query.max_bytes = limits().max_message_bytes - kMessageSlackBytes;
+  bool more = false;
+  std::vector<v1::Job> jobs = scheduler_.ListJobs(query, &more);
+  if (!jobs.empty() && (more || jobs.size() == query.limit)) {
     response->set_next_page_token(jobs.back().id());
   }
   for (v1::Job& job : jobs) *response->add_jobs() = std::move(job);
