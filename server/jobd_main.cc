@@ -270,8 +270,9 @@ int Run(int argc, char** argv) {
   TaskRegistry registry;
   auto exec_policy = std::make_shared<ExecPolicy>(config.exec);
   if (absl::Status s = RegisterBuiltinTasks(
-          registry,
-          {.testing_tasks = config.testing_tasks, .exec = exec_policy});
+          registry, {.testing_tasks = config.testing_tasks,
+                     .exec = exec_policy,
+                     .max_message_bytes = config.service.max_message_bytes});
       !s.ok()) {
     spdlog::critical("registering built-in tasks: {}", s.ToString());
     return kExitStartup;

@@ -736,9 +736,7 @@ size_t Scheduler::SpecBytes(const Job& job) {
 bool Scheduler::ResultFits(size_t result_bytes, const Job& job,
                            size_t* spec_bytes) const {
   const size_t limit = options_.max_message_bytes;
-  // Small results skip the spec's size: the spec came in one message, and
-  // kMessageEnvelopeBytes is several times what the rest of a Job holds.
-  if (limit == 0 || result_bytes <= (4 << 10)) return true;
+  if (limit == 0) return true;
   *spec_bytes = SpecBytes(job);
   return result_bytes + *spec_bytes + kMessageEnvelopeBytes <= limit;
 }

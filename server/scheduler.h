@@ -156,15 +156,11 @@ struct SchedulerOptions {
   absl::Duration sweep_interval = absl::Seconds(1);
   // The gRPC message limit (--max-message-bytes; fixed at start). Every Job
   // and JobEvent must fit one message: a job whose result with its spec
-  // would not (see kMessageEnvelopeBytes) fails RESULT_TOO_LARGE instead,
+  // would not (workers/executor.h: kMessageEnvelopeBytes) fails
+  // RESULT_TOO_LARGE instead,
   // at its end or when restored. 0: no limit.
   size_t max_message_bytes = 16 << 20;
 };
-
-// What a Job or JobEvent message holds besides its spec and result (ids,
-// times, owner, an error or progress message: see kMaxErrorMessageBytes)
-// stays under this: a result fits when result + spec + this <= the limit.
-inline constexpr size_t kMessageEnvelopeBytes = 64 << 10;
 
 // A validated spec, ready to become a job.
 struct NewJob {

@@ -30,6 +30,9 @@ struct BuiltinTaskOptions {
   // exec's allowlist and kill grace (null or an empty allowlist: exec is
   // disabled).
   std::shared_ptr<const ExecPolicy> exec;
+  // The daemon's message limit (--max-message-bytes): http.get and exec
+  // refuse limits whose result could not fit.
+  size_t max_message_bytes = 16 << 20;
 };
 
 absl::Status RegisterBuiltinTasks(TaskRegistry& registry,

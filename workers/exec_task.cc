@@ -128,7 +128,8 @@ absl::StatusOr<std::string> Resolve(const ExecOptions& options,
                    absl::StrJoin(options.allow, ", "), ")"));
 }
 
-absl::Status Validate(const ExecOptions& options, const TaskArgs& args) {
+absl::Status Validate(const ExecOptions& options, size_t max_message_bytes,
+                      const TaskArgs& args) {
   const auto& argv = args.Find("argv")->list_value().values();
   if (argv.empty()) {
     return absl::InvalidArgumentError("argv: must name a program");
@@ -162,6 +163,20 @@ absl::Status Validate(const ExecOptions& options, const TaskArgs& args) {
   if (limit < 0 || limit > kMaxIoTaskBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_output_bytes: must be between 0 and ", kMaxIoTaskBytes));
+  }
+  // The result holds stdout twice (text and payload) and stderr once, at
+  // most `limit` bytes each, in one message with the spec.
+  const size_t room = ResultRoom(max_message_bytes, args);
+  const int64_t fits =
+      static_cast<int64_t>(room > 1024 ? (room - 1024) / 3 : 0);
+  if (limit > fits) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_output_bytes: ", limit,
+        " does not fit: stdout comes back twice "
+        "(text and payload) and stderr once, in one message with the spec; "
+        "at most ",
+        fits, " with this daemon's --max-message-bytes (", max_message_bytes,
+        ")"));
   }
   return Resolve(options, argv[0].string_value()).status();
 }
@@ -439,7 +454,8 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
 
 }  // namespace
 
-TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy) {
+TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy,
+                 size_t max_message_bytes) {
   return {
       .name = "exec",
       .description =
@@ -467,14 +483,15 @@ TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy) {
                  OptionalParam("max_output_bytes", ParamType::kInt,
                                NumberValue(1 << 20),
                                "stdout and stderr kept, each; the rest is "
-                               "read and dropped (…_truncated); <= 8 MiB"),
+                               "read and dropped (…_truncated); <= 8 MiB, "
+                               "and 3x it must fit a message"),
                  OptionalParam("check", ParamType::kBool, BoolValue(true),
                                "fail the job on a non-zero exit or a signal")},
       .async = MakeAsyncTask(
           [policy](AsyncTaskContext& ctx) { return Exec(ctx, policy->Get()); }),
       .validate =
-          [policy](const TaskArgs& args) {
-            return Validate(*policy->Get(), args);
+          [policy, max_message_bytes](const TaskArgs& args) {
+            return Validate(*policy->Get(), max_message_bytes, args);
           },
   };
 }

@@ -48,6 +48,13 @@ struct JobRun {
 inline constexpr size_t kMaxErrorMessageBytes = 16 << 10;
 inline constexpr size_t kMaxProgressMessageBytes = 4 << 10;
 
+// What a Job or JobEvent message of a job that succeeded holds besides its
+// spec and result (ids, times, owner, task name, its latest progress) stays
+// under this: such a job fits one message when its result + spec + this <=
+// the message limit (else it fails RESULT_TOO_LARGE; tasks that can tell
+// in advance refuse the job).
+inline constexpr size_t kMessageEnvelopeBytes = 8 << 10;
+
 // How a started job ended.
 struct JobOutcome {
   absl::Status status;  // OK: `output` holds the result.

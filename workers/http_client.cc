@@ -17,8 +17,6 @@ namespace jobd {
 namespace {
 
 constexpr char kUserAgent[] = "jobd/" JOBD_VERSION;
-// Response header bytes kept at most (each response of a redirect chain).
-constexpr size_t kMaxHeaderBytes = 256 << 10;
 
 }  // namespace
 
@@ -71,7 +69,7 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
     return bytes;
   }
   t->header_bytes += bytes;
-  if (t->header_bytes > kMaxHeaderBytes) {
+  if (t->header_bytes > kMaxResponseHeaderBytes) {
     t->headers_too_big = true;
     return 0;  // Aborts the transfer.
   }
@@ -268,7 +266,7 @@ asio::awaitable<absl::StatusOr<HttpResponse>> HttpClient::Get(
   if (t.headers_too_big) {
     co_return absl::ResourceExhaustedError(
         absl::StrCat("GET ", request.url, ": the response headers exceed ",
-                     kMaxHeaderBytes, " bytes"));
+                     kMaxResponseHeaderBytes, " bytes"));
   }
   if (t.too_big || t.code == CURLE_FILESIZE_EXCEEDED) {
     co_return absl::ResourceExhaustedError(absl::StrCat(

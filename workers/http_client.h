@@ -44,6 +44,10 @@ struct HttpRequest {
   int max_redirects = 5;
 };
 
+// Response header bytes kept at most (of each response of a redirect
+// chain); more fails the request.
+inline constexpr size_t kMaxResponseHeaderBytes = 256 << 10;
+
 struct HttpResponse {
   int status = 0;
   // Header names lower-cased; a repeated header's values joined by ", ".

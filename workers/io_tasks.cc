@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "asio/use_awaitable.hpp"
 #include "workers/async_task.h"
+#include "workers/executor.h"
 #include "workers/http_client.h"
 #include "workers/utf8.h"
 
@@ -35,7 +36,7 @@ std::string UrlText(std::string_view url) {
   return out;
 }
 
-absl::Status ValidateHttpGet(const TaskArgs& args) {
+absl::Status ValidateHttpGet(size_t max_message_bytes, const TaskArgs& args) {
   const std::string& url = args.String("url");
   if (!absl::StartsWithIgnoreCase(url, "http://") &&
       !absl::StartsWithIgnoreCase(url, "https://")) {
@@ -46,6 +47,22 @@ absl::Status ValidateHttpGet(const TaskArgs& args) {
   if (max_bytes < 0 || max_bytes > kMaxIoTaskBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_bytes: must be between 0 and ", kMaxIoTaskBytes, " (8 MiB)"));
+  }
+  // The body (payload), headers and URL (percent-encoded at worst) in one
+  // message with the spec.
+  const size_t room = ResultRoom(max_message_bytes, args);
+  const size_t overhead = 6 * kMaxResponseHeaderBytes;
+  const int64_t fits =
+      static_cast<int64_t>(room > overhead ? room - overhead : 0);
+  if (max_bytes > fits) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_bytes: ", max_bytes,
+                     " does not fit one message with the "
+                     "response's headers and the spec: at most ",
+                     fits,
+                     " with this "
+                     "daemon's --max-message-bytes (",
+                     max_message_bytes, ")"));
   }
   if (args.Int("timeout_ms") <= 0) {
     return absl::InvalidArgumentError("timeout_ms: must be > 0");
@@ -114,6 +131,12 @@ asio::awaitable<absl::StatusOr<TaskOutput>> HttpGet(AsyncTaskContext& ctx) {
 
 }  // namespace
 
+size_t ResultRoom(size_t max_message_bytes, const TaskArgs& args) {
+  const size_t spec = args.spec().ByteSizeLong() + 256;  // + its task name.
+  const size_t used = spec + kMessageEnvelopeBytes;
+  return max_message_bytes > used ? max_message_bytes - used : 0;
+}
+
 // A timer task (no coroutine): the unit of the reactor's mass-concurrency
 // figures (bench/README.md).
 std::shared_ptr<const AsyncTask> AsyncSleep() {
@@ -126,7 +149,7 @@ std::shared_ptr<const AsyncTask> AsyncSleep() {
        }});
 }
 
-TaskDef HttpGetTask() {
+TaskDef HttpGetTask(size_t max_message_bytes) {
   return {
       .name = "http.get",
       .description =
@@ -156,7 +179,10 @@ TaskDef HttpGetTask() {
                                BoolValue(false),
                                "fail the job on an HTTP status >= 400")},
       .async = MakeAsyncTask(&HttpGet),
-      .validate = ValidateHttpGet,
+      .validate =
+          [max_message_bytes](const TaskArgs& args) {
+            return ValidateHttpGet(max_message_bytes, args);
+          },
   };
 }
 

@@ -29,6 +29,11 @@ namespace jobd {
 // per stream: results travel in one gRPC message.
 inline constexpr int64_t kMaxIoTaskBytes = 8 << 20;
 
+// Bytes a result may take so that its job, with the spec `args` came from,
+// fits one message of `max_message_bytes` (kMessageEnvelopeBytes); 0 if
+// none.
+size_t ResultRoom(size_t max_message_bytes, const TaskArgs& args);
+
 struct ExecOptions {
   // Absolute paths of the programs exec may run; empty: exec is disabled.
   std::vector<std::string> allow;
@@ -59,8 +64,11 @@ class ExecPolicy {
 };
 
 std::shared_ptr<const AsyncTask> AsyncSleep();
-TaskDef HttpGetTask();
-TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy);
+// `max_message_bytes`: the daemon's message limit, which bounds what a job's
+// result may be (a request that could exceed it is rejected).
+TaskDef HttpGetTask(size_t max_message_bytes);
+TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy,
+                 size_t max_message_bytes);
 
 }  // namespace jobd
 

@@ -560,6 +560,72 @@ TEST_F(ExecTest, OutputOverTheLimitIsTruncatedAndDrained) {
   EXPECT_EQ(over.type(), v1::EVENT_TYPE_REJECTED);
 }
 
+// max_output_bytes cannot exceed what fits one message: stdout comes back
+// twice (text and payload) and stderr once. At the largest allowed, with
+// output that triples as text (every byte invalid UTF-8, so U+FFFD), the
+// result still fits: the job succeeds and every reader gets it.
+TEST_F(ExecTest, OutputLimitsKeepTheResultWithinAMessage) {
+  // Bytes that are not UTF-8 on stdout and stderr, `n` of each.
+  auto script = [](int64_t n) {
+    return absl::StrCat("head -c ", n,
+                        " /dev/zero | tr '\\0' '\\377'; head -c ", n,
+                        " /dev/zero | tr '\\0' '\\376' >&2");
+  };
+  // The reported case (8 MiB each: a 24 MiB result) is refused, naming the
+  // largest that fits this spec (its size counts).
+  const v1::JobEvent over = RunOne(Exec({"sh", "-c", script(9999999)},
+                                        {{"max_output_bytes", Num(8 << 20)}}));
+  ASSERT_EQ(over.type(), v1::EVENT_TYPE_REJECTED);
+  EXPECT_EQ(over.error().code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(over.error().message(), HasSubstr("max_output_bytes"));
+  const std::string& m = over.error().message();
+  const size_t at = m.find("at most ");
+  ASSERT_NE(at, std::string::npos) << m;
+  int64_t largest = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(m.substr(at + 8, m.find(' ', at + 8) - at - 8),
+                               &largest))
+      << m;
+  ASSERT_GT(largest, 4 << 20);
+  ASSERT_LT(largest + 1000, 9999999);  // The same spec size below.
+  const v1::JobEvent e = RunOne(Exec({"sh", "-c", script(largest + 1000)},
+                                     {{"max_output_bytes", Num(largest)}}));
+  ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
+  EXPECT_EQ(e.result().payload(), std::string(largest, '\xff'));
+  EXPECT_LE(Field(e, "stdout").string_value().size(),
+            static_cast<size_t>(largest));
+  EXPECT_LE(Field(e, "stderr").string_value().size(),
+            static_cast<size_t>(largest));
+  EXPECT_TRUE(Field(e, "stdout_truncated").bool_value());
+  EXPECT_TRUE(Field(e, "stderr_truncated").bool_value());
+
+  grpc::ClientContext get_ctx;
+  Deadline(get_ctx);
+  v1::GetJobRequest get;
+  get.set_job_id(e.job_id());
+  v1::Job job;
+  ASSERT_TRUE(stub_->GetJob(&get_ctx, get, &job).ok());
+  EXPECT_EQ(job.result().payload().size(), static_cast<size_t>(largest));
+  grpc::ClientContext list_ctx;
+  Deadline(list_ctx);
+  v1::ListJobsResponse list;
+  ASSERT_TRUE(stub_->ListJobs(&list_ctx, {}, &list).ok());
+  grpc::ClientContext watch_ctx;
+  Deadline(watch_ctx);
+  v1::WatchJobsRequest watch;
+  watch.add_job_ids(e.job_id());
+  watch.set_after_sequence(1);
+  auto reader = stub_->WatchJobs(&watch_ctx, watch);
+  v1::WatchJobsResponse resp;
+  bool ended = false;
+  while (reader->Read(&resp)) {
+    for (const v1::JobEvent& w : resp.events()) {
+      ended |= w.type() == v1::EVENT_TYPE_SUCCEEDED;
+    }
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(ended);
+}
+
 TEST_F(ExecTest, CancelKillsAProgramThatIgnoresSigterm) {
   // The shell and its background child ignore SIGTERM: only SIGKILL, after
   // the grace, stops them.
