@@ -170,6 +170,12 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "Programs the exec task may run: absolute paths, "
                  "comma-separated; empty (the default) disables exec")
       ->delimiter(',');
+  app.add_option("--http-allow", c.http_allow,
+                 "Hosts, IP addresses and CIDR networks http.get may reach "
+                 "although they are not public (loopback, private, "
+                 "link-local, ...), comma-separated; empty (the default): "
+                 "public addresses only")
+      ->delimiter(',');
   app.add_option("--exec-kill-grace", exec_kill_grace,
                  "A cancelled or timed-out exec job's process group gets "
                  "SIGTERM, then SIGKILL this long after")
@@ -346,6 +352,10 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
           "--exec-allow: '{}' is not an absolute path to an executable file",
           program));
     }
+  }
+  if (absl::StatusOr<AddressPolicy> http = AddressPolicy::Parse(c.http_allow);
+      !http.ok()) {
+    return http.status();
   }
   if (c.tls_cert.empty() != c.tls_key.empty()) {
     return absl::InvalidArgumentError(

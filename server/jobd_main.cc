@@ -180,7 +180,8 @@ std::string StatusLine(const Scheduler& scheduler) {
 
 // SIGHUP: reads the configuration again and applies what can change live.
 void Reload(int argc, char** argv, DaemonConfig& config, Scheduler& scheduler,
-            JobServiceImpl& service, ExecPolicy& exec, Authenticator& auth) {
+            JobServiceImpl& service, ExecPolicy& exec, HttpPolicy& http,
+            Authenticator& auth) {
   absl::StatusOr<ParsedArgs> parsed = ParseConfig(argc, argv);
   if (!parsed.ok() || parsed->exit_now) {
     spdlog::error(
@@ -191,7 +192,7 @@ void Reload(int argc, char** argv, DaemonConfig& config, Scheduler& scheduler,
     return;
   }
   const ReloadResult r =
-      ApplyConfig(config, parsed->config, scheduler, service, exec, auth);
+      ApplyConfig(config, parsed->config, scheduler, service, exec, http, auth);
   if (!r.refused.empty()) {
     spdlog::error("SIGHUP: refused {}", absl::StrJoin(r.refused, "; "));
   }
@@ -269,9 +270,12 @@ int Run(int argc, char** argv) {
 
   TaskRegistry registry;
   auto exec_policy = std::make_shared<ExecPolicy>(config.exec);
+  auto http_policy = std::make_shared<HttpPolicy>(
+      *AddressPolicy::Parse(config.http_allow));  // ParseConfig checked it.
   if (absl::Status s = RegisterBuiltinTasks(
           registry, {.testing_tasks = config.testing_tasks,
                      .exec = exec_policy,
+                     .http = http_policy,
                      .max_message_bytes = config.service.max_message_bytes});
       !s.ok()) {
     spdlog::critical("registering built-in tasks: {}", s.ToString());
@@ -438,7 +442,7 @@ int Run(int argc, char** argv) {
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
       notifier.Reloading();
-      Reload(argc, argv, config, scheduler, service, *exec_policy,
+      Reload(argc, argv, config, scheduler, service, *exec_policy, *http_policy,
              authenticator);
       notifier.Ready();
       continue;

@@ -4,6 +4,9 @@
 // are refused. Also CheckTcpExposure (server/config.h).
 #include "server/reload.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <memory>
 #include <string>
 
@@ -47,13 +50,15 @@ class ReloadTest : public ::testing::Test {
         scheduler_, registry_, *auth_, current_.service, "test", [] {});
   }
   ReloadResult Apply(const DaemonConfig& fresh) {
-    return ApplyConfig(current_, fresh, scheduler_, *service_, exec_, *auth_);
+    return ApplyConfig(current_, fresh, scheduler_, *service_, exec_, http_,
+                       *auth_);
   }
 
   RealClock clock_;
   Scheduler scheduler_{SchedulerOptions{}, clock_};
   TaskRegistry registry_;
   ExecPolicy exec_;
+  HttpPolicy http_;
   DaemonConfig current_;
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<JobServiceImpl> service_;
@@ -90,6 +95,34 @@ TEST_F(ReloadTest, OnLoopbackCallersMayBeDroppedLive) {
   EXPECT_THAT(r.refused, IsEmpty());
   EXPECT_FALSE(auth_->required());
   EXPECT_THAT(current_.auth.tokens, IsEmpty());
+}
+
+// --http-allow applies live: jobs started after the reload use the new
+// allowlist.
+TEST_F(ReloadTest, HttpAllowlistAppliesLive) {
+  Start("127.0.0.1:0", /*tls=*/false);
+  sockaddr_in loopback{};
+  loopback.sin_family = AF_INET;
+  loopback.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  auto refusal = [&] {
+    return http_.Get()->Refusal(reinterpret_cast<sockaddr*>(&loopback),
+                                sizeof(loopback), "127.0.0.1");
+  };
+  EXPECT_THAT(refusal(), HasSubstr("loopback"));
+  DaemonConfig fresh = current_;
+  fresh.http_allow = {"127.0.0.0/8"};
+  const ReloadResult r = Apply(fresh);
+  EXPECT_THAT(r.applied, ::testing::Contains(HasSubstr("--http-allow")));
+  EXPECT_EQ(refusal(), "");
+  EXPECT_EQ(current_.http_allow, fresh.http_allow);
+}
+
+TEST(ConfigTest, ABadHttpAllowEntryIsRefusedByName) {
+  const char* argv[] = {"jobd", "--http-allow", "127.0.0.1,10.0.0.0/99"};
+  absl::StatusOr<ParsedArgs> parsed = ParseConfig(3, const_cast<char**>(argv));
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(parsed.status().message(), HasSubstr("--http-allow"));
+  EXPECT_THAT(parsed.status().message(), HasSubstr("10.0.0.0/99"));
 }
 
 TEST(TcpExposureTest, BeyondLoopbackNeedsTlsAndAuthentication) {

@@ -221,7 +221,7 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
                                            StringValue("requested failure"),
                                            "the error message")},
                   .run = Fail});
-  defs.push_back(HttpGetTask(options.max_message_bytes));
+  defs.push_back(HttpGetTask(options.max_message_bytes, options.http));
   defs.push_back(ExecTask(options.exec != nullptr
                               ? options.exec
                               : std::make_shared<const ExecPolicy>(),

@@ -30,6 +30,8 @@ struct BuiltinTaskOptions {
   // exec's allowlist and kill grace (null or an empty allowlist: exec is
   // disabled).
   std::shared_ptr<const ExecPolicy> exec;
+  // Where http.get may connect (null: public addresses only).
+  std::shared_ptr<const HttpPolicy> http;
   // The daemon's message limit (--max-message-bytes): http.get and exec
   // refuse limits whose result could not fit.
   size_t max_message_bytes = 16 << 20;

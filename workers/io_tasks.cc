@@ -82,9 +82,11 @@ absl::Status ValidateHttpGet(size_t max_message_bytes, const TaskArgs& args) {
   return absl::OkStatus();
 }
 
-asio::awaitable<absl::StatusOr<TaskOutput>> HttpGet(AsyncTaskContext& ctx) {
+asio::awaitable<absl::StatusOr<TaskOutput>> HttpGet(
+    AsyncTaskContext& ctx, std::shared_ptr<const HttpPolicy> http) {
   const TaskArgs& a = ctx.args();
   HttpRequest request;
+  if (http != nullptr) request.addresses = http->Get();
   request.url = a.String("url");
   request.max_body_bytes = static_cast<uint64_t>(a.Int("max_bytes"));
   request.follow_redirects = a.Bool("follow_redirects");
@@ -149,11 +151,14 @@ std::shared_ptr<const AsyncTask> AsyncSleep() {
        }});
 }
 
-TaskDef HttpGetTask(size_t max_message_bytes) {
+TaskDef HttpGetTask(size_t max_message_bytes,
+                    std::shared_ptr<const HttpPolicy> http) {
   return {
       .name = "http.get",
       .description =
-          "Fetches an http:// or https:// URL (GET, redirects followed). "
+          "Fetches an http:// or https:// URL (GET, redirects followed), "
+          "from public addresses only unless the daemon allows more "
+          "(--http-allow). "
           "Returns {status, headers, escaped_headers, body_bytes, url, "
           "elapsed_ms}; the body is the result payload. A header that is not "
           "UTF-8 comes percent-encoded (name and value), its name listed in "
@@ -178,7 +183,8 @@ TaskDef HttpGetTask(size_t max_message_bytes) {
                  OptionalParam("fail_on_error_status", ParamType::kBool,
                                BoolValue(false),
                                "fail the job on an HTTP status >= 400")},
-      .async = MakeAsyncTask(&HttpGet),
+      .async = MakeAsyncTask(
+          [http](AsyncTaskContext& ctx) { return HttpGet(ctx, http); }),
       .validate =
           [max_message_bytes](const TaskArgs& args) {
             return ValidateHttpGet(max_message_bytes, args);

@@ -2,14 +2,16 @@
 // (registered by RegisterBuiltinTasks, workers/builtin_tasks.h):
 //   sleep      the async twin of the sync sleep: a timer task (no thread,
 //              no coroutine)
-//   http.get   an HTTP(S) GET through the loop's libcurl multi handle
+//   http.get   an HTTP(S) GET through the loop's libcurl multi handle, to
+//              public addresses only unless allowed (HttpPolicy)
 //   exec       runs a program from the daemon's allowlist as a child
 //              process (own process group, clean environment), feeding its
 //              stdin and capturing stdout/stderr up to a limit; waits on a
 //              pidfd, so no thread per child; cancel/timeout kill the group
 //              (SIGTERM, then SIGKILL after a grace)
 //
-// Thread-safety: the tasks are stateless; ExecPolicy is thread-safe.
+// Thread-safety: the tasks are stateless; ExecPolicy and HttpPolicy are
+// thread-safe.
 #ifndef JOBD_WORKERS_IO_TASKS_H_
 #define JOBD_WORKERS_IO_TASKS_H_
 
@@ -21,6 +23,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "workers/address_policy.h"
 #include "workers/task.h"
 
 namespace jobd {
@@ -66,7 +69,9 @@ class ExecPolicy {
 std::shared_ptr<const AsyncTask> AsyncSleep();
 // `max_message_bytes`: the daemon's message limit, which bounds what a job's
 // result may be (a request that could exceed it is rejected).
-TaskDef HttpGetTask(size_t max_message_bytes);
+// `http` (null: public addresses only) says where http.get may connect.
+TaskDef HttpGetTask(size_t max_message_bytes,
+                    std::shared_ptr<const HttpPolicy> http = nullptr);
 TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy,
                  size_t max_message_bytes);
 

@@ -384,6 +384,83 @@ TEST_F(HttpGetTest, RefusedConnectionFailsTheJob) {
   EXPECT_THAT(e.error().message(), HasSubstr("connect"));
 }
 
+// Without --http-allow, http.get refuses loopback, unspecified, private
+// and link-local addresses in every spelling, before sending a packet: the
+// test server (on 127.0.0.1) sees no request.
+TEST_F(HttpGetTest, RefusesAddressesThatAreNotPublicInEverySpelling) {
+  StartDaemon({"--http-allow", ""});
+  const std::string port = std::to_string(server_->port());
+  for (const std::string& host :
+       {std::string("127.0.0.1"), std::string("localhost"),
+        std::string("LOCALHOST"), std::string("0x7f000001"),
+        std::string("2130706433"), std::string("0177.0.0.1"),
+        std::string("127.1"), std::string("[::ffff:127.0.0.1]"),
+        std::string("[::1]"), std::string("user:pw@127.0.0.1"),
+        std::string("0.0.0.0"), std::string("[::]")}) {
+    const v1::JobEvent e =
+        RunOne(HttpGet(absl::StrCat("http://", host, ":", port, "/ok")));
+    EXPECT_EQ(e.type(), v1::EVENT_TYPE_FAILED) << host;
+    EXPECT_EQ(e.error().code(), grpc::StatusCode::PERMISSION_DENIED)
+        << host << ": " << e.error().message();
+    EXPECT_THAT(e.error().message(), HasSubstr("--http-allow")) << host;
+  }
+  for (const std::string& url :
+       {std::string("http://169.254.169.254/latest/meta-data/"),
+        std::string("http://10.0.0.1/"), std::string("http://192.168.0.1/"),
+        std::string("http://[fe80::1]/"), std::string("http://[fd00::1]/")}) {
+    const v1::JobEvent e = RunOne(HttpGet(url));
+    EXPECT_EQ(e.error().code(), grpc::StatusCode::PERMISSION_DENIED) << url;
+  }
+  EXPECT_EQ(server_->requests(), 0);
+}
+
+// A refused address reads the same whatever the port and whether anything
+// listens there: http.get is no port scanner.
+TEST_F(HttpGetTest, ARefusalReadsTheSameForAnOpenAndAClosedPort) {
+  StartDaemon({"--http-allow", ""});
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);  // Nothing listens there now.
+  const v1::JobEvent open = RunOne(HttpGet(server_->Url("/ok")));
+  const v1::JobEvent closed = RunOne(
+      HttpGet(absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port), "/ok")));
+  EXPECT_EQ(open.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(open.error().code(), closed.error().code());
+  EXPECT_EQ(open.error().reason(), closed.error().reason());
+  EXPECT_EQ(open.error().message(), closed.error().message());
+  EXPECT_EQ(server_->requests(), 0);
+}
+
+// An allowed host may not redirect to a refused address: every address is
+// checked as it is connected.
+TEST_F(HttpGetTest, ARedirectToARefusedAddressIsRefused) {
+  StartDaemon({"--http-allow", "localhost"});
+  const std::string port = std::to_string(server_->port());
+  const v1::JobEvent allowed =
+      RunOne(HttpGet(absl::StrCat("http://localhost:", port, "/ok")));
+  ASSERT_EQ(allowed.type(), v1::EVENT_TYPE_SUCCEEDED)
+      << allowed.error().message();
+  const int before = server_->requests();
+  const v1::JobEvent e = RunOne(
+      HttpGet(absl::StrCat("http://localhost:", port,
+                           "/redirect-to/http://127.0.0.1:", port, "/ok")));
+  EXPECT_EQ(e.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(e.error().code(), grpc::StatusCode::PERMISSION_DENIED)
+      << e.error().message();
+  EXPECT_THAT(e.error().message(), HasSubstr("'127.0.0.1'"));
+  EXPECT_EQ(server_->requests(), before + 1);  // The redirect only.
+  // A network on the allowlist, whatever the spelling.
+  StartDaemon({"--http-allow", "127.0.0.0/8"});
+  const v1::JobEvent hex =
+      RunOne(HttpGet(absl::StrCat("http://0x7f000001:", port, "/ok")));
+  EXPECT_EQ(hex.type(), v1::EVENT_TYPE_SUCCEEDED) << hex.error().message();
+}
+
 TEST_F(HttpGetTest, OversizedBodyFailsTheJob) {
   const v1::JobEvent e = RunOne(
       HttpGet(server_->Url("/bytes/100000"), {{"max_bytes", Num(1000)}}));
