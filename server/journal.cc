@@ -758,7 +758,7 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
 
 void Journal::AddStats(v1::GetStatsResponse& stats) const {
   v1::JournalStats& j = *stats.mutable_journal();
-  j.set_path(options_.path);
+  j.set_path(MakeValidUtf8(options_.path));  // A path is bytes.
   j.set_durability(DurabilityName(options_.durability));
   j.set_file_bytes(FileBytes(options_.path));
   j.set_wal_bytes(FileBytes(options_.path + "-wal"));
@@ -769,7 +769,7 @@ void Journal::AddStats(v1::GetStatsResponse& stats) const {
   j.set_records(records_written_);
   j.set_write_errors(write_errors_);
   j.set_healthy(!failing_);
-  j.set_last_error(last_error_);
+  j.set_last_error(MakeValidUtf8(last_error_));
   *j.mutable_last_commit() = ToProtoDuration(last_commit_);
 }
 

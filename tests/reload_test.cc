@@ -125,6 +125,16 @@ TEST(ConfigTest, ABadHttpAllowEntryIsRefusedByName) {
   EXPECT_THAT(parsed.status().message(), HasSubstr("10.0.0.0/99"));
 }
 
+// A caller's name becomes Job.owner on the wire: it must be UTF-8.
+TEST(ConfigTest, ACallerNameThatIsNotUtf8IsRefused) {
+  const std::string token =
+      std::string("caf\xe9:submit:") + std::string(64, 'a');
+  const char* argv[] = {"jobd", "--auth-token", token.c_str()};
+  absl::StatusOr<ParsedArgs> parsed = ParseConfig(3, const_cast<char**>(argv));
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(parsed.status().message(), HasSubstr("valid UTF-8"));
+}
+
 TEST(TcpExposureTest, BeyondLoopbackNeedsTlsAndAuthentication) {
   for (const char* address :
        {"127.0.0.1:50051", "127.8.9.1:1", "[::1]:50051", "localhost:1"}) {
