@@ -75,7 +75,8 @@ case "${1:-}" in
         -DJOBD_SANITIZE=fuzzer -DJOBD_BUILD_TESTS=OFF -DJOBD_BUILD_BENCH=OFF
       echo "clang -Wthread-safety: clean"
       fuzz_out="$(mktemp -d)"
-      for target in ipc_frame_fuzz spec_validator_fuzz config_fuzz result_ring_fuzz; do
+      for target in ipc_frame_fuzz spec_validator_fuzz config_fuzz result_ring_fuzz \
+          journal_row_fuzz; do
         mkdir -p "$fuzz_out/$target"
         "./build-fuzz/bin/$target" -max_total_time="${JOBD_FUZZ_SECONDS:-20}" \
           -rss_limit_mb=2048 -print_final_stats=1 \

@@ -8,6 +8,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/auth_context.h"
 #include "spdlog/fmt/fmt.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 
@@ -68,6 +69,10 @@ Authenticator::Parse(const AuthConfig& config) {
           "e.g. printf %s TOKEN | sha256sum)",
           parts.empty() ? entry : parts[0] + ":..."));
     }
+    if (!IsValidUtf8(parts[0])) {  // It becomes Job.owner.
+      return absl::InvalidArgumentError(
+          "--auth-token: a caller's NAME must be valid UTF-8");
+    }
     absl::StatusOr<uint32_t> roles = ParseRoles(parts[1]);
     if (!roles.ok()) {
       return absl::InvalidArgumentError(
@@ -82,6 +87,10 @@ Authenticator::Parse(const AuthConfig& config) {
     if (colon == std::string::npos || colon == 0) {
       return absl::InvalidArgumentError(
           fmt::format("--tls-identity: '{}' is not NAME:ROLES", entry));
+    }
+    if (!IsValidUtf8(std::string_view(entry).substr(0, colon))) {
+      return absl::InvalidArgumentError(
+          "--tls-identity: a caller's NAME must be valid UTF-8");
     }
     absl::StatusOr<uint32_t> roles = ParseRoles(entry.substr(colon + 1));
     if (!roles.ok()) {

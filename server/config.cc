@@ -15,6 +15,7 @@
 #include "CLI/CLI.hpp"
 #include "jobd/v1/default_address.h"
 #include "spdlog/fmt/fmt.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 namespace {
@@ -193,6 +194,12 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "Environment variables an exec job may set (its `env`): "
                  "names, comma-separated; empty (the default): none. A "
                  "program gets only PATH, JOBD_INSTANCE and these")
+      ->delimiter(',');
+  app.add_option("--http-allow", c.http_allow,
+                 "Hosts, IP addresses and CIDR networks http.get may reach "
+                 "although they are not public (loopback, private, "
+                 "link-local, ...), comma-separated; empty (the default): "
+                 "public addresses only")
       ->delimiter(',');
   app.add_option("--exec-kill-grace", exec_kill_grace,
                  "A cancelled or timed-out exec job's process group gets "
@@ -391,6 +398,7 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
     return absl::InvalidArgumentError(fmt::format(
         "--tcp: '{}' is not host:port (e.g. 127.0.0.1:7531)", c.tcp_address));
   }
+  c.scheduler.max_message_bytes = c.service.max_message_bytes;
   if (c.service.default_window > c.service.max_window) {
     return absl::InvalidArgumentError(
         "--default-window: larger than --max-window");
@@ -436,8 +444,12 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
     const std::string problem = ExecEnvNameProblem(name);
     if (!problem.empty()) {
       return absl::InvalidArgumentError(fmt::format(
-          "--exec-env-allow: '{}' {}", name.substr(0, 128), problem));
+          "--exec-env-allow: '{}' {}", ClipUtf8(name, 128), problem));
     }
+  }
+  if (absl::StatusOr<AddressPolicy> http = AddressPolicy::Parse(c.http_allow);
+      !http.ok()) {
+    return http.status();
   }
   if (c.tls_cert.empty() != c.tls_key.empty()) {
     return absl::InvalidArgumentError(

@@ -8,6 +8,7 @@
 #define JOBD_SERVER_CONFIG_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -32,6 +33,9 @@ struct DaemonConfig {
   // rejected).
   ReactorOptions reactor;
   ExecOptions exec;
+  // Hosts, IP addresses and CIDR networks http.get may reach beyond public
+  // addresses (workers/address_policy.h); empty: public ones only.
+  std::vector<std::string> http_allow;
   SchedulerOptions scheduler;
   ServiceLimits service;
   ConnectionOptions connections;

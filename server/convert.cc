@@ -4,6 +4,7 @@
 
 #include "google/protobuf/util/time_util.h"
 #include "spdlog/fmt/fmt.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 
@@ -58,7 +59,7 @@ absl::StatusOr<uint64_t> ParseJobId(const std::string& id, const char* field) {
   if (id.empty() || ec != std::errc() || ptr != end || value == 0) {
     return absl::InvalidArgumentError(
         fmt::format("{}: '{}' is not a job id (a positive decimal number)",
-                    field, id.substr(0, 64)));
+                    field, ClipUtf8(id, 64)));
   }
   return value;
 }

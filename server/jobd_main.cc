@@ -206,7 +206,8 @@ std::string StatusLine(const Scheduler& scheduler) {
 
 // SIGHUP: reads the configuration again and applies what can change live.
 void Reload(int argc, char** argv, DaemonConfig& config, Scheduler& scheduler,
-            JobServiceImpl& service, ExecPolicy& exec, Authenticator& auth) {
+            JobServiceImpl& service, ExecPolicy& exec, HttpPolicy& http,
+            Authenticator& auth) {
   absl::StatusOr<ParsedArgs> parsed = ParseConfig(argc, argv);
   if (!parsed.ok() || parsed->exit_now) {
     spdlog::error(
@@ -217,7 +218,7 @@ void Reload(int argc, char** argv, DaemonConfig& config, Scheduler& scheduler,
     return;
   }
   const ReloadResult r =
-      ApplyConfig(config, parsed->config, scheduler, service, exec, auth);
+      ApplyConfig(config, parsed->config, scheduler, service, exec, http, auth);
   if (!r.refused.empty()) {
     spdlog::error("SIGHUP: refused {}", absl::StrJoin(r.refused, "; "));
   }
@@ -338,10 +339,14 @@ int Run(int argc, char** argv) {
 
   TaskRegistry registry;
   auto exec_policy = std::make_shared<ExecPolicy>(config.exec);
-  if (absl::Status s =
-          RegisterBuiltinTasks(registry, {.testing_tasks = config.testing_tasks,
-                                          .exec = exec_policy,
-                                          .exec_sandbox = exec_sandbox});
+  auto http_policy = std::make_shared<HttpPolicy>(
+      *AddressPolicy::Parse(config.http_allow));  // ParseConfig checked it.
+  if (absl::Status s = RegisterBuiltinTasks(
+          registry, {.testing_tasks = config.testing_tasks,
+                     .exec = exec_policy,
+                     .exec_sandbox = exec_sandbox,
+                     .http = http_policy,
+                     .max_message_bytes = config.service.max_message_bytes});
       !s.ok()) {
     spdlog::critical("registering built-in tasks: {}", s.ToString());
     return kExitStartup;
@@ -452,12 +457,12 @@ int Run(int argc, char** argv) {
     spdlog::info(
         "journal {}/jobd.db ({}): {} job(s) restored in {} (read {}, "
         "rebuilt {}): {} queued, {} re-run (at-least-once), {} lost "
-        "(LOST_ON_RESTART), {} unrunnable, {} retained",
+        "(LOST_ON_RESTART), {} unrunnable, {} unreadable, {} retained",
         config.state_dir, DurabilityName(config.durability), rows,
         absl::FormatDuration(restored - journal_start),
         absl::FormatDuration(read - journal_start),
         absl::FormatDuration(restored - read), r.queued, r.rerun, r.lost,
-        r.unrunnable, r.retained);
+        r.unrunnable, r.unreadable, r.retained);
   }
 
   JobServiceImpl service(scheduler, registry, authenticator, config.service,
@@ -597,7 +602,7 @@ int Run(int argc, char** argv) {
     }
     if (sig == SIGHUP) {
       notifier.Reloading();
-      Reload(argc, argv, config, scheduler, service, *exec_policy,
+      Reload(argc, argv, config, scheduler, service, *exec_policy, *http_policy,
              authenticator);
       notifier.Ready();
       continue;

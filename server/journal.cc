@@ -4,14 +4,20 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/unknown_field_set.h"
 #include "server/convert.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 namespace {
@@ -84,7 +90,92 @@ absl::Status SqliteError(sqlite3* db, std::string_view what) {
   }
 }
 
+// The task name of a spec that does not parse as a whole (its field 1, if
+// the wire format holds together that far), made valid; "" if not even that.
+std::string SalvageTask(std::string_view spec) {
+  google::protobuf::UnknownFieldSet fields;
+  if (!fields.ParseFromArray(spec.data(), static_cast<int>(spec.size()))) {
+    return "";
+  }
+  for (int i = 0; i < fields.field_count(); ++i) {
+    const google::protobuf::UnknownField& f = fields.field(i);
+    if (f.number() == v1::JobSpec::kTaskFieldNumber &&
+        f.type() == google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) {
+      return ClipUtf8(f.length_delimited(), 256);
+    }
+  }
+  return "";
+}
+
 }  // namespace
+
+JournalRow DecodeRow(const StoredRow& in) {
+  JournalRow row;
+  row.id = static_cast<uint64_t>(in.id);
+  row.owner = MakeValidUtf8(in.owner);
+  row.create_time = FromNanos(in.create_ns);
+  row.start_time = FromNanos(in.start_ns);
+  row.finish_time = FromNanos(in.finish_ns);
+  row.accepted_seq = static_cast<uint64_t>(in.accepted_seq);
+  row.started_seq = static_cast<uint64_t>(in.started_seq);
+  row.ended_seq = static_cast<uint64_t>(in.ended_seq);
+  row.attempts = static_cast<uint32_t>(std::clamp<int64_t>(
+      in.attempts, 0, std::numeric_limits<uint32_t>::max()));
+  std::vector<std::string> problems;
+  auto spec = std::make_shared<v1::JobSpec>();
+  if (!spec->ParseFromArray(in.spec.data(), static_cast<int>(in.spec.size()))) {
+    problems.push_back("its spec does not parse");
+    spec = std::make_shared<v1::JobSpec>();
+    spec->set_task(SalvageTask(in.spec));
+  }
+  row.spec = std::move(spec);
+  const bool state_ok = in.state > v1::JOB_STATE_UNSPECIFIED &&
+                        in.state <= v1::JobState_MAX &&
+                        v1::JobState_IsValid(static_cast<int>(in.state));
+  if (state_ok) {
+    row.state = static_cast<v1::JobState>(in.state);
+  } else {
+    problems.push_back(
+        fmt::format("its state {} is not a job state", in.state));
+  }
+  if (in.executor >= 0 && in.executor <= v1::Executor_MAX &&
+      v1::Executor_IsValid(static_cast<int>(in.executor))) {
+    row.executor = static_cast<v1::Executor>(in.executor);
+  } else {
+    problems.push_back(
+        fmt::format("its executor {} is not an executor", in.executor));
+  }
+  const bool has_end = in.result.has_value() || in.error.has_value();
+  if (state_ok && IsTerminal(row.state) != has_end) {
+    problems.push_back(has_end ? "it has a result but had not ended"
+                               : "it ended but its result is missing");
+  } else if (state_ok && has_end) {
+    auto end = std::make_shared<JobEnd>();
+    end->state = row.state;
+    // The one the state says; the other column holds an empty message.
+    const std::string_view bytes = row.state == v1::JOB_STATE_SUCCEEDED
+                                       ? in.result.value_or("")
+                                       : in.error.value_or("");
+    const bool ok = row.state == v1::JOB_STATE_SUCCEEDED
+                        ? end->mutable_result().ParseFromArray(
+                              bytes.data(), static_cast<int>(bytes.size()))
+                        : end->mutable_error().ParseFromArray(
+                              bytes.data(), static_cast<int>(bytes.size()));
+    if (ok) {
+      row.end = std::move(end);
+    } else {
+      problems.push_back(row.state == v1::JOB_STATE_SUCCEEDED
+                             ? "its result does not parse"
+                             : "its error does not parse");
+    }
+  }
+  if (!problems.empty()) {
+    row.problem = absl::StrJoin(problems, "; ");
+    row.end.reset();
+    if (!state_ok) row.state = v1::JOB_STATE_QUEUED;
+  }
+  return row;
+}
 
 const char* DurabilityName(Durability d) {
   switch (d) {
@@ -194,49 +285,38 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
                  "finish_ns, result, error, accepted_seq, started_seq, "
                  "ended_seq, attempts, owner FROM jobs ORDER BY id");
   if (!rows.ok()) return fail("select");
+  auto blob = [](sqlite3_stmt* st, int col) {
+    const void* data = sqlite3_column_blob(st, col);
+    return data == nullptr
+               ? std::string_view()
+               : std::string_view(
+                     static_cast<const char*>(data),
+                     static_cast<size_t>(sqlite3_column_bytes(st, col)));
+  };
+  auto optional_blob = [&](sqlite3_stmt* st,
+                           int col) -> std::optional<std::string_view> {
+    if (sqlite3_column_type(st, col) == SQLITE_NULL) return std::nullopt;
+    return blob(st, col);
+  };
   int rc;
   while ((rc = sqlite3_step(rows.get())) == SQLITE_ROW) {
     sqlite3_stmt* s = rows.get();
-    JournalRow row;
-    row.id = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
-    row.state = static_cast<v1::JobState>(sqlite3_column_int(s, 1));
-    row.executor = static_cast<v1::Executor>(sqlite3_column_int(s, 2));
-    auto spec = std::make_shared<v1::JobSpec>();
-    if (!spec->ParseFromArray(sqlite3_column_blob(s, 3),
-                              sqlite3_column_bytes(s, 3)) ||
-        !v1::JobState_IsValid(row.state) ||
-        !v1::Executor_IsValid(row.executor)) {
-      sqlite3_close_v2(db);
-      return absl::DataLossError(fmt::format("job {} does not parse", row.id));
-    }
-    row.spec = std::move(spec);
-    row.create_time = FromNanos(sqlite3_column_int64(s, 4));
-    row.start_time = FromNanos(sqlite3_column_int64(s, 5));
-    row.finish_time = FromNanos(sqlite3_column_int64(s, 6));
-    if (sqlite3_column_type(s, 7) != SQLITE_NULL ||
-        sqlite3_column_type(s, 8) != SQLITE_NULL) {
-      auto end = std::make_shared<JobEnd>();
-      end->state = row.state;
-      // The one the state says; the other column holds an empty message.
-      const bool ok =
-          row.state == v1::JOB_STATE_SUCCEEDED
-              ? end->mutable_result().ParseFromArray(sqlite3_column_blob(s, 7),
-                                                     sqlite3_column_bytes(s, 7))
-              : end->mutable_error().ParseFromArray(sqlite3_column_blob(s, 8),
-                                                    sqlite3_column_bytes(s, 8));
-      if (!ok) {
-        sqlite3_close_v2(db);
-        return absl::DataLossError(
-            fmt::format("job {}'s result does not parse", row.id));
-      }
-      row.end = std::move(end);
-    }
-    row.accepted_seq = static_cast<uint64_t>(sqlite3_column_int64(s, 9));
-    row.started_seq = static_cast<uint64_t>(sqlite3_column_int64(s, 10));
-    row.ended_seq = static_cast<uint64_t>(sqlite3_column_int64(s, 11));
-    row.attempts = static_cast<uint32_t>(sqlite3_column_int(s, 12));
-    const unsigned char* owner = sqlite3_column_text(s, 13);
-    row.owner = owner != nullptr ? reinterpret_cast<const char*>(owner) : "";
+    StoredRow stored;
+    stored.id = sqlite3_column_int64(s, 0);
+    stored.state = sqlite3_column_int64(s, 1);
+    stored.executor = sqlite3_column_int64(s, 2);
+    stored.spec = blob(s, 3);
+    stored.create_ns = sqlite3_column_int64(s, 4);
+    stored.start_ns = sqlite3_column_int64(s, 5);
+    stored.finish_ns = sqlite3_column_int64(s, 6);
+    stored.result = optional_blob(s, 7);
+    stored.error = optional_blob(s, 8);
+    stored.accepted_seq = sqlite3_column_int64(s, 9);
+    stored.started_seq = sqlite3_column_int64(s, 10);
+    stored.ended_seq = sqlite3_column_int64(s, 11);
+    stored.attempts = sqlite3_column_int64(s, 12);
+    stored.owner = blob(s, 13);
+    JournalRow row = DecodeRow(stored);
     recovered->last_sequence =
         std::max({recovered->last_sequence, row.accepted_seq, row.started_seq,
                   row.ended_seq});
@@ -707,7 +787,7 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
 
 void Journal::AddStats(v1::GetStatsResponse& stats) const {
   v1::JournalStats& j = *stats.mutable_journal();
-  j.set_path(options_.path);
+  j.set_path(MakeValidUtf8(options_.path));  // A path is bytes.
   j.set_durability(DurabilityName(options_.durability));
   j.set_file_bytes(FileBytes(options_.path));
   j.set_wal_bytes(FileBytes(options_.path + "-wal"));
@@ -718,7 +798,7 @@ void Journal::AddStats(v1::GetStatsResponse& stats) const {
   j.set_records(records_written_);
   j.set_write_errors(write_errors_);
   j.set_healthy(!failing_);
-  j.set_last_error(last_error_);
+  j.set_last_error(MakeValidUtf8(last_error_));
   *j.mutable_last_commit() = ToProtoDuration(last_commit_);
 }
 

@@ -19,10 +19,12 @@
 //
 // Failure: a write that fails (disk full, --journal-max-bytes reached, I/O
 // error) is logged and retried; until it succeeds, accepting() is false
-// and the records wait. A damaged database (not a database, corrupt pages,
-// rows that do not parse) is moved aside (jobd.db.corrupt-<time>) and a
-// fresh one started; one that cannot be used for another reason (a newer
-// schema, permissions, locked, I/O errors) fails Open and keeps its jobs.
+// and the records wait. A database SQLite calls damaged (not a database,
+// corrupt pages) is moved aside (jobd.db.corrupt-<time>) and a fresh one
+// started; a row that does not parse comes back with its problem named
+// (JournalRow::problem) and costs only its own job; a database that cannot
+// be used for another reason (a newer schema, permissions, locked, I/O
+// errors) fails Open and keeps its jobs.
 //
 // Thread-safety: Insert/Update/Delete/NoteSequence/ticket()/durable()/
 // WhenDurable/stats are thread-safe and never block on I/O (a leaf lock).
@@ -34,7 +36,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <variant>
 #include <vector>
@@ -114,7 +118,32 @@ struct JournalRow {
   std::shared_ptr<const JobEnd> end;              // Terminal only.
   uint64_t accepted_seq = 0, started_seq = 0, ended_seq = 0;
   uint32_t attempts = 1;  // Runs started, counting re-runs after restarts.
+  // Read back only: why the row could not be read (its spec, result or
+  // error does not parse, a state out of range, ...), or "" if it could.
+  // Such a row comes back with what could be salvaged (id, owner, the task
+  // name, times and sequences), no end, and the scheduler fails that job
+  // alone (Scheduler::Restore).
+  std::string problem;
 };
+
+// A row of the jobs table as stored: the columns Open reads back.
+struct StoredRow {
+  int64_t id = 0;
+  int64_t state = 0;
+  int64_t executor = 0;
+  std::string_view spec;
+  std::optional<std::string_view> result;  // nullopt: NULL.
+  std::optional<std::string_view> error;   // nullopt: NULL.
+  int64_t create_ns = 0, start_ns = 0, finish_ns = 0;
+  int64_t accepted_seq = 0, started_seq = 0, ended_seq = 0;
+  int64_t attempts = 0;
+  std::string_view owner;  // Bytes as stored.
+};
+
+// Reads one stored row back. Never fails: what does not parse or is out of
+// range is named in JournalRow::problem; every string of the row it returns
+// is valid UTF-8 (the owner is repaired). Open calls it for every row.
+JournalRow DecodeRow(const StoredRow& stored);
 
 // What Open found.
 struct Recovered {

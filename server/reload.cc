@@ -35,7 +35,8 @@ class Diff {
 
 ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                          Scheduler& scheduler, JobServiceImpl& service,
-                         ExecPolicy& exec, Authenticator& auth) {
+                         ExecPolicy& exec, HttpPolicy& http,
+                         Authenticator& auth) {
   ReloadResult r;
   Diff d;
   auto& live = r.applied;
@@ -126,6 +127,19 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   exec_changed |= d.Check("exec-kill-grace", current.exec.kill_grace,
                           fresh.exec.kill_grace, live);
   if (exec_changed) exec.Set(fresh.exec);
+  bool http_applied = false;
+  if (current.http_allow != fresh.http_allow) {
+    // Parsed before (ParseConfig): not expected to fail.
+    absl::StatusOr<AddressPolicy> policy =
+        AddressPolicy::Parse(fresh.http_allow);
+    if (policy.ok()) {
+      http.Set(*std::move(policy));
+      http_applied =
+          d.Check("http-allow", current.http_allow, fresh.http_allow, live);
+    } else {
+      r.refused.push_back(std::string(policy.status().message()));
+    }
+  }
   d.Check("shutdown-grace", current.shutdown_grace, fresh.shutdown_grace, live);
 
   // What only a restart changes.
@@ -197,6 +211,7 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   now.service = ln;
   now.service.max_message_bytes = message_bytes;
   now.exec = fresh.exec;
+  if (http_applied) now.http_allow = fresh.http_allow;
   now.shutdown_grace = fresh.shutdown_grace;
   if (callers_applied) now.auth = fresh.auth;
   current = std::move(now);

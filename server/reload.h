@@ -4,7 +4,8 @@
 //   --log-level, --thread-workers, --reactor-max-jobs, --max-queued,
 //   --retention-ttl, --max-retained, --max-payload-bytes,
 //   --max-jobs-per-request, --default-window, --max-window, --exec-allow,
-//   --exec-env-allow, --exec-kill-grace, --shutdown-grace, --auth-token,
+//   --exec-env-allow, --exec-kill-grace, --http-allow, --shutdown-grace,
+//   --auth-token,
 //   --tls-identity,
 //   --unix-socket-auth, --quota-max-live, --quota-submit-rate,
 //   --max-streams-per-caller, --max-streams, --max-labels, --max-label-bytes,
@@ -40,7 +41,8 @@ struct ReloadResult {
 // Applies `fresh` over `current` (which is updated to what now runs).
 ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                          Scheduler& scheduler, JobServiceImpl& service,
-                         ExecPolicy& exec, Authenticator& auth);
+                         ExecPolicy& exec, HttpPolicy& http,
+                         Authenticator& auth);
 
 }  // namespace jobd
 

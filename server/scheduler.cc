@@ -7,6 +7,7 @@
 #include "server/convert.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 
@@ -40,8 +41,26 @@ std::shared_ptr<JobEnd> MakeError(v1::JobState state, absl::StatusCode code,
   v1::JobError& error = end->mutable_error();
   error.set_code(static_cast<int32_t>(code));
   error.set_reason(reason);
-  error.set_message(std::move(message));
+  error.set_message(ClipUtf8(message, kMaxErrorMessageBytes));
   return end;
+}
+
+// Bytes of a result as it travels (value and payload, with their tags).
+size_t ResultBytes(const google::protobuf::Value& value,
+                   const std::string& payload) {
+  return value.ByteSizeLong() + payload.size() + 16;
+}
+
+// The end of a job whose result does not fit a message with its spec.
+std::shared_ptr<JobEnd> ResultTooLarge(size_t result_bytes, size_t spec_bytes,
+                                       size_t limit) {
+  return MakeError(
+      v1::JOB_STATE_FAILED, absl::StatusCode::kResourceExhausted,
+      v1::ERROR_REASON_RESULT_TOO_LARGE,
+      fmt::format("the result is {} bytes: with the job's spec ({} bytes) it "
+                  "does not fit one message of {} bytes (--max-message-bytes), "
+                  "so it was dropped; return less, or bulk data elsewhere",
+                  result_bytes, spec_bytes, limit));
 }
 
 // Minimum spacing of PROGRESS events of one job (the latest is always kept).
@@ -646,6 +665,7 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
 
 void Scheduler::OnProgress(v1::Executor kind, uint64_t id, double fraction,
                            std::string_view message) {
+  std::string text = ClipUtf8(message, kMaxProgressMessageBytes);
   After after;
   {
     absl::MutexLock lock(&mu_);
@@ -656,7 +676,7 @@ void Scheduler::OnProgress(v1::Executor kind, uint64_t id, double fraction,
     Job& job = *it->second;
     auto progress = std::make_shared<v1::Progress>();
     progress->set_fraction(fraction);
-    progress->set_message(std::string(message));
+    progress->set_message(std::move(text));
     Job::Extras& extras = job.extras();
     extras.progress = progress;
     const absl::Time now = clock_.Now();
@@ -670,18 +690,58 @@ void Scheduler::OnProgress(v1::Executor kind, uint64_t id, double fraction,
   after.Run(journal_);
 }
 
+size_t Scheduler::PrepareOutcome(JobOutcome& outcome) const {
+  if (!outcome.status.ok()) {
+    const absl::string_view m = outcome.status.message();
+    const std::string_view message(m.data(), m.size());
+    if (message.size() > kMaxErrorMessageBytes || !IsValidUtf8(message)) {
+      outcome.status = absl::Status(outcome.status.code(),
+                                    ClipUtf8(message, kMaxErrorMessageBytes));
+    }
+    return 0;
+  }
+  MakeValidUtf8(&outcome.output.value);
+  const size_t bytes =
+      ResultBytes(outcome.output.value, outcome.output.payload);
+  const size_t limit = options_.max_message_bytes;
+  if (limit > 0 && bytes + kMessageEnvelopeBytes > limit) {
+    outcome.output = TaskOutput();  // Freed here, outside the lock.
+  }
+  return bytes;
+}
+
 void Scheduler::OnFinished(v1::Executor kind, std::span<FinishedJob> jobs) {
+  // What tasks returned is made fit for the wire before the lock: valid
+  // UTF-8, error messages cut, sizes known.
+  absl::InlinedVector<size_t, 16> result_bytes(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    result_bytes[i] = PrepareOutcome(jobs[i].outcome);
+  }
   After after;
   {
     absl::MutexLock lock(&mu_);
-    for (FinishedJob& j : jobs) EndRun(kind, j.job_id, j.outcome, after);
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      EndRun(kind, jobs[i].job_id, jobs[i].outcome, result_bytes[i], after);
+    }
     Dispatch(kind, after);
   }
   after.Run(journal_);
 }
 
+size_t Scheduler::SpecBytes(const Job& job) {
+  return job.spec->ByteSizeLong() + job.task->name.size() + 16;
+}
+
+bool Scheduler::ResultFits(size_t result_bytes, const Job& job,
+                           size_t* spec_bytes) const {
+  const size_t limit = options_.max_message_bytes;
+  if (limit == 0) return true;
+  *spec_bytes = SpecBytes(job);
+  return result_bytes + *spec_bytes + kMessageEnvelopeBytes <= limit;
+}
+
 void Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
-                       After& after) {
+                       size_t result_bytes, After& after) {
   Lane& lane = lanes_[kind];
   if (outcome.frees_slot) --lane.busy;
   if (outcome.wall_time > absl::ZeroDuration()) {
@@ -700,7 +760,10 @@ void Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
     return;
   }
   std::shared_ptr<JobEnd> end;
-  if (outcome.status.ok()) {
+  size_t spec_bytes = 0;
+  if (outcome.status.ok() && !ResultFits(result_bytes, job, &spec_bytes)) {
+    end = ResultTooLarge(result_bytes, spec_bytes, options_.max_message_bytes);
+  } else if (outcome.status.ok()) {
     end = std::make_shared<JobEnd>();
     end->state = v1::JOB_STATE_SUCCEEDED;
     v1::JobResult& result = end->mutable_result();
@@ -836,26 +899,23 @@ void Scheduler::ShowJob(uint64_t id, std::string_view owner,
       Journal::Wait::kFailFast);
 }
 
-void Scheduler::ShowJobs(
-    const ListJobsQuery& query,
-    std::function<void(absl::StatusOr<std::vector<v1::Job>>)> done) const {
+void Scheduler::ShowJobs(const ListJobsQuery& query, PageCallback done) const {
   std::vector<v1::Job> jobs;
+  bool more = false;
   uint64_t ticket = 0;
   {
     absl::MutexLock lock(&mu_);
-    ListLocked(query, [&](const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      jobs.push_back(Snapshot(job));
-      ticket = std::max(ticket, TicketOf(job.last_sequence));
-    });
+    jobs = ListLocked(query, &more, &ticket);
   }
-  if (ticket == 0) return done(std::move(jobs));
+  if (ticket == 0) return done(std::move(jobs), more);
   WhenDurable(
       ticket,
-      [this, done = std::move(done), jobs = std::move(jobs)](bool durable) {
+      [this, done = std::move(done), jobs = std::move(jobs),
+       more](bool durable) mutable {
         if (durable) {
-          done(std::move(jobs));
+          done(std::move(jobs), more);
         } else {
-          done(NotDurable());
+          done(NotDurable(), false);
         }
       },
       Journal::Wait::kFailFast);
@@ -1050,20 +1110,20 @@ void Scheduler::Unwatch(const EventSink* sink,
   }
 }
 
-std::vector<v1::Job> Scheduler::ListJobs(const ListJobsQuery& query) const {
-  std::vector<v1::Job> out;
+std::vector<v1::Job> Scheduler::ListJobs(const ListJobsQuery& query,
+                                         bool* more) const {
   absl::MutexLock lock(&mu_);
-  ListLocked(query, [&](const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    out.push_back(Snapshot(job));
-  });
-  return out;
+  return ListLocked(query, more, nullptr);
 }
 
-void Scheduler::ListLocked(const ListJobsQuery& query,
-                           absl::FunctionRef<void(const Job&)> fn) const {
-  size_t listed = 0;
+std::vector<v1::Job> Scheduler::ListLocked(const ListJobsQuery& query,
+                                           bool* more,
+                                           uint64_t* ticket) const {
+  std::vector<v1::Job> out;
+  size_t bytes = 0;
+  if (more != nullptr) *more = false;
   for (auto it = jobs_.upper_bound(query.after_id);
-       it != jobs_.end() && listed < query.limit; ++it) {
+       it != jobs_.end() && out.size() < query.limit; ++it) {
     const Job& job = *it->second;
     if (!query.states.empty() &&
         std::find(query.states.begin(), query.states.end(), job.state) ==
@@ -1072,9 +1132,21 @@ void Scheduler::ListLocked(const ListJobsQuery& query,
     }
     if (!query.task.empty() && job.task->name != query.task) continue;
     if (!query.owner.empty() && *job.owner != query.owner) continue;
-    fn(job);
-    ++listed;
+    v1::Job snapshot = Snapshot(job);
+    if (query.max_bytes > 0) {
+      const size_t size = snapshot.ByteSizeLong() + 8;  // Tag and length.
+      if (!out.empty() && bytes + size > query.max_bytes) {
+        if (more != nullptr) *more = true;
+        break;
+      }
+      bytes += size;
+    }
+    if (ticket != nullptr) {
+      *ticket = std::max(*ticket, TicketOf(job.last_sequence));
+    }
+    out.push_back(std::move(snapshot));
   }
+  return out;
 }
 
 v1::GetStatsResponse Scheduler::GetStats() const {
@@ -1230,6 +1302,8 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
     // 1. The records and the event log as they were.
     std::vector<LoggedEvent> log;
     std::vector<uint64_t> ended;
+    // Jobs to fail in step 3, and why: their row could not be read back.
+    absl::flat_hash_map<uint64_t, std::string> unreadable;
     for (JournalRow& row : recovered.rows) {
       auto job = std::make_unique<Job>();
       job->id = row.id;
@@ -1246,11 +1320,31 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       job->start_time = row.start_time;
       job->finish_time = row.finish_time;
       job->end = std::move(row.end);
+      bool rewrite = false;  // Its row changes.
+      if (!row.problem.empty()) {
+        // Failed as a live job below, the others untouched.
+        job->state = v1::JOB_STATE_QUEUED;
+        unreadable.emplace(row.id, std::move(row.problem));
+      } else if (job->end != nullptr &&
+                 job->end->state == v1::JOB_STATE_SUCCEEDED) {
+        // Kept by an older jobd: a result that no reader could receive.
+        const v1::JobResult& r = job->end->result();
+        const size_t bytes = ResultBytes(r.value(), r.payload());
+        size_t spec_bytes = 0;
+        if (!ResultFits(bytes, *job, &spec_bytes)) {
+          ++summary.unreadable;
+          job->end =
+              ResultTooLarge(bytes, spec_bytes, options_.max_message_bytes);
+          job->state = row.state = v1::JOB_STATE_FAILED;
+          rewrite = true;
+        }
+      }
       job->accepted_seq = row.accepted_seq;
       job->started_seq = row.started_seq;
       job->attempts = row.attempts;
       job->last_sequence =
           std::max({row.accepted_seq, row.started_seq, row.ended_seq});
+      if (rewrite) JournalState(*job);
       auto add = [&](uint64_t seq, v1::EventType type, absl::Time time) {
         if (seq == 0) return;
         log.push_back({.sequence = seq,
@@ -1300,6 +1394,19 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       Job& job = *jobs_.at(id);
       ++live_;
       ++live_by_owner_[job.owner];
+      if (auto bad = unreadable.find(id); bad != unreadable.end()) {
+        ++summary.unreadable;
+        Finish(job,
+               MakeError(v1::JOB_STATE_FAILED, absl::StatusCode::kDataLoss,
+                         v1::ERROR_REASON_LOST_ON_RESTART,
+                         fmt::format("jobd could not read this job back from "
+                                     "its journal at restart: {}; what it was "
+                                     "and did is lost",
+                                     bad->second)),
+               after);
+        JournalState(job, /*insert=*/true);  // Rewrites the row whole.
+        continue;
+      }
       const bool was_running = job.state == v1::JOB_STATE_RUNNING;
       job.state = v1::JOB_STATE_QUEUED;
       std::string unrunnable;

@@ -36,7 +36,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/container/node_hash_set.h"
-#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -156,6 +155,12 @@ struct SchedulerOptions {
   size_t start_window = 4096;
   // How often expired jobs are swept.
   absl::Duration sweep_interval = absl::Seconds(1);
+  // The gRPC message limit (--max-message-bytes; fixed at start). Every Job
+  // and JobEvent must fit one message: a job whose result with its spec
+  // would not (workers/executor.h: kMessageEnvelopeBytes) fails
+  // RESULT_TOO_LARGE instead,
+  // at its end or when restored. 0: no limit.
+  size_t max_message_bytes = 16 << 20;
 };
 
 // A validated spec, ready to become a job.
@@ -194,6 +199,8 @@ struct ListJobsQuery {
   std::string owner;                 // Empty: any.
   uint64_t after_id = 0;             // Page start (exclusive).
   size_t limit = 100;
+  // Serialized jobs in one page at most (at least one job); 0: no cap.
+  size_t max_bytes = 0;
 };
 
 // What Restore() did with the journal's jobs.
@@ -203,6 +210,9 @@ struct RestoreSummary {
   size_t lost = 0;        // Were running, at-most-once: LOST_ON_RESTART.
   size_t retained = 0;    // Had ended: retrievable again.
   size_t unrunnable = 0;  // Their task is gone or changed: FAILED.
+  // Their journal row could not be read back (JournalRow::problem), or
+  // their result no longer fits a message: FAILED.
+  size_t unreadable = 0;
 };
 
 class Scheduler {
@@ -290,12 +300,15 @@ class Scheduler {
   // journal's error (or that jobd is stopping).
   absl::Status NotDurable() const;
 
-  // The jobs now, as held in memory (like GetJob).
-  std::vector<v1::Job> ListJobs(const ListJobsQuery& query) const;
-  // ListJobs, for a client.
-  void ShowJobs(
-      const ListJobsQuery& query,
-      std::function<void(absl::StatusOr<std::vector<v1::Job>>)> done) const;
+  // A page of jobs now, as held in memory (like GetJob); *more (if given)
+  // is set when the page stopped at query.max_bytes before query.limit with
+  // more jobs to list.
+  std::vector<v1::Job> ListJobs(const ListJobsQuery& query,
+                                bool* more = nullptr) const;
+  // ListJobs, for a client: `done` gets the page and `more`.
+  using PageCallback =
+      std::function<void(absl::StatusOr<std::vector<v1::Job>>, bool more)>;
+  void ShowJobs(const ListJobsQuery& query, PageCallback done) const;
   v1::GetStatsResponse GetStats() const;
   // Quarantine of tasks that kept killing their worker (process pool).
   bool IsQuarantined(const TaskDef& task) const;
@@ -377,9 +390,21 @@ class Scheduler {
   void OnProgress(v1::Executor kind, uint64_t id, double fraction,
                   std::string_view message);
   void OnFinished(v1::Executor kind, std::span<FinishedJob> jobs);
-  // A run ended: records it and ends its job (unless it ended already).
-  void EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome, After& after)
+  // Without the lock: makes a run's output valid UTF-8 and its error
+  // message short and valid; drops a result that cannot fit a message.
+  // Returns the result's bytes (0 for an error).
+  size_t PrepareOutcome(JobOutcome& outcome) const;
+  // A run ended: records it and ends its job (unless it ended already); a
+  // result of `result_bytes` that does not fit with the job's spec fails it
+  // RESULT_TOO_LARGE.
+  void EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
+              size_t result_bytes, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a result of `result_bytes` fits one message with `job`'s spec
+  // (options_.max_message_bytes); sets *spec_bytes when it measured it.
+  bool ResultFits(size_t result_bytes, const Job& job,
+                  size_t* spec_bytes) const;
+  static size_t SpecBytes(const Job& job);
   void OnTimeout(uint64_t id);
 
   // Stamps `event` (sequence, time, job), records the job's new state in
@@ -431,9 +456,10 @@ class Scheduler {
              After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleSweep();
   v1::Job Snapshot(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Calls `fn` with each job `query` selects, in id order.
-  void ListLocked(const ListJobsQuery& query,
-                  absl::FunctionRef<void(const Job&)> fn) const
+  // The page `query` selects, in id order (see ListJobs); raises *ticket
+  // (if given) to the largest TicketOf of its jobs.
+  std::vector<v1::Job> ListLocked(const ListJobsQuery& query, bool* more,
+                                  uint64_t* ticket) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Const after construction (but for the reloadable limits in limits_).

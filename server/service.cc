@@ -9,6 +9,7 @@
 #include "server/request_errors.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 
@@ -23,8 +24,14 @@ namespace {
 // A response message takes events until it holds this many, or this many
 // bytes (at least one event): enough to amortize a write, and far below
 // gRPC's default 4 MiB receive limit unless a single result is larger.
+// Never beyond the message limit: an event that would not fit with those
+// before it goes in the next message (one event always fits: the
+// scheduler fails a job whose result would not).
 constexpr int kMaxEventsPerMessage = 1024;
 constexpr size_t kMaxBytesPerMessage = 1 << 20;
+
+// Bytes of a response message kept clear of the limit (its own framing).
+constexpr size_t kMessageSlackBytes = 1024;
 
 // The outgoing side of a streaming session: queued items and the write
 // protocol — at most one write in flight; Finish exactly once, and only when
@@ -149,7 +156,9 @@ Event Rejection(const absl::Status& status) {
   end->state = v1::JOB_STATE_UNSPECIFIED;
   v1::JobError& error = end->mutable_error();
   error.set_code(static_cast<int32_t>(status.code()));
-  error.set_message(std::string(status.message()));
+  const absl::string_view message = status.message();
+  error.set_message(ClipUtf8(std::string_view(message.data(), message.size()),
+                             kMaxErrorMessageBytes));
   error.set_reason(status.code() == absl::StatusCode::kResourceExhausted
                        ? v1::ERROR_REASON_OVERLOADED
                    : status.code() == absl::StatusCode::kUnavailable
@@ -170,7 +179,9 @@ class SubmitSession final
       public StreamSession,
       public std::enable_shared_from_this<SubmitSession> {
  public:
-  explicit SubmitSession(JobServiceImpl& service) : service_(service) {}
+  explicit SubmitSession(JobServiceImpl& service)
+      : service_(service),
+        max_bytes_(service.limits().max_message_bytes - kMessageSlackBytes) {}
   friend OutboxReactor;  // Calls Pump().
 
   void Begin(absl::StatusOr<Caller> caller) {
@@ -447,7 +458,12 @@ class SubmitSession final
           }
           v1::JobEvent* e = response_.add_events();
           ToProto(o.event, o.client_tag, e);
-          bytes += e->ByteSizeLong();
+          const size_t size = e->ByteSizeLong() + 8;  // With tag and length.
+          if (n > 0 && bytes + size > max_bytes_) {
+            response_.mutable_events()->RemoveLast();  // The next one's.
+            break;
+          }
+          bytes += size;
           if (IsEnd(o.event.type)) --unsent_ends_;
           out_.items.pop_front();
         }
@@ -507,6 +523,7 @@ class SubmitSession final
   }
 
   JobServiceImpl& service_;
+  const size_t max_bytes_;               // Of one response message.
   std::shared_ptr<SubmitSession> self_;  // Alive until OnDone.
   Caller caller_;                        // Set in Begin(), then const.
   bool counted_ = false;  // OpenStream succeeded (Begin): CloseStream.
@@ -543,7 +560,9 @@ class WatchSession final
       public StreamSession,
       public std::enable_shared_from_this<WatchSession> {
  public:
-  explicit WatchSession(JobServiceImpl& service) : service_(service) {}
+  explicit WatchSession(JobServiceImpl& service)
+      : service_(service),
+        max_bytes_(service.limits().max_message_bytes - kMessageSlackBytes) {}
   friend OutboxReactor;  // Calls Pump().
 
   void Begin(const v1::WatchJobsRequest& request,
@@ -670,7 +689,12 @@ class WatchSession final
           }
           v1::JobEvent* pe = response_.add_events();
           ToProto(e, 0, pe);
-          bytes += pe->ByteSizeLong();
+          const size_t size = pe->ByteSizeLong() + 8;  // With tag and length.
+          if (n > 0 && bytes + size > max_bytes_) {
+            response_.mutable_events()->RemoveLast();  // The next one's.
+            break;
+          }
+          bytes += size;
           last_sent_ = std::max(last_sent_, e.sequence);
           if (IsTerminal(e.type)) remaining_.erase(e.job_id);
           out_.items.pop_front();
@@ -691,6 +715,7 @@ class WatchSession final
   }
 
   JobServiceImpl& service_;
+  const size_t max_bytes_;  // Of one response message.
   std::shared_ptr<WatchSession> self_;
   Caller caller_;              // Set in Begin(), then const.
   bool counted_ = false;       // OpenStream succeeded: CloseStream in OnDone.
@@ -940,17 +965,20 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
     query.states.push_back(static_cast<v1::JobState>(s));
   }
   query.task = request->task();
+  // A page never exceeds a message: fewer jobs when they are large.
+  query.max_bytes = limits().max_message_bytes - kMessageSlackBytes;
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  scheduler_.ShowJobs(query, [reactor, response, limit = query.limit](
-                                 absl::StatusOr<std::vector<v1::Job>> jobs) {
-    if (jobs.ok()) {
-      if (jobs->size() == limit) {
-        response->set_next_page_token(jobs->back().id());
-      }
-      for (v1::Job& job : *jobs) *response->add_jobs() = std::move(job);
-    }
-    reactor->Finish(ToGrpc(jobs.status()));
-  });
+  scheduler_.ShowJobs(
+      query, [reactor, response, limit = query.limit](
+                 absl::StatusOr<std::vector<v1::Job>> jobs, bool more) {
+        if (jobs.ok()) {
+          if (!jobs->empty() && (more || jobs->size() == limit)) {
+            response->set_next_page_token(jobs->back().id());
+          }
+          for (v1::Job& job : *jobs) *response->add_jobs() = std::move(job);
+        }
+        reactor->Finish(ToGrpc(jobs.status()));
+      });
   return reactor;
 }
 

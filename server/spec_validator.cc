@@ -2,6 +2,7 @@
 
 #include "server/convert.h"
 #include "spdlog/fmt/fmt.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 namespace {
@@ -48,7 +49,7 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
     return absl::InvalidArgumentError(
         fmt::format("spec.task: unknown task '{}' (see ListTasks / jobctl "
                     "tasks)",
-                    spec.task().substr(0, 128)));
+                    ClipUtf8(spec.task(), 128)));
   }
   if (spec.kind() == v1::JOB_KIND_UNSPECIFIED) {
     return absl::InvalidArgumentError(
@@ -90,7 +91,7 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
         v.size() > limits.max_label_bytes) {
       return absl::InvalidArgumentError(
           fmt::format("spec.labels[{}]: key or value longer than {} bytes",
-                      k.substr(0, 64), limits.max_label_bytes));
+                      ClipUtf8(k, 64), limits.max_label_bytes));
     }
   }
   if (spec.idempotency_key().size() > limits.max_idempotency_key_bytes) {

@@ -184,6 +184,65 @@ TEST_F(JournalTest, ACorruptFileIsMovedAsideAndAFreshOneStarted) {
   EXPECT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
 }
 
+// A message serialized as is: one with a string that is not UTF-8 is
+// written (with a logged complaint) but never parsed back.
+std::string Serialized(const google::protobuf::Message& m) {
+  std::string bytes;
+  m.SerializeToString(&bytes);
+  return bytes;
+}
+
+// Rows that cannot be read back come back named, each alone; the database
+// is not moved aside (only SQLite's own verdict does that).
+TEST_F(JournalTest, ARowThatDoesNotParseComesBackWithItsProblem) {
+  {
+    Recovered r;
+    auto j = Open(&r);
+    for (uint64_t id = 1; id <= 5; ++id) j->Insert(Ended(id));
+    j->Insert(Row(6, v1::JOB_STATE_QUEUED));
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_ + "/jobd.db").c_str(), &db), SQLITE_OK);
+    auto set = [&](const char* sql, const std::string& blob) {
+      sqlite3_stmt* st = nullptr;
+      ASSERT_EQ(sqlite3_prepare_v2(db, sql, -1, &st, nullptr), SQLITE_OK);
+      if (sqlite3_bind_parameter_count(st) > 0) {
+        sqlite3_bind_blob(st, 1, blob.data(), static_cast<int>(blob.size()),
+                          SQLITE_TRANSIENT);
+      }
+      EXPECT_EQ(sqlite3_step(st), SQLITE_DONE);
+      sqlite3_finalize(st);
+    };
+    v1::JobResult result;
+    result.mutable_value()->set_string_value("\xff\xfe");
+    set("UPDATE jobs SET result=? WHERE id=2", Serialized(result));
+    v1::JobSpec spec;
+    spec.set_task("echo");
+    spec.set_idempotency_key("\xff\xfe");
+    set("UPDATE jobs SET spec=? WHERE id=3", Serialized(spec));
+    set("UPDATE jobs SET state=99 WHERE id=4", "");
+    set("UPDATE jobs SET result=NULL, error=NULL WHERE id=5", "");
+    set("UPDATE jobs SET owner=CAST(X'FF6F' AS TEXT) WHERE id=6", "");
+    sqlite3_close(db);
+  }
+  Recovered r;
+  auto j = Open(&r);
+  ASSERT_NE(j, nullptr);
+  EXPECT_TRUE(r.moved_aside.empty());
+  ASSERT_EQ(r.rows.size(), 6u);
+  EXPECT_EQ(r.rows[0].problem, "");
+  EXPECT_EQ(r.rows[0].end->result().value().string_value(), "done 1");
+  EXPECT_EQ(r.rows[1].problem, "its result does not parse");
+  EXPECT_EQ(r.rows[1].end, nullptr);
+  EXPECT_EQ(r.rows[2].problem, "its spec does not parse");
+  EXPECT_EQ(r.rows[2].spec->task(), "echo");  // Salvaged.
+  EXPECT_EQ(r.rows[3].problem, "its state 99 is not a job state");
+  EXPECT_EQ(r.rows[4].problem, "it ended but its result is missing");
+  EXPECT_EQ(r.rows[5].problem, "");
+  EXPECT_EQ(r.rows[5].owner, "\xEF\xBF\xBDo");
+}
+
 TEST_F(JournalTest, AbandonRunsTheWaitersOfWhatCannotBeWritten) {
   Recovered r;
   auto j = Open(&r, /*max_bytes=*/256 << 10);

@@ -4,6 +4,9 @@
 // are refused. Also CheckTcpExposure (server/config.h).
 #include "server/reload.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -50,13 +53,15 @@ class ReloadTest : public ::testing::Test {
         scheduler_, registry_, *auth_, current_.service, "test", [] {});
   }
   ReloadResult Apply(const DaemonConfig& fresh) {
-    return ApplyConfig(current_, fresh, scheduler_, *service_, exec_, *auth_);
+    return ApplyConfig(current_, fresh, scheduler_, *service_, exec_, http_,
+                       *auth_);
   }
 
   RealClock clock_;
   Scheduler scheduler_{SchedulerOptions{}, clock_};
   TaskRegistry registry_;
   ExecPolicy exec_;
+  HttpPolicy http_;
   DaemonConfig current_;
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<JobServiceImpl> service_;
@@ -134,6 +139,44 @@ TEST(ConfigTest, ExecEnvAllowTakesVariableNamesFromFlagsAndTheFile) {
     EXPECT_THAT(r.status().message(), HasSubstr("--exec-env-allow")) << bad;
     EXPECT_THAT(r.status().message(), HasSubstr(bad));
   }
+}
+
+// --http-allow applies live: jobs started after the reload use the new
+// allowlist.
+TEST_F(ReloadTest, HttpAllowlistAppliesLive) {
+  Start("127.0.0.1:0", /*tls=*/false);
+  sockaddr_in loopback{};
+  loopback.sin_family = AF_INET;
+  loopback.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  auto refusal = [&] {
+    return http_.Get()->Refusal(reinterpret_cast<sockaddr*>(&loopback),
+                                sizeof(loopback), "127.0.0.1");
+  };
+  EXPECT_THAT(refusal(), HasSubstr("loopback"));
+  DaemonConfig fresh = current_;
+  fresh.http_allow = {"127.0.0.0/8"};
+  const ReloadResult r = Apply(fresh);
+  EXPECT_THAT(r.applied, ::testing::Contains(HasSubstr("--http-allow")));
+  EXPECT_EQ(refusal(), "");
+  EXPECT_EQ(current_.http_allow, fresh.http_allow);
+}
+
+TEST(ConfigTest, ABadHttpAllowEntryIsRefusedByName) {
+  const char* argv[] = {"jobd", "--http-allow", "127.0.0.1,10.0.0.0/99"};
+  absl::StatusOr<ParsedArgs> parsed = ParseConfig(3, const_cast<char**>(argv));
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(parsed.status().message(), HasSubstr("--http-allow"));
+  EXPECT_THAT(parsed.status().message(), HasSubstr("10.0.0.0/99"));
+}
+
+// A caller's name becomes Job.owner on the wire: it must be UTF-8.
+TEST(ConfigTest, ACallerNameThatIsNotUtf8IsRefused) {
+  const std::string token =
+      std::string("caf\xe9:submit:") + std::string(64, 'a');
+  const char* argv[] = {"jobd", "--auth-token", token.c_str()};
+  absl::StatusOr<ParsedArgs> parsed = ParseConfig(3, const_cast<char**>(argv));
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(parsed.status().message(), HasSubstr("valid UTF-8"));
 }
 
 TEST(TcpExposureTest, BeyondLoopbackNeedsTlsAndAuthentication) {

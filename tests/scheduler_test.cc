@@ -706,5 +706,146 @@ TEST_F(SchedulerTest, WatchResumesInARestoredLogWithGapsInTheSequence) {
   EXPECT_EQ(watcher->Sequences().at(4), 61u);
 }
 
+// Rows the journal could not read back fail their jobs alone, saying why;
+// the other jobs are restored as usual.
+TEST_F(SchedulerTest, RestoreFailsOnlyTheJobsWhoseRowsCouldNotBeRead) {
+  TaskRegistry registry;
+  ASSERT_TRUE(registry.Add(ok_task_).ok());
+  Recovered old;
+  old.rows.push_back(OldRow(1, v1::JOB_STATE_QUEUED, 10));
+  old.rows.push_back(OldRow(2, v1::JOB_STATE_SUCCEEDED, 20));
+  old.rows.back().problem = "its result does not parse";
+  old.rows.back().end.reset();
+  old.rows.push_back(OldRow(3, v1::JOB_STATE_SUCCEEDED, 30));
+  old.rows.push_back(OldRow(4, v1::JOB_STATE_QUEUED, 40));
+  old.rows.back().problem = "its spec does not parse";
+  old.last_sequence = 60;
+  const RestoreSummary s = scheduler_->Restore(std::move(old), registry);
+  EXPECT_EQ(s.unreadable, 2u);
+  EXPECT_EQ(s.retained, 1u);
+  EXPECT_EQ(s.queued, 1u);
+  for (uint64_t id : {2, 4}) {
+    auto job = scheduler_->GetJob(id);
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->state(), v1::JOB_STATE_FAILED);
+    EXPECT_EQ(job->error().reason(), v1::ERROR_REASON_LOST_ON_RESTART);
+    EXPECT_EQ(job->error().code(),
+              static_cast<int>(absl::StatusCode::kDataLoss));
+    EXPECT_THAT(job->error().message(),
+                HasSubstr(id == 2 ? "its result does not parse"
+                                  : "its spec does not parse"));
+  }
+  EXPECT_EQ(scheduler_->GetJob(3)->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(sink_->size(), 0u);
+  auto watcher = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(scheduler_->Watch({1}, 0, Subscriber{watcher, 0}).ok());
+  EXPECT_EQ(watcher->WaitEnd(1).type, v1::EVENT_TYPE_SUCCEEDED);
+}
+
+// What a task returns reaches the wire as valid UTF-8 (strings and keys
+// repaired), with error and progress texts cut on a character boundary.
+TEST_F(SchedulerTest, OutputIsMadeValidUtf8AndErrorsShort) {
+  const TaskDef bad_result =
+      Def("bad", [](TaskContext& ctx) -> absl::StatusOr<TaskOutput> {
+        ctx.ReportProgress(0.5, std::string(5000, 'p') + "\xff");
+        TaskOutput out;
+        auto& f = *out.value.mutable_struct_value()->mutable_fields();
+        f["x-bad"].set_string_value("\xff\xfe");
+        f["k\xe9y"].set_number_value(1);
+        out.payload = "\xff raw bytes stay";
+        return out;
+      });
+  const TaskDef bad_error =
+      Def("err", [](TaskContext&) -> absl::StatusOr<TaskOutput> {
+        return absl::InternalError(std::string(40000, 'e') + "\xc3");
+      });
+  const Admission a = Submit(bad_result);
+  const Admission b = Submit(bad_error);
+  const Event ea = sink_->WaitEnd(a.job_id);
+  const Event eb = sink_->WaitEnd(b.job_id);
+  for (const auto& job :
+       {scheduler_->GetJob(a.job_id), scheduler_->GetJob(b.job_id)}) {
+    ASSERT_TRUE(job.ok());
+    std::string bytes;
+    ASSERT_TRUE(job->SerializeToString(&bytes));
+    v1::Job back;
+    EXPECT_TRUE(back.ParseFromString(bytes)) << job->id();
+  }
+  ASSERT_EQ(ea.type, v1::EVENT_TYPE_SUCCEEDED);
+  const auto& f = ea.end()->result().value().struct_value().fields();
+  EXPECT_EQ(f.at("x-bad").string_value(), "\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_TRUE(f.contains("k\xEF\xBF\xBDy"));
+  EXPECT_EQ(ea.end()->result().payload(), "\xff raw bytes stay");
+  ASSERT_EQ(eb.type, v1::EVENT_TYPE_FAILED);
+  EXPECT_LE(eb.end()->error().message().size(), kMaxErrorMessageBytes);
+  EXPECT_THAT(eb.end()->error().message(), ::testing::EndsWith("..."));
+}
+
+// A result that would not fit one message with its spec fails its job
+// (RESULT_TOO_LARGE), at its end or when a journal brings it back.
+TEST_F(SchedulerTest, AResultTooLargeForAMessageFailsItsJob) {
+  Build({.max_message_bytes = 256 << 10}, 1);
+  auto returning = [](size_t bytes) {
+    return [bytes](TaskContext&) -> absl::StatusOr<TaskOutput> {
+      TaskOutput out;
+      out.payload.assign(bytes, 'r');
+      return out;
+    };
+  };
+  const TaskDef big = Def("big", returning(300 << 10));
+  const TaskDef fits = Def("fits", returning(150 << 10));
+  const Admission a = Submit(big);
+  const Admission b = Submit(fits);
+  const Event ea = sink_->WaitEnd(a.job_id);
+  ASSERT_EQ(ea.type, v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(ea.end()->error().reason(), v1::ERROR_REASON_RESULT_TOO_LARGE);
+  EXPECT_THAT(ea.end()->error().message(), HasSubstr("--max-message-bytes"));
+  EXPECT_EQ(sink_->WaitEnd(b.job_id).type, v1::EVENT_TYPE_SUCCEEDED);
+
+  // The same result restored with a spec that leaves it no room.
+  Build({.max_message_bytes = 256 << 10}, 1);
+  TaskRegistry registry;
+  ASSERT_TRUE(registry.Add(ok_task_).ok());
+  Recovered old;
+  old.rows.push_back(OldRow(1, v1::JOB_STATE_SUCCEEDED, 10));
+  auto spec = std::make_shared<v1::JobSpec>(*old.rows[0].spec);
+  spec->set_payload(std::string(100 << 10, 's'));
+  old.rows[0].spec = spec;
+  auto end = std::make_shared<JobEnd>();
+  end->state = v1::JOB_STATE_SUCCEEDED;
+  end->mutable_result().set_payload(std::string(150 << 10, 'r'));
+  old.rows[0].end = end;
+  const RestoreSummary s = scheduler_->Restore(std::move(old), registry);
+  EXPECT_EQ(s.unreadable, 1u);
+  auto job = scheduler_->GetJob(1);
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job->error().reason(), v1::ERROR_REASON_RESULT_TOO_LARGE);
+}
+
+// A page of ListJobs stops at its byte budget (at least one job), saying
+// there is more.
+TEST_F(SchedulerTest, ListJobsPagesStopAtTheirByteBudget) {
+  auto returning = [](TaskContext&) -> absl::StatusOr<TaskOutput> {
+    TaskOutput out;
+    out.payload.assign(10000, 'r');
+    return out;
+  };
+  const TaskDef task = Def("ten.kb", returning);
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(Submit(task).job_id);
+  for (uint64_t id : ids) sink_->WaitEnd(id);
+  bool more = false;
+  std::vector<v1::Job> page =
+      scheduler_->ListJobs({.limit = 100, .max_bytes = 25000}, &more);
+  EXPECT_EQ(page.size(), 2u);
+  EXPECT_TRUE(more);
+  page = scheduler_->ListJobs({.limit = 100, .max_bytes = 100}, &more);
+  EXPECT_EQ(page.size(), 1u);  // One always.
+  page = scheduler_->ListJobs({.limit = 100}, &more);
+  EXPECT_EQ(page.size(), 5u);
+  EXPECT_FALSE(more);
+}
+
 }  // namespace
 }  // namespace jobd

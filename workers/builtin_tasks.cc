@@ -237,11 +237,12 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
                                            StringValue("requested failure"),
                                            "the error message")},
                   .run = Fail});
-  defs.push_back(HttpGetTask());
+  defs.push_back(HttpGetTask(options.max_message_bytes, options.http));
   defs.push_back(ExecTask(options.exec != nullptr
                               ? options.exec
                               : std::make_shared<const ExecPolicy>(),
-                          options.exec_sandbox));
+                          options.exec_sandbox,
+                          options.max_message_bytes));
   if (options.testing_tasks) {
     defs.push_back(
         {.name = "crash",

@@ -32,6 +32,11 @@ struct BuiltinTaskOptions {
   std::shared_ptr<const ExecPolicy> exec;
   // Where exec's programs run (null: no guardian, jobd's user).
   std::shared_ptr<const ExecSandbox> exec_sandbox;
+  // Where http.get may connect (null: public addresses only).
+  std::shared_ptr<const HttpPolicy> http;
+  // The daemon's message limit (--max-message-bytes): http.get and exec
+  // refuse limits whose result could not fit.
+  size_t max_message_bytes = 16 << 20;
 };
 
 absl::Status RegisterBuiltinTasks(TaskRegistry& registry,

@@ -35,6 +35,7 @@
 #include "workers/guardian.h"
 #include "workers/fd_limit.h"
 #include "workers/io_tasks.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 namespace {
@@ -61,7 +62,7 @@ absl::Status EnvNameStatus(const ExecOptions& options,
   const std::string problem = ExecEnvNameProblem(name);
   if (!problem.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("env.", name.substr(0, 128), ": ", problem));
+        absl::StrCat("env.", ClipUtf8(name, 128), ": ", problem));
   }
   if (std::find(options.env_allow.begin(), options.env_allow.end(), name) ==
       options.env_allow.end()) {
@@ -104,12 +105,13 @@ absl::StatusOr<std::string> Resolve(const ExecOptions& options,
                      absl::StrJoin(matches, ", "), "): give the full path"));
   }
   return absl::PermissionDeniedError(
-      absl::StrCat("argv[0]: '", program.substr(0, 256),
+      absl::StrCat("argv[0]: '", ClipUtf8(program, 256),
                    "' is not on this daemon's exec allowlist (--exec-allow: ",
                    absl::StrJoin(options.allow, ", "), ")"));
 }
 
-absl::Status Validate(const ExecOptions& options, const TaskArgs& args) {
+absl::Status Validate(const ExecOptions& options, size_t max_message_bytes,
+                      const TaskArgs& args) {
   const auto& argv = args.Find("argv")->list_value().values();
   if (argv.empty()) {
     return absl::InvalidArgumentError("argv: must name a program");
@@ -140,41 +142,45 @@ absl::Status Validate(const ExecOptions& options, const TaskArgs& args) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_output_bytes: must be between 0 and ", kMaxIoTaskBytes));
   }
+  // The result holds stdout twice (text and payload) and stderr once, at
+  // most `limit` bytes each, in one message with the spec.
+  const size_t room = ResultRoom(max_message_bytes, args);
+  const int64_t fits =
+      static_cast<int64_t>(room > 1024 ? (room - 1024) / 3 : 0);
+  if (limit > fits) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_output_bytes: ", limit,
+        " does not fit: stdout comes back twice "
+        "(text and payload) and stderr once, in one message with the spec; "
+        "at most ",
+        fits, " with this daemon's --max-message-bytes (", max_message_bytes,
+        ")"));
+  }
   return Resolve(options, argv[0].string_value()).status();
 }
 
-// Replaces invalid UTF-8 with U+FFFD (result strings must be UTF-8).
-std::string ValidUtf8(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  size_t i = 0;
-  while (i < in.size()) {
-    const auto c = static_cast<unsigned char>(in[i]);
-    size_t len = c < 0x80         ? 1
-                 : (c >> 5) == 6  ? 2
-                 : (c >> 4) == 14 ? 3
-                 : (c >> 3) == 30 ? 4
-                                  : 0;
-    bool ok = len > 0 && i + len <= in.size();
-    for (size_t k = 1; ok && k < len; ++k) {
-      ok = (static_cast<unsigned char>(in[i + k]) & 0xC0) == 0x80;
-    }
-    if (ok && len > 1) {  // No overlong forms, surrogates or > U+10FFFF.
-      uint32_t cp = c & (0x7F >> len);
-      for (size_t k = 1; k < len; ++k) cp = cp << 6 | (in[i + k] & 0x3F);
-      ok = (len == 2 && cp >= 0x80) ||
-           (len == 3 && cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF)) ||
-           (len == 4 && cp >= 0x10000 && cp <= 0x10FFFF);
-    }
-    if (ok) {
-      out.append(in.substr(i, len));
-      i += len;
-    } else {
-      out.append("\xEF\xBF\xBD");
-      ++i;
+// Output as result text: invalid UTF-8 bytes replaced by U+FFFD, then cut
+// to `limit` bytes on a character boundary (*cut set if it was), so that
+// the text is never longer than the bytes kept.
+std::string OutputText(std::string_view bytes, size_t limit, bool* cut) {
+  std::string text = MakeValidUtf8(bytes);
+  if (text.size() > limit) {
+    text.resize(Utf8Prefix(text, limit).size());
+    *cut = true;
+  }
+  return text;
+}
+
+// The last `max_bytes` or fewer bytes of `s` as text, starting on a
+// character boundary.
+std::string TailText(std::string_view s, size_t max_bytes) {
+  if (s.size() > max_bytes) {
+    s.remove_prefix(s.size() - max_bytes);
+    for (int i = 0; i < 3 && !s.empty() && (s[0] & 0xC0) == 0x80; ++i) {
+      s.remove_prefix(1);
     }
   }
-  return out;
+  return MakeValidUtf8(s);
 }
 
 std::string SignalName(int sig) {
@@ -557,15 +563,15 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
     f["exit_code"].set_null_value(google::protobuf::NULL_VALUE);
     f["signal"].set_string_value(SignalName(info.si_status));
   }
-  f["stdout"].set_string_value(ValidUtf8(child->stdout_bytes));
-  f["stderr"].set_string_value(ValidUtf8(child->stderr_bytes));
+  f["stdout"].set_string_value(
+      OutputText(child->stdout_bytes, child->limit, &child->stdout_truncated));
+  f["stderr"].set_string_value(
+      OutputText(child->stderr_bytes, child->limit, &child->stderr_truncated));
   f["stdout_truncated"].set_bool_value(child->stdout_truncated);
   f["stderr_truncated"].set_bool_value(child->stderr_truncated);
   f["duration_ms"].set_number_value(absl::ToDoubleMilliseconds(elapsed));
   if (a.Bool("check") && (!exited || info.si_status != 0)) {
-    const std::string& e = child->stderr_bytes;
-    const std::string tail =
-        ValidUtf8(e.size() > 512 ? e.substr(e.size() - 512) : e);
+    const std::string tail = TailText(child->stderr_bytes, 512);
     co_return absl::UnknownError(absl::StrCat(
         "exec ", *path, ": ",
         exited ? absl::StrCat("exited with code ", info.si_status)
@@ -594,7 +600,8 @@ std::string ExecEnvNameProblem(std::string_view name) {
 }
 
 TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy,
-                 std::shared_ptr<const ExecSandbox> sandbox) {
+                 std::shared_ptr<const ExecSandbox> sandbox,
+                 size_t max_message_bytes) {
   if (sandbox == nullptr) sandbox = std::make_shared<const ExecSandbox>();
   return {
       .name = "exec",
@@ -624,15 +631,16 @@ TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy,
                  OptionalParam("max_output_bytes", ParamType::kInt,
                                NumberValue(1 << 20),
                                "stdout and stderr kept, each; the rest is "
-                               "read and dropped (…_truncated); <= 8 MiB"),
+                               "read and dropped (…_truncated); <= 8 MiB, "
+                               "and 3x it must fit a message"),
                  OptionalParam("check", ParamType::kBool, BoolValue(true),
                                "fail the job on a non-zero exit or a signal")},
       .async = MakeAsyncTask([policy, sandbox](AsyncTaskContext& ctx) {
         return Exec(ctx, policy->Get(), sandbox);
       }),
       .validate =
-          [policy](const TaskArgs& args) {
-            return Validate(*policy->Get(), args);
+          [policy, max_message_bytes](const TaskArgs& args) {
+            return Validate(*policy->Get(), max_message_bytes, args);
           },
   };
 }

@@ -42,6 +42,19 @@ struct JobRun {
   bool measure_cpu_wait = false;
 };
 
+// A task's error and progress messages are cut to these many bytes (on a
+// character boundary, made valid UTF-8) where they enter the daemon, so
+// that a Job or JobEvent message holds little besides its spec and result.
+inline constexpr size_t kMaxErrorMessageBytes = 16 << 10;
+inline constexpr size_t kMaxProgressMessageBytes = 4 << 10;
+
+// What a Job or JobEvent message of a job that succeeded holds besides its
+// spec and result (ids, times, owner, task name, its latest progress) stays
+// under this: such a job fits one message when its result + spec + this <=
+// the message limit (else it fails RESULT_TOO_LARGE; tasks that can tell
+// in advance refuse the job).
+inline constexpr size_t kMessageEnvelopeBytes = 8 << 10;
+
 // How a started job ended.
 struct JobOutcome {
   absl::Status status;  // OK: `output` holds the result.

@@ -1,5 +1,9 @@
 #include "workers/http_client.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -12,6 +16,7 @@
 #include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
 #include "spdlog/spdlog.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 namespace {
@@ -41,6 +46,11 @@ struct HttpTransfer {
   char error[CURL_ERROR_SIZE] = {};
   uint64_t max_body = 0;
   bool too_big = false;
+  size_t header_bytes = 0;
+  bool headers_too_big = false;
+  CURL* easy = nullptr;
+  const AddressPolicy* policy = nullptr;
+  std::string refusal;  // Why an address was refused; "" if none was.
   HttpResponse response;
 };
 
@@ -63,7 +73,13 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   std::string_view line(data, bytes);
   if (line.starts_with("HTTP/")) {
     t->response.headers.clear();  // A new response (redirect, 100-continue).
+    t->header_bytes = 0;
     return bytes;
+  }
+  t->header_bytes += bytes;
+  if (t->header_bytes > kMaxResponseHeaderBytes) {
+    t->headers_too_big = true;
+    return 0;  // Aborts the transfer.
   }
   const size_t colon = line.find(':');
   if (colon == std::string_view::npos) return bytes;
@@ -75,6 +91,56 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   if (!slot.empty()) slot += ", ";
   slot.append(value.data(), value.size());
   return bytes;
+}
+
+// The host of `url` as the URL spells it ("" if it has none).
+std::string HostOf(const char* url) {
+  std::unique_ptr<CURLU, void (*)(CURLU*)> u(curl_url(), &curl_url_cleanup);
+  char* host = nullptr;
+  if (u == nullptr || url == nullptr ||
+      curl_url_set(u.get(), CURLUPART_URL, url, 0) != CURLUE_OK ||
+      curl_url_get(u.get(), CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+    return "";
+  }
+  std::string out = host;
+  curl_free(host);
+  return out;
+}
+
+// libcurl asks for a socket to connect to `a`: refused (no socket, so no
+// packet) when the policy says so. The URL being fetched names the host:
+// the request's, or a redirect's.
+curl_socket_t OnOpenSocket(void* user, curlsocktype purpose, curl_sockaddr* a) {
+  auto* t = static_cast<HttpTransfer*>(user);
+  char* url = nullptr;
+  curl_easy_getinfo(t->easy, CURLINFO_EFFECTIVE_URL, &url);
+  const std::string host = HostOf(url);
+  const std::string why = t->policy->Refusal(&a->addr, a->addrlen, host);
+  if (!why.empty()) {
+    char text[INET6_ADDRSTRLEN] = "?";
+    const void* ip =
+        a->family == AF_INET6
+            ? static_cast<const void*>(
+                  &reinterpret_cast<const sockaddr_in6*>(&a->addr)->sin6_addr)
+            : static_cast<const void*>(
+                  &reinterpret_cast<const sockaddr_in*>(&a->addr)->sin_addr);
+    inet_ntop(a->family, ip, text, sizeof(text));
+    spdlog::info("http.get: refused {} for host '{}': {}", text,
+                 MakeValidUtf8(host), why);
+    if (t->refusal.empty()) {
+      t->refusal = absl::StrCat(
+          "http.get may not connect to '", ClipUtf8(host, 256), "': ", why,
+          " (only public addresses, unless jobd's --http-allow lists the "
+          "host or its network)");
+    }
+    return CURL_SOCKET_BAD;
+  }
+  return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+const AddressPolicy& PublicOnly() {
+  static const AddressPolicy* const policy = new AddressPolicy();
+  return *policy;
 }
 
 absl::Status CurlError(CURLcode code, const char* detail,
@@ -209,6 +275,9 @@ asio::awaitable<absl::StatusOr<HttpResponse>> HttpClient::Get(
   HttpTransfer t(io_);
   t.max_body = request.max_body_bytes;
   CURL* e = easy.get();
+  t.easy = e;
+  t.policy =
+      request.addresses != nullptr ? request.addresses.get() : &PublicOnly();
   curl_easy_setopt(e, CURLOPT_URL, request.url.c_str());
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -232,6 +301,10 @@ asio::awaitable<absl::StatusOr<HttpResponse>> HttpClient::Get(
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &OnHeader);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, &t);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t.error);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &OnOpenSocket);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, &t);
+  // Straight to the address checked: no proxy from the environment.
+  curl_easy_setopt(e, CURLOPT_PROXY, "");
   std::unique_ptr<curl_slist, void (*)(curl_slist*)> headers(
       nullptr, &curl_slist_free_all);
   for (const auto& [name, value] : request.headers) {
@@ -254,6 +327,15 @@ asio::awaitable<absl::StatusOr<HttpResponse>> HttpClient::Get(
     active_.erase(e);
     curl_multi_remove_handle(multi_, e);
     throw asio::system_error(asio::error::operation_aborted);
+  }
+  if (!t.refusal.empty() && t.code != CURLE_OK) {
+    // The same text whatever the port and whether anything listens there.
+    co_return absl::PermissionDeniedError(t.refusal);
+  }
+  if (t.headers_too_big) {
+    co_return absl::ResourceExhaustedError(
+        absl::StrCat("GET ", request.url, ": the response headers exceed ",
+                     kMaxResponseHeaderBytes, " bytes"));
   }
   if (t.too_big || t.code == CURLE_FILESIZE_EXCEEDED) {
     co_return absl::ResourceExhaustedError(absl::StrCat(

@@ -3,9 +3,15 @@
 // libcurl tells which sockets to watch and when to time out; Asio watches
 // them and calls back into libcurl (curl_multi_socket_action).
 //
-// Only http and https are allowed, also across redirects. A body larger
-// than the request's limit aborts the transfer (ResourceExhausted); a
-// cancelled job's request is removed from the multi handle at once.
+// Only http and https are allowed, also across redirects. Every address
+// about to be connected (after DNS, on every redirect) is checked against
+// the request's AddressPolicy (public addresses only by default): a refused
+// one fails the request with PermissionDenied, before any packet is sent,
+// with a message that names the host and the kind of address but neither
+// the address nor the port. Proxies from the environment are not used.
+// A body larger than the request's limit aborts the transfer
+// (ResourceExhausted); a cancelled job's request is removed from the multi
+// handle at once.
 //
 // Thread-safety: none; one HttpClient per loop, used on its thread only. It
 // owns its libcurl multi handle and every socket watch; requests own their
@@ -28,6 +34,7 @@
 #include "asio/awaitable.hpp"
 #include "asio/io_context.hpp"
 #include "asio/steady_timer.hpp"
+#include "workers/address_policy.h"
 
 namespace jobd {
 
@@ -42,12 +49,19 @@ struct HttpRequest {
   uint64_t max_body_bytes = 1 << 20;
   bool follow_redirects = true;
   int max_redirects = 5;
+  // Where it may connect; null: public addresses only.
+  std::shared_ptr<const AddressPolicy> addresses;
 };
+
+// Response header bytes kept at most (of each response of a redirect
+// chain); more fails the request.
+inline constexpr size_t kMaxResponseHeaderBytes = 256 << 10;
 
 struct HttpResponse {
   int status = 0;
   // Header names lower-cased; a repeated header's values joined by ", ".
-  // Those of the last response when redirects were followed.
+  // Those of the last response when redirects were followed. Raw bytes, not
+  // necessarily UTF-8; at most 256 KiB (more fails the request).
   std::map<std::string, std::string> headers;
   std::string body;
   std::string effective_url;
@@ -62,6 +76,7 @@ class HttpClient {
   HttpClient& operator=(const HttpClient&) = delete;
 
   // Performs a GET. Errors: InvalidArgument (bad URL or scheme),
+  // PermissionDenied (an address the policy refuses),
   // Unavailable (DNS, connect, TLS, reset: the message says which),
   // DeadlineExceeded (request timeout), ResourceExhausted (body over the
   // limit). Cancellation of the awaiting coroutine aborts the transfer and

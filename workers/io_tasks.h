@@ -2,7 +2,8 @@
 // (registered by RegisterBuiltinTasks, workers/builtin_tasks.h):
 //   sleep      the async twin of the sync sleep: a timer task (no thread,
 //              no coroutine)
-//   http.get   an HTTP(S) GET through the loop's libcurl multi handle
+//   http.get   an HTTP(S) GET through the loop's libcurl multi handle, to
+//              public addresses only unless allowed (HttpPolicy)
 //   exec       runs a program from the daemon's allowlist as a child
 //              process (own process group, an environment of a fixed base
 //              and the variables the operator allows, jobd's guardian
@@ -12,7 +13,8 @@
 //              group and every descendant (SIGTERM, then SIGKILL after a
 //              grace), and what it leaves behind is killed when it ends
 //
-// Thread-safety: the tasks are stateless; ExecPolicy is thread-safe.
+// Thread-safety: the tasks are stateless; ExecPolicy and HttpPolicy are
+// thread-safe.
 #ifndef JOBD_WORKERS_IO_TASKS_H_
 #define JOBD_WORKERS_IO_TASKS_H_
 
@@ -29,6 +31,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "workers/address_policy.h"
 #include "workers/task.h"
 
 namespace jobd {
@@ -36,6 +39,11 @@ namespace jobd {
 // The largest body http.get returns and the largest output exec captures
 // per stream: results travel in one gRPC message.
 inline constexpr int64_t kMaxIoTaskBytes = 8 << 20;
+
+// Bytes a result may take so that its job, with the spec `args` came from,
+// fits one message of `max_message_bytes` (kMessageEnvelopeBytes); 0 if
+// none.
+size_t ResultRoom(size_t max_message_bytes, const TaskArgs& args);
 
 struct ExecOptions {
   // Absolute paths of the programs exec may run; empty: exec is disabled.
@@ -90,10 +98,15 @@ class ExecPolicy {
 std::string ExecEnvNameProblem(std::string_view name);
 
 std::shared_ptr<const AsyncTask> AsyncSleep();
-TaskDef HttpGetTask();
+// `max_message_bytes`: the daemon's message limit, which bounds what a job's
+// result may be (a request that could exceed it is rejected).
+// `http` (null: public addresses only) says where http.get may connect.
+TaskDef HttpGetTask(size_t max_message_bytes,
+                    std::shared_ptr<const HttpPolicy> http = nullptr);
 // `sandbox` is read when a program starts (null: none of it).
 TaskDef ExecTask(std::shared_ptr<const ExecPolicy> policy,
-                 std::shared_ptr<const ExecSandbox> sandbox);
+                 std::shared_ptr<const ExecSandbox> sandbox,
+                 size_t max_message_bytes);
 
 }  // namespace jobd
 

@@ -105,6 +105,8 @@ class TaskArgs {
   const Values& args() const { return spec_->args(); }
   const google::protobuf::Struct& kwargs() const { return spec_->kwargs(); }
   const std::string& payload() const { return spec_->payload(); }
+  // The whole spec (its task name may be left out).
+  const v1::JobSpec& spec() const { return *spec_; }
 
  private:
   const google::protobuf::Value& Get(std::string_view name) const;

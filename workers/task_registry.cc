@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "spdlog/fmt/fmt.h"
 #include "workers/async_task.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 namespace {
@@ -83,6 +84,12 @@ absl::Status TaskRegistry::Add(TaskDef def) {
   if (def.name.empty()) {
     return absl::InvalidArgumentError("task name is empty");
   }
+  // Names go on the wire (events, ListTasks): protobuf strings.
+  if (!IsValidUtf8(def.name) || !IsValidUtf8(def.description)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task '", MakeValidUtf8(def.name),
+                     "': its name and description must be valid UTF-8"));
+  }
   if (!def.has_sync() && !def.has_async()) {
     return absl::InvalidArgumentError(
         absl::StrCat("task '", def.name, "' has no implementation"));
@@ -102,6 +109,11 @@ absl::Status TaskRegistry::Add(TaskDef def) {
   absl::flat_hash_set<std::string> seen;
   bool optional_seen = false;
   for (const TaskParam& p : def.params) {
+    if (!IsValidUtf8(p.name) || !IsValidUtf8(p.help)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("task '", def.name, "': parameter '",
+                       MakeValidUtf8(p.name), "': name or help not UTF-8"));
+    }
     if (p.name.empty() || !seen.insert(p.name).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("task '", def.name,

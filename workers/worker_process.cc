@@ -17,6 +17,7 @@
 #include "jobd/internal/worker.pb.h"
 #include "workers/ipc.h"
 #include "workers/thread_pool.h"
+#include "workers/utf8.h"
 
 namespace jobd {
 namespace {
@@ -232,7 +233,7 @@ class Worker {
           internal::JobProgress& p = *progress.mutable_progress();
           p.set_job_id(run.job_id);
           p.set_fraction(fraction);
-          p.set_message(std::string(message));
+          p.set_message(ClipUtf8(message, kMaxProgressMessageBytes));
           Send(progress);
         },
         clock);
@@ -240,6 +241,8 @@ class Worker {
     if (outcome.status.ok()) {
       done.set_job_id(job.job_id());
       done.set_ok(true);
+      // Strings the daemon can parse (it would fail the frame otherwise).
+      MakeValidUtf8(&outcome.output.value);
       *done.mutable_value() = std::move(outcome.output.value);
       *done.mutable_payload() = std::move(outcome.output.payload);
     } else {
@@ -267,7 +270,9 @@ class Worker {
     internal::JobDone done;
     done.set_job_id(job_id);
     done.set_code(static_cast<int>(status.code()));
-    done.set_message(std::string(status.message()));
+    const absl::string_view message = status.message();
+    done.set_message(ClipUtf8(std::string_view(message.data(), message.size()),
+                              kMaxErrorMessageBytes));
     done.set_reason(reason);
     return done;
   }

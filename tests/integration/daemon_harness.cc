@@ -130,6 +130,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
            extra_args.end();
   };
   if (!given("--log-level")) args.insert(args.end(), {"--log-level", "debug"});
+  // The tests' HTTP servers listen on 127.0.0.1, which http.get refuses
+  // unless allowed ("--http-allow" "" starts a daemon without it).
+  if (!given("--http-allow")) {
+    args.insert(args.end(), {"--http-allow", "127.0.0.1"});
+  }
   if (!given("--state-dir")) {
     args.insert(args.end(), {"--state-dir", d->dir_ + "/state"});
   }

@@ -24,9 +24,9 @@ namespace jobd::testing {
 class Daemon {
  public:
   // Starts jobd with `extra_args` (besides the socket/port flags,
-  // --testing-tasks and, unless given, --log-level debug and a --state-dir
-  // of its own) and `env` ("K=V") added to its environment. Fails if it does
-  // not print its banner in 20 s.
+  // --testing-tasks and, unless given, --log-level debug, --http-allow
+  // 127.0.0.1 and a --state-dir of its own) and `env` ("K=V") added to its
+  // environment. Fails if it does not print its banner in 20 s.
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(
       std::vector<std::string> extra_args = {},
       std::vector<std::string> env = {});

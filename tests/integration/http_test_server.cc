@@ -108,6 +108,15 @@ class HttpTestServer::Impl {
         response = Response(n, "Status", "");
       } else if (path == "/redirect") {
         response = Response(302, "Found", "", "Location: /ok\r\n");
+      } else if (path.starts_with("/redirect-to/")) {
+        response =
+            Response(302, "Found", "",
+                     absl::StrCat("Location: ", path.substr(13), "\r\n"));
+      } else if (path == "/bad-utf8") {
+        // Bytes that are not UTF-8 in a header (name and value) and the body.
+        response = Response(200, "OK", "\xff\xfe body",
+                            "X-Bad: \xff\xfe\r\nX-\xe9t\xe9: caf\xe9\r\n"
+                            "X-Good: caf\xc3\xa9 100%\r\n");
       } else {
         response = Response(404, "Not Found", "no such path");
       }

@@ -7,6 +7,9 @@
 //   /bytes/N         200 with N bytes of 'x'
 //   /status/CODE     that status, empty body
 //   /redirect        302 to /ok
+//   /redirect-to/URL 302 to URL
+//   /bad-utf8        200 with bytes that are not UTF-8 in headers (X-Bad:
+//                    FF FE; a Latin-1 name and value) and in the body
 //   anything else    404
 //
 // Thread-safety: the counters are atomic; start and stop from one thread.

@@ -77,6 +77,16 @@ TEST_F(JobctlTest, ExitCodesSayWhatHappened) {
   EXPECT_THAT(r.err, HasSubstr("cannot connect"));
 }
 
+// A task name whose quote in the error is cut inside a character: the
+// rejection arrives (it used to be a message the client could not parse,
+// and jobctl waited for good).
+TEST_F(JobctlTest, ARejectionQuotingACutCharacterArrives) {
+  const CommandResult r =
+      Jobctl({"submit", std::string(127, 'a') + "\xC3\xA9", "--wait"});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("unknown task 'aaaa"));
+}
+
 TEST_F(JobctlTest, AddressFromTheEnvironment) {
   CommandResult r = testing::RunCommand(
       {testing::JobctlPath(), "submit", "echo", "env", "--wait"}, "",

@@ -293,6 +293,52 @@ TEST_F(HttpGetTest, FetchesStatusHeadersAndBody) {
   EXPECT_EQ(Field(nobody, "body_bytes").number_value(), 5);
 }
 
+// A header that is not UTF-8 comes percent-encoded (name and value, named
+// in escaped_headers); the body is bytes (the payload). Every reader of the
+// job parses it: the submitter's stream, GetJob, ListJobs, a watch replay.
+TEST_F(HttpGetTest, HeadersThatAreNotUtf8ArePercentEncoded) {
+  const v1::JobEvent e = RunOne(HttpGet(server_->Url("/bad-utf8")));
+  ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
+  const auto& headers = Field(e, "headers").struct_value().fields();
+  EXPECT_EQ(headers.at("x-bad").string_value(), "%FF%FE");
+  EXPECT_EQ(headers.at("x-%E9t%E9").string_value(), "caf%E9");
+  EXPECT_EQ(headers.at("x-good").string_value(), "caf\xC3\xA9 100%");
+  std::vector<std::string> escaped;
+  for (const auto& v : Field(e, "escaped_headers").list_value().values()) {
+    escaped.push_back(v.string_value());
+  }
+  EXPECT_THAT(escaped, ::testing::UnorderedElementsAre("x-bad", "x-%E9t%E9"));
+  EXPECT_EQ(e.result().payload(), "\xff\xfe body");
+
+  grpc::ClientContext get_ctx;
+  Deadline(get_ctx);
+  v1::GetJobRequest get;
+  get.set_job_id(e.job_id());
+  v1::Job job;
+  ASSERT_TRUE(stub_->GetJob(&get_ctx, get, &job).ok());
+  EXPECT_EQ(job.result().payload(), "\xff\xfe body");
+  grpc::ClientContext list_ctx;
+  Deadline(list_ctx);
+  v1::ListJobsResponse list;
+  ASSERT_TRUE(stub_->ListJobs(&list_ctx, {}, &list).ok());
+  EXPECT_EQ(list.jobs_size(), 1);
+  grpc::ClientContext watch_ctx;
+  Deadline(watch_ctx);
+  v1::WatchJobsRequest watch;
+  watch.add_job_ids(e.job_id());
+  watch.set_after_sequence(1);
+  auto reader = stub_->WatchJobs(&watch_ctx, watch);
+  v1::WatchJobsResponse resp;
+  bool ended = false;
+  while (reader->Read(&resp)) {
+    for (const v1::JobEvent& w : resp.events()) {
+      ended |= w.type() == v1::EVENT_TYPE_SUCCEEDED;
+    }
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(ended);
+}
+
 TEST_F(HttpGetTest, FollowsRedirects) {
   const v1::JobEvent e = RunOne(HttpGet(server_->Url("/redirect")));
   ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
@@ -330,6 +376,83 @@ TEST_F(HttpGetTest, RefusedConnectionFailsTheJob) {
   EXPECT_EQ(e.error().reason(), v1::ERROR_REASON_TASK_ERROR);
   EXPECT_EQ(e.error().code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(e.error().message(), HasSubstr("connect"));
+}
+
+// Without --http-allow, http.get refuses loopback, unspecified, private
+// and link-local addresses in every spelling, before sending a packet: the
+// test server (on 127.0.0.1) sees no request.
+TEST_F(HttpGetTest, RefusesAddressesThatAreNotPublicInEverySpelling) {
+  StartDaemon({"--http-allow", ""});
+  const std::string port = std::to_string(server_->port());
+  for (const std::string& host :
+       {std::string("127.0.0.1"), std::string("localhost"),
+        std::string("LOCALHOST"), std::string("0x7f000001"),
+        std::string("2130706433"), std::string("0177.0.0.1"),
+        std::string("127.1"), std::string("[::ffff:127.0.0.1]"),
+        std::string("[::1]"), std::string("user:pw@127.0.0.1"),
+        std::string("0.0.0.0"), std::string("[::]")}) {
+    const v1::JobEvent e =
+        RunOne(HttpGet(absl::StrCat("http://", host, ":", port, "/ok")));
+    EXPECT_EQ(e.type(), v1::EVENT_TYPE_FAILED) << host;
+    EXPECT_EQ(e.error().code(), grpc::StatusCode::PERMISSION_DENIED)
+        << host << ": " << e.error().message();
+    EXPECT_THAT(e.error().message(), HasSubstr("--http-allow")) << host;
+  }
+  for (const std::string& url :
+       {std::string("http://169.254.169.254/latest/meta-data/"),
+        std::string("http://10.0.0.1/"), std::string("http://192.168.0.1/"),
+        std::string("http://[fe80::1]/"), std::string("http://[fd00::1]/")}) {
+    const v1::JobEvent e = RunOne(HttpGet(url));
+    EXPECT_EQ(e.error().code(), grpc::StatusCode::PERMISSION_DENIED) << url;
+  }
+  EXPECT_EQ(server_->requests(), 0);
+}
+
+// A refused address reads the same whatever the port and whether anything
+// listens there: http.get is no port scanner.
+TEST_F(HttpGetTest, ARefusalReadsTheSameForAnOpenAndAClosedPort) {
+  StartDaemon({"--http-allow", ""});
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);  // Nothing listens there now.
+  const v1::JobEvent open = RunOne(HttpGet(server_->Url("/ok")));
+  const v1::JobEvent closed = RunOne(
+      HttpGet(absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port), "/ok")));
+  EXPECT_EQ(open.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(open.error().code(), closed.error().code());
+  EXPECT_EQ(open.error().reason(), closed.error().reason());
+  EXPECT_EQ(open.error().message(), closed.error().message());
+  EXPECT_EQ(server_->requests(), 0);
+}
+
+// An allowed host may not redirect to a refused address: every address is
+// checked as it is connected.
+TEST_F(HttpGetTest, ARedirectToARefusedAddressIsRefused) {
+  StartDaemon({"--http-allow", "localhost"});
+  const std::string port = std::to_string(server_->port());
+  const v1::JobEvent allowed =
+      RunOne(HttpGet(absl::StrCat("http://localhost:", port, "/ok")));
+  ASSERT_EQ(allowed.type(), v1::EVENT_TYPE_SUCCEEDED)
+      << allowed.error().message();
+  const int before = server_->requests();
+  const v1::JobEvent e = RunOne(
+      HttpGet(absl::StrCat("http://localhost:", port,
+                           "/redirect-to/http://127.0.0.1:", port, "/ok")));
+  EXPECT_EQ(e.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(e.error().code(), grpc::StatusCode::PERMISSION_DENIED)
+      << e.error().message();
+  EXPECT_THAT(e.error().message(), HasSubstr("'127.0.0.1'"));
+  EXPECT_EQ(server_->requests(), before + 1);  // The redirect only.
+  // A network on the allowlist, whatever the spelling.
+  StartDaemon({"--http-allow", "127.0.0.0/8"});
+  const v1::JobEvent hex =
+      RunOne(HttpGet(absl::StrCat("http://0x7f000001:", port, "/ok")));
+  EXPECT_EQ(hex.type(), v1::EVENT_TYPE_SUCCEEDED) << hex.error().message();
 }
 
 TEST_F(HttpGetTest, OversizedBodyFailsTheJob) {
@@ -523,6 +646,72 @@ TEST_F(ExecTest, OutputOverTheLimitIsTruncatedAndDrained) {
   const v1::JobEvent over =
       RunOne(Exec({"echo"}, {{"max_output_bytes", Num(1e9)}}));
   EXPECT_EQ(over.type(), v1::EVENT_TYPE_REJECTED);
+}
+
+// max_output_bytes cannot exceed what fits one message: stdout comes back
+// twice (text and payload) and stderr once. At the largest allowed, with
+// output that triples as text (every byte invalid UTF-8, so U+FFFD), the
+// result still fits: the job succeeds and every reader gets it.
+TEST_F(ExecTest, OutputLimitsKeepTheResultWithinAMessage) {
+  // Bytes that are not UTF-8 on stdout and stderr, `n` of each.
+  auto script = [](int64_t n) {
+    return absl::StrCat("head -c ", n,
+                        " /dev/zero | tr '\\0' '\\377'; head -c ", n,
+                        " /dev/zero | tr '\\0' '\\376' >&2");
+  };
+  // The reported case (8 MiB each: a 24 MiB result) is refused, naming the
+  // largest that fits this spec (its size counts).
+  const v1::JobEvent over = RunOne(Exec({"sh", "-c", script(9999999)},
+                                        {{"max_output_bytes", Num(8 << 20)}}));
+  ASSERT_EQ(over.type(), v1::EVENT_TYPE_REJECTED);
+  EXPECT_EQ(over.error().code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(over.error().message(), HasSubstr("max_output_bytes"));
+  const std::string& m = over.error().message();
+  const size_t at = m.find("at most ");
+  ASSERT_NE(at, std::string::npos) << m;
+  int64_t largest = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(m.substr(at + 8, m.find(' ', at + 8) - at - 8),
+                               &largest))
+      << m;
+  ASSERT_GT(largest, 4 << 20);
+  ASSERT_LT(largest + 1000, 9999999);  // The same spec size below.
+  const v1::JobEvent e = RunOne(Exec({"sh", "-c", script(largest + 1000)},
+                                     {{"max_output_bytes", Num(largest)}}));
+  ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
+  EXPECT_EQ(e.result().payload(), std::string(largest, '\xff'));
+  EXPECT_LE(Field(e, "stdout").string_value().size(),
+            static_cast<size_t>(largest));
+  EXPECT_LE(Field(e, "stderr").string_value().size(),
+            static_cast<size_t>(largest));
+  EXPECT_TRUE(Field(e, "stdout_truncated").bool_value());
+  EXPECT_TRUE(Field(e, "stderr_truncated").bool_value());
+
+  grpc::ClientContext get_ctx;
+  Deadline(get_ctx);
+  v1::GetJobRequest get;
+  get.set_job_id(e.job_id());
+  v1::Job job;
+  ASSERT_TRUE(stub_->GetJob(&get_ctx, get, &job).ok());
+  EXPECT_EQ(job.result().payload().size(), static_cast<size_t>(largest));
+  grpc::ClientContext list_ctx;
+  Deadline(list_ctx);
+  v1::ListJobsResponse list;
+  ASSERT_TRUE(stub_->ListJobs(&list_ctx, {}, &list).ok());
+  grpc::ClientContext watch_ctx;
+  Deadline(watch_ctx);
+  v1::WatchJobsRequest watch;
+  watch.add_job_ids(e.job_id());
+  watch.set_after_sequence(1);
+  auto reader = stub_->WatchJobs(&watch_ctx, watch);
+  v1::WatchJobsResponse resp;
+  bool ended = false;
+  while (reader->Read(&resp)) {
+    for (const v1::JobEvent& w : resp.events()) {
+      ended |= w.type() == v1::EVENT_TYPE_SUCCEEDED;
+    }
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(ended);
 }
 
 TEST_F(ExecTest, CancelKillsAProgramThatIgnoresSigterm) {

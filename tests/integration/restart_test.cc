@@ -5,6 +5,7 @@
 // aside, idempotency keys and WatchJobs resume across a restart, a full
 // journal refusing new jobs, and one daemon per state directory.
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "server/scheduler.h"
 #include "tests/integration/daemon_harness.h"
+#include "tests/integration/http_test_server.h"
 #include "tests/integration/journaled_daemon.h"
 
 namespace jobd {
@@ -329,6 +331,130 @@ TEST_F(RestartTest, GracefulShutdownKeepsTheQueueForTheNextStart) {
   for (int i = 1; i < 4; ++i) {
     EXPECT_EQ(jobs.at(ids[i]).state(), v1::JOB_STATE_SUCCEEDED) << i;
   }
+}
+
+// An http.get whose response holds bytes that are not UTF-8 (a header, the
+// body), beside 40 queued and at-least-once jobs: a kill -9 and a restart
+// keep every job. Then a row the journal cannot read back (a result that
+// protobuf refuses, as an older jobd could write) fails that job alone at
+// the next start, with the reason; the file stays where it is.
+TEST_F(RestartTest, BytesThatAreNotUtf8CostNoJobAcrossRestarts) {
+  auto server = testing::HttpTestServer::Start();
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::vector<std::string> flags = {"--thread-workers", "1"};
+  StartDaemon(flags);
+  auto on_threads = [](double ms, v1::Delivery delivery) {
+    v1::JobSpec s = Spec("sleep", {ms});
+    s.set_executor(v1::EXECUTOR_THREAD);
+    s.set_delivery(delivery);
+    return s;
+  };
+  v1::JobSpec get;
+  get.set_task("http.get");
+  get.set_kind(v1::JOB_KIND_IO_BOUND);
+  (*get.mutable_kwargs()->mutable_fields())["url"].set_string_value(
+      (*server)->Url("/bad-utf8"));
+  // The HTTP job, a thread blocker that runs again after a restart, and 40
+  // jobs queued behind it (every other one at-least-once).
+  std::vector<v1::JobSpec> specs = {
+      get, on_threads(600000, v1::DELIVERY_AT_LEAST_ONCE)};
+  for (int i = 0; i < 40; ++i) {
+    specs.push_back(on_threads(1, i % 2 == 0 ? v1::DELIVERY_AT_LEAST_ONCE
+                                             : v1::DELIVERY_AT_MOST_ONCE));
+  }
+  std::vector<std::string> ids(specs.size());
+  {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    auto stream = stub_->Submit(&ctx);
+    ASSERT_TRUE(stream->Write(testing::SubmitRequestOf(specs)));
+    size_t accepted = 0;
+    bool fetched = false;
+    v1::SubmitResponse resp;
+    while ((accepted < specs.size() || !fetched) && stream->Read(&resp)) {
+      for (const v1::JobEvent& e : resp.events()) {
+        if (e.type() == v1::EVENT_TYPE_ACCEPTED) {
+          ids[e.client_tag() - 1] = e.job_id();
+          ++accepted;
+        }
+        if (e.client_tag() == 1 && e.type() >= v1::EVENT_TYPE_SUCCEEDED) {
+          EXPECT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
+          fetched = true;
+        }
+      }
+    }
+    ASSERT_TRUE(fetched);
+    ASSERT_EQ(accepted, specs.size());
+    ASSERT_TRUE(daemon_->Stop(SIGKILL, absl::Seconds(10)).ok());
+    ctx.TryCancel();
+  }
+  auto expect_all_there = [&](v1::JobState http_state) {
+    absl::StatusOr<v1::Job> http = GetJob(ids[0]);
+    ASSERT_TRUE(http.ok()) << http.status();
+    EXPECT_EQ(http->state(), http_state);
+    for (size_t i = 1; i < ids.size(); ++i) {
+      absl::StatusOr<v1::Job> job = GetJob(ids[i]);
+      ASSERT_TRUE(job.ok()) << i << ": " << job.status();
+      EXPECT_TRUE(job->state() == v1::JOB_STATE_QUEUED ||
+                  job->state() == v1::JOB_STATE_RUNNING)
+          << i << ": " << v1::JobState_Name(job->state());
+    }
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::ListJobsRequest req;
+    req.set_page_size(1000);
+    v1::ListJobsResponse list;
+    ASSERT_TRUE(stub_->ListJobs(&ctx, req, &list).ok());
+    EXPECT_EQ(list.jobs_size(), static_cast<int>(ids.size()));
+    EXPECT_THAT(daemon_->Log(), ::testing::Not(HasSubstr("moved aside")));
+  };
+  StartDaemon(flags);
+  expect_all_there(v1::JOB_STATE_SUCCEEDED);
+  absl::StatusOr<v1::Job> http = GetJob(ids[0]);
+  ASSERT_TRUE(http.ok());
+  EXPECT_EQ(http->result().payload(), "\xff\xfe body");
+  EXPECT_EQ(http->result()
+                .value()
+                .struct_value()
+                .fields()
+                .at("headers")
+                .struct_value()
+                .fields()
+                .at("x-bad")
+                .string_value(),
+            "%FF%FE");
+  ASSERT_TRUE(daemon_->Stop(SIGKILL, absl::Seconds(10)).ok());
+
+  // The HTTP job's result as protobuf's parser refuses it.
+  {
+    v1::JobResult bad;
+    (*bad.mutable_value()->mutable_struct_value()->mutable_fields())["x-bad"]
+        .set_string_value("\xff\xfe");
+    std::string bytes;
+    bad.SerializeToString(&bytes);
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((state_ + "/jobd.db").c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, "UPDATE jobs SET result=? WHERE id=?", -1,
+                                 &st, nullptr),
+              SQLITE_OK);
+    sqlite3_bind_blob(st, 1, bytes.data(), static_cast<int>(bytes.size()),
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, std::stoll(ids[0]));
+    EXPECT_EQ(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    EXPECT_EQ(sqlite3_changes(db), 1);
+    sqlite3_close(db);
+  }
+  StartDaemon(flags);
+  expect_all_there(v1::JOB_STATE_FAILED);
+  http = GetJob(ids[0]);
+  ASSERT_TRUE(http.ok());
+  EXPECT_EQ(http->error().reason(), v1::ERROR_REASON_LOST_ON_RESTART);
+  EXPECT_EQ(http->error().code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_THAT(http->error().message(), HasSubstr("its result does not parse"));
+  EXPECT_EQ(http->spec().task(), "http.get");
+  EXPECT_THAT(daemon_->Log(), HasSubstr("1 unreadable"));
 }
 
 TEST_F(RestartTest, ACorruptJournalIsMovedAsideAndTheDaemonStarts) {

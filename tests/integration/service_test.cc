@@ -7,6 +7,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -159,6 +160,45 @@ TEST_F(ServiceTest, RejectedSpecsNameTheFieldAndSpareTheOthers) {
   EXPECT_EQ(by_tag[6].type(), v1::EVENT_TYPE_SUCCEEDED);
   EXPECT_EQ(Stats().rejected(), 5u);
   EXPECT_EQ(Stats().accepted(), 1u);
+}
+
+// Error texts that quote a client's input are cut on a character boundary:
+// task names of 125 to 127 ASCII bytes and a 2-, 3- or 4-byte character
+// put the validator's 128-byte cut at every offset of it. The REJECTED
+// events share response messages with the good jobs' events, which must
+// all arrive (one invalid byte would fail the whole message's parse).
+TEST_F(ServiceTest, ErrorTextsCutInsideACharacterStayUtf8) {
+  std::vector<v1::JobSpec> specs = {Spec("sleep", {1}), Spec("sleep", {1}),
+                                    Spec("sleep", {1})};
+  for (const char* ch : {"\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80"}) {
+    for (size_t lead = 124; lead <= 127; ++lead) {
+      specs.push_back(Spec(std::string(lead, 'a') + ch + "z"));
+    }
+    // A label over the size limit, quoted in 64 bytes.
+    for (size_t lead = 61; lead <= 63; ++lead) {
+      v1::JobSpec labelled = Spec("sleep", {1});
+      (*labelled.mutable_labels())[std::string(lead, 'k') + ch +
+                                   std::string(2000, 'k')] = "v";
+      specs.push_back(labelled);
+    }
+  }
+  const StreamResult r = SubmitAll(*stub_, specs);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  std::map<uint64_t, std::vector<v1::EventType>> by_tag;
+  for (const v1::JobEvent& e : r.events)
+    by_tag[e.client_tag()].push_back(e.type());
+  ASSERT_EQ(by_tag.size(), specs.size());
+  for (uint64_t tag = 1; tag <= 3; ++tag) {
+    EXPECT_THAT(by_tag[tag], ::testing::Contains(v1::EVENT_TYPE_ACCEPTED));
+    EXPECT_THAT(by_tag[tag], ::testing::Contains(v1::EVENT_TYPE_SUCCEEDED));
+  }
+  for (const v1::JobEvent& e : r.Terminal()) {
+    if (e.client_tag() <= 3) continue;
+    EXPECT_EQ(e.type(), v1::EVENT_TYPE_REJECTED);
+    EXPECT_THAT(e.error().message(),
+                ::testing::AnyOf(HasSubstr("unknown task 'aaaa"),
+                                 HasSubstr("spec.labels[kkkk")));
+  }
 }
 
 TEST_F(ServiceTest, MalformedOptionsFailTheStream) {
@@ -423,6 +463,82 @@ TEST_F(ServiceTest, LargeResultsAreSplitAcrossMessages) {
   }
   EXPECT_TRUE(stream->Finish().ok());
   EXPECT_EQ(ok, 20);
+}
+
+// A result that cannot fit one message with its spec never reaches a
+// reader whole: its job fails RESULT_TOO_LARGE, and every reader (the
+// stream, GetJob, ListJobs, a watch replay) still works. ListJobs pages
+// and Submit responses split by bytes below the message limit.
+TEST_F(ServiceTest, ResultsAndPagesNeverExceedTheMessageLimit) {
+  StartDaemon(
+      {"--max-message-bytes", "1048576", "--max-payload-bytes", "600000"});
+  v1::JobSpec big = Spec("echo", {}, v1::JOB_KIND_IO_BOUND);
+  big.set_payload(std::string(600000, 'y'));  // Echoed: 1.2 MB with its spec.
+  v1::JobSpec half = Spec("echo", {}, v1::JOB_KIND_IO_BOUND);
+  half.set_payload(std::string(300000, 'h'));  // 600 kB with it: fits.
+  std::vector<v1::JobSpec> specs = {big, half, half, big, half};
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  auto stream = stub_->Submit(&ctx);
+  for (const v1::JobSpec& s : specs) {  // One message each (1 MiB limit).
+    ASSERT_TRUE(stream->Write(testing::SubmitRequestOf({s})));
+  }
+  stream->WritesDone();
+  std::vector<v1::JobEvent> ends;
+  v1::SubmitResponse resp;
+  while (stream->Read(&resp)) {
+    for (const auto& e : resp.events()) {
+      if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) ends.push_back(e);
+    }
+  }
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(ends.size(), specs.size());
+  int too_large = 0;
+  for (const v1::JobEvent& e : ends) {
+    if (e.type() == v1::EVENT_TYPE_FAILED) {
+      ++too_large;
+      EXPECT_EQ(e.error().reason(), v1::ERROR_REASON_RESULT_TOO_LARGE);
+      EXPECT_THAT(e.error().message(), HasSubstr("--max-message-bytes"));
+    } else {
+      EXPECT_EQ(e.result().payload().size(), 300000u);
+    }
+    const v1::Job job = GetJob(e.job_id(), absl::ZeroDuration());
+    EXPECT_EQ(job.id(), e.job_id());
+  }
+  EXPECT_EQ(too_large, 2);
+  // Five jobs of 300-600 kB specs: pages of at most 1 MiB.
+  std::set<std::string> listed;
+  std::string token;
+  for (int page = 0; page < 10; ++page) {
+    grpc::ClientContext list_ctx;
+    Deadline(list_ctx);
+    v1::ListJobsRequest req;
+    req.set_page_token(token);
+    v1::ListJobsResponse list;
+    grpc::Status s = stub_->ListJobs(&list_ctx, req, &list);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_LE(list.ByteSizeLong(), 1048576u);
+    for (const v1::Job& j : list.jobs()) listed.insert(j.id());
+    token = list.next_page_token();
+    if (token.empty()) break;
+  }
+  EXPECT_EQ(listed.size(), specs.size());
+  // A replay of every event, ends included, in messages under the limit.
+  grpc::ClientContext watch_ctx;
+  Deadline(watch_ctx);
+  v1::WatchJobsRequest watch;
+  for (const v1::JobEvent& e : ends) watch.add_job_ids(e.job_id());
+  watch.set_after_sequence(1);
+  auto reader = stub_->WatchJobs(&watch_ctx, watch);
+  v1::WatchJobsResponse wr;
+  size_t replayed_ends = 0;
+  while (reader->Read(&wr)) {
+    for (const v1::JobEvent& e : wr.events()) {
+      replayed_ends += e.type() >= v1::EVENT_TYPE_SUCCEEDED;
+    }
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(replayed_ends, specs.size());
 }
 
 TEST_F(ServiceTest, VanishedClientLosesNothingElse) {
