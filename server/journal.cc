@@ -19,6 +19,9 @@ namespace {
 // 1: the first; 2: jobs.owner.
 constexpr int kSchemaVersion = 2;
 
+// Free pages worth this much are given back to the disk after a commit.
+constexpr uint64_t kVacuumFreeBytes = 64 << 20;
+
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS jobs(
   id INTEGER PRIMARY KEY,
@@ -311,9 +314,11 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(JournalOptions options,
   if (journal->Exec(pragmas.c_str()).ok() == false) {
     return SqliteError(journal->db_, "pragmas");
   }
+  const uint64_t used = journal->UsedBytes();
   {
     absl::MutexLock lock(&journal->mu_);
     journal->rows_ = recovered->rows.size();
+    journal->used_bytes_ = used;
   }
   journal->writer_ = std::thread([j = journal.get()] { j->WriterLoop(); });
   return journal;
@@ -374,6 +379,14 @@ uint64_t Journal::durable() const {
 bool Journal::accepting() const {
   absl::MutexLock lock(&mu_);
   return !failing_;
+}
+
+Journal::Usage Journal::usage() const {
+  absl::MutexLock lock(&mu_);
+  return {.used_bytes = used_bytes_,
+          .max_bytes = options_.max_bytes,
+          .commits = commits_,
+          .full = full_};
 }
 
 void Journal::WhenDurable(uint64_t ticket, DurableFn fn) {
@@ -488,6 +501,7 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
       absl::MutexLock lock(&mu_);
       ++write_errors_;
       failing_ = true;
+      full_ = absl::IsResourceExhausted(s);
       last_error_ = std::string(s.message());
       stopping = stop_;
     }
@@ -524,6 +538,7 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
   if (failing_) {
     spdlog::info("journal: writing again");
     failing_ = false;
+    full_ = false;
   }
   ++commits_;
   records_written_ += batch.records.size();
@@ -533,13 +548,38 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
 
 absl::Status Journal::Exec(const char* sql) {
   char* error = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
-    absl::Status s = absl::InternalError(
-        fmt::format("{}: {}", sql, error ? error : sqlite3_errmsg(db_)));
+  const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &error);
+  if (rc != SQLITE_OK) {
+    const std::string message =
+        fmt::format("{}: {}", sql, error ? error : sqlite3_errmsg(db_));
     sqlite3_free(error);
-    return s;
+    return (rc & 0xff) == SQLITE_FULL ? absl::ResourceExhaustedError(message)
+                                      : absl::InternalError(message);
   }
   return absl::OkStatus();
+}
+
+void Journal::Rollback() {
+  // SQLite may have rolled the transaction back itself (it does on some
+  // SQLITE_FULL and I/O errors); a ROLLBACK then fails with "no transaction
+  // is active", which says nothing about what went wrong.
+  if (sqlite3_get_autocommit(db_) == 0) Exec("ROLLBACK").IgnoreError();
+}
+
+uint64_t Journal::Pragma(const char* sql) {
+  Statement st(db_, sql);
+  if (!st.ok() || sqlite3_step(st.get()) != SQLITE_ROW) return 0;
+  return static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0));
+}
+
+uint64_t Journal::UsedBytes() {
+  const uint64_t pages = Pragma("PRAGMA page_count");
+  const uint64_t free_pages = Pragma("PRAGMA freelist_count");
+  return (pages - std::min(pages, free_pages)) * Pragma("PRAGMA page_size");
+}
+
+uint64_t Journal::FreeBytes() {
+  return Pragma("PRAGMA freelist_count") * Pragma("PRAGMA page_size");
 }
 
 absl::Status Journal::Apply(const Batch& batch, Part part) {
@@ -573,14 +613,20 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
   if (absl::Status s = begin(); !s.ok()) return s;
   auto step = [&](sqlite3_stmt* st) -> absl::Status {
     const int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+      sqlite3_reset(st);
+      sqlite3_clear_bindings(st);
+      return absl::OkStatus();
+    }
+    // The error first: what follows (reset, rollback) replaces the
+    // connection's message.
+    const std::string message =
+        fmt::format("{} ({})", sqlite3_errmsg(db_), sqlite3_errstr(rc));
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
-    if (rc != SQLITE_DONE) {
-      Exec("ROLLBACK").IgnoreError();
-      return absl::ResourceExhaustedError(
-          fmt::format("{} ({})", sqlite3_errmsg(db_), sqlite3_errstr(rc)));
-    }
-    return absl::OkStatus();
+    Rollback();
+    return (rc & 0xff) == SQLITE_FULL ? absl::ResourceExhaustedError(message)
+                                      : absl::InternalError(message);
   };
   for (const Batch::Record& r : batch.records) {
     if (part == Part::kDeletes && r.kind != Batch::kDelete) continue;
@@ -649,7 +695,7 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
       // A failed COMMIT may leave the transaction open; the retry needs it
       // closed (and re-applies the whole batch: every record is idempotent).
       if (absl::Status c = commit(); !c.ok()) {
-        Exec("ROLLBACK").IgnoreError();
+        Rollback();
         return c;
       }
       if (absl::Status b = begin(); !b.ok()) return b;
@@ -661,18 +707,21 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
     if (absl::Status s = step(meta.get()); !s.ok()) return s;
   }
   if (absl::Status c = commit(); !c.ok()) {
-    Exec("ROLLBACK").IgnoreError();
+    Rollback();
     return c;
   }
-  {
-    absl::MutexLock lock(&mu_);
-    rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) + rows_delta);
-  }
   deletes_since_vacuum_ += deletes;
-  if (deletes_since_vacuum_ >= 10000) {  // Give freed pages back to the disk.
+  // Give freed pages back to the disk every so many deletes, or when they
+  // add up (a few big results).
+  if (deletes_since_vacuum_ >= 10000 ||
+      (deletes > 0 && FreeBytes() >= kVacuumFreeBytes)) {
     deletes_since_vacuum_ = 0;
     Exec("PRAGMA incremental_vacuum").IgnoreError();
   }
+  const uint64_t used = UsedBytes();
+  absl::MutexLock lock(&mu_);
+  rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) + rows_delta);
+  used_bytes_ = used;
   return absl::OkStatus();
 }
 

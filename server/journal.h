@@ -19,10 +19,13 @@
 //
 // Failure: a write that fails (disk full, --journal-max-bytes reached, I/O
 // error) is logged and retried; until it succeeds, accepting() is false
-// and the records wait. A damaged database (not a database, corrupt pages,
-// rows that do not parse) is moved aside (jobd.db.corrupt-<time>) and a
-// fresh one started; one that cannot be used for another reason (a newer
-// schema, permissions, locked, I/O errors) fails Open and keeps its jobs.
+// and the records wait. usage() tells how full the database is (and
+// whether it is failing for want of room), so that the scheduler can
+// forget ended jobs early rather than refuse new ones. A damaged database (not
+// a database, corrupt pages, rows that do not parse) is moved aside
+// (jobd.db.corrupt-<time>) and a fresh one started; one that cannot be used for
+// another reason (a newer schema, permissions, locked, I/O errors) fails Open
+// and keeps its jobs.
 //
 // Thread-safety: Insert/Update/Delete/NoteSequence/ticket()/durable()/
 // WhenDurable/stats are thread-safe and never block on I/O (a leaf lock).
@@ -68,6 +71,9 @@ struct JournalOptions {
 class JobEnd {
  public:
   v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+  // The result's or error's serialized size, set once by whoever makes the
+  // end (Scheduler), before it is shared: what it costs a byte budget.
+  uint32_t bytes = 0;
 
   // SUCCEEDED: the result; otherwise an empty one.
   const v1::JobResult& result() const {
@@ -157,6 +163,14 @@ class Journal {
   void Abandon();
   // False while writes fail (disk full, ...): new jobs should be refused.
   bool accepting() const;
+  // How full the database is, as of the last commit.
+  struct Usage {
+    uint64_t used_bytes = 0;  // Pages in use (free pages left out).
+    uint64_t max_bytes = 0;   // JournalOptions::max_bytes; 0 = unlimited.
+    uint64_t commits = 0;     // Commits so far: a new figure when it grows.
+    bool full = false;        // Writes fail now for want of room (cap or disk).
+  };
+  Usage usage() const;
   // Waits until everything queued so far is durable or `deadline` passes.
   bool Flush(absl::Time deadline);
 
@@ -175,6 +189,13 @@ class Journal {
   enum class Part { kAll, kDeletes, kAllButDeletes };
   absl::Status Apply(const Batch& batch, Part part);
   absl::Status Exec(const char* sql);
+  // Ends the open transaction, if SQLite has not already.
+  void Rollback();
+  // Writer thread: a PRAGMA's integer; bytes of the pages in use, and of
+  // the free ones.
+  uint64_t Pragma(const char* sql);
+  uint64_t UsedBytes();
+  uint64_t FreeBytes();
 
   const JournalOptions options_;
   sqlite3* db_ = nullptr;  // The writer thread's (and Open's, before it).
@@ -187,7 +208,9 @@ class Journal {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool abandoned_ ABSL_GUARDED_BY(mu_) = false;
   bool failing_ ABSL_GUARDED_BY(mu_) = false;
+  bool full_ ABSL_GUARDED_BY(mu_) = false;  // Failing for want of room.
   std::string last_error_ ABSL_GUARDED_BY(mu_);
+  uint64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Stats.
   uint64_t rows_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
