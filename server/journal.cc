@@ -226,6 +226,8 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
         return absl::DataLossError(
             fmt::format("job {}'s result does not parse", row.id));
       }
+      end->bytes = static_cast<uint32_t>(sqlite3_column_bytes(
+          s, row.state == v1::JOB_STATE_SUCCEEDED ? 7 : 8));
       row.end = std::move(end);
     }
     row.accepted_seq = static_cast<uint64_t>(sqlite3_column_int64(s, 9));
@@ -386,6 +388,7 @@ Journal::Usage Journal::usage() const {
   return {.used_bytes = used_bytes_,
           .max_bytes = options_.max_bytes,
           .commits = commits_,
+          .write_errors = write_errors_,
           .full = full_};
 }
 
@@ -605,9 +608,11 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
   int64_t rows_delta = 0;
   uint64_t deletes = 0;
   size_t in_transaction = 0;
+  uint64_t transaction_bytes = 0;
   auto begin = [&]() { return Exec("BEGIN IMMEDIATE"); };
   auto commit = [&]() {
     in_transaction = 0;
+    transaction_bytes = 0;
     return Exec("COMMIT");
   };
   if (absl::Status s = begin(); !s.ok()) return s;
@@ -688,10 +693,13 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
       }
       s = step(st);
       if (s.ok() && st == insert.get()) ++rows_delta;
+      transaction_bytes += result_bytes.size() + error_bytes.size() +
+                           (st == insert.get() ? spec_bytes.size() : 0);
     }
     if (!s.ok()) return s;
     ++in_transaction;
-    if ((per_record || in_transaction >= options_.max_batch_records)) {
+    if (per_record || in_transaction >= options_.max_batch_records ||
+        transaction_bytes >= options_.max_transaction_bytes) {
       // A failed COMMIT may leave the transaction open; the retry needs it
       // closed (and re-applies the whole batch: every record is idempotent).
       if (absl::Status c = commit(); !c.ok()) {

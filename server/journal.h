@@ -61,8 +61,11 @@ struct JournalOptions {
   // Largest database file (SQLite max_page_count); 0 = unlimited. Past it,
   // writes fail as on a full disk.
   uint64_t max_bytes = 0;
-  // Records in one transaction at most (a bigger batch is split).
+  // Records in one transaction at most, and bytes of specs and results
+  // (a bigger batch is split): the WAL grows by a transaction's size before
+  // a checkpoint can truncate it (to 64 MiB).
   size_t max_batch_records = 16384;
+  uint64_t max_transaction_bytes = 16 << 20;
 };
 
 // The end of a job, shared by the job record, its terminal event and its
@@ -165,10 +168,11 @@ class Journal {
   bool accepting() const;
   // How full the database is, as of the last commit.
   struct Usage {
-    uint64_t used_bytes = 0;  // Pages in use (free pages left out).
-    uint64_t max_bytes = 0;   // JournalOptions::max_bytes; 0 = unlimited.
-    uint64_t commits = 0;     // Commits so far: a new figure when it grows.
-    bool full = false;        // Writes fail now for want of room (cap or disk).
+    uint64_t used_bytes = 0;    // Pages in use (free pages left out).
+    uint64_t max_bytes = 0;     // JournalOptions::max_bytes; 0 = unlimited.
+    uint64_t commits = 0;       // Commits so far: a new figure when it grows.
+    uint64_t write_errors = 0;  // Failed attempts so far.
+    bool full = false;  // Writes fail now for want of room (cap or disk).
   };
   Usage usage() const;
   // Waits until everything queued so far is durable or `deadline` passes.
