@@ -58,6 +58,12 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   bool limits = d.Check("max-queued", so.max_queued, sn.max_queued, live);
   limits |= d.Check("retention-ttl", so.retention_ttl, sn.retention_ttl, live);
   limits |= d.Check("max-retained", so.max_retained, sn.max_retained, live);
+  limits |=
+      d.Check("max-live-bytes", so.max_live_bytes, sn.max_live_bytes, live);
+  limits |= d.Check("max-retained-bytes", so.max_retained_bytes,
+                    sn.max_retained_bytes, live);
+  limits |= d.Check("max-retained-result-bytes", so.max_retained_result_bytes,
+                    sn.max_retained_result_bytes, live);
   if (limits) scheduler.SetLimits(sn);
   const ServiceLimits& lo = current.service;
   const ServiceLimits& ln = fresh.service;
@@ -74,6 +80,13 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                             ln.quota_submit_rate, live);
   service_limits |= d.Check("max-streams-per-caller", lo.max_streams_per_caller,
                             ln.max_streams_per_caller, live);
+  service_limits |=
+      d.Check("quota-max-bytes", lo.quota_max_bytes, ln.quota_max_bytes, live);
+  service_limits |= d.Check("stream-buffer-bytes", lo.stream_buffer_bytes,
+                            ln.stream_buffer_bytes, live);
+  service_limits |=
+      d.Check("total-stream-buffer-bytes", lo.total_stream_buffer_bytes,
+              ln.total_stream_buffer_bytes, live);
   service_limits |=
       d.Check("max-labels", lo.spec.max_labels, ln.spec.max_labels, live);
   service_limits |= d.Check("max-label-bytes", lo.spec.max_label_bytes,
@@ -171,6 +184,9 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   now.scheduler.max_queued = sn.max_queued;
   now.scheduler.retention_ttl = sn.retention_ttl;
   now.scheduler.max_retained = sn.max_retained;
+  now.scheduler.max_live_bytes = sn.max_live_bytes;
+  now.scheduler.max_retained_bytes = sn.max_retained_bytes;
+  now.scheduler.max_retained_result_bytes = sn.max_retained_result_bytes;
   const size_t message_bytes = now.service.max_message_bytes;
   now.service = ln;
   now.service.max_message_bytes = message_bytes;
