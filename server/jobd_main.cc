@@ -16,6 +16,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -52,6 +53,9 @@
 extern "C" {
 extern const char* malloc_conf;
 const char* malloc_conf = "percpu_arena:percpu";
+// jemalloc's control interface; null when another allocator is linked.
+int mallctl(const char* name, void* oldp, size_t* oldlenp, void* newp,
+            size_t newlen) __attribute__((weak));
 }
 
 namespace jobd {
@@ -162,6 +166,27 @@ absl::StatusOr<UniqueFd> LockStateDirectory(const std::string& dir) {
         path));
   }
   return fd;
+}
+
+// jemalloc gives freed memory back to the system only while its arenas are
+// in use, so a daemon that went idle after a burst (streams closed, jobs
+// forgotten) kept it. Its background thread purges on a timer instead
+// (dirty_decay_ms: within ~10-20 s). Started here, once the fork server is
+// forked (a thread before that would be forked along), unless MALLOC_CONF
+// says otherwise.
+void StartAllocatorPurging() {
+  if (mallctl == nullptr) return;  // Not jemalloc (sanitizer builds).
+  const char* env = std::getenv("MALLOC_CONF");
+  if (env != nullptr && std::strstr(env, "background_thread") != nullptr) {
+    return;
+  }
+  bool enable = true;
+  if (mallctl("background_thread", nullptr, nullptr, &enable, sizeof(enable)) !=
+      0) {
+    spdlog::warn(
+        "jemalloc: cannot start its background thread; memory freed after a "
+        "burst is given back to the system only as it allocates again");
+  }
 }
 
 // The STATUS= line for systemd (and the watchdog's probe of the scheduler).
@@ -288,6 +313,8 @@ int Run(int argc, char** argv) {
     }
     fork_server = *std::move(started);
   }
+
+  StartAllocatorPurging();  // A thread: after the fork.
 
   // The journal, after the fork (its writer is a thread). One daemon per
   // state directory: a second one would write under the first.
