@@ -21,6 +21,8 @@ constexpr int kSchemaVersion = 2;
 
 // Free pages worth this much are given back to the disk after a commit.
 constexpr uint64_t kVacuumFreeBytes = 64 << 20;
+// How often a commit counts the pages in use (Journal::usage()).
+constexpr absl::Duration kCountPagesEvery = absl::Milliseconds(50);
 
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS jobs(
@@ -316,7 +318,8 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(JournalOptions options,
   if (journal->Exec(pragmas.c_str()).ok() == false) {
     return SqliteError(journal->db_, "pragmas");
   }
-  const uint64_t used = journal->UsedBytes();
+  journal->counted_bytes_ = journal->CountPages().used_bytes;
+  const uint64_t used = journal->counted_bytes_;
   {
     absl::MutexLock lock(&journal->mu_);
     journal->rows_ = recovered->rows.size();
@@ -575,14 +578,12 @@ uint64_t Journal::Pragma(const char* sql) {
   return static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0));
 }
 
-uint64_t Journal::UsedBytes() {
+Journal::Pages Journal::CountPages() {
   const uint64_t pages = Pragma("PRAGMA page_count");
-  const uint64_t free_pages = Pragma("PRAGMA freelist_count");
-  return (pages - std::min(pages, free_pages)) * Pragma("PRAGMA page_size");
-}
-
-uint64_t Journal::FreeBytes() {
-  return Pragma("PRAGMA freelist_count") * Pragma("PRAGMA page_size");
+  const uint64_t free_pages = std::min(pages, Pragma("PRAGMA freelist_count"));
+  const uint64_t page_size = Pragma("PRAGMA page_size");
+  return {.used_bytes = (pages - free_pages) * page_size,
+          .free_bytes = free_pages * page_size};
 }
 
 absl::Status Journal::Apply(const Batch& batch, Part part) {
@@ -609,6 +610,7 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
   uint64_t deletes = 0;
   size_t in_transaction = 0;
   uint64_t transaction_bytes = 0;
+  uint64_t written = 0;  // Specs and results, in all the transactions.
   auto begin = [&]() { return Exec("BEGIN IMMEDIATE"); };
   auto commit = [&]() {
     in_transaction = 0;
@@ -693,8 +695,10 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
       }
       s = step(st);
       if (s.ok() && st == insert.get()) ++rows_delta;
-      transaction_bytes += result_bytes.size() + error_bytes.size() +
-                           (st == insert.get() ? spec_bytes.size() : 0);
+      const uint64_t row_bytes = result_bytes.size() + error_bytes.size() +
+                                 (st == insert.get() ? spec_bytes.size() : 0);
+      transaction_bytes += row_bytes;
+      written += row_bytes;
     }
     if (!s.ok()) return s;
     ++in_transaction;
@@ -719,17 +723,31 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
     return c;
   }
   deletes_since_vacuum_ += deletes;
-  // Give freed pages back to the disk every so many deletes, or when they
-  // add up (a few big results).
-  if (deletes_since_vacuum_ >= 10000 ||
-      (deletes > 0 && FreeBytes() >= kVacuumFreeBytes)) {
+  // How full it is, and whether freed pages add up (a few big results):
+  // counted at every commit once half the cap is in use, else every
+  // kCountPagesEvery (a few PRAGMAs per commit cost tiny jobs'
+  // throughput), with what was written since added meanwhile. Freed pages
+  // go back to the disk then, or every so many deletes.
+  written_since_count_ += written;
+  const absl::Time now = absl::Now();
+  if ((options_.max_bytes > 0 &&
+       counted_bytes_ + written_since_count_ >= options_.max_bytes / 2) ||
+      now - pages_counted_ >= kCountPagesEvery) {
+    pages_counted_ = now;
+    const Pages pages = CountPages();
+    if (deletes_since_vacuum_ > 0 && pages.free_bytes >= kVacuumFreeBytes) {
+      deletes_since_vacuum_ = 10000;
+    }
+    counted_bytes_ = pages.used_bytes;
+    written_since_count_ = 0;
+  }
+  if (deletes_since_vacuum_ >= 10000) {
     deletes_since_vacuum_ = 0;
     Exec("PRAGMA incremental_vacuum").IgnoreError();
   }
-  const uint64_t used = UsedBytes();
   absl::MutexLock lock(&mu_);
   rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) + rows_delta);
-  used_bytes_ = used;
+  used_bytes_ = counted_bytes_ + written_since_count_;
   return absl::OkStatus();
 }
 

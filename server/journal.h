@@ -168,7 +168,10 @@ class Journal {
   bool accepting() const;
   // How full the database is, as of the last commit.
   struct Usage {
-    uint64_t used_bytes = 0;    // Pages in use (free pages left out).
+    // Pages in use (free pages left out): counted at every commit once
+    // half the cap is in use, else every 50 ms, with the bytes written
+    // since added meanwhile.
+    uint64_t used_bytes = 0;
     uint64_t max_bytes = 0;     // JournalOptions::max_bytes; 0 = unlimited.
     uint64_t commits = 0;       // Commits so far: a new figure when it grows.
     uint64_t write_errors = 0;  // Failed attempts so far.
@@ -198,8 +201,10 @@ class Journal {
   // Writer thread: a PRAGMA's integer; bytes of the pages in use, and of
   // the free ones.
   uint64_t Pragma(const char* sql);
-  uint64_t UsedBytes();
-  uint64_t FreeBytes();
+  struct Pages {
+    uint64_t used_bytes = 0, free_bytes = 0;
+  };
+  Pages CountPages();
 
   const JournalOptions options_;
   sqlite3* db_ = nullptr;  // The writer thread's (and Open's, before it).
@@ -222,6 +227,11 @@ class Journal {
   uint64_t write_errors_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration last_commit_ ABSL_GUARDED_BY(mu_);
   uint64_t deletes_since_vacuum_ = 0;  // Writer thread.
+  // Writer thread: when CountPages last ran, what it found in use, and the
+  // bytes of specs and results written since.
+  absl::Time pages_counted_;
+  uint64_t counted_bytes_ = 0;
+  uint64_t written_since_count_ = 0;
 
   std::thread writer_;  // Last: started once the rest exists.
 };
