@@ -45,14 +45,19 @@ uint64_t ItemBytes(const TaggedEvent& e) { return EventBytes(e.event); }
 
 // What one stream holds for its client, in bytes: its own count, and its
 // part of the service's total. Guarded by the owner's mutex (the total is
-// atomic); given back when it goes.
+// atomic); given back when it goes. The total sees each stream's bytes in
+// whole granules, so that the many streams that hold little never touch
+// it (a shared cache line, written for every event, cost ~10% of the
+// throughput of tiny jobs).
 class BufferAccount {
  public:
+  static constexpr uint64_t kGranule = 16 << 10;
+
   explicit BufferAccount(JobServiceImpl::StreamBuffers& all) : all_(all) {
     all_.streams.fetch_add(1, std::memory_order_relaxed);
   }
   ~BufferAccount() {
-    all_.bytes.fetch_sub(bytes_, std::memory_order_relaxed);
+    all_.bytes.fetch_sub(shown_, std::memory_order_relaxed);
     all_.streams.fetch_sub(1, std::memory_order_relaxed);
   }
   BufferAccount(const BufferAccount&) = delete;
@@ -60,22 +65,23 @@ class BufferAccount {
 
   void Charge(uint64_t n) {
     bytes_ += n;
-    all_.bytes.fetch_add(n, std::memory_order_relaxed);
+    Show();
   }
   void Release(uint64_t n) {
-    n = std::min(n, bytes_);
-    bytes_ -= n;
-    all_.bytes.fetch_sub(n, std::memory_order_relaxed);
+    bytes_ -= std::min(n, bytes_);
+    Show();
   }
   uint64_t bytes() const { return bytes_; }
   // Holds `factor` times its limit: `cap`, or, while all streams together
   // hold `total`, its share of that (so the streams that hold the most go
-  // first). A stream that holds nothing is never over: one event, however
-  // big, always gets through.
+  // first; one that holds less than a granule is not among them). A stream
+  // that holds nothing is never over: one event, however big, always gets
+  // through.
   bool Over(uint64_t cap, uint64_t total, uint64_t factor) const {
     if (bytes_ == 0) return false;
     if (cap > 0 && bytes_ >= factor * cap) return true;
-    if (total == 0 || all_.bytes.load(std::memory_order_relaxed) < total) {
+    if (total == 0 || bytes_ < kGranule ||
+        all_.bytes.load(std::memory_order_relaxed) < total) {
       return false;
     }
     const uint64_t streams =
@@ -84,8 +90,19 @@ class BufferAccount {
   }
 
  private:
+  void Show() {
+    const uint64_t shown = bytes_ / kGranule * kGranule;
+    if (shown > shown_) {
+      all_.bytes.fetch_add(shown - shown_, std::memory_order_relaxed);
+    } else if (shown < shown_) {
+      all_.bytes.fetch_sub(shown_ - shown, std::memory_order_relaxed);
+    }
+    shown_ = shown;
+  }
+
   JobServiceImpl::StreamBuffers& all_;
   uint64_t bytes_ = 0;
+  uint64_t shown_ = 0;  // In the total.
 };
 
 // "1.5 MiB".
