@@ -141,7 +141,10 @@ std::unique_ptr<testing::Daemon> StartDaemon(int jobs) {
       {"--log-level", "warn", "--process-workers", "0", "--max-window",
        std::to_string(std::max(jobs, 65536)), "--max-queued",
        std::to_string(std::max(jobs, 100000)), "--max-retained",
-       std::to_string(std::max(jobs, 100000))});
+       std::to_string(std::max(jobs, 100000)),
+       // A million tiny jobs in flight on one stream pass its default byte
+       // window (~170,000 of them).
+       "--stream-buffer-bytes", "0"});
   if (!daemon.ok()) {
     std::fprintf(stderr, "jobd: %s\n", daemon.status().ToString().c_str());
     std::exit(1);

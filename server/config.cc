@@ -91,7 +91,7 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   c.tcp_address = v1::kDefaultTcpAddress;
   std::string retention_ttl = "1h", grace = "10s", cancel_grace = "500ms",
               kill_grace = "100ms", exec_kill_grace = "1s",
-              ping_interval = "1s", ping_timeout = "5s";
+              ping_interval = "1s", ping_timeout = "5s", outage_grace = "2s";
   ConnectionOptions& conn = c.connections;
   auto text = [](absl::Duration d) { return absl::FormatDuration(d); };
   std::string idle = text(conn.idle_timeout), age = text(conn.max_age),
@@ -223,6 +223,11 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "refused as on a full disk; 0 = unlimited")
       ->capture_default_str()
       ->transform(CLI::AsSizeValue(false));
+  app.add_option("--journal-outage-grace", outage_grace,
+                 "While the journal cannot write, how long an answer (GetJob, "
+                 "CancelJob, a stream's events) waits for it before it fails "
+                 "UNAVAILABLE")
+      ->capture_default_str();
   app.add_option("--auth-token", c.auth.tokens,
                  "A caller: NAME:ROLES:SHA256 of its bearer token (roles "
                  "submit, read, admin joined by +); repeatable")
@@ -258,6 +263,14 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "second of burst); 0 = no limit")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e9));
+  app.add_option("--quota-max-bytes", c.service.quota_max_bytes,
+                 "Bytes (e.g. 64M) the jobs of a caller that is not admin may "
+                 "hold: the specs of its unfinished jobs and the specs and "
+                 "results of its retained ones. Over it, its oldest retained "
+                 "jobs are forgotten first; a job its unfinished ones would "
+                 "take past it is refused; 0 = no limit")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
   app.add_option("--max-streams-per-caller", c.service.max_streams_per_caller,
                  "Submit and WatchJobs streams open at once per caller that "
                  "is not admin; 0 = no limit")
@@ -335,6 +348,39 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "Ended jobs retained at most (oldest dropped first)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{0}, size_t{100000000}));
+  app.add_option("--max-live-bytes", c.scheduler.max_live_bytes,
+                 "Bytes (e.g. 128M) of the specs of unfinished jobs at most; "
+                 "beyond, submits are rejected with RESOURCE_EXHAUSTED; 0 = "
+                 "no limit")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--max-retained-bytes", c.scheduler.max_retained_bytes,
+                 "Bytes (e.g. 128M) of the specs and results of ended jobs "
+                 "retained at most (oldest dropped first); 0 = no limit")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--max-retained-result-bytes",
+                 c.scheduler.max_retained_result_bytes,
+                 "Results larger than this (e.g. 1M) are not retained: they "
+                 "go out with the job's end to the streams open then, and "
+                 "the job keeps only that it was dropped; 0 = keep all")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--stream-buffer-bytes", c.service.stream_buffer_bytes,
+                 "Bytes (e.g. 32M) of events a stream holds for a client "
+                 "that does not read them: a Submit stream stops taking jobs "
+                 "past it and is ended past twice it, a WatchJobs stream is "
+                 "ended past it; 0 = no limit")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--total-stream-buffer-bytes",
+                 c.service.total_stream_buffer_bytes,
+                 "Bytes (e.g. 128M) of events all streams together hold for "
+                 "their clients: past it, streams holding more than their "
+                 "share are treated as over --stream-buffer-bytes; 0 = no "
+                 "limit")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
   app.add_option("--event-log-size", c.scheduler.event_log_size,
                  "Events kept for WatchJobs resume")
       ->capture_default_str()
@@ -399,6 +445,12 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
         "--tcp: '{}' is not host:port (e.g. 127.0.0.1:7531)", c.tcp_address));
   }
   c.scheduler.max_message_bytes = c.service.max_message_bytes;
+  if (c.scheduler.max_live_bytes > 0 &&
+      c.scheduler.max_live_bytes < c.service.spec.max_payload_bytes) {
+    return absl::InvalidArgumentError(
+        "--max-live-bytes: smaller than --max-payload-bytes (a job with the "
+        "largest payload could never be accepted)");
+  }
   if (c.service.default_window > c.service.max_window) {
     return absl::InvalidArgumentError(
         "--default-window: larger than --max-window");
@@ -428,7 +480,9 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
         std::tuple(&ping_interval, "worker-ping-interval", &pool.ping_interval,
                    true),
         std::tuple(&ping_timeout, "worker-ping-timeout", &pool.ping_timeout,
-                   false)}) {
+                   false),
+        std::tuple(&outage_grace, "journal-outage-grace",
+                   &c.journal_outage_grace, true)}) {
     s = ParseDurationFlag(*value, flag, out, zero);
     if (!s.ok()) return s;
   }

@@ -50,6 +50,7 @@ struct DaemonConfig {
   std::string state_dir;
   Durability durability = Durability::kBatched;
   uint64_t journal_max_bytes = uint64_t{4} << 30;
+  absl::Duration journal_outage_grace = absl::Seconds(2);
   bool testing_tasks = false;
   std::string log_level = "info";
 };

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -35,8 +36,8 @@
 #include "server/config.h"
 #include "server/journal.h"
 #include "server/leftovers.h"
-#include "server/private_dir.h"
 #include "server/listener.h"
+#include "server/private_dir.h"
 #include "server/reload.h"
 #include "server/request_errors.h"
 #include "server/scheduler.h"
@@ -60,6 +61,9 @@
 extern "C" {
 extern const char* malloc_conf;
 const char* malloc_conf = "percpu_arena:percpu";
+// jemalloc's control interface; null when another allocator is linked.
+int mallctl(const char* name, void* oldp, size_t* oldlenp, void* newp,
+            size_t newlen) __attribute__((weak));
 }
 
 namespace jobd {
@@ -188,6 +192,27 @@ absl::StatusOr<UniqueFd> LockStateDirectory(const std::string& dir) {
         path));
   }
   return fd;
+}
+
+// jemalloc gives freed memory back to the system only while its arenas are
+// in use, so a daemon that went idle after a burst (streams closed, jobs
+// forgotten) kept it. Its background thread purges on a timer instead
+// (dirty_decay_ms: within ~10-20 s). Started here, once the fork server is
+// forked (a thread before that would be forked along), unless MALLOC_CONF
+// says otherwise.
+void StartAllocatorPurging() {
+  if (mallctl == nullptr) return;  // Not jemalloc (sanitizer builds).
+  const char* env = std::getenv("MALLOC_CONF");
+  if (env != nullptr && std::strstr(env, "background_thread") != nullptr) {
+    return;
+  }
+  bool enable = true;
+  if (mallctl("background_thread", nullptr, nullptr, &enable, sizeof(enable)) !=
+      0) {
+    spdlog::warn(
+        "jemalloc: cannot start its background thread; memory freed after a "
+        "burst is given back to the system only as it allocates again");
+  }
 }
 
 // The STATUS= line for systemd (and the watchdog's probe of the scheduler).
@@ -389,6 +414,8 @@ int Run(int argc, char** argv) {
   std::vector<pid_t> helpers = {guardian->pid};
   if (fork_server.has_value()) helpers.push_back(fork_server->pid);
 
+  StartAllocatorPurging();  // A thread: after the fork.
+
   // The journal, after the fork (its writer is a thread). One daemon per
   // state directory: a second one would write under the first.
   std::unique_ptr<Journal> journal;
@@ -420,7 +447,8 @@ int Run(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<Journal>> opened =
         Journal::Open({.path = config.state_dir + "/jobd.db",
                        .durability = config.durability,
-                       .max_bytes = config.journal_max_bytes},
+                       .max_bytes = config.journal_max_bytes,
+                       .outage_grace = config.journal_outage_grace},
                       &recovered);
     if (!opened.ok()) {
       spdlog::critical("journal: {}", std::string(opened.status().message()));

@@ -25,6 +25,11 @@ namespace {
 // 1: the first; 2: jobs.owner.
 constexpr int kSchemaVersion = 2;
 
+// Free pages worth this much are given back to the disk after a commit.
+constexpr uint64_t kVacuumFreeBytes = 64 << 20;
+// How often a commit counts the pages in use (Journal::usage()).
+constexpr absl::Duration kCountPagesEvery = absl::Milliseconds(50);
+
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS jobs(
   id INTEGER PRIMARY KEY,
@@ -162,6 +167,7 @@ JournalRow DecodeRow(const StoredRow& in) {
                         : end->mutable_error().ParseFromArray(
                               bytes.data(), static_cast<int>(bytes.size()));
     if (ok) {
+      end->bytes = static_cast<uint32_t>(bytes.size());
       row.end = std::move(end);
     } else {
       problems.push_back(row.state == v1::JOB_STATE_SUCCEEDED
@@ -397,9 +403,12 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(JournalOptions options,
   if (journal->Exec(pragmas.c_str()).ok() == false) {
     return SqliteError(journal->db_, "pragmas");
   }
+  journal->counted_bytes_ = journal->CountPages().used_bytes;
+  const uint64_t used = journal->counted_bytes_;
   {
     absl::MutexLock lock(&journal->mu_);
     journal->rows_ = recovered->rows.size();
+    journal->used_bytes_ = used;
   }
   journal->writer_ = std::thread([j = journal.get()] { j->WriterLoop(); });
   return journal;
@@ -472,12 +481,23 @@ absl::Duration Journal::commit_latency() const {
   return commit_latency_;
 }
 
+Journal::Usage Journal::usage() const {
+  absl::MutexLock lock(&mu_);
+  return {.used_bytes = used_bytes_,
+          .max_bytes = options_.max_bytes,
+          .commits = commits_,
+          .write_errors = write_errors_,
+          .full = full_};
+}
+
 void Journal::WhenDurable(uint64_t ticket, DurableFn fn, Wait wait) {
   bool durable;
   {
     absl::MutexLock lock(&mu_);
     durable = ticket <= durable_;
-    const bool give_up = abandoned_ || (wait == Wait::kFailFast && failing_);
+    const bool give_up =
+        abandoned_ || (wait == Wait::kFailFast && failing_ &&
+                       absl::Now() - failing_since_ >= options_.outage_grace);
     if (!durable && !give_up) {
       (wait == Wait::kFailFast ? fail_fast_ : waiters_)
           .emplace(ticket, std::move(fn));
@@ -586,14 +606,21 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
     if (s.ok() && attempt > 0) s = Apply(batch, Part::kAllButDeletes);
     if (s.ok()) break;
     bool stopping;
-    std::multimap<uint64_t, DurableFn> fail_fast;  // Answered now: not durable.
+    // Once the outage has lasted its grace, kFailFast waiters are answered
+    // (not durable), and the retries wake up to do that in time.
+    std::multimap<uint64_t, DurableFn> fail_fast;
+    absl::Duration until_grace;
     {
       absl::MutexLock lock(&mu_);
       ++write_errors_;
+      const absl::Time now = absl::Now();
+      if (!failing_) failing_since_ = now;
       failing_ = true;
+      full_ = absl::IsResourceExhausted(s);
       last_error_ = std::string(s.message());
       stopping = stop_;
-      fail_fast.swap(fail_fast_);
+      until_grace = failing_since_ + options_.outage_grace - now;
+      if (until_grace <= absl::ZeroDuration()) fail_fast.swap(fail_fast_);
     }
     if (attempt == 0 || attempt % 100 == 0) {
       spdlog::error(
@@ -607,7 +634,9 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
                     batch.records.size());
       return false;
     }
-    absl::SleepFor(backoff);
+    absl::SleepFor(until_grace > absl::ZeroDuration()
+                       ? std::min(backoff, until_grace)
+                       : backoff);
     backoff = std::min(backoff * 2, absl::Seconds(2));
     // What was queued meanwhile joins the retry: a delete there may be what
     // frees the room this batch needs.
@@ -629,6 +658,7 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
   if (failing_) {
     spdlog::info("journal: writing again");
     failing_ = false;
+    full_ = false;
   }
   ++commits_;
   records_written_ += batch.records.size();
@@ -642,13 +672,36 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
 
 absl::Status Journal::Exec(const char* sql) {
   char* error = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
-    absl::Status s = absl::InternalError(
-        fmt::format("{}: {}", sql, error ? error : sqlite3_errmsg(db_)));
+  const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &error);
+  if (rc != SQLITE_OK) {
+    const std::string message =
+        fmt::format("{}: {}", sql, error ? error : sqlite3_errmsg(db_));
     sqlite3_free(error);
-    return s;
+    return (rc & 0xff) == SQLITE_FULL ? absl::ResourceExhaustedError(message)
+                                      : absl::InternalError(message);
   }
   return absl::OkStatus();
+}
+
+void Journal::Rollback() {
+  // SQLite may have rolled the transaction back itself (it does on some
+  // SQLITE_FULL and I/O errors); a ROLLBACK then fails with "no transaction
+  // is active", which says nothing about what went wrong.
+  if (sqlite3_get_autocommit(db_) == 0) Exec("ROLLBACK").IgnoreError();
+}
+
+uint64_t Journal::Pragma(const char* sql) {
+  Statement st(db_, sql);
+  if (!st.ok() || sqlite3_step(st.get()) != SQLITE_ROW) return 0;
+  return static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0));
+}
+
+Journal::Pages Journal::CountPages() {
+  const uint64_t pages = Pragma("PRAGMA page_count");
+  const uint64_t free_pages = std::min(pages, Pragma("PRAGMA freelist_count"));
+  const uint64_t page_size = Pragma("PRAGMA page_size");
+  return {.used_bytes = (pages - free_pages) * page_size,
+          .free_bytes = free_pages * page_size};
 }
 
 absl::Status Journal::Apply(const Batch& batch, Part part) {
@@ -674,22 +727,31 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
   int64_t rows_delta = 0;
   uint64_t deletes = 0;
   size_t in_transaction = 0;
+  uint64_t transaction_bytes = 0;
+  uint64_t written = 0;  // Specs and results, in all the transactions.
   auto begin = [&]() { return Exec("BEGIN IMMEDIATE"); };
   auto commit = [&]() {
     in_transaction = 0;
+    transaction_bytes = 0;
     return Exec("COMMIT");
   };
   if (absl::Status s = begin(); !s.ok()) return s;
   auto step = [&](sqlite3_stmt* st) -> absl::Status {
     const int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+      sqlite3_reset(st);
+      sqlite3_clear_bindings(st);
+      return absl::OkStatus();
+    }
+    // The error first: what follows (reset, rollback) replaces the
+    // connection's message.
+    const std::string message =
+        fmt::format("{} ({})", sqlite3_errmsg(db_), sqlite3_errstr(rc));
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
-    if (rc != SQLITE_DONE) {
-      Exec("ROLLBACK").IgnoreError();
-      return absl::ResourceExhaustedError(
-          fmt::format("{} ({})", sqlite3_errmsg(db_), sqlite3_errstr(rc)));
-    }
-    return absl::OkStatus();
+    Rollback();
+    return (rc & 0xff) == SQLITE_FULL ? absl::ResourceExhaustedError(message)
+                                      : absl::InternalError(message);
   };
   for (const Batch::Record& r : batch.records) {
     if (part == Part::kDeletes && r.kind != Batch::kDelete) continue;
@@ -751,14 +813,19 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
       }
       s = step(st);
       if (s.ok() && st == insert.get()) ++rows_delta;
+      const uint64_t row_bytes = result_bytes.size() + error_bytes.size() +
+                                 (st == insert.get() ? spec_bytes.size() : 0);
+      transaction_bytes += row_bytes;
+      written += row_bytes;
     }
     if (!s.ok()) return s;
     ++in_transaction;
-    if ((per_record || in_transaction >= options_.max_batch_records)) {
+    if (per_record || in_transaction >= options_.max_batch_records ||
+        transaction_bytes >= options_.max_transaction_bytes) {
       // A failed COMMIT may leave the transaction open; the retry needs it
       // closed (and re-applies the whole batch: every record is idempotent).
       if (absl::Status c = commit(); !c.ok()) {
-        Exec("ROLLBACK").IgnoreError();
+        Rollback();
         return c;
       }
       if (absl::Status b = begin(); !b.ok()) return b;
@@ -770,18 +837,35 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
     if (absl::Status s = step(meta.get()); !s.ok()) return s;
   }
   if (absl::Status c = commit(); !c.ok()) {
-    Exec("ROLLBACK").IgnoreError();
+    Rollback();
     return c;
   }
-  {
-    absl::MutexLock lock(&mu_);
-    rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) + rows_delta);
-  }
   deletes_since_vacuum_ += deletes;
-  if (deletes_since_vacuum_ >= 10000) {  // Give freed pages back to the disk.
+  // How full it is, and whether freed pages add up (a few big results):
+  // counted at every commit once half the cap is in use, else every
+  // kCountPagesEvery (a few PRAGMAs per commit cost tiny jobs'
+  // throughput), with what was written since added meanwhile. Freed pages
+  // go back to the disk then, or every so many deletes.
+  written_since_count_ += written;
+  const absl::Time now = absl::Now();
+  if ((options_.max_bytes > 0 &&
+       counted_bytes_ + written_since_count_ >= options_.max_bytes / 2) ||
+      now - pages_counted_ >= kCountPagesEvery) {
+    pages_counted_ = now;
+    const Pages pages = CountPages();
+    if (deletes_since_vacuum_ > 0 && pages.free_bytes >= kVacuumFreeBytes) {
+      deletes_since_vacuum_ = 10000;
+    }
+    counted_bytes_ = pages.used_bytes;
+    written_since_count_ = 0;
+  }
+  if (deletes_since_vacuum_ >= 10000) {
     deletes_since_vacuum_ = 0;
     Exec("PRAGMA incremental_vacuum").IgnoreError();
   }
+  absl::MutexLock lock(&mu_);
+  rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) + rows_delta);
+  used_bytes_ = counted_bytes_ + written_since_count_;
   return absl::OkStatus();
 }
 

@@ -19,12 +19,15 @@
 //
 // Failure: a write that fails (disk full, --journal-max-bytes reached, I/O
 // error) is logged and retried; until it succeeds, accepting() is false
-// and the records wait. A database SQLite calls damaged (not a database,
-// corrupt pages) is moved aside (jobd.db.corrupt-<time>) and a fresh one
-// started; a row that does not parse comes back with its problem named
-// (JournalRow::problem) and costs only its own job; a database that cannot
-// be used for another reason (a newer schema, permissions, locked, I/O
-// errors) fails Open and keeps its jobs.
+// and the records wait. usage() tells how full the database is (and
+// whether it is failing for want of room), so that the scheduler can
+// forget ended jobs early rather than refuse new ones. A database SQLite
+// calls damaged (not a database, corrupt pages) is moved aside
+// (jobd.db.corrupt-<time>) and a fresh one started; a row that does not
+// parse comes back with its problem named (JournalRow::problem) and costs
+// only its own job; a database that cannot be used for another reason (a
+// newer schema, permissions, locked, I/O errors) fails Open and keeps its
+// jobs.
 //
 // Thread-safety: Insert/Update/Delete/NoteSequence/ticket()/durable()/
 // WhenDurable/stats are thread-safe and never block on I/O (a leaf lock).
@@ -62,8 +65,16 @@ struct JournalOptions {
   // Largest database file (SQLite max_page_count); 0 = unlimited. Past it,
   // writes fail as on a full disk.
   uint64_t max_bytes = 0;
-  // Records in one transaction at most (a bigger batch is split).
+  // While writes fail, how long a kFailFast waiter (an RPC's answer, a
+  // stream's held events) may wait for them to succeed again before it is
+  // answered "not durable": a short failure heals unseen (ended jobs are
+  // forgotten to make room), a real outage does not hang callers.
+  absl::Duration outage_grace = absl::Seconds(2);
+  // Records in one transaction at most, and bytes of specs and results
+  // (a bigger batch is split): the WAL grows by a transaction's size before
+  // a checkpoint can truncate it (to 64 MiB).
   size_t max_batch_records = 16384;
+  uint64_t max_transaction_bytes = 16 << 20;
 };
 
 // The end of a job, shared by the job record, its terminal event and its
@@ -72,6 +83,9 @@ struct JournalOptions {
 class JobEnd {
  public:
   v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+  // The result's or error's serialized size, set once by whoever makes the
+  // end (Scheduler), before it is shared: what it costs a byte budget.
+  uint32_t bytes = 0;
 
   // SUCCEEDED: the result; otherwise an empty one.
   const v1::JobResult& result() const {
@@ -179,9 +193,9 @@ class Journal {
   // Runs `fn(true)` once `ticket` is durable: at once if it is, else on the
   // writer thread after the commit (without locks held). Runs `fn(false)`
   // if it never will be: after Abandon (at once, or from Abandon). With
-  // kFailFast, also `fn(false)` as soon as writes fail (at once while they
-  // do): for an answer that must not wait out an outage (last_error() says
-  // why).
+  // kFailFast, also `fn(false)` once writes have failed for
+  // JournalOptions::outage_grace (at once while they have): for an answer
+  // that must not wait out an outage (last_error() says why).
   using DurableFn = std::function<void(bool durable)>;
   enum class Wait { kUntilDurable, kFailFast };
   void WhenDurable(uint64_t ticket, DurableFn fn,
@@ -197,6 +211,18 @@ class Journal {
   // of a batch to its commit): a moving average over recent commits; zero
   // before the first.
   absl::Duration commit_latency() const;
+  // How full the database is, as of the last commit.
+  struct Usage {
+    // Pages in use (free pages left out): counted at every commit once
+    // half the cap is in use, else every 50 ms, with the bytes written
+    // since added meanwhile.
+    uint64_t used_bytes = 0;
+    uint64_t max_bytes = 0;     // JournalOptions::max_bytes; 0 = unlimited.
+    uint64_t commits = 0;       // Commits so far: a new figure when it grows.
+    uint64_t write_errors = 0;  // Failed attempts so far.
+    bool full = false;  // Writes fail now for want of room (cap or disk).
+  };
+  Usage usage() const;
   // Waits until everything queued so far is durable or `deadline` passes.
   bool Flush(absl::Time deadline);
 
@@ -215,6 +241,15 @@ class Journal {
   enum class Part { kAll, kDeletes, kAllButDeletes };
   absl::Status Apply(const Batch& batch, Part part);
   absl::Status Exec(const char* sql);
+  // Ends the open transaction, if SQLite has not already.
+  void Rollback();
+  // Writer thread: a PRAGMA's integer; bytes of the pages in use, and of
+  // the free ones.
+  uint64_t Pragma(const char* sql);
+  struct Pages {
+    uint64_t used_bytes = 0, free_bytes = 0;
+  };
+  Pages CountPages();
 
   const JournalOptions options_;
   sqlite3* db_ = nullptr;  // The writer thread's (and Open's, before it).
@@ -229,7 +264,10 @@ class Journal {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool abandoned_ ABSL_GUARDED_BY(mu_) = false;
   bool failing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time failing_since_ ABSL_GUARDED_BY(mu_);  // When writes began to fail.
+  bool full_ ABSL_GUARDED_BY(mu_) = false;         // Failing for want of room.
   std::string last_error_ ABSL_GUARDED_BY(mu_);
+  uint64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Stats.
   uint64_t rows_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
@@ -238,6 +276,11 @@ class Journal {
   absl::Duration last_commit_ ABSL_GUARDED_BY(mu_);
   absl::Duration commit_latency_ ABSL_GUARDED_BY(mu_);  // Moving average.
   uint64_t deletes_since_vacuum_ = 0;                   // Writer thread.
+  // Writer thread: when CountPages last ran, what it found in use, and the
+  // bytes of specs and results written since.
+  absl::Time pages_counted_;
+  uint64_t counted_bytes_ = 0;
+  uint64_t written_since_count_ = 0;
 
   std::thread writer_;  // Last: started once the rest exists.
 };

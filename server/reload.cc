@@ -59,6 +59,12 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   bool limits = d.Check("max-queued", so.max_queued, sn.max_queued, live);
   limits |= d.Check("retention-ttl", so.retention_ttl, sn.retention_ttl, live);
   limits |= d.Check("max-retained", so.max_retained, sn.max_retained, live);
+  limits |=
+      d.Check("max-live-bytes", so.max_live_bytes, sn.max_live_bytes, live);
+  limits |= d.Check("max-retained-bytes", so.max_retained_bytes,
+                    sn.max_retained_bytes, live);
+  limits |= d.Check("max-retained-result-bytes", so.max_retained_result_bytes,
+                    sn.max_retained_result_bytes, live);
   if (limits) scheduler.SetLimits(sn);
   const ServiceLimits& lo = current.service;
   const ServiceLimits& ln = fresh.service;
@@ -77,6 +83,12 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                             ln.max_streams_per_caller, live);
   service_limits |=
       d.Check("max-streams", lo.max_streams, ln.max_streams, live);
+  d.Check("quota-max-bytes", lo.quota_max_bytes, ln.quota_max_bytes, live);
+  service_limits |= d.Check("stream-buffer-bytes", lo.stream_buffer_bytes,
+                            ln.stream_buffer_bytes, live);
+  service_limits |=
+      d.Check("total-stream-buffer-bytes", lo.total_stream_buffer_bytes,
+              ln.total_stream_buffer_bytes, live);
   service_limits |=
       d.Check("max-labels", lo.spec.max_labels, ln.spec.max_labels, live);
   service_limits |= d.Check("max-label-bytes", lo.spec.max_label_bytes,
@@ -174,6 +186,9 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
           std::string(DurabilityName(fresh.durability)), later);
   d.Check("journal-max-bytes", current.journal_max_bytes,
           fresh.journal_max_bytes, later);
+  d.Check("journal-outage-grace",
+          absl::FormatDuration(current.journal_outage_grace),
+          absl::FormatDuration(fresh.journal_outage_grace), later);
   d.Check("testing-tasks", current.testing_tasks, fresh.testing_tasks, later);
   d.Check("unix-socket-group", current.unix_socket_group,
           fresh.unix_socket_group, later);
@@ -207,6 +222,9 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   now.scheduler.max_queued = sn.max_queued;
   now.scheduler.retention_ttl = sn.retention_ttl;
   now.scheduler.max_retained = sn.max_retained;
+  now.scheduler.max_live_bytes = sn.max_live_bytes;
+  now.scheduler.max_retained_bytes = sn.max_retained_bytes;
+  now.scheduler.max_retained_result_bytes = sn.max_retained_result_bytes;
   const size_t message_bytes = now.service.max_message_bytes;
   now.service = ln;
   now.service.max_message_bytes = message_bytes;

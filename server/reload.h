@@ -9,7 +9,11 @@
 //   --tls-identity,
 //   --unix-socket-auth, --quota-max-live, --quota-submit-rate,
 //   --max-streams-per-caller, --max-streams, --max-labels, --max-label-bytes,
-//   --max-idempotency-key-bytes, --max-value-depth, --max-args-bytes
+//   --max-idempotency-key-bytes, --max-value-depth, --max-args-bytes,
+//   --max-live-bytes, --max-retained-bytes, --max-retained-result-bytes,
+//   --quota-max-bytes,
+//   --stream-buffer-bytes, --total-stream-buffer-bytes (the last two for
+//   streams opened after the reload)
 // (TLS certificate files are re-read when they change, without a reload.)
 // New callers that would leave a TCP listener beyond loopback without
 // authentication are refused (ReloadResult::refused), the old ones kept.

@@ -66,6 +66,30 @@ std::shared_ptr<JobEnd> ResultTooLarge(size_t result_bytes, size_t spec_bytes,
 // Minimum spacing of PROGRESS events of one job (the latest is always kept).
 constexpr absl::Duration kProgressInterval = absl::Milliseconds(20);
 
+// A spec's serialized size, which its admission computed: the spec is
+// immutable from then on, so protobuf's cached size holds it (an atomic
+// read instead of a walk over the arguments).
+uint64_t SpecBytes(const v1::JobSpec& spec) {
+  return static_cast<uint64_t>(spec.GetCachedSize());
+}
+
+// What an end's result or error adds to the byte budgets.
+uint32_t EndBytes(const JobEnd& end) {
+  const size_t bytes = end.state == v1::JOB_STATE_SUCCEEDED
+                           ? end.result().ByteSizeLong()
+                           : end.error().ByteSizeLong();
+  return static_cast<uint32_t>(
+      std::min<size_t>(bytes, std::numeric_limits<uint32_t>::max()));
+}
+
+// "1.5 MiB" (for refusals and logs).
+std::string Bytes(uint64_t n) {
+  if (n < 1024) return fmt::format("{} B", n);
+  if (n < (1 << 20)) return fmt::format("{:.1f} KiB", n / 1024.0);
+  if (n < (uint64_t{1} << 30)) return fmt::format("{:.1f} MiB", n / 1048576.0);
+  return fmt::format("{:.2f} GiB", n / 1073741824.0);
+}
+
 // Sinks queue events, the resume log holds up to event_log_size of them
 // (bench/README.md "reactor": memory per waiting job).
 static_assert(sizeof(Event) <= 64);
@@ -270,6 +294,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         continue;
       }
       if (!journal_accepting) {
+        RelieveJournal();  // For the next try (at once if it can help).
         adm.status = absl::UnavailableError(
             "jobd cannot write its journal (disk full or I/O error; see its "
             "log): not accepting new jobs until it can; retry later");
@@ -317,11 +342,13 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         ++rejected_;
         continue;
       }
-      if (quota.max_live > 0 && live_by_owner_[owner] >= quota.max_live) {
+      OwnerUsage& usage = usage_[owner];
+      usage.max_bytes = quota.max_bytes;
+      if (quota.max_live > 0 && usage.live >= quota.max_live) {
         adm.status = absl::ResourceExhaustedError(fmt::format(
             "caller '{}' has {} unfinished jobs and its limit is {} "
             "(quota-max-live); retry when some have ended",
-            *owner, live_by_owner_[owner], quota.max_live));
+            *owner, usage.live, quota.max_live));
         ++rejected_;
         continue;
       }
@@ -334,10 +361,34 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         ++rejected_;
         continue;
       }
+      // Computed once here; SpecBytes reads it back from the spec.
+      const uint64_t bytes = nj.spec->ByteSizeLong();
+      if (quota.max_bytes > 0 && usage.live_bytes + bytes > quota.max_bytes) {
+        adm.status = absl::ResourceExhaustedError(fmt::format(
+            "caller '{}' has {} in unfinished jobs, this one takes {}, and "
+            "its limit is {} (quota-max-bytes); retry when some have ended",
+            *owner, Bytes(usage.live_bytes), Bytes(bytes),
+            Bytes(quota.max_bytes)));
+        ++rejected_;
+        continue;
+      }
+      if (limits_.max_live_bytes > 0 &&
+          live_bytes_ + bytes > limits_.max_live_bytes) {
+        adm.status = absl::ResourceExhaustedError(fmt::format(
+            "unfinished jobs hold {}, this one takes {}, and the limit is {} "
+            "(max-live-bytes); retry later",
+            Bytes(live_bytes_), Bytes(bytes), Bytes(limits_.max_live_bytes)));
+        ++rejected_;
+        continue;
+      }
+      // Room for it within the owner's quota: its oldest results go first.
+      TrimOwner(usage, bytes);
+      ++usage.live;
+      usage.live_bytes += bytes;
+      live_bytes_ += bytes;
       auto job = std::make_unique<Job>();
       job->id = next_id_++;
       job->owner = owner;
-      ++live_by_owner_[owner];
       job->task = nj.task;
       job->run = std::make_shared<RunState>(std::move(nj.args));
       job->executor = *executor;
@@ -346,6 +397,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       job->subscribers.push_back({std::move(sub.sink), sub.tag, sub.mask});
       Job& ref = *job;
       adm.job_id = ref.id;
+      adm.bytes = bytes;
       if (!key.empty()) idempotency_.emplace(key, ref.id);
       jobs_.emplace(ref.id, std::move(job));
       ++accepted_;
@@ -615,10 +667,22 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
 }
 
 void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
+  end->bytes = EndBytes(*end);
   const v1::JobState previous = job.state;
   job.state = end->state;
   job.finish_time = clock_.Now();
   job.end = end;
+  if (end->state == v1::JOB_STATE_SUCCEEDED &&
+      limits_.max_retained_result_bytes > 0 &&
+      end->bytes > limits_.max_retained_result_bytes) {
+    // Too big to keep: the terminal event and the waiters below get it;
+    // the job (and its journal row) keep only that it was dropped.
+    auto kept = std::make_shared<JobEnd>();
+    kept->state = end->state;
+    kept->mutable_result().set_dropped(true);
+    kept->bytes = EndBytes(*kept);
+    job.end = std::move(kept);
+  }
   job.run.reset();  // The executor holds its own references while it runs.
   if (job.timeout_timer != 0) {
     timers_.Cancel(job.timeout_timer);
@@ -638,7 +702,13 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
       break;
   }
   --live_;
-  if (--live_by_owner_[job.owner] == 0) live_by_owner_.erase(job.owner);
+  const uint64_t spec_bytes = SpecBytes(*job.spec);
+  OwnerUsage& usage = usage_[job.owner];
+  --usage.live;
+  usage.live_bytes -= spec_bytes;
+  live_bytes_ -= spec_bytes;
+  // The result the job did not keep, for its waiters.
+  std::shared_ptr<const JobEnd> dropped = job.end != end ? end : nullptr;
   Event e;
   e.type = TerminalEventType(end->state);
   e.set_end(std::move(end));
@@ -646,6 +716,7 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   job.subscribers.clear();
   if (job.more != nullptr && !job.more->waiters.empty()) {
     auto snapshot = std::make_shared<v1::Job>(Snapshot(job));
+    if (dropped != nullptr) SetEnd(*dropped, snapshot.get());
     for (Job::Waiter& w : job.more->waiters) {
       timers_.Cancel(w.timer);
       after.calls.push_back(
@@ -655,12 +726,20 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
     }
     job.more->waiters.clear();
   }
+  // Retained: its spec and end count against the byte budgets now.
+  const uint64_t held = spec_bytes + job.end->bytes;
   ended_.push_back(job.id);
-  while (ended_.size() > limits_.max_retained) {
-    const uint64_t oldest = ended_.front();
-    ended_.pop_front();
-    Evict(oldest);
+  usage.ended.push_back(job.id);
+  ++retained_;
+  retained_bytes_ += held;
+  usage.retained_bytes += held;
+  // `job` may be forgotten from here on.
+  while (retained_ > limits_.max_retained ||
+         (limits_.max_retained_bytes > 0 &&
+          retained_bytes_ > limits_.max_retained_bytes)) {
+    if (!EvictOldest()) break;
   }
+  TrimOwner(usage, 0);
 }
 
 void Scheduler::OnProgress(v1::Executor kind, uint64_t id, double fraction,
@@ -728,15 +807,17 @@ void Scheduler::OnFinished(v1::Executor kind, std::span<FinishedJob> jobs) {
   after.Run(journal_);
 }
 
-size_t Scheduler::SpecBytes(const Job& job) {
-  return job.spec->ByteSizeLong() + job.task->name.size() + 16;
+size_t Scheduler::WireSpecBytes(const Job& job) {
+  // The spec as a Job message carries it: with its task name (left out of
+  // job.spec) and the field's framing.
+  return SpecBytes(*job.spec) + job.task->name.size() + 16;
 }
 
 bool Scheduler::ResultFits(size_t result_bytes, const Job& job,
                            size_t* spec_bytes) const {
   const size_t limit = options_.max_message_bytes;
   if (limit == 0) return true;
-  *spec_bytes = SpecBytes(job);
+  *spec_bytes = WireSpecBytes(job);
   return result_bytes + *spec_bytes + kMessageEnvelopeBytes <= limit;
 }
 
@@ -1117,8 +1198,7 @@ std::vector<v1::Job> Scheduler::ListJobs(const ListJobsQuery& query,
 }
 
 std::vector<v1::Job> Scheduler::ListLocked(const ListJobsQuery& query,
-                                           bool* more,
-                                           uint64_t* ticket) const {
+                                           bool* more, uint64_t* ticket) const {
   std::vector<v1::Job> out;
   size_t bytes = 0;
   if (more != nullptr) *more = false;
@@ -1172,7 +1252,9 @@ v1::GetStatsResponse Scheduler::GetStats() const {
     stats.set_accepted(accepted_);
     stats.set_rejected(rejected_);
     stats.set_live(live_);
-    stats.set_retained(ended_.size());
+    stats.set_retained(retained_);
+    stats.set_live_bytes(live_bytes_);
+    stats.set_retained_bytes(retained_bytes_);
     const absl::Time now = clock_.Now();
     *stats.mutable_uptime() = ToProtoDuration(now - start_time_);
     *stats.mutable_start_time() = ToProtoTime(start_time_);
@@ -1215,6 +1297,9 @@ void Scheduler::SetLimits(const SchedulerOptions& options) {
   limits_.max_queued = options.max_queued;
   limits_.retention_ttl = options.retention_ttl;
   limits_.max_retained = options.max_retained;
+  limits_.max_live_bytes = options.max_live_bytes;
+  limits_.max_retained_bytes = options.max_retained_bytes;
+  limits_.max_retained_result_bytes = options.max_retained_result_bytes;
 }
 
 bool Scheduler::ResizeExecutor(v1::Executor kind, int slots) {
@@ -1309,6 +1394,7 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       job->id = row.id;
       job->owner = Intern(row.owner);
       job->spec = std::move(row.spec);
+      job->spec->ByteSizeLong();  // For SpecBytes.
       job->task = registry.Find(job->spec->task());
       if (job->task == nullptr) {  // Unknown to this daemon now.
         vanished_tasks_.push_back(TaskDef{.name = job->spec->task()});
@@ -1381,7 +1467,17 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
                     return absl::Time(jobs_.at(a)->finish_time) <
                            absl::Time(jobs_.at(b)->finish_time);
                   });
-    for (uint64_t id : ended) ended_.push_back(id);
+    for (uint64_t id : ended) {
+      const Job& job = *jobs_.at(id);
+      // The journal set the end's size as it read it back.
+      const uint64_t held = SpecBytes(*job.spec) + job.end->bytes;
+      OwnerUsage& usage = usage_[job.owner];
+      ended_.push_back(id);
+      usage.ended.push_back(id);
+      ++retained_;
+      retained_bytes_ += held;
+      usage.retained_bytes += held;
+    }
     summary.retained = ended.size();
     SweepLocked();  // Restored beyond max_retained or the TTL.
     // 3. Live jobs: queued again, or lost. Collected first: ending one may
@@ -1393,7 +1489,10 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
     for (uint64_t id : live) {
       Job& job = *jobs_.at(id);
       ++live_;
-      ++live_by_owner_[job.owner];
+      OwnerUsage& usage = usage_[job.owner];
+      ++usage.live;
+      usage.live_bytes += SpecBytes(*job.spec);
+      live_bytes_ += SpecBytes(*job.spec);
       if (auto bad = unreadable.find(id); bad != unreadable.end()) {
         ++summary.unreadable;
         Finish(job,
@@ -1494,18 +1593,100 @@ void Scheduler::SweepLocked() {
   const absl::Time now = clock_.Now();
   while (!ended_.empty()) {
     auto it = jobs_.find(ended_.front());
-    if (it != jobs_.end() && ended_.size() <= limits_.max_retained &&
+    if (it == jobs_.end()) {  // Forgotten already (its owner's quota).
+      ended_.pop_front();
+      continue;
+    }
+    if (retained_ <= limits_.max_retained &&
+        (limits_.max_retained_bytes == 0 ||
+         retained_bytes_ <= limits_.max_retained_bytes) &&
         it->second->finish_time + limits_.retention_ttl > now) {
       break;
     }
     ended_.pop_front();
-    if (it != jobs_.end()) Evict(it->first);
+    Evict(it->first);
   }
+  RelieveJournal();
+}
+
+bool Scheduler::EvictOldest() {
+  while (!ended_.empty()) {
+    const uint64_t id = ended_.front();
+    ended_.pop_front();
+    if (jobs_.contains(id)) {
+      Evict(id);
+      return true;
+    }
+  }
+  return false;
+}
+
+void Scheduler::TrimOwner(OwnerUsage& usage, uint64_t more) {
+  if (usage.max_bytes == 0) return;
+  while (!usage.ended.empty() &&
+         usage.live_bytes + usage.retained_bytes + more > usage.max_bytes) {
+    const uint64_t id = usage.ended.front();
+    if (!jobs_.contains(id)) {  // Not expected: Evict keeps them in step.
+      usage.ended.pop_front();
+      continue;
+    }
+    Evict(id);  // Leaves its id in ended_, skipped later.
+  }
+}
+
+void Scheduler::RelieveJournal() {
+  if (journal_ == nullptr || retained_ == 0) return;
+  const Journal::Usage u = journal_->usage();
+  uint64_t to_free = 0;
+  if (u.full) {
+    // Writes fail for want of room: what is held (the live jobs, some not
+    // written yet, and the retained ones) down to 3/4 of the cap, or at
+    // least an eighth of it (SQLite's pages hold more than our count).
+    if (u.write_errors == relieved_at_error_) return;  // Not retried yet.
+    relieved_at_error_ = u.write_errors;
+    const uint64_t held = live_bytes_ + retained_bytes_;
+    const uint64_t target = u.max_bytes / 4 * 3;
+    to_free =
+        u.max_bytes == 0
+            ? retained_bytes_ / 4  // The disk is full: a quarter.
+            : std::max(u.max_bytes / 8, held > target ? held - target : 0);
+  } else if (u.max_bytes > 0 && u.commits != relieved_at_commit_ &&
+             u.used_bytes > u.max_bytes / 8 * 7) {
+    to_free = u.used_bytes - u.max_bytes / 4 * 3;  // Down to 3/4.
+    relieved_at_commit_ = u.commits;
+  }
+  if (to_free == 0) return;
+  const uint64_t before = retained_bytes_;
+  const size_t count = retained_;
+  while (before - retained_bytes_ < to_free && EvictOldest()) {
+  }
+  spdlog::warn(
+      "journal {}: {} of {} in use at the last commit{}; forgot the {} "
+      "oldest ended job(s) ({}) early so that new jobs are not refused",
+      u.full ? "full" : "nearly full", Bytes(u.used_bytes),
+      u.max_bytes > 0 ? Bytes(u.max_bytes) : std::string("the disk"),
+      u.full ? ", and writes fail" : "", count - retained_,
+      Bytes(before - retained_bytes_));
 }
 
 void Scheduler::Evict(uint64_t id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
+  const Job& job = *it->second;
+  if (job.end != nullptr) {  // Retained (always, as it stands).
+    const uint64_t held = SpecBytes(*job.spec) + job.end->bytes;
+    OwnerUsage& usage = usage_[job.owner];
+    usage.retained_bytes -= held;
+    retained_bytes_ -= held;
+    --retained_;
+    // Its owner's oldest (both queues are in end order).
+    if (!usage.ended.empty() && usage.ended.front() == id) {
+      usage.ended.pop_front();
+    } else if (auto e = std::find(usage.ended.begin(), usage.ended.end(), id);
+               e != usage.ended.end()) {
+      usage.ended.erase(e);
+    }
+  }
   if (journal_ != nullptr) journal_->Delete(id);
   const std::string& spec_key = it->second->spec->idempotency_key();
   if (!spec_key.empty()) {

@@ -35,6 +35,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/container/node_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -143,6 +144,18 @@ struct SchedulerOptions {
   // Ended jobs are kept for GetJob/ListJobs this long, and at most this many.
   absl::Duration retention_ttl = absl::Hours(1);
   size_t max_retained = 100000;
+  // Byte budgets (serialized sizes; 0: none). Live jobs' specs: beyond,
+  // rejected. Retained jobs' specs and results or errors: beyond, the
+  // oldest are forgotten first. With a journal that nears its cap (7/8 of
+  // it in use, or writes failing for want of room), the oldest retained
+  // jobs are forgotten too, so that new jobs need not wait for the TTL.
+  uint64_t max_live_bytes = uint64_t{128} << 20;
+  uint64_t max_retained_bytes = uint64_t{128} << 20;
+  // A result larger than this is not retained (0: all are): the job's
+  // terminal event and the callers waiting for it then get it; the job, its
+  // journal row and whoever asks later only that it was dropped
+  // (JobResult.dropped).
+  uint64_t max_retained_result_bytes = 0;
   // Events kept for WatchJobs resume.
   size_t event_log_size = 262144;
   // With a journal, a job starts only once its claim (a journal record that
@@ -176,6 +189,11 @@ struct NewJob {
 // Per-owner admission limits of one Submit call (0: none).
 struct OwnerQuota {
   size_t max_live = 0;  // Jobs of the owner not yet ended.
+  // Bytes the owner's jobs hold: the specs of its live jobs and the specs
+  // and results of its retained ones. Over it, its oldest retained jobs are
+  // forgotten; a job that its live jobs' specs alone would take past it is
+  // rejected. (The last Submit's value also applies as its jobs end.)
+  uint64_t max_bytes = 0;
 };
 
 // What Submit() did with one NewJob.
@@ -183,6 +201,7 @@ struct Admission {
   absl::Status status;  // Not OK: rejected (no job exists).
   uint64_t job_id = 0;
   bool duplicate = false;  // Existing job found by idempotency key.
+  uint64_t bytes = 0;      // A new job's spec, serialized (what it holds).
 };
 
 struct WatchResult {
@@ -314,8 +333,9 @@ class Scheduler {
   bool IsQuarantined(const TaskDef& task) const;
   bool ClearQuarantine(std::string_view task);
 
-  // Live reload (SIGHUP): max_queued, retention_ttl and max_retained take
-  // effect at once (a lower retention applies at the next sweep).
+  // Live reload (SIGHUP): max_queued, retention_ttl, max_retained and the
+  // byte budgets take effect at once (a lower retention applies at the
+  // next sweep).
   void SetLimits(const SchedulerOptions& options);
   // Live reload: resizes executor `kind` (JobExecutor::Resize); false if it
   // is absent or cannot change its size without a restart.
@@ -337,7 +357,8 @@ class Scheduler {
   // the timer. Returns false if some task did not return in time.
   bool StopExecutors(absl::Time deadline);
 
-  // Drops ended jobs past the TTL or over the count limit (also runs
+  // Drops ended jobs past the TTL or over the count or byte limits, and
+  // the oldest ones while the journal nears its cap (also runs
   // periodically).
   void SweepRetention();
 
@@ -404,7 +425,7 @@ class Scheduler {
   // (options_.max_message_bytes); sets *spec_bytes when it measured it.
   bool ResultFits(size_t result_bytes, const Job& job,
                   size_t* spec_bytes) const;
-  static size_t SpecBytes(const Job& job);
+  static size_t WireSpecBytes(const Job& job);
   void OnTimeout(uint64_t id);
 
   // Stamps `event` (sequence, time, job), records the job's new state in
@@ -436,7 +457,26 @@ class Scheduler {
   void Finish(Job& job, std::shared_ptr<JobEnd> end, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FireWaiter(uint64_t id, uint64_t waiter_id);
+  // What each owner's jobs hold (OwnerQuota).
+  struct OwnerUsage {
+    size_t live = 0;              // Jobs not ended.
+    uint64_t live_bytes = 0;      // Their specs.
+    uint64_t retained_bytes = 0;  // Specs and ends of its retained jobs.
+    uint64_t max_bytes = 0;       // OwnerQuota::max_bytes, as last given.
+    std::deque<uint64_t> ended;   // Its retained jobs, in end order.
+  };
+  // Forgets a retained job (and its journal row).
   void Evict(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the oldest retained job; false if there is none.
+  bool EvictOldest() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets `usage`'s oldest retained jobs while what its jobs hold, plus
+  // `more`, is over its max_bytes.
+  void TrimOwner(OwnerUsage& usage, uint64_t more)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the oldest retained jobs while the journal nears its cap, or
+  // fails for want of room (once per failed write: the journal retries
+  // with the deletes first).
+  void RelieveJournal() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const std::string* Intern(std::string_view owner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job if it exists and belongs to `owner` (any, if empty).
@@ -479,7 +519,16 @@ class Scheduler {
   // Ordered by id, so ListJobs pages without sorting.
   absl::btree_map<uint64_t, std::unique_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint64_t> idempotency_ ABSL_GUARDED_BY(mu_);
-  std::deque<uint64_t> ended_ ABSL_GUARDED_BY(mu_);  // In end order.
+  // Retained jobs in end order; also ids of some forgotten by their
+  // owner's quota (TrimOwner), skipped.
+  std::deque<uint64_t> ended_ ABSL_GUARDED_BY(mu_);
+  size_t retained_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t retained_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // Specs and ends.
+  uint64_t live_bytes_ ABSL_GUARDED_BY(mu_) = 0;      // Live jobs' specs.
+  // The journal's Usage::commits and ::write_errors when RelieveJournal
+  // last acted on them.
+  uint64_t relieved_at_commit_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t relieved_at_error_ ABSL_GUARDED_BY(mu_) = 0;
   // An event as the WatchJobs resume log keeps it, in 32 bytes (the log
   // holds up to event_log_size, about three per job): what it carries
   // (task, end, progress) is read from its job when it is replayed.
@@ -508,7 +557,7 @@ class Scheduler {
   std::vector<Subscriber> watch_all_ ABSL_GUARDED_BY(mu_);
   // Owner names, interned (stable pointers; as many as callers ever seen).
   absl::node_hash_set<std::string> owners_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<const std::string*, size_t> live_by_owner_
+  absl::node_hash_map<const std::string*, OwnerUsage> usage_
       ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;

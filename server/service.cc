@@ -32,13 +32,120 @@ constexpr size_t kMaxBytesPerMessage = 1 << 20;
 
 // Bytes of a response message kept clear of the limit (its own framing).
 constexpr size_t kMessageSlackBytes = 1024;
+// An event queued for a Submit stream, with the client's tag for its job.
+struct TaggedEvent {
+  Event event;
+  uint64_t client_tag;
+};
+
+// What a queued event holds: itself, its queue slot and allocator overhead
+// (an estimate), and what it carries. A result is shared with its job, but
+// outlives it there when retention forgets the job first.
+uint64_t EventBytes(const Event& e) {
+  uint64_t n = 2 * sizeof(TaggedEvent);
+  if (e.end() != nullptr) n += e.end()->bytes;
+  if (e.progress() != nullptr) n += e.progress()->message().size();
+  return n;
+}
+uint64_t ItemBytes(const Event& e) { return EventBytes(e); }
+uint64_t ItemBytes(const TaggedEvent& e) { return EventBytes(e.event); }
+
+// What one stream holds for its client, in bytes: its own count, and its
+// part of the service's total. Guarded by the owner's mutex (the total is
+// atomic); given back when it goes. The total sees each stream's bytes in
+// whole granules, so that the many streams that hold little never touch
+// it (a shared cache line, written for every event, cost ~10% of the
+// throughput of tiny jobs).
+class BufferAccount {
+ public:
+  static constexpr uint64_t kGranule = 16 << 10;
+
+  explicit BufferAccount(JobServiceImpl::StreamBuffers& all) : all_(all) {
+    all_.streams.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~BufferAccount() {
+    all_.bytes.fetch_sub(shown_, std::memory_order_relaxed);
+    all_.streams.fetch_sub(1, std::memory_order_relaxed);
+  }
+  BufferAccount(const BufferAccount&) = delete;
+  BufferAccount& operator=(const BufferAccount&) = delete;
+
+  void Charge(uint64_t n) {
+    bytes_ += n;
+    Show();
+  }
+  void Release(uint64_t n) {
+    bytes_ -= std::min(n, bytes_);
+    Show();
+  }
+  uint64_t bytes() const { return bytes_; }
+  // Holds `factor` times its limit: `cap`, or, while all streams together
+  // hold `total`, its share of that (so the streams that hold the most go
+  // first; one that holds less than a granule is not among them). A stream
+  // that holds nothing is never over: one event, however big, always gets
+  // through.
+  bool Over(uint64_t cap, uint64_t total, uint64_t factor) const {
+    if (bytes_ == 0) return false;
+    if (cap > 0 && bytes_ >= factor * cap) return true;
+    if (total == 0 || bytes_ < kGranule ||
+        all_.bytes.load(std::memory_order_relaxed) < total) {
+      return false;
+    }
+    const uint64_t streams =
+        std::max<uint64_t>(1, all_.streams.load(std::memory_order_relaxed));
+    return bytes_ >= factor * (total / streams);
+  }
+
+ private:
+  void Show() {
+    const uint64_t shown = bytes_ / kGranule * kGranule;
+    if (shown > shown_) {
+      all_.bytes.fetch_add(shown - shown_, std::memory_order_relaxed);
+    } else if (shown < shown_) {
+      all_.bytes.fetch_sub(shown_ - shown, std::memory_order_relaxed);
+    }
+    shown_ = shown;
+  }
+
+  JobServiceImpl::StreamBuffers& all_;
+  uint64_t bytes_ = 0;
+  uint64_t shown_ = 0;  // In the total.
+};
+
+// "1.5 MiB".
+std::string Mib(uint64_t n) {
+  return fmt::format("{:.1f} MiB", static_cast<double>(n) / (1 << 20));
+}
 
 // The outgoing side of a streaming session: queued items and the write
 // protocol — at most one write in flight; Finish exactly once, and only when
 // no write is in flight and the queue is empty. Guarded by the owner's mutex.
+// What the items hold is charged to `account` (EventBytes).
 template <typename Item>
 struct Outbox {
+  explicit Outbox(JobServiceImpl::StreamBuffers& all) : account(all) {}
+  void Push(Item item) {
+    const uint64_t n = ItemBytes(item);
+    items_bytes += n;
+    account.Charge(n);
+    items.push_back(std::move(item));
+  }
+  void PopFront() {
+    const uint64_t n = std::min(items_bytes, ItemBytes(items.front()));
+    items_bytes -= n;
+    account.Release(n);
+    items.pop_front();
+  }
+  void Clear() {
+    account.Release(items_bytes);
+    items_bytes = 0;
+    items.clear();
+  }
+
   std::deque<Item> items;
+  uint64_t items_bytes = 0;
+  BufferAccount account;
+  absl::Time write_since;         // When the outstanding write began.
   bool writing = false;           // A StartWrite is outstanding.
   bool finish_requested = false;  // End once the queue is flushed.
   bool finish_called = false;
@@ -51,7 +158,7 @@ struct Outbox {
   }
   // The stream is dead or must end now: drop what is queued.
   void Abort(grpc::Status status) {
-    items.clear();
+    Clear();
     RequestFinish(std::move(status));
   }
   // OnWriteDone.
@@ -72,6 +179,9 @@ struct Outbox {
 
 const grpc::Status kClientCancelled(grpc::StatusCode::CANCELLED,
                                     "client cancelled");
+
+// A write outstanding this long: the client has stopped reading.
+constexpr absl::Duration kStalled = absl::Seconds(1);
 
 // Durability gate (server/journal.h): a session writes its queued events in
 // order up to the first whose journal ticket is not durable yet, and asks
@@ -103,6 +213,8 @@ void FlushWhenDurable(Scheduler& scheduler,
 template <typename Derived, typename Reactor, typename Item>
 class OutboxReactor : public Reactor {
  public:
+  explicit OutboxReactor(JobServiceImpl& service) : out_(service.buffers()) {}
+
   void OnWriteDone(bool ok) override {
     {
       absl::MutexLock lock(&mu_);
@@ -134,12 +246,6 @@ class OutboxReactor : public Reactor {
   Outbox<Item> out_ ABSL_GUARDED_BY(mu_);
 };
 
-// An event queued for a Submit stream, with the client's tag for its job.
-struct TaggedEvent {
-  Event event;
-  uint64_t client_tag;
-};
-
 // What a session decided to do under its lock, done after unlocking.
 struct Actions {
   bool write = false;
@@ -164,6 +270,7 @@ Event Rejection(const absl::Status& status) {
                    : status.code() == absl::StatusCode::kUnavailable
                        ? v1::ERROR_REASON_SHUTDOWN
                        : v1::ERROR_REASON_INVALID_INPUT);
+  end->bytes = static_cast<uint32_t>(error.ByteSizeLong());
   e.set_end(std::move(end));
   return e;
 }
@@ -180,7 +287,10 @@ class SubmitSession final
       public std::enable_shared_from_this<SubmitSession> {
  public:
   explicit SubmitSession(JobServiceImpl& service)
-      : service_(service),
+      : OutboxReactor(service),
+        service_(service),
+        buffer_bytes_(service.limits().stream_buffer_bytes),
+        total_buffer_bytes_(service.limits().total_stream_buffer_bytes),
         max_bytes_(service.limits().max_message_bytes - kMessageSlackBytes) {}
   friend OutboxReactor;  // Calls Pump().
 
@@ -221,17 +331,34 @@ class SubmitSession final
 
   bool Deliver(const Event& event, uint64_t index) override {
     absl::MutexLock lock(&mu_);
-    if (done_) return false;
+    if (done_ || overflowed_) return false;
     auto it = items_.find(index);
     if (it == items_.end()) return false;
-    if (IsEnd(event.type)) {
+    if (out_.account.Over(buffer_bytes_, total_buffer_bytes_, 2) &&
+        out_.writing && absl::Now() - out_.write_since > kStalled) {
+      // It stopped taking jobs at its limit, and those it had in flight
+      // went on ending: a client that does not read costs no more.
+      overflowed_ = true;
+      out_.Abort(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          fmt::format(
+              "the client did not read its events: {} waited to be sent "
+              "(stream-buffer-bytes {}, total-stream-buffer-bytes {}); the "
+              "stream's jobs go on: GetJob them, or watch them with "
+              "WatchJobs",
+              Mib(out_.account.bytes()), Mib(buffer_bytes_),
+              Mib(total_buffer_bytes_))));
+      spdlog::warn("submit stream of '{}' ended: {} of events unread",
+                   caller_.name, Mib(out_.account.bytes()));
+    } else if (IsEnd(event.type)) {
       EndItemLocked(it, event);
     } else {
       if (event.type == v1::EVENT_TYPE_PROGRESS &&
-          out_.items.size() > 3 * static_cast<size_t>(window_) + 1024) {
+          (out_.items.size() > 3 * static_cast<size_t>(window_) + 1024 ||
+           out_.account.Over(buffer_bytes_, total_buffer_bytes_, 1))) {
         return false;  // Reader is slow: progress is the one thing to drop.
       }
-      out_.items.push_back({event, it->second.client_tag});
+      out_.Push({event, it->second.client_tag});
     }
     if (flush_pending_) return false;
     flush_pending_ = true;
@@ -293,7 +420,9 @@ class SubmitSession final
         }
       }
       items_.clear();
-      out_.items.clear();
+      out_.account.Release(held_bytes_);
+      held_bytes_ = 0;
+      out_.Clear();
     }
     for (uint64_t id : unfinished) (void)service_.scheduler().Cancel(id);
     if (!unfinished.empty()) {
@@ -321,17 +450,24 @@ class SubmitSession final
   void EndItemLocked(ItemMap::iterator it, const Event& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (it->second.held != nullptr) return;  // Ended already.
+    ++ends_;
+    end_bytes_ += EventBytes(event);
     if (options_.order() != v1::ORDER_SUBMISSION) {
-      out_.items.push_back({event, it->second.client_tag});
+      out_.Push({event, it->second.client_tag});
       ++unsent_ends_;
       items_.erase(it);
       return;
     }
     it->second.held = std::make_unique<const Event>(event);
+    held_bytes_ += EventBytes(event);  // Held back: it counts all the same.
+    out_.account.Charge(EventBytes(event));
     for (auto head = items_.find(next_release_);
          head != items_.end() && head->second.held != nullptr;
          head = items_.find(next_release_)) {
-      out_.items.push_back({*head->second.held, head->second.client_tag});
+      const uint64_t n = std::min(held_bytes_, EventBytes(*head->second.held));
+      held_bytes_ -= n;
+      out_.account.Release(n);
+      out_.Push({*head->second.held, head->second.client_tag});
       ++unsent_ends_;
       items_.erase(head);
       ++next_release_;
@@ -415,7 +551,9 @@ class SubmitSession final
       admissions.reserve(jobs.size());
       service_.scheduler().Submit(
           jobs, Subscriber{shared_from_this(), 0, mask_}, admissions,
-          OwnerQuota{.max_live = caller_.admin() ? 0 : limits.quota_max_live});
+          OwnerQuota{
+              .max_live = caller_.admin() ? 0 : limits.quota_max_live,
+              .max_bytes = caller_.admin() ? 0 : limits.quota_max_bytes});
       absl::MutexLock lock(&mu_);
       for (size_t i = 0; i < admissions.size(); ++i) {
         if (!admissions[i].status.ok()) {
@@ -425,6 +563,8 @@ class SubmitSession final
         // Known here whatever events the client asked for.
         auto it = items_.find(tags[i]);
         if (it != items_.end()) it->second.job_id = admissions[i].job_id;
+        ++admitted_;
+        admitted_bytes_ += admissions[i].bytes;
       }
     }
     if (!rejected.empty()) {
@@ -465,9 +605,10 @@ class SubmitSession final
           }
           bytes += size;
           if (IsEnd(o.event.type)) --unsent_ends_;
-          out_.items.pop_front();
+          out_.PopFront();
         }
         out_.writing = a.write = response_.events_size() > 0;
+        if (a.write) out_.write_since = absl::Now();
       }
       if (read_paused_ && CanReadLocked()) {
         read_paused_ = false;
@@ -517,12 +658,28 @@ class SubmitSession final
   // Reading goes on while the stream's jobs in flight — accepted and not
   // ended, or ended with the end not yet written — are under the window, so
   // a client that does not read cannot grow the server's memory.
+  // So does what they hold, under stream_buffer_bytes: what waits to be
+  // written, and what the jobs in flight hold (their specs) and are
+  // expected to add (as much as this stream's ends did on average; before
+  // the first, as much as their specs), so that a client that reads slower
+  // than its jobs end is not buried in results.
   bool CanReadLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !out_.finish_requested && !half_closed_ &&
-           items_.size() + unsent_ends_ < window_;
+    if (out_.finish_requested || half_closed_ ||
+        items_.size() + unsent_ends_ >= window_ ||
+        out_.account.Over(buffer_bytes_, total_buffer_bytes_, 1)) {
+      return false;
+    }
+    if (buffer_bytes_ == 0) return true;
+    const uint64_t spec = admitted_ == 0 ? 0 : admitted_bytes_ / admitted_;
+    const uint64_t end = ends_ == 0 ? spec : end_bytes_ / ends_;
+    return out_.account.bytes() + items_.size() * (spec + end) < buffer_bytes_;
   }
 
   JobServiceImpl& service_;
+  // ServiceLimits' stream_buffer_bytes and total_stream_buffer_bytes when
+  // the stream began.
+  const uint64_t buffer_bytes_;
+  const uint64_t total_buffer_bytes_;
   const size_t max_bytes_;               // Of one response message.
   std::shared_ptr<SubmitSession> self_;  // Alive until OnDone.
   Caller caller_;                        // Set in Begin(), then const.
@@ -549,6 +706,14 @@ class SubmitSession final
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
   bool flush_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
+  // Ended for holding too much: nothing is queued any more.
+  bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // Of `held` events.
+  // Jobs admitted and the bytes of their specs; terminal events and theirs.
+  uint64_t admitted_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t admitted_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t ends_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t end_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // ---------------------------------------------------------------------------
@@ -561,7 +726,10 @@ class WatchSession final
       public std::enable_shared_from_this<WatchSession> {
  public:
   explicit WatchSession(JobServiceImpl& service)
-      : service_(service),
+      : OutboxReactor(service),
+        service_(service),
+        buffer_bytes_(service.limits().stream_buffer_bytes),
+        total_buffer_bytes_(service.limits().total_stream_buffer_bytes),
         max_bytes_(service.limits().max_message_bytes - kMessageSlackBytes) {}
   friend OutboxReactor;  // Calls Pump().
 
@@ -641,8 +809,36 @@ class WatchSession final
           fmt::format("watcher fell {} events behind; resume with "
                       "after_sequence={}",
                       service_.limits().max_watch_backlog, last_sent_)));
+    } else if (out_.account.Over(buffer_bytes_, total_buffer_bytes_, 1) &&
+               !out_.items.empty() &&
+               out_.items.front().ticket <=
+                   service_.scheduler().durable_ticket()) {
+      // (Not while it waits for the journal: that is no fault of its.)
+      // A client that stopped reading loses what is queued; one that reads
+      // gets it, then the end: either way, nothing more is queued, and it
+      // resumes where it was told.
+      const bool stalled =
+          out_.writing && absl::Now() - out_.write_since > kStalled;
+      const uint64_t resume =
+          stalled ? last_sent_
+                  : std::max(last_sent_, out_.items.back().sequence);
+      spdlog::info("watcher '{}' ended: {} of events unread{}", caller_.name,
+                   Mib(out_.account.bytes()),
+                   stalled ? " (it stopped reading)" : "");
+      grpc::Status status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          fmt::format("watcher fell {} behind (stream-buffer-bytes {}, "
+                      "total-stream-buffer-bytes {}); resume with "
+                      "after_sequence={}",
+                      Mib(out_.account.bytes()), Mib(buffer_bytes_),
+                      Mib(total_buffer_bytes_), resume));
+      if (stalled) {
+        out_.Abort(std::move(status));
+      } else {
+        out_.RequestFinish(std::move(status));
+      }
     } else {
-      out_.items.push_back(event);
+      out_.Push(event);
     }
     if (flush_pending_) return false;
     flush_pending_ = true;
@@ -697,9 +893,10 @@ class WatchSession final
           bytes += size;
           last_sent_ = std::max(last_sent_, e.sequence);
           if (IsTerminal(e.type)) remaining_.erase(e.job_id);
-          out_.items.pop_front();
+          out_.PopFront();
         }
         out_.writing = a.write = header || response_.events_size() > 0;
+        if (a.write) out_.write_since = absl::Now();
       }
       // Watching named jobs: done once each has ended.
       if (!ids_.empty() && remaining_.empty() && out_.items.empty()) {
@@ -715,6 +912,8 @@ class WatchSession final
   }
 
   JobServiceImpl& service_;
+  const uint64_t buffer_bytes_;  // As SubmitSession's.
+  const uint64_t total_buffer_bytes_;
   const size_t max_bytes_;  // Of one response message.
   std::shared_ptr<WatchSession> self_;
   Caller caller_;              // Set in Begin(), then const.

@@ -14,6 +14,7 @@
 #ifndef JOBD_SERVER_SERVICE_H_
 #define JOBD_SERVER_SERVICE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,12 +38,24 @@ struct ServiceLimits {
   uint32_t max_window = 65536;
   // A watcher that falls this many events behind is dropped (it can resume).
   size_t max_watch_backlog = 65536;
+  // Bytes of events (results included) a stream holds for a client that
+  // has not read them: a Submit stream stops taking jobs past it and is
+  // ended past twice it; a WatchJobs stream is ended past it (0: no
+  // limit). Applies to streams opened after a change.
+  uint64_t stream_buffer_bytes = uint64_t{32} << 20;
+  // All streams together: once they hold this much, a stream holding more
+  // than its share (this over the streams open) is treated as over its own
+  // limit (0: no limit).
+  uint64_t total_stream_buffer_bytes = uint64_t{128} << 20;
   size_t max_message_bytes = 16 << 20;  // Reported to clients (GetStats).
   // Per caller that is not admin (0: unlimited): unfinished jobs, jobs
-  // submitted per second (a token bucket with one second of burst), and
-  // Submit + WatchJobs streams open at once.
+  // submitted per second (a token bucket with one second of burst), bytes
+  // its jobs hold (specs of its unfinished jobs, specs and results of its
+  // retained ones: OwnerQuota::max_bytes), and Submit + WatchJobs streams
+  // open at once.
   size_t quota_max_live = 0;
   double quota_submit_rate = 0;
+  uint64_t quota_max_bytes = uint64_t{64} << 20;  // OwnerQuota::max_bytes.
   size_t max_streams_per_caller = 256;
   // Submit + WatchJobs streams open at once, all callers (admin too); 0:
   // unlimited.
@@ -142,6 +155,13 @@ class JobServiceImpl final : public JobServiceBase {
   // Takes up to `n` submits from `caller`'s rate budget; returns how many it
   // may submit now, and when it may submit more.
   size_t TakeSubmits(const Caller& caller, size_t n, absl::Duration* retry);
+  // What the streams hold for their clients, all together (sessions count
+  // themselves in; ServiceLimits::total_stream_buffer_bytes).
+  struct StreamBuffers {
+    std::atomic<uint64_t> bytes{0};
+    std::atomic<uint64_t> streams{0};
+  };
+  StreamBuffers& buffers() { return buffers_; }
 
  private:
   struct Bucket {
@@ -157,6 +177,7 @@ class JobServiceImpl final : public JobServiceBase {
   ServiceLimits limits_ ABSL_GUARDED_BY(limits_mu_);
   const std::string version_;
   std::function<std::string(std::string_view)> peer_names_;  // Set first.
+  StreamBuffers buffers_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<StreamSession*, std::weak_ptr<StreamSession>> sessions_

@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 
@@ -19,6 +20,7 @@ namespace jobd {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class JournalTest : public ::testing::Test {
  protected:
@@ -31,10 +33,13 @@ class JournalTest : public ::testing::Test {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
-  std::unique_ptr<Journal> Open(Recovered* recovered, uint64_t max_bytes = 0) {
+  std::unique_ptr<Journal> Open(
+      Recovered* recovered, uint64_t max_bytes = 0,
+      absl::Duration outage_grace = JournalOptions{}.outage_grace) {
     auto j = Journal::Open({.path = dir_ + "/jobd.db",
                             .durability = Durability::kBatched,
-                            .max_bytes = max_bytes},
+                            .max_bytes = max_bytes,
+                            .outage_grace = outage_grace},
                            recovered);
     EXPECT_TRUE(j.ok()) << j.status();
     return j.ok() ? *std::move(j) : nullptr;
@@ -269,6 +274,46 @@ TEST_F(JournalTest, AbandonRunsTheWaitersOfWhatCannotBeWritten) {
   EXPECT_FALSE(late);
 }
 
+TEST_F(JournalTest, AFailFastWaiterIsAnsweredOnceWritesFailedForTheGrace) {
+  Recovered r;
+  constexpr absl::Duration kGrace = absl::Milliseconds(400);
+  auto j = Open(&r, /*max_bytes=*/256 << 10, kGrace);
+  const std::string big(40 << 10, 'p');
+  uint64_t ticket = 0;
+  for (uint64_t id = 1; id <= 10; ++id) {
+    ticket = j->Insert(Row(id, v1::JOB_STATE_QUEUED, big));
+  }
+  const absl::Time t0 = absl::Now();
+  absl::Notification fast_ran, patient_ran;
+  std::atomic<bool> fast_result{true};
+  absl::Time fast_at;
+  j->WhenDurable(
+      ticket,
+      [&](bool ok) {
+        fast_at = absl::Now();
+        fast_result = ok;
+        fast_ran.Notify();
+      },
+      Journal::Wait::kFailFast);
+  j->WhenDurable(ticket, [&](bool) { patient_ran.Notify(); });
+  // The batch cannot be written: after the grace (not before, not never),
+  // the fail-fast waiter hears "not durable"; the other one waits on.
+  ASSERT_TRUE(fast_ran.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_FALSE(fast_result);
+  EXPECT_GE(fast_at - t0, kGrace);
+  EXPECT_LT(fast_at - t0, kGrace + absl::Seconds(1));
+  EXPECT_FALSE(patient_ran.HasBeenNotified());
+  EXPECT_FALSE(j->last_error().empty());
+  // While the outage lasts, a new fail-fast waiter is answered at once.
+  bool late = true;
+  j->WhenDurable(
+      j->ticket(), [&](bool ok) { late = ok; }, Journal::Wait::kFailFast);
+  EXPECT_FALSE(late);
+  // Room again: the patient waiter's ticket becomes durable.
+  for (uint64_t id = 1; id <= 8; ++id) j->Delete(id);
+  ASSERT_TRUE(patient_ran.WaitForNotificationWithTimeout(absl::Seconds(20)));
+}
+
 TEST_F(JournalTest, ANewerSchemaStopsTheStartAndKeepsTheFile) {
   const std::string path = dir_ + "/jobd.db";
   {
@@ -319,11 +364,22 @@ TEST_F(JournalTest, AFullDatabaseRefusesUntilDeletesFreeRoom) {
   j->AddStats(stats);
   EXPECT_FALSE(stats.journal().healthy());
   EXPECT_GT(stats.journal().write_errors(), 0u);
-  EXPECT_THAT(stats.journal().last_error(), HasSubstr("full"));
+  // What went wrong, not what the cleanup after it said (SQLite may have
+  // rolled the transaction back itself).
+  EXPECT_THAT(stats.journal().last_error(),
+              HasSubstr("database or disk is full"));
+  EXPECT_THAT(stats.journal().last_error(),
+              Not(HasSubstr("no transaction is active")));
+  EXPECT_TRUE(j->usage().full);
+  EXPECT_EQ(j->usage().max_bytes, 256u << 10);
   // Forgetting most of them lets the rest in.
   for (uint64_t k = 1; k <= 8; ++k) j->Delete(k);
   EXPECT_TRUE(j->Flush(absl::Now() + absl::Seconds(20)));
   EXPECT_TRUE(j->accepting());
+  EXPECT_FALSE(j->usage().full);
+  // Two rows of 40 KiB are in use, not the pages the others had.
+  EXPECT_GT(j->usage().used_bytes, 80u << 10);
+  EXPECT_LT(j->usage().used_bytes, 160u << 10);
   j.reset();
   auto again = Open(&r, 256 << 10);
   EXPECT_EQ(r.rows.size(), 2u);

@@ -179,6 +179,34 @@ TEST(ConfigTest, ACallerNameThatIsNotUtf8IsRefused) {
   EXPECT_THAT(parsed.status().message(), HasSubstr("valid UTF-8"));
 }
 
+TEST_F(ReloadTest, ByteBudgetsApplyLive) {
+  Start("127.0.0.1:0", /*tls=*/false);
+  DaemonConfig fresh = current_;
+  fresh.scheduler.max_live_bytes = 1 << 20;
+  fresh.scheduler.max_retained_bytes = 2 << 20;
+  fresh.scheduler.max_retained_result_bytes = 64 << 10;
+  fresh.service.quota_max_bytes = 8 << 20;
+  fresh.service.stream_buffer_bytes = 4 << 20;
+  fresh.service.total_stream_buffer_bytes = 16 << 20;
+  const ReloadResult r = Apply(fresh);
+  EXPECT_THAT(r.needs_restart, IsEmpty());
+  for (const char* flag :
+       {"--max-live-bytes: 134217728 -> 1048576",
+        "--max-retained-bytes: 134217728 -> 2097152",
+        "--max-retained-result-bytes: 0 -> 65536",
+        "--quota-max-bytes: 67108864 -> 8388608",
+        "--stream-buffer-bytes: 33554432 -> 4194304",
+        "--total-stream-buffer-bytes: 134217728 -> 16777216"}) {
+    EXPECT_THAT(r.applied, ::testing::Contains(flag));
+  }
+  EXPECT_EQ(current_.scheduler.max_live_bytes, 1u << 20);
+  EXPECT_EQ(current_.scheduler.max_retained_bytes, 2u << 20);
+  EXPECT_EQ(current_.scheduler.max_retained_result_bytes, 64u << 10);
+  EXPECT_EQ(service_->limits().quota_max_bytes, 8u << 20);
+  EXPECT_EQ(service_->limits().stream_buffer_bytes, 4u << 20);
+  EXPECT_EQ(service_->limits().total_stream_buffer_bytes, 16u << 20);
+}
+
 TEST(TcpExposureTest, BeyondLoopbackNeedsTlsAndAuthentication) {
   for (const char* address :
        {"127.0.0.1:50051", "127.8.9.1:1", "[::1]:50051", "localhost:1"}) {

@@ -528,7 +528,9 @@ TEST_F(RestartTest, IdempotencyResultsAndWatchResumeSurviveARestart) {
 
 TEST_F(RestartTest, AFullJournalRefusesNewJobsAndKeepsServing) {
   StartDaemon({"--journal-max-bytes", "256K"});
-  v1::JobSpec big = Spec("echo", {});
+  // Jobs that stay live (they cannot start while their start cannot be
+  // recorded): no ended job can be forgotten to make room.
+  v1::JobSpec big = Spec("sleep", {60000});
   big.set_payload(std::string(100 << 10, 'x'));
   // The first ones may fit; then the journal is full and jobs are refused.
   bool refused = false;
@@ -569,6 +571,9 @@ TEST_F(RestartTest, AFullJournalRefusesNewJobsAndKeepsServing) {
   EXPECT_FALSE(stats.journal().healthy());
   EXPECT_EQ(stats.journal().max_bytes(), 256u << 10);
   EXPECT_THAT(daemon_->Log(), HasSubstr("cannot write"));
+  // Its queued jobs cannot be recorded: a graceful stop would wait for
+  // them (the grace, then the journal) for nothing.
+  (void)daemon_->Stop(SIGKILL, absl::Seconds(10));
 }
 
 TEST_F(RestartTest, OneDaemonPerStateDirectory) {

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Checks that jobd's rooms depend on each other only one way.
+
+A room is a folder of proto/, workers/, server/ or client/ with sources in
+it; it is one library (docs/ARCHITECTURE.md). An arrow goes from room A to
+room B when a file of A includes a header of B. The rules (DESIGN.md):
+
+  * workers never include gRPC or server or client headers: proto <- workers;
+  * the client never includes server or workers headers: proto <- client;
+  * the server never includes client headers;
+  * proto includes nothing of ours but proto;
+  * only the process pool (workers/process) includes the private worker
+    protocol (jobd/internal/);
+  * no circle between rooms.
+
+Usage: check_dependencies.py [ROOT]      check the tree at ROOT (default: .)
+       check_dependencies.py --self-test plant each kind of violation in a
+                                         small tree and check it is caught
+Exit status 0 if clean, 1 with one line per violation otherwise.
+"""
+
+import os
+import re
+import sys
+import tempfile
+
+TOP = ("proto", "workers", "server", "client")
+SOURCE = (".h", ".cc", ".proto")
+INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"|^\s*import\s+"([^"]+)"')
+
+def room_of(folder):
+    """The room a folder belongs to: an internal/ folder is its parent's."""
+    return os.path.dirname(folder) if os.path.basename(folder) == "internal" \
+        and not folder.startswith("proto/") else folder
+
+
+# Where an included path lives: generated proto headers are named by their
+# package path (jobd/v1/...), the rest by their path from the root.
+def room_of_include(path):
+    if path.startswith("jobd/internal/"):
+        return "proto/jobd/internal"
+    if path.startswith("jobd/v1/"):
+        return "proto/jobd/v1"
+    head = path.split("/", 1)[0]
+    if head in TOP:
+        return room_of(os.path.dirname(path))
+    return None  # A library's header (absl/, grpcpp/, ...).
+
+
+def forbidden(room, include):
+    """Why `room` may not include `include`, or None."""
+    top = room.split("/", 1)[0]
+    if include.startswith("jobd/internal/") and not (
+            room == "workers/process" or room.startswith("proto/")):
+        return "only workers/process uses the private worker protocol"
+    grpc = (include.startswith(("grpcpp/", "grpc/", "grpc++/")) or
+            include.endswith(".grpc.pb.h"))
+    target = room_of_include(include)
+    target_top = target.split("/", 1)[0] if target else None
+    if top == "workers":
+        if grpc:
+            return "workers never know about gRPC"
+        if target_top in ("server", "client"):
+            return "workers never include %s headers" % target_top
+    if top == "client" and target_top in ("server", "workers"):
+        return "the client never includes %s headers" % target_top
+    if top == "server" and target_top == "client":
+        return "the server never includes client headers"
+    if top == "proto" and target_top not in (None, "proto"):
+        return "proto includes nothing of ours but proto"
+    return None
+
+
+def scan(root):
+    """Yields (room, file, include) for each include of ours under root."""
+    for top in TOP:
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, top)):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in sorted(filenames):
+                if not name.endswith(SOURCE):
+                    continue
+                path = os.path.join(dirpath, name)
+                rel = os.path.relpath(path, root)
+                room = room_of(os.path.dirname(rel))
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    for line in f:
+                        m = INCLUDE.match(line)
+                        if m:
+                            yield room, rel, m.group(1) or m.group(2)
+
+
+def find_circle(graph):
+    """One circle of `graph` (room -> set of rooms) as a list, or None."""
+    state = {}  # room -> 1 on the path, 2 done
+
+    def visit(node, path):
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt, path)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node, [])
+            if found:
+                return found
+    return None
+
+
+def check(root):
+    problems = []
+    graph = {}
+    for room, rel, include in scan(root):
+        why = forbidden(room, include)
+        if why:
+            problems.append("%s includes %s: %s" % (rel, include, why))
+        target = room_of_include(include)
+        if target and target != room:
+            graph.setdefault(room, set()).add(target)
+    circle = find_circle(graph)
+    if circle:
+        problems.append("rooms in a circle: " + " -> ".join(circle))
+    return problems
+
+
+def self_test():
+    """Each rule must catch its planted violation, and a clean tree pass."""
+    base = {
+        "proto/jobd/v1/jobd.proto": 'import "google/protobuf/struct.proto";\n',
+        "workers/sdk/task.h": '#include "jobd/v1/jobd.pb.h"\n',
+        "workers/process/pool.cc":
+            '#include "workers/sdk/task.h"\n#include "jobd/internal/worker.pb.h"\n',
+        "server/scheduler/scheduler.h": '#include "workers/sdk/task.h"\n',
+        "server/frontend/service.cc":
+            '#include "grpcpp/grpcpp.h"\n#include "server/scheduler/scheduler.h"\n',
+        "client/client.h": '#include "jobd/v1/jobd.grpc.pb.h"\n',
+    }
+    planted = {
+        "a worker including gRPC": ("workers/sdk/task.cc", '#include "grpcpp/grpcpp.h"\n'),
+        "a worker including the server": (
+            "workers/sdk/task.cc", '#include "server/scheduler/scheduler.h"\n'),
+        "the client including the server": (
+            "client/client.cc", '#include "server/frontend/service.h"\n'),
+        "the client including the worker protocol": (
+            "client/client.cc", '#include "jobd/internal/worker.pb.h"\n'),
+        "the server including the client": (
+            "server/frontend/service.h", '#include "client/client.h"\n'),
+        "a circle": ("server/scheduler/scheduler.cc",
+                     '#include "server/frontend/service.h"\n'),
+    }
+    failures = []
+    with tempfile.TemporaryDirectory() as clean:
+        write_tree(clean, base)
+        if check(clean):
+            failures.append("the clean tree was refused: %s" % check(clean))
+    for what, (path, line) in planted.items():
+        with tempfile.TemporaryDirectory() as tree:
+            write_tree(tree, dict(base, **{path: base.get(path, "") + line}))
+            if not check(tree):
+                failures.append("not caught: " + what)
+    for f in failures:
+        print("self-test: " + f)
+    if not failures:
+        print("self-test: %d planted violations caught, clean tree passed"
+              % len(planted))
+    return 1 if failures else 0
+
+
+def write_tree(root, files):
+    for rel, text in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+
+
+def main(argv):
+    if argv[1:] == ["--self-test"]:
+        return self_test()
+    root = argv[1] if len(argv) > 1 else "."
+    problems = check(root)
+    for p in problems:
+        print(p)
+    if problems:
+        print("%d dependency problem(s); the rules: %s" % (len(problems), __file__))
+        return 1
+    print("dependencies: one way, no circle")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
