@@ -30,9 +30,9 @@
 #include "client/client.h"
 #include "spdlog/spdlog.h"
 #include "tests/integration/daemon_harness.h"
-#include "workers/builtin_tasks.h"
-#include "workers/fork_server.h"
-#include "workers/process_pool.h"
+#include "workers/process/fork_server.h"
+#include "workers/process/process_pool.h"
+#include "workers/tasks/builtin_tasks.h"
 
 namespace jobd::bench {
 namespace {

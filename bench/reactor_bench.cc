@@ -26,8 +26,8 @@
 #include "client/json.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/integration/http_test_server.h"
-#include "workers/builtin_tasks.h"
-#include "workers/reactor.h"
+#include "workers/reactor/reactor.h"
+#include "workers/tasks/builtin_tasks.h"
 
 namespace jobd::bench {
 namespace {

@@ -1,7 +1,7 @@
 // Unit tests of AddressPolicy (workers/address_policy.h): which socket
 // addresses http.get may connect to, in every spelling an address can take
 // once resolved, and the operator's allowlist of hosts and networks.
-#include "workers/address_policy.h"
+#include "workers/reactor/address_policy.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

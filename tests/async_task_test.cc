@@ -2,7 +2,7 @@
 // ReactorExecutor: results, errors and exceptions, cancellation before the
 // start and at an await, cleanup after a cancel, RunBlocking, progress,
 // many jobs over several loops, and timer tasks (no coroutine).
-#include "workers/async_task.h"
+#include "workers/sdk/async_task.h"
 
 #include <atomic>
 #include <optional>
@@ -14,8 +14,8 @@
 #include "asio/use_awaitable.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "workers/reactor.h"
-#include "workers/task_registry.h"
+#include "workers/reactor/reactor.h"
+#include "workers/sdk/task_registry.h"
 
 namespace jobd {
 namespace {

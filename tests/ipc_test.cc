@@ -1,7 +1,7 @@
 // Unit tests: the process pool's framing and fd passing (workers/ipc.h) over
 // real socketpairs: short reads, several frames per read, oversized and
 // corrupt frames, a non-blocking writer meeting a full socket, SCM_RIGHTS.
-#include "workers/ipc.h"
+#include "workers/process/ipc.h"
 
 #include <fcntl.h>
 #include <sys/socket.h>

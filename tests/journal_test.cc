@@ -3,7 +3,7 @@
 // tickets become durable, a corrupt file is moved aside (a newer one is
 // not), a full database
 // refuses writes until deletes free room, and the sequence carries on.
-#include "server/journal.h"
+#include "server/journal/journal.h"
 
 #include <sqlite3.h>
 #include <unistd.h>

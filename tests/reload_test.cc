@@ -2,7 +2,7 @@
 // components and no listener: which settings apply live, and that new
 // callers which would leave a TCP listener beyond loopback open to anyone
 // are refused. Also CheckTcpExposure (server/config.h).
-#include "server/reload.h"
+#include "server/daemon/reload.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -15,13 +15,13 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/auth.h"
-#include "server/clock.h"
-#include "server/config.h"
-#include "server/scheduler.h"
-#include "server/service.h"
-#include "workers/io_tasks.h"
-#include "workers/task_registry.h"
+#include "server/config/config.h"
+#include "server/frontend/auth.h"
+#include "server/frontend/service.h"
+#include "server/scheduler/clock.h"
+#include "server/scheduler/scheduler.h"
+#include "workers/sdk/task_registry.h"
+#include "workers/tasks/io_tasks.h"
 
 namespace jobd {
 namespace {

@@ -2,7 +2,7 @@
 // real memfd: entries in order across many wrap-arounds, a producer that
 // waits for room and is woken, entries surviving the producer process's
 // death, and shared memory scribbled on by the producer.
-#include "workers/result_ring.h"
+#include "workers/process/result_ring.h"
 
 #include <sys/wait.h>
 #include <unistd.h>

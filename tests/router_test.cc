@@ -1,9 +1,9 @@
 // Unit tests: Router decisions by kind, explicit executor and measurements.
-#include "server/router.h"
+#include "server/scheduler/router.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "workers/async_task.h"
+#include "workers/sdk/async_task.h"
 
 namespace jobd {
 namespace {

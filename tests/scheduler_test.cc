@@ -1,7 +1,7 @@
 // Unit tests: the Scheduler state machine, queues, admission, cancellation,
 // timeouts, retention, idempotency, fan-out and drain, over a real
 // ThreadPoolExecutor and test-only tasks.
-#include "server/scheduler.h"
+#include "server/scheduler/scheduler.h"
 
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -14,8 +14,8 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "workers/task_registry.h"
-#include "workers/thread_pool.h"
+#include "workers/sdk/task_registry.h"
+#include "workers/threads/thread_pool.h"
 
 namespace jobd {
 namespace {

@@ -1,9 +1,9 @@
 // Unit tests: every malformed JobSpec gets InvalidArgument naming its field.
-#include "server/spec_validator.h"
+#include "server/frontend/spec_validator.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "workers/builtin_tasks.h"
+#include "workers/tasks/builtin_tasks.h"
 
 namespace jobd {
 namespace {

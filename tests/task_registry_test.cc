@@ -1,9 +1,9 @@
 // Unit tests: TaskRegistry registration rules and argument binding.
-#include "workers/task_registry.h"
+#include "workers/sdk/task_registry.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "workers/builtin_tasks.h"
+#include "workers/tasks/builtin_tasks.h"
 
 namespace jobd {
 namespace {

@@ -1,5 +1,5 @@
 // Unit tests: TimerQueue runs callbacks in deadline order and honours Cancel.
-#include "server/timer_queue.h"
+#include "server/scheduler/timer_queue.h"
 
 #include <vector>
 

@@ -1,6 +1,6 @@
 // Unit tests of the UTF-8 helpers (workers/utf8.h): validity as protobuf
 // sees it, and cuts at every byte offset of 2-, 3- and 4-byte characters.
-#include "workers/utf8.h"
+#include "workers/sdk/utf8.h"
 
 #include <string>
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "server/config.h"
+#include "server/config/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int fd = memfd_create("jobd-config-fuzz", MFD_CLOEXEC);

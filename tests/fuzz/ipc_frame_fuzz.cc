@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include "jobd/internal/worker.pb.h"
-#include "workers/ipc.h"
+#include "workers/process/ipc.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);

@@ -15,11 +15,11 @@
 #include <string_view>
 
 #include "google/protobuf/stubs/logging.h"
-#include "server/clock.h"
-#include "server/journal.h"
-#include "server/scheduler.h"
-#include "workers/builtin_tasks.h"
-#include "workers/utf8.h"
+#include "server/journal/journal.h"
+#include "server/scheduler/clock.h"
+#include "server/scheduler/scheduler.h"
+#include "workers/sdk/utf8.h"
+#include "workers/tasks/builtin_tasks.h"
 
 namespace {
 

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "workers/result_ring.h"
+#include "workers/process/result_ring.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   constexpr size_t kCapacity = 4096;

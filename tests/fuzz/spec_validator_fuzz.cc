@@ -4,8 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "server/spec_validator.h"
-#include "workers/builtin_tasks.h"
+#include "server/frontend/spec_validator.h"
+#include "workers/tasks/builtin_tasks.h"
 
 namespace {
 

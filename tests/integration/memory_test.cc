@@ -14,7 +14,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/auth.h"
+#include "server/frontend/auth.h"
 #include "tests/integration/daemon_harness.h"
 
 namespace jobd {

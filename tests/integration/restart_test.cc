@@ -20,7 +20,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/scheduler.h"
+#include "server/scheduler/scheduler.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/integration/http_test_server.h"
 #include "tests/integration/journaled_daemon.h"

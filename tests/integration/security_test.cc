@@ -23,7 +23,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/auth.h"
+#include "server/frontend/auth.h"
 #include "tests/integration/daemon_harness.h"
 
 namespace jobd {

@@ -6,8 +6,8 @@
 //                for root, else /tmp/jobd-<uid>/jobd.sock
 //   TCP:         127.0.0.1:7531
 // Clients take $JOBD_ADDRESS first (any gRPC target: unix:/path, host:port).
-#ifndef JOBD_V1_DEFAULT_ADDRESS_H_
-#define JOBD_V1_DEFAULT_ADDRESS_H_
+#ifndef JOBD_PROTO_JOBD_V1_DEFAULT_ADDRESS_H_
+#define JOBD_PROTO_JOBD_V1_DEFAULT_ADDRESS_H_
 
 #include <unistd.h>
 
@@ -43,4 +43,4 @@ inline std::string DefaultClientAddress() {
 
 }  // namespace jobd::v1
 
-#endif  // JOBD_V1_DEFAULT_ADDRESS_H_
+#endif  // JOBD_PROTO_JOBD_V1_DEFAULT_ADDRESS_H_

@@ -1,0 +1,555 @@
+#include "server/config/config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <thread>
+#include <tuple>
+
+#include "CLI/CLI.hpp"
+#include "jobd/v1/default_address.h"
+#include "spdlog/fmt/fmt.h"
+#include "workers/sdk/utf8.h"
+
+namespace jobd {
+namespace {
+
+// Parses a duration flag such as "10s", "500ms", "1h30m".
+absl::Status ParseDurationFlag(const std::string& text, const char* flag,
+                               absl::Duration* out, bool allow_zero) {
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration() ||
+      (!allow_zero && d == absl::ZeroDuration()) ||
+      d == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        fmt::format("--{}: '{}' is not a {}duration like 500ms, 10s or 1h",
+                    flag, text, allow_zero ? "" : "positive "));
+  }
+  *out = d;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string DefaultStateDirectory() {
+  if (const char* s = std::getenv("STATE_DIRECTORY"); s && *s) {
+    const std::string dirs(s);  // Several are ':'-separated: the first.
+    return dirs.substr(0, dirs.find(':'));
+  }
+  if (geteuid() == 0) return "/var/lib/jobd";
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x) {
+    return std::string(x) + "/jobd";
+  }
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : "/tmp") + "/.local/state/jobd";
+}
+
+absl::Status CheckTcpExposure(const std::string& host_port, bool tls,
+                              bool authenticated) {
+  std::string host = host_port.substr(0, host_port.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  in_addr v4{};
+  in6_addr v6{};
+  const bool loopback = host == "localhost" ||
+                        (inet_pton(AF_INET, host.c_str(), &v4) == 1 &&
+                         (ntohl(v4.s_addr) >> 24) == 127) ||
+                        (inet_pton(AF_INET6, host.c_str(), &v6) == 1 &&
+                         IN6_IS_ADDR_LOOPBACK(&v6));
+  if (!loopback && (!tls || !authenticated)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--tcp: refusing to listen on non-loopback address '{}' without TLS "
+        "(--tls-cert, --tls-key) and authentication (--auth-token or "
+        "--tls-identity); use 127.0.0.1 or [::1], or configure both",
+        host_port));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
+  ParsedArgs parsed;
+  DaemonConfig& c = parsed.config;
+  CLI::App app{
+      "jobd: a job-execution daemon. Accepts jobs over gRPC and runs them in "
+      "a pool of worker processes or on a thread pool, streaming their "
+      "events back.",
+      "jobd"};
+  app.set_version_flag("--version", JOBD_VERSION);
+  app.set_config("--config", "",
+                 "Read settings from a TOML/INI file "
+                 "(keys named like the long flags)");
+  app.allow_config_extras(false);  // A misspelt key is an error, not ignored.
+
+  c.unix_socket = v1::DefaultSocketPath();
+  c.tcp_address = v1::kDefaultTcpAddress;
+  std::string retention_ttl = "1h", grace = "10s", cancel_grace = "500ms",
+              kill_grace = "100ms", exec_kill_grace = "1s",
+              ping_interval = "1s", ping_timeout = "5s", outage_grace = "2s";
+  ConnectionOptions& conn = c.connections;
+  auto text = [](absl::Duration d) { return absl::FormatDuration(d); };
+  std::string idle = text(conn.idle_timeout), age = text(conn.max_age),
+              age_grace = text(conn.max_age_grace),
+              keepalive = text(conn.keepalive_time),
+              keepalive_timeout = text(conn.keepalive_timeout),
+              handshake = text(conn.handshake_timeout);
+  ProcessPoolOptions& pool = c.process_pool;
+  pool.workers =
+      static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  app.add_option("--unix-socket", c.unix_socket,
+                 "Unix socket path to listen on; 'none' for no Unix socket")
+      ->capture_default_str();
+  app.add_option("--tcp", c.tcp_address,
+                 "TCP host:port to listen on (port 0 picks one); 'none' for "
+                 "no TCP listener")
+      ->capture_default_str();
+  app.add_option("--thread-workers", c.thread_workers,
+                 "Threads of the thread-pool executor")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--process-workers", pool.workers,
+                 "Worker processes of the process pool (default: the number "
+                 "of cores); 0 disables the pool")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--max-jobs-per-worker", pool.max_jobs_per_worker,
+                 "Replace a worker process after this many jobs "
+                 "(maxtasksperchild); 0 = never")
+      ->capture_default_str();
+  app.add_option("--max-worker-rss", pool.max_worker_rss,
+                 "Resident memory a worker may use (e.g. 512M, 2G), checked "
+                 "while jobs run: over it, a busy worker is killed (its job "
+                 "fails OUT_OF_MEMORY) and an idle one replaced; 0 = no limit")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--worker-rlimit-as", pool.max_address_space,
+                 "RLIMIT_AS of each worker (e.g. 4G); allocations beyond fail "
+                 "the job with OUT_OF_MEMORY; 0 = unlimited")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--worker-rlimit-cpu", pool.max_cpu_seconds,
+                 "RLIMIT_CPU of each worker process, in CPU seconds over its "
+                 "life; 0 = unlimited")
+      ->capture_default_str();
+  app.add_option("--worker-rlimit-nofile", pool.max_open_files,
+                 "RLIMIT_NOFILE of each worker; 0 = inherited")
+      ->capture_default_str();
+  app.add_option("--cancel-grace", cancel_grace,
+                 "A cancelled or timed-out process-pool job gets this long to "
+                 "stop cooperatively before its worker gets SIGTERM")
+      ->capture_default_str();
+  app.add_option("--kill-grace", kill_grace,
+                 "Time between SIGTERM and SIGKILL for such a worker")
+      ->capture_default_str();
+  app.add_option("--worker-ping-interval", ping_interval,
+                 "How often each worker process (and spare) is asked whether "
+                 "it is alive; 0 = never (e.g. to debug a worker in gdb)")
+      ->capture_default_str();
+  app.add_option("--worker-ping-timeout", ping_timeout,
+                 "A worker that leaves a ping unanswered this long (stopped "
+                 "by SIGSTOP, wedged) is killed and replaced: jobs it never "
+                 "began go to another worker, a job it was running fails "
+                 "WORKER_CRASHED")
+      ->capture_default_str();
+  app.add_option("--spare-workers", pool.spare_workers,
+                 "Idle worker processes kept ready beside the pool: a slot "
+                 "whose worker crashed or retired takes one at once")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
+  app.add_option("--quarantine-after", pool.quarantine_after,
+                 "Quarantine a task after it killed its worker this many "
+                 "times in a row; 0 = never")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("--max-chunk", pool.max_chunk,
+                 "Largest chunk of jobs sent to a worker in one frame "
+                 "(JobSpec.chunksize is capped to it)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
+  app.add_option("--reactor-threads", c.reactor.threads,
+                 "Event-loop threads of the coroutine reactor (async IO "
+                 "tasks); 0 disables the reactor")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 256));
+  app.add_option("--reactor-max-jobs", c.reactor.max_jobs,
+                 "Jobs running on the reactor at once; more wait in the queue")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000000));
+  app.add_option("--reactor-blocking-threads", c.reactor.blocking_threads,
+                 "Threads for the blocking calls of async tasks "
+                 "(AsyncTaskContext::RunBlocking)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--exec-allow", c.exec.allow,
+                 "Programs the exec task may run: absolute paths, "
+                 "comma-separated; empty (the default) disables exec")
+      ->delimiter(',');
+  app.add_option("--exec-env-allow", c.exec.env_allow,
+                 "Environment variables an exec job may set (its `env`): "
+                 "names, comma-separated; empty (the default): none. A "
+                 "program gets only PATH, JOBD_INSTANCE and these")
+      ->delimiter(',');
+  app.add_option("--http-allow", c.http_allow,
+                 "Hosts, IP addresses and CIDR networks http.get may reach "
+                 "although they are not public (loopback, private, "
+                 "link-local, ...), comma-separated; empty (the default): "
+                 "public addresses only")
+      ->delimiter(',');
+  app.add_option("--exec-kill-grace", exec_kill_grace,
+                 "A cancelled or timed-out exec job's process group gets "
+                 "SIGTERM, then SIGKILL this long after")
+      ->capture_default_str();
+  c.state_dir = DefaultStateDirectory();
+  std::string durability = "batched";
+  app.add_option("--state-dir", c.state_dir,
+                 "Directory of the journal (jobd.db): $STATE_DIRECTORY, else "
+                 "/var/lib/jobd (root) or $XDG_STATE_HOME/jobd")
+      ->capture_default_str();
+  app.add_option("--durability", durability,
+                 "none: jobs live in memory only; batched: every job and "
+                 "result is in the journal, fsynced in group commits, before "
+                 "a client hears of it; every-commit: one fsynced "
+                 "transaction per change")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "batched", "every-commit"}));
+  app.add_option("--journal-max-bytes", c.journal_max_bytes,
+                 "Largest journal file (e.g. 4G); past it new jobs are "
+                 "refused as on a full disk; 0 = unlimited")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--journal-outage-grace", outage_grace,
+                 "While the journal cannot write, how long an answer (GetJob, "
+                 "CancelJob, a stream's events) waits for it before it fails "
+                 "UNAVAILABLE")
+      ->capture_default_str();
+  app.add_option("--auth-token", c.auth.tokens,
+                 "A caller: NAME:ROLES:SHA256 of its bearer token (roles "
+                 "submit, read, admin joined by +); repeatable")
+      ->delimiter(',');
+  app.add_option("--tls-identity", c.auth.tls_identities,
+                 "A caller by its client certificate: CN-or-SAN:ROLES; "
+                 "repeatable")
+      ->delimiter(',');
+  app.add_option("--unix-socket-auth", c.auth.unix_socket_auth,
+                 "Callers on the Unix socket: trusted (the local admin) or "
+                 "token (authenticate like everyone)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trusted", "token"}));
+  app.add_option("--unix-socket-group", c.unix_socket_group,
+                 "Group allowed on the Unix socket (socket 0660, directory "
+                 "0750); default: owner only");
+  app.add_option("--tls-cert", c.tls_cert,
+                 "PEM certificate chain for TLS on the TCP listener (files "
+                 "are re-read when they change)");
+  app.add_option("--tls-key", c.tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", c.tls_client_ca,
+                 "PEM CA bundle: clients must present a certificate it "
+                 "signed (mTLS)");
+  app.add_option("--worker-user", c.worker_user,
+                 "Run every process started for a job (process-pool "
+                 "workers, exec's programs) as this user (and its group); "
+                 "jobd must run as root");
+  app.add_option("--quota-max-live", c.service.quota_max_live,
+                 "Unfinished jobs per caller that is not admin; 0 = no limit")
+      ->capture_default_str();
+  app.add_option("--quota-submit-rate", c.service.quota_submit_rate,
+                 "Jobs per second a caller that is not admin may submit (one "
+                 "second of burst); 0 = no limit")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e9));
+  app.add_option("--quota-max-bytes", c.service.quota_max_bytes,
+                 "Bytes (e.g. 64M) the jobs of a caller that is not admin may "
+                 "hold: the specs of its unfinished jobs and the specs and "
+                 "results of its retained ones. Over it, its oldest retained "
+                 "jobs are forgotten first; a job its unfinished ones would "
+                 "take past it is refused; 0 = no limit")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--max-streams-per-caller", c.service.max_streams_per_caller,
+                 "Submit and WatchJobs streams open at once per caller that "
+                 "is not admin; 0 = no limit")
+      ->capture_default_str();
+  app.add_option("--max-streams", c.service.max_streams,
+                 "Submit and WatchJobs streams open at once, all callers "
+                 "(admin too); 0 = no limit")
+      ->capture_default_str();
+  app.add_option("--max-connections", conn.max_connections,
+                 "Client connections open at once on the Unix socket and a "
+                 "TCP listener without TLS; more are closed; 0 = no limit")
+      ->capture_default_str();
+  app.add_option("--max-connections-per-peer", conn.max_connections_per_peer,
+                 "Connections open at once per client address (TCP) or user "
+                 "(Unix socket); 0 = no limit")
+      ->capture_default_str();
+  app.add_option("--max-calls-per-connection", conn.max_calls_per_connection,
+                 "Calls (HTTP/2 streams) open at once on one connection; 0 = "
+                 "no limit")
+      ->capture_default_str();
+  app.add_option("--max-connection-idle", idle,
+                 "Close a connection that has had no call for this long "
+                 "(clients reconnect when they need to); 0 = never")
+      ->capture_default_str();
+  app.add_option("--max-connection-age", age,
+                 "Ask a connection to go away at this age (its calls may "
+                 "finish within --max-connection-age-grace); 0 = never")
+      ->capture_default_str();
+  app.add_option("--max-connection-age-grace", age_grace,
+                 "After --max-connection-age, how long open calls (Submit "
+                 "and WatchJobs streams too) may go on before the "
+                 "connection is closed; 0 = until they end")
+      ->capture_default_str();
+  app.add_option("--keepalive-time", keepalive,
+                 "While calls are open, ping a connection quiet for this "
+                 "long; 0 = never")
+      ->capture_default_str();
+  app.add_option("--keepalive-timeout", keepalive_timeout,
+                 "Close a connection whose ping is not answered within this")
+      ->capture_default_str();
+  app.add_option("--handshake-timeout", handshake,
+                 "A new connection must complete its TLS handshake and "
+                 "HTTP/2 setup within this")
+      ->capture_default_str();
+  app.add_option("--max-labels", c.service.spec.max_labels,
+                 "Labels of one job at most")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, size_t{100000}));
+  app.add_option("--max-label-bytes", c.service.spec.max_label_bytes,
+                 "Longest label key or value")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--max-idempotency-key-bytes",
+                 c.service.spec.max_idempotency_key_bytes,
+                 "Longest idempotency key")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--max-value-depth", c.service.spec.max_value_depth,
+                 "Deepest nesting of lists and objects in args/kwargs")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--max-args-bytes", c.service.spec.max_args_bytes,
+                 "Largest args + kwargs of one job (serialized)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{64}, size_t{1} << 30));
+  app.add_option("--max-queued", c.scheduler.max_queued,
+                 "Jobs queued (not running) at most; beyond, submits are "
+                 "rejected with RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{100000000}));
+  app.add_option("--retention-ttl", retention_ttl,
+                 "How long ended jobs stay retrievable")
+      ->capture_default_str();
+  app.add_option("--max-retained", c.scheduler.max_retained,
+                 "Ended jobs retained at most (oldest dropped first)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, size_t{100000000}));
+  app.add_option("--max-live-bytes", c.scheduler.max_live_bytes,
+                 "Bytes (e.g. 128M) of the specs of unfinished jobs at most; "
+                 "beyond, submits are rejected with RESOURCE_EXHAUSTED; 0 = "
+                 "no limit")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--max-retained-bytes", c.scheduler.max_retained_bytes,
+                 "Bytes (e.g. 128M) of the specs and results of ended jobs "
+                 "retained at most (oldest dropped first); 0 = no limit")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--max-retained-result-bytes",
+                 c.scheduler.max_retained_result_bytes,
+                 "Results larger than this (e.g. 1M) are not retained: they "
+                 "go out with the job's end to the streams open then, and "
+                 "the job keeps only that it was dropped; 0 = keep all")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--stream-buffer-bytes", c.service.stream_buffer_bytes,
+                 "Bytes (e.g. 32M) of events a stream holds for a client "
+                 "that does not read them: a Submit stream stops taking jobs "
+                 "past it and is ended past twice it, a WatchJobs stream is "
+                 "ended past it; 0 = no limit")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--total-stream-buffer-bytes",
+                 c.service.total_stream_buffer_bytes,
+                 "Bytes (e.g. 128M) of events all streams together hold for "
+                 "their clients: past it, streams holding more than their "
+                 "share are treated as over --stream-buffer-bytes; 0 = no "
+                 "limit")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--event-log-size", c.scheduler.event_log_size,
+                 "Events kept for WatchJobs resume")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{100000000}));
+  app.add_option("--max-payload-bytes", c.service.spec.max_payload_bytes,
+                 "Largest job payload accepted")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, size_t{1} << 30));
+  app.add_option("--max-jobs-per-request", c.service.max_jobs_per_request,
+                 "Most jobs in one SubmitRequest message")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1000000}));
+  app.add_option("--default-window", c.service.default_window,
+                 "Submit-stream window (jobs in flight) when a client asks 0")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 10000000u));
+  app.add_option("--max-window", c.service.max_window,
+                 "Largest Submit-stream window a client may ask for")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 10000000u));
+  app.add_option("--max-message-bytes", c.service.max_message_bytes,
+                 "Largest gRPC message received or sent")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{4096}, size_t{1} << 30));
+  app.add_option("--shutdown-grace", grace,
+                 "On SIGTERM/SIGINT: how long running jobs may finish before "
+                 "they are cancelled")
+      ->capture_default_str();
+  app.add_flag("--testing-tasks", c.testing_tasks,
+               "Register tasks that exist to test failure handling (crash)");
+  app.add_option("--log-level", c.log_level,
+                 "trace, debug, info, warn, error, critical or off")
+      ->capture_default_str()
+      ->check(CLI::IsMember(
+          {"trace", "debug", "info", "warn", "error", "critical", "off"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    parsed.exit_now = true;
+    parsed.exit_code = app.exit(e);
+    return parsed;
+  } catch (const CLI::CallForVersion& e) {
+    parsed.exit_now = true;
+    parsed.exit_code = app.exit(e);
+    return parsed;
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(e.what());
+  }
+  if (c.unix_socket == "none") c.unix_socket.clear();
+  if (c.tcp_address == "none") c.tcp_address.clear();
+  if (c.unix_socket.empty() && c.tcp_address.empty()) {
+    return absl::InvalidArgumentError(
+        "--unix-socket and --tcp are both 'none': nothing to listen on");
+  }
+  if (!c.unix_socket.empty() && c.unix_socket[0] != '/') {
+    return absl::InvalidArgumentError(fmt::format(
+        "--unix-socket: '{}' is not an absolute path", c.unix_socket));
+  }
+  if (!c.tcp_address.empty() && c.tcp_address.rfind(':') == std::string::npos) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--tcp: '{}' is not host:port (e.g. 127.0.0.1:7531)", c.tcp_address));
+  }
+  c.scheduler.max_message_bytes = c.service.max_message_bytes;
+  if (c.scheduler.max_live_bytes > 0 &&
+      c.scheduler.max_live_bytes < c.service.spec.max_payload_bytes) {
+    return absl::InvalidArgumentError(
+        "--max-live-bytes: smaller than --max-payload-bytes (a job with the "
+        "largest payload could never be accepted)");
+  }
+  if (c.service.default_window > c.service.max_window) {
+    return absl::InvalidArgumentError(
+        "--default-window: larger than --max-window");
+  }
+  absl::Status s = ParseDurationFlag(retention_ttl, "retention-ttl",
+                                     &c.scheduler.retention_ttl, true);
+  if (!s.ok()) return s;
+  s = ParseDurationFlag(grace, "shutdown-grace", &c.shutdown_grace, true);
+  if (!s.ok()) return s;
+  s = ParseDurationFlag(cancel_grace, "cancel-grace", &pool.cancel_grace, true);
+  if (!s.ok()) return s;
+  s = ParseDurationFlag(kill_grace, "kill-grace", &pool.kill_grace, true);
+  if (!s.ok()) return s;
+  s = ParseDurationFlag(exec_kill_grace, "exec-kill-grace", &c.exec.kill_grace,
+                        true);
+  if (!s.ok()) return s;
+  for (auto [value, flag, out, zero] :
+       {std::tuple(&idle, "max-connection-idle", &conn.idle_timeout, true),
+        std::tuple(&age, "max-connection-age", &conn.max_age, true),
+        std::tuple(&age_grace, "max-connection-age-grace", &conn.max_age_grace,
+                   true),
+        std::tuple(&keepalive, "keepalive-time", &conn.keepalive_time, true),
+        std::tuple(&keepalive_timeout, "keepalive-timeout",
+                   &conn.keepalive_timeout, false),
+        std::tuple(&handshake, "handshake-timeout", &conn.handshake_timeout,
+                   false),
+        std::tuple(&ping_interval, "worker-ping-interval", &pool.ping_interval,
+                   true),
+        std::tuple(&ping_timeout, "worker-ping-timeout", &pool.ping_timeout,
+                   false),
+        std::tuple(&outage_grace, "journal-outage-grace",
+                   &c.journal_outage_grace, true)}) {
+    s = ParseDurationFlag(*value, flag, out, zero);
+    if (!s.ok()) return s;
+  }
+  for (const std::string& program : c.exec.allow) {
+    if (program.empty() || program[0] != '/' ||
+        access(program.c_str(), X_OK) != 0) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--exec-allow: '{}' is not an absolute path to an executable file",
+          program));
+    }
+  }
+  for (const std::string& name : c.exec.env_allow) {
+    const std::string problem = ExecEnvNameProblem(name);
+    if (!problem.empty()) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--exec-env-allow: '{}' {}", ClipUtf8(name, 128), problem));
+    }
+  }
+  if (absl::StatusOr<AddressPolicy> http = AddressPolicy::Parse(c.http_allow);
+      !http.ok()) {
+    return http.status();
+  }
+  if (c.tls_cert.empty() != c.tls_key.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key: give both or neither");
+  }
+  if (!c.tls_client_ca.empty() && c.tls_cert.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-client-ca: needs --tls-cert and --tls-key (mTLS is TLS)");
+  }
+  for (const std::string& file : {c.tls_cert, c.tls_key, c.tls_client_ca}) {
+    if (!file.empty() && access(file.c_str(), R_OK) != 0) {
+      return absl::InvalidArgumentError(
+          fmt::format("TLS file {}: {}", file, std::strerror(errno)));
+    }
+  }
+  if (!c.worker_user.empty()) {
+    const struct passwd* pw = getpwnam(c.worker_user.c_str());
+    if (pw == nullptr) {
+      return absl::InvalidArgumentError(
+          fmt::format("--worker-user: no user '{}'", c.worker_user));
+    }
+    if (geteuid() != 0) {
+      return absl::InvalidArgumentError(
+          "--worker-user: jobd must run as root to switch its workers' user");
+    }
+    if (pw->pw_uid == 0) {
+      return absl::InvalidArgumentError(
+          "--worker-user: that is root; name an unprivileged user");
+    }
+    pool.run_as = std::make_pair(pw->pw_uid, pw->pw_gid);
+  }
+  if (absl::StatusOr<std::unique_ptr<Authenticator>> a =
+          Authenticator::Create(c.auth);
+      !a.ok()) {
+    return a.status();
+  }
+  c.durability = durability == "none"      ? Durability::kNone
+                 : durability == "batched" ? Durability::kBatched
+                                           : Durability::kEveryCommit;
+  if (c.durability != Durability::kNone &&
+      (c.state_dir.empty() || c.state_dir[0] != '/')) {
+    return absl::InvalidArgumentError(
+        fmt::format("--state-dir: '{}' is not an absolute path", c.state_dir));
+  }
+  if (c.testing_tasks) pool.fork_server_args.push_back("--testing-tasks");
+  return parsed;
+}
+
+}  // namespace jobd

@@ -1,0 +1,81 @@
+// DaemonConfig: every setting of jobd, from command-line flags and an
+// optional config file (--config FILE, TOML/INI: `key = value` lines named
+// like the long flags), flags winning over the file. Embedded defaults make
+// `jobd` with no arguments a working local daemon.
+//
+// Thread-safety: a plain value; parsed once in main().
+#ifndef JOBD_SERVER_CONFIG_CONFIG_H_
+#define JOBD_SERVER_CONFIG_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/frontend/auth.h"
+#include "server/frontend/listener.h"
+#include "server/frontend/service_limits.h"
+#include "server/journal/journal_options.h"
+#include "server/scheduler/scheduler_options.h"
+#include "workers/process/process_pool_options.h"
+#include "workers/reactor/reactor.h"
+#include "workers/tasks/io_tasks.h"
+
+namespace jobd {
+
+struct DaemonConfig {
+  std::string unix_socket;  // Empty: no Unix socket.
+  std::string tcp_address;  // host:port; empty: no TCP listener.
+  int thread_workers = 8;
+  // process_pool.workers == 0 disables the process pool.
+  ProcessPoolOptions process_pool;
+  // reactor.threads == 0 disables the reactor (async-only tasks are then
+  // rejected).
+  ReactorOptions reactor;
+  ExecOptions exec;
+  // Hosts, IP addresses and CIDR networks http.get may reach beyond public
+  // addresses (workers/address_policy.h); empty: public ones only.
+  std::vector<std::string> http_allow;
+  SchedulerOptions scheduler;
+  ServiceLimits service;
+  ConnectionOptions connections;
+  absl::Duration shutdown_grace = absl::Seconds(10);
+  // Where the journal (jobd.db) lives; see DefaultStateDirectory().
+  // Security (README: Security).
+  AuthConfig auth;
+  std::string unix_socket_group;  // Empty: the socket is owner-only.
+  std::string tls_cert, tls_key;  // PEM files; both or neither.
+  std::string tls_client_ca;      // PEM: require client certificates (mTLS).
+  std::string worker_user;        // Empty: workers run as jobd's user.
+  std::string state_dir;
+  Durability durability = Durability::kBatched;
+  uint64_t journal_max_bytes = uint64_t{4} << 30;
+  absl::Duration journal_outage_grace = absl::Seconds(2);
+  bool testing_tasks = false;
+  std::string log_level = "info";
+};
+
+// What ParseConfig decided.
+struct ParsedArgs {
+  DaemonConfig config;
+  bool exit_now = false;  // --help / --version was handled.
+  int exit_code = 0;
+};
+
+// $STATE_DIRECTORY (systemd's StateDirectory=), else /var/lib/jobd for
+// root, else $XDG_STATE_HOME/jobd, else ~/.local/state/jobd.
+std::string DefaultStateDirectory();
+
+// Parses flags (and --config). On bad input returns InvalidArgument with a
+// message naming the flag or config key; prints help itself for --help.
+absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv);
+
+// A TCP listener beyond loopback needs TLS and authentication (tokens or
+// client identities): a job daemon runs code for whoever can submit. OK for
+// loopback addresses (127.0.0.0/8, ::1, localhost) whatever the rest.
+absl::Status CheckTcpExposure(const std::string& host_port, bool tls,
+                              bool authenticated);
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_CONFIG_CONFIG_H_

@@ -1,0 +1,170 @@
+// JobServiceImpl: the gRPC edge of jobd (callback API). Validates requests,
+// converts between jobd.v1 messages and the scheduler, and streams events.
+// absl::Status becomes grpc::Status here and nowhere else.
+//
+// Thread-safety: all methods are called by gRPC threads concurrently; state
+// lives in the scheduler and in per-stream session objects, each guarded by
+// its own mutex. Never blocks a gRPC thread: waits are callbacks.
+// Every RPC authenticates its caller and checks its role (server/auth.h);
+// a caller that is not admin sees and touches only its own jobs, within
+// its quotas (live jobs, submit rate, open streams).
+// Ownership: borrows the scheduler, registry and authenticator (they
+// outlive the server); each stream session owns itself until gRPC calls its
+// OnDone.
+#ifndef JOBD_SERVER_FRONTEND_SERVICE_H_
+#define JOBD_SERVER_FRONTEND_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "jobd/v1/jobd.grpc.pb.h"
+#include "server/frontend/auth.h"
+#include "server/frontend/service_limits.h"
+#include "server/frontend/spec_validator.h"
+#include "server/scheduler/scheduler.h"
+#include "workers/sdk/task_registry.h"
+
+namespace jobd {
+
+// Converts at the RPC edge.
+grpc::Status ToGrpc(const absl::Status& status);
+
+class StreamSession;
+
+// The jobd.v1 service on the callback API, Submit reading and writing raw
+// messages: a streamed message that does not parse must not look like the
+// client's half-close (server/request_errors.h). Every RPC is listed: one
+// left out would answer UNIMPLEMENTED.
+using JobServiceBase = v1::JobService::WithRawCallbackMethod_Submit<
+    v1::JobService::WithCallbackMethod_GetJob<
+        v1::JobService::WithCallbackMethod_WatchJobs<
+            v1::JobService::WithCallbackMethod_CancelJob<
+                v1::JobService::WithCallbackMethod_ListJobs<
+                    v1::JobService::WithCallbackMethod_ListTasks<
+                        v1::JobService::WithCallbackMethod_GetStats<
+                            v1::JobService::WithCallbackMethod_ClearQuarantine<
+                                v1::JobService::WithCallbackMethod_Drain<
+                                    v1::JobService::Service>>>>>>>>>;
+
+class JobServiceImpl final : public JobServiceBase {
+ public:
+  // `drain` begins a graceful shutdown (the Drain RPC).
+  JobServiceImpl(Scheduler& scheduler, const TaskRegistry& registry,
+                 const Authenticator& auth, ServiceLimits limits,
+                 std::string version, std::function<void()> drain);
+  ~JobServiceImpl() override;
+
+  // Ends every open stream after flushing what it has queued (shutdown).
+  void CloseStreams();
+
+  // Names the peer of a connection jobd accepted itself (gRPC calls it
+  // "fd:N"; server/listener.h). Call before the server starts.
+  void SetPeerNames(std::function<std::string(std::string_view)> names) {
+    peer_names_ = std::move(names);
+  }
+
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Submit(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
+                                   const v1::GetJobRequest* request,
+                                   v1::Job* response) override;
+  grpc::ServerWriteReactor<v1::WatchJobsResponse>* WatchJobs(
+      grpc::CallbackServerContext* context,
+      const v1::WatchJobsRequest* request) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* context,
+                                      const v1::CancelJobRequest* request,
+                                      v1::CancelJobResponse* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* ListTasks(grpc::CallbackServerContext* context,
+                                      const v1::ListTasksRequest* request,
+                                      v1::ListTasksResponse* response) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
+                                     const v1::GetStatsRequest* request,
+                                     v1::GetStatsResponse* response) override;
+  grpc::ServerUnaryReactor* ClearQuarantine(
+      grpc::CallbackServerContext* context,
+      const v1::ClearQuarantineRequest* request,
+      v1::ClearQuarantineResponse* response) override;
+  grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* context,
+                                  const v1::DrainRequest* request,
+                                  v1::DrainResponse* response) override;
+
+  // Used by sessions.
+  Scheduler& scheduler() { return scheduler_; }
+  const TaskRegistry& registry() const { return registry_; }
+  // A copy: SetLimits (SIGHUP) may change them while streams run.
+  ServiceLimits limits() const {
+    absl::MutexLock lock(&limits_mu_);
+    return limits_;
+  }
+  // Live reload; max_message_bytes is fixed at start (a new value is
+  // ignored).
+  void SetLimits(const ServiceLimits& limits) {
+    absl::MutexLock lock(&limits_mu_);
+    const size_t message_bytes = limits_.max_message_bytes;
+    limits_ = limits;
+    limits_.max_message_bytes = message_bytes;
+  }
+  void Register(const std::shared_ptr<StreamSession>& session);
+  void Unregister(StreamSession* session);
+  // Who calls, if it has one of `roles` (PermissionDenied otherwise).
+  absl::StatusOr<Caller> Authorize(const grpc::CallbackServerContext& context,
+                                   uint32_t roles, std::string_view what) const;
+  // A stream of `caller` opens (ResourceExhausted over its limit or the
+  // total) / ends.
+  absl::Status OpenStream(const Caller& caller);
+  void CloseStream(const Caller& caller);
+  // Takes up to `n` submits from `caller`'s rate budget; returns how many it
+  // may submit now, and when it may submit more.
+  size_t TakeSubmits(const Caller& caller, size_t n, absl::Duration* retry);
+  // What the streams hold for their clients, all together (sessions count
+  // themselves in; ServiceLimits::total_stream_buffer_bytes).
+  struct StreamBuffers {
+    std::atomic<uint64_t> bytes{0};
+    std::atomic<uint64_t> streams{0};
+  };
+  StreamBuffers& buffers() { return buffers_; }
+
+ private:
+  struct Bucket {
+    double tokens = 0;
+    absl::Time refilled = absl::InfinitePast();
+  };
+
+  Scheduler& scheduler_;
+  const TaskRegistry& registry_;
+  const Authenticator& auth_;
+  const std::function<void()> drain_;
+  mutable absl::Mutex limits_mu_;
+  ServiceLimits limits_ ABSL_GUARDED_BY(limits_mu_);
+  const std::string version_;
+  std::function<std::string(std::string_view)> peer_names_;  // Set first.
+  StreamBuffers buffers_;
+
+  absl::Mutex mu_;
+  absl::flat_hash_map<StreamSession*, std::weak_ptr<StreamSession>> sessions_
+      ABSL_GUARDED_BY(mu_);
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<std::string, size_t> streams_ ABSL_GUARDED_BY(mu_);
+  size_t open_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
+};
+
+// A server stream that can be asked to end (after flushing) at shutdown.
+class StreamSession {
+ public:
+  virtual ~StreamSession() = default;
+  virtual void Close(const grpc::Status& status) = 0;
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_FRONTEND_SERVICE_H_

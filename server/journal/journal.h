@@ -1,0 +1,233 @@
+// Journal: the durable record of jobs, in an embedded SQLite database (WAL
+// mode) in the state directory: every accepted job (its spec), every state
+// change and every result, and the highest event sequence handed out. On
+// start, jobd reads it back (Open) to re-queue, fail or retain what it held.
+//
+// Group commit. The scheduler queues records under its own lock (Insert,
+// Update, Delete: no I/O, no serialization) into the open batch; a writer
+// thread takes the whole batch, folds the records of each job into one row
+// write, and commits them in one transaction (one fsync), while the next
+// batch fills. Each batch has a ticket; an event is stamped with the ticket
+// open when it was emitted, and nothing reaches a client before its ticket
+// is durable (durable() >= ticket; WhenDurable runs code then). So a client
+// never sees an ACCEPTED, STARTED or result that a crash could take back.
+//
+//   kNone        no journal (this class is not used)
+//   kBatched     one transaction per batch, synchronous=FULL: durable on
+//                disk (power loss included) a few ms after the record
+//   kEveryCommit one transaction (and fsync) per record
+//
+// Failure: a write that fails (disk full, --journal-max-bytes reached, I/O
+// error) is logged and retried; until it succeeds, accepting() is false
+// and the records wait. usage() tells how full the database is (and
+// whether it is failing for want of room), so that the scheduler can
+// forget ended jobs early rather than refuse new ones. A database SQLite
+// calls damaged (not a database, corrupt pages) is moved aside
+// (jobd.db.corrupt-<time>) and a fresh one started; a row that does not
+// parse comes back with its problem named (JournalRow::problem) and costs
+// only its own job; a database that cannot be used for another reason (a
+// newer schema, permissions, locked, I/O errors) fails Open and keeps its
+// jobs.
+//
+// Thread-safety: Insert/Update/Delete/NoteSequence/ticket()/durable()/
+// WhenDurable/stats are thread-safe and never block on I/O (a leaf lock).
+// The writer thread owns the SQLite connection.
+#ifndef JOBD_SERVER_JOURNAL_JOURNAL_H_
+#define JOBD_SERVER_JOURNAL_JOURNAL_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "jobd/v1/jobd.pb.h"
+#include "server/jobs/job_types.h"
+#include "server/journal/journal_options.h"
+
+struct sqlite3;
+
+namespace jobd {
+
+// What the journal keeps of a job: a row of the jobs table.
+struct JournalRow {
+  uint64_t id = 0;
+  std::string owner;  // The caller that submitted it (server/auth.h).
+  std::shared_ptr<const v1::JobSpec> spec;  // Written by Insert only.
+  // The task's name, when `spec` leaves it out (the scheduler's specs do,
+  // to save a string per job): written into the stored spec. Read back,
+  // the spec has it.
+  std::string task;
+  v1::JobState state = v1::JOB_STATE_QUEUED;
+  v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
+  absl::Time create_time;
+  absl::Time start_time = absl::InfinitePast();   // Unset: not started.
+  absl::Time finish_time = absl::InfinitePast();  // Unset: not ended.
+  std::shared_ptr<const JobEnd> end;              // Terminal only.
+  uint64_t accepted_seq = 0, started_seq = 0, ended_seq = 0;
+  uint32_t attempts = 1;  // Runs started, counting re-runs after restarts.
+  // Read back only: why the row could not be read (its spec, result or
+  // error does not parse, a state out of range, ...), or "" if it could.
+  // Such a row comes back with what could be salvaged (id, owner, the task
+  // name, times and sequences), no end, and the scheduler fails that job
+  // alone (Scheduler::Restore).
+  std::string problem;
+};
+
+// A row of the jobs table as stored: the columns Open reads back.
+struct StoredRow {
+  int64_t id = 0;
+  int64_t state = 0;
+  int64_t executor = 0;
+  std::string_view spec;
+  std::optional<std::string_view> result;  // nullopt: NULL.
+  std::optional<std::string_view> error;   // nullopt: NULL.
+  int64_t create_ns = 0, start_ns = 0, finish_ns = 0;
+  int64_t accepted_seq = 0, started_seq = 0, ended_seq = 0;
+  int64_t attempts = 0;
+  std::string_view owner;  // Bytes as stored.
+};
+
+// Reads one stored row back. Never fails: what does not parse or is out of
+// range is named in JournalRow::problem; every string of the row it returns
+// is valid UTF-8 (the owner is repaired). Open calls it for every row.
+JournalRow DecodeRow(const StoredRow& stored);
+
+// What Open found.
+struct Recovered {
+  std::vector<JournalRow> rows;  // By id.
+  uint64_t last_sequence = 0;    // Highest event sequence ever handed out.
+  // Set when the old database was damaged and moved aside: where to, why.
+  std::string moved_aside;
+};
+
+class Journal {
+ public:
+  // Opens (or creates) the database at options.path and reads it back.
+  // FailedPrecondition if no usable database can be had without giving up
+  // its jobs (the directory is not writable, a newer schema, locked, I/O
+  // errors); a damaged one is moved aside (Recovered::moved_aside).
+  static absl::StatusOr<std::unique_ptr<Journal>> Open(JournalOptions options,
+                                                       Recovered* recovered);
+  ~Journal();  // Commits what is queued (unless writes fail), then closes.
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  // ---- records: queued, never blocking; each returns the open ticket ----
+  uint64_t Insert(JournalRow row);  // A new job, spec included.
+  uint64_t Update(JournalRow row);  // Its state changed (spec not written).
+  uint64_t Delete(uint64_t id);     // Forgotten (retention).
+  // The highest event sequence handed out; stored with the open batch.
+  uint64_t NoteSequence(uint64_t last_sequence);
+
+  // The batch being filled: what an event emitted now waits for.
+  uint64_t ticket() const;
+  // Every batch up to this one is durable.
+  uint64_t durable() const;
+  // Runs `fn(true)` once `ticket` is durable: at once if it is, else on the
+  // writer thread after the commit (without locks held). Runs `fn(false)`
+  // if it never will be: after Abandon (at once, or from Abandon). With
+  // kFailFast, also `fn(false)` once writes have failed for
+  // JournalOptions::outage_grace (at once while they have): for an answer
+  // that must not wait out an outage (last_error() says why).
+  using DurableFn = std::function<void(bool durable)>;
+  enum class Wait { kUntilDurable, kFailFast };
+  void WhenDurable(uint64_t ticket, DurableFn fn,
+                   Wait wait = Wait::kUntilDurable);
+  // Gives up on what is not durable yet (shutdown with failing writes): the
+  // writer stops retrying, and every waiter runs now with false.
+  void Abandon();
+  // False while writes fail (disk full, ...): new jobs should be refused.
+  bool accepting() const;
+  // The latest write error ("" if none since start).
+  std::string last_error() const;
+  // How long a record waits to be durable, at most (from the first record
+  // of a batch to its commit): a moving average over recent commits; zero
+  // before the first.
+  absl::Duration commit_latency() const;
+  // How full the database is, as of the last commit.
+  struct Usage {
+    // Pages in use (free pages left out): counted at every commit once
+    // half the cap is in use, else every 50 ms, with the bytes written
+    // since added meanwhile.
+    uint64_t used_bytes = 0;
+    uint64_t max_bytes = 0;     // JournalOptions::max_bytes; 0 = unlimited.
+    uint64_t commits = 0;       // Commits so far: a new figure when it grows.
+    uint64_t write_errors = 0;  // Failed attempts so far.
+    bool full = false;  // Writes fail now for want of room (cap or disk).
+  };
+  Usage usage() const;
+  // Waits until everything queued so far is durable or `deadline` passes.
+  bool Flush(absl::Time deadline);
+
+  // Adds a JournalStats to `stats`.
+  void AddStats(v1::GetStatsResponse& stats) const;
+
+ private:
+  struct Batch;
+  explicit Journal(JournalOptions options);
+  void WriterLoop();
+  static void Fold(Batch& batch);
+  // Writes `batch` (folded) in one or more transactions; retries failures,
+  // absorbing what is queued meanwhile (then `ticket` grows to match).
+  // False if it gave up (failing writes at shutdown).
+  bool Commit(Batch& batch, uint64_t& ticket);
+  enum class Part { kAll, kDeletes, kAllButDeletes };
+  absl::Status Apply(const Batch& batch, Part part);
+  absl::Status Exec(const char* sql);
+  // Ends the open transaction, if SQLite has not already.
+  void Rollback();
+  // Writer thread: a PRAGMA's integer; bytes of the pages in use, and of
+  // the free ones.
+  uint64_t Pragma(const char* sql);
+  struct Pages {
+    uint64_t used_bytes = 0, free_bytes = 0;
+  };
+  Pages CountPages();
+
+  const JournalOptions options_;
+  sqlite3* db_ = nullptr;  // The writer thread's (and Open's, before it).
+
+  mutable absl::Mutex mu_;
+  std::unique_ptr<Batch> open_ ABSL_GUARDED_BY(mu_);
+  uint64_t open_ticket_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t durable_ ABSL_GUARDED_BY(mu_) = 0;
+  std::multimap<uint64_t, DurableFn> waiters_ ABSL_GUARDED_BY(mu_);
+  // kFailFast waiters: also run (false) when a write fails.
+  std::multimap<uint64_t, DurableFn> fail_fast_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool abandoned_ ABSL_GUARDED_BY(mu_) = false;
+  bool failing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time failing_since_ ABSL_GUARDED_BY(mu_);  // When writes began to fail.
+  bool full_ ABSL_GUARDED_BY(mu_) = false;         // Failing for want of room.
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+  uint64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Stats.
+  uint64_t rows_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t records_written_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t write_errors_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration last_commit_ ABSL_GUARDED_BY(mu_);
+  absl::Duration commit_latency_ ABSL_GUARDED_BY(mu_);  // Moving average.
+  uint64_t deletes_since_vacuum_ = 0;                   // Writer thread.
+  // Writer thread: when CountPages last ran, what it found in use, and the
+  // bytes of specs and results written since.
+  absl::Time pages_counted_;
+  uint64_t counted_bytes_ = 0;
+  uint64_t written_since_count_ = 0;
+
+  std::thread writer_;  // Last: started once the rest exists.
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_JOURNAL_JOURNAL_H_

@@ -1,0 +1,92 @@
+// ThreadPool: a fixed set of threads running closures FIFO; and
+// ThreadPoolExecutor: runs sync tasks on one (the THREAD executor).
+//
+// Thread-safety: all methods are thread-safe. The pool owns its threads;
+// Shutdown() (or the destructor) joins them after the queue drains.
+#ifndef JOBD_WORKERS_THREADS_THREAD_POOL_H_
+#define JOBD_WORKERS_THREADS_THREAD_POOL_H_
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "workers/executor/executor.h"
+
+namespace jobd {
+
+class ThreadPool {
+ public:
+  ThreadPool(int threads, std::string name);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  // Queues `fn`. Returns false (and drops it) after Shutdown() began.
+  bool Schedule(std::function<void()> fn);
+  // Grows or shrinks the pool: new threads start at once; surplus ones end
+  // when they are next idle.
+  void Resize(int threads);
+  // Runs what is queued, then joins the threads. Idempotent.
+  void Shutdown();
+
+ private:
+  void StartThread() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Joins the threads that ended after a shrink.
+  void JoinEnded() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WorkerLoop();
+
+  const std::string name_;
+  absl::Mutex mu_;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread::id> ended_ ABSL_GUARDED_BY(mu_);
+  int surplus_ ABSL_GUARDED_BY(mu_) = 0;  // Threads to end when idle.
+  int started_ ABSL_GUARDED_BY(mu_) = 0;  // For thread names.
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+class ThreadPoolExecutor : public JobExecutor {
+ public:
+  ThreadPoolExecutor(int threads, ExecutorListener& listener);
+  ~ThreadPoolExecutor() override;
+
+  v1::Executor kind() const override { return v1::EXECUTOR_THREAD; }
+  int capacity() const override { return threads_.load(); }
+  void Start(JobRun run) override;
+  bool Resize(int slots) override;
+  bool Shutdown(absl::Time deadline) override;
+
+ private:
+  void Execute(const JobRun& run);
+
+  std::atomic<int> threads_;
+  ExecutorListener& listener_;
+  absl::Mutex mu_;
+  int running_ ABSL_GUARDED_BY(mu_) = 0;  // Started, not yet reported.
+  ThreadPool pool_;  // Last: its threads stop before the members above die.
+};
+
+// The running thread's CPU clock and the wall clock as last read at a job
+// boundary. Reading a thread's CPU clock is a system call (~1 µs, several on
+// some VMs): a thread that runs jobs back to back passes one JobClock to
+// each RunSyncTask, and the reading that ends one job starts the next.
+struct JobClock {
+  bool fresh = false;  // The readings below are the end of the last job.
+  absl::Duration cpu;
+  absl::Time wall;
+};
+
+// Runs `run` on the calling thread: measures CPU and wall time, catches
+// exceptions, maps errors to reasons. Shared by every executor that runs
+// sync tasks. `clock`, if given, is read from when fresh and left fresh.
+JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
+                       JobClock* clock = nullptr);
+
+}  // namespace jobd
+
+#endif  // JOBD_WORKERS_THREADS_THREAD_POOL_H_
