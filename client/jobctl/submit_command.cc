@@ -1,0 +1,177 @@
+// jobctl submit: one job from the command line; prints its id, or with
+// --wait its result once it ends. See command.h for how it plugs in.
+#include <CLI/CLI.hpp>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "client/client.h"
+#include "client/jobctl/args.h"
+#include "client/jobctl/command.h"
+#include "client/jobctl/exit_codes.h"
+#include "client/jobctl/format.h"
+#include "spdlog/fmt/fmt.h"
+
+namespace jobd::jobctl {
+namespace {
+
+using jobd::client::Client;
+using jobd::client::Future;
+using jobd::client::JobOutcome;
+
+struct SubmitArgs {
+  std::string task;
+  std::vector<std::string> args;
+  std::vector<std::string> kwargs;
+  std::vector<std::string> labels;
+  std::string payload_file;
+  std::string kind = "auto";
+  std::string executor;
+  int priority = 0;
+  std::string timeout;
+  std::string idempotency_key;
+  bool at_least_once = false;
+  bool wait = false;
+  std::string wait_timeout;
+};
+
+// Prints the job as JSON; the exit code.
+int PrintJobJson(Client& client, const std::string& id) {
+  absl::StatusOr<v1::Job> job = client.GetJob(id);
+  if (!job.ok()) return Fail(job.status());
+  PrintJson(*job);
+  return kExitOk;
+}
+
+int RunSubmit(const Globals& g, const SubmitArgs& a) {
+  v1::JobSpec spec;
+  spec.set_task(a.task);
+  for (const std::string& arg : a.args) {
+    *spec.add_args() = jobd::client::JsonOrString(arg);
+  }
+  for (const std::string& kv : a.kwargs) {
+    const auto split = SplitKeyValue(kv);
+    if (!split) return Usage(fmt::format("--kwarg: '{}' is not key=JSON", kv));
+    (*spec.mutable_kwargs()->mutable_fields())[std::string(split->first)] =
+        jobd::client::JsonOrString(split->second);
+  }
+  for (const std::string& kv : a.labels) {
+    const auto split = SplitKeyValue(kv);
+    if (!split) return Usage(fmt::format("--label: '{}' is not key=value", kv));
+    (*spec.mutable_labels())[std::string(split->first)] =
+        std::string(split->second);
+  }
+  if (!a.payload_file.empty()) {
+    std::string data;
+    if (a.payload_file == "-") {
+      data.assign(std::istreambuf_iterator<char>(std::cin),
+                  std::istreambuf_iterator<char>());
+    } else {
+      std::ifstream in(a.payload_file, std::ios::binary);
+      if (!in) {
+        return Usage(
+            fmt::format("--payload-file: cannot read '{}'", a.payload_file));
+      }
+      data.assign(std::istreambuf_iterator<char>(in),
+                  std::istreambuf_iterator<char>());
+    }
+    spec.set_payload(std::move(data));
+  }
+  auto routing = ParseRouting(a.kind, a.executor);
+  if (!routing.ok()) return Usage(Msg(routing.status()));
+  spec.set_kind(routing->first);
+  spec.set_executor(routing->second);
+  spec.set_priority(a.priority);
+  auto timeout =
+      ParseOptionalDuration(a.timeout, "--timeout", absl::InfiniteDuration());
+  if (!timeout.ok()) return Usage(Msg(timeout.status()));
+  if (*timeout != absl::InfiniteDuration()) {
+    *spec.mutable_timeout() = jobd::client::ToProtoDuration(*timeout);
+  }
+  spec.set_idempotency_key(a.idempotency_key);
+  if (a.at_least_once) spec.set_delivery(v1::DELIVERY_AT_LEAST_ONCE);
+  const bool wait = a.wait || !a.wait_timeout.empty();
+  auto wait_limit = ParseOptionalDuration(a.wait_timeout, "--wait-timeout",
+                                          absl::InfiniteDuration());
+  if (!wait_limit.ok()) return Usage(Msg(wait_limit.status()));
+  const absl::Duration wait_timeout = *wait_limit;
+
+  std::unique_ptr<Client> client;
+  if (const int code = Connect(g, &client); code != kExitOk) return code;
+  Future future = client->Submit(std::move(spec));
+  absl::StatusOr<std::string> id = future.job_id(client->options().rpc_timeout);
+  if (!id.ok()) return Fail(id.status());
+  if (!wait) {
+    if (g.json) return PrintJobJson(*client, *id);
+    fmt::print("{}\n", *id);
+    return kExitOk;
+  }
+  absl::StatusOr<JobOutcome> outcome = future.Get(wait_timeout);
+  if (!outcome.ok()) return Fail(outcome.status());
+  if (g.json) {
+    if (const int code = PrintJobJson(*client, *id); code != kExitOk) {
+      return code;
+    }
+  } else if (outcome->ok()) {
+    fmt::print("{}\n", ValueJson(outcome->result.value()));
+  }
+  if (!outcome->ok()) {
+    PrintError(fmt::format("job {} {}: {}", outcome->job_id,
+                           StateName(outcome->state),
+                           ErrorText(outcome->error)));
+    return kExitJobFailed;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddSubmitCommand(CLI::App& app, CommandSet& commands) {
+  auto submit = std::make_shared<SubmitArgs>();
+  CLI::App* cmd = commands.Add(
+      app, "submit",
+      "Submit one job. Prints its id (--json: the job), or with --wait its "
+      "result once it ends",
+      [submit](const Globals& g) { return RunSubmit(g, *submit); });
+  cmd->add_option("task", submit->task, "Task name (see: jobctl tasks)")
+      ->required();
+  cmd->add_option(
+      "args", submit->args,
+      "Positional arguments: each parsed as JSON if it parses, else taken "
+      "as a string (use -- before arguments starting with '-')");
+  cmd->add_option("-k,--kwarg", submit->kwargs,
+                  "Keyword argument key=JSON (repeatable)");
+  cmd->add_option("--payload-file", submit->payload_file,
+                  "Read the job payload from a file ('-' = stdin)");
+  AddRoutingOptions(cmd, &submit->kind, &submit->executor);
+  cmd->add_option("--priority", submit->priority, "Higher runs first")
+      ->capture_default_str();
+  cmd->add_option("--timeout", submit->timeout,
+                  "Run-time limit of the job (e.g. 30s)");
+  cmd->add_option("--label", submit->labels, "Label key=value (repeatable)");
+  cmd->add_option("--idempotency-key", submit->idempotency_key,
+                  "Retry-safe key: a repeat returns the same job");
+  cmd->add_flag("--at-least-once", submit->at_least_once,
+                "If jobd stops while the job runs, run it again at the "
+                "next start (default: it fails LOST_ON_RESTART)");
+  cmd->add_flag("-w,--wait", submit->wait,
+                "Wait for the job to end and print its result");
+  cmd->add_option("--wait-timeout", submit->wait_timeout,
+                  "With --wait: give up after this long (exit 5)");
+  for (std::vector<std::string>* list :
+       {&submit->args, &submit->kwargs, &submit->labels}) {
+    commands.MayBeMarked(list);
+  }
+  for (std::string* value :
+       {&submit->task, &submit->payload_file, &submit->idempotency_key}) {
+    commands.MayBeMarked(value);
+  }
+}
+
+}  // namespace jobd::jobctl
