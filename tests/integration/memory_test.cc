@@ -30,6 +30,16 @@ using testing::WaitFor;
 
 constexpr uint64_t kMiB = 1 << 20;
 
+// Under ASan, malloc is ASan's: freed memory sits in its quarantine (256 MB)
+// and every allocation carries redzones and shadow, so RSS says nothing about
+// jobd's budgets there. The sanitized build still checks what jobd does
+// (accepts, drops, resumes); the normal build checks the bytes.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kRssMeasuresJobd = false;
+#else
+constexpr bool kRssMeasuresJobd = true;
+#endif
+
 // A field of /proc/PID/status in bytes (VmRSS, VmHWM), or 0.
 uint64_t ProcStatusBytes(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -140,7 +150,9 @@ TEST_F(MemoryTest, BigResultsKeepRssAndTheJournalWithinTheirBudgets) {
   EXPECT_TRUE(s.journal().healthy());
   // Budgets of 16 + 16 + 8 MiB, plus what gRPC and the allocator hold for
   // 1 MiB messages in and out.
-  EXPECT_LE(PeakRss() - rss0, 120 * kMiB);
+  if (kRssMeasuresJobd) {
+    EXPECT_LE(PeakRss() - rss0, 120 * kMiB);
+  }
 }
 
 TEST_F(MemoryTest, AClientThatNeverReadsCostsAtMostItsStreamBuffer) {
@@ -169,7 +181,9 @@ TEST_F(MemoryTest, AClientThatNeverReadsCostsAtMostItsStreamBuffer) {
   }
   const v1::GetStatsResponse s = Stats();
   EXPECT_LT(s.accepted(), 40u);
-  EXPECT_LT(peak - rss0, 100 * kMiB);
+  if (kRssMeasuresJobd) {
+    EXPECT_LT(peak - rss0, 100 * kMiB);
+  }
   ctx.TryCancel();
   writer.join();
   stream->Finish();
@@ -201,7 +215,9 @@ TEST_F(MemoryTest, UnreadWatchersAreDroppedWithAWayToResume) {
   auto r = SubmitAll(*stub_, specs);
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
   ASSERT_EQ(r.Terminal().size(), specs.size());
-  EXPECT_LT(Rss() - rss0, 100 * kMiB);  // Not 850 MB.
+  if (kRssMeasuresJobd) {
+    EXPECT_LT(Rss() - rss0, 100 * kMiB);  // Not 850 MB.
+  }
   // A watcher that reads now finds it was dropped, and where to resume.
   Watcher& first = *watchers[0];
   v1::WatchJobsResponse resp;
@@ -245,6 +261,10 @@ TEST_F(MemoryTest, UnreadWatchersAreDroppedWithAWayToResume) {
 }
 
 TEST_F(MemoryTest, MemoryGoesBackToTheSystemAfterStreamsClose) {
+  if (!kRssMeasuresJobd) {
+    GTEST_SKIP() << "ASan's allocator keeps freed memory; the normal build "
+                    "runs this";
+  }
   // No stream budgets: let unread watchers take a few hundred MB.
   StartDaemon(
       {"--stream-buffer-bytes", "0", "--total-stream-buffer-bytes", "0"});
