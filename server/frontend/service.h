@@ -1,6 +1,11 @@
-// JobServiceImpl: the gRPC edge of jobd (callback API). Validates requests,
-// converts between jobd.v1 messages and the scheduler, and streams events.
-// absl::Status becomes grpc::Status here and nowhere else.
+// JobServiceImpl: the gRPC edge of jobd (callback API): the jobd.v1
+// service. Its unary RPCs are here; its streams are sessions of their own
+// (Submit: server/frontend/submit_session.h, WatchJobs: watch_session.h,
+// what they share: stream_session.h, stream_outbox.h), which the service
+// registers (to end them at shutdown) and counts against the callers'
+// limits. Requests are validated (server/frontend/spec_validator.h) and
+// converted (server/frontend/convert.h: absl::Status becomes grpc::Status
+// there and nowhere else).
 //
 // Thread-safety: all methods are called by gRPC threads concurrently; state
 // lives in the scheduler and in per-stream session objects, each guarded by
@@ -14,7 +19,6 @@
 #ifndef JOBD_SERVER_FRONTEND_SERVICE_H_
 #define JOBD_SERVER_FRONTEND_SERVICE_H_
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -25,15 +29,14 @@
 #include "absl/synchronization/mutex.h"
 #include "jobd/v1/jobd.grpc.pb.h"
 #include "server/frontend/auth.h"
+#include "server/frontend/convert.h"
 #include "server/frontend/service_limits.h"
 #include "server/frontend/spec_validator.h"
+#include "server/frontend/stream_outbox.h"
 #include "server/scheduler/scheduler.h"
 #include "workers/sdk/task_registry.h"
 
 namespace jobd {
-
-// Converts at the RPC edge.
-grpc::Status ToGrpc(const absl::Status& status);
 
 class StreamSession;
 
@@ -127,10 +130,7 @@ class JobServiceImpl final : public JobServiceBase {
   size_t TakeSubmits(const Caller& caller, size_t n, absl::Duration* retry);
   // What the streams hold for their clients, all together (sessions count
   // themselves in; ServiceLimits::total_stream_buffer_bytes).
-  struct StreamBuffers {
-    std::atomic<uint64_t> bytes{0};
-    std::atomic<uint64_t> streams{0};
-  };
+  using StreamBuffers = jobd::StreamBuffers;
   StreamBuffers& buffers() { return buffers_; }
 
  private:

@@ -29,9 +29,14 @@
 // newer schema, permissions, locked, I/O errors) fails Open and keeps its
 // jobs.
 //
+// This class queues, commits in groups and runs the waiters; the SQLite
+// side (schema, statements, a row's encoding and decoding, opening with
+// recovery, how full the file is) is JournalStore
+// (server/journal/journal_store.h).
+//
 // Thread-safety: Insert/Update/Delete/NoteSequence/ticket()/durable()/
 // WhenDurable/stats are thread-safe and never block on I/O (a leaf lock).
-// The writer thread owns the SQLite connection.
+// The writer thread owns the SQLite connection (the JournalStore).
 #ifndef JOBD_SERVER_JOURNAL_JOURNAL_H_
 #define JOBD_SERVER_JOURNAL_JOURNAL_H_
 
@@ -54,9 +59,9 @@
 #include "server/jobs/job_types.h"
 #include "server/journal/journal_options.h"
 
-struct sqlite3;
-
 namespace jobd {
+
+class JournalStore;  // server/journal/journal_store.h
 
 // What the journal keeps of a job: a row of the jobs table.
 struct JournalRow {
@@ -181,21 +186,10 @@ class Journal {
   // absorbing what is queued meanwhile (then `ticket` grows to match).
   // False if it gave up (failing writes at shutdown).
   bool Commit(Batch& batch, uint64_t& ticket);
-  enum class Part { kAll, kDeletes, kAllButDeletes };
-  absl::Status Apply(const Batch& batch, Part part);
-  absl::Status Exec(const char* sql);
-  // Ends the open transaction, if SQLite has not already.
-  void Rollback();
-  // Writer thread: a PRAGMA's integer; bytes of the pages in use, and of
-  // the free ones.
-  uint64_t Pragma(const char* sql);
-  struct Pages {
-    uint64_t used_bytes = 0, free_bytes = 0;
-  };
-  Pages CountPages();
 
   const JournalOptions options_;
-  sqlite3* db_ = nullptr;  // The writer thread's (and Open's, before it).
+  // The database: the writer thread's (and Open's, before it).
+  std::unique_ptr<JournalStore> store_;
 
   mutable absl::Mutex mu_;
   std::unique_ptr<Batch> open_ ABSL_GUARDED_BY(mu_);
@@ -218,12 +212,6 @@ class Journal {
   uint64_t write_errors_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration last_commit_ ABSL_GUARDED_BY(mu_);
   absl::Duration commit_latency_ ABSL_GUARDED_BY(mu_);  // Moving average.
-  uint64_t deletes_since_vacuum_ = 0;                   // Writer thread.
-  // Writer thread: when CountPages last ran, what it found in use, and the
-  // bytes of specs and results written since.
-  absl::Time pages_counted_;
-  uint64_t counted_bytes_ = 0;
-  uint64_t written_since_count_ = 0;
 
   std::thread writer_;  // Last: started once the rest exists.
 };

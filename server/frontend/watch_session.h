@@ -1,0 +1,66 @@
+// WatchSession: one WatchJobs stream (README: Watching jobs). A header
+// message first (the oldest event still retained, how many the caller
+// missed), then the events of the jobs named, or of all the caller's jobs
+// (every job for an admin), from after_sequence on: the retained ones,
+// then the new ones as they happen, each once durable. Watching named
+// jobs, the stream ends OK once each has ended.
+//
+// A watcher that falls too far behind (max_watch_backlog events, or its
+// stream_buffer_bytes) is ended RESOURCE_EXHAUSTED with the sequence to
+// resume after.
+//
+// Thread-safety: see StreamSessionBase (server/frontend/stream_session.h);
+// the response is touched only by the holder of the outstanding write.
+// Ownership: created by JobServiceImpl::WatchJobs, which returns it to
+// gRPC; it owns itself until OnDone.
+#ifndef JOBD_SERVER_FRONTEND_WATCH_SESSION_H_
+#define JOBD_SERVER_FRONTEND_WATCH_SESSION_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "server/frontend/stream_session.h"
+
+namespace jobd {
+
+class WatchSession final
+    : public StreamSessionBase<WatchSession,
+                               grpc::ServerWriteReactor<v1::WatchJobsResponse>,
+                               Event> {
+ public:
+  explicit WatchSession(JobServiceImpl& service)
+      : StreamSessionBase(service, /*started=*/false) {}
+
+  // The prologue, with what Authorize found: counts the stream in, checks
+  // the request, registers with the service and subscribes to the
+  // scheduler's events (or ends the stream, with no header).
+  void Begin(const v1::WatchJobsRequest& request,
+             absl::StatusOr<Caller> caller);
+
+  // EventSink (under the scheduler's lock).
+  bool Deliver(const Event& event, uint64_t tag) override;
+
+  void OnDone() override;
+
+ private:
+  friend StreamSessionBase;  // Calls Pump().
+
+  // Ends a watch that never began: its status, and no header message.
+  void Refuse(const grpc::Status& status);
+  // Starts a write or finishes, as the state allows.
+  void Pump();
+
+  std::vector<uint64_t> ids_;       // Set in Begin(), then const.
+  v1::WatchJobsResponse response_;  // Write-token holder only.
+
+  v1::WatchJobsResponse header_ ABSL_GUARDED_BY(mu_);
+  // Watching named jobs: those whose end has not been written yet.
+  absl::flat_hash_set<uint64_t> remaining_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
+  bool header_sent_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_FRONTEND_WATCH_SESSION_H_

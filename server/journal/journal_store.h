@@ -1,0 +1,114 @@
+// JournalStore: the SQLite side of the journal (server/journal/journal.h),
+// which queues records and commits them in groups through it:
+//  * the database file: the schema and its migration from older jobd's,
+//    opening with recovery (a damaged file is moved aside and a fresh one
+//    started; anything else that makes it unusable fails Open, keeping the
+//    file), the PRAGMAs of the configured durability and size cap;
+//  * a row's encoding into the columns of the jobs table (EncodeRow) and
+//    back (DecodeRow, journal.h);
+//  * Write: folded records in one or more transactions, within the
+//    configured records and bytes per transaction;
+//  * how full the file is (pages in use, counted every so often) and the
+//    giving back of free pages.
+//
+// Thread-safety: none. Open runs before the journal's writer thread
+// starts; that thread alone uses the store afterwards.
+// Ownership: owns the SQLite connection; on destruction, checkpoints the
+// WAL into the database and closes it.
+#ifndef JOBD_SERVER_JOURNAL_JOURNAL_STORE_H_
+#define JOBD_SERVER_JOURNAL_JOURNAL_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/journal/journal.h"
+#include "server/journal/journal_options.h"
+
+struct sqlite3;
+
+namespace jobd {
+
+// One queued change of the jobs table.
+struct JournalRecord {
+  enum Kind : uint8_t { kInsert, kUpdate, kDelete };
+  Kind kind;
+  JournalRow row;  // kDelete: only id.
+};
+
+// The bytes EncodeRow serializes, reused from one row to the next.
+struct EncodedBytes {
+  std::string spec, result, error;
+};
+
+// Encodes `row` into the columns of the jobs table: `out` views `bytes`
+// and row.owner. `insert`: the spec (with row.task appended, when set)
+// and the columns only an insert writes (create time, accepted_seq,
+// owner) too; else they are left empty. A row without an end has NULL
+// result and error; one with an end has both (the one its state does not
+// use empty). DecodeRow(out) gives `row` back.
+void EncodeRow(const JournalRow& row, bool insert, EncodedBytes& bytes,
+               StoredRow* out);
+
+class JournalStore {
+ public:
+  // Opens (or creates) the database at options.path and reads every row
+  // into `recovered` (see Journal::Open).
+  static absl::StatusOr<std::unique_ptr<JournalStore>> Open(
+      const JournalOptions& options, Recovered* recovered);
+  ~JournalStore();
+  JournalStore(const JournalStore&) = delete;
+  JournalStore& operator=(const JournalStore&) = delete;
+
+  // Which records of a batch a Write takes: after a failure, deletes go
+  // first, on their own, to free the room the rest may need.
+  enum class Part { kAll, kDeletes, kAllButDeletes };
+  struct Written {
+    int64_t rows_delta = 0;   // Rows added less rows deleted.
+    uint64_t used_bytes = 0;  // In use now (pages counted, bytes added).
+  };
+  // Writes `records` (at most one per job: Journal folds them) and, if
+  // over 1, `last_sequence` (the highest event sequence handed out), in
+  // one transaction per max_batch_records / max_transaction_bytes (one
+  // per record with kEveryCommit). Every write is idempotent: a failed
+  // Write (rolled back; transactions committed before it stay) may be
+  // retried whole. ResourceExhausted when the disk or the size cap is
+  // full, Internal for other failures.
+  absl::StatusOr<Written> Write(const std::vector<JournalRecord>& records,
+                                uint64_t last_sequence, Part part);
+
+  // Bytes of the pages in use when Open counted them.
+  uint64_t used_bytes() const { return counted_bytes_; }
+
+ private:
+  JournalStore(const JournalOptions& options, sqlite3* db)
+      : options_(options), db_(db) {}
+
+  absl::Status Exec(const char* sql);
+  // Ends the open transaction, if SQLite has not already.
+  void Rollback();
+  // A PRAGMA's integer; bytes of the pages in use, and of the free ones.
+  uint64_t Pragma(const char* sql);
+  struct Pages {
+    uint64_t used_bytes = 0, free_bytes = 0;
+  };
+  Pages CountPages();
+
+  const JournalOptions options_;
+  sqlite3* const db_;
+  uint64_t deletes_since_vacuum_ = 0;
+  // When CountPages last ran, what it found in use, and the bytes of specs
+  // and results written since.
+  absl::Time pages_counted_;
+  uint64_t counted_bytes_ = 0;
+  uint64_t written_since_count_ = 0;
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_JOURNAL_JOURNAL_STORE_H_
