@@ -85,14 +85,16 @@ class AsyncTaskTest : public ::testing::Test {
       co_return Number(0);
     });
     // Waits an hour on a timer, ignoring nothing: ends at its await.
-    Add("waits", [](AsyncTaskContext& ctx) -> asio::awaitable<Result> {
+    Add("waits", [this](AsyncTaskContext& ctx) -> asio::awaitable<Result> {
       asio::steady_timer timer(ctx.io(), std::chrono::hours(1));
+      ReachedWait();
       co_await timer.async_wait(asio::use_awaitable);
       co_return Number(1);
     });
     // Cleans up after a cancel with an await of its own, then reports it.
     Add("cleans_up", [this](AsyncTaskContext& ctx) -> asio::awaitable<Result> {
       co_await asio::this_coro::throw_if_cancelled(false);
+      ReachedWait();
       const bool slept = co_await ctx.SleepFor(absl::Hours(1));
       co_await asio::this_coro::reset_cancellation_state();
       co_await ctx.SleepFor(absl::Milliseconds(5));  // Cleanup wait.
@@ -181,12 +183,30 @@ class AsyncTaskTest : public ::testing::Test {
     reactor_->Cancel(id);
   }
 
+  // Called by a task on its loop right before its long wait: a cancel
+  // posted to that loop after this finds the task suspended in the wait.
+  void ReachedWait() {
+    absl::MutexLock lock(&waiting_mu_);
+    ++waiting_;
+  }
+  // Waits up to 10 s until `n` tasks reached their long wait.
+  bool AwaitWaiting(int n) {
+    absl::MutexLock lock(&waiting_mu_);
+    auto reached = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(waiting_mu_) {
+      return waiting_ >= n;
+    };
+    return waiting_mu_.AwaitWithTimeout(absl::Condition(&reached),
+                                        absl::Seconds(10));
+  }
+
   TaskRegistry registry_;
   Listener listener_;
   std::unique_ptr<ReactorExecutor> reactor_;
   uint64_t next_id_ = 0;
   std::atomic<bool> cleaned_up_{false};
   std::atomic<int> timer_thens_{0};
+  absl::Mutex waiting_mu_;
+  int waiting_ ABSL_GUARDED_BY(waiting_mu_) = 0;
 };
 
 TEST_F(AsyncTaskTest, ResultsAndErrors) {
@@ -208,7 +228,7 @@ TEST_F(AsyncTaskTest, ResultsAndErrors) {
 
 TEST_F(AsyncTaskTest, CancelEndsAnAwaitWithTheTokensReason) {
   auto [id, token] = Start("waits");
-  absl::SleepFor(absl::Milliseconds(20));  // Let it reach its await.
+  ASSERT_TRUE(AwaitWaiting(1));  // It reached its await.
   Cancel(id, *token, CancelReason::kTimeout);
   const JobOutcome o = listener_.Await(id);
   EXPECT_EQ(o.status.code(), absl::StatusCode::kCancelled);
@@ -229,7 +249,7 @@ TEST_F(AsyncTaskTest, CancelBeforeTheFirstAwaitStillStopsIt) {
 
 TEST_F(AsyncTaskTest, ATaskCanCleanUpAfterACancel) {
   auto [id, token] = Start("cleans_up");
-  absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_TRUE(AwaitWaiting(1));
   Cancel(id, *token, CancelReason::kShutdown);
   const JobOutcome o = listener_.Await(id);
   EXPECT_EQ(o.reason, v1::ERROR_REASON_SHUTDOWN);
@@ -253,7 +273,7 @@ TEST_F(AsyncTaskTest, ProgressReachesTheListener) {
 TEST_F(AsyncTaskTest, ManyWaitingJobsOnTwoLoopsAllCancel) {
   std::vector<std::pair<uint64_t, std::shared_ptr<CancelToken>>> jobs;
   for (int i = 0; i < 5000; ++i) jobs.push_back(Start("waits"));
-  absl::SleepFor(absl::Milliseconds(50));
+  ASSERT_TRUE(AwaitWaiting(5000));  // All waiting at once, none ended.
   EXPECT_EQ(reactor_->live(), 5000);
   for (auto& [id, token] : jobs) Cancel(id, *token, CancelReason::kCancelled);
   for (auto& [id, token] : jobs) {
@@ -265,7 +285,7 @@ TEST_F(AsyncTaskTest, ManyWaitingJobsOnTwoLoopsAllCancel) {
 
 TEST_F(AsyncTaskTest, ShutdownReportsWhetherJobsStillRan) {
   auto [id, token] = Start("waits");
-  absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_TRUE(AwaitWaiting(1));
   EXPECT_FALSE(reactor_->Shutdown(absl::Now() + absl::Milliseconds(50)));
 }
 

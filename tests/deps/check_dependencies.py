@@ -10,7 +10,8 @@ room B when a file of A includes a header of B. The rules (DESIGN.md):
   * the server never includes client headers;
   * proto includes nothing of ours but proto;
   * only the process pool (workers/process) includes the private worker
-    protocol (jobd/internal/);
+    protocol (jobd/internal/), directly or through a header it includes
+    (a header of the pool that others include must not bring it in);
   * no circle between rooms.
 
 Usage: check_dependencies.py [ROOT]      check the tree at ROOT (default: .)
@@ -115,13 +116,42 @@ def find_circle(graph):
     return None
 
 
+def private_chain(root, header, memo):
+    """The include chain from `header` (a path from the root) to the private
+    worker protocol, as a list, or None if it does not lead there."""
+    if header.startswith("jobd/internal/"):
+        return [header]
+    if header in memo:
+        return memo[header]
+    memo[header] = None  # Also breaks include cycles.
+    path = os.path.join(root, header)
+    if header.split("/", 1)[0] not in TOP or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = INCLUDE.match(line)
+            chain = m and private_chain(root, m.group(1) or m.group(2), memo)
+            if chain:
+                memo[header] = [header] + chain
+                break
+    return memo[header]
+
+
 def check(root):
     problems = []
     graph = {}
+    memo = {}
     for room, rel, include in scan(root):
         why = forbidden(room, include)
         if why:
             problems.append("%s includes %s: %s" % (rel, include, why))
+        elif forbidden(room, "jobd/internal/"):
+            chain = private_chain(root, include, memo)
+            if chain:
+                problems.append(
+                    "%s includes %s, which brings in the private worker "
+                    "protocol (%s): %s" % (rel, include, " -> ".join(chain),
+                                           forbidden(room, "jobd/internal/")))
         target = room_of_include(include)
         if target and target != room:
             graph.setdefault(room, set()).add(target)
@@ -137,7 +167,11 @@ def self_test():
         "proto/jobd/v1/jobd.proto": 'import "google/protobuf/struct.proto";\n',
         "workers/sdk/task.h": '#include "jobd/v1/jobd.pb.h"\n',
         "workers/process/pool.cc":
-            '#include "workers/sdk/task.h"\n#include "jobd/internal/worker.pb.h"\n',
+            '#include "workers/sdk/task.h"\n#include "jobd/internal/worker.pb.h"\n'
+            '#include "workers/process/internal/core.h"\n',
+        "workers/process/internal/core.h": '#include "jobd/internal/worker.pb.h"\n',
+        "workers/process/pool.h": '#include "workers/sdk/task.h"\n',
+        "server/daemon/main.cc": '#include "workers/process/pool.h"\n',
         "server/scheduler/scheduler.h": '#include "workers/sdk/task.h"\n',
         "server/frontend/service.cc":
             '#include "grpcpp/grpcpp.h"\n#include "server/scheduler/scheduler.h"\n',
@@ -151,6 +185,8 @@ def self_test():
             "client/client.cc", '#include "server/frontend/service.h"\n'),
         "the client including the worker protocol": (
             "client/client.cc", '#include "jobd/internal/worker.pb.h"\n'),
+        "a public header of the pool bringing in the worker protocol": (
+            "workers/process/pool.h", '#include "workers/process/internal/core.h"\n'),
         "the server including the client": (
             "server/frontend/service.h", '#include "client/client.h"\n'),
         "a circle": ("server/scheduler/scheduler.cc",

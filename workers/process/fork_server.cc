@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "fmt/format.h"
 #include "jobd/internal/worker.pb.h"
+#include "workers/process/ipc.h"
 #include "workers/process/result_ring.h"
 #include "workers/process/worker_process.h"
 #include "workers/tasks/builtin_tasks.h"

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "workers/process/ipc.h"
+#include "workers/os/unique_fd.h"
 #include "workers/sdk/task_registry.h"
 
 namespace jobd {

@@ -1,0 +1,176 @@
+// PoolCore and a worker's channels: the frames it reads from a worker's
+// socket (ready, pong, progress, crash notice, big results), the results it
+// takes from the worker's ring, and the chunks of jobs it writes
+// (workers/process/internal/pool_core.h).
+#include <signal.h>
+
+#include <string>
+#include <utility>
+
+#include "fmt/format.h"
+#include "workers/process/internal/job_frames.h"
+#include "workers/process/internal/pool_core.h"
+
+namespace jobd {
+
+void PoolCore::HandleWorkerSocket(Worker& w, uint32_t events) {
+  if (events & EPOLLOUT) Flush(w);
+  if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))) return;
+  for (int i = 0; i < 16 && w.state == WorkerState::kLive; ++i) {
+    const ReadResult r = w.reader.ReadFrom(w.sock.get());
+    if (r == ReadResult::kData) {
+      if (!ProcessFrames(w)) return;
+      if (w.reader.drained()) break;  // epoll reports anything newer.
+      continue;
+    }
+    if (r == ReadResult::kWouldBlock) break;
+    OnWorkerDied(w);  // EOF or error: it is gone, or as good as.
+    return;
+  }
+  if (w.state == WorkerState::kLive) DrainRing(w);
+}
+
+bool PoolCore::ProcessFrames(Worker& w) {
+  internal::FromWorker message;
+  for (;;) {
+    absl::StatusOr<bool> got = w.reader.Next(message);
+    std::string error;
+    if (!got.ok()) {
+      error = std::string(got.status().message());
+    } else if (!*got) {
+      return true;
+    } else if (message.has_doorbell()) {
+      continue;  // The caller drains the ring next.
+    } else if (message.has_ready()) {
+      w.ready = true;
+      continue;
+    } else if (message.has_pong()) {
+      if (message.pong().ping() == w.ping) {
+        w.ping_deadline = absl::InfiniteFuture();
+      }
+      continue;
+    } else if (message.has_crashing()) {
+      OnCrashNotice(w, message.crashing().signal());
+      return false;
+    } else if (message.has_progress()) {
+      if (!DrainRing(w)) return false;  // Results of the jobs before it.
+      const Slot& s = slots_[w.slot];
+      if (!s.inflight.empty() &&
+          s.inflight.front().run.job_id == message.progress().job_id()) {
+        reports_.push_back({.job_id = message.progress().job_id(),
+                            .progress = true,
+                            .fraction = message.progress().fraction(),
+                            .message = message.progress().message()});
+      }
+      continue;
+    } else if (message.has_done()) {
+      if (w.socket_results.size() < slots_[w.slot].inflight.size()) {
+        w.socket_results.push_back(std::move(*message.mutable_done()));
+        continue;
+      }
+      error = "more results than jobs";
+    } else {
+      error = "empty message";
+    }
+    ProtocolError(w, error);
+    return false;
+  }
+}
+
+bool PoolCore::DrainRing(Worker& w) {
+  internal::JobDone done;
+  while (w.state == WorkerState::kLive) {
+    absl::StatusOr<std::optional<ResultRing::Entry>> entry = w.ring.Peek();
+    if (!entry.ok()) {
+      ProtocolError(w, std::string(entry.status().message()));
+      return false;
+    }
+    if (!entry->has_value()) break;
+    if ((*entry)->kind == ResultRing::kResultOnSocket) {
+      if (w.socket_results.empty()) break;  // Its frame is on the way.
+      done = std::move(w.socket_results.front());
+      w.socket_results.pop_front();
+    } else if (!done.ParseFromArray((*entry)->bytes.data(),
+                                    static_cast<int>((*entry)->bytes.size()))) {
+      ProtocolError(w, "a result in the ring does not parse");
+      return false;
+    }
+    w.ring.Consume();
+    const Slot& s = slots_[w.slot];
+    if (s.inflight.empty() || s.inflight.front().run.job_id != done.job_id()) {
+      ProtocolError(w,
+                    fmt::format("result for job {}, which it was not running",
+                                done.job_id()));
+      return false;
+    }
+    OnDone(w, done);
+  }
+  w.ring.Release();
+  return w.state == WorkerState::kLive;
+}
+
+void PoolCore::ProtocolError(Worker& w, std::string_view error) {
+  KillWorker(w, v1::ERROR_REASON_WORKER_CRASHED,
+             fmt::format("the worker broke the IPC protocol ({}); it was "
+                         "killed and replaced",
+                         std::string(error)),
+             "protocol_error", SIGKILL);
+}
+
+void PoolCore::OnDone(Worker& w, internal::JobDone& done) {
+  Slot& s = slots_[w.slot];
+  InFlight f = std::move(s.inflight.front());
+  s.inflight.pop_front();
+  ++w.jobs_done;
+  s.quick_deaths = 0;
+  JobOutcome outcome = OutcomeFromDone(done);
+  quarantine_.CountEnd(f.run.task->name);
+  if (outcome.reason == v1::ERROR_REASON_OUT_OF_MEMORY) {
+    w.retire = "out_of_memory";  // Its heap may be in any state now.
+  } else if (options_.max_jobs_per_worker > 0 &&
+             w.jobs_done >= options_.max_jobs_per_worker) {
+    w.retire = "max_jobs_per_worker";
+  }
+  ReportDone(w.slot, f.run, std::move(outcome));
+  w.escalation = 0;
+  w.escalate_at = absl::InfiniteFuture();
+  if (!s.inflight.empty() && s.inflight.front().cancelled) ArmEscalation(w);
+  MaybeRetire(w);
+}
+
+void PoolCore::SendPending(int slot) {
+  Slot& s = slots_[slot];
+  Worker& w = *workers_.at(s.worker);
+  RunFrameWriter frames(w.out.data());
+  for (InFlight& f : s.pending) {
+    if (f.cancelled) {  // Cancelled in a worker that died: ended already.
+      ReportFailure(slot, f.run, CancelOutcomeReason(f.run),
+                    absl::CancelledError("cancelled before it started"));
+      continue;
+    }
+    if (absl::Status added = frames.Add(f.run); !added.ok()) {
+      ReportFailure(slot, f.run, v1::ERROR_REASON_INVALID_INPUT,
+                    std::move(added));
+      continue;
+    }
+    s.inflight.push_back(std::move(f));
+  }
+  s.pending.clear();
+  frames.Finish();
+  Flush(w);
+}
+
+void PoolCore::Flush(Worker& w) {
+  if (!w.sock.valid()) return;
+  if (!w.out.FlushTo(w.sock.get()).ok()) {
+    return;  // It is gone: epoll reports the hang-up to the monitor.
+  }
+  const bool want_out = !w.out.empty();
+  if (want_out == w.want_out) return;
+  w.want_out = want_out;
+  loop_.Modify(w.sock.get(),
+               EPOLLIN | EPOLLRDHUP | (want_out ? uint32_t{EPOLLOUT} : 0u),
+               EventKey(w.gen, EventTag::kWorkerSocket));
+}
+
+}  // namespace jobd
