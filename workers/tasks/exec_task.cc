@@ -348,6 +348,20 @@ fail:
   return 127;
 }
 
+// Whether the child behind `pidfd` has ended (it stays unreaped). Its
+// pidfd can be reported readable before that: asio's epoll registration is
+// per descriptor number, and while a spawned child still holds copies of
+// jobd's descriptors (until its exec), the event of a closed descriptor can
+// reach the new descriptor of the same number (seen under ASan's load).
+bool HasExited(int pidfd) {
+  siginfo_t info{};
+  if (waitid(P_PIDFD, static_cast<id_t>(pidfd), &info,
+             WEXITED | WNOHANG | WNOWAIT) != 0) {
+    return errno != EINTR && errno != EAGAIN;  // Let the reap report it.
+  }
+  return info.si_pid != 0;
+}
+
 // Starts `path` in its own process group, in the guardian's namespaces, as
 // the sandbox's user, with `env` and the three pipes as
 // stdin/stdout/stderr. Returns the pid or the error.
@@ -503,11 +517,14 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
   asio::co_spawn(ctx.io(), Drain(child, false), asio::detached);
   asio::co_spawn(ctx.io(), Feed(child, std::move(input)), asio::detached);
 
-  // Wait for the exit; a cancel or timeout interrupts the wait.
+  // Wait for the exit; a cancel or timeout interrupts the wait. A wake-up
+  // can come before the exit (HasExited): then wait again.
   asio::error_code ec;
-  co_await child->pidfd.async_wait(
-      asio::posix::descriptor_base::wait_read,
-      asio::redirect_error(asio::use_awaitable, ec));
+  do {
+    co_await child->pidfd.async_wait(
+        asio::posix::descriptor_base::wait_read,
+        asio::redirect_error(asio::use_awaitable, ec));
+  } while (!ec && !ctx.cancelled() && !HasExited(pidfd));
   const bool stopped = ec || ctx.cancelled();
   if (stopped) {
     // SIGTERM to the group and every descendant (in a session of its own
@@ -525,7 +542,9 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
       co_await child->pidfd.async_wait(
           asio::posix::descriptor_base::wait_read,
           asio::redirect_error(asio::use_awaitable, ec));
-    } while (ec == asio::error::operation_aborted);  // Not the exit: again.
+      // Not the exit: again.
+    } while (ec == asio::error::operation_aborted ||
+             (!ec && !HasExited(pidfd)));
     killer.cancel();
   }
   // What it left behind in its group goes with it: killed while the
@@ -533,8 +552,26 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
   // name someone else's group). Its other descendants were reparented to
   // the guardian when it ended: the guardian kills them now.
   kill(-child->pid, SIGKILL);
+  // The exit is known by now; should waitid still say EAGAIN (the pidfd is
+  // non-blocking, asio made it so), wait again rather than report nonsense.
+  // A cancel no longer interrupts these waits: the child is gone or dying.
+  co_await asio::this_coro::reset_cancellation_state();
   siginfo_t info{};
-  waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED);
+  int wait_errno = 0;
+  for (int tries = 0; tries < 1000; ++tries) {
+    info = siginfo_t{};
+    if (waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED) == 0) {
+      wait_errno = 0;
+      break;
+    }
+    wait_errno = errno;
+    if (wait_errno == EINTR) continue;
+    if (wait_errno != EAGAIN) break;
+    ec.clear();
+    co_await child->pidfd.async_wait(
+        asio::posix::descriptor_base::wait_read,
+        asio::redirect_error(asio::use_awaitable, ec));
+  }
   child->reaped = true;
   if (sandbox->notify_fd >= 0) (void)!write(sandbox->notify_fd, "k", 1);
   const absl::Duration elapsed = absl::Now() - start;
@@ -553,6 +590,11 @@ asio::awaitable<absl::StatusOr<TaskOutput>> Exec(
         "exec ", *path, " was stopped (it and its descendants were killed)"));
   }
 
+  if (wait_errno != 0) {
+    co_return absl::InternalError(absl::StrCat(
+        "exec ", *path,
+        ": cannot learn how it ended: waitid: ", std::strerror(wait_errno)));
+  }
   const bool exited = info.si_code == CLD_EXITED;
   TaskOutput result;
   auto& f = *result.value.mutable_struct_value()->mutable_fields();
