@@ -192,7 +192,8 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
       journal_(journal),
       start_time_(clock.Now()),
       life_(std::make_shared<Life>()),
-      limits_(options_) {
+      limits_(options_),
+      timers_(clock) {
   // The job table holds up to max_queued + max_retained jobs.
   static_assert(sizeof(Job) <= 192);
   static_assert(sizeof(LoggedEvent) == 32);
