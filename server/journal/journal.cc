@@ -789,11 +789,6 @@ absl::Status Journal::Apply(const Batch& batch, Part part) {
       if (st == insert.get()) {
         spec_bytes.clear();
         row.spec->SerializeToString(&spec_bytes);
-        if (!row.task.empty()) {  // Appended: the parse merges it in.
-          v1::JobSpec named;
-          named.set_task(row.task);
-          named.AppendToString(&spec_bytes);
-        }
         bind_blob(spec_bytes, true);
         sqlite3_bind_int64(st, i++, Nanos(row.create_time));
       }

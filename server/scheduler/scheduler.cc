@@ -1692,7 +1692,6 @@ JournalRow Scheduler::RowOf(const Job& job) const {
   row.id = job.id;
   row.owner = *job.owner;
   row.spec = job.spec;
-  if (job.spec->task().empty()) row.task = job.task->name;
   // A claimed job may begin before its next record: at a restart it counts
   // as one that was running (it runs again or is lost, as its delivery says).
   row.state = job.gated ? v1::JOB_STATE_RUNNING : job.state;
@@ -1743,7 +1742,6 @@ v1::Job Scheduler::Snapshot(const Job& job) const {
   out.set_id(std::to_string(job.id));
   out.set_owner(*job.owner);
   *out.mutable_spec() = *job.spec;
-  out.mutable_spec()->set_task(job.task->name);  // Left out of job.spec.
   out.set_state(job.state);
   out.set_executor(job.executor);
   *out.mutable_create_time() = ToProtoTime(job.create_time);

@@ -798,7 +798,7 @@ void ProcessPoolExecutor::SendPending(int slot) {
     r.set_job_id(f.run.job_id);
     const v1::JobSpec& spec = *f.run.spec;
     v1::JobSpec& copy = *r.mutable_spec();
-    copy.set_task(f.run.task->name);  // (The scheduler's spec leaves it out.)
+    copy.set_task(spec.task());
     *copy.mutable_args() = spec.args();
     if (!spec.kwargs().fields().empty()) *copy.mutable_kwargs() = spec.kwargs();
     copy.set_payload(spec.payload());
