@@ -91,12 +91,17 @@ v1::JobState NewestStateOnDisk(const std::string& path) {
   v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
   if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) ==
       SQLITE_OK) {
+    // The journal's thread may be writing: wait for its lock (bounded).
+    sqlite3_busy_timeout(db, 5000);
     sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT state FROM jobs ORDER BY id DESC LIMIT 1",
-                           -1, &stmt, nullptr) == SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW) {
+    int rc = sqlite3_prepare_v2(
+        db, "SELECT state FROM jobs ORDER BY id DESC LIMIT 1", -1, &stmt,
+        nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
       state = static_cast<v1::JobState>(sqlite3_column_int(stmt, 0));
+    } else if (rc != SQLITE_DONE) {  // Not "no row yet": say why.
+      ADD_FAILURE() << "reading " << path << ": " << sqlite3_errmsg(db);
     }
     sqlite3_finalize(stmt);
   }
@@ -111,6 +116,7 @@ TEST_F(SchedulerLanesTest, WithAJournalAJobStartsOnlyOnceItsClaimIsDurable) {
     on_disk_when_started = NewestStateOnDisk(journal_dir_ + "/jobd.db");
   });
   for (int i = 0; i < 20; ++i) {
+    on_disk_when_started = v1::JOB_STATE_UNSPECIFIED;
     const Admission a = Submit(ok_task_);
     ASSERT_TRUE(a.status.ok()) << a.status;
     AwaitStart(a.job_id);

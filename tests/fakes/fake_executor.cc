@@ -22,30 +22,32 @@ int FakeExecutor::capacity() const {
 void FakeExecutor::Start(JobRun run) {
   std::vector<JobRun> runs;
   runs.push_back(std::move(run));
-  std::function<void(const JobRun&)> on_start;
-  {
-    absl::MutexLock lock(&mu_);
-    Take(runs);
-    on_start = on_start_;
-  }
-  if (on_start) on_start(runs.front());
+  // on_start first: a test that awaits the start sees what it recorded.
+  OnStart(runs);
+  absl::MutexLock lock(&mu_);
+  Take(std::move(runs));
 }
 
-void FakeExecutor::StartChunk(std::vector<JobRun> runs) {
+void FakeExecutor::OnStart(const std::vector<JobRun>& runs) {
   std::function<void(const JobRun&)> on_start;
   {
     absl::MutexLock lock(&mu_);
-    if (max_chunk_ <= 1) ADD_FAILURE() << "StartChunk with max_chunk() 1";
-    if (runs.size() < 2 || runs.size() > static_cast<size_t>(max_chunk_)) {
-      ADD_FAILURE() << "a chunk of " << runs.size() << " jobs (max_chunk() "
-                    << max_chunk_ << ")";
-    }
-    Take(runs);
     on_start = on_start_;
   }
   if (on_start) {
     for (const JobRun& run : runs) on_start(run);
   }
+}
+
+void FakeExecutor::StartChunk(std::vector<JobRun> runs) {
+  OnStart(runs);
+  absl::MutexLock lock(&mu_);
+  if (max_chunk_ <= 1) ADD_FAILURE() << "StartChunk with max_chunk() 1";
+  if (runs.size() < 2 || runs.size() > static_cast<size_t>(max_chunk_)) {
+    ADD_FAILURE() << "a chunk of " << runs.size() << " jobs (max_chunk() "
+                  << max_chunk_ << ")";
+  }
+  Take(std::move(runs));
 }
 
 void FakeExecutor::Take(std::vector<JobRun> runs) {

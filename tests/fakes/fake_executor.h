@@ -60,7 +60,9 @@ class FakeExecutor : public JobExecutor {
 
   // ---- the test's side ----
   // Called inside Start/StartChunk for each job, with the scheduler's lock
-  // held (e.g. to look at the journal file at the moment a job starts).
+  // held (e.g. to look at the journal file at the moment a job starts),
+  // before the job counts as started (running(), AwaitStart): what it
+  // records is there once AwaitStart returns.
   void set_on_start(std::function<void(const JobRun&)> fn);
   // Started jobs that have not ended, in start order.
   std::vector<uint64_t> running() const;
@@ -96,6 +98,8 @@ class FakeExecutor : public JobExecutor {
     bool ended = false;
   };
   void Take(std::vector<JobRun> runs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Calls the on_start callback (without mu_) for each of `runs`.
+  void OnStart(const std::vector<JobRun>& runs) ABSL_LOCKS_EXCLUDED(mu_);
 
   const v1::Executor kind_;
   const int max_chunk_;
