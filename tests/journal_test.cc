@@ -75,15 +75,14 @@ class JournalTest : public ::testing::Test {
   std::string dir_;
 };
 
-TEST_F(JournalTest, ATaskNameLeftOutOfTheSpecIsStoredWithIt) {
+TEST_F(JournalTest, TheSpecIsStoredAsGivenWithItsTaskName) {
   {
     Recovered r;
     auto j = Open(&r);
     JournalRow row = Row(1, v1::JOB_STATE_QUEUED, "x");
     auto spec = std::make_shared<v1::JobSpec>(*row.spec);
-    spec->clear_task();  // As the scheduler keeps its specs.
+    spec->set_task("sleep");  // As the scheduler keeps its specs.
     row.spec = spec;
-    row.task = "sleep";
     j->Insert(std::move(row));
   }
   Recovered r;

@@ -39,6 +39,9 @@ TEST_F(SpecValidatorTest, AcceptsAGoodSpecAndKeepsItsArgs) {
   EXPECT_EQ(r->task->name, "sleep");
   EXPECT_EQ(r->spec->args_size(), 1);
   EXPECT_EQ(r->args.Int("ms"), 5);
+  // The spec is kept as the client sent it: its task name too.
+  EXPECT_EQ(r->spec->task(), "sleep");
+  EXPECT_EQ(r->args.spec().task(), "sleep");
 }
 
 TEST_F(SpecValidatorTest, NamesTheBadField) {

@@ -115,10 +115,9 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
         "(max-args-bytes); send bulk data as the payload",
         args_bytes, limits.max_args_bytes));
   }
-  // From here the spec is shared and immutable: the job record (GetJob) and
-  // the bound arguments (the executor) point into the same one. Its task
-  // name goes (a string per job): NewJob::task has it.
-  delete spec.release_task();
+  // From here the spec is shared and immutable: the job record (GetJob),
+  // the journal and the bound arguments (the executor) point into the same
+  // one, as the client sent it.
   auto shared = std::make_shared<const v1::JobSpec>(std::move(spec));
   absl::StatusOr<TaskArgs> bound = TaskRegistry::Bind(*task, shared);
   if (!bound.ok()) return bound.status();

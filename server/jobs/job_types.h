@@ -158,7 +158,7 @@ struct Subscriber {
 
 // A validated spec, ready to become a job.
 struct NewJob {
-  // Shared with `args`; its task name is left out (`task` has it).
+  // Shared with `args`; as the client sent it (its task name included).
   std::shared_ptr<const v1::JobSpec> spec;
   const TaskDef* task = nullptr;
   TaskArgs args;

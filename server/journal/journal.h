@@ -67,11 +67,8 @@ class JournalStore;  // server/journal/journal_store.h
 struct JournalRow {
   uint64_t id = 0;
   std::string owner;  // The caller that submitted it (server/auth.h).
-  std::shared_ptr<const v1::JobSpec> spec;  // Written by Insert only.
-  // The task's name, when `spec` leaves it out (the scheduler's specs do,
-  // to save a string per job): written into the stored spec. Read back,
-  // the spec has it.
-  std::string task;
+  // Written by Insert only; as the client sent it (its task name included).
+  std::shared_ptr<const v1::JobSpec> spec;
   v1::JobState state = v1::JOB_STATE_QUEUED;
   v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
   absl::Time create_time;

@@ -302,11 +302,6 @@ void EncodeRow(const JournalRow& row, bool insert, EncodedBytes& bytes,
   if (insert) {
     bytes.spec.clear();
     row.spec->SerializeToString(&bytes.spec);
-    if (!row.task.empty()) {  // Appended: the parse merges it in.
-      v1::JobSpec named;
-      named.set_task(row.task);
-      named.AppendToString(&bytes.spec);
-    }
     out->spec = bytes.spec;
     out->create_ns = Nanos(row.create_time);
     out->accepted_seq = static_cast<int64_t>(row.accepted_seq);

@@ -47,11 +47,10 @@ struct EncodedBytes {
 };
 
 // Encodes `row` into the columns of the jobs table: `out` views `bytes`
-// and row.owner. `insert`: the spec (with row.task appended, when set)
-// and the columns only an insert writes (create time, accepted_seq,
-// owner) too; else they are left empty. A row without an end has NULL
-// result and error; one with an end has both (the one its state does not
-// use empty). DecodeRow(out) gives `row` back.
+// and row.owner. `insert`: the spec and the columns only an insert writes
+// (create time, accepted_seq, owner) too; else they are left empty. A row
+// without an end has NULL result and error; one with an end has both (the one
+// its state does not use empty). DecodeRow(out) gives `row` back.
 void EncodeRow(const JournalRow& row, bool insert, EncodedBytes& bytes,
                StoredRow* out);
 

@@ -13,7 +13,9 @@
 // to the thread pool;
 // the decision reported on the job is always the executor it really runs on.
 //
-// Thread-safety: none; the scheduler calls it under its lock.
+// Thread-safety: none; the scheduler calls it under its lock
+// (Scheduler::mu_).
+// Ownership: a value member of the Scheduler; refers to tasks by name.
 #ifndef JOBD_SERVER_SCHEDULER_ROUTER_H_
 #define JOBD_SERVER_SCHEDULER_ROUTER_H_
 

@@ -1,6 +1,6 @@
-// Scheduler: the job table and state machine, per-executor priority queues,
-// admission control, timeouts, cancellation, retention, and the event fan-out
-// (DESIGN.md "Data flow"). It is the one source of truth about jobs.
+// Scheduler: the job table and state machine, admission control (queue
+// limits, idempotency, per-caller quotas), timeouts, cancellation, waiters
+// and stats: the one source of truth about jobs (DESIGN.md "Data flow").
 //
 //   QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED
 //
@@ -8,15 +8,30 @@
 // event goes out then); the executor slot stays busy until the task really
 // returns, and whatever it returns late is dropped.
 //
+// It is a facade over parts, each a plain class used under its one lock:
+//   JobTable   (job_table.h)  records by id, idempotency key and owner;
+//   Lane       (lane.h)       an executor's queue, chunks, slots, and the
+//                             durable-start gate and window;
+//   EventLog   (event_log.h)  sequences, the resume log, journal batches,
+//                             fan-out to subscribers and watchers;
+//   Retention  (retention.h)  which ended jobs are kept, and how long;
+//   Restorer   (restore.h)    journal rows -> jobs at start; what shutdown
+//                             keeps for the next start.
+// The state machine itself (admit, start, end, cancel, time out) is here:
+// scheduler.cc, with the read side (queries, waits, watches, stats) in
+// scheduler_queries.cc and the daemon's life (restore, drain, shutdown,
+// reload, sweeps) in scheduler_lifecycle.cc.
+//
 // Events: every state change gets a daemon-wide sequence number, is appended
 // to a bounded event log (for WatchJobs resume) and delivered to the job's
 // subscribers (the Submit stream that created it, streams watching it) and to
 // the watchers of all jobs. Delivery happens under the scheduler lock, so each
 // subscriber sees a job's events in order; EventSink::Deliver only queues.
 //
-// Thread-safety: every public method is thread-safe. Lock order: scheduler
-// mu_ -> EventSink internals / executor internals / timer queue (leaves).
-// Callbacks (sink Flush, wait callbacks) run after mu_ is released.
+// Thread-safety: every public method is thread-safe. One lock, mu_, guards
+// every part. Lock order: scheduler mu_ -> EventSink internals / executor
+// internals / journal / timer queue (leaves). Callbacks (sink Flush, wait
+// callbacks) run after mu_ is released (AfterUnlock).
 // Ownership: the scheduler owns jobs (by id), executors and the timer queue;
 // sinks are shared with their streams.
 #ifndef JOBD_SERVER_SCHEDULER_SCHEDULER_H_
@@ -32,18 +47,19 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/btree_map.h"
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/inlined_vector.h"
-#include "absl/container/node_hash_map.h"
-#include "absl/container/node_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "jobd/v1/jobd.pb.h"
 #include "server/jobs/job_types.h"
 #include "server/journal/journal.h"
+#include "server/scheduler/after_unlock.h"
 #include "server/scheduler/clock.h"
+#include "server/scheduler/event_log.h"
+#include "server/scheduler/job_record.h"
+#include "server/scheduler/job_table.h"
+#include "server/scheduler/lane.h"
+#include "server/scheduler/retention.h"
 #include "server/scheduler/router.h"
 #include "server/scheduler/scheduler_options.h"
 #include "server/scheduler/timer_queue.h"
@@ -214,31 +230,8 @@ class Scheduler {
 
  private:
   class Port;  // ExecutorListener of one executor.
-  struct RunState;
-  struct Job;
-  struct Lane {  // One executor and its queue.
-    std::unique_ptr<JobExecutor> executor;
-    // priority (highest first) -> job ids FIFO; stale ids are skipped.
-    absl::btree_map<int32_t, std::deque<uint64_t>, std::greater<int32_t>> queue;
-    size_t queued = 0;  // Live entries in `queue`.
-    size_t stale = 0;   // Entries of jobs cancelled while queued.
-    int busy = 0;       // Slots started (a job or a chunk), not yet returned.
-    uint64_t succeeded = 0, failed = 0, cancelled = 0;
-    // Journal only: chunks claimed (their journal rows say they may have
-    // begun, so a crash can never run an at-most-once job twice) that wait
-    // for that record to be durable (`ticket`), then for a slot, in order.
-    // Their jobs stay QUEUED to clients until handed to the executor.
-    struct Gated {
-      std::vector<JobRun> chunk;
-      uint64_t ticket = 0;
-    };
-    std::deque<Gated> gated;
-    size_t gated_jobs = 0;
-    uint64_t gate_armed = 0;  // A wake-up is registered up to this ticket.
-    // Moving average of a job's run time here (0: none ran yet): with the
-    // journal's commit latency it sizes the claim-ahead window (Window()).
-    absl::Duration run_time;
-  };
+  using After = AfterUnlock;
+  using Job = JobRecord;
   // Lets journal callbacks reach the scheduler while it lives: they count
   // themselves in `calls`; the destructor clears `self` and waits for 0.
   struct Life {
@@ -246,18 +239,8 @@ class Scheduler {
     Scheduler* self ABSL_GUARDED_BY(mu) = nullptr;
     int calls ABSL_GUARDED_BY(mu) = 0;
   };
-  // Work to do once mu_ is released.
-  struct After {
-    absl::InlinedVector<std::shared_ptr<EventSink>, 4> flush;
-    // Answers to waiting callers: run once `ticket` is durable (true), or
-    // when it never will be (false).
-    std::vector<std::function<void(bool durable)>> calls;
-    uint64_t ticket = 0;
-    // Wake-ups for gated starts: (ticket, callback).
-    std::vector<std::pair<uint64_t, std::function<void(bool)>>> gates;
-    void Run(Journal* journal);
-  };
 
+  // ---- the state machine (scheduler.cc) ----
   void OnProgress(v1::Executor kind, uint64_t id, double fraction,
                   std::string_view message);
   void OnFinished(v1::Executor kind, std::span<FinishedJob> jobs);
@@ -271,13 +254,7 @@ class Scheduler {
   void EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
               size_t result_bytes, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Whether a result of `result_bytes` fits one message with `job`'s spec
-  // (options_.max_message_bytes); sets *spec_bytes when it measured it.
-  bool ResultFits(size_t result_bytes, const Job& job,
-                  size_t* spec_bytes) const;
-  static size_t WireSpecBytes(const Job& job);
   void OnTimeout(uint64_t id);
-
   // Stamps `event` (sequence, time, job), records the job's new state in
   // the journal (all but PROGRESS), logs the event and delivers it.
   void Emit(Job& job, Event event, After& after)
@@ -286,6 +263,8 @@ class Scheduler {
   // durable first, then queued jobs (through the gate with a journal).
   void Dispatch(v1::Executor kind, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands the lane's claimed chunks whose claim is durable to its executor
+  // while it has free slots; arms a wake-up for the next one.
   void StartDurable(v1::Executor kind, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnStartsDurable(v1::Executor kind);
@@ -293,128 +272,57 @@ class Scheduler {
   // its run is handed to the executor.
   void ArmTimeout(Job& job, JobRun& run, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // How many jobs `lane` may claim beyond its free slots (journal only).
-  size_t Window(const Lane& lane, int capacity) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // What the executor needs to run a queued job (a fresh run state).
   JobRun PrepareRun(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks the job RUNNING as its run is handed to the executor: start time,
   // timeout clock, STARTED event.
   void MarkStarted(Job& job, JobRun& run, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The journal batch the event of `sequence` waits for (0: durable).
-  uint64_t TicketOf(uint64_t sequence) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a live job with `end`: its terminal event, its waiters answered,
+  // retained (`job` may be forgotten by retention on return).
   void Finish(Job& job, std::shared_ptr<JobEnd> end, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FireWaiter(uint64_t id, uint64_t waiter_id);
-  // What each owner's jobs hold (OwnerQuota).
-  struct OwnerUsage {
-    size_t live = 0;              // Jobs not ended.
-    uint64_t live_bytes = 0;      // Their specs.
-    uint64_t retained_bytes = 0;  // Specs and ends of its retained jobs.
-    uint64_t max_bytes = 0;       // OwnerQuota::max_bytes, as last given.
-    std::deque<uint64_t> ended;   // Its retained jobs, in end order.
-  };
-  // Forgets a retained job (and its journal row).
-  void Evict(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Forgets the oldest retained job; false if there is none.
-  bool EvictOldest() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Forgets `usage`'s oldest retained jobs while what its jobs hold, plus
-  // `more`, is over its max_bytes.
-  void TrimOwner(OwnerUsage& usage, uint64_t more)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Forgets the oldest retained jobs while the journal nears its cap, or
-  // fails for want of room (once per failed write: the journal retries
-  // with the deletes first).
-  void RelieveJournal() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  const std::string* Intern(std::string_view owner)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The job if it exists and belongs to `owner` (any, if empty).
-  Job* FindOwned(uint64_t id, std::string_view owner) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The job's journal row (spec included).
-  JournalRow RowOf(const Job& job) const;
+  // Ends a live job with `end` after stopping it (queued or running).
+  void Abort(Job& job, CancelReason reason, std::shared_ptr<JobEnd> end,
+             After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records the job's new state in the journal, if any (`insert`: the job
   // is new, its spec goes too).
   void JournalState(const Job& job, bool insert = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops the stale entries of `lane`'s queue.
-  void CompactQueue(Lane& lane) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Ends a live job with `end` after stopping it (queued or running).
-  void Abort(Job& job, CancelReason reason, std::shared_ptr<JobEnd> end,
-             After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ScheduleSweep();
-  v1::Job Snapshot(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // ---- the read side (scheduler_queries.cc) ----
+  void FireWaiter(uint64_t id, uint64_t waiter_id);
   // The page `query` selects, in id order (see ListJobs); raises *ticket
   // (if given) to the largest TicketOf of its jobs.
   std::vector<v1::Job> ListLocked(const ListJobsQuery& query, bool* more,
                                   uint64_t* ticket) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Const after construction (but for the reloadable limits in limits_).
+  // ---- the daemon's life (scheduler_lifecycle.cc) ----
+  void ScheduleSweep();
+
+  // Const after construction.
   const SchedulerOptions options_;
   const Clock& clock_;
-  Journal* const journal_;              // Optional.
-  std::deque<TaskDef> vanished_tasks_;  // Restored jobs of unknown tasks.
+  Journal* const journal_;  // Optional.
   const absl::Time start_time_;
   std::array<std::unique_ptr<Port>, 4> ports_;
   const std::shared_ptr<Life> life_;
 
   mutable absl::Mutex mu_;
-  // max_queued, retention_ttl, max_retained: options_'s, or reloaded ones.
+  // max_queued, max_live_bytes, max_retained_result_bytes: options_'s, or
+  // reloaded ones (retention_ has the retention limits).
   SchedulerOptions limits_ ABSL_GUARDED_BY(mu_);
+  // The parts (header above), each used only with mu_ held.
+  JobTable table_ ABSL_GUARDED_BY(mu_);
   std::array<Lane, 4> lanes_ ABSL_GUARDED_BY(mu_);  // By v1::Executor.
+  EventLog events_ ABSL_GUARDED_BY(mu_);
+  Retention retention_ ABSL_GUARDED_BY(mu_);  // Refers to table_.
   Router router_ ABSL_GUARDED_BY(mu_);
-  // Ordered by id, so ListJobs pages without sorting.
-  absl::btree_map<uint64_t, std::unique_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, uint64_t> idempotency_ ABSL_GUARDED_BY(mu_);
-  // Retained jobs in end order; also ids of some forgotten by their
-  // owner's quota (TrimOwner), skipped.
-  std::deque<uint64_t> ended_ ABSL_GUARDED_BY(mu_);
-  size_t retained_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t retained_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // Specs and ends.
-  uint64_t live_bytes_ ABSL_GUARDED_BY(mu_) = 0;      // Live jobs' specs.
-  // The journal's Usage::commits and ::write_errors when RelieveJournal
-  // last acted on them.
-  uint64_t relieved_at_commit_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t relieved_at_error_ ABSL_GUARDED_BY(mu_) = 0;
-  // An event as the WatchJobs resume log keeps it, in 32 bytes (the log
-  // holds up to event_log_size, about three per job): what it carries
-  // (task, end, progress) is read from its job when it is replayed.
-  struct LoggedEvent {
-    uint64_t sequence = 0;
-    uint64_t job_id = 0;
-    CompactTime time;
-    v1::EventType type = v1::EVENT_TYPE_UNSPECIFIED;
-    v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
-  };
-  // An ended job's terminal event, again (for a caller that joins late),
-  // to be delivered once journal batch `ticket` is durable.
-  Event EndOf(const Job& job, uint64_t ticket) const;
-  // `logged` as delivered again to a watcher; `job` is its job.
-  Event Replay(const LoggedEvent& logged, const Job& job) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::deque<LoggedEvent> event_log_ ABSL_GUARDED_BY(mu_);
-  // With a journal: the event sequences of each batch not yet seen durable,
-  // oldest first, so that a replayed event waits for its own batch only
-  // (one of no batch here is durable).
-  struct BatchSequences {
-    uint64_t ticket = 0;
-    uint64_t first = 0, last = 0;
-  };
-  std::deque<BatchSequences> batch_sequences_ ABSL_GUARDED_BY(mu_);
-  std::vector<Subscriber> watch_all_ ABSL_GUARDED_BY(mu_);
-  // Owner names, interned (stable pointers; as many as callers ever seen).
-  absl::node_hash_set<std::string> owners_ ABSL_GUARDED_BY(mu_);
-  absl::node_hash_map<const std::string*, OwnerUsage> usage_
-      ABSL_GUARDED_BY(mu_);
-  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
-  uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  std::deque<TaskDef> vanished_tasks_ ABSL_GUARDED_BY(mu_);  // Restore.
   uint64_t next_waiter_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t rejected_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t live_ ABSL_GUARDED_BY(mu_) = 0;     // Not ended.
   size_t running_ ABSL_GUARDED_BY(mu_) = 0;  // In state RUNNING.
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;

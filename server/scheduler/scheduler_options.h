@@ -1,6 +1,8 @@
 // SchedulerOptions: the scheduler's limits and timings, apart from the
 // scheduler itself so that the configuration can name them without
 // depending on it.
+//
+// Thread-safety: a plain value. Ownership: copied by whoever uses it.
 #ifndef JOBD_SERVER_SCHEDULER_SCHEDULER_OPTIONS_H_
 #define JOBD_SERVER_SCHEDULER_SCHEDULER_OPTIONS_H_
 

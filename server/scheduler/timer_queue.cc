@@ -2,11 +2,13 @@
 
 #include <pthread.h>
 
-#include "absl/time/clock.h"
-
 namespace jobd {
 
-TimerQueue::TimerQueue() : thread_([this] { Loop(); }) {
+TimerQueue::TimerQueue(const Clock& clock) : clock_(clock) {
+  // Once the members exist: a ManualClock may call OnClockMoved from here on.
+  driven_ = clock.AddListener(this);
+  if (driven_) return;
+  thread_ = std::thread([this] { Loop(); });
   pthread_setname_np(thread_.native_handle(), "jobd-timer");
 }
 
@@ -33,8 +35,10 @@ bool TimerQueue::Cancel(TimerId id) {
 void TimerQueue::Stop() {
   {
     absl::MutexLock lock(&mu_);
+    if (stopping_) return;
     stopping_ = true;
   }
+  if (driven_) clock_.RemoveListener(this);  // Waits out a running Advance.
   if (thread_.joinable()) thread_.join();
 }
 
@@ -48,7 +52,7 @@ void TimerQueue::Loop() {
   while (!stopping_) {
     const absl::Time next =
         timers_.empty() ? absl::InfiniteFuture() : timers_.begin()->first.first;
-    if (next > absl::Now()) {
+    if (next > clock_.Now()) {
       // Wake at the next deadline, or earlier when a sooner timer is added or
       // Stop() is called.
       auto changed = [this, next]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -58,6 +62,19 @@ void TimerQueue::Loop() {
       mu_.AwaitWithDeadline(absl::Condition(&changed), next);
       continue;
     }
+    auto node = timers_.extract(timers_.begin());
+    deadlines_.erase(node.key().second);
+    mu_.Unlock();
+    node.mapped()();
+    mu_.Lock();
+  }
+}
+
+void TimerQueue::OnClockMoved() {
+  const absl::Time now = clock_.Now();
+  absl::MutexLock lock(&mu_);
+  while (!stopping_ && !timers_.empty() &&
+         timers_.begin()->first.first <= now) {
     auto node = timers_.extract(timers_.begin());
     deadlines_.erase(node.key().second);
     mu_.Unlock();

@@ -105,7 +105,7 @@ class TaskArgs {
   const Values& args() const { return spec_->args(); }
   const google::protobuf::Struct& kwargs() const { return spec_->kwargs(); }
   const std::string& payload() const { return spec_->payload(); }
-  // The whole spec (its task name may be left out).
+  // The whole spec, as the client sent it (its task name included).
   const v1::JobSpec& spec() const { return *spec_; }
 
  private:

@@ -18,7 +18,7 @@ absl::Status RunFrameWriter::Add(const JobRun& run) {
   r.set_job_id(run.job_id);
   const v1::JobSpec& spec = *run.spec;
   v1::JobSpec& copy = *r.mutable_spec();
-  copy.set_task(run.task->name);  // (The scheduler's spec leaves it out.)
+  copy.set_task(run.task->name);
   *copy.mutable_args() = spec.args();
   if (!spec.kwargs().fields().empty()) *copy.mutable_kwargs() = spec.kwargs();
   copy.set_payload(spec.payload());

@@ -1,0 +1,25 @@
+#include "server/scheduler/after_unlock.h"
+
+namespace jobd {
+
+void AfterUnlock::Run(Journal* journal) {
+  // Sinks hold back what is not durable yet themselves (Event::ticket).
+  for (const auto& sink : flush) sink->Flush();
+  for (auto& [gate_ticket, fn] : gates) {
+    journal->WhenDurable(gate_ticket, std::move(fn));
+  }
+  if (calls.empty()) return;
+  if (journal == nullptr || ticket <= journal->durable()) {
+    for (auto& call : calls) call(true);
+    return;
+  }
+  // Answers to callers: never held through an outage.
+  journal->WhenDurable(
+      ticket,
+      [calls = std::move(calls)](bool durable) {
+        for (auto& call : calls) call(durable);
+      },
+      Journal::Wait::kFailFast);
+}
+
+}  // namespace jobd

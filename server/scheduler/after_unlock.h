@@ -1,0 +1,39 @@
+// AfterUnlock: work the scheduler collects while it holds its lock and
+// runs once it has released it (DESIGN.md "the After pattern"): sinks to
+// flush, answers to callers that wait for their journal batch to be
+// durable, and wake-ups of lanes whose claimed starts wait for a batch.
+//
+// Thread-safety: a value of one call, on its thread; Run() is called
+// without the scheduler lock held.
+// Ownership: holds shared sinks and the callbacks until Run().
+#ifndef JOBD_SERVER_SCHEDULER_AFTER_UNLOCK_H_
+#define JOBD_SERVER_SCHEDULER_AFTER_UNLOCK_H_
+
+#include <cstdint>
+#include <functional>
+#include <utility>
+#include <vector>
+
+#include "server/journal/journal.h"
+#include "server/scheduler/event_log.h"
+
+namespace jobd {
+
+struct AfterUnlock {
+  SinksToFlush flush;
+  // Answers to waiting callers: run once `ticket` is durable (true), or
+  // when it never will be (false).
+  std::vector<std::function<void(bool durable)>> calls;
+  uint64_t ticket = 0;
+  // Wake-ups for gated starts: (ticket, callback).
+  std::vector<std::pair<uint64_t, std::function<void(bool)>>> gates;
+
+  // Flushes the sinks (they hold back what is not durable yet themselves),
+  // registers the wake-ups, and answers the callers once `ticket` is
+  // durable (at once without a journal; never held through an outage).
+  void Run(Journal* journal);
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_SCHEDULER_AFTER_UNLOCK_H_

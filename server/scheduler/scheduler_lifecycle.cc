@@ -1,0 +1,202 @@
+// The Scheduler across the daemon's life: restore at start, live reload,
+// drain and shutdown, retention sweeps (scheduler.h).
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "server/scheduler/restore.h"
+#include "server/scheduler/scheduler.h"
+
+namespace jobd {
+
+void Scheduler::CountRejected(uint64_t n) {
+  absl::MutexLock lock(&mu_);
+  rejected_ += n;
+}
+
+void Scheduler::SetLimits(const SchedulerOptions& options) {
+  absl::MutexLock lock(&mu_);
+  limits_.max_queued = options.max_queued;
+  limits_.retention_ttl = options.retention_ttl;
+  limits_.max_retained = options.max_retained;
+  limits_.max_live_bytes = options.max_live_bytes;
+  limits_.max_retained_bytes = options.max_retained_bytes;
+  limits_.max_retained_result_bytes = options.max_retained_result_bytes;
+  retention_.SetLimits({.ttl = options.retention_ttl,
+                        .max_count = options.max_retained,
+                        .max_bytes = options.max_retained_bytes});
+}
+
+bool Scheduler::ResizeExecutor(v1::Executor kind, int slots) {
+  After after;
+  bool resized;
+  {
+    absl::MutexLock lock(&mu_);
+    JobExecutor* executor = lanes_.at(kind).executor();
+    resized = executor != nullptr && executor->Resize(slots);
+    if (resized) Dispatch(kind, after);  // Grown: queued jobs may start.
+  }
+  after.Run(journal_);
+  return resized;
+}
+
+void Scheduler::BeginDrain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+}
+
+bool Scheduler::draining() const {
+  absl::MutexLock lock(&mu_);
+  return draining_;
+}
+
+bool Scheduler::WaitNoneRunning(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; };
+  return mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
+}
+
+std::pair<std::vector<uint64_t>, size_t> Scheduler::EndForShutdown() {
+  After after;
+  std::vector<uint64_t> ended;
+  size_t kept = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    for (uint64_t id : table_.LiveIds()) {
+      Job& job = *table_.Find(id);  // Live: retention never forgets it.
+      if (KeptAtShutdown(job, journal_ != nullptr)) {
+        ++kept;
+        if (job.gated) {
+          // Claimed, never handed to its executor: queued again.
+          job.gated = false;
+          JournalState(job);
+        }
+        if (job.state == v1::JOB_STATE_RUNNING) {
+          // Stopped here, queued for the next start; whatever its run
+          // returns now is dropped (it is not RUNNING any more).
+          job.run->cancel.Cancel(CancelReason::kShutdown);
+          lanes_[job.executor].executor()->Cancel(job.id);
+          job.state = v1::JOB_STATE_QUEUED;
+          --running_;
+          JournalState(job);
+        }
+        continue;
+      }
+      ended.push_back(id);
+      Abort(job, CancelReason::kShutdown, ShutdownEnd(), after);
+    }
+    kept_for_restart_ = journal_ != nullptr;
+  }
+  after.Run(journal_);
+  return {ended, kept};
+}
+
+RestoreSummary Scheduler::Restore(Recovered recovered,
+                                  const TaskRegistry& registry) {
+  RestoreSummary summary;
+  After after;
+  {
+    absl::MutexLock lock(&mu_);
+    const Restorer restorer(registry, router_, vanished_tasks_,
+                            options_.max_message_bytes);
+    // 1. The records and the event log as they were.
+    std::vector<LoggedEvent> log;
+    std::vector<uint64_t> ended;
+    // Jobs to fail in step 3, and why: their row could not be read back.
+    absl::flat_hash_map<uint64_t, std::string> unreadable;
+    for (JournalRow& row : recovered.rows) {
+      Restorer::Revived revived =
+          restorer.Revive(row, table_.Intern(row.owner), log);
+      Job& job = table_.Add(std::move(revived.job));
+      if (!revived.problem.empty()) {
+        unreadable.emplace(job.id, std::move(revived.problem));
+      }
+      if (revived.rewrite) {
+        ++summary.unreadable;
+        JournalState(job);
+      }
+      if (job.end != nullptr) ended.push_back(job.id);
+    }
+    events_.Restore(std::move(log), recovered.last_sequence);
+    // 2. Ended jobs: retained in the order they ended.
+    std::sort(ended.begin(), ended.end(),
+              [this](uint64_t a, uint64_t b)
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                    return absl::Time(table_.Find(a)->finish_time) <
+                           absl::Time(table_.Find(b)->finish_time);
+                  });
+    for (uint64_t id : ended) retention_.Adopt(*table_.Find(id));
+    summary.retained = ended.size();
+    retention_.Sweep(clock_.Now());  // Restored beyond the limits or the TTL.
+    // 3. Live jobs: queued again, or failed.
+    for (uint64_t id : table_.LiveIds()) {
+      Job& job = *table_.Find(id);
+      table_.CountLive(job);
+      auto bad = unreadable.find(id);
+      const Restorer::Verdict verdict = restorer.Judge(
+          job, bad != unreadable.end() ? bad->second : std::string());
+      job.state = v1::JOB_STATE_QUEUED;  // Never counted as running here.
+      switch (verdict.fate) {
+        case Restorer::Fate::kUnreadable:
+          ++summary.unreadable;
+          Finish(job, verdict.end, after);
+          // Its row rewritten whole, unless retention forgot it at once.
+          if (const Job* kept = table_.Find(id)) JournalState(*kept, true);
+          continue;
+        case Restorer::Fate::kUnrunnable:
+          ++summary.unrunnable;
+          Finish(job, verdict.end, after);
+          continue;
+        case Restorer::Fate::kLost:
+          ++summary.lost;
+          Finish(job, verdict.end, after);
+          continue;
+        case Restorer::Fate::kQueue:
+        case Restorer::Fate::kRerun:
+          break;
+      }
+      const bool rerun = verdict.fate == Restorer::Fate::kRerun;
+      ++(rerun ? summary.rerun : summary.queued);
+      job.run = verdict.run;
+      job.executor = verdict.executor;
+      if (rerun) JournalState(job);
+      lanes_[job.executor].Push(job.spec->priority(), job.id);
+    }
+    for (int i = 0; i < 4; ++i) Dispatch(static_cast<v1::Executor>(i), after);
+  }
+  after.Run(journal_);
+  return summary;
+}
+
+bool Scheduler::StopExecutors(absl::Time deadline) {
+  std::vector<JobExecutor*> executors;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return true;
+    stopped_ = true;
+    draining_ = true;
+    for (Lane& lane : lanes_) {
+      if (lane.executor() != nullptr) executors.push_back(lane.executor());
+    }
+  }
+  bool all = true;
+  for (JobExecutor* e : executors) all = e->Shutdown(deadline) && all;
+  return all;
+}
+
+void Scheduler::ScheduleSweep() {
+  timers_.Schedule(clock_.Now() + options_.sweep_interval, [this] {
+    SweepRetention();
+    ScheduleSweep();
+  });
+}
+
+void Scheduler::SweepRetention() {
+  absl::MutexLock lock(&mu_);
+  retention_.Sweep(clock_.Now());
+}
+
+}  // namespace jobd
