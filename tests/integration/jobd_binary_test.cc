@@ -1,6 +1,7 @@
 // Integration tests of the jobd binary itself, what an in-process daemon
-// cannot show: SIGTERM's graceful shutdown and the exit status, the config
-// file read at start, and the exit codes and messages of a refused start.
+// cannot show: SIGTERM's graceful shutdown and the exit status, the Drain
+// RPC stopping the process, the config file read at start, and the exit
+// codes and messages of a refused start.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -77,6 +78,22 @@ TEST(ShutdownTest, SigtermFinishesRunningJobsAndCancelsTheRest) {
   EXPECT_TRUE(WIFEXITED(*exit_status));
   EXPECT_EQ(WEXITSTATUS(*exit_status), 0);
   EXPECT_THAT(daemon.Log(), HasSubstr("cancelled 3 unfinished job(s)"));
+}
+
+// The Drain RPC asks main() to stop jobd as SIGTERM does: exit status 0.
+TEST(ShutdownTest, TheDrainRpcStopsTheBinary) {
+  auto launched = Daemon::Start({"--shutdown-grace", "100ms"});
+  ASSERT_TRUE(launched.ok()) << launched.status();
+  Daemon& daemon = **launched;
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  v1::DrainResponse resp;
+  ASSERT_TRUE(daemon.NewStub()->Drain(&ctx, {}, &resp).ok());
+  // Stop(0, ...) only waits: the daemon exits by itself.
+  auto exit_status = daemon.Stop(0, absl::Seconds(15));
+  ASSERT_TRUE(exit_status.ok()) << exit_status.status();
+  EXPECT_TRUE(WIFEXITED(*exit_status));
+  EXPECT_EQ(WEXITSTATUS(*exit_status), 0);
 }
 
 TEST(DaemonStartTest, ReadsAConfigFileAndRejectsBadOnes) {
