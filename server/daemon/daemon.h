@@ -23,10 +23,11 @@
 // threads but needs self_exe to be jobd's binary (not /proc/self/exe of a
 // test).
 //
-// Thread-safety: Start is serialised process-wide (it sets the umask while
-// it binds the socket). Reload and Stop from one thread (the owner's);
-// RequestStop, WaitStopRequested, GuardianExited and the accessors from any
-// thread.
+// Thread-safety: Start from any thread, several at once (binding the
+// socket under a process-wide umask is serialised inside). Reload, Stop
+// and config() from one thread (the owner's); RequestStop,
+// WaitStopRequested, GuardianExited, listening(), unix_socket() and
+// tcp_port() from any thread.
 // Ownership: the Daemon owns everything it starts and destroys it in the
 // reverse order of construction: notifier, gRPC server, listener, service,
 // scheduler (with the executors: the process pool ends its fork server and

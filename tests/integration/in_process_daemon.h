@@ -6,12 +6,21 @@
 // sockets, as they reach the binary. Its log is captured for Log() (and
 // printed if the test failed).
 //
-// Unlike the binary it has no guardian (exec's programs run without its
-// namespaces) and its fork server is the jobd binary executed in
-// fork-server mode (safe with the test's threads). What needs a process of
-// its own stays on daemon_harness.h: kill -9 and restarts, signals, rlimits
-// and the environment of the daemon, its RSS, systemd, the binary's exit
-// codes and messages.
+// The fork server: jobd's main() forks it before any thread exists,
+// because forking a multi-threaded gRPC process is unsafe. A test process
+// has threads by then (gtest, earlier tests' gRPC), so this harness never
+// forks it: the daemon's process pool starts its fork server by executing
+// the jobd binary in fork-server mode (config.process_pool.self_exe =
+// JobdPath(); SpawnForkServer, the path the pool takes to replace a dead
+// fork server), a fresh single-threaded process that forks the workers.
+// Workers and their tasks are thus the binary's, as in production; the
+// fork server exits, killing its workers, when the daemon (or this
+// process) goes. For the same reason there is no guardian (it must be
+// forked while single-threaded too): exec's programs run without its
+// namespaces. What needs a process of its own stays on daemon_harness.h:
+// kill -9 and restarts, signals, rlimits and the environment of the
+// daemon, its RSS, systemd, the guardian and the previous run's leftovers,
+// the binary's exit codes and messages.
 //
 // Thread-safety: one harness per test, driven by the test's thread (the
 // daemon itself serves from its own threads). Daemons may overlap.
