@@ -63,6 +63,9 @@ TEST(OutboxTest, FillWritesInOrderAndCallsSentForEach) {
   EXPECT_EQ(r.events(2).job_id(), "3");
   EXPECT_TRUE(out.items.empty());
   EXPECT_EQ(out.items_bytes, 0u);
+  // Until its write is done, the message is held.
+  EXPECT_EQ(out.account.bytes(), out.in_flight_bytes);
+  out.WriteDone(true);
   EXPECT_EQ(out.account.bytes(), 0u);
 }
 
@@ -148,6 +151,26 @@ TEST(OutboxTest, QueuedBytesAreCountedAndGivenBack) {
   // Gone: it gives back what it showed, and its stream.
   EXPECT_EQ(all.bytes.load(), 0u);
   EXPECT_EQ(all.streams.load(), 0u);
+}
+
+TEST(OutboxTest, AMessageInFlightStaysCountedUntilItsWriteIsDone) {
+  // A client that does not read leaves the message with gRPC: the stream
+  // still holds it (and gRPC's copy), so it can be over its limit.
+  StreamBuffers all;
+  Outbox<Event> out(all);
+  out.Push(MakeEvent(1, 0, 100 << 10));
+  out.Push(MakeEvent(2, 0, 100 << 10));
+  v1::WatchJobsResponse r;
+  NoWait(out, r, 0);
+  ASSERT_EQ(r.events_size(), 2);
+  out.writing = true;
+  EXPECT_TRUE(out.items.empty());
+  EXPECT_GE(out.account.bytes(), 2 * r.ByteSizeLong());
+  EXPECT_GT(all.bytes.load(), 0u);
+  EXPECT_TRUE(out.account.Over(/*cap=*/200 << 10, 0, 1));
+  out.WriteDone(true);
+  EXPECT_EQ(out.account.bytes(), 0u);
+  EXPECT_EQ(all.bytes.load(), 0u);
 }
 
 TEST(BufferAccountTest, OverItsCapOrItsShareOfAFullTotal) {

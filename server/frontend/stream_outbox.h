@@ -170,7 +170,8 @@ struct Outbox {
   // while their journal ticket is durable (<= `durable`), at most
   // kMaxEventsPerMessage of them, until they hold kMaxBytesPerMessage, and
   // never past `max_bytes` unless the first alone is. Calls `sent(item)`
-  // for each just before it leaves the queue. Returns the ticket of the
+  // for each just before it leaves the queue; what left stays charged to
+  // the account (twice) until WriteDone. Returns the ticket of the
   // event held back for the journal if no wait was asked for it yet (the
   // caller asks, then fills again once it is durable), else 0.
   template <typename Sent>
@@ -198,6 +199,11 @@ struct Outbox {
       sent(item);
       PopFront();
     }
+    // The message stays held until its write is done, twice (the message,
+    // and gRPC's serialized copy of it, which waits for a client that does
+    // not read): counted so that such a stream is over its limit too.
+    in_flight_bytes = 2 * bytes;
+    account.Charge(in_flight_bytes);
     return rearm;
   }
 
@@ -214,6 +220,8 @@ struct Outbox {
   // OnWriteDone.
   void WriteDone(bool ok) {
     writing = false;
+    account.Release(in_flight_bytes);
+    in_flight_bytes = 0;
     if (!ok) Abort(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
   }
   // True once (then Finish(*status) must be called): nothing left to write.
@@ -232,6 +240,7 @@ struct Outbox {
 
   std::deque<Item> items;
   uint64_t items_bytes = 0;
+  uint64_t in_flight_bytes = 0;  // The message of the outstanding write.
   BufferAccount account;
   absl::Time write_since;         // When the outstanding write began.
   bool writing = false;           // A StartWrite is outstanding.
