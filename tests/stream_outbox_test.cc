@@ -48,7 +48,7 @@ uint64_t NoWait(Outbox<Event>& out, v1::WatchJobsResponse& r, uint64_t durable,
 }
 
 TEST(OutboxTest, FillWritesInOrderAndCallsSentForEach) {
-  StreamBuffers all;
+  auto all = std::make_shared<StreamBuffers>();
   Outbox<TaggedEvent> out(all);
   for (uint64_t i = 1; i <= 3; ++i) out.Push({MakeEvent(i), 100 + i});
   v1::SubmitResponse r;
@@ -70,7 +70,7 @@ TEST(OutboxTest, FillWritesInOrderAndCallsSentForEach) {
 }
 
 TEST(OutboxTest, FillHoldsBackAtTheFirstEventNotDurableAndAsksOnce) {
-  StreamBuffers all;
+  auto all = std::make_shared<StreamBuffers>();
   Outbox<Event> out(all);
   out.Push(MakeEvent(1, /*ticket=*/1));
   out.Push(MakeEvent(2, /*ticket=*/2));
@@ -90,7 +90,7 @@ TEST(OutboxTest, FillHoldsBackAtTheFirstEventNotDurableAndAsksOnce) {
 }
 
 TEST(OutboxTest, AMessageTakesAtMostItsCountOfEvents) {
-  StreamBuffers all;
+  auto all = std::make_shared<StreamBuffers>();
   Outbox<Event> out(all);
   for (int i = 1; i <= kMaxEventsPerMessage + 5; ++i) out.Push(MakeEvent(i));
   v1::WatchJobsResponse r;
@@ -100,7 +100,7 @@ TEST(OutboxTest, AMessageTakesAtMostItsCountOfEvents) {
 }
 
 TEST(OutboxTest, AMessageStaysWithinTheByteLimitButTheFirstEventAlwaysGoes) {
-  StreamBuffers all;
+  auto all = std::make_shared<StreamBuffers>();
   Outbox<Event> out(all);
   for (int i = 1; i <= 3; ++i) out.Push(MakeEvent(i, 0, 1000));
   v1::WatchJobsResponse r;
@@ -115,7 +115,7 @@ TEST(OutboxTest, AMessageStaysWithinTheByteLimitButTheFirstEventAlwaysGoes) {
 }
 
 TEST(OutboxTest, AMessageStopsOnceItHoldsItsShareOfBytes) {
-  StreamBuffers all;
+  auto all = std::make_shared<StreamBuffers>();
   Outbox<Event> out(all);
   // 300 KiB each: the fourth starts past kMaxBytesPerMessage (1 MiB).
   for (int i = 1; i <= 6; ++i) out.Push(MakeEvent(i, 0, 300 << 10));
@@ -126,37 +126,37 @@ TEST(OutboxTest, AMessageStopsOnceItHoldsItsShareOfBytes) {
 }
 
 TEST(OutboxTest, QueuedBytesAreCountedAndGivenBack) {
-  StreamBuffers all;
+  auto all = std::make_shared<StreamBuffers>();
   {
     Outbox<Event> out(all);
-    EXPECT_EQ(all.streams.load(), 1u);
+    EXPECT_EQ(all->streams.load(), 1u);
     out.Push(MakeEvent(1, 0, 10 << 10));
     out.Push(MakeEvent(2, 0, 10 << 10));
     const uint64_t each = EventBytes(out.items.front());
     EXPECT_GT(each, 10u << 10);
     EXPECT_EQ(out.account.bytes(), 2 * each);
     // The total sees whole granules only.
-    EXPECT_EQ(all.bytes.load(), BufferAccount::kGranule);
+    EXPECT_EQ(all->bytes.load(), BufferAccount::kGranule);
     out.PopFront();
     EXPECT_EQ(out.account.bytes(), each);
-    EXPECT_EQ(all.bytes.load(), 0u);
+    EXPECT_EQ(all->bytes.load(), 0u);
     out.Push(MakeEvent(3, 0, 40 << 10));
-    EXPECT_EQ(all.bytes.load(), out.account.bytes() / BufferAccount::kGranule *
-                                    BufferAccount::kGranule);
+    EXPECT_EQ(all->bytes.load(), out.account.bytes() / BufferAccount::kGranule *
+                                     BufferAccount::kGranule);
     out.Clear();
     EXPECT_EQ(out.account.bytes(), 0u);
-    EXPECT_EQ(all.bytes.load(), 0u);
+    EXPECT_EQ(all->bytes.load(), 0u);
     out.Push(MakeEvent(4, 0, 40 << 10));
   }
   // Gone: it gives back what it showed, and its stream.
-  EXPECT_EQ(all.bytes.load(), 0u);
-  EXPECT_EQ(all.streams.load(), 0u);
+  EXPECT_EQ(all->bytes.load(), 0u);
+  EXPECT_EQ(all->streams.load(), 0u);
 }
 
 TEST(OutboxTest, AMessageInFlightStaysCountedUntilItsWriteIsDone) {
   // A client that does not read leaves the message with gRPC: the stream
   // still holds it (and gRPC's copy), so it can be over its limit.
-  StreamBuffers all;
+  auto all = std::make_shared<StreamBuffers>();
   Outbox<Event> out(all);
   out.Push(MakeEvent(1, 0, 100 << 10));
   out.Push(MakeEvent(2, 0, 100 << 10));
@@ -166,15 +166,15 @@ TEST(OutboxTest, AMessageInFlightStaysCountedUntilItsWriteIsDone) {
   out.writing = true;
   EXPECT_TRUE(out.items.empty());
   EXPECT_GE(out.account.bytes(), 2 * r.ByteSizeLong());
-  EXPECT_GT(all.bytes.load(), 0u);
+  EXPECT_GT(all->bytes.load(), 0u);
   EXPECT_TRUE(out.account.Over(/*cap=*/200 << 10, 0, 1));
   out.WriteDone(true);
   EXPECT_EQ(out.account.bytes(), 0u);
-  EXPECT_EQ(all.bytes.load(), 0u);
+  EXPECT_EQ(all->bytes.load(), 0u);
 }
 
 TEST(BufferAccountTest, OverItsCapOrItsShareOfAFullTotal) {
-  StreamBuffers all;
+  auto all = std::make_shared<StreamBuffers>();
   BufferAccount a(all), b(all);
   EXPECT_FALSE(a.Over(1, 1, 1));  // Holds nothing: never over.
   a.Charge(1000);
@@ -185,7 +185,7 @@ TEST(BufferAccountTest, OverItsCapOrItsShareOfAFullTotal) {
   EXPECT_FALSE(a.Over(0, 1, 1));
   a.Charge(100 << 10);
   b.Charge(10 << 10);
-  const uint64_t total = all.bytes.load();  // a's granules: b shows none.
+  const uint64_t total = all->bytes.load();  // a's granules: b shows none.
   EXPECT_EQ(total,
             (a.bytes() / BufferAccount::kGranule) * BufferAccount::kGranule);
   // The total is reached: a holds more than half of it (two streams).
@@ -193,11 +193,11 @@ TEST(BufferAccountTest, OverItsCapOrItsShareOfAFullTotal) {
   EXPECT_FALSE(b.Over(0, total, 1));
   EXPECT_FALSE(a.Over(0, total + 1, 1));  // Not reached yet.
   a.Release(a.bytes());
-  EXPECT_EQ(all.bytes.load(), 0u);
+  EXPECT_EQ(all->bytes.load(), 0u);
 }
 
 TEST(OutboxTest, FinishesOnceOnlyWithNothingQueuedOrInFlight) {
-  StreamBuffers all;
+  auto all = std::make_shared<StreamBuffers>();
   Outbox<Event> out(all);
   grpc::Status status;
   EXPECT_FALSE(out.TakeFinish(&status));  // Not asked.
@@ -215,7 +215,7 @@ TEST(OutboxTest, FinishesOnceOnlyWithNothingQueuedOrInFlight) {
 }
 
 TEST(OutboxTest, AFailedWriteDropsWhatIsQueuedAndEndsCancelled) {
-  StreamBuffers all;
+  auto all = std::make_shared<StreamBuffers>();
   Outbox<Event> out(all);
   out.Push(MakeEvent(1, 0, 1000));
   out.Push(MakeEvent(2, 0, 1000));
@@ -229,7 +229,7 @@ TEST(OutboxTest, AFailedWriteDropsWhatIsQueuedAndEndsCancelled) {
 }
 
 TEST(OutboxTest, AWriteOutstandingPastASecondIsStalled) {
-  StreamBuffers all;
+  auto all = std::make_shared<StreamBuffers>();
   Outbox<Event> out(all);
   out.write_since = absl::Now() - absl::Seconds(5);
   EXPECT_FALSE(out.Stalled());  // No write in flight.

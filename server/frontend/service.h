@@ -131,7 +131,8 @@ class JobServiceImpl final : public JobServiceBase {
   // What the streams hold for their clients, all together (sessions count
   // themselves in; ServiceLimits::total_stream_buffer_bytes).
   using StreamBuffers = jobd::StreamBuffers;
-  StreamBuffers& buffers() { return buffers_; }
+  // Shared with each session's account (a session may outlive the service).
+  const std::shared_ptr<StreamBuffers>& buffers() { return buffers_; }
 
  private:
   struct Bucket {
@@ -147,7 +148,8 @@ class JobServiceImpl final : public JobServiceBase {
   ServiceLimits limits_ ABSL_GUARDED_BY(limits_mu_);
   const std::string version_;
   std::function<std::string(std::string_view)> peer_names_;  // Set first.
-  StreamBuffers buffers_;
+  const std::shared_ptr<StreamBuffers> buffers_ =
+      std::make_shared<StreamBuffers>();
 
   absl::Mutex mu_;
   absl::flat_hash_map<StreamSession*, std::weak_ptr<StreamSession>> sessions_

@@ -15,8 +15,9 @@
 // Thread-safety: StreamBuffers is atomic, shared by every stream; an Outbox
 // (and its BufferAccount) is guarded by its session's mutex.
 // Ownership: an Outbox owns its queued events (which share their result or
-// progress with the job); the service owns the StreamBuffers, which
-// outlives every account.
+// progress with the job); the service and every account share the
+// StreamBuffers (a session can outlive the service: a job record that
+// subscribed it lets go of it only when the scheduler goes).
 #ifndef JOBD_SERVER_FRONTEND_STREAM_OUTBOX_H_
 #define JOBD_SERVER_FRONTEND_STREAM_OUTBOX_H_
 
@@ -25,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <utility>
 
 #include "absl/time/clock.h"
@@ -88,12 +90,13 @@ class BufferAccount {
  public:
   static constexpr uint64_t kGranule = 16 << 10;
 
-  explicit BufferAccount(StreamBuffers& all) : all_(all) {
-    all_.streams.fetch_add(1, std::memory_order_relaxed);
+  explicit BufferAccount(std::shared_ptr<StreamBuffers> all)
+      : all_(std::move(all)) {
+    all_->streams.fetch_add(1, std::memory_order_relaxed);
   }
   ~BufferAccount() {
-    all_.bytes.fetch_sub(shown_, std::memory_order_relaxed);
-    all_.streams.fetch_sub(1, std::memory_order_relaxed);
+    all_->bytes.fetch_sub(shown_, std::memory_order_relaxed);
+    all_->streams.fetch_sub(1, std::memory_order_relaxed);
   }
   BufferAccount(const BufferAccount&) = delete;
   BufferAccount& operator=(const BufferAccount&) = delete;
@@ -116,11 +119,11 @@ class BufferAccount {
     if (bytes_ == 0) return false;
     if (cap > 0 && bytes_ >= factor * cap) return true;
     if (total == 0 || bytes_ < kGranule ||
-        all_.bytes.load(std::memory_order_relaxed) < total) {
+        all_->bytes.load(std::memory_order_relaxed) < total) {
       return false;
     }
     const uint64_t streams =
-        std::max<uint64_t>(1, all_.streams.load(std::memory_order_relaxed));
+        std::max<uint64_t>(1, all_->streams.load(std::memory_order_relaxed));
     return bytes_ >= factor * (total / streams);
   }
 
@@ -128,14 +131,14 @@ class BufferAccount {
   void Show() {
     const uint64_t shown = bytes_ / kGranule * kGranule;
     if (shown > shown_) {
-      all_.bytes.fetch_add(shown - shown_, std::memory_order_relaxed);
+      all_->bytes.fetch_add(shown - shown_, std::memory_order_relaxed);
     } else if (shown < shown_) {
-      all_.bytes.fetch_sub(shown_ - shown, std::memory_order_relaxed);
+      all_->bytes.fetch_sub(shown_ - shown, std::memory_order_relaxed);
     }
     shown_ = shown;
   }
 
-  StreamBuffers& all_;
+  std::shared_ptr<StreamBuffers> all_;
   uint64_t bytes_ = 0;
   uint64_t shown_ = 0;  // In the total.
 };
@@ -145,7 +148,8 @@ class BufferAccount {
 // (EventBytes). Guarded by the owner's mutex.
 template <typename Item>
 struct Outbox {
-  explicit Outbox(StreamBuffers& all) : account(all) {}
+  explicit Outbox(std::shared_ptr<StreamBuffers> all)
+      : account(std::move(all)) {}
 
   void Push(Item item) {
     const uint64_t n = EventBytes(EventOf(item));
