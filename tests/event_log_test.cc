@@ -54,7 +54,7 @@ TEST(EventLogTest, AReplayCarriesWhatItsJobHoldsNow) {
   const std::string owner;
   TaskDef task{.name = "ok"};
   auto job = MakeRecord(1, &owner, {.state = v1::JOB_STATE_SUCCEEDED});
-  job->task = &task;
+  job->spec.set_task(&task);
   job->last_sequence = 3;
   log.Append(MakeEvent(log, *job, v1::EVENT_TYPE_ACCEPTED));
   log.Append(MakeEvent(log, *job, v1::EVENT_TYPE_STARTED));

@@ -150,7 +150,7 @@ TEST_F(JournalStoreTest, WrittenRowsReadBackOnTheNextOpen) {
     EXPECT_EQ(written->rows_delta, 3);
     EXPECT_GT(written->used_bytes, 0u);
     JournalRow ended = Ended(2, v1::JOB_STATE_SUCCEEDED);
-    ended.spec.reset();  // Updates carry no spec.
+    ended.spec = nullptr;  // Updates carry no spec.
     records = {{JournalRecord::kUpdate, ended},
                {JournalRecord::kDelete, JournalRow{.id = 3}}};
     written = store->Write(records, 77, JournalStore::Part::kAll);

@@ -67,7 +67,7 @@ TEST_F(RestoreTest, ARowBecomesTheJobItWasWithItsEvents) {
   EXPECT_FALSE(r.rewrite);
   EXPECT_EQ(r.job->id, 3u);
   EXPECT_EQ(r.job->owner, &owner_);
-  EXPECT_EQ(r.job->task, registry_.Find("ok"));
+  EXPECT_EQ(r.job->spec.task(), registry_.Find("ok"));
   EXPECT_EQ(r.job->spec->task(), "ok");  // The spec keeps its task name.
   EXPECT_EQ(r.job->state, v1::JOB_STATE_RUNNING);
   EXPECT_EQ(r.job->attempts, 2u);
@@ -100,8 +100,8 @@ TEST_F(RestoreTest, LiveJobsAreJudgedByStateAndDelivery) {
 TEST_F(RestoreTest, AJobOfAVanishedTaskCannotRun) {
   auto r = Revive(Row(1, "gone", v1::JOB_STATE_QUEUED));
   ASSERT_EQ(vanished_.size(), 1u);
-  EXPECT_EQ(r.job->task, &vanished_.back());
-  EXPECT_EQ(r.job->task->name, "gone");
+  EXPECT_EQ(r.job->spec.task(), &vanished_.back());
+  EXPECT_EQ(r.job->spec.task()->name, "gone");
   auto v = restorer_.Judge(*r.job, r.problem);
   EXPECT_EQ(v.fate, Restorer::Fate::kUnrunnable);
   EXPECT_EQ(v.end->error().reason(), v1::ERROR_REASON_INVALID_INPUT);

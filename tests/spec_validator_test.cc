@@ -39,9 +39,10 @@ TEST_F(SpecValidatorTest, AcceptsAGoodSpecAndKeepsItsArgs) {
   EXPECT_EQ(r->task->name, "sleep");
   EXPECT_EQ(r->spec->args_size(), 1);
   EXPECT_EQ(r->args.Int("ms"), 5);
-  // The spec is kept as the client sent it: its task name too.
-  EXPECT_EQ(r->spec->task(), "sleep");
-  EXPECT_EQ(r->args.spec().task(), "sleep");
+  // Kept without its name (the TaskDef has it), which comes back whole.
+  EXPECT_EQ(r->spec->task(), "");
+  EXPECT_EQ(r->spec.task(), r->task);
+  EXPECT_EQ(r->spec.Whole().SerializeAsString(), Sleep(5).SerializeAsString());
 }
 
 TEST_F(SpecValidatorTest, NamesTheBadField) {

@@ -117,9 +117,9 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
   }
   // From here the spec is shared and immutable: the job record (GetJob),
   // the journal and the bound arguments (the executor) point into the same
-  // one, as the client sent it.
-  auto shared = std::make_shared<const v1::JobSpec>(std::move(spec));
-  absl::StatusOr<TaskArgs> bound = TaskRegistry::Bind(*task, shared);
+  // one, kept without its task name (the TaskDef has it: stored_spec.h).
+  StoredSpec stored(std::move(spec), *task);
+  absl::StatusOr<TaskArgs> bound = TaskRegistry::Bind(*task, stored.body());
   if (!bound.ok()) return bound.status();
   if (task->validate) {
     absl::Status s = task->validate(*bound);
@@ -131,7 +131,7 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
   NewJob job;
   job.task = task;
   job.args = *std::move(bound);
-  job.spec = std::move(shared);
+  job.spec = std::move(stored);
   return job;
 }
 

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "jobd/v1/jobd.pb.h"
+#include "server/jobs/stored_spec.h"
 #include "workers/sdk/compact_time.h"
 #include "workers/sdk/task.h"
 
@@ -158,8 +159,8 @@ struct Subscriber {
 
 // A validated spec, ready to become a job.
 struct NewJob {
-  // Shared with `args`; as the client sent it (its task name included).
-  std::shared_ptr<const v1::JobSpec> spec;
+  // Its body is shared with `args`; its name is `task`'s (stored_spec.h).
+  StoredSpec spec;
   const TaskDef* task = nullptr;
   TaskArgs args;
   uint64_t tag = 0;   // Subscriber tag for this job's events.

@@ -87,7 +87,7 @@ uint64_t Journal::Insert(JournalRow row) {
 }
 
 uint64_t Journal::Update(JournalRow row) {
-  row.spec.reset();
+  row.spec = StoredSpec();
   absl::MutexLock lock(&mu_);
   open_->Touch().records.push_back({JournalRecord::kUpdate, std::move(row)});
   return open_ticket_;
@@ -234,7 +234,7 @@ void Journal::Fold(Batch& batch) {
     JournalRecord& prev = folded[it->second];
     if (r.kind == JournalRecord::kUpdate &&
         prev.kind != JournalRecord::kDelete) {
-      std::shared_ptr<const v1::JobSpec> spec = std::move(prev.row.spec);
+      StoredSpec spec = std::move(prev.row.spec);
       prev.row = std::move(r.row);
       prev.row.spec = std::move(spec);  // An insert keeps its spec.
     } else {

@@ -67,8 +67,8 @@ class JournalStore;  // server/journal/journal_store.h
 struct JournalRow {
   uint64_t id = 0;
   std::string owner;  // The caller that submitted it (server/auth.h).
-  // Written by Insert only; as the client sent it (its task name included).
-  std::shared_ptr<const v1::JobSpec> spec;
+  // Written by Insert only (whole: AppendWholeTo); read back whole.
+  StoredSpec spec;
   v1::JobState state = v1::JOB_STATE_QUEUED;
   v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
   absl::Time create_time;

@@ -243,7 +243,7 @@ JournalRow DecodeRow(const StoredRow& in) {
     spec = std::make_shared<v1::JobSpec>();
     spec->set_task(SalvageTask(in.spec));
   }
-  row.spec = std::move(spec);
+  row.spec = std::shared_ptr<const v1::JobSpec>(std::move(spec));
   const bool state_ok = in.state > v1::JOB_STATE_UNSPECIFIED &&
                         in.state <= v1::JobState_MAX &&
                         v1::JobState_IsValid(static_cast<int>(in.state));
@@ -301,7 +301,7 @@ void EncodeRow(const JournalRow& row, bool insert, EncodedBytes& bytes,
   out->executor = row.executor;
   if (insert) {
     bytes.spec.clear();
-    row.spec->SerializeToString(&bytes.spec);
+    row.spec.AppendWholeTo(&bytes.spec);
     out->spec = bytes.spec;
     out->create_ns = Nanos(row.create_time);
     out->accepted_seq = static_cast<int64_t>(row.accepted_seq);

@@ -22,7 +22,7 @@ v1::Job JobRecord::Snapshot() const {
   v1::Job out;
   out.set_id(std::to_string(id));
   out.set_owner(*owner);
-  *out.mutable_spec() = *spec;
+  *out.mutable_spec() = spec.Whole();
   out.set_state(state);
   out.set_executor(executor);
   *out.mutable_create_time() = ToProtoTime(create_time);

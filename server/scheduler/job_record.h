@@ -78,9 +78,9 @@ struct JobRecord {
 
   uint64_t id = 0;
   const std::string* owner = nullptr;  // Interned (JobTable); never null.
-  // Immutable; as the client sent it (its task name included).
-  std::shared_ptr<const v1::JobSpec> spec;
-  const TaskDef* task = nullptr;
+  // Immutable, with its task (spec.task(): the registry's, or the
+  // scheduler's for a task that vanished; server/jobs/stored_spec.h).
+  StoredSpec spec;
   std::shared_ptr<RunState> run;  // Released when the job ends.
   CompactTime create_time;
   CompactTime start_time = absl::InfinitePast();  // Set when RUNNING.

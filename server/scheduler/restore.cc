@@ -22,10 +22,10 @@ Restorer::Revived Restorer::Revive(JournalRow& row, const std::string* owner,
   job->owner = owner;
   job->spec = std::move(row.spec);
   job->spec->ByteSizeLong();  // For SpecBytes.
-  job->task = registry_.Find(job->spec->task());
-  if (job->task == nullptr) {  // Unknown to this daemon now.
-    vanished_.push_back(TaskDef{.name = job->spec->task()});
-    job->task = &vanished_.back();
+  job->spec.set_task(registry_.Find(job->spec.task_name()));
+  if (job->spec.task() == nullptr) {  // Unknown to this daemon now.
+    vanished_.push_back(TaskDef{.name = job->spec.task_name()});
+    job->spec.set_task(&vanished_.back());
   }
   job->state = row.state;
   job->executor = row.executor;
@@ -87,17 +87,17 @@ Restorer::Verdict Restorer::Judge(const JobRecord& job,
   const bool was_running = job.state == v1::JOB_STATE_RUNNING;
   std::string unrunnable;
   absl::StatusOr<TaskArgs> args =
-      job.task->has_sync() || job.task->has_async()
-          ? TaskRegistry::Bind(*job.task, job.spec)
+      job.spec.task()->has_sync() || job.spec.task()->has_async()
+          ? TaskRegistry::Bind(*job.spec.task(), job.spec.body())
           : absl::NotFoundError(fmt::format(
                 "task '{}' is not registered in this daemon any more",
-                job.spec->task()));
+                job.spec.task_name()));
   if (!args.ok()) {
     unrunnable = std::string(args.status().message());
   } else {
     v.run = std::make_shared<JobRecord::RunState>(*std::move(args));
     absl::StatusOr<v1::Executor> executor =
-        router_.Route(*job.task, job.spec->kind(), job.spec->executor());
+        router_.Route(*job.spec.task(), job.spec->kind(), job.spec->executor());
     if (executor.ok()) {
       v.executor = *executor;
     } else {

@@ -136,7 +136,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         accepted.time = now;
         accepted.executor = job.executor;
         accepted.duplicate = true;
-        accepted.set_task(job.task);
+        accepted.set_task(job.spec.task());
         accepted.ticket = events_.TicketOf(job.last_sequence);
         if ((sub.mask & EventBit(accepted.type)) &&
             sub.sink->Deliver(accepted, sub.tag)) {
@@ -203,11 +203,11 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       auto job = std::make_unique<Job>();
       job->id = table_.NextId();
       job->owner = owner;
-      job->task = nj.task;
       job->run = std::make_shared<Job::RunState>(std::move(nj.args));
       job->executor = *executor;
       job->create_time = now;
       job->spec = std::move(nj.spec);
+      job->spec.set_task(nj.task);
       job->subscribers.push_back({std::move(sub.sink), sub.tag, sub.mask});
       Job& ref = table_.Add(std::move(job));
       table_.CountLive(ref);
@@ -216,7 +216,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       ++accepted_;
       Event e;
       e.type = v1::EVENT_TYPE_ACCEPTED;
-      e.set_task(ref.task);
+      e.set_task(ref.spec.task());
       Emit(ref, std::move(e), after);
       lanes_[ref.executor].Push(ref.spec->priority(), ref.id);
       if (starts_now) {
@@ -324,11 +324,11 @@ JobRun Scheduler::PrepareRun(Job& job) {
   job.run = std::make_shared<Job::RunState>(job.run->args);  // This run's.
   JobRun run;
   run.job_id = job.id;
-  run.task = job.task;
-  run.spec = job.spec;
+  run.task = job.spec.task();
+  run.spec = job.spec.body();
   run.args = std::shared_ptr<const TaskArgs>(job.run, &job.run->args);
-  run.measure_cpu_wait =
-      job.spec->kind() == v1::JOB_KIND_AUTO && router_.SampleCpuWait(*job.task);
+  run.measure_cpu_wait = job.spec->kind() == v1::JOB_KIND_AUTO &&
+                         router_.SampleCpuWait(*job.spec.task());
   run.cancel = std::shared_ptr<CancelToken>(job.run, &job.run->cancel);
   return run;
 }
@@ -495,7 +495,7 @@ void Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
   Job* found = table_.Find(id);
   if (found == nullptr) return;
   Job& job = *found;
-  router_.Record(*job.task, outcome.cpu_time, outcome.wall_time,
+  router_.Record(*job.spec.task(), outcome.cpu_time, outcome.wall_time,
                  outcome.cpu_wait_time);
   if (job.state != v1::JOB_STATE_RUNNING) {
     spdlog::debug("job {} returned after it had ended ({}); output dropped", id,

@@ -92,7 +92,7 @@ std::vector<v1::Job> Scheduler::ListLocked(const ListJobsQuery& query,
             query.states.end()) {
       continue;
     }
-    if (!query.task.empty() && job.task->name != query.task) continue;
+    if (!query.task.empty() && job.spec.task()->name != query.task) continue;
     if (!query.owner.empty() && *job.owner != query.owner) continue;
     v1::Job snapshot = job.Snapshot();
     if (query.max_bytes > 0) {
