@@ -3,8 +3,10 @@
 #include <string>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "client/jobctl/args.h"
+#include "client/jobctl/command.h"
 #include "client/jobctl/exit_codes.h"
 #include "client/json.h"
 #include "gmock/gmock.h"
@@ -134,6 +136,37 @@ TEST(JobctlArgsTest, BracketedArgumentsAreMarkedAndReversed) {
   std::string empty;
   DropMarker(&empty);
   EXPECT_EQ(empty, "");
+}
+
+TEST(JobctlArgsTest, EveryOptionGetsABracketedArgumentWhole) {
+  // Whatever the command and the option: a value, a list, a global option.
+  CLI::App app;
+  std::string address, task, quarantined;
+  std::vector<std::string> args;
+  app.add_option("--address", address);
+  CLI::App* submit = app.add_subcommand("submit");
+  submit->add_option("task", task);
+  submit->add_option("args", args);
+  CLI::App* unquarantine = app.add_subcommand("unquarantine");
+  unquarantine->add_option("task", quarantined);
+  DropMarkersWhileParsing(app);
+
+  const char* submit_argv[] = {"jobctl", "--address", "[::1]", "submit",
+                               "[t]",    "[1,2]",     "x",     "[]"};
+  std::vector<std::string> marked = MarkedArgs(8, submit_argv);
+  app.parse(marked);
+  EXPECT_EQ(address, "[::1]");
+  EXPECT_EQ(task, "[t]");
+  EXPECT_THAT(args, ::testing::ElementsAre("[1,2]", "x", "[]"));
+
+  CLI::App app2;
+  CLI::App* unq = app2.add_subcommand("unquarantine");
+  unq->add_option("task", quarantined);
+  DropMarkersWhileParsing(app2);
+  const char* unq_argv[] = {"jobctl", "unquarantine", "[x]"};
+  marked = MarkedArgs(3, unq_argv);
+  app2.parse(marked);
+  EXPECT_EQ(quarantined, "[x]");  // Not "\x01[x]".
 }
 
 TEST(JobctlExitCodesTest, StatusCodesMapToExitCodes) {

@@ -76,11 +76,18 @@ CLI::App* CommandSet::Add(CLI::App& app, const std::string& name,
   return command;
 }
 
-void CommandSet::DropMarkers() const {
-  for (std::vector<std::string>* list : lists_) {
-    for (std::string& s : *list) DropMarker(&s);
+void DropMarkersWhileParsing(CLI::App& app) {
+  for (CLI::Option* option : app.get_options()) {
+    // A transform runs first of the option's validators, on each value
+    // after CLI11 split the arguments (which the marker kept whole).
+    option->transform(CLI::Validator(
+        [](std::string& value) {
+          DropMarker(&value);
+          return std::string();
+        },
+        ""));
   }
-  for (std::string* s : strings_) DropMarker(s);
+  for (CLI::App* sub : app.get_subcommands({})) DropMarkersWhileParsing(*sub);
 }
 
 std::optional<int> CommandSet::RunParsed(const Globals& g) const {

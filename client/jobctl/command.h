@@ -73,22 +73,18 @@ class CommandSet {
   CLI::App* Add(CLI::App& app, const std::string& name,
                 const std::string& description, Run run);
 
-  // Values that may hold an argument hidden behind the marker (args.h):
-  // DropMarkers() removes it after parsing.
-  void MayBeMarked(std::string* value) { strings_.push_back(value); }
-  void MayBeMarked(std::vector<std::string>* values) {
-    lists_.push_back(values);
-  }
-  void DropMarkers() const;
-
   // Runs the subcommand that was parsed; nullopt if none was.
   std::optional<int> RunParsed(const Globals& g) const;
 
  private:
   std::vector<std::pair<CLI::App*, Run>> commands_;
-  std::vector<std::string*> strings_;
-  std::vector<std::vector<std::string>*> lists_;
 };
+
+// Makes every option of `app` and of its subcommands, as they are now,
+// drop the marker (args.h) from each value before it checks or stores it:
+// an argument written [x] reaches its command as [x], whatever the option.
+// Call once every option is added, before the parse.
+void DropMarkersWhileParsing(CLI::App& app);
 
 // The command groups, in the order `jobctl --help` lists them.
 void AddSubmitCommand(CLI::App& app, CommandSet& commands);

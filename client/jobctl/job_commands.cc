@@ -310,14 +310,6 @@ void AddJobCommands(CLI::App& app, CommandSet& commands) {
   ls_cmd->add_option("--task", a->ls_task, "Only jobs of this task");
   ls_cmd->add_option("--limit", a->ls_limit, "Jobs at most")
       ->capture_default_str();
-
-  for (std::vector<std::string>* list :
-       {&a->wait_ids, &a->watch_ids, &a->cancel_ids, &a->ls_states}) {
-    commands.MayBeMarked(list);
-  }
-  for (std::string* value : {&a->get_id, &a->ls_task}) {
-    commands.MayBeMarked(value);
-  }
 }
 
 }  // namespace jobd::jobctl

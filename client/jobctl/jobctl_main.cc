@@ -34,11 +34,11 @@ int Main(int argc, char** argv) {
   app.fallthrough();
   AddGlobalOptions(app, &g);
   CommandSet commands;  // Must outlive the parse: it owns the bound values.
-  commands.MayBeMarked(&g.address);
   AddSubmitCommand(app, commands);
   AddMapCommand(app, commands);
   AddJobCommands(app, commands);
   AddDaemonCommands(app, commands);
+  DropMarkersWhileParsing(app);
 
   std::vector<std::string> args = MarkedArgs(argc, argv);
   try {
@@ -48,7 +48,6 @@ int Main(int argc, char** argv) {
     PrintError(fmt::format("{} (see: jobctl --help)", e.what()));
     return kExitUsage;
   }
-  commands.DropMarkers();
 
   StartSignalThread();
   if (std::optional<int> code = commands.RunParsed(g)) return *code;

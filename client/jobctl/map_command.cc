@@ -246,7 +246,6 @@ void AddMapCommand(CLI::App& app, CommandSet& commands) {
                   "Give up on the whole map after this long (exit 5)");
   cmd->add_flag("--no-progress", map->no_progress,
                 "No progress bar on stderr (shown only on a terminal)");
-  commands.MayBeMarked(&map->task);
 }
 
 }  // namespace jobd::jobctl

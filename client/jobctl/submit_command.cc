@@ -164,14 +164,6 @@ void AddSubmitCommand(CLI::App& app, CommandSet& commands) {
                 "Wait for the job to end and print its result");
   cmd->add_option("--wait-timeout", submit->wait_timeout,
                   "With --wait: give up after this long (exit 5)");
-  for (std::vector<std::string>* list :
-       {&submit->args, &submit->kwargs, &submit->labels}) {
-    commands.MayBeMarked(list);
-  }
-  for (std::string* value :
-       {&submit->task, &submit->payload_file, &submit->idempotency_key}) {
-    commands.MayBeMarked(value);
-  }
 }
 
 }  // namespace jobd::jobctl
