@@ -1,6 +1,6 @@
 // Unit tests of jobctl's LineReader (client/jobctl/line_reader.h), map's
 // stdin: lines from a pipe or a file, '\r' dropped, a last line without
-// '\n', and "no full line yet" without blocking.
+// '\n', "no full line yet" without blocking, and a line over the limit.
 #include <stdio.h>
 #include <unistd.h>
 
@@ -83,6 +83,31 @@ TEST(JobctlLineReaderTest, LinesLongerThanOneRead) {
   ASSERT_EQ(lines.Next(&line, false), InputStatus::kReady);
   EXPECT_EQ(line, big + "y");
   EXPECT_EQ(lines.Next(&line, true), InputStatus::kEnd);
+  ::fclose(f);
+}
+
+TEST(JobctlLineReaderTest, ALineOverTheLimitEndsTheInputAndSaysWhichLine) {
+  // Without a limit a line with no '\n' would be buffered whole, however
+  // big: here 1 MiB against a limit of 100 KiB, read 64 KiB at a time.
+  FILE* f = ::tmpfile();
+  ASSERT_NE(f, nullptr);
+  const std::string fits(100 << 10, 'f');
+  const std::string input =
+      "a\n" + fits + "\n" + std::string(1 << 20, 'x') + "\nafter\n";
+  ASSERT_EQ(::fwrite(input.data(), 1, input.size(), f), input.size());
+  ASSERT_EQ(::fflush(f), 0);
+  ASSERT_EQ(::lseek(::fileno(f), 0, SEEK_SET), 0);
+  LineReader lines(::fileno(f), 100 << 10);
+  std::string_view line;
+  ASSERT_EQ(lines.Next(&line, true), InputStatus::kReady);
+  EXPECT_EQ(line, "a");
+  ASSERT_EQ(lines.Next(&line, true), InputStatus::kReady);
+  EXPECT_EQ(line, fits);  // At the limit: still a line.
+  EXPECT_EQ(lines.Next(&line, true), InputStatus::kEnd);
+  EXPECT_EQ(lines.error(),
+            "stdin line 3 is longer than 102400 bytes (jobd's message "
+            "limit); stopped reading there");
+  EXPECT_EQ(lines.Next(&line, true), InputStatus::kEnd);  // And stays so.
   ::fclose(f);
 }
 

@@ -5,6 +5,8 @@
 
 #include <cerrno>
 
+#include "absl/strings/str_cat.h"
+
 namespace jobd::jobctl {
 
 using jobd::client::InputStatus;
@@ -16,12 +18,14 @@ InputStatus LineReader::Next(std::string_view* line, bool may_block) {
       *line = std::string_view(buf_).substr(start_, nl - start_);
       start_ = nl + 1;
       if (!line->empty() && line->back() == '\r') line->remove_suffix(1);
+      ++lines_;
       return InputStatus::kReady;
     }
     if (eof_) {
       if (start_ < buf_.size()) {
         *line = std::string_view(buf_).substr(start_);
         start_ = buf_.size();
+        ++lines_;
         return InputStatus::kReady;
       }
       return InputStatus::kEnd;
@@ -29,6 +33,18 @@ InputStatus LineReader::Next(std::string_view* line, bool may_block) {
     if (!may_block) {
       pollfd p{fd_, POLLIN, 0};
       if (::poll(&p, 1, 0) <= 0) return InputStatus::kNotReady;
+    }
+    // No '\n' in what is buffered: too long a line ends the input.
+    if (buf_.size() - start_ > max_line_bytes_) {
+      error_ = absl::StrCat("stdin line ", lines_ + 1, " is longer than ",
+                            max_line_bytes_,
+                            " bytes (jobd's message limit); stopped reading "
+                            "there");
+      buf_.clear();
+      buf_.shrink_to_fit();
+      start_ = 0;
+      eof_ = true;
+      return InputStatus::kEnd;
     }
     // Compact, then read more.
     if (start_ > 0) {

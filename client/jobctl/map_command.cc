@@ -165,6 +165,7 @@ int RunMap(const Globals& g, const MapArgs& a) {
   std::string out;
   out.reserve(1 << 17);
   uint64_t failed = 0, rejected = 0;
+  int code_for_input = kExitOk;
   MapResult r;
   auto flush = [&out] {
     if (out.empty()) return;
@@ -192,8 +193,12 @@ int RunMap(const Globals& g, const MapArgs& a) {
   flush();
   bar.Clear();
   OnInterrupt(nullptr);
+  if (!lines.error().empty()) {
+    PrintError(lines.error());
+    code_for_input = kExitRejected;
+  }
   const absl::Status status = stream.status();
-  int code = kExitOk;
+  int code = code_for_input;
   if (rejected > 0) code = Worst(code, kExitRejected);
   if (failed > 0) code = Worst(code, kExitJobFailed);
   if (!status.ok()) {
