@@ -353,6 +353,21 @@ bool WaitFor(const std::function<bool()>& done, absl::Duration limit) {
   return done();
 }
 
+std::string ReadProcFile(const std::filesystem::path& path) {
+  std::string out;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[4096];
+  for (int i = 0; i < 64; ++i) {  // A cmdline or stat line: a few KiB.
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
 std::vector<pid_t> PidsWithArg(const std::string& token) {
   std::vector<pid_t> pids;
   std::error_code ec;
@@ -362,13 +377,9 @@ std::vector<pid_t> PidsWithArg(const std::string& token) {
         name.find_first_not_of("0123456789") != std::string::npos) {
       continue;
     }
-    std::ifstream cmdline(entry.path() / "cmdline");
-    const std::string args((std::istreambuf_iterator<char>(cmdline)),
-                           std::istreambuf_iterator<char>());
+    const std::string args = ReadProcFile(entry.path() / "cmdline");
     if (args.find(token) == std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string line;
-    std::getline(stat, line);
+    const std::string line = ReadProcFile(entry.path() / "stat");
     const size_t close = line.rfind(')');
     if (close == std::string::npos || close + 2 >= line.size() ||
         line[close + 2] == 'Z') {

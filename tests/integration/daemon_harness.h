@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -85,6 +86,11 @@ bool WaitFor(const std::function<bool()>& done,
 // Live processes (zombies do not count: they run nothing) one of whose
 // arguments contains `token`, as this test sees them in /proc.
 std::vector<pid_t> PidsWithArg(const std::string& token);
+
+// A /proc file of a process (cmdline, stat, environ, ...), or "" once it is
+// gone: read with read(2), since a process that ends mid-read makes the
+// read fail with ESRCH (and std::ifstream then throws).
+std::string ReadProcFile(const std::filesystem::path& path);
 
 // A fresh directory under /tmp (empty path() if it could not be made),
 // removed with everything in it when this goes.

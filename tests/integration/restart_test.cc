@@ -40,9 +40,9 @@ using RestartTest = testing::JournaledDaemonTest;
 // When `pid` started (its /proc/PID/stat after the command), "" if it is
 // gone or a zombie.
 std::string StartOf(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string line;
-  std::getline(in, line);
+  std::string line =
+      testing::ReadProcFile(absl::StrCat("/proc/", pid, "/stat"));
+  line = line.substr(0, line.find('\n'));
   const size_t close = line.rfind(')');
   if (close == std::string::npos || close + 2 >= line.size() ||
       line[close + 2] == 'Z') {
@@ -158,7 +158,8 @@ std::map<pid_t, std::string> ChildrenOf(pid_t pid) {
   std::error_code ec;
   for (const auto& task : std::filesystem::directory_iterator(
            absl::StrCat("/proc/", pid, "/task"), ec)) {
-    std::ifstream children(task.path() / "children");
+    std::istringstream children(
+        testing::ReadProcFile(task.path() / "children"));
     for (pid_t child; children >> child;) out[child] = StartOf(child);
   }
   return out;
@@ -171,9 +172,7 @@ std::vector<pid_t> PidsWithEnv(const std::string& entry) {
   for (const auto& dir : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = dir.path().filename().string();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(dir.path() / "environ");
-    const std::string env((std::istreambuf_iterator<char>(in)),
-                          std::istreambuf_iterator<char>());
+    const std::string env = testing::ReadProcFile(dir.path() / "environ");
     if (env.find(entry + '\0') != std::string::npos &&
         !StartOf(std::stoi(name)).empty()) {
       pids.push_back(std::stoi(name));
