@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/integration/in_process_daemon.h"
+#include "tests/integration/test_tokens.h"
 
 namespace jobd {
 namespace {
@@ -32,23 +33,11 @@ using testing::Spec;
 using testing::StreamResult;
 using testing::WaitFor;
 
-constexpr char kAlice[] = "alice-secret";  // submit
-constexpr char kCarol[] = "carol-secret";  // submit
-constexpr char kBob[] = "bob-secret";      // read
-constexpr char kRoot[] = "root-secret";    // admin
-
-std::vector<std::string> TokenFlags() {
-  std::vector<std::string> flags;
-  for (const auto& [name, roles, token] :
-       {std::tuple{"alice", "submit", kAlice},
-        std::tuple{"carol", "submit", kCarol}, std::tuple{"bob", "read", kBob},
-        std::tuple{"root", "admin", kRoot}}) {
-    flags.push_back("--auth-token");
-    flags.push_back(
-        absl::StrCat(name, ":", roles, ":", Authenticator::Sha256Hex(token)));
-  }
-  return flags;
-}
+using testing::kAlice;
+using testing::kBob;
+using testing::kCarol;
+using testing::kRoot;
+using testing::TokenFlags;
 
 // A context carrying `token` (none if empty).
 void WithToken(grpc::ClientContext& ctx, const std::string& token) {

@@ -116,18 +116,13 @@ absl::StatusOr<int> StopProcess(pid_t pid, int sig, absl::Duration timeout) {
   return absl::DeadlineExceededError("process did not exit in time");
 }
 
-absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
-    std::vector<std::string> extra_args, std::vector<std::string> env) {
-  auto d = std::unique_ptr<Daemon>(new Daemon());
-  char tmpl[] = "/tmp/jobd-test-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
-  d->dir_ = tmpl;
-  std::vector<std::string> args = {
-      JobdPath(), "--unix-socket", d->dir_ + "/jobd.sock",
-      "--tcp",    "127.0.0.1:0",   "--testing-tasks"};
+std::vector<std::string> DaemonArgs(const std::string& program,
+                                    const std::string& dir,
+                                    const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {program, "--unix-socket", dir + "/jobd.sock",
+                                   "--tcp", "127.0.0.1:0",   "--testing-tasks"};
   auto given = [&](const char* flag) {
-    return std::find(extra_args.begin(), extra_args.end(), flag) !=
-           extra_args.end();
+    return std::find(extra.begin(), extra.end(), flag) != extra.end();
   };
   if (!given("--log-level")) args.insert(args.end(), {"--log-level", "debug"});
   // The tests' HTTP servers listen on 127.0.0.1, which http.get refuses
@@ -136,9 +131,19 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     args.insert(args.end(), {"--http-allow", "127.0.0.1"});
   }
   if (!given("--state-dir")) {
-    args.insert(args.end(), {"--state-dir", d->dir_ + "/state"});
+    args.insert(args.end(), {"--state-dir", dir + "/state"});
   }
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
+    std::vector<std::string> extra_args, std::vector<std::string> env) {
+  auto d = std::unique_ptr<Daemon>(new Daemon());
+  char tmpl[] = "/tmp/jobd-test-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+  d->dir_ = tmpl;
+  std::vector<std::string> args = DaemonArgs(JobdPath(), d->dir_, extra_args);
   absl::StatusOr<ReadyProcess> child = SpawnReady(
       std::move(args), "try:", d->dir_ + "/stderr.log", absl::Seconds(20), env);
   if (!child.ok()) {

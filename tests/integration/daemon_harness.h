@@ -142,6 +142,14 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
                          absl::Duration timeout = absl::Seconds(30),
                          const std::vector<std::string>& env = {});
 
+// jobd's command line in a test: `program`, a Unix socket in `dir`,
+// 127.0.0.1 port 0, --testing-tasks, --log-level debug, --http-allow
+// 127.0.0.1 and --state-dir `dir`/state (each unless `extra` gives it),
+// then `extra`. Both harnesses (this one, in_process_daemon.h) use it.
+std::vector<std::string> DaemonArgs(const std::string& program,
+                                    const std::string& dir,
+                                    const std::vector<std::string>& extra);
+
 // Paths of the built binaries (set by CMake).
 std::string JobdPath();
 std::string JobctlPath();

@@ -111,21 +111,7 @@ absl::StatusOr<std::unique_ptr<InProcessDaemon>> InProcessDaemon::Start(
   char tmpl[] = "/tmp/jobd-test-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
   d->dir_ = tmpl;
-  std::vector<std::string> args = {
-      "jobd",  "--unix-socket", d->dir_ + "/jobd.sock",
-      "--tcp", "127.0.0.1:0",   "--testing-tasks"};
-  auto given = [&](const char* flag) {
-    return std::find(extra_args.begin(), extra_args.end(), flag) !=
-           extra_args.end();
-  };
-  if (!given("--log-level")) args.insert(args.end(), {"--log-level", "debug"});
-  if (!given("--http-allow")) {
-    args.insert(args.end(), {"--http-allow", "127.0.0.1"});
-  }
-  if (!given("--state-dir")) {
-    args.insert(args.end(), {"--state-dir", d->dir_ + "/state"});
-  }
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  std::vector<std::string> args = DaemonArgs("jobd", d->dir_, extra_args);
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

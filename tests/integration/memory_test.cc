@@ -14,8 +14,8 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/frontend/auth.h"
 #include "tests/integration/daemon_harness.h"
+#include "tests/integration/test_tokens.h"
 
 namespace jobd {
 namespace {
@@ -313,19 +313,15 @@ TEST_F(MemoryTest, MemoryGoesBackToTheSystemAfterStreamsClose) {
                         << Rss() / kMiB << " MiB 40 s after they closed";
 }
 
-constexpr char kAlice[] = "alice-secret";
-constexpr char kCarol[] = "carol-secret";
+using testing::kAlice;
+using testing::kCarol;
 
 TEST_F(MemoryTest, OneCallerCannotFillTheJournalForTheOthers) {
   std::vector<std::string> flags = {"--journal-max-bytes", "24M",
                                     "--quota-max-bytes",   "8M",
                                     "--unix-socket-auth",  "token"};
-  for (const auto& [name, token] :
-       {std::pair{"alice", kAlice}, std::pair{"carol", kCarol}}) {
-    flags.push_back("--auth-token");
-    flags.push_back(
-        absl::StrCat(name, ":submit:", Authenticator::Sha256Hex(token)));
-  }
+  const std::vector<std::string> tokens = testing::TokenFlags();
+  flags.insert(flags.end(), tokens.begin(), tokens.end());
   StartDaemon(flags);
   auto submit = [&](const std::string& token, int n) {
     grpc::ClientContext ctx;

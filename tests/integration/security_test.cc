@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "server/frontend/auth.h"
 #include "tests/integration/daemon_harness.h"
+#include "tests/integration/test_tokens.h"
 
 namespace jobd {
 namespace {
@@ -37,23 +38,11 @@ using testing::StreamResult;
 using testing::TempDir;
 using testing::WaitFor;
 
-constexpr char kAlice[] = "alice-secret";  // submit
-constexpr char kCarol[] = "carol-secret";  // submit
-constexpr char kBob[] = "bob-secret";      // read
-constexpr char kRoot[] = "root-secret";    // admin
-
-std::vector<std::string> TokenFlags() {
-  std::vector<std::string> flags;
-  for (const auto& [name, roles, token] :
-       {std::tuple{"alice", "submit", kAlice},
-        std::tuple{"carol", "submit", kCarol}, std::tuple{"bob", "read", kBob},
-        std::tuple{"root", "admin", kRoot}}) {
-    flags.push_back("--auth-token");
-    flags.push_back(
-        absl::StrCat(name, ":", roles, ":", Authenticator::Sha256Hex(token)));
-  }
-  return flags;
-}
+using testing::kAlice;
+using testing::kBob;
+using testing::kCarol;
+using testing::kRoot;
+using testing::TokenFlags;
 
 // Certificates for a test: a CA, a server certificate for 127.0.0.1 and a
 // client certificate (CN "alice-cert"), made with the openssl CLI.
