@@ -207,6 +207,17 @@ TEST_F(ReloadTest, ByteBudgetsApplyLive) {
   EXPECT_EQ(service_->limits().total_stream_buffer_bytes, 16u << 20);
 }
 
+TEST_F(ReloadTest, AQuotaOfBytesAloneAppliesLive) {
+  // Changed alone, not carried in by another service limit's change.
+  Start("127.0.0.1:0", /*tls=*/false);
+  DaemonConfig fresh = current_;
+  fresh.service.quota_max_bytes = 8 << 20;
+  const ReloadResult r = Apply(fresh);
+  EXPECT_THAT(r.applied,
+              ::testing::Contains("--quota-max-bytes: 67108864 -> 8388608"));
+  EXPECT_EQ(service_->limits().quota_max_bytes, 8u << 20);
+}
+
 TEST(TcpExposureTest, BeyondLoopbackNeedsTlsAndAuthentication) {
   for (const char* address :
        {"127.0.0.1:50051", "127.8.9.1:1", "[::1]:50051", "localhost:1"}) {

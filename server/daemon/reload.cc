@@ -83,7 +83,8 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                             ln.max_streams_per_caller, live);
   service_limits |=
       d.Check("max-streams", lo.max_streams, ln.max_streams, live);
-  d.Check("quota-max-bytes", lo.quota_max_bytes, ln.quota_max_bytes, live);
+  service_limits |=
+      d.Check("quota-max-bytes", lo.quota_max_bytes, ln.quota_max_bytes, live);
   service_limits |= d.Check("stream-buffer-bytes", lo.stream_buffer_bytes,
                             ln.stream_buffer_bytes, live);
   service_limits |=
