@@ -334,6 +334,24 @@ StreamResult SubmitAll(v1::JobService::Stub& stub,
   return SubmitAll(ctx, stub, specs, std::move(options));
 }
 
+v1::JobEvent RunOne(v1::JobService::Stub& stub, const v1::JobSpec& spec) {
+  StreamResult r = SubmitAll(stub, {spec});
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  std::vector<v1::JobEvent> t = r.Terminal();
+  EXPECT_EQ(t.size(), 1u);
+  return t.empty() ? v1::JobEvent() : t.back();
+}
+
+v1::GetStatsResponse GetStats(v1::JobService::Stub& stub,
+                              const std::string& token) {
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  v1::GetStatsResponse s;
+  EXPECT_TRUE(stub.GetStats(&ctx, {}, &s).ok());
+  return s;
+}
+
 StreamResult SubmitAll(grpc::ClientContext& ctx, v1::JobService::Stub& stub,
                        const std::vector<v1::JobSpec>& specs,
                        v1::SubmitOptions options) {

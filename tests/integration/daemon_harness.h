@@ -129,6 +129,14 @@ StreamResult SubmitAll(grpc::ClientContext& ctx, v1::JobService::Stub& stub,
                        const std::vector<v1::JobSpec>& specs,
                        v1::SubmitOptions options = {});
 
+// Runs one job to its end and returns its terminal event (a default one,
+// and a test failure, if the stream did not give exactly one).
+v1::JobEvent RunOne(v1::JobService::Stub& stub, const v1::JobSpec& spec);
+
+// GetStats, as `token`'s caller if not empty (a test failure if it fails).
+v1::GetStatsResponse GetStats(v1::JobService::Stub& stub,
+                              const std::string& token = "");
+
 struct CommandResult {
   int exit_code = -1;  // -1 if killed by a signal or timed out.
   std::string out;

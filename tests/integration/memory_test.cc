@@ -74,12 +74,7 @@ class MemoryTest : public ::testing::Test {
     stub_ = v1::JobService::NewStub(channel_);
   }
   v1::GetStatsResponse Stats(const std::string& token = "") {
-    grpc::ClientContext ctx;
-    Deadline(ctx);
-    if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
-    v1::GetStatsResponse s;
-    EXPECT_TRUE(stub_->GetStats(&ctx, {}, &s).ok());
-    return s;
+    return testing::GetStats(*stub_, token);
   }
   uint64_t Rss() { return ProcStatusBytes(daemon_->pid(), "VmRSS"); }
   uint64_t PeakRss() { return ProcStatusBytes(daemon_->pid(), "VmHWM"); }

@@ -75,20 +75,10 @@ class ProcessPoolTest : public ::testing::Test {
 
   // Runs one job to its end; returns its terminal event.
   v1::JobEvent RunOne(const v1::JobSpec& spec) {
-    StreamResult r = SubmitAll(*stub_, {spec});
-    EXPECT_TRUE(r.status.ok()) << r.status.error_message();
-    std::vector<v1::JobEvent> t = r.Terminal();
-    EXPECT_EQ(t.size(), 1u);
-    return t.empty() ? v1::JobEvent() : t.back();
+    return testing::RunOne(*stub_, spec);
   }
 
-  v1::GetStatsResponse Stats() {
-    grpc::ClientContext ctx;
-    Deadline(ctx);
-    v1::GetStatsResponse stats;
-    EXPECT_TRUE(stub_->GetStats(&ctx, {}, &stats).ok());
-    return stats;
-  }
+  v1::GetStatsResponse Stats() { return testing::GetStats(*stub_); }
 
   // True once every slot has a live worker process and every spare is
   // warmed up.

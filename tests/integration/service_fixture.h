@@ -49,13 +49,7 @@ class ServiceTest : public ::testing::Test {
     EXPECT_TRUE(stub_->GetJob(&ctx, req, &job).ok());
     return job;
   }
-  v1::GetStatsResponse Stats() {
-    grpc::ClientContext ctx;
-    Deadline(ctx);
-    v1::GetStatsResponse s;
-    EXPECT_TRUE(stub_->GetStats(&ctx, {}, &s).ok());
-    return s;
-  }
+  v1::GetStatsResponse Stats() { return testing::GetStats(*stub_); }
   // The daemon still serves a normal job.
   void ExpectServing() {
     auto r = SubmitAll(*stub_, {Spec("sleep", {1})});
