@@ -54,6 +54,8 @@ class JobFuture(cf.Future):
         self.event = None
         self._started = False
         self._cancel_wanted = False
+        self._notify_lock = threading.Lock()
+        self._notified = False  # CANCELLED_AND_NOTIFIED set (_cancel_here)
 
     def __repr__(self):
         return "<JobFuture %s job=%s %s>" % (self.task, self.job_id,
@@ -72,14 +74,14 @@ class JobFuture(cf.Future):
             return self.cancelled()
         session = self._session
         if session is not None and session.unqueue(self):
-            return cf.Future.cancel(self)  # never sent
+            return self._cancel_here()  # never sent
         job_id = self.job_id
         if job_id is None:
             # Sent, not yet accepted: cancelled here now, on jobd as soon as
             # its id arrives (_accepted).
             self._cancel_wanted = True
             if self.job_id is None:
-                return cf.Future.cancel(self)
+                return self._cancel_here()
             job_id = self.job_id
         try:
             resp = self._executor._stub.CancelJob(
@@ -89,8 +91,20 @@ class JobFuture(cf.Future):
         except grpc.RpcError:
             return False
         if resp.state == pb.JOB_STATE_CANCELLED:
-            return cf.Future.cancel(self) or self.cancelled()
+            return self._cancel_here() or self.cancelled()
         return False
+
+    def _cancel_here(self):
+        # CANCELLED_AND_NOTIFIED at once, as a stdlib executor does when a
+        # worker meets a cancelled future: wait() and as_completed() count
+        # only that state as done.
+        if not cf.Future.cancel(self):
+            return False
+        with self._notify_lock:
+            first, self._notified = not self._notified, True
+        if first:
+            self.set_running_or_notify_cancel()
+        return True
 
     # Called by the session (reader thread).
     def _attach(self, session, tag):
@@ -111,7 +125,7 @@ class JobFuture(cf.Future):
             self.job_id = ev.job_id
         try:
             if cancelled:
-                cf.Future.cancel(self)
+                self._cancel_here()
             elif error is not None:
                 self.set_exception(error)
             else:
