@@ -19,8 +19,9 @@ import time
 
 import grpc
 
-from jobd._common import JobRejected, build_spec, connection_error, \
-    error_from_event, result_of
+from jobd import _common, _wire
+from jobd._common import JobRejected, connection_error, error_from_event, \
+    result_of
 from jobd.v1 import jobd_pb2 as pb
 
 
@@ -54,9 +55,12 @@ class MapStream:
         timeout = None if end is None else max(0.0, end - time.monotonic())
         with executor._lock:
             executor._maps.add(self)
-        self._call = executor._stub.Submit(self._requests(first),
-                                           metadata=executor._metadata,
-                                           timeout=timeout)
+        submit = executor._channel.stream_stream(
+            "/jobd.v1.JobService/Submit",
+            request_serializer=None,  # bytes from _requests
+            response_deserializer=pb.SubmitResponse.FromString)
+        self._call = submit(self._requests(first),
+                            metadata=executor._metadata, timeout=timeout)
 
     def close(self):
         with self._cv:
@@ -67,10 +71,15 @@ class MapStream:
             self._executor._maps.discard(self)
 
     def _requests(self, first):
-        yield first
+        # Requests go out as bytes encoded here (_wire.py): a spec is the
+        # template's bytes plus its arguments', a third of the cost of
+        # building messages field by field.
+        yield first.SerializeToString()
         catalog = self._executor._catalog
-        task, info, template = self._task, self._info, self._template
+        task, info = self._task, self._info
+        template = self._template.SerializeToString()
         inputs = self._inputs
+        encode_item = _wire.encode_item
         while True:
             with self._cv:
                 while self._in_flight >= self._window and not self._closed:
@@ -78,20 +87,15 @@ class MapStream:
                 if self._closed:
                     return
                 room = min(self._window - self._in_flight, self._max_batch)
-            req = pb.SubmitRequest()
-            items = req.items
-            n = 0
+            parts = []
+            tag = self._sent
             stop = False
             try:
                 for args in inputs:
                     catalog.check(task, args, {}, info)
-                    item = items.add()
-                    item.client_tag = self._sent + n
-                    spec = item.spec
-                    spec.CopyFrom(template)
-                    build_spec(spec, task, args, None, _NO_OPTIONS)
-                    n += 1
-                    if n == room:
+                    parts.append(encode_item(tag, template, args))
+                    tag += 1
+                    if len(parts) == room:
                         break
                 else:
                     stop = True
@@ -101,34 +105,38 @@ class MapStream:
                 with self._cv:
                     self._input_error = e
                 stop = True
-                if n:
-                    del items[n:]
-            if n:
+            if parts:
                 with self._cv:
-                    self._in_flight += n
-                    self._sent += n
-                yield req
+                    self._in_flight += len(parts)
+                    self._sent += len(parts)
+                yield b"".join(parts)
             if stop:
                 return
 
     def results(self):
+        succeeded = pb.EVENT_TYPE_SUCCEEDED
+        from_value = _common.from_value
         try:
             for response in self._call:
-                for ev in response.events:
-                    with self._cv:
-                        self._in_flight -= 1
-                        if self._in_flight == self._window - 1 or \
-                                self._in_flight == 0:
-                            self._cv.notify_all()
-                    t = ev.type
-                    if t == pb.EVENT_TYPE_SUCCEEDED:
-                        yield result_of(ev)
-                    elif t == pb.EVENT_TYPE_CANCELLED:
+                events = response.events
+                for ev in events:
+                    if ev.type == succeeded:
+                        r = ev.result
+                        if r.HasField("value"):
+                            yield from_value(r.value)
+                        else:
+                            yield result_of(ev)
+                    elif ev.type == pb.EVENT_TYPE_CANCELLED:
                         raise cf.CancelledError(
                             "job %s (%s) was cancelled: %s" % (
                                 ev.job_id, self._task, ev.error.message))
                     else:
                         raise error_from_event(ev, self._task)
+                # Window credit once the message's results were taken: the
+                # inputs read stay within `window` of the results consumed.
+                with self._cv:
+                    self._in_flight -= len(events)
+                    self._cv.notify_all()
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise TimeoutError("map: timeout reached") from None
@@ -139,12 +147,3 @@ class MapStream:
             self.close()
         if self._input_error is not None:
             raise self._input_error
-
-
-class _NoOptions:
-    @staticmethod
-    def fill(spec):
-        pass
-
-
-_NO_OPTIONS = _NoOptions()
