@@ -77,13 +77,22 @@ class Daemon:
         self.proc.stdout.close()
         self.stderr.close()
 
+    def sanitizer_report(self):
+        """What ASan/UBSan/LSan wrote to the daemon's log (an ASan build)."""
+        with open(self.stderr.name, "rb") as f:
+            log = f.read().decode(errors="replace")
+        marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                 "runtime error:")
+        return log if any(m in log for m in marks) else ""
+
 
 @pytest.fixture(scope="session")
 def daemon():
-    # One thread worker: a second thread job waits QUEUED behind the first.
-    d = Daemon("--thread-workers", "1")
+    d = Daemon()
     yield d
-    d.kill(signal.SIGTERM)
+    d.kill(signal.SIGTERM)  # a clean exit: LeakSanitizer runs
+    report = d.sanitizer_report()
+    assert not report, "jobd (pid %d) reported:\n%s" % (d.proc.pid, report)
 
 
 @pytest.fixture

@@ -326,3 +326,19 @@ def test_daemon_killed_fails_pending_futures_promptly(own_daemon):
     with pytest.raises(jobd.ConnectionLost):
         next(it)
     ex.shutdown(wait=False)
+
+
+def test_token_authenticates(own_daemon, monkeypatch):
+    import hashlib
+    digest = hashlib.sha256(b"s3cret").hexdigest()
+    d = own_daemon("--auth-token", "alice:submit+read:" + digest,
+                   "--unix-socket-auth", "token")
+    with jobd.Executor(d.address, token="s3cret") as ex:
+        assert ex.submit("echo", 1).result(T) == 1
+    monkeypatch.setenv("JOBD_TOKEN", "s3cret")
+    with jobd.Executor(d.address) as ex:
+        assert list(ex.map("echo", [1, 2])) == [1, 2]
+    ex = jobd.Executor(d.address, token="wrong")
+    with pytest.raises(jobd.ConnectionLost) as e:
+        ex.submit("echo", 1)
+    assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
