@@ -24,6 +24,8 @@ from jobd._common import JobRejected, connection_error, error_from_event, \
     result_of
 from jobd.v1 import jobd_pb2 as pb
 
+_EXACT = float(2 ** 53)
+
 
 class MapStream:
     def __init__(self, executor, task, inputs, options, chunksize, window,
@@ -123,7 +125,13 @@ class MapStream:
                     if ev.type == succeeded:
                         r = ev.result
                         if r.HasField("value"):
-                            yield from_value(r.value)
+                            v = r.value
+                            if v.WhichOneof("kind") == "number_value":
+                                n = v.number_value  # from_value, inlined
+                                yield int(n) if n.is_integer() and \
+                                    -_EXACT <= n <= _EXACT else n
+                            else:
+                                yield from_value(v)
                         else:
                             yield result_of(ev)
                     elif ev.type == pb.EVENT_TYPE_CANCELLED:
