@@ -6,7 +6,8 @@ are batched under load; a reader thread dispatches the events to the futures
 by client_tag. When the stream ends for any reason, every future still open
 fails with ConnectionLost at once.
 
-Thread-safety: all mutable state is guarded by self._cv. Future callbacks run
+Thread-safety: all mutable state, and each future's _queued flag, is
+guarded by self._cv. Future callbacks run
 on the reader thread (as the stdlib runs them on a worker thread), never
 under self._cv.
 """
@@ -58,6 +59,7 @@ class Session:
             self._next_tag += 1
             item = pb.SubmitItem(client_tag=tag, spec=spec)
             future._attach(self, tag)
+            future._queued = True
             self._open[tag] = future
             self._queue.append((item, future))
             if len(self._queue) == 1:
@@ -65,15 +67,15 @@ class Session:
             return True
 
     def unqueue(self, future):
-        """Drops future's spec if it has not been sent yet; True if so."""
+        """Drops future's spec if it has not been sent yet; True if so. O(1):
+        the writer skips it (cancelling many queued futures stays linear)."""
         with self._cv:
-            for i, (item, f) in enumerate(self._queue):
-                if f is future:
-                    del self._queue[i]
-                    self._open.pop(item.client_tag, None)
-                    self._maybe_idle_locked()
-                    return True
-        return False
+            if not future._queued:
+                return False
+            future._queued = False
+            self._open.pop(future._tag, None)
+            self._maybe_idle_locked()
+            return True
 
     def forget(self, tag):
         with self._cv:
@@ -121,7 +123,14 @@ class Session:
                     return  # closing: half-close the stream
                 n = min(len(self._queue), self._max_batch)
                 pop = self._queue.popleft
-                batch = [pop()[0] for _ in range(n)]
+                batch = []
+                for _ in range(n):
+                    item, f = pop()
+                    if f._queued:  # else cancelled before it was sent
+                        f._queued = False
+                        batch.append(item)
+            if not batch:
+                continue
             req = pb.SubmitRequest()
             req.items.extend(batch)
             yield req

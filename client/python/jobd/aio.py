@@ -183,6 +183,8 @@ class Client:
         if root._tasks:
             await asyncio.gather(*root._tasks, return_exceptions=True)
         root._fail_open(ConnectionLost("jobd.aio.Client closed"))
+        if root._background:  # CancelJob calls under way: let them end
+            await asyncio.wait(list(root._background), timeout=10)
         if root._channel is not None:
             await root._channel.close()
 

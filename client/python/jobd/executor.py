@@ -54,6 +54,7 @@ class JobFuture(cf.Future):
         self.event = None
         self._started = False
         self._cancel_wanted = False
+        self._queued = False  # in its session's queue, not sent (session)
         self._notify_lock = threading.Lock()
         self._notified = False  # CANCELLED_AND_NOTIFIED set (_cancel_here)
 
@@ -114,10 +115,7 @@ class JobFuture(cf.Future):
     def _accepted(self, job_id):
         self.job_id = job_id
         if self._cancel_wanted:
-            self._executor._stub.CancelJob.future(
-                pb.CancelJobRequest(job_id=job_id),
-                metadata=self._executor._metadata,
-                timeout=_CANCEL_RPC_TIMEOUT)
+            self._executor._cancel_async(job_id)
 
     def _finish(self, value, error, ev, cancelled=False):
         self.event = ev
@@ -218,6 +216,7 @@ class Executor(_Base):
         self._shutdown_flag = False
         self._catalog = TaskCatalog()
         self._maps = set()
+        self._cancels = set()  # CancelJob calls under way (_cancel_async)
 
     def _root(self):
         return self
@@ -306,6 +305,19 @@ class Executor(_Base):
         raise ConnectionLost("jobd at %s: the Submit stream could not be "
                              "opened" % self._address)
 
+    def _cancel_async(self, job_id):
+        # Held until done: gRPC cancels a call whose future is collected.
+        call = self._stub.CancelJob.future(pb.CancelJobRequest(job_id=job_id),
+                                           metadata=self._metadata,
+                                           timeout=_CANCEL_RPC_TIMEOUT)
+        with self._lock:
+            self._cancels.add(call)
+        call.add_done_callback(self._cancel_done)
+
+    def _cancel_done(self, call):
+        with self._lock:
+            self._cancels.discard(call)
+
     def _session_ended(self, session):
         with self._lock:
             self._sessions.discard(session)
@@ -353,4 +365,11 @@ class Executor(_Base):
                 s.close(timeout=10)
             for m in maps:
                 m.close()
+            with self._lock:
+                cancels = list(self._cancels)
+            for call in cancels:  # each ends within _CANCEL_RPC_TIMEOUT
+                try:
+                    call.result()
+                except grpc.RpcError:
+                    pass
             self._channel.close()

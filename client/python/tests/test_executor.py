@@ -342,3 +342,21 @@ def test_token_authenticates(own_daemon, monkeypatch):
     with pytest.raises(jobd.ConnectionLost) as e:
         ex.submit("echo", 1)
     assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_cancel_at_every_stage_leaves_nothing_running(own_daemon):
+    # Cancelled at once after submit: some specs are not sent yet (dropped),
+    # some sent but not acknowledged (cancelled on jobd when their id comes),
+    # some accepted (CancelJob). None may stay alive on jobd.
+    d = own_daemon()
+    ex = jobd.Executor(d.address)
+    fs = [ex.submit("sleep", 30000) for _ in range(3000)]
+    # Newest first: the last ones are still queued or unacknowledged then.
+    assert all(f.cancel() for f in reversed(fs))
+    done, not_done = cf.wait(fs, timeout=T)
+    assert not not_done and all(f.cancelled() for f in fs)
+
+    def live():
+        return ex.stub.GetStats(pb.GetStatsRequest(), timeout=T).live
+    wait_until(lambda: live() == 0)
+    ex.shutdown(wait=True)
