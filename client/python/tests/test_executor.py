@@ -360,3 +360,15 @@ def test_cancel_at_every_stage_leaves_nothing_running(own_daemon):
         return ex.stub.GetStats(pb.GetStatsRequest(), timeout=T).live
     wait_until(lambda: live() == 0)
     ex.shutdown(wait=True)
+
+
+def test_leaving_map_early_cancels_its_jobs(own_daemon):
+    d = own_daemon()
+    with jobd.Executor(d.address) as ex:
+        results = ex.map("sleep", [10, 30000, 30000])
+        assert next(results) == 10
+        results.close()
+
+        def live():
+            return ex.stub.GetStats(pb.GetStatsRequest(), timeout=T).live
+        wait_until(lambda: live() == 0)
