@@ -252,7 +252,9 @@ class Executor(_Base):
         self._limits = stats.limits
 
     def _task_info(self, task):
-        info = self._catalog.get(task)
+        # The task's ListTasks entry; the list is reloaded once for a name
+        # it does not have (a task registered since), None if still unknown.
+        info = self._catalog.get(task) if isinstance(task, str) else None
         if info is None and isinstance(task, str) and task:
             try:
                 self._catalog.load(self._stub.ListTasks(
@@ -263,15 +265,8 @@ class Executor(_Base):
             info = self._catalog.get(task)
         return info
 
-    def _check(self, task, args, kwargs):
-        info = self._catalog.get(task) if isinstance(task, str) else None
-        if info is None:
-            info = self._task_info(task)
-        self._catalog.check(task, args, kwargs, info)
-        return info
-
     def _make_spec(self, task, args, kwargs, options):
-        self._check(task, args, kwargs)
+        self._catalog.check(task, args, kwargs, self._task_info(task))
         spec = pb.JobSpec()
         try:
             build_spec(spec, task, args, kwargs, options)
