@@ -372,3 +372,20 @@ def test_leaving_map_early_cancels_its_jobs(own_daemon):
         def live():
             return ex.stub.GetStats(pb.GetStatsRequest(), timeout=T).live
         wait_until(lambda: live() == 0)
+
+
+def test_submits_are_batched_under_load(daemon, monkeypatch):
+    from jobd._session import Session
+    sizes = []
+    plain = Session._requests
+
+    def counting(self):
+        for req in plain(self):
+            sizes.append(len(req.items))
+            yield req
+    monkeypatch.setattr(Session, "_requests", counting)
+    with jobd.Executor(daemon.address) as ex:
+        fs = [ex.submit("echo", i) for i in range(5000)]
+        assert [f.result(T) for f in fs] == list(range(5000))
+    assert sum(sizes) == 5000
+    assert max(sizes) > 1 and len(sizes) < 2500, sizes  # first: options
