@@ -1,0 +1,347 @@
+"""jobd.aio: the asyncio client, on grpc.aio.
+
+    async with jobd.aio.Client() as client:
+        job = await client.submit("sleep", 300)    # accepted (or JobRejected)
+        print(job.job_id, await job)                # its result
+        jobs = [await client.submit("sleep", ms) for ms in (300, 100, 200)]
+        async for done in client.as_completed(jobs):
+            print(await done)
+        async for n in client.map("primes.count", range(100)):
+            ...
+
+A Job is an asyncio.Future: asyncio.as_completed, gather, wait and
+wait_for take it as it is; job.cancel() also cancels it on jobd, queued or
+running. All jobs of a Client share one Submit stream; the specs submitted
+while a write is under way go out together in the next message.
+
+Thread-safety: one event loop; a Client belongs to the loop it was first
+used in.
+"""
+
+import asyncio
+import collections
+
+import grpc
+from grpc import aio as grpc_aio
+
+from jobd._common import ConnectionLost, JobOptions, JobRejected, \
+    TaskCatalog, build_spec, channel_args, connection_error, \
+    error_from_event, result_of
+from jobd.v1 import jobd_pb2 as pb
+from jobd.v1 import jobd_pb2_grpc as pb_grpc
+
+
+class Job(asyncio.Future):
+    """One job: await it for its result (JobFailed if it failed,
+    asyncio.CancelledError if cancelled, ConnectionLost if the stream
+    broke). job_id, task, progress ((fraction, message) or None), payload
+    and event (the terminal JobEvent) as jobd.JobFuture's."""
+
+    def __init__(self, client, task):
+        super().__init__()
+        self._client = client
+        self.task = task
+        self.job_id = None
+        self.progress = None
+        self.payload = b""
+        self.event = None
+        self._accepted = asyncio.get_running_loop().create_future()
+
+    def cancel(self, msg=None):
+        """Cancels the job here and on jobd (queued or running)."""
+        if self.done():
+            return False
+        if self.job_id is not None:
+            self._client._cancel_remote(self.job_id)
+        else:
+            self._cancel_on_accept = True
+        return super().cancel(msg)
+
+    _cancel_on_accept = False
+
+
+class Client:
+    """address, token, tls as jobd.Executor's. Connects on first use."""
+
+    def __init__(self, address=None, *, token=None, tls=None,
+                 connect_timeout=5.0, _options=None, _root=None):
+        if _root is not None:  # an options view
+            self._root = _root
+            self._options = _options
+            return
+        self._root = self
+        self._options = JobOptions()
+        self._address, self._metadata, self._creds, self._channel_opts = \
+            channel_args(address, token, tls)
+        self._connect_timeout = connect_timeout
+        self._channel = None
+        self._stub = None
+        self._limits = None
+        self._catalog = TaskCatalog()
+        self._connect_lock = None
+        self._call = None
+        self._queue = []
+        self._wake = None
+        self._open = {}
+        self._next_tag = 1
+        self._tasks = []
+        self._closed = False
+        self._background = set()
+
+    def options(self, **options):
+        """A view whose jobs get these options (as Executor.options)."""
+        return Client(_root=self._root,
+                      _options=self._options.updated(**options))
+
+    async def __aenter__(self):
+        await self._root._connect()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self._root.close()
+
+    @property
+    def stub(self):
+        return self._root._stub
+
+    # ------------------------------------------------------------ public
+
+    async def submit(self, task, /, *args, **kwargs):
+        """Submits a job and waits for jobd to accept it; returns its Job.
+        Raises JobRejected (field named) if the spec is refused."""
+        job = await self._start(task, args, kwargs)
+        await job._accepted
+        return job
+
+    async def _start(self, task, args, kwargs):
+        # Checks and queues the spec; the Job, not waiting for ACCEPTED.
+        root = self._root
+        await root._connect()
+        info = root._catalog.get(task) if isinstance(task, str) else None
+        if info is None and isinstance(task, str) and task:
+            await root._load_tasks()
+            info = root._catalog.get(task)
+        root._catalog.check(task, args, kwargs, info)
+        spec = pb.JobSpec()
+        try:
+            build_spec(spec, task, args, kwargs, self._options)
+        except TypeError as e:
+            raise JobRejected(str(e), task=task) from None
+        job = Job(root, task)
+        root._enqueue(spec, job)
+        return job
+
+    async def as_completed(self, jobs, timeout=None):
+        """Yields the jobs as they end (async for); TimeoutError if
+        `timeout` seconds pass first."""
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        pending = set(jobs)
+        while pending:
+            left = None if end is None else max(0.0, end - loop.time())
+            done, pending = await asyncio.wait(
+                pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise TimeoutError("as_completed: %d job(s) not done"
+                                   % len(pending))
+            for job in done:
+                yield job
+
+    async def map(self, task, iterable, window=256):
+        """Yields task(item) (a tuple item is spread as arguments) in input
+        order, with at most `window` jobs in flight; leaving the loop early
+        cancels them."""
+        pending = collections.deque()
+        try:
+            for item in iterable:
+                args = item if isinstance(item, tuple) else (item,)
+                pending.append(await self._start(task, args, {}))
+                if len(pending) >= window:
+                    yield await pending.popleft()
+            while pending:
+                yield await pending.popleft()
+        finally:
+            for job in pending:
+                job.cancel()
+
+    async def get_job(self, job_id, wait=None):
+        req = pb.GetJobRequest(job_id=job_id)
+        if wait:
+            req.wait.FromNanoseconds(int(wait * 1e9))
+        await self._root._connect()
+        return await self._root._stub.GetJob(req,
+                                             metadata=self._root._metadata)
+
+    async def close(self):
+        """Ends the stream (jobs go on in jobd) and closes the channel."""
+        root = self._root
+        root._closed = True
+        if root._call is not None:
+            root._call.cancel()
+        for t in root._tasks:
+            t.cancel()
+        if root._tasks:
+            await asyncio.gather(*root._tasks, return_exceptions=True)
+        root._fail_open(ConnectionLost("jobd.aio.Client closed"))
+        if root._background:  # CancelJob calls under way: let them end
+            await asyncio.wait(list(root._background), timeout=10)
+        if root._channel is not None:
+            await root._channel.close()
+
+    # ------------------------------------------------------------ internals
+
+    async def _connect(self):
+        if self._limits is not None:
+            return
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self._limits is not None:
+                return
+            if self._creds is None:
+                self._channel = grpc_aio.insecure_channel(
+                    self._address, self._channel_opts)
+            else:
+                self._channel = grpc_aio.secure_channel(
+                    self._address, self._creds, self._channel_opts)
+            self._stub = pb_grpc.JobServiceStub(self._channel)
+            try:
+                stats = await self._stub.GetStats(
+                    pb.GetStatsRequest(), metadata=self._metadata,
+                    timeout=self._connect_timeout, wait_for_ready=True)
+            except grpc.RpcError as e:
+                raise connection_error(e, self._address) from None
+            await self._load_tasks()
+            self._limits = stats.limits
+
+    async def _load_tasks(self):
+        try:
+            self._catalog.load(await self._stub.ListTasks(
+                pb.ListTasksRequest(), metadata=self._metadata,
+                timeout=self._connect_timeout))
+        except grpc.RpcError as e:
+            raise connection_error(e, self._address) from None
+
+    def _enqueue(self, spec, job):
+        if self._closed:
+            raise RuntimeError("jobd.aio.Client is closed")
+        if self._call is None:
+            self._open_stream()
+        tag = self._next_tag
+        self._next_tag += 1
+        self._open[tag] = job
+        self._queue.append(pb.SubmitItem(client_tag=tag, spec=spec))
+        self._wake.set()
+
+    def _open_stream(self):
+        self._call = self._stub.Submit(metadata=self._metadata)
+        self._wake = asyncio.Event()
+        call = self._call
+        self._tasks = [asyncio.ensure_future(self._write(call)),
+                       asyncio.ensure_future(self._read(call))]
+
+    async def _write(self, call):
+        try:
+            await call.write(pb.SubmitRequest(options=pb.SubmitOptions(
+                order=pb.ORDER_COMPLETION,
+                window=self._limits.max_window or 0)))
+            max_batch = self._limits.max_jobs_per_request or 1024
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    batch = self._queue[:max_batch]
+                    del self._queue[:max_batch]
+                    req = pb.SubmitRequest()
+                    req.items.extend(batch)
+                    await call.write(req)
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            pass  # the reader reports the stream's end
+
+    async def _read(self, call):
+        error = None
+        try:
+            async for response in call:
+                for ev in response.events:
+                    self._dispatch(ev)
+        except asyncio.CancelledError:
+            error = ConnectionLost("jobd.aio.Client closed")
+        except grpc.RpcError as e:
+            error = connection_error(e, self._address)
+        if error is None:
+            error = ConnectionLost("jobd at %s ended the Submit stream"
+                                   % self._address)
+        if self._call is call:
+            self._call = None
+            for t in self._tasks:
+                if t is not asyncio.current_task():
+                    t.cancel()
+            self._queue.clear()
+        self._fail_open(error)
+
+    def _fail_open(self, error):
+        open_, self._open = self._open, {}
+        for job in open_.values():
+            exc = ConnectionLost(str(error), code=getattr(error, "code", None),
+                                 job_id=job.job_id)
+            if not job._accepted.done():
+                job._accepted.set_exception(exc)
+            if not job.done():
+                job.set_exception(exc)
+
+    def _dispatch(self, ev):
+        job = self._open.get(ev.client_tag)
+        if job is None:
+            return
+        t = ev.type
+        if t == pb.EVENT_TYPE_ACCEPTED:
+            job.job_id = ev.job_id
+            if not job._accepted.done():
+                job._accepted.set_result(None)
+            if job._cancel_on_accept:
+                self._cancel_remote(ev.job_id)
+            return
+        if t == pb.EVENT_TYPE_STARTED:
+            return
+        if t == pb.EVENT_TYPE_PROGRESS:
+            job.progress = (ev.progress.fraction, ev.progress.message)
+            return
+        del self._open[ev.client_tag]
+        job.event = ev
+        if ev.job_id:
+            job.job_id = ev.job_id
+        if t == pb.EVENT_TYPE_REJECTED:
+            err = error_from_event(ev, job.task)
+            if not job._accepted.done():
+                job._accepted.set_exception(err)
+            if not job.done():
+                job.set_exception(err)
+                # Marked retrieved: submit raises it (map awaits the job).
+            job._accepted.exception()
+            job.exception()
+            return
+        if not job._accepted.done():
+            job._accepted.set_result(None)
+        if job.done():
+            return
+        if t == pb.EVENT_TYPE_SUCCEEDED:
+            job.payload = ev.result.payload
+            job.set_result(result_of(ev))
+        elif t == pb.EVENT_TYPE_CANCELLED:
+            asyncio.Future.cancel(job, ev.error.message)
+        else:
+            job.set_exception(error_from_event(ev, job.task))
+
+    def _cancel_remote(self, job_id):
+        async def go():
+            try:
+                await self._stub.CancelJob(pb.CancelJobRequest(job_id=job_id),
+                                           metadata=self._metadata,
+                                           timeout=10)
+            except grpc.RpcError:
+                pass
+
+        t = asyncio.ensure_future(go())
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+

@@ -1,0 +1,370 @@
+"""jobd.Executor: a concurrent.futures.Executor whose jobs run in a jobd
+daemon.
+
+    with jobd.Executor() as ex:                      # $JOBD_ADDRESS / socket
+        f = ex.submit("sleep", 300)                  # concurrent.futures.Future
+        print(f.result(timeout=5))
+        for n in ex.options(kind="cpu").map("primes.count", range(10**4),
+                                            chunksize=64):
+            ...
+
+Differences from the standard library, on purpose: `cancel()` also cancels a
+running job (jobd asks its task to stop and ends it at once); `map` is lazy
+(at most `window` inputs taken ahead of the results consumed); a failed job
+raises jobd.JobFailed; a lost connection fails the open futures with
+jobd.ConnectionLost.
+
+Thread-safety: an Executor and its futures may be used from any thread.
+Ownership: the Executor owns its channel and its Submit stream; shutdown()
+(or leaving the `with` block) releases them.
+"""
+
+import concurrent.futures as cf
+import threading
+import time
+
+import grpc
+
+from jobd._common import ConnectionLost, JobOptions, JobRejected, \
+    TaskCatalog, build_spec, channel_args, connection_error
+from jobd._map import MapStream
+from jobd._session import Session
+from jobd.v1 import jobd_pb2 as pb
+from jobd.v1 import jobd_pb2_grpc as pb_grpc
+
+_CANCEL_RPC_TIMEOUT = 10.0
+
+
+class JobFuture(cf.Future):
+    """A concurrent.futures.Future for one jobd job.
+
+    Extra attributes: job_id (None until jobd accepted it), task, progress
+    ((fraction, message) of the latest PROGRESS event, or None), payload
+    (the result's bytes) and event (the terminal JobEvent)."""
+
+    def __init__(self, executor, task):
+        super().__init__()
+        self._executor = executor
+        self._session = None
+        self._tag = 0
+        self.task = task
+        self.job_id = None
+        self.progress = None
+        self.payload = b""
+        self.event = None
+        self._started = False
+        self._cancel_wanted = False
+        self._queued = False  # in its session's queue, not sent (session)
+        self._notify_lock = threading.Lock()
+        self._notified = False  # CANCELLED_AND_NOTIFIED set (_cancel_here)
+
+    def __repr__(self):
+        return "<JobFuture %s job=%s %s>" % (self.task, self.job_id,
+                                             self._state)
+
+    def running(self):
+        """True once jobd reported the job started, until it ends."""
+        return self._started and not self.done()
+
+    def cancel(self):
+        """Cancels the job, queued or running (unlike the stdlib, a running
+        job can be cancelled: jobd ends it at once and asks its task to
+        stop). True if the future is now cancelled; False if the job had
+        already ended."""
+        if self.done():
+            return self.cancelled()
+        session = self._session
+        if session is not None and session.unqueue(self):
+            return self._cancel_here()  # never sent
+        job_id = self.job_id
+        if job_id is None:
+            # Sent, not yet accepted: cancelled here now, on jobd as soon as
+            # its id arrives (_accepted).
+            self._cancel_wanted = True
+            if self.job_id is None:
+                return self._cancel_here()
+            job_id = self.job_id
+        try:
+            resp = self._executor._stub.CancelJob(
+                pb.CancelJobRequest(job_id=job_id),
+                metadata=self._executor._metadata,
+                timeout=_CANCEL_RPC_TIMEOUT)
+        except grpc.RpcError:
+            return False
+        if resp.state == pb.JOB_STATE_CANCELLED:
+            return self._cancel_here() or self.cancelled()
+        return False
+
+    def _cancel_here(self):
+        # CANCELLED_AND_NOTIFIED at once, as a stdlib executor does when a
+        # worker meets a cancelled future: wait() and as_completed() count
+        # only that state as done.
+        if not cf.Future.cancel(self):
+            return False
+        with self._notify_lock:
+            first, self._notified = not self._notified, True
+        if first:
+            self.set_running_or_notify_cancel()
+        return True
+
+    # Called by the session (reader thread).
+    def _attach(self, session, tag):
+        self._session = session
+        self._tag = tag
+
+    def _accepted(self, job_id):
+        self.job_id = job_id
+        if self._cancel_wanted:
+            self._executor._cancel_async(job_id)
+
+    def _finish(self, value, error, ev, cancelled=False):
+        self.event = ev
+        if ev.job_id:
+            self.job_id = ev.job_id
+        try:
+            if cancelled:
+                self._cancel_here()
+            elif error is not None:
+                self.set_exception(error)
+            else:
+                if ev.result.payload:
+                    self.payload = ev.result.payload
+                self.set_result(value)
+        except cf.InvalidStateError:
+            pass  # cancelled here meanwhile
+
+    def _fail_connection(self, error):
+        if self.done():
+            return
+        try:
+            self.set_exception(ConnectionLost(str(error), code=error.code,
+                                              job_id=self.job_id))
+        except cf.InvalidStateError:
+            pass
+
+
+class _Base(cf.Executor):
+    """What Executor and its options views share."""
+
+    _options: JobOptions
+
+    def submit(self, task, /, *args, **kwargs):
+        """Submits a job of `task` with JSON-like args/kwargs; returns a
+        JobFuture at once. Raises jobd.JobRejected (its `field` named) when
+        the spec is wrong for the task, RuntimeError after shutdown."""
+        return self._root()._submit(task, args, kwargs, self._options)
+
+    def map(self, task, *iterables, timeout=None, chunksize=1, window=None):
+        """Like Executor.map: yields task(*item) in input order. Lazy: at most
+        `window` inputs (default: the daemon's default window) are taken
+        from the iterables ahead of the results consumed. chunksize > 1 lets
+        the process pool send that many jobs to a worker in one frame. Runs
+        on a Submit stream of its own; leaving the loop early cancels the
+        jobs still running. timeout: seconds from this call for the whole
+        map (TimeoutError)."""
+        return self._root()._map(task, iterables, timeout, chunksize, window,
+                                 self._options)
+
+    def options(self, **options):
+        """A view of this executor whose jobs get these options: kind ("auto",
+        "cpu", "io"), executor (None, "process", "thread", "reactor"),
+        priority (int, higher first), timeout (seconds), labels (dict),
+        idempotency_key (str), delivery ("at_most_once", "at_least_once"),
+        payload (bytes). Shares the executor's connection and stream."""
+        return _OptionsView(self._root(), self._options.updated(**options))
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        self._root()._shutdown(wait, cancel_futures)
+
+
+class _OptionsView(_Base):
+    def __init__(self, root, options):
+        self._root_ex = root
+        self._options = options
+
+    def _root(self):
+        return self._root_ex
+
+    def __repr__(self):
+        return "<jobd.Executor view %r>" % (self._options,)
+
+
+class Executor(_Base):
+    """A concurrent.futures.Executor backed by a jobd daemon.
+
+    address: any gRPC target ("unix:/path", "host:port"); default
+    $JOBD_ADDRESS, else the daemon's default socket (as jobctl). token:
+    bearer token (default $JOBD_TOKEN). tls: None, True (system roots) or a
+    jobd.TLS. Connects on first use; raises jobd.ConnectionLost if the
+    daemon cannot be reached."""
+
+    def __init__(self, address=None, *, token=None, tls=None,
+                 connect_timeout=5.0):
+        self._address, self._metadata, creds, opts = channel_args(
+            address, token, tls)
+        if creds is None:
+            self._channel = grpc.insecure_channel(self._address, opts)
+        else:
+            self._channel = grpc.secure_channel(self._address, creds, opts)
+        self._stub = pb_grpc.JobServiceStub(self._channel)
+        self._connect_timeout = connect_timeout
+        self._options = JobOptions()
+        self._lock = threading.Lock()
+        self._limits = None
+        self._session = None
+        self._sessions = set()  # sessions with jobs still open
+        self._shutdown_flag = False
+        self._catalog = TaskCatalog()
+        self._maps = set()
+        self._cancels = set()  # CancelJob calls under way (_cancel_async)
+
+    def _root(self):
+        return self
+
+    def __repr__(self):
+        return "<jobd.Executor %s>" % self._address
+
+    @property
+    def address(self):
+        return self._address
+
+    @property
+    def stub(self):
+        """The jobd.v1 JobService stub (GetJob, ListJobs, GetStats, ...)."""
+        return self._stub
+
+    # ---------------------------------------------------------- connect
+
+    def _connect_locked(self):
+        if self._limits is not None:
+            return
+        try:
+            stats = self._stub.GetStats(pb.GetStatsRequest(),
+                                        metadata=self._metadata,
+                                        timeout=self._connect_timeout,
+                                        wait_for_ready=True)
+            tasks = self._stub.ListTasks(pb.ListTasksRequest(),
+                                         metadata=self._metadata,
+                                         timeout=self._connect_timeout)
+        except grpc.RpcError as e:
+            raise connection_error(e, self._address) from None
+        self._catalog.load(tasks)
+        self._limits = stats.limits
+
+    def _task_info(self, task):
+        # The task's ListTasks entry; the list is reloaded once for a name
+        # it does not have (a task registered since), None if still unknown.
+        info = self._catalog.get(task) if isinstance(task, str) else None
+        if info is None and isinstance(task, str) and task:
+            try:
+                self._catalog.load(self._stub.ListTasks(
+                    pb.ListTasksRequest(), metadata=self._metadata,
+                    timeout=self._connect_timeout))
+            except grpc.RpcError as e:
+                raise connection_error(e, self._address) from None
+            info = self._catalog.get(task)
+        return info
+
+    def _make_spec(self, task, args, kwargs, options):
+        self._catalog.check(task, args, kwargs, self._task_info(task))
+        spec = pb.JobSpec()
+        try:
+            build_spec(spec, task, args, kwargs, options)
+        except TypeError as e:
+            raise JobRejected(str(e), task=task) from None
+        return spec
+
+    # ---------------------------------------------------------- submit
+
+    def _submit(self, task, args, kwargs, options):
+        with self._lock:
+            if self._shutdown_flag:
+                raise RuntimeError("cannot schedule new futures after "
+                                   "shutdown")
+            self._connect_locked()
+        spec = self._make_spec(task, args, kwargs, options)
+        future = JobFuture(self, task)
+        for _ in range(2):
+            with self._lock:
+                if self._shutdown_flag:
+                    raise RuntimeError("cannot schedule new futures after "
+                                       "shutdown")
+                if self._session is None or self._session.broken():
+                    self._session = Session(self._stub, self._metadata,
+                                            self._address, self._limits,
+                                            self._session_ended)
+                    self._sessions.add(self._session)
+                session = self._session
+            if session.enqueue(spec, future):
+                return future
+        raise ConnectionLost("jobd at %s: the Submit stream could not be "
+                             "opened" % self._address)
+
+    def _cancel_async(self, job_id):
+        # Held until done: gRPC cancels a call whose future is collected.
+        call = self._stub.CancelJob.future(pb.CancelJobRequest(job_id=job_id),
+                                           metadata=self._metadata,
+                                           timeout=_CANCEL_RPC_TIMEOUT)
+        with self._lock:
+            self._cancels.add(call)
+        call.add_done_callback(self._cancel_done)
+
+    def _cancel_done(self, call):
+        with self._lock:
+            self._cancels.discard(call)
+
+    def _session_ended(self, session):
+        with self._lock:
+            self._sessions.discard(session)
+
+    # ---------------------------------------------------------- map
+
+    def _map(self, task, iterables, timeout, chunksize, window, options):
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            if self._shutdown_flag:
+                raise RuntimeError("cannot schedule new futures after "
+                                   "shutdown")
+            self._connect_locked()
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
+        self._check_task_name(task)
+        stream = MapStream(self, task, zip(*iterables), options, chunksize,
+                           window, end)
+        return stream.results()
+
+    def _check_task_name(self, task):
+        if not isinstance(task, str) or not task:
+            raise JobRejected("spec.task: missing task name")
+        if self._task_info(task) is None:
+            raise JobRejected("spec.task: unknown task '%s' (see ListTasks / "
+                              "jobctl tasks)" % task, task=task)
+
+    # ---------------------------------------------------------- shutdown
+
+    def _shutdown(self, wait, cancel_futures):
+        with self._lock:
+            self._shutdown_flag = True
+            sessions = list(self._sessions)
+            maps = list(self._maps)
+        open_ = [f for s in sessions for f in s.open_futures()]
+        if cancel_futures:
+            for f in open_:
+                if not f._started:
+                    f.cancel()
+        for s in sessions:
+            s.close(when_idle=True)
+        if wait:
+            cf.wait(open_)
+            for s in sessions:
+                s.close(timeout=10)
+            for m in maps:
+                m.close()
+            with self._lock:
+                cancels = list(self._cancels)
+            for call in cancels:  # each ends within _CANCEL_RPC_TIMEOUT
+                try:
+                    call.result()
+                except grpc.RpcError:
+                    pass
+            self._channel.close()

@@ -1,0 +1,101 @@
+"""jobd.aio.Client against a real daemon, used through asyncio."""
+
+import asyncio
+import time
+
+import pytest
+
+import jobd
+import jobd.aio
+
+T = 10  # seconds: the bound of every wait below
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, T * 2))
+
+
+def test_submit_returns_an_awaitable_accepted_job(daemon):
+    async def main():
+        async with jobd.aio.Client(daemon.address) as c:
+            job = await c.submit("echo", "hi")
+            assert job.job_id and isinstance(job, asyncio.Future)
+            assert await asyncio.wait_for(job, T) == "hi"
+    run(main())
+
+
+def test_async_for_over_completions(daemon):
+    async def main():
+        async with jobd.aio.Client(daemon.address) as c:
+            jobs = {await c.submit("sleep", ms): ms for ms in (500, 50, 250)}
+            order = [jobs[j] async for j in c.as_completed(jobs, timeout=T)]
+            assert order == [50, 250, 500]
+    run(main())
+
+
+def test_works_with_asyncio_as_completed_gather_and_wait(daemon):
+    async def main():
+        async with jobd.aio.Client(daemon.address) as c:
+            jobs = [await c.submit("sleep", ms) for ms in (300, 30, 150)]
+            got = [await f for f in asyncio.as_completed(jobs, timeout=T)]
+            assert got == [30, 150, 300]
+            assert await asyncio.gather(*jobs) == [300, 30, 150]
+            slow = await c.submit("sleep", 5000)
+            fast = await c.submit("sleep", 10)
+            done, pending = await asyncio.wait(
+                [slow, fast], timeout=T, return_when=asyncio.FIRST_COMPLETED)
+            assert done == {fast} and pending == {slow}
+            slow.cancel()
+    run(main())
+
+
+def test_rejected_spec_raises_at_submit(daemon):
+    async def main():
+        async with jobd.aio.Client(daemon.address) as c:
+            with pytest.raises(jobd.JobRejected) as e:
+                await c.submit("sleep", "x")
+            assert e.value.field == "spec.args[0] (ms)"
+            with pytest.raises(jobd.JobRejected) as e:
+                await c.submit("http.get", "ftp://example.invalid/")
+            assert e.value.field  # only jobd knows this one
+    run(main())
+
+
+def test_failure_and_cancel(daemon):
+    async def main():
+        async with jobd.aio.Client(daemon.address) as c:
+            bad = await c.submit("fail", "boom")
+            with pytest.raises(jobd.JobFailed) as e:
+                await bad
+            assert e.value.reason == "TASK_ERROR"
+            job = await c.options(timeout=20).submit("sleep", 30000)
+            assert job.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await job
+            got = await c.get_job(job.job_id, wait=T)
+            assert jobd.v1.jobd_pb2.JobState.Name(got.state) == \
+                "JOB_STATE_CANCELLED"
+    run(main())
+
+
+def test_map_in_order(daemon):
+    async def main():
+        async with jobd.aio.Client(daemon.address) as c:
+            got = [x async for x in c.map("echo", range(500), window=64)]
+            assert got == list(range(500))
+    run(main())
+
+
+def test_daemon_killed_fails_open_jobs(own_daemon):
+    d = own_daemon()
+
+    async def main():
+        async with jobd.aio.Client(d.address) as c:
+            jobs = [await c.submit("sleep", 30000) for _ in range(3)]
+            t0 = time.monotonic()
+            d.kill()
+            for j in jobs:
+                with pytest.raises(jobd.ConnectionLost):
+                    await asyncio.wait_for(j, 5)
+            assert time.monotonic() - t0 < 5
+    run(main())

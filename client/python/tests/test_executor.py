@@ -1,0 +1,391 @@
+"""jobd.Executor against a real daemon, used through concurrent.futures."""
+
+import concurrent.futures as cf
+import itertools
+import threading
+import time
+
+import grpc
+import pytest
+
+import jobd
+from jobd.v1 import jobd_pb2 as pb
+
+T = 10  # seconds: the bound of every wait below
+
+
+@pytest.fixture
+def ex(daemon):
+    e = jobd.Executor(daemon.address)
+    yield e
+    e.shutdown(wait=False, cancel_futures=True)
+
+
+def job_state(ex, future):
+    return ex.stub.GetJob(pb.GetJobRequest(job_id=future.job_id),
+                          timeout=T).state
+
+
+def wait_until(pred, timeout=T):
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_submit_returns_a_real_future(ex):
+    f = ex.submit("echo", "hello")
+    assert isinstance(f, cf.Future)
+    assert f.result(timeout=T) == "hello"
+    assert f.done() and not f.cancelled() and f.exception(T) is None
+    assert f.job_id
+
+
+def test_results_convert_json_values(ex):
+    value = {"a": [1, 2.5, None, True], "b": {"c": "d"}}
+    assert ex.submit("echo", value).result(T) == value
+
+
+def test_as_completed_yields_in_completion_order(ex):
+    fs = {ex.submit("sleep", ms): ms for ms in (600, 100, 350)}
+    order = [fs[f] for f in cf.as_completed(fs, timeout=T)]
+    assert order == [100, 350, 600]
+
+
+def test_wait_first_completed(ex):
+    slow = ex.submit("sleep", 5000)
+    fast = ex.submit("sleep", 50)
+    done, not_done = cf.wait([slow, fast], timeout=T,
+                             return_when=cf.FIRST_COMPLETED)
+    assert done == {fast} and not_done == {slow}
+    assert slow.cancel()
+
+
+def test_wait_first_exception(ex):
+    slow = ex.submit("sleep", 5000)
+    ok = ex.submit("echo", 1)
+    bad = ex.submit("fail", "boom")
+    done, not_done = cf.wait([slow, ok, bad], timeout=T,
+                             return_when=cf.FIRST_EXCEPTION)
+    assert bad in done and slow in not_done
+    assert slow.cancel()
+
+
+def test_wait_all_completed(ex):
+    fs = [ex.submit("sleep", ms) for ms in (10, 20, 30)]
+    done, not_done = cf.wait(fs, timeout=T, return_when=cf.ALL_COMPLETED)
+    assert done == set(fs) and not not_done
+
+
+def test_wait_times_out(ex):
+    f = ex.submit("sleep", 5000)
+    t0 = time.monotonic()
+    done, not_done = cf.wait([f], timeout=0.2)
+    assert not done and not_done == {f}
+    assert time.monotonic() - t0 < 2
+    with pytest.raises(cf.TimeoutError):
+        f.result(timeout=0.1)
+    assert f.cancel()
+
+
+def test_done_callbacks_before_and_after_completion(ex):
+    seen = []
+    ended = threading.Event()
+    f = ex.submit("sleep", 100)
+    f.add_done_callback(lambda g: (seen.append(("before", g.result())),
+                                   ended.set()))
+    assert ended.wait(T)
+    f.add_done_callback(lambda g: seen.append(("after", g.result())))
+    assert seen == [("before", 100), ("after", 100)]  # after: at once
+
+
+def test_failed_job_raises_jobfailed(ex):
+    f = ex.submit("fail", "disk on fire")
+    err = f.exception(timeout=T)
+    assert isinstance(err, jobd.JobFailed)
+    assert err.reason == "TASK_ERROR" and "disk on fire" in err.message
+    assert isinstance(err.code, grpc.StatusCode)
+    assert err.job_id == f.job_id and err.task == "fail"
+    assert err.remote_type is None and err.remote_traceback is None
+    with pytest.raises(jobd.JobFailed):
+        f.result(T)
+
+
+def test_job_timeout_option(ex):
+    f = ex.options(timeout=0.2).submit("sleep", 5000)
+    err = f.exception(timeout=T)
+    assert isinstance(err, jobd.JobFailed) and err.reason == "TIMEOUT"
+
+
+def test_cancel_running_job(ex):
+    f = ex.submit("sleep", 30000)
+    wait_until(f.running)
+    t0 = time.monotonic()
+    assert f.cancel()
+    assert f.cancelled() and f.done()
+    assert time.monotonic() - t0 < 2
+    with pytest.raises(cf.CancelledError):
+        f.result(T)
+    assert job_state(ex, f) == pb.JOB_STATE_CANCELLED
+    assert not f.cancel() or f.cancelled()
+
+
+def test_cancel_queued_job(own_daemon):
+    d = own_daemon("--thread-workers", "1")
+    with jobd.Executor(d.address) as ex:
+        on_thread = ex.options(executor="thread")
+        first = on_thread.submit("sleep", 30000)
+        queued = on_thread.submit("sleep", 30000)
+        wait_until(lambda: first.running() and queued.job_id)
+        assert not queued.running()
+        assert job_state(ex, queued) == pb.JOB_STATE_QUEUED
+        assert queued.cancel()
+        assert job_state(ex, queued) == pb.JOB_STATE_CANCELLED
+        assert first.cancel()
+
+
+def test_cancel_after_end_is_false(ex):
+    f = ex.submit("echo", 1)
+    f.result(T)
+    assert not f.cancel()
+
+
+def test_map_yields_in_submission_order(ex):
+    assert list(ex.map("echo", range(2000))) == list(range(2000))
+    # Later inputs end first; results still come in input order.
+    assert list(ex.map("sleep", [300, 200, 100, 0], timeout=T)) == \
+        [300, 200, 100, 0]
+
+
+def test_map_several_iterables(ex):
+    assert list(ex.map("echo", "abc", [1, 2, 3])) == \
+        [["a", 1], ["b", 2], ["c", 3]]
+
+
+def test_map_is_lazy_with_a_bounded_window(ex):
+    taken = itertools.count()
+    consumed = [0]
+
+    def inputs():
+        for i in range(10_000_000):
+            consumed[0] = next(taken) + 1
+            yield i
+
+    results = ex.map("echo", inputs(), window=100)
+    for taken_results in (250, 1000):
+        got = list(itertools.islice(results, taken_results - (
+            0 if taken_results == 250 else 250)))
+        assert got[0] == (0 if taken_results == 250 else 250)
+        # A runaway writer would read far ahead meanwhile (nothing to await:
+        # this checks that something does not happen).
+        time.sleep(0.2)
+        # The writer stays within `window` of the results consumed.
+        assert taken_results <= consumed[0] <= taken_results + 100
+    results.close()
+
+
+def test_map_chunksize_matches_local_count(ex):
+    def count(n):
+        return sum(1 for k in range(2, n)
+                   if all(k % d for d in range(2, int(k ** .5) + 1)))
+
+    ns = list(range(0, 3000, 37))
+    got = list(ex.options(kind="cpu").map("primes.count", ns, chunksize=8,
+                                          timeout=T))
+    assert got == [count(n) for n in ns]
+
+
+def test_map_timeout(ex):
+    it = ex.map("sleep", [5000], timeout=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(cf.TimeoutError):
+        next(it)
+    assert time.monotonic() - t0 < 3
+
+
+def test_map_raises_at_the_failed_item(ex):
+    it = ex.map("sleep", [10, "x", 30])
+    assert next(it) == 10
+    with pytest.raises(jobd.JobRejected) as e:
+        next(it)
+    assert e.value.field == "spec.args[0] (ms)"
+
+
+def test_map_raises_jobfailed(ex):
+    it = ex.map("fail", ["a"], timeout=T)
+    with pytest.raises(jobd.JobFailed):
+        next(it)
+
+
+def test_rejected_spec_raises_at_submit_naming_the_field(ex):
+    cases = [
+        (("nope",), {}, "spec.task"),
+        (("sleep", "x"), {}, "spec.args[0] (ms)"),
+        (("sleep",), {}, "spec.args[0] / spec.kwargs.ms"),
+        (("sleep", 1), {"bogus": 1}, "spec.kwargs.bogus"),
+        (("sleep", 1, 2), {}, "spec.args"),
+        (("echo", object()), {}, "spec.args[0]"),
+    ]
+    for args, kwargs, field in cases:
+        with pytest.raises(jobd.JobRejected) as e:
+            ex.submit(*args, **kwargs)
+        assert e.value.field == field, e.value
+    with pytest.raises(jobd.JobRejected) as e:
+        ex.options(kind="gpu")
+    assert e.value.field == "spec.kind"
+    with pytest.raises(TypeError):
+        ex.options(colour="red")
+
+
+def test_rejection_only_jobd_knows_fails_the_future(ex):
+    f = ex.submit("http.get", "ftp://example.invalid/")
+    err = f.exception(timeout=T)
+    assert isinstance(err, jobd.JobRejected) and err.field
+
+
+def test_options_never_collide_with_task_kwargs(ex):
+    view = ex.options(priority=5, labels={"team": "ml"}, kind="io")
+    out = view.submit("echo", 1, timeout=3, priority="x").result(T)
+    assert out == {"args": [1], "kwargs": {"timeout": 3, "priority": "x"}}
+    f = view.submit("echo", 2)
+    f.result(T)
+    job = ex.stub.GetJob(pb.GetJobRequest(job_id=f.job_id), timeout=T)
+    assert job.spec.priority == 5 and job.spec.labels["team"] == "ml"
+    assert job.spec.kind == pb.JOB_KIND_IO_BOUND
+
+
+def test_idempotency_key_returns_the_same_job(ex):
+    view = ex.options(idempotency_key="py-idem-1")
+    a = view.submit("echo", 1)
+    a.result(T)
+    b = view.submit("echo", 1)
+    b.result(T)
+    assert a.job_id == b.job_id
+
+
+def test_futures_share_one_stream(ex):
+    fs = [ex.submit("echo", i) for i in range(3000)]
+    assert [f.result(T) for f in fs] == list(range(3000))
+    assert len(ex._sessions) <= 1 and ex._session is not None
+
+
+def test_shutdown_waits_and_refuses_new_work(daemon):
+    ex = jobd.Executor(daemon.address)
+    fs = [ex.submit("sleep", 200) for _ in range(5)]
+    ex.shutdown(wait=True)
+    assert all(f.done() and f.result() == 200 for f in fs)
+    with pytest.raises(RuntimeError):
+        ex.submit("echo", 1)
+
+
+def test_context_manager_waits(daemon):
+    with jobd.Executor(daemon.address) as ex:
+        f = ex.submit("sleep", 200)
+    assert f.done() and f.result() == 200
+
+
+def test_shutdown_cancel_futures_cancels_queued_only(own_daemon):
+    d = own_daemon("--thread-workers", "1")
+    ex = jobd.Executor(d.address)
+    on_thread = ex.options(executor="thread")
+    running = on_thread.submit("sleep", 500)
+    queued = [on_thread.submit("sleep", 30000) for _ in range(3)]
+    wait_until(lambda: running.running() and all(q.job_id for q in queued))
+    t0 = time.monotonic()
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert time.monotonic() - t0 < 5
+    assert running.result(0) == 500
+    assert all(q.cancelled() for q in queued)
+
+
+def test_default_address_from_environment(daemon, monkeypatch):
+    monkeypatch.setenv("JOBD_ADDRESS", daemon.address)
+    assert jobd.default_address() == daemon.address
+    with jobd.Executor() as ex:
+        assert ex.submit("echo", 7).result(T) == 7
+
+
+def test_unreachable_daemon_raises_connection_lost(tmp_path):
+    ex = jobd.Executor("unix:%s/none.sock" % tmp_path, connect_timeout=0.5)
+    with pytest.raises(jobd.ConnectionLost):
+        ex.submit("echo", 1)
+
+
+def test_daemon_killed_fails_pending_futures_promptly(own_daemon):
+    d = own_daemon()
+    ex = jobd.Executor(d.address)
+    fs = [ex.submit("sleep", 30000) for _ in range(5)]
+    wait_until(lambda: all(f.running() for f in fs))
+    it = ex.map("sleep", [30000, 30000])
+    t0 = time.monotonic()
+    d.kill()
+    done, not_done = cf.wait(fs, timeout=5)
+    assert not not_done and time.monotonic() - t0 < 5
+    for f in fs:
+        assert isinstance(f.exception(), jobd.ConnectionLost)
+    with pytest.raises(jobd.ConnectionLost):
+        next(it)
+    ex.shutdown(wait=False)
+
+
+def test_token_authenticates(own_daemon, monkeypatch):
+    import hashlib
+    digest = hashlib.sha256(b"s3cret").hexdigest()
+    d = own_daemon("--auth-token", "alice:submit+read:" + digest,
+                   "--unix-socket-auth", "token")
+    with jobd.Executor(d.address, token="s3cret") as ex:
+        assert ex.submit("echo", 1).result(T) == 1
+    monkeypatch.setenv("JOBD_TOKEN", "s3cret")
+    with jobd.Executor(d.address) as ex:
+        assert list(ex.map("echo", [1, 2])) == [1, 2]
+    ex = jobd.Executor(d.address, token="wrong")
+    with pytest.raises(jobd.ConnectionLost) as e:
+        ex.submit("echo", 1)
+    assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_cancel_at_every_stage_leaves_nothing_running(own_daemon):
+    # Cancelled at once after submit: some specs are not sent yet (dropped),
+    # some sent but not acknowledged (cancelled on jobd when their id comes),
+    # some accepted (CancelJob). None may stay alive on jobd.
+    d = own_daemon()
+    ex = jobd.Executor(d.address)
+    fs = [ex.submit("sleep", 30000) for _ in range(3000)]
+    # Newest first: the last ones are still queued or unacknowledged then.
+    assert all(f.cancel() for f in reversed(fs))
+    done, not_done = cf.wait(fs, timeout=T)
+    assert not not_done and all(f.cancelled() for f in fs)
+
+    def live():
+        return ex.stub.GetStats(pb.GetStatsRequest(), timeout=T).live
+    wait_until(lambda: live() == 0)
+    ex.shutdown(wait=True)
+
+
+def test_leaving_map_early_cancels_its_jobs(own_daemon):
+    d = own_daemon()
+    with jobd.Executor(d.address) as ex:
+        results = ex.map("sleep", [10, 30000, 30000])
+        assert next(results) == 10
+        results.close()
+
+        def live():
+            return ex.stub.GetStats(pb.GetStatsRequest(), timeout=T).live
+        wait_until(lambda: live() == 0)
+
+
+def test_submits_are_batched_under_load(daemon, monkeypatch):
+    from jobd._session import Session
+    sizes = []
+    plain = Session._requests
+
+    def counting(self):
+        for req in plain(self):
+            sizes.append(len(req.items))
+            yield req
+    monkeypatch.setattr(Session, "_requests", counting)
+    with jobd.Executor(daemon.address) as ex:
+        fs = [ex.submit("echo", i) for i in range(5000)]
+        assert [f.result(T) for f in fs] == list(range(5000))
+    assert sum(sizes) == 5000  # (the first request: options, no items)
+    assert max(sizes) > 1 and len(sizes) < 2500, sizes
