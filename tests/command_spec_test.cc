@@ -139,6 +139,29 @@ TEST(CommandSpecTest, FingerprintTellsDeclarationsApart) {
   EXPECT_NE(x.Fingerprint(), y.Fingerprint());
 }
 
+TEST(CommandTaskTest, TheTaskDefSaysWhatItRuns) {
+  CommandSpec spec =
+      Spec({"/bin/echo", "a b\n", "{x}"}, {Param("x", ParamType::kString, "")});
+  spec.description = "Echoes";
+  spec.kind = v1::JOB_KIND_CPU_BOUND;
+  spec.timeout = absl::Seconds(30);
+  absl::StatusOr<TaskDef> def =
+      CommandTask(std::make_shared<const CommandSpec>(spec), nullptr, nullptr);
+  ASSERT_TRUE(def.ok()) << def.status();
+  EXPECT_EQ(def->description,
+            "Echoes [command: /bin/echo 'a b\\n' {x}; result: text; input: "
+            "the payload; timeout: 30s]");
+  EXPECT_EQ(def->default_kind, v1::JOB_KIND_CPU_BOUND);
+  EXPECT_EQ(def->max_timeout, absl::Seconds(30));
+  EXPECT_TRUE(def->holds_pool_slot);
+  EXPECT_TRUE(def->has_async());
+  EXPECT_FALSE(def->has_sync());
+  spec.command[1] = "{nope}";
+  EXPECT_FALSE(
+      CommandTask(std::make_shared<const CommandSpec>(spec), nullptr, nullptr)
+          .ok());
+}
+
 // ---- [[task]] tables -----------------------------------------------------
 
 TEST(TaskTablesTest, ReadsTheDocumentedForm) {

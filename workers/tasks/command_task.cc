@@ -54,6 +54,34 @@ std::string ArgText(const Value& v) {
   }
 }
 
+// `arg` as it would be typed to a shell, for descriptions: quoted when it
+// holds anything but plain characters, control characters escaped.
+std::string Shown(const std::string& arg) {
+  const bool plain =
+      !arg.empty() && std::all_of(arg.begin(), arg.end(), [](char c) {
+        return absl::ascii_isalnum(c) ||
+               std::string_view("/-_.,:=+%@{}").find(c) !=
+                   std::string_view::npos ||
+               static_cast<unsigned char>(c) >= 0x80;
+      });
+  if (plain) return arg;
+  std::string out = "'";
+  for (char c : arg) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
 absl::StatusOr<TaskOutput> Outcome(const CommandSpec& spec, ProgramEnd& end) {
   const std::string& path = spec.command[0];
   if (!end.exited || end.exit_code != 0) {
@@ -328,8 +356,10 @@ absl::StatusOr<TaskDef> CommandTask(
                                " (declared in the "
                                "config file)");
   }
+  std::vector<std::string> shown;
+  for (const std::string& arg : spec->command) shown.push_back(Shown(arg));
   absl::StrAppend(
-      &description, " [command: ", absl::StrJoin(spec->command, " "),
+      &description, " [command: ", absl::StrJoin(shown, " "),
       "; result: ", ResultName(spec->result), "; input: ",
       spec->stdin_param.empty() ? "the payload"
                                 : "parameter " + spec->stdin_param,
