@@ -312,6 +312,13 @@ command = ["/bin/echo", "doomed"]
                                         "unknown placeholder {nope}"));
   EXPECT_THAT(TaskNames(), ::testing::IsSupersetOf({"version", "doomed"}));
   EXPECT_THAT(TaskNames(), Not(::testing::Contains("bad")));
+  // A built-in's name: the other settings apply, the tasks stay as they were.
+  Reload(v1_tasks + "\n[[task]]\nname = \"echo\"\ncommand = [\"/bin/echo\"]\n",
+         "refused the [[task]] tables", 1);
+  EXPECT_THAT(daemon_->Log(),
+              HasSubstr("task 'echo' (line 11): the name is taken by a "
+                        "built-in"));
+  EXPECT_THAT(TaskNames(), ::testing::IsSupersetOf({"version", "doomed"}));
 
   // A job of the old definition, running across the reload.
   grpc::ClientContext ctx;
