@@ -141,5 +141,60 @@ TEST(BuiltinTasksTest, CountsPrimes) {
   EXPECT_EQ(CountPrimesInRange(10, 20), 4);  // 11 13 17 19
 }
 
+// A group is replaced as a whole; a TaskDef handed out before stays valid
+// (retired, not freed), an unchanged one is kept, a flip-flop reuses it.
+TEST(TaskRegistryTest, SetGroupReplacesAGroupAndKeepsOldDefinitionsAlive) {
+  TaskRegistry r;
+  ASSERT_TRUE(r.Add({.name = "builtin", .run = Noop}).ok());
+  auto def = [](std::string name, std::string description) {
+    return TaskDef{.name = std::move(name),
+                   .description = std::move(description),
+                   .run = Noop};
+  };
+  std::vector<std::pair<TaskDef, std::string>> v1;
+  v1.emplace_back(def("a", "first a"), "a1");
+  v1.emplace_back(def("b", "b"), "b1");
+  auto change = r.SetGroup("cfg", std::move(v1));
+  ASSERT_TRUE(change.ok()) << change.status();
+  EXPECT_EQ(change->added, (std::vector<std::string>{"a", "b"}));
+  const TaskDef* a1 = r.Find("a");
+  const TaskDef* b1 = r.Find("b");
+  ASSERT_NE(a1, nullptr);
+
+  std::vector<std::pair<TaskDef, std::string>> v2;
+  v2.emplace_back(def("a", "second a"), "a2");
+  v2.emplace_back(def("b", "b"), "b1");
+  v2.emplace_back(def("c", "c"), "c1");
+  change = r.SetGroup("cfg", std::move(v2));
+  ASSERT_TRUE(change.ok());
+  EXPECT_EQ(change->changed, (std::vector<std::string>{"a"}));
+  EXPECT_EQ(change->added, (std::vector<std::string>{"c"}));
+  EXPECT_TRUE(change->removed.empty());
+  EXPECT_EQ(r.Find("b"), b1);  // Unchanged: the same TaskDef.
+  EXPECT_NE(r.Find("a"), a1);
+  EXPECT_EQ(r.Find("a")->description, "second a");
+  EXPECT_EQ(a1->description, "first a");  // Retired, still readable.
+
+  // A name of a task outside the group: refused, nothing changes.
+  std::vector<std::pair<TaskDef, std::string>> bad;
+  bad.emplace_back(def("builtin", "x"), "x");
+  change = r.SetGroup("cfg", std::move(bad));
+  ASSERT_FALSE(change.ok());
+  EXPECT_THAT(change.status().message(),
+              HasSubstr("task 'builtin': the name is taken by a built-in"));
+  EXPECT_NE(r.Find("c"), nullptr);
+  EXPECT_EQ(r.List().size(), 4u);
+
+  // Back to the first declaration of a: its first TaskDef comes back.
+  std::vector<std::pair<TaskDef, std::string>> v3;
+  v3.emplace_back(def("a", "first a"), "a1");
+  change = r.SetGroup("cfg", std::move(v3));
+  ASSERT_TRUE(change.ok());
+  EXPECT_EQ(change->removed, (std::vector<std::string>{"b", "c"}));
+  EXPECT_EQ(r.Find("a"), a1);
+  EXPECT_EQ(r.Find("b"), nullptr);
+  EXPECT_EQ(b1->name, "b");  // Removed, still readable.
+}
+
 }  // namespace
 }  // namespace jobd

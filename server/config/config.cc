@@ -14,6 +14,7 @@
 
 #include "CLI/CLI.hpp"
 #include "jobd/v1/default_address.h"
+#include "server/config/toml_config.h"
 #include "spdlog/fmt/fmt.h"
 #include "workers/sdk/utf8.h"
 
@@ -83,8 +84,10 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       "jobd"};
   app.set_version_flag("--version", JOBD_VERSION);
   app.set_config("--config", "",
-                 "Read settings from a TOML/INI file "
-                 "(keys named like the long flags)");
+                 "Read settings from a TOML file (keys named like the long "
+                 "flags; [[task]] tables declare command tasks)");
+  auto command_tasks = std::make_shared<std::vector<CommandSpec>>();
+  app.config_formatter(std::make_shared<TomlConfig>(command_tasks));
   app.allow_config_extras(false);  // A misspelt key is an error, not ignored.
 
   c.unix_socket = v1::DefaultSocketPath();
@@ -430,6 +433,7 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return absl::InvalidArgumentError(e.what());
   }
+  c.command_tasks = std::move(*command_tasks);
   if (c.unix_socket == "none") c.unix_socket.clear();
   if (c.tcp_address == "none") c.tcp_address.clear();
   if (c.unix_socket.empty() && c.tcp_address.empty()) {

@@ -1,6 +1,7 @@
 // DaemonConfig: every setting of jobd, from command-line flags and an
-// optional config file (--config FILE, TOML/INI: `key = value` lines named
-// like the long flags), flags winning over the file. Embedded defaults make
+// optional config file (--config FILE, TOML: `key = value` lines named
+// like the long flags, and [[task]] tables declaring command tasks:
+// toml_config.h), flags winning over the file. Embedded defaults make
 // `jobd` with no arguments a working local daemon.
 //
 // Thread-safety: a plain value; parsed once in main().
@@ -19,6 +20,7 @@
 #include "server/scheduler/scheduler_options.h"
 #include "workers/process/process_pool_options.h"
 #include "workers/reactor/reactor.h"
+#include "workers/tasks/command_task.h"
 #include "workers/tasks/io_tasks.h"
 
 namespace jobd {
@@ -53,6 +55,9 @@ struct DaemonConfig {
   absl::Duration journal_outage_grace = absl::Seconds(2);
   bool testing_tasks = false;
   std::string log_level = "info";
+  // The config file's [[task]] tables (server/config/toml_config.h),
+  // checked but not yet registered (a name may be a built-in's).
+  std::vector<CommandSpec> command_tasks;
 };
 
 // What ParseConfig decided.

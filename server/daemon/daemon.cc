@@ -8,7 +8,9 @@
 #include <chrono>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -27,6 +29,7 @@
 #include "workers/process/process_pool.h"
 #include "workers/reactor/reactor.h"
 #include "workers/tasks/builtin_tasks.h"
+#include "workers/tasks/command_task.h"
 #include "workers/tasks/io_tasks.h"
 #include "workers/threads/thread_pool.h"
 
@@ -204,6 +207,19 @@ absl::Status Daemon::Init(DaemonDeps deps) {
       !s.ok()) {
     return StartError(std::string("registering built-in tasks: ") +
                       s.ToString());
+  }
+  // Command tasks run in exec's sandbox, with the workers' rlimits.
+  command_sandbox_ = std::make_shared<ExecSandbox>(*exec_sandbox_);
+  command_sandbox_->max_address_space = config.process_pool.max_address_space;
+  command_sandbox_->max_cpu_seconds = config.process_pool.max_cpu_seconds;
+  command_sandbox_->max_open_files = config.process_pool.max_open_files;
+  if (absl::StatusOr<TaskRegistry::GroupChange> tasks =
+          InstallCommandTasks(config.command_tasks);
+      !tasks.ok()) {
+    return StartError(absl::StrCat("--config: ", tasks.status().message()));
+  } else if (!tasks->added.empty()) {
+    spdlog::info("command tasks from the config file: {}",
+                 absl::StrJoin(tasks->added, ", "));
   }
   // A daemon in a process that has threads already (a test) starts its
   // fork server by executing jobd in fork-server mode: safe with threads.
@@ -409,6 +425,33 @@ void Daemon::OnListenerChange(const std::string& problem, bool dead) {
   if (dead && !listener_dead_.exchange(true)) RequestStop();
 }
 
+absl::StatusOr<TaskRegistry::GroupChange> Daemon::InstallCommandTasks(
+    const std::vector<CommandSpec>& specs) {
+  std::vector<std::pair<TaskDef, std::string>> defs;
+  for (const CommandSpec& spec : specs) {
+    absl::StatusOr<TaskDef> def =
+        CommandTask(std::make_shared<const CommandSpec>(spec), exec_policy_,
+                    command_sandbox_);
+    if (!def.ok()) return def.status();
+    defs.emplace_back(*std::move(def), spec.Fingerprint());
+  }
+  absl::StatusOr<TaskRegistry::GroupChange> change =
+      registry_.SetGroup(kCommandTaskGroup, std::move(defs));
+  if (!change.ok()) {
+    // Say where the refused task was declared.
+    for (const CommandSpec& spec : specs) {
+      const std::string named = absl::StrCat("task '", spec.name, "'");
+      absl::string_view message = change.status().message();
+      if (absl::ConsumePrefix(&message, named)) {
+        absl::ConsumePrefix(&message, ": ");
+        return absl::InvalidArgumentError(
+            absl::StrCat(named, " (", spec.origin, "): ", message));
+      }
+    }
+  }
+  return change;
+}
+
 ReloadResult Daemon::Reload(const absl::StatusOr<DaemonConfig>& fresh) {
   ReloadResult r;
   if (!started_ || stopped_.has_value()) return r;
@@ -419,8 +462,30 @@ ReloadResult Daemon::Reload(const absl::StatusOr<DaemonConfig>& fresh) {
         "changed",
         std::string(fresh.status().message()));
   } else {
+    std::vector<CommandSpec> running_tasks = config_.command_tasks;
     r = ApplyConfig(config_, *fresh, *scheduler_, *service_, *exec_policy_,
                     *http_policy_, *auth_);
+    // Command tasks: all of the new set or none of it. Jobs admitted before
+    // finish on the definition they were admitted with (TaskRegistry).
+    absl::StatusOr<TaskRegistry::GroupChange> tasks =
+        InstallCommandTasks(fresh->command_tasks);
+    if (!tasks.ok()) {
+      config_.command_tasks = std::move(running_tasks);
+      r.refused.push_back(
+          absl::StrCat("the [[task]] tables (the old command tasks stay): ",
+                       tasks.status().message()));
+    } else {
+      config_.command_tasks = fresh->command_tasks;
+      for (const auto& [what, names] :
+           {std::pair("added", &tasks->added),
+            std::pair("changed", &tasks->changed),
+            std::pair("removed", &tasks->removed)}) {
+        if (!names->empty()) {
+          r.applied.push_back(absl::StrCat("command tasks ", what, ": ",
+                                           absl::StrJoin(*names, ", ")));
+        }
+      }
+    }
     if (!r.refused.empty()) {
       spdlog::error("SIGHUP: refused {}", absl::StrJoin(r.refused, "; "));
     }

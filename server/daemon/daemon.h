@@ -166,7 +166,13 @@ class Daemon {
   void BuildScheduler(Recovered recovered, absl::Time journal_start);
   absl::Status Serve();
   void OnListenerChange(const std::string& problem, bool dead);
+  // Makes `specs` the registry's command tasks (all or none); an error
+  // names the task and the line it was declared on.
+  absl::StatusOr<TaskRegistry::GroupChange> InstallCommandTasks(
+      const std::vector<CommandSpec>& specs);
 
+  // The registry group of the config file's command tasks.
+  static constexpr char kCommandTaskGroup[] = "the config file";
   DaemonConfig config_;  // What runs; Reload updates it.
   std::function<void()> on_stop_request_;
   // Members in order of construction; destroyed in reverse.
@@ -174,6 +180,7 @@ class Daemon {
   std::string instance_id_;
   std::unique_ptr<Authenticator> auth_;
   std::shared_ptr<ExecSandbox> exec_sandbox_;
+  std::shared_ptr<ExecSandbox> command_sandbox_;  // exec's, with rlimits.
   std::shared_ptr<ExecPolicy> exec_policy_;
   std::shared_ptr<HttpPolicy> http_policy_;
   TaskRegistry registry_;

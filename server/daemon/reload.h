@@ -15,6 +15,8 @@
 //   --stream-buffer-bytes, --total-stream-buffer-bytes (the last two for
 //   streams opened after the reload)
 // (TLS certificate files are re-read when they change, without a reload.)
+// The config file's command tasks ([[task]]) are replaced by Daemon::Reload
+// itself (the registry is the daemon's), all or none.
 // New callers that would leave a TCP listener beyond loopback without
 // authentication are refused (ReloadResult::refused), the old ones kept.
 // Anything else that differs (listeners, the process pool and its limits,

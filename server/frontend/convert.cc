@@ -72,7 +72,10 @@ v1::TaskInfo ToProto(const TaskDef& def, bool quarantined) {
   info.set_variadic(def.variadic);
   // Sync tasks run in worker processes and, unless they need isolation,
   // on threads; async ones on the reactor.
-  if (def.has_sync()) info.add_executors(v1::EXECUTOR_PROCESS);
+  // A command task's CPU-bound jobs hold a process-pool slot.
+  if (def.has_sync() || def.holds_pool_slot) {
+    info.add_executors(v1::EXECUTOR_PROCESS);
+  }
   if (def.has_sync() && !def.needs_isolation) {
     info.add_executors(v1::EXECUTOR_THREAD);
   }

@@ -76,6 +76,11 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
           "spec.timeout: must be positive (leave it unset for no timeout)");
     }
   }
+  // A task's own limit (a command task's `timeout`) caps the job's.
+  if (task->max_timeout > absl::ZeroDuration() &&
+      (!spec.has_timeout() || FromProto(spec.timeout()) > task->max_timeout)) {
+    *spec.mutable_timeout() = ToProtoDuration(task->max_timeout);
+  }
   if (spec.payload().size() > limits.max_payload_bytes) {
     return absl::InvalidArgumentError(fmt::format(
         "spec.payload: {} bytes; the limit is {} (max_payload_bytes)",

@@ -50,8 +50,12 @@ std::vector<JobRecord*> Lane::TakeChunk(
       --stale_;
       continue;
     }
-    const size_t chunksize = std::min<size_t>(
-        std::max<uint32_t>(job->spec->chunksize(), 1), max_chunk);
+    // A job that holds a pool slot on a guest executor travels alone.
+    const size_t chunksize =
+        guest_ != nullptr && job->spec.task()->holds_pool_slot
+            ? 1
+            : std::min<size_t>(std::max<uint32_t>(job->spec->chunksize(), 1),
+                               max_chunk);
     if (chunk.empty()) {
       limit = chunksize;
       priority = bucket->first;
@@ -81,11 +85,19 @@ int Lane::FreeSlots() const {
 
 void Lane::Hand(std::vector<JobRun> chunk) {
   ++busy_;
-  if (chunk.size() == 1) {
+  if (chunk.size() == 1 && guest_ != nullptr &&
+      chunk.front().task->holds_pool_slot) {
+    guests_.insert(chunk.front().job_id);
+    guest_->Start(std::move(chunk.front()));
+  } else if (chunk.size() == 1) {
     executor_->Start(std::move(chunk.front()));
   } else {
     executor_->StartChunk(std::move(chunk));
   }
+}
+
+void Lane::CancelRun(uint64_t id) {
+  (guests_.contains(id) ? guest_ : executor_.get())->Cancel(id);
 }
 
 void Lane::Returned(const JobOutcome& outcome) {

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
 #include "absl/time/time.h"
 #include "jobd/v1/jobd.pb.h"
@@ -47,6 +48,18 @@ class Lane {
     executor_ = std::move(executor);
   }
   JobExecutor* executor() const { return executor_.get(); }  // Null: none.
+  // The executor that runs this lane's jobs of tasks that hold a pool slot
+  // (TaskDef::holds_pool_slot: the reactor, for the process pool's lane):
+  // such a job travels alone, takes one of this lane's slots, and is
+  // started, cancelled and reported by `guest` (not owned). Null: none.
+  void set_guest(JobExecutor* guest) { guest_ = guest; }
+  // Whether `id` runs on the guest (taken out by GuestReturned).
+  bool RunsAsGuest(uint64_t id) const { return guests_.contains(id); }
+  // A guest run of this lane ended: forgets it (Returned frees its slot).
+  void GuestReturned(uint64_t id) { guests_.erase(id); }
+  // Asks the executor running job `id` (the guest's or this lane's) to
+  // stop it.
+  void CancelRun(uint64_t id);
   int capacity() const { return executor_->capacity(); }
 
   // ---- the queue ----
@@ -112,6 +125,8 @@ class Lane {
   void PopFront(Queue::iterator bucket);
 
   std::unique_ptr<JobExecutor> executor_;
+  JobExecutor* guest_ = nullptr;
+  absl::flat_hash_set<uint64_t> guests_;  // Jobs running on guest_.
   Queue queue_;
   size_t queued_ = 0;  // Live entries in `queue_`.
   size_t stale_ = 0;   // Entries of jobs that ended while queued.

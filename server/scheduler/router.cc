@@ -52,6 +52,36 @@ absl::StatusOr<v1::Executor> Router::Route(const TaskDef& task,
     }
     return v1::EXECUTOR_PROCESS;
   }
+  if (task.holds_pool_slot) {
+    // A program of its own, waited for on the reactor: a CPU-bound one is
+    // queued on the process pool's lane and holds one of its slots while
+    // it runs (Lane::set_guest); an IO-bound one is the reactor's alone.
+    if (!enabled(v1::EXECUTOR_REACTOR)) {
+      return absl::FailedPreconditionError(fmt::format(
+          "spec.task: task '{}' runs its program from the reactor, which is "
+          "not enabled in this daemon (--reactor-threads 0)",
+          task.name));
+    }
+    if (requested == v1::EXECUTOR_THREAD) {
+      return absl::InvalidArgumentError(fmt::format(
+          "spec.executor: task '{}' runs a program: EXECUTOR_PROCESS (a "
+          "process-pool slot) or EXECUTOR_REACTOR",
+          task.name));
+    }
+    v1::JobKind k = kind == v1::JOB_KIND_AUTO ? task.default_kind : kind;
+    if (requested == v1::EXECUTOR_PROCESS) k = v1::JOB_KIND_CPU_BOUND;
+    if (requested == v1::EXECUTOR_REACTOR) k = v1::JOB_KIND_IO_BOUND;
+    if (k != v1::JOB_KIND_CPU_BOUND) return v1::EXECUTOR_REACTOR;
+    if (!enabled(v1::EXECUTOR_PROCESS)) {
+      return absl::FailedPreconditionError(fmt::format(
+          "spec.kind: task '{}' is CPU-bound: its program holds a process-pool "
+          "slot while it runs, and this daemon has no process pool "
+          "(--process-workers 0); submit it as JOB_KIND_IO_BOUND to run it "
+          "without that bound",
+          task.name));
+    }
+    return v1::EXECUTOR_PROCESS;
+  }
   if (!task.has_sync()) {  // Async only: the reactor or nothing.
     if (requested != v1::EXECUTOR_UNSPECIFIED &&
         requested != v1::EXECUTOR_REACTOR) {

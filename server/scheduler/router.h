@@ -8,6 +8,9 @@
 //                                    ratio; its default kind until measured;
 //                                    tiny tasks (mean wall < 1 ms) stay on
 //                                    threads, where IPC costs more than work
+// A task that holds a pool slot (a command task: TaskDef::holds_pool_slot)
+// goes to the process pool's lane when CPU-bound (its default kind for
+// AUTO; an error without a process pool) and to the reactor when IO-bound.
 // Tasks that need isolation run only in the process pool (an error if it is
 // not enabled). Otherwise a preferred executor that is not enabled falls back
 // to the thread pool;

@@ -85,6 +85,10 @@ void Scheduler::AddExecutor(std::unique_ptr<JobExecutor> executor) {
   const v1::Executor kind = executor->kind();
   router_.SetEnabled(kind, true);
   lanes_.at(kind).set_executor(std::move(executor));
+  // Command tasks' CPU-bound runs: queued and counted on the process
+  // pool's lane, their programs waited for on the reactor.
+  lanes_[v1::EXECUTOR_PROCESS].set_guest(
+      lanes_[v1::EXECUTOR_REACTOR].executor());
 }
 
 void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
@@ -481,26 +485,37 @@ void Scheduler::OnFinished(v1::Executor kind, std::span<FinishedJob> jobs) {
   After after;
   {
     absl::MutexLock lock(&mu_);
+    bool guests = false;
     for (size_t i = 0; i < jobs.size(); ++i) {
-      EndRun(kind, jobs[i].job_id, jobs[i].outcome, result_bytes[i], after);
+      guests |=
+          EndRun(kind, jobs[i].job_id, jobs[i].outcome, result_bytes[i], after);
     }
     Dispatch(kind, after);
+    // A guest's slot is free again on the process pool's lane.
+    if (guests) Dispatch(v1::EXECUTOR_PROCESS, after);
   }
   after.Run(journal_);
 }
 
-void Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
+bool Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
                        size_t result_bytes, After& after) {
-  lanes_[kind].Returned(outcome);
+  Lane& pool_lane = lanes_[v1::EXECUTOR_PROCESS];
+  const bool guest = kind == v1::EXECUTOR_REACTOR && pool_lane.RunsAsGuest(id);
+  if (guest) {
+    pool_lane.GuestReturned(id);
+    pool_lane.Returned(outcome);
+  } else {
+    lanes_[kind].Returned(outcome);
+  }
   Job* found = table_.Find(id);
-  if (found == nullptr) return;
+  if (found == nullptr) return guest;
   Job& job = *found;
   router_.Record(*job.spec.task(), outcome.cpu_time, outcome.wall_time,
                  outcome.cpu_wait_time);
   if (job.state != v1::JOB_STATE_RUNNING) {
     spdlog::debug("job {} returned after it had ended ({}); output dropped", id,
                   v1::JobState_Name(job.state));
-    return;
+    return guest;
   }
   std::shared_ptr<JobEnd> end;
   size_t spec_bytes = 0;
@@ -526,6 +541,7 @@ void Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
         outcome.status.code(), reason, std::string(outcome.status.message()));
   }
   Finish(job, std::move(end), after);
+  return guest;
 }
 
 void Scheduler::OnTimeout(uint64_t id) {
@@ -584,7 +600,7 @@ void Scheduler::Abort(Job& job, CancelReason reason,
         });
   } else {
     job.run->cancel.Cancel(reason);
-    lanes_[job.executor].executor()->Cancel(job.id);
+    lanes_[job.executor].CancelRun(job.id);
   }
   Finish(job, std::move(end), after);
 }

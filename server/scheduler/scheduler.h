@@ -250,8 +250,9 @@ class Scheduler {
   size_t PrepareOutcome(JobOutcome& outcome) const;
   // A run ended: records it and ends its job (unless it ended already); a
   // result of `result_bytes` that does not fit with the job's spec fails it
-  // RESULT_TOO_LARGE.
-  void EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
+  // RESULT_TOO_LARGE. True if it was a guest run of the process pool's
+  // lane (Lane::set_guest), whose slot is now free.
+  bool EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
               size_t result_bytes, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnTimeout(uint64_t id);

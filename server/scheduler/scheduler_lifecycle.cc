@@ -78,7 +78,7 @@ std::pair<std::vector<uint64_t>, size_t> Scheduler::EndForShutdown() {
           // Stopped here, queued for the next start; whatever its run
           // returns now is dropped (it is not RUNNING any more).
           job.run->cancel.Cancel(CancelReason::kShutdown);
-          lanes_[job.executor].executor()->Cancel(job.id);
+          lanes_[job.executor].CancelRun(job.id);
           job.state = v1::JOB_STATE_QUEUED;
           --running_;
           JournalState(job);

@@ -214,7 +214,7 @@ TEST(SystemdTest, SighupAppliesWhatCanChangeLive) {
             grpc::StatusCode::FAILED_PRECONDITION);  // exec disabled.
 
   std::ofstream(config) << "thread-workers = 4\nmax-queued = 100\n"
-                        << "max-window = 5000\nexec-allow = /bin/echo\n"
+                        << "max-window = 5000\nexec-allow = \"/bin/echo\"\n"
                         << "process-workers = 1\n";
   kill((*daemon)->pid(), SIGHUP);
   ASSERT_TRUE(WaitFor([&] {

@@ -185,6 +185,13 @@ struct TaskDef {
   // Unsafe inside the daemon (may crash or corrupt it): runs only in the
   // process pool, never on the thread pool, whatever the spec asks.
   bool needs_isolation = false;
+  // Longest a job of this task may run: a job that asks for no timeout or
+  // a longer one gets this one. Zero: none.
+  absl::Duration max_timeout = absl::ZeroDuration();
+  // An async task that only waits for a program of its own (a command
+  // task): its CPU-bound jobs are queued and counted on the process pool's
+  // lane, one slot each while the program runs, but run on the reactor.
+  bool holds_pool_slot = false;
   SyncTaskFn run;
   std::shared_ptr<const AsyncTask> async;
   ArgsValidator validate;  // Optional.

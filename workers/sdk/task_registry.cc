@@ -80,7 +80,7 @@ absl::Status CheckParamType(const google::protobuf::Value& value,
                                                 ValueKindName(value)));
 }
 
-absl::Status TaskRegistry::Add(TaskDef def) {
+absl::Status TaskRegistry::Check(const TaskDef& def) {
   if (def.name.empty()) {
     return absl::InvalidArgumentError("task name is empty");
   }
@@ -126,9 +126,15 @@ absl::Status TaskRegistry::Add(TaskDef def) {
     }
     optional_seen = optional_seen || !p.required;
   }
+  return absl::OkStatus();
+}
+
+absl::Status TaskRegistry::Add(TaskDef def) {
+  if (absl::Status s = Check(def); !s.ok()) return s;
   const std::string name = def.name;
-  auto [it, inserted] =
-      tasks_.try_emplace(name, std::make_unique<TaskDef>(std::move(def)));
+  absl::MutexLock lock(&mu_);
+  auto [it, inserted] = tasks_.try_emplace(
+      name, Entry{std::make_unique<TaskDef>(std::move(def))});
   if (!inserted) {
     return absl::InvalidArgumentError(
         absl::StrCat("task '", name, "' is already registered"));
@@ -136,15 +142,81 @@ absl::Status TaskRegistry::Add(TaskDef def) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<TaskRegistry::GroupChange> TaskRegistry::SetGroup(
+    const std::string& group,
+    std::vector<std::pair<TaskDef, std::string>> defs) {
+  absl::flat_hash_set<std::string> names;
+  for (const auto& [def, fingerprint] : defs) {
+    if (absl::Status s = Check(def); !s.ok()) return s;
+    if (!names.insert(def.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("task '", def.name, "' is declared twice"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  for (const auto& [def, fingerprint] : defs) {
+    auto it = tasks_.find(def.name);
+    if (it != tasks_.end() && it->second.group != group) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "task '", def.name, "': the name is taken by ",
+          it->second.group.empty() ? "a built-in task (or a plugin's)"
+                                   : "a task of " + it->second.group));
+    }
+  }
+  GroupChange change;
+  for (auto it = tasks_.begin(); it != tasks_.end();) {
+    if (it->second.group == group && !names.contains(it->first)) {
+      change.removed.push_back(it->first);
+      retired_.push_back(std::move(it->second));
+      tasks_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& [def, fingerprint] : defs) {
+    auto it = tasks_.find(def.name);
+    if (it != tasks_.end() && it->second.fingerprint == fingerprint) continue;
+    Entry entry;
+    // A definition declared before (and retired since) comes back as it
+    // was: its pointer may still be held, and retired ones stay bounded.
+    auto old = std::find_if(retired_.begin(), retired_.end(), [&](Entry& e) {
+      return e.group == group && e.def->name == def.name &&
+             e.fingerprint == fingerprint;
+    });
+    if (old != retired_.end()) {
+      entry = std::move(*old);
+      retired_.erase(old);
+    } else {
+      entry = Entry{std::make_unique<TaskDef>(std::move(def)), group,
+                    std::move(fingerprint)};
+    }
+    const std::string name = entry.def->name;
+    if (it != tasks_.end()) {
+      change.changed.push_back(name);
+      retired_.push_back(std::move(it->second));
+      it->second = std::move(entry);
+    } else {
+      change.added.push_back(name);
+      tasks_.emplace(name, std::move(entry));
+    }
+  }
+  for (auto* list : {&change.added, &change.changed, &change.removed}) {
+    std::sort(list->begin(), list->end());
+  }
+  return change;
+}
+
 const TaskDef* TaskRegistry::Find(std::string_view name) const {
+  absl::ReaderMutexLock lock(&mu_);
   auto it = tasks_.find(absl::string_view(name.data(), name.size()));
-  return it == tasks_.end() ? nullptr : it->second.get();
+  return it == tasks_.end() ? nullptr : it->second.def.get();
 }
 
 std::vector<const TaskDef*> TaskRegistry::List() const {
   std::vector<const TaskDef*> out;
+  absl::ReaderMutexLock lock(&mu_);
   out.reserve(tasks_.size());
-  for (const auto& [name, def] : tasks_) out.push_back(def.get());
+  for (const auto& [name, entry] : tasks_) out.push_back(entry.def.get());
   std::sort(out.begin(), out.end(), [](const TaskDef* a, const TaskDef* b) {
     return a->name < b->name;
   });

@@ -69,6 +69,12 @@ struct ExecSandbox {
   int notify_fd = -1;
   // The user and group programs run as (--worker-user); none: jobd's.
   std::optional<std::pair<uid_t, gid_t>> run_as;
+  // rlimits of every program started with this sandbox (command tasks get
+  // the workers' --worker-rlimit-as, -cpu, -nofile; exec's programs none);
+  // 0: jobd's own.
+  uint64_t max_address_space = 0;
+  uint64_t max_cpu_seconds = 0;
+  uint64_t max_open_files = 0;
 };
 
 // exec's options, replaceable while jobs run (jobd reloads them on SIGHUP):
