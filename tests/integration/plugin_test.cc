@@ -116,6 +116,17 @@ TEST_F(PluginTest, CoroutineTaskAwaitsOnTheReactor) {
   EXPECT_GE(f.at("looks").number_value(), 2);  // It slept on the timer.
 }
 
+// Asio's thread-local state is jobd's: in the plugin, the reactor's
+// io_context knows it runs on this thread (Asio's thread-local call stack,
+// which the plugin's inline Asio code reads, is the one jobd's loop set).
+TEST_F(PluginTest, PluginSharesAsioStateWithJobd) {
+  v1::JobSpec spec = PluginSpec("plugintest.on_loop", {}, v1::EXECUTOR_REACTOR);
+  spec.set_kind(v1::JOB_KIND_IO_BOUND);
+  const v1::JobEvent end = RunOne(*stub_, spec);
+  ASSERT_EQ(end.type(), v1::EVENT_TYPE_SUCCEEDED) << end.DebugString();
+  EXPECT_TRUE(end.result().value().bool_value());
+}
+
 TEST_F(PluginTest, CoroutineTaskEndsAtItsTimeoutWhileItWaits) {
   v1::JobSpec spec =
       PluginSpec("textstats.wait_for", {dir_.path() + "/never", "X"},
