@@ -252,6 +252,13 @@ TEST(ConfigTest, PluginsAreTheFilesThenTheDirectoryInNameOrder) {
             (std::vector<std::string>{"/opt/b.so", "/opt/c.so", dir + "/a.so",
                                       dir + "/z.so"}));
   std::remove(file.c_str());
+
+  // A file named twice, here through a link, is loaded once.
+  std::filesystem::create_symlink(dir + "/a.so", dir + "/b.so");
+  r = Parse({"--plugin", dir + "/z.so", "--plugin-dir", dir});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.plugins,
+            (std::vector<std::string>{dir + "/z.so", dir + "/a.so"}));
   std::filesystem::remove_all(dir);
 
   r = Parse({"--plugin-dir", dir + "/gone"});

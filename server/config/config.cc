@@ -5,6 +5,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -574,6 +575,20 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
           "--plugin-dir: {}", std::string(in_dir.status().message())));
     }
     c.plugins.insert(c.plugins.end(), in_dir->begin(), in_dir->end());
+  }
+  // A file named twice (by --plugin and in --plugin-dir, or through a
+  // link) is loaded once, where it first appears.
+  {
+    std::vector<std::string> seen, unique;
+    for (const std::string& plugin : c.plugins) {
+      std::error_code ec;
+      std::string real = std::filesystem::weakly_canonical(plugin, ec).string();
+      if (ec) real = plugin;
+      if (std::find(seen.begin(), seen.end(), real) != seen.end()) continue;
+      seen.push_back(std::move(real));
+      unique.push_back(plugin);
+    }
+    c.plugins = std::move(unique);
   }
   // The fork server loads the same set (RunForkServerIfInvoked).
   for (const std::string& plugin : c.plugins) {
