@@ -9,6 +9,9 @@
 //              pool of 2 (executor level, and end to end through jobd)
 //   chunks:    tiny jobs end to end through jobd (client Map) on the process
 //              pool with chunksize 1 and 256, and on the thread pool
+//   plugin:    a task plugin's echo (tests/plugins/test_tasks.cc) against
+//              the built-in echo, one at a time through the pool and end to
+//              end through jobd (--only plugin runs this part alone)
 // The pools here get fresh fork servers by executing this binary in
 // fork-server mode, as jobd replaces a dead one.
 #include <signal.h>
@@ -30,6 +33,7 @@
 #include "client/client.h"
 #include "spdlog/spdlog.h"
 #include "tests/integration/daemon_harness.h"
+#include "workers/plugins/plugin_loader.h"
 #include "workers/process/fork_server.h"
 #include "workers/process/process_pool.h"
 #include "workers/tasks/builtin_tasks.h"
@@ -114,10 +118,16 @@ class Listener : public ExecutorListener {
 
 class Pool {
  public:
-  Pool(const TaskRegistry& registry, int workers) : registry_(registry) {
+  Pool(const TaskRegistry& registry, int workers,
+       const std::vector<std::string>& plugins = {})
+      : registry_(registry) {
     ProcessPoolOptions options;
     options.workers = workers;
     options.fork_server_args = {"--testing-tasks"};
+    for (const std::string& p : plugins) {
+      options.fork_server_args.insert(options.fork_server_args.end(),
+                                      {"--plugin", p});
+    }
     options.quarantine_after = 0;  // The respawn benchmark crashes on purpose.
     auto server = SpawnForkServer("/proc/self/exe", options.fork_server_args);
     if (!server.ok()) {
@@ -237,9 +247,12 @@ struct Throughput {
   double cold = 0, warm = 0;
 };
 Throughput DaemonTiny(v1::Executor executor, int chunksize, int jobs,
-                      const std::string& durability) {
+                      const std::string& durability,
+                      const std::string& task = "echo",
+                      std::vector<std::string> extra = {}) {
+  extra.insert(extra.end(), {"--durability", durability});
   const std::vector<double> seconds = DaemonMap(
-      {"--durability", durability}, "echo", jobs, [](int i) { return i + 1; },
+      extra, task, jobs, [](int i) { return i + 1; },
       {.window = 65536,
        .kind = v1::JOB_KIND_CPU_BOUND,
        .executor = executor,
@@ -247,6 +260,63 @@ Throughput DaemonTiny(v1::Executor executor, int chunksize, int jobs,
       2);
   auto rate = [jobs](double s) { return s > 0 ? jobs / s : 0; };
   return {rate(seconds[0]), rate(seconds[1])};
+}
+
+// One tiny job of `task` at a time through a pool of one worker whose fork
+// server loaded `plugins`, `rounds` times (µs each).
+std::vector<double> OneAtATime(const TaskRegistry& registry,
+                               const std::string& task, int rounds,
+                               const std::vector<std::string>& plugins) {
+  std::vector<double> us;
+  Pool p(registry, 1, plugins);
+  for (int i = 0; i < rounds; ++i) {
+    const absl::Time t0 = absl::Now();
+    p.pool().Start(p.Run(task, {1}));
+    p.listener().Take(1);
+    us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+  }
+  return us;
+}
+
+// The plugin's echo against the built-in one, alternating, in the same
+// pools (both load the plugin) and the same jobd (started with it).
+void PluginVsBuiltin(TaskRegistry& registry, int rounds, int tiny) {
+  const std::vector<std::string> plugins = {JOBD_BENCH_TEST_PLUGIN};
+  if (absl::Status s = LoadPlugins(plugins, registry, false); !s.ok()) {
+    std::fprintf(stderr, "%s\n", s.ToString().c_str());
+    std::exit(1);
+  }
+  std::vector<double> builtin_us, plugin_us;
+  for (int pass = 0; pass < 4; ++pass) {
+    for (double us : OneAtATime(registry, "echo", rounds / 4, plugins)) {
+      builtin_us.push_back(us);
+    }
+    for (double us :
+         OneAtATime(registry, "plugintest.echo", rounds / 4, plugins)) {
+      plugin_us.push_back(us);
+    }
+  }
+  const Percentiles b = Summarize(builtin_us), q = Summarize(plugin_us);
+  std::printf("%-44s %9s %9s %9s\n",
+              "process pool, one tiny job at a time (µs)", "p50", "p90", "p99");
+  std::printf("%-44s %9.1f %9.1f %9.1f\n", "built-in echo", b.p50, b.p90,
+              b.p99);
+  std::printf("%-44s %9.1f %9.1f %9.1f\n\n", "plugin echo (plugintest.echo)",
+              q.p50, q.p90, q.p99);
+  const std::vector<std::string> with_plugin = {"--plugin",
+                                                JOBD_BENCH_TEST_PLUGIN};
+  std::printf("%-44s %9s %9s\n", "jobd, process pool, chunksize 1 (client Map)",
+              "cold/s", "warm/s");
+  for (int pass = 0; pass < 2; ++pass) {
+    const Throughput builtin = DaemonTiny(v1::EXECUTOR_PROCESS, 1, tiny / 4,
+                                          "none", "echo", with_plugin);
+    const Throughput plugin =
+        DaemonTiny(v1::EXECUTOR_PROCESS, 1, tiny / 4, "none", "plugintest.echo",
+                   with_plugin);
+    std::printf("%-44s %9.0f %9.0f\n", "built-in echo", builtin.cold,
+                builtin.warm);
+    std::printf("%-44s %9.0f %9.0f\n", "plugin echo", plugin.cold, plugin.warm);
+  }
 }
 
 int Run(int argc, char** argv) {
@@ -261,6 +331,9 @@ int Run(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--primes-ms", primes_ms, "Target run time of one CPU job")
       ->capture_default_str();
+  std::string only;
+  app.add_option("--only", only, "Run one part only: plugin")
+      ->check(CLI::IsMember({"plugin"}));
   bool verbose = false;
   app.add_flag("--verbose", verbose,
                "Log the pool's debug lines with microsecond timestamps");
@@ -275,6 +348,10 @@ int Run(int argc, char** argv) {
   (void)RegisterBuiltinTasks(registry, {.testing_tasks = true});
   std::printf("pool_bench on %s, %ld cores\n\n", CpuModel().c_str(),
               sysconf(_SC_NPROCESSORS_ONLN));
+  if (only == "plugin") {
+    PluginVsBuiltin(registry, rounds, tiny);
+    return 0;
+  }
 
   // --- dispatch overhead
   const Percentiles pipe = Summarize(PipeRoundTrips(rounds));
@@ -397,6 +474,8 @@ int Run(int argc, char** argv) {
     std::printf("%-44s %9.0f %9.0f %16.0f %9.0f\n", name, bare.cold, bare.warm,
                 durable.cold, durable.warm);
   }
+  std::printf("\n");
+  PluginVsBuiltin(registry, rounds, tiny);
   return 0;
 }
 

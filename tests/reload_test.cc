@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -216,6 +217,67 @@ TEST_F(ReloadTest, AQuotaOfBytesAloneAppliesLive) {
   EXPECT_THAT(r.applied,
               ::testing::Contains("--quota-max-bytes: 67108864 -> 8388608"));
   EXPECT_EQ(service_->limits().quota_max_bytes, 8u << 20);
+}
+
+// The plugins to load: the --plugin files in the order given (made
+// absolute), then --plugin-dir's *.so files in name order; the fork server
+// is told the same list.
+TEST(ConfigTest, PluginsAreTheFilesThenTheDirectoryInNameOrder) {
+  const std::string dir = ::testing::TempDir() + "/jobd-plugin-dir";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/z.so") << "";
+  std::ofstream(dir + "/a.so") << "";
+  std::ofstream(dir + "/readme.txt") << "";
+  absl::StatusOr<ParsedArgs> r = Parse(
+      {"--plugin", "rel.so", "--plugin", "/opt/b.so", "--plugin-dir", dir});
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::string cwd = std::filesystem::current_path().string();
+  const std::vector<std::string> expected = {cwd + "/rel.so", "/opt/b.so",
+                                             dir + "/a.so", dir + "/z.so"};
+  EXPECT_EQ(r->config.plugins, expected);
+  std::vector<std::string> told;
+  const std::vector<std::string>& args =
+      r->config.process_pool.fork_server_args;
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--plugin") told.push_back(args[i + 1]);
+  }
+  EXPECT_EQ(told, expected);
+
+  const std::string file = ::testing::TempDir() + "/jobd-plugins.toml";
+  std::ofstream(file) << "plugin = [\"/opt/b.so\", \"/opt/c.so\"]\n"
+                      << "plugin-dir = \"" << dir << "\"\n";
+  r = Parse({"--config", file});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.plugins,
+            (std::vector<std::string>{"/opt/b.so", "/opt/c.so", dir + "/a.so",
+                                      dir + "/z.so"}));
+  std::remove(file.c_str());
+
+  // A file named twice, here through a link, is loaded once.
+  std::filesystem::create_symlink(dir + "/a.so", dir + "/b.so");
+  r = Parse({"--plugin", dir + "/z.so", "--plugin-dir", dir});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.plugins,
+            (std::vector<std::string>{dir + "/z.so", dir + "/a.so"}));
+  std::filesystem::remove_all(dir);
+
+  r = Parse({"--plugin-dir", dir + "/gone"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("--plugin-dir"));
+  EXPECT_THAT(r.status().message(), HasSubstr("is not a directory"));
+}
+
+// Plugins are loaded at start only: a change is reported, not applied.
+TEST_F(ReloadTest, APluginChangeNeedsARestart) {
+  Start("127.0.0.1:0", /*tls=*/false);
+  current_.plugins = {"/opt/a.so"};
+  DaemonConfig fresh = current_;
+  fresh.plugins = {"/opt/a.so", "/opt/b.so"};
+  const ReloadResult r = Apply(fresh);
+  EXPECT_THAT(
+      r.needs_restart,
+      ::testing::Contains("--plugin: '/opt/a.so' -> '/opt/a.so,/opt/b.so'"));
+  EXPECT_THAT(r.applied, IsEmpty());
 }
 
 TEST(TcpExposureTest, BeyondLoopbackNeedsTlsAndAuthentication) {

@@ -5,9 +5,11 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 #include <tuple>
@@ -16,6 +18,7 @@
 #include "jobd/v1/default_address.h"
 #include "server/config/toml_config.h"
 #include "spdlog/fmt/fmt.h"
+#include "workers/plugins/plugin_loader.h"
 #include "workers/sdk/utf8.h"
 
 namespace jobd {
@@ -414,6 +417,14 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--testing-tasks", c.testing_tasks,
                "Register tasks that exist to test failure handling (crash)");
+  std::vector<std::string> plugin_files;
+  app.add_option("--plugin", plugin_files,
+                 "A task plugin (a shared object built against jobd's SDK) to "
+                 "load at start; repeatable")
+      ->allow_extra_args(false);
+  app.add_option("--plugin-dir", c.plugin_dir,
+                 "Load every *.so file of this directory as a task plugin, "
+                 "in name order, after the --plugin ones");
   app.add_option("--log-level", c.log_level,
                  "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
@@ -553,6 +564,41 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
         fmt::format("--state-dir: '{}' is not an absolute path", c.state_dir));
   }
   if (c.testing_tasks) pool.fork_server_args.push_back("--testing-tasks");
+  for (const std::string& file : plugin_files) {
+    if (file.empty()) {
+      return absl::InvalidArgumentError("--plugin: an empty path");
+    }
+    std::error_code ec;
+    c.plugins.push_back(std::filesystem::absolute(file, ec).string());
+  }
+  if (!c.plugin_dir.empty()) {
+    absl::StatusOr<std::vector<std::string>> in_dir =
+        ListPluginDirectory(c.plugin_dir);
+    if (!in_dir.ok()) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--plugin-dir: {}", std::string(in_dir.status().message())));
+    }
+    c.plugins.insert(c.plugins.end(), in_dir->begin(), in_dir->end());
+  }
+  // A file named twice (by --plugin and in --plugin-dir, or through a
+  // link) is loaded once, where it first appears.
+  {
+    std::vector<std::string> seen, unique;
+    for (const std::string& plugin : c.plugins) {
+      std::error_code ec;
+      std::string real = std::filesystem::weakly_canonical(plugin, ec).string();
+      if (ec) real = plugin;
+      if (std::find(seen.begin(), seen.end(), real) != seen.end()) continue;
+      seen.push_back(std::move(real));
+      unique.push_back(plugin);
+    }
+    c.plugins = std::move(unique);
+  }
+  // The fork server loads the same set (RunForkServerIfInvoked).
+  for (const std::string& plugin : c.plugins) {
+    pool.fork_server_args.push_back("--plugin");
+    pool.fork_server_args.push_back(plugin);
+  }
   return parsed;
 }
 

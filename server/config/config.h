@@ -54,6 +54,11 @@ struct DaemonConfig {
   uint64_t journal_max_bytes = uint64_t{4} << 30;
   absl::Duration journal_outage_grace = absl::Seconds(2);
   bool testing_tasks = false;
+  // Task plugins (workers/plugins/plugin_loader.h), loaded at start by the
+  // daemon and its fork server: the --plugin files in the order given, then
+  // --plugin-dir's *.so files in name order, as absolute paths.
+  std::vector<std::string> plugins;
+  std::string plugin_dir;  // Empty: none.
   std::string log_level = "info";
   // The config file's [[task]] tables (server/config/toml_config.h),
   // checked but not yet registered (a name may be a built-in's).

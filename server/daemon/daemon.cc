@@ -26,6 +26,7 @@
 #include "server/journal/journal.h"
 #include "server/scheduler/scheduler.h"
 #include "spdlog/spdlog.h"
+#include "workers/plugins/plugin_loader.h"
 #include "workers/process/process_pool.h"
 #include "workers/reactor/reactor.h"
 #include "workers/tasks/builtin_tasks.h"
@@ -105,6 +106,12 @@ absl::StatusOr<DaemonDeps> ForkHelpers(const DaemonConfig& config) {
             registry, {.testing_tasks = config.testing_tasks});
         !s.ok()) {
       return absl::InternalError("registering built-in tasks: " + s.ToString());
+    }
+    // Loaded before the fork, so the workers have them too; the daemon
+    // loads the same files into its own registry (Init).
+    if (absl::Status s = LoadPlugins(config.plugins, registry, /*log=*/false);
+        !s.ok()) {
+      return s;
     }
     absl::StatusOr<ForkServerProcess> started = ForkForkServer(registry);
     if (!started.ok()) {
@@ -207,6 +214,12 @@ absl::Status Daemon::Init(DaemonDeps deps) {
       !s.ok()) {
     return StartError(std::string("registering built-in tasks: ") +
                       s.ToString());
+  }
+  // Logged once: the fork server's copy, if ForkHelpers loaded one, was not.
+  if (absl::Status s = LoadPlugins(config.plugins, registry_,
+                                   /*log=*/true);
+      !s.ok()) {
+    return StartError(s.message());
   }
   // Command tasks run in exec's sandbox, with the workers' rlimits.
   command_sandbox_ = std::make_shared<ExecSandbox>(*exec_sandbox_);

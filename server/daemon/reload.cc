@@ -191,6 +191,8 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
           absl::FormatDuration(current.journal_outage_grace),
           absl::FormatDuration(fresh.journal_outage_grace), later);
   d.Check("testing-tasks", current.testing_tasks, fresh.testing_tasks, later);
+  d.Check("plugin", absl::StrJoin(current.plugins, ","),
+          absl::StrJoin(fresh.plugins, ","), later);
   d.Check("unix-socket-group", current.unix_socket_group,
           fresh.unix_socket_group, later);
   d.Check("worker-user", current.worker_user, fresh.worker_user, later);

@@ -9,6 +9,10 @@ room B when a file of A includes a header of B. The rules (DESIGN.md):
   * the client never includes server or workers headers: proto <- client;
   * the server never includes client headers;
   * proto includes nothing of ours but proto;
+  * the task SDK (workers/sdk), which is installed for plugin authors,
+    includes nothing of ours but itself and jobd.v1; the plugin loader
+    (workers/plugins) uses only the SDK; plugins (examples/) include only
+    what is installed: the SDK and jobd.v1;
   * only the process pool (workers/process) includes the private worker
     protocol (jobd/internal/), directly or through a header it includes
     (a header of the pool that others include must not bring it in);
@@ -25,7 +29,7 @@ import re
 import sys
 import tempfile
 
-TOP = ("proto", "workers", "server", "client")
+TOP = ("proto", "workers", "server", "client", "examples")
 SOURCE = (".h", ".cc", ".proto")
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"|^\s*import\s+"([^"]+)"')
 
@@ -58,6 +62,15 @@ def forbidden(room, include):
             include.endswith(".grpc.pb.h"))
     target = room_of_include(include)
     target_top = target.split("/", 1)[0] if target else None
+    if room == "workers/sdk" and target not in (None, "workers/sdk",
+                                                "proto/jobd/v1"):
+        return "the SDK is installed alone: it includes only itself and jobd.v1"
+    if room == "workers/plugins" and target not in (None, "workers/sdk",
+                                                    "workers/plugins"):
+        return "the plugin loader uses only the SDK"
+    if top == "examples" and target not in (None, "workers/sdk",
+                                            "proto/jobd/v1"):
+        return "a plugin includes only the installed SDK and jobd.v1"
     if top == "workers":
         if grpc:
             return "workers never know about gRPC"
@@ -176,6 +189,8 @@ def self_test():
         "server/frontend/service.cc":
             '#include "grpcpp/grpcpp.h"\n#include "server/scheduler/scheduler.h"\n',
         "client/client.h": '#include "jobd/v1/jobd.grpc.pb.h"\n',
+        "workers/plugins/loader.cc": '#include "workers/sdk/task.h"\n',
+        "examples/plugins/p/p.cc": '#include "workers/sdk/task.h"\n',
     }
     planted = {
         "a worker including gRPC": ("workers/sdk/task.cc", '#include "grpcpp/grpcpp.h"\n'),
@@ -189,6 +204,12 @@ def self_test():
             "workers/process/pool.h", '#include "workers/process/internal/core.h"\n'),
         "the server including the client": (
             "server/frontend/service.h", '#include "client/client.h"\n'),
+        "the SDK including another room": (
+            "workers/sdk/task.cc", '#include "workers/os/unique_fd.h"\n'),
+        "the plugin loader including a task room": (
+            "workers/plugins/loader.cc", '#include "workers/tasks/builtin.h"\n'),
+        "a plugin including what is not installed": (
+            "examples/plugins/p/p.cc", '#include "workers/reactor/reactor.h"\n'),
         "a circle": ("server/scheduler/scheduler.cc",
                      '#include "server/frontend/service.h"\n'),
     }

@@ -14,13 +14,17 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "fmt/format.h"
 #include "jobd/internal/worker.pb.h"
+#include "workers/plugins/plugin_loader.h"
 #include "workers/process/ipc.h"
 #include "workers/process/result_ring.h"
 #include "workers/process/worker_process.h"
@@ -267,12 +271,22 @@ void RunForkServerIfInvoked(int argc, char** argv) {
   if (argc < 2 || std::string_view(argv[1]) != kForkServerFlag) return;
   const int fd = argc > 2 ? std::atoi(argv[2]) : -1;
   bool testing_tasks = false;
+  std::vector<std::string> plugins;
   for (int i = 3; i < argc; ++i) {
     testing_tasks |= std::string_view(argv[i]) == "--testing-tasks";
+    if (std::string_view(argv[i]) == "--plugin" && i + 1 < argc) {
+      plugins.push_back(argv[++i]);
+    }
   }
   TaskRegistry registry;
   if (fd < 0 ||
       !RegisterBuiltinTasks(registry, {.testing_tasks = testing_tasks}).ok()) {
+    _exit(1);
+  }
+  // The daemon loaded the same plugins already; one that fails here (it
+  // changed on disk meanwhile) leaves the pool without a fork server.
+  if (absl::Status s = LoadPlugins(plugins, registry, /*log=*/false); !s.ok()) {
+    std::fprintf(stderr, "jobd fork server: %s\n", s.ToString().c_str());
     _exit(1);
   }
   RunForkServer(fd, registry);

@@ -40,7 +40,8 @@ struct ForkServerProcess {
 };
 
 // argv[1] of jobd in fork-server mode: `jobd --internal-fork-server FD
-// [--testing-tasks]`, FD being its end of the control socket.
+// [--testing-tasks] [--plugin PATH]...`, FD being its end of the control
+// socket.
 inline constexpr char kForkServerFlag[] = "--internal-fork-server";
 
 // Forks a fork server from this process. Only while single-threaded.
@@ -54,9 +55,10 @@ absl::StatusOr<ForkServerProcess> SpawnForkServer(
 // Serves `control_fd` until the daemon closes it, then exits the process.
 [[noreturn]] void RunForkServer(int control_fd, const TaskRegistry& registry);
 
-// If this process was started as `PROG kForkServerFlag FD [--testing-tasks]`
-// (SpawnForkServer), becomes that fork server with the built-in tasks and
-// never returns; otherwise returns at once. Call first thing in main().
+// If this process was started as `PROG kForkServerFlag FD [--testing-tasks]
+// [--plugin PATH]...` (SpawnForkServer), becomes that fork server with the
+// built-in tasks and those plugins' (exits 1 if one is refused) and never
+// returns; otherwise returns at once. Call first thing in main().
 void RunForkServerIfInvoked(int argc, char** argv);
 
 }  // namespace jobd
