@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
+#include "tests/integration/test_plugins.h"
 
 namespace jobd::testing {
 namespace {
@@ -18,20 +19,6 @@ namespace {
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-std::string TestPlugin(const std::string& name) {
-  return std::string(JOBD_TEST_PLUGIN_DIR) + "/" + name + ".so";
-}
-
-v1::JobSpec PluginSpec(const std::string& task, std::vector<std::string> args,
-                       v1::Executor executor) {
-  v1::JobSpec s;
-  s.set_task(task);
-  s.set_kind(v1::JOB_KIND_CPU_BOUND);
-  s.set_executor(executor);
-  for (const std::string& a : args) s.add_args()->set_string_value(a);
-  return s;
-}
 
 struct Refused {
   std::vector<std::string> plugins;  // In order; the last one is refused.

@@ -13,24 +13,14 @@
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/integration/in_process_daemon.h"
+#include "tests/integration/test_plugins.h"
 
 namespace jobd::testing {
 namespace {
 
 using ::testing::HasSubstr;
 
-const std::string kPluginTest =
-    std::string(JOBD_TEST_PLUGIN_DIR) + "/plugintest.so";
-
-v1::JobSpec PluginSpec(const std::string& task, std::vector<std::string> args,
-                       v1::Executor executor) {
-  v1::JobSpec s;
-  s.set_task(task);
-  s.set_kind(v1::JOB_KIND_CPU_BOUND);
-  s.set_executor(executor);
-  for (const std::string& a : args) s.add_args()->set_string_value(a);
-  return s;
-}
+const std::string kPluginTest = TestPlugin("plugintest");
 
 class PluginTest : public ::testing::Test {
  protected:
