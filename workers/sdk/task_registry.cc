@@ -173,7 +173,11 @@ absl::StatusOr<TaskRegistry::GroupChange> TaskRegistry::SetGroup(
       ++it;
     }
   }
-  for (auto& [def, fingerprint] : defs) {
+  for (auto& item : defs) {
+    // Named references, not a structured binding: clang 14 cannot capture
+    // one in the lambda below.
+    TaskDef& def = item.first;
+    std::string& fingerprint = item.second;
     auto it = tasks_.find(def.name);
     if (it != tasks_.end() && it->second.fingerprint == fingerprint) continue;
     Entry entry;
