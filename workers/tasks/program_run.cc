@@ -238,6 +238,30 @@ bool HasExited(int pidfd) {
   return info.si_pid != 0;
 }
 
+// A stack for SpawnChild, mapped on first use, unmapped with its owner.
+class SpawnStack {
+ public:
+  SpawnStack() = default;
+  SpawnStack(const SpawnStack&) = delete;
+  SpawnStack& operator=(const SpawnStack&) = delete;
+  ~SpawnStack() {
+    if (base_ != nullptr) munmap(base_, kSpawnStackBytes);
+  }
+  // Null (errno set) if it cannot be mapped.
+  void* get() {
+    if (base_ == nullptr) {
+      void* m = mmap(nullptr, kSpawnStackBytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+      if (m == MAP_FAILED) return nullptr;
+      base_ = m;
+    }
+    return base_;
+  }
+
+ private:
+  void* base_ = nullptr;
+};
+
 // Starts `path` in its own process group, in the guardian's namespaces, as
 // the sandbox's user, with `env` and the three pipes as
 // stdin/stdout/stderr. Returns the pid or the error.
@@ -277,9 +301,12 @@ absl::StatusOr<pid_t> Spawn(const ExecSandbox& sandbox, const std::string& path,
     args.uid = sandbox.run_as->first;
     args.gid = sandbox.run_as->second;
   }
-  void* stack = mmap(nullptr, kSpawnStackBytes, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) {
+  // The child's stack: one per spawning thread, kept for the thread's life
+  // (the thread waits while its child uses it: CLONE_VFORK). An munmap per
+  // spawn would interrupt every CPU running one of jobd's threads.
+  thread_local SpawnStack stack_of_thread;
+  void* stack = stack_of_thread.get();
+  if (stack == nullptr) {
     return absl::ResourceExhaustedError(
         absl::StrCat("exec: mmap: ", std::strerror(errno)));
   }
@@ -294,7 +321,6 @@ absl::StatusOr<pid_t> Spawn(const ExecSandbox& sandbox, const std::string& path,
             CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
   const int clone_errno = errno;
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  munmap(stack, kSpawnStackBytes);
   if (pid < 0) {
     return absl::ResourceExhaustedError(
         absl::StrCat("exec ", path, ": clone: ", std::strerror(clone_errno)));
