@@ -11,8 +11,12 @@
 // (no echo, no line buffering, no signals from keys: Ctrl-C is read as a
 // key). SIGWINCH redraws at the new size at once; SIGINT/SIGTERM (the
 // interrupt thread, interrupt.h) quit like `q`. Leaving, on every path
-// that returns, restores the terminal's modes, the cursor and the main
-// screen.
+// that returns (also when a sample fails: the error is printed after),
+// restores the terminal's modes, the cursor and the main screen; only a
+// second SIGINT/SIGTERM before that exits at once (130) without it.
+//
+// Thread-safety: runs on main's thread; the SIGWINCH handler and the
+// interrupt action only write a byte to the wake pipe.
 //
 // Without a terminal on stdin and stdout, or with --once, it prints one
 // frame as plain text (no sequences, no width limit) and exits.
@@ -242,8 +246,8 @@ int RunLive(Client& client, absl::Duration interval) {
   g_wake_fd = -1;
   sigaction(SIGWINCH, &old_winch, nullptr);
   OnInterrupt(nullptr);
-  close(wake[0]);
-  close(wake[1]);
+  // The pipe stays open: the signal thread may have taken the action just
+  // before it was cleared and still write to it; jobctl exits next.
   if (!failed.ok()) return Fail(failed);
   return kExitOk;
 }
