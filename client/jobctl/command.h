@@ -6,10 +6,11 @@
 //   map_command.cc      AddMapCommand       map
 //   job_commands.cc     AddJobCommands      get, wait, watch, cancel, ls
 //   daemon_commands.cc  AddDaemonCommands   tasks, stats, drain, unquarantine
+//   top_command.cc      AddTopCommand       top
 //
 // What they use: args.h (parsing of argument values), format.h (output),
-// exit_codes.h (exit codes, error lines), interrupt.h (Ctrl-C),
-// line_reader.h (map's stdin).
+// top_format.h (top's frames), exit_codes.h (exit codes, error lines),
+// interrupt.h (Ctrl-C), line_reader.h (map's stdin).
 //
 // A group binds its options to values it allocates and hands them, inside
 // its run function, to the CommandSet; main parses, then runs the one
@@ -91,6 +92,7 @@ void AddSubmitCommand(CLI::App& app, CommandSet& commands);
 void AddMapCommand(CLI::App& app, CommandSet& commands);
 void AddJobCommands(CLI::App& app, CommandSet& commands);
 void AddDaemonCommands(CLI::App& app, CommandSet& commands);
+void AddTopCommand(CLI::App& app, CommandSet& commands);
 
 }  // namespace jobd::jobctl
 

@@ -38,6 +38,7 @@ int Main(int argc, char** argv) {
   AddMapCommand(app, commands);
   AddJobCommands(app, commands);
   AddDaemonCommands(app, commands);
+  AddTopCommand(app, commands);
   DropMarkersWhileParsing(app);
 
   std::vector<std::string> args = MarkedArgs(argc, argv);
