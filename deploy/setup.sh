@@ -20,10 +20,13 @@ packages=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libspdlog-dev libcli11-dev libjemalloc-dev
   libasio-dev libcurl4-openssl-dev libsqlite3-dev libsystemd-dev libssl-dev
-  libtomlplusplus-dev
+  libtomlplusplus-dev libcpp-httplib-dev
   openssl systemd python3
   python3-grpcio python3-protobuf python3-pytest python3-venv
   libgtest-dev libgmock-dev libbenchmark-dev
+  # promtool and a real Prometheus for the metrics tests (they start their
+  # own on a free loopback port; the package's system service is not used).
+  prometheus
 )
 
 install_missing() {
