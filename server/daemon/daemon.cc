@@ -306,8 +306,12 @@ absl::Status Daemon::OpenJournal(Recovered& recovered) {
 
 void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
   const DaemonConfig& config = config_;
+  SchedulerOptions options = config.scheduler;
+  // The per-task counters cost a hash lookup per ended job: only for the
+  // metrics endpoint.
+  options.task_metrics = !config.http_listen.empty();
   scheduler_ =
-      std::make_unique<Scheduler>(config.scheduler, clock_, journal_.get());
+      std::make_unique<Scheduler>(std::move(options), clock_, journal_.get());
   Scheduler& scheduler = *scheduler_;
   scheduler.AddExecutor(std::make_unique<ThreadPoolExecutor>(
       config.thread_workers, scheduler.listener_for(v1::EXECUTOR_THREAD)));

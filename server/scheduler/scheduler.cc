@@ -408,7 +408,7 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   if (previous == v1::JOB_STATE_RUNNING) --running_;
   lanes_[job.executor].CountEnd(end->state);
   table_.CountEnded(job);
-  {
+  if (options_.task_metrics) {
     const absl::Time started = job.start_time;
     task_counters_.CountEnd(job.spec.task() != nullptr
                                 ? std::string_view(job.spec.task()->name)
