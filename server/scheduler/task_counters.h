@@ -56,13 +56,22 @@ class TaskCounters {
                 v1::JobState state, v1::ErrorReason reason, absl::Duration run);
 
   Snapshot Copy() const;
-  size_t tasks() const { return tasks_.size(); }
+  size_t tasks() const { return entries_.size(); }
 
  private:
-  std::string Label(std::string_view task) const;
+  static constexpr size_t kExecutors = 4;  // v1::Executor values.
+  static constexpr size_t kReasons = 16;   // v1::ErrorReason values.
+  struct Entry {
+    std::string task;
+    // [executor][succeeded, failed, cancelled][reason]: no allocation and
+    // one hash lookup (by name) per ended job.
+    uint64_t ended[kExecutors][3][kReasons] = {};
+    RunTimes run;
+  };
+  Entry& EntryOf(std::string_view task);
 
-  absl::flat_hash_map<std::string, RunTimes> tasks_;  // Label -> run times.
-  absl::flat_hash_map<Key, uint64_t> ended_;
+  std::vector<Entry> entries_;
+  absl::flat_hash_map<std::string, size_t> index_;  // Task -> entries_.
 };
 
 }  // namespace jobd
