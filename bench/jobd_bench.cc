@@ -7,7 +7,11 @@
 //   round trip: R sequential request -> answer (unary echo vs one job
 //               submitted on an open Submit stream and its result awaited)
 // and prints a table with the ratios. See bench/README.md.
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -266,6 +270,63 @@ double ClientMap(const std::string& address, int n, int batch, int window) {
   return done / Seconds(start);
 }
 
+// --------------------------------------------------------------- metrics
+// A free loopback TCP port (bound, read, released).
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  close(fd);
+  return ok ? ntohs(a.sin_port) : -1;
+}
+
+// No-op jobs/s through one stream on a fresh daemon, without the metrics
+// endpoint or with it (--http-listen) and a scraper reading /metrics every
+// `scrape_every` meanwhile (Prometheus's default is 15 s).
+double MetricsRun(bool on, int n, int batch, int window, int workers,
+                  absl::Duration scrape_every, int* scrapes) {
+  std::vector<std::string> args = {"--durability",
+                                   "none",
+                                   "--log-level",
+                                   "warn",
+                                   "--thread-workers",
+                                   std::to_string(workers),
+                                   "--max-window",
+                                   std::to_string(std::max(window, 1)),
+                                   "--max-jobs-per-request",
+                                   std::to_string(std::max(batch, 1))};
+  const int port = on ? FreePort() : -1;
+  if (on) {
+    args.push_back("--http-listen");
+    args.push_back("127.0.0.1:" + std::to_string(port));
+  }
+  auto daemon = testing::Daemon::Start(args);
+  if (!daemon.ok()) {
+    std::fprintf(stderr, "%s\n",
+                 std::string(daemon.status().message()).c_str());
+    return 0;
+  }
+  auto stub = (*daemon)->NewStub();
+  JobdStream(*stub, std::min(n, 10000), batch, window, true);  // Warm-up.
+  absl::Notification done;
+  std::thread scraper([&] {
+    if (!on) return;
+    httplib::Client c("127.0.0.1", port);
+    do {
+      if (auto r = c.Get("/metrics"); r && r->status == 200) ++*scrapes;
+    } while (!done.WaitForNotificationWithTimeout(scrape_every));
+  });
+  const double rate = JobdStream(*stub, n, batch, window, true);
+  done.Notify();
+  scraper.join();
+  (void)(*daemon)->Stop(SIGTERM, absl::Seconds(15));
+  return rate;
+}
+
 // ------------------------------------------------------------ durability
 struct DurabilityRun {
   double rate = 0;  // No-op jobs/s through one stream, terminal events.
@@ -396,7 +457,33 @@ int Run(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--repeat", repeat, "Runs of each stream test (best kept)")
       ->capture_default_str();
+  bool metrics_only = false;
+  app.add_flag("--metrics", metrics_only,
+               "Only the metrics run: the stream with the metrics endpoint "
+               "off and on (scraped every second), interleaved, best of "
+               "--repeat each");
   CLI11_PARSE(app, argc, argv);
+  if (metrics_only) {
+    double off = 0, on = 0;
+    int scrapes = 0;
+    for (int i = 0; i < repeat; ++i) {
+      off = std::max(off, MetricsRun(false, jobs, batch, window, workers,
+                                     absl::Seconds(1), &scrapes));
+      on = std::max(on, MetricsRun(true, jobs, batch, window, workers,
+                                   absl::Seconds(1), &scrapes));
+    }
+    std::printf("machine: %s, %ld cores\n", CpuModel().c_str(),
+                sysconf(_SC_NPROCESSORS_ONLN));
+    std::printf("jobs=%d batch=%d window=%d workers=%d repeat=%d\n", jobs,
+                batch, window, workers, repeat);
+    std::printf("%-44s %12s %10s\n", "metrics (fresh daemons, one stream)",
+                "jobs/s", "vs off");
+    std::printf("%-44s %12.0f %9.3fx\n", "off", off, 1.0);
+    std::printf("%-44s %12.0f %9.3fx  (%d scrapes)\n",
+                "on (--http-listen, scraped every 1 s)", on,
+                off > 0 ? on / off : 0.0, scrapes);
+    return 0;
+  }
   if (!echo_socket.empty()) return ServeEcho(echo_socket);
 
   char tmpl[] = "/tmp/jobd-bench-XXXXXX";

@@ -20,10 +20,13 @@ packages=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libspdlog-dev libcli11-dev libjemalloc-dev
   libasio-dev libcurl4-openssl-dev libsqlite3-dev libsystemd-dev libssl-dev
-  libtomlplusplus-dev
+  libtomlplusplus-dev libcpp-httplib-dev
   openssl systemd python3 tmux
   python3-grpcio python3-protobuf python3-pytest python3-venv
   libgtest-dev libgmock-dev libbenchmark-dev
+  # promtool and a real Prometheus for the metrics tests (they start their
+  # own on a free loopback port; the package's system service is not used).
+  prometheus
 )
 
 install_missing() {
@@ -37,8 +40,21 @@ install_missing() {
   local sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
   "${sudo[@]}" apt-get update -q
+  # No package's service may start (Prometheus's would listen on every
+  # address): policy-rc.d answers "not now" to each package's start.
+  local policy=/usr/sbin/policy-rc.d own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+    "${sudo[@]}" chmod 755 "$policy"
+    own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q \
-    --no-install-recommends "${missing[@]}"
+    --no-install-recommends "${missing[@]}" || { [ $own_policy -eq 0 ] || "${sudo[@]}" rm -f "$policy"; return 1; }
+  [ $own_policy -eq 0 ] || "${sudo[@]}" rm -f "$policy"
+  # Nor at the next boot: the tests start a Prometheus of their own.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+    "${sudo[@]}" systemctl disable prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+  fi
 }
 
 # build DIR [cmake args...]

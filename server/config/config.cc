@@ -54,24 +54,38 @@ std::string DefaultStateDirectory() {
   return std::string(home && *home ? home : "/tmp") + "/.local/state/jobd";
 }
 
-absl::Status CheckTcpExposure(const std::string& host_port, bool tls,
-                              bool authenticated) {
+bool IsLoopbackAddress(const std::string& host_port) {
   std::string host = host_port.substr(0, host_port.rfind(':'));
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
   in_addr v4{};
   in6_addr v6{};
-  const bool loopback = host == "localhost" ||
-                        (inet_pton(AF_INET, host.c_str(), &v4) == 1 &&
-                         (ntohl(v4.s_addr) >> 24) == 127) ||
-                        (inet_pton(AF_INET6, host.c_str(), &v6) == 1 &&
-                         IN6_IS_ADDR_LOOPBACK(&v6));
-  if (!loopback && (!tls || !authenticated)) {
+  return host == "localhost" ||
+         (inet_pton(AF_INET, host.c_str(), &v4) == 1 &&
+          (ntohl(v4.s_addr) >> 24) == 127) ||
+         (inet_pton(AF_INET6, host.c_str(), &v6) == 1 &&
+          IN6_IS_ADDR_LOOPBACK(&v6));
+}
+
+absl::Status CheckTcpExposure(const std::string& host_port, bool tls,
+                              bool authenticated) {
+  if (!IsLoopbackAddress(host_port) && (!tls || !authenticated)) {
     return absl::InvalidArgumentError(fmt::format(
         "--tcp: refusing to listen on non-loopback address '{}' without TLS "
         "(--tls-cert, --tls-key) and authentication (--auth-token or "
         "--tls-identity); use 127.0.0.1 or [::1], or configure both",
+        host_port));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckHttpExposure(const std::string& host_port) {
+  if (!IsLoopbackAddress(host_port)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--http-listen: refusing to listen on non-loopback address '{}': the "
+        "metrics endpoint has no TLS and no authentication; use 127.0.0.1 "
+        "or [::1] (and a TLS proxy in front of it for remote scrapes)",
         host_port));
   }
   return absl::OkStatus();
@@ -114,6 +128,10 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   app.add_option("--tcp", c.tcp_address,
                  "TCP host:port to listen on (port 0 picks one); 'none' for "
                  "no TCP listener")
+      ->capture_default_str();
+  app.add_option("--http-listen", c.http_listen,
+                 "HOST:PORT of the Prometheus metrics endpoint (GET "
+                 "/metrics; loopback only, port 0 picks one); empty: none")
       ->capture_default_str();
   app.add_option("--thread-workers", c.thread_workers,
                  "Threads of the thread-pool executor")
@@ -446,6 +464,14 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   }
   c.command_tasks = std::move(*command_tasks);
   if (c.unix_socket == "none") c.unix_socket.clear();
+  if (!c.http_listen.empty()) {
+    if (c.http_listen.rfind(':') == std::string::npos) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--http-listen: '{}' is not host:port (e.g. 127.0.0.1:9464)",
+          c.http_listen));
+    }
+    if (absl::Status s = CheckHttpExposure(c.http_listen); !s.ok()) return s;
+  }
   if (c.tcp_address == "none") c.tcp_address.clear();
   if (c.unix_socket.empty() && c.tcp_address.empty()) {
     return absl::InvalidArgumentError(

@@ -28,6 +28,9 @@ namespace jobd {
 struct DaemonConfig {
   std::string unix_socket;  // Empty: no Unix socket.
   std::string tcp_address;  // host:port; empty: no TCP listener.
+  // host:port of the Prometheus metrics endpoint; empty: none. Loopback
+  // only (CheckHttpExposure).
+  std::string http_listen;
   int thread_workers = 8;
   // process_pool.workers == 0 disables the process pool.
   ProcessPoolOptions process_pool;
@@ -85,6 +88,14 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv);
 // loopback addresses (127.0.0.0/8, ::1, localhost) whatever the rest.
 absl::Status CheckTcpExposure(const std::string& host_port, bool tls,
                               bool authenticated);
+
+// Whether host_port's host is a loopback address (127.0.0.0/8, ::1,
+// localhost).
+bool IsLoopbackAddress(const std::string& host_port);
+// The metrics endpoint (--http-listen) has neither TLS nor authentication,
+// so CheckTcpExposure's rule leaves it loopback only: an error naming
+// --http-listen for any other address.
+absl::Status CheckHttpExposure(const std::string& host_port);
 
 }  // namespace jobd
 

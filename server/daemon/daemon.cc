@@ -24,6 +24,8 @@
 #include "server/frontend/request_errors.h"
 #include "server/frontend/service.h"
 #include "server/journal/journal.h"
+#include "server/metrics/exposition.h"
+#include "server/metrics/metrics_server.h"
 #include "server/scheduler/scheduler.h"
 #include "spdlog/spdlog.h"
 #include "workers/plugins/plugin_loader.h"
@@ -139,6 +141,11 @@ absl::Status Daemon::CheckConfig(const DaemonConfig& config) {
     if (absl::Status s = CheckTcpExposure(
             config.tcp_address, !config.tls_cert.empty(), (*auth)->required());
         !s.ok()) {
+      return ConfigError(s.message());
+    }
+  }
+  if (!config.http_listen.empty()) {
+    if (absl::Status s = CheckHttpExposure(config.http_listen); !s.ok()) {
       return ConfigError(s.message());
     }
   }
@@ -299,8 +306,12 @@ absl::Status Daemon::OpenJournal(Recovered& recovered) {
 
 void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
   const DaemonConfig& config = config_;
+  SchedulerOptions options = config.scheduler;
+  // The per-task counters cost a hash lookup per ended job: only for the
+  // metrics endpoint.
+  options.task_metrics = !config.http_listen.empty();
   scheduler_ =
-      std::make_unique<Scheduler>(config.scheduler, clock_, journal_.get());
+      std::make_unique<Scheduler>(std::move(options), clock_, journal_.get());
   Scheduler& scheduler = *scheduler_;
   scheduler.AddExecutor(std::make_unique<ThreadPoolExecutor>(
       config.thread_workers, scheduler.listener_for(v1::EXECUTOR_THREAD)));
@@ -332,6 +343,19 @@ void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
 
 absl::Status Daemon::Serve() {
   const DaemonConfig& config = config_;
+  if (!config.http_listen.empty()) {
+    // Rendered at scrape time from what GetStats knows: nothing on the job
+    // path counts for it but the per-task ends (server/metrics/).
+    absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
+        MetricsServer::Start(config.http_listen, [this] {
+          return RenderMetrics(scheduler_->GetStats(), scheduler_->TaskEnds());
+        });
+    if (!metrics.ok()) return StartError(metrics.status().message());
+    metrics_ = *std::move(metrics);
+    http_port_ = metrics_->port();
+    spdlog::info("metrics on http://{}:{}/metrics", HostOf(config.http_listen),
+                 http_port_);
+  }
   service_ = std::make_unique<JobServiceImpl>(
       *scheduler_, registry_, *auth_, config.service, std::string(JOBD_VERSION),
       [this] { RequestStop(); });
@@ -575,6 +599,7 @@ DaemonStopped Daemon::Stop() {
   }
   listener_->Stop();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (metrics_ != nullptr) metrics_->Stop();
   notifier_->Stop();
   // Its listening sockets close: a connection now is refused at once, not
   // left in a backlog nobody takes from (the daemon may live on in a test).

@@ -77,6 +77,7 @@ class HttpPolicy;
 class Journal;
 class JobServiceImpl;
 class Listener;
+class MetricsServer;
 class Scheduler;
 class SystemdNotifier;
 struct ExecSandbox;
@@ -136,6 +137,8 @@ class Daemon {
   const std::vector<std::string>& listening() const { return listening_; }
   const std::string& unix_socket() const { return unix_socket_; }  // or "".
   int tcp_port() const { return tcp_port_; }  // -1: no TCP listener.
+  // The metrics endpoint's port; -1: none (--http-listen unset).
+  int http_port() const { return http_port_; }
   // The configuration that runs (Reload changes it). Owner's thread.
   const DaemonConfig& config() const { return config_; }
 
@@ -193,6 +196,7 @@ class Daemon {
   std::unique_ptr<JobServiceImpl> service_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsServer> metrics_;  // Null without --http-listen.
   grpc::HealthCheckServiceInterface* health_ = nullptr;  // The server's.
   std::unique_ptr<SystemdNotifier> notifier_;
 
@@ -200,6 +204,7 @@ class Daemon {
   std::vector<std::string> listening_;
   std::string unix_socket_;
   int tcp_port_ = -1;
+  int http_port_ = -1;
   ino_t socket_inode_ = 0;
   bool started_ = false;  // Start succeeded: Stop has work to do.
 

@@ -160,6 +160,7 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   const ProcessPoolOptions& pn = fresh.process_pool;
   d.Check("unix-socket", current.unix_socket, fresh.unix_socket, later);
   d.Check("tcp", current.tcp_address, fresh.tcp_address, later);
+  d.Check("http-listen", current.http_listen, fresh.http_listen, later);
   d.Check("process-workers", po.workers, pn.workers, later);
   d.Check("spare-workers", po.spare_workers, pn.spare_workers, later);
   d.Check("max-jobs-per-worker", po.max_jobs_per_worker, pn.max_jobs_per_worker,

@@ -62,6 +62,7 @@
 #include "server/scheduler/retention.h"
 #include "server/scheduler/router.h"
 #include "server/scheduler/scheduler_options.h"
+#include "server/scheduler/task_counters.h"
 #include "server/scheduler/timer_queue.h"
 #include "workers/executor/executor.h"
 #include "workers/sdk/compact_time.h"
@@ -195,6 +196,9 @@ class Scheduler {
       std::function<void(absl::StatusOr<std::vector<v1::Job>>, bool more)>;
   void ShowJobs(const ListJobsQuery& query, PageCallback done) const;
   v1::GetStatsResponse GetStats() const;
+  // Jobs ended per task, executor, state and reason, and run times per
+  // task (a copy, for a metrics scrape; bounded label values).
+  TaskCounters::Snapshot TaskEnds() const;
   // Quarantine of tasks that kept killing their worker (process pool).
   bool IsQuarantined(const TaskDef& task) const;
   bool ClearQuarantine(std::string_view task);
@@ -323,6 +327,7 @@ class Scheduler {
   std::deque<TaskDef> vanished_tasks_ ABSL_GUARDED_BY(mu_);  // Restore.
   uint64_t next_waiter_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
+  TaskCounters task_counters_ ABSL_GUARDED_BY(mu_);
   uint64_t rejected_ ABSL_GUARDED_BY(mu_) = 0;
   size_t running_ ABSL_GUARDED_BY(mu_) = 0;  // In state RUNNING.
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

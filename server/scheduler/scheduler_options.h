@@ -14,6 +14,9 @@
 namespace jobd {
 
 struct SchedulerOptions {
+  // Count ended jobs per task, executor, state and reason, and run times
+  // per task (TaskEnds(), for the metrics endpoint); off: Finish skips it.
+  bool task_metrics = false;
   // Jobs waiting for a slot over all executors; beyond: rejected. (A job
   // that starts at once in a free slot never counts.)
   size_t max_queued = 100000;

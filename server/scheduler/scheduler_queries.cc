@@ -312,6 +312,11 @@ v1::GetStatsResponse Scheduler::GetStats() const {
   return stats;
 }
 
+TaskCounters::Snapshot Scheduler::TaskEnds() const {
+  absl::MutexLock lock(&mu_);
+  return task_counters_.Copy();
+}
+
 bool Scheduler::IsQuarantined(const TaskDef& task) const {
   absl::MutexLock lock(&mu_);
   for (const Lane& lane : lanes_) {

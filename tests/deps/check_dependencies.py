@@ -16,6 +16,9 @@ room B when a file of A includes a header of B. The rules (DESIGN.md):
   * only the process pool (workers/process) includes the private worker
     protocol (jobd/internal/), directly or through a header it includes
     (a header of the pool that others include must not bring it in);
+  * the metrics endpoint (server/metrics) reads the scheduler and knows
+    neither gRPC nor the frontend, config or daemon: it renders what the
+    scheduler knows; only the daemon uses it;
   * no circle between rooms.
 
 Usage: check_dependencies.py [ROOT]      check the tree at ROOT (default: .)
@@ -78,6 +81,12 @@ def forbidden(room, include):
             return "workers never include %s headers" % target_top
     if top == "client" and target_top in ("server", "workers"):
         return "the client never includes %s headers" % target_top
+    if room == "server/metrics" and (grpc or target in (
+            "server/frontend", "server/config", "server/daemon")):
+        return "the metrics endpoint renders the scheduler's stats only"
+    if (target == "server/metrics" and room != "server/metrics" and
+            room != "server/daemon"):
+        return "only the daemon uses the metrics endpoint"
     if top == "server" and target_top == "client":
         return "the server never includes client headers"
     if top == "proto" and target_top not in (None, "proto"):
@@ -190,6 +199,8 @@ def self_test():
             '#include "grpcpp/grpcpp.h"\n#include "server/scheduler/scheduler.h"\n',
         "client/client.h": '#include "jobd/v1/jobd.grpc.pb.h"\n',
         "workers/plugins/loader.cc": '#include "workers/sdk/task.h"\n',
+        "server/metrics/exposition.cc":
+            '#include "server/scheduler/scheduler.h"\n',
         "examples/plugins/p/p.cc": '#include "workers/sdk/task.h"\n',
     }
     planted = {
@@ -210,6 +221,12 @@ def self_test():
             "workers/plugins/loader.cc", '#include "workers/tasks/builtin.h"\n'),
         "a plugin including what is not installed": (
             "examples/plugins/p/p.cc", '#include "workers/reactor/reactor.h"\n'),
+        "the metrics endpoint including the frontend": (
+            "server/metrics/exposition.cc",
+            '#include "server/frontend/service.h"\n'),
+        "the frontend including the metrics endpoint": (
+            "server/frontend/service.cc",
+            '#include "server/metrics/exposition.h"\n'),
         "a circle": ("server/scheduler/scheduler.cc",
                      '#include "server/frontend/service.h"\n'),
     }

@@ -131,6 +131,12 @@ TEST(DaemonStartTest, RefusesBadConfigAndSecondInstance) {
       {testing::JobdPath(), "--tcp", "0.0.0.0:0", "--unix-socket", "none"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("non-loopback"));
+  // The metrics endpoint has no TLS and no auth: loopback only, whatever
+  // the gRPC listener has.
+  r = testing::RunCommand({testing::JobdPath(), "--http-listen", "0.0.0.0:0",
+                           "--unix-socket", "none"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--http-listen: refusing"));
   auto d = Daemon::Start();
   ASSERT_TRUE(d.ok());
   const std::string socket = (*d)->unix_address().substr(5);

@@ -1,0 +1,263 @@
+#include "server/metrics/exposition.h"
+
+#include <algorithm>
+#include <cctype>
+#include <iterator>
+#include <map>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "fmt/format.h"
+#include "server/jobs/proto_time.h"
+
+namespace jobd {
+namespace {
+
+using Labels = std::vector<std::pair<std::string_view, std::string>>;
+
+// A label value escaped as the format wants (\\, \", \n).
+std::string Escape(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// "SUCCEEDED" from JOB_STATE_SUCCEEDED, lower-cased: "succeeded".
+std::string EnumLabel(const std::string& full, std::string_view prefix) {
+  std::string_view v = full;
+  if (v.substr(0, prefix.size()) == prefix) v.remove_prefix(prefix.size());
+  std::string out(v);
+  absl::AsciiStrToLower(&out);
+  return out;
+}
+std::string ExecutorLabel(v1::Executor e) {
+  return EnumLabel(v1::Executor_Name(e), "EXECUTOR_");
+}
+std::string StateLabel(v1::JobState s) {
+  return EnumLabel(v1::JobState_Name(s), "JOB_STATE_");
+}
+std::string ReasonLabel(v1::ErrorReason r) {
+  return r == v1::ERROR_REASON_UNSPECIFIED
+             ? "none"
+             : EnumLabel(v1::ErrorReason_Name(r), "ERROR_REASON_");
+}
+
+std::string Number(double v) {
+  if (v == static_cast<double>(static_cast<int64_t>(v))) {
+    return fmt::format("{}", static_cast<int64_t>(v));
+  }
+  return fmt::format("{}", v);
+}
+
+class Writer {
+ public:
+  void Family(std::string_view name, std::string_view type,
+              std::string_view help) {
+    fmt::format_to(std::back_inserter(out_), "# HELP {} {}\n# TYPE {} {}\n",
+                   name, help, name, type);
+  }
+  void Sample(std::string_view name, const Labels& labels, double value) {
+    out_ += name;
+    if (!labels.empty()) {
+      out_ += '{';
+      for (size_t i = 0; i < labels.size(); ++i) {
+        fmt::format_to(std::back_inserter(out_), "{}{}=\"{}\"",
+                       i > 0 ? "," : "", labels[i].first,
+                       Escape(labels[i].second));
+      }
+      out_ += '}';
+    }
+    out_ += ' ';
+    out_ += Number(value);
+    out_ += '\n';
+  }
+  // A family of one unlabelled sample.
+  void One(std::string_view name, std::string_view type, std::string_view help,
+           double value) {
+    Family(name, type, help);
+    Sample(name, {}, value);
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+void RenderExecutors(const v1::GetStatsResponse& stats, Writer& w) {
+  struct Gauge {
+    const char* name;
+    const char* help;
+    double (*get)(const v1::ExecutorStats&);
+  };
+  const Gauge gauges[] = {
+      {"jobd_executor_enabled", "1 if the executor runs jobs here.",
+       [](const v1::ExecutorStats& e) { return e.enabled() ? 1.0 : 0.0; }},
+      {"jobd_executor_workers",
+       "Threads, processes or concurrent jobs the executor has.",
+       [](const v1::ExecutorStats& e) { return double(e.workers()); }},
+      {"jobd_executor_busy", "Slots running a job now.",
+       [](const v1::ExecutorStats& e) { return double(e.busy()); }},
+      {"jobd_queue_depth", "Jobs waiting for a slot of the executor.",
+       [](const v1::ExecutorStats& e) { return double(e.queued()); }},
+  };
+  for (const Gauge& g : gauges) {
+    w.Family(g.name, "gauge", g.help);
+    for (const v1::ExecutorStats& e : stats.executors()) {
+      w.Sample(g.name, {{"executor", ExecutorLabel(e.executor())}}, g.get(e));
+    }
+  }
+  w.Family("jobd_executor_jobs_ended_total", "counter",
+           "Jobs that ended on the executor, by state.");
+  for (const v1::ExecutorStats& e : stats.executors()) {
+    const std::string ex = ExecutorLabel(e.executor());
+    w.Sample("jobd_executor_jobs_ended_total",
+             {{"executor", ex}, {"state", "succeeded"}}, double(e.completed()));
+    w.Sample("jobd_executor_jobs_ended_total",
+             {{"executor", ex}, {"state", "failed"}}, double(e.failed()));
+    w.Sample("jobd_executor_jobs_ended_total",
+             {{"executor", ex}, {"state", "cancelled"}}, double(e.cancelled()));
+  }
+}
+
+void RenderTasks(const TaskCounters::Snapshot& tasks, Writer& w) {
+  // Sorted, so that a scrape reads the same from one to the next.
+  std::map<std::vector<std::string>, uint64_t> ended;
+  for (const auto& [k, n] : tasks.ended) {
+    ended[{k.task, ExecutorLabel(k.executor), StateLabel(k.state),
+           ReasonLabel(k.reason)}] += n;
+  }
+  w.Family("jobd_jobs_ended_total", "counter",
+           "Jobs ended, by task, executor, state and reason (tasks past the "
+           "label cap count as \"other\").");
+  for (const auto& [l, n] : ended) {
+    w.Sample(
+        "jobd_jobs_ended_total",
+        {{"task", l[0]}, {"executor", l[1]}, {"state", l[2]}, {"reason", l[3]}},
+        double(n));
+  }
+  std::map<std::string, TaskCounters::RunTimes> runs(tasks.run_times.begin(),
+                                                     tasks.run_times.end());
+  w.Family("jobd_job_run_seconds", "histogram",
+           "Run time of the jobs that ran, by task.");
+  for (const auto& [task, r] : runs) {
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < TaskCounters::kRunBuckets.size(); ++i) {
+      cumulative += r.buckets[i];
+      w.Sample("jobd_job_run_seconds_bucket",
+               {{"task", task}, {"le", Number(TaskCounters::kRunBuckets[i])}},
+               double(cumulative));
+    }
+    w.Sample("jobd_job_run_seconds_bucket", {{"task", task}, {"le", "+Inf"}},
+             double(r.count));
+    w.Sample("jobd_job_run_seconds_sum", {{"task", task}}, r.sum_seconds);
+    w.Sample("jobd_job_run_seconds_count", {{"task", task}}, double(r.count));
+  }
+}
+
+void RenderPool(const v1::ProcessPoolStats& pool, Writer& w) {
+  w.One("jobd_pool_fork_server_restarts_total", "counter",
+        "Times the fork server died and was replaced.",
+        double(pool.fork_server_restarts()));
+  w.One("jobd_pool_workers_spawned_total", "counter",
+        "Worker processes forked since start.", double(pool.workers_spawned()));
+  w.Family("jobd_pool_workers_retired_total", "counter",
+           "Worker processes retired, by reason (recycled, crashed, killed, "
+           "...).");
+  std::map<std::string, uint64_t> retired(pool.retired().begin(),
+                                          pool.retired().end());
+  for (const auto& [reason, n] : retired) {
+    w.Sample("jobd_pool_workers_retired_total", {{"reason", reason}},
+             double(n));
+  }
+  w.One("jobd_pool_quarantined_tasks", "gauge", "Tasks quarantined now.",
+        double(pool.quarantined_tasks_size()));
+  w.Family("jobd_pool_worker_rss_bytes", "gauge",
+           "Resident memory of each job slot's worker process.");
+  for (const v1::WorkerStats& s : pool.workers()) {
+    w.Sample("jobd_pool_worker_rss_bytes", {{"slot", std::to_string(s.slot())}},
+             double(s.rss_bytes()));
+  }
+  w.Family("jobd_pool_worker_jobs_done", "gauge",
+           "Jobs the slot's current worker process has finished.");
+  for (const v1::WorkerStats& s : pool.workers()) {
+    w.Sample("jobd_pool_worker_jobs_done", {{"slot", std::to_string(s.slot())}},
+             double(s.jobs_done()));
+  }
+  w.Family("jobd_pool_workers", "gauge", "Worker processes by state.");
+  std::map<std::string, int> states = {
+      {"spawning", 0}, {"idle", 0}, {"busy", 0}, {"retiring", 0}};
+  for (const v1::WorkerStats& s : pool.workers()) {
+    if (states.contains(s.state())) ++states[s.state()];
+  }
+  for (const auto& [state, n] : states) {
+    w.Sample("jobd_pool_workers", {{"state", state}}, n);
+  }
+  w.One("jobd_pool_spare_workers", "gauge", "Idle spare workers kept ready.",
+        double(pool.spares_size()));
+}
+
+void RenderJournal(const v1::JournalStats& j, Writer& w) {
+  w.One("jobd_journal_healthy", "gauge",
+        "1 while the journal writes; 0 while writes fail (new jobs refused).",
+        j.healthy() ? 1 : 0);
+  w.One("jobd_journal_commits_total", "counter",
+        "Journal transactions committed.", double(j.commits()));
+  w.One("jobd_journal_records_total", "counter",
+        "Journal row writes (after folding).", double(j.records()));
+  w.One("jobd_journal_write_errors_total", "counter",
+        "Failed journal commits (retried).", double(j.write_errors()));
+  w.One("jobd_journal_last_commit_seconds", "gauge",
+        "How long the latest journal commit took.",
+        absl::ToDoubleSeconds(FromProto(j.last_commit())));
+  w.One("jobd_journal_file_bytes", "gauge", "Journal database file size.",
+        double(j.file_bytes()));
+  w.One("jobd_journal_wal_bytes", "gauge", "Journal write-ahead log size.",
+        double(j.wal_bytes()));
+  w.One("jobd_journal_rows", "gauge", "Jobs the journal holds.",
+        double(j.rows()));
+}
+
+}  // namespace
+
+std::string RenderMetrics(const v1::GetStatsResponse& stats,
+                          const TaskCounters::Snapshot& tasks) {
+  Writer w;
+  w.One("jobd_up", "gauge", "1: jobd answers (0 while draining: 1 too).", 1);
+  w.One("jobd_draining", "gauge", "1 while jobd shuts down.",
+        stats.draining() ? 1 : 0);
+  w.One("jobd_uptime_seconds", "gauge", "Seconds since jobd started.",
+        absl::ToDoubleSeconds(FromProto(stats.uptime())));
+  w.One("jobd_jobs_accepted_total", "counter", "Jobs accepted.",
+        double(stats.accepted()));
+  w.One("jobd_jobs_rejected_total", "counter",
+        "Job specs rejected (unknown task, invalid input, overload).",
+        double(stats.rejected()));
+  w.One("jobd_jobs_live", "gauge", "Jobs not yet ended.", double(stats.live()));
+  w.One("jobd_jobs_retained", "gauge", "Ended jobs still retained.",
+        double(stats.retained()));
+  w.One("jobd_live_bytes", "gauge", "Bytes of the live jobs' specs.",
+        double(stats.live_bytes()));
+  w.One("jobd_retained_bytes", "gauge",
+        "Bytes of the retained jobs' specs and results.",
+        double(stats.retained_bytes()));
+  RenderExecutors(stats, w);
+  RenderTasks(tasks, w);
+  if (stats.has_process_pool()) RenderPool(stats.process_pool(), w);
+  if (stats.has_journal()) RenderJournal(stats.journal(), w);
+  return w.Take();
+}
+
+}  // namespace jobd

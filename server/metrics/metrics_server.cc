@@ -1,0 +1,65 @@
+#include "server/metrics/metrics_server.h"
+
+#include <httplib.h>
+
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "fmt/format.h"
+
+namespace jobd {
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
+    const std::string& host_port, std::function<std::string()> render) {
+  const size_t colon = host_port.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(host_port.substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--http-listen: '{}' is not HOST:PORT (e.g. 127.0.0.1:9464)",
+        host_port));
+  }
+  std::string host = host_port.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  std::unique_ptr<MetricsServer> m(new MetricsServer());
+  m->server_ = std::make_unique<httplib::Server>();
+  httplib::Server& s = *m->server_;
+  s.new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
+  const auto io = absl::ToChronoMicroseconds(kIoTimeout);
+  s.set_read_timeout(io);
+  s.set_write_timeout(io);
+  s.set_idle_interval(std::chrono::milliseconds(0));
+  s.set_keep_alive_timeout(absl::ToInt64Seconds(kIoTimeout));
+  s.set_keep_alive_max_count(100);
+  s.set_payload_max_length(4096);  // A scrape sends no body.
+  s.Get("/metrics", [render = std::move(render)](const httplib::Request&,
+                                                 httplib::Response& res) {
+    res.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  s.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("jobd: metrics at /metrics\n", "text/plain");
+  });
+  const int bound = port == 0 ? s.bind_to_any_port(host)
+                              : (s.bind_to_port(host, port) ? port : -1);
+  if (bound <= 0) {
+    return absl::UnavailableError(fmt::format(
+        "--http-listen: cannot listen on '{}' (in use, or not an address of "
+        "this machine)",
+        host_port));
+  }
+  m->port_ = bound;
+  m->thread_ = std::thread([&s] { s.listen_after_bind(); });
+  return m;
+}
+
+MetricsServer::~MetricsServer() { Stop(); }
+
+void MetricsServer::Stop() {
+  if (server_ != nullptr) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace jobd
