@@ -271,19 +271,6 @@ double ClientMap(const std::string& address, int n, int batch, int window) {
 }
 
 // --------------------------------------------------------------- metrics
-// A free loopback TCP port (bound, read, released).
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-                  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
-  close(fd);
-  return ok ? ntohs(a.sin_port) : -1;
-}
-
 // No-op jobs/s through one stream on a fresh daemon, without the metrics
 // endpoint or with it (--http-listen) and a scraper reading /metrics every
 // `scrape_every` meanwhile (Prometheus's default is 15 s).
@@ -299,7 +286,7 @@ double MetricsRun(bool on, int n, int batch, int window, int workers,
                                    std::to_string(std::max(window, 1)),
                                    "--max-jobs-per-request",
                                    std::to_string(std::max(batch, 1))};
-  const int port = on ? FreePort() : -1;
+  const int port = on ? testing::FreeLoopbackPort() : -1;
   if (on) {
     args.push_back("--http-listen");
     args.push_back("127.0.0.1:" + std::to_string(port));

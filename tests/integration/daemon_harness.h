@@ -158,6 +158,10 @@ std::vector<std::string> DaemonArgs(const std::string& program,
                                     const std::string& dir,
                                     const std::vector<std::string>& extra);
 
+// A free TCP port on 127.0.0.1 (bound, read and released: for programs
+// that cannot listen on port 0 and say which port they got), or -1.
+int FreeLoopbackPort();
+
 // Paths of the built binaries (set by CMake).
 std::string JobdPath();
 std::string JobctlPath();

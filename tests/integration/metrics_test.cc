@@ -174,22 +174,6 @@ TEST(MetricsConfigTest, NonLoopbackAddressIsRefusedNamingTheOption) {
   EXPECT_THAT(bad.status().message(), HasSubstr("--http-listen"));
 }
 
-// A free loopback TCP port (bound, read, released).
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    close(fd);
-    return -1;
-  }
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 TEST_F(MetricsTest, RealPrometheusScrapesAndAnswersAQuery) {
   RunEchoJobs(5);
   TempDir dir("jobd-prometheus");
@@ -198,7 +182,7 @@ TEST_F(MetricsTest, RealPrometheusScrapesAndAnswersAQuery) {
                         << "scrape_configs:\n  - job_name: jobd\n"
                         << "    static_configs:\n      - targets: ['127.0.0.1:"
                         << port_ << "']\n";
-  const int web_port = FreePort();
+  const int web_port = FreeLoopbackPort();
   ASSERT_GT(web_port, 0);
   // Its log goes to a file (a pipe nobody reads would stop it); ready is
   // when its /-/ready answers 200.
