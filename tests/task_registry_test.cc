@@ -61,6 +61,11 @@ TEST(TaskRegistryTest, RejectsBadDefinitions) {
   EXPECT_THAT(
       r.Add({.name = "order", .params = {opt, p}, .run = Noop}).message(),
       HasSubstr("follows an optional"));
+  // A task the reactor runs as the process pool's guest must have an async
+  // form (the reactor would call a missing one).
+  EXPECT_THAT(r.Add({.name = "slot", .holds_pool_slot = true, .run = Noop})
+                  .message(),
+              HasSubstr("holds a pool slot"));
   ASSERT_TRUE(r.Add({.name = "ok", .run = Noop}).ok());
   EXPECT_THAT(r.Add({.name = "ok", .run = Noop}).message(),
               HasSubstr("already registered"));

@@ -100,6 +100,13 @@ absl::Status TaskRegistry::Check(const TaskDef& def) {
         "' has an async implementation with neither a coroutine nor a "
         "timer's delay and then"));
   }
+  if (def.holds_pool_slot && (!def.has_async() || def.needs_isolation)) {
+    // The reactor runs such a task (as the process pool's guest).
+    return absl::InvalidArgumentError(
+        absl::StrCat("task '", def.name,
+                     "' holds a pool slot but has no async implementation "
+                     "or needs isolation"));
+  }
   if (def.needs_isolation && !def.has_sync()) {
     return absl::InvalidArgumentError(
         absl::StrCat("task '", def.name,
