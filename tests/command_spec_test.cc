@@ -73,6 +73,12 @@ TEST(CommandTemplateTest, NumbersAreWrittenExactly) {
   EXPECT_THAT(*Argv(spec, {{"x", x}}), ElementsAre("/bin/echo", "0.1"));
   x.set_number_value(-3);
   EXPECT_THAT(*Argv(spec, {{"x", x}}), ElementsAre("/bin/echo", "-3"));
+  // Beyond int64's range: written as a double, never cast to an integer.
+  x.set_number_value(1e300);
+  EXPECT_THAT(*Argv(spec, {{"x", x}}), ElementsAre("/bin/echo", "1e+300"));
+  x.set_number_value(-0x1p63);
+  EXPECT_THAT(*Argv(spec, {{"x", x}}),
+              ElementsAre("/bin/echo", "-9.223372036854776e+18"));
 }
 
 TEST(CommandTemplateTest, RefusesANulByteAndBindsLikeBuiltIns) {
@@ -238,6 +244,9 @@ TEST(TaskTablesTest, RefusesMalformedTablesNamingTheLine) {
       {"[[task]]\nname = \"a\"\ncommand = [\"/bin/echo\"]\n"
        "[[task]]\nname = \"a\"\ncommand = [\"/bin/echo\"]\n",
        "task 'a' (line 4): name: already declared at line 1"},
+      {"[[task]]\nname = \"a\"\ncommand = [\"/bin/echo\", \"{x}\"]\n"
+       "params = { x = \"int = 1\\ny = 2\" }\n",
+       "(line 4): params.x: default ' 1\ny = 2' is more than one TOML value"},
       {"task = 3\n", "line 1: task: declare command tasks as [[task]] tables"},
       {"[[task]\n", "line 1"},
   };

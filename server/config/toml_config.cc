@@ -234,6 +234,12 @@ class TaskParser {
                              "string: \"string = 'text'\")"));
           }
           default_node = default_holder.get("v");
+          if (default_holder.size() != 1) {  // "x = 1\ny = 2": not one value.
+            return Error(
+                value->source(),
+                absl::StrCat(field, ": default '", ClipUtf8(literal, 128),
+                             "' is more than one TOML value"));
+          }
         }
       } else if (const auto* spec = value->as_table()) {
         for (auto&& [k, v] : *spec) {

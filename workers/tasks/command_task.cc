@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <string_view>
 #include <utility>
 
@@ -44,7 +46,10 @@ std::string ArgText(const Value& v) {
       return v.bool_value() ? "true" : "false";
     case Value::kNumberValue: {
       const double d = v.number_value();
-      if (d == static_cast<double>(static_cast<int64_t>(d))) {
+      // Whole numbers within int64's range print as integers (a cast of
+      // one outside it is undefined).
+      if (std::fabs(d) < 0x1p63 &&
+          d == static_cast<double>(static_cast<int64_t>(d))) {
         return absl::StrCat(static_cast<int64_t>(d));
       }
       return fmt::format("{}", d);
