@@ -51,15 +51,27 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
         host_port));
   }
   m->port_ = bound;
-  m->thread_ = std::thread([&s] { s.listen_after_bind(); });
+  MetricsServer* self = m.get();
+  m->thread_ = std::thread([&s, self] {
+    s.listen_after_bind();
+    self->listen_returned_ = true;
+  });
   return m;
 }
 
 MetricsServer::~MetricsServer() { Stop(); }
 
 void MetricsServer::Stop() {
-  if (server_ != nullptr) server_->stop();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    // httplib's stop() does nothing until listen_after_bind has begun (its
+    // is_running()): a Stop right after Start would then join a thread
+    // that accepts forever. Wait for one or the other; it is a moment.
+    while (!server_->is_running() && !listen_returned_) {
+      std::this_thread::yield();
+    }
+    server_->stop();
+    thread_.join();
+  }
 }
 
 }  // namespace jobd

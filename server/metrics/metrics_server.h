@@ -13,6 +13,7 @@
 #ifndef JOBD_SERVER_METRICS_METRICS_SERVER_H_
 #define JOBD_SERVER_METRICS_METRICS_SERVER_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -45,6 +46,8 @@ class MetricsServer {
   MetricsServer() = default;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  // Set by thread_ once listen_after_bind has returned.
+  std::atomic<bool> listen_returned_{false};
   int port_ = 0;
 };
 
