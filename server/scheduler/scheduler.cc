@@ -410,13 +410,15 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   table_.CountEnded(job);
   if (options_.task_metrics) {
     const absl::Time started = job.start_time;
-    task_counters_.CountEnd(job.spec.task() != nullptr
-                                ? std::string_view(job.spec.task()->name)
-                                : std::string_view("other"),
-                            job.executor, end->state, end->error().reason(),
-                            started == absl::InfinitePast()
-                                ? absl::Seconds(-1)
-                                : absl::Time(job.finish_time) - started);
+    task_counters_.CountEnd(
+        job.spec.task() != nullptr ? std::string_view(job.spec.task()->name)
+                                   : std::string_view("other"),
+        job.executor, end->state, end->error().reason(),
+        // Not run now (queued, or kept from before a
+        // restart with its old start): no run time.
+        previous != v1::JOB_STATE_RUNNING || started == absl::InfinitePast()
+            ? absl::Seconds(-1)
+            : absl::Time(job.finish_time) - started);
   }
   // The result the job did not keep, for its waiters.
   std::shared_ptr<const JobEnd> dropped = job.end != end ? end : nullptr;
