@@ -47,10 +47,13 @@ install_missing() {
     printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
     "${sudo[@]}" chmod 755 "$policy"
     own_policy=1
+    # Removed however this ends (an interrupted install included).
+    # (Expanded now: the trap may run after this function's locals are gone.)
+    trap "${sudo[*]:+${sudo[*]} }rm -f '$policy'" EXIT INT TERM
   fi
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q \
-    --no-install-recommends "${missing[@]}" || { [ $own_policy -eq 0 ] || "${sudo[@]}" rm -f "$policy"; return 1; }
-  [ $own_policy -eq 0 ] || "${sudo[@]}" rm -f "$policy"
+    --no-install-recommends "${missing[@]}" || return 1
+  [ $own_policy -eq 0 ] || { "${sudo[@]}" rm -f "$policy"; trap - EXIT INT TERM; }
   # Nor at the next boot: the tests start a Prometheus of their own.
   if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
     "${sudo[@]}" systemctl disable prometheus prometheus-node-exporter >/dev/null 2>&1 || true
