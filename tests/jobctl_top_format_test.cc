@@ -110,6 +110,19 @@ TEST(TopFormatTest, FitWidthCutsOnCodePoints) {
             "\xE2\x82\xAC~");
 }
 
+TEST(TopFormatTest, ControlCharactersFromTheDaemonArePrintedAsQuestionMarks) {
+  EXPECT_EQ(Printable("evil\x1b[2J\tx\x7f\u0085y \u00e9"),
+            "evil?[2J?x??y \u00e9");
+  TopSample s = Sample(absl::ZeroDuration(), 0, 0, 0);
+  s.running = {Running("7", "ev\x1b[2Jil", absl::Seconds(1), s.at)};
+  TopHistory h;
+  h.Add(std::move(s));
+  for (const std::string& line :
+       RenderTopFrame(h, {.address = "unix:/x", .width = 0})) {
+    EXPECT_EQ(line.find('\x1b'), std::string::npos) << line;
+  }
+}
+
 TEST(TopFormatTest, RunningJobsLongestFirstWithTheirCallerAndTasksRanked) {
   TopSample s = Sample(absl::ZeroDuration(), 0, 0, 0);
   s.running = {Running("7", "echo", absl::Seconds(1), s.at),

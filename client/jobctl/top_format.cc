@@ -93,6 +93,21 @@ std::string RateText(std::optional<double> per_second) {
   return fmt::format("{:.2f}", r);
 }
 
+std::string Printable(std::string_view text) {
+  std::string out(text);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const auto c = static_cast<unsigned char>(out[i]);
+    if (c < 0x20 || c == 0x7F) {
+      out[i] = '?';
+    } else if (c == 0xC2 && i + 1 < out.size() &&
+               static_cast<unsigned char>(out[i + 1]) >= 0x80 &&
+               static_cast<unsigned char>(out[i + 1]) <= 0x9F) {
+      out.replace(i, 2, "?");  // U+0080..U+009F, the C1 controls.
+    }
+  }
+  return out;
+}
+
 std::string FitWidth(std::string_view text, size_t columns) {
   // Byte offsets where each code point starts (continuation bytes are
   // 10xxxxxx).
@@ -227,8 +242,9 @@ std::vector<std::string> RenderTopFrame(const TopHistory& history,
     if (view.height > 0) lines.resize(view.height - 1);  // Pads with blanks.
     lines.push_back("q: quit");
   }
-  if (view.width > 0) {
-    for (std::string& l : lines) l = FitWidth(l, view.width);
+  for (std::string& l : lines) {
+    l = Printable(l);
+    if (view.width > 0) l = FitWidth(l, view.width);
   }
   return lines;
 }

@@ -61,6 +61,11 @@ std::optional<double> EndedPerSecond(const TopSample& older,
 // "12.5", "0.40", "1234" or "-".
 std::string RateText(std::optional<double> per_second);
 
+// `text` with every control character (C0, DEL, C1) as '?': what the
+// daemon names (tasks, callers) can never move the cursor or clear the
+// operator's screen.
+std::string Printable(std::string_view text);
+
 // `text` cut to `columns` code points (a cut line ends in '~'); never
 // splits a UTF-8 sequence. Each code point counts as one column.
 std::string FitWidth(std::string_view text, size_t columns);
