@@ -57,7 +57,9 @@ absl::StatusOr<ParamType> ParamTypeOf(const std::string& name) {
   return absl::InvalidArgumentError("unknown parameter type '" + name + "'");
 }
 
-absl::StatusOr<std::vector<PythonTaskSpec>> ParseSpecs(
+}  // namespace
+
+absl::StatusOr<std::vector<PythonTaskSpec>> PythonTaskSpecsFromDescription(
     const google::protobuf::ListValue& list) {
   std::vector<PythonTaskSpec> specs;
   for (const Value& v : list.values()) {
@@ -107,6 +109,8 @@ absl::StatusOr<std::vector<PythonTaskSpec>> ParseSpecs(
   }
   return specs;
 }
+
+namespace {
 
 absl::Status Errno(std::string_view what) {
   return absl::InternalError(absl::StrCat(
@@ -241,7 +245,7 @@ absl::StatusOr<std::vector<PythonTaskSpec>> DescribePythonTasks(
   if (!list.ParseFromString(answer)) {
     return absl::InternalError("--python-tasks: an unreadable description");
   }
-  return ParseSpecs(list);
+  return PythonTaskSpecsFromDescription(list);
 }
 
 absl::Status RegisterPythonTasks(const std::vector<PythonTaskSpec>& specs,

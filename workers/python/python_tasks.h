@@ -38,6 +38,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "google/protobuf/struct.pb.h"
 #include "workers/sdk/task.h"
 #include "workers/sdk/task_registry.h"
 
@@ -78,6 +79,12 @@ struct PythonTaskSpec {
 // times out or answers nothing.
 absl::StatusOr<std::vector<PythonTaskSpec>> DescribePythonTasks(
     const std::string& exe, const PythonTasksOptions& options);
+
+// The specs in a description the interpreter made (interpreter.h,
+// Describe). FailedPrecondition naming the task for a kind other than "cpu"
+// or "io".
+absl::StatusOr<std::vector<PythonTaskSpec>> PythonTaskSpecsFromDescription(
+    const google::protobuf::ListValue& description);
 
 // Adds one TaskDef per spec to `registry`: isolated (process pool only),
 // run by this process's interpreter (StartPythonInWorker must have run in
