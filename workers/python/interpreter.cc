@@ -495,7 +495,10 @@ absl::StatusOr<TaskOutput> Call(const std::string& name,
   TaskOutput out;
   PyObject* value = result.get();
   Ref value_ref, payload_ref;
-  if (PyObject_HasAttrString(value, "__jobd_result__")) {
+  // jobd.Result is a namedtuple: only a tuple subclass is looked at (a
+  // failed attribute lookup on every result would cost an exception).
+  if (PyTuple_Check(value) && !PyTuple_CheckExact(value) &&
+      PyObject_HasAttrString(value, "__jobd_result__")) {
     value_ref.reset(PyObject_GetAttrString(value, "value"));
     payload_ref.reset(PyObject_GetAttrString(value, "payload"));
     if (!value_ref || !payload_ref) {
