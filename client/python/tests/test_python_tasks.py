@@ -236,3 +236,20 @@ def test_the_decorator_needs_no_grpc():
     out = subprocess.run(["/usr/bin/python3", "-c", code], cwd=PACKAGE,
                          capture_output=True, text=True, timeout=T)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_task_that_keeps_crashing_is_quarantined(own_daemon):
+    d = own_daemon(*python_args("jobd_test_tasks"), "--quarantine-after",
+                   "2")
+    with jobd.Executor(d.address) as e:
+        for _ in range(2):
+            with pytest.raises(jobd.JobFailed) as err:
+                e.submit("jobd_test_tasks.crash_if", 13).result(T)
+            assert err.value.reason == "WORKER_CRASHED"
+        with pytest.raises(jobd.JobFailed) as err:
+            e.submit("jobd_test_tasks.crash_if", 1).result(T)
+        assert err.value.reason == "QUARANTINED"
+        tasks = {t.name: t for t in e.stub.ListTasks(
+            pb.ListTasksRequest(), timeout=T).tasks}
+        assert tasks["jobd_test_tasks.crash_if"].quarantined
+        assert e.submit("jobd_test_tasks.add", 1).result(T) == 3
