@@ -253,3 +253,15 @@ def test_a_task_that_keeps_crashing_is_quarantined(own_daemon):
             pb.ListTasksRequest(), timeout=T).tasks}
         assert tasks["jobd_test_tasks.crash_if"].quarantined
         assert e.submit("jobd_test_tasks.add", 1).result(T) == 3
+
+
+def test_a_worker_over_its_rss_limit_is_killed_and_replaced(own_daemon):
+    d = own_daemon(*python_args("jobd_test_tasks", workers=1),
+                   "--max-worker-rss", "120M")
+    with jobd.Executor(d.address) as e:
+        before = e.submit("jobd_test_tasks.pid").result(T)
+        with pytest.raises(jobd.JobFailed) as err:
+            e.submit("jobd_test_tasks.hold", 200, seconds=5).result(T)
+        assert err.value.reason == "OUT_OF_MEMORY"
+        after = e.submit("jobd_test_tasks.pid").result(T)
+        assert after != before

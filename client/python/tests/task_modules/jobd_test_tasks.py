@@ -68,3 +68,14 @@ def bad_result():
 @jobd.task
 def noop():
     return None
+
+
+_held = []
+
+
+@jobd.task
+def hold(mb: int, seconds: float = 1.0) -> int:
+    """Keeps mb MiB (touched) for the worker's life, then waits."""
+    _held.append(b"x" * (mb << 20))
+    time.sleep(seconds)
+    return os.getpid()
