@@ -21,6 +21,8 @@ packages=(
   libabsl-dev libspdlog-dev libcli11-dev libjemalloc-dev
   libasio-dev libcurl4-openssl-dev libsqlite3-dev libsystemd-dev libssl-dev
   libtomlplusplus-dev libcpp-httplib-dev
+  # Python tasks: the workers embed CPython (workers/python/).
+  libpython3.11-dev
   openssl systemd python3 tmux
   python3-grpcio python3-protobuf python3-pytest python3-venv
   libgtest-dev libgmock-dev libbenchmark-dev

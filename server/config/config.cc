@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -23,6 +24,57 @@
 
 namespace jobd {
 namespace {
+
+// A dotted Python module name: identifiers joined by dots.
+bool IsModuleName(const std::string& name) {
+  if (name.empty()) return false;
+  bool start = true;
+  for (char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '.') {
+      if (start) return false;
+      start = true;
+      continue;
+    }
+    const bool alpha = std::isalpha(c) || c == '_' || c >= 0x80;
+    if (!alpha && !(std::isdigit(c) && !start)) return false;
+    start = false;
+  }
+  return !start;
+}
+
+// Checks --python-tasks and --python-path, makes the paths absolute and
+// gives the modules the worker user.
+absl::Status CheckPythonTasks(PythonTasksOptions& python,
+                              const ProcessPoolOptions& pool) {
+  for (const std::string& m : python.modules) {
+    if (!IsModuleName(m)) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--python-tasks: '{}' is not a Python module name (dotted "
+          "identifiers, such as tasks or mypkg.tasks)",
+          ClipUtf8(m, 256)));
+    }
+  }
+  for (std::string& dir : python.paths) {
+    std::error_code ec;
+    if (dir.empty() || !std::filesystem::is_directory(dir, ec)) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--python-path: '{}' is not a directory", ClipUtf8(dir, 4096)));
+    }
+    dir = std::filesystem::absolute(dir, ec).lexically_normal().string();
+  }
+  if (!python.paths.empty() && python.modules.empty()) {
+    return absl::InvalidArgumentError(
+        "--python-path: given without --python-tasks");
+  }
+  if (!python.modules.empty() && pool.workers == 0) {
+    return absl::InvalidArgumentError(
+        "--python-tasks: Python tasks run only in the process pool, and "
+        "--process-workers is 0");
+  }
+  python.run_as = pool.run_as;
+  return absl::OkStatus();
+}
 
 // Parses a duration flag such as "10s", "500ms", "1h30m".
 absl::Status ParseDurationFlag(const std::string& text, const char* flag,
@@ -443,6 +495,14 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   app.add_option("--plugin-dir", c.plugin_dir,
                  "Load every *.so file of this directory as a task plugin, "
                  "in name order, after the --plugin ones");
+  app.add_option("--python-tasks", c.python_tasks.modules,
+                 "A Python module whose @jobd.task functions become tasks, "
+                 "run by the process pool's workers; repeatable")
+      ->allow_extra_args(false);
+  app.add_option("--python-path", c.python_tasks.paths,
+                 "A directory put first on the Python task modules' sys.path; "
+                 "repeatable")
+      ->allow_extra_args(false);
   app.add_option("--log-level", c.log_level,
                  "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
@@ -624,6 +684,12 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   for (const std::string& plugin : c.plugins) {
     pool.fork_server_args.push_back("--plugin");
     pool.fork_server_args.push_back(plugin);
+  }
+  if (absl::Status s = CheckPythonTasks(c.python_tasks, pool); !s.ok()) {
+    return s;
+  }
+  for (std::string& arg : c.python_tasks.ToArgs()) {
+    pool.fork_server_args.push_back(std::move(arg));
   }
   return parsed;
 }

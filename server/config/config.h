@@ -19,6 +19,7 @@
 #include "server/journal/journal_options.h"
 #include "server/scheduler/scheduler_options.h"
 #include "workers/process/process_pool_options.h"
+#include "workers/python/python_tasks.h"
 #include "workers/reactor/reactor.h"
 #include "workers/tasks/command_task.h"
 #include "workers/tasks/io_tasks.h"
@@ -62,6 +63,10 @@ struct DaemonConfig {
   // --plugin-dir's *.so files in name order, as absolute paths.
   std::vector<std::string> plugins;
   std::string plugin_dir;  // Empty: none.
+  // Python tasks (workers/python/python_tasks.h): --python-tasks modules,
+  // --python-path directories (absolute), the worker user. Run only by the
+  // process pool.
+  PythonTasksOptions python_tasks;
   std::string log_level = "info";
   // The config file's [[task]] tables (server/config/toml_config.h),
   // checked but not yet registered (a name may be a built-in's).

@@ -115,7 +115,23 @@ absl::StatusOr<DaemonDeps> ForkHelpers(const DaemonConfig& config) {
         !s.ok()) {
       return s;
     }
-    absl::StatusOr<ForkServerProcess> started = ForkForkServer(registry);
+    // Python tasks: learned from a child (Python never starts in this
+    // process); each worker starts its own interpreter after the fork.
+    WorkerSetup setup;
+    if (!config.python_tasks.empty()) {
+      absl::StatusOr<std::vector<PythonTaskSpec>> specs = DescribePythonTasks(
+          config.process_pool.self_exe, config.python_tasks);
+      if (!specs.ok()) return specs.status();
+      if (absl::Status s = RegisterPythonTasks(*specs, registry); !s.ok()) {
+        return s;
+      }
+      setup = [python = config.python_tasks, specs = *specs] {
+        return StartPythonInWorker(python, specs);
+      };
+      deps.python_tasks = *std::move(specs);
+    }
+    absl::StatusOr<ForkServerProcess> started =
+        ForkForkServer(registry, std::move(setup));
     if (!started.ok()) {
       return absl::InternalError("starting the fork server: " +
                                  started.status().ToString());
@@ -227,6 +243,23 @@ absl::Status Daemon::Init(DaemonDeps deps) {
                                    /*log=*/true);
       !s.ok()) {
     return StartError(s.message());
+  }
+  if (!config.python_tasks.empty()) {
+    if (!deps.python_tasks.has_value()) {
+      absl::StatusOr<std::vector<PythonTaskSpec>> specs = DescribePythonTasks(
+          config.process_pool.self_exe, config.python_tasks);
+      if (!specs.ok()) return StartError(specs.status().message());
+      deps.python_tasks = *std::move(specs);
+    }
+    if (absl::Status s = RegisterPythonTasks(*deps.python_tasks, registry_);
+        !s.ok()) {
+      return StartError(s.message());
+    }
+    std::vector<std::string> names;
+    for (const PythonTaskSpec& t : *deps.python_tasks) names.push_back(t.name);
+    spdlog::info("python tasks from {}: {} task(s): {}",
+                 absl::StrJoin(config.python_tasks.modules, ", "), names.size(),
+                 absl::StrJoin(names, ", "));
   }
   // Command tasks run in exec's sandbox, with the workers' rlimits.
   command_sandbox_ = std::make_shared<ExecSandbox>(*exec_sandbox_);

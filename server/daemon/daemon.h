@@ -62,6 +62,7 @@
 #include "workers/os/guardian.h"
 #include "workers/os/unique_fd.h"
 #include "workers/process/fork_server.h"
+#include "workers/python/python_tasks.h"
 #include "workers/sdk/task_registry.h"
 
 namespace grpc {
@@ -101,6 +102,9 @@ struct DaemonDeps {
   // be stopped (Drain RPC, a listener dead for good); main() sends itself
   // SIGTERM. Null: only WaitStopRequested sees it.
   std::function<void()> on_stop_request;
+  // The Python tasks ForkHelpers learned (workers/python/python_tasks.h);
+  // none: Init learns them itself.
+  std::optional<std::vector<PythonTaskSpec>> python_tasks;
 };
 
 // Forks the fork server (if `config` has process workers) and the guardian

@@ -31,6 +31,7 @@
 #include "spdlog/spdlog.h"
 #include "workers/os/fd_limit.h"
 #include "workers/process/fork_server.h"
+#include "workers/python/python_tasks.h"
 #include "workers/tasks/io_tasks.h"
 
 // jemalloc's options (the MALLOC_CONF environment variable overrides them;
@@ -144,6 +145,8 @@ void PrintBanner(const Daemon& daemon) {
 int Run(int argc, char** argv) {
   // A replacement fork server started by a running jobd (fork_server.h).
   RunForkServerIfInvoked(argc, argv);
+  // The child that tells the daemon its Python tasks (python_tasks.h).
+  RunPythonDescribeIfInvoked(argc, argv);
   // Signals are taken synchronously by sigwait() below; block them before any
   // thread exists so every thread inherits the mask.
   sigset_t signals;

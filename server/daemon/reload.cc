@@ -194,6 +194,10 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   d.Check("testing-tasks", current.testing_tasks, fresh.testing_tasks, later);
   d.Check("plugin", absl::StrJoin(current.plugins, ","),
           absl::StrJoin(fresh.plugins, ","), later);
+  d.Check("python-tasks", absl::StrJoin(current.python_tasks.modules, ","),
+          absl::StrJoin(fresh.python_tasks.modules, ","), later);
+  d.Check("python-path", absl::StrJoin(current.python_tasks.paths, ","),
+          absl::StrJoin(fresh.python_tasks.paths, ","), later);
   d.Check("unix-socket-group", current.unix_socket_group,
           fresh.unix_socket_group, later);
   d.Check("worker-user", current.worker_user, fresh.worker_user, later);

@@ -13,6 +13,9 @@ room B when a file of A includes a header of B. The rules (DESIGN.md):
     includes nothing of ours but itself and jobd.v1; the plugin loader
     (workers/plugins) uses only the SDK; plugins (examples/) include only
     what is installed: the SDK and jobd.v1;
+  * the Python tasks room (workers/python), which embeds CPython, uses
+    only the SDK; of the server, only config and the daemon use it (never
+    the frontend or the scheduler: the daemon's threads never see Python);
   * only the process pool (workers/process) includes the private worker
     protocol (jobd/internal/), directly or through a header it includes
     (a header of the pool that others include must not bring it in);
@@ -71,6 +74,13 @@ def forbidden(room, include):
     if room == "workers/plugins" and target not in (None, "workers/sdk",
                                                     "workers/plugins"):
         return "the plugin loader uses only the SDK"
+    if room == "workers/python" and target not in (None, "workers/sdk",
+                                                   "workers/python",
+                                                   "proto/jobd/v1"):
+        return "the Python tasks room uses only the SDK"
+    if (target == "workers/python" and top == "server" and
+            room not in ("server/config", "server/daemon")):
+        return "of the server, only config and the daemon use Python tasks"
     if top == "examples" and target not in (None, "workers/sdk",
                                             "proto/jobd/v1"):
         return "a plugin includes only the installed SDK and jobd.v1"
@@ -199,6 +209,7 @@ def self_test():
             '#include "grpcpp/grpcpp.h"\n#include "server/scheduler/scheduler.h"\n',
         "client/client.h": '#include "jobd/v1/jobd.grpc.pb.h"\n',
         "workers/plugins/loader.cc": '#include "workers/sdk/task.h"\n',
+        "workers/python/python_tasks.cc": '#include "workers/sdk/task.h"\n',
         "server/metrics/exposition.cc":
             '#include "server/scheduler/scheduler.h"\n',
         "examples/plugins/p/p.cc": '#include "workers/sdk/task.h"\n',
@@ -219,6 +230,12 @@ def self_test():
             "workers/sdk/task.cc", '#include "workers/os/unique_fd.h"\n'),
         "the plugin loader including a task room": (
             "workers/plugins/loader.cc", '#include "workers/tasks/builtin.h"\n'),
+        "the Python tasks room including the process pool": (
+            "workers/python/python_tasks.cc",
+            '#include "workers/process/pool.h"\n'),
+        "the scheduler including the Python tasks room": (
+            "server/scheduler/scheduler.cc",
+            '#include "workers/python/python_tasks.h"\n'),
         "a plugin including what is not installed": (
             "examples/plugins/p/p.cc", '#include "workers/reactor/reactor.h"\n'),
         "the metrics endpoint including the frontend": (

@@ -28,6 +28,7 @@
 #include "workers/process/ipc.h"
 #include "workers/process/result_ring.h"
 #include "workers/process/worker_process.h"
+#include "workers/python/python_tasks.h"
 #include "workers/tasks/builtin_tasks.h"
 
 extern char** environ;
@@ -57,7 +58,7 @@ void SetLimit(int resource, uint64_t value) {
 [[noreturn]] void BecomeWorker(int socket_fd, int ring_fd,
                                const internal::WorkerLimits& limits,
                                const TaskRegistry& registry,
-                               pid_t fork_server) {
+                               const WorkerSetup& setup, pid_t fork_server) {
   setpgid(0, 0);
   // Dies with the fork server (which lives no longer than jobd), even if
   // that is killed outright.
@@ -96,11 +97,19 @@ void SetLimit(int resource, uint64_t value) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   prctl(PR_SET_NAME, "jobd-worker");
+  if (setup) {
+    if (absl::Status s = setup(); !s.ok()) {
+      std::fprintf(stderr, "jobd worker %d: %s\n", getpid(),
+                   std::string(s.message()).c_str());
+      _exit(125);
+    }
+  }
   RunWorkerProcess(registry, *std::move(ring));
 }
 
 void Spawn(int control_fd, const internal::ForkRequest& request,
-           const TaskRegistry& registry, absl::flat_hash_set<pid_t>& children) {
+           const TaskRegistry& registry, const WorkerSetup& setup,
+           absl::flat_hash_set<pid_t>& children) {
   internal::ForkReply reply;
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -123,7 +132,7 @@ void Spawn(int control_fd, const internal::ForkRequest& request,
   const pid_t pid = fork();
   if (pid == 0) {
     BecomeWorker(worker_end.get(), ring->get(), request.limits(), registry,
-                 self);
+                 setup, self);
   }
   if (pid < 0) {
     reply.mutable_spawn_failed()->set_request_id(request.request_id());
@@ -175,7 +184,8 @@ absl::StatusOr<ForkServerProcess> Adopt(pid_t pid, UniqueFd control) {
 
 }  // namespace
 
-absl::StatusOr<ForkServerProcess> ForkForkServer(const TaskRegistry& registry) {
+absl::StatusOr<ForkServerProcess> ForkForkServer(const TaskRegistry& registry,
+                                                 WorkerSetup setup) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     return Errno("socketpair");
@@ -186,7 +196,7 @@ absl::StatusOr<ForkServerProcess> ForkForkServer(const TaskRegistry& registry) {
   if (pid < 0) return Errno("fork");
   if (pid == 0) {
     parent_end.reset();
-    RunForkServer(child_end.release(), registry);
+    RunForkServer(child_end.release(), registry, std::move(setup));
   }
   return Adopt(pid, std::move(parent_end));
 }
@@ -223,7 +233,8 @@ absl::StatusOr<ForkServerProcess> SpawnForkServer(
   return Adopt(pid, std::move(parent_end));
 }
 
-void RunForkServer(int control_fd, const TaskRegistry& registry) {
+void RunForkServer(int control_fd, const TaskRegistry& registry,
+                   WorkerSetup setup) {
   prctl(PR_SET_NAME, "jobd-forkserver");
   // It lives exactly as long as its control socket: terminal and service
   // signals meant for the daemon are ignored.
@@ -254,7 +265,7 @@ void RunForkServer(int control_fd, const TaskRegistry& registry) {
       std::vector<UniqueFd> unexpected_fds;
       const ReadResult r = RecvPacket(control_fd, request, unexpected_fds);
       if (r == ReadResult::kData) {
-        Spawn(control_fd, request, registry, children);
+        Spawn(control_fd, request, registry, setup, children);
       } else if (r == ReadResult::kEof ||
                  (r == ReadResult::kError && errno != EBADMSG)) {
         break;  // The daemon is gone or closed us.
@@ -289,7 +300,24 @@ void RunForkServerIfInvoked(int argc, char** argv) {
     std::fprintf(stderr, "jobd fork server: %s\n", s.ToString().c_str());
     _exit(1);
   }
-  RunForkServer(fd, registry);
+  // The daemon's Python tasks, described again (the modules may have
+  // changed on disk meanwhile: then this start fails like the plugins').
+  const PythonTasksOptions python = PythonTasksOptionsFromArgs(argc, argv, 3);
+  WorkerSetup setup;
+  if (!python.empty()) {
+    absl::StatusOr<std::vector<PythonTaskSpec>> specs =
+        DescribePythonTasks("/proc/self/exe", python);
+    absl::Status s =
+        specs.ok() ? RegisterPythonTasks(*specs, registry) : specs.status();
+    if (!s.ok()) {
+      std::fprintf(stderr, "jobd fork server: %s\n", s.ToString().c_str());
+      _exit(1);
+    }
+    setup = [python, specs = *std::move(specs)] {
+      return StartPythonInWorker(python, specs);
+    };
+  }
+  RunForkServer(fd, registry, std::move(setup));
 }
 
 }  // namespace jobd

@@ -23,6 +23,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,12 +41,19 @@ struct ForkServerProcess {
 };
 
 // argv[1] of jobd in fork-server mode: `jobd --internal-fork-server FD
-// [--testing-tasks] [--plugin PATH]...`, FD being its end of the control
-// socket.
+// [--testing-tasks] [--plugin PATH]... [--python-tasks MODULE]...
+// [--python-path DIR]...`, FD being its end of the control socket.
 inline constexpr char kForkServerFlag[] = "--internal-fork-server";
 
+// Runs in each new worker once it has its user, limits and clean
+// environment, before its first job (Python tasks start their interpreter
+// here: workers/python/python_tasks.h). A failure is written to stderr and
+// ends the worker (exit 125).
+using WorkerSetup = std::function<absl::Status()>;
+
 // Forks a fork server from this process. Only while single-threaded.
-absl::StatusOr<ForkServerProcess> ForkForkServer(const TaskRegistry& registry);
+absl::StatusOr<ForkServerProcess> ForkForkServer(const TaskRegistry& registry,
+                                                 WorkerSetup setup = {});
 
 // Starts a fork server by executing `exe kForkServerFlag FD extra_args...`.
 // Safe in a multi-threaded process.
@@ -53,12 +61,14 @@ absl::StatusOr<ForkServerProcess> SpawnForkServer(
     const std::string& exe, const std::vector<std::string>& extra_args);
 
 // Serves `control_fd` until the daemon closes it, then exits the process.
-[[noreturn]] void RunForkServer(int control_fd, const TaskRegistry& registry);
+[[noreturn]] void RunForkServer(int control_fd, const TaskRegistry& registry,
+                                WorkerSetup setup = {});
 
 // If this process was started as `PROG kForkServerFlag FD [--testing-tasks]
-// [--plugin PATH]...` (SpawnForkServer), becomes that fork server with the
-// built-in tasks and those plugins' (exits 1 if one is refused) and never
-// returns; otherwise returns at once. Call first thing in main().
+// [--plugin PATH]... [--python-...]` (SpawnForkServer), becomes that fork
+// server with the built-in tasks, those plugins' and those Python modules'
+// (exits 1 if one is refused) and never returns; otherwise returns at once.
+// Call first thing in main().
 void RunForkServerIfInvoked(int argc, char** argv);
 
 }  // namespace jobd

@@ -99,8 +99,10 @@ class JobFailed(JobdError):
 
     reason: the ErrorReason name without its prefix ("TASK_ERROR",
     "TIMEOUT", "WORKER_CRASHED", ...); code: a grpc.StatusCode; message:
-    jobd's text. remote_type and remote_traceback are None for jobd's C++
-    tasks; they are where a Python task's exception will be reported."""
+    jobd's text. For a Python task's exception (README: Python tasks),
+    message is "Type: text", remote_type the exception's type name and
+    remote_traceback its traceback as the worker formatted it; both are
+    None otherwise."""
 
     def __init__(self, message, *, reason="TASK_ERROR", code=None,
                  job_id=None, task=None, remote_type=None,
@@ -163,8 +165,19 @@ def error_from_event(ev, task=None):
     if ev.type == pb.EVENT_TYPE_REJECTED:
         return JobRejected(e.message, reason=reason,
                            code=status_code(e.code), task=task)
-    return JobFailed(e.message, reason=reason, code=status_code(e.code),
-                     job_id=ev.job_id or None, task=task or ev.task or None)
+    message, remote_type, remote_tb = e.message, None, None
+    # A Python task's exception: "Type: message\n\nTraceback ..." (README:
+    # Python tasks).
+    head, sep, tb = message.partition("\n\n" + _TRACEBACK)
+    if sep and reason == "TASK_ERROR":
+        message, remote_tb = head, _TRACEBACK + tb
+        remote_type = head.split(":", 1)[0]
+    return JobFailed(message, reason=reason, code=status_code(e.code),
+                     job_id=ev.job_id or None, task=task or ev.task or None,
+                     remote_type=remote_type, remote_traceback=remote_tb)
+
+
+_TRACEBACK = "Traceback (most recent call last):\n"
 
 
 def connection_error(err, address):
