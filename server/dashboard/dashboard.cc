@@ -206,13 +206,13 @@ void Dashboard::Stop() {
 }
 
 void Dashboard::Sample() {
-  auto stats = std::make_shared<v1::GetStatsResponse>(scheduler_.GetStats());
-  stats->set_version(options_.version);
+  v1::GetStatsResponse stats = scheduler_.GetStats();
+  stats.set_version(options_.version);
   const absl::Time now = absl::Now();
-  history_.Add(ThroughputSample::From(*stats, absl::ToUnixMillis(now)));
+  history_.Add(ThroughputSample::From(stats, absl::ToUnixMillis(now)));
+  auto json = std::make_shared<const std::string>(ToJson(stats));
   absl::MutexLock lock(&mu_);
-  stats_ = std::move(stats);
-  stats_taken_ = now;
+  stats_json_ = std::move(json);
 }
 
 absl::StatusOr<Caller> Dashboard::Authorize(const httplib::Request& req,
@@ -236,15 +236,13 @@ absl::StatusOr<Caller> Dashboard::Authorize(const httplib::Request& req,
 }
 
 std::string Dashboard::StatsJson() {
-  std::shared_ptr<const v1::GetStatsResponse> stats;
+  std::shared_ptr<const std::string> json;
   {
     absl::MutexLock lock(&mu_);
-    stats = stats_;
+    json = stats_json_;
   }
-  if (stats == nullptr) {  // Not started.
-    return ToJson(scheduler_.GetStats());
-  }
-  return ToJson(*stats);
+  if (json == nullptr) return ToJson(scheduler_.GetStats());  // Not started.
+  return *json;
 }
 
 std::string Dashboard::JobListsJson(const Caller& caller) {

@@ -107,9 +107,9 @@ class Dashboard {
 
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  // The latest GetStats, and when.
-  std::shared_ptr<const v1::GetStatsResponse> stats_ ABSL_GUARDED_BY(mu_);
-  absl::Time stats_taken_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // The latest GetStats, as /api/stats answers it (rendered once per
+  // sample, whatever the viewers).
+  std::shared_ptr<const std::string> stats_json_ ABSL_GUARDED_BY(mu_);
   // By owner ("" for admins: every job); at most kMaxViews.
   absl::flat_hash_map<std::string, JobLists> lists_ ABSL_GUARDED_BY(mu_);
   static constexpr size_t kMaxViews = 64;
