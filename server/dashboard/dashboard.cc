@@ -186,13 +186,13 @@ Dashboard::~Dashboard() { Stop(); }
 void Dashboard::Start() {
   Sample();
   sampler_ = std::thread([this] {
-    absl::MutexLock lock(&mu_);
-    while (!stopping_) {
-      mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.interval);
-      if (stopping_) break;
-      mu_.Unlock();
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.interval);
+        if (stopping_) return;
+      }
       Sample();
-      mu_.Lock();
     }
   });
 }

@@ -23,7 +23,7 @@ ThroughputSample ThroughputSample::From(const v1::GetStatsResponse& stats,
 }
 
 ThroughputHistory::ThroughputHistory(size_t capacity)
-    : ring_(capacity == 0 ? 1 : capacity) {}
+    : capacity_(capacity == 0 ? 1 : capacity), ring_(capacity_) {}
 
 void ThroughputHistory::Add(const ThroughputSample& sample) {
   absl::MutexLock lock(&mu_);

@@ -42,9 +42,10 @@ class ThroughputHistory {
   void Add(const ThroughputSample& sample);
   // The samples taken after `after_unix_ms`, oldest first.
   std::vector<ThroughputSample> After(int64_t after_unix_ms) const;
-  size_t capacity() const { return ring_.size(); }
+  size_t capacity() const { return capacity_; }
 
  private:
+  const size_t capacity_;  // At least 1.
   mutable absl::Mutex mu_;
   std::vector<ThroughputSample> ring_ ABSL_GUARDED_BY(mu_);
   size_t next_ ABSL_GUARDED_BY(mu_) = 0;  // Where the next sample goes.

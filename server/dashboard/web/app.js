@@ -292,7 +292,10 @@ function showOnly(id) {
 }
 
 async function poll() {
-  if (busy) return;
+  // Signed out: nothing to ask until a token is given.
+  if (busy || (!$('login').hidden && !sessionStorage.getItem(TOKEN_KEY))) {
+    return;
+  }
   busy = true;
   try {
     if (!me) {
