@@ -26,6 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "bench/dashboard_run.h"
 #include "bench/machine.h"
 #include "client/client.h"
 #include "echo.grpc.pb.h"
@@ -444,12 +445,32 @@ int Run(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--repeat", repeat, "Runs of each stream test (best kept)")
       ->capture_default_str();
+  bool dashboard_only = false;
+  int viewers = 10;
+  app.add_flag("--dashboard", dashboard_only,
+               "Only the dashboard run: one daemon with --http-listen, the "
+               "stream in phases alternating between no viewer and "
+               "--viewers polling the dashboard's API as its page does; "
+               "--repeat phases of each, medians");
+  app.add_option("--viewers", viewers, "Dashboard viewers (--dashboard)")
+      ->capture_default_str();
   bool metrics_only = false;
   app.add_flag("--metrics", metrics_only,
                "Only the metrics run: the stream with the metrics endpoint "
                "off and on (scraped every second), interleaved, best of "
                "--repeat each");
   CLI11_PARSE(app, argc, argv);
+  if (dashboard_only) {
+    return RunDashboardBench({.jobs = jobs,
+                              .batch = batch,
+                              .window = window,
+                              .workers = workers,
+                              .repeat = repeat,
+                              .viewers = viewers},
+                             [&](v1::JobService::Stub& stub, int n) {
+                               return JobdStream(stub, n, batch, window, true);
+                             });
+  }
   if (metrics_only) {
     double off = 0, on = 0;
     int scrapes = 0;

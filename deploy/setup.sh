@@ -29,6 +29,9 @@ packages=(
   # promtool and a real Prometheus for the metrics tests (they start their
   # own on a free loopback port; the package's system service is not used).
   prometheus
+  # Headless Chromium and the DevTools client the dashboard's browser test
+  # drives it with.
+  chromium python3-websocket
 )
 
 install_missing() {

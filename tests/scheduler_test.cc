@@ -372,5 +372,41 @@ TEST_F(SchedulerTest, ListJobsPagesStopAtTheirByteBudget) {
   EXPECT_FALSE(more);
 }
 
+// Newest first: the latest jobs (before before_id, if given), and a
+// filtered page looks at no more than max_scanned jobs.
+TEST_F(SchedulerTest, ListJobsNewestFirstWithAScanBound) {
+  Build({}, 10);
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 10; ++i) ids.push_back(Submit(ok_task_).job_id);
+  for (int i = 0; i < 10; ++i) {
+    if (i != 1) executor().Succeed(ids[i], TaskOutput{});
+  }
+  auto id_list = [](const std::vector<v1::Job>& page) {
+    std::vector<std::string> out;
+    for (const v1::Job& j : page) out.push_back(j.id());
+    return out;
+  };
+  using S = std::vector<std::string>;
+  const auto str = [&](int i) { return std::to_string(ids[i]); };
+  EXPECT_EQ(id_list(scheduler_->ListJobs({.limit = 3, .newest_first = true})),
+            (S{str(9), str(8), str(7)}));
+  EXPECT_EQ(id_list(scheduler_->ListJobs(
+                {.limit = 2, .newest_first = true, .before_id = ids[5]})),
+            (S{str(4), str(3)}));
+  // The one running job is the second oldest: found with room to look,
+  // not within the 5 newest.
+  const ListJobsQuery running = {
+      .states = {v1::JOB_STATE_RUNNING}, .limit = 10, .newest_first = true};
+  EXPECT_EQ(id_list(scheduler_->ListJobs(running)), (S{str(1)}));
+  ListJobsQuery bounded = running;
+  bounded.max_scanned = 5;
+  EXPECT_TRUE(scheduler_->ListJobs(bounded).empty());
+  bounded.max_scanned = 9;
+  EXPECT_EQ(id_list(scheduler_->ListJobs(bounded)), (S{str(1)}));
+  // Oldest first, as before, also bounded.
+  EXPECT_EQ(id_list(scheduler_->ListJobs({.limit = 2})), (S{str(0), str(1)}));
+  EXPECT_EQ(scheduler_->ListJobs({.limit = 10, .max_scanned = 4}).size(), 4u);
+}
+
 }  // namespace
 }  // namespace jobd

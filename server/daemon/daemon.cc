@@ -19,6 +19,7 @@
 #include "server/daemon/daemon_files.h"
 #include "server/daemon/leftovers.h"
 #include "server/daemon/systemd.h"
+#include "server/dashboard/dashboard.h"
 #include "server/frontend/auth.h"
 #include "server/frontend/listener.h"
 #include "server/frontend/request_errors.h"
@@ -379,15 +380,24 @@ absl::Status Daemon::Serve() {
   if (!config.http_listen.empty()) {
     // Rendered at scrape time from what GetStats knows: nothing on the job
     // path counts for it but the per-task ends (server/metrics/).
+    dashboard_ = std::make_unique<Dashboard>(
+        *scheduler_, *auth_,
+        DashboardOptions{.version = std::string(JobdVersion())});
     absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
-        MetricsServer::Start(config.http_listen, [this] {
-          return RenderMetrics(scheduler_->GetStats(), scheduler_->TaskEnds());
-        });
+        MetricsServer::Start(
+            config.http_listen,
+            [this] {
+              return RenderMetrics(scheduler_->GetStats(),
+                                   scheduler_->TaskEnds());
+            },
+            [this](httplib::Server& s) { dashboard_->AddRoutes(s); });
     if (!metrics.ok()) return StartError(metrics.status().message());
     metrics_ = *std::move(metrics);
+    dashboard_->Start();
     http_port_ = metrics_->port();
-    spdlog::info("metrics on http://{}:{}/metrics", HostOf(config.http_listen),
-                 http_port_);
+    spdlog::info("metrics on http://{}:{}/metrics, dashboard on http://{}:{}/",
+                 HostOf(config.http_listen), http_port_,
+                 HostOf(config.http_listen), http_port_);
   }
   service_ = std::make_unique<JobServiceImpl>(
       *scheduler_, registry_, *auth_, config.service, std::string(JOBD_VERSION),
@@ -633,6 +643,7 @@ DaemonStopped Daemon::Stop() {
   listener_->Stop();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (metrics_ != nullptr) metrics_->Stop();
+  if (dashboard_ != nullptr) dashboard_->Stop();
   notifier_->Stop();
   // Its listening sockets close: a connection now is refused at once, not
   // left in a backlog nobody takes from (the daemon may live on in a test).

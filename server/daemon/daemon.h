@@ -73,6 +73,7 @@ class Server;
 namespace jobd {
 
 class Authenticator;
+class Dashboard;
 class ExecPolicy;
 class HttpPolicy;
 class Journal;
@@ -200,7 +201,10 @@ class Daemon {
   std::unique_ptr<JobServiceImpl> service_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<MetricsServer> metrics_;  // Null without --http-listen.
+  // Both null without --http-listen; the dashboard's routes are on the
+  // metrics listener (which goes first).
+  std::unique_ptr<Dashboard> dashboard_;
+  std::unique_ptr<MetricsServer> metrics_;
   grpc::HealthCheckServiceInterface* health_ = nullptr;  // The server's.
   std::unique_ptr<SystemdNotifier> notifier_;
 

@@ -39,8 +39,9 @@ JobServiceImpl::JobServiceImpl(Scheduler& scheduler,
 absl::StatusOr<Caller> JobServiceImpl::Authorize(
     const grpc::CallbackServerContext& context, uint32_t roles,
     std::string_view what) const {
-  absl::StatusOr<Caller> caller = auth_.Authenticate(
-      context, peer_names_ ? peer_names_(context.peer()) : context.peer());
+  absl::StatusOr<Caller> caller = AuthenticateCall(
+      auth_, context,
+      peer_names_ ? peer_names_(context.peer()) : context.peer());
   if (!caller.ok()) return caller.status();
   if (absl::Status s = caller->Require(roles, what); !s.ok()) return s;
   return caller;

@@ -10,7 +10,8 @@
 namespace jobd {
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
-    const std::string& host_port, std::function<std::string()> render) {
+    const std::string& host_port, std::function<std::string()> render,
+    std::function<void(httplib::Server&)> add_routes) {
   const size_t colon = host_port.rfind(':');
   int port = -1;
   if (colon == std::string::npos ||
@@ -35,6 +36,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   s.set_keep_alive_timeout(absl::ToInt64Seconds(kIoTimeout));
   s.set_keep_alive_max_count(100);
   s.set_payload_max_length(4096);  // A scrape sends no body.
+  if (add_routes) add_routes(s);   // First: the dashboard's page is "/".
   s.Get("/metrics", [render = std::move(render)](const httplib::Request&,
                                                  httplib::Response& res) {
     res.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");

@@ -35,8 +35,11 @@ class MetricsServer {
 
   // Listens on `host_port` ("127.0.0.1:9464", "[::1]:0": port 0 picks a
   // free one). The caller checked the address is allowed (server/config).
+  // `add_routes` (if set) adds more routes to the same listener (the
+  // dashboard) before it listens; its handlers run on the same threads.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
-      const std::string& host_port, std::function<std::string()> render);
+      const std::string& host_port, std::function<std::string()> render,
+      std::function<void(httplib::Server&)> add_routes = {});
   ~MetricsServer();
 
   int port() const { return port_; }

@@ -87,6 +87,13 @@ struct ListJobsQuery {
   size_t limit = 100;
   // Serialized jobs in one page at most (at least one job); 0: no cap.
   size_t max_bytes = 0;
+  // Newest first (by id, before `before_id` if not 0; after_id ignored):
+  // the latest jobs, for a view of what happens now.
+  bool newest_first = false;
+  uint64_t before_id = 0;
+  // Jobs looked at, matching or not, at most (0: no bound): bounds the time
+  // a filtered page holds the scheduler's lock whatever the table holds.
+  size_t max_scanned = 0;
 };
 
 // What Restore() did with the journal's jobs.

@@ -82,24 +82,29 @@ std::vector<v1::Job> Scheduler::ListLocked(const ListJobsQuery& query,
                                            bool* more, uint64_t* ticket) const {
   std::vector<v1::Job> out;
   size_t bytes = 0;
+  size_t scanned = 0;
   if (more != nullptr) *more = false;
-  const JobTable::Map& jobs = table_.jobs();
-  for (auto it = jobs.upper_bound(query.after_id);
-       it != jobs.end() && out.size() < query.limit; ++it) {
-    const Job& job = *it->second;
+  // False to stop.
+  auto visit = [&](const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (out.size() >= query.limit ||
+        (query.max_scanned > 0 && scanned++ >= query.max_scanned)) {
+      return false;
+    }
     if (!query.states.empty() &&
         std::find(query.states.begin(), query.states.end(), job.state) ==
             query.states.end()) {
-      continue;
+      return true;
     }
-    if (!query.task.empty() && job.spec.task()->name != query.task) continue;
-    if (!query.owner.empty() && *job.owner != query.owner) continue;
+    if (!query.task.empty() && job.spec.task()->name != query.task) {
+      return true;
+    }
+    if (!query.owner.empty() && *job.owner != query.owner) return true;
     v1::Job snapshot = job.Snapshot();
     if (query.max_bytes > 0) {
       const size_t size = snapshot.ByteSizeLong() + 8;  // Tag and length.
       if (!out.empty() && bytes + size > query.max_bytes) {
         if (more != nullptr) *more = true;
-        break;
+        return false;
       }
       bytes += size;
     }
@@ -107,6 +112,20 @@ std::vector<v1::Job> Scheduler::ListLocked(const ListJobsQuery& query,
       *ticket = std::max(*ticket, events_.TicketOf(job.last_sequence));
     }
     out.push_back(std::move(snapshot));
+    return true;
+  };
+  const JobTable::Map& jobs = table_.jobs();
+  if (query.newest_first) {
+    auto it =
+        query.before_id > 0 ? jobs.lower_bound(query.before_id) : jobs.end();
+    while (it != jobs.begin()) {
+      --it;
+      if (!visit(*it->second)) break;
+    }
+  } else {
+    for (auto it = jobs.upper_bound(query.after_id); it != jobs.end(); ++it) {
+      if (!visit(*it->second)) break;
+    }
   }
   return out;
 }

@@ -22,6 +22,11 @@ room B when a file of A includes a header of B. The rules (DESIGN.md):
   * the metrics endpoint (server/metrics) reads the scheduler and knows
     neither gRPC nor the frontend, config or daemon: it renders what the
     scheduler knows; only the daemon uses it;
+  * callers and roles (server/auth) know no transport: neither gRPC nor
+    another server room; both the frontend and the dashboard use them;
+  * the dashboard (server/dashboard) reads the scheduler and checks
+    callers with server/auth; it knows neither gRPC nor the frontend,
+    config, daemon or metrics endpoint; only the daemon uses it;
   * no circle between rooms.
 
 Usage: check_dependencies.py [ROOT]      check the tree at ROOT (default: .)
@@ -97,6 +102,16 @@ def forbidden(room, include):
     if (target == "server/metrics" and room != "server/metrics" and
             room != "server/daemon"):
         return "only the daemon uses the metrics endpoint"
+    if room == "server/auth" and (grpc or (target_top == "server" and
+                                           target != "server/auth")):
+        return "callers and roles know no transport and no other server room"
+    if room == "server/dashboard" and (grpc or target in (
+            "server/frontend", "server/config", "server/daemon",
+            "server/metrics")):
+        return "the dashboard reads the scheduler and server/auth only"
+    if (target == "server/dashboard" and room != "server/dashboard" and
+            room != "server/daemon"):
+        return "only the daemon uses the dashboard"
     if top == "server" and target_top == "client":
         return "the server never includes client headers"
     if top == "proto" and target_top not in (None, "proto"):
@@ -213,6 +228,10 @@ def self_test():
         "server/metrics/exposition.cc":
             '#include "server/scheduler/scheduler.h"\n',
         "examples/plugins/p/p.cc": '#include "workers/sdk/task.h"\n',
+        "server/auth/authenticator.h": '#include "workers/sdk/utf8.h"\n',
+        "server/dashboard/dashboard.cc":
+            '#include "server/scheduler/scheduler.h"\n'
+            '#include "server/auth/authenticator.h"\n',
     }
     planted = {
         "a worker including gRPC": ("workers/sdk/task.cc", '#include "grpcpp/grpcpp.h"\n'),
@@ -244,6 +263,19 @@ def self_test():
         "the frontend including the metrics endpoint": (
             "server/frontend/service.cc",
             '#include "server/metrics/exposition.h"\n'),
+        "callers and roles including gRPC": (
+            "server/auth/authenticator.cc", '#include "grpcpp/grpcpp.h"\n'),
+        "callers and roles including the scheduler": (
+            "server/auth/authenticator.cc",
+            '#include "server/scheduler/scheduler.h"\n'),
+        "the dashboard including the frontend": (
+            "server/dashboard/dashboard.cc",
+            '#include "server/frontend/auth.h"\n'),
+        "the dashboard including gRPC": (
+            "server/dashboard/dashboard.cc", '#include "grpcpp/grpcpp.h"\n'),
+        "the frontend including the dashboard": (
+            "server/frontend/service.cc",
+            '#include "server/dashboard/dashboard.h"\n'),
         "a circle": ("server/scheduler/scheduler.cc",
                      '#include "server/frontend/service.h"\n'),
     }
