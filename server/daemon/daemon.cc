@@ -22,11 +22,13 @@
 #include "server/frontend/auth.h"
 #include "server/frontend/listener.h"
 #include "server/frontend/request_errors.h"
+#include "server/frontend/rpc_interceptor.h"
 #include "server/frontend/service.h"
 #include "server/journal/journal.h"
 #include "server/metrics/exposition.h"
 #include "server/metrics/metrics_server.h"
 #include "server/scheduler/scheduler.h"
+#include "server/telemetry/rpc_stats.h"
 #include "spdlog/spdlog.h"
 #include "workers/plugins/plugin_loader.h"
 #include "workers/process/process_pool.h"
@@ -345,10 +347,16 @@ absl::Status Daemon::Serve() {
   const DaemonConfig& config = config_;
   if (!config.http_listen.empty()) {
     // Rendered at scrape time from what GetStats knows: nothing on the job
-    // path counts for it but the per-task ends (server/metrics/).
+    // path counts for it but the per-task counters, the journal's commit
+    // histograms and the per-RPC counters (server/metrics/).
+    rpc_stats_ = std::make_unique<RpcStats>(JobServiceMethods());
     absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
         MetricsServer::Start(config.http_listen, [this] {
-          return RenderMetrics(scheduler_->GetStats(), scheduler_->TaskEnds());
+          MetricsSources sources{.stats = scheduler_->GetStats(),
+                                 .tasks = scheduler_->TaskEnds(),
+                                 .rpcs = rpc_stats_->Snapshot()};
+          if (journal_ != nullptr) sources.journal = journal_->commits();
+          return RenderMetrics(sources);
         });
     if (!metrics.ok()) return StartError(metrics.status().message());
     metrics_ = *std::move(metrics);
@@ -376,6 +384,10 @@ absl::Status Daemon::Serve() {
         std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
         interceptors;
     interceptors.push_back(ParseErrorInterceptorFactory());
+    // After it: what it makes of a request that does not parse is counted.
+    if (rpc_stats_ != nullptr) {
+      interceptors.push_back(RpcStatsInterceptorFactory(*rpc_stats_));
+    }
     builder.experimental().SetInterceptorCreators(std::move(interceptors));
   }
   // jobd accepts on its plaintext listeners itself (frontend/listener.h); a
