@@ -309,8 +309,8 @@ absl::Status Daemon::OpenJournal(Recovered& recovered) {
 void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
   const DaemonConfig& config = config_;
   SchedulerOptions options = config.scheduler;
-  // The per-task counters cost a hash lookup per ended job: only for the
-  // metrics endpoint.
+  // The per-task counters cost a few increments per job under the
+  // scheduler's lock: only for the metrics endpoint.
   options.task_metrics = !config.http_listen.empty();
   scheduler_ =
       std::make_unique<Scheduler>(std::move(options), clock_, journal_.get());
