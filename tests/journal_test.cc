@@ -147,6 +147,37 @@ TEST_F(JournalTest, ABatchFoldsAJobsRecordsIntoOneWrite) {
   EXPECT_EQ(r.rows[0].spec->payload(), "spec kept");
 }
 
+TEST_F(JournalTest, EachCommitIsCountedInTheHistograms) {
+  Recovered r;
+  auto j = Open(&r);
+  uint64_t payload_bytes = 0;
+  for (uint64_t id = 1; id <= 20; ++id) {
+    const std::string payload(100, 'x');
+    j->Insert(Row(id, v1::JOB_STATE_QUEUED, payload));
+    // Every other record in a batch of its own (a commit at least).
+    if (id % 2 == 0) {
+      ASSERT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
+    }
+    payload_bytes += payload.size();
+  }
+  ASSERT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
+  const Journal::Commits c = j->commits();
+  v1::GetStatsResponse stats;
+  j->AddStats(stats);
+  // One observation per commit, in both; the records add up to the row
+  // writes; every spec's bytes were written.
+  EXPECT_GE(stats.journal().commits(), 10u);
+  EXPECT_EQ(c.seconds.count, stats.journal().commits());
+  EXPECT_EQ(c.records.count, stats.journal().commits());
+  EXPECT_EQ(static_cast<uint64_t>(c.records.sum), stats.journal().records());
+  EXPECT_EQ(stats.journal().records(), 20u);
+  EXPECT_GE(c.bytes, payload_bytes);
+  EXPECT_EQ(stats.journal().bytes_written(), c.bytes);
+  uint64_t in_buckets = 0;
+  for (uint64_t n : c.seconds.buckets) in_buckets += n;
+  EXPECT_EQ(in_buckets, c.seconds.count);
+}
+
 TEST_F(JournalTest, TicketsBecomeDurableAndWaitersRun) {
   Recovered r;
   auto j = Open(&r);

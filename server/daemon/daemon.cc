@@ -23,11 +23,13 @@
 #include "server/frontend/auth.h"
 #include "server/frontend/listener.h"
 #include "server/frontend/request_errors.h"
+#include "server/frontend/rpc_interceptor.h"
 #include "server/frontend/service.h"
 #include "server/journal/journal.h"
 #include "server/metrics/exposition.h"
 #include "server/metrics/metrics_server.h"
 #include "server/scheduler/scheduler.h"
+#include "server/telemetry/rpc_stats.h"
 #include "spdlog/spdlog.h"
 #include "workers/plugins/plugin_loader.h"
 #include "workers/process/process_pool.h"
@@ -341,8 +343,8 @@ absl::Status Daemon::OpenJournal(Recovered& recovered) {
 void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
   const DaemonConfig& config = config_;
   SchedulerOptions options = config.scheduler;
-  // The per-task counters cost a hash lookup per ended job: only for the
-  // metrics endpoint.
+  // The per-task counters cost a few increments per job under the
+  // scheduler's lock: only for the metrics endpoint.
   options.task_metrics = !config.http_listen.empty();
   scheduler_ =
       std::make_unique<Scheduler>(std::move(options), clock_, journal_.get());
@@ -379,7 +381,9 @@ absl::Status Daemon::Serve() {
   const DaemonConfig& config = config_;
   if (!config.http_listen.empty()) {
     // Rendered at scrape time from what GetStats knows: nothing on the job
-    // path counts for it but the per-task ends (server/metrics/).
+    // path counts for it but the per-task counters, the journal's commit
+    // histograms and the per-RPC counters (server/metrics/).
+    rpc_stats_ = std::make_unique<RpcStats>(JobServiceMethods());
     dashboard_ = std::make_unique<Dashboard>(
         *scheduler_, *auth_,
         DashboardOptions{.version = std::string(JobdVersion())});
@@ -387,8 +391,11 @@ absl::Status Daemon::Serve() {
         MetricsServer::Start(
             config.http_listen,
             [this] {
-              return RenderMetrics(scheduler_->GetStats(),
-                                   scheduler_->TaskEnds());
+              MetricsSources sources{.stats = scheduler_->GetStats(),
+                                     .tasks = scheduler_->TaskEnds(),
+                                     .rpcs = rpc_stats_->Snapshot()};
+              if (journal_ != nullptr) sources.journal = journal_->commits();
+              return RenderMetrics(sources);
             },
             [this](httplib::Server& s) { dashboard_->AddRoutes(s); });
     if (!metrics.ok()) return StartError(metrics.status().message());
@@ -419,6 +426,10 @@ absl::Status Daemon::Serve() {
         std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
         interceptors;
     interceptors.push_back(ParseErrorInterceptorFactory());
+    // After it: what it makes of a request that does not parse is counted.
+    if (rpc_stats_ != nullptr) {
+      interceptors.push_back(RpcStatsInterceptorFactory(*rpc_stats_));
+    }
     builder.experimental().SetInterceptorCreators(std::move(interceptors));
   }
   // jobd accepts on its plaintext listeners itself (frontend/listener.h); a

@@ -80,6 +80,7 @@ class Journal;
 class JobServiceImpl;
 class Listener;
 class MetricsServer;
+class RpcStats;
 class Scheduler;
 class SystemdNotifier;
 struct ExecSandbox;
@@ -198,6 +199,9 @@ class Daemon {
   std::unique_ptr<Journal> journal_;
   RealClock clock_;
   std::unique_ptr<Scheduler> scheduler_;
+  // Per-RPC counters (the frontend writes, the metrics endpoint reads);
+  // null without --http-listen.
+  std::unique_ptr<RpcStats> rpc_stats_;
   std::unique_ptr<JobServiceImpl> service_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<grpc::Server> server_;

@@ -254,6 +254,7 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
     absl::MutexLock lock(&mu_);
     rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) +
                                   written->rows_delta);
+    bytes_written_ += written->bytes;
     used_bytes_ = written->used_bytes;
     return absl::OkStatus();
   };
@@ -324,6 +325,8 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
   records_written_ += batch.records.size();
   const absl::Time now = absl::Now();
   last_commit_ = now - start;
+  commit_seconds_.Observe(absl::ToDoubleSeconds(last_commit_));
+  commit_records_.Observe(static_cast<double>(batch.records.size()));
   // From the batch's first record (the one that waited longest) to now.
   const absl::Duration waited = now - batch.opened;
   commit_latency_ = commits_ == 1 ? waited : (commit_latency_ * 7 + waited) / 8;
@@ -345,6 +348,14 @@ void Journal::AddStats(v1::GetStatsResponse& stats) const {
   j.set_healthy(!failing_);
   j.set_last_error(MakeValidUtf8(last_error_));
   *j.mutable_last_commit() = ToProtoDuration(last_commit_);
+  j.set_bytes_written(bytes_written_);
+}
+
+Journal::Commits Journal::commits() const {
+  absl::MutexLock lock(&mu_);
+  return {.seconds = commit_seconds_.snapshot(),
+          .records = commit_records_.snapshot(),
+          .bytes = bytes_written_};
 }
 
 }  // namespace jobd

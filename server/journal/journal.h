@@ -58,6 +58,7 @@
 #include "jobd/v1/jobd.pb.h"
 #include "server/jobs/job_types.h"
 #include "server/journal/journal_options.h"
+#include "server/telemetry/histogram.h"
 
 namespace jobd {
 
@@ -173,6 +174,15 @@ class Journal {
 
   // Adds a JournalStats to `stats`.
   void AddStats(v1::GetStatsResponse& stats) const;
+  // Every commit so far, for the metrics endpoint: how long each took
+  // (seconds, retries included), how many row writes it held (after
+  // folding), and the bytes of specs, results and errors written.
+  struct Commits {
+    HistogramSnapshot seconds;
+    HistogramSnapshot records;
+    uint64_t bytes = 0;
+  };
+  Commits commits() const;
 
  private:
   struct Batch;
@@ -209,6 +219,9 @@ class Journal {
   uint64_t write_errors_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration last_commit_ ABSL_GUARDED_BY(mu_);
   absl::Duration commit_latency_ ABSL_GUARDED_BY(mu_);  // Moving average.
+  Histogram commit_seconds_ ABSL_GUARDED_BY(mu_){kSecondsBounds};
+  Histogram commit_records_ ABSL_GUARDED_BY(mu_){kCountBounds};
+  uint64_t bytes_written_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::thread writer_;  // Last: started once the rest exists.
 };

@@ -577,7 +577,8 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     Exec("PRAGMA incremental_vacuum").IgnoreError();
   }
   return Written{.rows_delta = rows_delta,
-                 .used_bytes = counted_bytes_ + written_since_count_};
+                 .used_bytes = counted_bytes_ + written_since_count_,
+                 .bytes = written};
 }
 
 }  // namespace jobd

@@ -70,6 +70,7 @@ class JournalStore {
   struct Written {
     int64_t rows_delta = 0;   // Rows added less rows deleted.
     uint64_t used_bytes = 0;  // In use now (pages counted, bytes added).
+    uint64_t bytes = 0;       // Of specs, results and errors written.
   };
   // Writes `records` (at most one per job: Journal folds them) and, if
   // over 1, `last_sequence` (the highest event sequence handed out), in

@@ -90,6 +90,23 @@ class Writer {
     Family(name, type, help);
     Sample(name, {}, value);
   }
+  // The samples of one histogram (its family written before).
+  void Histogram(std::string_view name, const Labels& labels,
+                 const HistogramSnapshot& h) {
+    const std::string bucket = std::string(name) + "_bucket";
+    uint64_t cumulative = 0;
+    Labels with_le = labels;
+    with_le.emplace_back("le", "");
+    for (size_t i = 0; i < h.bounds.size(); ++i) {
+      cumulative += h.buckets[i];
+      with_le.back().second = Number(h.bounds[i]);
+      Sample(bucket, with_le, double(cumulative));
+    }
+    with_le.back().second = "+Inf";
+    Sample(bucket, with_le, double(h.count));
+    Sample(std::string(name) + "_sum", labels, h.sum);
+    Sample(std::string(name) + "_count", labels, double(h.count));
+  }
   std::string Take() { return std::move(out_); }
 
  private:
@@ -129,6 +146,42 @@ void RenderExecutors(const v1::GetStatsResponse& stats, Writer& w) {
              {{"executor", ex}, {"state", "failed"}}, double(e.failed()));
     w.Sample("jobd_executor_jobs_ended_total",
              {{"executor", ex}, {"state", "cancelled"}}, double(e.cancelled()));
+  }
+}
+
+void RenderFlows(const TaskCounters::Snapshot& tasks,
+                 const v1::GetStatsResponse& stats, Writer& w) {
+  // Sorted, so that a scrape reads the same from one to the next.
+  std::map<std::pair<std::string, std::string>, std::pair<uint64_t, uint64_t>>
+      flows;
+  for (const TaskCounters::Flow& f : tasks.flows) {
+    auto& [accepted, started] = flows[{f.task, ExecutorLabel(f.executor)}];
+    accepted += f.accepted;
+    started += f.started;
+  }
+  w.Family("jobd_jobs_accepted_total", "counter",
+           "Jobs accepted, by task and the executor they were queued for "
+           "(tasks past the label cap count as \"other\").");
+  for (const auto& [l, n] : flows) {
+    w.Sample("jobd_jobs_accepted_total",
+             {{"task", l.first}, {"executor", l.second}}, double(n.first));
+  }
+  w.Family("jobd_jobs_started_total", "counter",
+           "Jobs started, by task and executor.");
+  for (const auto& [l, n] : flows) {
+    w.Sample("jobd_jobs_started_total",
+             {{"task", l.first}, {"executor", l.second}}, double(n.second));
+  }
+  w.Family("jobd_queue_wait_seconds", "histogram",
+           "Time from a job's acceptance to its start, by executor.");
+  for (const v1::ExecutorStats& e : stats.executors()) {
+    const size_t i = static_cast<size_t>(e.executor());
+    if (i >= tasks.queue_wait.size() || tasks.queue_wait[i].bounds.empty()) {
+      continue;
+    }
+    w.Histogram("jobd_queue_wait_seconds",
+                {{"executor", ExecutorLabel(e.executor())}},
+                tasks.queue_wait[i]);
   }
 }
 
@@ -209,6 +262,55 @@ void RenderPool(const v1::ProcessPoolStats& pool, Writer& w) {
         double(pool.spares_size()));
 }
 
+void RenderCommits(const Journal::Commits& c, Writer& w) {
+  w.Family("jobd_journal_commit_seconds", "histogram",
+           "How long each journal commit took (retries included).");
+  w.Histogram("jobd_journal_commit_seconds", {}, c.seconds);
+  w.Family("jobd_journal_commit_records", "histogram",
+           "Row writes per journal commit (after folding).");
+  w.Histogram("jobd_journal_commit_records", {}, c.records);
+  w.One("jobd_journal_written_bytes_total", "counter",
+        "Bytes of specs, results and errors written to the journal.",
+        double(c.bytes));
+}
+
+void RenderRpcs(const std::vector<RpcStats::MethodSnapshot>& rpcs, Writer& w) {
+  w.Family("jobd_rpcs_total", "counter",
+           "RPCs (and streams) ended, by method and gRPC status code.");
+  for (const RpcStats::MethodSnapshot& m : rpcs) {
+    for (int code = 0; code < RpcStats::kCodes; ++code) {
+      if (m.codes[code] == 0) continue;
+      w.Sample("jobd_rpcs_total",
+               {{"method", m.label},
+                {"code", std::string(RpcStats::CodeName(code))}},
+               double(m.codes[code]));
+    }
+  }
+  w.Family("jobd_rpc_duration_seconds", "histogram",
+           "How long RPCs took, by method: a unary RPC from its arrival to "
+           "its status, a stream from its opening to its end.");
+  for (const RpcStats::MethodSnapshot& m : rpcs) {
+    if (m.seconds.count == 0) continue;
+    w.Histogram("jobd_rpc_duration_seconds", {{"method", m.label}}, m.seconds);
+  }
+  w.Family("jobd_streams_open", "gauge",
+           "Streams open now, by method (Submit, WatchJobs).");
+  for (const RpcStats::MethodSnapshot& m : rpcs) {
+    if (m.stream) {
+      w.Sample("jobd_streams_open", {{"method", m.label}}, double(m.in_flight));
+    }
+  }
+  w.Family("jobd_rpcs_in_flight", "gauge",
+           "Unary RPCs being answered now, by method (GetJob with a wait "
+           "counts while it waits).");
+  for (const RpcStats::MethodSnapshot& m : rpcs) {
+    if (!m.stream) {
+      w.Sample("jobd_rpcs_in_flight", {{"method", m.label}},
+               double(m.in_flight));
+    }
+  }
+}
+
 void RenderJournal(const v1::JournalStats& j, Writer& w) {
   w.One("jobd_journal_healthy", "gauge",
         "1 while the journal writes; 0 while writes fail (new jobs refused).",
@@ -232,16 +334,14 @@ void RenderJournal(const v1::JournalStats& j, Writer& w) {
 
 }  // namespace
 
-std::string RenderMetrics(const v1::GetStatsResponse& stats,
-                          const TaskCounters::Snapshot& tasks) {
+std::string RenderMetrics(const MetricsSources& sources) {
+  const v1::GetStatsResponse& stats = sources.stats;
   Writer w;
   w.One("jobd_up", "gauge", "1: jobd answers (0 while draining: 1 too).", 1);
   w.One("jobd_draining", "gauge", "1 while jobd shuts down.",
         stats.draining() ? 1 : 0);
   w.One("jobd_uptime_seconds", "gauge", "Seconds since jobd started.",
         absl::ToDoubleSeconds(FromProto(stats.uptime())));
-  w.One("jobd_jobs_accepted_total", "counter", "Jobs accepted.",
-        double(stats.accepted()));
   w.One("jobd_jobs_rejected_total", "counter",
         "Job specs rejected (unknown task, invalid input, overload).",
         double(stats.rejected()));
@@ -253,10 +353,16 @@ std::string RenderMetrics(const v1::GetStatsResponse& stats,
   w.One("jobd_retained_bytes", "gauge",
         "Bytes of the retained jobs' specs and results.",
         double(stats.retained_bytes()));
+  w.One("jobd_watchers", "gauge",
+        "WatchJobs streams watching all jobs (not named ones).",
+        double(stats.watchers()));
   RenderExecutors(stats, w);
-  RenderTasks(tasks, w);
+  RenderFlows(sources.tasks, stats, w);
+  RenderTasks(sources.tasks, w);
   if (stats.has_process_pool()) RenderPool(stats.process_pool(), w);
   if (stats.has_journal()) RenderJournal(stats.journal(), w);
+  if (sources.journal.has_value()) RenderCommits(*sources.journal, w);
+  if (!sources.rpcs.empty()) RenderRpcs(sources.rpcs, w);
   return w.Take();
 }
 

@@ -88,6 +88,7 @@ class EventLog {
   void AddWatcher(const Subscriber& subscriber);
   // Removes `sink` from the watchers of all jobs.
   void RemoveWatcher(const EventSink* sink);
+  size_t watchers() const { return watch_all_.size(); }
 
  private:
   const size_t capacity_;

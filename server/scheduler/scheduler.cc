@@ -218,6 +218,9 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       adm.job_id = ref.id;
       adm.bytes = bytes;
       ++accepted_;
+      if (options_.task_metrics) {
+        task_counters_.CountAccepted(ref.spec.task(), ref.executor);
+      }
       Event e;
       e.type = v1::EVENT_TYPE_ACCEPTED;
       e.set_task(ref.spec.task());
@@ -343,6 +346,10 @@ void Scheduler::MarkStarted(Job& job, JobRun& run, After& after) {
   job.start_time = now;
   ++running_;
   ++job.attempts;
+  if (options_.task_metrics) {
+    task_counters_.CountStarted(job.spec.task(), job.executor,
+                                now - absl::Time(job.create_time));
+  }
   ArmTimeout(job, run, now);
   Event e;
   e.type = v1::EVENT_TYPE_STARTED;
@@ -411,9 +418,7 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   if (options_.task_metrics) {
     const absl::Time started = job.start_time;
     task_counters_.CountEnd(
-        job.spec.task() != nullptr ? std::string_view(job.spec.task()->name)
-                                   : std::string_view("other"),
-        job.executor, end->state, end->error().reason(),
+        job.spec.task(), job.executor, end->state, end->error().reason(),
         // Not run now (queued, or kept from before a
         // restart with its old start): no run time.
         previous != v1::JOB_STATE_RUNNING || started == absl::InfinitePast()

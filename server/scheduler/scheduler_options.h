@@ -14,8 +14,10 @@
 namespace jobd {
 
 struct SchedulerOptions {
-  // Count ended jobs per task, executor, state and reason, and run times
-  // per task (TaskEnds(), for the metrics endpoint); off: Finish skips it.
+  // Count jobs accepted and started per task and executor, ended per task,
+  // executor, state and reason, run times per task and queue waits per
+  // executor (TaskEnds(), for the metrics endpoint); off: admission, start
+  // and Finish skip it.
   bool task_metrics = false;
   // Jobs waiting for a slot over all executors; beyond: rejected. (A job
   // that starts at once in a free slot never counts.)

@@ -321,6 +321,7 @@ v1::GetStatsResponse Scheduler::GetStats() const {
     *stats.mutable_start_time() = ToProtoTime(start_time_);
     stats.set_last_sequence(events_.last_sequence());
     stats.set_draining(draining_);
+    stats.set_watchers(events_.watchers());
     for (const Lane& lane : lanes_) {
       if (lane.executor() != nullptr) executors.push_back(lane.executor());
     }

@@ -27,6 +27,10 @@ room B when a file of A includes a header of B. The rules (DESIGN.md):
   * the dashboard (server/dashboard) reads the scheduler and checks
     callers with server/auth; it knows neither gRPC nor the frontend,
     config, daemon or metrics endpoint; only the daemon uses it;
+  * the telemetry room (server/telemetry: histograms and per-RPC
+    counters that the frontend, the journal and the scheduler write and
+    the metrics endpoint reads) is a leaf: it includes nothing of ours
+    but itself, and no gRPC (status codes are plain ints there);
   * no circle between rooms.
 
 Usage: check_dependencies.py [ROOT]      check the tree at ROOT (default: .)
@@ -99,6 +103,9 @@ def forbidden(room, include):
     if room == "server/metrics" and (grpc or target in (
             "server/frontend", "server/config", "server/daemon")):
         return "the metrics endpoint renders the scheduler's stats only"
+    if room == "server/telemetry" and (
+            grpc or target not in (None, "server/telemetry")):
+        return "telemetry is a leaf: it includes nothing of ours, nor gRPC"
     if (target == "server/metrics" and room != "server/metrics" and
             room != "server/daemon"):
         return "only the daemon uses the metrics endpoint"
@@ -232,6 +239,8 @@ def self_test():
         "server/dashboard/dashboard.cc":
             '#include "server/scheduler/scheduler.h"\n'
             '#include "server/auth/authenticator.h"\n',
+        "server/telemetry/rpc_stats.h": '#include "absl/time/time.h"\n',
+        "server/frontend/rpc.cc": '#include "server/telemetry/rpc_stats.h"\n',
     }
     planted = {
         "a worker including gRPC": ("workers/sdk/task.cc", '#include "grpcpp/grpcpp.h"\n'),
@@ -276,6 +285,11 @@ def self_test():
         "the frontend including the dashboard": (
             "server/frontend/service.cc",
             '#include "server/dashboard/dashboard.h"\n'),
+        "telemetry including the scheduler": (
+            "server/telemetry/rpc_stats.h",
+            '#include "server/scheduler/scheduler.h"\n'),
+        "telemetry including gRPC": (
+            "server/telemetry/rpc_stats.h", '#include "grpcpp/grpcpp.h"\n'),
         "a circle": ("server/scheduler/scheduler.cc",
                      '#include "server/frontend/service.h"\n'),
     }

@@ -1,6 +1,8 @@
 // The Prometheus metrics endpoint (--http-listen) of a whole daemon (in
 // this process: in_process_daemon.h): the exposition counts jobs by task
-// and passes `promtool check metrics`; a real Prometheus scrapes it and
+// (accepted, started, ended), queue waits, journal commits and every RPC
+// with its status code and open streams, and passes `promtool check
+// metrics`; a real Prometheus scrapes it and
 // answers a query; task label values stay bounded whatever names clients
 // send; a client that connects and never sends holds up no job; a
 // non-loopback address is refused at start, naming the option.
@@ -112,6 +114,121 @@ TEST_F(MetricsTest, CountsJobsByTaskAndPassesPromtool) {
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err << body;
 }
 
+TEST_F(MetricsTest, AcceptedAndStartedByTaskAndQueueWaitPerExecutor) {
+  RunEchoJobs(7);
+  std::vector<v1::JobSpec> sleeps(3, Spec("sleep", {1}));  // 1 ms.
+  ASSERT_TRUE(SubmitAll(*stub_, sleeps).status.ok());
+  const std::string body = Scrape();
+  EXPECT_EQ(SumOf(body, "jobd_jobs_accepted_total", {"task=\"echo\""}), 7)
+      << body;
+  EXPECT_EQ(SumOf(body, "jobd_jobs_started_total", {"task=\"echo\""}), 7);
+  EXPECT_EQ(SumOf(body, "jobd_jobs_accepted_total", {"task=\"sleep\""}), 3);
+  EXPECT_EQ(SumOf(body, "jobd_jobs_started_total", {"task=\"sleep\""}), 3);
+  // One queue wait per started job, on the executor that started it.
+  const double started = SumOf(body, "jobd_jobs_started_total", {});
+  EXPECT_EQ(started, 10);
+  EXPECT_EQ(SumOf(body, "jobd_queue_wait_seconds_count", {}), started);
+  for (const char* ex : {"thread", "process", "reactor"}) {
+    const std::string label = absl::StrCat("executor=\"", ex, "\"");
+    EXPECT_EQ(SumOf(body, "jobd_queue_wait_seconds_count", {label}),
+              SumOf(body, "jobd_jobs_started_total", {label}))
+        << ex;
+  }
+  EXPECT_EQ(SumOf(body, "jobd_queue_wait_seconds_bucket", {"le=\"+Inf\""}),
+            started);
+}
+
+TEST_F(MetricsTest, JournalCommitsFillTheirHistograms) {
+  RunEchoJobs(3);
+  const std::string before = Scrape();
+  const double commits = SumOf(before, "jobd_journal_commits_total", {});
+  ASSERT_GT(commits, 0) << before;
+  // The histograms are read after GetStats: at least as many commits.
+  const double counted = SumOf(before, "jobd_journal_commit_seconds_count", {});
+  EXPECT_GE(counted, commits);
+  EXPECT_GE(SumOf(before, "jobd_journal_commit_records_count", {}), commits);
+  EXPECT_GE(SumOf(before, "jobd_journal_commit_records_sum", {}),
+            SumOf(before, "jobd_journal_records_total", {}));
+  EXPECT_GT(SumOf(before, "jobd_journal_written_bytes_total", {}), 0);
+  RunEchoJobs(3);
+  const std::string after = Scrape();
+  EXPECT_GT(SumOf(after, "jobd_journal_commit_seconds_count", {}), counted);
+  EXPECT_GT(SumOf(after, "jobd_journal_written_bytes_total", {}),
+            SumOf(before, "jobd_journal_written_bytes_total", {}));
+}
+
+TEST_F(MetricsTest, EveryRpcIsCountedWithItsStatusCodeAndDuration) {
+  {
+    grpc::ClientContext ctx;
+    v1::GetJobRequest req;
+    req.set_job_id("not-a-number");
+    v1::Job job;
+    EXPECT_EQ(stub_->GetJob(&ctx, req, &job).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetJobRequest req;
+    req.set_job_id("999999");
+    v1::Job job;
+    EXPECT_EQ(stub_->GetJob(&ctx, req, &job).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetStatsResponse stats;
+    EXPECT_TRUE(stub_->GetStats(&ctx, {}, &stats).ok());
+  }
+  RunEchoJobs(2);  // One Submit stream, ended OK.
+  const std::string body = Scrape();
+  EXPECT_EQ(SumOf(body, "jobd_rpcs_total",
+                  {"method=\"GetJob\"", "code=\"INVALID_ARGUMENT\""}),
+            1)
+      << body;
+  EXPECT_EQ(SumOf(body, "jobd_rpcs_total",
+                  {"method=\"GetJob\"", "code=\"NOT_FOUND\""}),
+            1);
+  EXPECT_EQ(
+      SumOf(body, "jobd_rpcs_total", {"method=\"GetStats\"", "code=\"OK\""}),
+      1);
+  EXPECT_EQ(
+      SumOf(body, "jobd_rpcs_total", {"method=\"Submit\"", "code=\"OK\""}), 1);
+  EXPECT_EQ(
+      SumOf(body, "jobd_rpc_duration_seconds_count", {"method=\"GetJob\""}), 2);
+  EXPECT_EQ(
+      SumOf(body, "jobd_rpc_duration_seconds_count", {"method=\"Submit\""}), 1);
+  EXPECT_EQ(SumOf(body, "jobd_rpcs_in_flight", {"method=\"GetJob\""}), 0);
+  EXPECT_EQ(SumOf(body, "jobd_streams_open", {"method=\"Submit\""}), 0);
+  const CommandResult check =
+      RunCommand({kPromtool, "check", "metrics"}, body, absl::Seconds(20));
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err << body;
+}
+
+TEST_F(MetricsTest, OpenStreamsAndWatchersAreGauges) {
+  grpc::ClientContext ctx;
+  auto reader = stub_->WatchJobs(&ctx, {});  // Every job.
+  v1::WatchJobsResponse header;
+  ASSERT_TRUE(reader->Read(&header));  // The server has it open.
+  std::string body;
+  EXPECT_TRUE(WaitFor([&] {
+    body = Scrape();
+    return SumOf(body, "jobd_watchers", {}) == 1;
+  })) << body;
+  EXPECT_EQ(SumOf(body, "jobd_streams_open", {"method=\"WatchJobs\""}), 1);
+  ctx.TryCancel();
+  reader->Finish();
+  // Closed once the server has seen it end; counted with its code.
+  EXPECT_TRUE(WaitFor([&] {
+    body = Scrape();
+    return SumOf(body, "jobd_streams_open", {"method=\"WatchJobs\""}) == 0 &&
+           SumOf(body, "jobd_watchers", {}) == 0;
+  })) << body;
+  EXPECT_EQ(SumOf(body, "jobd_rpcs_total", {"method=\"WatchJobs\""}), 1);
+  EXPECT_EQ(
+      SumOf(body, "jobd_rpc_duration_seconds_count", {"method=\"WatchJobs\""}),
+      1);
+}
+
 TEST_F(MetricsTest, UnknownTaskNamesNeverBecomeLabelValues) {
   // 10,000 distinct task names no registry has: all rejected, none a label.
   for (int batch = 0; batch < 10; ++batch) {
@@ -127,6 +244,8 @@ TEST_F(MetricsTest, UnknownTaskNamesNeverBecomeLabelValues) {
   const std::string body = Scrape();
   EXPECT_THAT(body, Not(HasSubstr("no-such-task")));
   EXPECT_EQ(SumOf(body, "jobd_jobs_rejected_total", {}), 10000);
+  // Their Submit streams count under the method's own label.
+  EXPECT_EQ(SumOf(body, "jobd_rpcs_total", {"method=\"Submit\""}), 11);
   EXPECT_LT(body.size(), 64u * 1024) << "the exposition grew with the names";
 }
 
