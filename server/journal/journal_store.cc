@@ -164,13 +164,27 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
                      nullptr, nullptr, nullptr) != SQLITE_OK) {
       return fail("migrating to schema 2");
     }
-    // 3: a WAITING job's due time, a retried job's failed attempts.
-    if (v >= 1 && v < 3 &&
-        sqlite3_exec(db,
-                     "ALTER TABLE jobs ADD COLUMN due_ns INTEGER NOT NULL "
-                     "DEFAULT 0; ALTER TABLE jobs ADD COLUMN history BLOB",
-                     nullptr, nullptr, nullptr) != SQLITE_OK) {
-      return fail("migrating to schema 3");
+    // 3: a WAITING job's due time, a retried job's failed attempts (each
+    // column added unless there: a file marked older may have them).
+    if (v >= 1 && v < 3) {
+      for (const auto& [column, sql] :
+           {std::pair("due_ns",
+                      "ALTER TABLE jobs ADD COLUMN due_ns INTEGER NOT NULL "
+                      "DEFAULT 0"),
+            std::pair("history", "ALTER TABLE jobs ADD COLUMN history BLOB")}) {
+        Statement has(db,
+                      "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE "
+                      "name=?");
+        if (!has.ok()) return fail("migrating to schema 3");
+        sqlite3_bind_text(has.get(), 1, column, -1, SQLITE_STATIC);
+        if (sqlite3_step(has.get()) != SQLITE_ROW) {
+          return fail("migrating to schema 3");
+        }
+        if (sqlite3_column_int(has.get(), 0) == 0 &&
+            sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
+          return fail("migrating to schema 3");
+        }
+      }
     }
   }
   if (sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK ||

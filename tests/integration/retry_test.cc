@@ -110,7 +110,7 @@ TEST_F(RetryTest, RetriesExhaustedKeepTheWholeHistory) {
 }
 
 TEST_F(RetryTest, AWorkerCrashIsRetriedOnTheProcessPool) {
-  StartDaemon({"--workers", "1"});
+  StartDaemon({"--process-workers", "1"});
   v1::JobSpec s;
   s.set_task("crash");
   s.set_kind(v1::JOB_KIND_CPU_BOUND);
@@ -264,32 +264,19 @@ TEST_F(RetryTest, JobctlSubmitsDelayedAndRetriedJobsAndShowsTheHistory) {
   EXPECT_THAT(r.out, HasSubstr("WAITING"));
   EXPECT_THAT(r.out, HasSubstr("next attempt:"));
   r = testing::RunCommand({testing::JobctlPath(), "--address", address,
-                           "submit", "fail", "--retries", "2",
-                           "--retry-backoff", "10ms", "--wait"});
-  EXPECT_NE(r.exit_code, 0);
-  r = testing::RunCommand({testing::JobctlPath(), "--address", address,
                            "submit", "echo", "1", "--at",
                            "2027-01-01T09:00:00Z", "--delay", "1m"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("not both"));
-  r = testing::RunCommand(
-      {testing::JobctlPath(), "--address", address, "list"});
+  r = testing::RunCommand({testing::JobctlPath(), "--address", address,
+                           "submit", "fail", "--retries", "2",
+                           "--retry-backoff", "10ms"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  std::string failed;
-  for (size_t pos = 0; pos < r.out.size();) {
-    const size_t eol = r.out.find('\n', pos);
-    const std::string line = r.out.substr(pos, eol - pos);
-    if (line.find("fail") != std::string::npos &&
-        line.find("FAILED") != std::string::npos) {
-      failed = line.substr(0, line.find(' '));
-    }
-    if (eol == std::string::npos) break;
-    pos = eol + 1;
-  }
-  ASSERT_FALSE(failed.empty()) << r.out;
-  r = testing::RunCommand(
-      {testing::JobctlPath(), "--address", address, "get", failed});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string failed = r.out.substr(0, r.out.find('\n'));
+  r = testing::RunCommand({testing::JobctlPath(), "--address", address, "get",
+                           failed, "--wait", "20s"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;  // Ended, FAILED.
+  EXPECT_THAT(r.out, HasSubstr("FAILED"));
   EXPECT_THAT(r.out, HasSubstr("attempt 1:"));
   EXPECT_THAT(r.out, HasSubstr("attempt 3:"));
 }
