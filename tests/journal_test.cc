@@ -371,11 +371,53 @@ TEST_F(JournalTest, ANewerSchemaStopsTheStartAndKeepsTheFile) {
         << e.path();
   }
   // Nothing was lost: back at this jobd's version, the job is there.
-  set_version(2);
+  set_version(3);
   Recovered again;
   ASSERT_NE(Open(&again), nullptr);
   ASSERT_EQ(again.rows.size(), 1u);
   EXPECT_TRUE(again.moved_aside.empty());
+}
+
+TEST_F(JournalTest, ASchema2FileGainsDueTimesAndHistoriesAndKeepsItsJobs) {
+  const std::string path = dir_ + "/jobd.db";
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    // As the jobd before delays and retries left it.
+    EXPECT_EQ(sqlite3_exec(
+                  db,
+                  "CREATE TABLE jobs(id INTEGER PRIMARY KEY, state INTEGER NOT "
+                  "NULL, executor INTEGER NOT NULL, spec BLOB NOT NULL, "
+                  "create_ns INTEGER NOT NULL, start_ns INTEGER, finish_ns "
+                  "INTEGER, result BLOB, error BLOB, accepted_seq INTEGER NOT "
+                  "NULL, started_seq INTEGER NOT NULL, ended_seq INTEGER NOT "
+                  "NULL, attempts INTEGER NOT NULL, owner TEXT NOT NULL "
+                  "DEFAULT 'anonymous'); INSERT INTO jobs VALUES(7, 1, 2, "
+                  "x'0a026f6b', 1, 0, 0, NULL, NULL, 3, 0, 0, 0, 'me'); "
+                  "PRAGMA user_version=2;",
+                  nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  Recovered r;
+  auto j = Open(&r);
+  ASSERT_NE(j, nullptr);
+  ASSERT_EQ(r.rows.size(), 1u);
+  EXPECT_EQ(r.rows[0].id, 7u);
+  EXPECT_EQ(r.rows[0].due_time, absl::InfinitePast());
+  EXPECT_EQ(r.rows[0].history, nullptr);
+  // And it takes the new columns.
+  JournalRow row = Row(8, v1::JOB_STATE_WAITING);
+  row.due_time = absl::FromUnixSeconds(1767225600);
+  row.history = std::make_shared<const std::string>();
+  j->Insert(row);
+  ASSERT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
+  j.reset();
+  Recovered again;
+  ASSERT_NE(Open(&again), nullptr);
+  ASSERT_EQ(again.rows.size(), 2u);
+  EXPECT_EQ(again.rows[1].due_time, absl::FromUnixSeconds(1767225600));
+  EXPECT_NE(again.rows[1].history, nullptr);
 }
 
 TEST_F(JournalTest, AFullDatabaseRefusesUntilDeletesFreeRoom) {

@@ -179,6 +179,11 @@ std::string EventLine(const v1::JobEvent& e) {
     case v1::EVENT_TYPE_SUCCEEDED:
       detail = ValueJson(e.result().value());
       break;
+    case v1::EVENT_TYPE_RETRYING:
+      detail =
+          fmt::format("attempt {} failed ({}); next at {}", e.attempt(),
+                      ErrorText(e.error()), FormatTime(e.next_attempt_time()));
+      break;
     default:
       detail = ErrorText(e.error());
       break;

@@ -73,6 +73,34 @@ void PrintJobHuman(const v1::Job& job) {
     add("delivery", "at least once");
   }
   if (job.attempts() > 1) add("attempts", std::to_string(job.attempts()));
+  if (job.spec().has_retry()) {
+    const v1::RetryPolicy& r = job.spec().retry();
+    add("retry",
+        fmt::format("up to {} runs, backoff {} x{} up to {}", r.max_attempts(),
+                    absl::FormatDuration(
+                        jobd::client::FromProtoDuration(r.initial_backoff())),
+                    r.backoff_multiplier(),
+                    absl::FormatDuration(
+                        jobd::client::FromProtoDuration(r.max_backoff()))));
+  }
+  if (job.spec().has_delay()) {
+    add("delay", absl::FormatDuration(
+                     jobd::client::FromProtoDuration(job.spec().delay())));
+  }
+  if (job.spec().has_not_before()) {
+    add("not before", FormatTime(job.spec().not_before()));
+  }
+  if (job.spec().has_start_deadline()) {
+    add("start deadline", absl::FormatDuration(jobd::client::FromProtoDuration(
+                              job.spec().start_deadline())));
+  }
+  if (job.spec().has_total_deadline()) {
+    add("total deadline", absl::FormatDuration(jobd::client::FromProtoDuration(
+                              job.spec().total_deadline())));
+  }
+  if (job.has_next_attempt_time()) {
+    add("next attempt", FormatTime(job.next_attempt_time()));
+  }
   if (!job.spec().idempotency_key().empty()) {
     add("idempotency key", job.spec().idempotency_key());
   }
@@ -91,6 +119,12 @@ void PrintJobHuman(const v1::Job& job) {
   if (job.has_error()) {
     add("error", fmt::format("{} (code {})", ErrorText(job.error()),
                              job.error().code()));
+  }
+  // Each failed attempt: when it ran and why it failed.
+  for (const v1::JobAttempt& a : job.history()) {
+    add(fmt::format("attempt {}", a.attempt()),
+        fmt::format("{} .. {}  {}", FormatTime(a.start_time()),
+                    FormatTime(a.finish_time()), ErrorText(a.error())));
   }
   PrintTable(rows);
 }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -37,6 +38,12 @@ struct SubmitArgs {
   std::string timeout;
   std::string idempotency_key;
   bool at_least_once = false;
+  std::string delay;
+  std::string at;
+  uint32_t retries = 0;
+  std::string retry_backoff;
+  std::string start_deadline;
+  std::string total_deadline;
   bool wait = false;
   std::string wait_timeout;
 };
@@ -46,6 +53,62 @@ int PrintJobJson(Client& client, const std::string& id) {
   absl::StatusOr<v1::Job> job = client.GetJob(id);
   if (!job.ok()) return Fail(job.status());
   PrintJson(*job);
+  return kExitOk;
+}
+
+// --delay, --at, --retries, --retry-backoff and the deadlines into `spec`;
+// kExitOk, or the usage error's code.
+int SetTiming(const SubmitArgs& a, v1::JobSpec& spec) {
+  if (!a.delay.empty() && !a.at.empty()) {
+    return Usage("--delay and --at: give one of them, not both");
+  }
+  if (!a.delay.empty()) {
+    absl::Duration d;
+    if (!absl::ParseDuration(a.delay, &d) || d <= absl::ZeroDuration() ||
+        d == absl::InfiniteDuration()) {
+      return Usage(fmt::format(
+          "--delay: '{}' is not a positive duration like 10m or 1h30m",
+          a.delay));
+    }
+    *spec.mutable_delay() = jobd::client::ToProtoDuration(d);
+  }
+  if (!a.at.empty()) {
+    absl::Time t;
+    std::string error;
+    if (!absl::ParseTime(absl::RFC3339_full, a.at, &t, &error)) {
+      return Usage(
+          fmt::format("--at: '{}' is not a time like 2027-01-01T09:00:00Z ({})",
+                      a.at, error));
+    }
+    const int64_t ns = absl::ToUnixNanos(t);
+    spec.mutable_not_before()->set_seconds(ns / 1000000000);
+    spec.mutable_not_before()->set_nanos(static_cast<int32_t>(ns % 1000000000));
+  }
+  if (a.retries > 0) spec.mutable_retry()->set_max_attempts(a.retries + 1);
+  if (!a.retry_backoff.empty()) {
+    absl::Duration d;
+    if (!absl::ParseDuration(a.retry_backoff, &d) || d < absl::ZeroDuration() ||
+        d == absl::InfiniteDuration()) {
+      return Usage(fmt::format("--retry-backoff: '{}' is not a duration",
+                               a.retry_backoff));
+    }
+    *spec.mutable_retry()->mutable_initial_backoff() =
+        jobd::client::ToProtoDuration(d);
+  }
+  for (auto [text, flag, field] :
+       {std::tuple(&a.start_deadline, "--start-deadline",
+                   &v1::JobSpec::mutable_start_deadline),
+        std::tuple(&a.total_deadline, "--total-deadline",
+                   &v1::JobSpec::mutable_total_deadline)}) {
+    if (text->empty()) continue;
+    absl::Duration d;
+    if (!absl::ParseDuration(*text, &d) || d <= absl::ZeroDuration() ||
+        d == absl::InfiniteDuration()) {
+      return Usage(
+          fmt::format("{}: '{}' is not a positive duration", flag, *text));
+    }
+    *(spec.*field)() = jobd::client::ToProtoDuration(d);
+  }
   return kExitOk;
 }
 
@@ -96,6 +159,7 @@ int RunSubmit(const Globals& g, const SubmitArgs& a) {
   }
   spec.set_idempotency_key(a.idempotency_key);
   if (a.at_least_once) spec.set_delivery(v1::DELIVERY_AT_LEAST_ONCE);
+  if (const int code = SetTiming(a, spec); code != kExitOk) return code;
   const bool wait = a.wait || !a.wait_timeout.empty();
   auto wait_limit = ParseOptionalDuration(a.wait_timeout, "--wait-timeout",
                                           absl::InfiniteDuration());
@@ -160,6 +224,22 @@ void AddSubmitCommand(CLI::App& app, CommandSet& commands) {
   cmd->add_flag("--at-least-once", submit->at_least_once,
                 "If jobd stops while the job runs, run it again at the "
                 "next start (default: it fails LOST_ON_RESTART)");
+  cmd->add_option("--delay", submit->delay,
+                  "Run it this long from now (e.g. 10m); WAITING until then");
+  cmd->add_option("--at", submit->at,
+                  "Run it no earlier than this time (RFC 3339, e.g. "
+                  "2027-01-01T09:00:00Z)");
+  cmd->add_option("--retries", submit->retries,
+                  "Run it again up to N times if it fails (task error, "
+                  "timeout, worker crash, out of memory)");
+  cmd->add_option("--retry-backoff", submit->retry_backoff,
+                  "Backoff ceiling before the first retry (e.g. 1s); it "
+                  "grows per attempt, with full jitter");
+  cmd->add_option("--start-deadline", submit->start_deadline,
+                  "Fail EXPIRED if not started this long after it is due");
+  cmd->add_option("--total-deadline", submit->total_deadline,
+                  "Fail DEADLINE_EXCEEDED if not ended this long after it "
+                  "is due, all attempts together");
   cmd->add_flag("-w,--wait", submit->wait,
                 "Wait for the job to end and print its result");
   cmd->add_option("--wait-timeout", submit->wait_timeout,

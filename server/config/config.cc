@@ -17,6 +17,7 @@
 
 #include "CLI/CLI.hpp"
 #include "jobd/v1/default_address.h"
+#include "server/config/retry_options.h"
 #include "server/config/toml_config.h"
 #include "spdlog/fmt/fmt.h"
 #include "workers/plugins/plugin_loader.h"
@@ -163,7 +164,11 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   c.tcp_address = v1::kDefaultTcpAddress;
   std::string retention_ttl = "1h", grace = "10s", cancel_grace = "500ms",
               kill_grace = "100ms", exec_kill_grace = "1s",
-              ping_interval = "1s", ping_timeout = "5s", outage_grace = "2s";
+              ping_interval = "1s", ping_timeout = "5s", outage_grace = "2s",
+              max_delay = "8760h", retry_initial = "1s", retry_max = "5m";
+  uint32_t retry_attempts = 1;
+  double retry_multiplier = 2.0;
+  std::vector<std::string> task_retries;
   ConnectionOptions& conn = c.connections;
   auto text = [](absl::Duration d) { return absl::FormatDuration(d); };
   std::string idle = text(conn.idle_timeout), age = text(conn.max_age),
@@ -412,6 +417,35 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "Largest args + kwargs of one job (serialized)")
       ->capture_default_str()
       ->check(CLI::Range(size_t{64}, size_t{1} << 30));
+  SpecLimits& spec_limits = c.service.spec;
+  app.add_option("--retry-max-attempts-limit", spec_limits.max_attempts_limit,
+                 "Most runs (the first and its retries) a job may ask for "
+                 "(spec.retry.max_attempts)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1000u));
+  app.add_option("--max-delay", max_delay,
+                 "Longest delay (spec.delay, or spec.not_before from now) "
+                 "and retry backoff a job may ask for")
+      ->capture_default_str();
+  app.add_option("--retry-attempts", retry_attempts,
+                 "Default runs of a job whose spec sets no "
+                 "retry.max_attempts (1: no retries)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1000u));
+  app.add_option("--retry-initial-backoff", retry_initial,
+                 "Default backoff ceiling before the first retry")
+      ->capture_default_str();
+  app.add_option("--retry-max-backoff", retry_max,
+                 "Default cap of the backoff ceiling")
+      ->capture_default_str();
+  app.add_option("--retry-backoff-multiplier", retry_multiplier,
+                 "Default growth of the backoff ceiling per attempt")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1000.0));
+  app.add_option("--task-retries", task_retries,
+                 "TASK=N: default runs of TASK's jobs (over --retry-attempts); "
+                 "repeatable")
+      ->capture_default_str();
   app.add_option("--max-queued", c.scheduler.max_queued,
                  "Jobs queued (not running) at most; beyond, submits are "
                  "rejected with RESOURCE_EXHAUSTED")
@@ -586,6 +620,12 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                    &c.journal_outage_grace, true)}) {
     s = ParseDurationFlag(*value, flag, out, zero);
     if (!s.ok()) return s;
+  }
+  if (absl::Status r =
+          ApplyRetryOptions(max_delay, retry_attempts, retry_initial, retry_max,
+                            retry_multiplier, task_retries, spec_limits);
+      !r.ok()) {
+    return r;
   }
   for (const std::string& program : c.exec.allow) {
     if (program.empty() || program[0] != '/' ||

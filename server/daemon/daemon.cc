@@ -368,13 +368,14 @@ void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
   const absl::Time restored = absl::Now();
   spdlog::info(
       "journal {}/jobd.db ({}): {} job(s) restored in {} (read {}, "
-      "rebuilt {}): {} queued, {} re-run (at-least-once), {} lost "
-      "(LOST_ON_RESTART), {} unrunnable, {} unreadable, {} retained",
+      "rebuilt {}): {} queued, {} waiting, {} re-run (at-least-once), {} "
+      "lost (LOST_ON_RESTART), {} expired, {} unrunnable, {} unreadable, {} "
+      "retained",
       config.state_dir, DurabilityName(config.durability), rows,
       absl::FormatDuration(restored - journal_start),
       absl::FormatDuration(read - journal_start),
-      absl::FormatDuration(restored - read), r.queued, r.rerun, r.lost,
-      r.unrunnable, r.unreadable, r.retained);
+      absl::FormatDuration(restored - read), r.queued, r.waiting, r.rerun,
+      r.lost, r.expired, r.unrunnable, r.unreadable, r.retained);
 }
 
 absl::Status Daemon::Serve() {

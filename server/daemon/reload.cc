@@ -10,6 +10,11 @@ namespace {
 std::string Text(const std::string& v) { return "'" + v + "'"; }
 std::string Text(absl::Duration v) { return absl::FormatDuration(v); }
 std::string Text(bool v) { return v ? "true" : "false"; }
+std::vector<std::string> TaskRetries(const std::map<std::string, uint32_t>& m) {
+  std::vector<std::string> out;
+  for (const auto& [task, n] : m) out.push_back(fmt::format("{}={}", task, n));
+  return out;
+}
 std::string Text(const std::vector<std::string>& v) {
   return "[" + absl::StrJoin(v, ",") + "]";
 }
@@ -101,6 +106,15 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                             ln.spec.max_value_depth, live);
   service_limits |= d.Check("max-args-bytes", lo.spec.max_args_bytes,
                             ln.spec.max_args_bytes, live);
+  service_limits |=
+      d.Check("retry-max-attempts-limit", lo.spec.max_attempts_limit,
+              ln.spec.max_attempts_limit, live);
+  service_limits |=
+      d.Check("max-delay", lo.spec.max_delay, ln.spec.max_delay, live);
+  service_limits |= d.Check("retry-*", lo.spec.default_retry.ShortDebugString(),
+                            ln.spec.default_retry.ShortDebugString(), live);
+  service_limits |= d.Check("task-retries", TaskRetries(lo.spec.task_retries),
+                            TaskRetries(ln.spec.task_retries), live);
   if (service_limits) service.SetLimits(ln);
   // Callers: counts only, never the secrets.
   std::vector<std::string> caller_changes;

@@ -31,6 +31,11 @@ void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out) {
     *out->mutable_progress() = *event.progress();
   }
   if (event.end() != nullptr) SetEnd(*event.end(), out);
+  if (const RetryNote* retry = event.retry(); retry != nullptr) {
+    *out->mutable_error() = retry->error;
+    *out->mutable_next_attempt_time() = ToProtoTime(retry->next_time);
+    out->set_attempt(retry->attempt);
+  }
 }
 
 Event Rejection(const absl::Status& status) {

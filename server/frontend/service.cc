@@ -135,6 +135,10 @@ void JobServiceImpl::CloseStreams() {
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 JobServiceImpl::Submit(grpc::CallbackServerContext* context) {
   auto session = std::make_shared<SubmitSession>(*this);
+  if (const auto deadline = context->deadline();
+      deadline != std::chrono::system_clock::time_point::max()) {
+    session->set_rpc_deadline(absl::FromChrono(deadline));
+  }
   session->Begin(Authorize(*context, kRoleSubmit, "Submit"));
   return session.get();
 }

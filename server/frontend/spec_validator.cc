@@ -1,5 +1,8 @@
 #include "server/frontend/spec_validator.h"
 
+#include <algorithm>
+#include <string>
+
 #include "server/jobs/proto_time.h"
 #include "spdlog/fmt/fmt.h"
 #include "workers/sdk/utf8.h"
@@ -36,11 +39,163 @@ int Depth(const google::protobuf::Value& v, int limit) {
   return 0;
 }
 
+std::string Format(absl::Duration d) { return absl::FormatDuration(d); }
+
+bool IsZero(const google::protobuf::Duration& d) {
+  return d.seconds() == 0 && d.nanos() == 0;
+}
+
+// A positive duration, or an error naming `field`.
+absl::Status ValidatePositive(const google::protobuf::Duration& d,
+                              const char* field, const char* unset) {
+  absl::Status s = ValidateDuration(d, field);
+  if (!s.ok()) return s;
+  if (IsZero(d)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "{}: must be positive (leave it unset for {})", field, unset));
+  }
+  return absl::OkStatus();
+}
+
+// Delays, not_before, deadlines and the retry policy (completed from the
+// defaults).
+absl::Status ValidateTiming(v1::JobSpec& spec, const SpecLimits& limits,
+                            absl::Time now, absl::Time rpc_deadline) {
+  if (spec.has_delay() && spec.has_not_before()) {
+    return absl::InvalidArgumentError(
+        "spec.delay: set either delay or not_before, not both");
+  }
+  if (spec.has_delay()) {
+    absl::Status s = ValidatePositive(spec.delay(), "spec.delay", "no delay");
+    if (!s.ok()) return s;
+    if (FromProto(spec.delay()) > limits.max_delay) {
+      return absl::InvalidArgumentError(fmt::format(
+          "spec.delay: {} is more than the limit of {} (max-delay)",
+          Format(FromProto(spec.delay())), Format(limits.max_delay)));
+    }
+  }
+  if (spec.has_not_before()) {
+    absl::Status s = ValidateTimestamp(spec.not_before(), "spec.not_before");
+    if (!s.ok()) return s;
+    const absl::Time at = FromProtoTime(spec.not_before());
+    if (at - now > limits.max_delay) {
+      return absl::InvalidArgumentError(fmt::format(
+          "spec.not_before: {} is more than {} (max-delay) from now",
+          absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", at, absl::UTCTimeZone()),
+          Format(limits.max_delay)));
+    }
+  }
+  if (spec.has_start_deadline()) {
+    absl::Status s = ValidatePositive(spec.start_deadline(),
+                                      "spec.start_deadline", "no deadline");
+    if (!s.ok()) return s;
+  } else if (rpc_deadline != absl::InfiniteFuture() && !spec.has_delay() &&
+             !(spec.has_not_before() &&
+               FromProtoTime(spec.not_before()) > now)) {
+    // Due at once: the caller's deadline is its schedule-to-start.
+    *spec.mutable_start_deadline() =
+        ToProtoDuration(std::max(absl::Milliseconds(1), rpc_deadline - now));
+  }
+  if (spec.has_total_deadline()) {
+    absl::Status s = ValidatePositive(spec.total_deadline(),
+                                      "spec.total_deadline", "no deadline");
+    if (!s.ok()) return s;
+  }
+  // The retry policy: the spec's fields over the task's and the daemon's.
+  v1::RetryPolicy policy = limits.default_retry;
+  if (auto it = limits.task_retries.find(spec.task());
+      it != limits.task_retries.end()) {
+    policy.set_max_attempts(it->second);
+  }
+  if (spec.has_retry()) {
+    const v1::RetryPolicy& asked = spec.retry();
+    if (asked.max_attempts() != 0) {
+      policy.set_max_attempts(asked.max_attempts());
+    }
+    if (!asked.retry_on().empty()) {
+      *policy.mutable_retry_on() = asked.retry_on();
+    }
+    if (asked.has_initial_backoff()) {
+      absl::Status s = ValidateDuration(asked.initial_backoff(),
+                                        "spec.retry.initial_backoff");
+      if (!s.ok()) return s;
+      *policy.mutable_initial_backoff() = asked.initial_backoff();
+    }
+    if (asked.has_max_backoff()) {
+      absl::Status s =
+          ValidateDuration(asked.max_backoff(), "spec.retry.max_backoff");
+      if (!s.ok()) return s;
+      *policy.mutable_max_backoff() = asked.max_backoff();
+    }
+    if (asked.backoff_multiplier() != 0) {
+      if (!(asked.backoff_multiplier() >= 1.0 &&
+            asked.backoff_multiplier() <= 1000.0)) {
+        return absl::InvalidArgumentError(
+            fmt::format("spec.retry.backoff_multiplier: {}; must be between "
+                        "1 and 1000 (0 = the default)",
+                        asked.backoff_multiplier()));
+      }
+      policy.set_backoff_multiplier(asked.backoff_multiplier());
+    }
+  }
+  if (policy.max_attempts() > limits.max_attempts_limit) {
+    return absl::InvalidArgumentError(
+        fmt::format("spec.retry.max_attempts: {} is more than the limit of {} "
+                    "(retry-max-attempts-limit)",
+                    policy.max_attempts(), limits.max_attempts_limit));
+  }
+  for (int i = 0; i < policy.retry_on_size(); ++i) {
+    const int reason = policy.retry_on(i);
+    if (reason != v1::ERROR_REASON_TASK_ERROR &&
+        reason != v1::ERROR_REASON_TIMEOUT &&
+        reason != v1::ERROR_REASON_WORKER_CRASHED &&
+        reason != v1::ERROR_REASON_OUT_OF_MEMORY) {
+      return absl::InvalidArgumentError(fmt::format(
+          "spec.retry.retry_on[{}]: {} is never retried (only "
+          "ERROR_REASON_TASK_ERROR, _TIMEOUT, _WORKER_CRASHED and "
+          "_OUT_OF_MEMORY are)",
+          i,
+          v1::ErrorReason_IsValid(reason)
+              ? v1::ErrorReason_Name(static_cast<v1::ErrorReason>(reason))
+              : std::to_string(reason)));
+    }
+  }
+  const absl::Duration initial = FromProto(policy.initial_backoff());
+  const absl::Duration cap = FromProto(policy.max_backoff());
+  if (cap < initial) {
+    return absl::InvalidArgumentError(fmt::format(
+        "spec.retry.max_backoff: {} is less than initial_backoff ({})",
+        Format(cap), Format(initial)));
+  }
+  if (cap > limits.max_delay) {
+    return absl::InvalidArgumentError(fmt::format(
+        "spec.retry.max_backoff: {} is more than the limit of {} (max-delay)",
+        Format(cap), Format(limits.max_delay)));
+  }
+  // Kept only when it retries: a job without retries stays as small.
+  if (policy.max_attempts() > 1) {
+    *spec.mutable_retry() = std::move(policy);
+  } else {
+    spec.clear_retry();
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+v1::RetryPolicy SpecLimits::DefaultRetryPolicy() {
+  v1::RetryPolicy p;
+  p.set_max_attempts(1);
+  *p.mutable_initial_backoff() = ToProtoDuration(absl::Seconds(1));
+  p.set_backoff_multiplier(2.0);
+  *p.mutable_max_backoff() = ToProtoDuration(absl::Minutes(5));
+  return p;
+}
 
 absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
                                     const TaskRegistry& registry,
-                                    const SpecLimits& limits) {
+                                    const SpecLimits& limits, absl::Time now,
+                                    absl::Time rpc_deadline) {
   if (spec.task().empty()) {
     return absl::InvalidArgumentError("spec.task: missing task name");
   }
@@ -75,6 +230,10 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
       return absl::InvalidArgumentError(
           "spec.timeout: must be positive (leave it unset for no timeout)");
     }
+  }
+  if (absl::Status s = ValidateTiming(spec, limits, now, rpc_deadline);
+      !s.ok()) {
+    return s;
   }
   // A task's own limit (a command task's `timeout`) caps the job's.
   if (task->max_timeout > absl::ZeroDuration() &&

@@ -200,10 +200,12 @@ void SubmitSession::HandleRequest() {
       items_[first_index + i].client_tag = request_.items(i).client_tag();
     }
   }
+  const absl::Time now = absl::Now();
   for (int i = 0; i < n; ++i) {
     v1::SubmitItem* item = request_.mutable_items(i);
-    absl::StatusOr<NewJob> job = ValidateSpec(std::move(*item->mutable_spec()),
-                                              service_.registry(), limits.spec);
+    absl::StatusOr<NewJob> job =
+        ValidateSpec(std::move(*item->mutable_spec()), service_.registry(),
+                     limits.spec, now, rpc_deadline_);
     if (!job.ok()) {
       rejected.emplace_back(first_index + i, job.status());
       continue;

@@ -27,6 +27,7 @@
 #include <memory>
 
 #include "absl/container/btree_map.h"
+#include "absl/time/time.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "server/frontend/stream_session.h"
 
@@ -44,6 +45,10 @@ class SubmitSession final
   // The prologue, with what Authorize found: registers with the service,
   // counts the stream in, and starts reading (or ends the stream).
   void Begin(absl::StatusOr<Caller> caller);
+
+  // The stream's RPC deadline (before Begin): the start_deadline of its
+  // specs that are due at once and set none.
+  void set_rpc_deadline(absl::Time deadline) { rpc_deadline_ = deadline; }
 
   // EventSink (under the scheduler's lock).
   bool Deliver(const Event& event, uint64_t index) override;
@@ -89,8 +94,9 @@ class SubmitSession final
   v1::SubmitRequest request_;
   v1::SubmitResponse response_;
   grpc::ByteBuffer raw_response_;
-  bool got_options_ = false;    // Read side only.
-  uint64_t messages_read_ = 0;  // Read side only.
+  bool got_options_ = false;                          // Read side only.
+  absl::Time rpc_deadline_ = absl::InfiniteFuture();  // Const after Begin.
+  uint64_t messages_read_ = 0;                        // Read side only.
 
   v1::SubmitOptions options_ ABSL_GUARDED_BY(mu_);
   uint32_t window_ ABSL_GUARDED_BY(mu_) = 1;

@@ -72,6 +72,14 @@ void SetEnd(const JobEnd& end, JobOrEvent* out) {
   }
 }
 
+// What a RETRYING event carries: the failed attempt's error and when the
+// next one runs.
+struct RetryNote {
+  v1::JobError error;
+  CompactTime next_time;
+  uint32_t attempt = 0;  // The attempt that failed (1 = the first).
+};
+
 // One event of one job, as the scheduler delivers it (converted to
 // v1::JobEvent at the RPC edge). Kept to 64 bytes: sinks queue them.
 class Event {
@@ -99,6 +107,14 @@ class Event {
                ? static_cast<const JobEnd*>(detail_.get())
                : nullptr;
   }
+  const RetryNote* retry() const {  // RETRYING.
+    return detail_kind_ == Detail::kRetry
+               ? static_cast<const RetryNote*>(detail_.get())
+               : nullptr;
+  }
+  void set_retry(std::shared_ptr<const RetryNote> note) {
+    Set(Detail::kRetry, std::move(note));
+  }
   void set_task(const TaskDef* task) {  // Not owned: the registry's.
     Set(Detail::kTask,
         std::shared_ptr<const void>(std::shared_ptr<const void>(), task));
@@ -111,7 +127,7 @@ class Event {
   }
 
  private:
-  enum class Detail : uint8_t { kNone, kTask, kProgress, kEnd };
+  enum class Detail : uint8_t { kNone, kTask, kProgress, kEnd, kRetry };
   void Set(Detail kind, std::shared_ptr<const void> detail) {
     detail_kind_ = detail == nullptr ? Detail::kNone : kind;
     detail_ = std::move(detail);

@@ -19,6 +19,22 @@ absl::Duration FromProto(const google::protobuf::Duration& d) {
   return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
+absl::Time FromProtoTime(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
+absl::Status ValidateTimestamp(const google::protobuf::Timestamp& t,
+                               const char* field) {
+  if (t.seconds() < TimeUtil::kTimestampMinSeconds ||
+      t.seconds() > TimeUtil::kTimestampMaxSeconds || t.nanos() < 0 ||
+      t.nanos() > 999999999) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: not a valid time (seconds={}, nanos={})", field,
+                    t.seconds(), t.nanos()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateDuration(const google::protobuf::Duration& d,
                               const char* field) {
   constexpr int64_t kMaxSeconds = 315576000000;  // 10,000 years.

@@ -14,6 +14,12 @@ google::protobuf::Timestamp ToProtoTime(absl::Time t);
 google::protobuf::Duration ToProtoDuration(absl::Duration d);
 // Precondition: a valid Duration (see ValidateDuration).
 absl::Duration FromProto(const google::protobuf::Duration& d);
+// Precondition: a valid Timestamp (see ValidateTimestamp).
+absl::Time FromProtoTime(const google::protobuf::Timestamp& t);
+// InvalidArgument naming `field` if `t` is malformed (out of the range
+// 0001-01-01 .. 9999-12-31, or nanos out of range).
+absl::Status ValidateTimestamp(const google::protobuf::Timestamp& t,
+                               const char* field);
 // InvalidArgument naming `field` if `d` is malformed or negative.
 absl::Status ValidateDuration(const google::protobuf::Duration& d,
                               const char* field);

@@ -78,6 +78,11 @@ struct JournalRow {
   std::shared_ptr<const JobEnd> end;              // Terminal only.
   uint64_t accepted_seq = 0, started_seq = 0, ended_seq = 0;
   uint32_t attempts = 1;  // Runs started, counting re-runs after restarts.
+  // WAITING: when it is due (a delay, or a retry's next attempt).
+  absl::Time due_time = absl::InfinitePast();
+  // Its failed attempts: a serialized v1::Job holding only its history
+  // (bounded: server/scheduler/retry_policy.h), or null.
+  std::shared_ptr<const std::string> history;
   // Read back only: why the row could not be read (its spec, result or
   // error does not parse, a state out of range, ...), or "" if it could.
   // Such a row comes back with what could be salvaged (id, owner, the task
@@ -98,6 +103,8 @@ struct StoredRow {
   int64_t accepted_seq = 0, started_seq = 0, ended_seq = 0;
   int64_t attempts = 0;
   std::string_view owner;  // Bytes as stored.
+  int64_t due_ns = 0;
+  std::optional<std::string_view> history;  // nullopt: NULL.
 };
 
 // Reads one stored row back. Never fails: what does not parse or is out of

@@ -17,8 +17,9 @@
 namespace jobd {
 namespace {
 
-// 1: the first; 2: jobs.owner.
-constexpr int kSchemaVersion = 2;
+// 1: the first; 2: jobs.owner; 3: jobs.due_ns and jobs.history (delays
+// and retries).
+constexpr int kSchemaVersion = 3;
 
 // Free pages worth this much are given back to the disk after a commit.
 constexpr uint64_t kVacuumFreeBytes = 64 << 20;
@@ -40,7 +41,9 @@ CREATE TABLE IF NOT EXISTS jobs(
   started_seq INTEGER NOT NULL,
   ended_seq INTEGER NOT NULL,
   attempts INTEGER NOT NULL,
-  owner TEXT NOT NULL DEFAULT 'anonymous');
+  owner TEXT NOT NULL DEFAULT 'anonymous',
+  due_ns INTEGER NOT NULL DEFAULT 0,
+  history BLOB);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 )sql";
 
@@ -161,6 +164,28 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
                      nullptr, nullptr, nullptr) != SQLITE_OK) {
       return fail("migrating to schema 2");
     }
+    // 3: a WAITING job's due time, a retried job's failed attempts (each
+    // column added unless there: a file marked older may have them).
+    if (v >= 1 && v < 3) {
+      for (const auto& [column, sql] :
+           {std::pair("due_ns",
+                      "ALTER TABLE jobs ADD COLUMN due_ns INTEGER NOT NULL "
+                      "DEFAULT 0"),
+            std::pair("history", "ALTER TABLE jobs ADD COLUMN history BLOB")}) {
+        Statement has(db,
+                      "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE "
+                      "name=?");
+        if (!has.ok()) return fail("migrating to schema 3");
+        sqlite3_bind_text(has.get(), 1, column, -1, SQLITE_STATIC);
+        if (sqlite3_step(has.get()) != SQLITE_ROW) {
+          return fail("migrating to schema 3");
+        }
+        if (sqlite3_column_int(has.get(), 0) == 0 &&
+            sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
+          return fail("migrating to schema 3");
+        }
+      }
+    }
   }
   if (sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK ||
       sqlite3_exec(
@@ -171,7 +196,8 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
   Statement rows(db,
                  "SELECT id, state, executor, spec, create_ns, start_ns, "
                  "finish_ns, result, error, accepted_seq, started_seq, "
-                 "ended_seq, attempts, owner FROM jobs ORDER BY id");
+                 "ended_seq, attempts, owner, due_ns, history FROM jobs "
+                 "ORDER BY id");
   if (!rows.ok()) return fail("select");
   auto blob = [](sqlite3_stmt* st, int col) {
     const void* data = sqlite3_column_blob(st, col);
@@ -204,6 +230,8 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     stored.ended_seq = sqlite3_column_int64(s, 11);
     stored.attempts = sqlite3_column_int64(s, 12);
     stored.owner = blob(s, 13);
+    stored.due_ns = sqlite3_column_int64(s, 14);
+    stored.history = optional_blob(s, 15);
     JournalRow row = DecodeRow(stored);
     recovered->last_sequence =
         std::max({recovered->last_sequence, row.accepted_seq, row.started_seq,
@@ -236,6 +264,19 @@ JournalRow DecodeRow(const StoredRow& in) {
   row.ended_seq = static_cast<uint64_t>(in.ended_seq);
   row.attempts = static_cast<uint32_t>(std::clamp<int64_t>(
       in.attempts, 0, std::numeric_limits<uint32_t>::max()));
+  row.due_time = FromNanos(in.due_ns);
+  if (in.history.has_value()) {
+    // Only the history is kept of it (what else a damaged one may hold
+    // never reaches a snapshot); one that does not parse costs only itself.
+    v1::Job holder, history;
+    if (holder.ParseFromArray(in.history->data(),
+                              static_cast<int>(in.history->size()))) {
+      history.mutable_history()->Swap(holder.mutable_history());
+      auto bytes = std::make_shared<std::string>();
+      history.SerializeToString(bytes.get());
+      row.history = std::move(bytes);
+    }
+  }
   std::vector<std::string> problems;
   auto spec = std::make_shared<v1::JobSpec>();
   if (!spec->ParseFromArray(in.spec.data(), static_cast<int>(in.spec.size()))) {
@@ -320,6 +361,8 @@ void EncodeRow(const JournalRow& row, bool insert, EncodedBytes& bytes,
   out->started_seq = static_cast<int64_t>(row.started_seq);
   out->ended_seq = static_cast<int64_t>(row.ended_seq);
   out->attempts = static_cast<int>(row.attempts);  // Bound as an int.
+  out->due_ns = Nanos(row.due_time);
+  if (row.history != nullptr) out->history = *row.history;
 }
 
 absl::StatusOr<std::unique_ptr<JournalStore>> JournalStore::Open(
@@ -433,12 +476,13 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
   Statement insert(db_,
                    "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
                    "create_ns, start_ns, finish_ns, result, error, "
-                   "accepted_seq, started_seq, ended_seq, attempts, owner) "
-                   "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+                   "accepted_seq, started_seq, ended_seq, attempts, owner, "
+                   "due_ns, history) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   Statement update(db_,
                    "UPDATE jobs SET state=?2, executor=?3, start_ns=?4, "
                    "finish_ns=?5, result=?6, error=?7, started_seq=?8, "
-                   "ended_seq=?9, attempts=?10 WHERE id=?1");
+                   "ended_seq=?9, attempts=?10, due_ns=?11, history=?12 "
+                   "WHERE id=?1");
   Statement remove(db_, "DELETE FROM jobs WHERE id=?");
   Statement meta(db_,
                  "INSERT INTO meta(key, value) VALUES('last_sequence', ?) "
@@ -524,11 +568,13 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
         sqlite3_bind_text(st, i++, row.owner.data(),
                           static_cast<int>(row.owner.size()), SQLITE_STATIC);
       }
+      sqlite3_bind_int64(st, i++, row.due_ns);
+      bind_blob(row.history);
       s = step(st);
       if (s.ok() && is_insert) ++rows_delta;
-      const uint64_t row_bytes = row.result.value_or("").size() +
-                                 row.error.value_or("").size() +
-                                 row.spec.size();
+      const uint64_t row_bytes =
+          row.result.value_or("").size() + row.error.value_or("").size() +
+          row.spec.size() + row.history.value_or("").size();
       transaction_bytes += row_bytes;
       written += row_bytes;
     }

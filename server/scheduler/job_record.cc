@@ -38,6 +38,13 @@ v1::Job JobRecord::Snapshot() const {
   }
   out.set_last_sequence(last_sequence);
   out.set_attempts(attempts);
+  if (state == v1::JOB_STATE_WAITING) {
+    *out.mutable_next_attempt_time() = ToProtoTime(finish_time);
+  }
+  if (more != nullptr && more->history != nullptr) {
+    // A Job holding only its history: merged, it appends to out's.
+    out.MergeFromString(*more->history);
+  }
   return out;
 }
 
@@ -58,6 +65,8 @@ JournalRow JobRecord::Row() const {
   row.accepted_seq = accepted_seq;
   row.started_seq = started_seq;
   row.attempts = attempts + (gated ? 1 : 0);
+  if (state == v1::JOB_STATE_WAITING && !gated) row.due_time = finish_time;
+  if (more != nullptr) row.history = more->history;
   return row;
 }
 

@@ -63,6 +63,8 @@ struct JobRecord {
     std::shared_ptr<const v1::Progress> progress;  // The latest.
     CompactTime last_progress_event = absl::InfinitePast();
     std::vector<Waiter> waiters;  // Cleared when it ends.
+    // Failed attempts (retry_policy.h: AppendAttempt), or null.
+    std::shared_ptr<const std::string> history;
   };
   Extras& extras() {
     if (more == nullptr) more = std::make_unique<Extras>();
@@ -84,9 +86,13 @@ struct JobRecord {
   std::shared_ptr<RunState> run;  // Released when the job ends.
   CompactTime create_time;
   CompactTime start_time = absl::InfinitePast();  // Set when RUNNING.
+  // When it ended; while it is WAITING (no end yet), when it is due: the
+  // Waiting set's key (one field for both keeps the record at 192 bytes).
   CompactTime finish_time;
   std::shared_ptr<const JobEnd> end;
   std::unique_ptr<Extras> more;  // Progress, waiters.
+  // RUNNING: its timeout (or total deadline); QUEUED: its start or total
+  // deadline (scheduler_time.cc).
   TimerQueue::TimerId timeout_timer = 0;
   uint64_t last_sequence = 0;
   uint64_t accepted_seq = 0, started_seq = 0;  // For the journal.
@@ -94,6 +100,9 @@ struct JobRecord {
   v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
   uint32_t attempts = 0;  // Runs started, ever.
   bool gated = false;     // QUEUED, claimed: waits for a durable claim (Lane).
+  // WAITING to retry after a timeout: its stopped run has not returned;
+  // it joins the Waiting set when it does (never two runs at once).
+  bool run_returning = false;
   absl::InlinedVector<Sub, 1> subscribers;  // Cleared when it ends.
 };
 

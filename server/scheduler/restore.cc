@@ -31,8 +31,11 @@ Restorer::Revived Restorer::Revive(JournalRow& row, const std::string* owner,
   job->executor = row.executor;
   job->create_time = row.create_time;
   job->start_time = row.start_time;
-  job->finish_time = row.finish_time;
+  // A WAITING job's record keeps its due time there (job_record.h).
+  job->finish_time =
+      row.state == v1::JOB_STATE_WAITING ? row.due_time : row.finish_time;
   job->end = std::move(row.end);
+  if (row.history != nullptr) job->extras().history = std::move(row.history);
   if (!row.problem.empty()) {
     // Failed as a live job (Judge), the others untouched.
     job->state = v1::JOB_STATE_QUEUED;
@@ -128,6 +131,7 @@ Restorer::Verdict Restorer::Judge(const JobRecord& job,
 
 bool KeptAtShutdown(const JobRecord& job, bool journal) {
   return journal && (job.state == v1::JOB_STATE_QUEUED ||
+                     job.state == v1::JOB_STATE_WAITING ||
                      job.spec->delivery() == v1::DELIVERY_AT_LEAST_ONCE);
 }
 

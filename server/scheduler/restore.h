@@ -2,13 +2,15 @@
 //
 // At start, Restorer turns the rows a journal held into job records as
 // they were (Revive), and judges each job that was live when jobd stopped
-// (Judge): a queued one queues again; a running one runs again if its spec
-// allows it (DELIVERY_AT_LEAST_ONCE), else fails LOST_ON_RESTART; one whose
-// task is gone or changed fails; one whose row could not be read back, or
-// whose result no longer fits a message, fails saying why. Ended jobs are
-// retained again. The Scheduler applies the verdicts (Scheduler::Restore).
+// (Judge): a queued one queues again (a waiting one waits again); a running one
+// runs again if its spec allows it (DELIVERY_AT_LEAST_ONCE), else fails
+// LOST_ON_RESTART; one whose task is gone or changed fails; one whose row could
+// not be read back, or whose result no longer fits a message, fails saying why.
+// Ended jobs are retained again. The Scheduler applies the verdicts
+// (Scheduler::Restore).
 //
-// At shutdown, with a journal, queued jobs and running at-least-once jobs
+// At shutdown, with a journal, queued and waiting jobs and running
+// at-least-once jobs
 // are kept for the next start (KeptAtShutdown); the others end CANCELLED
 // (ShutdownEnd). The Scheduler applies it (Scheduler::EndForShutdown).
 //
@@ -83,7 +85,8 @@ class Restorer {
   const size_t max_message_bytes_;
 };
 
-// Whether a live job is kept for the next start at shutdown (queued, or
+// Whether a live job is kept for the next start at shutdown (queued,
+// waiting, or
 // running and at-least-once, with a journal) rather than ended.
 bool KeptAtShutdown(const JobRecord& job, bool journal);
 // How a job that is not kept ends at shutdown: CANCELLED (SHUTDOWN).

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "server/jobs/proto_time.h"
+#include "server/scheduler/retry_policy.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
 #include "workers/sdk/utf8.h"
@@ -172,8 +173,10 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         ++rejected_;
         continue;
       }
-      const bool starts_now = free_slots[*executor] > 0;
-      if (!starts_now && queued >= limits_.max_queued) {
+      // A delayed job waits apart: it is not queued (nor starts) now.
+      const bool delayed = FirstDue(*nj.spec, now) > now;
+      const bool starts_now = !delayed && free_slots[*executor] > 0;
+      if (!starts_now && !delayed && queued >= limits_.max_queued) {
         adm.status = absl::ResourceExhaustedError(
             fmt::format("queue full: {} jobs are queued and the limit is {} "
                         "(max_queued); retry later",
@@ -221,11 +224,19 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       if (options_.task_metrics) {
         task_counters_.CountAccepted(ref.spec.task(), ref.executor);
       }
+      if (delayed) {  // Journaled WAITING with its due time (its insert).
+        ref.state = v1::JOB_STATE_WAITING;
+        ref.finish_time = FirstDue(*ref.spec, now);
+      }
       Event e;
       e.type = v1::EVENT_TYPE_ACCEPTED;
       e.set_task(ref.spec.task());
       Emit(ref, std::move(e), after);
-      lanes_[ref.executor].Push(ref.spec->priority(), ref.id);
+      if (delayed) {
+        Wait(ref, ref.finish_time);
+        continue;
+      }
+      Enqueue(ref, now, /*journal=*/false, after);
       if (starts_now) {
         --free_slots[ref.executor];
       } else {
@@ -350,6 +361,10 @@ void Scheduler::MarkStarted(Job& job, JobRun& run, After& after) {
     task_counters_.CountStarted(job.spec.task(), job.executor,
                                 now - absl::Time(job.create_time));
   }
+  if (job.timeout_timer != 0) {  // Its start or total deadline, queued.
+    timers_.Cancel(job.timeout_timer);
+    job.timeout_timer = 0;
+  }
   ArmTimeout(job, run, now);
   Event e;
   e.type = v1::EVENT_TYPE_STARTED;
@@ -357,8 +372,14 @@ void Scheduler::MarkStarted(Job& job, JobRun& run, After& after) {
 }
 
 void Scheduler::ArmTimeout(Job& job, JobRun& run, absl::Time now) {
-  if (!job.spec->has_timeout()) return;
-  run.deadline = now + FromProto(job.spec->timeout());
+  // The run's timeout, or the job's total deadline if that comes first.
+  absl::Time deadline =
+      TotalExpiry(*job.spec, FirstDue(*job.spec, job.create_time));
+  if (job.spec->has_timeout()) {
+    deadline = std::min(deadline, now + FromProto(job.spec->timeout()));
+  }
+  if (deadline == absl::InfiniteFuture()) return;
+  run.deadline = deadline;
   const uint64_t id = job.id;
   job.timeout_timer =
       timers_.Schedule(run.deadline, [this, id] { OnTimeout(id); });
@@ -532,6 +553,7 @@ bool Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
   if (job.state != v1::JOB_STATE_RUNNING) {
     spdlog::debug("job {} returned after it had ended ({}); output dropped", id,
                   v1::JobState_Name(job.state));
+    RunReturned(job);
     return guest;
   }
   std::shared_ptr<JobEnd> end;
@@ -556,6 +578,7 @@ bool Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
         reason == v1::ERROR_REASON_CANCELLED ? v1::JOB_STATE_CANCELLED
                                              : v1::JOB_STATE_FAILED,
         outcome.status.code(), reason, std::string(outcome.status.message()));
+    if (RetryRun(job, *end, /*stop_run=*/false, after)) return guest;
   }
   Finish(job, std::move(end), after);
   return guest;
@@ -568,13 +591,19 @@ void Scheduler::OnTimeout(uint64_t id) {
     Job* job = table_.Find(id);
     if (job == nullptr || job->state != v1::JOB_STATE_RUNNING) return;
     job->timeout_timer = 0;
-    Abort(*job, CancelReason::kTimeout,
-          MakeError(v1::JOB_STATE_FAILED, absl::StatusCode::kDeadlineExceeded,
-                    v1::ERROR_REASON_TIMEOUT,
-                    fmt::format(
-                        "job exceeded its timeout of {}",
-                        absl::FormatDuration(FromProto(job->spec->timeout())))),
-          after);
+    // Past the total deadline: no retry. Else a timeout, which may retry.
+    std::shared_ptr<JobEnd> end = DeadlineEnd(*job, clock_.Now());
+    if (end == nullptr) {
+      end = MakeError(
+          v1::JOB_STATE_FAILED, absl::StatusCode::kDeadlineExceeded,
+          v1::ERROR_REASON_TIMEOUT,
+          fmt::format("job exceeded its timeout of {}",
+                      absl::FormatDuration(FromProto(job->spec->timeout()))));
+      if (RetryRun(*job, *end, /*stop_run=*/true, after)) end = nullptr;
+    }
+    if (end != nullptr) {
+      Abort(*job, CancelReason::kTimeout, std::move(end), after);
+    }
   }
   after.Run(journal_);
 }
@@ -609,6 +638,8 @@ void Scheduler::Abort(Job& job, CancelReason reason,
                       std::shared_ptr<JobEnd> end, After& after) {
   if (job.gated) {
     job.gated = false;  // Its claim stays in the lane; dropped at its turn.
+  } else if (job.state == v1::JOB_STATE_WAITING) {
+    waiting_.Remove(job.id, job.finish_time);  // Its timer may fire idle.
   } else if (job.state == v1::JOB_STATE_QUEUED) {
     lanes_[job.executor].Unqueue(
         job.id, [this](uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

@@ -3,6 +3,11 @@
 // and stats: the one source of truth about jobs (DESIGN.md "Data flow").
 //
 //   QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED
+//   WAITING -> QUEUED       (a delay or not_before: due)
+//   RUNNING -> WAITING      (a failed attempt that is retried: RETRYING)
+//
+// WAITING jobs are in the Waiting set (waiting.h), one timer armed for the
+// earliest; a queued job with a start or total deadline has a timer.
 //
 // A running job that is cancelled or times out ends at once (its terminal
 // event goes out then); the executor slot stays busy until the task really
@@ -16,9 +21,11 @@
 //                             fan-out to subscribers and watchers;
 //   Retention  (retention.h)  which ended jobs are kept, and how long;
 //   Restorer   (restore.h)    journal rows -> jobs at start; what shutdown
-//                             keeps for the next start.
+//                             keeps for the next start;
+//   Waiting    (waiting.h)    WAITING jobs by due time (delays, retries).
 // The state machine itself (admit, start, end, cancel, time out) is here:
-// scheduler.cc, with the read side (queries, waits, watches, stats) in
+// scheduler.cc, with jobs over time (delays, retries, deadlines) in
+// scheduler_time.cc, the read side (queries, waits, watches, stats) in
 // scheduler_queries.cc and the daemon's life (restore, drain, shutdown,
 // reload, sweeps) in scheduler_lifecycle.cc.
 //
@@ -47,6 +54,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -64,6 +72,7 @@
 #include "server/scheduler/scheduler_options.h"
 #include "server/scheduler/task_counters.h"
 #include "server/scheduler/timer_queue.h"
+#include "server/scheduler/waiting.h"
 #include "workers/executor/executor.h"
 #include "workers/sdk/compact_time.h"
 #include "workers/sdk/task.h"
@@ -106,6 +115,9 @@ struct RestoreSummary {
   // Their journal row could not be read back (JournalRow::problem), or
   // their result no longer fits a message: FAILED.
   size_t unreadable = 0;
+  size_t waiting = 0;  // WAITING again (their time has not come).
+  // Their start or total deadline passed while jobd was down: FAILED.
+  size_t expired = 0;
 };
 
 class Scheduler {
@@ -302,6 +314,35 @@ class Scheduler {
   void JournalState(const Job& job, bool insert = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // ---- jobs over time (scheduler_time.cc) ----
+  // Puts `job` WAITING until `due` (its record holds `due`: job_record.h).
+  void Wait(Job& job, absl::Time due) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Arms the one timer of the Waiting set for its earliest due time.
+  void ArmWaiting() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnWaitingDue();
+  // Queues a job that may run now (new, due, restored or retried) in its
+  // lane, with a timer for its start or total deadline; or ends it at
+  // once if a deadline has passed. `journal`: record its QUEUED state.
+  // Returns false if it ended.
+  bool Enqueue(Job& job, absl::Time now, bool journal, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnQueuedDeadline(uint64_t id);
+  // The end of a job whose start or total deadline passed at `now`
+  // (EXPIRED if it never started, else DEADLINE_EXCEEDED); null if none
+  // has passed.
+  std::shared_ptr<JobEnd> DeadlineEnd(const Job& job, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A run of `job` (RUNNING) failed with `end`: records the attempt in its
+  // history (if it may retry at all) and, if its policy and deadline
+  // allow another attempt, stops the run if `stop_run` (a timeout), makes
+  // it WAITING for its backoff with a RETRYING event, and returns true.
+  bool RetryRun(Job& job, const JobEnd& end, bool stop_run, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // A run of `job` that had stopped being its current one returned: a job
+  // retrying after a timeout joins the Waiting set now.
+  void RunReturned(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // ---- the read side (scheduler_queries.cc) ----
   void FireWaiter(uint64_t id, uint64_t waiter_id);
   // The page `query` selects, in id order (see ListJobs); raises *ticket
@@ -340,6 +381,13 @@ class Scheduler {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   bool kept_for_restart_ ABSL_GUARDED_BY(mu_) = false;  // EndForShutdown.
+  Waiting waiting_ ABSL_GUARDED_BY(mu_);
+  // The Waiting set's one timer (0: none) and the time it is armed for.
+  TimerQueue::TimerId waiting_timer_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time waiting_armed_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  absl::BitGen jitter_ ABSL_GUARDED_BY(mu_);  // Backoff jitter.
+  uint64_t retried_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t expired_ ABSL_GUARDED_BY(mu_) = 0;
 
   TimerQueue timers_;  // Last: its thread calls into the members above.
 };

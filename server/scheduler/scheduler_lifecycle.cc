@@ -131,10 +131,12 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
     for (uint64_t id : ended) retention_.Adopt(*table_.Find(id));
     summary.retained = ended.size();
     retention_.Sweep(clock_.Now());  // Restored beyond the limits or the TTL.
-    // 3. Live jobs: queued again, or failed.
+    // 3. Live jobs: queued again (or waiting), or failed.
+    const absl::Time now = clock_.Now();
     for (uint64_t id : table_.LiveIds()) {
       Job& job = *table_.Find(id);
       table_.CountLive(job);
+      const bool was_waiting = job.state == v1::JOB_STATE_WAITING;
       auto bad = unreadable.find(id);
       const Restorer::Verdict verdict = restorer.Judge(
           job, bad != unreadable.end() ? bad->second : std::string());
@@ -159,11 +161,19 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
           break;
       }
       const bool rerun = verdict.fate == Restorer::Fate::kRerun;
-      ++(rerun ? summary.rerun : summary.queued);
       job.run = verdict.run;
       job.executor = verdict.executor;
-      if (rerun) JournalState(job);
-      lanes_[job.executor].Push(job.spec->priority(), job.id);
+      if (was_waiting && absl::Time(job.finish_time) > now) {
+        ++summary.waiting;  // Its time has not come: it waits on.
+        Wait(job, job.finish_time);
+        continue;
+      }
+      // Due, or queued: unless a deadline passed while jobd was down.
+      if (!Enqueue(job, now, rerun || was_waiting, after)) {
+        ++summary.expired;
+        continue;
+      }
+      ++(rerun ? summary.rerun : summary.queued);
     }
     for (int i = 0; i < 4; ++i) Dispatch(static_cast<v1::Executor>(i), after);
   }

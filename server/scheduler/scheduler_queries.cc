@@ -313,6 +313,9 @@ v1::GetStatsResponse Scheduler::GetStats() const {
     stats.set_accepted(accepted_);
     stats.set_rejected(rejected_);
     stats.set_live(table_.live());
+    stats.set_waiting(waiting_.size());
+    stats.set_retried(retried_);
+    stats.set_expired(expired_);
     stats.set_retained(retention_.retained());
     stats.set_live_bytes(table_.live_bytes());
     stats.set_retained_bytes(retention_.retained_bytes());

@@ -325,7 +325,11 @@ void Deadline(grpc::ClientContext& ctx, absl::Duration d) {
 std::vector<v1::JobEvent> StreamResult::Terminal() const {
   std::vector<v1::JobEvent> out;
   for (const auto& e : events) {
-    if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) out.push_back(e);
+    // Not RETRYING (nor a later kind): it ends nothing.
+    if (e.type() >= v1::EVENT_TYPE_SUCCEEDED &&
+        e.type() <= v1::EVENT_TYPE_REJECTED) {
+      out.push_back(e);
+    }
   }
   return out;
 }

@@ -21,6 +21,13 @@ from jobd._common import ConnectionLost, connection_error, error_from_event, \
     result_of
 from jobd.v1 import jobd_pb2 as pb
 
+# Events that end a job's place in the stream, and the other ones a future
+# follows; any other kind (RETRYING, newer ones) is skipped.
+_ENDS = frozenset((pb.EVENT_TYPE_SUCCEEDED, pb.EVENT_TYPE_FAILED,
+                   pb.EVENT_TYPE_CANCELLED, pb.EVENT_TYPE_REJECTED))
+_STEPS = frozenset((pb.EVENT_TYPE_ACCEPTED, pb.EVENT_TYPE_STARTED,
+                    pb.EVENT_TYPE_PROGRESS))
+
 
 class Session:
     def __init__(self, stub, metadata, address, limits, on_drained=None):
@@ -169,8 +176,10 @@ class Session:
                 if f is None:
                     continue
                 t = ev.type
-                if t >= pb.EVENT_TYPE_SUCCEEDED:
+                if t in _ENDS:
                     del open_[ev.client_tag]
+                elif t not in _STEPS:
+                    continue  # RETRYING, or newer kinds: not an end.
                 done.append((f, ev))
             if self._close_when_idle and not open_:
                 self._closing = True

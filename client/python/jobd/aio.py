@@ -30,6 +30,11 @@ from jobd._common import ConnectionLost, JobOptions, JobRejected, \
 from jobd.v1 import jobd_pb2 as pb
 from jobd.v1 import jobd_pb2_grpc as pb_grpc
 
+# Events that end a job; any other kind but ACCEPTED/STARTED/PROGRESS
+# (RETRYING, newer ones) is skipped.
+_ENDS = frozenset((pb.EVENT_TYPE_SUCCEEDED, pb.EVENT_TYPE_FAILED,
+                   pb.EVENT_TYPE_CANCELLED, pb.EVENT_TYPE_REJECTED))
+
 
 class Job(asyncio.Future):
     """One job: await it for its result (JobFailed if it failed,
@@ -306,6 +311,8 @@ class Client:
         if t == pb.EVENT_TYPE_PROGRESS:
             job.progress = (ev.progress.fraction, ev.progress.message)
             return
+        if t not in _ENDS:
+            return  # RETRYING, or newer kinds: the job goes on.
         del self._open[ev.client_tag]
         job.event = ev
         if ev.job_id:

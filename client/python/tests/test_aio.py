@@ -99,3 +99,20 @@ def test_daemon_killed_fails_open_jobs(own_daemon):
                     await asyncio.wait_for(j, 5)
             assert time.monotonic() - t0 < 5
     run(main())
+
+
+def test_retrying_is_not_an_end(own_daemon):
+    d = own_daemon("--exec-allow", "/bin/sh", "--retry-attempts", "3",
+                   "--retry-initial-backoff", "10ms",
+                   "--retry-max-backoff", "10ms")
+    count = d.dir + "/runs"
+    script = ("n=$(cat %s 2>/dev/null || echo 0); n=$((n+1)); echo $n > %s; "
+              "[ $n -gt 2 ]" % (count, count))
+
+    async def main():
+        async with jobd.aio.Client(d.address) as c:
+            job = await c.submit("exec", argv=["/bin/sh", "-c", script])
+            await asyncio.wait_for(job, T)  # The third run succeeds.
+            got = await c.get_job(job.job_id)
+            assert got.attempts == 3 and len(got.history) == 2
+    run(main())

@@ -2,6 +2,7 @@
 
 import concurrent.futures as cf
 import itertools
+import os
 import threading
 import time
 
@@ -389,3 +390,31 @@ def test_submits_are_batched_under_load(daemon, monkeypatch):
         assert [f.result(T) for f in fs] == list(range(5000))
     assert sum(sizes) == 5000  # (the first request: options, no items)
     assert max(sizes) > 1 and len(sizes) < 2500, sizes
+
+
+def _flaky(d, runs_to_fail):
+    """An exec job that fails `runs_to_fail` times, then returns."""
+    count = os.path.join(d.dir, "runs")
+    script = ("n=$(cat %s 2>/dev/null || echo 0); n=$((n+1)); echo $n > %s; "
+              "[ $n -gt %d ]" % (count, count, runs_to_fail))
+    return {"argv": ["/bin/sh", "-c", script]}
+
+
+def test_retrying_is_not_an_end_for_futures_and_map(own_daemon):
+    # Every job may run 3 times: RETRYING events reach the stream between.
+    d = own_daemon("--exec-allow", "/bin/sh", "--retry-attempts", "3",
+                   "--retry-initial-backoff", "10ms",
+                   "--retry-max-backoff", "10ms")
+    with jobd.Executor(d.address) as ex:
+        f = ex.submit("exec", **_flaky(d, 2))
+        assert f.result(T) is not None  # The third run's, not an error.
+        got = ex.stub.GetJob(pb.GetJobRequest(job_id=f.job_id), timeout=T)
+        assert got.attempts == 3 and len(got.history) == 2
+        # A failure after all its retries.
+        bad = ex.submit("fail", "always")
+        with pytest.raises(jobd.JobFailed):
+            bad.result(T)
+        got = ex.stub.GetJob(pb.GetJobRequest(job_id=bad.job_id), timeout=T)
+        assert len(got.history) == 3
+        # map: terminal events only; one result per input.
+        assert list(ex.map("echo", [1, 2], timeout=T)) == [1, 2]

@@ -1,0 +1,83 @@
+#include "server/config/retry_options.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/time/time.h"
+#include "server/jobs/proto_time.h"
+#include "spdlog/fmt/fmt.h"
+
+namespace jobd {
+namespace {
+
+// A duration flag such as "10s", "500ms", "1h30m".
+absl::Status ParseDuration(const std::string& text, const char* flag,
+                           absl::Duration* out, bool allow_zero) {
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration() ||
+      (!allow_zero && d == absl::ZeroDuration()) ||
+      d == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        fmt::format("--{}: '{}' is not a {}duration like 500ms, 10s or 1h",
+                    flag, text, allow_zero ? "" : "positive "));
+  }
+  *out = d;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ApplyRetryOptions(const std::string& max_delay, uint32_t attempts,
+                               const std::string& initial,
+                               const std::string& max_backoff,
+                               double multiplier,
+                               const std::vector<std::string>& task_retries,
+                               SpecLimits& limits) {
+  absl::Status s =
+      ParseDuration(max_delay, "max-delay", &limits.max_delay, false);
+  if (!s.ok()) return s;
+  absl::Duration first, cap;
+  s = ParseDuration(initial, "retry-initial-backoff", &first, true);
+  if (!s.ok()) return s;
+  s = ParseDuration(max_backoff, "retry-max-backoff", &cap, true);
+  if (!s.ok()) return s;
+  if (cap < first) {
+    return absl::InvalidArgumentError(
+        "--retry-max-backoff: less than --retry-initial-backoff");
+  }
+  if (cap > limits.max_delay) {
+    return absl::InvalidArgumentError(
+        "--retry-max-backoff: more than --max-delay");
+  }
+  auto over_limit = [&](uint32_t n, const std::string& flag) {
+    return absl::InvalidArgumentError(
+        fmt::format("--{}: {} runs is more than --retry-max-attempts-limit "
+                    "({})",
+                    flag, n, limits.max_attempts_limit));
+  };
+  if (attempts > limits.max_attempts_limit) {
+    return over_limit(attempts, "retry-attempts");
+  }
+  v1::RetryPolicy& policy = limits.default_retry;
+  policy.set_max_attempts(attempts);
+  *policy.mutable_initial_backoff() = ToProtoDuration(first);
+  *policy.mutable_max_backoff() = ToProtoDuration(cap);
+  policy.set_backoff_multiplier(multiplier);
+  limits.task_retries.clear();
+  for (const std::string& entry : task_retries) {
+    const size_t eq = entry.rfind('=');
+    uint32_t n = 0;
+    if (eq == std::string::npos || eq == 0 ||
+        !absl::SimpleAtoi(entry.substr(eq + 1), &n) || n < 1) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--task-retries: '{}' is not TASK=N (N a number of runs, at least "
+          "1)",
+          entry));
+    }
+    if (n > limits.max_attempts_limit) {
+      return over_limit(n, "task-retries " + entry.substr(0, eq));
+    }
+    limits.task_retries[entry.substr(0, eq)] = n;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace jobd
