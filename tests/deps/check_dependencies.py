@@ -87,6 +87,13 @@ def forbidden(room, include):
     if (target == "server/metrics" and room != "server/metrics" and
             room != "server/daemon"):
         return "only the daemon uses the metrics endpoint"
+    if room == "server/schedules" and (grpc or target in (
+            "server/frontend", "server/config", "server/daemon",
+            "server/metrics")):
+        return "schedules submit through the scheduler; they know no RPC edge"
+    if target == "server/schedules" and room in (
+            "server/scheduler", "server/journal", "server/jobs"):
+        return "the scheduler and journal know nothing of schedules"
     if top == "server" and target_top == "client":
         return "the server never includes client headers"
     if top == "proto" and target_top not in (None, "proto"):
@@ -202,6 +209,8 @@ def self_test():
         "server/metrics/exposition.cc":
             '#include "server/scheduler/scheduler.h"\n',
         "examples/plugins/p/p.cc": '#include "workers/sdk/task.h"\n',
+        "server/schedules/runner.cc":
+            '#include "server/scheduler/scheduler.h"\n',
     }
     planted = {
         "a worker including gRPC": ("workers/sdk/task.cc", '#include "grpcpp/grpcpp.h"\n'),
@@ -227,6 +236,14 @@ def self_test():
         "the frontend including the metrics endpoint": (
             "server/frontend/service.cc",
             '#include "server/metrics/exposition.h"\n'),
+        "schedules including the frontend": (
+            "server/schedules/runner.cc",
+            '#include "server/frontend/service.h"\n'),
+        "schedules including gRPC": (
+            "server/schedules/runner.cc", '#include "grpcpp/grpcpp.h"\n'),
+        "the scheduler including schedules": (
+            "server/scheduler/scheduler.h",
+            '#include "server/schedules/runner.h"\n'),
         "a circle": ("server/scheduler/scheduler.cc",
                      '#include "server/frontend/service.h"\n'),
     }
