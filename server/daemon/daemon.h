@@ -194,6 +194,11 @@ class Daemon {
   RealClock clock_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<JobServiceImpl> service_;
+  // The journal's schedules, until the runner takes them (Serve).
+  std::vector<std::pair<std::string, std::string>> recovered_schedules_;
+  // After the service (its runs are validated as the service's specs are),
+  // before the server (whose handlers use it).
+  std::unique_ptr<schedules::ScheduleRunner> schedules_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsServer> metrics_;  // Null without --http-listen.
