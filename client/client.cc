@@ -428,6 +428,78 @@ absl::Status Client::Drain() {
       core_->stub->Drain(&context, v1::DrainRequest(), &response), "Drain");
 }
 
+absl::StatusOr<v1::CreateScheduleResponse> Client::CreateSchedule(
+    const std::string& id, const v1::ScheduleSpec& spec, bool paused) {
+  grpc::ClientContext context;
+  core_->PrepareUnary(&context);
+  v1::CreateScheduleRequest request;
+  request.set_id(id);
+  *request.mutable_spec() = spec;
+  request.set_paused(paused);
+  v1::CreateScheduleResponse response;
+  const grpc::Status status =
+      core_->stub->CreateSchedule(&context, request, &response);
+  if (!status.ok()) return core_->FromGrpc(status, "CreateSchedule");
+  return response;
+}
+
+absl::StatusOr<v1::Schedule> Client::GetSchedule(const std::string& id) {
+  grpc::ClientContext context;
+  core_->PrepareUnary(&context);
+  v1::GetScheduleRequest request;
+  request.set_id(id);
+  v1::Schedule response;
+  const grpc::Status status =
+      core_->stub->GetSchedule(&context, request, &response);
+  if (!status.ok()) return core_->FromGrpc(status, "GetSchedule");
+  return response;
+}
+
+absl::StatusOr<std::vector<v1::Schedule>> Client::ListSchedules() {
+  grpc::ClientContext context;
+  core_->PrepareUnary(&context);
+  v1::ListSchedulesResponse response;
+  const grpc::Status status = core_->stub->ListSchedules(
+      &context, v1::ListSchedulesRequest(), &response);
+  if (!status.ok()) return core_->FromGrpc(status, "ListSchedules");
+  return std::vector<v1::Schedule>(
+      std::make_move_iterator(response.mutable_schedules()->begin()),
+      std::make_move_iterator(response.mutable_schedules()->end()));
+}
+
+absl::StatusOr<v1::Schedule> Client::PauseSchedule(const std::string& id,
+                                                   bool paused) {
+  grpc::ClientContext context;
+  core_->PrepareUnary(&context);
+  v1::Schedule response;
+  grpc::Status status;
+  if (paused) {
+    v1::PauseScheduleRequest request;
+    request.set_id(id);
+    status = core_->stub->PauseSchedule(&context, request, &response);
+  } else {
+    v1::ResumeScheduleRequest request;
+    request.set_id(id);
+    status = core_->stub->ResumeSchedule(&context, request, &response);
+  }
+  if (!status.ok()) {
+    return core_->FromGrpc(status, paused ? "PauseSchedule" : "ResumeSchedule");
+  }
+  return response;
+}
+
+absl::StatusOr<bool> Client::DeleteSchedule(const std::string& id) {
+  grpc::ClientContext context;
+  core_->PrepareUnary(&context);
+  v1::DeleteScheduleRequest request;
+  request.set_id(id);
+  v1::DeleteScheduleResponse response;
+  const grpc::Status status =
+      core_->stub->DeleteSchedule(&context, request, &response);
+  if (!status.ok()) return core_->FromGrpc(status, "DeleteSchedule");
+  return response.existed();
+}
+
 WatchStream Client::Watch(WatchOptions options) {
   return WatchStream(
       std::make_unique<internal::WatchStreamImpl>(core_, std::move(options)));

@@ -268,6 +268,18 @@ class Client {
   // Asks jobd to shut down gracefully, as SIGTERM does (admin only).
   absl::Status Drain();
 
+  // Periodic schedules (README: Schedules). CreateSchedule: the schedule
+  // and whether it existed (a retried create with the same spec).
+  absl::StatusOr<v1::CreateScheduleResponse> CreateSchedule(
+      const std::string& id, const v1::ScheduleSpec& spec, bool paused);
+  absl::StatusOr<v1::Schedule> GetSchedule(const std::string& id);
+  absl::StatusOr<std::vector<v1::Schedule>> ListSchedules();
+  // Pauses (`paused`) or resumes a schedule.
+  absl::StatusOr<v1::Schedule> PauseSchedule(const std::string& id,
+                                             bool paused);
+  // Whether it existed.
+  absl::StatusOr<bool> DeleteSchedule(const std::string& id);
+
   // WatchJobs as a stream of events.
   WatchStream Watch(WatchOptions options);
   // WatchJobs with a callback per event, blocking until the stream ends or

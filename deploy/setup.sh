@@ -25,6 +25,9 @@ packages=(
   libpython3.11-dev
   openssl systemd python3 tmux
   python3-grpcio python3-protobuf python3-pytest python3-venv
+  # The oracle of the cron tests (tests/schedules/croniter_oracle.py) and
+  # the time zones of schedules (Abseil reads tzdata).
+  python3-croniter tzdata
   libgtest-dev libgmock-dev libbenchmark-dev
   # promtool and a real Prometheus for the metrics tests (they start their
   # own on a free loopback port; the package's system service is not used).

@@ -157,7 +157,10 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "Read settings from a TOML file (keys named like the long "
                  "flags; [[task]] tables declare command tasks)");
   auto command_tasks = std::make_shared<std::vector<CommandSpec>>();
-  app.config_formatter(std::make_shared<TomlConfig>(command_tasks));
+  auto config_schedules = std::make_shared<
+      std::vector<schedules::ScheduleRunner::ConfigSchedule>>();
+  app.config_formatter(
+      std::make_shared<TomlConfig>(command_tasks, config_schedules));
   app.allow_config_extras(false);  // A misspelt key is an error, not ignored.
 
   c.unix_socket = v1::DefaultSocketPath();
@@ -519,6 +522,10 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "On SIGTERM/SIGINT: how long running jobs may finish before "
                  "they are cancelled")
       ->capture_default_str();
+  app.add_option("--max-schedules", c.max_schedules,
+                 "Periodic schedules jobd holds at once (README: Schedules)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1000000}));
   app.add_flag("--testing-tasks", c.testing_tasks,
                "Register tasks that exist to test failure handling (crash)");
   std::vector<std::string> plugin_files;
@@ -557,6 +564,7 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
     return absl::InvalidArgumentError(e.what());
   }
   c.command_tasks = std::move(*command_tasks);
+  c.schedules = std::move(*config_schedules);
   if (c.unix_socket == "none") c.unix_socket.clear();
   if (!c.http_listen.empty()) {
     if (c.http_listen.rfind(':') == std::string::npos) {

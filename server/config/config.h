@@ -18,6 +18,7 @@
 #include "server/frontend/service_limits.h"
 #include "server/journal/journal_options.h"
 #include "server/scheduler/scheduler_options.h"
+#include "server/schedules/runner.h"
 #include "workers/process/process_pool_options.h"
 #include "workers/python/python_tasks.h"
 #include "workers/reactor/reactor.h"
@@ -71,6 +72,10 @@ struct DaemonConfig {
   // The config file's [[task]] tables (server/config/toml_config.h),
   // checked but not yet registered (a name may be a built-in's).
   std::vector<CommandSpec> command_tasks;
+  // Periodic schedules (server/schedules/runner.h): how many jobd holds at
+  // most, and the config file's [[schedule]] tables.
+  size_t max_schedules = 1000;
+  std::vector<schedules::ScheduleRunner::ConfigSchedule> schedules;
 };
 
 // What ParseConfig decided.

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "server/config/schedule_tables.h"
 #include "spdlog/fmt/fmt.h"
 #include "toml++/toml.h"
 #include "workers/sdk/task_registry.h"
@@ -424,6 +425,17 @@ std::vector<CLI::ConfigItem> TomlConfig::from_config(
     }
     *tasks_ = *std::move(specs);
     root.erase("task");
+  }
+  schedules_->clear();
+  if (root.contains("schedule")) {
+    absl::StatusOr<std::vector<schedules::ScheduleRunner::ConfigSchedule>>
+        schedules = ParseScheduleTables(text);
+    if (!schedules.ok()) {
+      throw CLI::ConfigError(
+          absl::StrCat("--config: ", schedules.status().message()));
+    }
+    *schedules_ = *std::move(schedules);
+    root.erase("schedule");
   }
   Items(root, {}, items);
   return items;

@@ -1,8 +1,9 @@
 // The config file reader: the whole file is parsed once by a real TOML
 // parser (toml++), its plain keys handed to CLI11 as config items (so they
 // set the options of the same long names, and an unknown key is an error
-// as before) and its [[task]] tables turned into command tasks
-// (workers/tasks/command_task.h), each with the line it starts on.
+// as before), its [[task]] tables turned into command tasks
+// (workers/tasks/command_task.h), each with the line it starts on, and its
+// [[schedule]] tables into schedules (schedule_tables.h).
 //
 //   [[task]]
 //   name = "thumbnail"
@@ -30,15 +31,20 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
+#include "server/schedules/runner.h"
 #include "workers/tasks/command_task.h"
 
 namespace jobd {
 
 class TomlConfig : public CLI::Config {
  public:
-  // Command tasks read by the last from_config go to *tasks.
-  explicit TomlConfig(std::shared_ptr<std::vector<CommandSpec>> tasks)
-      : tasks_(std::move(tasks)) {}
+  // Command tasks read by the last from_config go to *tasks, its
+  // [[schedule]] tables (schedule_tables.h) to *schedules.
+  TomlConfig(
+      std::shared_ptr<std::vector<CommandSpec>> tasks,
+      std::shared_ptr<std::vector<schedules::ScheduleRunner::ConfigSchedule>>
+          schedules)
+      : tasks_(std::move(tasks)), schedules_(std::move(schedules)) {}
 
   // Throws CLI::ConfigError naming the line for a TOML syntax error, a
   // value that is no option's (a date, a table in an array) or a malformed
@@ -50,6 +56,8 @@ class TomlConfig : public CLI::Config {
 
  private:
   std::shared_ptr<std::vector<CommandSpec>> tasks_;
+  std::shared_ptr<std::vector<schedules::ScheduleRunner::ConfigSchedule>>
+      schedules_;
 };
 
 // Parses the TOML text of a config file's [[task]] tables alone (for

@@ -29,6 +29,7 @@
 #include "server/metrics/exposition.h"
 #include "server/metrics/metrics_server.h"
 #include "server/scheduler/scheduler.h"
+#include "server/schedules/runner.h"
 #include "server/telemetry/rpc_stats.h"
 #include "spdlog/spdlog.h"
 #include "workers/plugins/plugin_loader.h"
@@ -362,6 +363,7 @@ void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
         config.reactor, scheduler.listener_for(v1::EXECUTOR_REACTOR)));
   }
   if (journal_ == nullptr) return;
+  recovered_schedules_ = std::move(recovered.schedules);
   const size_t rows = recovered.rows.size();
   const absl::Time read = absl::Now();
   const RestoreSummary r = scheduler.Restore(std::move(recovered), registry_);
@@ -410,6 +412,22 @@ absl::Status Daemon::Serve() {
   service_ = std::make_unique<JobServiceImpl>(
       *scheduler_, registry_, *auth_, config.service, std::string(JOBD_VERSION),
       [this] { RequestStop(); });
+  // Periodic schedules: each run is validated as a Submit's spec is.
+  schedules_ = std::make_unique<schedules::ScheduleRunner>(
+      *scheduler_, journal_.get(), clock_,
+      [this](v1::JobSpec spec) {
+        return ValidateSpec(std::move(spec), registry_,
+                            service_->limits().spec);
+      },
+      schedules::RunnerOptions{.max_schedules = config.max_schedules});
+  schedules_->Restore(recovered_schedules_);
+  recovered_schedules_.clear();
+  for (const absl::Status& s : schedules_->ApplyConfig(config.schedules)) {
+    spdlog::error("config: {} (that schedule is left out)",
+                  std::string(s.message()));
+  }
+  schedules_->Start();
+  service_->SetSchedules(schedules_.get());
   // grpc.health.v1 (SERVING until the drain) and server reflection, so that
   // grpcurl and load balancers can find their way. Both are process-wide
   // switches, set for every server built from now on.
@@ -625,6 +643,7 @@ DaemonStopped Daemon::Stop() {
     health_->SetServingStatus(false);
     health_->SetServingStatus(v1::JobService::service_full_name(), false);
   }
+  schedules_->Stop();  // No run from now on.
   scheduler.BeginDrain();
   if (!scheduler.WaitNoneRunning(absl::Now() + config_.shutdown_grace)) {
     spdlog::warn("grace period over with jobs still running");

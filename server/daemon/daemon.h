@@ -203,6 +203,11 @@ class Daemon {
   // null without --http-listen.
   std::unique_ptr<RpcStats> rpc_stats_;
   std::unique_ptr<JobServiceImpl> service_;
+  // The journal's schedules, until the runner takes them (Serve).
+  std::vector<std::pair<std::string, std::string>> recovered_schedules_;
+  // After the service (its runs are validated as the service's specs are),
+  // before the server (whose handlers use it).
+  std::unique_ptr<schedules::ScheduleRunner> schedules_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<grpc::Server> server_;
   // Both null without --http-listen; the dashboard's routes are on the

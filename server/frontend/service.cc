@@ -295,6 +295,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetStats(
       Authorize(*context, kRoleSubmit | kRoleRead, "GetStats");
   if (!caller.ok()) return Reply(context, caller.status());
   *response = scheduler_.GetStats();
+  if (schedules_ != nullptr) schedules_->AddStats(*response);
   response->set_version(version_);
   ToProto(limits(), response->mutable_limits());
   return Reply(context, absl::OkStatus());

@@ -34,6 +34,7 @@
 #include "server/frontend/spec_validator.h"
 #include "server/frontend/stream_outbox.h"
 #include "server/scheduler/scheduler.h"
+#include "server/schedules/runner.h"
 #include "workers/sdk/task_registry.h"
 
 namespace jobd {
@@ -44,6 +45,14 @@ class StreamSession;
 // messages: a streamed message that does not parse must not look like the
 // client's half-close (server/request_errors.h). Every RPC is listed: one
 // left out would answer UNIMPLEMENTED.
+// The schedule RPCs (schedule_service.cc).
+using ScheduleServiceBase = v1::JobService::WithCallbackMethod_CreateSchedule<
+    v1::JobService::WithCallbackMethod_GetSchedule<
+        v1::JobService::WithCallbackMethod_ListSchedules<
+            v1::JobService::WithCallbackMethod_PauseSchedule<
+                v1::JobService::WithCallbackMethod_ResumeSchedule<
+                    v1::JobService::WithCallbackMethod_DeleteSchedule<
+                        v1::JobService::Service>>>>>>;
 using JobServiceBase = v1::JobService::WithRawCallbackMethod_Submit<
     v1::JobService::WithCallbackMethod_GetJob<
         v1::JobService::WithCallbackMethod_WatchJobs<
@@ -53,7 +62,7 @@ using JobServiceBase = v1::JobService::WithRawCallbackMethod_Submit<
                         v1::JobService::WithCallbackMethod_GetStats<
                             v1::JobService::WithCallbackMethod_ClearQuarantine<
                                 v1::JobService::WithCallbackMethod_Drain<
-                                    v1::JobService::Service>>>>>>>>>;
+                                    ScheduleServiceBase>>>>>>>>>;
 
 class JobServiceImpl final : public JobServiceBase {
  public:
@@ -99,6 +108,34 @@ class JobServiceImpl final : public JobServiceBase {
   grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* context,
                                   const v1::DrainRequest* request,
                                   v1::DrainResponse* response) override;
+
+  // Periodic schedules (schedule_service.cc): FAILED_PRECONDITION until
+  // SetSchedules.
+  void SetSchedules(schedules::ScheduleRunner* schedules) {
+    schedules_ = schedules;  // Before the server starts.
+  }
+  grpc::ServerUnaryReactor* CreateSchedule(
+      grpc::CallbackServerContext* context,
+      const v1::CreateScheduleRequest* request,
+      v1::CreateScheduleResponse* response) override;
+  grpc::ServerUnaryReactor* GetSchedule(grpc::CallbackServerContext* context,
+                                        const v1::GetScheduleRequest* request,
+                                        v1::Schedule* response) override;
+  grpc::ServerUnaryReactor* ListSchedules(
+      grpc::CallbackServerContext* context,
+      const v1::ListSchedulesRequest* request,
+      v1::ListSchedulesResponse* response) override;
+  grpc::ServerUnaryReactor* PauseSchedule(
+      grpc::CallbackServerContext* context,
+      const v1::PauseScheduleRequest* request, v1::Schedule* response) override;
+  grpc::ServerUnaryReactor* ResumeSchedule(
+      grpc::CallbackServerContext* context,
+      const v1::ResumeScheduleRequest* request,
+      v1::Schedule* response) override;
+  grpc::ServerUnaryReactor* DeleteSchedule(
+      grpc::CallbackServerContext* context,
+      const v1::DeleteScheduleRequest* request,
+      v1::DeleteScheduleResponse* response) override;
 
   // Used by sessions.
   Scheduler& scheduler() { return scheduler_; }
@@ -148,6 +185,7 @@ class JobServiceImpl final : public JobServiceBase {
   ServiceLimits limits_ ABSL_GUARDED_BY(limits_mu_);
   const std::string version_;
   std::function<std::string(std::string_view)> peer_names_;  // Set first.
+  schedules::ScheduleRunner* schedules_ = nullptr;           // Set first.
   const std::shared_ptr<StreamBuffers> buffers_ =
       std::make_shared<StreamBuffers>();
 

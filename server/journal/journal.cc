@@ -39,9 +39,12 @@ const char* DurabilityName(Durability d) {
 // Records queued since the last swap, in order.
 struct Journal::Batch {
   std::vector<JournalRecord> records;
+  ScheduleRecords schedules;   // The last put or delete of each id.
   uint64_t last_sequence = 0;  // 0: none noted.
   absl::Time opened;           // When it became dirty.
-  bool dirty() const { return !records.empty() || last_sequence != 0; }
+  bool dirty() const {
+    return !records.empty() || !schedules.empty() || last_sequence != 0;
+  }
   // Before adding to it (under Journal::mu_).
   Batch& Touch() {
     if (!dirty()) opened = absl::Now();
@@ -103,6 +106,18 @@ uint64_t Journal::Delete(uint64_t id) {
 uint64_t Journal::NoteSequence(uint64_t last_sequence) {
   absl::MutexLock lock(&mu_);
   open_->Touch().last_sequence = std::max(open_->last_sequence, last_sequence);
+  return open_ticket_;
+}
+
+uint64_t Journal::PutSchedule(std::string id, std::string body) {
+  absl::MutexLock lock(&mu_);
+  open_->Touch().schedules[std::move(id)] = std::move(body);
+  return open_ticket_;
+}
+
+uint64_t Journal::DeleteSchedule(std::string id) {
+  absl::MutexLock lock(&mu_);
+  open_->Touch().schedules[std::move(id)] = std::nullopt;
   return open_ticket_;
 }
 
@@ -248,8 +263,8 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
   Fold(batch);
   using Part = JournalStore::Part;
   auto apply = [this, &batch](Part part) -> absl::Status {
-    absl::StatusOr<JournalStore::Written> written =
-        store_->Write(batch.records, batch.last_sequence, part);
+    absl::StatusOr<JournalStore::Written> written = store_->Write(
+        batch.records, batch.last_sequence, part, batch.schedules);
     if (!written.ok()) return written.status();
     absl::MutexLock lock(&mu_);
     rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) +
@@ -306,6 +321,9 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
       if (open_->dirty()) {
         for (JournalRecord& r : open_->records) {
           batch.records.push_back(std::move(r));
+        }
+        for (auto& [id, body] : open_->schedules) {
+          batch.schedules[id] = std::move(body);
         }
         batch.last_sequence =
             std::max(batch.last_sequence, open_->last_sequence);

@@ -112,9 +112,16 @@ struct StoredRow {
 // is valid UTF-8 (the owner is repaired). Open calls it for every row.
 JournalRow DecodeRow(const StoredRow& stored);
 
+// The schedules table (server/schedules): one opaque row per schedule id,
+// written with the batch open when it is put (so a schedule's row is never
+// durable before the jobs queued ahead of it). nullopt: deleted.
+using ScheduleRecords = std::map<std::string, std::optional<std::string>>;
+
 // What Open found.
 struct Recovered {
   std::vector<JournalRow> rows;  // By id.
+  // The schedules table: (id, body) by id.
+  std::vector<std::pair<std::string, std::string>> schedules;
   uint64_t last_sequence = 0;    // Highest event sequence ever handed out.
   // Set when the old database was damaged and moved aside: where to, why.
   std::string moved_aside;
@@ -138,6 +145,10 @@ class Journal {
   uint64_t Delete(uint64_t id);     // Forgotten (retention).
   // The highest event sequence handed out; stored with the open batch.
   uint64_t NoteSequence(uint64_t last_sequence);
+  // A schedule's row (server/schedules), replacing any of the same id, or
+  // its removal. Written in the open batch after its jobs' records.
+  uint64_t PutSchedule(std::string id, std::string body);
+  uint64_t DeleteSchedule(std::string id);
 
   // The batch being filled: what an event emitted now waits for.
   uint64_t ticket() const;

@@ -18,8 +18,8 @@ namespace jobd {
 namespace {
 
 // 1: the first; 2: jobs.owner; 3: jobs.due_ns and jobs.history (delays
-// and retries).
-constexpr int kSchemaVersion = 3;
+// and retries); 4: the schedules table.
+constexpr int kSchemaVersion = 4;
 
 // Free pages worth this much are given back to the disk after a commit.
 constexpr uint64_t kVacuumFreeBytes = 64 << 20;
@@ -186,6 +186,14 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
         }
       }
     }
+    // 4: the schedules table (server/schedules): a row per schedule, its
+    // body opaque here.
+    if (v < 4 && sqlite3_exec(db,
+                              "CREATE TABLE IF NOT EXISTS schedules("
+                              "id TEXT PRIMARY KEY, body BLOB NOT NULL)",
+                              nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return fail("migrating to schema 4");
+    }
   }
   if (sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK ||
       sqlite3_exec(
@@ -239,6 +247,13 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     recovered->rows.push_back(std::move(row));
   }
   if (rc != SQLITE_DONE) return fail("reading jobs");
+  Statement schedules(db, "SELECT id, body FROM schedules ORDER BY id");
+  if (!schedules.ok()) return fail("select schedules");
+  while ((rc = sqlite3_step(schedules.get())) == SQLITE_ROW) {
+    recovered->schedules.emplace_back(std::string(blob(schedules.get(), 0)),
+                                      std::string(blob(schedules.get(), 1)));
+  }
+  if (rc != SQLITE_DONE) return fail("reading schedules");
   Statement meta(db, "SELECT value FROM meta WHERE key='last_sequence'");
   if (!meta.ok()) return fail("meta");
   if (sqlite3_step(meta.get()) == SQLITE_ROW) {
@@ -472,7 +487,7 @@ JournalStore::Pages JournalStore::CountPages() {
 
 absl::StatusOr<JournalStore::Written> JournalStore::Write(
     const std::vector<JournalRecord>& records, uint64_t last_sequence,
-    Part part) {
+    Part part, const ScheduleRecords& schedules) {
   Statement insert(db_,
                    "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
                    "create_ns, start_ns, finish_ns, result, error, "
@@ -488,7 +503,11 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
                  "INSERT INTO meta(key, value) VALUES('last_sequence', ?) "
                  "ON CONFLICT(key) DO UPDATE SET value=max(value, "
                  "excluded.value)");
-  if (!insert.ok() || !update.ok() || !remove.ok() || !meta.ok()) {
+  Statement put_schedule(
+      db_, "INSERT OR REPLACE INTO schedules(id, body) VALUES(?, ?)");
+  Statement delete_schedule(db_, "DELETE FROM schedules WHERE id=?");
+  if (!insert.ok() || !update.ok() || !remove.ok() || !meta.ok() ||
+      !put_schedule.ok() || !delete_schedule.ok()) {
     return SqliteError(db_, "prepare");
   }
   const bool per_record = options_.durability == Durability::kEveryCommit;
@@ -594,6 +613,20 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
   if (part != Part::kDeletes && last_sequence > 1) {
     sqlite3_bind_int64(meta.get(), 1, static_cast<int64_t>(last_sequence));
     if (absl::Status s = step(meta.get()); !s.ok()) return s;
+  }
+  // After the jobs: a schedule's fired slot is durable only with the run
+  // it fired (server/schedules/runner.h).
+  for (const auto& [id, body] :
+       part == Part::kDeletes ? ScheduleRecords() : schedules) {
+    sqlite3_stmt* st = body ? put_schedule.get() : delete_schedule.get();
+    sqlite3_bind_text(st, 1, id.data(), static_cast<int>(id.size()),
+                      SQLITE_STATIC);
+    if (body) {
+      sqlite3_bind_blob(st, 2, body->data(), static_cast<int>(body->size()),
+                        SQLITE_STATIC);
+      written += body->size();
+    }
+    if (absl::Status s = step(st); !s.ok()) return s;
   }
   if (absl::Status c = commit(); !c.ok()) {
     Rollback();

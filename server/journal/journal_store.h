@@ -79,8 +79,11 @@ class JournalStore {
   // Write (rolled back; transactions committed before it stay) may be
   // retried whole. ResourceExhausted when the disk or the size cap is
   // full, Internal for other failures.
+  // `schedules` (the schedules table) go in the last transaction, after
+  // every job record (not with Part::kDeletes).
   absl::StatusOr<Written> Write(const std::vector<JournalRecord>& records,
-                                uint64_t last_sequence, Part part);
+                                uint64_t last_sequence, Part part,
+                                const ScheduleRecords& schedules = {});
 
   // Bytes of the pages in use when Open counted them.
   uint64_t used_bytes() const { return counted_bytes_; }

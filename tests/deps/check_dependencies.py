@@ -119,6 +119,13 @@ def forbidden(room, include):
     if (target == "server/dashboard" and room != "server/dashboard" and
             room != "server/daemon"):
         return "only the daemon uses the dashboard"
+    if room == "server/schedules" and (grpc or target in (
+            "server/frontend", "server/config", "server/daemon",
+            "server/metrics")):
+        return "schedules submit through the scheduler; they know no RPC edge"
+    if target == "server/schedules" and room in (
+            "server/scheduler", "server/journal", "server/jobs"):
+        return "the scheduler and journal know nothing of schedules"
     if top == "server" and target_top == "client":
         return "the server never includes client headers"
     if top == "proto" and target_top not in (None, "proto"):
@@ -241,6 +248,8 @@ def self_test():
             '#include "server/auth/authenticator.h"\n',
         "server/telemetry/rpc_stats.h": '#include "absl/time/time.h"\n',
         "server/frontend/rpc.cc": '#include "server/telemetry/rpc_stats.h"\n',
+        "server/schedules/runner.cc":
+            '#include "server/scheduler/scheduler.h"\n',
     }
     planted = {
         "a worker including gRPC": ("workers/sdk/task.cc", '#include "grpcpp/grpcpp.h"\n'),
@@ -290,6 +299,14 @@ def self_test():
             '#include "server/scheduler/scheduler.h"\n'),
         "telemetry including gRPC": (
             "server/telemetry/rpc_stats.h", '#include "grpcpp/grpcpp.h"\n'),
+        "schedules including the frontend": (
+            "server/schedules/runner.cc",
+            '#include "server/frontend/service.h"\n'),
+        "schedules including gRPC": (
+            "server/schedules/runner.cc", '#include "grpcpp/grpcpp.h"\n'),
+        "the scheduler including schedules": (
+            "server/scheduler/scheduler.h",
+            '#include "server/schedules/runner.h"\n'),
         "a circle": ("server/scheduler/scheduler.cc",
                      '#include "server/frontend/service.h"\n'),
     }
