@@ -5,6 +5,7 @@
 //   submit_command.cc   AddSubmitCommand    submit
 //   map_command.cc      AddMapCommand       map
 //   job_commands.cc     AddJobCommands      get, wait, watch, cancel, ls
+//   logs_command.cc     AddLogsCommand      logs
 //   daemon_commands.cc  AddDaemonCommands   tasks, stats, drain, unquarantine
 //   top_command.cc      AddTopCommand       top
 //
@@ -91,6 +92,7 @@ void DropMarkersWhileParsing(CLI::App& app);
 void AddSubmitCommand(CLI::App& app, CommandSet& commands);
 void AddMapCommand(CLI::App& app, CommandSet& commands);
 void AddJobCommands(CLI::App& app, CommandSet& commands);
+void AddLogsCommand(CLI::App& app, CommandSet& commands);
 void AddDaemonCommands(CLI::App& app, CommandSet& commands);
 void AddTopCommand(CLI::App& app, CommandSet& commands);
 

@@ -65,6 +65,10 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                     sn.max_retained_bytes, live);
   limits |= d.Check("max-retained-result-bytes", so.max_retained_result_bytes,
                     sn.max_retained_result_bytes, live);
+  limits |= d.Check("output-bytes-per-job", so.output_bytes_per_job,
+                    sn.output_bytes_per_job, live);
+  limits |= d.Check("max-output-bytes", so.max_output_bytes,
+                    sn.max_output_bytes, live);
   if (limits) scheduler.SetLimits(sn);
   const ServiceLimits& lo = current.service;
   const ServiceLimits& ln = fresh.service;
@@ -229,6 +233,8 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   now.scheduler.max_live_bytes = sn.max_live_bytes;
   now.scheduler.max_retained_bytes = sn.max_retained_bytes;
   now.scheduler.max_retained_result_bytes = sn.max_retained_result_bytes;
+  now.scheduler.output_bytes_per_job = sn.output_bytes_per_job;
+  now.scheduler.max_output_bytes = sn.max_output_bytes;
   const size_t message_bytes = now.service.max_message_bytes;
   now.service = ln;
   now.service.max_message_bytes = message_bytes;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "server/frontend/convert.h"
+#include "server/frontend/output_session.h"
 #include "server/frontend/stream_outbox.h"
 #include "server/frontend/submit_session.h"
 #include "server/frontend/watch_session.h"
@@ -179,6 +180,15 @@ grpc::ServerWriteReactor<v1::WatchJobsResponse>* JobServiceImpl::WatchJobs(
   auto session = std::make_shared<WatchSession>(*this);
   session->Begin(*request,
                  Authorize(*context, kRoleSubmit | kRoleRead, "WatchJobs"));
+  return session.get();
+}
+
+grpc::ServerWriteReactor<v1::StreamJobOutputResponse>*
+JobServiceImpl::StreamJobOutput(grpc::CallbackServerContext* context,
+                                const v1::StreamJobOutputRequest* request) {
+  auto session = std::make_shared<OutputSession>(*this);
+  session->Begin(*request, Authorize(*context, kRoleSubmit | kRoleRead,
+                                     "StreamJobOutput"));
   return session.get();
 }
 

@@ -1,6 +1,7 @@
 // JobServiceImpl: the gRPC edge of jobd (callback API): the jobd.v1
 // service. Its unary RPCs are here; its streams are sessions of their own
 // (Submit: server/frontend/submit_session.h, WatchJobs: watch_session.h,
+// StreamJobOutput: output_session.h,
 // what they share: stream_session.h, stream_outbox.h), which the service
 // registers (to end them at shutdown) and counts against the callers'
 // limits. Requests are validated (server/frontend/spec_validator.h) and
@@ -53,7 +54,9 @@ using JobServiceBase = v1::JobService::WithRawCallbackMethod_Submit<
                         v1::JobService::WithCallbackMethod_GetStats<
                             v1::JobService::WithCallbackMethod_ClearQuarantine<
                                 v1::JobService::WithCallbackMethod_Drain<
-                                    v1::JobService::Service>>>>>>>>>;
+                                    v1::JobService::
+                                        WithCallbackMethod_StreamJobOutput<
+                                            v1::JobService::Service>>>>>>>>>>;
 
 class JobServiceImpl final : public JobServiceBase {
  public:
@@ -99,6 +102,9 @@ class JobServiceImpl final : public JobServiceBase {
   grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* context,
                                   const v1::DrainRequest* request,
                                   v1::DrainResponse* response) override;
+  grpc::ServerWriteReactor<v1::StreamJobOutputResponse>* StreamJobOutput(
+      grpc::CallbackServerContext* context,
+      const v1::StreamJobOutputRequest* request) override;
 
   // Used by sessions.
   Scheduler& scheduler() { return scheduler_; }

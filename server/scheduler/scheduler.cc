@@ -27,6 +27,17 @@ class Scheduler::Port : public ExecutorListener {
                      std::string_view message) override {
     scheduler_.OnProgress(kind_, job_id, fraction, message);
   }
+  void OnJobOutput(uint64_t job_id, v1::OutputStream stream,
+                   std::string_view bytes) override {
+    if (stream != v1::OUTPUT_STREAM_LOG) {
+      scheduler_.outputs_.Append(job_id, stream, bytes);
+      return;
+    }
+    // A log line: valid UTF-8, cut, one line.
+    std::string line = ClipUtf8(bytes, kMaxLogLineBytes);
+    if (line.empty() || line.back() != '\n') line.push_back('\n');
+    scheduler_.outputs_.Append(job_id, stream, line);
+  }
   void OnJobFinished(uint64_t job_id, JobOutcome outcome) override {
     FinishedJob job{.job_id = job_id, .outcome = std::move(outcome)};
     scheduler_.OnFinished(kind_, std::span<FinishedJob>(&job, 1));
@@ -47,6 +58,8 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
       journal_(journal),
       start_time_(clock.Now()),
       life_(std::make_shared<Life>()),
+      outputs_({.per_job_bytes = options_.output_bytes_per_job,
+                .total_bytes = options_.max_output_bytes}),
       limits_(options_),
       events_(options_.event_log_size, journal),
       retention_(table_, journal,
@@ -57,6 +70,10 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
   {
     absl::MutexLock lock(&life_->mu);
     life_->self = this;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    retention_.set_on_forget([this](uint64_t id) { outputs_.Forget(id); });
   }
   for (int i = 0; i < 4; ++i) {
     ports_[i] = std::make_unique<Port>(*this, static_cast<v1::Executor>(i));
@@ -343,6 +360,7 @@ void Scheduler::MarkStarted(Job& job, JobRun& run, After& after) {
   job.start_time = now;
   ++running_;
   ++job.attempts;
+  outputs_.Open(job.id);
   ArmTimeout(job, run, now);
   Event e;
   e.type = v1::EVENT_TYPE_STARTED;
@@ -401,6 +419,8 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
     job.end = std::move(kept);
   }
   job.run.reset();  // The executor holds its own references while it runs.
+  for (auto& wake : outputs_.End(job.id))
+    after.wakes.push_back(std::move(wake));
   if (job.timeout_timer != 0) {
     timers_.Cancel(job.timeout_timer);
     job.timeout_timer = 0;
