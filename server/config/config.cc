@@ -459,6 +459,11 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember(
           {"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_option("--log-format", c.log_format,
+                 "text (journald-friendly under systemd) or json (one JSON "
+                 "object per line; job lines carry job_id, task, executor, "
+                 "caller and trace_id as members)")
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);
@@ -474,6 +479,10 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
     return absl::InvalidArgumentError(e.what());
   }
   c.command_tasks = std::move(*command_tasks);
+  if (c.log_format != "text" && c.log_format != "json") {
+    return absl::InvalidArgumentError(
+        fmt::format("--log-format: '{}' is not text or json", c.log_format));
+  }
   if (c.unix_socket == "none") c.unix_socket.clear();
   if (!c.http_listen.empty()) {
     if (c.http_listen.rfind(':') == std::string::npos) {

@@ -63,6 +63,7 @@ struct DaemonConfig {
   std::vector<std::string> plugins;
   std::string plugin_dir;  // Empty: none.
   std::string log_level = "info";
+  std::string log_format = "text";  // Or "json" (server/jobs/job_log.h).
   // The config file's [[task]] tables (server/config/toml_config.h),
   // checked but not yet registered (a name may be a built-in's).
   std::vector<CommandSpec> command_tasks;

@@ -162,6 +162,7 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   // What only a restart changes.
   const ProcessPoolOptions& po = current.process_pool;
   const ProcessPoolOptions& pn = fresh.process_pool;
+  d.Check("log-format", current.log_format, fresh.log_format, later);
   d.Check("unix-socket", current.unix_socket, fresh.unix_socket, later);
   d.Check("tcp", current.tcp_address, fresh.tcp_address, later);
   d.Check("http-listen", current.http_listen, fresh.http_listen, later);

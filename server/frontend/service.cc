@@ -135,7 +135,12 @@ void JobServiceImpl::CloseStreams() {
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 JobServiceImpl::Submit(grpc::CallbackServerContext* context) {
   auto session = std::make_shared<SubmitSession>(*this);
-  session->Begin(Authorize(*context, kRoleSubmit, "Submit"));
+  std::string_view traceparent;
+  const auto& metadata = context->client_metadata();
+  if (auto it = metadata.find("traceparent"); it != metadata.end()) {
+    traceparent = std::string_view(it->second.data(), it->second.size());
+  }
+  session->Begin(Authorize(*context, kRoleSubmit, "Submit"), traceparent);
   return session.get();
 }
 

@@ -7,6 +7,7 @@
 #define JOBD_SERVER_FRONTEND_SPEC_VALIDATOR_H_
 
 #include <cstddef>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "jobd/v1/jobd.pb.h"
@@ -24,6 +25,12 @@ struct SpecLimits {
   int max_value_depth = 32;         // Nesting of args/kwargs lists and objects.
   size_t max_args_bytes = 1 << 20;  // args + kwargs, serialized.
 };
+
+// True if `value` is a W3C Trace Context traceparent this jobd keeps:
+// "<version>-<trace-id>-<parent-id>-<flags>", lowercase hex, 2-32-16-2
+// digits, version not "ff", ids not all zeros; version 00 exactly that,
+// a later version may go on after a '-' (at most 256 bytes in all).
+bool IsValidTraceparent(std::string_view value);
 
 // Validates `spec` (consumed) against the registry and limits.
 absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,

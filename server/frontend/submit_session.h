@@ -25,6 +25,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <string_view>
 
 #include "absl/container/btree_map.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -43,7 +45,9 @@ class SubmitSession final
 
   // The prologue, with what Authorize found: registers with the service,
   // counts the stream in, and starts reading (or ends the stream).
-  void Begin(absl::StatusOr<Caller> caller);
+  // `traceparent`: the stream's `traceparent` metadata (kept if valid: the
+  // traceparent of its items that name none).
+  void Begin(absl::StatusOr<Caller> caller, std::string_view traceparent = {});
 
   // EventSink (under the scheduler's lock).
   bool Deliver(const Event& event, uint64_t index) override;
@@ -90,6 +94,7 @@ class SubmitSession final
   v1::SubmitResponse response_;
   grpc::ByteBuffer raw_response_;
   bool got_options_ = false;    // Read side only.
+  std::string traceparent_;     // Set in Begin(), then const.
   uint64_t messages_read_ = 0;  // Read side only.
 
   v1::SubmitOptions options_ ABSL_GUARDED_BY(mu_);

@@ -38,6 +38,7 @@ v1::Job JobRecord::Snapshot() const {
   }
   out.set_last_sequence(last_sequence);
   out.set_attempts(attempts);
+  if (!spec->traceparent().empty()) out.set_traceparent(spec->traceparent());
   return out;
 }
 

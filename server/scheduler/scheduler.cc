@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <limits>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/strip.h"
+#include "server/jobs/job_log.h"
 #include "server/jobs/proto_time.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
@@ -16,6 +19,39 @@ namespace {
 
 // Minimum spacing of PROGRESS events of one job (the latest is always kept).
 constexpr absl::Duration kProgressInterval = absl::Milliseconds(20);
+
+// The fields of `job`'s log lines (server/jobs/job_log.h).
+JobLogFields LogFields(const JobRecord& job) {
+  const std::string_view traceparent = job.spec->traceparent();
+  return {.job_id = job.id,
+          .task = job.spec.task() != nullptr
+                      ? std::string_view(job.spec.task()->name)
+                      : std::string_view(),
+          .executor = job.executor,
+          .caller = *job.owner,
+          // "00-<trace-id>-...": validated at admission.
+          .trace_id = traceparent.size() >= 35 ? traceparent.substr(3, 32)
+                                               : std::string_view()};
+}
+
+// A debug line per event of a job (not its progress).
+void LogEvent(const JobRecord& job, const Event& e) {
+  if (e.type == v1::EVENT_TYPE_PROGRESS ||
+      !spdlog::should_log(spdlog::level::debug)) {
+    return;
+  }
+  std::string what = absl::AsciiStrToLower(
+      absl::StripPrefix(v1::EventType_Name(e.type), "EVENT_TYPE_"));
+  if (e.end() != nullptr && e.end()->state != v1::JOB_STATE_SUCCEEDED) {
+    const v1::JobError& error = e.end()->error();
+    what +=
+        fmt::format(" ({}): {}",
+                    std::string(absl::StripPrefix(
+                        v1::ErrorReason_Name(error.reason()), "ERROR_REASON_")),
+                    ClipUtf8(error.message(), 512));
+  }
+  LogJob(spdlog::level::debug, LogFields(job), what);
+}
 
 }  // namespace
 
@@ -157,7 +193,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         accepted.time = now;
         accepted.executor = job.executor;
         accepted.duplicate = true;
-        accepted.set_task(job.spec.task());
+        accepted.set_task(job.spec.task(), job.spec.body());
         accepted.ticket = events_.TicketOf(job.last_sequence);
         if ((sub.mask & EventBit(accepted.type)) &&
             sub.sink->Deliver(accepted, sub.tag)) {
@@ -237,7 +273,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       ++accepted_;
       Event e;
       e.type = v1::EVENT_TYPE_ACCEPTED;
-      e.set_task(ref.spec.task());
+      e.set_task(ref.spec.task(), ref.spec.body());
       Emit(ref, std::move(e), after);
       lanes_[ref.executor].Push(ref.spec->priority(), ref.id);
       if (starts_now) {
@@ -398,6 +434,7 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
   }
   // Never a duplicate ACCEPTED (those go to their caller alone).
   events_.Append(event);
+  LogEvent(job, event);
   events_.FanOut(event, job, after.flush);
 }
 
@@ -545,8 +582,12 @@ bool Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
   router_.Record(*job.spec.task(), outcome.cpu_time, outcome.wall_time,
                  outcome.cpu_wait_time);
   if (job.state != v1::JOB_STATE_RUNNING) {
-    spdlog::debug("job {} returned after it had ended ({}); output dropped", id,
-                  v1::JobState_Name(job.state));
+    if (spdlog::should_log(spdlog::level::debug)) {
+      LogJob(spdlog::level::debug, LogFields(job),
+             fmt::format("returned after it had ended ({}); its result was "
+                         "dropped",
+                         v1::JobState_Name(job.state)));
+    }
     return guest;
   }
   std::shared_ptr<JobEnd> end;

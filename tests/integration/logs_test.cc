@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -225,6 +226,69 @@ TEST_F(JobOutputTest, UnknownOrBadJobIdsAreRefused) {
   Seen bad = ReadAll("not-a-number");
   EXPECT_EQ(bad.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(bad.status.error_message(), HasSubstr("job_id"));
+}
+
+constexpr char kTraceparent[] =
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+constexpr char kOtherTraceparent[] =
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+TEST_F(JobOutputTest, TraceparentFromMetadataIsKeptShownAndLogged) {
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  ctx.AddMetadata("traceparent", kTraceparent);
+  v1::JobSpec own = testing::Spec("echo", {2});
+  own.set_traceparent(kOtherTraceparent);  // Its own wins.
+  const testing::StreamResult r =
+      SubmitAll(ctx, *stub_, {testing::Spec("echo", {1}), own});
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  std::map<uint64_t, std::string> ids;
+  for (const v1::JobEvent& e : r.events) {
+    if (e.type() != v1::EVENT_TYPE_ACCEPTED) continue;
+    ids[e.client_tag()] = e.job_id();
+    EXPECT_EQ(e.traceparent(),
+              e.client_tag() == 1 ? kTraceparent : kOtherTraceparent);
+  }
+  ASSERT_EQ(ids.size(), 2u);
+  const v1::Job job = GetJob(ids[1], absl::Seconds(10));
+  EXPECT_EQ(job.traceparent(), kTraceparent);
+  EXPECT_EQ(job.spec().traceparent(), kTraceparent);
+  EXPECT_EQ(GetJob(ids[2], absl::Seconds(10)).traceparent(), kOtherTraceparent);
+  // jobd's log lines about the job carry its trace id.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        const std::string log = daemon_->Log();
+        const size_t line = log.find("job " + ids[1] + " [task=echo ");
+        return line != std::string::npos &&
+               log.find(
+                   "trace_id=4bf92f3577b34da6a3ce929d0e0e4736]: "
+                   "succeeded",
+                   line) != std::string::npos;
+      },
+      absl::Seconds(10)))
+      << daemon_->Log();
+}
+
+TEST_F(JobOutputTest, AnInvalidTraceparentIsIgnoredInMetadataRefusedInASpec) {
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  ctx.AddMetadata("traceparent", "00-nonsense");
+  v1::JobSpec bad = testing::Spec("echo", {2});
+  bad.set_traceparent("00-nonsense");
+  const testing::StreamResult r =
+      SubmitAll(ctx, *stub_, {testing::Spec("echo", {1}), bad});
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  for (const v1::JobEvent& e : r.Terminal()) {
+    if (e.client_tag() == 1) {
+      EXPECT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED);
+      EXPECT_EQ(GetJob(e.job_id(), absl::ZeroDuration()).traceparent(), "");
+    } else {
+      EXPECT_EQ(e.type(), v1::EVENT_TYPE_REJECTED);
+      EXPECT_EQ(e.error().code(), grpc::StatusCode::INVALID_ARGUMENT);
+      EXPECT_THAT(e.error().message(), HasSubstr("spec.traceparent"));
+    }
+  }
+  EXPECT_EQ(r.Terminal().size(), 2u);
 }
 
 }  // namespace
