@@ -498,6 +498,32 @@ absl::StatusOr<bool> Client::DeleteSchedule(const std::string& id) {
       core_->stub->DeleteSchedule(&context, request, &response);
   if (!status.ok()) return core_->FromGrpc(status, "DeleteSchedule");
   return response.existed();
+absl::Status Client::StreamOutput(
+    const std::string& job_id, OutputOptions options,
+    const std::function<bool(const v1::StreamJobOutputResponse&)>& on_message) {
+  v1::StreamJobOutputRequest request;
+  request.set_job_id(job_id);
+  request.set_offset(options.offset);
+  request.set_follow(options.follow);
+  grpc::ClientContext context;
+  core_->Authorize(&context);
+  core_->AwaitReady();
+  std::unique_ptr<grpc::ClientReader<v1::StreamJobOutputResponse>> reader =
+      core_->stub->StreamJobOutput(&context, request);
+  v1::StreamJobOutputResponse response;
+  bool stopped = false;
+  while (reader->Read(&response)) {
+    if (!on_message(response)) {
+      stopped = true;
+      context.TryCancel();
+      while (reader->Read(&response)) {
+      }
+      break;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (stopped) return absl::OkStatus();
+  return core_->FromGrpc(status, "StreamJobOutput");
 }
 
 WatchStream Client::Watch(WatchOptions options) {

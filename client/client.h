@@ -13,7 +13,7 @@
 //   writer thread and events dispatched by a reader thread.
 // * Client::Map: a fast pipeline on its own Submit stream, pulling inputs
 //   lazily and keeping at most `window` jobs in flight.
-// * Thin wrappers of the unary RPCs and of WatchJobs.
+// * Thin wrappers of the unary RPCs, of WatchJobs and of StreamJobOutput.
 // Errors are absl::Status values carrying the gRPC code (UNAVAILABLE when
 // jobd is unreachable, INVALID_ARGUMENT / NOT_FOUND / RESOURCE_EXHAUSTED when
 // it refuses a request). Nothing throws across this API.
@@ -212,6 +212,13 @@ class WatchStream {
   std::unique_ptr<internal::WatchStreamImpl> impl_;
 };
 
+// --- Job output ----------------------------------------------------------
+
+struct OutputOptions {
+  uint64_t offset = 0;  // Resume here (a response's next_offset); 0: oldest.
+  bool follow = false;  // Then live until the job ends.
+};
+
 // --- Client ------------------------------------------------------------
 
 struct ListJobsFilter {
@@ -279,6 +286,14 @@ class Client {
                                              bool paused);
   // Whether it existed.
   absl::StatusOr<bool> DeleteSchedule(const std::string& id);
+  // StreamJobOutput: `on_message` gets each message, in order, until the
+  // stream ends (OK; the last message has `ended` when the job ended),
+  // `on_message` returns false (OK), or an error (NOT_FOUND for an
+  // unknown job). Blocks; the stream has no deadline.
+  absl::Status StreamOutput(
+      const std::string& job_id, OutputOptions options,
+      const std::function<bool(const v1::StreamJobOutputResponse&)>&
+          on_message);
 
   // WatchJobs as a stream of events.
   WatchStream Watch(WatchOptions options);

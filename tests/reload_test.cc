@@ -170,6 +170,35 @@ TEST(ConfigTest, ABadHttpAllowEntryIsRefusedByName) {
   EXPECT_THAT(parsed.status().message(), HasSubstr("10.0.0.0/99"));
 }
 
+TEST(ConfigTest, OutputBudgetsAndLogFormatAreCheckedByName) {
+  absl::StatusOr<ParsedArgs> ok =
+      Parse({"--output-bytes-per-job", "64K", "--max-output-bytes", "1M",
+             "--log-format", "json"});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->config.scheduler.output_bytes_per_job, 64u << 10);
+  EXPECT_EQ(ok->config.scheduler.max_output_bytes, 1u << 20);
+  EXPECT_EQ(ok->config.log_format, "json");
+  EXPECT_EQ(Parse({})->config.log_format, "text");
+  absl::StatusOr<ParsedArgs> bad = Parse({"--log-format", "xml"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("--log-format"));
+  bad = Parse({"--output-bytes-per-job", "2M", "--max-output-bytes", "1M"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("--output-bytes-per-job"));
+}
+
+TEST_F(ReloadTest, OutputBudgetsApplyLiveTheLogFormatAtRestart) {
+  Start("127.0.0.1:0", /*tls=*/false);
+  DaemonConfig fresh = current_;
+  fresh.scheduler.output_bytes_per_job = 4096;
+  fresh.log_format = "json";
+  const ReloadResult r = Apply(fresh);
+  EXPECT_THAT(r.applied,
+              ::testing::Contains(HasSubstr("--output-bytes-per-job")));
+  EXPECT_THAT(r.needs_restart, ::testing::Contains(HasSubstr("--log-format")));
+  EXPECT_EQ(current_.scheduler.output_bytes_per_job, 4096u);
+}
+
 // A caller's name becomes Job.owner on the wire: it must be UTF-8.
 TEST(ConfigTest, ACallerNameThatIsNotUtf8IsRefused) {
   const std::string token =

@@ -1,6 +1,9 @@
 // Unit tests: every malformed JobSpec gets InvalidArgument naming its field.
 #include "server/frontend/spec_validator.h"
 
+#include <string>
+#include <vector>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "workers/tasks/builtin_tasks.h"
@@ -98,6 +101,42 @@ TEST_F(SpecValidatorTest, RejectsDeepNesting) {
   }
   v->set_number_value(1);
   EXPECT_THAT(Error(s), HasSubstr("nested deeper"));
+}
+
+TEST(TraceparentTest, OnlyW3cTraceparentsAreValid) {
+  const std::string good =
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  EXPECT_TRUE(IsValidTraceparent(good));
+  EXPECT_TRUE(IsValidTraceparent(
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
+  // A later version may carry more after a '-'.
+  EXPECT_TRUE(IsValidTraceparent(
+      "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what"));
+  for (const std::string& bad : std::vector<std::string>{
+           std::string(""),
+           good + "-x",            // Version 00: exactly 55.
+           good.substr(0, 54),     // Short.
+           "ff" + good.substr(2),  // Version ff.
+           "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+           "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+           "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+           "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+           "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+           "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+       }) {
+    EXPECT_FALSE(IsValidTraceparent(bad)) << bad;
+  }
+}
+
+TEST_F(SpecValidatorTest, ABadTraceparentIsRefusedByName) {
+  v1::JobSpec spec = Sleep(1);
+  spec.set_traceparent("00-not-a-trace");
+  EXPECT_THAT(Error(spec), HasSubstr("spec.traceparent"));
+  spec.set_traceparent(
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+  auto r = ValidateSpec(spec, registry_, limits_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->spec->traceparent(), spec.traceparent());
 }
 
 }  // namespace

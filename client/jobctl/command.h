@@ -5,6 +5,7 @@
 //   submit_command.cc   AddSubmitCommand    submit
 //   map_command.cc      AddMapCommand       map
 //   job_commands.cc     AddJobCommands      get, wait, watch, cancel, ls
+//   logs_command.cc     AddLogsCommand      logs
 //   daemon_commands.cc  AddDaemonCommands   tasks, stats, drain, unquarantine
 //   top_command.cc      AddTopCommand       top
 //   schedule_command.cc AddScheduleCommand  schedule add|ls|get|pause|
@@ -93,6 +94,7 @@ void DropMarkersWhileParsing(CLI::App& app);
 void AddSubmitCommand(CLI::App& app, CommandSet& commands);
 void AddMapCommand(CLI::App& app, CommandSet& commands);
 void AddJobCommands(CLI::App& app, CommandSet& commands);
+void AddLogsCommand(CLI::App& app, CommandSet& commands);
 void AddDaemonCommands(CLI::App& app, CommandSet& commands);
 void AddTopCommand(CLI::App& app, CommandSet& commands);
 void AddScheduleCommand(CLI::App& app, CommandSet& commands);

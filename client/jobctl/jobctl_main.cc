@@ -37,6 +37,7 @@ int Main(int argc, char** argv) {
   AddSubmitCommand(app, commands);
   AddMapCommand(app, commands);
   AddJobCommands(app, commands);
+  AddLogsCommand(app, commands);
   AddDaemonCommands(app, commands);
   AddTopCommand(app, commands);
   AddScheduleCommand(app, commands);

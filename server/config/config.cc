@@ -479,6 +479,17 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "the job keeps only that it was dropped; 0 = keep all")
       ->capture_default_str()
       ->transform(CLI::AsSizeValue(false));
+  app.add_option("--output-bytes-per-job", c.scheduler.output_bytes_per_job,
+                 "Bytes (e.g. 1M) of a job's output (its programs' stdout "
+                 "and stderr, its log lines) kept for jobctl logs: beyond, "
+                 "the oldest go first; 0 = none kept")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--max-output-bytes", c.scheduler.max_output_bytes,
+                 "Bytes (e.g. 64M) of job output kept for all jobs together: "
+                 "beyond, ended jobs' output goes first, oldest first")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
   app.add_option("--stream-buffer-bytes", c.service.stream_buffer_bytes,
                  "Bytes (e.g. 32M) of events a stream holds for a client "
                  "that does not read them: a Submit stream stops taking jobs "
@@ -549,6 +560,11 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember(
           {"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_option("--log-format", c.log_format,
+                 "text (journald-friendly under systemd) or json (one JSON "
+                 "object per line; job lines carry job_id, task, executor, "
+                 "caller and trace_id as members)")
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);
@@ -565,6 +581,10 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   }
   c.command_tasks = std::move(*command_tasks);
   c.schedules = std::move(*config_schedules);
+  if (c.log_format != "text" && c.log_format != "json") {
+    return absl::InvalidArgumentError(
+        fmt::format("--log-format: '{}' is not text or json", c.log_format));
+  }
   if (c.unix_socket == "none") c.unix_socket.clear();
   if (!c.http_listen.empty()) {
     if (c.http_listen.rfind(':') == std::string::npos) {
@@ -593,6 +613,10 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
     return absl::InvalidArgumentError(
         "--max-live-bytes: smaller than --max-payload-bytes (a job with the "
         "largest payload could never be accepted)");
+  }
+  if (c.scheduler.output_bytes_per_job > c.scheduler.max_output_bytes) {
+    return absl::InvalidArgumentError(
+        "--output-bytes-per-job: larger than --max-output-bytes");
   }
   if (c.service.default_window > c.service.max_window) {
     return absl::InvalidArgumentError(

@@ -69,6 +69,7 @@ struct DaemonConfig {
   // process pool.
   PythonTasksOptions python_tasks;
   std::string log_level = "info";
+  std::string log_format = "text";  // Or "json" (server/jobs/job_log.h).
   // The config file's [[task]] tables (server/config/toml_config.h),
   // checked but not yet registered (a name may be a built-in's).
   std::vector<CommandSpec> command_tasks;

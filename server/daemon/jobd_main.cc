@@ -84,7 +84,7 @@ void SetUpProcess(const DaemonConfig& config) {
   // grows with live mutexes; the unit tests keep it on for the same code.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
-  ConfigureLogging(config.log_level);
+  ConfigureLogging(config.log_level, config.log_format);
   InstallProtobufLogHandler();
   // Room for connections and exec'd programs' pipes: the hard limit is the
   // administrator's (LimitNOFILE=, ulimit -Hn), the soft one a default.

@@ -70,6 +70,10 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                     sn.max_retained_bytes, live);
   limits |= d.Check("max-retained-result-bytes", so.max_retained_result_bytes,
                     sn.max_retained_result_bytes, live);
+  limits |= d.Check("output-bytes-per-job", so.output_bytes_per_job,
+                    sn.output_bytes_per_job, live);
+  limits |= d.Check("max-output-bytes", so.max_output_bytes,
+                    sn.max_output_bytes, live);
   if (limits) scheduler.SetLimits(sn);
   const ServiceLimits& lo = current.service;
   const ServiceLimits& ln = fresh.service;
@@ -172,6 +176,7 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   // What only a restart changes.
   const ProcessPoolOptions& po = current.process_pool;
   const ProcessPoolOptions& pn = fresh.process_pool;
+  d.Check("log-format", current.log_format, fresh.log_format, later);
   d.Check("unix-socket", current.unix_socket, fresh.unix_socket, later);
   d.Check("tcp", current.tcp_address, fresh.tcp_address, later);
   d.Check("http-listen", current.http_listen, fresh.http_listen, later);
@@ -247,6 +252,8 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   now.scheduler.max_live_bytes = sn.max_live_bytes;
   now.scheduler.max_retained_bytes = sn.max_retained_bytes;
   now.scheduler.max_retained_result_bytes = sn.max_retained_result_bytes;
+  now.scheduler.output_bytes_per_job = sn.output_bytes_per_job;
+  now.scheduler.max_output_bytes = sn.max_output_bytes;
   const size_t message_bytes = now.service.max_message_bytes;
   now.service = ln;
   now.service.max_message_bytes = message_bytes;

@@ -11,6 +11,7 @@
 //   --max-streams-per-caller, --max-streams, --max-labels, --max-label-bytes,
 //   --max-idempotency-key-bytes, --max-value-depth, --max-args-bytes,
 //   --max-live-bytes, --max-retained-bytes, --max-retained-result-bytes,
+//   --output-bytes-per-job, --max-output-bytes,
 //   --quota-max-bytes,
 //   --stream-buffer-bytes, --total-stream-buffer-bytes (the last two for
 //   streams opened after the reload)

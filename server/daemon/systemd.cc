@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "server/jobs/job_log.h"
 #include "spdlog/pattern_formatter.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -45,10 +46,13 @@ bool StderrIsJournal() {
          ino == static_cast<unsigned long>(st.st_ino);
 }
 
-void ConfigureLogging(const std::string& level) {
+void ConfigureLogging(const std::string& level, const std::string& format) {
   auto logger = spdlog::stderr_color_mt("jobd");
   spdlog::set_default_logger(logger);
-  if (StderrIsJournal()) {
+  if (format == "json") {
+    spdlog::set_formatter(MakeJsonLogFormatter(StderrIsJournal()));
+    SetJsonLogFormat(true);
+  } else if (StderrIsJournal()) {
     auto formatter = std::make_unique<spdlog::pattern_formatter>();
     formatter->add_flag<PriorityFlag>('Q').set_pattern("%Q%v");
     spdlog::set_formatter(std::move(formatter));

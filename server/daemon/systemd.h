@@ -60,10 +60,12 @@ class SystemdNotifier {
 // True when stderr goes to the systemd journal ($JOURNAL_STREAM matches it).
 bool StderrIsJournal();
 
-// Installs the log format: "<N>message" (sd-daemon priority prefixes, no
-// time: journald adds it) when stderr is the journal, else timestamped
-// colour lines.
-void ConfigureLogging(const std::string& level);
+// Installs the log format: "text" is "<N>message" (sd-daemon priority
+// prefixes, no time: journald adds it) when stderr is the journal, else
+// timestamped colour lines; "json" is one JSON object per line
+// (server/jobs/job_log.h), after "<N>" when stderr is the journal.
+void ConfigureLogging(const std::string& level,
+                      const std::string& format = "text");
 
 }  // namespace jobd
 

@@ -27,6 +27,9 @@ void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out) {
   out->set_executor(event.executor);
   if (event.duplicate) out->set_duplicate(true);
   if (event.task() != nullptr) out->set_task(event.task()->name);
+  if (!event.traceparent().empty()) {
+    out->set_traceparent(std::string(event.traceparent()));
+  }
   if (event.progress() != nullptr) {
     *out->mutable_progress() = *event.progress();
   }

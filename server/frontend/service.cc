@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "server/frontend/convert.h"
+#include "server/frontend/output_session.h"
 #include "server/frontend/stream_outbox.h"
 #include "server/frontend/submit_session.h"
 #include "server/frontend/watch_session.h"
@@ -139,7 +140,12 @@ JobServiceImpl::Submit(grpc::CallbackServerContext* context) {
       deadline != std::chrono::system_clock::time_point::max()) {
     session->set_rpc_deadline(absl::FromChrono(deadline));
   }
-  session->Begin(Authorize(*context, kRoleSubmit, "Submit"));
+  std::string_view traceparent;
+  const auto& metadata = context->client_metadata();
+  if (auto it = metadata.find("traceparent"); it != metadata.end()) {
+    traceparent = std::string_view(it->second.data(), it->second.size());
+  }
+  session->Begin(Authorize(*context, kRoleSubmit, "Submit"), traceparent);
   return session.get();
 }
 
@@ -184,6 +190,15 @@ grpc::ServerWriteReactor<v1::WatchJobsResponse>* JobServiceImpl::WatchJobs(
   auto session = std::make_shared<WatchSession>(*this);
   session->Begin(*request,
                  Authorize(*context, kRoleSubmit | kRoleRead, "WatchJobs"));
+  return session.get();
+}
+
+grpc::ServerWriteReactor<v1::StreamJobOutputResponse>*
+JobServiceImpl::StreamJobOutput(grpc::CallbackServerContext* context,
+                                const v1::StreamJobOutputRequest* request) {
+  auto session = std::make_shared<OutputSession>(*this);
+  session->Begin(*request, Authorize(*context, kRoleSubmit | kRoleRead,
+                                     "StreamJobOutput"));
   return session.get();
 }
 

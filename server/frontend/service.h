@@ -1,6 +1,7 @@
 // JobServiceImpl: the gRPC edge of jobd (callback API): the jobd.v1
 // service. Its unary RPCs are here; its streams are sessions of their own
 // (Submit: server/frontend/submit_session.h, WatchJobs: watch_session.h,
+// StreamJobOutput: output_session.h,
 // what they share: stream_session.h, stream_outbox.h), which the service
 // registers (to end them at shutdown) and counts against the callers'
 // limits. Requests are validated (server/frontend/spec_validator.h) and
@@ -45,14 +46,15 @@ class StreamSession;
 // messages: a streamed message that does not parse must not look like the
 // client's half-close (server/request_errors.h). Every RPC is listed: one
 // left out would answer UNIMPLEMENTED.
-// The schedule RPCs (schedule_service.cc).
+// The schedule RPCs (schedule_service.cc) and StreamJobOutput.
 using ScheduleServiceBase = v1::JobService::WithCallbackMethod_CreateSchedule<
     v1::JobService::WithCallbackMethod_GetSchedule<
         v1::JobService::WithCallbackMethod_ListSchedules<
             v1::JobService::WithCallbackMethod_PauseSchedule<
                 v1::JobService::WithCallbackMethod_ResumeSchedule<
                     v1::JobService::WithCallbackMethod_DeleteSchedule<
-                        v1::JobService::Service>>>>>>;
+                        v1::JobService::WithCallbackMethod_StreamJobOutput<
+                            v1::JobService::Service>>>>>>>;
 using JobServiceBase = v1::JobService::WithRawCallbackMethod_Submit<
     v1::JobService::WithCallbackMethod_GetJob<
         v1::JobService::WithCallbackMethod_WatchJobs<
@@ -108,6 +110,9 @@ class JobServiceImpl final : public JobServiceBase {
   grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* context,
                                   const v1::DrainRequest* request,
                                   v1::DrainResponse* response) override;
+  grpc::ServerWriteReactor<v1::StreamJobOutputResponse>* StreamJobOutput(
+      grpc::CallbackServerContext* context,
+      const v1::StreamJobOutputRequest* request) override;
 
   // Periodic schedules (schedule_service.cc): FAILED_PRECONDITION until
   // SetSchedules.

@@ -181,6 +181,16 @@ absl::Status ValidateTiming(v1::JobSpec& spec, const SpecLimits& limits,
   return absl::OkStatus();
 }
 
+bool IsLowerHex(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+}
+
+bool AllZeros(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c == '0'; });
+}
+
 }  // namespace
 
 v1::RetryPolicy SpecLimits::DefaultRetryPolicy() {
@@ -190,6 +200,25 @@ v1::RetryPolicy SpecLimits::DefaultRetryPolicy() {
   p.set_backoff_multiplier(2.0);
   *p.mutable_max_backoff() = ToProtoDuration(absl::Minutes(5));
   return p;
+}
+
+bool IsValidTraceparent(std::string_view v) {
+  constexpr size_t kLength = 55;  // 2 + 1 + 32 + 1 + 16 + 1 + 2.
+  if (v.size() < kLength || v.size() > 256) return false;
+  if (v[2] != '-' || v[35] != '-' || v[52] != '-') return false;
+  const std::string_view version = v.substr(0, 2);
+  const std::string_view trace_id = v.substr(3, 32);
+  const std::string_view parent_id = v.substr(36, 16);
+  const std::string_view flags = v.substr(53, 2);
+  if (!IsLowerHex(version) || !IsLowerHex(trace_id) || !IsLowerHex(parent_id) ||
+      !IsLowerHex(flags)) {
+    return false;
+  }
+  if (version == "ff" || AllZeros(trace_id) || AllZeros(parent_id)) {
+    return false;
+  }
+  if (version == "00") return v.size() == kLength;
+  return v.size() == kLength || v[kLength] == '-';
 }
 
 absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
@@ -262,6 +291,12 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
     return absl::InvalidArgumentError(fmt::format(
         "spec.idempotency_key: {} bytes; the limit is {}",
         spec.idempotency_key().size(), limits.max_idempotency_key_bytes));
+  }
+  if (!spec.traceparent().empty() && !IsValidTraceparent(spec.traceparent())) {
+    return absl::InvalidArgumentError(
+        "spec.traceparent: not a W3C traceparent "
+        "(00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>, lowercase, "
+        "ids not all zeros)");
   }
   if (Depth(spec.args(), limits.max_value_depth) > limits.max_value_depth ||
       Depth(spec.kwargs(), limits.max_value_depth) > limits.max_value_depth) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
@@ -40,6 +41,12 @@ struct SpecLimits {
 
   static v1::RetryPolicy DefaultRetryPolicy();
 };
+
+// True if `value` is a W3C Trace Context traceparent this jobd keeps:
+// "<version>-<trace-id>-<parent-id>-<flags>", lowercase hex, 2-32-16-2
+// digits, version not "ff", ids not all zeros; version 00 exactly that,
+// a later version may go on after a '-' (at most 256 bytes in all).
+bool IsValidTraceparent(std::string_view value);
 
 // Validates `spec` (consumed) against the registry and limits, at `now`
 // (not_before past now + max_delay is refused). Its retry policy is

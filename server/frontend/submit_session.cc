@@ -10,11 +10,24 @@
 #include "server/frontend/spec_validator.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
+#include "workers/sdk/utf8.h"
 
 namespace jobd {
 
-void SubmitSession::Begin(absl::StatusOr<Caller> caller) {
+void SubmitSession::Begin(absl::StatusOr<Caller> caller,
+                          std::string_view traceparent) {
   self_ = shared_from_this();
+  if (!traceparent.empty()) {
+    if (IsValidTraceparent(traceparent)) {
+      traceparent_ = std::string(traceparent);
+    } else {
+      // W3C Trace Context: an invalid one is ignored (a new trace starts).
+      spdlog::debug(
+          "submit stream: ignored the traceparent metadata '{}': "
+          "not a W3C traceparent",
+          ClipUtf8(traceparent, 128));
+    }
+  }
   service_.Register(self_);
   if (absl::Status s = Admit(std::move(caller)); !s.ok()) {
     Close(ToGrpc(s));
@@ -203,6 +216,9 @@ void SubmitSession::HandleRequest() {
   const absl::Time now = absl::Now();
   for (int i = 0; i < n; ++i) {
     v1::SubmitItem* item = request_.mutable_items(i);
+    if (!traceparent_.empty() && item->spec().traceparent().empty()) {
+      item->mutable_spec()->set_traceparent(traceparent_);
+    }
     absl::StatusOr<NewJob> job =
         ValidateSpec(std::move(*item->mutable_spec()), service_.registry(),
                      limits.spec, now, rpc_deadline_);

@@ -25,6 +25,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <string_view>
 
 #include "absl/container/btree_map.h"
 #include "absl/time/time.h"
@@ -44,7 +46,9 @@ class SubmitSession final
 
   // The prologue, with what Authorize found: registers with the service,
   // counts the stream in, and starts reading (or ends the stream).
-  void Begin(absl::StatusOr<Caller> caller);
+  // `traceparent`: the stream's `traceparent` metadata (kept if valid: the
+  // traceparent of its items that name none).
+  void Begin(absl::StatusOr<Caller> caller, std::string_view traceparent = {});
 
   // The stream's RPC deadline (before Begin): the start_deadline of its
   // specs that are due at once and set none.
@@ -96,6 +100,7 @@ class SubmitSession final
   grpc::ByteBuffer raw_response_;
   bool got_options_ = false;                          // Read side only.
   absl::Time rpc_deadline_ = absl::InfiniteFuture();  // Const after Begin.
+  std::string traceparent_;                           // Set in Begin(), then const.
   uint64_t messages_read_ = 0;                        // Read side only.
 
   v1::SubmitOptions options_ ABSL_GUARDED_BY(mu_);

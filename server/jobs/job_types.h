@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <variant>
 
 #include "absl/status/status.h"
@@ -93,9 +94,19 @@ class Event {
 
   // What the event carries besides its type: one of these, or nothing.
   const TaskDef* task() const {  // ACCEPTED.
+    if (detail_kind_ == Detail::kTraced) {
+      return static_cast<const Traced*>(detail_.get())->task;
+    }
     return detail_kind_ == Detail::kTask
                ? static_cast<const TaskDef*>(detail_.get())
                : nullptr;
+  }
+  // ACCEPTED: the job's W3C traceparent, if it has one.
+  std::string_view traceparent() const {
+    return detail_kind_ == Detail::kTraced
+               ? std::string_view(static_cast<const Traced*>(detail_.get())
+                                      ->spec->traceparent())
+               : std::string_view();
   }
   const v1::Progress* progress() const {  // PROGRESS.
     return detail_kind_ == Detail::kProgress
@@ -119,6 +130,16 @@ class Event {
     Set(Detail::kTask,
         std::shared_ptr<const void>(std::shared_ptr<const void>(), task));
   }
+  // ACCEPTED: the task, and the job's spec for its traceparent (kept only
+  // when it has one: an allocation for traced jobs alone).
+  void set_task(const TaskDef* task, std::shared_ptr<const v1::JobSpec> spec) {
+    if (spec == nullptr || spec->traceparent().empty()) {
+      set_task(task);
+      return;
+    }
+    Set(Detail::kTraced, std::make_shared<const Traced>(
+                             Traced{.task = task, .spec = std::move(spec)}));
+  }
   void set_progress(std::shared_ptr<const v1::Progress> progress) {
     Set(Detail::kProgress, std::move(progress));
   }
@@ -127,7 +148,11 @@ class Event {
   }
 
  private:
-  enum class Detail : uint8_t { kNone, kTask, kProgress, kEnd, kRetry };
+  enum class Detail : uint8_t { kNone, kTask, kProgress, kEnd, kRetry, kTraced };
+  struct Traced {
+    const TaskDef* task = nullptr;
+    std::shared_ptr<const v1::JobSpec> spec;
+  };
   void Set(Detail kind, std::shared_ptr<const void> detail) {
     detail_kind_ = detail == nullptr ? Detail::kNone : kind;
     detail_ = std::move(detail);

@@ -3,6 +3,7 @@
 namespace jobd {
 
 void AfterUnlock::Run(Journal* journal) {
+  for (auto& wake : wakes) wake();
   // Sinks hold back what is not durable yet themselves (Event::ticket).
   for (const auto& sink : flush) sink->Flush();
   for (auto& [gate_ticket, fn] : gates) {

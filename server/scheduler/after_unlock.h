@@ -27,6 +27,8 @@ struct AfterUnlock {
   uint64_t ticket = 0;
   // Wake-ups for gated starts: (ticket, callback).
   std::vector<std::pair<uint64_t, std::function<void(bool)>>> gates;
+  // Readers of job output to wake (JobOutputs waiters), first.
+  std::vector<std::function<void()>> wakes;
 
   // Flushes the sinks (they hold back what is not durable yet themselves),
   // registers the wake-ups, and answers the callers once `ticket` is

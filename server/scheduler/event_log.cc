@@ -65,7 +65,7 @@ Event EventLog::Replay(const LoggedEvent& logged, const JobRecord& job) const {
   e.type = logged.type;
   e.executor = logged.executor;
   if (e.type == v1::EVENT_TYPE_ACCEPTED) {
-    e.set_task(job.spec.task());
+    e.set_task(job.spec.task(), job.spec.body());
   } else if (e.type == v1::EVENT_TYPE_PROGRESS) {
     // The latest: older ones are not kept.
     if (job.more != nullptr) e.set_progress(job.more->progress);

@@ -45,6 +45,7 @@ v1::Job JobRecord::Snapshot() const {
     // A Job holding only its history: merged, it appends to out's.
     out.MergeFromString(*more->history);
   }
+  if (!spec->traceparent().empty()) out.set_traceparent(spec->traceparent());
   return out;
 }
 

@@ -132,6 +132,7 @@ void Retention::Evict(uint64_t id) {
     }
   }
   if (journal_ != nullptr) journal_->Delete(id);
+  if (on_forget_) on_forget_(id);
   table_.Erase(id);
 }
 

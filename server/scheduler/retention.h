@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 
 #include "absl/time/time.h"
 #include "server/journal/journal.h"
@@ -36,6 +37,11 @@ class Retention {
 
   // Live reload: a lower limit applies at the next Sweep (or Retain).
   void SetLimits(Limits limits) { limits_ = limits; }
+  // Called with each job it forgets, before the job leaves the table (what
+  // else keeps something per job frees it there).
+  void set_on_forget(std::function<void(uint64_t id)> fn) {
+    on_forget_ = std::move(fn);
+  }
 
   // `job` ended: it is retained (its spec and end count against the
   // budgets), then the oldest retained jobs are forgotten while over the
@@ -70,6 +76,7 @@ class Retention {
   JobTable& table_;
   Journal* const journal_;  // Optional.
   Limits limits_;
+  std::function<void(uint64_t id)> on_forget_;
   // Retained jobs in end order; also ids of some forgotten by their
   // owner's quota (TrimOwner), skipped.
   std::deque<uint64_t> ended_;

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <limits>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/strip.h"
+#include "server/jobs/job_log.h"
 #include "server/jobs/proto_time.h"
 #include "server/scheduler/retry_policy.h"
 #include "spdlog/fmt/fmt.h"
@@ -18,6 +21,39 @@ namespace {
 // Minimum spacing of PROGRESS events of one job (the latest is always kept).
 constexpr absl::Duration kProgressInterval = absl::Milliseconds(20);
 
+// The fields of `job`'s log lines (server/jobs/job_log.h).
+JobLogFields LogFields(const JobRecord& job) {
+  const std::string_view traceparent = job.spec->traceparent();
+  return {.job_id = job.id,
+          .task = job.spec.task() != nullptr
+                      ? std::string_view(job.spec.task()->name)
+                      : std::string_view(),
+          .executor = job.executor,
+          .caller = *job.owner,
+          // "00-<trace-id>-...": validated at admission.
+          .trace_id = traceparent.size() >= 35 ? traceparent.substr(3, 32)
+                                               : std::string_view()};
+}
+
+// A debug line per event of a job (not its progress).
+void LogEvent(const JobRecord& job, const Event& e) {
+  if (e.type == v1::EVENT_TYPE_PROGRESS ||
+      !spdlog::should_log(spdlog::level::debug)) {
+    return;
+  }
+  std::string what = absl::AsciiStrToLower(
+      absl::StripPrefix(v1::EventType_Name(e.type), "EVENT_TYPE_"));
+  if (e.end() != nullptr && e.end()->state != v1::JOB_STATE_SUCCEEDED) {
+    const v1::JobError& error = e.end()->error();
+    what +=
+        fmt::format(" ({}): {}",
+                    std::string(absl::StripPrefix(
+                        v1::ErrorReason_Name(error.reason()), "ERROR_REASON_")),
+                    ClipUtf8(error.message(), 512));
+  }
+  LogJob(spdlog::level::debug, LogFields(job), what);
+}
+
 }  // namespace
 
 class Scheduler::Port : public ExecutorListener {
@@ -27,6 +63,17 @@ class Scheduler::Port : public ExecutorListener {
   void OnJobProgress(uint64_t job_id, double fraction,
                      std::string_view message) override {
     scheduler_.OnProgress(kind_, job_id, fraction, message);
+  }
+  void OnJobOutput(uint64_t job_id, v1::OutputStream stream,
+                   std::string_view bytes) override {
+    if (stream != v1::OUTPUT_STREAM_LOG) {
+      scheduler_.outputs_.Append(job_id, stream, bytes);
+      return;
+    }
+    // A log line: valid UTF-8, cut, one line.
+    std::string line = ClipUtf8(bytes, kMaxLogLineBytes);
+    if (line.empty() || line.back() != '\n') line.push_back('\n');
+    scheduler_.outputs_.Append(job_id, stream, line);
   }
   void OnJobFinished(uint64_t job_id, JobOutcome outcome) override {
     FinishedJob job{.job_id = job_id, .outcome = std::move(outcome)};
@@ -48,6 +95,8 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
       journal_(journal),
       start_time_(clock.Now()),
       life_(std::make_shared<Life>()),
+      outputs_({.per_job_bytes = options_.output_bytes_per_job,
+                .total_bytes = options_.max_output_bytes}),
       limits_(options_),
       events_(options_.event_log_size, journal),
       retention_(table_, journal,
@@ -58,6 +107,10 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
   {
     absl::MutexLock lock(&life_->mu);
     life_->self = this;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    retention_.set_on_forget([this](uint64_t id) { outputs_.Forget(id); });
   }
   for (int i = 0; i < 4; ++i) {
     ports_[i] = std::make_unique<Port>(*this, static_cast<v1::Executor>(i));
@@ -141,7 +194,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         accepted.time = now;
         accepted.executor = job.executor;
         accepted.duplicate = true;
-        accepted.set_task(job.spec.task());
+        accepted.set_task(job.spec.task(), job.spec.body());
         accepted.ticket = events_.TicketOf(job.last_sequence);
         if ((sub.mask & EventBit(accepted.type)) &&
             sub.sink->Deliver(accepted, sub.tag)) {
@@ -230,7 +283,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       }
       Event e;
       e.type = v1::EVENT_TYPE_ACCEPTED;
-      e.set_task(ref.spec.task());
+      e.set_task(ref.spec.task(), ref.spec.body());
       Emit(ref, std::move(e), after);
       if (delayed) {
         Wait(ref, ref.finish_time);
@@ -365,6 +418,7 @@ void Scheduler::MarkStarted(Job& job, JobRun& run, After& after) {
     timers_.Cancel(job.timeout_timer);
     job.timeout_timer = 0;
   }
+  outputs_.Open(job.id);
   ArmTimeout(job, run, now);
   Event e;
   e.type = v1::EVENT_TYPE_STARTED;
@@ -408,6 +462,7 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
   }
   // Never a duplicate ACCEPTED (those go to their caller alone).
   events_.Append(event);
+  LogEvent(job, event);
   events_.FanOut(event, job, after.flush);
 }
 
@@ -429,6 +484,8 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
     job.end = std::move(kept);
   }
   job.run.reset();  // The executor holds its own references while it runs.
+  for (auto& wake : outputs_.End(job.id))
+    after.wakes.push_back(std::move(wake));
   if (job.timeout_timer != 0) {
     timers_.Cancel(job.timeout_timer);
     job.timeout_timer = 0;
@@ -551,8 +608,12 @@ bool Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
   router_.Record(*job.spec.task(), outcome.cpu_time, outcome.wall_time,
                  outcome.cpu_wait_time);
   if (job.state != v1::JOB_STATE_RUNNING) {
-    spdlog::debug("job {} returned after it had ended ({}); output dropped", id,
-                  v1::JobState_Name(job.state));
+    if (spdlog::should_log(spdlog::level::debug)) {
+      LogJob(spdlog::level::debug, LogFields(job),
+             fmt::format("returned after it had ended ({}); its result was "
+                         "dropped",
+                         v1::JobState_Name(job.state)));
+    }
     RunReturned(job);
     return guest;
   }

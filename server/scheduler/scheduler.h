@@ -64,6 +64,7 @@
 #include "server/scheduler/after_unlock.h"
 #include "server/scheduler/clock.h"
 #include "server/scheduler/event_log.h"
+#include "server/scheduler/job_output.h"
 #include "server/scheduler/job_record.h"
 #include "server/scheduler/job_table.h"
 #include "server/scheduler/lane.h"
@@ -179,6 +180,20 @@ class Scheduler {
                                     const Subscriber& subscriber);
   // Removes a sink from the all-jobs watchers and from `ids`' subscribers.
   void Unwatch(const EventSink* sink, const std::vector<uint64_t>& ids);
+
+  // Job output (job_output.h), for a client: what is kept of job `id`'s
+  // output from `offset` on, up to about `max_bytes`. NotFound as GetJob.
+  absl::StatusOr<OutputRead> ReadOutput(uint64_t id, std::string_view owner,
+                                        uint64_t offset,
+                                        size_t max_bytes) const;
+  // Calls `fn` once (without locks, on the thread that appends output or
+  // ends the job, or the journal's) when job `id`'s output may have
+  // grown past `offset` or the job may have ended: read again then. False
+  // (and `fn` is not kept) if that may be so already, or the job is gone.
+  // `key` names the reader for CancelWhenOutput.
+  bool WhenOutput(uint64_t id, uint64_t offset, const void* key,
+                  std::function<void()> fn);
+  void CancelWhenOutput(uint64_t id, const void* key);
 
   // Counts specs the RPC edge rejected before admission (for GetStats).
   void CountRejected(uint64_t n);
@@ -361,6 +376,9 @@ class Scheduler {
   const absl::Time start_time_;
   std::array<std::unique_ptr<Port>, 4> ports_;
   const std::shared_ptr<Life> life_;
+  // Jobs' output: its own lock, taken after mu_ or alone (executors append
+  // without mu_).
+  JobOutputs outputs_;
 
   mutable absl::Mutex mu_;
   // max_queued, max_live_bytes, max_retained_result_bytes: options_'s, or

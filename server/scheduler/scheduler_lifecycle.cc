@@ -27,6 +27,8 @@ void Scheduler::SetLimits(const SchedulerOptions& options) {
   retention_.SetLimits({.ttl = options.retention_ttl,
                         .max_count = options.max_retained,
                         .max_bytes = options.max_retained_bytes});
+  outputs_.SetLimits({.per_job_bytes = options.output_bytes_per_job,
+                      .total_bytes = options.max_output_bytes});
 }
 
 bool Scheduler::ResizeExecutor(v1::Executor kind, int slots) {

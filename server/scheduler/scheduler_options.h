@@ -55,6 +55,10 @@ struct SchedulerOptions {
   // RESULT_TOO_LARGE instead,
   // at its end or when restored. 0: no limit.
   size_t max_message_bytes = 16 << 20;
+  // Job output (job_output.h): bytes kept per job (its tail) and for all
+  // jobs together.
+  size_t output_bytes_per_job = 1 << 20;
+  uint64_t max_output_bytes = uint64_t{64} << 20;
 };
 
 }  // namespace jobd

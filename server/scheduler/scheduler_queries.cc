@@ -27,6 +27,28 @@ absl::StatusOr<v1::Job> Scheduler::GetJob(uint64_t id,
   return job->Snapshot();
 }
 
+absl::StatusOr<OutputRead> Scheduler::ReadOutput(uint64_t id,
+                                                 std::string_view owner,
+                                                 uint64_t offset,
+                                                 size_t max_bytes) const {
+  absl::MutexLock lock(&mu_);
+  const Job* job = table_.FindOwned(id, owner);
+  if (job == nullptr) return JobNotFound(id);
+  return outputs_.Read(id, offset, max_bytes, IsTerminal(job->state));
+}
+
+bool Scheduler::WhenOutput(uint64_t id, uint64_t offset, const void* key,
+                           std::function<void()> fn) {
+  absl::MutexLock lock(&mu_);
+  const Job* job = table_.Find(id);
+  if (job == nullptr || IsTerminal(job->state)) return false;
+  return outputs_.AddWaiter(id, offset, key, std::move(fn));
+}
+
+void Scheduler::CancelWhenOutput(uint64_t id, const void* key) {
+  outputs_.RemoveWaiter(id, key);
+}
+
 void Scheduler::ShowJob(uint64_t id, std::string_view owner,
                         JobCallback done) const {
   absl::StatusOr<v1::Job> job;

@@ -184,5 +184,36 @@ TEST_F(JobctlTest, IdempotencyKeyAndCancel) {
   EXPECT_THAT(w.out + w.err, HasSubstr("CANCELLED"));
 }
 
+TEST_F(JobctlTest, LogsPrintsAndFollowsAJobsOutputUntilItEnds) {
+  auto d = testing::Daemon::Start({"--exec-allow", "/bin/sh"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  daemon_ = *std::move(d);
+  auto submit = [&](const std::string& script) {
+    CommandResult r = Jobctl({"submit", "exec", "--kwarg",
+                              "argv=[\"sh\",\"-c\",\"" + script + "\"]"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out.substr(0, r.out.find('\n'));
+  };
+  // Still running when jobctl starts following: it prints as the job
+  // writes and returns once the job has ended, with its exit code.
+  std::string id = submit("echo hi; sleep 0.5; echo bye >&2");
+  CommandResult r = Jobctl({"logs", "-f", id});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
+  EXPECT_EQ(r.err, "bye\n");
+  // Without -f: what is kept.
+  r = Jobctl({"logs", id});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
+  // A job that fails: exit 1 once it has ended.
+  id = submit("sleep 0.3; echo oops >&2; exit 3");
+  r = Jobctl({"logs", "--follow", id});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.err, "oops\n");
+  r = Jobctl({"logs", "424242"});
+  EXPECT_EQ(r.exit_code, 4);
+  EXPECT_THAT(r.err, HasSubstr("not found"));
+}
+
 }  // namespace
 }  // namespace jobd

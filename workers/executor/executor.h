@@ -47,6 +47,8 @@ struct JobRun {
 // that a Job or JobEvent message holds little besides its spec and result.
 inline constexpr size_t kMaxErrorMessageBytes = 16 << 10;
 inline constexpr size_t kMaxProgressMessageBytes = 4 << 10;
+// A task's log line (TaskContext::Log) is cut to this.
+inline constexpr size_t kMaxLogLineBytes = 4 << 10;
 
 // What a Job or JobEvent message of a job that succeeded holds besides its
 // spec and result (ids, times, owner, task name, its latest progress) stays
@@ -90,6 +92,12 @@ class ExecutorListener {
   virtual ~ExecutorListener() = default;
   virtual void OnJobProgress(uint64_t job_id, double fraction,
                              std::string_view message) = 0;
+  // What a running job writes (its program's stdout/stderr, its task's
+  // log lines): called as it comes, from any thread, never blocking for
+  // long (the scheduler keeps it in a bounded buffer). Not counted as the
+  // job's report.
+  virtual void OnJobOutput(uint64_t job_id, v1::OutputStream stream,
+                           std::string_view bytes) {}
   virtual void OnJobFinished(uint64_t job_id, JobOutcome outcome) = 0;
   // Several at once, in the order they ended (one lock round for the lot);
   // the outcomes may be moved from.

@@ -84,6 +84,11 @@ void PoolCore::Deliver(std::vector<Report>& reports,
   };
   // In order; consecutive results go together (one scheduler lock round).
   for (Report& r : reports) {
+    if (r.output != v1::OUTPUT_STREAM_UNSPECIFIED) {
+      deliver_finished();
+      listener_.OnJobOutput(r.job_id, r.output, r.message);
+      continue;
+    }
     if (r.progress) {
       deliver_finished();
       listener_.OnJobProgress(r.job_id, r.fraction, r.message);

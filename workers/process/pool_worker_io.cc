@@ -1,9 +1,10 @@
 // PoolCore and a worker's channels: the frames it reads from a worker's
-// socket (ready, pong, progress, crash notice, big results), the results it
-// takes from the worker's ring, and the chunks of jobs it writes
-// (workers/process/internal/pool_core.h).
+// socket (ready, pong, progress, log lines, crash notice, big results),
+// the results it takes from the worker's ring, and the chunks of jobs it
+// writes (workers/process/internal/pool_core.h).
 #include <signal.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -61,6 +62,19 @@ bool PoolCore::ProcessFrames(Worker& w) {
                             .progress = true,
                             .fraction = message.progress().fraction(),
                             .message = message.progress().message()});
+      }
+      continue;
+    } else if (message.has_output()) {
+      // Not after draining the ring: the job it belongs to is still in
+      // flight while its results wait there.
+      const Slot& s = slots_[w.slot];
+      const uint64_t id = message.output().job_id();
+      if (std::any_of(s.inflight.begin(), s.inflight.end(),
+                      [id](const auto& f) { return f.run.job_id == id; })) {
+        reports_.push_back(
+            {.job_id = id,
+             .message = std::move(*message.mutable_output()->mutable_data()),
+             .output = message.output().stream()});
       }
       continue;
     } else if (message.has_done()) {

@@ -236,7 +236,15 @@ class Worker {
           p.set_message(ClipUtf8(message, kMaxProgressMessageBytes));
           Send(progress);
         },
-        clock);
+        clock,
+        [&](v1::OutputStream stream, std::string_view bytes) {
+          internal::FromWorker out;
+          internal::JobOutput& o = *out.mutable_output();
+          o.set_job_id(run.job_id);
+          o.set_stream(stream);
+          o.set_data(ClipUtf8(bytes, kMaxLogLineBytes));
+          Send(out);
+        });
     internal::JobDone done;
     if (outcome.status.ok()) {
       done.set_job_id(job.job_id());

@@ -241,6 +241,10 @@ class ReactorExecutor::Loop : public LoopServices {
                       std::string_view message) override {
     reactor_.listener_.OnJobProgress(job_id, fraction, message);
   }
+  void WriteOutput(uint64_t job_id, v1::OutputStream stream,
+                   std::string_view bytes) override {
+    reactor_.listener_.OnJobOutput(job_id, stream, bytes);
+  }
 
   void Run() {
     for (;;) {

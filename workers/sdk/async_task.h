@@ -68,6 +68,10 @@ class LoopServices {
   // Reports progress of job `job_id`.
   virtual void ReportProgress(uint64_t job_id, double fraction,
                               std::string_view message) = 0;
+  // Adds to job `job_id`'s output (its program's stdout/stderr, its log
+  // lines; README: Job output). Never blocks for long.
+  virtual void WriteOutput(uint64_t job_id, v1::OutputStream stream,
+                           std::string_view bytes) {}
 };
 
 class AsyncTaskContext {
@@ -90,6 +94,23 @@ class AsyncTaskContext {
   // Reports progress: fraction in 0..1 (negative if unknown) and a message.
   void ReportProgress(double fraction, std::string_view message) const {
     loop_.ReportProgress(job_id_, fraction, message);
+  }
+  // Writes a line to the job's output (TaskContext::Log).
+  void Log(std::string_view line) const {
+    loop_.WriteOutput(job_id_, v1::OUTPUT_STREAM_LOG, line);
+  }
+  // Adds bytes to the job's output as one of its streams (what a program
+  // it runs writes).
+  void WriteOutput(v1::OutputStream stream, std::string_view bytes) const {
+    loop_.WriteOutput(job_id_, stream, bytes);
+  }
+  // WriteOutput as a function that may outlive this context (it stays on
+  // this loop's thread): for reads that may complete after the task.
+  OutputFn OutputWriter() const {
+    return [&loop = loop_, id = job_id_](v1::OutputStream stream,
+                                         std::string_view bytes) {
+      loop.WriteOutput(id, stream, bytes);
+    };
   }
 
   asio::io_context& io() { return loop_.io(); }

@@ -1,7 +1,8 @@
 // Task SDK: everything a task author writes against.
 //
 // A task is a named function that receives its validated arguments and a
-// TaskContext (cancel token, deadline, progress reporter) and returns a
+// TaskContext (cancel token, deadline, progress reporter, log lines) and
+// returns a
 // TaskOutput or an error status. Tasks are registered in a TaskRegistry
 // (task_registry.h); executors run them.
 //
@@ -123,16 +124,20 @@ struct TaskOutput {
 
 // Receives progress reports of one job; implemented by executors.
 using ProgressFn = std::function<void(double fraction, std::string_view msg)>;
+// Receives output of one job (log lines); implemented by executors.
+using OutputFn =
+    std::function<void(v1::OutputStream stream, std::string_view bytes)>;
 
 // What a running task sees of its job.
 class TaskContext {
  public:
   TaskContext(const TaskArgs& args, CancelToken& cancel, absl::Time deadline,
-              ProgressFn progress)
+              ProgressFn progress, OutputFn output = {})
       : args_(args),
         cancel_(cancel),
         deadline_(deadline),
-        progress_(std::move(progress)) {}
+        progress_(std::move(progress)),
+        output_(std::move(output)) {}
 
   const TaskArgs& args() const { return args_; }
   // True once the job was cancelled, timed out or the daemon is stopping.
@@ -147,12 +152,20 @@ class TaskContext {
   void ReportProgress(double fraction, std::string_view message) const {
     if (progress_) progress_(fraction, message);
   }
+  // Writes a line to the job's output, next to what its programs write
+  // (`jobctl logs`, README: Job output): made valid UTF-8, cut to 4 KiB,
+  // one line per call. Never blocks for long; what jobd cannot keep is
+  // dropped (the oldest first).
+  void Log(std::string_view line) const {
+    if (output_) output_(v1::OUTPUT_STREAM_LOG, line);
+  }
 
  private:
   const TaskArgs& args_;
   CancelToken& cancel_;
   const absl::Time deadline_;
   const ProgressFn progress_;
+  const OutputFn output_;
 };
 
 // A synchronous implementation: runs on a thread-pool thread or in a worker

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "workers/sdk/async_task.h"
 
 extern char** environ;
 
@@ -76,6 +77,18 @@ absl::StatusOr<TaskOutput> PrimesCount(TaskContext& ctx) {
 
 absl::StatusOr<TaskOutput> Fail(TaskContext& ctx) {
   return absl::UnknownError(ctx.args().String("message"));
+}
+
+// Writes `lines` log lines to the job's output (TaskContext::Log).
+template <typename Context>
+absl::StatusOr<TaskOutput> LogLines(Context& ctx) {
+  const int64_t n = ctx.args().Int("lines");
+  for (int64_t i = 1; i <= n; ++i) {
+    ctx.Log(absl::StrCat("log line ", i, " of ", n));
+  }
+  TaskOutput out;
+  out.value = NumberValue(static_cast<double>(n));
+  return out;
 }
 
 // Recurses until the stack overflows (each frame keeps 4 KiB alive); the
@@ -275,6 +288,18 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
                     .default_kind = v1::JOB_KIND_IO_BOUND,
                     .params = {Param("ms", ParamType::kInt, "milliseconds")},
                     .run = Burn});
+    defs.push_back(
+        {.name = "log",
+         .description = "Writes `lines` log lines to the job's output "
+                        "(testing only; sync and async forms).",
+         .default_kind = v1::JOB_KIND_IO_BOUND,
+         .params = {Param("lines", ParamType::kInt, "lines to write")},
+         .run = LogLines<TaskContext>,
+         .async = MakeTimerTask(
+             {.delay = [](const TaskArgs&) -> absl::StatusOr<absl::Duration> {
+                return absl::ZeroDuration();
+              },
+              .then = LogLines<AsyncTaskContext>})});
     defs.push_back(
         {.name = "hold_fds",
          .description = "Opens up to `n` file descriptors (all that are "

@@ -9,6 +9,8 @@
 // and, only with testing tasks on (they exist to test failure handling):
 //   crash         kills its worker process in a chosen way (process pool only)
 //   burn          keeps a CPU busy for `ms`, though tagged IO-bound
+//   log           writes `lines` log lines to the job's output (every
+//                 executor: sync and timer forms)
 //
 // Thread-safety: the tasks are stateless; the registry rules apply.
 #ifndef JOBD_WORKERS_TASKS_BUILTIN_TASKS_H_

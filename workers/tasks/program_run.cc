@@ -74,6 +74,7 @@ struct Child {
   std::string stdout_bytes, stderr_bytes;
   bool stdout_truncated = false, stderr_truncated = false;
   size_t limit = 0;
+  OutputFn sink;  // The job's output, live (all of it: jobd bounds it).
   int open_streams = 0;
   asio::steady_timer streams_done;  // Cancelled when both streams hit EOF.
   pid_t pid = 0;
@@ -91,6 +92,11 @@ asio::awaitable<void> Drain(std::shared_ptr<Child> child, bool is_stdout) {
     const size_t n = co_await sd.async_read_some(
         asio::buffer(chunk), asio::redirect_error(asio::use_awaitable, ec));
     if (ec) break;  // EOF, or closed by the task.
+    if (child->sink) {
+      child->sink(
+          is_stdout ? v1::OUTPUT_STREAM_STDOUT : v1::OUTPUT_STREAM_STDERR,
+          std::string_view(chunk.data(), n));
+    }
     const size_t keep = std::min(n, child->limit - buf.size());
     buf.append(chunk.data(), keep);
     truncated |= keep < n;  // Read on (and drop), so the program never blocks.
@@ -418,6 +424,7 @@ asio::awaitable<absl::StatusOr<ProgramEnd>> RunProgram(
   auto child = std::make_shared<Child>(ctx.io());
   child->pid = *pid;
   child->limit = run.limit;
+  child->sink = ctx.OutputWriter();
   child->pidfd.assign(pidfd);
   child->out.assign(out.TakeRead());
   child->err.assign(err.TakeRead());

@@ -3,10 +3,12 @@
 // own process group, with a clean environment (a fixed PATH, JOBD_INSTANCE
 // and what the caller adds), the guardian's namespaces, the sandbox's user
 // and rlimits (ExecSandbox, io_tasks.h), its stdin fed from a string and
-// its stdout/stderr captured up to a limit each. Waits on a pidfd on the
-// reactor (no thread per child). A cancel or timeout of the job SIGTERMs
-// the group and every descendant, then SIGKILLs them after `kill_grace`;
-// whatever the program leaves in its group is killed when it ends.
+// its stdout/stderr captured up to a limit each, and passed on as they
+// come to the job's output (AsyncTaskContext::WriteOutput: jobctl logs). Waits
+// on a pidfd on the reactor (no thread per child). A cancel or timeout of the
+// job SIGTERMs the group and every descendant, then SIGKILLs them after
+// `kill_grace`; whatever the program leaves in its group is killed when it
+// ends.
 //
 // Thread-safety: RunProgram runs on the job's reactor loop; the helpers
 // are pure functions.

@@ -128,7 +128,7 @@ absl::Duration ThreadCpuWaitTime() {
 }  // namespace
 
 JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
-                       JobClock* clock) {
+                       JobClock* clock, OutputFn output) {
   JobOutcome outcome;
   const bool chained = clock != nullptr && clock->fresh;
   const absl::Duration cpu0 = chained ? clock->cpu : ThreadCpuTime();
@@ -138,7 +138,8 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
   const bool measure_wait = auto_kind && run.measure_cpu_wait;
   const absl::Duration wait0 =
       measure_wait ? ThreadCpuWaitTime() : absl::ZeroDuration();
-  TaskContext ctx(*run.args, *run.cancel, run.deadline, progress);
+  TaskContext ctx(*run.args, *run.cancel, run.deadline, progress,
+                  std::move(output));
   absl::StatusOr<TaskOutput> result;
   bool out_of_memory = false;
   try {
@@ -196,9 +197,14 @@ bool ThreadPoolExecutor::Resize(int slots) {
 
 void ThreadPoolExecutor::Execute(const JobRun& run) {
   const uint64_t id = run.job_id;
-  JobOutcome outcome =
-      RunSyncTask(run, [this, id](double fraction, std::string_view message) {
+  JobOutcome outcome = RunSyncTask(
+      run,
+      [this, id](double fraction, std::string_view message) {
         listener_.OnJobProgress(id, fraction, message);
+      },
+      nullptr,
+      [this, id](v1::OutputStream stream, std::string_view bytes) {
+        listener_.OnJobOutput(id, stream, bytes);
       });
   listener_.OnJobFinished(id, std::move(outcome));
   absl::MutexLock lock(&mu_);

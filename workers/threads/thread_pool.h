@@ -84,8 +84,9 @@ struct JobClock {
 // Runs `run` on the calling thread: measures CPU and wall time, catches
 // exceptions, maps errors to reasons. Shared by every executor that runs
 // sync tasks. `clock`, if given, is read from when fresh and left fresh.
+// `output` gets the task's log lines (TaskContext::Log).
 JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
-                       JobClock* clock = nullptr);
+                       JobClock* clock = nullptr, OutputFn output = {});
 
 }  // namespace jobd
 

@@ -86,7 +86,9 @@ class PoolCore : private ForkServerRelay::Events {
     uint64_t job_id = 0;
     bool progress = false;
     double fraction = 0;
-    std::string message;
+    std::string message;  // Or the output's bytes.
+    // Set: output of the job (OnJobOutput), not a progress or an end.
+    v1::OutputStream output = v1::OUTPUT_STREAM_UNSPECIFIED;
     JobOutcome outcome;
   };
 
