@@ -16,6 +16,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
+#include "server/callbacks/dispatcher.h"
 #include "server/daemon/daemon_files.h"
 #include "server/daemon/leftovers.h"
 #include "server/daemon/systemd.h"
@@ -325,6 +326,18 @@ void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
     scheduler.AddExecutor(std::make_unique<ReactorExecutor>(
         config.reactor, scheduler.listener_for(v1::EXECUTOR_REACTOR)));
   }
+  // Push callbacks: with a key (--callback-secret-file). Those the journal
+  // holds pending go out again, before the restored jobs can end more.
+  if (!config.callbacks.secret.empty()) {
+    callbacks_ = std::make_unique<callbacks::CallbackDispatcher>(
+        config.callbacks, journal_.get());
+    callbacks_->Restore(std::move(recovered.callbacks));
+    scheduler.SetCallbackHook(callbacks_.get());
+  } else if (!recovered.callbacks.empty()) {
+    spdlog::warn(
+        "callbacks: the journal holds callbacks, kept there until "
+        "--callback-secret-file and --callback-allowed-prefixes are set again");
+  }
   if (journal_ == nullptr) return;
   const size_t rows = recovered.rows.size();
   const absl::Time read = absl::Now();
@@ -612,6 +625,8 @@ DaemonStopped Daemon::Stop() {
     }
     result.tasks_left_running = true;
   }
+  // Pending callbacks stay in the journal for the next start.
+  if (callbacks_ != nullptr) callbacks_->Stop();
   // Our socket, but not one a newer jobd has bound at the same path.
   RemoveSocketIfSame(unix_socket_, socket_inode_);
   result.listener_dead = listener_dead_;

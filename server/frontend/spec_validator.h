@@ -7,6 +7,8 @@
 #define JOBD_SERVER_FRONTEND_SPEC_VALIDATOR_H_
 
 #include <cstddef>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "jobd/v1/jobd.pb.h"
@@ -23,6 +25,9 @@ struct SpecLimits {
   size_t max_idempotency_key_bytes = 256;
   int max_value_depth = 32;         // Nesting of args/kwargs lists and objects.
   size_t max_args_bytes = 1 << 20;  // args + kwargs, serialized.
+  // Where spec.callback_url may point (server/callbacks/callback_url.h);
+  // empty: no callbacks.
+  std::vector<std::string> callback_allowed_prefixes;
 };
 
 // Validates `spec` (consumed) against the registry and limits.

@@ -19,6 +19,10 @@ room B when a file of A includes a header of B. The rules (DESIGN.md):
   * the metrics endpoint (server/metrics) reads the scheduler and knows
     neither gRPC nor the frontend, config or daemon: it renders what the
     scheduler knows; only the daemon uses it;
+  * push callbacks (server/callbacks) know neither gRPC nor the scheduler,
+    frontend, config or daemon: the scheduler hands them its terminal
+    events through an interface of server/jobs (CallbackHook), so the
+    scheduler never includes them either;
   * no circle between rooms.
 
 Usage: check_dependencies.py [ROOT]      check the tree at ROOT (default: .)
@@ -87,6 +91,12 @@ def forbidden(room, include):
     if (target == "server/metrics" and room != "server/metrics" and
             room != "server/daemon"):
         return "only the daemon uses the metrics endpoint"
+    if room == "server/callbacks" and (grpc or target in (
+            "server/scheduler", "server/frontend", "server/config",
+            "server/daemon")):
+        return "callbacks see jobs only through the scheduler's CallbackHook"
+    if room == "server/scheduler" and target == "server/callbacks":
+        return "the scheduler knows callbacks only as a CallbackHook"
     if top == "server" and target_top == "client":
         return "the server never includes client headers"
     if top == "proto" and target_top not in (None, "proto"):
@@ -202,6 +212,7 @@ def self_test():
         "server/metrics/exposition.cc":
             '#include "server/scheduler/scheduler.h"\n',
         "examples/plugins/p/p.cc": '#include "workers/sdk/task.h"\n',
+        "server/callbacks/dispatcher.cc": '#include "workers/sdk/task.h"\n',
     }
     planted = {
         "a worker including gRPC": ("workers/sdk/task.cc", '#include "grpcpp/grpcpp.h"\n'),
@@ -227,6 +238,12 @@ def self_test():
         "the frontend including the metrics endpoint": (
             "server/frontend/service.cc",
             '#include "server/metrics/exposition.h"\n'),
+        "callbacks including the scheduler": (
+            "server/callbacks/dispatcher.cc",
+            '#include "server/scheduler/scheduler.h"\n'),
+        "the scheduler including callbacks": (
+            "server/scheduler/scheduler.cc",
+            '#include "server/callbacks/dispatcher.h"\n'),
         "a circle": ("server/scheduler/scheduler.cc",
                      '#include "server/frontend/service.h"\n'),
     }
