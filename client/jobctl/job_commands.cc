@@ -92,6 +92,10 @@ void PrintJobHuman(const v1::Job& job) {
     add("error", fmt::format("{} (code {})", ErrorText(job.error()),
                              job.error().code()));
   }
+  if (!job.spec().callback_url().empty()) {
+    add("callback", job.spec().callback_url());
+    add("callback status", CallbackText(job.callback()));
+  }
   PrintTable(rows);
 }
 
