@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
@@ -333,10 +334,16 @@ void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
         config.callbacks, journal_.get());
     callbacks_->Restore(std::move(recovered.callbacks));
     scheduler.SetCallbackHook(callbacks_.get());
-  } else if (!recovered.callbacks.empty()) {
+  } else if (const size_t pending = std::count_if(
+                 recovered.callbacks.begin(), recovered.callbacks.end(),
+                 [](const CallbackRecord& r) {
+                   return r.state == v1::CALLBACK_STATE_PENDING;
+                 });
+             pending > 0) {
     spdlog::warn(
-        "callbacks: the journal holds callbacks, kept there until "
-        "--callback-secret-file and --callback-allowed-prefixes are set again");
+        "callbacks: {} pending in the journal, kept there until "
+        "--callback-secret-file and --callback-allowed-prefixes are set again",
+        pending);
   }
   if (journal_ == nullptr) return;
   const size_t rows = recovered.rows.size();
