@@ -170,5 +170,18 @@ TEST(JobctlFormatTest, EventLines) {
   EXPECT_EQ(EventLine(e), "41  3  FAILED  TIMEOUT: after 1s");
 }
 
+TEST(JobctlFormatTest, CallbackStatusText) {
+  v1::CallbackStatus c;
+  c.set_state(v1::CALLBACK_STATE_DELIVERED);
+  c.set_attempts(1);
+  EXPECT_EQ(CallbackText(c), "delivered (1 attempt)");
+  c.set_state(v1::CALLBACK_STATE_PENDING);
+  c.set_attempts(3);
+  c.set_last_error("HTTP 503");
+  EXPECT_EQ(CallbackText(c), "pending (3 attempts; last: HTTP 503)");
+  c.set_state(v1::CALLBACK_STATE_WAITING);
+  EXPECT_EQ(CallbackText(c), "waiting for the job to end");
+}
+
 }  // namespace
 }  // namespace jobd::jobctl

@@ -92,6 +92,60 @@ TEST_F(JournalTest, TheSpecIsStoredAsGivenWithItsTaskName) {
   EXPECT_EQ(r.rows[0].spec->payload(), "x");
 }
 
+TEST_F(JournalTest, ACallbackIsKeptWithItsJobsEndUntilItIsDone) {
+  CallbackRecord first;
+  first.job_id = 2;
+  first.url = "http://127.0.0.1:1/hook";
+  first.event = "event bytes";
+  {
+    Recovered r;
+    auto j = Open(&r);
+    EXPECT_TRUE(r.callbacks.empty());
+    j->Insert(Row(1, v1::JOB_STATE_QUEUED));
+    j->Insert(Row(2, v1::JOB_STATE_QUEUED));
+    j->Insert(Row(3, v1::JOB_STATE_QUEUED));
+    ASSERT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
+    j->Update(Ended(2), first);
+    CallbackRecord third = first;
+    third.job_id = 3;
+    j->Update(Ended(3), third);
+    // A retry's status in the same batch keeps the URL and the event.
+    j->PutCallback({.job_id = 2, .attempts = 1, .last_error = "HTTP 503"});
+  }
+  {
+    Recovered r;
+    auto j = Open(&r);
+    ASSERT_EQ(r.callbacks.size(), 2u);
+    const CallbackRecord& cb = r.callbacks[0];
+    EXPECT_EQ(cb.job_id, 2u);
+    EXPECT_EQ(cb.state, v1::CALLBACK_STATE_PENDING);
+    EXPECT_EQ(cb.attempts, 1u);
+    EXPECT_EQ(cb.last_error, "HTTP 503");
+    EXPECT_EQ(cb.url, "http://127.0.0.1:1/hook");
+    EXPECT_EQ(cb.event, "event bytes");
+    // Job 2's callback is delivered, then the job forgotten: both go. Job
+    // 3 is forgotten with its callback pending: the callback stays.
+    j->PutCallback(
+        {.job_id = 2, .state = v1::CALLBACK_STATE_DELIVERED, .attempts = 2});
+    ASSERT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
+    j->Delete(2);
+    j->Delete(3);
+  }
+  Recovered r;
+  auto j = Open(&r);
+  ASSERT_EQ(r.callbacks.size(), 1u);
+  EXPECT_EQ(r.callbacks[0].job_id, 3u);
+  EXPECT_EQ(r.callbacks[0].state, v1::CALLBACK_STATE_PENDING);
+  EXPECT_EQ(r.callbacks[0].event, "event bytes");
+  // Delivered once its job is gone: the row goes too.
+  j->PutCallback(
+      {.job_id = 3, .state = v1::CALLBACK_STATE_DELIVERED, .attempts = 1});
+  j.reset();
+  Recovered after;
+  j = Open(&after);
+  EXPECT_TRUE(after.callbacks.empty());
+}
+
 TEST_F(JournalTest, RowsSurviveAReopen) {
   {
     Recovered r;

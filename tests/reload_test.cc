@@ -162,6 +162,37 @@ TEST_F(ReloadTest, HttpAllowlistAppliesLive) {
   EXPECT_EQ(current_.http_allow, fresh.http_allow);
 }
 
+TEST_F(ReloadTest, CallbackPrefixesApplyLiveWhileTheKeyStays) {
+  current_.callbacks.secret = "the first key, 16+ bytes";
+  current_.service.spec.callback_allowed_prefixes = {"http://a.example/"};
+  Start("127.0.0.1:0", /*tls=*/false);
+  DaemonConfig fresh = current_;
+  fresh.service.spec.callback_allowed_prefixes = {"http://b.example/"};
+  ReloadResult r = Apply(fresh);
+  EXPECT_THAT(r.applied,
+              ::testing::Contains(HasSubstr("--callback-allowed-prefixes")));
+  EXPECT_EQ(current_.service.spec.callback_allowed_prefixes,
+            fresh.service.spec.callback_allowed_prefixes);
+  // A new key needs a restart, and so do the prefixes that come with it;
+  // the key is never shown.
+  fresh.callbacks.secret = "the second key, 16+ bytes";
+  fresh.service.spec.callback_allowed_prefixes = {"http://c.example/"};
+  fresh.callbacks.max_attempts = 3;
+  r = Apply(fresh);
+  EXPECT_THAT(r.needs_restart,
+              ::testing::Contains(HasSubstr("--callback-secret-file")));
+  EXPECT_THAT(r.needs_restart,
+              ::testing::Contains(HasSubstr("--callback-allowed-prefixes")));
+  EXPECT_THAT(r.needs_restart,
+              ::testing::Contains(HasSubstr("--callback-max-attempts")));
+  for (const std::string& line : r.needs_restart) {
+    EXPECT_THAT(line, ::testing::Not(HasSubstr("key, 16+")));
+  }
+  EXPECT_EQ(current_.service.spec.callback_allowed_prefixes,
+            std::vector<std::string>{"http://b.example/"});
+  EXPECT_EQ(current_.callbacks.secret, "the first key, 16+ bytes");
+}
+
 TEST(ConfigTest, ABadHttpAllowEntryIsRefusedByName) {
   const char* argv[] = {"jobd", "--http-allow", "127.0.0.1,10.0.0.0/99"};
   absl::StatusOr<ParsedArgs> parsed = ParseConfig(3, const_cast<char**>(argv));

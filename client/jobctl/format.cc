@@ -90,6 +90,34 @@ std::string ProgressText(const v1::Progress& p) {
   return fmt::format("{:.1f}% {}", 100 * p.fraction(), p.message());
 }
 
+std::string CallbackText(const v1::CallbackStatus& c) {
+  std::string state;
+  switch (c.state()) {
+    case v1::CALLBACK_STATE_WAITING:
+      return "waiting for the job to end";
+    case v1::CALLBACK_STATE_PENDING:
+      state = "pending";
+      break;
+    case v1::CALLBACK_STATE_DELIVERED:
+      state = "delivered";
+      break;
+    case v1::CALLBACK_STATE_FAILED:
+      state = "failed";
+      break;
+    case v1::CALLBACK_STATE_DROPPED:
+      state = "dropped";
+      break;
+    default:
+      return "unknown";
+  }
+  std::string out = fmt::format("{} ({} attempt{}", state, c.attempts(),
+                                c.attempts() == 1 ? "" : "s");
+  if (!c.last_error().empty()) {
+    out += fmt::format("; last: {}", c.last_error());
+  }
+  return out + ")";
+}
+
 std::string JobDetail(const v1::Job& job) {
   if (job.state() == v1::JOB_STATE_SUCCEEDED) {
     return ValueJson(job.result().value());

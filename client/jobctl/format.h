@@ -47,6 +47,10 @@ std::string ErrorText(const v1::JobError& e);
 // "42.0% message", or the message alone when the fraction is unknown (< 0).
 std::string ProgressText(const v1::Progress& p);
 
+// A job's callback status: "delivered (1 attempt)", "pending (3 attempts;
+// last: HTTP 503)", "failed (...)", "dropped (...)", "waiting for the end".
+std::string CallbackText(const v1::CallbackStatus& c);
+
 // A job's result as JSON if it SUCCEEDED, else its error text if it has
 // one, else "".
 std::string JobDetail(const v1::Job& job);

@@ -126,6 +126,10 @@ void PrintJobHuman(const v1::Job& job) {
         fmt::format("{} .. {}  {}", FormatTime(a.start_time()),
                     FormatTime(a.finish_time()), ErrorText(a.error())));
   }
+  if (!job.spec().callback_url().empty()) {
+    add("callback", job.spec().callback_url());
+    add("callback status", CallbackText(job.callback()));
+  }
   PrintTable(rows);
 }
 

@@ -37,6 +37,7 @@ struct SubmitArgs {
   int priority = 0;
   std::string timeout;
   std::string idempotency_key;
+  std::string callback_url;
   bool at_least_once = false;
   std::string delay;
   std::string at;
@@ -158,6 +159,7 @@ int RunSubmit(const Globals& g, const SubmitArgs& a) {
     *spec.mutable_timeout() = jobd::client::ToProtoDuration(*timeout);
   }
   spec.set_idempotency_key(a.idempotency_key);
+  spec.set_callback_url(a.callback_url);
   if (a.at_least_once) spec.set_delivery(v1::DELIVERY_AT_LEAST_ONCE);
   if (const int code = SetTiming(a, spec); code != kExitOk) return code;
   const bool wait = a.wait || !a.wait_timeout.empty();
@@ -221,6 +223,9 @@ void AddSubmitCommand(CLI::App& app, CommandSet& commands) {
   cmd->add_option("--label", submit->labels, "Label key=value (repeatable)");
   cmd->add_option("--idempotency-key", submit->idempotency_key,
                   "Retry-safe key: a repeat returns the same job");
+  cmd->add_option("--callback-url", submit->callback_url,
+                  "POST the job's end there (a URL under the daemon's "
+                  "--callback-allowed-prefixes)");
   cmd->add_flag("--at-least-once", submit->at_least_once,
                 "If jobd stops while the job runs, run it again at the "
                 "next start (default: it fails LOST_ON_RESTART)");

@@ -18,6 +18,7 @@
 #include "CLI/CLI.hpp"
 #include "jobd/v1/default_address.h"
 #include "server/config/retry_options.h"
+#include "server/config/callback_config.h"
 #include "server/config/toml_config.h"
 #include "spdlog/fmt/fmt.h"
 #include "workers/plugins/plugin_loader.h"
@@ -449,6 +450,9 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "TASK=N: default runs of TASK's jobs (over --retry-attempts); "
                  "repeatable")
       ->capture_default_str();
+  CallbackFlags callback_flags;
+  AddCallbackFlags(app, c.callbacks, c.service.spec.callback_allowed_prefixes,
+                   c.callback_secret_file, callback_flags);
   app.add_option("--max-queued", c.scheduler.max_queued,
                  "Jobs queued (not running) at most; beyond, submits are "
                  "rejected with RESOURCE_EXHAUSTED")
@@ -673,6 +677,12 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       return absl::InvalidArgumentError(fmt::format(
           "--exec-env-allow: '{}' {}", ClipUtf8(name, 128), problem));
     }
+  }
+  if (absl::Status cb = FinishCallbackConfig(
+          callback_flags, c.service.spec.callback_allowed_prefixes,
+          c.callback_secret_file, c.callbacks);
+      !cb.ok()) {
+    return cb;
   }
   if (absl::StatusOr<AddressPolicy> http = AddressPolicy::Parse(c.http_allow);
       !http.ok()) {

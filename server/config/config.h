@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/callbacks/dispatcher.h"
 #include "server/frontend/auth.h"
 #include "server/frontend/listener.h"
 #include "server/frontend/service_limits.h"
@@ -44,7 +45,12 @@ struct DaemonConfig {
   // addresses (workers/address_policy.h); empty: public ones only.
   std::vector<std::string> http_allow;
   SchedulerOptions scheduler;
+  // Where callbacks may go is service.spec.callback_allowed_prefixes.
   ServiceLimits service;
+  // Push callbacks (server/callbacks): the dispatcher's options, its
+  // secret read from callback_secret_file (never logged).
+  callbacks::CallbackOptions callbacks;
+  std::string callback_secret_file;
   ConnectionOptions connections;
   absl::Duration shutdown_grace = absl::Seconds(10);
   // Where the journal (jobd.db) lives; see DefaultStateDirectory().

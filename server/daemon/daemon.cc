@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
@@ -16,6 +17,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
+#include "server/callbacks/dispatcher.h"
 #include "server/daemon/daemon_files.h"
 #include "server/daemon/leftovers.h"
 #include "server/daemon/systemd.h"
@@ -362,6 +364,24 @@ void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
     scheduler.AddExecutor(std::make_unique<ReactorExecutor>(
         config.reactor, scheduler.listener_for(v1::EXECUTOR_REACTOR)));
   }
+  // Push callbacks: with a key (--callback-secret-file). Those the journal
+  // holds pending go out again, before the restored jobs can end more.
+  if (!config.callbacks.secret.empty()) {
+    callbacks_ = std::make_unique<callbacks::CallbackDispatcher>(
+        config.callbacks, journal_.get());
+    callbacks_->Restore(std::move(recovered.callbacks));
+    scheduler.SetCallbackHook(callbacks_.get());
+  } else if (const size_t pending = std::count_if(
+                 recovered.callbacks.begin(), recovered.callbacks.end(),
+                 [](const CallbackRecord& r) {
+                   return r.state == v1::CALLBACK_STATE_PENDING;
+                 });
+             pending > 0) {
+    spdlog::warn(
+        "callbacks: {} pending in the journal, kept there until "
+        "--callback-secret-file and --callback-allowed-prefixes are set again",
+        pending);
+  }
   if (journal_ == nullptr) return;
   recovered_schedules_ = std::move(recovered.schedules);
   const size_t rows = recovered.rows.size();
@@ -687,6 +707,8 @@ DaemonStopped Daemon::Stop() {
     }
     result.tasks_left_running = true;
   }
+  // Pending callbacks stay in the journal for the next start.
+  if (callbacks_ != nullptr) callbacks_->Stop();
   // Our socket, but not one a newer jobd has bound at the same path.
   RemoveSocketIfSame(unix_socket_, socket_inode_);
   result.listener_dead = listener_dead_;

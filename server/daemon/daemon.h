@@ -77,6 +77,9 @@ class Dashboard;
 class ExecPolicy;
 class HttpPolicy;
 class Journal;
+namespace callbacks {
+class CallbackDispatcher;
+}  // namespace callbacks
 class JobServiceImpl;
 class Listener;
 class MetricsServer;
@@ -196,6 +199,10 @@ class Daemon {
   // Until the process pool takes it.
   std::optional<ForkServerProcess> fork_server_;
   UniqueFd state_lock_;
+  // Push callbacks; null when none are configured. Before the journal: its
+  // durability callbacks (WhenDurable) reach the dispatcher until the
+  // journal is gone.
+  std::unique_ptr<callbacks::CallbackDispatcher> callbacks_;
   std::unique_ptr<Journal> journal_;
   RealClock clock_;
   std::unique_ptr<Scheduler> scheduler_;

@@ -76,9 +76,35 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                     sn.max_output_bytes, live);
   if (limits) scheduler.SetLimits(sn);
   const ServiceLimits& lo = current.service;
-  const ServiceLimits& ln = fresh.service;
+  ServiceLimits ln = fresh.service;
   bool service_limits = d.Check("max-payload-bytes", lo.spec.max_payload_bytes,
                                 ln.spec.max_payload_bytes, live);
+  // Callbacks: the allowlist is live (for jobs submitted from now on) while
+  // the signing key stays; a new key, or a first one, needs a restart (the
+  // dispatcher signs with the key it started with), and so does the rest.
+  const callbacks::CallbackOptions& cbo = current.callbacks;
+  const callbacks::CallbackOptions& cbn = fresh.callbacks;
+  if (cbo.secret != cbn.secret) {
+    later.push_back("--callback-secret-file: the key changed");
+  }
+  if (cbo.secret.empty() || cbo.secret != cbn.secret) {
+    d.Check("callback-allowed-prefixes", lo.spec.callback_allowed_prefixes,
+            ln.spec.callback_allowed_prefixes, later);
+    ln.spec.callback_allowed_prefixes = lo.spec.callback_allowed_prefixes;
+  } else {
+    service_limits |=
+        d.Check("callback-allowed-prefixes", lo.spec.callback_allowed_prefixes,
+                ln.spec.callback_allowed_prefixes, live);
+  }
+  d.Check("callback-max-attempts", cbo.max_attempts, cbn.max_attempts, later);
+  d.Check("callback-max-retry-time", cbo.max_retry_time, cbn.max_retry_time,
+          later);
+  d.Check("callback-backoff", cbo.first_backoff, cbn.first_backoff, later);
+  d.Check("callback-max-backoff", cbo.max_backoff, cbn.max_backoff, later);
+  d.Check("callback-timeout", cbo.timeout, cbn.timeout, later);
+  d.Check("callback-max-pending", cbo.max_pending, cbn.max_pending, later);
+  d.Check("callback-max-pending-bytes", cbo.max_pending_bytes,
+          cbn.max_pending_bytes, later);
   service_limits |= d.Check("max-jobs-per-request", lo.max_jobs_per_request,
                             ln.max_jobs_per_request, live);
   service_limits |=

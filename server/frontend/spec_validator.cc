@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "server/callbacks/callback_url.h"
 #include "server/jobs/proto_time.h"
 #include "spdlog/fmt/fmt.h"
 #include "workers/sdk/utf8.h"
@@ -273,6 +274,11 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
     return absl::InvalidArgumentError(fmt::format(
         "spec.payload: {} bytes; the limit is {} (max_payload_bytes)",
         spec.payload().size(), limits.max_payload_bytes));
+  }
+  if (!spec.callback_url().empty()) {
+    absl::Status s = callbacks::CheckCallbackUrl(
+        spec.callback_url(), limits.callback_allowed_prefixes);
+    if (!s.ok()) return s;
   }
   if (static_cast<size_t>(spec.labels_size()) > limits.max_labels) {
     return absl::InvalidArgumentError(

@@ -12,6 +12,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
@@ -40,6 +41,9 @@ struct SpecLimits {
   std::map<std::string, uint32_t> task_retries;
 
   static v1::RetryPolicy DefaultRetryPolicy();
+  // Where spec.callback_url may point (server/callbacks/callback_url.h);
+  // empty: no callbacks.
+  std::vector<std::string> callback_allowed_prefixes;
 };
 
 // True if `value` is a W3C Trace Context traceparent this jobd keeps:

@@ -96,6 +96,27 @@ uint64_t Journal::Update(JournalRow row) {
   return open_ticket_;
 }
 
+uint64_t Journal::Update(JournalRow row, CallbackRecord callback) {
+  row.spec = StoredSpec();
+  const uint64_t id = row.id;
+  auto cb = std::make_shared<const CallbackRecord>(std::move(callback));
+  absl::MutexLock lock(&mu_);
+  Batch& batch = open_->Touch();
+  batch.records.push_back({JournalRecord::kUpdate, std::move(row)});
+  batch.records.push_back(
+      {JournalRecord::kCallback, JournalRow{.id = id}, std::move(cb)});
+  return open_ticket_;
+}
+
+uint64_t Journal::PutCallback(CallbackRecord callback) {
+  const uint64_t id = callback.job_id;
+  auto cb = std::make_shared<const CallbackRecord>(std::move(callback));
+  absl::MutexLock lock(&mu_);
+  open_->Touch().records.push_back(
+      {JournalRecord::kCallback, JournalRow{.id = id}, std::move(cb)});
+  return open_ticket_;
+}
+
 uint64_t Journal::Delete(uint64_t id) {
   absl::MutexLock lock(&mu_);
   open_->Touch().records.push_back(
@@ -234,12 +255,32 @@ void Journal::WriterLoop() {
 }
 
 // Folds each job's records into one row write: an insert absorbs the
-// updates after it; a delete replaces what came before it.
+// updates after it; a delete replaces what came before it. A job's
+// callback records fold into one too (a status update keeps the first
+// record's URL and event), placed right after the job's row write if the
+// batch has one (Write keeps the two in one transaction).
 void Journal::Fold(Batch& batch) {
   absl::flat_hash_map<uint64_t, size_t> last;  // id -> index in `folded`.
   std::vector<JournalRecord> folded;
   folded.reserve(batch.records.size());
+  absl::flat_hash_map<uint64_t, JournalRecord> callbacks;
+  std::vector<uint64_t> callback_order;
   for (JournalRecord& r : batch.records) {
+    if (r.kind == JournalRecord::kCallback) {
+      auto [it, added] = callbacks.try_emplace(r.row.id);
+      if (added) {
+        callback_order.push_back(r.row.id);
+        it->second = std::move(r);
+      } else if (r.callback->first() || !it->second.callback->first()) {
+        it->second = std::move(r);
+      } else {  // A status update of a first record in this batch.
+        auto merged = std::make_shared<CallbackRecord>(*r.callback);
+        merged->url = it->second.callback->url;
+        merged->event = it->second.callback->event;
+        it->second.callback = std::move(merged);
+      }
+      continue;
+    }
     auto it = last.find(r.row.id);
     if (it == last.end()) {
       last.emplace(r.row.id, folded.size());
@@ -255,6 +296,24 @@ void Journal::Fold(Batch& batch) {
     } else {
       prev = std::move(r);
     }
+  }
+  if (!callbacks.empty()) {
+    std::vector<JournalRecord> ordered;
+    ordered.reserve(folded.size() + callbacks.size());
+    for (JournalRecord& r : folded) {
+      const uint64_t id = r.row.id;
+      ordered.push_back(std::move(r));
+      if (auto it = callbacks.find(id); it != callbacks.end()) {
+        ordered.push_back(std::move(it->second));
+        callbacks.erase(it);
+      }
+    }
+    for (uint64_t id : callback_order) {
+      if (auto it = callbacks.find(id); it != callbacks.end()) {
+        ordered.push_back(std::move(it->second));
+      }
+    }
+    folded = std::move(ordered);
   }
   batch.records = std::move(folded);
 }

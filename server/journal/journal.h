@@ -56,6 +56,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "jobd/v1/jobd.pb.h"
+#include "server/jobs/callback_hook.h"
 #include "server/jobs/job_types.h"
 #include "server/journal/journal_options.h"
 #include "server/telemetry/histogram.h"
@@ -125,6 +126,9 @@ struct Recovered {
   uint64_t last_sequence = 0;    // Highest event sequence ever handed out.
   // Set when the old database was damaged and moved aside: where to, why.
   std::string moved_aside;
+  // The callbacks table, by job id: every pending callback (url and event
+  // set) and the final state of those whose job is still journaled.
+  std::vector<CallbackRecord> callbacks;
 };
 
 class Journal {
@@ -142,7 +146,13 @@ class Journal {
   // ---- records: queued, never blocking; each returns the open ticket ----
   uint64_t Insert(JournalRow row);  // A new job, spec included.
   uint64_t Update(JournalRow row);  // Its state changed (spec not written).
-  uint64_t Delete(uint64_t id);     // Forgotten (retention).
+  // Its end, with its callback's first record: both in one transaction.
+  uint64_t Update(JournalRow row, CallbackRecord callback);
+  // A callback's new status (a row of the callbacks table): a final one
+  // (not PENDING) is kept only while its job's row is, and a job's row
+  // deleted takes its finished callback with it (a pending one stays).
+  uint64_t PutCallback(CallbackRecord callback);
+  uint64_t Delete(uint64_t id);  // Forgotten (retention).
   // The highest event sequence handed out; stored with the open batch.
   uint64_t NoteSequence(uint64_t last_sequence);
   // A schedule's row (server/schedules), replacing any of the same id, or

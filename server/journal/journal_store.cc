@@ -18,8 +18,8 @@ namespace jobd {
 namespace {
 
 // 1: the first; 2: jobs.owner; 3: jobs.due_ns and jobs.history (delays
-// and retries); 4: the schedules table.
-constexpr int kSchemaVersion = 4;
+// and retries); 4: the schedules table; 5: the callbacks table.
+constexpr int kSchemaVersion = 5;
 
 // Free pages worth this much are given back to the disk after a commit.
 constexpr uint64_t kVacuumFreeBytes = 64 << 20;
@@ -45,6 +45,19 @@ CREATE TABLE IF NOT EXISTS jobs(
   due_ns INTEGER NOT NULL DEFAULT 0,
   history BLOB);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+)sql";
+
+// Push callbacks (server/jobs/callback_hook.h): one row per job with a
+// callback, written with the job's end; `event` is emptied once it is no
+// longer pending.
+constexpr char kCallbacksTable[] = R"sql(
+CREATE TABLE IF NOT EXISTS callbacks(
+  job_id INTEGER PRIMARY KEY,
+  state INTEGER NOT NULL,
+  attempts INTEGER NOT NULL,
+  last_error TEXT NOT NULL,
+  url TEXT NOT NULL,
+  event BLOB NOT NULL);
 )sql";
 
 int64_t Nanos(absl::Time t) {
@@ -194,6 +207,10 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
                               nullptr, nullptr, nullptr) != SQLITE_OK) {
       return fail("migrating to schema 4");
     }
+    if (v < 5 && sqlite3_exec(db, kCallbacksTable, nullptr, nullptr, nullptr) !=
+                     SQLITE_OK) {
+      return fail("migrating to schema 5");
+    }
   }
   if (sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK ||
       sqlite3_exec(
@@ -254,6 +271,27 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
                                       std::string(blob(schedules.get(), 1)));
   }
   if (rc != SQLITE_DONE) return fail("reading schedules");
+  Statement callbacks(db,
+                      "SELECT job_id, state, attempts, last_error, url, event "
+                      "FROM callbacks ORDER BY job_id");
+  if (!callbacks.ok()) return fail("select callbacks");
+  while ((rc = sqlite3_step(callbacks.get())) == SQLITE_ROW) {
+    sqlite3_stmt* s = callbacks.get();
+    CallbackRecord cb;
+    cb.job_id = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
+    const int64_t state = sqlite3_column_int64(s, 1);
+    cb.state = state >= 0 && state <= v1::CallbackState_MAX &&
+                       v1::CallbackState_IsValid(static_cast<int>(state))
+                   ? static_cast<v1::CallbackState>(state)
+                   : v1::CALLBACK_STATE_FAILED;
+    cb.attempts = static_cast<uint32_t>(std::clamp<int64_t>(
+        sqlite3_column_int64(s, 2), 0, std::numeric_limits<uint32_t>::max()));
+    cb.last_error = MakeValidUtf8(blob(s, 3));
+    cb.url = MakeValidUtf8(blob(s, 4));
+    cb.event = std::string(blob(s, 5));
+    recovered->callbacks.push_back(std::move(cb));
+  }
+  if (rc != SQLITE_DONE) return fail("reading callbacks");
   Statement meta(db, "SELECT value FROM meta WHERE key='last_sequence'");
   if (!meta.ok()) return fail("meta");
   if (sqlite3_step(meta.get()) == SQLITE_ROW) {
@@ -499,6 +537,22 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
                    "ended_seq=?9, attempts=?10, due_ns=?11, history=?12 "
                    "WHERE id=?1");
   Statement remove(db_, "DELETE FROM jobs WHERE id=?");
+  // A job forgotten takes its finished callback with it (2: PENDING).
+  Statement remove_callback(
+      db_, "DELETE FROM callbacks WHERE job_id=? AND state<>2");
+  Statement put_callback(db_,
+                         "INSERT OR REPLACE INTO callbacks(job_id, state, "
+                         "attempts, last_error, url, event) "
+                         "VALUES(?,?,?,?,?,?)");
+  // A finished callback drops its event, and its row if its job's is gone.
+  Statement update_callback(
+      db_,
+      "UPDATE callbacks SET state=?2, attempts=?3, last_error=?4, "
+      "event=CASE WHEN ?2=2 THEN event ELSE x'' END WHERE job_id=?1");
+  Statement orphan_callback(db_,
+                            "DELETE FROM callbacks WHERE job_id=?1 AND "
+                            "state<>2 AND NOT EXISTS (SELECT 1 FROM jobs "
+                            "WHERE id=?1)");
   Statement meta(db_,
                  "INSERT INTO meta(key, value) VALUES('last_sequence', ?) "
                  "ON CONFLICT(key) DO UPDATE SET value=max(value, "
@@ -507,7 +561,8 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
       db_, "INSERT OR REPLACE INTO schedules(id, body) VALUES(?, ?)");
   Statement delete_schedule(db_, "DELETE FROM schedules WHERE id=?");
   if (!insert.ok() || !update.ok() || !remove.ok() || !meta.ok() ||
-      !put_schedule.ok() || !delete_schedule.ok()) {
+      !put_schedule.ok() || !delete_schedule.ok() || !remove_callback.ok() ||
+      !put_callback.ok() || !update_callback.ok() || !orphan_callback.ok()) {
     return SqliteError(db_, "prepare");
   }
   const bool per_record = options_.durability == Durability::kEveryCommit;
@@ -542,7 +597,8 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     return (rc & 0xff) == SQLITE_FULL ? absl::ResourceExhaustedError(message)
                                       : absl::InternalError(message);
   };
-  for (const JournalRecord& r : records) {
+  for (size_t index = 0; index < records.size(); ++index) {
+    const JournalRecord& r = records[index];
     if (part == Part::kDeletes && r.kind != JournalRecord::kDelete) continue;
     if (part == Part::kAllButDeletes && r.kind == JournalRecord::kDelete) {
       continue;
@@ -553,6 +609,34 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
       s = step(remove.get());
       if (s.ok() && sqlite3_changes(db_) > 0) --rows_delta;
       ++deletes;
+      if (s.ok()) {
+        sqlite3_bind_int64(remove_callback.get(), 1,
+                           static_cast<int64_t>(r.row.id));
+        s = step(remove_callback.get());
+      }
+    } else if (r.kind == JournalRecord::kCallback) {
+      const CallbackRecord& cb = *r.callback;
+      const int64_t id = static_cast<int64_t>(cb.job_id);
+      sqlite3_stmt* st =
+          cb.first() ? put_callback.get() : update_callback.get();
+      sqlite3_bind_int64(st, 1, id);
+      sqlite3_bind_int64(st, 2, cb.state);
+      sqlite3_bind_int64(st, 3, cb.attempts);
+      sqlite3_bind_text(st, 4, cb.last_error.data(),
+                        static_cast<int>(cb.last_error.size()), SQLITE_STATIC);
+      if (cb.first()) {
+        sqlite3_bind_text(st, 5, cb.url.data(), static_cast<int>(cb.url.size()),
+                          SQLITE_STATIC);
+        sqlite3_bind_blob(st, 6, cb.event.data(),
+                          static_cast<int>(cb.event.size()), SQLITE_STATIC);
+      }
+      s = step(st);
+      if (s.ok() && cb.state != v1::CALLBACK_STATE_PENDING) {
+        sqlite3_bind_int64(orphan_callback.get(), 1, id);
+        s = step(orphan_callback.get());
+      }
+      transaction_bytes += cb.event.size();
+      written += cb.event.size();
     } else {
       const bool is_insert =
           r.kind == JournalRecord::kInsert && r.row.spec != nullptr;
@@ -599,8 +683,15 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     }
     if (!s.ok()) return s;
     ++in_transaction;
-    if (per_record || in_transaction >= options_.max_batch_records ||
-        transaction_bytes >= options_.max_transaction_bytes) {
+    // A job's end and its callback's first record: one transaction.
+    const bool callback_follows =
+        index + 1 < records.size() &&
+        records[index + 1].kind == JournalRecord::kCallback &&
+        records[index + 1].row.id == r.row.id &&
+        r.kind != JournalRecord::kCallback;
+    if (!callback_follows &&
+        (per_record || in_transaction >= options_.max_batch_records ||
+         transaction_bytes >= options_.max_transaction_bytes)) {
       // A failed COMMIT may leave the transaction open; the retry needs it
       // closed (and re-applies the whole batch: every record is idempotent).
       if (absl::Status c = commit(); !c.ok()) {

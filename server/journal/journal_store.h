@@ -34,11 +34,13 @@ struct sqlite3;
 
 namespace jobd {
 
-// One queued change of the jobs table.
+// One queued change of the jobs table, or (kCallback) of the callbacks
+// table.
 struct JournalRecord {
-  enum Kind : uint8_t { kInsert, kUpdate, kDelete };
+  enum Kind : uint8_t { kInsert, kUpdate, kDelete, kCallback };
   Kind kind;
-  JournalRow row;  // kDelete: only id.
+  JournalRow row;  // kDelete, kCallback: only id.
+  std::shared_ptr<const CallbackRecord> callback;  // kCallback only.
 };
 
 // The bytes EncodeRow serializes, reused from one row to the next.
@@ -72,7 +74,9 @@ class JournalStore {
     uint64_t used_bytes = 0;  // In use now (pages counted, bytes added).
     uint64_t bytes = 0;       // Of specs, results and errors written.
   };
-  // Writes `records` (at most one per job: Journal folds them) and, if
+  // Writes `records` (at most one per job and table: Journal folds them; a
+  // callback record right after its job's record goes in the same
+  // transaction) and, if
   // over 1, `last_sequence` (the highest event sequence handed out), in
   // one transaction per max_batch_records / max_transaction_bytes (one
   // per record with kEveryCommit). Every write is idempotent: a failed

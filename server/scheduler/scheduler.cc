@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/strip.h"
@@ -143,6 +144,19 @@ void Scheduler::AddExecutor(std::unique_ptr<JobExecutor> executor) {
   // pool's lane, their programs waited for on the reactor.
   lanes_[v1::EXECUTOR_PROCESS].set_guest(
       lanes_[v1::EXECUTOR_REACTOR].executor());
+}
+
+void Scheduler::SetCallbackHook(CallbackHook* hook) {
+  absl::MutexLock lock(&mu_);
+  callback_hook_ = hook;
+}
+
+v1::Job Scheduler::Snapshot(const Job& job) const {
+  v1::Job out = job.Snapshot();
+  if (callback_hook_ != nullptr && !out.spec().callback_url().empty()) {
+    callback_hook_->Describe(job.id, &out);
+  }
+  return out;
 }
 
 void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
@@ -450,15 +464,27 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
   } else if (event.type == v1::EVENT_TYPE_STARTED) {
     job.started_seq = event.sequence;
   }
+  // A push callback (server/callbacks) gets the terminal event; its record
+  // is journaled with the job's end, in the same transaction.
+  std::optional<CallbackRecord> callback;
+  if (callback_hook_ != nullptr && IsTerminal(event.type) &&
+      job.spec != nullptr && !job.spec->callback_url().empty()) {
+    callback = callback_hook_->OnEnded(job.id, job.spec->callback_url(), event);
+  }
   if (journal_ != nullptr) {
     // The record first, then the ticket: the event must not be delivered
     // before the state it announces is durable, so its ticket is taken
     // after the record joined the open batch (never an older one).
-    if (event.type != v1::EVENT_TYPE_PROGRESS) {
+    if (callback.has_value()) {
+      journal_->Update(job.Row(), *callback);
+    } else if (event.type != v1::EVENT_TYPE_PROGRESS) {
       JournalState(job, /*insert=*/event.type == v1::EVENT_TYPE_ACCEPTED);
     }
     event.ticket = events_.JoinBatch(event.sequence);
     after.ticket = std::max(after.ticket, event.ticket);
+  }
+  if (callback.has_value()) {
+    callback_hook_->Deliver(*std::move(callback), event.ticket);
   }
   // Never a duplicate ACCEPTED (those go to their caller alone).
   events_.Append(event);
@@ -511,7 +537,7 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   Emit(job, std::move(e), after);
   job.subscribers.clear();
   if (job.more != nullptr && !job.more->waiters.empty()) {
-    auto snapshot = std::make_shared<v1::Job>(job.Snapshot());
+    auto snapshot = std::make_shared<v1::Job>(Snapshot(job));
     if (dropped != nullptr) SetEnd(*dropped, snapshot.get());
     for (Job::Waiter& w : job.more->waiters) {
       timers_.Cancel(w.timer);

@@ -59,6 +59,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "jobd/v1/jobd.pb.h"
+#include "server/jobs/callback_hook.h"
 #include "server/jobs/job_types.h"
 #include "server/journal/journal.h"
 #include "server/scheduler/after_unlock.h"
@@ -136,6 +137,10 @@ class Scheduler {
   ExecutorListener& listener_for(v1::Executor kind);
   // Adds an executor (before the first Submit). The thread pool is required.
   void AddExecutor(std::unique_ptr<JobExecutor> executor);
+  // Hands the terminal events of jobs with a callback URL to `hook` (not
+  // owned; it must outlive the scheduler), before the first Submit and
+  // Restore. Called under the scheduler lock (server/jobs/callback_hook.h).
+  void SetCallbackHook(CallbackHook* hook);
 
   // Admits `jobs` in order, each subscribed to by `subscriber.sink` with the
   // job's own tag. Rejects a job (Admission::status) when the queue is full
@@ -359,6 +364,8 @@ class Scheduler {
   void RunReturned(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // ---- the read side (scheduler_queries.cc) ----
+  // The job as a v1::Job, its callback's status included.
+  v1::Job Snapshot(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FireWaiter(uint64_t id, uint64_t waiter_id);
   // The page `query` selects, in id order (see ListJobs); raises *ticket
   // (if given) to the largest TicketOf of its jobs.
@@ -394,6 +401,7 @@ class Scheduler {
   uint64_t next_waiter_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   TaskCounters task_counters_ ABSL_GUARDED_BY(mu_);
+  CallbackHook* callback_hook_ ABSL_GUARDED_BY(mu_) = nullptr;  // Optional.
   uint64_t rejected_ ABSL_GUARDED_BY(mu_) = 0;
   size_t running_ ABSL_GUARDED_BY(mu_) = 0;  // In state RUNNING.
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

@@ -24,7 +24,7 @@ absl::StatusOr<v1::Job> Scheduler::GetJob(uint64_t id,
   absl::MutexLock lock(&mu_);
   const Job* job = table_.FindOwned(id, owner);
   if (job == nullptr) return JobNotFound(id);
-  return job->Snapshot();
+  return Snapshot(*job);
 }
 
 absl::StatusOr<OutputRead> Scheduler::ReadOutput(uint64_t id,
@@ -59,7 +59,7 @@ void Scheduler::ShowJob(uint64_t id, std::string_view owner,
     if (found == nullptr) {
       job = JobNotFound(id);
     } else {
-      job = found->Snapshot();
+      job = Snapshot(*found);
       ticket = events_.TicketOf(found->last_sequence);
     }
   }
@@ -121,7 +121,7 @@ std::vector<v1::Job> Scheduler::ListLocked(const ListJobsQuery& query,
       return true;
     }
     if (!query.owner.empty() && *job.owner != query.owner) return true;
-    v1::Job snapshot = job.Snapshot();
+    v1::Job snapshot = Snapshot(job);
     if (query.max_bytes > 0) {
       const size_t size = snapshot.ByteSizeLong() + 8;  // Tag and length.
       if (!out.empty() && bytes + size > query.max_bytes) {
@@ -195,7 +195,7 @@ void Scheduler::WaitJob(uint64_t id, absl::Time deadline,
     if (job == nullptr) {
       now_result = JobNotFound(id);
     } else if (IsTerminal(job->state) || deadline <= clock_.Now()) {
-      now_result = job->Snapshot();
+      now_result = Snapshot(*job);
       const uint64_t ticket = events_.TicketOf(job->last_sequence);
       if (ticket != 0) {  // Its latest change is not durable yet.
         journal_->WhenDurable(
@@ -231,7 +231,7 @@ void Scheduler::FireWaiter(uint64_t id, uint64_t waiter_id) {
     if (w == waiters.end()) return;
     done = std::move(w->done);
     waiters.erase(w);
-    snapshot = job->Snapshot();
+    snapshot = Snapshot(*job);
     ticket = events_.TicketOf(job->last_sequence);
   }
   if (ticket == 0) return done(std::move(snapshot));
@@ -341,6 +341,7 @@ v1::GetStatsResponse Scheduler::GetStats() const {
     stats.set_retained(retention_.retained());
     stats.set_live_bytes(table_.live_bytes());
     stats.set_retained_bytes(retention_.retained_bytes());
+    if (callback_hook_ != nullptr) callback_hook_->AddStats(&stats);
     const absl::Time now = clock_.Now();
     *stats.mutable_uptime() = ToProtoDuration(now - start_time_);
     *stats.mutable_start_time() = ToProtoTime(start_time_);

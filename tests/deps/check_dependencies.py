@@ -31,6 +31,10 @@ room B when a file of A includes a header of B. The rules (DESIGN.md):
     counters that the frontend, the journal and the scheduler write and
     the metrics endpoint reads) is a leaf: it includes nothing of ours
     but itself, and no gRPC (status codes are plain ints there);
+  * push callbacks (server/callbacks) know neither gRPC nor the scheduler,
+    frontend, config or daemon: the scheduler hands them its terminal
+    events through an interface of server/jobs (CallbackHook), so the
+    scheduler never includes them either;
   * no circle between rooms.
 
 Usage: check_dependencies.py [ROOT]      check the tree at ROOT (default: .)
@@ -126,6 +130,12 @@ def forbidden(room, include):
     if target == "server/schedules" and room in (
             "server/scheduler", "server/journal", "server/jobs"):
         return "the scheduler and journal know nothing of schedules"
+    if room == "server/callbacks" and (grpc or target in (
+            "server/scheduler", "server/frontend", "server/config",
+            "server/daemon")):
+        return "callbacks see jobs only through the scheduler's CallbackHook"
+    if room == "server/scheduler" and target == "server/callbacks":
+        return "the scheduler knows callbacks only as a CallbackHook"
     if top == "server" and target_top == "client":
         return "the server never includes client headers"
     if top == "proto" and target_top not in (None, "proto"):
@@ -250,6 +260,7 @@ def self_test():
         "server/frontend/rpc.cc": '#include "server/telemetry/rpc_stats.h"\n',
         "server/schedules/runner.cc":
             '#include "server/scheduler/scheduler.h"\n',
+        "server/callbacks/dispatcher.cc": '#include "workers/sdk/task.h"\n',
     }
     planted = {
         "a worker including gRPC": ("workers/sdk/task.cc", '#include "grpcpp/grpcpp.h"\n'),
@@ -307,6 +318,12 @@ def self_test():
         "the scheduler including schedules": (
             "server/scheduler/scheduler.h",
             '#include "server/schedules/runner.h"\n'),
+        "callbacks including the scheduler": (
+            "server/callbacks/dispatcher.cc",
+            '#include "server/scheduler/scheduler.h"\n'),
+        "the scheduler including callbacks": (
+            "server/scheduler/scheduler.cc",
+            '#include "server/callbacks/dispatcher.h"\n'),
         "a circle": ("server/scheduler/scheduler.cc",
                      '#include "server/frontend/service.h"\n'),
     }

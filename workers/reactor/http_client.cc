@@ -143,10 +143,11 @@ const AddressPolicy& PublicOnly() {
   return *policy;
 }
 
-absl::Status CurlError(CURLcode code, const char* detail,
+absl::Status CurlError(CURLcode code, const char* detail, const char* method,
                        const std::string& url) {
-  const std::string what = absl::StrCat(
-      "GET ", url, ": ", *detail != '\0' ? detail : curl_easy_strerror(code));
+  const std::string what =
+      absl::StrCat(method, " ", url, ": ",
+                   *detail != '\0' ? detail : curl_easy_strerror(code));
   switch (code) {
     case CURLE_OPERATION_TIMEDOUT:
       return absl::DeadlineExceededError(what);
@@ -267,8 +268,9 @@ void HttpClient::CollectDone() {
   }
 }
 
-asio::awaitable<absl::StatusOr<HttpResponse>> HttpClient::Get(
+asio::awaitable<absl::StatusOr<HttpResponse>> HttpClient::Perform(
     const HttpRequest& request) {
+  const char* const method = request.post_body ? "POST" : "GET";
   std::unique_ptr<CURL, void (*)(CURL*)> easy(curl_easy_init(),
                                               &curl_easy_cleanup);
   if (easy == nullptr) co_return absl::ResourceExhaustedError("curl_easy_init");
@@ -307,6 +309,13 @@ asio::awaitable<absl::StatusOr<HttpResponse>> HttpClient::Get(
   curl_easy_setopt(e, CURLOPT_PROXY, "");
   std::unique_ptr<curl_slist, void (*)(curl_slist*)> headers(
       nullptr, &curl_slist_free_all);
+  if (request.post_body.has_value()) {
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, request.post_body->data());
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                     static_cast<curl_off_t>(request.post_body->size()));
+    headers.reset(curl_slist_append(headers.release(), "Expect:"));
+  }
   for (const auto& [name, value] : request.headers) {
     headers.reset(curl_slist_append(headers.release(),
                                     absl::StrCat(name, ": ", value).c_str()));
@@ -334,15 +343,16 @@ asio::awaitable<absl::StatusOr<HttpResponse>> HttpClient::Get(
   }
   if (t.headers_too_big) {
     co_return absl::ResourceExhaustedError(
-        absl::StrCat("GET ", request.url, ": the response headers exceed ",
+        absl::StrCat(method, " ", request.url, ": the response headers exceed ",
                      kMaxResponseHeaderBytes, " bytes"));
   }
   if (t.too_big || t.code == CURLE_FILESIZE_EXCEEDED) {
     co_return absl::ResourceExhaustedError(absl::StrCat(
-        "GET ", request.url, ": the response body exceeds max_bytes (",
+        method, " ", request.url, ": the response body exceeds max_bytes (",
         request.max_body_bytes, " bytes)"));
   }
-  if (t.code != CURLE_OK) co_return CurlError(t.code, t.error, request.url);
+  if (t.code != CURLE_OK)
+    co_return CurlError(t.code, t.error, method, request.url);
   long status = 0;
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
   char* effective = nullptr;

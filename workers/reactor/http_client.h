@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -51,6 +52,9 @@ struct HttpRequest {
   int max_redirects = 5;
   // Where it may connect; null: public addresses only.
   std::shared_ptr<const AddressPolicy> addresses;
+  // Set: Perform sends a POST with these bytes as its body (give its
+  // Content-Type in `headers`); unset: a GET.
+  std::optional<std::string> post_body;
 };
 
 // Response header bytes kept at most (of each response of a redirect
@@ -81,7 +85,14 @@ class HttpClient {
   // DeadlineExceeded (request timeout), ResourceExhausted (body over the
   // limit). Cancellation of the awaiting coroutine aborts the transfer and
   // throws asio::system_error(operation_aborted).
-  asio::awaitable<absl::StatusOr<HttpResponse>> Get(const HttpRequest& request);
+  asio::awaitable<absl::StatusOr<HttpResponse>> Get(
+      const HttpRequest& request) {
+    return Perform(request);
+  }
+  // A GET, or a POST of request.post_body (no "Expect: 100-continue"); the
+  // same errors.
+  asio::awaitable<absl::StatusOr<HttpResponse>> Perform(
+      const HttpRequest& request);
 
   // Transfers in progress (for tests and stats).
   size_t active() const { return active_.size(); }
