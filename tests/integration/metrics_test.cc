@@ -20,7 +20,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "server/metrics/metrics_server.h"
 #include "tests/integration/daemon_harness.h"
@@ -202,6 +205,44 @@ TEST_F(MetricsTest, EveryRpcIsCountedWithItsStatusCodeAndDuration) {
   const CommandResult check =
       RunCommand({kPromtool, "check", "metrics"}, body, absl::Seconds(20));
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err << body;
+}
+
+// A unary call of `method` with raw request bytes; its status.
+grpc::Status RawUnary(const std::string& target, const std::string& method,
+                      const std::string& request) {
+  grpc::GenericStub stub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::Slice slice(request);
+  grpc::ByteBuffer in(&slice, 1), out;
+  absl::Notification done;
+  grpc::Status status;
+  stub.UnaryCall(&ctx, method, grpc::StubOptions(), &in, &out,
+                 [&](grpc::Status s) {
+                   status = std::move(s);
+                   done.Notify();
+                 });
+  done.WaitForNotification();  // Bounded by the deadline.
+  return status;
+}
+
+TEST_F(MetricsTest, TheCodeCountedIsTheOneTheClientGets) {
+  // A request that does not parse: the parse-error interceptor makes it
+  // INVALID_ARGUMENT, and that is what is counted.
+  const grpc::Status s = RawUnary(
+      daemon_->unix_address(), "/jobd.v1.JobService/CancelJob", "\xff\xff\xff");
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // Another service's method counts as "other", not under its own name.
+  RawUnary(daemon_->unix_address(), "/grpc.health.v1.Health/Check", "");
+  const std::string body = Scrape();
+  EXPECT_EQ(SumOf(body, "jobd_rpcs_total",
+                  {"method=\"CancelJob\"", "code=\"INVALID_ARGUMENT\""}),
+            1)
+      << body;
+  EXPECT_EQ(SumOf(body, "jobd_rpcs_total", {"method=\"CancelJob\""}), 1);
+  EXPECT_EQ(SumOf(body, "jobd_rpcs_total", {"method=\"other\""}), 1);
+  EXPECT_THAT(body, Not(HasSubstr("Health")));
 }
 
 TEST_F(MetricsTest, OpenStreamsAndWatchersAreGauges) {
