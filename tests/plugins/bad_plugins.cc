@@ -4,7 +4,7 @@
 //   BAD_THROWS      its registration throws
 //   BAD_DUP=NAME    it registers a task called NAME (taken: a built-in, or
 //                   another plugin's)
-//   BAD_ABI         its stamp says SDK 99.0 and another protobuf
+//   BAD_ABI         its stamp says SDK 99.<this minor> and another protobuf
 //   BAD_NO_ENTRY    a shared object without JOBD_PLUGIN
 #include <stdexcept>
 
