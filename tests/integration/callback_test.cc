@@ -222,9 +222,11 @@ TEST_F(CallbackTest, APendingCallbackSurvivesAKillNine) {
       [&] {
         for (const std::string& id : ids) {
           absl::StatusOr<v1::Job> job = GetJob(id);
+          // An attempt made and answered (attempts counts one in flight).
           if (!job.ok() ||
               job->callback().state() != v1::CALLBACK_STATE_PENDING ||
-              job->callback().attempts() < 1) {
+              job->callback().attempts() < 1 ||
+              job->callback().last_error().empty()) {
             return false;
           }
         }
