@@ -6,6 +6,7 @@
 
 #include "CLI/CLI.hpp"
 #include "server/callbacks/callback_url.h"
+#include "server/config/duration_flag.h"
 #include "spdlog/fmt/fmt.h"
 
 namespace jobd {
@@ -62,15 +63,8 @@ absl::Status FinishCallbackConfig(const CallbackFlags& flags,
         std::tuple(&flags.max_backoff, "callback-max-backoff",
                    &options.max_backoff),
         std::tuple(&flags.timeout, "callback-timeout", &options.timeout)}) {
-    absl::Duration d;
-    if (!absl::ParseDuration(*text, &d) || d <= absl::ZeroDuration() ||
-        d == absl::InfiniteDuration()) {
-      return absl::InvalidArgumentError(
-          fmt::format("--{}: '{}' is not a positive duration like 500ms, 10s "
-                      "or 1h",
-                      flag, *text));
-    }
-    *out = d;
+    absl::Status s = ParseDurationFlag(*text, flag, out, false);
+    if (!s.ok()) return s;
   }
   if (options.max_backoff < options.first_backoff) {
     return absl::InvalidArgumentError(

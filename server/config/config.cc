@@ -17,8 +17,9 @@
 
 #include "CLI/CLI.hpp"
 #include "jobd/v1/default_address.h"
-#include "server/config/retry_options.h"
 #include "server/config/callback_config.h"
+#include "server/config/duration_flag.h"
+#include "server/config/retry_options.h"
 #include "server/config/toml_config.h"
 #include "spdlog/fmt/fmt.h"
 #include "workers/plugins/plugin_loader.h"
@@ -78,7 +79,8 @@ absl::Status CheckPythonTasks(PythonTasksOptions& python,
   return absl::OkStatus();
 }
 
-// Parses a duration flag such as "10s", "500ms", "1h30m".
+}  // namespace
+
 absl::Status ParseDurationFlag(const std::string& text, const char* flag,
                                absl::Duration* out, bool allow_zero) {
   absl::Duration d;
@@ -92,8 +94,6 @@ absl::Status ParseDurationFlag(const std::string& text, const char* flag,
   *out = d;
   return absl::OkStatus();
 }
-
-}  // namespace
 
 std::string DefaultStateDirectory() {
   if (const char* s = std::getenv("STATE_DIRECTORY"); s && *s) {

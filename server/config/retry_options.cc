@@ -2,28 +2,11 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/time/time.h"
+#include "server/config/duration_flag.h"
 #include "server/jobs/proto_time.h"
 #include "spdlog/fmt/fmt.h"
 
 namespace jobd {
-namespace {
-
-// A duration flag such as "10s", "500ms", "1h30m".
-absl::Status ParseDuration(const std::string& text, const char* flag,
-                           absl::Duration* out, bool allow_zero) {
-  absl::Duration d;
-  if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration() ||
-      (!allow_zero && d == absl::ZeroDuration()) ||
-      d == absl::InfiniteDuration()) {
-    return absl::InvalidArgumentError(
-        fmt::format("--{}: '{}' is not a {}duration like 500ms, 10s or 1h",
-                    flag, text, allow_zero ? "" : "positive "));
-  }
-  *out = d;
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 absl::Status ApplyRetryOptions(const std::string& max_delay, uint32_t attempts,
                                const std::string& initial,
@@ -32,12 +15,12 @@ absl::Status ApplyRetryOptions(const std::string& max_delay, uint32_t attempts,
                                const std::vector<std::string>& task_retries,
                                SpecLimits& limits) {
   absl::Status s =
-      ParseDuration(max_delay, "max-delay", &limits.max_delay, false);
+      ParseDurationFlag(max_delay, "max-delay", &limits.max_delay, false);
   if (!s.ok()) return s;
   absl::Duration first, cap;
-  s = ParseDuration(initial, "retry-initial-backoff", &first, true);
+  s = ParseDurationFlag(initial, "retry-initial-backoff", &first, true);
   if (!s.ok()) return s;
-  s = ParseDuration(max_backoff, "retry-max-backoff", &cap, true);
+  s = ParseDurationFlag(max_backoff, "retry-max-backoff", &cap, true);
   if (!s.ok()) return s;
   if (cap < first) {
     return absl::InvalidArgumentError(
