@@ -498,6 +498,8 @@ absl::StatusOr<bool> Client::DeleteSchedule(const std::string& id) {
       core_->stub->DeleteSchedule(&context, request, &response);
   if (!status.ok()) return core_->FromGrpc(status, "DeleteSchedule");
   return response.existed();
+}
+
 absl::Status Client::StreamOutput(
     const std::string& job_id, OutputOptions options,
     const std::function<bool(const v1::StreamJobOutputResponse&)>& on_message) {
