@@ -14,13 +14,6 @@
 namespace jobd {
 namespace {
 
-grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context,
-                                const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpc(status));
-  return reactor;
-}
-
 // Answers once `ticket` is durable.
 grpc::ServerUnaryReactor* ReplyDurable(grpc::CallbackServerContext* context,
                                        Scheduler& scheduler, uint64_t ticket) {

@@ -15,16 +15,12 @@
 #include "spdlog/spdlog.h"
 
 namespace jobd {
-namespace {
-
 grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context,
                                 const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpc(status));
   return reactor;
 }
-
-}  // namespace
 
 JobServiceImpl::JobServiceImpl(Scheduler& scheduler,
                                const TaskRegistry& registry,

@@ -66,6 +66,11 @@ using JobServiceBase = v1::JobService::WithRawCallbackMethod_Submit<
                                 v1::JobService::WithCallbackMethod_Drain<
                                     ScheduleServiceBase>>>>>>>>>;
 
+// Answers a unary RPC at once with `status` (converted by ToGrpc); the
+// reactor to return from the handler. Used by every unary handler.
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context,
+                                const absl::Status& status);
+
 class JobServiceImpl final : public JobServiceBase {
  public:
   // `drain` begins a graceful shutdown (the Drain RPC).
