@@ -125,8 +125,8 @@ void PoolCore::Bury(Worker& w, int status) {
                     "the worker process (pid {}) {} while running "
                     "the job; the other jobs were not affected",
                     w.pid, exit.how);
-      spdlog::warn("process pool: job {} ({}): {}", run.job_id, run.task->name,
-                   message);
+      spdlog::warn("process pool: job {} ({}) in worker pid {}: {}",
+                   run.job_id, run.task->name, w.pid, message);
       if (quarantine_.CountKill(run.task->name)) {
         spdlog::error("process pool: {}", quarantine_.Message(run.task->name));
       }

@@ -95,9 +95,18 @@ def daemon():
     assert not report, "jobd (pid %d) reported:\n%s" % (d.proc.pid, report)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test, for fixtures' teardown."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "report_" + report.when, report)
+
+
 @pytest.fixture
-def own_daemon():
-    """A daemon for one test (one that kills it)."""
+def own_daemon(request):
+    """A daemon for one test (one that kills it). When the test fails, the
+    daemons' logs are printed, so that a failure in CI explains itself."""
     holder = []
 
     def start(*extra):
@@ -107,6 +116,12 @@ def own_daemon():
     yield start
     for d in holder:
         d.kill()
+    call = getattr(request.node, "report_call", None)
+    if call is not None and call.failed:
+        for d in holder:
+            with open(d.stderr.name, "rb") as f:
+                log = f.read().decode(errors="replace")
+            print("---- log of jobd pid %d ----\n%s" % (d.proc.pid, log[-20000:]))
 
 
 @pytest.fixture(autouse=True)

@@ -264,4 +264,4 @@ def test_a_worker_over_its_rss_limit_is_killed_and_replaced(own_daemon):
             e.submit("jobd_test_tasks.hold", 200, seconds=5).result(T)
         assert err.value.reason == "OUT_OF_MEMORY"
         after = e.submit("jobd_test_tasks.pid").result(T)
-        assert after != before
+        assert after != before, "the replacement is a new process"
