@@ -53,7 +53,12 @@ using JobServiceBase = v1::JobService::WithRawCallbackMethod_Submit<
                         v1::JobService::WithCallbackMethod_GetStats<
                             v1::JobService::WithCallbackMethod_ClearQuarantine<
                                 v1::JobService::WithCallbackMethod_Drain<
-                                    v1::JobService::Service>>>>>>>>>;
+                                    v1::JobService::
+                                        WithCallbackMethod_SetKeyLimit<
+                                            v1::JobService::
+                                                WithCallbackMethod_GetKeyLimits<
+                                                    v1::JobService::
+                                                        Service>>>>>>>>>>>;
 
 class JobServiceImpl final : public JobServiceBase {
  public:
@@ -99,6 +104,14 @@ class JobServiceImpl final : public JobServiceBase {
   grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* context,
                                   const v1::DrainRequest* request,
                                   v1::DrainResponse* response) override;
+  grpc::ServerUnaryReactor* SetKeyLimit(
+      grpc::CallbackServerContext* context,
+      const v1::SetKeyLimitRequest* request,
+      v1::SetKeyLimitResponse* response) override;
+  grpc::ServerUnaryReactor* GetKeyLimits(
+      grpc::CallbackServerContext* context,
+      const v1::GetKeyLimitsRequest* request,
+      v1::GetKeyLimitsResponse* response) override;
 
   // Used by sessions.
   Scheduler& scheduler() { return scheduler_; }

@@ -1,6 +1,7 @@
 #include "server/frontend/spec_validator.h"
 
 #include "server/jobs/proto_time.h"
+#include "server/scheduler/key_limits.h"
 #include "spdlog/fmt/fmt.h"
 #include "workers/sdk/utf8.h"
 
@@ -103,6 +104,11 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
     return absl::InvalidArgumentError(fmt::format(
         "spec.idempotency_key: {} bytes; the limit is {}",
         spec.idempotency_key().size(), limits.max_idempotency_key_bytes));
+  }
+  if (absl::Status key =
+          ValidateKey(spec.concurrency_key(), "spec.concurrency_key");
+      !key.ok()) {
+    return key;
   }
   if (Depth(spec.args(), limits.max_value_depth) > limits.max_value_depth ||
       Depth(spec.kwargs(), limits.max_value_depth) > limits.max_value_depth) {

@@ -39,9 +39,12 @@ const char* DurabilityName(Durability d) {
 // Records queued since the last swap, in order.
 struct Journal::Batch {
   std::vector<JournalRecord> records;
-  uint64_t last_sequence = 0;  // 0: none noted.
-  absl::Time opened;           // When it became dirty.
-  bool dirty() const { return !records.empty() || last_sequence != 0; }
+  std::vector<KeyLimitRow> key_limits;  // In order: the last one wins.
+  uint64_t last_sequence = 0;           // 0: none noted.
+  absl::Time opened;                    // When it became dirty.
+  bool dirty() const {
+    return !records.empty() || !key_limits.empty() || last_sequence != 0;
+  }
   // Before adding to it (under Journal::mu_).
   Batch& Touch() {
     if (!dirty()) opened = absl::Now();
@@ -97,6 +100,12 @@ uint64_t Journal::Delete(uint64_t id) {
   absl::MutexLock lock(&mu_);
   open_->Touch().records.push_back(
       {JournalRecord::kDelete, JournalRow{.id = id}});
+  return open_ticket_;
+}
+
+uint64_t Journal::SetKeyLimit(KeyLimitRow row) {
+  absl::MutexLock lock(&mu_);
+  open_->Touch().key_limits.push_back(std::move(row));
   return open_ticket_;
 }
 
@@ -248,8 +257,8 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
   Fold(batch);
   using Part = JournalStore::Part;
   auto apply = [this, &batch](Part part) -> absl::Status {
-    absl::StatusOr<JournalStore::Written> written =
-        store_->Write(batch.records, batch.last_sequence, part);
+    absl::StatusOr<JournalStore::Written> written = store_->Write(
+        batch.records, batch.last_sequence, part, batch.key_limits);
     if (!written.ok()) return written.status();
     absl::MutexLock lock(&mu_);
     rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) +
@@ -305,6 +314,9 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
       if (open_->dirty()) {
         for (JournalRecord& r : open_->records) {
           batch.records.push_back(std::move(r));
+        }
+        for (KeyLimitRow& k : open_->key_limits) {
+          batch.key_limits.push_back(std::move(k));
         }
         batch.last_sequence =
             std::max(batch.last_sequence, open_->last_sequence);

@@ -104,10 +104,20 @@ struct StoredRow {
 // is valid UTF-8 (the owner is repaired). Open calls it for every row.
 JournalRow DecodeRow(const StoredRow& stored);
 
+// A concurrency key's limits set through the API (a row of the key_limits
+// table; 0 = no limit of that kind), or their removal (`clear`).
+struct KeyLimitRow {
+  std::string key;
+  uint32_t max_running = 0;
+  double rate = 0;  // Starts per second.
+  bool clear = false;
+};
+
 // What Open found.
 struct Recovered {
-  std::vector<JournalRow> rows;  // By id.
-  uint64_t last_sequence = 0;    // Highest event sequence ever handed out.
+  std::vector<JournalRow> rows;         // By id.
+  std::vector<KeyLimitRow> key_limits;  // By key; none `clear`.
+  uint64_t last_sequence = 0;  // Highest event sequence ever handed out.
   // Set when the old database was damaged and moved aside: where to, why.
   std::string moved_aside;
 };
@@ -128,6 +138,8 @@ class Journal {
   uint64_t Insert(JournalRow row);  // A new job, spec included.
   uint64_t Update(JournalRow row);  // Its state changed (spec not written).
   uint64_t Delete(uint64_t id);     // Forgotten (retention).
+  // A key's limits set (or cleared) through the API, kept across restarts.
+  uint64_t SetKeyLimit(KeyLimitRow row);
   // The highest event sequence handed out; stored with the open batch.
   uint64_t NoteSequence(uint64_t last_sequence);
 

@@ -78,8 +78,11 @@ class JournalStore {
   // Write (rolled back; transactions committed before it stay) may be
   // retried whole. ResourceExhausted when the disk or the size cap is
   // full, Internal for other failures.
-  absl::StatusOr<Written> Write(const std::vector<JournalRecord>& records,
-                                uint64_t last_sequence, Part part);
+  // `key_limits` (in order; not with Part::kDeletes) go to the key_limits
+  // table in the last transaction.
+  absl::StatusOr<Written> Write(
+      const std::vector<JournalRecord>& records, uint64_t last_sequence,
+      Part part, const std::vector<KeyLimitRow>& key_limits = {});
 
   // Bytes of the pages in use when Open counted them.
   uint64_t used_bytes() const { return counted_bytes_; }

@@ -94,6 +94,7 @@ struct JobRecord {
   v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
   uint32_t attempts = 0;  // Runs started, ever.
   bool gated = false;     // QUEUED, claimed: waits for a durable claim (Lane).
+  bool parked = false;    // QUEUED, held back by its key (KeyLimits).
   absl::InlinedVector<Sub, 1> subscribers;  // Cleared when it ends.
 };
 

@@ -16,11 +16,14 @@
 //                             fan-out to subscribers and watchers;
 //   Retention  (retention.h)  which ended jobs are kept, and how long;
 //   Restorer   (restore.h)    journal rows -> jobs at start; what shutdown
-//                             keeps for the next start.
+//                             keeps for the next start;
+//   KeyLimits  (key_limits.h) limits by concurrency key: jobs holding each
+//                             key, the jobs parked in it, its token bucket.
 // The state machine itself (admit, start, end, cancel, time out) is here:
 // scheduler.cc, with the read side (queries, waits, watches, stats) in
-// scheduler_queries.cc and the daemon's life (restore, drain, shutdown,
-// reload, sweeps) in scheduler_lifecycle.cc.
+// scheduler_queries.cc, the daemon's life (restore, drain, shutdown,
+// reload, sweeps) in scheduler_lifecycle.cc, and limits by key in
+// scheduler_keys.cc.
 //
 // Events: every state change gets a daemon-wide sequence number, is appended
 // to a bounded event log (for WatchJobs resume) and delivered to the job's
@@ -42,6 +45,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -58,6 +62,7 @@
 #include "server/scheduler/event_log.h"
 #include "server/scheduler/job_record.h"
 #include "server/scheduler/job_table.h"
+#include "server/scheduler/key_limits.h"
 #include "server/scheduler/lane.h"
 #include "server/scheduler/retention.h"
 #include "server/scheduler/router.h"
@@ -211,6 +216,17 @@ class Scheduler {
   // is absent or cannot change its size without a restart.
   bool ResizeExecutor(v1::Executor kind, int slots);
 
+  // Limits by key (scheduler_keys.cc). Sets `key`'s own limits (nullopt:
+  // drops them; the config's apply again), at once, and records them in
+  // the journal; `done` gets the key as it is then, once that record is
+  // durable (NotDurable() if it cannot be), or ResourceExhausted past
+  // kMaxRpcKeys keys. The key is not checked here (ValidateKey).
+  using KeyLimitCallback = std::function<void(absl::StatusOr<v1::KeyLimit>)>;
+  void SetKeyLimit(std::string key, std::optional<KeyLimit> limit,
+                   KeyLimitCallback done);
+  // The keys with limits or jobs (at most 1000, by key).
+  std::vector<v1::KeyLimit> KeyLimitsNow() const;
+
   // Drain: stop admitting jobs (Submit rejects with Unavailable).
   void BeginDrain();
   bool draining() const;
@@ -295,6 +311,23 @@ class Scheduler {
   void JournalState(const Job& job, bool insert = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // ---- limits by key (scheduler_keys.cc) ----
+  // `job` (keyed, just taken off its lane) is to start: true if it holds
+  // its key now (or was granted it while parked); false if it was parked
+  // in its key instead.
+  bool AcquireKey(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Job `id`'s hold on its key ended (if it had one).
+  void ReleaseKey(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (keys_.holding()) ReleaseKeySlow(id);
+  }
+  void ReleaseKeySlow(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts the jobs KeyLimits granted back at the front of their lanes
+  // (marked for DispatchKeyed) and arms the wake-ups it asked for.
+  void ApplyKeys(KeyLimits::Out& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Dispatches the lanes that granted jobs went back to.
+  void DispatchKeyed(After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnKeyWake(const std::string& key);
+
   // ---- the read side (scheduler_queries.cc) ----
   void FireWaiter(uint64_t id, uint64_t waiter_id);
   // The page `query` selects, in id order (see ListJobs); raises *ticket
@@ -328,6 +361,10 @@ class Scheduler {
   uint64_t next_waiter_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   TaskCounters task_counters_ ABSL_GUARDED_BY(mu_);
+  KeyLimits keys_ ABSL_GUARDED_BY(mu_);
+  // Lanes that granted keyed jobs went back to, to dispatch.
+  std::array<bool, 4> key_dispatch_ ABSL_GUARDED_BY(mu_) = {};
+  bool key_dispatching_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t rejected_ ABSL_GUARDED_BY(mu_) = 0;
   size_t running_ ABSL_GUARDED_BY(mu_) = 0;  // In state RUNNING.
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "absl/time/time.h"
+#include "server/scheduler/key_limits.h"
 
 namespace jobd {
 
@@ -53,6 +54,9 @@ struct SchedulerOptions {
   // RESULT_TOO_LARGE instead,
   // at its end or when restored. 0: no limit.
   size_t max_message_bytes = 16 << 20;
+  // Limits by concurrency key (key_limits.h): --key-limit, --key-rate,
+  // --default-key-limit. Fixed at start; SetKeyLimit changes them live.
+  KeyLimitOptions key_limits;
 };
 
 }  // namespace jobd

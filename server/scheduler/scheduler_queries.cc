@@ -302,6 +302,9 @@ v1::GetStatsResponse Scheduler::GetStats() const {
     *stats.mutable_start_time() = ToProtoTime(start_time_);
     stats.set_last_sequence(events_.last_sequence());
     stats.set_draining(draining_);
+    for (v1::KeyLimit& key : keys_.List(1000)) {
+      *stats.add_keys() = std::move(key);
+    }
     for (const Lane& lane : lanes_) {
       if (lane.executor() != nullptr) executors.push_back(lane.executor());
     }
