@@ -7,6 +7,7 @@
 //   job_commands.cc     AddJobCommands      get, wait, watch, cancel, ls
 //   daemon_commands.cc  AddDaemonCommands   tasks, stats, drain, unquarantine
 //   top_command.cc      AddTopCommand       top
+//   limit_command.cc    AddLimitCommand     limit set|clear|ls
 //
 // What they use: args.h (parsing of argument values), format.h (output),
 // top_format.h (top's frames), exit_codes.h (exit codes, error lines),
@@ -93,6 +94,7 @@ void AddMapCommand(CLI::App& app, CommandSet& commands);
 void AddJobCommands(CLI::App& app, CommandSet& commands);
 void AddDaemonCommands(CLI::App& app, CommandSet& commands);
 void AddTopCommand(CLI::App& app, CommandSet& commands);
+void AddLimitCommand(CLI::App& app, CommandSet& commands);
 
 }  // namespace jobd::jobctl
 

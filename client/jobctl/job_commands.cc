@@ -73,6 +73,9 @@ void PrintJobHuman(const v1::Job& job) {
     add("delivery", "at least once");
   }
   if (job.attempts() > 1) add("attempts", std::to_string(job.attempts()));
+  if (!job.spec().concurrency_key().empty()) {
+    add("concurrency key", job.spec().concurrency_key());
+  }
   if (!job.spec().idempotency_key().empty()) {
     add("idempotency key", job.spec().idempotency_key());
   }

@@ -39,6 +39,7 @@ int Main(int argc, char** argv) {
   AddJobCommands(app, commands);
   AddDaemonCommands(app, commands);
   AddTopCommand(app, commands);
+  AddLimitCommand(app, commands);
   DropMarkersWhileParsing(app);
 
   std::vector<std::string> args = MarkedArgs(argc, argv);

@@ -36,6 +36,7 @@ struct SubmitArgs {
   int priority = 0;
   std::string timeout;
   std::string idempotency_key;
+  std::string concurrency_key;
   bool at_least_once = false;
   bool wait = false;
   std::string wait_timeout;
@@ -95,6 +96,7 @@ int RunSubmit(const Globals& g, const SubmitArgs& a) {
     *spec.mutable_timeout() = jobd::client::ToProtoDuration(*timeout);
   }
   spec.set_idempotency_key(a.idempotency_key);
+  spec.set_concurrency_key(a.concurrency_key);
   if (a.at_least_once) spec.set_delivery(v1::DELIVERY_AT_LEAST_ONCE);
   const bool wait = a.wait || !a.wait_timeout.empty();
   auto wait_limit = ParseOptionalDuration(a.wait_timeout, "--wait-timeout",
@@ -155,6 +157,9 @@ void AddSubmitCommand(CLI::App& app, CommandSet& commands) {
   cmd->add_option("--timeout", submit->timeout,
                   "Run-time limit of the job (e.g. 30s)");
   cmd->add_option("--label", submit->labels, "Label key=value (repeatable)");
+  cmd->add_option("--key", submit->concurrency_key,
+                  "Concurrency key: the key's limits (jobctl limit) hold it "
+                  "back; other jobs pass it");
   cmd->add_option("--idempotency-key", submit->idempotency_key,
                   "Retry-safe key: a repeat returns the same job");
   cmd->add_flag("--at-least-once", submit->at_least_once,
