@@ -181,10 +181,11 @@ Latency EchoUnary(Echo::Stub& stub, int rounds) {
 
 // ---------------------------------------------------------------- jobd runs
 double JobdStream(v1::JobService::Stub& stub, int n, int batch, int window,
-                  bool terminal_only) {
+                  bool terminal_only, const std::string& key = "") {
   grpc::ClientContext ctx;
   auto stream = stub.Submit(&ctx);
-  const v1::JobSpec spec = NoopSpec();
+  v1::JobSpec spec = NoopSpec();
+  spec.set_concurrency_key(key);
   const absl::Time start = absl::Now();
   std::thread writer([&] {
     for (int sent = 0; sent < n;) {
@@ -313,6 +314,49 @@ double MetricsRun(bool on, int n, int batch, int window, int workers,
   scraper.join();
   (void)(*daemon)->Stop(SIGTERM, absl::Seconds(15));
   return rate;
+}
+
+// ------------------------------------------------------------ keys
+// No-op jobs/s through one stream on one daemon: unkeyed, with a key that
+// has no limit, and with a key whose limit is the thread workers (the
+// limit binds: every start waits for an end). Interleaved, best of
+// `repeat` each.
+int KeysRun(int n, int batch, int window, int workers, int repeat) {
+  auto daemon = testing::Daemon::Start(
+      {"--durability", "none", "--log-level", "warn", "--thread-workers",
+       std::to_string(workers), "--max-window",
+       std::to_string(std::max(window, 1)), "--max-jobs-per-request",
+       std::to_string(std::max(batch, 1)), "--key-limit",
+       "capped=" + std::to_string(workers)});
+  if (!daemon.ok()) {
+    std::fprintf(stderr, "%s\n",
+                 std::string(daemon.status().message()).c_str());
+    return 1;
+  }
+  auto stub = (*daemon)->NewStub();
+  JobdStream(*stub, std::min(n, 10000), batch, window, true);  // Warm-up.
+  const char* const keys[] = {"", "free", "capped"};
+  double best[3] = {0, 0, 0};
+  for (int r = 0; r < repeat; ++r) {
+    for (int k = 0; k < 3; ++k) {
+      best[k] =
+          std::max(best[k], JobdStream(*stub, n, batch, window, true, keys[k]));
+    }
+  }
+  (void)(*daemon)->Stop(SIGTERM, absl::Seconds(15));
+  std::printf("machine: %s, %ld cores\n", CpuModel().c_str(),
+              sysconf(_SC_NPROCESSORS_ONLN));
+  std::printf("jobs=%d batch=%d window=%d workers=%d repeat=%d\n", n, batch,
+              window, workers, repeat);
+  std::printf("%-44s %12s %10s\n", "concurrency keys (one daemon, one stream)",
+              "jobs/s", "vs none");
+  const char* const names[] = {"no key", "key without a limit",
+                               "key with limit = workers"};
+  for (int k = 0; k < 3; ++k) {
+    std::printf("%-44s %12.0f %9.3fx\n", names[k], best[k],
+                best[0] > 0 ? best[k] / best[0] : 0.0);
+  }
+  return 0;
 }
 
 // ------------------------------------------------------------ durability
@@ -454,6 +498,11 @@ int Run(int argc, char** argv) {
                "--repeat phases of each, medians");
   app.add_option("--viewers", viewers, "Dashboard viewers (--dashboard)")
       ->capture_default_str();
+  bool keys_only = false;
+  app.add_flag("--keys", keys_only,
+               "Only the concurrency-key run: the no-op stream unkeyed, with "
+               "a key without a limit and with a key limited to --workers, "
+               "interleaved on one daemon, best of --repeat each");
   bool metrics_only = false;
   app.add_flag("--metrics", metrics_only,
                "Only the metrics run: the stream with the metrics endpoint "
@@ -477,6 +526,7 @@ int Run(int argc, char** argv) {
                                return JobdStream(stub, n, batch, window, true);
                              });
   }
+  if (keys_only) return KeysRun(jobs, batch, window, workers, repeat);
   if (metrics_only) {
     // Alternating off/on pairs on fresh daemons; medians, since a shared
     // machine's noise moves single runs by more than the cost measured.

@@ -528,6 +528,29 @@ absl::Status Client::StreamOutput(
   return core_->FromGrpc(status, "StreamJobOutput");
 }
 
+absl::StatusOr<v1::KeyLimit> Client::SetKeyLimit(
+    const v1::SetKeyLimitRequest& request) {
+  grpc::ClientContext context;
+  core_->PrepareUnary(&context);
+  v1::SetKeyLimitResponse response;
+  const grpc::Status status =
+      core_->stub->SetKeyLimit(&context, request, &response);
+  if (!status.ok()) return core_->FromGrpc(status, "SetKeyLimit");
+  return std::move(*response.mutable_limit());
+}
+
+absl::StatusOr<std::vector<v1::KeyLimit>> Client::GetKeyLimits() {
+  grpc::ClientContext context;
+  core_->PrepareUnary(&context);
+  v1::GetKeyLimitsResponse response;
+  const grpc::Status status =
+      core_->stub->GetKeyLimits(&context, v1::GetKeyLimitsRequest(), &response);
+  if (!status.ok()) return core_->FromGrpc(status, "GetKeyLimits");
+  return std::vector<v1::KeyLimit>(
+      std::make_move_iterator(response.mutable_keys()->begin()),
+      std::make_move_iterator(response.mutable_keys()->end()));
+}
+
 WatchStream Client::Watch(WatchOptions options) {
   return WatchStream(
       std::make_unique<internal::WatchStreamImpl>(core_, std::move(options)));

@@ -274,6 +274,12 @@ class Client {
   absl::StatusOr<bool> ClearQuarantine(const std::string& task);
   // Asks jobd to shut down gracefully, as SIGTERM does (admin only).
   absl::Status Drain();
+  // Sets or clears a concurrency key's limits (admin only); returns the key
+  // as it is then. INVALID_ARGUMENT naming the field for a bad request.
+  absl::StatusOr<v1::KeyLimit> SetKeyLimit(
+      const v1::SetKeyLimitRequest& request);
+  // The concurrency keys with limits or jobs.
+  absl::StatusOr<std::vector<v1::KeyLimit>> GetKeyLimits();
 
   // Periodic schedules (README: Schedules). CreateSchedule: the schedule
   // and whether it existed (a retried create with the same spec).

@@ -10,6 +10,7 @@
 //   top_command.cc      AddTopCommand       top
 //   schedule_command.cc AddScheduleCommand  schedule add|ls|get|pause|
 //                                           resume|rm
+//   limit_command.cc    AddLimitCommand     limit set|clear|ls
 //
 // What they use: args.h (parsing of argument values), format.h (output),
 // top_format.h (top's frames), exit_codes.h (exit codes, error lines),
@@ -98,6 +99,7 @@ void AddLogsCommand(CLI::App& app, CommandSet& commands);
 void AddDaemonCommands(CLI::App& app, CommandSet& commands);
 void AddTopCommand(CLI::App& app, CommandSet& commands);
 void AddScheduleCommand(CLI::App& app, CommandSet& commands);
+void AddLimitCommand(CLI::App& app, CommandSet& commands);
 
 }  // namespace jobd::jobctl
 

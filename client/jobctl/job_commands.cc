@@ -101,6 +101,9 @@ void PrintJobHuman(const v1::Job& job) {
   if (job.has_next_attempt_time()) {
     add("next attempt", FormatTime(job.next_attempt_time()));
   }
+  if (!job.spec().concurrency_key().empty()) {
+    add("concurrency key", job.spec().concurrency_key());
+  }
   if (!job.spec().idempotency_key().empty()) {
     add("idempotency key", job.spec().idempotency_key());
   }

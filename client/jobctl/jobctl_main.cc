@@ -41,6 +41,7 @@ int Main(int argc, char** argv) {
   AddDaemonCommands(app, commands);
   AddTopCommand(app, commands);
   AddScheduleCommand(app, commands);
+  AddLimitCommand(app, commands);
   DropMarkersWhileParsing(app);
 
   std::vector<std::string> args = MarkedArgs(argc, argv);

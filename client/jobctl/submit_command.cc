@@ -38,6 +38,7 @@ struct SubmitArgs {
   std::string timeout;
   std::string idempotency_key;
   std::string callback_url;
+  std::string concurrency_key;
   bool at_least_once = false;
   std::string delay;
   std::string at;
@@ -160,6 +161,7 @@ int RunSubmit(const Globals& g, const SubmitArgs& a) {
   }
   spec.set_idempotency_key(a.idempotency_key);
   spec.set_callback_url(a.callback_url);
+  spec.set_concurrency_key(a.concurrency_key);
   if (a.at_least_once) spec.set_delivery(v1::DELIVERY_AT_LEAST_ONCE);
   if (const int code = SetTiming(a, spec); code != kExitOk) return code;
   const bool wait = a.wait || !a.wait_timeout.empty();
@@ -221,6 +223,9 @@ void AddSubmitCommand(CLI::App& app, CommandSet& commands) {
   cmd->add_option("--timeout", submit->timeout,
                   "Run-time limit of the job (e.g. 30s)");
   cmd->add_option("--label", submit->labels, "Label key=value (repeatable)");
+  cmd->add_option("--key", submit->concurrency_key,
+                  "Concurrency key: the key's limits (jobctl limit) hold it "
+                  "back; other jobs pass it");
   cmd->add_option("--idempotency-key", submit->idempotency_key,
                   "Retry-safe key: a repeat returns the same job");
   cmd->add_option("--callback-url", submit->callback_url,

@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
 #include "jobd/v1/default_address.h"
 #include "server/config/callback_config.h"
 #include "server/config/duration_flag.h"
@@ -94,6 +95,55 @@ absl::Status ParseDurationFlag(const std::string& text, const char* flag,
   *out = d;
   return absl::OkStatus();
 }
+
+namespace {
+
+// Parses --key-limit KEY=N and --key-rate KEY=R items into `out`.
+absl::Status ParseKeyLimits(const std::vector<std::string>& limits,
+                            const std::vector<std::string>& rates,
+                            KeyLimitOptions& out) {
+  for (const bool is_rate : {false, true}) {
+    const char* flag = is_rate ? "key-rate" : "key-limit";
+    for (const std::string& item : is_rate ? rates : limits) {
+      const size_t eq = item.rfind('=');
+      const std::string key = item.substr(0, eq);
+      if (eq == std::string::npos || key.empty()) {
+        return absl::InvalidArgumentError(fmt::format(
+            "--{}: '{}' is not KEY={} (e.g. db=4)", flag, ClipUtf8(item, 200),
+            is_rate ? "STARTS_PER_SECOND" : "MAX_RUNNING"));
+      }
+      if (absl::Status s = ValidateKey(key, fmt::format("--{}", flag));
+          !s.ok()) {
+        return s;
+      }
+      const std::string value = item.substr(eq + 1);
+      KeyLimit& limit = out.keys[key];
+      if (is_rate) {
+        double rate = 0;
+        if (!absl::SimpleAtod(value, &rate) || !(rate > 0) ||
+            !(rate <= kMaxKeyRate)) {
+          return absl::InvalidArgumentError(fmt::format(
+              "--key-rate: '{}' for key '{}' is not a rate above 0 and at "
+              "most {:g} starts per second",
+              ClipUtf8(value, 64), key, kMaxKeyRate));
+        }
+        limit.rate = rate;
+      } else {
+        uint32_t n = 0;
+        if (!absl::SimpleAtoi(value, &n) || n == 0) {
+          return absl::InvalidArgumentError(fmt::format(
+              "--key-limit: '{}' for key '{}' is not a number of jobs of at "
+              "least 1",
+              ClipUtf8(value, 64), key));
+        }
+        limit.max_running = n;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 std::string DefaultStateDirectory() {
   if (const char* s = std::getenv("STATE_DIRECTORY"); s && *s) {
@@ -533,6 +583,21 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "Largest gRPC message received or sent")
       ->capture_default_str()
       ->check(CLI::Range(size_t{4096}, size_t{1} << 30));
+  std::vector<std::string> key_limits, key_rates;
+  app.add_option("--key-limit", key_limits,
+                 "KEY=N: at most N jobs with concurrency key KEY run at once "
+                 "(over all executors); repeatable")
+      ->allow_extra_args(false);
+  app.add_option("--key-rate", key_rates,
+                 "KEY=R: jobs with concurrency key KEY start at most R times "
+                 "per second (a burst of a tenth of a second); repeatable")
+      ->allow_extra_args(false);
+  app.add_option("--default-key-limit",
+                 c.scheduler.key_limits.default_max_running,
+                 "At most this many jobs of any other concurrency key run at "
+                 "once; 0 = no limit")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 1000000000u));
   app.add_option("--shutdown-grace", grace,
                  "On SIGTERM/SIGINT: how long running jobs may finish before "
                  "they are cancelled")
@@ -683,6 +748,11 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
           c.callback_secret_file, c.callbacks);
       !cb.ok()) {
     return cb;
+  }
+  if (absl::Status s =
+          ParseKeyLimits(key_limits, key_rates, c.scheduler.key_limits);
+      !s.ok()) {
+    return s;
   }
   if (absl::StatusOr<AddressPolicy> http = AddressPolicy::Parse(c.http_allow);
       !http.ok()) {

@@ -322,4 +322,70 @@ grpc::ServerUnaryReactor* JobServiceImpl::Drain(
   return Reply(context, absl::OkStatus());
 }
 
+grpc::ServerUnaryReactor* JobServiceImpl::SetKeyLimit(
+    grpc::CallbackServerContext* context, const v1::SetKeyLimitRequest* request,
+    v1::SetKeyLimitResponse* response) {
+  absl::StatusOr<Caller> caller =
+      Authorize(*context, kRoleAdmin, "SetKeyLimit");
+  if (!caller.ok()) return Reply(context, caller.status());
+  if (request->key().empty()) {
+    return Reply(context, absl::InvalidArgumentError(
+                              "key: empty; name the concurrency key to limit"));
+  }
+  if (absl::Status s = ValidateKey(request->key(), "key"); !s.ok()) {
+    return Reply(context, s);
+  }
+  std::optional<KeyLimit> limit;
+  if (request->clear()) {
+    if (request->has_max_running() || request->has_max_starts_per_second()) {
+      return Reply(context,
+                   absl::InvalidArgumentError(
+                       "clear: set with max_running or max_starts_per_second; "
+                       "clear drops the key's limits, send one or the other"));
+    }
+  } else {
+    limit.emplace();
+    if (request->has_max_running()) {
+      if (request->max_running() == 0) {
+        return Reply(context,
+                     absl::InvalidArgumentError(
+                         "max_running: 0 would never run a job of the key; "
+                         "use at least 1 (or leave it unset for no limit)"));
+      }
+      limit->max_running = request->max_running();
+    }
+    if (request->has_max_starts_per_second()) {
+      const double rate = request->max_starts_per_second();
+      if (!(rate > 0) || !(rate <= kMaxKeyRate)) {
+        return Reply(context, absl::InvalidArgumentError(fmt::format(
+                                  "max_starts_per_second: {} is not a rate "
+                                  "above 0 and at most {:g}",
+                                  rate, kMaxKeyRate)));
+      }
+      limit->rate = rate;
+    }
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  scheduler_.SetKeyLimit(
+      request->key(), limit,
+      [reactor, response](absl::StatusOr<v1::KeyLimit> shown) {
+        if (shown.ok()) *response->mutable_limit() = std::move(*shown);
+        reactor->Finish(ToGrpc(shown.status()));
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::GetKeyLimits(
+    grpc::CallbackServerContext* context,
+    const v1::GetKeyLimitsRequest* request,
+    v1::GetKeyLimitsResponse* response) {
+  absl::StatusOr<Caller> caller =
+      Authorize(*context, kRoleSubmit | kRoleRead, "GetKeyLimits");
+  if (!caller.ok()) return Reply(context, caller.status());
+  for (v1::KeyLimit& key : scheduler_.KeyLimitsNow()) {
+    *response->add_keys() = std::move(key);
+  }
+  return Reply(context, absl::OkStatus());
+}
+
 }  // namespace jobd

@@ -46,6 +46,9 @@ class StreamSession;
 // messages: a streamed message that does not parse must not look like the
 // client's half-close (server/request_errors.h). Every RPC is listed: one
 // left out would answer UNIMPLEMENTED.
+// The key-limit RPCs (SetKeyLimit, GetKeyLimits).
+using KeyLimitServiceBase = v1::JobService::WithCallbackMethod_SetKeyLimit<
+    v1::JobService::WithCallbackMethod_GetKeyLimits<v1::JobService::Service>>;
 // The schedule RPCs (schedule_service.cc) and StreamJobOutput.
 using ScheduleServiceBase = v1::JobService::WithCallbackMethod_CreateSchedule<
     v1::JobService::WithCallbackMethod_GetSchedule<
@@ -54,7 +57,7 @@ using ScheduleServiceBase = v1::JobService::WithCallbackMethod_CreateSchedule<
                 v1::JobService::WithCallbackMethod_ResumeSchedule<
                     v1::JobService::WithCallbackMethod_DeleteSchedule<
                         v1::JobService::WithCallbackMethod_StreamJobOutput<
-                            v1::JobService::Service>>>>>>>;
+                            KeyLimitServiceBase>>>>>>>;
 using JobServiceBase = v1::JobService::WithRawCallbackMethod_Submit<
     v1::JobService::WithCallbackMethod_GetJob<
         v1::JobService::WithCallbackMethod_WatchJobs<
@@ -146,6 +149,15 @@ class JobServiceImpl final : public JobServiceBase {
       grpc::CallbackServerContext* context,
       const v1::DeleteScheduleRequest* request,
       v1::DeleteScheduleResponse* response) override;
+
+  grpc::ServerUnaryReactor* SetKeyLimit(
+      grpc::CallbackServerContext* context,
+      const v1::SetKeyLimitRequest* request,
+      v1::SetKeyLimitResponse* response) override;
+  grpc::ServerUnaryReactor* GetKeyLimits(
+      grpc::CallbackServerContext* context,
+      const v1::GetKeyLimitsRequest* request,
+      v1::GetKeyLimitsResponse* response) override;
 
   // Used by sessions.
   Scheduler& scheduler() { return scheduler_; }

@@ -5,6 +5,7 @@
 
 #include "server/callbacks/callback_url.h"
 #include "server/jobs/proto_time.h"
+#include "server/scheduler/key_limits.h"
 #include "spdlog/fmt/fmt.h"
 #include "workers/sdk/utf8.h"
 
@@ -303,6 +304,11 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
         "spec.traceparent: not a W3C traceparent "
         "(00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>, lowercase, "
         "ids not all zeros)");
+  }
+  if (absl::Status key =
+          ValidateKey(spec.concurrency_key(), "spec.concurrency_key");
+      !key.ok()) {
+    return key;
   }
   if (Depth(spec.args(), limits.max_value_depth) > limits.max_value_depth ||
       Depth(spec.kwargs(), limits.max_value_depth) > limits.max_value_depth) {

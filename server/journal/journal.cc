@@ -39,11 +39,13 @@ const char* DurabilityName(Durability d) {
 // Records queued since the last swap, in order.
 struct Journal::Batch {
   std::vector<JournalRecord> records;
-  ScheduleRecords schedules;   // The last put or delete of each id.
-  uint64_t last_sequence = 0;  // 0: none noted.
-  absl::Time opened;           // When it became dirty.
+  ScheduleRecords schedules;            // The last put or delete of each id.
+  std::vector<KeyLimitRow> key_limits;  // In order: the last one wins.
+  uint64_t last_sequence = 0;           // 0: none noted.
+  absl::Time opened;                    // When it became dirty.
   bool dirty() const {
-    return !records.empty() || !schedules.empty() || last_sequence != 0;
+    return !records.empty() || !schedules.empty() || !key_limits.empty() ||
+           last_sequence != 0;
   }
   // Before adding to it (under Journal::mu_).
   Batch& Touch() {
@@ -121,6 +123,12 @@ uint64_t Journal::Delete(uint64_t id) {
   absl::MutexLock lock(&mu_);
   open_->Touch().records.push_back(
       {JournalRecord::kDelete, JournalRow{.id = id}});
+  return open_ticket_;
+}
+
+uint64_t Journal::SetKeyLimit(KeyLimitRow row) {
+  absl::MutexLock lock(&mu_);
+  open_->Touch().key_limits.push_back(std::move(row));
   return open_ticket_;
 }
 
@@ -322,8 +330,9 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
   Fold(batch);
   using Part = JournalStore::Part;
   auto apply = [this, &batch](Part part) -> absl::Status {
-    absl::StatusOr<JournalStore::Written> written = store_->Write(
-        batch.records, batch.last_sequence, part, batch.schedules);
+    absl::StatusOr<JournalStore::Written> written =
+        store_->Write(batch.records, batch.last_sequence, part, batch.schedules,
+                      batch.key_limits);
     if (!written.ok()) return written.status();
     absl::MutexLock lock(&mu_);
     rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) +
@@ -383,6 +392,9 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
         }
         for (auto& [id, body] : open_->schedules) {
           batch.schedules[id] = std::move(body);
+        }
+        for (KeyLimitRow& k : open_->key_limits) {
+          batch.key_limits.push_back(std::move(k));
         }
         batch.last_sequence =
             std::max(batch.last_sequence, open_->last_sequence);

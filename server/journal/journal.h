@@ -118,12 +118,22 @@ JournalRow DecodeRow(const StoredRow& stored);
 // durable before the jobs queued ahead of it). nullopt: deleted.
 using ScheduleRecords = std::map<std::string, std::optional<std::string>>;
 
+// A concurrency key's limits set through the API (a row of the key_limits
+// table; 0 = no limit of that kind), or their removal (`clear`).
+struct KeyLimitRow {
+  std::string key;
+  uint32_t max_running = 0;
+  double rate = 0;  // Starts per second.
+  bool clear = false;
+};
+
 // What Open found.
 struct Recovered {
   std::vector<JournalRow> rows;  // By id.
   // The schedules table: (id, body) by id.
   std::vector<std::pair<std::string, std::string>> schedules;
-  uint64_t last_sequence = 0;    // Highest event sequence ever handed out.
+  std::vector<KeyLimitRow> key_limits;  // By key; none `clear`.
+  uint64_t last_sequence = 0;  // Highest event sequence ever handed out.
   // Set when the old database was damaged and moved aside: where to, why.
   std::string moved_aside;
   // The callbacks table, by job id: every pending callback (url and event
@@ -153,6 +163,8 @@ class Journal {
   // deleted takes its finished callback with it (a pending one stays).
   uint64_t PutCallback(CallbackRecord callback);
   uint64_t Delete(uint64_t id);  // Forgotten (retention).
+  // A key's limits set (or cleared) through the API, kept across restarts.
+  uint64_t SetKeyLimit(KeyLimitRow row);
   // The highest event sequence handed out; stored with the open batch.
   uint64_t NoteSequence(uint64_t last_sequence);
   // A schedule's row (server/schedules), replacing any of the same id, or

@@ -18,8 +18,9 @@ namespace jobd {
 namespace {
 
 // 1: the first; 2: jobs.owner; 3: jobs.due_ns and jobs.history (delays
-// and retries); 4: the schedules table; 5: the callbacks table.
-constexpr int kSchemaVersion = 5;
+// and retries); 4: the schedules table; 5: the callbacks table; 6: the
+// key_limits table.
+constexpr int kSchemaVersion = 6;
 
 // Free pages worth this much are given back to the disk after a commit.
 constexpr uint64_t kVacuumFreeBytes = 64 << 20;
@@ -58,6 +59,14 @@ CREATE TABLE IF NOT EXISTS callbacks(
   last_error TEXT NOT NULL,
   url TEXT NOT NULL,
   event BLOB NOT NULL);
+)sql";
+
+// Schema 6: concurrency keys' limits set through the API (SetKeyLimit).
+constexpr char kKeyLimitsSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS key_limits(
+  key TEXT PRIMARY KEY,
+  max_running INTEGER NOT NULL,
+  rate REAL NOT NULL);
 )sql";
 
 int64_t Nanos(absl::Time t) {
@@ -211,6 +220,10 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
                      SQLITE_OK) {
       return fail("migrating to schema 5");
     }
+    if (v < 6 && sqlite3_exec(db, kKeyLimitsSchema, nullptr, nullptr,
+                              nullptr) != SQLITE_OK) {
+      return fail("migrating to schema 6");
+    }
   }
   if (sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK ||
       sqlite3_exec(
@@ -292,6 +305,21 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     recovered->callbacks.push_back(std::move(cb));
   }
   if (rc != SQLITE_DONE) return fail("reading callbacks");
+  {
+    Statement keys(
+        db, "SELECT key, max_running, rate FROM key_limits ORDER BY key");
+    if (!keys.ok()) return fail("select key_limits");
+    while ((rc = sqlite3_step(keys.get())) == SQLITE_ROW) {
+      KeyLimitRow row;
+      row.key = MakeValidUtf8(blob(keys.get(), 0));
+      row.max_running = static_cast<uint32_t>(
+          std::clamp<int64_t>(sqlite3_column_int64(keys.get(), 1), 0,
+                              std::numeric_limits<uint32_t>::max()));
+      row.rate = std::max(0.0, sqlite3_column_double(keys.get(), 2));
+      recovered->key_limits.push_back(std::move(row));
+    }
+    if (rc != SQLITE_DONE) return fail("reading key_limits");
+  }
   Statement meta(db, "SELECT value FROM meta WHERE key='last_sequence'");
   if (!meta.ok()) return fail("meta");
   if (sqlite3_step(meta.get()) == SQLITE_ROW) {
@@ -525,7 +553,8 @@ JournalStore::Pages JournalStore::CountPages() {
 
 absl::StatusOr<JournalStore::Written> JournalStore::Write(
     const std::vector<JournalRecord>& records, uint64_t last_sequence,
-    Part part, const ScheduleRecords& schedules) {
+    Part part, const ScheduleRecords& schedules,
+    const std::vector<KeyLimitRow>& key_limits) {
   Statement insert(db_,
                    "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
                    "create_ns, start_ns, finish_ns, result, error, "
@@ -560,9 +589,14 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
   Statement put_schedule(
       db_, "INSERT OR REPLACE INTO schedules(id, body) VALUES(?, ?)");
   Statement delete_schedule(db_, "DELETE FROM schedules WHERE id=?");
+  Statement set_key(db_,
+                    "INSERT OR REPLACE INTO key_limits(key, max_running, "
+                    "rate) VALUES(?,?,?)");
+  Statement clear_key(db_, "DELETE FROM key_limits WHERE key=?");
   if (!insert.ok() || !update.ok() || !remove.ok() || !meta.ok() ||
       !put_schedule.ok() || !delete_schedule.ok() || !remove_callback.ok() ||
-      !put_callback.ok() || !update_callback.ok() || !orphan_callback.ok()) {
+      !put_callback.ok() || !update_callback.ok() || !orphan_callback.ok() ||
+      !set_key.ok() || !clear_key.ok()) {
     return SqliteError(db_, "prepare");
   }
   const bool per_record = options_.durability == Durability::kEveryCommit;
@@ -700,6 +734,17 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
       }
       if (absl::Status b = begin(); !b.ok()) return b;
     }
+  }
+  for (const KeyLimitRow& k : key_limits) {
+    if (part == Part::kDeletes) break;
+    sqlite3_stmt* st = k.clear ? clear_key.get() : set_key.get();
+    sqlite3_bind_text(st, 1, k.key.data(), static_cast<int>(k.key.size()),
+                      SQLITE_STATIC);
+    if (!k.clear) {
+      sqlite3_bind_int64(st, 2, k.max_running);
+      sqlite3_bind_double(st, 3, k.rate);
+    }
+    if (absl::Status s = step(st); !s.ok()) return s;
   }
   if (part != Part::kDeletes && last_sequence > 1) {
     sqlite3_bind_int64(meta.get(), 1, static_cast<int64_t>(last_sequence));

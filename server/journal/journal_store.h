@@ -83,11 +83,13 @@ class JournalStore {
   // Write (rolled back; transactions committed before it stay) may be
   // retried whole. ResourceExhausted when the disk or the size cap is
   // full, Internal for other failures.
-  // `schedules` (the schedules table) go in the last transaction, after
-  // every job record (not with Part::kDeletes).
-  absl::StatusOr<Written> Write(const std::vector<JournalRecord>& records,
-                                uint64_t last_sequence, Part part,
-                                const ScheduleRecords& schedules = {});
+  // `schedules` (the schedules table) and `key_limits` (in order, the
+  // key_limits table) go in the last transaction, after every job record
+  // (not with Part::kDeletes).
+  absl::StatusOr<Written> Write(
+      const std::vector<JournalRecord>& records, uint64_t last_sequence,
+      Part part, const ScheduleRecords& schedules = {},
+      const std::vector<KeyLimitRow>& key_limits = {});
 
   // Bytes of the pages in use when Open counted them.
   uint64_t used_bytes() const { return counted_bytes_; }

@@ -103,6 +103,7 @@ struct JobRecord {
   // WAITING to retry after a timeout: its stopped run has not returned;
   // it joins the Waiting set when it does (never two runs at once).
   bool run_returning = false;
+  bool parked = false;    // QUEUED, held back by its key (KeyLimits).
   absl::InlinedVector<Sub, 1> subscribers;  // Cleared when it ends.
 };
 

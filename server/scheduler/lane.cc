@@ -10,6 +10,11 @@ void Lane::Push(int32_t priority, uint64_t id) {
   ++queued_;
 }
 
+void Lane::PushFront(int32_t priority, uint64_t id) {
+  queue_[priority].push_front(id);
+  ++queued_;
+}
+
 void Lane::Unqueue(uint64_t id,
                    absl::FunctionRef<bool(uint64_t)> still_queued) {
   --queued_;  // Its entry is now stale: dropped lazily, or here when the
@@ -50,9 +55,11 @@ std::vector<JobRecord*> Lane::TakeChunk(
       --stale_;
       continue;
     }
-    // A job that holds a pool slot on a guest executor travels alone.
+    // A job that holds a pool slot on a guest executor travels alone, as
+    // does a keyed one (its key is acquired for it alone).
     const size_t chunksize =
-        guest_ != nullptr && job->spec.task()->holds_pool_slot
+        (guest_ != nullptr && job->spec.task()->holds_pool_slot) ||
+                !job->spec->concurrency_key().empty()
             ? 1
             : std::min<size_t>(std::max<uint32_t>(job->spec->chunksize(), 1),
                                max_chunk);

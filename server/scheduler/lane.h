@@ -64,6 +64,9 @@ class Lane {
 
   // ---- the queue ----
   void Push(int32_t priority, uint64_t id);
+  // Puts `id` at the front of its priority: a job parked by its key
+  // (KeyLimits) that was granted it goes before the jobs that passed it.
+  void PushFront(int32_t priority, uint64_t id);
   size_t queued() const { return queued_; }  // Live entries.
   // Queued job `id` ended (or is about to): its entry is stale from now
   // on. Drops the stale entries at once when they outnumber the live ones
@@ -73,7 +76,8 @@ class Lane {
   // Takes the next chunk off the queue: the head job, then (an executor
   // with max_chunk() > 1) the queued jobs right behind it in the same
   // priority that also allow chunking (JobSpec::chunksize), as many as
-  // the smallest chunksize among them allows. `queued_job(id)` is the job
+  // the smallest chunksize among them allows. A job with a concurrency
+  // key travels alone. `queued_job(id)` is the job
   // if it is still queued, else null (a stale entry: skipped). Empty when
   // the queue is.
   std::vector<JobRecord*> TakeChunk(

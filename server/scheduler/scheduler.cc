@@ -104,6 +104,7 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
                  {.ttl = options_.retention_ttl,
                   .max_count = options_.max_retained,
                   .max_bytes = options_.max_retained_bytes}),
+      keys_(options_.key_limits),
       timers_(clock) {
   {
     absl::MutexLock lock(&life_->mu);
@@ -169,7 +170,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
     std::array<bool, 4> touched = {false, false, false, false};
     // Jobs that will start at once in a free slot do not count as queued.
     std::array<int, 4> free_slots = {0, 0, 0, 0};
-    size_t queued = 0;
+    size_t queued = keys_.parked();  // Held back by their key.
     for (int i = 0; i < 4; ++i) {
       const Lane& lane = lanes_[i];
       queued += lane.queued();
@@ -336,6 +337,12 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
   while (lane.HasRoom(capacity, gate, window) && lane.queued() > 0) {
     const std::vector<Job*> jobs = lane.TakeChunk(queued_job);
     if (jobs.empty()) break;
+    // A keyed job travels alone; held back by its key, it is parked there
+    // and the jobs behind it go on.
+    if (!jobs.front()->spec->concurrency_key().empty() &&
+        !AcquireKey(*jobs.front())) {
+      continue;
+    }
     std::vector<JobRun> chunk;
     chunk.reserve(jobs.size());
     for (Job* job : jobs) {
@@ -354,6 +361,7 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
     }
   }
   if (gate) StartDurable(kind, after);
+  DispatchKeyed(after);
 }
 
 void Scheduler::StartDurable(v1::Executor kind, After& after) {
@@ -516,7 +524,11 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
     timers_.Cancel(job.timeout_timer);
     job.timeout_timer = 0;
   }
-  if (previous == v1::JOB_STATE_RUNNING) --running_;
+  if (previous == v1::JOB_STATE_RUNNING) {
+    --running_;  // Its key is held until its run returns (EndRun).
+  } else {
+    ReleaseKey(job.id);  // Claimed, or granted its key, and never started.
+  }
   lanes_[job.executor].CountEnd(end->state);
   table_.CountEnded(job);
   if (options_.task_metrics) {
@@ -628,6 +640,7 @@ bool Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
   } else {
     lanes_[kind].Returned(outcome);
   }
+  ReleaseKey(id);  // Its run returned: its key is free.
   Job* found = table_.Find(id);
   if (found == nullptr) return guest;
   Job& job = *found;
@@ -691,6 +704,7 @@ void Scheduler::OnTimeout(uint64_t id) {
     if (end != nullptr) {
       Abort(*job, CancelReason::kTimeout, std::move(end), after);
     }
+    DispatchKeyed(after);
   }
   after.Run(journal_);
 }
@@ -716,6 +730,7 @@ absl::StatusOr<std::pair<v1::JobState, bool>> Scheduler::Cancel(
           MakeError(v1::JOB_STATE_CANCELLED, absl::StatusCode::kCancelled,
                     v1::ERROR_REASON_CANCELLED, "cancelled by request"),
           after);
+    DispatchKeyed(after);  // A key it held may start another job.
   }
   after.Run(journal_);
   return result;
@@ -727,6 +742,9 @@ void Scheduler::Abort(Job& job, CancelReason reason,
     job.gated = false;  // Its claim stays in the lane; dropped at its turn.
   } else if (job.state == v1::JOB_STATE_WAITING) {
     waiting_.Remove(job.id, job.finish_time);  // Its timer may fire idle.
+  } else if (job.parked) {
+    job.parked = false;  // Not in its lane: in its key.
+    keys_.Unpark(job.spec->concurrency_key(), job.id, job.spec->priority());
   } else if (job.state == v1::JOB_STATE_QUEUED) {
     lanes_[job.executor].Unqueue(
         job.id, [this](uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

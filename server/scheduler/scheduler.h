@@ -23,11 +23,13 @@
 //   Restorer   (restore.h)    journal rows -> jobs at start; what shutdown
 //                             keeps for the next start;
 //   Waiting    (waiting.h)    WAITING jobs by due time (delays, retries).
+//   KeyLimits  (key_limits.h) limits by concurrency key: jobs holding each
+//                             key, the jobs parked in it, its token bucket.
 // The state machine itself (admit, start, end, cancel, time out) is here:
 // scheduler.cc, with jobs over time (delays, retries, deadlines) in
-// scheduler_time.cc, the read side (queries, waits, watches, stats) in
-// scheduler_queries.cc and the daemon's life (restore, drain, shutdown,
-// reload, sweeps) in scheduler_lifecycle.cc.
+// scheduler_time.cc, limits by key in scheduler_keys.cc, the read side
+// (queries, waits, watches, stats) in scheduler_queries.cc and the daemon's
+// life (restore, drain, shutdown, reload, sweeps) in scheduler_lifecycle.cc.
 //
 // Events: every state change gets a daemon-wide sequence number, is appended
 // to a bounded event log (for WatchJobs resume) and delivered to the job's
@@ -49,6 +51,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -68,6 +71,7 @@
 #include "server/scheduler/job_output.h"
 #include "server/scheduler/job_record.h"
 #include "server/scheduler/job_table.h"
+#include "server/scheduler/key_limits.h"
 #include "server/scheduler/lane.h"
 #include "server/scheduler/retention.h"
 #include "server/scheduler/router.h"
@@ -250,6 +254,17 @@ class Scheduler {
   // is absent or cannot change its size without a restart.
   bool ResizeExecutor(v1::Executor kind, int slots);
 
+  // Limits by key (scheduler_keys.cc). Sets `key`'s own limits (nullopt:
+  // drops them; the config's apply again), at once, and records them in
+  // the journal; `done` gets the key as it is then, once that record is
+  // durable (NotDurable() if it cannot be), or ResourceExhausted past
+  // kMaxRpcKeys keys. The key is not checked here (ValidateKey).
+  using KeyLimitCallback = std::function<void(absl::StatusOr<v1::KeyLimit>)>;
+  void SetKeyLimit(std::string key, std::optional<KeyLimit> limit,
+                   KeyLimitCallback done);
+  // The keys with limits or jobs (at most 1000, by key).
+  std::vector<v1::KeyLimit> KeyLimitsNow() const;
+
   // Drain: stop admitting jobs (Submit rejects with Unavailable).
   void BeginDrain();
   bool draining() const;
@@ -363,6 +378,23 @@ class Scheduler {
   // retrying after a timeout joins the Waiting set now.
   void RunReturned(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // ---- limits by key (scheduler_keys.cc) ----
+  // `job` (keyed, just taken off its lane) is to start: true if it holds
+  // its key now (or was granted it while parked); false if it was parked
+  // in its key instead.
+  bool AcquireKey(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Job `id`'s hold on its key ended (if it had one).
+  void ReleaseKey(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (keys_.holding()) ReleaseKeySlow(id);
+  }
+  void ReleaseKeySlow(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts the jobs KeyLimits granted back at the front of their lanes
+  // (marked for DispatchKeyed) and arms the wake-ups it asked for.
+  void ApplyKeys(KeyLimits::Out& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Dispatches the lanes that granted jobs went back to.
+  void DispatchKeyed(After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnKeyWake(const std::string& key);
+
   // ---- the read side (scheduler_queries.cc) ----
   // The job as a v1::Job, its callback's status included.
   v1::Job Snapshot(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -402,6 +434,10 @@ class Scheduler {
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   TaskCounters task_counters_ ABSL_GUARDED_BY(mu_);
   CallbackHook* callback_hook_ ABSL_GUARDED_BY(mu_) = nullptr;  // Optional.
+  KeyLimits keys_ ABSL_GUARDED_BY(mu_);
+  // Lanes that granted keyed jobs went back to, to dispatch.
+  std::array<bool, 4> key_dispatch_ ABSL_GUARDED_BY(mu_) = {};
+  bool key_dispatching_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t rejected_ ABSL_GUARDED_BY(mu_) = 0;
   size_t running_ ABSL_GUARDED_BY(mu_) = 0;  // In state RUNNING.
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

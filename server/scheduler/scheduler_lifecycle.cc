@@ -133,6 +133,12 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
     for (uint64_t id : ended) retention_.Adopt(*table_.Find(id));
     summary.retained = ended.size();
     retention_.Sweep(clock_.Now());  // Restored beyond the limits or the TTL.
+    // Keys' limits set through the API, before their jobs queue again.
+    for (const KeyLimitRow& k : recovered.key_limits) {
+      if (ValidateKey(k.key, "key").ok() && !k.key.empty()) {
+        keys_.LoadRpc(k.key, {.max_running = k.max_running, .rate = k.rate});
+      }
+    }
     // 3. Live jobs: queued again (or waiting), or failed.
     const absl::Time now = clock_.Now();
     for (uint64_t id : table_.LiveIds()) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "absl/time/time.h"
+#include "server/scheduler/key_limits.h"
 
 namespace jobd {
 
@@ -59,6 +60,9 @@ struct SchedulerOptions {
   // jobs together.
   size_t output_bytes_per_job = 1 << 20;
   uint64_t max_output_bytes = uint64_t{64} << 20;
+  // Limits by concurrency key (key_limits.h): --key-limit, --key-rate,
+  // --default-key-limit. Fixed at start; SetKeyLimit changes them live.
+  KeyLimitOptions key_limits;
 };
 
 }  // namespace jobd

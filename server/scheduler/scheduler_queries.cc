@@ -348,6 +348,9 @@ v1::GetStatsResponse Scheduler::GetStats() const {
     stats.set_last_sequence(events_.last_sequence());
     stats.set_draining(draining_);
     stats.set_watchers(events_.watchers());
+    for (v1::KeyLimit& key : keys_.List(1000)) {
+      *stats.add_keys() = std::move(key);
+    }
     for (const Lane& lane : lanes_) {
       if (lane.executor() != nullptr) executors.push_back(lane.executor());
     }
