@@ -91,6 +91,20 @@ TEST_F(ReloadTest, RefusesToDropAuthenticationBeyondLoopback) {
   EXPECT_EQ(current_.auth.tokens, std::vector<std::string>{kBob});
 }
 
+// The metrics listener beyond loopback holds to the same rule: its
+// callers cannot be dropped live either.
+TEST_F(ReloadTest, RefusesToDropAuthenticationWhileMetricsListenBeyond) {
+  Start("127.0.0.1:0", /*tls=*/true);
+  current_.http_listen = "0.0.0.0:9464";  // Never listened on here.
+  DaemonConfig fresh = current_;
+  fresh.auth.tokens.clear();
+  const ReloadResult r = Apply(fresh);
+  ASSERT_EQ(r.refused.size(), 1u);
+  EXPECT_THAT(r.refused[0], HasSubstr("--auth-token: 1 -> 0 entries"));
+  EXPECT_THAT(r.refused[0], HasSubstr("--http-listen: refusing"));
+  EXPECT_TRUE(auth_->required());
+}
+
 TEST_F(ReloadTest, OnLoopbackCallersMayBeDroppedLive) {
   Start("127.0.0.1:0", /*tls=*/false);
   DaemonConfig fresh = current_;
@@ -350,6 +364,22 @@ TEST(TcpExposureTest, BeyondLoopbackNeedsTlsAndAuthentication) {
     EXPECT_FALSE(CheckTcpExposure(address, false, true).ok()) << address;
     EXPECT_FALSE(CheckTcpExposure(address, true, false).ok()) << address;
     EXPECT_TRUE(CheckTcpExposure(address, true, true).ok()) << address;
+  }
+}
+
+TEST(HttpExposureTest, BeyondLoopbackNeedsTlsAndAuthenticationNamingIt) {
+  for (const char* address : {"127.0.0.1:9464", "[::1]:0", "localhost:1"}) {
+    EXPECT_TRUE(CheckHttpExposure(address, false, false).ok()) << address;
+  }
+  for (const char* address : {"0.0.0.0:9464", "[::]:9464", "10.0.0.1:1"}) {
+    const absl::Status no_auth = CheckHttpExposure(address, true, false);
+    EXPECT_THAT(no_auth.message(), HasSubstr("--http-listen: refusing"));
+    EXPECT_THAT(no_auth.message(), HasSubstr("without authentication"));
+    const absl::Status no_tls = CheckHttpExposure(address, false, true);
+    EXPECT_THAT(no_tls.message(), HasSubstr("--http-listen: refusing"));
+    EXPECT_THAT(no_tls.message(), HasSubstr("without TLS (--tls-cert"));
+    EXPECT_FALSE(CheckHttpExposure(address, false, false).ok()) << address;
+    EXPECT_TRUE(CheckHttpExposure(address, true, true).ok()) << address;
   }
 }
 

@@ -172,27 +172,42 @@ bool IsLoopbackAddress(const std::string& host_port) {
           IN6_IS_ADDR_LOOPBACK(&v6));
 }
 
-absl::Status CheckTcpExposure(const std::string& host_port, bool tls,
-                              bool authenticated) {
-  if (!IsLoopbackAddress(host_port) && (!tls || !authenticated)) {
-    return absl::InvalidArgumentError(fmt::format(
-        "--tcp: refusing to listen on non-loopback address '{}' without TLS "
-        "(--tls-cert, --tls-key) and authentication (--auth-token or "
-        "--tls-identity); use 127.0.0.1 or [::1], or configure both",
-        host_port));
+namespace {
+
+// The one rule for every TCP listener: beyond loopback, TLS and callers
+// that authenticate; `option` names the listener's flag.
+absl::Status CheckExposure(const char* option, const char* what,
+                           const std::string& host_port, bool tls,
+                           bool authenticated) {
+  if (IsLoopbackAddress(host_port) || (tls && authenticated)) {
+    return absl::OkStatus();
   }
-  return absl::OkStatus();
+  std::string missing;
+  if (!tls) missing = "TLS (--tls-cert, --tls-key)";
+  if (!authenticated) {
+    if (!missing.empty()) missing += " and ";
+    missing += "authentication (--auth-token or --tls-identity)";
+  }
+  return absl::InvalidArgumentError(fmt::format(
+      "{}: refusing to listen on non-loopback address '{}' without {}: {}; "
+      "use 127.0.0.1 or [::1], or configure both TLS and authentication",
+      option, host_port, missing, what));
 }
 
-absl::Status CheckHttpExposure(const std::string& host_port) {
-  if (!IsLoopbackAddress(host_port)) {
-    return absl::InvalidArgumentError(fmt::format(
-        "--http-listen: refusing to listen on non-loopback address '{}': the "
-        "metrics endpoint has no TLS and no authentication; use 127.0.0.1 "
-        "or [::1] (and a TLS proxy in front of it for remote scrapes)",
-        host_port));
-  }
-  return absl::OkStatus();
+}  // namespace
+
+absl::Status CheckTcpExposure(const std::string& host_port, bool tls,
+                              bool authenticated) {
+  return CheckExposure("--tcp", "whoever reaches it could run jobs", host_port,
+                       tls, authenticated);
+}
+
+absl::Status CheckHttpExposure(const std::string& host_port, bool tls,
+                               bool authenticated) {
+  return CheckExposure("--http-listen",
+                       "whoever reaches it could read the metrics and the "
+                       "dashboard",
+                       host_port, tls, authenticated);
 }
 
 absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
@@ -242,7 +257,9 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--http-listen", c.http_listen,
                  "HOST:PORT of the Prometheus metrics endpoint (GET "
-                 "/metrics; loopback only, port 0 picks one); empty: none")
+                 "/metrics) and the dashboard; HTTPS with --tls-cert; beyond "
+                 "loopback only with TLS and authentication, as --tcp; port "
+                 "0 picks one; empty: none")
       ->capture_default_str();
   app.add_option("--thread-workers", c.thread_workers,
                  "Threads of the thread-pool executor")
@@ -661,7 +678,6 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
           "--http-listen: '{}' is not host:port (e.g. 127.0.0.1:9464)",
           c.http_listen));
     }
-    if (absl::Status s = CheckHttpExposure(c.http_listen); !s.ok()) return s;
   }
   if (c.tcp_address == "none") c.tcp_address.clear();
   if (c.unix_socket.empty() && c.tcp_address.empty()) {
@@ -788,10 +804,18 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
     }
     pool.run_as = std::make_pair(pw->pw_uid, pw->pw_gid);
   }
-  if (absl::StatusOr<std::unique_ptr<Authenticator>> a =
-          Authenticator::Create(c.auth);
-      !a.ok()) {
-    return a.status();
+  absl::StatusOr<std::unique_ptr<Authenticator>> authenticator =
+      Authenticator::Create(c.auth);
+  if (!authenticator.ok()) return authenticator.status();
+  // Beyond loopback, --tcp's rule (Daemon::CheckConfig checks --tcp): the
+  // metrics listener serves HTTPS with --tls-cert and checks the same
+  // callers.
+  if (!c.http_listen.empty()) {
+    if (absl::Status s = CheckHttpExposure(c.http_listen, !c.tls_cert.empty(),
+                                           (*authenticator)->required());
+        !s.ok()) {
+      return s;
+    }
   }
   c.durability = durability == "none"      ? Durability::kNone
                  : durability == "batched" ? Durability::kBatched

@@ -31,8 +31,9 @@ namespace jobd {
 struct DaemonConfig {
   std::string unix_socket;  // Empty: no Unix socket.
   std::string tcp_address;  // host:port; empty: no TCP listener.
-  // host:port of the Prometheus metrics endpoint; empty: none. Loopback
-  // only (CheckHttpExposure).
+  // host:port of the Prometheus metrics endpoint and the dashboard; empty:
+  // none. HTTPS with tls_cert; beyond loopback only with TLS and
+  // authentication (CheckHttpExposure).
   std::string http_listen;
   int thread_workers = 8;
   // process_pool.workers == 0 disables the process pool.
@@ -109,10 +110,11 @@ absl::Status CheckTcpExposure(const std::string& host_port, bool tls,
 // Whether host_port's host is a loopback address (127.0.0.0/8, ::1,
 // localhost).
 bool IsLoopbackAddress(const std::string& host_port);
-// The metrics endpoint (--http-listen) has neither TLS nor authentication,
-// so CheckTcpExposure's rule leaves it loopback only: an error naming
-// --http-listen for any other address.
-absl::Status CheckHttpExposure(const std::string& host_port);
+// The metrics listener (--http-listen, /metrics and the dashboard) follows
+// CheckTcpExposure's rule: beyond loopback only with TLS (it serves HTTPS
+// with --tls-cert) and authentication; the error names --http-listen.
+absl::Status CheckHttpExposure(const std::string& host_port, bool tls,
+                               bool authenticated);
 
 }  // namespace jobd
 

@@ -167,7 +167,9 @@ absl::Status Daemon::CheckConfig(const DaemonConfig& config) {
     }
   }
   if (!config.http_listen.empty()) {
-    if (absl::Status s = CheckHttpExposure(config.http_listen); !s.ok()) {
+    if (absl::Status s = CheckHttpExposure(
+            config.http_listen, !config.tls_cert.empty(), (*auth)->required());
+        !s.ok()) {
       return ConfigError(s.message());
     }
   }
@@ -413,6 +415,10 @@ absl::Status Daemon::Serve() {
     absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
         MetricsServer::Start(
             config.http_listen,
+            MetricsServerOptions{.tls_cert = config.tls_cert,
+                                 .tls_key = config.tls_key,
+                                 .tls_client_ca = config.tls_client_ca,
+                                 .auth = auth_.get()},
             [this] {
               MetricsSources sources{.stats = scheduler_->GetStats(),
                                      .tasks = scheduler_->TaskEnds(),
@@ -425,9 +431,11 @@ absl::Status Daemon::Serve() {
     metrics_ = *std::move(metrics);
     dashboard_->Start();
     http_port_ = metrics_->port();
-    spdlog::info("metrics on http://{}:{}/metrics, dashboard on http://{}:{}/",
+    const char* scheme = metrics_->tls() ? "https" : "http";
+    spdlog::info("metrics on {}://{}:{}/metrics, dashboard on {}://{}:{}/{}",
+                 scheme, HostOf(config.http_listen), http_port_, scheme,
                  HostOf(config.http_listen), http_port_,
-                 HostOf(config.http_listen), http_port_);
+                 auth_->required() ? " (authentication on)" : "");
   }
   service_ = std::make_unique<JobServiceImpl>(
       *scheduler_, registry_, *auth_, config.service, std::string(JOBD_VERSION),

@@ -167,6 +167,10 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
             ? absl::OkStatus()
             : CheckTcpExposure(current.tcp_address, !current.tls_cert.empty(),
                                authenticated);
+    if (s.ok() && !current.http_listen.empty()) {
+      s = CheckHttpExposure(current.http_listen, !current.tls_cert.empty(),
+                            authenticated);
+    }
     if (s.ok()) s = auth.Set(fresh.auth);  // Parsed before: not expected.
     if (s.ok()) {
       callers_applied = true;

@@ -10,6 +10,7 @@
 #include "absl/synchronization/notification.h"
 #include "fmt/format.h"
 #include "google/protobuf/util/json_util.h"
+#include "server/auth/http_caller.h"
 #include "server/dashboard/assets.h"
 #include "server/jobs/proto_time.h"
 #include "spdlog/spdlog.h"
@@ -218,21 +219,12 @@ void Dashboard::Sample() {
 absl::StatusOr<Caller> Dashboard::Authorize(const httplib::Request& req,
                                             uint32_t roles,
                                             std::string_view what) const {
-  std::string header;
-  Credentials credentials{.peer = "tcp"};
-  if (req.has_header("Authorization")) {
-    header = req.get_header_value("Authorization");
-    credentials.authorization = header;
-  }
   if (!auth_.required() && !LoopbackHost(req)) {
     return absl::PermissionDeniedError(
         "the dashboard answers requests for localhost, 127.0.0.1 or [::1] "
         "only (no tokens are configured)");
   }
-  absl::StatusOr<Caller> caller = auth_.Authenticate(credentials);
-  if (!caller.ok()) return caller.status();
-  if (absl::Status s = caller->Require(roles, what); !s.ok()) return s;
-  return caller;
+  return HttpCaller(auth_, req, roles, what);  // As /metrics checks.
 }
 
 std::string Dashboard::StatsJson() {

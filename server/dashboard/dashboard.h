@@ -13,12 +13,14 @@
 //                                 X-Jobd-Request, which a cross-site form
 //                                 cannot send
 //
-// Auth follows the daemon's (server/auth): without tokens configured the
-// API is open (the listener is loopback only, and requests must name a
-// loopback host, which a DNS-rebinding page cannot); with tokens, each API
-// request carries `Authorization: Bearer TOKEN` (the page keeps it in
-// sessionStorage), the submit or read role views (a caller that is not
-// admin sees only its own jobs), as over gRPC.
+// Auth follows the daemon's (server/auth, through HttpCaller, as /metrics
+// does): without tokens configured the API is open (the listener is
+// loopback only, and requests must name a loopback host, which a
+// DNS-rebinding page cannot); with tokens, each API request carries
+// `Authorization: Bearer TOKEN` (the page keeps it in sessionStorage), or,
+// on HTTPS with --tls-client-ca, a client certificate of a --tls-identity;
+// the submit or read role views (a caller that is not admin sees only its
+// own jobs), as over gRPC.
 //
 // Cost: what the scheduler is asked does not grow with the viewers. A
 // sampler thread takes GetStats once per interval (the chart and

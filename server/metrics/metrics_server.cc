@@ -6,11 +6,14 @@
 
 #include "absl/strings/numbers.h"
 #include "fmt/format.h"
+#include "server/auth/http_caller.h"
+#include "server/metrics/tls_files.h"
 
 namespace jobd {
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
-    const std::string& host_port, std::function<std::string()> render,
+    const std::string& host_port, const MetricsServerOptions& options,
+    std::function<std::string()> render,
     std::function<void(httplib::Server&)> add_routes) {
   const size_t colon = host_port.rfind(':');
   int port = -1;
@@ -26,7 +29,22 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     host = host.substr(1, host.size() - 2);
   }
   std::unique_ptr<MetricsServer> m(new MetricsServer());
-  m->server_ = std::make_unique<httplib::Server>();
+  if (options.tls_cert.empty()) {
+    m->server_ = std::make_unique<httplib::Server>();
+  } else {
+    absl::StatusOr<std::unique_ptr<TlsFiles>> files = TlsFiles::Load(
+        options.tls_cert, options.tls_key, options.tls_client_ca);
+    if (!files.ok()) return files.status();
+    m->tls_files_ = *std::move(files);
+    TlsFiles& tls = *m->tls_files_;
+    auto server = std::make_unique<httplib::SSLServer>(
+        [&tls](SSL_CTX& ctx) { return tls.SetUp(ctx); });
+    if (!server->is_valid()) {
+      return absl::InternalError("the metrics listener cannot set up TLS");
+    }
+    m->server_ = std::move(server);
+    m->tls_ = true;
+  }
   httplib::Server& s = *m->server_;
   s.new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
   const auto io = absl::ToChronoMicroseconds(kIoTimeout);
@@ -37,8 +55,22 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   s.set_keep_alive_max_count(100);
   s.set_payload_max_length(4096);  // A scrape sends no body.
   if (add_routes) add_routes(s);   // First: the dashboard's page is "/".
-  s.Get("/metrics", [render = std::move(render)](const httplib::Request&,
-                                                 httplib::Response& res) {
+  s.Get("/metrics", [render = std::move(render), auth = options.auth](
+                        const httplib::Request& req, httplib::Response& res) {
+    if (auth != nullptr) {
+      absl::StatusOr<Caller> caller =
+          HttpCaller(*auth, req, kRoleRead, "read /metrics");
+      if (!caller.ok()) {
+        const bool unknown =
+            caller.status().code() == absl::StatusCode::kUnauthenticated;
+        res.status = unknown ? 401 : 403;
+        if (unknown) res.set_header("WWW-Authenticate", "Bearer");
+        res.set_content(fmt::format("jobd: /metrics: {}\n",
+                                    std::string(caller.status().message())),
+                        "text/plain; charset=utf-8");
+        return;
+      }
+    }
     res.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");
   });
   s.Get("/", [](const httplib::Request&, httplib::Response& res) {
@@ -61,6 +93,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   return m;
 }
 
+MetricsServer::MetricsServer() = default;
 MetricsServer::~MetricsServer() { Stop(); }
 
 void MetricsServer::Stop() {

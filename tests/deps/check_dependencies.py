@@ -21,9 +21,10 @@ room B when a file of A includes a header of B. The rules (DESIGN.md):
     (a header of the pool that others include must not bring it in);
   * the metrics endpoint (server/metrics) reads the scheduler and knows
     neither gRPC nor the frontend, config or daemon: it renders what the
-    scheduler knows; only the daemon uses it;
-  * callers and roles (server/auth) know no transport: neither gRPC nor
-    another server room; both the frontend and the dashboard use them;
+    scheduler knows (and checks callers with server/auth); only the daemon
+    uses it;
+  * callers and roles (server/auth) know no gRPC and no other server
+    room; the frontend, the dashboard and the metrics endpoint use them;
   * the dashboard (server/dashboard) reads the scheduler and checks
     callers with server/auth; it knows neither gRPC nor the frontend,
     config, daemon or metrics endpoint; only the daemon uses it;

@@ -131,8 +131,8 @@ TEST(DaemonStartTest, RefusesBadConfigAndSecondInstance) {
       {testing::JobdPath(), "--tcp", "0.0.0.0:0", "--unix-socket", "none"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("non-loopback"));
-  // The metrics endpoint has no TLS and no auth: loopback only, whatever
-  // the gRPC listener has.
+  // The metrics listener beyond loopback needs TLS and authentication too,
+  // and says so by its own flag.
   r = testing::RunCommand({testing::JobdPath(), "--http-listen", "0.0.0.0:0",
                            "--unix-socket", "none"});
   EXPECT_EQ(r.exit_code, 2);

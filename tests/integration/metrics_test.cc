@@ -5,7 +5,11 @@
 // metrics`; a real Prometheus scrapes it and
 // answers a query; task label values stay bounded whatever names clients
 // send; a client that connects and never sends holds up no job; a
-// non-loopback address is refused at start, naming the option.
+// non-loopback address is refused at start, naming the option, unless TLS
+// and authentication are configured. With --tls-cert the listener serves
+// HTTPS (certificates from test_pki.h), with callers configured /metrics
+// needs the read role (401 without a known token, 403 without the role),
+// and a real Prometheus scrapes it with a CA file and a bearer token file.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <httplib.h>
@@ -13,9 +17,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -25,9 +31,12 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "server/config/config.h"
 #include "server/metrics/metrics_server.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/integration/in_process_daemon.h"
+#include "tests/integration/test_pki.h"
+#include "tests/integration/test_tokens.h"
 
 namespace jobd::testing {
 namespace {
@@ -334,14 +343,77 @@ TEST(MetricsConfigTest, NonLoopbackAddressIsRefusedNamingTheOption) {
   EXPECT_THAT(bad.status().message(), HasSubstr("--http-listen"));
 }
 
-TEST_F(MetricsTest, RealPrometheusScrapesAndAnswersAQuery) {
-  RunEchoJobs(5);
+absl::StatusOr<ParsedArgs> Parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "jobd");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  return ParseConfig(static_cast<int>(argv.size()), argv.data());
+}
+
+// Beyond loopback, the gRPC listener's rule: TLS and authentication, each
+// refusal naming --http-listen and what is missing.
+TEST(MetricsConfigTest, BeyondLoopbackNeedsTlsAndAuthentication) {
+  TempDir dir("jobd-metrics-config");
+  const std::string cert = dir.path() + "/cert.pem",
+                    key = dir.path() + "/key.pem";
+  std::ofstream(cert) << "not read while parsing\n";
+  std::ofstream(key) << "not read while parsing\n";
+  const std::vector<std::string> tls = {"--tls-cert", cert, "--tls-key", key};
+  const std::vector<std::string> tokens = TokenFlags();
+  auto with = [](std::vector<std::string> a,
+                 const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  const std::vector<std::string> listen = {"--http-listen", "0.0.0.0:9464"};
+
+  absl::StatusOr<ParsedArgs> no_auth = Parse(with(listen, tls));
+  ASSERT_FALSE(no_auth.ok());
+  EXPECT_THAT(no_auth.status().message(),
+              HasSubstr("--http-listen: refusing to listen on non-loopback "
+                        "address '0.0.0.0:9464' without authentication "
+                        "(--auth-token or --tls-identity)"));
+  absl::StatusOr<ParsedArgs> no_tls = Parse(with(listen, tokens));
+  ASSERT_FALSE(no_tls.ok());
+  EXPECT_THAT(no_tls.status().message(),
+              HasSubstr("--http-listen: refusing to listen on non-loopback "
+                        "address '0.0.0.0:9464' without TLS (--tls-cert, "
+                        "--tls-key)"));
+  absl::StatusOr<ParsedArgs> neither = Parse(listen);
+  ASSERT_FALSE(neither.ok());
+  EXPECT_THAT(neither.status().message(),
+              HasSubstr("without TLS (--tls-cert, --tls-key) and "
+                        "authentication"));
+  // Both: accepted (parsed only; nothing listens beyond loopback here).
+  absl::StatusOr<ParsedArgs> both = Parse(with(with(listen, tls), tokens));
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_EQ(both->config.http_listen, "0.0.0.0:9464");
+}
+
+// A certificate the listener cannot use is refused at start, naming the
+// option.
+TEST(MetricsConfigTest, AnUnusableCertificateIsRefusedNamingTheOption) {
+  TempDir dir("jobd-metrics-badcert");
+  const std::string junk = dir.path() + "/junk.pem";
+  std::ofstream(junk) << "not a certificate\n";
+  auto d = InProcessDaemon::Start(
+      {"--http-listen", "127.0.0.1:0", "--tls-cert", junk, "--tls-key", junk});
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(d.status().message(), HasSubstr("--tls-cert"));
+}
+
+// Runs a real Prometheus that scrapes `port` every second with the
+// scrape_config lines `scrape` (indented under the job) and asks it for
+// the echo jobs that succeeded until it answers `expected` (20 s at most).
+void ExpectPrometheusAnswers(int port, const std::string& scrape,
+                             const std::string& expected) {
   TempDir dir("jobd-prometheus");
   const std::string config = dir.path() + "/prometheus.yml";
   std::ofstream(config) << "global:\n  scrape_interval: 1s\n"
                         << "scrape_configs:\n  - job_name: jobd\n"
+                        << scrape
                         << "    static_configs:\n      - targets: ['127.0.0.1:"
-                        << port_ << "']\n";
+                        << port << "']\n";
   const int web_port = FreeLoopbackPort();
   ASSERT_GT(web_port, 0);
   // Its log goes to a file (a pipe nobody reads would stop it); ready is
@@ -388,10 +460,215 @@ TEST_F(MetricsTest, RealPrometheusScrapesAndAnswersAQuery) {
         last = r->body;
         // {"status":"success","data":{"resultType":"vector","result":
         //  [{"metric":{},"value":[1712345678.9,"5"]}]}}
-        return absl::StrContains(last, ",\"5\"]");
+        return absl::StrContains(last, ",\"" + expected + "\"]");
       },
       absl::Seconds(20));
-  EXPECT_TRUE(answered) << "last answer: " << last;
+  EXPECT_TRUE(answered) << "last answer: " << last
+                        << "\nits log: " << ReadProcFile(log);
+}
+
+TEST_F(MetricsTest, RealPrometheusScrapesAndAnswersAQuery) {
+  RunEchoJobs(5);
+  ExpectPrometheusAnswers(port_, "", "5");
+}
+
+// The metrics listener on HTTPS (the gRPC listener's --tls-cert and
+// --tls-key) with callers configured: /metrics answers the read role
+// only, the dashboard's API checks the same way. On 127.0.0.1, as
+// beyond loopback (where nothing may listen in a test).
+class MetricsTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(pki_.ok());
+    std::vector<std::string> flags = TokenFlags();
+    flags.insert(flags.end(), {"--http-listen", "127.0.0.1:0", "--tls-cert",
+                               pki_.Path("server.pem"), "--tls-key",
+                               pki_.Path("server.key")});
+    auto d = InProcessDaemon::Start(flags);
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = *std::move(d);
+    port_ = daemon_->daemon().http_port();
+    ASSERT_GT(port_, 0);
+  }
+
+  // GET `path` over HTTPS, the server's certificate checked against the
+  // test CA; with `token`, as a bearer token.
+  httplib::Result Get(const std::string& path, const std::string& token = "",
+                      const std::string& authorization = "") {
+    httplib::SSLClient c("127.0.0.1", port_);
+    c.set_ca_cert_path(pki_.Path("ca.pem").c_str());
+    c.enable_server_certificate_verification(true);
+    c.set_connection_timeout(5);
+    c.set_read_timeout(10);
+    httplib::Headers headers;
+    if (!token.empty()) {
+      headers.emplace("Authorization", "Bearer " + token);
+    } else if (!authorization.empty()) {
+      headers.emplace("Authorization", authorization);
+    }
+    return c.Get(path, headers);
+  }
+
+  TempDir dir_{"jobd-metrics-tls"};
+  Pki pki_{dir_.path()};
+  std::unique_ptr<InProcessDaemon> daemon_;
+  int port_ = -1;
+};
+
+TEST_F(MetricsTlsTest, HttpsScrapeNeedsATokenWithTheReadRole) {
+  // bob (read) and root (admin) scrape; the exposition parses.
+  for (const char* token : {kBob, kRoot}) {
+    httplib::Result r = Get("/metrics", token);
+    ASSERT_TRUE(r) << httplib::to_string(r.error());
+    EXPECT_EQ(r->status, 200) << r->body;
+    EXPECT_THAT(r->body, HasSubstr("jobd_up 1"));
+    const CommandResult check =
+        RunCommand({kPromtool, "check", "metrics"}, r->body, absl::Seconds(20));
+    EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+  }
+  // No token, an unknown one, not a bearer token: 401, asking for one.
+  for (const auto& [token, authorization, says] :
+       {std::tuple{"", "", "authentication required"},
+        std::tuple{"not-a-known-token", "", "unknown or revoked token"},
+        std::tuple{"", "Basic Ym9iOmJvYg==", "not 'Bearer TOKEN'"}}) {
+    httplib::Result r = Get("/metrics", token, authorization);
+    ASSERT_TRUE(r) << httplib::to_string(r.error());
+    EXPECT_EQ(r->status, 401) << r->body;
+    EXPECT_EQ(r->get_header_value("WWW-Authenticate"), "Bearer");
+    EXPECT_THAT(r->body, HasSubstr(says));
+    EXPECT_THAT(r->body, Not(HasSubstr("jobd_up")));
+  }
+  // alice has the submit role only: 403, naming what she lacks.
+  httplib::Result submit_only = Get("/metrics", kAlice);
+  ASSERT_TRUE(submit_only);
+  EXPECT_EQ(submit_only->status, 403);
+  EXPECT_THAT(submit_only->body, HasSubstr("needs the read role"));
+  // The dashboard's API answers on the same listener, checked the same way.
+  httplib::Result me = Get("/api/me", kBob);
+  ASSERT_TRUE(me);
+  EXPECT_EQ(me->status, 200) << me->body;
+  EXPECT_THAT(me->body, HasSubstr("\"bob\""));
+  httplib::Result anonymous = Get("/api/me");
+  ASSERT_TRUE(anonymous);
+  EXPECT_EQ(anonymous->status, 401);
+  // Plain HTTP to the HTTPS port gets no answer.
+  httplib::Client plain("127.0.0.1", port_);
+  plain.set_connection_timeout(5);
+  plain.set_read_timeout(5);
+  httplib::Result r = plain.Get("/metrics");
+  EXPECT_FALSE(r && r->status == 200);
+}
+
+TEST_F(MetricsTlsTest, RealPrometheusScrapesOverTlsWithABearerTokenFile) {
+  std::unique_ptr<v1::JobService::Stub> stub = daemon_->NewStub();
+  std::vector<v1::JobSpec> specs(3, Spec("echo", {1}));
+  ASSERT_TRUE(SubmitAll(*stub, specs).status.ok());
+  std::ofstream(dir_.path() + "/token") << kBob;
+  ExpectPrometheusAnswers(port_,
+                          "    scheme: https\n"
+                          "    tls_config:\n"
+                          "      ca_file: " +
+                              pki_.Path("ca.pem") +
+                              "\n"
+                              "    authorization:\n"
+                              "      credentials_file: " +
+                              dir_.path() + "/token\n",
+                          "3");
+}
+
+// A rotated certificate is served without a restart, as on the gRPC
+// listener: new files in place, and the next connections get them.
+TEST(MetricsTlsRotationTest, ANewCertificateIsServedWithoutARestart) {
+  TempDir dir("jobd-metrics-rotate");
+  Pki old_pki(dir.path() + "/old"), new_pki(dir.path() + "/new");
+  ASSERT_TRUE(old_pki.ok() && new_pki.ok());
+  const std::string cert = dir.path() + "/live.pem",
+                    key = dir.path() + "/live.key";
+  // Each file replaced whole (a rename), as a deployment tool does.
+  auto install = [&](const Pki& pki) {
+    for (const auto& [from, to] : {std::pair{pki.Path("server.pem"), cert},
+                                   std::pair{pki.Path("server.key"), key}}) {
+      std::filesystem::copy_file(
+          from, to + ".tmp", std::filesystem::copy_options::overwrite_existing);
+      std::filesystem::rename(to + ".tmp", to);
+    }
+  };
+  install(old_pki);
+  std::vector<std::string> flags = TokenFlags();
+  flags.insert(flags.end(), {"--http-listen", "127.0.0.1:0", "--tls-cert", cert,
+                             "--tls-key", key});
+  auto d = InProcessDaemon::Start(flags);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const int port = (*d)->daemon().http_port();
+  // 200 to a client that trusts `pki`'s CA only.
+  auto scrapes = [&](const Pki& pki) {
+    httplib::SSLClient c("127.0.0.1", port);
+    c.set_ca_cert_path(pki.Path("ca.pem").c_str());
+    c.enable_server_certificate_verification(true);
+    c.set_connection_timeout(5);
+    c.set_read_timeout(10);
+    httplib::Result r = c.Get(
+        "/metrics",
+        httplib::Headers{{"Authorization", std::string("Bearer ") + kBob}});
+    return r && r->status == 200;
+  };
+  EXPECT_TRUE(scrapes(old_pki));
+  EXPECT_FALSE(scrapes(new_pki));
+  install(new_pki);
+  EXPECT_TRUE(WaitFor([&] { return scrapes(new_pki); }, absl::Seconds(10)))
+      << (*d)->Log();
+  EXPECT_FALSE(scrapes(old_pki));
+}
+
+// With --tls-client-ca the listener requires a client certificate, as the
+// gRPC listener does, and a --tls-identity's certificate is a caller.
+TEST(MetricsMutualTlsTest, AClientCertificateIsRequiredAndIdentifies) {
+  TempDir dir("jobd-metrics-mtls");
+  Pki pki(dir.path());
+  ASSERT_TRUE(pki.ok());
+  auto d = InProcessDaemon::Start(
+      {"--http-listen", "127.0.0.1:0", "--tls-cert", pki.Path("server.pem"),
+       "--tls-key", pki.Path("server.key"), "--tls-client-ca",
+       pki.Path("ca.pem"), "--tls-identity", "alice-cert:read"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  const int port = (*d)->daemon().http_port();
+  auto get = [&](bool client_cert) {
+    std::unique_ptr<httplib::SSLClient> c =
+        client_cert ? std::make_unique<httplib::SSLClient>(
+                          "127.0.0.1", port, pki.Path("client.pem"),
+                          pki.Path("client.key"))
+                    : std::make_unique<httplib::SSLClient>("127.0.0.1", port);
+    c->set_ca_cert_path(pki.Path("ca.pem").c_str());
+    c->enable_server_certificate_verification(true);
+    c->set_connection_timeout(5);
+    c->set_read_timeout(10);
+    return c->Get("/metrics");
+  };
+  httplib::Result with_cert = get(true);
+  ASSERT_TRUE(with_cert) << httplib::to_string(with_cert.error());
+  EXPECT_EQ(with_cert->status, 200) << with_cert->body;
+  EXPECT_THAT(with_cert->body, HasSubstr("jobd_up 1"));
+  httplib::Result without = get(false);
+  EXPECT_FALSE(without && without->status == 200);
+}
+
+// Without TLS, a token is still needed once callers are configured.
+TEST(MetricsAuthTest, OnPlainLoopbackHttpCallersStillAuthenticate) {
+  std::vector<std::string> flags = TokenFlags();
+  flags.insert(flags.end(), {"--http-listen", "127.0.0.1:0"});
+  auto d = InProcessDaemon::Start(flags);
+  ASSERT_TRUE(d.ok()) << d.status();
+  httplib::Client c("127.0.0.1", (*d)->daemon().http_port());
+  c.set_connection_timeout(5);
+  c.set_read_timeout(10);
+  httplib::Result none = c.Get("/metrics");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401);
+  httplib::Result bob =
+      c.Get("/metrics",
+            httplib::Headers{{"Authorization", std::string("Bearer ") + kBob}});
+  ASSERT_TRUE(bob);
+  EXPECT_EQ(bob->status, 200);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "server/frontend/auth.h"
 #include "tests/integration/daemon_harness.h"
+#include "tests/integration/test_pki.h"
 #include "tests/integration/test_tokens.h"
 
 namespace jobd {
@@ -33,6 +34,7 @@ namespace {
 using testing::Daemon;
 using testing::Deadline;
 using ::testing::HasSubstr;
+using testing::Pki;
 using testing::Spec;
 using testing::StreamResult;
 using testing::TempDir;
@@ -43,58 +45,6 @@ using testing::kBob;
 using testing::kCarol;
 using testing::kRoot;
 using testing::TokenFlags;
-
-// Certificates for a test: a CA, a server certificate for 127.0.0.1 and a
-// client certificate (CN "alice-cert"), made with the openssl CLI.
-class Pki {
- public:
-  explicit Pki(const std::string& dir) : dir_(dir) {
-    Run({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-days", "2", "-subj", "/CN=jobd-test-ca", "-keyout",
-         Path("ca.key"), "-out", Path("ca.pem")});
-    Issue("server", "/CN=jobd-test-server",
-          "subjectAltName=IP:127.0.0.1,DNS:localhost");
-    Issue("client", "/CN=alice-cert", "");
-  }
-  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
-  bool ok() const { return ok_; }
-
- private:
-  void Issue(const std::string& name, const std::string& subject,
-             const std::string& san) {
-    Run({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-subj", subject, "-keyout", Path(name + ".key"), "-out",
-         Path(name + ".csr")});
-    std::vector<std::string> sign = {"x509",
-                                     "-req",
-                                     "-in",
-                                     Path(name + ".csr"),
-                                     "-CA",
-                                     Path("ca.pem"),
-                                     "-CAkey",
-                                     Path("ca.key"),
-                                     "-CAcreateserial",
-                                     "-days",
-                                     "2",
-                                     "-out",
-                                     Path(name + ".pem")};
-    if (!san.empty()) {
-      std::ofstream(Path(name + ".ext")) << san << "\n";
-      sign.insert(sign.end(), {"-extfile", Path(name + ".ext")});
-    }
-    Run(sign);
-  }
-  void Run(std::vector<std::string> args) {
-    args.insert(args.begin(), "/usr/bin/openssl");
-    const testing::CommandResult r = testing::RunCommand(args);
-    if (r.exit_code != 0) {
-      ok_ = false;
-      ADD_FAILURE() << "openssl: " << r.err;
-    }
-  }
-  std::string dir_;
-  bool ok_ = true;
-};
 
 absl::StatusOr<std::unique_ptr<client::Client>> TlsClient(
     const Daemon& daemon, const Pki& pki, bool client_cert,
