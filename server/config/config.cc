@@ -744,6 +744,17 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       !r.ok()) {
     return r;
   }
+  // A [[task]]'s own default runs, under --task-retries (which wins).
+  for (const CommandSpec& task : c.command_tasks) {
+    if (task.retries == 0) continue;
+    if (task.retries > spec_limits.max_attempts_limit) {
+      return absl::InvalidArgumentError(fmt::format(
+          "[[task]] '{}': retries = {} is more than --retry-max-attempts-limit "
+          "({})",
+          task.name, task.retries, spec_limits.max_attempts_limit));
+    }
+    spec_limits.task_retries.try_emplace(task.name, task.retries);
+  }
   for (const std::string& program : c.exec.allow) {
     if (program.empty() || program[0] != '/' ||
         access(program.c_str(), X_OK) != 0) {

@@ -19,6 +19,10 @@
 namespace jobd {
 namespace {
 
+// A [[task]]'s `retries` before the daemon's --retry-max-attempts-limit
+// (checked with the other options) applies.
+constexpr int64_t kMaxTaskRuns = 1000;
+
 using google::protobuf::Value;
 
 std::string Line(const toml::source_region& where) {
@@ -135,12 +139,22 @@ class TaskParser {
         } else {
           spec_.max_output_bytes = i->get();
         }
+      } else if (k == "retries") {
+        const auto* i = node->as_integer();
+        if (i == nullptr || i->get() < 1 || i->get() > kMaxTaskRuns) {
+          s = Error(node->source(),
+                    absl::StrCat("retries: must be an integer number of runs "
+                                 "between 1 and ",
+                                 kMaxTaskRuns));
+        } else {
+          spec_.retries = static_cast<uint32_t>(i->get());
+        }
       } else {
         s = Error(key->source(),
                   absl::StrCat("unknown key '", ClipUtf8(k, 64),
                                "' (known: name, command, params, kind, "
                                "timeout, result, stdin, cwd, description, "
-                               "max_output_bytes)"));
+                               "max_output_bytes, retries)"));
       }
       if (!s.ok()) return s;
     }

@@ -263,6 +263,43 @@ TEST_F(CommandTaskTest, ListedWithTheirParameters) {
   EXPECT_FALSE(argv->params(2).required());
 }
 
+// A [[task]]'s `retries` is its jobs' default number of runs: a spec
+// asking for a number wins, and so does --task-retries.
+TEST_F(CommandTaskTest, RetriesInTheTableAreTheTasksDefaultRuns) {
+  const std::string ledger = dir_.path() + "/runs";
+  Start(std::string(kTasks) + R"(
+[[task]]
+name = "flaky"
+command = ["/bin/sh", "-c", "echo run >> \"$1\"; exit 3", "sh", "{ledger}"]
+params = { ledger = "string" }
+retries = 3
+)",
+        {"--retry-initial-backoff", "1ms", "--task-retries", "oops=2"});
+  auto runs = [&] {
+    std::ifstream in(ledger);
+    int n = 0;
+    for (std::string line; std::getline(in, line);) ++n;
+    return n;
+  };
+  v1::JobEvent e = Run(KwSpec("flaky", {{"ledger", Str(ledger)}}));
+  ASSERT_EQ(e.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(runs(), 3);
+  v1::JobSpec once = KwSpec("flaky", {{"ledger", Str(ledger)}});
+  once.mutable_retry()->set_max_attempts(1);
+  e = Run(once);
+  ASSERT_EQ(e.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(runs(), 4);
+  // A task without `retries` keeps --task-retries.
+  grpc::ClientContext ctx;
+  testing::Deadline(ctx);
+  v1::GetJobRequest get;
+  e = Run(KwSpec("oops", {{"msg", Str("x")}}));
+  get.set_job_id(e.job_id());
+  v1::Job job;
+  ASSERT_TRUE(stub_->GetJob(&ctx, get, &job).ok());
+  EXPECT_EQ(job.attempts(), 2u);
+}
+
 TEST(CommandTaskStartTest, MalformedTablesAreRefusedNamingTheLine) {
   TempDir dir("jobd-command-test");
   const std::string config = dir.path() + "/jobd.toml";
@@ -278,6 +315,12 @@ TEST(CommandTaskStartTest, MalformedTablesAreRefusedNamingTheLine) {
        "task 'x' (line 1): command[0]: 'echo' is not an absolute path"},
       {"[[task]]\nname = \"echo\"\ncommand = [\"/bin/echo\"]\n",
        "task 'echo' (line 1): the name is taken by a built-in"},
+      {"[[task]]\nname = \"x\"\ncommand = [\"/bin/echo\"]\nretries = 0\n",
+       "task 'x' (line 4): retries: must be an integer number of runs between "
+       "1 and 1000"},
+      {"[[task]]\nname = \"x\"\ncommand = [\"/bin/echo\"]\nretries = 11\n",
+       "[[task]] 'x': retries = 11 is more than --retry-max-attempts-limit "
+       "(10)"},
   };
   for (const Case& c : cases) {
     std::ofstream(config) << c.toml;
