@@ -120,7 +120,31 @@ int RunStats(const Globals& g) {
       {"live:", std::to_string(s.live())},
       {"retained:", std::to_string(s.retained())},
       {"last sequence:", std::to_string(s.last_sequence())},
+      {"waiting:", std::to_string(s.waiting())},
+      {"retried:", fmt::format("{} attempts", s.retried())},
+      {"expired:", std::to_string(s.expired())},
+      {"schedules:", fmt::format("{} (runs {}, slots skipped {}, missed {})",
+                                 s.schedules(), s.schedule_runs(),
+                                 s.schedule_skipped(), s.schedule_missed())},
   });
+  if (s.has_callbacks()) {
+    const v1::CallbackStats& c = s.callbacks();
+    PrintTable({{"callbacks:",
+                 fmt::format("pending {}, delivered {}, failed {}, dropped {} "
+                             "({} attempts)",
+                             c.pending(), c.delivered(), c.failed(),
+                             c.dropped(), c.attempts())}});
+  }
+  if (s.keys_size() > 0) {
+    uint64_t running = 0, parked = 0;
+    for (const v1::KeyLimit& k : s.keys()) {
+      running += k.running();
+      parked += k.parked();
+    }
+    PrintTable({{"keys:", fmt::format("{} (running {}, parked {}; jobctl "
+                                      "limit ls)",
+                                      s.keys_size(), running, parked)}});
+  }
   if (s.executors_size() > 0) {
     fmt::print("\n");
     std::vector<std::vector<std::string>> rows;

@@ -332,6 +332,52 @@ void RenderJournal(const v1::JournalStats& j, Writer& w) {
         double(j.rows()));
 }
 
+// Jobs over time, schedules, callbacks and concurrency keys: totals only
+// (keys are callers' strings: never label values).
+void RenderOverTime(const v1::GetStatsResponse& stats, Writer& w) {
+  w.One("jobd_jobs_waiting", "gauge",
+        "Jobs WAITING for their time (a delay or a retry's backoff).",
+        double(stats.waiting()));
+  w.One("jobd_job_retries_total", "counter",
+        "Attempts that failed and were retried.", double(stats.retried()));
+  w.One("jobd_jobs_expired_total", "counter",
+        "Jobs that failed EXPIRED or DEADLINE_EXCEEDED.",
+        double(stats.expired()));
+  w.One("jobd_schedules", "gauge", "Schedules held (paused ones included).",
+        double(stats.schedules()));
+  w.One("jobd_schedule_runs_total", "counter", "Runs submitted by schedules.",
+        double(stats.schedule_runs()));
+  w.One("jobd_schedule_slots_skipped_total", "counter",
+        "Schedule slots skipped by their overlap policy.",
+        double(stats.schedule_skipped()));
+  w.One("jobd_schedule_slots_missed_total", "counter",
+        "Schedule slots missed while jobd was down (catch-up policy).",
+        double(stats.schedule_missed()));
+  const v1::CallbackStats& c = stats.callbacks();
+  w.One("jobd_callbacks_pending", "gauge", "Push callbacks not yet delivered.",
+        double(c.pending()));
+  w.Family("jobd_callbacks_ended_total", "counter",
+           "Push callbacks ended, by outcome.");
+  w.Sample("jobd_callbacks_ended_total", {{"outcome", "delivered"}},
+           double(c.delivered()));
+  w.Sample("jobd_callbacks_ended_total", {{"outcome", "failed"}},
+           double(c.failed()));
+  w.Sample("jobd_callbacks_ended_total", {{"outcome", "dropped"}},
+           double(c.dropped()));
+  w.One("jobd_callback_attempts_total", "counter",
+        "HTTP POSTs of push callbacks.", double(c.attempts()));
+  uint64_t running = 0, parked = 0;
+  for (const v1::KeyLimit& k : stats.keys()) {
+    running += k.running();
+    parked += k.parked();
+  }
+  w.One("jobd_key_jobs_running", "gauge",
+        "Jobs with a concurrency key running now.", double(running));
+  w.One("jobd_key_jobs_parked", "gauge",
+        "Jobs queued but held back by their concurrency key's limits.",
+        double(parked));
+}
+
 }  // namespace
 
 std::string RenderMetrics(const MetricsSources& sources) {
@@ -356,6 +402,7 @@ std::string RenderMetrics(const MetricsSources& sources) {
   w.One("jobd_watchers", "gauge",
         "WatchJobs streams watching all jobs (not named ones).",
         double(stats.watchers()));
+  RenderOverTime(stats, w);
   RenderExecutors(stats, w);
   RenderFlows(sources.tasks, stats, w);
   RenderTasks(sources.tasks, w);

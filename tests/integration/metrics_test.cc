@@ -126,6 +126,37 @@ TEST_F(MetricsTest, CountsJobsByTaskAndPassesPromtool) {
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err << body;
 }
 
+// Waiting jobs, retries and keyed jobs are on the endpoint, as totals.
+TEST_F(MetricsTest, WaitingRetriesCallbacksAndKeysAreExported) {
+  v1::JobSpec later = Spec("echo", {1});
+  later.mutable_delay()->set_seconds(3600);
+  v1::JobSpec flaky = Spec("fail");
+  flaky.mutable_retry()->set_max_attempts(3);
+  flaky.mutable_retry()->mutable_initial_backoff()->set_nanos(1000000);
+  v1::JobSpec keyed = Spec("echo", {2});
+  keyed.set_concurrency_key("db");
+  // The delayed job does not end in the test: on a stream of its own,
+  // accepted before the others run.
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  auto stream = stub_->Submit(&ctx);
+  ASSERT_TRUE(stream->Write(SubmitRequestOf({later})));
+  v1::SubmitResponse accepted;
+  ASSERT_TRUE(stream->Read(&accepted));
+  ASSERT_EQ(accepted.events(0).type(), v1::EVENT_TYPE_ACCEPTED);
+  const StreamResult r = SubmitAll(*stub_, {flaky, keyed});
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_EQ(r.Terminal().size(), 2u);
+  const std::string body = Scrape();
+  EXPECT_EQ(SumOf(body, "jobd_jobs_waiting", {}), 1) << body;
+  EXPECT_EQ(SumOf(body, "jobd_job_retries_total", {}), 2) << body;
+  EXPECT_THAT(body, HasSubstr("jobd_key_jobs_parked 0"));
+  EXPECT_THAT(body, HasSubstr("jobd_schedules 0"));
+  EXPECT_EQ(SumOf(body, "jobd_callbacks_ended_total", {}), 0);
+  ctx.TryCancel();
+  stream->Finish();
+}
+
 TEST_F(MetricsTest, AcceptedAndStartedByTaskAndQueueWaitPerExecutor) {
   RunEchoJobs(7);
   std::vector<v1::JobSpec> sleeps(3, Spec("sleep", {1}));  // 1 ms.
