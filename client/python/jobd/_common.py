@@ -6,11 +6,12 @@ raises at submit, naming the field, as the daemon would name it).
 Thread-safety: everything here is immutable or guarded by its own lock.
 """
 
+import datetime
 import math
 import os
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import grpc
 from google.protobuf import struct_pb2
@@ -262,6 +263,18 @@ class JobOptions:
     idempotency_key: Optional[str] = None
     delivery: str = "at_most_once"
     payload: bytes = b""
+    # Jobs over time (README: Retries, delays and deadlines).
+    delay: Optional[float] = None  # seconds from acceptance
+    not_before: Union[None, float, datetime.datetime] = None  # epoch or aware
+    retries: Optional[int] = None  # runs in all (max_attempts)
+    retry_on: Tuple[str, ...] = ()  # e.g. ("TASK_ERROR", "TIMEOUT")
+    retry_backoff: Optional[float] = None  # seconds before the 2nd run
+    start_deadline: Optional[float] = None  # seconds
+    total_deadline: Optional[float] = None  # seconds
+    # Coordination (README: Limits by key, Callbacks) and tracing.
+    concurrency_key: Optional[str] = None
+    callback_url: Optional[str] = None
+    traceparent: Optional[str] = None
 
     def updated(self, **changes):
         unknown = set(changes) - set(self.__dataclass_fields__)
@@ -269,6 +282,10 @@ class JobOptions:
             raise TypeError("options: unknown option(s) %s; known: %s" % (
                 ", ".join(sorted(unknown)),
                 ", ".join(self.__dataclass_fields__)))
+        if isinstance(changes.get("retry_on"), str):
+            changes["retry_on"] = (changes["retry_on"],)
+        elif "retry_on" in changes:
+            changes["retry_on"] = tuple(changes["retry_on"])
         new = replace(self, **changes)
         new.check()
         return new
@@ -302,6 +319,43 @@ class JobOptions:
             raise JobRejected("spec.idempotency_key: must be a str")
         if not isinstance(self.payload, (bytes, bytearray)):
             raise JobRejected("spec.payload: must be bytes")
+        for name in ("delay", "retry_backoff", "start_deadline",
+                     "total_deadline"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or
+                                  not isinstance(v, (int, float)) or
+                                  not math.isfinite(v) or v <= 0):
+                field_name = ("retry.initial_backoff" if name == "retry_backoff"
+                              else name)
+                raise JobRejected("spec.%s: %r; must be positive seconds"
+                                  % (field_name, v))
+        if self.delay is not None and self.not_before is not None:
+            raise JobRejected("spec.delay: set with not_before; use one")
+        nb = self.not_before
+        if nb is not None:
+            if isinstance(nb, datetime.datetime):
+                if nb.tzinfo is None:
+                    raise JobRejected("spec.not_before: a naive datetime; "
+                                      "give it a time zone")
+            elif isinstance(nb, bool) or not isinstance(nb, (int, float)) \
+                    or not math.isfinite(nb):
+                raise JobRejected("spec.not_before: %r; use an aware "
+                                  "datetime or epoch seconds" % (nb,))
+        if self.retries is not None and (
+                isinstance(self.retries, bool) or
+                not isinstance(self.retries, int) or self.retries < 1):
+            raise JobRejected("spec.retry.max_attempts: %r; must be an int "
+                              "of at least 1 (runs in all)" % (self.retries,))
+        for i, r in enumerate(self.retry_on):
+            if not isinstance(r, str) or "ERROR_REASON_" + r not in \
+                    pb.ErrorReason.keys():
+                raise JobRejected("spec.retry.retry_on[%d]: %r is not an "
+                                  "error reason (e.g. TASK_ERROR, TIMEOUT)"
+                                  % (i, r))
+        for name in ("concurrency_key", "callback_url", "traceparent"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise JobRejected("spec.%s: must be a str" % name)
 
     def fill(self, spec):
         """Sets spec's option fields."""
@@ -320,6 +374,33 @@ class JobOptions:
             spec.delivery = _DELIVERIES[self.delivery]
         if self.payload:
             spec.payload = bytes(self.payload)
+        if self.delay is not None:
+            spec.delay.FromNanoseconds(int(self.delay * 1e9))
+        if self.not_before is not None:
+            nb = self.not_before
+            if isinstance(nb, datetime.datetime):
+                spec.not_before.FromDatetime(nb.astimezone(
+                    datetime.timezone.utc).replace(tzinfo=None))
+            else:
+                spec.not_before.FromNanoseconds(int(nb * 1e9))
+        if self.retries is not None:
+            spec.retry.max_attempts = self.retries
+        for r in self.retry_on:
+            spec.retry.retry_on.append(pb.ErrorReason.Value(
+                "ERROR_REASON_" + r))
+        if self.retry_backoff is not None:
+            spec.retry.initial_backoff.FromNanoseconds(
+                int(self.retry_backoff * 1e9))
+        if self.start_deadline is not None:
+            spec.start_deadline.FromNanoseconds(int(self.start_deadline * 1e9))
+        if self.total_deadline is not None:
+            spec.total_deadline.FromNanoseconds(int(self.total_deadline * 1e9))
+        if self.concurrency_key:
+            spec.concurrency_key = self.concurrency_key
+        if self.callback_url:
+            spec.callback_url = self.callback_url
+        if self.traceparent:
+            spec.traceparent = self.traceparent
 
 
 # ------------------------------------------------------- task catalogue

@@ -170,7 +170,12 @@ class _Base(cf.Executor):
         "cpu", "io"), executor (None, "process", "thread", "reactor"),
         priority (int, higher first), timeout (seconds), labels (dict),
         idempotency_key (str), delivery ("at_most_once", "at_least_once"),
-        payload (bytes). Shares the executor's connection and stream."""
+        payload (bytes); over time: delay (seconds) or not_before (an aware
+        datetime or epoch seconds), retries (runs in all), retry_on (reason
+        names, e.g. ("TASK_ERROR",)), retry_backoff (seconds),
+        start_deadline and total_deadline (seconds); concurrency_key (str),
+        callback_url (str), traceparent (str). Shares the executor's
+        connection and stream."""
         return _OptionsView(self._root(), self._options.updated(**options))
 
     def shutdown(self, wait=True, *, cancel_futures=False):

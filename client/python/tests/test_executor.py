@@ -1,6 +1,7 @@
 """jobd.Executor against a real daemon, used through concurrent.futures."""
 
 import concurrent.futures as cf
+import datetime
 import itertools
 import os
 import threading
@@ -253,6 +254,63 @@ def test_options_never_collide_with_task_kwargs(ex):
     job = ex.stub.GetJob(pb.GetJobRequest(job_id=f.job_id), timeout=T)
     assert job.spec.priority == 5 and job.spec.labels["team"] == "ml"
     assert job.spec.kind == pb.JOB_KIND_IO_BOUND
+
+
+def test_jobs_over_time_options_reach_the_daemon(ex):
+    # A delayed job waits (listed WAITING) and can be cancelled there.
+    later = ex.options(delay=3600).submit("echo", 1)
+    wait_until(lambda: later.job_id is not None)
+    wait_until(lambda: job_state(ex, later) == pb.JOB_STATE_WAITING)
+    assert later.cancel() or later.cancelled()
+    wait_until(lambda: job_state(ex, later) == pb.JOB_STATE_CANCELLED)
+    at = datetime.datetime.now(datetime.timezone.utc) + \
+        datetime.timedelta(hours=1)
+    pinned = ex.options(not_before=at).submit("echo", 1)
+    wait_until(lambda: pinned.job_id is not None)
+    job = ex.stub.GetJob(pb.GetJobRequest(job_id=pinned.job_id), timeout=T)
+    assert job.state == pb.JOB_STATE_WAITING
+    assert abs(job.spec.not_before.ToDatetime(datetime.timezone.utc) -
+               at) < datetime.timedelta(milliseconds=1)
+    pinned.cancel()
+    # Retries: three runs of a task that always fails, then the failure.
+    flaky = ex.options(retries=3, retry_on="TASK_ERROR", retry_backoff=0.001)
+    f = flaky.submit("fail")
+    with pytest.raises(jobd.JobFailed):
+        f.result(T)
+    job = ex.stub.GetJob(pb.GetJobRequest(job_id=f.job_id), timeout=T)
+    assert job.attempts == 3 and len(job.history) == 3  # every attempt
+    assert list(job.spec.retry.retry_on) == [pb.ERROR_REASON_TASK_ERROR]
+    # Deadlines, key, trace context: on the spec as asked.
+    g = ex.options(start_deadline=30, total_deadline=60, concurrency_key="db",
+                   traceparent="00-0af7651916cd43dd8448eb211c80319c-"
+                               "b7ad6b7169203331-01").submit("echo", 2)
+    assert g.result(T) == 2
+    job = ex.stub.GetJob(pb.GetJobRequest(job_id=g.job_id), timeout=T)
+    assert job.spec.start_deadline.seconds == 30
+    assert job.spec.total_deadline.seconds == 60
+    assert job.spec.concurrency_key == "db"
+    assert job.traceparent.startswith("00-0af7651916cd43dd")
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"delay": -1}, "spec.delay"),
+    ({"delay": 1, "not_before": 5.0}, "spec.delay"),
+    ({"not_before": datetime.datetime(2030, 1, 1)}, "spec.not_before"),
+    ({"retries": 0}, "spec.retry.max_attempts"),
+    ({"retry_on": ["NOPE"]}, "spec.retry.retry_on[0]"),
+    ({"retry_backoff": float("nan")}, "spec.retry.initial_backoff"),
+    ({"concurrency_key": 7}, "spec.concurrency_key"),
+])
+def test_bad_over_time_options_name_the_field(ex, options, field):
+    with pytest.raises(jobd.JobRejected) as err:
+        ex.options(**options)
+    assert field in str(err.value)
+
+
+def test_a_key_the_daemon_refuses_names_the_field(ex):
+    with pytest.raises(jobd.JobRejected) as err:
+        ex.options(concurrency_key="x" * 200).submit("echo", 1).result(T)
+    assert "spec.concurrency_key" in str(err.value)
 
 
 def test_idempotency_key_returns_the_same_job(ex):
