@@ -433,8 +433,12 @@ void Scheduler::MarkStarted(Job& job, JobRun& run, After& after) {
   ++running_;
   ++job.attempts;
   if (options_.task_metrics) {
+    // Queued since its acceptance or, if it waited (a delay, a retry's
+    // backoff), since it fell due: finish_time holds its due time then.
+    const absl::Time queued_since =
+        std::max(absl::Time(job.create_time), absl::Time(job.finish_time));
     task_counters_.CountStarted(job.spec.task(), job.executor,
-                                now - absl::Time(job.create_time));
+                                now - queued_since);
   }
   if (job.timeout_timer != 0) {  // Its start or total deadline, queued.
     timers_.Cancel(job.timeout_timer);

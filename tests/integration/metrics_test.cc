@@ -157,6 +157,18 @@ TEST_F(MetricsTest, WaitingRetriesCallbacksAndKeysAreExported) {
   stream->Finish();
 }
 
+// A delayed job's queue wait counts from when it fell due, not from its
+// acceptance: its delay is not time spent waiting for a worker.
+TEST_F(MetricsTest, QueueWaitOfADelayedJobCountsFromItsDueTime) {
+  v1::JobSpec later = Spec("echo", {1});
+  later.mutable_delay()->set_nanos(600'000'000);
+  ASSERT_TRUE(SubmitAll(*stub_, {later}).status.ok());
+  const std::string body = Scrape();
+  EXPECT_EQ(SumOf(body, "jobd_queue_wait_seconds_count", {}), 1) << body;
+  EXPECT_EQ(SumOf(body, "jobd_queue_wait_seconds_bucket", {"le=\"0.5\""}), 1)
+      << body;
+}
+
 TEST_F(MetricsTest, AcceptedAndStartedByTaskAndQueueWaitPerExecutor) {
   RunEchoJobs(7);
   std::vector<v1::JobSpec> sleeps(3, Spec("sleep", {1}));  // 1 ms.
