@@ -31,6 +31,7 @@
 #include "bench/machine.h"
 #include "grpcpp/grpcpp.h"
 #include "jobd/v1/jobd.grpc.pb.h"
+#include "proto/jobd/v1/terminal.h"
 #include "tests/integration/daemon_harness.h"
 #include "workers/os/guardian.h"
 #include "workers/reactor/reactor.h"
@@ -92,7 +93,7 @@ Latency RoundTrip(v1::JobService::Stub& stub, const v1::JobSpec& spec,
     bool done = false;
     while (!done && stream->Read(&resp)) {
       for (const auto& e : resp.events()) {
-        if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) {
+        if (v1::EndsSubmitItem(e.type())) {
           done = true;
           failed += e.type() != v1::EVENT_TYPE_SUCCEEDED;
           const auto& f = e.result().value().struct_value().fields();

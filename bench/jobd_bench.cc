@@ -32,6 +32,7 @@
 #include "echo.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "jobd/v1/jobd.grpc.pb.h"
+#include "proto/jobd/v1/terminal.h"
 #include "tests/integration/daemon_harness.h"
 
 namespace jobd::bench {
@@ -207,7 +208,7 @@ double JobdStream(v1::JobService::Stub& stub, int n, int batch, int window,
   v1::SubmitResponse resp;
   while (ended < n && stream->Read(&resp)) {
     for (const auto& e : resp.events()) {
-      if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) {
+      if (v1::EndsSubmitItem(e.type())) {
         ++ended;
         failed += e.type() != v1::EVENT_TYPE_SUCCEEDED;
       }
@@ -238,7 +239,7 @@ Latency JobdRoundTrip(v1::JobService::Stub& stub, int rounds) {
     bool done = false;
     while (!done && stream->Read(&resp)) {
       for (const auto& e : resp.events()) {
-        done |= e.type() >= v1::EVENT_TYPE_SUCCEEDED;
+        done |= v1::EndsSubmitItem(e.type());
       }
     }
     if (!done) break;

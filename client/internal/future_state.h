@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "client/future.h"
 #include "jobd/v1/jobd.pb.h"
+#include "proto/jobd/v1/terminal.h"
 
 namespace jobd::client::internal {
 
@@ -37,11 +38,8 @@ absl::Duration CoreRpcTimeout(const Core& core);
 void RunCallback(const std::function<void(const Future&)>& callback,
                  const Future& future);
 
-// True for SUCCEEDED / FAILED / CANCELLED events.
-inline bool IsTerminal(v1::EventType type) {
-  return type == v1::EVENT_TYPE_SUCCEEDED || type == v1::EVENT_TYPE_FAILED ||
-         type == v1::EVENT_TYPE_CANCELLED;
-}
+// True for SUCCEEDED / FAILED / CANCELLED events (proto/jobd/v1/terminal.h).
+inline bool IsTerminal(v1::EventType type) { return v1::IsTerminalEvent(type); }
 
 // The job state a terminal event type stands for.
 v1::JobState TerminalState(v1::EventType type);

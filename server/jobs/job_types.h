@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "jobd/v1/jobd.pb.h"
+#include "proto/jobd/v1/terminal.h"
 #include "server/jobs/stored_spec.h"
 #include "workers/sdk/compact_time.h"
 #include "workers/sdk/task.h"
@@ -148,7 +149,14 @@ class Event {
   }
 
  private:
-  enum class Detail : uint8_t { kNone, kTask, kProgress, kEnd, kRetry, kTraced };
+  enum class Detail : uint8_t {
+    kNone,
+    kTask,
+    kProgress,
+    kEnd,
+    kRetry,
+    kTraced
+  };
   struct Traced {
     const TaskDef* task = nullptr;
     std::shared_ptr<const v1::JobSpec> spec;
@@ -168,8 +176,11 @@ class Event {
   Detail detail_kind_ = Detail::kNone;
 };
 
-bool IsTerminal(v1::EventType type);
-bool IsTerminal(v1::JobState state);
+// The contract's rule (proto/jobd/v1/terminal.h), under the daemon's name.
+inline bool IsTerminal(v1::EventType type) { return v1::IsTerminalEvent(type); }
+inline bool IsTerminal(v1::JobState state) {
+  return v1::IsTerminalState(state);
+}
 
 // Bit for an event type in a subscriber's mask.
 constexpr uint32_t EventBit(v1::EventType type) { return 1u << type; }

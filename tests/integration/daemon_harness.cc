@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "proto/jobd/v1/terminal.h"
 
 extern char** environ;
 
@@ -325,9 +326,7 @@ void Deadline(grpc::ClientContext& ctx, absl::Duration d) {
 std::vector<v1::JobEvent> StreamResult::Terminal() const {
   std::vector<v1::JobEvent> out;
   for (const auto& e : events) {
-    // Not RETRYING (nor a later kind): it ends nothing.
-    if (e.type() >= v1::EVENT_TYPE_SUCCEEDED &&
-        e.type() <= v1::EVENT_TYPE_REJECTED) {
+    if (v1::EndsSubmitItem(e.type())) {
       out.push_back(e);
     }
   }

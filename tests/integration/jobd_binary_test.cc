@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "proto/jobd/v1/terminal.h"
 #include "tests/integration/daemon_harness.h"
 
 namespace jobd {
@@ -61,7 +62,7 @@ TEST(ShutdownTest, SigtermFinishesRunningJobsAndCancelsTheRest) {
   std::map<uint64_t, v1::JobEvent> ends;
   while (stream->Read(&resp)) {
     for (const auto& e : resp.events()) {
-      if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) ends[e.client_tag()] = e;
+      if (v1::EndsSubmitItem(e.type())) ends[e.client_tag()] = e;
     }
   }
   const grpc::Status status = stream->Finish();

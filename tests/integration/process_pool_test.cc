@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "proto/jobd/v1/terminal.h"
 #include "tests/integration/daemon_harness.h"
 
 namespace jobd {
@@ -277,7 +278,7 @@ TEST_F(ProcessPoolTest, CancelEscalatesToSigkillWhenSigtermIsIgnored) {
   v1::JobEvent end;
   while (end.type() == v1::EVENT_TYPE_UNSPECIFIED && stream->Read(&resp)) {
     for (const auto& ev : resp.events()) {
-      if (ev.type() >= v1::EVENT_TYPE_SUCCEEDED) end = ev;
+      if (v1::EndsSubmitItem(ev.type())) end = ev;
     }
   }
   EXPECT_EQ(end.type(), v1::EVENT_TYPE_CANCELLED);

@@ -15,6 +15,7 @@
 
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "proto/jobd/v1/terminal.h"
 #include "tests/integration/daemon_harness.h"
 
 namespace jobd::testing {
@@ -104,7 +105,7 @@ class ReactorTest : public ::testing::Test {
       while (stream_->Read(&resp)) {
         for (const v1::JobEvent& e : resp.events()) {
           if (e.type() == v1::EVENT_TYPE_STARTED) return e.job_id();
-          if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) return "";
+          if (v1::EndsSubmitItem(e.type())) return "";
         }
       }
       return "";
@@ -114,7 +115,7 @@ class ReactorTest : public ::testing::Test {
       v1::SubmitResponse resp;
       while (stream_->Read(&resp)) {
         for (const v1::JobEvent& e : resp.events()) {
-          if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) return e;
+          if (v1::EndsSubmitItem(e.type())) return e;
         }
       }
       return {};

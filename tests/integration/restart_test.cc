@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "proto/jobd/v1/terminal.h"
 #include "server/scheduler/scheduler.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/integration/http_test_server.h"
@@ -102,7 +103,7 @@ TEST_F(RestartTest, KillNineLosesNoAcceptedJobAndRunsNoneTwiceByMistake) {
       for (const v1::JobEvent& e : resp.events()) {
         if (e.type() == v1::EVENT_TYPE_ACCEPTED)
           ids[e.client_tag()] = e.job_id();
-        if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) ++ended;
+        if (v1::EndsSubmitItem(e.type())) ++ended;
       }
     }
     ASSERT_EQ(ids.size(), static_cast<size_t>(kJobs));
@@ -380,7 +381,7 @@ TEST_F(RestartTest, BytesThatAreNotUtf8CostNoJobAcrossRestarts) {
           ids[e.client_tag() - 1] = e.job_id();
           ++accepted;
         }
-        if (e.client_tag() == 1 && e.type() >= v1::EVENT_TYPE_SUCCEEDED) {
+        if (e.client_tag() == 1 && v1::EndsSubmitItem(e.type())) {
           EXPECT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
           fetched = true;
         }

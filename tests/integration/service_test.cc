@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "proto/jobd/v1/terminal.h"
 #include "tests/integration/service_fixture.h"
 
 namespace jobd {
@@ -295,7 +296,7 @@ TEST_F(ServiceTest, WindowStopsReadingUntilJobsEnd) {
   uint64_t max_accepted_while_running = 0;
   while (stream->Read(&resp)) {
     for (const auto& e : resp.events()) {
-      if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) ++terminal;
+      if (v1::EndsSubmitItem(e.type())) ++terminal;
     }
     if (terminal == 0) {
       max_accepted_while_running =
@@ -436,7 +437,7 @@ TEST_F(ServiceTest, ResultsAndPagesNeverExceedTheMessageLimit) {
   v1::SubmitResponse resp;
   while (stream->Read(&resp)) {
     for (const auto& e : resp.events()) {
-      if (e.type() >= v1::EVENT_TYPE_SUCCEEDED) ends.push_back(e);
+      if (v1::EndsSubmitItem(e.type())) ends.push_back(e);
     }
   }
   ASSERT_TRUE(stream->Finish().ok());
@@ -482,7 +483,7 @@ TEST_F(ServiceTest, ResultsAndPagesNeverExceedTheMessageLimit) {
   size_t replayed_ends = 0;
   while (reader->Read(&wr)) {
     for (const v1::JobEvent& e : wr.events()) {
-      replayed_ends += e.type() >= v1::EVENT_TYPE_SUCCEEDED;
+      replayed_ends += v1::EndsSubmitItem(e.type());
     }
   }
   EXPECT_TRUE(reader->Finish().ok());
