@@ -173,6 +173,32 @@ TEST(KeyLimitsTest, RateHoldsOverTenSeconds) {
   EXPECT_LE(started, 2000u + 21);  // The rate, and one burst.
 }
 
+// Wake-ups that come late (a loaded machine) do not lower the rate: the
+// starts they owe are made up at the next one, up to a second's worth.
+TEST(KeyLimitsTest, LateWakeUpsMakeUpTheStartsTheyOwe) {
+  KeyLimits keys(Config(0, /*rate=*/100));  // A burst of 10.
+  KeyLimits::Out out;
+  size_t started = 0;
+  for (uint64_t id = 1; id <= 3000; ++id) {
+    started += keys.Acquire("k", id, 0, kLane, kStart, out) ? 1 : 0;
+  }
+  absl::Time now = kStart;
+  const absl::Time end = kStart + absl::Seconds(10);
+  size_t max_at_once = 0;
+  for (int i = 0; i < 100000 && !out.wakes.empty(); ++i) {
+    now = out.wakes.front().second + absl::Milliseconds(300);  // Late.
+    if (now > end) break;
+    started += out.granted.size();
+    out = {};
+    keys.Woken("k", now, out);
+    max_at_once = std::max(max_at_once, out.granted.size());
+  }
+  started += out.granted.size();
+  EXPECT_GE(started, 950u);        // Within 5% of 100/s over 10 s.
+  EXPECT_LE(started, 1000u + 10);  // Never above the rate and one burst.
+  EXPECT_LE(max_at_once, 100u);    // At most a second's worth at once.
+}
+
 TEST(KeyLimitsTest, SetRpcOverridesTheConfigAndGrantsWhatItNowAllows) {
   KeyLimits keys(Config(1));
   KeyLimits::Out out;

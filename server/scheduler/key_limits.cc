@@ -57,9 +57,14 @@ KeyLimits::Key& KeyLimits::Find(absl::string_view name, absl::Time now) {
 bool KeyLimits::HasToken(Key& key, double rate, absl::Time now) const {
   if (rate <= 0) return true;
   if (now > key.refilled) {
-    key.tokens =
-        std::min(Burst(rate),
-                 key.tokens + rate * absl::ToDoubleSeconds(now - key.refilled));
+    // An idle key saves up at most a burst. With jobs parked, every token
+    // is spent as it comes, so tokens piling up past a burst mean jobd woke
+    // late (a loaded machine): those starts are owed and made up, up to a
+    // second's worth, so that the rate holds over time.
+    const double cap =
+        key.parked_count > 0 ? std::max(Burst(rate), rate) : Burst(rate);
+    key.tokens = std::min(
+        cap, key.tokens + rate * absl::ToDoubleSeconds(now - key.refilled));
     key.refilled = now;
   }
   return key.tokens >= 1;
