@@ -27,6 +27,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "bench/dashboard_run.h"
+#include "bench/fair_run.h"
 #include "bench/machine.h"
 #include "client/client.h"
 #include "echo.grpc.pb.h"
@@ -515,7 +516,28 @@ int Run(int argc, char** argv) {
                  "(to count instructions of one side under perf stat)")
       ->check(CLI::IsMember({"both", "off", "on"}))
       ->capture_default_str();
+  FairRunOptions fair;
+  bool fair_only = false;
+  app.add_flag("--fair", fair_only,
+               "Only the fair-share run: two callers, one submitting 100x "
+               "the other's sleep jobs, the small one's share of the starts "
+               "(1:1 and 3:1); with --baseline-jobd, the same on that binary "
+               "and the no-op stream without auth alternately on both");
+  app.add_option("--fair-jobs", fair.jobs, "The flooding caller's jobs")
+      ->capture_default_str();
+  app.add_option("--baseline-jobd", fair.baseline_jobd,
+                 "(--fair) a jobd binary to compare with");
   CLI11_PARSE(app, argc, argv);
+  if (fair_only) {
+    fair.workers = workers;
+    fair.stream_jobs = jobs;
+    fair.batch = batch;
+    fair.window = window;
+    fair.repeat = repeat;
+    return RunFairBench(fair, [&](v1::JobService::Stub& stub, int n) {
+      return JobdStream(stub, n, batch, window, true);
+    });
+  }
   if (dashboard_only) {
     return RunDashboardBench({.jobs = jobs,
                               .batch = batch,

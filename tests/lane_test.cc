@@ -35,11 +35,14 @@ class LaneTest : public ::testing::Test {
   }
   void SetUp() override { SetUpLane(1); }
 
-  // Queues job `id` (priority, chunksize) in the lane.
-  void Queue(uint64_t id, int32_t priority = 0, uint32_t chunksize = 0) {
+  // Queues job `id` (priority, chunksize, caller: owner_ if null) in the
+  // lane.
+  void Queue(uint64_t id, int32_t priority = 0, uint32_t chunksize = 0,
+             const std::string* owner = nullptr) {
+    if (owner == nullptr) owner = &owner_;
     jobs_[id] =
-        MakeRecord(id, &owner_, {.priority = priority, .chunksize = chunksize});
-    lane_.Push(priority, id);
+        MakeRecord(id, owner, {.priority = priority, .chunksize = chunksize});
+    lane_.Push(priority, owner, id);
   }
   // Ends queued job `id` (cancelled): its entry goes stale.
   void Cancel(uint64_t id) {
@@ -135,6 +138,44 @@ TEST_F(LaneTest, ChunksTakeJobsOfOnePriorityThatAllowThem) {
   EXPECT_THAT(Take(), ElementsAre(5));
   EXPECT_THAT(Take(), ElementsAre(6));
   EXPECT_THAT(Take(), ElementsAre(7));
+}
+
+TEST_F(LaneTest, CallersTakeTurnsWithinAPriorityNotAcrossOne) {
+  const std::string alice = "alice", bob = "bob";
+  for (uint64_t id = 1; id <= 4; ++id) Queue(id, 0, 0, &alice);
+  Queue(5, 0, 0, &bob);
+  Queue(6, 0, 0, &bob);
+  Queue(7, 1, 0, &alice);  // A higher priority goes first, whoever's.
+  std::vector<uint64_t> order;
+  for (int i = 0; i < 8; ++i) {
+    for (uint64_t id : Take()) order.push_back(id);
+  }
+  EXPECT_THAT(order, ElementsAre(7, 1, 5, 2, 6, 3, 4));
+}
+
+TEST_F(LaneTest, CallerWeightsSplitTheStarts) {
+  const std::string alice = "alice", bob = "bob";
+  lane_.SetCallerWeights(CallerWeights({{"alice", 3}}));
+  for (uint64_t id = 1; id <= 8; ++id) Queue(id, 0, 0, &alice);
+  for (uint64_t id = 11; id <= 18; ++id) Queue(id, 0, 0, &bob);
+  std::vector<uint64_t> order;
+  for (int i = 0; i < 8; ++i) {
+    for (uint64_t id : Take()) order.push_back(id);
+  }
+  // Three of alice's for each of bob's.
+  EXPECT_THAT(order, ElementsAre(1, 11, 2, 3, 4, 12, 5, 6));
+}
+
+TEST_F(LaneTest, AChunkComesFromOneCaller) {
+  SetUpLane(1, /*max_chunk=*/4);
+  const std::string alice = "alice", bob = "bob";
+  Queue(1, 0, 4, &alice);
+  Queue(2, 0, 4, &bob);
+  Queue(3, 0, 4, &alice);
+  Queue(4, 0, 4, &bob);
+  Queue(5, 0, 4, &alice);
+  EXPECT_THAT(Take(), ElementsAre(1, 3, 5));
+  EXPECT_THAT(Take(), ElementsAre(2, 4));
 }
 
 TEST_F(LaneTest, SlotsAreCountedFromHandToReturn) {

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -154,6 +155,45 @@ TEST(ConfigTest, ExecEnvAllowTakesVariableNamesFromFlagsAndTheFile) {
     EXPECT_THAT(r.status().message(), HasSubstr("--exec-env-allow")) << bad;
     EXPECT_THAT(r.status().message(), HasSubstr(bad));
   }
+}
+
+TEST(ConfigTest, CallerWeightsFromFlagsAndTheFileRefusalsNameTheOption) {
+  absl::StatusOr<ParsedArgs> none = Parse({});
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_THAT(none->config.scheduler.caller_weights, IsEmpty());
+  absl::StatusOr<ParsedArgs> flag =
+      Parse({"--caller-weight", "alice=3", "--caller-weight", "ci-bot=1000"});
+  ASSERT_TRUE(flag.ok()) << flag.status();
+  EXPECT_EQ(flag->config.scheduler.caller_weights,
+            (std::map<std::string, uint32_t>{{"alice", 3}, {"ci-bot", 1000}}));
+  const std::string file = ::testing::TempDir() + "/jobd-caller-weight.toml";
+  std::ofstream(file) << "caller-weight = [\"alice=2\", \"bob=5\"]\n";
+  absl::StatusOr<ParsedArgs> toml = Parse({"--config", file});
+  ASSERT_TRUE(toml.ok()) << toml.status();
+  EXPECT_EQ(toml->config.scheduler.caller_weights,
+            (std::map<std::string, uint32_t>{{"alice", 2}, {"bob", 5}}));
+  std::remove(file.c_str());
+  for (const char* bad :
+       {"alice", "=3", "alice=0", "alice=1001", "alice=x", "alice=1.5"}) {
+    absl::StatusOr<ParsedArgs> r = Parse({"--caller-weight", bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr("--caller-weight")) << bad;
+  }
+  absl::StatusOr<ParsedArgs> twice =
+      Parse({"--caller-weight", "alice=3", "--caller-weight", "alice=2"});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_THAT(twice.status().message(), HasSubstr("more than once"));
+}
+
+// --caller-weight applies live.
+TEST_F(ReloadTest, CallerWeightsApplyLive) {
+  Start("127.0.0.1:0", /*tls=*/false);
+  DaemonConfig fresh = current_;
+  fresh.scheduler.caller_weights = {{"alice", 3}};
+  const ReloadResult r = Apply(fresh);
+  EXPECT_THAT(r.applied, ::testing::Contains(HasSubstr("--caller-weight")));
+  EXPECT_THAT(r.needs_restart, IsEmpty());
+  EXPECT_EQ(current_.scheduler.caller_weights, fresh.scheduler.caller_weights);
 }
 
 // --http-allow applies live: jobs started after the reload use the new

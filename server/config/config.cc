@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "jobd/v1/default_address.h"
 #include "server/config/callback_config.h"
+#include "server/config/caller_weights.h"
 #include "server/config/duration_flag.h"
 #include "server/config/retry_options.h"
 #include "server/config/toml_config.h"
@@ -609,6 +610,12 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "KEY=R: jobs with concurrency key KEY start at most R times "
                  "per second (a burst of a tenth of a second); repeatable")
       ->allow_extra_args(false);
+  std::vector<std::string> caller_weights;
+  app.add_option("--caller-weight", caller_weights,
+                 "NAME=W: within a priority, caller NAME gets W shares of the "
+                 "starts against 1 for a caller not named (1 to 1000); "
+                 "repeatable")
+      ->allow_extra_args(false);
   app.add_option("--default-key-limit",
                  c.scheduler.key_limits.default_max_running,
                  "At most this many jobs of any other concurrency key run at "
@@ -778,6 +785,11 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   }
   if (absl::Status s =
           ParseKeyLimits(key_limits, key_rates, c.scheduler.key_limits);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s =
+          ParseCallerWeights(caller_weights, c.scheduler.caller_weights);
       !s.ok()) {
     return s;
   }

@@ -15,6 +15,9 @@ std::vector<std::string> TaskRetries(const std::map<std::string, uint32_t>& m) {
   for (const auto& [task, n] : m) out.push_back(fmt::format("{}={}", task, n));
   return out;
 }
+std::string Text(const std::map<std::string, uint32_t>& m) {
+  return "[" + absl::StrJoin(TaskRetries(m), ",") + "]";
+}
 std::string Text(const std::vector<std::string>& v) {
   return "[" + absl::StrJoin(v, ",") + "]";
 }
@@ -74,6 +77,8 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
                     sn.output_bytes_per_job, live);
   limits |= d.Check("max-output-bytes", so.max_output_bytes,
                     sn.max_output_bytes, live);
+  limits |=
+      d.Check("caller-weight", so.caller_weights, sn.caller_weights, live);
   if (limits) scheduler.SetLimits(sn);
   const ServiceLimits& lo = current.service;
   ServiceLimits ln = fresh.service;
@@ -284,6 +289,7 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   now.scheduler.max_retained_result_bytes = sn.max_retained_result_bytes;
   now.scheduler.output_bytes_per_job = sn.output_bytes_per_job;
   now.scheduler.max_output_bytes = sn.max_output_bytes;
+  now.scheduler.caller_weights = sn.caller_weights;
   const size_t message_bytes = now.service.max_message_bytes;
   now.service = ln;
   now.service.max_message_bytes = message_bytes;

@@ -2,16 +2,22 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace jobd {
 
-void Lane::Push(int32_t priority, uint64_t id) {
-  queue_[priority].push_back(id);
+void Lane::SetCallerWeights(CallerWeights weights) {
+  weights_ = std::move(weights);
+  for (auto& [priority, callers] : queue_) callers.Reweigh(weights_);
+}
+
+void Lane::Push(int32_t priority, const std::string* caller, uint64_t id) {
+  queue_[priority].Push(caller, weights_.Of(*caller), id);
   ++queued_;
 }
 
-void Lane::PushFront(int32_t priority, uint64_t id) {
-  queue_[priority].push_front(id);
+void Lane::PushFront(int32_t priority, const std::string* caller, uint64_t id) {
+  queue_[priority].PushFront(caller, weights_.Of(*caller), id);
   ++queued_;
 }
 
@@ -25,35 +31,24 @@ void Lane::Unqueue(uint64_t id,
 void Lane::Compact(uint64_t gone,
                    absl::FunctionRef<bool(uint64_t)> still_queued) {
   for (auto bucket = queue_.begin(); bucket != queue_.end();) {
-    std::deque<uint64_t>& ids = bucket->second;
-    ids.erase(std::remove_if(
-                  ids.begin(), ids.end(),
-                  [&](uint64_t id) { return id == gone || !still_queued(id); }),
-              ids.end());
-    bucket = ids.empty() ? queue_.erase(bucket) : std::next(bucket);
+    bucket->second.RemoveIf(
+        [&](uint64_t id) { return id == gone || !still_queued(id); });
+    bucket = bucket->second.empty() ? queue_.erase(bucket) : std::next(bucket);
   }
   stale_ = 0;
 }
 
-void Lane::PopFront(Queue::iterator bucket) {
-  bucket->second.pop_front();
-  if (bucket->second.empty()) queue_.erase(bucket);
-}
-
 std::vector<JobRecord*> Lane::TakeChunk(
     absl::FunctionRef<JobRecord*(uint64_t)> queued_job) {
+  using Verdict = FairQueue::Verdict;
   std::vector<JobRecord*> chunk;
   const size_t max_chunk = static_cast<size_t>(executor_->max_chunk());
-  int32_t priority = 0;
   size_t limit = 1;
-  while (queued_ > 0 && chunk.size() < limit) {
-    auto bucket = queue_.begin();
-    if (!chunk.empty() && bucket->first != priority) break;
-    JobRecord* job = queued_job(bucket->second.front());
+  auto visit = [&](uint64_t id) {
+    JobRecord* job = queued_job(id);
     if (job == nullptr) {  // Ended while queued.
-      PopFront(bucket);
       --stale_;
-      continue;
+      return Verdict::kSkip;
     }
     // A job that holds a pool slot on a guest executor travels alone, as
     // does a keyed one (its key is acquired for it alone).
@@ -65,16 +60,21 @@ std::vector<JobRecord*> Lane::TakeChunk(
                                max_chunk);
     if (chunk.empty()) {
       limit = chunksize;
-      priority = bucket->first;
     } else if (chunksize <= 1) {
-      break;  // It wants to travel alone.
+      return Verdict::kStop;  // It wants to travel alone.
     } else {
       limit = std::min(limit, chunksize);
-      if (chunk.size() >= limit) break;
+      if (chunk.size() >= limit) return Verdict::kStop;
     }
-    PopFront(bucket);
     --queued_;
     chunk.push_back(job);
+    return chunk.size() >= limit ? Verdict::kTakeLast : Verdict::kTake;
+  };
+  // The highest priority first; the chunk comes from one caller's queue.
+  while (queued_ > 0 && chunk.empty() && !queue_.empty()) {
+    auto bucket = queue_.begin();
+    bucket->second.Take(visit);
+    if (bucket->second.empty()) queue_.erase(bucket);
   }
   return chunk;
 }

@@ -2,9 +2,12 @@
 // picking of the next chunk, the slots in use, and (with a journal) the
 // durable-start gate and its adaptive claim-ahead window.
 //
-// Queue: priority (highest first), FIFO within a priority. A job that ends
-// while queued leaves a stale entry, skipped when reached, or dropped at
-// once when stale entries outnumber live ones (Unqueue).
+// Queue: priority (highest first); within a priority, the callers' jobs
+// interleaved by weighted fair queuing (fair_queue.h: a FIFO queue per
+// caller, weights from --caller-weight), FIFO within a caller. With one
+// caller (no authentication) that is FIFO within a priority. A job that
+// ends while queued leaves a stale entry, skipped when reached, or dropped
+// at once when stale entries outnumber live ones (Unqueue).
 //
 // Durable-start gate (journal only): a picked chunk is first claimed (its
 // journal rows say its jobs may have begun, so a crash can never run an
@@ -29,6 +32,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/container/btree_map.h"
@@ -36,6 +40,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/time/time.h"
 #include "jobd/v1/jobd.pb.h"
+#include "server/scheduler/fair_queue.h"
 #include "server/scheduler/job_record.h"
 #include "workers/executor/executor.h"
 
@@ -63,18 +68,24 @@ class Lane {
   int capacity() const { return executor_->capacity(); }
 
   // ---- the queue ----
-  void Push(int32_t priority, uint64_t id);
-  // Puts `id` at the front of its priority: a job parked by its key
-  // (KeyLimits) that was granted it goes before the jobs that passed it.
-  void PushFront(int32_t priority, uint64_t id);
+  // Callers' weights (FairQueue), for the callers queued from now on and
+  // those queued now.
+  void SetCallerWeights(CallerWeights weights);
+  // Queues job `id` of `caller` (interned: JobRecord::owner).
+  void Push(int32_t priority, const std::string* caller, uint64_t id);
+  // Puts `id` at the front of its caller's queue in its priority: a job
+  // parked by its key (KeyLimits) that was granted it goes before the
+  // jobs that passed it, and its caller is not charged twice for it.
+  void PushFront(int32_t priority, const std::string* caller, uint64_t id);
   size_t queued() const { return queued_; }  // Live entries.
   // Queued job `id` ended (or is about to): its entry is stale from now
   // on. Drops the stale entries at once when they outnumber the live ones
   // (past 1024); `still_queued(id)` tells the live ones (`id` is not).
   void Unqueue(uint64_t id, absl::FunctionRef<bool(uint64_t)> still_queued);
   size_t stale() const { return stale_; }  // Stale entries in the queue.
-  // Takes the next chunk off the queue: the head job, then (an executor
-  // with max_chunk() > 1) the queued jobs right behind it in the same
+  // Takes the next chunk off the queue: the head job of the highest
+  // priority's caller whose turn it is, then (an executor with
+  // max_chunk() > 1) that caller's queued jobs right behind it in the same
   // priority that also allow chunking (JobSpec::chunksize), as many as
   // the smallest chunksize among them allows. A job with a concurrency
   // key travels alone. `queued_job(id)` is the job
@@ -122,15 +133,14 @@ class Lane {
   // Drops the stale entries of the queue: all but those `still_queued`
   // says are, `gone` included.
   void Compact(uint64_t gone, absl::FunctionRef<bool(uint64_t)> still_queued);
-  // priority (highest first) -> job ids FIFO; stale ids are skipped.
-  using Queue =
-      absl::btree_map<int32_t, std::deque<uint64_t>, std::greater<int32_t>>;
-  // Removes the head of `bucket`, and the bucket once empty.
-  void PopFront(Queue::iterator bucket);
+  // priority (highest first) -> its callers' job ids; stale ids are
+  // skipped.
+  using Queue = absl::btree_map<int32_t, FairQueue, std::greater<int32_t>>;
 
   std::unique_ptr<JobExecutor> executor_;
   JobExecutor* guest_ = nullptr;
   absl::flat_hash_set<uint64_t> guests_;  // Jobs running on guest_.
+  CallerWeights weights_;
   Queue queue_;
   size_t queued_ = 0;  // Live entries in `queue_`.
   size_t stale_ = 0;   // Entries of jobs that ended while queued.

@@ -113,6 +113,9 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
   {
     absl::MutexLock lock(&mu_);
     retention_.set_on_forget([this](uint64_t id) { outputs_.Forget(id); });
+    for (Lane& lane : lanes_) {
+      lane.SetCallerWeights(CallerWeights(options_.caller_weights));
+    }
   }
   for (int i = 0; i < 4; ++i) {
     ports_[i] = std::make_unique<Port>(*this, static_cast<v1::Executor>(i));

@@ -248,7 +248,7 @@ class Scheduler {
 
   // Live reload (SIGHUP): max_queued, retention_ttl, max_retained and the
   // byte budgets take effect at once (a lower retention applies at the
-  // next sweep).
+  // next sweep), and so do the callers' weights.
   void SetLimits(const SchedulerOptions& options);
   // Live reload: resizes executor `kind` (JobExecutor::Resize); false if it
   // is absent or cannot change its size without a restart.

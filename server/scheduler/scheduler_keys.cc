@@ -39,7 +39,7 @@ void Scheduler::ApplyKeys(KeyLimits::Out& out) {
       continue;
     }
     job->parked = false;
-    lanes_[grant.lane].PushFront(grant.priority, grant.id);
+    lanes_[grant.lane].PushFront(grant.priority, job->owner, grant.id);
     key_dispatch_[grant.lane] = true;
   }
   for (auto& [key, when] : out.wakes) {

@@ -29,6 +29,9 @@ void Scheduler::SetLimits(const SchedulerOptions& options) {
                         .max_bytes = options.max_retained_bytes});
   outputs_.SetLimits({.per_job_bytes = options.output_bytes_per_job,
                       .total_bytes = options.max_output_bytes});
+  for (Lane& lane : lanes_) {
+    lane.SetCallerWeights(CallerWeights(options.caller_weights));
+  }
 }
 
 bool Scheduler::ResizeExecutor(v1::Executor kind, int slots) {

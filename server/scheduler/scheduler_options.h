@@ -8,6 +8,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <string>
 
 #include "absl/time/time.h"
 #include "server/scheduler/key_limits.h"
@@ -63,6 +65,10 @@ struct SchedulerOptions {
   // Limits by concurrency key (key_limits.h): --key-limit, --key-rate,
   // --default-key-limit. Fixed at start; SetKeyLimit changes them live.
   KeyLimitOptions key_limits;
+  // Fair share between callers (fair_queue.h): within a priority, each
+  // caller's weight (--caller-weight NAME=W, 1 to 1000); 1 for a caller
+  // not named. Live on reload.
+  std::map<std::string, uint32_t> caller_weights;
 };
 
 }  // namespace jobd

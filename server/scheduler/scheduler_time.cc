@@ -96,7 +96,7 @@ bool Scheduler::Enqueue(Job& job, absl::Time now, bool journal, After& after) {
   }
   job.state = v1::JOB_STATE_QUEUED;
   if (journal) JournalState(job);
-  lanes_[job.executor].Push(job.spec->priority(), job.id);
+  lanes_[job.executor].Push(job.spec->priority(), job.owner, job.id);
   const v1::JobSpec& spec = *job.spec;
   const absl::Time due = FirstDue(spec, job.create_time);
   const absl::Time deadline = std::min(

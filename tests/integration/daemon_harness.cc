@@ -155,12 +155,14 @@ std::vector<std::string> DaemonArgs(const std::string& program,
 }
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
-    std::vector<std::string> extra_args, std::vector<std::string> env) {
+    std::vector<std::string> extra_args, std::vector<std::string> env,
+    const std::string& program) {
   auto d = std::unique_ptr<Daemon>(new Daemon());
   char tmpl[] = "/tmp/jobd-test-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
   d->dir_ = tmpl;
-  std::vector<std::string> args = DaemonArgs(JobdPath(), d->dir_, extra_args);
+  std::vector<std::string> args =
+      DaemonArgs(program.empty() ? JobdPath() : program, d->dir_, extra_args);
   absl::StatusOr<ReadyProcess> child = SpawnReady(
       std::move(args), "try:", d->dir_ + "/stderr.log", absl::Seconds(20), env);
   if (!child.ok()) {

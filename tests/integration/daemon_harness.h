@@ -27,10 +27,11 @@ class Daemon {
   // Starts jobd with `extra_args` (besides the socket/port flags,
   // --testing-tasks and, unless given, --log-level debug, --http-allow
   // 127.0.0.1 and a --state-dir of its own) and `env` ("K=V") added to its
-  // environment. Fails if it does not print its banner in 20 s.
+  // environment. Fails if it does not print its banner in 20 s. `program`:
+  // another jobd binary (a benchmark's baseline), else the one built here.
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(
       std::vector<std::string> extra_args = {},
-      std::vector<std::string> env = {});
+      std::vector<std::string> env = {}, const std::string& program = "");
   ~Daemon();
 
   const std::string& unix_address() const { return unix_address_; }  // unix:
