@@ -26,6 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "bench/chain_run.h"
 #include "bench/dashboard_run.h"
 #include "bench/machine.h"
 #include "client/client.h"
@@ -490,6 +491,11 @@ int Run(int argc, char** argv) {
   app.add_option("--repeat", repeat, "Runs of each stream test (best kept)")
       ->capture_default_str();
   bool dashboard_only = false;
+  bool chain_only = false;
+  app.add_flag("--chain", chain_only,
+               "Only the chain run: --jobs no-op jobs each depending on the "
+               "previous (by client tag) through one stream, dependent "
+               "jobs/s, and the client-driven chain for scale");
   int viewers = 10;
   app.add_flag("--dashboard", dashboard_only,
                "Only the dashboard run: one daemon with --http-listen, the "
@@ -515,6 +521,13 @@ int Run(int argc, char** argv) {
       ->check(CLI::IsMember({"both", "off", "on"}))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (chain_only) {
+    return RunChainBench({.jobs = jobs,
+                          .batch = batch,
+                          .window = window,
+                          .workers = workers,
+                          .repeat = std::min(repeat, 3)});
+  }
   if (dashboard_only) {
     return RunDashboardBench({.jobs = jobs,
                               .batch = batch,
