@@ -225,6 +225,11 @@ TEST_F(DependencyGraphTest, JobctlSubmitsAfterJobsWithEitherPolicy) {
   job = GetJob(lenient, absl::Seconds(30));
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->state(), v1::JOB_STATE_SUCCEEDED);
+  r = testing::RunCommand(
+      {testing::JobctlPath(), "--address", address, "get", lenient});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out,
+              HasSubstr(absl::StrCat(ok, " ", failed, " (when all ended)")));
   r = submit({"echo", "--after-policy", "all-ended"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("--after-policy: give the jobs with --after"));
