@@ -174,7 +174,8 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
     // Dependants released or failed by what ends below: once all are back.
     releasing_ = true;
     for (uint64_t id : live) {
-      // Ended since with a dependency (and maybe forgotten): done.
+      // (Nothing cascades in this loop, releasing_ holds it back; a job
+      // that ended anyway is skipped.)
       Job* found = table_.Find(id);
       if (found == nullptr || IsTerminal(found->state)) continue;
       Job& job = *found;
