@@ -1,7 +1,8 @@
 // Unit tests: the Scheduler's job dependencies (scheduler_deps.cc) through
 // its facade: chains, fan-ins, failures and cancellations down the graph,
 // the all-ended policy, admission errors, and restore. Dependencies alone
-// is dependencies_test's; a real daemon's, dependency_graph_test's (integration).
+// is dependencies_test's; a real daemon's, dependency_graph_test's
+// (integration).
 #include <string>
 #include <vector>
 
