@@ -26,6 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "bench/chain_run.h"
 #include "bench/dashboard_run.h"
 #include "bench/fair_run.h"
 #include "bench/machine.h"
@@ -492,6 +493,11 @@ int Run(int argc, char** argv) {
   app.add_option("--repeat", repeat, "Runs of each stream test (best kept)")
       ->capture_default_str();
   bool dashboard_only = false;
+  bool chain_only = false;
+  app.add_flag("--chain", chain_only,
+               "Only the chain run: --jobs no-op jobs each depending on the "
+               "previous (by client tag) through one stream, dependent "
+               "jobs/s, and the client-driven chain for scale");
   int viewers = 10;
   app.add_flag("--dashboard", dashboard_only,
                "Only the dashboard run: one daemon with --http-listen, the "
@@ -537,6 +543,13 @@ int Run(int argc, char** argv) {
     return RunFairBench(fair, [&](v1::JobService::Stub& stub, int n) {
       return JobdStream(stub, n, batch, window, true);
     });
+  }
+  if (chain_only) {
+    return RunChainBench({.jobs = jobs,
+                          .batch = batch,
+                          .window = window,
+                          .workers = workers,
+                          .repeat = std::min(repeat, 3)});
   }
   if (dashboard_only) {
     return RunDashboardBench({.jobs = jobs,

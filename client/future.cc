@@ -107,6 +107,13 @@ void FutureState::CompleteWithError(const std::shared_ptr<FutureState>& self,
   Complete(self, std::move(status), JobOutcome{}, false);
 }
 
+Future FutureState::Failed(std::shared_ptr<const Core> core, uint64_t tag,
+                           absl::Status status) {
+  auto state = std::make_shared<FutureState>(std::move(core), tag);
+  CompleteWithError(state, std::move(status));
+  return Future(std::move(state));
+}
+
 void FutureState::Complete(const std::shared_ptr<FutureState>& self,
                            absl::Status status, JobOutcome outcome,
                            bool has_outcome) {
@@ -288,6 +295,9 @@ void Future::Then(std::function<void(const Future&)> callback) const {
 
 absl::StatusOr<v1::CancelJobResponse> Future::Cancel() const {
   if (state_ == nullptr) return InvalidFuture();
+  if (state_->core == nullptr) {  // Failed before it had a job (chord.h).
+    return job_id(absl::ZeroDuration()).status();
+  }
   absl::StatusOr<std::string> id =
       job_id(internal::CoreRpcTimeout(*state_->core));
   if (!id.ok()) return id.status();

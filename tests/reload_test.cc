@@ -333,6 +333,15 @@ TEST_F(ReloadTest, AQuotaOfBytesAloneAppliesLive) {
   EXPECT_EQ(service_->limits().quota_max_bytes, 8u << 20);
 }
 
+TEST_F(ReloadTest, MaxDependenciesAppliesLive) {
+  Start("127.0.0.1:0", /*tls=*/false);
+  DaemonConfig fresh = current_;
+  fresh.service.spec.max_dependencies = 10;
+  const ReloadResult r = Apply(fresh);
+  EXPECT_THAT(r.applied, ::testing::Contains("--max-dependencies: 1000 -> 10"));
+  EXPECT_EQ(service_->limits().spec.max_dependencies, 10u);
+}
+
 // The plugins to load: the --plugin files in the order given (made
 // absolute), then --plugin-dir's *.so files in name order; the fork server
 // is told the same list.

@@ -139,5 +139,40 @@ TEST_F(SpecValidatorTest, ABadTraceparentIsRefusedByName) {
   EXPECT_EQ(r->spec->traceparent(), spec.traceparent());
 }
 
+TEST_F(SpecValidatorTest, DependenciesAreCheckedForTheirFormAndCount) {
+  limits_.max_dependencies = 2;
+  v1::JobSpec ok = Sleep(1);
+  ok.add_depends_on("17");
+  ok.add_depends_on("18");
+  ok.set_dependency_policy(v1::DEPENDENCY_POLICY_ALL_ENDED);
+  EXPECT_TRUE(ValidateSpec(ok, registry_, limits_).ok());
+  v1::JobSpec many = ok;
+  many.add_depends_on("19");
+  EXPECT_EQ(Error(many),
+            "spec.depends_on: 3 dependencies; the limit is 2 "
+            "(max-dependencies)");
+  v1::JobSpec bad = Sleep(1);
+  bad.add_depends_on("17");
+  bad.add_depends_on("0");
+  EXPECT_EQ(Error(bad), "spec.depends_on[1]: '0' is not a job id");
+  v1::JobSpec policy = Sleep(1);
+  policy.set_dependency_policy(v1::DEPENDENCY_POLICY_ALL_ENDED);
+  EXPECT_EQ(Error(policy),
+            "spec.dependency_policy: set without spec.depends_on");
+  v1::JobSpec unknown = ok;
+  unknown.set_dependency_policy(static_cast<v1::DependencyPolicy>(9));
+  EXPECT_EQ(Error(unknown),
+            "spec.dependency_policy: 9 is not a DependencyPolicy");
+}
+
+TEST_F(SpecValidatorTest, AStreamDeadlineIsNoStartDeadlineForADependant) {
+  const absl::Time now = absl::Now();
+  v1::JobSpec s = Sleep(1);
+  s.add_depends_on("17");
+  auto r = ValidateSpec(s, registry_, limits_, now, now + absl::Seconds(5));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->spec->has_start_deadline());
+}
+
 }  // namespace
 }  // namespace jobd

@@ -63,6 +63,9 @@ struct FutureState {
   // Completes with an error (stream broke, client closed).
   static void CompleteWithError(const std::shared_ptr<FutureState>& self,
                                 absl::Status status);
+  // A future that never had a job: done with `status` (chord.h).
+  static Future Failed(std::shared_ptr<const Core> core, uint64_t tag,
+                       absl::Status status);
 
   const std::shared_ptr<const Core> core;
   const uint64_t tag;

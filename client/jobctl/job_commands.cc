@@ -101,6 +101,23 @@ void PrintJobHuman(const v1::Job& job) {
   if (job.has_next_attempt_time()) {
     add("next attempt", FormatTime(job.next_attempt_time()));
   }
+  if (job.spec().depends_on_size() > 0) {
+    const int n = job.spec().depends_on_size();
+    std::string ids;
+    for (int i = 0; i < std::min(n, 20); ++i) {
+      ids += (i > 0 ? " " : "") + job.spec().depends_on(i);
+    }
+    if (n > 20) ids += fmt::format(" and {} more", n - 20);
+    add("after",
+        fmt::format(
+            "{} ({}{})", ids,
+            job.spec().dependency_policy() == v1::DEPENDENCY_POLICY_ALL_ENDED
+                ? "when all ended"
+                : "when all succeeded",
+            job.unmet_dependencies() > 0
+                ? fmt::format("; {} not ended yet", job.unmet_dependencies())
+                : ""));
+  }
   if (!job.spec().concurrency_key().empty()) {
     add("concurrency key", job.spec().concurrency_key());
   }

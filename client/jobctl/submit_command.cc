@@ -46,6 +46,8 @@ struct SubmitArgs {
   std::string retry_backoff;
   std::string start_deadline;
   std::string total_deadline;
+  std::vector<std::string> after;
+  std::string after_policy;
   bool wait = false;
   std::string wait_timeout;
 };
@@ -85,6 +87,19 @@ int SetTiming(const SubmitArgs& a, v1::JobSpec& spec) {
     const int64_t ns = absl::ToUnixNanos(t);
     spec.mutable_not_before()->set_seconds(ns / 1000000000);
     spec.mutable_not_before()->set_nanos(static_cast<int32_t>(ns % 1000000000));
+  }
+  for (const std::string& id : a.after) spec.add_depends_on(id);
+  if (a.after_policy == "all-ended") {
+    spec.set_dependency_policy(v1::DEPENDENCY_POLICY_ALL_ENDED);
+  } else if (a.after_policy == "all-succeeded") {
+    spec.set_dependency_policy(v1::DEPENDENCY_POLICY_ALL_SUCCEEDED);
+  } else if (!a.after_policy.empty()) {
+    return Usage(
+        fmt::format("--after-policy: '{}' is not all-succeeded or all-ended",
+                    a.after_policy));
+  }
+  if (!a.after_policy.empty() && a.after.empty()) {
+    return Usage("--after-policy: give the jobs with --after");
   }
   if (a.retries > 0) spec.mutable_retry()->set_max_attempts(a.retries + 1);
   if (!a.retry_backoff.empty()) {
@@ -250,6 +265,12 @@ void AddSubmitCommand(CLI::App& app, CommandSet& commands) {
   cmd->add_option("--total-deadline", submit->total_deadline,
                   "Fail DEADLINE_EXCEEDED if not ended this long after it "
                   "is due, all attempts together");
+  cmd->add_option("--after", submit->after,
+                  "Run after job ID has ended (repeatable; by default only "
+                  "if all succeeded)");
+  cmd->add_option("--after-policy", submit->after_policy,
+                  "all-succeeded (default) or all-ended: when the jobs of "
+                  "--after let this one run");
   cmd->add_flag("-w,--wait", submit->wait,
                 "Wait for the job to end and print its result");
   cmd->add_option("--wait-timeout", submit->wait_timeout,

@@ -490,6 +490,10 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(size_t{64}, size_t{1} << 30));
   SpecLimits& spec_limits = c.service.spec;
+  app.add_option("--max-dependencies", spec_limits.max_dependencies,
+                 "Most jobs one job may depend on (spec.depends_on)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{100000}));
   app.add_option("--retry-max-attempts-limit", spec_limits.max_attempts_limit,
                  "Most runs (the first and its retries) a job may ask for "
                  "(spec.retry.max_attempts)")

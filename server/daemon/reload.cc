@@ -146,6 +146,8 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
               ln.spec.max_attempts_limit, live);
   service_limits |=
       d.Check("max-delay", lo.spec.max_delay, ln.spec.max_delay, live);
+  service_limits |= d.Check("max-dependencies", lo.spec.max_dependencies,
+                            ln.spec.max_dependencies, live);
   service_limits |= d.Check("retry-*", lo.spec.default_retry.ShortDebugString(),
                             ln.spec.default_retry.ShortDebugString(), live);
   service_limits |= d.Check("task-retries", TaskRetries(lo.spec.task_retries),

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "server/callbacks/callback_url.h"
 #include "server/jobs/proto_time.h"
 #include "server/scheduler/key_limits.h"
@@ -92,6 +93,7 @@ absl::Status ValidateTiming(v1::JobSpec& spec, const SpecLimits& limits,
                                       "spec.start_deadline", "no deadline");
     if (!s.ok()) return s;
   } else if (rpc_deadline != absl::InfiniteFuture() && !spec.has_delay() &&
+             spec.depends_on_size() == 0 &&
              !(spec.has_not_before() &&
                FromProtoTime(spec.not_before()) > now)) {
     // Due at once: the caller's deadline is its schedule-to-start.
@@ -309,6 +311,30 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
           ValidateKey(spec.concurrency_key(), "spec.concurrency_key");
       !key.ok()) {
     return key;
+  }
+  if (static_cast<size_t>(spec.depends_on_size()) > limits.max_dependencies) {
+    return absl::InvalidArgumentError(
+        fmt::format("spec.depends_on: {} dependencies; the limit is {} "
+                    "(max-dependencies)",
+                    spec.depends_on_size(), limits.max_dependencies));
+  }
+  for (int i = 0; i < spec.depends_on_size(); ++i) {
+    uint64_t id = 0;
+    if (!absl::SimpleAtoi(spec.depends_on(i), &id) || id == 0) {
+      return absl::InvalidArgumentError(
+          fmt::format("spec.depends_on[{}]: '{}' is not a job id", i,
+                      ClipUtf8(spec.depends_on(i), 64)));
+    }
+  }
+  if (!v1::DependencyPolicy_IsValid(spec.dependency_policy())) {
+    return absl::InvalidArgumentError(
+        fmt::format("spec.dependency_policy: {} is not a DependencyPolicy",
+                    static_cast<int>(spec.dependency_policy())));
+  }
+  if (spec.dependency_policy() != v1::DEPENDENCY_POLICY_UNSPECIFIED &&
+      spec.depends_on_size() == 0) {
+    return absl::InvalidArgumentError(
+        "spec.dependency_policy: set without spec.depends_on");
   }
   if (Depth(spec.args(), limits.max_value_depth) > limits.max_value_depth ||
       Depth(spec.kwargs(), limits.max_value_depth) > limits.max_value_depth) {

@@ -37,6 +37,8 @@ struct SpecLimits {
   // What a spec's retry policy leaves unset (--retry-*); max_attempts 1:
   // no retries unless the spec asks.
   v1::RetryPolicy default_retry = DefaultRetryPolicy();
+  // Most entries of spec.depends_on (--max-dependencies).
+  size_t max_dependencies = 1000;
   // Per task: its default max_attempts (--task-retries name=N).
   std::map<std::string, uint32_t> task_retries;
 
@@ -57,7 +59,9 @@ bool IsValidTraceparent(std::string_view value);
 // completed from the task's and the daemon's defaults (kept only when it
 // allows more than one attempt). `rpc_deadline` (a Submit stream's, or
 // InfiniteFuture) becomes the start_deadline of a spec that is due at
-// once and sets none.
+// once (no delay, no dependencies) and sets none. spec.depends_on is
+// checked for its form and count here; whether its jobs exist, by the
+// scheduler at admission.
 absl::StatusOr<NewJob> ValidateSpec(
     v1::JobSpec spec, const TaskRegistry& registry, const SpecLimits& limits,
     absl::Time now = absl::Now(),

@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
 #include "server/frontend/request_errors.h"
 #include "server/frontend/spec_validator.h"
 #include "spdlog/fmt/fmt.h"
@@ -200,10 +202,6 @@ void SubmitSession::HandleRequest() {
     return;
   }
   if (n == 0) return;
-  // Validate outside any lock; give every item its place in stream order.
-  std::vector<NewJob> jobs;
-  jobs.reserve(n);
-  std::vector<std::pair<uint64_t, absl::Status>> rejected;
   uint64_t first_index;
   {
     absl::MutexLock lock(&mu_);
@@ -213,9 +211,80 @@ void SubmitSession::HandleRequest() {
       items_[first_index + i].client_tag = request_.items(i).client_tag();
     }
   }
-  const absl::Time now = absl::Now();
+  // Items naming earlier items' tags (depends_on_tags): those earlier ones
+  // of this request are submitted first, to know their jobs' ids.
+  std::vector<absl::Status> unresolved(n);
+  absl::flat_hash_set<uint64_t> pending_tags;
+  int begin = 0;
   for (int i = 0; i < n; ++i) {
+    v1::SubmitItem& item = *request_.mutable_items(i);
+    if (item.depends_on_tags_size() > 0) {
+      const bool waits_on_pending = std::any_of(
+          item.depends_on_tags().begin(), item.depends_on_tags().end(),
+          [&](uint64_t tag) { return pending_tags.contains(tag); });
+      if (waits_on_pending) {
+        SubmitItems(begin, i, first_index, limits, unresolved);
+        begin = i;
+        pending_tags.clear();
+      }
+      unresolved[i] = ResolveTags(item);
+    }
+    pending_tags.insert(item.client_tag());
+  }
+  SubmitItems(begin, n, first_index, limits, unresolved);
+}
+
+absl::Status SubmitSession::ResolveTags(v1::SubmitItem& item) {
+  v1::JobSpec& spec = *item.mutable_spec();
+  for (int k = 0; k < item.depends_on_tags_size(); ++k) {
+    const uint64_t tag = item.depends_on_tags(k);
+    auto it = tag_jobs_.find(tag);
+    if (it == tag_jobs_.end()) {
+      return absl::InvalidArgumentError(fmt::format(
+          "depends_on_tags[{}]: client tag {} is not an earlier item of this "
+          "stream (it remembers its latest {} tags)",
+          k, tag, kMaxStreamTags));
+    }
+    if (it->second.job_id == 0) {
+      return absl::InvalidArgumentError(
+          fmt::format("depends_on_tags[{}]: the item with client tag {} was "
+                      "rejected",
+                      k, tag));
+    }
+    spec.add_depends_on(absl::StrCat(it->second.job_id));
+  }
+  return absl::OkStatus();
+}
+
+void SubmitSession::RememberTag(uint64_t tag, uint64_t index, uint64_t job_id) {
+  tag_jobs_[tag] = {index, job_id};
+  tag_order_.emplace_back(tag, index);
+  if (tag_order_.size() > kMaxStreamTags) {
+    const auto [old_tag, old_index] = tag_order_.front();
+    tag_order_.pop_front();
+    auto it = tag_jobs_.find(old_tag);
+    // Not if a later item took the tag since.
+    if (it != tag_jobs_.end() && it->second.index == old_index) {
+      tag_jobs_.erase(it);
+    }
+  }
+}
+
+void SubmitSession::SubmitItems(int begin, int end, uint64_t first_index,
+                                const ServiceLimits& limits,
+                                std::vector<absl::Status>& unresolved) {
+  if (begin >= end) return;
+  // Validate outside any lock.
+  std::vector<NewJob> jobs;
+  jobs.reserve(end - begin);
+  std::vector<std::pair<uint64_t, absl::Status>> rejected;
+  const absl::Time now = absl::Now();
+  for (int i = begin; i < end; ++i) {
     v1::SubmitItem* item = request_.mutable_items(i);
+    if (!unresolved[i].ok()) {
+      rejected.emplace_back(first_index + i, std::move(unresolved[i]));
+      continue;
+    }
     if (!traceparent_.empty() && item->spec().traceparent().empty()) {
       item->mutable_spec()->set_traceparent(traceparent_);
     }
@@ -244,6 +313,7 @@ void SubmitSession::HandleRequest() {
   }
   jobs.resize(allowed);
   if (!rejected.empty()) service_.scheduler().CountRejected(rejected.size());
+  std::vector<uint64_t> admitted_ids(end - begin, 0);  // 0: rejected.
   if (!jobs.empty()) {
     std::vector<uint64_t> tags;
     tags.reserve(jobs.size());
@@ -261,6 +331,7 @@ void SubmitSession::HandleRequest() {
         continue;
       }
       // Known here whatever events the client asked for.
+      admitted_ids[tags[i] - first_index - begin] = admissions[i].job_id;
       auto it = items_.find(tags[i]);
       if (it != items_.end()) it->second.job_id = admissions[i].job_id;
       ++admitted_;
@@ -273,6 +344,10 @@ void SubmitSession::HandleRequest() {
       auto it = items_.find(index);
       if (it != items_.end()) EndItemLocked(it, Rejection(status));
     }
+  }
+  for (int i = begin; i < end; ++i) {
+    RememberTag(request_.items(i).client_tag(), first_index + i,
+                admitted_ids[i - begin]);
   }
 }
 

@@ -24,11 +24,16 @@
 #define JOBD_SERVER_FRONTEND_SUBMIT_SESSION_H_
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "server/frontend/stream_session.h"
@@ -81,6 +86,19 @@ class SubmitSession final
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Validates and submits the items of the request just read.
   void HandleRequest();
+  // Validates and submits items [begin, end) of the request just read
+  // (stream indexes from first_index); an item whose `unresolved` is not
+  // OK is rejected with it. Remembers their tags.
+  void SubmitItems(int begin, int end, uint64_t first_index,
+                   const ServiceLimits& limits,
+                   std::vector<absl::Status>& unresolved);
+  // Appends the job ids of the earlier items item.depends_on_tags names to
+  // its spec.depends_on, or says which tag is no earlier admitted item's.
+  absl::Status ResolveTags(v1::SubmitItem& item);
+  // The latest item with client tag `tag` is stream index `index`, its
+  // job `job_id` (0: rejected); the oldest tags are forgotten past
+  // kMaxStreamTags.
+  void RememberTag(uint64_t tag, uint64_t index, uint64_t job_id);
   // Starts a write, resumes reading, or finishes, as the state allows.
   void Pump();
   // Starts a read this thread decided on (read_starting_ set under mu_),
@@ -100,8 +118,18 @@ class SubmitSession final
   grpc::ByteBuffer raw_response_;
   bool got_options_ = false;                          // Read side only.
   absl::Time rpc_deadline_ = absl::InfiniteFuture();  // Const after Begin.
-  std::string traceparent_;                           // Set in Begin(), then const.
-  uint64_t messages_read_ = 0;                        // Read side only.
+  std::string traceparent_;     // Set in Begin(), then const.
+  uint64_t messages_read_ = 0;  // Read side only.
+  // Read side only: the job of the latest item with each client tag, for
+  // depends_on_tags; bounded to the latest kMaxStreamTags items (about
+  // 40 bytes each).
+  static constexpr size_t kMaxStreamTags = 100000;
+  struct TagJob {
+    uint64_t index = 0;   // Its stream index.
+    uint64_t job_id = 0;  // 0: rejected.
+  };
+  absl::flat_hash_map<uint64_t, TagJob> tag_jobs_;
+  std::deque<std::pair<uint64_t, uint64_t>> tag_order_;  // (tag, index).
 
   v1::SubmitOptions options_ ABSL_GUARDED_BY(mu_);
   uint32_t window_ ABSL_GUARDED_BY(mu_) = 1;

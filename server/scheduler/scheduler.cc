@@ -157,6 +157,9 @@ void Scheduler::SetCallbackHook(CallbackHook* hook) {
 
 v1::Job Scheduler::Snapshot(const Job& job) const {
   v1::Job out = job.Snapshot();
+  if (job.state == v1::JOB_STATE_WAITING && !deps_.empty()) {
+    out.set_unmet_dependencies(deps_.Unmet(job.id));
+  }
   if (callback_hook_ != nullptr && !out.spec().callback_url().empty()) {
     callback_hook_->Describe(job.id, &out);
   }
@@ -244,8 +247,22 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         ++rejected_;
         continue;
       }
+      // Its dependencies: those not ended yet to wait for, or how it
+      // ends at once if one that ended is not met.
+      std::vector<uint64_t> unmet;
+      std::shared_ptr<JobEnd> dependency_end;
+      if (nj.spec->depends_on_size() > 0) {
+        absl::Status resolved =
+            ResolveDependencies(*nj.spec, *owner, unmet, dependency_end);
+        if (!resolved.ok()) {
+          adm.status = std::move(resolved);
+          ++rejected_;
+          continue;
+        }
+      }
+      const bool held = !unmet.empty() || dependency_end != nullptr;
       // A delayed job waits apart: it is not queued (nor starts) now.
-      const bool delayed = FirstDue(*nj.spec, now) > now;
+      const bool delayed = held || FirstDue(*nj.spec, now) > now;
       const bool starts_now = !delayed && free_slots[*executor] > 0;
       if (!starts_now && !delayed && queued >= limits_.max_queued) {
         adm.status = absl::ResourceExhaustedError(
@@ -303,6 +320,14 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       e.type = v1::EVENT_TYPE_ACCEPTED;
       e.set_task(ref.spec.task(), ref.spec.body());
       Emit(ref, std::move(e), after);
+      if (dependency_end != nullptr) {
+        Finish(ref, std::move(dependency_end), after);
+        continue;
+      }
+      if (!unmet.empty()) {  // WAITING for them, apart (scheduler_deps.cc).
+        deps_.Add(ref.id, unmet);
+        continue;
+      }
       if (delayed) {
         Wait(ref, ref.finish_time);
         continue;
@@ -567,8 +592,13 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
     }
     job.more->waiters.clear();
   }
+  if (!deps_.empty()) deps_.Remove(job.id);  // Ended while waiting.
+  const uint64_t id = job.id;
+  const v1::JobState state = job.state;
+  const v1::ErrorReason reason = job.end->error().reason();
   // Retained: its spec and end count against the byte budgets now.
   retention_.Retain(job);  // `job` may be forgotten from here on.
+  DependencyEnded(id, state, reason, after);
 }
 
 void Scheduler::OnProgress(v1::Executor kind, uint64_t id, double fraction,

@@ -5,6 +5,8 @@
 //   QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED
 //   WAITING -> QUEUED       (a delay or not_before: due)
 //   RUNNING -> WAITING      (a failed attempt that is retried: RETRYING)
+//   WAITING -> QUEUED       (its dependencies ended: scheduler_deps.cc)
+//   WAITING -> FAILED | CANCELLED (a dependency failed or was cancelled)
 //
 // WAITING jobs are in the Waiting set (waiting.h), one timer armed for the
 // earliest; a queued job with a start or total deadline has a timer.
@@ -27,7 +29,8 @@
 //                             key, the jobs parked in it, its token bucket.
 // The state machine itself (admit, start, end, cancel, time out) is here:
 // scheduler.cc, with jobs over time (delays, retries, deadlines) in
-// scheduler_time.cc, limits by key in scheduler_keys.cc, the read side
+// scheduler_time.cc, limits by key in scheduler_keys.cc, dependencies in
+// scheduler_deps.cc, the read side
 // (queries, waits, watches, stats) in scheduler_queries.cc and the daemon's
 // life (restore, drain, shutdown, reload, sweeps) in scheduler_lifecycle.cc.
 //
@@ -67,6 +70,7 @@
 #include "server/journal/journal.h"
 #include "server/scheduler/after_unlock.h"
 #include "server/scheduler/clock.h"
+#include "server/scheduler/dependencies.h"
 #include "server/scheduler/event_log.h"
 #include "server/scheduler/job_output.h"
 #include "server/scheduler/job_record.h"
@@ -395,6 +399,34 @@ class Scheduler {
   void DispatchKeyed(After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnKeyWake(const std::string& key);
 
+  // ---- dependencies (scheduler_deps.cc) ----
+  // How a dependant of `spec` ends because its dependency `dependency`
+  // ended `state` (`reason`); null if that dependency is met.
+  static std::shared_ptr<JobEnd> DependencyEnd(const v1::JobSpec& spec,
+                                               uint64_t dependency,
+                                               v1::JobState state,
+                                               v1::ErrorReason reason);
+  // Resolves spec.depends_on for a job of `owner`: the live dependencies
+  // to wait for (`unmet`, each once), and in `end` how it ends if one that
+  // ended already is not met (null otherwise). InvalidArgument naming the
+  // field if a dependency is unknown, forgotten or another owner's.
+  absl::Status ResolveDependencies(const v1::JobSpec& spec,
+                                   const std::string& owner,
+                                   std::vector<uint64_t>& unmet,
+                                   std::shared_ptr<JobEnd>& end)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Job `id` ended `state` (`reason`): releases, fails or cancels the jobs
+  // waiting for it, and so on down the graph; dispatches what is ready.
+  void DependencyEnded(uint64_t id, v1::JobState state, v1::ErrorReason reason,
+                       After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Works through ended_dependencies_ (DependencyEnded; Restore holds it
+  // back with releasing_ until every live job is back).
+  void ReleaseDependants(After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `job`'s last dependency ended and is met: it waits on for its due time
+  // (a delay) or queues; true if it queued (its lane is to dispatch).
+  bool DependenciesMet(Job& job, absl::Time now, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // ---- the read side (scheduler_queries.cc) ----
   // The job as a v1::Job, its callback's status included.
   v1::Job Snapshot(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -449,6 +481,16 @@ class Scheduler {
   absl::Time waiting_armed_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   absl::BitGen jitter_ ABSL_GUARDED_BY(mu_);  // Backoff jitter.
   uint64_t retried_ ABSL_GUARDED_BY(mu_) = 0;
+  Dependencies deps_ ABSL_GUARDED_BY(mu_);
+  // Dependencies that ended, their dependants not yet released
+  // (DependencyEnded's queue), and whether that loop runs now.
+  struct EndedDependency {
+    uint64_t id;
+    v1::JobState state;
+    v1::ErrorReason reason;
+  };
+  std::deque<EndedDependency> ended_dependencies_ ABSL_GUARDED_BY(mu_);
+  bool releasing_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t expired_ ABSL_GUARDED_BY(mu_) = 0;
 
   TimerQueue timers_;  // Last: its thread calls into the members above.

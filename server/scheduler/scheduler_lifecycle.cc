@@ -71,7 +71,11 @@ std::pair<std::vector<uint64_t>, size_t> Scheduler::EndForShutdown() {
   {
     absl::MutexLock lock(&mu_);
     for (uint64_t id : table_.LiveIds()) {
-      Job& job = *table_.Find(id);  // Live: retention never forgets it.
+      // Live when listed; a dependant may have ended since with its
+      // dependency (and been forgotten).
+      Job* found = table_.Find(id);
+      if (found == nullptr || IsTerminal(found->state)) continue;
+      Job& job = *found;
       if (KeptAtShutdown(job, journal_ != nullptr)) {
         ++kept;
         if (job.gated) {
@@ -142,11 +146,42 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
         keys_.LoadRpc(k.key, {.max_running = k.max_running, .rate = k.rate});
       }
     }
-    // 3. Live jobs: queued again (or waiting), or failed.
+    // 3. Live jobs: queued again (or waiting), or failed. Dependants
+    // first find what they wait for again (scheduler_deps.cc), so that a
+    // dependency failed below fails them too.
     const absl::Time now = clock_.Now();
-    for (uint64_t id : table_.LiveIds()) {
+    const std::vector<uint64_t> live = table_.LiveIds();
+    absl::flat_hash_map<uint64_t, std::shared_ptr<JobEnd>> dependency_ends;
+    for (uint64_t id : live) {
       Job& job = *table_.Find(id);
       table_.CountLive(job);
+      if (job.state != v1::JOB_STATE_WAITING ||
+          job.spec->depends_on_size() == 0 || unreadable.contains(id)) {
+        continue;
+      }
+      std::vector<uint64_t> unmet;
+      std::shared_ptr<JobEnd> end;
+      absl::Status resolved =
+          ResolveDependencies(*job.spec, *job.owner, unmet, end);
+      if (!resolved.ok()) {
+        // A dependency forgotten: it had ended and released this job
+        // (that record was lost), or the journal lost it. Not waited for.
+        unmet.clear();
+      }
+      if (end != nullptr) {
+        dependency_ends.emplace(id, std::move(end));
+      } else {
+        deps_.Add(id, unmet);
+      }
+    }
+    // Dependants released or failed by what ends below: once all are back.
+    releasing_ = true;
+    for (uint64_t id : live) {
+      // (Nothing cascades in this loop, releasing_ holds it back; a job
+      // that ended anyway is skipped.)
+      Job* found = table_.Find(id);
+      if (found == nullptr || IsTerminal(found->state)) continue;
+      Job& job = *found;
       const bool was_waiting = job.state == v1::JOB_STATE_WAITING;
       auto bad = unreadable.find(id);
       const Restorer::Verdict verdict = restorer.Judge(
@@ -174,6 +209,16 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       const bool rerun = verdict.fate == Restorer::Fate::kRerun;
       job.run = verdict.run;
       job.executor = verdict.executor;
+      if (auto end = dependency_ends.find(id); end != dependency_ends.end()) {
+        job.state = v1::JOB_STATE_WAITING;  // Never queued.
+        Finish(job, end->second, after);
+        continue;
+      }
+      if (deps_.Contains(id)) {
+        ++summary.waiting;  // Its dependencies have not ended: it waits on.
+        job.state = v1::JOB_STATE_WAITING;
+        continue;
+      }
       if (was_waiting && absl::Time(job.finish_time) > now) {
         ++summary.waiting;  // Its time has not come: it waits on.
         Wait(job, job.finish_time);
@@ -186,6 +231,8 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       }
       ++(rerun ? summary.rerun : summary.queued);
     }
+    releasing_ = false;
+    if (!ended_dependencies_.empty()) ReleaseDependants(after);
     for (int i = 0; i < 4; ++i) Dispatch(static_cast<v1::Executor>(i), after);
   }
   after.Run(journal_);

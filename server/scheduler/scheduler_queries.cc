@@ -336,6 +336,7 @@ v1::GetStatsResponse Scheduler::GetStats() const {
     stats.set_rejected(rejected_);
     stats.set_live(table_.live());
     stats.set_waiting(waiting_.size());
+    stats.set_waiting_on_dependencies(deps_.size());
     stats.set_retried(retried_);
     stats.set_expired(expired_);
     stats.set_retained(retention_.retained());

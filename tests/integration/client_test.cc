@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "absl/synchronization/notification.h"
+#include "client/chord.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
@@ -74,6 +75,39 @@ TEST_F(ClientTest, RejectionAndFailureAreDistinct) {
   ASSERT_TRUE(failed.ok());
   EXPECT_EQ(failed->state, v1::JOB_STATE_FAILED);
   EXPECT_EQ(failed->error.reason(), v1::ERROR_REASON_TASK_ERROR);
+}
+
+TEST_F(ClientTest, AChordRunsItsLastJobAfterTheGroup) {
+  Chord c =
+      SubmitChord(*client_, {MakeSpec("sleep", 200), MakeSpec("sleep", 100)},
+                  MakeSpec("echo", "merged"));
+  ASSERT_EQ(c.group.size(), 2u);
+  auto merged = c.then.Get(kWait);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_EQ(merged->result.value().string_value(), "merged");
+  auto job = client_->GetJob(merged->job_id);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->spec().depends_on_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    auto part = client_->GetJob(job->spec().depends_on(i));
+    ASSERT_TRUE(part.ok()) << part.status();
+    EXPECT_EQ(part->state(), v1::JOB_STATE_SUCCEEDED);
+    // The last job started after each of the group had ended.
+    EXPECT_GE(absl::FromUnixNanos(job->start_time().seconds() * 1000000000 +
+                                  job->start_time().nanos()),
+              absl::FromUnixNanos(part->finish_time().seconds() * 1000000000 +
+                                  part->finish_time().nanos()));
+  }
+  // A failed part fails it DEPENDENCY_FAILED; a rejected one, at once.
+  Chord bad = SubmitChord(*client_, {MakeSpec("fail")}, MakeSpec("echo", 1));
+  auto failed = bad.then.Get(kWait);
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  EXPECT_EQ(failed->error.reason(), v1::ERROR_REASON_DEPENDENCY_FAILED);
+  Chord rejected =
+      SubmitChord(*client_, {MakeSpec("sleep", "soon")}, MakeSpec("echo", 1));
+  auto none = rejected.then.Get(kWait);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(none.status().message(), HasSubstr("chord: group job 0"));
 }
 
 TEST_F(ClientTest, ThenRunsOnceAlsoWhenAddedAfterCompletion) {
