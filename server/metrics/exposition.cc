@@ -338,6 +338,9 @@ void RenderOverTime(const v1::GetStatsResponse& stats, Writer& w) {
   w.One("jobd_jobs_waiting", "gauge",
         "Jobs WAITING for their time (a delay or a retry's backoff).",
         double(stats.waiting()));
+  w.One("jobd_jobs_waiting_on_dependencies", "gauge",
+        "Jobs WAITING for their dependencies to end.",
+        double(stats.waiting_on_dependencies()));
   w.One("jobd_job_retries_total", "counter",
         "Attempts that failed and were retried.", double(stats.retried()));
   w.One("jobd_jobs_expired_total", "counter",

@@ -21,25 +21,13 @@
 namespace jobd {
 namespace {
 
+using testing::Shell;
+
 using testing::Deadline;
 using ::testing::HasSubstr;
 using testing::StreamResult;
 
 using DependencyGraphTest = testing::JournaledDaemonTest;
-
-// A job running `script` with /bin/sh (exec, on the reactor).
-v1::JobSpec Shell(const std::string& script) {
-  v1::JobSpec s;
-  s.set_task("exec");
-  s.set_kind(v1::JOB_KIND_IO_BOUND);
-  auto& argv =
-      *(*s.mutable_kwargs()->mutable_fields())["argv"].mutable_list_value();
-  for (const std::string& a :
-       {std::string("/bin/sh"), std::string("-c"), script}) {
-    argv.add_values()->set_string_value(a);
-  }
-  return s;
-}
 
 // Writes `req`, half-closes, and reads every event until the stream ends.
 StreamResult SubmitRequest(v1::JobService::Stub& stub,

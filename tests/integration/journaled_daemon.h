@@ -80,6 +80,20 @@ class JournaledDaemonTest : public ::testing::Test {
   std::unique_ptr<v1::JobService::Stub> stub_;
 };
 
+// A job running `script` with /bin/sh (exec, on the reactor).
+inline v1::JobSpec Shell(const std::string& script) {
+  v1::JobSpec s;
+  s.set_task("exec");
+  s.set_kind(v1::JOB_KIND_IO_BOUND);
+  auto& argv =
+      *(*s.mutable_kwargs()->mutable_fields())["argv"].mutable_list_value();
+  for (const std::string& a :
+       {std::string("/bin/sh"), std::string("-c"), script}) {
+    argv.add_values()->set_string_value(a);
+  }
+  return s;
+}
+
 }  // namespace jobd::testing
 
 #endif  // JOBD_TESTS_INTEGRATION_JOURNALED_DAEMON_H_

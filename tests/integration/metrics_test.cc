@@ -149,6 +149,7 @@ TEST_F(MetricsTest, WaitingRetriesCallbacksAndKeysAreExported) {
   ASSERT_EQ(r.Terminal().size(), 2u);
   const std::string body = Scrape();
   EXPECT_EQ(SumOf(body, "jobd_jobs_waiting", {}), 1) << body;
+  EXPECT_THAT(body, HasSubstr("jobd_jobs_waiting_on_dependencies 0"));
   EXPECT_EQ(SumOf(body, "jobd_job_retries_total", {}), 2) << body;
   EXPECT_THAT(body, HasSubstr("jobd_key_jobs_parked 0"));
   EXPECT_THAT(body, HasSubstr("jobd_schedules 0"));

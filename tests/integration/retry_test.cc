@@ -21,6 +21,8 @@
 namespace jobd {
 namespace {
 
+using testing::Shell;
+
 using testing::Deadline;
 using ::testing::HasSubstr;
 using testing::StreamResult;
@@ -33,20 +35,6 @@ google::protobuf::Duration Ms(int64_t ms) {
   d.set_seconds(ms / 1000);
   d.set_nanos(static_cast<int32_t>(ms % 1000) * 1000000);
   return d;
-}
-
-// A job running `script` with /bin/sh (exec, on the reactor).
-v1::JobSpec Shell(const std::string& script) {
-  v1::JobSpec s;
-  s.set_task("exec");
-  s.set_kind(v1::JOB_KIND_IO_BOUND);
-  auto& argv =
-      *(*s.mutable_kwargs()->mutable_fields())["argv"].mutable_list_value();
-  for (const std::string& a :
-       {std::string("/bin/sh"), std::string("-c"), script}) {
-    argv.add_values()->set_string_value(a);
-  }
-  return s;
 }
 
 void Retries(v1::JobSpec& s, uint32_t attempts, int64_t backoff_ms = 10) {
