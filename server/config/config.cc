@@ -519,8 +519,8 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1.0, 1000.0));
   app.add_option("--task-retries", task_retries,
-                 "TASK=N: default runs of TASK's jobs (over --retry-attempts); "
-                 "repeatable")
+                 "TASK=N: TASK's jobs are retried up to N times after their "
+                 "first run (over --retry-attempts); repeatable")
       ->capture_default_str();
   CallbackFlags callback_flags;
   AddCallbackFlags(app, c.callbacks, c.service.spec.callback_allowed_prefixes,
@@ -755,16 +755,16 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       !r.ok()) {
     return r;
   }
-  // A [[task]]'s own default runs, under --task-retries (which wins).
+  // A [[task]]'s own retries, under --task-retries (which wins).
   for (const CommandSpec& task : c.command_tasks) {
-    if (task.retries == 0) continue;
-    if (task.retries > spec_limits.max_attempts_limit) {
+    if (!task.retries.has_value()) continue;
+    if (*task.retries >= spec_limits.max_attempts_limit) {
       return absl::InvalidArgumentError(fmt::format(
-          "[[task]] '{}': retries = {} is more than --retry-max-attempts-limit "
-          "({})",
-          task.name, task.retries, spec_limits.max_attempts_limit));
+          "[[task]] '{}': retries = {} makes more runs than "
+          "--retry-max-attempts-limit ({})",
+          task.name, *task.retries, spec_limits.max_attempts_limit));
     }
-    spec_limits.task_retries.try_emplace(task.name, task.retries);
+    spec_limits.task_retries.try_emplace(task.name, *task.retries + 1);
   }
   for (const std::string& program : c.exec.allow) {
     if (program.empty() || program[0] != '/' ||

@@ -47,18 +47,16 @@ absl::Status ApplyRetryOptions(const std::string& max_delay, uint32_t attempts,
   limits.task_retries.clear();
   for (const std::string& entry : task_retries) {
     const size_t eq = entry.rfind('=');
-    uint32_t n = 0;
+    uint32_t n = 0;  // Retries after the first run.
     if (eq == std::string::npos || eq == 0 ||
-        !absl::SimpleAtoi(entry.substr(eq + 1), &n) || n < 1) {
+        !absl::SimpleAtoi(entry.substr(eq + 1), &n) ||
+        n >= limits.max_attempts_limit) {
       return absl::InvalidArgumentError(fmt::format(
-          "--task-retries: '{}' is not TASK=N (N a number of runs, at least "
-          "1)",
-          entry));
+          "--task-retries: '{}' is not TASK=N (N retries after the first "
+          "run, 0 to {}: --retry-max-attempts-limit runs in all)",
+          entry, limits.max_attempts_limit - 1));
     }
-    if (n > limits.max_attempts_limit) {
-      return over_limit(n, "task-retries " + entry.substr(0, eq));
-    }
-    limits.task_retries[entry.substr(0, eq)] = n;
+    limits.task_retries[entry.substr(0, eq)] = n + 1;  // Runs in all.
   }
   return absl::OkStatus();
 }

@@ -21,7 +21,7 @@ namespace {
 
 // A [[task]]'s `retries` before the daemon's --retry-max-attempts-limit
 // (checked with the other options) applies.
-constexpr int64_t kMaxTaskRuns = 1000;
+constexpr int64_t kMaxTaskRetries = 999;
 
 using google::protobuf::Value;
 
@@ -141,11 +141,11 @@ class TaskParser {
         }
       } else if (k == "retries") {
         const auto* i = node->as_integer();
-        if (i == nullptr || i->get() < 1 || i->get() > kMaxTaskRuns) {
+        if (i == nullptr || i->get() < 0 || i->get() > kMaxTaskRetries) {
           s = Error(node->source(),
-                    absl::StrCat("retries: must be an integer number of runs "
-                                 "between 1 and ",
-                                 kMaxTaskRuns));
+                    absl::StrCat("retries: must be an integer number of "
+                                 "retries between 0 and ",
+                                 kMaxTaskRetries));
         } else {
           spec_.retries = static_cast<uint32_t>(i->get());
         }

@@ -263,18 +263,18 @@ TEST_F(CommandTaskTest, ListedWithTheirParameters) {
   EXPECT_FALSE(argv->params(2).required());
 }
 
-// A [[task]]'s `retries` is its jobs' default number of runs: a spec
-// asking for a number wins, and so does --task-retries.
-TEST_F(CommandTaskTest, RetriesInTheTableAreTheTasksDefaultRuns) {
+// A [[task]]'s `retries` is how often its jobs are retried after their
+// first run: a spec asking for a number wins, and so does --task-retries.
+TEST_F(CommandTaskTest, RetriesInTheTableAreTheTasksDefault) {
   const std::string ledger = dir_.path() + "/runs";
   Start(std::string(kTasks) + R"(
 [[task]]
 name = "flaky"
 command = ["/bin/sh", "-c", "echo run >> \"$1\"; exit 3", "sh", "{ledger}"]
 params = { ledger = "string" }
-retries = 3
+retries = 2
 )",
-        {"--retry-initial-backoff", "1ms", "--task-retries", "oops=2"});
+        {"--retry-initial-backoff", "1ms", "--task-retries", "oops=1"});
   auto runs = [&] {
     std::ifstream in(ledger);
     int n = 0;
@@ -315,12 +315,12 @@ TEST(CommandTaskStartTest, MalformedTablesAreRefusedNamingTheLine) {
        "task 'x' (line 1): command[0]: 'echo' is not an absolute path"},
       {"[[task]]\nname = \"echo\"\ncommand = [\"/bin/echo\"]\n",
        "task 'echo' (line 1): the name is taken by a built-in"},
-      {"[[task]]\nname = \"x\"\ncommand = [\"/bin/echo\"]\nretries = 0\n",
-       "task 'x' (line 4): retries: must be an integer number of runs between "
-       "1 and 1000"},
-      {"[[task]]\nname = \"x\"\ncommand = [\"/bin/echo\"]\nretries = 11\n",
-       "[[task]] 'x': retries = 11 is more than --retry-max-attempts-limit "
-       "(10)"},
+      {"[[task]]\nname = \"x\"\ncommand = [\"/bin/echo\"]\nretries = -1\n",
+       "task 'x' (line 4): retries: must be an integer number of retries "
+       "between 0 and 999"},
+      {"[[task]]\nname = \"x\"\ncommand = [\"/bin/echo\"]\nretries = 10\n",
+       "[[task]] 'x': retries = 10 makes more runs than "
+       "--retry-max-attempts-limit (10)"},
   };
   for (const Case& c : cases) {
     std::ofstream(config) << c.toml;

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,10 +50,10 @@ struct CommandSpec {
   std::string stdin_param;  // A string parameter; empty: the payload.
   std::string cwd = "/";
   int64_t max_output_bytes = 1 << 20;  // stdout and stderr kept, each.
-  // The task's default number of runs (a spec's retry.max_attempts left
-  // unset); 0: the daemon's (--retry-attempts). Applied by the spec
-  // validator, not by the task.
-  uint32_t retries = 0;
+  // How many times its jobs are retried after their first run, by default
+  // (a spec's retry.max_attempts left unset); none: the daemon's
+  // (--retry-attempts). Applied by the spec validator, not by the task.
+  std::optional<uint32_t> retries;
 
   // The declaration in one string, its origin aside: equal for the same
   // declaration (a reload keeps such a task as it is).

@@ -266,7 +266,7 @@ class JobOptions:
     # Jobs over time (README: Retries, delays and deadlines).
     delay: Optional[float] = None  # seconds from acceptance
     not_before: Union[None, float, datetime.datetime] = None  # epoch or aware
-    retries: Optional[int] = None  # runs in all (max_attempts)
+    retries: Optional[int] = None  # retries after the first run
     retry_on: Tuple[str, ...] = ()  # e.g. ("TASK_ERROR", "TIMEOUT")
     retry_backoff: Optional[float] = None  # seconds before the 2nd run
     start_deadline: Optional[float] = None  # seconds
@@ -343,9 +343,10 @@ class JobOptions:
                                   "datetime or epoch seconds" % (nb,))
         if self.retries is not None and (
                 isinstance(self.retries, bool) or
-                not isinstance(self.retries, int) or self.retries < 1):
-            raise JobRejected("spec.retry.max_attempts: %r; must be an int "
-                              "of at least 1 (runs in all)" % (self.retries,))
+                not isinstance(self.retries, int) or self.retries < 0):
+            raise JobRejected("spec.retry.max_attempts: retries=%r; must be "
+                              "an int of at least 0 (retries after the "
+                              "first run)" % (self.retries,))
         for i, r in enumerate(self.retry_on):
             if not isinstance(r, str) or "ERROR_REASON_" + r not in \
                     pb.ErrorReason.keys():
@@ -384,7 +385,7 @@ class JobOptions:
             else:
                 spec.not_before.FromNanoseconds(int(nb * 1e9))
         if self.retries is not None:
-            spec.retry.max_attempts = self.retries
+            spec.retry.max_attempts = self.retries + 1
         for r in self.retry_on:
             spec.retry.retry_on.append(pb.ErrorReason.Value(
                 "ERROR_REASON_" + r))

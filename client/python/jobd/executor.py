@@ -171,7 +171,7 @@ class _Base(cf.Executor):
         priority (int, higher first), timeout (seconds), labels (dict),
         idempotency_key (str), delivery ("at_most_once", "at_least_once"),
         payload (bytes); over time: delay (seconds) or not_before (an aware
-        datetime or epoch seconds), retries (runs in all), retry_on (reason
+        datetime or epoch seconds), retries (after the first run), retry_on (reason
         names, e.g. ("TASK_ERROR",)), retry_backoff (seconds),
         start_deadline and total_deadline (seconds); concurrency_key (str),
         callback_url (str), traceparent (str). Shares the executor's

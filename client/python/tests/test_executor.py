@@ -273,7 +273,7 @@ def test_jobs_over_time_options_reach_the_daemon(ex):
                at) < datetime.timedelta(milliseconds=1)
     pinned.cancel()
     # Retries: three runs of a task that always fails, then the failure.
-    flaky = ex.options(retries=3, retry_on="TASK_ERROR", retry_backoff=0.001)
+    flaky = ex.options(retries=2, retry_on="TASK_ERROR", retry_backoff=0.001)
     f = flaky.submit("fail")
     with pytest.raises(jobd.JobFailed):
         f.result(T)
@@ -296,7 +296,7 @@ def test_jobs_over_time_options_reach_the_daemon(ex):
     ({"delay": -1}, "spec.delay"),
     ({"delay": 1, "not_before": 5.0}, "spec.delay"),
     ({"not_before": datetime.datetime(2030, 1, 1)}, "spec.not_before"),
-    ({"retries": 0}, "spec.retry.max_attempts"),
+    ({"retries": -1}, "spec.retry.max_attempts"),
     ({"retry_on": ["NOPE"]}, "spec.retry.retry_on[0]"),
     ({"retry_backoff": float("nan")}, "spec.retry.initial_backoff"),
     ({"concurrency_key": 7}, "spec.concurrency_key"),
