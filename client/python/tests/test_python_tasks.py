@@ -255,9 +255,25 @@ def test_a_task_that_keeps_crashing_is_quarantined(own_daemon):
         assert e.submit("jobd_test_tasks.add", 1).result(T) == 3
 
 
+def idle_worker_rss(address):
+    """The resident bytes of a Python worker that has run one job (an ASan
+    build's workers start far bigger than a release build's)."""
+    with jobd.Executor(address) as e:
+        e.submit("jobd_test_tasks.pid").result(T)
+        stats = e.stub.GetStats(pb.GetStatsRequest(), timeout=T)
+        return max(w.rss_bytes for w in stats.process_pool.workers)
+
+
 def test_a_worker_over_its_rss_limit_is_killed_and_replaced(own_daemon):
+    # The limit sits 100 MiB above a worker's own size, measured on a daemon
+    # without it, so that only the job's 200 MiB can cross it.
+    probe = own_daemon(*python_args("jobd_test_tasks", workers=1))
+    baseline = idle_worker_rss(probe.address)
+    assert baseline > 0
+    probe.kill()
+    limit_mib = baseline // (1 << 20) + 100
     d = own_daemon(*python_args("jobd_test_tasks", workers=1),
-                   "--max-worker-rss", "120M")
+                   "--max-worker-rss", "%dM" % limit_mib)
     with jobd.Executor(d.address) as e:
         before = e.submit("jobd_test_tasks.pid").result(T)
         with pytest.raises(jobd.JobFailed) as err:
