@@ -251,6 +251,12 @@ _DELIVERIES = {"at_most_once": pb.DELIVERY_AT_MOST_ONCE,
                "at_least_once": pb.DELIVERY_AT_LEAST_ONCE}
 
 
+# Options in seconds and the JobSpec Duration field each fills.
+_SECONDS_OPTIONS = {"delay": "delay", "retry_backoff": "retry.initial_backoff",
+                    "start_deadline": "start_deadline",
+                    "total_deadline": "total_deadline"}
+
+
 @dataclass(frozen=True)
 class JobOptions:
     """How jobs run; see Executor.options. Checked when built."""
@@ -319,14 +325,11 @@ class JobOptions:
             raise JobRejected("spec.idempotency_key: must be a str")
         if not isinstance(self.payload, (bytes, bytearray)):
             raise JobRejected("spec.payload: must be bytes")
-        for name in ("delay", "retry_backoff", "start_deadline",
-                     "total_deadline"):
+        for name, field_name in _SECONDS_OPTIONS.items():
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or
                                   not isinstance(v, (int, float)) or
                                   not math.isfinite(v) or v <= 0):
-                field_name = ("retry.initial_backoff" if name == "retry_backoff"
-                              else name)
                 raise JobRejected("spec.%s: %r; must be positive seconds"
                                   % (field_name, v))
         if self.delay is not None and self.not_before is not None:
@@ -375,8 +378,13 @@ class JobOptions:
             spec.delivery = _DELIVERIES[self.delivery]
         if self.payload:
             spec.payload = bytes(self.payload)
-        if self.delay is not None:
-            spec.delay.FromNanoseconds(int(self.delay * 1e9))
+        for name, field_name in _SECONDS_OPTIONS.items():
+            v = getattr(self, name)
+            if v is not None:
+                target = spec
+                for part in field_name.split("."):
+                    target = getattr(target, part)
+                target.FromNanoseconds(int(v * 1e9))
         if self.not_before is not None:
             nb = self.not_before
             if isinstance(nb, datetime.datetime):
@@ -389,13 +397,6 @@ class JobOptions:
         for r in self.retry_on:
             spec.retry.retry_on.append(pb.ErrorReason.Value(
                 "ERROR_REASON_" + r))
-        if self.retry_backoff is not None:
-            spec.retry.initial_backoff.FromNanoseconds(
-                int(self.retry_backoff * 1e9))
-        if self.start_deadline is not None:
-            spec.start_deadline.FromNanoseconds(int(self.start_deadline * 1e9))
-        if self.total_deadline is not None:
-            spec.total_deadline.FromNanoseconds(int(self.total_deadline * 1e9))
         if self.concurrency_key:
             spec.concurrency_key = self.concurrency_key
         if self.callback_url:
