@@ -22,23 +22,14 @@ class SchedulerDepsTest : public SchedulerFixture {
       std::vector<uint64_t> deps,
       v1::DependencyPolicy policy = v1::DEPENDENCY_POLICY_UNSPECIFIED,
       absl::Duration delay = absl::ZeroDuration()) {
-    auto spec = std::make_shared<v1::JobSpec>();
-    spec->set_task("ok");
-    spec->set_kind(v1::JOB_KIND_IO_BOUND);
-    for (uint64_t d : deps) spec->add_depends_on(absl::StrCat(d));
-    spec->set_dependency_policy(policy);
-    if (delay > absl::ZeroDuration()) {
-      spec->mutable_delay()->set_seconds(absl::ToInt64Seconds(delay));
-    }
-    std::vector<NewJob> jobs(1);
-    jobs[0].task = &ok_task_;
-    jobs[0].spec = std::move(spec);
-    jobs[0].tag = next_tag_++;
-    std::vector<Admission> out;
-    scheduler_->Submit(jobs, Subscriber{sink_, 0, kAllEvents}, out);
-    return out.at(0);
+    return SubmitWith([&](v1::JobSpec& spec) {
+      for (uint64_t d : deps) spec.add_depends_on(absl::StrCat(d));
+      spec.set_dependency_policy(policy);
+      if (delay > absl::ZeroDuration()) {
+        spec.mutable_delay()->set_seconds(absl::ToInt64Seconds(delay));
+      }
+    });
   }
-  v1::JobState State(uint64_t id) { return scheduler_->GetJob(id)->state(); }
   v1::JobError Error(uint64_t id) { return scheduler_->GetJob(id)->error(); }
   bool Running(uint64_t id) {
     for (uint64_t r : executor().running()) {

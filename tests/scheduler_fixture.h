@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -101,6 +102,21 @@ class SchedulerFixture : public ::testing::Test {
     scheduler_->Submit(jobs, Subscriber{sink_, 0, kAllEvents}, out);
     return out.at(0);
   }
+  // Submits one job of ok_task_ whose spec `edit` changes.
+  Admission SubmitWith(std::function<void(v1::JobSpec&)> edit) {
+    auto spec = std::make_shared<v1::JobSpec>();
+    spec->set_task(ok_task_.name);
+    spec->set_kind(v1::JOB_KIND_IO_BOUND);
+    edit(*spec);
+    std::vector<NewJob> jobs(1);
+    jobs[0].task = &ok_task_;
+    jobs[0].spec = std::move(spec);
+    jobs[0].tag = next_tag_++;
+    std::vector<Admission> out;
+    scheduler_->Submit(jobs, Subscriber{sink_, 0, kAllEvents}, out);
+    return out.at(0);
+  }
+  v1::JobState State(uint64_t id) { return scheduler_->GetJob(id)->state(); }
   // Submits one job of `task` whose payload is `payload` bytes, as `owner`
   // within `quota`.
   Admission SubmitBytes(const TaskDef& task, size_t payload,

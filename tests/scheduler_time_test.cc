@@ -19,21 +19,6 @@ using ::testing::IsEmpty;
 
 class SchedulerTimeTest : public SchedulerFixture {
  protected:
-  // Submits one job of ok_task_ whose spec `edit` changes.
-  Admission SubmitWith(std::function<void(v1::JobSpec&)> edit) {
-    auto spec = std::make_shared<v1::JobSpec>();
-    spec->set_task(ok_task_.name);
-    spec->set_kind(v1::JOB_KIND_IO_BOUND);
-    edit(*spec);
-    std::vector<NewJob> jobs(1);
-    jobs[0].task = &ok_task_;
-    jobs[0].spec = std::move(spec);
-    jobs[0].tag = next_tag_++;
-    std::vector<Admission> out;
-    scheduler_->Submit(jobs, Subscriber{sink_, 0, kAllEvents}, out);
-    return out.at(0);
-  }
-  v1::JobState State(uint64_t id) { return scheduler_->GetJob(id)->state(); }
   static void Retry(v1::JobSpec& spec, uint32_t attempts,
                     absl::Duration initial = absl::Seconds(1),
                     absl::Duration cap = absl::Seconds(8)) {
