@@ -101,9 +101,26 @@ v1::KeyLimit KeyStats(v1::JobService::Stub& stub, const std::string& key) {
   return v1::KeyLimit();
 }
 
+// GetKeyLimits; a test failure (and no keys) if the call fails.
+v1::GetKeyLimitsResponse ListKeyLimits(v1::JobService::Stub& stub) {
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  v1::GetKeyLimitsResponse keys;
+  const grpc::Status s = stub.GetKeyLimits(&ctx, {}, &keys);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return keys;
+}
+
 class KeyLimitsTest : public ServiceTest {
  protected:
   void SetUp() override {}  // Each test starts its own daemon.
+  // A daemon on `state` (a journal of its own), stopping the one before.
+  void StartOnState(const std::string& state) {
+    stub_.reset();
+    daemon_.reset();
+    StartDaemon({"--state-dir", state, "--thread-workers", "4",
+                 "--shutdown-grace", "200ms"});
+  }
 };
 
 TEST_F(KeyLimitsTest, LimitOneNeverRunsTwoAtOnceAndOthersPassItBy) {
@@ -192,8 +209,7 @@ TEST_F(KeyLimitsTest, RateHoldsWithinFivePercentOverTenSeconds) {
 TEST_F(KeyLimitsTest, SetKeyLimitAppliesAtOnceAndSurvivesRestart) {
   testing::TempDir state;
   ASSERT_FALSE(state.path().empty());
-  StartDaemon({"--state-dir", state.path(), "--thread-workers", "4",
-               "--shutdown-grace", "200ms"});
+  StartOnState(state.path());
   v1::SetKeyLimitRequest req;
   req.set_key("db");
   req.set_max_running(1);
@@ -229,15 +245,9 @@ TEST_F(KeyLimitsTest, SetKeyLimitAppliesAtOnceAndSurvivesRestart) {
   ctx.TryCancel();
   // Restart: the parked jobs queue again under the limit, which came back
   // from the journal.
-  stub_.reset();
-  daemon_.reset();
-  StartDaemon({"--state-dir", state.path(), "--thread-workers", "4",
-               "--shutdown-grace", "200ms"});
+  StartOnState(state.path());
   {
-    grpc::ClientContext c;
-    Deadline(c);
-    v1::GetKeyLimitsResponse keys;
-    ASSERT_TRUE(stub_->GetKeyLimits(&c, {}, &keys).ok());
+    const v1::GetKeyLimitsResponse keys = ListKeyLimits(*stub_);
     ASSERT_EQ(keys.keys_size(), 1);
     EXPECT_EQ(keys.keys(0).key(), "db");
     EXPECT_EQ(keys.keys(0).max_running(), 1u);
@@ -264,14 +274,8 @@ TEST_F(KeyLimitsTest, SetKeyLimitAppliesAtOnceAndSurvivesRestart) {
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(set->max_running(), 0u);
   EXPECT_EQ(set->source(), "");
-  stub_.reset();
-  daemon_.reset();
-  StartDaemon({"--state-dir", state.path(), "--thread-workers", "4",
-               "--shutdown-grace", "200ms"});
-  grpc::ClientContext c;
-  Deadline(c);
-  v1::GetKeyLimitsResponse keys;
-  ASSERT_TRUE(stub_->GetKeyLimits(&c, {}, &keys).ok());
+  StartOnState(state.path());
+  const v1::GetKeyLimitsResponse keys = ListKeyLimits(*stub_);
   EXPECT_EQ(keys.keys_size(), 0) << keys.DebugString();
 }
 
