@@ -1,15 +1,17 @@
 // jobd::client chords: run a group of jobs in parallel, then one more job
-// once they have ended (its JobSpec.depends_on names them), the whole
-// graph held by jobd, so it goes on while the client is away.
+// with their results, once they have ended (its JobSpec.depends_on names
+// them), the whole graph held by jobd, so it goes on while the client is
+// away.
 //
 //   Chord c = SubmitChord(client, {MakeSpec("fetch", 1), MakeSpec("fetch", 2)},
 //                         MakeSpec("merge"));
 //   absl::StatusOr<JobOutcome> merged = c.then.Get();
 //   for (const Future& part : c.group) { /* each part's own result */ }
 //
-// jobd does not hand the group's results to the last job: it runs after
-// them, and reads them itself if it needs them (GetJob of the ids in its
-// spec.depends_on), or the caller reads them from the group's futures.
+// The last job gets the group's results as its first argument: a list, in
+// the group's order (JobSpec.dependency_results; so "merge" above runs as
+// merge([r1, r2])). With ChordOptions::pass_results off it only runs after
+// them.
 //
 // Thread-safety: as Client::Submit. Ownership: the futures share their
 // state with the client's stream (future.h).
@@ -34,14 +36,23 @@ struct Chord {
   Future then;
 };
 
-// Submits `group` on the client's shared stream, waits (up to `timeout`)
-// until jobd has accepted each (one round trip for all), then submits
-// `then` depending on them with `policy` (then.dependency_policy, if it
-// sets one, wins). Blocks only for the acceptances.
-Chord SubmitChord(
-    Client& client, std::vector<v1::JobSpec> group, v1::JobSpec then,
-    v1::DependencyPolicy policy = v1::DEPENDENCY_POLICY_UNSPECIFIED,
-    absl::Duration timeout = absl::Seconds(30));
+struct ChordOptions {
+  // When the last job runs (then.dependency_policy, if it sets one, wins):
+  // by default once all of the group succeeded; ALL_ENDED passes null for
+  // a part that did not succeed.
+  v1::DependencyPolicy policy = v1::DEPENDENCY_POLICY_UNSPECIFIED;
+  // The group's results as the last job's first argument. An empty group
+  // passes an empty list.
+  bool pass_results = true;
+  // How long to wait for jobd to accept the group.
+  absl::Duration timeout = absl::Seconds(30);
+};
+
+// Submits `group` on the client's shared stream, waits (up to
+// options.timeout) until jobd has accepted each (one round trip for all),
+// then submits `then` depending on them. Blocks only for the acceptances.
+Chord SubmitChord(Client& client, std::vector<v1::JobSpec> group,
+                  v1::JobSpec then, const ChordOptions& options = {});
 
 }  // namespace jobd::client
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/jobs/dependency_results.h"
 #include "tests/scheduler_fixture.h"
 
 namespace jobd {
@@ -274,6 +275,204 @@ TEST_F(SchedulerDepsTest, RestoreReleasesWaitsOnOrFailsDependants) {
   EXPECT_FALSE(Running(5));
   Done(4);
   EXPECT_TRUE(Running(5));
+}
+
+// A task taking the results first: merge(parts: list, label: string),
+// whose own check refuses a results list holding "bad".
+TaskDef MergeTask() {
+  TaskDef def = {.name = "merge",
+                 .default_kind = v1::JOB_KIND_IO_BOUND,
+                 .run = [](TaskContext&) -> absl::StatusOr<TaskOutput> {
+                   return TaskOutput{};
+                 }};
+  def.params = {{.name = "parts", .type = ParamType::kList},
+                {.name = "label", .type = ParamType::kString}};
+  def.validate = [](const TaskArgs& args) {
+    for (const google::protobuf::Value& v :
+         args.Find("parts")->list_value().values()) {
+      if (v.string_value() == "bad") {
+        return absl::InvalidArgumentError("parts: holds 'bad'");
+      }
+    }
+    return absl::OkStatus();
+  };
+  return def;
+}
+
+class DependencyResultsTest : public SchedulerDepsTest {
+ protected:
+  // Submits merge(<results of deps>, label) with dependency_results.
+  Admission SubmitMerge(
+      std::vector<uint64_t> deps, std::string label = "all",
+      v1::DependencyPolicy policy = v1::DEPENDENCY_POLICY_UNSPECIFIED) {
+    auto spec = std::make_shared<v1::JobSpec>();
+    spec->set_task(merge_.name);
+    spec->set_kind(v1::JOB_KIND_IO_BOUND);
+    for (uint64_t d : deps) spec->add_depends_on(absl::StrCat(d));
+    spec->set_dependency_policy(policy);
+    spec->set_dependency_results(true);
+    spec->add_args()->set_string_value(label);
+    std::vector<NewJob> jobs(1);
+    jobs[0].task = &merge_;
+    absl::StatusOr<TaskArgs> bound = BindSpec(merge_, spec);
+    EXPECT_TRUE(bound.ok()) << bound.status();
+    jobs[0].args = *std::move(bound);
+    jobs[0].spec = std::move(spec);
+    jobs[0].tag = next_tag_++;
+    std::vector<Admission> out;
+    scheduler_->Submit(jobs, Subscriber{sink_, 0, kAllEvents}, out);
+    return out.at(0);
+  }
+  void SucceedWith(uint64_t id, google::protobuf::Value value) {
+    TaskOutput out;
+    out.value = std::move(value);
+    executor().Succeed(id, std::move(out));
+  }
+  static google::protobuf::Value Str(std::string s) {
+    google::protobuf::Value v;
+    v.set_string_value(std::move(s));
+    return v;
+  }
+  static google::protobuf::Value Num(double d) {
+    google::protobuf::Value v;
+    v.set_number_value(d);
+    return v;
+  }
+  // The `parts` argument the running job `id` was handed, as text.
+  std::string PartsOf(uint64_t id) {
+    std::optional<JobRun> run = executor().run(id);
+    if (!run.has_value()) return "not running";
+    std::string out;
+    for (const google::protobuf::Value& v :
+         run->args->Find("parts")->list_value().values()) {
+      absl::StrAppend(&out, out.empty() ? "" : ",", v.ShortDebugString());
+    }
+    return absl::StrCat(out, " | ", run->args->String("label"));
+  }
+  const TaskDef merge_ = MergeTask();
+};
+
+TEST_F(DependencyResultsTest, TheResultsComeFirstInDependsOnOrder) {
+  Build({}, 4);
+  const uint64_t a = Submit(ok_task_).job_id;
+  const uint64_t b = Submit(ok_task_).job_id;
+  const Admission merge = SubmitMerge({b, a}, "sum");
+  ASSERT_TRUE(merge.status.ok()) << merge.status;
+  EXPECT_EQ(State(merge.job_id), v1::JOB_STATE_WAITING);
+  EXPECT_FALSE(
+      scheduler_->GetJob(merge.job_id)->spec().dependency_results_passed());
+  SucceedWith(a, Num(1));
+  EXPECT_EQ(State(merge.job_id), v1::JOB_STATE_WAITING);
+  SucceedWith(b, Str("two"));
+  ASSERT_TRUE(Running(merge.job_id));
+  EXPECT_EQ(PartsOf(merge.job_id),
+            "string_value: \"two\",number_value: 1 | sum");
+  // The job shows what it was given.
+  const v1::JobSpec spec = scheduler_->GetJob(merge.job_id)->spec();
+  EXPECT_TRUE(spec.dependency_results_passed());
+  ASSERT_EQ(spec.args_size(), 2);
+  EXPECT_EQ(spec.args(0).list_value().values_size(), 2);
+  EXPECT_EQ(spec.args(1).string_value(), "sum");
+  // Dependencies ended before admission: passed at once.
+  const Admission late = SubmitMerge({a});
+  EXPECT_EQ(PartsOf(late.job_id), "number_value: 1 | all");
+}
+
+TEST_F(DependencyResultsTest, UnderAllEndedAFailedDependencyPassesNull) {
+  Build({}, 4);
+  const uint64_t a = Submit(ok_task_).job_id;
+  const uint64_t b = Submit(ok_task_).job_id;
+  const uint64_t m =
+      SubmitMerge({a, b}, "x", v1::DEPENDENCY_POLICY_ALL_ENDED).job_id;
+  Fail(a);
+  SucceedWith(b, Num(2));
+  EXPECT_EQ(PartsOf(m), "null_value: NULL_VALUE,number_value: 2 | x");
+}
+
+TEST_F(DependencyResultsTest, AResultNotRetainedOrRefusedFailsTheDependant) {
+  Build({.max_retained_result_bytes = 64}, 4);
+  const uint64_t big = Submit(ok_task_).job_id;
+  const uint64_t m = SubmitMerge({big}).job_id;
+  SucceedWith(big, Str(std::string(200, 'x')));  // Dropped: too large.
+  EXPECT_EQ(State(m), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(Error(m).reason(), v1::ERROR_REASON_DEPENDENCY_FAILED);
+  EXPECT_THAT(Error(m).message(),
+              HasSubstr(absl::StrCat("spec.dependency_results: the result of "
+                                     "job ",
+                                     big, " was larger than jobd retains")));
+  // The task's own check sees the results, and may refuse them.
+  const uint64_t bad = Submit(ok_task_).job_id;
+  const uint64_t refused = SubmitMerge({bad}).job_id;
+  SucceedWith(bad, Str("bad"));
+  EXPECT_EQ(Error(refused).reason(), v1::ERROR_REASON_INVALID_INPUT);
+  EXPECT_THAT(Error(refused).message(),
+              HasSubstr("task 'merge' refused its dependencies' results: "
+                        "parts: holds 'bad'"));
+  EXPECT_TRUE(executor().running().empty());
+}
+
+TEST_F(DependencyResultsTest, ArgumentsAreCheckedAsIfTheResultsWereThere) {
+  auto spec = std::make_shared<v1::JobSpec>();
+  spec->set_task("merge");
+  spec->add_depends_on("1");
+  spec->set_dependency_results(true);
+  spec->add_args()->set_number_value(3);  // label: not a string.
+  absl::StatusOr<TaskArgs> bound = BindSpec(merge_, spec);
+  EXPECT_EQ(bound.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bound.status().message(),
+              HasSubstr("spec.dependency_results: the results go first, in "
+                        "spec.args[0], before the arguments given: "
+                        "spec.args[1]"));
+  spec->mutable_args(0)->set_string_value("ok");
+  EXPECT_TRUE(BindSpec(merge_, spec).ok());
+  // A task whose first parameter cannot take a list.
+  TaskDef sleep = MergeTask();
+  sleep.params = {{.name = "ms", .type = ParamType::kInt}};
+  spec->clear_args();
+  EXPECT_THAT(BindSpec(sleep, spec).status().message(),
+              HasSubstr("spec.args[0]"));
+}
+
+// Restore: a dependant still awaiting its results binds as at admission
+// and gets them once released; one that had them runs with them.
+TEST_F(DependencyResultsTest, RestoreBindsAndPassesTheResults) {
+  Build({}, 4);
+  TaskRegistry registry;
+  ASSERT_TRUE(registry.Add(Def("ok")).ok());
+  ASSERT_TRUE(registry.Add(MergeTask()).ok());
+  const absl::Time t = clock_.Now() - absl::Minutes(1);
+  Recovered old;
+  old.rows.push_back(Row(1, v1::JOB_STATE_SUCCEEDED, {}, t));
+  {
+    auto end = std::make_shared<JobEnd>();
+    end->state = v1::JOB_STATE_SUCCEEDED;
+    end->mutable_result().mutable_value()->set_number_value(7);
+    old.rows.back().end = end;
+  }
+  old.rows.push_back(Row(2, v1::JOB_STATE_QUEUED, {}, t));
+  auto merge_row = [&](uint64_t id, std::vector<uint64_t> deps, bool passed) {
+    JournalRow row = Row(id, v1::JOB_STATE_WAITING, deps, t);
+    v1::JobSpec spec = row.spec.Whole();
+    spec.set_task("merge");
+    spec.set_dependency_results(true);
+    if (passed) {
+      spec.add_args()->mutable_list_value()->add_values()->set_number_value(5);
+      spec.set_dependency_results_passed(true);
+    }
+    spec.add_args()->set_string_value(absl::StrCat("row", id));
+    row.spec = std::make_shared<v1::JobSpec>(std::move(spec));
+    return row;
+  };
+  old.rows.push_back(merge_row(3, {1}, false));  // Its dependency ended.
+  old.rows.push_back(merge_row(4, {2}, false));  // Its dependency did not.
+  old.rows.push_back(merge_row(5, {1}, true));   // Released before.
+  old.last_sequence = 100;
+  scheduler_->Restore(std::move(old), registry);
+  EXPECT_EQ(PartsOf(3), "number_value: 7 | row3");
+  EXPECT_EQ(PartsOf(5), "number_value: 5 | row5");
+  EXPECT_EQ(State(4), v1::JOB_STATE_WAITING);
+  SucceedWith(2, Str("late"));
+  EXPECT_EQ(PartsOf(4), "string_value: \"late\" | row4");
 }
 
 }  // namespace

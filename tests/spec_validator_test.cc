@@ -165,6 +165,27 @@ TEST_F(SpecValidatorTest, DependenciesAreCheckedForTheirFormAndCount) {
             "spec.dependency_policy: 9 is not a DependencyPolicy");
 }
 
+TEST_F(SpecValidatorTest, DependencyResultsNeedDependenciesAndAListFirst) {
+  v1::JobSpec none = Sleep(1);
+  none.set_dependency_results(true);
+  EXPECT_EQ(Error(none),
+            "spec.dependency_results: set without spec.depends_on");
+  // sleep(ms) takes an int first: the results (a list) cannot go there.
+  v1::JobSpec sleep = Sleep(1);
+  sleep.clear_args();
+  sleep.add_depends_on("17");
+  sleep.set_dependency_results(true);
+  EXPECT_THAT(Error(sleep),
+              HasSubstr("spec.dependency_results: the results go first, in "
+                        "spec.args[0], before the arguments given: "
+                        "spec.args[0]: expected int"));
+  v1::JobSpec forged = Sleep(1);
+  forged.add_depends_on("17");
+  forged.set_dependency_results_passed(true);
+  EXPECT_EQ(Error(forged),
+            "spec.dependency_results_passed: set by jobd, not by clients");
+}
+
 TEST_F(SpecValidatorTest, AStreamDeadlineIsNoStartDeadlineForADependant) {
   const absl::Time now = absl::Now();
   v1::JobSpec s = Sleep(1);

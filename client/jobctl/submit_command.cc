@@ -48,6 +48,7 @@ struct SubmitArgs {
   std::string total_deadline;
   std::vector<std::string> after;
   std::string after_policy;
+  bool after_results = false;
   bool wait = false;
   std::string wait_timeout;
 };
@@ -101,6 +102,10 @@ int SetTiming(const SubmitArgs& a, v1::JobSpec& spec) {
   if (!a.after_policy.empty() && a.after.empty()) {
     return Usage("--after-policy: give the jobs with --after");
   }
+  if (a.after_results && a.after.empty()) {
+    return Usage("--after-results: give the jobs with --after");
+  }
+  spec.set_dependency_results(a.after_results);
   if (a.retries > 0) spec.mutable_retry()->set_max_attempts(a.retries + 1);
   if (!a.retry_backoff.empty()) {
     absl::Duration d;
@@ -271,6 +276,9 @@ void AddSubmitCommand(CLI::App& app, CommandSet& commands) {
   cmd->add_option("--after-policy", submit->after_policy,
                   "all-succeeded (default) or all-ended: when the jobs of "
                   "--after let this one run");
+  cmd->add_flag("--after-results", submit->after_results,
+                "Pass the results of the jobs of --after, as a list in their "
+                "order, as the task's first argument");
   cmd->add_flag("-w,--wait", submit->wait,
                 "Wait for the job to end and print its result");
   cmd->add_option("--wait-timeout", submit->wait_timeout,

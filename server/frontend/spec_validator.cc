@@ -5,6 +5,7 @@
 
 #include "absl/strings/numbers.h"
 #include "server/callbacks/callback_url.h"
+#include "server/jobs/dependency_results.h"
 #include "server/jobs/proto_time.h"
 #include "server/scheduler/key_limits.h"
 #include "spdlog/fmt/fmt.h"
@@ -336,6 +337,14 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
     return absl::InvalidArgumentError(
         "spec.dependency_policy: set without spec.depends_on");
   }
+  if (spec.dependency_results_passed()) {
+    return absl::InvalidArgumentError(
+        "spec.dependency_results_passed: set by jobd, not by clients");
+  }
+  if (spec.dependency_results() && spec.depends_on_size() == 0) {
+    return absl::InvalidArgumentError(
+        "spec.dependency_results: set without spec.depends_on");
+  }
   if (Depth(spec.args(), limits.max_value_depth) > limits.max_value_depth ||
       Depth(spec.kwargs(), limits.max_value_depth) > limits.max_value_depth) {
     return absl::InvalidArgumentError(
@@ -356,7 +365,7 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
   // the journal and the bound arguments (the executor) point into the same
   // one, kept without its task name (the TaskDef has it: stored_spec.h).
   StoredSpec stored(std::move(spec), *task);
-  absl::StatusOr<TaskArgs> bound = TaskRegistry::Bind(*task, stored.body());
+  absl::StatusOr<TaskArgs> bound = BindSpec(*task, stored.body());
   if (!bound.ok()) return bound.status();
   if (task->validate) {
     absl::Status s = task->validate(*bound);

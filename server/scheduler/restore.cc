@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "server/jobs/dependency_results.h"
 #include "spdlog/fmt/fmt.h"
 
 namespace jobd {
@@ -91,7 +92,7 @@ Restorer::Verdict Restorer::Judge(const JobRecord& job,
   std::string unrunnable;
   absl::StatusOr<TaskArgs> args =
       job.spec.task()->has_sync() || job.spec.task()->has_async()
-          ? TaskRegistry::Bind(*job.spec.task(), job.spec.body())
+          ? BindSpec(*job.spec.task(), job.spec.body())
           : absl::NotFoundError(fmt::format(
                 "task '{}' is not registered in this daemon any more",
                 job.spec.task_name()));

@@ -328,6 +328,8 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         deps_.Add(ref.id, unmet);
         continue;
       }
+      // Its dependencies ended already: their results, if it asks.
+      if (!PassDependencyResults(ref, after)) continue;
       if (delayed) {
         Wait(ref, ref.finish_time);
         continue;

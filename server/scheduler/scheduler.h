@@ -426,6 +426,13 @@ class Scheduler {
   // (a delay) or queues; true if it queued (its lane is to dispatch).
   bool DependenciesMet(Job& job, absl::Time now, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A ready `job` that asks for its dependencies' results
+  // (spec.dependency_results) gets them: its spec and bound arguments are
+  // replaced by ones holding them and journaled whole. False if it ended
+  // instead (DEPENDENCY_FAILED: a result is not retained, or too large;
+  // INVALID_INPUT: its task's own check refused them). True for any other.
+  bool PassDependencyResults(Job& job, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // ---- the read side (scheduler_queries.cc) ----
   // The job as a v1::Job, its callback's status included.

@@ -15,9 +15,12 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/strip.h"
+#include "server/jobs/dependency_results.h"
 #include "server/scheduler/retry_policy.h"
 #include "server/scheduler/scheduler.h"
 #include "spdlog/fmt/fmt.h"
+#include "workers/executor/executor.h"
+#include "workers/sdk/task_registry.h"
 #include "workers/sdk/utf8.h"
 
 namespace jobd {
@@ -129,12 +132,84 @@ void Scheduler::ReleaseDependants(After& after) {
 }
 
 bool Scheduler::DependenciesMet(Job& job, absl::Time now, After& after) {
+  if (!PassDependencyResults(job, after)) return false;
   // A delay too: it waits for its time as well (its record holds it).
   if (absl::Time(job.finish_time) > now) {
     Wait(job, job.finish_time);
     return false;
   }
   return Enqueue(job, now, /*journal=*/true, after);
+}
+
+bool Scheduler::PassDependencyResults(Job& job, After& after) {
+  if (!AwaitsDependencyResults(*job.spec)) return true;
+  const v1::JobSpec& spec = *job.spec;
+  auto fail = [&](absl::StatusCode code, v1::ErrorReason reason,
+                  std::string why) {
+    Finish(job, MakeError(v1::JOB_STATE_FAILED, code, reason, std::move(why)),
+           after);
+    return false;
+  };
+  std::vector<google::protobuf::Value> results(spec.depends_on_size());
+  for (int i = 0; i < spec.depends_on_size(); ++i) {
+    uint64_t id = 0;
+    const Job* dependency =
+        absl::SimpleAtoi(spec.depends_on(i), &id) ? table_.Find(id) : nullptr;
+    if (dependency == nullptr || *dependency->owner != *job.owner ||
+        dependency->end == nullptr) {
+      return fail(
+          absl::StatusCode::kFailedPrecondition,
+          v1::ERROR_REASON_DEPENDENCY_FAILED,
+          fmt::format("spec.dependency_results: job {} (depends_on[{}]) "
+                      "is no longer retained, so its result cannot be "
+                      "passed; it never ran",
+                      ClipUtf8(spec.depends_on(i), 64), i));
+    }
+    if (dependency->state != v1::JOB_STATE_SUCCEEDED) {
+      results[i].set_null_value(google::protobuf::NULL_VALUE);
+      continue;
+    }
+    const v1::JobResult& result = dependency->end->result();
+    if (result.dropped()) {
+      return fail(absl::StatusCode::kFailedPrecondition,
+                  v1::ERROR_REASON_DEPENDENCY_FAILED,
+                  fmt::format("spec.dependency_results: the result of job {} "
+                              "was larger than jobd retains "
+                              "(max-retained-result-bytes), so it cannot be "
+                              "passed; it never ran",
+                              id));
+    }
+    results[i] = result.value();
+  }
+  const TaskDef& task = *job.spec.task();
+  StoredSpec stored(WithDependencyResults(spec, std::move(results)), task);
+  // Its size, cached from here on as at admission (SpecBytes reads it
+  // back): as kept, without its task name.
+  const size_t bytes = stored->ByteSizeLong();
+  const size_t limit = options_.max_message_bytes;
+  if (limit > 0 && bytes + kMessageEnvelopeBytes > limit) {
+    return fail(absl::StatusCode::kFailedPrecondition,
+                v1::ERROR_REASON_DEPENDENCY_FAILED,
+                fmt::format("spec.dependency_results: with its dependencies' "
+                            "results its spec takes {} bytes, too large for "
+                            "one message (max-message-bytes {}); it never ran",
+                            bytes, limit));
+  }
+  absl::StatusOr<TaskArgs> bound = TaskRegistry::Bind(task, stored.body());
+  absl::Status checked = bound.status();
+  if (checked.ok() && task.validate) checked = task.validate(*bound);
+  if (!checked.ok()) {
+    return fail(checked.code(), v1::ERROR_REASON_INVALID_INPUT,
+                fmt::format("spec.dependency_results: task '{}' refused its "
+                            "dependencies' results: {}; it never ran",
+                            task.name, std::string(checked.message())));
+  }
+  table_.CountEnded(job);  // Its bytes as they were.
+  job.spec = std::move(stored);
+  job.run = std::make_shared<Job::RunState>(*std::move(bound));
+  table_.CountLive(job);
+  JournalState(job, /*insert=*/true);  // Its spec changed: written whole.
+  return true;
 }
 
 }  // namespace jobd

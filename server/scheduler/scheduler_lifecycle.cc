@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "server/jobs/dependency_results.h"
 #include "server/scheduler/restore.h"
 #include "server/scheduler/scheduler.h"
 
@@ -218,6 +219,14 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
         ++summary.waiting;  // Its dependencies have not ended: it waits on.
         job.state = v1::JOB_STATE_WAITING;
         continue;
+      }
+      if (AwaitsDependencyResults(*job.spec)) {
+        job.state = v1::JOB_STATE_WAITING;  // Never queued.
+        if (!PassDependencyResults(job, after)) {
+          ++summary.unrunnable;
+          continue;
+        }
+        job.state = v1::JOB_STATE_QUEUED;
       }
       if (was_waiting && absl::Time(job.finish_time) > now) {
         ++summary.waiting;  // Its time has not come: it waits on.

@@ -84,7 +84,11 @@ TEST_F(ClientTest, AChordRunsItsLastJobAfterTheGroup) {
   ASSERT_EQ(c.group.size(), 2u);
   auto merged = c.then.Get(kWait);
   ASSERT_TRUE(merged.ok()) << merged.status();
-  EXPECT_EQ(merged->result.value().string_value(), "merged");
+  // It got the group's results first, in the group's order.
+  EXPECT_EQ(merged->result.value().ShortDebugString(),
+            "list_value { values { list_value { values { number_value: 200 } "
+            "values { number_value: 100 } } } values { string_value: "
+            "\"merged\" } }");
   auto job = client_->GetJob(merged->job_id);
   ASSERT_TRUE(job.ok()) << job.status();
   ASSERT_EQ(job->spec().depends_on_size(), 2);
@@ -108,6 +112,19 @@ TEST_F(ClientTest, AChordRunsItsLastJobAfterTheGroup) {
   auto none = rejected.then.Get(kWait);
   EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(none.status().message(), HasSubstr("chord: group job 0"));
+  // Without passing results it only runs after them; an empty group passes
+  // an empty list.
+  Chord plain = SubmitChord(*client_, {MakeSpec("sleep", 1)},
+                            MakeSpec("echo", "plain"), {.pass_results = false});
+  auto alone = plain.then.Get(kWait);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_EQ(alone->result.value().string_value(), "plain");
+  Chord empty = SubmitChord(*client_, {}, MakeSpec("echo", "none"));
+  auto nothing = empty.then.Get(kWait);
+  ASSERT_TRUE(nothing.ok()) << nothing.status();
+  EXPECT_EQ(nothing->result.value().ShortDebugString(),
+            "list_value { values { list_value { } } values { string_value: "
+            "\"none\" } }");
 }
 
 TEST_F(ClientTest, ThenRunsOnceAlsoWhenAddedAfterCompletion) {

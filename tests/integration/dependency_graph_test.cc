@@ -5,8 +5,11 @@
 // dependency lost in it).
 #include <signal.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -53,6 +56,38 @@ v1::JobEvent EndOf(const StreamResult& r, uint64_t tag) {
   }
   ADD_FAILURE() << "no end for tag " << tag;
   return {};
+}
+
+// Reads `stream` until `enough` holds for the events read so far, or it
+// ends (its deadline bounds it); returns those events.
+std::vector<v1::JobEvent> ReadUntil(
+    grpc::ClientReaderWriter<v1::SubmitRequest, v1::SubmitResponse>& stream,
+    const std::function<bool(const std::vector<v1::JobEvent>&)>& enough) {
+  std::vector<v1::JobEvent> events;
+  v1::SubmitResponse resp;
+  while (!enough(events) && stream.Read(&resp)) {
+    events.insert(events.end(), resp.events().begin(), resp.events().end());
+  }
+  return events;
+}
+
+// Events of `type` (of the item with client tag `tag`, if not 0).
+int Count(const std::vector<v1::JobEvent>& events, v1::EventType type,
+          uint64_t tag = 0) {
+  return static_cast<int>(
+      std::count_if(events.begin(), events.end(), [&](const auto& e) {
+        return e.type() == type && (tag == 0 || e.client_tag() == tag);
+      }));
+}
+
+// The accepted items' job ids by client tag.
+std::map<uint64_t, std::string> IdsByTag(
+    const std::vector<v1::JobEvent>& events) {
+  std::map<uint64_t, std::string> ids;
+  for (const v1::JobEvent& e : events) {
+    if (e.type() == v1::EVENT_TYPE_ACCEPTED) ids[e.client_tag()] = e.job_id();
+  }
+  return ids;
 }
 
 std::string Slurp(const std::string& path) {
@@ -148,19 +183,13 @@ TEST_F(DependencyGraphTest, DependantsWaitingSurviveKill9) {
     Deadline(ctx);
     auto stream = stub_->Submit(&ctx);
     ASSERT_TRUE(stream->Write(req));
-    v1::SubmitResponse resp;
-    bool started = false;
-    while ((ids.size() < 4 || !started) && stream->Read(&resp)) {
-      for (const v1::JobEvent& e : resp.events()) {
-        if (e.type() == v1::EVENT_TYPE_ACCEPTED)
-          ids[e.client_tag()] = e.job_id();
-        if (e.type() == v1::EVENT_TYPE_STARTED && e.client_tag() == 3) {
-          started = true;
-        }
-      }
-    }
+    const std::vector<v1::JobEvent> events = ReadUntil(*stream, [&](auto& e) {
+      return Count(e, v1::EVENT_TYPE_ACCEPTED) == 4 &&
+             Count(e, v1::EVENT_TYPE_STARTED, 3) == 1;
+    });
+    ids = IdsByTag(events);
     ASSERT_EQ(ids.size(), 4u);
-    ASSERT_TRUE(started);
+    ASSERT_EQ(Count(events, v1::EVENT_TYPE_STARTED, 3), 1);
     absl::StatusOr<v1::Job> waiting = GetJob(ids[2]);
     ASSERT_TRUE(waiting.ok()) << waiting.status();
     EXPECT_EQ(waiting->state(), v1::JOB_STATE_WAITING);
@@ -183,6 +212,93 @@ TEST_F(DependencyGraphTest, DependantsWaitingSurviveKill9) {
               HasSubstr(absl::StrCat("job ", ids[3],
                                      ", which it depends on, "
                                      "ended FAILED (LOST_ON_RESTART)")));
+}
+
+v1::JobSpec Echo(google::protobuf::Value arg) {
+  v1::JobSpec s;
+  s.set_task("echo");
+  s.set_kind(v1::JOB_KIND_IO_BOUND);
+  *s.add_args() = std::move(arg);
+  return s;
+}
+google::protobuf::Value Num(double d) {
+  google::protobuf::Value v;
+  v.set_number_value(d);
+  return v;
+}
+google::protobuf::Value Str(std::string text) {
+  google::protobuf::Value v;
+  v.set_string_value(std::move(text));
+  return v;
+}
+
+// A chord's last job gets its group's results, journaled: released (its
+// results in its spec) before a kill -9, or still waiting at it.
+TEST_F(DependencyGraphTest, TheLastJobGetsItsDependenciesResultsAcrossKill9) {
+  StartDaemon();
+  // 1, 2: echo 41 and "b"; 3: echo "tail" after both with their results,
+  // delayed past the kill; 4: sleeps at-least-once, running at the kill;
+  // 5: echo "after" with 4's result.
+  v1::JobSpec tail = Echo(Str("tail"));
+  tail.set_dependency_results(true);
+  tail.mutable_delay()->set_seconds(3);
+  v1::JobSpec sleeper;
+  sleeper.set_task("sleep");
+  sleeper.set_kind(v1::JOB_KIND_IO_BOUND);
+  sleeper.add_args()->set_number_value(1500);
+  sleeper.set_delivery(v1::DELIVERY_AT_LEAST_ONCE);
+  v1::JobSpec after = Echo(Str("after"));
+  after.set_dependency_results(true);
+  v1::SubmitRequest req = testing::SubmitRequestOf(
+      {Echo(Num(41)), Echo(Str("b")), tail, sleeper, after});
+  req.mutable_items(2)->add_depends_on_tags(1);
+  req.mutable_items(2)->add_depends_on_tags(2);
+  req.mutable_items(4)->add_depends_on_tags(4);
+  std::map<uint64_t, std::string> ids;
+  {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    auto stream = stub_->Submit(&ctx);
+    ASSERT_TRUE(stream->Write(req));
+    const std::vector<v1::JobEvent> events = ReadUntil(*stream, [&](auto& e) {
+      return Count(e, v1::EVENT_TYPE_ACCEPTED) == 5 &&
+             Count(e, v1::EVENT_TYPE_SUCCEEDED) == 2 &&
+             Count(e, v1::EVENT_TYPE_STARTED, 4) == 1;
+    });
+    ids = IdsByTag(events);
+    ASSERT_EQ(ids.size(), 5u);
+    ASSERT_EQ(Count(events, v1::EVENT_TYPE_STARTED, 4), 1);
+    // 3 was released when 1 and 2 ended: its results are in its spec.
+    absl::StatusOr<v1::Job> released = GetJob(ids[3]);
+    ASSERT_TRUE(released.ok()) << released.status();
+    EXPECT_EQ(released->state(), v1::JOB_STATE_WAITING);
+    ASSERT_TRUE(released->spec().dependency_results_passed());
+    EXPECT_EQ(released->spec().args(0).ShortDebugString(),
+              "list_value { values { number_value: 41 } values { "
+              "string_value: \"b\" } }");
+    // A job accepted after it: its acceptance is durable, and so is the
+    // release journaled before it.
+    testing::StreamResult more = testing::SubmitAll(*stub_, {Echo(Num(0))});
+    ASSERT_EQ(more.Terminal().size(), 1u);
+    ASSERT_TRUE(daemon_->Stop(SIGKILL, absl::Seconds(10)).ok());
+    ctx.TryCancel();
+  }
+  StartDaemon();
+  absl::StatusOr<v1::Job> merged = GetJob(ids[3], absl::Seconds(30));
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  ASSERT_EQ(merged->state(), v1::JOB_STATE_SUCCEEDED)
+      << merged->error().message();
+  EXPECT_EQ(merged->result().value().ShortDebugString(),
+            "list_value { values { list_value { values { number_value: 41 } "
+            "values { string_value: \"b\" } } } values { string_value: "
+            "\"tail\" } }");
+  absl::StatusOr<v1::Job> rerun = GetJob(ids[5], absl::Seconds(30));
+  ASSERT_TRUE(rerun.ok()) << rerun.status();
+  ASSERT_EQ(rerun->state(), v1::JOB_STATE_SUCCEEDED)
+      << rerun->error().message();
+  EXPECT_EQ(rerun->result().value().ShortDebugString(),
+            "list_value { values { list_value { values { number_value: 1500 } "
+            "} } values { string_value: \"after\" } }");
 }
 
 TEST_F(DependencyGraphTest, JobctlSubmitsAfterJobsWithEitherPolicy) {
@@ -218,6 +334,12 @@ TEST_F(DependencyGraphTest, JobctlSubmitsAfterJobsWithEitherPolicy) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out,
               HasSubstr(absl::StrCat(ok, " ", failed, " (when all ended)")));
+  r = submit({"echo", "tail", "--after", ok, "--after-results", "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("[[1],\"tail\"]"));
+  r = submit({"echo", "--after-results"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("--after-results: give the jobs with --after"));
   r = submit({"echo", "--after-policy", "all-ended"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("--after-policy: give the jobs with --after"));
