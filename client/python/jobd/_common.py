@@ -251,6 +251,9 @@ _DELIVERIES = {"at_most_once": pb.DELIVERY_AT_MOST_ONCE,
                "at_least_once": pb.DELIVERY_AT_LEAST_ONCE}
 
 
+_DEPENDENCY_POLICIES = {"all_succeeded": pb.DEPENDENCY_POLICY_ALL_SUCCEEDED,
+                        "all_ended": pb.DEPENDENCY_POLICY_ALL_ENDED}
+
 # Options in seconds and the JobSpec Duration field each fills.
 _SECONDS_OPTIONS = {"delay": "delay", "retry_backoff": "retry.initial_backoff",
                     "start_deadline": "start_deadline",
@@ -281,6 +284,10 @@ class JobOptions:
     concurrency_key: Optional[str] = None
     callback_url: Optional[str] = None
     traceparent: Optional[str] = None
+    # Dependencies (README: Dependencies): job ids or JobFutures.
+    depends_on: Tuple = ()
+    dependency_policy: str = "all_succeeded"  # or "all_ended"
+    dependency_results: bool = False  # their results as the first argument
 
     def updated(self, **changes):
         unknown = set(changes) - set(self.__dataclass_fields__)
@@ -292,6 +299,10 @@ class JobOptions:
             changes["retry_on"] = (changes["retry_on"],)
         elif "retry_on" in changes:
             changes["retry_on"] = tuple(changes["retry_on"])
+        if "depends_on" in changes:
+            d = changes["depends_on"]
+            changes["depends_on"] = (d,) if isinstance(d, str) or hasattr(
+                d, "job_id") else tuple(d)
         new = replace(self, **changes)
         new.check()
         return new
@@ -360,6 +371,24 @@ class JobOptions:
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
                 raise JobRejected("spec.%s: must be a str" % name)
+        for i, d in enumerate(self.depends_on):
+            if not isinstance(d, str) and not hasattr(d, "job_id"):
+                raise JobRejected("spec.depends_on[%d]: %r is neither a job "
+                                  "id nor a JobFuture" % (i, d))
+        if self.dependency_policy not in _DEPENDENCY_POLICIES:
+            raise JobRejected("spec.dependency_policy: %r; use all_succeeded "
+                              "or all_ended" % (self.dependency_policy,))
+        if not isinstance(self.dependency_results, bool):
+            raise JobRejected("spec.dependency_results: must be a bool")
+        if self.dependency_results and not self.depends_on:
+            raise JobRejected("spec.dependency_results: set without "
+                              "depends_on")
+
+    def args_to_check(self, args):
+        """The positional arguments a task will get: with
+        dependency_results, the results' list comes first (jobd puts it
+        there), so the arguments are checked as if it were."""
+        return ([],) + tuple(args) if self.dependency_results else args
 
     def fill(self, spec):
         """Sets spec's option fields."""
@@ -403,6 +432,13 @@ class JobOptions:
             spec.callback_url = self.callback_url
         if self.traceparent:
             spec.traceparent = self.traceparent
+        for d in self.depends_on:
+            # A JobFuture's id: known once jobd accepted it (_submit waits).
+            spec.depends_on.append(d if isinstance(d, str) else d.job_id)
+        if self.depends_on:
+            spec.dependency_policy = _DEPENDENCY_POLICIES[
+                self.dependency_policy]
+            spec.dependency_results = self.dependency_results
 
 
 # ------------------------------------------------------- task catalogue

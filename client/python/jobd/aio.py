@@ -126,7 +126,11 @@ class Client:
         if info is None and isinstance(task, str) and task:
             await root._load_tasks()
             info = root._catalog.get(task)
-        root._catalog.check(task, args, kwargs, info)
+        root._catalog.check(task, self._options.args_to_check(args), kwargs,
+                            info)
+        for d in self._options.depends_on:
+            if not isinstance(d, str) and d.job_id is None:
+                await d._accepted  # Its id (or its rejection, raised).
         spec = pb.JobSpec()
         try:
             build_spec(spec, task, args, kwargs, self._options)

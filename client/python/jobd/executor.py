@@ -33,6 +33,7 @@ from jobd.v1 import jobd_pb2 as pb
 from jobd.v1 import jobd_pb2_grpc as pb_grpc
 
 _CANCEL_RPC_TIMEOUT = 10.0
+_ACCEPT_WAIT = 60  # seconds a dependant's submit waits for a dependency's id
 
 
 class JobFuture(cf.Future):
@@ -57,6 +58,7 @@ class JobFuture(cf.Future):
         self._queued = False  # in its session's queue, not sent (session)
         self._notify_lock = threading.Lock()
         self._notified = False  # CANCELLED_AND_NOTIFIED set (_cancel_here)
+        self._accepted_event = threading.Event()  # job_id known, or ended
 
     def __repr__(self):
         return "<JobFuture %s job=%s %s>" % (self.task, self.job_id,
@@ -112,8 +114,20 @@ class JobFuture(cf.Future):
         self._session = session
         self._tag = tag
 
+    def _await_accepted(self, index):
+        # A job depending on this one needs its id: wait (bounded) for
+        # jobd's acceptance, which a rejection also ends.
+        if not self._accepted_event.wait(_ACCEPT_WAIT) or self.job_id is None:
+            if self.done():
+                why = "cancelled" if self.cancelled() else self.exception()
+                raise JobRejected("spec.depends_on[%d]: that job has no id: "
+                                  "%s" % (index, why))
+            raise JobRejected("spec.depends_on[%d]: that job was not "
+                              "accepted within %ds" % (index, _ACCEPT_WAIT))
+
     def _accepted(self, job_id):
         self.job_id = job_id
+        self._accepted_event.set()
         if self._cancel_wanted:
             self._executor._cancel_async(job_id)
 
@@ -121,6 +135,7 @@ class JobFuture(cf.Future):
         self.event = ev
         if ev.job_id:
             self.job_id = ev.job_id
+        self._accepted_event.set()
         try:
             if cancelled:
                 self._cancel_here()
@@ -174,8 +189,11 @@ class _Base(cf.Executor):
         datetime or epoch seconds), retries (after the first run), retry_on (reason
         names, e.g. ("TASK_ERROR",)), retry_backoff (seconds),
         start_deadline and total_deadline (seconds); concurrency_key (str),
-        callback_url (str), traceparent (str). Shares the executor's
-        connection and stream."""
+        callback_url (str), traceparent (str); depends_on (job ids or
+        JobFutures: submit waits until each future's job was accepted),
+        dependency_policy ("all_succeeded", "all_ended") and
+        dependency_results (their results, a list, as the first argument).
+        Shares the executor's connection and stream."""
         return _OptionsView(self._root(), self._options.updated(**options))
 
     def shutdown(self, wait=True, *, cancel_futures=False):
@@ -271,7 +289,8 @@ class Executor(_Base):
         return info
 
     def _make_spec(self, task, args, kwargs, options):
-        self._catalog.check(task, args, kwargs, self._task_info(task))
+        self._catalog.check(task, options.args_to_check(args), kwargs,
+                            self._task_info(task))
         spec = pb.JobSpec()
         try:
             build_spec(spec, task, args, kwargs, options)
@@ -287,6 +306,9 @@ class Executor(_Base):
                 raise RuntimeError("cannot schedule new futures after "
                                    "shutdown")
             self._connect_locked()
+        for i, d in enumerate(options.depends_on):
+            if not isinstance(d, str) and d.job_id is None:
+                d._await_accepted(i)
         spec = self._make_spec(task, args, kwargs, options)
         future = JobFuture(self, task)
         for _ in range(2):

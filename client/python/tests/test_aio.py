@@ -116,3 +116,13 @@ def test_retrying_is_not_an_end(own_daemon):
             got = await c.get_job(job.job_id)
             assert got.attempts == 3 and len(got.history) == 2
     run(main())
+
+
+def test_a_dependant_waits_for_its_pending_dependencies(daemon):
+    async def main():
+        async with jobd.aio.Client(daemon.address) as c:
+            a = await c.submit("sleep", 200)
+            b = await c.options(depends_on=a, dependency_results=True).submit(
+                "echo", "then")
+            assert await asyncio.wait_for(b, T) == [[200], "then"]
+    run(main())

@@ -292,7 +292,37 @@ def test_jobs_over_time_options_reach_the_daemon(ex):
     assert job.traceparent.startswith("00-0af7651916cd43dd")
 
 
+def test_dependencies_by_future_or_id_pass_their_results(ex):
+    # A group, then one job with their results (a chord), by futures still
+    # queued, and by id.
+    parts = [ex.submit("sleep", ms) for ms in (300, 100)]
+    merged = ex.options(depends_on=parts, dependency_results=True).submit(
+        "echo", "sum")
+    assert merged.result(T) == [[300, 100], "sum"]
+    job = ex.stub.GetJob(pb.GetJobRequest(job_id=merged.job_id), timeout=T)
+    assert list(job.spec.depends_on) == [f.job_id for f in parts]
+    assert job.start_time.ToNanoseconds() >= max(
+        ex.stub.GetJob(pb.GetJobRequest(job_id=f.job_id),
+                       timeout=T).finish_time.ToNanoseconds() for f in parts)
+    failed = ex.submit("fail")
+    after = ex.options(depends_on=[failed, parts[0].job_id]).submit("echo", 1)
+    with pytest.raises(jobd.JobFailed) as err:
+        after.result(T)
+    assert err.value.reason == "DEPENDENCY_FAILED"
+    anyway = ex.options(depends_on=failed, dependency_policy="all_ended",
+                        dependency_results=True).submit("echo")
+    assert anyway.result(T) == [None]
+    # The results come first: a task taking ints cannot take them.
+    with pytest.raises(jobd.JobRejected) as err:
+        ex.options(depends_on=parts, dependency_results=True).submit(
+            "sleep", 1)
+    assert "spec.args" in str(err.value)
+
+
 @pytest.mark.parametrize("options, field", [
+    ({"depends_on": [3.5]}, "spec.depends_on[0]"),
+    ({"dependency_policy": "any"}, "spec.dependency_policy"),
+    ({"dependency_results": True}, "spec.dependency_results"),
     ({"delay": -1}, "spec.delay"),
     ({"delay": 1, "not_before": 5.0}, "spec.delay"),
     ({"not_before": datetime.datetime(2030, 1, 1)}, "spec.not_before"),
