@@ -86,7 +86,9 @@ bool PoolCore::ProcessFrames(Worker& w) {
     } else {
       error = "empty message";
     }
-    ProtocolError(w, error);
+    // The results it committed before are not the bad frame's: with jobs
+    // queued behind the one it runs, they are in the ring still.
+    if (DrainRing(w)) ProtocolError(w, error);
     return false;
   }
 }
