@@ -57,6 +57,9 @@ Percentiles Summarize(std::vector<double> us) {
   return {at(0.5), at(0.9), at(0.99)};
 }
 
+// --pipeline-depth: given to every pool and jobd here (0: their default).
+int pipeline_depth = 0;
+
 // Round trips of one byte between this process and a child over two pipes.
 std::vector<double> PipeRoundTrips(int rounds) {
   int to_child[2], to_parent[2];
@@ -123,6 +126,7 @@ class Pool {
       : registry_(registry) {
     ProcessPoolOptions options;
     options.workers = workers;
+    if (pipeline_depth > 0) options.pipeline_depth = pipeline_depth;
     options.fork_server_args = {"--testing-tasks"};
     for (const std::string& p : plugins) {
       options.fork_server_args.insert(options.fork_server_args.end(),
@@ -246,11 +250,16 @@ double DaemonPrimes(int workers, int jobs, double n) {
 struct Throughput {
   double cold = 0, warm = 0;
 };
+
 Throughput DaemonTiny(v1::Executor executor, int chunksize, int jobs,
                       const std::string& durability,
                       const std::string& task = "echo",
                       std::vector<std::string> extra = {}) {
   extra.insert(extra.end(), {"--durability", durability});
+  if (pipeline_depth > 0) {
+    extra.insert(extra.end(),
+                 {"--pipeline-depth", std::to_string(pipeline_depth)});
+  }
   const std::vector<double> seconds = DaemonMap(
       extra, task, jobs, [](int i) { return i + 1; },
       {.window = 65536,
@@ -319,6 +328,8 @@ void PluginVsBuiltin(TaskRegistry& registry, int rounds, int tiny) {
   }
 }
 
+void TinyJobs(int tiny);  // Below.
+
 int Run(int argc, char** argv) {
   CLI::App app{"pool_bench: the process pool against same-run baselines"};
   int rounds = 5000, crashes = 50, tiny = 200000;
@@ -332,8 +343,13 @@ int Run(int argc, char** argv) {
   app.add_option("--primes-ms", primes_ms, "Target run time of one CPU job")
       ->capture_default_str();
   std::string only;
-  app.add_option("--only", only, "Run one part only: plugin")
-      ->check(CLI::IsMember({"plugin"}));
+  app.add_option("--only", only,
+                 "Run one part only: plugin, or tiny (the tiny jobs end to "
+                 "end)")
+      ->check(CLI::IsMember({"plugin", "tiny"}));
+  app.add_option("--pipeline-depth", pipeline_depth,
+                 "The pools' and jobd's --pipeline-depth (0: default)")
+      ->check(CLI::Range(0, 64));
   bool verbose = false;
   app.add_flag("--verbose", verbose,
                "Log the pool's debug lines with microsecond timestamps");
@@ -350,6 +366,11 @@ int Run(int argc, char** argv) {
               sysconf(_SC_NPROCESSORS_ONLN));
   if (only == "plugin") {
     PluginVsBuiltin(registry, rounds, tiny);
+    return 0;
+  }
+
+  if (only == "tiny") {
+    TinyJobs(tiny);
     return 0;
   }
 
@@ -457,9 +478,15 @@ int Run(int argc, char** argv) {
   std::printf("%-44s %8.3f %10.3f %8.2fx\n\n", "end to end (jobd, client Map)",
               d_one, d_two, d_one / d_two);
 
-  // --- tiny jobs end to end
-  // Without the journal (what the executors cost), then the same with it
-  // (--durability batched, jobd's default: what a durable daemon costs).
+  TinyJobs(tiny);
+  PluginVsBuiltin(registry, rounds, tiny);
+  return 0;
+}
+
+// Tiny jobs end to end: without the journal (what the executors cost), then
+// the same with it (--durability batched, jobd's default: what a durable
+// daemon costs).
+void TinyJobs(int tiny) {
   std::printf("%-44s %9s %9s %16s %9s\n",
               "tiny echo jobs end to end (client Map)", "cold/s", "warm/s",
               "+journal cold/s", "warm/s");
@@ -475,8 +502,6 @@ int Run(int argc, char** argv) {
                 durable.cold, durable.warm);
   }
   std::printf("\n");
-  PluginVsBuiltin(registry, rounds, tiny);
-  return 0;
 }
 
 }  // namespace

@@ -28,15 +28,33 @@ std::vector<uint64_t> Ids(const std::deque<InFlight>& q) {
 
 TEST(ChooseFreeSlotTest, PrefersAFreeSlotWhoseWorkerIsUp) {
   std::vector<Slot> slots(4);  // 3 job slots, then a spare.
-  slots[0].chunk_left = 1;     // Busy.
+  slots[0].chunks = 1;         // Busy.
   slots[1].worker = 0;         // Free, worker being forked.
   slots[2].worker = 7;         // Free, worker up.
   slots[3].worker = 9;         // The spare: never chosen.
-  EXPECT_EQ(ChooseFreeSlot(slots, 3), 2);
-  slots[2].chunk_left = 2;
-  EXPECT_EQ(ChooseFreeSlot(slots, 3), 1);  // The first free one then.
-  slots[1].chunk_left = 1;
-  EXPECT_EQ(ChooseFreeSlot(slots, 3), -1);  // All busy.
+  EXPECT_EQ(ChooseFreeSlot(slots, 3, 1), 2);
+  slots[2].chunks = 1;
+  EXPECT_EQ(ChooseFreeSlot(slots, 3, 1), 1);  // The first free one then.
+  slots[1].chunks = 1;
+  EXPECT_EQ(ChooseFreeSlot(slots, 3, 1), -1);  // All busy.
+}
+
+TEST(ChooseFreeSlotTest, QueuesAtABusyWorkerOnlyWhenEveryWorkerIsBusy) {
+  std::vector<Slot> slots(3);  // 2 job slots, then a spare.
+  slots[0].worker = 5;
+  slots[1].worker = 6;
+  slots[2].worker = 9;
+  slots[0].chunks = 1;
+  // Worker 1 is idle: it gets the chunk, not a queue behind worker 0.
+  EXPECT_EQ(ChooseFreeSlot(slots, 2, 4), 1);
+  slots[1].chunks = 1;
+  EXPECT_EQ(ChooseFreeSlot(slots, 2, 4), 0);  // Both busy: the first.
+  slots[0].chunks = 2;
+  EXPECT_EQ(ChooseFreeSlot(slots, 2, 4), 1);  // The least loaded.
+  slots[0].chunks = 4;
+  slots[1].chunks = 4;
+  EXPECT_EQ(ChooseFreeSlot(slots, 2, 4), -1);  // Every queue is full.
+  EXPECT_EQ(ChooseFreeSlot(slots, 2, 5), 0);
 }
 
 TEST(RequeueInFlightTest, SentJobsGoBackBeforeThePendingOnesInOrder) {

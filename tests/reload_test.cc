@@ -133,6 +133,21 @@ absl::StatusOr<ParsedArgs> Parse(std::vector<std::string> args) {
   return ParseConfig(static_cast<int>(argv.size()), argv.data());
 }
 
+TEST(ConfigTest, PipelineDepthIsReadAndCheckedByName) {
+  absl::StatusOr<ParsedArgs> none = Parse({});
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->config.process_pool.pipeline_depth, 4);  // The default.
+  absl::StatusOr<ParsedArgs> one = Parse({"--pipeline-depth", "1"});
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->config.process_pool.pipeline_depth, 1);
+  for (const char* bad : {"0", "65", "two"}) {
+    absl::StatusOr<ParsedArgs> refused = Parse({"--pipeline-depth", bad});
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_THAT(refused.status().message(), HasSubstr("--pipeline-depth"))
+        << bad;
+  }
+}
+
 TEST(ConfigTest, ExecEnvAllowTakesVariableNamesFromFlagsAndTheFile) {
   absl::StatusOr<ParsedArgs> none = Parse({});
   ASSERT_TRUE(none.ok()) << none.status();

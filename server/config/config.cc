@@ -325,6 +325,13 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "(JobSpec.chunksize is capped to it)")
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));
+  app.add_option("--pipeline-depth", pool.pipeline_depth,
+                 "Chunks (frames of jobs) a busy worker process may hold "
+                 "queued behind the one it runs while the recent jobs are "
+                 "short (under 2 ms on average), so it never waits for the "
+                 "daemon between tiny jobs; 1 = one at a time")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   app.add_option("--reactor-threads", c.reactor.threads,
                  "Event-loop threads of the coroutine reactor (async IO "
                  "tasks); 0 disables the reactor")

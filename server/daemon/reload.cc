@@ -232,6 +232,7 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   d.Check("worker-ping-timeout", po.ping_timeout, pn.ping_timeout, later);
   d.Check("quarantine-after", po.quarantine_after, pn.quarantine_after, later);
   d.Check("max-chunk", po.max_chunk, pn.max_chunk, later);
+  d.Check("pipeline-depth", po.pipeline_depth, pn.pipeline_depth, later);
   d.Check("reactor-threads", current.reactor.threads, fresh.reactor.threads,
           later);
   d.Check("reactor-blocking-threads", current.reactor.blocking_threads,

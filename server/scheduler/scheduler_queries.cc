@@ -322,7 +322,7 @@ v1::GetStatsResponse Scheduler::GetStats() const {
       v1::ExecutorStats* s = stats.add_executors();
       s->set_executor(static_cast<v1::Executor>(i));
       s->set_enabled(executor != nullptr);
-      s->set_workers(executor != nullptr ? executor->capacity() : 0);
+      s->set_workers(executor != nullptr ? executor->workers() : 0);
       s->set_busy(lane.busy());
       s->set_queued(lane.queued() + lane.claimed());
       s->set_completed(lane.succeeded());

@@ -112,6 +112,9 @@ class JobExecutor {
   virtual v1::Executor kind() const = 0;
   // Slots: max jobs (or chunks) running at once.
   virtual int capacity() const = 0;
+  // The threads or processes it runs jobs on (GetStats' workers); less
+  // than capacity() where several jobs may be queued at one of them.
+  virtual int workers() const { return capacity(); }
   // Largest chunk StartChunk() takes; 1: no chunks.
   virtual int max_chunk() const { return 1; }
   // Starts `run` in a free slot without blocking. Precondition: fewer than

@@ -47,6 +47,12 @@ void PoolCore::MonitorLoop() {
       stop = monitor_stop_;
     }
     Deliver(reports, finished);
+    {
+      // The chunks the scheduler started from those reports, one write per
+      // worker.
+      absl::MutexLock lock(&mu_);
+      FlushLater();
+    }
     if (stop) return;
   }
 }

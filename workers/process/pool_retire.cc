@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <utility>
 
 #include "fmt/format.h"
@@ -66,8 +67,14 @@ void PoolCore::OnWorkerDied(Worker& w) {
 
 void PoolCore::OnCrashNotice(Worker& w, int sig) {
   if (!DrainRing(w)) return;  // What it finished before is not its fault.
+  // Its slot is refilled once the crash is counted, so that the jobs queued
+  // behind the one it ran do not go to the next worker if that quarantined
+  // their task.
+  hold_refill_ = true;
   KillWorker(w, v1::ERROR_REASON_UNSPECIFIED, "", "crashed", SIGKILL);
+  hold_refill_ = false;
   Bury(w, sig);  // The status it is about to have: killed by `sig`.
+  if (slots_[w.slot].worker == 0) Refill(w.slot);
 }
 
 void PoolCore::DetachWorker(Worker& w) {
@@ -91,7 +98,7 @@ void PoolCore::DetachWorker(Worker& w) {
     ++s.quick_deaths;
     s.respawn_at = absl::Now() + QuickDeathBackoff(s.quick_deaths);
   }
-  Refill(w.slot);
+  if (!hold_refill_) Refill(w.slot);
   if (w.orphaned && w.exited) Bury(w, -1);
 }
 
@@ -110,7 +117,7 @@ void PoolCore::Bury(Worker& w, int status) {
   if (w.blamed.has_value()) {
     const JobRun& run = w.blamed->run;
     if (w.blamed->cancelled) {
-      ReportFailure(w.slot, run, CancelOutcomeReason(run),
+      ReportFailure(w.slot, *w.blamed, CancelOutcomeReason(run),
                     absl::CancelledError(w.kill_message.empty()
                                              ? "stopped after cancellation"
                                              : w.kill_message));
@@ -125,12 +132,12 @@ void PoolCore::Bury(Worker& w, int status) {
                     "the worker process (pid {}) {} while running "
                     "the job; the other jobs were not affected",
                     w.pid, exit.how);
-      spdlog::warn("process pool: job {} ({}) in worker pid {}: {}",
-                   run.job_id, run.task->name, w.pid, message);
+      spdlog::warn("process pool: job {} ({}) in worker pid {}: {}", run.job_id,
+                   run.task->name, w.pid, message);
       if (quarantine_.CountKill(run.task->name)) {
         spdlog::error("process pool: {}", quarantine_.Message(run.task->name));
       }
-      ReportFailure(w.slot, run, reason,
+      ReportFailure(w.slot, *w.blamed, reason,
                     reason == v1::ERROR_REASON_OUT_OF_MEMORY
                         ? absl::ResourceExhaustedError(message)
                         : absl::InternalError(message));
@@ -143,19 +150,28 @@ void PoolCore::Bury(Worker& w, int status) {
   graves_.push_back(w.gen);
 }
 
-void PoolCore::ReportDone(int slot, const JobRun& run, JobOutcome outcome) {
-  Slot& s = slots_[slot];
-  outcome.frees_slot = --s.chunk_left == 0;
-  if (outcome.frees_slot) --busy_slots_;
-  reports_.push_back({.job_id = run.job_id, .outcome = std::move(outcome)});
+void PoolCore::ReportDone(int slot, const InFlight& f, JobOutcome outcome) {
+  auto left = chunk_left_.find(f.chunk);
+  if (left == chunk_left_.end()) {  // Reported twice: a broken invariant.
+    spdlog::critical("process pool: job {} of chunk {} reported twice",
+                     f.run.job_id, f.chunk);
+    std::abort();
+  }
+  outcome.frees_slot = --left->second == 0;
+  if (outcome.frees_slot) {
+    chunk_left_.erase(left);
+    --slots_[slot].chunks;
+    --busy_chunks_;
+  }
+  reports_.push_back({.job_id = f.run.job_id, .outcome = std::move(outcome)});
 }
 
-void PoolCore::ReportFailure(int slot, const JobRun& run,
+void PoolCore::ReportFailure(int slot, const InFlight& f,
                              v1::ErrorReason reason, absl::Status status) {
   JobOutcome outcome;
   outcome.status = std::move(status);
   outcome.reason = reason;
-  ReportDone(slot, run, std::move(outcome));
+  ReportDone(slot, f, std::move(outcome));
 }
 
 }  // namespace jobd

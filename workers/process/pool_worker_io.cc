@@ -15,7 +15,7 @@
 namespace jobd {
 
 void PoolCore::HandleWorkerSocket(Worker& w, uint32_t events) {
-  if (events & EPOLLOUT) Flush(w);
+  if (events & EPOLLOUT) FlushNow(w);
   if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))) return;
   for (int i = 0; i < 16 && w.state == WorkerState::kLive; ++i) {
     const ReadResult r = w.reader.ReadFrom(w.sock.get());
@@ -86,7 +86,9 @@ bool PoolCore::ProcessFrames(Worker& w) {
     } else {
       error = "empty message";
     }
-    ProtocolError(w, error);
+    // The results it committed before are not the bad frame's: with jobs
+    // queued behind the one it runs, they are in the ring still.
+    if (DrainRing(w)) ProtocolError(w, error);
     return false;
   }
 }
@@ -138,6 +140,10 @@ void PoolCore::OnDone(Worker& w, internal::JobDone& done) {
   ++w.jobs_done;
   s.quick_deaths = 0;
   JobOutcome outcome = OutcomeFromDone(done);
+  job_time_ = job_time_ == absl::InfiniteDuration()
+                  ? outcome.wall_time
+                  : (job_time_ * 7 + outcome.wall_time) / 8;
+  short_jobs_.store(job_time_ < kPipelineJobTime, std::memory_order_relaxed);
   quarantine_.CountEnd(f.run.task->name);
   if (outcome.reason == v1::ERROR_REASON_OUT_OF_MEMORY) {
     w.retire = "out_of_memory";  // Its heap may be in any state now.
@@ -145,36 +151,71 @@ void PoolCore::OnDone(Worker& w, internal::JobDone& done) {
              w.jobs_done >= options_.max_jobs_per_worker) {
     w.retire = "max_jobs_per_worker";
   }
-  ReportDone(w.slot, f.run, std::move(outcome));
+  ReportDone(w.slot, f, std::move(outcome));
   w.escalation = 0;
   w.escalate_at = absl::InfiniteFuture();
   if (!s.inflight.empty() && s.inflight.front().cancelled) ArmEscalation(w);
   MaybeRetire(w);
+  // Chunks held back by max_jobs_per_worker wait for the next worker.
 }
 
 void PoolCore::SendPending(int slot) {
   Slot& s = slots_[slot];
   Worker& w = *workers_.at(s.worker);
+  if (!w.retire.empty()) return;  // Its replacement takes them.
+  const uint64_t max_jobs = options_.max_jobs_per_worker;
+  uint64_t sent = w.jobs_done + s.inflight.size();
+  uint64_t last_chunk = s.inflight.empty() ? 0 : s.inflight.back().chunk;
   RunFrameWriter frames(w.out.data());
-  for (InFlight& f : s.pending) {
-    if (f.cancelled) {  // Cancelled in a worker that died: ended already.
-      ReportFailure(slot, f.run, CancelOutcomeReason(f.run),
+  while (!s.pending.empty()) {
+    InFlight& f = s.pending.front();
+    // A chunk is not split, but none begins past the recycle point.
+    if (max_jobs > 0 && sent >= max_jobs && f.chunk != last_chunk) break;
+    InFlight next = std::move(f);
+    s.pending.pop_front();
+    if (next.cancelled) {  // Cancelled in a worker that died: ended already.
+      ReportFailure(slot, next, CancelOutcomeReason(next.run),
                     absl::CancelledError("cancelled before it started"));
       continue;
     }
-    if (absl::Status added = frames.Add(f.run); !added.ok()) {
-      ReportFailure(slot, f.run, v1::ERROR_REASON_INVALID_INPUT,
+    if (quarantine_.Contains(next.run.task->name)) {  // Since it came.
+      ReportFailure(slot, next, v1::ERROR_REASON_QUARANTINED,
+                    absl::FailedPreconditionError(
+                        quarantine_.Message(next.run.task->name)));
+      continue;
+    }
+    if (absl::Status added = frames.Add(next.run); !added.ok()) {
+      ReportFailure(slot, next, v1::ERROR_REASON_INVALID_INPUT,
                     std::move(added));
       continue;
     }
-    s.inflight.push_back(std::move(f));
+    last_chunk = next.chunk;
+    ++sent;
+    s.inflight.push_back(std::move(next));
   }
-  s.pending.clear();
   frames.Finish();
   Flush(w);
 }
 
 void PoolCore::Flush(Worker& w) {
+  if (OnMonitorThread()) {  // The monitor writes once its reports are out.
+    if (!w.out.empty()) to_flush_.push_back(w.gen);
+    return;
+  }
+  FlushNow(w);
+}
+
+void PoolCore::FlushLater() {
+  for (uint64_t gen : to_flush_) {
+    if (Worker* w = FindWorker(gen);
+        w != nullptr && w->state == WorkerState::kLive) {
+      FlushNow(*w);
+    }
+  }
+  to_flush_.clear();
+}
+
+void PoolCore::FlushNow(Worker& w) {
   if (!w.sock.valid()) return;
   if (!w.out.FlushTo(w.sock.get()).ok()) {
     return;  // It is gone: epoll reports the hang-up to the monitor.

@@ -26,7 +26,9 @@ ProcessPoolExecutor::ProcessPoolExecutor(ProcessPoolOptions options,
 
 ProcessPoolExecutor::~ProcessPoolExecutor() = default;
 
-int ProcessPoolExecutor::capacity() const { return core_->options().workers; }
+int ProcessPoolExecutor::capacity() const { return core_->capacity(); }
+
+int ProcessPoolExecutor::workers() const { return core_->options().workers; }
 
 int ProcessPoolExecutor::max_chunk() const {
   return core_->options().max_chunk;
@@ -90,6 +92,13 @@ PoolCore::PoolCore(ProcessPoolOptions options, ForkServerProcess fork_server,
 
 PoolCore::~PoolCore() { Shutdown(absl::Now()); }
 
+int PoolCore::capacity() const {
+  const int depth = short_jobs_.load(std::memory_order_relaxed)
+                        ? std::max(1, options_.pipeline_depth)
+                        : 1;
+  return std::max(1, options_.workers) * depth;
+}
+
 Worker* PoolCore::FindWorker(uint64_t gen) {
   auto it = workers_.find(gen);
   return it == workers_.end() ? nullptr : it->second.get();
@@ -100,22 +109,26 @@ Worker* PoolCore::FindWorker(uint64_t gen) {
 void PoolCore::StartChunk(std::vector<JobRun> runs) {
   if (runs.empty()) return;
   absl::MutexLock lock(&mu_);
-  const int chosen = ChooseFreeSlot(slots_, options_.workers);
+  const int chosen = ChooseFreeSlot(slots_, options_.workers,
+                                    std::max(1, options_.pipeline_depth));
   if (chosen < 0) {  // The scheduler broke the capacity contract.
     spdlog::critical("process pool: StartChunk with every slot busy");
     std::abort();
   }
   Slot& s = slots_[chosen];
-  s.chunk_left = static_cast<int>(runs.size());
-  ++busy_slots_;
+  const uint64_t chunk = next_chunk_++;
+  chunk_left_[chunk] = static_cast<int>(runs.size());
+  ++s.chunks;
+  ++busy_chunks_;
   for (JobRun& run : runs) {
-    if (quarantine_.Contains(run.task->name)) {
+    InFlight f{.run = std::move(run), .chunk = chunk};
+    if (quarantine_.Contains(f.run.task->name)) {
       ReportFailure(
-          chosen, run, v1::ERROR_REASON_QUARANTINED,
-          absl::FailedPreconditionError(quarantine_.Message(run.task->name)));
+          chosen, f, v1::ERROR_REASON_QUARANTINED,
+          absl::FailedPreconditionError(quarantine_.Message(f.run.task->name)));
       continue;
     }
-    s.pending.push_back({.run = std::move(run)});
+    s.pending.push_back(std::move(f));
   }
   if (s.worker != 0) SendPending(chosen);
   // The monitor has reports to deliver or the RSS timer to arm; not needed
@@ -132,9 +145,9 @@ void PoolCore::Cancel(uint64_t job_id) {
     Slot& s = slots_[i];
     for (auto it = s.pending.begin(); it != s.pending.end(); ++it) {
       if (it->run.job_id != job_id) continue;
-      JobRun run = std::move(it->run);
+      InFlight f = std::move(*it);
       s.pending.erase(it);
-      ReportFailure(i, run, CancelOutcomeReason(run),
+      ReportFailure(i, f, CancelOutcomeReason(f.run),
                     absl::CancelledError("cancelled before it started"));
       loop_.Wake();
       return;
@@ -180,7 +193,7 @@ bool PoolCore::Shutdown(absl::Time deadline) {
     if (shut_down_) return true;
     shut_down_ = true;
     auto no_chunks = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return busy_slots_ == 0;
+      return busy_chunks_ == 0;
     };
     idle = mu_.AwaitWithDeadline(absl::Condition(&no_chunks), deadline);
     monitor_stop_ = true;
@@ -193,9 +206,9 @@ bool PoolCore::Shutdown(absl::Time deadline) {
     for (auto& [gen, w] : workers_) Bury(*w, -1);
     for (size_t i = 0; i < slots_.size(); ++i) {
       while (!slots_[i].pending.empty()) {
-        JobRun run = std::move(slots_[i].pending.front().run);
+        InFlight f = std::move(slots_[i].pending.front());
         slots_[i].pending.pop_front();
-        ReportFailure(i, run, v1::ERROR_REASON_SHUTDOWN,
+        ReportFailure(i, f, v1::ERROR_REASON_SHUTDOWN,
                       absl::UnavailableError("jobd shut down"));
       }
     }

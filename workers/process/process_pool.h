@@ -15,6 +15,21 @@
 // sent in one frame, its jobs run in order, and the slot is free again when
 // the last of them is reported (JobOutcome::frees_slot).
 //
+// Pipelining. While the recent jobs are short (under kPipelineJobTime on
+// average), a worker may hold up to `pipeline_depth` chunks: the one it runs
+// and frames queued behind it, so it goes from one tiny job to the next
+// without waiting for the daemon; capacity() is then workers ×
+// pipeline_depth. A chunk goes to the least loaded worker (a second one
+// only when every worker holds one). The worker rings the doorbell at the
+// end of each frame it ran while more are queued, so the daemon refills it
+// meanwhile; the frames the scheduler starts from one batch of results go
+// out in one write per worker. A job queued at a worker counts as started
+// (its run time and timeout count from then). Cancelling a queued job
+// withdraws it (the worker skips it) without touching the running one;
+// when a worker dies, the jobs queued behind the one it ran go to its
+// replacement; a worker is sent no chunk beyond max_jobs_per_worker nor
+// after it is marked to retire.
+//
 // Failure handling:
 //  * A worker that dies (signal, exit, OOM, corrupt frame, closed socket)
 //    fails only the job it was running, with the cause in the error; the
@@ -78,6 +93,7 @@ class ProcessPoolExecutor : public JobExecutor {
 
   v1::Executor kind() const override { return v1::EXECUTOR_PROCESS; }
   int capacity() const override;
+  int workers() const override;
   int max_chunk() const override;
   void Start(JobRun run) override;
   void StartChunk(std::vector<JobRun> runs) override;

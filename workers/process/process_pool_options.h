@@ -16,6 +16,11 @@
 
 namespace jobd {
 
+// Frames are queued at busy workers only while the pool's recent jobs
+// average less than this: above it the round trip the queue hides is small,
+// and a job queued behind a long one could wait while another worker idles.
+inline constexpr absl::Duration kPipelineJobTime = absl::Milliseconds(2);
+
 struct ProcessPoolOptions {
   int workers = 2;
   uint64_t max_jobs_per_worker = 0;  // 0: never recycle for job count.
@@ -32,6 +37,11 @@ struct ProcessPoolOptions {
   int spare_workers = 1;
   int quarantine_after = 3;  // Worker kills in a row; 0: never quarantine.
   int max_chunk = 1024;      // Largest chunk the scheduler may form.
+  // Chunks a worker may hold at once while the pool's jobs are short (the
+  // one it runs and those queued behind it), so that it never waits for the
+  // daemon between tiny jobs; 1: one at a time. Longer jobs go to a worker
+  // only when it is free (kPipelineJobTime).
+  int pipeline_depth = 4;
   absl::Duration rss_check_interval = absl::Milliseconds(100);
   // Liveness check of every worker and spare: a ping this often (zero: no
   // pings), and how long one may stay unanswered before the worker is

@@ -7,7 +7,7 @@
 // committed to the ring survives the worker's death, so when a job crashes
 // its worker, the daemon first collects every result committed before it and
 // blames exactly the job that was running. The worker tells the daemon to
-// look (a doorbell frame on its socket) when its chunk is done, when the
+// look (a doorbell frame on its socket) when it ran a frame's jobs, when the
 // ring fills up, and at most a millisecond after a result was committed;
 // tiny jobs thus share one wake-up of the daemon.
 //

@@ -103,8 +103,9 @@ class Worker {
         }
       }
       for (internal::RunJob& run : *message.mutable_run()) {
-        queue_.push_back(std::move(run));
+        queue_.push_back({.job = std::move(run)});
       }
+      if (message.run_size() > 0) queue_.back().ends_frame = true;
       if (!running_ && !queue_.empty()) {
         running_ = true;
         reading_ = false;  // The other thread reads from now on.
@@ -146,6 +147,7 @@ class Worker {
       auto token = std::make_shared<CancelToken>();
       bool cancelled = false;
       bool ring = false;
+      bool ends_frame = false;
       {
         absl::MutexLock lock(&mu_);
         if (committed) unannounced_ = true;
@@ -160,7 +162,8 @@ class Worker {
           unannounced_ = false;
           ring = true;  // Still the runner: nothing else writes the ring.
         } else {
-          job = std::move(queue_.front());
+          job = std::move(queue_.front().job);
+          ends_frame = queue_.front().ends_frame;
           queue_.pop_front();
           ring_.JobTaken();  // From here on it may have begun.
           cancelled = cancelled_.erase(job.job_id()) > 0;
@@ -173,6 +176,12 @@ class Worker {
         continue;
       }
       committed = Commit(Run(job, cancelled, token, &clock));
+      if (committed && ends_frame) {
+        // The end of a frame: the daemon takes these results and sends
+        // more while this thread runs what is queued (pipelining).
+        Write(doorbell_frame_);
+        committed = false;
+      }
     }
   }
 
@@ -297,7 +306,11 @@ class Worker {
   bool running_ ABSL_GUARDED_BY(mu_) = false;  // A thread runs the queue.
   // Results are in the ring that no doorbell announced yet.
   bool unannounced_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<internal::RunJob> queue_ ABSL_GUARDED_BY(mu_);
+  struct Queued {
+    internal::RunJob job;
+    bool ends_frame = false;  // The last job of the frame it came in.
+  };
+  std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<uint64_t> cancelled_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<CancelToken> current_ ABSL_GUARDED_BY(mu_);
   uint64_t current_id_ ABSL_GUARDED_BY(mu_) = 0;

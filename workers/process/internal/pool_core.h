@@ -31,6 +31,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -70,6 +71,9 @@ class PoolCore : private ForkServerRelay::Events {
   PoolCore& operator=(const PoolCore&) = delete;
 
   const ProcessPoolOptions& options() const { return options_; }
+  // Chunks the scheduler may hand it at once: a chunk per worker, times
+  // pipeline_depth while its recent jobs are short (kPipelineJobTime).
+  int capacity() const;
 
   // ---- the executor's calls (process_pool.cc) ----
   void StartChunk(std::vector<JobRun> runs) ABSL_LOCKS_EXCLUDED(mu_);
@@ -141,9 +145,16 @@ class PoolCore : private ForkServerRelay::Events {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnDone(Worker& w, internal::JobDone& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Sends the slot's pending jobs to its worker.
+  // Sends the slot's pending jobs to its worker: none to one that is to
+  // retire, and no chunk beyond max_jobs_per_worker (they wait for the
+  // next worker); quarantined tasks' jobs fail instead.
   void SendPending(int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes what `w`'s buffer holds; on the monitor thread, once its
+  // listener calls are made (FlushLater), so that the chunks the scheduler
+  // starts from one batch of reports share a write.
   void Flush(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FlushNow(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FlushLater() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // ---- workers leaving (pool_retire.cc) ----
   void MaybeRetire(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -165,9 +176,11 @@ class PoolCore : private ForkServerRelay::Events {
   // A gone worker's exit is known (status < 0: unknown): reports its
   // blamed job and forgets it.
   void Bury(Worker& w, int status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReportDone(int slot, const JobRun& run, JobOutcome outcome)
+  // The job `f` of `slot` ended; the last of its chunk frees a slot of the
+  // scheduler's (JobOutcome::frees_slot).
+  void ReportDone(int slot, const InFlight& f, JobOutcome outcome)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReportFailure(int slot, const JobRun& run, v1::ErrorReason reason,
+  void ReportFailure(int slot, const InFlight& f, v1::ErrorReason reason,
                      absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // ---- liveness, memory, escalation (pool_liveness.cc) ----
@@ -214,7 +227,17 @@ class PoolCore : private ForkServerRelay::Events {
   uint64_t spawned_ ABSL_GUARDED_BY(mu_) = 0;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;     // Shutdown() began.
   bool monitor_stop_ ABSL_GUARDED_BY(mu_) = false;  // No more spawns.
-  int busy_slots_ ABSL_GUARDED_BY(mu_) = 0;         // Slots with a chunk.
+  bool hold_refill_ ABSL_GUARDED_BY(mu_) = false;   // See OnCrashNotice.
+  int busy_chunks_ ABSL_GUARDED_BY(mu_) = 0;        // Chunks held.
+  // Jobs not yet reported per chunk held, by chunk number.
+  absl::flat_hash_map<uint64_t, int> chunk_left_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_chunk_ ABSL_GUARDED_BY(mu_) = 1;
+  // Average wall time of the recent jobs (weight 1/8 each), and whether it
+  // is under kPipelineJobTime (read by capacity() without the lock).
+  absl::Duration job_time_ ABSL_GUARDED_BY(mu_) = absl::InfiniteDuration();
+  std::atomic<bool> short_jobs_{false};
+  // Workers whose frames wait for the monitor's FlushLater, by gen.
+  std::vector<uint64_t> to_flush_ ABSL_GUARDED_BY(mu_);
 
   std::thread monitor_;  // Last: started after everything above exists.
 };

@@ -4,14 +4,15 @@
 
 namespace jobd {
 
-int ChooseFreeSlot(const std::vector<Slot>& slots, int workers) {
+int ChooseFreeSlot(const std::vector<Slot>& slots, int workers, int depth) {
   int chosen = -1;
   for (int i = 0; i < workers && i < static_cast<int>(slots.size()); ++i) {
-    if (slots[i].chunk_left != 0) continue;
-    if (chosen < 0) chosen = i;
-    if (slots[i].worker != 0) {  // Prefer a slot whose worker is up.
-      chosen = i;
-      break;
+    const Slot& s = slots[i];
+    if (s.chunks >= depth) continue;
+    if (chosen < 0 || s.chunks < slots[chosen].chunks ||
+        (s.chunks == slots[chosen].chunks && s.worker != 0 &&
+         slots[chosen].worker == 0)) {
+      chosen = i;  // Less loaded, or as loaded with its worker up.
     }
   }
   return chosen;

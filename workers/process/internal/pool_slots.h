@@ -2,7 +2,8 @@
 // bookkeeping of slots and worker processes, as plain data, and the small
 // rules that act on it alone.
 //
-// A Slot is a place for one chunk of jobs; the pool has `workers` job slots
+// A Slot is a place for up to pipeline_depth chunks of jobs, run in order
+// by its worker, which holds them queued; the pool has `workers` job slots
 // and `spare_workers` spare slots after them, whose workers wait idle until
 // a job slot loses its own (PoolCore::TakeSpare). A Worker is one worker
 // process, known by its generation number `gen` (unique per process; its
@@ -34,9 +35,10 @@
 
 namespace jobd {
 
-// A job of a slot's chunk.
+// A job of one of a slot's chunks.
 struct InFlight {
   JobRun run;
+  uint64_t chunk = 0;      // The chunk it came in (PoolCore::chunk_left_).
   bool cancelled = false;  // The scheduler asked to stop it.
 };
 
@@ -91,12 +93,14 @@ struct Slot {
   int quick_deaths = 0;           // Deaths before any finished job, in a row.
   std::deque<InFlight> inflight;  // Sent to the worker, not reported.
   std::deque<InFlight> pending;   // Waiting for a worker.
-  int chunk_left = 0;             // Jobs of its chunk not yet reported.
+  int chunks = 0;                 // Chunks it holds not fully reported.
 };
 
-// The job slot (among the first `workers`) a new chunk goes to: a free one
-// whose worker is up if any, else the first free one; -1 if all are busy.
-int ChooseFreeSlot(const std::vector<Slot>& slots, int workers);
+// The job slot (among the first `workers`) a new chunk goes to: the least
+// loaded one holding fewer than `depth` chunks, among equals one whose
+// worker is up, then the first; -1 if every one holds `depth` chunks. So a
+// worker is given a second chunk only when every worker holds one.
+int ChooseFreeSlot(const std::vector<Slot>& slots, int workers, int depth);
 
 // The jobs sent to a slot's worker and not begun go back to the front of
 // its pending queue, in order, for the next worker.
