@@ -83,6 +83,8 @@ class RedisConnectionTest : public ::testing::Test {
   }
 
   std::unique_ptr<RedisServer> redis_;
+  // Outlives the connections: their listener runs until they stopped.
+  StateLog log_;
   std::vector<std::shared_ptr<RedisConnection>> conns_;
   IoThread io_;  // Declared last: joined first in TearDown, then destroyed.
 };
@@ -180,7 +182,7 @@ TEST_F(RedisConnectionTest, FailsFastWhileRedisIsDown) {
 }
 
 TEST_F(RedisConnectionTest, ReconnectsAfterKillAndRestartOnTheSameSocket) {
-  StateLog log;
+  StateLog& log = log_;
   auto conn = Connect(Options(), &log);
   ASSERT_TRUE(log.WaitUps(1, absl::Seconds(10)));
   ASSERT_TRUE(Call(*conn, {"SET", "a", "1"}).ok());
@@ -218,7 +220,7 @@ TEST_F(RedisConnectionTest, ReconnectsAfterKillAndRestartOnTheSameSocket) {
 TEST_F(RedisConnectionTest, ReplyTimeoutDropsAStalledConnection) {
   RedisConnectionOptions o = Options();
   o.reply_timeout = absl::Milliseconds(300);
-  StateLog log;
+  StateLog& log = log_;
   auto conn = Connect(o, &log);
   ASSERT_TRUE(log.WaitUps(1, absl::Seconds(10)));
   ASSERT_EQ(kill(redis_->pid(), SIGSTOP), 0);
