@@ -23,6 +23,10 @@ packages=(
   libtomlplusplus-dev libcpp-httplib-dev
   # Python tasks: the workers embed CPython (workers/python/).
   libpython3.11-dev
+  # Cluster mode (server/cluster): hiredis's async API; the tests start
+  # their own redis-server (Unix socket in a temp dir; the package's system
+  # service is not used).
+  libhiredis-dev redis-server
   openssl systemd python3 tmux
   python3-grpcio python3-protobuf python3-pytest python3-venv
   # The oracle of the cron tests (tests/schedules/croniter_oracle.py) and

@@ -94,6 +94,49 @@ void PrintProcessPool(const v1::ProcessPoolStats& p) {
   PrintTable(rows);
 }
 
+// Cluster mode: this node, the timings, then one row per node.
+void PrintCluster(const v1::ClusterStats& c) {
+  auto dur = [](const google::protobuf::Duration& d) {
+    return absl::FormatDuration(jobd::client::FromProtoDuration(d));
+  };
+  const absl::Duration bound =
+      jobd::client::FromProtoDuration(c.node_ttl()) +
+      jobd::client::FromProtoDuration(c.reaper_period());
+  PrintTable({
+      {"cluster:",
+       fmt::format("node {} (epoch {}) on {}, redis {}; {} partitions",
+                   c.node_name(), c.node_epoch(), c.redis(),
+                   c.redis_connected() ? "connected" : "NOT CONNECTED",
+                   c.partitions())},
+      {"",
+       fmt::format("lease {} renewed every {}, reaper every {}: a dead node "
+                   "is seen within {}",
+                   dur(c.node_ttl()), dur(c.heartbeat()),
+                   dur(c.reaper_period()), absl::FormatDuration(bound))},
+      {"", fmt::format(
+               "lease losses {}, nodes found dead {}, redis "
+               "reconnects {}, registry read {}",
+               c.lease_losses(), c.nodes_declared_dead(), c.redis_reconnects(),
+               c.has_last_reap() ? FormatTime(c.last_reap()) : "never")},
+  });
+  if (c.nodes_size() == 0) return;
+  fmt::print("\n");
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"NODE", "STATE", "EPOCH", "LEASE LEFT / DEAD SINCE"});
+  for (const v1::ClusterNode& n : c.nodes()) {
+    rows.push_back(
+        {n.self() ? n.name() + " *" : n.name(), n.alive() ? "alive" : "dead",
+         std::to_string(n.epoch()),
+         n.alive() ? (n.has_lease_left()
+                          ? absl::FormatDuration(absl::Trunc(
+                                jobd::client::FromProtoDuration(n.lease_left()),
+                                absl::Milliseconds(100)))
+                          : "no expiry")
+                   : FormatTime(n.dead_since())});
+  }
+  PrintTable(rows);
+}
+
 int RunStats(const Globals& g) {
   std::unique_ptr<Client> client;
   if (const int code = Connect(g, &client); code != kExitOk) return code;
@@ -135,6 +178,7 @@ int RunStats(const Globals& g) {
                              c.pending(), c.delivered(), c.failed(),
                              c.dropped(), c.attempts())}});
   }
+  if (s.has_cluster()) PrintCluster(s.cluster());
   if (s.keys_size() > 0) {
     uint64_t running = 0, parked = 0;
     for (const v1::KeyLimit& k : s.keys()) {

@@ -20,6 +20,7 @@
 #include "jobd/v1/default_address.h"
 #include "server/config/callback_config.h"
 #include "server/config/caller_weights.h"
+#include "server/config/cluster_config.h"
 #include "server/config/duration_flag.h"
 #include "server/config/retry_options.h"
 #include "server/config/toml_config.h"
@@ -530,6 +531,8 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "first run (over --retry-attempts); repeatable")
       ->capture_default_str();
   CallbackFlags callback_flags;
+  ClusterFlags cluster_flags;
+  AddClusterFlags(app, c.cluster, cluster_flags);
   AddCallbackFlags(app, c.callbacks, c.service.spec.callback_allowed_prefixes,
                    c.callback_secret_file, callback_flags);
   app.add_option("--max-queued", c.scheduler.max_queued,
@@ -787,6 +790,9 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       return absl::InvalidArgumentError(fmt::format(
           "--exec-env-allow: '{}' {}", ClipUtf8(name, 128), problem));
     }
+  }
+  if (absl::Status s = FinishClusterConfig(cluster_flags, c.cluster); !s.ok()) {
+    return s;
   }
   if (absl::Status cb = FinishCallbackConfig(
           callback_flags, c.service.spec.callback_allowed_prefixes,

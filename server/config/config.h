@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/callbacks/dispatcher.h"
+#include "server/cluster/cluster_options.h"
 #include "server/frontend/auth.h"
 #include "server/frontend/listener.h"
 #include "server/frontend/service_limits.h"
@@ -52,6 +53,8 @@ struct DaemonConfig {
   // secret read from callback_secret_file (never logged).
   callbacks::CallbackOptions callbacks;
   std::string callback_secret_file;
+  // Cluster mode (server/cluster); off unless cluster.url is set.
+  cluster::ClusterOptions cluster;
   ConnectionOptions connections;
   absl::Duration shutdown_grace = absl::Seconds(10);
   // Where the journal (jobd.db) lives; see DefaultStateDirectory().

@@ -18,6 +18,7 @@
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
 #include "server/callbacks/dispatcher.h"
+#include "server/cluster/cluster_node.h"
 #include "server/daemon/daemon_files.h"
 #include "server/daemon/leftovers.h"
 #include "server/daemon/systemd.h"
@@ -456,6 +457,16 @@ absl::Status Daemon::Serve() {
   }
   schedules_->Start();
   service_->SetSchedules(schedules_.get());
+  // Cluster mode: its own thread and Redis connections; Redis may be down
+  // now (the node keeps trying). Nothing of it exists without --cluster.
+  if (config.cluster.enabled()) {
+    cluster_ = std::make_unique<cluster::ClusterNode>(config.cluster);
+    cluster_->Start();
+    service_->SetStatsExtension(
+        [node = cluster_.get()](v1::GetStatsResponse& stats) {
+          node->AddStats(stats);
+        });
+  }
   // grpc.health.v1 (SERVING until the drain) and server reflection, so that
   // grpcurl and load balancers can find their way. Both are process-wide
   // switches, set for every server built from now on.
@@ -717,6 +728,8 @@ DaemonStopped Daemon::Stop() {
   }
   // Pending callbacks stay in the journal for the next start.
   if (callbacks_ != nullptr) callbacks_->Stop();
+  // Its lease is left to expire: the other nodes see it gone.
+  if (cluster_ != nullptr) cluster_->Stop();
   // Our socket, but not one a newer jobd has bound at the same path.
   RemoveSocketIfSame(unix_socket_, socket_inode_);
   result.listener_dead = listener_dead_;

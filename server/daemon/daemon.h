@@ -80,6 +80,9 @@ class Journal;
 namespace callbacks {
 class CallbackDispatcher;
 }  // namespace callbacks
+namespace cluster {
+class ClusterNode;
+}  // namespace cluster
 class JobServiceImpl;
 class Listener;
 class MetricsServer;
@@ -209,6 +212,9 @@ class Daemon {
   // Per-RPC counters (the frontend writes, the metrics endpoint reads);
   // null without --http-listen.
   std::unique_ptr<RpcStats> rpc_stats_;
+  // Cluster mode (--cluster); null without it. Before the service, whose
+  // GetStats reads it.
+  std::unique_ptr<cluster::ClusterNode> cluster_;
   std::unique_ptr<JobServiceImpl> service_;
   // The journal's schedules, until the runner takes them (Serve).
   std::vector<std::pair<std::string, std::string>> recovered_schedules_;

@@ -249,6 +249,17 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
           absl::FormatDuration(current.journal_outage_grace),
           absl::FormatDuration(fresh.journal_outage_grace), later);
   d.Check("testing-tasks", current.testing_tasks, fresh.testing_tasks, later);
+  const cluster::ClusterOptions& kc = current.cluster;
+  const cluster::ClusterOptions& kn = fresh.cluster;
+  d.Check("cluster", kc.url, kn.url, later);
+  d.Check("node-name", kc.node_name, kn.node_name, later);
+  d.Check("cluster-partitions", kc.partitions, kn.partitions, later);
+  d.Check("cluster-heartbeat", absl::FormatDuration(kc.heartbeat),
+          absl::FormatDuration(kn.heartbeat), later);
+  d.Check("cluster-node-ttl", absl::FormatDuration(kc.node_ttl),
+          absl::FormatDuration(kn.node_ttl), later);
+  d.Check("cluster-reaper-period", absl::FormatDuration(kc.reaper_period),
+          absl::FormatDuration(kn.reaper_period), later);
   d.Check("plugin", absl::StrJoin(current.plugins, ","),
           absl::StrJoin(fresh.plugins, ","), later);
   d.Check("python-tasks", absl::StrJoin(current.python_tasks.modules, ","),

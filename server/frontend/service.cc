@@ -307,6 +307,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetStats(
   if (!caller.ok()) return Reply(context, caller.status());
   *response = scheduler_.GetStats();
   if (schedules_ != nullptr) schedules_->AddStats(*response);
+  if (stats_extension_) stats_extension_(*response);
   response->set_version(version_);
   ToProto(limits(), response->mutable_limits());
   return Reply(context, absl::OkStatus());

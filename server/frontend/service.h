@@ -122,6 +122,13 @@ class JobServiceImpl final : public JobServiceBase {
       grpc::CallbackServerContext* context,
       const v1::StreamJobOutputRequest* request) override;
 
+  // Adds what a component the frontend does not know has to GetStats (the
+  // daemon's cluster node: GetStatsResponse.cluster). Before the server
+  // starts; run on gRPC's threads, so it must not block.
+  void SetStatsExtension(std::function<void(v1::GetStatsResponse&)> extra) {
+    stats_extension_ = std::move(extra);
+  }
+
   // Periodic schedules (schedule_service.cc): FAILED_PRECONDITION until
   // SetSchedules.
   void SetSchedules(schedules::ScheduleRunner* schedules) {
@@ -206,8 +213,9 @@ class JobServiceImpl final : public JobServiceBase {
   mutable absl::Mutex limits_mu_;
   ServiceLimits limits_ ABSL_GUARDED_BY(limits_mu_);
   const std::string version_;
-  std::function<std::string(std::string_view)> peer_names_;  // Set first.
-  schedules::ScheduleRunner* schedules_ = nullptr;           // Set first.
+  std::function<std::string(std::string_view)> peer_names_;     // Set first.
+  schedules::ScheduleRunner* schedules_ = nullptr;              // Set first.
+  std::function<void(v1::GetStatsResponse&)> stats_extension_;  // Set first.
   const std::shared_ptr<StreamBuffers> buffers_ =
       std::make_shared<StreamBuffers>();
 

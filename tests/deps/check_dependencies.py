@@ -36,6 +36,10 @@ room B when a file of A includes a header of B. The rules (DESIGN.md):
     frontend, config or daemon: the scheduler hands them its terminal
     events through an interface of server/jobs (CallbackHook), so the
     scheduler never includes them either;
+  * cluster mode (server/cluster: the Redis connection, membership,
+    leases) knows no gRPC and neither the frontend, config nor daemon:
+    the daemon builds it and hands its stats to GetStats; of the server,
+    only config and the daemon include it;
   * no circle between rooms.
 
 Usage: check_dependencies.py [ROOT]      check the tree at ROOT (default: .)
@@ -135,6 +139,13 @@ def forbidden(room, include):
             "server/scheduler", "server/frontend", "server/config",
             "server/daemon")):
         return "callbacks see jobs only through the scheduler's CallbackHook"
+    if room == "server/cluster" and (grpc or target in (
+            "server/frontend", "server/config", "server/daemon",
+            "server/metrics", "server/dashboard")):
+        return "cluster mode knows no RPC edge: the daemon builds it"
+    if (target == "server/cluster" and room != "server/cluster" and
+            room not in ("server/config", "server/daemon")):
+        return "of the server, only config and the daemon use cluster mode"
     if room == "server/scheduler" and target == "server/callbacks":
         return "the scheduler knows callbacks only as a CallbackHook"
     if top == "server" and target_top == "client":
@@ -262,6 +273,7 @@ def self_test():
         "server/schedules/runner.cc":
             '#include "server/scheduler/scheduler.h"\n',
         "server/callbacks/dispatcher.cc": '#include "workers/sdk/task.h"\n',
+        "server/cluster/membership.cc": '#include "workers/sdk/utf8.h"\n',
     }
     planted = {
         "a worker including gRPC": ("workers/sdk/task.cc", '#include "grpcpp/grpcpp.h"\n'),
@@ -314,6 +326,14 @@ def self_test():
         "schedules including the frontend": (
             "server/schedules/runner.cc",
             '#include "server/frontend/service.h"\n'),
+        "cluster mode including gRPC": (
+            "server/cluster/membership.cc", '#include "grpcpp/grpcpp.h"\n'),
+        "cluster mode including the frontend": (
+            "server/cluster/membership.cc",
+            '#include "server/frontend/service.h"\n'),
+        "the scheduler including cluster mode": (
+            "server/scheduler/scheduler.cc",
+            '#include "server/cluster/membership.h"\n'),
         "schedules including gRPC": (
             "server/schedules/runner.cc", '#include "grpcpp/grpcpp.h"\n'),
         "the scheduler including schedules": (

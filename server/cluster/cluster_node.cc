@@ -1,0 +1,131 @@
+#include "server/cluster/cluster_node.h"
+
+#include <pthread.h>
+
+#include <utility>
+
+#include "google/protobuf/util/time_util.h"
+#include "jobd/v1/jobd.pb.h"
+#include "spdlog/spdlog.h"
+#include "workers/sdk/utf8.h"
+
+namespace jobd::cluster {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+RedisConnectionOptions ConnectionOptions(const ClusterOptions& o,
+                                         const char* name) {
+  RedisConnectionOptions c;
+  c.endpoint = o.redis;
+  c.name = name;
+  // A lost connection is retried well within a lease, so that a short
+  // outage costs no lease.
+  c.first_backoff = absl::Milliseconds(50);
+  c.max_backoff = std::max(absl::Milliseconds(100), o.heartbeat);
+  c.reply_timeout = std::max(absl::Seconds(1), o.node_ttl);
+  return c;
+}
+
+google::protobuf::Duration ToProtoDuration(absl::Duration d) {
+  return TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
+}
+
+google::protobuf::Timestamp ToProtoTime(absl::Time t) {
+  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
+}
+
+}  // namespace
+
+ClusterNode::ClusterNode(ClusterOptions options)
+    : options_(std::move(options)), guard_(io_.get_executor()) {
+  commands_ =
+      RedisConnection::Create(io_, ConnectionOptions(options_, "commands"));
+  blocking_ =
+      RedisConnection::Create(io_, ConnectionOptions(options_, "blocking"));
+  membership_ = Membership::Create(io_, commands_, options_);
+  // On the io thread; the membership outlives the connection's use of it
+  // (Stop clears the listener).
+  commands_->SetStateListener(
+      [m = membership_](bool up) { m->OnConnectionState(up); });
+}
+
+ClusterNode::~ClusterNode() { Stop(); }
+
+void ClusterNode::Start() {
+  if (started_) return;
+  started_ = true;
+  spdlog::info(
+      "cluster: node '{}' on {} ({} partitions; heartbeat {}, lease {}, "
+      "reaper every {}: a dead node is seen within {})",
+      options_.node_name, options_.redis.ToString(), options_.partitions,
+      absl::FormatDuration(options_.heartbeat),
+      absl::FormatDuration(options_.node_ttl),
+      absl::FormatDuration(options_.reaper_period),
+      absl::FormatDuration(options_.detection_bound()));
+  commands_->Start();
+  blocking_->Start();
+  membership_->Start();
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "jobd-cluster");
+    // Handlers catch nothing of ours; a library exception is a bug, but it
+    // must not take the daemon down silently.
+    for (int i = 0; i < 1000; ++i) {
+      try {
+        io_.run();
+        return;
+      } catch (const std::exception& e) {
+        spdlog::error("cluster: the io thread caught: {}", e.what());
+      }
+    }
+  });
+}
+
+void ClusterNode::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  membership_->Stop();
+  commands_->Stop();
+  blocking_->Stop();
+  guard_.reset();
+  if (thread_.joinable()) {
+    thread_.join();
+  } else {
+    io_.run();  // Never started: run what Stop posted.
+  }
+}
+
+void ClusterNode::AddStats(v1::GetStatsResponse& stats) const {
+  const MembershipSnapshot s = membership_->Snapshot();
+  v1::ClusterStats& c = *stats.mutable_cluster();
+  c.set_node_name(options_.node_name);
+  c.set_node_epoch(s.epoch);
+  c.set_redis(options_.redis.ToString());
+  c.set_redis_connected(commands_->connected());
+  c.set_partitions(static_cast<uint32_t>(options_.partitions));
+  *c.mutable_heartbeat() = ToProtoDuration(options_.heartbeat);
+  *c.mutable_node_ttl() = ToProtoDuration(options_.node_ttl);
+  *c.mutable_reaper_period() = ToProtoDuration(options_.reaper_period);
+  c.set_lease_losses(s.lease_losses);
+  c.set_nodes_declared_dead(s.nodes_declared_dead);
+  c.set_redis_reconnects(s.redis_reconnects);
+  if (s.last_reap != absl::InfinitePast()) {
+    *c.mutable_last_reap() = ToProtoTime(s.last_reap);
+  }
+  for (const NodeView& n : s.nodes) {
+    v1::ClusterNode& out = *c.add_nodes();
+    out.set_name(ClipUtf8(n.name, 128));  // From Redis: made valid.
+    out.set_epoch(n.epoch);
+    out.set_alive(n.alive);
+    out.set_self(n.self);
+    if (n.alive) {
+      if (n.lease_left != absl::InfiniteDuration()) {
+        *out.mutable_lease_left() = ToProtoDuration(n.lease_left);
+      }
+    } else {
+      *out.mutable_dead_since() = ToProtoTime(n.dead_since);
+    }
+  }
+}
+
+}  // namespace jobd::cluster

@@ -1,0 +1,91 @@
+// WorkStream: the Redis side of work sharing, first form (not yet used by
+// the scheduler; docs/SCALE-OUT.md, "Work sharing: the plan"). One stream
+// per partition, {jobd:pN}:jobs, with one consumer group ("jobd") for the
+// cluster; results go to {jobd:pN}:results. A consumer is a node's
+// incarnation, "<node-name>:<epoch>".
+//
+// Fencing: XACK takes no consumer, so a node that lost an entry (reclaimed
+// by another after it was found dead) could still acknowledge it. Complete
+// and Renew therefore run as scripts that first check, atomically, that
+// the entry is pending under the caller's consumer (XPENDING); only then
+// do they acknowledge it and append the result (Complete), or reset its
+// idle time (Renew: XCLAIM ... JUSTID by its owner, which keeps the
+// delivery count). A reclaim (XAUTOCLAIM to the reclaiming consumer) moves
+// the entry, and with it the right to complete it. Each script touches one
+// partition's keys only (one slot on Redis Cluster).
+//
+// Nothing here trims the job streams: Redis 7.0's MAXLEN/MINID would drop
+// entries still pending.
+//
+// Thread-safety: every method may be called from any thread; callbacks run
+// on the connections' io thread. Ownership: shares the connections.
+#ifndef JOBD_SERVER_CLUSTER_WORK_STREAM_H_
+#define JOBD_SERVER_CLUSTER_WORK_STREAM_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/cluster/redis_connection.h"
+
+namespace jobd::cluster {
+
+struct StreamEntry {
+  std::string id;       // The stream entry's id.
+  std::string payload;  // Its "job" field.
+};
+
+// What a fenced step found.
+enum class Fence {
+  kDone,            // The caller owned the entry: done.
+  kNotPending,      // Not pending (acknowledged already, or unknown).
+  kOwnedByAnother,  // Pending under another consumer (reclaimed).
+};
+
+class WorkStream {
+ public:
+  static constexpr char kGroup[] = "jobd";
+
+  template <typename T>
+  using Done = absl::AnyInvocable<void(absl::StatusOr<T>)>;
+
+  // `blocking`: the connection for Take's blocking reads.
+  WorkStream(std::shared_ptr<RedisConnection> commands,
+             std::shared_ptr<RedisConnection> blocking);
+
+  static std::string JobsKey(int partition);
+  static std::string ResultsKey(int partition);
+  static std::string Consumer(std::string_view node, uint64_t epoch);
+
+  // Creates the partition's stream and group if missing (an existing group
+  // is fine).
+  void EnsureGroup(int partition, Done<bool> done);
+  // Appends one entry; its id.
+  void Publish(int partition, std::string payload, Done<std::string> done);
+  // Up to `count` entries never delivered, waiting up to `block` for them
+  // (on the blocking connection); they become pending under `consumer`.
+  void Take(int partition, std::string consumer, int count,
+            absl::Duration block, Done<std::vector<StreamEntry>> done);
+  // Entries pending longer than `min_idle` under any consumer, moved to
+  // `consumer` (XAUTOCLAIM from the start, at most `count`).
+  void Reclaim(int partition, std::string consumer, absl::Duration min_idle,
+               int count, Done<std::vector<StreamEntry>> done);
+  // Resets the idle time of an entry the caller owns.
+  void Renew(int partition, std::string consumer, std::string id,
+             Done<Fence> done);
+  // Acknowledges an entry the caller owns and appends `result` to the
+  // partition's results stream, atomically.
+  void Complete(int partition, std::string consumer, std::string id,
+                std::string result, Done<Fence> done);
+
+ private:
+  const std::shared_ptr<RedisConnection> commands_;
+  const std::shared_ptr<RedisConnection> blocking_;
+};
+
+}  // namespace jobd::cluster
+
+#endif  // JOBD_SERVER_CLUSTER_WORK_STREAM_H_
