@@ -38,6 +38,9 @@ _EXACT = float(2 ** 53)
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False,
                           check_circular=False).encode
 _CALLS_TAG = b"\x82\x05"  # JobSpec.calls = 80, length-delimited.
+# Chunks per Submit message: the first ones reach the workers while the
+# next are being encoded (and a message stays a few hundred KB at most).
+_CHUNKS_PER_MESSAGE = 16
 
 
 class MapStream:
@@ -156,7 +159,7 @@ class MapStream:
                 if self._closed:
                     return
                 room = min((self._window - self._in_flight) // chunk,
-                           self._max_batch)
+                           self._max_batch, _CHUNKS_PER_MESSAGE)
             parts, sizes, nbytes = [], [], 0
             stop = False
             while len(parts) < room and nbytes < self._max_bytes:

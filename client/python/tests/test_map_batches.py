@@ -4,6 +4,8 @@ worker, its results unpacked in order, a failed call raised at its place.
 A real jobd runs the tasks of task_modules/jobd_test_tasks.py.
 """
 
+import json
+
 import pytest
 
 import jobd
@@ -55,8 +57,10 @@ def test_order_is_kept_across_chunks_and_each_chunk_is_one_job(ex):
 
 
 def test_a_small_window_still_reads_whole_chunks(ex):
+    before, _ = process_jobs(ex)
     got = list(ex.map(ADD, range(300), chunksize=50, window=10, timeout=T))
     assert got == [i + 2 for i in range(300)]
+    assert process_jobs(ex)[0] - before == 6
 
 
 def test_an_exception_in_call_k_surfaces_at_element_k(ex):
@@ -75,7 +79,14 @@ def test_an_exception_in_call_k_surfaces_at_element_k(ex):
     assert tb.startswith("Traceback (most recent call last):")
     assert "jobd_test_tasks.py" in tb and "raise ValueError" in tb
     assert "<jobd batch>" not in tb  # starts in the task
-    assert err.job_id
+    # One job ran calls 32..47: it succeeded, its call 37 (index 5) failed.
+    job = ex.stub.GetJob(pb.GetJobRequest(job_id=err.job_id), timeout=T)
+    assert job.state == pb.JOB_STATE_SUCCEEDED
+    assert json.loads(job.spec.calls) == [[i] for i in range(32, 48)]
+    assert json.loads(job.result.batch.results) == [
+        None if i == 37 else i for i in range(32, 48)]
+    [call] = job.result.batch.call_errors
+    assert (call.index, call.type) == (5, "ValueError")
 
 
 def test_a_result_that_is_not_json_fails_that_call_only(ex):
@@ -89,9 +100,11 @@ def test_a_result_that_is_not_json_fails_that_call_only(ex):
 
 
 def test_type_hints_apply_to_each_call(ex):
+    before, _ = process_jobs(ex)
     got = list(ex.map("jobd_test_tasks.kinds", [1, 2.5], [3, 4.0],
                       chunksize=2, timeout=T))
     assert got == [["float", "int", "NoneType"], ["float", "int", "NoneType"]]
+    assert process_jobs(ex)[0] - before == 1
 
 
 def test_bad_arguments_are_refused_naming_call_and_field_before_any_run(ex):
