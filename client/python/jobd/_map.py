@@ -163,6 +163,7 @@ class MapStream:
             parts, sizes, nbytes = [], [], 0
             stop = False
             while len(parts) < room and nbytes < self._max_bytes:
+                calls = None  # stays None if the iterable raises
                 try:
                     calls = list(itertools.islice(inputs, chunk))
                     body = _dumps(calls).encode()
@@ -194,8 +195,8 @@ class MapStream:
     def _bad_input(self, calls, error):
         # The calls before the one that cannot be JSON still go (as a
         # shorter chunk); that one is raised after their results.
-        if not isinstance(calls, list):  # The iterable itself raised.
-            calls = []
+        if calls is None:  # The iterable raised: the chunk's inputs read
+            calls = []      # before it are dropped with it.
             bad = error
         else:
             k = 0
@@ -207,6 +208,8 @@ class MapStream:
             bad = JobRejected("spec.calls[%d] (input %d): %s" % (
                 k, self._sent + k, error), task=self._task)
             calls = calls[:k]
+        if isinstance(bad, TypeError):
+            bad = JobRejected(str(bad), task=self._task)
         with self._cv:
             self._input_error = bad
         return calls, _dumps(calls).encode()

@@ -177,3 +177,14 @@ def test_chunksize_1_and_cpp_tasks_keep_one_job_per_input(ex):
     got = list(ex.options(kind="cpu").map("echo", range(40), chunksize=16,
                                           timeout=T))
     assert got == list(range(40))
+
+
+def test_an_iterable_that_raises_ends_the_map_after_the_chunks_before(ex):
+    def inputs():
+        yield from range(10)
+        raise KeyError("no more")
+
+    it = ex.map(ADD, inputs(), chunksize=4, timeout=T)
+    assert [next(it) for _ in range(8)] == [i + 2 for i in range(8)]
+    with pytest.raises(KeyError):
+        next(it)
