@@ -366,18 +366,14 @@ _MAX_TEXT = 4096
 _MAX_TRACEBACK = 16384
 
 def _error(i, e, errors):
-    t = type(e)
+    t, text, tb = type(e), "", ""
     try:
         text = str(e)
-    except BaseException:
-        text = ""
-    message = t.__qualname__ + (": " + text if text else "")
-    tb = ""
-    if len(errors) < _TRACEBACKS:
-        try:
+        if len(errors) < _TRACEBACKS:
             tb = "".join(traceback.format_exception(t, e, e.__traceback__))
-        except BaseException:
-            tb = ""
+    except BaseException:
+        pass
+    message = t.__qualname__ + (": " + text if text else "")
     errors.append((i, t.__qualname__, message[:_MAX_TEXT],
                    tb[-_MAX_TRACEBACK:]))
 
@@ -441,23 +437,14 @@ PyObject* BatchRunner() {
   return run;
 }
 
-// A tuple of the indexes of `params` of `type`.
+// A list of the indexes of `params` of `type`.
 PyObject* IndexesOf(const std::vector<TaskParam>& params, ParamType type) {
-  std::vector<long> indexes;
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (params[i].type == type) indexes.push_back(static_cast<long>(i));
+  Ref list(PyList_New(0));
+  for (size_t i = 0; list && i < params.size(); ++i) {
+    Ref n(params[i].type == type ? PyLong_FromSize_t(i) : nullptr);
+    if (n && PyList_Append(list.get(), n.get()) != 0) return nullptr;
   }
-  PyObject* t = PyTuple_New(static_cast<Py_ssize_t>(indexes.size()));
-  if (t == nullptr) return nullptr;
-  for (size_t i = 0; i < indexes.size(); ++i) {
-    PyObject* n = PyLong_FromLong(indexes[i]);
-    if (n == nullptr) {
-      Py_DECREF(t);
-      return nullptr;
-    }
-    PyTuple_SET_ITEM(t, static_cast<Py_ssize_t>(i), n);
-  }
-  return t;
+  return list.release();
 }
 
 }  // namespace
