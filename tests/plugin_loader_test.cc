@@ -176,8 +176,8 @@ TEST_F(PluginLoaderTest, OtherAbiIsRefusedNamingBothVersions) {
   const std::string why = Refusal(TestPlugin("bad_abi"));
   EXPECT_THAT(
       why,
-      AllOf(HasSubstr("built for SDK 99.1"), HasSubstr("protobuf 3.0.0"),
-            HasSubstr("this jobd is SDK 1.1"), HasSubstr("protobuf 3.21.12"),
+      AllOf(HasSubstr("built for SDK 99.2"), HasSubstr("protobuf 3.0.0"),
+            HasSubstr("this jobd is SDK 1.2"), HasSubstr("protobuf 3.21.12"),
             HasSubstr("SDK major version, protobuf")));
   // Refused before its code ran: it registered nothing.
   EXPECT_EQ(registry_.Find("badplugin.abi"), nullptr);

@@ -347,7 +347,9 @@ absl::StatusOr<std::string> Dashboard::JobJson(uint64_t id,
     job.mutable_spec()->clear_payload();
     job.mutable_spec()->clear_args();
     job.mutable_spec()->clear_kwargs();
+    job.mutable_spec()->clear_calls();
     job.mutable_result()->clear_value();
+    job.mutable_result()->clear_batch();
     job.mutable_result()->clear_payload();
     truncated = true;
   }

@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "server/callbacks/callback_url.h"
 #include "server/jobs/dependency_results.h"
+#include "server/frontend/call_batch.h"
 #include "server/jobs/proto_time.h"
 #include "server/scheduler/key_limits.h"
 #include "spdlog/fmt/fmt.h"
@@ -361,13 +362,43 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
         "(max-args-bytes); send bulk data as the payload",
         args_bytes, limits.max_args_bytes));
   }
+  if (!spec.calls().empty()) {
+    if (!task->takes_calls) {
+      return absl::InvalidArgumentError(fmt::format(
+          "spec.calls: task '{}' does not take batches (only tasks whose "
+          "TaskInfo.takes_calls is set do: Python tasks)",
+          task->name));
+    }
+    if (spec.args_size() > 0 || spec.kwargs().fields_size() > 0) {
+      return absl::InvalidArgumentError(
+          "spec.calls: set with spec.args or spec.kwargs; a batch's "
+          "arguments are in its calls only");
+    }
+    if (spec.dependency_results()) {
+      return absl::InvalidArgumentError(
+          "spec.calls: set with spec.dependency_results; a batch takes no "
+          "results of other jobs");
+    }
+    if (spec.calls().size() > limits.max_args_bytes) {
+      return absl::InvalidArgumentError(fmt::format(
+          "spec.calls: {} bytes, more than the limit of {} (max-args-bytes); "
+          "send fewer calls per batch (a smaller chunksize)",
+          spec.calls().size(), limits.max_args_bytes));
+    }
+    size_t calls = 0;
+    if (absl::Status s = CheckBatchCalls(spec.calls(), *task,
+                                         limits.max_value_depth, &calls);
+        !s.ok()) {
+      return s;
+    }
+  }
   // From here the spec is shared and immutable: the job record (GetJob),
   // the journal and the bound arguments (the executor) point into the same
   // one, kept without its task name (the TaskDef has it: stored_spec.h).
   StoredSpec stored(std::move(spec), *task);
   absl::StatusOr<TaskArgs> bound = BindSpec(*task, stored.body());
   if (!bound.ok()) return bound.status();
-  if (task->validate) {
+  if (task->validate && stored.body()->calls().empty()) {
     absl::Status s = task->validate(*bound);
     if (!s.ok()) {
       return absl::Status(s.code(), fmt::format("spec ({}): {}", task->name,

@@ -103,7 +103,7 @@ struct JobRecord {
   // WAITING to retry after a timeout: its stopped run has not returned;
   // it joins the Waiting set when it does (never two runs at once).
   bool run_returning = false;
-  bool parked = false;    // QUEUED, held back by its key (KeyLimits).
+  bool parked = false;  // QUEUED, held back by its key (KeyLimits).
   absl::InlinedVector<Sub, 1> subscribers;  // Cleared when it ends.
 };
 
@@ -124,9 +124,13 @@ inline uint64_t SpecBytes(const v1::JobSpec& spec) {
 // What an end's result or error adds to the byte budgets (JobEnd::bytes).
 uint32_t EndBytes(const JobEnd& end);
 
-// Bytes of a result as it travels (value and payload, with their tags).
+// Bytes of a result as it travels (value and payload, with their tags;
+// `batch_bytes`: a batch's results and call errors).
 size_t ResultBytes(const google::protobuf::Value& value,
-                   const std::string& payload);
+                   const std::string& payload, size_t batch_bytes = 0);
+// What a batch's results and call errors add to a result.
+size_t BatchBytes(const std::string& results,
+                  const std::vector<v1::CallError>& call_errors);
 // Whether a result of `result_bytes` fits one message of
 // `max_message_bytes` (0: no limit) with `job`'s spec; sets *spec_bytes
 // to the spec's size when it measured it.

@@ -45,7 +45,8 @@ Restorer::Revived Restorer::Revive(JournalRow& row, const std::string* owner,
              job->end->state == v1::JOB_STATE_SUCCEEDED) {
     // Kept by an older jobd: a result that no reader could receive.
     const v1::JobResult& r = job->end->result();
-    const size_t bytes = ResultBytes(r.value(), r.payload());
+    const size_t bytes = ResultBytes(
+        r.value(), r.payload(), r.has_batch() ? r.batch().ByteSizeLong() : 0);
     size_t spec_bytes = 0;
     if (!ResultFits(bytes, *job, max_message_bytes_, &spec_bytes)) {
       job->end = ResultTooLarge(bytes, spec_bytes, max_message_bytes_);

@@ -638,8 +638,9 @@ size_t Scheduler::PrepareOutcome(JobOutcome& outcome) const {
     return 0;
   }
   MakeValidUtf8(&outcome.output.value);
-  const size_t bytes =
-      ResultBytes(outcome.output.value, outcome.output.payload);
+  const size_t bytes = ResultBytes(
+      outcome.output.value, outcome.output.payload,
+      BatchBytes(outcome.output.results, outcome.output.call_errors));
   const size_t limit = options_.max_message_bytes;
   if (limit > 0 && bytes + kMessageEnvelopeBytes > limit) {
     outcome.output = TaskOutput();  // Freed here, outside the lock.
@@ -707,6 +708,13 @@ bool Scheduler::EndRun(v1::Executor kind, uint64_t id, JobOutcome& outcome,
     *result.mutable_value() = std::move(outcome.output.value);
     if (!outcome.output.payload.empty()) {  // (An empty one costs a string.)
       result.set_payload(std::move(outcome.output.payload));
+    }
+    if (!outcome.output.results.empty()) {  // A batch's.
+      v1::BatchResult& batch = *result.mutable_batch();
+      batch.set_results(std::move(outcome.output.results));
+      for (v1::CallError& e : outcome.output.call_errors) {
+        *batch.add_call_errors() = std::move(e);
+      }
     }
   } else {
     const v1::ErrorReason reason =

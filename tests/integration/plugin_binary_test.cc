@@ -64,7 +64,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "task 'echo' is already registered"},
         Refused{{TestPlugin("plugintest"), TestPlugin("bad_dup_plugin")},
                 "task 'plugintest.echo' is already registered"},
-        Refused{{TestPlugin("bad_abi")}, "built for SDK 99.1 (C++ ABI"}));
+        Refused{{TestPlugin("bad_abi")}, "built for SDK 99.2 (C++ ABI"}));
 
 TEST(PluginBinaryTest, PluginDirectoryThatIsNoDirectoryIsAConfigError) {
   TempDir dir;

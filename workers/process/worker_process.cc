@@ -262,6 +262,16 @@ class Worker {
       MakeValidUtf8(&outcome.output.value);
       *done.mutable_value() = std::move(outcome.output.value);
       *done.mutable_payload() = std::move(outcome.output.payload);
+      if (!outcome.output.results.empty()) {  // A batch's.
+        MakeValidUtf8(&outcome.output.results);
+        done.set_results(std::move(outcome.output.results));
+        for (v1::CallError& e : outcome.output.call_errors) {
+          MakeValidUtf8(e.mutable_type());
+          MakeValidUtf8(e.mutable_message());
+          MakeValidUtf8(e.mutable_traceback());
+          *done.add_call_errors() = std::move(e);
+        }
+      }
     } else {
       done = Done(job.job_id(), outcome.status, outcome.reason);
     }

@@ -351,6 +351,102 @@ def describe(modules):
     return tasks
 )PY";
 
+// Runs a batch (JobSpec.calls) in one go: see CallBatch. Errors keep a
+// traceback for the first kTracebacks failed calls only, and every text is
+// cut, so that a batch of failures stays small.
+constexpr char kBatchSource[] = R"PY(
+import json, traceback
+from _jobd_worker import cancelled
+
+_loads = json.loads
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False,
+                          check_circular=False, separators=(",", ":")).encode
+_TRACEBACKS = 16
+_MAX_TEXT = 4096
+_MAX_TRACEBACK = 16384
+
+def _error(i, e, errors):
+    t, text, tb = type(e), "", ""
+    try:
+        text = str(e)
+        if len(errors) < _TRACEBACKS:
+            tb = "".join(traceback.format_exception(t, e, e.__traceback__))
+    except BaseException:
+        pass
+    message = t.__qualname__ + (": " + text if text else "")
+    errors.append((i, t.__qualname__, message[:_MAX_TEXT],
+                   tb[-_MAX_TRACEBACK:]))
+
+def _fix(args, ints, floats):
+    args = list(args)
+    n = len(args)
+    for j in floats:
+        if j < n and type(args[j]) is int:
+            args[j] = float(args[j])
+    for j in ints:
+        if j < n and type(args[j]) is float and args[j].is_integer():
+            args[j] = int(args[j])
+    return args
+
+def run(fn, calls, ints, floats, payload):
+    calls = _loads(calls)
+    results = []
+    errors = []
+    append = results.append
+    kw = {} if payload is None else {"payload": payload}
+    hints = ints or floats
+    for i, args in enumerate(calls):
+        if hints:
+            args = _fix(args, ints, floats)
+        try:
+            append(fn(*args, **kw))
+        except BaseException as e:
+            append(None)
+            # Without this frame: the traceback starts in the task.
+            e.__traceback__ = e.__traceback__.tb_next or e.__traceback__
+            _error(i, e, errors)
+        if cancelled():
+            break  # The job has ended already: what is left is not run.
+    try:
+        out = _dumps(results)
+    except BaseException:
+        out = []
+        for i, r in enumerate(results):
+            try:
+                out.append(_dumps(r))
+            except BaseException as e:
+                out.append("null")
+                n = "TypeError" if isinstance(e, TypeError) else \
+                    type(e).__qualname__
+                errors.append((i, n, ("%s: result: %s" % (n, e))[:_MAX_TEXT],
+                               ""))
+        errors.sort(key=lambda x: x[0])
+        out = "[" + ",".join(out) + "]"
+    return out, errors
+)PY";
+
+// The batch helper (kBatchSource), compiled on first use; the GIL is held.
+PyObject* BatchRunner() {
+  static PyObject* run = nullptr;
+  if (run != nullptr) return run;
+  Ref code(Py_CompileString(kBatchSource, "<jobd batch>", Py_file_input));
+  if (!code) return nullptr;
+  Ref module(PyImport_ExecCodeModule("_jobd_batch", code.get()));
+  if (!module) return nullptr;
+  run = PyObject_GetAttrString(module.get(), "run");
+  return run;
+}
+
+// A list of the indexes of `params` of `type`.
+PyObject* IndexesOf(const std::vector<TaskParam>& params, ParamType type) {
+  Ref list(PyList_New(0));
+  for (size_t i = 0; list && i < params.size(); ++i) {
+    Ref n(params[i].type == type ? PyLong_FromSize_t(i) : nullptr);
+    if (n && PyList_Append(list.get(), n.get()) != 0) return nullptr;
+  }
+  return list.release();
+}
+
 }  // namespace
 
 absl::Status Start(const std::vector<std::string>& paths) {
@@ -527,6 +623,64 @@ absl::StatusOr<TaskOutput> Call(const std::string& name,
   }
   if (absl::Status s = FromPython(value, out.value, "result", 0); !s.ok()) {
     return s;
+  }
+  return out;
+}
+
+absl::StatusOr<TaskOutput> CallBatch(const std::string& name,
+                                     const std::vector<TaskParam>& params,
+                                     bool takes_payload, TaskContext& ctx) {
+  auto found = Functions().find(name);
+  if (interpreter == nullptr || found == Functions().end()) {
+    return absl::InternalError(
+        absl::StrCat("Python task '", name, "' is not loaded in this worker"));
+  }
+  const v1::JobSpec& spec = ctx.args().spec();
+  Gil gil;
+  PyObject* run = BatchRunner();
+  if (run == nullptr) return absl::InternalError("python: " + TakeException());
+  Ref calls(PyUnicode_DecodeUTF8(spec.calls().data(),
+                                 static_cast<Py_ssize_t>(spec.calls().size()),
+                                 "replace"));
+  Ref ints(IndexesOf(params, ParamType::kInt));
+  Ref floats(IndexesOf(params, ParamType::kNumber));
+  Ref payload(takes_payload
+                  ? PyBytes_FromStringAndSize(
+                        spec.payload().data(),
+                        static_cast<Py_ssize_t>(spec.payload().size()))
+                  : Py_NewRef(Py_None));
+  if (!calls || !ints || !floats || !payload) {
+    return absl::InternalError("python: " + TakeException());
+  }
+  current_context = &ctx;
+  Ref answer(PyObject_CallFunctionObjArgs(run, found->second, calls.get(),
+                                          ints.get(), floats.get(),
+                                          payload.get(), nullptr));
+  current_context = nullptr;
+  if (!answer) return absl::UnknownError(TakeException());
+  PyObject* results = nullptr;
+  PyObject* errors = nullptr;
+  if (!PyArg_ParseTuple(answer.get(), "UO!", &results, &PyList_Type, &errors)) {
+    return absl::InternalError("python: batch: " + TakeException());
+  }
+  TaskOutput out;
+  out.results = Utf8Of(results);
+  const Py_ssize_t n = PyList_GET_SIZE(errors);
+  out.call_errors.reserve(static_cast<size_t>(n));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    unsigned long index = 0;
+    PyObject* type = nullptr;
+    PyObject* message = nullptr;
+    PyObject* traceback = nullptr;
+    if (!PyArg_ParseTuple(PyList_GET_ITEM(errors, i), "kUUU", &index, &type,
+                          &message, &traceback)) {
+      return absl::InternalError("python: batch: " + TakeException());
+    }
+    v1::CallError& e = out.call_errors.emplace_back();
+    e.set_index(static_cast<uint32_t>(index));
+    e.set_type(Utf8Of(type));
+    e.set_message(Utf8Of(message));
+    e.set_traceback(Utf8Of(traceback));
   }
   return out;
 }

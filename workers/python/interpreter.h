@@ -54,6 +54,18 @@ absl::StatusOr<TaskOutput> Call(const std::string& name,
                                 const std::vector<TaskParam>& params,
                                 bool takes_payload, TaskContext& ctx);
 
+// Runs a batch (the spec's `calls`, checked by the daemon) of task `name`
+// with one GIL acquisition: decodes the calls' JSON, calls the function
+// once per call in order (int/number hints applied as for Call), stops
+// early once the job is cancelled, and encodes the results once into
+// TaskOutput::results (a JSON array, null for a failed call). A call's
+// exception or a result that is not a JSON value becomes its CallError
+// ("Type: message"; the traceback for the first 16 failed calls); the
+// batch still succeeds. An error of the batch itself fails the job.
+absl::StatusOr<TaskOutput> CallBatch(const std::string& name,
+                                     const std::vector<TaskParam>& params,
+                                     bool takes_payload, TaskContext& ctx);
+
 }  // namespace jobd::python
 
 #endif  // JOBD_WORKERS_PYTHON_INTERPRETER_H_

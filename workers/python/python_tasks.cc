@@ -269,8 +269,13 @@ absl::Status RegisterPythonTasks(const std::vector<PythonTaskSpec>& specs,
     def.params = spec.params;
     def.variadic = spec.variadic;
     def.needs_isolation = true;  // Only the process pool hosts Python.
+    def.takes_calls = true;      // A batch: python::CallBatch.
     auto shared = std::make_shared<const PythonTaskSpec>(spec);
     def.run = [shared](TaskContext& ctx) -> absl::StatusOr<TaskOutput> {
+      if (!ctx.args().spec().calls().empty()) {
+        return python::CallBatch(shared->name, shared->params,
+                                 shared->takes_payload, ctx);
+      }
       return python::Call(shared->name, shared->params, shared->takes_payload,
                           ctx);
     };

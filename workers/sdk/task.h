@@ -120,6 +120,11 @@ class TaskArgs {
 struct TaskOutput {
   google::protobuf::Value value;
   std::string payload;
+  // A batch's (the spec's `calls`; TaskDef::takes_calls): a JSON array of
+  // one result per call, in order (null for a failed call), and the calls
+  // that failed. `value` and `payload` stay empty then.
+  std::string results;
+  std::vector<v1::CallError> call_errors;
 };
 
 // Receives progress reports of one job; implemented by executors.
@@ -198,6 +203,11 @@ struct TaskDef {
   // Unsafe inside the daemon (may crash or corrupt it): runs only in the
   // process pool, never on the thread pool, whatever the spec asks.
   bool needs_isolation = false;
+  // `run` also runs batches: a spec whose `calls` holds many calls' arguments
+  // (args and kwargs empty), answered with TaskOutput::results. The daemon
+  // checks every call against `params` first. Only these tasks' jobs may be
+  // batches.
+  bool takes_calls = false;
   // Longest a job of this task may run: a job that asks for no timeout or
   // a longer one gets this one. Zero: none.
   absl::Duration max_timeout = absl::ZeroDuration();

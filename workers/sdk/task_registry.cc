@@ -237,6 +237,12 @@ std::vector<const TaskDef*> TaskRegistry::List() const {
 absl::StatusOr<TaskArgs> TaskRegistry::Bind(
     const TaskDef& task, std::shared_ptr<const v1::JobSpec> spec) {
   if (task.variadic) return TaskArgs(&task, std::move(spec), {});
+  if (task.takes_calls && !spec->calls().empty()) {
+    // A batch: each call is bound by the task itself (the daemon checked
+    // them, server/frontend/call_batch.h); the job's own are empty.
+    return TaskArgs(&task, std::move(spec),
+                    TaskArgs::Bound(task.params.size(), nullptr));
+  }
   const auto& args = spec->args();
   const auto& kwargs = spec->kwargs().fields();
   if (static_cast<size_t>(args.size()) > task.params.size()) {

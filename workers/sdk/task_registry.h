@@ -74,7 +74,8 @@ class TaskRegistry {
   // Binds the spec's positional args and keyword kwargs to `task`'s
   // parameters, sharing `spec` (nothing is copied). InvalidArgument naming
   // the field (spec.args[i] / spec.kwargs.NAME) for a missing, extra,
-  // repeated or ill-typed argument.
+  // repeated or ill-typed argument. A batch (spec.calls of a task that
+  // takes them) binds nothing: its calls are the task's to bind.
   static absl::StatusOr<TaskArgs> Bind(const TaskDef& task,
                                        std::shared_ptr<const v1::JobSpec> spec);
 

@@ -9,22 +9,38 @@ taken by the consumer), so a generator of any length is read at most
 spec (wrong arguments, an exception raised by the iterable) ends the input
 there: the results before it are yielded, then it is raised.
 
+Batches: with chunksize > 1 and a task that takes them (TaskInfo.takes_calls:
+Python tasks), each chunk of `chunksize` inputs is one job whose
+JobSpec.calls is the chunk's arguments as JSON, and whose result is a JSON
+list (BatchResult) unpacked here; its calls are checked by the daemon only
+(it names the call and field). The window still counts inputs.
+
 Thread-safety: state shared by the request thread and the consumer is
 guarded by self._cv.
 """
 
+import collections
 import concurrent.futures as cf
+import itertools
+import json
 import threading
 import time
 
 import grpc
 
 from jobd import _common, _wire
-from jobd._common import JobRejected, connection_error, error_from_event, \
-    result_of
+from jobd._common import JobFailed, JobRejected, connection_error, \
+    error_from_event, result_of
 from jobd.v1 import jobd_pb2 as pb
 
 _EXACT = float(2 ** 53)
+# A batch's calls as compact, strict JSON (the daemon refuses NaN).
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False,
+                          check_circular=False).encode
+_CALLS_TAG = b"\x82\x05"  # JobSpec.calls = 80, length-delimited.
+# Chunks per Submit message: the first ones reach the workers while the
+# next are being encoded (and a message stays a few hundred KB at most).
+_CHUNKS_PER_MESSAGE = 16
 
 
 class MapStream:
@@ -48,9 +64,18 @@ class MapStream:
         self._sent = 0
         self._template = pb.JobSpec(task=task)
         options.fill(self._template)
-        if chunksize > 1:
-            self._template.chunksize = chunksize
         self._info = executor._task_info(task)
+        # One job per chunk where the task takes batches; else the pool
+        # sends up to chunksize jobs to a worker in one frame.
+        self._chunk = chunksize if chunksize > 1 and getattr(
+            self._info, "takes_calls", False) else 0
+        if chunksize > 1 and not self._chunk:
+            self._template.chunksize = chunksize
+        if self._chunk:
+            self._window = window = max(window, chunksize)
+        self._sizes = collections.deque()  # inputs per job sent, in order
+        self._max_bytes = max(1 << 16, (limits.max_message_bytes or
+                                        (4 << 20)) // 2)
         first = pb.SubmitRequest(options=pb.SubmitOptions(
             order=pb.ORDER_SUBMISSION, window=window, terminal_only=True,
             omit_accepted=True, cancel_on_disconnect=True))
@@ -77,6 +102,9 @@ class MapStream:
         # template's bytes plus its arguments', a third of the cost of
         # building messages field by field.
         yield first.SerializeToString()
+        if self._chunk:
+            yield from self._batch_requests()
+            return
         catalog = self._executor._catalog
         task, info = self._task, self._info
         template = self._template.SerializeToString()
@@ -111,9 +139,80 @@ class MapStream:
                 with self._cv:
                     self._in_flight += len(parts)
                     self._sent += len(parts)
+                    self._sizes.extend(itertools.repeat(1, len(parts)))
                 yield b"".join(parts)
             if stop:
                 return
+
+    def _batch_requests(self):
+        # A job per chunk: the template's bytes, then JobSpec.calls.
+        template = self._template.SerializeToString()
+        inputs = self._inputs
+        chunk = self._chunk
+        varint = _wire.varint
+        tag = 0
+        while True:
+            with self._cv:
+                while self._in_flight + chunk > self._window and \
+                        not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                room = min((self._window - self._in_flight) // chunk,
+                           self._max_batch, _CHUNKS_PER_MESSAGE)
+            parts, sizes, nbytes = [], [], 0
+            stop = False
+            while len(parts) < room and nbytes < self._max_bytes:
+                calls = None  # stays None if the iterable raises
+                try:
+                    calls = list(itertools.islice(inputs, chunk))
+                    body = _dumps(calls).encode()
+                except Exception as e:  # noqa: BLE001 - raised in order
+                    calls, body = self._bad_input(calls, e)
+                    stop = True
+                if calls:
+                    spec = b"".join((template, _CALLS_TAG,
+                                     varint(len(body)), body))
+                    item = b"".join((b"\x08", varint(tag), b"\x12",
+                                     varint(len(spec)), spec))
+                    parts.append(b"\x12" + varint(len(item)) + item)
+                    sizes.append(len(calls))
+                    nbytes += len(item)
+                    tag += 1
+                if len(calls) < chunk:
+                    stop = True
+                if stop:
+                    break
+            if parts:
+                with self._cv:
+                    self._in_flight += sum(sizes)
+                    self._sent += sum(sizes)
+                    self._sizes.extend(sizes)
+                yield b"".join(parts)
+            if stop:
+                return
+
+    def _bad_input(self, calls, error):
+        # The calls before the one that cannot be JSON still go (as a
+        # shorter chunk); that one is raised after their results.
+        if calls is None:  # The iterable raised: the chunk's inputs read
+            calls = []      # before it are dropped with it.
+            bad = error
+        else:
+            k = 0
+            for k, args in enumerate(calls):
+                try:
+                    _dumps(args)
+                except Exception:  # noqa: BLE001
+                    break
+            bad = JobRejected("spec.calls[%d] (input %d): %s" % (
+                k, self._sent + k, error), task=self._task)
+            calls = calls[:k]
+        if isinstance(bad, TypeError):
+            bad = JobRejected(str(bad), task=self._task)
+        with self._cv:
+            self._input_error = bad
+        return calls, _dumps(calls).encode()
 
     def results(self):
         succeeded = pb.EVENT_TYPE_SUCCEEDED
@@ -124,7 +223,9 @@ class MapStream:
                 for ev in events:
                     if ev.type == succeeded:
                         r = ev.result
-                        if r.HasField("value"):
+                        if r.HasField("batch"):
+                            yield from self._unpack(ev, r.batch)
+                        elif r.HasField("value"):
                             v = r.value
                             if v.WhichOneof("kind") == "number_value":
                                 n = v.number_value  # from_value, inlined
@@ -143,7 +244,9 @@ class MapStream:
                 # Window credit once the message's results were taken: the
                 # inputs read stay within `window` of the results consumed.
                 with self._cv:
-                    self._in_flight -= len(events)
+                    sizes = self._sizes
+                    self._in_flight -= sum(sizes.popleft()
+                                           for _ in range(len(events)))
                     self._cv.notify_all()
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -155,3 +258,22 @@ class MapStream:
             self.close()
         if self._input_error is not None:
             raise self._input_error
+
+    def _unpack(self, ev, batch):
+        """A batch's results in order; a failed call raises at its place."""
+        values = json.loads(batch.results)
+        if not batch.call_errors:
+            return values
+        return self._with_errors(ev, values, batch.call_errors)
+
+    def _with_errors(self, ev, values, call_errors):
+        failed = {e.index: e for e in call_errors}
+        for i, v in enumerate(values):
+            e = failed.get(i)
+            if e is not None:
+                raise JobFailed(e.message, reason="TASK_ERROR",
+                                code=grpc.StatusCode.UNKNOWN,
+                                job_id=ev.job_id or None, task=self._task,
+                                remote_type=e.type,
+                                remote_traceback=e.traceback or None)
+            yield v

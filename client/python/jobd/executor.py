@@ -172,8 +172,12 @@ class _Base(cf.Executor):
     def map(self, task, *iterables, timeout=None, chunksize=1, window=None):
         """Like Executor.map: yields task(*item) in input order. Lazy: at most
         `window` inputs (default: the daemon's default window) are taken
-        from the iterables ahead of the results consumed. chunksize > 1 lets
-        the process pool send that many jobs to a worker in one frame. Runs
+        from the iterables ahead of the results consumed. chunksize > 1:
+        for a task that takes batches (Python tasks) each chunk is one job
+        of that many calls, its results unpacked in order (a failed call
+        raises at its input; timeout, cancel and retries apply to the
+        chunk); for other tasks the process pool sends that many jobs to a
+        worker in one frame. Runs
         on a Submit stream of its own; leaving the loop early cancels the
         jobs still running. timeout: seconds from this call for the whole
         map (TimeoutError)."""

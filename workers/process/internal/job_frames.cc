@@ -22,6 +22,7 @@ absl::Status RunFrameWriter::Add(const JobRun& run) {
   *copy.mutable_args() = spec.args();
   if (!spec.kwargs().fields().empty()) *copy.mutable_kwargs() = spec.kwargs();
   copy.set_payload(spec.payload());
+  if (!spec.calls().empty()) copy.set_calls(spec.calls());  // A batch.
   if (run.deadline != absl::InfiniteFuture()) {
     r.set_deadline_unix_ns(absl::ToUnixNanos(run.deadline));
   }
@@ -33,8 +34,7 @@ absl::Status RunFrameWriter::Add(const JobRun& run) {
         "run it on threads or send less",
         MiB(bytes), MiB(limits_.max_frame_bytes)));
   }
-  if (message_bytes_ + bytes > limits_.frame_bytes &&
-      message_.run_size() > 1) {
+  if (message_bytes_ + bytes > limits_.frame_bytes && message_.run_size() > 1) {
     internal::RunJob last = std::move(*message_.mutable_run()->rbegin());
     message_.mutable_run()->RemoveLast();
     AppendFrame(message_, out_);
@@ -71,6 +71,13 @@ JobOutcome OutcomeFromDone(internal::JobDone& done) {
   if (done.ok()) {
     outcome.output.value = std::move(*done.mutable_value());
     outcome.output.payload = std::move(*done.mutable_payload());
+    if (!done.results().empty()) {  // A batch's.
+      outcome.output.results = std::move(*done.mutable_results());
+      outcome.output.call_errors.reserve(done.call_errors_size());
+      for (v1::CallError& e : *done.mutable_call_errors()) {
+        outcome.output.call_errors.push_back(std::move(e));
+      }
+    }
   } else {
     outcome.status = absl::Status(static_cast<absl::StatusCode>(done.code()),
                                   done.message());

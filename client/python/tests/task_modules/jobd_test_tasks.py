@@ -79,3 +79,28 @@ def hold(mb: int, seconds: float = 1.0) -> int:
     _held.append(b"x" * (mb << 20))
     time.sleep(seconds)
     return os.getpid()
+
+
+@jobd.task
+def fail_at(n: int, at: int = 37) -> int:
+    """Returns n, raises ValueError when n == at (a batch's failing call)."""
+    if n == at:
+        raise ValueError("call %d failed" % n)
+    return n
+
+
+@jobd.task
+def kinds(x: float, n: int, anything=None) -> list:
+    """The Python types its arguments arrived as."""
+    return [type(x).__name__, type(n).__name__, type(anything).__name__]
+
+
+@jobd.task
+def ident(x):
+    return x
+
+
+@jobd.task
+def not_json_at(n: int, at: int = 3):
+    """Returns n, and a set (not JSON) when n == at."""
+    return {n} if n == at else n

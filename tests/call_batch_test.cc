@@ -1,0 +1,162 @@
+// Unit tests: a batch's calls (JobSpec.calls) are checked against the task's
+// parameters before the job is accepted, every refusal naming the call and
+// the field; tasks that do not take batches refuse them.
+#include "server/frontend/call_batch.h"
+
+#include <string>
+#include <utility>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/frontend/spec_validator.h"
+#include "workers/sdk/task_registry.h"
+#include "workers/tasks/builtin_tasks.h"
+
+namespace jobd {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A task as a Python one looks: takes batches; (a: int, s: string = "x").
+TaskDef BatchTask(bool variadic = false) {
+  TaskDef def;
+  def.name = variadic ? "py.any" : "py.add";
+  def.default_kind = v1::JOB_KIND_CPU_BOUND;
+  def.needs_isolation = true;
+  def.takes_calls = true;
+  def.variadic = variadic;
+  def.params = {Param("a", ParamType::kInt, ""),
+                OptionalParam("s", ParamType::kString, StringValue("x"), "")};
+  def.run = [](TaskContext&) -> absl::StatusOr<TaskOutput> {
+    return TaskOutput();
+  };
+  return def;
+}
+
+std::string Refusal(std::string_view calls, const TaskDef& task,
+                    int depth = 32) {
+  size_t n = 0;
+  absl::Status s = CheckBatchCalls(calls, task, depth, &n);
+  EXPECT_FALSE(s.ok()) << calls;
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  return std::string(s.message());
+}
+
+TEST(CallBatchTest, AcceptsWellFormedCallsAndCountsThem) {
+  const TaskDef task = BatchTask();
+  size_t n = 0;
+  ASSERT_TRUE(
+      CheckBatchCalls("[[1],[2,\"b\"],[ -3e2 , \"\\u00e9\\n\"]]", task, 32, &n)
+          .ok());
+  EXPECT_EQ(n, 3u);
+  ASSERT_TRUE(CheckBatchCalls(" [ [ 4 ] ] ", task, 32, &n).ok());
+  EXPECT_EQ(n, 1u);
+  // A variadic task takes any arguments, nested values included.
+  ASSERT_TRUE(CheckBatchCalls("[[],[1,2,3,{\"k\":[null,true,false]}]]",
+                              BatchTask(true), 32, &n)
+                  .ok());
+  EXPECT_EQ(n, 2u);
+}
+
+TEST(CallBatchTest, NamesTheCallAndTheFieldOfABadArgument) {
+  const TaskDef task = BatchTask();
+  EXPECT_EQ(Refusal("[[1],[2],[\"x\"]]", task),
+            "spec.calls[2][0] (a): expected int, got string");
+  EXPECT_EQ(Refusal("[[1],[2, 3]]", task),
+            "spec.calls[1][1] (s): expected string, got number");
+  EXPECT_THAT(Refusal("[[1.5]]", task),
+              HasSubstr("spec.calls[0][0] (a): expected int, got "
+                        "non-integral number 1.5"));
+  EXPECT_THAT(Refusal("[[1],[]]", task),
+              HasSubstr("spec.calls[1][0] (a): task 'py.add' requires "
+                        "argument 'a' (int)"));
+  EXPECT_THAT(Refusal("[[1],[1,\"a\",3]]", task),
+              HasSubstr("spec.calls[1]: task 'py.add' takes at most 2 "
+                        "positional argument(s)"));
+  EXPECT_EQ(Refusal("[[1],5]", task),
+            "spec.calls[1]: expected an array of positional arguments, got "
+            "number");
+  EXPECT_EQ(Refusal("[[1e999]]", task),
+            "spec.calls[0][0] (a): expected int, got non-integral number inf");
+}
+
+TEST(CallBatchTest, RefusesWhatIsNotABatchOrNotJson) {
+  const TaskDef task = BatchTask();
+  EXPECT_THAT(Refusal("", task), HasSubstr("spec.calls: expected a JSON "
+                                           "array of calls"));
+  EXPECT_THAT(Refusal("[]", task), HasSubstr("spec.calls: an empty batch"));
+  EXPECT_THAT(Refusal("[[1]", task), HasSubstr("spec.calls: not JSON"));
+  EXPECT_THAT(Refusal("[[1],]", task), HasSubstr("spec.calls: not JSON"));
+  EXPECT_THAT(Refusal("[[NaN]]", task), HasSubstr("spec.calls: not JSON"));
+  EXPECT_THAT(Refusal("[[01]]", task), HasSubstr("spec.calls: not JSON"));
+  EXPECT_THAT(Refusal("[[1]] x", task),
+              HasSubstr("more after the batch's array"));
+  EXPECT_THAT(Refusal("[[1,\"a\\q\"]]", task), HasSubstr("a bad escape"));
+  EXPECT_THAT(Refusal("[[1,\"a\nb\"]]", task),
+              HasSubstr("a control character"));
+}
+
+TEST(CallBatchTest, LimitsDepthAndCount) {
+  const TaskDef any = BatchTask(true);
+  EXPECT_EQ(Refusal("[[1,[[[[1]]]]]]", any, 3),
+            "spec.calls[0][1]: nested deeper than 3 levels");
+  size_t n = 0;
+  EXPECT_TRUE(CheckBatchCalls("[[1,[[[1]]]]]", any, 3, &n).ok());
+  std::string many = "[";
+  for (size_t i = 0; i <= kMaxBatchCalls; ++i) many += "[],";
+  many.back() = ']';
+  EXPECT_THAT(Refusal(many, any),
+              HasSubstr("spec.calls: more than 65536 calls"));
+}
+
+class BatchSpecTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(RegisterBuiltinTasks(registry_, {}).ok());
+    ASSERT_TRUE(registry_.Add(BatchTask()).ok());
+  }
+  static v1::JobSpec Batch(std::string task, std::string calls) {
+    v1::JobSpec s;
+    s.set_task(std::move(task));
+    s.set_kind(v1::JOB_KIND_CPU_BOUND);
+    s.set_calls(std::move(calls));
+    return s;
+  }
+  std::string Error(v1::JobSpec spec) {
+    auto r = ValidateSpec(std::move(spec), registry_, limits_);
+    EXPECT_FALSE(r.ok());
+    return r.ok() ? "" : std::string(r.status().message());
+  }
+  TaskRegistry registry_;
+  SpecLimits limits_;
+};
+
+TEST_F(BatchSpecTest, AcceptsABatchWithoutBindingItsOwnArguments) {
+  auto r = ValidateSpec(Batch("py.add", "[[1],[2,\"y\"]]"), registry_, limits_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->spec->calls(), "[[1],[2,\"y\"]]");
+  EXPECT_EQ(r->args.Find("a"), nullptr);  // Each call binds its own.
+}
+
+TEST_F(BatchSpecTest, RefusesBatchesWhereTheyDoNotBelong) {
+  EXPECT_THAT(Error(Batch("echo", "[[1]]")),
+              HasSubstr("spec.calls: task 'echo' does not take batches"));
+  v1::JobSpec s = Batch("py.add", "[[1]]");
+  s.add_args()->set_number_value(1);
+  EXPECT_THAT(Error(s), HasSubstr("spec.calls: set with spec.args"));
+  EXPECT_EQ(Error(Batch("py.add", "[[1],[true]]")),
+            "spec.calls[1][0] (a): expected int, got bool");
+}
+
+TEST_F(BatchSpecTest, AnOversizedBatchIsRefusedNamingTheField) {
+  limits_.max_args_bytes = 1000;
+  std::string calls = "[";
+  for (int i = 0; i < 200; ++i) calls += "[12345],";
+  calls.back() = ']';
+  EXPECT_THAT(Error(Batch("py.add", calls)),
+              HasSubstr("spec.calls: 1601 bytes, more than the limit of "
+                        "1000 (max-args-bytes)"));
+}
+
+}  // namespace
+}  // namespace jobd
