@@ -144,6 +144,11 @@ TEST_F(BatchSpecTest, RefusesBatchesWhereTheyDoNotBelong) {
   v1::JobSpec s = Batch("py.add", "[[1]]");
   s.add_args()->set_number_value(1);
   EXPECT_THAT(Error(s), HasSubstr("spec.calls: set with spec.args"));
+  v1::JobSpec chord = Batch("py.add", "[[1]]");
+  chord.add_depends_on("17");
+  chord.set_dependency_results(true);
+  EXPECT_THAT(Error(chord),
+              HasSubstr("spec.calls: set with spec.dependency_results"));
   EXPECT_EQ(Error(Batch("py.add", "[[1],[true]]")),
             "spec.calls[1][0] (a): expected int, got bool");
 }

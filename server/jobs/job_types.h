@@ -26,7 +26,7 @@
 namespace jobd {
 
 // The end of a job, shared by the job record, its terminal event and its
-// journal row. Holds a result or an error, not both: 56 bytes, one per
+// journal row. Holds a result or an error, not both: 64 bytes, one per
 // retained job.
 class JobEnd {
  public:
