@@ -178,7 +178,7 @@ TEST_F(SpecValidatorTest, DependencyResultsNeedDependenciesAndAListFirst) {
   EXPECT_THAT(Error(sleep),
               HasSubstr("spec.dependency_results: the results go first, in "
                         "spec.args[0], before the arguments given: "
-                        "spec.args[0]: expected int"));
+                        "spec.args[0] (ms): expected int, got list"));
   v1::JobSpec forged = Sleep(1);
   forged.add_depends_on("17");
   forged.set_dependency_results_passed(true);
