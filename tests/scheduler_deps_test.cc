@@ -389,6 +389,21 @@ TEST_F(DependencyResultsTest, UnderAllEndedAFailedDependencyPassesNull) {
   EXPECT_EQ(PartsOf(m), "null_value: NULL_VALUE,number_value: 2 | x");
 }
 
+TEST_F(DependencyResultsTest, ABatchPassesItsResultsAndNoValuePassesNull) {
+  Build({}, 4);
+  const uint64_t batch = Submit(ok_task_).job_id;
+  const uint64_t empty = Submit(ok_task_).job_id;
+  const uint64_t m = SubmitMerge({batch, empty}).job_id;
+  TaskOutput out;
+  out.results = "[1,null,\"c\"]";
+  executor().Succeed(batch, std::move(out));
+  executor().Succeed(empty, TaskOutput{});
+  EXPECT_EQ(PartsOf(m),
+            "list_value { values { number_value: 1 } values { null_value: "
+            "NULL_VALUE } values { string_value: \"c\" } },null_value: "
+            "NULL_VALUE | all");
+}
+
 TEST_F(DependencyResultsTest, AResultNotRetainedOrRefusedFailsTheDependant) {
   Build({.max_retained_result_bytes = 64}, 4);
   const uint64_t big = Submit(ok_task_).job_id;

@@ -15,6 +15,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/strip.h"
+#include "google/protobuf/util/json_util.h"
 #include "server/jobs/dependency_results.h"
 #include "server/scheduler/retry_policy.h"
 #include "server/scheduler/scheduler.h"
@@ -179,7 +180,18 @@ bool Scheduler::PassDependencyResults(Job& job, After& after) {
                               "passed; it never ran",
                               id));
     }
-    results[i] = result.value();
+    if (result.has_batch()) {  // A batch's results: its JSON array.
+      if (!google::protobuf::util::JsonStringToMessage(result.batch().results(),
+                                                       &results[i])
+               .ok()) {
+        results[i].Clear();
+      }
+    } else {
+      results[i] = result.value();
+    }
+    if (results[i].kind_case() == google::protobuf::Value::KIND_NOT_SET) {
+      results[i].set_null_value(google::protobuf::NULL_VALUE);  // No value.
+    }
   }
   const TaskDef& task = *job.spec.task();
   StoredSpec stored(WithDependencyResults(spec, std::move(results)), task);
