@@ -11,24 +11,10 @@ import pytest
 import jobd
 from jobd.v1 import jobd_pb2 as pb
 
-from test_python_tasks import T, python_args
+# The daemon with jobd_test_tasks (module scope) and an executor on it.
+from test_python_tasks import T, ex, pyd  # noqa: F401 (fixtures)
 
 ADD = "jobd_test_tasks.add"
-
-
-@pytest.fixture(scope="module")
-def pyd():
-    from conftest import Daemon
-    d = Daemon(*python_args("jobd_test_tasks"))
-    yield d
-    d.kill()
-
-
-@pytest.fixture
-def ex(pyd):
-    e = jobd.Executor(pyd.address)
-    yield e
-    e.shutdown(wait=False, cancel_futures=True)
 
 
 def process_jobs(ex):
