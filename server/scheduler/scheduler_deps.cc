@@ -146,7 +146,7 @@ bool Scheduler::PassDependencyResults(Job& job, After& after) {
   if (!AwaitsDependencyResults(*job.spec)) return true;
   const v1::JobSpec& spec = *job.spec;
   auto fail = [&](absl::StatusCode code, v1::ErrorReason reason,
-                  std::string why) {
+                  std::string why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Finish(job, MakeError(v1::JOB_STATE_FAILED, code, reason, std::move(why)),
            after);
     return false;
