@@ -82,11 +82,13 @@ class RedisConnectionTest : public ::testing::Test {
     return conn;
   }
 
+  // Declared first, so destroyed last: the connections' timers and
+  // descriptors belong to its io_context (TearDown joins its thread).
+  IoThread io_;
   std::unique_ptr<RedisServer> redis_;
   // Outlives the connections: their listener runs until they stopped.
   StateLog log_;
   std::vector<std::shared_ptr<RedisConnection>> conns_;
-  IoThread io_;  // Declared last: joined first in TearDown, then destroyed.
 };
 
 TEST_F(RedisConnectionTest, RepliesBecomeOwnedValues) {

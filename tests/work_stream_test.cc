@@ -68,10 +68,12 @@ class WorkStreamTest : public ::testing::Test {
     });
   }
 
+  // Declared first, so destroyed last: the connections' timers and
+  // descriptors belong to its io_context (TearDown joins its thread).
+  IoThread io_;
   std::unique_ptr<RedisServer> redis_;
   std::shared_ptr<RedisConnection> commands_, blocking_;
   std::unique_ptr<WorkStream> stream_;
-  IoThread io_;
 };
 
 TEST_F(WorkStreamTest, AReclaimedEntryCanOnlyBeCompletedByItsNewOwner) {
