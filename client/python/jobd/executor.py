@@ -116,7 +116,9 @@ class JobFuture(cf.Future):
 
     def _await_accepted(self, index):
         # A job depending on this one needs its id: wait (bounded) for
-        # jobd's acceptance, which a rejection also ends.
+        # jobd's acceptance, or its end however it comes (a rejection, a
+        # cancel here, a lost stream).
+        self.add_done_callback(lambda f: f._accepted_event.set())
         if not self._accepted_event.wait(_ACCEPT_WAIT) or self.job_id is None:
             if self.done():
                 why = "cancelled" if self.cancelled() else self.exception()

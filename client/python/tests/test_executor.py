@@ -312,6 +312,18 @@ def test_dependencies_by_future_or_id_pass_their_results(ex):
     anyway = ex.options(depends_on=failed, dependency_policy="all_ended",
                         dependency_results=True).submit("echo")
     assert anyway.result(T) == [None]
+    # A cancelled dependency: refused at once if it never got an id, or
+    # the dependant is cancelled with it; never the 60 s wait for an id.
+    gone = ex.submit("sleep", 5000)
+    gone.cancel()
+    started = time.monotonic()
+    try:
+        dependant = ex.options(depends_on=gone).submit("echo")
+        with pytest.raises(cf.CancelledError):
+            dependant.result(T)
+    except jobd.JobRejected as e:
+        assert "spec.depends_on[0]" in str(e)
+    assert time.monotonic() - started < T
     # The results come first: a task taking ints cannot take them.
     with pytest.raises(jobd.JobRejected) as err:
         ex.options(depends_on=parts, dependency_results=True).submit(
