@@ -537,14 +537,21 @@ absl::Status Bind(const std::string& name, const std::string& module,
   return absl::OkStatus();
 }
 
-absl::StatusOr<TaskOutput> Call(const std::string& name,
-                                const std::vector<TaskParam>& params,
-                                bool takes_payload, TaskContext& ctx) {
+// The task function `name` registered in this worker's interpreter.
+absl::StatusOr<PyObject*> LoadedFunction(const std::string& name) {
   auto found = Functions().find(name);
   if (interpreter == nullptr || found == Functions().end()) {
     return absl::InternalError(
         absl::StrCat("Python task '", name, "' is not loaded in this worker"));
   }
+  return found->second;
+}
+
+absl::StatusOr<TaskOutput> Call(const std::string& name,
+                                const std::vector<TaskParam>& params,
+                                bool takes_payload, TaskContext& ctx) {
+  absl::StatusOr<PyObject*> fn = LoadedFunction(name);
+  if (!fn.ok()) return fn.status();
   const TaskArgs& args = ctx.args();
   Gil gil;
   const int n = args.args().size();
@@ -584,7 +591,7 @@ absl::StatusOr<TaskOutput> Call(const std::string& name,
     }
   }
   current_context = &ctx;
-  Ref result(PyObject_Call(found->second, positional.get(), keywords.get()));
+  Ref result(PyObject_Call(*fn, positional.get(), keywords.get()));
   current_context = nullptr;
   if (!result) return absl::UnknownError(TakeException());
 
@@ -630,11 +637,8 @@ absl::StatusOr<TaskOutput> Call(const std::string& name,
 absl::StatusOr<TaskOutput> CallBatch(const std::string& name,
                                      const std::vector<TaskParam>& params,
                                      bool takes_payload, TaskContext& ctx) {
-  auto found = Functions().find(name);
-  if (interpreter == nullptr || found == Functions().end()) {
-    return absl::InternalError(
-        absl::StrCat("Python task '", name, "' is not loaded in this worker"));
-  }
+  absl::StatusOr<PyObject*> fn = LoadedFunction(name);
+  if (!fn.ok()) return fn.status();
   const v1::JobSpec& spec = ctx.args().spec();
   Gil gil;
   PyObject* run = BatchRunner();
@@ -653,9 +657,8 @@ absl::StatusOr<TaskOutput> CallBatch(const std::string& name,
     return absl::InternalError("python: " + TakeException());
   }
   current_context = &ctx;
-  Ref answer(PyObject_CallFunctionObjArgs(run, found->second, calls.get(),
-                                          ints.get(), floats.get(),
-                                          payload.get(), nullptr));
+  Ref answer(PyObject_CallFunctionObjArgs(
+      run, *fn, calls.get(), ints.get(), floats.get(), payload.get(), nullptr));
   current_context = nullptr;
   if (!answer) return absl::UnknownError(TakeException());
   PyObject* results = nullptr;
