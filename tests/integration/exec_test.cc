@@ -90,6 +90,23 @@ TEST_F(ExecTest, FeedsStdinAndSetsEnvironmentAndDirectory) {
             absl::StrCat("hi\n", dir_, "\nno home\n"));
 }
 
+TEST_F(ExecTest, AProgramWithoutInputStartsAtEndOfInputWithDefaultSignals) {
+  // No stdin argument, no payload: cat ends at once, with nothing read.
+  const v1::JobEvent empty = RunOne(Exec({"cat"}));
+  ASSERT_EQ(empty.type(), v1::EVENT_TYPE_SUCCEEDED) << empty.error().message();
+  EXPECT_EQ(Field(empty, "stdout").string_value(), "");
+  // jobd ignores SIGPIPE and blocks SIGTERM and friends; its programs
+  // start with no signal ignored, blocked or caught.
+  const v1::JobEvent e = RunOne(Exec({"cat", "/proc/self/status"}));
+  ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
+  const std::string status = Field(e, "stdout").string_value();
+  for (const char* line :
+       {"SigBlk:\t0000000000000000\n", "SigIgn:\t0000000000000000\n",
+        "SigCgt:\t0000000000000000\n"}) {
+    EXPECT_THAT(status, HasSubstr(line)) << status;
+  }
+}
+
 TEST_F(ExecTest, OnlyAllowlistedVariablesPassAndNothingOfJobds) {
   // A name off --exec-env-allow is refused before the job is queued, naming
   // the variable and the option: TAR_OPTIONS would make an allowlisted tar

@@ -86,19 +86,25 @@ asio::awaitable<void> Drain(std::shared_ptr<Child> child, bool is_stdout) {
   std::string& buf = is_stdout ? child->stdout_bytes : child->stderr_bytes;
   bool& truncated =
       is_stdout ? child->stdout_truncated : child->stderr_truncated;
-  std::string chunk(16384, '\0');
-  for (;;) {
-    asio::error_code ec;
+  constexpr size_t kChunk = 16384;
+  const auto chunk = std::make_unique_for_overwrite<char[]>(kChunk);
+  // The program has written nothing yet: wait before the first read (a
+  // read now would only say EAGAIN); then read on while there is output.
+  asio::error_code ec;
+  co_await sd.async_wait(asio::posix::descriptor_base::wait_read,
+                         asio::redirect_error(asio::use_awaitable, ec));
+  while (!ec) {
     const size_t n = co_await sd.async_read_some(
-        asio::buffer(chunk), asio::redirect_error(asio::use_awaitable, ec));
+        asio::buffer(chunk.get(), kChunk),
+        asio::redirect_error(asio::use_awaitable, ec));
     if (ec) break;  // EOF, or closed by the task.
     if (child->sink) {
       child->sink(
           is_stdout ? v1::OUTPUT_STREAM_STDOUT : v1::OUTPUT_STREAM_STDERR,
-          std::string_view(chunk.data(), n));
+          std::string_view(chunk.get(), n));
     }
     const size_t keep = std::min(n, child->limit - buf.size());
-    buf.append(chunk.data(), keep);
+    buf.append(chunk.get(), keep);
     truncated |= keep < n;  // Read on (and drop), so the program never blocks.
   }
   if (--child->open_streams == 0) child->streams_done.cancel();
@@ -144,7 +150,8 @@ struct SpawnArgs {
   gid_t gid = 0;
   // RLIMIT_AS, RLIMIT_CPU, RLIMIT_NOFILE: 0 leaves jobd's.
   rlim_t limits[3] = {0, 0, 0};
-  int error = 0;  // Out: errno of the failed step, or 0.
+  uint64_t changed_signals = 0;  // Bit sig-1: reset to SIG_DFL (see there).
+  int error = 0;                 // Out: errno of the failed step, or 0.
   const char* step = nullptr;
 };
 
@@ -155,6 +162,31 @@ struct KernelSigaction {
   void (*restorer)();
   uint64_t mask;
 };
+
+// The signals whose disposition this process set (a handler, or SIG_IGN),
+// as bit sig-1; read once, at the first spawn. A caught signal is reset by
+// execve anyway, but the child must not run the daemon's handler between
+// unblocking signals and execve, and an ignored one would stay ignored in
+// the program. jobd sets its dispositions once, at start, before any
+// executor runs (dispositions are process-wide: tasks must not change
+// them), so the first spawn's view holds; the child then makes one system
+// call per changed signal instead of 62.
+uint64_t ChangedSignals() {
+  static const uint64_t changed = [] {
+    uint64_t mask = 0;
+    for (int sig = 1; sig <= 64; ++sig) {
+      if (sig == SIGKILL || sig == SIGSTOP) continue;
+      KernelSigaction now{};
+      if (syscall(SYS_rt_sigaction, sig, nullptr, &now, sizeof(uint64_t)) !=
+              0 ||
+          now.handler != SIG_DFL) {
+        mask |= uint64_t{1} << (sig - 1);  // Unknown counts as changed.
+      }
+    }
+    return mask;
+  }();
+  return changed;
+}
 
 // The new process: raw system calls only (no allocation, no lock, nothing
 // a sanitizer intercepts), since it shares the memory of a multi-threaded
@@ -180,8 +212,9 @@ __attribute__((no_sanitize("address", "undefined"))) int SpawnChild(void* raw) {
   }
   // Default dispositions, nothing blocked (the daemon blocks SIGTERM and
   // friends, ignores SIGPIPE, and blocked everything around the clone).
+  // Only the signals jobd changed need it (a system call each).
   for (int sig = 1; sig <= 64; ++sig) {
-    if (sig != SIGKILL && sig != SIGSTOP) {
+    if ((a.changed_signals >> (sig - 1)) & 1) {
       syscall(SYS_rt_sigaction, sig, &dfl, nullptr, sizeof(uint64_t));
     }
   }
@@ -269,12 +302,12 @@ class SpawnStack {
 };
 
 // Starts `path` in its own process group, in the guardian's namespaces, as
-// the sandbox's user, with `env` and the three pipes as
-// stdin/stdout/stderr. Returns the pid or the error.
+// the sandbox's user, with `env`, `stdin_fd` as its stdin and the two pipes'
+// write ends as stdout/stderr. Returns the pid or the error.
 absl::StatusOr<pid_t> Spawn(const ExecSandbox& sandbox, const std::string& path,
                             const std::vector<std::string>& argv,
                             const std::vector<std::string>& env,
-                            const std::string& cwd, Pipe& in, Pipe& out,
+                            const std::string& cwd, int stdin_fd, Pipe& out,
                             Pipe& err) {
   // Children of this thread are started in the guardian's PID namespace
   // (a per-thread setting, made once per thread).
@@ -296,12 +329,13 @@ absl::StatusOr<pid_t> Spawn(const ExecSandbox& sandbox, const std::string& path,
                  .argv = cargv.data(),
                  .envp = cenv.data(),
                  .cwd = cwd.c_str(),
-                 .fds = {in.read, out.write, err.write},
+                 .fds = {stdin_fd, out.write, err.write},
                  .mount_ns = sandbox.mount_ns_fd,
                  .parent = sandbox.pid_ns_fd >= 0 ? 0 : getpid()};
   args.limits[0] = static_cast<rlim_t>(sandbox.max_address_space);
   args.limits[1] = static_cast<rlim_t>(sandbox.max_cpu_seconds);
   args.limits[2] = static_cast<rlim_t>(sandbox.max_open_files);
+  args.changed_signals = ChangedSignals();
   if (sandbox.run_as.has_value()) {
     args.switch_user = true;
     args.uid = sandbox.run_as->first;
@@ -340,6 +374,14 @@ absl::StatusOr<pid_t> Spawn(const ExecSandbox& sandbox, const std::string& path,
         std::strerror(args.error)));
   }
   return pid;
+}
+
+// A descriptor of /dev/null for programs without input, opened once and
+// kept (close-on-exec: a program gets it only as its stdin); -1 if it
+// cannot be opened.
+int DevNull() {
+  static const int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return fd;
 }
 
 // Waits until the daemon can spare a run's descriptors (above
@@ -404,13 +446,20 @@ asio::awaitable<absl::StatusOr<ProgramEnd>> RunProgram(
   for (std::string& e : run.env) env.push_back(std::move(e));
 
   if (absl::Status s = co_await WaitForFds(ctx); !s.ok()) co_return s;
+  // No input: stdin is /dev/null (at EOF at once, as an empty pipe would
+  // be), which saves a pipe and its writer.
+  const bool feed = !run.input.empty();
   Pipe in, out, err;
-  if (!in.Open() || !out.Open() || !err.Open()) {
+  if ((feed && !in.Open()) || !out.Open() || !err.Open()) {
     co_return absl::ResourceExhaustedError(
         absl::StrCat("exec: pipe: ", std::strerror(errno)));
   }
+  const int stdin_fd = feed ? in.read : DevNull();
+  if (stdin_fd < 0) {
+    co_return absl::InternalError("exec: cannot open /dev/null");
+  }
   absl::StatusOr<pid_t> pid =
-      Spawn(sandbox, run.path, run.argv, env, run.cwd, in, out, err);
+      Spawn(sandbox, run.path, run.argv, env, run.cwd, stdin_fd, out, err);
   if (!pid.ok()) co_return pid.status();
   const absl::Time start = absl::Now();
   const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, *pid, 0));
@@ -428,15 +477,18 @@ asio::awaitable<absl::StatusOr<ProgramEnd>> RunProgram(
   child->pidfd.assign(pidfd);
   child->out.assign(out.TakeRead());
   child->err.assign(err.TakeRead());
-  child->in.assign(in.TakeWrite());
-  for (Pipe* p : {&in, &out, &err}) {  // The child's ends: only it has them.
-    close(p->read >= 0 ? p->TakeRead() : p->TakeWrite());
-  }
+  // The child's ends: only it has them now.
+  close(out.TakeWrite());
+  close(err.TakeWrite());
   child->open_streams = 2;
   child->streams_done.expires_at(asio::steady_timer::time_point::max());
   asio::co_spawn(ctx.io(), Drain(child, true), asio::detached);
   asio::co_spawn(ctx.io(), Drain(child, false), asio::detached);
-  asio::co_spawn(ctx.io(), Feed(child, std::move(run.input)), asio::detached);
+  if (feed) {
+    close(in.TakeRead());
+    child->in.assign(in.TakeWrite());
+    asio::co_spawn(ctx.io(), Feed(child, std::move(run.input)), asio::detached);
+  }
 
   // Wait for the exit; a cancel or timeout interrupts the wait. A wake-up
   // can come before the exit (HasExited): then wait again.
