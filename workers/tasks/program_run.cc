@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "asio/detached.hpp"
 #include "asio/posix/stream_descriptor.hpp"
+#include "asio/post.hpp"
 #include "asio/read.hpp"
 #include "asio/redirect_error.hpp"
 #include "asio/steady_timer.hpp"
@@ -88,12 +89,8 @@ asio::awaitable<void> Drain(std::shared_ptr<Child> child, bool is_stdout) {
       is_stdout ? child->stdout_truncated : child->stderr_truncated;
   constexpr size_t kChunk = 16384;
   const auto chunk = std::make_unique_for_overwrite<char[]>(kChunk);
-  // The program has written nothing yet: wait before the first read (a
-  // read now would only say EAGAIN); then read on while there is output.
-  asio::error_code ec;
-  co_await sd.async_wait(asio::posix::descriptor_base::wait_read,
-                         asio::redirect_error(asio::use_awaitable, ec));
-  while (!ec) {
+  for (;;) {
+    asio::error_code ec;
     const size_t n = co_await sd.async_read_some(
         asio::buffer(chunk.get(), kChunk),
         asio::redirect_error(asio::use_awaitable, ec));
@@ -546,19 +543,34 @@ asio::awaitable<absl::StatusOr<ProgramEnd>> RunProgram(
         asio::redirect_error(asio::use_awaitable, ec));
   }
   child->reaped = true;
-  if (sandbox.notify_fd >= 0) (void)!write(sandbox.notify_fd, "k", 1);
   ProgramEnd end;
   end.elapsed = absl::Now() - start;
 
+  // The output's end of file mostly came with the exit, its handlers queued
+  // behind this one: they run first, before a grace timer is armed.
+  if (child->open_streams > 0) co_await asio::post(asio::use_awaitable);
   if (child->open_streams > 0) {
     child->streams_done.expires_after(
         absl::ToChronoNanoseconds(kOutputDrainGrace));
     co_await child->streams_done.async_wait(
         asio::redirect_error(asio::use_awaitable, ec));
   }
-  child->out.close(ec);
-  child->err.close(ec);
-  child->in.close(ec);
+  // What is left after the program, the descriptors and the guardian's
+  // sweep of what it left behind in its namespace, waits until the job's
+  // end went out: two turns of the loop later (this coroutine's return
+  // posts the end first), so that the system calls and the guardian's
+  // wake-up do not delay the result (~20 us at p50 on 2 vCPUs). The
+  // guardian outlives the executors (the daemon's members' order).
+  asio::post(ctx.io(), [&io = ctx.io(), child, fd = sandbox.notify_fd] {
+    asio::post(io, [child, fd] {
+      if (fd >= 0) (void)!write(fd, "k", 1);
+      asio::error_code ignored;
+      child->out.close(ignored);
+      child->err.close(ignored);
+      child->in.close(ignored);
+      child->pidfd.close(ignored);
+    });
+  });
   if (stopped) {
     co_return absl::CancelledError(
         absl::StrCat("exec ", run.path,
