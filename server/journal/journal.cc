@@ -42,10 +42,11 @@ struct Journal::Batch {
   ScheduleRecords schedules;            // The last put or delete of each id.
   std::vector<KeyLimitRow> key_limits;  // In order: the last one wins.
   uint64_t last_sequence = 0;           // 0: none noted.
+  uint64_t reserved_job_id = 0;         // 0: none reserved.
   absl::Time opened;                    // When it became dirty.
   bool dirty() const {
     return !records.empty() || !schedules.empty() || !key_limits.empty() ||
-           last_sequence != 0;
+           last_sequence != 0 || reserved_job_id != 0;
   }
   // Before adding to it (under Journal::mu_).
   Batch& Touch() {
@@ -135,6 +136,12 @@ uint64_t Journal::SetKeyLimit(KeyLimitRow row) {
 uint64_t Journal::NoteSequence(uint64_t last_sequence) {
   absl::MutexLock lock(&mu_);
   open_->Touch().last_sequence = std::max(open_->last_sequence, last_sequence);
+  return open_ticket_;
+}
+
+uint64_t Journal::ReserveJobIds(uint64_t up_to) {
+  absl::MutexLock lock(&mu_);
+  open_->Touch().reserved_job_id = std::max(open_->reserved_job_id, up_to);
   return open_ticket_;
 }
 
@@ -332,7 +339,7 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
   auto apply = [this, &batch](Part part) -> absl::Status {
     absl::StatusOr<JournalStore::Written> written =
         store_->Write(batch.records, batch.last_sequence, part, batch.schedules,
-                      batch.key_limits);
+                      batch.key_limits, batch.reserved_job_id);
     if (!written.ok()) return written.status();
     absl::MutexLock lock(&mu_);
     rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) +
@@ -398,6 +405,8 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
         }
         batch.last_sequence =
             std::max(batch.last_sequence, open_->last_sequence);
+        batch.reserved_job_id =
+            std::max(batch.reserved_job_id, open_->reserved_job_id);
         open_ = std::make_unique<Batch>();
         ticket = open_ticket_++;
       }

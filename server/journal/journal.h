@@ -134,6 +134,9 @@ struct Recovered {
   std::vector<std::pair<std::string, std::string>> schedules;
   std::vector<KeyLimitRow> key_limits;  // By key; none `clear`.
   uint64_t last_sequence = 0;  // Highest event sequence ever handed out.
+  // Job ids up to this one may have been handed out (ReserveJobIds): the
+  // next start's ids come after it.
+  uint64_t reserved_job_id = 0;
   // Set when the old database was damaged and moved aside: where to, why.
   std::string moved_aside;
   // The callbacks table, by job id: every pending callback (url and event
@@ -167,6 +170,11 @@ class Journal {
   uint64_t SetKeyLimit(KeyLimitRow row);
   // The highest event sequence handed out; stored with the open batch.
   uint64_t NoteSequence(uint64_t last_sequence);
+  // Job ids up to `up_to` may be handed out: once durable, no later start
+  // gives them again (Recovered::reserved_job_id), whether or not their
+  // jobs were ever journaled (in-memory jobs, forgotten ones). Stored with
+  // the open batch.
+  uint64_t ReserveJobIds(uint64_t up_to);
   // A schedule's row (server/schedules), replacing any of the same id, or
   // its removal. Written in the open batch after its jobs' records.
   uint64_t PutSchedule(std::string id, std::string body);

@@ -320,13 +320,19 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     }
     if (rc != SQLITE_DONE) return fail("reading key_limits");
   }
-  Statement meta(db, "SELECT value FROM meta WHERE key='last_sequence'");
+  Statement meta(db, "SELECT key, value FROM meta");
   if (!meta.ok()) return fail("meta");
-  if (sqlite3_step(meta.get()) == SQLITE_ROW) {
-    recovered->last_sequence =
-        std::max(recovered->last_sequence,
-                 static_cast<uint64_t>(sqlite3_column_int64(meta.get(), 0)));
+  while ((rc = sqlite3_step(meta.get())) == SQLITE_ROW) {
+    const std::string_view key = blob(meta.get(), 0);
+    const auto value = static_cast<uint64_t>(
+        std::max<int64_t>(0, sqlite3_column_int64(meta.get(), 1)));
+    if (key == "last_sequence") {
+      recovered->last_sequence = std::max(recovered->last_sequence, value);
+    } else if (key == "reserved_job_id") {
+      recovered->reserved_job_id = value;
+    }
   }
+  if (rc != SQLITE_DONE) return fail("reading meta");
   *out = db;
   return absl::OkStatus();
 }
@@ -554,7 +560,7 @@ JournalStore::Pages JournalStore::CountPages() {
 absl::StatusOr<JournalStore::Written> JournalStore::Write(
     const std::vector<JournalRecord>& records, uint64_t last_sequence,
     Part part, const ScheduleRecords& schedules,
-    const std::vector<KeyLimitRow>& key_limits) {
+    const std::vector<KeyLimitRow>& key_limits, uint64_t reserved_job_id) {
   Statement insert(db_,
                    "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
                    "create_ns, start_ns, finish_ns, result, error, "
@@ -583,7 +589,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
                             "state<>2 AND NOT EXISTS (SELECT 1 FROM jobs "
                             "WHERE id=?1)");
   Statement meta(db_,
-                 "INSERT INTO meta(key, value) VALUES('last_sequence', ?) "
+                 "INSERT INTO meta(key, value) VALUES(?, ?) "
                  "ON CONFLICT(key) DO UPDATE SET value=max(value, "
                  "excluded.value)");
   Statement put_schedule(
@@ -746,8 +752,13 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     }
     if (absl::Status s = step(st); !s.ok()) return s;
   }
-  if (part != Part::kDeletes && last_sequence > 1) {
-    sqlite3_bind_int64(meta.get(), 1, static_cast<int64_t>(last_sequence));
+  for (const auto& [key, value] :
+       {std::pair<const char*, uint64_t>{"last_sequence",
+                                         last_sequence > 1 ? last_sequence : 0},
+        std::pair<const char*, uint64_t>{"reserved_job_id", reserved_job_id}}) {
+    if (part == Part::kDeletes || value == 0) continue;
+    sqlite3_bind_text(meta.get(), 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(meta.get(), 2, static_cast<int64_t>(value));
     if (absl::Status s = step(meta.get()); !s.ok()) return s;
   }
   // After the jobs: a schedule's fired slot is durable only with the run

@@ -85,11 +85,13 @@ class JournalStore {
   // full, Internal for other failures.
   // `schedules` (the schedules table) and `key_limits` (in order, the
   // key_limits table) go in the last transaction, after every job record
-  // (not with Part::kDeletes).
-  absl::StatusOr<Written> Write(
-      const std::vector<JournalRecord>& records, uint64_t last_sequence,
-      Part part, const ScheduleRecords& schedules = {},
-      const std::vector<KeyLimitRow>& key_limits = {});
+  // (not with Part::kDeletes), with `reserved_job_id` if not 0
+  // (Journal::ReserveJobIds).
+  absl::StatusOr<Written> Write(const std::vector<JournalRecord>& records,
+                                uint64_t last_sequence, Part part,
+                                const ScheduleRecords& schedules = {},
+                                const std::vector<KeyLimitRow>& key_limits = {},
+                                uint64_t reserved_job_id = 0);
 
   // Bytes of the pages in use when Open counted them.
   uint64_t used_bytes() const { return counted_bytes_; }

@@ -41,6 +41,10 @@ class JobTable {
 
   // The id the next new job gets.
   uint64_t NextId() { return next_id_++; }
+  // Ids up to `id` were handed out before (a restart): none is given again.
+  void SkipIdsThrough(uint64_t id) {
+    if (id >= next_id_) next_id_ = id + 1;
+  }
   // Adds `job` (its id from NextId, or restored: ids carry on after it)
   // and its idempotency key, if its spec has one.
   JobRecord& Add(std::unique_ptr<JobRecord> job);

@@ -296,7 +296,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       // Room for it within the owner's quota: its oldest results go first.
       retention_.TrimOwner(usage, bytes);
       auto job = std::make_unique<Job>();
-      job->id = table_.NextId();
+      job->id = NewJobId();
       job->owner = owner;
       job->run = std::make_shared<Job::RunState>(std::move(nj.args));
       job->executor = *executor;
@@ -803,6 +803,20 @@ void Scheduler::Abort(Job& job, CancelReason reason,
     lanes_[job.executor].CancelRun(job.id);
   }
   Finish(job, std::move(end), after);
+}
+
+uint64_t Scheduler::NewJobId() {
+  const uint64_t id = table_.NextId();
+  // Ids are reserved in the journal a block ahead, so that a restart never
+  // gives one again, even that of a job whose row is gone (forgotten) or
+  // never was: one small write per kIdBlock jobs, durable long before its
+  // ids are reached.
+  constexpr uint64_t kIdBlock = 1 << 16;
+  if (journal_ != nullptr && id + kIdBlock / 2 > ids_reserved_) {
+    ids_reserved_ = id + kIdBlock;
+    ids_ticket_ = journal_->ReserveJobIds(ids_reserved_);
+  }
+  return id;
 }
 
 void Scheduler::JournalState(const Job& job, bool insert) {

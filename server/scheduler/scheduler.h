@@ -352,6 +352,8 @@ class Scheduler {
   // is new, its spec goes too).
   void JournalState(const Job& job, bool insert = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A new job's id; with a journal, reserves ids there ahead of it.
+  uint64_t NewJobId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // ---- jobs over time (scheduler_time.cc) ----
   // Puts `job` WAITING until `due` (its record holds `due`: job_record.h).
@@ -499,6 +501,10 @@ class Scheduler {
   std::deque<EndedDependency> ended_dependencies_ ABSL_GUARDED_BY(mu_);
   bool releasing_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t expired_ ABSL_GUARDED_BY(mu_) = 0;
+  // Job ids reserved in the journal (NewJobId), and the ticket of the
+  // latest reservation.
+  uint64_t ids_reserved_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t ids_ticket_ ABSL_GUARDED_BY(mu_) = 0;
 
   TimerQueue timers_;  // Last: its thread calls into the members above.
 };

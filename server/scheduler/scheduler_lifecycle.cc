@@ -131,6 +131,7 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       if (job.end != nullptr) ended.push_back(job.id);
     }
     events_.Restore(std::move(log), recovered.last_sequence);
+    table_.SkipIdsThrough(recovered.reserved_job_id);
     // 2. Ended jobs: retained in the order they ended.
     std::sort(ended.begin(), ended.end(),
               [this](uint64_t a, uint64_t b)

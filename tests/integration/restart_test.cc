@@ -530,6 +530,25 @@ TEST_F(RestartTest, IdempotencyResultsAndWatchResumeSurviveARestart) {
   EXPECT_TRUE(ended.contains(id));
 }
 
+TEST_F(RestartTest, AJobIdIsNeverGivenAgainAfterARestart) {
+  // Every ended job is forgotten at once: no row of theirs stays.
+  StartDaemon({"--max-retained", "0"});
+  const StreamResult first =
+      SubmitAll(*stub_, {Spec("echo", {1}), Spec("echo", {2})});
+  ASSERT_EQ(first.Terminal().size(), 2u);
+  uint64_t highest = 0;
+  for (const v1::JobEvent& e : first.Terminal()) {
+    highest = std::max<uint64_t>(highest, std::stoull(e.job_id()));
+  }
+  ASSERT_TRUE(daemon_->Stop(SIGTERM, absl::Seconds(20)).ok());
+
+  StartDaemon({"--max-retained", "0"});
+  const StreamResult after = SubmitAll(*stub_, {Spec("echo", {3})});
+  ASSERT_EQ(after.Terminal().size(), 1u);
+  // A client holding an old id never finds another job under it.
+  EXPECT_GT(std::stoull(after.Terminal()[0].job_id()), highest);
+}
+
 TEST_F(RestartTest, AFullJournalRefusesNewJobsAndKeepsServing) {
   StartDaemon({"--journal-max-bytes", "256K"});
   // Jobs that stay live (they cannot start while their start cannot be
