@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -224,7 +225,8 @@ double JobdStream(v1::JobService::Stub& stub, int n, int batch, int window,
   return rate;
 }
 
-Latency JobdRoundTrip(v1::JobService::Stub& stub, int rounds) {
+Latency JobdRoundTrip(v1::JobService::Stub& stub, int rounds,
+                      bool in_memory = false) {
   Latency lat;
   grpc::ClientContext ctx;
   auto stream = stub.Submit(&ctx);
@@ -232,6 +234,7 @@ Latency JobdRoundTrip(v1::JobService::Stub& stub, int rounds) {
   req.mutable_options()->set_terminal_only(true);
   auto* item = req.add_items();
   *item->mutable_spec() = NoopSpec();
+  item->mutable_spec()->set_in_memory(in_memory);
   v1::SubmitResponse resp;
   for (int i = 0; i < rounds; ++i) {
     item->set_client_tag(i);
@@ -364,8 +367,9 @@ int KeysRun(int n, int batch, int window, int workers, int repeat) {
 
 // ------------------------------------------------------------ durability
 struct DurabilityRun {
-  double rate = 0;  // No-op jobs/s through one stream, terminal events.
-  Latency trip;     // One job at a time.
+  double rate = 0;      // No-op jobs/s through one stream, terminal events.
+  Latency trip;         // One job at a time.
+  Latency memory_trip;  // The same, in-memory jobs (not with "none").
 };
 
 DurabilityRun Durability(const std::string& mode, int n, int batch, int window,
@@ -385,6 +389,8 @@ DurabilityRun Durability(const std::string& mode, int n, int batch, int window,
   DurabilityRun run;
   run.rate = JobdStream(*stub, n, batch, window, true);
   run.trip = JobdRoundTrip(*stub, rounds);
+  // In-memory jobs (spec.in_memory) on the same daemon: no commit waited.
+  if (mode != "none") run.memory_trip = JobdRoundTrip(*stub, rounds, true);
   return run;
 }
 
@@ -675,15 +681,22 @@ int Run(int argc, char** argv) {
   std::fflush(stdout);
 
   // Durability: the same no-op stream with each --durability, in this run.
-  std::printf("\n%-32s %10s %12s %10s %10s\n", "durability (fresh daemons)",
-              "jobs", "jobs/s", "vs none", "trip p50us");
+  std::printf("\n%-32s %10s %12s %10s %10s %16s\n",
+              "durability (fresh daemons)", "jobs", "jobs/s", "vs none",
+              "trip p50us", "in-memory p50us");
   double none_rate = 0;
   for (const std::string mode : {"none", "batched", "every-commit"}) {
     const int n = mode == "every-commit" ? every_commit_jobs : durable_jobs;
     DurabilityRun d = Durability(mode, n, batch, window, rounds / 5, workers);
     if (mode == "none") none_rate = d.rate;
-    std::printf("%-32s %10d %12.0f %9.2fx %10.1f\n", mode.c_str(), n, d.rate,
-                none_rate > 0 ? d.rate / none_rate : 0.0, d.trip.Pct(0.5));
+    std::printf("%-32s %10d %12.0f %9.2fx %10.1f %16s\n", mode.c_str(), n,
+                d.rate, none_rate > 0 ? d.rate / none_rate : 0.0,
+                d.trip.Pct(0.5),
+                d.memory_trip.us.empty()
+                    ? "-"
+                    : absl::StrFormat("%.1f (%.2fx)", d.memory_trip.Pct(0.5),
+                                      d.memory_trip.Pct(0.5) / u50)
+                          .c_str());
   }
   const auto [ready_s, restored] = Recovery(recovery_jobs);
   std::printf(

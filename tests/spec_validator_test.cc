@@ -186,6 +186,21 @@ TEST_F(SpecValidatorTest, DependencyResultsNeedDependenciesAndAListFirst) {
             "spec.dependency_results_passed: set by jobd, not by clients");
 }
 
+TEST_F(SpecValidatorTest, InMemoryIsRefusedWhenForbiddenOrAtLeastOnce) {
+  v1::JobSpec s = Sleep(1);
+  s.set_in_memory(true);
+  EXPECT_TRUE(ValidateSpec(s, registry_, limits_).ok());
+  v1::JobSpec again = s;
+  again.set_delivery(v1::DELIVERY_AT_LEAST_ONCE);
+  EXPECT_THAT(Error(again), HasSubstr("spec.in_memory: an in-memory job "
+                                      "cannot be DELIVERY_AT_LEAST_ONCE"));
+  limits_.allow_in_memory = false;
+  EXPECT_EQ(Error(s),
+            "spec.in_memory: this jobd journals every job (started with "
+            "--in-memory-jobs forbid)");
+  EXPECT_TRUE(ValidateSpec(Sleep(1), registry_, limits_).ok());
+}
+
 TEST_F(SpecValidatorTest, AStreamDeadlineIsNoStartDeadlineForADependant) {
   const absl::Time now = absl::Now();
   v1::JobSpec s = Sleep(1);

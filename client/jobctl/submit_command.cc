@@ -40,6 +40,7 @@ struct SubmitArgs {
   std::string callback_url;
   std::string concurrency_key;
   bool at_least_once = false;
+  bool in_memory = false;
   std::string delay;
   std::string at;
   uint32_t retries = 0;
@@ -183,6 +184,7 @@ int RunSubmit(const Globals& g, const SubmitArgs& a) {
   spec.set_callback_url(a.callback_url);
   spec.set_concurrency_key(a.concurrency_key);
   if (a.at_least_once) spec.set_delivery(v1::DELIVERY_AT_LEAST_ONCE);
+  if (a.in_memory) spec.set_in_memory(true);
   if (const int code = SetTiming(a, spec); code != kExitOk) return code;
   const bool wait = a.wait || !a.wait_timeout.empty();
   auto wait_limit = ParseOptionalDuration(a.wait_timeout, "--wait-timeout",
@@ -254,6 +256,9 @@ void AddSubmitCommand(CLI::App& app, CommandSet& commands) {
   cmd->add_flag("--at-least-once", submit->at_least_once,
                 "If jobd stops while the job runs, run it again at the "
                 "next start (default: it fails LOST_ON_RESTART)");
+  cmd->add_flag("--in-memory", submit->in_memory,
+                "Keep the job out of the daemon's journal: its events wait "
+                "for no disk write; a crash loses it");
   cmd->add_option("--delay", submit->delay,
                   "Run it this long from now (e.g. 10m); WAITING until then");
   cmd->add_option("--at", submit->at,

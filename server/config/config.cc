@@ -498,6 +498,13 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(size_t{64}, size_t{1} << 30));
   SpecLimits& spec_limits = c.service.spec;
+  std::string in_memory_jobs = "allow";
+  app.add_option("--in-memory-jobs", in_memory_jobs,
+                 "allow: a spec may ask to stay out of the journal "
+                 "(spec.in_memory: faster, lost at a crash); forbid: every "
+                 "job is journaled, such specs are refused")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"allow", "forbid"}));
   app.add_option("--max-dependencies", spec_limits.max_dependencies,
                  "Most jobs one job may depend on (spec.depends_on)")
       ->capture_default_str()
@@ -857,6 +864,7 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
       return s;
     }
   }
+  spec_limits.allow_in_memory = in_memory_jobs == "allow";
   c.durability = durability == "none"      ? Durability::kNone
                  : durability == "batched" ? Durability::kBatched
                                            : Durability::kEveryCommit;

@@ -5,8 +5,8 @@
 
 #include "absl/strings/numbers.h"
 #include "server/callbacks/callback_url.h"
-#include "server/jobs/dependency_results.h"
 #include "server/frontend/call_batch.h"
+#include "server/jobs/dependency_results.h"
 #include "server/jobs/proto_time.h"
 #include "server/scheduler/key_limits.h"
 #include "spdlog/fmt/fmt.h"
@@ -257,6 +257,19 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
   if (!v1::Delivery_IsValid(spec.delivery())) {
     return absl::InvalidArgumentError(fmt::format(
         "spec.delivery: unknown value {}", static_cast<int>(spec.delivery())));
+  }
+  if (spec.in_memory()) {
+    if (!limits.allow_in_memory) {
+      return absl::InvalidArgumentError(
+          "spec.in_memory: this jobd journals every job (started with "
+          "--in-memory-jobs forbid)");
+    }
+    if (spec.delivery() == v1::DELIVERY_AT_LEAST_ONCE) {
+      return absl::InvalidArgumentError(
+          "spec.in_memory: an in-memory job cannot be "
+          "DELIVERY_AT_LEAST_ONCE (nothing of it survives a restart to run "
+          "it again)");
+    }
   }
   if (spec.has_timeout()) {
     absl::Status s = ValidateDuration(spec.timeout(), "spec.timeout");

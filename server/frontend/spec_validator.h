@@ -39,6 +39,9 @@ struct SpecLimits {
   v1::RetryPolicy default_retry = DefaultRetryPolicy();
   // Most entries of spec.depends_on (--max-dependencies).
   size_t max_dependencies = 1000;
+  // Whether a spec may ask to stay out of the journal (spec.in_memory;
+  // --in-memory-jobs allow|forbid).
+  bool allow_in_memory = true;
   // Per task: its default max_attempts (--task-retries name=N).
   std::map<std::string, uint32_t> task_retries;
 

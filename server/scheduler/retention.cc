@@ -131,7 +131,7 @@ void Retention::Evict(uint64_t id) {
       usage.ended.erase(e);
     }
   }
-  if (journal_ != nullptr) journal_->Delete(id);
+  if (journal_ != nullptr && !job->spec->in_memory()) journal_->Delete(id);
   if (on_forget_) on_forget_(id);
   table_.Erase(id);
 }

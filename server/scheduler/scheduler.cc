@@ -194,7 +194,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         ++rejected_;
         continue;
       }
-      if (!journal_accepting) {
+      if (!journal_accepting && !nj.spec->in_memory()) {
         retention_.RelieveJournal();  // For the next try (at once if it can).
         adm.status = absl::UnavailableError(
             "jobd cannot write its journal (disk full or I/O error; see its "
@@ -373,22 +373,21 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
         !AcquireKey(*jobs.front())) {
       continue;
     }
-    std::vector<JobRun> chunk;
-    chunk.reserve(jobs.size());
+    // Journaled jobs are claimed (handed over once the claim is durable);
+    // in-memory ones, and all without a journal, are handed over now.
+    std::vector<JobRun> claimed, now;
     for (Job* job : jobs) {
-      chunk.push_back(PrepareRun(*job));
-      if (gate) {
+      if (gate && Journaled(*job)) {
+        claimed.push_back(PrepareRun(*job));
         job->gated = true;  // Claimed: its journal row says it may begin.
         JournalState(*job);
       } else {
-        MarkStarted(*job, chunk.back(), after);
+        now.push_back(PrepareRun(*job));
+        MarkStarted(*job, now.back(), after);
       }
     }
-    if (gate) {
-      lane.Claim(std::move(chunk), journal_->ticket());
-    } else {
-      lane.Hand(std::move(chunk));
-    }
+    if (!claimed.empty()) lane.Claim(std::move(claimed), journal_->ticket());
+    if (!now.empty()) lane.Hand(std::move(now));
   }
   if (gate) StartDurable(kind, after);
   DispatchKeyed(after);
@@ -513,7 +512,14 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
       job.spec != nullptr && !job.spec->callback_url().empty()) {
     callback = callback_hook_->OnEnded(job.id, job.spec->callback_url(), event);
   }
-  if (journal_ != nullptr) {
+  if (!Journaled(job)) {
+    // In memory: nothing to wait for but its id's reservation (NewJobId),
+    // durable long before as a rule.
+    if (journal_ != nullptr) {
+      event.ticket =
+          job.id <= ids_previous_reserved_ ? ids_previous_ticket_ : ids_ticket_;
+    }
+  } else {
     // The record first, then the ticket: the event must not be delivered
     // before the state it announces is durable, so its ticket is taken
     // after the record joined the open batch (never an older one).
@@ -813,6 +819,8 @@ uint64_t Scheduler::NewJobId() {
   // ids are reached.
   constexpr uint64_t kIdBlock = 1 << 16;
   if (journal_ != nullptr && id + kIdBlock / 2 > ids_reserved_) {
+    ids_previous_reserved_ = ids_reserved_;
+    ids_previous_ticket_ = ids_ticket_;
     ids_reserved_ = id + kIdBlock;
     ids_ticket_ = journal_->ReserveJobIds(ids_reserved_);
   }
@@ -820,7 +828,7 @@ uint64_t Scheduler::NewJobId() {
 }
 
 void Scheduler::JournalState(const Job& job, bool insert) {
-  if (journal_ == nullptr) return;
+  if (!Journaled(job)) return;
   if (insert) {
     journal_->Insert(job.Row());
   } else {

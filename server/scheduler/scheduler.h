@@ -354,6 +354,12 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A new job's id; with a journal, reserves ids there ahead of it.
   uint64_t NewJobId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the job's changes go to the journal: there is one, and the
+  // job is not in memory (spec.in_memory).
+  bool Journaled(const Job& job) const {
+    return journal_ != nullptr &&
+           (job.spec == nullptr || !job.spec->in_memory());
+  }
 
   // ---- jobs over time (scheduler_time.cc) ----
   // Puts `job` WAITING until `due` (its record holds `due`: job_record.h).
@@ -501,10 +507,14 @@ class Scheduler {
   std::deque<EndedDependency> ended_dependencies_ ABSL_GUARDED_BY(mu_);
   bool releasing_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t expired_ ABSL_GUARDED_BY(mu_) = 0;
-  // Job ids reserved in the journal (NewJobId), and the ticket of the
-  // latest reservation.
+  // Job ids reserved in the journal (NewJobId): up to ids_reserved_ by the
+  // latest reservation (its ticket ids_ticket_), up to
+  // ids_previous_reserved_ by the one before. An in-memory job's events
+  // wait for the reservation that covers its id.
   uint64_t ids_reserved_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t ids_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t ids_previous_reserved_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t ids_previous_ticket_ ABSL_GUARDED_BY(mu_) = 0;
 
   TimerQueue timers_;  // Last: its thread calls into the members above.
 };

@@ -79,6 +79,14 @@ absl::Status Scheduler::ResolveDependencies(const v1::JobSpec& spec,
                       ClipUtf8(spec.depends_on(i), 64)));
     }
     if (!IsTerminal(dependency->state)) {
+      if (journal_ != nullptr && !spec.in_memory() &&
+          dependency->spec->in_memory()) {
+        return absl::InvalidArgumentError(fmt::format(
+            "spec.depends_on[{}]: job {} is in memory (spec.in_memory) and "
+            "has not ended: a journaled job cannot wait for it (a restart "
+            "would lose it); make this job in-memory too",
+            i, id));
+      }
       unmet.push_back(id);
       continue;
     }

@@ -77,7 +77,7 @@ std::pair<std::vector<uint64_t>, size_t> Scheduler::EndForShutdown() {
       Job* found = table_.Find(id);
       if (found == nullptr || IsTerminal(found->state)) continue;
       Job& job = *found;
-      if (KeptAtShutdown(job, journal_ != nullptr)) {
+      if (KeptAtShutdown(job, Journaled(job))) {
         ++kept;
         if (job.gated) {
           // Claimed, never handed to its executor: queued again.

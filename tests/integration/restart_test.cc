@@ -32,9 +32,11 @@ namespace {
 using testing::Daemon;
 using testing::Deadline;
 using ::testing::HasSubstr;
+using testing::RunOne;
 using testing::Spec;
 using testing::StreamResult;
 using testing::SubmitAll;
+using testing::SubmitRequestOf;
 
 using RestartTest = testing::JournaledDaemonTest;
 
@@ -549,6 +551,91 @@ TEST_F(RestartTest, AJobIdIsNeverGivenAgainAfterARestart) {
   EXPECT_GT(std::stoull(after.Terminal()[0].job_id()), highest);
 }
 
+TEST_F(RestartTest, AnInMemoryJobIsNeverJournaled) {
+  StartDaemon({"--thread-workers", "2"});
+  v1::JobSpec in_memory = Spec("echo", {1});
+  in_memory.set_in_memory(true);
+  // Queued behind a busy slot at the stop (a journaled one would be kept
+  // for the next start).
+  v1::JobSpec queued = Spec("echo", {3});
+  queued.set_in_memory(true);
+  queued.set_executor(v1::EXECUTOR_THREAD);
+  v1::JobSpec busy = Spec("sleep", {60000});
+  busy.set_executor(v1::EXECUTOR_THREAD);
+  const StreamResult first = SubmitAll(*stub_, {in_memory, Spec("echo", {2})});
+  ASSERT_EQ(first.Terminal().size(), 2u);
+  std::map<uint64_t, std::string> ids;  // By client tag.
+  for (const v1::JobEvent& e : first.Terminal()) {
+    ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.error().message();
+    ids[e.client_tag()] = e.job_id();
+  }
+  // Fill both thread workers, then queue the in-memory job behind them.
+  grpc::ClientContext ctx;
+  Deadline(ctx, absl::Seconds(30));
+  auto stream = stub_->Submit(&ctx);
+  ASSERT_TRUE(stream->Write(SubmitRequestOf({busy, busy})));
+  int started = 0;
+  v1::SubmitResponse resp;
+  while (started < 2 && stream->Read(&resp)) {
+    for (const v1::JobEvent& e : resp.events()) {
+      started += e.type() == v1::EVENT_TYPE_STARTED;
+    }
+  }
+  ASSERT_EQ(started, 2);
+  v1::SubmitRequest third;
+  auto* item = third.add_items();
+  item->set_client_tag(3);
+  *item->mutable_spec() = queued;
+  ASSERT_TRUE(stream->Write(third));
+  std::string queued_id;
+  while (queued_id.empty() && stream->Read(&resp)) {
+    for (const v1::JobEvent& e : resp.events()) {
+      if (e.client_tag() == 3 && e.type() == v1::EVENT_TYPE_ACCEPTED) {
+        queued_id = e.job_id();
+      }
+    }
+  }
+  ASSERT_FALSE(queued_id.empty());
+  // A journaled job cannot wait for it (a restart would lose what it waits
+  // for); an in-memory one can.
+  v1::JobSpec journaled_dependant = Spec("echo", {4});
+  journaled_dependant.add_depends_on(queued_id);
+  v1::JobSpec in_memory_dependant = journaled_dependant;
+  in_memory_dependant.set_in_memory(true);
+  grpc::ClientContext dep_ctx;
+  Deadline(dep_ctx, absl::Seconds(30));
+  auto deps = stub_->Submit(&dep_ctx);
+  ASSERT_TRUE(
+      deps->Write(SubmitRequestOf({journaled_dependant, in_memory_dependant})));
+  std::map<uint64_t, v1::JobEvent> admitted;  // By client tag.
+  while (admitted.size() < 2 && deps->Read(&resp)) {
+    for (const v1::JobEvent& e : resp.events()) {
+      if (!admitted.contains(e.client_tag())) admitted[e.client_tag()] = e;
+    }
+  }
+  EXPECT_EQ(admitted[1].type(), v1::EVENT_TYPE_REJECTED);
+  EXPECT_THAT(
+      admitted[1].error().message(),
+      HasSubstr("spec.depends_on[0]: job " + queued_id + " is in memory"));
+  EXPECT_EQ(admitted[2].type(), v1::EVENT_TYPE_ACCEPTED)
+      << admitted[2].error().message();
+  ASSERT_TRUE(daemon_->Stop(SIGKILL, absl::Seconds(10)).ok());
+  dep_ctx.TryCancel();
+  ctx.TryCancel();
+
+  StartDaemon();
+  absl::StatusOr<v1::Job> kept = GetJob(ids[2]);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->result().value().number_value(), 2);
+  for (const std::string& id : {ids[1], queued_id}) {
+    absl::StatusOr<v1::Job> gone = GetJob(id);
+    EXPECT_EQ(gone.status().code(), absl::StatusCode::kNotFound) << id;
+  }
+  // Its id is never given again.
+  const v1::JobEvent next = RunOne(*stub_, in_memory);
+  EXPECT_GT(std::stoull(next.job_id()), std::stoull(queued_id));
+}
+
 TEST_F(RestartTest, AFullJournalRefusesNewJobsAndKeepsServing) {
   StartDaemon({"--journal-max-bytes", "256K"});
   // Jobs that stay live (they cannot start while their start cannot be
@@ -587,6 +674,12 @@ TEST_F(RestartTest, AFullJournalRefusesNewJobsAndKeepsServing) {
     ctx.TryCancel();
   }
   EXPECT_TRUE(refused);
+  // An in-memory job needs no journal: it is taken and runs meanwhile.
+  v1::JobSpec quick = Spec("echo", {5});
+  quick.set_in_memory(true);
+  const v1::JobEvent done = RunOne(*stub_, quick);
+  EXPECT_EQ(done.type(), v1::EVENT_TYPE_SUCCEEDED) << done.error().message();
+  EXPECT_EQ(done.result().value().number_value(), 5);
   grpc::ClientContext ctx;
   Deadline(ctx);
   v1::GetStatsResponse stats;

@@ -518,3 +518,19 @@ def test_retrying_is_not_an_end_for_futures_and_map(own_daemon):
         assert len(got.history) == 3
         # map: terminal events only; one result per input.
         assert list(ex.map("echo", [1, 2], timeout=T)) == [1, 2]
+
+
+def test_in_memory_jobs_run_and_a_daemon_may_forbid_them(ex, own_daemon):
+    # Accepted and run (this daemon has no journal: every job is in memory).
+    assert ex.options(in_memory=True).submit("echo", 7).result(T) == 7
+    with pytest.raises(jobd.JobRejected) as e:
+        ex.options(in_memory="yes")
+    assert e.value.field == "spec.in_memory"
+    d = own_daemon("--in-memory-jobs", "forbid")
+    with jobd.Executor(d.address) as strict:
+        f = strict.options(in_memory=True).submit("echo", 1)
+        err = f.exception(timeout=T)
+        assert isinstance(err, jobd.JobRejected), err
+        assert err.field == "spec.in_memory"
+        assert "--in-memory-jobs forbid" in str(err)
+        assert strict.submit("echo", 2).result(T) == 2
