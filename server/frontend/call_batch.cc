@@ -239,9 +239,9 @@ absl::Status CheckType(Kind kind, double number, ParamType type, size_t call,
     case ParamType::kInt:
       if (kind != Kind::kNumber) break;
       if (!std::isfinite(number) || std::trunc(number) != number) {
-        return absl::InvalidArgumentError(fmt::format(
-            "{} ({}): expected int, got non-integral number {}",
-            Where(call, arg, flat), param.name, number));
+        return absl::InvalidArgumentError(
+            fmt::format("{} ({}): expected int, got non-integral number {}",
+                        Where(call, arg, flat), param.name, number));
       }
       if (std::fabs(number) > kMaxExactInt) {
         return absl::InvalidArgumentError(

@@ -35,8 +35,7 @@ inline constexpr size_t kMaxBatchCalls = 65536;
 // InvalidArgument naming spec.calls, spec.calls[i], spec.calls[i][j] or
 // spec.flat_calls otherwise. `*count` gets the number of calls.
 absl::Status CheckBatchCalls(std::string_view calls, bool flat,
-                             const TaskDef& task, int max_depth,
-                             size_t* count);
+                             const TaskDef& task, int max_depth, size_t* count);
 
 }  // namespace jobd
 

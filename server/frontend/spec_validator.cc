@@ -398,9 +398,8 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
           spec.calls().size(), limits.max_args_bytes));
     }
     size_t calls = 0;
-    if (absl::Status s =
-            CheckBatchCalls(spec.calls(), spec.flat_calls(), *task,
-                            limits.max_value_depth, &calls);
+    if (absl::Status s = CheckBatchCalls(spec.calls(), spec.flat_calls(), *task,
+                                         limits.max_value_depth, &calls);
         !s.ok()) {
       return s;
     }
