@@ -2,8 +2,8 @@
 // describing a module's @jobd.task functions, their parameters from type
 // hints, running them with TaskArgs and a TaskContext (conversions both
 // ways, the payload, exceptions with their traceback, progress and
-// cancellation), and what start refuses. The daemon end to end (a real
-// process pool, jobctl, crashes, timeouts) is in
+// cancellation; batches of calls, flat or not), and what start refuses. The
+// daemon end to end (a real process pool, jobctl, crashes, timeouts) is in
 // client/python/tests/test_python_tasks.py.
 #include "workers/python/python_tasks.h"
 
@@ -71,6 +71,30 @@ def helper():  # not a task
     return 1
 )PY";
 
+// Tasks the batch tests run (JobSpec.calls).
+constexpr char kBatchModule[] = R"PY(
+import time
+
+import jobd
+
+@jobd.task
+def half(x: float, payload: bytes = b""):
+    if x == 3:
+        raise ValueError("three")
+    if x == 5:
+        raise StopIteration("five")
+    return [x / 2, type(x).__name__, payload.decode()]
+
+@jobd.task
+def pair(a: int, b=None):
+    return [a, type(a).__name__, b]
+
+@jobd.task
+def slow(x):
+    time.sleep(0.002)
+    return x
+)PY";
+
 class PythonTasksTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -78,6 +102,7 @@ class PythonTasksTest : public ::testing::Test {
                            ("jobd-pytest-" + std::to_string(getpid())));
     std::filesystem::create_directories(*dir_);
     std::ofstream(*dir_ + "/unit_tasks.py") << kModule;
+    std::ofstream(*dir_ + "/unit_batch.py") << kBatchModule;
     std::ofstream(*dir_ + "/unit_broken.py")
         << "import jobd\nraise OSError('cannot load')\n";
     std::ofstream(*dir_ + "/unit_async.py")
@@ -226,6 +251,57 @@ TEST_F(PythonTasksTest, ProgressAndCancellationReachTheTask) {
   out = Run("unit_tasks.watch", "", &cancel);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_TRUE(out->value.bool_value());
+}
+
+TEST_F(PythonTasksTest, AFlatBatchCallsTheTaskOncePerElement) {
+  Load("unit_batch");
+  absl::StatusOr<TaskOutput> out =
+      Run("unit_batch.half",
+          "calls: '[1,2,3,4.0,5,6]' flat_calls: true "
+          "payload: 'ab'");
+  ASSERT_TRUE(out.ok()) << out.status();
+  // The float hint applies to each element; a failed call is null.
+  EXPECT_EQ(out->results,
+            "[[0.5,\"float\",\"ab\"],[1.0,\"float\",\"ab\"],null,"
+            "[2.0,\"float\",\"ab\"],null,[3.0,\"float\",\"ab\"]]");
+  ASSERT_EQ(out->call_errors.size(), 2u);
+  const v1::CallError& e = out->call_errors[0];
+  EXPECT_EQ(e.index(), 2u);
+  EXPECT_EQ(e.type(), "ValueError");
+  EXPECT_EQ(e.message(), "ValueError: three");
+  EXPECT_THAT(e.traceback(), HasSubstr("raise ValueError(\"three\")"));
+  EXPECT_THAT(e.traceback(), ::testing::Not(HasSubstr("<jobd batch>")));
+  // A StopIteration is a call's exception like any other.
+  EXPECT_EQ(out->call_errors[1].index(), 4u);
+  EXPECT_EQ(out->call_errors[1].message(), "StopIteration: five");
+}
+
+TEST_F(PythonTasksTest, ABatchOfArgumentArraysBindsEachCall) {
+  Load("unit_batch");
+  absl::StatusOr<TaskOutput> out =
+      Run("unit_batch.pair", R"(calls: '[[1],[2.0,"x"],[3,[1]]]')");
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->results,
+            "[[1,\"int\",null],[2,\"int\",\"x\"],[3,\"int\",[1]]]");
+  EXPECT_TRUE(out->call_errors.empty());
+  out = Run("unit_batch.half", "calls: '[[5],[6]]'");
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->results, "[null,[3.0,\"float\",\"\"]]");
+  ASSERT_EQ(out->call_errors.size(), 1u);
+  EXPECT_EQ(out->call_errors[0].message(), "StopIteration: five");
+}
+
+TEST_F(PythonTasksTest, ACancelledBatchRunsNoFurtherCall) {
+  Load("unit_batch");
+  CancelToken cancel;
+  cancel.Cancel(CancelReason::kCancelled);
+  absl::StatusOr<TaskOutput> out =
+      Run("unit_batch.slow", "calls: '[1,2,3,4]' flat_calls: true", &cancel);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->results, "[1]");  // The call that saw it, no other.
+  out = Run("unit_batch.slow", "calls: '[[1],[2]]'", &cancel);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->results, "[1]");
 }
 
 TEST_F(PythonTasksTest, AFailedImportIsRefusedWithItsTraceback) {

@@ -3,6 +3,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "spdlog/fmt/fmt.h"
@@ -153,19 +154,31 @@ class Scanner {
       while (q < end_ && *q >= '0' && *q <= '9') ++q;
       return q - d;
     };
+    const char* int_start = q;
     if (q < end_ && *q == '0') {
       ++q;
     } else if (digits() == 0) {
       return Error("not a JSON value");
     }
+    const char* int_end = q;
+    bool integral = true;
     if (q < end_ && *q == '.') {
       ++q;
+      integral = false;
       if (digits() == 0) return Error("a number without digits after '.'");
     }
     if (q < end_ && (*q == 'e' || *q == 'E')) {
       ++q;
+      integral = false;
       if (q < end_ && (*q == '+' || *q == '-')) ++q;
       if (digits() == 0) return Error("a number without exponent digits");
+    }
+    if (integral && int_end - int_start <= 15) {  // Exact in a double.
+      int64_t n = 0;
+      for (const char* c = int_start; c < int_end; ++c) n = n * 10 + (*c - '0');
+      p_ = q;
+      *out = static_cast<double>(*start == '-' ? -n : n);
+      return absl::OkStatus();
     }
     double d = 0;
     const auto [ptr, ec] = std::from_chars(start, q, d);
@@ -202,9 +215,16 @@ const char* KindName(Kind k) {
   return "?";
 }
 
+// Where argument `arg` of call `call` is: spec.calls[i][j], or in a flat
+// batch (the call's only argument) spec.calls[i].
+std::string Where(size_t call, size_t arg, bool flat) {
+  return flat ? fmt::format("spec.calls[{}]", call)
+              : fmt::format("spec.calls[{}][{}]", call, arg);
+}
+
 // The same judgement as CheckParamType (task_registry.h), on a kind.
 absl::Status CheckType(Kind kind, double number, ParamType type, size_t call,
-                       size_t arg, const TaskParam& param) {
+                       size_t arg, bool flat, const TaskParam& param) {
   bool ok = false;
   switch (type) {
     case ParamType::kAny:
@@ -219,16 +239,14 @@ absl::Status CheckType(Kind kind, double number, ParamType type, size_t call,
     case ParamType::kInt:
       if (kind != Kind::kNumber) break;
       if (!std::isfinite(number) || std::trunc(number) != number) {
-        return absl::InvalidArgumentError(fmt::format(
-            "spec.calls[{}][{}] ({}): expected int, got non-integral number "
-            "{}",
-            call, arg, param.name, number));
+        return absl::InvalidArgumentError(
+            fmt::format("{} ({}): expected int, got non-integral number {}",
+                        Where(call, arg, flat), param.name, number));
       }
       if (std::fabs(number) > kMaxExactInt) {
         return absl::InvalidArgumentError(
-            fmt::format("spec.calls[{}][{}] ({}): int out of range (|n| <= "
-                        "2^53)",
-                        call, arg, param.name));
+            fmt::format("{} ({}): int out of range (|n| <= 2^53)",
+                        Where(call, arg, flat), param.name));
       }
       ok = true;
       break;
@@ -244,28 +262,113 @@ absl::Status CheckType(Kind kind, double number, ParamType type, size_t call,
   }
   if (ok) return absl::OkStatus();
   return absl::InvalidArgumentError(fmt::format(
-      "spec.calls[{}][{}] ({}): expected {}, got {}", call, arg, param.name,
+      "{} ({}): expected {}, got {}", Where(call, arg, flat), param.name,
       ParamTypeName(type),
       kind == Kind::kNumber && !std::isfinite(number) ? "a non-finite number"
                                                       : KindName(kind)));
 }
 
+// One call of a batch of argument arrays (JobSpec.calls): its array,
+// each argument checked as a positional argument of `task`.
+absl::Status Call(Scanner& in, const TaskDef& task, int max_depth,
+                  size_t call) {
+  const size_t params = task.params.size();
+  if (in.Peek() != '[') {
+    Kind k = Kind::kNull;
+    double n = 0;
+    bool deep = false;
+    if (absl::Status s = in.Value(max_depth, &k, &n, &deep); !s.ok()) {
+      return s;
+    }
+    return absl::InvalidArgumentError(fmt::format(
+        "spec.calls[{}]: expected an array of positional arguments, got {}",
+        call, KindName(k)));
+  }
+  in.Eat('[');
+  size_t arg = 0;
+  if (!in.Eat(']')) {
+    for (;; ++arg) {
+      Kind kind = Kind::kNull;
+      double number = 0;
+      bool too_deep = false;
+      if (absl::Status s = in.Value(max_depth, &kind, &number, &too_deep);
+          !s.ok()) {
+        return s;
+      }
+      if (too_deep) {
+        return absl::InvalidArgumentError(
+            fmt::format("spec.calls[{}][{}]: nested deeper than {} levels",
+                        call, arg, max_depth));
+      }
+      if (!task.variadic) {
+        if (arg >= params) {
+          return absl::InvalidArgumentError(fmt::format(
+              "spec.calls[{}]: task '{}' takes at most {} positional "
+              "argument(s), got more",
+              call, task.name, params));
+        }
+        if (absl::Status s = CheckType(kind, number, task.params[arg].type,
+                                       call, arg, false, task.params[arg]);
+            !s.ok()) {
+          return s;
+        }
+      }
+      if (in.Eat(',')) continue;
+      if (in.Eat(']')) break;
+      return in.Error("expected ',' or ']'");
+    }
+    ++arg;
+  }
+  if (!task.variadic) {
+    for (size_t i = arg; i < params; ++i) {
+      if (task.params[i].required) {
+        return absl::InvalidArgumentError(fmt::format(
+            "spec.calls[{}][{}] ({}): task '{}' requires argument '{}' ({})",
+            call, i, task.params[i].name, task.name, task.params[i].name,
+            ParamTypeName(task.params[i].type)));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::Status CheckBatchCalls(std::string_view calls, const TaskDef& task,
-                             int max_depth, size_t* count) {
+absl::Status CheckBatchCalls(std::string_view calls, bool flat,
+                             const TaskDef& task, int max_depth,
+                             size_t* count) {
   *count = 0;
+  const size_t params = task.params.size();
+  if (flat && !task.variadic) {
+    // One argument per call: the task must take one and need no other.
+    if (params == 0) {
+      return absl::InvalidArgumentError(fmt::format(
+          "spec.flat_calls: task '{}' takes no arguments; a flat batch "
+          "passes one per call",
+          task.name));
+    }
+    for (size_t i = 1; i < params; ++i) {
+      if (task.params[i].required) {
+        return absl::InvalidArgumentError(fmt::format(
+            "spec.flat_calls: task '{}' requires argument '{}' ({}); a flat "
+            "batch passes one per call (send argument arrays in spec.calls)",
+            task.name, task.params[i].name,
+            ParamTypeName(task.params[i].type)));
+      }
+    }
+  }
   Scanner in(calls);
   if (!in.Eat('[')) {
     return absl::InvalidArgumentError(
-        "spec.calls: expected a JSON array of calls (each an array of "
-        "positional arguments)");
+        flat ? "spec.calls: expected a JSON array of arguments (a flat batch: "
+               "one per call)"
+             : "spec.calls: expected a JSON array of calls (each an array of "
+               "positional arguments)");
   }
   if (in.Eat(']')) {
     return absl::InvalidArgumentError(
         "spec.calls: an empty batch (leave it unset for a job of one call)");
   }
-  const size_t params = task.params.size();
   for (size_t call = 0;; ++call) {
     if (call == kMaxBatchCalls) {
       return absl::InvalidArgumentError(fmt::format(
@@ -273,61 +376,27 @@ absl::Status CheckBatchCalls(std::string_view calls, const TaskDef& task,
           "chunksize)",
           kMaxBatchCalls));
     }
-    if (in.Peek() != '[') {
-      Kind k = Kind::kNull;
-      double n = 0;
-      bool deep = false;
-      if (absl::Status s = in.Value(max_depth, &k, &n, &deep); !s.ok()) {
+    if (flat) {
+      Kind kind = Kind::kNull;
+      double number = 0;
+      bool too_deep = false;
+      if (absl::Status s = in.Value(max_depth, &kind, &number, &too_deep);
+          !s.ok()) {
         return s;
       }
-      return absl::InvalidArgumentError(fmt::format(
-          "spec.calls[{}]: expected an array of positional arguments, got {}",
-          call, KindName(k)));
-    }
-    in.Eat('[');
-    size_t arg = 0;
-    if (!in.Eat(']')) {
-      for (;; ++arg) {
-        Kind kind = Kind::kNull;
-        double number = 0;
-        bool too_deep = false;
-        if (absl::Status s = in.Value(max_depth, &kind, &number, &too_deep);
+      if (too_deep) {
+        return absl::InvalidArgumentError(fmt::format(
+            "spec.calls[{}]: nested deeper than {} levels", call, max_depth));
+      }
+      if (!task.variadic) {
+        if (absl::Status s = CheckType(kind, number, task.params[0].type, call,
+                                       0, true, task.params[0]);
             !s.ok()) {
           return s;
         }
-        if (too_deep) {
-          return absl::InvalidArgumentError(
-              fmt::format("spec.calls[{}][{}]: nested deeper than {} levels",
-                          call, arg, max_depth));
-        }
-        if (!task.variadic) {
-          if (arg >= params) {
-            return absl::InvalidArgumentError(fmt::format(
-                "spec.calls[{}]: task '{}' takes at most {} positional "
-                "argument(s), got more",
-                call, task.name, params));
-          }
-          if (absl::Status s = CheckType(kind, number, task.params[arg].type,
-                                         call, arg, task.params[arg]);
-              !s.ok()) {
-            return s;
-          }
-        }
-        if (in.Eat(',')) continue;
-        if (in.Eat(']')) break;
-        return in.Error("expected ',' or ']'");
       }
-      ++arg;
-    }
-    if (!task.variadic) {
-      for (size_t i = arg; i < params; ++i) {
-        if (task.params[i].required) {
-          return absl::InvalidArgumentError(fmt::format(
-              "spec.calls[{}][{}] ({}): task '{}' requires argument '{}' ({})",
-              call, i, task.params[i].name, task.name, task.params[i].name,
-              ParamTypeName(task.params[i].type)));
-        }
-      }
+    } else if (absl::Status s = Call(in, task, max_depth, call); !s.ok()) {
+      return s;
     }
     if (in.Eat(',')) continue;
     if (in.Eat(']')) {

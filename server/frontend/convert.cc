@@ -79,6 +79,7 @@ v1::TaskInfo ToProto(const TaskDef& def, bool quarantined) {
   info.set_default_kind(def.default_kind);
   info.set_variadic(def.variadic);
   info.set_takes_calls(def.takes_calls);
+  info.set_takes_flat_calls(def.takes_calls && def.takes_flat_calls);
   // Sync tasks run in worker processes and, unless they need isolation,
   // on threads; async ones on the reactor.
   // A command task's CPU-bound jobs hold a process-pool slot.

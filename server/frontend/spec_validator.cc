@@ -375,6 +375,18 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
         "(max-args-bytes); send bulk data as the payload",
         args_bytes, limits.max_args_bytes));
   }
+  if (spec.flat_calls()) {
+    if (spec.calls().empty()) {
+      return absl::InvalidArgumentError(
+          "spec.flat_calls: set without spec.calls");
+    }
+    if (!task->takes_flat_calls) {
+      return absl::InvalidArgumentError(fmt::format(
+          "spec.flat_calls: task '{}' does not take flat batches (only tasks "
+          "whose TaskInfo.takes_flat_calls is set do)",
+          task->name));
+    }
+  }
   if (!spec.calls().empty()) {
     if (!task->takes_calls) {
       return absl::InvalidArgumentError(fmt::format(
@@ -399,7 +411,7 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
           spec.calls().size(), limits.max_args_bytes));
     }
     size_t calls = 0;
-    if (absl::Status s = CheckBatchCalls(spec.calls(), *task,
+    if (absl::Status s = CheckBatchCalls(spec.calls(), spec.flat_calls(), *task,
                                          limits.max_value_depth, &calls);
         !s.ok()) {
       return s;

@@ -9,6 +9,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "workers/python/batch_source.h"
 #include "workers/python/interpreter.h"
 #include "workers/sdk/utf8.h"
 
@@ -262,11 +263,70 @@ PyObject* WorkerCancelled(PyObject*, PyObject*) {
   return PyBool_FromLong(ctx != nullptr && ctx->cancelled() ? 1 : 0);
 }
 
+// call_each(fn, calls, results, flat, payload): runs the calls of a batch
+// from calls[len(results)] on, in order, appending each one's result to
+// `results` (lists both): fn(*call), or fn(call) when `flat`, with
+// payload=payload unless it is None. Returns True as soon as the running
+// job is cancelled (after the call that saw it), False once every call ran.
+// A call's exception propagates as is: `results` then holds the calls
+// before it, so its index is len(results). In C, so that a batch of tiny
+// calls costs little more than the calls (no frame, no tuple per call).
+PyObject* WorkerCallEach(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 5 || !PyList_Check(args[1]) || !PyList_Check(args[2])) {
+    PyErr_SetString(PyExc_TypeError,
+                    "call_each(fn, calls: list, results: list, flat, payload)");
+    return nullptr;
+  }
+  PyObject* fn = args[0];
+  PyObject* calls = args[1];
+  PyObject* results = args[2];
+  const int flat = PyObject_IsTrue(args[3]);
+  if (flat < 0) return nullptr;
+  PyObject* payload = args[4];
+  static PyObject* payload_name = nullptr;  // ("payload",), kept.
+  PyObject* kwnames = nullptr;
+  if (payload != Py_None) {
+    if (payload_name == nullptr) payload_name = Py_BuildValue("(s)", "payload");
+    if (payload_name == nullptr) return nullptr;
+    kwnames = payload_name;
+  }
+  const TaskContext* ctx = current_context;
+  std::vector<PyObject*> argv;
+  for (Py_ssize_t i = PyList_GET_SIZE(results); i < PyList_GET_SIZE(calls);
+       ++i) {
+    Ref call(Py_NewRef(PyList_GET_ITEM(calls, i)));
+    Ref out;
+    if (flat) {
+      PyObject* one[2] = {call.get(), payload};
+      out.reset(PyObject_Vectorcall(fn, one, 1, kwnames));
+    } else {
+      if (!PyList_Check(call.get())) {
+        PyErr_SetString(PyExc_TypeError, "a call is not a list of arguments");
+        return nullptr;
+      }
+      const Py_ssize_t n = PyList_GET_SIZE(call.get());
+      PyObject** items = reinterpret_cast<PyListObject*>(call.get())->ob_item;
+      argv.clear();
+      if (n > 0) argv.assign(items, items + n);
+      argv.push_back(payload);
+      out.reset(PyObject_Vectorcall(fn, argv.data(), static_cast<size_t>(n),
+                                    kwnames));
+    }
+    if (!out || PyList_Append(results, out.get()) != 0) return nullptr;
+    if (ctx != nullptr && ctx->cancelled()) Py_RETURN_TRUE;
+  }
+  Py_RETURN_FALSE;
+}
+
 PyMethodDef worker_methods[] = {
     {"progress", WorkerProgress, METH_VARARGS,
      "progress(fraction, message=''): reports the running job's progress."},
     {"cancelled", WorkerCancelled, METH_NOARGS,
      "cancelled(): True once the running job was cancelled or timed out."},
+    {"call_each",
+     reinterpret_cast<PyCFunction>(
+         reinterpret_cast<void (*)()>(WorkerCallEach)),
+     METH_FASTCALL, "call_each(fn, calls, results, flat, payload): a batch."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef worker_module = {
@@ -351,81 +411,8 @@ def describe(modules):
     return tasks
 )PY";
 
-// Runs a batch (JobSpec.calls) in one go: see CallBatch. Errors keep a
-// traceback for the first kTracebacks failed calls only, and every text is
-// cut, so that a batch of failures stays small.
-constexpr char kBatchSource[] = R"PY(
-import json, traceback
-from _jobd_worker import cancelled
-
-_loads = json.loads
-_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False,
-                          check_circular=False, separators=(",", ":")).encode
-_TRACEBACKS = 16
-_MAX_TEXT = 4096
-_MAX_TRACEBACK = 16384
-
-def _error(i, e, errors):
-    t, text, tb = type(e), "", ""
-    try:
-        text = str(e)
-        if len(errors) < _TRACEBACKS:
-            tb = "".join(traceback.format_exception(t, e, e.__traceback__))
-    except BaseException:
-        pass
-    message = t.__qualname__ + (": " + text if text else "")
-    errors.append((i, t.__qualname__, message[:_MAX_TEXT],
-                   tb[-_MAX_TRACEBACK:]))
-
-def _fix(args, ints, floats):
-    args = list(args)
-    n = len(args)
-    for j in floats:
-        if j < n and type(args[j]) is int:
-            args[j] = float(args[j])
-    for j in ints:
-        if j < n and type(args[j]) is float and args[j].is_integer():
-            args[j] = int(args[j])
-    return args
-
-def run(fn, calls, ints, floats, payload):
-    calls = _loads(calls)
-    results = []
-    errors = []
-    append = results.append
-    kw = {} if payload is None else {"payload": payload}
-    hints = ints or floats
-    for i, args in enumerate(calls):
-        if hints:
-            args = _fix(args, ints, floats)
-        try:
-            append(fn(*args, **kw))
-        except BaseException as e:
-            append(None)
-            # Without this frame: the traceback starts in the task.
-            e.__traceback__ = e.__traceback__.tb_next or e.__traceback__
-            _error(i, e, errors)
-        if cancelled():
-            break  # The job has ended already: what is left is not run.
-    try:
-        out = _dumps(results)
-    except BaseException:
-        out = []
-        for i, r in enumerate(results):
-            try:
-                out.append(_dumps(r))
-            except BaseException as e:
-                out.append("null")
-                n = "TypeError" if isinstance(e, TypeError) else \
-                    type(e).__qualname__
-                errors.append((i, n, ("%s: result: %s" % (n, e))[:_MAX_TEXT],
-                               ""))
-        errors.sort(key=lambda x: x[0])
-        out = "[" + ",".join(out) + "]"
-    return out, errors
-)PY";
-
-// The batch helper (kBatchSource), compiled on first use; the GIL is held.
+// The batch helper (kBatchSource: workers/python/batch_source.h), compiled
+// on first use; the GIL is held.
 PyObject* BatchRunner() {
   static PyObject* run = nullptr;
   if (run != nullptr) return run;
@@ -658,7 +645,8 @@ absl::StatusOr<TaskOutput> CallBatch(const std::string& name,
   }
   current_context = &ctx;
   Ref answer(PyObject_CallFunctionObjArgs(
-      run, *fn, calls.get(), ints.get(), floats.get(), payload.get(), nullptr));
+      run, *fn, calls.get(), ints.get(), floats.get(), payload.get(),
+      spec.flat_calls() ? Py_True : Py_False, nullptr));
   current_context = nullptr;
   if (!answer) return absl::UnknownError(TakeException());
   PyObject* results = nullptr;

@@ -55,7 +55,8 @@ absl::StatusOr<TaskOutput> Call(const std::string& name,
                                 bool takes_payload, TaskContext& ctx);
 
 // Runs a batch (the spec's `calls`, checked by the daemon) of task `name`
-// with one GIL acquisition: decodes the calls' JSON, calls the function
+// with one GIL acquisition: decodes the calls' JSON (argument arrays, or
+// with the spec's flat_calls each call's only argument), calls the function
 // once per call in order (int/number hints applied as for Call), stops
 // early once the job is cancelled, and encodes the results once into
 // TaskOutput::results (a JSON array, null for a failed call). A call's

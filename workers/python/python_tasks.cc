@@ -268,8 +268,9 @@ absl::Status RegisterPythonTasks(const std::vector<PythonTaskSpec>& specs,
     def.default_kind = spec.kind;
     def.params = spec.params;
     def.variadic = spec.variadic;
-    def.needs_isolation = true;  // Only the process pool hosts Python.
-    def.takes_calls = true;      // A batch: python::CallBatch.
+    def.needs_isolation = true;   // Only the process pool hosts Python.
+    def.takes_calls = true;       // A batch: python::CallBatch.
+    def.takes_flat_calls = true;  // Flat ones too.
     auto shared = std::make_shared<const PythonTaskSpec>(spec);
     def.run = [shared](TaskContext& ctx) -> absl::StatusOr<TaskOutput> {
       if (!ctx.args().spec().calls().empty()) {

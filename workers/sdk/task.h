@@ -208,6 +208,9 @@ struct TaskDef {
   // checks every call against `params` first. Only these tasks' jobs may be
   // batches.
   bool takes_calls = false;
+  // With takes_calls: `run` also runs flat batches (the spec's flat_calls:
+  // `calls` holds each call's only argument instead of its argument list).
+  bool takes_flat_calls = false;
   // Longest a job of this task may run: a job that asks for no timeout or
   // a longer one gets this one. Zero: none.
   absl::Duration max_timeout = absl::ZeroDuration();

@@ -13,7 +13,17 @@ Batches: with chunksize > 1 and a task that takes them (TaskInfo.takes_calls:
 Python tasks), each chunk of `chunksize` inputs is one job whose
 JobSpec.calls is the chunk's arguments as JSON, and whose result is a JSON
 list (BatchResult) unpacked here; its calls are checked by the daemon only
-(it names the call and field). The window still counts inputs.
+(it names the call and field). With one iterable and a task that takes
+them (TaskInfo.takes_flat_calls), chunks are flat (JobSpec.flat_calls: a
+JSON array of the inputs themselves, a third of the cost to encode). The
+window still counts inputs; the request thread, once the window is full,
+waits until half of it is free (or a chunk, if more) and sends that much
+in one message, so that it and the consumer hand over less often.
+
+Results: a response's values are yielded as lists through an
+itertools.chain (MapResults), so an element costs the consumer no
+generator step; credit for the window is returned once a response's
+values were all taken.
 
 Thread-safety: state shared by the request thread and the consumer is
 guarded by self._cv.
@@ -38,21 +48,48 @@ _EXACT = float(2 ** 53)
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False,
                           check_circular=False).encode
 _CALLS_TAG = b"\x82\x05"  # JobSpec.calls = 80, length-delimited.
+_FLAT_TAG = b"\x88\x05\x01"  # JobSpec.flat_calls = 81, true.
 # Chunks per Submit message: the first ones reach the workers while the
 # next are being encoded (and a message stays a few hundred KB at most).
-_CHUNKS_PER_MESSAGE = 16
+_CHUNKS_PER_MESSAGE = 32
+# The first message is small: the workers start while the next is encoded.
+_FIRST_CHUNKS = 2
+# A chunked map's default window, in chunks (or jobd's default window of
+# inputs if more): room for whole messages both ways, since each message
+# costs the client two thread hand-overs under its GIL.
+_DEFAULT_CHUNKS = 128
+
+
+class MapResults(itertools.chain):
+    """What Executor.map returns: its results in input order, over a
+    generator of lists (one per response or chunk); close() ends the map
+    early (so does dropping it), as a generator's would."""
+
+    __slots__ = ("_lists",)
+
+    def close(self):
+        self._lists.close()
+
+
+def results_of(lists):
+    r = MapResults.from_iterable(lists)
+    r._lists = lists
+    return r
 
 
 class MapStream:
-    def __init__(self, executor, task, inputs, options, chunksize, window,
+    def __init__(self, executor, task, iterables, options, chunksize, window,
                  end):
         limits = executor._limits
+        info = executor._task_info(task)
+        batches = chunksize > 1 and getattr(info, "takes_calls", False)
         if window is None:
             window = limits.default_window or 1024
+            if batches:
+                window = max(window, _DEFAULT_CHUNKS * chunksize)
         window = max(1, min(int(window), limits.max_window or window))
         self._executor = executor
         self._task = task
-        self._inputs = inputs
         self._options = options
         self._window = window
         self._max_batch = max(1, min(limits.max_jobs_per_request or 1024,
@@ -64,13 +101,17 @@ class MapStream:
         self._sent = 0
         self._template = pb.JobSpec(task=task)
         options.fill(self._template)
-        self._info = executor._task_info(task)
+        self._info = info
         # One job per chunk where the task takes batches; else the pool
         # sends up to chunksize jobs to a worker in one frame.
-        self._chunk = chunksize if chunksize > 1 and getattr(
-            self._info, "takes_calls", False) else 0
+        self._chunk = chunksize if batches else 0
         if chunksize > 1 and not self._chunk:
             self._template.chunksize = chunksize
+        # Flat chunks: one argument per call, the inputs as they are.
+        self._flat = bool(self._chunk) and len(iterables) == 1 and getattr(
+            self._info, "takes_flat_calls", False)
+        self._inputs = iter(iterables[0]) if self._flat else zip(*iterables)
+        self._waiting_for = 0  # inputs of room the request thread waits for
         if self._chunk:
             self._window = window = max(window, chunksize)
         self._sizes = collections.deque()  # inputs per job sent, in order
@@ -112,8 +153,12 @@ class MapStream:
         encode_item = _wire.encode_item
         while True:
             with self._cv:
-                while self._in_flight >= self._window and not self._closed:
-                    self._cv.wait()
+                if self._in_flight >= self._window:
+                    self._waiting_for = 1
+                    while self._in_flight >= self._window and \
+                            not self._closed:
+                        self._cv.wait()
+                    self._waiting_for = 0
                 if self._closed:
                     return
                 room = min(self._window - self._in_flight, self._max_batch)
@@ -145,34 +190,45 @@ class MapStream:
                 return
 
     def _batch_requests(self):
-        # A job per chunk: the template's bytes, then JobSpec.calls.
+        # A job per chunk: the template's bytes, then JobSpec.calls (and
+        # JobSpec.flat_calls).
         template = self._template.SerializeToString()
         inputs = self._inputs
         chunk = self._chunk
+        flat = _FLAT_TAG if self._flat else b""
         varint = _wire.varint
+        islice = itertools.islice
+        dumps = _dumps
+        # Once the window is full: wait for half of it (whole chunks).
+        refill = max(chunk, self._window // 2 // chunk * chunk)
+        most = _FIRST_CHUNKS  # chunks in this message
         tag = 0
         while True:
             with self._cv:
-                while self._in_flight + chunk > self._window and \
-                        not self._closed:
-                    self._cv.wait()
+                if self._in_flight + chunk > self._window:
+                    self._waiting_for = refill
+                    while self._in_flight + refill > self._window and \
+                            not self._closed:
+                        self._cv.wait()
+                    self._waiting_for = 0
                 if self._closed:
                     return
                 room = min((self._window - self._in_flight) // chunk,
-                           self._max_batch, _CHUNKS_PER_MESSAGE)
+                           self._max_batch, most)
+            most = _CHUNKS_PER_MESSAGE
             parts, sizes, nbytes = [], [], 0
             stop = False
             while len(parts) < room and nbytes < self._max_bytes:
                 calls = None  # stays None if the iterable raises
                 try:
-                    calls = list(itertools.islice(inputs, chunk))
-                    body = _dumps(calls).encode()
+                    calls = list(islice(inputs, chunk))
+                    body = dumps(calls).encode()
                 except Exception as e:  # noqa: BLE001 - raised in order
                     calls, body = self._bad_input(calls, e)
                     stop = True
                 if calls:
                     spec = b"".join((template, _CALLS_TAG,
-                                     varint(len(body)), body))
+                                     varint(len(body)), body, flat))
                     item = b"".join((b"\x08", varint(tag), b"\x12",
                                      varint(len(spec)), spec))
                     parts.append(b"\x12" + varint(len(item)) + item)
@@ -202,7 +258,7 @@ class MapStream:
             k = 0
             for k, args in enumerate(calls):
                 try:
-                    _dumps(args)
+                    _dumps(args)  # a call's arguments, or its only one
                 except Exception:  # noqa: BLE001
                     break
             bad = JobRejected("spec.calls[%d] (input %d): %s" % (
@@ -215,39 +271,63 @@ class MapStream:
         return calls, _dumps(calls).encode()
 
     def results(self):
+        return results_of(self._lists())
+
+    def _lists(self):
+        # The results as lists, in order: a batch's values, or the single
+        # values of one response. An error raises after the values before
+        # it.
         succeeded = pb.EVENT_TYPE_SUCCEEDED
         from_value = _common.from_value
+        loads = json.loads
+        cv, sizes = self._cv, self._sizes
         try:
             for response in self._call:
                 events = response.events
+                singles = []
                 for ev in events:
                     if ev.type == succeeded:
                         r = ev.result
                         if r.HasField("batch"):
-                            yield from self._unpack(ev, r.batch)
+                            if singles:
+                                yield singles
+                                singles = []
+                            b = r.batch
+                            values = loads(b.results)
+                            if b.call_errors:
+                                values, error = self._failed_call(
+                                    ev, values, b.call_errors)
+                                yield values
+                                raise error
+                            yield values
                         elif r.HasField("value"):
                             v = r.value
                             if v.WhichOneof("kind") == "number_value":
                                 n = v.number_value  # from_value, inlined
-                                yield int(n) if n.is_integer() and \
-                                    -_EXACT <= n <= _EXACT else n
+                                singles.append(int(n) if n.is_integer() and
+                                               -_EXACT <= n <= _EXACT else n)
                             else:
-                                yield from_value(v)
+                                singles.append(from_value(v))
                         else:
-                            yield result_of(ev)
-                    elif ev.type == pb.EVENT_TYPE_CANCELLED:
+                            singles.append(result_of(ev))
+                        continue
+                    if singles:
+                        yield singles
+                    if ev.type == pb.EVENT_TYPE_CANCELLED:
                         raise cf.CancelledError(
                             "job %s (%s) was cancelled: %s" % (
                                 ev.job_id, self._task, ev.error.message))
-                    else:
-                        raise error_from_event(ev, self._task)
+                    raise error_from_event(ev, self._task)
+                if singles:
+                    yield singles
                 # Window credit once the message's results were taken: the
                 # inputs read stay within `window` of the results consumed.
-                with self._cv:
-                    sizes = self._sizes
+                with cv:
                     self._in_flight -= sum(sizes.popleft()
                                            for _ in range(len(events)))
-                    self._cv.notify_all()
+                    want = self._waiting_for
+                    if want and self._in_flight + want <= self._window:
+                        cv.notify()
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise TimeoutError("map: timeout reached") from None
@@ -259,21 +339,10 @@ class MapStream:
         if self._input_error is not None:
             raise self._input_error
 
-    def _unpack(self, ev, batch):
-        """A batch's results in order; a failed call raises at its place."""
-        values = json.loads(batch.results)
-        if not batch.call_errors:
-            return values
-        return self._with_errors(ev, values, batch.call_errors)
-
-    def _with_errors(self, ev, values, call_errors):
-        failed = {e.index: e for e in call_errors}
-        for i, v in enumerate(values):
-            e = failed.get(i)
-            if e is not None:
-                raise JobFailed(e.message, reason="TASK_ERROR",
-                                code=grpc.StatusCode.UNKNOWN,
-                                job_id=ev.job_id or None, task=self._task,
-                                remote_type=e.type,
-                                remote_traceback=e.traceback or None)
-            yield v
+    def _failed_call(self, ev, values, call_errors):
+        """The values before a batch's first failed call, and its error."""
+        e = min(call_errors, key=lambda c: c.index)
+        return values[:e.index], JobFailed(
+            e.message, reason="TASK_ERROR", code=grpc.StatusCode.UNKNOWN,
+            job_id=ev.job_id or None, task=self._task, remote_type=e.type,
+            remote_traceback=e.traceback or None)

@@ -362,8 +362,8 @@ class Executor(_Base):
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be >= 1")
         self._check_task_name(task)
-        stream = MapStream(self, task, zip(*iterables), options, chunksize,
-                           window, end)
+        stream = MapStream(self, task, iterables, options, chunksize, window,
+                           end)
         return stream.results()
 
     def _check_task_name(self, task):

@@ -1,7 +1,8 @@
 """Executor.map with chunksize > 1 on Python tasks (README: Python client,
-map): each chunk is one job of many calls (JobSpec.calls), run in one
-worker, its results unpacked in order, a failed call raised at its place.
-A real jobd runs the tasks of task_modules/jobd_test_tasks.py.
+map): each chunk is one job of many calls (JobSpec.calls; flat ones,
+JobSpec.flat_calls, for a map of one iterable), run in one worker, its
+results unpacked in order, a failed call raised at its place. A real jobd
+runs the tasks of task_modules/jobd_test_tasks.py.
 """
 
 import json
@@ -29,8 +30,9 @@ def process_jobs(ex):
 def test_the_task_list_says_python_tasks_take_batches(ex):
     tasks = {t.name: t for t in ex.stub.ListTasks(pb.ListTasksRequest(),
                                                   timeout=T).tasks}
-    assert tasks[ADD].takes_calls
+    assert tasks[ADD].takes_calls and tasks[ADD].takes_flat_calls
     assert not tasks["echo"].takes_calls
+    assert not tasks["echo"].takes_flat_calls
 
 
 def test_order_is_kept_across_chunks_and_each_chunk_is_one_job(ex):
@@ -66,9 +68,11 @@ def test_an_exception_in_call_k_surfaces_at_element_k(ex):
     assert "jobd_test_tasks.py" in tb and "raise ValueError" in tb
     assert "<jobd batch>" not in tb  # starts in the task
     # One job ran calls 32..47: it succeeded, its call 37 (index 5) failed.
+    # One iterable: a flat chunk, the inputs themselves.
     job = ex.stub.GetJob(pb.GetJobRequest(job_id=err.job_id), timeout=T)
     assert job.state == pb.JOB_STATE_SUCCEEDED
-    assert json.loads(job.spec.calls) == [[i] for i in range(32, 48)]
+    assert job.spec.flat_calls
+    assert json.loads(job.spec.calls) == list(range(32, 48))
     assert json.loads(job.result.batch.results) == [
         None if i == 37 else i for i in range(32, 48)]
     [call] = job.result.batch.call_errors
@@ -95,12 +99,75 @@ def test_type_hints_apply_to_each_call(ex):
 
 def test_bad_arguments_are_refused_naming_call_and_field_before_any_run(ex):
     before = process_jobs(ex)
-    it = ex.map(ADD, [1, 2, "x", 4, 5, 6], chunksize=8, timeout=T)
+    # Two iterables: calls of argument arrays.
+    it = ex.map(ADD, [1, 2, "x", 4, 5, 6], range(6), chunksize=8, timeout=T)
     with pytest.raises(jobd.JobRejected) as e:
         next(it)
     assert "spec.calls[2][0] (a): expected int, got string" in str(e.value)
     assert e.value.field == "spec.calls[2][0] (a)"
     assert process_jobs(ex) == before  # nothing ran
+
+
+def test_a_wrong_type_in_a_flat_chunk_is_raised_at_its_chunk(ex):
+    before = process_jobs(ex)
+    it = ex.map(ADD, [1, 2, 3, "x", 5, 6], chunksize=2, timeout=T)
+    assert [next(it), next(it)] == [3, 4]  # the chunk before it
+    with pytest.raises(jobd.JobRejected) as e:
+        next(it)
+    # Its place in the flat chunk [3, "x"], as the daemon names it.
+    assert "spec.calls[1] (a): expected int, got string" in str(e.value)
+    assert e.value.field == "spec.calls[1] (a)"
+    assert process_jobs(ex)[0] - before[0] <= 2  # not the bad chunk
+
+
+def test_two_iterables_send_argument_arrays(ex):
+    it = ex.map("jobd_test_tasks.fail_at", range(20), [7] * 20, chunksize=8,
+                timeout=T)
+    with pytest.raises(jobd.JobFailed) as e:
+        list(it)
+    job = ex.stub.GetJob(pb.GetJobRequest(job_id=e.value.job_id), timeout=T)
+    assert not job.spec.flat_calls
+    assert json.loads(job.spec.calls) == [[i, 7] for i in range(8)]
+
+
+def submit_one(ex, spec):
+    """The terminal event of one spec sent on a Submit stream of its own."""
+    requests = [pb.SubmitRequest(options=pb.SubmitOptions(
+        terminal_only=True)), pb.SubmitRequest(items=[pb.SubmitItem(
+            client_tag=1, spec=spec)])]
+    for response in ex.stub.Submit(iter(requests), timeout=T):
+        for ev in response.events:
+            if ev.type != pb.EVENT_TYPE_ACCEPTED:
+                return ev
+    raise AssertionError("no terminal event")
+
+
+def test_other_clients_can_send_flat_batches(ex):
+    ev = submit_one(ex, pb.JobSpec(
+        task="pt.describe", kind=pb.JOB_KIND_CPU_BOUND, calls="[1]",
+        flat_calls=True))
+    assert ev.type == pb.EVENT_TYPE_REJECTED
+    assert "spec.flat_calls: task 'pt.describe' requires argument 'scale'" \
+        in ev.error.message
+    ev = submit_one(ex, pb.JobSpec(
+        task="jobd_test_tasks.kinds", kind=pb.JOB_KIND_CPU_BOUND,
+        calls="[1, 2.5, 3.0]", flat_calls=True))
+    assert ev.type == pb.EVENT_TYPE_REJECTED
+    assert "task 'jobd_test_tasks.kinds' requires argument 'n' (int)" in \
+        ev.error.message
+    ev = submit_one(ex, pb.JobSpec(
+        task="jobd_test_tasks.fail_at", kind=pb.JOB_KIND_CPU_BOUND,
+        calls="[36, 37.0, 38]", flat_calls=True))
+    assert ev.type == pb.EVENT_TYPE_SUCCEEDED
+    # The int hint turns 37.0 into 37: that call raises.
+    assert json.loads(ev.result.batch.results) == [36, None, 38]
+    [call] = ev.result.batch.call_errors
+    assert (call.index, call.message) == (1, "ValueError: call 37 failed")
+    ev = submit_one(ex, pb.JobSpec(task="echo", kind=pb.JOB_KIND_IO_BOUND,
+                                   calls="[1]", flat_calls=True))
+    assert ev.type == pb.EVENT_TYPE_REJECTED
+    assert "spec.flat_calls: task 'echo' does not take flat batches" in \
+        ev.error.message
 
 
 def test_chunksize_larger_than_the_input_and_empty_input(ex):

@@ -22,7 +22,10 @@ absl::Status RunFrameWriter::Add(const JobRun& run) {
   *copy.mutable_args() = spec.args();
   if (!spec.kwargs().fields().empty()) *copy.mutable_kwargs() = spec.kwargs();
   copy.set_payload(spec.payload());
-  if (!spec.calls().empty()) copy.set_calls(spec.calls());  // A batch.
+  if (!spec.calls().empty()) {  // A batch.
+    copy.set_calls(spec.calls());
+    copy.set_flat_calls(spec.flat_calls());
+  }
   if (run.deadline != absl::InfiniteFuture()) {
     r.set_deadline_unix_ns(absl::ToUnixNanos(run.deadline));
   }
