@@ -46,9 +46,19 @@ class WorkSharing::Sink : public EventSink {
     return ends_.size() == 1;
   }
   void Flush() override {
+    // Under mu_, so that Detach (at Stop, before the io_context goes)
+    // orders after any post.
+    absl::MutexLock lock(&mu_);
+    if (detached_) return;
     asio::post(io_, [owner = owner_] {
       if (auto self = owner.lock()) self->OnEnds();
     });
+  }
+  // From now on nothing is posted (the scheduler may still hold this
+  // sink, and end foreign jobs, after the io_context is gone).
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    detached_ = true;
   }
   std::vector<std::pair<uint64_t, std::shared_ptr<JobEnd>>> Take() {
     absl::MutexLock lock(&mu_);
@@ -65,6 +75,7 @@ class WorkSharing::Sink : public EventSink {
   absl::Mutex mu_;                    // A leaf.
   std::deque<std::pair<uint64_t, std::shared_ptr<JobEnd>>> ends_
       ABSL_GUARDED_BY(mu_);
+  bool detached_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 WorkSharing::WorkSharing(asio::io_context& io,
@@ -128,6 +139,8 @@ void WorkSharing::Stop() {
     if (unhooked_) return;
     unhooked_ = true;
   }
+  halted_ = true;
+  sink_->Detach();
   scheduler_.SetWorkShare(nullptr);
   ready_ = false;
   asio::post(io_, [self = shared_from_this()] {
@@ -203,7 +216,9 @@ void WorkSharing::DrainOutbox() {
         [self = weak_from_this(), job = std::move(job)](bool durable) mutable {
           if (!durable) return;  // Kept in the outbox for the next start.
           auto s = self.lock();
-          if (s == nullptr) return;
+          // (Stopped: its io_context may be going; the job stays in the
+          // outbox for the next start.)
+          if (s == nullptr || s->halted_.load()) return;
           asio::post(s->io_, [s, job = std::move(job)]() mutable {
             s->PublishNow(std::move(job));
           });
@@ -514,9 +529,14 @@ void WorkSharing::ResultsLoop() {
           std::string marker = WorkStream::MarkerKey(
               e.partition, self->options_.node_name, id, create_ns);
           self->scheduler_.WhenDurable(
-              ticket, [self, del = std::move(del),
+              ticket, [weak = self->weak_from_this(), del = std::move(del),
                        marker = std::move(marker)](bool durable) mutable {
-                if (!durable) return;
+                // On the journal's thread, perhaps after Stop (then the
+                // result is read again at the next start).
+                auto self = weak.lock();
+                if (!durable || self == nullptr || self->halted_.load()) {
+                  return;
+                }
                 self->commands_->Command(std::move(del),
                                          [](absl::StatusOr<RedisValue>) {});
                 self->commands_->Command({"DEL", std::move(marker)},

@@ -188,6 +188,9 @@ class WorkSharing : public WorkShareHook,
   std::vector<std::string> results_after_;    // By partition.
 
   std::atomic<bool> ready_{false};  // Groups exist; Redis is up.
+  // Stop was called: the journal's callbacks no longer reach the io
+  // thread.
+  std::atomic<bool> halted_{false};
 
   mutable absl::Mutex mu_;  // A leaf.
   std::deque<SharedJob> to_publish_ ABSL_GUARDED_BY(mu_);
