@@ -225,13 +225,22 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
                               nullptr) != SQLITE_OK) {
       return fail("migrating to schema 6");
     }
-    // 7: a job's place in cluster mode's work sharing (0: local).
-    if (v >= 1 && v < 7 &&
-        sqlite3_exec(db,
-                     "ALTER TABLE jobs ADD COLUMN cluster INTEGER NOT NULL "
-                     "DEFAULT 0",
-                     nullptr, nullptr, nullptr) != SQLITE_OK) {
-      return fail("migrating to schema 7");
+    // 7: a job's place in cluster mode's work sharing (0: local); added
+    // unless there (a file marked older may have it).
+    if (v >= 1 && v < 7) {
+      Statement has(db,
+                    "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE "
+                    "name='cluster'");
+      if (!has.ok() || sqlite3_step(has.get()) != SQLITE_ROW) {
+        return fail("migrating to schema 7");
+      }
+      if (sqlite3_column_int(has.get(), 0) == 0 &&
+          sqlite3_exec(db,
+                       "ALTER TABLE jobs ADD COLUMN cluster INTEGER NOT NULL "
+                       "DEFAULT 0",
+                       nullptr, nullptr, nullptr) != SQLITE_OK) {
+        return fail("migrating to schema 7");
+      }
     }
   }
   if (sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK ||
