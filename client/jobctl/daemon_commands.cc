@@ -134,9 +134,10 @@ void PrintCluster(const v1::ClusterStats& c) {
                      w.published(), w.shared(), w.results(), w.taken(),
                      w.held(), w.completed())},
         {"", fmt::format("reclaimed {} (at-most-once failed {}), dead "
-                         "letters {}, completions refused {}, claims lost {}",
+                         "letters {}, completions refused {}, claims lost "
+                         "{}, given back {}",
                          w.reclaimed(), w.lost(), w.dead_lettered(),
-                         w.refused(), w.claims_lost())},
+                         w.refused(), w.claims_lost(), w.released())},
         {"", fmt::format("streams: backlog {}, pending {} (all partitions)",
                          backlog, pending)},
     });
