@@ -177,6 +177,31 @@ TEST_F(JournalTest, RowsSurviveAReopen) {
   EXPECT_EQ(r.last_sequence, 77u);
 }
 
+// Cluster mode's outbox: a job inserted in the outbox (1) and updated to
+// published (2) comes back so; the others stay local (0).
+TEST_F(JournalTest, AJobsPlaceInWorkSharingSurvivesAReopen) {
+  {
+    Recovered r;
+    auto j = Open(&r);
+    JournalRow outbox = Row(1, v1::JOB_STATE_QUEUED);
+    outbox.cluster = 1;
+    j->Insert(outbox);
+    JournalRow published = Row(2, v1::JOB_STATE_QUEUED);
+    published.cluster = 1;
+    j->Insert(published);
+    j->Insert(Row(3, v1::JOB_STATE_QUEUED));
+    ASSERT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
+    published.cluster = 2;
+    j->Update(published);
+  }
+  Recovered r;
+  auto j = Open(&r);
+  ASSERT_EQ(r.rows.size(), 3u);
+  EXPECT_EQ(r.rows[0].cluster, 1);
+  EXPECT_EQ(r.rows[1].cluster, 2);
+  EXPECT_EQ(r.rows[2].cluster, 0);
+}
+
 TEST_F(JournalTest, ABatchFoldsAJobsRecordsIntoOneWrite) {
   Recovered r;
   auto j = Open(&r);

@@ -180,5 +180,122 @@ TEST_F(WorkStreamTest, TakeBlocksOnItsOwnConnection) {
   EXPECT_EQ((*got)[0].payload, "late");
 }
 
+// A shared job published twice (a lost reply, a restart before the
+// journal said "published") is one entry; TakeAny reads it from any
+// partition with its fields.
+TEST_F(WorkStreamTest, PublishingAJobTwiceMakesOneEntry) {
+  for (int p : {1, 2}) {
+    ASSERT_TRUE((Wait<bool>([&](WorkStream::Done<bool> done) {
+                  stream_->EnsureGroup(p, std::move(done));
+                })).ok());
+  }
+  JobEntry job{.origin = "a",
+               .id = 7,
+               .create_ns = 123,
+               .owner = "alice",
+               .spec = "spec-bytes"};
+  auto first = Wait<std::string>([&](WorkStream::Done<std::string> done) {
+    stream_->PublishJob(2, job, absl::Minutes(1), std::move(done));
+  });
+  auto second = Wait<std::string>([&](WorkStream::Done<std::string> done) {
+    stream_->PublishJob(2, job, absl::Minutes(1), std::move(done));
+  });
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(*first, *second);
+  auto len = Call(*commands_, {"XLEN", WorkStream::JobsKey(2)});
+  ASSERT_TRUE(len.ok());
+  EXPECT_EQ(len->integer, 1);
+  auto taken = Wait<std::vector<StreamEntry>>(
+      [&](WorkStream::Done<std::vector<StreamEntry>> done) {
+        stream_->TakeAny({1, 2}, WorkStream::Consumer("b", 1), 5,
+                         absl::Seconds(1), std::move(done));
+      });
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  ASSERT_EQ(taken->size(), 1u);
+  const StreamEntry& e = (*taken)[0];
+  EXPECT_EQ(e.id, *first);
+  EXPECT_EQ(e.partition, 2);
+  EXPECT_EQ(e.payload, "spec-bytes");
+  EXPECT_EQ(e.origin, "a");
+  EXPECT_EQ(e.origin_id, "7");
+  EXPECT_EQ(e.create_ns, "123");
+  EXPECT_EQ(e.owner, "alice");
+}
+
+// CompleteJob is fenced like Complete, writes the origin's results
+// stream, deletes the entry, and dead-letters it when asked; a reclaim
+// reports each entry's delivery count.
+TEST_F(WorkStreamTest, CompleteJobIsFencedAndCanDeadLetter) {
+  ASSERT_TRUE((Wait<bool>([&](WorkStream::Done<bool> done) {
+                stream_->EnsureGroup(0, std::move(done));
+              })).ok());
+  JobEntry job{.origin = "a", .id = 1, .create_ns = 5, .spec = "s"};
+  std::vector<std::string> ids;
+  for (uint64_t id : {1, 2}) {
+    job.id = id;
+    auto r = Wait<std::string>([&](WorkStream::Done<std::string> done) {
+      stream_->PublishJob(0, job, absl::Minutes(1), std::move(done));
+    });
+    ASSERT_TRUE(r.ok()) << r.status();
+    ids.push_back(*r);
+  }
+  const std::string b = WorkStream::Consumer("b", 1);
+  const std::string c = WorkStream::Consumer("c", 2);
+  ASSERT_TRUE((Wait<std::vector<StreamEntry>>(
+                   [&](WorkStream::Done<std::vector<StreamEntry>> done) {
+                     stream_->TakeAny({0}, b, 2, absl::Seconds(1),
+                                      std::move(done));
+                   }))
+                  .ok());
+  absl::SleepFor(absl::Milliseconds(20));  // Idle time for the reclaim.
+  auto reclaimed = Wait<std::vector<StreamEntry>>(
+      [&](WorkStream::Done<std::vector<StreamEntry>> done) {
+        stream_->ReclaimCounted(0, c, absl::Milliseconds(10), 10,
+                                std::move(done));
+      });
+  ASSERT_TRUE(reclaimed.ok()) << reclaimed.status();
+  ASSERT_EQ(reclaimed->size(), 2u);
+  EXPECT_EQ((*reclaimed)[0].deliveries, 2);
+  EXPECT_EQ((*reclaimed)[0].origin, "a");
+  auto complete = [&](const std::string& consumer, const std::string& id,
+                      bool dead) {
+    return Wait<Fence>([&](WorkStream::Done<Fence> done) {
+      stream_->CompleteJob(0, consumer, id, "a", "end of " + id, dead,
+                           std::move(done));
+    });
+  };
+  auto stale = complete(b, ids[0], false);
+  ASSERT_TRUE(stale.ok());
+  EXPECT_EQ(*stale, Fence::kOwnedByAnother);
+  auto done = complete(c, ids[0], false);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(*done, Fence::kDone);
+  auto dead = complete(c, ids[1], true);
+  ASSERT_TRUE(dead.ok());
+  EXPECT_EQ(*dead, Fence::kDone);
+  auto again = complete(c, ids[1], false);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, Fence::kNotPending);
+  // Two results for a, one dead letter, no entry left in the job stream.
+  auto results = Call(*commands_, {"XLEN", WorkStream::ResultsKey(0, "a")});
+  ASSERT_TRUE(results.ok());
+  EXPECT_EQ(results->integer, 2);
+  auto letters = Call(*commands_, {"XLEN", WorkStream::DeadLetterKey(0)});
+  ASSERT_TRUE(letters.ok());
+  EXPECT_EQ(letters->integer, 1);
+  auto left = Call(*commands_, {"XLEN", WorkStream::JobsKey(0)});
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(left->integer, 0);
+  auto read = Wait<std::vector<StreamEntry>>(
+      [&](WorkStream::Done<std::vector<StreamEntry>> done) {
+        WorkStream::ReadResults(*blocking_, {0}, "a", {"0"}, 10,
+                                absl::Milliseconds(100), std::move(done));
+      });
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->size(), 2u);
+  EXPECT_EQ((*read)[0].payload, "end of " + ids[0]);
+}
+
 }  // namespace
 }  // namespace jobd::cluster

@@ -3,6 +3,7 @@
 // gracefully, admin) and unquarantine (let a quarantined task run again).
 // See command.h for how they plug in.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -119,6 +120,46 @@ void PrintCluster(const v1::ClusterStats& c) {
                c.lease_losses(), c.nodes_declared_dead(), c.redis_reconnects(),
                c.has_last_reap() ? FormatTime(c.last_reap()) : "never")},
   });
+  if (c.has_work()) {
+    const v1::ClusterWork& w = c.work();
+    uint64_t backlog = 0, pending = 0;
+    for (const v1::ClusterPartition& p : w.partitions()) {
+      backlog += p.backlog();
+      pending += p.pending();
+    }
+    PrintTable({
+        {"work:",
+         fmt::format("published {}, shared now {}, results back {}; taken "
+                     "{}, held now {}, completed {}",
+                     w.published(), w.shared(), w.results(), w.taken(),
+                     w.held(), w.completed())},
+        {"", fmt::format("reclaimed {} (at-most-once failed {}), dead "
+                         "letters {}, completions refused {}, claims lost "
+                         "{}, given back {}",
+                         w.reclaimed(), w.lost(), w.dead_lettered(),
+                         w.refused(), w.claims_lost(), w.released())},
+        {"", fmt::format("streams: backlog {}, pending {} (all partitions)",
+                         backlog, pending)},
+    });
+    std::vector<std::vector<std::string>> rows;
+    for (const v1::ClusterPartition& p : w.partitions()) {
+      if (p.backlog() == 0 && p.pending() == 0) continue;
+      std::vector<std::string> by;
+      for (const auto& [consumer, n] : p.pending_by_consumer()) {
+        by.push_back(fmt::format("{} {}", consumer, n));
+      }
+      std::sort(by.begin(), by.end());
+      rows.push_back({std::to_string(p.partition()),
+                      std::to_string(p.backlog()), std::to_string(p.pending()),
+                      absl::StrJoin(by, ", ")});
+    }
+    if (!rows.empty()) {
+      rows.insert(rows.begin(),
+                  {"PARTITION", "BACKLOG", "PENDING", "PENDING BY CONSUMER"});
+      fmt::print("\n");
+      PrintTable(rows);
+    }
+  }
   if (c.nodes_size() == 0) return;
   fmt::print("\n");
   std::vector<std::vector<std::string>> rows;

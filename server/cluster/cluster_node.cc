@@ -6,6 +6,7 @@
 
 #include "google/protobuf/util/time_util.h"
 #include "jobd/v1/jobd.pb.h"
+#include "server/scheduler/scheduler.h"
 #include "spdlog/spdlog.h"
 #include "workers/sdk/utf8.h"
 
@@ -43,11 +44,18 @@ ClusterNode::ClusterNode(ClusterOptions options)
       RedisConnection::Create(io_, ConnectionOptions(options_, "commands"));
   blocking_ =
       RedisConnection::Create(io_, ConnectionOptions(options_, "blocking"));
+  results_ =
+      RedisConnection::Create(io_, ConnectionOptions(options_, "results"));
   membership_ = Membership::Create(io_, commands_, options_);
-  // On the io thread; the membership outlives the connection's use of it
-  // (Stop clears the listener).
-  commands_->SetStateListener(
-      [m = membership_](bool up) { m->OnConnectionState(up); });
+  stream_ = std::make_shared<WorkStream>(commands_, blocking_);
+}
+
+void ClusterNode::ShareWork(Scheduler& scheduler, MakeJob make_job) {
+  if (started_ || work_ != nullptr) return;
+  work_ = std::make_shared<WorkSharing>(io_, stream_, commands_, results_,
+                                        membership_, options_, scheduler,
+                                        std::move(make_job));
+  scheduler.SetWorkShare(work_.get());
 }
 
 ClusterNode::~ClusterNode() { Stop(); }
@@ -63,9 +71,16 @@ void ClusterNode::Start() {
       absl::FormatDuration(options_.node_ttl),
       absl::FormatDuration(options_.reaper_period),
       absl::FormatDuration(options_.detection_bound()));
+  // On the io thread; both outlive the connection's use of them.
+  commands_->SetStateListener([m = membership_, w = work_](bool up) {
+    m->OnConnectionState(up);
+    if (w != nullptr) w->OnConnectionState(up);
+  });
   commands_->Start();
   blocking_->Start();
+  results_->Start();
   membership_->Start();
+  if (work_ != nullptr) work_->Start();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "jobd-cluster");
     // Handlers catch nothing of ours; a library exception is a bug, but it
@@ -84,9 +99,11 @@ void ClusterNode::Start() {
 void ClusterNode::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  if (work_ != nullptr) work_->Stop();
   membership_->Stop();
   commands_->Stop();
   blocking_->Stop();
+  results_->Stop();
   guard_.reset();
   if (thread_.joinable()) {
     thread_.join();
@@ -111,6 +128,32 @@ void ClusterNode::AddStats(v1::GetStatsResponse& stats) const {
   c.set_redis_reconnects(s.redis_reconnects);
   if (s.last_reap != absl::InfinitePast()) {
     *c.mutable_last_reap() = ToProtoTime(s.last_reap);
+  }
+  if (work_ != nullptr) {
+    const WorkSharingStats w = work_->Stats();
+    v1::ClusterWork& out = *c.mutable_work();
+    out.set_published(w.published);
+    out.set_taken(w.taken);
+    out.set_completed(w.completed);
+    out.set_refused(w.refused);
+    out.set_reclaimed(w.reclaimed);
+    out.set_lost(w.lost);
+    out.set_dead_lettered(w.dead_lettered);
+    out.set_results(w.results);
+    out.set_held(w.held);
+    out.set_shared(w.shared_live);
+    out.set_claims_lost(w.claims_lost);
+    out.set_released(w.released);
+    for (const PartitionBacklog& p : work_->Backlog()) {
+      v1::ClusterPartition& part = *out.add_partitions();
+      part.set_partition(static_cast<uint32_t>(p.partition));
+      part.set_backlog(static_cast<uint64_t>(p.backlog));
+      part.set_pending(static_cast<uint64_t>(p.pending));
+      for (const auto& [consumer, n] : p.by_consumer) {
+        (*part.mutable_pending_by_consumer())[ClipUtf8(consumer, 128)] =
+            static_cast<uint64_t>(n);
+      }
+    }
   }
   for (const NodeView& n : s.nodes) {
     v1::ClusterNode& out = *c.add_nodes();

@@ -1,14 +1,14 @@
 // ClusterNode: cluster mode in one object, which the daemon builds only
 // with --cluster. It owns a thread of its own ("jobd-cluster") running an
-// Asio io_context, two Redis connections on it (one for commands, one kept
-// apart for blocking reads, so that a blocking read never stalls the
-// commands behind it) and the Membership (this node's lease, the registry
-// and the reaper). Without --cluster none of it exists: the daemon's hot
-// path is untouched.
+// Asio io_context, three Redis connections on it (one for commands, two kept
+// apart for blocking reads: taking work and reading results, so that a
+// blocking read never stalls the commands behind it) and the Membership (this
+// node's lease, the registry and the reaper). Without --cluster none of it
+// exists: the daemon's hot path is untouched.
 //
-// What it does today: membership with leases and the reaper, shown in
-// GetStats (AddStats). Work sharing over the partition streams is not
-// built yet (docs/SCALE-OUT.md says what is and is not).
+// What it does: membership with leases and the reaper, and (ShareWork)
+// work sharing over the partition streams (work_sharing.h), shown in
+// GetStats (AddStats); docs/SCALE-OUT.md says what is and is not built.
 //
 // Thread-safety: Start and Stop from the owner's thread; AddStats from any
 // thread (gRPC's). Ownership: owns its thread, io_context, connections and
@@ -25,8 +25,10 @@
 #include "server/cluster/cluster_options.h"
 #include "server/cluster/membership.h"
 #include "server/cluster/redis_connection.h"
+#include "server/cluster/work_sharing.h"
 
 namespace jobd {
+class Scheduler;
 namespace v1 {
 class GetStatsResponse;
 }  // namespace v1
@@ -39,6 +41,12 @@ class ClusterNode {
   ~ClusterNode();
   ClusterNode(const ClusterNode&) = delete;
   ClusterNode& operator=(const ClusterNode&) = delete;
+
+  // Turns work sharing on (work_sharing.h): jobs `scheduler` cannot start
+  // now are published, and this node takes others' when it is idle.
+  // `make_job` validates a taken spec as a Submit's. Before Start and the
+  // scheduler's Restore.
+  void ShareWork(Scheduler& scheduler, MakeJob make_job);
 
   // Starts the thread, connects and joins (in the background: Redis may be
   // down at start; the node keeps trying with backoff). Once.
@@ -58,7 +66,10 @@ class ClusterNode {
   asio::executor_work_guard<asio::io_context::executor_type> guard_;
   std::shared_ptr<RedisConnection> commands_;
   std::shared_ptr<RedisConnection> blocking_;
+  std::shared_ptr<RedisConnection> results_;  // Work sharing's reads.
   std::shared_ptr<Membership> membership_;
+  std::shared_ptr<WorkStream> stream_;
+  std::shared_ptr<WorkSharing> work_;  // With ShareWork.
   std::thread thread_;
   bool started_ = false, stopped_ = false;  // The owner's thread.
 };

@@ -30,6 +30,9 @@ struct ClusterOptions {
   absl::Duration heartbeat = absl::Seconds(1);
   absl::Duration node_ttl = absl::Seconds(5);
   absl::Duration reaper_period = absl::Seconds(1);
+  // --cluster-max-deliveries: a shared job reclaimed past this many
+  // deliveries is dead-lettered (0: never).
+  int max_deliveries = 5;
 
   bool enabled() const { return !url.empty(); }
   // The bound after which every live node has seen a dead one dead.

@@ -47,9 +47,91 @@ absl::StatusOr<Fence> ToFence(absl::StatusOr<RedisValue> r) {
   }
 }
 
-// [[id, [field, value, ...]], ...] -> entries (the "job" field); deleted
-// entries (nil fields) are skipped.
-std::vector<StreamEntry> ToEntries(const RedisValue& list) {
+// KEYS: jobs stream, marker. ARGV: marker TTL (ms), spec, origin, origin
+// id, create ns, owner. The entry's id (the earlier one if the marker is
+// there).
+constexpr char kPublishScript[] = R"lua(
+local prev = redis.call('GET', KEYS[2])
+if prev then return prev end
+local id = redis.call('XADD', KEYS[1], '*', 'job', ARGV[2], 'origin', ARGV[3],
+                      'origin_id', ARGV[4], 'create', ARGV[5], 'owner', ARGV[6])
+redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
+return id
+)lua";
+
+// KEYS: jobs stream, the origin's results stream, dead-letter stream.
+// ARGV: group, consumer, entry id, result, "1" to dead-letter the entry.
+// 1: done; 0: not pending; -1: another consumer's (nothing written). The
+// dead-letter stream is capped (nothing is pending there).
+constexpr char kCompleteJobScript[] = R"lua(
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 then return 0 end
+if p[1][2] ~= ARGV[2] then return -1 end
+if ARGV[5] == '1' then
+  local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
+  if #e > 0 then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'entry', ARGV[3],
+               unpack(e[1][2]))
+  end
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+redis.call('XADD', KEYS[2], '*', 'entry', ARGV[3], 'result', ARGV[4])
+return 1
+)lua";
+
+// KEYS: jobs stream. ARGV: group, consumer, entry id. 1: given back
+// (appended again); 0: not pending; -1: another consumer's.
+constexpr char kReleaseScript[] = R"lua(
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 then return 0 end
+if p[1][2] ~= ARGV[2] then return -1 end
+local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+if #e > 0 then redis.call('XADD', KEYS[1], '*', unpack(e[1][2])) end
+return 1
+)lua";
+
+// KEYS: jobs stream. ARGV: group, consumer, min idle (ms), count.
+// [[id, delivery count, [field, value, ...]], ...].
+constexpr char kReclaimScript[] = R"lua(
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0',
+                     'COUNT', ARGV[4])
+local out = {}
+for _, e in ipairs(r[2]) do
+  if e[2] then
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
+    local n = 0
+    if #p > 0 then n = p[1][4] end
+    out[#out + 1] = {e[1], n, e[2]}
+  end
+end
+return out
+)lua";
+
+void ReadFields(const RedisValue& fields, StreamEntry& entry) {
+  const auto& f = fields.elements;
+  for (size_t i = 0; i + 1 < f.size(); i += 2) {
+    const std::string& name = f[i].str;
+    const std::string& value = f[i + 1].str;
+    if (name == "job" || name == "result") {
+      entry.payload = value;
+    } else if (name == "origin") {
+      entry.origin = value;
+    } else if (name == "origin_id") {
+      entry.origin_id = value;
+    } else if (name == "create") {
+      entry.create_ns = value;
+    } else if (name == "owner") {
+      entry.owner = value;
+    }
+  }
+}
+
+// [[id, [field, value, ...]], ...] -> entries; deleted entries (nil
+// fields) are skipped.
+std::vector<StreamEntry> ToEntries(const RedisValue& list, int partition = -1) {
   std::vector<StreamEntry> out;
   for (const RedisValue& e : list.elements) {
     if (e.elements.size() != 2 ||
@@ -58,11 +140,29 @@ std::vector<StreamEntry> ToEntries(const RedisValue& list) {
     }
     StreamEntry entry;
     entry.id = e.elements[0].str;
-    const auto& fields = e.elements[1].elements;
-    for (size_t i = 0; i + 1 < fields.size(); i += 2) {
-      if (fields[i].str == "job") entry.payload = fields[i + 1].str;
-    }
+    entry.partition = partition;
+    ReadFields(e.elements[1], entry);
     out.push_back(std::move(entry));
+  }
+  return out;
+}
+
+// XREAD/XREADGROUP over several streams: [[key, [entries]], ...] (nil:
+// none) -> entries with their partition (`keys`' index in `partitions`).
+std::vector<StreamEntry> ToMultiEntries(const RedisValue& r,
+                                        const std::vector<std::string>& keys,
+                                        const std::vector<int>& partitions) {
+  std::vector<StreamEntry> out;
+  for (const RedisValue& stream : r.elements) {
+    if (stream.elements.size() != 2) continue;
+    int partition = -1;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (keys[i] == stream.elements[0].str) partition = partitions[i];
+    }
+    if (partition < 0) continue;
+    for (StreamEntry& e : ToEntries(stream.elements[1], partition)) {
+      out.push_back(std::move(e));
+    }
   }
   return out;
 }
@@ -79,6 +179,20 @@ std::string WorkStream::JobsKey(int partition) {
 
 std::string WorkStream::ResultsKey(int partition) {
   return keys::Partition(partition, "results");
+}
+
+std::string WorkStream::ResultsKey(int partition, std::string_view origin) {
+  return keys::Partition(partition, fmt::format("results:{}", origin));
+}
+
+std::string WorkStream::MarkerKey(int partition, std::string_view origin,
+                                  uint64_t id, int64_t create_ns) {
+  return keys::Partition(partition,
+                         fmt::format("pub:{}:{}:{}", origin, id, create_ns));
+}
+
+std::string WorkStream::DeadLetterKey(int partition) {
+  return keys::Partition(partition, "dead-letter");
 }
 
 std::string WorkStream::Consumer(std::string_view node, uint64_t epoch) {
@@ -140,6 +254,134 @@ void WorkStream::Reclaim(int partition, std::string consumer,
         if (r->elements.size() < 2) return done(std::vector<StreamEntry>{});
         done(ToEntries(r->elements[1]));
       });
+}
+
+void WorkStream::PublishJob(int partition, const JobEntry& job,
+                            absl::Duration marker_ttl, Done<std::string> done) {
+  commands_->Command(
+      {"EVAL", kPublishScript, "2", JobsKey(partition),
+       MarkerKey(partition, job.origin, job.id, job.create_ns),
+       std::to_string(absl::ToInt64Milliseconds(marker_ttl)), job.spec,
+       job.origin, std::to_string(job.id), std::to_string(job.create_ns),
+       job.owner},
+      [done = std::move(done)](absl::StatusOr<RedisValue> r) mutable {
+        if (!r.ok()) return done(r.status());
+        done(std::move(r->str));
+      });
+}
+
+void WorkStream::TakeNow(int partition, std::string consumer, int count,
+                         Done<std::vector<StreamEntry>> done) {
+  commands_->Command(
+      {"XREADGROUP", "GROUP", kGroup, std::move(consumer), "COUNT",
+       std::to_string(count), "STREAMS", JobsKey(partition), ">"},
+      [done = std::move(done),
+       partition](absl::StatusOr<RedisValue> r) mutable {
+        if (!r.ok()) return done(r.status());
+        if (r->is_nil() || r->elements.empty() ||
+            r->elements[0].elements.size() != 2) {
+          return done(std::vector<StreamEntry>{});
+        }
+        done(ToEntries(r->elements[0].elements[1], partition));
+      });
+}
+
+void WorkStream::TakeAny(const std::vector<int>& partitions,
+                         std::string consumer, int count, absl::Duration block,
+                         Done<std::vector<StreamEntry>> done) {
+  std::vector<std::string> argv = {
+      "XREADGROUP", "GROUP",
+      kGroup,       std::move(consumer),
+      "COUNT",      std::to_string(count),
+      "BLOCK",      std::to_string(absl::ToInt64Milliseconds(block)),
+      "STREAMS"};
+  std::vector<std::string> keys;
+  for (int p : partitions) keys.push_back(JobsKey(p));
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  for (size_t i = 0; i < partitions.size(); ++i) argv.push_back(">");
+  blocking_->Command(
+      std::move(argv),
+      [done = std::move(done), keys = std::move(keys),
+       partitions](absl::StatusOr<RedisValue> r) mutable {
+        if (!r.ok()) return done(r.status());
+        done(ToMultiEntries(*r, keys, partitions));
+      },
+      block);
+}
+
+void WorkStream::ReclaimCounted(int partition, std::string consumer,
+                                absl::Duration min_idle, int count,
+                                Done<std::vector<StreamEntry>> done) {
+  commands_->Command(
+      {"EVAL", kReclaimScript, "1", JobsKey(partition), kGroup,
+       std::move(consumer), std::to_string(absl::ToInt64Milliseconds(min_idle)),
+       std::to_string(count)},
+      [done = std::move(done),
+       partition](absl::StatusOr<RedisValue> r) mutable {
+        if (!r.ok()) return done(r.status());
+        std::vector<StreamEntry> out;
+        for (const RedisValue& e : r->elements) {
+          if (e.elements.size() != 3) continue;
+          StreamEntry entry;
+          entry.id = e.elements[0].str;
+          entry.deliveries = e.elements[1].integer;
+          entry.partition = partition;
+          ReadFields(e.elements[2], entry);
+          out.push_back(std::move(entry));
+        }
+        done(std::move(out));
+      });
+}
+
+void WorkStream::Release(int partition, std::string consumer, std::string id,
+                         Done<Fence> done) {
+  commands_->Command(
+      {"EVAL", kReleaseScript, "1", JobsKey(partition), kGroup,
+       std::move(consumer), std::move(id)},
+      [done = std::move(done)](absl::StatusOr<RedisValue> r) mutable {
+        done(ToFence(std::move(r)));
+      });
+}
+
+void WorkStream::CompleteJob(int partition, std::string consumer,
+                             std::string id, std::string origin,
+                             std::string result, bool dead_letter,
+                             Done<Fence> done) {
+  commands_->Command(
+      {"EVAL", kCompleteJobScript, "3", JobsKey(partition),
+       ResultsKey(partition, origin), DeadLetterKey(partition), kGroup,
+       std::move(consumer), std::move(id), std::move(result),
+       dead_letter ? "1" : "0"},
+      [done = std::move(done)](absl::StatusOr<RedisValue> r) mutable {
+        done(ToFence(std::move(r)));
+      });
+}
+
+void WorkStream::ReadResults(RedisConnection& reader,
+                             const std::vector<int>& partitions,
+                             const std::string& origin,
+                             const std::vector<std::string>& after, int count,
+                             absl::Duration block,
+                             Done<std::vector<StreamEntry>> done) {
+  std::vector<std::string> argv = {
+      "XREAD",
+      "COUNT",
+      std::to_string(count),
+      "BLOCK",
+      std::to_string(absl::ToInt64Milliseconds(block)),
+      "STREAMS"};
+  std::vector<std::string> keys;
+  for (int p : partitions) keys.push_back(ResultsKey(p, origin));
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.insert(argv.end(), after.begin(), after.end());
+  reader.Command(
+      std::move(argv),
+      [done = std::move(done), keys = std::move(keys),
+       partitions](absl::StatusOr<RedisValue> r) mutable {
+        if (!r.ok()) return done(r.status());
+        done(ToMultiEntries(*r, keys, partitions));
+      },
+      block);
 }
 
 void WorkStream::Renew(int partition, std::string consumer, std::string id,

@@ -36,6 +36,23 @@ namespace jobd::cluster {
 struct StreamEntry {
   std::string id;       // The stream entry's id.
   std::string payload;  // Its "job" field.
+  // A shared job's entry (PublishJob) also names the node that published
+  // it ("origin"), its id there and create time, and its owner.
+  std::string origin;
+  std::string origin_id;
+  std::string create_ns;
+  std::string owner;
+  int partition = -1;      // TakeAny, ReclaimAny: the entry's partition.
+  int64_t deliveries = 0;  // ReclaimAny: its delivery count.
+};
+
+// A shared job to publish (PublishJob).
+struct JobEntry {
+  std::string origin;  // The publishing node.
+  uint64_t id = 0;     // Its id there.
+  int64_t create_ns = 0;
+  std::string owner;
+  std::string spec;  // The serialized v1::JobSpec.
 };
 
 // What a fenced step found.
@@ -59,6 +76,13 @@ class WorkStream {
   static std::string JobsKey(int partition);
   static std::string ResultsKey(int partition);
   static std::string Consumer(std::string_view node, uint64_t epoch);
+  // A node's own results stream in a partition (one slot with its jobs).
+  static std::string ResultsKey(int partition, std::string_view origin);
+  // Marks that job `id` (created at `create_ns`) of `origin` was published
+  // in `partition`: what makes publishing it again a no-op.
+  static std::string MarkerKey(int partition, std::string_view origin,
+                               uint64_t id, int64_t create_ns);
+  static std::string DeadLetterKey(int partition);
 
   // Creates the partition's stream and group if missing (an existing group
   // is fine).
@@ -73,6 +97,46 @@ class WorkStream {
   // `consumer` (XAUTOCLAIM from the start, at most `count`).
   void Reclaim(int partition, std::string consumer, absl::Duration min_idle,
                int count, Done<std::vector<StreamEntry>> done);
+  // Publishes a shared job once: a script appends it unless its marker
+  // (MarkerKey, kept `marker_ttl`) says it was, and answers the entry's id
+  // either way (publishing again after a lost reply or a restart makes no
+  // duplicate).
+  void PublishJob(int partition, const JobEntry& job, absl::Duration marker_ttl,
+                  Done<std::string> done);
+  // Take without waiting, on the command connection: up to `count`
+  // entries of one partition that are there now.
+  void TakeNow(int partition, std::string consumer, int count,
+               Done<std::vector<StreamEntry>> done);
+  // Take over several partitions at once (XREADGROUP over their streams).
+  void TakeAny(const std::vector<int>& partitions, std::string consumer,
+               int count, absl::Duration block,
+               Done<std::vector<StreamEntry>> done);
+  // Reclaim with each entry's delivery count (a script: XAUTOCLAIM from
+  // the start, then XPENDING per entry), at most `count`.
+  void ReclaimCounted(int partition, std::string consumer,
+                      absl::Duration min_idle, int count,
+                      Done<std::vector<StreamEntry>> done);
+  // Gives back an entry the caller owns and cannot run after all: it is
+  // acknowledged, deleted and appended again (at the stream's end, with a
+  // new id), atomically. kDone, or why not.
+  void Release(int partition, std::string consumer, std::string id,
+               Done<Fence> done);
+  // Complete for a shared job: acknowledges the entry the caller owns,
+  // deletes it, and appends `result` to its origin's results stream
+  // (ResultsKey(partition, origin)), atomically. `dead_letter`: also
+  // appends the entry to the partition's dead-letter stream.
+  void CompleteJob(int partition, std::string consumer, std::string id,
+                   std::string origin, std::string result, bool dead_letter,
+                   Done<Fence> done);
+  // The results for `origin` after `after[i]` in each partition's stream
+  // (XREAD, blocking up to `block`, on the connection `reader`). Entries'
+  // payload is the "result" field.
+  static void ReadResults(RedisConnection& reader,
+                          const std::vector<int>& partitions,
+                          const std::string& origin,
+                          const std::vector<std::string>& after, int count,
+                          absl::Duration block,
+                          Done<std::vector<StreamEntry>> done);
   // Resets the idle time of an entry the caller owns.
   void Renew(int partition, std::string consumer, std::string id,
              Done<Fence> done);

@@ -34,6 +34,12 @@ void AddClusterFlags(CLI::App& app, cluster::ClusterOptions& options,
                  "How often a node looks for dead nodes; a dead node is seen "
                  "within --cluster-node-ttl plus this")
       ->capture_default_str();
+  app.add_option("--cluster-max-deliveries", options.max_deliveries,
+                 "A shared job taken this many times (its node died each "
+                 "time) goes to its partition's dead-letter stream and "
+                 "fails; 0: never")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
 }
 
 absl::Status FinishClusterConfig(const ClusterFlags& flags,

@@ -385,6 +385,14 @@ void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
         "--callback-secret-file and --callback-allowed-prefixes are set again",
         pending);
   }
+  // Cluster mode (built before the restore, which hands shared jobs back
+  // to work sharing; started below, once the service exists).
+  if (config.cluster.enabled()) {
+    cluster_ = std::make_unique<cluster::ClusterNode>(config.cluster);
+    cluster_->ShareWork(scheduler, [this](v1::JobSpec spec) {
+      return ValidateSpec(std::move(spec), registry_, service_->limits().spec);
+    });
+  }
   if (journal_ == nullptr) return;
   recovered_schedules_ = std::move(recovered.schedules);
   const size_t rows = recovered.rows.size();
@@ -459,8 +467,7 @@ absl::Status Daemon::Serve() {
   service_->SetSchedules(schedules_.get());
   // Cluster mode: its own thread and Redis connections; Redis may be down
   // now (the node keeps trying). Nothing of it exists without --cluster.
-  if (config.cluster.enabled()) {
-    cluster_ = std::make_unique<cluster::ClusterNode>(config.cluster);
+  if (cluster_ != nullptr) {
     cluster_->Start();
     service_->SetStatsExtension(
         [node = cluster_.get()](v1::GetStatsResponse& stats) {

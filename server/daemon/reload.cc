@@ -260,6 +260,8 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
           absl::FormatDuration(kn.node_ttl), later);
   d.Check("cluster-reaper-period", absl::FormatDuration(kc.reaper_period),
           absl::FormatDuration(kn.reaper_period), later);
+  d.Check("cluster-max-deliveries", kc.max_deliveries, kn.max_deliveries,
+          later);
   d.Check("plugin", absl::StrJoin(current.plugins, ","),
           absl::StrJoin(fresh.plugins, ","), later);
   d.Check("python-tasks", absl::StrJoin(current.python_tasks.modules, ","),

@@ -217,6 +217,9 @@ struct NewJob {
   TaskArgs args;
   uint64_t tag = 0;   // Subscriber tag for this job's events.
   std::string owner;  // The caller that submits it (server/auth.h).
+  // Cluster mode: taken from Redis to run here for another node; never
+  // journaled nor published again (server/cluster/work_sharing.h).
+  bool foreign = false;
 };
 
 // Per-owner admission limits of one Submit call (0: none).

@@ -84,6 +84,10 @@ struct JournalRow {
   // Its failed attempts: a serialized v1::Job holding only its history
   // (bounded: server/scheduler/retry_policy.h), or null.
   std::shared_ptr<const std::string> history;
+  // Cluster mode's work sharing (server/cluster/work_sharing.h): 0 a local
+  // job; 1 in the outbox (to publish to Redis); 2 published (Redis holds
+  // it; its end comes back from the node that ran it).
+  uint8_t cluster = 0;
   // Read back only: why the row could not be read (its spec, result or
   // error does not parse, a state out of range, ...), or "" if it could.
   // Such a row comes back with what could be salvaged (id, owner, the task
@@ -106,6 +110,7 @@ struct StoredRow {
   std::string_view owner;  // Bytes as stored.
   int64_t due_ns = 0;
   std::optional<std::string_view> history;  // nullopt: NULL.
+  int64_t cluster = 0;
 };
 
 // Reads one stored row back. Never fails: what does not parse or is out of

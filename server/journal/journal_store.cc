@@ -19,8 +19,8 @@ namespace {
 
 // 1: the first; 2: jobs.owner; 3: jobs.due_ns and jobs.history (delays
 // and retries); 4: the schedules table; 5: the callbacks table; 6: the
-// key_limits table.
-constexpr int kSchemaVersion = 6;
+// key_limits table; 7: jobs.cluster (cluster mode's outbox).
+constexpr int kSchemaVersion = 7;
 
 // Free pages worth this much are given back to the disk after a commit.
 constexpr uint64_t kVacuumFreeBytes = 64 << 20;
@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS jobs(
   attempts INTEGER NOT NULL,
   owner TEXT NOT NULL DEFAULT 'anonymous',
   due_ns INTEGER NOT NULL DEFAULT 0,
-  history BLOB);
+  history BLOB,
+  cluster INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 )sql";
 
@@ -224,6 +225,23 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
                               nullptr) != SQLITE_OK) {
       return fail("migrating to schema 6");
     }
+    // 7: a job's place in cluster mode's work sharing (0: local); added
+    // unless there (a file marked older may have it).
+    if (v >= 1 && v < 7) {
+      Statement has(db,
+                    "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE "
+                    "name='cluster'");
+      if (!has.ok() || sqlite3_step(has.get()) != SQLITE_ROW) {
+        return fail("migrating to schema 7");
+      }
+      if (sqlite3_column_int(has.get(), 0) == 0 &&
+          sqlite3_exec(db,
+                       "ALTER TABLE jobs ADD COLUMN cluster INTEGER NOT NULL "
+                       "DEFAULT 0",
+                       nullptr, nullptr, nullptr) != SQLITE_OK) {
+        return fail("migrating to schema 7");
+      }
+    }
   }
   if (sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK ||
       sqlite3_exec(
@@ -231,11 +249,12 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
           nullptr, nullptr, nullptr) != SQLITE_OK) {
     return fail("schema");
   }
-  Statement rows(db,
-                 "SELECT id, state, executor, spec, create_ns, start_ns, "
-                 "finish_ns, result, error, accepted_seq, started_seq, "
-                 "ended_seq, attempts, owner, due_ns, history FROM jobs "
-                 "ORDER BY id");
+  Statement rows(
+      db,
+      "SELECT id, state, executor, spec, create_ns, start_ns, "
+      "finish_ns, result, error, accepted_seq, started_seq, "
+      "ended_seq, attempts, owner, due_ns, history, cluster FROM jobs "
+      "ORDER BY id");
   if (!rows.ok()) return fail("select");
   auto blob = [](sqlite3_stmt* st, int col) {
     const void* data = sqlite3_column_blob(st, col);
@@ -270,6 +289,7 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     stored.owner = blob(s, 13);
     stored.due_ns = sqlite3_column_int64(s, 14);
     stored.history = optional_blob(s, 15);
+    stored.cluster = sqlite3_column_int64(s, 16);
     JournalRow row = DecodeRow(stored);
     recovered->last_sequence =
         std::max({recovered->last_sequence, row.accepted_seq, row.started_seq,
@@ -352,6 +372,7 @@ JournalRow DecodeRow(const StoredRow& in) {
   row.attempts = static_cast<uint32_t>(std::clamp<int64_t>(
       in.attempts, 0, std::numeric_limits<uint32_t>::max()));
   row.due_time = FromNanos(in.due_ns);
+  row.cluster = static_cast<uint8_t>(std::clamp<int64_t>(in.cluster, 0, 2));
   if (in.history.has_value()) {
     // Only the history is kept of it (what else a damaged one may hold
     // never reaches a snapshot); one that does not parse costs only itself.
@@ -449,6 +470,7 @@ void EncodeRow(const JournalRow& row, bool insert, EncodedBytes& bytes,
   out->ended_seq = static_cast<int64_t>(row.ended_seq);
   out->attempts = static_cast<int>(row.attempts);  // Bound as an int.
   out->due_ns = Nanos(row.due_time);
+  out->cluster = row.cluster;
   if (row.history != nullptr) out->history = *row.history;
 }
 
@@ -565,11 +587,13 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
                    "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
                    "create_ns, start_ns, finish_ns, result, error, "
                    "accepted_seq, started_seq, ended_seq, attempts, owner, "
-                   "due_ns, history) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+                   "due_ns, history, cluster) "
+                   "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   Statement update(db_,
                    "UPDATE jobs SET state=?2, executor=?3, start_ns=?4, "
                    "finish_ns=?5, result=?6, error=?7, started_seq=?8, "
-                   "ended_seq=?9, attempts=?10, due_ns=?11, history=?12 "
+                   "ended_seq=?9, attempts=?10, due_ns=?11, history=?12, "
+                   "cluster=?13 "
                    "WHERE id=?1");
   Statement remove(db_, "DELETE FROM jobs WHERE id=?");
   // A job forgotten takes its finished callback with it (2: PENDING).
@@ -713,6 +737,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
       }
       sqlite3_bind_int64(st, i++, row.due_ns);
       bind_blob(row.history);
+      sqlite3_bind_int64(st, i++, row.cluster);
       s = step(st);
       if (s.ok() && is_insert) ++rows_delta;
       const uint64_t row_bytes =

@@ -69,6 +69,7 @@ JournalRow JobRecord::Row() const {
   row.attempts = attempts + (gated ? 1 : 0);
   if (state == v1::JOB_STATE_WAITING && !gated) row.due_time = finish_time;
   if (more != nullptr) row.history = more->history;
+  row.cluster = cluster == kForeign ? 0 : cluster;
   return row;
 }
 

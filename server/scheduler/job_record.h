@@ -104,6 +104,12 @@ struct JobRecord {
   // it joins the Waiting set when it does (never two runs at once).
   bool run_returning = false;
   bool parked = false;  // QUEUED, held back by its key (KeyLimits).
+  // Cluster mode's work sharing (scheduler_cluster.cc): kLocal, or QUEUED
+  // here while another node may run it (kOutbox, kPublished: journaled),
+  // or taken from Redis to run here for another node (kForeign: never
+  // journaled; Redis's pending entry is its record).
+  enum Cluster : uint8_t { kLocal, kOutbox, kPublished, kForeign };
+  uint8_t cluster = kLocal;
   absl::InlinedVector<Sub, 1> subscribers;  // Cleared when it ends.
 };
 

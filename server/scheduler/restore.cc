@@ -57,6 +57,7 @@ Restorer::Revived Restorer::Revive(JournalRow& row, const std::string* owner,
   job->accepted_seq = row.accepted_seq;
   job->started_seq = row.started_seq;
   job->attempts = row.attempts;
+  job->cluster = row.cluster;
   job->last_sequence =
       std::max({row.accepted_seq, row.started_seq, row.ended_seq});
   auto add = [&](uint64_t seq, v1::EventType type, absl::Time time) {

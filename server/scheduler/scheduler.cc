@@ -176,7 +176,8 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
     std::array<bool, 4> touched = {false, false, false, false};
     // Jobs that will start at once in a free slot do not count as queued.
     std::array<int, 4> free_slots = {0, 0, 0, 0};
-    size_t queued = keys_.parked();  // Held back by their key.
+    // Held back by their key, or shared with the cluster.
+    size_t queued = keys_.parked() + shared_;
     for (int i = 0; i < 4; ++i) {
       const Lane& lane = lanes_[i];
       queued += lane.queued();
@@ -264,6 +265,8 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       // A delayed job waits apart: it is not queued (nor starts) now.
       const bool delayed = held || FirstDue(*nj.spec, now) > now;
       const bool starts_now = !delayed && free_slots[*executor] > 0;
+      // Would queue here: another node of the cluster may run it.
+      const bool share = !starts_now && !delayed && Shareable(nj);
       if (!starts_now && !delayed && queued >= limits_.max_queued) {
         adm.status = absl::ResourceExhaustedError(
             fmt::format("queue full: {} jobs are queued and the limit is {} "
@@ -304,6 +307,11 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       job->spec = std::move(nj.spec);
       job->spec.set_task(nj.task);
       job->subscribers.push_back({std::move(sub.sink), sub.tag, sub.mask});
+      if (nj.foreign) {
+        job->cluster = Job::kForeign;
+      } else if (share) {
+        job->cluster = Job::kOutbox;  // Journaled so with its insert.
+      }
       Job& ref = table_.Add(std::move(job));
       table_.CountLive(ref);
       adm.job_id = ref.id;
@@ -332,6 +340,11 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       if (!PassDependencyResults(ref, after)) continue;
       if (delayed) {
         Wait(ref, ref.finish_time);
+        continue;
+      }
+      if (share) {
+        ShareJob(ref, after);  // QUEUED here, out of the lanes.
+        ++queued;
         continue;
       }
       Enqueue(ref, now, /*journal=*/false, after);
@@ -558,6 +571,9 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
     job.end = std::move(kept);
   }
   job.run.reset();  // The executor holds its own references while it runs.
+  if (job.cluster == Job::kOutbox || job.cluster == Job::kPublished) {
+    --shared_;
+  }
   for (auto& wake : outputs_.End(job.id))
     after.wakes.push_back(std::move(wake));
   if (job.timeout_timer != 0) {
@@ -798,6 +814,9 @@ void Scheduler::Abort(Job& job, CancelReason reason,
   } else if (job.parked) {
     job.parked = false;  // Not in its lane: in its key.
     keys_.Unpark(job.spec->concurrency_key(), job.id, job.spec->priority());
+  } else if (job.cluster == Job::kOutbox || job.cluster == Job::kPublished) {
+    // Shared: in no lane (a run elsewhere is not stopped; its end is
+    // dropped).
   } else if (job.state == v1::JOB_STATE_QUEUED) {
     lanes_[job.executor].Unqueue(
         job.id, [this](uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

@@ -67,6 +67,7 @@
 #include "jobd/v1/jobd.pb.h"
 #include "server/jobs/callback_hook.h"
 #include "server/jobs/job_types.h"
+#include "server/jobs/work_share.h"
 #include "server/journal/journal.h"
 #include "server/scheduler/after_unlock.h"
 #include "server/scheduler/clock.h"
@@ -269,6 +270,28 @@ class Scheduler {
   // The keys with limits or jobs (at most 1000, by key).
   std::vector<v1::KeyLimit> KeyLimitsNow() const;
 
+  // Cluster mode's work sharing (scheduler_cluster.cc). Sets the hook
+  // that publishes jobs that would queue here (before Restore and the
+  // first Submit; not owned, it must outlive the scheduler's use of it).
+  void SetWorkShare(WorkShareHook* hook);
+  // A shared job (in the outbox, by id and create time) was acknowledged
+  // by Redis: journaled as published. False if it is not that job now.
+  bool MarkPublished(uint64_t id, int64_t create_ns);
+  // A shared job's end came back from the node that ran it: it ends here
+  // with `end`. False (nothing changes) if it is unknown, not shared, has
+  // ended already or was another job (create time). *ticket (if given):
+  // the journal batch that holds the end.
+  bool EndShared(uint64_t id, int64_t create_ns, std::shared_ptr<JobEnd> end,
+                 uint64_t* ticket = nullptr);
+  // Live jobs in the outbox (to publish again: after a restart, or after
+  // a failed publish).
+  std::vector<SharedJob> Outbox() const;
+  // How many jobs of any executor would start at once now (0 while
+  // draining): what a node may take from the cluster.
+  int IdleSlots() const;
+  // Live jobs shared with the cluster (in the outbox or published).
+  size_t shared_jobs() const;
+
   // Drain: stop admitting jobs (Submit rejects with Unavailable).
   void BeginDrain();
   bool draining() const;
@@ -355,9 +378,10 @@ class Scheduler {
   // A new job's id; with a journal, reserves ids there ahead of it.
   uint64_t NewJobId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether the job's changes go to the journal: there is one, and the
-  // job is not in memory (spec.in_memory).
+  // job is neither in memory (spec.in_memory) nor another node's (cluster
+  // mode: its record is its entry in Redis).
   bool Journaled(const Job& job) const {
-    return journal_ != nullptr &&
+    return journal_ != nullptr && job.cluster != Job::kForeign &&
            (job.spec == nullptr || !job.spec->in_memory());
   }
 
@@ -452,6 +476,13 @@ class Scheduler {
                                   uint64_t* ticket) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // ---- cluster mode's work sharing (scheduler_cluster.cc) ----
+  // `job` may be published rather than queued here.
+  bool Shareable(const NewJob& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Keeps `job` (QUEUED, out of the lanes) for the cluster: its deadlines
+  // armed here, and published if it is in the outbox.
+  void ShareJob(Job& job, After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // ---- the daemon's life (scheduler_lifecycle.cc) ----
   void ScheduleSweep();
 
@@ -515,6 +546,8 @@ class Scheduler {
   uint64_t ids_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t ids_previous_reserved_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t ids_previous_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  WorkShareHook* work_share_ ABSL_GUARDED_BY(mu_) = nullptr;  // Optional.
+  size_t shared_ ABSL_GUARDED_BY(mu_) = 0;  // Live shared jobs.
 
   TimerQueue timers_;  // Last: its thread calls into the members above.
 };

@@ -77,7 +77,9 @@ std::pair<std::vector<uint64_t>, size_t> Scheduler::EndForShutdown() {
       Job* found = table_.Find(id);
       if (found == nullptr || IsTerminal(found->state)) continue;
       Job& job = *found;
-      if (KeptAtShutdown(job, Journaled(job))) {
+      // (Another node's job is "kept" too: not ended here, its entry in
+      // Redis goes to a node that reclaims it.)
+      if (KeptAtShutdown(job, journal_ != nullptr && !job.spec->in_memory())) {
         ++kept;
         if (job.gated) {
           // Claimed, never handed to its executor: queued again.
@@ -185,6 +187,24 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       if (found == nullptr || IsTerminal(found->state)) continue;
       Job& job = *found;
       const bool was_waiting = job.state == v1::JOB_STATE_WAITING;
+      if ((job.cluster == Job::kOutbox || job.cluster == Job::kPublished) &&
+          !unreadable.contains(id)) {
+        if (work_share_ != nullptr) {
+          // Shared with the cluster: it waits here for its end (one in
+          // the outbox is published again: WorkSharing asks Outbox()).
+          job.state = v1::JOB_STATE_QUEUED;
+          const uint8_t place = job.cluster;
+          job.cluster = Job::kPublished;  // ShareJob publishes no more.
+          ShareJob(job, after);
+          job.cluster = place;
+          ++summary.queued;
+          continue;
+        }
+        // Cluster mode is off now: it runs here (one that was published
+        // may also run on a node of that cluster).
+        job.cluster = Job::kLocal;
+        JournalState(job);
+      }
       auto bad = unreadable.find(id);
       const Restorer::Verdict verdict = restorer.Judge(
           job, bad != unreadable.end() ? bad->second : std::string());

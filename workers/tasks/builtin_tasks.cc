@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -183,6 +184,30 @@ absl::StatusOr<TaskOutput> Burn(TaskContext& ctx) {
 
 // Opens /dev/null until `n` descriptors are open or none is left, holds
 // them `ms` (or until cancelled), closes them and returns how many it held.
+// Appends `line` to the file at `path` (one write, O_APPEND), then sleeps
+// `ms`: a ledger of the runs that began, for tests that count them.
+absl::StatusOr<TaskOutput> Ledger(TaskContext& ctx) {
+  const std::string line = ctx.args().String("line") + "\n";
+  const int fd = open(ctx.args().String("path").c_str(),
+                      O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::InternalError(
+        absl::StrCat("path: cannot open: ", std::strerror(errno)));
+  }
+  const ssize_t n = write(fd, line.data(), line.size());
+  close(fd);
+  if (n != static_cast<ssize_t>(line.size())) {
+    return absl::InternalError("path: short write");
+  }
+  const int64_t ms = std::max<int64_t>(0, ctx.args().Int("ms"));
+  if (!ctx.SleepFor(absl::Milliseconds(ms))) {
+    return absl::CancelledError("ledger: cancelled while sleeping");
+  }
+  TaskOutput out;
+  out.value.set_string_value(ctx.args().String("line"));
+  return out;
+}
+
 absl::StatusOr<TaskOutput> HoldFds(TaskContext& ctx) {
   std::vector<int> fds;
   for (int64_t i = 0; i < ctx.args().Int("n"); ++i) {
@@ -311,6 +336,17 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
                     OptionalParam("n", ParamType::kInt, NumberValue(1 << 20),
                                   "descriptors to open at most")},
          .run = HoldFds});
+    defs.push_back(
+        {.name = "ledger",
+         .description = "Appends `line` to the file `path`, then sleeps "
+                        "`ms` milliseconds; returns line (testing only: a "
+                        "record of the runs that began).",
+         .default_kind = v1::JOB_KIND_IO_BOUND,
+         .params = {Param("path", ParamType::kString, "the ledger file"),
+                    Param("line", ParamType::kString, "the line to append"),
+                    OptionalParam("ms", ParamType::kInt, NumberValue(0),
+                                  "milliseconds to sleep after")},
+         .run = Ledger});
   }
   for (TaskDef& def : defs) {
     absl::Status s = registry.Add(std::move(def));

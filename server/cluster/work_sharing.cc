@@ -1,0 +1,685 @@
+#include "server/cluster/work_sharing.h"
+
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "asio/post.hpp"
+#include "jobd/v1/jobd.pb.h"
+#include "server/scheduler/scheduler.h"
+#include "spdlog/fmt/fmt.h"
+#include "spdlog/spdlog.h"
+
+namespace jobd::cluster {
+namespace {
+
+v1::Job ErrorEnd(v1::ErrorReason reason, std::string message) {
+  v1::Job job;
+  job.set_state(v1::JOB_STATE_FAILED);
+  job.mutable_error()->set_reason(reason);
+  job.mutable_error()->set_message(std::move(message));
+  return job;
+}
+
+// FNV-1a: the same partition for a job on every start of its node (its
+// publication marker lives there).
+uint64_t Fnv(std::string_view s, uint64_t h = 1469598103934665603ull) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+}  // namespace
+
+// Receives the terminal events of the foreign jobs (with the scheduler's
+// lock held): queued, then handled on the io thread.
+class WorkSharing::Sink : public EventSink {
+ public:
+  explicit Sink(asio::io_context& io) : io_(io) {}
+  void SetOwner(std::weak_ptr<WorkSharing> owner) { owner_ = std::move(owner); }
+
+  bool Deliver(const Event& event, uint64_t tag) override {
+    if (!IsTerminal(event.type) || event.end() == nullptr) return false;
+    absl::MutexLock lock(&mu_);
+    ends_.push_back({tag, std::make_shared<JobEnd>(*event.end())});
+    return ends_.size() == 1;
+  }
+  void Flush() override {
+    // Under mu_, so that Detach (at Stop, before the io_context goes)
+    // orders after any post.
+    absl::MutexLock lock(&mu_);
+    if (detached_) return;
+    asio::post(io_, [owner = owner_] {
+      if (auto self = owner.lock()) self->OnEnds();
+    });
+  }
+  // From now on nothing is posted (the scheduler may still hold this
+  // sink, and end foreign jobs, after the io_context is gone).
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    detached_ = true;
+  }
+  std::vector<std::pair<uint64_t, std::shared_ptr<JobEnd>>> Take() {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::pair<uint64_t, std::shared_ptr<JobEnd>>> out(
+        std::make_move_iterator(ends_.begin()),
+        std::make_move_iterator(ends_.end()));
+    ends_.clear();
+    return out;
+  }
+
+ private:
+  asio::io_context& io_;
+  std::weak_ptr<WorkSharing> owner_;  // Set once, before any event.
+  absl::Mutex mu_;                    // A leaf.
+  std::deque<std::pair<uint64_t, std::shared_ptr<JobEnd>>> ends_
+      ABSL_GUARDED_BY(mu_);
+  bool detached_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+WorkSharing::WorkSharing(asio::io_context& io,
+                         std::shared_ptr<WorkStream> stream,
+                         std::shared_ptr<RedisConnection> commands,
+                         std::shared_ptr<RedisConnection> results,
+                         std::shared_ptr<Membership> membership,
+                         const ClusterOptions& options, Scheduler& scheduler,
+                         MakeJob make_job)
+    : io_(io),
+      stream_(std::move(stream)),
+      commands_(std::move(commands)),
+      results_(std::move(results)),
+      membership_(std::move(membership)),
+      options_(options),
+      scheduler_(scheduler),
+      make_job_(std::move(make_job)),
+      sink_(std::make_shared<Sink>(io)),
+      take_timer_(io),
+      beat_timer_(io),
+      reap_timer_(io),
+      results_timer_(io) {
+  for (int p = 0; p < options_.partitions; ++p) all_partitions_.push_back(p);
+  results_after_.assign(all_partitions_.size(), "0");
+}
+
+WorkSharing::~WorkSharing() = default;
+
+bool WorkSharing::Sharing() const {
+  return ready_.load(std::memory_order_relaxed) && commands_->connected();
+}
+
+void WorkSharing::Publish(SharedJob job) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (unhooked_) return;  // Stays in the outbox for the next start.
+    to_publish_.push_back(std::move(job));
+    if (to_publish_.size() > 1) return;  // A drain is posted already.
+  }
+  asio::post(io_, [self = weak_from_this()] {
+    if (auto s = self.lock()) s->DrainOutbox();
+  });
+}
+
+void WorkSharing::Start() {
+  sink_->SetOwner(weak_from_this());
+  asio::post(io_, [self = shared_from_this()] {
+    if (self->started_ || self->stopped_) return;
+    self->started_ = true;
+    if (self->commands_->connected()) self->Prepare();
+    self->ArmTake(absl::ZeroDuration());
+    self->ResultsLoop();
+    self->Beat();
+    self->Reclaim();
+  });
+}
+
+void WorkSharing::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (unhooked_) return;
+    unhooked_ = true;
+  }
+  halted_ = true;
+  sink_->Detach();
+  scheduler_.SetWorkShare(nullptr);
+  ready_ = false;
+  asio::post(io_, [self = shared_from_this()] {
+    self->stopped_ = true;
+    self->take_timer_.cancel();
+    self->beat_timer_.cancel();
+    self->reap_timer_.cancel();
+    self->results_timer_.cancel();
+  });
+}
+
+void WorkSharing::OnConnectionState(bool up) {
+  if (!up) {
+    ready_ = false;
+    return;
+  }
+  if (started_ && !stopped_) Prepare();
+}
+
+std::string WorkSharing::ConsumerNow() const {
+  const uint64_t epoch = membership_->Snapshot().epoch;
+  if (epoch == 0) return {};
+  return WorkStream::Consumer(options_.node_name, epoch);
+}
+
+int WorkSharing::PartitionOf(uint64_t id) const {
+  return static_cast<int>(Fnv(std::to_string(id), Fnv(options_.node_name)) %
+                          static_cast<uint64_t>(options_.partitions));
+}
+
+void WorkSharing::Prepare() {
+  if (preparing_ || stopped_) return;
+  preparing_ = true;
+  auto left = std::make_shared<int>(options_.partitions);
+  auto failed = std::make_shared<bool>(false);
+  for (int p : all_partitions_) {
+    stream_->EnsureGroup(
+        p, [self = shared_from_this(), left, failed](absl::StatusOr<bool> r) {
+          if (!r.ok()) *failed = true;
+          if (--*left > 0) return;
+          self->preparing_ = false;
+          if (*failed) {
+            spdlog::warn(
+                "cluster: could not create the partitions' groups; "
+                "retrying at the next heartbeat");
+            return;
+          }
+          self->ready_ = true;
+          self->republish_ = true;  // What the outbox holds (a restart's).
+          self->DrainOutbox();
+        });
+  }
+}
+
+void WorkSharing::DrainOutbox() {
+  if (stopped_) return;
+  std::deque<SharedJob> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    jobs.swap(to_publish_);
+  }
+  if (republish_ && ready_) {
+    republish_ = false;
+    // Everything in the outbox now; publishing one twice is a no-op.
+    for (SharedJob& job : scheduler_.Outbox()) jobs.push_back(std::move(job));
+  }
+  for (SharedJob& job : jobs) {
+    // Once its outbox row is durable: the journal is this node's record of
+    // it until Redis has it.
+    const uint64_t ticket = job.ticket;
+    scheduler_.WhenDurable(
+        ticket,
+        [self = weak_from_this(), job = std::move(job)](bool durable) mutable {
+          if (!durable) return;  // Kept in the outbox for the next start.
+          auto s = self.lock();
+          // (Stopped: its io_context may be going; the job stays in the
+          // outbox for the next start.)
+          if (s == nullptr || s->halted_.load()) return;
+          asio::post(s->io_, [s, job = std::move(job)]() mutable {
+            s->PublishNow(std::move(job));
+          });
+        });
+  }
+}
+
+void WorkSharing::PublishNow(SharedJob job) {
+  if (stopped_) return;
+  if (!Sharing()) {
+    republish_ = true;
+    return;
+  }
+  JobEntry entry;
+  entry.origin = options_.node_name;
+  entry.id = job.id;
+  entry.create_ns = job.create_ns;
+  entry.owner = std::move(job.owner);
+  entry.spec = std::move(job.spec);
+  const uint64_t id = job.id;
+  const int64_t create_ns = job.create_ns;
+  stream_->PublishJob(PartitionOf(id), entry, kMarkerTtl,
+                      [self = shared_from_this(), id,
+                       create_ns](absl::StatusOr<std::string> r) {
+                        if (!r.ok()) {
+                          self->republish_ =
+                              true;  // Again at the next heartbeat.
+                          return;
+                        }
+                        if (self->scheduler_.MarkPublished(id, create_ns)) {
+                          absl::MutexLock lock(&self->mu_);
+                          ++self->stats_.published;
+                        }
+                      });
+}
+
+void WorkSharing::ArmTake(absl::Duration after) {
+  if (stopped_) return;
+  take_timer_.expires_after(absl::ToChronoNanoseconds(after));
+  take_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+    if (!ec) self->TakeLoop();
+  });
+}
+
+void WorkSharing::TakeLoop() {
+  if (stopped_) return;
+  const std::string consumer = ConsumerNow();
+  if (!Sharing() || consumer.empty()) return ArmTake(absl::Milliseconds(100));
+  const int idle = scheduler_.IdleSlots();
+  if (idle <= 0) return ArmTake(absl::Milliseconds(10));
+  // First what is there now, partition after partition (from a turning
+  // start), at most `idle` in all; then, if there was nothing, wait.
+  TakeNow(take_turn_, 0, consumer, std::min(idle, kMaxTake), 0);
+  take_turn_ = (take_turn_ + 1) % static_cast<int>(all_partitions_.size());
+}
+
+void WorkSharing::TakeNow(int start, int tried, std::string consumer,
+                          int budget, int got) {
+  const int n = static_cast<int>(all_partitions_.size());
+  if (stopped_) return;
+  if (budget <= 0) return ArmTake(absl::ZeroDuration());
+  if (tried == n) {
+    if (got > 0) return ArmTake(absl::ZeroDuration());
+    return TakeBlocking(std::move(consumer));
+  }
+  stream_->TakeNow(all_partitions_[(start + tried) % n], consumer, budget,
+                   [self = shared_from_this(), start, tried, consumer, budget,
+                    got](absl::StatusOr<std::vector<StreamEntry>> r) mutable {
+                     if (!r.ok()) return self->ArmTake(absl::Milliseconds(100));
+                     const int taken = static_cast<int>(r->size());
+                     self->RunTaken(std::move(*r), consumer);
+                     self->TakeNow(start, tried + 1, std::move(consumer),
+                                   budget - taken, got + taken);
+                   });
+}
+
+void WorkSharing::TakeBlocking(std::string consumer) {
+  // Nothing anywhere: wait on every partition for one entry (COUNT is
+  // per stream: entries arriving at once in several partitions may take
+  // a few more than the free slots; they queue here).
+  stream_->TakeAny(all_partitions_, consumer, 1, absl::Milliseconds(200),
+                   [self = shared_from_this(),
+                    consumer](absl::StatusOr<std::vector<StreamEntry>> r) {
+                     if (!r.ok()) return self->ArmTake(absl::Milliseconds(100));
+                     self->RunTaken(std::move(*r), consumer);
+                     self->ArmTake(absl::ZeroDuration());
+                   });
+}
+
+void WorkSharing::RunTaken(std::vector<StreamEntry> entries,
+                           const std::string& consumer) {
+  for (StreamEntry& e : entries) {
+    // The slot seen free before the read may be gone (a blocking read
+    // waits; local jobs came meanwhile): what cannot start here now is
+    // given back, for a node that has room.
+    if (scheduler_.IdleSlots() <= 0) {
+      {
+        absl::MutexLock lock(&mu_);
+        ++stats_.released;
+      }
+      stream_->Release(e.partition, consumer, e.id, [](absl::StatusOr<Fence>) {
+        // Not given back (Redis down): it stays pending
+        // here and is reclaimed once idle.
+      });
+      continue;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      ++stats_.taken;
+    }
+    RunEntry(std::move(e), consumer, /*reclaimed=*/false);
+  }
+}
+
+void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
+                           bool reclaimed) {
+  Held held;
+  held.partition = entry.partition;
+  held.entry = entry.id;
+  held.consumer = consumer;
+  held.origin = entry.origin;
+  if (!absl::SimpleAtoi(entry.origin_id, &held.origin_id) ||
+      !absl::SimpleAtoi(entry.create_ns, &held.create_ns) ||
+      entry.origin.empty()) {
+    // Not a job entry of ours: nobody waits for it. Acknowledged as a
+    // dead letter so that it is not taken again.
+    spdlog::warn(
+        "cluster: entry {} of partition {} is not a job; "
+        "dead-lettered",
+        entry.id, entry.partition);
+    held.origin = "unknown";
+    CompleteEntry(held, ErrorEnd(v1::ERROR_REASON_INVALID_INPUT, "not a job"),
+                  /*dead_letter=*/true);
+    return;
+  }
+  v1::JobSpec spec;
+  if (!spec.ParseFromString(entry.payload)) {
+    CompleteEntry(
+        held,
+        ErrorEnd(v1::ERROR_REASON_INVALID_INPUT,
+                 "its spec could not be read on node " + options_.node_name),
+        /*dead_letter=*/true);
+    return;
+  }
+  if (reclaimed) {
+    if (options_.max_deliveries > 0 &&
+        entry.deliveries > options_.max_deliveries) {
+      {
+        absl::MutexLock lock(&mu_);
+        ++stats_.dead_lettered;
+      }
+      CompleteEntry(
+          held,
+          ErrorEnd(v1::ERROR_REASON_DEAD_LETTER,
+                   fmt::format("delivered {} times (--cluster-max-deliveries "
+                               "is {}): dead-lettered",
+                               entry.deliveries, options_.max_deliveries)),
+          /*dead_letter=*/true);
+      return;
+    }
+    if (spec.delivery() != v1::DELIVERY_AT_LEAST_ONCE) {
+      {
+        absl::MutexLock lock(&mu_);
+        ++stats_.lost;
+      }
+      CompleteEntry(held,
+                    ErrorEnd(v1::ERROR_REASON_LOST_ON_RESTART,
+                             "the node that held it stopped renewing it (dead "
+                             "or cut off from Redis); an at-most-once job is "
+                             "not run again"),
+                    /*dead_letter=*/false);
+      return;
+    }
+  }
+  spec.clear_callback_url();  // Its node calls back, with its end.
+  absl::StatusOr<NewJob> made = make_job_(std::move(spec));
+  if (!made.ok()) {
+    CompleteEntry(
+        held,
+        ErrorEnd(v1::ERROR_REASON_NODE_REFUSED,
+                 fmt::format("node {} cannot run it: {}", options_.node_name,
+                             std::string(made.status().message()))),
+        /*dead_letter=*/false);
+    return;
+  }
+  const uint64_t tag = next_tag_++;
+  made->owner = entry.owner.empty() ? "anonymous" : entry.owner;
+  made->foreign = true;
+  made->tag = tag;
+  held_.emplace(tag, held);
+  std::vector<NewJob> jobs;
+  jobs.push_back(*std::move(made));
+  std::vector<Admission> admitted;
+  scheduler_.Submit(jobs, Subscriber{.sink = sink_, .mask = kTerminalEvents},
+                    admitted);
+  if (admitted.empty() || !admitted[0].status.ok()) {
+    held_.erase(tag);
+    CompleteEntry(
+        held,
+        ErrorEnd(
+            v1::ERROR_REASON_NODE_REFUSED,
+            fmt::format("node {} could not admit it: {}", options_.node_name,
+                        admitted.empty()
+                            ? "no admission"
+                            : std::string(admitted[0].status.message()))),
+        /*dead_letter=*/false);
+    return;
+  }
+  if (auto it = held_.find(tag); it != held_.end()) {
+    it->second.local_id = admitted[0].job_id;
+  }
+}
+
+void WorkSharing::OnEnds() {
+  for (auto& [tag, end] : sink_->Take()) {
+    auto it = held_.find(tag);
+    if (it == held_.end()) continue;  // Reclaimed from here: dropped.
+    const Held held = std::move(it->second);
+    held_.erase(it);
+    v1::Job job;
+    job.set_state(end->state);
+    SetEnd(*end, &job);
+    CompleteEntry(held, job, /*dead_letter=*/false);
+  }
+}
+
+void WorkSharing::CompleteEntry(const Held& held, const v1::Job& end,
+                                bool dead_letter) {
+  v1::Job result = end;
+  result.set_id(std::to_string(held.origin_id));
+  result.mutable_create_time()->set_seconds(held.create_ns / 1000000000);
+  result.mutable_create_time()->set_nanos(
+      static_cast<int32_t>(held.create_ns % 1000000000));
+  stream_->CompleteJob(
+      held.partition, held.consumer, held.entry, held.origin,
+      result.SerializeAsString(), dead_letter,
+      [self = shared_from_this(), held](absl::StatusOr<Fence> r) {
+        absl::MutexLock lock(&self->mu_);
+        if (r.ok() && *r == Fence::kDone) {
+          ++self->stats_.completed;
+        } else if (r.ok()) {
+          ++self->stats_.refused;  // Reclaimed from here: dropped.
+          spdlog::info(
+              "cluster: the end of entry {} (job {} of {}) was "
+              "refused: {}; dropped",
+              held.entry, held.origin_id, held.origin,
+              *r == Fence::kOwnedByAnother ? "another node holds it"
+                                           : "it is not pending");
+        } else {
+          // Redis down: the entry stays pending here, is reclaimed once
+          // idle and runs again (at least once) or fails (at most once).
+          spdlog::warn("cluster: could not complete entry {}: {}", held.entry,
+                       std::string(r.status().message()));
+        }
+      });
+}
+
+void WorkSharing::ResultsLoop() {
+  if (stopped_) return;
+  if (!results_->connected()) {
+    results_timer_.expires_after(std::chrono::milliseconds(100));
+    results_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+      if (!ec) self->ResultsLoop();
+    });
+    return;
+  }
+  WorkStream::ReadResults(
+      *results_, all_partitions_, options_.node_name, results_after_,
+      kResultsBatch, absl::Milliseconds(500),
+      [self = shared_from_this()](absl::StatusOr<std::vector<StreamEntry>> r) {
+        if (self->stopped_) return;
+        if (!r.ok()) {
+          self->results_timer_.expires_after(std::chrono::milliseconds(100));
+          self->results_timer_.async_wait([self](std::error_code ec) {
+            if (!ec) self->ResultsLoop();
+          });
+          return;
+        }
+        for (StreamEntry& e : *r) {
+          self->results_after_[static_cast<size_t>(e.partition)] = e.id;
+          v1::Job job;
+          uint64_t id = 0;
+          auto end = std::make_shared<JobEnd>();
+          int64_t create_ns = 0;
+          if (job.ParseFromString(e.payload) &&
+              absl::SimpleAtoi(job.id(), &id)) {
+            create_ns = job.create_time().seconds() * 1000000000 +
+                        job.create_time().nanos();
+            end->state = job.state();
+            if (job.state() == v1::JOB_STATE_SUCCEEDED) {
+              end->mutable_result() = std::move(*job.mutable_result());
+            } else {
+              end->mutable_error() = std::move(*job.mutable_error());
+            }
+          }
+          uint64_t ticket = 0;
+          if (id != 0 &&
+              self->scheduler_.EndShared(id, create_ns, end, &ticket)) {
+            absl::MutexLock lock(&self->mu_);
+            ++self->stats_.results;
+          }
+          // Once the end is durable here, the result and the job's marker
+          // go.
+          std::vector<std::string> del = {
+              "XDEL",
+              WorkStream::ResultsKey(e.partition, self->options_.node_name),
+              e.id};
+          std::string marker = WorkStream::MarkerKey(
+              e.partition, self->options_.node_name, id, create_ns);
+          self->scheduler_.WhenDurable(
+              ticket, [weak = self->weak_from_this(), del = std::move(del),
+                       marker = std::move(marker)](bool durable) mutable {
+                // On the journal's thread, perhaps after Stop (then the
+                // result is read again at the next start).
+                auto self = weak.lock();
+                if (!durable || self == nullptr || self->halted_.load()) {
+                  return;
+                }
+                self->commands_->Command(std::move(del),
+                                         [](absl::StatusOr<RedisValue>) {});
+                self->commands_->Command({"DEL", std::move(marker)},
+                                         [](absl::StatusOr<RedisValue>) {});
+              });
+        }
+        self->ResultsLoop();
+      });
+}
+
+void WorkSharing::Beat() {
+  if (stopped_) return;
+  if (commands_->connected()) {
+    if (!ready_) Prepare();
+    if (republish_) DrainOutbox();
+    for (auto& [tag, held] : held_) {
+      stream_->Renew(
+          held.partition, held.consumer, held.entry,
+          [self = shared_from_this(), tag = tag](absl::StatusOr<Fence> r) {
+            if (!r.ok() || *r == Fence::kDone) return;
+            auto it = self->held_.find(tag);
+            if (it == self->held_.end()) return;
+            // Reclaimed by another node (this one was taken for dead):
+            // stopped here; its end would be refused anyway.
+            const uint64_t local = it->second.local_id;
+            self->held_.erase(it);
+            {
+              absl::MutexLock lock(&self->mu_);
+              ++self->stats_.claims_lost;
+            }
+            if (local != 0) (void)self->scheduler_.Cancel(local);
+          });
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    stats_.held = held_.size();
+  }
+  beat_timer_.expires_after(absl::ToChronoNanoseconds(options_.heartbeat));
+  beat_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+    if (!ec) self->Beat();
+  });
+}
+
+void WorkSharing::Reclaim() {
+  if (stopped_) return;
+  const std::string consumer = ConsumerNow();
+  if (Sharing() && !consumer.empty()) {
+    RefreshBacklog();
+    // What this node can start now, partition after partition.
+    const int idle = scheduler_.IdleSlots();
+    if (idle > 0) ReclaimFrom(0, consumer, idle);
+  }
+  reap_timer_.expires_after(absl::ToChronoNanoseconds(options_.reaper_period));
+  reap_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+    if (!ec) self->Reclaim();
+  });
+}
+
+void WorkSharing::ReclaimFrom(size_t index, std::string consumer, int budget) {
+  if (stopped_ || budget <= 0 || index >= all_partitions_.size()) return;
+  stream_->ReclaimCounted(
+      all_partitions_[index], consumer, options_.node_ttl,
+      std::min(budget, kReclaimBatch),
+      [self = shared_from_this(), index, consumer,
+       budget](absl::StatusOr<std::vector<StreamEntry>> r) mutable {
+        if (!r.ok() || self->stopped_) return;
+        budget -= static_cast<int>(r->size());
+        for (StreamEntry& e : *r) {
+          {
+            absl::MutexLock lock(&self->mu_);
+            ++self->stats_.reclaimed;
+          }
+          self->RunEntry(std::move(e), consumer, /*reclaimed=*/true);
+        }
+        self->ReclaimFrom(index + 1, std::move(consumer), budget);
+      });
+}
+
+void WorkSharing::RefreshBacklog() {
+  // Each partition's entries never delivered (the group's lag) and its
+  // pending entries by consumer: two reads per partition and period.
+  auto fresh =
+      std::make_shared<std::vector<PartitionBacklog>>(all_partitions_.size());
+  auto left = std::make_shared<size_t>(2 * all_partitions_.size());
+  auto done = [self = shared_from_this(), fresh, left] {
+    if (--*left > 0) return;
+    absl::MutexLock lock(&self->mu_);
+    self->backlog_ = std::move(*fresh);
+  };
+  for (size_t i = 0; i < all_partitions_.size(); ++i) {
+    const int p = all_partitions_[i];
+    (*fresh)[i].partition = p;
+    commands_->Command({"XINFO", "GROUPS", WorkStream::JobsKey(p)},
+                       [fresh, i, done](absl::StatusOr<RedisValue> r) {
+                         if (r.ok()) {
+                           for (const RedisValue& group : r->elements) {
+                             const auto& f = group.elements;
+                             bool ours = false;
+                             int64_t lag = -1;
+                             for (size_t k = 0; k + 1 < f.size(); k += 2) {
+                               if (f[k].str == "name")
+                                 ours = f[k + 1].str == WorkStream::kGroup;
+                               if (f[k].str == "lag") lag = f[k + 1].integer;
+                             }
+                             if (ours)
+                               (*fresh)[i].backlog = std::max<int64_t>(0, lag);
+                           }
+                         }
+                         done();
+                       });
+    commands_->Command({"XPENDING", WorkStream::JobsKey(p), WorkStream::kGroup},
+                       [fresh, i, done](absl::StatusOr<RedisValue> r) {
+                         // [count, min id, max id, [[consumer, count], ...]].
+                         if (r.ok() && r->elements.size() == 4) {
+                           (*fresh)[i].pending = r->elements[0].integer;
+                           for (const RedisValue& c : r->elements[3].elements) {
+                             if (c.elements.size() != 2) continue;
+                             int64_t n = 0;
+                             if (!absl::SimpleAtoi(c.elements[1].str, &n))
+                               continue;
+                             (*fresh)[i].by_consumer.emplace_back(
+                                 c.elements[0].str, n);
+                           }
+                         }
+                         done();
+                       });
+  }
+}
+
+WorkSharingStats WorkSharing::Stats() const {
+  WorkSharingStats s;
+  {
+    absl::MutexLock lock(&mu_);
+    s = stats_;
+  }
+  s.shared_live = scheduler_.shared_jobs();
+  return s;
+}
+
+std::vector<PartitionBacklog> WorkSharing::Backlog() const {
+  absl::MutexLock lock(&mu_);
+  return backlog_;
+}
+
+}  // namespace jobd::cluster

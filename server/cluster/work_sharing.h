@@ -1,0 +1,205 @@
+// WorkSharing: cluster mode's work sharing between the scheduler and the
+// partition streams (docs/SCALE-OUT.md). Built by ClusterNode::ShareWork.
+//
+// Publish (the outbox): the scheduler hands over a job that would queue
+// here (WorkShareHook::Publish, under its lock: queued here, nothing
+// more). On the io thread, once the job's journal row (marked "outbox") is
+// durable, it is published to partition hash(node, id) with a script that
+// makes a second publication of the same job a no-op; once Redis answered,
+// the row is marked published. What could not be published (Redis down)
+// stays in the outbox and is published again (Scheduler::Outbox) each
+// heartbeat while Redis is up, and after a restart.
+//
+// Take: while the scheduler has a free slot for a job of any executor
+// (Scheduler::IdleSlots), non-blocking XREADGROUPs take what the
+// partitions hold, one partition after another, up to the free slots;
+// with nothing there, an XREADGROUP ... BLOCK on the blocking connection
+// waits on all partitions. The consumer is "<node>:<epoch>". An entry
+// that arrives once the slot seen free is gone is given back (Release:
+// appended again at the stream's end). Each
+// becomes a *foreign* job here: validated as a Submit's spec, never
+// journaled (its pending entry is its record), its callback left to the
+// submitting node. Its end goes back with the fenced CompleteJob script
+// to the origin's results stream; a refused completion (the entry was
+// reclaimed from this node) is dropped.
+//
+// Results: a third connection reads this node's results streams (XREAD
+// BLOCK from the start: what a crash left is read again); each result
+// ends its shared job (Scheduler::EndShared) and, once that end is
+// durable, the result and the job's publication marker are deleted.
+//
+// Renew and reclaim: every heartbeat each held entry is renewed (fenced);
+// one found reclaimed by another node is cancelled here. Every reaper
+// period each partition's entries idle longer than the node TTL (their
+// node stopped renewing: dead, or cut off from Redis) are reclaimed
+// (XAUTOCLAIM, at most kReclaimBatch per partition): past
+// `max_deliveries` an entry is dead-lettered and its job FAILED; an
+// AT_MOST_ONCE job ends FAILED (LOST_ON_RESTART: it may have run); an
+// AT_LEAST_ONCE job runs here again.
+//
+// Thread-safety: Sharing and Publish from any thread (the scheduler's
+// lock held: they take only `mu_`, a leaf); Stats from any thread; the
+// rest on the io thread. Ownership: shared (handlers hold it); holds the
+// connections and the membership shared, the scheduler by reference (it
+// outlives this: the daemon stops cluster mode first, and Stop unhooks).
+#ifndef JOBD_SERVER_CLUSTER_WORK_SHARING_H_
+#define JOBD_SERVER_CLUSTER_WORK_SHARING_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "asio/io_context.hpp"
+#include "asio/steady_timer.hpp"
+#include "server/cluster/cluster_options.h"
+#include "server/cluster/membership.h"
+#include "server/cluster/redis_connection.h"
+#include "server/cluster/work_stream.h"
+#include "server/jobs/job_types.h"
+#include "server/jobs/work_share.h"
+
+namespace jobd {
+class Scheduler;
+
+namespace cluster {
+
+// Validates a spec taken from Redis into a job (the daemon's ValidateSpec).
+using MakeJob = std::function<absl::StatusOr<NewJob>(v1::JobSpec spec)>;
+
+struct WorkSharingStats {
+  uint64_t published = 0;  // Jobs this node published.
+  uint64_t taken = 0;      // Entries it took (first deliveries).
+  uint64_t completed = 0;  // Ends it completed for other nodes (or itself).
+  uint64_t refused = 0;    // Completions refused: reclaimed from it.
+  uint64_t reclaimed = 0;  // Entries it reclaimed from dead nodes.
+  uint64_t lost = 0;       // Reclaimed AT_MOST_ONCE jobs it ended FAILED.
+  uint64_t dead_lettered = 0;
+  uint64_t results = 0;      // Ends of its shared jobs it received.
+  uint64_t held = 0;         // Entries it holds now (running or queued here).
+  uint64_t shared_live = 0;  // Its jobs waiting in the cluster now.
+  // Entries it held that another node reclaimed (found on renewal): their
+  // runs here were cancelled.
+  uint64_t claims_lost = 0;
+  // Entries it took and gave back: its free slot was gone by then.
+  uint64_t released = 0;
+};
+
+// A partition's stream as last read (every reaper period).
+struct PartitionBacklog {
+  int partition = 0;
+  int64_t backlog = 0;  // Entries not delivered yet (the group's lag).
+  int64_t pending = 0;  // Delivered, not acknowledged.
+  std::vector<std::pair<std::string, int64_t>> by_consumer;  // Pending.
+};
+
+class WorkSharing : public WorkShareHook,
+                    public std::enable_shared_from_this<WorkSharing> {
+ public:
+  static constexpr int kReclaimBatch = 64;   // Per partition and period.
+  static constexpr int kMaxTake = 32;        // Entries per read.
+  static constexpr int kResultsBatch = 256;  // Results per read.
+  // Publication markers outlive any job's stay in the outbox.
+  static constexpr absl::Duration kMarkerTtl = absl::Hours(24);
+
+  WorkSharing(asio::io_context& io, std::shared_ptr<WorkStream> stream,
+              std::shared_ptr<RedisConnection> commands,
+              std::shared_ptr<RedisConnection> results,
+              std::shared_ptr<Membership> membership,
+              const ClusterOptions& options, Scheduler& scheduler,
+              MakeJob make_job);
+  ~WorkSharing() override;
+
+  // WorkShareHook (the scheduler's lock held).
+  bool Sharing() const override;
+  void Publish(SharedJob job) override;
+
+  // Starts the loops (on the io thread). Once.
+  void Start();
+  // Stops them and unhooks the scheduler. Idempotent.
+  void Stop();
+  // The command connection came up or went down (on the io thread).
+  void OnConnectionState(bool up);
+
+  WorkSharingStats Stats() const;
+  std::vector<PartitionBacklog> Backlog() const;
+
+ private:
+  class Sink;
+  // An entry held here: taken or reclaimed, running (or queued) as a
+  // foreign job.
+  struct Held {
+    int partition = 0;
+    std::string entry;
+    std::string consumer;
+    std::string origin;
+    uint64_t origin_id = 0;
+    int64_t create_ns = 0;
+    uint64_t local_id = 0;  // 0 until admitted.
+  };
+
+  std::string ConsumerNow() const;  // "" before the node joined.
+  int PartitionOf(uint64_t id) const;
+  void Prepare();  // Groups, then sharing on.
+  void PublishNow(SharedJob job);
+  void DrainOutbox();
+  void TakeLoop();
+  void TakeNow(int start, int tried, std::string consumer, int budget, int got);
+  void TakeBlocking(std::string consumer);
+  void RunTaken(std::vector<StreamEntry> entries, const std::string& consumer);
+  void ArmTake(absl::Duration after);
+  void RunEntry(StreamEntry entry, const std::string& consumer, bool reclaimed);
+  void CompleteEntry(const Held& held, const v1::Job& result, bool dead_letter);
+  void OnEnds();
+  void ResultsLoop();
+  void Beat();
+  void Reclaim();
+  void ReclaimFrom(size_t index, std::string consumer, int budget);
+  void RefreshBacklog();
+
+  // Const after construction.
+  asio::io_context& io_;
+  const std::shared_ptr<WorkStream> stream_;
+  const std::shared_ptr<RedisConnection> commands_;
+  const std::shared_ptr<RedisConnection> results_;
+  const std::shared_ptr<Membership> membership_;
+  const ClusterOptions options_;
+  Scheduler& scheduler_;
+  const MakeJob make_job_;
+  std::vector<int> all_partitions_;
+  std::shared_ptr<Sink> sink_;
+
+  // The io thread's.
+  asio::steady_timer take_timer_, beat_timer_, reap_timer_, results_timer_;
+  bool started_ = false, stopped_ = false;
+  bool preparing_ = false;
+  bool republish_ = false;  // Something failed to publish: try the outbox.
+  uint64_t next_tag_ = 1;
+  int take_turn_ = 0;  // The partition the next small take starts at.
+  absl::flat_hash_map<uint64_t, Held> held_;  // By subscriber tag.
+  std::vector<std::string> results_after_;    // By partition.
+
+  std::atomic<bool> ready_{false};  // Groups exist; Redis is up.
+  // Stop was called: the journal's callbacks no longer reach the io
+  // thread.
+  std::atomic<bool> halted_{false};
+
+  mutable absl::Mutex mu_;  // A leaf.
+  std::deque<SharedJob> to_publish_ ABSL_GUARDED_BY(mu_);
+  bool unhooked_ ABSL_GUARDED_BY(mu_) = false;
+  WorkSharingStats stats_ ABSL_GUARDED_BY(mu_);
+  std::vector<PartitionBacklog> backlog_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace cluster
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_CLUSTER_WORK_SHARING_H_

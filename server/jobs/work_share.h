@@ -1,0 +1,39 @@
+// WorkShareHook: how the scheduler hands jobs it cannot start now to
+// cluster mode's work sharing (server/cluster/work_sharing.h), without
+// knowing cluster mode: an interface of this leaf room, like CallbackHook.
+//
+// Thread-safety: both methods are called with the scheduler's lock held;
+// they must not block nor call into the scheduler. Ownership: the hook is
+// the daemon's and outlives the scheduler's use of it.
+#ifndef JOBD_SERVER_JOBS_WORK_SHARE_H_
+#define JOBD_SERVER_JOBS_WORK_SHARE_H_
+
+#include <cstdint>
+#include <string>
+
+namespace jobd {
+
+// A job to publish: what another node needs to run it and to send its end
+// back.
+struct SharedJob {
+  uint64_t id = 0;
+  int64_t create_ns = 0;  // Its create time (unix ns): with the id, unique.
+  std::string owner;
+  std::string spec;  // The whole v1::JobSpec, serialized.
+  // The journal batch holding its outbox row: publish once it is durable.
+  uint64_t ticket = 0;
+};
+
+class WorkShareHook {
+ public:
+  virtual ~WorkShareHook() = default;
+  // True if a job that would queue here is to be published now (the node
+  // is in the cluster and Redis is up).
+  virtual bool Sharing() const = 0;
+  // Publishes `job` (queue it and return at once).
+  virtual void Publish(SharedJob job) = 0;
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_JOBS_WORK_SHARE_H_
