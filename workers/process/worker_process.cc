@@ -8,11 +8,12 @@
 #include <deque>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
 
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "jobd/internal/worker.pb.h"
 #include "workers/process/ipc.h"
@@ -50,7 +51,8 @@ class Worker {
     internal::RunJob job;
     job.mutable_spec()->set_task("echo");
     job.mutable_spec()->add_args()->set_number_value(1);
-    internal::JobDone done = Run(job, false, std::make_shared<CancelToken>());
+    internal::JobDone done =
+        Run(job, std::nullopt, std::make_shared<CancelToken>());
     scratch_.clear();
     done.AppendToString(&scratch_);
     internal::FromWorker ready;
@@ -99,7 +101,7 @@ class Worker {
         if (current_ != nullptr && current_id_ == c.job_id()) {
           current_->Cancel(static_cast<CancelReason>(c.reason()));
         } else {
-          cancelled_.insert(c.job_id());
+          cancelled_[c.job_id()] = static_cast<CancelReason>(c.reason());
         }
       }
       for (internal::RunJob& run : *message.mutable_run()) {
@@ -145,7 +147,8 @@ class Worker {
     for (;;) {
       internal::RunJob job;
       auto token = std::make_shared<CancelToken>();
-      bool cancelled = false;
+      // Cancelled before it began, and why (a timeout, a shutdown).
+      std::optional<CancelReason> cancelled;
       bool ring = false;
       bool ends_frame = false;
       {
@@ -166,7 +169,10 @@ class Worker {
           ends_frame = queue_.front().ends_frame;
           queue_.pop_front();
           ring_.JobTaken();  // From here on it may have begun.
-          cancelled = cancelled_.erase(job.job_id()) > 0;
+          if (auto c = cancelled_.find(job.job_id()); c != cancelled_.end()) {
+            cancelled = c->second;
+            cancelled_.erase(c);
+          }
           current_ = token;
           current_id_ = job.job_id();
         }
@@ -204,13 +210,19 @@ class Worker {
     return false;
   }
 
-  internal::JobDone Run(internal::RunJob& job, bool cancelled,
+  internal::JobDone Run(internal::RunJob& job,
+                        std::optional<CancelReason> cancelled,
                         const std::shared_ptr<CancelToken>& token,
                         JobClock* clock = nullptr) {
     const TaskDef* task = registry_.Find(job.spec().task());
-    if (cancelled) {
-      return Done(job.job_id(), absl::CancelledError("cancelled before start"),
-                  v1::ERROR_REASON_CANCELLED);
+    if (cancelled.has_value()) {
+      // Its reason as for a run it stopped: a timeout that came while the
+      // job was queued here is a timeout.
+      return Done(
+          job.job_id(), absl::CancelledError("cancelled before start"),
+          *cancelled == CancelReason::kTimeout    ? v1::ERROR_REASON_TIMEOUT
+          : *cancelled == CancelReason::kShutdown ? v1::ERROR_REASON_SHUTDOWN
+                                                  : v1::ERROR_REASON_CANCELLED);
     }
     if (task == nullptr) {
       return Done(job.job_id(),
@@ -321,7 +333,7 @@ class Worker {
     bool ends_frame = false;  // The last job of the frame it came in.
   };
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<uint64_t> cancelled_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, CancelReason> cancelled_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<CancelToken> current_ ABSL_GUARDED_BY(mu_);
   uint64_t current_id_ ABSL_GUARDED_BY(mu_) = 0;
 };
