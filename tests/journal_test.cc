@@ -35,11 +35,13 @@ class JournalTest : public ::testing::Test {
   }
   std::unique_ptr<Journal> Open(
       Recovered* recovered, uint64_t max_bytes = 0,
-      absl::Duration outage_grace = JournalOptions{}.outage_grace) {
+      absl::Duration outage_grace = JournalOptions{}.outage_grace,
+      absl::Duration linger = JournalOptions{}.linger) {
     auto j = Journal::Open({.path = dir_ + "/jobd.db",
                             .durability = Durability::kBatched,
                             .max_bytes = max_bytes,
-                            .outage_grace = outage_grace},
+                            .outage_grace = outage_grace,
+                            .linger = linger},
                            recovered);
     EXPECT_TRUE(j.ok()) << j.status();
     return j.ok() ? *std::move(j) : nullptr;
@@ -224,6 +226,63 @@ TEST_F(JournalTest, ABatchFoldsAJobsRecordsIntoOneWrite) {
   ASSERT_EQ(r.rows.size(), 1u);
   EXPECT_EQ(r.rows[0].state, v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(r.rows[0].spec->payload(), "spec kept");
+}
+
+TEST_F(JournalTest, LingeringRecordsWaitToShareTheCommitOfOneThatMustNot) {
+  Recovered r;
+  // A bound no test waits out: only the end can start the commit.
+  auto j = Open(&r, 0, JournalOptions{}.outage_grace, absl::Hours(1));
+  const uint64_t accepted = j->Insert(Row(1, v1::JOB_STATE_QUEUED, "spec kept"),
+                                      Journal::Linger::kYes);
+  JournalRow running = Row(1, v1::JOB_STATE_RUNNING);
+  running.spec = nullptr;
+  EXPECT_EQ(j->Update(running, Journal::Linger::kYes), accepted);
+  // Neither a sequence nor a waiter hurries it.
+  j->NoteSequence(12);
+  absl::Notification durable;
+  j->WhenDurable(accepted, [&](bool ok) {
+    EXPECT_TRUE(ok);
+    durable.Notify();
+  });
+  EXPECT_EQ(j->usage().commits, 0u);
+  EXPECT_EQ(j->Update(Ended(1)), accepted);  // The end: one commit for all.
+  ASSERT_TRUE(durable.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  v1::GetStatsResponse stats;
+  j->AddStats(stats);
+  EXPECT_EQ(stats.journal().commits(), 1u);
+  EXPECT_EQ(stats.journal().records(), 1u);  // Folded into one row write.
+  j.reset();
+  auto again = Open(&r);
+  ASSERT_EQ(r.rows.size(), 1u);
+  EXPECT_EQ(r.rows[0].state, v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(r.rows[0].spec->payload(), "spec kept");
+}
+
+TEST_F(JournalTest, ALingeringRecordAloneIsCommittedAtItsBound) {
+  Recovered r;
+  constexpr absl::Duration kLinger = absl::Milliseconds(40);
+  auto j = Open(&r, 0, JournalOptions{}.outage_grace, kLinger);
+  const absl::Time start = absl::Now();
+  const uint64_t ticket =
+      j->Insert(Row(1, v1::JOB_STATE_QUEUED), Journal::Linger::kYes);
+  absl::Notification durable;
+  absl::Time when;
+  j->WhenDurable(ticket, [&](bool ok) {
+    EXPECT_TRUE(ok);
+    when = absl::Now();
+    durable.Notify();
+  });
+  ASSERT_TRUE(durable.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_GE(when - start, kLinger);  // Not before its bound.
+  // A flush does not wait for the bound; nor does closing.
+  j.reset();
+  auto slow = Open(&r, 0, JournalOptions{}.outage_grace, absl::Hours(1));
+  slow->Insert(Row(2, v1::JOB_STATE_QUEUED), Journal::Linger::kYes);
+  EXPECT_TRUE(slow->Flush(absl::Now() + absl::Seconds(10)));
+  slow->Insert(Row(3, v1::JOB_STATE_QUEUED), Journal::Linger::kYes);
+  slow.reset();  // Commits what lingers.
+  ASSERT_NE(Open(&r), nullptr);
+  EXPECT_EQ(r.rows.size(), 3u);
 }
 
 TEST_F(JournalTest, EachCommitIsCountedInTheHistograms) {

@@ -236,6 +236,7 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   std::string retention_ttl = "1h", grace = "10s", cancel_grace = "500ms",
               kill_grace = "100ms", exec_kill_grace = "1s",
               ping_interval = "1s", ping_timeout = "5s", outage_grace = "2s",
+              linger = "1ms",
               max_delay = "8760h", retry_initial = "1s", retry_max = "5m";
   uint32_t retry_attempts = 1;
   double retry_multiplier = 2.0;
@@ -388,6 +389,11 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
                  "While the journal cannot write, how long an answer (GetJob, "
                  "CancelJob, a stream's events) waits for it before it fails "
                  "UNAVAILABLE")
+      ->capture_default_str();
+  app.add_option("--journal-linger", linger,
+                 "How long an at-least-once job's accept may wait to share a "
+                 "commit with its end (a job shorter than this takes one "
+                 "commit); at most 100ms; 0 = commit it at once")
       ->capture_default_str();
   app.add_option("--auth-token", c.auth.tokens,
                  "A caller: NAME:ROLES:SHA256 of its bearer token (roles "
@@ -762,9 +768,14 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
         std::tuple(&ping_timeout, "worker-ping-timeout", &pool.ping_timeout,
                    false),
         std::tuple(&outage_grace, "journal-outage-grace",
-                   &c.journal_outage_grace, true)}) {
+                   &c.journal_outage_grace, true),
+        std::tuple(&linger, "journal-linger", &c.journal_linger, true)}) {
     s = ParseDurationFlag(*value, flag, out, zero);
     if (!s.ok()) return s;
+  }
+  if (c.journal_linger > absl::Milliseconds(100)) {
+    return absl::InvalidArgumentError(
+        fmt::format("--journal-linger: '{}' is longer than 100ms", linger));
   }
   if (absl::Status r =
           ApplyRetryOptions(max_delay, retry_attempts, retry_initial, retry_max,

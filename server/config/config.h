@@ -68,6 +68,8 @@ struct DaemonConfig {
   Durability durability = Durability::kBatched;
   uint64_t journal_max_bytes = uint64_t{4} << 30;
   absl::Duration journal_outage_grace = absl::Seconds(2);
+  // JournalOptions::linger (server/journal/journal_options.h).
+  absl::Duration journal_linger = absl::Milliseconds(1);
   bool testing_tasks = false;
   // Task plugins (workers/plugins/plugin_loader.h), loaded at start by the
   // daemon and its fork server: the --plugin files in the order given, then

@@ -331,7 +331,8 @@ absl::Status Daemon::OpenJournal(Recovered& recovered) {
       Journal::Open({.path = config.state_dir + "/jobd.db",
                      .durability = config.durability,
                      .max_bytes = config.journal_max_bytes,
-                     .outage_grace = config.journal_outage_grace},
+                     .outage_grace = config.journal_outage_grace,
+                     .linger = config.journal_linger},
                     &recovered);
   if (!opened.ok()) {
     return StartError("journal: " + std::string(opened.status().message()));

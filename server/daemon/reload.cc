@@ -248,6 +248,8 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
   d.Check("journal-outage-grace",
           absl::FormatDuration(current.journal_outage_grace),
           absl::FormatDuration(fresh.journal_outage_grace), later);
+  d.Check("journal-linger", absl::FormatDuration(current.journal_linger),
+          absl::FormatDuration(fresh.journal_linger), later);
   d.Check("testing-tasks", current.testing_tasks, fresh.testing_tasks, later);
   const cluster::ClusterOptions& kc = current.cluster;
   const cluster::ClusterOptions& kn = fresh.cluster;

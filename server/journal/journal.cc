@@ -44,14 +44,42 @@ struct Journal::Batch {
   uint64_t last_sequence = 0;           // 0: none noted.
   uint64_t reserved_job_id = 0;         // 0: none reserved.
   absl::Time opened;                    // When it became dirty.
+  // Whether a record that must not wait is in it (Linger::kNo); else, the
+  // earliest time a lingering record allows it to be committed at
+  // (InfiniteFuture: none lingers, nothing holds it back).
+  bool urgent = false;
+  absl::Time linger_until = absl::InfiniteFuture();
   bool dirty() const {
     return !records.empty() || !schedules.empty() || !key_limits.empty() ||
            last_sequence != 0 || reserved_job_id != 0;
   }
-  // Before adding to it (under Journal::mu_).
+  // Before adding to it (under Journal::mu_): a record that must not wait
+  // (Touch), one that may wait up to `bound` for company (Linger::kYes),
+  // or what goes with the records (a sequence, an id reservation, a
+  // waiter's mark: TouchCompanion), which neither hurries nor holds it.
   Batch& Touch() {
+    TouchCompanion().urgent = true;
+    return *this;
+  }
+  Batch& Touch(Linger linger, absl::Duration bound) {
+    if (linger == Linger::kNo || bound <= absl::ZeroDuration()) return Touch();
+    if (linger_until == absl::InfiniteFuture()) {
+      linger_until = absl::Now() + bound;  // The first lingering record's.
+    }
+    return TouchCompanion();
+  }
+  Batch& TouchCompanion() {
     if (!dirty()) opened = absl::Now();
     return *this;
+  }
+  Batch& Note(uint64_t sequence) {
+    last_sequence = std::max(last_sequence, sequence);
+    return *this;
+  }
+  // Whether the writer may take it now.
+  bool Due(absl::Time now) const {
+    return dirty() && (urgent || linger_until == absl::InfiniteFuture() ||
+                       linger_until <= now);
   }
 };
 
@@ -86,25 +114,30 @@ Journal::~Journal() {
 
 // ---- queueing ------------------------------------------------------------
 
-uint64_t Journal::Insert(JournalRow row) {
+uint64_t Journal::Insert(JournalRow row, Linger linger, uint64_t sequence) {
   absl::MutexLock lock(&mu_);
-  open_->Touch().records.push_back({JournalRecord::kInsert, std::move(row)});
+  open_->Touch(linger, options_.linger)
+      .Note(sequence)
+      .records.push_back({JournalRecord::kInsert, std::move(row)});
   return open_ticket_;
 }
 
-uint64_t Journal::Update(JournalRow row) {
+uint64_t Journal::Update(JournalRow row, Linger linger, uint64_t sequence) {
   row.spec = StoredSpec();
   absl::MutexLock lock(&mu_);
-  open_->Touch().records.push_back({JournalRecord::kUpdate, std::move(row)});
+  open_->Touch(linger, options_.linger)
+      .Note(sequence)
+      .records.push_back({JournalRecord::kUpdate, std::move(row)});
   return open_ticket_;
 }
 
-uint64_t Journal::Update(JournalRow row, CallbackRecord callback) {
+uint64_t Journal::Update(JournalRow row, CallbackRecord callback,
+                         uint64_t sequence) {
   row.spec = StoredSpec();
   const uint64_t id = row.id;
   auto cb = std::make_shared<const CallbackRecord>(std::move(callback));
   absl::MutexLock lock(&mu_);
-  Batch& batch = open_->Touch();
+  Batch& batch = open_->Touch().Note(sequence);
   batch.records.push_back({JournalRecord::kUpdate, std::move(row)});
   batch.records.push_back(
       {JournalRecord::kCallback, JournalRow{.id = id}, std::move(cb)});
@@ -135,13 +168,14 @@ uint64_t Journal::SetKeyLimit(KeyLimitRow row) {
 
 uint64_t Journal::NoteSequence(uint64_t last_sequence) {
   absl::MutexLock lock(&mu_);
-  open_->Touch().last_sequence = std::max(open_->last_sequence, last_sequence);
+  open_->TouchCompanion().Note(last_sequence);
   return open_ticket_;
 }
 
 uint64_t Journal::ReserveJobIds(uint64_t up_to) {
   absl::MutexLock lock(&mu_);
-  open_->Touch().reserved_job_id = std::max(open_->reserved_job_id, up_to);
+  open_->TouchCompanion().reserved_job_id =
+      std::max(open_->reserved_job_id, up_to);
   return open_ticket_;
 }
 
@@ -204,7 +238,7 @@ void Journal::WhenDurable(uint64_t ticket, DurableFn fn, Wait wait) {
           .emplace(ticket, std::move(fn));
       // An empty batch commits too (its waiters need a durable point).
       if (ticket == open_ticket_ && open_->last_sequence == 0) {
-        open_->Touch().last_sequence = 1;
+        open_->TouchCompanion().last_sequence = 1;
       }
       return;
     }
@@ -227,6 +261,7 @@ void Journal::Abandon() {
 
 bool Journal::Flush(absl::Time deadline) {
   absl::MutexLock lock(&mu_);
+  if (open_->dirty()) open_->urgent = true;  // Nothing lingers for a flush.
   const uint64_t target = open_->dirty() ? open_ticket_ : open_ticket_ - 1;
   auto done = [this, target]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return durable_ >= target || stop_;
@@ -247,7 +282,18 @@ void Journal::WriterLoop() {
       auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return open_->dirty() || stop_;
       };
-      mu_.Await(absl::Condition(&work));
+      auto hurry = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return open_->urgent || stop_;
+      };
+      // A batch of lingering records alone waits for a record that must
+      // not wait (a job's end, as a rule), or for its bound.
+      while (!stop_ && !open_->Due(absl::Now())) {
+        if (!open_->dirty()) {
+          mu_.Await(absl::Condition(&work));
+        } else {
+          mu_.AwaitWithDeadline(absl::Condition(&hurry), open_->linger_until);
+        }
+      }
       if (!open_->dirty() && stop_) return;
       batch = std::exchange(open_, std::make_unique<Batch>());
       ticket = open_ticket_++;

@@ -162,10 +162,27 @@ class Journal {
   Journal& operator=(const Journal&) = delete;
 
   // ---- records: queued, never blocking; each returns the open ticket ----
-  uint64_t Insert(JournalRow row);  // A new job, spec included.
-  uint64_t Update(JournalRow row);  // Its state changed (spec not written).
+  // A record that may linger (kYes) does not start a commit by itself: the
+  // batch waits up to JournalOptions::linger for one that must not wait
+  // (every other kind of record; a job's end, as a rule) to share its
+  // commit. A job's records linger but its claim and its end, so that a
+  // short job's accept and end take one commit (or its claim's and its
+  // end's, at most once). Tickets are unchanged: a record is in the open
+  // batch, whichever commits it.
+  //
+  // `sequence`: the event announcing the change, noted with the record
+  // (NoteSequence) in the same step, so that the event waits for the
+  // record's batch and no later one; 0: none.
+  enum class Linger { kNo, kYes };
+  // A new job, spec included.
+  uint64_t Insert(JournalRow row, Linger linger = Linger::kNo,
+                  uint64_t sequence = 0);
+  // Its state changed (spec not written).
+  uint64_t Update(JournalRow row, Linger linger = Linger::kNo,
+                  uint64_t sequence = 0);
   // Its end, with its callback's first record: both in one transaction.
-  uint64_t Update(JournalRow row, CallbackRecord callback);
+  uint64_t Update(JournalRow row, CallbackRecord callback,
+                  uint64_t sequence = 0);
   // A callback's new status (a row of the callbacks table): a final one
   // (not PENDING) is kept only while its job's row is, and a job's row
   // deleted takes its finished callback with it (a pending one stays).

@@ -12,8 +12,8 @@ static_assert(sizeof(LoggedEvent) == 32);
 EventLog::EventLog(size_t capacity, Journal* journal)
     : capacity_(capacity), journal_(journal) {}
 
-uint64_t EventLog::JoinBatch(uint64_t sequence) {
-  const uint64_t ticket = journal_->NoteSequence(sequence);
+uint64_t EventLog::JoinBatch(uint64_t sequence, uint64_t ticket) {
+  if (ticket == 0) ticket = journal_->NoteSequence(sequence);
   if (!batches_.empty() && batches_.back().ticket == ticket) {
     batches_.back().last = sequence;
     return ticket;

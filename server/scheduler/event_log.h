@@ -57,8 +57,10 @@ class EventLog {
   uint64_t last_sequence() const { return next_sequence_ - 1; }
   // Journal only: records `sequence` with the journal's open batch (call
   // it after the change the event announces was recorded) and returns that
-  // batch's ticket, which the event must wait for.
-  uint64_t JoinBatch(uint64_t sequence);
+  // batch's ticket, which the event must wait for. `ticket`: the batch the
+  // change's record joined with `sequence` noted (Journal::Update's), if
+  // it was; the event waits for it, and no later one.
+  uint64_t JoinBatch(uint64_t sequence, uint64_t ticket = 0);
   // The journal batch the event of `sequence` waits for (0: durable).
   uint64_t TicketOf(uint64_t sequence) const;
 

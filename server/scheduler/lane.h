@@ -16,6 +16,8 @@
 // clients until handed to the executor. To keep slots busy while claims
 // wait for commits, a lane claims up to Window() jobs beyond its free
 // slots: Little's law over the jobs' run time and the commit latency.
+// At-least-once jobs skip the gate while a slot is free (SlotFree): a
+// crash runs them again whether or not their start was durable.
 //
 // The Scheduler drives it (Scheduler::Dispatch): the lane says what is
 // next; the scheduler turns jobs into runs and events.
@@ -102,6 +104,12 @@ class Lane {
   // at once is not counted as queued).
   int FreeSlots() const;
   int busy() const { return busy_; }
+  // Whether a chunk handed now gets a slot of `capacity` at once, ahead of
+  // no claimed one.
+  bool SlotFree(int capacity) const {
+    return static_cast<size_t>(busy_) + gated_jobs_ <
+           static_cast<size_t>(capacity);
+  }
   // Hands `chunk` (one job or more) to the executor in one slot.
   void Hand(std::vector<JobRun> chunk);
   // A run returned (JobOutcome::frees_slot, wall_time for Window()).

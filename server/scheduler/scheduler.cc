@@ -387,10 +387,13 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
       continue;
     }
     // Journaled jobs are claimed (handed over once the claim is durable);
-    // in-memory ones, and all without a journal, are handed over now.
+    // in-memory ones, and all without a journal, are handed over now; so
+    // are at-least-once ones while a slot is free (a crash runs them again
+    // whether or not their start was durable).
+    const bool slot_free = lane.SlotFree(capacity);
     std::vector<JobRun> claimed, now;
     for (Job* job : jobs) {
-      if (gate && Journaled(*job)) {
+      if (gate && Journaled(*job) && (NeedsClaim(*job) || !slot_free)) {
         claimed.push_back(PrepareRun(*job));
         job->gated = true;  // Claimed: its journal row says it may begin.
         JournalState(*job);
@@ -536,12 +539,18 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
     // The record first, then the ticket: the event must not be delivered
     // before the state it announces is durable, so its ticket is taken
     // after the record joined the open batch (never an older one).
+    // The record carries the event's sequence: were the two noted apart,
+    // the writer could take the batch between them, and the event would
+    // wait for a second commit.
+    uint64_t ticket = 0;
     if (callback.has_value()) {
-      journal_->Update(job.Row(), *callback);
+      ticket = journal_->Update(job.Row(), *callback, event.sequence);
     } else if (event.type != v1::EVENT_TYPE_PROGRESS) {
-      JournalState(job, /*insert=*/event.type == v1::EVENT_TYPE_ACCEPTED);
+      ticket =
+          JournalState(job, /*insert=*/event.type == v1::EVENT_TYPE_ACCEPTED,
+                       event.sequence);
     }
-    event.ticket = events_.JoinBatch(event.sequence);
+    event.ticket = events_.JoinBatch(event.sequence, ticket);
     after.ticket = std::max(after.ticket, event.ticket);
   }
   if (callback.has_value()) {
@@ -846,13 +855,18 @@ uint64_t Scheduler::NewJobId() {
   return id;
 }
 
-void Scheduler::JournalState(const Job& job, bool insert) {
-  if (!Journaled(job)) return;
-  if (insert) {
-    journal_->Insert(job.Row());
-  } else {
-    journal_->Update(job.Row());
-  }
+uint64_t Scheduler::JournalState(const Job& job, bool insert,
+                                 uint64_t sequence) {
+  if (!Journaled(job)) return 0;
+  // Only a claim (its run waits for it) and an end start a commit; the
+  // other records wait for company, the end's commit as a rule: a short
+  // at-least-once job's accept, start and end take one commit; an
+  // at-most-once one's accept and claim one, its start and end the next.
+  const Journal::Linger linger = !IsTerminal(job.state) && !job.gated
+                                     ? Journal::Linger::kYes
+                                     : Journal::Linger::kNo;
+  return insert ? journal_->Insert(job.Row(), linger, sequence)
+                : journal_->Update(job.Row(), linger, sequence);
 }
 
 }  // namespace jobd

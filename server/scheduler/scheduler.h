@@ -372,8 +372,10 @@ class Scheduler {
   void Abort(Job& job, CancelReason reason, std::shared_ptr<JobEnd> end,
              After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records the job's new state in the journal, if any (`insert`: the job
-  // is new, its spec goes too).
-  void JournalState(const Job& job, bool insert = false)
+  // is new, its spec goes too), with `sequence` (the event announcing it;
+  // 0: none). Returns the record's ticket; 0 when it is not journaled.
+  uint64_t JournalState(const Job& job, bool insert = false,
+                        uint64_t sequence = 0)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A new job's id; with a journal, reserves ids there ahead of it.
   uint64_t NewJobId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -383,6 +385,12 @@ class Scheduler {
   bool Journaled(const Job& job) const {
     return journal_ != nullptr && job.cluster != Job::kForeign &&
            (job.spec == nullptr || !job.spec->in_memory());
+  }
+  // Whether a journaled job may start only once its claim is durable (so
+  // that a crash can never run it twice): all but at-least-once ones.
+  static bool NeedsClaim(const Job& job) {
+    return job.spec == nullptr ||
+           job.spec->delivery() != v1::DELIVERY_AT_LEAST_ONCE;
   }
 
   // ---- jobs over time (scheduler_time.cc) ----

@@ -177,6 +177,39 @@ TEST_F(DurabilityTest,
   EXPECT_TRUE(stream->Finish().ok());
 }
 
+// An at-least-once job needs no durable claim (a crash runs it again
+// anyway): a short one's accept, start and end share one commit. An
+// at-most-once job's claim must be durable before it starts: two commits
+// (its accept and claim, then its start and end), never three.
+TEST_F(DurabilityTest, AShortAtLeastOnceJobTakesOneCommitAnAtMostOnceOneTwo) {
+  // A bound no job here comes near: only a job's end starts a commit. (Its
+  // 50 ms are for the commit of its accept to start meanwhile if it did
+  // not linger.)
+  StartDaemon({"--journal-linger", "100ms"});
+  auto commits = [&]() -> uint64_t {
+    grpc::ClientContext ctx;
+    Deadline(ctx, absl::Seconds(30));
+    v1::GetStatsResponse stats;
+    EXPECT_TRUE(stub_->GetStats(&ctx, {}, &stats).ok());
+    return stats.journal().commits();
+  };
+  auto run = [&](v1::Delivery delivery) {
+    v1::JobSpec spec = Spec("sleep", {10});
+    spec.set_delivery(delivery);
+    const StreamResult r = SubmitAll(*stub_, {spec});
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    ASSERT_FALSE(r.events.empty());
+    EXPECT_EQ(r.events.back().type(), v1::EVENT_TYPE_SUCCEEDED);
+  };
+  run(v1::DELIVERY_AT_MOST_ONCE);  // Ids reserved: a commit of its own.
+  const uint64_t before = commits();
+  run(v1::DELIVERY_AT_LEAST_ONCE);
+  const uint64_t between = commits();
+  run(v1::DELIVERY_AT_MOST_ONCE);
+  EXPECT_EQ(between - before, 1u);
+  EXPECT_EQ(commits() - between, 2u);
+}
+
 TEST_F(DurabilityTest, KillNineLosesOnlyTheJobsThatMayHaveBegun) {
   const std::vector<std::string> flags = {"--exec-allow", "/bin/sh",
                                           "--reactor-max-jobs", "2"};
