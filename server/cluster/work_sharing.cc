@@ -445,21 +445,48 @@ void WorkSharing::OnEnds() {
   }
 }
 
-void WorkSharing::CompleteEntry(const Held& held, const v1::Job& end,
+void WorkSharing::CompleteEntry(Held held, const v1::Job& end,
                                 bool dead_letter) {
   v1::Job result = end;
   result.set_id(std::to_string(held.origin_id));
   result.mutable_create_time()->set_seconds(held.create_ns / 1000000000);
   result.mutable_create_time()->set_nanos(
       static_cast<int32_t>(held.create_ns % 1000000000));
+  held.result = result.SerializeAsString();
+  held.dead_letter = dead_letter;
+  const uint64_t tag = next_tag_++;
+  held_.insert_or_assign(tag, std::move(held));
+  SendEnd(tag);
+}
+
+void WorkSharing::SendEnd(uint64_t tag) {
+  auto it = held_.find(tag);
+  if (it == held_.end() || it->second.sending || stopped_) return;
+  Held& held = it->second;
+  held.sending = true;
   stream_->CompleteJob(
-      held.partition, held.consumer, held.entry, held.origin,
-      result.SerializeAsString(), dead_letter,
-      [self = shared_from_this(), held](absl::StatusOr<Fence> r) {
+      held.partition, held.consumer, held.entry, held.origin, held.result,
+      held.dead_letter,
+      [self = shared_from_this(), tag](absl::StatusOr<Fence> r) {
+        auto it = self->held_.find(tag);
+        if (it == self->held_.end()) return;  // Found reclaimed meanwhile.
+        if (!r.ok()) {
+          // Redis down (or the reply lost): still held, so renewed, and
+          // sent again at the next heartbeat. Sent twice, the second
+          // finds it not pending: the first was done.
+          it->second.sending = false;
+          spdlog::warn(
+              "cluster: could not complete entry {}: {}; again at the "
+              "next heartbeat",
+              it->second.entry, std::string(r.status().message()));
+          return;
+        }
+        const Held held = std::move(it->second);
+        self->held_.erase(it);
         absl::MutexLock lock(&self->mu_);
-        if (r.ok() && *r == Fence::kDone) {
+        if (*r == Fence::kDone) {
           ++self->stats_.completed;
-        } else if (r.ok()) {
+        } else {
           ++self->stats_.refused;  // Reclaimed from here: dropped.
           spdlog::info(
               "cluster: the end of entry {} (job {} of {}) was "
@@ -467,11 +494,6 @@ void WorkSharing::CompleteEntry(const Held& held, const v1::Job& end,
               held.entry, held.origin_id, held.origin,
               *r == Fence::kOwnedByAnother ? "another node holds it"
                                            : "it is not pending");
-        } else {
-          // Redis down: the entry stays pending here, is reclaimed once
-          // idle and runs again (at least once) or fails (at most once).
-          spdlog::warn("cluster: could not complete entry {}: {}", held.entry,
-                       std::string(r.status().message()));
         }
       });
 }
@@ -553,6 +575,10 @@ void WorkSharing::Beat() {
     if (!ready_) Prepare();
     if (republish_) DrainOutbox();
     for (auto& [tag, held] : held_) {
+      if (!held.result.empty()) {  // Its end met Redis down: again.
+        SendEnd(tag);
+        continue;
+      }
       stream_->Renew(
           held.partition, held.consumer, held.entry,
           [self = shared_from_this(), tag = tag](absl::StatusOr<Fence> r) {

@@ -21,7 +21,8 @@
 // journaled (its pending entry is its record), its callback left to the
 // submitting node. Its end goes back with the fenced CompleteJob script
 // to the origin's results stream; a refused completion (the entry was
-// reclaimed from this node) is dropped.
+// reclaimed from this node) is dropped; one Redis did not answer (down)
+// stays held and is sent again every heartbeat until it answers.
 //
 // Results: a third connection reads this node's results streams (XREAD
 // BLOCK from the start: what a crash left is read again); each result
@@ -144,6 +145,13 @@ class WorkSharing : public WorkShareHook,
     uint64_t origin_id = 0;
     int64_t create_ns = 0;
     uint64_t local_id = 0;  // 0 until admitted.
+    // Its end once known (the serialized v1::Job for the fenced complete),
+    // kept until Redis answered: an end sent while Redis was down is sent
+    // again at the next heartbeat, not dropped (the entry, left pending
+    // here, would be reclaimed: run twice, or failed at most once).
+    std::string result;
+    bool dead_letter = false;
+    bool sending = false;  // A complete is in flight.
   };
 
   std::string ConsumerNow() const;  // "" before the node joined.
@@ -157,7 +165,9 @@ class WorkSharing : public WorkShareHook,
   void RunTaken(std::vector<StreamEntry> entries, const std::string& consumer);
   void ArmTake(absl::Duration after);
   void RunEntry(StreamEntry entry, const std::string& consumer, bool reclaimed);
-  void CompleteEntry(const Held& held, const v1::Job& result, bool dead_letter);
+  // Holds `held` with its end `result` and sends it (SendEnd).
+  void CompleteEntry(Held held, const v1::Job& result, bool dead_letter);
+  void SendEnd(uint64_t tag);
   void OnEnds();
   void ResultsLoop();
   void Beat();
