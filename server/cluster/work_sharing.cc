@@ -255,12 +255,18 @@ void WorkSharing::PublishNow(SharedJob job) {
                       });
 }
 
-void WorkSharing::ArmTake(absl::Duration after) {
+void WorkSharing::ArmTake(absl::Duration after, bool busy) {
   if (stopped_) return;
+  take_busy_ = busy;
   take_timer_.expires_after(absl::ToChronoNanoseconds(after));
-  take_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
-    if (!ec) self->TakeLoop();
-  });
+  take_timer_.async_wait(
+      [self = shared_from_this(), armed = ++take_armed_](std::error_code ec) {
+        // (A wait that had fired already when it was armed again is
+        // queued anyway: one loop only.)
+        if (ec || armed != self->take_armed_) return;
+        self->take_busy_ = false;
+        self->TakeLoop();
+      });
 }
 
 void WorkSharing::TakeLoop() {
@@ -268,7 +274,9 @@ void WorkSharing::TakeLoop() {
   const std::string consumer = ConsumerNow();
   if (!Sharing() || consumer.empty()) return ArmTake(absl::Milliseconds(100));
   const int idle = scheduler_.IdleSlots();
-  if (idle <= 0) return ArmTake(absl::Milliseconds(10));
+  // No room: looked at again in 10 ms, or at once when a job taken here
+  // ends (OnEnds).
+  if (idle <= 0) return ArmTake(absl::Milliseconds(10), /*busy=*/true);
   // First what is there now, partition after partition (from a turning
   // start), at most `idle` in all; then, if there was nothing, wait.
   TakeNow(take_turn_, 0, consumer, std::min(idle, kMaxTake), 0);
@@ -433,6 +441,8 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
 }
 
 void WorkSharing::OnEnds() {
+  // A slot is free again: a take loop waiting for one goes on now.
+  if (take_busy_) ArmTake(absl::ZeroDuration());
   for (auto& [tag, end] : sink_->Take()) {
     auto it = held_.find(tag);
     if (it == held_.end()) continue;  // Reclaimed from here: dropped.

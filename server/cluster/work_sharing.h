@@ -14,7 +14,8 @@
 // (Scheduler::IdleSlots), non-blocking XREADGROUPs take what the
 // partitions hold, one partition after another, up to the free slots;
 // with nothing there, an XREADGROUP ... BLOCK on the blocking connection
-// waits on all partitions. The consumer is "<node>:<epoch>". An entry
+// waits on all partitions; with no free slot, it looks again in 10 ms, or
+// as soon as a job it took ends. The consumer is "<node>:<epoch>". An entry
 // that arrives once the slot seen free is gone is given back (Release:
 // appended again at the stream's end). Each
 // becomes a *foreign* job here: validated as a Submit's spec, never
@@ -163,7 +164,8 @@ class WorkSharing : public WorkShareHook,
   void TakeNow(int start, int tried, std::string consumer, int budget, int got);
   void TakeBlocking(std::string consumer);
   void RunTaken(std::vector<StreamEntry> entries, const std::string& consumer);
-  void ArmTake(absl::Duration after);
+  // `busy`: it waits for a free slot (a foreign job's end cuts it short).
+  void ArmTake(absl::Duration after, bool busy = false);
   void RunEntry(StreamEntry entry, const std::string& consumer, bool reclaimed);
   // Holds `held` with its end `result` and sends it (SendEnd).
   void CompleteEntry(Held held, const v1::Job& result, bool dead_letter);
@@ -193,7 +195,9 @@ class WorkSharing : public WorkShareHook,
   bool preparing_ = false;
   bool republish_ = false;  // Something failed to publish: try the outbox.
   uint64_t next_tag_ = 1;
-  int take_turn_ = 0;  // The partition the next small take starts at.
+  int take_turn_ = 0;        // The partition the next small take starts at.
+  bool take_busy_ = false;   // The take timer waits for a free slot.
+  uint64_t take_armed_ = 0;  // Times the take timer was armed.
   absl::flat_hash_map<uint64_t, Held> held_;  // By subscriber tag.
   std::vector<std::string> results_after_;    // By partition.
 
