@@ -277,6 +277,14 @@ void WorkSharing::TakeLoop() {
   // No room: looked at again in 10 ms, or at once when a job taken here
   // ends (OnEnds).
   if (idle <= 0) return ArmTake(absl::Milliseconds(10), /*busy=*/true);
+  // A reclaim the reaper could not do for want of a free slot comes
+  // first: a dead node's entries are older than anything to take.
+  if (reclaim_due_) {
+    reclaim_due_ = false;
+    return ReclaimFrom(0, consumer, idle, [self = shared_from_this()] {
+      self->ArmTake(absl::ZeroDuration());
+    });
+  }
   // First what is there now, partition after partition (from a turning
   // start), at most `idle` in all; then, if there was nothing, wait.
   TakeNow(take_turn_, 0, consumer, std::min(idle, kMaxTake), 0);
@@ -624,7 +632,11 @@ void WorkSharing::Reclaim() {
     RefreshBacklog();
     // What this node can start now, partition after partition.
     const int idle = scheduler_.IdleSlots();
-    if (idle > 0) ReclaimFrom(0, consumer, idle);
+    if (idle > 0) {
+      ReclaimFrom(0, consumer, idle, [] {});
+    } else {
+      reclaim_due_ = true;  // The take loop's next free slot does it.
+    }
   }
   reap_timer_.expires_after(absl::ToChronoNanoseconds(options_.reaper_period));
   reap_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
@@ -632,14 +644,18 @@ void WorkSharing::Reclaim() {
   });
 }
 
-void WorkSharing::ReclaimFrom(size_t index, std::string consumer, int budget) {
-  if (stopped_ || budget <= 0 || index >= all_partitions_.size()) return;
+void WorkSharing::ReclaimFrom(size_t index, std::string consumer, int budget,
+                              std::function<void()> then) {
+  if (stopped_) return;
+  if (budget <= 0 || index >= all_partitions_.size()) return then();
   stream_->ReclaimCounted(
       all_partitions_[index], consumer, options_.node_ttl,
       std::min(budget, kReclaimBatch),
-      [self = shared_from_this(), index, consumer,
-       budget](absl::StatusOr<std::vector<StreamEntry>> r) mutable {
-        if (!r.ok() || self->stopped_) return;
+      [self = shared_from_this(), index, consumer, budget,
+       then = std::move(then)](
+          absl::StatusOr<std::vector<StreamEntry>> r) mutable {
+        if (self->stopped_) return;
+        if (!r.ok()) return then();
         budget -= static_cast<int>(r->size());
         for (StreamEntry& e : *r) {
           {
@@ -648,7 +664,8 @@ void WorkSharing::ReclaimFrom(size_t index, std::string consumer, int budget) {
           }
           self->RunEntry(std::move(e), consumer, /*reclaimed=*/true);
         }
-        self->ReclaimFrom(index + 1, std::move(consumer), budget);
+        self->ReclaimFrom(index + 1, std::move(consumer), budget,
+                          std::move(then));
       });
 }
 

@@ -34,7 +34,9 @@
 // one found reclaimed by another node is cancelled here. Every reaper
 // period each partition's entries idle longer than the node TTL (their
 // node stopped renewing: dead, or cut off from Redis) are reclaimed
-// (XAUTOCLAIM, at most kReclaimBatch per partition): past
+// (XAUTOCLAIM, at most the free slots and kReclaimBatch per partition;
+// with no free slot then, at the take loop's next one, before it takes
+// anything): past
 // `max_deliveries` an entry is dead-lettered and its job FAILED; an
 // AT_MOST_ONCE job ends FAILED (LOST_ON_RESTART: it may have run); an
 // AT_LEAST_ONCE job runs here again.
@@ -174,7 +176,10 @@ class WorkSharing : public WorkShareHook,
   void ResultsLoop();
   void Beat();
   void Reclaim();
-  void ReclaimFrom(size_t index, std::string consumer, int budget);
+  // Reclaims from partition `index` on, at most `budget` entries, then
+  // calls `then` (unless stopped).
+  void ReclaimFrom(size_t index, std::string consumer, int budget,
+                   std::function<void()> then);
   void RefreshBacklog();
 
   // Const after construction.
@@ -198,6 +203,8 @@ class WorkSharing : public WorkShareHook,
   int take_turn_ = 0;        // The partition the next small take starts at.
   bool take_busy_ = false;   // The take timer waits for a free slot.
   uint64_t take_armed_ = 0;  // Times the take timer was armed.
+  // The reaper found no free slot: the take loop reclaims at its next.
+  bool reclaim_due_ = false;
   absl::flat_hash_map<uint64_t, Held> held_;  // By subscriber tag.
   std::vector<std::string> results_after_;    // By partition.
 
