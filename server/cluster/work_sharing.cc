@@ -489,9 +489,9 @@ void WorkSharing::SendEnd(uint64_t tag) {
         auto it = self->held_.find(tag);
         if (it == self->held_.end()) return;  // Found reclaimed meanwhile.
         if (!r.ok()) {
-          // Redis down (or the reply lost): still held, so renewed, and
-          // sent again at the next heartbeat. Sent twice, the second
-          // finds it not pending: the first was done.
+          // Redis down (or the reply lost): still held, and sent again
+          // at the next heartbeat. Sent twice, the second finds it not
+          // pending: the first was done.
           it->second.sending = false;
           spdlog::warn(
               "cluster: could not complete entry {}: {}; again at the "
