@@ -255,12 +255,18 @@ void WorkSharing::PublishNow(SharedJob job) {
                       });
 }
 
-void WorkSharing::ArmTake(absl::Duration after) {
+void WorkSharing::ArmTake(absl::Duration after, bool busy) {
   if (stopped_) return;
+  take_busy_ = busy;
   take_timer_.expires_after(absl::ToChronoNanoseconds(after));
-  take_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
-    if (!ec) self->TakeLoop();
-  });
+  take_timer_.async_wait(
+      [self = shared_from_this(), armed = ++take_armed_](std::error_code ec) {
+        // (A wait that had fired already when it was armed again is
+        // queued anyway: one loop only.)
+        if (ec || armed != self->take_armed_) return;
+        self->take_busy_ = false;
+        self->TakeLoop();
+      });
 }
 
 void WorkSharing::TakeLoop() {
@@ -268,7 +274,17 @@ void WorkSharing::TakeLoop() {
   const std::string consumer = ConsumerNow();
   if (!Sharing() || consumer.empty()) return ArmTake(absl::Milliseconds(100));
   const int idle = scheduler_.IdleSlots();
-  if (idle <= 0) return ArmTake(absl::Milliseconds(10));
+  // No room: looked at again in 10 ms, or at once when a job taken here
+  // ends (OnEnds).
+  if (idle <= 0) return ArmTake(absl::Milliseconds(10), /*busy=*/true);
+  // A reclaim the reaper could not do for want of a free slot comes
+  // first: a dead node's entries are older than anything to take.
+  if (reclaim_due_) {
+    reclaim_due_ = false;
+    return ReclaimFrom(0, consumer, idle, [self = shared_from_this()] {
+      self->ArmTake(absl::ZeroDuration());
+    });
+  }
   // First what is there now, partition after partition (from a turning
   // start), at most `idle` in all; then, if there was nothing, wait.
   TakeNow(take_turn_, 0, consumer, std::min(idle, kMaxTake), 0);
@@ -433,6 +449,8 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
 }
 
 void WorkSharing::OnEnds() {
+  // A slot is free again: a take loop waiting for one goes on now.
+  if (take_busy_) ArmTake(absl::ZeroDuration());
   for (auto& [tag, end] : sink_->Take()) {
     auto it = held_.find(tag);
     if (it == held_.end()) continue;  // Reclaimed from here: dropped.
@@ -445,21 +463,48 @@ void WorkSharing::OnEnds() {
   }
 }
 
-void WorkSharing::CompleteEntry(const Held& held, const v1::Job& end,
+void WorkSharing::CompleteEntry(Held held, const v1::Job& end,
                                 bool dead_letter) {
   v1::Job result = end;
   result.set_id(std::to_string(held.origin_id));
   result.mutable_create_time()->set_seconds(held.create_ns / 1000000000);
   result.mutable_create_time()->set_nanos(
       static_cast<int32_t>(held.create_ns % 1000000000));
+  held.result = result.SerializeAsString();
+  held.dead_letter = dead_letter;
+  const uint64_t tag = next_tag_++;
+  held_.insert_or_assign(tag, std::move(held));
+  SendEnd(tag);
+}
+
+void WorkSharing::SendEnd(uint64_t tag) {
+  auto it = held_.find(tag);
+  if (it == held_.end() || it->second.sending || stopped_) return;
+  Held& held = it->second;
+  held.sending = true;
   stream_->CompleteJob(
-      held.partition, held.consumer, held.entry, held.origin,
-      result.SerializeAsString(), dead_letter,
-      [self = shared_from_this(), held](absl::StatusOr<Fence> r) {
+      held.partition, held.consumer, held.entry, held.origin, held.result,
+      held.dead_letter,
+      [self = shared_from_this(), tag](absl::StatusOr<Fence> r) {
+        auto it = self->held_.find(tag);
+        if (it == self->held_.end()) return;  // Found reclaimed meanwhile.
+        if (!r.ok()) {
+          // Redis down (or the reply lost): still held, and sent again
+          // at the next heartbeat. Sent twice, the second finds it not
+          // pending: the first was done.
+          it->second.sending = false;
+          spdlog::warn(
+              "cluster: could not complete entry {}: {}; again at the "
+              "next heartbeat",
+              it->second.entry, std::string(r.status().message()));
+          return;
+        }
+        const Held held = std::move(it->second);
+        self->held_.erase(it);
         absl::MutexLock lock(&self->mu_);
-        if (r.ok() && *r == Fence::kDone) {
+        if (*r == Fence::kDone) {
           ++self->stats_.completed;
-        } else if (r.ok()) {
+        } else {
           ++self->stats_.refused;  // Reclaimed from here: dropped.
           spdlog::info(
               "cluster: the end of entry {} (job {} of {}) was "
@@ -467,11 +512,6 @@ void WorkSharing::CompleteEntry(const Held& held, const v1::Job& end,
               held.entry, held.origin_id, held.origin,
               *r == Fence::kOwnedByAnother ? "another node holds it"
                                            : "it is not pending");
-        } else {
-          // Redis down: the entry stays pending here, is reclaimed once
-          // idle and runs again (at least once) or fails (at most once).
-          spdlog::warn("cluster: could not complete entry {}: {}", held.entry,
-                       std::string(r.status().message()));
         }
       });
 }
@@ -553,6 +593,10 @@ void WorkSharing::Beat() {
     if (!ready_) Prepare();
     if (republish_) DrainOutbox();
     for (auto& [tag, held] : held_) {
+      if (!held.result.empty()) {  // Its end met Redis down: again.
+        SendEnd(tag);
+        continue;
+      }
       stream_->Renew(
           held.partition, held.consumer, held.entry,
           [self = shared_from_this(), tag = tag](absl::StatusOr<Fence> r) {
@@ -588,7 +632,11 @@ void WorkSharing::Reclaim() {
     RefreshBacklog();
     // What this node can start now, partition after partition.
     const int idle = scheduler_.IdleSlots();
-    if (idle > 0) ReclaimFrom(0, consumer, idle);
+    if (idle > 0) {
+      ReclaimFrom(0, consumer, idle, [] {});
+    } else {
+      reclaim_due_ = true;  // The take loop's next free slot does it.
+    }
   }
   reap_timer_.expires_after(absl::ToChronoNanoseconds(options_.reaper_period));
   reap_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
@@ -596,14 +644,18 @@ void WorkSharing::Reclaim() {
   });
 }
 
-void WorkSharing::ReclaimFrom(size_t index, std::string consumer, int budget) {
-  if (stopped_ || budget <= 0 || index >= all_partitions_.size()) return;
+void WorkSharing::ReclaimFrom(size_t index, std::string consumer, int budget,
+                              std::function<void()> then) {
+  if (stopped_) return;
+  if (budget <= 0 || index >= all_partitions_.size()) return then();
   stream_->ReclaimCounted(
       all_partitions_[index], consumer, options_.node_ttl,
       std::min(budget, kReclaimBatch),
-      [self = shared_from_this(), index, consumer,
-       budget](absl::StatusOr<std::vector<StreamEntry>> r) mutable {
-        if (!r.ok() || self->stopped_) return;
+      [self = shared_from_this(), index, consumer, budget,
+       then = std::move(then)](
+          absl::StatusOr<std::vector<StreamEntry>> r) mutable {
+        if (self->stopped_) return;
+        if (!r.ok()) return then();
         budget -= static_cast<int>(r->size());
         for (StreamEntry& e : *r) {
           {
@@ -612,7 +664,8 @@ void WorkSharing::ReclaimFrom(size_t index, std::string consumer, int budget) {
           }
           self->RunEntry(std::move(e), consumer, /*reclaimed=*/true);
         }
-        self->ReclaimFrom(index + 1, std::move(consumer), budget);
+        self->ReclaimFrom(index + 1, std::move(consumer), budget,
+                          std::move(then));
       });
 }
 

@@ -14,14 +14,16 @@
 // (Scheduler::IdleSlots), non-blocking XREADGROUPs take what the
 // partitions hold, one partition after another, up to the free slots;
 // with nothing there, an XREADGROUP ... BLOCK on the blocking connection
-// waits on all partitions. The consumer is "<node>:<epoch>". An entry
+// waits on all partitions; with no free slot, it looks again in 10 ms, or
+// as soon as a job it took ends. The consumer is "<node>:<epoch>". An entry
 // that arrives once the slot seen free is gone is given back (Release:
 // appended again at the stream's end). Each
 // becomes a *foreign* job here: validated as a Submit's spec, never
 // journaled (its pending entry is its record), its callback left to the
 // submitting node. Its end goes back with the fenced CompleteJob script
 // to the origin's results stream; a refused completion (the entry was
-// reclaimed from this node) is dropped.
+// reclaimed from this node) is dropped; one Redis did not answer (down)
+// stays held and is sent again every heartbeat until it answers.
 //
 // Results: a third connection reads this node's results streams (XREAD
 // BLOCK from the start: what a crash left is read again); each result
@@ -32,7 +34,9 @@
 // one found reclaimed by another node is cancelled here. Every reaper
 // period each partition's entries idle longer than the node TTL (their
 // node stopped renewing: dead, or cut off from Redis) are reclaimed
-// (XAUTOCLAIM, at most kReclaimBatch per partition): past
+// (XAUTOCLAIM, at most the free slots and kReclaimBatch per partition;
+// with no free slot then, at the take loop's next one, before it takes
+// anything): past
 // `max_deliveries` an entry is dead-lettered and its job FAILED; an
 // AT_MOST_ONCE job ends FAILED (LOST_ON_RESTART: it may have run); an
 // AT_LEAST_ONCE job runs here again.
@@ -144,6 +148,13 @@ class WorkSharing : public WorkShareHook,
     uint64_t origin_id = 0;
     int64_t create_ns = 0;
     uint64_t local_id = 0;  // 0 until admitted.
+    // Its end once known (the serialized v1::Job for the fenced complete),
+    // kept until Redis answered: an end sent while Redis was down is sent
+    // again at the next heartbeat, not dropped (the entry, left pending
+    // here, would be reclaimed: run twice, or failed at most once).
+    std::string result;
+    bool dead_letter = false;
+    bool sending = false;  // A complete is in flight.
   };
 
   std::string ConsumerNow() const;  // "" before the node joined.
@@ -155,14 +166,20 @@ class WorkSharing : public WorkShareHook,
   void TakeNow(int start, int tried, std::string consumer, int budget, int got);
   void TakeBlocking(std::string consumer);
   void RunTaken(std::vector<StreamEntry> entries, const std::string& consumer);
-  void ArmTake(absl::Duration after);
+  // `busy`: it waits for a free slot (a foreign job's end cuts it short).
+  void ArmTake(absl::Duration after, bool busy = false);
   void RunEntry(StreamEntry entry, const std::string& consumer, bool reclaimed);
-  void CompleteEntry(const Held& held, const v1::Job& result, bool dead_letter);
+  // Holds `held` with its end `result` and sends it (SendEnd).
+  void CompleteEntry(Held held, const v1::Job& result, bool dead_letter);
+  void SendEnd(uint64_t tag);
   void OnEnds();
   void ResultsLoop();
   void Beat();
   void Reclaim();
-  void ReclaimFrom(size_t index, std::string consumer, int budget);
+  // Reclaims from partition `index` on, at most `budget` entries, then
+  // calls `then` (unless stopped).
+  void ReclaimFrom(size_t index, std::string consumer, int budget,
+                   std::function<void()> then);
   void RefreshBacklog();
 
   // Const after construction.
@@ -183,7 +200,11 @@ class WorkSharing : public WorkShareHook,
   bool preparing_ = false;
   bool republish_ = false;  // Something failed to publish: try the outbox.
   uint64_t next_tag_ = 1;
-  int take_turn_ = 0;  // The partition the next small take starts at.
+  int take_turn_ = 0;        // The partition the next small take starts at.
+  bool take_busy_ = false;   // The take timer waits for a free slot.
+  uint64_t take_armed_ = 0;  // Times the take timer was armed.
+  // The reaper found no free slot: the take loop reclaims at its next.
+  bool reclaim_due_ = false;
   absl::flat_hash_map<uint64_t, Held> held_;  // By subscriber tag.
   std::vector<std::string> results_after_;    // By partition.
 

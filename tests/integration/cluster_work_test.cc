@@ -18,117 +18,32 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/integration/cluster_fixture.h"
 #include "tests/integration/daemon_harness.h"
-#include "tests/redis/redis_server.h"
 
 namespace jobd {
 namespace {
 
-using testing::Daemon;
-using testing::RedisServer;
-using testing::TempDir;
-
-std::vector<std::string> NodeArgs(const RedisServer& redis,
-                                  const std::string& name, int threads) {
-  return {"--cluster",
-          redis.url(),
-          "--node-name",
-          name,
-          "--cluster-partitions",
-          "4",
-          "--cluster-heartbeat",
-          "200ms",
-          "--cluster-node-ttl",
-          "1s",
-          "--cluster-reaper-period",
-          "200ms",
-          "--thread-workers",
-          std::to_string(threads)};
-}
-
-v1::JobSpec Ledger(const std::string& path, const std::string& line, int ms,
-                   v1::Delivery delivery = v1::DELIVERY_AT_MOST_ONCE) {
-  v1::JobSpec s;
-  s.set_task("ledger");
-  s.set_kind(v1::JOB_KIND_IO_BOUND);
-  s.set_executor(v1::EXECUTOR_THREAD);
-  s.set_delivery(delivery);
-  s.add_args()->set_string_value(path);
-  s.add_args()->set_string_value(line);
-  s.add_args()->set_number_value(ms);
-  return s;
-}
-
-// Runs that began, by line.
-std::map<std::string, int> ReadLedger(const std::string& path) {
-  std::map<std::string, int> runs;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) ++runs[line];
-  return runs;
-}
-
-bool Joined(v1::JobService::Stub& stub, int nodes) {
-  return testing::WaitFor(
-      [&] {
-        const v1::GetStatsResponse s = testing::GetStats(stub);
-        if (!s.has_cluster() || !s.cluster().redis_connected() ||
-            s.cluster().node_epoch() == 0) {
-          return false;
-        }
-        int alive = 0;
-        for (const v1::ClusterNode& n : s.cluster().nodes()) alive += n.alive();
-        return alive >= nodes;
-      },
-      absl::Seconds(20));
-}
-
-// Jobs of `task` in `states` that node `stub` holds.
-std::vector<v1::Job> JobsOn(v1::JobService::Stub& stub,
-                            std::vector<v1::JobState> states) {
-  grpc::ClientContext ctx;
-  testing::Deadline(ctx, absl::Seconds(10));
-  v1::ListJobsRequest req;
-  for (v1::JobState s : states) req.add_states(s);
-  req.set_task("ledger");
-  req.set_page_size(1000);
-  v1::ListJobsResponse resp;
-  EXPECT_TRUE(stub.ListJobs(&ctx, req, &resp).ok());
-  return {resp.jobs().begin(), resp.jobs().end()};
-}
-
-// The ends of a Submit stream's jobs, by the line each job appends.
-std::map<std::string, std::vector<v1::JobEvent>> EndsByLine(
-    const testing::StreamResult& r, const std::vector<v1::JobSpec>& specs) {
-  std::map<std::string, std::vector<v1::JobEvent>> ends;
-  for (const v1::JobEvent& e : r.Terminal()) {
-    const size_t i = static_cast<size_t>(e.client_tag()) - 1;
-    if (i < specs.size()) ends[specs[i].args(1).string_value()].push_back(e);
-  }
-  return ends;
-}
+using testing::EndsByLine;
+using testing::JobsOn;
+using testing::Ledger;
+using testing::ReadLedger;
+using testing::StartNodes;
 
 TEST(ClusterWorkTest, ASaturatedNodesJobsRunOnAnotherAndEndAtItsClient) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-work");
-  const std::string ledger = dir.path() + "/ledger";
   // a runs one thread job at a time; b has room.
-  auto a = Daemon::Start(NodeArgs(**redis, "node-a", 1));
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Daemon::Start(NodeArgs(**redis, "node-b", 8));
-  ASSERT_TRUE(b.ok()) << b.status();
-  auto stub_a = (*a)->NewStub();
-  auto stub_b = (*b)->NewStub();
-  ASSERT_TRUE(Joined(*stub_a, 2));
-  ASSERT_TRUE(Joined(*stub_b, 2));
+  auto c = StartNodes("jobd-cluster-work", {{"node-a", 1}, {"node-b", 8}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
 
   std::vector<v1::JobSpec> specs;
   for (int i = 0; i < 16; ++i) {
     specs.push_back(Ledger(ledger, "job-" + std::to_string(i), 300));
   }
   const absl::Time start = absl::Now();
-  const testing::StreamResult r = testing::SubmitAll(*stub_a, specs);
+  const testing::StreamResult r = testing::SubmitAll(stub_a, specs);
   const absl::Duration took = absl::Now() - start;
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
   const auto ends = EndsByLine(r, specs);
@@ -143,23 +58,23 @@ TEST(ClusterWorkTest, ASaturatedNodesJobsRunOnAnotherAndEndAtItsClient) {
   const auto runs = ReadLedger(ledger);
   EXPECT_EQ(runs.size(), specs.size());
   for (const auto& [line, n] : runs) EXPECT_EQ(n, 1) << line;
-  const std::vector<v1::Job> on_b = JobsOn(*stub_b, {v1::JOB_STATE_SUCCEEDED});
+  const std::vector<v1::Job> on_b = JobsOn(stub_b, {v1::JOB_STATE_SUCCEEDED});
   EXPECT_GE(on_b.size(), 8u);
   EXPECT_LT(took, absl::Seconds(16 * 0.3)) << took;
   // a holds every job, ended, as its client sees them, and lists the
   // shared ones it took back itself once its thread was free (foreign
   // jobs there): 15 were shared, b ran the others.
-  EXPECT_EQ(JobsOn(*stub_a, {v1::JOB_STATE_SUCCEEDED}).size(),
+  EXPECT_EQ(JobsOn(stub_a, {v1::JOB_STATE_SUCCEEDED}).size(),
             specs.size() + (specs.size() - 1 - on_b.size()));
-  const v1::ClusterWork wa = testing::GetStats(*stub_a).cluster().work();
+  const v1::ClusterWork wa = testing::GetStats(stub_a).cluster().work();
   EXPECT_EQ(wa.published(), specs.size() - 1);
   EXPECT_EQ(wa.results(), specs.size() - 1);
   EXPECT_EQ(wa.shared(), 0u);
-  const v1::ClusterWork wb = testing::GetStats(*stub_b).cluster().work();
+  const v1::ClusterWork wb = testing::GetStats(stub_b).cluster().work();
   EXPECT_EQ(wb.completed(), on_b.size());
   // jobctl stats shows work sharing.
-  auto shown = testing::RunCommand(
-      {testing::JobctlPath(), "--address", (*a)->unix_address(), "stats"});
+  auto shown = testing::RunCommand({testing::JobctlPath(), "--address",
+                                    (*c)->daemon(0).unix_address(), "stats"});
   ASSERT_EQ(shown.exit_code, 0) << shown.err;
   EXPECT_THAT(shown.out, ::testing::HasSubstr("work:"));
   EXPECT_THAT(shown.out, ::testing::HasSubstr(
@@ -167,18 +82,12 @@ TEST(ClusterWorkTest, ASaturatedNodesJobsRunOnAnotherAndEndAtItsClient) {
 }
 
 TEST(ClusterWorkTest, AKilledNodesJobsRunAgainOrFailByTheirDeliveryPolicy) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-kill");
-  const std::string ledger = dir.path() + "/ledger";
-  auto a = Daemon::Start(NodeArgs(**redis, "node-a", 1));
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Daemon::Start(NodeArgs(**redis, "node-b", 16));
-  ASSERT_TRUE(b.ok()) << b.status();
-  auto stub_a = (*a)->NewStub();
-  auto stub_b = (*b)->NewStub();
-  ASSERT_TRUE(Joined(*stub_a, 2));
-  ASSERT_TRUE(Joined(*stub_b, 2));
+  auto cluster =
+      StartNodes("jobd-cluster-kill", {{"node-a", 1}, {"node-b", 16}});
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  const std::string& ledger = (*cluster)->ledger();
+  v1::JobService::Stub& stub_a = (*cluster)->stub(0);
+  v1::JobService::Stub& stub_b = (*cluster)->stub(1);
 
   // a's one thread busy; the rest goes to b, which holds them all.
   std::vector<v1::JobSpec> specs = {Ledger(ledger, "blocker", 1500)};
@@ -189,31 +98,27 @@ TEST(ClusterWorkTest, AKilledNodesJobsRunAgainOrFailByTheirDeliveryPolicy) {
                            v1::DELIVERY_AT_MOST_ONCE));
   }
   testing::StreamResult r;
-  std::thread submit([&] { r = testing::SubmitAll(*stub_a, specs); });
+  std::thread submit([&] { r = testing::SubmitAll(stub_a, specs); });
   const bool all_on_b = testing::WaitFor(
-      [&] { return JobsOn(*stub_b, {v1::JOB_STATE_RUNNING}).size() == 12; },
+      [&] { return JobsOn(stub_b, {v1::JOB_STATE_RUNNING}).size() == 12; },
       absl::Seconds(15));
   if (!all_on_b) {
-    for (const v1::Job& j : JobsOn(*stub_b, {})) {
+    for (const v1::Job& j : JobsOn(stub_b, {})) {
       std::cerr << "b: " << j.id() << " " << v1::JobState_Name(j.state())
                 << "\n";
     }
-    std::cerr << testing::GetStats(*stub_a).cluster().work().DebugString();
+    std::cerr << testing::GetStats(stub_a).cluster().work().DebugString();
     std::ifstream in(ledger);
     std::string l;
     while (std::getline(in, l)) std::cerr << "ledger: " << l << "\n";
-    for (const v1::Job& j : JobsOn(*stub_a, {})) {
+    for (const v1::Job& j : JobsOn(stub_a, {})) {
       std::cerr << "a: " << j.id() << " " << v1::JobState_Name(j.state()) << " "
                 << j.spec().args(1).string_value() << "\n";
     }
   }
   // c joins, then b dies holding 12 running jobs.
-  auto c = Daemon::Start(NodeArgs(**redis, "node-c", 16));
-  if (all_on_b && c.ok()) {
-    auto stub_c = (*c)->NewStub();
-    EXPECT_TRUE(Joined(*stub_c, 3));
-  }
-  EXPECT_TRUE((*b)->Stop(SIGKILL, absl::Seconds(10)).ok());
+  absl::StatusOr<size_t> c = (*cluster)->Add({"node-c", 16}, 3);
+  EXPECT_TRUE((*cluster)->daemon(1).Stop(SIGKILL, absl::Seconds(10)).ok());
   submit.join();
   ASSERT_TRUE(all_on_b) << "ledger: " << ReadLedger(ledger).size();
   ASSERT_TRUE(c.ok()) << c.status();
@@ -238,26 +143,19 @@ TEST(ClusterWorkTest, AKilledNodesJobsRunAgainOrFailByTheirDeliveryPolicy) {
       EXPECT_EQ(runs.at(line), 1) << line;
     }
   }
-  const v1::ClusterStats sa = testing::GetStats(*stub_a).cluster();
-  const v1::ClusterStats sc = testing::GetStats(*(*c)->NewStub()).cluster();
+  const v1::ClusterStats sa = testing::GetStats(stub_a).cluster();
+  const v1::ClusterStats sc = testing::GetStats((*cluster)->stub(*c)).cluster();
   EXPECT_EQ(sa.work().reclaimed() + sc.work().reclaimed(), 12u);
   EXPECT_EQ(sa.work().lost() + sc.work().lost(), 6u);
   EXPECT_EQ(sa.work().results(), 13u - 1u);  // The blocker ran at a.
 }
 
 TEST(ClusterWorkTest, AFrozenNodeCannotCompleteWhatWasReclaimedFromIt) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-stale");
-  const std::string ledger = dir.path() + "/ledger";
-  auto a = Daemon::Start(NodeArgs(**redis, "node-a", 1));
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Daemon::Start(NodeArgs(**redis, "node-b", 8));
-  ASSERT_TRUE(b.ok()) << b.status();
-  auto stub_a = (*a)->NewStub();
-  auto stub_b = (*b)->NewStub();
-  ASSERT_TRUE(Joined(*stub_a, 2));
-  ASSERT_TRUE(Joined(*stub_b, 2));
+  auto c = StartNodes("jobd-cluster-stale", {{"node-a", 1}, {"node-b", 8}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
 
   std::vector<v1::JobSpec> specs = {Ledger(ledger, "blocker", 1000)};
   for (int i = 0; i < 4; ++i) {
@@ -265,19 +163,17 @@ TEST(ClusterWorkTest, AFrozenNodeCannotCompleteWhatWasReclaimedFromIt) {
                            v1::DELIVERY_AT_LEAST_ONCE));
   }
   testing::StreamResult r;
-  std::thread submit([&] { r = testing::SubmitAll(*stub_a, specs); });
+  std::thread submit([&] { r = testing::SubmitAll(stub_a, specs); });
   const bool on_b = testing::WaitFor(
-      [&] { return JobsOn(*stub_b, {v1::JOB_STATE_RUNNING}).size() == 4; },
+      [&] { return JobsOn(stub_b, {v1::JOB_STATE_RUNNING}).size() == 4; },
       absl::Seconds(15));
   // b freezes (its lease and claims lapse); a, idle again, reclaims and
   // runs its jobs; b thaws after they ended at a.
-  ::kill((*b)->pid(), SIGSTOP);
+  ::kill((*c)->daemon(1).pid(), SIGSTOP);
   const bool ended = testing::WaitFor(
-      [&] {
-        return testing::GetStats(*stub_a).cluster().work().results() == 4;
-      },
+      [&] { return testing::GetStats(stub_a).cluster().work().results() == 4; },
       absl::Seconds(20));
-  ::kill((*b)->pid(), SIGCONT);
+  ::kill((*c)->daemon(1).pid(), SIGCONT);
   submit.join();
   ASSERT_TRUE(on_b);
   ASSERT_TRUE(ended);
@@ -292,29 +188,29 @@ TEST(ClusterWorkTest, AFrozenNodeCannotCompleteWhatWasReclaimedFromIt) {
   // it still runs is stopped. Nothing more reaches a.
   ASSERT_TRUE(testing::WaitFor(
       [&] {
-        const v1::ClusterWork w = testing::GetStats(*stub_b).cluster().work();
+        const v1::ClusterWork w = testing::GetStats(stub_b).cluster().work();
         return w.refused() + w.claims_lost() == 4;
       },
       absl::Seconds(10)))
-      << testing::GetStats(*stub_b).cluster().work().DebugString();
-  EXPECT_EQ(testing::GetStats(*stub_b).cluster().work().completed(), 0u);
-  EXPECT_EQ(testing::GetStats(*stub_a).cluster().work().results(), 4u);
+      << testing::GetStats(stub_b).cluster().work().DebugString();
+  EXPECT_EQ(testing::GetStats(stub_b).cluster().work().completed(), 0u);
+  EXPECT_EQ(testing::GetStats(stub_a).cluster().work().results(), 4u);
 }
 
 // The submitter is killed after it shared its jobs (no other node is up
 // yet): another node runs them while it is down, and once it is back (the
 // same journal) each of its jobs has its one end, and none ran twice.
 TEST(ClusterWorkTest, ASubmitterKilledAfterSharingFindsItsJobsEndedAtRestart) {
-  auto redis = RedisServer::Start();
+  auto redis = testing::RedisServer::Start();
   ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-restart");
+  testing::TempDir dir("jobd-cluster-restart");
   const std::string ledger = dir.path() + "/ledger";
-  std::vector<std::string> args = NodeArgs(**redis, "node-a", 1);
-  args.insert(args.end(), {"--state-dir", dir.path() + "/a-state"});
-  auto a = Daemon::Start(args);
+  const std::vector<std::string> args = testing::ClusterArgs(
+      **redis, {"node-a", 1, {"--state-dir", dir.path() + "/a-state"}});
+  auto a = testing::Daemon::Start(args);
   ASSERT_TRUE(a.ok()) << a.status();
   auto stub_a = (*a)->NewStub();
-  ASSERT_TRUE(Joined(*stub_a, 1));
+  ASSERT_TRUE(testing::Joined(*stub_a, 1));
   // One runs at a (2 s), the other five are shared: a single node takes
   // nothing while its one thread is busy.
   std::vector<v1::JobSpec> specs = {Ledger(ledger, "blocker", 2000)};
@@ -343,14 +239,14 @@ TEST(ClusterWorkTest, ASubmitterKilledAfterSharingFindsItsJobsEndedAtRestart) {
       absl::Seconds(10)));
   ASSERT_TRUE((*a)->Stop(SIGKILL, absl::Seconds(10)).ok());
   // b runs the five while a is down.
-  auto b = Daemon::Start(NodeArgs(**redis, "node-b", 8));
+  auto b = testing::Daemon::Start(testing::ClusterArgs(**redis, {"node-b", 8}));
   ASSERT_TRUE(b.ok()) << b.status();
   auto stub_b = (*b)->NewStub();
   ASSERT_TRUE(testing::WaitFor(
       [&] { return JobsOn(*stub_b, {v1::JOB_STATE_SUCCEEDED}).size() == 5; },
       absl::Seconds(15)));
   // a again, on its journal: its shared jobs end with b's results.
-  auto again = Daemon::Start(args);
+  auto again = testing::Daemon::Start(args);
   ASSERT_TRUE(again.ok()) << again.status();
   stub_a = (*again)->NewStub();
   for (size_t i = 1; i < ids.size(); ++i) {
@@ -376,34 +272,24 @@ TEST(ClusterWorkTest, ASubmitterKilledAfterSharingFindsItsJobsEndedAtRestart) {
 // second delivery) is dead-lettered: it ends FAILED DEAD_LETTER at its
 // submitter, even at least once, and does not run again.
 TEST(ClusterWorkTest, PastMaxDeliveriesAJobIsDeadLettered) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-dead");
-  const std::string ledger = dir.path() + "/ledger";
-  auto args = [&](const std::string& name, int threads) {
-    std::vector<std::string> v = NodeArgs(**redis, name, threads);
-    v.insert(v.end(), {"--cluster-max-deliveries", "1"});
-    return v;
-  };
-  auto a = Daemon::Start(args("node-a", 1));
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Daemon::Start(args("node-b", 8));
-  ASSERT_TRUE(b.ok()) << b.status();
-  auto stub_a = (*a)->NewStub();
-  auto stub_b = (*b)->NewStub();
-  ASSERT_TRUE(Joined(*stub_a, 2));
-  ASSERT_TRUE(Joined(*stub_b, 2));
+  const std::vector<std::string> once = {"--cluster-max-deliveries", "1"};
+  auto c = StartNodes("jobd-cluster-dead",
+                      {{"node-a", 1, once}, {"node-b", 8, once}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
   std::vector<v1::JobSpec> specs = {Ledger(ledger, "blocker", 500)};
   for (int i = 0; i < 2; ++i) {
     specs.push_back(Ledger(ledger, "least-" + std::to_string(i), 4000,
                            v1::DELIVERY_AT_LEAST_ONCE));
   }
   testing::StreamResult r;
-  std::thread submit([&] { r = testing::SubmitAll(*stub_a, specs); });
+  std::thread submit([&] { r = testing::SubmitAll(stub_a, specs); });
   const bool on_b = testing::WaitFor(
-      [&] { return JobsOn(*stub_b, {v1::JOB_STATE_RUNNING}).size() == 2; },
+      [&] { return JobsOn(stub_b, {v1::JOB_STATE_RUNNING}).size() == 2; },
       absl::Seconds(15));
-  EXPECT_TRUE((*b)->Stop(SIGKILL, absl::Seconds(10)).ok());
+  EXPECT_TRUE((*c)->daemon(1).Stop(SIGKILL, absl::Seconds(10)).ok());
   submit.join();
   ASSERT_TRUE(on_b);
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
@@ -417,7 +303,7 @@ TEST(ClusterWorkTest, PastMaxDeliveriesAJobIsDeadLettered) {
     EXPECT_EQ(ends.at(line)[0].error().reason(), v1::ERROR_REASON_DEAD_LETTER);
     EXPECT_EQ(runs.at(line), 1);
   }
-  EXPECT_EQ(testing::GetStats(*stub_a).cluster().work().dead_lettered(), 2u);
+  EXPECT_EQ(testing::GetStats(stub_a).cluster().work().dead_lettered(), 2u);
 }
 
 }  // namespace
