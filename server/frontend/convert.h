@@ -14,6 +14,7 @@
 #include "grpcpp/support/status.h"
 #include "jobd/v1/jobd.pb.h"
 #include "server/frontend/service_limits.h"
+#include "server/jobs/job_id.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/proto_time.h"
 #include "workers/sdk/task.h"
@@ -39,7 +40,9 @@ v1::TaskParam ToProto(const TaskParam& param);
 // What GetStats says of `limits`.
 void ToProto(const ServiceLimits& limits, v1::ServerLimits* out);
 
-// Job ids travel as decimal strings. InvalidArgument naming `field`.
+// A job id of this node (server/jobs/job_id.h: "N", or "N@<this node>" in
+// cluster mode): its number. InvalidArgument naming `field` otherwise
+// (another node's id too: for calls that do not reach other nodes).
 absl::StatusOr<uint64_t> ParseJobId(const std::string& id, const char* field);
 
 }  // namespace jobd
