@@ -476,6 +476,7 @@ absl::Status Daemon::Serve() {
         [node = cluster_.get()](v1::GetStatsResponse& stats) {
           node->AddStats(stats);
         });
+    service_->SetRemoteJobs(cluster_->remote_jobs());
   }
   // grpc.health.v1 (SERVING until the drain) and server reflection, so that
   // grpcurl and load balancers can find their way. Both are process-wide

@@ -41,6 +41,21 @@ void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out) {
   }
 }
 
+v1::JobEvent TerminalEvent(const v1::Job& job) {
+  v1::JobEvent out;
+  out.set_job_id(job.id());
+  out.set_type(job.state() == v1::JOB_STATE_SUCCEEDED ? v1::EVENT_TYPE_SUCCEEDED
+               : job.state() == v1::JOB_STATE_CANCELLED
+                   ? v1::EVENT_TYPE_CANCELLED
+                   : v1::EVENT_TYPE_FAILED);
+  *out.mutable_time() = job.finish_time();
+  out.set_executor(job.executor());
+  out.set_task(job.spec().task());
+  if (job.has_result()) *out.mutable_result() = job.result();
+  if (job.has_error()) *out.mutable_error() = job.error();
+  return out;
+}
+
 Event Rejection(const absl::Status& status) {
   Event e;
   e.type = v1::EVENT_TYPE_REJECTED;

@@ -27,6 +27,10 @@ grpc::Status ToGrpc(const absl::Status& status);
 // Fills `out` from `event` as seen by a subscriber with `client_tag`.
 void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out);
 
+// The terminal event of `job` (ended) as its node's log holds it, for a
+// watcher on another node: sequence 0 (not in this node's log).
+v1::JobEvent TerminalEvent(const v1::Job& job);
+
 // The REJECTED event of a Submit item refused with `status` (no job):
 // its error has the status's code, its message (clipped to
 // kMaxErrorMessageBytes, valid UTF-8) and a reason: OVERLOADED for
