@@ -85,6 +85,15 @@ bool Joined(v1::JobService::Stub& stub, int nodes,
       absl::Seconds(20));
 }
 
+// Joins a test's thread when the test leaves, even by a failed ASSERT
+// (before the daemons it talks to stop: declare it after them).
+struct JoinAtExit {
+  std::thread& thread;
+  ~JoinAtExit() {
+    if (thread.joinable()) thread.join();
+  }
+};
+
 void WithToken(grpc::ClientContext& ctx, const std::string& token) {
   if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
 }
@@ -178,6 +187,7 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
                                           Ledger(ledger, "shared", 2500)};
   testing::StreamResult r;
   std::thread submit([&] { r = testing::SubmitAll(*stub_a, specs); });
+  JoinAtExit join_submit{submit};
   const std::string local = AwaitJob(*stub_a, "local", v1::JOB_STATE_RUNNING);
   // b runs the shared one; a holds it queued (its submitter's view).
   ASSERT_FALSE(AwaitJob(*stub_b, "shared", v1::JOB_STATE_RUNNING).empty());
@@ -214,6 +224,7 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
     }
     watch_status = reader->Finish();
   });
+  JoinAtExit join_watch{watch};
   // A wait shorter than the job: the job as it is then, on time.
   got = GetJob(*stub_b, local, absl::Seconds(1));
   ASSERT_TRUE(got.status.ok()) << got.status.error_message();
@@ -294,6 +305,7 @@ TEST(ClusterReachTest, CancelFromAnotherNodeStopsTheRunWhereItRuns) {
                                           Ledger(ledger, "long", 30000), keyed};
   testing::StreamResult r;
   std::thread submit([&] { r = testing::SubmitAll(*stub_a, specs); });
+  JoinAtExit join_submit{submit};
   ASSERT_FALSE(AwaitJob(*stub_b, "long", v1::JOB_STATE_RUNNING).empty());
   const std::string long_id = AwaitJob(*stub_a, "long", v1::JOB_STATE_QUEUED);
   const std::string keyed_id = AwaitJob(*stub_a, "keyed", v1::JOB_STATE_QUEUED);
@@ -427,6 +439,7 @@ TEST(ClusterReachTest, OwnerChecksHoldAcrossNodes) {
     WithToken(ctx, testing::kAlice);
     r = testing::SubmitAll(ctx, *stub_a, {Ledger(ledger, "alice", 3000)});
   });
+  JoinAtExit join_submit{submit};
   const std::string id =
       AwaitJob(*stub_a, "alice", v1::JOB_STATE_RUNNING, testing::kRoot);
   ASSERT_FALSE(id.empty());
