@@ -174,9 +174,11 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(
     if (absl::Status s = Reachable(*id, request->job_id()); !s.ok()) {
       return Reply(context, s);
     }
-    remote_->Get(*id, owner, wait_until,
-                 request->has_wait() ? wait_until : AnswerBy(*context),
-                 std::move(done));
+    // A wait's answer comes at its end (a short wait's, as a GetJob's).
+    const absl::Time answer_by = request->has_wait()
+                                     ? std::max(wait_until, AnswerBy(*context))
+                                     : AnswerBy(*context);
+    remote_->Get(*id, owner, wait_until, answer_by, std::move(done));
   } else if (!request->has_wait()) {
     scheduler_.ShowJob(id->number, owner, std::move(done));
   } else {
