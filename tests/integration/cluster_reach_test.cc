@@ -254,6 +254,36 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
     EXPECT_THAT(e.job_id(), HasSubstr("@node-a"));
   }
 
+  // A watch at b of one of b's own jobs and one of a's (ended): both
+  // ends, b's as its own events, a's forwarded.
+  {
+    testing::StreamResult own;
+    std::thread run_b([&] {
+      own = testing::SubmitAll(*stub_b, {Ledger(ledger, "at-b", 1000)});
+    });
+    JoinAtExit join_b{run_b};
+    const std::string at_b = AwaitJob(*stub_b, "at-b", v1::JOB_STATE_RUNNING);
+    ASSERT_EQ(at_b.substr(at_b.find('@')), "@node-b") << at_b;
+    grpc::ClientContext ctx;
+    testing::Deadline(ctx, absl::Seconds(30));
+    v1::WatchJobsRequest req;
+    req.add_job_ids(at_b);
+    req.add_job_ids(local);
+    auto reader = stub_b->WatchJobs(&ctx, req);
+    v1::WatchJobsResponse resp;
+    std::map<std::string, v1::EventType> ended;
+    while (reader->Read(&resp)) {
+      for (const v1::JobEvent& e : resp.events()) {
+        if (e.type() == v1::EVENT_TYPE_SUCCEEDED) ended[e.job_id()] = e.type();
+      }
+    }
+    const grpc::Status s = reader->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(ended.size(), 2u);
+    EXPECT_TRUE(ended.contains(at_b));
+    EXPECT_TRUE(ended.contains(local));
+  }
+
   // Unknown jobs and nodes, and ids that are not ids.
   got = GetJob(*stub_b, "999999@node-a");
   EXPECT_EQ(got.status.error_code(), grpc::StatusCode::NOT_FOUND);
