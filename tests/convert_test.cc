@@ -144,5 +144,28 @@ TEST(ConvertTest, AJobIdIsAPositiveDecimalNumber) {
   }
 }
 
+TEST(ConvertTest, AJobIdMayNameItsNode) {
+  // This process is in no cluster: an id naming a node names another.
+  absl::StatusOr<JobRef> ref = ParseJobRef("12@node-b", "job_id");
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  EXPECT_EQ(ref->number, 12u);
+  EXPECT_EQ(ref->node, "node-b");
+  EXPECT_TRUE(ParseJobRef("12", "job_id")->here());
+  absl::StatusOr<uint64_t> id = ParseJobId("12@node-b", "job_id");
+  ASSERT_FALSE(id.ok());
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(id.status().message()),
+              HasSubstr("is a job of node 'node-b'"));
+  for (const char* bad : {"12@", "@node-b", "12@a b", "12@a@b", "0@node-b"}) {
+    ref = ParseJobRef(bad, "job_id");
+    ASSERT_FALSE(ref.ok()) << bad;
+    EXPECT_EQ(ref.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(ref.status().message()), HasSubstr("job_id: '"));
+  }
+  EXPECT_EQ(FormatJobId(12), "12");
+  EXPECT_EQ(OwnJobNumber("12"), 12u);
+  EXPECT_EQ(OwnJobNumber("12@node-b"), 0u);
+}
+
 }  // namespace
 }  // namespace jobd

@@ -154,7 +154,14 @@ TEST_F(SpecValidatorTest, DependenciesAreCheckedForTheirFormAndCount) {
   v1::JobSpec bad = Sleep(1);
   bad.add_depends_on("17");
   bad.add_depends_on("0");
-  EXPECT_EQ(Error(bad), "spec.depends_on[1]: '0' is not a job id");
+  EXPECT_THAT(Error(bad), HasSubstr("spec.depends_on[1]: '0' is not a job id"));
+  // Another node's job (this process is in no cluster: every node is
+  // another).
+  v1::JobSpec other = Sleep(1);
+  other.add_depends_on("17@node-b");
+  EXPECT_THAT(Error(other),
+              HasSubstr("spec.depends_on[0]: '17@node-b' is a job of node "
+                        "'node-b'"));
   v1::JobSpec policy = Sleep(1);
   policy.set_dependency_policy(v1::DEPENDENCY_POLICY_ALL_ENDED);
   EXPECT_EQ(Error(policy),

@@ -18,6 +18,7 @@
 #include "asio/steady_timer.hpp"
 #include "google/protobuf/util/json_util.h"
 #include "server/callbacks/signature.h"
+#include "server/jobs/job_id.h"
 #include "server/jobs/proto_time.h"
 #include "spdlog/spdlog.h"
 #include "workers/reactor/address_policy.h"
@@ -131,7 +132,7 @@ class CallbackDispatcher::Loop {
         const int64_t now = absl::ToUnixSeconds(absl::Now());
         request.headers = {
             {"Content-Type", "application/json"},
-            {"X-Jobd-Job-Id", std::to_string(id)},
+            {"X-Jobd-Job-Id", FormatJobId(id)},
             {"X-Jobd-Attempt", std::to_string(attempt->number)},
             {"X-Jobd-Timestamp", std::to_string(now)},
             {"X-Jobd-Signature",
@@ -232,7 +233,7 @@ CallbackRecord CallbackDispatcher::OnEnded(uint64_t job_id,
                                            const Event& event) {
   v1::JobEvent out;
   out.set_sequence(event.sequence);
-  out.set_job_id(std::to_string(job_id));
+  out.set_job_id(FormatJobId(job_id));
   out.set_type(event.type);
   *out.mutable_time() = ToProtoTime(event.time);
   out.set_executor(event.executor);

@@ -46,6 +46,7 @@ ClusterNode::ClusterNode(ClusterOptions options)
       RedisConnection::Create(io_, ConnectionOptions(options_, "blocking"));
   results_ =
       RedisConnection::Create(io_, ConnectionOptions(options_, "results"));
+  rpc_ = RedisConnection::Create(io_, ConnectionOptions(options_, "rpc"));
   membership_ = Membership::Create(io_, commands_, options_);
   stream_ = std::make_shared<WorkStream>(commands_, blocking_);
 }
@@ -55,6 +56,13 @@ void ClusterNode::ShareWork(Scheduler& scheduler, MakeJob make_job) {
   work_ = std::make_shared<WorkSharing>(io_, stream_, commands_, results_,
                                         membership_, options_, scheduler,
                                         std::move(make_job));
+  router_ = std::make_shared<JobRouter>(io_, commands_, rpc_, membership_,
+                                        work_, options_, scheduler);
+  // Weak: the router holds work sharing.
+  work_->SetWithdraw([router = std::weak_ptr<JobRouter>(router_)](
+                         int partition, uint64_t id, int64_t create_ns) {
+    if (auto r = router.lock()) r->Withdraw(partition, id, create_ns);
+  });
   scheduler.SetWorkShare(work_.get());
 }
 
@@ -79,8 +87,10 @@ void ClusterNode::Start() {
   commands_->Start();
   blocking_->Start();
   results_->Start();
+  rpc_->Start();
   membership_->Start();
   if (work_ != nullptr) work_->Start();
+  if (router_ != nullptr) router_->Start();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "jobd-cluster");
     // Handlers catch nothing of ours; a library exception is a bug, but it
@@ -100,10 +110,12 @@ void ClusterNode::Stop() {
   if (stopped_) return;
   stopped_ = true;
   if (work_ != nullptr) work_->Stop();
+  if (router_ != nullptr) router_->Stop();
   membership_->Stop();
   commands_->Stop();
   blocking_->Stop();
   results_->Stop();
+  rpc_->Stop();
   guard_.reset();
   if (thread_.joinable()) {
     thread_.join();

@@ -1,14 +1,16 @@
 // ClusterNode: cluster mode in one object, which the daemon builds only
 // with --cluster. It owns a thread of its own ("jobd-cluster") running an
-// Asio io_context, three Redis connections on it (one for commands, two kept
-// apart for blocking reads: taking work and reading results, so that a
-// blocking read never stalls the commands behind it) and the Membership (this
+// Asio io_context, four Redis connections on it (one for commands, three
+// kept apart for blocking reads: taking work, reading results, and the
+// router's requests and replies, so that a blocking read never stalls the
+// commands behind it) and the Membership (this
 // node's lease, the registry and the reaper). Without --cluster none of it
 // exists: the daemon's hot path is untouched.
 //
 // What it does: membership with leases and the reaper, and (ShareWork)
 // work sharing over the partition streams (work_sharing.h), shown in
-// GetStats (AddStats); docs/SCALE-OUT.md says what is and is not built.
+// GetStats (AddStats), and other nodes' jobs reached from here
+// (job_router.h); docs/SCALE-OUT.md says what is and is not built.
 //
 // Thread-safety: Start and Stop from the owner's thread; AddStats from any
 // thread (gRPC's). Ownership: owns its thread, io_context, connections and
@@ -23,6 +25,7 @@
 #include "asio/executor_work_guard.hpp"
 #include "asio/io_context.hpp"
 #include "server/cluster/cluster_options.h"
+#include "server/cluster/job_router.h"
 #include "server/cluster/membership.h"
 #include "server/cluster/redis_connection.h"
 #include "server/cluster/work_sharing.h"
@@ -46,7 +49,11 @@ class ClusterNode {
   // now are published, and this node takes others' when it is idle.
   // `make_job` validates a taken spec as a Submit's. Before Start and the
   // scheduler's Restore.
+  // Also builds the JobRouter (job_router.h): other nodes' jobs reached
+  // from here, this node's from others, withdrawals of shared jobs.
   void ShareWork(Scheduler& scheduler, MakeJob make_job);
+  // What the frontend asks for other nodes' jobs (after ShareWork).
+  RemoteJobs* remote_jobs() const { return router_.get(); }
 
   // Starts the thread, connects and joins (in the background: Redis may be
   // down at start; the node keeps trying with backoff). Once.
@@ -67,9 +74,11 @@ class ClusterNode {
   std::shared_ptr<RedisConnection> commands_;
   std::shared_ptr<RedisConnection> blocking_;
   std::shared_ptr<RedisConnection> results_;  // Work sharing's reads.
+  std::shared_ptr<RedisConnection> rpc_;      // The router's reads.
   std::shared_ptr<Membership> membership_;
   std::shared_ptr<WorkStream> stream_;
   std::shared_ptr<WorkSharing> work_;  // With ShareWork.
+  std::shared_ptr<JobRouter> router_;  // With ShareWork.
   std::thread thread_;
   bool started_ = false, stopped_ = false;  // The owner's thread.
 };

@@ -120,6 +120,21 @@ void WorkSharing::Publish(SharedJob job) {
   });
 }
 
+void WorkSharing::Withdraw(uint64_t id, int64_t create_ns) {
+  if (!withdraw_ || halted_.load()) return;
+  asio::post(io_, [fn = withdraw_, p = PartitionOf(id), id, create_ns] {
+    fn(p, id, create_ns);
+  });
+}
+
+void WorkSharing::StopEntry(int partition, const std::string& entry) {
+  for (const auto& [tag, held] : held_) {
+    if (held.partition != partition || held.entry != entry) continue;
+    if (held.local_id != 0) (void)scheduler_.Cancel(held.local_id);
+    return;
+  }
+}
+
 void WorkSharing::Start() {
   sink_->SetOwner(weak_from_this());
   asio::post(io_, [self = shared_from_this()] {

@@ -125,6 +125,17 @@ class WorkSharing : public WorkShareHook,
   // WorkShareHook (the scheduler's lock held).
   bool Sharing() const override;
   void Publish(SharedJob job) override;
+  // Posts to the io thread the function SetWithdraw gave (job_router.h).
+  void Withdraw(uint64_t id, int64_t create_ns) override;
+
+  // What withdraws a shared job: (partition, id, create ns), on the io
+  // thread. Before Start.
+  using WithdrawFn = std::function<void(int, uint64_t, int64_t)>;
+  void SetWithdraw(WithdrawFn fn) { withdraw_ = std::move(fn); }
+  // Cancels the run here of entry `entry` of `partition`, if held here
+  // (its origin withdrew it); its end goes back as usual. On the io
+  // thread.
+  void StopEntry(int partition, const std::string& entry);
 
   // Starts the loops (on the io thread). Once.
   void Start();
@@ -191,6 +202,7 @@ class WorkSharing : public WorkShareHook,
   const ClusterOptions options_;
   Scheduler& scheduler_;
   const MakeJob make_job_;
+  WithdrawFn withdraw_;  // Set before Start.
   std::vector<int> all_partitions_;
   std::shared_ptr<Sink> sink_;
 

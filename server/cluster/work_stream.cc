@@ -81,7 +81,10 @@ return 1
 )lua";
 
 // KEYS: jobs stream. ARGV: group, consumer, entry id. 1: given back
-// (appended again); 0: not pending; -1: another consumer's.
+// (appended again); 0: not pending; -1: another consumer's. A shared
+// job's publication marker (MarkerKey, in the same slot: built here from
+// the entry's fields) follows it to its new id: a withdrawal finds the
+// entry by it (job_router.h).
 constexpr char kReleaseScript[] = R"lua(
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 then return 0 end
@@ -89,7 +92,17 @@ if p[1][2] ~= ARGV[2] then return -1 end
 local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
-if #e > 0 then redis.call('XADD', KEYS[1], '*', unpack(e[1][2])) end
+if #e == 0 then return 1 end
+local id = redis.call('XADD', KEYS[1], '*', unpack(e[1][2]))
+local f = {}
+for i = 1, #e[1][2], 2 do f[e[1][2][i]] = e[1][2][i + 1] end
+if f['origin'] and f['origin_id'] and f['create'] then
+  local marker = string.sub(KEYS[1], 1, -5) .. 'pub:' .. f['origin'] .. ':' ..
+                 f['origin_id'] .. ':' .. f['create']
+  if redis.call('GET', marker) == ARGV[3] then
+    redis.call('SET', marker, id, 'KEEPTTL')
+  end
+end
 return 1
 )lua";
 

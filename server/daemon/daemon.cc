@@ -28,6 +28,7 @@
 #include "server/frontend/request_errors.h"
 #include "server/frontend/rpc_interceptor.h"
 #include "server/frontend/service.h"
+#include "server/jobs/job_id.h"
 #include "server/journal/journal.h"
 #include "server/metrics/exposition.h"
 #include "server/metrics/metrics_server.h"
@@ -389,6 +390,8 @@ void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
   // Cluster mode (built before the restore, which hands shared jobs back
   // to work sharing; started below, once the service exists).
   if (config.cluster.enabled()) {
+    // Ids name this node from now on ("42@node-a": server/jobs/job_id.h).
+    SetJobIdNode(config.cluster.node_name);
     cluster_ = std::make_unique<cluster::ClusterNode>(config.cluster);
     cluster_->ShareWork(scheduler, [this](v1::JobSpec spec) {
       return ValidateSpec(std::move(spec), registry_, service_->limits().spec);
@@ -474,6 +477,7 @@ absl::Status Daemon::Serve() {
         [node = cluster_.get()](v1::GetStatsResponse& stats) {
           node->AddStats(stats);
         });
+    service_->SetRemoteJobs(cluster_->remote_jobs());
   }
   // grpc.health.v1 (SERVING until the drain) and server reflection, so that
   // grpcurl and load balancers can find their way. Both are process-wide

@@ -12,6 +12,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "server/auth/http_caller.h"
 #include "server/dashboard/assets.h"
+#include "server/jobs/job_id.h"
 #include "server/jobs/proto_time.h"
 #include "spdlog/spdlog.h"
 #include "workers/sdk/utf8.h"
@@ -102,11 +103,18 @@ bool LoopbackHost(const httplib::Request& req) {
   return host == "localhost" || host == "127.0.0.1" || host == "[::1]";
 }
 
+// A job's routes: its id is "N", or "N@<node>" in cluster mode.
+constexpr char kJobRoute[] = R"(/api/jobs/(\d+(?:@[A-Za-z0-9._-]+)?))";
+constexpr char kCancelRoute[] =
+    R"(/api/jobs/(\d+(?:@[A-Za-z0-9._-]+)?)/cancel)";
+
 absl::StatusOr<uint64_t> JobId(const httplib::Request& req) {
-  uint64_t id = 0;
-  if (req.matches.size() < 2 || !absl::SimpleAtoi(req.matches[1].str(), &id) ||
-      id == 0) {
-    return absl::InvalidArgumentError("job id: expected a positive integer");
+  // This node's jobs only.
+  const uint64_t id =
+      req.matches.size() < 2 ? 0 : OwnJobNumber(req.matches[1].str());
+  if (id == 0) {
+    return absl::InvalidArgumentError(
+        "job id: expected one of this node's job ids");
   }
   return id;
 }
@@ -162,7 +170,7 @@ class EventCollector : public EventSink {
 v1::JobEvent ToProtoEvent(const Event& e) {
   v1::JobEvent out;
   out.set_sequence(e.sequence);
-  out.set_job_id(std::to_string(e.job_id));
+  out.set_job_id(FormatJobId(e.job_id));
   out.set_type(e.type);
   *out.mutable_time() = ToProtoTime(e.time);
   out.set_executor(e.executor);
@@ -435,18 +443,17 @@ void Dashboard::AddRoutes(httplib::Server& s) {
           if (!c.ok()) return AnswerError(res, c.status());
           AnswerJson(res, JobListsJson(*c));
         });
-  s.Get(R"(/api/jobs/(\d+))",
-        [this](const httplib::Request& req, httplib::Response& res) {
-          absl::StatusOr<Caller> c = Authorize(req, kView, "dashboard");
-          if (!c.ok()) return AnswerError(res, c.status());
-          absl::StatusOr<uint64_t> id = JobId(req);
-          if (!id.ok()) return AnswerError(res, id.status());
-          absl::StatusOr<std::string> json = JobJson(*id, *c);
-          if (!json.ok()) return AnswerError(res, json.status());
-          AnswerJson(res, *json);
-        });
-  s.Post(R"(/api/jobs/(\d+)/cancel)", [this](const httplib::Request& req,
-                                             httplib::Response& res) {
+  s.Get(kJobRoute, [this](const httplib::Request& req, httplib::Response& res) {
+    absl::StatusOr<Caller> c = Authorize(req, kView, "dashboard");
+    if (!c.ok()) return AnswerError(res, c.status());
+    absl::StatusOr<uint64_t> id = JobId(req);
+    if (!id.ok()) return AnswerError(res, id.status());
+    absl::StatusOr<std::string> json = JobJson(*id, *c);
+    if (!json.ok()) return AnswerError(res, json.status());
+    AnswerJson(res, *json);
+  });
+  s.Post(kCancelRoute, [this](const httplib::Request& req,
+                              httplib::Response& res) {
     absl::StatusOr<Caller> c = Authorize(req, kRoleSubmit, "cancel");
     if (!c.ok()) return AnswerError(res, c.status());
     if (!req.has_header(kRequestHeader)) {

@@ -1,10 +1,10 @@
 #include "server/frontend/convert.h"
 
-#include <charconv>
 #include <memory>
 #include <string_view>
 
 #include "absl/time/clock.h"
+#include "server/jobs/job_id.h"
 #include "server/jobs/proto_time.h"
 #include "spdlog/fmt/fmt.h"
 #include "workers/executor/executor.h"
@@ -20,7 +20,7 @@ grpc::Status ToGrpc(const absl::Status& status) {
 
 void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out) {
   out->set_sequence(event.sequence);
-  if (event.job_id != 0) out->set_job_id(std::to_string(event.job_id));
+  if (event.job_id != 0) out->set_job_id(FormatJobId(event.job_id));
   out->set_client_tag(client_tag);
   out->set_type(event.type);
   *out->mutable_time() = ToProtoTime(event.time);
@@ -39,6 +39,21 @@ void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out) {
     *out->mutable_next_attempt_time() = ToProtoTime(retry->next_time);
     out->set_attempt(retry->attempt);
   }
+}
+
+v1::JobEvent TerminalEvent(const v1::Job& job) {
+  v1::JobEvent out;
+  out.set_job_id(job.id());
+  out.set_type(job.state() == v1::JOB_STATE_SUCCEEDED ? v1::EVENT_TYPE_SUCCEEDED
+               : job.state() == v1::JOB_STATE_CANCELLED
+                   ? v1::EVENT_TYPE_CANCELLED
+                   : v1::EVENT_TYPE_FAILED);
+  *out.mutable_time() = job.finish_time();
+  out.set_executor(job.executor());
+  out.set_task(job.spec().task());
+  if (job.has_result()) *out.mutable_result() = job.result();
+  if (job.has_error()) *out.mutable_error() = job.error();
+  return out;
 }
 
 Event Rejection(const absl::Status& status) {
@@ -105,15 +120,15 @@ void ToProto(const ServiceLimits& limits, v1::ServerLimits* out) {
 }
 
 absl::StatusOr<uint64_t> ParseJobId(const std::string& id, const char* field) {
-  uint64_t value = 0;
-  const char* end = id.data() + id.size();
-  auto [ptr, ec] = std::from_chars(id.data(), end, value);
-  if (id.empty() || ec != std::errc() || ptr != end || value == 0) {
-    return absl::InvalidArgumentError(
-        fmt::format("{}: '{}' is not a job id (a positive decimal number)",
-                    field, ClipUtf8(id, 64)));
+  absl::StatusOr<JobRef> ref = ParseJobRef(id, field);
+  if (!ref.ok()) return ref.status();
+  if (!ref->here()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "{}: '{}' is a job of node '{}'; this call reaches only this node's "
+        "jobs: ask node '{}'",
+        field, ClipUtf8(id, 80), ref->node, ref->node));
   }
-  return value;
+  return ref->number;
 }
 
 }  // namespace jobd

@@ -14,6 +14,7 @@
 #include "grpcpp/support/status.h"
 #include "jobd/v1/jobd.pb.h"
 #include "server/frontend/service_limits.h"
+#include "server/jobs/job_id.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/proto_time.h"
 #include "workers/sdk/task.h"
@@ -25,6 +26,10 @@ grpc::Status ToGrpc(const absl::Status& status);
 
 // Fills `out` from `event` as seen by a subscriber with `client_tag`.
 void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out);
+
+// The terminal event of `job` (ended) as its node's log holds it, for a
+// watcher on another node: sequence 0 (not in this node's log).
+v1::JobEvent TerminalEvent(const v1::Job& job);
 
 // The REJECTED event of a Submit item refused with `status` (no job):
 // its error has the status's code, its message (clipped to
@@ -39,7 +44,9 @@ v1::TaskParam ToProto(const TaskParam& param);
 // What GetStats says of `limits`.
 void ToProto(const ServiceLimits& limits, v1::ServerLimits* out);
 
-// Job ids travel as decimal strings. InvalidArgument naming `field`.
+// A job id of this node (server/jobs/job_id.h: "N", or "N@<this node>" in
+// cluster mode): its number. InvalidArgument naming `field` otherwise
+// (another node's id too: for calls that do not reach other nodes).
 absl::StatusOr<uint64_t> ParseJobId(const std::string& id, const char* field);
 
 }  // namespace jobd

@@ -13,6 +13,7 @@
 #include "server/frontend/watch_session.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
+#include "workers/sdk/utf8.h"
 
 namespace jobd {
 grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context,
@@ -152,33 +153,54 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(
       Authorize(*context, kRoleSubmit | kRoleRead, "GetJob");
   if (!caller.ok()) return Reply(context, caller.status());
   const std::string owner = caller->admin() ? std::string() : caller->name;
-  absl::StatusOr<uint64_t> id = ParseJobId(request->job_id(), "job_id");
+  absl::StatusOr<JobRef> id = ParseJobRef(request->job_id(), "job_id");
   if (!id.ok()) return Reply(context, id.status());
-  if (!request->has_wait()) {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    scheduler_.ShowJob(*id, owner,
-                       [reactor, response](absl::StatusOr<v1::Job> job) {
-                         if (job.ok()) *response = *std::move(job);
-                         reactor->Finish(ToGrpc(job.status()));
-                       });
-    return reactor;
-  }
-  absl::Status valid = ValidateDuration(request->wait(), "wait");
-  if (!valid.ok()) return Reply(context, valid);
-  absl::Time deadline = absl::Now() + FromProto(request->wait());
   // Answer a little before the RPC deadline so the client gets the job.
   const absl::Time rpc_deadline =
       absl::FromChrono(context->deadline()) - absl::Milliseconds(50);
-  deadline = std::min(deadline, rpc_deadline);
+  absl::Time wait_until = absl::InfinitePast();
+  if (request->has_wait()) {
+    absl::Status valid = ValidateDuration(request->wait(), "wait");
+    if (!valid.ok()) return Reply(context, valid);
+    wait_until =
+        std::min(absl::Now() + FromProto(request->wait()), rpc_deadline);
+  }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  scheduler_.WaitJob(
-      *id, deadline,
-      [reactor, response](absl::StatusOr<v1::Job> job) {
-        if (job.ok()) *response = *std::move(job);
-        reactor->Finish(ToGrpc(job.status()));
-      },
-      owner);
+  auto done = [reactor, response](absl::StatusOr<v1::Job> job) {
+    if (job.ok()) *response = *std::move(job);
+    reactor->Finish(ToGrpc(job.status()));
+  };
+  if (!id->here()) {
+    if (absl::Status s = Reachable(*id, request->job_id()); !s.ok()) {
+      return Reply(context, s);
+    }
+    // A wait's answer comes at its end (a short wait's, as a GetJob's).
+    const absl::Time answer_by = request->has_wait()
+                                     ? std::max(wait_until, AnswerBy(*context))
+                                     : AnswerBy(*context);
+    remote_->Get(*id, owner, wait_until, answer_by, std::move(done));
+  } else if (!request->has_wait()) {
+    scheduler_.ShowJob(id->number, owner, std::move(done));
+  } else {
+    scheduler_.WaitJob(id->number, wait_until, std::move(done), owner);
+  }
   return reactor;
+}
+
+absl::Time JobServiceImpl::AnswerBy(
+    const grpc::CallbackServerContext& context) {
+  return std::min(
+      absl::Now() + RemoteJobs::kDefaultWait,
+      absl::FromChrono(context.deadline()) - absl::Milliseconds(50));
+}
+
+absl::Status JobServiceImpl::Reachable(const JobRef& id,
+                                       const std::string& text) const {
+  if (remote_ != nullptr) return absl::OkStatus();
+  return absl::NotFoundError(fmt::format(
+      "job {}: it names node '{}', and this node is not in that node's "
+      "cluster",
+      ClipUtf8(text, 80), id.node));
 }
 
 grpc::ServerWriteReactor<v1::WatchJobsResponse>* JobServiceImpl::WatchJobs(
@@ -203,10 +225,24 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(
     v1::CancelJobResponse* response) {
   absl::StatusOr<Caller> caller = Authorize(*context, kRoleSubmit, "CancelJob");
   if (!caller.ok()) return Reply(context, caller.status());
-  absl::StatusOr<uint64_t> id = ParseJobId(request->job_id(), "job_id");
+  absl::StatusOr<JobRef> id = ParseJobRef(request->job_id(), "job_id");
   if (!id.ok()) return Reply(context, id.status());
+  if (!id->here()) {
+    // At the job's node, which also stops a run on a third node.
+    if (absl::Status s = Reachable(*id, request->job_id()); !s.ok()) {
+      return Reply(context, s);
+    }
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    remote_->Cancel(
+        *id, caller->admin() ? std::string() : caller->name, AnswerBy(*context),
+        [reactor, response](absl::StatusOr<v1::CancelJobResponse> r) {
+          if (r.ok()) *response = *std::move(r);
+          reactor->Finish(ToGrpc(r.status()));
+        });
+    return reactor;
+  }
   auto result = scheduler_.Cancel(
-      *id, caller->admin() ? std::string_view() : caller->name);
+      id->number, caller->admin() ? std::string_view() : caller->name);
   if (!result.ok()) return Reply(context, result.status());
   response->set_state(result->first);
   response->set_already_ended(result->second);

@@ -34,6 +34,7 @@
 #include "server/frontend/service_limits.h"
 #include "server/frontend/spec_validator.h"
 #include "server/frontend/stream_outbox.h"
+#include "server/jobs/remote_jobs.h"
 #include "server/scheduler/scheduler.h"
 #include "server/schedules/runner.h"
 #include "workers/sdk/task_registry.h"
@@ -129,6 +130,15 @@ class JobServiceImpl final : public JobServiceBase {
     stats_extension_ = std::move(extra);
   }
 
+  // Cluster mode: how GetJob, WaitJob and CancelJob reach another node's
+  // job (server/jobs/remote_jobs.h). Before the server starts; without it
+  // another node's id is NOT_FOUND.
+  void SetRemoteJobs(RemoteJobs* remote) { remote_ = remote; }
+  RemoteJobs* remote() const { return remote_; }
+  // OK if another node's job `id` (`text` as the client wrote it) can be
+  // asked for: NOT_FOUND without cluster mode.
+  absl::Status Reachable(const JobRef& id, const std::string& text) const;
+
   // Periodic schedules (schedule_service.cc): FAILED_PRECONDITION until
   // SetSchedules.
   void SetSchedules(schedules::ScheduleRunner* schedules) {
@@ -201,6 +211,10 @@ class JobServiceImpl final : public JobServiceBase {
   const std::shared_ptr<StreamBuffers>& buffers() { return buffers_; }
 
  private:
+  // When a unary answer from another node is due: a little before the
+  // RPC's deadline, and at most RemoteJobs::kDefaultWait from now.
+  static absl::Time AnswerBy(const grpc::CallbackServerContext& context);
+
   struct Bucket {
     double tokens = 0;
     absl::Time refilled = absl::InfinitePast();
@@ -216,6 +230,7 @@ class JobServiceImpl final : public JobServiceBase {
   std::function<std::string(std::string_view)> peer_names_;     // Set first.
   schedules::ScheduleRunner* schedules_ = nullptr;              // Set first.
   std::function<void(v1::GetStatsResponse&)> stats_extension_;  // Set first.
+  RemoteJobs* remote_ = nullptr;                                // Set first.
   const std::shared_ptr<StreamBuffers> buffers_ =
       std::make_shared<StreamBuffers>();
 

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <string>
 
-#include "absl/strings/numbers.h"
 #include "server/callbacks/callback_url.h"
 #include "server/frontend/call_batch.h"
 #include "server/jobs/dependency_results.h"
+#include "server/jobs/job_id.h"
 #include "server/jobs/proto_time.h"
 #include "server/scheduler/key_limits.h"
 #include "spdlog/fmt/fmt.h"
@@ -334,11 +334,14 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
                     spec.depends_on_size(), limits.max_dependencies));
   }
   for (int i = 0; i < spec.depends_on_size(); ++i) {
-    uint64_t id = 0;
-    if (!absl::SimpleAtoi(spec.depends_on(i), &id) || id == 0) {
-      return absl::InvalidArgumentError(
-          fmt::format("spec.depends_on[{}]: '{}' is not a job id", i,
-                      ClipUtf8(spec.depends_on(i), 64)));
+    const std::string field = fmt::format("spec.depends_on[{}]", i);
+    absl::StatusOr<JobRef> ref = ParseJobRef(spec.depends_on(i), field);
+    if (!ref.ok()) return ref.status();
+    if (!ref->here()) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: '{}' is a job of node '{}'; a job depends only on jobs of "
+          "the node it is submitted to",
+          field, ClipUtf8(spec.depends_on(i), 80), ref->node));
     }
   }
   if (!v1::DependencyPolicy_IsValid(spec.dependency_policy())) {

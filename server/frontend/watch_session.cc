@@ -16,20 +16,39 @@ void WatchSession::Begin(const v1::WatchJobsRequest& request,
     Refuse(ToGrpc(s));
     return;
   }
-  // ids_ is const once another thread can see this session (Register).
+  // ids_ and remote_ are const once another thread can see this session
+  // (Register).
   for (const std::string& s : request.job_ids()) {
-    absl::StatusOr<uint64_t> id = ParseJobId(s, "job_ids");
-    if (!id.ok()) {
+    absl::StatusOr<JobRef> id = ParseJobRef(s, "job_ids");
+    absl::Status status = id.status();
+    if (id.ok() && !id->here()) status = service_.Reachable(*id, s);
+    if (!status.ok()) {
       ids_.clear();
-      Refuse(ToGrpc(id.status()));
+      remote_.clear();
+      Refuse(ToGrpc(status));
       return;
     }
-    ids_.push_back(*id);
+    if (id->here()) {
+      ids_.push_back(id->number);
+    } else {
+      remote_.push_back({*std::move(id), s});
+    }
   }
   service_.Register(self_);
   {
     absl::MutexLock lock(&mu_);
     remaining_.insert(ids_.begin(), ids_.end());
+    remote_left_ = remote_.size();
+  }
+  if (ids_.empty() && !remote_.empty()) {
+    // Other nodes' jobs only: nothing here to subscribe to.
+    {
+      absl::MutexLock lock(&mu_);
+      started_ = true;
+    }
+    for (size_t i = 0; i < remote_.size(); ++i) AwaitRemote(i);
+    Pump();
+    return;
   }
   uint32_t mask = kAllEvents;
   if (!request.include_progress()) mask &= ~EventBit(v1::EVENT_TYPE_PROGRESS);
@@ -48,6 +67,37 @@ void WatchSession::Begin(const v1::WatchJobsRequest& request,
     header_.set_events_lost(result->events_lost);
     for (uint64_t id : result->already_seen_ends) remaining_.erase(id);
     started_ = true;
+  }
+  for (size_t i = 0; i < remote_.size(); ++i) AwaitRemote(i);
+  Pump();
+}
+
+void WatchSession::AwaitRemote(size_t i) {
+  const absl::Time until = absl::Now() + kRemoteRound;
+  service_.remote()->Get(
+      remote_[i].ref, caller_.admin() ? std::string() : caller_.name, until,
+      until, [weak = weak_from_this(), i](absl::StatusOr<v1::Job> job) {
+        if (auto self = weak.lock()) self->OnRemote(i, std::move(job));
+      });
+}
+
+void WatchSession::OnRemote(size_t i, absl::StatusOr<v1::Job> job) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (done_ || out_.finish_requested) return;
+  }
+  if (!job.ok()) {
+    Close(ToGrpc(job.status()));
+    return;
+  }
+  if (!IsTerminal(job->state())) {
+    AwaitRemote(i);  // Not ended in this round: another.
+    return;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    remote_ends_.push_back(TerminalEvent(*job));
+    --remote_left_;
   }
   Pump();
 }
@@ -115,7 +165,8 @@ void WatchSession::Pump() {
   {
     absl::MutexLock lock(&mu_);
     if (!PumpAllowedLocked()) return;
-    if (!out_.writing && (!out_.items.empty() || !header_sent_)) {
+    if (!out_.writing &&
+        (!out_.items.empty() || !header_sent_ || !remote_ends_.empty())) {
       response_.Clear();
       bool header = false;
       if (!header_sent_) {
@@ -134,11 +185,15 @@ void WatchSession::Pump() {
                         });
       last_sent_ = last;
       for (uint64_t id : ended) remaining_.erase(id);
+      for (; !remote_ends_.empty(); remote_ends_.pop_front()) {
+        *response_.add_events() = std::move(remote_ends_.front());
+      }
       out_.writing = a.write = header || response_.events_size() > 0;
       if (a.write) out_.write_since = absl::Now();
     }
     // Watching named jobs: done once each has ended.
-    if (!ids_.empty() && remaining_.empty() && out_.items.empty()) {
+    if ((!ids_.empty() || !remote_.empty()) && remaining_.empty() &&
+        remote_left_ == 0 && out_.items.empty() && remote_ends_.empty()) {
       out_.RequestFinish(grpc::Status::OK);
     }
     a.finish = out_.TakeFinish(&a.status);

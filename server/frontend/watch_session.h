@@ -5,6 +5,11 @@
 // then the new ones as they happen, each once durable. Watching named
 // jobs, the stream ends OK once each has ended.
 //
+// In cluster mode a named job of another node ("N@node-b") is awaited at
+// its node (RemoteJobs, in rounds of kRemoteRound): its terminal event
+// alone is sent, with sequence 0 (it is not in this node's event log);
+// its node's errors (NOT_FOUND, UNAVAILABLE) end the stream.
+//
 // A watcher that falls too far behind (max_watch_backlog events, or its
 // stream_buffer_bytes) is ended RESOURCE_EXHAUSTED with the sequence to
 // resume after.
@@ -17,6 +22,8 @@
 #define JOBD_SERVER_FRONTEND_WATCH_SESSION_H_
 
 #include <cstdint>
+#include <deque>
+#include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -43,20 +50,33 @@ class WatchSession final
 
   void OnDone() override;
 
+  static constexpr absl::Duration kRemoteRound = absl::Seconds(30);
+
  private:
+  struct Remote {
+    JobRef ref;
+    std::string id;  // As the client wrote it.
+  };
   friend StreamSessionBase;  // Calls Pump().
 
   // Ends a watch that never began: its status, and no header message.
   void Refuse(const grpc::Status& status);
   // Starts a write or finishes, as the state allows.
   void Pump();
+  // Waits (one round) for remote_[i] to end at its node.
+  void AwaitRemote(size_t i);
+  void OnRemote(size_t i, absl::StatusOr<v1::Job> job);
 
   std::vector<uint64_t> ids_;       // Set in Begin(), then const.
+  std::vector<Remote> remote_;      // Set in Begin(), then const.
   v1::WatchJobsResponse response_;  // Write-token holder only.
 
   v1::WatchJobsResponse header_ ABSL_GUARDED_BY(mu_);
   // Watching named jobs: those whose end has not been written yet.
   absl::flat_hash_set<uint64_t> remaining_ ABSL_GUARDED_BY(mu_);
+  // Other nodes' jobs: their ends to send, and how many have not ended.
+  std::deque<v1::JobEvent> remote_ends_ ABSL_GUARDED_BY(mu_);
+  size_t remote_left_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
   bool header_sent_ ABSL_GUARDED_BY(mu_) = false;
 };

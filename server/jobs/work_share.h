@@ -32,6 +32,10 @@ class WorkShareHook {
   virtual bool Sharing() const = 0;
   // Publishes `job` (queue it and return at once).
   virtual void Publish(SharedJob job) = 0;
+  // Shared job `id` (created at `create_ns`) ended here without its end
+  // coming back (cancelled, expired): withdraw it from the cluster, and
+  // stop a run of it on another node (queue it and return at once).
+  virtual void Withdraw(uint64_t id, int64_t create_ns) = 0;
 };
 
 }  // namespace jobd

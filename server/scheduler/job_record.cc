@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "server/jobs/job_id.h"
 #include "server/jobs/proto_time.h"
 #include "spdlog/fmt/fmt.h"
 #include "workers/executor/executor.h"
@@ -21,7 +22,7 @@ static_assert(sizeof(JobEnd) <= 64);
 
 v1::Job JobRecord::Snapshot() const {
   v1::Job out;
-  out.set_id(std::to_string(id));
+  out.set_id(FormatJobId(id));
   out.set_owner(*owner);
   *out.mutable_spec() = spec.Whole();
   out.set_state(state);

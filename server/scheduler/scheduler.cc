@@ -824,8 +824,12 @@ void Scheduler::Abort(Job& job, CancelReason reason,
     job.parked = false;  // Not in its lane: in its key.
     keys_.Unpark(job.spec->concurrency_key(), job.id, job.spec->priority());
   } else if (job.cluster == Job::kOutbox || job.cluster == Job::kPublished) {
-    // Shared: in no lane (a run elsewhere is not stopped; its end is
-    // dropped).
+    // Shared: in no lane. Cancelled or expired here, it is withdrawn from
+    // the cluster (a run elsewhere is stopped; its end is dropped). At
+    // shutdown it is not: it stays shared for the next start.
+    if (work_share_ != nullptr && reason != CancelReason::kShutdown) {
+      work_share_->Withdraw(job.id, absl::ToUnixNanos(job.create_time));
+    }
   } else if (job.state == v1::JOB_STATE_QUEUED) {
     lanes_[job.executor].Unqueue(
         job.id, [this](uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

@@ -8,8 +8,9 @@
 // acknowledged it), and the hook publishes it. Its end comes back from
 // the node that ran it (EndShared) and ends it here: the terminal event
 // reaches its Submit stream and waiters as a local job's does. Its start
-// and total deadlines, and Cancel, act here as for any queued job (a run
-// elsewhere is not stopped: its late end is dropped).
+// and total deadlines, and Cancel, act here as for any queued job, and the
+// hook withdraws it from the cluster (Withdraw: a run elsewhere is
+// stopped; its late end is dropped).
 //
 // A job taken from Redis to run here (NewJob::foreign) is an ordinary job
 // of this scheduler that is never journaled (Redis's pending entry is its

@@ -17,6 +17,7 @@
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/jobs/dependency_results.h"
+#include "server/jobs/job_id.h"
 #include "server/scheduler/retry_policy.h"
 #include "server/scheduler/scheduler.h"
 #include "spdlog/fmt/fmt.h"
@@ -68,11 +69,8 @@ absl::Status Scheduler::ResolveDependencies(const v1::JobSpec& spec,
   unmet.clear();
   end = nullptr;
   for (int i = 0; i < spec.depends_on_size(); ++i) {
-    uint64_t id = 0;
-    const Job* dependency = nullptr;
-    if (absl::SimpleAtoi(spec.depends_on(i), &id)) {
-      dependency = table_.Find(id);
-    }
+    const uint64_t id = OwnJobNumber(spec.depends_on(i));
+    const Job* dependency = id != 0 ? table_.Find(id) : nullptr;
     if (dependency == nullptr || *dependency->owner != owner) {
       return absl::InvalidArgumentError(
           fmt::format("spec.depends_on[{}]: job {} is unknown or forgotten", i,
@@ -161,9 +159,8 @@ bool Scheduler::PassDependencyResults(Job& job, After& after) {
   };
   std::vector<google::protobuf::Value> results(spec.depends_on_size());
   for (int i = 0; i < spec.depends_on_size(); ++i) {
-    uint64_t id = 0;
-    const Job* dependency =
-        absl::SimpleAtoi(spec.depends_on(i), &id) ? table_.Find(id) : nullptr;
+    const uint64_t id = OwnJobNumber(spec.depends_on(i));
+    const Job* dependency = id != 0 ? table_.Find(id) : nullptr;
     if (dependency == nullptr || *dependency->owner != *job.owner ||
         dependency->end == nullptr) {
       return fail(

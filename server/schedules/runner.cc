@@ -1,12 +1,12 @@
 #include "server/schedules/runner.h"
 
-#include <charconv>
 #include <optional>
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "server/jobs/job_id.h"
 #include "spdlog/spdlog.h"
 
 namespace jobd::schedules {
@@ -33,12 +33,6 @@ void ToProto(absl::Time t, google::protobuf::Timestamp* out) {
   out->set_seconds(s);
   out->set_nanos(static_cast<int32_t>(
       absl::ToInt64Nanoseconds(t - absl::FromUnixSeconds(s))));
-}
-
-uint64_t ParseId(const std::string& id) {
-  uint64_t value = 0;
-  auto [ptr, ec] = std::from_chars(id.data(), id.data() + id.size(), value);
-  return ec == std::errc() && ptr == id.data() + id.size() ? value : 0;
 }
 
 // The run of `slot`: the template with its labels and idempotency key.
@@ -400,7 +394,7 @@ void ScheduleRunner::Fire(const std::string& id) {
 
 bool ScheduleRunner::Submit(Entry& e, absl::Time slot) {
   v1::Schedule& s = e.state;
-  if (const uint64_t previous = ParseId(s.last_job_id()); previous != 0) {
+  if (const uint64_t previous = OwnJobNumber(s.last_job_id()); previous != 0) {
     absl::StatusOr<v1::Job> job = scheduler_.GetJob(previous);
     const bool live = job.ok() && !IsTerminal(job->state());
     if (live && s.spec().overlap() == v1::OVERLAP_POLICY_CANCEL_PREVIOUS) {
@@ -432,7 +426,7 @@ bool ScheduleRunner::Submit(Entry& e, absl::Time slot) {
                  absl::FormatTime(slot), s.last_error());
     return true;
   }
-  s.set_last_job_id(std::to_string(adm.job_id));
+  s.set_last_job_id(FormatJobId(adm.job_id));
   s.clear_last_error();
   if (!adm.duplicate) {
     s.set_runs(s.runs() + 1);

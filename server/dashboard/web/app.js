@@ -285,7 +285,7 @@ async function cancelJob() {
 
 // ---- polling and routing ----
 
-function route() { return /^#job\/(\d+)$/.exec(location.hash); }
+function route() { return /^#job\/(\d+(?:@[A-Za-z0-9._-]+)?)$/.exec(location.hash); }
 
 function showOnly(id) {
   for (const s of ['login', 'overview', 'jobpage']) $(s).hidden = s !== id;

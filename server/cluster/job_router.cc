@@ -1,0 +1,444 @@
+#include "server/cluster/job_router.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "asio/post.hpp"
+#include "jobd/v1/jobd.pb.h"
+#include "server/cluster/work_stream.h"
+#include "server/scheduler/scheduler.h"
+#include "spdlog/fmt/fmt.h"
+#include "spdlog/spdlog.h"
+
+namespace jobd::cluster {
+namespace {
+
+// KEYS: the stream. ARGV: cap, TTL (ms), then field, value, ... The
+// entry's id.
+constexpr char kSendScript[] = R"lua(
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                      unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return id
+)lua";
+
+// KEYS: the job's publication marker, its partition's jobs stream.
+// ARGV: group, marker TTL (ms). {0}: not published (the marker now keeps
+// a late publication from appending); {1, entry}: deleted before any node
+// took it; {2, entry, consumer}: deleted, held by that consumer.
+constexpr char kWithdrawScript[] = R"lua(
+local entry = redis.call('GET', KEYS[1])
+if not entry then
+  redis.call('SET', KEYS[1], '0-0', 'PX', ARGV[2])
+  return {0}
+end
+if entry == '0-0' then return {0} end
+local p = redis.call('XPENDING', KEYS[2], ARGV[1], entry, entry, 1)
+redis.call('XDEL', KEYS[2], entry)
+if #p == 0 then return {1, entry} end
+return {2, entry, p[1][2]}
+)lua";
+
+std::string Field(const absl::flat_hash_map<std::string, std::string>& f,
+                  const char* name) {
+  auto it = f.find(name);
+  return it == f.end() ? std::string() : it->second;
+}
+
+}  // namespace
+
+JobRouter::JobRouter(asio::io_context& io,
+                     std::shared_ptr<RedisConnection> commands,
+                     std::shared_ptr<RedisConnection> reader,
+                     std::shared_ptr<Membership> membership,
+                     std::shared_ptr<WorkSharing> work,
+                     const ClusterOptions& options, Scheduler& scheduler)
+    : io_(io),
+      commands_(std::move(commands)),
+      reader_(std::move(reader)),
+      membership_(std::move(membership)),
+      work_(std::move(work)),
+      options_(options),
+      scheduler_(scheduler),
+      read_timer_(io) {}
+
+std::string JobRouter::RequestsKey(std::string_view node) {
+  return fmt::format("{{jobd:rpc:{}}}:in", node);
+}
+
+std::string JobRouter::RepliesKey(std::string_view node) {
+  return fmt::format("{{jobd:rpc:{}}}:replies", node);
+}
+
+void JobRouter::Start() {
+  Post([self = shared_from_this()] {
+    if (self->started_ || self->stopped_) return;
+    self->started_ = true;
+    self->ReadLoop();
+  });
+}
+
+bool JobRouter::Post(std::function<void()> fn) {
+  absl::MutexLock lock(&gate_mu_);
+  if (closed_) return false;
+  asio::post(io_, std::move(fn));
+  return true;
+}
+
+void JobRouter::Stop() {
+  absl::MutexLock lock(&gate_mu_);
+  if (closed_) return;
+  closed_ = true;
+  asio::post(io_, [self = shared_from_this()] {
+    self->stopped_ = true;
+    self->read_timer_.cancel();
+    auto waiting = std::move(self->waiting_);
+    self->waiting_.clear();
+    for (auto& [req, w] : waiting) {
+      w.timer->cancel();
+      w.done(absl::UnavailableError("this node is stopping"));
+    }
+  });
+}
+
+void JobRouter::Get(const JobRef& job, std::string owner, absl::Time wait_until,
+                    absl::Time deadline,
+                    std::function<void(absl::StatusOr<v1::Job>)> done) {
+  Fields f;
+  f["op"] = "get";
+  f["job"] = std::to_string(job.number);
+  f["owner"] = std::move(owner);
+  if (wait_until != absl::InfinitePast()) {
+    // The answer must be back before the asker gives up: the job's node
+    // answers a little earlier (one round trip through Redis).
+    const absl::Duration wait = std::max(
+        absl::Milliseconds(1),
+        std::min(wait_until, deadline) - absl::Now() - absl::Milliseconds(100));
+    f["wait_ms"] = std::to_string(absl::ToInt64Milliseconds(wait));
+  }
+  const bool posted = Post([self = shared_from_this(), node = job.node, f,
+                            deadline, done]() mutable {
+    self->Ask(node, std::move(f), deadline,
+              [done = std::move(done)](absl::StatusOr<std::string> body) {
+                if (!body.ok()) return done(body.status());
+                v1::Job job;
+                if (!job.ParseFromString(*body)) {
+                  return done(absl::InternalError("unreadable job in a reply"));
+                }
+                done(std::move(job));
+              });
+  });
+  if (!posted) done(absl::UnavailableError("this node is stopping"));
+}
+
+void JobRouter::Cancel(
+    const JobRef& job, std::string owner, absl::Time deadline,
+    std::function<void(absl::StatusOr<v1::CancelJobResponse>)> done) {
+  Fields f;
+  f["op"] = "cancel";
+  f["job"] = std::to_string(job.number);
+  f["owner"] = std::move(owner);
+  const bool posted = Post([self = shared_from_this(), node = job.node, f,
+                            deadline, done]() mutable {
+    self->Ask(node, std::move(f), deadline,
+              [done = std::move(done)](absl::StatusOr<std::string> body) {
+                if (!body.ok()) return done(body.status());
+                v1::CancelJobResponse r;
+                if (!r.ParseFromString(*body)) {
+                  return done(absl::InternalError("unreadable reply"));
+                }
+                done(std::move(r));
+              });
+  });
+  if (!posted) done(absl::UnavailableError("this node is stopping"));
+}
+
+void JobRouter::Ask(const std::string& node, Fields fields, absl::Time deadline,
+                    BodyDone done) {
+  if (stopped_) return done(absl::UnavailableError("this node is stopping"));
+  const MembershipSnapshot s = membership_->Snapshot();
+  const NodeView* view = nullptr;
+  for (const NodeView& n : s.nodes) {
+    if (n.name == node) view = &n;
+  }
+  if (view == nullptr) {
+    return done(absl::NotFoundError(fmt::format(
+        "job {}@{}: no node '{}' in the cluster", fields["job"], node, node)));
+  }
+  if (!view->alive) {
+    return done(absl::UnavailableError(fmt::format(
+        "job {}@{}: node '{}' is dead (since {}); its jobs are out of "
+        "reach until it is back",
+        fields["job"], node, node,
+        absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", view->dead_since,
+                         absl::UTCTimeZone()))));
+  }
+  if (commands_->connected() && after_replies_.empty() &&
+      absl::Now() < deadline) {
+    // Just started: replies can be read once the reader knows where to
+    // begin (a round trip away). Asked again shortly.
+    auto retry = std::make_shared<asio::steady_timer>(io_);
+    retry->expires_after(std::chrono::milliseconds(20));
+    retry->async_wait([self = shared_from_this(), retry, node,
+                       fields = std::move(fields), deadline,
+                       done = std::move(done)](std::error_code) mutable {
+      self->Ask(node, std::move(fields), deadline, std::move(done));
+    });
+    return;
+  }
+  if (!commands_->connected() || !reader_->connected() ||
+      after_replies_.empty()) {
+    return done(absl::UnavailableError(fmt::format(
+        "job {}@{}: Redis is unreachable from this node: other nodes' jobs "
+        "are out of reach",
+        fields["job"], node)));
+  }
+  const uint64_t req = next_req_++;
+  fields["req"] = std::to_string(req);
+  fields["from"] = options_.node_name;
+  Waiting& w = waiting_[req];
+  w.done = std::move(done);
+  w.timer = std::make_unique<asio::steady_timer>(io_);
+  const absl::Duration left =
+      std::max(absl::ZeroDuration(), deadline - absl::Now());
+  w.timer->expires_after(absl::ToChronoNanoseconds(left));
+  w.timer->async_wait(
+      [self = shared_from_this(), req, node, left](std::error_code ec) {
+        if (ec) return;
+        self->Finish(req, absl::UnavailableError(
+                              fmt::format("node '{}' did not answer within {}",
+                                          node, absl::FormatDuration(left))));
+      });
+  if (!Send(RequestsKey(node), std::move(fields),
+            [self = shared_from_this(), req](absl::Status sent) {
+              if (!sent.ok()) self->Finish(req, sent);
+            })) {
+    Finish(req, absl::UnavailableError("this node is stopping"));
+  }
+}
+
+bool JobRouter::Send(const std::string& key, Fields fields,
+                     std::function<void(absl::Status)> sent) {
+  std::vector<std::string> argv = {
+      "EVAL",
+      kSendScript,
+      "1",
+      key,
+      std::to_string(kStreamCap),
+      std::to_string(absl::ToInt64Milliseconds(kStreamTtl))};
+  for (auto& [name, value] : fields) {
+    argv.push_back(name);
+    argv.push_back(std::move(value));
+  }
+  absl::MutexLock lock(&gate_mu_);
+  if (closed_) return false;
+  // Command only posts to the io thread: a leaf under the gate.
+  commands_->Command(std::move(argv),
+                     [sent = std::move(sent)](absl::StatusOr<RedisValue> r) {
+                       if (!sent) return;
+                       if (!r.ok()) return sent(r.status());
+                       if (r->is_error())
+                         return sent(absl::UnavailableError(r->str));
+                       sent(absl::OkStatus());
+                     });
+  return true;
+}
+
+void JobRouter::Answer(const std::string& to, const std::string& req,
+                       const absl::Status& status, std::string body) {
+  Fields f;
+  f["req"] = req;
+  f["code"] = std::to_string(static_cast<int>(status.code()));
+  f["msg"] = std::string(status.message());
+  f["body"] = std::move(body);
+  // On any thread, perhaps after Stop (then nothing is sent).
+  (void)Send(RepliesKey(to), std::move(f), nullptr);
+}
+
+void JobRouter::ReadLoop() {
+  if (stopped_) return;
+  auto again = [self = shared_from_this()] {
+    self->read_timer_.expires_after(std::chrono::milliseconds(100));
+    self->read_timer_.async_wait([self](std::error_code ec) {
+      if (!ec) self->ReadLoop();
+    });
+  };
+  if (!reader_->connected()) return again();
+  if (after_replies_.empty()) {
+    // Reads begin now (Redis's clock, as the entries' ids): requests from
+    // before this start are stale, their askers gave up.
+    reader_->Command({"TIME"}, [self = shared_from_this(),
+                                again](absl::StatusOr<RedisValue> r) {
+      int64_t sec = 0, usec = 0;
+      if (!r.ok() || r->elements.size() != 2 ||
+          !absl::SimpleAtoi(r->elements[0].str, &sec) ||
+          !absl::SimpleAtoi(r->elements[1].str, &usec)) {
+        return again();
+      }
+      const std::string now = fmt::format("{}-0", sec * 1000 + usec / 1000);
+      self->after_in_ = self->after_replies_ = now;
+      self->ReadLoop();
+    });
+    return;
+  }
+  const std::string in = RequestsKey(options_.node_name);
+  const std::string replies = RepliesKey(options_.node_name);
+  const absl::Duration block = absl::Milliseconds(500);
+  reader_->Command(
+      {"XREAD", "COUNT", "128", "BLOCK",
+       std::to_string(absl::ToInt64Milliseconds(block)), "STREAMS", in, replies,
+       after_in_, after_replies_},
+      [self = shared_from_this(), in, again](absl::StatusOr<RedisValue> r) {
+        if (self->stopped_) return;
+        if (!r.ok() || r->is_error()) return again();
+        // nil (nothing came), or [[key, [[id, [field, value, ...]], ...]]].
+        for (const RedisValue& stream : r->elements) {
+          if (stream.elements.size() != 2) continue;
+          const bool request = stream.elements[0].str == in;
+          for (const RedisValue& e : stream.elements[1].elements) {
+            if (e.elements.size() != 2) continue;
+            (request ? self->after_in_ : self->after_replies_) =
+                e.elements[0].str;
+            Fields f;
+            const auto& kv = e.elements[1].elements;
+            for (size_t i = 0; i + 1 < kv.size(); i += 2) {
+              f[kv[i].str] = kv[i + 1].str;
+            }
+            if (request) {
+              self->Serve(std::move(f));
+            } else {
+              self->OnReply(f);
+            }
+          }
+        }
+        self->ReadLoop();
+      },
+      block);
+}
+
+void JobRouter::Serve(Fields f) {
+  const std::string op = Field(f, "op");
+  if (op == "stop") {
+    int partition = 0;
+    if (work_ != nullptr &&
+        absl::SimpleAtoi(Field(f, "partition"), &partition)) {
+      work_->StopEntry(partition, Field(f, "entry"));
+    }
+    return;
+  }
+  const std::string from = Field(f, "from");
+  const std::string req = Field(f, "req");
+  if (from.empty() || req.empty()) return;  // Nobody to answer.
+  uint64_t id = 0;
+  if (!absl::SimpleAtoi(Field(f, "job"), &id) || id == 0) {
+    return Answer(from, req, absl::InvalidArgumentError("job: not a job id"),
+                  {});
+  }
+  const std::string owner = Field(f, "owner");
+  auto answer_job = [self = shared_from_this(), from,
+                     req](absl::StatusOr<v1::Job> job) {
+    // On the calling, journal or timer thread: Answer only sends.
+    self->Answer(from, req, job.status(),
+                 job.ok() ? job->SerializeAsString() : std::string());
+  };
+  if (op == "get") {
+    int64_t wait_ms = 0;
+    if (absl::SimpleAtoi(Field(f, "wait_ms"), &wait_ms) && wait_ms > 0) {
+      scheduler_.WaitJob(id, absl::Now() + absl::Milliseconds(wait_ms),
+                         std::move(answer_job), owner);
+    } else {
+      scheduler_.ShowJob(id, owner, std::move(answer_job));
+    }
+    return;
+  }
+  if (op == "cancel") {
+    auto result = scheduler_.Cancel(id, owner);
+    if (!result.ok()) return Answer(from, req, result.status(), {});
+    v1::CancelJobResponse r;
+    r.set_state(result->first);
+    r.set_already_ended(result->second);
+    // Answered once the cancellation is durable, as at its node.
+    scheduler_.WhenDurable(
+        scheduler_.journal_ticket(),
+        [self = shared_from_this(), from, req,
+         body = r.SerializeAsString()](bool durable) mutable {
+          self->Answer(
+              from, req,
+              durable
+                  ? absl::OkStatus()
+                  : absl::UnavailableError(fmt::format(
+                        "the job was cancelled at node {}, but that is "
+                        "not durable yet: {}",
+                        self->options_.node_name,
+                        std::string(self->scheduler_.NotDurable().message()))),
+              durable ? std::move(body) : std::string());
+        },
+        Journal::Wait::kFailFast);
+    return;
+  }
+  Answer(from, req,
+         absl::InvalidArgumentError(fmt::format("op: '{}' is unknown", op)),
+         {});
+}
+
+void JobRouter::OnReply(const Fields& f) {
+  uint64_t req = 0;
+  int code = 0;
+  if (!absl::SimpleAtoi(Field(f, "req"), &req) ||
+      !absl::SimpleAtoi(Field(f, "code"), &code)) {
+    return;
+  }
+  if (code == 0) return Finish(req, Field(f, "body"));
+  Finish(req,
+         absl::Status(static_cast<absl::StatusCode>(code), Field(f, "msg")));
+}
+
+void JobRouter::Finish(uint64_t req, absl::StatusOr<std::string> body) {
+  auto it = waiting_.find(req);
+  if (it == waiting_.end()) return;  // Answered late: dropped.
+  Waiting w = std::move(it->second);
+  waiting_.erase(it);
+  w.timer->cancel();
+  w.done(std::move(body));
+}
+
+void JobRouter::Withdraw(int partition, uint64_t id, int64_t create_ns) {
+  if (stopped_) return;
+  commands_->Command(
+      {"EVAL", kWithdrawScript, "2",
+       WorkStream::MarkerKey(partition, options_.node_name, id, create_ns),
+       WorkStream::JobsKey(partition), WorkStream::kGroup,
+       std::to_string(absl::ToInt64Milliseconds(WorkSharing::kMarkerTtl))},
+      [self = shared_from_this(), partition, id](absl::StatusOr<RedisValue> r) {
+        if (!r.ok() || r->is_error()) {
+          // A run elsewhere goes on; its end is dropped here.
+          spdlog::warn("cluster: could not withdraw job {}: {}", id,
+                       r.ok() ? r->str : std::string(r.status().message()));
+          return;
+        }
+        if (r->elements.size() != 3) {
+          spdlog::debug("cluster: job {} withdrawn ({})", id,
+                        r->elements.size() == 2 ? "no node had taken it"
+                                                : "it was not published");
+          return;
+        }
+        const std::string& entry = r->elements[1].str;
+        const std::string& consumer = r->elements[2].str;
+        const std::string holder = consumer.substr(0, consumer.rfind(':'));
+        spdlog::info("cluster: job {} withdrawn; stopping its run on {}", id,
+                     holder);
+        if (holder == self->options_.node_name) {
+          if (self->work_ != nullptr) self->work_->StopEntry(partition, entry);
+          return;
+        }
+        Fields f;
+        f["op"] = "stop";
+        f["from"] = self->options_.node_name;
+        f["partition"] = std::to_string(partition);
+        f["entry"] = entry;
+        (void)self->Send(RequestsKey(holder), std::move(f), nullptr);
+      });
+}
+
+}  // namespace jobd::cluster

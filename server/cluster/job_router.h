@@ -1,0 +1,151 @@
+// JobRouter: cluster mode's way to reach a job from any node
+// (docs/SCALE-OUT.md, "Reaching a job from any node"). A job id names its
+// node ("42@node-a", server/jobs/job_id.h); GetJob, WaitJob and CancelJob
+// of another node's job travel as requests through Redis, the nodes'
+// trusted backplane (no gRPC between nodes), and the job's node answers
+// with its usual owner checks. It also withdraws a shared job cancelled
+// here from the cluster, stopping its run on the node that holds it.
+//
+// Keys (per node; one hash tag, so one slot on Redis Cluster):
+//   {jobd:rpc:<node>}:in       requests to <node> (a stream, capped near
+//                              kStreamCap, expiring kStreamTtl after its
+//                              last write)
+//   {jobd:rpc:<node>}:replies  replies to <node> (the same)
+// A request: `req` (the asker's request number), `from` (the asker),
+// `op` (get, cancel, stop), `job` (the job's number at its node), `owner`
+// (the caller the asker authenticated; empty for an admin), `wait_ms`
+// (get: how long to wait for its end), `partition` and `entry` (stop). A
+// reply: `req`, `code` (a google.rpc code), `msg`, `body` (the
+// serialized v1::Job or v1::CancelJobResponse).
+//
+// Each node reads both of its streams with one XREAD BLOCK on a
+// connection of its own, from the moment it started (older requests are
+// stale: their askers gave up). An asker waits for its reply until its
+// deadline (the RPC's); it answers NOT_FOUND at once for a node the
+// registry does not know, UNAVAILABLE for a dead node, with Redis down, or
+// when the deadline passes without an answer.
+//
+// Withdraw (a shared job cancelled or expired at its node): a script in
+// the job's partition reads its publication marker (the entry's id): no
+// marker yet (still in the outbox, or its publication in flight) sets it
+// to "0-0", so that a late publication appends nothing; an entry no node
+// took is deleted (nobody takes it any more); an entry a node holds is
+// deleted too (a reclaim skips it, and the holder's renewals stop it
+// within two heartbeats) and the holder, named by its consumer, is told
+// at once with a `stop` request: it cancels its run, whose end its
+// origin drops.
+//
+// Thread-safety: Get, Cancel and Withdraw from any thread (they post);
+// the rest on the io thread. Ownership: made shared; holds the
+// connections, membership and work sharing shared, the scheduler by
+// reference (the daemon stops cluster mode before the scheduler goes).
+#ifndef JOBD_SERVER_CLUSTER_JOB_ROUTER_H_
+#define JOBD_SERVER_CLUSTER_JOB_ROUTER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "asio/io_context.hpp"
+#include "asio/steady_timer.hpp"
+#include "server/cluster/cluster_options.h"
+#include "server/cluster/membership.h"
+#include "server/cluster/redis_connection.h"
+#include "server/cluster/work_sharing.h"
+#include "server/jobs/remote_jobs.h"
+
+namespace jobd {
+class Scheduler;
+
+namespace cluster {
+
+class JobRouter : public RemoteJobs,
+                  public std::enable_shared_from_this<JobRouter> {
+ public:
+  static constexpr int kStreamCap = 1000;  // Entries per stream, about.
+  static constexpr absl::Duration kStreamTtl = absl::Minutes(10);
+
+  // `reader`: a connection for this router's blocking reads alone.
+  // `work`: null without work sharing.
+  JobRouter(asio::io_context& io, std::shared_ptr<RedisConnection> commands,
+            std::shared_ptr<RedisConnection> reader,
+            std::shared_ptr<Membership> membership,
+            std::shared_ptr<WorkSharing> work, const ClusterOptions& options,
+            Scheduler& scheduler);
+
+  static std::string RequestsKey(std::string_view node);
+  static std::string RepliesKey(std::string_view node);
+
+  // RemoteJobs.
+  void Get(const JobRef& job, std::string owner, absl::Time wait_until,
+           absl::Time deadline,
+           std::function<void(absl::StatusOr<v1::Job>)> done) override;
+  void Cancel(
+      const JobRef& job, std::string owner, absl::Time deadline,
+      std::function<void(absl::StatusOr<v1::CancelJobResponse>)> done) override;
+
+  // Withdraws this node's shared job `id` (see above). On the io thread.
+  void Withdraw(int partition, uint64_t id, int64_t create_ns);
+
+  // Starts reading (on the io thread). Once.
+  void Start();
+  // Stops reading; requests waiting for replies fail UNAVAILABLE; later
+  // calls fail at once. Idempotent; on the owner's thread.
+  void Stop();
+
+ private:
+  using Fields = absl::flat_hash_map<std::string, std::string>;
+  using BodyDone = std::function<void(absl::StatusOr<std::string>)>;
+  struct Waiting {
+    BodyDone done;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+
+  // Sends `fields` (op and its arguments) to `node` and waits for its
+  // reply until `deadline` (on the io thread).
+  void Ask(const std::string& node, Fields fields, absl::Time deadline,
+           BodyDone done);
+  // Sends (and posts) only while the gate is open; false otherwise.
+  bool Send(const std::string& key, Fields fields,
+            std::function<void(absl::Status)> sent);
+  bool Post(std::function<void()> fn);
+  void Answer(const std::string& to, const std::string& req,
+              const absl::Status& status, std::string body);
+  void ReadLoop();
+  void Serve(Fields fields);
+  void OnReply(const Fields& fields);
+  void Finish(uint64_t req, absl::StatusOr<std::string> body);
+
+  // Const after construction.
+  asio::io_context& io_;
+  const std::shared_ptr<RedisConnection> commands_;
+  const std::shared_ptr<RedisConnection> reader_;
+  const std::shared_ptr<Membership> membership_;
+  const std::shared_ptr<WorkSharing> work_;
+  const ClusterOptions options_;
+  Scheduler& scheduler_;
+
+  // Closed by Stop, on the owner's thread, before the io_context goes:
+  // from then on nothing reaches it (the scheduler may still run an
+  // answer's callback, on its threads, after cluster mode stopped).
+  mutable absl::Mutex gate_mu_;  // A leaf.
+  bool closed_ ABSL_GUARDED_BY(gate_mu_) = false;
+
+  // The io thread's.
+  asio::steady_timer read_timer_;
+  bool started_ = false, stopped_ = false;
+  std::string after_in_, after_replies_;  // Empty until the first TIME.
+  uint64_t next_req_ = 1;
+  absl::flat_hash_map<uint64_t, Waiting> waiting_;
+};
+
+}  // namespace cluster
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_CLUSTER_JOB_ROUTER_H_

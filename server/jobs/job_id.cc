@@ -1,0 +1,76 @@
+#include "server/jobs/job_id.h"
+
+#include <atomic>
+#include <cctype>
+#include <charconv>
+
+#include "spdlog/fmt/fmt.h"
+#include "workers/sdk/utf8.h"
+
+namespace jobd {
+namespace {
+
+std::atomic<const std::string*> node_name{nullptr};
+
+bool ValidNodeName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (!std::isalnum(c) && ch != '.' && ch != '_' && ch != '-') return false;
+  }
+  return true;
+}
+
+bool ParseNumber(std::string_view s, uint64_t* out) {
+  const char* end = s.data() + s.size();
+  auto [ptr, ec] = std::from_chars(s.data(), end, *out);
+  return !s.empty() && ec == std::errc() && ptr == end && *out != 0;
+}
+
+}  // namespace
+
+void SetJobIdNode(std::string node) {
+  // Kept for the process's life: readers hold no lock.
+  node_name.store(new std::string(std::move(node)), std::memory_order_release);
+}
+
+std::string_view JobIdNode() {
+  const std::string* node = node_name.load(std::memory_order_acquire);
+  return node == nullptr ? std::string_view() : std::string_view(*node);
+}
+
+std::string FormatJobId(uint64_t number) {
+  const std::string_view node = JobIdNode();
+  if (node.empty()) return std::to_string(number);
+  return fmt::format("{}@{}", number, node);
+}
+
+absl::StatusOr<JobRef> ParseJobRef(std::string_view id,
+                                   std::string_view field) {
+  JobRef ref;
+  const size_t at = id.find('@');
+  const std::string_view number = id.substr(0, at);
+  if (!ParseNumber(number, &ref.number)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "{}: '{}' is not a job id (a positive decimal number, in cluster "
+        "mode followed by '@' and its node's name)",
+        field, ClipUtf8(id, 80)));
+  }
+  if (at == std::string_view::npos) return ref;
+  const std::string_view node = id.substr(at + 1);
+  if (!ValidNodeName(node)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "{}: '{}': '{}' is not a node name (1 to 64 of ASCII letters, "
+        "digits, '.', '_' and '-')",
+        field, ClipUtf8(id, 80), ClipUtf8(node, 80)));
+  }
+  if (node != JobIdNode()) ref.node = std::string(node);
+  return ref;
+}
+
+uint64_t OwnJobNumber(std::string_view id) {
+  absl::StatusOr<JobRef> ref = ParseJobRef(id, "id");
+  return ref.ok() && ref->here() ? ref->number : 0;
+}
+
+}  // namespace jobd

@@ -1,0 +1,53 @@
+// Job ids as clients see them. A node numbers its jobs (a uint64, never
+// given twice: server/journal reserves them ahead). Without cluster mode
+// an id is that number in decimal ("42"). In cluster mode numbers of two
+// nodes collide, so an id also names its node: "42@node-a" (a node name
+// is 1 to 64 of [A-Za-z0-9._-], server/cluster/cluster_options.h, so '@'
+// cannot be part of it). A node accepts its own jobs by either form.
+//
+// SetJobIdNode is called once, by the daemon in cluster mode, before the
+// service starts and before anything formats an id; in-process daemons of
+// one test process share it (cluster tests run nodes as processes).
+//
+// Thread-safety: FormatJobId and the parsers from any thread (the node is
+// an atomic pointer, set once). Ownership: the node name is kept for the
+// process's life.
+#ifndef JOBD_SERVER_JOBS_JOB_ID_H_
+#define JOBD_SERVER_JOBS_JOB_ID_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace jobd {
+
+// Names this node in the ids it gives (cluster mode). Once.
+void SetJobIdNode(std::string node);
+// This node's name in ids; empty without cluster mode.
+std::string_view JobIdNode();
+
+// "42", or "42@node" in cluster mode.
+std::string FormatJobId(uint64_t number);
+
+// A job id as a client sent it.
+struct JobRef {
+  uint64_t number = 0;
+  // The node named in the id when it is not this one; empty for this
+  // node's jobs (a bare number, or this node's qualified form).
+  std::string node;
+  bool here() const { return node.empty(); }
+};
+
+// "N" or "N@node" (N a positive decimal number, node a valid node name).
+// InvalidArgument naming `field` otherwise.
+absl::StatusOr<JobRef> ParseJobRef(std::string_view id, std::string_view field);
+
+// For ids that must name a job of this node (a bare number or this
+// node's qualified form): its number, or 0 if `id` is not one.
+uint64_t OwnJobNumber(std::string_view id);
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_JOBS_JOB_ID_H_

@@ -1,0 +1,47 @@
+// RemoteJobs: how the frontend reaches a job of another node of the
+// cluster (GetJob, WaitJob, CancelJob for an id "N@<other node>"),
+// without knowing cluster mode: an interface of this leaf room,
+// implemented by server/cluster/job_router.h.
+//
+// The caller's identity travels with the request; the job's node applies
+// its usual owner check (`owner` empty: an admin, every job). Each call
+// answers once, within `deadline`: the job's node's answer, or
+// NOT_FOUND (no such node in the cluster), UNAVAILABLE (the node is dead,
+// Redis is down, or no answer came in time).
+//
+// Thread-safety: from any thread; `done` runs on the cluster's io thread
+// and must not block. Ownership: the daemon's; it outlives the service's
+// use of it.
+#ifndef JOBD_SERVER_JOBS_REMOTE_JOBS_H_
+#define JOBD_SERVER_JOBS_REMOTE_JOBS_H_
+
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "jobd/v1/jobd.pb.h"
+#include "server/jobs/job_id.h"
+
+namespace jobd {
+
+class RemoteJobs {
+ public:
+  // A call with no RPC deadline waits this long at most for the answer.
+  static constexpr absl::Duration kDefaultWait = absl::Seconds(10);
+
+  virtual ~RemoteJobs() = default;
+  // GetJob: the job now (`wait_until` InfinitePast), or when it ends or at
+  // `wait_until` (WaitJob), whichever comes first.
+  virtual void Get(const JobRef& job, std::string owner, absl::Time wait_until,
+                   absl::Time deadline,
+                   std::function<void(absl::StatusOr<v1::Job>)> done) = 0;
+  // CancelJob at the job's node (which stops a run on a third node too).
+  virtual void Cancel(
+      const JobRef& job, std::string owner, absl::Time deadline,
+      std::function<void(absl::StatusOr<v1::CancelJobResponse>)> done) = 0;
+};
+
+}  // namespace jobd
+
+#endif  // JOBD_SERVER_JOBS_REMOTE_JOBS_H_
