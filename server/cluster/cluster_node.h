@@ -23,6 +23,7 @@
 #include "asio/executor_work_guard.hpp"
 #include "asio/io_context.hpp"
 #include "server/cluster/cluster_options.h"
+#include "server/cluster/key_claims.h"
 #include "server/cluster/membership.h"
 #include "server/cluster/redis_connection.h"
 #include "server/cluster/work_sharing.h"
@@ -44,9 +45,12 @@ class ClusterNode {
 
   // Turns work sharing on (work_sharing.h): jobs `scheduler` cannot start
   // now are published, and this node takes others' when it is idle.
-  // `make_job` validates a taken spec as a Submit's. Before Start and the
-  // scheduler's Restore.
-  void ShareWork(Scheduler& scheduler, MakeJob make_job);
+  // `make_job` validates a taken spec as a Submit's. Also makes
+  // idempotency keys unique across the cluster (key_claims.h); an ended
+  // job's claim lasts `retention` (the node's retention of ended jobs).
+  // Before Start and the scheduler's Restore.
+  void ShareWork(Scheduler& scheduler, MakeJob make_job,
+                 absl::Duration retention);
 
   // Starts the thread, connects and joins (in the background: Redis may be
   // down at start; the node keeps trying with backoff). Once.
@@ -70,6 +74,7 @@ class ClusterNode {
   std::shared_ptr<Membership> membership_;
   std::shared_ptr<WorkStream> stream_;
   std::shared_ptr<WorkSharing> work_;  // With ShareWork.
+  std::shared_ptr<KeyClaims> claims_;  // With ShareWork.
   std::thread thread_;
   bool started_ = false, stopped_ = false;  // The owner's thread.
 };

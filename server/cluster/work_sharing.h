@@ -61,6 +61,7 @@
 #include "asio/io_context.hpp"
 #include "asio/steady_timer.hpp"
 #include "server/cluster/cluster_options.h"
+#include "server/cluster/end_sink.h"
 #include "server/cluster/membership.h"
 #include "server/cluster/redis_connection.h"
 #include "server/cluster/work_stream.h"
@@ -133,7 +134,6 @@ class WorkSharing : public WorkShareHook,
   std::vector<PartitionBacklog> Backlog() const;
 
  private:
-  class Sink;
   // An entry held here: taken or reclaimed, running (or queued) as a
   // foreign job.
   struct Held {
@@ -175,7 +175,7 @@ class WorkSharing : public WorkShareHook,
   Scheduler& scheduler_;
   const MakeJob make_job_;
   std::vector<int> all_partitions_;
-  std::shared_ptr<Sink> sink_;
+  std::shared_ptr<EndSink> sink_;
 
   // The io thread's.
   asio::steady_timer take_timer_, beat_timer_, reap_timer_, results_timer_;

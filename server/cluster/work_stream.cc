@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "jobd/v1/jobd.pb.h"
 #include "server/cluster/cluster_options.h"
 #include "spdlog/fmt/fmt.h"
 
@@ -125,6 +126,8 @@ void ReadFields(const RedisValue& fields, StreamEntry& entry) {
       entry.create_ns = value;
     } else if (name == "owner") {
       entry.owner = value;
+    } else if (name == "for") {
+      entry.for_job = value;
     }
   }
 }
@@ -168,6 +171,17 @@ std::vector<StreamEntry> ToMultiEntries(const RedisValue& r,
 }
 
 }  // namespace
+
+std::shared_ptr<JobEnd> EndOfResult(v1::Job& job) {
+  auto end = std::make_shared<JobEnd>();
+  end->state = job.state();
+  if (job.state() == v1::JOB_STATE_SUCCEEDED) {
+    end->mutable_result() = std::move(*job.mutable_result());
+  } else {
+    end->mutable_error() = std::move(*job.mutable_error());
+  }
+  return end;
+}
 
 WorkStream::WorkStream(std::shared_ptr<RedisConnection> commands,
                        std::shared_ptr<RedisConnection> blocking)

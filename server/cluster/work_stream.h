@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/cluster/redis_connection.h"
+#include "server/jobs/job_types.h"
 
 namespace jobd::cluster {
 
@@ -42,6 +43,9 @@ struct StreamEntry {
   std::string origin_id;
   std::string create_ns;
   std::string owner;
+  // A result for a mirror (server/cluster/key_claims.h): "<id>:<create
+  // ns>" of the job here it ends (the result names the job it mirrors).
+  std::string for_job;
   int partition = -1;      // TakeAny, ReclaimAny: the entry's partition.
   int64_t deliveries = 0;  // ReclaimAny: its delivery count.
 };
@@ -54,6 +58,10 @@ struct JobEntry {
   std::string owner;
   std::string spec;  // The serialized v1::JobSpec.
 };
+
+// The end a result carries (a serialized v1::Job: its state, result or
+// error).
+std::shared_ptr<JobEnd> EndOfResult(v1::Job& job);
 
 // What a fenced step found.
 enum class Fence {

@@ -18,6 +18,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/integration/cluster_nodes.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/redis/redis_server.h"
 
@@ -25,88 +26,14 @@ namespace jobd {
 namespace {
 
 using testing::Daemon;
+using testing::EndsByLine;
+using testing::JobsOn;
+using testing::Joined;
+using testing::Ledger;
+using testing::NodeArgs;
+using testing::ReadLedger;
 using testing::RedisServer;
 using testing::TempDir;
-
-std::vector<std::string> NodeArgs(const RedisServer& redis,
-                                  const std::string& name, int threads) {
-  return {"--cluster",
-          redis.url(),
-          "--node-name",
-          name,
-          "--cluster-partitions",
-          "4",
-          "--cluster-heartbeat",
-          "200ms",
-          "--cluster-node-ttl",
-          "1s",
-          "--cluster-reaper-period",
-          "200ms",
-          "--thread-workers",
-          std::to_string(threads)};
-}
-
-v1::JobSpec Ledger(const std::string& path, const std::string& line, int ms,
-                   v1::Delivery delivery = v1::DELIVERY_AT_MOST_ONCE) {
-  v1::JobSpec s;
-  s.set_task("ledger");
-  s.set_kind(v1::JOB_KIND_IO_BOUND);
-  s.set_executor(v1::EXECUTOR_THREAD);
-  s.set_delivery(delivery);
-  s.add_args()->set_string_value(path);
-  s.add_args()->set_string_value(line);
-  s.add_args()->set_number_value(ms);
-  return s;
-}
-
-// Runs that began, by line.
-std::map<std::string, int> ReadLedger(const std::string& path) {
-  std::map<std::string, int> runs;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) ++runs[line];
-  return runs;
-}
-
-bool Joined(v1::JobService::Stub& stub, int nodes) {
-  return testing::WaitFor(
-      [&] {
-        const v1::GetStatsResponse s = testing::GetStats(stub);
-        if (!s.has_cluster() || !s.cluster().redis_connected() ||
-            s.cluster().node_epoch() == 0) {
-          return false;
-        }
-        int alive = 0;
-        for (const v1::ClusterNode& n : s.cluster().nodes()) alive += n.alive();
-        return alive >= nodes;
-      },
-      absl::Seconds(20));
-}
-
-// Jobs of `task` in `states` that node `stub` holds.
-std::vector<v1::Job> JobsOn(v1::JobService::Stub& stub,
-                            std::vector<v1::JobState> states) {
-  grpc::ClientContext ctx;
-  testing::Deadline(ctx, absl::Seconds(10));
-  v1::ListJobsRequest req;
-  for (v1::JobState s : states) req.add_states(s);
-  req.set_task("ledger");
-  req.set_page_size(1000);
-  v1::ListJobsResponse resp;
-  EXPECT_TRUE(stub.ListJobs(&ctx, req, &resp).ok());
-  return {resp.jobs().begin(), resp.jobs().end()};
-}
-
-// The ends of a Submit stream's jobs, by the line each job appends.
-std::map<std::string, std::vector<v1::JobEvent>> EndsByLine(
-    const testing::StreamResult& r, const std::vector<v1::JobSpec>& specs) {
-  std::map<std::string, std::vector<v1::JobEvent>> ends;
-  for (const v1::JobEvent& e : r.Terminal()) {
-    const size_t i = static_cast<size_t>(e.client_tag()) - 1;
-    if (i < specs.size()) ends[specs[i].args(1).string_value()].push_back(e);
-  }
-  return ends;
-}
 
 TEST(ClusterWorkTest, ASaturatedNodesJobsRunOnAnotherAndEndAtItsClient) {
   auto redis = RedisServer::Start();
