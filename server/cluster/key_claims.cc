@@ -32,8 +32,9 @@ redis.call('HSET', KEYS[1], 'w:' .. ARGV[1], '1')
 return {0, holder}
 )lua";
 
-// KEYS: the claim. ARGV: the job that holds it, its end (a serialized
-// v1::Job), the retention (ms), the partition's results stream prefix.
+// KEYS: the claim, the partition's results nodes. ARGV: the job that
+// holds it, its end (a serialized v1::Job), the retention (ms), the
+// partition's results stream prefix.
 // Stores the end, sends it to each waiter's results stream (field "for":
 // the waiter's "<id>:<create ns>"), and sets the claim to expire. 1: done;
 // 0: the claim is not this job's (expired, or Redis lost it).
@@ -45,8 +46,10 @@ for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
     local w = string.sub(f, 3)
     local colon = string.find(w, ':', 1, true)
     if colon then
-      redis.call('XADD', ARGV[4] .. string.sub(w, 1, colon - 1), '*',
-                 'for', string.sub(w, colon + 1), 'result', ARGV[2])
+      local node = string.sub(w, 1, colon - 1)
+      redis.call('XADD', ARGV[4] .. node, '*', 'for', string.sub(w, colon + 1),
+                 'result', ARGV[2])
+      redis.call('SADD', KEYS[2], node)
     end
     redis.call('HDEL', KEYS[1], f)
   end
@@ -253,8 +256,9 @@ void KeyClaims::RecordEnd(uint64_t id, const Won& won, const JobEnd& end) {
       static_cast<int32_t>(won.create_ns % 1000000000));
   job.set_state(end.state);
   SetEnd(end, &job);
-  commands_->Command({"EVAL", kEndScript, "1", won.key, Me(id, won.create_ns),
-                      job.SerializeAsString(),
+  commands_->Command({"EVAL", kEndScript, "2", won.key,
+                      WorkStream::ResultsNodesKey(won.partition),
+                      Me(id, won.create_ns), job.SerializeAsString(),
                       std::to_string(std::max<int64_t>(
                           1, absl::ToInt64Milliseconds(retention_))),
                       keys::Partition(won.partition, "results:")},

@@ -197,7 +197,8 @@ void WorkSharing::PublishNow(SharedJob job) {
   entry.spec = std::move(job.spec);
   const uint64_t id = job.id;
   const int64_t create_ns = job.create_ns;
-  stream_->PublishJob(PartitionOf(id), entry, kMarkerTtl,
+  // Its marker lasts as long as its result would (--cluster-results-ttl).
+  stream_->PublishJob(PartitionOf(id), entry, options_.results_ttl,
                       [self = shared_from_this(), id,
                        create_ns](absl::StatusOr<std::string> r) {
                         if (!r.ok()) {
@@ -552,6 +553,7 @@ void WorkSharing::Reclaim() {
   const std::string consumer = ConsumerNow();
   if (Sharing() && !consumer.empty()) {
     RefreshBacklog();
+    TrimResults();
     // What this node can start now, partition after partition.
     const int idle = scheduler_.IdleSlots();
     if (idle > 0) ReclaimFrom(0, consumer, idle);
@@ -579,6 +581,23 @@ void WorkSharing::ReclaimFrom(size_t index, std::string consumer, int budget) {
           self->RunEntry(std::move(e), consumer, /*reclaimed=*/true);
         }
         self->ReclaimFrom(index + 1, std::move(consumer), budget);
+      });
+}
+
+void WorkSharing::TrimResults() {
+  // One partition per period, in turn: every node's results there older
+  // than --cluster-results-ttl (a live node reads its own at once; these
+  // are a gone node's).
+  const int p = all_partitions_[trim_turn_];
+  trim_turn_ = (trim_turn_ + 1) % static_cast<int>(all_partitions_.size());
+  stream_->TrimResults(
+      p, options_.results_ttl,
+      [self = shared_from_this(), p](absl::StatusOr<int64_t> r) {
+        if (!r.ok() || *r <= 0) return;
+        spdlog::info(
+            "cluster: trimmed {} result(s) older than {} from partition {} "
+            "(their nodes did not read them)",
+            *r, absl::FormatDuration(self->options_.results_ttl), p);
       });
 }
 

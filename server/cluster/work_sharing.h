@@ -108,8 +108,6 @@ class WorkSharing : public WorkShareHook,
   static constexpr int kReclaimBatch = 64;   // Per partition and period.
   static constexpr int kMaxTake = 32;        // Entries per read.
   static constexpr int kResultsBatch = 256;  // Results per read.
-  // Publication markers outlive any job's stay in the outbox.
-  static constexpr absl::Duration kMarkerTtl = absl::Hours(24);
 
   WorkSharing(asio::io_context& io, std::shared_ptr<WorkStream> stream,
               std::shared_ptr<RedisConnection> commands,
@@ -164,6 +162,7 @@ class WorkSharing : public WorkShareHook,
   void Reclaim();
   void ReclaimFrom(size_t index, std::string consumer, int budget);
   void RefreshBacklog();
+  void TrimResults();  // One partition's results streams, in turn.
 
   // Const after construction.
   asio::io_context& io_;
@@ -184,6 +183,7 @@ class WorkSharing : public WorkShareHook,
   bool republish_ = false;  // Something failed to publish: try the outbox.
   uint64_t next_tag_ = 1;
   int take_turn_ = 0;  // The partition the next small take starts at.
+  int trim_turn_ = 0;  // The partition whose results are trimmed next.
   absl::flat_hash_map<uint64_t, Held> held_;  // By subscriber tag.
   std::vector<std::string> results_after_;    // By partition.
 

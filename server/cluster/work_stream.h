@@ -15,7 +15,7 @@
 // partition's keys only (one slot on Redis Cluster).
 //
 // Nothing here trims the job streams: Redis 7.0's MAXLEN/MINID would drop
-// entries still pending.
+// entries still pending. Results streams are trimmed by age (TrimResults).
 //
 // Thread-safety: every method may be called from any thread; callbacks run
 // on the connections' io thread. Ownership: shares the connections.
@@ -91,6 +91,9 @@ class WorkStream {
   static std::string MarkerKey(int partition, std::string_view origin,
                                uint64_t id, int64_t create_ns);
   static std::string DeadLetterKey(int partition);
+  // The nodes with a results stream in a partition (a set): what
+  // TrimResults walks.
+  static std::string ResultsNodesKey(int partition);
 
   // Creates the partition's stream and group if missing (an existing group
   // is fine).
@@ -145,6 +148,11 @@ class WorkStream {
                           const std::vector<std::string>& after, int count,
                           absl::Duration block,
                           Done<std::vector<StreamEntry>> done);
+  // Trims the partition's results streams (of every node that has one)
+  // to entries younger than `ttl` by Redis's clock (XTRIM MINID: nothing
+  // is pending on a results stream), and deletes those left empty. The
+  // entries trimmed.
+  void TrimResults(int partition, absl::Duration ttl, Done<int64_t> done);
   // Resets the idle time of an entry the caller owns.
   void Renew(int partition, std::string consumer, std::string id,
              Done<Fence> done);

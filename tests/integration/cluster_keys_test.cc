@@ -3,7 +3,10 @@
 // is one job (the second node answers ACCEPTED duplicate with the first
 // job's id, and its client gets that job's end), while it runs, after it
 // ended, and when both nodes are given the key at once (exactly one run,
-// counted by the `ledger` task's file).
+// counted by the `ledger` task's file). And what Redis keeps is bounded:
+// the results of a node that never comes back are trimmed by age.
+#include <signal.h>
+
 #include <iostream>
 #include <map>
 #include <string>
@@ -169,6 +172,87 @@ TEST(ClusterKeysTest, KeysGivenToTwoNodesAtOnceRunOnce) {
     EXPECT_EQ(ends_a.at(line)[0].type(), v1::EVENT_TYPE_SUCCEEDED) << line;
     EXPECT_EQ(ends_b.at(line)[0].type(), v1::EVENT_TYPE_SUCCEEDED) << line;
   }
+}
+
+// The sum of the lengths of the results streams of `node`.
+int64_t ResultsOf(const RedisServer& redis, const std::string& node,
+                  size_t* streams) {
+  const std::vector<std::string> keys =
+      testing::RedisCli(redis, {"--scan", "--pattern", "*:results:" + node});
+  *streams = keys.size();
+  int64_t n = 0;
+  for (const std::string& key : keys) {
+    const std::vector<std::string> len =
+        testing::RedisCli(redis, {"XLEN", key});
+    if (len.size() == 1) n += std::stoll(len[0]);
+  }
+  return n;
+}
+
+TEST(ClusterKeysTest, AGoneNodesResultsAreTrimmedByAge) {
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  TempDir dir("jobd-cluster-trim");
+  const std::string ledger = dir.path() + "/ledger";
+  auto args = [&](const std::string& name, int threads) {
+    std::vector<std::string> v = NodeArgs(**redis, name, threads);
+    v.insert(v.end(), {"--cluster-results-ttl", "5s"});
+    return v;
+  };
+  auto a = Daemon::Start(args("node-a", 1));
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = Daemon::Start(args("node-b", 4));
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto stub_a = (*a)->NewStub();
+  auto stub_b = (*b)->NewStub();
+  ASSERT_TRUE(Joined(*stub_a, 2));
+  ASSERT_TRUE(Joined(*stub_b, 2));
+  // a shares three jobs, which b runs; a dies before they end.
+  std::vector<v1::JobSpec> specs = {Ledger(ledger, "blocker", 3000)};
+  for (int i = 0; i < 3; ++i) {
+    specs.push_back(Ledger(ledger, "shared-" + std::to_string(i), 800));
+  }
+  std::thread submit([&] { (void)testing::SubmitAll(*stub_a, specs); });
+  const bool on_b = testing::WaitFor(
+      [&] { return JobsOn(*stub_b, {v1::JOB_STATE_RUNNING}).size() == 3; },
+      absl::Seconds(10));
+  EXPECT_TRUE((*a)->Stop(SIGKILL, absl::Seconds(10)).ok());
+  submit.join();
+  ASSERT_TRUE(on_b);
+  // Their ends wait in a's results streams, which nobody reads.
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        return testing::GetStats(*stub_b).cluster().work().completed() == 3;
+      },
+      absl::Seconds(10)));
+  size_t streams = 0;
+  EXPECT_EQ(ResultsOf(**redis, "node-a", &streams), 3);
+  EXPECT_GE(streams, 1u);
+  // a's publication markers expire as soon (--cluster-results-ttl is
+  // the publisher's).
+  const std::vector<std::string> markers =
+      testing::RedisCli(**redis, {"--scan", "--pattern", "*:pub:node-a:*"});
+  EXPECT_EQ(markers.size(), 3u);
+  for (const std::string& key : markers) {
+    const std::vector<std::string> ttl =
+        testing::RedisCli(**redis, {"PTTL", key});
+    ASSERT_EQ(ttl.size(), 1u);
+    EXPECT_LE(std::stoll(ttl[0]), 5000) << key;
+  }
+  // Past --cluster-results-ttl b trims them, and the emptied streams go.
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        return ResultsOf(**redis, "node-a", &streams) == 0 && streams == 0;
+      },
+      absl::Seconds(15)));
+  for (int p = 0; p < 4; ++p) {
+    EXPECT_EQ(testing::RedisCli(
+                  **redis, {"SISMEMBER",
+                            "{jobd:p" + std::to_string(p) + "}:results-nodes",
+                            "node-a"}),
+              std::vector<std::string>{"0"});
+  }
+  EXPECT_THAT((*b)->Log(), ::testing::HasSubstr("trimmed"));
 }
 
 }  // namespace
