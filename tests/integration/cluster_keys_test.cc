@@ -174,6 +174,74 @@ TEST(ClusterKeysTest, KeysGivenToTwoNodesAtOnceRunOnce) {
   }
 }
 
+// A node killed after it accepted a keyed job, whose claim is then gone
+// (as if the kill came between the job's insert and its claim), claims it
+// again at restart: another node took the key meanwhile, so the job
+// becomes a mirror of that node's and ends with its end; it runs once.
+TEST(ClusterKeysTest, ARestartClaimsItsKeyedJobsAgain) {
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  TempDir dir("jobd-cluster-keys-restart");
+  const std::string ledger = dir.path() + "/ledger";
+  std::vector<std::string> a_args = NodeArgs(**redis, "node-a", 1);
+  a_args.insert(a_args.end(), {"--state-dir", dir.path() + "/a-state"});
+  auto a = Daemon::Start(a_args);
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = Daemon::Start(NodeArgs(**redis, "node-b", 2));
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto stub_a = (*a)->NewStub();
+  auto stub_b = (*b)->NewStub();
+  ASSERT_TRUE(Joined(*stub_a, 2));
+  ASSERT_TRUE(Joined(*stub_b, 2));
+  // At a: a blocker on its one thread, then the keyed job, which queues
+  // there (a concurrency key keeps it from being shared).
+  v1::JobSpec keyed = Keyed(ledger, "keyed", 10, "k-restart");
+  keyed.set_concurrency_key("c");
+  const std::vector<v1::JobSpec> specs = {Ledger(ledger, "blocker", 5000),
+                                          keyed};
+  std::string keyed_id;
+  {
+    grpc::ClientContext ctx;
+    testing::Deadline(ctx);
+    auto stream = stub_a->Submit(&ctx);
+    ASSERT_TRUE(stream->Write(testing::SubmitRequestOf(specs)));
+    v1::SubmitResponse resp;
+    while (keyed_id.empty() && stream->Read(&resp)) {
+      for (const v1::JobEvent& e : resp.events()) {
+        if (e.type() == v1::EVENT_TYPE_ACCEPTED && e.client_tag() == 2) {
+          keyed_id = e.job_id();
+        }
+      }
+    }
+    ctx.TryCancel();
+  }
+  ASSERT_FALSE(keyed_id.empty());
+  ASSERT_TRUE((*a)->Stop(SIGKILL, absl::Seconds(10)).ok());
+  // Its claim gone; b takes the key and runs the job.
+  const std::vector<std::string> claims =
+      testing::RedisCli(**redis, {"--scan", "--pattern", "*:idem:*"});
+  ASSERT_EQ(claims.size(), 1u);
+  testing::RedisCli(**redis, {"DEL", claims[0]});
+  const testing::StreamResult at_b = testing::SubmitAll(*stub_b, {keyed});
+  ASSERT_TRUE(at_b.status.ok()) << at_b.status.error_message();
+  EXPECT_FALSE(AcceptedOf(at_b, 1).duplicate());
+  ASSERT_EQ(at_b.Terminal().size(), 1u);
+  // a again: its keyed job is claimed again, finds b's, and ends with it.
+  auto again = Daemon::Start(a_args);
+  ASSERT_TRUE(again.ok()) << again.status();
+  stub_a = (*again)->NewStub();
+  grpc::ClientContext ctx;
+  testing::Deadline(ctx, absl::Seconds(20));
+  v1::GetJobRequest req;
+  req.set_job_id(keyed_id);
+  req.mutable_wait()->set_seconds(15);
+  v1::Job job;
+  ASSERT_TRUE(stub_a->GetJob(&ctx, req, &job).ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.result().value().string_value(), "keyed");
+  EXPECT_EQ(ReadLedger(ledger).at("keyed"), 1);
+}
+
 // The sum of the lengths of the results streams of `node`.
 int64_t ResultsOf(const RedisServer& redis, const std::string& node,
                   size_t* streams) {
