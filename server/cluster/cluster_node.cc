@@ -51,7 +51,8 @@ ClusterNode::ClusterNode(ClusterOptions options)
   stream_ = std::make_shared<WorkStream>(commands_, blocking_);
 }
 
-void ClusterNode::ShareWork(Scheduler& scheduler, MakeJob make_job) {
+void ClusterNode::ShareWork(Scheduler& scheduler, MakeJob make_job,
+                            absl::Duration retention) {
   if (started_ || work_ != nullptr) return;
   work_ = std::make_shared<WorkSharing>(io_, stream_, commands_, results_,
                                         membership_, options_, scheduler,
@@ -64,6 +65,9 @@ void ClusterNode::ShareWork(Scheduler& scheduler, MakeJob make_job) {
     if (auto r = router.lock()) r->Withdraw(partition, id, create_ns);
   });
   scheduler.SetWorkShare(work_.get());
+  claims_ = std::make_shared<KeyClaims>(io_, commands_, options_, scheduler,
+                                        retention);
+  scheduler.SetKeyClaims(claims_.get());
 }
 
 ClusterNode::~ClusterNode() { Stop(); }
@@ -80,10 +84,12 @@ void ClusterNode::Start() {
       absl::FormatDuration(options_.reaper_period),
       absl::FormatDuration(options_.detection_bound()));
   // On the io thread; both outlive the connection's use of them.
-  commands_->SetStateListener([m = membership_, w = work_](bool up) {
-    m->OnConnectionState(up);
-    if (w != nullptr) w->OnConnectionState(up);
-  });
+  commands_->SetStateListener(
+      [m = membership_, w = work_, k = claims_](bool up) {
+        m->OnConnectionState(up);
+        if (w != nullptr) w->OnConnectionState(up);
+        if (k != nullptr) k->OnConnectionState(up);
+      });
   commands_->Start();
   blocking_->Start();
   results_->Start();
@@ -91,6 +97,7 @@ void ClusterNode::Start() {
   membership_->Start();
   if (work_ != nullptr) work_->Start();
   if (router_ != nullptr) router_->Start();
+  if (claims_ != nullptr) claims_->Start();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "jobd-cluster");
     // Handlers catch nothing of ours; a library exception is a bug, but it
@@ -109,6 +116,7 @@ void ClusterNode::Start() {
 void ClusterNode::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  if (claims_ != nullptr) claims_->Stop();
   if (work_ != nullptr) work_->Stop();
   if (router_ != nullptr) router_->Stop();
   membership_->Stop();

@@ -26,6 +26,7 @@
 #include "asio/io_context.hpp"
 #include "server/cluster/cluster_options.h"
 #include "server/cluster/job_router.h"
+#include "server/cluster/key_claims.h"
 #include "server/cluster/membership.h"
 #include "server/cluster/redis_connection.h"
 #include "server/cluster/work_sharing.h"
@@ -47,11 +48,14 @@ class ClusterNode {
 
   // Turns work sharing on (work_sharing.h): jobs `scheduler` cannot start
   // now are published, and this node takes others' when it is idle.
-  // `make_job` validates a taken spec as a Submit's. Before Start and the
-  // scheduler's Restore.
-  // Also builds the JobRouter (job_router.h): other nodes' jobs reached
-  // from here, this node's from others, withdrawals of shared jobs.
-  void ShareWork(Scheduler& scheduler, MakeJob make_job);
+  // `make_job` validates a taken spec as a Submit's. Also builds the
+  // JobRouter (job_router.h: other nodes' jobs reached from here, this
+  // node's from others, withdrawals of shared jobs) and makes idempotency
+  // keys unique across the cluster (key_claims.h); an ended job's claim
+  // lasts `retention` (the node's retention of ended jobs). Before Start
+  // and the scheduler's Restore.
+  void ShareWork(Scheduler& scheduler, MakeJob make_job,
+                 absl::Duration retention);
   // What the frontend asks for other nodes' jobs (after ShareWork).
   RemoteJobs* remote_jobs() const { return router_.get(); }
 
@@ -79,6 +83,7 @@ class ClusterNode {
   std::shared_ptr<WorkStream> stream_;
   std::shared_ptr<WorkSharing> work_;  // With ShareWork.
   std::shared_ptr<JobRouter> router_;  // With ShareWork.
+  std::shared_ptr<KeyClaims> claims_;  // With ShareWork.
   std::thread thread_;
   bool started_ = false, stopped_ = false;  // The owner's thread.
 };

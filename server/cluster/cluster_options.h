@@ -33,6 +33,9 @@ struct ClusterOptions {
   // --cluster-max-deliveries: a shared job reclaimed past this many
   // deliveries is dead-lettered (0: never).
   int max_deliveries = 5;
+  // --cluster-results-ttl: results older than this are trimmed from the
+  // results streams (MINID), read or not (their node is gone).
+  absl::Duration results_ttl = absl::Hours(24);
 
   bool enabled() const { return !url.empty(); }
   // The bound after which every live node has seen a dead one dead.

@@ -409,7 +409,7 @@ void JobRouter::Withdraw(int partition, uint64_t id, int64_t create_ns) {
       {"EVAL", kWithdrawScript, "2",
        WorkStream::MarkerKey(partition, options_.node_name, id, create_ns),
        WorkStream::JobsKey(partition), WorkStream::kGroup,
-       std::to_string(absl::ToInt64Milliseconds(WorkSharing::kMarkerTtl))},
+       std::to_string(absl::ToInt64Milliseconds(options_.results_ttl))},
       [self = shared_from_this(), partition, id](absl::StatusOr<RedisValue> r) {
         if (!r.ok() || r->is_error()) {
           // A run elsewhere goes on; its end is dropped here.

@@ -3,8 +3,10 @@
 #include <utility>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "asio/post.hpp"
 #include "jobd/v1/jobd.pb.h"
+#include "server/jobs/job_id.h"
 #include "server/scheduler/scheduler.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
@@ -32,52 +34,6 @@ uint64_t Fnv(std::string_view s, uint64_t h = 1469598103934665603ull) {
 
 }  // namespace
 
-// Receives the terminal events of the foreign jobs (with the scheduler's
-// lock held): queued, then handled on the io thread.
-class WorkSharing::Sink : public EventSink {
- public:
-  explicit Sink(asio::io_context& io) : io_(io) {}
-  void SetOwner(std::weak_ptr<WorkSharing> owner) { owner_ = std::move(owner); }
-
-  bool Deliver(const Event& event, uint64_t tag) override {
-    if (!IsTerminal(event.type) || event.end() == nullptr) return false;
-    absl::MutexLock lock(&mu_);
-    ends_.push_back({tag, std::make_shared<JobEnd>(*event.end())});
-    return ends_.size() == 1;
-  }
-  void Flush() override {
-    // Under mu_, so that Detach (at Stop, before the io_context goes)
-    // orders after any post.
-    absl::MutexLock lock(&mu_);
-    if (detached_) return;
-    asio::post(io_, [owner = owner_] {
-      if (auto self = owner.lock()) self->OnEnds();
-    });
-  }
-  // From now on nothing is posted (the scheduler may still hold this
-  // sink, and end foreign jobs, after the io_context is gone).
-  void Detach() {
-    absl::MutexLock lock(&mu_);
-    detached_ = true;
-  }
-  std::vector<std::pair<uint64_t, std::shared_ptr<JobEnd>>> Take() {
-    absl::MutexLock lock(&mu_);
-    std::vector<std::pair<uint64_t, std::shared_ptr<JobEnd>>> out(
-        std::make_move_iterator(ends_.begin()),
-        std::make_move_iterator(ends_.end()));
-    ends_.clear();
-    return out;
-  }
-
- private:
-  asio::io_context& io_;
-  std::weak_ptr<WorkSharing> owner_;  // Set once, before any event.
-  absl::Mutex mu_;                    // A leaf.
-  std::deque<std::pair<uint64_t, std::shared_ptr<JobEnd>>> ends_
-      ABSL_GUARDED_BY(mu_);
-  bool detached_ ABSL_GUARDED_BY(mu_) = false;
-};
-
 WorkSharing::WorkSharing(asio::io_context& io,
                          std::shared_ptr<WorkStream> stream,
                          std::shared_ptr<RedisConnection> commands,
@@ -93,7 +49,7 @@ WorkSharing::WorkSharing(asio::io_context& io,
       options_(options),
       scheduler_(scheduler),
       make_job_(std::move(make_job)),
-      sink_(std::make_shared<Sink>(io)),
+      sink_(std::make_shared<EndSink>(io)),
       take_timer_(io),
       beat_timer_(io),
       reap_timer_(io),
@@ -136,7 +92,9 @@ void WorkSharing::StopEntry(int partition, const std::string& entry) {
 }
 
 void WorkSharing::Start() {
-  sink_->SetOwner(weak_from_this());
+  sink_->SetOnEnds([owner = weak_from_this()] {
+    if (auto self = owner.lock()) self->OnEnds();
+  });
   asio::post(io_, [self = shared_from_this()] {
     if (self->started_ || self->stopped_) return;
     self->started_ = true;
@@ -255,7 +213,8 @@ void WorkSharing::PublishNow(SharedJob job) {
   entry.spec = std::move(job.spec);
   const uint64_t id = job.id;
   const int64_t create_ns = job.create_ns;
-  stream_->PublishJob(PartitionOf(id), entry, kMarkerTtl,
+  // Its marker lasts as long as its result would (--cluster-results-ttl).
+  stream_->PublishJob(PartitionOf(id), entry, options_.results_ttl,
                       [self = shared_from_this(), id,
                        create_ns](absl::StatusOr<std::string> r) {
                         if (!r.ok()) {
@@ -556,22 +515,36 @@ void WorkSharing::ResultsLoop() {
           self->results_after_[static_cast<size_t>(e.partition)] = e.id;
           v1::Job job;
           uint64_t id = 0;
-          auto end = std::make_shared<JobEnd>();
           int64_t create_ns = 0;
+          std::shared_ptr<JobEnd> end;
+          // A bare number (this node's job), or a mirror's holder's
+          // qualified id ("42@node").
+          absl::StatusOr<JobRef> ref;
           if (job.ParseFromString(e.payload) &&
-              absl::SimpleAtoi(job.id(), &id)) {
+              (ref = ParseJobRef(job.id(), "id")).ok()) {
+            id = ref->number;
             create_ns = job.create_time().seconds() * 1000000000 +
                         job.create_time().nanos();
-            end->state = job.state();
-            if (job.state() == v1::JOB_STATE_SUCCEEDED) {
-              end->mutable_result() = std::move(*job.mutable_result());
-            } else {
-              end->mutable_error() = std::move(*job.mutable_error());
+            end = EndOfResult(job);
+          }
+          // A mirror's end (key_claims.h): the job here is named apart.
+          const uint64_t holder = id;
+          const std::string holder_node = ref.ok() ? ref->node : "";
+          if (!e.for_job.empty()) {
+            const std::pair<std::string, std::string> f =
+                absl::StrSplit(e.for_job, ':');
+            if (!absl::SimpleAtoi(f.first, &id) ||
+                !absl::SimpleAtoi(f.second, &create_ns)) {
+              id = 0;
             }
           }
           uint64_t ticket = 0;
-          if (id != 0 &&
-              self->scheduler_.EndShared(id, create_ns, end, &ticket)) {
+          // (A mirror whose claim's answer is still on its way is held.)
+          if (id != 0 && end != nullptr &&
+              (self->scheduler_.EndShared(id, create_ns, end, &ticket) ||
+               (!e.for_job.empty() &&
+                self->scheduler_.ClaimLost(id, create_ns, holder, holder_node,
+                                           end, &ticket)))) {
             absl::MutexLock lock(&self->mu_);
             ++self->stats_.results;
           }
@@ -645,6 +618,7 @@ void WorkSharing::Reclaim() {
   const std::string consumer = ConsumerNow();
   if (Sharing() && !consumer.empty()) {
     RefreshBacklog();
+    TrimResults();
     // What this node can start now, partition after partition.
     const int idle = scheduler_.IdleSlots();
     if (idle > 0) {
@@ -681,6 +655,23 @@ void WorkSharing::ReclaimFrom(size_t index, std::string consumer, int budget,
         }
         self->ReclaimFrom(index + 1, std::move(consumer), budget,
                           std::move(then));
+      });
+}
+
+void WorkSharing::TrimResults() {
+  // One partition per period, in turn: every node's results there older
+  // than --cluster-results-ttl (a live node reads its own at once; these
+  // are a gone node's).
+  const int p = all_partitions_[trim_turn_];
+  trim_turn_ = (trim_turn_ + 1) % static_cast<int>(all_partitions_.size());
+  stream_->TrimResults(
+      p, options_.results_ttl,
+      [self = shared_from_this(), p](absl::StatusOr<int64_t> r) {
+        if (!r.ok() || *r <= 0) return;
+        spdlog::info(
+            "cluster: trimmed {} result(s) older than {} from partition {} "
+            "(their nodes did not read them)",
+            *r, absl::FormatDuration(self->options_.results_ttl), p);
       });
 }
 

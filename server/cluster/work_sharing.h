@@ -65,6 +65,7 @@
 #include "asio/io_context.hpp"
 #include "asio/steady_timer.hpp"
 #include "server/cluster/cluster_options.h"
+#include "server/cluster/end_sink.h"
 #include "server/cluster/membership.h"
 #include "server/cluster/redis_connection.h"
 #include "server/cluster/work_stream.h"
@@ -111,8 +112,6 @@ class WorkSharing : public WorkShareHook,
   static constexpr int kReclaimBatch = 64;   // Per partition and period.
   static constexpr int kMaxTake = 32;        // Entries per read.
   static constexpr int kResultsBatch = 256;  // Results per read.
-  // Publication markers outlive any job's stay in the outbox.
-  static constexpr absl::Duration kMarkerTtl = absl::Hours(24);
 
   WorkSharing(asio::io_context& io, std::shared_ptr<WorkStream> stream,
               std::shared_ptr<RedisConnection> commands,
@@ -148,7 +147,6 @@ class WorkSharing : public WorkShareHook,
   std::vector<PartitionBacklog> Backlog() const;
 
  private:
-  class Sink;
   // An entry held here: taken or reclaimed, running (or queued) as a
   // foreign job.
   struct Held {
@@ -192,6 +190,7 @@ class WorkSharing : public WorkShareHook,
   void ReclaimFrom(size_t index, std::string consumer, int budget,
                    std::function<void()> then);
   void RefreshBacklog();
+  void TrimResults();  // One partition's results streams, in turn.
 
   // Const after construction.
   asio::io_context& io_;
@@ -204,7 +203,7 @@ class WorkSharing : public WorkShareHook,
   const MakeJob make_job_;
   WithdrawFn withdraw_;  // Set before Start.
   std::vector<int> all_partitions_;
-  std::shared_ptr<Sink> sink_;
+  std::shared_ptr<EndSink> sink_;
 
   // The io thread's.
   asio::steady_timer take_timer_, beat_timer_, reap_timer_, results_timer_;
@@ -217,6 +216,7 @@ class WorkSharing : public WorkShareHook,
   uint64_t take_armed_ = 0;  // Times the take timer was armed.
   // The reaper found no free slot: the take loop reclaims at its next.
   bool reclaim_due_ = false;
+  int trim_turn_ = 0;  // The partition whose results are trimmed next.
   absl::flat_hash_map<uint64_t, Held> held_;  // By subscriber tag.
   std::vector<std::string> results_after_;    // By partition.
 

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "jobd/v1/jobd.pb.h"
 #include "server/cluster/cluster_options.h"
 #include "spdlog/fmt/fmt.h"
 
@@ -59,8 +60,9 @@ redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
 return id
 )lua";
 
-// KEYS: jobs stream, the origin's results stream, dead-letter stream.
-// ARGV: group, consumer, entry id, result, "1" to dead-letter the entry.
+// KEYS: jobs stream, the origin's results stream, dead-letter stream, the
+// partition's results nodes. ARGV: group, consumer, entry id, result, "1"
+// to dead-letter the entry, the origin.
 // 1: done; 0: not pending; -1: another consumer's (nothing written). The
 // dead-letter stream is capped (nothing is pending there).
 constexpr char kCompleteJobScript[] = R"lua(
@@ -77,7 +79,28 @@ end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('XADD', KEYS[2], '*', 'entry', ARGV[3], 'result', ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[6])
 return 1
+)lua";
+
+// KEYS: the partition's results nodes. ARGV: the age (ms), the results
+// streams' prefix. Trims each node's stream to entries younger than the
+// age by Redis's clock; deletes (and forgets) the streams left empty.
+// The entries trimmed.
+constexpr char kTrimResultsScript[] = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local minid = string.format('%d', math.max(0, now - tonumber(ARGV[1])))
+local trimmed = 0
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[2] .. node
+  trimmed = trimmed + redis.call('XTRIM', key, 'MINID', minid)
+  if redis.call('XLEN', key) == 0 then
+    redis.call('DEL', key)
+    redis.call('SREM', KEYS[1], node)
+  end
+end
+return trimmed
 )lua";
 
 // KEYS: jobs stream. ARGV: group, consumer, entry id. 1: given back
@@ -138,6 +161,8 @@ void ReadFields(const RedisValue& fields, StreamEntry& entry) {
       entry.create_ns = value;
     } else if (name == "owner") {
       entry.owner = value;
+    } else if (name == "for") {
+      entry.for_job = value;
     }
   }
 }
@@ -182,6 +207,17 @@ std::vector<StreamEntry> ToMultiEntries(const RedisValue& r,
 
 }  // namespace
 
+std::shared_ptr<JobEnd> EndOfResult(v1::Job& job) {
+  auto end = std::make_shared<JobEnd>();
+  end->state = job.state();
+  if (job.state() == v1::JOB_STATE_SUCCEEDED) {
+    end->mutable_result() = std::move(*job.mutable_result());
+  } else {
+    end->mutable_error() = std::move(*job.mutable_error());
+  }
+  return end;
+}
+
 WorkStream::WorkStream(std::shared_ptr<RedisConnection> commands,
                        std::shared_ptr<RedisConnection> blocking)
     : commands_(std::move(commands)), blocking_(std::move(blocking)) {}
@@ -206,6 +242,10 @@ std::string WorkStream::MarkerKey(int partition, std::string_view origin,
 
 std::string WorkStream::DeadLetterKey(int partition) {
   return keys::Partition(partition, "dead-letter");
+}
+
+std::string WorkStream::ResultsNodesKey(int partition) {
+  return keys::Partition(partition, "results-nodes");
 }
 
 std::string WorkStream::Consumer(std::string_view node, uint64_t epoch) {
@@ -361,10 +401,10 @@ void WorkStream::CompleteJob(int partition, std::string consumer,
                              std::string result, bool dead_letter,
                              Done<Fence> done) {
   commands_->Command(
-      {"EVAL", kCompleteJobScript, "3", JobsKey(partition),
-       ResultsKey(partition, origin), DeadLetterKey(partition), kGroup,
-       std::move(consumer), std::move(id), std::move(result),
-       dead_letter ? "1" : "0"},
+      {"EVAL", kCompleteJobScript, "4", JobsKey(partition),
+       ResultsKey(partition, origin), DeadLetterKey(partition),
+       ResultsNodesKey(partition), kGroup, std::move(consumer), std::move(id),
+       std::move(result), dead_letter ? "1" : "0", origin},
       [done = std::move(done)](absl::StatusOr<RedisValue> r) mutable {
         done(ToFence(std::move(r)));
       });
@@ -395,6 +435,18 @@ void WorkStream::ReadResults(RedisConnection& reader,
         done(ToMultiEntries(*r, keys, partitions));
       },
       block);
+}
+
+void WorkStream::TrimResults(int partition, absl::Duration ttl,
+                             Done<int64_t> done) {
+  commands_->Command(
+      {"EVAL", kTrimResultsScript, "1", ResultsNodesKey(partition),
+       std::to_string(absl::ToInt64Milliseconds(ttl)),
+       keys::Partition(partition, "results:")},
+      [done = std::move(done)](absl::StatusOr<RedisValue> r) mutable {
+        if (!r.ok()) return done(r.status());
+        done(r->integer);
+      });
 }
 
 void WorkStream::Renew(int partition, std::string consumer, std::string id,

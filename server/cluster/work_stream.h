@@ -15,7 +15,7 @@
 // partition's keys only (one slot on Redis Cluster).
 //
 // Nothing here trims the job streams: Redis 7.0's MAXLEN/MINID would drop
-// entries still pending.
+// entries still pending. Results streams are trimmed by age (TrimResults).
 //
 // Thread-safety: every method may be called from any thread; callbacks run
 // on the connections' io thread. Ownership: shares the connections.
@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/cluster/redis_connection.h"
+#include "server/jobs/job_types.h"
 
 namespace jobd::cluster {
 
@@ -42,6 +43,9 @@ struct StreamEntry {
   std::string origin_id;
   std::string create_ns;
   std::string owner;
+  // A result for a mirror (server/cluster/key_claims.h): "<id>:<create
+  // ns>" of the job here it ends (the result names the job it mirrors).
+  std::string for_job;
   int partition = -1;      // TakeAny, ReclaimAny: the entry's partition.
   int64_t deliveries = 0;  // ReclaimAny: its delivery count.
 };
@@ -54,6 +58,10 @@ struct JobEntry {
   std::string owner;
   std::string spec;  // The serialized v1::JobSpec.
 };
+
+// The end a result carries (a serialized v1::Job: its state, result or
+// error).
+std::shared_ptr<JobEnd> EndOfResult(v1::Job& job);
 
 // What a fenced step found.
 enum class Fence {
@@ -83,6 +91,9 @@ class WorkStream {
   static std::string MarkerKey(int partition, std::string_view origin,
                                uint64_t id, int64_t create_ns);
   static std::string DeadLetterKey(int partition);
+  // The nodes with a results stream in a partition (a set): what
+  // TrimResults walks.
+  static std::string ResultsNodesKey(int partition);
 
   // Creates the partition's stream and group if missing (an existing group
   // is fine).
@@ -137,6 +148,11 @@ class WorkStream {
                           const std::vector<std::string>& after, int count,
                           absl::Duration block,
                           Done<std::vector<StreamEntry>> done);
+  // Trims the partition's results streams (of every node that has one)
+  // to entries younger than `ttl` by Redis's clock (XTRIM MINID: nothing
+  // is pending on a results stream), and deletes those left empty. The
+  // entries trimmed.
+  void TrimResults(int partition, absl::Duration ttl, Done<int64_t> done);
   // Resets the idle time of an entry the caller owns.
   void Renew(int partition, std::string consumer, std::string id,
              Done<Fence> done);

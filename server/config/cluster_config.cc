@@ -40,6 +40,10 @@ void AddClusterFlags(CLI::App& app, cluster::ClusterOptions& options,
                  "fails; 0: never")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000000));
+  app.add_option("--cluster-results-ttl", flags.results_ttl,
+                 "Ends of shared jobs not read by their node (it is down) "
+                 "are trimmed from the results streams after this long")
+      ->capture_default_str();
 }
 
 absl::Status FinishClusterConfig(const ClusterFlags& flags,
@@ -48,7 +52,9 @@ absl::Status FinishClusterConfig(const ClusterFlags& flags,
        {std::tuple(&flags.heartbeat, "cluster-heartbeat", &options.heartbeat),
         std::tuple(&flags.node_ttl, "cluster-node-ttl", &options.node_ttl),
         std::tuple(&flags.reaper_period, "cluster-reaper-period",
-                   &options.reaper_period)}) {
+                   &options.reaper_period),
+        std::tuple(&flags.results_ttl, "cluster-results-ttl",
+                   &options.results_ttl)}) {
     if (absl::Status s = ParseDurationFlag(*text, flag, out, false); !s.ok()) {
       return s;
     }
@@ -68,6 +74,11 @@ absl::Status FinishClusterConfig(const ClusterFlags& flags,
         "one late beat would lose the lease",
         absl::FormatDuration(options.node_ttl),
         absl::FormatDuration(options.heartbeat)));
+  }
+  if (options.results_ttl < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "--cluster-results-ttl: at least 1s (a live node reads its results "
+        "at once)");
   }
   if (options.node_ttl > absl::Hours(1)) {
     return absl::InvalidArgumentError(

@@ -21,6 +21,7 @@ namespace jobd {
 // The flags' text before they are checked.
 struct ClusterFlags {
   std::string heartbeat = "1s", node_ttl = "5s", reaper_period = "1s";
+  std::string results_ttl = "24h";
 };
 
 // Adds the cluster flags, filling `options` and `flags`.

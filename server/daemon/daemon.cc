@@ -393,9 +393,13 @@ void Daemon::BuildScheduler(Recovered recovered, absl::Time journal_start) {
     // Ids name this node from now on ("42@node-a": server/jobs/job_id.h).
     SetJobIdNode(config.cluster.node_name);
     cluster_ = std::make_unique<cluster::ClusterNode>(config.cluster);
-    cluster_->ShareWork(scheduler, [this](v1::JobSpec spec) {
-      return ValidateSpec(std::move(spec), registry_, service_->limits().spec);
-    });
+    cluster_->ShareWork(
+        scheduler,
+        [this](v1::JobSpec spec) {
+          return ValidateSpec(std::move(spec), registry_,
+                              service_->limits().spec);
+        },
+        config.scheduler.retention_ttl);
   }
   if (journal_ == nullptr) return;
   recovered_schedules_ = std::move(recovered.schedules);

@@ -264,6 +264,8 @@ ReloadResult ApplyConfig(DaemonConfig& current, const DaemonConfig& fresh,
           absl::FormatDuration(kn.reaper_period), later);
   d.Check("cluster-max-deliveries", kc.max_deliveries, kn.max_deliveries,
           later);
+  d.Check("cluster-results-ttl", absl::FormatDuration(kc.results_ttl),
+          absl::FormatDuration(kn.results_ttl), later);
   d.Check("plugin", absl::StrJoin(current.plugins, ","),
           absl::StrJoin(fresh.plugins, ","), later);
   d.Check("python-tasks", absl::StrJoin(current.python_tasks.modules, ","),

@@ -20,7 +20,9 @@ grpc::Status ToGrpc(const absl::Status& status) {
 
 void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out) {
   out->set_sequence(event.sequence);
-  if (event.job_id != 0) out->set_job_id(FormatJobId(event.job_id));
+  if (event.job_id != 0) {
+    out->set_job_id(FormatJobId(event.job_id, event.node));
+  }
   out->set_client_tag(client_tag);
   out->set_type(event.type);
   *out->mutable_time() = ToProtoTime(event.time);

@@ -3,7 +3,12 @@
 #include <atomic>
 #include <cctype>
 #include <charconv>
+#include <string>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "spdlog/fmt/fmt.h"
 #include "workers/sdk/utf8.h"
 
@@ -43,6 +48,44 @@ std::string FormatJobId(uint64_t number) {
   const std::string_view node = JobIdNode();
   if (node.empty()) return std::to_string(number);
   return fmt::format("{}@{}", number, node);
+}
+
+namespace {
+
+struct InternedNodes {
+  absl::Mutex mu;
+  std::vector<std::string> names ABSL_GUARDED_BY(mu);  // Index + 1.
+  absl::flat_hash_map<std::string, uint16_t> index ABSL_GUARDED_BY(mu);
+};
+
+InternedNodes& Interned() {
+  static auto* nodes = new InternedNodes;  // Never destroyed.
+  return *nodes;
+}
+
+}  // namespace
+
+uint16_t InternJobIdNode(std::string_view node) {
+  if (node.empty() || node == JobIdNode()) return 0;
+  InternedNodes& in = Interned();
+  absl::MutexLock lock(&in.mu);
+  if (auto it = in.index.find(absl::string_view(node.data(), node.size()));
+      it != in.index.end()) {
+    return it->second;
+  }
+  if (in.names.size() >= UINT16_MAX) return 0;
+  in.names.emplace_back(node);
+  const auto n = static_cast<uint16_t>(in.names.size());
+  in.index.emplace(std::string(node), n);
+  return n;
+}
+
+std::string FormatJobId(uint64_t number, uint16_t node) {
+  if (node == 0) return FormatJobId(number);
+  InternedNodes& in = Interned();
+  absl::MutexLock lock(&in.mu);
+  if (node > in.names.size()) return FormatJobId(number);
+  return fmt::format("{}@{}", number, in.names[node - 1]);
 }
 
 absl::StatusOr<JobRef> ParseJobRef(std::string_view id,

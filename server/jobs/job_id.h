@@ -31,6 +31,14 @@ std::string_view JobIdNode();
 // "42", or "42@node" in cluster mode.
 std::string FormatJobId(uint64_t number);
 
+// Another node's name as a small number, for an event that names that
+// node's job (Event::node: a cluster-wide duplicate's first job): 1 and
+// up; 0 for this node's own name (and past 65,535 distinct names). Names
+// are kept for the process's life: a cluster's nodes are few.
+uint16_t InternJobIdNode(std::string_view node);
+// FormatJobId(number) for node 0, else "42@<the interned node>".
+std::string FormatJobId(uint64_t number, uint16_t node);
+
 // A job id as a client sent it.
 struct JobRef {
   uint64_t number = 0;

@@ -171,6 +171,9 @@ class Event {
   v1::EventType type = v1::EVENT_TYPE_UNSPECIFIED;
   v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
   bool duplicate = false;  // ACCEPTED.
+  // The node whose job `job_id` is, when it is not this one's
+  // (InternJobIdNode: a cluster-wide duplicate's first job); 0: this one.
+  uint16_t node = 0;
 
  private:
   Detail detail_kind_ = Detail::kNone;

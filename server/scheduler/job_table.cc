@@ -18,7 +18,9 @@ std::string IdempotencyKey(std::string_view owner, std::string_view key) {
 
 JobRecord& JobTable::Add(std::unique_ptr<JobRecord> job) {
   JobRecord& ref = *job;
-  if (!ref.spec->idempotency_key().empty()) {
+  // A foreign job's key is its origin's (cluster mode).
+  if (!ref.spec->idempotency_key().empty() &&
+      ref.cluster != JobRecord::kForeign) {
     // Restored rows come by id: the newest job of a key keeps it.
     idempotency_[IdempotencyKey(*ref.owner, ref.spec->idempotency_key())] =
         ref.id;
@@ -31,13 +33,15 @@ JobRecord& JobTable::Add(std::unique_ptr<JobRecord> job) {
 void JobTable::Erase(uint64_t id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
-  const JobRecord& job = *it->second;
-  const std::string& spec_key = job.spec->idempotency_key();
-  if (!spec_key.empty()) {
-    auto k = idempotency_.find(IdempotencyKey(*job.owner, spec_key));
-    if (k != idempotency_.end() && k->second == id) idempotency_.erase(k);
-  }
+  DropKey(*it->second);
   jobs_.erase(it);
+}
+
+void JobTable::DropKey(const JobRecord& job) {
+  const std::string& spec_key = job.spec->idempotency_key();
+  if (spec_key.empty()) return;
+  auto k = idempotency_.find(IdempotencyKey(*job.owner, spec_key));
+  if (k != idempotency_.end() && k->second == job.id) idempotency_.erase(k);
 }
 
 JobRecord* JobTable::Find(uint64_t id) const {

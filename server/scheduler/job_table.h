@@ -46,10 +46,13 @@ class JobTable {
     if (id >= next_id_) next_id_ = id + 1;
   }
   // Adds `job` (its id from NextId, or restored: ids carry on after it)
-  // and its idempotency key, if its spec has one.
+  // and its idempotency key, if its spec has one (not a foreign job's).
   JobRecord& Add(std::unique_ptr<JobRecord> job);
   // Forgets a job and its idempotency key.
   void Erase(uint64_t id);
+  // Forgets the job's idempotency key (if it still names the job): the
+  // key is found elsewhere (a mirror of another node's job).
+  void DropKey(const JobRecord& job);
 
   JobRecord* Find(uint64_t id) const;
   // The job if it exists and belongs to `owner` (any, if empty).

@@ -205,30 +205,15 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       }
       const std::string* owner = table_.Intern(nj.owner);
       const std::string& key = nj.spec->idempotency_key();
-      if (Job* found = key.empty() ? nullptr : table_.FindByKey(*owner, key)) {
+      // (A foreign job's key was its origin's to check.)
+      if (Job* found = key.empty() || nj.foreign
+                           ? nullptr
+                           : table_.FindByKey(*owner, key)) {
         Job& job = *found;
         adm.job_id = job.id;
         adm.duplicate = true;
-        Event accepted;
-        accepted.sequence = job.last_sequence;
-        accepted.job_id = job.id;
-        accepted.type = v1::EVENT_TYPE_ACCEPTED;
-        accepted.time = now;
-        accepted.executor = job.executor;
-        accepted.duplicate = true;
-        accepted.set_task(job.spec.task(), job.spec.body());
-        accepted.ticket = events_.TicketOf(job.last_sequence);
-        if ((sub.mask & EventBit(accepted.type)) &&
-            sub.sink->Deliver(accepted, sub.tag)) {
-          after.flush.push_back(sub.sink);
-        }
-        if (job.end != nullptr) {
-          if (sub.sink->Deliver(events_.EndOf(job), sub.tag)) {
-            after.flush.push_back(sub.sink);
-          }
-        } else {
-          job.subscribers.push_back({sub.sink, sub.tag, sub.mask});
-        }
+        AnswerAccepted(job, std::move(sub.sink), sub.tag, sub.mask,
+                       /*duplicate=*/true, after);
         continue;
       }
       absl::StatusOr<v1::Executor> executor =
@@ -266,7 +251,9 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       const bool delayed = held || FirstDue(*nj.spec, now) > now;
       const bool starts_now = !delayed && free_slots[*executor] > 0;
       // Would queue here: another node of the cluster may run it.
-      const bool share = !starts_now && !delayed && Shareable(nj);
+      // Its key is claimed in the cluster before it goes on.
+      const bool claim = !delayed && Claimable(nj);
+      const bool share = !claim && !starts_now && !delayed && Shareable(nj);
       if (!starts_now && !delayed && queued >= limits_.max_queued) {
         adm.status = absl::ResourceExhaustedError(
             fmt::format("queue full: {} jobs are queued and the limit is {} "
@@ -306,7 +293,9 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       job->create_time = now;
       job->spec = std::move(nj.spec);
       job->spec.set_task(nj.task);
-      job->subscribers.push_back({std::move(sub.sink), sub.tag, sub.mask});
+      if (!claim) {
+        job->subscribers.push_back({std::move(sub.sink), sub.tag, sub.mask});
+      }
       if (nj.foreign) {
         job->cluster = Job::kForeign;
       } else if (share) {
@@ -340,6 +329,11 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       if (!PassDependencyResults(ref, after)) continue;
       if (delayed) {
         Wait(ref, ref.finish_time);
+        continue;
+      }
+      if (claim) {  // QUEUED here, out of the lanes, until it is claimed.
+        HoldForClaim(ref, {std::move(sub.sink), sub.tag, sub.mask}, after);
+        ++queued;
         continue;
       }
       if (share) {
@@ -823,6 +817,8 @@ void Scheduler::Abort(Job& job, CancelReason reason,
   } else if (job.parked) {
     job.parked = false;  // Not in its lane: in its key.
     keys_.Unpark(job.spec->concurrency_key(), job.id, job.spec->priority());
+  } else if (ReleaseClaim(job, after)) {
+    // Held for its key's claim: in no lane; its submitter follows its end.
   } else if (job.cluster == Job::kOutbox || job.cluster == Job::kPublished) {
     // Shared: in no lane. Cancelled or expired here, it is withdrawn from
     // the cluster (a run elsewhere is stopped; its end is dropped). At

@@ -60,6 +60,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -67,6 +68,7 @@
 #include "jobd/v1/jobd.pb.h"
 #include "server/jobs/callback_hook.h"
 #include "server/jobs/job_types.h"
+#include "server/jobs/key_claim.h"
 #include "server/jobs/work_share.h"
 #include "server/journal/journal.h"
 #include "server/scheduler/after_unlock.h"
@@ -292,6 +294,25 @@ class Scheduler {
   // Live jobs shared with the cluster (in the outbox or published).
   size_t shared_jobs() const;
 
+  // Cluster-wide idempotency keys (scheduler_claims.cc). Sets the hook
+  // that claims keys in Redis (before Restore and the first Submit; not
+  // owned, it must outlive the scheduler's use of it).
+  void SetKeyClaims(KeyClaimHook* hook);
+  // Held job `id` (create time `create_ns`) holds its key (or its claim
+  // could not be made: the key is this node's alone): it goes on as a new
+  // job. Returns its end if it ended while held (the claim is to record
+  // it), else null.
+  std::shared_ptr<const JobEnd> ClaimWon(uint64_t id, int64_t create_ns);
+  // Job `other_id` of node `other_node` holds the key: held job `id`
+  // becomes its mirror, answered to its submitter as a duplicate of that
+  // job (its events name `other_id@other_node`); it ends
+  // with `other_end` now if that job ended, else when its end comes back
+  // (EndShared). False (nothing happens) if `id` is no longer held.
+  // *ticket (if given): the journal batch that holds the change.
+  bool ClaimLost(uint64_t id, int64_t create_ns, uint64_t other_id,
+                 std::string_view other_node, std::shared_ptr<JobEnd> other_end,
+                 uint64_t* ticket = nullptr);
+
   // Drain: stop admitting jobs (Submit rejects with Unavailable).
   void BeginDrain();
   bool draining() const;
@@ -491,6 +512,22 @@ class Scheduler {
   // armed here, and published if it is in the outbox.
   void ShareJob(Job& job, After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // ---- cluster-wide idempotency keys (scheduler_claims.cc) ----
+  // `job`'s key is to be claimed in the cluster before it goes on.
+  bool Claimable(const NewJob& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Holds `job` (QUEUED, out of the lanes) until its claim is answered;
+  // `sub` (its submitter, or none at restore) gets its ACCEPTED then.
+  void HoldForClaim(Job& job, Job::Sub sub, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tells `sink` (tag, mask) that `job` is accepted (`duplicate`: an
+  // existing job), then its end if it has one, else subscribes it.
+  void AnswerAccepted(Job& job, std::shared_ptr<EventSink> sink, uint64_t tag,
+                      uint32_t mask, bool duplicate, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // If `job` is held, it no longer is: its submitter gets its ACCEPTED and
+  // follows it. True if it was held.
+  bool ReleaseClaim(Job& job, After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // ---- the daemon's life (scheduler_lifecycle.cc) ----
   void ScheduleSweep();
 
@@ -556,6 +593,9 @@ class Scheduler {
   uint64_t ids_previous_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   WorkShareHook* work_share_ ABSL_GUARDED_BY(mu_) = nullptr;  // Optional.
   size_t shared_ ABSL_GUARDED_BY(mu_) = 0;  // Live shared jobs.
+  KeyClaimHook* key_claims_ ABSL_GUARDED_BY(mu_) = nullptr;  // Optional.
+  // Jobs held until their key's claim is answered, with their submitter.
+  absl::flat_hash_map<uint64_t, Job::Sub> claiming_ ABSL_GUARDED_BY(mu_);
 
   TimerQueue timers_;  // Last: its thread calls into the members above.
 };

@@ -254,6 +254,14 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
         Wait(job, job.finish_time);
         continue;
       }
+      // Keyed: its claim in the cluster is made again first (it may not
+      // have been made: a kill after its insert; scheduler_claims.cc).
+      if (key_claims_ != nullptr && Journaled(job) &&
+          !job.spec->idempotency_key().empty()) {
+        ++(rerun ? summary.rerun : summary.queued);
+        HoldForClaim(job, {}, after);
+        continue;
+      }
       // Due, or queued: unless a deadline passed while jobd was down.
       if (!Enqueue(job, now, rerun || was_waiting, after)) {
         ++summary.expired;
