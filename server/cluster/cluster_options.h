@@ -9,6 +9,7 @@
 #ifndef JOBD_SERVER_CLUSTER_CLUSTER_OPTIONS_H_
 #define JOBD_SERVER_CLUSTER_CLUSTER_OPTIONS_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -59,6 +60,15 @@ inline std::string Dead() { return "{jobd}:dead"; }
 inline std::string NodePrefix() { return "{jobd}:node:"; }
 inline std::string Node(std::string_view name) {
   return NodePrefix() + std::string(name);
+}
+// FNV-1a: what picks a partition (a job's, a key's), the same on every
+// node and at every start (a job's publication marker lives there).
+inline uint64_t Fnv1a(std::string_view s, uint64_t h = 1469598103934665603ull) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
 }
 // A partition's keys share the tag {jobd:p<N>}.
 inline std::string Partition(int p, std::string_view suffix) {

@@ -59,15 +59,6 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 )lua";
 
-// FNV-1a over the owner, a NUL and the key.
-uint64_t Fnv(std::string_view s, uint64_t h = 1469598103934665603ull) {
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 }  // namespace
 
 KeyClaims::KeyClaims(asio::io_context& io,
@@ -91,7 +82,9 @@ std::string KeyClaims::ClaimKey(int partition, std::string_view owner,
 }
 
 int KeyClaims::PartitionOf(std::string_view owner, std::string_view key) const {
-  const uint64_t h = Fnv(key, Fnv(std::string_view("\0", 1), Fnv(owner)));
+  // Over the owner, a NUL and the key.
+  const uint64_t h = keys::Fnv1a(
+      key, keys::Fnv1a(std::string_view("\0", 1), keys::Fnv1a(owner)));
   return static_cast<int>(h % static_cast<uint64_t>(options_.partitions));
 }
 

@@ -22,16 +22,6 @@ v1::Job ErrorEnd(v1::ErrorReason reason, std::string message) {
   return job;
 }
 
-// FNV-1a: the same partition for a job on every start of its node (its
-// publication marker lives there).
-uint64_t Fnv(std::string_view s, uint64_t h = 1469598103934665603ull) {
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 }  // namespace
 
 WorkSharing::WorkSharing(asio::io_context& io,
@@ -140,8 +130,9 @@ std::string WorkSharing::ConsumerNow() const {
 }
 
 int WorkSharing::PartitionOf(uint64_t id) const {
-  return static_cast<int>(Fnv(std::to_string(id), Fnv(options_.node_name)) %
-                          static_cast<uint64_t>(options_.partitions));
+  return static_cast<int>(
+      keys::Fnv1a(std::to_string(id), keys::Fnv1a(options_.node_name)) %
+      static_cast<uint64_t>(options_.partitions));
 }
 
 void WorkSharing::Prepare() {
