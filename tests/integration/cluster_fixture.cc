@@ -179,6 +179,26 @@ int64_t PendingOf(RedisClient& redis, int partitions,
   return n;
 }
 
+std::vector<std::string> KeysOf(RedisClient& redis,
+                                const std::string& pattern) {
+  std::vector<std::string> keys;
+  std::string cursor = "0";
+  do {
+    // [next cursor, [key, ...]]; a cursor of 0 ends the scan.
+    auto r = redis.Query({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
+    if (!r.ok() || r->elements.size() != 2) {
+      ADD_FAILURE() << "SCAN MATCH " << pattern << ": "
+                    << (r.ok() ? "not [cursor, keys]" : r.status().ToString());
+      return keys;
+    }
+    cursor = r->elements[0].str;
+    for (const RedisReply& key : r->elements[1].elements) {
+      keys.push_back(key.str);
+    }
+  } while (cursor != "0");
+  return keys;
+}
+
 v1::ClusterWork Work(v1::JobService::Stub& stub) {
   return GetStats(stub).cluster().work();
 }

@@ -2,8 +2,9 @@
 // (tests/redis/redis_server.h) and jobd nodes (daemon_harness.h) on Unix
 // sockets, started together and waited for until every node sees all of
 // them alive (StartNodes); the testing task `ledger`, which appends a line
-// to a file as it begins (the file counts the runs); and LoadStream, many
-// jobs on one Submit stream with every event they get back.
+// to a file as it begins (the file counts the runs); what a test reads of
+// Redis itself (PendingOf, KeysOf); and LoadStream, many jobs on one
+// Submit stream with every event they get back.
 //
 // Thread-safety: TestCluster is the test thread's; LoadStream runs a
 // writer and a reader thread of its own and may be queried from any
@@ -124,6 +125,10 @@ std::map<std::string, std::vector<v1::JobEvent>> EndsByLine(
 // from Redis itself; -1 if Redis did not answer.
 int64_t PendingOf(RedisClient& redis, int partitions,
                   const std::string& prefix);
+
+// The keys of `redis` that match the glob `pattern` (SCAN ... MATCH); a
+// test failure, and those found so far, if Redis did not answer.
+std::vector<std::string> KeysOf(RedisClient& redis, const std::string& pattern);
 
 // The node's work sharing counters (GetStats).
 v1::ClusterWork Work(v1::JobService::Stub& stub);

@@ -15,22 +15,20 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/integration/cluster_nodes.h"
+#include "tests/integration/cluster_fixture.h"
 #include "tests/integration/daemon_harness.h"
-#include "tests/redis/redis_server.h"
+#include "tests/redis/redis_client.h"
 
 namespace jobd {
 namespace {
 
-using testing::Daemon;
 using testing::EndsByLine;
 using testing::JobsOn;
-using testing::Joined;
+using testing::KeysOf;
 using testing::Ledger;
-using testing::NodeArgs;
 using testing::ReadLedger;
-using testing::RedisServer;
-using testing::TempDir;
+using testing::RedisClient;
+using testing::StartNodes;
 
 v1::JobSpec Keyed(const std::string& ledger, const std::string& line, int ms,
                   const std::string& key) {
@@ -49,27 +47,20 @@ v1::JobEvent AcceptedOf(const testing::StreamResult& r, uint64_t tag) {
 }
 
 TEST(ClusterKeysTest, TheSameKeyAtTwoNodesIsOneJob) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-keys");
-  const std::string ledger = dir.path() + "/ledger";
-  auto a = Daemon::Start(NodeArgs(**redis, "node-a", 2));
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Daemon::Start(NodeArgs(**redis, "node-b", 2));
-  ASSERT_TRUE(b.ok()) << b.status();
-  auto stub_a = (*a)->NewStub();
-  auto stub_b = (*b)->NewStub();
-  ASSERT_TRUE(Joined(*stub_a, 2));
-  ASSERT_TRUE(Joined(*stub_b, 2));
+  auto c = StartNodes("jobd-cluster-keys", {{"node-a", 2}, {"node-b", 2}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
 
   // At a, running (1.5 s); then the same key at b.
   const std::vector<v1::JobSpec> specs = {Keyed(ledger, "once", 1500, "k-1")};
   testing::StreamResult first;
-  std::thread submit([&] { first = testing::SubmitAll(*stub_a, specs); });
+  std::thread submit([&] { first = testing::SubmitAll(stub_a, specs); });
   ASSERT_TRUE(testing::WaitFor(
-      [&] { return JobsOn(*stub_a, {v1::JOB_STATE_RUNNING}).size() == 1; },
+      [&] { return JobsOn(stub_a, {v1::JOB_STATE_RUNNING}).size() == 1; },
       absl::Seconds(10)));
-  testing::StreamResult second = testing::SubmitAll(*stub_b, specs);
+  testing::StreamResult second = testing::SubmitAll(stub_b, specs);
   submit.join();
   ASSERT_TRUE(first.status.ok()) << first.status.error_message();
   ASSERT_TRUE(second.status.ok()) << second.status.error_message();
@@ -89,7 +80,7 @@ TEST(ClusterKeysTest, TheSameKeyAtTwoNodesIsOneJob) {
   }
 
   // After it ended: at b again, and at a (its own key, found locally).
-  for (v1::JobService::Stub* stub : {stub_b.get(), stub_a.get()}) {
+  for (v1::JobService::Stub* stub : {&stub_b, &stub_a}) {
     const testing::StreamResult again = testing::SubmitAll(*stub, specs);
     ASSERT_TRUE(again.status.ok()) << again.status.error_message();
     EXPECT_TRUE(AcceptedOf(again, 1).duplicate());
@@ -102,34 +93,27 @@ TEST(ClusterKeysTest, TheSameKeyAtTwoNodesIsOneJob) {
   EXPECT_EQ(ReadLedger(ledger), (std::map<std::string, int>{{"once", 1}}));
   // Another key is another job.
   const testing::StreamResult other =
-      testing::SubmitAll(*stub_b, {Keyed(ledger, "other", 10, "k-2")});
+      testing::SubmitAll(stub_b, {Keyed(ledger, "other", 10, "k-2")});
   EXPECT_FALSE(AcceptedOf(other, 1).duplicate());
   EXPECT_EQ(ReadLedger(ledger).at("other"), 1);
   // The claims in Redis: each expires (with the node's retention).
-  const std::vector<std::string> claims =
-      testing::RedisCli(**redis, {"--scan", "--pattern", "*:idem:*"});
+  auto redis = RedisClient::Connect((*c)->redis().socket_path());
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  const std::vector<std::string> claims = KeysOf(**redis, "*:idem:*");
   EXPECT_EQ(claims.size(), 2u);
   for (const std::string& key : claims) {
-    const std::vector<std::string> ttl =
-        testing::RedisCli(**redis, {"PTTL", key});
-    ASSERT_EQ(ttl.size(), 1u);
-    EXPECT_GT(std::stoll(ttl[0]), 0) << key;
+    const auto ttl = (*redis)->Query({"PTTL", key});
+    ASSERT_TRUE(ttl.ok()) << ttl.status();
+    EXPECT_GT(ttl->integer, 0) << key;
   }
 }
 
 TEST(ClusterKeysTest, KeysGivenToTwoNodesAtOnceRunOnce) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-keys-race");
-  const std::string ledger = dir.path() + "/ledger";
-  auto a = Daemon::Start(NodeArgs(**redis, "node-a", 4));
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Daemon::Start(NodeArgs(**redis, "node-b", 4));
-  ASSERT_TRUE(b.ok()) << b.status();
-  auto stub_a = (*a)->NewStub();
-  auto stub_b = (*b)->NewStub();
-  ASSERT_TRUE(Joined(*stub_a, 2));
-  ASSERT_TRUE(Joined(*stub_b, 2));
+  auto c = StartNodes("jobd-cluster-keys-race", {{"node-a", 4}, {"node-b", 4}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
 
   std::vector<v1::JobSpec> specs;
   for (int i = 0; i < 24; ++i) {
@@ -140,12 +124,12 @@ TEST(ClusterKeysTest, KeysGivenToTwoNodesAtOnceRunOnce) {
   grpc::ClientContext ctx_a, ctx_b;
   testing::Deadline(ctx_a, absl::Seconds(20));
   testing::Deadline(ctx_b, absl::Seconds(20));
-  std::thread ta([&] { at_a = testing::SubmitAll(ctx_a, *stub_a, specs); });
-  std::thread tb([&] { at_b = testing::SubmitAll(ctx_b, *stub_b, specs); });
+  std::thread ta([&] { at_a = testing::SubmitAll(ctx_a, stub_a, specs); });
+  std::thread tb([&] { at_b = testing::SubmitAll(ctx_b, stub_b, specs); });
   ta.join();
   tb.join();
   if (!at_a.status.ok() || !at_b.status.ok()) {
-    for (auto* stub : {stub_a.get(), stub_b.get()}) {
+    for (v1::JobService::Stub* stub : {&stub_a, &stub_b}) {
       for (const v1::Job& j : JobsOn(*stub, {})) {
         std::cerr << j.id() << " " << v1::JobState_Name(j.state()) << " "
                   << j.spec().args(1).string_value() << "\n";
@@ -179,20 +163,12 @@ TEST(ClusterKeysTest, KeysGivenToTwoNodesAtOnceRunOnce) {
 // again at restart: another node took the key meanwhile, so the job
 // becomes a mirror of that node's and ends with its end; it runs once.
 TEST(ClusterKeysTest, ARestartClaimsItsKeyedJobsAgain) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-keys-restart");
-  const std::string ledger = dir.path() + "/ledger";
-  std::vector<std::string> a_args = NodeArgs(**redis, "node-a", 1);
-  a_args.insert(a_args.end(), {"--state-dir", dir.path() + "/a-state"});
-  auto a = Daemon::Start(a_args);
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Daemon::Start(NodeArgs(**redis, "node-b", 2));
-  ASSERT_TRUE(b.ok()) << b.status();
-  auto stub_a = (*a)->NewStub();
-  auto stub_b = (*b)->NewStub();
-  ASSERT_TRUE(Joined(*stub_a, 2));
-  ASSERT_TRUE(Joined(*stub_b, 2));
+  // a keeps its journal across the restart (TestCluster::Restart).
+  auto c =
+      StartNodes("jobd-cluster-keys-restart", {{"node-a", 1}, {"node-b", 2}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
   // At a: a blocker on its one thread, then the keyed job, which queues
   // there (a concurrency key keeps it from being shared).
   v1::JobSpec keyed = Keyed(ledger, "keyed", 10, "k-restart");
@@ -203,7 +179,7 @@ TEST(ClusterKeysTest, ARestartClaimsItsKeyedJobsAgain) {
   {
     grpc::ClientContext ctx;
     testing::Deadline(ctx);
-    auto stream = stub_a->Submit(&ctx);
+    auto stream = (*c)->stub(0).Submit(&ctx);
     ASSERT_TRUE(stream->Write(testing::SubmitRequestOf(specs)));
     v1::SubmitResponse resp;
     while (keyed_id.empty() && stream->Read(&resp)) {
@@ -216,81 +192,73 @@ TEST(ClusterKeysTest, ARestartClaimsItsKeyedJobsAgain) {
     ctx.TryCancel();
   }
   ASSERT_FALSE(keyed_id.empty());
-  ASSERT_TRUE((*a)->Stop(SIGKILL, absl::Seconds(10)).ok());
+  ASSERT_TRUE((*c)->daemon(0).Stop(SIGKILL, absl::Seconds(10)).ok());
   // Its claim gone; b takes the key and runs the job.
-  const std::vector<std::string> claims =
-      testing::RedisCli(**redis, {"--scan", "--pattern", "*:idem:*"});
+  auto redis = RedisClient::Connect((*c)->redis().socket_path());
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  const std::vector<std::string> claims = KeysOf(**redis, "*:idem:*");
   ASSERT_EQ(claims.size(), 1u);
-  testing::RedisCli(**redis, {"DEL", claims[0]});
-  const testing::StreamResult at_b = testing::SubmitAll(*stub_b, {keyed});
+  const auto deleted = (*redis)->Query({"DEL", claims[0]});
+  EXPECT_TRUE(deleted.ok()) << deleted.status();
+  const testing::StreamResult at_b = testing::SubmitAll(stub_b, {keyed});
   ASSERT_TRUE(at_b.status.ok()) << at_b.status.error_message();
   EXPECT_FALSE(AcceptedOf(at_b, 1).duplicate());
   ASSERT_EQ(at_b.Terminal().size(), 1u);
   // a again: its keyed job is claimed again, finds b's, and ends with it.
-  auto again = Daemon::Start(a_args);
-  ASSERT_TRUE(again.ok()) << again.status();
-  stub_a = (*again)->NewStub();
+  const absl::Status again = (*c)->Restart(0, 2);
+  ASSERT_TRUE(again.ok()) << again;
   grpc::ClientContext ctx;
   testing::Deadline(ctx, absl::Seconds(20));
   v1::GetJobRequest req;
   req.set_job_id(keyed_id);
   req.mutable_wait()->set_seconds(15);
   v1::Job job;
-  ASSERT_TRUE(stub_a->GetJob(&ctx, req, &job).ok());
+  ASSERT_TRUE((*c)->stub(0).GetJob(&ctx, req, &job).ok());
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(job.result().value().string_value(), "keyed");
   EXPECT_EQ(ReadLedger(ledger).at("keyed"), 1);
 }
 
 // The sum of the lengths of the results streams of `node`.
-int64_t ResultsOf(const RedisServer& redis, const std::string& node,
+int64_t ResultsOf(RedisClient& redis, const std::string& node,
                   size_t* streams) {
-  const std::vector<std::string> keys =
-      testing::RedisCli(redis, {"--scan", "--pattern", "*:results:" + node});
+  const std::vector<std::string> keys = KeysOf(redis, "*:results:" + node);
   *streams = keys.size();
   int64_t n = 0;
   for (const std::string& key : keys) {
-    const std::vector<std::string> len =
-        testing::RedisCli(redis, {"XLEN", key});
-    if (len.size() == 1) n += std::stoll(len[0]);
+    const auto len = redis.Query({"XLEN", key});
+    EXPECT_TRUE(len.ok()) << len.status();
+    if (len.ok()) n += len->integer;
   }
   return n;
 }
 
 TEST(ClusterKeysTest, AGoneNodesResultsAreTrimmedByAge) {
-  auto redis = RedisServer::Start();
+  const std::vector<std::string> ttl = {"--cluster-results-ttl", "5s"};
+  auto c =
+      StartNodes("jobd-cluster-trim", {{"node-a", 1, ttl}, {"node-b", 4, ttl}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
+  auto redis = RedisClient::Connect((*c)->redis().socket_path());
   ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-trim");
-  const std::string ledger = dir.path() + "/ledger";
-  auto args = [&](const std::string& name, int threads) {
-    std::vector<std::string> v = NodeArgs(**redis, name, threads);
-    v.insert(v.end(), {"--cluster-results-ttl", "5s"});
-    return v;
-  };
-  auto a = Daemon::Start(args("node-a", 1));
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Daemon::Start(args("node-b", 4));
-  ASSERT_TRUE(b.ok()) << b.status();
-  auto stub_a = (*a)->NewStub();
-  auto stub_b = (*b)->NewStub();
-  ASSERT_TRUE(Joined(*stub_a, 2));
-  ASSERT_TRUE(Joined(*stub_b, 2));
   // a shares three jobs, which b runs; a dies before they end.
   std::vector<v1::JobSpec> specs = {Ledger(ledger, "blocker", 3000)};
   for (int i = 0; i < 3; ++i) {
     specs.push_back(Ledger(ledger, "shared-" + std::to_string(i), 800));
   }
-  std::thread submit([&] { (void)testing::SubmitAll(*stub_a, specs); });
+  std::thread submit([&] { (void)testing::SubmitAll(stub_a, specs); });
   const bool on_b = testing::WaitFor(
-      [&] { return JobsOn(*stub_b, {v1::JOB_STATE_RUNNING}).size() == 3; },
+      [&] { return JobsOn(stub_b, {v1::JOB_STATE_RUNNING}).size() == 3; },
       absl::Seconds(10));
-  EXPECT_TRUE((*a)->Stop(SIGKILL, absl::Seconds(10)).ok());
+  EXPECT_TRUE((*c)->daemon(0).Stop(SIGKILL, absl::Seconds(10)).ok());
   submit.join();
   ASSERT_TRUE(on_b);
   // Their ends wait in a's results streams, which nobody reads.
   ASSERT_TRUE(testing::WaitFor(
       [&] {
-        return testing::GetStats(*stub_b).cluster().work().completed() == 3;
+        return testing::GetStats(stub_b).cluster().work().completed() == 3;
       },
       absl::Seconds(10)));
   size_t streams = 0;
@@ -298,14 +266,12 @@ TEST(ClusterKeysTest, AGoneNodesResultsAreTrimmedByAge) {
   EXPECT_GE(streams, 1u);
   // a's publication markers expire as soon (--cluster-results-ttl is
   // the publisher's).
-  const std::vector<std::string> markers =
-      testing::RedisCli(**redis, {"--scan", "--pattern", "*:pub:node-a:*"});
+  const std::vector<std::string> markers = KeysOf(**redis, "*:pub:node-a:*");
   EXPECT_EQ(markers.size(), 3u);
   for (const std::string& key : markers) {
-    const std::vector<std::string> ttl =
-        testing::RedisCli(**redis, {"PTTL", key});
-    ASSERT_EQ(ttl.size(), 1u);
-    EXPECT_LE(std::stoll(ttl[0]), 5000) << key;
+    const auto left = (*redis)->Query({"PTTL", key});
+    ASSERT_TRUE(left.ok()) << left.status();
+    EXPECT_LE(left->integer, 5000) << key;
   }
   // Past --cluster-results-ttl b trims them, and the emptied streams go.
   EXPECT_TRUE(testing::WaitFor(
@@ -314,13 +280,13 @@ TEST(ClusterKeysTest, AGoneNodesResultsAreTrimmedByAge) {
       },
       absl::Seconds(15)));
   for (int p = 0; p < 4; ++p) {
-    EXPECT_EQ(testing::RedisCli(
-                  **redis, {"SISMEMBER",
-                            "{jobd:p" + std::to_string(p) + "}:results-nodes",
-                            "node-a"}),
-              std::vector<std::string>{"0"});
+    const auto member = (*redis)->Query(
+        {"SISMEMBER", "{jobd:p" + std::to_string(p) + "}:results-nodes",
+         "node-a"});
+    EXPECT_TRUE(member.ok()) << member.status();
+    EXPECT_EQ(member.ok() ? member->integer : -1, 0) << p;
   }
-  EXPECT_THAT((*b)->Log(), ::testing::HasSubstr("trimmed"));
+  EXPECT_THAT((*c)->daemon(1).Log(), ::testing::HasSubstr("trimmed"));
 }
 
 }  // namespace
