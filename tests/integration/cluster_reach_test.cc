@@ -7,7 +7,6 @@
 // the deadline. Jobs are the testing task `ledger` (a line per run).
 #include <signal.h>
 
-#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,73 +16,18 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "tests/integration/cluster_fixture.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/integration/test_tokens.h"
-#include "tests/redis/redis_server.h"
 
 namespace jobd {
 namespace {
 
-using testing::Daemon;
+using testing::EndsByLine;
 using ::testing::HasSubstr;
-using testing::RedisServer;
-using testing::TempDir;
-
-std::vector<std::string> NodeArgs(const RedisServer& redis,
-                                  const std::string& name, int threads,
-                                  std::vector<std::string> extra = {}) {
-  std::vector<std::string> args = {"--cluster",
-                                   redis.url(),
-                                   "--node-name",
-                                   name,
-                                   "--cluster-partitions",
-                                   "4",
-                                   "--cluster-heartbeat",
-                                   "200ms",
-                                   "--cluster-node-ttl",
-                                   "1s",
-                                   "--cluster-reaper-period",
-                                   "200ms",
-                                   "--thread-workers",
-                                   std::to_string(threads)};
-  args.insert(args.end(), extra.begin(), extra.end());
-  return args;
-}
-
-v1::JobSpec Ledger(const std::string& path, const std::string& line, int ms) {
-  v1::JobSpec s;
-  s.set_task("ledger");
-  s.set_kind(v1::JOB_KIND_IO_BOUND);
-  s.set_executor(v1::EXECUTOR_THREAD);
-  s.add_args()->set_string_value(path);
-  s.add_args()->set_string_value(line);
-  s.add_args()->set_number_value(ms);
-  return s;
-}
-
-std::map<std::string, int> ReadLedger(const std::string& path) {
-  std::map<std::string, int> runs;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) ++runs[line];
-  return runs;
-}
-
-bool Joined(v1::JobService::Stub& stub, int nodes,
-            const std::string& token = "") {
-  return testing::WaitFor(
-      [&] {
-        const v1::GetStatsResponse s = testing::GetStats(stub, token);
-        if (!s.has_cluster() || !s.cluster().redis_connected() ||
-            s.cluster().node_epoch() == 0) {
-          return false;
-        }
-        int alive = 0;
-        for (const v1::ClusterNode& n : s.cluster().nodes()) alive += n.alive();
-        return alive >= nodes;
-      },
-      absl::Seconds(20));
-}
+using testing::Ledger;
+using testing::ReadLedger;
+using testing::StartNodes;
 
 // Joins a test's thread when the test leaves, even by a failed ASSERT
 // (before the daemons it talks to stop: declare it after them).
@@ -168,45 +112,38 @@ std::string AwaitJob(v1::JobService::Stub& stub, const std::string& line,
 }
 
 TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-reach");
-  const std::string ledger = dir.path() + "/ledger";
   // a runs one thread job at a time: the first runs there, the second is
   // shared and b runs it.
-  auto a = Daemon::Start(NodeArgs(**redis, "node-a", 1));
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Daemon::Start(NodeArgs(**redis, "node-b", 4));
-  ASSERT_TRUE(b.ok()) << b.status();
-  auto stub_a = (*a)->NewStub();
-  auto stub_b = (*b)->NewStub();
-  ASSERT_TRUE(Joined(*stub_a, 2));
-  ASSERT_TRUE(Joined(*stub_b, 2));
+  auto c = StartNodes("jobd-cluster-reach", {{"node-a", 1}, {"node-b", 4}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
 
   const std::vector<v1::JobSpec> specs = {Ledger(ledger, "local", 2500),
                                           Ledger(ledger, "shared", 2500)};
   testing::StreamResult r;
-  std::thread submit([&] { r = testing::SubmitAll(*stub_a, specs); });
+  std::thread submit([&] { r = testing::SubmitAll(stub_a, specs); });
   JoinAtExit join_submit{submit};
-  const std::string local = AwaitJob(*stub_a, "local", v1::JOB_STATE_RUNNING);
+  const std::string local = AwaitJob(stub_a, "local", v1::JOB_STATE_RUNNING);
   // b runs the shared one; a holds it queued (its submitter's view).
-  ASSERT_FALSE(AwaitJob(*stub_b, "shared", v1::JOB_STATE_RUNNING).empty());
-  const std::string shared = AwaitJob(*stub_a, "shared", v1::JOB_STATE_QUEUED);
+  ASSERT_FALSE(AwaitJob(stub_b, "shared", v1::JOB_STATE_RUNNING).empty());
+  const std::string shared = AwaitJob(stub_a, "shared", v1::JOB_STATE_QUEUED);
   ASSERT_EQ(local.substr(local.find('@')), "@node-a") << local;
   ASSERT_EQ(shared.substr(shared.find('@')), "@node-a") << shared;
 
   // Asked at b, a answers: a's view of each.
-  Answer got = GetJob(*stub_b, local);
+  Answer got = GetJob(stub_b, local);
   ASSERT_TRUE(got.status.ok()) << got.status.error_message();
   EXPECT_EQ(got.job.id(), local);
   EXPECT_EQ(got.job.state(), v1::JOB_STATE_RUNNING);
-  got = GetJob(*stub_b, shared);
+  got = GetJob(stub_b, shared);
   ASSERT_TRUE(got.status.ok()) << got.status.error_message();
   EXPECT_EQ(got.job.id(), shared);
   EXPECT_EQ(got.job.state(), v1::JOB_STATE_QUEUED);
   // a answers its own qualified ids and bare numbers alike.
-  EXPECT_EQ(GetJob(*stub_a, local).job.id(), local);
-  EXPECT_EQ(GetJob(*stub_a, local.substr(0, local.find('@'))).job.id(), local);
+  EXPECT_EQ(GetJob(stub_a, local).job.id(), local);
+  EXPECT_EQ(GetJob(stub_a, local.substr(0, local.find('@'))).job.id(), local);
 
   // A watcher at b of both: their terminal events, then the stream ends.
   std::vector<v1::JobEvent> watched;
@@ -217,7 +154,7 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
     v1::WatchJobsRequest req;
     req.add_job_ids(local);
     req.add_job_ids(shared);
-    auto reader = stub_b->WatchJobs(&ctx, req);
+    auto reader = stub_b.WatchJobs(&ctx, req);
     v1::WatchJobsResponse resp;
     while (reader->Read(&resp)) {
       for (const v1::JobEvent& e : resp.events()) watched.push_back(e);
@@ -226,14 +163,14 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
   });
   JoinAtExit join_watch{watch};
   // A wait shorter than the job: the job as it is then, on time.
-  got = GetJob(*stub_b, local, absl::Seconds(1));
+  got = GetJob(stub_b, local, absl::Seconds(1));
   ASSERT_TRUE(got.status.ok()) << got.status.error_message();
   EXPECT_EQ(got.job.state(), v1::JOB_STATE_RUNNING);
   EXPECT_GE(got.took, absl::Milliseconds(700));
   EXPECT_LT(got.took, absl::Seconds(2));
   // WaitJob at b: both end there as at a.
   for (const std::string& id : {local, shared}) {
-    got = GetJob(*stub_b, id, absl::Seconds(20), absl::Seconds(25));
+    got = GetJob(stub_b, id, absl::Seconds(20), absl::Seconds(25));
     ASSERT_TRUE(got.status.ok()) << id << ": " << got.status.error_message();
     EXPECT_EQ(got.job.state(), v1::JOB_STATE_SUCCEEDED) << id;
     EXPECT_EQ(got.job.id(), id);
@@ -259,17 +196,17 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
   {
     testing::StreamResult own;
     std::thread run_b([&] {
-      own = testing::SubmitAll(*stub_b, {Ledger(ledger, "at-b", 1000)});
+      own = testing::SubmitAll(stub_b, {Ledger(ledger, "at-b", 1000)});
     });
     JoinAtExit join_b{run_b};
-    const std::string at_b = AwaitJob(*stub_b, "at-b", v1::JOB_STATE_RUNNING);
+    const std::string at_b = AwaitJob(stub_b, "at-b", v1::JOB_STATE_RUNNING);
     ASSERT_EQ(at_b.substr(at_b.find('@')), "@node-b") << at_b;
     grpc::ClientContext ctx;
     testing::Deadline(ctx, absl::Seconds(30));
     v1::WatchJobsRequest req;
     req.add_job_ids(at_b);
     req.add_job_ids(local);
-    auto reader = stub_b->WatchJobs(&ctx, req);
+    auto reader = stub_b.WatchJobs(&ctx, req);
     v1::WatchJobsResponse resp;
     std::map<std::string, v1::EventType> ended;
     while (reader->Read(&resp)) {
@@ -285,14 +222,14 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
   }
 
   // Unknown jobs and nodes, and ids that are not ids.
-  got = GetJob(*stub_b, "999999@node-a");
+  got = GetJob(stub_b, "999999@node-a");
   EXPECT_EQ(got.status.error_code(), grpc::StatusCode::NOT_FOUND);
-  got = GetJob(*stub_b, "1@node-zz");
+  got = GetJob(stub_b, "1@node-zz");
   EXPECT_EQ(got.status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(got.status.error_message(), HasSubstr("no node 'node-zz'"));
   EXPECT_LT(got.took, absl::Seconds(1));
   for (const char* bad : {"1@", "1@no such", "x@node-a", "@node-a"}) {
-    got = GetJob(*stub_b, bad);
+    got = GetJob(stub_b, bad);
     EXPECT_EQ(got.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
         << bad;
     EXPECT_THAT(got.status.error_message(), HasSubstr("job_id"));
@@ -303,7 +240,7 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
     testing::Deadline(ctx, absl::Seconds(10));
     v1::StreamJobOutputRequest req;
     req.set_job_id(local);
-    auto reader = stub_b->StreamJobOutput(&ctx, req);
+    auto reader = stub_b.StreamJobOutput(&ctx, req);
     v1::StreamJobOutputResponse resp;
     while (reader->Read(&resp)) {
     }
@@ -314,18 +251,11 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
 }
 
 TEST(ClusterReachTest, CancelFromAnotherNodeStopsTheRunWhereItRuns) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-cancel");
-  const std::string ledger = dir.path() + "/ledger";
-  auto a = Daemon::Start(NodeArgs(**redis, "node-a", 1));
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Daemon::Start(NodeArgs(**redis, "node-b", 4));
-  ASSERT_TRUE(b.ok()) << b.status();
-  auto stub_a = (*a)->NewStub();
-  auto stub_b = (*b)->NewStub();
-  ASSERT_TRUE(Joined(*stub_a, 2));
-  ASSERT_TRUE(Joined(*stub_b, 2));
+  auto c = StartNodes("jobd-cluster-cancel", {{"node-a", 1}, {"node-b", 4}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
 
   // a's thread busy; "long" is shared and runs on b; "keyed" (a
   // concurrency key ties it to a) queues at a.
@@ -334,26 +264,25 @@ TEST(ClusterReachTest, CancelFromAnotherNodeStopsTheRunWhereItRuns) {
   const std::vector<v1::JobSpec> specs = {Ledger(ledger, "blocker", 8000),
                                           Ledger(ledger, "long", 30000), keyed};
   testing::StreamResult r;
-  std::thread submit([&] { r = testing::SubmitAll(*stub_a, specs); });
+  std::thread submit([&] { r = testing::SubmitAll(stub_a, specs); });
   JoinAtExit join_submit{submit};
-  ASSERT_FALSE(AwaitJob(*stub_b, "long", v1::JOB_STATE_RUNNING).empty());
-  const std::string long_id = AwaitJob(*stub_a, "long", v1::JOB_STATE_QUEUED);
-  const std::string keyed_id = AwaitJob(*stub_a, "keyed", v1::JOB_STATE_QUEUED);
+  ASSERT_FALSE(AwaitJob(stub_b, "long", v1::JOB_STATE_RUNNING).empty());
+  const std::string long_id = AwaitJob(stub_a, "long", v1::JOB_STATE_QUEUED);
+  const std::string keyed_id = AwaitJob(stub_a, "keyed", v1::JOB_STATE_QUEUED);
   ASSERT_FALSE(long_id.empty());
   ASSERT_FALSE(keyed_id.empty());
 
   // c joins once b holds the job, and is asked to cancel both.
-  auto c = Daemon::Start(NodeArgs(**redis, "node-c", 4));
-  ASSERT_TRUE(c.ok()) << c.status();
-  auto stub_c = (*c)->NewStub();
-  ASSERT_TRUE(Joined(*stub_c, 3));
+  const absl::StatusOr<size_t> node_c = (*c)->Add({"node-c", 4}, 3);
+  ASSERT_TRUE(node_c.ok()) << node_c.status();
+  v1::JobService::Stub& stub_c = (*c)->stub(*node_c);
   v1::CancelJobResponse resp;
-  grpc::Status s = Cancel(*stub_c, keyed_id, &resp);
+  grpc::Status s = Cancel(stub_c, keyed_id, &resp);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(resp.state(), v1::JOB_STATE_CANCELLED);
   EXPECT_FALSE(resp.already_ended());
   const absl::Time cancelled = absl::Now();
-  s = Cancel(*stub_c, long_id, &resp);
+  s = Cancel(stub_c, long_id, &resp);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(resp.state(), v1::JOB_STATE_CANCELLED);
   EXPECT_FALSE(resp.already_ended());
@@ -361,27 +290,24 @@ TEST(ClusterReachTest, CancelFromAnotherNodeStopsTheRunWhereItRuns) {
   // the job's 30 s).
   ASSERT_TRUE(testing::WaitFor(
       [&] {
-        const auto on_b = JobsByLine(*stub_b);
+        const auto on_b = JobsByLine(stub_b);
         auto it = on_b.find("long");
         return it != on_b.end() &&
                it->second.state() == v1::JOB_STATE_CANCELLED;
       },
       absl::Seconds(5)))
       << "a:\n"
-      << (*a)->Log() << "\nb:\n"
-      << (*b)->Log();
+      << (*c)->daemon(0).Log() << "\nb:\n"
+      << (*c)->daemon(1).Log();
   EXPECT_LT(absl::Now() - cancelled, absl::Seconds(2));
   // Cancelling again: already ended.
-  s = Cancel(*stub_c, long_id, &resp);
+  s = Cancel(stub_c, long_id, &resp);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_TRUE(resp.already_ended());
 
   submit.join();
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
-  std::map<std::string, std::vector<v1::JobEvent>> ends;
-  for (const v1::JobEvent& e : r.Terminal()) {
-    ends[specs[e.client_tag() - 1].args(1).string_value()].push_back(e);
-  }
+  auto ends = EndsByLine(r, specs);
   ASSERT_EQ(ends["long"].size(), 1u);
   EXPECT_EQ(ends["long"][0].type(), v1::EVENT_TYPE_CANCELLED);
   ASSERT_EQ(ends["keyed"].size(), 1u);
@@ -393,9 +319,9 @@ TEST(ClusterReachTest, CancelFromAnotherNodeStopsTheRunWhereItRuns) {
   EXPECT_EQ(runs.count("keyed"), 0u);
   EXPECT_EQ(runs.at("long"), 1);
   // b's end of it reached a or not, a dropped it: a got no result.
-  EXPECT_EQ(testing::GetStats(*stub_a).cluster().work().results(), 0u);
+  EXPECT_EQ(testing::GetStats(stub_a).cluster().work().results(), 0u);
   // a's view stays CANCELLED, from every node.
-  for (auto* stub : {stub_a.get(), stub_b.get(), stub_c.get()}) {
+  for (v1::JobService::Stub* stub : {&stub_a, &stub_b, &stub_c}) {
     const Answer got = GetJob(*stub, long_id);
     ASSERT_TRUE(got.status.ok()) << got.status.error_message();
     EXPECT_EQ(got.job.state(), v1::JOB_STATE_CANCELLED);
@@ -403,25 +329,18 @@ TEST(ClusterReachTest, CancelFromAnotherNodeStopsTheRunWhereItRuns) {
 }
 
 TEST(ClusterReachTest, ADeadNodesJobsAreUnavailableWithinTheDeadline) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-dead");
-  const std::string ledger = dir.path() + "/ledger";
-  auto a = Daemon::Start(NodeArgs(**redis, "node-a", 2));
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Daemon::Start(NodeArgs(**redis, "node-b", 2));
-  ASSERT_TRUE(b.ok()) << b.status();
-  auto stub_a = (*a)->NewStub();
-  auto stub_b = (*b)->NewStub();
-  ASSERT_TRUE(Joined(*stub_a, 2));
-  ASSERT_TRUE(Joined(*stub_b, 2));
-  const v1::JobEvent end = testing::RunOne(*stub_a, Ledger(ledger, "one", 10));
+  auto c = StartNodes("jobd-cluster-dead", {{"node-a", 2}, {"node-b", 2}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
+  const v1::JobEvent end = testing::RunOne(stub_a, Ledger(ledger, "one", 10));
   ASSERT_EQ(end.type(), v1::EVENT_TYPE_SUCCEEDED);
-  ASSERT_TRUE(GetJob(*stub_b, end.job_id()).status.ok());
+  ASSERT_TRUE(GetJob(stub_b, end.job_id()).status.ok());
 
-  ASSERT_TRUE((*a)->Stop(SIGKILL, absl::Seconds(5)).ok());
+  ASSERT_TRUE((*c)->daemon(0).Stop(SIGKILL, absl::Seconds(5)).ok());
   // Before b sees it dead: no answer, UNAVAILABLE at the deadline.
-  Answer got = GetJob(*stub_b, end.job_id(), absl::ZeroDuration(),
+  Answer got = GetJob(stub_b, end.job_id(), absl::ZeroDuration(),
                       absl::Milliseconds(600));
   EXPECT_TRUE(got.status.error_code() == grpc::StatusCode::UNAVAILABLE ||
               got.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
@@ -430,37 +349,32 @@ TEST(ClusterReachTest, ADeadNodesJobsAreUnavailableWithinTheDeadline) {
   // Once it is seen dead: UNAVAILABLE at once, naming it.
   ASSERT_TRUE(testing::WaitFor(
       [&] {
-        const v1::GetStatsResponse stats = testing::GetStats(*stub_b);
+        const v1::GetStatsResponse stats = testing::GetStats(stub_b);
         for (const v1::ClusterNode& n : stats.cluster().nodes()) {
           if (n.name() == "node-a") return !n.alive();
         }
         return false;
       },
       absl::Seconds(10)));
-  got = GetJob(*stub_b, end.job_id());
+  got = GetJob(stub_b, end.job_id());
   EXPECT_EQ(got.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(got.status.error_message(), HasSubstr("node 'node-a' is dead"));
   EXPECT_LT(got.took, absl::Seconds(1));
-  EXPECT_EQ(Cancel(*stub_b, end.job_id()).error_code(),
+  EXPECT_EQ(Cancel(stub_b, end.job_id()).error_code(),
             grpc::StatusCode::UNAVAILABLE);
 }
 
 TEST(ClusterReachTest, OwnerChecksHoldAcrossNodes) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  TempDir dir("jobd-cluster-owner");
-  const std::string ledger = dir.path() + "/ledger";
-  auto a = Daemon::Start(NodeArgs(**redis, "node-a", 2, testing::TokenFlags()));
-  ASSERT_TRUE(a.ok()) << a.status();
-  auto b = Daemon::Start(NodeArgs(**redis, "node-b", 2, testing::TokenFlags()));
-  ASSERT_TRUE(b.ok()) << b.status();
+  auto c =
+      StartNodes("jobd-cluster-owner", {{"node-a", 2, testing::TokenFlags()},
+                                        {"node-b", 2, testing::TokenFlags()}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
   // Over TCP: a Unix socket's peer is the local admin.
   auto stub_a = v1::JobService::NewStub(grpc::CreateChannel(
-      (*a)->tcp_address(), grpc::InsecureChannelCredentials()));
+      (*c)->daemon(0).tcp_address(), grpc::InsecureChannelCredentials()));
   auto stub_b = v1::JobService::NewStub(grpc::CreateChannel(
-      (*b)->tcp_address(), grpc::InsecureChannelCredentials()));
-  ASSERT_TRUE(Joined(*stub_a, 2, testing::kRoot));
-  ASSERT_TRUE(Joined(*stub_b, 2, testing::kRoot));
+      (*c)->daemon(1).tcp_address(), grpc::InsecureChannelCredentials()));
   // alice's job at a, still running when asked for.
   testing::StreamResult r;
   std::thread submit([&] {
