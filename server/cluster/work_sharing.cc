@@ -213,10 +213,12 @@ void WorkSharing::PublishNow(SharedJob job) {
                               true;  // Again at the next heartbeat.
                           return;
                         }
-                        if (self->scheduler_.MarkPublished(id, create_ns)) {
-                          absl::MutexLock lock(&self->mu_);
-                          ++self->stats_.published;
-                        }
+                        // Counted even when the job is no longer in
+                        // the outbox: its end may have come back (taken,
+                        // run, completed elsewhere) before this reply.
+                        (void)self->scheduler_.MarkPublished(id, create_ns);
+                        absl::MutexLock lock(&self->mu_);
+                        ++self->stats_.published;
                       });
 }
 
