@@ -218,7 +218,10 @@ void KeyClaims::ClaimNow(KeyClaim claim) {
         const std::vector<std::string> holder =
             r->elements.size() > 1 ? absl::StrSplit(r->elements[1].str, ':')
                                    : std::vector<std::string>{};
-        if (holder.size() != 3 || !absl::SimpleAtoi(holder[1], &other)) {
+        // The node's name goes into the duplicate's id on the wire: a
+        // valid name only (ASCII, server/cluster/cluster_options.h).
+        if (holder.size() != 3 || !absl::SimpleAtoi(holder[1], &other) ||
+            !CheckNodeName(holder[0], "claim holder").ok()) {
           return self->GoLocal(claim);
         }
         std::shared_ptr<JobEnd> end;
