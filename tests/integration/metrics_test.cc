@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -467,19 +468,26 @@ void ExpectPrometheusAnswers(int port, const std::string& scrape,
       kPrometheus, "--config.file=" + config,
       "--storage.tsdb.path=" + dir.path() + "/data",
       absl::StrCat("--web.listen-address=127.0.0.1:", web_port)};
+  // Everything the child needs is made before the fork: this process has
+  // threads (the in-process daemon's), so the child may call only
+  // async-signal-safe functions until exec (an allocation could wait for
+  // good on a malloc lock some other thread held at the fork).
+  std::vector<char*> argv;
+  for (const std::string& a : args)
+    argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const int log_fd =
+      open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(log_fd, 0) << log << ": " << strerror(errno);
   const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
   if (pid == 0) {
-    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    std::vector<char*> argv;
-    for (const std::string& a : args)
-      argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
+    dup2(log_fd, 1);
+    dup2(log_fd, 2);
     execv(argv[0], argv.data());
     _exit(127);
   }
+  close(log_fd);
+  ASSERT_GE(pid, 0);
   struct Stopper {
     pid_t pid;
     ~Stopper() { (void)StopProcess(pid, SIGTERM, absl::Seconds(10)); }
