@@ -160,7 +160,7 @@ TEST_F(JournalTest, RowsSurviveAReopen) {
     ASSERT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
     j->Update(Ended(2));
     j->Delete(3);
-    j->NoteSequence(77);
+    j->ReserveSequences(77);
   }  // Closing flushes.
   Recovered r;
   auto j = Open(&r);
@@ -237,8 +237,8 @@ TEST_F(JournalTest, LingeringRecordsWaitToShareTheCommitOfOneThatMustNot) {
   JournalRow running = Row(1, v1::JOB_STATE_RUNNING);
   running.spec = nullptr;
   EXPECT_EQ(j->Update(running, Journal::Linger::kYes), accepted);
-  // Neither a sequence nor a waiter hurries it.
-  j->NoteSequence(12);
+  // Neither a reservation nor a waiter hurries it.
+  j->ReserveSequences(12);
   absl::Notification durable;
   j->WhenDurable(accepted, [&](bool ok) {
     EXPECT_TRUE(ok);

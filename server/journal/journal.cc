@@ -41,9 +41,10 @@ struct Journal::Batch {
   std::vector<JournalRecord> records;
   ScheduleRecords schedules;            // The last put or delete of each id.
   std::vector<KeyLimitRow> key_limits;  // In order: the last one wins.
-  uint64_t last_sequence = 0;           // 0: none noted.
+  uint64_t reserved_sequence = 0;       // 0: none reserved.
   uint64_t reserved_job_id = 0;         // 0: none reserved.
-  absl::Time opened;                    // When it became dirty.
+  bool waited_on = false;  // An empty batch a waiter needs committed.
+  absl::Time opened;       // When it became dirty.
   // Whether a record that must not wait is in it (Linger::kNo); else, the
   // earliest time a lingering record allows it to be committed at
   // (InfiniteFuture: none lingers, nothing holds it back).
@@ -51,11 +52,11 @@ struct Journal::Batch {
   absl::Time linger_until = absl::InfiniteFuture();
   bool dirty() const {
     return !records.empty() || !schedules.empty() || !key_limits.empty() ||
-           last_sequence != 0 || reserved_job_id != 0;
+           reserved_sequence != 0 || reserved_job_id != 0 || waited_on;
   }
   // Before adding to it (under Journal::mu_): a record that must not wait
   // (Touch), one that may wait up to `bound` for company (Linger::kYes),
-  // or what goes with the records (a sequence, an id reservation, a
+  // or what goes with the records (a reservation of sequences or ids, a
   // waiter's mark: TouchCompanion), which neither hurries nor holds it.
   Batch& Touch() {
     TouchCompanion().urgent = true;
@@ -70,10 +71,6 @@ struct Journal::Batch {
   }
   Batch& TouchCompanion() {
     if (!dirty()) opened = absl::Now();
-    return *this;
-  }
-  Batch& Note(uint64_t sequence) {
-    last_sequence = std::max(last_sequence, sequence);
     return *this;
   }
   // Whether the writer may take it now.
@@ -114,30 +111,27 @@ Journal::~Journal() {
 
 // ---- queueing ------------------------------------------------------------
 
-uint64_t Journal::Insert(JournalRow row, Linger linger, uint64_t sequence) {
+uint64_t Journal::Insert(JournalRow row, Linger linger) {
   absl::MutexLock lock(&mu_);
   open_->Touch(linger, options_.linger)
-      .Note(sequence)
       .records.push_back({JournalRecord::kInsert, std::move(row)});
   return open_ticket_;
 }
 
-uint64_t Journal::Update(JournalRow row, Linger linger, uint64_t sequence) {
+uint64_t Journal::Update(JournalRow row, Linger linger) {
   row.spec = StoredSpec();
   absl::MutexLock lock(&mu_);
   open_->Touch(linger, options_.linger)
-      .Note(sequence)
       .records.push_back({JournalRecord::kUpdate, std::move(row)});
   return open_ticket_;
 }
 
-uint64_t Journal::Update(JournalRow row, CallbackRecord callback,
-                         uint64_t sequence) {
+uint64_t Journal::Update(JournalRow row, CallbackRecord callback) {
   row.spec = StoredSpec();
   const uint64_t id = row.id;
   auto cb = std::make_shared<const CallbackRecord>(std::move(callback));
   absl::MutexLock lock(&mu_);
-  Batch& batch = open_->Touch().Note(sequence);
+  Batch& batch = open_->Touch();
   batch.records.push_back({JournalRecord::kUpdate, std::move(row)});
   batch.records.push_back(
       {JournalRecord::kCallback, JournalRow{.id = id}, std::move(cb)});
@@ -166,9 +160,10 @@ uint64_t Journal::SetKeyLimit(KeyLimitRow row) {
   return open_ticket_;
 }
 
-uint64_t Journal::NoteSequence(uint64_t last_sequence) {
+uint64_t Journal::ReserveSequences(uint64_t up_to) {
   absl::MutexLock lock(&mu_);
-  open_->TouchCompanion().Note(last_sequence);
+  open_->TouchCompanion().reserved_sequence =
+      std::max(open_->reserved_sequence, up_to);
   return open_ticket_;
 }
 
@@ -237,8 +232,8 @@ void Journal::WhenDurable(uint64_t ticket, DurableFn fn, Wait wait) {
       (wait == Wait::kFailFast ? fail_fast_ : waiters_)
           .emplace(ticket, std::move(fn));
       // An empty batch commits too (its waiters need a durable point).
-      if (ticket == open_ticket_ && open_->last_sequence == 0) {
-        open_->TouchCompanion().last_sequence = 1;
+      if (ticket == open_ticket_ && !open_->waited_on) {
+        open_->TouchCompanion().waited_on = true;
       }
       return;
     }
@@ -384,8 +379,8 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
   using Part = JournalStore::Part;
   auto apply = [this, &batch](Part part) -> absl::Status {
     absl::StatusOr<JournalStore::Written> written =
-        store_->Write(batch.records, batch.last_sequence, part, batch.schedules,
-                      batch.key_limits, batch.reserved_job_id);
+        store_->Write(batch.records, batch.reserved_sequence, part,
+                      batch.schedules, batch.key_limits, batch.reserved_job_id);
     if (!written.ok()) return written.status();
     absl::MutexLock lock(&mu_);
     rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) +
@@ -449,8 +444,8 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
         for (KeyLimitRow& k : open_->key_limits) {
           batch.key_limits.push_back(std::move(k));
         }
-        batch.last_sequence =
-            std::max(batch.last_sequence, open_->last_sequence);
+        batch.reserved_sequence =
+            std::max(batch.reserved_sequence, open_->reserved_sequence);
         batch.reserved_job_id =
             std::max(batch.reserved_job_id, open_->reserved_job_id);
         open_ = std::make_unique<Batch>();

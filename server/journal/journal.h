@@ -1,7 +1,8 @@
 // Journal: the durable record of jobs, in an embedded SQLite database (WAL
 // mode) in the state directory: every accepted job (its spec), every state
-// change and every result, and the highest event sequence handed out. On
-// start, jobd reads it back (Open) to re-queue, fail or retain what it held.
+// change and every result, and how far event sequences and job ids were
+// handed out (reserved a block ahead). On start, jobd reads it back (Open)
+// to re-queue, fail or retain what it held.
 //
 // Group commit. The scheduler queues records under its own lock (Insert,
 // Update, Delete: no I/O, no serialization) into the open batch; a writer
@@ -34,7 +35,7 @@
 // recovery, how full the file is) is JournalStore
 // (server/journal/journal_store.h).
 //
-// Thread-safety: Insert/Update/Delete/NoteSequence/ticket()/durable()/
+// Thread-safety: Insert/Update/Delete/ReserveSequences/ticket()/durable()/
 // WhenDurable/stats are thread-safe and never block on I/O (a leaf lock).
 // The writer thread owns the SQLite connection (the JournalStore).
 #ifndef JOBD_SERVER_JOURNAL_JOURNAL_H_
@@ -138,7 +139,9 @@ struct Recovered {
   // The schedules table: (id, body) by id.
   std::vector<std::pair<std::string, std::string>> schedules;
   std::vector<KeyLimitRow> key_limits;  // By key; none `clear`.
-  uint64_t last_sequence = 0;  // Highest event sequence ever handed out.
+  // Event sequences up to this one may have been handed out (rows' and
+  // ReserveSequences'): the next start's come after it.
+  uint64_t last_sequence = 0;
   // Job ids up to this one may have been handed out (ReserveJobIds): the
   // next start's ids come after it.
   uint64_t reserved_job_id = 0;
@@ -169,20 +172,13 @@ class Journal {
   // short job's accept and end take one commit (or its claim's and its
   // end's, at most once). Tickets are unchanged: a record is in the open
   // batch, whichever commits it.
-  //
-  // `sequence`: the event announcing the change, noted with the record
-  // (NoteSequence) in the same step, so that the event waits for the
-  // record's batch and no later one; 0: none.
   enum class Linger { kNo, kYes };
   // A new job, spec included.
-  uint64_t Insert(JournalRow row, Linger linger = Linger::kNo,
-                  uint64_t sequence = 0);
+  uint64_t Insert(JournalRow row, Linger linger = Linger::kNo);
   // Its state changed (spec not written).
-  uint64_t Update(JournalRow row, Linger linger = Linger::kNo,
-                  uint64_t sequence = 0);
+  uint64_t Update(JournalRow row, Linger linger = Linger::kNo);
   // Its end, with its callback's first record: both in one transaction.
-  uint64_t Update(JournalRow row, CallbackRecord callback,
-                  uint64_t sequence = 0);
+  uint64_t Update(JournalRow row, CallbackRecord callback);
   // A callback's new status (a row of the callbacks table): a final one
   // (not PENDING) is kept only while its job's row is, and a job's row
   // deleted takes its finished callback with it (a pending one stays).
@@ -190,8 +186,11 @@ class Journal {
   uint64_t Delete(uint64_t id);  // Forgotten (retention).
   // A key's limits set (or cleared) through the API, kept across restarts.
   uint64_t SetKeyLimit(KeyLimitRow row);
-  // The highest event sequence handed out; stored with the open batch.
-  uint64_t NoteSequence(uint64_t last_sequence);
+  // Event sequences up to `up_to` may be handed out: once durable, no
+  // later start gives them again (Recovered::last_sequence). Stored with
+  // the open batch; reserved a block ahead (EventLog), so that a commit
+  // writes the meta row once per block, not once per batch.
+  uint64_t ReserveSequences(uint64_t up_to);
   // Job ids up to `up_to` may be handed out: once durable, no later start
   // gives them again (Recovered::reserved_job_id), whether or not their
   // jobs were ever journaled (in-memory jobs, forgotten ones). Stored with

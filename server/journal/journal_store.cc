@@ -580,7 +580,7 @@ JournalStore::Pages JournalStore::CountPages() {
 }
 
 absl::StatusOr<JournalStore::Written> JournalStore::Write(
-    const std::vector<JournalRecord>& records, uint64_t last_sequence,
+    const std::vector<JournalRecord>& records, uint64_t reserved_sequence,
     Part part, const ScheduleRecords& schedules,
     const std::vector<KeyLimitRow>& key_limits, uint64_t reserved_job_id) {
   Statement insert(db_,
@@ -778,8 +778,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     if (absl::Status s = step(st); !s.ok()) return s;
   }
   for (const auto& [key, value] :
-       {std::pair<const char*, uint64_t>{"last_sequence",
-                                         last_sequence > 1 ? last_sequence : 0},
+       {std::pair<const char*, uint64_t>{"last_sequence", reserved_sequence},
         std::pair<const char*, uint64_t>{"reserved_job_id", reserved_job_id}}) {
     if (part == Part::kDeletes || value == 0) continue;
     sqlite3_bind_text(meta.get(), 1, key, -1, SQLITE_STATIC);

@@ -76,8 +76,8 @@ class JournalStore {
   };
   // Writes `records` (at most one per job and table: Journal folds them; a
   // callback record right after its job's record goes in the same
-  // transaction) and, if
-  // over 1, `last_sequence` (the highest event sequence handed out), in
+  // transaction) and, if not 0, `reserved_sequence` (event sequences
+  // up to it may be handed out: Journal::ReserveSequences), in
   // one transaction per max_batch_records / max_transaction_bytes (one
   // per record with kEveryCommit). Every write is idempotent: a failed
   // Write (rolled back; transactions committed before it stay) may be
@@ -88,7 +88,7 @@ class JournalStore {
   // (not with Part::kDeletes), with `reserved_job_id` if not 0
   // (Journal::ReserveJobIds).
   absl::StatusOr<Written> Write(const std::vector<JournalRecord>& records,
-                                uint64_t last_sequence, Part part,
+                                uint64_t reserved_sequence, Part part,
                                 const ScheduleRecords& schedules = {},
                                 const std::vector<KeyLimitRow>& key_limits = {},
                                 uint64_t reserved_job_id = 0);

@@ -12,8 +12,19 @@ static_assert(sizeof(LoggedEvent) == 32);
 EventLog::EventLog(size_t capacity, Journal* journal)
     : capacity_(capacity), journal_(journal) {}
 
+uint64_t EventLog::NextSequence() {
+  const uint64_t sequence = next_sequence_++;
+  if (journal_ != nullptr) {
+    reserved_.Before(sequence, [this](uint64_t up_to) {
+      return journal_->ReserveSequences(up_to);
+    });
+  }
+  return sequence;
+}
+
 uint64_t EventLog::JoinBatch(uint64_t sequence, uint64_t ticket) {
-  if (ticket == 0) ticket = journal_->NoteSequence(sequence);
+  ticket = std::max(ticket, reserved_.TicketOf(sequence));
+  if (ticket == 0) return 0;
   if (!batches_.empty() && batches_.back().ticket == ticket) {
     batches_.back().last = sequence;
     return ticket;
@@ -97,6 +108,7 @@ void EventLog::Restore(std::vector<LoggedEvent> log, uint64_t last_sequence) {
   log_.assign(std::make_move_iterator(log.end() - keep),
               std::make_move_iterator(log.end()));
   next_sequence_ = std::max(next_sequence_, last_sequence + 1);
+  reserved_.Restored(last_sequence);
 }
 
 void EventLog::FanOut(const Event& event, const JobRecord& job,

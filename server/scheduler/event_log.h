@@ -28,6 +28,7 @@
 #include "absl/functional/function_ref.h"
 #include "jobd/v1/jobd.pb.h"
 #include "server/jobs/job_types.h"
+#include "server/journal/block_reservation.h"
 #include "server/journal/journal.h"
 #include "server/scheduler/job_record.h"
 #include "workers/sdk/compact_time.h"
@@ -53,14 +54,19 @@ class EventLog {
   EventLog(size_t capacity, Journal* journal);
 
   // ---- sequences and batches ----
-  uint64_t NextSequence() { return next_sequence_++; }
+  // With a journal, sequences are reserved in it a block ahead
+  // (Journal::ReserveSequences): a restart skips what was left of it.
+  static constexpr uint64_t kSequenceBlock = 1 << 20;
+  uint64_t NextSequence();
   uint64_t last_sequence() const { return next_sequence_ - 1; }
-  // Journal only: records `sequence` with the journal's open batch (call
-  // it after the change the event announces was recorded) and returns that
-  // batch's ticket, which the event must wait for. `ticket`: the batch the
-  // change's record joined with `sequence` noted (Journal::Update's), if
-  // it was; the event waits for it, and no later one.
-  uint64_t JoinBatch(uint64_t sequence, uint64_t ticket = 0);
+  // The journal batch that reserved `sequence` (0: durable, or no journal).
+  uint64_t ReservationTicket(uint64_t sequence) const {
+    return reserved_.TicketOf(sequence);
+  }
+  // Journal only: the ticket the event of `sequence` must wait for, noted
+  // for TicketOf: `ticket`, the batch its change's record joined (0: no
+  // record), or its sequence's reservation if that is later.
+  uint64_t JoinBatch(uint64_t sequence, uint64_t ticket);
   // The journal batch the event of `sequence` waits for (0: durable).
   uint64_t TicketOf(uint64_t sequence) const;
 
@@ -97,6 +103,7 @@ class EventLog {
   Journal* const journal_;  // Optional.
   std::deque<LoggedEvent> log_;
   uint64_t next_sequence_ = 1;
+  BlockReservation reserved_{kSequenceBlock};  // With a journal.
   // With a journal: the event sequences of each batch not yet seen
   // durable, oldest first (one of no batch here is durable).
   struct BatchSequences {

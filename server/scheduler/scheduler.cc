@@ -523,26 +523,23 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
     callback = callback_hook_->OnEnded(job.id, job.spec->callback_url(), event);
   }
   if (!Journaled(job)) {
-    // In memory: nothing to wait for but its id's reservation (NewJobId),
-    // durable long before as a rule.
+    // In memory: nothing to wait for but the reservations of its id
+    // (NewJobId) and its sequence, durable long before as a rule.
     if (journal_ != nullptr) {
-      event.ticket =
-          job.id <= ids_previous_reserved_ ? ids_previous_ticket_ : ids_ticket_;
+      event.ticket = std::max(ids_reserved_.TicketOf(job.id),
+                              events_.ReservationTicket(event.sequence));
     }
   } else {
     // The record first, then the ticket: the event must not be delivered
-    // before the state it announces is durable, so its ticket is taken
-    // after the record joined the open batch (never an older one).
-    // The record carries the event's sequence: were the two noted apart,
-    // the writer could take the batch between them, and the event would
-    // wait for a second commit.
+    // before the state it announces is durable, so it waits for the batch
+    // its record joined (a progress event has none: its sequence's
+    // reservation alone).
     uint64_t ticket = 0;
     if (callback.has_value()) {
-      ticket = journal_->Update(job.Row(), *callback, event.sequence);
+      ticket = journal_->Update(job.Row(), *callback);
     } else if (event.type != v1::EVENT_TYPE_PROGRESS) {
-      ticket =
-          JournalState(job, /*insert=*/event.type == v1::EVENT_TYPE_ACCEPTED,
-                       event.sequence);
+      ticket = JournalState(job,
+                            /*insert=*/event.type == v1::EVENT_TYPE_ACCEPTED);
     }
     event.ticket = events_.JoinBatch(event.sequence, ticket);
     after.ticket = std::max(after.ticket, event.ticket);
@@ -841,22 +838,14 @@ void Scheduler::Abort(Job& job, CancelReason reason,
 
 uint64_t Scheduler::NewJobId() {
   const uint64_t id = table_.NextId();
-  // Ids are reserved in the journal a block ahead, so that a restart never
-  // gives one again, even that of a job whose row is gone (forgotten) or
-  // never was: one small write per kIdBlock jobs, durable long before its
-  // ids are reached.
-  constexpr uint64_t kIdBlock = 1 << 16;
-  if (journal_ != nullptr && id + kIdBlock / 2 > ids_reserved_) {
-    ids_previous_reserved_ = ids_reserved_;
-    ids_previous_ticket_ = ids_ticket_;
-    ids_reserved_ = id + kIdBlock;
-    ids_ticket_ = journal_->ReserveJobIds(ids_reserved_);
+  if (journal_ != nullptr) {
+    ids_reserved_.Before(
+        id, [this](uint64_t up_to) { return journal_->ReserveJobIds(up_to); });
   }
   return id;
 }
 
-uint64_t Scheduler::JournalState(const Job& job, bool insert,
-                                 uint64_t sequence) {
+uint64_t Scheduler::JournalState(const Job& job, bool insert) {
   if (!Journaled(job)) return 0;
   // Only a claim (its run waits for it) and an end start a commit; the
   // other records wait for company, the end's commit as a rule: a short
@@ -865,8 +854,8 @@ uint64_t Scheduler::JournalState(const Job& job, bool insert,
   const Journal::Linger linger = !IsTerminal(job.state) && !job.gated
                                      ? Journal::Linger::kYes
                                      : Journal::Linger::kNo;
-  return insert ? journal_->Insert(job.Row(), linger, sequence)
-                : journal_->Update(job.Row(), linger, sequence);
+  return insert ? journal_->Insert(job.Row(), linger)
+                : journal_->Update(job.Row(), linger);
 }
 
 }  // namespace jobd

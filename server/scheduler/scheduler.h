@@ -70,6 +70,7 @@
 #include "server/jobs/job_types.h"
 #include "server/jobs/key_claim.h"
 #include "server/jobs/work_share.h"
+#include "server/journal/block_reservation.h"
 #include "server/journal/journal.h"
 #include "server/scheduler/after_unlock.h"
 #include "server/scheduler/clock.h"
@@ -393,10 +394,9 @@ class Scheduler {
   void Abort(Job& job, CancelReason reason, std::shared_ptr<JobEnd> end,
              After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records the job's new state in the journal, if any (`insert`: the job
-  // is new, its spec goes too), with `sequence` (the event announcing it;
-  // 0: none). Returns the record's ticket; 0 when it is not journaled.
-  uint64_t JournalState(const Job& job, bool insert = false,
-                        uint64_t sequence = 0)
+  // is new, its spec goes too). Returns the record's ticket; 0 when it is
+  // not journaled.
+  uint64_t JournalState(const Job& job, bool insert = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A new job's id; with a journal, reserves ids there ahead of it.
   uint64_t NewJobId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -583,14 +583,10 @@ class Scheduler {
   std::deque<EndedDependency> ended_dependencies_ ABSL_GUARDED_BY(mu_);
   bool releasing_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t expired_ ABSL_GUARDED_BY(mu_) = 0;
-  // Job ids reserved in the journal (NewJobId): up to ids_reserved_ by the
-  // latest reservation (its ticket ids_ticket_), up to
-  // ids_previous_reserved_ by the one before. An in-memory job's events
-  // wait for the reservation that covers its id.
-  uint64_t ids_reserved_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t ids_ticket_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t ids_previous_reserved_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t ids_previous_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  // Job ids reserved in the journal (NewJobId), a block ahead; an
+  // in-memory job's events wait for the reservation that covers its id.
+  static constexpr uint64_t kIdBlock = 1 << 16;
+  BlockReservation ids_reserved_ ABSL_GUARDED_BY(mu_){kIdBlock};
   WorkShareHook* work_share_ ABSL_GUARDED_BY(mu_) = nullptr;  // Optional.
   size_t shared_ ABSL_GUARDED_BY(mu_) = 0;  // Live shared jobs.
   KeyClaimHook* key_claims_ ABSL_GUARDED_BY(mu_) = nullptr;  // Optional.

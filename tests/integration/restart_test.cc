@@ -551,6 +551,32 @@ TEST_F(RestartTest, AJobIdIsNeverGivenAgainAfterARestart) {
   EXPECT_GT(std::stoull(after.Terminal()[0].job_id()), highest);
 }
 
+// A watcher that saw an event's sequence resumes after it: no later start
+// may give that sequence again, not even one of an in-memory job's events
+// (never journaled) after the last journaled one, nor after a kill -9.
+TEST_F(RestartTest, NoSequenceIsGivenTwiceAcrossAKillNine) {
+  StartDaemon();
+  v1::JobSpec in_memory = Spec("echo", {1});
+  in_memory.set_in_memory(true);
+  const StreamResult journaled = SubmitAll(*stub_, {Spec("echo", {0})});
+  ASSERT_EQ(journaled.Terminal().size(), 1u);
+  const StreamResult first =
+      SubmitAll(*stub_, {in_memory, in_memory, in_memory});
+  ASSERT_EQ(first.Terminal().size(), 3u);
+  uint64_t last_seen = 0;
+  for (const v1::JobEvent& e : first.events) {
+    last_seen = std::max(last_seen, e.sequence());
+  }
+  ASSERT_TRUE(daemon_->Stop(SIGKILL, absl::Seconds(10)).ok());
+
+  StartDaemon();
+  const StreamResult after = SubmitAll(*stub_, {Spec("echo", {2}), in_memory});
+  ASSERT_EQ(after.Terminal().size(), 2u);
+  for (const v1::JobEvent& e : after.events) {
+    EXPECT_GT(e.sequence(), last_seen) << e.ShortDebugString();
+  }
+}
+
 TEST_F(RestartTest, AnInMemoryJobIsNeverJournaled) {
   StartDaemon({"--thread-workers", "2"});
   v1::JobSpec in_memory = Spec("echo", {1});
