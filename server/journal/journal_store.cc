@@ -86,12 +86,76 @@ class Statement {
     }
   }
   ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
   sqlite3_stmt* get() const { return stmt_; }
   bool ok() const { return stmt_ != nullptr; }
 
  private:
   sqlite3_stmt* stmt_ = nullptr;
 };
+
+}  // namespace
+
+// The statements Write runs: parsing them was a third of a small
+// commit's CPU, so they are prepared once, when the store opens.
+struct JournalStore::Statements {
+  explicit Statements(sqlite3* db) : db(db) {}
+  bool ok() const {
+    for (const Statement* s :
+         {&begin, &commit, &insert, &update, &remove, &remove_callback,
+          &put_callback, &update_callback, &orphan_callback, &meta,
+          &put_schedule, &delete_schedule, &set_key, &clear_key}) {
+      if (!s->ok()) return false;
+    }
+    return true;
+  }
+  sqlite3* const db;
+  Statement begin{db, "BEGIN IMMEDIATE"};
+  Statement commit{db, "COMMIT"};
+  Statement insert{db,
+                   "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
+                   "create_ns, start_ns, finish_ns, result, error, "
+                   "accepted_seq, started_seq, ended_seq, attempts, owner, "
+                   "due_ns, history, cluster) "
+                   "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"};
+  Statement update{db,
+                   "UPDATE jobs SET state=?2, executor=?3, start_ns=?4, "
+                   "finish_ns=?5, result=?6, error=?7, started_seq=?8, "
+                   "ended_seq=?9, attempts=?10, due_ns=?11, history=?12, "
+                   "cluster=?13 "
+                   "WHERE id=?1"};
+  Statement remove{db, "DELETE FROM jobs WHERE id=?"};
+  // A job forgotten takes its finished callback with it (2: PENDING).
+  Statement remove_callback{
+      db, "DELETE FROM callbacks WHERE job_id=? AND state<>2"};
+  Statement put_callback{db,
+                         "INSERT OR REPLACE INTO callbacks(job_id, state, "
+                         "attempts, last_error, url, event) "
+                         "VALUES(?,?,?,?,?,?)"};
+  // A finished callback drops its event, and its row if its job's is gone.
+  Statement update_callback{
+      db,
+      "UPDATE callbacks SET state=?2, attempts=?3, last_error=?4, "
+      "event=CASE WHEN ?2=2 THEN event ELSE x'' END WHERE job_id=?1"};
+  Statement orphan_callback{db,
+                            "DELETE FROM callbacks WHERE job_id=?1 AND "
+                            "state<>2 AND NOT EXISTS (SELECT 1 FROM jobs "
+                            "WHERE id=?1)"};
+  Statement meta{db,
+                 "INSERT INTO meta(key, value) VALUES(?, ?) "
+                 "ON CONFLICT(key) DO UPDATE SET value=max(value, "
+                 "excluded.value)"};
+  Statement put_schedule{
+      db, "INSERT OR REPLACE INTO schedules(id, body) VALUES(?, ?)"};
+  Statement delete_schedule{db, "DELETE FROM schedules WHERE id=?"};
+  Statement set_key{db,
+                    "INSERT OR REPLACE INTO key_limits(key, max_running, "
+                    "rate) VALUES(?,?,?)"};
+  Statement clear_key{db, "DELETE FROM key_limits WHERE key=?"};
+};
+
+namespace {
 
 // DataLoss for a damaged database (the only case Open moves the file
 // aside), Unavailable for a busy one, Internal for the rest (permissions,
@@ -535,11 +599,17 @@ absl::StatusOr<std::unique_ptr<JournalStore>> JournalStore::Open(
   if (store->Exec(pragmas.c_str()).ok() == false) {
     return SqliteError(db, "pragmas");
   }
+  store->statements_ = std::make_unique<Statements>(db);
+  if (!store->statements_->ok()) return SqliteError(db, "preparing statements");
   store->counted_bytes_ = store->CountPages().used_bytes;
   return store;
 }
 
+JournalStore::JournalStore(const JournalOptions& options, sqlite3* db)
+    : options_(options), db_(db) {}
+
 JournalStore::~JournalStore() {
+  statements_.reset();  // Finalized before the close.
   sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr,
                nullptr);
   sqlite3_close(db_);
@@ -552,6 +622,18 @@ absl::Status JournalStore::Exec(const char* sql) {
     const std::string message =
         fmt::format("{}: {}", sql, error ? error : sqlite3_errmsg(db_));
     sqlite3_free(error);
+    return (rc & 0xff) == SQLITE_FULL ? absl::ResourceExhaustedError(message)
+                                      : absl::InternalError(message);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JournalStore::Run(sqlite3_stmt* statement, const char* what) {
+  const int rc = sqlite3_step(statement);
+  sqlite3_reset(statement);
+  if (rc != SQLITE_DONE) {
+    const std::string message = fmt::format(
+        "{}: {} ({})", what, sqlite3_errmsg(db_), sqlite3_errstr(rc));
     return (rc & 0xff) == SQLITE_FULL ? absl::ResourceExhaustedError(message)
                                       : absl::InternalError(message);
   }
@@ -583,52 +665,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     const std::vector<JournalRecord>& records, uint64_t reserved_sequence,
     Part part, const ScheduleRecords& schedules,
     const std::vector<KeyLimitRow>& key_limits, uint64_t reserved_job_id) {
-  Statement insert(db_,
-                   "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
-                   "create_ns, start_ns, finish_ns, result, error, "
-                   "accepted_seq, started_seq, ended_seq, attempts, owner, "
-                   "due_ns, history, cluster) "
-                   "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-  Statement update(db_,
-                   "UPDATE jobs SET state=?2, executor=?3, start_ns=?4, "
-                   "finish_ns=?5, result=?6, error=?7, started_seq=?8, "
-                   "ended_seq=?9, attempts=?10, due_ns=?11, history=?12, "
-                   "cluster=?13 "
-                   "WHERE id=?1");
-  Statement remove(db_, "DELETE FROM jobs WHERE id=?");
-  // A job forgotten takes its finished callback with it (2: PENDING).
-  Statement remove_callback(
-      db_, "DELETE FROM callbacks WHERE job_id=? AND state<>2");
-  Statement put_callback(db_,
-                         "INSERT OR REPLACE INTO callbacks(job_id, state, "
-                         "attempts, last_error, url, event) "
-                         "VALUES(?,?,?,?,?,?)");
-  // A finished callback drops its event, and its row if its job's is gone.
-  Statement update_callback(
-      db_,
-      "UPDATE callbacks SET state=?2, attempts=?3, last_error=?4, "
-      "event=CASE WHEN ?2=2 THEN event ELSE x'' END WHERE job_id=?1");
-  Statement orphan_callback(db_,
-                            "DELETE FROM callbacks WHERE job_id=?1 AND "
-                            "state<>2 AND NOT EXISTS (SELECT 1 FROM jobs "
-                            "WHERE id=?1)");
-  Statement meta(db_,
-                 "INSERT INTO meta(key, value) VALUES(?, ?) "
-                 "ON CONFLICT(key) DO UPDATE SET value=max(value, "
-                 "excluded.value)");
-  Statement put_schedule(
-      db_, "INSERT OR REPLACE INTO schedules(id, body) VALUES(?, ?)");
-  Statement delete_schedule(db_, "DELETE FROM schedules WHERE id=?");
-  Statement set_key(db_,
-                    "INSERT OR REPLACE INTO key_limits(key, max_running, "
-                    "rate) VALUES(?,?,?)");
-  Statement clear_key(db_, "DELETE FROM key_limits WHERE key=?");
-  if (!insert.ok() || !update.ok() || !remove.ok() || !meta.ok() ||
-      !put_schedule.ok() || !delete_schedule.ok() || !remove_callback.ok() ||
-      !put_callback.ok() || !update_callback.ok() || !orphan_callback.ok() ||
-      !set_key.ok() || !clear_key.ok()) {
-    return SqliteError(db_, "prepare");
-  }
+  Statements& stmts = *statements_;
   const bool per_record = options_.durability == Durability::kEveryCommit;
   EncodedBytes bytes;  // Reused from one row to the next.
   StoredRow row;
@@ -637,11 +674,11 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
   size_t in_transaction = 0;
   uint64_t transaction_bytes = 0;
   uint64_t written = 0;  // Specs and results, in all the transactions.
-  auto begin = [&]() { return Exec("BEGIN IMMEDIATE"); };
+  auto begin = [&]() { return Run(stmts.begin.get(), "BEGIN"); };
   auto commit = [&]() {
     in_transaction = 0;
     transaction_bytes = 0;
-    return Exec("COMMIT");
+    return Run(stmts.commit.get(), "COMMIT");
   };
   if (absl::Status s = begin(); !s.ok()) return s;
   auto step = [&](sqlite3_stmt* st) -> absl::Status {
@@ -669,20 +706,20 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     }
     absl::Status s;
     if (r.kind == JournalRecord::kDelete) {
-      sqlite3_bind_int64(remove.get(), 1, static_cast<int64_t>(r.row.id));
-      s = step(remove.get());
+      sqlite3_bind_int64(stmts.remove.get(), 1, static_cast<int64_t>(r.row.id));
+      s = step(stmts.remove.get());
       if (s.ok() && sqlite3_changes(db_) > 0) --rows_delta;
       ++deletes;
       if (s.ok()) {
-        sqlite3_bind_int64(remove_callback.get(), 1,
+        sqlite3_bind_int64(stmts.remove_callback.get(), 1,
                            static_cast<int64_t>(r.row.id));
-        s = step(remove_callback.get());
+        s = step(stmts.remove_callback.get());
       }
     } else if (r.kind == JournalRecord::kCallback) {
       const CallbackRecord& cb = *r.callback;
       const int64_t id = static_cast<int64_t>(cb.job_id);
       sqlite3_stmt* st =
-          cb.first() ? put_callback.get() : update_callback.get();
+          cb.first() ? stmts.put_callback.get() : stmts.update_callback.get();
       sqlite3_bind_int64(st, 1, id);
       sqlite3_bind_int64(st, 2, cb.state);
       sqlite3_bind_int64(st, 3, cb.attempts);
@@ -696,8 +733,8 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
       }
       s = step(st);
       if (s.ok() && cb.state != v1::CALLBACK_STATE_PENDING) {
-        sqlite3_bind_int64(orphan_callback.get(), 1, id);
-        s = step(orphan_callback.get());
+        sqlite3_bind_int64(stmts.orphan_callback.get(), 1, id);
+        s = step(stmts.orphan_callback.get());
       }
       transaction_bytes += cb.event.size();
       written += cb.event.size();
@@ -705,7 +742,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
       const bool is_insert =
           r.kind == JournalRecord::kInsert && r.row.spec != nullptr;
       EncodeRow(r.row, is_insert, bytes, &row);
-      sqlite3_stmt* st = is_insert ? insert.get() : update.get();
+      sqlite3_stmt* st = is_insert ? stmts.insert.get() : stmts.update.get();
       int i = 1;
       auto bind_blob = [&](std::optional<std::string_view> blob) {
         if (blob.has_value()) {
@@ -768,7 +805,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
   }
   for (const KeyLimitRow& k : key_limits) {
     if (part == Part::kDeletes) break;
-    sqlite3_stmt* st = k.clear ? clear_key.get() : set_key.get();
+    sqlite3_stmt* st = k.clear ? stmts.clear_key.get() : stmts.set_key.get();
     sqlite3_bind_text(st, 1, k.key.data(), static_cast<int>(k.key.size()),
                       SQLITE_STATIC);
     if (!k.clear) {
@@ -781,15 +818,16 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
        {std::pair<const char*, uint64_t>{"last_sequence", reserved_sequence},
         std::pair<const char*, uint64_t>{"reserved_job_id", reserved_job_id}}) {
     if (part == Part::kDeletes || value == 0) continue;
-    sqlite3_bind_text(meta.get(), 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(meta.get(), 2, static_cast<int64_t>(value));
-    if (absl::Status s = step(meta.get()); !s.ok()) return s;
+    sqlite3_bind_text(stmts.meta.get(), 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmts.meta.get(), 2, static_cast<int64_t>(value));
+    if (absl::Status s = step(stmts.meta.get()); !s.ok()) return s;
   }
   // After the jobs: a schedule's fired slot is durable only with the run
   // it fired (server/schedules/runner.h).
   for (const auto& [id, body] :
        part == Part::kDeletes ? ScheduleRecords() : schedules) {
-    sqlite3_stmt* st = body ? put_schedule.get() : delete_schedule.get();
+    sqlite3_stmt* st =
+        body ? stmts.put_schedule.get() : stmts.delete_schedule.get();
     sqlite3_bind_text(st, 1, id.data(), static_cast<int>(id.size()),
                       SQLITE_STATIC);
     if (body) {

@@ -31,6 +31,7 @@
 #include "server/journal/journal_options.h"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace jobd {
 
@@ -97,10 +98,11 @@ class JournalStore {
   uint64_t used_bytes() const { return counted_bytes_; }
 
  private:
-  JournalStore(const JournalOptions& options, sqlite3* db)
-      : options_(options), db_(db) {}
+  JournalStore(const JournalOptions& options, sqlite3* db);
 
   absl::Status Exec(const char* sql);
+  // Steps a prepared statement that returns no rows (BEGIN, COMMIT).
+  absl::Status Run(sqlite3_stmt* statement, const char* what);
   // Ends the open transaction, if SQLite has not already.
   void Rollback();
   // A PRAGMA's integer; bytes of the pages in use, and of the free ones.
@@ -112,6 +114,8 @@ class JournalStore {
 
   const JournalOptions options_;
   sqlite3* const db_;
+  struct Statements;
+  std::unique_ptr<Statements> statements_;  // Write's, prepared at Open.
   uint64_t deletes_since_vacuum_ = 0;
   // When CountPages last ran, what it found in use, and the bytes of specs
   // and results written since.
