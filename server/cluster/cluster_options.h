@@ -43,10 +43,6 @@ struct ClusterOptions {
   absl::Duration detection_bound() const { return node_ttl + reaper_period; }
 };
 
-// A node name: 1 to 64 of [A-Za-z0-9._-]. InvalidArgument naming
-// `option` otherwise.
-absl::Status CheckNodeName(std::string_view name, std::string_view option);
-
 // The keys (hash-tagged).
 namespace keys {
 inline constexpr std::string_view kTag = "{jobd}";

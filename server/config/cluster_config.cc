@@ -6,6 +6,7 @@
 
 #include "CLI/CLI.hpp"
 #include "server/config/duration_flag.h"
+#include "server/jobs/job_id.h"
 #include "spdlog/fmt/fmt.h"
 
 namespace jobd {
@@ -93,8 +94,8 @@ absl::Status FinishClusterConfig(const ClusterFlags& flags,
           "node");
     }
     options.node_name = host;
-    if (absl::Status s = cluster::CheckNodeName(
-            options.node_name, "--node-name (default: the host name)");
+    if (absl::Status s = CheckNodeName(options.node_name,
+                                       "--node-name (default: the host name)");
         !s.ok()) {
       if (options.url.empty()) {
         options.node_name.clear();  // Not used without a cluster.
@@ -102,8 +103,7 @@ absl::Status FinishClusterConfig(const ClusterFlags& flags,
       }
       return s;
     }
-  } else if (absl::Status s =
-                 cluster::CheckNodeName(options.node_name, "--node-name");
+  } else if (absl::Status s = CheckNodeName(options.node_name, "--node-name");
              !s.ok()) {
     return s;
   }

@@ -17,15 +17,6 @@ namespace {
 
 std::atomic<const std::string*> node_name{nullptr};
 
-bool ValidNodeName(std::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char ch : name) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (!std::isalnum(c) && ch != '.' && ch != '_' && ch != '-') return false;
-  }
-  return true;
-}
-
 bool ParseNumber(std::string_view s, uint64_t* out) {
   const char* end = s.data() + s.size();
   auto [ptr, ec] = std::from_chars(s.data(), end, *out);
@@ -33,6 +24,24 @@ bool ParseNumber(std::string_view s, uint64_t* out) {
 }
 
 }  // namespace
+
+absl::Status CheckNodeName(std::string_view name, std::string_view field) {
+  if (name.empty() || name.size() > 64) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: '{}' is {} bytes long; a node name has 1 to 64", field,
+                    ClipUtf8(name, 80), name.size()));
+  }
+  for (char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (!std::isalnum(c) && ch != '.' && ch != '_' && ch != '-') {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: '{}' holds a character other than ASCII letters, digits, "
+          "'.', '_' and '-'",
+          field, ClipUtf8(name, 80)));
+    }
+  }
+  return absl::OkStatus();
+}
 
 void SetJobIdNode(std::string node) {
   // Kept for the process's life: readers hold no lock.
@@ -101,7 +110,7 @@ absl::StatusOr<JobRef> ParseJobRef(std::string_view id,
   }
   if (at == std::string_view::npos) return ref;
   const std::string_view node = id.substr(at + 1);
-  if (!ValidNodeName(node)) {
+  if (!CheckNodeName(node, field).ok()) {
     return absl::InvalidArgumentError(fmt::format(
         "{}: '{}': '{}' is not a node name (1 to 64 of ASCII letters, "
         "digits, '.', '_' and '-')",

@@ -2,8 +2,8 @@
 // given twice: server/journal reserves them ahead). Without cluster mode
 // an id is that number in decimal ("42"). In cluster mode numbers of two
 // nodes collide, so an id also names its node: "42@node-a" (a node name
-// is 1 to 64 of [A-Za-z0-9._-], server/cluster/cluster_options.h, so '@'
-// cannot be part of it). A node accepts its own jobs by either form.
+// is 1 to 64 of [A-Za-z0-9._-], CheckNodeName, so '@' cannot be part of
+// it). A node accepts its own jobs by either form.
 //
 // SetJobIdNode is called once, by the daemon in cluster mode, before the
 // service starts and before anything formats an id; in-process daemons of
@@ -19,9 +19,14 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace jobd {
+
+// A node name: 1 to 64 of [A-Za-z0-9._-]. InvalidArgument naming `field`
+// otherwise.
+absl::Status CheckNodeName(std::string_view name, std::string_view field);
 
 // Names this node in the ids it gives (cluster mode). Once.
 void SetJobIdNode(std::string node);
