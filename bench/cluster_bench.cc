@@ -182,6 +182,50 @@ void Cancel(v1::JobService::Stub& stub, const std::string& id) {
   (void)stub.CancelJob(&ctx, req, &resp);
 }
 
+// A cluster whose first node has one thread worker, held by a long sleep
+// job: it shares every job submitted to it and takes none. Stopping it
+// cancels the sleep. A Redis client beside it.
+struct BusyFirstNode {
+  std::unique_ptr<TestCluster> cluster;
+  std::unique_ptr<LoadStream> blocker;
+  std::string blocker_id;
+  std::unique_ptr<testing::RedisClient> redis;
+
+  ~BusyFirstNode() {
+    if (blocker == nullptr) return;
+    Cancel(cluster->stub(0), blocker_id);
+    blocker->Wait(absl::Seconds(10));
+  }
+};
+
+// `nodes`' first must have one thread worker.
+std::unique_ptr<BusyFirstNode> StartBusyFirstNode(
+    const std::string& prefix, std::vector<NodeConfig> nodes) {
+  auto c = testing::StartNodes(prefix, std::move(nodes));
+  if (!c.ok()) {
+    std::fprintf(stderr, "cluster: %s\n", c.status().ToString().c_str());
+    return nullptr;
+  }
+  auto busy = std::make_unique<BusyFirstNode>();
+  busy->cluster = *std::move(c);
+  TestCluster& cluster = *busy->cluster;
+  busy->blocker = std::make_unique<LoadStream>(
+      cluster.stub(0), std::vector<v1::JobSpec>{ThreadJob("sleep", 3600000)},
+      1);
+  testing::WaitFor(
+      [&] {
+        return !(busy->blocker_id = ListRunning(cluster.stub(0))).empty();
+      },
+      absl::Seconds(10));
+  auto redis = testing::RedisClient::Connect(cluster.redis().socket_path());
+  if (!redis.ok()) {
+    std::fprintf(stderr, "redis: %s\n", redis.status().ToString().c_str());
+    return nullptr;
+  }
+  busy->redis = *std::move(redis);
+  return busy;
+}
+
 void Through(int jobs, int threads) {
   std::printf(
       "\n## through: %d no-op echo jobs, run by a node of --thread-workers "
@@ -205,37 +249,27 @@ void Through(int jobs, int threads) {
     std::printf("| one node, no cluster | %.0f | 1.00 | %.1f | - |\n", alone,
                 1e6 * cpu / jobs);
   }
-  auto c =
-      testing::StartNodes("jobd-bench-through",
-                          {{"node-a", 1, kQuiet}, {"node-b", threads, kQuiet}});
-  if (!c.ok()) {
-    std::fprintf(stderr, "cluster: %s\n", c.status().ToString().c_str());
-    return;
-  }
   // a's one thread busy: it shares every job and takes none.
-  LoadStream blocker((*c)->stub(0), {ThreadJob("sleep", 600000)}, 1);
-  std::string blocker_id;
-  testing::WaitFor(
-      [&] { return !(blocker_id = ListRunning((*c)->stub(0))).empty(); },
-      absl::Seconds(10));
-  auto redis = testing::RedisClient::Connect((*c)->redis().socket_path());
-  if (!redis.ok()) return;
-  const double redis0 = RedisCpu(**redis);
-  const double a0 = CpuSeconds((*c)->daemon(0).pid());
-  const double b0 = CpuSeconds((*c)->daemon(1).pid());
-  RunResult r = RunAll((*c)->stub(0), specs(), absl::Seconds(300));
-  const double a = CpuSeconds((*c)->daemon(0).pid()) - a0;
-  const double b = CpuSeconds((*c)->daemon(1).pid()) - b0;
-  const double rcpu = RedisCpu(**redis) - redis0;
-  const v1::ClusterWork wb = testing::Work((*c)->stub(1));
+  std::unique_ptr<BusyFirstNode> busy =
+      StartBusyFirstNode("jobd-bench-through",
+                         {{"node-a", 1, kQuiet}, {"node-b", threads, kQuiet}});
+  if (busy == nullptr) return;
+  TestCluster* c = busy->cluster.get();
+  testing::RedisClient* redis = busy->redis.get();
+  const double redis0 = RedisCpu(*redis);
+  const double a0 = CpuSeconds(c->daemon(0).pid());
+  const double b0 = CpuSeconds(c->daemon(1).pid());
+  RunResult r = RunAll(c->stub(0), specs(), absl::Seconds(300));
+  const double a = CpuSeconds(c->daemon(0).pid()) - a0;
+  const double b = CpuSeconds(c->daemon(1).pid()) - b0;
+  const double rcpu = RedisCpu(*redis) - redis0;
+  const v1::ClusterWork wb = testing::Work(c->stub(1));
   std::printf(
       "| submitted at a (busy), run by b | %.0f | %.2f | %.1f (%.1f + %.1f) "
       "| %.1f |\n",
       jobs / r.seconds, jobs / r.seconds / alone, 1e6 * (a + b) / jobs,
       1e6 * a / jobs, 1e6 * b / jobs, 1e6 * rcpu / jobs);
   std::printf("\n(b ran %lu of them; %zu failed)\n", wb.completed(), r.failed);
-  Cancel((*c)->stub(0), blocker_id);
-  blocker.Wait(absl::Seconds(10));
 }
 
 // ---------------------------------------------------------------- reclaim
@@ -255,29 +289,21 @@ void Reclaim(int rounds, int job_ms, const std::vector<std::string>& timing) {
       job_ms, rounds, absl::StrJoin(timing, " ").c_str());
   const std::vector<std::string> opts = With(kQuiet, timing);
   // a submits, its one thread busy; b and c take (either may).
-  auto c = testing::StartNodes(
+  std::unique_ptr<BusyFirstNode> busy = StartBusyFirstNode(
       "jobd-bench-reclaim",
       {{"node-a", 1, opts}, {"node-b", 2, opts}, {"node-c", 2, opts}});
-  if (!c.ok()) {
-    std::fprintf(stderr, "cluster: %s\n", c.status().ToString().c_str());
-    return;
-  }
-  LoadStream blocker((*c)->stub(0), {ThreadJob("sleep", 3600000)}, 1);
-  std::string blocker_id;
-  testing::WaitFor(
-      [&] { return !(blocker_id = ListRunning((*c)->stub(0))).empty(); },
-      absl::Seconds(10));
-  auto redis = testing::RedisClient::Connect((*c)->redis().socket_path());
-  if (!redis.ok()) return;
+  if (busy == nullptr) return;
+  TestCluster* c = busy->cluster.get();
+  testing::RedisClient* redis = busy->redis.get();
   const int partitions = 4;
   Times to_reclaim, to_end, expiry_to_end, expiry_to_reclaim;
   for (int round = 0; round < rounds; ++round) {
     v1::JobSpec spec =
-        testing::Ledger((*c)->dir() + "/ledger", absl::StrCat("r", round),
-                        job_ms, v1::DELIVERY_AT_LEAST_ONCE);
+        testing::Ledger(c->dir() + "/ledger", absl::StrCat("r", round), job_ms,
+                        v1::DELIVERY_AT_LEAST_ONCE);
     absl::Time ended = absl::InfinitePast();
     std::thread reader([&] {
-      testing::StreamResult r = testing::SubmitAll((*c)->stub(0), {spec});
+      testing::StreamResult r = testing::SubmitAll(c->stub(0), {spec});
       ended = absl::Now();
     });
     // Its holder: b or c.
@@ -285,8 +311,8 @@ void Reclaim(int rounds, int job_ms, const std::vector<std::string>& timing) {
     testing::WaitFor(
         [&] {
           for (size_t i : {1, 2}) {
-            const std::string prefix = (*c)->config(i).name + ":";
-            if (testing::PendingOf(**redis, partitions, prefix) > 0) {
+            const std::string prefix = c->config(i).name + ":";
+            if (testing::PendingOf(*redis, partitions, prefix) > 0) {
               holder = i;
             }
           }
@@ -298,15 +324,14 @@ void Reclaim(int rounds, int job_ms, const std::vector<std::string>& timing) {
       reader.join();
       continue;
     }
-    const std::string prefix = (*c)->config(holder).name + ":";
-    auto pttl =
-        (*redis)->Query({"PTTL", "{jobd}:node:" + (*c)->config(holder).name});
+    const std::string prefix = c->config(holder).name + ":";
+    auto pttl = redis->Query({"PTTL", "{jobd}:node:" + c->config(holder).name});
     const absl::Time killed = absl::Now();
-    (void)(*c)->daemon(holder).Stop(SIGKILL, absl::Seconds(10));
+    (void)c->daemon(holder).Stop(SIGKILL, absl::Seconds(10));
     const absl::Time expiry =
         killed + absl::Milliseconds(pttl.ok() ? pttl->integer : 0);
     testing::WaitFor(
-        [&] { return testing::PendingOf(**redis, partitions, prefix) == 0; },
+        [&] { return testing::PendingOf(*redis, partitions, prefix) == 0; },
         absl::Seconds(60));
     const absl::Time reclaimed = absl::Now();
     reader.join();
@@ -318,9 +343,9 @@ void Reclaim(int rounds, int job_ms, const std::vector<std::string>& timing) {
     std::fprintf(stderr,
                  "round %d: %s killed, reclaimed after %.0f ms, ended after "
                  "%.0f ms\n",
-                 round, (*c)->config(holder).name.c_str(), to_reclaim.ms.back(),
+                 round, c->config(holder).name.c_str(), to_reclaim.ms.back(),
                  to_end.ms.back());
-    if (absl::Status s = (*c)->Restart(holder, 3); !s.ok()) {
+    if (absl::Status s = c->Restart(holder, 3); !s.ok()) {
       std::fprintf(stderr, "restart: %s\n", s.ToString().c_str());
       break;
     }
@@ -334,8 +359,6 @@ void Reclaim(int rounds, int job_ms, const std::vector<std::string>& timing) {
       to_reclaim.P(0.5), to_reclaim.P(0.99), expiry_to_reclaim.P(0.5),
       expiry_to_reclaim.P(0.99), to_end.P(0.5), to_end.P(0.99),
       expiry_to_end.P(0.5), expiry_to_end.P(0.99));
-  Cancel((*c)->stub(0), blocker_id);
-  blocker.Wait(absl::Seconds(10));
 }
 
 }  // namespace
