@@ -39,7 +39,9 @@
 // anything): past
 // `max_deliveries` an entry is dead-lettered and its job FAILED; an
 // AT_MOST_ONCE job ends FAILED (LOST_ON_RESTART: it may have run); an
-// AT_LEAST_ONCE job runs here again.
+// AT_LEAST_ONCE job runs here again. (Renewal, reclaim, the trimming of
+// results and the backlog: work_sharing_upkeep.cc; the rest:
+// work_sharing.cc.)
 //
 // Thread-safety: Sharing and Publish from any thread (the scheduler's
 // lock held: they take only `mu_`, a leaf); Stats from any thread; the
