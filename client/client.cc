@@ -371,6 +371,7 @@ absl::StatusOr<std::vector<v1::Job>> Client::ListJobs(
   v1::ListJobsRequest request;
   for (v1::JobState s : filter.states) request.add_states(s);
   request.set_task(filter.task);
+  request.set_all_nodes(filter.all_nodes);
   while (jobs.size() < filter.limit) {
     request.set_page_size(static_cast<int32_t>(
         std::min<size_t>(filter.limit - jobs.size(), 1000)));

@@ -225,6 +225,7 @@ struct ListJobsFilter {
   std::vector<v1::JobState> states;  // Empty: any.
   std::string task;                  // Empty: any.
   size_t limit = 100;                // Jobs at most (pages are fetched).
+  bool all_nodes = false;  // Cluster mode: every node's (ListJobsRequest).
 };
 
 class Client {

@@ -268,7 +268,7 @@ int RunWatch(const Globals& g, const std::vector<std::string>& ids,
 }
 
 int RunLs(const Globals& g, const std::vector<std::string>& states,
-          const std::string& task, size_t limit) {
+          const std::string& task, size_t limit, bool all_nodes) {
   jobd::client::ListJobsFilter filter;
   for (const std::string& s : states) {
     std::optional<v1::JobState> st = ParseState(s);
@@ -282,6 +282,7 @@ int RunLs(const Globals& g, const std::vector<std::string>& states,
   }
   filter.task = task;
   filter.limit = limit;
+  filter.all_nodes = all_nodes;
   std::unique_ptr<Client> client;
   if (const int code = Connect(g, &client); code != kExitOk) return code;
   absl::StatusOr<std::vector<v1::Job>> jobs = client->ListJobs(filter);
@@ -316,6 +317,7 @@ struct JobArgs {
   std::vector<std::string> ls_states;
   std::string ls_task;
   size_t ls_limit = 100;
+  bool ls_all_nodes = false;
 };
 
 }  // namespace
@@ -360,7 +362,7 @@ void AddJobCommands(CLI::App& app, CommandSet& commands) {
 
   CLI::App* ls_cmd = commands.Add(
       app, "ls", "List retained jobs, oldest first", [a](const Globals& g) {
-        return RunLs(g, a->ls_states, a->ls_task, a->ls_limit);
+        return RunLs(g, a->ls_states, a->ls_task, a->ls_limit, a->ls_all_nodes);
       });
   ls_cmd->add_option("--state", a->ls_states,
                      "Only jobs in this state (repeatable): queued, waiting, "
@@ -368,6 +370,8 @@ void AddJobCommands(CLI::App& app, CommandSet& commands) {
   ls_cmd->add_option("--task", a->ls_task, "Only jobs of this task");
   ls_cmd->add_option("--limit", a->ls_limit, "Jobs at most")
       ->capture_default_str();
+  ls_cmd->add_flag("--all-nodes", a->ls_all_nodes,
+                   "Cluster mode: the jobs of every live node, node by node");
 }
 
 }  // namespace jobd::jobctl

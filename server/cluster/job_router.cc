@@ -1,5 +1,6 @@
 #include "server/cluster/job_router.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -102,6 +103,28 @@ void JobRouter::Stop() {
   });
 }
 
+template <typename Message>
+void JobRouter::AskFor(const std::string& node, Fields fields,
+                       absl::Time deadline,
+                       std::function<void(absl::StatusOr<Message>)> done) {
+  const bool posted = Post([self = shared_from_this(), node,
+                            fields = std::move(fields), deadline,
+                            done]() mutable {
+    self->Ask(
+        node, std::move(fields), deadline,
+        [done = std::move(done)](absl::StatusOr<std::string> body) {
+          if (!body.ok()) return done(body.status());
+          Message reply;
+          if (!reply.ParseFromString(*body)) {
+            return done(absl::InternalError(fmt::format(
+                "an unreadable {} in a reply", Message::descriptor()->name())));
+          }
+          done(std::move(reply));
+        });
+  });
+  if (!posted) done(absl::UnavailableError("this node is stopping"));
+}
+
 void JobRouter::Get(const JobRef& job, std::string owner, absl::Time wait_until,
                     absl::Time deadline,
                     std::function<void(absl::StatusOr<v1::Job>)> done) {
@@ -117,19 +140,7 @@ void JobRouter::Get(const JobRef& job, std::string owner, absl::Time wait_until,
         std::min(wait_until, deadline) - absl::Now() - absl::Milliseconds(100));
     f["wait_ms"] = std::to_string(absl::ToInt64Milliseconds(wait));
   }
-  const bool posted = Post([self = shared_from_this(), node = job.node, f,
-                            deadline, done]() mutable {
-    self->Ask(node, std::move(f), deadline,
-              [done = std::move(done)](absl::StatusOr<std::string> body) {
-                if (!body.ok()) return done(body.status());
-                v1::Job job;
-                if (!job.ParseFromString(*body)) {
-                  return done(absl::InternalError("unreadable job in a reply"));
-                }
-                done(std::move(job));
-              });
-  });
-  if (!posted) done(absl::UnavailableError("this node is stopping"));
+  AskFor<v1::Job>(job.node, std::move(f), deadline, std::move(done));
 }
 
 void JobRouter::Cancel(
@@ -139,40 +150,58 @@ void JobRouter::Cancel(
   f["op"] = "cancel";
   f["job"] = std::to_string(job.number);
   f["owner"] = std::move(owner);
-  const bool posted = Post([self = shared_from_this(), node = job.node, f,
-                            deadline, done]() mutable {
-    self->Ask(node, std::move(f), deadline,
-              [done = std::move(done)](absl::StatusOr<std::string> body) {
-                if (!body.ok()) return done(body.status());
-                v1::CancelJobResponse r;
-                if (!r.ParseFromString(*body)) {
-                  return done(absl::InternalError("unreadable reply"));
-                }
-                done(std::move(r));
-              });
-  });
-  if (!posted) done(absl::UnavailableError("this node is stopping"));
+  AskFor<v1::CancelJobResponse>(job.node, std::move(f), deadline,
+                                std::move(done));
+}
+
+std::vector<std::string> JobRouter::LiveNodes() const {
+  std::vector<std::string> names;
+  for (const NodeView& n : membership_->Snapshot().nodes) {
+    if (n.alive || n.name == options_.node_name) names.push_back(n.name);
+  }
+  if (std::find(names.begin(), names.end(), options_.node_name) ==
+      names.end()) {
+    names.push_back(options_.node_name);  // Not registered yet.
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void JobRouter::List(
+    const std::string& node, v1::ListJobsRequest request, std::string owner,
+    size_t max_bytes, absl::Time deadline,
+    std::function<void(absl::StatusOr<v1::ListJobsResponse>)> done) {
+  Fields f;
+  f["op"] = "list";
+  f["owner"] = std::move(owner);
+  f["body"] = request.SerializeAsString();
+  f["max_bytes"] = std::to_string(max_bytes);
+  AskFor<v1::ListJobsResponse>(node, std::move(f), deadline, std::move(done));
 }
 
 void JobRouter::Ask(const std::string& node, Fields fields, absl::Time deadline,
                     BodyDone done) {
   if (stopped_) return done(absl::UnavailableError("this node is stopping"));
+  // What the errors name: the job, or the node's list.
+  const std::string subject =
+      fields["op"] == "list" ? fmt::format("listing the jobs of {}", node)
+                             : fmt::format("job {}@{}", fields["job"], node);
   const MembershipSnapshot s = membership_->Snapshot();
   const NodeView* view = nullptr;
   for (const NodeView& n : s.nodes) {
     if (n.name == node) view = &n;
   }
   if (view == nullptr) {
-    return done(absl::NotFoundError(fmt::format(
-        "job {}@{}: no node '{}' in the cluster", fields["job"], node, node)));
+    return done(absl::NotFoundError(
+        fmt::format("{}: no node '{}' in the cluster", subject, node)));
   }
   if (!view->alive) {
-    return done(absl::UnavailableError(fmt::format(
-        "job {}@{}: node '{}' is dead (since {}); its jobs are out of "
-        "reach until it is back",
-        fields["job"], node, node,
-        absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", view->dead_since,
-                         absl::UTCTimeZone()))));
+    return done(absl::UnavailableError(
+        fmt::format("{}: node '{}' is dead (since {}); its jobs are out of "
+                    "reach until it is back",
+                    subject, node,
+                    absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", view->dead_since,
+                                     absl::UTCTimeZone()))));
   }
   if (commands_->connected() && after_replies_.empty() &&
       absl::Now() < deadline) {
@@ -190,9 +219,9 @@ void JobRouter::Ask(const std::string& node, Fields fields, absl::Time deadline,
   if (!commands_->connected() || !reader_->connected() ||
       after_replies_.empty()) {
     return done(absl::UnavailableError(fmt::format(
-        "job {}@{}: Redis is unreachable from this node: other nodes' jobs "
+        "{}: Redis is unreachable from this node: other nodes' jobs "
         "are out of reach",
-        fields["job"], node)));
+        subject)));
   }
   const uint64_t req = next_req_++;
   fields["req"] = std::to_string(req);
@@ -330,6 +359,7 @@ void JobRouter::Serve(Fields f) {
   const std::string from = Field(f, "from");
   const std::string req = Field(f, "req");
   if (from.empty() || req.empty()) return;  // Nobody to answer.
+  if (op == "list") return ServeList(f, from, req);
   uint64_t id = 0;
   if (!absl::SimpleAtoi(Field(f, "job"), &id) || id == 0) {
     return Answer(from, req, absl::InvalidArgumentError("job: not a job id"),
@@ -380,6 +410,41 @@ void JobRouter::Serve(Fields f) {
   Answer(from, req,
          absl::InvalidArgumentError(fmt::format("op: '{}' is unknown", op)),
          {});
+}
+
+void JobRouter::ServeList(const Fields& f, const std::string& from,
+                          const std::string& req) {
+  v1::ListJobsRequest request;
+  if (!request.ParseFromString(Field(f, "body"))) {
+    return Answer(from, req, absl::InvalidArgumentError("body: unreadable"),
+                  {});
+  }
+  absl::StatusOr<ListJobsQuery> query =
+      ListJobsQueryOf(request, Field(f, "owner"));
+  if (!query.ok()) return Answer(from, req, query.status(), {});
+  if (!request.page_token().empty() &&
+      !absl::SimpleAtoi(request.page_token(), &query->after_id)) {
+    return Answer(from, req,
+                  absl::InvalidArgumentError("page_token: not a job number"),
+                  {});
+  }
+  uint64_t max_bytes = 0;
+  (void)absl::SimpleAtoi(Field(f, "max_bytes"), &max_bytes);
+  query->max_bytes = max_bytes;
+  query->own_only = true;  // What it runs for others is listed at them.
+  scheduler_.ShowJobs(
+      *query, [self = shared_from_this(), from, req, limit = query->limit](
+                  absl::StatusOr<std::vector<v1::Job>> jobs, bool more) {
+        v1::ListJobsResponse page;
+        if (jobs.ok()) {
+          if (!jobs->empty() && (more || jobs->size() == limit)) {
+            page.set_next_page_token(jobs->back().id());
+          }
+          for (v1::Job& job : *jobs) *page.add_jobs() = std::move(job);
+        }
+        self->Answer(from, req, jobs.status(),
+                     jobs.ok() ? page.SerializeAsString() : std::string());
+      });
 }
 
 void JobRouter::OnReply(const Fields& f) {

@@ -12,11 +12,13 @@
 //                              last write)
 //   {jobd:rpc:<node>}:replies  replies to <node> (the same)
 // A request: `req` (the asker's request number), `from` (the asker),
-// `op` (get, cancel, stop), `job` (the job's number at its node), `owner`
-// (the caller the asker authenticated; empty for an admin), `wait_ms`
-// (get: how long to wait for its end), `partition` and `entry` (stop). A
+// `op` (get, cancel, list, stop), `job` (the job's number at its node),
+// `owner` (the caller the asker authenticated; empty for an admin),
+// `wait_ms` (get: how long to wait for its end), `body` and `max_bytes`
+// (list: the serialized ListJobsRequest, its page token a number at the
+// node asked), `partition` and `entry` (stop). A
 // reply: `req`, `code` (a google.rpc code), `msg`, `body` (the
-// serialized v1::Job or v1::CancelJobResponse).
+// serialized v1::Job, v1::CancelJobResponse or v1::ListJobsResponse).
 //
 // Each node reads both of its streams with one XREAD BLOCK on a
 // connection of its own, from the moment it started (older requests are
@@ -46,6 +48,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -89,6 +92,11 @@ class JobRouter : public RemoteJobs,
   void Cancel(
       const JobRef& job, std::string owner, absl::Time deadline,
       std::function<void(absl::StatusOr<v1::CancelJobResponse>)> done) override;
+  std::vector<std::string> LiveNodes() const override;
+  void List(
+      const std::string& node, v1::ListJobsRequest request, std::string owner,
+      size_t max_bytes, absl::Time deadline,
+      std::function<void(absl::StatusOr<v1::ListJobsResponse>)> done) override;
 
   // Withdraws this node's shared job `id` (see above). On the io thread.
   void Withdraw(int partition, uint64_t id, int64_t create_ns);
@@ -111,6 +119,10 @@ class JobRouter : public RemoteJobs,
   // reply until `deadline` (on the io thread).
   void Ask(const std::string& node, Fields fields, absl::Time deadline,
            BodyDone done);
+  // Ask from any thread (posted), the reply's body read as a `Message`.
+  template <typename Message>
+  void AskFor(const std::string& node, Fields fields, absl::Time deadline,
+              std::function<void(absl::StatusOr<Message>)> done);
   // Sends (and posts) only while the gate is open; false otherwise.
   bool Send(const std::string& key, Fields fields,
             std::function<void(absl::Status)> sent);
@@ -119,6 +131,8 @@ class JobRouter : public RemoteJobs,
               const absl::Status& status, std::string body);
   void ReadLoop();
   void Serve(Fields fields);
+  void ServeList(const Fields& fields, const std::string& from,
+                 const std::string& req);
   void OnReply(const Fields& fields);
   void Finish(uint64_t req, absl::StatusOr<std::string> body);
 

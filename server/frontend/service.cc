@@ -268,35 +268,24 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
   absl::StatusOr<Caller> caller =
       Authorize(*context, kRoleSubmit | kRoleRead, "ListJobs");
   if (!caller.ok()) return Reply(context, caller.status());
-  ListJobsQuery query;
-  if (!caller->admin()) query.owner = caller->name;
-  if (request->page_size() < 0) {
-    return Reply(context,
-                 absl::InvalidArgumentError("page_size: must not be negative"));
+  absl::StatusOr<ListJobsQuery> query =
+      ListJobsQueryOf(*request, caller->admin() ? std::string() : caller->name);
+  if (!query.ok()) return Reply(context, query.status());
+  // A page never exceeds a message: fewer jobs when they are large.
+  query->max_bytes = limits().max_message_bytes - kMessageSlackBytes;
+  if (request->all_nodes() && remote_ != nullptr) {
+    return ListAllNodes(context, *request, *std::move(query), response);
   }
-  query.limit = request->page_size() == 0
-                    ? 100
-                    : std::min<size_t>(request->page_size(), 1000);
   if (!request->page_token().empty()) {
     absl::StatusOr<uint64_t> after =
         ParseJobId(request->page_token(), "page_token");
     if (!after.ok()) return Reply(context, after.status());
-    query.after_id = *after;
+    query->after_id = *after;
   }
-  for (int s : request->states()) {
-    if (!v1::JobState_IsValid(s) || s == v1::JOB_STATE_UNSPECIFIED) {
-      return Reply(context, absl::InvalidArgumentError(
-                                fmt::format("states: invalid value {}", s)));
-    }
-    query.states.push_back(static_cast<v1::JobState>(s));
-  }
-  query.task = request->task();
-  // A page never exceeds a message: fewer jobs when they are large.
-  query.max_bytes = limits().max_message_bytes - kMessageSlackBytes;
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   scheduler_.ShowJobs(
-      query, [reactor, response, limit = query.limit](
-                 absl::StatusOr<std::vector<v1::Job>> jobs, bool more) {
+      *query, [reactor, response, limit = query->limit](
+                  absl::StatusOr<std::vector<v1::Job>> jobs, bool more) {
         if (jobs.ok()) {
           if (!jobs->empty() && (more || jobs->size() == limit)) {
             response->set_next_page_token(jobs->back().id());
@@ -305,6 +294,129 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
         }
         reactor->Finish(ToGrpc(jobs.status()));
       });
+  return reactor;
+}
+
+namespace {
+
+// Cluster mode's ListJobs of every node: the live nodes by name, each
+// one's own jobs oldest first, a page filled node after node. The page
+// token is the last job's id, which names its node: the next page goes on
+// there (or at the next name, if that node is gone). Held by the callback
+// under way; answers the call once.
+class NodeListWalk : public std::enable_shared_from_this<NodeListWalk> {
+ public:
+  NodeListWalk(Scheduler& scheduler, RemoteJobs& remote, ListJobsQuery query,
+               absl::Time answer_by, grpc::ServerUnaryReactor* reactor,
+               v1::ListJobsResponse* response)
+      : scheduler_(scheduler),
+        remote_(remote),
+        query_(std::move(query)),
+        answer_by_(answer_by),
+        reactor_(reactor),
+        response_(response),
+        own_(JobIdNode()),
+        nodes_(remote.LiveNodes()) {}
+
+  // Starts after `token`'s job (a qualified id; empty: from the first).
+  absl::Status StartAfter(const std::string& token) {
+    if (token.empty()) return absl::OkStatus();
+    absl::StatusOr<JobRef> from = ParseJobRef(token, "page_token");
+    if (!from.ok()) return from.status();
+    const std::string node = from->here() ? own_ : from->node;
+    index_ = static_cast<size_t>(
+        std::lower_bound(nodes_.begin(), nodes_.end(), node) - nodes_.begin());
+    if (index_ < nodes_.size() && nodes_[index_] == node) {
+      after_ = from->number;
+    }
+    return absl::OkStatus();
+  }
+
+  // Asks the node at index_ for the rest of the page.
+  void Step() {
+    if (index_ >= nodes_.size()) return reactor_->Finish(grpc::Status::OK);
+    const size_t left =
+        query_.limit - static_cast<size_t>(response_->jobs_size());
+    const size_t bytes_left = query_.max_bytes - bytes_;
+    const std::string& node = nodes_[index_];
+    if (node == own_) {
+      ListJobsQuery here = query_;
+      here.after_id = after_;
+      here.limit = left;
+      here.max_bytes = bytes_left;
+      scheduler_.ShowJobs(
+          here, [self = shared_from_this()](
+                    absl::StatusOr<std::vector<v1::Job>> jobs, bool more) {
+            self->Add(std::move(jobs), more);
+          });
+      return;
+    }
+    v1::ListJobsRequest ask;
+    for (v1::JobState s : query_.states) ask.add_states(s);
+    ask.set_task(query_.task);
+    ask.set_page_size(static_cast<int32_t>(left));
+    if (after_ != 0) ask.set_page_token(std::to_string(after_));
+    remote_.List(
+        node, std::move(ask), query_.owner, bytes_left, answer_by_,
+        [self = shared_from_this()](absl::StatusOr<v1::ListJobsResponse> page) {
+          if (!page.ok()) return self->Add(page.status(), false);
+          std::vector<v1::Job> jobs(
+              std::make_move_iterator(page->mutable_jobs()->begin()),
+              std::make_move_iterator(page->mutable_jobs()->end()));
+          self->Add(std::move(jobs), !page->next_page_token().empty());
+        });
+  }
+
+ private:
+  // One node's part of the page, and whether it holds more after it: the
+  // page ends there, or goes on at the next node.
+  void Add(absl::StatusOr<std::vector<v1::Job>> jobs, bool more) {
+    if (!jobs.ok()) return reactor_->Finish(ToGrpc(jobs.status()));
+    for (v1::Job& job : *jobs) {
+      bytes_ += job.ByteSizeLong() + 8;  // Tag and length.
+      *response_->add_jobs() = std::move(job);
+    }
+    const size_t got = static_cast<size_t>(response_->jobs_size());
+    // Half the message's room left at least for the next node's part.
+    if (more || got >= query_.limit || 2 * bytes_ > query_.max_bytes) {
+      if (got > 0) {
+        response_->set_next_page_token(response_->jobs(got - 1).id());
+      }
+      return reactor_->Finish(grpc::Status::OK);
+    }
+    ++index_;
+    after_ = 0;
+    Step();
+  }
+
+  Scheduler& scheduler_;
+  RemoteJobs& remote_;
+  const ListJobsQuery query_;
+  const absl::Time answer_by_;
+  grpc::ServerUnaryReactor* const reactor_;
+  v1::ListJobsResponse* const response_;
+  const std::string own_;
+  const std::vector<std::string> nodes_;
+  size_t index_ = 0;
+  uint64_t after_ = 0;  // At nodes_[index_].
+  size_t bytes_ = 0;    // Of the jobs in the page so far.
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* JobServiceImpl::ListAllNodes(
+    grpc::CallbackServerContext* context, const v1::ListJobsRequest& request,
+    ListJobsQuery query, v1::ListJobsResponse* response) {
+  query.own_only = true;  // A job run for another node is listed there.
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto walk =
+      std::make_shared<NodeListWalk>(scheduler_, *remote_, std::move(query),
+                                     AnswerBy(*context), reactor, response);
+  if (absl::Status s = walk->StartAfter(request.page_token()); !s.ok()) {
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
+  walk->Step();
   return reactor;
 }
 

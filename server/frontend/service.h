@@ -138,6 +138,11 @@ class JobServiceImpl final : public JobServiceBase {
   // OK if another node's job `id` (`text` as the client wrote it) can be
   // asked for: NOT_FOUND without cluster mode.
   absl::Status Reachable(const JobRef& id, const std::string& text) const;
+  // ListJobs with all_nodes, in cluster mode (service.cc).
+  grpc::ServerUnaryReactor* ListAllNodes(grpc::CallbackServerContext* context,
+                                         const v1::ListJobsRequest& request,
+                                         ListJobsQuery query,
+                                         v1::ListJobsResponse* response);
 
   // Periodic schedules (schedule_service.cc): FAILED_PRECONDITION until
   // SetSchedules.

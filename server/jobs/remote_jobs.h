@@ -1,5 +1,6 @@
 // RemoteJobs: how the frontend reaches a job of another node of the
-// cluster (GetJob, WaitJob, CancelJob for an id "N@<other node>"),
+// cluster (GetJob, WaitJob, CancelJob for an id "N@<other node>", and
+// ListJobs of every node),
 // without knowing cluster mode: an interface of this leaf room,
 // implemented by server/cluster/job_router.h.
 //
@@ -15,8 +16,10 @@
 #ifndef JOBD_SERVER_JOBS_REMOTE_JOBS_H_
 #define JOBD_SERVER_JOBS_REMOTE_JOBS_H_
 
+#include <cstddef>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -40,6 +43,16 @@ class RemoteJobs {
   virtual void Cancel(
       const JobRef& job, std::string owner, absl::Time deadline,
       std::function<void(absl::StatusOr<v1::CancelJobResponse>)> done) = 0;
+  // The names of the cluster's live nodes, this one's included, sorted.
+  virtual std::vector<std::string> LiveNodes() const = 0;
+  // One ListJobs page at `node` (another node): `request`'s filters and
+  // page size, its page_token the number at that node to list after (empty:
+  // from its first); only the jobs that node accepted (not those it runs
+  // for others), `max_bytes` of them at most (at least one).
+  virtual void List(
+      const std::string& node, v1::ListJobsRequest request, std::string owner,
+      size_t max_bytes, absl::Time deadline,
+      std::function<void(absl::StatusOr<v1::ListJobsResponse>)> done) = 0;
 };
 
 }  // namespace jobd

@@ -117,7 +117,16 @@ struct ListJobsQuery {
   // Jobs looked at, matching or not, at most (0: no bound): bounds the time
   // a filtered page holds the scheduler's lock whatever the table holds.
   size_t max_scanned = 0;
+  // Leaves out jobs run here for another node (cluster mode: they are
+  // listed at the node that accepted them).
+  bool own_only = false;
 };
+
+// A ListJobs request's filters and page size (page_size 0: 100, at most
+// 1000) as a query for `owner`'s jobs (empty: every caller's);
+// InvalidArgument naming the field. Its page token is the caller's to read.
+absl::StatusOr<ListJobsQuery> ListJobsQueryOf(
+    const v1::ListJobsRequest& request, std::string owner);
 
 // What Restore() did with the journal's jobs.
 struct RestoreSummary {

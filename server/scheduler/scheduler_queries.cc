@@ -10,6 +10,27 @@
 
 namespace jobd {
 
+absl::StatusOr<ListJobsQuery> ListJobsQueryOf(
+    const v1::ListJobsRequest& request, std::string owner) {
+  ListJobsQuery query;
+  query.owner = std::move(owner);
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError("page_size: must not be negative");
+  }
+  query.limit = request.page_size() == 0
+                    ? 100
+                    : std::min<size_t>(request.page_size(), 1000);
+  for (int s : request.states()) {
+    if (!v1::JobState_IsValid(s) || s == v1::JOB_STATE_UNSPECIFIED) {
+      return absl::InvalidArgumentError(
+          fmt::format("states: invalid value {}", s));
+    }
+    query.states.push_back(static_cast<v1::JobState>(s));
+  }
+  query.task = request.task();
+  return query;
+}
+
 namespace {
 
 absl::Status JobNotFound(uint64_t id) {
@@ -121,6 +142,7 @@ std::vector<v1::Job> Scheduler::ListLocked(const ListJobsQuery& query,
       return true;
     }
     if (!query.owner.empty() && *job.owner != query.owner) return true;
+    if (query.own_only && job.cluster == Job::kForeign) return true;
     v1::Job snapshot = Snapshot(job);
     if (query.max_bytes > 0) {
       const size_t size = snapshot.ByteSizeLong() + 8;  // Tag and length.

@@ -7,10 +7,13 @@
 // the deadline. Jobs are the testing task `ledger` (a line per run).
 #include <signal.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
@@ -326,6 +329,94 @@ TEST(ClusterReachTest, CancelFromAnotherNodeStopsTheRunWhereItRuns) {
     ASSERT_TRUE(got.status.ok()) << got.status.error_message();
     EXPECT_EQ(got.job.state(), v1::JOB_STATE_CANCELLED);
   }
+}
+
+// One ListJobs page of every node's ledger jobs, after `token`.
+grpc::Status AllNodesPage(v1::JobService::Stub& stub, const std::string& token,
+                          int page_size, v1::ListJobsResponse* resp) {
+  grpc::ClientContext ctx;
+  testing::Deadline(ctx, absl::Seconds(10));
+  v1::ListJobsRequest req;
+  req.set_task("ledger");
+  req.set_all_nodes(true);
+  req.set_page_size(page_size);
+  req.set_page_token(token);
+  return stub.ListJobs(&ctx, req, resp);
+}
+
+// Every node's ledger jobs, page after page (`page_size` jobs each, 20
+// pages at most): the ids in the order they came.
+std::vector<std::string> ListAllNodes(v1::JobService::Stub& stub, int page_size,
+                                      int* pages = nullptr) {
+  std::vector<std::string> ids;
+  std::string token;
+  for (int page = 0; page < 20; ++page) {
+    v1::ListJobsResponse resp;
+    const grpc::Status s = AllNodesPage(stub, token, page_size, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    if (!s.ok()) break;
+    for (const v1::Job& j : resp.jobs()) ids.push_back(j.id());
+    if (pages != nullptr) *pages = page + 1;
+    if (resp.next_page_token().empty()) break;
+    token = resp.next_page_token();
+  }
+  return ids;
+}
+
+TEST(ClusterReachTest, ListingAllNodesWalksTheNodesByNameEachJobOnce) {
+  // a runs one job at a time: "held" there, so "shared" runs at b for it.
+  auto c = StartNodes("jobd-cluster-list", {{"node-a", 1}, {"node-b", 2}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
+  const testing::StreamResult at_a = testing::SubmitAll(
+      stub_a, {Ledger(ledger, "held", 1000), Ledger(ledger, "shared", 10),
+               Ledger(ledger, "a-3", 10)});
+  const testing::StreamResult at_b = testing::SubmitAll(
+      stub_b, {Ledger(ledger, "b-1", 10), Ledger(ledger, "b-2", 10)});
+  std::vector<std::string> expected;  // a's by id, then b's.
+  for (const testing::StreamResult* r : {&at_a, &at_b}) {
+    ASSERT_TRUE(r->status.ok()) << r->status.error_message();
+    std::vector<std::pair<uint64_t, std::string>> ids;
+    for (const v1::JobEvent& e : r->Terminal()) {
+      ASSERT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED) << e.job_id();
+      ids.emplace_back(std::stoull(e.job_id()), e.job_id());
+    }
+    std::sort(ids.begin(), ids.end());
+    for (const auto& [number, id] : ids) expected.push_back(id);
+  }
+  ASSERT_EQ(expected.size(), 5u);
+  ASSERT_GE(testing::Work(stub_b).completed(), 1u) << "nothing was shared";
+  // b ran "shared" (and maybe "a-3") for a and keeps its copy: its own
+  // listing shows it.
+  EXPECT_GE(JobsByLine(stub_b).size(), 3u);
+
+  // From either node, in pages of 2 or all at once: a's jobs by id, then
+  // b's, each once (the copy at b is a's job).
+  for (v1::JobService::Stub* stub : {&stub_a, &stub_b}) {
+    int pages = 0;
+    EXPECT_EQ(ListAllNodes(*stub, 2, &pages), expected);
+    EXPECT_EQ(pages, 3);
+    EXPECT_EQ(ListAllNodes(*stub, 100), expected);
+  }
+  // A page token names its node: the walk goes on from there.
+  v1::ListJobsResponse resp;
+  ASSERT_TRUE(AllNodesPage(stub_a, expected[3], 0, &resp).ok());  // b's 1st.
+  ASSERT_EQ(resp.jobs_size(), 1);
+  EXPECT_EQ(resp.jobs(0).id(), expected[4]);
+  EXPECT_TRUE(resp.next_page_token().empty());
+  // A token that is not an id: said. A node that is gone: the walk goes on
+  // at the next name ("node-aa" sorts between a and b).
+  const grpc::Status bad = AllNodesPage(stub_a, "x@node-a", 0, &resp);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad.error_message(), HasSubstr("page_token"));
+  resp.Clear();
+  ASSERT_TRUE(AllNodesPage(stub_a, "1@node-aa", 0, &resp).ok());
+  ASSERT_EQ(resp.jobs_size(), 2);
+  EXPECT_EQ(resp.jobs(0).id(), expected[3]);
+  // Without all_nodes: a node's own listing, as before.
+  EXPECT_EQ(JobsByLine(stub_a).size(), 3u);
 }
 
 TEST(ClusterReachTest, ADeadNodesJobsAreUnavailableWithinTheDeadline) {

@@ -161,6 +161,8 @@ TEST_F(JobctlTest, ListingsAndStats) {
   EXPECT_THAT(r.out, HasSubstr("FAILED"));
   r = Jobctl({"ls", "--state", "failed"});
   EXPECT_THAT(r.out, ::testing::Not(HasSubstr("SUCCEEDED")));
+  // Without cluster mode every node's jobs are this node's.
+  EXPECT_EQ(Jobctl({"ls", "--all-nodes"}).out, Jobctl({"ls"}).out);
   r = Jobctl({"tasks"});
   EXPECT_THAT(r.out, HasSubstr("primes.count"));
   r = Jobctl({"stats"});
