@@ -436,12 +436,7 @@ void JobRouter::ServeList(const Fields& f, const std::string& from,
       *query, [self = shared_from_this(), from, req, limit = query->limit](
                   absl::StatusOr<std::vector<v1::Job>> jobs, bool more) {
         v1::ListJobsResponse page;
-        if (jobs.ok()) {
-          if (!jobs->empty() && (more || jobs->size() == limit)) {
-            page.set_next_page_token(jobs->back().id());
-          }
-          for (v1::Job& job : *jobs) *page.add_jobs() = std::move(job);
-        }
+        if (jobs.ok()) AddListJobsPage(*std::move(jobs), more, limit, &page);
         self->Answer(from, req, jobs.status(),
                      jobs.ok() ? page.SerializeAsString() : std::string());
       });

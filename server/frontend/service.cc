@@ -287,10 +287,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(
       *query, [reactor, response, limit = query->limit](
                   absl::StatusOr<std::vector<v1::Job>> jobs, bool more) {
         if (jobs.ok()) {
-          if (!jobs->empty() && (more || jobs->size() == limit)) {
-            response->set_next_page_token(jobs->back().id());
-          }
-          for (v1::Job& job : *jobs) *response->add_jobs() = std::move(job);
+          AddListJobsPage(*std::move(jobs), more, limit, response);
         }
         reactor->Finish(ToGrpc(jobs.status()));
       });

@@ -127,6 +127,10 @@ struct ListJobsQuery {
 // InvalidArgument naming the field. Its page token is the caller's to read.
 absl::StatusOr<ListJobsQuery> ListJobsQueryOf(
     const v1::ListJobsRequest& request, std::string owner);
+// Adds a ShowJobs page (`more`: cut short by bytes) to `response`, with
+// the last job's id as the next page's token when there may be more.
+void AddListJobsPage(std::vector<v1::Job> jobs, bool more, size_t limit,
+                     v1::ListJobsResponse* response);
 
 // What Restore() did with the journal's jobs.
 struct RestoreSummary {

@@ -31,6 +31,14 @@ absl::StatusOr<ListJobsQuery> ListJobsQueryOf(
   return query;
 }
 
+void AddListJobsPage(std::vector<v1::Job> jobs, bool more, size_t limit,
+                     v1::ListJobsResponse* response) {
+  if (!jobs.empty() && (more || jobs.size() == limit)) {
+    response->set_next_page_token(jobs.back().id());
+  }
+  for (v1::Job& job : jobs) *response->add_jobs() = std::move(job);
+}
+
 namespace {
 
 absl::Status JobNotFound(uint64_t id) {
