@@ -264,6 +264,64 @@ void LoadStream::Read() {
   over_ = true;
 }
 
+std::string Unended(const LoadStream& stream, v1::JobService::Stub& stub,
+                    const RedisServer& redis, const std::string& node,
+                    size_t max) {
+  std::string out;
+  auto client = RedisClient::Connect(redis.socket_path());
+  const std::vector<LoadStream::Item> items = stream.items();
+  size_t shown = 0;
+  for (size_t i = 0; i < items.size() && shown < max; ++i) {
+    const LoadStream::Item& item = items[i];
+    if (!item.ends.empty()) continue;
+    ++shown;
+    absl::StrAppend(&out, "\n  tag ", i + 1, " job '", item.job_id, "'");
+    if (item.job_id.empty()) continue;
+    grpc::ClientContext ctx;
+    Deadline(ctx, absl::Seconds(5));
+    v1::GetJobRequest req;
+    req.set_job_id(item.job_id);
+    v1::Job job;
+    if (grpc::Status st = stub.GetJob(&ctx, req, &job); st.ok()) {
+      absl::StrAppend(&out, " ", v1::JobState_Name(job.state()));
+    } else {
+      absl::StrAppend(&out, " (GetJob: ", st.error_message(), ")");
+    }
+    if (!client.ok()) continue;
+    const std::string number = item.job_id.substr(0, item.job_id.find('@'));
+    for (const std::string& marker :
+         KeysOf(**client,
+                absl::StrCat("{jobd:p*}:pub:", node, ":", number, ":*"))) {
+      auto entry = (*client)->Query({"GET", marker});
+      if (!entry.ok()) continue;
+      const std::string prefix = marker.substr(0, marker.find('}') + 2);
+      absl::StrAppend(&out, "; ", marker, " = ", entry->str);
+      auto range =
+          (*client)->Query({"XRANGE", prefix + "jobs", entry->str, entry->str});
+      if (range.ok()) {
+        absl::StrAppend(
+            &out, range->elements.empty() ? " (entry gone)" : " (entry there)");
+      }
+      auto pending = (*client)->Query(
+          {"XPENDING", prefix + "jobs", "jobd", entry->str, entry->str, "1"});
+      if (pending.ok() && !pending->elements.empty() &&
+          pending->elements[0].elements.size() == 4) {
+        absl::StrAppend(&out, " pending under ",
+                        pending->elements[0].elements[1].str, ", delivered ",
+                        pending->elements[0].elements[3].integer, " times");
+      }
+      auto done = (*client)->Query({"HGETALL", prefix + "done:" + entry->str});
+      if (done.ok() && !done->elements.empty()) {
+        absl::StrAppend(&out, " done:");
+        for (const RedisReply& f : done->elements) {
+          absl::StrAppend(&out, " ", f.str);
+        }
+      }
+    }
+  }
+  return out;
+}
+
 bool LoadStream::Wait(absl::Duration limit) {
   absl::MutexLock lock(&mu_);
   auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

@@ -133,6 +133,15 @@ std::vector<std::string> KeysOf(RedisClient& redis, const std::string& pattern);
 // The node's work sharing counters (GetStats).
 v1::ClusterWork Work(v1::JobService::Stub& stub);
 
+class LoadStream;
+// What a failed wait shows: the first `max` jobs of `stream` (on the node
+// `node` behind `stub`) without an end, each with its state there and
+// what Redis holds of it (its publication marker, its entry, who holds
+// that, its done set).
+std::string Unended(const LoadStream& stream, v1::JobService::Stub& stub,
+                    const RedisServer& redis, const std::string& node,
+                    size_t max = 5);
+
 // Many jobs on one Submit stream: written in messages of `batch` items
 // (client tags 1..n) on one thread, while another reads every event and
 // notes, per job, its id, when it was accepted and its ends, with the

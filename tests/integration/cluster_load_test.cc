@@ -164,8 +164,9 @@ TEST(ClusterLoadTest, JobsAtRandomNodesAreSharedAndEachEndsOnceAtItsSubmitter) {
   for (int i = 0; i < kNodes; ++i) {
     ASSERT_TRUE(streams[i]->Wait(absl::Seconds(150)))
         << "node " << i << ": " << streams[i]->ended() << " of "
-        << specs[i].size() << " ended; "
-        << streams[i]->status().error_message();
+        << specs[i].size() << " ended; " << streams[i]->status().error_message()
+        << testing::Unended(*streams[i], (*c)->stub(i), (*c)->redis(),
+                            (*c)->config(i).name);
   }
   const absl::Duration took = absl::Now() - start;
   std::fprintf(stderr, "%d jobs on %d nodes in %.1f s (%.0f jobs/s)\n", n,
@@ -256,7 +257,9 @@ TEST(ClusterLoadTest, RedisKilledAndRestartedUnderLoadLosesNothing) {
   for (int i = 0; i < kNodes; ++i) {
     ASSERT_TRUE(streams[i]->Wait(absl::Seconds(90)))
         << "node " << i << ": " << streams[i]->ended() << " of " << kPerNode
-        << " ended; " << streams[i]->status().error_message();
+        << " ended; " << streams[i]->status().error_message()
+        << testing::Unended(*streams[i], (*c)->stub(i), (*c)->redis(),
+                            (*c)->config(i).name);
   }
   const absl::Duration took = absl::Now() - killed;
   const auto runs = testing::ReadLedger(ledger);
@@ -342,7 +345,9 @@ TEST(ClusterLoadTest, ANodeKilledUnderLoadIsReclaimedWithinTheBound) {
   for (int i = 0; i < 2; ++i) {
     ASSERT_TRUE(streams[i]->Wait(absl::Seconds(90)))
         << "node " << i << ": " << streams[i]->ended() << " of " << kPerNode
-        << " ended; " << streams[i]->status().error_message();
+        << " ended; " << streams[i]->status().error_message()
+        << testing::Unended(*streams[i], (*c)->stub(i), (*c)->redis(),
+                            (*c)->config(i).name);
   }
   // Each job c accepted before it died ends there, and an at-most-once
   // one began at most once.
