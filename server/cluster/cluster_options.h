@@ -34,6 +34,10 @@ struct ClusterOptions {
   // --cluster-max-deliveries: a shared job reclaimed past this many
   // deliveries is dead-lettered (0: never).
   int max_deliveries = 5;
+  // --cluster-pack: at most this many shared jobs of one partition go in
+  // one stream entry (published, taken, renewed and reclaimed together;
+  // completed one by one).
+  int pack = 32;
   // --cluster-results-ttl: results older than this are trimmed from the
   // results streams (MINID), read or not (their node is gone).
   absl::Duration results_ttl = absl::Hours(24);

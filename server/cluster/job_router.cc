@@ -24,23 +24,6 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return id
 )lua";
 
-// KEYS: the job's publication marker, its partition's jobs stream.
-// ARGV: group, marker TTL (ms). {0}: not published (the marker now keeps
-// a late publication from appending); {1, entry}: deleted before any node
-// took it; {2, entry, consumer}: deleted, held by that consumer.
-constexpr char kWithdrawScript[] = R"lua(
-local entry = redis.call('GET', KEYS[1])
-if not entry then
-  redis.call('SET', KEYS[1], '0-0', 'PX', ARGV[2])
-  return {0}
-end
-if entry == '0-0' then return {0} end
-local p = redis.call('XPENDING', KEYS[2], ARGV[1], entry, entry, 1)
-redis.call('XDEL', KEYS[2], entry)
-if #p == 0 then return {1, entry} end
-return {2, entry, p[1][2]}
-)lua";
-
 std::string Field(const absl::flat_hash_map<std::string, std::string>& f,
                   const char* name) {
   auto it = f.find(name);
@@ -349,10 +332,11 @@ void JobRouter::ReadLoop() {
 void JobRouter::Serve(Fields f) {
   const std::string op = Field(f, "op");
   if (op == "stop") {
-    int partition = 0;
+    int partition = 0, index = 0;
     if (work_ != nullptr &&
-        absl::SimpleAtoi(Field(f, "partition"), &partition)) {
-      work_->StopEntry(partition, Field(f, "entry"));
+        absl::SimpleAtoi(Field(f, "partition"), &partition) &&
+        absl::SimpleAtoi(Field(f, "index"), &index)) {
+      work_->StopEntry(partition, Field(f, "entry"), index);
     }
     return;
   }
@@ -465,38 +449,39 @@ void JobRouter::Finish(uint64_t req, absl::StatusOr<std::string> body) {
 
 void JobRouter::Withdraw(int partition, uint64_t id, int64_t create_ns) {
   if (stopped_) return;
-  commands_->Command(
-      {"EVAL", kWithdrawScript, "2",
-       WorkStream::MarkerKey(partition, options_.node_name, id, create_ns),
-       WorkStream::JobsKey(partition), WorkStream::kGroup,
-       std::to_string(absl::ToInt64Milliseconds(options_.results_ttl))},
-      [self = shared_from_this(), partition, id](absl::StatusOr<RedisValue> r) {
-        if (!r.ok() || r->is_error()) {
+  WorkStream::Withdraw(
+      *commands_, partition, options_.node_name, id, create_ns,
+      options_.results_ttl,
+      [self = shared_from_this(), partition, id](absl::StatusOr<Withdrawal> w) {
+        if (!w.ok()) {
           // A run elsewhere goes on; its end is dropped here.
           spdlog::warn("cluster: could not withdraw job {}: {}", id,
-                       r.ok() ? r->str : std::string(r.status().message()));
+                       std::string(w.status().message()));
           return;
         }
-        if (r->elements.size() != 3) {
+        if (w->was != Withdrawal::Was::kHeld) {
           spdlog::debug("cluster: job {} withdrawn ({})", id,
-                        r->elements.size() == 2 ? "no node had taken it"
-                                                : "it was not published");
+                        w->was == Withdrawal::Was::kRemoved
+                            ? "no node had taken it"
+                            : "it was not published");
           return;
         }
-        const std::string& entry = r->elements[1].str;
-        const std::string& consumer = r->elements[2].str;
-        const std::string holder = consumer.substr(0, consumer.rfind(':'));
+        const std::string holder =
+            w->consumer.substr(0, w->consumer.rfind(':'));
         spdlog::info("cluster: job {} withdrawn; stopping its run on {}", id,
                      holder);
         if (holder == self->options_.node_name) {
-          if (self->work_ != nullptr) self->work_->StopEntry(partition, entry);
+          if (self->work_ != nullptr) {
+            self->work_->StopEntry(partition, w->entry, w->index);
+          }
           return;
         }
         Fields f;
         f["op"] = "stop";
         f["from"] = self->options_.node_name;
         f["partition"] = std::to_string(partition);
-        f["entry"] = entry;
+        f["entry"] = w->entry;
+        f["index"] = std::to_string(w->index);
         (void)self->Send(RequestsKey(holder), std::move(f), nullptr);
       });
 }

@@ -16,7 +16,8 @@
 // `owner` (the caller the asker authenticated; empty for an admin),
 // `wait_ms` (get: how long to wait for its end), `body` and `max_bytes`
 // (list: the serialized ListJobsRequest, its page token a number at the
-// node asked), `partition` and `entry` (stop). A
+// node asked), `partition`, `entry` and `index` (stop: the job's place in
+// the entry). A
 // reply: `req`, `code` (a google.rpc code), `msg`, `body` (the
 // serialized v1::Job, v1::CancelJobResponse or v1::ListJobsResponse).
 //
@@ -28,14 +29,14 @@
 // when the deadline passes without an answer.
 //
 // Withdraw (a shared job cancelled or expired at its node): a script in
-// the job's partition reads its publication marker (the entry's id): no
-// marker yet (still in the outbox, or its publication in flight) sets it
-// to "0-0", so that a late publication appends nothing; an entry no node
-// took is deleted (nobody takes it any more); an entry a node holds is
-// deleted too (a reclaim skips it, and the holder's renewals stop it
-// within two heartbeats) and the holder, named by its consumer, is told
-// at once with a `stop` request: it cancels its run, whose end its
-// origin drops.
+// the job's partition (WorkStream::Withdraw) reads its publication marker
+// (its entry's id): no marker yet (still in the outbox, or its
+// publication in flight) sets it to "0-0", so that a late publication
+// appends nothing; from an entry no node took, the job is removed (the
+// entry's other jobs are appended again); in an entry a node holds, the
+// job is marked withdrawn in the entry's done set (a reclaim skips it)
+// and the holder, named by its consumer, is told at once with a `stop`
+// request: it cancels its run, whose end its origin drops.
 //
 // Thread-safety: Get, Cancel and Withdraw from any thread (they post);
 // the rest on the io thread. Ownership: made shared; holds the

@@ -1,5 +1,8 @@
 #include "server/cluster/work_sharing.h"
 
+#include <algorithm>
+#include <limits>
+#include <map>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -46,6 +49,8 @@ WorkSharing::WorkSharing(asio::io_context& io,
       results_timer_(io) {
   for (int p = 0; p < options_.partitions; ++p) all_partitions_.push_back(p);
   results_after_.assign(all_partitions_.size(), "0");
+  to_pack_.resize(all_partitions_.size());
+  reclaim_cursor_.assign(all_partitions_.size(), "0-0");
 }
 
 WorkSharing::~WorkSharing() = default;
@@ -73,9 +78,13 @@ void WorkSharing::Withdraw(uint64_t id, int64_t create_ns) {
   });
 }
 
-void WorkSharing::StopEntry(int partition, const std::string& entry) {
+void WorkSharing::StopEntry(int partition, const std::string& entry,
+                            int index) {
   for (const auto& [tag, held] : held_) {
-    if (held.partition != partition || held.entry != entry) continue;
+    if (held.partition != partition || held.entry != entry ||
+        held.index != index) {
+      continue;
+    }
     if (held.local_id != 0) (void)scheduler_.Cancel(held.local_id);
     return;
   }
@@ -196,30 +205,63 @@ void WorkSharing::PublishNow(SharedJob job) {
     republish_ = true;
     return;
   }
-  JobEntry entry;
-  entry.origin = options_.node_name;
-  entry.id = job.id;
-  entry.create_ns = job.create_ns;
-  entry.owner = std::move(job.owner);
-  entry.spec = std::move(job.spec);
-  const uint64_t id = job.id;
-  const int64_t create_ns = job.create_ns;
-  // Its marker lasts as long as its result would (--cluster-results-ttl).
-  stream_->PublishJob(PartitionOf(id), entry, options_.results_ttl,
-                      [self = shared_from_this(), id,
-                       create_ns](absl::StatusOr<std::string> r) {
-                        if (!r.ok()) {
-                          self->republish_ =
-                              true;  // Again at the next heartbeat.
-                          return;
-                        }
-                        // Counted even when the job is no longer in
-                        // the outbox: its end may have come back (taken,
-                        // run, completed elsewhere) before this reply.
-                        (void)self->scheduler_.MarkPublished(id, create_ns);
-                        absl::MutexLock lock(&self->mu_);
-                        ++self->stats_.published;
-                      });
+  const int p = PartitionOf(job.id);
+  std::vector<JobEntry>& pack = to_pack_[static_cast<size_t>(p)];
+  pack.push_back(JobEntry{.origin = options_.node_name,
+                          .id = job.id,
+                          .create_ns = job.create_ns,
+                          .owner = std::move(job.owner),
+                          .spec = std::move(job.spec)});
+  if (static_cast<int>(pack.size()) >= options_.pack) {
+    PublishPack(p, std::exchange(pack, {}));
+    return;
+  }
+  // The rest once the jobs that became durable with it were posted too
+  // (their posts are ahead of this one).
+  PostOnce(&WorkSharing::pack_posted_, &WorkSharing::PublishPacks);
+}
+
+void WorkSharing::PostOnce(bool WorkSharing::*posted,
+                           void (WorkSharing::*fn)()) {
+  if (this->*posted) return;
+  this->*posted = true;
+  asio::post(io_, [self = shared_from_this(), posted, fn] {
+    (*self).*posted = false;
+    ((*self).*fn)();
+  });
+}
+
+void WorkSharing::PublishPacks() {
+  for (size_t i = 0; i < to_pack_.size(); ++i) {
+    if (to_pack_[i].empty()) continue;
+    PublishPack(all_partitions_[i], std::exchange(to_pack_[i], {}));
+  }
+}
+
+void WorkSharing::PublishPack(int partition, std::vector<JobEntry> pack) {
+  if (stopped_) return;
+  std::vector<std::pair<uint64_t, int64_t>> ids;
+  ids.reserve(pack.size());
+  for (const JobEntry& job : pack) ids.emplace_back(job.id, job.create_ns);
+  // Their markers last as long as their results would
+  // (--cluster-results-ttl).
+  stream_->PublishJobs(partition, pack, options_.results_ttl,
+                       [self = shared_from_this(),
+                        ids = std::move(ids)](absl::StatusOr<std::string> r) {
+                         if (!r.ok()) {
+                           self->republish_ =
+                               true;  // Again at the next heartbeat.
+                           return;
+                         }
+                         // Marked even when a job is no longer in the outbox:
+                         // its end may have come back (taken, run, completed
+                         // elsewhere) before this reply.
+                         for (const auto& [id, create_ns] : ids) {
+                           (void)self->scheduler_.MarkPublished(id, create_ns);
+                         }
+                         absl::MutexLock lock(&self->mu_);
+                         self->stats_.published += ids.size();
+                       });
 }
 
 void WorkSharing::ArmTake(absl::Duration after, bool busy) {
@@ -253,8 +295,9 @@ void WorkSharing::TakeLoop() {
     });
   }
   // First what is there now, partition after partition (from a turning
-  // start), at most `idle` in all; then, if there was nothing, wait.
-  TakeNow(take_turn_, 0, consumer, std::min(idle, kMaxTake), 0);
+  // start), for at most `idle` jobs in all; then, if there was nothing,
+  // wait.
+  TakeNow(take_turn_, 0, consumer, idle, 0);
   take_turn_ = (take_turn_ + 1) % static_cast<int>(all_partitions_.size());
 }
 
@@ -267,12 +310,15 @@ void WorkSharing::TakeNow(int start, int tried, std::string consumer,
     if (got > 0) return ArmTake(absl::ZeroDuration());
     return TakeBlocking(std::move(consumer));
   }
-  stream_->TakeNow(all_partitions_[(start + tried) % n], consumer, budget,
+  // As many entries as hold about `budget` jobs, by the last ones seen.
+  const int entries =
+      std::clamp(budget / std::max(1, jobs_per_entry_), 1, kMaxTake);
+  stream_->TakeNow(all_partitions_[(start + tried) % n], consumer, entries,
                    [self = shared_from_this(), start, tried, consumer, budget,
                     got](absl::StatusOr<std::vector<StreamEntry>> r) mutable {
                      if (!r.ok()) return self->ArmTake(absl::Milliseconds(100));
-                     const int taken = static_cast<int>(r->size());
-                     self->RunTaken(std::move(*r), consumer);
+                     const int taken =
+                         self->RunTaken(std::move(*r), consumer, budget);
                      self->TakeNow(start, tried + 1, std::move(consumer),
                                    budget - taken, got + taken);
                    });
@@ -281,26 +327,31 @@ void WorkSharing::TakeNow(int start, int tried, std::string consumer,
 void WorkSharing::TakeBlocking(std::string consumer) {
   // Nothing anywhere: wait on every partition for one entry (COUNT is
   // per stream: entries arriving at once in several partitions may take
-  // a few more than the free slots; they queue here).
+  // a few more jobs than the free slots; they queue here).
   stream_->TakeAny(all_partitions_, consumer, 1, absl::Milliseconds(200),
                    [self = shared_from_this(),
                     consumer](absl::StatusOr<std::vector<StreamEntry>> r) {
                      if (!r.ok()) return self->ArmTake(absl::Milliseconds(100));
-                     self->RunTaken(std::move(*r), consumer);
+                     (void)self->RunTaken(std::move(*r), consumer,
+                                          std::numeric_limits<int>::max());
                      self->ArmTake(absl::ZeroDuration());
                    });
 }
 
-void WorkSharing::RunTaken(std::vector<StreamEntry> entries,
-                           const std::string& consumer) {
+int WorkSharing::RunTaken(std::vector<StreamEntry> entries,
+                          const std::string& consumer, int room) {
+  int ran = 0;
+  size_t jobs = 0;
   for (StreamEntry& e : entries) {
-    // The slot seen free before the read may be gone (a blocking read
-    // waits; local jobs came meanwhile): what cannot start here now is
-    // given back, for a node that has room.
-    if (scheduler_.IdleSlots() <= 0) {
+    jobs += e.jobs.size();
+    // The slots seen free before the read may be gone (a blocking read
+    // waits; local jobs came meanwhile), or taken by the entries before
+    // it: what cannot start here now is given back, for a node that has
+    // room. An entry is run whole (what of it cannot start queues here).
+    if (ran >= room || scheduler_.IdleSlots() <= 0) {
       {
         absl::MutexLock lock(&mu_);
-        ++stats_.released;
+        stats_.released += e.jobs.size();
       }
       stream_->Release(e.partition, consumer, e.id, [](absl::StatusOr<Fence>) {
         // Not given back (Redis down): it stays pending
@@ -310,45 +361,64 @@ void WorkSharing::RunTaken(std::vector<StreamEntry> entries,
     }
     {
       absl::MutexLock lock(&mu_);
-      ++stats_.taken;
+      stats_.taken += e.jobs.size();
     }
+    ran += static_cast<int>(e.jobs.size());
     RunEntry(std::move(e), consumer, /*reclaimed=*/false);
   }
+  if (!entries.empty()) {
+    jobs_per_entry_ = std::max<int>(1, static_cast<int>(jobs / entries.size()));
+  }
+  return ran;
 }
 
 void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
                            bool reclaimed) {
-  Held held;
-  held.partition = entry.partition;
-  held.entry = entry.id;
-  held.consumer = consumer;
-  held.origin = entry.origin;
-  if (!absl::SimpleAtoi(entry.origin_id, &held.origin_id) ||
-      !absl::SimpleAtoi(entry.create_ns, &held.create_ns) ||
-      entry.origin.empty()) {
+  Held base;
+  base.partition = entry.partition;
+  base.entry = entry.id;
+  base.consumer = consumer;
+  base.origin = entry.origin;
+  base.count = std::max(1, entry.count);
+  if (entry.origin.empty() || entry.count <= 0) {
     // Not a job entry of ours: nobody waits for it. Acknowledged as a
     // dead letter so that it is not taken again.
     spdlog::warn(
         "cluster: entry {} of partition {} is not a job; "
         "dead-lettered",
         entry.id, entry.partition);
-    held.origin = "unknown";
-    CompleteEntry(held, ErrorEnd(v1::ERROR_REASON_INVALID_INPUT, "not a job"),
+    base.origin = "unknown";
+    base.count = 1;
+    CompleteEntry(base, ErrorEnd(v1::ERROR_REASON_INVALID_INPUT, "not a job"),
                   /*dead_letter=*/true);
     return;
   }
-  v1::JobSpec spec;
-  if (!spec.ParseFromString(entry.payload)) {
-    CompleteEntry(
-        held,
-        ErrorEnd(v1::ERROR_REASON_INVALID_INPUT,
-                 "its spec could not be read on node " + options_.node_name),
-        /*dead_letter=*/true);
-    return;
-  }
-  if (reclaimed) {
-    if (options_.max_deliveries > 0 &&
-        entry.deliveries > options_.max_deliveries) {
+  // Past --cluster-max-deliveries every job of the entry is dead-lettered.
+  const bool dead = reclaimed && options_.max_deliveries > 0 &&
+                    entry.deliveries > options_.max_deliveries;
+  std::vector<NewJob> jobs;
+  std::vector<uint64_t> tags;
+  for (PackedJob& packed : entry.jobs) {
+    Held held = base;
+    held.index = packed.index;
+    if (!absl::SimpleAtoi(packed.id, &held.origin_id) ||
+        !absl::SimpleAtoi(packed.create_ns, &held.create_ns)) {
+      spdlog::warn("cluster: job {} of entry {} of partition {} is not a job",
+                   packed.index, entry.id, entry.partition);
+      CompleteEntry(held, ErrorEnd(v1::ERROR_REASON_INVALID_INPUT, "not a job"),
+                    /*dead_letter=*/true);
+      continue;
+    }
+    v1::JobSpec spec;
+    if (!spec.ParseFromString(packed.spec)) {
+      CompleteEntry(
+          held,
+          ErrorEnd(v1::ERROR_REASON_INVALID_INPUT,
+                   "its spec could not be read on node " + options_.node_name),
+          /*dead_letter=*/true);
+      continue;
+    }
+    if (dead) {
       {
         absl::MutexLock lock(&mu_);
         ++stats_.dead_lettered;
@@ -360,9 +430,9 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
                                "is {}): dead-lettered",
                                entry.deliveries, options_.max_deliveries)),
           /*dead_letter=*/true);
-      return;
+      continue;
     }
-    if (spec.delivery() != v1::DELIVERY_AT_LEAST_ONCE) {
+    if (reclaimed && spec.delivery() != v1::DELIVERY_AT_LEAST_ONCE) {
       {
         absl::MutexLock lock(&mu_);
         ++stats_.lost;
@@ -373,45 +443,49 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
                              "or cut off from Redis); an at-most-once job is "
                              "not run again"),
                     /*dead_letter=*/false);
-      return;
+      continue;
     }
+    spec.clear_callback_url();  // Its node calls back, with its end.
+    absl::StatusOr<NewJob> made = make_job_(std::move(spec));
+    if (!made.ok()) {
+      CompleteEntry(
+          held,
+          ErrorEnd(v1::ERROR_REASON_NODE_REFUSED,
+                   fmt::format("node {} cannot run it: {}", options_.node_name,
+                               std::string(made.status().message()))),
+          /*dead_letter=*/false);
+      continue;
+    }
+    const uint64_t tag = next_tag_++;
+    made->owner = packed.owner.empty() ? "anonymous" : packed.owner;
+    made->foreign = true;
+    made->tag = tag;
+    held_.emplace(tag, std::move(held));
+    jobs.push_back(*std::move(made));
+    tags.push_back(tag);
   }
-  spec.clear_callback_url();  // Its node calls back, with its end.
-  absl::StatusOr<NewJob> made = make_job_(std::move(spec));
-  if (!made.ok()) {
-    CompleteEntry(
-        held,
-        ErrorEnd(v1::ERROR_REASON_NODE_REFUSED,
-                 fmt::format("node {} cannot run it: {}", options_.node_name,
-                             std::string(made.status().message()))),
-        /*dead_letter=*/false);
-    return;
-  }
-  const uint64_t tag = next_tag_++;
-  made->owner = entry.owner.empty() ? "anonymous" : entry.owner;
-  made->foreign = true;
-  made->tag = tag;
-  held_.emplace(tag, held);
-  std::vector<NewJob> jobs;
-  jobs.push_back(*std::move(made));
+  if (jobs.empty()) return;
   std::vector<Admission> admitted;
   scheduler_.Submit(jobs, Subscriber{.sink = sink_, .mask = kTerminalEvents},
                     admitted);
-  if (admitted.empty() || !admitted[0].status.ok()) {
-    held_.erase(tag);
+  for (size_t i = 0; i < tags.size(); ++i) {
+    auto it = held_.find(tags[i]);
+    if (it == held_.end()) continue;  // Ended already.
+    if (i < admitted.size() && admitted[i].status.ok()) {
+      it->second.local_id = admitted[i].job_id;
+      continue;
+    }
+    Held held = std::move(it->second);
+    held_.erase(it);
     CompleteEntry(
-        held,
+        std::move(held),
         ErrorEnd(
             v1::ERROR_REASON_NODE_REFUSED,
             fmt::format("node {} could not admit it: {}", options_.node_name,
-                        admitted.empty()
-                            ? "no admission"
-                            : std::string(admitted[0].status.message()))),
+                        i < admitted.size()
+                            ? std::string(admitted[i].status.message())
+                            : "no admission")),
         /*dead_letter=*/false);
-    return;
-  }
-  if (auto it = held_.find(tag); it != held_.end()) {
-    it->second.local_id = admitted[0].job_id;
   }
 }
 
@@ -441,46 +515,102 @@ void WorkSharing::CompleteEntry(Held held, const v1::Job& end,
   held.dead_letter = dead_letter;
   const uint64_t tag = next_tag_++;
   held_.insert_or_assign(tag, std::move(held));
-  SendEnd(tag);
+  to_send_.push_back(tag);
+  // Sent with the other ends of this moment, in one script per partition.
+  PostOnce(&WorkSharing::send_posted_, &WorkSharing::SendEnds);
 }
 
-void WorkSharing::SendEnd(uint64_t tag) {
-  auto it = held_.find(tag);
-  if (it == held_.end() || it->second.sending || stopped_) return;
-  Held& held = it->second;
-  held.sending = true;
-  stream_->CompleteJob(
-      held.partition, held.consumer, held.entry, held.origin, held.result,
-      held.dead_letter,
-      [self = shared_from_this(), tag](absl::StatusOr<Fence> r) {
-        auto it = self->held_.find(tag);
-        if (it == self->held_.end()) return;  // Found reclaimed meanwhile.
+void WorkSharing::SendEnds() {
+  if (stopped_) return;
+  std::map<std::pair<int, std::string>, std::vector<uint64_t>> groups;
+  for (uint64_t tag : std::exchange(to_send_, {})) {
+    auto it = held_.find(tag);
+    if (it == held_.end() || it->second.sending || it->second.result.empty()) {
+      continue;
+    }
+    it->second.sending = true;
+    std::vector<uint64_t>& group =
+        groups[{it->second.partition, it->second.consumer}];
+    group.push_back(tag);
+    if (group.size() >= static_cast<size_t>(kCompleteBatch)) {
+      SendEndChunk(it->second.partition, it->second.consumer,
+                   std::exchange(group, {}));
+    }
+  }
+  for (auto& [key, tags] : groups) {
+    if (!tags.empty()) SendEndChunk(key.first, key.second, std::move(tags));
+  }
+}
+
+void WorkSharing::SendEndChunk(int partition, std::string consumer,
+                               std::vector<uint64_t> tags) {
+  std::vector<Completion> ends;
+  ends.reserve(tags.size());
+  for (uint64_t tag : tags) {
+    const Held& held = held_.at(tag);
+    ends.push_back(Completion{.entry = held.entry,
+                              .index = held.index,
+                              .count = held.count,
+                              .origin = held.origin,
+                              .result = held.result,
+                              .dead_letter = held.dead_letter});
+  }
+  stream_->CompleteJobs(
+      partition, std::move(consumer), ends,
+      [self = shared_from_this(),
+       tags = std::move(tags)](absl::StatusOr<std::vector<Fence>> r) {
         if (!r.ok()) {
           // Redis down (or the reply lost): still held, and sent again
           // at the next heartbeat. Sent twice, the second finds it not
-          // pending: the first was done.
-          it->second.sending = false;
+          // pending, or done in its entry's set: the first was done.
           spdlog::warn(
-              "cluster: could not complete entry {}: {}; again at the "
+              "cluster: could not complete {} job(s): {}; again at the "
               "next heartbeat",
-              it->second.entry, std::string(r.status().message()));
+              tags.size(), std::string(r.status().message()));
+          for (uint64_t tag : tags) {
+            auto it = self->held_.find(tag);
+            if (it != self->held_.end()) it->second.sending = false;
+          }
           return;
         }
-        const Held held = std::move(it->second);
-        self->held_.erase(it);
-        absl::MutexLock lock(&self->mu_);
-        if (*r == Fence::kDone) {
-          ++self->stats_.completed;
-        } else {
+        for (size_t i = 0; i < tags.size(); ++i) {
+          auto it = self->held_.find(tags[i]);
+          if (it == self->held_.end()) continue;  // Found reclaimed meanwhile.
+          const Held held = std::move(it->second);
+          self->held_.erase(it);
+          absl::MutexLock lock(&self->mu_);
+          if ((*r)[i] == Fence::kDone) {
+            ++self->stats_.completed;
+            continue;
+          }
           ++self->stats_.refused;  // Reclaimed from here: dropped.
           spdlog::info(
-              "cluster: the end of entry {} (job {} of {}) was "
-              "refused: {}; dropped",
-              held.entry, held.origin_id, held.origin,
-              *r == Fence::kOwnedByAnother ? "another node holds it"
-                                           : "it is not pending");
+              "cluster: the end of job {} of {} (entry {}) was refused: {}; "
+              "dropped",
+              held.origin_id, held.origin, held.entry,
+              (*r)[i] == Fence::kOwnedByAnother ? "another node holds it"
+                                                : "it is not pending");
         }
       });
+}
+
+void WorkSharing::DropEntry(int partition, const std::string& entry) {
+  std::vector<uint64_t> local;
+  uint64_t dropped = 0;
+  for (auto it = held_.begin(); it != held_.end();) {
+    if (it->second.partition != partition || it->second.entry != entry) {
+      ++it;
+      continue;
+    }
+    if (it->second.local_id != 0) local.push_back(it->second.local_id);
+    ++dropped;
+    held_.erase(it++);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    stats_.claims_lost += dropped;
+  }
+  for (uint64_t id : local) (void)scheduler_.Cancel(id);
 }
 
 void WorkSharing::ResultsLoop() {
@@ -504,6 +634,12 @@ void WorkSharing::ResultsLoop() {
           });
           return;
         }
+        // Once the ends read are durable here, the results and the jobs'
+        // markers go: one XDEL and one DEL per partition (one slot each).
+        std::map<int,
+                 std::pair<std::vector<std::string>, std::vector<std::string>>>
+            gone;
+        uint64_t last_ticket = 0;
         for (StreamEntry& e : *r) {
           self->results_after_[static_cast<size_t>(e.partition)] = e.id;
           v1::Job job;
@@ -541,27 +677,33 @@ void WorkSharing::ResultsLoop() {
             absl::MutexLock lock(&self->mu_);
             ++self->stats_.results;
           }
-          // Once the end is durable here, the result and the job's marker
-          // go.
-          std::vector<std::string> del = {
-              "XDEL",
-              WorkStream::ResultsKey(e.partition, self->options_.node_name),
-              e.id};
-          std::string marker = WorkStream::MarkerKey(
-              e.partition, self->options_.node_name, id, create_ns);
+          last_ticket = std::max(last_ticket, ticket);
+          auto& [del, markers] = gone[e.partition];
+          if (del.empty()) {
+            del = {"XDEL", WorkStream::ResultsKey(e.partition,
+                                                  self->options_.node_name)};
+            markers = {"DEL"};
+          }
+          del.push_back(e.id);
+          markers.push_back(WorkStream::MarkerKey(
+              e.partition, self->options_.node_name, id, create_ns));
+        }
+        if (!gone.empty()) {
           self->scheduler_.WhenDurable(
-              ticket, [weak = self->weak_from_this(), del = std::move(del),
-                       marker = std::move(marker)](bool durable) mutable {
+              last_ticket, [weak = self->weak_from_this(),
+                            gone = std::move(gone)](bool durable) mutable {
                 // On the journal's thread, perhaps after Stop (then the
-                // result is read again at the next start).
+                // results are read again at the next start).
                 auto self = weak.lock();
                 if (!durable || self == nullptr || self->halted_.load()) {
                   return;
                 }
-                self->commands_->Command(std::move(del),
-                                         [](absl::StatusOr<RedisValue>) {});
-                self->commands_->Command({"DEL", std::move(marker)},
-                                         [](absl::StatusOr<RedisValue>) {});
+                for (auto& [p, commands] : gone) {
+                  self->commands_->Command(std::move(commands.first),
+                                           [](absl::StatusOr<RedisValue>) {});
+                  self->commands_->Command(std::move(commands.second),
+                                           [](absl::StatusOr<RedisValue>) {});
+                }
               });
         }
         self->ResultsLoop();

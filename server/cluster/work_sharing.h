@@ -4,40 +4,45 @@
 // Publish (the outbox): the scheduler hands over a job that would queue
 // here (WorkShareHook::Publish, under its lock: queued here, nothing
 // more). On the io thread, once the job's journal row (marked "outbox") is
-// durable, it is published to partition hash(node, id) with a script that
-// makes a second publication of the same job a no-op; once Redis answered,
-// the row is marked published. What could not be published (Redis down)
-// stays in the outbox and is published again (Scheduler::Outbox) each
-// heartbeat while Redis is up, and after a restart.
+// durable, it goes to partition hash(node, id); the jobs of a partition
+// that became durable together are published in one entry (up to
+// --cluster-pack) by a script that leaves out any job published before;
+// once Redis answered, their rows are marked published. What could not
+// be published (Redis down) stays in the outbox and is published again
+// (Scheduler::Outbox) each heartbeat while Redis is up, and after a
+// restart.
 //
 // Take: while the scheduler has a free slot for a job of any executor
 // (Scheduler::IdleSlots), non-blocking XREADGROUPs take what the
-// partitions hold, one partition after another, up to the free slots;
-// with nothing there, an XREADGROUP ... BLOCK on the blocking connection
-// waits on all partitions; with no free slot, it looks again in 10 ms, or
-// as soon as a job it took ends. The consumer is "<node>:<epoch>". An entry
-// that arrives once the slot seen free is gone is given back (Release:
-// appended again at the stream's end). Each
-// becomes a *foreign* job here: validated as a Submit's spec, never
-// journaled (its pending entry is its record), its callback left to the
-// submitting node. Its end goes back with the fenced CompleteJob script
-// to the origin's results stream; a refused completion (the entry was
+// partitions hold, one partition after another, entries for about as many
+// jobs as there are free slots (an entry is taken whole: what cannot start
+// at once queues here); with nothing there, an XREADGROUP ... BLOCK on
+// the blocking connection waits on all partitions; with no free slot, it
+// looks again in 10 ms, or as soon as a job it took ends. The consumer is
+// "<node>:<epoch>". An entry that arrives once the slots seen free are
+// gone is given back (Release: its jobs appended again at the stream's
+// end). Each job becomes a *foreign* job here: validated as a Submit's
+// spec, never journaled (its pending entry is its record), its callback
+// left to the submitting node. Its end goes back with the fenced
+// CompleteJobs script (the ends of a moment, one script per partition) to
+// the origin's results stream; a refused completion (the entry was
 // reclaimed from this node) is dropped; one Redis did not answer (down)
 // stays held and is sent again every heartbeat until it answers.
 //
 // Results: a third connection reads this node's results streams (XREAD
 // BLOCK from the start: what a crash left is read again); each result
-// ends its shared job (Scheduler::EndShared) and, once that end is
-// durable, the result and the job's publication marker are deleted.
+// ends its shared job (Scheduler::EndShared) and, once those ends are
+// durable, the results read and the jobs' publication markers are
+// deleted (one XDEL and one DEL per partition).
 //
 // Renew and reclaim: every heartbeat each held entry is renewed (fenced);
-// one found reclaimed by another node is cancelled here. Every reaper
-// period each partition's entries idle longer than the node TTL (their
-// node stopped renewing: dead, or cut off from Redis) are reclaimed
-// (XAUTOCLAIM, at most the free slots and kReclaimBatch per partition;
-// with no free slot then, at the take loop's next one, before it takes
-// anything): past
-// `max_deliveries` an entry is dead-lettered and its job FAILED; an
+// one found reclaimed by another node has its jobs cancelled here. Every
+// reaper period each partition's entries idle longer than the node TTL
+// (their node stopped renewing: dead, or cut off from Redis) are
+// reclaimed (XAUTOCLAIM, at most the free slots and kReclaimBatch per
+// partition; with no free slot then, at the take loop's next one, before
+// it takes anything), without their jobs done already: past
+// `max_deliveries` an entry's jobs are dead-lettered and FAILED; an
 // AT_MOST_ONCE job ends FAILED (LOST_ON_RESTART: it may have run); an
 // AT_LEAST_ONCE job runs here again. (Renewal, reclaim, the trimming of
 // results and the backlog: work_sharing_upkeep.cc; the rest:
@@ -84,19 +89,19 @@ using MakeJob = std::function<absl::StatusOr<NewJob>(v1::JobSpec spec)>;
 
 struct WorkSharingStats {
   uint64_t published = 0;  // Jobs this node published.
-  uint64_t taken = 0;      // Entries it took (first deliveries).
+  uint64_t taken = 0;      // Jobs it took (first deliveries).
   uint64_t completed = 0;  // Ends it completed for other nodes (or itself).
   uint64_t refused = 0;    // Completions refused: reclaimed from it.
-  uint64_t reclaimed = 0;  // Entries it reclaimed from dead nodes.
+  uint64_t reclaimed = 0;  // Jobs it reclaimed from dead nodes.
   uint64_t lost = 0;       // Reclaimed AT_MOST_ONCE jobs it ended FAILED.
   uint64_t dead_lettered = 0;
   uint64_t results = 0;      // Ends of its shared jobs it received.
-  uint64_t held = 0;         // Entries it holds now (running or queued here).
+  uint64_t held = 0;         // Jobs it holds now (running or queued here).
   uint64_t shared_live = 0;  // Its jobs waiting in the cluster now.
-  // Entries it held that another node reclaimed (found on renewal): their
+  // Jobs it held that another node reclaimed (found on renewal): their
   // runs here were cancelled.
   uint64_t claims_lost = 0;
-  // Entries it took and gave back: its free slot was gone by then.
+  // Jobs it took and gave back: its free slots were gone by then.
   uint64_t released = 0;
 };
 
@@ -111,9 +116,10 @@ struct PartitionBacklog {
 class WorkSharing : public WorkShareHook,
                     public std::enable_shared_from_this<WorkSharing> {
  public:
-  static constexpr int kReclaimBatch = 64;   // Per partition and period.
-  static constexpr int kMaxTake = 32;        // Entries per read.
-  static constexpr int kResultsBatch = 256;  // Results per read.
+  static constexpr int kReclaimBatch = 64;    // Per partition and period.
+  static constexpr int kMaxTake = 32;         // Entries per read.
+  static constexpr int kResultsBatch = 256;   // Results per read.
+  static constexpr int kCompleteBatch = 256;  // Ends per script.
 
   WorkSharing(asio::io_context& io, std::shared_ptr<WorkStream> stream,
               std::shared_ptr<RedisConnection> commands,
@@ -133,10 +139,10 @@ class WorkSharing : public WorkShareHook,
   // thread. Before Start.
   using WithdrawFn = std::function<void(int, uint64_t, int64_t)>;
   void SetWithdraw(WithdrawFn fn) { withdraw_ = std::move(fn); }
-  // Cancels the run here of entry `entry` of `partition`, if held here
-  // (its origin withdrew it); its end goes back as usual. On the io
-  // thread.
-  void StopEntry(int partition, const std::string& entry);
+  // Cancels the run here of job `index` of entry `entry` of `partition`,
+  // if held here (its origin withdrew it); its end goes back as usual. On
+  // the io thread.
+  void StopEntry(int partition, const std::string& entry, int index);
 
   // Starts the loops (on the io thread). Once.
   void Start();
@@ -149,11 +155,13 @@ class WorkSharing : public WorkShareHook,
   std::vector<PartitionBacklog> Backlog() const;
 
  private:
-  // An entry held here: taken or reclaimed, running (or queued) as a
-  // foreign job.
+  // A job of an entry held here: taken or reclaimed, running (or queued)
+  // as a foreign job.
   struct Held {
     int partition = 0;
     std::string entry;
+    int index = 0;  // Its place in the entry.
+    int count = 1;  // The entry's jobs.
     std::string consumer;
     std::string origin;
     uint64_t origin_id = 0;
@@ -165,24 +173,38 @@ class WorkSharing : public WorkShareHook,
     // here, would be reclaimed: run twice, or failed at most once).
     std::string result;
     bool dead_letter = false;
-    bool sending = false;  // A complete is in flight.
+    bool sending = false;  // Its completion is in flight.
   };
 
   std::string ConsumerNow() const;  // "" before the node joined.
   int PartitionOf(uint64_t id) const;
   void Prepare();  // Groups, then sharing on.
+  // Runs `fn` on the io thread after what is queued there now, once
+  // however often it is asked for meanwhile (`posted`: one is on its way).
+  void PostOnce(bool WorkSharing::*posted, void (WorkSharing::*fn)());
   void PublishNow(SharedJob job);
+  void PublishPacks();  // What PublishNow gathered, an entry per pack.
+  void PublishPack(int partition, std::vector<JobEntry> pack);
   void DrainOutbox();
   void TakeLoop();
+  // `budget`: jobs it may still take; `got`: taken so far.
   void TakeNow(int start, int tried, std::string consumer, int budget, int got);
   void TakeBlocking(std::string consumer);
-  void RunTaken(std::vector<StreamEntry> entries, const std::string& consumer);
+  // Runs entries while `room` (free slots) lasts; gives back the rest.
+  // The jobs run.
+  int RunTaken(std::vector<StreamEntry> entries, const std::string& consumer,
+               int room);
   // `busy`: it waits for a free slot (a foreign job's end cuts it short).
   void ArmTake(absl::Duration after, bool busy = false);
   void RunEntry(StreamEntry entry, const std::string& consumer, bool reclaimed);
-  // Holds `held` with its end `result` and sends it (SendEnd).
+  // Holds `held` with its end `result` and sends it soon (SendEnds).
   void CompleteEntry(Held held, const v1::Job& result, bool dead_letter);
-  void SendEnd(uint64_t tag);
+  // Sends the ends in to_send_: one script per partition and consumer.
+  void SendEnds();
+  void SendEndChunk(int partition, std::string consumer,
+                    std::vector<uint64_t> tags);
+  // Cancels and forgets the jobs held of an entry found reclaimed.
+  void DropEntry(int partition, const std::string& entry);
   void OnEnds();
   void ResultsLoop();
   void Beat();
@@ -214,13 +236,20 @@ class WorkSharing : public WorkShareHook,
   bool republish_ = false;  // Something failed to publish: try the outbox.
   uint64_t next_tag_ = 1;
   int take_turn_ = 0;        // The partition the next small take starts at.
+  int jobs_per_entry_ = 1;   // As the last take found them.
   bool take_busy_ = false;   // The take timer waits for a free slot.
   uint64_t take_armed_ = 0;  // Times the take timer was armed.
   // The reaper found no free slot: the take loop reclaims at its next.
   bool reclaim_due_ = false;
   int trim_turn_ = 0;  // The partition whose results are trimmed next.
   absl::flat_hash_map<uint64_t, Held> held_;  // By subscriber tag.
-  std::vector<std::string> results_after_;    // By partition.
+  std::vector<uint64_t> to_send_;             // Tags whose ends are to send.
+  bool send_posted_ = false;                  // A SendEnds is posted.
+  // Jobs whose outbox rows are durable, by partition: the next packs.
+  std::vector<std::vector<JobEntry>> to_pack_;
+  bool pack_posted_ = false;                 // A PublishPacks is posted.
+  std::vector<std::string> results_after_;   // By partition.
+  std::vector<std::string> reclaim_cursor_;  // By partition.
 
   std::atomic<bool> ready_{false};  // Groups exist; Redis is up.
   // Stop was called: the journal's callbacks no longer reach the io

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -22,27 +24,31 @@ void WorkSharing::Beat() {
   if (commands_->connected()) {
     if (!ready_) Prepare();
     if (republish_) DrainOutbox();
+    // Each held entry once (its jobs share it), and the ends that met
+    // Redis down, again.
+    std::set<std::tuple<int, std::string, std::string>> entries;
     for (auto& [tag, held] : held_) {
-      if (!held.result.empty()) {  // Its end met Redis down: again.
-        SendEnd(tag);
-        continue;
-      }
-      stream_->Renew(
-          held.partition, held.consumer, held.entry,
-          [self = shared_from_this(), tag = tag](absl::StatusOr<Fence> r) {
-            if (!r.ok() || *r == Fence::kDone) return;
-            auto it = self->held_.find(tag);
-            if (it == self->held_.end()) return;
-            // Reclaimed by another node (this one was taken for dead):
-            // stopped here; its end would be refused anyway.
-            const uint64_t local = it->second.local_id;
-            self->held_.erase(it);
-            {
-              absl::MutexLock lock(&self->mu_);
-              ++self->stats_.claims_lost;
-            }
-            if (local != 0) (void)self->scheduler_.Cancel(local);
-          });
+      entries.emplace(held.partition, held.entry, held.consumer);
+      if (!held.result.empty() && !held.sending) to_send_.push_back(tag);
+    }
+    SendEnds();
+    for (const auto& [partition, entry, consumer] : entries) {
+      stream_->Renew(partition, consumer, entry,
+                     [self = shared_from_this(), partition = partition,
+                      entry = entry](absl::StatusOr<Renewal> r) {
+                       if (!r.ok()) return;
+                       if (r->fence == Fence::kDone) {
+                         // (Their origin's stop notices may have been lost.)
+                         for (int index : r->withdrawn) {
+                           self->StopEntry(partition, entry, index);
+                         }
+                         return;
+                       }
+                       // Reclaimed by another node (this one was taken for
+                       // dead): stopped here; their ends would be refused
+                       // anyway.
+                       self->DropEntry(partition, entry);
+                     });
     }
   }
   {
@@ -79,19 +85,24 @@ void WorkSharing::ReclaimFrom(size_t index, std::string consumer, int budget,
                               std::function<void()> then) {
   if (stopped_) return;
   if (budget <= 0 || index >= all_partitions_.size()) return then();
+  // Entries for about `budget` jobs, by the last ones taken, from where
+  // the last look at this partition stopped (XAUTOCLAIM looks at a
+  // bounded part of the pending list per call).
+  const int p = all_partitions_[index];
   stream_->ReclaimCounted(
-      all_partitions_[index], consumer, options_.node_ttl,
-      std::min(budget, kReclaimBatch),
+      p, consumer, options_.node_ttl,
+      std::clamp(budget / std::max(1, jobs_per_entry_), 1, kReclaimBatch),
+      reclaim_cursor_[index],
       [self = shared_from_this(), index, consumer, budget,
-       then = std::move(then)](
-          absl::StatusOr<std::vector<StreamEntry>> r) mutable {
+       then = std::move(then)](absl::StatusOr<Reclaimed> r) mutable {
         if (self->stopped_) return;
         if (!r.ok()) return then();
-        budget -= static_cast<int>(r->size());
-        for (StreamEntry& e : *r) {
+        self->reclaim_cursor_[index] = r->next;
+        for (StreamEntry& e : r->entries) {
+          budget -= static_cast<int>(e.jobs.size());
           {
             absl::MutexLock lock(&self->mu_);
-            ++self->stats_.reclaimed;
+            self->stats_.reclaimed += e.jobs.size();
           }
           self->RunEntry(std::move(e), consumer, /*reclaimed=*/true);
         }

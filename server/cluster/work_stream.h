@@ -1,18 +1,26 @@
-// WorkStream: the Redis side of work sharing, first form (not yet used by
-// the scheduler; docs/SCALE-OUT.md, "Work sharing: the plan"). One stream
-// per partition, {jobd:pN}:jobs, with one consumer group ("jobd") for the
-// cluster; results go to {jobd:pN}:results. A consumer is a node's
-// incarnation, "<node-name>:<epoch>".
+// WorkStream: the Redis side of work sharing (docs/SCALE-OUT.md). One
+// stream per partition, {jobd:pN}:jobs, with one consumer group ("jobd")
+// for the cluster. A consumer is a node's incarnation, "<node>:<epoch>".
+//
+// Packing: an entry of a jobs stream carries one or more jobs of one
+// origin node (PublishJobs: up to --cluster-pack), as the fields
+// origin, n, then job.K, id.K, create.K and owner.K for K in [0, n). An
+// entry is taken, renewed, reclaimed and given back whole; each of its
+// jobs is completed on its own (CompleteJobs), which marks it in the
+// entry's done set ({jobd:pN}:done:<entry>, a hash: index -> "1", or
+// "w" for a job its origin withdrew); the completion that fills the set
+// acknowledges and deletes the entry. A reclaim, a give-back and a
+// withdrawal read the set: what is done is not run again.
 //
 // Fencing: XACK takes no consumer, so a node that lost an entry (reclaimed
-// by another after it was found dead) could still acknowledge it. Complete
-// and Renew therefore run as scripts that first check, atomically, that
-// the entry is pending under the caller's consumer (XPENDING); only then
-// do they acknowledge it and append the result (Complete), or reset its
-// idle time (Renew: XCLAIM ... JUSTID by its owner, which keeps the
-// delivery count). A reclaim (XAUTOCLAIM to the reclaiming consumer) moves
-// the entry, and with it the right to complete it. Each script touches one
-// partition's keys only (one slot on Redis Cluster).
+// by another after it was found dead) could still acknowledge it. Every
+// step on a taken entry therefore runs as a script that first checks,
+// atomically, that the entry is pending under the caller's consumer
+// (XPENDING); only then does it complete (acknowledge, append the result),
+// renew (XCLAIM ... JUSTID by its owner, which keeps the delivery count)
+// or give it back. A reclaim (XAUTOCLAIM to the reclaiming consumer) moves
+// the entry, and with it the right to complete its jobs. Each script
+// touches one partition's keys only (one slot on Redis Cluster).
 //
 // Nothing here trims the job streams: Redis 7.0's MAXLEN/MINID would drop
 // entries still pending. Results streams are trimmed by age (TrimResults).
@@ -34,23 +42,31 @@
 
 namespace jobd::cluster {
 
-struct StreamEntry {
-  std::string id;       // The stream entry's id.
-  std::string payload;  // Its "job" field.
-  // A shared job's entry (PublishJob) also names the node that published
-  // it ("origin"), its id there and create time, and its owner.
-  std::string origin;
-  std::string origin_id;
+// One job of a jobs stream's entry, as read.
+struct PackedJob {
+  int index = 0;     // Its place in the entry (K).
+  std::string spec;  // The serialized v1::JobSpec.
+  std::string id;    // Its id at its origin.
   std::string create_ns;
   std::string owner;
+};
+
+struct StreamEntry {
+  std::string id;       // The stream entry's id.
+  std::string payload;  // A results entry's "result".
+  std::string origin;   // The node that published it.
+  // A jobs entry: how many jobs it packed ("n"), and those to run (a
+  // reclaim leaves out those its done set holds).
+  int count = 0;
+  std::vector<PackedJob> jobs;
   // A result for a mirror (server/cluster/key_claims.h): "<id>:<create
   // ns>" of the job here it ends (the result names the job it mirrors).
   std::string for_job;
-  int partition = -1;      // TakeAny, ReclaimAny: the entry's partition.
-  int64_t deliveries = 0;  // ReclaimAny: its delivery count.
+  int partition = -1;      // The entry's partition.
+  int64_t deliveries = 0;  // ReclaimCounted: its delivery count.
 };
 
-// A shared job to publish (PublishJob).
+// A shared job to publish (PublishJobs).
 struct JobEntry {
   std::string origin;  // The publishing node.
   uint64_t id = 0;     // Its id there.
@@ -63,11 +79,46 @@ struct JobEntry {
 // error).
 std::shared_ptr<JobEnd> EndOfResult(v1::Job& job);
 
+// What a reclaim took (ReclaimCounted).
+struct Reclaimed {
+  std::vector<StreamEntry> entries;
+  std::string next;  // The cursor to go on from; "0-0": from the start.
+};
+
+// One job's end to complete (CompleteJobs).
+struct Completion {
+  std::string entry;
+  int index = 0;  // The job's place in the entry.
+  int count = 1;  // The entry's jobs (its "n").
+  std::string origin;
+  std::string result;  // The serialized v1::Job of its end.
+  bool dead_letter = false;
+};
+
+// What a withdrawal found (Withdraw).
+struct Withdrawal {
+  enum class Was {
+    kNotPublished,  // Not published (now it never will be).
+    kRemoved,       // Removed before any node took it (or already ended).
+    kHeld,          // Taken: `consumer` holds it, at `index` of `entry`.
+  };
+  Was was = Was::kNotPublished;
+  std::string entry;
+  std::string consumer;
+  int index = 0;
+};
+
 // What a fenced step found.
 enum class Fence {
   kDone,            // The caller owned the entry: done.
   kNotPending,      // Not pending (acknowledged already, or unknown).
   kOwnedByAnother,  // Pending under another consumer (reclaimed).
+};
+
+// What a renewal found (Renew).
+struct Renewal {
+  Fence fence = Fence::kDone;
+  std::vector<int> withdrawn;  // kDone: the entry's jobs withdrawn.
 };
 
 class WorkStream {
@@ -77,19 +128,21 @@ class WorkStream {
   template <typename T>
   using Done = absl::AnyInvocable<void(absl::StatusOr<T>)>;
 
-  // `blocking`: the connection for Take's blocking reads.
+  // `blocking`: the connection for blocking reads (TakeAny).
   WorkStream(std::shared_ptr<RedisConnection> commands,
              std::shared_ptr<RedisConnection> blocking);
 
   static std::string JobsKey(int partition);
-  static std::string ResultsKey(int partition);
   static std::string Consumer(std::string_view node, uint64_t epoch);
   // A node's own results stream in a partition (one slot with its jobs).
   static std::string ResultsKey(int partition, std::string_view origin);
   // Marks that job `id` (created at `create_ns`) of `origin` was published
-  // in `partition`: what makes publishing it again a no-op.
+  // in `partition`: what makes publishing it again a no-op. Holds its
+  // entry's id ("0-0": withdrawn before it was published).
   static std::string MarkerKey(int partition, std::string_view origin,
                                uint64_t id, int64_t create_ns);
+  // The done set of a taken entry (see the top of this file).
+  static std::string DoneKey(int partition, std::string_view entry);
   static std::string DeadLetterKey(int partition);
   // The nodes with a results stream in a partition (a set): what
   // TrimResults walks.
@@ -98,47 +151,62 @@ class WorkStream {
   // Creates the partition's stream and group if missing (an existing group
   // is fine).
   void EnsureGroup(int partition, Done<bool> done);
-  // Appends one entry; its id.
-  void Publish(int partition, std::string payload, Done<std::string> done);
-  // Up to `count` entries never delivered, waiting up to `block` for them
-  // (on the blocking connection); they become pending under `consumer`.
-  void Take(int partition, std::string consumer, int count,
-            absl::Duration block, Done<std::vector<StreamEntry>> done);
-  // Entries pending longer than `min_idle` under any consumer, moved to
-  // `consumer` (XAUTOCLAIM from the start, at most `count`).
-  void Reclaim(int partition, std::string consumer, absl::Duration min_idle,
-               int count, Done<std::vector<StreamEntry>> done);
-  // Publishes a shared job once: a script appends it unless its marker
-  // (MarkerKey, kept `marker_ttl`) says it was, and answers the entry's id
-  // either way (publishing again after a lost reply or a restart makes no
-  // duplicate).
-  void PublishJob(int partition, const JobEntry& job, absl::Duration marker_ttl,
-                  Done<std::string> done);
-  // Take without waiting, on the command connection: up to `count`
-  // entries of one partition that are there now.
+  // Publishes shared jobs of one origin in one entry, each once: a script
+  // leaves out every job whose marker (MarkerKey, kept `marker_ttl`) says
+  // it was published (or withdrawn), appends the others as one entry and
+  // marks them. The new entry's id; "" if every job was left out
+  // (publishing again after a lost reply or a restart makes no duplicate).
+  void PublishJobs(int partition, const std::vector<JobEntry>& jobs,
+                   absl::Duration marker_ttl, Done<std::string> done);
+  // Up to `count` entries of one partition never delivered, there now (no
+  // wait, on the command connection); they become pending under
+  // `consumer`.
   void TakeNow(int partition, std::string consumer, int count,
                Done<std::vector<StreamEntry>> done);
-  // Take over several partitions at once (XREADGROUP over their streams).
+  // The same over several partitions at once (XREADGROUP over their
+  // streams: `count` per stream), waiting up to `block` on the blocking
+  // connection.
   void TakeAny(const std::vector<int>& partitions, std::string consumer,
                int count, absl::Duration block,
                Done<std::vector<StreamEntry>> done);
-  // Reclaim with each entry's delivery count (a script: XAUTOCLAIM from
-  // the start, then XPENDING per entry), at most `count`.
+  // Entries pending longer than `min_idle` under any consumer, moved to
+  // `consumer` (XAUTOCLAIM from `cursor`, "0-0" for the start: at most
+  // `count` entries, after looking at most 10 x `count` of the pending),
+  // each with its delivery count and without its done jobs; and the cursor
+  // to go on from ("0-0": the end was reached). An entry whose jobs are
+  // all done (its last one withdrawn) is acknowledged and deleted instead.
   void ReclaimCounted(int partition, std::string consumer,
-                      absl::Duration min_idle, int count,
-                      Done<std::vector<StreamEntry>> done);
+                      absl::Duration min_idle, int count, std::string cursor,
+                      Done<Reclaimed> done);
   // Gives back an entry the caller owns and cannot run after all: it is
-  // acknowledged, deleted and appended again (at the stream's end, with a
-  // new id), atomically. kDone, or why not.
+  // acknowledged and deleted, and its jobs not done are appended again
+  // (at the stream's end, as a new entry; their markers follow),
+  // atomically. kDone, or why not.
   void Release(int partition, std::string consumer, std::string id,
                Done<Fence> done);
-  // Complete for a shared job: acknowledges the entry the caller owns,
-  // deletes it, and appends `result` to its origin's results stream
-  // (ResultsKey(partition, origin)), atomically. `dead_letter`: also
-  // appends the entry to the partition's dead-letter stream.
-  void CompleteJob(int partition, std::string consumer, std::string id,
-                   std::string origin, std::string result, bool dead_letter,
-                   Done<Fence> done);
+  // Completes jobs of entries the caller owns, in one script: for each,
+  // fenced, appends its result to its origin's results stream
+  // (ResultsKey(partition, origin)) and marks it done; the entry is
+  // acknowledged and deleted once all its jobs are. `dead_letter`: the
+  // job is also appended to the partition's dead-letter stream. One Fence
+  // per completion, in order.
+  void CompleteJobs(int partition, std::string consumer,
+                    const std::vector<Completion>& jobs,
+                    Done<std::vector<Fence>> done);
+  // Resets the idle time of an entry the caller owns; names its jobs
+  // withdrawn meanwhile (their origin's stop notice may have been lost).
+  void Renew(int partition, std::string consumer, std::string id,
+             Done<Renewal> done);
+  // Withdraws job `id` (created at `create_ns`) that `origin` published:
+  // not taken yet, it leaves its entry (the others are appended again,
+  // their markers following); taken, it is marked withdrawn in the
+  // entry's done set (a reclaim will not run it) and the holder is
+  // answered, to stop its run; not published, its marker (kept
+  // `marker_ttl`) keeps a late publication from appending it.
+  static void Withdraw(RedisConnection& commands, int partition,
+                       const std::string& origin, uint64_t id,
+                       int64_t create_ns, absl::Duration marker_ttl,
+                       Done<Withdrawal> done);
   // The results for `origin` after `after[i]` in each partition's stream
   // (XREAD, blocking up to `block`, on the connection `reader`). Entries'
   // payload is the "result" field.
@@ -153,13 +221,6 @@ class WorkStream {
   // is pending on a results stream), and deletes those left empty. The
   // entries trimmed.
   void TrimResults(int partition, absl::Duration ttl, Done<int64_t> done);
-  // Resets the idle time of an entry the caller owns.
-  void Renew(int partition, std::string consumer, std::string id,
-             Done<Fence> done);
-  // Acknowledges an entry the caller owns and appends `result` to the
-  // partition's results stream, atomically.
-  void Complete(int partition, std::string consumer, std::string id,
-                std::string result, Done<Fence> done);
 
  private:
   const std::shared_ptr<RedisConnection> commands_;

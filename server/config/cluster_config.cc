@@ -41,6 +41,13 @@ void AddClusterFlags(CLI::App& app, cluster::ClusterOptions& options,
                  "fails; 0: never")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000000));
+  app.add_option("--cluster-pack", options.pack,
+                 "At most this many shared jobs go in one stream entry: "
+                 "jobs waiting to be shared at once travel together (taken "
+                 "by one node, which queues what it cannot start); 1: one "
+                 "job per entry")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 512));
   app.add_option("--cluster-results-ttl", flags.results_ttl,
                  "Ends of shared jobs not read by their node (it is down) "
                  "are trimmed from the results streams after this long")

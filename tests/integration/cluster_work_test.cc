@@ -1,7 +1,8 @@
 // Cluster mode's work sharing with real jobd daemons on one real
 // redis-server (tests/redis/redis_server.h), on Unix sockets: jobs a
 // saturated node cannot start run on another and their ends reach the
-// submitter's client; a node killed with SIGKILL while it runs shared
+// submitter's client; jobs shared together travel packed in stream
+// entries and each runs once; a node killed with SIGKILL while it runs shared
 // jobs: its at-least-once jobs run again elsewhere, its at-most-once ones
 // end FAILED (never twice), every job has exactly one end at its
 // submitter; a frozen node whose jobs were reclaimed cannot complete them
@@ -79,6 +80,127 @@ TEST(ClusterWorkTest, ASaturatedNodesJobsRunOnAnotherAndEndAtItsClient) {
   EXPECT_THAT(shown.out, ::testing::HasSubstr("work:"));
   EXPECT_THAT(shown.out, ::testing::HasSubstr(
                              "published " + std::to_string(specs.size() - 1)));
+}
+
+// Jobs shared at once travel packed: 120 jobs a saturated node shares
+// together make few stream entries (each of at most --cluster-pack jobs;
+// with 1, one per job); a job cancelled while its pack waits leaves it; a
+// node that joins later takes the packs and runs every other job once,
+// and each ends once at the submitter's client.
+TEST(ClusterWorkTest, JobsSharedTogetherTravelPackedAndRunOnce) {
+  for (const int pack : {8, 1}) {
+    SCOPED_TRACE("--cluster-pack " + std::to_string(pack));
+    auto c =
+        StartNodes("jobd-cluster-pack",
+                   {{"node-a", 1, {"--cluster-pack", std::to_string(pack)}}});
+    ASSERT_TRUE(c.ok()) << c.status();
+    const std::string& ledger = (*c)->ledger();
+    v1::JobService::Stub& stub_a = (*c)->stub(0);
+    // a's one thread is held: what comes next is shared, and nobody takes
+    // it until b joins.
+    testing::LoadStream blocker(stub_a, {Ledger(ledger, "blocker", 60000)}, 1);
+    std::string blocker_id;
+    ASSERT_TRUE(testing::WaitFor(
+        [&] {
+          for (const v1::Job& j : JobsOn(stub_a, {v1::JOB_STATE_RUNNING})) {
+            blocker_id = j.id();
+          }
+          return !blocker_id.empty();
+        },
+        absl::Seconds(10)));
+    constexpr int kJobs = 120;
+    std::vector<v1::JobSpec> specs;
+    for (int i = 0; i < kJobs; ++i) {
+      specs.push_back(Ledger(ledger, "job-" + std::to_string(i), 0));
+    }
+    testing::LoadStream load(stub_a, specs, kJobs);
+    ASSERT_TRUE(testing::WaitFor(
+        [&] { return testing::Work(stub_a).published() == kJobs; },
+        absl::Seconds(20)))
+        << testing::Work(stub_a).DebugString();
+
+    // What Redis holds: every job once, in entries of at most `pack`.
+    auto redis = testing::RedisClient::Connect((*c)->redis().socket_path());
+    ASSERT_TRUE(redis.ok()) << redis.status();
+    int entries = 0, jobs = 0;
+    for (int p = 0; p < 4; ++p) {
+      auto r = (*redis)->Query(
+          {"XRANGE", "{jobd:p" + std::to_string(p) + "}:jobs", "-", "+"});
+      ASSERT_TRUE(r.ok()) << r.status();
+      for (const testing::RedisReply& e : r->elements) {
+        ++entries;
+        const auto& f = e.elements[1].elements;
+        for (size_t i = 0; i + 1 < f.size(); i += 2) {
+          if (f[i].str != "n") continue;
+          const int n = std::stoi(f[i + 1].str);
+          EXPECT_GE(n, 1);
+          EXPECT_LE(n, pack);
+          jobs += n;
+        }
+      }
+    }
+    EXPECT_EQ(jobs, kJobs);
+    if (pack == 1) {
+      EXPECT_EQ(entries, kJobs);
+    } else {
+      EXPECT_LE(entries, kJobs / 2) << "hardly packed";
+    }
+
+    // One job cancelled while its pack waits: withdrawn from it.
+    const std::vector<testing::LoadStream::Item> accepted = [&] {
+      std::vector<testing::LoadStream::Item> out;
+      testing::WaitFor(
+          [&] {
+            out = load.items();
+            return !out[7].job_id.empty();
+          },
+          absl::Seconds(10));
+      return out;
+    }();
+    {
+      grpc::ClientContext ctx;
+      testing::Deadline(ctx, absl::Seconds(10));
+      v1::CancelJobRequest req;
+      req.set_job_id(accepted[7].job_id);
+      v1::CancelJobResponse resp;
+      ASSERT_TRUE(stub_a.CancelJob(&ctx, req, &resp).ok());
+    }
+
+    auto b = (*c)->Add({"node-b", 4}, 2);
+    ASSERT_TRUE(b.ok()) << b.status();
+    ASSERT_TRUE(load.Wait(absl::Seconds(60))) << load.ended();
+    const std::vector<testing::LoadStream::Item> items = load.items();
+    for (int i = 0; i < kJobs; ++i) {
+      const auto& item = items[static_cast<size_t>(i)];
+      ASSERT_EQ(item.ends.size(), 1u) << i;
+      EXPECT_EQ(item.ends[0].type(),
+                i == 7 ? v1::EVENT_TYPE_CANCELLED : v1::EVENT_TYPE_SUCCEEDED)
+          << i << ": " << item.ends[0].error().message();
+    }
+    const auto runs = ReadLedger(ledger);
+    for (int i = 0; i < kJobs; ++i) {
+      const std::string line = "job-" + std::to_string(i);
+      EXPECT_EQ(runs.count(line) ? runs.at(line) : 0, i == 7 ? 0 : 1) << line;
+    }
+    // Every entry completed and deleted, with its done set.
+    for (int p = 0; p < 4; ++p) {
+      auto len =
+          (*redis)->Query({"XLEN", "{jobd:p" + std::to_string(p) + "}:jobs"});
+      ASSERT_TRUE(len.ok());
+      EXPECT_EQ(len->integer, 0) << p;
+    }
+    EXPECT_THAT(testing::KeysOf(**redis, "{jobd:p*}:done:*"),
+                ::testing::IsEmpty());
+    {
+      grpc::ClientContext ctx;
+      testing::Deadline(ctx, absl::Seconds(10));
+      v1::CancelJobRequest req;
+      req.set_job_id(blocker_id);
+      v1::CancelJobResponse resp;
+      ASSERT_TRUE(stub_a.CancelJob(&ctx, req, &resp).ok());
+    }
+    ASSERT_TRUE(blocker.Wait(absl::Seconds(10)));
+  }
 }
 
 TEST(ClusterWorkTest, AKilledNodesJobsRunAgainOrFailByTheirDeliveryPolicy) {
