@@ -8,7 +8,7 @@
 //   through: no-op `echo` jobs submitted at a saturated node (its one
 //            thread busy) and run by another, against that other node
 //            alone without cluster mode: jobs/s, and CPU per job of the
-//            nodes and of Redis (INFO cpu)
+//            nodes and of Redis (INFO cpu), once per --cluster-pack size
 //   reclaim: a node killed (SIGKILL) while it runs an at-least-once job
 //            of another's: time from the kill, and from its lease's
 //            expiry, to the job's reclaim and to its end at its
@@ -226,7 +226,7 @@ std::unique_ptr<BusyFirstNode> StartBusyFirstNode(
   return busy;
 }
 
-void Through(int jobs, int threads) {
+void Through(int jobs, int threads, const std::vector<int>& packs) {
   std::printf(
       "\n## through: %d no-op echo jobs, run by a node of --thread-workers "
       "%d\n\n",
@@ -249,27 +249,32 @@ void Through(int jobs, int threads) {
     std::printf("| one node, no cluster | %.0f | 1.00 | %.1f | - |\n", alone,
                 1e6 * cpu / jobs);
   }
-  // a's one thread busy: it shares every job and takes none.
-  std::unique_ptr<BusyFirstNode> busy =
-      StartBusyFirstNode("jobd-bench-through",
-                         {{"node-a", 1, kQuiet}, {"node-b", threads, kQuiet}});
-  if (busy == nullptr) return;
-  TestCluster* c = busy->cluster.get();
-  testing::RedisClient* redis = busy->redis.get();
-  const double redis0 = RedisCpu(*redis);
-  const double a0 = CpuSeconds(c->daemon(0).pid());
-  const double b0 = CpuSeconds(c->daemon(1).pid());
-  RunResult r = RunAll(c->stub(0), specs(), absl::Seconds(300));
-  const double a = CpuSeconds(c->daemon(0).pid()) - a0;
-  const double b = CpuSeconds(c->daemon(1).pid()) - b0;
-  const double rcpu = RedisCpu(*redis) - redis0;
-  const v1::ClusterWork wb = testing::Work(c->stub(1));
-  std::printf(
-      "| submitted at a (busy), run by b | %.0f | %.2f | %.1f (%.1f + %.1f) "
-      "| %.1f |\n",
-      jobs / r.seconds, jobs / r.seconds / alone, 1e6 * (a + b) / jobs,
-      1e6 * a / jobs, 1e6 * b / jobs, 1e6 * rcpu / jobs);
-  std::printf("\n(b ran %lu of them; %zu failed)\n", wb.completed(), r.failed);
+  // a's one thread busy: it shares every job and takes none. Once per
+  // pack size.
+  for (int pack : packs) {
+    const std::vector<std::string> opts =
+        With(kQuiet, {"--cluster-pack", std::to_string(pack)});
+    std::unique_ptr<BusyFirstNode> busy = StartBusyFirstNode(
+        "jobd-bench-through", {{"node-a", 1, opts}, {"node-b", threads, opts}});
+    if (busy == nullptr) return;
+    TestCluster* c = busy->cluster.get();
+    testing::RedisClient* redis = busy->redis.get();
+    const double redis0 = RedisCpu(*redis);
+    const double a0 = CpuSeconds(c->daemon(0).pid());
+    const double b0 = CpuSeconds(c->daemon(1).pid());
+    RunResult r = RunAll(c->stub(0), specs(), absl::Seconds(300));
+    const double a = CpuSeconds(c->daemon(0).pid()) - a0;
+    const double b = CpuSeconds(c->daemon(1).pid()) - b0;
+    const double rcpu = RedisCpu(*redis) - redis0;
+    const v1::ClusterWork wb = testing::Work(c->stub(1));
+    std::printf(
+        "| submitted at a (busy), run by b, --cluster-pack %d | %.0f | %.2f | "
+        "%.1f (%.1f + %.1f) | %.1f |\n",
+        pack, jobs / r.seconds, jobs / r.seconds / alone, 1e6 * (a + b) / jobs,
+        1e6 * a / jobs, 1e6 * b / jobs, 1e6 * rcpu / jobs);
+    std::fprintf(stderr, "(pack %d: b ran %lu of them; %zu failed)\n", pack,
+                 wb.completed(), r.failed);
+  }
 }
 
 // ---------------------------------------------------------------- reclaim
@@ -369,6 +374,7 @@ int main(int argc, char** argv) {
   std::string only;
   int scale_jobs = 4000, scale_threads = 4, scale_nodes = 3;
   int through_jobs = 20000, through_threads = 2;
+  std::vector<int> through_packs = {1, 32};
   int rounds = 15, job_ms = 200;
   std::string heartbeat = "200ms", ttl = "1s", reaper = "200ms";
   app.add_option("--only", only, "scale, through or reclaim (default: all)");
@@ -381,6 +387,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--through-jobs", through_jobs, "through: jobs")
       ->capture_default_str();
+  app.add_option("--through-packs", through_packs,
+                 "through: the --cluster-pack sizes to run, one run each")
+      ->delimiter(',');
   app.add_option("--through-threads", through_threads,
                  "through: --thread-workers of the node that runs them")
       ->capture_default_str();
@@ -403,7 +412,7 @@ int main(int argc, char** argv) {
     jobd::bench::Scale(scale_jobs, scale_threads, scale_nodes);
   }
   if (only.empty() || only == "through") {
-    jobd::bench::Through(through_jobs, through_threads);
+    jobd::bench::Through(through_jobs, through_threads, through_packs);
   }
   if (only.empty() || only == "reclaim") {
     jobd::bench::Reclaim(
