@@ -1,6 +1,7 @@
 #include "server/cluster/work_sharing.h"
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <utility>
@@ -180,58 +181,47 @@ void WorkSharing::DrainOutbox() {
     // Everything in the outbox now; publishing one twice is a no-op.
     for (SharedJob& job : scheduler_.Outbox()) jobs.push_back(std::move(job));
   }
-  for (SharedJob& job : jobs) {
-    // Once its outbox row is durable: the journal is this node's record of
-    // it until Redis has it.
-    const uint64_t ticket = job.ticket;
-    scheduler_.WhenDurable(
-        ticket,
-        [self = weak_from_this(), job = std::move(job)](bool durable) mutable {
-          if (!durable) return;  // Kept in the outbox for the next start.
-          auto s = self.lock();
-          // (Stopped: its io_context may be going; the job stays in the
-          // outbox for the next start.)
-          if (s == nullptr || s->halted_.load()) return;
-          asio::post(s->io_, [s, job = std::move(job)]() mutable {
-            s->PublishNow(std::move(job));
-          });
+  if (jobs.empty()) return;
+  // Published together (packed), once the last one's outbox row is
+  // durable, and with it every earlier one's (the journal is this node's
+  // record of them until Redis has them).
+  uint64_t ticket = 0;
+  for (const SharedJob& job : jobs) ticket = std::max(ticket, job.ticket);
+  scheduler_.WhenDurable(
+      ticket, [self = weak_from_this(),
+               jobs = std::vector<SharedJob>(
+                   std::make_move_iterator(jobs.begin()),
+                   std::make_move_iterator(jobs.end()))](bool durable) mutable {
+        if (!durable) return;  // Kept in the outbox for the next start.
+        auto s = self.lock();
+        // (Stopped: its io_context may be going; the jobs stay in the
+        // outbox for the next start.)
+        if (s == nullptr || s->halted_.load()) return;
+        asio::post(s->io_, [s, jobs = std::move(jobs)]() mutable {
+          s->PublishNow(std::move(jobs));
         });
-  }
+      });
 }
 
-void WorkSharing::PublishNow(SharedJob job) {
+void WorkSharing::PublishNow(std::vector<SharedJob> jobs) {
   if (stopped_) return;
   if (!Sharing()) {
     republish_ = true;
     return;
   }
-  const int p = PartitionOf(job.id);
-  std::vector<JobEntry>& pack = to_pack_[static_cast<size_t>(p)];
-  pack.push_back(JobEntry{.origin = options_.node_name,
-                          .id = job.id,
-                          .create_ns = job.create_ns,
-                          .owner = std::move(job.owner),
-                          .spec = std::move(job.spec)});
-  if (static_cast<int>(pack.size()) >= options_.pack) {
-    PublishPack(p, std::exchange(pack, {}));
-    return;
+  // By partition, in packs of at most --cluster-pack.
+  for (SharedJob& job : jobs) {
+    const int p = PartitionOf(job.id);
+    std::vector<JobEntry>& pack = to_pack_[static_cast<size_t>(p)];
+    pack.push_back(JobEntry{.origin = options_.node_name,
+                            .id = job.id,
+                            .create_ns = job.create_ns,
+                            .owner = std::move(job.owner),
+                            .spec = std::move(job.spec)});
+    if (static_cast<int>(pack.size()) >= options_.pack) {
+      PublishPack(p, std::exchange(pack, {}));
+    }
   }
-  // The rest once the jobs that became durable with it were posted too
-  // (their posts are ahead of this one).
-  PostOnce(&WorkSharing::pack_posted_, &WorkSharing::PublishPacks);
-}
-
-void WorkSharing::PostOnce(bool WorkSharing::*posted,
-                           void (WorkSharing::*fn)()) {
-  if (this->*posted) return;
-  this->*posted = true;
-  asio::post(io_, [self = shared_from_this(), posted, fn] {
-    (*self).*posted = false;
-    ((*self).*fn)();
-  });
-}
-
-void WorkSharing::PublishPacks() {
   for (size_t i = 0; i < to_pack_.size(); ++i) {
     if (to_pack_[i].empty()) continue;
     PublishPack(all_partitions_[i], std::exchange(to_pack_[i], {}));
@@ -517,7 +507,12 @@ void WorkSharing::CompleteEntry(Held held, const v1::Job& end,
   held_.insert_or_assign(tag, std::move(held));
   to_send_.push_back(tag);
   // Sent with the other ends of this moment, in one script per partition.
-  PostOnce(&WorkSharing::send_posted_, &WorkSharing::SendEnds);
+  if (send_posted_) return;
+  send_posted_ = true;
+  asio::post(io_, [self = shared_from_this()] {
+    self->send_posted_ = false;
+    self->SendEnds();
+  });
 }
 
 void WorkSharing::SendEnds() {

@@ -5,8 +5,9 @@
 // here (WorkShareHook::Publish, under its lock: queued here, nothing
 // more). On the io thread, once the job's journal row (marked "outbox") is
 // durable, it goes to partition hash(node, id); the jobs of a partition
-// that became durable together are published in one entry (up to
-// --cluster-pack) by a script that leaves out any job published before;
+// handed over together (one drain of the outbox, published once the last
+// one's row is durable) go in one entry (up to --cluster-pack), by a
+// script that leaves out any job published before;
 // once Redis answered, their rows are marked published. What could not
 // be published (Redis down) stays in the outbox and is published again
 // (Scheduler::Outbox) each heartbeat while Redis is up, and after a
@@ -179,11 +180,8 @@ class WorkSharing : public WorkShareHook,
   std::string ConsumerNow() const;  // "" before the node joined.
   int PartitionOf(uint64_t id) const;
   void Prepare();  // Groups, then sharing on.
-  // Runs `fn` on the io thread after what is queued there now, once
-  // however often it is asked for meanwhile (`posted`: one is on its way).
-  void PostOnce(bool WorkSharing::*posted, void (WorkSharing::*fn)());
-  void PublishNow(SharedJob job);
-  void PublishPacks();  // What PublishNow gathered, an entry per pack.
+  // Publishes jobs whose outbox rows are durable, in packs by partition.
+  void PublishNow(std::vector<SharedJob> jobs);
   void PublishPack(int partition, std::vector<JobEntry> pack);
   void DrainOutbox();
   void TakeLoop();
@@ -247,7 +245,6 @@ class WorkSharing : public WorkShareHook,
   bool send_posted_ = false;                  // A SendEnds is posted.
   // Jobs whose outbox rows are durable, by partition: the next packs.
   std::vector<std::vector<JobEntry>> to_pack_;
-  bool pack_posted_ = false;                 // A PublishPacks is posted.
   std::vector<std::string> results_after_;   // By partition.
   std::vector<std::string> reclaim_cursor_;  // By partition.
 
