@@ -79,6 +79,7 @@ void JobRouter::Stop() {
     self->read_timer_.cancel();
     auto waiting = std::move(self->waiting_);
     self->waiting_.clear();
+    for (const auto& timer : self->polls_) timer->cancel();
     for (auto& [req, w] : waiting) {
       w.timer->cancel();
       w.done(absl::UnavailableError("this node is stopping"));
@@ -135,6 +136,44 @@ void JobRouter::Cancel(
   f["owner"] = std::move(owner);
   AskFor<v1::CancelJobResponse>(job.node, std::move(f), deadline,
                                 std::move(done));
+}
+
+void JobRouter::ReadOutput(
+    const JobRef& job, std::string owner, uint64_t offset, size_t max_bytes,
+    absl::Time wait_until,
+    std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done) {
+  Fields f;
+  f["op"] = "output";
+  f["job"] = std::to_string(job.number);
+  f["owner"] = owner;
+  f["offset"] = std::to_string(offset);
+  f["max_bytes"] = std::to_string(max_bytes);
+  AskFor<v1::StreamJobOutputResponse>(
+      job.node, std::move(f), absl::Now() + kDefaultWait,
+      [self = shared_from_this(), job, owner = std::move(owner), offset,
+       max_bytes, wait_until, done = std::move(done)](
+          absl::StatusOr<v1::StreamJobOutputResponse> r) mutable {
+        // (On the io thread.)
+        const bool nothing = r.ok() && r->chunks().empty() &&
+                             r->dropped_bytes() == 0 && !r->ended();
+        if (!nothing || absl::Now() + kOutputPoll >= wait_until) {
+          return done(std::move(r));
+        }
+        // Nothing new yet: asked again after a poll interval.
+        auto timer = std::make_shared<asio::steady_timer>(self->io_);
+        self->polls_.insert(timer);
+        timer->expires_after(absl::ToChronoNanoseconds(kOutputPoll));
+        timer->async_wait([self, timer, job, owner = std::move(owner), offset,
+                           max_bytes, wait_until,
+                           done = std::move(done)](std::error_code ec) mutable {
+          self->polls_.erase(timer);
+          if (ec || self->stopped_) {
+            return done(absl::UnavailableError("this node is stopping"));
+          }
+          self->ReadOutput(job, std::move(owner), offset, max_bytes, wait_until,
+                           std::move(done));
+        });
+      });
 }
 
 std::vector<std::string> JobRouter::LiveNodes() const {
@@ -366,6 +405,7 @@ void JobRouter::Serve(Fields f) {
     }
     return;
   }
+  if (op == "output") return ServeOutput(f, id, from, req);
   if (op == "cancel") {
     auto result = scheduler_.Cancel(id, owner);
     if (!result.ok()) return Answer(from, req, result.status(), {});
@@ -424,6 +464,21 @@ void JobRouter::ServeList(const Fields& f, const std::string& from,
         self->Answer(from, req, jobs.status(),
                      jobs.ok() ? page.SerializeAsString() : std::string());
       });
+}
+
+void JobRouter::ServeOutput(const Fields& f, uint64_t id,
+                            const std::string& from, const std::string& req) {
+  // What it keeps now, answered at once (a follower polls): at most one
+  // StreamJobOutput message's worth.
+  constexpr uint64_t kMaxBytes = 64 << 10;
+  uint64_t offset = 0, max_bytes = 0;
+  (void)absl::SimpleAtoi(Field(f, "offset"), &offset);
+  (void)absl::SimpleAtoi(Field(f, "max_bytes"), &max_bytes);
+  max_bytes = std::clamp<uint64_t>(max_bytes, 1, kMaxBytes);
+  absl::StatusOr<OutputRead> read =
+      scheduler_.ReadOutput(id, Field(f, "owner"), offset, max_bytes);
+  if (!read.ok()) return Answer(from, req, read.status(), {});
+  Answer(from, req, absl::OkStatus(), read->TakeResponse().SerializeAsString());
 }
 
 void JobRouter::OnReply(const Fields& f) {

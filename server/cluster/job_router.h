@@ -12,14 +12,18 @@
 //                              last write)
 //   {jobd:rpc:<node>}:replies  replies to <node> (the same)
 // A request: `req` (the asker's request number), `from` (the asker),
-// `op` (get, cancel, list, stop), `job` (the job's number at its node),
+// `op` (get, cancel, list, output, stop), `job` (the job's number at its
+// node),
 // `owner` (the caller the asker authenticated; empty for an admin),
 // `wait_ms` (get: how long to wait for its end), `body` and `max_bytes`
 // (list: the serialized ListJobsRequest, its page token a number at the
-// node asked), `partition`, `entry` and `index` (stop: the job's place in
-// the entry). A
-// reply: `req`, `code` (a google.rpc code), `msg`, `body` (the
-// serialized v1::Job, v1::CancelJobResponse or v1::ListJobsResponse).
+// node asked), `offset` and `max_bytes` (output), `partition`, `entry`
+// and `index` (stop: the job's place in the entry). A reply: `req`,
+// `code` (a google.rpc code), `msg`, `body` (the serialized v1::Job,
+// v1::CancelJobResponse, v1::ListJobsResponse or
+// v1::StreamJobOutputResponse). The job's node answers an output request
+// at once; a follower's wait for more is polls from the asker
+// (RemoteJobs::kOutputPoll).
 //
 // Each node reads both of its streams with one XREAD BLOCK on a
 // connection of its own, from the moment it started (older requests are
@@ -53,6 +57,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -93,6 +98,11 @@ class JobRouter : public RemoteJobs,
   void Cancel(
       const JobRef& job, std::string owner, absl::Time deadline,
       std::function<void(absl::StatusOr<v1::CancelJobResponse>)> done) override;
+  void ReadOutput(
+      const JobRef& job, std::string owner, uint64_t offset, size_t max_bytes,
+      absl::Time wait_until,
+      std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done)
+      override;
   std::vector<std::string> LiveNodes() const override;
   void List(
       const std::string& node, v1::ListJobsRequest request, std::string owner,
@@ -134,6 +144,8 @@ class JobRouter : public RemoteJobs,
   void Serve(Fields fields);
   void ServeList(const Fields& fields, const std::string& from,
                  const std::string& req);
+  void ServeOutput(const Fields& fields, uint64_t id, const std::string& from,
+                   const std::string& req);
   void OnReply(const Fields& fields);
   void Finish(uint64_t req, absl::StatusOr<std::string> body);
 
@@ -158,6 +170,8 @@ class JobRouter : public RemoteJobs,
   std::string after_in_, after_replies_;  // Empty until the first TIME.
   uint64_t next_req_ = 1;
   absl::flat_hash_map<uint64_t, Waiting> waiting_;
+  // Output polls waiting for their next ask (cancelled by Stop).
+  absl::flat_hash_set<std::shared_ptr<asio::steady_timer>> polls_;
 };
 
 }  // namespace cluster

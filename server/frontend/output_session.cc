@@ -15,7 +15,13 @@ void OutputSession::Begin(const v1::StreamJobOutputRequest& request,
     Finish(ToGrpc(caller.status()));
     return;
   }
-  absl::StatusOr<uint64_t> id = ParseJobId(request.job_id(), "job_id");
+  absl::StatusOr<JobRef> id = ParseJobRef(request.job_id(), "job_id");
+  if (id.ok() && !id->here()) {
+    // Another node's job: read there (server/jobs/remote_jobs.h).
+    if (absl::Status s = service_.Reachable(*id, request.job_id()); !s.ok()) {
+      id = s;
+    }
+  }
   if (!id.ok()) {
     Finish(ToGrpc(id.status()));
     return;
@@ -26,7 +32,11 @@ void OutputSession::Begin(const v1::StreamJobOutputRequest& request,
   }
   caller_ = *std::move(caller);
   counted_ = true;
-  id_ = *id;
+  if (id->here()) {
+    id_ = id->number;
+  } else {
+    remote_ = *std::move(id);
+  }
   owner_ = caller_.admin() ? std::string() : caller_.name;
   follow_ = request.follow();
   {
@@ -72,14 +82,14 @@ void OutputSession::Pump() {
     const size_t max_bytes = std::min<size_t>(
         kOutputMessageBytes,
         service_.limits().max_message_bytes - kMessageSlackBytes);
+    if (remote_.has_value()) return AskRemote(offset, max_bytes);
     absl::StatusOr<OutputRead> read =
         scheduler.ReadOutput(id_, owner_, offset, max_bytes);
     if (!read.ok()) {
       Finish(ToGrpc(read.status()));  // busy_ stays: nothing else starts.
       return;
     }
-    const bool nothing =
-        read->pieces.empty() && read->dropped == 0 && !read->ended;
+    const bool nothing = read->nothing();
     if (nothing && follow_) {
       {
         absl::MutexLock lock(&mu_);
@@ -102,16 +112,7 @@ void OutputSession::Pump() {
       waiting_ = false;
       continue;  // More came, or it ended, while it looked: read again.
     }
-    response_.Clear();
-    for (OutputPiece& p : read->pieces) {
-      v1::OutputChunk& c = *response_.add_chunks();
-      c.set_offset(p.offset);
-      c.set_stream(p.stream);
-      c.set_data(std::move(p.data));
-    }
-    response_.set_dropped_bytes(read->dropped);
-    response_.set_next_offset(read->next_offset);
-    response_.set_ended(read->ended);
+    response_ = read->TakeResponse();
     {
       absl::MutexLock lock(&mu_);
       offset_ = read->next_offset;
@@ -123,6 +124,42 @@ void OutputSession::Pump() {
   }
   Finish(grpc::Status(grpc::StatusCode::INTERNAL,
                       "job output kept changing while the stream waited"));
+}
+
+void OutputSession::AskRemote(uint64_t offset, size_t max_bytes) {
+  // A follower's ask waits (polls at the job's node) up to a round for
+  // something new; then it asks again.
+  const absl::Time until =
+      follow_ ? absl::Now() + kRemoteRound : absl::InfinitePast();
+  std::weak_ptr<OutputSession> weak = weak_from_this();
+  service_.remote()->ReadOutput(
+      *remote_, owner_, offset, max_bytes, until,
+      [weak](absl::StatusOr<v1::StreamJobOutputResponse> r) {
+        if (auto s = weak.lock()) s->OnRemote(std::move(r));
+      });
+}
+
+void OutputSession::OnRemote(absl::StatusOr<v1::StreamJobOutputResponse> r) {
+  if (!r.ok()) {
+    Finish(ToGrpc(r.status()));  // busy_ stays: nothing else starts.
+    return;
+  }
+  const bool nothing =
+      r->chunks().empty() && r->dropped_bytes() == 0 && !r->ended();
+  bool again = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (close_.has_value() || done_ || (nothing && follow_)) {
+      busy_ = false;  // Closed meanwhile (Pump finishes), or ask again.
+      again = true;
+    } else {
+      offset_ = r->next_offset();
+      last_ = r->ended() || nothing;
+    }
+  }
+  if (again) return Pump();
+  response_ = *std::move(r);
+  StartWrite(&response_);
 }
 
 void OutputSession::OnWriteDone(bool ok) {

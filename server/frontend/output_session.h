@@ -13,8 +13,13 @@
 // scheduler's callers'). State is guarded by mu_, a leaf: nothing is
 // called with it held. Only one read-and-write runs at a time (busy_);
 // the response is touched only by its holder.
+// Another node's job (cluster mode) is read at its node, one message per
+// ask (RemoteJobs::ReadOutput); a follower's ask waits there up to
+// kRemoteRound for something new, then it asks again.
+//
 // Ownership: created by JobServiceImpl::StreamJobOutput, which returns it
-// to gRPC; it owns itself (self_) until OnDone. Wake-ups hold it weakly.
+// to gRPC; it owns itself (self_) until OnDone. Wake-ups and remote
+// answers hold it weakly.
 #ifndef JOBD_SERVER_FRONTEND_OUTPUT_SESSION_H_
 #define JOBD_SERVER_FRONTEND_OUTPUT_SESSION_H_
 
@@ -34,6 +39,8 @@ namespace jobd {
 
 // Output bytes per message, at most.
 inline constexpr size_t kOutputMessageBytes = 64 << 10;
+// A follower of another node's job asks again at least this often.
+inline constexpr absl::Duration kRemoteRound = absl::Seconds(5);
 
 class OutputSession final
     : public grpc::ServerWriteReactor<v1::StreamJobOutputResponse>,
@@ -57,12 +64,16 @@ class OutputSession final
  private:
   // Reads and writes the next message, waits for more, or finishes.
   void Pump();
+  // Another node's job: asks for the next message; OnRemote writes it.
+  void AskRemote(uint64_t offset, size_t max_bytes);
+  void OnRemote(absl::StatusOr<v1::StreamJobOutputResponse> r);
   void Finish(const grpc::Status& status);
 
   JobServiceImpl& service_;
   // Set in Begin(), then const.
-  uint64_t id_ = 0;
-  std::string owner_;  // Empty for an admin.
+  uint64_t id_ = 0;               // This node's job, or
+  std::optional<JobRef> remote_;  // another node's.
+  std::string owner_;             // Empty for an admin.
   bool follow_ = false;
   Caller caller_;
   bool counted_ = false;                  // OpenStream succeeded: CloseStream.

@@ -1,6 +1,6 @@
 // RemoteJobs: how the frontend reaches a job of another node of the
-// cluster (GetJob, WaitJob, CancelJob for an id "N@<other node>", and
-// ListJobs of every node),
+// cluster (GetJob, WaitJob, CancelJob and StreamJobOutput for an id
+// "N@<other node>", and ListJobs of every node),
 // without knowing cluster mode: an interface of this leaf room,
 // implemented by server/cluster/job_router.h.
 //
@@ -43,6 +43,16 @@ class RemoteJobs {
   virtual void Cancel(
       const JobRef& job, std::string owner, absl::Time deadline,
       std::function<void(absl::StatusOr<v1::CancelJobResponse>)> done) = 0;
+  // StreamJobOutput at the job's node: one message of what it keeps of
+  // the job's output from `offset` on (`max_bytes` of data at most). With
+  // nothing new there, it asks again every kOutputPoll until `wait_until`
+  // (a follower's wait), and answers the last (empty) message then.
+  static constexpr absl::Duration kOutputPoll = absl::Milliseconds(100);
+  virtual void ReadOutput(
+      const JobRef& job, std::string owner, uint64_t offset, size_t max_bytes,
+      absl::Time wait_until,
+      std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)>
+          done) = 0;
   // The names of the cluster's live nodes, this one's included, sorted.
   virtual std::vector<std::string> LiveNodes() const = 0;
   // One ListJobs page at `node` (another node): `request`'s filters and

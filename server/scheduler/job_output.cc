@@ -5,6 +5,21 @@
 
 namespace jobd {
 
+v1::StreamJobOutputResponse OutputRead::TakeResponse() {
+  v1::StreamJobOutputResponse out;
+  for (OutputPiece& p : pieces) {
+    v1::OutputChunk& c = *out.add_chunks();
+    c.set_offset(p.offset);
+    c.set_stream(p.stream);
+    c.set_data(std::move(p.data));
+  }
+  pieces.clear();
+  out.set_dropped_bytes(dropped);
+  out.set_next_offset(next_offset);
+  out.set_ended(ended);
+  return out;
+}
+
 namespace {
 
 // Appends to the last piece while it is of the same stream and under this.

@@ -59,6 +59,11 @@ struct OutputRead {
   uint64_t dropped = 0;             // Bytes from the offset asked for not kept.
   uint64_t next_offset = 0;  // After the last piece (or where it ends now).
   bool ended = false;        // The job ended and nothing follows next_offset.
+
+  // Nothing new: no piece, nothing dropped, not ended.
+  bool nothing() const { return pieces.empty() && dropped == 0 && !ended; }
+  // As a StreamJobOutput message (the pieces moved into it).
+  v1::StreamJobOutputResponse TakeResponse();
 };
 
 class JobOutputs {

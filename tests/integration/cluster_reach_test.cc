@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "tests/integration/cluster_fixture.h"
 #include "tests/integration/daemon_harness.h"
+#include "tests/integration/reactor_fixture.h"
 #include "tests/integration/test_tokens.h"
 
 namespace jobd {
@@ -112,6 +113,39 @@ std::string AwaitJob(v1::JobService::Stub& stub, const std::string& line,
       },
       absl::Seconds(15));
   return id;
+}
+
+// What a StreamJobOutput stream gave.
+struct OutputSeen {
+  std::string out, err;
+  int messages = 0;  // With data.
+  uint64_t next_offset = 0;
+  bool ended = false;
+  grpc::Status status;
+};
+
+OutputSeen ReadOutput(v1::JobService::Stub& stub, const std::string& id,
+                      bool follow, uint64_t offset = 0) {
+  OutputSeen seen;
+  grpc::ClientContext ctx;
+  testing::Deadline(ctx, absl::Seconds(30));
+  v1::StreamJobOutputRequest req;
+  req.set_job_id(id);
+  req.set_follow(follow);
+  req.set_offset(offset);
+  auto reader = stub.StreamJobOutput(&ctx, req);
+  v1::StreamJobOutputResponse resp;
+  while (reader->Read(&resp)) {
+    if (!resp.chunks().empty()) ++seen.messages;
+    for (const v1::OutputChunk& c : resp.chunks()) {
+      (c.stream() == v1::OUTPUT_STREAM_STDOUT ? seen.out : seen.err) +=
+          c.data();
+    }
+    seen.next_offset = resp.next_offset();
+    seen.ended = seen.ended || resp.ended();
+  }
+  seen.status = reader->Finish();
+  return seen;
 }
 
 TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
@@ -237,20 +271,67 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
         << bad;
     EXPECT_THAT(got.status.error_message(), HasSubstr("job_id"));
   }
-  // A call that reaches only its node says so.
+  // Another node's job's output is read at its node: a ledger job writes
+  // none; once it ended, that is said at once.
   {
-    grpc::ClientContext ctx;
-    testing::Deadline(ctx, absl::Seconds(10));
-    v1::StreamJobOutputRequest req;
-    req.set_job_id(local);
-    auto reader = stub_b.StreamJobOutput(&ctx, req);
-    v1::StreamJobOutputResponse resp;
-    while (reader->Read(&resp)) {
-    }
-    const grpc::Status s = reader->Finish();
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-    EXPECT_THAT(s.error_message(), HasSubstr("node 'node-a'"));
+    const OutputSeen seen = ReadOutput(stub_b, local, /*follow=*/true);
+    EXPECT_TRUE(seen.status.ok()) << seen.status.error_message();
+    EXPECT_TRUE(seen.ended);
+    EXPECT_EQ(seen.out, "");
   }
+}
+
+// StreamJobOutput of another node's job is read at its node: followed
+// live from a third node until the job ends, read again from an offset,
+// and NOT_FOUND for a job its node does not know.
+TEST(ClusterReachTest, AJobsOutputIsReadAndFollowedFromAnotherNode) {
+  const std::vector<std::string> exec = {"--exec-allow", "/bin/sh"};
+  auto c = StartNodes("jobd-cluster-output",
+                      {{"node-a", 2, exec}, {"node-b", 2, exec}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
+  // Writes, pauses long enough for a follower to see the first line
+  // alone, then writes more and ends.
+  v1::JobSpec sh = testing::KwSpec(
+      "exec",
+      {{"argv", testing::List({"sh", "-c",
+                               "echo one; sleep 1; echo two >&2; sleep 0.5; "
+                               "echo three"})}});
+  testing::LoadStream job(stub_a, {sh}, 1);
+  std::string id;
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return !(id = job.items()[0].job_id).empty(); },
+                       absl::Seconds(10)));
+  ASSERT_THAT(id, HasSubstr("@node-a"));
+
+  const absl::Time start = absl::Now();
+  const OutputSeen followed = ReadOutput(stub_b, id, /*follow=*/true);
+  ASSERT_TRUE(followed.status.ok()) << followed.status.error_message();
+  EXPECT_TRUE(followed.ended);
+  EXPECT_EQ(followed.out, "one\nthree\n");
+  EXPECT_EQ(followed.err, "two\n");
+  // Live: the first line came before the rest was written.
+  EXPECT_GE(followed.messages, 2);
+  EXPECT_GE(absl::Now() - start, absl::Seconds(1));
+  ASSERT_TRUE(job.Wait(absl::Seconds(10)));
+  EXPECT_EQ(job.items()[0].ends[0].type(), v1::EVENT_TYPE_SUCCEEDED);
+
+  // Once more, all at once, and from an offset (past "one\n").
+  const OutputSeen again = ReadOutput(stub_b, id, /*follow=*/false);
+  ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+  EXPECT_EQ(again.out, "one\nthree\n");
+  EXPECT_EQ(again.next_offset, followed.next_offset);
+  const OutputSeen tail = ReadOutput(stub_b, id, /*follow=*/false, 4);
+  ASSERT_TRUE(tail.status.ok()) << tail.status.error_message();
+  EXPECT_EQ(tail.out, "three\n");
+  EXPECT_EQ(tail.err, "two\n");
+
+  const OutputSeen unknown = ReadOutput(stub_b, "999999@node-a", false);
+  EXPECT_EQ(unknown.status.error_code(), grpc::StatusCode::NOT_FOUND)
+      << unknown.status.error_message();
+  const OutputSeen no_node = ReadOutput(stub_b, "1@node-zz", false);
+  EXPECT_EQ(no_node.status.error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 TEST(ClusterReachTest, CancelFromAnotherNodeStopsTheRunWhereItRuns) {
