@@ -385,6 +385,47 @@ TEST_F(WorkStreamTest, AReclaimGoesOnFromItsCursor) {
   EXPECT_EQ(got, (std::vector<std::string>{"26", "27", "28", "29", "30"}));
 }
 
+// Results are trimmed by age; a stream its node read empty is kept while
+// its last entry is young (deleted and written to again, its ids would
+// start over below its reader's cursor), deleted once that is old.
+TEST_F(WorkStreamTest, TrimResultsKeepsAYoungStreamReadEmpty) {
+  Group(0);
+  auto id = Publish(0, {1});
+  ASSERT_TRUE(id.ok()) << id.status();
+  const std::string b = WorkStream::Consumer("b", 1);
+  ASSERT_TRUE(Take(0, b).ok());
+  ASSERT_TRUE(Complete(0, b, *id, 1, {0}).ok());
+  const std::string results = WorkStream::ResultsKey(0, "a");
+  auto range = Call(*commands_, {"XRANGE", results, "-", "+"});
+  ASSERT_TRUE(range.ok());
+  ASSERT_EQ(range->elements.size(), 1u);
+  // Its node read it and deleted what it read.
+  ASSERT_TRUE(
+      Call(*commands_, {"XDEL", results, range->elements[0].elements[0].str})
+          .ok());
+  auto trim = [&](absl::Duration ttl) {
+    return Wait<int64_t>([&](WorkStream::Done<int64_t> done) {
+      stream_->TrimResults(0, ttl, std::move(done));
+    });
+  };
+  auto exists = [&] {
+    auto r = Call(*commands_, {"EXISTS", results});
+    return r.ok() ? r->integer : -1;
+  };
+  auto kept = trim(absl::Hours(1));
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(*kept, 0);
+  EXPECT_EQ(exists(), 1);
+  absl::SleepFor(absl::Milliseconds(20));
+  auto gone = trim(absl::Milliseconds(10));
+  ASSERT_TRUE(gone.ok()) << gone.status();
+  EXPECT_EQ(exists(), 0);
+  auto member =
+      Call(*commands_, {"SISMEMBER", WorkStream::ResultsNodesKey(0), "a"});
+  ASSERT_TRUE(member.ok());
+  EXPECT_EQ(member->integer, 0);
+}
+
 // Given back, an entry's jobs not done are appended again as a new entry,
 // their markers following it.
 TEST_F(WorkStreamTest, ReleaseAppendsAgainTheJobsNotDone) {

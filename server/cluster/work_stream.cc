@@ -144,19 +144,32 @@ return out
 
 // KEYS: the partition's results nodes. ARGV: the age (ms), the results
 // streams' prefix. Trims each node's stream to entries younger than the
-// age by Redis's clock; deletes (and forgets) the streams left empty.
-// The entries trimmed.
+// age by Redis's clock; deletes (and forgets) the streams left empty
+// whose last entry is older than that too. (Not one written to lately,
+// though its node read it empty: created again, its next ids would start
+// over within the current millisecond, at or below its reader's cursor,
+// and the reader would skip them.) The entries trimmed.
 constexpr char kTrimResultsScript[] = R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local minid = string.format('%d', math.max(0, now - tonumber(ARGV[1])))
+local oldest = math.max(0, now - tonumber(ARGV[1]))
+local minid = string.format('%d', oldest)
 local trimmed = 0
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local key = ARGV[2] .. node
   trimmed = trimmed + redis.call('XTRIM', key, 'MINID', minid)
   if redis.call('XLEN', key) == 0 then
-    redis.call('DEL', key)
-    redis.call('SREM', KEYS[1], node)
+    local info = redis.call('XINFO', 'STREAM', key)
+    local last = 0
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        last = tonumber(string.match(info[i + 1], '^(%d+)')) or 0
+      end
+    end
+    if last < oldest then
+      redis.call('DEL', key)
+      redis.call('SREM', KEYS[1], node)
+    end
   end
 end
 return trimmed

@@ -218,7 +218,9 @@ class WorkStream {
                           Done<std::vector<StreamEntry>> done);
   // Trims the partition's results streams (of every node that has one)
   // to entries younger than `ttl` by Redis's clock (XTRIM MINID: nothing
-  // is pending on a results stream), and deletes those left empty. The
+  // is pending on a results stream), and deletes those left empty whose
+  // last entry was older (never one read empty and written to since: its
+  // reader's cursor would skip the ids of a stream created again). The
   // entries trimmed.
   void TrimResults(int partition, absl::Duration ttl, Done<int64_t> done);
 
