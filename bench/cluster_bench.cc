@@ -89,8 +89,10 @@ struct RunResult {
 };
 
 // `specs` on one stream to `stub`, until every job ended.
+// `cluster` (if given): whose node 0 `stub` is, to show what became of
+// jobs that did not end.
 RunResult RunAll(v1::JobService::Stub& stub, std::vector<v1::JobSpec> specs,
-                 absl::Duration limit) {
+                 absl::Duration limit, TestCluster* cluster = nullptr) {
   RunResult r;
   const size_t n = specs.size();
   const absl::Time start = absl::Now();
@@ -103,6 +105,12 @@ RunResult RunAll(v1::JobService::Stub& stub, std::vector<v1::JobSpec> specs,
   }
   if (!r.complete) {
     std::fprintf(stderr, "  only %zu of %zu jobs ended\n", s.ended(), n);
+    if (cluster != nullptr) {
+      std::fprintf(stderr, "%s\n",
+                   testing::Unended(s, stub, cluster->redis(),
+                                    cluster->config(0).name)
+                       .c_str());
+    }
   }
   return r;
 }
@@ -144,7 +152,8 @@ void Scale(int per_node, int threads, int max_nodes) {
       return;
     }
     const int jobs = per_node * nodes;
-    RunResult r = RunAll((*c)->stub(0), spec_list(jobs), absl::Seconds(600));
+    RunResult r = RunAll((*c)->stub(0), spec_list(jobs), absl::Seconds(600),
+                         c->get());
     std::string by_node;
     uint64_t published = 0;
     for (int i = 0; i < nodes; ++i) {
