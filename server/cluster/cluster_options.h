@@ -36,8 +36,11 @@ struct ClusterOptions {
   int max_deliveries = 5;
   // --cluster-pack: at most this many shared jobs of one partition go in
   // one stream entry (published, taken, renewed and reclaimed together;
-  // completed one by one).
-  int pack = 32;
+  // completed one by one). A pack is taken whole: what of it cannot start
+  // at once queues on its taker, and if that node dies or restarts, its
+  // at-most-once jobs end LOST_ON_RESTART though they never began; hence
+  // 1 by default.
+  int pack = 1;
   // --cluster-results-ttl: results older than this are trimmed from the
   // results streams (MINID), read or not (their node is gone).
   absl::Duration results_ttl = absl::Hours(24);

@@ -6,6 +6,7 @@
 #include <map>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "asio/post.hpp"
@@ -386,9 +387,22 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
   // Past --cluster-max-deliveries every job of the entry is dead-lettered.
   const bool dead = reclaimed && options_.max_deliveries > 0 &&
                     entry.deliveries > options_.max_deliveries;
+  // Reclaimed from this node's own earlier consumer (it lost its lease
+  // and joined again while its jobs ran): the jobs still held here go on
+  // under the new consumer, rather than run twice.
+  absl::flat_hash_set<int> here;
+  if (reclaimed) {
+    for (auto& [tag, held] : held_) {
+      if (held.partition == entry.partition && held.entry == entry.id) {
+        held.consumer = consumer;
+        here.insert(held.index);
+      }
+    }
+  }
   std::vector<NewJob> jobs;
   std::vector<uint64_t> tags;
   for (PackedJob& packed : entry.jobs) {
+    if (here.contains(packed.index)) continue;
     Held held = base;
     held.index = packed.index;
     if (!absl::SimpleAtoi(packed.id, &held.origin_id) ||
@@ -589,11 +603,13 @@ void WorkSharing::SendEndChunk(int partition, std::string consumer,
       });
 }
 
-void WorkSharing::DropEntry(int partition, const std::string& entry) {
+void WorkSharing::DropEntry(int partition, const std::string& entry,
+                            const std::string& consumer) {
   std::vector<uint64_t> local;
   uint64_t dropped = 0;
   for (auto it = held_.begin(); it != held_.end();) {
-    if (it->second.partition != partition || it->second.entry != entry) {
+    if (it->second.partition != partition || it->second.entry != entry ||
+        it->second.consumer != consumer) {
       ++it;
       continue;
     }

@@ -201,8 +201,10 @@ class WorkSharing : public WorkShareHook,
   void SendEnds();
   void SendEndChunk(int partition, std::string consumer,
                     std::vector<uint64_t> tags);
-  // Cancels and forgets the jobs held of an entry found reclaimed.
-  void DropEntry(int partition, const std::string& entry);
+  // Cancels and forgets the jobs held under `consumer` of an entry found
+  // reclaimed from it.
+  void DropEntry(int partition, const std::string& entry,
+                 const std::string& consumer);
   void OnEnds();
   void ResultsLoop();
   void Beat();

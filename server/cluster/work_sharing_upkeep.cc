@@ -33,22 +33,23 @@ void WorkSharing::Beat() {
     }
     SendEnds();
     for (const auto& [partition, entry, consumer] : entries) {
-      stream_->Renew(partition, consumer, entry,
-                     [self = shared_from_this(), partition = partition,
-                      entry = entry](absl::StatusOr<Renewal> r) {
-                       if (!r.ok()) return;
-                       if (r->fence == Fence::kDone) {
-                         // (Their origin's stop notices may have been lost.)
-                         for (int index : r->withdrawn) {
-                           self->StopEntry(partition, entry, index);
-                         }
-                         return;
-                       }
-                       // Reclaimed by another node (this one was taken for
-                       // dead): stopped here; their ends would be refused
-                       // anyway.
-                       self->DropEntry(partition, entry);
-                     });
+      stream_->Renew(
+          partition, consumer, entry,
+          [self = shared_from_this(), partition = partition, entry = entry,
+           consumer = consumer](absl::StatusOr<Renewal> r) {
+            if (!r.ok()) return;
+            if (r->fence == Fence::kDone) {
+              // (Their origin's stop notices may have been lost.)
+              for (int index : r->withdrawn) {
+                self->StopEntry(partition, entry, index);
+              }
+              return;
+            }
+            // Reclaimed by another node (this one was taken for
+            // dead): stopped here; their ends would be refused
+            // anyway.
+            self->DropEntry(partition, entry, consumer);
+          });
     }
   }
   {

@@ -43,9 +43,10 @@ void AddClusterFlags(CLI::App& app, cluster::ClusterOptions& options,
       ->check(CLI::Range(0, 1000000));
   app.add_option("--cluster-pack", options.pack,
                  "At most this many shared jobs go in one stream entry: "
-                 "jobs waiting to be shared at once travel together (taken "
-                 "by one node, which queues what it cannot start); 1: one "
-                 "job per entry")
+                 "jobs shared at once travel together, taken by one node, "
+                 "which queues what it cannot start (should it die or "
+                 "restart, those of them that are at-most-once fail "
+                 "LOST_ON_RESTART unstarted); faster for many short jobs")
       ->capture_default_str()
       ->check(CLI::Range(1, 512));
   app.add_option("--cluster-results-ttl", flags.results_ttl,

@@ -143,7 +143,8 @@ std::vector<v1::JobSpec> Jobs(const std::string& ledger, int node, int n,
 }
 
 TEST(ClusterLoadTest, JobsAtRandomNodesAreSharedAndEachEndsOnceAtItsSubmitter) {
-  auto c = StartNodes("jobd-cluster-load", LoadNodes());
+  // Packed (as users of many small jobs run it): 16 jobs an entry.
+  auto c = StartNodes("jobd-cluster-load", LoadNodes({"--cluster-pack", "16"}));
   ASSERT_TRUE(c.ok()) << c.status();
   const int n = LoadJobs();
   // Each job to a node drawn at random (a fixed seed: the same draw on
@@ -291,7 +292,9 @@ TEST(ClusterLoadTest, RedisKilledAndRestartedUnderLoadLosesNothing) {
 // restarted on its journal, under a new incarnation, it ends each job it
 // had accepted; the other nodes' jobs each end once at their submitter.
 TEST(ClusterLoadTest, ANodeKilledUnderLoadIsReclaimedWithinTheBound) {
-  auto c = StartNodes("jobd-cluster-node-kill", LoadNodes());
+  // Packed: a killed node's packs hold jobs it had not begun.
+  auto c =
+      StartNodes("jobd-cluster-node-kill", LoadNodes({"--cluster-pack", "16"}));
   ASSERT_TRUE(c.ok()) << c.status();
   const std::string& ledger = (*c)->ledger();
   constexpr int kPerNode = 1000;
