@@ -424,6 +424,16 @@ TEST_F(WorkStreamTest, TrimResultsKeepsAYoungStreamReadEmpty) {
       Call(*commands_, {"SISMEMBER", WorkStream::ResultsNodesKey(0), "a"});
   ASSERT_TRUE(member.ok());
   EXPECT_EQ(member->integer, 0);
+  // A node listed whose stream is gone (deleted by hand) is forgotten,
+  // and the others are still trimmed.
+  ASSERT_TRUE(
+      Call(*commands_, {"SADD", WorkStream::ResultsNodesKey(0), "ghost"}).ok());
+  auto again = trim(absl::Milliseconds(10));
+  ASSERT_TRUE(again.ok()) << again.status();
+  member =
+      Call(*commands_, {"SISMEMBER", WorkStream::ResultsNodesKey(0), "ghost"});
+  ASSERT_TRUE(member.ok());
+  EXPECT_EQ(member->integer, 0);
 }
 
 // Given back, an entry's jobs not done are appended again as a new entry,

@@ -157,18 +157,22 @@ local minid = string.format('%d', oldest)
 local trimmed = 0
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local key = ARGV[2] .. node
-  trimmed = trimmed + redis.call('XTRIM', key, 'MINID', minid)
-  if redis.call('XLEN', key) == 0 then
-    local info = redis.call('XINFO', 'STREAM', key)
-    local last = 0
-    for i = 1, #info, 2 do
-      if info[i] == 'last-generated-id' then
-        last = tonumber(string.match(info[i + 1], '^(%d+)')) or 0
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SREM', KEYS[1], node)  -- Gone (deleted by hand, evicted).
+  else
+    trimmed = trimmed + redis.call('XTRIM', key, 'MINID', minid)
+    if redis.call('XLEN', key) == 0 then
+      local info = redis.call('XINFO', 'STREAM', key)
+      local last = 0
+      for i = 1, #info, 2 do
+        if info[i] == 'last-generated-id' then
+          last = tonumber(string.match(info[i + 1], '^(%d+)')) or 0
+        end
       end
-    end
-    if last < oldest then
-      redis.call('DEL', key)
-      redis.call('SREM', KEYS[1], node)
+      if last < oldest then
+        redis.call('DEL', key)
+        redis.call('SREM', KEYS[1], node)
+      end
     end
   end
 end
