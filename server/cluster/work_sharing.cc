@@ -51,7 +51,6 @@ WorkSharing::WorkSharing(asio::io_context& io,
       results_timer_(io) {
   for (int p = 0; p < options_.partitions; ++p) all_partitions_.push_back(p);
   results_after_.assign(all_partitions_.size(), "0");
-  to_pack_.resize(all_partitions_.size());
   reclaim_cursor_.assign(all_partitions_.size(), "0-0");
 }
 
@@ -211,9 +210,10 @@ void WorkSharing::PublishNow(std::vector<SharedJob> jobs) {
     return;
   }
   // By partition, in packs of at most --cluster-pack.
+  std::vector<std::vector<JobEntry>> packs(all_partitions_.size());
   for (SharedJob& job : jobs) {
     const int p = PartitionOf(job.id);
-    std::vector<JobEntry>& pack = to_pack_[static_cast<size_t>(p)];
+    std::vector<JobEntry>& pack = packs[static_cast<size_t>(p)];
     pack.push_back(JobEntry{.origin = options_.node_name,
                             .id = job.id,
                             .create_ns = job.create_ns,
@@ -223,9 +223,8 @@ void WorkSharing::PublishNow(std::vector<SharedJob> jobs) {
       PublishPack(p, std::exchange(pack, {}));
     }
   }
-  for (size_t i = 0; i < to_pack_.size(); ++i) {
-    if (to_pack_[i].empty()) continue;
-    PublishPack(all_partitions_[i], std::exchange(to_pack_[i], {}));
+  for (size_t i = 0; i < packs.size(); ++i) {
+    if (!packs[i].empty()) PublishPack(all_partitions_[i], std::move(packs[i]));
   }
 }
 

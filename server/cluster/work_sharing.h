@@ -245,10 +245,8 @@ class WorkSharing : public WorkShareHook,
   absl::flat_hash_map<uint64_t, Held> held_;  // By subscriber tag.
   std::vector<uint64_t> to_send_;             // Tags whose ends are to send.
   bool send_posted_ = false;                  // A SendEnds is posted.
-  // Jobs whose outbox rows are durable, by partition: the next packs.
-  std::vector<std::vector<JobEntry>> to_pack_;
-  std::vector<std::string> results_after_;   // By partition.
-  std::vector<std::string> reclaim_cursor_;  // By partition.
+  std::vector<std::string> results_after_;    // By partition.
+  std::vector<std::string> reclaim_cursor_;   // By partition.
 
   std::atomic<bool> ready_{false};  // Groups exist; Redis is up.
   // Stop was called: the journal's callbacks no longer reach the io
