@@ -154,9 +154,8 @@ void JobRouter::ReadOutput(
        max_bytes, wait_until, done = std::move(done)](
           absl::StatusOr<v1::StreamJobOutputResponse> r) mutable {
         // (On the io thread.)
-        const bool nothing = r.ok() && r->chunks().empty() &&
-                             r->dropped_bytes() == 0 && !r->ended();
-        if (!nothing || absl::Now() + kOutputPoll >= wait_until) {
+        if (!r.ok() || !NothingNew(*r) ||
+            absl::Now() + kOutputPoll >= wait_until) {
           return done(std::move(r));
         }
         // Nothing new yet: asked again after a poll interval.

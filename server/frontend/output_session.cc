@@ -144,8 +144,7 @@ void OutputSession::OnRemote(absl::StatusOr<v1::StreamJobOutputResponse> r) {
     Finish(ToGrpc(r.status()));  // busy_ stays: nothing else starts.
     return;
   }
-  const bool nothing =
-      r->chunks().empty() && r->dropped_bytes() == 0 && !r->ended();
+  const bool nothing = NothingNew(*r);
   bool again = false;
   {
     absl::MutexLock lock(&mu_);

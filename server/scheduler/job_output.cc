@@ -20,6 +20,10 @@ v1::StreamJobOutputResponse OutputRead::TakeResponse() {
   return out;
 }
 
+bool NothingNew(const v1::StreamJobOutputResponse& r) {
+  return r.chunks().empty() && r.dropped_bytes() == 0 && !r.ended();
+}
+
 namespace {
 
 // Appends to the last piece while it is of the same stream and under this.

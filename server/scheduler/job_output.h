@@ -66,6 +66,10 @@ struct OutputRead {
   v1::StreamJobOutputResponse TakeResponse();
 };
 
+// A StreamJobOutput message with nothing new (OutputRead::nothing, as sent
+// by another node).
+bool NothingNew(const v1::StreamJobOutputResponse& r);
+
 class JobOutputs {
  public:
   using Callback = std::function<void()>;
