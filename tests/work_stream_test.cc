@@ -446,7 +446,7 @@ TEST_F(WorkStreamTest, ReleaseAppendsAgainTheJobsNotDone) {
   ASSERT_TRUE(Take(0, b).ok());
   ASSERT_TRUE(Complete(0, b, *id, 3, {0}).ok());
   auto released = Wait<Fence>([&](WorkStream::Done<Fence> done) {
-    stream_->Release(0, b, *id, std::move(done));
+    stream_->Release(0, b, *id, {0, 1, 2}, std::move(done));
   });
   ASSERT_TRUE(released.ok()) << released.status();
   EXPECT_EQ(*released, Fence::kDone);
@@ -462,6 +462,55 @@ TEST_F(WorkStreamTest, ReleaseAppendsAgainTheJobsNotDone) {
   EXPECT_EQ(Get(WorkStream::MarkerKey(0, "a", 2, 5)), e.id);
   EXPECT_EQ(Get(WorkStream::MarkerKey(0, "a", 3, 5)), e.id);
   EXPECT_EQ(Get(WorkStream::MarkerKey(0, "a", 1, 5)), *id);  // Done.
+}
+
+// Some jobs of a held pack given back (its holder drains): they are
+// appended again as a new entry, their markers following; the others stay
+// held in the old entry (a reclaim of it leaves the given-back ones out),
+// which goes once its last job is done. Given back by another consumer:
+// refused.
+TEST_F(WorkStreamTest, JobsOfAHeldPackAreGivenBackAlone) {
+  Group(0);
+  auto id = Publish(0, {1, 2, 3, 4});
+  ASSERT_TRUE(id.ok()) << id.status();
+  const std::string b = WorkStream::Consumer("b", 1);
+  ASSERT_TRUE(Take(0, b).ok());
+  ASSERT_TRUE(Complete(0, b, *id, 4, {0}).ok());
+  auto give_back = [&](const std::string& consumer, std::vector<int> indexes) {
+    return Wait<Fence>([&](WorkStream::Done<Fence> done) {
+      stream_->Release(0, consumer, *id, indexes, std::move(done));
+    });
+  };
+  auto refused = give_back(WorkStream::Consumer("c", 2), {1});
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(*refused, Fence::kOwnedByAnother);
+  // Job 1 (index 0) is done already: only 2 and 3 go back.
+  auto released = give_back(b, {0, 1, 2});
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(*released, Fence::kDone);
+  EXPECT_EQ(Len(WorkStream::JobsKey(0)), 2);
+  auto again = Take(0, WorkStream::Consumer("c", 2));
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ(Ids((*again)[0]), (std::vector<std::string>{"2", "3"}));
+  EXPECT_EQ(Get(WorkStream::MarkerKey(0, "a", 2, 5)), (*again)[0].id);
+  EXPECT_EQ(Get(WorkStream::MarkerKey(0, "a", 4, 5)), *id);
+  // The old entry, reclaimed, holds job 4 alone.
+  auto reclaimed = Reclaim(0, WorkStream::Consumer("d", 3));
+  ASSERT_TRUE(reclaimed.ok()) << reclaimed.status();
+  std::vector<std::string> old_jobs;
+  for (const StreamEntry& e : *reclaimed) {
+    if (e.id == *id) old_jobs = Ids(e);
+  }
+  EXPECT_EQ(old_jobs, (std::vector<std::string>{"4"}));
+  // Its last job done, it goes with its done set.
+  auto last = Complete(0, WorkStream::Consumer("d", 3), *id, 4, {3});
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ((*last)[0], Fence::kDone);
+  EXPECT_EQ(Len(WorkStream::JobsKey(0)), 1);  // The new entry.
+  auto done_set = Call(*commands_, {"EXISTS", WorkStream::DoneKey(0, *id)});
+  ASSERT_TRUE(done_set.ok());
+  EXPECT_EQ(done_set->integer, 0);
 }
 
 // A withdrawn job leaves an entry no node took (its other jobs are

@@ -2,8 +2,10 @@
 
 #include <pthread.h>
 
+#include <memory>
 #include <utility>
 
+#include "absl/synchronization/notification.h"
 #include "google/protobuf/util/time_util.h"
 #include "jobd/v1/jobd.pb.h"
 #include "server/scheduler/scheduler.h"
@@ -111,6 +113,13 @@ void ClusterNode::Start() {
       }
     }
   });
+}
+
+bool ClusterNode::Settle(absl::Time deadline) {
+  if (work_ == nullptr || !started_ || stopped_) return true;
+  auto settled = std::make_shared<absl::Notification>();
+  work_->Settle([settled] { settled->Notify(); });
+  return settled->WaitForNotificationWithDeadline(deadline);
 }
 
 void ClusterNode::Stop() {

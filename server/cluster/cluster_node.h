@@ -12,8 +12,8 @@
 // GetStats (AddStats), and other nodes' jobs reached from here
 // (job_router.h); docs/SCALE-OUT.md says what is and is not built.
 //
-// Thread-safety: Start and Stop from the owner's thread; AddStats from any
-// thread (gRPC's). Ownership: owns its thread, io_context, connections and
+// Thread-safety: Start, Settle and Stop from the owner's thread; AddStats from
+// any thread (gRPC's). Ownership: owns its thread, io_context, connections and
 // membership; Stop (also run by the destructor) joins the thread.
 #ifndef JOBD_SERVER_CLUSTER_CLUSTER_NODE_H_
 #define JOBD_SERVER_CLUSTER_CLUSTER_NODE_H_
@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "asio/executor_work_guard.hpp"
 #include "asio/io_context.hpp"
 #include "server/cluster/cluster_options.h"
@@ -62,6 +63,11 @@ class ClusterNode {
   // Starts the thread, connects and joins (in the background: Redis may be
   // down at start; the node keeps trying with backoff). Once.
   void Start();
+  // Waits (up to `deadline`) until what the scheduler handed back or ended
+  // of other nodes' jobs reached Redis (WorkSharing::Settle): the daemon,
+  // stopping, calls it after ending its jobs and before Stop. True if it
+  // did (or there is no work sharing).
+  bool Settle(absl::Time deadline);
   // Stops the membership and the connections and joins the thread.
   // Idempotent.
   void Stop();

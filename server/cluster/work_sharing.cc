@@ -1,9 +1,11 @@
 #include "server/cluster/work_sharing.h"
 
 #include <algorithm>
+#include <chrono>
 #include <iterator>
 #include <limits>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -48,7 +50,8 @@ WorkSharing::WorkSharing(asio::io_context& io,
       take_timer_(io),
       beat_timer_(io),
       reap_timer_(io),
-      results_timer_(io) {
+      results_timer_(io),
+      settle_timer_(io) {
   for (int p = 0; p < options_.partitions; ++p) all_partitions_.push_back(p);
   results_after_.assign(all_partitions_.size(), "0");
   reclaim_cursor_.assign(all_partitions_.size(), "0-0");
@@ -65,7 +68,9 @@ void WorkSharing::Publish(SharedJob job) {
     absl::MutexLock lock(&mu_);
     if (unhooked_) return;  // Stays in the outbox for the next start.
     to_publish_.push_back(std::move(job));
-    if (to_publish_.size() > 1) return;  // A drain is posted already.
+    // A drain is posted or waiting already (it takes jobs off only once
+    // they are durable, and drains again if more are left).
+    if (to_publish_.size() > 1) return;
   }
   asio::post(io_, [self = weak_from_this()] {
     if (auto s = self.lock()) s->DrainOutbox();
@@ -77,6 +82,11 @@ void WorkSharing::Withdraw(uint64_t id, int64_t create_ns) {
   asio::post(io_, [fn = withdraw_, p = PartitionOf(id), id, create_ns] {
     fn(p, id, create_ns);
   });
+}
+
+void WorkSharing::HandBack(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  handed_back_.insert(id);
 }
 
 void WorkSharing::StopEntry(int partition, const std::string& entry,
@@ -122,6 +132,7 @@ void WorkSharing::Stop() {
     self->beat_timer_.cancel();
     self->reap_timer_.cancel();
     self->results_timer_.cancel();
+    self->settle_timer_.cancel();
   });
 }
 
@@ -170,41 +181,58 @@ void WorkSharing::Prepare() {
 }
 
 void WorkSharing::DrainOutbox() {
-  if (stopped_) return;
-  std::deque<SharedJob> jobs;
+  if (stopped_ || drain_waiting_) return;  // The waiting drain goes on.
+  // Published together (packed), once the last one's outbox row is
+  // durable, and with it every earlier one's (the journal is this node's
+  // record of them until Redis has them). The jobs stay in to_publish_
+  // meanwhile: those handed over until then whose rows are in the same
+  // commit (the rest of a Submit message, say) go in the same packs.
+  uint64_t ticket = 0;
   {
     absl::MutexLock lock(&mu_);
-    jobs.swap(to_publish_);
+    if (!to_publish_.empty()) ticket = to_publish_.back().ticket;
   }
+  std::vector<SharedJob> again;
   if (republish_ && ready_) {
     republish_ = false;
     // Everything in the outbox now; publishing one twice is a no-op.
-    for (SharedJob& job : scheduler_.Outbox()) jobs.push_back(std::move(job));
+    again = scheduler_.Outbox();
+  } else if (ticket == 0) {
+    absl::MutexLock lock(&mu_);
+    if (to_publish_.empty()) return;
   }
-  if (jobs.empty()) return;
-  // Published together (packed), once the last one's outbox row is
-  // durable, and with it every earlier one's (the journal is this node's
-  // record of them until Redis has them).
-  uint64_t ticket = 0;
-  for (const SharedJob& job : jobs) ticket = std::max(ticket, job.ticket);
+  drain_waiting_ = true;
   scheduler_.WhenDurable(
-      ticket, [self = weak_from_this(),
-               jobs = std::vector<SharedJob>(
-                   std::make_move_iterator(jobs.begin()),
-                   std::make_move_iterator(jobs.end()))](bool durable) mutable {
-        if (!durable) return;  // Kept in the outbox for the next start.
+      ticket, [self = weak_from_this(), ticket,
+               again = std::move(again)](bool durable) mutable {
         auto s = self.lock();
         // (Stopped: its io_context may be going; the jobs stay in the
         // outbox for the next start.)
         if (s == nullptr || s->halted_.load()) return;
-        asio::post(s->io_, [s, jobs = std::move(jobs)]() mutable {
-          s->PublishNow(std::move(jobs));
-        });
+        asio::post(s->io_,
+                   [s, ticket, durable, again = std::move(again)]() mutable {
+                     s->drain_waiting_ = false;
+                     s->PublishNow(std::move(again), ticket, durable);
+                   });
       });
 }
 
-void WorkSharing::PublishNow(std::vector<SharedJob> jobs) {
+void WorkSharing::PublishNow(std::vector<SharedJob> jobs, uint64_t durable,
+                             bool ok) {
   if (stopped_) return;
+  bool more;
+  {
+    absl::MutexLock lock(&mu_);
+    while (!to_publish_.empty() && to_publish_.front().ticket <= durable) {
+      // Not durable (the journal failed): kept in the outbox for the next
+      // start.
+      if (ok) jobs.push_back(std::move(to_publish_.front()));
+      to_publish_.pop_front();
+    }
+    more = !to_publish_.empty();
+  }
+  if (more) DrainOutbox();  // Handed over since, in a later commit.
+  if (!ok || jobs.empty()) return;
   if (!Sharing()) {
     republish_ = true;
     return;
@@ -339,14 +367,16 @@ int WorkSharing::RunTaken(std::vector<StreamEntry> entries,
     // it: what cannot start here now is given back, for a node that has
     // room. An entry is run whole (what of it cannot start queues here).
     if (ran >= room || scheduler_.IdleSlots() <= 0) {
-      {
-        absl::MutexLock lock(&mu_);
-        stats_.released += e.jobs.size();
+      // Held (renewed) until Redis took it back: a give-back that met
+      // Redis down is sent again at the next heartbeat.
+      for (const PackedJob& packed : e.jobs) {
+        GiveBack(Held{.partition = e.partition,
+                      .entry = e.id,
+                      .index = packed.index,
+                      .count = std::max(1, e.count),
+                      .consumer = consumer,
+                      .origin = e.origin});
       }
-      stream_->Release(e.partition, consumer, e.id, [](absl::StatusOr<Fence>) {
-        // Not given back (Redis down): it stays pending
-        // here and is reclaimed once idle.
-      });
       continue;
     }
     {
@@ -480,6 +510,12 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
     }
     Held held = std::move(it->second);
     held_.erase(it);
+    if (i < admitted.size() &&
+        admitted[i].status.code() == absl::StatusCode::kUnavailable) {
+      // This node drains (or cannot take jobs now): for another node.
+      GiveBack(std::move(held));
+      continue;
+    }
     CompleteEntry(
         std::move(held),
         ErrorEnd(
@@ -498,8 +534,17 @@ void WorkSharing::OnEnds() {
   for (auto& [tag, end] : sink_->Take()) {
     auto it = held_.find(tag);
     if (it == held_.end()) continue;  // Reclaimed from here: dropped.
-    const Held held = std::move(it->second);
+    Held held = std::move(it->second);
     held_.erase(it);
+    bool back;
+    {
+      absl::MutexLock lock(&mu_);
+      back = handed_back_.erase(held.local_id) > 0;
+    }
+    if (back) {
+      GiveBack(std::move(held));  // Not run here after all.
+      continue;
+    }
     v1::Job job;
     job.set_state(end->state);
     SetEnd(*end, &job);
@@ -519,6 +564,19 @@ void WorkSharing::CompleteEntry(Held held, const v1::Job& end,
   const uint64_t tag = next_tag_++;
   held_.insert_or_assign(tag, std::move(held));
   to_send_.push_back(tag);
+  PostSendEnds();
+}
+
+void WorkSharing::GiveBack(Held held) {
+  held.give_back = true;
+  held.sending = false;
+  const uint64_t tag = next_tag_++;
+  held_.insert_or_assign(tag, std::move(held));
+  to_send_.push_back(tag);
+  PostSendEnds();
+}
+
+void WorkSharing::PostSendEnds() {
   // Sent with the other ends of this moment, in one script per partition.
   if (send_posted_) return;
   send_posted_ = true;
@@ -531,12 +589,21 @@ void WorkSharing::CompleteEntry(Held held, const v1::Job& end,
 void WorkSharing::SendEnds() {
   if (stopped_) return;
   std::map<std::pair<int, std::string>, std::vector<uint64_t>> groups;
+  // Give-backs: one script per entry.
+  std::map<std::tuple<int, std::string, std::string>, std::vector<uint64_t>>
+      backs;
   for (uint64_t tag : std::exchange(to_send_, {})) {
     auto it = held_.find(tag);
-    if (it == held_.end() || it->second.sending || it->second.result.empty()) {
+    if (it == held_.end() || it->second.sending ||
+        (it->second.result.empty() && !it->second.give_back)) {
       continue;
     }
     it->second.sending = true;
+    if (it->second.give_back) {
+      backs[{it->second.partition, it->second.consumer, it->second.entry}]
+          .push_back(tag);
+      continue;
+    }
     std::vector<uint64_t>& group =
         groups[{it->second.partition, it->second.consumer}];
     group.push_back(tag);
@@ -548,6 +615,71 @@ void WorkSharing::SendEnds() {
   for (auto& [key, tags] : groups) {
     if (!tags.empty()) SendEndChunk(key.first, key.second, std::move(tags));
   }
+  for (auto& [key, tags] : backs) {
+    auto& [partition, consumer, entry] = key;
+    SendGiveBack(partition, consumer, entry, std::move(tags));
+  }
+}
+
+void WorkSharing::SendGiveBack(int partition, std::string consumer,
+                               std::string entry, std::vector<uint64_t> tags) {
+  std::vector<int> indexes;
+  indexes.reserve(tags.size());
+  for (uint64_t tag : tags) indexes.push_back(held_.at(tag).index);
+  stream_->Release(
+      partition, std::move(consumer), entry, indexes,
+      [self = shared_from_this(), partition, entry,
+       tags = std::move(tags)](absl::StatusOr<Fence> r) {
+        if (!r.ok()) {
+          // Redis down: given back at the next heartbeat (or, stopped by
+          // then, its entry is reclaimed once idle).
+          spdlog::warn(
+              "cluster: could not give back {} job(s) of entry {}: {}; again "
+              "at the next heartbeat",
+              tags.size(), entry, std::string(r.status().message()));
+          for (uint64_t tag : tags) {
+            auto it = self->held_.find(tag);
+            if (it != self->held_.end()) it->second.sending = false;
+          }
+          return;
+        }
+        size_t forgotten = 0;
+        for (uint64_t tag : tags) forgotten += self->held_.erase(tag);
+        if (*r == Fence::kDone) {
+          spdlog::debug(
+              "cluster: gave back {} job(s) of entry {} of "
+              "partition {}",
+              forgotten, entry, partition);
+          absl::MutexLock lock(&self->mu_);
+          self->stats_.released += forgotten;
+        }
+        // Otherwise reclaimed from here meanwhile: the reclaimer has them.
+      });
+}
+
+bool WorkSharing::Unsettled() const {
+  if (!to_send_.empty() || send_posted_) return true;
+  for (const auto& [tag, held] : held_) {
+    if (!held.result.empty() || held.give_back) return true;
+  }
+  return false;
+}
+
+void WorkSharing::Settle(std::function<void()> done) {
+  asio::post(io_, [self = shared_from_this(), done = std::move(done)] {
+    self->OnEnds();  // Ends the sink holds now, not yet taken.
+    self->SettleLoop(std::move(done));
+  });
+}
+
+void WorkSharing::SettleLoop(std::function<void()> done) {
+  if (stopped_ || !commands_->connected() || !Unsettled()) return done();
+  settle_timer_.expires_after(std::chrono::milliseconds(5));
+  settle_timer_.async_wait(
+      [self = shared_from_this(), done = std::move(done)](std::error_code ec) {
+        if (ec) return done();
+        self->SettleLoop(std::move(done));
+      });
 }
 
 void WorkSharing::SendEndChunk(int partition, std::string consumer,
@@ -619,6 +751,7 @@ void WorkSharing::DropEntry(int partition, const std::string& entry,
   {
     absl::MutexLock lock(&mu_);
     stats_.claims_lost += dropped;
+    for (uint64_t id : local) handed_back_.erase(id);
   }
   for (uint64_t id : local) (void)scheduler_.Cancel(id);
 }

@@ -22,13 +22,19 @@
 // looks again in 10 ms, or as soon as a job it took ends. The consumer is
 // "<node>:<epoch>". An entry that arrives once the slots seen free are
 // gone is given back (Release: its jobs appended again at the stream's
-// end). Each job becomes a *foreign* job here: validated as a Submit's
-// spec, never journaled (its pending entry is its record), its callback
-// left to the submitting node. Its end goes back with the fenced
-// CompleteJobs script (the ends of a moment, one script per partition) to
-// the origin's results stream; a refused completion (the entry was
-// reclaimed from this node) is dropped; one Redis did not answer (down)
-// stays held and is sent again every heartbeat until it answers.
+// end; sent as ends are, below). Each job becomes a *foreign* job here:
+// validated as a Submit's spec, never journaled (its pending entry is its
+// record), its callback left to the submitting node. Its end goes back with the
+// fenced CompleteJobs script (the ends of a moment, one script per partition)
+// to the origin's results stream; a refused completion (the entry was reclaimed
+// from this node) is dropped; one Redis did not answer (down) stays held and is
+// sent again every heartbeat until it answers.
+//
+// Hand back: a draining node's scheduler hands back the foreign jobs it
+// will not run (WorkShareHook::HandBack, then their ends): their places
+// are given back (Release, one script per entry) as ends are sent, held
+// and renewed until Redis answered; the daemon waits for that (Settle)
+// before it stops.
 //
 // Results: a third connection reads this node's results streams (XREAD
 // BLOCK from the start: what a crash left is read again); each result
@@ -68,6 +74,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "asio/io_context.hpp"
@@ -135,6 +142,9 @@ class WorkSharing : public WorkShareHook,
   void Publish(SharedJob job) override;
   // Posts to the io thread the function SetWithdraw gave (job_router.h).
   void Withdraw(uint64_t id, int64_t create_ns) override;
+  // Notes the local job `id`: its coming end is not sent to its origin;
+  // its place in its entry is given back (Release) instead.
+  void HandBack(uint64_t id) override;
 
   // What withdraws a shared job: (partition, id, create ns), on the io
   // thread. Before Start.
@@ -151,6 +161,11 @@ class WorkSharing : public WorkShareHook,
   void Stop();
   // The command connection came up or went down (on the io thread).
   void OnConnectionState(bool up);
+
+  // Calls `done` on the io thread once no end or give-back of a held job
+  // waits to reach Redis (at once if none does): the daemon, stopping,
+  // waits for it (bounded) before Stop. On any thread.
+  void Settle(std::function<void()> done);
 
   WorkSharingStats Stats() const;
   std::vector<PartitionBacklog> Backlog() const;
@@ -174,14 +189,20 @@ class WorkSharing : public WorkShareHook,
     // here, would be reclaimed: run twice, or failed at most once).
     std::string result;
     bool dead_letter = false;
-    bool sending = false;  // Its completion is in flight.
+    // To give back (Release), not complete: taken when its slot was gone
+    // already, or handed back (the node drains); sent as ends are.
+    bool give_back = false;
+    bool sending = false;  // Its completion (or give-back) is in flight.
   };
 
   std::string ConsumerNow() const;  // "" before the node joined.
   int PartitionOf(uint64_t id) const;
   void Prepare();  // Groups, then sharing on.
-  // Publishes jobs whose outbox rows are durable, in packs by partition.
-  void PublishNow(std::vector<SharedJob> jobs);
+  // Publishes `jobs` and those handed over whose outbox rows are in
+  // journal batches up to `durable` (`ok`: that is durable; else they are
+  // dropped here, kept in the outbox for the next start), in packs by
+  // partition.
+  void PublishNow(std::vector<SharedJob> jobs, uint64_t durable, bool ok);
   void PublishPack(int partition, std::vector<JobEntry> pack);
   void DrainOutbox();
   void TakeLoop();
@@ -198,9 +219,18 @@ class WorkSharing : public WorkShareHook,
   // Holds `held` with its end `result` and sends it soon (SendEnds).
   void CompleteEntry(Held held, const v1::Job& result, bool dead_letter);
   // Sends the ends in to_send_: one script per partition and consumer.
+  // Holds `held` to give back its place in its entry, soon (SendEnds).
+  void GiveBack(Held held);
   void SendEnds();
+  void PostSendEnds();  // SendEnds soon, once for the ends of a moment.
   void SendEndChunk(int partition, std::string consumer,
                     std::vector<uint64_t> tags);
+  // Gives back the held jobs `tags` of one entry (Release).
+  void SendGiveBack(int partition, std::string consumer, std::string entry,
+                    std::vector<uint64_t> tags);
+  // Whether an end or give-back waits to reach Redis.
+  bool Unsettled() const;
+  void SettleLoop(std::function<void()> done);
   // Cancels and forgets the jobs held under `consumer` of an entry found
   // reclaimed from it.
   void DropEntry(int partition, const std::string& entry,
@@ -230,10 +260,12 @@ class WorkSharing : public WorkShareHook,
   std::shared_ptr<EndSink> sink_;
 
   // The io thread's.
-  asio::steady_timer take_timer_, beat_timer_, reap_timer_, results_timer_;
+  asio::steady_timer take_timer_, beat_timer_, reap_timer_, results_timer_,
+      settle_timer_;
   bool started_ = false, stopped_ = false;
   bool preparing_ = false;
-  bool republish_ = false;  // Something failed to publish: try the outbox.
+  bool republish_ = false;      // Something failed to publish: try the outbox.
+  bool drain_waiting_ = false;  // A drain waits for its commit.
   uint64_t next_tag_ = 1;
   int take_turn_ = 0;        // The partition the next small take starts at.
   int jobs_per_entry_ = 1;   // As the last take found them.
@@ -256,6 +288,8 @@ class WorkSharing : public WorkShareHook,
   mutable absl::Mutex mu_;  // A leaf.
   std::deque<SharedJob> to_publish_ ABSL_GUARDED_BY(mu_);
   bool unhooked_ ABSL_GUARDED_BY(mu_) = false;
+  // Local ids of held jobs handed back, until their ends come (OnEnds).
+  absl::flat_hash_set<uint64_t> handed_back_ ABSL_GUARDED_BY(mu_);
   WorkSharingStats stats_ ABSL_GUARDED_BY(mu_);
   std::vector<PartitionBacklog> backlog_ ABSL_GUARDED_BY(mu_);
 };

@@ -29,7 +29,9 @@ void WorkSharing::Beat() {
     std::set<std::tuple<int, std::string, std::string>> entries;
     for (auto& [tag, held] : held_) {
       entries.emplace(held.partition, held.entry, held.consumer);
-      if (!held.result.empty() && !held.sending) to_send_.push_back(tag);
+      if ((!held.result.empty() || held.give_back) && !held.sending) {
+        to_send_.push_back(tag);
+      }
     }
     SendEnds();
     for (const auto& [partition, entry, consumer] : entries) {

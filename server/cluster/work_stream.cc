@@ -180,22 +180,37 @@ return trimmed
 )lua";
 
 // (After kRepackLua.) KEYS: jobs stream. ARGV: group, consumer, entry
-// id, the partition's key prefix. 1: given back (its jobs not done
-// appended again); 0: not pending; -1: another consumer's.
+// id, the partition's key prefix, then the indexes of the jobs to give
+// back. Those not done are appended again as a new entry and marked 'g'
+// in the entry's done set; once every job of the entry is done or given
+// back, it is acknowledged and deleted. 1: given back; 0: not pending;
+// -1: another consumer's.
 constexpr char kReleaseBody[] = R"lua(
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 then return 0 end
 if p[1][2] ~= ARGV[2] then return -1 end
 local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
 local done = ARGV[4] .. 'done:' .. ARGV[3]
-if #e > 0 then
+local finished = #e == 0
+if not finished then
+  local fields = e[1][2]
+  local n = 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'n' then n = tonumber(fields[i + 1]) or 0 end
+  end
   local skip = {}
+  for k = 0, n - 1 do skip[tostring(k)] = true end
+  for i = 5, #ARGV do skip[ARGV[i]] = nil end
   for _, k in ipairs(redis.call('HKEYS', done)) do skip[k] = true end
-  repack(KEYS[1], ARGV[4], ARGV[3], e[1][2], skip)
+  repack(KEYS[1], ARGV[4], ARGV[3], fields, skip)
+  for i = 5, #ARGV do redis.call('HSETNX', done, ARGV[i], 'g') end
+  finished = redis.call('HLEN', done) >= n
 end
-redis.call('DEL', done)
+if finished then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('XDEL', KEYS[1], ARGV[3])
+  redis.call('DEL', done)
+end
 return 1
 )lua";
 
@@ -539,11 +554,15 @@ void WorkStream::ReclaimCounted(int partition, std::string consumer,
 }
 
 void WorkStream::Release(int partition, std::string consumer, std::string id,
-                         Done<Fence> done) {
+                         const std::vector<int>& indexes, Done<Fence> done) {
   static const std::string script = std::string(kRepackLua) + kReleaseBody;
+  std::vector<std::string> argv = {"EVAL",        script,
+                                   "1",           JobsKey(partition),
+                                   kGroup,        std::move(consumer),
+                                   std::move(id), Prefix(partition)};
+  for (int index : indexes) argv.push_back(std::to_string(index));
   commands_->Command(
-      {"EVAL", script, "1", JobsKey(partition), kGroup, std::move(consumer),
-       std::move(id), Prefix(partition)},
+      std::move(argv),
       [done = std::move(done)](absl::StatusOr<RedisValue> r) mutable {
         done(ToFence(std::move(r)));
       });

@@ -178,12 +178,14 @@ class WorkStream {
   void ReclaimCounted(int partition, std::string consumer,
                       absl::Duration min_idle, int count, std::string cursor,
                       Done<Reclaimed> done);
-  // Gives back an entry the caller owns and cannot run after all: it is
-  // acknowledged and deleted, and its jobs not done are appended again
-  // (at the stream's end, as a new entry; their markers follow),
-  // atomically. kDone, or why not.
+  // Gives back jobs of an entry the caller owns and will not run: those
+  // at `indexes` (their places in it) not done are appended again (at the
+  // stream's end, as a new entry; their markers follow) and marked given
+  // back in the entry's done set (a reclaim leaves them out), and the
+  // entry is acknowledged and deleted once each of its jobs is done or
+  // given back, atomically. kDone, or why not.
   void Release(int partition, std::string consumer, std::string id,
-               Done<Fence> done);
+               const std::vector<int>& indexes, Done<Fence> done);
   // Completes jobs of entries the caller owns, in one script: for each,
   // fenced, appends its result to its origin's results stream
   // (ResultsKey(partition, origin)) and marks it done; the entry is

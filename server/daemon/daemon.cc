@@ -704,6 +704,14 @@ DaemonStopped Daemon::Stop() {
     spdlog::warn("grace period over with jobs still running");
   }
   auto [cancelled, kept] = scheduler.EndForShutdown();
+  // Other nodes' jobs handed back or ended here reach Redis before the
+  // node leaves (else they wait for this node's lease to run out).
+  if (cluster_ != nullptr &&
+      !cluster_->Settle(absl::Now() + absl::Seconds(2))) {
+    spdlog::warn(
+        "cluster: some ends or handed-back jobs did not reach Redis; the "
+        "other nodes reclaim them once this node's lease runs out");
+  }
   if (kept > 0) {
     spdlog::info("kept {} unfinished job(s) in the journal for the next start",
                  kept);

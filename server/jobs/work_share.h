@@ -2,7 +2,7 @@
 // cluster mode's work sharing (server/cluster/work_sharing.h), without
 // knowing cluster mode: an interface of this leaf room, like CallbackHook.
 //
-// Thread-safety: both methods are called with the scheduler's lock held;
+// Thread-safety: the methods are called with the scheduler's lock held;
 // they must not block nor call into the scheduler. Ownership: the hook is
 // the daemon's and outlives the scheduler's use of it.
 #ifndef JOBD_SERVER_JOBS_WORK_SHARE_H_
@@ -36,6 +36,11 @@ class WorkShareHook {
   // coming back (cancelled, expired): withdraw it from the cluster, and
   // stop a run of it on another node (queue it and return at once).
   virtual void Withdraw(uint64_t id, int64_t create_ns) = 0;
+  // Job `id`, run here for another node, is handed back (this node drains
+  // or stops before it could run it, or may run it again elsewhere): the
+  // end it gets next is not its run's; its place in the cluster goes back
+  // for another node to take (record it and return at once).
+  virtual void HandBack(uint64_t id) = 0;
 };
 
 }  // namespace jobd

@@ -327,7 +327,10 @@ class Scheduler {
                  std::string_view other_node, std::shared_ptr<JobEnd> other_end,
                  uint64_t* ticket = nullptr);
 
-  // Drain: stop admitting jobs (Submit rejects with Unavailable).
+  // Drain: stop admitting jobs (Submit rejects with Unavailable) and
+  // starting queued ones. Jobs run here for other nodes (cluster mode)
+  // that have not begun, or are at least once, are handed back to the
+  // cluster at once (HandBack).
   void BeginDrain();
   bool draining() const;
   // Waits until no job is running or `deadline`; true if none is running.
@@ -336,7 +339,9 @@ class Scheduler {
   // CANCELLED (SHUTDOWN). With one, queued jobs stay queued in it for the
   // next start, running at-least-once jobs go back to queued there (their
   // runs here are stopped), and only running at-most-once jobs end
-  // CANCELLED; from then on Cancel() keeps jobs as they are. Returns the
+  // CANCELLED; from then on Cancel() keeps jobs as they are. Jobs run here
+  // for other nodes are handed back (HandBack) or, at most once and begun,
+  // end CANCELLED: the cluster's record of them is in Redis. Returns the
   // ids of the jobs it ended and the number it kept for the next start.
   std::pair<std::vector<uint64_t>, size_t> EndForShutdown();
   // Stops every executor (waiting up to `deadline` for tasks to return) and
@@ -524,6 +529,12 @@ class Scheduler {
   // Keeps `job` (QUEUED, out of the lanes) for the cluster: its deadlines
   // armed here, and published if it is in the outbox.
   void ShareJob(Job& job, After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether `job`, run here for another node, may go back to the cluster
+  // for another node to run: it has not begun here, or it is at least once.
+  bool MayHandBack(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands `job` (MayHandBack) back to the cluster: it ends here CANCELLED
+  // (SHUTDOWN), a run of it stopped, and the hook gives its place back.
+  void HandBack(Job& job, After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // ---- cluster-wide idempotency keys (scheduler_claims.cc) ----
   // `job`'s key is to be claimed in the cluster before it goes on.

@@ -15,7 +15,9 @@
 // A job taken from Redis to run here (NewJob::foreign) is an ordinary job
 // of this scheduler that is never journaled (Redis's pending entry is its
 // record: after a crash of this node another one takes it over) and never
-// shared again.
+// shared again. A draining or stopping node hands back those that have not
+// begun (and the at-least-once ones, begun or not): the cluster gives them
+// to another node at once, rather than after this node's lease.
 #include <algorithm>
 #include <limits>
 
@@ -58,6 +60,23 @@ void Scheduler::ShareJob(Job& job, After& after) {
   job.spec.AppendWholeTo(&shared.spec);
   shared.ticket = after.ticket;
   work_share_->Publish(std::move(shared));
+}
+
+bool Scheduler::MayHandBack(const Job& job) const {
+  return job.cluster == Job::kForeign && work_share_ != nullptr &&
+         !IsTerminal(job.state) &&
+         (job.attempts == 0 ||
+          job.spec->delivery() == v1::DELIVERY_AT_LEAST_ONCE);
+}
+
+void Scheduler::HandBack(Job& job, After& after) {
+  work_share_->HandBack(job.id);  // Before its end reaches the hook's sink.
+  Abort(job, CancelReason::kShutdown,
+        MakeError(v1::JOB_STATE_CANCELLED, absl::StatusCode::kUnavailable,
+                  v1::ERROR_REASON_SHUTDOWN,
+                  "handed back to the cluster: this node is draining or "
+                  "stopping; another node runs it"),
+        after);
 }
 
 bool Scheduler::MarkPublished(uint64_t id, int64_t create_ns) {

@@ -49,8 +49,21 @@ bool Scheduler::ResizeExecutor(v1::Executor kind, int slots) {
 }
 
 void Scheduler::BeginDrain() {
-  absl::MutexLock lock(&mu_);
-  draining_ = true;
+  After after;
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+    // Nothing queued starts here from now on: other nodes' jobs waiting
+    // here go back to the cluster, for a node that runs them now.
+    for (uint64_t id : table_.LiveIds()) {
+      Job* job = table_.Find(id);
+      if (job != nullptr && job->state != v1::JOB_STATE_RUNNING &&
+          MayHandBack(*job)) {
+        HandBack(*job, after);
+      }
+    }
+  }
+  after.Run(journal_);
 }
 
 bool Scheduler::draining() const {
@@ -77,9 +90,14 @@ std::pair<std::vector<uint64_t>, size_t> Scheduler::EndForShutdown() {
       Job* found = table_.Find(id);
       if (found == nullptr || IsTerminal(found->state)) continue;
       Job& job = *found;
-      // (Another node's job is "kept" too: not ended here, its entry in
-      // Redis goes to a node that reclaims it.)
-      if (KeptAtShutdown(job, journal_ != nullptr && !job.spec->in_memory())) {
+      if (MayHandBack(job)) {
+        HandBack(job, after);  // Another node runs it.
+        continue;
+      }
+      // Another node's job that began here (at most once) ends: its end
+      // goes back to its node.
+      if (job.cluster != Job::kForeign &&
+          KeptAtShutdown(job, journal_ != nullptr && !job.spec->in_memory())) {
         ++kept;
         if (job.gated) {
           // Claimed, never handed to its executor: queued again.

@@ -2,7 +2,8 @@
 // redis-server (tests/redis/redis_server.h), on Unix sockets: jobs a
 // saturated node cannot start run on another and their ends reach the
 // submitter's client; jobs shared together travel packed in stream
-// entries and each runs once; a node killed with SIGKILL while it runs shared
+// entries and each runs once; a node stopped gracefully hands back what it
+// took and has not begun; a node killed with SIGKILL while it runs shared
 // jobs: its at-least-once jobs run again elsewhere, its at-most-once ones
 // end FAILED (never twice), every job has exactly one end at its
 // submitter; a frozen node whose jobs were reclaimed cannot complete them
@@ -207,6 +208,99 @@ TEST(ClusterWorkTest, JobsSharedTogetherTravelPackedAndRunOnce) {
     }
     ASSERT_TRUE(blocker.Wait(absl::Seconds(10)));
   }
+}
+
+// A node stopped gracefully (SIGTERM) hands back at once the other nodes'
+// jobs it took and has not begun (packs are taken whole: the rest queue
+// there), at-most-once ones included: another node runs each once, none
+// is reclaimed or lost. What it runs past its shutdown grace goes back too
+// if at least once (it runs again elsewhere), else ends CANCELLED there.
+TEST(ClusterWorkTest, AStoppingNodeHandsBackWhatItHasNotBegun) {
+  // One partition, packs of up to 8: the jobs of one Submit message
+  // travel in few entries.
+  const std::vector<std::string> flags = {"--cluster-partitions", "1",
+                                          "--cluster-pack", "8"};
+  auto c = StartNodes("jobd-cluster-hand-back", {{"node-a", 1, flags}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  testing::LoadStream blocker(stub_a, {Ledger(ledger, "blocker", 60000)}, 1);
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return JobsOn(stub_a, {v1::JOB_STATE_RUNNING}).size() == 1; },
+      absl::Seconds(10)));
+  constexpr int kJobs = 8;
+  std::vector<v1::JobSpec> specs;
+  for (int i = 0; i < kJobs; ++i) {
+    specs.push_back(Ledger(
+        ledger, "job-" + std::to_string(i), 4000,
+        i % 2 == 0 ? v1::DELIVERY_AT_LEAST_ONCE : v1::DELIVERY_AT_MOST_ONCE));
+  }
+  testing::LoadStream load(stub_a, specs, kJobs);
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return testing::Work(stub_a).published() == kJobs; },
+      absl::Seconds(20)));
+
+  // b (two threads) takes packs: two jobs run, the rest of its packs
+  // queue there.
+  std::vector<std::string> b_flags = flags;
+  b_flags.insert(b_flags.end(), {"--shutdown-grace", "500ms"});
+  auto b = (*c)->Add({"node-b", 2, b_flags}, 2);
+  ASSERT_TRUE(b.ok()) << b.status();
+  v1::JobService::Stub& stub_b = (*c)->stub(*b);
+  std::vector<std::string> running, queued;
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        running.clear();
+        queued.clear();
+        for (const v1::Job& j : JobsOn(stub_b, {})) {
+          const std::string line = j.spec().args(1).string_value();
+          if (j.state() == v1::JOB_STATE_RUNNING) running.push_back(line);
+          if (j.state() == v1::JOB_STATE_QUEUED) queued.push_back(line);
+        }
+        return running.size() == 2 && !queued.empty();
+      },
+      absl::Seconds(15)))
+      << running.size() << " running, " << queued.size() << " queued on b";
+  auto c_node = (*c)->Add({"node-c", 8, flags}, 3);
+  ASSERT_TRUE(c_node.ok()) << c_node.status();
+  ASSERT_TRUE((*c)->daemon(*b).Stop(SIGTERM, absl::Seconds(20)).ok());
+  ASSERT_TRUE(load.Wait(absl::Seconds(60)))
+      << testing::Unended(load, stub_a, (*c)->redis(), "node-a");
+
+  const auto runs = ReadLedger(ledger);
+  const std::vector<testing::LoadStream::Item> items = load.items();
+  for (int i = 0; i < kJobs; ++i) {
+    const std::string line = "job-" + std::to_string(i);
+    const bool least = i % 2 == 0;
+    const bool was_running =
+        std::find(running.begin(), running.end(), line) != running.end();
+    const auto& ends = items[static_cast<size_t>(i)].ends;
+    ASSERT_EQ(ends.size(), 1u) << line;
+    const int ran = runs.count(line) ? runs.at(line) : 0;
+    if (was_running && !least) {
+      // Begun at b, at most once, cut short by its stop.
+      EXPECT_EQ(ends[0].type(), v1::EVENT_TYPE_CANCELLED) << line;
+      EXPECT_EQ(ends[0].error().reason(), v1::ERROR_REASON_SHUTDOWN) << line;
+      EXPECT_EQ(ran, 1) << line;
+      continue;
+    }
+    EXPECT_EQ(ends[0].type(), v1::EVENT_TYPE_SUCCEEDED)
+        << line << ": " << ends[0].error().message();
+    EXPECT_EQ(ran, was_running ? 2 : 1) << line;
+  }
+  // Nothing waited for b's lease to run out: no node reclaimed anything.
+  EXPECT_EQ(testing::Work(stub_a).reclaimed(), 0u);
+  EXPECT_EQ(testing::Work((*c)->stub(*c_node)).reclaimed(), 0u);
+  EXPECT_EQ(testing::Work(stub_a).lost(), 0u);
+  {
+    grpc::ClientContext ctx;
+    testing::Deadline(ctx, absl::Seconds(10));
+    v1::CancelJobRequest req;
+    req.set_job_id(JobsOn(stub_a, {v1::JOB_STATE_RUNNING}).at(0).id());
+    v1::CancelJobResponse resp;
+    ASSERT_TRUE(stub_a.CancelJob(&ctx, req, &resp).ok());
+  }
+  ASSERT_TRUE(blocker.Wait(absl::Seconds(10)));
 }
 
 TEST(ClusterWorkTest, AKilledNodesJobsRunAgainOrFailByTheirDeliveryPolicy) {
