@@ -8,6 +8,7 @@
 #include "asio/post.hpp"
 #include "jobd/v1/jobd.pb.h"
 #include "server/cluster/work_stream.h"
+#include "server/jobs/event_proto.h"
 #include "server/scheduler/scheduler.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
@@ -28,6 +29,67 @@ std::string Field(const absl::flat_hash_map<std::string, std::string>& f,
                   const char* name) {
   auto it = f.find(name);
   return it == f.end() ? std::string() : it->second;
+}
+
+// What a watch request collects at the job's node (ServeWatch): the
+// job's events as the scheduler delivers them; `first` runs (once) when
+// the first arrives, without the scheduler's lock.
+class EventCollector final : public EventSink {
+ public:
+  explicit EventCollector(std::function<void()> first)
+      : first_(std::move(first)) {}
+  bool Deliver(const Event& event, uint64_t) override {
+    absl::MutexLock lock(&mu_);
+    events_.push_back(event);
+    return !flushed_;
+  }
+  void Flush() override {
+    std::function<void()> first;
+    {
+      absl::MutexLock lock(&mu_);
+      if (flushed_) return;
+      flushed_ = true;
+      first = std::move(first_);
+    }
+    if (first) first();
+  }
+  std::vector<Event> Take() {
+    absl::MutexLock lock(&mu_);
+    return std::move(events_);
+  }
+
+ private:
+  absl::Mutex mu_;  // A leaf.
+  std::vector<Event> events_ ABSL_GUARDED_BY(mu_);
+  bool flushed_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> first_ ABSL_GUARDED_BY(mu_);
+};
+
+// A watch reply's body: the horizon, whether the job ended, then the
+// events (a serialized WatchJobsResponse).
+std::string WatchReply(uint64_t horizon, bool ended,
+                       const v1::WatchJobsResponse& events) {
+  return fmt::format("{} {}\n{}", horizon, ended ? 1 : 0,
+                     events.SerializeAsString());
+}
+
+absl::StatusOr<RemoteJobs::RemoteEvents> ParseWatchReply(
+    const std::string& body) {
+  const size_t eol = body.find('\n');
+  const size_t space = body.find(' ');
+  RemoteJobs::RemoteEvents out;
+  v1::WatchJobsResponse events;
+  int ended = 0;
+  if (eol == std::string::npos || space > eol ||
+      !absl::SimpleAtoi(body.substr(0, space), &out.horizon) ||
+      !absl::SimpleAtoi(body.substr(space + 1, eol - space - 1), &ended) ||
+      !events.ParseFromString(body.substr(eol + 1))) {
+    return absl::InternalError("an unreadable watch reply");
+  }
+  out.ended = ended != 0;
+  out.events.assign(std::make_move_iterator(events.mutable_events()->begin()),
+                    std::make_move_iterator(events.mutable_events()->end()));
+  return out;
 }
 
 }  // namespace
@@ -80,6 +142,7 @@ void JobRouter::Stop() {
     auto waiting = std::move(self->waiting_);
     self->waiting_.clear();
     for (const auto& timer : self->polls_) timer->cancel();
+    for (const auto& timer : self->watches_) timer->cancel();
     for (auto& [req, w] : waiting) {
       w.timer->cancel();
       w.done(absl::UnavailableError("this node is stopping"));
@@ -173,6 +236,33 @@ void JobRouter::ReadOutput(
                            std::move(done));
         });
       });
+}
+
+void JobRouter::Watch(const JobRef& job, std::string owner,
+                      uint64_t after_sequence, bool include_progress,
+                      absl::Time wait_until,
+                      std::function<void(absl::StatusOr<RemoteEvents>)> done) {
+  Fields f;
+  f["op"] = "watch";
+  f["job"] = std::to_string(job.number);
+  f["owner"] = std::move(owner);
+  f["after"] = std::to_string(after_sequence);
+  f["progress"] = include_progress ? "1" : "0";
+  // Answered a little before the asker gives up (a round trip through
+  // Redis, and the wait for its events to be durable there).
+  const absl::Duration wait =
+      std::max(absl::Milliseconds(1),
+               wait_until - absl::Now() - absl::Milliseconds(500));
+  f["wait_ms"] = std::to_string(absl::ToInt64Milliseconds(wait));
+  const bool posted = Post([self = shared_from_this(), node = job.node,
+                            f = std::move(f), wait_until, done]() mutable {
+    self->Ask(node, std::move(f), wait_until,
+              [done = std::move(done)](absl::StatusOr<std::string> body) {
+                if (!body.ok()) return done(body.status());
+                done(ParseWatchReply(*body));
+              });
+  });
+  if (!posted) done(absl::UnavailableError("this node is stopping"));
 }
 
 std::vector<std::string> JobRouter::LiveNodes() const {
@@ -405,6 +495,7 @@ void JobRouter::Serve(Fields f) {
     return;
   }
   if (op == "output") return ServeOutput(f, id, from, req);
+  if (op == "watch") return ServeWatch(f, id, from, req);
   if (op == "cancel") {
     auto result = scheduler_.Cancel(id, owner);
     if (!result.ok()) return Answer(from, req, result.status(), {});
@@ -478,6 +569,69 @@ void JobRouter::ServeOutput(const Fields& f, uint64_t id,
       scheduler_.ReadOutput(id, Field(f, "owner"), offset, max_bytes);
   if (!read.ok()) return Answer(from, req, read.status(), {});
   Answer(from, req, absl::OkStatus(), read->TakeResponse().SerializeAsString());
+}
+
+void JobRouter::ServeWatch(const Fields& f, uint64_t id,
+                           const std::string& from, const std::string& req) {
+  // The job's events after `after`, answered when the first comes (or the
+  // wait ends), once durable here: a watcher at another node follows the
+  // job by asking again after the horizon.
+  constexpr int kMaxEvents = 256;
+  uint64_t after = 0;
+  int64_t wait_ms = 0;
+  (void)absl::SimpleAtoi(Field(f, "after"), &after);
+  (void)absl::SimpleAtoi(Field(f, "wait_ms"), &wait_ms);
+  uint32_t mask = kAllEvents;
+  if (Field(f, "progress") != "1") mask &= ~EventBit(v1::EVENT_TYPE_PROGRESS);
+  auto timer = std::make_shared<asio::steady_timer>(io_);
+  auto collector =
+      std::make_shared<EventCollector>([weak = weak_from_this(), timer] {
+        if (auto self = weak.lock()) {
+          self->Post([timer] { timer->cancel(); });  // Answer now.
+        }
+      });
+  absl::StatusOr<WatchResult> watched = scheduler_.Watch(
+      {id}, after, Subscriber{collector, 0, mask, Field(f, "owner")});
+  if (!watched.ok()) return Answer(from, req, watched.status(), {});
+  const bool ended_before = !watched->already_seen_ends.empty();
+  watches_.insert(timer);
+  timer->expires_after(absl::ToChronoNanoseconds(
+      ended_before ? absl::ZeroDuration()
+                   : std::clamp(absl::Milliseconds(wait_ms),
+                                absl::Milliseconds(1), absl::Minutes(5))));
+  timer->async_wait([self = shared_from_this(), timer, collector, id, from, req,
+                     ended_before](std::error_code) {
+    self->watches_.erase(timer);
+    uint64_t horizon = self->scheduler_.Unwatch(collector.get(), {id});
+    std::vector<Event> events = collector->Take();
+    if (events.size() > static_cast<size_t>(kMaxEvents)) {
+      events.resize(kMaxEvents);  // The rest at the next ask.
+      horizon = events.back().sequence;
+    }
+    v1::WatchJobsResponse reply;
+    bool ended = ended_before;
+    uint64_t ticket = 0;
+    for (const Event& e : events) {
+      ToProto(e, 0, reply.add_events());
+      ended = ended || IsTerminal(e.type);
+      ticket = std::max(ticket, e.ticket);
+    }
+    self->scheduler_.WhenDurable(
+        ticket,
+        [self, from, req,
+         body = WatchReply(horizon, ended, reply)](bool durable) mutable {
+          self->Answer(
+              from, req,
+              durable
+                  ? absl::OkStatus()
+                  : absl::UnavailableError(fmt::format(
+                        "node {} cannot make the job's events durable: {}",
+                        self->options_.node_name,
+                        std::string(self->scheduler_.NotDurable().message()))),
+              durable ? std::move(body) : std::string());
+        },
+        Journal::Wait::kFailFast);
+  });
 }
 
 void JobRouter::OnReply(const Fields& f) {

@@ -12,18 +12,21 @@
 //                              last write)
 //   {jobd:rpc:<node>}:replies  replies to <node> (the same)
 // A request: `req` (the asker's request number), `from` (the asker),
-// `op` (get, cancel, list, output, stop), `job` (the job's number at its
-// node),
+// `op` (get, cancel, list, output, watch, stop), `job` (the job's number
+// at its node),
 // `owner` (the caller the asker authenticated; empty for an admin),
 // `wait_ms` (get: how long to wait for its end), `body` and `max_bytes`
 // (list: the serialized ListJobsRequest, its page token a number at the
-// node asked), `offset` and `max_bytes` (output), `partition`, `entry`
-// and `index` (stop: the job's place in the entry). A reply: `req`,
-// `code` (a google.rpc code), `msg`, `body` (the serialized v1::Job,
-// v1::CancelJobResponse, v1::ListJobsResponse or
-// v1::StreamJobOutputResponse). The job's node answers an output request
-// at once; a follower's wait for more is polls from the asker
-// (RemoteJobs::kOutputPoll).
+// node asked), `offset` and `max_bytes` (output), `after`, `progress`
+// and `wait_ms` (watch), `partition`, `entry` and `index` (stop: the
+// job's place in the entry). A reply: `req`, `code` (a google.rpc code),
+// `msg`, `body` (the serialized v1::Job, v1::CancelJobResponse,
+// v1::ListJobsResponse or v1::StreamJobOutputResponse; for watch, "<the
+// horizon> <ended 0|1>\n" and a serialized v1::WatchJobsResponse). The
+// job's node answers an output request at once (a follower's wait for
+// more is polls from the asker, RemoteJobs::kOutputPoll); a watch request
+// when the job's first event after `after` comes (it subscribes to the
+// job for up to `wait_ms`), once durable there.
 //
 // Each node reads both of its streams with one XREAD BLOCK on a
 // connection of its own, from the moment it started (older requests are
@@ -103,6 +106,9 @@ class JobRouter : public RemoteJobs,
       absl::Time wait_until,
       std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done)
       override;
+  void Watch(const JobRef& job, std::string owner, uint64_t after_sequence,
+             bool include_progress, absl::Time wait_until,
+             std::function<void(absl::StatusOr<RemoteEvents>)> done) override;
   std::vector<std::string> LiveNodes() const override;
   void List(
       const std::string& node, v1::ListJobsRequest request, std::string owner,
@@ -146,6 +152,8 @@ class JobRouter : public RemoteJobs,
                  const std::string& req);
   void ServeOutput(const Fields& fields, uint64_t id, const std::string& from,
                    const std::string& req);
+  void ServeWatch(const Fields& fields, uint64_t id, const std::string& from,
+                  const std::string& req);
   void OnReply(const Fields& fields);
   void Finish(uint64_t req, absl::StatusOr<std::string> body);
 
@@ -172,6 +180,8 @@ class JobRouter : public RemoteJobs,
   absl::flat_hash_map<uint64_t, Waiting> waiting_;
   // Output polls waiting for their next ask (cancelled by Stop).
   absl::flat_hash_set<std::shared_ptr<asio::steady_timer>> polls_;
+  // Watch requests served, waiting for an event (cancelled: answered).
+  absl::flat_hash_set<std::shared_ptr<asio::steady_timer>> watches_;
 };
 
 }  // namespace cluster

@@ -18,46 +18,6 @@ grpc::Status ToGrpc(const absl::Status& status) {
                       std::string(status.message()));
 }
 
-void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out) {
-  out->set_sequence(event.sequence);
-  if (event.job_id != 0) {
-    out->set_job_id(FormatJobId(event.job_id, event.node));
-  }
-  out->set_client_tag(client_tag);
-  out->set_type(event.type);
-  *out->mutable_time() = ToProtoTime(event.time);
-  out->set_executor(event.executor);
-  if (event.duplicate) out->set_duplicate(true);
-  if (event.task() != nullptr) out->set_task(event.task()->name);
-  if (!event.traceparent().empty()) {
-    out->set_traceparent(std::string(event.traceparent()));
-  }
-  if (event.progress() != nullptr) {
-    *out->mutable_progress() = *event.progress();
-  }
-  if (event.end() != nullptr) SetEnd(*event.end(), out);
-  if (const RetryNote* retry = event.retry(); retry != nullptr) {
-    *out->mutable_error() = retry->error;
-    *out->mutable_next_attempt_time() = ToProtoTime(retry->next_time);
-    out->set_attempt(retry->attempt);
-  }
-}
-
-v1::JobEvent TerminalEvent(const v1::Job& job) {
-  v1::JobEvent out;
-  out.set_job_id(job.id());
-  out.set_type(job.state() == v1::JOB_STATE_SUCCEEDED ? v1::EVENT_TYPE_SUCCEEDED
-               : job.state() == v1::JOB_STATE_CANCELLED
-                   ? v1::EVENT_TYPE_CANCELLED
-                   : v1::EVENT_TYPE_FAILED);
-  *out.mutable_time() = job.finish_time();
-  out.set_executor(job.executor());
-  out.set_task(job.spec().task());
-  if (job.has_result()) *out.mutable_result() = job.result();
-  if (job.has_error()) *out.mutable_error() = job.error();
-  return out;
-}
-
 Event Rejection(const absl::Status& status) {
   Event e;
   e.type = v1::EVENT_TYPE_REJECTED;

@@ -1,5 +1,6 @@
 // Conversions at the RPC edge, in one place: absl::Status to grpc::Status
-// (nowhere else), the scheduler's events to jobd.v1 JobEvents, a refused
+// (nowhere else), the scheduler's events to jobd.v1 JobEvents (that one in
+// server/jobs/event_proto.h, which cluster mode uses too), a refused
 // item's status to its REJECTED event, tasks to TaskInfo, the service's
 // limits to ServerLimits, and job ids from their decimal strings.
 // (Times and durations: server/jobs/proto_time.h.) Stateless.
@@ -14,6 +15,7 @@
 #include "grpcpp/support/status.h"
 #include "jobd/v1/jobd.pb.h"
 #include "server/frontend/service_limits.h"
+#include "server/jobs/event_proto.h"
 #include "server/jobs/job_id.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/proto_time.h"
@@ -23,13 +25,6 @@ namespace jobd {
 
 // The same code and message.
 grpc::Status ToGrpc(const absl::Status& status);
-
-// Fills `out` from `event` as seen by a subscriber with `client_tag`.
-void ToProto(const Event& event, uint64_t client_tag, v1::JobEvent* out);
-
-// The terminal event of `job` (ended) as its node's log holds it, for a
-// watcher on another node: sequence 0 (not in this node's log).
-v1::JobEvent TerminalEvent(const v1::Job& job);
 
 // The REJECTED event of a Submit item refused with `status` (no job):
 // its error has the status's code, its message (clipped to

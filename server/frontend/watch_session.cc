@@ -34,6 +34,8 @@ void WatchSession::Begin(const v1::WatchJobsRequest& request,
       remote_.push_back({*std::move(id), s});
     }
   }
+  remote_after_.assign(remote_.size(), 0);
+  include_progress_ = request.include_progress();
   service_.Register(self_);
   {
     absl::MutexLock lock(&mu_);
@@ -73,32 +75,35 @@ void WatchSession::Begin(const v1::WatchJobsRequest& request,
 }
 
 void WatchSession::AwaitRemote(size_t i) {
-  const absl::Time until = absl::Now() + kRemoteRound;
-  service_.remote()->Get(
-      remote_[i].ref, caller_.admin() ? std::string() : caller_.name, until,
-      until, [weak = weak_from_this(), i](absl::StatusOr<v1::Job> job) {
-        if (auto self = weak.lock()) self->OnRemote(i, std::move(job));
+  service_.remote()->Watch(
+      remote_[i].ref, caller_.admin() ? std::string() : caller_.name,
+      remote_after_[i], include_progress_, absl::Now() + kRemoteRound,
+      [weak = weak_from_this(),
+       i](absl::StatusOr<RemoteJobs::RemoteEvents> events) {
+        if (auto self = weak.lock()) self->OnRemote(i, std::move(events));
       });
 }
 
-void WatchSession::OnRemote(size_t i, absl::StatusOr<v1::Job> job) {
+void WatchSession::OnRemote(size_t i,
+                            absl::StatusOr<RemoteJobs::RemoteEvents> events) {
   {
     absl::MutexLock lock(&mu_);
     if (done_ || out_.finish_requested) return;
   }
-  if (!job.ok()) {
-    Close(ToGrpc(job.status()));
+  if (!events.ok()) {
+    Close(ToGrpc(events.status()));
     return;
   }
-  if (!IsTerminal(job->state())) {
-    AwaitRemote(i);  // Not ended in this round: another.
-    return;
-  }
+  remote_after_[i] = events->horizon;
   {
     absl::MutexLock lock(&mu_);
-    remote_ends_.push_back(TerminalEvent(*job));
-    --remote_left_;
+    for (v1::JobEvent& e : events->events) {
+      e.set_sequence(0);  // Its node's, not in this node's log.
+      remote_events_.push_back(std::move(e));
+    }
+    if (events->ended) --remote_left_;
   }
+  if (!events->ended) AwaitRemote(i);  // More to come.
   Pump();
 }
 
@@ -166,7 +171,7 @@ void WatchSession::Pump() {
     absl::MutexLock lock(&mu_);
     if (!PumpAllowedLocked()) return;
     if (!out_.writing &&
-        (!out_.items.empty() || !header_sent_ || !remote_ends_.empty())) {
+        (!out_.items.empty() || !header_sent_ || !remote_events_.empty())) {
       response_.Clear();
       bool header = false;
       if (!header_sent_) {
@@ -185,15 +190,15 @@ void WatchSession::Pump() {
                         });
       last_sent_ = last;
       for (uint64_t id : ended) remaining_.erase(id);
-      for (; !remote_ends_.empty(); remote_ends_.pop_front()) {
-        *response_.add_events() = std::move(remote_ends_.front());
+      for (; !remote_events_.empty(); remote_events_.pop_front()) {
+        *response_.add_events() = std::move(remote_events_.front());
       }
       out_.writing = a.write = header || response_.events_size() > 0;
       if (a.write) out_.write_since = absl::Now();
     }
     // Watching named jobs: done once each has ended.
     if ((!ids_.empty() || !remote_.empty()) && remaining_.empty() &&
-        remote_left_ == 0 && out_.items.empty() && remote_ends_.empty()) {
+        remote_left_ == 0 && out_.items.empty() && remote_events_.empty()) {
       out_.RequestFinish(grpc::Status::OK);
     }
     a.finish = out_.TakeFinish(&a.status);

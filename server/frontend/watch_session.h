@@ -5,9 +5,10 @@
 // then the new ones as they happen, each once durable. Watching named
 // jobs, the stream ends OK once each has ended.
 //
-// In cluster mode a named job of another node ("N@node-b") is awaited at
-// its node (RemoteJobs, in rounds of kRemoteRound): its terminal event
-// alone is sent, with sequence 0 (it is not in this node's event log);
+// In cluster mode a named job of another node ("N@node-b") is followed at
+// its node (RemoteJobs::Watch, asking again after each answer, or each
+// kRemoteRound): its events (from now on, as for a job here) are sent
+// as they come, with sequence 0 (they are not in this node's event log);
 // its node's errors (NOT_FOUND, UNAVAILABLE) end the stream.
 //
 // A watcher that falls too far behind (max_watch_backlog events, or its
@@ -28,6 +29,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "server/frontend/stream_session.h"
+#include "server/jobs/remote_jobs.h"
 
 namespace jobd {
 
@@ -63,19 +65,23 @@ class WatchSession final
   void Refuse(const grpc::Status& status);
   // Starts a write or finishes, as the state allows.
   void Pump();
-  // Waits (one round) for remote_[i] to end at its node.
+  // Waits (one round) for remote_[i]'s next events at its node.
   void AwaitRemote(size_t i);
-  void OnRemote(size_t i, absl::StatusOr<v1::Job> job);
+  void OnRemote(size_t i, absl::StatusOr<RemoteJobs::RemoteEvents> events);
 
-  std::vector<uint64_t> ids_;       // Set in Begin(), then const.
-  std::vector<Remote> remote_;      // Set in Begin(), then const.
+  std::vector<uint64_t> ids_;      // Set in Begin(), then const.
+  std::vector<Remote> remote_;     // Set in Begin(), then const.
+  bool include_progress_ = false;  // Set in Begin(), then const.
+  // Where remote_[i] is followed from at its node (its horizon): touched
+  // by its one outstanding ask's answer alone (on the cluster's thread).
+  std::vector<uint64_t> remote_after_;
   v1::WatchJobsResponse response_;  // Write-token holder only.
 
   v1::WatchJobsResponse header_ ABSL_GUARDED_BY(mu_);
   // Watching named jobs: those whose end has not been written yet.
   absl::flat_hash_set<uint64_t> remaining_ ABSL_GUARDED_BY(mu_);
-  // Other nodes' jobs: their ends to send, and how many have not ended.
-  std::deque<v1::JobEvent> remote_ends_ ABSL_GUARDED_BY(mu_);
+  // Other nodes' jobs: their events to send, and how many have not ended.
+  std::deque<v1::JobEvent> remote_events_ ABSL_GUARDED_BY(mu_);
   size_t remote_left_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
   bool header_sent_ ABSL_GUARDED_BY(mu_) = false;

@@ -1,6 +1,6 @@
 // RemoteJobs: how the frontend reaches a job of another node of the
-// cluster (GetJob, WaitJob, CancelJob and StreamJobOutput for an id
-// "N@<other node>", and ListJobs of every node),
+// cluster (GetJob, WaitJob, CancelJob, WatchJobs and StreamJobOutput for
+// an id "N@<other node>", and ListJobs of every node),
 // without knowing cluster mode: an interface of this leaf room,
 // implemented by server/cluster/job_router.h.
 //
@@ -53,6 +53,20 @@ class RemoteJobs {
       absl::Time wait_until,
       std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)>
           done) = 0;
+  // WatchJobs of one job at its node: its events after `after_sequence`
+  // (a sequence of that node's log; 0: from now on, and its end if it
+  // ended already), each once durable there, answered as soon as there
+  // is one, or empty at `wait_until`. `horizon`: the sequence to ask
+  // after next (nothing of the job is skipped between two asks).
+  struct RemoteEvents {
+    std::vector<v1::JobEvent> events;
+    bool ended = false;  // Its terminal event was sent (or seen before).
+    uint64_t horizon = 0;
+  };
+  virtual void Watch(
+      const JobRef& job, std::string owner, uint64_t after_sequence,
+      bool include_progress, absl::Time wait_until,
+      std::function<void(absl::StatusOr<RemoteEvents>)> done) = 0;
   // The names of the cluster's live nodes, this one's included, sorted.
   virtual std::vector<std::string> LiveNodes() const = 0;
   // One ListJobs page at `node` (another node): `request`'s filters and

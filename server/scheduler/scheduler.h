@@ -209,7 +209,9 @@ class Scheduler {
                                     uint64_t after_sequence,
                                     const Subscriber& subscriber);
   // Removes a sink from the all-jobs watchers and from `ids`' subscribers.
-  void Unwatch(const EventSink* sink, const std::vector<uint64_t>& ids);
+  // Returns the last event sequence given then: the sink got every event
+  // of `ids` up to it (a later Watch after it misses none).
+  uint64_t Unwatch(const EventSink* sink, const std::vector<uint64_t>& ids);
 
   // Job output (job_output.h), for a client: what is kept of job `id`'s
   // output from `offset` on, up to about `max_bytes`. NotFound as GetJob.

@@ -326,8 +326,8 @@ absl::StatusOr<WatchResult> Scheduler::Watch(const std::vector<uint64_t>& ids,
   return result;
 }
 
-void Scheduler::Unwatch(const EventSink* sink,
-                        const std::vector<uint64_t>& ids) {
+uint64_t Scheduler::Unwatch(const EventSink* sink,
+                            const std::vector<uint64_t>& ids) {
   absl::MutexLock lock(&mu_);
   events_.RemoveWatcher(sink);
   for (uint64_t id : ids) {
@@ -339,6 +339,7 @@ void Scheduler::Unwatch(const EventSink* sink,
                    [sink](const Job::Sub& s) { return s.sink.get() == sink; }),
                subs.end());
   }
+  return events_.last_sequence();
 }
 
 v1::GetStatsResponse Scheduler::GetStats() const {

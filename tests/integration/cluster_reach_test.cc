@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "gmock/gmock.h"
+#include "google/protobuf/util/time_util.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
@@ -284,6 +285,55 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
 // StreamJobOutput of another node's job is read at its node: followed
 // live from a third node until the job ends, read again from an offset,
 // and NOT_FOUND for a job its node does not know.
+// A watcher at b of a job at a follows its events as they come, not only
+// its end: here STARTED, then SUCCEEDED, each once, named by a's id and
+// with sequence 0 (a's sequences are not b's).
+TEST(ClusterReachTest, AJobsEventsAreFollowedFromAnotherNode) {
+  auto c = StartNodes("jobd-cluster-watch", {{"node-a", 2}, {"node-b", 2}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
+  // The watched job waits at a for another (a job with a dependency is
+  // never shared): the watch begins before it starts.
+  testing::LoadStream first(stub_a, {Ledger(ledger, "first", 1500)}, 1);
+  const std::string first_id = AwaitJob(stub_a, "first", v1::JOB_STATE_RUNNING);
+  ASSERT_FALSE(first_id.empty());
+  v1::JobSpec spec = Ledger(ledger, "second", 300);
+  spec.add_depends_on(first_id);
+  testing::LoadStream second(stub_a, {spec}, 1);
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return !second.items()[0].job_id.empty(); }, absl::Seconds(10)));
+  const std::string id = second.items()[0].job_id;
+  ASSERT_EQ(id.substr(id.find('@')), "@node-a") << id;
+
+  grpc::ClientContext ctx;
+  testing::Deadline(ctx, absl::Seconds(30));
+  v1::WatchJobsRequest req;
+  req.add_job_ids(id);
+  auto reader = stub_b.WatchJobs(&ctx, req);
+  std::vector<v1::JobEvent> events;
+  v1::WatchJobsResponse resp;
+  while (reader->Read(&resp)) {
+    for (const v1::JobEvent& e : resp.events()) events.push_back(e);
+  }
+  const grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].type(), v1::EVENT_TYPE_STARTED);
+  EXPECT_EQ(events[1].type(), v1::EVENT_TYPE_SUCCEEDED);
+  EXPECT_EQ(events[1].result().value().string_value(), "second");
+  for (const v1::JobEvent& e : events) {
+    EXPECT_EQ(e.job_id(), id);
+    EXPECT_EQ(e.sequence(), 0u);
+  }
+  using google::protobuf::util::TimeUtil;
+  EXPECT_LE(TimeUtil::TimestampToNanoseconds(events[0].time()),
+            TimeUtil::TimestampToNanoseconds(events[1].time()));
+  ASSERT_TRUE(first.Wait(absl::Seconds(10)));
+  ASSERT_TRUE(second.Wait(absl::Seconds(10)));
+}
+
 TEST(ClusterReachTest, AJobsOutputIsReadAndFollowedFromAnotherNode) {
   const std::vector<std::string> exec = {"--exec-allow", "/bin/sh"};
   auto c = StartNodes("jobd-cluster-output",
