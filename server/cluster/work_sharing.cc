@@ -627,8 +627,8 @@ void WorkSharing::SendGiveBack(int partition, std::string consumer,
   indexes.reserve(tags.size());
   for (uint64_t tag : tags) indexes.push_back(held_.at(tag).index);
   stream_->Release(
-      partition, std::move(consumer), entry, indexes,
-      [self = shared_from_this(), partition, entry,
+      partition, consumer, entry, indexes,
+      [self = shared_from_this(), partition, entry, consumer,
        tags = std::move(tags)](absl::StatusOr<Fence> r) {
         if (!r.ok()) {
           // Redis down: given back at the next heartbeat (or, stopped by
@@ -644,7 +644,19 @@ void WorkSharing::SendGiveBack(int partition, std::string consumer,
           return;
         }
         size_t forgotten = 0;
-        for (uint64_t tag : tags) forgotten += self->held_.erase(tag);
+        for (uint64_t tag : tags) {
+          auto it = self->held_.find(tag);
+          if (it == self->held_.end()) continue;
+          if (*r != Fence::kDone && it->second.consumer != consumer) {
+            // Re-pointed to this node's new consumer: as it, again.
+            it->second.sending = false;
+            self->to_send_.push_back(tag);
+            self->PostSendEnds();
+            continue;
+          }
+          self->held_.erase(it);
+          ++forgotten;
+        }
         if (*r == Fence::kDone) {
           spdlog::debug(
               "cluster: gave back {} job(s) of entry {} of "
@@ -696,8 +708,8 @@ void WorkSharing::SendEndChunk(int partition, std::string consumer,
                               .dead_letter = held.dead_letter});
   }
   stream_->CompleteJobs(
-      partition, std::move(consumer), ends,
-      [self = shared_from_this(),
+      partition, consumer, ends,
+      [self = shared_from_this(), consumer,
        tags = std::move(tags)](absl::StatusOr<std::vector<Fence>> r) {
         if (!r.ok()) {
           // Redis down (or the reply lost): still held, and sent again
@@ -716,6 +728,14 @@ void WorkSharing::SendEndChunk(int partition, std::string consumer,
         for (size_t i = 0; i < tags.size(); ++i) {
           auto it = self->held_.find(tags[i]);
           if (it == self->held_.end()) continue;  // Found reclaimed meanwhile.
+          if ((*r)[i] != Fence::kDone && it->second.consumer != consumer) {
+            // Its entry went to this node's new consumer meanwhile (this
+            // node reclaimed it from its own old epoch): sent again as it.
+            it->second.sending = false;
+            self->to_send_.push_back(tags[i]);
+            self->PostSendEnds();
+            continue;
+          }
           const Held held = std::move(it->second);
           self->held_.erase(it);
           absl::MutexLock lock(&self->mu_);
