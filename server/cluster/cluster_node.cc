@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <atomic>
 #include <memory>
 #include <utility>
 
@@ -117,9 +118,17 @@ void ClusterNode::Start() {
 
 bool ClusterNode::Settle(absl::Time deadline) {
   if (work_ == nullptr || !started_ || stopped_) return true;
-  auto settled = std::make_shared<absl::Notification>();
-  work_->Settle([settled] { settled->Notify(); });
-  return settled->WaitForNotificationWithDeadline(deadline);
+  struct Outcome {
+    absl::Notification done;
+    std::atomic<bool> settled{false};
+  };
+  auto outcome = std::make_shared<Outcome>();
+  work_->Settle([outcome](bool settled) {
+    outcome->settled = settled;
+    outcome->done.Notify();
+  });
+  return outcome->done.WaitForNotificationWithDeadline(deadline) &&
+         outcome->settled;
 }
 
 void ClusterNode::Stop() {

@@ -187,19 +187,22 @@ void WorkSharing::DrainOutbox() {
   // record of them until Redis has them). The jobs stay in to_publish_
   // meanwhile: those handed over until then whose rows are in the same
   // commit (the rest of a Submit message, say) go in the same packs.
+  std::vector<SharedJob> again;
+  const bool republish = republish_ && ready_;
+  if (republish) {
+    republish_ = false;
+    // Everything in the outbox now; publishing one twice is a no-op. (Read
+    // first: a job there whose row is not durable yet is in to_publish_
+    // too, handed over under the same lock, and waited for below.)
+    again = scheduler_.Outbox();
+  }
   uint64_t ticket = 0;
   {
     absl::MutexLock lock(&mu_);
-    if (!to_publish_.empty()) ticket = to_publish_.back().ticket;
-  }
-  std::vector<SharedJob> again;
-  if (republish_ && ready_) {
-    republish_ = false;
-    // Everything in the outbox now; publishing one twice is a no-op.
-    again = scheduler_.Outbox();
-  } else if (ticket == 0) {
-    absl::MutexLock lock(&mu_);
-    if (to_publish_.empty()) return;
+    if (to_publish_.empty() && !republish) return;
+    for (const SharedJob& job : to_publish_) {
+      ticket = std::max(ticket, job.ticket);
+    }
   }
   drain_waiting_ = true;
   scheduler_.WhenDurable(
@@ -223,12 +226,17 @@ void WorkSharing::PublishNow(std::vector<SharedJob> jobs, uint64_t durable,
   bool more;
   {
     absl::MutexLock lock(&mu_);
-    while (!to_publish_.empty() && to_publish_.front().ticket <= durable) {
-      // Not durable (the journal failed): kept in the outbox for the next
-      // start.
-      if (ok) jobs.push_back(std::move(to_publish_.front()));
-      to_publish_.pop_front();
+    std::deque<SharedJob> later;
+    for (SharedJob& job : to_publish_) {
+      if (job.ticket > durable) {
+        later.push_back(std::move(job));
+      } else if (ok) {
+        jobs.push_back(std::move(job));
+      }
+      // (Not durable, the journal failed: kept in the outbox for the next
+      // start.)
     }
+    to_publish_.swap(later);
     more = !to_publish_.empty();
   }
   if (more) DrainOutbox();  // Handed over since, in a later commit.
@@ -297,7 +305,7 @@ void WorkSharing::ArmTake(absl::Duration after, bool busy) {
 }
 
 void WorkSharing::TakeLoop() {
-  if (stopped_) return;
+  if (stopped_ || settling_) return;
   const std::string consumer = ConsumerNow();
   if (!Sharing() || consumer.empty()) return ArmTake(absl::Milliseconds(100));
   const int idle = scheduler_.IdleSlots();
@@ -331,9 +339,11 @@ void WorkSharing::TakeNow(int start, int tried, std::string consumer,
   // As many entries as hold about `budget` jobs, by the last ones seen.
   const int entries =
       std::clamp(budget / std::max(1, jobs_per_entry_), 1, kMaxTake);
+  ++reads_;
   stream_->TakeNow(all_partitions_[(start + tried) % n], consumer, entries,
                    [self = shared_from_this(), start, tried, consumer, budget,
                     got](absl::StatusOr<std::vector<StreamEntry>> r) mutable {
+                     --self->reads_;
                      if (!r.ok()) return self->ArmTake(absl::Milliseconds(100));
                      const int taken =
                          self->RunTaken(std::move(*r), consumer, budget);
@@ -346,9 +356,11 @@ void WorkSharing::TakeBlocking(std::string consumer) {
   // Nothing anywhere: wait on every partition for one entry (COUNT is
   // per stream: entries arriving at once in several partitions may take
   // a few more jobs than the free slots; they queue here).
+  ++reads_;
   stream_->TakeAny(all_partitions_, consumer, 1, absl::Milliseconds(200),
                    [self = shared_from_this(),
                     consumer](absl::StatusOr<std::vector<StreamEntry>> r) {
+                     --self->reads_;
                      if (!r.ok()) return self->ArmTake(absl::Milliseconds(100));
                      (void)self->RunTaken(std::move(*r), consumer,
                                           std::numeric_limits<int>::max());
@@ -510,10 +522,8 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
     }
     Held held = std::move(it->second);
     held_.erase(it);
-    if (i < admitted.size() &&
-        admitted[i].status.code() == absl::StatusCode::kUnavailable) {
-      // This node drains (or cannot take jobs now): for another node.
-      GiveBack(std::move(held));
+    if (scheduler_.draining()) {
+      GiveBack(std::move(held));  // This node drains: for another node.
       continue;
     }
     CompleteEntry(
@@ -670,26 +680,29 @@ void WorkSharing::SendGiveBack(int partition, std::string consumer,
 }
 
 bool WorkSharing::Unsettled() const {
-  if (!to_send_.empty() || send_posted_) return true;
+  // A read in flight may deliver entries, pending here at once in Redis.
+  if (!to_send_.empty() || send_posted_ || reads_ > 0) return true;
   for (const auto& [tag, held] : held_) {
     if (!held.result.empty() || held.give_back) return true;
   }
   return false;
 }
 
-void WorkSharing::Settle(std::function<void()> done) {
+void WorkSharing::Settle(std::function<void(bool)> done) {
   asio::post(io_, [self = shared_from_this(), done = std::move(done)] {
-    self->OnEnds();  // Ends the sink holds now, not yet taken.
+    self->settling_ = true;  // No new take or reclaim from now on.
+    self->OnEnds();          // Ends the sink holds now, not yet taken.
     self->SettleLoop(std::move(done));
   });
 }
 
-void WorkSharing::SettleLoop(std::function<void()> done) {
-  if (stopped_ || !commands_->connected() || !Unsettled()) return done();
+void WorkSharing::SettleLoop(std::function<void(bool)> done) {
+  if (stopped_ || !commands_->connected()) return done(!Unsettled());
+  if (!Unsettled()) return done(true);
   settle_timer_.expires_after(std::chrono::milliseconds(5));
   settle_timer_.async_wait(
       [self = shared_from_this(), done = std::move(done)](std::error_code ec) {
-        if (ec) return done();
+        if (ec) return done(false);
         self->SettleLoop(std::move(done));
       });
 }

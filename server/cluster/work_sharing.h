@@ -162,10 +162,12 @@ class WorkSharing : public WorkShareHook,
   // The command connection came up or went down (on the io thread).
   void OnConnectionState(bool up);
 
-  // Calls `done` on the io thread once no end or give-back of a held job
-  // waits to reach Redis (at once if none does): the daemon, stopping,
-  // waits for it (bounded) before Stop. On any thread.
-  void Settle(std::function<void()> done);
+  // Stops taking and reclaiming, then calls `done(true)` on the io thread
+  // once no read that may deliver entries is in flight and no end or
+  // give-back of a held job waits to reach Redis (at once if none does);
+  // done(false) if Redis is down (they wait in vain). The daemon,
+  // stopping, waits for it (bounded) before Stop. On any thread.
+  void Settle(std::function<void(bool)> done);
 
   WorkSharingStats Stats() const;
   std::vector<PartitionBacklog> Backlog() const;
@@ -228,9 +230,10 @@ class WorkSharing : public WorkShareHook,
   // Gives back the held jobs `tags` of one entry (Release).
   void SendGiveBack(int partition, std::string consumer, std::string entry,
                     std::vector<uint64_t> tags);
-  // Whether an end or give-back waits to reach Redis.
+  // Whether a read is in flight, or an end or give-back waits to reach
+  // Redis.
   bool Unsettled() const;
-  void SettleLoop(std::function<void()> done);
+  void SettleLoop(std::function<void(bool)> done);
   // Cancels and forgets the jobs held under `consumer` of an entry found
   // reclaimed from it.
   void DropEntry(int partition, const std::string& entry,
@@ -266,6 +269,8 @@ class WorkSharing : public WorkShareHook,
   bool preparing_ = false;
   bool republish_ = false;      // Something failed to publish: try the outbox.
   bool drain_waiting_ = false;  // A drain waits for its commit.
+  bool settling_ = false;       // Settle began: nothing more is taken.
+  int reads_ = 0;               // Takes and reclaims in flight.
   uint64_t next_tag_ = 1;
   int take_turn_ = 0;        // The partition the next small take starts at.
   int jobs_per_entry_ = 1;   // As the last take found them.

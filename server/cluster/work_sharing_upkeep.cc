@@ -67,7 +67,7 @@ void WorkSharing::Beat() {
 void WorkSharing::Reclaim() {
   if (stopped_) return;
   const std::string consumer = ConsumerNow();
-  if (Sharing() && !consumer.empty()) {
+  if (Sharing() && !consumer.empty() && !settling_) {
     RefreshBacklog();
     TrimResults();
     // What this node can start now, partition after partition.
@@ -92,12 +92,14 @@ void WorkSharing::ReclaimFrom(size_t index, std::string consumer, int budget,
   // the last look at this partition stopped (XAUTOCLAIM looks at a
   // bounded part of the pending list per call).
   const int p = all_partitions_[index];
+  ++reads_;
   stream_->ReclaimCounted(
       p, consumer, options_.node_ttl,
       std::clamp(budget / std::max(1, jobs_per_entry_), 1, kReclaimBatch),
       reclaim_cursor_[index],
       [self = shared_from_this(), index, consumer, budget,
        then = std::move(then)](absl::StatusOr<Reclaimed> r) mutable {
+        --self->reads_;
         if (self->stopped_) return;
         if (!r.ok()) return then();
         self->reclaim_cursor_[index] = r->next;

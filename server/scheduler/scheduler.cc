@@ -195,7 +195,8 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         ++rejected_;
         continue;
       }
-      if (!journal_accepting && !nj.spec->in_memory()) {
+      // (Another node's job is never journaled here: Redis holds it.)
+      if (!journal_accepting && !nj.spec->in_memory() && !nj.foreign) {
         retention_.RelieveJournal();  // For the next try (at once if it can).
         adm.status = absl::UnavailableError(
             "jobd cannot write its journal (disk full or I/O error; see its "

@@ -331,8 +331,8 @@ class Scheduler {
 
   // Drain: stop admitting jobs (Submit rejects with Unavailable) and
   // starting queued ones. Jobs run here for other nodes (cluster mode)
-  // that have not begun, or are at least once, are handed back to the
-  // cluster at once (HandBack).
+  // that are not running and have not begun, or are at least once, are
+  // handed back to the cluster at once (HandBack).
   void BeginDrain();
   bool draining() const;
   // Waits until no job is running or `deadline`; true if none is running.
