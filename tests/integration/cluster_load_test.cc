@@ -4,7 +4,8 @@
 // submitter, with the nodes' counters in agreement; Redis killed (SIGKILL)
 // and restarted on its append-only file under load loses nothing; a node
 // killed under load has its entries reclaimed within the documented bound,
-// and comes back under a new incarnation with its own jobs ended. The jobs
+// and comes back under a new incarnation with its own jobs ended; a node
+// stopped under load hands back what it holds and loses nothing. The jobs
 // are the testing task `ledger`: the ledger file counts the runs, so that
 // an at-most-once job seen twice there fails the test.
 #include <signal.h>
@@ -395,5 +396,58 @@ TEST(ClusterLoadTest, ANodeKilledUnderLoadIsReclaimedWithinTheBound) {
                w.reclaimed, w.lost);
   EXPECT_GE(w.reclaimed, static_cast<uint64_t>(held));
 }
+// A node stopped (SIGTERM) under load, packed, hands back what it took
+// and has not run before it leaves: nothing stays pending under it in
+// Redis once it exited, no node reclaims anything, and every job
+// submitted at the other two ends SUCCEEDED, an at-most-once one begun
+// once. It comes back (a new epoch) and takes work again.
+TEST(ClusterLoadTest, ANodeStoppedUnderLoadHandsBackAndLosesNothing) {
+  auto c =
+      StartNodes("jobd-cluster-node-stop", LoadNodes({"--cluster-pack", "16"}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  constexpr int kPerNode = 1500;
+  std::vector<std::vector<v1::JobSpec>> specs;
+  std::vector<std::unique_ptr<LoadStream>> streams;
+  for (int i = 0; i < 2; ++i) {  // c submits nothing: it only runs.
+    specs.push_back(Jobs(ledger, i, kPerNode, 20, 4));
+    streams.push_back(
+        std::make_unique<LoadStream>((*c)->stub(i), specs[i], kBatch));
+  }
+  auto redis = testing::RedisClient::Connect((*c)->redis().socket_path());
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  const std::string consumer = absl::StrCat(
+      "node-c:", testing::GetStats((*c)->stub(2)).cluster().node_epoch());
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        return Ended(streams) >= 2 * kPerNode / 4 &&
+               testing::PendingOf(**redis, 4, consumer) > 0;
+      },
+      absl::Seconds(60)));
+  const int64_t held = testing::PendingOf(**redis, 4, consumer);
+  ASSERT_TRUE((*c)->daemon(2).Stop(SIGTERM, absl::Seconds(30)).ok());
+  // Gone, and nothing left under it for a reclaim.
+  EXPECT_EQ(testing::PendingOf(**redis, 4, consumer), 0);
+  std::fprintf(stderr, "node-c stopped holding %ld entries\n", held);
+  ASSERT_TRUE((*c)->Restart(2, kNodes).ok());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(streams[i]->Wait(absl::Seconds(90)))
+        << "node " << i << ": " << streams[i]->ended() << " of " << kPerNode
+        << " ended; " << streams[i]->status().error_message()
+        << testing::Unended(*streams[i], (*c)->stub(i), (*c)->redis(),
+                            (*c)->config(i).name);
+  }
+  const auto runs = testing::ReadLedger(ledger);
+  Tally tally;
+  for (int i = 0; i < 2; ++i) {
+    Check(streams[i]->items(), specs[i], runs, false, tally);
+  }
+  EXPECT_EQ(tally.succeeded, 2 * kPerNode);
+  EXPECT_EQ(tally.lost, 0);
+  const WorkSum w = SumWork(**c, {0, 1, 2});
+  EXPECT_EQ(w.reclaimed, 0u);
+  EXPECT_EQ(w.lost, 0u);
+}
+
 }  // namespace
 }  // namespace jobd
