@@ -205,15 +205,24 @@ void JobRouter::ReadOutput(
     const JobRef& job, std::string owner, uint64_t offset, size_t max_bytes,
     absl::Time wait_until,
     std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done) {
+  ReadOutputAt(job, /*run_of=*/false, std::move(owner), offset, max_bytes,
+               wait_until, std::move(done));
+}
+
+void JobRouter::ReadOutputAt(
+    const JobRef& job, bool run_of, std::string owner, uint64_t offset,
+    size_t max_bytes, absl::Time wait_until,
+    std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done) {
   Fields f;
   f["op"] = "output";
   f["job"] = std::to_string(job.number);
+  if (run_of) f["run_of"] = "1";
   f["owner"] = owner;
   f["offset"] = std::to_string(offset);
   f["max_bytes"] = std::to_string(max_bytes);
   AskFor<v1::StreamJobOutputResponse>(
       job.node, std::move(f), absl::Now() + kDefaultWait,
-      [self = shared_from_this(), job, owner = std::move(owner), offset,
+      [self = shared_from_this(), job, run_of, owner = std::move(owner), offset,
        max_bytes, wait_until, done = std::move(done)](
           absl::StatusOr<v1::StreamJobOutputResponse> r) mutable {
         // (On the io thread.)
@@ -222,20 +231,76 @@ void JobRouter::ReadOutput(
           return done(std::move(r));
         }
         // Nothing new yet: asked again after a poll interval.
-        auto timer = std::make_shared<asio::steady_timer>(self->io_);
-        self->polls_.insert(timer);
-        timer->expires_after(absl::ToChronoNanoseconds(kOutputPoll));
-        timer->async_wait([self, timer, job, owner = std::move(owner), offset,
-                           max_bytes, wait_until,
-                           done = std::move(done)](std::error_code ec) mutable {
-          self->polls_.erase(timer);
-          if (ec || self->stopped_) {
-            return done(absl::UnavailableError("this node is stopping"));
-          }
-          self->ReadOutput(job, std::move(owner), offset, max_bytes, wait_until,
-                           std::move(done));
-        });
+        self->AfterPoll(
+            [self, job, run_of, owner = std::move(owner), offset, max_bytes,
+             wait_until, done]() mutable {
+              self->ReadOutputAt(job, run_of, std::move(owner), offset,
+                                 max_bytes, wait_until, std::move(done));
+            },
+            done);
       });
+}
+
+void JobRouter::ReadSharedOutput(
+    uint64_t id, int64_t create_ns, std::string owner, bool ended,
+    uint64_t offset, size_t max_bytes, absl::Time wait_until,
+    std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done) {
+  const bool posted = Post([self = shared_from_this(), id, create_ns,
+                            owner = std::move(owner), ended, offset, max_bytes,
+                            wait_until, done]() mutable {
+    if (self->work_ == nullptr) {
+      return done(absl::FailedPreconditionError("no work sharing here"));
+    }
+    self->work_->Locate(
+        id, create_ns,
+        [self, id, create_ns, owner = std::move(owner), ended, offset,
+         max_bytes, wait_until,
+         done = std::move(done)](absl::StatusOr<std::string> node) mutable {
+          if (!node.ok()) {
+            return done(absl::UnavailableError(
+                fmt::format("job {}: where it runs is unknown: {}", id,
+                            std::string(node.status().message()))));
+          }
+          if (!node->empty()) {
+            // Its run there, named by this node's id for it.
+            return self->ReadOutputAt(JobRef{.number = id, .node = *node},
+                                      /*run_of=*/true, std::move(owner), offset,
+                                      max_bytes, wait_until, std::move(done));
+          }
+          v1::StreamJobOutputResponse none;
+          none.set_next_offset(offset);
+          // No node holds it: not taken yet (wait), or ended here with its
+          // runner unknown (its output is out of reach).
+          if (ended || absl::Now() + kOutputPoll >= wait_until) {
+            none.set_ended(ended);
+            return done(std::move(none));
+          }
+          self->AfterPoll(
+              [self, id, create_ns, owner = std::move(owner), offset, max_bytes,
+               wait_until, done]() mutable {
+                self->ReadSharedOutput(id, create_ns, std::move(owner),
+                                       /*ended=*/false, offset, max_bytes,
+                                       wait_until, std::move(done));
+              },
+              done);
+        });
+  });
+  if (!posted) done(absl::UnavailableError("this node is stopping"));
+}
+
+template <typename Done>
+void JobRouter::AfterPoll(std::function<void()> again, Done done) {
+  auto timer = std::make_shared<asio::steady_timer>(io_);
+  polls_.insert(timer);
+  timer->expires_after(absl::ToChronoNanoseconds(kOutputPoll));
+  timer->async_wait([self = shared_from_this(), timer, again = std::move(again),
+                     done = std::move(done)](std::error_code ec) mutable {
+    self->polls_.erase(timer);
+    if (ec || self->stopped_) {
+      return done(absl::UnavailableError("this node is stopping"));
+    }
+    again();
+  });
 }
 
 void JobRouter::Watch(const JobRef& job, std::string owner,
@@ -565,6 +630,18 @@ void JobRouter::ServeOutput(const Fields& f, uint64_t id,
   (void)absl::SimpleAtoi(Field(f, "offset"), &offset);
   (void)absl::SimpleAtoi(Field(f, "max_bytes"), &max_bytes);
   max_bytes = std::clamp<uint64_t>(max_bytes, 1, kMaxBytes);
+  if (Field(f, "run_of") == "1") {
+    // The asker's job, which it shared: its run here, if this node took it.
+    const uint64_t local = work_ == nullptr ? 0 : work_->RunOf(from, id);
+    if (local == 0) {
+      return Answer(
+          from, req,
+          absl::NotFoundError(fmt::format("node {} holds no run of job {}@{}",
+                                          options_.node_name, id, from)),
+          {});
+    }
+    id = local;
+  }
   absl::StatusOr<OutputRead> read =
       scheduler_.ReadOutput(id, Field(f, "owner"), offset, max_bytes);
   if (!read.ok()) return Answer(from, req, read.status(), {});

@@ -17,8 +17,9 @@
 // `owner` (the caller the asker authenticated; empty for an admin),
 // `wait_ms` (get: how long to wait for its end), `body` and `max_bytes`
 // (list: the serialized ListJobsRequest, its page token a number at the
-// node asked), `offset` and `max_bytes` (output), `after`, `progress`
-// and `wait_ms` (watch), `partition`, `entry` and `index` (stop: the
+// node asked), `offset`, `max_bytes` and `run_of` (output; "1": `job` is
+// the asker's id of a shared job the node asked runs or ran), `after`,
+// `progress` and `wait_ms` (watch), `partition`, `entry` and `index` (stop: the
 // job's place in the entry). A reply: `req`, `code` (a google.rpc code),
 // `msg`, `body` (the serialized v1::Job, v1::CancelJobResponse,
 // v1::ListJobsResponse or v1::StreamJobOutputResponse; for watch, "<the
@@ -106,6 +107,11 @@ class JobRouter : public RemoteJobs,
       absl::Time wait_until,
       std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done)
       override;
+  void ReadSharedOutput(
+      uint64_t id, int64_t create_ns, std::string owner, bool ended,
+      uint64_t offset, size_t max_bytes, absl::Time wait_until,
+      std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done)
+      override;
   void Watch(const JobRef& job, std::string owner, uint64_t after_sequence,
              bool include_progress, absl::Time wait_until,
              std::function<void(absl::StatusOr<RemoteEvents>)> done) override;
@@ -152,6 +158,16 @@ class JobRouter : public RemoteJobs,
                  const std::string& req);
   void ServeOutput(const Fields& fields, uint64_t id, const std::string& from,
                    const std::string& req);
+  // ReadOutput at `job`'s node; `run_of`: `job` is this node's id of a job
+  // that node runs (ran) for it.
+  void ReadOutputAt(
+      const JobRef& job, bool run_of, std::string owner, uint64_t offset,
+      size_t max_bytes, absl::Time wait_until,
+      std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done);
+  // Runs `again` after kOutputPoll (on the io thread), or `done` fails
+  // UNAVAILABLE if this node stops meanwhile.
+  template <typename Done>
+  void AfterPoll(std::function<void()> again, Done done);
   void ServeWatch(const Fields& fields, uint64_t id, const std::string& from,
                   const std::string& req);
   void OnReply(const Fields& fields);

@@ -10,6 +10,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "asio/post.hpp"
 #include "jobd/v1/jobd.pb.h"
@@ -518,6 +519,15 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
     if (it == held_.end()) continue;  // Ended already.
     if (i < admitted.size() && admitted[i].status.ok()) {
       it->second.local_id = admitted[i].job_id;
+      std::string key =
+          absl::StrCat(it->second.origin, ":", it->second.origin_id);
+      if (runs_here_.insert_or_assign(key, admitted[i].job_id).second) {
+        runs_here_order_.push_back(std::move(key));
+        if (runs_here_order_.size() > kRunsKept) {
+          runs_here_.erase(runs_here_order_.front());
+          runs_here_order_.pop_front();
+        }
+      }
       continue;
     }
     Held held = std::move(it->second);
@@ -767,6 +777,23 @@ void WorkSharing::SendEndChunk(int partition, std::string consumer,
       });
 }
 
+uint64_t WorkSharing::RunOf(const std::string& origin, uint64_t id) const {
+  auto it = runs_here_.find(absl::StrCat(origin, ":", id));
+  return it == runs_here_.end() ? 0 : it->second;
+}
+
+void WorkSharing::Locate(
+    uint64_t id, int64_t create_ns,
+    std::function<void(absl::StatusOr<std::string>)> done) {
+  if (auto it = ran_at_.find(id); it != ran_at_.end()) return done(it->second);
+  stream_->Holder(PartitionOf(id), options_.node_name, id, create_ns,
+                  [done = std::move(done)](absl::StatusOr<std::string> r) {
+                    if (!r.ok()) return done(r.status());
+                    // The consumer is "<node>:<epoch>".
+                    done(r->substr(0, r->rfind(':')));
+                  });
+}
+
 void WorkSharing::DropEntry(int partition, const std::string& entry,
                             const std::string& consumer) {
   std::vector<uint64_t> local;
@@ -841,6 +868,16 @@ void WorkSharing::ResultsLoop() {
             if (!absl::SimpleAtoi(f.first, &id) ||
                 !absl::SimpleAtoi(f.second, &create_ns)) {
               id = 0;
+            }
+          }
+          if (id != 0 && e.for_job.empty() && !e.by.empty() &&
+              self->ran_at_
+                  .insert_or_assign(id, e.by.substr(0, e.by.rfind(':')))
+                  .second) {
+            self->ran_at_order_.push_back(id);
+            if (self->ran_at_order_.size() > kRunsKept) {
+              self->ran_at_.erase(self->ran_at_order_.front());
+              self->ran_at_order_.pop_front();
             }
           }
           uint64_t ticket = 0;

@@ -169,6 +169,17 @@ class WorkSharing : public WorkShareHook,
   // stopping, waits for it (bounded) before Stop. On any thread.
   void Settle(std::function<void(bool)> done);
 
+  // Where runs are (StreamJobOutput of a shared job; on the io thread):
+  // the local id of the run here of job `id` of node `origin` (0: none
+  // known: not taken here, or long ago), and the node that runs or ran
+  // this node's shared job `id` (created at `create_ns`): from its result
+  // once it ended, else from Redis (who holds its entry); "" if none
+  // does yet.
+  static constexpr size_t kRunsKept = 65536;  // Of each map.
+  uint64_t RunOf(const std::string& origin, uint64_t id) const;
+  void Locate(uint64_t id, int64_t create_ns,
+              std::function<void(absl::StatusOr<std::string>)> done);
+
   WorkSharingStats Stats() const;
   std::vector<PartitionBacklog> Backlog() const;
 
@@ -284,6 +295,13 @@ class WorkSharing : public WorkShareHook,
   bool send_posted_ = false;                  // A SendEnds is posted.
   std::vector<std::string> results_after_;    // By partition.
   std::vector<std::string> reclaim_cursor_;   // By partition.
+  // Runs here of other nodes' jobs ("<origin>:<id>" to the local id), and
+  // the nodes that ran this node's shared jobs (by id), each the last
+  // kRunsKept, oldest first in its deque.
+  absl::flat_hash_map<std::string, uint64_t> runs_here_;
+  std::deque<std::string> runs_here_order_;
+  absl::flat_hash_map<uint64_t, std::string> ran_at_;
+  std::deque<uint64_t> ran_at_order_;
 
   std::atomic<bool> ready_{false};  // Groups exist; Redis is up.
   // Stop was called: the journal's callbacks no longer reach the io

@@ -134,7 +134,7 @@ for i = 4, #ARGV, 6 do
       redis.call('DEL', done)
     end
     redis.call('XADD', ARGV[3] .. 'results:' .. origin, '*', 'entry', entry,
-               'result', ARGV[i + 4])
+               'by', ARGV[2], 'result', ARGV[i + 4])
     redis.call('SADD', KEYS[3], origin)
     out[#out + 1] = 1
   end
@@ -323,6 +323,8 @@ void ReadFields(const RedisValue& fields, StreamEntry& entry) {
       }
     } else if (name == "for") {
       entry.for_job = value;
+    } else if (name == "by") {
+      entry.by = value;
     }
   }
   if (entry.count == 0) return;
@@ -607,6 +609,25 @@ void WorkStream::CompleteJobs(int partition, std::string consumer,
           out.push_back(*f);
         }
         done(std::move(out));
+      });
+}
+
+void WorkStream::Holder(int partition, const std::string& origin, uint64_t id,
+                        int64_t create_ns, Done<std::string> done) {
+  static constexpr char kScript[] = R"lua(
+local entry = redis.call('GET', KEYS[1])
+if not entry or entry == '0-0' then return '' end
+local p = redis.call('XPENDING', KEYS[2], ARGV[1], entry, entry, 1)
+if #p == 0 then return '' end
+return p[1][2]
+)lua";
+  commands_->Command(
+      {"EVAL", kScript, "2", MarkerKey(partition, origin, id, create_ns),
+       JobsKey(partition), kGroup},
+      [done = std::move(done)](absl::StatusOr<RedisValue> r) mutable {
+        if (!r.ok()) return done(r.status());
+        if (r->is_error()) return done(absl::UnavailableError(r->str));
+        done(r->str);
       });
 }
 

@@ -62,6 +62,8 @@ struct StreamEntry {
   // A result for a mirror (server/cluster/key_claims.h): "<id>:<create
   // ns>" of the job here it ends (the result names the job it mirrors).
   std::string for_job;
+  // A result: the consumer ("<node>:<epoch>") that ran the job.
+  std::string by;
   int partition = -1;      // The entry's partition.
   int64_t deliveries = 0;  // ReclaimCounted: its delivery count.
 };
@@ -188,7 +190,8 @@ class WorkStream {
                const std::vector<int>& indexes, Done<Fence> done);
   // Completes jobs of entries the caller owns, in one script: for each,
   // fenced, appends its result to its origin's results stream
-  // (ResultsKey(partition, origin)) and marks it done; the entry is
+  // (ResultsKey(partition, origin), with the consumer as "by") and marks
+  // it done; the entry is
   // acknowledged and deleted once all its jobs are. `dead_letter`: the
   // job is also appended to the partition's dead-letter stream. One Fence
   // per completion, in order.
@@ -199,6 +202,11 @@ class WorkStream {
   // withdrawn meanwhile (their origin's stop notice may have been lost).
   void Renew(int partition, std::string consumer, std::string id,
              Done<Renewal> done);
+  // The consumer ("<node>:<epoch>") that holds job `id` (created at
+  // `create_ns`) that `origin` published, now: "" if none does (not
+  // published, not taken yet, or ended).
+  void Holder(int partition, const std::string& origin, uint64_t id,
+              int64_t create_ns, Done<std::string> done);
   // Withdraws job `id` (created at `create_ns`) that `origin` published:
   // not taken yet, it leaves its entry (the others are appended again,
   // their markers following); taken, it is marked withdrawn in the

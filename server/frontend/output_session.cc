@@ -89,6 +89,10 @@ void OutputSession::Pump() {
       Finish(ToGrpc(read.status()));  // busy_ stays: nothing else starts.
       return;
     }
+    if (read->shared && service_.remote() != nullptr) {
+      // Shared (cluster mode): its output is where it runs, or ran.
+      return AskShared(*read, offset, max_bytes);
+    }
     const bool nothing = read->nothing();
     if (nothing && follow_) {
       {
@@ -134,6 +138,18 @@ void OutputSession::AskRemote(uint64_t offset, size_t max_bytes) {
   std::weak_ptr<OutputSession> weak = weak_from_this();
   service_.remote()->ReadOutput(
       *remote_, owner_, offset, max_bytes, until,
+      [weak](absl::StatusOr<v1::StreamJobOutputResponse> r) {
+        if (auto s = weak.lock()) s->OnRemote(std::move(r));
+      });
+}
+
+void OutputSession::AskShared(const OutputRead& here, uint64_t offset,
+                              size_t max_bytes) {
+  const absl::Time until =
+      follow_ ? absl::Now() + kRemoteRound : absl::InfinitePast();
+  std::weak_ptr<OutputSession> weak = weak_from_this();
+  service_.remote()->ReadSharedOutput(
+      id_, here.create_ns, owner_, here.ended, offset, max_bytes, until,
       [weak](absl::StatusOr<v1::StreamJobOutputResponse> r) {
         if (auto s = weak.lock()) s->OnRemote(std::move(r));
       });

@@ -15,7 +15,9 @@
 // the response is touched only by its holder.
 // Another node's job (cluster mode) is read at its node, one message per
 // ask (RemoteJobs::ReadOutput); a follower's ask waits there up to
-// kRemoteRound for something new, then it asks again.
+// kRemoteRound for something new, then it asks again. A job of this node
+// that was shared is read the same way where it runs or ran
+// (RemoteJobs::ReadSharedOutput).
 //
 // Ownership: created by JobServiceImpl::StreamJobOutput, which returns it
 // to gRPC; it owns itself (self_) until OnDone. Wake-ups and remote
@@ -66,6 +68,8 @@ class OutputSession final
   void Pump();
   // Another node's job: asks for the next message; OnRemote writes it.
   void AskRemote(uint64_t offset, size_t max_bytes);
+  // This node's shared job, as `here` (its read here) says.
+  void AskShared(const OutputRead& here, uint64_t offset, size_t max_bytes);
   void OnRemote(absl::StatusOr<v1::StreamJobOutputResponse> r);
   void Finish(const grpc::Status& status);
 

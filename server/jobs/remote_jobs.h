@@ -53,6 +53,17 @@ class RemoteJobs {
       absl::Time wait_until,
       std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)>
           done) = 0;
+  // StreamJobOutput of this node's shared job `id` (created at
+  // `create_ns`): read as ReadOutput does at the node that runs it (or
+  // ran it), found in Redis while it runs. Not taken by any node yet, it
+  // is nothing new (asked again every kOutputPoll until `wait_until`), or
+  // ended with nothing if `ended` here (its runner unknown: its output is
+  // out of reach).
+  virtual void ReadSharedOutput(
+      uint64_t id, int64_t create_ns, std::string owner, bool ended,
+      uint64_t offset, size_t max_bytes, absl::Time wait_until,
+      std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)>
+          done) = 0;
   // WatchJobs of one job at its node: its events after `after_sequence`
   // (a sequence of that node's log; 0: from now on, and its end if it
   // ended already), each once durable there, answered as soon as there

@@ -59,6 +59,11 @@ struct OutputRead {
   uint64_t dropped = 0;             // Bytes from the offset asked for not kept.
   uint64_t next_offset = 0;  // After the last piece (or where it ends now).
   bool ended = false;        // The job ended and nothing follows next_offset.
+  // Cluster mode: the job was shared, so it runs (or ran) on the node that
+  // took it, whose output that is (Scheduler::ReadOutput); its create
+  // time (unix ns) names it there.
+  bool shared = false;
+  int64_t create_ns = 0;
 
   // Nothing new: no piece, nothing dropped, not ended.
   bool nothing() const { return pieces.empty() && dropped == 0 && !ended; }

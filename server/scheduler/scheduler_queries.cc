@@ -63,7 +63,13 @@ absl::StatusOr<OutputRead> Scheduler::ReadOutput(uint64_t id,
   absl::MutexLock lock(&mu_);
   const Job* job = table_.FindOwned(id, owner);
   if (job == nullptr) return JobNotFound(id);
-  return outputs_.Read(id, offset, max_bytes, IsTerminal(job->state));
+  OutputRead read =
+      outputs_.Read(id, offset, max_bytes, IsTerminal(job->state));
+  if (job->cluster == Job::kOutbox || job->cluster == Job::kPublished) {
+    read.shared = true;
+    read.create_ns = absl::ToUnixNanos(job->create_time);
+  }
+  return read;
 }
 
 bool Scheduler::WhenOutput(uint64_t id, uint64_t offset, const void* key,

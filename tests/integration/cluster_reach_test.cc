@@ -384,6 +384,75 @@ TEST(ClusterReachTest, AJobsOutputIsReadAndFollowedFromAnotherNode) {
   EXPECT_EQ(no_node.status.error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+// A job its submitter (a) shared and b runs: its output is read and
+// followed at a, where its client asks, as b's run writes it, and read
+// again at a once it ended.
+TEST(ClusterReachTest, ASharedJobsOutputIsReadAtItsSubmitter) {
+  const std::vector<std::string> exec = {"--exec-allow", "/bin/sh"};
+  std::vector<std::string> a_flags = exec;
+  a_flags.insert(a_flags.end(), {"--reactor-max-jobs", "1"});
+  auto c = StartNodes("jobd-cluster-shared-output",
+                      {{"node-a", 2, a_flags}, {"node-b", 2, exec}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
+  auto sh = [](const std::string& script) {
+    return testing::KwSpec("exec",
+                           {{"argv", testing::List({"sh", "-c", script})}});
+  };
+  // Program jobs running at a node.
+  auto running = [](v1::JobService::Stub& stub) {
+    grpc::ClientContext ctx;
+    testing::Deadline(ctx, absl::Seconds(10));
+    v1::ListJobsRequest req;
+    req.add_states(v1::JOB_STATE_RUNNING);
+    req.set_task("exec");
+    v1::ListJobsResponse resp;
+    EXPECT_TRUE(stub.ListJobs(&ctx, req, &resp).ok());
+    return resp.jobs_size();
+  };
+  // a's one reactor slot is held: its next program job is shared.
+  testing::LoadStream blocker(stub_a, {sh("sleep 60")}, 1);
+  ASSERT_TRUE(testing::WaitFor([&] { return running(stub_a) == 1; },
+                               absl::Seconds(10)));
+  testing::LoadStream job(
+      stub_a, {sh("echo one; sleep 1; echo two >&2; sleep 0.5; echo three")},
+      1);
+  std::string id;
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return !(id = job.items()[0].job_id).empty(); },
+                       absl::Seconds(10)));
+  ASSERT_THAT(id, HasSubstr("@node-a"));
+  ASSERT_TRUE(testing::WaitFor([&] { return running(stub_b) == 1; },
+                               absl::Seconds(10)));
+
+  const OutputSeen followed = ReadOutput(stub_a, id, /*follow=*/true);
+  ASSERT_TRUE(followed.status.ok()) << followed.status.error_message();
+  EXPECT_TRUE(followed.ended);
+  EXPECT_EQ(followed.out, "one\nthree\n");
+  EXPECT_EQ(followed.err, "two\n");
+  EXPECT_GE(followed.messages, 2);  // Live: "one" came before the rest.
+  ASSERT_TRUE(job.Wait(absl::Seconds(10)));
+  EXPECT_EQ(job.items()[0].ends[0].type(), v1::EVENT_TYPE_SUCCEEDED);
+  // Ended: read at a again, whole and from an offset.
+  const OutputSeen again = ReadOutput(stub_a, id, /*follow=*/false);
+  ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+  EXPECT_EQ(again.out, "one\nthree\n");
+  EXPECT_EQ(again.err, "two\n");
+  EXPECT_TRUE(again.ended);
+  const OutputSeen tail = ReadOutput(stub_a, id, /*follow=*/false, 4);
+  EXPECT_EQ(tail.out, "three\n");
+  {
+    grpc::ClientContext ctx;
+    testing::Deadline(ctx, absl::Seconds(10));
+    v1::CancelJobRequest req;
+    req.set_job_id(blocker.items()[0].job_id);
+    v1::CancelJobResponse resp;
+    ASSERT_TRUE(stub_a.CancelJob(&ctx, req, &resp).ok());
+  }
+  ASSERT_TRUE(blocker.Wait(absl::Seconds(10)));
+}
+
 TEST(ClusterReachTest, CancelFromAnotherNodeStopsTheRunWhereItRuns) {
   auto c = StartNodes("jobd-cluster-cancel", {{"node-a", 1}, {"node-b", 4}});
   ASSERT_TRUE(c.ok()) << c.status();
