@@ -205,18 +205,21 @@ void JobRouter::ReadOutput(
     const JobRef& job, std::string owner, uint64_t offset, size_t max_bytes,
     absl::Time wait_until,
     std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done) {
-  ReadOutputAt(job, /*run_of=*/false, std::move(owner), offset, max_bytes,
+  ReadOutputAt(job, std::nullopt, std::move(owner), offset, max_bytes,
                wait_until, std::move(done));
 }
 
 void JobRouter::ReadOutputAt(
-    const JobRef& job, bool run_of, std::string owner, uint64_t offset,
-    size_t max_bytes, absl::Time wait_until,
+    const JobRef& job, std::optional<int64_t> run_of, std::string owner,
+    uint64_t offset, size_t max_bytes, absl::Time wait_until,
     std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done) {
   Fields f;
   f["op"] = "output";
   f["job"] = std::to_string(job.number);
-  if (run_of) f["run_of"] = "1";
+  if (run_of.has_value()) {
+    f["run_of"] = "1";
+    f["create"] = std::to_string(*run_of);
+  }
   f["owner"] = owner;
   f["offset"] = std::to_string(offset);
   f["max_bytes"] = std::to_string(max_bytes);
@@ -242,50 +245,67 @@ void JobRouter::ReadOutputAt(
 }
 
 void JobRouter::ReadSharedOutput(
-    uint64_t id, int64_t create_ns, std::string owner, bool ended,
-    uint64_t offset, size_t max_bytes, absl::Time wait_until,
+    uint64_t id, int64_t create_ns, std::string owner, uint64_t offset,
+    size_t max_bytes, absl::Time wait_until,
     std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done) {
-  const bool posted = Post([self = shared_from_this(), id, create_ns,
-                            owner = std::move(owner), ended, offset, max_bytes,
-                            wait_until, done]() mutable {
-    if (self->work_ == nullptr) {
-      return done(absl::FailedPreconditionError("no work sharing here"));
-    }
-    self->work_->Locate(
-        id, create_ns,
-        [self, id, create_ns, owner = std::move(owner), ended, offset,
-         max_bytes, wait_until,
-         done = std::move(done)](absl::StatusOr<std::string> node) mutable {
-          if (!node.ok()) {
-            return done(absl::UnavailableError(
-                fmt::format("job {}: where it runs is unknown: {}", id,
-                            std::string(node.status().message()))));
-          }
-          if (!node->empty()) {
-            // Its run there, named by this node's id for it.
-            return self->ReadOutputAt(JobRef{.number = id, .node = *node},
-                                      /*run_of=*/true, std::move(owner), offset,
-                                      max_bytes, wait_until, std::move(done));
-          }
-          v1::StreamJobOutputResponse none;
-          none.set_next_offset(offset);
-          // No node holds it: not taken yet (wait), or ended here with its
-          // runner unknown (its output is out of reach).
-          if (ended || absl::Now() + kOutputPoll >= wait_until) {
-            none.set_ended(ended);
-            return done(std::move(none));
-          }
-          self->AfterPoll(
-              [self, id, create_ns, owner = std::move(owner), offset, max_bytes,
-               wait_until, done]() mutable {
-                self->ReadSharedOutput(id, create_ns, std::move(owner),
-                                       /*ended=*/false, offset, max_bytes,
-                                       wait_until, std::move(done));
-              },
-              done);
-        });
-  });
+  const bool posted =
+      Post([self = shared_from_this(), id, create_ns, owner = std::move(owner),
+            offset, max_bytes, wait_until, done]() mutable {
+        self->FollowShared(id, create_ns, std::move(owner), offset, max_bytes,
+                           wait_until, std::move(done));
+      });
   if (!posted) done(absl::UnavailableError("this node is stopping"));
+}
+
+void JobRouter::FollowShared(
+    uint64_t id, int64_t create_ns, std::string owner, uint64_t offset,
+    size_t max_bytes, absl::Time wait_until,
+    std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done) {
+  if (work_ == nullptr) {
+    return done(absl::FailedPreconditionError("no work sharing here"));
+  }
+  // Ended here (or gone): what its runner says now is its last; until
+  // then a run that ended there (handed back, reclaimed, not run there
+  // after all) is not the job's end: it is looked for again.
+  absl::StatusOr<OutputRead> here = scheduler_.ReadOutput(id, "", offset, 1);
+  const bool ended = !here.ok() || here->ended;
+  auto again = [self = shared_from_this(), id, create_ns, owner, offset,
+                max_bytes, wait_until,
+                done](v1::StreamJobOutputResponse r) mutable {
+    if (!NothingNew(r) || absl::Now() + kOutputPoll >= wait_until) {
+      return done(std::move(r));
+    }
+    self->AfterPoll(
+        [self, id, create_ns, owner = std::move(owner), offset, max_bytes,
+         wait_until, done]() mutable {
+          self->FollowShared(id, create_ns, std::move(owner), offset, max_bytes,
+                             wait_until, std::move(done));
+        },
+        done);
+  };
+  work_->Locate(
+      id, create_ns,
+      [self = shared_from_this(), id, create_ns, owner, ended, offset,
+       max_bytes,
+       again = std::move(again)](absl::StatusOr<std::string> node) mutable {
+        v1::StreamJobOutputResponse none;
+        none.set_next_offset(offset);
+        none.set_ended(ended);
+        // No node holds it: not taken yet, or ended here with its runner
+        // unknown (its output is out of reach).
+        if (!node.ok() || node->empty()) return again(std::move(none));
+        self->ReadOutputAt(
+            JobRef{.number = id, .node = *node}, create_ns, std::move(owner),
+            offset, max_bytes, absl::InfinitePast(),
+            [ended, none, again = std::move(again)](
+                absl::StatusOr<v1::StreamJobOutputResponse> r) mutable {
+              // Its runner's error (gone, restarted, no run of it there):
+              // nothing new, looked for again; its end once ended here.
+              if (!r.ok()) return again(std::move(none));
+              if (!ended) r->set_ended(false);
+              again(*std::move(r));
+            });
+      });
 }
 
 template <typename Done>
@@ -632,7 +652,10 @@ void JobRouter::ServeOutput(const Fields& f, uint64_t id,
   max_bytes = std::clamp<uint64_t>(max_bytes, 1, kMaxBytes);
   if (Field(f, "run_of") == "1") {
     // The asker's job, which it shared: its run here, if this node took it.
-    const uint64_t local = work_ == nullptr ? 0 : work_->RunOf(from, id);
+    int64_t create_ns = 0;
+    (void)absl::SimpleAtoi(Field(f, "create"), &create_ns);
+    const uint64_t local =
+        work_ == nullptr ? 0 : work_->RunOf(from, id, create_ns);
     if (local == 0) {
       return Answer(
           from, req,
@@ -645,6 +668,17 @@ void JobRouter::ServeOutput(const Fields& f, uint64_t id,
   absl::StatusOr<OutputRead> read =
       scheduler_.ReadOutput(id, Field(f, "owner"), offset, max_bytes);
   if (!read.ok()) return Answer(from, req, read.status(), {});
+  if (read->shared && Field(f, "run_of") != "1") {
+    // This node's job that another runs: read there, answered once.
+    return FollowShared(id, read->create_ns, Field(f, "owner"), offset,
+                        max_bytes, absl::InfinitePast(),
+                        [self = shared_from_this(), from,
+                         req](absl::StatusOr<v1::StreamJobOutputResponse> r) {
+                          self->Answer(
+                              from, req, r.status(),
+                              r.ok() ? r->SerializeAsString() : std::string());
+                        });
+  }
   Answer(from, req, absl::OkStatus(), read->TakeResponse().SerializeAsString());
 }
 

@@ -56,6 +56,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -108,8 +109,8 @@ class JobRouter : public RemoteJobs,
       std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done)
       override;
   void ReadSharedOutput(
-      uint64_t id, int64_t create_ns, std::string owner, bool ended,
-      uint64_t offset, size_t max_bytes, absl::Time wait_until,
+      uint64_t id, int64_t create_ns, std::string owner, uint64_t offset,
+      size_t max_bytes, absl::Time wait_until,
       std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done)
       override;
   void Watch(const JobRef& job, std::string owner, uint64_t after_sequence,
@@ -158,10 +159,17 @@ class JobRouter : public RemoteJobs,
                  const std::string& req);
   void ServeOutput(const Fields& fields, uint64_t id, const std::string& from,
                    const std::string& req);
-  // ReadOutput at `job`'s node; `run_of`: `job` is this node's id of a job
-  // that node runs (ran) for it.
+  // ReadOutput at `job`'s node; `run_of` (its create ns): `job` is this
+  // node's id of a job that node runs (ran) for it.
   void ReadOutputAt(
-      const JobRef& job, bool run_of, std::string owner, uint64_t offset,
+      const JobRef& job, std::optional<int64_t> run_of, std::string owner,
+      uint64_t offset, size_t max_bytes, absl::Time wait_until,
+      std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done);
+  // ReadSharedOutput, on the io thread: finds the runner each time (the
+  // run may move: handed back, reclaimed), and takes a run's end for the
+  // job's only once the job ended here.
+  void FollowShared(
+      uint64_t id, int64_t create_ns, std::string owner, uint64_t offset,
       size_t max_bytes, absl::Time wait_until,
       std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)> done);
   // Runs `again` after kOutputPoll (on the io thread), or `done` fails

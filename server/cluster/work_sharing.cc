@@ -519,15 +519,9 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
     if (it == held_.end()) continue;  // Ended already.
     if (i < admitted.size() && admitted[i].status.ok()) {
       it->second.local_id = admitted[i].job_id;
-      std::string key =
-          absl::StrCat(it->second.origin, ":", it->second.origin_id);
-      if (runs_here_.insert_or_assign(key, admitted[i].job_id).second) {
-        runs_here_order_.push_back(std::move(key));
-        if (runs_here_order_.size() > kRunsKept) {
-          runs_here_.erase(runs_here_order_.front());
-          runs_here_order_.pop_front();
-        }
-      }
+      runs_here_.Set(absl::StrCat(it->second.origin, ":", it->second.origin_id,
+                                  ":", it->second.create_ns),
+                     admitted[i].job_id);
       continue;
     }
     Held held = std::move(it->second);
@@ -777,15 +771,17 @@ void WorkSharing::SendEndChunk(int partition, std::string consumer,
       });
 }
 
-uint64_t WorkSharing::RunOf(const std::string& origin, uint64_t id) const {
-  auto it = runs_here_.find(absl::StrCat(origin, ":", id));
-  return it == runs_here_.end() ? 0 : it->second;
+uint64_t WorkSharing::RunOf(const std::string& origin, uint64_t id,
+                            int64_t create_ns) const {
+  const uint64_t* local =
+      runs_here_.Find(absl::StrCat(origin, ":", id, ":", create_ns));
+  return local == nullptr ? 0 : *local;
 }
 
 void WorkSharing::Locate(
     uint64_t id, int64_t create_ns,
     std::function<void(absl::StatusOr<std::string>)> done) {
-  if (auto it = ran_at_.find(id); it != ran_at_.end()) return done(it->second);
+  if (const std::string* node = ran_at_.Find(id)) return done(*node);
   stream_->Holder(PartitionOf(id), options_.node_name, id, create_ns,
                   [done = std::move(done)](absl::StatusOr<std::string> r) {
                     if (!r.ok()) return done(r.status());
@@ -870,15 +866,8 @@ void WorkSharing::ResultsLoop() {
               id = 0;
             }
           }
-          if (id != 0 && e.for_job.empty() && !e.by.empty() &&
-              self->ran_at_
-                  .insert_or_assign(id, e.by.substr(0, e.by.rfind(':')))
-                  .second) {
-            self->ran_at_order_.push_back(id);
-            if (self->ran_at_order_.size() > kRunsKept) {
-              self->ran_at_.erase(self->ran_at_order_.front());
-              self->ran_at_order_.pop_front();
-            }
+          if (id != 0 && e.for_job.empty() && !e.by.empty()) {
+            self->ran_at_.Set(id, e.by.substr(0, e.by.rfind(':')));
           }
           uint64_t ticket = 0;
           // (A mirror whose claim's answer is still on its way is held.)

@@ -82,6 +82,7 @@
 #include "server/cluster/cluster_options.h"
 #include "server/cluster/end_sink.h"
 #include "server/cluster/membership.h"
+#include "server/cluster/recent_map.h"
 #include "server/cluster/redis_connection.h"
 #include "server/cluster/work_stream.h"
 #include "server/jobs/job_types.h"
@@ -176,7 +177,8 @@ class WorkSharing : public WorkShareHook,
   // once it ended, else from Redis (who holds its entry); "" if none
   // does yet.
   static constexpr size_t kRunsKept = 65536;  // Of each map.
-  uint64_t RunOf(const std::string& origin, uint64_t id) const;
+  uint64_t RunOf(const std::string& origin, uint64_t id,
+                 int64_t create_ns) const;
   void Locate(uint64_t id, int64_t create_ns,
               std::function<void(absl::StatusOr<std::string>)> done);
 
@@ -295,13 +297,11 @@ class WorkSharing : public WorkShareHook,
   bool send_posted_ = false;                  // A SendEnds is posted.
   std::vector<std::string> results_after_;    // By partition.
   std::vector<std::string> reclaim_cursor_;   // By partition.
-  // Runs here of other nodes' jobs ("<origin>:<id>" to the local id), and
-  // the nodes that ran this node's shared jobs (by id), each the last
-  // kRunsKept, oldest first in its deque.
-  absl::flat_hash_map<std::string, uint64_t> runs_here_;
-  std::deque<std::string> runs_here_order_;
-  absl::flat_hash_map<uint64_t, std::string> ran_at_;
-  std::deque<uint64_t> ran_at_order_;
+  // Runs here of other nodes' jobs ("<origin>:<id>:<create ns>" to the
+  // local id), and the nodes that ran this node's shared jobs (by id), the
+  // last kRunsKept of each.
+  RecentMap<std::string, uint64_t> runs_here_{kRunsKept};
+  RecentMap<uint64_t, std::string> ran_at_{kRunsKept};
 
   std::atomic<bool> ready_{false};  // Groups exist; Redis is up.
   // Stop was called: the journal's callbacks no longer reach the io

@@ -149,7 +149,7 @@ void OutputSession::AskShared(const OutputRead& here, uint64_t offset,
       follow_ ? absl::Now() + kRemoteRound : absl::InfinitePast();
   std::weak_ptr<OutputSession> weak = weak_from_this();
   service_.remote()->ReadSharedOutput(
-      id_, here.create_ns, owner_, here.ended, offset, max_bytes, until,
+      id_, here.create_ns, owner_, offset, max_bytes, until,
       [weak](absl::StatusOr<v1::StreamJobOutputResponse> r) {
         if (auto s = weak.lock()) s->OnRemote(std::move(r));
       });

@@ -55,13 +55,13 @@ class RemoteJobs {
           done) = 0;
   // StreamJobOutput of this node's shared job `id` (created at
   // `create_ns`): read as ReadOutput does at the node that runs it (or
-  // ran it), found in Redis while it runs. Not taken by any node yet, it
-  // is nothing new (asked again every kOutputPoll until `wait_until`), or
-  // ended with nothing if `ended` here (its runner unknown: its output is
-  // out of reach).
+  // ran it), found in Redis while it runs. Not taken by any node yet (or
+  // its run moved), it is nothing new (looked for again every kOutputPoll
+  // until `wait_until`); it ends when the job ended here (with nothing if
+  // its runner is unknown: its output is out of reach then).
   virtual void ReadSharedOutput(
-      uint64_t id, int64_t create_ns, std::string owner, bool ended,
-      uint64_t offset, size_t max_bytes, absl::Time wait_until,
+      uint64_t id, int64_t create_ns, std::string owner, uint64_t offset,
+      size_t max_bytes, absl::Time wait_until,
       std::function<void(absl::StatusOr<v1::StreamJobOutputResponse>)>
           done) = 0;
   // WatchJobs of one job at its node: its events after `after_sequence`

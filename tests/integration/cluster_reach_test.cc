@@ -386,7 +386,7 @@ TEST(ClusterReachTest, AJobsOutputIsReadAndFollowedFromAnotherNode) {
 
 // A job its submitter (a) shared and b runs: its output is read and
 // followed at a, where its client asks, as b's run writes it, and read
-// again at a once it ended.
+// again at a once it ended, and by its id at any node.
 TEST(ClusterReachTest, ASharedJobsOutputIsReadAtItsSubmitter) {
   const std::vector<std::string> exec = {"--exec-allow", "/bin/sh"};
   std::vector<std::string> a_flags = exec;
@@ -442,6 +442,11 @@ TEST(ClusterReachTest, ASharedJobsOutputIsReadAtItsSubmitter) {
   EXPECT_TRUE(again.ended);
   const OutputSeen tail = ReadOutput(stub_a, id, /*follow=*/false, 4);
   EXPECT_EQ(tail.out, "three\n");
+  // Asked at any node by its id: its node finds it where it ran.
+  const OutputSeen from_b = ReadOutput(stub_b, id, /*follow=*/false);
+  ASSERT_TRUE(from_b.status.ok()) << from_b.status.error_message();
+  EXPECT_EQ(from_b.out, "one\nthree\n");
+  EXPECT_EQ(from_b.err, "two\n");
   {
     grpc::ClientContext ctx;
     testing::Deadline(ctx, absl::Seconds(10));
