@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "asio/post.hpp"
 #include "jobd/v1/jobd.pb.h"
 #include "server/cluster/work_stream.h"
@@ -588,22 +589,11 @@ void JobRouter::Serve(Fields f) {
     r.set_state(result->first);
     r.set_already_ended(result->second);
     // Answered once the cancellation is durable, as at its node.
-    scheduler_.WhenDurable(
-        scheduler_.journal_ticket(),
-        [self = shared_from_this(), from, req,
-         body = r.SerializeAsString()](bool durable) mutable {
-          self->Answer(
-              from, req,
-              durable
-                  ? absl::OkStatus()
-                  : absl::UnavailableError(fmt::format(
-                        "the job was cancelled at node {}, but that is "
-                        "not durable yet: {}",
-                        self->options_.node_name,
-                        std::string(self->scheduler_.NotDurable().message()))),
-              durable ? std::move(body) : std::string());
-        },
-        Journal::Wait::kFailFast);
+    AnswerWhenDurable(
+        from, req, scheduler_.journal_ticket(), r.SerializeAsString(),
+        fmt::format("the job was cancelled at node {}, but that is not "
+                    "durable yet",
+                    options_.node_name));
     return;
   }
   Answer(from, req,
@@ -727,22 +717,29 @@ void JobRouter::ServeWatch(const Fields& f, uint64_t id,
       ended = ended || IsTerminal(e.type);
       ticket = std::max(ticket, e.ticket);
     }
-    self->scheduler_.WhenDurable(
-        ticket,
-        [self, from, req,
-         body = WatchReply(horizon, ended, reply)](bool durable) mutable {
-          self->Answer(
-              from, req,
-              durable
-                  ? absl::OkStatus()
-                  : absl::UnavailableError(fmt::format(
-                        "node {} cannot make the job's events durable: {}",
-                        self->options_.node_name,
-                        std::string(self->scheduler_.NotDurable().message()))),
-              durable ? std::move(body) : std::string());
-        },
-        Journal::Wait::kFailFast);
+    self->AnswerWhenDurable(
+        from, req, ticket, WatchReply(horizon, ended, reply),
+        fmt::format("node {} cannot make the job's events durable",
+                    self->options_.node_name));
   });
+}
+
+void JobRouter::AnswerWhenDurable(const std::string& to, const std::string& req,
+                                  uint64_t ticket, std::string body,
+                                  std::string not_durable) {
+  scheduler_.WhenDurable(
+      ticket,
+      [self = shared_from_this(), to, req, body = std::move(body),
+       not_durable = std::move(not_durable)](bool durable) mutable {
+        // On the journal's thread: Answer only sends.
+        if (durable) return self->Answer(to, req, absl::OkStatus(), body);
+        self->Answer(
+            to, req,
+            absl::UnavailableError(absl::StrCat(
+                not_durable, ": ", self->scheduler_.NotDurable().message())),
+            {});
+      },
+      Journal::Wait::kFailFast);
 }
 
 void JobRouter::OnReply(const Fields& f) {

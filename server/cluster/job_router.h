@@ -153,6 +153,11 @@ class JobRouter : public RemoteJobs,
   bool Post(std::function<void()> fn);
   void Answer(const std::string& to, const std::string& req,
               const absl::Status& status, std::string body);
+  // Answers `body` once journal batch `ticket` is durable here, else
+  // UNAVAILABLE: `not_durable` and why.
+  void AnswerWhenDurable(const std::string& to, const std::string& req,
+                         uint64_t ticket, std::string body,
+                         std::string not_durable);
   void ReadLoop();
   void Serve(Fields fields);
   void ServeList(const Fields& fields, const std::string& from,
