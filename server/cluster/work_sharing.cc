@@ -583,9 +583,13 @@ void WorkSharing::CompleteEntry(Held held, const v1::Job& end,
 
 void WorkSharing::GiveBack(Held held) {
   held.give_back = true;
-  held.sending = false;
   const uint64_t tag = next_tag_++;
   held_.insert_or_assign(tag, std::move(held));
+  SendAgain(tag);
+}
+
+void WorkSharing::SendAgain(uint64_t tag) {
+  held_.at(tag).sending = false;
   to_send_.push_back(tag);
   PostSendEnds();
 }
@@ -662,10 +666,7 @@ void WorkSharing::SendGiveBack(int partition, std::string consumer,
           auto it = self->held_.find(tag);
           if (it == self->held_.end()) continue;
           if (*r != Fence::kDone && it->second.consumer != consumer) {
-            // Re-pointed to this node's new consumer: as it, again.
-            it->second.sending = false;
-            self->to_send_.push_back(tag);
-            self->PostSendEnds();
+            self->SendAgain(tag);  // Re-pointed to the new consumer: as it.
             continue;
           }
           self->held_.erase(it);
@@ -748,9 +749,7 @@ void WorkSharing::SendEndChunk(int partition, std::string consumer,
           if ((*r)[i] != Fence::kDone && it->second.consumer != consumer) {
             // Its entry went to this node's new consumer meanwhile (this
             // node reclaimed it from its own old epoch): sent again as it.
-            it->second.sending = false;
-            self->to_send_.push_back(tags[i]);
-            self->PostSendEnds();
+            self->SendAgain(tags[i]);
             continue;
           }
           const Held held = std::move(it->second);

@@ -238,6 +238,8 @@ class WorkSharing : public WorkShareHook,
   void GiveBack(Held held);
   void SendEnds();
   void PostSendEnds();  // SendEnds soon, once for the ends of a moment.
+  // Held job `tag`'s end or give-back goes (again) with the next SendEnds.
+  void SendAgain(uint64_t tag);
   void SendEndChunk(int partition, std::string consumer,
                     std::vector<uint64_t> tags);
   // Gives back the held jobs `tags` of one entry (Release).
