@@ -143,6 +143,48 @@ std::vector<v1::JobSpec> Jobs(const std::string& ledger, int node, int n,
   return specs;
 }
 
+// Jobs for the first `nodes` nodes: `per_node` each (Jobs: `ms` long,
+// every 4th at least once).
+std::vector<std::vector<v1::JobSpec>> LoadSpecs(const std::string& ledger,
+                                                int nodes, int per_node,
+                                                int ms) {
+  std::vector<std::vector<v1::JobSpec>> specs;
+  for (int i = 0; i < nodes; ++i) {
+    specs.push_back(Jobs(ledger, i, per_node, ms, 4));
+  }
+  return specs;
+}
+
+// One Submit stream a node: specs[i] at node i.
+std::vector<std::unique_ptr<LoadStream>> StreamAll(
+    TestCluster& c, const std::vector<std::vector<v1::JobSpec>>& specs) {
+  std::vector<std::unique_ptr<LoadStream>> streams;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    streams.push_back(
+        std::make_unique<LoadStream>(c.stub(i), specs[i], kBatch));
+  }
+  return streams;
+}
+
+// Waits up to `limit` (each) until every job of the first `count` streams
+// ended; names the first stream that did not, with its jobs unended.
+::testing::AssertionResult AllEnded(
+    const std::vector<std::unique_ptr<LoadStream>>& streams,
+    const std::vector<std::vector<v1::JobSpec>>& specs, size_t count,
+    TestCluster& c, absl::Duration limit) {
+  for (size_t i = 0; i < count; ++i) {
+    if (!streams[i]->Wait(limit)) {
+      return ::testing::AssertionFailure()
+             << "node " << i << ": " << streams[i]->ended() << " of "
+             << specs[i].size() << " ended; "
+             << streams[i]->status().error_message()
+             << testing::Unended(*streams[i], c.stub(i), c.redis(),
+                                 c.config(i).name);
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 TEST(ClusterLoadTest, JobsAtRandomNodesAreSharedAndEachEndsOnceAtItsSubmitter) {
   // Packed (as users of many small jobs run it): 16 jobs an entry.
   auto c = StartNodes("jobd-cluster-load", LoadNodes({"--cluster-pack", "16"}));
@@ -158,18 +200,8 @@ TEST(ClusterLoadTest, JobsAtRandomNodesAreSharedAndEachEndsOnceAtItsSubmitter) {
         testing::Ledger((*c)->ledger(), absl::StrCat("j", i), 0));
   }
   const absl::Time start = absl::Now();
-  std::vector<std::unique_ptr<LoadStream>> streams;
-  for (int i = 0; i < kNodes; ++i) {
-    streams.push_back(
-        std::make_unique<LoadStream>((*c)->stub(i), specs[i], kBatch));
-  }
-  for (int i = 0; i < kNodes; ++i) {
-    ASSERT_TRUE(streams[i]->Wait(absl::Seconds(150)))
-        << "node " << i << ": " << streams[i]->ended() << " of "
-        << specs[i].size() << " ended; " << streams[i]->status().error_message()
-        << testing::Unended(*streams[i], (*c)->stub(i), (*c)->redis(),
-                            (*c)->config(i).name);
-  }
+  const auto streams = StreamAll(**c, specs);
+  ASSERT_TRUE(AllEnded(streams, specs, kNodes, **c, absl::Seconds(150)));
   const absl::Duration took = absl::Now() - start;
   std::fprintf(stderr, "%d jobs on %d nodes in %.1f s (%.0f jobs/s)\n", n,
                kNodes, absl::ToDoubleSeconds(took),
@@ -210,6 +242,23 @@ size_t Ended(const std::vector<std::unique_ptr<LoadStream>>& streams) {
   return n;
 }
 
+// Node c's consumer ("node-c:<epoch>"), once a quarter of the `jobs` of
+// `streams` ended and it holds entries in Redis: the load is under way.
+// Empty if that did not come within 60 s.
+std::string NodeCHolding(
+    TestCluster& c, testing::RedisClient& redis,
+    const std::vector<std::unique_ptr<LoadStream>>& streams, size_t jobs) {
+  const std::string consumer = absl::StrCat(
+      "node-c:", testing::GetStats(c.stub(2)).cluster().node_epoch());
+  const bool holding = testing::WaitFor(
+      [&] {
+        return Ended(streams) >= jobs / 4 &&
+               testing::PendingOf(redis, 4, consumer) > 0;
+      },
+      absl::Seconds(60));
+  return holding ? consumer : std::string();
+}
+
 // Redis killed (SIGKILL) under load and restarted on its append-only file
 // with `appendfsync always`: jobd takes a write Redis acknowledged as done
 // (a published entry is never published again, an acknowledged entry
@@ -227,13 +276,8 @@ TEST(ClusterLoadTest, RedisKilledAndRestartedUnderLoadLosesNothing) {
   ASSERT_TRUE(c.ok()) << c.status();
   const std::string& ledger = (*c)->ledger();
   constexpr int kPerNode = 4000;
-  std::vector<std::vector<v1::JobSpec>> specs;
-  std::vector<std::unique_ptr<LoadStream>> streams;
-  for (int i = 0; i < kNodes; ++i) {
-    specs.push_back(Jobs(ledger, i, kPerNode, 0, 4));
-    streams.push_back(
-        std::make_unique<LoadStream>((*c)->stub(i), specs[i], kBatch));
-  }
+  const auto specs = LoadSpecs(ledger, kNodes, kPerNode, 0);
+  const auto streams = StreamAll(**c, specs);
   ASSERT_TRUE(
       testing::WaitFor([&] { return Ended(streams) >= kNodes * kPerNode / 4; },
                        absl::Seconds(60)));
@@ -256,13 +300,7 @@ TEST(ClusterLoadTest, RedisKilledAndRestartedUnderLoadLosesNothing) {
   const size_t ended_down = Ended(streams);
   const absl::Duration down = absl::Now() - killed;
   ASSERT_TRUE((*c)->redis().Restart().ok());
-  for (int i = 0; i < kNodes; ++i) {
-    ASSERT_TRUE(streams[i]->Wait(absl::Seconds(90)))
-        << "node " << i << ": " << streams[i]->ended() << " of " << kPerNode
-        << " ended; " << streams[i]->status().error_message()
-        << testing::Unended(*streams[i], (*c)->stub(i), (*c)->redis(),
-                            (*c)->config(i).name);
-  }
+  ASSERT_TRUE(AllEnded(streams, specs, kNodes, **c, absl::Seconds(90)));
   const absl::Duration took = absl::Now() - killed;
   const auto runs = testing::ReadLedger(ledger);
   Tally tally;
@@ -299,24 +337,13 @@ TEST(ClusterLoadTest, ANodeKilledUnderLoadIsReclaimedWithinTheBound) {
   ASSERT_TRUE(c.ok()) << c.status();
   const std::string& ledger = (*c)->ledger();
   constexpr int kPerNode = 1000;
-  std::vector<std::vector<v1::JobSpec>> specs;
-  std::vector<std::unique_ptr<LoadStream>> streams;
-  for (int i = 0; i < kNodes; ++i) {
-    specs.push_back(Jobs(ledger, i, kPerNode, 20, 4));
-    streams.push_back(
-        std::make_unique<LoadStream>((*c)->stub(i), specs[i], kBatch));
-  }
+  const auto specs = LoadSpecs(ledger, kNodes, kPerNode, 20);
+  const auto streams = StreamAll(**c, specs);
   auto redis = testing::RedisClient::Connect((*c)->redis().socket_path());
   ASSERT_TRUE(redis.ok()) << redis.status();
-  const std::string consumer = absl::StrCat(
-      "node-c:", testing::GetStats((*c)->stub(2)).cluster().node_epoch());
-  // Under way, with node c holding entries.
-  ASSERT_TRUE(testing::WaitFor(
-      [&] {
-        return Ended(streams) >= kNodes * kPerNode / 4 &&
-               testing::PendingOf(**redis, 4, consumer) > 0;
-      },
-      absl::Seconds(60)));
+  const std::string consumer =
+      NodeCHolding(**c, **redis, streams, kNodes * kPerNode);
+  ASSERT_FALSE(consumer.empty()) << "node c held nothing in time";
   auto lease = (*redis)->Query({"PTTL", "{jobd}:node:node-c"});
   ASSERT_TRUE(lease.ok()) << lease.status();
   const absl::Time killed = absl::Now();
@@ -346,13 +373,7 @@ TEST(ClusterLoadTest, ANodeKilledUnderLoadIsReclaimedWithinTheBound) {
       absl::StrCat("node-c:",
                    testing::GetStats((*c)->stub(2)).cluster().node_epoch()),
       consumer);
-  for (int i = 0; i < 2; ++i) {
-    ASSERT_TRUE(streams[i]->Wait(absl::Seconds(90)))
-        << "node " << i << ": " << streams[i]->ended() << " of " << kPerNode
-        << " ended; " << streams[i]->status().error_message()
-        << testing::Unended(*streams[i], (*c)->stub(i), (*c)->redis(),
-                            (*c)->config(i).name);
-  }
+  ASSERT_TRUE(AllEnded(streams, specs, 2, **c, absl::Seconds(90)));
   // Each job c accepted before it died ends there, and an at-most-once
   // one began at most once.
   const std::vector<LoadStream::Item> at_c = streams[2]->items();
@@ -407,36 +428,21 @@ TEST(ClusterLoadTest, ANodeStoppedUnderLoadHandsBackAndLosesNothing) {
   ASSERT_TRUE(c.ok()) << c.status();
   const std::string& ledger = (*c)->ledger();
   constexpr int kPerNode = 1500;
-  std::vector<std::vector<v1::JobSpec>> specs;
-  std::vector<std::unique_ptr<LoadStream>> streams;
-  for (int i = 0; i < 2; ++i) {  // c submits nothing: it only runs.
-    specs.push_back(Jobs(ledger, i, kPerNode, 20, 4));
-    streams.push_back(
-        std::make_unique<LoadStream>((*c)->stub(i), specs[i], kBatch));
-  }
+  // c submits nothing: it only runs.
+  const auto specs = LoadSpecs(ledger, 2, kPerNode, 20);
+  const auto streams = StreamAll(**c, specs);
   auto redis = testing::RedisClient::Connect((*c)->redis().socket_path());
   ASSERT_TRUE(redis.ok()) << redis.status();
-  const std::string consumer = absl::StrCat(
-      "node-c:", testing::GetStats((*c)->stub(2)).cluster().node_epoch());
-  ASSERT_TRUE(testing::WaitFor(
-      [&] {
-        return Ended(streams) >= 2 * kPerNode / 4 &&
-               testing::PendingOf(**redis, 4, consumer) > 0;
-      },
-      absl::Seconds(60)));
+  const std::string consumer =
+      NodeCHolding(**c, **redis, streams, 2 * kPerNode);
+  ASSERT_FALSE(consumer.empty()) << "node c held nothing in time";
   const int64_t held = testing::PendingOf(**redis, 4, consumer);
   ASSERT_TRUE((*c)->daemon(2).Stop(SIGTERM, absl::Seconds(30)).ok());
   // Gone, and nothing left under it for a reclaim.
   EXPECT_EQ(testing::PendingOf(**redis, 4, consumer), 0);
   std::fprintf(stderr, "node-c stopped holding %ld entries\n", held);
   ASSERT_TRUE((*c)->Restart(2, kNodes).ok());
-  for (int i = 0; i < 2; ++i) {
-    ASSERT_TRUE(streams[i]->Wait(absl::Seconds(90)))
-        << "node " << i << ": " << streams[i]->ended() << " of " << kPerNode
-        << " ended; " << streams[i]->status().error_message()
-        << testing::Unended(*streams[i], (*c)->stub(i), (*c)->redis(),
-                            (*c)->config(i).name);
-  }
+  ASSERT_TRUE(AllEnded(streams, specs, 2, **c, absl::Seconds(90)));
   const auto runs = testing::ReadLedger(ledger);
   Tally tally;
   for (int i = 0; i < 2; ++i) {
