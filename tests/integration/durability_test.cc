@@ -184,9 +184,9 @@ TEST_F(DurabilityTest,
 // at-most-once job's claim must be durable before it starts: two commits
 // (its accept and claim, then its start and end), never three.
 TEST_F(DurabilityTest, AShortAtLeastOnceJobTakesOneCommitAnAtMostOnceOneTwo) {
-  // A bound no job here comes near: only a job's end starts a commit. (Its
-  // 50 ms are for the commit of its accept to start meanwhile if it did
-  // not linger.)
+  // The longest linger allowed: only a job's claim or end starts a commit.
+  // (The job's 10 ms are for the commit of its accept to start meanwhile
+  // if it did not linger.)
   StartDaemon({"--journal-linger", "100ms"});
   auto commits = [&]() -> uint64_t {
     grpc::ClientContext ctx;
@@ -195,21 +195,30 @@ TEST_F(DurabilityTest, AShortAtLeastOnceJobTakesOneCommitAnAtMostOnceOneTwo) {
     EXPECT_TRUE(stub_->GetStats(&ctx, {}, &stats).ok());
     return stats.journal().commits();
   };
-  auto run = [&](v1::Delivery delivery) {
-    v1::JobSpec spec = Spec("sleep", {10});
-    spec.set_delivery(delivery);
-    const StreamResult r = SubmitAll(*stub_, {spec});
-    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
-    ASSERT_FALSE(r.events.empty());
-    EXPECT_EQ(r.events.back().type(), v1::EVENT_TYPE_SUCCEEDED);
+  // The commits one job took. On a loaded machine a job may outlast the
+  // linger (its start then commits alone), so each kind runs up to three
+  // times and its fewest counts: a record that never lingers, or a claim
+  // that skips its commit, shows in every run.
+  auto fewest = [&](v1::Delivery delivery) {
+    uint64_t least = UINT64_MAX;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      const uint64_t before = commits();
+      v1::JobSpec spec = Spec("sleep", {10});
+      spec.set_delivery(delivery);
+      const StreamResult r = SubmitAll(*stub_, {spec});
+      EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+      EXPECT_FALSE(r.events.empty());
+      if (r.events.empty()) return least;
+      EXPECT_EQ(r.events.back().type(), v1::EVENT_TYPE_SUCCEEDED);
+      least = std::min(least, commits() - before);
+      if (least <= (delivery == v1::DELIVERY_AT_MOST_ONCE ? 2u : 1u)) break;
+    }
+    return least;
   };
-  run(v1::DELIVERY_AT_MOST_ONCE);  // Ids reserved: a commit of its own.
-  const uint64_t before = commits();
-  run(v1::DELIVERY_AT_LEAST_ONCE);
-  const uint64_t between = commits();
-  run(v1::DELIVERY_AT_MOST_ONCE);
-  EXPECT_EQ(between - before, 1u);
-  EXPECT_EQ(commits() - between, 2u);
+  // Ids reserved: a commit of its own.
+  ASSERT_TRUE(SubmitAll(*stub_, {Spec("sleep", {1})}).status.ok());
+  EXPECT_EQ(fewest(v1::DELIVERY_AT_LEAST_ONCE), 1u);
+  EXPECT_EQ(fewest(v1::DELIVERY_AT_MOST_ONCE), 2u);
 }
 
 // What a commit costs is the pages it appends to the journal's WAL (one
