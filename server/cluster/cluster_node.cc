@@ -67,6 +67,10 @@ void ClusterNode::ShareWork(Scheduler& scheduler, MakeJob make_job,
                          int partition, uint64_t id, int64_t create_ns) {
     if (auto r = router.lock()) r->Withdraw(partition, id, create_ns);
   });
+  work_->SetNotify([router = std::weak_ptr<JobRouter>(router_)](
+                       const std::string& origin, std::string body) {
+    if (auto r = router.lock()) r->Notify(origin, std::move(body));
+  });
   scheduler.SetWorkShare(work_.get());
   claims_ = std::make_shared<KeyClaims>(io_, commands_, options_, scheduler,
                                         retention);

@@ -1,7 +1,8 @@
-// EndSink: receives the terminal events of jobs the cluster code follows
-// (foreign jobs run for other nodes, jobs whose idempotency key it
-// claimed) from the scheduler, with its lock held: queued, then handed
-// over on the io thread (`on_ends`, which Takes them).
+// EndSink: receives events of jobs the cluster code follows (foreign jobs
+// run for other nodes, jobs whose idempotency key it claimed) from the
+// scheduler, with its lock held: their ends and, for a subscriber whose
+// mask asks for them, their STARTED and PROGRESS events, queued in order,
+// then handed over on the io thread (`on_ends`, which Takes them).
 //
 // Thread-safety: Deliver and Flush from the scheduler's threads; Take and
 // SetOnEnds from the io thread (SetOnEnds before any event); Detach from
@@ -19,18 +20,28 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "asio/io_context.hpp"
 #include "asio/post.hpp"
+#include "jobd/v1/jobd.pb.h"
 #include "server/jobs/job_types.h"
 
 namespace jobd::cluster {
 
 class EndSink : public EventSink {
  public:
-  using Ends = std::vector<std::pair<uint64_t, std::shared_ptr<JobEnd>>>;
+  // One event: an end (`end` set) or a note of a run (STARTED; PROGRESS
+  // with `progress`).
+  struct Item {
+    uint64_t tag = 0;  // The subscriber's.
+    v1::EventType type = v1::EVENT_TYPE_UNSPECIFIED;
+    absl::Time time;
+    std::shared_ptr<JobEnd> end;
+    std::shared_ptr<const v1::Progress> progress;
+  };
 
   explicit EndSink(asio::io_context& io) : io_(io) {}
-  // What runs on the io thread when ends wait (it must not outlive the
+  // What runs on the io thread when events wait (it must not outlive the
   // owner it refers to: hold that weakly).
   void SetOnEnds(std::function<void()> on_ends) {
     absl::MutexLock lock(&mu_);
@@ -38,10 +49,21 @@ class EndSink : public EventSink {
   }
 
   bool Deliver(const Event& event, uint64_t tag) override {
-    if (!IsTerminal(event.type) || event.end() == nullptr) return false;
+    Item item{.tag = tag, .type = event.type, .time = absl::Time(event.time)};
+    if (IsTerminal(event.type)) {
+      if (event.end() == nullptr) return false;
+      item.end = std::make_shared<JobEnd>(*event.end());
+    } else if (event.type == v1::EVENT_TYPE_PROGRESS) {
+      if (event.progress() == nullptr) return false;
+      // Shares the job's: a progress report is never changed once made.
+      item.progress = std::shared_ptr<const v1::Progress>(
+          std::make_shared<v1::Progress>(*event.progress()));
+    } else if (event.type != v1::EVENT_TYPE_STARTED) {
+      return false;
+    }
     absl::MutexLock lock(&mu_);
-    ends_.push_back({tag, std::make_shared<JobEnd>(*event.end())});
-    return ends_.size() == 1;
+    items_.push_back(std::move(item));
+    return items_.size() == 1;
   }
   void Flush() override {
     // Under mu_, so that Detach (at Stop, before the io_context goes)
@@ -56,11 +78,12 @@ class EndSink : public EventSink {
     absl::MutexLock lock(&mu_);
     detached_ = true;
   }
-  Ends Take() {
+  // The events queued, in the order they came.
+  std::vector<Item> Take() {
     absl::MutexLock lock(&mu_);
-    Ends out(std::make_move_iterator(ends_.begin()),
-             std::make_move_iterator(ends_.end()));
-    ends_.clear();
+    std::vector<Item> out(std::make_move_iterator(items_.begin()),
+                          std::make_move_iterator(items_.end()));
+    items_.clear();
     return out;
   }
 
@@ -68,8 +91,7 @@ class EndSink : public EventSink {
   asio::io_context& io_;
   absl::Mutex mu_;  // A leaf.
   std::function<void()> on_ends_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::pair<uint64_t, std::shared_ptr<JobEnd>>> ends_
-      ABSL_GUARDED_BY(mu_);
+  std::deque<Item> items_ ABSL_GUARDED_BY(mu_);
   bool detached_ ABSL_GUARDED_BY(mu_) = false;
 };
 

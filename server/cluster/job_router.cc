@@ -10,6 +10,7 @@
 #include "jobd/v1/jobd.pb.h"
 #include "server/cluster/work_stream.h"
 #include "server/jobs/event_proto.h"
+#include "server/jobs/proto_time.h"
 #include "server/scheduler/scheduler.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
@@ -554,6 +555,7 @@ void JobRouter::Serve(Fields f) {
     }
     return;
   }
+  if (op == "running") return ServeRunning(Field(f, "body"));
   const std::string from = Field(f, "from");
   const std::string req = Field(f, "req");
   if (from.empty() || req.empty()) return;  // Nobody to answer.
@@ -800,6 +802,32 @@ void JobRouter::Withdraw(int partition, uint64_t id, int64_t create_ns) {
         f["index"] = std::to_string(w->index);
         (void)self->Send(RequestsKey(holder), std::move(f), nullptr);
       });
+}
+
+void JobRouter::Notify(const std::string& origin, std::string body) {
+  if (origin == options_.node_name) return ServeRunning(body);
+  Fields f;
+  f["op"] = "running";
+  f["from"] = options_.node_name;
+  f["body"] = std::move(body);
+  (void)Send(RequestsKey(origin), std::move(f), nullptr);
+}
+
+void JobRouter::ServeRunning(const std::string& body) {
+  v1::ListJobsResponse notes;
+  if (!notes.ParseFromString(body)) return;  // One-way: nobody to tell.
+  for (v1::Job& job : *notes.mutable_jobs()) {
+    uint64_t id = 0;
+    if (!absl::SimpleAtoi(job.id(), &id) || !job.has_start_time()) continue;
+    std::shared_ptr<const v1::Progress> progress;
+    if (job.has_progress()) {
+      progress = std::make_shared<const v1::Progress>(
+          std::move(*job.mutable_progress()));
+    }
+    (void)scheduler_.SharedRunning(
+        id, absl::ToUnixNanos(FromProtoTime(job.create_time())),
+        FromProtoTime(job.start_time()), std::move(progress));
+  }
 }
 
 }  // namespace jobd::cluster

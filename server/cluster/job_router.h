@@ -12,22 +12,23 @@
 //                              last write)
 //   {jobd:rpc:<node>}:replies  replies to <node> (the same)
 // A request: `req` (the asker's request number), `from` (the asker),
-// `op` (get, cancel, list, output, watch, stop), `job` (the job's number
-// at its node),
-// `owner` (the caller the asker authenticated; empty for an admin),
-// `wait_ms` (get: how long to wait for its end), `body` and `max_bytes`
-// (list: the serialized ListJobsRequest, its page token a number at the
-// node asked), `offset`, `max_bytes` and `run_of` (output; "1": `job` is
+// `op` (get, cancel, list, output, watch, stop, running), `job` (the job's
+// number at its node), `owner` (the caller the asker authenticated; empty for
+// an admin), `wait_ms` (get: how long to wait for its end), `body` and
+// `max_bytes` (list: the serialized ListJobsRequest, its page token a number at
+// the node asked), `offset`, `max_bytes` and `run_of` (output; "1": `job` is
 // the asker's id of a shared job the node asked runs or ran), `after`,
 // `progress` and `wait_ms` (watch), `partition`, `entry` and `index` (stop: the
-// job's place in the entry). A reply: `req`, `code` (a google.rpc code),
-// `msg`, `body` (the serialized v1::Job, v1::CancelJobResponse,
-// v1::ListJobsResponse or v1::StreamJobOutputResponse; for watch, "<the
-// horizon> <ended 0|1>\n" and a serialized v1::WatchJobsResponse). The
-// job's node answers an output request at once (a follower's wait for
-// more is polls from the asker, RemoteJobs::kOutputPoll); a watch request
-// when the job's first event after `after` comes (it subscribes to the
-// job for up to `wait_ms`), once durable there.
+// job's place in the entry), `body` (running, one-way: a serialized
+// v1::ListJobsResponse of jobs this node shared that the asker runs: id
+// here, create time, start time, latest progress). A reply: `req`, `code` (a
+// google.rpc code), `msg`, `body` (the serialized v1::Job,
+// v1::CancelJobResponse, v1::ListJobsResponse or v1::StreamJobOutputResponse;
+// for watch, "<the horizon> <ended 0|1>\n" and a serialized
+// v1::WatchJobsResponse). The job's node answers an output request at once (a
+// follower's wait for more is polls from the asker, RemoteJobs::kOutputPoll); a
+// watch request when the job's first event after `after` comes (it subscribes
+// to the job for up to `wait_ms`), once durable there.
 //
 // Each node reads both of its streams with one XREAD BLOCK on a
 // connection of its own, from the moment it started (older requests are
@@ -122,6 +123,11 @@ class JobRouter : public RemoteJobs,
       size_t max_bytes, absl::Time deadline,
       std::function<void(absl::StatusOr<v1::ListJobsResponse>)> done) override;
 
+  // Tells `origin` that jobs it shared run here (WorkSharing::NotifyFn: a
+  // one-way `running` request; applied here at once if it is this node).
+  // On the io thread.
+  void Notify(const std::string& origin, std::string body);
+
   // Withdraws this node's shared job `id` (see above). On the io thread.
   void Withdraw(int partition, uint64_t id, int64_t create_ns);
 
@@ -181,6 +187,8 @@ class JobRouter : public RemoteJobs,
   // UNAVAILABLE if this node stops meanwhile.
   template <typename Done>
   void AfterPoll(std::function<void()> again, Done done);
+  // A `running` request: each job's start and progress (SharedRunning).
+  void ServeRunning(const std::string& body);
   void ServeWatch(const Fields& fields, uint64_t id, const std::string& from,
                   const std::string& req);
   void OnReply(const Fields& fields);

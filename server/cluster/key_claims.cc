@@ -237,10 +237,10 @@ void KeyClaims::ClaimNow(KeyClaim claim) {
 }
 
 void KeyClaims::OnEnds() {
-  for (auto& [id, end] : sink_->Take()) {
-    auto it = won_.find(id);
-    if (it == won_.end()) continue;
-    RecordEnd(id, it->second, *end);
+  for (EndSink::Item& item : sink_->Take()) {
+    auto it = won_.find(item.tag);
+    if (item.end == nullptr || it == won_.end()) continue;
+    RecordEnd(item.tag, it->second, *item.end);
   }
 }
 

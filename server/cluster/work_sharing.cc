@@ -15,6 +15,7 @@
 #include "asio/post.hpp"
 #include "jobd/v1/jobd.pb.h"
 #include "server/jobs/job_id.h"
+#include "server/jobs/proto_time.h"
 #include "server/scheduler/scheduler.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
@@ -52,7 +53,8 @@ WorkSharing::WorkSharing(asio::io_context& io,
       beat_timer_(io),
       reap_timer_(io),
       results_timer_(io),
-      settle_timer_(io) {
+      settle_timer_(io),
+      note_timer_(io) {
   for (int p = 0; p < options_.partitions; ++p) all_partitions_.push_back(p);
   results_after_.assign(all_partitions_.size(), "0");
   reclaim_cursor_.assign(all_partitions_.size(), "0-0");
@@ -133,6 +135,7 @@ void WorkSharing::Stop() {
     self->beat_timer_.cancel();
     self->reap_timer_.cancel();
     self->results_timer_.cancel();
+    self->note_timer_.cancel();
     self->settle_timer_.cancel();
   });
 }
@@ -512,8 +515,13 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
   }
   if (jobs.empty()) return;
   std::vector<Admission> admitted;
-  scheduler_.Submit(jobs, Subscriber{.sink = sink_, .mask = kTerminalEvents},
-                    admitted);
+  // Its start and progress too: noted to its origin (SendNotes).
+  scheduler_.Submit(
+      jobs,
+      Subscriber{.sink = sink_,
+                 .mask = kTerminalEvents | EventBit(v1::EVENT_TYPE_STARTED) |
+                         EventBit(v1::EVENT_TYPE_PROGRESS)},
+      admitted);
   for (size_t i = 0; i < tags.size(); ++i) {
     auto it = held_.find(tags[i]);
     if (it == held_.end()) continue;  // Ended already.
@@ -545,9 +553,28 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
 void WorkSharing::OnEnds() {
   // A slot is free again: a take loop waiting for one goes on now.
   if (take_busy_) ArmTake(absl::ZeroDuration());
-  for (auto& [tag, end] : sink_->Take()) {
+  for (EndSink::Item& item : sink_->Take()) {
+    const uint64_t tag = item.tag;
     auto it = held_.find(tag);
     if (it == held_.end()) continue;  // Reclaimed from here: dropped.
+    if (item.end == nullptr) {        // Its start or progress: a note, soon.
+      if (item.type == v1::EVENT_TYPE_STARTED) {
+        it->second.start_ns = absl::ToUnixNanos(item.time);
+      } else {
+        it->second.progress = std::move(item.progress);
+      }
+      noting_.insert(tag);
+      if (!note_armed_) {
+        note_armed_ = true;
+        note_timer_.expires_after(absl::ToChronoNanoseconds(kNoteDelay));
+        note_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+          self->note_armed_ = false;
+          if (!ec && !self->stopped_) self->SendNotes();
+        });
+      }
+      continue;
+    }
+    const std::shared_ptr<JobEnd> end = std::move(item.end);
     Held held = std::move(it->second);
     held_.erase(it);
     bool back;
@@ -566,13 +593,42 @@ void WorkSharing::OnEnds() {
   }
 }
 
+void WorkSharing::SendNotes() {
+  std::map<std::string, v1::ListJobsResponse> by_origin;
+  for (uint64_t tag : noting_) {
+    auto it = held_.find(tag);
+    // Ended meanwhile (its end carries its start), or given back.
+    if (it == held_.end() || !it->second.result.empty() ||
+        it->second.give_back || it->second.start_ns == 0) {
+      continue;
+    }
+    const Held& held = it->second;
+    v1::Job& job = *by_origin[held.origin].add_jobs();
+    job.set_id(std::to_string(held.origin_id));
+    *job.mutable_create_time() =
+        ToProtoTime(absl::FromUnixNanos(held.create_ns));
+    job.set_state(v1::JOB_STATE_RUNNING);
+    *job.mutable_start_time() = ToProtoTime(absl::FromUnixNanos(held.start_ns));
+    if (held.progress != nullptr) *job.mutable_progress() = *held.progress;
+  }
+  noting_.clear();
+  if (!notify_) return;
+  for (auto& [origin, jobs] : by_origin) {
+    notify_(origin, jobs.SerializeAsString());
+  }
+}
+
 void WorkSharing::CompleteEntry(Held held, const v1::Job& end,
                                 bool dead_letter) {
   v1::Job result = end;
   result.set_id(std::to_string(held.origin_id));
-  result.mutable_create_time()->set_seconds(held.create_ns / 1000000000);
-  result.mutable_create_time()->set_nanos(
-      static_cast<int32_t>(held.create_ns % 1000000000));
+  *result.mutable_create_time() =
+      ToProtoTime(absl::FromUnixNanos(held.create_ns));
+  // Its origin tells its clients it started (if no note did).
+  if (held.start_ns != 0) {
+    *result.mutable_start_time() =
+        ToProtoTime(absl::FromUnixNanos(held.start_ns));
+  }
   held.result = result.SerializeAsString();
   held.dead_letter = dead_letter;
   const uint64_t tag = next_tag_++;
@@ -848,7 +904,8 @@ void WorkSharing::ResultsLoop() {
           // qualified id ("42@node").
           absl::StatusOr<JobRef> ref;
           if (job.ParseFromString(e.payload) &&
-              (ref = ParseJobRef(job.id(), "id")).ok()) {
+              (ref = ParseJobRef(job.id(), "id")).ok() &&
+              IsTerminal(job.state())) {
             id = ref->number;
             create_ns = job.create_time().seconds() * 1000000000 +
                         job.create_time().nanos();
@@ -871,7 +928,11 @@ void WorkSharing::ResultsLoop() {
           uint64_t ticket = 0;
           // (A mirror whose claim's answer is still on its way is held.)
           if (id != 0 && end != nullptr &&
-              (self->scheduler_.EndShared(id, create_ns, end, &ticket) ||
+              (self->scheduler_.EndShared(id, create_ns, end,
+                                          job.has_start_time()
+                                              ? FromProtoTime(job.start_time())
+                                              : absl::InfinitePast(),
+                                          &ticket) ||
                (!e.for_job.empty() &&
                 self->scheduler_.ClaimLost(id, create_ns, holder, holder_node,
                                            end, &ticket)))) {

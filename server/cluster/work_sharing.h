@@ -30,6 +30,13 @@
 // from this node) is dropped; one Redis did not answer (down) stays held and is
 // sent again every heartbeat until it answers.
 //
+// Runs seen from their origin: a foreign job's STARTED and its progress
+// are noted here and sent to its origin (NotifyFn: a `running` request,
+// job_router.h) kNoteDelay after they came, for the jobs still running
+// then, one message per origin: a job that ends sooner sends its start
+// time with its end instead. Best effort: a note lost (Redis down) is not
+// sent again; the end is.
+//
 // Hand back: a draining node's scheduler hands back the foreign jobs it
 // will not run (WorkShareHook::HandBack, then their ends): their places
 // are given back (Release, one script per entry) as ends are sent, held
@@ -77,6 +84,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "asio/io_context.hpp"
 #include "asio/steady_timer.hpp"
 #include "server/cluster/cluster_options.h"
@@ -151,6 +159,14 @@ class WorkSharing : public WorkShareHook,
   // thread. Before Start.
   using WithdrawFn = std::function<void(int, uint64_t, int64_t)>;
   void SetWithdraw(WithdrawFn fn) { withdraw_ = std::move(fn); }
+  // What sends notes of runs to their origin: (origin node, a serialized
+  // v1::ListJobsResponse of the jobs, each with its id there, create time,
+  // state RUNNING, start time and latest progress), on the io thread.
+  // Before Start.
+  using NotifyFn = std::function<void(const std::string&, std::string)>;
+  void SetNotify(NotifyFn fn) { notify_ = std::move(fn); }
+  static constexpr absl::Duration kNoteDelay = absl::Milliseconds(100);
+
   // Cancels the run here of job `index` of entry `entry` of `partition`,
   // if held here (its origin withdrew it); its end goes back as usual. On
   // the io thread.
@@ -198,6 +214,9 @@ class WorkSharing : public WorkShareHook,
     uint64_t origin_id = 0;
     int64_t create_ns = 0;
     uint64_t local_id = 0;  // 0 until admitted.
+    // Its run here: when it started (0: not yet), its latest progress.
+    int64_t start_ns = 0;
+    std::shared_ptr<const v1::Progress> progress;
     // Its end once known (the serialized v1::Job for the fenced complete),
     // kept until Redis answered: an end sent while Redis was down is sent
     // again at the next heartbeat, not dropped (the entry, left pending
@@ -254,6 +273,9 @@ class WorkSharing : public WorkShareHook,
   void DropEntry(int partition, const std::string& entry,
                  const std::string& consumer);
   void OnEnds();
+  // Sends the notes of the held jobs in noting_ still running, one
+  // message per origin.
+  void SendNotes();
   void ResultsLoop();
   void Beat();
   void Reclaim();
@@ -274,12 +296,13 @@ class WorkSharing : public WorkShareHook,
   Scheduler& scheduler_;
   const MakeJob make_job_;
   WithdrawFn withdraw_;  // Set before Start.
+  NotifyFn notify_;      // Set before Start.
   std::vector<int> all_partitions_;
   std::shared_ptr<EndSink> sink_;
 
   // The io thread's.
   asio::steady_timer take_timer_, beat_timer_, reap_timer_, results_timer_,
-      settle_timer_;
+      settle_timer_, note_timer_;
   bool started_ = false, stopped_ = false;
   bool preparing_ = false;
   bool republish_ = false;      // Something failed to publish: try the outbox.
@@ -296,9 +319,13 @@ class WorkSharing : public WorkShareHook,
   int trim_turn_ = 0;  // The partition whose results are trimmed next.
   absl::flat_hash_map<uint64_t, Held> held_;  // By subscriber tag.
   std::vector<uint64_t> to_send_;             // Tags whose ends are to send.
-  bool send_posted_ = false;                  // A SendEnds is posted.
-  std::vector<std::string> results_after_;    // By partition.
-  std::vector<std::string> reclaim_cursor_;   // By partition.
+  // Tags of held jobs whose start or progress is to note (SendNotes, at
+  // the note timer).
+  absl::flat_hash_set<uint64_t> noting_;
+  bool note_armed_ = false;
+  bool send_posted_ = false;                 // A SendEnds is posted.
+  std::vector<std::string> results_after_;   // By partition.
+  std::vector<std::string> reclaim_cursor_;  // By partition.
   // Runs here of other nodes' jobs ("<origin>:<id>:<create ns>" to the
   // local id), and the nodes that ran this node's shared jobs (by id), the
   // last kRunsKept of each.

@@ -20,12 +20,19 @@ static_assert(sizeof(Event) <= 64);
 // oneof case, value or batch, took it from 56 to 64).
 static_assert(sizeof(JobEnd) <= 64);
 
+v1::JobState JobRecord::ShownState() const {
+  const bool runs_elsewhere = state == v1::JOB_STATE_QUEUED &&
+                              (cluster == kOutbox || cluster == kPublished) &&
+                              start_time != absl::InfinitePast();
+  return runs_elsewhere ? v1::JOB_STATE_RUNNING : state;
+}
+
 v1::Job JobRecord::Snapshot() const {
   v1::Job out;
   out.set_id(FormatJobId(id));
   out.set_owner(*owner);
   *out.mutable_spec() = spec.Whole();
-  out.set_state(state);
+  out.set_state(ShownState());
   out.set_executor(executor);
   *out.mutable_create_time() = ToProtoTime(create_time);
   if (start_time != absl::InfinitePast()) {

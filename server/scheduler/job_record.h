@@ -73,6 +73,9 @@ struct JobRecord {
 
   // The job as a client sees it (GetJob, ListJobs).
   v1::Job Snapshot() const;
+  // Its state as a client sees it: `state`, but RUNNING for a shared job
+  // another node runs (Scheduler::SharedRunning), queued here.
+  v1::JobState ShownState() const;
   // The job's journal row (spec included). A claimed job (`gated`) may
   // begin before its next record: the row says RUNNING, one attempt more,
   // so that a restart treats it as a job that was running.

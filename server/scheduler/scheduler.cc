@@ -19,9 +19,6 @@ namespace jobd {
 
 namespace {
 
-// Minimum spacing of PROGRESS events of one job (the latest is always kept).
-constexpr absl::Duration kProgressInterval = absl::Milliseconds(20);
-
 // The fields of `job`'s log lines (server/jobs/job_log.h).
 JobLogFields LogFields(const JobRecord& job) {
   const std::string_view traceparent = job.spec->traceparent();
@@ -505,7 +502,7 @@ void Scheduler::ArmTimeout(Job& job, JobRun& run, absl::Time now) {
       timers_.Schedule(run.deadline, [this, id] { OnTimeout(id); });
 }
 
-void Scheduler::Emit(Job& job, Event event, After& after) {
+void Scheduler::Emit(Job& job, Event event, After& after, bool record) {
   event.sequence = events_.NextSequence();
   event.job_id = job.id;
   event.time = clock_.Now();
@@ -538,7 +535,7 @@ void Scheduler::Emit(Job& job, Event event, After& after) {
     uint64_t ticket = 0;
     if (callback.has_value()) {
       ticket = journal_->Update(job.Row(), *callback);
-    } else if (event.type != v1::EVENT_TYPE_PROGRESS) {
+    } else if (event.type != v1::EVENT_TYPE_PROGRESS && record) {
       ticket = JournalState(job,
                             /*insert=*/event.type == v1::EVENT_TYPE_ACCEPTED);
     }
@@ -637,17 +634,23 @@ void Scheduler::OnProgress(v1::Executor kind, uint64_t id, double fraction,
     auto progress = std::make_shared<v1::Progress>();
     progress->set_fraction(fraction);
     progress->set_message(std::move(text));
-    Job::Extras& extras = job->extras();
-    extras.progress = progress;
-    const absl::Time now = clock_.Now();
-    if (now - extras.last_progress_event < kProgressInterval) return;
-    extras.last_progress_event = now;
-    Event e;
-    e.type = v1::EVENT_TYPE_PROGRESS;
-    e.set_progress(std::move(progress));
-    Emit(*job, std::move(e), after);
+    Progressed(*job, std::move(progress), after);
   }
   after.Run(journal_);
+}
+
+void Scheduler::Progressed(Job& job,
+                           std::shared_ptr<const v1::Progress> progress,
+                           After& after) {
+  Job::Extras& extras = job.extras();
+  extras.progress = progress;
+  const absl::Time now = clock_.Now();
+  if (now - extras.last_progress_event < kProgressInterval) return;
+  extras.last_progress_event = now;
+  Event e;
+  e.type = v1::EVENT_TYPE_PROGRESS;
+  e.set_progress(std::move(progress));
+  Emit(job, std::move(e), after);
 }
 
 size_t Scheduler::PrepareOutcome(JobOutcome& outcome) const {

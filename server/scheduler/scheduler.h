@@ -299,8 +299,18 @@ class Scheduler {
   // with `end`. False (nothing changes) if it is unknown, not shared, has
   // ended already or was another job (create time). *ticket (if given):
   // the journal batch that holds the end.
+  // `start_time` (if not InfinitePast): when its run began there; the job's
+  // STARTED event comes just before its end if no note brought it.
   bool EndShared(uint64_t id, int64_t create_ns, std::shared_ptr<JobEnd> end,
-                 uint64_t* ticket = nullptr);
+                 absl::Time start_time, uint64_t* ticket = nullptr);
+  // A shared job runs on another node since `start_time` (its end may
+  // bring it too), with `progress` (if not null): the first start it hears
+  // of is its STARTED event here (the job shows RUNNING from then on,
+  // though its place here stays a queued job's), a progress its PROGRESS
+  // event (at most one per kProgressInterval). False (nothing changes) as
+  // for EndShared.
+  bool SharedRunning(uint64_t id, int64_t create_ns, absl::Time start_time,
+                     std::shared_ptr<const v1::Progress> progress);
   // Live jobs in the outbox (to publish again: after a restart, or after
   // a failed publish).
   std::vector<SharedJob> Outbox() const;
@@ -383,9 +393,24 @@ class Scheduler {
               size_t result_bytes, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnTimeout(uint64_t id);
+  // Keeps `progress` as the job's latest; its PROGRESS event unless one
+  // went out less than kProgressInterval ago.
+  void Progressed(Job& job, std::shared_ptr<const v1::Progress> progress,
+                  After& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A shared job (in the outbox or published, live, created at
+  // `create_ns`), or null (scheduler_cluster.cc).
+  Job* LiveShared(uint64_t id, int64_t create_ns)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Another node began running shared `job` at `start_time` (if not
+  // InfinitePast): its STARTED event, at the first start heard of;
+  // `record` as for Emit.
+  void StartedElsewhere(Job& job, absl::Time start_time, After& after,
+                        bool record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stamps `event` (sequence, time, job), records the job's new state in
-  // the journal (all but PROGRESS), logs the event and delivers it.
-  void Emit(Job& job, Event event, After& after)
+  // the journal (all but PROGRESS; not if `record` is false: the caller
+  // records it with the next event, in the same batch), logs the event
+  // and delivers it.
+  void Emit(Job& job, Event event, After& after, bool record = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts what the executor has room for: gated chunks whose claim is
   // durable first, then queued jobs (through the gate with a journal).
@@ -612,6 +637,9 @@ class Scheduler {
   // Job ids reserved in the journal (NewJobId), a block ahead; an
   // in-memory job's events wait for the reservation that covers its id.
   static constexpr uint64_t kIdBlock = 1 << 16;
+  // Minimum spacing of PROGRESS events of one job (the latest is always
+  // kept).
+  static constexpr absl::Duration kProgressInterval = absl::Milliseconds(20);
   BlockReservation ids_reserved_ ABSL_GUARDED_BY(mu_){kIdBlock};
   WorkShareHook* work_share_ ABSL_GUARDED_BY(mu_) = nullptr;  // Optional.
   size_t shared_ ABSL_GUARDED_BY(mu_) = 0;  // Live shared jobs.

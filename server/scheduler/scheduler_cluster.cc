@@ -7,7 +7,9 @@
 // place in the outbox (JobRecord::kOutbox, then kPublished once Redis
 // acknowledged it), and the hook publishes it. Its end comes back from
 // the node that ran it (EndShared) and ends it here: the terminal event
-// reaches its Submit stream and waiters as a local job's does. Its start
+// reaches its Submit stream and waiters as a local job's does; its start
+// and progress come as notes (SharedRunning): STARTED and PROGRESS here,
+// and it shows RUNNING (JobRecord::ShownState) while staying QUEUED. Its start
 // and total deadlines, and Cancel, act here as for any queued job, and the
 // hook withdraws it from the cluster (Withdraw: a run elsewhere is
 // stopped; its late end is dropped).
@@ -92,21 +94,58 @@ bool Scheduler::MarkPublished(uint64_t id, int64_t create_ns) {
   return true;
 }
 
+Scheduler::Job* Scheduler::LiveShared(uint64_t id, int64_t create_ns) {
+  Job* job = table_.Find(id);
+  if (job == nullptr ||
+      (job->cluster != Job::kOutbox && job->cluster != Job::kPublished) ||
+      IsTerminal(job->state) ||
+      absl::ToUnixNanos(job->create_time) != create_ns) {
+    return nullptr;
+  }
+  return job;
+}
+
+void Scheduler::StartedElsewhere(Job& job, absl::Time start_time, After& after,
+                                 bool record) {
+  if (job.start_time != absl::InfinitePast() ||
+      start_time == absl::InfinitePast()) {
+    return;  // Started already (the first start heard of counts).
+  }
+  job.start_time = start_time;
+  Event e;
+  e.type = v1::EVENT_TYPE_STARTED;
+  Emit(job, std::move(e), after, record);
+}
+
 bool Scheduler::EndShared(uint64_t id, int64_t create_ns,
-                          std::shared_ptr<JobEnd> end, uint64_t* ticket) {
+                          std::shared_ptr<JobEnd> end, absl::Time start_time,
+                          uint64_t* ticket) {
   After after;
   {
     absl::MutexLock lock(&mu_);
-    Job* job = table_.Find(id);
-    if (job == nullptr ||
-        (job->cluster != Job::kOutbox && job->cluster != Job::kPublished) ||
-        IsTerminal(job->state) ||
-        absl::ToUnixNanos(job->create_time) != create_ns) {
-      return false;
-    }
+    Job* job = LiveShared(id, create_ns);
+    if (job == nullptr) return false;
+    // Recorded with its end (one row, one batch).
+    StartedElsewhere(*job, start_time, after, /*record=*/false);
     Finish(*job, std::move(end), after);
     if (ticket != nullptr)
       *ticket = journal_ != nullptr ? journal_->ticket() : 0;
+  }
+  after.Run(journal_);
+  return true;
+}
+
+bool Scheduler::SharedRunning(uint64_t id, int64_t create_ns,
+                              absl::Time start_time,
+                              std::shared_ptr<const v1::Progress> progress) {
+  After after;
+  {
+    absl::MutexLock lock(&mu_);
+    Job* job = LiveShared(id, create_ns);
+    if (job == nullptr) return false;
+    // Journaled with the job's next record (it lingers: not a claim).
+    StartedElsewhere(*job, start_time, after, /*record=*/true);
+    if (progress != nullptr) Progressed(*job, std::move(progress), after);
   }
   after.Run(journal_);
   return true;

@@ -148,7 +148,7 @@ std::vector<v1::Job> Scheduler::ListLocked(const ListJobsQuery& query,
       return false;
     }
     if (!query.states.empty() &&
-        std::find(query.states.begin(), query.states.end(), job.state) ==
+        std::find(query.states.begin(), query.states.end(), job.ShownState()) ==
             query.states.end()) {
       return true;
     }

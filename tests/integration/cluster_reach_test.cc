@@ -164,9 +164,9 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
   std::thread submit([&] { r = testing::SubmitAll(stub_a, specs); });
   JoinAtExit join_submit{submit};
   const std::string local = AwaitJob(stub_a, "local", v1::JOB_STATE_RUNNING);
-  // b runs the shared one; a holds it queued (its submitter's view).
+  // b runs the shared one; a, its submitter, shows it running there.
   ASSERT_FALSE(AwaitJob(stub_b, "shared", v1::JOB_STATE_RUNNING).empty());
-  const std::string shared = AwaitJob(stub_a, "shared", v1::JOB_STATE_QUEUED);
+  const std::string shared = AwaitJob(stub_a, "shared", v1::JOB_STATE_RUNNING);
   ASSERT_EQ(local.substr(local.find('@')), "@node-a") << local;
   ASSERT_EQ(shared.substr(shared.find('@')), "@node-a") << shared;
 
@@ -178,7 +178,8 @@ TEST(ClusterReachTest, AJobIsSeenAndAwaitedFromAnotherNode) {
   got = GetJob(stub_b, shared);
   ASSERT_TRUE(got.status.ok()) << got.status.error_message();
   EXPECT_EQ(got.job.id(), shared);
-  EXPECT_EQ(got.job.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(got.job.state(), v1::JOB_STATE_RUNNING);
+  EXPECT_TRUE(got.job.has_start_time());
   // a answers its own qualified ids and bare numbers alike.
   EXPECT_EQ(GetJob(stub_a, local).job.id(), local);
   EXPECT_EQ(GetJob(stub_a, local.substr(0, local.find('@'))).job.id(), local);
@@ -475,7 +476,7 @@ TEST(ClusterReachTest, CancelFromAnotherNodeStopsTheRunWhereItRuns) {
   std::thread submit([&] { r = testing::SubmitAll(stub_a, specs); });
   JoinAtExit join_submit{submit};
   ASSERT_FALSE(AwaitJob(stub_b, "long", v1::JOB_STATE_RUNNING).empty());
-  const std::string long_id = AwaitJob(stub_a, "long", v1::JOB_STATE_QUEUED);
+  const std::string long_id = AwaitJob(stub_a, "long", v1::JOB_STATE_RUNNING);
   const std::string keyed_id = AwaitJob(stub_a, "keyed", v1::JOB_STATE_QUEUED);
   ASSERT_FALSE(long_id.empty());
   ASSERT_FALSE(keyed_id.empty());

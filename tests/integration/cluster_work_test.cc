@@ -12,6 +12,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -19,6 +20,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/cluster_fixture.h"
@@ -82,6 +84,71 @@ TEST(ClusterWorkTest, ASaturatedNodesJobsRunOnAnotherAndEndAtItsClient) {
   EXPECT_THAT(shown.out, ::testing::HasSubstr("work:"));
   EXPECT_THAT(shown.out, ::testing::HasSubstr(
                              "published " + std::to_string(specs.size() - 1)));
+}
+
+// A shared job's run is seen from its submitter: its STARTED and progress
+// reach the submitter's client while it runs on another node, and the
+// submitter shows it RUNNING meanwhile; a shared job that ends sooner than
+// a note goes out gets its STARTED from its end. Every job's events come
+// in order: ACCEPTED, STARTED, PROGRESS (the ledger task reports 0.5
+// halfway), its end.
+TEST(ClusterWorkTest, ASharedJobsStartAndProgressReachItsSubmitter) {
+  auto c = StartNodes("jobd-cluster-work", {{"node-a", 1}, {"node-b", 8}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  // a runs the first; the others would queue there: shared, b runs them.
+  std::vector<v1::JobSpec> specs;
+  for (int i = 0; i < 4; ++i) {
+    specs.push_back(Ledger(ledger, "long-" + std::to_string(i), 1500));
+  }
+  for (int i = 0; i < 3; ++i) {
+    specs.push_back(Ledger(ledger, "quick-" + std::to_string(i), 0));
+  }
+  testing::StreamResult r;
+  std::thread submit([&] { r = testing::SubmitAll(stub_a, specs); });
+  // While they run, a shows its four long jobs RUNNING, each with its
+  // start time (three of them run on b).
+  std::vector<v1::Job> running;
+  for (int i = 0; i < 100 && running.size() < 4; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    running = JobsOn(stub_a, {v1::JOB_STATE_RUNNING});
+  }
+  submit.join();
+  ASSERT_EQ(running.size(), 4u);
+  for (const v1::Job& job : running) {
+    EXPECT_TRUE(job.has_start_time()) << job.id();
+    EXPECT_THAT(job.spec().args(1).string_value(),
+                ::testing::StartsWith("long-"));
+  }
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  auto ms = [](const google::protobuf::Timestamp& t) {
+    return t.seconds() * 1000 + t.nanos() / 1000000;
+  };
+  std::map<uint64_t, std::vector<v1::JobEvent>> by_tag;
+  for (const v1::JobEvent& e : r.events) by_tag[e.client_tag()].push_back(e);
+  ASSERT_EQ(by_tag.size(), specs.size());
+  for (const auto& [tag, events] : by_tag) {
+    const std::string line = specs[tag - 1].args(1).string_value();
+    const bool long_job = absl::StartsWith(line, "long-");
+    std::vector<v1::EventType> types;
+    for (const v1::JobEvent& e : events) types.push_back(e.type());
+    std::vector<v1::EventType> want = {v1::EVENT_TYPE_ACCEPTED,
+                                       v1::EVENT_TYPE_STARTED};
+    if (long_job) want.push_back(v1::EVENT_TYPE_PROGRESS);
+    want.push_back(v1::EVENT_TYPE_SUCCEEDED);
+    ASSERT_EQ(types, want) << line;
+    if (!long_job) continue;
+    // Seen as they happened: the start and the progress well before the
+    // end, not with it.
+    EXPECT_LT(ms(events[1].time()) + 500, ms(events[3].time())) << line;
+    EXPECT_LT(ms(events[2].time()) + 300, ms(events[3].time())) << line;
+    EXPECT_DOUBLE_EQ(events[2].progress().fraction(), 0.5) << line;
+    EXPECT_EQ(events[2].progress().message(), "halfway") << line;
+  }
+  // b ran the shared ones: three long, three quick.
+  const v1::ClusterWork wb = testing::GetStats((*c)->stub(1)).cluster().work();
+  EXPECT_EQ(wb.completed(), 6u);
 }
 
 // Jobs shared at once travel packed: 120 jobs a saturated node shares

@@ -200,7 +200,12 @@ absl::StatusOr<TaskOutput> Ledger(TaskContext& ctx) {
     return absl::InternalError("path: short write");
   }
   const int64_t ms = std::max<int64_t>(0, ctx.args().Int("ms"));
-  if (!ctx.SleepFor(absl::Milliseconds(ms))) {
+  const absl::Duration half = absl::Milliseconds(ms) / 2;
+  if (!ctx.SleepFor(half)) {
+    return absl::CancelledError("ledger: cancelled while sleeping");
+  }
+  if (ms > 0) ctx.ReportProgress(0.5, "halfway");
+  if (!ctx.SleepFor(absl::Milliseconds(ms) - half)) {
     return absl::CancelledError("ledger: cancelled while sleeping");
   }
   TaskOutput out;
@@ -339,8 +344,9 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
     defs.push_back(
         {.name = "ledger",
          .description = "Appends `line` to the file `path`, then sleeps "
-                        "`ms` milliseconds; returns line (testing only: a "
-                        "record of the runs that began).",
+                        "`ms` milliseconds (reporting progress 0.5 "
+                        "halfway); returns line (testing only: a record of "
+                        "the runs that began).",
          .default_kind = v1::JOB_KIND_IO_BOUND,
          .params = {Param("path", ParamType::kString, "the ledger file"),
                     Param("line", ParamType::kString, "the line to append"),
