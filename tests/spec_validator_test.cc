@@ -161,7 +161,15 @@ TEST_F(SpecValidatorTest, DependenciesAreCheckedForTheirFormAndCount) {
   other.add_depends_on("17@node-b");
   EXPECT_THAT(Error(other),
               HasSubstr("spec.depends_on[0]: '17@node-b' is a job of node "
-                        "'node-b'"));
+                        "'node-b'; this node is not in a cluster"));
+  // In a cluster it is followed at its node; not for its result.
+  limits_.remote_dependencies = true;
+  EXPECT_TRUE(ValidateSpec(other, registry_, limits_).ok());
+  other.set_dependency_results(true);
+  EXPECT_THAT(Error(other),
+              HasSubstr("spec.depends_on[0]: '17@node-b' is a job of node "
+                        "'node-b'; spec.dependency_results passes"));
+  limits_.remote_dependencies = false;
   v1::JobSpec policy = Sleep(1);
   policy.set_dependency_policy(v1::DEPENDENCY_POLICY_ALL_ENDED);
   EXPECT_EQ(Error(policy),

@@ -72,6 +72,7 @@ void ClusterNode::ShareWork(Scheduler& scheduler, MakeJob make_job,
     if (auto r = router.lock()) r->Notify(origin, std::move(body));
   });
   scheduler.SetWorkShare(work_.get());
+  scheduler.SetRemoteJobs(router_);  // depends_on of other nodes' jobs.
   claims_ = std::make_shared<KeyClaims>(io_, commands_, options_, scheduler,
                                         retention);
   scheduler.SetKeyClaims(claims_.get());

@@ -135,6 +135,7 @@ bool JobRouter::Post(std::function<void()> fn) {
 }
 
 void JobRouter::Stop() {
+  scheduler_.SetRemoteJobs(nullptr);  // Its remote dependencies stop.
   absl::MutexLock lock(&gate_mu_);
   if (closed_) return;
   closed_ = true;
@@ -388,6 +389,11 @@ void JobRouter::Ask(const std::string& node, Fields fields, absl::Time deadline,
   const NodeView* view = nullptr;
   for (const NodeView& n : s.nodes) {
     if (n.name == node) view = &n;
+  }
+  if (view == nullptr && s.last_reap == absl::InfinitePast()) {
+    // Not read yet (this node just started): unknown is not "none".
+    return done(absl::UnavailableError(fmt::format(
+        "{}: this node has not read the cluster's registry yet", subject)));
   }
   if (view == nullptr) {
     return done(absl::NotFoundError(

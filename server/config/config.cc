@@ -236,8 +236,8 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   std::string retention_ttl = "1h", grace = "10s", cancel_grace = "500ms",
               kill_grace = "100ms", exec_kill_grace = "1s",
               ping_interval = "1s", ping_timeout = "5s", outage_grace = "2s",
-              linger = "1ms",
-              max_delay = "8760h", retry_initial = "1s", retry_max = "5m";
+              linger = "1ms", max_delay = "8760h", retry_initial = "1s",
+              retry_max = "5m";
   uint32_t retry_attempts = 1;
   double retry_multiplier = 2.0;
   std::vector<std::string> task_retries;
@@ -812,6 +812,7 @@ absl::StatusOr<ParsedArgs> ParseConfig(int argc, char** argv) {
   if (absl::Status s = FinishClusterConfig(cluster_flags, c.cluster); !s.ok()) {
     return s;
   }
+  spec_limits.remote_dependencies = c.cluster.enabled();
   if (absl::Status cb = FinishCallbackConfig(
           callback_flags, c.service.spec.callback_allowed_prefixes,
           c.callback_secret_file, c.callbacks);

@@ -337,10 +337,17 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
     const std::string field = fmt::format("spec.depends_on[{}]", i);
     absl::StatusOr<JobRef> ref = ParseJobRef(spec.depends_on(i), field);
     if (!ref.ok()) return ref.status();
-    if (!ref->here()) {
+    if (ref->here()) continue;
+    if (!limits.remote_dependencies) {
       return absl::InvalidArgumentError(fmt::format(
-          "{}: '{}' is a job of node '{}'; a job depends only on jobs of "
-          "the node it is submitted to",
+          "{}: '{}' is a job of node '{}'; this node is not in a cluster, "
+          "so a job depends only on its own jobs",
+          field, ClipUtf8(spec.depends_on(i), 80), ref->node));
+    }
+    if (AwaitsDependencyResults(spec)) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: '{}' is a job of node '{}'; spec.dependency_results passes "
+          "the results of this node's jobs only",
           field, ClipUtf8(spec.depends_on(i), 80), ref->node));
     }
   }

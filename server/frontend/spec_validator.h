@@ -39,6 +39,8 @@ struct SpecLimits {
   v1::RetryPolicy default_retry = DefaultRetryPolicy();
   // Most entries of spec.depends_on (--max-dependencies).
   size_t max_dependencies = 1000;
+  // Whether spec.depends_on may name another node's job (cluster mode).
+  bool remote_dependencies = false;
   // Whether a spec may ask to stay out of the journal (spec.in_memory;
   // --in-memory-jobs allow|forbid).
   bool allow_in_memory = true;

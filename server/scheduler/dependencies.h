@@ -53,6 +53,16 @@ class Dependencies {
   bool HasDependants(uint64_t dependency) const {
     return !dependants_.empty() && dependants_.contains(dependency);
   }
+  // Whether a dependant still here waits for `dependency` (those removed
+  // since it was added do not count).
+  bool AnyWaiting(uint64_t dependency) const {
+    auto it = dependants_.find(dependency);
+    if (it == dependants_.end()) return false;
+    for (uint64_t d : it->second) {
+      if (unmet_.contains(d)) return true;
+    }
+    return false;
+  }
 
  private:
   absl::flat_hash_map<uint64_t, uint32_t> unmet_;  // Dependant -> count.

@@ -166,6 +166,7 @@ v1::Job Scheduler::Snapshot(const Job& job) const {
 void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
                        std::vector<Admission>& out, const OwnerQuota& quota) {
   After after;
+  bool follow = false;
   {
     const bool journal_accepting = journal_ == nullptr || journal_->accepting();
     absl::MutexLock lock(&mu_);
@@ -350,8 +351,10 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
     for (int i = 0; i < 4; ++i) {
       if (touched[i]) Dispatch(static_cast<v1::Executor>(i), after);
     }
+    follow = !to_follow_.empty();
   }
   after.Run(journal_);
+  if (follow) FollowNew();  // Other nodes' jobs it depends on.
 }
 
 void Scheduler::Dispatch(v1::Executor kind, After& after) {

@@ -67,8 +67,10 @@
 #include "absl/time/time.h"
 #include "jobd/v1/jobd.pb.h"
 #include "server/jobs/callback_hook.h"
+#include "server/jobs/job_id.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/key_claim.h"
+#include "server/jobs/remote_jobs.h"
 #include "server/jobs/work_share.h"
 #include "server/journal/block_reservation.h"
 #include "server/journal/journal.h"
@@ -320,6 +322,12 @@ class Scheduler {
   // Live jobs shared with the cluster (in the outbox or published).
   size_t shared_jobs() const;
 
+  // Cluster mode: depends_on may name another node's job
+  // (scheduler_deps.cc), followed through `remote` (WaitJob there, in
+  // rounds). Before Restore and the first Submit; null unhooks (later
+  // rounds stop; their dependants wait on, for their deadlines).
+  void SetRemoteJobs(std::shared_ptr<RemoteJobs> remote);
+
   // Cluster-wide idempotency keys (scheduler_claims.cc). Sets the hook
   // that claims keys in Redis (before Restore and the first Submit; not
   // owned, it must outlive the scheduler's use of it).
@@ -509,9 +517,26 @@ class Scheduler {
   // How a dependant of `spec` ends because its dependency `dependency`
   // ended `state` (`reason`); null if that dependency is met.
   static std::shared_ptr<JobEnd> DependencyEnd(const v1::JobSpec& spec,
-                                               uint64_t dependency,
+                                               std::string_view dependency,
                                                v1::JobState state,
                                                v1::ErrorReason reason);
+  // A dependency's name in messages: its number, or "N@node" for
+  // another node's job.
+  std::string DependencyName(uint64_t id) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Another node's job `ref`, as a dependency of `owner`'s jobs: its key
+  // in deps_ (kRemoteDependency set), followed from the next FollowNew.
+  uint64_t RemoteDependencyKey(const JobRef& ref, const std::string& owner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Follows the remote dependencies made since the last call (after the
+  // lock is released: RemoteJobs may answer at once).
+  void FollowNew() ABSL_LOCKS_EXCLUDED(mu_);
+  void ForgetRemote(uint64_t key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Asks for remote dependency `key`'s end (one round), unless no job
+  // waits for it any more.
+  void FollowRemote(uint64_t key) ABSL_LOCKS_EXCLUDED(mu_);
+  void OnRemoteDependency(uint64_t key, absl::StatusOr<v1::Job> job)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Resolves spec.depends_on for a job of `owner`: the live dependencies
   // to wait for (`unmet`, each once), and in `end` how it ends if one that
   // ended already is not met (null otherwise). InvalidArgument naming the
@@ -630,8 +655,27 @@ class Scheduler {
     uint64_t id;
     v1::JobState state;
     v1::ErrorReason reason;
+    // Set: its dependants fail DEPENDENCY_FAILED with this (a remote
+    // dependency its node does not know).
+    std::string unknown;
   };
   std::deque<EndedDependency> ended_dependencies_ ABSL_GUARDED_BY(mu_);
+  // Other nodes' jobs that jobs here wait for: keys in deps_ of their own
+  // (the top bit set), by "<owner>\n<N@node>", until they end.
+  static constexpr uint64_t kRemoteDependency = uint64_t{1} << 63;
+  static constexpr absl::Duration kRemoteRound = absl::Seconds(30);
+  static constexpr absl::Duration kRemoteRetry = absl::Seconds(1);
+  struct RemoteDependency {
+    JobRef ref;
+    std::string owner;
+    std::string name;  // "N@node".
+  };
+  std::shared_ptr<RemoteJobs> remote_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, uint64_t> remote_keys_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, RemoteDependency> remote_deps_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t next_remote_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<uint64_t> to_follow_ ABSL_GUARDED_BY(mu_);
   bool releasing_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t expired_ ABSL_GUARDED_BY(mu_) = 0;
   // Job ids reserved in the journal (NewJobId), a block ahead; an

@@ -9,11 +9,21 @@
 // again from its spec's depends_on and the jobs restored
 // (ResolveDependencies), so that a dependency that ended before or during
 // the restart (e.g. LOST_ON_RESTART) releases or fails it then.
+//
+// In cluster mode a dependency may be another node's job ("N@node"): it
+// gets a key of its own in the graph (kRemoteDependency set), and its end
+// is asked of its node (RemoteJobs::Get, a WaitJob of kRemoteRound, again
+// until it ended; UNAVAILABLE: again after kRemoteRetry). Its end then
+// releases, fails or cancels its dependants as a local job's does; a job
+// its node does not know (or not for this owner) fails them
+// DEPENDENCY_FAILED. It is followed while a job here waits for it, and
+// again after a restart (resolved again from the spec).
 #include <algorithm>
 #include <memory>
 #include <utility>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/jobs/dependency_results.h"
@@ -28,7 +38,7 @@
 namespace jobd {
 
 std::shared_ptr<JobEnd> Scheduler::DependencyEnd(const v1::JobSpec& spec,
-                                                 uint64_t dependency,
+                                                 std::string_view dependency,
                                                  v1::JobState state,
                                                  v1::ErrorReason reason) {
   if (state == v1::JOB_STATE_SUCCEEDED) return nullptr;
@@ -70,6 +80,19 @@ absl::Status Scheduler::ResolveDependencies(const v1::JobSpec& spec,
   end = nullptr;
   for (int i = 0; i < spec.depends_on_size(); ++i) {
     const uint64_t id = OwnJobNumber(spec.depends_on(i));
+    if (id == 0) {
+      absl::StatusOr<JobRef> ref = ParseJobRef(spec.depends_on(i), "");
+      if (ref.ok() && !ref->here()) {  // Another node's: followed there.
+        if (remote_ == nullptr) {
+          return absl::InvalidArgumentError(fmt::format(
+              "spec.depends_on[{}]: '{}' is a job of node '{}'; this node "
+              "is not in a cluster",
+              i, ClipUtf8(spec.depends_on(i), 64), ref->node));
+        }
+        unmet.push_back(RemoteDependencyKey(*ref, owner));
+        continue;
+      }
+    }
     const Job* dependency = id != 0 ? table_.Find(id) : nullptr;
     if (dependency == nullptr || *dependency->owner != owner) {
       return absl::InvalidArgumentError(
@@ -89,7 +112,7 @@ absl::Status Scheduler::ResolveDependencies(const v1::JobSpec& spec,
       continue;
     }
     if (end == nullptr) {  // Ended already: resolved now.
-      end = DependencyEnd(spec, id, dependency->state,
+      end = DependencyEnd(spec, std::to_string(id), dependency->state,
                           dependency->end != nullptr
                               ? dependency->end->error().reason()
                               : v1::ERROR_REASON_UNSPECIFIED);
@@ -122,8 +145,14 @@ void Scheduler::ReleaseDependants(After& after) {
         deps_.Remove(dependant);
         continue;
       }
-      if (std::shared_ptr<JobEnd> end =
-              DependencyEnd(*job->spec, ended.id, ended.state, ended.reason)) {
+      std::shared_ptr<JobEnd> end =
+          !ended.unknown.empty()
+              ? MakeError(v1::JOB_STATE_FAILED,
+                          absl::StatusCode::kFailedPrecondition,
+                          v1::ERROR_REASON_DEPENDENCY_FAILED, ended.unknown)
+              : DependencyEnd(*job->spec, DependencyName(ended.id), ended.state,
+                              ended.reason);
+      if (end != nullptr) {
         deps_.Remove(dependant);
         Finish(*job, std::move(end), after);  // Queues its own dependants.
         continue;
@@ -136,6 +165,107 @@ void Scheduler::ReleaseDependants(After& after) {
   for (int i = 0; i < 4; ++i) {
     if (touched[i]) Dispatch(static_cast<v1::Executor>(i), after);
   }
+}
+
+std::string Scheduler::DependencyName(uint64_t id) const {
+  if ((id & kRemoteDependency) == 0) return std::to_string(id);
+  auto it = remote_deps_.find(id);
+  return it != remote_deps_.end() ? it->second.name : "(another node's)";
+}
+
+void Scheduler::SetRemoteJobs(std::shared_ptr<RemoteJobs> remote) {
+  absl::MutexLock lock(&mu_);
+  remote_ = std::move(remote);
+}
+
+uint64_t Scheduler::RemoteDependencyKey(const JobRef& ref,
+                                        const std::string& owner) {
+  std::string name = absl::StrCat(ref.number, "@", ref.node);
+  auto [it, fresh] = remote_keys_.try_emplace(absl::StrCat(owner, "\n", name));
+  if (fresh) {
+    it->second = kRemoteDependency | ++next_remote_;
+    remote_deps_.emplace(
+        it->second,
+        RemoteDependency{.ref = ref, .owner = owner, .name = std::move(name)});
+    to_follow_.push_back(it->second);
+  }
+  return it->second;
+}
+
+void Scheduler::FollowNew() {
+  std::vector<uint64_t> keys;
+  {
+    absl::MutexLock lock(&mu_);
+    keys.swap(to_follow_);
+  }
+  for (uint64_t key : keys) FollowRemote(key);
+}
+
+void Scheduler::ForgetRemote(uint64_t key) {
+  auto it = remote_deps_.find(key);
+  if (it == remote_deps_.end()) return;
+  remote_keys_.erase(absl::StrCat(it->second.owner, "\n", it->second.name));
+  remote_deps_.erase(it);
+}
+
+void Scheduler::FollowRemote(uint64_t key) {
+  std::shared_ptr<RemoteJobs> remote;
+  JobRef ref;
+  std::string owner;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = remote_deps_.find(key);
+    if (it == remote_deps_.end()) return;
+    if (!deps_.AnyWaiting(key) || remote_ == nullptr) {
+      // Nothing waits for it here any more (or cluster mode stopped).
+      ForgetRemote(key);
+      return;
+    }
+    remote = remote_;
+    ref = it->second.ref;
+    owner = it->second.owner;
+  }
+  const absl::Time now = absl::Now();
+  remote->Get(ref, std::move(owner), now + kRemoteRound,
+              now + kRemoteRound + RemoteJobs::kDefaultWait,
+              [this, key](absl::StatusOr<v1::Job> job) {
+                OnRemoteDependency(key, std::move(job));
+              });
+}
+
+void Scheduler::OnRemoteDependency(uint64_t key, absl::StatusOr<v1::Job> job) {
+  if (job.ok() && !IsTerminal(job->state())) return FollowRemote(key);
+  const absl::StatusCode code = job.status().code();
+  if (!job.ok() && code != absl::StatusCode::kNotFound &&
+      code != absl::StatusCode::kPermissionDenied &&
+      code != absl::StatusCode::kInvalidArgument) {
+    // Its node is out of reach for now (dead, Redis down): again soon.
+    timers_.Schedule(clock_.Now() + kRemoteRetry,
+                     [this, key] { FollowRemote(key); });
+    return;
+  }
+  After after;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = remote_deps_.find(key);
+    if (it == remote_deps_.end()) return;
+    if (deps_.HasDependants(key)) {
+      if (job.ok()) {
+        ended_dependencies_.push_back(
+            {key, job->state(), job->error().reason(), {}});
+      } else {
+        ended_dependencies_.push_back(
+            {key, v1::JOB_STATE_FAILED, v1::ERROR_REASON_DEPENDENCY_FAILED,
+             fmt::format("job {}, which it depends on, is unknown or "
+                         "forgotten at node {} ({}); it never ran",
+                         it->second.name, it->second.ref.node,
+                         std::string(job.status().message()))});
+      }
+      if (!releasing_) ReleaseDependants(after);
+    }
+    ForgetRemote(key);
+  }
+  after.Run(journal_);
 }
 
 bool Scheduler::DependenciesMet(Job& job, absl::Time now, After& after) {

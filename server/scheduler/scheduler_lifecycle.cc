@@ -292,6 +292,7 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
     for (int i = 0; i < 4; ++i) Dispatch(static_cast<v1::Executor>(i), after);
   }
   after.Run(journal_);
+  FollowNew();  // Other nodes' jobs the restored ones depend on.
   return summary;
 }
 

@@ -335,6 +335,82 @@ TEST(ClusterReachTest, AJobsEventsAreFollowedFromAnotherNode) {
   ASSERT_TRUE(second.Wait(absl::Seconds(10)));
 }
 
+// depends_on may name another node's job: the dependant waits at its own
+// node (across that node's kill -9 and restart) until the job ends at
+// its node, then runs; a failed one fails it, an unknown one too, naming
+// the node; spec.dependency_results with another node's job is refused.
+TEST(ClusterReachTest, AJobDependsOnAnotherNodesJob) {
+  auto c = StartNodes("jobd-cluster-deps", {{"node-a", 2}, {"node-b", 2}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  using google::protobuf::util::TimeUtil;
+
+  testing::LoadStream first(stub_a, {Ledger(ledger, "first", 4000)}, 1);
+  const std::string first_id = AwaitJob(stub_a, "first", v1::JOB_STATE_RUNNING);
+  ASSERT_FALSE(first_id.empty());
+  v1::JobSpec fail;
+  fail.set_task("fail");
+  fail.set_kind(v1::JOB_KIND_IO_BOUND);
+  fail.set_executor(v1::EXECUTOR_THREAD);
+  fail.add_args()->set_string_value("boom");
+  const v1::JobEvent failed = testing::RunOne(stub_a, fail);
+  ASSERT_EQ(failed.type(), v1::EVENT_TYPE_FAILED) << failed.error().message();
+
+  v1::JobSpec after = Ledger(ledger, "after", 0);
+  after.add_depends_on(first_id);
+  v1::JobSpec after_failed = Ledger(ledger, "after-failed", 0);
+  after_failed.add_depends_on(failed.job_id());
+  v1::JobSpec after_unknown = Ledger(ledger, "after-unknown", 0);
+  after_unknown.add_depends_on("999999@node-a");
+  v1::JobSpec with_results = Ledger(ledger, "with-results", 0);
+  with_results.add_depends_on(first_id);
+  with_results.set_dependency_results(true);
+  const testing::StreamResult r = testing::SubmitAll(
+      (*c)->stub(1), {after_failed, after_unknown, with_results});
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  const auto ends = EndsByLine(r, {after_failed, after_unknown, with_results});
+  ASSERT_EQ(ends.size(), 3u);
+  const v1::JobEvent& e1 = ends.at("after-failed").at(0);
+  EXPECT_EQ(e1.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(e1.error().reason(), v1::ERROR_REASON_DEPENDENCY_FAILED);
+  EXPECT_THAT(e1.error().message(), HasSubstr(failed.job_id()));
+  const v1::JobEvent& e2 = ends.at("after-unknown").at(0);
+  EXPECT_EQ(e2.type(), v1::EVENT_TYPE_FAILED);
+  EXPECT_EQ(e2.error().reason(), v1::ERROR_REASON_DEPENDENCY_FAILED);
+  EXPECT_THAT(e2.error().message(),
+              HasSubstr("999999@node-a, which it depends on, is unknown"));
+  const v1::JobEvent& e3 = ends.at("with-results").at(0);
+  EXPECT_EQ(e3.type(), v1::EVENT_TYPE_REJECTED);
+  EXPECT_THAT(e3.error().message(), HasSubstr("spec.depends_on[0]"));
+
+  // b holds the dependant, WAITING, through its kill -9 and restart.
+  std::string after_id;
+  {
+    testing::LoadStream waiting((*c)->stub(1), {after}, 1);
+    ASSERT_TRUE(testing::WaitFor(
+        [&] { return !waiting.items()[0].job_id.empty(); }, absl::Seconds(10)));
+    after_id = waiting.items()[0].job_id;
+    Answer got = GetJob((*c)->stub(1), after_id);
+    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+    EXPECT_EQ(got.job.state(), v1::JOB_STATE_WAITING);
+    ASSERT_TRUE((*c)->daemon(1).Stop(SIGKILL, absl::Seconds(10)).ok());
+  }
+  ASSERT_TRUE((*c)->Restart(1, 2).ok());
+  const Answer done =
+      GetJob((*c)->stub(1), after_id, absl::Seconds(20), absl::Seconds(25));
+  ASSERT_TRUE(done.status.ok()) << done.status.error_message();
+  ASSERT_EQ(done.job.state(), v1::JOB_STATE_SUCCEEDED)
+      << done.job.error().message();
+  const Answer dependency = GetJob(stub_a, first_id);
+  ASSERT_EQ(dependency.job.state(), v1::JOB_STATE_SUCCEEDED);
+  // It began once its dependency had ended (both clocks are this host's).
+  EXPECT_GE(TimeUtil::TimestampToNanoseconds(done.job.start_time()),
+            TimeUtil::TimestampToNanoseconds(dependency.job.finish_time()));
+  EXPECT_EQ(ReadLedger(ledger).count("after"), 1u);
+  ASSERT_TRUE(first.Wait(absl::Seconds(10)));
+}
+
 TEST(ClusterReachTest, AJobsOutputIsReadAndFollowedFromAnotherNode) {
   const std::vector<std::string> exec = {"--exec-allow", "/bin/sh"};
   auto c = StartNodes("jobd-cluster-output",
