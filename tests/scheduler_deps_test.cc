@@ -214,14 +214,17 @@ TEST_F(SchedulerDepsTest, ADelayedDependantWaitsForBoth) {
 
 // Journal rows as a previous run left them, and what Restore makes of
 // dependants: waiting on, released, or failed by a dependency lost then.
+// `other_nodes`: more depends_on, other nodes' job ids ("3@node-b").
 JournalRow Row(
     uint64_t id, v1::JobState state, std::vector<uint64_t> deps,
     absl::Time created,
-    v1::DependencyPolicy policy = v1::DEPENDENCY_POLICY_UNSPECIFIED) {
+    v1::DependencyPolicy policy = v1::DEPENDENCY_POLICY_UNSPECIFIED,
+    std::vector<std::string> other_nodes = {}) {
   auto spec = std::make_shared<v1::JobSpec>();
   spec->set_task("ok");
   spec->set_kind(v1::JOB_KIND_IO_BOUND);
   for (uint64_t d : deps) spec->add_depends_on(absl::StrCat(d));
+  for (const std::string& d : other_nodes) spec->add_depends_on(d);
   spec->set_dependency_policy(policy);
   JournalRow row;
   row.id = id;
@@ -262,6 +265,13 @@ TEST_F(SchedulerDepsTest, RestoreReleasesWaitsOnOrFailsDependants) {
       Row(7, v1::JOB_STATE_WAITING, {6}, t));  // Ended meanwhile.
   old.rows.push_back(
       Row(8, v1::JOB_STATE_WAITING, {1}, t, v1::DEPENDENCY_POLICY_ALL_ENDED));
+  // A dependency forgotten since (it ended and released 9 for it: that
+  // record was lost) counts as met; 9 still waits for 4.
+  old.rows.push_back(Row(9, v1::JOB_STATE_WAITING, {99, 4}, t));
+  // Another node's job, and this daemon is no longer in a cluster: 10
+  // cannot learn its end, so it fails rather than run.
+  old.rows.push_back(Row(10, v1::JOB_STATE_WAITING, {4}, t,
+                         v1::DEPENDENCY_POLICY_UNSPECIFIED, {"3@node-b"}));
   old.last_sequence = 100;
   scheduler_->Restore(std::move(old), registry);
   EXPECT_EQ(Error(1).reason(), v1::ERROR_REASON_LOST_ON_RESTART);
@@ -273,8 +283,13 @@ TEST_F(SchedulerDepsTest, RestoreReleasesWaitsOnOrFailsDependants) {
   EXPECT_TRUE(Running(7));
   EXPECT_TRUE(Running(8));
   EXPECT_FALSE(Running(5));
+  EXPECT_EQ(State(9), v1::JOB_STATE_WAITING);
+  EXPECT_EQ(scheduler_->GetJob(9)->unmet_dependencies(), 1u);
+  EXPECT_EQ(Error(10).reason(), v1::ERROR_REASON_DEPENDENCY_FAILED);
+  EXPECT_THAT(Error(10).message(), HasSubstr("'3@node-b' is a job of node"));
   Done(4);
   EXPECT_TRUE(Running(5));
+  EXPECT_TRUE(Running(9));
 }
 
 // A task taking the results first: merge(parts: list, label: string),

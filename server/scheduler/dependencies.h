@@ -53,6 +53,9 @@ class Dependencies {
   bool HasDependants(uint64_t dependency) const {
     return !dependants_.empty() && dependants_.contains(dependency);
   }
+  // Forgets the edges naming `dependency` (no dependant still here waits
+  // for it: AnyWaiting is false).
+  void Drop(uint64_t dependency) { dependants_.erase(dependency); }
   // Whether a dependant still here waits for `dependency` (those removed
   // since it was added do not count).
   bool AnyWaiting(uint64_t dependency) const {

@@ -428,18 +428,8 @@ void Scheduler::StartDurable(v1::Executor kind, After& after) {
   if (const uint64_t ticket = lane.ArmGate(durable); ticket != 0) {
     after.gates.emplace_back(ticket, [life = life_, kind](bool is_durable) {
       if (!is_durable) return;  // Abandoned: shutting down.
-      Scheduler* self;
-      {
-        absl::MutexLock lock(&life->mu);
-        if (life->self == nullptr) return;
-        self = life->self;
-        ++life->calls;
-      }
-      // Without life->mu: this may run again, nested, from its own
-      // AfterUnlock::Run.
-      self->OnStartsDurable(kind);
-      absl::MutexLock lock(&life->mu);
-      --life->calls;
+      // (This may run again, nested, from its own AfterUnlock::Run.)
+      IfAlive(life, [kind](Scheduler& self) { self.OnStartsDurable(kind); });
     });
   }
 }
@@ -505,7 +495,7 @@ void Scheduler::ArmTimeout(Job& job, JobRun& run, absl::Time now) {
       timers_.Schedule(run.deadline, [this, id] { OnTimeout(id); });
 }
 
-void Scheduler::Emit(Job& job, Event event, After& after, bool record) {
+void Scheduler::Emit(Job& job, Event event, After& after) {
   event.sequence = events_.NextSequence();
   event.job_id = job.id;
   event.time = clock_.Now();
@@ -538,7 +528,7 @@ void Scheduler::Emit(Job& job, Event event, After& after, bool record) {
     uint64_t ticket = 0;
     if (callback.has_value()) {
       ticket = journal_->Update(job.Row(), *callback);
-    } else if (event.type != v1::EVENT_TYPE_PROGRESS && record) {
+    } else if (event.type != v1::EVENT_TYPE_PROGRESS) {
       ticket = JournalState(job,
                             /*insert=*/event.type == v1::EVENT_TYPE_ACCEPTED);
     }

@@ -384,6 +384,21 @@ class Scheduler {
     Scheduler* self ABSL_GUARDED_BY(mu) = nullptr;
     int calls ABSL_GUARDED_BY(mu) = 0;
   };
+  // Runs `fn(scheduler)` unless the scheduler is gone; the destructor waits
+  // for it (without life->mu held: fn may call this again, nested).
+  template <typename Fn>
+  static void IfAlive(const std::shared_ptr<Life>& life, Fn&& fn) {
+    Scheduler* self;
+    {
+      absl::MutexLock lock(&life->mu);
+      if (life->self == nullptr) return;
+      self = life->self;
+      ++life->calls;
+    }
+    fn(*self);
+    absl::MutexLock lock(&life->mu);
+    --life->calls;
+  }
 
   // ---- the state machine (scheduler.cc) ----
   void OnProgress(v1::Executor kind, uint64_t id, double fraction,
@@ -410,15 +425,13 @@ class Scheduler {
   Job* LiveShared(uint64_t id, int64_t create_ns)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Another node began running shared `job` at `start_time` (if not
-  // InfinitePast): its STARTED event, at the first start heard of;
-  // `record` as for Emit.
-  void StartedElsewhere(Job& job, absl::Time start_time, After& after,
-                        bool record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // InfinitePast): its STARTED event, at the first start heard of (its
+  // record lingers: it joins the next commit, the end's as a rule).
+  void StartedElsewhere(Job& job, absl::Time start_time, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stamps `event` (sequence, time, job), records the job's new state in
-  // the journal (all but PROGRESS; not if `record` is false: the caller
-  // records it with the next event, in the same batch), logs the event
-  // and delivers it.
-  void Emit(Job& job, Event event, After& after, bool record = true)
+  // the journal (all but PROGRESS), logs the event and delivers it.
+  void Emit(Job& job, Event event, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts what the executor has room for: gated chunks whose claim is
   // durable first, then queued jobs (through the gate with a journal).
@@ -526,7 +539,10 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Another node's job `ref`, as a dependency of `owner`'s jobs: its key
   // in deps_ (kRemoteDependency set), followed from the next FollowNew.
-  uint64_t RemoteDependencyKey(const JobRef& ref, const std::string& owner)
+  // `restored`: made at Restore (its first answer NOT_FOUND is taken as
+  // met: the job ended and was forgotten there since).
+  uint64_t RemoteDependencyKey(const JobRef& ref, const std::string& owner,
+                               bool restored)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Follows the remote dependencies made since the last call (after the
   // lock is released: RemoteJobs may answer at once).
@@ -541,10 +557,15 @@ class Scheduler {
   // to wait for (`unmet`, each once), and in `end` how it ends if one that
   // ended already is not met (null otherwise). InvalidArgument naming the
   // field if a dependency is unknown, forgotten or another owner's.
+  // `restoring` (Restore): a dependency of this node forgotten since is
+  // taken as met (it had ended and released the job: that record was
+  // lost), and another node's job with cluster mode off now ends the job
+  // in `end`.
   absl::Status ResolveDependencies(const v1::JobSpec& spec,
                                    const std::string& owner,
                                    std::vector<uint64_t>& unmet,
-                                   std::shared_ptr<JobEnd>& end)
+                                   std::shared_ptr<JobEnd>& end,
+                                   bool restoring = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Job `id` ended `state` (`reason`): releases, fails or cancels the jobs
   // waiting for it, and so on down the graph; dispatches what is ready.
@@ -668,7 +689,8 @@ class Scheduler {
   struct RemoteDependency {
     JobRef ref;
     std::string owner;
-    std::string name;  // "N@node".
+    std::string name;       // "N@node".
+    bool restored = false;  // Made at Restore, not answered since.
   };
   std::shared_ptr<RemoteJobs> remote_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint64_t> remote_keys_ ABSL_GUARDED_BY(mu_);

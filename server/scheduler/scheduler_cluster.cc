@@ -105,8 +105,8 @@ Scheduler::Job* Scheduler::LiveShared(uint64_t id, int64_t create_ns) {
   return job;
 }
 
-void Scheduler::StartedElsewhere(Job& job, absl::Time start_time, After& after,
-                                 bool record) {
+void Scheduler::StartedElsewhere(Job& job, absl::Time start_time,
+                                 After& after) {
   if (job.start_time != absl::InfinitePast() ||
       start_time == absl::InfinitePast()) {
     return;  // Started already (the first start heard of counts).
@@ -114,7 +114,7 @@ void Scheduler::StartedElsewhere(Job& job, absl::Time start_time, After& after,
   job.start_time = start_time;
   Event e;
   e.type = v1::EVENT_TYPE_STARTED;
-  Emit(job, std::move(e), after, record);
+  Emit(job, std::move(e), after);
 }
 
 bool Scheduler::EndShared(uint64_t id, int64_t create_ns,
@@ -125,8 +125,7 @@ bool Scheduler::EndShared(uint64_t id, int64_t create_ns,
     absl::MutexLock lock(&mu_);
     Job* job = LiveShared(id, create_ns);
     if (job == nullptr) return false;
-    // Recorded with its end (one row, one batch).
-    StartedElsewhere(*job, start_time, after, /*record=*/false);
+    StartedElsewhere(*job, start_time, after);  // Committed with its end.
     Finish(*job, std::move(end), after);
     if (ticket != nullptr)
       *ticket = journal_ != nullptr ? journal_->ticket() : 0;
@@ -143,8 +142,7 @@ bool Scheduler::SharedRunning(uint64_t id, int64_t create_ns,
     absl::MutexLock lock(&mu_);
     Job* job = LiveShared(id, create_ns);
     if (job == nullptr) return false;
-    // Journaled with the job's next record (it lingers: not a claim).
-    StartedElsewhere(*job, start_time, after, /*record=*/true);
+    StartedElsewhere(*job, start_time, after);
     if (progress != nullptr) Progressed(*job, std::move(progress), after);
   }
   after.Run(journal_);

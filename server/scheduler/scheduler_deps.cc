@@ -75,7 +75,8 @@ std::shared_ptr<JobEnd> Scheduler::DependencyEnd(const v1::JobSpec& spec,
 absl::Status Scheduler::ResolveDependencies(const v1::JobSpec& spec,
                                             const std::string& owner,
                                             std::vector<uint64_t>& unmet,
-                                            std::shared_ptr<JobEnd>& end) {
+                                            std::shared_ptr<JobEnd>& end,
+                                            bool restoring) {
   unmet.clear();
   end = nullptr;
   for (int i = 0; i < spec.depends_on_size(); ++i) {
@@ -83,17 +84,28 @@ absl::Status Scheduler::ResolveDependencies(const v1::JobSpec& spec,
     if (id == 0) {
       absl::StatusOr<JobRef> ref = ParseJobRef(spec.depends_on(i), "");
       if (ref.ok() && !ref->here()) {  // Another node's: followed there.
-        if (remote_ == nullptr) {
-          return absl::InvalidArgumentError(fmt::format(
-              "spec.depends_on[{}]: '{}' is a job of node '{}'; this node "
-              "is not in a cluster",
-              i, ClipUtf8(spec.depends_on(i), 64), ref->node));
+        if (remote_ != nullptr) {
+          unmet.push_back(RemoteDependencyKey(*ref, owner, restoring));
+          continue;
         }
-        unmet.push_back(RemoteDependencyKey(*ref, owner));
+        const std::string why = fmt::format(
+            "spec.depends_on[{}]: '{}' is a job of node '{}'; this node is "
+            "not in a cluster",
+            i, ClipUtf8(spec.depends_on(i), 64), ref->node);
+        if (!restoring) return absl::InvalidArgumentError(why);
+        // It was, when the job came: it cannot learn that job's end now.
+        if (end == nullptr) {
+          end = MakeError(
+              v1::JOB_STATE_FAILED, absl::StatusCode::kFailedPrecondition,
+              v1::ERROR_REASON_DEPENDENCY_FAILED, why + "; it never ran");
+        }
         continue;
       }
     }
     const Job* dependency = id != 0 ? table_.Find(id) : nullptr;
+    if (restoring && id != 0 && dependency == nullptr) {
+      continue;  // Ended and released it; that record was lost.
+    }
     if (dependency == nullptr || *dependency->owner != owner) {
       return absl::InvalidArgumentError(
           fmt::format("spec.depends_on[{}]: job {} is unknown or forgotten", i,
@@ -179,14 +191,16 @@ void Scheduler::SetRemoteJobs(std::shared_ptr<RemoteJobs> remote) {
 }
 
 uint64_t Scheduler::RemoteDependencyKey(const JobRef& ref,
-                                        const std::string& owner) {
+                                        const std::string& owner,
+                                        bool restored) {
   std::string name = absl::StrCat(ref.number, "@", ref.node);
   auto [it, fresh] = remote_keys_.try_emplace(absl::StrCat(owner, "\n", name));
   if (fresh) {
     it->second = kRemoteDependency | ++next_remote_;
-    remote_deps_.emplace(
-        it->second,
-        RemoteDependency{.ref = ref, .owner = owner, .name = std::move(name)});
+    remote_deps_.emplace(it->second, RemoteDependency{.ref = ref,
+                                                      .owner = owner,
+                                                      .name = std::move(name),
+                                                      .restored = restored});
     to_follow_.push_back(it->second);
   }
   return it->second;
@@ -206,6 +220,7 @@ void Scheduler::ForgetRemote(uint64_t key) {
   if (it == remote_deps_.end()) return;
   remote_keys_.erase(absl::StrCat(it->second.owner, "\n", it->second.name));
   remote_deps_.erase(it);
+  if (!deps_.AnyWaiting(key)) deps_.Drop(key);
 }
 
 void Scheduler::FollowRemote(uint64_t key) {
@@ -228,8 +243,10 @@ void Scheduler::FollowRemote(uint64_t key) {
   const absl::Time now = absl::Now();
   remote->Get(ref, std::move(owner), now + kRemoteRound,
               now + kRemoteRound + RemoteJobs::kDefaultWait,
-              [this, key](absl::StatusOr<v1::Job> job) {
-                OnRemoteDependency(key, std::move(job));
+              [life = life_, key](absl::StatusOr<v1::Job> job) {
+                IfAlive(life, [&](Scheduler& self) {
+                  self.OnRemoteDependency(key, std::move(job));
+                });
               });
 }
 
@@ -250,7 +267,14 @@ void Scheduler::OnRemoteDependency(uint64_t key, absl::StatusOr<v1::Job> job) {
     auto it = remote_deps_.find(key);
     if (it == remote_deps_.end()) return;
     if (deps_.HasDependants(key)) {
-      if (job.ok()) {
+      if (!job.ok() && code == absl::StatusCode::kNotFound &&
+          it->second.restored) {
+        // Followed again after a restart: it ended (and released this
+        // node's jobs, or not yet) and was forgotten there since. As a
+        // forgotten dependency of this node at restore: met.
+        ended_dependencies_.push_back(
+            {key, v1::JOB_STATE_SUCCEEDED, v1::ERROR_REASON_UNSPECIFIED, {}});
+      } else if (job.ok()) {
         ended_dependencies_.push_back(
             {key, job->state(), job->error().reason(), {}});
       } else {

@@ -183,8 +183,8 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       }
       std::vector<uint64_t> unmet;
       std::shared_ptr<JobEnd> end;
-      absl::Status resolved =
-          ResolveDependencies(*job.spec, *job.owner, unmet, end);
+      absl::Status resolved = ResolveDependencies(*job.spec, *job.owner, unmet,
+                                                  end, /*restoring=*/true);
       if (!resolved.ok()) {
         // A dependency forgotten: it had ended and released this job
         // (that record was lost), or the journal lost it. Not waited for.

@@ -66,7 +66,9 @@ std::shared_ptr<JobEnd> Scheduler::DeadlineEnd(const Job& job,
                                                absl::Time now) const {
   const v1::JobSpec& spec = *job.spec;
   const absl::Time due = FirstDue(spec, job.create_time);
-  if (job.attempts == 0 && now >= StartExpiry(spec, due)) {
+  // (A shared job another node began has started, though not here.)
+  if (job.attempts == 0 && job.start_time == absl::InfinitePast() &&
+      now >= StartExpiry(spec, due)) {
     return MakeError(
         v1::JOB_STATE_FAILED, absl::StatusCode::kDeadlineExceeded,
         v1::ERROR_REASON_EXPIRED,
@@ -119,10 +121,18 @@ void Scheduler::OnQueuedDeadline(uint64_t id) {
     Job* job = table_.Find(id);
     if (job == nullptr || job->state != v1::JOB_STATE_QUEUED) return;
     job->timeout_timer = 0;
-    if (std::shared_ptr<JobEnd> end = DeadlineEnd(*job, clock_.Now())) {
+    const absl::Time now = clock_.Now();
+    if (std::shared_ptr<JobEnd> end = DeadlineEnd(*job, now)) {
       ++expired_;
       // A claimed one has not begun: its claim is dropped at its turn.
       Abort(*job, CancelReason::kTimeout, std::move(end), after);
+    } else if (const absl::Time total = TotalExpiry(
+                   *job->spec, FirstDue(*job->spec, job->create_time));
+               total != absl::InfiniteFuture()) {
+      // Its start deadline passed, but it began on another node (a shared
+      // job): its total deadline still holds.
+      job->timeout_timer =
+          timers_.Schedule(total, [this, id] { OnQueuedDeadline(id); });
     }
   }
   after.Run(journal_);

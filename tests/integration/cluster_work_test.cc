@@ -89,7 +89,8 @@ TEST(ClusterWorkTest, ASaturatedNodesJobsRunOnAnotherAndEndAtItsClient) {
 // A shared job's run is seen from its submitter: its STARTED and progress
 // reach the submitter's client while it runs on another node, and the
 // submitter shows it RUNNING meanwhile; a shared job that ends sooner than
-// a note goes out gets its STARTED from its end. Every job's events come
+// a note goes out gets its STARTED from its end; one that began on
+// another node does not expire by its start deadline. Every job's events come
 // in order: ACCEPTED, STARTED, PROGRESS (the ledger task reports 0.5
 // halfway), its end.
 TEST(ClusterWorkTest, ASharedJobsStartAndProgressReachItsSubmitter) {
@@ -99,8 +100,11 @@ TEST(ClusterWorkTest, ASharedJobsStartAndProgressReachItsSubmitter) {
   v1::JobService::Stub& stub_a = (*c)->stub(0);
   // a runs the first; the others would queue there: shared, b runs them.
   std::vector<v1::JobSpec> specs;
+  // A start deadline well within their run: a job that began on b has
+  // started, though not at a, and does not expire there.
   for (int i = 0; i < 4; ++i) {
     specs.push_back(Ledger(ledger, "long-" + std::to_string(i), 1500));
+    specs.back().mutable_start_deadline()->set_nanos(800000000);
   }
   for (int i = 0; i < 3; ++i) {
     specs.push_back(Ledger(ledger, "quick-" + std::to_string(i), 0));
