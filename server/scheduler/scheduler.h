@@ -539,10 +539,7 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Another node's job `ref`, as a dependency of `owner`'s jobs: its key
   // in deps_ (kRemoteDependency set), followed from the next FollowNew.
-  // `restored`: made at Restore (its first answer NOT_FOUND is taken as
-  // met: the job ended and was forgotten there since).
-  uint64_t RemoteDependencyKey(const JobRef& ref, const std::string& owner,
-                               bool restored)
+  uint64_t RemoteDependencyKey(const JobRef& ref, const std::string& owner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Follows the remote dependencies made since the last call (after the
   // lock is released: RemoteJobs may answer at once).
@@ -689,8 +686,7 @@ class Scheduler {
   struct RemoteDependency {
     JobRef ref;
     std::string owner;
-    std::string name;       // "N@node".
-    bool restored = false;  // Made at Restore, not answered since.
+    std::string name;  // "N@node".
   };
   std::shared_ptr<RemoteJobs> remote_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint64_t> remote_keys_ ABSL_GUARDED_BY(mu_);

@@ -85,7 +85,7 @@ absl::Status Scheduler::ResolveDependencies(const v1::JobSpec& spec,
       absl::StatusOr<JobRef> ref = ParseJobRef(spec.depends_on(i), "");
       if (ref.ok() && !ref->here()) {  // Another node's: followed there.
         if (remote_ != nullptr) {
-          unmet.push_back(RemoteDependencyKey(*ref, owner, restoring));
+          unmet.push_back(RemoteDependencyKey(*ref, owner));
           continue;
         }
         const std::string why = fmt::format(
@@ -191,16 +191,14 @@ void Scheduler::SetRemoteJobs(std::shared_ptr<RemoteJobs> remote) {
 }
 
 uint64_t Scheduler::RemoteDependencyKey(const JobRef& ref,
-                                        const std::string& owner,
-                                        bool restored) {
+                                        const std::string& owner) {
   std::string name = absl::StrCat(ref.number, "@", ref.node);
   auto [it, fresh] = remote_keys_.try_emplace(absl::StrCat(owner, "\n", name));
   if (fresh) {
     it->second = kRemoteDependency | ++next_remote_;
-    remote_deps_.emplace(it->second, RemoteDependency{.ref = ref,
-                                                      .owner = owner,
-                                                      .name = std::move(name),
-                                                      .restored = restored});
+    remote_deps_.emplace(
+        it->second,
+        RemoteDependency{.ref = ref, .owner = owner, .name = std::move(name)});
     to_follow_.push_back(it->second);
   }
   return it->second;
@@ -267,14 +265,7 @@ void Scheduler::OnRemoteDependency(uint64_t key, absl::StatusOr<v1::Job> job) {
     auto it = remote_deps_.find(key);
     if (it == remote_deps_.end()) return;
     if (deps_.HasDependants(key)) {
-      if (!job.ok() && code == absl::StatusCode::kNotFound &&
-          it->second.restored) {
-        // Followed again after a restart: it ended (and released this
-        // node's jobs, or not yet) and was forgotten there since. As a
-        // forgotten dependency of this node at restore: met.
-        ended_dependencies_.push_back(
-            {key, v1::JOB_STATE_SUCCEEDED, v1::ERROR_REASON_UNSPECIFIED, {}});
-      } else if (job.ok()) {
+      if (job.ok()) {
         ended_dependencies_.push_back(
             {key, job->state(), job->error().reason(), {}});
       } else {

@@ -219,8 +219,10 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
           continue;
         }
         // Cluster mode is off now: it runs here (one that was published
-        // may also run on a node of that cluster).
+        // may also run on a node of that cluster), from its start: a run
+        // another node began is not this one.
         job.cluster = Job::kLocal;
+        job.start_time = absl::InfinitePast();
         JournalState(job);
       }
       auto bad = unreadable.find(id);
