@@ -55,9 +55,8 @@ class EndSink : public EventSink {
       item.end = std::make_shared<JobEnd>(*event.end());
     } else if (event.type == v1::EVENT_TYPE_PROGRESS) {
       if (event.progress() == nullptr) return false;
-      // Shares the job's: a progress report is never changed once made.
-      item.progress = std::shared_ptr<const v1::Progress>(
-          std::make_shared<v1::Progress>(*event.progress()));
+      // A copy: the event holds the job's report, not as a shared_ptr.
+      item.progress = std::make_shared<const v1::Progress>(*event.progress());
     } else if (event.type != v1::EVENT_TYPE_STARTED) {
       return false;
     }

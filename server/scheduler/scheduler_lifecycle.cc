@@ -186,8 +186,8 @@ RestoreSummary Scheduler::Restore(Recovered recovered,
       absl::Status resolved = ResolveDependencies(*job.spec, *job.owner, unmet,
                                                   end, /*restoring=*/true);
       if (!resolved.ok()) {
-        // A dependency forgotten: it had ended and released this job
-        // (that record was lost), or the journal lost it. Not waited for.
+        // Not a job id, or another caller's job (a forgotten one counts as
+        // met: ResolveDependencies): not waited for.
         unmet.clear();
       }
       if (end != nullptr) {
