@@ -17,6 +17,10 @@
 namespace jobd {
 namespace {
 
+// A committed batch's record vector is kept for the next batch up to this
+// capacity (a burst's larger one is freed).
+constexpr size_t kKeptRecords = 16384;
+
 uint64_t FileBytes(const std::string& path) {
   struct stat st {};
   return stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
@@ -95,6 +99,7 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(JournalOptions options,
     journal->rows_ = recovered->rows.size();
     journal->used_bytes_ = journal->store_->used_bytes();
   }
+  journal->notifier_ = std::thread([j = journal.get()] { j->NotifierLoop(); });
   journal->writer_ = std::thread([j = journal.get()] { j->WriterLoop(); });
   return journal;
 }
@@ -105,6 +110,11 @@ Journal::~Journal() {
     stop_ = true;  // The writer commits what is queued, then ends.
   }
   if (writer_.joinable()) writer_.join();
+  {
+    absl::MutexLock lock(&mu_);
+    notifier_stop_ = true;  // It runs what the writer left it, then ends.
+  }
+  if (notifier_.joinable()) notifier_.join();
   Abandon();       // Waiters of batches the writer gave up on.
   store_.reset();  // Checkpoints and closes the database.
 }
@@ -291,22 +301,45 @@ void Journal::WriterLoop() {
       }
       if (!open_->dirty() && stop_) return;
       batch = std::exchange(open_, std::make_unique<Batch>());
+      open_->records.swap(spare_records_);
       ticket = open_ticket_++;
     }
     if (!Commit(*batch, ticket)) return;  // Given up on at shutdown.
+    batch->records.clear();  // Outside the lock: rows and specs freed.
     std::vector<DurableFn> ready;
+    absl::MutexLock lock(&mu_);
+    durable_ = ticket;
+    for (auto* waiters : {&waiters_, &fail_fast_}) {
+      auto end = waiters->upper_bound(ticket);
+      for (auto it = waiters->begin(); it != end; ++it) {
+        ready.push_back(std::move(it->second));
+      }
+      waiters->erase(waiters->begin(), end);
+    }
+    if (!ready.empty()) notify_.push_back(std::move(ready));
+    // Kept for the next batch, unless a burst made it large.
+    if (batch->records.capacity() <= kKeptRecords) {
+      spare_records_.swap(batch->records);
+    }
+  }
+}
+
+void Journal::NotifierLoop() {
+  pthread_setname_np(pthread_self(), "jobd-durable");
+  for (;;) {
+    std::deque<std::vector<DurableFn>> ready;
     {
       absl::MutexLock lock(&mu_);
-      durable_ = ticket;
-      for (auto* waiters : {&waiters_, &fail_fast_}) {
-        auto end = waiters->upper_bound(ticket);
-        for (auto it = waiters->begin(); it != end; ++it) {
-          ready.push_back(std::move(it->second));
-        }
-        waiters->erase(waiters->begin(), end);
-      }
+      auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !notify_.empty() || notifier_stop_;
+      };
+      mu_.Await(absl::Condition(&work));
+      if (notify_.empty()) return;  // Stopping, and all were run.
+      ready.swap(notify_);
     }
-    for (auto& fn : ready) fn(true);
+    for (auto& batch : ready) {
+      for (auto& fn : batch) fn(true);
+    }
   }
 }
 
@@ -315,9 +348,10 @@ void Journal::WriterLoop() {
 // callback records fold into one too (a status update keeps the first
 // record's URL and event), placed right after the job's row write if the
 // batch has one (Write keeps the two in one transaction).
-void Journal::Fold(Batch& batch) {
+void Journal::Fold(Batch& batch, std::vector<JournalRecord>& folded) {
   absl::flat_hash_map<uint64_t, size_t> last;  // id -> index in `folded`.
-  std::vector<JournalRecord> folded;
+  last.reserve(batch.records.size());
+  folded.clear();
   folded.reserve(batch.records.size());
   absl::flat_hash_map<uint64_t, JournalRecord> callbacks;
   std::vector<uint64_t> callback_order;
@@ -369,13 +403,14 @@ void Journal::Fold(Batch& batch) {
         ordered.push_back(std::move(it->second));
       }
     }
-    folded = std::move(ordered);
+    folded.swap(ordered);
   }
-  batch.records = std::move(folded);
+  batch.records.swap(folded);
+  folded.clear();  // The records moved from.
 }
 
 bool Journal::Commit(Batch& batch, uint64_t& ticket) {
-  Fold(batch);
+  Fold(batch, fold_scratch_);
   using Part = JournalStore::Part;
   auto apply = [this, &batch](Part part) -> absl::Status {
     absl::StatusOr<JournalStore::Written> written =
@@ -452,7 +487,7 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
         ticket = open_ticket_++;
       }
     }
-    Fold(batch);
+    Fold(batch, fold_scratch_);
   }
   absl::MutexLock lock(&mu_);
   if (failing_) {

@@ -42,6 +42,7 @@
 #define JOBD_SERVER_JOURNAL_JOURNAL_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -64,7 +65,8 @@
 
 namespace jobd {
 
-class JournalStore;  // server/journal/journal_store.h
+class JournalStore;    // server/journal/journal_store.h
+struct JournalRecord;  // server/journal/journal_store.h
 
 // What the journal keeps of a job: a row of the jobs table.
 struct JournalRow {
@@ -206,7 +208,8 @@ class Journal {
   // Every batch up to this one is durable.
   uint64_t durable() const;
   // Runs `fn(true)` once `ticket` is durable: at once if it is, else on the
-  // writer thread after the commit (without locks held). Runs `fn(false)`
+  // notifier thread after the commit, in ticket order (without locks held;
+  // the writer goes on with the next batch meanwhile). Runs `fn(false)`
   // if it never will be: after Abandon (at once, or from Abandon). With
   // kFailFast, also `fn(false)` once writes have failed for
   // JournalOptions::outage_grace (at once while they have): for an answer
@@ -257,7 +260,11 @@ class Journal {
   struct Batch;
   explicit Journal(JournalOptions options);
   void WriterLoop();
-  static void Fold(Batch& batch);
+  // Runs the waiters of the batches the writer made durable, in order.
+  void NotifierLoop();
+  // Folds the batch's records; `scratch` lends its capacity and takes the
+  // old records' vector, emptied.
+  static void Fold(Batch& batch, std::vector<JournalRecord>& scratch);
   // Writes `batch` (folded) in one or more transactions; retries failures,
   // absorbing what is queued meanwhile (then `ticket` grows to match).
   // False if it gave up (failing writes at shutdown).
@@ -274,6 +281,13 @@ class Journal {
   std::multimap<uint64_t, DurableFn> waiters_ ABSL_GUARDED_BY(mu_);
   // kFailFast waiters: also run (false) when a write fails.
   std::multimap<uint64_t, DurableFn> fail_fast_ ABSL_GUARDED_BY(mu_);
+  // Waiters of durable batches, for the notifier: a vector per commit.
+  std::deque<std::vector<DurableFn>> notify_ ABSL_GUARDED_BY(mu_);
+  bool notifier_stop_ ABSL_GUARDED_BY(mu_) = false;
+  // A committed batch's emptied record vector, for the next open batch (no
+  // regrowth per batch), and the writer's own for folding.
+  std::vector<JournalRecord> spare_records_ ABSL_GUARDED_BY(mu_);
+  std::vector<JournalRecord> fold_scratch_;  // The writer thread's.
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool abandoned_ ABSL_GUARDED_BY(mu_) = false;
   bool failing_ ABSL_GUARDED_BY(mu_) = false;
@@ -292,7 +306,8 @@ class Journal {
   Histogram commit_records_ ABSL_GUARDED_BY(mu_){kCountBounds};
   uint64_t bytes_written_ ABSL_GUARDED_BY(mu_) = 0;
 
-  std::thread writer_;  // Last: started once the rest exists.
+  std::thread notifier_;  // Last: started once the rest exists.
+  std::thread writer_;
 };
 
 }  // namespace jobd
