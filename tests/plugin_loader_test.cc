@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "workers/sdk/plugin.h"
@@ -175,10 +176,12 @@ TEST_F(PluginLoaderTest, TaskNameOfAnotherPluginIsRefused) {
 TEST_F(PluginLoaderTest, OtherAbiIsRefusedNamingBothVersions) {
   const std::string why = Refusal(TestPlugin("bad_abi"));
   EXPECT_THAT(
-      why,
-      AllOf(HasSubstr("built for SDK 99.2"), HasSubstr("protobuf 3.0.0"),
-            HasSubstr("this jobd is SDK 1.2"), HasSubstr("protobuf 3.21.12"),
-            HasSubstr("SDK major version, protobuf")));
+      why, AllOf(HasSubstr(absl::StrCat("built for SDK 99.", kSdkVersionMinor)),
+                 HasSubstr("protobuf 3.0.0"),
+                 HasSubstr(absl::StrCat("this jobd is SDK ", kSdkVersionMajor,
+                                        ".", kSdkVersionMinor)),
+                 HasSubstr("protobuf 3.21.12"),
+                 HasSubstr("SDK major version, protobuf")));
   // Refused before its code ran: it registered nothing.
   EXPECT_EQ(registry_.Find("badplugin.abi"), nullptr);
 }

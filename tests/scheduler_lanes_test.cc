@@ -14,7 +14,19 @@ namespace {
 
 using ::testing::ElementsAre;
 
-using SchedulerLanesTest = SchedulerFixture;
+class SchedulerLanesTest : public SchedulerFixture {
+ protected:
+  // With a journal: runs tiny jobs, so that the lane claims jobs ahead of
+  // its slots (Lane::Window).
+  void OpenClaimWindow() {
+    std::vector<uint64_t> tiny;
+    for (int i = 0; i < 200; ++i) tiny.push_back(Submit(ok_task_).job_id);
+    for (uint64_t id : tiny) {
+      AwaitStart(id);
+      executor().Succeed(id, {}, absl::Microseconds(1));
+    }
+  }
+};
 
 TEST_F(SchedulerLanesTest, HigherPriorityFirstFifoWithin) {
   // One slot, held by a gate job; then jobs of mixed priority queue.
@@ -129,15 +141,30 @@ TEST_F(SchedulerLanesTest, WithAJournalAJobStartsOnlyOnceItsClaimIsDurable) {
   }
 }
 
+TEST_F(SchedulerLanesTest, WithAJournalAnInMemoryJobWaitsForAFreeSlot) {
+  BuildWithJournal(1);
+  OpenClaimWindow();
+  const Admission running = Submit(gate_task_);
+  AwaitStart(running.job_id);
+  // Not claimable (no journal row): taken into the claim window, it would
+  // be handed to a full executor. It waits at the head of the queue.
+  const Admission in_memory =
+      SubmitWith([](v1::JobSpec& spec) { spec.set_in_memory(true); });
+  const Admission behind = Submit(ok_task_);
+  ASSERT_TRUE(journal_->Flush(absl::Now() + kWait));
+  EXPECT_EQ(State(in_memory.job_id), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(executor().running(), std::vector<uint64_t>{running.job_id});
+  Done(running.job_id);
+  AwaitStart(in_memory.job_id);
+  EXPECT_EQ(executor().running(), std::vector<uint64_t>{in_memory.job_id});
+  Done(in_memory.job_id);
+  AwaitStart(behind.job_id);  // Then the one behind it, in turn.
+  Done(behind.job_id);
+}
+
 TEST_F(SchedulerLanesTest, WithAJournalAClaimedJobIsQueuedUntilItIsHandedOver) {
   BuildWithJournal(1);
-  // Tiny jobs first: the slot claims jobs ahead of itself for them.
-  std::vector<uint64_t> tiny;
-  for (int i = 0; i < 200; ++i) tiny.push_back(Submit(ok_task_).job_id);
-  for (uint64_t id : tiny) {
-    AwaitStart(id);
-    executor().Succeed(id, {}, absl::Microseconds(1));
-  }
+  OpenClaimWindow();
   const Admission running = Submit(gate_task_);
   const Admission next = Submit(ok_task_);
   AwaitStart(running.job_id);

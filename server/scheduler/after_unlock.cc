@@ -9,18 +9,21 @@ void AfterUnlock::Run(Journal* journal) {
   for (auto& [gate_ticket, fn] : gates) {
     journal->WhenDurable(gate_ticket, std::move(fn));
   }
-  if (calls.empty()) return;
-  if (journal == nullptr || ticket <= journal->durable()) {
+  if (calls.empty()) {
+    // Nothing to answer.
+  } else if (journal == nullptr || ticket <= journal->durable()) {
     for (auto& call : calls) call(true);
-    return;
+  } else {
+    // Answers to callers: never held through an outage.
+    journal->WhenDurable(
+        ticket,
+        [calls = std::move(calls)](bool durable) {
+          for (auto& call : calls) call(durable);
+        },
+        Journal::Wait::kFailFast);
   }
-  // Answers to callers: never held through an outage.
-  journal->WhenDurable(
-      ticket,
-      [calls = std::move(calls)](bool durable) {
-        for (auto& call : calls) call(durable);
-      },
-      Journal::Wait::kFailFast);
+  // Last: their events follow those flushed above.
+  if (!trivial.empty()) run_trivial(std::move(trivial));
 }
 
 }  // namespace jobd

@@ -1,7 +1,8 @@
 // AfterUnlock: work the scheduler collects while it holds its lock and
 // runs once it has released it (DESIGN.md "the After pattern"): sinks to
 // flush, answers to callers that wait for their journal batch to be
-// durable, and wake-ups of lanes whose claimed starts wait for a batch.
+// durable, wake-ups of lanes whose claimed starts wait for a batch, and
+// the runs of trivial tasks, made on the calling thread.
 //
 // Thread-safety: a value of one call, on its thread; Run() is called
 // without the scheduler lock held.
@@ -16,6 +17,7 @@
 
 #include "server/journal/journal.h"
 #include "server/scheduler/event_log.h"
+#include "workers/executor/executor.h"
 
 namespace jobd {
 
@@ -29,10 +31,19 @@ struct AfterUnlock {
   std::vector<std::pair<uint64_t, std::function<void(bool)>>> gates;
   // Readers of job output to wake (JobOutputs waiters), first.
   std::vector<std::function<void()>> wakes;
+  // Started runs of trivial tasks (TaskDef::trivial), handed last to
+  // `run_trivial` (Scheduler::Hand sets it): on this thread if
+  // `trivial_here` (a Submit's, a pool thread's: threads that may run
+  // jobs), else on the lane's executor (a journal's or a timer's thread,
+  // which must not be held up).
+  bool trivial_here = false;
+  std::vector<JobRun> trivial;
+  std::function<void(std::vector<JobRun>)> run_trivial;
 
   // Flushes the sinks (they hold back what is not durable yet themselves),
   // registers the wake-ups, and answers the callers once `ticket` is
-  // durable (at once without a journal; never held through an outage).
+  // durable (at once without a journal; never held through an outage);
+  // then runs the trivial tasks' jobs.
   void Run(Journal* journal);
 };
 

@@ -13,6 +13,7 @@
 #include "server/scheduler/retry_policy.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
+#include "workers/executor/run_sync_task.h"
 #include "workers/sdk/utf8.h"
 
 namespace jobd {
@@ -166,6 +167,7 @@ v1::Job Scheduler::Snapshot(const Job& job) const {
 void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
                        std::vector<Admission>& out, const OwnerQuota& quota) {
   After after;
+  after.trivial_here = true;  // A caller's thread: it may run trivial jobs.
   bool follow = false;
   {
     const bool journal_accepting = journal_ == nullptr || journal_->accepting();
@@ -342,7 +344,10 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
       }
       Enqueue(ref, now, /*journal=*/false, after);
       if (starts_now) {
-        --free_slots[ref.executor];
+        // A trivial job takes no slot (Hand).
+        if (!RunsTrivially(lanes_[ref.executor], *ref.spec.task(), *ref.spec)) {
+          --free_slots[ref.executor];
+        }
       } else {
         ++queued;
       }
@@ -386,6 +391,22 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
     // are at-least-once ones while a slot is free (a crash runs them again
     // whether or not their start was durable).
     const bool slot_free = lane.SlotFree(capacity);
+    // Taken into the claim window with no slot free, a chunk that cannot
+    // be claimed (in memory) waits at the head of its queue for one,
+    // unless it needs none (trivial).
+    if (!slot_free &&
+        !std::all_of(jobs.begin(), jobs.end(),
+                     [&](Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                       return Journaled(*job);
+                     }) &&
+        !std::all_of(jobs.begin(), jobs.end(), [&](Job* job) {
+          return RunsTrivially(lane, *job->spec.task(), *job->spec);
+        })) {
+      for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
+        lane.PushFront((*it)->spec->priority(), (*it)->owner, (*it)->id);
+      }
+      break;
+    }
     std::vector<JobRun> claimed, now;
     for (Job* job : jobs) {
       if (gate && Journaled(*job) && (NeedsClaim(*job) || !slot_free)) {
@@ -398,7 +419,7 @@ void Scheduler::Dispatch(v1::Executor kind, After& after) {
       }
     }
     if (!claimed.empty()) lane.Claim(std::move(claimed), journal_->ticket());
-    if (!now.empty()) lane.Hand(std::move(now));
+    if (!now.empty()) Hand(lane, std::move(now), after);
   }
   if (gate) StartDurable(kind, after);
   DispatchKeyed(after);
@@ -422,7 +443,7 @@ void Scheduler::StartDurable(v1::Executor kind, After& after) {
       MarkStarted(*job, run, after);
       return false;
     });
-    if (!chunk->empty()) lane.Hand(std::move(*chunk));
+    if (!chunk->empty()) Hand(lane, std::move(*chunk), after);
   }
   // Not durable yet: wake up when it is.
   if (const uint64_t ticket = lane.ArmGate(durable); ticket != 0) {
@@ -441,6 +462,56 @@ void Scheduler::OnStartsDurable(v1::Executor kind) {
     Dispatch(kind, after);
   }
   after.Run(journal_);
+}
+
+bool Scheduler::RunsTrivially(const Lane& lane, const TaskDef& task,
+                              const v1::JobSpec& spec) {
+  return task.trivial && SpecBytes(spec) <= kTrivialSpecBytes &&
+         lane.executor() != nullptr && lane.executor()->runs_trivial();
+}
+
+void Scheduler::Hand(Lane& lane, std::vector<JobRun> chunk, After& after) {
+  if (!std::all_of(chunk.begin(), chunk.end(), [&lane](const JobRun& run) {
+        return RunsTrivially(lane, *run.task, *run.spec);
+      })) {
+    lane.Hand(std::move(chunk));
+    return;
+  }
+  JobExecutor& executor = *lane.executor();
+  if (after.trivial.empty()) {
+    if (after.trivial_here) {
+      after.run_trivial = [this](std::vector<JobRun> runs) {
+        RunTrivial(std::move(runs));
+      };
+    } else {
+      after.run_trivial = [&executor](std::vector<JobRun> runs) {
+        executor.StartTrivial(std::move(runs));
+      };
+    }
+  }
+  for (JobRun& run : chunk) after.trivial.push_back(std::move(run));
+}
+
+void Scheduler::RunTrivial(std::vector<JobRun> runs) {
+  // The runs reported below start more (AfterUnlock::Run calls back in
+  // here): this thread's outermost call queues and runs them all, so that
+  // a long chain of trivial jobs does not nest one call per job.
+  thread_local std::vector<JobRun>* queue = nullptr;
+  if (queue != nullptr) {
+    for (JobRun& run : runs) queue->push_back(std::move(run));
+    return;
+  }
+  std::vector<JobRun> pending = std::move(runs);
+  queue = &pending;
+  while (!pending.empty()) {
+    std::vector<JobRun> batch;
+    batch.swap(pending);
+    std::vector<FinishedJob> finished =
+        RunTrivialTasks(batch, *ports_[v1::EXECUTOR_THREAD]);
+    batch.clear();  // The runs' shares of their jobs go before the ends.
+    OnFinished(v1::EXECUTOR_THREAD, std::span<FinishedJob>(finished));
+  }
+  queue = nullptr;
 }
 
 JobRun Scheduler::PrepareRun(Job& job) {
@@ -675,6 +746,8 @@ void Scheduler::OnFinished(v1::Executor kind, std::span<FinishedJob> jobs) {
     result_bytes[i] = PrepareOutcome(jobs[i].outcome);
   }
   After after;
+  // A pool thread (or one running trivial jobs) runs the next ones.
+  after.trivial_here = kind == v1::EXECUTOR_THREAD;
   {
     absl::MutexLock lock(&mu_);
     bool guests = false;

@@ -442,6 +442,20 @@ class Scheduler {
   void StartDurable(v1::Executor kind, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnStartsDurable(v1::Executor kind);
+  // Whether a job of `task` with `spec` runs on `lane` as a trivial one:
+  // outside its slots, on a scheduler thread or as a batch (Hand).
+  static bool RunsTrivially(const Lane& lane, const TaskDef& task,
+                            const v1::JobSpec& spec);
+  // Hands started `chunk` to the lane's executor in one slot; or, runs of
+  // trivial tasks on the thread pool (TaskDef::trivial, a small spec), to
+  // `after`, whose thread runs them (RunTrivial): no slot, no hand-off.
+  void Hand(Lane& lane, std::vector<JobRun> chunk, After& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Without the lock: runs trivial tasks' `runs` on this thread, one after
+  // another, and reports them as the thread pool's, in one go. The runs
+  // those reports start in turn (dependants, the queue behind them) are
+  // run by the same loop, not by a nested call.
+  void RunTrivial(std::vector<JobRun> runs) ABSL_LOCKS_EXCLUDED(mu_);
   // Starts the job's timeout clock (if its spec has one) at `now`: when
   // its run is handed to the executor.
   void ArmTimeout(Job& job, JobRun& run, absl::Time now)

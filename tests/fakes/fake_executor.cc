@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "gtest/gtest.h"
+#include "workers/executor/run_sync_task.h"
 
 namespace jobd {
 
@@ -171,6 +172,59 @@ bool FakeExecutor::AwaitStart(uint64_t job_id, absl::Duration timeout) const {
     return jobs_.contains(job_id);
   };
   return mu_.AwaitWithTimeout(absl::Condition(&started), timeout);
+}
+
+bool FakeExecutor::runs_trivial() const {
+  absl::MutexLock lock(&mu_);
+  return runs_trivial_;
+}
+
+void FakeExecutor::set_runs_trivial(bool yes) {
+  absl::MutexLock lock(&mu_);
+  runs_trivial_ = yes;
+}
+
+void FakeExecutor::StartTrivial(std::vector<JobRun> runs) {
+  absl::MutexLock lock(&mu_);
+  if (!runs_trivial_) ADD_FAILURE() << "StartTrivial, runs_trivial() false";
+  if (shut_down_) ADD_FAILURE() << "StartTrivial after Shutdown()";
+  for (const JobRun& run : runs) {
+    if (!run.task->trivial)
+      ADD_FAILURE() << "job " << run.job_id << ": not trivial";
+  }
+  trivial_.push_back(std::move(runs));
+}
+
+std::vector<std::vector<uint64_t>> FakeExecutor::trivial_batches() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::vector<uint64_t>> batches;
+  for (const std::vector<JobRun>& batch : trivial_) {
+    std::vector<uint64_t>& ids = batches.emplace_back();
+    for (const JobRun& run : batch) ids.push_back(run.job_id);
+  }
+  return batches;
+}
+
+bool FakeExecutor::AwaitTrivialBatches(size_t count,
+                                       absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  auto came = [this, count]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return trivial_.size() >= count;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&came), timeout);
+}
+
+void FakeExecutor::FinishTrivial() {
+  for (;;) {
+    std::vector<JobRun> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      if (trivial_finished_ == trivial_.size()) return;
+      batch = trivial_[trivial_finished_++];
+    }
+    std::vector<FinishedJob> finished = RunTrivialTasks(batch, listener_);
+    listener_.OnJobsFinished(std::span<FinishedJob>(finished));
+  }
 }
 
 }  // namespace jobd

@@ -58,7 +58,21 @@ class FakeExecutor : public JobExecutor {
   // them stays the test's to do).
   bool Shutdown(absl::Time deadline) override;
 
+  // ---- trivial tasks' jobs (off unless set_runs_trivial) ----
+  bool runs_trivial() const override;
+  // Records the batch; FinishTrivial runs it.
+  void StartTrivial(std::vector<JobRun> runs) override;
+
   // ---- the test's side ----
+  // Whether it says it runs trivial tasks' jobs outside its slots.
+  void set_runs_trivial(bool yes);
+  // The batches StartTrivial got, as job ids, in order.
+  std::vector<std::vector<uint64_t>> trivial_batches() const;
+  // Waits until `count` batches came (from another thread: a journal's).
+  bool AwaitTrivialBatches(size_t count, absl::Duration timeout) const;
+  // Runs the batches not run yet (their tasks' own code), each reported in
+  // one OnJobsFinished, on this thread.
+  void FinishTrivial();
   // Called inside Start/StartChunk for each job, with the scheduler's lock
   // held (e.g. to look at the journal file at the moment a job starts),
   // before the job counts as started (running(), AwaitStart): what it
@@ -114,6 +128,9 @@ class FakeExecutor : public JobExecutor {
   std::vector<std::vector<uint64_t>> starts_ ABSL_GUARDED_BY(mu_);
   std::vector<size_t> chunk_left_ ABSL_GUARDED_BY(mu_);  // Per hand-over.
   std::vector<uint64_t> cancelled_ ABSL_GUARDED_BY(mu_);
+  bool runs_trivial_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::vector<JobRun>> trivial_ ABSL_GUARDED_BY(mu_);
+  size_t trivial_finished_ ABSL_GUARDED_BY(mu_) = 0;  // Of trivial_.
 };
 
 }  // namespace jobd

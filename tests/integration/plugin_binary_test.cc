@@ -8,10 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/integration/test_plugins.h"
+#include "workers/sdk/plugin.h"
 
 namespace jobd::testing {
 namespace {
@@ -64,7 +66,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "task 'echo' is already registered"},
         Refused{{TestPlugin("plugintest"), TestPlugin("bad_dup_plugin")},
                 "task 'plugintest.echo' is already registered"},
-        Refused{{TestPlugin("bad_abi")}, "built for SDK 99.2 (C++ ABI"}));
+        Refused{
+            {TestPlugin("bad_abi")},
+            absl::StrCat("built for SDK 99.", kSdkVersionMinor, " (C++ ABI")}));
 
 TEST(PluginBinaryTest, PluginDirectoryThatIsNoDirectoryIsAConfigError) {
   TempDir dir;

@@ -582,8 +582,8 @@ TEST_F(RestartTest, AnInMemoryJobIsNeverJournaled) {
   v1::JobSpec in_memory = Spec("echo", {1});
   in_memory.set_in_memory(true);
   // Queued behind a busy slot at the stop (a journaled one would be kept
-  // for the next start).
-  v1::JobSpec queued = Spec("echo", {3});
+  // for the next start); not a trivial task, which needs no slot.
+  v1::JobSpec queued = Spec("sleep", {0});
   queued.set_in_memory(true);
   queued.set_executor(v1::EXECUTOR_THREAD);
   v1::JobSpec busy = Spec("sleep", {60000});

@@ -47,6 +47,10 @@ struct JobRun {
 // that a Job or JobEvent message holds little besides its spec and result.
 inline constexpr size_t kMaxErrorMessageBytes = 16 << 10;
 inline constexpr size_t kMaxProgressMessageBytes = 4 << 10;
+// A trivial task's job (TaskDef::trivial) runs outside the executor's
+// slots, on the thread that starts it, only with a spec up to this (its
+// cost grows with its spec: echo copies it).
+inline constexpr size_t kTrivialSpecBytes = 64 << 10;
 // A task's log line (TaskContext::Log) is cut to this.
 inline constexpr size_t kMaxLogLineBytes = 4 << 10;
 
@@ -123,6 +127,14 @@ class JobExecutor {
   // Starts `runs` (2..max_chunk() jobs) in one free slot; they run one after
   // another. Only called when max_chunk() > 1.
   virtual void StartChunk(std::vector<JobRun> runs) {}
+  // Whether this lane's jobs of trivial tasks (TaskDef::trivial) may run
+  // outside its slots, in the daemon: on the scheduler's thread that
+  // starts them, or through StartTrivial. The thread pool's may.
+  virtual bool runs_trivial() const { return false; }
+  // Runs `runs` (jobs of trivial tasks) one after another on one of its
+  // threads, in no slot, and reports them in one OnJobsFinished (each
+  // JobOutcome::frees_slot false). Only called when runs_trivial().
+  virtual void StartTrivial(std::vector<JobRun> runs) {}
   // Called after the job's cancel token was set, to stop it harder than
   // cooperatively where the executor can (the thread pool cannot).
   virtual void Cancel(uint64_t job_id) {}

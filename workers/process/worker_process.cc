@@ -16,9 +16,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "jobd/internal/worker.pb.h"
+#include "workers/executor/run_sync_task.h"
 #include "workers/process/ipc.h"
 #include "workers/sdk/utf8.h"
-#include "workers/threads/thread_pool.h"
 
 namespace jobd {
 namespace {

@@ -46,7 +46,7 @@ namespace jobd {
 // The SDK's version: the major changes when a plugin built for an older SDK
 // can no longer run; jobd accepts only its own major.minor.
 inline constexpr uint32_t kSdkVersionMajor = 1;
-inline constexpr uint32_t kSdkVersionMinor = 2;
+inline constexpr uint32_t kSdkVersionMinor = 3;
 
 // What a plugin was built for. Plain 32-bit fields only, `size` and the SDK
 // version first: jobd reads them from a plugin of any version.

@@ -211,6 +211,13 @@ struct TaskDef {
   // With takes_calls: `run` also runs flat batches (the spec's flat_calls:
   // `calls` holds each call's only argument instead of its argument list).
   bool takes_flat_calls = false;
+  // Returns at once: about a microsecond, no I/O, no waiting, no progress
+  // or output, its cost growing at most with its spec's size (`echo`). On
+  // the thread pool, a job of it whose spec is up to 64 KiB runs on the
+  // daemon thread that starts it, in one go with the others started with
+  // it, and takes no slot: no hand-off to a pool thread and back. Once it
+  // runs it cannot be stopped (a cancel or a timeout drops its result).
+  bool trivial = false;
   // Longest a job of this task may run: a job that asks for no timeout or
   // a longer one gets this one. Zero: none.
   absl::Duration max_timeout = absl::ZeroDuration();

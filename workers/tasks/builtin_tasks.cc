@@ -253,6 +253,7 @@ absl::Status RegisterBuiltinTasks(TaskRegistry& registry,
                                  "payload comes back as the result payload.",
                   .default_kind = v1::JOB_KIND_IO_BOUND,
                   .variadic = true,
+                  .trivial = true,
                   .run = Echo});
   defs.push_back(
       {.name = "sleep",

@@ -1,17 +1,12 @@
 #include "workers/threads/thread_pool.h"
 
-#include <fcntl.h>
 #include <pthread.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
-#include <exception>
-#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "workers/executor/run_sync_task.h"
 
 namespace jobd {
 
@@ -95,94 +90,25 @@ void ThreadPool::WorkerLoop() {
   }
 }
 
-namespace {
-
-absl::Duration ThreadCpuTime() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return absl::DurationFromTimespec(ts);
-}
-
-// How long the calling thread has waited, runnable, for a CPU (the second
-// field of /proc/thread-self/schedstat); zero if the kernel does not say.
-// One pread of a file each thread keeps open.
-absl::Duration ThreadCpuWaitTime() {
-  struct Schedstat {
-    int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
-    ~Schedstat() {
-      if (fd >= 0) close(fd);
-    }
-  };
-  thread_local Schedstat stat;
-  char buf[96];
-  const ssize_t n = stat.fd < 0 ? -1 : pread(stat.fd, buf, sizeof buf - 1, 0);
-  if (n <= 0) return absl::ZeroDuration();
-  buf[n] = '\0';
-  unsigned long long run_ns = 0, wait_ns = 0;
-  if (std::sscanf(buf, "%llu %llu", &run_ns, &wait_ns) != 2) {
-    return absl::ZeroDuration();
-  }
-  return absl::Nanoseconds(static_cast<int64_t>(wait_ns));
-}
-
-}  // namespace
-
-JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
-                       JobClock* clock, OutputFn output) {
-  JobOutcome outcome;
-  const bool chained = clock != nullptr && clock->fresh;
-  const absl::Duration cpu0 = chained ? clock->cpu : ThreadCpuTime();
-  const absl::Time wall0 = chained ? clock->wall : absl::Now();
-  const bool auto_kind =
-      run.spec != nullptr && run.spec->kind() == v1::JOB_KIND_AUTO;
-  const bool measure_wait = auto_kind && run.measure_cpu_wait;
-  const absl::Duration wait0 =
-      measure_wait ? ThreadCpuWaitTime() : absl::ZeroDuration();
-  TaskContext ctx(*run.args, *run.cancel, run.deadline, progress,
-                  std::move(output));
-  absl::StatusOr<TaskOutput> result;
-  bool out_of_memory = false;
-  try {
-    result = run.task->run(ctx);
-  } catch (const std::bad_alloc& e) {
-    out_of_memory = true;
-    result = absl::ResourceExhaustedError(absl::StrCat(
-        "out of memory: the task's allocation failed (", e.what(), ")"));
-  } catch (const std::exception& e) {
-    result = absl::InternalError(
-        absl::StrCat("task threw an exception: ", e.what()));
-  } catch (...) {
-    result = absl::InternalError("task threw a non-standard exception");
-  }
-  const absl::Duration cpu1 = ThreadCpuTime();
-  const absl::Time wall1 = absl::Now();
-  outcome.cpu_time = cpu1 - cpu0;
-  outcome.wall_time = wall1 - wall0;
-  if (measure_wait) {
-    outcome.cpu_wait_time = ThreadCpuWaitTime() - wait0;
-  } else if (auto_kind) {
-    outcome.cpu_wait_time = -absl::Nanoseconds(1);  // Not measured.
-  }
-  if (clock != nullptr) *clock = {.fresh = true, .cpu = cpu1, .wall = wall1};
-  if (result.ok()) {
-    outcome.output = *std::move(result);
-    return outcome;
-  }
-  SetOutcomeError(outcome, result.status(), *run.cancel, out_of_memory);
-  return outcome;
-}
-
 ThreadPoolExecutor::ThreadPoolExecutor(int threads, ExecutorListener& listener)
     : threads_(threads), listener_(listener), pool_(threads, "jobd-thread") {}
 
 ThreadPoolExecutor::~ThreadPoolExecutor() { Shutdown(absl::InfiniteFuture()); }
 
 void ThreadPoolExecutor::Start(JobRun run) {
+  Run([this, run = std::move(run)] { Execute(run); });
+}
+
+void ThreadPoolExecutor::StartTrivial(std::vector<JobRun> runs) {
+  Run([this, runs = std::move(runs)] { ExecuteTrivial(runs); });
+}
+
+void ThreadPoolExecutor::Run(std::function<void()> fn) {
   {
     absl::MutexLock lock(&mu_);
     ++running_;
   }
-  if (!pool_.Schedule([this, run = std::move(run)] { Execute(run); })) {
+  if (!pool_.Schedule(std::move(fn))) {
     absl::MutexLock lock(&mu_);
     --running_;
     spdlog::error("thread pool is shut down; job dropped");
@@ -207,6 +133,13 @@ void ThreadPoolExecutor::Execute(const JobRun& run) {
         listener_.OnJobOutput(id, stream, bytes);
       });
   listener_.OnJobFinished(id, std::move(outcome));
+  absl::MutexLock lock(&mu_);
+  --running_;
+}
+
+void ThreadPoolExecutor::ExecuteTrivial(const std::vector<JobRun>& runs) {
+  std::vector<FinishedJob> finished = RunTrivialTasks(runs, listener_);
+  listener_.OnJobsFinished(std::span<FinishedJob>(finished));
   absl::MutexLock lock(&mu_);
   --running_;
 }

@@ -58,35 +58,24 @@ class ThreadPoolExecutor : public JobExecutor {
   v1::Executor kind() const override { return v1::EXECUTOR_THREAD; }
   int capacity() const override { return threads_.load(); }
   void Start(JobRun run) override;
+  bool runs_trivial() const override { return true; }
+  void StartTrivial(std::vector<JobRun> runs) override;
   bool Resize(int slots) override;
   bool Shutdown(absl::Time deadline) override;
 
  private:
   void Execute(const JobRun& run);
+  void ExecuteTrivial(const std::vector<JobRun>& runs);
+  // Queues `fn` as a run (Shutdown waits for it) or drops it (shut down).
+  void Run(std::function<void()> fn);
 
   std::atomic<int> threads_;
   ExecutorListener& listener_;
   absl::Mutex mu_;
-  int running_ ABSL_GUARDED_BY(mu_) = 0;  // Started, not yet reported.
+  // Runs (a job, or a batch of trivial ones) started, not yet reported.
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
   ThreadPool pool_;  // Last: its threads stop before the members above die.
 };
-
-// The running thread's CPU clock and the wall clock as last read at a job
-// boundary. Reading a thread's CPU clock is a system call (~1 µs, several on
-// some VMs): a thread that runs jobs back to back passes one JobClock to
-// each RunSyncTask, and the reading that ends one job starts the next.
-struct JobClock {
-  bool fresh = false;  // The readings below are the end of the last job.
-  absl::Duration cpu;
-  absl::Time wall;
-};
-
-// Runs `run` on the calling thread: measures CPU and wall time, catches
-// exceptions, maps errors to reasons. Shared by every executor that runs
-// sync tasks. `clock`, if given, is read from when fresh and left fresh.
-// `output` gets the task's log lines (TaskContext::Log).
-JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
-                       JobClock* clock = nullptr, OutputFn output = {});
 
 }  // namespace jobd
 
