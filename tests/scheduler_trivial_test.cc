@@ -1,10 +1,10 @@
 // Unit tests: the Scheduler's trivial tasks' jobs (TaskDef::trivial;
 // Scheduler::Hand and RunTrivial): run on the thread that starts them, in
-// no slot, in one go; queued behind a full lane like any other; a large
-// spec goes to the executor; a long chain runs in a loop, not in nested
-// calls; with a journal, those whose claim became durable go to the
-// executor as one batch instead of running on the journal's thread. A real
-// daemon runs `echo` so in every integration test.
+// no slot, in one go (a large Submit's as one batch on the pool); queued behind
+// a full lane like any other; a large spec goes to the executor; a long chain
+// runs in a loop, not in nested calls; with a journal, those whose claim became
+// durable go to the executor as one batch instead of running on the journal's
+// thread. A real daemon runs `echo` so in every integration test.
 #include <set>
 #include <string>
 #include <thread>
@@ -40,6 +40,24 @@ class SchedulerTrivialTest : public SchedulerFixture {
     std::vector<Admission> out;
     scheduler_->Submit(jobs, Subscriber{sink_, 0, kAllEvents}, out);
     return out.at(0);
+  }
+  // Submits `n` jobs of trivial_ in one call; returns their ids.
+  std::vector<uint64_t> SubmitManyTrivial(int n) {
+    std::vector<NewJob> jobs(n);
+    for (NewJob& job : jobs) {
+      auto spec = std::make_shared<v1::JobSpec>();
+      spec->set_task(trivial_.name);
+      spec->set_kind(v1::JOB_KIND_IO_BOUND);
+      job.task = &trivial_;
+      job.args = *TaskRegistry::Bind(trivial_, spec);
+      job.spec = std::move(spec);
+      job.tag = next_tag_++;
+    }
+    std::vector<Admission> out;
+    scheduler_->Submit(jobs, Subscriber{sink_, 0, kAllEvents}, out);
+    std::vector<uint64_t> ids;
+    for (const Admission& a : out) ids.push_back(a.job_id);
+    return ids;
   }
   std::set<std::thread::id> RanOn() {
     absl::MutexLock lock(&ran_mu_);
@@ -87,6 +105,20 @@ TEST_F(SchedulerTrivialTest, RunOnTheSubmittingThreadInNoSlot) {
   EXPECT_TRUE(executor().trivial_batches().empty());
   EXPECT_EQ(executor().busy(), 0);
   EXPECT_EQ(RanOn(), std::set<std::thread::id>{std::this_thread::get_id()});
+}
+
+TEST_F(SchedulerTrivialTest, ALargeSubmitGoesToThePoolAsOneBatch) {
+  // A few run on the submitting thread; many go to a pool thread in one
+  // hand-over, so that the submitting thread reads the next request.
+  const std::vector<uint64_t> few = SubmitManyTrivial(4);
+  for (uint64_t id : few) EXPECT_EQ(State(id), v1::JOB_STATE_SUCCEEDED);
+  const std::vector<uint64_t> many = SubmitManyTrivial(200);
+  ASSERT_EQ(executor().trivial_batches(),
+            std::vector<std::vector<uint64_t>>{many});
+  for (uint64_t id : many) EXPECT_EQ(State(id), v1::JOB_STATE_RUNNING);
+  executor().FinishTrivial();
+  for (uint64_t id : many) EXPECT_EQ(State(id), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_TRUE(executor().starts().empty());
 }
 
 TEST_F(SchedulerTrivialTest, WaitTheirTurnBehindAFullLaneThenRunByPriority) {

@@ -32,11 +32,13 @@ struct AfterUnlock {
   // Readers of job output to wake (JobOutputs waiters), first.
   std::vector<std::function<void()>> wakes;
   // Started runs of trivial tasks (TaskDef::trivial), handed last to
-  // `run_trivial` (Scheduler::Hand sets it): on this thread if
-  // `trivial_here` (a Submit's, a pool thread's: threads that may run
-  // jobs), else on the lane's executor (a journal's or a timer's thread,
-  // which must not be held up).
-  bool trivial_here = false;
+  // `run_trivial` (Scheduler::Hand sets it), which runs up to
+  // `trivial_here` of them on this thread and hands more to the lane's
+  // executor as one batch: none on a journal's or a timer's thread (it
+  // must not be held up), a few on a Submit's (a short request's answer
+  // comes sooner; a long one's jobs run on a pool thread while this one
+  // reads the next request), any number on a pool thread.
+  size_t trivial_here = 0;
   std::vector<JobRun> trivial;
   std::function<void(std::vector<JobRun>)> run_trivial;
 

@@ -167,7 +167,7 @@ v1::Job Scheduler::Snapshot(const Job& job) const {
 void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
                        std::vector<Admission>& out, const OwnerQuota& quota) {
   After after;
-  after.trivial_here = true;  // A caller's thread: it may run trivial jobs.
+  after.trivial_here = kTrivialRunsInSubmit;
   bool follow = false;
   {
     const bool journal_accepting = journal_ == nullptr || journal_->accepting();
@@ -479,15 +479,14 @@ void Scheduler::Hand(Lane& lane, std::vector<JobRun> chunk, After& after) {
   }
   JobExecutor& executor = *lane.executor();
   if (after.trivial.empty()) {
-    if (after.trivial_here) {
-      after.run_trivial = [this](std::vector<JobRun> runs) {
+    after.run_trivial = [this, &executor,
+                         here = after.trivial_here](std::vector<JobRun> runs) {
+      if (runs.size() <= here) {
         RunTrivial(std::move(runs));
-      };
-    } else {
-      after.run_trivial = [&executor](std::vector<JobRun> runs) {
+      } else {
         executor.StartTrivial(std::move(runs));
-      };
-    }
+      }
+    };
   }
   for (JobRun& run : chunk) after.trivial.push_back(std::move(run));
 }
@@ -747,7 +746,8 @@ void Scheduler::OnFinished(v1::Executor kind, std::span<FinishedJob> jobs) {
   }
   After after;
   // A pool thread (or one running trivial jobs) runs the next ones.
-  after.trivial_here = kind == v1::EXECUTOR_THREAD;
+  after.trivial_here =
+      kind == v1::EXECUTOR_THREAD ? std::numeric_limits<size_t>::max() : 0;
   {
     absl::MutexLock lock(&mu_);
     bool guests = false;

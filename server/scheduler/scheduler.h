@@ -716,6 +716,9 @@ class Scheduler {
   // Minimum spacing of PROGRESS events of one job (the latest is always
   // kept).
   static constexpr absl::Duration kProgressInterval = absl::Milliseconds(20);
+  // A Submit's thread runs up to this many trivial jobs itself (Hand);
+  // more go to the thread pool as one batch.
+  static constexpr size_t kTrivialRunsInSubmit = 16;
   BlockReservation ids_reserved_ ABSL_GUARDED_BY(mu_){kIdBlock};
   WorkShareHook* work_share_ ABSL_GUARDED_BY(mu_) = nullptr;  // Optional.
   size_t shared_ ABSL_GUARDED_BY(mu_) = 0;  // Live shared jobs.
