@@ -238,36 +238,22 @@ absl::Status SubmitSession::ResolveTags(v1::SubmitItem& item) {
   v1::JobSpec& spec = *item.mutable_spec();
   for (int k = 0; k < item.depends_on_tags_size(); ++k) {
     const uint64_t tag = item.depends_on_tags(k);
-    auto it = tag_jobs_.find(tag);
-    if (it == tag_jobs_.end()) {
+    const StreamTags::TagJob* found = tags_.Find(tag);
+    if (found == nullptr) {
       return absl::InvalidArgumentError(fmt::format(
           "depends_on_tags[{}]: client tag {} is not an earlier item of this "
           "stream (it remembers its latest {} tags)",
-          k, tag, kMaxStreamTags));
+          k, tag, StreamTags::kMax));
     }
-    if (it->second.job_id == 0) {
+    if (found->job_id == 0) {
       return absl::InvalidArgumentError(
           fmt::format("depends_on_tags[{}]: the item with client tag {} was "
                       "rejected",
                       k, tag));
     }
-    spec.add_depends_on(absl::StrCat(it->second.job_id));
+    spec.add_depends_on(absl::StrCat(found->job_id));
   }
   return absl::OkStatus();
-}
-
-void SubmitSession::RememberTag(uint64_t tag, uint64_t index, uint64_t job_id) {
-  tag_jobs_[tag] = {index, job_id};
-  tag_order_.emplace_back(tag, index);
-  if (tag_order_.size() > kMaxStreamTags) {
-    const auto [old_tag, old_index] = tag_order_.front();
-    tag_order_.pop_front();
-    auto it = tag_jobs_.find(old_tag);
-    // Not if a later item took the tag since.
-    if (it != tag_jobs_.end() && it->second.index == old_index) {
-      tag_jobs_.erase(it);
-    }
-  }
 }
 
 void SubmitSession::SubmitItems(int begin, int end, uint64_t first_index,
@@ -346,8 +332,8 @@ void SubmitSession::SubmitItems(int begin, int end, uint64_t first_index,
     }
   }
   for (int i = begin; i < end; ++i) {
-    RememberTag(request_.items(i).client_tag(), first_index + i,
-                admitted_ids[i - begin]);
+    tags_.Remember(request_.items(i).client_tag(), first_index + i,
+                   admitted_ids[i - begin]);
   }
 }
 

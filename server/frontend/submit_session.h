@@ -24,7 +24,6 @@
 #define JOBD_SERVER_FRONTEND_SUBMIT_SESSION_H_
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -32,11 +31,11 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "server/frontend/stream_session.h"
+#include "server/frontend/stream_tags.h"
 
 namespace jobd {
 
@@ -95,10 +94,6 @@ class SubmitSession final
   // Appends the job ids of the earlier items item.depends_on_tags names to
   // its spec.depends_on, or says which tag is no earlier admitted item's.
   absl::Status ResolveTags(v1::SubmitItem& item);
-  // The latest item with client tag `tag` is stream index `index`, its
-  // job `job_id` (0: rejected); the oldest tags are forgotten past
-  // kMaxStreamTags.
-  void RememberTag(uint64_t tag, uint64_t index, uint64_t job_id);
   // Starts a write, resumes reading, or finishes, as the state allows.
   void Pump();
   // Starts a read this thread decided on (read_starting_ set under mu_),
@@ -121,15 +116,8 @@ class SubmitSession final
   std::string traceparent_;     // Set in Begin(), then const.
   uint64_t messages_read_ = 0;  // Read side only.
   // Read side only: the job of the latest item with each client tag, for
-  // depends_on_tags; bounded to the latest kMaxStreamTags items (about
-  // 40 bytes each).
-  static constexpr size_t kMaxStreamTags = 100000;
-  struct TagJob {
-    uint64_t index = 0;   // Its stream index.
-    uint64_t job_id = 0;  // 0: rejected.
-  };
-  absl::flat_hash_map<uint64_t, TagJob> tag_jobs_;
-  std::deque<std::pair<uint64_t, uint64_t>> tag_order_;  // (tag, index).
+  // depends_on_tags (the latest StreamTags::kMax items).
+  StreamTags tags_;
 
   v1::SubmitOptions options_ ABSL_GUARDED_BY(mu_);
   uint32_t window_ ABSL_GUARDED_BY(mu_) = 1;
