@@ -213,10 +213,12 @@ struct TaskDef {
   bool takes_flat_calls = false;
   // Returns at once: about a microsecond, no I/O, no waiting, no progress
   // or output, its cost growing at most with its spec's size (`echo`). On
-  // the thread pool, a job of it whose spec is up to 64 KiB runs on the
-  // daemon thread that starts it, in one go with the others started with
-  // it, and takes no slot: no hand-off to a pool thread and back. Once it
-  // runs it cannot be stopped (a cancel or a timeout drops its result).
+  // the thread pool, a job of it whose spec is up to 64 KiB takes no slot
+  // and is not handed to a pool thread on its own: the jobs of it started
+  // together run one after another on the daemon thread that started them
+  // (a few of a request's, or any on a pool thread) or on one pool thread
+  // as one batch. Once it runs it cannot be stopped (a cancel or a timeout
+  // drops its result).
   bool trivial = false;
   // Longest a job of this task may run: a job that asks for no timeout or
   // a longer one gets this one. Zero: none.
