@@ -179,6 +179,28 @@ TEST_F(JournalTest, RowsSurviveAReopen) {
   EXPECT_EQ(r.last_sequence, 77u);
 }
 
+TEST_F(JournalTest, ForgottenJobsGoInRunsOfConsecutiveIdsAndNoOtherRow) {
+  const std::vector<uint64_t> forgotten = {12, 2, 3, 11, 5, 4, 9, 20};
+  {
+    Recovered r;
+    auto j = Open(&r);
+    for (uint64_t id = 1; id <= 20; ++id) {
+      j->Insert(Row(id, v1::JOB_STATE_QUEUED));
+    }
+    ASSERT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
+    // One batch: runs [2, 5], [9], [11, 12], [20]; an end beside them.
+    for (uint64_t id : forgotten) j->Delete(id);
+    j->Update(Ended(7));
+  }  // Closing flushes.
+  Recovered r;
+  auto j = Open(&r);
+  std::vector<uint64_t> kept;
+  for (const JournalRow& row : r.rows) kept.push_back(row.id);
+  EXPECT_EQ(kept, (std::vector<uint64_t>{1, 6, 7, 8, 10, 13, 14, 15, 16, 17, 18,
+                                         19}));
+  EXPECT_EQ(r.rows[2].state, v1::JOB_STATE_SUCCEEDED);
+}
+
 // Cluster mode's outbox: a job inserted in the outbox (1) and updated to
 // published (2) comes back so; the others stay local (0).
 TEST_F(JournalTest, AJobsPlaceInWorkSharingSurvivesAReopen) {

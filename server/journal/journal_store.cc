@@ -129,6 +129,10 @@ struct JournalStore::Statements {
   // A job forgotten takes its finished callback with it (2: PENDING).
   Statement remove_callback{
       db, "DELETE FROM callbacks WHERE job_id=? AND state<>2"};
+  // The same for a run of consecutive ids [?1, ?2].
+  Statement remove_run{db, "DELETE FROM jobs WHERE id BETWEEN ?1 AND ?2"};
+  Statement remove_callback_run{
+      db, "DELETE FROM callbacks WHERE job_id BETWEEN ?1 AND ?2 AND state<>2"};
   Statement put_callback{db,
                          "INSERT OR REPLACE INTO callbacks(job_id, state, "
                          "attempts, last_error, url, event) "
@@ -698,10 +702,25 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     return (rc & 0xff) == SQLITE_FULL ? absl::ResourceExhaustedError(message)
                                       : absl::InternalError(message);
   };
+  // Forgotten jobs' rows go last, in runs of consecutive ids, one
+  // statement per run: retention forgets the oldest first, so that a busy
+  // stream's are consecutive as a rule (one statement per job before).
+  // Not in a batch with callback records (a job's callback row and its
+  // deletion keep their order), nor one transaction per record.
+  const bool runs_of_deletes =
+      !per_record && part != Part::kAllButDeletes &&
+      std::none_of(records.begin(), records.end(), [](const JournalRecord& r) {
+        return r.kind == JournalRecord::kCallback;
+      });
+  std::vector<uint64_t> deleted;
   for (size_t index = 0; index < records.size(); ++index) {
     const JournalRecord& r = records[index];
     if (part == Part::kDeletes && r.kind != JournalRecord::kDelete) continue;
     if (part == Part::kAllButDeletes && r.kind == JournalRecord::kDelete) {
+      continue;
+    }
+    if (runs_of_deletes && r.kind == JournalRecord::kDelete) {
+      deleted.push_back(r.row.id);
       continue;
     }
     absl::Status s;
@@ -802,6 +821,22 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
       }
       if (absl::Status b = begin(); !b.ok()) return b;
     }
+  }
+  std::sort(deleted.begin(), deleted.end());
+  for (size_t first = 0; first < deleted.size();) {
+    size_t end = first + 1;  // Past the run's last id.
+    while (end < deleted.size() && deleted[end] == deleted[end - 1] + 1) {
+      ++end;
+    }
+    for (sqlite3_stmt* st :
+         {stmts.remove_run.get(), stmts.remove_callback_run.get()}) {
+      sqlite3_bind_int64(st, 1, static_cast<int64_t>(deleted[first]));
+      sqlite3_bind_int64(st, 2, static_cast<int64_t>(deleted[end - 1]));
+      if (absl::Status s = step(st); !s.ok()) return s;
+      if (st == stmts.remove_run.get()) rows_delta -= sqlite3_changes(db_);
+    }
+    deletes += end - first;
+    first = end;
   }
   for (const KeyLimitRow& k : key_limits) {
     if (part == Part::kDeletes) break;
