@@ -26,19 +26,26 @@ class SchedulerTrivialTest : public SchedulerFixture {
   // Submits one job of trivial_ with `payload`, depending on `deps`.
   Admission SubmitTrivial(std::string payload, std::vector<uint64_t> deps = {},
                           int priority = 0) {
+    return SubmitTo(*scheduler_, trivial_, std::move(payload), deps, priority,
+                    sink_);
+  }
+  // The same to `scheduler`, of `task`, its events to `sink`.
+  Admission SubmitTo(Scheduler& scheduler, const TaskDef& task,
+                     std::string payload, const std::vector<uint64_t>& deps,
+                     int priority, std::shared_ptr<RecordingSink> sink) {
     auto spec = std::make_shared<v1::JobSpec>();
-    spec->set_task(trivial_.name);
+    spec->set_task(task.name);
     spec->set_kind(v1::JOB_KIND_IO_BOUND);
     spec->set_payload(std::move(payload));
     spec->set_priority(priority);
     for (uint64_t d : deps) spec->add_depends_on(absl::StrCat(d));
     std::vector<NewJob> jobs(1);
-    jobs[0].task = &trivial_;
-    jobs[0].args = *TaskRegistry::Bind(trivial_, spec);
+    jobs[0].task = &task;
+    jobs[0].args = *TaskRegistry::Bind(task, spec);
     jobs[0].spec = std::move(spec);
     jobs[0].tag = next_tag_++;
     std::vector<Admission> out;
-    scheduler_->Submit(jobs, Subscriber{sink_, 0, kAllEvents}, out);
+    scheduler.Submit(jobs, Subscriber{sink, 0, kAllEvents}, out);
     return out.at(0);
   }
   // Submits `n` jobs of trivial_ in one call; returns their ids.
@@ -159,6 +166,34 @@ TEST_F(SchedulerTrivialTest, ALongChainRunsInALoopNotInNestedCalls) {
   EXPECT_EQ(State(chain.back()), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(scheduler_->GetJob(chain.back())->result().payload(),
             absl::StrCat(kJobs - 1));
+}
+
+TEST_F(SchedulerTrivialTest, AnotherSchedulersRunsOnThisThreadKeepTheirLoop) {
+  // A second scheduler (as a process with two daemons has), whose trivial
+  // job is submitted from inside this one's run of a trivial job.
+  Scheduler other({}, clock_, nullptr);
+  auto fake = std::make_unique<FakeExecutor>(
+      v1::EXECUTOR_THREAD, 1, other.listener_for(v1::EXECUTOR_THREAD));
+  fake->set_runs_trivial(true);
+  other.AddExecutor(std::move(fake));
+  auto other_sink = std::make_shared<RecordingSink>();
+  uint64_t other_id = 0;
+  const TaskDef submits = {
+      .name = "submits",
+      .default_kind = v1::JOB_KIND_IO_BOUND,
+      .variadic = true,
+      .trivial = true,
+      .run = [&](TaskContext&) -> absl::StatusOr<TaskOutput> {
+        other_id =
+            SubmitTo(other, trivial_, "other's", {}, 0, other_sink).job_id;
+        return TaskOutput{};
+      }};
+  const Admission a = SubmitTo(*scheduler_, submits, "", {}, 0, sink_);
+  EXPECT_EQ(State(a.job_id), v1::JOB_STATE_SUCCEEDED);
+  ASSERT_NE(other_id, 0u);
+  // Run and reported by the other scheduler's own loop.
+  EXPECT_EQ(other.GetJob(other_id)->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(other.GetJob(other_id)->result().payload(), "other's");
 }
 
 TEST_F(SchedulerTrivialTest, WithAJournalTheyGoToTheExecutorNotTheJournals) {

@@ -493,15 +493,24 @@ void Scheduler::Hand(Lane& lane, std::vector<JobRun> chunk, After& after) {
 
 void Scheduler::RunTrivial(std::vector<JobRun> runs) {
   // The runs reported below start more (AfterUnlock::Run calls back in
-  // here): this thread's outermost call queues and runs them all, so that
-  // a long chain of trivial jobs does not nest one call per job.
-  thread_local std::vector<JobRun>* queue = nullptr;
-  if (queue != nullptr) {
-    for (JobRun& run : runs) queue->push_back(std::move(run));
+  // here): this thread's outermost call for this scheduler queues and runs
+  // them all, so that a long chain of trivial jobs does not nest one call
+  // per job. (Another scheduler's loop on this thread keeps its own.)
+  struct Loop {
+    const Scheduler* owner = nullptr;
+    std::vector<JobRun>* queue = nullptr;
+  };
+  thread_local Loop loop;
+  if (loop.owner == this) {
+    for (JobRun& run : runs) loop.queue->push_back(std::move(run));
     return;
   }
   std::vector<JobRun> pending = std::move(runs);
-  queue = &pending;
+  struct Restore {
+    Loop outer;
+    ~Restore() { loop = outer; }  // Also if a report throws.
+  } restore{loop};
+  loop = {this, &pending};
   while (!pending.empty()) {
     std::vector<JobRun> batch;
     batch.swap(pending);
@@ -510,7 +519,6 @@ void Scheduler::RunTrivial(std::vector<JobRun> runs) {
     batch.clear();  // The runs' shares of their jobs go before the ends.
     OnFinished(v1::EXECUTOR_THREAD, std::span<FinishedJob>(finished));
   }
-  queue = nullptr;
 }
 
 JobRun Scheduler::PrepareRun(Job& job) {
