@@ -708,7 +708,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
   // Not in a batch with callback records (a job's callback row and its
   // deletion keep their order), nor one transaction per record.
   const bool runs_of_deletes =
-      !per_record && part != Part::kAllButDeletes &&
+      !per_record &&
       std::none_of(records.begin(), records.end(), [](const JournalRecord& r) {
         return r.kind == JournalRecord::kCallback;
       });

@@ -52,11 +52,14 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
   // The CPU a run used only teaches AUTO's router (Router::Record), and
   // reading a thread's CPU clock is a system call: other runs skip it.
   const bool measure_cpu = auto_kind;
+  const absl::Duration kNotMeasured = -absl::Nanoseconds(1);
   const bool chained = clock != nullptr && clock->fresh;
-  const absl::Duration cpu0 = !measure_cpu ? absl::ZeroDuration()
-                              : chained && clock->cpu >= absl::ZeroDuration()
-                                  ? clock->cpu
-                                  : ThreadCpuTime();
+  absl::Duration cpu0;
+  if (measure_cpu) {
+    // The last job's end, if it read the clock.
+    cpu0 = chained && clock->cpu >= absl::ZeroDuration() ? clock->cpu
+                                                         : ThreadCpuTime();
+  }
   const absl::Time wall0 = chained ? clock->wall : absl::Now();
   const bool measure_wait = auto_kind && run.measure_cpu_wait;
   const absl::Duration wait0 =
@@ -77,15 +80,14 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
   } catch (...) {
     result = absl::InternalError("task threw a non-standard exception");
   }
-  const absl::Duration cpu1 =
-      measure_cpu ? ThreadCpuTime() : -absl::Nanoseconds(1);
+  const absl::Duration cpu1 = measure_cpu ? ThreadCpuTime() : kNotMeasured;
   const absl::Time wall1 = absl::Now();
-  outcome.cpu_time = measure_cpu ? cpu1 - cpu0 : cpu1;
+  outcome.cpu_time = measure_cpu ? cpu1 - cpu0 : kNotMeasured;
   outcome.wall_time = wall1 - wall0;
   if (measure_wait) {
     outcome.cpu_wait_time = ThreadCpuWaitTime() - wait0;
   } else if (auto_kind) {
-    outcome.cpu_wait_time = -absl::Nanoseconds(1);  // Not measured.
+    outcome.cpu_wait_time = kNotMeasured;
   }
   if (clock != nullptr) *clock = {.fresh = true, .cpu = cpu1, .wall = wall1};
   if (result.ok()) {
@@ -96,24 +98,29 @@ JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
   return outcome;
 }
 
+JobOutcome RunSyncTask(const JobRun& run, ExecutorListener& listener,
+                       JobClock* clock) {
+  const uint64_t id = run.job_id;
+  return RunSyncTask(
+      run,
+      [&listener, id](double fraction, std::string_view message) {
+        listener.OnJobProgress(id, fraction, message);
+      },
+      clock,
+      [&listener, id](v1::OutputStream stream, std::string_view bytes) {
+        listener.OnJobOutput(id, stream, bytes);
+      });
+}
+
 std::vector<FinishedJob> RunTrivialTasks(std::span<const JobRun> runs,
                                          ExecutorListener& listener) {
   std::vector<FinishedJob> finished;
   finished.reserve(runs.size());
   JobClock clock;
   for (const JobRun& run : runs) {
-    const uint64_t id = run.job_id;
-    JobOutcome outcome = RunSyncTask(
-        run,
-        [&listener, id](double fraction, std::string_view message) {
-          listener.OnJobProgress(id, fraction, message);
-        },
-        &clock,
-        [&listener, id](v1::OutputStream stream, std::string_view bytes) {
-          listener.OnJobOutput(id, stream, bytes);
-        });
+    JobOutcome outcome = RunSyncTask(run, listener, &clock);
     outcome.frees_slot = false;
-    finished.push_back({.job_id = id, .outcome = std::move(outcome)});
+    finished.push_back({.job_id = run.job_id, .outcome = std::move(outcome)});
   }
   return finished;
 }

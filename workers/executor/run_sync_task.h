@@ -35,6 +35,11 @@ struct JobClock {
 JobOutcome RunSyncTask(const JobRun& run, const ProgressFn& progress,
                        JobClock* clock = nullptr, OutputFn output = {});
 
+// The same, the run's progress and output reported to `listener` (the
+// executors' way; a worker process frames them instead).
+JobOutcome RunSyncTask(const JobRun& run, ExecutorListener& listener,
+                       JobClock* clock = nullptr);
+
 // Runs `runs` (jobs of trivial tasks, TaskDef::trivial) one after another
 // on the calling thread, one clock reading between two, their progress
 // and output to `listener`: their outcomes in order, none freeing a slot

@@ -122,17 +122,7 @@ bool ThreadPoolExecutor::Resize(int slots) {
 }
 
 void ThreadPoolExecutor::Execute(const JobRun& run) {
-  const uint64_t id = run.job_id;
-  JobOutcome outcome = RunSyncTask(
-      run,
-      [this, id](double fraction, std::string_view message) {
-        listener_.OnJobProgress(id, fraction, message);
-      },
-      nullptr,
-      [this, id](v1::OutputStream stream, std::string_view bytes) {
-        listener_.OnJobOutput(id, stream, bytes);
-      });
-  listener_.OnJobFinished(id, std::move(outcome));
+  listener_.OnJobFinished(run.job_id, RunSyncTask(run, listener_));
   absl::MutexLock lock(&mu_);
   --running_;
 }
