@@ -162,13 +162,15 @@ TEST_F(SpecValidatorTest, DependenciesAreCheckedForTheirFormAndCount) {
   EXPECT_THAT(Error(other),
               HasSubstr("spec.depends_on[0]: '17@node-b' is a job of node "
                         "'node-b'; this node is not in a cluster"));
-  // In a cluster it is followed at its node; not for its result.
+  // In a cluster it is followed at its node, for its result too.
   limits_.remote_dependencies = true;
   EXPECT_TRUE(ValidateSpec(other, registry_, limits_).ok());
-  other.set_dependency_results(true);
-  EXPECT_THAT(Error(other),
-              HasSubstr("spec.depends_on[0]: '17@node-b' is a job of node "
-                        "'node-b'; spec.dependency_results passes"));
+  v1::JobSpec with_result;
+  with_result.set_task("echo");
+  with_result.set_kind(v1::JOB_KIND_IO_BOUND);
+  with_result.add_depends_on("17@node-b");
+  with_result.set_dependency_results(true);
+  EXPECT_TRUE(ValidateSpec(with_result, registry_, limits_).ok());
   limits_.remote_dependencies = false;
   v1::JobSpec policy = Sleep(1);
   policy.set_dependency_policy(v1::DEPENDENCY_POLICY_ALL_ENDED);

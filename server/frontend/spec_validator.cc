@@ -344,12 +344,6 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
           "so a job depends only on its own jobs",
           field, ClipUtf8(spec.depends_on(i), 80), ref->node));
     }
-    if (AwaitsDependencyResults(spec)) {
-      return absl::InvalidArgumentError(fmt::format(
-          "{}: '{}' is a job of node '{}'; spec.dependency_results passes "
-          "the results of this node's jobs only",
-          field, ClipUtf8(spec.depends_on(i), 80), ref->node));
-    }
   }
   if (!v1::DependencyPolicy_IsValid(spec.dependency_policy())) {
     return absl::InvalidArgumentError(

@@ -640,6 +640,7 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
     job.end = std::move(kept);
   }
   job.run.reset();  // The executor holds its own references while it runs.
+  if (!remote_results_.empty()) remote_results_.erase(job.id);
   if (job.cluster == Job::kOutbox || job.cluster == Job::kPublished) {
     --shared_;
   }

@@ -690,6 +690,9 @@ class Scheduler {
     // Set: its dependants fail DEPENDENCY_FAILED with this (a remote
     // dependency its node does not know).
     std::string unknown;
+    // A remote dependency's end as its node told it (its result, if it
+    // succeeded), for dependants that take their dependencies' results.
+    std::shared_ptr<const v1::Job> remote;
   };
   std::deque<EndedDependency> ended_dependencies_ ABSL_GUARDED_BY(mu_);
   // Other nodes' jobs that jobs here wait for: keys in deps_ of their own
@@ -707,6 +710,14 @@ class Scheduler {
   absl::flat_hash_map<uint64_t, RemoteDependency> remote_deps_
       ABSL_GUARDED_BY(mu_);
   uint64_t next_remote_ ABSL_GUARDED_BY(mu_) = 0;
+  // The ends of other nodes' jobs (by "N@node") that a dependant taking its
+  // dependencies' results was released from, kept by dependant id until
+  // its last dependency is met (PassDependencyResults) or it ends. Not
+  // journaled: a restart follows those jobs again.
+  absl::flat_hash_map<
+      uint64_t,
+      std::vector<std::pair<std::string, std::shared_ptr<const v1::Job>>>>
+      remote_results_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> to_follow_ ABSL_GUARDED_BY(mu_);
   bool releasing_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t expired_ ABSL_GUARDED_BY(mu_) = 0;

@@ -17,7 +17,9 @@
 // releases, fails or cancels its dependants as a local job's does; a job
 // its node does not know (or not for this owner) fails them
 // DEPENDENCY_FAILED. It is followed while a job here waits for it, and
-// again after a restart (resolved again from the spec).
+// again after a restart (resolved again from the spec). Its end as its
+// node told it is kept for the dependants that take their dependencies'
+// results (remote_results_) until they have them.
 #include <algorithm>
 #include <memory>
 #include <utility>
@@ -169,6 +171,10 @@ void Scheduler::ReleaseDependants(After& after) {
         Finish(*job, std::move(end), after);  // Queues its own dependants.
         continue;
       }
+      if (ended.remote != nullptr && AwaitsDependencyResults(*job->spec)) {
+        remote_results_[dependant].emplace_back(DependencyName(ended.id),
+                                                ended.remote);
+      }
       if (!deps_.Met(dependant)) continue;
       if (DependenciesMet(*job, now, after)) touched[job->executor] = true;
     }
@@ -266,8 +272,14 @@ void Scheduler::OnRemoteDependency(uint64_t key, absl::StatusOr<v1::Job> job) {
     if (it == remote_deps_.end()) return;
     if (deps_.HasDependants(key)) {
       if (job.ok()) {
+        const v1::JobState state = job->state();
+        const v1::ErrorReason reason = job->error().reason();
         ended_dependencies_.push_back(
-            {key, job->state(), job->error().reason(), {}});
+            {key,
+             state,
+             reason,
+             {},
+             std::make_shared<const v1::Job>(*std::move(job))});
       } else {
         ended_dependencies_.push_back(
             {key, v1::JOB_STATE_FAILED, v1::ERROR_REASON_DEPENDENCY_FAILED,
@@ -296,6 +308,12 @@ bool Scheduler::DependenciesMet(Job& job, absl::Time now, After& after) {
 bool Scheduler::PassDependencyResults(Job& job, After& after) {
   if (!AwaitsDependencyResults(*job.spec)) return true;
   const v1::JobSpec& spec = *job.spec;
+  // Other nodes' jobs' ends, as their nodes told them (ReleaseDependants).
+  std::vector<std::pair<std::string, std::shared_ptr<const v1::Job>>> remote;
+  if (auto it = remote_results_.find(job.id); it != remote_results_.end()) {
+    remote = std::move(it->second);
+    remote_results_.erase(it);
+  }
   auto fail = [&](absl::StatusCode code, v1::ErrorReason reason,
                   std::string why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Finish(job, MakeError(v1::JOB_STATE_FAILED, code, reason, std::move(why)),
@@ -304,10 +322,29 @@ bool Scheduler::PassDependencyResults(Job& job, After& after) {
   };
   std::vector<google::protobuf::Value> results(spec.depends_on_size());
   for (int i = 0; i < spec.depends_on_size(); ++i) {
-    const uint64_t id = OwnJobNumber(spec.depends_on(i));
-    const Job* dependency = id != 0 ? table_.Find(id) : nullptr;
-    if (dependency == nullptr || *dependency->owner != *job.owner ||
-        dependency->end == nullptr) {
+    // Its state and result: this node's job's, or another node's.
+    v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+    const v1::JobResult* result = nullptr;
+    std::string name;
+    if (const uint64_t id = OwnJobNumber(spec.depends_on(i)); id != 0) {
+      name = std::to_string(id);
+      const Job* dependency = table_.Find(id);
+      if (dependency != nullptr && *dependency->owner == *job.owner &&
+          dependency->end != nullptr) {
+        state = dependency->state;
+        result = &dependency->end->result();
+      }
+    } else if (absl::StatusOr<JobRef> ref = ParseJobRef(spec.depends_on(i), "");
+               ref.ok()) {
+      name = absl::StrCat(ref->number, "@", ref->node);
+      for (const auto& [remote_name, ended] : remote) {
+        if (remote_name == name) {
+          state = ended->state();
+          result = &ended->result();
+        }
+      }
+    }
+    if (result == nullptr) {
       return fail(
           absl::StatusCode::kFailedPrecondition,
           v1::ERROR_REASON_DEPENDENCY_FAILED,
@@ -316,28 +353,27 @@ bool Scheduler::PassDependencyResults(Job& job, After& after) {
                       "passed; it never ran",
                       ClipUtf8(spec.depends_on(i), 64), i));
     }
-    if (dependency->state != v1::JOB_STATE_SUCCEEDED) {
+    if (state != v1::JOB_STATE_SUCCEEDED) {
       results[i].set_null_value(google::protobuf::NULL_VALUE);
       continue;
     }
-    const v1::JobResult& result = dependency->end->result();
-    if (result.dropped()) {
+    if (result->dropped()) {
       return fail(absl::StatusCode::kFailedPrecondition,
                   v1::ERROR_REASON_DEPENDENCY_FAILED,
                   fmt::format("spec.dependency_results: the result of job {} "
                               "was larger than jobd retains "
                               "(max-retained-result-bytes), so it cannot be "
                               "passed; it never ran",
-                              id));
+                              name));
     }
-    if (result.has_batch()) {  // A batch's results: its JSON array.
-      if (!google::protobuf::util::JsonStringToMessage(result.batch().results(),
-                                                       &results[i])
+    if (result->has_batch()) {  // A batch's results: its JSON array.
+      if (!google::protobuf::util::JsonStringToMessage(
+               result->batch().results(), &results[i])
                .ok()) {
         results[i].Clear();
       }
     } else {
-      results[i] = result.value();
+      results[i] = result->value();
     }
     if (results[i].kind_case() == google::protobuf::Value::KIND_NOT_SET) {
       results[i].set_null_value(google::protobuf::NULL_VALUE);  // No value.

@@ -338,7 +338,8 @@ TEST(ClusterReachTest, AJobsEventsAreFollowedFromAnotherNode) {
 // depends_on may name another node's job: the dependant waits at its own
 // node (across that node's kill -9 and restart) until the job ends at
 // its node, then runs; a failed one fails it, an unknown one too, naming
-// the node; spec.dependency_results with another node's job is refused.
+// the node. One that takes its dependencies' results gets that job's,
+// asked again of its node after the restart.
 TEST(ClusterReachTest, AJobDependsOnAnotherNodesJob) {
   auto c = StartNodes("jobd-cluster-deps", {{"node-a", 2}, {"node-b", 2}});
   ASSERT_TRUE(c.ok()) << c.status();
@@ -363,14 +364,17 @@ TEST(ClusterReachTest, AJobDependsOnAnotherNodesJob) {
   after_failed.add_depends_on(failed.job_id());
   v1::JobSpec after_unknown = Ledger(ledger, "after-unknown", 0);
   after_unknown.add_depends_on("999999@node-a");
-  v1::JobSpec with_results = Ledger(ledger, "with-results", 0);
+  v1::JobSpec with_results;
+  with_results.set_task("echo");
+  with_results.set_kind(v1::JOB_KIND_IO_BOUND);
+  with_results.add_args()->set_string_value("tail");
   with_results.add_depends_on(first_id);
   with_results.set_dependency_results(true);
-  const testing::StreamResult r = testing::SubmitAll(
-      (*c)->stub(1), {after_failed, after_unknown, with_results});
+  const testing::StreamResult r =
+      testing::SubmitAll((*c)->stub(1), {after_failed, after_unknown});
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
-  const auto ends = EndsByLine(r, {after_failed, after_unknown, with_results});
-  ASSERT_EQ(ends.size(), 3u);
+  const auto ends = EndsByLine(r, {after_failed, after_unknown});
+  ASSERT_EQ(ends.size(), 2u);
   const v1::JobEvent& e1 = ends.at("after-failed").at(0);
   EXPECT_EQ(e1.type(), v1::EVENT_TYPE_FAILED);
   EXPECT_EQ(e1.error().reason(), v1::ERROR_REASON_DEPENDENCY_FAILED);
@@ -380,17 +384,19 @@ TEST(ClusterReachTest, AJobDependsOnAnotherNodesJob) {
   EXPECT_EQ(e2.error().reason(), v1::ERROR_REASON_DEPENDENCY_FAILED);
   EXPECT_THAT(e2.error().message(),
               HasSubstr("999999@node-a, which it depends on, is unknown"));
-  const v1::JobEvent& e3 = ends.at("with-results").at(0);
-  EXPECT_EQ(e3.type(), v1::EVENT_TYPE_REJECTED);
-  EXPECT_THAT(e3.error().message(), HasSubstr("spec.depends_on[0]"));
 
-  // b holds the dependant, WAITING, through its kill -9 and restart.
-  std::string after_id;
+  // b holds the dependants, WAITING, through its kill -9 and restart.
+  std::string after_id, with_results_id;
   {
-    testing::LoadStream waiting((*c)->stub(1), {after}, 1);
+    testing::LoadStream waiting((*c)->stub(1), {after, with_results}, 1);
     ASSERT_TRUE(testing::WaitFor(
-        [&] { return !waiting.items()[0].job_id.empty(); }, absl::Seconds(10)));
+        [&] {
+          return !waiting.items()[0].job_id.empty() &&
+                 !waiting.items()[1].job_id.empty();
+        },
+        absl::Seconds(10)));
     after_id = waiting.items()[0].job_id;
+    with_results_id = waiting.items()[1].job_id;
     Answer got = GetJob((*c)->stub(1), after_id);
     ASSERT_TRUE(got.status.ok()) << got.status.error_message();
     EXPECT_EQ(got.job.state(), v1::JOB_STATE_WAITING);
@@ -408,7 +414,64 @@ TEST(ClusterReachTest, AJobDependsOnAnotherNodesJob) {
   EXPECT_GE(TimeUtil::TimestampToNanoseconds(done.job.start_time()),
             TimeUtil::TimestampToNanoseconds(dependency.job.finish_time()));
   EXPECT_EQ(ReadLedger(ledger).count("after"), 1u);
+  // a's job's result (its line), then its own argument.
+  const Answer passed = GetJob((*c)->stub(1), with_results_id,
+                               absl::Seconds(20), absl::Seconds(25));
+  ASSERT_TRUE(passed.status.ok()) << passed.status.error_message();
+  ASSERT_EQ(passed.job.state(), v1::JOB_STATE_SUCCEEDED)
+      << passed.job.error().message();
+  EXPECT_EQ(passed.job.result().value().ShortDebugString(),
+            "list_value { values { list_value { values { string_value: "
+            "\"first\" } } } values { string_value: \"tail\" } }");
   ASSERT_TRUE(first.Wait(absl::Seconds(10)));
+}
+
+// A dependant taking its dependencies' results gets another node's jobs'
+// (a failed one's as null, under ALL_ENDED) with its own node's, though
+// the other node's ended long before its own one did.
+TEST(ClusterReachTest, ADependantGetsTheResultsOfAnotherNodesJobs) {
+  auto c =
+      StartNodes("jobd-cluster-deps-results", {{"node-a", 2}, {"node-b", 2}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
+  v1::JobSpec alpha;
+  alpha.set_task("echo");
+  alpha.set_kind(v1::JOB_KIND_IO_BOUND);
+  alpha.add_args()->set_string_value("alpha");
+  const v1::JobEvent remote_ok = testing::RunOne(stub_a, alpha);
+  ASSERT_EQ(remote_ok.type(), v1::EVENT_TYPE_SUCCEEDED);
+  v1::JobSpec fail;
+  fail.set_task("fail");
+  fail.set_kind(v1::JOB_KIND_IO_BOUND);
+  fail.add_args()->set_string_value("boom");
+  const v1::JobEvent remote_failed = testing::RunOne(stub_a, fail);
+  ASSERT_EQ(remote_failed.type(), v1::EVENT_TYPE_FAILED);
+
+  testing::LoadStream local(stub_b, {Ledger((*c)->ledger(), "local", 1500)}, 1);
+  const std::string local_id = AwaitJob(stub_b, "local", v1::JOB_STATE_RUNNING);
+  ASSERT_FALSE(local_id.empty());
+  v1::JobSpec tail;
+  tail.set_task("echo");
+  tail.set_kind(v1::JOB_KIND_IO_BOUND);
+  tail.add_args()->set_string_value("tail");
+  tail.add_depends_on(remote_ok.job_id());
+  tail.add_depends_on(local_id);
+  tail.add_depends_on(remote_failed.job_id());
+  tail.set_dependency_policy(v1::DEPENDENCY_POLICY_ALL_ENDED);
+  tail.set_dependency_results(true);
+  const testing::StreamResult r = testing::SubmitAll(stub_b, {tail});
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  const std::vector<v1::JobEvent> ends = r.Terminal();
+  ASSERT_EQ(ends.size(), 1u);
+  ASSERT_EQ(ends[0].type(), v1::EVENT_TYPE_SUCCEEDED)
+      << ends[0].error().message();
+  EXPECT_EQ(ends[0].result().value().ShortDebugString(),
+            "list_value { values { list_value { values { string_value: "
+            "\"alpha\" } values { string_value: \"local\" } values { "
+            "null_value: NULL_VALUE } } } values { string_value: \"tail\" "
+            "} }");
+  ASSERT_TRUE(local.Wait(absl::Seconds(10)));
 }
 
 TEST(ClusterReachTest, AJobsOutputIsReadAndFollowedFromAnotherNode) {
