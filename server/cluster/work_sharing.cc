@@ -8,6 +8,7 @@
 #include <tuple>
 #include <utility>
 
+#include "absl/algorithm/container.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -99,7 +100,19 @@ void WorkSharing::StopEntry(int partition, const std::string& entry,
         held.index != index) {
       continue;
     }
-    if (held.local_id != 0) (void)scheduler_.Cancel(held.local_id);
+    if (held.local_id != 0) {
+      (void)scheduler_.Cancel(held.local_id);
+    } else if (held.unbegun) {  // Waiting here, not admitted: ends now.
+      Held stopped = held;
+      const uint64_t stopped_tag = tag;
+      held_.erase(stopped_tag);
+      stopped.unbegun = false;
+      v1::Job end;
+      end.set_state(v1::JOB_STATE_CANCELLED);
+      end.mutable_error()->set_reason(v1::ERROR_REASON_CANCELLED);
+      end.mutable_error()->set_message("withdrawn by its node before it began");
+      CompleteEntry(std::move(stopped), end, /*dead_letter=*/false);
+    }
     return;
   }
 }
@@ -312,7 +325,10 @@ void WorkSharing::TakeLoop() {
   if (stopped_ || settling_) return;
   const std::string consumer = ConsumerNow();
   if (!Sharing() || consumer.empty()) return ArmTake(absl::Milliseconds(100));
-  const int idle = scheduler_.IdleSlots();
+  // Jobs taken here that wait to begin go first: nothing more is taken
+  // while some wait for a slot.
+  StartUnbegun();
+  const int idle = unbegun_.empty() ? scheduler_.IdleSlots() : 0;
   // No room: looked at again in 10 ms, or at once when a job taken here
   // ends (OnEnds).
   if (idle <= 0) return ArmTake(absl::Milliseconds(10), /*busy=*/true);
@@ -481,7 +497,12 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
           /*dead_letter=*/true);
       continue;
     }
-    if (reclaimed && spec.delivery() != v1::DELIVERY_AT_LEAST_ONCE) {
+    // An at-most-once job of an entry of several is marked begun before
+    // it starts (StartUnbegun); one alone in its entry is begun once taken.
+    const bool at_most_once = spec.delivery() != v1::DELIVERY_AT_LEAST_ONCE;
+    const bool marked = base.count > 1;
+    if (reclaimed && at_most_once &&
+        (!marked || absl::c_linear_search(entry.begun, packed.index))) {
       {
         absl::MutexLock lock(&mu_);
         ++stats_.lost;
@@ -489,8 +510,8 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
       CompleteEntry(held,
                     ErrorEnd(v1::ERROR_REASON_LOST_ON_RESTART,
                              "the node that held it stopped renewing it (dead "
-                             "or cut off from Redis); an at-most-once job is "
-                             "not run again"),
+                             "or cut off from Redis) when it may have begun; "
+                             "an at-most-once job is not run again"),
                     /*dead_letter=*/false);
       continue;
     }
@@ -509,11 +530,99 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
     made->owner = packed.owner.empty() ? "anonymous" : packed.owner;
     made->foreign = true;
     made->tag = tag;
+    held.unbegun = at_most_once && marked;
     held_.emplace(tag, std::move(held));
+    if (at_most_once && marked) {
+      unbegun_.emplace_back(tag, *std::move(made));
+      continue;
+    }
     jobs.push_back(*std::move(made));
     tags.push_back(tag);
   }
-  if (jobs.empty()) return;
+  if (!jobs.empty()) Admit(std::move(jobs), std::move(tags));
+  StartUnbegun();
+}
+
+void WorkSharing::StartUnbegun() {
+  if (stopped_ || marking_ > 0 || unbegun_.empty()) return;
+  if (settling_ || scheduler_.draining()) {
+    // Never begun here: for another node, at once.
+    for (auto& [tag, job] : unbegun_) {
+      auto it = held_.find(tag);
+      if (it == held_.end() || !it->second.unbegun) continue;
+      Held held = std::move(it->second);
+      held_.erase(it);
+      held.unbegun = false;
+      GiveBack(std::move(held));
+    }
+    unbegun_.clear();
+    return;
+  }
+  // As many as there are free slots, one script per entry.
+  struct Group {
+    std::vector<int> indexes;
+    std::vector<std::pair<uint64_t, NewJob>> jobs;
+  };
+  std::map<std::tuple<int, std::string, std::string>, Group> groups;
+  for (int room = scheduler_.IdleSlots() + MarkAhead();
+       room > 0 && !unbegun_.empty();) {
+    auto [tag, job] = std::move(unbegun_.front());
+    unbegun_.pop_front();
+    auto it = held_.find(tag);
+    if (it == held_.end() || !it->second.unbegun) continue;
+    const Held& held = it->second;
+    Group& group = groups[{held.partition, held.entry, held.consumer}];
+    group.indexes.push_back(held.index);
+    group.jobs.emplace_back(tag, std::move(job));
+    --room;
+  }
+  for (auto& [key, group] : groups) {
+    const auto& [partition, entry, consumer] = key;
+    ++marking_;
+    stream_->MarkBegun(
+        partition, consumer, entry, group.indexes,
+        [self = shared_from_this(), partition = partition, entry = entry,
+         consumer = consumer, jobs = std::move(group.jobs),
+         ends = ends_](absl::StatusOr<Fence> fence) mutable {
+          --self->marking_;
+          self->ends_per_mark_ +=
+              (static_cast<double>(self->ends_ - ends) - self->ends_per_mark_) /
+              4;
+          if (fence.ok() && *fence != Fence::kDone) {
+            // Reclaimed from this node meanwhile: never begun here.
+            return self->DropEntry(partition, entry, consumer);
+          }
+          // Redis did not answer: they wait at the front, again at the
+          // next heartbeat. Marked, but the node began to drain or stop
+          // meanwhile: given back all the same (StartUnbegun).
+          const bool stopping = self->settling_ || self->scheduler_.draining();
+          if (!fence.ok() || stopping) {
+            for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
+              self->unbegun_.push_front(std::move(*it));
+            }
+            if (stopping) self->StartUnbegun();
+            return;
+          }
+          std::vector<NewJob> admit;
+          std::vector<uint64_t> tags;
+          for (auto& [tag, job] : jobs) {
+            auto it = self->held_.find(tag);
+            if (it == self->held_.end() || !it->second.unbegun) continue;
+            it->second.unbegun = false;
+            admit.push_back(std::move(job));
+            tags.push_back(tag);
+          }
+          if (!admit.empty()) self->Admit(std::move(admit), std::move(tags));
+          self->StartUnbegun();
+        });
+  }
+}
+
+int WorkSharing::MarkAhead() const {
+  return static_cast<int>(std::min<double>(2 * ends_per_mark_, kMaxMarkAhead));
+}
+
+void WorkSharing::Admit(std::vector<NewJob> jobs, std::vector<uint64_t> tags) {
   std::vector<Admission> admitted;
   // Its start and progress too: noted to its origin (SendNotes).
   scheduler_.Submit(
@@ -551,7 +660,9 @@ void WorkSharing::RunEntry(StreamEntry entry, const std::string& consumer,
 }
 
 void WorkSharing::OnEnds() {
-  // A slot is free again: a take loop waiting for one goes on now.
+  // A slot is free again: a job waiting for its begun mark, or a take
+  // loop waiting for one, goes on now.
+  StartUnbegun();
   if (take_busy_) ArmTake(absl::ZeroDuration());
   for (EndSink::Item& item : sink_->Take()) {
     const uint64_t tag = item.tag;
@@ -577,6 +688,7 @@ void WorkSharing::OnEnds() {
     const std::shared_ptr<JobEnd> end = std::move(item.end);
     Held held = std::move(it->second);
     held_.erase(it);
+    ++ends_;
     bool back;
     {
       absl::MutexLock lock(&mu_);
@@ -742,7 +854,9 @@ void WorkSharing::SendGiveBack(int partition, std::string consumer,
 
 bool WorkSharing::Unsettled() const {
   // A read in flight may deliver entries, pending here at once in Redis.
-  if (!to_send_.empty() || send_posted_ || reads_ > 0) return true;
+  if (!to_send_.empty() || send_posted_ || reads_ > 0 || marking_ > 0) {
+    return true;
+  }
   for (const auto& [tag, held] : held_) {
     if (!held.result.empty() || held.give_back) return true;
   }
@@ -752,7 +866,7 @@ bool WorkSharing::Unsettled() const {
 void WorkSharing::Settle(std::function<void(bool)> done) {
   asio::post(io_, [self = shared_from_this(), done = std::move(done)] {
     self->settling_ = true;  // No new take or reclaim from now on.
-    self->OnEnds();          // Ends the sink holds now, not yet taken.
+    self->OnEnds();  // Ends the sink holds now; what waits to begin goes back.
     self->SettleLoop(std::move(done));
   });
 }

@@ -20,7 +20,13 @@
 // at once queues here); with nothing there, an XREADGROUP ... BLOCK on
 // the blocking connection waits on all partitions; with no free slot, it
 // looks again in 10 ms, or as soon as a job it took ends. The consumer is
-// "<node>:<epoch>". An entry that arrives once the slots seen free are
+// "<node>:<epoch>". The at-most-once jobs of an entry of several jobs
+// wait here (unbegun_, not admitted) until a slot is free for them; they
+// are then added to the entry's begun set (WorkStream::MarkBegun, one
+// fenced script per entry) and only then admitted, so that a reclaim
+// after this node's death runs again those it never began (rather than
+// failing them as maybe begun). While such jobs wait, nothing more is
+// taken. An entry that arrives once the slots seen free are
 // gone is given back (Release: its jobs appended again at the stream's
 // end; sent as ends are, below). Each job becomes a *foreign* job here:
 // validated as a Submit's spec, never journaled (its pending entry is its
@@ -57,7 +63,8 @@
 // partition; with no free slot then, at the take loop's next one, before
 // it takes anything), without their jobs done already: past
 // `max_deliveries` an entry's jobs are dead-lettered and FAILED; an
-// AT_MOST_ONCE job ends FAILED (LOST_ON_RESTART: it may have run); an
+// AT_MOST_ONCE job alone in its entry or in its begun set ends FAILED
+// (LOST_ON_RESTART: it may have run), another runs here; an
 // AT_LEAST_ONCE job runs here again. (Renewal, reclaim, the trimming of
 // results and the backlog: work_sharing_upkeep.cc; the rest:
 // work_sharing.cc.)
@@ -227,6 +234,8 @@ class WorkSharing : public WorkShareHook,
     // already, or handed back (the node drains); sent as ends are.
     bool give_back = false;
     bool sending = false;  // Its completion (or give-back) is in flight.
+    // In unbegun_: waits for a free slot and its begun mark (not admitted).
+    bool unbegun = false;
   };
 
   std::string ConsumerNow() const;  // "" before the node joined.
@@ -250,6 +259,18 @@ class WorkSharing : public WorkShareHook,
   // `busy`: it waits for a free slot (a foreign job's end cuts it short).
   void ArmTake(absl::Duration after, bool busy = false);
   void RunEntry(StreamEntry entry, const std::string& consumer, bool reclaimed);
+  // Admits the jobs of held `tags` to the scheduler as foreign jobs.
+  void Admit(std::vector<NewJob> jobs, std::vector<uint64_t> tags);
+  // Marks begun and then admits the unbegun jobs there is a free slot for,
+  // and MarkAhead() more (one fenced script per entry, one round at a
+  // time); gives them all back if the node drains or settles.
+  void StartUnbegun();
+  // Jobs to mark begun beyond the free slots, so that short jobs need not
+  // wait for marks: twice as many as ended during a mark lately (Little's
+  // law), at most kMaxMarkAhead; about none for jobs much longer than a
+  // mark. A crash fails those marked but not begun LOST_ON_RESTART.
+  int MarkAhead() const;
+  static constexpr int kMaxMarkAhead = 256;
   // Holds `held` with its end `result` and sends it soon (SendEnds).
   void CompleteEntry(Held held, const v1::Job& result, bool dead_letter);
   // Sends the ends in to_send_: one script per partition and consumer.
@@ -318,7 +339,16 @@ class WorkSharing : public WorkShareHook,
   bool reclaim_due_ = false;
   int trim_turn_ = 0;  // The partition whose results are trimmed next.
   absl::flat_hash_map<uint64_t, Held> held_;  // By subscriber tag.
-  std::vector<uint64_t> to_send_;             // Tags whose ends are to send.
+  // Held jobs waiting for a slot and their begun mark, in take order (a
+  // tag no longer held, or no longer `unbegun`, is skipped), and the
+  // MarkBegun scripts in flight.
+  std::deque<std::pair<uint64_t, NewJob>> unbegun_;
+  int marking_ = 0;
+  // Ends of held jobs so far, and how many came during a MarkBegun round
+  // trip (a moving average, 1/4 weight).
+  uint64_t ends_ = 0;
+  double ends_per_mark_ = 0;
+  std::vector<uint64_t> to_send_;  // Tags whose ends are to send.
   // Tags of held jobs whose start or progress is to note (SendNotes, at
   // the note timer).
   absl::flat_hash_set<uint64_t> noting_;

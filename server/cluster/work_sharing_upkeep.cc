@@ -34,6 +34,7 @@ void WorkSharing::Beat() {
       }
     }
     SendEnds();
+    StartUnbegun();  // Those whose mark met Redis down; a drain's give-back.
     for (const auto& [partition, entry, consumer] : entries) {
       stream_->Renew(
           partition, consumer, entry,

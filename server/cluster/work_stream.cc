@@ -131,7 +131,7 @@ for i = 4, #ARGV, 6 do
     if finished then
       redis.call('XACK', KEYS[1], ARGV[1], entry)
       redis.call('XDEL', KEYS[1], entry)
-      redis.call('DEL', done)
+      redis.call('DEL', done, ARGV[3] .. 'begun:' .. entry)
     end
     redis.call('XADD', ARGV[3] .. 'results:' .. origin, '*', 'entry', entry,
                'by', ARGV[2], 'result', ARGV[i + 4])
@@ -209,8 +209,20 @@ end
 if finished then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
   redis.call('XDEL', KEYS[1], ARGV[3])
-  redis.call('DEL', done)
+  redis.call('DEL', done, ARGV[4] .. 'begun:' .. ARGV[3])
 end
+return 1
+)lua";
+
+// KEYS: jobs stream. ARGV: group, consumer, entry id, the partition's key
+// prefix, then the indexes of the jobs about to begin. Adds them to the
+// entry's begun set if the caller owns it. 1: marked; 0: not pending;
+// -1: another consumer's.
+constexpr char kMarkBegunScript[] = R"lua(
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 then return 0 end
+if p[1][2] ~= ARGV[2] then return -1 end
+redis.call('SADD', ARGV[4] .. 'begun:' .. ARGV[3], unpack(ARGV, 5))
 return 1
 )lua";
 
@@ -251,8 +263,9 @@ return {2, entry, p[1][2], k}
 
 // KEYS: jobs stream. ARGV: group, consumer, min idle (ms), count, the
 // partition's key prefix, the cursor to start at. {next cursor, [[id,
-// delivery count, [field, value, ...], [done index, ...]], ...]}; an
-// entry whose jobs are all done is acknowledged and deleted instead.
+// delivery count, [field, value, ...], [done index, ...], [begun index,
+// ...]], ...]}; an entry whose jobs are all done is acknowledged and
+// deleted instead.
 constexpr char kReclaimScript[] = R"lua(
 local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3],
                      ARGV[6], 'COUNT', ARGV[4])
@@ -265,15 +278,16 @@ for _, e in ipairs(r[2]) do
     for i = 1, #e[2], 2 do
       if e[2][i] == 'n' then n = tonumber(e[2][i + 1]) or 0 end
     end
+    local begun = ARGV[5] .. 'begun:' .. e[1]
     if n > 0 and #skip >= n then
       redis.call('XACK', KEYS[1], ARGV[1], e[1])
       redis.call('XDEL', KEYS[1], e[1])
-      redis.call('DEL', done)
+      redis.call('DEL', done, begun)
     else
       local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
       local c = 0
       if #p > 0 then c = p[1][4] end
-      out[#out + 1] = {e[1], c, e[2], skip}
+      out[#out + 1] = {e[1], c, e[2], skip, redis.call('SMEMBERS', begun)}
     end
   end
 end
@@ -534,7 +548,7 @@ void WorkStream::ReclaimCounted(int partition, std::string consumer,
         Reclaimed out;
         out.next = r->elements[0].str;
         for (const RedisValue& e : r->elements[1].elements) {
-          if (e.elements.size() != 4) continue;
+          if (e.elements.size() != 5) continue;
           StreamEntry entry;
           entry.id = e.elements[0].str;
           entry.deliveries = e.elements[1].integer;
@@ -549,6 +563,10 @@ void WorkStream::ReclaimCounted(int partition, std::string consumer,
           std::erase_if(entry.jobs, [&](const PackedJob& job) {
             return done_jobs.contains(job.index);
           });
+          for (const RedisValue& k : e.elements[4].elements) {
+            int index = 0;
+            if (absl::SimpleAtoi(k.str, &index)) entry.begun.push_back(index);
+          }
           out.entries.push_back(std::move(entry));
         }
         done(std::move(out));
@@ -562,6 +580,19 @@ void WorkStream::Release(int partition, std::string consumer, std::string id,
                                    "1",           JobsKey(partition),
                                    kGroup,        std::move(consumer),
                                    std::move(id), Prefix(partition)};
+  for (int index : indexes) argv.push_back(std::to_string(index));
+  commands_->Command(
+      std::move(argv),
+      [done = std::move(done)](absl::StatusOr<RedisValue> r) mutable {
+        done(ToFence(std::move(r)));
+      });
+}
+
+void WorkStream::MarkBegun(int partition, std::string consumer, std::string id,
+                           const std::vector<int>& indexes, Done<Fence> done) {
+  std::vector<std::string> argv = {
+      "EVAL", kMarkBegunScript,    "1",           JobsKey(partition),
+      kGroup, std::move(consumer), std::move(id), Prefix(partition)};
   for (int index : indexes) argv.push_back(std::to_string(index));
   commands_->Command(
       std::move(argv),

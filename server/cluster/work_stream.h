@@ -10,7 +10,10 @@
 // entry's done set ({jobd:pN}:done:<entry>, a hash: index -> "1", or
 // "w" for a job its origin withdrew); the completion that fills the set
 // acknowledges and deletes the entry. A reclaim, a give-back and a
-// withdrawal read the set: what is done is not run again.
+// withdrawal read the set: what is done is not run again. An entry of
+// several jobs also has a begun set ({jobd:pN}:begun:<entry>): its
+// at-most-once jobs are added before they start (MarkBegun), so that a
+// reclaim runs again those its dead taker never began.
 //
 // Fencing: XACK takes no consumer, so a node that lost an entry (reclaimed
 // by another after it was found dead) could still acknowledge it. Every
@@ -66,6 +69,7 @@ struct StreamEntry {
   std::string by;
   int partition = -1;      // The entry's partition.
   int64_t deliveries = 0;  // ReclaimCounted: its delivery count.
+  std::vector<int> begun;  // ReclaimCounted: its begun set (indexes).
 };
 
 // A shared job to publish (PublishJobs).
@@ -174,7 +178,8 @@ class WorkStream {
   // Entries pending longer than `min_idle` under any consumer, moved to
   // `consumer` (XAUTOCLAIM from `cursor`, "0-0" for the start: at most
   // `count` entries, after looking at most 10 x `count` of the pending),
-  // each with its delivery count and without its done jobs; and the cursor
+  // each with its delivery count and begun set and without its done
+  // jobs; and the cursor
   // to go on from ("0-0": the end was reached). An entry whose jobs are
   // all done (its last one withdrawn) is acknowledged and deleted instead.
   void ReclaimCounted(int partition, std::string consumer,
@@ -188,6 +193,11 @@ class WorkStream {
   // given back, atomically. kDone, or why not.
   void Release(int partition, std::string consumer, std::string id,
                const std::vector<int>& indexes, Done<Fence> done);
+  // Adds the jobs at `indexes` of an entry the caller owns to its begun
+  // set, before they start: a reclaim fails those at most once, and runs
+  // the others again. kDone, or why not.
+  void MarkBegun(int partition, std::string consumer, std::string id,
+                 const std::vector<int>& indexes, Done<Fence> done);
   // Completes jobs of entries the caller owns, in one script: for each,
   // fenced, appends its result to its origin's results stream
   // (ResultsKey(partition, origin), with the consumer as "by") and marks

@@ -374,6 +374,84 @@ TEST(ClusterWorkTest, AStoppingNodeHandsBackWhatItHasNotBegun) {
   ASSERT_TRUE(blocker.Wait(absl::Seconds(10)));
 }
 
+// A node killed while it holds a pack: the at-most-once jobs of it that
+// had begun there fail LOST_ON_RESTART (they may have run); those still
+// waiting there for a slot were never marked begun, and run once
+// elsewhere.
+TEST(ClusterWorkTest, AKilledNodesPackedJobsThatHadNotBegunRunOnceElsewhere) {
+  const std::vector<std::string> flags = {"--cluster-partitions", "1",
+                                          "--cluster-pack", "8"};
+  auto c = StartNodes("jobd-cluster-pack-kill", {{"node-a", 1, flags}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string& ledger = (*c)->ledger();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  testing::LoadStream blocker(stub_a, {Ledger(ledger, "blocker", 60000)}, 1);
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return JobsOn(stub_a, {v1::JOB_STATE_RUNNING}).size() == 1; },
+      absl::Seconds(10)));
+  constexpr int kJobs = 8;
+  std::vector<v1::JobSpec> specs;
+  for (int i = 0; i < kJobs; ++i) {
+    specs.push_back(Ledger(ledger, "job-" + std::to_string(i), 3000,
+                           v1::DELIVERY_AT_MOST_ONCE));
+  }
+  testing::LoadStream load(stub_a, specs, kJobs);
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return testing::Work(stub_a).published() == kJobs; },
+      absl::Seconds(20)));
+
+  // b (two threads) takes the pack: two jobs begin, six wait there.
+  auto b = (*c)->Add({"node-b", 2, flags}, 2);
+  ASSERT_TRUE(b.ok()) << b.status();
+  v1::JobService::Stub& stub_b = (*c)->stub(*b);
+  std::vector<std::string> running;
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        running.clear();
+        for (const v1::Job& j : JobsOn(stub_b, {v1::JOB_STATE_RUNNING})) {
+          running.push_back(j.spec().args(1).string_value());
+        }
+        return running.size() == 2;
+      },
+      absl::Seconds(15)))
+      << running.size() << " running on b";
+  EXPECT_EQ(JobsOn(stub_b, {}).size(), 2u);  // The rest are not admitted.
+  auto c_node = (*c)->Add({"node-c", 8, flags}, 3);
+  ASSERT_TRUE(c_node.ok()) << c_node.status();
+  ASSERT_TRUE((*c)->daemon(*b).Stop(SIGKILL, absl::Seconds(10)).ok());
+  ASSERT_TRUE(load.Wait(absl::Seconds(60)))
+      << testing::Unended(load, stub_a, (*c)->redis(), "node-a");
+
+  const auto runs = ReadLedger(ledger);
+  const std::vector<testing::LoadStream::Item> items = load.items();
+  for (int i = 0; i < kJobs; ++i) {
+    const std::string line = "job-" + std::to_string(i);
+    const auto& ends = items[static_cast<size_t>(i)].ends;
+    ASSERT_EQ(ends.size(), 1u) << line;
+    EXPECT_EQ(runs.count(line) ? runs.at(line) : 0, 1) << line;  // Once.
+    if (std::find(running.begin(), running.end(), line) != running.end()) {
+      EXPECT_EQ(ends[0].type(), v1::EVENT_TYPE_FAILED) << line;
+      EXPECT_EQ(ends[0].error().reason(), v1::ERROR_REASON_LOST_ON_RESTART)
+          << line;
+    } else {
+      EXPECT_EQ(ends[0].type(), v1::EVENT_TYPE_SUCCEEDED)
+          << line << ": " << ends[0].error().message();
+    }
+  }
+  EXPECT_EQ(
+      testing::Work(stub_a).lost() + testing::Work((*c)->stub(*c_node)).lost(),
+      2u);
+  {
+    grpc::ClientContext ctx;
+    testing::Deadline(ctx, absl::Seconds(10));
+    v1::CancelJobRequest req;
+    req.set_job_id(JobsOn(stub_a, {v1::JOB_STATE_RUNNING}).at(0).id());
+    v1::CancelJobResponse resp;
+    ASSERT_TRUE(stub_a.CancelJob(&ctx, req, &resp).ok());
+  }
+  ASSERT_TRUE(blocker.Wait(absl::Seconds(10)));
+}
+
 TEST(ClusterWorkTest, AKilledNodesJobsRunAgainOrFailByTheirDeliveryPolicy) {
   auto cluster =
       StartNodes("jobd-cluster-kill", {{"node-a", 1}, {"node-b", 16}});
