@@ -337,7 +337,12 @@ absl::StatusOr<NewJob> ValidateSpec(v1::JobSpec spec,
     const std::string field = fmt::format("spec.depends_on[{}]", i);
     absl::StatusOr<JobRef> ref = ParseJobRef(spec.depends_on(i), field);
     if (!ref.ok()) return ref.status();
-    if (ref->here()) continue;
+    if (ref->here()) {
+      // Kept as a bare number: the node's name may change, or cluster
+      // mode be turned off, before a restart reads it back.
+      spec.set_depends_on(i, std::to_string(ref->number));
+      continue;
+    }
     if (!limits.remote_dependencies) {
       return absl::InvalidArgumentError(fmt::format(
           "{}: '{}' is a job of node '{}'; this node is not in a cluster, "

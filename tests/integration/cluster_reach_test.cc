@@ -471,6 +471,14 @@ TEST(ClusterReachTest, ADependantGetsTheResultsOfAnotherNodesJobs) {
             "\"alpha\" } values { string_value: \"local\" } values { "
             "null_value: NULL_VALUE } } } values { string_value: \"tail\" "
             "} }");
+  // Its own node's job, named in its qualified form, is kept as a bare
+  // number (read back the same with another node name, or none).
+  const Answer got = GetJob(stub_b, ends[0].job_id());
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  ASSERT_EQ(got.job.spec().depends_on_size(), 3);
+  EXPECT_EQ(got.job.spec().depends_on(0), remote_ok.job_id());
+  EXPECT_EQ(got.job.spec().depends_on(1),
+            local_id.substr(0, local_id.find('@')));
   ASSERT_TRUE(local.Wait(absl::Seconds(10)));
 }
 
