@@ -34,7 +34,13 @@ void WatchSession::Begin(const v1::WatchJobsRequest& request,
       remote_.push_back({*std::move(id), s});
     }
   }
-  remote_after_.assign(remote_.size(), 0);
+  remote_sequences_ =
+      ids_.empty() && !remote_.empty() &&
+      std::all_of(remote_.begin(), remote_.end(), [&](const Remote& r) {
+        return r.ref.node == remote_.front().ref.node;
+      });
+  remote_after_.assign(remote_.size(),
+                       remote_sequences_ ? request.after_sequence() : 0);
   include_progress_ = request.include_progress();
   service_.Register(self_);
   {
@@ -98,7 +104,9 @@ void WatchSession::OnRemote(size_t i,
   {
     absl::MutexLock lock(&mu_);
     for (v1::JobEvent& e : events->events) {
-      e.set_sequence(0);  // Its node's, not in this node's log.
+      // Its node's, not in this node's log: kept only if every job watched
+      // is that node's.
+      if (!remote_sequences_) e.set_sequence(0);
       remote_events_.push_back(std::move(e));
     }
     if (events->ended) --remote_left_;

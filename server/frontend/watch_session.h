@@ -72,6 +72,10 @@ class WatchSession final
   std::vector<uint64_t> ids_;      // Set in Begin(), then const.
   std::vector<Remote> remote_;     // Set in Begin(), then const.
   bool include_progress_ = false;  // Set in Begin(), then const.
+  // Watching jobs of one other node only: their events keep that node's
+  // sequences, and after_sequence resumes them there (else they come
+  // with sequence 0, which no resume could follow). Set in Begin().
+  bool remote_sequences_ = false;
   // Where remote_[i] is followed from at its node (its horizon): touched
   // by its one outstanding ask's answer alone (on the cluster's thread).
   std::vector<uint64_t> remote_after_;

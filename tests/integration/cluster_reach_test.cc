@@ -324,13 +324,52 @@ TEST(ClusterReachTest, AJobsEventsAreFollowedFromAnotherNode) {
   EXPECT_EQ(events[0].type(), v1::EVENT_TYPE_STARTED);
   EXPECT_EQ(events[1].type(), v1::EVENT_TYPE_SUCCEEDED);
   EXPECT_EQ(events[1].result().value().string_value(), "second");
-  for (const v1::JobEvent& e : events) {
-    EXPECT_EQ(e.job_id(), id);
-    EXPECT_EQ(e.sequence(), 0u);
-  }
+  // a's sequences (every job watched is a's): a resume follows them.
+  for (const v1::JobEvent& e : events) EXPECT_EQ(e.job_id(), id);
+  EXPECT_GT(events[0].sequence(), 0u);
+  EXPECT_GT(events[1].sequence(), events[0].sequence());
   using google::protobuf::util::TimeUtil;
   EXPECT_LE(TimeUtil::TimestampToNanoseconds(events[0].time()),
             TimeUtil::TimestampToNanoseconds(events[1].time()));
+  {
+    grpc::ClientContext again;
+    testing::Deadline(again, absl::Seconds(30));
+    req.set_after_sequence(events[0].sequence());
+    auto resumed = stub_b.WatchJobs(&again, req);
+    std::vector<v1::JobEvent> rest;
+    while (resumed->Read(&resp)) {
+      for (const v1::JobEvent& e : resp.events()) rest.push_back(e);
+    }
+    ASSERT_TRUE(resumed->Finish().ok());
+    ASSERT_EQ(rest.size(), 1u);
+    EXPECT_EQ(rest[0].type(), v1::EVENT_TYPE_SUCCEEDED);
+    EXPECT_EQ(rest[0].sequence(), events[1].sequence());
+  }
+  // With a job of b's own in the same watch, a's events come with
+  // sequence 0 (b's log does not hold them).
+  {
+    const v1::JobEvent own = testing::RunOne(stub_b, Ledger(ledger, "own", 0));
+    ASSERT_EQ(own.type(), v1::EVENT_TYPE_SUCCEEDED);
+    grpc::ClientContext mixed;
+    testing::Deadline(mixed, absl::Seconds(30));
+    v1::WatchJobsRequest both;
+    both.add_job_ids(id);
+    both.add_job_ids(own.job_id());
+    auto reader2 = stub_b.WatchJobs(&mixed, both);
+    std::vector<v1::JobEvent> seen;
+    while (reader2->Read(&resp)) {
+      for (const v1::JobEvent& e : resp.events()) seen.push_back(e);
+    }
+    ASSERT_TRUE(reader2->Finish().ok());
+    size_t of_a = 0;  // Its end (a watch from now on of an ended job).
+    for (const v1::JobEvent& e : seen) {
+      if (e.job_id() != id) continue;
+      ++of_a;
+      EXPECT_EQ(e.type(), v1::EVENT_TYPE_SUCCEEDED);
+      EXPECT_EQ(e.sequence(), 0u);
+    }
+    EXPECT_EQ(of_a, 1u);
+  }
   ASSERT_TRUE(first.Wait(absl::Seconds(10)));
   ASSERT_TRUE(second.Wait(absl::Seconds(10)));
 }
