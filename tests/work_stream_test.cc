@@ -3,9 +3,11 @@
 // group on the blocking connection, the fencing that XACK lacks (once
 // another node reclaimed an entry, its first owner can neither renew nor
 // complete it, while the new owner completes it exactly once), and a
-// pack's done set through completion, reclaim, give-back and withdrawal.
+// pack's done set through completion, reclaim, give-back and withdrawal,
+// and its begun marks.
 #include "server/cluster/work_stream.h"
 
+#include <algorithm>
 #include <future>
 #include <memory>
 
@@ -339,6 +341,56 @@ TEST_F(WorkStreamTest, APackIsDoneWhenEachOfItsJobsIs) {
   ASSERT_TRUE(read.ok()) << read.status();
   ASSERT_EQ(read->size(), 3u);
   EXPECT_EQ((*read)[0].payload, "end of 1");
+}
+
+// A pack's begun marks: added only by the entry's holder, returned by a
+// reclaim (with the jobs not done), deleted with the entry.
+TEST_F(WorkStreamTest, BegunMarksAreFencedReclaimedAndGoWithTheEntry) {
+  Group(0);
+  auto id = Publish(0, {1, 2, 3});
+  ASSERT_TRUE(id.ok()) << id.status();
+  const std::string b = WorkStream::Consumer("b", 1);
+  const std::string c = WorkStream::Consumer("c", 2);
+  auto taken = Take(0, b);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  ASSERT_EQ(taken->size(), 1u);
+  auto mark = [&](const std::string& consumer, std::vector<int> indexes) {
+    return Wait<Fence>([&](WorkStream::Done<Fence> done) {
+      stream_->MarkBegun(0, consumer, *id, indexes, std::move(done));
+    });
+  };
+  auto marked = mark(b, {0, 2});
+  ASSERT_TRUE(marked.ok()) << marked.status();
+  EXPECT_EQ(*marked, Fence::kDone);
+  auto foreign = mark(c, {1});
+  ASSERT_TRUE(foreign.ok()) << foreign.status();
+  EXPECT_EQ(*foreign, Fence::kOwnedByAnother);
+  auto one = Complete(0, b, *id, 3, {0});
+  ASSERT_TRUE(one.ok()) << one.status();
+
+  // b is found dead: c learns which of the jobs left b had begun.
+  auto reclaimed = Reclaim(0, c);
+  ASSERT_TRUE(reclaimed.ok()) << reclaimed.status();
+  ASSERT_EQ(reclaimed->size(), 1u);
+  EXPECT_EQ(Ids((*reclaimed)[0]), (std::vector<std::string>{"2", "3"}));
+  std::vector<int> begun = (*reclaimed)[0].begun;
+  std::sort(begun.begin(), begun.end());
+  EXPECT_EQ(begun, (std::vector<int>{0, 2}));
+  auto stale = mark(b, {1});
+  ASSERT_TRUE(stale.ok());
+  EXPECT_EQ(*stale, Fence::kOwnedByAnother);
+
+  auto rest = Complete(0, c, *id, 3, {1, 2});
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(*rest, (std::vector<Fence>{Fence::kDone, Fence::kDone}));
+  EXPECT_EQ(Len(WorkStream::JobsKey(0)), 0);
+  auto exists = Call(*commands_, {"EXISTS", WorkStream::BegunKey(0, *id),
+                                  WorkStream::DoneKey(0, *id)});
+  ASSERT_TRUE(exists.ok());
+  EXPECT_EQ(exists->integer, 0);
+  auto gone = mark(c, {1});
+  ASSERT_TRUE(gone.ok());
+  EXPECT_EQ(*gone, Fence::kNotPending);
 }
 
 // XAUTOCLAIM looks at 10 x COUNT pending entries per call: a dead

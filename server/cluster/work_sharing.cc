@@ -326,7 +326,8 @@ void WorkSharing::TakeLoop() {
   const std::string consumer = ConsumerNow();
   if (!Sharing() || consumer.empty()) return ArmTake(absl::Milliseconds(100));
   // Jobs taken here that wait to begin go first: nothing more is taken
-  // while some wait for a slot.
+  // while some wait for a slot (while only marks are in flight, more may
+  // be: so that marks and takes overlap for short jobs).
   StartUnbegun();
   const int idle = unbegun_.empty() ? scheduler_.IdleSlots() : 0;
   // No room: looked at again in 10 ms, or at once when a job taken here
@@ -585,16 +586,29 @@ void WorkSharing::StartUnbegun() {
          consumer = consumer, jobs = std::move(group.jobs),
          ends = ends_](absl::StatusOr<Fence> fence) mutable {
           --self->marking_;
+          if (self->stopped_) return;
           self->ends_per_mark_ +=
               (static_cast<double>(self->ends_ - ends) - self->ends_per_mark_) /
               4;
           if (fence.ok() && *fence != Fence::kDone) {
-            // Reclaimed from this node meanwhile: never begun here.
-            return self->DropEntry(partition, entry, consumer);
+            // Not pending under `consumer` any more. Reclaimed by this node
+            // itself, under its new consumer (it lost its lease and joined
+            // again: RunEntry kept its jobs): they wait to be marked under
+            // that one. By another node: never begun here, dropped.
+            for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
+              auto held = self->held_.find(it->first);
+              if (held != self->held_.end() && held->second.unbegun &&
+                  held->second.consumer != consumer) {
+                self->unbegun_.push_front(std::move(*it));
+              }
+            }
+            self->DropEntry(partition, entry, consumer);
+            return self->StartUnbegun();
           }
-          // Redis did not answer: they wait at the front, again at the
-          // next heartbeat. Marked, but the node began to drain or stop
-          // meanwhile: given back all the same (StartUnbegun).
+          // Redis did not answer: they wait at the front, again soon (the
+          // take loop's next look, or the next heartbeat). Marked, but the
+          // node began to drain or stop meanwhile: given back all the same
+          // (StartUnbegun).
           const bool stopping = self->settling_ || self->scheduler_.draining();
           if (!fence.ok() || stopping) {
             for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
@@ -854,7 +868,9 @@ void WorkSharing::SendGiveBack(int partition, std::string consumer,
 
 bool WorkSharing::Unsettled() const {
   // A read in flight may deliver entries, pending here at once in Redis.
-  if (!to_send_.empty() || send_posted_ || reads_ > 0 || marking_ > 0) {
+  // Jobs waiting to begin are given back first (StartUnbegun).
+  if (!to_send_.empty() || send_posted_ || reads_ > 0 || marking_ > 0 ||
+      !unbegun_.empty()) {
     return true;
   }
   for (const auto& [tag, held] : held_) {

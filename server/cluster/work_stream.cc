@@ -441,6 +441,10 @@ std::string WorkStream::DoneKey(int partition, std::string_view entry) {
   return keys::Partition(partition, fmt::format("done:{}", entry));
 }
 
+std::string WorkStream::BegunKey(int partition, std::string_view entry) {
+  return keys::Partition(partition, fmt::format("begun:{}", entry));
+}
+
 std::string WorkStream::DeadLetterKey(int partition) {
   return keys::Partition(partition, "dead-letter");
 }

@@ -149,6 +149,8 @@ class WorkStream {
                                uint64_t id, int64_t create_ns);
   // The done set of a taken entry (see the top of this file).
   static std::string DoneKey(int partition, std::string_view entry);
+  // The begun set of a taken entry (MarkBegun).
+  static std::string BegunKey(int partition, std::string_view entry);
   static std::string DeadLetterKey(int partition);
   // The nodes with a results stream in a partition (a set): what
   // TrimResults walks.
