@@ -35,6 +35,38 @@ using testing::Ledger;
 using testing::ReadLedger;
 using testing::StartNodes;
 
+// Cancels job `id` at `stub` (a test's blocker, or a job that must leave
+// its pack).
+void Cancel(v1::JobService::Stub& stub, const std::string& id) {
+  grpc::ClientContext ctx;
+  testing::Deadline(ctx, absl::Seconds(10));
+  v1::CancelJobRequest req;
+  req.set_job_id(id);
+  v1::CancelJobResponse resp;
+  const grpc::Status status = stub.CancelJob(&ctx, req, &resp);
+  ASSERT_TRUE(status.ok()) << id << ": " << status.error_message();
+}
+
+// Node a (one thread) busy with a minute-long `blocker`, then `specs`
+// submitted there in one message (`load`), waited for until all are
+// published: the jobs of a pack test.
+void PublishWhileBusy(testing::TestCluster& c,
+                      const std::vector<v1::JobSpec>& specs,
+                      std::unique_ptr<testing::LoadStream>& blocker,
+                      std::unique_ptr<testing::LoadStream>& load) {
+  v1::JobService::Stub& stub_a = c.stub(0);
+  blocker = std::make_unique<testing::LoadStream>(
+      stub_a, std::vector<v1::JobSpec>{Ledger(c.ledger(), "blocker", 60000)},
+      1);
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return JobsOn(stub_a, {v1::JOB_STATE_RUNNING}).size() == 1; },
+      absl::Seconds(10)));
+  load = std::make_unique<testing::LoadStream>(stub_a, specs, specs.size());
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return testing::Work(stub_a).published() == specs.size(); },
+      absl::Seconds(20)));
+}
+
 TEST(ClusterWorkTest, ASaturatedNodesJobsRunOnAnotherAndEndAtItsClient) {
   // a runs one thread job at a time; b has room.
   auto c = StartNodes("jobd-cluster-work", {{"node-a", 1}, {"node-b", 8}});
@@ -235,14 +267,7 @@ TEST(ClusterWorkTest, JobsSharedTogetherTravelPackedAndRunOnce) {
           absl::Seconds(10));
       return out;
     }();
-    {
-      grpc::ClientContext ctx;
-      testing::Deadline(ctx, absl::Seconds(10));
-      v1::CancelJobRequest req;
-      req.set_job_id(accepted[7].job_id);
-      v1::CancelJobResponse resp;
-      ASSERT_TRUE(stub_a.CancelJob(&ctx, req, &resp).ok());
-    }
+    Cancel(stub_a, accepted[7].job_id);
 
     auto b = (*c)->Add({"node-b", 4}, 2);
     ASSERT_TRUE(b.ok()) << b.status();
@@ -269,14 +294,7 @@ TEST(ClusterWorkTest, JobsSharedTogetherTravelPackedAndRunOnce) {
     }
     EXPECT_THAT(testing::KeysOf(**redis, "{jobd:p*}:done:*"),
                 ::testing::IsEmpty());
-    {
-      grpc::ClientContext ctx;
-      testing::Deadline(ctx, absl::Seconds(10));
-      v1::CancelJobRequest req;
-      req.set_job_id(blocker_id);
-      v1::CancelJobResponse resp;
-      ASSERT_TRUE(stub_a.CancelJob(&ctx, req, &resp).ok());
-    }
+    Cancel(stub_a, blocker_id);
     ASSERT_TRUE(blocker.Wait(absl::Seconds(10)));
   }
 }
@@ -295,10 +313,6 @@ TEST(ClusterWorkTest, AStoppingNodeHandsBackWhatItHasNotBegun) {
   ASSERT_TRUE(c.ok()) << c.status();
   const std::string& ledger = (*c)->ledger();
   v1::JobService::Stub& stub_a = (*c)->stub(0);
-  testing::LoadStream blocker(stub_a, {Ledger(ledger, "blocker", 60000)}, 1);
-  ASSERT_TRUE(testing::WaitFor(
-      [&] { return JobsOn(stub_a, {v1::JOB_STATE_RUNNING}).size() == 1; },
-      absl::Seconds(10)));
   constexpr int kJobs = 8;
   std::vector<v1::JobSpec> specs;
   for (int i = 0; i < kJobs; ++i) {
@@ -306,10 +320,8 @@ TEST(ClusterWorkTest, AStoppingNodeHandsBackWhatItHasNotBegun) {
         ledger, "job-" + std::to_string(i), 4000,
         i % 2 == 0 ? v1::DELIVERY_AT_LEAST_ONCE : v1::DELIVERY_AT_MOST_ONCE));
   }
-  testing::LoadStream load(stub_a, specs, kJobs);
-  ASSERT_TRUE(testing::WaitFor(
-      [&] { return testing::Work(stub_a).published() == kJobs; },
-      absl::Seconds(20)));
+  std::unique_ptr<testing::LoadStream> blocker, load;
+  ASSERT_NO_FATAL_FAILURE(PublishWhileBusy(**c, specs, blocker, load));
 
   // b (two threads) takes packs: two jobs run, the rest of its packs
   // queue there.
@@ -335,11 +347,11 @@ TEST(ClusterWorkTest, AStoppingNodeHandsBackWhatItHasNotBegun) {
   auto c_node = (*c)->Add({"node-c", 8, flags}, 3);
   ASSERT_TRUE(c_node.ok()) << c_node.status();
   ASSERT_TRUE((*c)->daemon(*b).Stop(SIGTERM, absl::Seconds(20)).ok());
-  ASSERT_TRUE(load.Wait(absl::Seconds(60)))
-      << testing::Unended(load, stub_a, (*c)->redis(), "node-a");
+  ASSERT_TRUE(load->Wait(absl::Seconds(60)))
+      << testing::Unended(*load, stub_a, (*c)->redis(), "node-a");
 
   const auto runs = ReadLedger(ledger);
-  const std::vector<testing::LoadStream::Item> items = load.items();
+  const std::vector<testing::LoadStream::Item> items = load->items();
   for (int i = 0; i < kJobs; ++i) {
     const std::string line = "job-" + std::to_string(i);
     const bool least = i % 2 == 0;
@@ -363,15 +375,8 @@ TEST(ClusterWorkTest, AStoppingNodeHandsBackWhatItHasNotBegun) {
   EXPECT_EQ(testing::Work(stub_a).reclaimed(), 0u);
   EXPECT_EQ(testing::Work((*c)->stub(*c_node)).reclaimed(), 0u);
   EXPECT_EQ(testing::Work(stub_a).lost(), 0u);
-  {
-    grpc::ClientContext ctx;
-    testing::Deadline(ctx, absl::Seconds(10));
-    v1::CancelJobRequest req;
-    req.set_job_id(JobsOn(stub_a, {v1::JOB_STATE_RUNNING}).at(0).id());
-    v1::CancelJobResponse resp;
-    ASSERT_TRUE(stub_a.CancelJob(&ctx, req, &resp).ok());
-  }
-  ASSERT_TRUE(blocker.Wait(absl::Seconds(10)));
+  Cancel(stub_a, JobsOn(stub_a, {v1::JOB_STATE_RUNNING}).at(0).id());
+  ASSERT_TRUE(blocker->Wait(absl::Seconds(10)));
 }
 
 // A node killed while it holds a pack: the at-most-once jobs of it that
@@ -385,20 +390,14 @@ TEST(ClusterWorkTest, AKilledNodesPackedJobsThatHadNotBegunRunOnceElsewhere) {
   ASSERT_TRUE(c.ok()) << c.status();
   const std::string& ledger = (*c)->ledger();
   v1::JobService::Stub& stub_a = (*c)->stub(0);
-  testing::LoadStream blocker(stub_a, {Ledger(ledger, "blocker", 60000)}, 1);
-  ASSERT_TRUE(testing::WaitFor(
-      [&] { return JobsOn(stub_a, {v1::JOB_STATE_RUNNING}).size() == 1; },
-      absl::Seconds(10)));
   constexpr int kJobs = 8;
   std::vector<v1::JobSpec> specs;
   for (int i = 0; i < kJobs; ++i) {
     specs.push_back(Ledger(ledger, "job-" + std::to_string(i), 3000,
                            v1::DELIVERY_AT_MOST_ONCE));
   }
-  testing::LoadStream load(stub_a, specs, kJobs);
-  ASSERT_TRUE(testing::WaitFor(
-      [&] { return testing::Work(stub_a).published() == kJobs; },
-      absl::Seconds(20)));
+  std::unique_ptr<testing::LoadStream> blocker, load;
+  ASSERT_NO_FATAL_FAILURE(PublishWhileBusy(**c, specs, blocker, load));
 
   // b (two threads) takes the pack: two jobs begin, six wait there.
   auto b = (*c)->Add({"node-b", 2, flags}, 2);
@@ -419,11 +418,11 @@ TEST(ClusterWorkTest, AKilledNodesPackedJobsThatHadNotBegunRunOnceElsewhere) {
   auto c_node = (*c)->Add({"node-c", 8, flags}, 3);
   ASSERT_TRUE(c_node.ok()) << c_node.status();
   ASSERT_TRUE((*c)->daemon(*b).Stop(SIGKILL, absl::Seconds(10)).ok());
-  ASSERT_TRUE(load.Wait(absl::Seconds(60)))
-      << testing::Unended(load, stub_a, (*c)->redis(), "node-a");
+  ASSERT_TRUE(load->Wait(absl::Seconds(60)))
+      << testing::Unended(*load, stub_a, (*c)->redis(), "node-a");
 
   const auto runs = ReadLedger(ledger);
-  const std::vector<testing::LoadStream::Item> items = load.items();
+  const std::vector<testing::LoadStream::Item> items = load->items();
   for (int i = 0; i < kJobs; ++i) {
     const std::string line = "job-" + std::to_string(i);
     const auto& ends = items[static_cast<size_t>(i)].ends;
@@ -441,15 +440,8 @@ TEST(ClusterWorkTest, AKilledNodesPackedJobsThatHadNotBegunRunOnceElsewhere) {
   EXPECT_EQ(
       testing::Work(stub_a).lost() + testing::Work((*c)->stub(*c_node)).lost(),
       2u);
-  {
-    grpc::ClientContext ctx;
-    testing::Deadline(ctx, absl::Seconds(10));
-    v1::CancelJobRequest req;
-    req.set_job_id(JobsOn(stub_a, {v1::JOB_STATE_RUNNING}).at(0).id());
-    v1::CancelJobResponse resp;
-    ASSERT_TRUE(stub_a.CancelJob(&ctx, req, &resp).ok());
-  }
-  ASSERT_TRUE(blocker.Wait(absl::Seconds(10)));
+  Cancel(stub_a, JobsOn(stub_a, {v1::JOB_STATE_RUNNING}).at(0).id());
+  ASSERT_TRUE(blocker->Wait(absl::Seconds(10)));
 }
 
 TEST(ClusterWorkTest, AKilledNodesJobsRunAgainOrFailByTheirDeliveryPolicy) {
