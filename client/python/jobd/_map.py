@@ -71,6 +71,39 @@ class MapResults(itertools.chain):
         self._lists.close()
 
 
+def batch_values(ev, task):
+    """A SUCCEEDED batch's values, in call order, and None; or, if a call
+    failed, the values before the first that failed and its JobFailed."""
+    b = ev.result.batch
+    values = json.loads(b.results)
+    if not b.call_errors:
+        return values, None
+    e = min(b.call_errors, key=lambda c: c.index)
+    return values[:e.index], JobFailed(
+        e.message, reason="TASK_ERROR", code=grpc.StatusCode.UNKNOWN,
+        job_id=ev.job_id or None, task=task, remote_type=e.type,
+        remote_traceback=e.traceback or None)
+
+
+def encode_calls(calls, first, task):
+    """(calls, JobSpec.calls as compact JSON, None) for `calls` (each one
+    call's arguments, or its only one); or, if call k cannot be JSON, the
+    calls before it, theirs, and the JobRejected naming it (input
+    `first` + k)."""
+    try:
+        return calls, _dumps(calls), None
+    except Exception as error:  # noqa: BLE001 - named, then raised in order
+        k = 0
+        for k, args in enumerate(calls):
+            try:
+                _dumps(args)
+            except Exception:  # noqa: BLE001
+                break
+        return calls[:k], _dumps(calls[:k]), JobRejected(
+            "spec.calls[%d] (input %d): %s" % (k, first + k, error),
+            task=task)
+
+
 def results_of(lists):
     r = MapResults.from_iterable(lists)
     r._lists = lists
@@ -255,15 +288,7 @@ class MapStream:
             calls = []      # before it are dropped with it.
             bad = error
         else:
-            k = 0
-            for k, args in enumerate(calls):
-                try:
-                    _dumps(args)  # a call's arguments, or its only one
-                except Exception:  # noqa: BLE001
-                    break
-            bad = JobRejected("spec.calls[%d] (input %d): %s" % (
-                k, self._sent + k, error), task=self._task)
-            calls = calls[:k]
+            calls, _, bad = encode_calls(calls, self._sent, self._task)
         if isinstance(bad, TypeError):
             bad = JobRejected(str(bad), task=self._task)
         with self._cv:
@@ -279,7 +304,6 @@ class MapStream:
         # it.
         succeeded = pb.EVENT_TYPE_SUCCEEDED
         from_value = _common.from_value
-        loads = json.loads
         cv, sizes = self._cv, self._sizes
         try:
             for response in self._call:
@@ -292,14 +316,10 @@ class MapStream:
                             if singles:
                                 yield singles
                                 singles = []
-                            b = r.batch
-                            values = loads(b.results)
-                            if b.call_errors:
-                                values, error = self._failed_call(
-                                    ev, values, b.call_errors)
-                                yield values
-                                raise error
+                            values, error = batch_values(ev, self._task)
                             yield values
+                            if error is not None:
+                                raise error
                         elif r.HasField("value"):
                             v = r.value
                             if v.WhichOneof("kind") == "number_value":
@@ -339,10 +359,3 @@ class MapStream:
         if self._input_error is not None:
             raise self._input_error
 
-    def _failed_call(self, ev, values, call_errors):
-        """The values before a batch's first failed call, and its error."""
-        e = min(call_errors, key=lambda c: c.index)
-        return values[:e.index], JobFailed(
-            e.message, reason="TASK_ERROR", code=grpc.StatusCode.UNKNOWN,
-            job_id=ev.job_id or None, task=self._task, remote_type=e.type,
-            remote_traceback=e.traceback or None)

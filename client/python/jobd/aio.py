@@ -20,6 +20,7 @@ used in.
 
 import asyncio
 import collections
+import itertools
 
 import grpc
 from grpc import aio as grpc_aio
@@ -27,6 +28,7 @@ from grpc import aio as grpc_aio
 from jobd._common import ConnectionLost, JobOptions, JobRejected, \
     TaskCatalog, build_spec, channel_args, connection_error, \
     error_from_event, result_of
+from jobd._map import batch_values, encode_calls
 from jobd.v1 import jobd_pb2 as pb
 from jobd.v1 import jobd_pb2_grpc as pb_grpc
 
@@ -34,6 +36,18 @@ from jobd.v1 import jobd_pb2_grpc as pb_grpc
 # (RETRYING, newer ones) is skipped.
 _ENDS = frozenset((pb.EVENT_TYPE_SUCCEEDED, pb.EVENT_TYPE_FAILED,
                    pb.EVENT_TYPE_CANCELLED, pb.EVENT_TYPE_REJECTED))
+
+
+class _ValuesThenRaise:
+    """A batch's values before its failed call, then that call's error."""
+
+    def __init__(self, values, error):
+        self._values = values
+        self._error = error
+
+    def __iter__(self):
+        yield from self._values
+        raise self._error
 
 
 class Job(asyncio.Future):
@@ -118,26 +132,50 @@ class Client:
         await job._accepted
         return job
 
-    async def _start(self, task, args, kwargs):
-        # Checks and queues the spec; the Job, not waiting for ACCEPTED.
+    async def _task_info(self, task):
+        # The task's TaskInfo (the list read again once for a name not in
+        # it), or None.
         root = self._root
         await root._connect()
         info = root._catalog.get(task) if isinstance(task, str) else None
         if info is None and isinstance(task, str) and task:
             await root._load_tasks()
             info = root._catalog.get(task)
-        root._catalog.check(task, self._options.args_to_check(args), kwargs,
-                            info)
-        for d in self._options.depends_on:
-            if not isinstance(d, str) and d.job_id is None:
-                await d._accepted  # Its id (or its rejection, raised).
+        return info
+
+    async def _start(self, task, args, kwargs, chunksize=None):
+        # Checks and queues the spec; the Job, not waiting for ACCEPTED.
+        info = await self._task_info(task)
+        self._root._catalog.check(task, self._options.args_to_check(args),
+                                  kwargs, info)
+        await self._dependencies_accepted()
         spec = pb.JobSpec()
         try:
             build_spec(spec, task, args, kwargs, self._options)
         except TypeError as e:
             raise JobRejected(str(e), task=task) from None
-        job = Job(root, task)
-        root._enqueue(spec, job)
+        if chunksize is not None:
+            spec.chunksize = chunksize
+        return self._enqueue_spec(spec, task)
+
+    async def _start_batch(self, task, calls):
+        # A job of many calls (JobSpec.calls: their arguments as JSON),
+        # checked by jobd alone (it names the call and field).
+        await self._dependencies_accepted()
+        spec = pb.JobSpec()
+        build_spec(spec, task, (), {}, self._options)
+        spec.calls = calls
+        return self._enqueue_spec(spec, task)
+
+    async def _dependencies_accepted(self):
+        # The ids of the Jobs this view's jobs depend on (spec.depends_on).
+        for d in self._options.depends_on:
+            if not isinstance(d, str) and d.job_id is None:
+                await d._accepted  # Its id (or its rejection, raised).
+
+    def _enqueue_spec(self, spec, task):
+        job = Job(self._root, task)
+        self._root._enqueue(spec, job)
         return job
 
     async def as_completed(self, jobs, timeout=None):
@@ -156,15 +194,27 @@ class Client:
             for job in done:
                 yield job
 
-    async def map(self, task, iterable, window=256):
+    async def map(self, task, iterable, window=256, chunksize=1):
         """Yields task(item) (a tuple item is spread as arguments) in input
-        order, with at most `window` jobs in flight; leaving the loop early
-        cancels them."""
+        order, with at most `window` inputs in flight; leaving the loop
+        early cancels their jobs. chunksize > 1, as Executor.map's: for a
+        task that takes batches (Python tasks), each chunk of `chunksize`
+        inputs is one job (JobSpec.calls), its results unpacked here and a
+        failed call raised at its place; for another, the process pool
+        sends up to `chunksize` jobs to a worker in one frame."""
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
+        info = await self._task_info(task)
+        if chunksize > 1 and getattr(info, "takes_calls", False):
+            async for x in self._map_chunks(task, iterable, window, chunksize):
+                yield x
+            return
+        chunk_hint = chunksize if chunksize > 1 else None
         pending = collections.deque()
         try:
             for item in iterable:
                 args = item if isinstance(item, tuple) else (item,)
-                pending.append(await self._start(task, args, {}))
+                pending.append(await self._start(task, args, {}, chunk_hint))
                 if len(pending) >= window:
                     yield await pending.popleft()
             while pending:
@@ -172,6 +222,50 @@ class Client:
         finally:
             for job in pending:
                 job.cancel()
+
+    async def _map_chunks(self, task, iterable, window, chunksize):
+        # A job per chunk, (job, inputs) in order; at most `window` inputs
+        # (whole chunks, one at least) in flight.
+        pending = collections.deque()
+        in_flight = 0
+        bad = None  # an input that cannot be JSON: raised in its place
+        sent = 0
+        items = iter(iterable)
+        try:
+            while bad is None:
+                calls = [list(x) if isinstance(x, tuple) else [x]
+                         for x in itertools.islice(items, chunksize)]
+                if not calls:
+                    break
+                calls, body, bad = encode_calls(calls, sent, task)
+                if calls:
+                    pending.append((await self._start_batch(task, body),
+                                    len(calls)))
+                    in_flight += len(calls)
+                    sent += len(calls)
+                while pending and in_flight + chunksize > max(window,
+                                                              chunksize):
+                    job, n = pending.popleft()
+                    in_flight -= n
+                    for x in await self._batch_results(job):
+                        yield x
+            while pending:
+                job, _ = pending.popleft()
+                for x in await self._batch_results(job):
+                    yield x
+            if bad is not None:
+                raise bad
+        finally:
+            for job, _ in pending:
+                job.cancel()
+
+    async def _batch_results(self, job):
+        await job  # its value is the batch's: unpacked from its event
+        values, error = batch_values(job.event, job.task)
+        if error is not None:
+            # The calls before the failed one are yielded first.
+            return _ValuesThenRaise(values, error)
+        return values
 
     async def get_job(self, job_id, wait=None):
         req = pb.GetJobRequest(job_id=job_id)

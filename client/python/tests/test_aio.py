@@ -7,6 +7,10 @@ import pytest
 
 import jobd
 import jobd.aio
+from jobd.v1 import jobd_pb2 as pb
+
+# The daemon with jobd_test_tasks (Python tasks: they take batches).
+from test_python_tasks import pyd  # noqa: F401 (fixture)
 
 T = 10  # seconds: the bound of every wait below
 
@@ -125,4 +129,64 @@ def test_a_dependant_waits_for_its_pending_dependencies(daemon):
             b = await c.options(depends_on=a, dependency_results=True).submit(
                 "echo", "then")
             assert await asyncio.wait_for(b, T) == [[200], "then"]
+    run(main())
+
+
+async def process_jobs(c):
+    """Jobs the process pool completed so far."""
+    stats = await c.stub.GetStats(pb.GetStatsRequest(),
+                                  timeout=T)
+    for e in stats.executors:
+        if e.executor == pb.EXECUTOR_PROCESS:
+            return e.completed
+    raise AssertionError("no process pool")
+
+
+def test_map_chunks_a_python_task_into_jobs_of_many_calls(pyd):
+    async def main():
+        async with jobd.aio.Client(pyd.address) as c:
+            before = await process_jobs(c)
+            got = [x async for x in c.map(
+                "jobd_test_tasks.add", ((i, i) for i in range(300)),
+                window=100, chunksize=64)]
+            assert got == [2 * i for i in range(300)]
+            assert await process_jobs(c) - before == 5  # ceil(300 / 64)
+            # One argument each: add's default second one.
+            got = [x async for x in c.map("jobd_test_tasks.add", range(10),
+                                          chunksize=4)]
+            assert got == [i + 2 for i in range(10)]
+    run(main())
+
+
+def test_map_chunks_raise_a_failed_call_at_its_place(pyd):
+    async def main():
+        async with jobd.aio.Client(pyd.address) as c:
+            got = []
+            with pytest.raises(jobd.JobFailed) as e:
+                async for x in c.map("jobd_test_tasks.fail_at", range(100),
+                                     chunksize=16):
+                    got.append(x)
+            assert got == list(range(37))
+            assert e.value.reason == "TASK_ERROR"
+            assert e.value.remote_type == "ValueError"
+            assert e.value.message == "ValueError: call 37 failed"
+            # An input that cannot be JSON ends the input at its place.
+            got = []
+            with pytest.raises(jobd.JobRejected) as e:
+                async for x in c.map("jobd_test_tasks.add",
+                                     [1, 2, object(), 4], chunksize=8):
+                    got.append(x)
+            assert got == [3, 4]
+            assert "spec.calls[2] (input 2)" in str(e.value)
+    run(main())
+
+
+def test_map_chunksize_elsewhere_keeps_a_job_per_input(pyd):
+    async def main():
+        async with jobd.aio.Client(pyd.address) as c:
+            got = [x async for x in c.map("echo", range(50), chunksize=8)]
+            assert got == list(range(50))
+            with pytest.raises(ValueError):
+                async for _ in c.map("echo", range(3), chunksize=0):
+                    pass
     run(main())
