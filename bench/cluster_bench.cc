@@ -106,10 +106,10 @@ RunResult RunAll(v1::JobService::Stub& stub, std::vector<v1::JobSpec> specs,
   if (!r.complete) {
     std::fprintf(stderr, "  only %zu of %zu jobs ended\n", s.ended(), n);
     if (cluster != nullptr) {
-      std::fprintf(stderr, "%s\n",
-                   testing::Unended(s, stub, cluster->redis(),
-                                    cluster->config(0).name)
-                       .c_str());
+      std::fprintf(
+          stderr, "%s\n",
+          testing::Unended(s, stub, cluster->redis(), cluster->config(0).name)
+              .c_str());
     }
   }
   return r;
@@ -152,8 +152,8 @@ void Scale(int per_node, int threads, int max_nodes) {
       return;
     }
     const int jobs = per_node * nodes;
-    RunResult r = RunAll((*c)->stub(0), spec_list(jobs), absl::Seconds(600),
-                         c->get());
+    RunResult r =
+        RunAll((*c)->stub(0), spec_list(jobs), absl::Seconds(600), c->get());
     std::string by_node;
     uint64_t published = 0;
     for (int i = 0; i < nodes; ++i) {
@@ -182,15 +182,6 @@ std::string ListRunning(v1::JobService::Stub& stub) {
   return resp.jobs(0).id();
 }
 
-void Cancel(v1::JobService::Stub& stub, const std::string& id) {
-  grpc::ClientContext ctx;
-  testing::Deadline(ctx, absl::Seconds(10));
-  v1::CancelJobRequest req;
-  req.set_job_id(id);
-  v1::CancelJobResponse resp;
-  (void)stub.CancelJob(&ctx, req, &resp);
-}
-
 // A cluster whose first node has one thread worker, held by a long sleep
 // job: it shares every job submitted to it and takes none. Stopping it
 // cancels the sleep. A Redis client beside it.
@@ -202,7 +193,7 @@ struct BusyFirstNode {
 
   ~BusyFirstNode() {
     if (blocker == nullptr) return;
-    Cancel(cluster->stub(0), blocker_id);
+    (void)testing::CancelJob(cluster->stub(0), blocker_id);
     blocker->Wait(absl::Seconds(10));
   }
 };

@@ -34,6 +34,13 @@ using testing::Ledger;
 using testing::ReadLedger;
 using testing::StartNodes;
 
+// A spec of `task` (I/O-bound) with one string argument.
+v1::JobSpec TextSpec(const std::string& task, const std::string& arg) {
+  v1::JobSpec spec = testing::Spec(task);
+  spec.add_args()->set_string_value(arg);
+  return spec;
+}
+
 // Joins a test's thread when the test leaves, even by a failed ASSERT
 // (before the daemons it talks to stop: declare it after them).
 struct JoinAtExit {
@@ -389,11 +396,8 @@ TEST(ClusterReachTest, AJobDependsOnAnotherNodesJob) {
   testing::LoadStream first(stub_a, {Ledger(ledger, "first", 4000)}, 1);
   const std::string first_id = AwaitJob(stub_a, "first", v1::JOB_STATE_RUNNING);
   ASSERT_FALSE(first_id.empty());
-  v1::JobSpec fail;
-  fail.set_task("fail");
-  fail.set_kind(v1::JOB_KIND_IO_BOUND);
+  v1::JobSpec fail = TextSpec("fail", "boom");
   fail.set_executor(v1::EXECUTOR_THREAD);
-  fail.add_args()->set_string_value("boom");
   const v1::JobEvent failed = testing::RunOne(stub_a, fail);
   ASSERT_EQ(failed.type(), v1::EVENT_TYPE_FAILED) << failed.error().message();
 
@@ -403,10 +407,7 @@ TEST(ClusterReachTest, AJobDependsOnAnotherNodesJob) {
   after_failed.add_depends_on(failed.job_id());
   v1::JobSpec after_unknown = Ledger(ledger, "after-unknown", 0);
   after_unknown.add_depends_on("999999@node-a");
-  v1::JobSpec with_results;
-  with_results.set_task("echo");
-  with_results.set_kind(v1::JOB_KIND_IO_BOUND);
-  with_results.add_args()->set_string_value("tail");
+  v1::JobSpec with_results = TextSpec("echo", "tail");
   with_results.add_depends_on(first_id);
   with_results.set_dependency_results(true);
   const testing::StreamResult r =
@@ -474,26 +475,17 @@ TEST(ClusterReachTest, ADependantGetsTheResultsOfAnotherNodesJobs) {
   ASSERT_TRUE(c.ok()) << c.status();
   v1::JobService::Stub& stub_a = (*c)->stub(0);
   v1::JobService::Stub& stub_b = (*c)->stub(1);
-  v1::JobSpec alpha;
-  alpha.set_task("echo");
-  alpha.set_kind(v1::JOB_KIND_IO_BOUND);
-  alpha.add_args()->set_string_value("alpha");
-  const v1::JobEvent remote_ok = testing::RunOne(stub_a, alpha);
+  const v1::JobEvent remote_ok =
+      testing::RunOne(stub_a, TextSpec("echo", "alpha"));
   ASSERT_EQ(remote_ok.type(), v1::EVENT_TYPE_SUCCEEDED);
-  v1::JobSpec fail;
-  fail.set_task("fail");
-  fail.set_kind(v1::JOB_KIND_IO_BOUND);
-  fail.add_args()->set_string_value("boom");
-  const v1::JobEvent remote_failed = testing::RunOne(stub_a, fail);
+  const v1::JobEvent remote_failed =
+      testing::RunOne(stub_a, TextSpec("fail", "boom"));
   ASSERT_EQ(remote_failed.type(), v1::EVENT_TYPE_FAILED);
 
   testing::LoadStream local(stub_b, {Ledger((*c)->ledger(), "local", 1500)}, 1);
   const std::string local_id = AwaitJob(stub_b, "local", v1::JOB_STATE_RUNNING);
   ASSERT_FALSE(local_id.empty());
-  v1::JobSpec tail;
-  tail.set_task("echo");
-  tail.set_kind(v1::JOB_KIND_IO_BOUND);
-  tail.add_args()->set_string_value("tail");
+  v1::JobSpec tail = TextSpec("echo", "tail");
   tail.add_depends_on(remote_ok.job_id());
   tail.add_depends_on(local_id);
   tail.add_depends_on(remote_failed.job_id());

@@ -38,12 +38,7 @@ using testing::StartNodes;
 // Cancels job `id` at `stub` (a test's blocker, or a job that must leave
 // its pack).
 void Cancel(v1::JobService::Stub& stub, const std::string& id) {
-  grpc::ClientContext ctx;
-  testing::Deadline(ctx, absl::Seconds(10));
-  v1::CancelJobRequest req;
-  req.set_job_id(id);
-  v1::CancelJobResponse resp;
-  const grpc::Status status = stub.CancelJob(&ctx, req, &resp);
+  const grpc::Status status = testing::CancelJob(stub, id);
   ASSERT_TRUE(status.ok()) << id << ": " << status.error_message();
 }
 

@@ -325,6 +325,15 @@ void Deadline(grpc::ClientContext& ctx, absl::Duration d) {
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + d));
 }
 
+grpc::Status CancelJob(v1::JobService::Stub& stub, const std::string& id) {
+  grpc::ClientContext ctx;
+  Deadline(ctx, absl::Seconds(10));
+  v1::CancelJobRequest req;
+  req.set_job_id(id);
+  v1::CancelJobResponse resp;
+  return stub.CancelJob(&ctx, req, &resp);
+}
+
 std::vector<v1::JobEvent> StreamResult::Terminal() const {
   std::vector<v1::JobEvent> out;
   for (const auto& e : events) {

@@ -109,6 +109,8 @@ class TempDir {
 
 // Sets a deadline `d` from now on `ctx`.
 void Deadline(grpc::ClientContext& ctx, absl::Duration d = absl::Seconds(30));
+// Cancels job `id` at `stub` (a 10 s deadline): the call's status.
+grpc::Status CancelJob(v1::JobService::Stub& stub, const std::string& id);
 
 struct StreamResult {
   std::vector<v1::JobEvent> events;
