@@ -137,30 +137,42 @@ TEST(ResultRingTest, ScribbledSharedMemoryIsDataLossNotACrash) {
   struct Case {
     const char* name;
     uint64_t write_pos;
+    uint64_t read_pos;
     uint32_t length;
     uint32_t kind;
     const char* error;
   };
   const Case cases[] = {
-      {"write position past the room", 8192, 4, ResultRing::kResult,
+      {"write position past the room", 8192, 0, 4, ResultRing::kResult,
        "out of range"},
-      {"misaligned write position", 12, 4, ResultRing::kResult, "out of range"},
-      {"entry longer than committed", 16, 4000, ResultRing::kResult,
+      {"misaligned write position", 12, 0, 4, ResultRing::kResult,
+       "out of range"},
+      // Its entry header would straddle the ring's end, past the mapping.
+      {"misaligned read position", 4096, 4092, 4, ResultRing::kResult,
+       "out of range"},
+      {"read position past the write position", 16, 24, 4, ResultRing::kResult,
+       "out of range"},
+      {"entry longer than committed", 16, 0, 4000, ResultRing::kResult,
        "bad entry"},
-      {"entry past the end", 4096, 5000, ResultRing::kResult, "bad entry"},
-      {"unknown kind", 16, 4, 77, "bad entry"},
-      {"padding not to the end", 4096, 8, ResultRing::kPadding, "bad padding"},
+      {"entry past the end", 4096, 0, 5000, ResultRing::kResult, "bad entry"},
+      {"unknown kind", 16, 0, 4, 77, "bad entry"},
+      {"padding not to the end", 4096, 0, 8, ResultRing::kPadding,
+       "bad padding"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     absl::StatusOr<UniqueFd> fresh = ResultRing::Create(4096);
     ASSERT_TRUE(fresh.ok());
     // Scribble as a buggy task could: the header page, then the entry.
-    const uint64_t header[1] = {c.write_pos};
-    ASSERT_EQ(pwrite(fresh->get(), header, sizeof(header), 0),
-              static_cast<ssize_t>(sizeof(header)));
+    // (The write position is the page's first word, the read position the
+    // first of its second cache line.)
+    ASSERT_EQ(pwrite(fresh->get(), &c.write_pos, sizeof(c.write_pos), 0),
+              static_cast<ssize_t>(sizeof(c.write_pos)));
+    ASSERT_EQ(pwrite(fresh->get(), &c.read_pos, sizeof(c.read_pos), 64),
+              static_cast<ssize_t>(sizeof(c.read_pos)));
     const uint32_t entry[2] = {c.length, c.kind};
-    ASSERT_EQ(pwrite(fresh->get(), entry, sizeof(entry), 4096),
+    ASSERT_EQ(pwrite(fresh->get(), entry, sizeof(entry),
+                     static_cast<off_t>(4096 + (c.read_pos & 4088))),
               static_cast<ssize_t>(sizeof(entry)));
     absl::StatusOr<ResultRing> ring = ResultRing::Map(fresh->get());
     ASSERT_TRUE(ring.ok());

@@ -164,7 +164,9 @@ absl::StatusOr<std::optional<ResultRing::Entry>> ResultRing::Peek() {
   for (;;) {
     const uint64_t avail = head - tail_;
     if (avail == 0) return std::nullopt;
-    if (avail > capacity_ || (head & 7) != 0) {
+    // Both positions come from the shared page: a misaligned read position
+    // would put an entry header across the ring's end (past the mapping).
+    if (avail > capacity_ || ((head | tail_) & 7) != 0) {
       return absl::DataLossError(
           fmt::format("result ring positions out of range (read {}, write {})",
                       tail_, head));
