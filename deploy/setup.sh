@@ -123,9 +123,20 @@ case "${1:-}" in
       for target in ipc_frame_fuzz spec_validator_fuzz config_fuzz result_ring_fuzz \
           journal_row_fuzz; do
         mkdir -p "$fuzz_out/$target"
-        "./build-fuzz/bin/$target" -max_total_time="${JOBD_FUZZ_SECONDS:-20}" \
-          -rss_limit_mb=2048 -print_final_stats=1 \
-          "$fuzz_out/$target" "tests/fuzz/corpus/$target" 2>&1 | tail -n 3
+        if ! "./build-fuzz/bin/$target" -max_total_time="${JOBD_FUZZ_SECONDS:-20}" \
+          -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$fuzz_out/" \
+          "$fuzz_out/$target" "tests/fuzz/corpus/$target" >"$fuzz_out/$target.log" 2>&1; then
+          # The report, and the input as base64 so that a CI log alone
+          # reproduces it (base64 -d > input; ./build-fuzz/bin/<target> input).
+          tail -n 60 "$fuzz_out/$target.log"
+          for input in "$fuzz_out"/crash-* "$fuzz_out"/leak-* "$fuzz_out"/timeout-* \
+              "$fuzz_out"/oom-*; do
+            [ -f "$input" ] && { echo "fuzz $target input (base64):"; base64 -w 0 "$input"; echo; }
+          done
+          echo "fuzz $target: FAILED"
+          exit 1
+        fi
+        tail -n 3 "$fuzz_out/$target.log"
         echo "fuzz $target: no crash"
       done
       rm -rf "$fuzz_out"
