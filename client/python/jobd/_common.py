@@ -59,6 +59,11 @@ class TLS:
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
+    # Back within 2 s of a restarted daemon (gRPC's default backoff grows
+    # to 2 minutes): futures re-attach to their jobs then (_reattach).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 ]
 
 

@@ -3,8 +3,11 @@
 submit() queues a SubmitItem; gRPC's request thread takes everything queued
 into one SubmitRequest (up to the daemon's max_jobs_per_request), so submits
 are batched under load; a reader thread dispatches the events to the futures
-by client_tag. When the stream ends for any reason, every future still open
-fails with ConnectionLost at once.
+by client_tag. When the stream ends, every future still open fails with
+ConnectionLost at once; but when it broke (UNAVAILABLE: jobd restarted or
+the connection dropped) and the session has a `reattach` hand-off, the
+futures of jobs jobd had accepted go there instead (jobd._reattach) and
+follow their jobs to their ends once jobd answers again.
 
 Thread-safety: all mutable state, and each future's _queued flag, is
 guarded by self._cv. Future callbacks run
@@ -30,7 +33,8 @@ _STEPS = frozenset((pb.EVENT_TYPE_ACCEPTED, pb.EVENT_TYPE_STARTED,
 
 
 class Session:
-    def __init__(self, stub, metadata, address, limits, on_drained=None):
+    def __init__(self, stub, metadata, address, limits, on_drained=None,
+                 reattach=None):
         self._stub = stub
         self._address = address
         self._max_batch = max(1, limits.max_jobs_per_request or 1024)
@@ -42,6 +46,8 @@ class Session:
         self._close_when_idle = False
         self._ended = None  # the exception that ended the stream
         self._on_drained = on_drained
+        self._reattach = reattach  # (futures, ConnectionLost) -> None
+        self._handing = []  # futures on their way to self._reattach
         options = pb.SubmitOptions(order=pb.ORDER_COMPLETION,
                                    window=limits.max_window or 0)
         self._first = pb.SubmitRequest(options=options)
@@ -91,7 +97,7 @@ class Session:
 
     def open_futures(self):
         with self._cv:
-            return list(self._open.values())
+            return list(self._open.values()) + self._handing
 
     def close(self, when_idle=False, timeout=None):
         """Half-closes the stream: now (when_idle=False: jobs still open are
@@ -160,8 +166,23 @@ class Session:
             left = list(self._open.values())
             self._open.clear()
             self._queue.clear()
+            if self._reattach is not None and \
+                    isinstance(error, grpc.RpcError) and \
+                    error.code() == grpc.StatusCode.UNAVAILABLE:
+                # Still open_futures() until the hand-off (shutdown waits).
+                self._handing = [f for f in left if f.job_id is not None]
+                left = [f for f in left if f.job_id is None]
+            handing = self._handing
             self._cv.notify_all()
         ended = self._ended
+        if handing:
+            try:
+                self._reattach(handing, ended)
+            except Exception:  # noqa: BLE001 - no thread: fail them here
+                left += handing
+            finally:
+                with self._cv:
+                    self._handing = []
         for f in left:
             f._fail_connection(ended)
         if self._on_drained is not None:
@@ -185,16 +206,22 @@ class Session:
                 self._closing = True
                 self._cv.notify_all()
         for f, ev in done:
-            t = ev.type
-            if t == pb.EVENT_TYPE_SUCCEEDED:
-                f._finish(result_of(ev), None, ev)
-            elif t == pb.EVENT_TYPE_ACCEPTED:
-                f._accepted(ev.job_id)
-            elif t == pb.EVENT_TYPE_STARTED:
-                f._started = True
-            elif t == pb.EVENT_TYPE_PROGRESS:
-                f.progress = (ev.progress.fraction, ev.progress.message)
-            elif t == pb.EVENT_TYPE_CANCELLED:
-                f._finish(None, None, ev, cancelled=True)
-            else:  # FAILED, REJECTED
-                f._finish(None, error_from_event(ev, f.task), ev)
+            apply_event(f, ev)
+
+
+def apply_event(f, ev):
+    """Gives the JobFuture f its job's event ev (an end, or a step)."""
+    t = ev.type
+    if t == pb.EVENT_TYPE_SUCCEEDED:
+        f._finish(result_of(ev), None, ev)
+    elif t == pb.EVENT_TYPE_ACCEPTED:
+        f._accept_time = ev.time.ToNanoseconds()  # (_reattach checks it)
+        f._accepted(ev.job_id)
+    elif t == pb.EVENT_TYPE_STARTED:
+        f._started = True
+    elif t == pb.EVENT_TYPE_PROGRESS:
+        f.progress = (ev.progress.fraction, ev.progress.message)
+    elif t == pb.EVENT_TYPE_CANCELLED:
+        f._finish(None, None, ev, cancelled=True)
+    else:  # FAILED, REJECTED
+        f._finish(None, error_from_event(ev, f.task), ev)

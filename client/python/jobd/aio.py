@@ -12,7 +12,10 @@
 A Job is an asyncio.Future: asyncio.as_completed, gather, wait and
 wait_for take it as it is; job.cancel() also cancels it on jobd, queued or
 running. All jobs of a Client share one Submit stream; the specs submitted
-while a write is under way go out together in the next message.
+while a write is under way go out together in the next message. When the
+stream breaks (jobd restarted), the accepted jobs are followed to their
+ends once jobd answers again (within reconnect_timeout, as
+jobd.Executor's); the others fail with ConnectionLost.
 
 Thread-safety: one event loop; a Client belongs to the loop it was first
 used in.
@@ -28,6 +31,7 @@ from grpc import aio as grpc_aio
 from jobd._common import ConnectionLost, JobOptions, JobRejected, \
     TaskCatalog, build_spec, channel_args, connection_error, \
     error_from_event, result_of
+from jobd import _reattach
 from jobd._map import batch_values, encode_calls
 from jobd.v1 import jobd_pb2 as pb
 from jobd.v1 import jobd_pb2_grpc as pb_grpc
@@ -53,8 +57,9 @@ class _ValuesThenRaise:
 class Job(asyncio.Future):
     """One job: await it for its result (JobFailed if it failed,
     asyncio.CancelledError if cancelled, ConnectionLost if the stream
-    broke). job_id, task, progress ((fraction, message) or None), payload
-    and event (the terminal JobEvent) as jobd.JobFuture's."""
+    broke and the job could not be followed again). job_id, task, progress
+    ((fraction, message) or None), payload and event (the terminal
+    JobEvent) as jobd.JobFuture's."""
 
     def __init__(self, client, task):
         super().__init__()
@@ -65,6 +70,8 @@ class Job(asyncio.Future):
         self.payload = b""
         self.event = None
         self._accepted = asyncio.get_running_loop().create_future()
+        self._accept_time = 0  # as JobFuture's (jobd._reattach)
+        self._tag = 0  # its client_tag on the stream
 
     def cancel(self, msg=None):
         """Cancels the job here and on jobd (queued or running)."""
@@ -80,10 +87,12 @@ class Job(asyncio.Future):
 
 
 class Client:
-    """address, token, tls as jobd.Executor's. Connects on first use."""
+    """address, token, tls, reconnect_timeout as jobd.Executor's. Connects
+    on first use."""
 
     def __init__(self, address=None, *, token=None, tls=None,
-                 connect_timeout=5.0, _options=None, _root=None):
+                 connect_timeout=5.0, reconnect_timeout=30.0, _options=None,
+                 _root=None):
         if _root is not None:  # an options view
             self._root = _root
             self._options = _options
@@ -93,6 +102,7 @@ class Client:
         self._address, self._metadata, self._creds, self._channel_opts = \
             channel_args(address, token, tls)
         self._connect_timeout = connect_timeout
+        self._reconnect_timeout = reconnect_timeout
         self._channel = None
         self._stub = None
         self._limits = None
@@ -101,11 +111,13 @@ class Client:
         self._call = None
         self._queue = []
         self._wake = None
-        self._open = {}
+        self._open = {}  # client_tag -> Job, on the stream
+        self._following = set()  # Jobs of broken streams (_follow)
         self._next_tag = 1
         self._tasks = []
         self._closed = False
         self._background = set()
+        self._followers = set()  # _follow tasks
 
     def options(self, **options):
         """A view whose jobs get these options (as Executor.options)."""
@@ -281,11 +293,13 @@ class Client:
         root._closed = True
         if root._call is not None:
             root._call.cancel()
-        for t in root._tasks:
+        for t in root._tasks + list(root._followers):
             t.cancel()
-        if root._tasks:
-            await asyncio.gather(*root._tasks, return_exceptions=True)
-        root._fail_open(ConnectionLost("jobd.aio.Client closed"))
+        if root._tasks or root._followers:
+            await asyncio.gather(*root._tasks, *root._followers,
+                                 return_exceptions=True)
+        root._fail_open(ConnectionLost("jobd.aio.Client closed"),
+                        following=True)
         if root._background:  # CancelJob calls under way: let them end
             await asyncio.wait(list(root._background), timeout=10)
         if root._channel is not None:
@@ -333,6 +347,7 @@ class Client:
         tag = self._next_tag
         self._next_tag += 1
         self._open[tag] = job
+        job._tag = tag
         self._queue.append(pb.SubmitItem(client_tag=tag, spec=spec))
         self._wake.set()
 
@@ -371,6 +386,14 @@ class Client:
             error = ConnectionLost("jobd.aio.Client closed")
         except grpc.RpcError as e:
             error = connection_error(e, self._address)
+            if e.code() == grpc.StatusCode.UNAVAILABLE and \
+                    self._reconnect_timeout > 0 and not self._closed:
+                accepted = [j for j in self._open.values()
+                            if j.job_id is not None]
+                for j in accepted:
+                    del self._open[j._tag]
+                if accepted:
+                    self._start_following(accepted, error)
         if error is None:
             error = ConnectionLost("jobd at %s ended the Submit stream"
                                    % self._address)
@@ -382,9 +405,15 @@ class Client:
             self._queue.clear()
         self._fail_open(error)
 
-    def _fail_open(self, error):
-        open_, self._open = self._open, {}
-        for job in open_.values():
+    def _fail_open(self, error, following=False):
+        # The jobs on the stream, and with `following` those of broken
+        # streams too (close).
+        jobs = list(self._open.values())
+        self._open = {}
+        if following:
+            jobs += self._following
+            self._following = set()
+        for job in jobs:
             exc = ConnectionLost(str(error), code=getattr(error, "code", None),
                                  job_id=job.job_id)
             if not job._accepted.done():
@@ -396,8 +425,16 @@ class Client:
         job = self._open.get(ev.client_tag)
         if job is None:
             return
+        if ev.type in _ENDS:
+            del self._open[ev.client_tag]
+        self._apply(job, ev)
+
+    def _apply(self, job, ev):
+        # Job `job` gets its event `ev` (the caller dropped it from its
+        # table if it is an end).
         t = ev.type
         if t == pb.EVENT_TYPE_ACCEPTED:
+            job._accept_time = ev.time.ToNanoseconds()
             job.job_id = ev.job_id
             if not job._accepted.done():
                 job._accepted.set_result(None)
@@ -411,7 +448,6 @@ class Client:
             return
         if t not in _ENDS:
             return  # RETRYING, or newer kinds: the job goes on.
-        del self._open[ev.client_tag]
         job.event = ev
         if ev.job_id:
             job.job_id = ev.job_id
@@ -440,9 +476,13 @@ class Client:
     def _cancel_remote(self, job_id):
         async def go():
             try:
-                await self._stub.CancelJob(pb.CancelJobRequest(job_id=job_id),
-                                           metadata=self._metadata,
-                                           timeout=10)
+                # (Waits for jobd to answer: a followed job's cancel may
+                # come while jobd restarts.)
+                await self._stub.CancelJob(
+                    pb.CancelJobRequest(job_id=job_id),
+                    metadata=self._metadata,
+                    timeout=max(10, self._reconnect_timeout),
+                    wait_for_ready=True)
             except grpc.RpcError:
                 pass
 
@@ -450,3 +490,124 @@ class Client:
         self._background.add(t)
         t.add_done_callback(self._background.discard)
 
+
+    # ------------------------------------------------------------ re-attach
+
+    def _start_following(self, jobs, broken):
+        self._following.update(jobs)
+        t = asyncio.ensure_future(self._follow(jobs, broken))
+        self._followers.add(t)
+        t.add_done_callback(self._followers.discard)
+
+    async def _follow(self, jobs, broken):
+        """Follows the accepted jobs of a broken stream to their ends: the
+        steps of jobd._reattach (GetJob each job once jobd answers again
+        within reconnect_timeout; then one WatchJobs of those still going;
+        again while the watch breaks), on this loop."""
+        pending = {}  # job id -> [Job], not ended
+        for j in jobs:
+            pending.setdefault(j.job_id, []).append(j)
+
+        def fail(job, error):
+            jobs_of_id = pending.get(job.job_id, [])
+            if job in jobs_of_id:
+                jobs_of_id.remove(job)
+            if not jobs_of_id:
+                pending.pop(job.job_id, None)
+            self._following.discard(job)
+            if not job.done():
+                job.set_exception(ConnectionLost(
+                    str(error), code=getattr(error, "code", None),
+                    job_id=job.job_id))
+
+        def fail_all(error):
+            for job in [j for js in list(pending.values()) for j in js]:
+                fail(job, error)
+
+        def apply(ev):
+            jobs_of_id = pending.get(ev.job_id)
+            if jobs_of_id is None:
+                return
+            if ev.type in _reattach.END_EVENTS:
+                del pending[ev.job_id]
+                self._following.difference_update(jobs_of_id)
+            elif ev.type not in _reattach.STEP_EVENTS:
+                return
+            for job in jobs_of_id:
+                self._apply(job, ev)
+
+        try:
+            await self._follow_rounds(pending, broken, fail, fail_all, apply)
+        except Exception as e:  # noqa: BLE001 - reported to every job
+            fail_all(connection_error(e, self._address))
+
+    async def _follow_rounds(self, pending, broken, fail, fail_all, apply):
+        pause = 0.0  # before the next round: grows while watches fail
+        while pending and not self._closed:
+            if pause:
+                await asyncio.sleep(pause)
+            if not await self._check_followed(pending, broken, fail, apply):
+                fail_all(_reattach.unreachable(broken,
+                                               self._reconnect_timeout))
+                return
+            if not pending:
+                return
+            call = self._stub.WatchJobs(_reattach.watch_request(pending),
+                                        metadata=self._metadata)
+            delivered = False
+            try:
+                async for response in call:
+                    for ev in response.events:
+                        delivered = True
+                        apply(ev)
+            except grpc.RpcError as e:
+                if e.code() not in _reattach.ROUND_AGAIN:
+                    fail_all(connection_error(e, self._address))
+                    return
+                broken = connection_error(e, self._address)
+            finally:
+                call.cancel()
+            pause = 0.0 if delivered else \
+                min(max(pause * 2, _reattach.BACKOFF_FIRST),
+                    _reattach.BACKOFF_MAX)
+
+    async def _check_followed(self, pending, broken, fail, apply):
+        # GetJob for every pending job (jobd._reattach's check); False if
+        # jobd did not answer within reconnect_timeout (counted afresh at
+        # each answer).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._reconnect_timeout
+        backoff = _reattach.BACKOFF_FIRST
+        todo = list(pending)
+        while todo:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            batch = todo[:_reattach.CHECKS_IN_FLIGHT]
+            todo = todo[_reattach.CHECKS_IN_FLIGHT:]
+            answers = await asyncio.gather(
+                *(self._stub.GetJob(pb.GetJobRequest(job_id=job_id),
+                                    metadata=self._metadata, timeout=left,
+                                    wait_for_ready=True)
+                  for job_id in batch), return_exceptions=True)
+            retry = []
+            for job_id, answer in zip(batch, answers):
+                for job in list(pending.get(job_id, ())):
+                    verdict, what = _reattach.judge(answer, job, broken,
+                                                    self._address)
+                    if verdict == _reattach.RETRY:
+                        retry.append(job_id)
+                        break
+                    deadline = loop.time() + self._reconnect_timeout
+                    if verdict == _reattach.FAIL:
+                        fail(job, what)
+                    elif verdict == _reattach.END:
+                        apply(what)
+                        break  # every Job of that id
+            if retry:
+                if loop.time() + backoff > deadline:
+                    return False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _reattach.BACKOFF_MAX)
+                todo = retry + todo
+        return True

@@ -11,8 +11,9 @@ daemon.
 Differences from the standard library, on purpose: `cancel()` also cancels a
 running job (jobd asks its task to stop and ends it at once); `map` is lazy
 (at most `window` inputs taken ahead of the results consumed); a failed job
-raises jobd.JobFailed; a lost connection fails the open futures with
-jobd.ConnectionLost.
+raises jobd.JobFailed. When the connection breaks (jobd restarted), the
+futures of accepted jobs follow their jobs again once jobd answers (within
+reconnect_timeout); the others fail with jobd.ConnectionLost.
 
 Thread-safety: an Executor and its futures may be used from any thread.
 Ownership: the Executor owns its channel and its Submit stream; shutdown()
@@ -28,6 +29,7 @@ import grpc
 from jobd._common import ConnectionLost, JobOptions, JobRejected, \
     TaskCatalog, build_spec, channel_args, connection_error
 from jobd._map import MapStream
+from jobd._reattach import Reattach
 from jobd._session import Session
 from jobd.v1 import jobd_pb2 as pb
 from jobd.v1 import jobd_pb2_grpc as pb_grpc
@@ -55,6 +57,9 @@ class JobFuture(cf.Future):
         self.event = None
         self._started = False
         self._cancel_wanted = False
+        # The ACCEPTED event's time (ns): how a re-attachment knows that
+        # its id still names its job (_reattach).
+        self._accept_time = 0
         self._queued = False  # in its session's queue, not sent (session)
         self._notify_lock = threading.Lock()
         self._notified = False  # CANCELLED_AND_NOTIFIED set (_cancel_here)
@@ -79,6 +84,13 @@ class JobFuture(cf.Future):
         if session is not None and session.unqueue(self):
             return self._cancel_here()  # never sent
         job_id = self.job_id
+        if job_id is not None and session is not None and session.broken():
+            # Followed again (_reattach), perhaps while jobd is down:
+            # cancelled here now, on jobd as soon as it answers.
+            if not self._cancel_here():
+                return self.cancelled()
+            self._executor._cancel_async(job_id)
+            return True
         if job_id is None:
             # Sent, not yet accepted: cancelled here now, on jobd as soon as
             # its id arrives (_accepted).
@@ -225,10 +237,13 @@ class Executor(_Base):
     $JOBD_ADDRESS, else the daemon's default socket (as jobctl). token:
     bearer token (default $JOBD_TOKEN). tls: None, True (system roots) or a
     jobd.TLS. Connects on first use; raises jobd.ConnectionLost if the
-    daemon cannot be reached."""
+    daemon cannot be reached. reconnect_timeout: seconds a broken Submit
+    stream's accepted jobs wait for jobd to answer again (a restart), to
+    be followed to their ends (0: their futures fail with
+    jobd.ConnectionLost at once)."""
 
     def __init__(self, address=None, *, token=None, tls=None,
-                 connect_timeout=5.0):
+                 connect_timeout=5.0, reconnect_timeout=30.0):
         self._address, self._metadata, creds, opts = channel_args(
             address, token, tls)
         if creds is None:
@@ -237,6 +252,7 @@ class Executor(_Base):
             self._channel = grpc.secure_channel(self._address, creds, opts)
         self._stub = pb_grpc.JobServiceStub(self._channel)
         self._connect_timeout = connect_timeout
+        self._reconnect_timeout = reconnect_timeout
         self._options = JobOptions()
         self._lock = threading.Lock()
         self._limits = None
@@ -246,6 +262,7 @@ class Executor(_Base):
         self._catalog = TaskCatalog()
         self._maps = set()
         self._cancels = set()  # CancelJob calls under way (_cancel_async)
+        self._reattaches = set()  # broken streams' jobs being followed
 
     def _root(self):
         return self
@@ -323,9 +340,11 @@ class Executor(_Base):
                     raise RuntimeError("cannot schedule new futures after "
                                        "shutdown")
                 if self._session is None or self._session.broken():
-                    self._session = Session(self._stub, self._metadata,
-                                            self._address, self._limits,
-                                            self._session_ended)
+                    self._session = Session(
+                        self._stub, self._metadata, self._address,
+                        self._limits, self._session_ended,
+                        self._reattach if self._reconnect_timeout > 0
+                        else None)
                     self._sessions.add(self._session)
                 session = self._session
             if session.enqueue(spec, future):
@@ -335,9 +354,11 @@ class Executor(_Base):
 
     def _cancel_async(self, job_id):
         # Held until done: gRPC cancels a call whose future is collected.
-        call = self._stub.CancelJob.future(pb.CancelJobRequest(job_id=job_id),
-                                           metadata=self._metadata,
-                                           timeout=_CANCEL_RPC_TIMEOUT)
+        # (Waits for jobd to answer, as a re-attachment does.)
+        call = self._stub.CancelJob.future(
+            pb.CancelJobRequest(job_id=job_id), metadata=self._metadata,
+            timeout=max(_CANCEL_RPC_TIMEOUT, self._reconnect_timeout),
+            wait_for_ready=True)
         with self._lock:
             self._cancels.add(call)
         call.add_done_callback(self._cancel_done)
@@ -349,6 +370,17 @@ class Executor(_Base):
     def _session_ended(self, session):
         with self._lock:
             self._sessions.discard(session)
+
+    def _reattach(self, futures, broken):
+        # (The lock also keeps _reattach_done from running before the add.)
+        with self._lock:
+            self._reattaches.add(Reattach(
+                self._stub, self._metadata, self._address, futures, broken,
+                self._reconnect_timeout, self._reattach_done))
+
+    def _reattach_done(self, reattach):
+        with self._lock:
+            self._reattaches.discard(reattach)
 
     # ---------------------------------------------------------- map
 
@@ -380,7 +412,9 @@ class Executor(_Base):
             self._shutdown_flag = True
             sessions = list(self._sessions)
             maps = list(self._maps)
+            reattaches = list(self._reattaches)
         open_ = [f for s in sessions for f in s.open_futures()]
+        open_ += [f for r in reattaches for f in r.futures()]
         if cancel_futures:
             for f in open_:
                 if not f._started:
@@ -395,7 +429,10 @@ class Executor(_Base):
                 m.close()
             with self._lock:
                 cancels = list(self._cancels)
-            for call in cancels:  # each ends within _CANCEL_RPC_TIMEOUT
+                reattaches = list(self._reattaches)
+            for r in reattaches:  # their futures ended: threads winding up
+                r.stop()
+            for call in cancels:  # each ends within its timeout
                 try:
                     call.result()
                 except grpc.RpcError:

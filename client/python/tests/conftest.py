@@ -30,20 +30,32 @@ def jobd_binary():
 
 
 class Daemon:
-    """A jobd process; .address is its Unix socket as a gRPC target."""
+    """A jobd process; .address is its Unix socket as a gRPC target. Its
+    journal is off unless durability says otherwise ("batched")."""
 
-    def __init__(self, *extra):
+    def __init__(self, *extra, durability="none"):
         self.dir = tempfile.mkdtemp(prefix="jobd-pytest-")
         self.socket = os.path.join(self.dir, "jobd.sock")
         self.address = "unix:" + self.socket
-        args = [jobd_binary(), "--unix-socket", self.socket,
-                "--tcp", "127.0.0.1:0", "--testing-tasks",
-                "--state-dir", os.path.join(self.dir, "state"),
-                "--durability", "none", "--log-level", "warn", *extra]
-        self.stderr = open(os.path.join(self.dir, "stderr.log"), "wb")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, stdin=subprocess.DEVNULL)
+        self._args = [jobd_binary(), "--unix-socket", self.socket,
+                      "--tcp", "127.0.0.1:0", "--testing-tasks",
+                      "--state-dir", os.path.join(self.dir, "state"),
+                      "--durability", durability, "--log-level", "warn",
+                      *extra]
+        self._start()
+
+    def _start(self):
+        self.stderr = open(os.path.join(self.dir, "stderr.log"), "ab")
+        self.proc = subprocess.Popen(self._args, stdout=subprocess.PIPE,
+                                     stderr=self.stderr,
+                                     stdin=subprocess.DEVNULL)
         self._wait_ready()
+
+    def restart(self):
+        """A new process on the same socket and state directory (the old
+        one killed first if it still runs)."""
+        self.kill()
+        self._start()
 
     def _wait_ready(self):
         end = time.monotonic() + READY_TIMEOUT
@@ -109,8 +121,8 @@ def own_daemon(request):
     daemons' logs are printed, so that a failure in CI explains itself."""
     holder = []
 
-    def start(*extra):
-        holder.append(Daemon(*extra))
+    def start(*extra, **options):
+        holder.append(Daemon(*extra, **options))
         return holder[-1]
 
     yield start

@@ -1,6 +1,7 @@
 """jobd.aio.Client against a real daemon, used through asyncio."""
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -94,7 +95,7 @@ def test_daemon_killed_fails_open_jobs(own_daemon):
     d = own_daemon()
 
     async def main():
-        async with jobd.aio.Client(d.address) as c:
+        async with jobd.aio.Client(d.address, reconnect_timeout=0) as c:
             jobs = [await c.submit("sleep", 30000) for _ in range(3)]
             t0 = time.monotonic()
             d.kill()
@@ -102,6 +103,71 @@ def test_daemon_killed_fails_open_jobs(own_daemon):
                 with pytest.raises(jobd.ConnectionLost):
                     await asyncio.wait_for(j, 5)
             assert time.monotonic() - t0 < 5
+    run(main())
+
+
+def test_jobs_are_followed_across_a_daemon_restart(own_daemon):
+    """The jobs of the broken stream end as jobd ends them, those that
+    ended while the client could not reach it included."""
+    d = own_daemon("--thread-workers", "2", durability="batched")
+    link = os.path.join(d.dir, "link.sock")
+    os.symlink(d.socket, link)
+
+    async def main():
+        async with jobd.aio.Client("unix:" + link) as c:
+            on_thread = c.options(executor="thread")
+            lost = await on_thread.submit("sleep", 30000)
+            again = on_thread.options(delivery="at_least_once")
+            rerun = await again.submit("sleep", 30000)
+            queued = [await on_thread.submit("echo", i) for i in range(4)]
+            deadline = time.monotonic() + T
+            for j in (lost, rerun):
+                while (await c.get_job(j.job_id)).state != \
+                        pb.JOB_STATE_RUNNING:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.01)
+            os.unlink(link)  # kept away until the echo jobs ended
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, d.kill)
+            await loop.run_in_executor(None, d.restart)
+            async with jobd.aio.Client(d.address) as direct:
+                for q in queued:
+                    job = await direct.get_job(q.job_id, wait=T)
+                    assert job.state == pb.JOB_STATE_SUCCEEDED
+            assert not any(q.done() for q in queued)
+            os.symlink(d.socket, link)
+            assert [await asyncio.wait_for(q, T) for q in queued] == \
+                list(range(4))
+            with pytest.raises(jobd.JobFailed) as failed:
+                await asyncio.wait_for(lost, T)
+            assert failed.value.reason == "LOST_ON_RESTART"
+            # Running again: a cancel still reaches it.
+            while (await c.get_job(rerun.job_id)).state != \
+                    pb.JOB_STATE_RUNNING:
+                assert time.monotonic() < deadline + T
+                await asyncio.sleep(0.01)
+            rerun.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(rerun, T)
+            job = await c.get_job(rerun.job_id, wait=T)
+            assert job.state == pb.JOB_STATE_CANCELLED
+            assert await c.submit("echo", 1) is not None
+    run(main())
+
+
+def test_jobs_fail_when_the_daemon_does_not_come_back(own_daemon):
+    d = own_daemon()
+
+    async def main():
+        async with jobd.aio.Client(d.address, reconnect_timeout=1) as c:
+            jobs = [await c.submit("sleep", 30000) for _ in range(3)]
+            t0 = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(None, d.kill)
+            for j in jobs:
+                with pytest.raises(jobd.ConnectionLost) as lost:
+                    await asyncio.wait_for(j, 6)
+                assert "within 1s (reconnect_timeout)" in str(lost.value)
+            assert 1 <= time.monotonic() - t0 < 6
     run(main())
 
 

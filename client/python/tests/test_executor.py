@@ -414,7 +414,7 @@ def test_unreachable_daemon_raises_connection_lost(tmp_path):
 
 def test_daemon_killed_fails_pending_futures_promptly(own_daemon):
     d = own_daemon()
-    ex = jobd.Executor(d.address)
+    ex = jobd.Executor(d.address, reconnect_timeout=0)
     fs = [ex.submit("sleep", 30000) for _ in range(5)]
     wait_until(lambda: all(f.running() for f in fs))
     it = ex.map("sleep", [30000, 30000])
@@ -426,6 +426,108 @@ def test_daemon_killed_fails_pending_futures_promptly(own_daemon):
         assert isinstance(f.exception(), jobd.ConnectionLost)
     with pytest.raises(jobd.ConnectionLost):
         next(it)
+    ex.shutdown(wait=False)
+
+
+def test_futures_follow_their_jobs_across_a_daemon_restart(own_daemon):
+    d = own_daemon("--thread-workers", "2", durability="batched")
+    ex = jobd.Executor(d.address)
+    on_thread = ex.options(executor="thread")
+    # At most once (the default): it was running, so it fails, never twice.
+    lost = on_thread.submit("sleep", 30000)
+    # At least once: it runs again after the restart.
+    again = on_thread.options(delivery="at_least_once").submit("sleep", 1500)
+    queued = [on_thread.submit("echo", i) for i in range(5)]
+    # Two futures of one job (the second a duplicate by its key).
+    twins = [on_thread.options(idempotency_key="twin").submit("echo", "t")
+             for _ in range(2)]
+    wait_until(lambda: lost.running() and again.running()
+               and all(q.job_id for q in queued + twins))
+    assert twins[0].job_id == twins[1].job_id
+    ids = [f.job_id for f in [lost, again] + queued]
+    d.kill()  # -9: the Submit stream breaks
+    d.restart()
+    assert [q.result(T) for q in queued] == list(range(5))
+    assert [t.result(T) for t in twins] == ["t", "t"]
+    assert again.result(T) == 1500
+    with pytest.raises(jobd.JobFailed) as failed:
+        lost.result(T)
+    assert failed.value.reason == "LOST_ON_RESTART"
+    assert [f.job_id for f in [lost, again] + queued] == ids
+    # The executor goes on: a new stream for new jobs.
+    assert ex.submit("echo", "after").result(T) == "after"
+    ex.shutdown(wait=True)
+
+
+def test_a_future_cancelled_while_jobd_is_down_is_cancelled_there_too(
+        own_daemon):
+    d = own_daemon("--thread-workers", "1", durability="batched")
+    ex = jobd.Executor(d.address)
+    on_thread = ex.options(executor="thread")
+    first = on_thread.submit("sleep", 30000)
+    queued = on_thread.submit("sleep", 30000)
+    wait_until(lambda: first.running() and queued.job_id)
+    d.kill()
+    wait_until(lambda: ex._reattaches)  # followed, jobd still down
+    assert queued.cancel() and queued.cancelled()
+    d.restart()
+    with pytest.raises(jobd.JobFailed):  # at most once: LOST_ON_RESTART
+        first.result(T)
+    job = ex.stub.GetJob(pb.GetJobRequest(job_id=queued.job_id), timeout=T)
+    deadline = time.monotonic() + T
+    while job.state != pb.JOB_STATE_CANCELLED:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.01)
+        job = ex.stub.GetJob(pb.GetJobRequest(job_id=queued.job_id),
+                             timeout=T)
+    ex.shutdown(wait=True)
+
+
+def test_a_daemon_that_does_not_come_back_fails_the_futures(own_daemon):
+    d = own_daemon()
+    ex = jobd.Executor(d.address, reconnect_timeout=1.0)
+    fs = [ex.submit("sleep", 30000) for _ in range(3)]
+    wait_until(lambda: all(f.running() for f in fs))
+    t0 = time.monotonic()
+    d.kill()
+    done, not_done = cf.wait(fs, timeout=T)
+    elapsed = time.monotonic() - t0
+    assert not not_done and 1.0 <= elapsed < 6, elapsed
+    for f in fs:
+        e = f.exception()
+        assert isinstance(e, jobd.ConnectionLost)
+        assert "within 1s (reconnect_timeout)" in str(e)
+        assert e.job_id == f.job_id
+    ex.shutdown(wait=False)
+
+
+def test_a_restart_without_the_journal_loses_the_jobs_and_says_so(
+        own_daemon):
+    """jobd restarted without its journal numbers its jobs afresh: an id
+    the future had may be unknown, or name a newer job, never followed."""
+    d = own_daemon("--thread-workers", "1")  # no journal
+    # The executor reaches jobd through a link it can be kept away by.
+    link = os.path.join(d.dir, "link.sock")
+    os.symlink(d.socket, link)
+    ex = jobd.Executor("unix:" + link)
+    fs = [ex.options(executor="thread").submit("sleep", 30000)
+          for _ in range(3)]
+    wait_until(lambda: all(f.job_id for f in fs))
+    os.unlink(link)
+    d.kill()
+    d.restart()
+    with jobd.Executor(d.address) as other:  # the same ids, other jobs
+        newer = [other.submit("echo", i) for i in range(2)]
+        assert [f.result(T) for f in newer] == [0, 1]
+        assert sorted(f.job_id for f in newer) == sorted(
+            f.job_id for f in fs[:2])
+    os.symlink(d.socket, link)
+    done, not_done = cf.wait(fs, timeout=T)
+    assert not not_done
+    messages = sorted(str(f.exception()) for f in fs)
+    assert all(isinstance(f.exception(), jobd.ConnectionLost) for f in fs)
+    assert sum("names another job" in m for m in messages) == 2, messages
+    assert sum("no longer knows job" in m for m in messages) == 1, messages
     ex.shutdown(wait=False)
 
 
