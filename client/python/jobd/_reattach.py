@@ -19,8 +19,8 @@ again, then
 
 A watch that breaks again (jobd went away, or ended it) starts another
 round, with a new wait; rounds that follow a watch that delivered nothing
-wait a growing pause first (so a watch refused again and again becomes a
-GetJob poll, never a busy loop). Several futures of one job (a duplicate
+in which no job ended wait a growing pause first (so a watch refused again
+and again becomes a GetJob poll, never a busy loop). Several futures of one job (a duplicate
 by idempotency key) are all followed.
 
 Thread-safety: each Reattach runs on its own thread and is the only
@@ -84,6 +84,9 @@ def end_event_of(job):
     return ev
 
 
+# How far another node's clock may run ahead (judge).
+_CLOCK_SLACK_NS = 1_000_000_000
+
 # What judge() says of a future after its job's GetJob.
 RETRY, FAIL, END, WATCH = "retry", "fail", "end", "watch"
 
@@ -108,14 +111,22 @@ def judge(answer, f, broken, address):
     if not isinstance(answer, pb.Job):  # a call that ended otherwise
         return FAIL, connection_error(answer, address)
     # Created after the future's acceptance: another job under a reused id
-    # (the daemon lost its journal).
-    if answer.create_time.ToNanoseconds() > f._accept_time:
+    # (the daemon lost its journal). In a cluster ("N@node") the job may be
+    # another node's, whose clock may be a little ahead.
+    slack = _CLOCK_SLACK_NS if "@" in f.job_id else 0
+    if answer.create_time.ToNanoseconds() > f._accept_time + slack:
         return FAIL, ConnectionLost(
             "%s; after reconnecting, job id %s names another job (jobd "
             "restarted without its journal): this job is lost"
             % (broken, f.job_id), job_id=f.job_id)
     ev = end_event_of(answer)
+    if ev is not None and ev.result.dropped:
+        return FAIL, ConnectionLost(
+            "%s; job %s succeeded meanwhile, but its result is larger than "
+            "jobd retains (max-retained-result-bytes)" % (broken, f.job_id),
+            job_id=f.job_id)
     if ev is not None:
+        ev.job_id = f.job_id  # as the future knows it
         return END, ev
     if answer.state == pb.JOB_STATE_RUNNING:
         f._started = True
@@ -191,11 +202,11 @@ class Reattach:
                 watch = self._stub.WatchJobs(
                     watch_request(self._pending), metadata=self._metadata)
                 self._calls.add(watch)
-            delivered = False
+            with self._lock:
+                before = len(self._pending)
             try:
                 for response in watch:
                     for ev in response.events:
-                        delivered = True
                         self._apply(ev)
                 error = None
             except grpc.RpcError as e:
@@ -211,8 +222,10 @@ class Reattach:
             if error is not None:
                 self._broken = connection_error(error, self._address)
             # (A watch that ended OK ended with its jobs: any left is
-            # checked again.)
-            pause = 0.0 if delivered else \
+            # checked again.) No job ended: wait longer before the next.
+            with self._lock:
+                progressed = len(self._pending) < before
+            pause = 0.0 if progressed else \
                 min(max(pause * 2, BACKOFF_FIRST), BACKOFF_MAX)
 
     def _check_jobs(self):

@@ -554,11 +554,10 @@ class Client:
                 return
             call = self._stub.WatchJobs(_reattach.watch_request(pending),
                                         metadata=self._metadata)
-            delivered = False
+            before = len(pending)
             try:
                 async for response in call:
                     for ev in response.events:
-                        delivered = True
                         apply(ev)
             except grpc.RpcError as e:
                 if e.code() not in _reattach.ROUND_AGAIN:
@@ -567,7 +566,8 @@ class Client:
                 broken = connection_error(e, self._address)
             finally:
                 call.cancel()
-            pause = 0.0 if delivered else \
+            # No job ended: wait longer before the next round.
+            pause = 0.0 if len(pending) < before else \
                 min(max(pause * 2, _reattach.BACKOFF_FIRST),
                     _reattach.BACKOFF_MAX)
 

@@ -85,12 +85,8 @@ class JobFuture(cf.Future):
             return self._cancel_here()  # never sent
         job_id = self.job_id
         if job_id is not None and session is not None and session.broken():
-            # Followed again (_reattach), perhaps while jobd is down:
-            # cancelled here now, on jobd as soon as it answers.
-            if not self._cancel_here():
-                return self.cancelled()
-            self._executor._cancel_async(job_id)
-            return True
+            # Followed again (_reattach), perhaps while jobd is down.
+            return self._cancel_when_jobd_answers(job_id)
         if job_id is None:
             # Sent, not yet accepted: cancelled here now, on jobd as soon as
             # its id arrives (_accepted).
@@ -103,11 +99,23 @@ class JobFuture(cf.Future):
                 pb.CancelJobRequest(job_id=job_id),
                 metadata=self._executor._metadata,
                 timeout=_CANCEL_RPC_TIMEOUT)
-        except grpc.RpcError:
-            return False
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE or \
+                    self._executor._reconnect_timeout <= 0:
+                return False
+            # jobd went away (its stream breaks next): as above.
+            return self._cancel_when_jobd_answers(job_id)
         if resp.state == pb.JOB_STATE_CANCELLED:
             return self._cancel_here() or self.cancelled()
         return False
+
+    def _cancel_when_jobd_answers(self, job_id):
+        # Cancelled here now, on jobd as soon as it answers (CancelJob
+        # waits for it); its end then comes to the re-attachment.
+        if not self._cancel_here():
+            return self.cancelled()
+        self._executor._cancel_async(job_id)
+        return True
 
     def _cancel_here(self):
         # CANCELLED_AND_NOTIFIED at once, as a stdlib executor does when a
@@ -412,8 +420,9 @@ class Executor(_Base):
             self._shutdown_flag = True
             sessions = list(self._sessions)
             maps = list(self._maps)
-            reattaches = list(self._reattaches)
         open_ = [f for s in sessions for f in s.open_futures()]
+        with self._lock:  # after: a hand-off under way is in one or other
+            reattaches = list(self._reattaches)
         open_ += [f for r in reattaches for f in r.futures()]
         if cancel_futures:
             for f in open_:
