@@ -202,7 +202,6 @@ class Reattach:
                 watch = self._stub.WatchJobs(
                     watch_request(self._pending), metadata=self._metadata)
                 self._calls.add(watch)
-            with self._lock:
                 before = len(self._pending)
             try:
                 for response in watch:
