@@ -109,6 +109,12 @@ void ApplyConnectionOptions(const ConnectionOptions& o,
   // Keep pinging a quiet stream (a Watch with nothing to say): gRPC's
   // default stops after two pings without data.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Clients' keepalive pings, by which they notice a dead connection on a
+  // stream they only read (the Python clients ping every 20 s):
+  // accepted down to one a second on a quiet stream (gRPC's default, 5
+  // minutes, would end such a connection with too_many_pings).
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
                              Millis(o.handshake_timeout));
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,

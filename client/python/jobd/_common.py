@@ -72,13 +72,24 @@ def _read(path):
         return f.read()
 
 
-def channel_args(address, token, tls):
-    """(address, metadata, credentials-or-None, options) for a channel."""
+def channel_args(address, token, tls, keepalive=None):
+    """(address, metadata, credentials-or-None, options) for a channel.
+    keepalive: seconds between pings while calls are open (a dead
+    connection, even one that sends no reset, is noticed within it plus
+    10 s at most); None or 0: no pings."""
     address = address or default_address()
     if token is None:
         token = os.environ.get("JOBD_TOKEN") or None
     metadata = (("authorization", "Bearer " + token),) if token else ()
     options = list(_CHANNEL_OPTIONS)
+    if keepalive:
+        if keepalive < 1:
+            raise ValueError("keepalive: at least 1 s (jobd accepts a ping "
+                             "a second at most)")
+        options += [("grpc.keepalive_time_ms", int(keepalive * 1000)),
+                    ("grpc.keepalive_timeout_ms",
+                     int(min(keepalive, 10) * 1000)),
+                    ("grpc.http2.max_pings_without_data", 0)]
     creds = None
     if tls:
         if tls is True:

@@ -87,12 +87,12 @@ class Job(asyncio.Future):
 
 
 class Client:
-    """address, token, tls, reconnect_timeout as jobd.Executor's. Connects
-    on first use."""
+    """address, token, tls, reconnect_timeout, keepalive as jobd.Executor's.
+    Connects on first use."""
 
     def __init__(self, address=None, *, token=None, tls=None,
-                 connect_timeout=5.0, reconnect_timeout=30.0, _options=None,
-                 _root=None):
+                 connect_timeout=5.0, reconnect_timeout=30.0, keepalive=20.0,
+                 _options=None, _root=None):
         if _root is not None:  # an options view
             self._root = _root
             self._options = _options
@@ -100,7 +100,7 @@ class Client:
         self._root = self
         self._options = JobOptions()
         self._address, self._metadata, self._creds, self._channel_opts = \
-            channel_args(address, token, tls)
+            channel_args(address, token, tls, keepalive)
         self._connect_timeout = connect_timeout
         self._reconnect_timeout = reconnect_timeout
         self._channel = None

@@ -248,12 +248,14 @@ class Executor(_Base):
     daemon cannot be reached. reconnect_timeout: seconds a broken Submit
     stream's accepted jobs wait for jobd to answer again (a restart), to
     be followed to their ends (0: their futures fail with
-    jobd.ConnectionLost at once)."""
+    jobd.ConnectionLost at once). keepalive: seconds between pings while
+    calls are open, so that a dead connection that sends no reset (a host
+    gone, a network cut) is noticed within it plus 10 s (0: none)."""
 
     def __init__(self, address=None, *, token=None, tls=None,
-                 connect_timeout=5.0, reconnect_timeout=30.0):
+                 connect_timeout=5.0, reconnect_timeout=30.0, keepalive=20.0):
         self._address, self._metadata, creds, opts = channel_args(
-            address, token, tls)
+            address, token, tls, keepalive)
         if creds is None:
             self._channel = grpc.insecure_channel(self._address, opts)
         else:

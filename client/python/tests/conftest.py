@@ -8,9 +8,11 @@ is killed by pid when the fixture ends. Every wait is bounded.
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -77,6 +79,11 @@ class Daemon:
                     out += chunk
         finally:
             sel.close()
+        # Its TCP address (--tcp 127.0.0.1:0), from the banner.
+        for line in out.decode(errors="replace").splitlines():
+            line = line.strip()
+            if line.startswith("listening on 127.0.0.1:"):
+                self.tcp = line[len("listening on "):]
 
     def kill(self, sig=signal.SIGKILL):
         if self.proc.poll() is None:
@@ -96,6 +103,73 @@ class Daemon:
         marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                  "runtime error:")
         return log if any(m in log for m in marks) else ""
+
+
+class FreezableProxy:
+    """A TCP relay on 127.0.0.1 to `target` ("host:port"): freeze() stops
+    relaying but keeps every connection open, as a network cut or a host
+    gone without a reset looks to both ends."""
+
+    def __init__(self, target):
+        host, port = target.rsplit(":", 1)
+        self._target = (host, int(port))
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(8)
+        self.address = "127.0.0.1:%d" % self._listener.getsockname()[1]
+        self._frozen = threading.Event()
+        self._closed = threading.Event()
+        self._sockets = [self._listener]
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def freeze(self):
+        self._frozen.set()
+
+    def close(self):
+        self._closed.set()
+        self._thread.join(5)
+        for s in self._sockets:
+            s.close()
+
+    def _run(self):
+        peers = {}
+        sel = selectors.DefaultSelector()
+        sel.register(self._listener, selectors.EVENT_READ)
+        while not self._closed.is_set():
+            for key, _ in sel.select(0.05):
+                s = key.fileobj
+                if s is self._listener:
+                    client, _ = s.accept()
+                    upstream = socket.create_connection(self._target, 5)
+                    self._sockets += [client, upstream]
+                    peers[client], peers[upstream] = upstream, client
+                    sel.register(client, selectors.EVENT_READ)
+                    sel.register(upstream, selectors.EVENT_READ)
+                    continue
+                if self._frozen.is_set():
+                    sel.unregister(s)  # never read again, never closed
+                    continue
+                data = s.recv(65536)
+                if not data:
+                    sel.unregister(s)
+                    peers[s].shutdown(socket.SHUT_WR)
+                    continue
+                peers[s].sendall(data)
+        sel.close()
+
+
+@pytest.fixture
+def freezable_proxy():
+    holder = []
+
+    def start(target):
+        holder.append(FreezableProxy(target))
+        return holder[-1]
+
+    yield start
+    for p in holder:
+        p.close()
 
 
 @pytest.fixture(scope="session")
