@@ -214,7 +214,22 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
           options.address, path));
     }
   }
+  if (options.keepalive != absl::ZeroDuration() &&
+      options.keepalive < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "ClientOptions.keepalive: at least 1s (jobd accepts a ping a second "
+        "at most), or 0 for none");
+  }
   grpc::ChannelArguments args;
+  if (options.keepalive > absl::ZeroDuration()) {
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
+                static_cast<int>(absl::ToInt64Milliseconds(
+                    std::min(options.keepalive, absl::Hours(24)))));
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                static_cast<int>(absl::ToInt64Milliseconds(
+                    std::min(options.keepalive, absl::Seconds(10)))));
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  }
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
   args.SetString(GRPC_ARG_PRIMARY_USER_AGENT_STRING, "jobd-client/1");

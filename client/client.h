@@ -67,6 +67,11 @@ struct ClientOptions {
   // The destructor waits at most this long for submitted specs to be
   // accepted and the shared Submit stream to end (see the file comment).
   absl::Duration close_timeout = absl::Seconds(5);
+  // Pings jobd this often while calls are open, so that a connection that
+  // died without a reset (a host gone, a network cut) is noticed within it
+  // plus 10 s by a stream that only reads (a watch, Map's results). Zero:
+  // no pings; else at least 1 s (jobd accepts a ping a second at most).
+  absl::Duration keepalive = absl::Seconds(20);
   // Window of the shared Submit stream (jobd clamps it to its maximum).
   uint32_t submit_window = 65536;
   // Most specs per SubmitRequest message (jobd's default limit is 4096).

@@ -34,6 +34,10 @@ void AddGlobalOptions(CLI::App& app, Globals* g) {
   app.add_option("--connect-timeout", g->connect_timeout,
                  "How long to wait for jobd to be reachable")
       ->capture_default_str();
+  app.add_option("--keepalive", g->keepalive,
+                 "Ping jobd this often while waiting, to notice a dead "
+                 "connection (0: never; at least 1s)")
+      ->capture_default_str();
 }
 
 void AddRoutingOptions(CLI::App* command, std::string* kind,
@@ -51,10 +55,19 @@ int Connect(const Globals& g, std::unique_ptr<jobd::client::Client>* client) {
       ParseDurationArg(g.rpc_timeout, "--rpc-timeout");
   absl::StatusOr<absl::Duration> connect =
       ParseDurationArg(g.connect_timeout, "--connect-timeout");
+  absl::StatusOr<absl::Duration> keepalive =
+      ParseDurationArg(g.keepalive, "--keepalive");
   if (!rpc.ok()) return Usage(Msg(rpc.status()));
   if (!connect.ok()) return Usage(Msg(connect.status()));
+  if (!keepalive.ok()) return Usage(Msg(keepalive.status()));
+  if (*keepalive > absl::ZeroDuration() && *keepalive < absl::Seconds(1)) {
+    return Usage(
+        "--keepalive: at least 1s (jobd accepts a ping a second at "
+        "most), or 0 for none");
+  }
   options.rpc_timeout = *rpc;
   options.connect_timeout = *connect;
+  options.keepalive = *keepalive;
   options.close_timeout = absl::Seconds(2);
   options.token = g.token;
   options.tls.enabled = g.tls || !g.tls_ca.empty() || !g.tls_cert.empty();

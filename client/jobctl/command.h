@@ -48,6 +48,7 @@ struct Globals {
   bool json = false;
   std::string rpc_timeout = "30s";
   std::string connect_timeout = "5s";
+  std::string keepalive = "20s";  // ClientOptions::keepalive.
   std::string token;  // Empty: $JOBD_TOKEN (the client library reads it).
   bool tls = false;
   std::string tls_ca, tls_cert, tls_key, tls_server_name;

@@ -110,7 +110,7 @@ void ApplyConnectionOptions(const ConnectionOptions& o,
   // default stops after two pings without data.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // Clients' keepalive pings, by which they notice a dead connection on a
-  // stream they only read (the Python clients ping every 20 s):
+  // stream they only read (jobd's clients ping every 20 s):
   // accepted down to one a second on a quiet stream (gRPC's default, 5
   // minutes, would end such a connection with too_many_pings).
   builder.AddChannelArgument(
