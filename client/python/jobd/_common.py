@@ -86,6 +86,7 @@ def channel_args(address, token, tls, keepalive=None):
         if keepalive < 1:
             raise ValueError("keepalive: at least 1 s (jobd accepts a ping "
                              "a second at most)")
+        keepalive = min(keepalive, 24 * 3600)  # (a C int of ms)
         options += [("grpc.keepalive_time_ms", int(keepalive * 1000)),
                     ("grpc.keepalive_timeout_ms",
                      int(min(keepalive, 10) * 1000)),

@@ -128,7 +128,7 @@ class FreezableProxy:
 
     def close(self):
         self._closed.set()
-        self._thread.join(5)
+        self._thread.join(5)  # (it polls _closed every 50 ms)
         for s in self._sockets:
             s.close()
 
@@ -136,27 +136,45 @@ class FreezableProxy:
         peers = {}
         sel = selectors.DefaultSelector()
         sel.register(self._listener, selectors.EVENT_READ)
-        while not self._closed.is_set():
-            for key, _ in sel.select(0.05):
-                s = key.fileobj
-                if s is self._listener:
-                    client, _ = s.accept()
-                    upstream = socket.create_connection(self._target, 5)
-                    self._sockets += [client, upstream]
-                    peers[client], peers[upstream] = upstream, client
-                    sel.register(client, selectors.EVENT_READ)
-                    sel.register(upstream, selectors.EVENT_READ)
+
+        def drop(s):
+            # That connection ends both ways (a reset, a broken pipe).
+            for end in (s, peers.get(s)):
+                if end is None:
                     continue
-                if self._frozen.is_set():
-                    sel.unregister(s)  # never read again, never closed
-                    continue
-                data = s.recv(65536)
-                if not data:
-                    sel.unregister(s)
-                    peers[s].shutdown(socket.SHUT_WR)
-                    continue
-                peers[s].sendall(data)
-        sel.close()
+                try:
+                    sel.unregister(end)
+                except (KeyError, ValueError):
+                    pass  # not registered (any more)
+                end.close()
+
+        try:
+            while not self._closed.is_set():
+                for key, _ in sel.select(0.05):
+                    s = key.fileobj
+                    if s is self._listener:
+                        client, _ = s.accept()
+                        upstream = socket.create_connection(self._target, 5)
+                        upstream.settimeout(None)
+                        self._sockets += [client, upstream]
+                        peers[client], peers[upstream] = upstream, client
+                        sel.register(client, selectors.EVENT_READ)
+                        sel.register(upstream, selectors.EVENT_READ)
+                        continue
+                    if self._frozen.is_set():
+                        sel.unregister(s)  # never read again, never closed
+                        continue
+                    try:
+                        data = s.recv(65536)
+                        if data:
+                            peers[s].sendall(data)
+                            continue
+                        sel.unregister(s)
+                        peers[s].shutdown(socket.SHUT_WR)
+                    except OSError:
+                        drop(s)
+        finally:
+            sel.close()
 
 
 @pytest.fixture

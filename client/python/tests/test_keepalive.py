@@ -47,15 +47,19 @@ def test_jobctl_notices_a_dead_connection(own_daemon, freezable_proxy):
     ex = jobd.Executor(d.address)
     f = ex.submit("sleep", 30000)
     try:
-        wait_until(lambda: f.job_id)
+        wait_until(f.running)
+        # Its latest event (STARTED) replayed: a line once jobctl is in.
+        last = ex.stub.GetJob(pb.GetJobRequest(job_id=f.job_id),
+                              timeout=T).last_sequence
         watch = subprocess.Popen(
             [jobctl, "--address", proxy.address, "--keepalive", "1s",
-             "watch", f.job_id], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
+             "watch", f.job_id, "--after", str(last - 1)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            # Quiet for 3 s: still watching (not ended for its pings).
+            assert watch.stdout.readline()  # (bounded by the watchdog)
+            # Quiet for 5 s: still watching, not ended for its pings.
             with pytest.raises(subprocess.TimeoutExpired):
-                watch.wait(3)
+                watch.wait(5)
             t0 = time.monotonic()
             proxy.freeze()
             assert watch.wait(T) != 0
@@ -64,6 +68,8 @@ def test_jobctl_notices_a_dead_connection(own_daemon, freezable_proxy):
         finally:
             watch.kill()
             watch.wait()
+            watch.stdout.close()
+            watch.stderr.close()
         assert ex.stub.GetJob(pb.GetJobRequest(job_id=f.job_id),
                               timeout=T).state == pb.JOB_STATE_RUNNING
     finally:
