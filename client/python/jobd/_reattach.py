@@ -133,6 +133,22 @@ def judge(answer, f, broken, address):
     return WATCH, None
 
 
+def settle(answer, futures, broken, address, fail, end):
+    """Gives one job's futures its GetJob `answer` (judge): fail(f, error)
+    for each to fail, end(event) once if the job ended (it ends them all).
+    False if jobd did not answer: that job is checked again."""
+    for f in futures:
+        verdict, what = judge(answer, f, broken, address)
+        if verdict == RETRY:
+            return False
+        if verdict == FAIL:
+            fail(f, what)
+        elif verdict == END:
+            end(what)
+            break
+    return True
+
+
 def unreachable(broken, timeout):
     """The ConnectionLost of futures whose jobd did not come back."""
     return ConnectionLost(
@@ -260,18 +276,13 @@ class Reattach:
                 with self._lock:
                     self._calls.discard(call)
                     futures = list(self._pending.get(job_id, ()))
-                for f in futures:
-                    verdict, what = judge(answer, f, self._broken,
-                                          self._address)
-                    if verdict == RETRY:
-                        retry.append(job_id)
-                        break
-                    deadline = time.monotonic() + self._timeout  # answered
-                    if verdict == FAIL:
-                        self._fail(f, what)
-                    elif verdict == END:
-                        self._apply(what)
-                        break  # every future of the job
+                if not futures:
+                    continue  # ended meanwhile
+                if not settle(answer, futures, self._broken, self._address,
+                              self._fail, self._apply):
+                    retry.append(job_id)
+                    continue
+                deadline = time.monotonic() + self._timeout  # answered
             if retry:
                 if time.monotonic() + backoff > deadline:
                     raise _Unreachable()

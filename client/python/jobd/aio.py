@@ -592,18 +592,14 @@ class Client:
                   for job_id in batch), return_exceptions=True)
             retry = []
             for job_id, answer in zip(batch, answers):
-                for job in list(pending.get(job_id, ())):
-                    verdict, what = _reattach.judge(answer, job, broken,
-                                                    self._address)
-                    if verdict == _reattach.RETRY:
-                        retry.append(job_id)
-                        break
-                    deadline = loop.time() + self._reconnect_timeout
-                    if verdict == _reattach.FAIL:
-                        fail(job, what)
-                    elif verdict == _reattach.END:
-                        apply(what)
-                        break  # every Job of that id
+                jobs = list(pending.get(job_id, ()))
+                if not jobs:
+                    continue  # ended meanwhile
+                if not _reattach.settle(answer, jobs, broken, self._address,
+                                        fail, apply):
+                    retry.append(job_id)
+                    continue
+                deadline = loop.time() + self._reconnect_timeout  # answered
             if retry:
                 if loop.time() + backoff > deadline:
                     return False
