@@ -121,7 +121,7 @@ case "${1:-}" in
       echo "clang -Wthread-safety: clean"
       fuzz_out="$(mktemp -d)"
       for target in ipc_frame_fuzz spec_validator_fuzz config_fuzz result_ring_fuzz \
-          journal_row_fuzz; do
+          journal_row_fuzz journal_log_fuzz; do
         mkdir -p "$fuzz_out/$target"
         if ! "./build-fuzz/bin/$target" -max_total_time="${JOBD_FUZZ_SECONDS:-20}" \
           -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$fuzz_out/" \

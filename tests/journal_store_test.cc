@@ -1,10 +1,15 @@
 // Unit tests of the journal's SQLite side (server/journal/journal_store.h)
-// on a real database in a temp directory: a row encoded into columns
-// decodes to the same row; inserts, updates and deletes written (whole,
-// or deletes apart) read back on the next open, with the highest
-// sequence; a batch split into many transactions writes every record.
+// and its log (server/journal/journal_log.h) on a real database in a temp
+// directory: a row encoded into columns decodes to the same row; inserts,
+// updates and deletes written (whole, or deletes apart) read back on the
+// next open, with the highest sequence; a batch split into many
+// transactions writes every record; after a crash (a child process that
+// exits without closing) the log is replayed over the table; compaction
+// writes only the jobs still kept; a damaged log entry costs only its job.
 #include "server/journal/journal_store.h"
 
+#include <sqlite3.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -15,6 +20,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/journal/journal_log.h"
 
 namespace jobd {
 namespace {
@@ -123,6 +129,44 @@ class JournalStoreTest : public ::testing::Test {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
+  // Runs `fn` in a child process that then ends without closing anything,
+  // as a crash would leave the database; true if it ran to its end.
+  static bool InCrashingChild(const std::function<bool()>& fn) {
+    const pid_t pid = fork();
+    if (pid == 0) _exit(fn() ? 0 : 1);
+    int status = 0;
+    return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+           WEXITSTATUS(status) == 0;
+  }
+  // The value of a one-integer query on the database.
+  int64_t Count(const char* sql) {
+    sqlite3* db = nullptr;
+    int64_t n = -1;
+    if (sqlite3_open((dir_ + "/jobd.db").c_str(), &db) == SQLITE_OK) {
+      sqlite3_stmt* st = nullptr;
+      if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK &&
+          sqlite3_step(st) == SQLITE_ROW) {
+        n = sqlite3_column_int64(st, 0);
+      }
+      sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return n;
+  }
+  // Appends a row of bytes to the log, as a commit would.
+  void AppendLogRow(const std::string& body) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_ + "/jobd.db").c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, "INSERT INTO log(body) VALUES(?)", -1, &st,
+                                 nullptr),
+              SQLITE_OK);
+    sqlite3_bind_blob(st, 1, body.data(), static_cast<int>(body.size()),
+                      SQLITE_TRANSIENT);
+    EXPECT_EQ(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+  }
   std::unique_ptr<JournalStore> Open(Recovered* recovered,
                                      size_t max_batch_records = 16384) {
     JournalOptions options{.path = dir_ + "/jobd.db"};
@@ -147,7 +191,7 @@ TEST_F(JournalStoreTest, WrittenRowsReadBackOnTheNextOpen) {
     };
     auto written = store->Write(records, 0, JournalStore::Part::kAll);
     ASSERT_TRUE(written.ok()) << written.status();
-    EXPECT_EQ(written->rows_delta, 3);
+    EXPECT_EQ(written->rows, 3u);
     EXPECT_GT(written->used_bytes, 0u);
     JournalRow ended = Ended(2, v1::JOB_STATE_SUCCEEDED);
     ended.spec = nullptr;  // Updates carry no spec.
@@ -155,7 +199,7 @@ TEST_F(JournalStoreTest, WrittenRowsReadBackOnTheNextOpen) {
                {JournalRecord::kDelete, JournalRow{.id = 3}}};
     written = store->Write(records, 77, JournalStore::Part::kAll);
     ASSERT_TRUE(written.ok()) << written.status();
-    EXPECT_EQ(written->rows_delta, -1);
+    EXPECT_EQ(written->rows, 2u);
   }
   Recovered r;
   auto store = Open(&r);
@@ -180,10 +224,10 @@ TEST_F(JournalStoreTest, DeletesCanBeWrittenApartFromTheRest) {
       {JournalRecord::kInsert, Queued(2)}};
   auto deletes = store->Write(records, 50, JournalStore::Part::kDeletes);
   ASSERT_TRUE(deletes.ok());
-  EXPECT_EQ(deletes->rows_delta, -1);
+  EXPECT_EQ(deletes->rows, 0u);
   auto rest = store->Write(records, 50, JournalStore::Part::kAllButDeletes);
   ASSERT_TRUE(rest.ok());
-  EXPECT_EQ(rest->rows_delta, 1);
+  EXPECT_EQ(rest->rows, 1u);
   store.reset();
   auto reopened = Open(&r);
   ASSERT_EQ(r.rows.size(), 1u);
@@ -202,7 +246,7 @@ TEST_F(JournalStoreTest, ABatchSplitIntoManyTransactionsWritesEveryRecord) {
     }
     auto written = store->Write(records, 70, JournalStore::Part::kAll);
     ASSERT_TRUE(written.ok()) << written.status();
-    EXPECT_EQ(written->rows_delta, 7);
+    EXPECT_EQ(written->rows, 7u);
   }
   Recovered r;
   auto store = Open(&r);
@@ -210,6 +254,187 @@ TEST_F(JournalStoreTest, ABatchSplitIntoManyTransactionsWritesEveryRecord) {
   for (uint64_t id = 1; id <= 7; ++id)
     ExpectSameRow(Queued(id), r.rows[id - 1]);
   EXPECT_EQ(r.last_sequence, 70u);
+}
+
+// A crash leaves the changes since the last compaction in the log; the
+// next open replays them over the table, and a clean close folds them in.
+TEST_F(JournalStoreTest, AfterACrashTheLogIsReplayedOverTheTable) {
+  {
+    Recovered r;
+    auto store = Open(&r);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store
+                    ->Write({{JournalRecord::kInsert, Queued(1)},
+                             {JournalRecord::kInsert, Queued(2)},
+                             {JournalRecord::kInsert, Queued(3)}},
+                            0, JournalStore::Part::kAll)
+                    .ok());
+  }  // A clean close: folded into the table.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 3);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 0);
+  JournalRow ended = Ended(2, v1::JOB_STATE_SUCCEEDED);
+  JournalRow running = Queued(6);
+  running.state = v1::JOB_STATE_RUNNING;
+  running.start_time = absl::FromUnixSeconds(2000);
+  running.started_seq = 61;
+  ASSERT_TRUE(InCrashingChild([&] {
+    Recovered r;
+    auto store = JournalStore::Open({.path = dir_ + "/jobd.db"}, &r);
+    if (!store.ok() || r.rows.size() != 3) return false;
+    JournalRow update = ended;
+    update.spec = nullptr;  // Updates carry no spec.
+    JournalRow start = running;
+    start.spec = nullptr;
+    const std::vector<std::vector<JournalRecord>> commits = {
+        {{JournalRecord::kUpdate, update},
+         {JournalRecord::kDelete, JournalRow{.id = 3}},
+         {JournalRecord::kInsert, Queued(4)},
+         {JournalRecord::kInsert, Queued(5)},
+         {JournalRecord::kInsert, Queued(6)}},
+        {{JournalRecord::kDelete, JournalRow{.id = 5}},
+         {JournalRecord::kUpdate, start}},
+    };
+    for (const auto& commit : commits) {
+      if (!(*store)->Write(commit, 90, JournalStore::Part::kAll).ok()) {
+        return false;
+      }
+    }
+    _exit(0);  // No close, no compaction: as a crash.
+  }));
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 3);  // 1, 2, 3 as they were.
+  EXPECT_EQ(Count("SELECT state FROM jobs WHERE id=2"), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 2);
+  {
+    Recovered r;
+    auto store = Open(&r);
+    ASSERT_NE(store, nullptr);
+    ASSERT_EQ(r.rows.size(), 4u);
+    ExpectSameRow(Queued(1), r.rows[0]);
+    ExpectSameRow(ended, r.rows[1]);
+    ExpectSameRow(Queued(4), r.rows[2]);
+    ExpectSameRow(running, r.rows[3]);
+    EXPECT_EQ(r.last_sequence, 90u);
+  }  // Closed: the log folded into the table.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 4);
+  EXPECT_EQ(Count("SELECT state FROM jobs WHERE id=6"), v1::JOB_STATE_RUNNING);
+  Recovered r;
+  auto store = Open(&r);
+  ASSERT_EQ(r.rows.size(), 4u);
+  ExpectSameRow(ended, r.rows[1]);
+  ExpectSameRow(running, r.rows[3]);
+}
+
+// A job inserted, ended and forgotten between two compactions never
+// touches the jobs table.
+TEST_F(JournalStoreTest, CompactionWritesOnlyTheJobsStillKept) {
+  Recovered r;
+  auto store = Open(&r);
+  ASSERT_NE(store, nullptr);
+  EXPECT_FALSE(store->compaction_due());
+  std::vector<JournalRecord> records;
+  for (uint64_t id = 1; id <= 10; ++id) {
+    records.push_back({JournalRecord::kInsert, Queued(id)});
+  }
+  ASSERT_TRUE(store->Write(records, 0, JournalStore::Part::kAll).ok());
+  records.clear();
+  for (uint64_t id = 1; id <= 10; ++id) {
+    JournalRow end = Ended(id, v1::JOB_STATE_SUCCEEDED);
+    end.spec = nullptr;
+    records.push_back({JournalRecord::kUpdate, end});
+  }
+  ASSERT_TRUE(store->Write(records, 0, JournalStore::Part::kAll).ok());
+  records.clear();
+  for (uint64_t id = 1; id <= 8; ++id) {
+    records.push_back({JournalRecord::kDelete, JournalRow{.id = id}});
+  }
+  auto written = store->Write(records, 0, JournalStore::Part::kAll);
+  ASSERT_TRUE(written.ok());
+  EXPECT_EQ(written->rows, 2u);
+  auto compacted = store->Compact();
+  ASSERT_TRUE(compacted.ok()) << compacted.status();
+  EXPECT_EQ(compacted->entries, 28u);
+  // Jobs 9 and 10: their insert and their end, one row write each.
+  EXPECT_EQ(compacted->rows_written, 2u);
+  EXPECT_EQ(compacted->rows_deleted, 0u);  // 1 to 8 never got there.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 2);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 0);
+  ASSERT_TRUE(store
+                  ->Write({{JournalRecord::kDelete, JournalRow{.id = 9}}}, 0,
+                          JournalStore::Part::kAll)
+                  .ok());
+  compacted = store->Compact();
+  ASSERT_TRUE(compacted.ok());
+  EXPECT_EQ(compacted->rows_written, 0u);
+  EXPECT_EQ(compacted->rows_deleted, 1u);
+  store.reset();
+  auto reopened = Open(&r);
+  ASSERT_EQ(r.rows.size(), 1u);
+  ExpectSameRow(Ended(10, v1::JOB_STATE_SUCCEEDED), r.rows[0]);
+}
+
+// A log entry whose body does not parse costs its job alone (named as its
+// problem), before and after a compaction; a row whose framing breaks
+// keeps the entries before the break.
+TEST_F(JournalStoreTest, ADamagedLogEntryCostsOnlyItsJob) {
+  {
+    Recovered r;
+    ASSERT_NE(Open(&r), nullptr);  // The schema.
+  }
+  LogWriter writer;
+  std::string body;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    writer.Append({JournalRecord::kInsert, Queued(id)}, &body);
+  }
+  // Job 2's body: its first byte made a field of an invalid wire type.
+  std::string_view rest = body;
+  LogEntry e;
+  std::string broken;
+  ASSERT_TRUE(NextLogEntry(rest, &e, &broken));
+  ASSERT_TRUE(NextLogEntry(rest, &e, &broken));
+  ASSERT_EQ(e.id, 2u);
+  body[static_cast<size_t>(e.body.data() - body.data())] = '\xff';
+  AppendLogRow(body);
+  std::string cut;
+  writer.Append({JournalRecord::kInsert, Queued(4)}, &cut);
+  writer.Append({JournalRecord::kInsert, Queued(5)}, &cut);
+  cut.resize(cut.size() - 3);  // Job 5's entry runs past the row's end.
+  AppendLogRow(cut);
+  for (int round = 0; round < 2; ++round) {  // Replayed, then compacted.
+    Recovered r;
+    auto store = Open(&r);
+    ASSERT_NE(store, nullptr);
+    EXPECT_TRUE(r.moved_aside.empty());
+    ASSERT_EQ(r.rows.size(), 4u) << round;
+    ExpectSameRow(Queued(1), r.rows[0]);
+    EXPECT_EQ(r.rows[1].id, 2u);
+    EXPECT_THAT(r.rows[1].problem,
+                round == 0
+                    ? ::testing::HasSubstr(
+                          "its last change in the journal's log does not parse")
+                    : ::testing::HasSubstr("its state 0 is not a job state"));
+    ExpectSameRow(Queued(3), r.rows[2]);
+    ExpectSameRow(Queued(4), r.rows[3]);
+  }
+}
+
+TEST(LogEntryTest, FramingThatDoesNotHoldIsNamed) {
+  LogEntry e;
+  std::string broken;
+  std::string_view rest("\x05\x07\x00", 3);
+  EXPECT_FALSE(NextLogEntry(rest, &e, &broken));
+  EXPECT_EQ(broken, "an entry of job 5 has kind 7");
+  rest = std::string_view("\x05\x01\x09zz", 5);
+  EXPECT_FALSE(NextLogEntry(rest, &e, &broken));
+  EXPECT_EQ(broken, "an entry of job 5 runs past the row's end");
+  rest = std::string_view("\x85", 1);
+  EXPECT_FALSE(NextLogEntry(rest, &e, &broken));
+  EXPECT_EQ(broken, "an entry's header is cut short");
+  rest = std::string_view("\x05\x02\x00", 3);
+  ASSERT_TRUE(NextLogEntry(rest, &e, &broken));
+  EXPECT_EQ(e.id, 5u);
+  EXPECT_EQ(e.kind, LogEntry::kDelete);
+  EXPECT_TRUE(rest.empty());
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "server/journal/journal_log.h"
 #include "tests/scheduler_fixture.h"
 
 namespace jobd {
@@ -97,7 +98,8 @@ TEST_F(SchedulerLanesTest, AGrownExecutorStartsQueuedJobsAtOnce) {
   EXPECT_FALSE(scheduler_->ResizeExecutor(v1::EXECUTOR_PROCESS, 2));
 }
 
-// The newest job's state as the journal file holds it (committed only).
+// The newest job's state as the journal file holds it (committed only):
+// its last change in the log (server/journal/journal_log.h), else its row.
 v1::JobState NewestStateOnDisk(const std::string& path) {
   sqlite3* db = nullptr;
   v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
@@ -105,17 +107,47 @@ v1::JobState NewestStateOnDisk(const std::string& path) {
       SQLITE_OK) {
     // The journal's thread may be writing: wait for its lock (bounded).
     sqlite3_busy_timeout(db, 5000);
-    sqlite3_stmt* stmt = nullptr;
-    int rc = sqlite3_prepare_v2(
-        db, "SELECT state FROM jobs ORDER BY id DESC LIMIT 1", -1, &stmt,
-        nullptr);
-    if (rc == SQLITE_OK) rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW) {
-      state = static_cast<v1::JobState>(sqlite3_column_int(stmt, 0));
-    } else if (rc != SQLITE_DONE) {  // Not "no row yet": say why.
-      ADD_FAILURE() << "reading " << path << ": " << sqlite3_errmsg(db);
+    // One read transaction: the log and the table as of one commit.
+    sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+    auto query = [&](const char* sql, auto&& row) {
+      sqlite3_stmt* stmt = nullptr;
+      int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr);
+      while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        row(stmt);
+        rc = SQLITE_OK;
+      }
+      if (rc != SQLITE_DONE) {  // Not "no row": say why.
+        ADD_FAILURE() << "reading " << path << ": " << sqlite3_errmsg(db);
+      }
+      sqlite3_finalize(stmt);
+    };
+    std::vector<std::string> log;
+    query("SELECT body FROM log ORDER BY id", [&](sqlite3_stmt* st) {
+      log.emplace_back(static_cast<const char*>(sqlite3_column_blob(st, 0)),
+                       static_cast<size_t>(sqlite3_column_bytes(st, 0)));
+    });
+    int64_t newest = 0;
+    query("SELECT id, state FROM jobs ORDER BY id DESC LIMIT 1",
+          [&](sqlite3_stmt* st) {
+            newest = sqlite3_column_int64(st, 0);
+            state = static_cast<v1::JobState>(sqlite3_column_int(st, 1));
+          });
+    LogReplay replay;
+    for (size_t i = 0; i < log.size(); ++i) {
+      EXPECT_EQ(replay.Apply(static_cast<uint32_t>(i), log[i]), "");
     }
-    sqlite3_finalize(stmt);
+    const std::vector<uint64_t> ids = replay.SortedIds();
+    if (!ids.empty() && ids.back() >= static_cast<uint64_t>(newest)) {
+      const LogReplay::Job& job = replay.jobs().at(ids.back());
+      const LogPos& pos = job.updated ? job.update : job.insert;
+      StoredRow row;
+      LogRecordParser parser;
+      if (!job.deleted &&
+          parser.Parse(pos.In(log[pos.row]), !job.updated, 0, &row)) {
+        state = static_cast<v1::JobState>(row.state);
+      }
+    }
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
   }
   sqlite3_close_v2(db);
   return state;

@@ -305,23 +305,49 @@ void Journal::WriterLoop() {
       ticket = open_ticket_++;
     }
     if (!Commit(*batch, ticket)) return;  // Given up on at shutdown.
+    // Part of the commit that made it due: what a Flush waits for, once
+    // durable, holds the room the log's deletes freed.
+    if (store_->compaction_due()) Compact();
     batch->records.clear();  // Outside the lock: rows and specs freed.
-    std::vector<DurableFn> ready;
-    absl::MutexLock lock(&mu_);
-    durable_ = ticket;
-    for (auto* waiters : {&waiters_, &fail_fast_}) {
-      auto end = waiters->upper_bound(ticket);
-      for (auto it = waiters->begin(); it != end; ++it) {
-        ready.push_back(std::move(it->second));
+    {
+      std::vector<DurableFn> ready;
+      absl::MutexLock lock(&mu_);
+      durable_ = ticket;
+      for (auto* waiters : {&waiters_, &fail_fast_}) {
+        auto end = waiters->upper_bound(ticket);
+        for (auto it = waiters->begin(); it != end; ++it) {
+          ready.push_back(std::move(it->second));
+        }
+        waiters->erase(waiters->begin(), end);
       }
-      waiters->erase(waiters->begin(), end);
-    }
-    if (!ready.empty()) notify_.push_back(std::move(ready));
-    // Kept for the next batch, unless a burst made it large.
-    if (batch->records.capacity() <= kKeptRecords) {
-      spare_records_.swap(batch->records);
+      if (!ready.empty()) notify_.push_back(std::move(ready));
+      // Kept for the next batch, unless a burst made it large.
+      if (batch->records.capacity() <= kKeptRecords) {
+        spare_records_.swap(batch->records);
+      }
     }
   }
+}
+
+void Journal::Compact() {
+  absl::StatusOr<JournalStore::Compacted> done = store_->Compact();
+  absl::MutexLock lock(&mu_);
+  if (!done.ok()) {
+    // Tried again after the next commit; the log goes on meanwhile.
+    ++compaction_errors_;
+    if (compaction_errors_ == 1 || compaction_errors_ % 100 == 0) {
+      spdlog::warn("journal: cannot fold the log of {} into its jobs: {}",
+                   options_.path, done.status().ToString());
+    }
+    return;
+  }
+  compaction_seconds_.Observe(absl::ToDoubleSeconds(done->took));
+  used_bytes_ = store_->used_bytes();
+  spdlog::debug(
+      "journal: log folded: {} change(s) into {} row(s) written and {} "
+      "deleted in {}",
+      done->entries, done->rows_written, done->rows_deleted,
+      absl::FormatDuration(done->took));
 }
 
 void Journal::NotifierLoop() {
@@ -418,8 +444,7 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
                       batch.schedules, batch.key_limits, batch.reserved_job_id);
     if (!written.ok()) return written.status();
     absl::MutexLock lock(&mu_);
-    rows_ = static_cast<uint64_t>(static_cast<int64_t>(rows_) +
-                                  written->rows_delta);
+    rows_ = written->rows;
     bytes_written_ += written->bytes;
     used_bytes_ = written->used_bytes;
     return absl::OkStatus();
@@ -464,6 +489,9 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
     absl::SleepFor(until_grace > absl::ZeroDuration()
                        ? std::min(backoff, until_grace)
                        : backoff);
+    // Folding the log frees its pages (and the rows of forgotten jobs):
+    // the room a full database needs.
+    if (absl::IsResourceExhausted(s)) Compact();
     backoff = std::min(backoff * 2, absl::Seconds(2));
     // What was queued meanwhile joins the retry: a delete there may be what
     // frees the room this batch needs.
@@ -529,7 +557,9 @@ Journal::Commits Journal::commits() const {
   absl::MutexLock lock(&mu_);
   return {.seconds = commit_seconds_.snapshot(),
           .records = commit_records_.snapshot(),
-          .bytes = bytes_written_};
+          .bytes = bytes_written_,
+          .compaction_seconds = compaction_seconds_.snapshot(),
+          .compaction_errors = compaction_errors_};
 }
 
 }  // namespace jobd

@@ -6,12 +6,18 @@
 //
 // Group commit. The scheduler queues records under its own lock (Insert,
 // Update, Delete: no I/O, no serialization) into the open batch; a writer
-// thread takes the whole batch, folds the records of each job into one row
-// write, and commits them in one transaction (one fsync), while the next
-// batch fills. Each batch has a ticket; an event is stamped with the ticket
-// open when it was emitted, and nothing reaches a client before its ticket
-// is durable (durable() >= ticket; WhenDurable runs code then). So a client
-// never sees an ACCEPTED, STARTED or result that a crash could take back.
+// thread takes the whole batch, folds the records of each job into one,
+// and commits them in one transaction (one fsync), while the next batch
+// fills. A commit appends its jobs' records to the log table as one row
+// (server/journal/journal_log.h), not a row write per job; once the log
+// holds JournalOptions::compact_log_bytes, the commit that made it so
+// folds it into the jobs table, each job still kept written once (a job
+// accepted, ended and forgotten in between is never written there). A
+// clean close folds it too; after a crash, Open replays it. Each batch has a
+// ticket; an event is stamped with the ticket open when it was emitted, and
+// nothing reaches a client before its ticket is durable (durable() >= ticket;
+// WhenDurable runs code then). So a client never sees an ACCEPTED, STARTED or
+// result that a crash could take back.
 //
 //   kNone        no journal (this class is not used)
 //   kBatched     one transaction per batch, synchronous=FULL: durable on
@@ -247,12 +253,15 @@ class Journal {
   // Adds a JournalStats to `stats`.
   void AddStats(v1::GetStatsResponse& stats) const;
   // Every commit so far, for the metrics endpoint: how long each took
-  // (seconds, retries included), how many row writes it held (after
-  // folding), and the bytes of specs, results and errors written.
+  // (seconds, retries included), how many job records it held (after
+  // folding), and the bytes of specs, results and errors written; and the
+  // compactions of the log (how long each took, how many failed).
   struct Commits {
     HistogramSnapshot seconds;
     HistogramSnapshot records;
     uint64_t bytes = 0;
+    HistogramSnapshot compaction_seconds;
+    uint64_t compaction_errors = 0;
   };
   Commits commits() const;
 
@@ -269,6 +278,8 @@ class Journal {
   // absorbing what is queued meanwhile (then `ticket` grows to match).
   // False if it gave up (failing writes at shutdown).
   bool Commit(Batch& batch, uint64_t& ticket);
+  // Folds the log into the jobs table (JournalStore::Compact), counting it.
+  void Compact();
 
   const JournalOptions options_;
   // The database: the writer thread's (and Open's, before it).
@@ -305,6 +316,8 @@ class Journal {
   Histogram commit_seconds_ ABSL_GUARDED_BY(mu_){kSecondsBounds};
   Histogram commit_records_ ABSL_GUARDED_BY(mu_){kCountBounds};
   uint64_t bytes_written_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t compaction_errors_ ABSL_GUARDED_BY(mu_) = 0;
+  Histogram compaction_seconds_ ABSL_GUARDED_BY(mu_){kSecondsBounds};
 
   std::thread notifier_;  // Last: started once the rest exists.
   std::thread writer_;

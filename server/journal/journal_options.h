@@ -37,6 +37,11 @@ struct JournalOptions {
   // ACCEPTED or STARTED comes up to this much later. Zero: nothing lingers.
   absl::Duration linger = absl::Milliseconds(1);
   uint64_t max_transaction_bytes = 16 << 20;
+  // The log (server/journal/journal_log.h) is folded into the jobs table
+  // once it holds this many bytes (or a quarter of max_bytes): a job
+  // started, ended and forgotten in between is never written there. The
+  // most a start after a crash replays.
+  uint64_t compact_log_bytes = 32 << 20;
 };
 
 }  // namespace jobd

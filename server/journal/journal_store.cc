@@ -11,7 +11,9 @@
 
 #include "absl/strings/str_join.h"
 #include "google/protobuf/unknown_field_set.h"
+#include "server/journal/journal_log.h"
 #include "spdlog/fmt/fmt.h"
+#include "spdlog/spdlog.h"
 #include "workers/sdk/utf8.h"
 
 namespace jobd {
@@ -19,8 +21,13 @@ namespace {
 
 // 1: the first; 2: jobs.owner; 3: jobs.due_ns and jobs.history (delays
 // and retries); 4: the schedules table; 5: the callbacks table; 6: the
-// key_limits table; 7: jobs.cluster (cluster mode's outbox).
-constexpr int kSchemaVersion = 7;
+// key_limits table; 7: jobs.cluster (cluster mode's outbox); 8: the log
+// table (server/journal/journal_log.h).
+constexpr int kSchemaVersion = 8;
+
+// The problem of a job whose last change in the log does not parse.
+constexpr std::string_view kDamagedLogEntry =
+    "its last change in the journal's log does not parse";
 
 // Free pages worth this much are given back to the disk after a commit.
 constexpr uint64_t kVacuumFreeBytes = 64 << 20;
@@ -47,6 +54,7 @@ CREATE TABLE IF NOT EXISTS jobs(
   history BLOB,
   cluster INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS log(id INTEGER PRIMARY KEY, body BLOB NOT NULL);
 )sql";
 
 // Push callbacks (server/jobs/callback_hook.h): one row per job with a
@@ -77,6 +85,17 @@ absl::Time FromNanos(int64_t ns) {
   return ns == 0 ? absl::InfinitePast() : absl::FromUnixNanos(ns);
 }
 
+// A column's bytes (empty for NULL), valid until the statement's next
+// step or reset.
+std::string_view ColumnBlob(sqlite3_stmt* st, int col) {
+  const void* data = sqlite3_column_blob(st, col);
+  return data == nullptr
+             ? std::string_view()
+             : std::string_view(
+                   static_cast<const char*>(data),
+                   static_cast<size_t>(sqlite3_column_bytes(st, col)));
+}
+
 // A prepared statement, finalized on destruction.
 class Statement {
  public:
@@ -103,9 +122,10 @@ struct JournalStore::Statements {
   explicit Statements(sqlite3* db) : db(db) {}
   bool ok() const {
     for (const Statement* s :
-         {&begin, &commit, &insert, &update, &remove, &remove_callback,
-          &put_callback, &update_callback, &orphan_callback, &meta,
-          &put_schedule, &delete_schedule, &set_key, &clear_key}) {
+         {&begin, &commit, &append_log, &select_log, &first_log, &remove_log,
+          &insert, &update, &remove_run, &remove_callback, &remove_callback_run,
+          &put_callback, &update_callback, &meta, &put_schedule,
+          &delete_schedule, &set_key, &clear_key}) {
       if (!s->ok()) return false;
     }
     return true;
@@ -113,6 +133,13 @@ struct JournalStore::Statements {
   sqlite3* const db;
   Statement begin{db, "BEGIN IMMEDIATE"};
   Statement commit{db, "COMMIT"};
+  // A transaction's job records, appended (server/journal/journal_log.h).
+  Statement append_log{db, "INSERT INTO log(body) VALUES(?)"};
+  // Compaction's: the log read in order, then taken a row at a time, and
+  // the jobs table brought up to date with the statements below.
+  Statement select_log{db, "SELECT body FROM log ORDER BY id"};
+  Statement first_log{db, "SELECT id, body FROM log ORDER BY id LIMIT 1"};
+  Statement remove_log{db, "DELETE FROM log WHERE id=?"};
   Statement insert{db,
                    "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
                    "create_ns, start_ns, finish_ns, result, error, "
@@ -125,12 +152,12 @@ struct JournalStore::Statements {
                    "ended_seq=?9, attempts=?10, due_ns=?11, history=?12, "
                    "cluster=?13 "
                    "WHERE id=?1"};
-  Statement remove{db, "DELETE FROM jobs WHERE id=?"};
-  // A job forgotten takes its finished callback with it (2: PENDING).
+  Statement remove_run{db, "DELETE FROM jobs WHERE id BETWEEN ?1 AND ?2"};
+  // A job forgotten takes its finished callback with it (2: PENDING), and
+  // a callback that finishes after its job was forgotten goes then.
   Statement remove_callback{
       db, "DELETE FROM callbacks WHERE job_id=? AND state<>2"};
   // The same for a run of consecutive ids [?1, ?2].
-  Statement remove_run{db, "DELETE FROM jobs WHERE id BETWEEN ?1 AND ?2"};
   Statement remove_callback_run{
       db, "DELETE FROM callbacks WHERE job_id BETWEEN ?1 AND ?2 AND state<>2"};
   Statement put_callback{db,
@@ -142,10 +169,6 @@ struct JournalStore::Statements {
       db,
       "UPDATE callbacks SET state=?2, attempts=?3, last_error=?4, "
       "event=CASE WHEN ?2=2 THEN event ELSE x'' END WHERE job_id=?1"};
-  Statement orphan_callback{db,
-                            "DELETE FROM callbacks WHERE job_id=?1 AND "
-                            "state<>2 AND NOT EXISTS (SELECT 1 FROM jobs "
-                            "WHERE id=?1)"};
   Statement meta{db,
                  "INSERT INTO meta(key, value) VALUES(?, ?) "
                  "ON CONFLICT(key) DO UPDATE SET value=max(value, "
@@ -198,7 +221,7 @@ std::string SalvageTask(std::string_view spec) {
 
 // Opens the database and reads every row. DataLoss if it is damaged.
 absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
-                         Recovered* recovered) {
+                         Recovered* recovered, uint64_t* log_bytes) {
   // sqlite3_close_v2 below: a failure may return while a Statement is still
   // alive; the v2 close frees the connection once that is finalized (the
   // plain close would refuse, SQLITE_BUSY, and leak it).
@@ -317,6 +340,73 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
           nullptr, nullptr, nullptr) != SQLITE_OK) {
     return fail("schema");
   }
+  auto blob = ColumnBlob;
+  auto optional_blob = [&](sqlite3_stmt* st,
+                           int col) -> std::optional<std::string_view> {
+    if (sqlite3_column_type(st, col) == SQLITE_NULL) return std::nullopt;
+    return blob(st, col);
+  };
+  int rc;
+  // The log first: what it holds of a job goes over the job's row in the
+  // table (server/journal/journal_log.h).
+  std::vector<std::string> log_rows;  // Complete before the replay views it.
+  {
+    Statement log(db, "SELECT body FROM log ORDER BY id");
+    if (!log.ok()) return fail("select log");
+    while ((rc = sqlite3_step(log.get())) == SQLITE_ROW) {
+      log_rows.emplace_back(blob(log.get(), 0));
+      *log_bytes += log_rows.back().size();
+    }
+    if (rc != SQLITE_DONE) return fail("reading log");
+  }
+  LogReplay replay;
+  for (size_t i = 0; i < log_rows.size(); ++i) {
+    if (std::string broken =
+            replay.Apply(static_cast<uint32_t>(i), log_rows[i]);
+        !broken.empty()) {
+      // The entries before the break are applied; the jobs of the rest
+      // cannot be named (their ids are past it).
+      spdlog::error(
+          "journal: row {} of {}'s log is damaged ({}): the changes after "
+          "it in that row are lost",
+          i + 1, options.path, broken);
+    }
+  }
+  const std::vector<uint64_t> logged = replay.SortedIds();
+  size_t next_logged = 0;
+  LogRecordParser parser;
+  auto add = [&](JournalRow row) {
+    recovered->last_sequence =
+        std::max({recovered->last_sequence, row.accepted_seq, row.started_seq,
+                  row.ended_seq});
+    recovered->rows.push_back(std::move(row));
+  };
+  // A job the log holds, over its table row (null: none).
+  auto add_logged = [&](uint64_t id, const StoredRow* table) {
+    const LogReplay::Job& job = replay.jobs().at(id);
+    if (job.deleted || (!job.inserted && table == nullptr)) return;
+    StoredRow row;
+    bool damaged = false;
+    if (job.inserted) {
+      // Damaged, it leaves the columns zero: the state names it too.
+      row.id = static_cast<int64_t>(id);
+      damaged = !parser.Parse(job.insert.In(log_rows[job.insert.row]),
+                              /*insert=*/true, 0, &row);
+    } else {
+      row = *table;
+    }
+    if (job.updated && !parser.Parse(job.update.In(log_rows[job.update.row]),
+                                     /*insert=*/false, 1, &row)) {
+      damaged = true;
+    }
+    JournalRow decoded = DecodeRow(row);
+    if (damaged) {
+      if (!decoded.problem.empty()) decoded.problem += "; ";
+      decoded.problem += kDamagedLogEntry;
+      decoded.end.reset();
+    }
+    add(std::move(decoded));
+  };
   Statement rows(
       db,
       "SELECT id, state, executor, spec, create_ns, start_ns, "
@@ -324,20 +414,6 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
       "ended_seq, attempts, owner, due_ns, history, cluster FROM jobs "
       "ORDER BY id");
   if (!rows.ok()) return fail("select");
-  auto blob = [](sqlite3_stmt* st, int col) {
-    const void* data = sqlite3_column_blob(st, col);
-    return data == nullptr
-               ? std::string_view()
-               : std::string_view(
-                     static_cast<const char*>(data),
-                     static_cast<size_t>(sqlite3_column_bytes(st, col)));
-  };
-  auto optional_blob = [&](sqlite3_stmt* st,
-                           int col) -> std::optional<std::string_view> {
-    if (sqlite3_column_type(st, col) == SQLITE_NULL) return std::nullopt;
-    return blob(st, col);
-  };
-  int rc;
   while ((rc = sqlite3_step(rows.get())) == SQLITE_ROW) {
     sqlite3_stmt* s = rows.get();
     StoredRow stored;
@@ -358,13 +434,20 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     stored.due_ns = sqlite3_column_int64(s, 14);
     stored.history = optional_blob(s, 15);
     stored.cluster = sqlite3_column_int64(s, 16);
-    JournalRow row = DecodeRow(stored);
-    recovered->last_sequence =
-        std::max({recovered->last_sequence, row.accepted_seq, row.started_seq,
-                  row.ended_seq});
-    recovered->rows.push_back(std::move(row));
+    const auto id = static_cast<uint64_t>(stored.id);
+    while (next_logged < logged.size() && logged[next_logged] < id) {
+      add_logged(logged[next_logged++], nullptr);
+    }
+    if (next_logged < logged.size() && logged[next_logged] == id) {
+      add_logged(logged[next_logged++], &stored);
+    } else {
+      add(DecodeRow(stored));
+    }
   }
   if (rc != SQLITE_DONE) return fail("reading jobs");
+  while (next_logged < logged.size()) {
+    add_logged(logged[next_logged++], nullptr);
+  }
   Statement schedules(db, "SELECT id, body FROM schedules ORDER BY id");
   if (!schedules.ok()) return fail("select schedules");
   while ((rc = sqlite3_step(schedules.get())) == SQLITE_ROW) {
@@ -556,7 +639,8 @@ absl::StatusOr<std::unique_ptr<JournalStore>> JournalStore::Open(
   }
   *recovered = Recovered{};
   sqlite3* db = nullptr;
-  absl::Status s = OpenAndRead(o, &db, recovered);
+  uint64_t log_bytes = 0;
+  absl::Status s = OpenAndRead(o, &db, recovered, &log_bytes);
   if (!s.ok() && !absl::IsDataLoss(s)) {
     // Not damage (a newer schema, no permission, locked by another process,
     // an I/O error): the jobs in it are not given up; the operator decides.
@@ -582,7 +666,8 @@ absl::StatusOr<std::unique_ptr<JournalStore>> JournalStore::Open(
     recovered->moved_aside =
         fmt::format("{} (it was damaged: {})", aside, std::string(s.message()));
     *recovered = Recovered{.moved_aside = recovered->moved_aside};
-    absl::Status fresh = OpenAndRead(o, &db, recovered);
+    log_bytes = 0;
+    absl::Status fresh = OpenAndRead(o, &db, recovered, &log_bytes);
     if (!fresh.ok()) {
       return absl::FailedPreconditionError(
           fmt::format("cannot create the journal {}: {}", o.path,
@@ -606,13 +691,24 @@ absl::StatusOr<std::unique_ptr<JournalStore>> JournalStore::Open(
   store->statements_ = std::make_unique<Statements>(db);
   if (!store->statements_->ok()) return SqliteError(db, "preparing statements");
   store->counted_bytes_ = store->CountPages().used_bytes;
+  store->log_bytes_ = log_bytes;
+  store->live_.reserve(recovered->rows.size());
+  for (const JournalRow& row : recovered->rows) store->live_.insert(row.id);
   return store;
 }
 
 JournalStore::JournalStore(const JournalOptions& options, sqlite3* db)
-    : options_(options), db_(db) {}
+    : options_(options), db_(db), log_writer_(std::make_unique<LogWriter>()) {}
 
 JournalStore::~JournalStore() {
+  // A clean close leaves the log folded into the jobs table: the next
+  // start reads rows, not changes (a failure leaves the log to replay).
+  if (statements_ != nullptr && log_bytes_ > 0) {
+    if (absl::StatusOr<Compacted> c = Compact(); !c.ok()) {
+      spdlog::warn("journal: cannot compact {}'s log at close: {}",
+                   options_.path, c.status().ToString());
+    }
+  }
   statements_.reset();  // Finalized before the close.
   sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr,
                nullptr);
@@ -665,48 +761,60 @@ JournalStore::Pages JournalStore::CountPages() {
           .free_bytes = free_pages * page_size};
 }
 
+absl::Status JournalStore::Step(sqlite3_stmt* st) {
+  const int rc = sqlite3_step(st);
+  if (rc == SQLITE_DONE) {
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return absl::OkStatus();
+  }
+  // The error first: what follows (reset, rollback) replaces the
+  // connection's message.
+  const std::string message =
+      fmt::format("{} ({})", sqlite3_errmsg(db_), sqlite3_errstr(rc));
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  Rollback();
+  return (rc & 0xff) == SQLITE_FULL ? absl::ResourceExhaustedError(message)
+                                    : absl::InternalError(message);
+}
+
 absl::StatusOr<JournalStore::Written> JournalStore::Write(
     const std::vector<JournalRecord>& records, uint64_t reserved_sequence,
     Part part, const ScheduleRecords& schedules,
     const std::vector<KeyLimitRow>& key_limits, uint64_t reserved_job_id) {
   Statements& stmts = *statements_;
   const bool per_record = options_.durability == Durability::kEveryCommit;
-  EncodedBytes bytes;  // Reused from one row to the next.
-  StoredRow row;
-  int64_t rows_delta = 0;
-  uint64_t deletes = 0;
   size_t in_transaction = 0;
   uint64_t transaction_bytes = 0;
   uint64_t written = 0;  // Specs and results, in all the transactions.
+  log_body_.clear();
   auto begin = [&]() { return Run(stmts.begin.get(), "BEGIN"); };
-  auto commit = [&]() {
+  // A transaction's job records go in as one row of the log.
+  auto commit = [&]() -> absl::Status {
+    if (!log_body_.empty()) {
+      sqlite3_bind_blob(stmts.append_log.get(), 1, log_body_.data(),
+                        static_cast<int>(log_body_.size()), SQLITE_STATIC);
+      if (absl::Status s = Step(stmts.append_log.get()); !s.ok()) return s;
+      log_bytes_ += log_body_.size();
+      log_body_.clear();
+    }
     in_transaction = 0;
     transaction_bytes = 0;
-    return Run(stmts.commit.get(), "COMMIT");
+    absl::Status s = Run(stmts.commit.get(), "COMMIT");
+    // A failed COMMIT may leave the transaction open; the retry needs it
+    // closed (and re-applies the whole batch: every record is idempotent).
+    if (!s.ok()) Rollback();
+    return s;
   };
   if (absl::Status s = begin(); !s.ok()) return s;
-  auto step = [&](sqlite3_stmt* st) -> absl::Status {
-    const int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-      sqlite3_reset(st);
-      sqlite3_clear_bindings(st);
-      return absl::OkStatus();
-    }
-    // The error first: what follows (reset, rollback) replaces the
-    // connection's message.
-    const std::string message =
-        fmt::format("{} ({})", sqlite3_errmsg(db_), sqlite3_errstr(rc));
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    Rollback();
-    return (rc & 0xff) == SQLITE_FULL ? absl::ResourceExhaustedError(message)
-                                      : absl::InternalError(message);
-  };
-  // Forgotten jobs' rows go last, in runs of consecutive ids, one
-  // statement per run: retention forgets the oldest first, so that a busy
-  // stream's are consecutive as a rule (one statement per job before).
-  // Not in a batch with callback records (a job's callback row and its
-  // deletion keep their order), nor one transaction per record.
+  // Forgotten jobs' finished callbacks go last, in runs of consecutive
+  // ids, one statement per run (retention forgets the oldest first): not
+  // in a batch with callback records (a job's callback row and its
+  // deletion keep their order), nor one transaction per record. Deletes
+  // written apart (Part::kDeletes: writes fail for want of room) take the
+  // jobs' rows out of the table too, before the log row that records
+  // them: the room they free is what that row, and the rest, need.
   const bool runs_of_deletes =
       !per_record &&
       std::none_of(records.begin(), records.end(), [](const JournalRecord& r) {
@@ -719,20 +827,14 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     if (part == Part::kAllButDeletes && r.kind == JournalRecord::kDelete) {
       continue;
     }
-    if (runs_of_deletes && r.kind == JournalRecord::kDelete) {
-      deleted.push_back(r.row.id);
-      continue;
-    }
     absl::Status s;
     if (r.kind == JournalRecord::kDelete) {
-      sqlite3_bind_int64(stmts.remove.get(), 1, static_cast<int64_t>(r.row.id));
-      s = step(stmts.remove.get());
-      if (s.ok() && sqlite3_changes(db_) > 0) --rows_delta;
-      ++deletes;
-      if (s.ok()) {
-        sqlite3_bind_int64(stmts.remove_callback.get(), 1,
-                           static_cast<int64_t>(r.row.id));
-        s = step(stmts.remove_callback.get());
+      log_writer_->Append(r, &log_body_);
+      live_.erase(r.row.id);
+      if (runs_of_deletes) {
+        deleted.push_back(r.row.id);
+      } else {
+        s = RemoveRun(r.row.id, r.row.id, part == Part::kDeletes);
       }
     } else if (r.kind == JournalRecord::kCallback) {
       const CallbackRecord& cb = *r.callback;
@@ -750,55 +852,20 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
         sqlite3_bind_blob(st, 6, cb.event.data(),
                           static_cast<int>(cb.event.size()), SQLITE_STATIC);
       }
-      s = step(st);
-      if (s.ok() && cb.state != v1::CALLBACK_STATE_PENDING) {
-        sqlite3_bind_int64(stmts.orphan_callback.get(), 1, id);
-        s = step(stmts.orphan_callback.get());
+      s = Step(st);
+      // A finished callback of a forgotten job goes with it.
+      if (s.ok() && cb.state != v1::CALLBACK_STATE_PENDING &&
+          !live_.contains(cb.job_id)) {
+        sqlite3_bind_int64(stmts.remove_callback.get(), 1, id);
+        s = Step(stmts.remove_callback.get());
       }
       transaction_bytes += cb.event.size();
       written += cb.event.size();
     } else {
-      const bool is_insert =
-          r.kind == JournalRecord::kInsert && r.row.spec != nullptr;
-      EncodeRow(r.row, is_insert, bytes, &row);
-      sqlite3_stmt* st = is_insert ? stmts.insert.get() : stmts.update.get();
-      int i = 1;
-      auto bind_blob = [&](std::optional<std::string_view> blob) {
-        if (blob.has_value()) {
-          sqlite3_bind_blob(st, i, blob->data(), static_cast<int>(blob->size()),
-                            SQLITE_STATIC);
-        } else {
-          sqlite3_bind_null(st, i);
-        }
-        ++i;
-      };
-      sqlite3_bind_int64(st, i++, row.id);
-      sqlite3_bind_int64(st, i++, row.state);
-      sqlite3_bind_int64(st, i++, row.executor);
-      if (is_insert) {
-        bind_blob(row.spec);
-        sqlite3_bind_int64(st, i++, row.create_ns);
+      const uint64_t row_bytes = log_writer_->Append(r, &log_body_);
+      if (r.kind == JournalRecord::kInsert && r.row.spec != nullptr) {
+        live_.insert(r.row.id);
       }
-      sqlite3_bind_int64(st, i++, row.start_ns);
-      sqlite3_bind_int64(st, i++, row.finish_ns);
-      bind_blob(row.result);
-      bind_blob(row.error);
-      if (is_insert) sqlite3_bind_int64(st, i++, row.accepted_seq);
-      sqlite3_bind_int64(st, i++, row.started_seq);
-      sqlite3_bind_int64(st, i++, row.ended_seq);
-      sqlite3_bind_int64(st, i++, row.attempts);
-      if (is_insert) {
-        sqlite3_bind_text(st, i++, row.owner.data(),
-                          static_cast<int>(row.owner.size()), SQLITE_STATIC);
-      }
-      sqlite3_bind_int64(st, i++, row.due_ns);
-      bind_blob(row.history);
-      sqlite3_bind_int64(st, i++, row.cluster);
-      s = step(st);
-      if (s.ok() && is_insert) ++rows_delta;
-      const uint64_t row_bytes =
-          row.result.value_or("").size() + row.error.value_or("").size() +
-          row.spec.size() + row.history.value_or("").size();
       transaction_bytes += row_bytes;
       written += row_bytes;
     }
@@ -813,12 +880,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     if (!callback_follows &&
         (per_record || in_transaction >= options_.max_batch_records ||
          transaction_bytes >= options_.max_transaction_bytes)) {
-      // A failed COMMIT may leave the transaction open; the retry needs it
-      // closed (and re-applies the whole batch: every record is idempotent).
-      if (absl::Status c = commit(); !c.ok()) {
-        Rollback();
-        return c;
-      }
+      if (absl::Status c = commit(); !c.ok()) return c;
       if (absl::Status b = begin(); !b.ok()) return b;
     }
   }
@@ -828,14 +890,11 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     while (end < deleted.size() && deleted[end] == deleted[end - 1] + 1) {
       ++end;
     }
-    for (sqlite3_stmt* st :
-         {stmts.remove_run.get(), stmts.remove_callback_run.get()}) {
-      sqlite3_bind_int64(st, 1, static_cast<int64_t>(deleted[first]));
-      sqlite3_bind_int64(st, 2, static_cast<int64_t>(deleted[end - 1]));
-      if (absl::Status s = step(st); !s.ok()) return s;
-      if (st == stmts.remove_run.get()) rows_delta -= sqlite3_changes(db_);
+    if (absl::Status s =
+            RemoveRun(deleted[first], deleted[end - 1], part == Part::kDeletes);
+        !s.ok()) {
+      return s;
     }
-    deletes += end - first;
     first = end;
   }
   for (const KeyLimitRow& k : key_limits) {
@@ -847,7 +906,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
       sqlite3_bind_int64(st, 2, k.max_running);
       sqlite3_bind_double(st, 3, k.rate);
     }
-    if (absl::Status s = step(st); !s.ok()) return s;
+    if (absl::Status s = Step(st); !s.ok()) return s;
   }
   for (const auto& [key, value] :
        {std::pair<const char*, uint64_t>{"last_sequence", reserved_sequence},
@@ -855,7 +914,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     if (part == Part::kDeletes || value == 0) continue;
     sqlite3_bind_text(stmts.meta.get(), 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(stmts.meta.get(), 2, static_cast<int64_t>(value));
-    if (absl::Status s = step(stmts.meta.get()); !s.ok()) return s;
+    if (absl::Status s = Step(stmts.meta.get()); !s.ok()) return s;
   }
   // After the jobs: a schedule's fired slot is durable only with the run
   // it fired (server/schedules/runner.h).
@@ -870,38 +929,226 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
                         SQLITE_STATIC);
       written += body->size();
     }
-    if (absl::Status s = step(st); !s.ok()) return s;
+    if (absl::Status s = Step(st); !s.ok()) return s;
   }
-  if (absl::Status c = commit(); !c.ok()) {
+  if (absl::Status c = commit(); !c.ok()) return c;
+  written_since_count_ += written;
+  Recount(/*now=*/false);
+  return Written{.rows = live_.size(),
+                 .used_bytes = counted_bytes_ + written_since_count_,
+                 .bytes = written};
+}
+
+absl::Status JournalStore::RemoveRun(uint64_t first, uint64_t last,
+                                     bool rows_too) {
+  Statements& stmts = *statements_;
+  for (sqlite3_stmt* st : {stmts.remove_callback_run.get(),
+                           rows_too ? stmts.remove_run.get() : nullptr}) {
+    if (st == nullptr) continue;
+    sqlite3_bind_int64(st, 1, static_cast<int64_t>(first));
+    sqlite3_bind_int64(st, 2, static_cast<int64_t>(last));
+    if (absl::Status s = Step(st); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+void JournalStore::Recount(bool now) {
+  // How full it is: counted at every commit once half the cap is in use,
+  // else every kCountPagesEvery (a few PRAGMAs per commit cost tiny jobs'
+  // throughput), with what was written since added meanwhile; and after a
+  // compaction, which frees the log's pages.
+  const absl::Time time = absl::Now();
+  if (now ||
+      (options_.max_bytes > 0 &&
+       counted_bytes_ + written_since_count_ >= options_.max_bytes / 2) ||
+      time - pages_counted_ >= kCountPagesEvery) {
+    pages_counted_ = time;
+    const Pages pages = CountPages();
+    counted_bytes_ = pages.used_bytes;
+    written_since_count_ = 0;
+    // Free pages past what the log takes again before its next compaction
+    // go back to the disk (a burst made the file big).
+    if (pages.free_bytes >= kVacuumFreeBytes + CompactAtBytes()) {
+      Exec("PRAGMA incremental_vacuum").IgnoreError();
+    }
+  }
+}
+
+uint64_t JournalStore::CompactAtBytes() const {
+  return options_.max_bytes > 0
+             ? std::min(options_.compact_log_bytes, options_.max_bytes / 4)
+             : options_.compact_log_bytes;
+}
+
+bool JournalStore::compaction_due() const {
+  if (log_bytes_ == 0) return false;
+  if (log_bytes_ >= CompactAtBytes()) return true;
+  // Past half the cap, at every commit: a forgotten job's room comes back
+  // only once its delete is folded in (Retention relieves a full journal
+  // by forgetting jobs).
+  return options_.max_bytes > 0 &&
+         counted_bytes_ + written_since_count_ >= options_.max_bytes / 2;
+}
+
+void JournalStore::BindRow(sqlite3_stmt* st, const StoredRow& row,
+                           bool insert) {
+  int i = 1;
+  auto bind_blob = [&](std::optional<std::string_view> blob) {
+    if (blob.has_value()) {
+      sqlite3_bind_blob(st, i, blob->data(), static_cast<int>(blob->size()),
+                        SQLITE_STATIC);
+    } else {
+      sqlite3_bind_null(st, i);
+    }
+    ++i;
+  };
+  sqlite3_bind_int64(st, i++, row.id);
+  sqlite3_bind_int64(st, i++, row.state);
+  sqlite3_bind_int64(st, i++, row.executor);
+  if (insert) {
+    bind_blob(row.spec);
+    sqlite3_bind_int64(st, i++, row.create_ns);
+  }
+  sqlite3_bind_int64(st, i++, row.start_ns);
+  sqlite3_bind_int64(st, i++, row.finish_ns);
+  bind_blob(row.result);
+  bind_blob(row.error);
+  if (insert) sqlite3_bind_int64(st, i++, row.accepted_seq);
+  sqlite3_bind_int64(st, i++, row.started_seq);
+  sqlite3_bind_int64(st, i++, row.ended_seq);
+  sqlite3_bind_int64(st, i++, row.attempts);
+  if (insert) {
+    sqlite3_bind_text(st, i++, row.owner.data(),
+                      static_cast<int>(row.owner.size()), SQLITE_STATIC);
+  }
+  sqlite3_bind_int64(st, i++, row.due_ns);
+  bind_blob(row.history);
+  sqlite3_bind_int64(st, i++, row.cluster);
+}
+
+absl::StatusOr<JournalStore::Compacted> JournalStore::Compact() {
+  Statements& stmts = *statements_;
+  const absl::Time start = absl::Now();
+  if (absl::Status s = Run(stmts.begin.get(), "BEGIN"); !s.ok()) return s;
+  // First pass: which entry makes each job's row (the log is read, none
+  // of it kept).
+  LogReplay replay;
+  uint32_t rows = 0;
+  int rc;
+  while ((rc = sqlite3_step(stmts.select_log.get())) == SQLITE_ROW) {
+    if (std::string broken =
+            replay.Apply(rows++, ColumnBlob(stmts.select_log.get(), 0));
+        !broken.empty()) {
+      spdlog::error(
+          "journal: a row of {}'s log is damaged ({}): the changes after it "
+          "in that row are lost at its compaction",
+          options_.path, broken);
+    }
+  }
+  sqlite3_reset(stmts.select_log.get());
+  if (rc != SQLITE_DONE) {
+    absl::Status s = SqliteError(db_, "reading the log");
+    Rollback();
+    return s;
+  }
+  // What the second pass does at an entry: write the job's row from it
+  // (kInsert, kUpdate); keep its insert for its update further on, which
+  // writes the whole row once (kKeep, kMerge).
+  struct RowWrite {
+    enum Kind : uint8_t { kInsert, kUpdate, kKeep, kMerge };
+    LogPos pos;
+    uint64_t id;
+    Kind kind;
+  };
+  std::vector<RowWrite> writes;
+  std::vector<uint64_t> deleted;
+  for (const auto& [id, job] : replay.jobs()) {
+    if (job.deleted) {
+      deleted.push_back(id);
+    } else if (job.inserted && job.updated) {
+      writes.push_back({job.insert, id, RowWrite::kKeep});
+      writes.push_back({job.update, id, RowWrite::kMerge});
+    } else if (job.inserted) {
+      writes.push_back({job.insert, id, RowWrite::kInsert});
+    } else {
+      writes.push_back({job.update, id, RowWrite::kUpdate});
+    }
+  }
+  std::sort(writes.begin(), writes.end(),
+            [](const RowWrite& a, const RowWrite& b) {
+              return a.pos.row != b.pos.row ? a.pos.row < b.pos.row
+                                            : a.pos.offset < b.pos.offset;
+            });
+  std::sort(deleted.begin(), deleted.end());
+  Compacted done{.entries = replay.entries()};
+  // Rows of jobs forgotten since, first (the room they free): runs of
+  // consecutive ids, one statement each (most were never in the table: a
+  // range over nothing is a seek).
+  for (size_t first = 0; first < deleted.size();) {
+    size_t end = first + 1;
+    while (end < deleted.size() && deleted[end] == deleted[end - 1] + 1) {
+      ++end;
+    }
+    sqlite3_stmt* st = stmts.remove_run.get();
+    sqlite3_bind_int64(st, 1, static_cast<int64_t>(deleted[first]));
+    sqlite3_bind_int64(st, 2, static_cast<int64_t>(deleted[end - 1]));
+    if (absl::Status s = Step(st); !s.ok()) return s;
+    done.rows_deleted += static_cast<uint64_t>(sqlite3_changes(db_));
+    first = end;
+  }
+  // Second pass, a log row at a time: the row leaves the log before its
+  // jobs' rows are written (a capped file needs its pages for them). A
+  // damaged entry writes zero columns: its row then reads back with its
+  // state named as the problem, and costs only its job.
+  LogRecordParser parser;
+  std::string body;
+  absl::flat_hash_map<uint64_t, std::string> kept;  // kKeep's inserts.
+  size_t next = 0;
+  for (uint32_t row = 0; row < rows; ++row) {
+    if (sqlite3_step(stmts.first_log.get()) != SQLITE_ROW) {
+      absl::Status s = SqliteError(db_, "reading the log");
+      sqlite3_reset(stmts.first_log.get());
+      Rollback();
+      return s;
+    }
+    const int64_t log_id = sqlite3_column_int64(stmts.first_log.get(), 0);
+    body.assign(ColumnBlob(stmts.first_log.get(), 1));
+    sqlite3_reset(stmts.first_log.get());
+    sqlite3_bind_int64(stmts.remove_log.get(), 1, log_id);
+    if (absl::Status s = Step(stmts.remove_log.get()); !s.ok()) return s;
+    for (; next < writes.size() && writes[next].pos.row == row; ++next) {
+      const RowWrite& w = writes[next];
+      if (w.kind == RowWrite::kKeep) {
+        kept[w.id] = std::string(w.pos.In(body));
+        continue;
+      }
+      StoredRow columns;
+      columns.id = static_cast<int64_t>(w.id);
+      bool parsed = true;
+      std::string insert;
+      if (w.kind == RowWrite::kMerge) {
+        insert = std::move(kept[w.id]);
+        kept.erase(w.id);
+        parsed = parser.Parse(insert, /*insert=*/true, 0, &columns);
+      }
+      parsed &= parser.Parse(w.pos.In(body), w.kind == RowWrite::kInsert, 1,
+                             &columns);
+      if (!parsed) columns.state = 0;
+      const bool whole = w.kind != RowWrite::kUpdate;
+      sqlite3_stmt* st = whole ? stmts.insert.get() : stmts.update.get();
+      BindRow(st, columns, whole);
+      if (absl::Status s = Step(st); !s.ok()) return s;
+      ++done.rows_written;
+    }
+  }
+  if (absl::Status c = Run(stmts.commit.get(), "COMMIT"); !c.ok()) {
     Rollback();
     return c;
   }
-  deletes_since_vacuum_ += deletes;
-  // How full it is, and whether freed pages add up (a few big results):
-  // counted at every commit once half the cap is in use, else every
-  // kCountPagesEvery (a few PRAGMAs per commit cost tiny jobs'
-  // throughput), with what was written since added meanwhile. Freed pages
-  // go back to the disk then, or every so many deletes.
-  written_since_count_ += written;
-  const absl::Time now = absl::Now();
-  if ((options_.max_bytes > 0 &&
-       counted_bytes_ + written_since_count_ >= options_.max_bytes / 2) ||
-      now - pages_counted_ >= kCountPagesEvery) {
-    pages_counted_ = now;
-    const Pages pages = CountPages();
-    if (deletes_since_vacuum_ > 0 && pages.free_bytes >= kVacuumFreeBytes) {
-      deletes_since_vacuum_ = 10000;
-    }
-    counted_bytes_ = pages.used_bytes;
-    written_since_count_ = 0;
-  }
-  if (deletes_since_vacuum_ >= 10000) {
-    deletes_since_vacuum_ = 0;
-    Exec("PRAGMA incremental_vacuum").IgnoreError();
-  }
-  return Written{.rows_delta = rows_delta,
-                 .used_bytes = counted_bytes_ + written_since_count_,
-                 .bytes = written};
+  log_bytes_ = 0;
+  Recount(/*now=*/true);
+  done.took = absl::Now() - start;
+  return done;
 }
 
 }  // namespace jobd

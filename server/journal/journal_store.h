@@ -7,7 +7,10 @@
 //  * a row's encoding into the columns of the jobs table (EncodeRow) and
 //    back (DecodeRow, journal.h);
 //  * Write: folded records in one or more transactions, within the
-//    configured records and bytes per transaction;
+//    configured records and bytes per transaction, each transaction's job
+//    records appended to the log as one row (server/journal/journal_log.h);
+//  * Compact: the log folded into the jobs table, when it has grown to
+//    JournalOptions::compact_log_bytes, and at a clean close;
 //  * how full the file is (pages in use, counted every so often) and the
 //    giving back of free pages.
 //
@@ -24,10 +27,12 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/journal/journal.h"
+#include "server/journal/journal_log.h"
 #include "server/journal/journal_options.h"
 
 struct sqlite3;
@@ -71,7 +76,7 @@ class JournalStore {
   // first, on their own, to free the room the rest may need.
   enum class Part { kAll, kDeletes, kAllButDeletes };
   struct Written {
-    int64_t rows_delta = 0;   // Rows added less rows deleted.
+    uint64_t rows = 0;        // Jobs journaled, after it.
     uint64_t used_bytes = 0;  // In use now (pages counted, bytes added).
     uint64_t bytes = 0;       // Of specs, results and errors written.
   };
@@ -94,7 +99,22 @@ class JournalStore {
                                 const std::vector<KeyLimitRow>& key_limits = {},
                                 uint64_t reserved_job_id = 0);
 
-  // Bytes of the pages in use when Open counted them.
+  // Folds the log into the jobs table (one transaction): each job the log
+  // holds gets its last row written (or deleted) once; the log is emptied.
+  // A failure (rolled back) leaves the log as it was, to fold later.
+  struct Compacted {
+    uint64_t entries = 0;       // Log entries folded.
+    uint64_t rows_written = 0;  // Rows inserted or updated in the table.
+    uint64_t rows_deleted = 0;  // Rows deleted from it.
+    absl::Duration took;
+  };
+  absl::StatusOr<Compacted> Compact();
+  // Whether the log is to be folded now: it has grown to compact_log_bytes
+  // (or a quarter of max_bytes), or more than half of max_bytes is in use.
+  bool compaction_due() const;
+
+  // Bytes of the pages in use when last counted (at Open, after a
+  // compaction, every so often at a commit).
   uint64_t used_bytes() const { return counted_bytes_; }
 
  private:
@@ -103,8 +123,20 @@ class JournalStore {
   absl::Status Exec(const char* sql);
   // Steps a prepared statement that returns no rows (BEGIN, COMMIT).
   absl::Status Run(sqlite3_stmt* statement, const char* what);
+  // Steps a statement that returns no rows, then resets it and clears its
+  // bindings; on a failure, rolls the transaction back.
+  absl::Status Step(sqlite3_stmt* statement);
   // Ends the open transaction, if SQLite has not already.
   void Rollback();
+  // Binds `row` to the insert (all columns) or update statement.
+  static void BindRow(sqlite3_stmt* statement, const StoredRow& row,
+                      bool insert);
+  // Deletes the finished callbacks of jobs [first, last] and, with
+  // `rows_too`, their rows in the jobs table.
+  absl::Status RemoveRun(uint64_t first, uint64_t last, bool rows_too);
+  // Counts the pages in use if due (or `now`), and gives free pages back.
+  void Recount(bool now);
+  uint64_t CompactAtBytes() const;
   // A PRAGMA's integer; bytes of the pages in use, and of the free ones.
   uint64_t Pragma(const char* sql);
   struct Pages {
@@ -115,8 +147,13 @@ class JournalStore {
   const JournalOptions options_;
   sqlite3* const db_;
   struct Statements;
-  std::unique_ptr<Statements> statements_;  // Write's, prepared at Open.
-  uint64_t deletes_since_vacuum_ = 0;
+  std::unique_ptr<Statements> statements_;  // Prepared at Open.
+  std::unique_ptr<LogWriter> log_writer_;
+  std::string log_body_;    // The log row being built, reused.
+  uint64_t log_bytes_ = 0;  // In the log since its last compaction.
+  // Jobs journaled (in the table or the log, not deleted): their count,
+  // and whether a finished callback's job is still kept.
+  absl::flat_hash_set<uint64_t> live_;
   // When CountPages last ran, what it found in use, and the bytes of specs
   // and results written since.
   absl::Time pages_counted_;

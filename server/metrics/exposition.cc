@@ -267,11 +267,18 @@ void RenderCommits(const Journal::Commits& c, Writer& w) {
            "How long each journal commit took (retries included).");
   w.Histogram("jobd_journal_commit_seconds", {}, c.seconds);
   w.Family("jobd_journal_commit_records", "histogram",
-           "Row writes per journal commit (after folding).");
+           "Job records per journal commit (after folding).");
   w.Histogram("jobd_journal_commit_records", {}, c.records);
   w.One("jobd_journal_written_bytes_total", "counter",
         "Bytes of specs, results and errors written to the journal.",
         double(c.bytes));
+  w.Family("jobd_journal_compaction_seconds", "histogram",
+           "How long each fold of the journal's log into its jobs table "
+           "took (commits wait meanwhile).");
+  w.Histogram("jobd_journal_compaction_seconds", {}, c.compaction_seconds);
+  w.One("jobd_journal_compaction_errors_total", "counter",
+        "Folds of the journal's log that failed (tried again later).",
+        double(c.compaction_errors));
 }
 
 void RenderRpcs(const std::vector<RpcStats::MethodSnapshot>& rpcs, Writer& w) {

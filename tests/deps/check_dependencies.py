@@ -19,6 +19,8 @@ room B when a file of A includes a header of B. The rules (DESIGN.md):
   * only the process pool (workers/process) includes the private worker
     protocol (jobd/internal/), directly or through a header it includes
     (a header of the pool that others include must not bring it in);
+  * only the journal (server/journal) includes its log's record format
+    (jobd/journal/);
   * the metrics endpoint (server/metrics) reads the scheduler and knows
     neither gRPC nor the frontend, config or daemon: it renders what the
     scheduler knows (and checks callers with server/auth); only the daemon
@@ -68,6 +70,8 @@ def room_of(folder):
 def room_of_include(path):
     if path.startswith("jobd/internal/"):
         return "proto/jobd/internal"
+    if path.startswith("jobd/journal/"):
+        return "proto/jobd/journal"
     if path.startswith("jobd/v1/"):
         return "proto/jobd/v1"
     head = path.split("/", 1)[0]
@@ -82,6 +86,9 @@ def forbidden(room, include):
     if include.startswith("jobd/internal/") and not (
             room == "workers/process" or room.startswith("proto/")):
         return "only workers/process uses the private worker protocol"
+    if include.startswith("jobd/journal/") and not (
+            room == "server/journal" or room.startswith("proto/")):
+        return "only server/journal reads and writes its log's records"
     grpc = (include.startswith(("grpcpp/", "grpc/", "grpc++/")) or
             include.endswith(".grpc.pb.h"))
     target = room_of_include(include)
@@ -283,6 +290,8 @@ def self_test():
             "client/client.cc", '#include "server/frontend/service.h"\n'),
         "the client including the worker protocol": (
             "client/client.cc", '#include "jobd/internal/worker.pb.h"\n'),
+        "the scheduler including the journal's log records": (
+            "server/scheduler/scheduler.cc", '#include "jobd/journal/log.pb.h"\n'),
         "a public header of the pool bringing in the worker protocol": (
             "workers/process/pool.h", '#include "workers/process/internal/core.h"\n'),
         "the server including the client": (

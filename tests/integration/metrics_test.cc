@@ -212,6 +212,35 @@ TEST_F(MetricsTest, JournalCommitsFillTheirHistograms) {
   EXPECT_GT(SumOf(after, "jobd_journal_commit_seconds_count", {}), counted);
   EXPECT_GT(SumOf(after, "jobd_journal_written_bytes_total", {}),
             SumOf(before, "jobd_journal_written_bytes_total", {}));
+  // No fold of the log yet (32 MiB of it are far off): none counted.
+  EXPECT_THAT(after, HasSubstr("jobd_journal_compaction_seconds_count 0"));
+  EXPECT_EQ(SumOf(after, "jobd_journal_compaction_errors_total", {}), 0);
+}
+
+// A smaller journal folds its log sooner (once it holds a quarter of the
+// cap): each fold is counted.
+TEST_F(MetricsTest, FoldsOfTheJournalsLogAreCounted) {
+  daemon_.reset();
+  auto d = InProcessDaemon::Start(
+      {"--http-listen", "127.0.0.1:0", "--journal-max-bytes", "32M"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  daemon_ = *std::move(d);
+  stub_ = daemon_->NewStub();
+  port_ = daemon_->daemon().http_port();
+  std::vector<v1::JobSpec> specs(200, Spec("echo", {1}));
+  for (v1::JobSpec& spec : specs) spec.set_payload(std::string(64 << 10, 'x'));
+  const StreamResult r = SubmitAll(*stub_, specs);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  int succeeded = 0;
+  for (const v1::JobEvent& e : r.Terminal()) {
+    succeeded += e.type() == v1::EVENT_TYPE_SUCCEEDED;
+  }
+  EXPECT_EQ(succeeded, 200);
+  const std::string body = Scrape();
+  // 200 specs and results of 64 KiB: 25 MiB of log, folded at 8 MiB.
+  EXPECT_GE(SumOf(body, "jobd_journal_compaction_seconds_count", {}), 2)
+      << body;
+  EXPECT_EQ(SumOf(body, "jobd_journal_compaction_errors_total", {}), 0);
 }
 
 TEST_F(MetricsTest, EveryRpcIsCountedWithItsStatusCodeAndDuration) {
