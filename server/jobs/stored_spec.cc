@@ -2,6 +2,9 @@
 
 #include <utility>
 
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
+
 namespace jobd {
 
 StoredSpec::StoredSpec(v1::JobSpec whole, const TaskDef& task) : task_(&task) {
@@ -18,9 +21,20 @@ v1::JobSpec StoredSpec::Whole() const {
 void StoredSpec::AppendWholeTo(std::string* out) const {
   body_->AppendToString(out);
   if (body_->task().empty() && task_ != nullptr) {
-    v1::JobSpec named;
-    named.set_task(task_->name);
-    named.AppendToString(out);
+    // The name as a JobSpec of that field alone would serialize it: written
+    // directly (building that JobSpec cost more than the rest of this).
+    using google::protobuf::internal::WireFormatLite;
+    const std::string& name = task_->name;
+    uint8_t header[1 + 5];
+    header[0] = static_cast<uint8_t>(
+        WireFormatLite::MakeTag(v1::JobSpec::kTaskFieldNumber,
+                                WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+    uint8_t* end =
+        google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(
+            static_cast<uint32_t>(name.size()), header + 1);
+    out->append(reinterpret_cast<const char*>(header),
+                static_cast<size_t>(end - header));
+    out->append(name);
   }
 }
 
