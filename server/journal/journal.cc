@@ -305,9 +305,13 @@ void Journal::WriterLoop() {
       ticket = open_ticket_++;
     }
     if (!Commit(*batch, ticket)) return;  // Given up on at shutdown.
-    // Part of the commit that made it due: what a Flush waits for, once
-    // durable, holds the room the log's deletes freed.
-    if (store_->compaction_due()) Compact();
+    const JournalStore::Due due = absl::Now() >= compaction_retry_at_
+                                      ? store_->compaction_due()
+                                      : JournalStore::Due::kNo;
+    // For room, part of the commit that made it due: what a Flush waits
+    // for, once durable, holds the room the log's deletes freed (a log
+    // short of a quarter of the cap: quick).
+    if (due == JournalStore::Due::kRoom) Compact();
     batch->records.clear();  // Outside the lock: rows and specs freed.
     {
       std::vector<DurableFn> ready;
@@ -326,14 +330,23 @@ void Journal::WriterLoop() {
         spare_records_.swap(batch->records);
       }
     }
+    // A grown log, once its batch's waiters are on their way: they do not
+    // wait for the fold (the next batch does).
+    if (due == JournalStore::Due::kSize) Compact();
   }
 }
 
 void Journal::Compact() {
   absl::StatusOr<JournalStore::Compacted> done = store_->Compact();
+  // A failed fold is tried again after a growing pause (not at every
+  // commit: each attempt reads the whole log); the log goes on meanwhile.
+  compaction_backoff_ = done.ok()
+                            ? absl::ZeroDuration()
+                            : std::clamp(compaction_backoff_ * 2,
+                                         absl::Seconds(1), absl::Minutes(1));
+  compaction_retry_at_ = absl::Now() + compaction_backoff_;
   absl::MutexLock lock(&mu_);
   if (!done.ok()) {
-    // Tried again after the next commit; the log goes on meanwhile.
     ++compaction_errors_;
     if (compaction_errors_ == 1 || compaction_errors_ % 100 == 0) {
       spdlog::warn("journal: cannot fold the log of {} into its jobs: {}",

@@ -10,9 +10,11 @@
 // and commits them in one transaction (one fsync), while the next batch
 // fills. A commit appends its jobs' records to the log table as one row
 // (server/journal/journal_log.h), not a row write per job; once the log
-// holds JournalOptions::compact_log_bytes, the commit that made it so
-// folds it into the jobs table, each job still kept written once (a job
-// accepted, ended and forgotten in between is never written there). A
+// holds JournalOptions::compact_log_bytes (or a quarter of max_bytes), the
+// writer folds it into the jobs table after that commit, each job still
+// kept written once (a job accepted, ended and forgotten in between is
+// never written there); past half of max_bytes, also at a commit that
+// forgot jobs, before its waiters run (their room comes back only then). A
 // clean close folds it too; after a crash, Open replays it. Each batch has a
 // ticket; an event is stamped with the ticket open when it was emitted, and
 // nothing reaches a client before its ticket is durable (durable() >= ticket;
@@ -278,7 +280,8 @@ class Journal {
   // absorbing what is queued meanwhile (then `ticket` grows to match).
   // False if it gave up (failing writes at shutdown).
   bool Commit(Batch& batch, uint64_t& ticket);
-  // Folds the log into the jobs table (JournalStore::Compact), counting it.
+  // Folds the log into the jobs table (JournalStore::Compact), counting it;
+  // after a failure, the next is not tried before compaction_retry_at_.
   void Compact();
 
   const JournalOptions options_;
@@ -299,6 +302,9 @@ class Journal {
   // regrowth per batch), and the writer's own for folding.
   std::vector<JournalRecord> spare_records_ ABSL_GUARDED_BY(mu_);
   std::vector<JournalRecord> fold_scratch_;  // The writer thread's.
+  // The writer thread's: when a fold that failed is tried again.
+  absl::Time compaction_retry_at_ = absl::InfinitePast();
+  absl::Duration compaction_backoff_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool abandoned_ ABSL_GUARDED_BY(mu_) = false;
   bool failing_ ABSL_GUARDED_BY(mu_) = false;

@@ -692,6 +692,7 @@ absl::StatusOr<std::unique_ptr<JournalStore>> JournalStore::Open(
   if (!store->statements_->ok()) return SqliteError(db, "preparing statements");
   store->counted_bytes_ = store->CountPages().used_bytes;
   store->log_bytes_ = log_bytes;
+  store->log_deletes_ = log_bytes > 0 ? 1 : 0;  // Not counted: it may.
   store->live_.reserve(recovered->rows.size());
   for (const JournalRow& row : recovered->rows) store->live_.insert(row.id);
   return store;
@@ -808,13 +809,15 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     return s;
   };
   if (absl::Status s = begin(); !s.ok()) return s;
-  // Forgotten jobs' finished callbacks go last, in runs of consecutive
-  // ids, one statement per run (retention forgets the oldest first): not
-  // in a batch with callback records (a job's callback row and its
-  // deletion keep their order), nor one transaction per record. Deletes
-  // written apart (Part::kDeletes: writes fail for want of room) take the
-  // jobs' rows out of the table too, before the log row that records
-  // them: the room they free is what that row, and the rest, need.
+  // Forgotten jobs go last, in the last transaction, their finished
+  // callbacks deleted in runs of consecutive ids, one statement per run
+  // (retention forgets the oldest first), with their log entries: not in
+  // a batch with callback records (a job's callback row and its deletion
+  // keep their order), nor one transaction per record. Either way a job's
+  // delete and its callback's go in one transaction. Deletes written apart
+  // (Part::kDeletes: writes fail for want of room) take the jobs' rows out
+  // of the table too, before the log row that records them is appended:
+  // the room they free is what that row, and the rest, need.
   const bool runs_of_deletes =
       !per_record &&
       std::none_of(records.begin(), records.end(), [](const JournalRecord& r) {
@@ -829,11 +832,12 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     }
     absl::Status s;
     if (r.kind == JournalRecord::kDelete) {
-      log_writer_->Append(r, &log_body_);
       live_.erase(r.row.id);
+      ++log_deletes_;
       if (runs_of_deletes) {
         deleted.push_back(r.row.id);
       } else {
+        log_writer_->Append(r, &log_body_);
         s = RemoveRun(r.row.id, r.row.id, part == Part::kDeletes);
       }
     } else if (r.kind == JournalRecord::kCallback) {
@@ -885,6 +889,10 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     }
   }
   std::sort(deleted.begin(), deleted.end());
+  for (uint64_t id : deleted) {
+    log_writer_->Append({JournalRecord::kDelete, JournalRow{.id = id}},
+                        &log_body_);
+  }
   for (size_t first = 0; first < deleted.size();) {
     size_t end = first + 1;  // Past the run's last id.
     while (end < deleted.size() && deleted[end] == deleted[end - 1] + 1) {
@@ -980,14 +988,16 @@ uint64_t JournalStore::CompactAtBytes() const {
              : options_.compact_log_bytes;
 }
 
-bool JournalStore::compaction_due() const {
-  if (log_bytes_ == 0) return false;
-  if (log_bytes_ >= CompactAtBytes()) return true;
-  // Past half the cap, at every commit: a forgotten job's room comes back
-  // only once its delete is folded in (Retention relieves a full journal
-  // by forgetting jobs).
-  return options_.max_bytes > 0 &&
-         counted_bytes_ + written_since_count_ >= options_.max_bytes / 2;
+JournalStore::Due JournalStore::compaction_due() const {
+  if (log_bytes_ == 0) return Due::kNo;
+  // Past half the cap, at a commit that forgot jobs: their room comes back
+  // only once their deletes are folded in (Retention relieves a full
+  // journal by forgetting jobs).
+  if (options_.max_bytes > 0 && log_deletes_ > 0 &&
+      counted_bytes_ + written_since_count_ >= options_.max_bytes / 2) {
+    return Due::kRoom;
+  }
+  return log_bytes_ >= CompactAtBytes() ? Due::kSize : Due::kNo;
 }
 
 void JournalStore::BindRow(sqlite3_stmt* st, const StoredRow& row,
@@ -1006,7 +1016,9 @@ void JournalStore::BindRow(sqlite3_stmt* st, const StoredRow& row,
   sqlite3_bind_int64(st, i++, row.state);
   sqlite3_bind_int64(st, i++, row.executor);
   if (insert) {
-    bind_blob(row.spec);
+    // Never NULL (NOT NULL columns): a view of nothing, from a damaged
+    // entry, binds as empty bytes.
+    bind_blob(row.spec.data() != nullptr ? row.spec : std::string_view(""));
     sqlite3_bind_int64(st, i++, row.create_ns);
   }
   sqlite3_bind_int64(st, i++, row.start_ns);
@@ -1018,7 +1030,8 @@ void JournalStore::BindRow(sqlite3_stmt* st, const StoredRow& row,
   sqlite3_bind_int64(st, i++, row.ended_seq);
   sqlite3_bind_int64(st, i++, row.attempts);
   if (insert) {
-    sqlite3_bind_text(st, i++, row.owner.data(),
+    sqlite3_bind_text(st, i++,
+                      row.owner.data() != nullptr ? row.owner.data() : "",
                       static_cast<int>(row.owner.size()), SQLITE_STATIC);
   }
   sqlite3_bind_int64(st, i++, row.due_ns);
@@ -1098,8 +1111,9 @@ absl::StatusOr<JournalStore::Compacted> JournalStore::Compact() {
   }
   // Second pass, a log row at a time: the row leaves the log before its
   // jobs' rows are written (a capped file needs its pages for them). A
-  // damaged entry writes zero columns: its row then reads back with its
-  // state named as the problem, and costs only its job.
+  // damaged entry writes zero columns (empty spec and owner): its row then
+  // reads back with its state named as the problem, and costs only its
+  // job.
   LogRecordParser parser;
   std::string body;
   absl::flat_hash_map<uint64_t, std::string> kept;  // kKeep's inserts.
@@ -1146,6 +1160,7 @@ absl::StatusOr<JournalStore::Compacted> JournalStore::Compact() {
     return c;
   }
   log_bytes_ = 0;
+  log_deletes_ = 0;
   Recount(/*now=*/true);
   done.took = absl::Now() - start;
   return done;

@@ -109,9 +109,12 @@ class JournalStore {
     absl::Duration took;
   };
   absl::StatusOr<Compacted> Compact();
-  // Whether the log is to be folded now: it has grown to compact_log_bytes
-  // (or a quarter of max_bytes), or more than half of max_bytes is in use.
-  bool compaction_due() const;
+  // Whether the log is to be folded now, and why: kRoom, more than half of
+  // max_bytes is in use and the log holds deletes (forgotten jobs' room
+  // comes back only once folded); kSize, it has grown to
+  // compact_log_bytes (or a quarter of max_bytes).
+  enum class Due { kNo, kRoom, kSize };
+  Due compaction_due() const;
 
   // Bytes of the pages in use when last counted (at Open, after a
   // compaction, every so often at a commit).
@@ -149,8 +152,9 @@ class JournalStore {
   struct Statements;
   std::unique_ptr<Statements> statements_;  // Prepared at Open.
   std::unique_ptr<LogWriter> log_writer_;
-  std::string log_body_;    // The log row being built, reused.
-  uint64_t log_bytes_ = 0;  // In the log since its last compaction.
+  std::string log_body_;      // The log row being built, reused.
+  uint64_t log_bytes_ = 0;    // In the log since its last compaction.
+  uint64_t log_deletes_ = 0;  // Delete entries among them.
   // Jobs journaled (in the table or the log, not deleted): their count,
   // and whether a finished callback's job is still kept.
   absl::flat_hash_set<uint64_t> live_;
