@@ -19,6 +19,9 @@
 // ended and forgotten between two compactions never touches the table.
 //
 // Thread-safety: none (the journal's writer thread, or Open before it).
+// Ownership: LogWriter owns its scratch message; LogReplay keeps where
+// entries are, not their bytes (the caller keeps the rows); the views
+// LogRecordParser sets point into its own messages.
 #ifndef JOBD_SERVER_JOURNAL_JOURNAL_LOG_H_
 #define JOBD_SERVER_JOURNAL_JOURNAL_LOG_H_
 

@@ -9,8 +9,8 @@
 //  * Write: folded records in one or more transactions, within the
 //    configured records and bytes per transaction, each transaction's job
 //    records appended to the log as one row (server/journal/journal_log.h);
-//  * Compact: the log folded into the jobs table, when it has grown to
-//    JournalOptions::compact_log_bytes, and at a clean close;
+//  * Compact: the log folded into the jobs table, when compaction_due()
+//    says (its size; a cap nearly reached) and at a clean close;
 //  * how full the file is (pages in use, counted every so often) and the
 //    giving back of free pages.
 //
