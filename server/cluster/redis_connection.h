@@ -26,6 +26,10 @@
 // connection, so a blocking read (XREADGROUP BLOCK) stalls what is behind
 // it: blocking reads get a connection of their own.
 //
+// hiredis writes with write(2): a write to a connection Redis has just
+// closed raises SIGPIPE, which the process must ignore (jobd's main does,
+// as must a test that kills its Redis).
+//
 // Thread-safety: Start, Stop and Command may be called from any thread
 // (they post to the io_context); everything else runs on the io_context's
 // thread, which must be one thread (the readiness check relies on no other

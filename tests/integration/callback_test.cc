@@ -193,9 +193,19 @@ TEST_F(CallbackTest, EveryEndIsPostedSignedAndRetriedUntilAccepted) {
   }
   EXPECT_EQ(failed_answers, 4);
   for (const std::string& id : want) {
-    absl::StatusOr<v1::Job> job = GetJob(id);
+    // The receiver logs its 200 before jobd reads it: DELIVERED follows.
+    absl::StatusOr<v1::Job> job;
+    EXPECT_TRUE(testing::WaitFor(
+        [&] {
+          job = GetJob(id);
+          return job.ok() &&
+                 job->callback().state() == v1::CALLBACK_STATE_DELIVERED;
+        },
+        absl::Seconds(10)))
+        << id << ": "
+        << (job.ok() ? job->callback().ShortDebugString()
+                     : job.status().ToString());
     ASSERT_TRUE(job.ok()) << job.status();
-    EXPECT_EQ(job->callback().state(), v1::CALLBACK_STATE_DELIVERED) << id;
     EXPECT_GE(job->callback().attempts(), 1u);
   }
   absl::StatusOr<v1::Job> plain = GetJob(ids[4]);

@@ -31,6 +31,10 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(
   if (mkdtemp(tmpl.data()) == nullptr) {
     return absl::InternalError(absl::StrCat("mkdtemp: ", strerror(errno)));
   }
+  // Connections to it write as jobd's do (hiredis, write(2)): a write to
+  // one it has just closed (Kill) raises SIGPIPE, which jobd's main
+  // ignores; so does a test process that runs Redis.
+  signal(SIGPIPE, SIG_IGN);
   std::unique_ptr<RedisServer> r(new RedisServer());
   r->dir_ = tmpl;
   r->socket_ = tmpl + "/redis.sock";
