@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "server/journal/journal_log.h"
@@ -94,6 +95,22 @@ std::string_view ColumnBlob(sqlite3_stmt* st, int col) {
              : std::string_view(
                    static_cast<const char*>(data),
                    static_cast<size_t>(sqlite3_column_bytes(st, col)));
+}
+
+// Calls `fn(first, last)` for each run of consecutive ids of `sorted`
+// (ascending), in order; stops at the first error and returns it.
+absl::Status ForEachRun(
+    const std::vector<uint64_t>& sorted,
+    absl::FunctionRef<absl::Status(uint64_t first, uint64_t last)> fn) {
+  for (size_t first = 0; first < sorted.size();) {
+    size_t end = first + 1;  // Past the run's last id.
+    while (end < sorted.size() && sorted[end] == sorted[end - 1] + 1) ++end;
+    if (absl::Status s = fn(sorted[first], sorted[end - 1]); !s.ok()) {
+      return s;
+    }
+    first = end;
+  }
+  return absl::OkStatus();
 }
 
 // A prepared statement, finalized on destruction.
@@ -893,17 +910,13 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     log_writer_->Append({JournalRecord::kDelete, JournalRow{.id = id}},
                         &log_body_);
   }
-  for (size_t first = 0; first < deleted.size();) {
-    size_t end = first + 1;  // Past the run's last id.
-    while (end < deleted.size() && deleted[end] == deleted[end - 1] + 1) {
-      ++end;
-    }
-    if (absl::Status s =
-            RemoveRun(deleted[first], deleted[end - 1], part == Part::kDeletes);
-        !s.ok()) {
-      return s;
-    }
-    first = end;
+  if (absl::Status s = ForEachRun(deleted,
+                                  [&](uint64_t first, uint64_t last) {
+                                    return RemoveRun(first, last,
+                                                     part == Part::kDeletes);
+                                  });
+      !s.ok()) {
+    return s;
   }
   for (const KeyLimitRow& k : key_limits) {
     if (part == Part::kDeletes) break;
@@ -1097,17 +1110,18 @@ absl::StatusOr<JournalStore::Compacted> JournalStore::Compact() {
   // Rows of jobs forgotten since, first (the room they free): runs of
   // consecutive ids, one statement each (most were never in the table: a
   // range over nothing is a seek).
-  for (size_t first = 0; first < deleted.size();) {
-    size_t end = first + 1;
-    while (end < deleted.size() && deleted[end] == deleted[end - 1] + 1) {
-      ++end;
-    }
-    sqlite3_stmt* st = stmts.remove_run.get();
-    sqlite3_bind_int64(st, 1, static_cast<int64_t>(deleted[first]));
-    sqlite3_bind_int64(st, 2, static_cast<int64_t>(deleted[end - 1]));
-    if (absl::Status s = Step(st); !s.ok()) return s;
-    done.rows_deleted += static_cast<uint64_t>(sqlite3_changes(db_));
-    first = end;
+  if (absl::Status s = ForEachRun(
+          deleted,
+          [&](uint64_t first, uint64_t last) {
+            sqlite3_stmt* st = stmts.remove_run.get();
+            sqlite3_bind_int64(st, 1, static_cast<int64_t>(first));
+            sqlite3_bind_int64(st, 2, static_cast<int64_t>(last));
+            absl::Status step = Step(st);
+            done.rows_deleted += static_cast<uint64_t>(sqlite3_changes(db_));
+            return step;
+          });
+      !s.ok()) {
+    return s;
   }
   // Second pass, a log row at a time: the row leaves the log before its
   // jobs' rows are written (a capped file needs its pages for them). A
