@@ -136,13 +136,18 @@ TEST(SystemdTest, HealthIsServingThenNotServingWhileDraining) {
   const std::string address = (*daemon)->unix_address();
   EXPECT_EQ(HealthStatus(address, ""), 1);
   EXPECT_EQ(HealthStatus(address, "jobd.v1.JobService"), 1);
-  // A running job keeps the drain going.
+  // A running job keeps the drain going (a queued one does not: it stays
+  // in the journal for the next start; with the journal, a job is queued
+  // until its claim is durable).
   auto stub = (*daemon)->NewStub();
   std::thread job([&] { SubmitAll(*stub, {Spec("sleep", {60000})}); });
   ASSERT_TRUE(WaitFor([&] {
     grpc::ClientContext ctx;
     v1::GetStatsResponse s;
-    return stub->GetStats(&ctx, {}, &s).ok() && s.live() == 1;
+    if (!stub->GetStats(&ctx, {}, &s).ok()) return false;
+    uint32_t busy = 0;
+    for (const v1::ExecutorStats& e : s.executors()) busy += e.busy();
+    return s.live() == 1 && busy == 1;
   }));
   kill((*daemon)->pid(), SIGTERM);
   EXPECT_TRUE(WaitFor([&] { return HealthStatus(address, "") == 2; },
