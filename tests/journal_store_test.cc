@@ -12,9 +12,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <memory>
+#include <optional>
+#include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -139,10 +144,12 @@ class JournalStoreTest : public ::testing::Test {
            WEXITSTATUS(status) == 0;
   }
   // The value of a one-integer query on the database.
-  int64_t Count(const char* sql) {
+  int64_t Count(const char* sql) { return CountIn(dir_, sql); }
+  // The same, on the database in `dir`.
+  static int64_t CountIn(const std::string& dir, const char* sql) {
     sqlite3* db = nullptr;
     int64_t n = -1;
-    if (sqlite3_open((dir_ + "/jobd.db").c_str(), &db) == SQLITE_OK) {
+    if (sqlite3_open((dir + "/jobd.db").c_str(), &db) == SQLITE_OK) {
       sqlite3_stmt* st = nullptr;
       if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK &&
           sqlite3_step(st) == SQLITE_ROW) {
@@ -167,11 +174,32 @@ class JournalStoreTest : public ::testing::Test {
     sqlite3_finalize(st);
     sqlite3_close(db);
   }
-  std::unique_ptr<JournalStore> Open(Recovered* recovered,
-                                     size_t max_batch_records = 16384) {
+  std::unique_ptr<JournalStore> Open(
+      Recovered* recovered, size_t max_batch_records = 16384,
+      uint64_t compact_step_bytes = JournalOptions{}.compact_step_bytes) {
     JournalOptions options{.path = dir_ + "/jobd.db"};
     options.max_batch_records = max_batch_records;
+    options.compact_step_bytes = compact_step_bytes;
     auto store = JournalStore::Open(options, recovered);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+  // What a crash would leave of the journal in `from` now: its database
+  // and WAL copied to the new directory `to` (no transaction is open
+  // between two calls on a store), opened there.
+  std::unique_ptr<JournalStore> OpenCrashImage(const std::string& from,
+                                               const std::string& to,
+                                               JournalOptions options,
+                                               Recovered* r) {
+    std::filesystem::remove_all(to);
+    std::filesystem::create_directory(to);
+    for (const char* file : {"/jobd.db", "/jobd.db-wal"}) {
+      if (std::filesystem::exists(from + file)) {
+        std::filesystem::copy_file(from + file, to + file);
+      }
+    }
+    options.path = to + "/jobd.db";
+    auto store = JournalStore::Open(options, r);
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
   }
@@ -371,6 +399,266 @@ TEST_F(JournalStoreTest, CompactionWritesOnlyTheJobsStillKept) {
   auto reopened = Open(&r);
   ASSERT_EQ(r.rows.size(), 1u);
   ExpectSameRow(Ended(10, v1::JOB_STATE_SUCCEEDED), r.rows[0]);
+}
+
+// A fold in steps, one log row each here: commits go on between them (a
+// row appended meanwhile waits for the next fold); a job inserted in one
+// row and updated in a later one is written once, whole; a job inserted
+// and forgotten within the fold is never looked for in the table, one
+// that was there is deleted, one inserted again replaced.
+TEST_F(JournalStoreTest, AFoldInStepsWritesEachKeptJobOnce) {
+  Recovered r;
+  auto store = Open(&r, 16384, /*compact_step_bytes=*/1);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store
+                  ->Write({{JournalRecord::kInsert, Queued(10)},
+                           {JournalRecord::kInsert, Queued(11)}},
+                          0, JournalStore::Part::kAll)
+                  .ok());
+  ASSERT_TRUE(store->Compact().ok());  // 10 and 11 in the table.
+  auto update = [](JournalRow row) {
+    row.spec = nullptr;  // Updates carry no spec.
+    return JournalRecord{JournalRecord::kUpdate, std::move(row)};
+  };
+  JournalRow running = Queued(3);
+  running.state = v1::JOB_STATE_RUNNING;
+  running.start_time = absl::FromUnixSeconds(2000);
+  running.started_seq = 31;
+  JournalRow again = Queued(10);  // Its spec rewritten.
+  auto spec = std::make_shared<v1::JobSpec>(*again.spec);
+  spec->set_payload("rewritten");
+  again.spec = spec;
+  const std::vector<std::vector<JournalRecord>> commits = {
+      {{JournalRecord::kInsert, Queued(1)},
+       {JournalRecord::kInsert, Queued(2)},
+       {JournalRecord::kInsert, Queued(3)},
+       update(Ended(10, v1::JOB_STATE_FAILED))},
+      {update(Ended(1, v1::JOB_STATE_SUCCEEDED)),
+       {JournalRecord::kDelete, JournalRow{.id = 2}},
+       {JournalRecord::kDelete, JournalRow{.id = 11}}},
+      {update(running), {JournalRecord::kInsert, again}},
+  };
+  for (const auto& commit : commits) {
+    ASSERT_TRUE(store->Write(commit, 0, JournalStore::Part::kAll).ok());
+  }
+  std::optional<JournalStore::Compacted> done;
+  int steps = 0;
+  for (; steps < 20 && !done.has_value(); ++steps) {
+    auto step = store->CompactStep();
+    ASSERT_TRUE(step.ok()) << step.status();
+    done = step->finished;
+    EXPECT_EQ(store->compacting(), !done.has_value());
+    if (steps == 1) {  // A commit while the fold reads the log.
+      ASSERT_TRUE(store
+                      ->Write({{JournalRecord::kInsert, Queued(4)}}, 0,
+                              JournalStore::Part::kAll)
+                      .ok());
+    }
+  }
+  ASSERT_TRUE(done.has_value());
+  // Three rows read, one at a time, then planned; the rows folded.
+  EXPECT_GE(steps, 5);
+  EXPECT_EQ(done->steps, static_cast<uint32_t>(steps));
+  EXPECT_EQ(done->entries, 10u);      // Job 10's delete before its insert too.
+  EXPECT_EQ(done->rows_written, 3u);  // 1 and 3 merged, 10 inserted.
+  EXPECT_EQ(done->rows_deleted, 1u);  // 11.
+  EXPECT_EQ(done->looked_for, 1u);    // 2 never reached the table.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 3);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 1);  // Job 4's commit.
+  store.reset();
+  auto reopened = Open(&r);
+  ASSERT_EQ(r.rows.size(), 4u);
+  ExpectSameRow(Ended(1, v1::JOB_STATE_SUCCEEDED), r.rows[0]);
+  ExpectSameRow(running, r.rows[1]);
+  ExpectSameRow(Queued(4), r.rows[2]);
+  ExpectSameRow(again, r.rows[3]);
+}
+
+// Failing commits on demand: an SQLite commit hook (on every connection
+// opened, through an auto extension) turns the next N COMMITs into
+// rollbacks, as a write error at commit would.
+std::atomic<int> commits_to_fail{0};
+int FailCommit(void*) {
+  if (commits_to_fail.load() <= 0) return 0;
+  --commits_to_fail;
+  return 1;
+}
+int InstallCommitHook(sqlite3* db, const char**, const sqlite3_api_routines*) {
+  sqlite3_commit_hook(db, FailCommit, nullptr);
+  return SQLITE_OK;
+}
+
+// Commits and folds (whole, or in steps of one or a few log rows) in a
+// random order, some of them failing (a failed commit retried whole, as
+// the journal does), and now and then a restart from what a crash left;
+// after each, what a crash would leave reads back as a model of the jobs
+// says.
+TEST_F(JournalStoreTest, ACrashAnywhereInFoldsAndCommitsLosesNothing) {
+  sqlite3_auto_extension(reinterpret_cast<void (*)()>(&InstallCommitHook));
+  for (const uint64_t step_bytes : {1u, 300u}) {
+    SCOPED_TRACE(step_bytes);
+    std::mt19937 random(static_cast<uint32_t>(step_bytes));
+    auto pick = [&](size_t n) {
+      return std::uniform_int_distribution<size_t>(0, n - 1)(random);
+    };
+    std::map<uint64_t, JournalRow> model;  // What a start must read back.
+    uint64_t next_id = 1;
+    int images = 0;
+    std::string current = dir_ + "/run" + std::to_string(step_bytes);
+    std::filesystem::create_directory(current);
+    Recovered r;
+    // Folds due at 512 bytes of log: a count of its bytes gone wrong shows.
+    const JournalOptions options{.path = current + "/jobd.db",
+                                 .compact_log_bytes = 512,
+                                 .compact_step_bytes = step_bytes};
+    auto opened = JournalStore::Open(options, &r);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    std::unique_ptr<JournalStore> store = *std::move(opened);
+    int folds_finished = 0, failed = 0, restarts = 0;
+    for (int op = 0; op < 400; ++op) {
+      const size_t what = pick(10);
+      const bool fail = pick(8) == 0;
+      if (what < 6) {  // A commit of a few jobs' records.
+        std::vector<JournalRecord> records;
+        std::set<uint64_t> touched;
+        for (size_t n = 1 + pick(4); n > 0; --n) {
+          const size_t kind = pick(4);
+          if (kind == 0 || model.empty()) {
+            const uint64_t id = next_id++;
+            model[id] = Queued(id);
+            records.push_back({JournalRecord::kInsert, model[id]});
+            touched.insert(id);
+            continue;
+          }
+          auto it = model.begin();
+          std::advance(it, pick(model.size()));
+          const uint64_t id = it->first;
+          if (!touched.insert(id).second) continue;  // One record per job.
+          if (kind == 1) {
+            JournalRow row =
+                op % 2 ? Ended(id, v1::JOB_STATE_SUCCEEDED) : Queued(id);
+            if (op % 2 == 0) {
+              row.state = v1::JOB_STATE_RUNNING;
+              row.start_time = absl::FromUnixSeconds(op);
+            }
+            row.spec = it->second.spec;
+            row.attempts = static_cast<uint32_t>(op);
+            it->second = row;
+            row.spec = nullptr;
+            records.push_back({JournalRecord::kUpdate, row});
+          } else if (kind == 2) {
+            JournalRow row = it->second;  // Its spec rewritten: whole.
+            auto spec = std::make_shared<v1::JobSpec>(*row.spec);
+            spec->set_payload("rewritten at " + std::to_string(op));
+            row.spec = spec;
+            it->second = row;
+            records.push_back({JournalRecord::kInsert, row});
+          } else {
+            model.erase(it);
+            records.push_back({JournalRecord::kDelete, JournalRow{.id = id}});
+          }
+        }
+        // Now and then deletes apart first, as after a full disk.
+        const bool apart = pick(5) == 0;
+        for (int attempt = 0;; ++attempt) {
+          commits_to_fail = fail && attempt == 0 ? 1 : 0;
+          bool ok;
+          if (apart) {
+            ok = store->Write(records, 0, JournalStore::Part::kDeletes).ok() &&
+                 store->Write(records, 0, JournalStore::Part::kAllButDeletes)
+                     .ok();
+          } else {
+            ok = store->Write(records, 0, JournalStore::Part::kAll).ok();
+          }
+          ASSERT_TRUE(ok || attempt == 0) << "op " << op;
+          failed += !ok;
+          if (ok) break;
+        }
+      } else if (what < 9) {
+        commits_to_fail = fail ? 1 : 0;
+        auto step = store->CompactStep();
+        ASSERT_TRUE(step.ok() || fail) << step.status();
+        failed += !step.ok();
+        folds_finished += step.ok() && step->finished.has_value();
+      } else {
+        commits_to_fail = fail ? 1 : 0;
+        auto whole = store->Compact();
+        ASSERT_TRUE(whole.ok() || fail) << whole.status();
+        failed += !whole.ok();
+        folds_finished += whole.ok();
+      }
+      commits_to_fail = 0;
+      const std::string image = dir_ + "/image" + std::to_string(++images);
+      Recovered got;
+      auto restarted = OpenCrashImage(current, image, options, &got);
+      ASSERT_NE(restarted, nullptr);
+      ASSERT_EQ(got.rows.size(), model.size()) << "op " << op;
+      size_t i = 0;
+      for (const auto& [id, row] : model) {
+        SCOPED_TRACE(testing::Message() << "op " << op << ", job " << id);
+        ExpectSameRow(row, got.rows[i++]);
+        if (HasFailure()) return;
+      }
+      // An empty log is never due for a fold (failed commits added no
+      // bytes to its count).
+      if (CountIn(current, "SELECT COUNT(*) FROM log") == 0) {
+        EXPECT_EQ(store->compaction_due(), JournalStore::Due::kNo) << op;
+      }
+      if (pick(25) == 0) {  // Restarted from there: its log replayed.
+        store = std::move(restarted);
+        current = image;
+        ++restarts;
+      }
+    }
+    EXPECT_GT(folds_finished, 20);
+    EXPECT_GT(failed, 20);
+    EXPECT_GT(restarts, 5);
+    store.reset();
+    Recovered reopened;
+    auto last = JournalStore::Open({.path = current + "/jobd.db"}, &reopened);
+    ASSERT_TRUE(last.ok());
+    EXPECT_EQ(reopened.rows.size(), model.size());
+  }
+}
+
+// Forgotten jobs' rows go a bounded number at a time, a step each, the
+// rest of the journal intact after each.
+TEST_F(JournalStoreTest, ManyForgottenJobsLeaveTheTableInSeveralSteps) {
+  Recovered r;
+  auto store = Open(&r, 16384, /*compact_step_bytes=*/1);
+  ASSERT_NE(store, nullptr);
+  constexpr uint64_t kJobs = 20000;
+  std::vector<JournalRecord> records;
+  for (uint64_t id = 1; id <= kJobs + 1; ++id) {
+    records.push_back({JournalRecord::kInsert, Queued(id)});
+  }
+  ASSERT_TRUE(store->Write(records, 0, JournalStore::Part::kAll).ok());
+  ASSERT_TRUE(store->Compact().ok());
+  records.clear();
+  for (uint64_t id = 1; id <= kJobs; ++id) {
+    records.push_back({JournalRecord::kDelete, JournalRow{.id = id}});
+  }
+  ASSERT_TRUE(store->Write(records, 0, JournalStore::Part::kAll).ok());
+  std::optional<JournalStore::Compacted> done;
+  int steps = 0;
+  for (; steps < 20 && !done.has_value(); ++steps) {
+    auto step = store->CompactStep();
+    ASSERT_TRUE(step.ok()) << step.status();
+    done = step->finished;
+    Recovered image;
+    ASSERT_NE(OpenCrashImage(dir_, dir_ + "/image" + std::to_string(steps),
+                             {.compact_step_bytes = 1}, &image),
+              nullptr);
+    ASSERT_EQ(image.rows.size(), 1u) << steps;
+    ExpectSameRow(Queued(kJobs + 1), image.rows[0]);
+  }
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->rows_deleted, kJobs);
+  EXPECT_EQ(done->looked_for, kJobs);
+  // Read, planned; 8,192 rows at a time: three steps (the last one folds
+  // the log's row too).
+  EXPECT_EQ(steps, 5);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 1);
 }
 
 // A log entry whose body does not parse costs its job alone (named as its

@@ -338,6 +338,53 @@ TEST_F(JournalTest, EachCommitIsCountedInTheHistograms) {
   EXPECT_EQ(in_buckets, c.seconds.count);
 }
 
+// A grown log is folded a step at a time after the commit that grew it,
+// and the steps go on with no commit to follow: reading the log, planning,
+// folding it; the log ends up empty.
+TEST_F(JournalTest, AFoldGoesOnInStepsWhileNothingIsCommitted) {
+  Recovered r;
+  auto j = Journal::Open({.path = dir_ + "/jobd.db",
+                          .durability = Durability::kBatched,
+                          .linger = absl::Seconds(30),
+                          .compact_log_bytes = 8192,
+                          .compact_step_bytes = 256},
+                         &r);
+  ASSERT_TRUE(j.ok()) << j.status();
+  // One commit (the records linger until the flush), one log row of about
+  // 9 KiB: past the fold's size (short of twice it, which folds at once).
+  for (uint64_t id = 1; id <= 40; ++id) {
+    (*j)->Insert(Row(id, v1::JOB_STATE_QUEUED, std::string(200, 'x')),
+                 Journal::Linger::kYes);
+  }
+  ASSERT_TRUE((*j)->Flush(absl::Now() + absl::Seconds(10)));
+  auto count = [&](const char* sql) {
+    sqlite3* db = nullptr;
+    int64_t n = -1;
+    if (sqlite3_open((dir_ + "/jobd.db").c_str(), &db) == SQLITE_OK) {
+      sqlite3_stmt* st = nullptr;
+      if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK &&
+          sqlite3_step(st) == SQLITE_ROW) {
+        n = sqlite3_column_int64(st, 0);
+      }
+      sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return n;
+  };
+  // The table alone holds the jobs once the fold is done: up to 10 s.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (count("SELECT COUNT(*) FROM log") != 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(count("SELECT COUNT(*) FROM log"), 0);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM jobs"), 40);
+  const Journal::Commits c = (*j)->commits();
+  EXPECT_EQ(c.compaction_errors, 0u);
+  // The row read (one step: over 256 bytes), the reading done and planned,
+  // the row folded: three steps, one after the commit, two with none.
+  EXPECT_EQ(c.compaction_seconds.count, 3u);
+}
+
 TEST_F(JournalTest, TicketsBecomeDurableAndWaitersRun) {
   Recovered r;
   auto j = Open(&r);

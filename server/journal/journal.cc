@@ -281,7 +281,7 @@ void Journal::WriterLoop() {
   pthread_setname_np(pthread_self(), "jobd-journal");
   for (;;) {
     std::unique_ptr<Batch> batch;
-    uint64_t ticket;
+    uint64_t ticket = 0;
     {
       absl::MutexLock lock(&mu_);
       auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -291,18 +291,25 @@ void Journal::WriterLoop() {
         return open_->urgent || stop_;
       };
       // A batch of lingering records alone waits for a record that must
-      // not wait (a job's end, as a rule), or for its bound.
-      while (!stop_ && !open_->Due(absl::Now())) {
+      // not wait (a job's end, as a rule), or for its bound. A fold under
+      // way goes on meanwhile, a step at a time.
+      while (!stop_ && !open_->Due(absl::Now()) && !FoldDue()) {
         if (!open_->dirty()) {
           mu_.Await(absl::Condition(&work));
         } else {
           mu_.AwaitWithDeadline(absl::Condition(&hurry), open_->linger_until);
         }
       }
-      if (!open_->dirty() && stop_) return;
-      batch = std::exchange(open_, std::make_unique<Batch>());
-      open_->records.swap(spare_records_);
-      ticket = open_ticket_++;
+      if (stop_ || open_->Due(absl::Now())) {
+        if (!open_->dirty() && stop_) return;
+        batch = std::exchange(open_, std::make_unique<Batch>());
+        open_->records.swap(spare_records_);
+        ticket = open_ticket_++;
+      }
+    }
+    if (batch == nullptr) {  // Nothing due: the fold's next step.
+      FoldLog(/*whole=*/false);
+      continue;
     }
     if (!Commit(*batch, ticket)) return;  // Given up on at shutdown.
     const JournalStore::Due due = absl::Now() >= compaction_retry_at_
@@ -311,7 +318,7 @@ void Journal::WriterLoop() {
     // For room, part of the commit that made it due: what a Flush waits
     // for, once durable, holds the room the log's deletes freed (a log
     // short of a quarter of the cap: quick).
-    if (due == JournalStore::Due::kRoom) Compact();
+    if (due == JournalStore::Due::kRoom) FoldLog(/*whole=*/true);
     batch->records.clear();  // Outside the lock: rows and specs freed.
     {
       std::vector<DurableFn> ready;
@@ -330,37 +337,62 @@ void Journal::WriterLoop() {
         spare_records_.swap(batch->records);
       }
     }
-    // A grown log, once its batch's waiters are on their way: they do not
-    // wait for the fold (the next batch does).
-    if (due == JournalStore::Due::kSize) Compact();
+    // A grown log, once its batch's waiters are on their way: a step of
+    // its fold between two commits (the next batch waits for one step).
+    if (FoldDue()) FoldLog(/*whole=*/false);
   }
 }
 
-void Journal::Compact() {
-  absl::StatusOr<JournalStore::Compacted> done = store_->Compact();
+bool Journal::FoldDue() const {
+  return store_->compacting() ||
+         (absl::Now() >= compaction_retry_at_ &&
+          store_->compaction_due() == JournalStore::Due::kSize);
+}
+
+void Journal::FoldLog(bool whole) {
+  absl::Status status;
+  absl::Duration took;
+  std::optional<JournalStore::Compacted> finished;
+  if (whole) {
+    absl::StatusOr<JournalStore::Compacted> done = store_->Compact();
+    status = done.status();
+    if (done.ok()) {
+      took = done->took;
+      finished = *done;
+    }
+  } else {
+    absl::StatusOr<JournalStore::FoldStep> step = store_->CompactStep();
+    status = step.status();
+    if (step.ok()) {
+      took = step->took;
+      finished = step->finished;
+    }
+  }
   // A failed fold is tried again after a growing pause (not at every
-  // commit: each attempt reads the whole log); the log goes on meanwhile.
-  compaction_backoff_ = done.ok()
+  // commit: each attempt reads the log again); the log goes on meanwhile.
+  compaction_backoff_ = status.ok()
                             ? absl::ZeroDuration()
                             : std::clamp(compaction_backoff_ * 2,
                                          absl::Seconds(1), absl::Minutes(1));
   compaction_retry_at_ = absl::Now() + compaction_backoff_;
   absl::MutexLock lock(&mu_);
-  if (!done.ok()) {
+  if (!status.ok()) {
     ++compaction_errors_;
     if (compaction_errors_ == 1 || compaction_errors_ % 100 == 0) {
       spdlog::warn("journal: cannot fold the log of {} into its jobs: {}",
-                   options_.path, done.status().ToString());
+                   options_.path, status.ToString());
     }
     return;
   }
-  compaction_seconds_.Observe(absl::ToDoubleSeconds(done->took));
+  compaction_seconds_.Observe(absl::ToDoubleSeconds(took));
+  if (!finished.has_value()) return;
   used_bytes_ = store_->used_bytes();
   spdlog::debug(
       "journal: log folded: {} change(s) into {} row(s) written and {} "
-      "deleted in {}",
-      done->entries, done->rows_written, done->rows_deleted,
-      absl::FormatDuration(done->took));
+      "deleted (of {} looked for), in {} step(s) of {} in all",
+      finished->entries, finished->rows_written, finished->rows_deleted,
+      finished->looked_for, finished->steps,
+      absl::FormatDuration(finished->took));
 }
 
 void Journal::NotifierLoop() {
@@ -504,7 +536,7 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
                        : backoff);
     // Folding the log frees its pages (and the rows of forgotten jobs):
     // the room a full database needs.
-    if (absl::IsResourceExhausted(s)) Compact();
+    if (absl::IsResourceExhausted(s)) FoldLog(/*whole=*/true);
     backoff = std::min(backoff * 2, absl::Seconds(2));
     // What was queued meanwhile joins the retry: a delete there may be what
     // frees the room this batch needs.

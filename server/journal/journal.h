@@ -257,7 +257,8 @@ class Journal {
   // Every commit so far, for the metrics endpoint: how long each took
   // (seconds, retries included), how many job records it held (after
   // folding), and the bytes of specs, results and errors written; and the
-  // compactions of the log (how long each took, how many failed).
+  // folds of the log (how long each step held the writer, how many steps
+  // failed).
   struct Commits {
     HistogramSnapshot seconds;
     HistogramSnapshot records;
@@ -280,9 +281,13 @@ class Journal {
   // absorbing what is queued meanwhile (then `ticket` grows to match).
   // False if it gave up (failing writes at shutdown).
   bool Commit(Batch& batch, uint64_t& ticket);
-  // Folds the log into the jobs table (JournalStore::Compact), counting it;
-  // after a failure, the next is not tried before compaction_retry_at_.
-  void Compact();
+  // Folds the log into the jobs table, `whole` (JournalStore::Compact) or
+  // a step of a fold (CompactStep), counting it; after a failure, the next
+  // is not tried before compaction_retry_at_.
+  void FoldLog(bool whole);
+  // Whether a step of a fold is to run: one is under way, or the log has
+  // grown to its size (the writer thread's).
+  bool FoldDue() const;
 
   const JournalOptions options_;
   // The database: the writer thread's (and Open's, before it).

@@ -131,10 +131,14 @@ std::string LogReplay::Apply(uint32_t row, std::string_view body) {
         .row = row,
         .offset = static_cast<uint32_t>(e.body.data() - body.data()),
         .length = static_cast<uint32_t>(e.body.size())};
-    Job& job = jobs_[e.id];
+    auto [it, added] = jobs_.try_emplace(e.id);
+    Job& job = it->second;
+    if (added) job.maybe_in_table = e.kind != LogEntry::kInsert;
     switch (e.kind) {
       case LogEntry::kInsert:
-        job = Job{.inserted = true, .insert = pos};
+        job = Job{.inserted = true,
+                  .insert = pos,
+                  .maybe_in_table = job.maybe_in_table};
         break;
       case LogEntry::kUpdate:
         if (!job.deleted) {  // A forgotten job's row stays gone.
@@ -143,7 +147,8 @@ std::string LogReplay::Apply(uint32_t row, std::string_view body) {
         }
         break;
       case LogEntry::kDelete:
-        job = Job{.deleted = true};
+        ++deletes_;
+        job = Job{.deleted = true, .maybe_in_table = job.maybe_in_table};
         break;
     }
   }

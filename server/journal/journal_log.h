@@ -80,6 +80,7 @@ struct LogPos {
   std::string_view In(std::string_view row_body) const {
     return row_body.substr(offset, length);
   }
+  uint64_t Order() const { return uint64_t{row} << 32 | offset; }  // In log.
 };
 
 // The log's entries replayed, by job: which of a job's entries make its
@@ -96,6 +97,10 @@ class LogReplay {
     // ones.
     bool updated = false;
     LogPos update;
+    // Whether the jobs table may hold a row of it: not if its first entry
+    // here is an insert (a writer puts a delete before the insert of a job
+    // it journaled already: JournalStore::Write).
+    bool maybe_in_table = true;
   };
 
   // Applies the entries of log row number `row` (0, 1, ... in log order),
@@ -107,10 +112,12 @@ class LogReplay {
   // The ids of the jobs the log holds, ascending.
   std::vector<uint64_t> SortedIds() const;
   uint64_t entries() const { return entries_; }
+  uint64_t deletes() const { return deletes_; }  // Entries that delete.
 
  private:
   absl::flat_hash_map<uint64_t, Job> jobs_;
   uint64_t entries_ = 0;
+  uint64_t deletes_ = 0;
 };
 
 // Parses log records (reused: the messages keep their capacity).

@@ -42,6 +42,10 @@ struct JournalOptions {
   // started, ended and forgotten in between is never written there. The
   // most a start after a crash replays.
   uint64_t compact_log_bytes = 32 << 20;
+  // A fold goes in steps, one between two commits (a commit waits for one
+  // step, not the whole fold): each reads about this many bytes of the
+  // log, or writes what this many bytes of it leave in the table.
+  uint64_t compact_step_bytes = 1 << 20;
 };
 
 }  // namespace jobd

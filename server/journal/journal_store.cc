@@ -5,12 +5,14 @@
 #include <algorithm>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/strings/str_join.h"
+#include "absl/types/span.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "server/journal/journal_log.h"
 #include "spdlog/fmt/fmt.h"
@@ -100,7 +102,7 @@ std::string_view ColumnBlob(sqlite3_stmt* st, int col) {
 // Calls `fn(first, last)` for each run of consecutive ids of `sorted`
 // (ascending), in order; stops at the first error and returns it.
 absl::Status ForEachRun(
-    const std::vector<uint64_t>& sorted,
+    absl::Span<const uint64_t> sorted,
     absl::FunctionRef<absl::Status(uint64_t first, uint64_t last)> fn) {
   for (size_t first = 0; first < sorted.size();) {
     size_t end = first + 1;  // Past the run's last id.
@@ -139,10 +141,10 @@ struct JournalStore::Statements {
   explicit Statements(sqlite3* db) : db(db) {}
   bool ok() const {
     for (const Statement* s :
-         {&begin, &commit, &append_log, &select_log, &first_log, &remove_log,
-          &insert, &update, &remove_run, &remove_callback, &remove_callback_run,
-          &put_callback, &update_callback, &meta, &put_schedule,
-          &delete_schedule, &set_key, &clear_key}) {
+         {&begin, &commit, &append_log, &last_log, &read_log, &log_row,
+          &remove_log, &insert, &update, &remove_run, &remove_callback,
+          &remove_callback_run, &put_callback, &update_callback, &meta,
+          &put_schedule, &delete_schedule, &set_key, &clear_key}) {
       if (!s->ok()) return false;
     }
     return true;
@@ -152,10 +154,13 @@ struct JournalStore::Statements {
   Statement commit{db, "COMMIT"};
   // A transaction's job records, appended (server/journal/journal_log.h).
   Statement append_log{db, "INSERT INTO log(body) VALUES(?)"};
-  // Compaction's: the log read in order, then taken a row at a time, and
-  // the jobs table brought up to date with the statements below.
-  Statement select_log{db, "SELECT body FROM log ORDER BY id"};
-  Statement first_log{db, "SELECT id, body FROM log ORDER BY id LIMIT 1"};
+  // Compaction's: the log read in order up to its last row when the fold
+  // began, then taken a row at a time, and the jobs table brought up to
+  // date with the statements below.
+  Statement last_log{db, "SELECT max(id) FROM log"};
+  Statement read_log{
+      db, "SELECT id, body FROM log WHERE id > ?1 AND id <= ?2 ORDER BY id"};
+  Statement log_row{db, "SELECT body FROM log WHERE id=?"};
   Statement remove_log{db, "DELETE FROM log WHERE id=?"};
   Statement insert{db,
                    "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
@@ -236,9 +241,15 @@ std::string SalvageTask(std::string_view spec) {
   return "";
 }
 
+// What OpenAndRead found in the log.
+struct LogFound {
+  uint64_t bytes = 0;
+  uint64_t deletes = 0;  // Delete entries.
+};
+
 // Opens the database and reads every row. DataLoss if it is damaged.
 absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
-                         Recovered* recovered, uint64_t* log_bytes) {
+                         Recovered* recovered, LogFound* found) {
   // sqlite3_close_v2 below: a failure may return while a Statement is still
   // alive; the v2 close frees the connection once that is finalized (the
   // plain close would refuse, SQLITE_BUSY, and leak it).
@@ -372,7 +383,7 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     if (!log.ok()) return fail("select log");
     while ((rc = sqlite3_step(log.get())) == SQLITE_ROW) {
       log_rows.emplace_back(blob(log.get(), 0));
-      *log_bytes += log_rows.back().size();
+      found->bytes += log_rows.back().size();
     }
     if (rc != SQLITE_DONE) return fail("reading log");
   }
@@ -389,6 +400,7 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
           i + 1, options.path, broken);
     }
   }
+  found->deletes = replay.deletes();
   const std::vector<uint64_t> logged = replay.SortedIds();
   size_t next_logged = 0;
   LogRecordParser parser;
@@ -656,8 +668,8 @@ absl::StatusOr<std::unique_ptr<JournalStore>> JournalStore::Open(
   }
   *recovered = Recovered{};
   sqlite3* db = nullptr;
-  uint64_t log_bytes = 0;
-  absl::Status s = OpenAndRead(o, &db, recovered, &log_bytes);
+  LogFound log;
+  absl::Status s = OpenAndRead(o, &db, recovered, &log);
   if (!s.ok() && !absl::IsDataLoss(s)) {
     // Not damage (a newer schema, no permission, locked by another process,
     // an I/O error): the jobs in it are not given up; the operator decides.
@@ -683,8 +695,8 @@ absl::StatusOr<std::unique_ptr<JournalStore>> JournalStore::Open(
     recovered->moved_aside =
         fmt::format("{} (it was damaged: {})", aside, std::string(s.message()));
     *recovered = Recovered{.moved_aside = recovered->moved_aside};
-    log_bytes = 0;
-    absl::Status fresh = OpenAndRead(o, &db, recovered, &log_bytes);
+    log = {};
+    absl::Status fresh = OpenAndRead(o, &db, recovered, &log);
     if (!fresh.ok()) {
       return absl::FailedPreconditionError(
           fmt::format("cannot create the journal {}: {}", o.path,
@@ -708,8 +720,9 @@ absl::StatusOr<std::unique_ptr<JournalStore>> JournalStore::Open(
   store->statements_ = std::make_unique<Statements>(db);
   if (!store->statements_->ok()) return SqliteError(db, "preparing statements");
   store->counted_bytes_ = store->CountPages().used_bytes;
-  store->log_bytes_ = log_bytes;
-  store->log_deletes_ = log_bytes > 0 ? 1 : 0;  // Not counted: it may.
+  store->log_bytes_ = log.bytes;
+  store->log_deletes_ = log.deletes;
+  store->log_from_open_ = log.bytes > 0;
   store->live_.reserve(recovered->rows.size());
   for (const JournalRow& row : recovered->rows) store->live_.insert(row.id);
   return store;
@@ -801,6 +814,28 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     const std::vector<JournalRecord>& records, uint64_t reserved_sequence,
     Part part, const ScheduleRecords& schedules,
     const std::vector<KeyLimitRow>& key_limits, uint64_t reserved_job_id) {
+  absl::StatusOr<Written> written = WriteTransactions(
+      records, reserved_sequence, part, schedules, key_limits, reserved_job_id);
+  if (!written.ok()) {
+    // The transaction that failed is rolled back: so is what it changed
+    // here (transactions committed before it stay).
+    for (auto it = uncommitted_.live.rbegin(); it != uncommitted_.live.rend();
+         ++it) {
+      if (it->second) {
+        live_.insert(it->first);
+      } else {
+        live_.erase(it->first);
+      }
+    }
+    uncommitted_ = {};
+  }
+  return written;
+}
+
+absl::StatusOr<JournalStore::Written> JournalStore::WriteTransactions(
+    const std::vector<JournalRecord>& records, uint64_t reserved_sequence,
+    Part part, const ScheduleRecords& schedules,
+    const std::vector<KeyLimitRow>& key_limits, uint64_t reserved_job_id) {
   Statements& stmts = *statements_;
   const bool per_record = options_.durability == Durability::kEveryCommit;
   size_t in_transaction = 0;
@@ -814,7 +849,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
       sqlite3_bind_blob(stmts.append_log.get(), 1, log_body_.data(),
                         static_cast<int>(log_body_.size()), SQLITE_STATIC);
       if (absl::Status s = Step(stmts.append_log.get()); !s.ok()) return s;
-      log_bytes_ += log_body_.size();
+      uncommitted_.log_bytes += log_body_.size();
       log_body_.clear();
     }
     in_transaction = 0;
@@ -822,7 +857,14 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     absl::Status s = Run(stmts.commit.get(), "COMMIT");
     // A failed COMMIT may leave the transaction open; the retry needs it
     // closed (and re-applies the whole batch: every record is idempotent).
-    if (!s.ok()) Rollback();
+    if (!s.ok()) {
+      Rollback();
+      return s;
+    }
+    log_bytes_ += uncommitted_.log_bytes;
+    appended_since_step_ += uncommitted_.log_bytes;
+    log_deletes_ += uncommitted_.log_deletes;
+    uncommitted_ = {};
     return s;
   };
   if (absl::Status s = begin(); !s.ok()) return s;
@@ -849,8 +891,10 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
     }
     absl::Status s;
     if (r.kind == JournalRecord::kDelete) {
-      live_.erase(r.row.id);
-      ++log_deletes_;
+      if (live_.erase(r.row.id) > 0) {
+        uncommitted_.live.emplace_back(r.row.id, /*was_live=*/true);
+      }
+      ++uncommitted_.log_deletes;
       if (runs_of_deletes) {
         deleted.push_back(r.row.id);
       } else {
@@ -883,10 +927,19 @@ absl::StatusOr<JournalStore::Written> JournalStore::Write(
       transaction_bytes += cb.event.size();
       written += cb.event.size();
     } else {
-      const uint64_t row_bytes = log_writer_->Append(r, &log_body_);
+      // A job journaled already and inserted again (its spec rewritten):
+      // a delete entry first, so that a job whose first entry in a fold is
+      // an insert has no row in the table (the fold need not delete one).
       if (r.kind == JournalRecord::kInsert && r.row.spec != nullptr) {
-        live_.insert(r.row.id);
+        if (live_.insert(r.row.id).second) {
+          uncommitted_.live.emplace_back(r.row.id, /*was_live=*/false);
+        } else {
+          log_writer_->Append(
+              {JournalRecord::kDelete, JournalRow{.id = r.row.id}}, &log_body_);
+          ++uncommitted_.log_deletes;
+        }
       }
+      const uint64_t row_bytes = log_writer_->Append(r, &log_body_);
       transaction_bytes += row_bytes;
       written += row_bytes;
     }
@@ -1010,7 +1063,8 @@ JournalStore::Due JournalStore::compaction_due() const {
       counted_bytes_ + written_since_count_ >= options_.max_bytes / 2) {
     return Due::kRoom;
   }
-  return log_bytes_ >= CompactAtBytes() ? Due::kSize : Due::kNo;
+  return fold_ == nullptr && log_bytes_ >= CompactAtBytes() ? Due::kSize
+                                                            : Due::kNo;
 }
 
 void JournalStore::BindRow(sqlite3_stmt* st, const StoredRow& row,
@@ -1052,132 +1106,306 @@ void JournalStore::BindRow(sqlite3_stmt* st, const StoredRow& row,
   sqlite3_bind_int64(st, i++, row.cluster);
 }
 
-absl::StatusOr<JournalStore::Compacted> JournalStore::Compact() {
-  Statements& stmts = *statements_;
-  const absl::Time start = absl::Now();
-  if (absl::Status s = Run(stmts.begin.get(), "BEGIN"); !s.ok()) return s;
-  // First pass: which entry makes each job's row (the log is read, none
-  // of it kept).
-  LogReplay replay;
-  uint32_t rows = 0;
-  int rc;
-  while ((rc = sqlite3_step(stmts.select_log.get())) == SQLITE_ROW) {
+// A fold under way: the log rows it takes, what it learnt reading them,
+// and how far it got.
+struct JournalStore::Fold {
+  int64_t last_id = 0;  // The log's last row when the fold began.
+  struct Row {
+    int64_t id;
+    uint64_t bytes;
+    uint64_t deletes;  // Delete entries in it.
+  };
+  std::vector<Row> rows;  // Read so far, in log order (LogPos::row).
+  // While the log is read: its entries replayed. Then, planned from it:
+  // the table rows to delete and the entries to write, in log order.
+  std::unique_ptr<LogReplay> replay = std::make_unique<LogReplay>();
+  // What the fold does at an entry: write its job's row from it (an insert
+  // or update of its columns; kMerge, an insert with its update further on:
+  // the whole row at once, from both).
+  struct RowWrite {
+    enum Kind : uint8_t { kInsert, kUpdate, kMerge };
+    LogPos pos;
+    LogPos merge;  // kMerge: its update's.
+    Kind kind;
+    uint64_t id;
+  };
+  std::vector<RowWrite> writes;
+  std::vector<uint64_t> deleted;  // Ascending.
+  size_t next_write = 0, next_deleted = 0;
+  uint32_t next_row = 0;  // Rows folded so far.
+  Compacted done;
+};
+
+namespace {
+
+// The spec a damaged insert leaves in the table: not a JobSpec (field 0),
+// so that the job's row reads back with the problem named even after an
+// update of its columns lands over it.
+constexpr std::string_view kUnreadableSpec = "\x07";
+
+}  // namespace
+
+absl::Status JournalStore::BeginFold() {
+  fold_ = std::make_unique<Fold>();
+  sqlite3_stmt* st = statements_->last_log.get();
+  const int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) fold_->last_id = sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  return rc == SQLITE_ROW ? absl::OkStatus()
+                          : SqliteError(db_, "reading the log");
+}
+
+absl::Status JournalStore::ReadLog(uint64_t budget) {
+  Fold& f = *fold_;
+  sqlite3_stmt* st = statements_->read_log.get();
+  sqlite3_bind_int64(st, 1, f.rows.empty() ? 0 : f.rows.back().id);
+  sqlite3_bind_int64(st, 2, f.last_id);
+  uint64_t read = 0;
+  int rc = SQLITE_DONE;
+  budget = std::max<uint64_t>(budget, 1);
+  while (read < budget && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const std::string_view body = ColumnBlob(st, 1);
+    const uint64_t deletes = f.replay->deletes();
     if (std::string broken =
-            replay.Apply(rows++, ColumnBlob(stmts.select_log.get(), 0));
+            f.replay->Apply(static_cast<uint32_t>(f.rows.size()), body);
         !broken.empty()) {
       spdlog::error(
           "journal: a row of {}'s log is damaged ({}): the changes after it "
           "in that row are lost at its compaction",
           options_.path, broken);
     }
+    f.rows.push_back({.id = sqlite3_column_int64(st, 0),
+                      .bytes = body.size(),
+                      .deletes = f.replay->deletes() - deletes});
+    read += body.size();
   }
-  sqlite3_reset(stmts.select_log.get());
-  if (rc != SQLITE_DONE) {
-    absl::Status s = SqliteError(db_, "reading the log");
-    Rollback();
-    return s;
-  }
-  // What the second pass does at an entry: write the job's row from it
-  // (kInsert, kUpdate); keep its insert for its update further on, which
-  // writes the whole row once (kKeep, kMerge).
-  struct RowWrite {
-    enum Kind : uint8_t { kInsert, kUpdate, kKeep, kMerge };
-    LogPos pos;
-    uint64_t id;
-    Kind kind;
-  };
-  std::vector<RowWrite> writes;
-  std::vector<uint64_t> deleted;
-  for (const auto& [id, job] : replay.jobs()) {
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (read >= budget) return absl::OkStatus();  // More to read, maybe.
+  if (rc != SQLITE_DONE) return SqliteError(db_, "reading the log");
+  // All read: what each job's row becomes. A job deleted whose first entry
+  // here was an insert has no row in the table to delete (unless the log
+  // was found at Open: an older jobd may not have written it so).
+  using RowWrite = Fold::RowWrite;
+  for (const auto& [id, job] : f.replay->jobs()) {
     if (job.deleted) {
-      deleted.push_back(id);
-    } else if (job.inserted && job.updated) {
-      writes.push_back({job.insert, id, RowWrite::kKeep});
-      writes.push_back({job.update, id, RowWrite::kMerge});
+      if (job.maybe_in_table || log_from_open_) f.deleted.push_back(id);
     } else if (job.inserted) {
-      writes.push_back({job.insert, id, RowWrite::kInsert});
+      f.writes.push_back(
+          {.pos = job.insert,
+           .merge = job.update,
+           .kind = job.updated ? RowWrite::kMerge : RowWrite::kInsert,
+           .id = id});
     } else {
-      writes.push_back({job.update, id, RowWrite::kUpdate});
+      f.writes.push_back(
+          {.pos = job.update, .kind = RowWrite::kUpdate, .id = id});
     }
   }
-  std::sort(writes.begin(), writes.end(),
+  std::sort(f.writes.begin(), f.writes.end(),
             [](const RowWrite& a, const RowWrite& b) {
-              return a.pos.row != b.pos.row ? a.pos.row < b.pos.row
-                                            : a.pos.offset < b.pos.offset;
+              return a.pos.Order() < b.pos.Order();
             });
-  std::sort(deleted.begin(), deleted.end());
-  Compacted done{.entries = replay.entries()};
+  std::sort(f.deleted.begin(), f.deleted.end());
+  f.done.entries = f.replay->entries();
+  f.done.looked_for = f.deleted.size();
+  f.replay.reset();
+  return absl::OkStatus();
+}
+
+absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes) {
+  Statements& stmts = *statements_;
+  Fold& f = *fold_;
+  if (absl::Status s = Run(stmts.begin.get(), "BEGIN"); !s.ok()) return s;
   // Rows of jobs forgotten since, first (the room they free): runs of
   // consecutive ids, one statement each (most were never in the table: a
-  // range over nothing is a seek).
-  if (absl::Status s = ForEachRun(
-          deleted,
-          [&](uint64_t first, uint64_t last) {
-            sqlite3_stmt* st = stmts.remove_run.get();
-            sqlite3_bind_int64(st, 1, static_cast<int64_t>(first));
-            sqlite3_bind_int64(st, 2, static_cast<int64_t>(last));
-            absl::Status step = Step(st);
-            done.rows_deleted += static_cast<uint64_t>(sqlite3_changes(db_));
-            return step;
-          });
-      !s.ok()) {
-    return s;
+  // range over nothing is a seek), until `deletes` rows are gone. A job the
+  // fold deletes has nothing to write, and whatever of it the log still
+  // holds replays to no row.
+  constexpr size_t kIdsAtATime = 4096;
+  size_t next_deleted = f.next_deleted;
+  uint64_t rows_deleted = 0;
+  while (next_deleted < f.deleted.size() && rows_deleted < deletes) {
+    const size_t n = std::min(kIdsAtATime, f.deleted.size() - next_deleted);
+    if (absl::Status s = ForEachRun(
+            absl::MakeConstSpan(f.deleted).subspan(next_deleted, n),
+            [&](uint64_t first, uint64_t last) {
+              sqlite3_stmt* st = stmts.remove_run.get();
+              sqlite3_bind_int64(st, 1, static_cast<int64_t>(first));
+              sqlite3_bind_int64(st, 2, static_cast<int64_t>(last));
+              absl::Status step = Step(st);
+              rows_deleted += static_cast<uint64_t>(sqlite3_changes(db_));
+              return step;
+            });
+        !s.ok()) {
+      return s;
+    }
+    next_deleted += n;
   }
-  // Second pass, a log row at a time: the row leaves the log before its
-  // jobs' rows are written (a capped file needs its pages for them). A
-  // damaged entry writes zero columns (empty spec and owner): its row then
-  // reads back with its state named as the problem, and costs only its
-  // job.
-  LogRecordParser parser;
-  std::string body;
-  absl::flat_hash_map<uint64_t, std::string> kept;  // kKeep's inserts.
-  size_t next = 0;
-  for (uint32_t row = 0; row < rows; ++row) {
-    if (sqlite3_step(stmts.first_log.get()) != SQLITE_ROW) {
+  // Then, once no delete is left, log rows of up to `budget` bytes (one at
+  // least), each leaving the log before its jobs' rows are written (a
+  // capped file needs its pages for them).
+  uint32_t end_row = f.next_row;
+  if (next_deleted == f.deleted.size()) {
+    uint64_t bytes = 0;
+    while (end_row < f.rows.size() &&
+           (end_row == f.next_row || bytes < budget)) {
+      bytes += f.rows[end_row++].bytes;
+    }
+  }
+  // A log row's bytes, this step's rows only; a later one's are kept until
+  // its turn (an update of a job inserted in an earlier row is read there).
+  // A map: the views of a row stay valid while others are added.
+  std::map<uint32_t, std::string> rows;
+  auto read_row = [&](uint32_t row) -> absl::StatusOr<std::string_view> {
+    auto [it, added] = rows.try_emplace(row);
+    if (!added) return it->second;
+    sqlite3_stmt* read = stmts.log_row.get();
+    sqlite3_bind_int64(read, 1, f.rows[row].id);
+    if (sqlite3_step(read) != SQLITE_ROW) {
       absl::Status s = SqliteError(db_, "reading the log");
-      sqlite3_reset(stmts.first_log.get());
+      sqlite3_reset(read);
       Rollback();
       return s;
     }
-    const int64_t log_id = sqlite3_column_int64(stmts.first_log.get(), 0);
-    body.assign(ColumnBlob(stmts.first_log.get(), 1));
-    sqlite3_reset(stmts.first_log.get());
-    sqlite3_bind_int64(stmts.remove_log.get(), 1, log_id);
+    it->second.assign(ColumnBlob(read, 0));
+    sqlite3_reset(read);
+    return it->second;
+  };
+  // A damaged entry writes zero columns (an insert: an unreadable spec, no
+  // owner): its row then reads back with its problem named, and costs
+  // only its job.
+  using RowWrite = Fold::RowWrite;
+  LogRecordParser parser;
+  std::string ahead;  // An update's bytes, read ahead.
+  size_t next = f.next_write;
+  uint64_t rows_written = 0, log_bytes = 0, log_deletes = 0;
+  for (uint32_t row = f.next_row; row < end_row; ++row) {
+    absl::StatusOr<std::string_view> body = read_row(row);
+    if (!body.ok()) return body.status();
+    sqlite3_bind_int64(stmts.remove_log.get(), 1, f.rows[row].id);
     if (absl::Status s = Step(stmts.remove_log.get()); !s.ok()) return s;
-    for (; next < writes.size() && writes[next].pos.row == row; ++next) {
-      const RowWrite& w = writes[next];
-      if (w.kind == RowWrite::kKeep) {
-        kept[w.id] = std::string(w.pos.In(body));
-        continue;
-      }
+    log_bytes += f.rows[row].bytes;
+    log_deletes += f.rows[row].deletes;
+    for (; next < f.writes.size() && f.writes[next].pos.row == row; ++next) {
+      const RowWrite& w = f.writes[next];
+      const bool insert = w.kind != RowWrite::kUpdate;
       StoredRow columns;
       columns.id = static_cast<int64_t>(w.id);
-      bool parsed = true;
-      std::string insert;
+      bool parsed = parser.Parse(w.pos.In(*body), insert, 0, &columns);
+      if (!parsed && insert) columns.spec = kUnreadableSpec;
       if (w.kind == RowWrite::kMerge) {
-        insert = std::move(kept[w.id]);
-        kept.erase(w.id);
-        parsed = parser.Parse(insert, /*insert=*/true, 0, &columns);
+        // Its update: in this step's rows, or only its bytes read of a row
+        // a later step folds.
+        std::string_view update;
+        if (w.merge.row < end_row) {
+          absl::StatusOr<std::string_view> later = read_row(w.merge.row);
+          if (!later.ok()) return later.status();
+          update = w.merge.In(*later);
+        } else {
+          sqlite3_blob* blob = nullptr;
+          int rc = sqlite3_blob_open(db_, "main", "log", "body",
+                                     f.rows[w.merge.row].id, 0, &blob);
+          ahead.resize(w.merge.length);
+          if (rc == SQLITE_OK) {
+            rc = sqlite3_blob_read(blob, ahead.data(),
+                                   static_cast<int>(w.merge.length),
+                                   static_cast<int>(w.merge.offset));
+          }
+          sqlite3_blob_close(blob);
+          if (rc != SQLITE_OK) {
+            absl::Status s = SqliteError(db_, "reading the log");
+            Rollback();
+            return s;
+          }
+          update = ahead;
+        }
+        parsed &= parser.Parse(update, /*insert=*/false, 1, &columns);
       }
-      parsed &= parser.Parse(w.pos.In(body), w.kind == RowWrite::kInsert, 1,
-                             &columns);
       if (!parsed) columns.state = 0;
-      const bool whole = w.kind != RowWrite::kUpdate;
-      sqlite3_stmt* st = whole ? stmts.insert.get() : stmts.update.get();
-      BindRow(st, columns, whole);
+      sqlite3_stmt* st = insert ? stmts.insert.get() : stmts.update.get();
+      BindRow(st, columns, insert);
       if (absl::Status s = Step(st); !s.ok()) return s;
-      ++done.rows_written;
+      ++rows_written;
     }
+    rows.erase(row);
   }
   if (absl::Status c = Run(stmts.commit.get(), "COMMIT"); !c.ok()) {
     Rollback();
     return c;
   }
-  log_bytes_ = 0;
-  log_deletes_ = 0;
+  f.next_deleted = next_deleted;
+  f.next_row = end_row;
+  f.next_write = next;
+  f.done.rows_deleted += rows_deleted;
+  f.done.rows_written += rows_written;
+  log_bytes_ -= std::min(log_bytes_, log_bytes);
+  log_deletes_ -= std::min(log_deletes_, log_deletes);
+  return absl::OkStatus();
+}
+
+std::optional<JournalStore::Compacted> JournalStore::FinishFold() {
+  const Fold& f = *fold_;
+  if (f.replay != nullptr || f.next_deleted < f.deleted.size() ||
+      f.next_row < f.rows.size()) {
+    return std::nullopt;
+  }
+  Compacted done = f.done;
+  fold_.reset();
+  log_from_open_ = false;
+  if (log_bytes_ == 0) log_deletes_ = 0;
   Recount(/*now=*/true);
-  done.took = absl::Now() - start;
   return done;
+}
+
+absl::StatusOr<JournalStore::Compacted> JournalStore::Compact() {
+  const absl::Time start = absl::Now();
+  constexpr uint64_t kAll = std::numeric_limits<uint64_t>::max();
+  absl::Status s = BeginFold();
+  if (s.ok()) s = ReadLog(kAll);
+  if (s.ok()) s = FoldRows(kAll, kAll);
+  std::optional<Compacted> done;
+  if (s.ok()) done = FinishFold();
+  fold_.reset();
+  if (!s.ok()) return s;
+  done->steps = 1;
+  done->took = absl::Now() - start;
+  return *done;
+}
+
+absl::StatusOr<JournalStore::FoldStep> JournalStore::CompactStep() {
+  // Rows deleted in a step: about what a step's bytes of log take to fold.
+  constexpr uint64_t kStepDeletes = 8192;
+  constexpr uint64_t kAll = std::numeric_limits<uint64_t>::max();
+  const absl::Time start = absl::Now();
+  absl::Status s;
+  if (fold_ == nullptr) {
+    s = BeginFold();
+    appended_since_step_ = 0;
+  }
+  // A step takes four times what commits appended to the log since the
+  // step before, if that is more than a step's bytes: the fold, which
+  // reads its rows and then writes them, outruns the commits twice over
+  // (big results make big log rows), and the log grows by at most a
+  // quarter meanwhile. Should it still grow to twice the size that starts
+  // a fold, the rest goes at once.
+  uint64_t budget =
+      std::max(options_.compact_step_bytes, 4 * appended_since_step_);
+  uint64_t deletes = kStepDeletes;
+  if (log_bytes_ >= 2 * CompactAtBytes()) budget = deletes = kAll;
+  appended_since_step_ = 0;
+  // A step reads, or folds; at once, both.
+  const bool read = s.ok() && fold_->replay != nullptr;
+  if (read) s = ReadLog(budget);
+  if (s.ok() && (!read || budget == kAll)) s = FoldRows(budget, deletes);
+  if (!s.ok()) {
+    fold_.reset();
+    return s;
+  }
+  FoldStep step{.took = absl::Now() - start};
+  ++fold_->done.steps;
+  fold_->done.took += step.took;
+  step.finished = FinishFold();
+  return step;
 }
 
 }  // namespace jobd

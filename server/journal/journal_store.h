@@ -9,8 +9,9 @@
 //  * Write: folded records in one or more transactions, within the
 //    configured records and bytes per transaction, each transaction's job
 //    records appended to the log as one row (server/journal/journal_log.h);
-//  * Compact: the log folded into the jobs table, when compaction_due()
-//    says (its size; a cap nearly reached) and at a clean close;
+//  * CompactStep, Compact: the log folded into the jobs table, in steps
+//    between commits when compaction_due() says kSize, whole when it says
+//    kRoom (a cap nearly reached) and at a clean close;
 //  * how full the file is (pages in use, counted every so often) and the
 //    giving back of free pages.
 //
@@ -23,8 +24,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -99,20 +102,43 @@ class JournalStore {
                                 const std::vector<KeyLimitRow>& key_limits = {},
                                 uint64_t reserved_job_id = 0);
 
-  // Folds the log into the jobs table (one transaction): each job the log
-  // holds gets its last row written (or deleted) once; the log is emptied.
-  // A failure (rolled back) leaves the log as it was, to fold later.
+  // Folds the log into the jobs table: each job the log holds gets its
+  // last row written (or deleted) once, and the log rows folded leave it.
+  // Compact folds the whole log in one transaction (a fold under way is
+  // taken over: what it has not folded is read again); a failure (rolled
+  // back) leaves the log as it was, to fold later.
   struct Compacted {
     uint64_t entries = 0;       // Log entries folded.
     uint64_t rows_written = 0;  // Rows inserted or updated in the table.
     uint64_t rows_deleted = 0;  // Rows deleted from it.
-    absl::Duration took;
+    // Jobs forgotten whose rows it looked for (not one inserted and
+    // forgotten within the fold: it never had a row).
+    uint64_t looked_for = 0;
+    uint32_t steps = 0;   // Transactions it took.
+    absl::Duration took;  // In all (its steps').
   };
   absl::StatusOr<Compacted> Compact();
+  // One step of a fold spread over several calls, for the commits between
+  // them: each step holds the writer about as long as reading or writing
+  // compact_step_bytes of the log takes (or four times what commits
+  // appended since the step before, if more: the fold outruns them; a log
+  // grown to twice the size that starts a fold has the rest folded at
+  // once). The first
+  // call begins a fold of the log as it is then (rows appended meanwhile wait
+  // for the next); it is under way (compacting()) until a step finishes it. A
+  // failed step (rolled back) ends the fold: the steps before it stay done, and
+  // the rest of the log is read again by the next fold.
+  struct FoldStep {
+    absl::Duration took;                // This step's.
+    std::optional<Compacted> finished;  // The fold's, at its last step.
+  };
+  absl::StatusOr<FoldStep> CompactStep();
+  bool compacting() const { return fold_ != nullptr; }
   // Whether the log is to be folded now, and why: kRoom, more than half of
   // max_bytes is in use and the log holds deletes (forgotten jobs' room
-  // comes back only once folded); kSize, it has grown to
-  // compact_log_bytes (or a quarter of max_bytes).
+  // comes back only once folded: at once, whole); kSize, it has grown to
+  // compact_log_bytes (or a quarter of max_bytes) and no fold is under way
+  // (spread over commits).
   enum class Due { kNo, kRoom, kSize };
   Due compaction_due() const;
 
@@ -122,6 +148,12 @@ class JournalStore {
 
  private:
   JournalStore(const JournalOptions& options, sqlite3* db);
+
+  // Write's transactions; Write undoes what a failed one changed here.
+  absl::StatusOr<Written> WriteTransactions(
+      const std::vector<JournalRecord>& records, uint64_t reserved_sequence,
+      Part part, const ScheduleRecords& schedules,
+      const std::vector<KeyLimitRow>& key_limits, uint64_t reserved_job_id);
 
   absl::Status Exec(const char* sql);
   // Steps a prepared statement that returns no rows (BEGIN, COMMIT).
@@ -140,6 +172,17 @@ class JournalStore {
   // Counts the pages in use if due (or `now`), and gives free pages back.
   void Recount(bool now);
   uint64_t CompactAtBytes() const;
+  // A fold's steps (Compact, CompactStep): begins a fold of the log as it
+  // is; reads up to `budget` bytes of it (finished: what each job's row
+  // becomes, planned); folds it into the table (one transaction: rows of
+  // forgotten jobs deleted until `deletes` are gone; once none is left, log
+  // rows of up to `budget` bytes). A failure leaves fold_ to be dropped.
+  struct Fold;
+  absl::Status BeginFold();
+  absl::Status ReadLog(uint64_t budget);
+  absl::Status FoldRows(uint64_t budget, uint64_t deletes);
+  // The fold's totals once it is done, or nothing.
+  std::optional<Compacted> FinishFold();
   // A PRAGMA's integer; bytes of the pages in use, and of the free ones.
   uint64_t Pragma(const char* sql);
   struct Pages {
@@ -152,12 +195,26 @@ class JournalStore {
   struct Statements;
   std::unique_ptr<Statements> statements_;  // Prepared at Open.
   std::unique_ptr<LogWriter> log_writer_;
+  std::unique_ptr<Fold> fold_;  // A fold under way (CompactStep), or null.
+  uint64_t appended_since_step_ = 0;  // Log bytes, since its last step.
+  // The log held rows at Open (another process's, maybe an older jobd's),
+  // until a fold has taken them.
+  bool log_from_open_ = false;
   std::string log_body_;      // The log row being built, reused.
-  uint64_t log_bytes_ = 0;    // In the log since its last compaction.
-  uint64_t log_deletes_ = 0;  // Delete entries among them.
+  uint64_t log_bytes_ = 0;    // In the log.
+  uint64_t log_deletes_ = 0;  // Delete entries in it.
   // Jobs journaled (in the table or the log, not deleted): their count,
   // and whether a finished callback's job is still kept.
   absl::flat_hash_set<uint64_t> live_;
+  // What the open transaction of a Write changes of the above: counted
+  // once it commits; undone (live_: each id and whether it was live
+  // before) if it fails.
+  struct Uncommitted {
+    uint64_t log_bytes = 0;
+    uint64_t log_deletes = 0;
+    std::vector<std::pair<uint64_t, bool>> live;
+  };
+  Uncommitted uncommitted_;
   // When CountPages last ran, what it found in use, and the bytes of specs
   // and results written since.
   absl::Time pages_counted_;

@@ -273,11 +273,11 @@ void RenderCommits(const Journal::Commits& c, Writer& w) {
         "Bytes of specs, results and errors written to the journal.",
         double(c.bytes));
   w.Family("jobd_journal_compaction_seconds", "histogram",
-           "How long each fold of the journal's log into its jobs table "
-           "took (commits wait meanwhile).");
+           "How long each step of a fold of the journal's log into its "
+           "jobs table took, or each whole fold (commits wait meanwhile).");
   w.Histogram("jobd_journal_compaction_seconds", {}, c.compaction_seconds);
   w.One("jobd_journal_compaction_errors_total", "counter",
-        "Folds of the journal's log that failed (tried again later).",
+        "Fold steps of the journal's log that failed (tried again later).",
         double(c.compaction_errors));
 }
 
