@@ -1217,10 +1217,9 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes) {
   Fold& f = *fold_;
   if (absl::Status s = Run(stmts.begin.get(), "BEGIN"); !s.ok()) return s;
   // Rows of jobs forgotten since, first (the room they free): runs of
-  // consecutive ids, one statement each (most were never in the table: a
-  // range over nothing is a seek), until `deletes` rows are gone. A job the
-  // fold deletes has nothing to write, and whatever of it the log still
-  // holds replays to no row.
+  // consecutive ids, one statement each, until `deletes` rows are gone. A
+  // job the fold deletes has nothing to write, and whatever of it the log
+  // still holds replays to no row.
   constexpr size_t kIdsAtATime = 4096;
   size_t next_deleted = f.next_deleted;
   uint64_t rows_deleted = 0;
