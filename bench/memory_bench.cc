@@ -180,7 +180,17 @@ void Unread(const std::vector<std::string>& flags, int seconds,
 
 void Streams(const std::vector<std::string>& flags, int watchers,
              int submitters, int jobs, size_t payload, int settle_s) {
-  auto daemon = StartDaemon(flags);
+  // Every stream on one connection, as one caller: the limits that keep a
+  // caller from doing that (1,024 calls per connection, 256 streams per
+  // caller, 4,096 in all by default) would queue or refuse them, and this
+  // run measures what they cost open.
+  std::vector<std::string> with_room = flags;
+  const std::string room = std::to_string(watchers + submitters + 16);
+  for (const char* limit : {"--max-calls-per-connection",
+                            "--max-streams-per-caller", "--max-streams"}) {
+    with_room.insert(with_room.end(), {limit, room});
+  }
+  auto daemon = StartDaemon(with_room);
   auto channel = Channel(*daemon);
   auto stub = v1::JobService::NewStub(channel);
   const uint64_t rss0 = ProcStatusBytes(daemon->pid(), "VmRSS");
