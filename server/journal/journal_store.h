@@ -123,11 +123,11 @@ class JournalStore {
   // compact_step_bytes of the log takes (or four times what commits
   // appended since the step before, if more: the fold outruns them; a log
   // grown to twice the size that starts a fold has the rest folded at
-  // once). The first
-  // call begins a fold of the log as it is then (rows appended meanwhile wait
-  // for the next); it is under way (compacting()) until a step finishes it. A
-  // failed step (rolled back) ends the fold: the steps before it stay done, and
-  // the rest of the log is read again by the next fold.
+  // once). The first call begins a fold of the log as it is then (rows
+  // appended meanwhile wait for the next); it is under way (compacting())
+  // until a step finishes it. A failed step (rolled back) ends the fold:
+  // the steps before it stay done, and the rest of the log is read again
+  // by the next fold.
   struct FoldStep {
     absl::Duration took;                // This step's.
     std::optional<Compacted> finished;  // The fold's, at its last step.
