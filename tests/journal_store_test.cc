@@ -26,6 +26,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/journal/journal_log.h"
+#include "tests/fakes/sqlite_integer.h"
 
 namespace jobd {
 namespace {
@@ -147,18 +148,7 @@ class JournalStoreTest : public ::testing::Test {
   int64_t Count(const char* sql) { return CountIn(dir_, sql); }
   // The same, on the database in `dir`.
   static int64_t CountIn(const std::string& dir, const char* sql) {
-    sqlite3* db = nullptr;
-    int64_t n = -1;
-    if (sqlite3_open((dir + "/jobd.db").c_str(), &db) == SQLITE_OK) {
-      sqlite3_stmt* st = nullptr;
-      if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK &&
-          sqlite3_step(st) == SQLITE_ROW) {
-        n = sqlite3_column_int64(st, 0);
-      }
-      sqlite3_finalize(st);
-    }
-    sqlite3_close(db);
-    return n;
+    return SqliteInteger(dir + "/jobd.db", sql);
   }
   // Appends a row of bytes to the log, as a commit would.
   void AppendLogRow(const std::string& body) {

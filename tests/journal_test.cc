@@ -15,6 +15,7 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/sqlite_integer.h"
 
 namespace jobd {
 namespace {
@@ -358,18 +359,7 @@ TEST_F(JournalTest, AFoldGoesOnInStepsWhileNothingIsCommitted) {
   }
   ASSERT_TRUE((*j)->Flush(absl::Now() + absl::Seconds(10)));
   auto count = [&](const char* sql) {
-    sqlite3* db = nullptr;
-    int64_t n = -1;
-    if (sqlite3_open((dir_ + "/jobd.db").c_str(), &db) == SQLITE_OK) {
-      sqlite3_stmt* st = nullptr;
-      if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK &&
-          sqlite3_step(st) == SQLITE_ROW) {
-        n = sqlite3_column_int64(st, 0);
-      }
-      sqlite3_finalize(st);
-    }
-    sqlite3_close(db);
-    return n;
+    return SqliteInteger(dir_ + "/jobd.db", sql);
   };
   // The table alone holds the jobs once the fold is done: up to 10 s.
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
