@@ -308,6 +308,28 @@ TEST_F(JournalTest, ALingeringRecordAloneIsCommittedAtItsBound) {
   EXPECT_EQ(r.rows.size(), 3u);
 }
 
+TEST_F(JournalTest, AForgottenJobsDeleteLingersLikeAnAccept) {
+  Recovered r;
+  constexpr absl::Duration kLinger = absl::Milliseconds(40);
+  auto j = Open(&r, 0, JournalOptions{}.outage_grace, kLinger);
+  j->Insert(Row(1, v1::JOB_STATE_QUEUED));
+  ASSERT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
+  const absl::Time start = absl::Now();
+  const uint64_t ticket = j->Delete(1);
+  absl::Notification durable;
+  absl::Time when;
+  j->WhenDurable(ticket, [&](bool ok) {
+    EXPECT_TRUE(ok);
+    when = absl::Now();
+    durable.Notify();
+  });
+  ASSERT_TRUE(durable.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_GE(when - start, kLinger);  // Alone, not before its bound.
+  j.reset();
+  ASSERT_NE(Open(&r), nullptr);
+  EXPECT_TRUE(r.rows.empty());  // But deleted all the same.
+}
+
 TEST_F(JournalTest, EachCommitIsCountedInTheHistograms) {
   Recovered r;
   auto j = Open(&r);

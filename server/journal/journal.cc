@@ -159,8 +159,8 @@ uint64_t Journal::PutCallback(CallbackRecord callback) {
 
 uint64_t Journal::Delete(uint64_t id) {
   absl::MutexLock lock(&mu_);
-  open_->Touch().records.push_back(
-      {JournalRecord::kDelete, JournalRow{.id = id}});
+  open_->Touch(Linger::kYes, options_.linger)
+      .records.push_back({JournalRecord::kDelete, JournalRow{.id = id}});
   return open_ticket_;
 }
 

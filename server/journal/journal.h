@@ -193,7 +193,12 @@ class Journal {
   // (not PENDING) is kept only while its job's row is, and a job's row
   // deleted takes its finished callback with it (a pending one stays).
   uint64_t PutCallback(CallbackRecord callback);
-  uint64_t Delete(uint64_t id);  // Forgotten (retention).
+  // Forgotten (retention). It always lingers: nothing waits for a row's
+  // delete, and a job ending on a daemon at its retention limit forgets
+  // another, an in-memory job too (which commits nothing else): a commit of
+  // its own for each would cost every such job an fsync's worth of the
+  // writer's work.
+  uint64_t Delete(uint64_t id);
   // A key's limits set (or cleared) through the API, kept across restarts.
   uint64_t SetKeyLimit(KeyLimitRow row);
   // Event sequences up to `up_to` may be handed out: once durable, no
