@@ -31,6 +31,18 @@ constexpr size_t kMergeBytes = 16 << 10;
 
 }  // namespace
 
+void JobOutputs::PieceQueue::pop_front() {
+  pieces_[head_++] = OutputPiece{};  // Its bytes go now.
+  if (head_ == pieces_.size()) {
+    pieces_.clear();
+    head_ = 0;
+  } else if (head_ >= 16 && head_ * 2 >= pieces_.size()) {
+    pieces_.erase(pieces_.begin(),
+                  pieces_.begin() + static_cast<std::ptrdiff_t>(head_));
+    head_ = 0;
+  }
+}
+
 std::vector<JobOutputs::Callback> JobOutputs::TakeWaiters(Output& o) {
   std::vector<Callback> fns;
   fns.reserve(o.waiters.size());

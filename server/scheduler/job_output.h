@@ -78,7 +78,7 @@ bool NothingNew(const v1::StreamJobOutputResponse& r);
 class JobOutputs {
  public:
   using Callback = std::function<void()>;
-  // Bytes a piece costs besides its data (its header, the deque slot).
+  // Bytes a piece costs besides its data (its header, its queue slot).
   static constexpr size_t kPieceOverhead = 64;
 
   explicit JobOutputs(OutputLimits limits) : limits_(limits) {}
@@ -115,8 +115,31 @@ class JobOutputs {
   Stats stats() const;
 
  private:
+  // A job's pieces, oldest first: a vector whose front is taken off by
+  // moving an index (the slots left behind go once they are half of it),
+  // so that a job that writes nothing allocates nothing here (a std::deque
+  // allocates when it is made: once per job started, on the hot path).
+  class PieceQueue {
+   public:
+    bool empty() const { return head_ == pieces_.size(); }
+    OutputPiece& front() { return pieces_[head_]; }
+    OutputPiece& back() { return pieces_.back(); }
+    void push_back(OutputPiece piece) { pieces_.push_back(std::move(piece)); }
+    void pop_front();
+    std::vector<OutputPiece>::const_iterator begin() const {
+      return pieces_.begin() + static_cast<std::ptrdiff_t>(head_);
+    }
+    std::vector<OutputPiece>::const_iterator end() const {
+      return pieces_.end();
+    }
+
+   private:
+    std::vector<OutputPiece> pieces_;
+    size_t head_ = 0;  // The oldest piece kept.
+  };
+
   struct Output {
-    std::deque<OutputPiece> pieces;
+    PieceQueue pieces;
     uint64_t start = 0;  // Offset of the first byte kept.
     uint64_t end = 0;    // Offset after the last byte written.
     size_t bytes = 0;    // Held: data and overhead.
