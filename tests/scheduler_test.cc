@@ -409,4 +409,43 @@ TEST_F(SchedulerTest, ListJobsNewestFirstWithAScanBound) {
 }
 
 }  // namespace
+
+TEST_F(SchedulerTest, OutputIsKeptFromAJobsFirstWriteWhileItRuns) {
+  Build({}, 1);
+  ExecutorListener& port = scheduler_->listener_for(v1::EXECUTOR_THREAD);
+  const uint64_t running = Submit(ok_task_).job_id;
+  const uint64_t queued = Submit(ok_task_).job_id;
+  ASSERT_EQ(State(running), v1::JOB_STATE_RUNNING);
+  ASSERT_EQ(State(queued), v1::JOB_STATE_QUEUED);
+  auto text = [&](uint64_t id) {
+    const absl::StatusOr<OutputRead> read =
+        scheduler_->ReadOutput(id, "", 0, 1 << 20);
+    std::string all;
+    if (!read.ok()) return all;
+    for (const OutputPiece& p : read->pieces) all += p.data;
+    return all;
+  };
+  // A reader waits on the running job before it wrote anything: its first
+  // write wakes the reader and is kept.
+  int woken = 0;
+  ASSERT_TRUE(scheduler_->WhenOutput(running, 0, this, [&] { ++woken; }));
+  port.OnJobOutput(running, v1::OUTPUT_STREAM_STDOUT, "first\n");
+  EXPECT_EQ(woken, 1);
+  port.OnJobOutput(running, v1::OUTPUT_STREAM_STDOUT, "second\n");
+  EXPECT_EQ(text(running), "first\nsecond\n");
+  // Output of a job not started yet is dropped.
+  port.OnJobOutput(queued, v1::OUTPUT_STREAM_STDOUT, "too early\n");
+  Done(running);
+  ASSERT_EQ(State(queued), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(text(queued), "");
+  // A job's first write comes without a reader, and after its end nothing
+  // more is kept.
+  port.OnJobOutput(queued, v1::OUTPUT_STREAM_STDERR, "own\n");
+  Done(queued);
+  port.OnJobOutput(queued, v1::OUTPUT_STREAM_STDERR, "too late\n");
+  EXPECT_EQ(text(queued), "own\n");
+  EXPECT_TRUE(scheduler_->ReadOutput(queued, "", 0, 1 << 20)->ended);
+  EXPECT_EQ(text(running), "first\nsecond\n");  // Kept after its end.
+}
+
 }  // namespace jobd

@@ -98,14 +98,14 @@ void JobOutputs::MakeRoomLocked(Output& writer, size_t need) {
   }
 }
 
-void JobOutputs::Append(uint64_t id, v1::OutputStream stream,
+bool JobOutputs::Append(uint64_t id, v1::OutputStream stream,
                         std::string_view bytes) {
-  if (bytes.empty()) return;
   std::vector<Callback> wake;
   {
     absl::MutexLock lock(&mu_);
     auto it = outputs_.find(id);
-    if (it == outputs_.end() || !it->second.open) return;
+    if (it == outputs_.end()) return false;
+    if (!it->second.open || bytes.empty()) return true;
     Output& o = it->second;
     const size_t room = std::min(limits_.per_job_bytes, limits_.total_bytes);
     if (room <= kPieceOverhead) {  // Nothing is kept.
@@ -145,6 +145,7 @@ void JobOutputs::Append(uint64_t id, v1::OutputStream stream,
     wake = TakeWaiters(o);
   }
   for (Callback& fn : wake) fn();
+  return true;
 }
 
 std::vector<JobOutputs::Callback> JobOutputs::End(uint64_t id) {

@@ -12,8 +12,9 @@
 // the head of the job that writes. Writers never wait: a reader that falls
 // behind loses its place, never slows a task down.
 //
-// A job's output opens when it starts (Open), takes appends until it ends
-// (End; later appends are dropped) and is forgotten with the job (Forget).
+// A job's output opens when it starts (Open; the scheduler opens it at the
+// job's first write), takes appends until it ends (End; later appends are
+// dropped) and is forgotten with the job (Forget).
 // A job that wrote nothing holds no entry once it ended: what is held per
 // job beyond its bytes is bounded by the running and retained jobs.
 // Readers wait for more with AddWaiter: a one-shot callback, run once the
@@ -86,10 +87,12 @@ class JobOutputs {
   // Live reload: lower limits apply from the next append.
   void SetLimits(OutputLimits limits);
   // A run of job `id` starts: its output is taken from now on (again, for
-  // a run after a retry; nothing kept before is dropped).
+  // a run after a retry; nothing kept before is dropped). The scheduler
+  // opens a job's output at its first write, not at every start.
   void Open(uint64_t id);
-  // Adds output of job `id`; dropped if it is not open.
-  void Append(uint64_t id, v1::OutputStream stream, std::string_view bytes);
+  // Adds output of job `id`; dropped if it is not open. False (nothing
+  // done) if the job has no entry: never opened, or ended without output.
+  bool Append(uint64_t id, v1::OutputStream stream, std::string_view bytes);
   // Job `id` ended (whether or not it ever started): no more output. Its
   // waiters are returned.
   std::vector<Callback> End(uint64_t id);

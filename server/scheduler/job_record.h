@@ -102,11 +102,16 @@ struct JobRecord {
   v1::JobState state = v1::JOB_STATE_QUEUED;
   v1::Executor executor = v1::EXECUTOR_UNSPECIFIED;
   uint32_t attempts = 0;  // Runs started, ever.
-  bool gated = false;     // QUEUED, claimed: waits for a durable claim (Lane).
+  // Flags in bits (the record stays at 192 bytes).
+  bool gated : 1 = false;  // QUEUED, claimed: waits for a durable claim (Lane).
   // WAITING to retry after a timeout: its stopped run has not returned;
   // it joins the Waiting set when it does (never two runs at once).
-  bool run_returning = false;
-  bool parked = false;  // QUEUED, held back by its key (KeyLimits).
+  bool run_returning : 1 = false;
+  bool parked : 1 = false;  // QUEUED, held back by its key (KeyLimits).
+  // JobOutputs holds an entry for it (it wrote, or a reader waits): opened
+  // at its starts and ended at its end. Most jobs write nothing and never
+  // touch JobOutputs (Scheduler::AppendOutput opens it at the first write).
+  bool output : 1 = false;
   // Cluster mode's work sharing (scheduler_cluster.cc): kLocal, or QUEUED
   // here while another node may run it (kOutbox, kPublished: journaled),
   // or taken from Redis to run here for another node (kForeign: never

@@ -132,7 +132,7 @@ void Retention::Evict(uint64_t id) {
     }
   }
   if (journal_ != nullptr && !job->spec->in_memory()) journal_->Delete(id);
-  if (on_forget_) on_forget_(id);
+  if (on_forget_) on_forget_(*job);
   table_.Erase(id);
 }
 

@@ -39,7 +39,7 @@ class Retention {
   void SetLimits(Limits limits) { limits_ = limits; }
   // Called with each job it forgets, before the job leaves the table (what
   // else keeps something per job frees it there).
-  void set_on_forget(std::function<void(uint64_t id)> fn) {
+  void set_on_forget(std::function<void(const JobRecord& job)> fn) {
     on_forget_ = std::move(fn);
   }
 
@@ -76,7 +76,7 @@ class Retention {
   JobTable& table_;
   Journal* const journal_;  // Optional.
   Limits limits_;
-  std::function<void(uint64_t id)> on_forget_;
+  std::function<void(const JobRecord& job)> on_forget_;
   // Retained jobs in end order; also ids of some forgotten by their
   // owner's quota (TrimOwner), skipped.
   std::deque<uint64_t> ended_;

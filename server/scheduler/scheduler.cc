@@ -65,14 +65,15 @@ class Scheduler::Port : public ExecutorListener {
   }
   void OnJobOutput(uint64_t job_id, v1::OutputStream stream,
                    std::string_view bytes) override {
+    if (bytes.empty()) return;
     if (stream != v1::OUTPUT_STREAM_LOG) {
-      scheduler_.outputs_.Append(job_id, stream, bytes);
+      scheduler_.AppendOutput(job_id, stream, bytes);
       return;
     }
     // A log line: valid UTF-8, cut, one line.
     std::string line = ClipUtf8(bytes, kMaxLogLineBytes);
     if (line.empty() || line.back() != '\n') line.push_back('\n');
-    scheduler_.outputs_.Append(job_id, stream, line);
+    scheduler_.AppendOutput(job_id, stream, line);
   }
   void OnJobFinished(uint64_t job_id, JobOutcome outcome) override {
     FinishedJob job{.job_id = job_id, .outcome = std::move(outcome)};
@@ -110,7 +111,9 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock,
   }
   {
     absl::MutexLock lock(&mu_);
-    retention_.set_on_forget([this](uint64_t id) { outputs_.Forget(id); });
+    retention_.set_on_forget([this](const Job& job) {
+      if (job.output) outputs_.Forget(job.id);
+    });
     for (Lane& lane : lanes_) {
       lane.SetCallerWeights(CallerWeights(options_.caller_weights));
     }
@@ -534,6 +537,22 @@ JobRun Scheduler::PrepareRun(Job& job) {
   return run;
 }
 
+void Scheduler::AppendOutput(uint64_t id, v1::OutputStream stream,
+                             std::string_view bytes) {
+  if (outputs_.Append(id, stream, bytes)) return;
+  {
+    absl::MutexLock lock(&mu_);
+    Job* job = table_.Find(id);
+    // Output of a job not running (not started, or ended) is dropped.
+    if (job == nullptr || job->state != v1::JOB_STATE_RUNNING) return;
+    if (!job->output) {
+      job->output = true;
+      outputs_.Open(id);
+    }
+  }
+  outputs_.Append(id, stream, bytes);
+}
+
 void Scheduler::MarkStarted(Job& job, JobRun& run, After& after) {
   const absl::Time now = clock_.Now();
   job.state = v1::JOB_STATE_RUNNING;
@@ -552,7 +571,7 @@ void Scheduler::MarkStarted(Job& job, JobRun& run, After& after) {
     timers_.Cancel(job.timeout_timer);
     job.timeout_timer = 0;
   }
-  outputs_.Open(job.id);
+  if (job.output) outputs_.Open(job.id);  // Else at its first write.
   ArmTimeout(job, run, now);
   Event e;
   e.type = v1::EVENT_TYPE_STARTED;
@@ -644,8 +663,11 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   if (job.cluster == Job::kOutbox || job.cluster == Job::kPublished) {
     --shared_;
   }
-  for (auto& wake : outputs_.End(job.id))
-    after.wakes.push_back(std::move(wake));
+  if (job.output) {
+    for (auto& wake : outputs_.End(job.id)) {
+      after.wakes.push_back(std::move(wake));
+    }
+  }
   if (job.timeout_timer != 0) {
     timers_.Cancel(job.timeout_timer);
     job.timeout_timer = 0;

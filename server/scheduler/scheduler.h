@@ -466,6 +466,10 @@ class Scheduler {
   // timeout clock, STARTED event.
   void MarkStarted(Job& job, JobRun& run, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Output of job `id` (from its executor): kept if it runs, its entry in
+  // outputs_ opened at its first write (Job::output).
+  void AppendOutput(uint64_t id, v1::OutputStream stream,
+                    std::string_view bytes) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends a live job with `end`: its terminal event, its waiters answered,
   // retained (`job` may be forgotten by retention on return).
   void Finish(Job& job, std::shared_ptr<JobEnd> end, After& after)

@@ -75,8 +75,12 @@ absl::StatusOr<OutputRead> Scheduler::ReadOutput(uint64_t id,
 bool Scheduler::WhenOutput(uint64_t id, uint64_t offset, const void* key,
                            std::function<void()> fn) {
   absl::MutexLock lock(&mu_);
-  const Job* job = table_.Find(id);
+  Job* job = table_.Find(id);
   if (job == nullptr || IsTerminal(job->state)) return false;
+  if (!job->output) {  // Its end releases the waiter.
+    job->output = true;
+    if (job->state == v1::JOB_STATE_RUNNING) outputs_.Open(id);
+  }
   return outputs_.AddWaiter(id, offset, key, std::move(fn));
 }
 
