@@ -3,6 +3,7 @@
 namespace jobd {
 
 void AfterUnlock::Run(Journal* journal) {
+  now.reset();  // Read again if the lock is taken again with this.
   for (auto& wake : wakes) wake();
   // Sinks hold back what is not durable yet themselves (Event::ticket).
   for (const auto& sink : flush) sink->Flush();

@@ -175,7 +175,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
   {
     const bool journal_accepting = journal_ == nullptr || journal_->accepting();
     absl::MutexLock lock(&mu_);
-    const absl::Time now = clock_.Now();
+    const absl::Time now = Now(after);
     std::array<bool, 4> touched = {false, false, false, false};
     // Jobs that will start at once in a free slot do not count as queued.
     std::array<int, 4> free_slots = {0, 0, 0, 0};
@@ -553,8 +553,13 @@ void Scheduler::AppendOutput(uint64_t id, v1::OutputStream stream,
   outputs_.Append(id, stream, bytes);
 }
 
+absl::Time Scheduler::Now(After& after) const {
+  if (!after.now.has_value()) after.now = clock_.Now();
+  return *after.now;
+}
+
 void Scheduler::MarkStarted(Job& job, JobRun& run, After& after) {
-  const absl::Time now = clock_.Now();
+  const absl::Time now = Now(after);
   job.state = v1::JOB_STATE_RUNNING;
   job.start_time = now;
   ++running_;
@@ -595,7 +600,7 @@ void Scheduler::ArmTimeout(Job& job, JobRun& run, absl::Time now) {
 void Scheduler::Emit(Job& job, Event event, After& after) {
   event.sequence = events_.NextSequence();
   event.job_id = job.id;
-  event.time = clock_.Now();
+  event.time = Now(after);
   event.executor = job.executor;
   job.last_sequence = event.sequence;
   if (event.type == v1::EVENT_TYPE_ACCEPTED) {
@@ -645,7 +650,7 @@ void Scheduler::Finish(Job& job, std::shared_ptr<JobEnd> end, After& after) {
   end->bytes = EndBytes(*end);
   const v1::JobState previous = job.state;
   job.state = end->state;
-  job.finish_time = clock_.Now();
+  job.finish_time = Now(after);
   job.end = end;
   if (end->state == v1::JOB_STATE_SUCCEEDED &&
       limits_.max_retained_result_bytes > 0 &&

@@ -466,6 +466,8 @@ class Scheduler {
   // timeout clock, STARTED event.
   void MarkStarted(Job& job, JobRun& run, After& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // clock_'s time, read once per `after` (AfterUnlock::now).
+  absl::Time Now(After& after) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Output of job `id` (from its executor): kept if it runs, its entry in
   // outputs_ opened at its first write (Job::output).
   void AppendOutput(uint64_t id, v1::OutputStream stream,
