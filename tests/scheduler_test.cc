@@ -438,12 +438,13 @@ TEST_F(SchedulerTest, OutputIsKeptFromAJobsFirstWriteWhileItRuns) {
   Done(running);
   ASSERT_EQ(State(queued), v1::JOB_STATE_RUNNING);
   EXPECT_EQ(text(queued), "");
-  // A job's first write comes without a reader, and after its end nothing
-  // more is kept.
+  // A job's first write comes without a reader (an empty log line is a
+  // line too), and after its end nothing more is kept.
+  port.OnJobOutput(queued, v1::OUTPUT_STREAM_LOG, "");
   port.OnJobOutput(queued, v1::OUTPUT_STREAM_STDERR, "own\n");
   Done(queued);
   port.OnJobOutput(queued, v1::OUTPUT_STREAM_STDERR, "too late\n");
-  EXPECT_EQ(text(queued), "own\n");
+  EXPECT_EQ(text(queued), "\nown\n");
   EXPECT_TRUE(scheduler_->ReadOutput(queued, "", 0, 1 << 20)->ended);
   EXPECT_EQ(text(running), "first\nsecond\n");  // Kept after its end.
 }

@@ -164,6 +164,9 @@ TEST_F(SchedulerTimeTest, ATimeoutIsRetried) {
   EXPECT_EQ(job.history(0).error().reason(), v1::ERROR_REASON_TIMEOUT);
   clock_.Advance(absl::Seconds(1));
   EXPECT_EQ(executor().starts().size(), 1u);
+  // What it writes while it is stopped is kept (its first write, too).
+  scheduler_->listener_for(v1::EXECUTOR_THREAD)
+      .OnJobOutput(id, v1::OUTPUT_STREAM_STDERR, "stopping\n");
   // It returns late (what it says is dropped); the next attempt starts.
   executor().Fail(id, absl::CancelledError("stopped"),
                   v1::ERROR_REASON_CANCELLED);
@@ -172,6 +175,11 @@ TEST_F(SchedulerTimeTest, ATimeoutIsRetried) {
   job = *scheduler_->GetJob(id);
   EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);
   EXPECT_EQ(job.history_size(), 1);
+  const absl::StatusOr<OutputRead> output =
+      scheduler_->ReadOutput(id, "", 0, 1 << 20);
+  ASSERT_TRUE(output.ok());
+  ASSERT_EQ(output->pieces.size(), 1u);
+  EXPECT_EQ(output->pieces[0].data, "stopping\n");
 }
 
 TEST_F(SchedulerTimeTest, AJobNotStartedByItsStartDeadlineExpires) {

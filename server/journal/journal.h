@@ -175,13 +175,13 @@ class Journal {
   Journal& operator=(const Journal&) = delete;
 
   // ---- records: queued, never blocking; each returns the open ticket ----
-  // A record that may linger (kYes) does not start a commit by itself: the
-  // batch waits up to JournalOptions::linger for one that must not wait
-  // (every other kind of record; a job's end, as a rule) to share its
-  // commit. A job's records linger but its claim and its end, so that a
-  // short job's accept and end take one commit (or its claim's and its
-  // end's, at most once). Tickets are unchanged: a record is in the open
-  // batch, whichever commits it.
+  // A record that may linger (kYes; a delete always does) does not start a
+  // commit by itself: the batch waits up to JournalOptions::linger for one
+  // that must not wait (every other kind of record; a job's end, as a
+  // rule) to share its commit. A job's records linger but its claim and its
+  // end, so that a short job's accept and end take one commit (or its claim's
+  // and its end's, at most once). Tickets are unchanged: a record is in the
+  // open batch, whichever commits it.
   enum class Linger { kNo, kYes };
   // A new job, spec included.
   uint64_t Insert(JournalRow row, Linger linger = Linger::kNo);

@@ -31,10 +31,11 @@ struct JournalOptions {
   // a checkpoint can truncate it (to 64 MiB).
   size_t max_batch_records = 16384;
   // How long a batch holding only lingering records (Journal::Linger: a
-  // job's accept, start, delay) waits for one that must not wait (a claim,
-  // an end) before it is committed anyway: an at-least-once job shorter
-  // than this takes one commit from its accept to its end; a longer one's
-  // ACCEPTED or STARTED comes up to this much later. Zero: nothing lingers.
+  // job's accept, start, delay; a forgotten job's delete) waits for one that
+  // must not wait (a claim, an end) before it is committed anyway: an
+  // at-least-once job shorter than this takes one commit from its accept to its
+  // end; a longer one's ACCEPTED or STARTED comes up to this much later. Zero:
+  // nothing lingers.
   absl::Duration linger = absl::Milliseconds(1);
   uint64_t max_transaction_bytes = 16 << 20;
   // The log (server/journal/journal_log.h) is folded into the jobs table

@@ -34,12 +34,15 @@ constexpr size_t kMergeBytes = 16 << 10;
 void JobOutputs::PieceQueue::pop_front() {
   pieces_[head_++] = OutputPiece{};  // Its bytes go now.
   if (head_ == pieces_.size()) {
-    pieces_.clear();
+    // Emptied (trimmed to nothing for another job's room, perhaps): its
+    // slots go too, as a deque's blocks would.
+    pieces_ = {};
     head_ = 0;
   } else if (head_ >= 16 && head_ * 2 >= pieces_.size()) {
     pieces_.erase(pieces_.begin(),
                   pieces_.begin() + static_cast<std::ptrdiff_t>(head_));
     head_ = 0;
+    if (pieces_.capacity() > 4 * pieces_.size()) pieces_.shrink_to_fit();
   }
 }
 

@@ -65,7 +65,6 @@ class Scheduler::Port : public ExecutorListener {
   }
   void OnJobOutput(uint64_t job_id, v1::OutputStream stream,
                    std::string_view bytes) override {
-    if (bytes.empty()) return;
     if (stream != v1::OUTPUT_STREAM_LOG) {
       scheduler_.AppendOutput(job_id, stream, bytes);
       return;
@@ -366,6 +365,9 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
 }
 
 void Scheduler::Dispatch(v1::Executor kind, After& after) {
+  // Starts take the clock of their dispatch: a long call before it (a
+  // restore of many jobs) must not age their start times and timeouts.
+  after.now.reset();
   Lane& lane = lanes_[kind];
   if (lane.executor() == nullptr || stopped_) return;
   const bool gate = journal_ != nullptr;
@@ -539,12 +541,16 @@ JobRun Scheduler::PrepareRun(Job& job) {
 
 void Scheduler::AppendOutput(uint64_t id, v1::OutputStream stream,
                              std::string_view bytes) {
-  if (outputs_.Append(id, stream, bytes)) return;
+  if (bytes.empty() || outputs_.Append(id, stream, bytes)) return;
   {
     absl::MutexLock lock(&mu_);
     Job* job = table_.Find(id);
-    // Output of a job not running (not started, or ended) is dropped.
-    if (job == nullptr || job->state != v1::JOB_STATE_RUNNING) return;
+    // Output of a job not running (not started, or ended) is dropped; a
+    // run stopped at its timeout, to be retried, writes until it returns.
+    if (job == nullptr ||
+        (job->state != v1::JOB_STATE_RUNNING && !job->run_returning)) {
+      return;
+    }
     if (!job->output) {
       job->output = true;
       outputs_.Open(id);
