@@ -11,6 +11,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
@@ -74,6 +75,23 @@ class JournalTest : public ::testing::Test {
     row.ended_seq = id * 10 + 2;
     row.attempts = 1;
     return row;
+  }
+  // When `ticket` became durable (the notifier ran its waiter), or
+  // InfiniteFuture if it did not within 10 s.
+  static absl::Time DurableAt(Journal& j, uint64_t ticket) {
+    struct Seen {
+      absl::Notification durable;
+      absl::Time when;
+    };
+    auto seen = std::make_shared<Seen>();  // The waiter may outlive a wait.
+    j.WhenDurable(ticket, [seen](bool ok) {
+      EXPECT_TRUE(ok);
+      seen->when = absl::Now();
+      seen->durable.Notify();
+    });
+    return seen->durable.WaitForNotificationWithTimeout(absl::Seconds(10))
+               ? seen->when
+               : absl::InfiniteFuture();
   }
   std::string dir_;
 };
@@ -288,14 +306,8 @@ TEST_F(JournalTest, ALingeringRecordAloneIsCommittedAtItsBound) {
   const absl::Time start = absl::Now();
   const uint64_t ticket =
       j->Insert(Row(1, v1::JOB_STATE_QUEUED), Journal::Linger::kYes);
-  absl::Notification durable;
-  absl::Time when;
-  j->WhenDurable(ticket, [&](bool ok) {
-    EXPECT_TRUE(ok);
-    when = absl::Now();
-    durable.Notify();
-  });
-  ASSERT_TRUE(durable.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  const absl::Time when = DurableAt(*j, ticket);
+  ASSERT_NE(when, absl::InfiniteFuture());
   EXPECT_GE(when - start, kLinger);  // Not before its bound.
   // A flush does not wait for the bound; nor does closing.
   j.reset();
@@ -315,15 +327,8 @@ TEST_F(JournalTest, AForgottenJobsDeleteLingersLikeAnAccept) {
   j->Insert(Row(1, v1::JOB_STATE_QUEUED));
   ASSERT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
   const absl::Time start = absl::Now();
-  const uint64_t ticket = j->Delete(1);
-  absl::Notification durable;
-  absl::Time when;
-  j->WhenDurable(ticket, [&](bool ok) {
-    EXPECT_TRUE(ok);
-    when = absl::Now();
-    durable.Notify();
-  });
-  ASSERT_TRUE(durable.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  const absl::Time when = DurableAt(*j, j->Delete(1));
+  ASSERT_NE(when, absl::InfiniteFuture());
   EXPECT_GE(when - start, kLinger);  // Alone, not before its bound.
   j.reset();
   ASSERT_NE(Open(&r), nullptr);
