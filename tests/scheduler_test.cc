@@ -408,8 +408,6 @@ TEST_F(SchedulerTest, ListJobsNewestFirstWithAScanBound) {
   EXPECT_EQ(scheduler_->ListJobs({.limit = 10, .max_scanned = 4}).size(), 4u);
 }
 
-}  // namespace
-
 TEST_F(SchedulerTest, OutputIsKeptFromAJobsFirstWriteWhileItRuns) {
   Build({}, 1);
   ExecutorListener& port = scheduler_->listener_for(v1::EXECUTOR_THREAD);
@@ -449,4 +447,5 @@ TEST_F(SchedulerTest, OutputIsKeptFromAJobsFirstWriteWhileItRuns) {
   EXPECT_EQ(text(running), "first\nsecond\n");  // Kept after its end.
 }
 
+}  // namespace
 }  // namespace jobd

@@ -551,10 +551,8 @@ void Scheduler::AppendOutput(uint64_t id, v1::OutputStream stream,
         (job->state != v1::JOB_STATE_RUNNING && !job->run_returning)) {
       return;
     }
-    if (!job->output) {
-      job->output = true;
-      outputs_.Open(id);
-    }
+    job->output = true;
+    outputs_.Open(id);  // (Again, if another write raced this one here.)
   }
   outputs_.Append(id, stream, bytes);
 }
