@@ -545,16 +545,22 @@ void Scheduler::AppendOutput(uint64_t id, v1::OutputStream stream,
   {
     absl::MutexLock lock(&mu_);
     Job* job = table_.Find(id);
-    // Output of a job not running (not started, or ended) is dropped; a
-    // run stopped at its timeout, to be retried, writes until it returns.
-    if (job == nullptr ||
-        (job->state != v1::JOB_STATE_RUNNING && !job->run_returning)) {
-      return;
-    }
-    job->output = true;
-    outputs_.Open(id);  // (Again, if another write raced this one here.)
+    // Output of a job not running (not started, or ended) is dropped.
+    if (job == nullptr || !RunMayWrite(*job)) return;
+    // (Opened again if another first write raced this one here.)
+    MarkOutput(*job);
   }
   outputs_.Append(id, stream, bytes);
+}
+
+bool Scheduler::RunMayWrite(const Job& job) {
+  // A run stopped at its timeout, to be retried, writes until it returns.
+  return job.state == v1::JOB_STATE_RUNNING || job.run_returning;
+}
+
+void Scheduler::MarkOutput(Job& job) {
+  job.output = true;
+  if (RunMayWrite(job)) outputs_.Open(job.id);  // Else at its start.
 }
 
 absl::Time Scheduler::Now(After& after) const {

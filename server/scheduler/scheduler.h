@@ -472,6 +472,12 @@ class Scheduler {
   // outputs_ opened at its first write (Job::output).
   void AppendOutput(uint64_t id, v1::OutputStream stream,
                     std::string_view bytes) ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether `job`'s run may write output now: it runs, or was stopped at
+  // its timeout and has not returned yet.
+  static bool RunMayWrite(const Job& job);
+  // `job` gets an entry in outputs_ (Job::output, for its first write or a
+  // reader's wait): open now if its run may write, else from its start.
+  void MarkOutput(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a live job with `end`: its terminal event, its waiters answered,
   // retained (`job` may be forgotten by retention on return).
   void Finish(Job& job, std::shared_ptr<JobEnd> end, After& after)

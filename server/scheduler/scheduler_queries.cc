@@ -77,10 +77,7 @@ bool Scheduler::WhenOutput(uint64_t id, uint64_t offset, const void* key,
   absl::MutexLock lock(&mu_);
   Job* job = table_.Find(id);
   if (job == nullptr || IsTerminal(job->state)) return false;
-  if (!job->output) {  // Its end releases the waiter.
-    job->output = true;
-    if (job->state == v1::JOB_STATE_RUNNING) outputs_.Open(id);
-  }
+  if (!job->output) MarkOutput(*job);  // Its end releases the waiter.
   return outputs_.AddWaiter(id, offset, key, std::move(fn));
 }
 
