@@ -335,7 +335,13 @@ ReactorExecutor::ReactorExecutor(ReactorOptions options,
   }
 }
 
-ReactorExecutor::~ReactorExecutor() { Shutdown(absl::Now()); }
+ReactorExecutor::~ReactorExecutor() {
+  Shutdown(absl::Now());  // The loops' threads are joined.
+  // Blocking work that has reported its job may still be posting back to
+  // its loop: the pool's threads end before the loops (members destroyed
+  // after this) do.
+  blocking_.reset();
+}
 
 void ReactorExecutor::Start(JobRun run) {
   live_.fetch_add(1, std::memory_order_relaxed);
