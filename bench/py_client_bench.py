@@ -29,6 +29,7 @@ import os
 import pstats
 import selectors
 import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -159,6 +160,7 @@ def main():
     finally:
         proc.terminate()
         proc.wait(20)
+        shutil.rmtree(tmp, ignore_errors=True)
     rows.append(("ProcessPoolExecutor.map, chunksize 1", best(
         lambda: pool_map(cf.ProcessPoolExecutor, a.pool_jobs), a.repeat)))
     rows.append(("ProcessPoolExecutor.map, chunksize 256", best(

@@ -7,6 +7,7 @@ is killed by pid when the fixture ends. Every wait is bounded.
 
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,6 +96,10 @@ class Daemon:
                 self.proc.wait(10)
         self.proc.stdout.close()
         self.stderr.close()
+
+    def remove(self):
+        """Deletes its directory (socket, journal, log); after kill()."""
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def sanitizer_report(self):
         """What ASan/UBSan/LSan wrote to the daemon's log (an ASan build)."""
@@ -196,6 +201,7 @@ def daemon():
     yield d
     d.kill(signal.SIGTERM)  # a clean exit: LeakSanitizer runs
     report = d.sanitizer_report()
+    d.remove()
     assert not report, "jobd (pid %d) reported:\n%s" % (d.proc.pid, report)
 
 
@@ -226,6 +232,8 @@ def own_daemon(request):
             with open(d.stderr.name, "rb") as f:
                 log = f.read().decode(errors="replace")
             print("---- log of jobd pid %d ----\n%s" % (d.proc.pid, log[-20000:]))
+    for d in holder:
+        d.remove()
 
 
 @pytest.fixture(autouse=True)

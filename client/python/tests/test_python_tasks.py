@@ -37,6 +37,7 @@ def pyd():
     d = Daemon(*python_args("jobd_test_tasks"))
     yield d
     d.kill()
+    d.remove()
 
 
 @pytest.fixture
