@@ -1,6 +1,7 @@
 #include "server/cluster/job_router.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -485,8 +486,34 @@ void JobRouter::Answer(const std::string& to, const std::string& req,
   f["code"] = std::to_string(static_cast<int>(status.code()));
   f["msg"] = std::string(status.message());
   f["body"] = std::move(body);
+  SendAnswer(RepliesKey(to), std::make_shared<const Fields>(std::move(f)),
+             absl::Now() + kAnswerFor);
+}
+
+void JobRouter::SendAnswer(std::string key,
+                           std::shared_ptr<const Fields> fields,
+                           absl::Time give_up) {
   // On any thread, perhaps after Stop (then nothing is sent).
-  (void)Send(RepliesKey(to), std::move(f), nullptr);
+  (void)Send(key, *fields,
+             [self = shared_from_this(), key, fields,
+              give_up](absl::Status sent) mutable {
+               // On the io thread.
+               if (sent.ok() || self->stopped_) return;
+               if (absl::Now() >= give_up) {
+                 spdlog::warn("cluster: cannot answer request {} on {}: {}",
+                              fields->at("req"), key, sent.ToString());
+                 return;
+               }
+               auto retry = std::make_shared<asio::steady_timer>(self->io_);
+               retry->expires_after(std::chrono::milliseconds(100));
+               retry->async_wait([self, retry, key = std::move(key),
+                                  fields = std::move(fields),
+                                  give_up](std::error_code ec) mutable {
+                 if (!ec) {
+                   self->SendAnswer(std::move(key), std::move(fields), give_up);
+                 }
+               });
+             });
 }
 
 void JobRouter::ReadLoop() {
@@ -509,7 +536,10 @@ void JobRouter::ReadLoop() {
           !absl::SimpleAtoi(r->elements[1].str, &usec)) {
         return again();
       }
-      const std::string now = fmt::format("{}-0", sec * 1000 + usec / 1000);
+      // Entries after the last id of the millisecond before (XREAD reads
+      // after an id): one written in this millisecond is read.
+      const std::string now = fmt::format("{}-{}", sec * 1000 + usec / 1000 - 1,
+                                          std::numeric_limits<uint64_t>::max());
       self->after_in_ = self->after_replies_ = now;
       self->ReadLoop();
     });

@@ -85,6 +85,7 @@ class JobRouter : public RemoteJobs,
  public:
   static constexpr int kStreamCap = 1000;  // Entries per stream, about.
   static constexpr absl::Duration kStreamTtl = absl::Minutes(10);
+  static constexpr absl::Duration kAnswerFor = absl::Seconds(5);
 
   // `reader`: a connection for this router's blocking reads alone.
   // `work`: null without work sharing.
@@ -157,8 +158,14 @@ class JobRouter : public RemoteJobs,
   bool Send(const std::string& key, Fields fields,
             std::function<void(absl::Status)> sent);
   bool Post(std::function<void()> fn);
+  // Answers request `req` of node `to` (on any thread). A send that fails
+  // (this node's Redis connection down or dropped: the asker would wait
+  // out its deadline) is tried again every 100 ms for kAnswerFor; a reply
+  // sent twice is dropped by the asker.
   void Answer(const std::string& to, const std::string& req,
               const absl::Status& status, std::string body);
+  void SendAnswer(std::string key, std::shared_ptr<const Fields> fields,
+                  absl::Time give_up);
   // Answers `body` once journal batch `ticket` is durable here, else
   // UNAVAILABLE: `not_durable` and why.
   void AnswerWhenDurable(const std::string& to, const std::string& req,

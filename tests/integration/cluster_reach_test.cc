@@ -8,6 +8,8 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,14 +26,17 @@
 #include "tests/integration/daemon_harness.h"
 #include "tests/integration/reactor_fixture.h"
 #include "tests/integration/test_tokens.h"
+#include "tests/redis/redis_client.h"
 
 namespace jobd {
 namespace {
 
 using testing::EndsByLine;
 using ::testing::HasSubstr;
+using testing::KeysOf;
 using testing::Ledger;
 using testing::ReadLedger;
+using testing::RedisClient;
 using testing::StartNodes;
 
 // A spec of `task` (I/O-bound) with one string argument.
@@ -837,6 +842,51 @@ TEST(ClusterReachTest, ADeadNodesJobsAreUnavailableWithinTheDeadline) {
   EXPECT_LT(got.took, absl::Seconds(1));
   EXPECT_EQ(Cancel(stub_b, end.job_id()).error_code(),
             grpc::StatusCode::UNAVAILABLE);
+}
+
+// Scripts Redis failed to run (INFO commandstats' failed_calls of EVAL).
+int64_t FailedScripts(RedisClient& redis) {
+  auto info = redis.Query({"INFO", "commandstats"});
+  if (!info.ok()) return -1;
+  const std::string& text = info->str;
+  const size_t line = text.find("cmdstat_eval:");
+  if (line == std::string::npos) return 0;
+  const size_t at = text.find("failed_calls=", line);
+  if (at == std::string::npos || at > text.find('\n', line)) return -1;
+  return std::strtoll(text.c_str() + at + strlen("failed_calls="), nullptr, 10);
+}
+
+// A node whose answer cannot be sent (here: the asker's replies key made
+// a string, so the send fails as a dropped connection's would) sends it
+// again: the asker gets it once the key is back, not at its deadline.
+TEST(ClusterReachTest, AnAnswerThatCannotBeSentIsSentAgain) {
+  auto c = StartNodes("jobd-cluster-answer", {{"node-a", 2}, {"node-b", 2}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
+  const v1::JobEvent end =
+      testing::RunOne(stub_a, Ledger((*c)->ledger(), "one", 10));
+  ASSERT_EQ(end.type(), v1::EVENT_TYPE_SUCCEEDED);
+  ASSERT_TRUE(GetJob(stub_b, end.job_id()).status.ok());  // b's replies key.
+  auto redis = RedisClient::Connect((*c)->redis().socket_path());
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  const std::vector<std::string> keys = KeysOf(**redis, "*node-b*:replies");
+  ASSERT_EQ(keys.size(), 1u);
+  const int64_t failed = FailedScripts(**redis);
+  ASSERT_GE(failed, 0);
+  ASSERT_TRUE((*redis)->Query({"DEL", keys[0]}).ok());
+  ASSERT_TRUE((*redis)->Query({"SET", keys[0], "not a stream"}).ok());
+  Answer got;
+  std::thread ask([&] { got = GetJob(stub_b, end.job_id()); });
+  JoinAtExit join_ask{ask};
+  // a read the request and could not answer it.
+  EXPECT_TRUE(testing::WaitFor([&] { return FailedScripts(**redis) > failed; },
+                               absl::Seconds(10)));
+  ASSERT_TRUE((*redis)->Query({"DEL", keys[0]}).ok());
+  ask.join();
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(got.job.id(), end.job_id());
+  EXPECT_LT(got.took, absl::Seconds(5));  // Its deadline: 10 s.
 }
 
 TEST(ClusterReachTest, OwnerChecksHoldAcrossNodes) {
