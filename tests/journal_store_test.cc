@@ -174,6 +174,23 @@ class JournalStoreTest : public ::testing::Test {
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
   }
+  // Writes one record to `store`, alone in its commit.
+  static void WriteOne(JournalStore& store, JournalRecord record) {
+    EXPECT_TRUE(
+        store.Write({std::move(record)}, 0, JournalStore::Part::kAll).ok());
+  }
+  // Folds the log in steps until the fold is done (at most 20).
+  static std::optional<JournalStore::Compacted> FoldInSteps(
+      JournalStore& store) {
+    for (int i = 0; i < 20; ++i) {
+      auto step = store.CompactStep();
+      EXPECT_TRUE(step.ok()) << step.status();
+      if (!step.ok() || step->finished.has_value()) {
+        return step.ok() ? step->finished : std::nullopt;
+      }
+    }
+    return std::nullopt;
+  }
   // What a crash would leave of the journal in `from` now: its database
   // and WAL copied to the new directory `to` (no transaction is open
   // between two calls on a store), opened there.
@@ -377,10 +394,7 @@ TEST_F(JournalStoreTest, CompactionWritesOnlyTheJobsStillKept) {
   EXPECT_EQ(compacted->rows_deleted, 0u);  // 1 to 8 never got there.
   EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 2);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 0);
-  ASSERT_TRUE(store
-                  ->Write({{JournalRecord::kDelete, JournalRow{.id = 9}}}, 0,
-                          JournalStore::Part::kAll)
-                  .ok());
+  WriteOne(*store, {JournalRecord::kDelete, JournalRow{.id = 9}});
   compacted = store->Compact();
   ASSERT_TRUE(compacted.ok());
   EXPECT_EQ(compacted->rows_written, 0u);
@@ -393,9 +407,10 @@ TEST_F(JournalStoreTest, CompactionWritesOnlyTheJobsStillKept) {
 
 // A fold in steps, one log row each here: commits go on between them (a
 // row appended meanwhile waits for the next fold); a job inserted in one
-// row and updated in a later one is written once, whole; a job inserted
-// and forgotten within the fold is never looked for in the table, one
-// that was there is deleted, one inserted again replaced.
+// row and updated in a later one is written once, whole (or carried
+// forward whole, if it had no row in the table); a job inserted and
+// forgotten within the fold is never looked for in the table, one that
+// was there is deleted, one inserted again replaced.
 TEST_F(JournalStoreTest, AFoldInStepsWritesEachKeptJobOnce) {
   Recovered r;
   auto store = Open(&r, 16384, /*compact_step_bytes=*/1);
@@ -450,18 +465,98 @@ TEST_F(JournalStoreTest, AFoldInStepsWritesEachKeptJobOnce) {
   EXPECT_GE(steps, 5);
   EXPECT_EQ(done->steps, static_cast<uint32_t>(steps));
   EXPECT_EQ(done->entries, 10u);      // Job 10's delete before its insert too.
-  EXPECT_EQ(done->rows_written, 3u);  // 1 and 3 merged, 10 inserted.
+  EXPECT_EQ(done->rows_written, 1u);  // 10 (it had a row).
+  EXPECT_EQ(done->carried, 2u);       // 1 and 3, not in the table yet.
   EXPECT_EQ(done->rows_deleted, 1u);  // 11.
   EXPECT_EQ(done->looked_for, 1u);    // 2 never reached the table.
-  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 3);
-  EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 1);  // Job 4's commit.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 1);
+  // Job 4's commit, after the carried jobs' row.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 2);
+  // The next fold writes a carried job (carried once), carries job 4, and
+  // forgets job 1 without looking for its row.
+  WriteOne(*store, {JournalRecord::kDelete, JournalRow{.id = 1}});
+  done = FoldInSteps(*store);
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->rows_written, 1u);  // 3.
+  EXPECT_EQ(done->carried, 1u);       // 4.
+  EXPECT_EQ(done->looked_for, 0u);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 2);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 1);
   store.reset();
   auto reopened = Open(&r);
-  ASSERT_EQ(r.rows.size(), 4u);
-  ExpectSameRow(Ended(1, v1::JOB_STATE_SUCCEEDED), r.rows[0]);
-  ExpectSameRow(running, r.rows[1]);
-  ExpectSameRow(Queued(4), r.rows[2]);
-  ExpectSameRow(again, r.rows[3]);
+  ASSERT_EQ(r.rows.size(), 3u);
+  ExpectSameRow(running, r.rows[0]);
+  ExpectSameRow(Queued(4), r.rows[1]);
+  ExpectSameRow(again, r.rows[2]);
+}
+
+// A fold in steps carries the jobs that have no row in the table forward
+// in the log, once: what a crash leaves after any of its steps reads back
+// the same (a carried job's later entries still in the log replay after
+// it), and the fold after writes the jobs still kept.
+TEST_F(JournalStoreTest, JobsCarriedForwardReadBackTheSameAfterAnyStep) {
+  Recovered r;
+  auto store = Open(&r, 16384, /*compact_step_bytes=*/1);
+  ASSERT_NE(store, nullptr);
+  auto update = [](JournalRow row) {
+    row.spec = nullptr;
+    return JournalRecord{JournalRecord::kUpdate, std::move(row)};
+  };
+  JournalRow running = Queued(1);
+  running.state = v1::JOB_STATE_RUNNING;
+  running.started_seq = 11;
+  const std::vector<std::vector<JournalRecord>> commits = {
+      {{JournalRecord::kInsert, Queued(1)},
+       {JournalRecord::kInsert, Queued(2)}},
+      {update(running)},
+      {update(Ended(1, v1::JOB_STATE_SUCCEEDED)),
+       update(Ended(2, v1::JOB_STATE_FAILED)),
+       {JournalRecord::kInsert, Queued(3)}},
+  };
+  for (const auto& commit : commits) {
+    ASSERT_TRUE(store->Write(commit, 0, JournalStore::Part::kAll).ok());
+  }
+  JournalRow three = Queued(3);
+  auto expect_rows = [&](const char* when) {
+    SCOPED_TRACE(when);
+    Recovered image;
+    auto crashed =
+        OpenCrashImage(dir_, dir_ + "/image", JournalOptions{}, &image);
+    ASSERT_NE(crashed, nullptr);
+    ASSERT_EQ(image.rows.size(), 3u);
+    ExpectSameRow(Ended(1, v1::JOB_STATE_SUCCEEDED), image.rows[0]);
+    ExpectSameRow(Ended(2, v1::JOB_STATE_FAILED), image.rows[1]);
+    ExpectSameRow(three, image.rows[2]);
+  };
+  std::optional<JournalStore::Compacted> done;
+  for (int i = 0; i < 20 && !done.has_value(); ++i) {
+    auto step = store->CompactStep();
+    ASSERT_TRUE(step.ok()) << step.status();
+    done = step->finished;
+    expect_rows(done.has_value() ? "after the fold" : "between steps");
+    if (i == 0) {  // Job 3 ends after the fold began: after its carried row.
+      three = Ended(3, v1::JOB_STATE_SUCCEEDED);
+      WriteOne(*store, update(three));
+    }
+  }
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->carried, 3u);
+  EXPECT_EQ(done->rows_written, 0u);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 0);
+  // The next fold writes them all.
+  done = FoldInSteps(*store);
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->carried, 0u);
+  EXPECT_EQ(done->rows_written, 3u);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 3);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 0);
+  expect_rows("after the next fold");
+  // A whole fold (a clean close's) carries nothing.
+  WriteOne(*store, {JournalRecord::kInsert, Queued(4)});
+  auto whole = store->Compact();
+  ASSERT_TRUE(whole.ok());
+  EXPECT_EQ(whole->carried, 0u);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 0);
 }
 
 // Failing commits on demand: an SQLite commit hook (on every connection

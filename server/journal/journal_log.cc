@@ -36,13 +36,19 @@ struct LogWriter::Scratch {
 LogWriter::LogWriter() : scratch_(std::make_unique<Scratch>()) {}
 LogWriter::~LogWriter() = default;
 
+void AppendLogEntry(const LogEntry& e, std::string* body) {
+  AppendVarint(e.id, body);
+  AppendVarint(e.kind, body);
+  AppendVarint(e.body.size(), body);
+  body->append(e.body);
+}
+
 uint64_t LogWriter::Append(const JournalRecord& r, std::string* body) {
-  AppendVarint(r.row.id, body);
   if (r.kind == JournalRecord::kDelete) {
-    AppendVarint(LogEntry::kDelete, body);
-    AppendVarint(0, body);
+    AppendLogEntry({.id = r.row.id, .kind = LogEntry::kDelete}, body);
     return 0;
   }
+  AppendVarint(r.row.id, body);
   // An insert without a spec is written as the update it is (as the
   // table's statements do).
   const bool insert = r.kind == JournalRecord::kInsert && r.row.spec != nullptr;
@@ -121,7 +127,8 @@ bool NextLogEntry(std::string_view& rest, LogEntry* out, std::string* broken) {
   return true;
 }
 
-std::string LogReplay::Apply(uint32_t row, std::string_view body) {
+std::string LogReplay::Apply(uint32_t row, std::string_view body,
+                             bool carried) {
   LogEntry e;
   std::string broken;
   std::string_view rest = body;
@@ -138,7 +145,8 @@ std::string LogReplay::Apply(uint32_t row, std::string_view body) {
       case LogEntry::kInsert:
         job = Job{.inserted = true,
                   .insert = pos,
-                  .maybe_in_table = job.maybe_in_table};
+                  .maybe_in_table = job.maybe_in_table,
+                  .carried = carried};
         break;
       case LogEntry::kUpdate:
         if (!job.deleted) {  // A forgotten job's row stays gone.

@@ -66,6 +66,9 @@ struct LogEntry {
   std::string_view body;  // A LogRecord; empty for a delete.
 };
 
+// Appends `e` (its id, kind and body) framed as a log row holds it.
+void AppendLogEntry(const LogEntry& e, std::string* body);
+
 // Takes the next entry off the front of `rest`. False at its end, or if
 // the framing is broken (then `*broken` says how, and the rest of the row
 // cannot be read).
@@ -101,12 +104,15 @@ class LogReplay {
     // here is an insert (a writer puts a delete before the insert of a job
     // it journaled already: JournalStore::Write).
     bool maybe_in_table = true;
+    // Its last insert came from a row a fold carried forward (below).
+    bool carried = false;
   };
 
   // Applies the entries of log row number `row` (0, 1, ... in log order),
-  // whose bytes are `body`. Returns "" or, if its framing is broken, what
-  // is wrong (the entries before the break are applied).
-  std::string Apply(uint32_t row, std::string_view body);
+  // whose bytes are `body`; `carried`: a row a fold wrote back to the log
+  // (JournalStore::CompactStep). Returns "" or, if its framing is broken,
+  // what is wrong (the entries before the break are applied).
+  std::string Apply(uint32_t row, std::string_view body, bool carried = false);
 
   const absl::flat_hash_map<uint64_t, Job>& jobs() const { return jobs_; }
   // The ids of the jobs the log holds, ascending.

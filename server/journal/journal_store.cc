@@ -141,10 +141,13 @@ struct JournalStore::Statements {
   explicit Statements(sqlite3* db) : db(db) {}
   bool ok() const {
     for (const Statement* s :
-         {&begin, &commit, &append_log, &last_log, &read_log, &log_row,
-          &remove_log, &insert, &update, &remove_run, &remove_callback,
-          &remove_callback_run, &put_callback, &update_callback, &meta,
-          &put_schedule, &delete_schedule, &set_key, &clear_key}) {
+         {&begin,        &commit,          &append_log,
+          &last_log,     &read_log,        &log_row,
+          &remove_log,   &insert,          &update,
+          &remove_run,   &remove_callback, &remove_callback_run,
+          &put_callback, &update_callback, &meta,
+          &put_schedule, &delete_schedule, &set_key,
+          &clear_key,    &carry_log}) {
       if (!s->ok()) return false;
     }
     return true;
@@ -162,6 +165,8 @@ struct JournalStore::Statements {
       db, "SELECT id, body FROM log WHERE id > ?1 AND id <= ?2 ORDER BY id"};
   Statement log_row{db, "SELECT body FROM log WHERE id=?"};
   Statement remove_log{db, "DELETE FROM log WHERE id=?"};
+  // A step's jobs carried forward, in the place of its last log row.
+  Statement carry_log{db, "INSERT INTO log(id, body) VALUES(?, ?)"};
   Statement insert{db,
                    "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
                    "create_ns, start_ns, finish_ns, result, error, "
@@ -1127,12 +1132,16 @@ struct JournalStore::Fold {
     LogPos pos;
     LogPos merge;  // kMerge: its update's.
     Kind kind;
+    // Its entries may go back to the log instead (CompactStep): a job with
+    // no row in the table, not carried before.
+    bool carry = false;
     uint64_t id;
   };
   std::vector<RowWrite> writes;
   std::vector<uint64_t> deleted;  // Ascending.
   size_t next_write = 0, next_deleted = 0;
-  uint32_t next_row = 0;  // Rows folded so far.
+  uint32_t next_row = 0;       // Rows folded so far.
+  uint64_t carried_bytes = 0;  // Written back to the log so far.
   Compacted done;
 };
 
@@ -1142,6 +1151,9 @@ namespace {
 // so that the job's row reads back with the problem named even after an
 // update of its columns lands over it.
 constexpr std::string_view kUnreadableSpec = "\x07";
+
+// The most bytes of entries a fold carries forward for one job.
+constexpr uint64_t kCarryEntryBytes = 16 << 10;
 
 }  // namespace
 
@@ -1166,15 +1178,17 @@ absl::Status JournalStore::ReadLog(uint64_t budget) {
   while (read < budget && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     const std::string_view body = ColumnBlob(st, 1);
     const uint64_t deletes = f.replay->deletes();
+    const int64_t id = sqlite3_column_int64(st, 0);
     if (std::string broken =
-            f.replay->Apply(static_cast<uint32_t>(f.rows.size()), body);
+            f.replay->Apply(static_cast<uint32_t>(f.rows.size()), body,
+                            carry_rows_.contains(id));
         !broken.empty()) {
       spdlog::error(
           "journal: a row of {}'s log is damaged ({}): the changes after it "
           "in that row are lost at its compaction",
           options_.path, broken);
     }
-    f.rows.push_back({.id = sqlite3_column_int64(st, 0),
+    f.rows.push_back({.id = id,
                       .bytes = body.size(),
                       .deletes = f.replay->deletes() - deletes});
     read += body.size();
@@ -1185,7 +1199,8 @@ absl::Status JournalStore::ReadLog(uint64_t budget) {
   if (rc != SQLITE_DONE) return SqliteError(db_, "reading the log");
   // All read: what each job's row becomes. A job deleted whose first entry
   // here was an insert has no row in the table to delete (unless the log
-  // was found at Open: an older jobd may not have written it so).
+  // was found at Open: an older jobd may not have written it so, nor say
+  // which rows a fold carried).
   using RowWrite = Fold::RowWrite;
   for (const auto& [id, job] : f.replay->jobs()) {
     if (job.deleted) {
@@ -1195,6 +1210,7 @@ absl::Status JournalStore::ReadLog(uint64_t budget) {
           {.pos = job.insert,
            .merge = job.update,
            .kind = job.updated ? RowWrite::kMerge : RowWrite::kInsert,
+           .carry = !job.maybe_in_table && !job.carried && !log_from_open_,
            .id = id});
     } else {
       f.writes.push_back(
@@ -1212,7 +1228,8 @@ absl::Status JournalStore::ReadLog(uint64_t budget) {
   return absl::OkStatus();
 }
 
-absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes) {
+absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes,
+                                    uint64_t carry_budget) {
   Statements& stmts = *statements_;
   Fold& f = *fold_;
   if (absl::Status s = Run(stmts.begin.get(), "BEGIN"); !s.ok()) return s;
@@ -1276,8 +1293,9 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes) {
   using RowWrite = Fold::RowWrite;
   LogRecordParser parser;
   std::string ahead;  // An update's bytes, read ahead.
+  std::string carry;  // The entries carried forward, as one log row.
   size_t next = f.next_write;
-  uint64_t rows_written = 0, log_bytes = 0, log_deletes = 0;
+  uint64_t rows_written = 0, log_bytes = 0, log_deletes = 0, carried = 0;
   for (uint32_t row = f.next_row; row < end_row; ++row) {
     absl::StatusOr<std::string_view> body = read_row(row);
     if (!body.ok()) return body.status();
@@ -1288,14 +1306,10 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes) {
     for (; next < f.writes.size() && f.writes[next].pos.row == row; ++next) {
       const RowWrite& w = f.writes[next];
       const bool insert = w.kind != RowWrite::kUpdate;
-      StoredRow columns;
-      columns.id = static_cast<int64_t>(w.id);
-      bool parsed = parser.Parse(w.pos.In(*body), insert, 0, &columns);
-      if (!parsed && insert) columns.spec = kUnreadableSpec;
+      // kMerge, its update: in this step's rows, or only its bytes read of
+      // a row a later step folds.
+      std::string_view update;
       if (w.kind == RowWrite::kMerge) {
-        // Its update: in this step's rows, or only its bytes read of a row
-        // a later step folds.
-        std::string_view update;
         if (w.merge.row < end_row) {
           absl::StatusOr<std::string_view> later = read_row(w.merge.row);
           if (!later.ok()) return later.status();
@@ -1318,6 +1332,30 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes) {
           }
           update = ahead;
         }
+      }
+      const std::string_view own = w.pos.In(*body);
+      // A small job that ends and is forgotten soon (most: the table's
+      // rows are for those the daemon keeps long) goes back to the log, its
+      // entries copied as they are: if forgotten by the next fold it never
+      // costs a row of the table, else that fold writes it. (A big one
+      // costs its bytes in the table or the log alike.)
+      const uint64_t entries = own.size() + update.size();
+      if (w.carry && entries <= kCarryEntryBytes &&
+          f.carried_bytes + carry.size() + entries <= carry_budget) {
+        AppendLogEntry({.id = w.id, .kind = LogEntry::kInsert, .body = own},
+                       &carry);
+        if (w.kind == RowWrite::kMerge) {
+          AppendLogEntry(
+              {.id = w.id, .kind = LogEntry::kUpdate, .body = update}, &carry);
+        }
+        ++carried;
+        continue;
+      }
+      StoredRow columns;
+      columns.id = static_cast<int64_t>(w.id);
+      bool parsed = parser.Parse(own, insert, 0, &columns);
+      if (!parsed && insert) columns.spec = kUnreadableSpec;
+      if (w.kind == RowWrite::kMerge) {
         parsed &= parser.Parse(update, /*insert=*/false, 1, &columns);
       }
       if (!parsed) columns.state = 0;
@@ -1328,16 +1366,34 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes) {
     }
     rows.erase(row);
   }
+  // The carried entries take the place of the step's last row: after every
+  // entry of theirs that this fold takes, before any appended since it
+  // began (a step's rows, and so its carried jobs, are in log order).
+  const int64_t carry_id = end_row > f.next_row ? f.rows[end_row - 1].id : 0;
+  if (!carry.empty()) {
+    sqlite3_stmt* st = stmts.carry_log.get();
+    sqlite3_bind_int64(st, 1, carry_id);
+    sqlite3_bind_blob(st, 2, carry.data(), static_cast<int>(carry.size()),
+                      SQLITE_STATIC);
+    if (absl::Status s = Step(st); !s.ok()) return s;
+  }
   if (absl::Status c = Run(stmts.commit.get(), "COMMIT"); !c.ok()) {
     Rollback();
     return c;
   }
+  for (uint32_t row = f.next_row; row < end_row; ++row) {
+    carry_rows_.erase(f.rows[row].id);
+  }
+  if (!carry.empty()) carry_rows_.insert(carry_id);
   f.next_deleted = next_deleted;
   f.next_row = end_row;
   f.next_write = next;
   f.done.rows_deleted += rows_deleted;
   f.done.rows_written += rows_written;
+  f.done.carried += carried;
+  f.carried_bytes += carry.size();
   log_bytes_ -= std::min(log_bytes_, log_bytes);
+  log_bytes_ += carry.size();
   log_deletes_ -= std::min(log_deletes_, log_deletes);
   return absl::OkStatus();
 }
@@ -1361,7 +1417,7 @@ absl::StatusOr<JournalStore::Compacted> JournalStore::Compact() {
   constexpr uint64_t kAll = std::numeric_limits<uint64_t>::max();
   absl::Status s = BeginFold();
   if (s.ok()) s = ReadLog(kAll);
-  if (s.ok()) s = FoldRows(kAll, kAll);
+  if (s.ok()) s = FoldRows(kAll, kAll, /*carry_budget=*/0);
   std::optional<Compacted> done;
   if (s.ok()) done = FinishFold();
   fold_.reset();
@@ -1395,7 +1451,9 @@ absl::StatusOr<JournalStore::FoldStep> JournalStore::CompactStep() {
   // A step reads, or folds; at once, both.
   const bool read = s.ok() && fold_->replay != nullptr;
   if (read) s = ReadLog(budget);
-  if (s.ok() && (!read || budget == kAll)) s = FoldRows(budget, deletes);
+  if (s.ok() && (!read || budget == kAll)) {
+    s = FoldRows(budget, deletes, CompactAtBytes() / 2);
+  }
   if (!s.ok()) {
     fold_.reset();
     return s;

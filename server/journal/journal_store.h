@@ -106,7 +106,11 @@ class JournalStore {
   // last row written (or deleted) once, and the log rows folded leave it.
   // Compact folds the whole log in one transaction (a fold under way is
   // taken over: what it has not folded is read again); a failure (rolled
-  // back) leaves the log as it was, to fold later.
+  // back) leaves the log as it was, to fold later. Compact empties the log;
+  // CompactStep carries a job that has no row in the table yet forward
+  // instead, once, its entries copied back to the log (up to half the size
+  // that starts a fold): most jobs that end are forgotten before the next
+  // fold, having never cost a row.
   struct Compacted {
     uint64_t entries = 0;       // Log entries folded.
     uint64_t rows_written = 0;  // Rows inserted or updated in the table.
@@ -114,6 +118,8 @@ class JournalStore {
     // Jobs forgotten whose rows it looked for (not one inserted and
     // forgotten within the fold: it never had a row).
     uint64_t looked_for = 0;
+    // Jobs written back to the log instead of the table (CompactStep).
+    uint64_t carried = 0;
     uint32_t steps = 0;   // Transactions it took.
     absl::Duration took;  // In all (its steps').
   };
@@ -176,11 +182,14 @@ class JournalStore {
   // is; reads up to `budget` bytes of it (finished: what each job's row
   // becomes, planned); folds it into the table (one transaction: rows of
   // forgotten jobs deleted until `deletes` are gone; once none is left, log
-  // rows of up to `budget` bytes). A failure leaves fold_ to be dropped.
+  // rows of up to `budget` bytes, their jobs carried forward while the
+  // fold's carried bytes stay within `carry_budget`). A failure leaves
+  // fold_ to be dropped.
   struct Fold;
   absl::Status BeginFold();
   absl::Status ReadLog(uint64_t budget);
-  absl::Status FoldRows(uint64_t budget, uint64_t deletes);
+  absl::Status FoldRows(uint64_t budget, uint64_t deletes,
+                        uint64_t carry_budget);
   // The fold's totals once it is done, or nothing.
   std::optional<Compacted> FinishFold();
   // A PRAGMA's integer; bytes of the pages in use, and of the free ones.
@@ -200,6 +209,9 @@ class JournalStore {
   // The log held rows at Open (another process's, maybe an older jobd's),
   // until a fold has taken them.
   bool log_from_open_ = false;
+  // The log rows a fold wrote of the jobs it carried forward (their jobs
+  // are not carried again), until a fold takes them.
+  absl::flat_hash_set<int64_t> carry_rows_;
   std::string log_body_;      // The log row being built, reused.
   uint64_t log_bytes_ = 0;    // In the log.
   uint64_t log_deletes_ = 0;  // Delete entries in it.
