@@ -179,10 +179,10 @@ class JournalStoreTest : public ::testing::Test {
     EXPECT_TRUE(
         store.Write({std::move(record)}, 0, JournalStore::Part::kAll).ok());
   }
-  // Folds the log in steps until the fold is done (at most 20).
+  // Folds the log in steps until the fold is done (at most 200).
   static std::optional<JournalStore::Compacted> FoldInSteps(
       JournalStore& store) {
-    for (int i = 0; i < 20; ++i) {
+    for (int i = 0; i < 200; ++i) {
       auto step = store.CompactStep();
       EXPECT_TRUE(step.ok()) << step.status();
       if (!step.ok() || step->finished.has_value()) {
@@ -557,6 +557,45 @@ TEST_F(JournalStoreTest, JobsCarriedForwardReadBackTheSameAfterAnyStep) {
   ASSERT_TRUE(whole.ok());
   EXPECT_EQ(whole->carried, 0u);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 0);
+}
+
+// The jobs a fold carried forward do not count towards the size that
+// starts the next fold: only what commits append after it.
+TEST_F(JournalStoreTest, CarriedJobsDoNotBringTheNextFoldOn) {
+  Recovered r;
+  JournalOptions options{.path = dir_ + "/jobd.db"};
+  options.compact_log_bytes = 4096;
+  options.compact_step_bytes = 1;
+  auto opened = JournalStore::Open(options, &r);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  JournalStore& store = **opened;
+  auto queued = [](uint64_t id) {
+    JournalRow row = Queued(id);
+    auto spec = std::make_shared<v1::JobSpec>(*row.spec);
+    spec->set_payload(std::string(150, 'x'));
+    row.spec = spec;
+    return JournalRecord{JournalRecord::kInsert, std::move(row)};
+  };
+  uint64_t id = 1;
+  while (store.compaction_due() == JournalStore::Due::kNo && id < 1000) {
+    WriteOne(store, queued(id++));
+  }
+  ASSERT_EQ(store.compaction_due(), JournalStore::Due::kSize);
+  const auto done = FoldInSteps(store);
+  ASSERT_TRUE(done.has_value());
+  EXPECT_GT(done->carried, 0u);       // Up to half the size, 2048 bytes.
+  EXPECT_GT(done->rows_written, 0u);  // The rest.
+  // The carried jobs' rows, one per step that carried.
+  EXPECT_GT(Count("SELECT COUNT(*) FROM log"), 0);
+  EXPECT_LE(Count("SELECT sum(length(body)) FROM log"), 2048);
+  EXPECT_EQ(store.compaction_due(), JournalStore::Due::kNo);
+  // Fresh log of the size again: due.
+  const uint64_t before = id;
+  while (store.compaction_due() == JournalStore::Due::kNo && id < 2000) {
+    WriteOne(store, queued(id++));
+  }
+  EXPECT_EQ(store.compaction_due(), JournalStore::Due::kSize);
+  EXPECT_GE(id - before, (id - 1) / 2 - 2);  // About as many jobs as before.
 }
 
 // Failing commits on demand: an SQLite commit hook (on every connection

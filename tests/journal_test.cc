@@ -389,8 +389,9 @@ TEST_F(JournalTest, AFoldGoesOnInStepsWhileNothingIsCommitted) {
   auto count = [&](const char* sql) {
     return SqliteInteger(dir_ + "/jobd.db", sql);
   };
-  // The fold is done once the table holds jobs (its last step writes
-  // them all): up to 10 s.
+  // The fold is done once the table holds jobs (the log is one row here:
+  // the step that folds it writes the table's rows and the carried ones
+  // at once): up to 10 s.
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (count("SELECT COUNT(*) FROM jobs") == 0 && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(10));

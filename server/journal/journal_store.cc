@@ -1068,8 +1068,10 @@ JournalStore::Due JournalStore::compaction_due() const {
       counted_bytes_ + written_since_count_ >= options_.max_bytes / 2) {
     return Due::kRoom;
   }
-  return fold_ == nullptr && log_bytes_ >= CompactAtBytes() ? Due::kSize
-                                                            : Due::kNo;
+  // Carried jobs do not count: the log they make up after a fold would
+  // bring the next one on twice as soon.
+  const uint64_t grown = log_bytes_ - std::min(log_bytes_, carried_bytes_);
+  return fold_ == nullptr && grown >= CompactAtBytes() ? Due::kSize : Due::kNo;
 }
 
 void JournalStore::BindRow(sqlite3_stmt* st, const StoredRow& row,
@@ -1339,8 +1341,9 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes,
       // entries copied as they are: if forgotten by the next fold it never
       // costs a row of the table, else that fold writes it. (A big one
       // costs its bytes in the table or the log alike.)
-      const uint64_t entries = own.size() + update.size();
-      if (w.carry && entries <= kCarryEntryBytes &&
+      // Their bytes framed (an entry's header is at most 16 bytes).
+      const uint64_t entries = own.size() + update.size() + 2 * 16;
+      if (w.carry && carry_budget > 0 && entries <= kCarryEntryBytes &&
           f.carried_bytes + carry.size() + entries <= carry_budget) {
         AppendLogEntry({.id = w.id, .kind = LogEntry::kInsert, .body = own},
                        &carry);
@@ -1382,9 +1385,15 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes,
     return c;
   }
   for (uint32_t row = f.next_row; row < end_row; ++row) {
-    carry_rows_.erase(f.rows[row].id);
+    if (auto it = carry_rows_.find(f.rows[row].id); it != carry_rows_.end()) {
+      carried_bytes_ -= std::min(carried_bytes_, it->second);
+      carry_rows_.erase(it);
+    }
   }
-  if (!carry.empty()) carry_rows_.insert(carry_id);
+  if (!carry.empty()) {
+    carry_rows_[carry_id] = carry.size();
+    carried_bytes_ += carry.size();
+  }
   f.next_deleted = next_deleted;
   f.next_row = end_row;
   f.next_write = next;

@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -143,8 +144,8 @@ class JournalStore {
   // Whether the log is to be folded now, and why: kRoom, more than half of
   // max_bytes is in use and the log holds deletes (forgotten jobs' room
   // comes back only once folded: at once, whole); kSize, it has grown to
-  // compact_log_bytes (or a quarter of max_bytes) and no fold is under way
-  // (spread over commits).
+  // compact_log_bytes (or a quarter of max_bytes) besides the jobs carried
+  // forward, and no fold is under way (spread over commits).
   enum class Due { kNo, kRoom, kSize };
   Due compaction_due() const;
 
@@ -210,8 +211,10 @@ class JournalStore {
   // until a fold has taken them.
   bool log_from_open_ = false;
   // The log rows a fold wrote of the jobs it carried forward (their jobs
-  // are not carried again), until a fold takes them.
-  absl::flat_hash_set<int64_t> carry_rows_;
+  // are not carried again), until a fold takes them: their ids and bytes,
+  // and the bytes in all.
+  absl::flat_hash_map<int64_t, uint64_t> carry_rows_;
+  uint64_t carried_bytes_ = 0;
   std::string log_body_;      // The log row being built, reused.
   uint64_t log_bytes_ = 0;    // In the log.
   uint64_t log_deletes_ = 0;  // Delete entries in it.
