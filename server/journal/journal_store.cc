@@ -1340,8 +1340,8 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes,
       // rows are for those the daemon keeps long) goes back to the log, its
       // entries copied as they are: if forgotten by the next fold it never
       // costs a row of the table, else that fold writes it. (A big one
-      // costs its bytes in the table or the log alike.)
-      // Their bytes framed (an entry's header is at most 16 bytes).
+      // costs its bytes in the table or the log alike.) Counted framed: an
+      // entry's header is at most 16 bytes.
       const uint64_t entries = own.size() + update.size() + 2 * 16;
       if (w.carry && carry_budget > 0 && entries <= kCarryEntryBytes &&
           f.carried_bytes + carry.size() + entries <= carry_budget) {
