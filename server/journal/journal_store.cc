@@ -1295,6 +1295,11 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes,
   using RowWrite = Fold::RowWrite;
   LogRecordParser parser;
   std::string ahead;  // An update's bytes, read ahead.
+  // The later log row they are read from: one BLOB handle for the step,
+  // moved from row to row (opening one compiles a statement each time).
+  std::unique_ptr<sqlite3_blob, decltype(&sqlite3_blob_close)> ahead_blob(
+      nullptr, &sqlite3_blob_close);
+  int64_t ahead_row = 0;
   std::string carry;  // The entries carried forward, as one log row.
   size_t next = f.next_write;
   uint64_t rows_written = 0, log_bytes = 0, log_deletes = 0, carried = 0;
@@ -1317,16 +1322,22 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes,
           if (!later.ok()) return later.status();
           update = w.merge.In(*later);
         } else {
-          sqlite3_blob* blob = nullptr;
-          int rc = sqlite3_blob_open(db_, "main", "log", "body",
-                                     f.rows[w.merge.row].id, 0, &blob);
+          const int64_t id = f.rows[w.merge.row].id;
+          int rc = SQLITE_OK;
+          if (ahead_blob == nullptr) {
+            sqlite3_blob* blob = nullptr;
+            rc = sqlite3_blob_open(db_, "main", "log", "body", id, 0, &blob);
+            ahead_blob.reset(blob);
+          } else if (id != ahead_row) {
+            rc = sqlite3_blob_reopen(ahead_blob.get(), id);
+          }
+          ahead_row = id;
           ahead.resize(w.merge.length);
           if (rc == SQLITE_OK) {
-            rc = sqlite3_blob_read(blob, ahead.data(),
+            rc = sqlite3_blob_read(ahead_blob.get(), ahead.data(),
                                    static_cast<int>(w.merge.length),
                                    static_cast<int>(w.merge.offset));
           }
-          sqlite3_blob_close(blob);
           if (rc != SQLITE_OK) {
             absl::Status s = SqliteError(db_, "reading the log");
             Rollback();
@@ -1372,6 +1383,7 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes,
   // The carried entries take the place of the step's last row: after every
   // entry of theirs that this fold takes, before any appended since it
   // began (a step's rows, and so its carried jobs, are in log order).
+  ahead_blob.reset();  // No statement left open over the COMMIT.
   const int64_t carry_id = end_row > f.next_row ? f.rows[end_row - 1].id : 0;
   if (!carry.empty()) {
     sqlite3_stmt* st = stmts.carry_log.get();
