@@ -102,9 +102,14 @@ void ClusterNode::Start() {
   blocking_->Start();
   results_->Start();
   rpc_->Start();
-  membership_->Start();
   if (work_ != nullptr) work_->Start();
-  if (router_ != nullptr) router_->Start();
+  if (router_ != nullptr) {
+    // Seen alive only once asking it works: a request sent before its
+    // router's reads began would be skipped as stale.
+    router_->Start([m = membership_] { m->Start(); });
+  } else {
+    membership_->Start();
+  }
   if (claims_ != nullptr) claims_->Start();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "jobd-cluster");

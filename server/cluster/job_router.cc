@@ -120,10 +120,11 @@ std::string JobRouter::RepliesKey(std::string_view node) {
   return fmt::format("{{jobd:rpc:{}}}:replies", node);
 }
 
-void JobRouter::Start() {
-  Post([self = shared_from_this()] {
+void JobRouter::Start(std::function<void()> reading) {
+  Post([self = shared_from_this(), reading = std::move(reading)]() mutable {
     if (self->started_ || self->stopped_) return;
     self->started_ = true;
+    self->reading_ = std::move(reading);
     self->ReadLoop();
   });
 }
@@ -541,6 +542,9 @@ void JobRouter::ReadLoop() {
       const std::string now = fmt::format("{}-{}", sec * 1000 + usec / 1000 - 1,
                                           std::numeric_limits<uint64_t>::max());
       self->after_in_ = self->after_replies_ = now;
+      if (self->reading_ != nullptr && !self->stopped_) {
+        std::exchange(self->reading_, nullptr)();
+      }
       self->ReadLoop();
     });
     return;

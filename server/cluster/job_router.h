@@ -32,7 +32,8 @@
 //
 // Each node reads both of its streams with one XREAD BLOCK on a
 // connection of its own, from the moment it started (older requests are
-// stale: their askers gave up). An asker waits for its reply until its
+// stale: their askers gave up); the node joins the membership only then
+// (Start's `reading`). An asker waits for its reply until its
 // deadline (the RPC's); it answers NOT_FOUND at once for a node the
 // registry does not know, UNAVAILABLE for a dead node, with Redis down, or
 // when the deadline passes without an answer.
@@ -132,8 +133,11 @@ class JobRouter : public RemoteJobs,
   // Withdraws this node's shared job `id` (see above). On the io thread.
   void Withdraw(int partition, uint64_t id, int64_t create_ns);
 
-  // Starts reading (on the io thread). Once.
-  void Start();
+  // Starts reading (on the io thread). Once. `reading` runs on the io
+  // thread once the reads have their start point (requests written from
+  // then on are served): the node joins the membership then, so that no
+  // asker sees it alive before it reads.
+  void Start(std::function<void()> reading);
   // Stops reading; requests waiting for replies fail UNAVAILABLE; later
   // calls fail at once. Idempotent; on the owner's thread.
   void Stop();
@@ -220,6 +224,7 @@ class JobRouter : public RemoteJobs,
   asio::steady_timer read_timer_;
   bool started_ = false, stopped_ = false;
   std::string after_in_, after_replies_;  // Empty until the first TIME.
+  std::function<void()> reading_;         // Start's, until it has run.
   uint64_t next_req_ = 1;
   absl::flat_hash_map<uint64_t, Waiting> waiting_;
   // Output polls waiting for their next ask (cancelled by Stop).

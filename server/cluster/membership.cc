@@ -93,7 +93,8 @@ Membership::Membership(asio::io_context& io,
 
 void Membership::Start() {
   asio::post(io_, [self = shared_from_this()] {
-    if (self->stopped_) return;
+    if (self->stopped_ || self->started_) return;
+    self->started_ = true;
     self->Join();  // Queued until the connection is up, or fails fast.
     self->ArmReaper(self->options_.reaper_period);
   });
@@ -115,6 +116,7 @@ void Membership::OnConnectionState(bool up) {
   }
   if (!up || stopped_) return;
   ever_up_ = true;
+  if (!started_) return;  // Start joins.
   // Renew (or join) at once: the lease may be close to expiring.
   ArmHeartbeat(absl::ZeroDuration());
   ArmReaper(absl::ZeroDuration());

@@ -78,7 +78,9 @@ class Membership : public std::enable_shared_from_this<Membership> {
   Membership& operator=(const Membership&) = delete;
 
   // Joins and starts the heartbeat and the reaper (the connection must
-  // call OnConnectionState: ClusterNode wires it).
+  // call OnConnectionState: ClusterNode wires it). Before Start, the
+  // connection coming up joins nothing: the owner starts it once the node
+  // can be asked (ClusterNode: once its router reads).
   void Start();
   // Stops the timers; the lease is left to expire (a node that stops is
   // seen dead like one that died, which is what work sharing needs to
@@ -106,6 +108,7 @@ class Membership : public std::enable_shared_from_this<Membership> {
   // The io thread's.
   asio::steady_timer heartbeat_timer_;
   asio::steady_timer reaper_timer_;
+  bool started_ = false;
   bool stopped_ = false;
   bool joining_ = false;  // A join is in flight.
   bool ever_up_ = false;

@@ -889,6 +889,48 @@ TEST(ClusterReachTest, AnAnswerThatCannotBeSentIsSentAgain) {
   EXPECT_LT(got.took, absl::Seconds(5));  // Its deadline: 10 s.
 }
 
+// A node reads its requests from before it is seen alive: one sent the
+// moment its lease appears (here by the test, as an asker would, to the
+// node's requests stream) is answered, not skipped as older than its
+// reads and left to its asker's deadline.
+TEST(ClusterReachTest, ANodeAnswersFromTheMomentItIsSeenAlive) {
+  auto c = StartNodes("jobd-cluster-fresh", {{"node-a", 1}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto redis = RedisClient::Connect((*c)->redis().socket_path());
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  testing::NodeConfig b{.name = "node-b",
+                        .extra = {"--state-dir", (*c)->dir() + "/node-b"}};
+  auto node_b = testing::Daemon::Start(testing::ClusterArgs((*c)->redis(), b));
+  ASSERT_TRUE(node_b.ok()) << node_b.status();
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        auto lease = (*redis)->Query({"EXISTS", "{jobd}:node:node-b"});
+        return lease.ok() && lease->integer == 1;
+      },
+      absl::Seconds(20)));
+  ASSERT_TRUE(
+      (*redis)
+          ->Query({"XADD", "{jobd:rpc:node-b}:in", "*", "req", "7", "from",
+                   "asker", "op", "get", "job", "999", "owner", ""})
+          .ok());
+  // node-b has no job 999: its answer is NOT_FOUND.
+  std::string code;
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        auto r =
+            (*redis)->Query({"XRANGE", "{jobd:rpc:asker}:replies", "-", "+"});
+        if (!r.ok() || r->elements.empty()) return false;
+        const auto& kv = r->elements[0].elements.at(1).elements;
+        for (size_t i = 0; i + 1 < kv.size(); i += 2) {
+          if (kv[i].str == "code") code = kv[i + 1].str;
+        }
+        return true;
+      },
+      absl::Seconds(5)));
+  EXPECT_EQ(code,
+            std::to_string(static_cast<int>(absl::StatusCode::kNotFound)));
+}
+
 TEST(ClusterReachTest, OwnerChecksHoldAcrossNodes) {
   auto c =
       StartNodes("jobd-cluster-owner", {{"node-a", 2, testing::TokenFlags()},
