@@ -203,6 +203,11 @@ int RunStats(const Globals& g) {
       {"cancelled:", std::to_string(s.cancelled())},
       {"live:", std::to_string(s.live())},
       {"retained:", std::to_string(s.retained())},
+      {"memory:",
+       fmt::format("live specs {} B, retained {} B, output {} B of {} "
+                   "job(s) ({} B dropped)",
+                   s.live_bytes(), s.retained_bytes(), s.output_bytes(),
+                   s.output_jobs(), s.output_dropped_bytes())},
       {"last sequence:", std::to_string(s.last_sequence())},
       {"waiting:", std::to_string(s.waiting())},
       {"retried:", fmt::format("{} attempts", s.retried())},

@@ -409,6 +409,15 @@ std::string RenderMetrics(const MetricsSources& sources) {
   w.One("jobd_retained_bytes", "gauge",
         "Bytes of the retained jobs' specs and results.",
         double(stats.retained_bytes()));
+  w.One("jobd_output_bytes", "gauge",
+        "Bytes of job output held for StreamJobOutput (data and overhead).",
+        double(stats.output_bytes()));
+  w.One("jobd_output_jobs", "gauge", "Jobs whose output is held.",
+        double(stats.output_jobs()));
+  w.One("jobd_output_dropped_bytes_total", "counter",
+        "Bytes of job output dropped over --output-bytes-per-job or "
+        "--max-output-bytes.",
+        double(stats.output_dropped_bytes()));
   w.One("jobd_watchers", "gauge",
         "WatchJobs streams watching all jobs (not named ones).",
         double(stats.watchers()));

@@ -204,6 +204,12 @@ TEST_F(JobOutputTest, KeepsTheTailPerJobAndSaysHowMuchWasDropped) {
   EXPECT_EQ(seen.first_offset, seen.dropped);
   EXPECT_EQ(seen.next_offset, all.size());
   EXPECT_EQ(seen.out, all.substr(seen.dropped));
+  // GetStats counts what is held (with its overhead) and what was dropped.
+  const v1::GetStatsResponse stats = testing::GetStats(*stub_);
+  EXPECT_EQ(stats.output_jobs(), 1u);
+  EXPECT_GE(stats.output_bytes(), seen.out.size());
+  EXPECT_LE(stats.output_bytes(), 2 * 4096u);
+  EXPECT_EQ(stats.output_dropped_bytes(), seen.dropped);
 }
 
 TEST_F(JobOutputTest, TaskLogLinesFromEveryExecutor) {

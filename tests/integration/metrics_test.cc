@@ -159,6 +159,28 @@ TEST_F(MetricsTest, WaitingRetriesCallbacksAndKeysAreExported) {
   stream->Finish();
 }
 
+// Job output held for StreamJobOutput is on the endpoint: here one job's
+// three log lines, nothing dropped.
+TEST_F(MetricsTest, JobOutputHeldIsExported) {
+  std::string body = Scrape();
+  EXPECT_THAT(body, HasSubstr("jobd_output_jobs 0")) << body;
+  v1::JobSpec log;
+  log.set_task("log");
+  log.set_kind(v1::JOB_KIND_IO_BOUND);
+  google::protobuf::Value lines;
+  lines.set_number_value(3);
+  (*log.mutable_kwargs()->mutable_fields())["lines"] = lines;
+  const StreamResult r = SubmitAll(*stub_, {log});
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_EQ(r.Terminal().size(), 1u);
+  ASSERT_EQ(r.Terminal()[0].type(), v1::EVENT_TYPE_SUCCEEDED);
+  body = Scrape();
+  EXPECT_EQ(SumOf(body, "jobd_output_jobs", {}), 1) << body;
+  // "log line 1 of 3\n" x 3, and the pieces' overhead.
+  EXPECT_GE(SumOf(body, "jobd_output_bytes", {}), 48) << body;
+  EXPECT_EQ(SumOf(body, "jobd_output_dropped_bytes_total", {}), 0) << body;
+}
+
 // A delayed job's queue wait counts from when it fell due, not from its
 // acceptance: its delay is not time spent waiting for a worker.
 TEST_F(MetricsTest, QueueWaitOfADelayedJobCountsFromItsDueTime) {
