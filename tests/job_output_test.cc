@@ -98,10 +98,12 @@ TEST(JobOutputsTest, OverTheTotalEndedJobsGoFirstThenTheWritersHead) {
   out.Open(2);
   out.Append(2, v1::OUTPUT_STREAM_STDOUT, std::string(400, 'b'));
   EXPECT_EQ(out.stats().bytes, 2 * (400 + kOverhead));
+  EXPECT_EQ(out.stats().jobs, 2u);
   // Job 3 needs room: ended job 1 goes, running job 2 stays whole.
   out.Open(3);
   out.Append(3, v1::OUTPUT_STREAM_STDOUT, std::string(400, 'c'));
   EXPECT_LE(out.stats().bytes, 1000u);
+  EXPECT_EQ(out.stats().jobs, 2u);  // 2 and 3; 1 holds nothing now.
   const OutputRead gone = out.Read(1, 0, 1000, true);
   EXPECT_TRUE(gone.pieces.empty());
   EXPECT_EQ(gone.dropped, 400u);
@@ -116,9 +118,11 @@ TEST(JobOutputsTest, OverTheTotalEndedJobsGoFirstThenTheWritersHead) {
   EXPECT_EQ(All(out.Read(2, 0, 1000, false)), std::string(400, 'b'));
   // Forgotten: freed.
   out.Forget(2);
+  EXPECT_EQ(out.stats().jobs, 1u);
   out.Forget(3);
   out.Forget(1);
   EXPECT_EQ(out.stats().bytes, 0u);
+  EXPECT_EQ(out.stats().jobs, 0u);
 }
 
 TEST(JobOutputsTest, WaitersWakeOnOutputOrEndOnceAndCanBeRemoved) {
@@ -153,6 +157,7 @@ TEST(JobOutputsTest, NoOutputKeptWithAZeroBudget) {
   EXPECT_EQ(r.dropped, 5u);
   EXPECT_EQ(r.next_offset, 5u);
   EXPECT_EQ(out.stats().bytes, 0u);
+  EXPECT_EQ(out.stats().jobs, 0u);
 }
 
 }  // namespace

@@ -66,6 +66,13 @@ void JobOutputs::Open(uint64_t id) {
   o.ended = false;
 }
 
+void JobOutputs::SetHeldLocked(Output& o, size_t held) {
+  if (held > 0 && o.bytes == 0) ++holding_;
+  if (held == 0 && o.bytes > 0) --holding_;
+  bytes_ = bytes_ - o.bytes + held;
+  o.bytes = held;
+}
+
 void JobOutputs::TrimLocked(Output& o, size_t keep) {
   while (o.bytes > keep && !o.pieces.empty()) {
     OutputPiece& p = o.pieces.front();
@@ -73,15 +80,13 @@ void JobOutputs::TrimLocked(Output& o, size_t keep) {
     if (excess >= p.data.size()) {  // The whole piece (frees its overhead).
       const size_t cost = p.data.size() + kPieceOverhead;
       dropped_ += p.data.size();
-      o.bytes -= cost;
-      bytes_ -= cost;
+      SetHeldLocked(o, o.bytes - cost);
       o.pieces.pop_front();
     } else {
       p.data.erase(0, excess);
       p.offset += excess;
       dropped_ += excess;
-      o.bytes -= excess;
-      bytes_ -= excess;
+      SetHeldLocked(o, o.bytes - excess);
     }
   }
   o.start = o.pieces.empty() ? o.end : o.pieces.front().offset;
@@ -134,13 +139,11 @@ bool JobOutputs::Append(uint64_t id, v1::OutputStream stream,
           o.pieces.back().offset + o.pieces.back().data.size() == o.end &&
           o.pieces.back().data.size() < kMergeBytes) {
         o.pieces.back().data.append(bytes);
-        o.bytes += bytes.size();
-        bytes_ += bytes.size();
+        SetHeldLocked(o, o.bytes + bytes.size());
       } else {
         o.pieces.push_back(
             {.offset = o.end, .stream = stream, .data = std::string(bytes)});
-        o.bytes += bytes.size() + kPieceOverhead;
-        bytes_ += bytes.size() + kPieceOverhead;
+        SetHeldLocked(o, o.bytes + bytes.size() + kPieceOverhead);
       }
       o.end += bytes.size();
       o.start = o.pieces.front().offset;
@@ -179,7 +182,7 @@ void JobOutputs::Forget(uint64_t id) {
   auto it = outputs_.find(id);
   if (it == outputs_.end()) return;
   // (No waiters: End released them.) Its place in ended_ is skipped.
-  bytes_ -= it->second.bytes;
+  SetHeldLocked(it->second, 0);
   outputs_.erase(it);
 }
 
@@ -239,9 +242,7 @@ void JobOutputs::RemoveWaiter(uint64_t id, const void* key) {
 
 JobOutputs::Stats JobOutputs::stats() const {
   absl::MutexLock lock(&mu_);
-  uint64_t jobs = 0;
-  for (const auto& [id, o] : outputs_) jobs += o.bytes > 0 ? 1 : 0;
-  return {.bytes = bytes_, .jobs = jobs, .dropped = dropped_};
+  return {.bytes = bytes_, .jobs = holding_, .dropped = dropped_};
 }
 
 }  // namespace jobd

@@ -152,6 +152,8 @@ class JobOutputs {
   };
 
   static std::vector<Callback> TakeWaiters(Output& o);
+  // Sets what job `o` holds (Output::bytes), keeping bytes_ and holding_.
+  void SetHeldLocked(Output& o, size_t held) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops job `o`'s oldest bytes until it holds at most `keep` bytes.
   void TrimLocked(Output& o, size_t keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees room for `need` more bytes under the total: ended jobs' output
@@ -164,6 +166,7 @@ class JobOutputs {
   absl::flat_hash_map<uint64_t, Output> outputs_ ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> ended_ ABSL_GUARDED_BY(mu_);  // In end order.
   uint64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t holding_ ABSL_GUARDED_BY(mu_) = 0;  // Jobs with bytes > 0.
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
