@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "asio/post.hpp"
@@ -110,7 +111,12 @@ JobRouter::JobRouter(asio::io_context& io,
       work_(std::move(work)),
       options_(options),
       scheduler_(scheduler),
-      read_timer_(io) {}
+      read_timer_(io),
+      // Numbered from a random start: a late reply to a request of an
+      // earlier incarnation of this node (the same name, before a
+      // restart) matches none of this one's requests.
+      next_req_(absl::Uniform<uint64_t>(absl::BitGen(), 1, uint64_t{1} << 62)) {
+}
 
 std::string JobRouter::RequestsKey(std::string_view node) {
   return fmt::format("{{jobd:rpc:{}}}:in", node);

@@ -48,6 +48,10 @@
 // and the holder, named by its consumer, is told at once with a `stop`
 // request: it cancels its run, whose end its origin drops.
 //
+// A node numbers its requests (`req`) from a random start: a late reply to
+// a request of an earlier incarnation of it (the same name, before a
+// restart) matches none of this one's, and is dropped like any late one.
+//
 // Thread-safety: Get, Cancel and Withdraw from any thread (they post);
 // the rest on the io thread. Ownership: made shared; holds the
 // connections, membership and work sharing shared, the scheduler by
@@ -225,7 +229,7 @@ class JobRouter : public RemoteJobs,
   bool started_ = false, stopped_ = false;
   std::string after_in_, after_replies_;  // Empty until the first TIME.
   std::function<void()> reading_;         // Start's, until it has run.
-  uint64_t next_req_ = 1;
+  uint64_t next_req_;                     // Random at first (the constructor).
   absl::flat_hash_map<uint64_t, Waiting> waiting_;
   // Output polls waiting for their next ask (cancelled by Stop).
   absl::flat_hash_set<std::shared_ptr<asio::steady_timer>> polls_;

@@ -931,6 +931,48 @@ TEST(ClusterReachTest, ANodeAnswersFromTheMomentItIsSeenAlive) {
             std::to_string(static_cast<int>(absl::StatusCode::kNotFound)));
 }
 
+// A reply meant for an earlier incarnation of the asking node (the same
+// name, before a restart: its requests numbered as this one's are) is
+// not taken as the answer to this one's request: here replies with every
+// small request number appended to b's replies stream while b waits for
+// a's answer about a running job. b's client gets a's answer, the job's
+// end, not one of them.
+TEST(ClusterReachTest, RepliesMeantForAnEarlierIncarnationAreNotTaken) {
+  auto c = StartNodes("jobd-cluster-stale", {{"node-a", 1}, {"node-b", 1}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  v1::JobService::Stub& stub_a = (*c)->stub(0);
+  v1::JobService::Stub& stub_b = (*c)->stub(1);
+  testing::LoadStream run(stub_a, {Ledger((*c)->ledger(), "long", 2000)}, 1);
+  const std::string id = AwaitJob(stub_a, "long", v1::JOB_STATE_RUNNING);
+  ASSERT_FALSE(id.empty());
+  auto redis = RedisClient::Connect((*c)->redis().socket_path());
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  Answer got;
+  std::thread wait(
+      [&] { got = GetJob(stub_b, id, absl::Seconds(10), absl::Seconds(15)); });
+  JoinAtExit join_wait{wait};
+  // b's request is at a (which holds it until the job ends).
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        auto n = (*redis)->Query({"XLEN", "{jobd:rpc:node-a}:in"});
+        return n.ok() && n->integer >= 1;
+      },
+      absl::Seconds(10)));
+  for (int req = 1; req <= 200; ++req) {
+    ASSERT_TRUE((*redis)
+                    ->Query({"XADD", "{jobd:rpc:node-b}:replies", "*", "req",
+                             std::to_string(req), "code",
+                             std::to_string(
+                                 static_cast<int>(absl::StatusCode::kNotFound)),
+                             "msg", "a reply to an earlier incarnation"})
+                    .ok());
+  }
+  wait.join();
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(got.job.id(), id);
+  EXPECT_EQ(got.job.state(), v1::JOB_STATE_SUCCEEDED);
+}
+
 TEST(ClusterReachTest, OwnerChecksHoldAcrossNodes) {
   auto c =
       StartNodes("jobd-cluster-owner", {{"node-a", 2, testing::TokenFlags()},
