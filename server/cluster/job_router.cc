@@ -541,6 +541,15 @@ void JobRouter::ReadLoop() {
       if (!r.ok() || r->elements.size() != 2 ||
           !absl::SimpleAtoi(r->elements[0].str, &sec) ||
           !absl::SimpleAtoi(r->elements[1].str, &usec)) {
+        // The node joins only once it has its start point: say why not
+        // (at the first failure and every 100th, about every 10 s).
+        if (self->time_failures_++ % 100 == 0) {
+          spdlog::warn(
+              "cluster: node '{}' cannot read Redis's TIME on its requests' "
+              "connection ({}); it joins the cluster once it can",
+              self->options_.node_name,
+              r.ok() ? r->DebugString() : r.status().ToString());
+        }
         return again();
       }
       // Entries after the last id of the millisecond before (XREAD reads

@@ -229,6 +229,7 @@ class JobRouter : public RemoteJobs,
   bool started_ = false, stopped_ = false;
   std::string after_in_, after_replies_;  // Empty until the first TIME.
   std::function<void()> reading_;         // Start's, until it has run.
+  uint64_t time_failures_ = 0;            // TIME answered badly so far.
   uint64_t next_req_;                     // Random at first (the constructor).
   absl::flat_hash_map<uint64_t, Waiting> waiting_;
   // Output polls waiting for their next ask (cancelled by Stop).

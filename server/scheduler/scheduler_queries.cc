@@ -397,7 +397,7 @@ v1::GetStatsResponse Scheduler::GetStats() const {
   // Executors may read /proc and take their own locks: not under mu_.
   for (const JobExecutor* e : executors) e->AddStats(stats);
   if (journal_ != nullptr) journal_->AddStats(stats);
-  // Its own lock, and a walk of the jobs with output: not under mu_.
+  // Its own lock (a leaf), taken after mu_ is released.
   const JobOutputs::Stats output = outputs_.stats();
   stats.set_output_bytes(output.bytes);
   stats.set_output_jobs(output.jobs);

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
@@ -150,6 +151,27 @@ TEST(ClusterTest, ANodeStartedWithRedisDownJoinsWhenItComesUp) {
         return c.redis_connected() && Alive(c, "node-a") && c.node_epoch() != 0;
       },
       absl::Seconds(20)));
+}
+
+// A node that cannot read Redis's TIME (renamed away here) has no start
+// point for the requests of other nodes: it does not join (nobody could be
+// answered), says why in its log, and runs local jobs as ever.
+TEST(ClusterTest, ANodeWithoutRedisTimeSaysWhyItDoesNotJoin) {
+  auto redis = RedisServer::Start({"--rename-command", "TIME", "TIME-gone"});
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  auto a = Daemon::Start(NodeArgs(**redis, "node-a"));
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        return absl::StrContains((*a)->Log(),
+                                 "node 'node-a' cannot read Redis's TIME");
+      },
+      absl::Seconds(10)))
+      << (*a)->Log();
+  auto stub = (*a)->NewStub();
+  EXPECT_EQ(testing::GetStats(*stub).cluster().node_epoch(), 0u);
+  EXPECT_EQ(testing::RunOne(*stub, testing::Spec("echo", {1})).type(),
+            v1::EVENT_TYPE_SUCCEEDED);
 }
 
 TEST(ClusterTest, WithoutClusterGetStatsHasNoClusterPart) {
