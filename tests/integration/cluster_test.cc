@@ -154,8 +154,9 @@ TEST(ClusterTest, ANodeStartedWithRedisDownJoinsWhenItComesUp) {
 }
 
 // A node that cannot read Redis's TIME (renamed away here) has no start
-// point for the requests of other nodes: it does not join (nobody could be
-// answered), says why in its log, and runs local jobs as ever.
+// point for the requests of other nodes, and says so in its log; it does
+// not join (its membership scripts read TIME too, so the epoch alone would
+// not tell why) and runs local jobs as ever.
 TEST(ClusterTest, ANodeWithoutRedisTimeSaysWhyItDoesNotJoin) {
   auto redis = RedisServer::Start({"--rename-command", "TIME", "TIME-gone"});
   ASSERT_TRUE(redis.ok()) << redis.status();
