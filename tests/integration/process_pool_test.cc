@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -574,16 +575,21 @@ TEST_F(ProcessPoolTest, ShutdownStopsAWedgedWorkerAndLeavesNoProcess) {
   StreamResult result;
   std::thread submitter(
       [&] { result = SubmitAll(*stub_, {Crash("hang_ignore_term")}); });
+  // The hung job runs, and every worker has its process (a slot still
+  // spawning shows pid 0, which kill() would take for the process group).
+  std::vector<pid_t> pids;
   ASSERT_TRUE(WaitFor([&] {
     const v1::GetStatsResponse stats = Stats();
+    bool busy = false;
     for (const auto& e : stats.executors()) {
-      if (e.executor() == v1::EXECUTOR_PROCESS && e.busy() == 1) return true;
+      busy |= e.executor() == v1::EXECUTOR_PROCESS && e.busy() == 1;
     }
-    return false;
+    pids = {static_cast<pid_t>(stats.process_pool().fork_server_pid())};
+    for (const v1::WorkerStats& w : stats.process_pool().workers()) {
+      pids.push_back(w.pid());
+    }
+    return busy && std::find(pids.begin(), pids.end(), 0) == pids.end();
   }));
-  const v1::ProcessPoolStats p = Stats().process_pool();
-  std::vector<pid_t> pids = {p.fork_server_pid()};
-  for (const v1::WorkerStats& w : p.workers()) pids.push_back(w.pid());
   absl::StatusOr<int> status = daemon_->Stop(SIGTERM, absl::Seconds(10));
   submitter.join();
   ASSERT_TRUE(status.ok()) << status.status();
