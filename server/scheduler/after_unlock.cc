@@ -5,8 +5,6 @@ namespace jobd {
 void AfterUnlock::Run(Journal* journal) {
   now.reset();  // Read again if the lock is taken again with this.
   for (auto& wake : wakes) wake();
-  // Sinks hold back what is not durable yet themselves (Event::ticket).
-  for (const auto& sink : flush) sink->Flush();
   for (auto& [gate_ticket, fn] : gates) {
     journal->WhenDurable(gate_ticket, std::move(fn));
   }
@@ -23,8 +21,13 @@ void AfterUnlock::Run(Journal* journal) {
         },
         Journal::Wait::kFailFast);
   }
-  // Last: their events follow those flushed above.
+  // Before the flush: a trivial job run here ends within microseconds, and
+  // its end then leaves in the same write as its ACCEPTED (a round trip of
+  // one message, not two). Its end's own flush (its OnFinished) sends
+  // what these sinks hold first, in order.
   if (!trivial.empty()) run_trivial(std::move(trivial));
+  // Sinks hold back what is not durable yet themselves (Event::ticket).
+  for (const auto& sink : flush) sink->Flush();
 }
 
 }  // namespace jobd

@@ -48,10 +48,11 @@ struct AfterUnlock {
   // the clock was ~5% of a no-op job's CPU, several times a job).
   std::optional<absl::Time> now;
 
-  // Flushes the sinks (they hold back what is not durable yet themselves),
-  // registers the wake-ups, and answers the callers once `ticket` is
-  // durable (at once without a journal; never held through an outage);
-  // then runs the trivial tasks' jobs.
+  // Wakes the output readers, registers the wake-ups, answers the callers
+  // once `ticket` is durable (at once without a journal; never held through
+  // an outage), runs the trivial tasks' jobs (or hands them on), and then
+  // flushes the sinks (they hold back what is not durable yet themselves):
+  // a job run here has its ACCEPTED and its end leave in one write.
   void Run(Journal* journal);
 };
 

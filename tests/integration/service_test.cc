@@ -82,6 +82,36 @@ TEST_F(ServiceTest, TerminalOnlyAndBatching) {
   for (const auto& e : r.events) EXPECT_FALSE(e.job_id().empty());
 }
 
+// A trivial task's job that its Submit's thread runs at once (echo on the
+// thread pool) has its ACCEPTED and its end leave in one message: a round
+// trip of one write and one read, not two of each.
+TEST_F(ServiceTest, ATrivialJobRunAtOnceIsAnsweredInOneMessage) {
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  auto stream = stub_->Submit(&ctx);
+  for (int i = 1; i <= 20; ++i) {
+    v1::SubmitRequest req;
+    if (i == 1) req.mutable_options()->set_terminal_only(true);
+    auto* item = req.add_items();
+    item->set_client_tag(i);
+    *item->mutable_spec() =
+        Spec("echo", {static_cast<double>(i)}, v1::JOB_KIND_IO_BOUND);
+    item->mutable_spec()->set_in_memory(true);
+    ASSERT_TRUE(stream->Write(req));
+    v1::SubmitResponse resp;
+    ASSERT_TRUE(stream->Read(&resp));
+    ASSERT_EQ(resp.events_size(), 2)
+        << "job " << i << ": " << resp.DebugString();
+    EXPECT_EQ(resp.events(0).type(), v1::EVENT_TYPE_ACCEPTED);
+    EXPECT_EQ(resp.events(1).type(), v1::EVENT_TYPE_SUCCEEDED);
+    EXPECT_EQ(resp.events(1).client_tag(), static_cast<uint64_t>(i));
+    EXPECT_EQ(resp.events(1).executor(), v1::EXECUTOR_THREAD);
+    EXPECT_EQ(resp.events(1).result().value().number_value(), i);
+  }
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
 TEST_F(ServiceTest, RejectedSpecsNameTheFieldAndSpareTheOthers) {
   v1::JobSpec no_kind = Spec("sleep", {1});
   no_kind.set_kind(v1::JOB_KIND_UNSPECIFIED);
