@@ -6,6 +6,10 @@
 //               (echo items vs no-op `echo` jobs, terminal events only)
 //   round trip: R sequential request -> answer (unary echo vs one job
 //               submitted on an open Submit stream and its result awaited)
+//   durability: the same on fresh daemons with each --durability, and the
+//               journal's round-trip goals measured interleaved (a unary
+//               and a stream echo, in-memory, at-least-once and at-most-once
+//               jobs, fdatasync: runs of 100 of each in turn)
 // and prints a table with the ratios. See bench/README.md.
 #include <arpa/inet.h>
 #include <httplib.h>
@@ -21,6 +25,9 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
+#include <optional>
 #include <thread>
 
 #include "CLI/CLI.hpp"
@@ -229,36 +236,59 @@ double JobdStream(v1::JobService::Stub& stub, int n, int batch, int window,
 // What a job asks of the journal: its delivery policy, or none at all.
 enum class Trip { kAtMostOnce, kAtLeastOnce, kInMemory };
 
-Latency JobdRoundTrip(v1::JobService::Stub& stub, int rounds,
-                      Trip trip = Trip::kAtMostOnce) {
-  Latency lat;
-  grpc::ClientContext ctx;
-  auto stream = stub.Submit(&ctx);
-  v1::SubmitRequest req;
-  req.mutable_options()->set_terminal_only(true);
-  auto* item = req.add_items();
-  *item->mutable_spec() = NoopSpec();
-  item->mutable_spec()->set_in_memory(trip == Trip::kInMemory);
-  if (trip == Trip::kAtLeastOnce) {
-    item->mutable_spec()->set_delivery(v1::DELIVERY_AT_LEAST_ONCE);
+// One open Submit stream on which jobs of one kind are sent one at a time,
+// each awaited to its end.
+class TripStream {
+ public:
+  TripStream(v1::JobService::Stub& stub, Trip trip)
+      : stream_(stub.Submit(&ctx_)) {
+    req_.mutable_options()->set_terminal_only(true);
+    auto* item = req_.add_items();
+    *item->mutable_spec() = NoopSpec();
+    item->mutable_spec()->set_in_memory(trip == Trip::kInMemory);
+    if (trip == Trip::kAtLeastOnce) {
+      item->mutable_spec()->set_delivery(v1::DELIVERY_AT_LEAST_ONCE);
+    }
   }
-  v1::SubmitResponse resp;
-  for (int i = 0; i < rounds; ++i) {
-    item->set_client_tag(i);
+  ~TripStream() {
+    stream_->WritesDone();
+    stream_->Finish();
+  }
+  TripStream(const TripStream&) = delete;
+  TripStream& operator=(const TripStream&) = delete;
+
+  // Submits one job and waits for its end: false if the stream broke.
+  bool Once(Latency& lat) {
+    req_.mutable_items(0)->set_client_tag(next_tag_++);
     const absl::Time t = absl::Now();
-    if (!stream->Write(req)) break;
-    req.clear_options();
+    if (!stream_->Write(req_)) return false;
+    req_.clear_options();
     bool done = false;
-    while (!done && stream->Read(&resp)) {
-      for (const auto& e : resp.events()) {
+    while (!done && stream_->Read(&resp_)) {
+      for (const auto& e : resp_.events()) {
         done |= v1::EndsSubmitItem(e.type());
       }
     }
-    if (!done) break;
-    lat.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+    if (done) lat.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+    return done;
   }
-  stream->WritesDone();
-  stream->Finish();
+
+ private:
+  grpc::ClientContext ctx_;
+  std::unique_ptr<
+      grpc::ClientReaderWriter<v1::SubmitRequest, v1::SubmitResponse>>
+      stream_;
+  v1::SubmitRequest req_;
+  v1::SubmitResponse resp_;
+  int next_tag_ = 0;
+};
+
+Latency JobdRoundTrip(v1::JobService::Stub& stub, int rounds,
+                      Trip trip = Trip::kAtMostOnce) {
+  Latency lat;
+  TripStream stream(stub, trip);
+  for (int i = 0; i < rounds && stream.Once(lat); ++i) {
+  }
   return lat;
 }
 
@@ -373,39 +403,117 @@ int KeysRun(int n, int batch, int window, int workers, int repeat) {
 }
 
 // ------------------------------------------------------------ durability
+// The journal's floor: appending a 4 KiB page to a file and fdatasync()ing
+// it, in the directory the daemons' journals live in (TMPDIR or /tmp).
+class SyncFile {
+ public:
+  SyncFile() : page_(4096, 'x') {
+    const char* tmp = std::getenv("TMPDIR");
+    path_ = std::string(tmp != nullptr ? tmp : "/tmp") +
+            "/jobd-bench-fdatasync-XXXXXX";
+    fd_ = mkstemp(path_.data());
+  }
+  ~SyncFile() {
+    if (fd_ < 0) return;
+    close(fd_);
+    unlink(path_.c_str());
+  }
+  SyncFile(const SyncFile&) = delete;
+  SyncFile& operator=(const SyncFile&) = delete;
+
+  // One append and its fdatasync: false if either failed.
+  bool Once(Latency& lat) {
+    const absl::Time t = absl::Now();
+    if (fd_ < 0 ||
+        write(fd_, page_.data(), page_.size()) !=
+            static_cast<ssize_t>(page_.size()) ||
+        fdatasync(fd_) != 0) {
+      return false;
+    }
+    lat.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+    return true;
+  }
+
+ private:
+  const std::string page_;
+  std::string path_;
+  int fd_ = -1;
+};
+
+Latency Fdatasync(int rounds) {
+  Latency lat;
+  SyncFile file;
+  for (int i = 0; i < rounds && file.Once(lat); ++i) {
+  }
+  return lat;
+}
+
+// The round trips the journal's goals compare, measured interleaved on one
+// journaled daemon: runs of 100 of each kind in turn (a unary echo; an
+// in-memory, an at-least-once and an at-most-once job; an fdatasync), until
+// each has `rounds`. Measured in one block each instead, each in its own
+// second or two, this machine's drift moves one figure's p50 by a third
+// against another's; in short runs taken in turn, it falls on all of them
+// alike. Not one of each in turn: each would then follow another kind of
+// work (a CPU back from idle, cold caches) and cost 50-80 us more, which a
+// bound made of two of them (fdatasync + in-memory) would count twice.
+struct InterleavedTrips {
+  Latency unary, stream, memory, least, most, sync;
+};
+
+InterleavedTrips Interleaved(Echo::Stub& echo, v1::JobService::Stub& jobd,
+                             int rounds) {
+  InterleavedTrips out;
+  TripStream memory(jobd, Trip::kInMemory), least(jobd, Trip::kAtLeastOnce),
+      most(jobd, Trip::kAtMostOnce);
+  SyncFile file;
+  EchoBatch req, resp;
+  req.add_items()->set_tag(1);
+  grpc::ClientContext pipe_ctx;
+  auto pipe = echo.Stream(&pipe_ctx);
+  const std::function<bool()> kinds[] = {
+      [&] {
+        grpc::ClientContext ctx;
+        const absl::Time t = absl::Now();
+        if (!echo.Unary(&ctx, req, &resp).ok()) return false;
+        out.unary.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+        return true;
+      },
+      [&] {
+        const absl::Time t = absl::Now();
+        if (!pipe->Write(req) || !pipe->Read(&resp)) return false;
+        out.stream.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+        return true;
+      },
+      [&] { return memory.Once(out.memory); },
+      [&] { return least.Once(out.least); },
+      [&] { return most.Once(out.most); },
+      [&] { return file.Once(out.sync); },
+  };
+  constexpr int kRun = 100;
+  for (int done = 0; done < rounds; done += kRun) {
+    for (const auto& once : kinds) {
+      for (int i = done; i < std::min(done + kRun, rounds); ++i) {
+        if (!once()) rounds = 0;
+      }
+    }
+  }
+  pipe->WritesDone();
+  pipe->Finish();
+  return out;
+}
+
 struct DurabilityRun {
   double rate = 0;      // No-op jobs/s through one stream, terminal events.
   Latency trip;         // One job at a time (at most once, the default).
   Latency least_trip;   // The same, at-least-once jobs (not with "none").
   Latency memory_trip;  // The same, in-memory jobs (not with "none").
+  // With a journal: the goals' round trips interleaved (above).
+  std::optional<InterleavedTrips> interleaved;
 };
 
-// The journal's floor: appending a 4 KiB page to a file and fdatasync()ing
-// it, in the directory the daemons' journals live in (TMPDIR or /tmp).
-Latency Fdatasync(int rounds) {
-  Latency lat;
-  const char* tmp = std::getenv("TMPDIR");
-  std::string path = std::string(tmp != nullptr ? tmp : "/tmp") +
-                     "/jobd-bench-fdatasync-XXXXXX";
-  const int fd = mkstemp(path.data());
-  if (fd < 0) return lat;
-  const std::string page(4096, 'x');
-  for (int i = 0; i < rounds; ++i) {
-    const absl::Time t = absl::Now();
-    if (write(fd, page.data(), page.size()) !=
-            static_cast<ssize_t>(page.size()) ||
-        fdatasync(fd) != 0) {
-      break;
-    }
-    lat.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
-  }
-  close(fd);
-  unlink(path.c_str());
-  return lat;
-}
-
 DurabilityRun Durability(const std::string& mode, int n, int batch, int window,
-                         int rounds, int workers) {
+                         int rounds, int workers, Echo::Stub& echo) {
   auto daemon = testing::Daemon::Start(
       {"--durability", mode, "--log-level", "warn", "--thread-workers",
        std::to_string(workers), "--max-window",
@@ -426,6 +534,7 @@ DurabilityRun Durability(const std::string& mode, int n, int batch, int window,
     run.least_trip = JobdRoundTrip(*stub, rounds, Trip::kAtLeastOnce);
     // In-memory jobs (spec.in_memory) on the same daemon: no commit waited.
     run.memory_trip = JobdRoundTrip(*stub, rounds, Trip::kInMemory);
+    if (mode == "batched") run.interleaved = Interleaved(echo, *stub, rounds);
   }
   return run;
 }
@@ -729,7 +838,8 @@ int Run(int argc, char** argv) {
   DurabilityRun batched;
   for (const std::string mode : {"none", "batched", "every-commit"}) {
     const int n = mode == "every-commit" ? every_commit_jobs : durable_jobs;
-    DurabilityRun d = Durability(mode, n, batch, window, rounds / 5, workers);
+    DurabilityRun d =
+        Durability(mode, n, batch, window, rounds / 5, workers, *echo_stub);
     if (mode == "none") none_rate = d.rate;
     std::printf("%-24s %8d %10.0f %7.2fx %13.1f %13s %16s\n", mode.c_str(), n,
                 d.rate, none_rate > 0 ? d.rate / none_rate : 0.0,
@@ -755,6 +865,24 @@ int Run(int argc, char** argv) {
       f50, sync.Pct(0.99), batched.least_trip.Pct(0.5), f50 + m50,
       batched.least_trip.Pct(0.5) / (f50 + m50), batched.trip.Pct(0.5),
       2 * f50 + m50, batched.trip.Pct(0.5) / (2 * f50 + m50));
+  if (batched.interleaved.has_value()) {
+    // The same goals, their figures taken in the same runs (Interleaved).
+    InterleavedTrips& in = *batched.interleaved;
+    const double iu = in.unary.Pct(0.5), ie = in.stream.Pct(0.5),
+                 im = in.memory.Pct(0.5), il = in.least.Pct(0.5),
+                 io = in.most.Pct(0.5), is = in.sync.Pct(0.5);
+    std::printf(
+        "interleaved, %zu of each in runs of 100, on the batched daemon, p50 "
+        "us:\n"
+        "  unary echo %.1f; echo on an open stream %.1f; fdatasync %.1f\n"
+        "  in-memory job %.1f (%.2fx the unary echo, %.2fx the stream's)\n"
+        "  at-least-once %.1f vs fdatasync + in-memory %.1f (%.2fx)\n"
+        "  at-most-once  %.1f vs 2 x fdatasync + in-memory %.1f (%.2fx)\n",
+        std::min({in.unary.us.size(), in.stream.us.size(), in.memory.us.size(),
+                  in.least.us.size(), in.most.us.size(), in.sync.us.size()}),
+        iu, ie, is, im, im / iu, im / ie, il, is + im, il / (is + im), io,
+        2 * is + im, io / (2 * is + im));
+  }
   const auto [ready_s, restored] = Recovery(recovery_jobs);
   std::printf(
       "\nrestart with %d queued jobs in the journal: ready in %.2f s\n"
