@@ -146,9 +146,11 @@ TEST_F(MemoryTest, BigResultsKeepRssAndTheJournalWithinTheirBudgets) {
   EXPECT_LE(s.journal().file_bytes(), 80 * kMiB);
   EXPECT_TRUE(s.journal().healthy());
   // Budgets of 16 + 16 + 8 MiB, plus what gRPC and the allocator hold for
-  // 1 MiB messages in and out.
+  // 1 MiB messages in and out: 97-114 MiB on an idle machine, up to 125
+  // beside other tests (its client writes on while jobd is slow to read);
+  // 673 MiB with the budgets at 1G.
   if (kRssMeasuresJobd) {
-    EXPECT_LE(PeakRss() - rss0, 120 * kMiB);
+    EXPECT_LE(PeakRss() - rss0, 160 * kMiB);
   }
 }
 
