@@ -21,13 +21,16 @@ void AfterUnlock::Run(Journal* journal) {
         },
         Journal::Wait::kFailFast);
   }
-  // Before the flush: a trivial job run here ends within microseconds, and
-  // its end then leaves in the same write as its ACCEPTED (a round trip of
-  // one message, not two). Its end's own flush (its OnFinished) sends
-  // what these sinks hold first, in order.
-  if (!trivial.empty()) run_trivial(std::move(trivial));
+  // Jobs run on this thread, before the flush: they end within
+  // microseconds, and each end then leaves in the same write as its
+  // ACCEPTED (a round trip of one message, not two); their OnFinished
+  // flushes what these sinks hold first, in order. Jobs handed to a pool
+  // thread go after it, as their events follow those flushed here.
+  const bool here = !trivial.empty() && trivial.size() <= trivial_here;
+  if (here) run_trivial(std::move(trivial), /*here=*/true);
   // Sinks hold back what is not durable yet themselves (Event::ticket).
   for (const auto& sink : flush) sink->Flush();
+  if (!here && !trivial.empty()) run_trivial(std::move(trivial), false);
 }
 
 }  // namespace jobd

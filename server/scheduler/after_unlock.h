@@ -33,16 +33,16 @@ struct AfterUnlock {
   std::vector<std::pair<uint64_t, std::function<void(bool)>>> gates;
   // Readers of job output to wake (JobOutputs waiters), first.
   std::vector<std::function<void()>> wakes;
-  // Started runs of trivial tasks (TaskDef::trivial), handed last to
-  // `run_trivial` (Scheduler::Hand sets it), which runs up to
-  // `trivial_here` of them on this thread and hands more to the lane's
+  // Started runs of trivial tasks (TaskDef::trivial), handed to
+  // `run_trivial` (Scheduler::Hand sets it), which runs them on this thread
+  // (`here`: up to `trivial_here` of them) or hands them to the lane's
   // executor as one batch: none on a journal's or a timer's thread (it
   // must not be held up), a few on a Submit's (a short request's answer
   // comes sooner; a long one's jobs run on a pool thread while this one
   // reads the next request), any number on a pool thread.
   size_t trivial_here = 0;
   std::vector<JobRun> trivial;
-  std::function<void(std::vector<JobRun>)> run_trivial;
+  std::function<void(std::vector<JobRun>, bool here)> run_trivial;
   // The scheduler's clock, read once while the lock is held
   // (Scheduler::Now): the events and times of one call share it (reading
   // the clock was ~5% of a no-op job's CPU, several times a job).
@@ -50,9 +50,10 @@ struct AfterUnlock {
 
   // Wakes the output readers, registers the wake-ups, answers the callers
   // once `ticket` is durable (at once without a journal; never held through
-  // an outage), runs the trivial tasks' jobs (or hands them on), and then
-  // flushes the sinks (they hold back what is not durable yet themselves):
-  // a job run here has its ACCEPTED and its end leave in one write.
+  // an outage), and flushes the sinks (they hold back what is not durable
+  // yet themselves); runs the trivial tasks' jobs before the flush (a job
+  // run here has its ACCEPTED and its end leave in one write), or hands
+  // them on after it.
   void Run(Journal* journal);
 };
 

@@ -484,9 +484,8 @@ void Scheduler::Hand(Lane& lane, std::vector<JobRun> chunk, After& after) {
   }
   JobExecutor& executor = *lane.executor();
   if (after.trivial.empty()) {
-    after.run_trivial = [this, &executor,
-                         here = after.trivial_here](std::vector<JobRun> runs) {
-      if (runs.size() <= here) {
+    after.run_trivial = [this, &executor](std::vector<JobRun> runs, bool here) {
+      if (here) {
         RunTrivial(std::move(runs));
       } else {
         executor.StartTrivial(std::move(runs));
