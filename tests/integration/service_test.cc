@@ -84,12 +84,16 @@ TEST_F(ServiceTest, TerminalOnlyAndBatching) {
 
 // A trivial task's job that its Submit's thread runs at once (echo on the
 // thread pool) has its ACCEPTED and its end leave in one message: a round
-// trip of one write and one read, not two of each.
+// trip of one write and one read, not two of each. Not every time: the
+// completion of the stream's previous write may come between the two and
+// send the ACCEPTED alone (rare; without the one-message order, never one).
 TEST_F(ServiceTest, ATrivialJobRunAtOnceIsAnsweredInOneMessage) {
   grpc::ClientContext ctx;
   Deadline(ctx);
   auto stream = stub_->Submit(&ctx);
-  for (int i = 1; i <= 20; ++i) {
+  constexpr int kRounds = 20;
+  int in_one = 0;
+  for (int i = 1; i <= kRounds; ++i) {
     v1::SubmitRequest req;
     if (i == 1) req.mutable_options()->set_terminal_only(true);
     auto* item = req.add_items();
@@ -98,16 +102,23 @@ TEST_F(ServiceTest, ATrivialJobRunAtOnceIsAnsweredInOneMessage) {
         Spec("echo", {static_cast<double>(i)}, v1::JOB_KIND_IO_BOUND);
     item->mutable_spec()->set_in_memory(true);
     ASSERT_TRUE(stream->Write(req));
-    v1::SubmitResponse resp;
-    ASSERT_TRUE(stream->Read(&resp));
-    ASSERT_EQ(resp.events_size(), 2)
-        << "job " << i << ": " << resp.DebugString();
-    EXPECT_EQ(resp.events(0).type(), v1::EVENT_TYPE_ACCEPTED);
-    EXPECT_EQ(resp.events(1).type(), v1::EVENT_TYPE_SUCCEEDED);
-    EXPECT_EQ(resp.events(1).client_tag(), static_cast<uint64_t>(i));
-    EXPECT_EQ(resp.events(1).executor(), v1::EXECUTOR_THREAD);
-    EXPECT_EQ(resp.events(1).result().value().number_value(), i);
+    std::vector<v1::JobEvent> events;
+    int messages = 0;
+    while (events.empty() || !v1::EndsSubmitItem(events.back().type())) {
+      v1::SubmitResponse resp;
+      ASSERT_TRUE(stream->Read(&resp));
+      ++messages;
+      for (const v1::JobEvent& e : resp.events()) events.push_back(e);
+    }
+    in_one += messages == 1;
+    ASSERT_EQ(events.size(), 2u) << "job " << i;
+    EXPECT_EQ(events[0].type(), v1::EVENT_TYPE_ACCEPTED);
+    EXPECT_EQ(events[1].type(), v1::EVENT_TYPE_SUCCEEDED);
+    EXPECT_EQ(events[1].client_tag(), static_cast<uint64_t>(i));
+    EXPECT_EQ(events[1].executor(), v1::EXECUTOR_THREAD);
+    EXPECT_EQ(events[1].result().value().number_value(), i);
   }
+  EXPECT_GE(in_one, kRounds * 3 / 4);
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
 }
