@@ -138,6 +138,14 @@ int ServeEcho(const std::string& socket) {
 // ---------------------------------------------------------------- helpers
 struct Latency {
   std::vector<double> us;
+  // Runs `op` (false: it failed) and adds its time if it succeeded.
+  template <typename Op>
+  bool Time(Op op) {
+    const absl::Time t = absl::Now();
+    if (!op()) return false;
+    us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+    return true;
+  }
   double Pct(double p) {
     std::sort(us.begin(), us.end());
     return us.empty() ? 0 : us[std::min(us.size() - 1, size_t(p * us.size()))];
@@ -178,15 +186,20 @@ double EchoStream(Echo::Stub& stub, int n, int batch) {
   return got / Seconds(start);
 }
 
+// One unary echo of `req`: false if it failed.
+bool EchoUnaryOnce(Echo::Stub& stub, const EchoBatch& req, Latency& lat) {
+  return lat.Time([&] {
+    grpc::ClientContext ctx;
+    EchoBatch resp;
+    return stub.Unary(&ctx, req, &resp).ok();
+  });
+}
+
 Latency EchoUnary(Echo::Stub& stub, int rounds) {
   Latency lat;
-  EchoBatch req, resp;
+  EchoBatch req;
   req.add_items()->set_tag(1);
-  for (int i = 0; i < rounds; ++i) {
-    grpc::ClientContext ctx;
-    const absl::Time t = absl::Now();
-    if (!stub.Unary(&ctx, req, &resp).ok()) break;
-    lat.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+  for (int i = 0; i < rounds && EchoUnaryOnce(stub, req, lat); ++i) {
   }
   return lat;
 }
@@ -260,17 +273,17 @@ class TripStream {
   // Submits one job and waits for its end: false if the stream broke.
   bool Once(Latency& lat) {
     req_.mutable_items(0)->set_client_tag(next_tag_++);
-    const absl::Time t = absl::Now();
-    if (!stream_->Write(req_)) return false;
-    req_.clear_options();
-    bool done = false;
-    while (!done && stream_->Read(&resp_)) {
-      for (const auto& e : resp_.events()) {
-        done |= v1::EndsSubmitItem(e.type());
+    return lat.Time([&] {
+      if (!stream_->Write(req_)) return false;
+      req_.clear_options();
+      bool done = false;
+      while (!done && stream_->Read(&resp_)) {
+        for (const auto& e : resp_.events()) {
+          done |= v1::EndsSubmitItem(e.type());
+        }
       }
-    }
-    if (done) lat.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
-    return done;
+      return done;
+    });
   }
 
  private:
@@ -423,15 +436,11 @@ class SyncFile {
 
   // One append and its fdatasync: false if either failed.
   bool Once(Latency& lat) {
-    const absl::Time t = absl::Now();
-    if (fd_ < 0 ||
-        write(fd_, page_.data(), page_.size()) !=
-            static_cast<ssize_t>(page_.size()) ||
-        fdatasync(fd_) != 0) {
-      return false;
-    }
-    lat.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
-    return true;
+    return fd_ >= 0 && lat.Time([&] {
+      return write(fd_, page_.data(), page_.size()) ==
+                 static_cast<ssize_t>(page_.size()) &&
+             fdatasync(fd_) == 0;
+    });
   }
 
  private:
@@ -472,18 +481,10 @@ InterleavedTrips Interleaved(Echo::Stub& echo, v1::JobService::Stub& jobd,
   grpc::ClientContext pipe_ctx;
   auto pipe = echo.Stream(&pipe_ctx);
   const std::function<bool()> kinds[] = {
+      [&] { return EchoUnaryOnce(echo, req, out.unary); },
       [&] {
-        grpc::ClientContext ctx;
-        const absl::Time t = absl::Now();
-        if (!echo.Unary(&ctx, req, &resp).ok()) return false;
-        out.unary.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
-        return true;
-      },
-      [&] {
-        const absl::Time t = absl::Now();
-        if (!pipe->Write(req) || !pipe->Read(&resp)) return false;
-        out.stream.us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
-        return true;
+        return out.stream.Time(
+            [&] { return pipe->Write(req) && pipe->Read(&resp); });
       },
       [&] { return memory.Once(out.memory); },
       [&] { return least.Once(out.least); },
