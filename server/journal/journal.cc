@@ -389,10 +389,10 @@ void Journal::FoldLog(bool whole) {
   used_bytes_ = store_->used_bytes();
   spdlog::debug(
       "journal: log folded: {} change(s) into {} row(s) written and {} "
-      "deleted (of {} looked for), {} job(s) carried forward, in {} step(s) "
-      "of {} in all",
+      "deleted (of {} looked for), {} job(s) forgotten since skipped, in {} "
+      "step(s) of {} in all",
       finished->entries, finished->rows_written, finished->rows_deleted,
-      finished->looked_for, finished->carried, finished->steps,
+      finished->looked_for, finished->skipped, finished->steps,
       absl::FormatDuration(finished->took));
 }
 

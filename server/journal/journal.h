@@ -11,11 +11,12 @@
 // fills. A commit appends its jobs' records to the log table as one row
 // (server/journal/journal_log.h), not a row write per job; once the log
 // holds JournalOptions::compact_log_bytes (or a quarter of max_bytes), the
-// writer folds it into the jobs table after that commit, each job still
-// kept written once (a job accepted, ended and forgotten in between is
-// never written there); past half of max_bytes, also at a commit that
-// forgot jobs, before its waiters run (their room comes back only then). A
-// clean close folds it too; after a crash, Open replays it. Each batch has a
+// writer folds its older half into the jobs table after that commit, in
+// steps, each job still kept written once (a job accepted, ended and
+// forgotten while its records are in the log is never written there);
+// past half of max_bytes, the whole log, at a commit that forgot jobs,
+// before its waiters run (their room comes back only then). A clean close
+// folds it all too; after a crash, Open replays it. Each batch has a
 // ticket; an event is stamped with the ticket open when it was emitted, and
 // nothing reaches a client before its ticket is durable (durable() >= ticket;
 // WhenDurable runs code then). So a client never sees an ACCEPTED, STARTED or

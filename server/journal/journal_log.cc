@@ -127,8 +127,7 @@ bool NextLogEntry(std::string_view& rest, LogEntry* out, std::string* broken) {
   return true;
 }
 
-std::string LogReplay::Apply(uint32_t row, std::string_view body,
-                             bool carried) {
+std::string LogReplay::Apply(uint32_t row, std::string_view body) {
   LogEntry e;
   std::string broken;
   std::string_view rest = body;
@@ -145,8 +144,7 @@ std::string LogReplay::Apply(uint32_t row, std::string_view body,
       case LogEntry::kInsert:
         job = Job{.inserted = true,
                   .insert = pos,
-                  .maybe_in_table = job.maybe_in_table,
-                  .carried = carried};
+                  .maybe_in_table = job.maybe_in_table};
         break;
       case LogEntry::kUpdate:
         if (!job.deleted) {  // A forgotten job's row stays gone.

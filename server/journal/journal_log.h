@@ -15,8 +15,10 @@
 // and the other insert-only ones (as the UPDATE statement of the table
 // does; an update of a job without a row is dropped, as that statement
 // drops it), a delete removes it. Compaction (JournalStore) folds the log
-// into the jobs table the same way, now and then, so that a job inserted,
-// ended and forgotten between two compactions never touches the table.
+// into the jobs table the same way, now and then (between commits, its
+// older half; all of it at a clean close or near the size cap), writing
+// rows only for the jobs still kept, so that a job inserted, ended and
+// forgotten while its entries are in the log never touches the table.
 //
 // Thread-safety: none (the journal's writer thread, or Open before it).
 // Ownership: LogWriter owns its scratch message; LogReplay keeps where
@@ -104,15 +106,12 @@ class LogReplay {
     // here is an insert (a writer puts a delete before the insert of a job
     // it journaled already: JournalStore::Write).
     bool maybe_in_table = true;
-    // Its last insert came from a row a fold carried forward (below).
-    bool carried = false;
   };
 
   // Applies the entries of log row number `row` (0, 1, ... in log order),
-  // whose bytes are `body`; `carried`: a row a fold wrote back to the log
-  // (JournalStore::CompactStep). Returns "" or, if its framing is broken,
-  // what is wrong (the entries before the break are applied).
-  std::string Apply(uint32_t row, std::string_view body, bool carried = false);
+  // whose bytes are `body`. Returns "" or, if its framing is broken, what
+  // is wrong (the entries before the break are applied).
+  std::string Apply(uint32_t row, std::string_view body);
 
   const absl::flat_hash_map<uint64_t, Job>& jobs() const { return jobs_; }
   // The ids of the jobs the log holds, ascending.

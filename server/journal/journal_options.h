@@ -38,10 +38,11 @@ struct JournalOptions {
   // nothing lingers.
   absl::Duration linger = absl::Milliseconds(1);
   uint64_t max_transaction_bytes = 16 << 20;
-  // The log (server/journal/journal_log.h) is folded into the jobs table
-  // once it holds this many bytes (or a quarter of max_bytes): a job
-  // started, ended and forgotten in between is never written there. The
-  // most a start after a crash replays.
+  // The log's older half (server/journal/journal_log.h) is folded into
+  // the jobs table once it holds this many bytes (or a quarter of
+  // max_bytes): a job started, ended and forgotten while its records are
+  // in the log is never written there. The most a start after a crash
+  // replays.
   uint64_t compact_log_bytes = 32 << 20;
   // A fold goes in steps, one between two commits (a commit waits for one
   // step, not the whole fold): each reads about this many bytes of the

@@ -141,13 +141,10 @@ struct JournalStore::Statements {
   explicit Statements(sqlite3* db) : db(db) {}
   bool ok() const {
     for (const Statement* s :
-         {&begin,        &commit,          &append_log,
-          &last_log,     &read_log,        &log_row,
-          &remove_log,   &insert,          &update,
-          &remove_run,   &remove_callback, &remove_callback_run,
-          &put_callback, &update_callback, &meta,
-          &put_schedule, &delete_schedule, &set_key,
-          &clear_key,    &carry_log}) {
+         {&begin, &commit, &append_log, &last_log, &read_log, &log_row,
+          &remove_log, &insert, &update, &remove_run, &remove_callback,
+          &remove_callback_run, &put_callback, &update_callback, &meta,
+          &put_schedule, &delete_schedule, &set_key, &clear_key}) {
       if (!s->ok()) return false;
     }
     return true;
@@ -165,8 +162,6 @@ struct JournalStore::Statements {
       db, "SELECT id, body FROM log WHERE id > ?1 AND id <= ?2 ORDER BY id"};
   Statement log_row{db, "SELECT body FROM log WHERE id=?"};
   Statement remove_log{db, "DELETE FROM log WHERE id=?"};
-  // A step's jobs carried forward, in the place of its last log row.
-  Statement carry_log{db, "INSERT INTO log(id, body) VALUES(?, ?)"};
   Statement insert{db,
                    "INSERT OR REPLACE INTO jobs(id, state, executor, spec, "
                    "create_ns, start_ns, finish_ns, result, error, "
@@ -1068,10 +1063,8 @@ JournalStore::Due JournalStore::compaction_due() const {
       counted_bytes_ + written_since_count_ >= options_.max_bytes / 2) {
     return Due::kRoom;
   }
-  // Carried jobs do not count: the log they make up after a fold would
-  // bring the next one on twice as soon.
-  const uint64_t grown = log_bytes_ - std::min(log_bytes_, carried_bytes_);
-  return fold_ == nullptr && grown >= CompactAtBytes() ? Due::kSize : Due::kNo;
+  return fold_ == nullptr && log_bytes_ >= CompactAtBytes() ? Due::kSize
+                                                            : Due::kNo;
 }
 
 void JournalStore::BindRow(sqlite3_stmt* st, const StoredRow& row,
@@ -1117,6 +1110,8 @@ void JournalStore::BindRow(sqlite3_stmt* st, const StoredRow& row,
 // and how far it got.
 struct JournalStore::Fold {
   int64_t last_id = 0;  // The log's last row when the fold began.
+  // The bytes of log rows it takes at most (one row at least), and has.
+  uint64_t take_bytes = 0, taken_bytes = 0;
   struct Row {
     int64_t id;
     uint64_t bytes;
@@ -1134,16 +1129,12 @@ struct JournalStore::Fold {
     LogPos pos;
     LogPos merge;  // kMerge: its update's.
     Kind kind;
-    // Its entries may go back to the log instead (CompactStep): a job with
-    // no row in the table, not carried before.
-    bool carry = false;
     uint64_t id;
   };
   std::vector<RowWrite> writes;
   std::vector<uint64_t> deleted;  // Ascending.
   size_t next_write = 0, next_deleted = 0;
-  uint32_t next_row = 0;       // Rows folded so far.
-  uint64_t carried_bytes = 0;  // Written back to the log so far.
+  uint32_t next_row = 0;  // Rows folded so far.
   Compacted done;
 };
 
@@ -1154,13 +1145,11 @@ namespace {
 // update of its columns lands over it.
 constexpr std::string_view kUnreadableSpec = "\x07";
 
-// The most bytes of entries a fold carries forward for one job.
-constexpr uint64_t kCarryEntryBytes = 16 << 10;
-
 }  // namespace
 
-absl::Status JournalStore::BeginFold() {
+absl::Status JournalStore::BeginFold(uint64_t take_bytes) {
   fold_ = std::make_unique<Fold>();
+  fold_->take_bytes = take_bytes;
   sqlite3_stmt* st = statements_->last_log.get();
   const int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) fold_->last_id = sqlite3_column_int64(st, 0);
@@ -1175,15 +1164,15 @@ absl::Status JournalStore::ReadLog(uint64_t budget) {
   sqlite3_bind_int64(st, 1, f.rows.empty() ? 0 : f.rows.back().id);
   sqlite3_bind_int64(st, 2, f.last_id);
   uint64_t read = 0;
-  int rc = SQLITE_DONE;
+  int rc = SQLITE_ROW;
   budget = std::max<uint64_t>(budget, 1);
-  while (read < budget && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+  while (read < budget && f.taken_bytes < f.take_bytes &&
+         (rc = sqlite3_step(st)) == SQLITE_ROW) {
     const std::string_view body = ColumnBlob(st, 1);
     const uint64_t deletes = f.replay->deletes();
     const int64_t id = sqlite3_column_int64(st, 0);
     if (std::string broken =
-            f.replay->Apply(static_cast<uint32_t>(f.rows.size()), body,
-                            carry_rows_.contains(id));
+            f.replay->Apply(static_cast<uint32_t>(f.rows.size()), body);
         !broken.empty()) {
       spdlog::error(
           "journal: a row of {}'s log is damaged ({}): the changes after it "
@@ -1194,25 +1183,33 @@ absl::Status JournalStore::ReadLog(uint64_t budget) {
                       .bytes = body.size(),
                       .deletes = f.replay->deletes() - deletes});
     read += body.size();
+    f.taken_bytes += body.size();
   }
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
-  if (read >= budget) return absl::OkStatus();  // More to read, maybe.
-  if (rc != SQLITE_DONE) return SqliteError(db_, "reading the log");
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    return SqliteError(db_, "reading the log");
+  }
+  if (rc == SQLITE_ROW && f.taken_bytes < f.take_bytes) {
+    return absl::OkStatus();  // More to read, maybe.
+  }
   // All read: what each job's row becomes. A job deleted whose first entry
   // here was an insert has no row in the table to delete (unless the log
-  // was found at Open: an older jobd may not have written it so, nor say
-  // which rows a fold carried).
+  // was found at Open: an older jobd may not have written it so). A job
+  // not deleted here but forgotten since (not live_: its delete is in a
+  // later log row, which the fold leaves) gets no row: that delete, folded
+  // later, takes whatever row it has, and replays over it until then.
   using RowWrite = Fold::RowWrite;
   for (const auto& [id, job] : f.replay->jobs()) {
     if (job.deleted) {
       if (job.maybe_in_table || log_from_open_) f.deleted.push_back(id);
+    } else if (!live_.contains(id)) {
+      ++f.done.skipped;
     } else if (job.inserted) {
       f.writes.push_back(
           {.pos = job.insert,
            .merge = job.update,
            .kind = job.updated ? RowWrite::kMerge : RowWrite::kInsert,
-           .carry = !job.maybe_in_table && !job.carried && !log_from_open_,
            .id = id});
     } else {
       f.writes.push_back(
@@ -1230,8 +1227,7 @@ absl::Status JournalStore::ReadLog(uint64_t budget) {
   return absl::OkStatus();
 }
 
-absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes,
-                                    uint64_t carry_budget) {
+absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes) {
   Statements& stmts = *statements_;
   Fold& f = *fold_;
   if (absl::Status s = Run(stmts.begin.get(), "BEGIN"); !s.ok()) return s;
@@ -1300,12 +1296,17 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes,
   std::unique_ptr<sqlite3_blob, decltype(&sqlite3_blob_close)> ahead_blob(
       nullptr, &sqlite3_blob_close);
   int64_t ahead_row = 0;
-  std::string carry;  // The entries carried forward, as one log row.
   size_t next = f.next_write;
-  uint64_t rows_written = 0, log_bytes = 0, log_deletes = 0, carried = 0;
+  uint64_t rows_written = 0, log_bytes = 0, log_deletes = 0;
   for (uint32_t row = f.next_row; row < end_row; ++row) {
-    absl::StatusOr<std::string_view> body = read_row(row);
-    if (!body.ok()) return body.status();
+    // Its bytes, if a row is written from it (most log rows a fold takes
+    // have none: their jobs are forgotten).
+    std::string_view body;
+    if (next < f.writes.size() && f.writes[next].pos.row == row) {
+      absl::StatusOr<std::string_view> read = read_row(row);
+      if (!read.ok()) return read.status();
+      body = *read;
+    }
     sqlite3_bind_int64(stmts.remove_log.get(), 1, f.rows[row].id);
     if (absl::Status s = Step(stmts.remove_log.get()); !s.ok()) return s;
     log_bytes += f.rows[row].bytes;
@@ -1346,25 +1347,7 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes,
           update = ahead;
         }
       }
-      const std::string_view own = w.pos.In(*body);
-      // A small job that ends and is forgotten soon (most: the table's
-      // rows are for those the daemon keeps long) goes back to the log, its
-      // entries copied as they are: if forgotten by the next fold it never
-      // costs a row of the table, else that fold writes it. (A big one
-      // costs its bytes in the table or the log alike.) Counted framed: an
-      // entry's header is at most 16 bytes.
-      const uint64_t entries = own.size() + update.size() + 2 * 16;
-      if (w.carry && carry_budget > 0 && entries <= kCarryEntryBytes &&
-          f.carried_bytes + carry.size() + entries <= carry_budget) {
-        AppendLogEntry({.id = w.id, .kind = LogEntry::kInsert, .body = own},
-                       &carry);
-        if (w.kind == RowWrite::kMerge) {
-          AppendLogEntry(
-              {.id = w.id, .kind = LogEntry::kUpdate, .body = update}, &carry);
-        }
-        ++carried;
-        continue;
-      }
+      const std::string_view own = w.pos.In(body);
       StoredRow columns;
       columns.id = static_cast<int64_t>(w.id);
       bool parsed = parser.Parse(own, insert, 0, &columns);
@@ -1380,41 +1363,17 @@ absl::Status JournalStore::FoldRows(uint64_t budget, uint64_t deletes,
     }
     rows.erase(row);
   }
-  // The carried entries take the place of the step's last row: after every
-  // entry of theirs that this fold takes, before any appended since it
-  // began (a step's rows, and so its carried jobs, are in log order).
   ahead_blob.reset();  // No statement left open over the COMMIT.
-  const int64_t carry_id = end_row > f.next_row ? f.rows[end_row - 1].id : 0;
-  if (!carry.empty()) {
-    sqlite3_stmt* st = stmts.carry_log.get();
-    sqlite3_bind_int64(st, 1, carry_id);
-    sqlite3_bind_blob(st, 2, carry.data(), static_cast<int>(carry.size()),
-                      SQLITE_STATIC);
-    if (absl::Status s = Step(st); !s.ok()) return s;
-  }
   if (absl::Status c = Run(stmts.commit.get(), "COMMIT"); !c.ok()) {
     Rollback();
     return c;
-  }
-  for (uint32_t row = f.next_row; row < end_row; ++row) {
-    if (auto it = carry_rows_.find(f.rows[row].id); it != carry_rows_.end()) {
-      carried_bytes_ -= std::min(carried_bytes_, it->second);
-      carry_rows_.erase(it);
-    }
-  }
-  if (!carry.empty()) {
-    carry_rows_[carry_id] = carry.size();
-    carried_bytes_ += carry.size();
   }
   f.next_deleted = next_deleted;
   f.next_row = end_row;
   f.next_write = next;
   f.done.rows_deleted += rows_deleted;
   f.done.rows_written += rows_written;
-  f.done.carried += carried;
-  f.carried_bytes += carry.size();
   log_bytes_ -= std::min(log_bytes_, log_bytes);
-  log_bytes_ += carry.size();
   log_deletes_ -= std::min(log_deletes_, log_deletes);
   return absl::OkStatus();
 }
@@ -1436,9 +1395,9 @@ std::optional<JournalStore::Compacted> JournalStore::FinishFold() {
 absl::StatusOr<JournalStore::Compacted> JournalStore::Compact() {
   const absl::Time start = absl::Now();
   constexpr uint64_t kAll = std::numeric_limits<uint64_t>::max();
-  absl::Status s = BeginFold();
+  absl::Status s = BeginFold(/*take_bytes=*/kAll);
   if (s.ok()) s = ReadLog(kAll);
-  if (s.ok()) s = FoldRows(kAll, kAll, /*carry_budget=*/0);
+  if (s.ok()) s = FoldRows(kAll, kAll);
   std::optional<Compacted> done;
   if (s.ok()) done = FinishFold();
   fold_.reset();
@@ -1455,7 +1414,10 @@ absl::StatusOr<JournalStore::FoldStep> JournalStore::CompactStep() {
   const absl::Time start = absl::Now();
   absl::Status s;
   if (fold_ == nullptr) {
-    s = BeginFold();
+    // The older half (one row at least); a log found at Open, whole, so
+    // that once it is done no row of that log is left (log_from_open_).
+    s = BeginFold(log_from_open_ ? kAll
+                                 : std::max<uint64_t>(1, log_bytes_ / 2));
     appended_since_step_ = 0;
   }
   // A step takes four times what commits appended to the log since the
@@ -1472,9 +1434,7 @@ absl::StatusOr<JournalStore::FoldStep> JournalStore::CompactStep() {
   // A step reads, or folds; at once, both.
   const bool read = s.ok() && fold_->replay != nullptr;
   if (read) s = ReadLog(budget);
-  if (s.ok() && (!read || budget == kAll)) {
-    s = FoldRows(budget, deletes, CompactAtBytes() / 2);
-  }
+  if (s.ok() && (!read || budget == kAll)) s = FoldRows(budget, deletes);
   if (!s.ok()) {
     fold_.reset();
     return s;

@@ -30,7 +30,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -103,15 +102,22 @@ class JournalStore {
                                 const std::vector<KeyLimitRow>& key_limits = {},
                                 uint64_t reserved_job_id = 0);
 
-  // Folds the log into the jobs table: each job the log holds gets its
-  // last row written (or deleted) once, and the log rows folded leave it.
-  // Compact folds the whole log in one transaction (a fold under way is
-  // taken over: what it has not folded is read again); a failure (rolled
-  // back) leaves the log as it was, to fold later. Compact empties the log;
-  // CompactStep carries a job that has no row in the table yet forward
-  // instead, once, its entries copied back to the log (up to half the size
-  // that starts a fold): most jobs that end are forgotten before the next
-  // fold, having never cost a row.
+  // Folds log rows into the jobs table: each job they hold that is still
+  // kept gets its row as of the last of them written once, a job they
+  // forget has its row deleted, and the rows folded leave the log (the
+  // entries after them replay over the table as before). Compact folds
+  // the whole log in one transaction (a fold under way is taken over: what
+  // it has not folded is read again); a failure (rolled back) leaves the
+  // log as it was, to fold later.
+  //
+  // CompactStep folds only the log's older half (by bytes, when it
+  // begins; the whole log if it was found at Open), and leaves the younger
+  // half in place: the jobs a daemon keeps are mostly the recent ones,
+  // whose entries are there, so a fold writes few rows and copies none,
+  // and a job forgotten before its entries reach the older half never
+  // costs a row of the table. A job of the older half already forgotten
+  // (its delete is in the younger half) has no row written either: that
+  // delete takes whatever row it had at the next fold.
   struct Compacted {
     uint64_t entries = 0;       // Log entries folded.
     uint64_t rows_written = 0;  // Rows inserted or updated in the table.
@@ -119,8 +125,8 @@ class JournalStore {
     // Jobs forgotten whose rows it looked for (not one inserted and
     // forgotten within the fold: it never had a row).
     uint64_t looked_for = 0;
-    // Jobs written back to the log instead of the table (CompactStep).
-    uint64_t carried = 0;
+    // Jobs it wrote no row for: forgotten by a delete after its log rows.
+    uint64_t skipped = 0;
     uint32_t steps = 0;   // Transactions it took.
     absl::Duration took;  // In all (its steps').
   };
@@ -130,11 +136,10 @@ class JournalStore {
   // compact_step_bytes of the log takes (or four times what commits
   // appended since the step before, if more: the fold outruns them; a log
   // grown to twice the size that starts a fold has the rest folded at
-  // once). The first call begins a fold of the log as it is then (rows
-  // appended meanwhile wait for the next); it is under way (compacting())
-  // until a step finishes it. A failed step (rolled back) ends the fold:
-  // the steps before it stay done, and the rest of the log is read again
-  // by the next fold.
+  // once). The first call begins a fold of the log's older half as it is
+  // then; the fold is under way (compacting()) until a step finishes it. A
+  // failed step (rolled back) ends the fold: the steps before it stay
+  // done, and the rest of the log is read again by the next fold.
   struct FoldStep {
     absl::Duration took;                // This step's.
     std::optional<Compacted> finished;  // The fold's, at its last step.
@@ -144,8 +149,8 @@ class JournalStore {
   // Whether the log is to be folded now, and why: kRoom, more than half of
   // max_bytes is in use and the log holds deletes (forgotten jobs' room
   // comes back only once folded: at once, whole); kSize, it has grown to
-  // compact_log_bytes (or a quarter of max_bytes) besides the jobs carried
-  // forward, and no fold is under way (spread over commits).
+  // compact_log_bytes (or a quarter of max_bytes), and no fold is under
+  // way (its older half, spread over commits).
   enum class Due { kNo, kRoom, kSize };
   Due compaction_due() const;
 
@@ -179,18 +184,17 @@ class JournalStore {
   // Counts the pages in use if due (or `now`), and gives free pages back.
   void Recount(bool now);
   uint64_t CompactAtBytes() const;
-  // A fold's steps (Compact, CompactStep): begins a fold of the log as it
-  // is; reads up to `budget` bytes of it (finished: what each job's row
-  // becomes, planned); folds it into the table (one transaction: rows of
-  // forgotten jobs deleted until `deletes` are gone; once none is left, log
-  // rows of up to `budget` bytes, their jobs carried forward while the
-  // fold's carried bytes stay within `carry_budget`). A failure leaves
-  // fold_ to be dropped.
+  // A fold's steps (Compact, CompactStep): begins a fold of the log's
+  // oldest rows, up to `take_bytes` of them (one row at least); reads up
+  // to `budget` bytes of them (finished: what each job's row becomes,
+  // planned); folds them into the table (one transaction: rows of
+  // forgotten jobs deleted until `deletes` are gone; once none is left,
+  // log rows of up to `budget` bytes). A failure leaves fold_ to be
+  // dropped.
   struct Fold;
-  absl::Status BeginFold();
+  absl::Status BeginFold(uint64_t take_bytes);
   absl::Status ReadLog(uint64_t budget);
-  absl::Status FoldRows(uint64_t budget, uint64_t deletes,
-                        uint64_t carry_budget);
+  absl::Status FoldRows(uint64_t budget, uint64_t deletes);
   // The fold's totals once it is done, or nothing.
   std::optional<Compacted> FinishFold();
   // A PRAGMA's integer; bytes of the pages in use, and of the free ones.
@@ -210,11 +214,6 @@ class JournalStore {
   // The log held rows at Open (another process's, maybe an older jobd's),
   // until a fold has taken them.
   bool log_from_open_ = false;
-  // The log rows a fold wrote of the jobs it carried forward (their jobs
-  // are not carried again), until a fold takes them: their ids and bytes,
-  // and the bytes in all.
-  absl::flat_hash_map<int64_t, uint64_t> carry_rows_;
-  uint64_t carried_bytes_ = 0;
   std::string log_body_;      // The log row being built, reused.
   uint64_t log_bytes_ = 0;    // In the log.
   uint64_t log_deletes_ = 0;  // Delete entries in it.
