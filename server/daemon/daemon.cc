@@ -761,6 +761,13 @@ DaemonStopped Daemon::Stop() {
   return result;
 }
 
+void Daemon::KeepServerForExit() {
+  if (!stopped_.has_value() || server_ == nullptr) return;
+  // Never destroyed, and reachable (not a leak to LeakSanitizer).
+  static auto* const kept = new std::vector<std::unique_ptr<grpc::Server>>();
+  kept->push_back(std::move(server_));
+}
+
 Daemon::~Daemon() {
   if (started_) {
     Stop();

@@ -172,6 +172,15 @@ class Daemon {
   // Drains and stops (see the preamble). Once; later calls return the
   // first answer.
   DaemonStopped Stop();
+  // For a process about to exit, after Stop: the gRPC server, shut down,
+  // is kept (reachable, never destroyed) instead of destroyed with the
+  // daemon. Destroying the last gRPC object shuts the library down, which
+  // joins gRPC's executor threads; one of them may be in the TCP backup
+  // poller gRPC starts when a write to a client fills the socket (a big
+  // result), which polls in rounds of 10 s and is woken by nothing at
+  // shutdown, so a stop after such a write would take up to 10 s more.
+  // The process exit ends those threads instead.
+  void KeepServerForExit();
 
  private:
   explicit Daemon(DaemonConfig config);

@@ -222,6 +222,7 @@ int Run(int argc, char** argv) {
     std::fflush(nullptr);
     _exit(stopped.listener_dead ? kExitListenerDead : 0);
   }
+  daemon->KeepServerForExit();
   daemon.reset();
   if (stopped.listener_dead) {
     spdlog::info(
