@@ -179,7 +179,9 @@ class Daemon {
   // poller gRPC starts when a write to a client fills the socket (a big
   // result), which polls in rounds of 10 s and is woken by nothing at
   // shutdown, so a stop after such a write would take up to 10 s more.
-  // The process exit ends those threads instead.
+  // The process exit ends those threads instead. The services the kept
+  // server points to are destroyed with the daemon: safe, since Stop shut
+  // it down (every call ended) and nothing calls them any more.
   void KeepServerForExit();
 
  private:
