@@ -521,19 +521,21 @@ TEST_F(JournalStoreTest, AFoldInStepsTakesTheOlderHalfAndWritesEachKeptJob) {
   EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 3);
   // The younger half and job 4's commit, as they were.
   EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 2);
-  EXPECT_EQ(store->compaction_due(), JournalStore::Due::kNo);
   store.reset();
   auto reopened = Open(&r);
   ExpectRows(expected, r);
 }
 
 // A job of the older half forgotten since (its delete is in the younger
-// half) gets no row: a crash after any step reads back without it, and the
-// next fold takes its delete.
+// half) gets no row, and one that has a row keeps it as it was: a crash
+// after any step reads back without either, and a later fold takes their
+// deletes.
 TEST_F(JournalStoreTest, AJobForgottenAfterTheFoldedRowsGetsNoRow) {
   Recovered r;
   auto store = Open(&r, 16384, /*compact_step_bytes=*/1);
   ASSERT_NE(store, nullptr);
+  WriteOne(*store, {JournalRecord::kInsert, Queued(5)});
+  ASSERT_TRUE(store->Compact().ok());  // 5 in the table, queued.
   ASSERT_TRUE(store
                   ->Write({{JournalRecord::kInsert, Queued(1)},
                            {JournalRecord::kInsert, Queued(2)}},
@@ -541,11 +543,16 @@ TEST_F(JournalStoreTest, AJobForgottenAfterTheFoldedRowsGetsNoRow) {
                   .ok());
   ASSERT_TRUE(store
                   ->Write({Update(Ended(1, v1::JOB_STATE_SUCCEEDED)),
-                           Update(Ended(2, v1::JOB_STATE_FAILED))},
+                           Update(Ended(2, v1::JOB_STATE_FAILED)),
+                           Update(Ended(5, v1::JOB_STATE_SUCCEEDED))},
                           0, JournalStore::Part::kAll)
                   .ok());
   const uint64_t older = LogBytes("SELECT sum(length(body)) FROM log");
-  WriteOne(*store, {JournalRecord::kDelete, JournalRow{.id = 1}});
+  ASSERT_TRUE(store
+                  ->Write({{JournalRecord::kDelete, JournalRow{.id = 1}},
+                           {JournalRecord::kDelete, JournalRow{.id = 5}}},
+                          0, JournalStore::Part::kAll)
+                  .ok());
   const uint64_t delete_row =
       LogBytes("SELECT sum(length(body)) FROM log") - older;
   // The younger half: the delete, and a job as big as the rest of the two
@@ -562,17 +569,21 @@ TEST_F(JournalStoreTest, AJobForgottenAfterTheFoldedRowsGetsNoRow) {
     ExpectCrashImageHolds(expected, "step " + std::to_string(i));
   }
   ASSERT_TRUE(done.has_value());
-  EXPECT_EQ(done->skipped, 1u);       // 1.
+  EXPECT_EQ(done->skipped, 2u);       // 1 and 5.
   EXPECT_EQ(done->rows_written, 1u);  // 2.
   EXPECT_EQ(done->looked_for, 0u);
-  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 1);
+  // 2, and 5's row as the first fold left it (its end not written).
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 2);
+  EXPECT_EQ(Count("SELECT state FROM jobs WHERE id = 5"),
+            static_cast<int64_t>(v1::JOB_STATE_QUEUED));
   EXPECT_EQ(Count("SELECT COUNT(*) FROM log"), 2);
-  // The whole log: job 1's delete looks for the row it never got.
+  // The whole log: the deletes of 1 (no row) and 5 (its row).
   auto whole = store->Compact();
   ASSERT_TRUE(whole.ok());
-  EXPECT_EQ(whole->looked_for, 1u);
-  EXPECT_EQ(whole->rows_deleted, 0u);
-  EXPECT_EQ(whole->rows_written, 1u);  // 50.
+  EXPECT_EQ(whole->looked_for, 2u);
+  EXPECT_EQ(whole->rows_deleted, 1u);
+  EXPECT_EQ(whole->rows_written, 1u);                // 50.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM jobs"), 2);  // 2 and 50.
   ExpectCrashImageHolds(expected, "after the whole fold");
 }
 
@@ -596,7 +607,6 @@ TEST_F(JournalStoreTest, AFoldInStepsLeavesTheYoungerHalfInTheLog) {
   const uint64_t total = LogBytes("SELECT sum(length(body)) FROM log");
   const auto done = FoldInSteps(store);
   ASSERT_TRUE(done.has_value());
-  EXPECT_EQ(done->skipped, 0u);
   const uint64_t left = LogBytes("SELECT sum(length(body)) FROM log");
   EXPECT_LE(left, (total + 1) / 2);
   EXPECT_GT(left + 200, total / 2);  // Rows of 200 bytes.
@@ -615,10 +625,16 @@ TEST_F(JournalStoreTest, AFoldInStepsLeavesTheYoungerHalfInTheLog) {
 }
 
 // Failing commits on demand: an SQLite commit hook (on every connection
-// opened, through an auto extension) turns the next N COMMITs into
-// rollbacks, as a write error at commit would.
+// opened, through an auto extension) lets the next commits_to_pass
+// COMMITs through, then turns the next commits_to_fail into rollbacks, as
+// a write error at commit would.
 std::atomic<int> commits_to_fail{0};
+std::atomic<int> commits_to_pass{0};  // Before those that fail.
 int FailCommit(void*) {
+  if (commits_to_pass.load() > 0) {
+    --commits_to_pass;
+    return 0;
+  }
   if (commits_to_fail.load() <= 0) return 0;
   --commits_to_fail;
   return 1;
@@ -759,6 +775,35 @@ TEST_F(JournalStoreTest, ACrashAnywhereInFoldsAndCommitsLosesNothing) {
     ASSERT_TRUE(last.ok());
     EXPECT_EQ(reopened.rows.size(), model.size());
   }
+}
+
+// A batch split into transactions whose last one fails: the deletes it
+// held never committed, so their jobs stay live (a delete is taken out of
+// the live set in the transaction that writes it, not before a commit
+// that precedes it), and a fold after the failure still writes them.
+TEST_F(JournalStoreTest, DeletesOfAFailedLastTransactionLeaveTheirJobsKept) {
+  sqlite3_auto_extension(reinterpret_cast<void (*)()>(&InstallCommitHook));
+  Recovered r;
+  auto store = Open(&r, /*max_batch_records=*/2);
+  ASSERT_NE(store, nullptr);
+  WriteOne(*store, {JournalRecord::kInsert, Queued(1)});
+  WriteOne(*store, Update(Ended(1, v1::JOB_STATE_SUCCEEDED)));
+  // Two transactions: the delete and insert 2 (committed), insert 3 with
+  // the delete's log entry (its commit fails).
+  commits_to_pass = 1;
+  commits_to_fail = 1;
+  EXPECT_FALSE(store
+                   ->Write({{JournalRecord::kDelete, JournalRow{.id = 1}},
+                            {JournalRecord::kInsert, Queued(2)},
+                            {JournalRecord::kInsert, Queued(3)}},
+                           0, JournalStore::Part::kAll)
+                   .ok());
+  commits_to_pass = 0;
+  commits_to_fail = 0;
+  ASSERT_TRUE(store->Compact().ok());
+  ExpectCrashImageHolds(
+      {{1, Ended(1, v1::JOB_STATE_SUCCEEDED)}, {2, Queued(2)}},
+      "after the failed write and a fold");
 }
 
 // Forgotten jobs' rows go a bounded number at a time, a step each, the

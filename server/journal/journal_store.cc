@@ -154,9 +154,9 @@ struct JournalStore::Statements {
   Statement commit{db, "COMMIT"};
   // A transaction's job records, appended (server/journal/journal_log.h).
   Statement append_log{db, "INSERT INTO log(body) VALUES(?)"};
-  // Compaction's: the log read in order up to its last row when the fold
-  // began, then taken a row at a time, and the jobs table brought up to
-  // date with the statements below.
+  // Compaction's: the log read in order (its older half, or all of it, as
+  // it was when the fold began), then taken a row at a time, and the jobs
+  // table brought up to date with the statements below.
   Statement last_log{db, "SELECT max(id) FROM log"};
   Statement read_log{
       db, "SELECT id, body FROM log WHERE id > ?1 AND id <= ?2 ORDER BY id"};
@@ -891,13 +891,14 @@ absl::StatusOr<JournalStore::Written> JournalStore::WriteTransactions(
     }
     absl::Status s;
     if (r.kind == JournalRecord::kDelete) {
-      if (live_.erase(r.row.id) > 0) {
-        uncommitted_.live.emplace_back(r.row.id, /*was_live=*/true);
-      }
-      ++uncommitted_.log_deletes;
       if (runs_of_deletes) {
+        // Forgotten in the last transaction (below), and only then: a
+        // transaction committed before it must not take its job out of
+        // live_, which a failure of the last would not put back (a fold
+        // would then write no row for a job still kept).
         deleted.push_back(r.row.id);
       } else {
+        Forget(r.row.id);
         log_writer_->Append(r, &log_body_);
         s = RemoveRun(r.row.id, r.row.id, part == Part::kDeletes);
       }
@@ -960,6 +961,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::WriteTransactions(
   }
   std::sort(deleted.begin(), deleted.end());
   for (uint64_t id : deleted) {
+    Forget(id);
     log_writer_->Append({JournalRecord::kDelete, JournalRow{.id = id}},
                         &log_body_);
   }
@@ -1011,6 +1013,13 @@ absl::StatusOr<JournalStore::Written> JournalStore::WriteTransactions(
   return Written{.rows = live_.size(),
                  .used_bytes = counted_bytes_ + written_since_count_,
                  .bytes = written};
+}
+
+void JournalStore::Forget(uint64_t id) {
+  if (live_.erase(id) > 0) {
+    uncommitted_.live.emplace_back(id, /*was_live=*/true);
+  }
+  ++uncommitted_.log_deletes;
 }
 
 absl::Status JournalStore::RemoveRun(uint64_t first, uint64_t last,

@@ -116,8 +116,8 @@ class JournalStore {
   // whose entries are there, so a fold writes few rows and copies none,
   // and a job forgotten before its entries reach the older half never
   // costs a row of the table. A job of the older half already forgotten
-  // (its delete is in the younger half) has no row written either: that
-  // delete takes whatever row it had at the next fold.
+  // (its delete is in a later log row) has no row written either: that
+  // delete takes whatever row it had when a later fold reaches it.
   struct Compacted {
     uint64_t entries = 0;       // Log entries folded.
     uint64_t rows_written = 0;  // Rows inserted or updated in the table.
@@ -178,6 +178,9 @@ class JournalStore {
   // Binds `row` to the insert (all columns) or update statement.
   static void BindRow(sqlite3_stmt* statement, const StoredRow& row,
                       bool insert);
+  // A delete of job `id` in the open transaction: out of live_ (put back
+  // if the transaction fails), one more delete in the log.
+  void Forget(uint64_t id);
   // Deletes the finished callbacks of jobs [first, last] and, with
   // `rows_too`, their rows in the jobs table.
   absl::Status RemoveRun(uint64_t first, uint64_t last, bool rows_too);
