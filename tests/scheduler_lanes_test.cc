@@ -136,9 +136,9 @@ v1::JobState NewestStateOnDisk(const std::string& path) {
     for (size_t i = 0; i < log.size(); ++i) {
       EXPECT_EQ(replay.Apply(static_cast<uint32_t>(i), log[i]), "");
     }
-    const std::vector<uint64_t> ids = replay.SortedIds();
-    if (!ids.empty() && ids.back() >= static_cast<uint64_t>(newest)) {
-      const LogReplay::Job& job = replay.jobs().at(ids.back());
+    if (!replay.jobs().empty() &&
+        replay.jobs().rbegin()->first >= static_cast<uint64_t>(newest)) {
+      const LogReplay::Job& job = replay.jobs().rbegin()->second;
       const LogPos& pos = job.updated ? job.update : job.insert;
       StoredRow row;
       LogRecordParser parser;

@@ -161,14 +161,6 @@ std::string LogReplay::Apply(uint32_t row, std::string_view body) {
   return broken;
 }
 
-std::vector<uint64_t> LogReplay::SortedIds() const {
-  std::vector<uint64_t> ids;
-  ids.reserve(jobs_.size());
-  for (const auto& [id, job] : jobs_) ids.push_back(id);
-  std::sort(ids.begin(), ids.end());
-  return ids;
-}
-
 struct LogRecordParser::Messages {
   journal::LogRecord slot[2];
 };

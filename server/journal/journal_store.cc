@@ -401,8 +401,9 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     }
   }
   found->deletes = replay.deletes();
-  const std::vector<uint64_t> logged = replay.SortedIds();
-  size_t next_logged = 0;
+  // The jobs the log holds, by id, merged into the table's rows below.
+  auto logged = replay.jobs().begin();
+  const auto logged_end = replay.jobs().end();
   LogRecordParser parser;
   auto add = [&](JournalRow row) {
     recovered->last_sequence =
@@ -411,8 +412,8 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     recovered->rows.push_back(std::move(row));
   };
   // A job the log holds, over its table row (null: none).
-  auto add_logged = [&](uint64_t id, const StoredRow* table) {
-    const LogReplay::Job& job = replay.jobs().at(id);
+  auto add_logged = [&](uint64_t id, const LogReplay::Job& job,
+                        const StoredRow* table) {
     if (job.deleted || (!job.inserted && table == nullptr)) return;
     StoredRow row;
     bool damaged = false;
@@ -464,18 +465,19 @@ absl::Status OpenAndRead(const JournalOptions& options, sqlite3** out,
     stored.history = optional_blob(s, 15);
     stored.cluster = sqlite3_column_int64(s, 16);
     const auto id = static_cast<uint64_t>(stored.id);
-    while (next_logged < logged.size() && logged[next_logged] < id) {
-      add_logged(logged[next_logged++], nullptr);
+    for (; logged != logged_end && logged->first < id; ++logged) {
+      add_logged(logged->first, logged->second, nullptr);
     }
-    if (next_logged < logged.size() && logged[next_logged] == id) {
-      add_logged(logged[next_logged++], &stored);
+    if (logged != logged_end && logged->first == id) {
+      add_logged(id, logged->second, &stored);
+      ++logged;
     } else {
       add(DecodeRow(stored));
     }
   }
   if (rc != SQLITE_DONE) return fail("reading jobs");
-  while (next_logged < logged.size()) {
-    add_logged(logged[next_logged++], nullptr);
+  for (; logged != logged_end; ++logged) {
+    add_logged(logged->first, logged->second, nullptr);
   }
   Statement schedules(db, "SELECT id, body FROM schedules ORDER BY id");
   if (!schedules.ok()) return fail("select schedules");
@@ -723,8 +725,9 @@ absl::StatusOr<std::unique_ptr<JournalStore>> JournalStore::Open(
   store->log_bytes_ = log.bytes;
   store->log_deletes_ = log.deletes;
   store->log_from_open_ = log.bytes > 0;
-  store->live_.reserve(recovered->rows.size());
-  for (const JournalRow& row : recovered->rows) store->live_.insert(row.id);
+  for (const JournalRow& row : recovered->rows) {  // In id order.
+    store->live_.insert(store->live_.end(), row.id);
+  }
   return store;
 }
 
@@ -1229,7 +1232,7 @@ absl::Status JournalStore::ReadLog(uint64_t budget) {
             [](const RowWrite& a, const RowWrite& b) {
               return a.pos.Order() < b.pos.Order();
             });
-  std::sort(f.deleted.begin(), f.deleted.end());
+  // (f.deleted is in id order already: the replay's jobs are.)
   f.done.entries = f.replay->entries();
   f.done.looked_for = f.deleted.size();
   f.replay.reset();

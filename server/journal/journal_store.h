@@ -30,7 +30,7 @@
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/btree_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -221,8 +221,10 @@ class JournalStore {
   uint64_t log_bytes_ = 0;    // In the log.
   uint64_t log_deletes_ = 0;  // Delete entries in it.
   // Jobs journaled (in the table or the log, not deleted): their count,
-  // and whether a finished callback's job is still kept.
-  absl::flat_hash_set<uint64_t> live_;
+  // and whether a finished callback's job is still kept. A B-tree, for the
+  // same reason as LogReplay's: new ids go in at its end and forgotten
+  // ones mostly leave near its start, both in cache.
+  absl::btree_set<uint64_t> live_;
   // What the open transaction of a Write changes of the above: counted
   // once it commits; undone (live_: each id and whether it was live
   // before) if it fails.

@@ -8,6 +8,7 @@
 // Input: the row's bytes.
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -43,8 +44,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   jobd::LogReplay replay;
   replay.Apply(0, body);
   jobd::LogRecordParser parser;
-  for (uint64_t id : replay.SortedIds()) {
-    const jobd::LogReplay::Job& job = replay.jobs().at(id);
+  std::optional<uint64_t> previous_id;
+  for (const auto& [id, job] : replay.jobs()) {
+    Check(!previous_id || id > *previous_id);  // In ascending order.
+    previous_id = id;
     Check(!(job.deleted && (job.inserted || job.updated)));
     jobd::StoredRow row;
     row.id = static_cast<int64_t>(id);
