@@ -26,6 +26,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "jobd/journal/log.pb.h"
 #include "server/journal/journal_log.h"
 #include "tests/fakes/sqlite_integer.h"
 
@@ -895,6 +896,71 @@ TEST_F(JournalStoreTest, ADamagedLogEntryCostsOnlyItsJob) {
   }
 }
 
+// The entry LogWriter::Append must write for `r`: its columns set into
+// the generated jobd.journal.LogRecord, serialized by protobuf, framed.
+std::string GeneratedEntry(const JournalRecord& r) {
+  const bool insert = r.kind == JournalRecord::kInsert && r.row.spec != nullptr;
+  EncodedBytes bytes;
+  StoredRow row;
+  EncodeRow(r.row, insert, bytes, &row);
+  journal::LogRecord m;
+  m.set_state(row.state);
+  m.set_executor(row.executor);
+  if (insert) {
+    m.set_spec(std::string(row.spec));
+    m.set_create_ns(row.create_ns);
+    m.set_accepted_seq(row.accepted_seq);
+    m.set_owner(std::string(row.owner));
+  }
+  m.set_start_ns(row.start_ns);
+  m.set_finish_ns(row.finish_ns);
+  if (row.result) m.set_result(std::string(*row.result));
+  if (row.error) m.set_error(std::string(*row.error));
+  if (row.history) m.set_history(std::string(*row.history));
+  m.set_started_seq(row.started_seq);
+  m.set_ended_seq(row.ended_seq);
+  m.set_attempts(row.attempts);
+  m.set_due_ns(row.due_ns);
+  m.set_cluster(row.cluster);
+  std::string entry;
+  const std::string body = m.SerializeAsString();
+  AppendLogEntry({.id = r.row.id,
+                  .kind = insert ? LogEntry::kInsert : LogEntry::kUpdate,
+                  .body = body},
+                 &entry);
+  return entry;
+}
+
+TEST(LogWriterTest, EntriesAreTheBytesOfTheGeneratedClass) {
+  std::vector<JournalRow> rows = {Queued(1), Ended(2, v1::JOB_STATE_SUCCEEDED),
+                                  Ended(300, v1::JOB_STATE_FAILED)};
+  JournalRow waiting = Ended(1ull << 40, v1::JOB_STATE_CANCELLED);
+  waiting.state = v1::JOB_STATE_WAITING;
+  waiting.end = nullptr;
+  waiting.due_time = absl::FromUnixSeconds(-5);  // Negative: ten bytes.
+  waiting.start_time = absl::InfinitePast();
+  waiting.history = std::make_shared<const std::string>();  // Present, empty.
+  waiting.cluster = 2;  // Field 16: a two-byte tag.
+  waiting.owner = "";
+  rows.push_back(waiting);
+  JournalRow big = Ended(7, v1::JOB_STATE_SUCCEEDED);
+  auto end = std::make_shared<JobEnd>(*big.end);
+  end->mutable_result().mutable_value()->set_string_value(
+      std::string(300, 'x'));
+  big.end = end;
+  big.history = std::make_shared<const std::string>(200, 'h');
+  rows.push_back(big);
+  LogWriter writer;
+  for (const JournalRow& row : rows) {
+    for (const JournalRecord& r :
+         {JournalRecord{JournalRecord::kInsert, row}, Update(row)}) {
+      std::string entry;
+      writer.Append(r, &entry);
+      EXPECT_EQ(entry, GeneratedEntry(r)) << row.id << " " << r.kind;
+    }
+  }
+}
+
 TEST(LogEntryTest, FramingThatDoesNotHoldIsNamed) {
   LogEntry e;
   std::string broken;
@@ -907,6 +973,14 @@ TEST(LogEntryTest, FramingThatDoesNotHoldIsNamed) {
   rest = std::string_view("\x85", 1);
   EXPECT_FALSE(NextLogEntry(rest, &e, &broken));
   EXPECT_EQ(broken, "an entry's header is cut short");
+  const std::string eleven_byte_id = std::string(10, '\x80') + "\x01\x02\x00";
+  rest = eleven_byte_id;  // A varint is ten bytes at most.
+  EXPECT_FALSE(NextLogEntry(rest, &e, &broken));
+  EXPECT_EQ(broken, "an entry's header is cut short");
+  // A length of 2^32 + 1 is not read as 1.
+  rest = std::string_view("\x05\x01\x81\x80\x80\x80\x10z", 8);
+  EXPECT_FALSE(NextLogEntry(rest, &e, &broken));
+  EXPECT_EQ(broken, "an entry of job 5 runs past the row's end");
   rest = std::string_view("\x05\x02\x00", 3);
   ASSERT_TRUE(NextLogEntry(rest, &e, &broken));
   EXPECT_EQ(e.id, 5u);

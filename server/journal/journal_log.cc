@@ -1,9 +1,12 @@
 #include "server/journal/journal_log.h"
 
-#include <algorithm>
-#include <limits>
+#include <cstring>
+#include <optional>
+#include <string_view>
+#include <type_traits>
 
 #include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "jobd/journal/log.pb.h"
 #include "server/journal/journal_store.h"
 #include "spdlog/fmt/fmt.h"
@@ -11,7 +14,6 @@
 namespace jobd {
 namespace {
 
-using google::protobuf::io::CodedInputStream;
 using google::protobuf::io::CodedOutputStream;
 
 void AppendVarint(uint64_t value, std::string* out) {
@@ -21,14 +23,60 @@ void AppendVarint(uint64_t value, std::string* out) {
               static_cast<size_t>(end - buffer));
 }
 
-void SetBytes(std::string_view from, std::string* to) {
-  to->assign(from.data(), from.size());
+// Takes a varint off the front of `in` (at most ten bytes, as protobuf
+// reads one); false if `in` ends inside it or it runs past ten bytes.
+bool TakeVarint(std::string_view& in, uint64_t* out) {
+  uint64_t value = 0;
+  for (size_t i = 0; i < in.size() && i < 10; ++i) {
+    const auto byte = static_cast<uint8_t>(in[i]);
+    value |= uint64_t{byte & 0x7fu} << (7 * i);
+    if (byte < 0x80) {
+      in.remove_prefix(i + 1);
+      *out = value;
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
 
+// A LogRecord's fields as protobuf would serialize them (in field order;
+// a zero number, or empty bytes without presence, left out), handed to
+// `put` as put(field, int64_t) or put(field, bytes): written by hand, as
+// the generated class would need every column copied in first (and its
+// size computed, then its bytes written: most of a small job's log cost).
+// journal_store_test checks the bytes against the generated class's.
+template <typename Put>
+void ForEachLogField(const StoredRow& row, bool insert, Put&& put) {
+  auto number = [&](int field, int64_t value) {
+    if (value != 0) put(field, value);
+  };
+  auto bytes = [&](int field, std::optional<std::string_view> value) {
+    if (value.has_value()) put(field, *value);
+  };
+  auto implicit = [&](int field, std::string_view value) {
+    if (!value.empty()) put(field, value);
+  };
+  number(1, row.state);
+  number(2, row.executor);
+  if (insert) implicit(3, row.spec);
+  if (insert) number(4, row.create_ns);
+  number(5, row.start_ns);
+  number(6, row.finish_ns);
+  bytes(7, row.result);
+  bytes(8, row.error);
+  if (insert) number(9, row.accepted_seq);
+  number(10, row.started_seq);
+  number(11, row.ended_seq);
+  number(12, row.attempts);
+  if (insert) implicit(13, row.owner);
+  number(14, row.due_ns);
+  bytes(15, row.history);
+  number(16, row.cluster);
+}
+
 struct LogWriter::Scratch {
-  journal::LogRecord message;
   EncodedBytes bytes;
   StoredRow row;
 };
@@ -48,66 +96,53 @@ uint64_t LogWriter::Append(const JournalRecord& r, std::string* body) {
     AppendLogEntry({.id = r.row.id, .kind = LogEntry::kDelete}, body);
     return 0;
   }
-  AppendVarint(r.row.id, body);
   // An insert without a spec is written as the update it is (as the
   // table's statements do).
   const bool insert = r.kind == JournalRecord::kInsert && r.row.spec != nullptr;
-  AppendVarint(insert ? LogEntry::kInsert : LogEntry::kUpdate, body);
+  const LogEntry::Kind kind = insert ? LogEntry::kInsert : LogEntry::kUpdate;
   Scratch& s = *scratch_;
   EncodeRow(r.row, insert, s.bytes, &s.row);
   const StoredRow& row = s.row;
-  journal::LogRecord& m = s.message;
-  m.set_state(row.state);
-  m.set_executor(row.executor);
-  if (insert) {
-    SetBytes(row.spec, m.mutable_spec());
-    m.set_create_ns(row.create_ns);
-    m.set_accepted_seq(row.accepted_seq);
-    SetBytes(row.owner, m.mutable_owner());
-  } else {
-    m.clear_spec();
-    m.clear_create_ns();
-    m.clear_accepted_seq();
-    m.clear_owner();
-  }
-  m.set_start_ns(row.start_ns);
-  m.set_finish_ns(row.finish_ns);
-  auto set_optional = [](const std::optional<std::string_view>& value,
-                         std::string* (journal::LogRecord::*mut)(),
-                         void (journal::LogRecord::*clear)(),
-                         journal::LogRecord& m) {
-    if (value.has_value()) {
-      SetBytes(*value, (m.*mut)());
+  // The entry's size, then its bytes written in place: its header, then
+  // its body's fields.
+  using WireFormatLite = google::protobuf::internal::WireFormatLite;
+  size_t length = 0;
+  ForEachLogField(row, insert, [&length](int field, auto value) {
+    length += WireFormatLite::TagSize(field, WireFormatLite::TYPE_INT64);
+    if constexpr (std::is_same_v<decltype(value), int64_t>) {
+      length += CodedOutputStream::VarintSize64(static_cast<uint64_t>(value));
     } else {
-      (m.*clear)();
+      length += CodedOutputStream::VarintSize64(value.size()) + value.size();
     }
-  };
-  set_optional(row.result, &journal::LogRecord::mutable_result,
-               &journal::LogRecord::clear_result, m);
-  set_optional(row.error, &journal::LogRecord::mutable_error,
-               &journal::LogRecord::clear_error, m);
-  set_optional(row.history, &journal::LogRecord::mutable_history,
-               &journal::LogRecord::clear_history, m);
-  m.set_started_seq(row.started_seq);
-  m.set_ended_seq(row.ended_seq);
-  m.set_attempts(row.attempts);
-  m.set_due_ns(row.due_ns);
-  m.set_cluster(row.cluster);
-  AppendVarint(m.ByteSizeLong(), body);
-  m.AppendToString(body);
+  });
+  const size_t at = body->size();
+  body->resize(at + CodedOutputStream::VarintSize64(r.row.id) + 1 +
+               CodedOutputStream::VarintSize64(length) + length);
+  uint8_t* p = reinterpret_cast<uint8_t*>(body->data()) + at;
+  p = CodedOutputStream::WriteVarint64ToArray(r.row.id, p);
+  p = CodedOutputStream::WriteVarint32ToArray(kind, p);
+  p = CodedOutputStream::WriteVarint64ToArray(length, p);
+  ForEachLogField(row, insert, [&p](int field, auto value) {
+    if constexpr (std::is_same_v<decltype(value), int64_t>) {
+      p = WireFormatLite::WriteInt64ToArray(field, value, p);
+    } else {
+      p = WireFormatLite::WriteTagToArray(
+          field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, p);
+      p = CodedOutputStream::WriteVarint64ToArray(value.size(), p);
+      if (!value.empty()) std::memcpy(p, value.data(), value.size());
+      p += value.size();
+    }
+  });
   return row.spec.size() + row.result.value_or("").size() +
          row.error.value_or("").size() + row.history.value_or("").size();
 }
 
 bool NextLogEntry(std::string_view& rest, LogEntry* out, std::string* broken) {
   if (rest.empty()) return false;
-  CodedInputStream in(reinterpret_cast<const uint8_t*>(rest.data()),
-                      static_cast<int>(std::min<size_t>(
-                          rest.size(), std::numeric_limits<int>::max())));
-  uint64_t id = 0, kind = 0;
-  uint32_t length = 0;
-  if (!in.ReadVarint64(&id) || !in.ReadVarint64(&kind) ||
-      !in.ReadVarint32(&length)) {
+  std::string_view in = rest;
+  uint64_t id = 0, kind = 0, length = 0;
+  if (!TakeVarint(in, &id) || !TakeVarint(in, &kind) ||
+      !TakeVarint(in, &length)) {
     *broken = "an entry's header is cut short";
     return false;
   }
@@ -115,15 +150,15 @@ bool NextLogEntry(std::string_view& rest, LogEntry* out, std::string* broken) {
     *broken = fmt::format("an entry of job {} has kind {}", id, kind);
     return false;
   }
-  const auto header = static_cast<size_t>(in.CurrentPosition());
-  if (length > rest.size() - header) {
+  if (length > in.size()) {
     *broken = fmt::format("an entry of job {} runs past the row's end", id);
     return false;
   }
   out->id = id;
   out->kind = static_cast<LogEntry::Kind>(kind);
-  out->body = rest.substr(header, length);
-  rest.remove_prefix(header + length);
+  out->body = in.substr(0, length);
+  in.remove_prefix(length);
+  rest = in;
   return true;
 }
 

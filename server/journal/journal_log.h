@@ -21,7 +21,7 @@
 // forgotten while its entries are in the log never touches the table.
 //
 // Thread-safety: none (the journal's writer thread, or Open before it).
-// Ownership: LogWriter owns its scratch message; LogReplay keeps where
+// Ownership: LogWriter owns its scratch columns; LogReplay keeps where
 // entries are, not their bytes (the caller keeps the rows); the views
 // LogRecordParser sets point into its own messages.
 #ifndef JOBD_SERVER_JOURNAL_JOURNAL_LOG_H_
