@@ -124,6 +124,84 @@ TEST_F(JobFramesTest, AJobBiggerThanAFrameMayBeIsRefusedAlone) {
   EXPECT_THAT(got, ElementsAre(1, 3));
 }
 
+// The frames the generated classes write for `runs` (each job's fields
+// copied into a RunJob), split where RunFrameWriter splits them.
+std::string GeneratedFrames(const std::vector<JobRun>& runs,
+                            size_t frame_bytes) {
+  std::string wire;
+  internal::ToWorker message;
+  size_t bytes_in_frame = 0;
+  for (const JobRun& run : runs) {
+    internal::RunJob r;
+    r.set_job_id(run.job_id);
+    v1::JobSpec& copy = *r.mutable_spec();
+    copy.set_task(run.task->name);
+    *copy.mutable_args() = run.spec->args();
+    if (!run.spec->kwargs().fields().empty()) {
+      *copy.mutable_kwargs() = run.spec->kwargs();
+    }
+    copy.set_payload(run.spec->payload());
+    if (!run.spec->calls().empty()) {
+      copy.set_calls(run.spec->calls());
+      copy.set_flat_calls(run.spec->flat_calls());
+    }
+    if (run.deadline != absl::InfiniteFuture()) {
+      r.set_deadline_unix_ns(absl::ToUnixNanos(run.deadline));
+    }
+    const size_t bytes = r.ByteSizeLong() + 8;
+    if (message.run_size() > 0 && bytes_in_frame + bytes > frame_bytes) {
+      AppendFrame(message, wire);
+      message.Clear();
+      bytes_in_frame = 0;
+    }
+    *message.add_run() = std::move(r);
+    bytes_in_frame += bytes;
+  }
+  if (message.run_size() > 0) AppendFrame(message, wire);
+  return wire;
+}
+
+TEST_F(JobFramesTest, FramesAreTheBytesOfTheGeneratedClasses) {
+  std::vector<JobRun> runs;
+  runs.push_back(Run(1));
+  runs.push_back(Run(1ull << 50, 300));  // A long id, a payload.
+  {
+    JobRun run = Run(3);
+    auto spec = std::make_shared<v1::JobSpec>(*run.spec);
+    spec->add_args()->set_string_value(std::string(200, 's'));
+    auto* list = spec->add_args()->mutable_list_value();
+    list->add_values()->set_bool_value(true);
+    list->add_values()->set_null_value({});
+    (*spec->mutable_kwargs()->mutable_fields())["k"].set_number_value(-1.5);
+    spec->set_idempotency_key("not sent");  // Not a field a worker reads.
+    run.spec = std::move(spec);
+    run.deadline = absl::FromUnixNanos(1'700'000'000'000'000'001);
+    runs.push_back(std::move(run));
+  }
+  for (bool flat : {false, true}) {  // A batch of calls.
+    JobRun run = Run(4);
+    auto spec = std::make_shared<v1::JobSpec>();
+    spec->set_calls("[[1],[2]]");
+    spec->set_flat_calls(flat);
+    run.spec = std::move(spec);
+    runs.push_back(std::move(run));
+  }
+  for (size_t frame_bytes : {size_t{1} << 20, size_t{400}}) {
+    std::string wire;
+    RunFrameWriter writer(
+        wire, {.frame_bytes = frame_bytes, .max_frame_bytes = 1 << 20});
+    for (const JobRun& run : runs) ASSERT_TRUE(writer.Add(run).ok());
+    writer.Finish();
+    EXPECT_EQ(wire, GeneratedFrames(runs, frame_bytes)) << frame_bytes;
+    const size_t frames = Frames(wire).size();
+    if (frame_bytes == 400) {
+      EXPECT_GT(frames, 1u);  // Split.
+    } else {
+      EXPECT_EQ(frames, 1u);
+    }
+  }
+}
+
 TEST_F(JobFramesTest, NothingToSendWritesNothing) {
   std::string wire;
   RunFrameWriter writer(wire);
