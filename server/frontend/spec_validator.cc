@@ -108,11 +108,22 @@ absl::Status ValidateTiming(v1::JobSpec& spec, const SpecLimits& limits,
     if (!s.ok()) return s;
   }
   // The retry policy: the spec's fields over the task's and the daemon's.
-  v1::RetryPolicy policy = limits.default_retry;
+  uint32_t attempts = limits.default_retry.max_attempts();
   if (auto it = limits.task_retries.find(spec.task());
       it != limits.task_retries.end()) {
-    policy.set_max_attempts(it->second);
+    attempts = it->second;
   }
+  if (!spec.has_retry() && attempts <= 1 &&
+      attempts <= limits.max_attempts_limit &&
+      FromProto(limits.default_retry.max_backoff()) >=
+          FromProto(limits.default_retry.initial_backoff()) &&
+      FromProto(limits.default_retry.max_backoff()) <= limits.max_delay) {
+    // Nothing asked, nothing retried, defaults that hold: no policy is
+    // kept, and none is built (a copy of the defaults per job, to drop).
+    return absl::OkStatus();
+  }
+  v1::RetryPolicy policy = limits.default_retry;
+  policy.set_max_attempts(attempts);
   if (spec.has_retry()) {
     const v1::RetryPolicy& asked = spec.retry();
     if (asked.max_attempts() != 0) {

@@ -7,7 +7,8 @@
 
 namespace jobd {
 
-StoredSpec::StoredSpec(v1::JobSpec whole, const TaskDef& task) : task_(&task) {
+StoredSpec::StoredSpec(v1::JobSpec&& whole, const TaskDef& task)
+    : task_(&task) {
   delete whole.release_task();
   body_ = std::make_shared<const v1::JobSpec>(std::move(whole));
 }

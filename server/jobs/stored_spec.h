@@ -30,12 +30,11 @@ class StoredSpec {
  public:
   StoredSpec() = default;
   // Keeps `whole` (a spec of a job of `task`) without its name.
-  StoredSpec(v1::JobSpec whole, const TaskDef& task);
+  StoredSpec(v1::JobSpec&& whole, const TaskDef& task);
   // Keeps `whole` as it is, its name included (a spec read back: its
   // TaskDef, once known, is set with set_task).
-  template <typename Spec,
-            typename = std::enable_if_t<std::is_convertible_v<
-                Spec, std::shared_ptr<const v1::JobSpec>>>>
+  template <typename Spec, typename = std::enable_if_t<std::is_convertible_v<
+                               Spec, std::shared_ptr<const v1::JobSpec>>>>
   StoredSpec(Spec whole)  // NOLINT: implicit, as a shared_ptr converts.
       : body_(std::move(whole)) {}
 
