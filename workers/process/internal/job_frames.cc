@@ -64,7 +64,8 @@ absl::Status RunFrameWriter::Add(const JobRun& run) {
     spec_size += FieldBytes(4, spec.payload().size());
   if (batch) {
     spec_size += FieldBytes(80, spec.calls().size());
-    if (spec.flat_calls()) spec_size += WireFormatLite::TagSize(81, WireFormatLite::TYPE_BOOL) + 1;
+    if (spec.flat_calls())
+      spec_size += WireFormatLite::TagSize(81, WireFormatLite::TYPE_BOOL) + 1;
   }
   size_t run_size = FieldBytes(2, spec_size);
   if (run.job_id != 0)
