@@ -1,6 +1,7 @@
 #include "server/frontend/spec_validator.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 #include "server/callbacks/callback_url.h"
@@ -108,23 +109,22 @@ absl::Status ValidateTiming(v1::JobSpec& spec, const SpecLimits& limits,
     if (!s.ok()) return s;
   }
   // The retry policy: the spec's fields over the task's and the daemon's.
+  // A policy of the job's own is built only if the task or the spec changes
+  // the daemon's defaults; else the defaults are checked as they are (not
+  // copied per job, to be dropped again for the usual job that asks
+  // nothing).
   uint32_t attempts = limits.default_retry.max_attempts();
   if (auto it = limits.task_retries.find(spec.task());
       it != limits.task_retries.end()) {
     attempts = it->second;
   }
-  if (!spec.has_retry() && attempts <= 1 &&
-      attempts <= limits.max_attempts_limit &&
-      FromProto(limits.default_retry.max_backoff()) >=
-          FromProto(limits.default_retry.initial_backoff()) &&
-      FromProto(limits.default_retry.max_backoff()) <= limits.max_delay) {
-    // Nothing asked, nothing retried, defaults that hold: no policy is
-    // kept, and none is built (a copy of the defaults per job, to drop).
-    return absl::OkStatus();
+  std::optional<v1::RetryPolicy> own;
+  if (spec.has_retry() || attempts != limits.default_retry.max_attempts()) {
+    own = limits.default_retry;
+    own->set_max_attempts(attempts);
   }
-  v1::RetryPolicy policy = limits.default_retry;
-  policy.set_max_attempts(attempts);
   if (spec.has_retry()) {
+    v1::RetryPolicy& policy = *own;
     const v1::RetryPolicy& asked = spec.retry();
     if (asked.max_attempts() != 0) {
       policy.set_max_attempts(asked.max_attempts());
@@ -155,6 +155,7 @@ absl::Status ValidateTiming(v1::JobSpec& spec, const SpecLimits& limits,
       policy.set_backoff_multiplier(asked.backoff_multiplier());
     }
   }
+  const v1::RetryPolicy& policy = own ? *own : limits.default_retry;
   if (policy.max_attempts() > limits.max_attempts_limit) {
     return absl::InvalidArgumentError(
         fmt::format("spec.retry.max_attempts: {} is more than the limit of {} "
@@ -191,7 +192,7 @@ absl::Status ValidateTiming(v1::JobSpec& spec, const SpecLimits& limits,
   }
   // Kept only when it retries: a job without retries stays as small.
   if (policy.max_attempts() > 1) {
-    *spec.mutable_retry() = std::move(policy);
+    *spec.mutable_retry() = own ? *std::move(own) : policy;
   } else {
     spec.clear_retry();
   }
