@@ -12,7 +12,9 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -21,6 +23,7 @@
 namespace jobd {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -429,6 +432,48 @@ TEST_F(JournalTest, TicketsBecomeDurableAndWaitersRun) {
   bool at_once = false;
   j->WhenDurable(ticket, [&](bool ok) { at_once = ok; });
   EXPECT_TRUE(at_once);
+}
+
+// A small batch's waiters may run on the writer itself, a large one's on
+// the notifier: never before those of an earlier batch still running.
+TEST_F(JournalTest, WaitersRunInTicketOrderWhateverTheBatchSize) {
+  // What the waiters touch outlives the journal (whose end runs them).
+  absl::Mutex mu;
+  std::vector<int> order;
+  absl::Notification first_running, second_ran;
+  Recovered r;
+  auto j = Open(&r, 0, JournalOptions{}.outage_grace, absl::Seconds(30));
+  ASSERT_NE(j, nullptr);
+  auto note = [&](int which) {
+    absl::MutexLock lock(&mu);
+    order.push_back(which);
+  };
+  // A large batch (lingering records, then one that hurries it), whose
+  // waiter is slow.
+  for (uint64_t id = 1; id <= 10; ++id) {
+    j->Insert(Row(id, v1::JOB_STATE_QUEUED), Journal::Linger::kYes);
+  }
+  j->WhenDurable(j->ticket(), [&](bool ok) {
+    EXPECT_TRUE(ok);
+    first_running.Notify();
+    absl::SleepFor(absl::Milliseconds(300));
+    note(1);
+  });
+  const uint64_t first = j->Insert(Row(11, v1::JOB_STATE_QUEUED));
+  ASSERT_TRUE(first_running.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  // A lone record's batch, committed while that waiter still runs.
+  j->Insert(Row(12, v1::JOB_STATE_QUEUED), Journal::Linger::kYes);
+  j->WhenDurable(j->ticket(), [&](bool ok) {
+    EXPECT_TRUE(ok);
+    note(2);
+    second_ran.Notify();
+  });
+  const uint64_t second = j->Insert(Row(13, v1::JOB_STATE_QUEUED));
+  EXPECT_GT(second, first);
+  ASSERT_TRUE(second_ran.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  j.reset();
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(order, ElementsAre(1, 2));
 }
 
 TEST_F(JournalTest, ACorruptFileIsMovedAsideAndAFreshOneStarted) {

@@ -221,11 +221,13 @@ class Journal {
   uint64_t ticket() const;
   // Every batch up to this one is durable.
   uint64_t durable() const;
-  // Runs `fn(true)` once `ticket` is durable: at once if it is, else on the
-  // notifier thread after the commit, in ticket order (without locks held;
-  // the writer goes on with the next batch meanwhile). Runs `fn(false)`
-  // if it never will be: after Abandon (at once, or from Abandon). With
-  // kFailFast, also `fn(false)` once writes have failed for
+  // Runs `fn(true)` once `ticket` is durable: at once if it is, else after
+  // the commit, in ticket order, without locks held: on the notifier thread
+  // (the writer goes on with the next batch meanwhile), or, for a batch of
+  // a few records (a lone job's) with nothing before it, on the writer
+  // itself, a thread hop sooner. `fn` must not wait for the journal. Runs
+  // `fn(false)` if it never will be: after Abandon (at once, or from Abandon).
+  // With kFailFast, also `fn(false)` once writes have failed for
   // JournalOptions::outage_grace (at once while they have): for an answer
   // that must not wait out an outage (last_error() says why).
   using DurableFn = std::function<void(bool durable)>;
@@ -309,6 +311,8 @@ class Journal {
   // Waiters of durable batches, for the notifier: a vector per commit.
   std::deque<std::vector<DurableFn>> notify_ ABSL_GUARDED_BY(mu_);
   bool notifier_stop_ ABSL_GUARDED_BY(mu_) = false;
+  // The notifier is running waiters it took from notify_.
+  bool notifying_ ABSL_GUARDED_BY(mu_) = false;
   // A committed batch's emptied record vector, for the next open batch (no
   // regrowth per batch), and the writer's own for folding.
   std::vector<JournalRecord> spare_records_ ABSL_GUARDED_BY(mu_);
