@@ -36,10 +36,12 @@ struct AfterUnlock {
   // Started runs of trivial tasks (TaskDef::trivial), handed to
   // `run_trivial` (Scheduler::Hand sets it), which runs them on this thread
   // (`here`: up to `trivial_here` of them) or hands them to the lane's
-  // executor as one batch: none on a journal's or a timer's thread (it
-  // must not be held up), a few on a Submit's (a short request's answer
-  // comes sooner; a long one's jobs run on a pool thread while this one
-  // reads the next request), any number on a pool thread.
+  // executor as one batch: none on a timer's thread (it must not be held
+  // up), a few on a journal's (a lone job's start, once its acceptance is
+  // durable, saves the hand-off; many go to the pool and the journal goes
+  // on) or a Submit's (a short request's answer comes sooner; a long one's
+  // jobs run on a pool thread while this one reads the next request), any
+  // number on a pool thread.
   size_t trivial_here = 0;
   std::vector<JobRun> trivial;
   std::function<void(std::vector<JobRun>, bool here)> run_trivial;

@@ -462,6 +462,7 @@ void Scheduler::StartDurable(v1::Executor kind, After& after) {
 
 void Scheduler::OnStartsDurable(v1::Executor kind) {
   After after;
+  after.trivial_here = kTrivialRunsOnJournal;
   {
     absl::MutexLock lock(&mu_);
     Dispatch(kind, after);

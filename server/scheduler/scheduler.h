@@ -151,6 +151,10 @@ struct RestoreSummary {
 
 class Scheduler {
  public:
+  // The journal's thread (OnStartsDurable) runs up to this many of the
+  // trivial jobs a commit lets start; more go to the pool as one batch.
+  static constexpr size_t kTrivialRunsOnJournal = 4;
+
   // `journal` (optional, not owned) must outlive the scheduler: with one,
   // every job and state change is recorded there and each event waits for
   // its record to be durable before any client sees it.
