@@ -272,6 +272,44 @@ TEST_F(JournalTest, ABatchFoldsAJobsRecordsIntoOneWrite) {
   EXPECT_EQ(r.rows[0].spec->payload(), "spec kept");
 }
 
+// A job's accept, start and end with its callback in one batch: one row
+// write (the spec kept), its callback's right after it.
+TEST_F(JournalTest, ABatchFoldsAJobsRecordsBesideItsCallback) {
+  const CallbackRecord cb{.job_id = 1,
+                          .url = "http://127.0.0.1:1/hook",
+                          .event = "event bytes"};
+  {
+    Recovered r;
+    // A bound no test waits out: the end starts the commit.
+    auto j = Open(&r, 0, JournalOptions{}.outage_grace, absl::Hours(1));
+    j->Insert(Row(2, v1::JOB_STATE_QUEUED), Journal::Linger::kYes);
+    j->Insert(Row(1, v1::JOB_STATE_QUEUED, "spec kept"),
+              Journal::Linger::kYes);
+    JournalRow running = Row(1, v1::JOB_STATE_RUNNING);
+    running.spec = nullptr;
+    j->Update(running, Journal::Linger::kYes);
+    j->Update(Ended(1), cb);
+    ASSERT_TRUE(j->Flush(absl::Now() + absl::Seconds(10)));
+    v1::GetStatsResponse stats;
+    j->AddStats(stats);
+    EXPECT_EQ(stats.journal().commits(), 1u);
+    EXPECT_EQ(stats.journal().records(), 3u);  // Two rows, one callback.
+  }
+  Recovered r;
+  auto j = Open(&r);
+  ASSERT_EQ(r.rows.size(), 2u);
+  EXPECT_EQ(r.rows[0].id, 1u);
+  EXPECT_EQ(r.rows[0].state, v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(r.rows[0].spec->payload(), "spec kept");
+  ASSERT_NE(r.rows[0].end, nullptr);
+  EXPECT_EQ(r.rows[0].end->result().value().string_value(), "done 1");
+  EXPECT_EQ(r.rows[0].started_seq, 11u);
+  EXPECT_EQ(r.rows[1].state, v1::JOB_STATE_QUEUED);
+  ASSERT_EQ(r.callbacks.size(), 1u);
+  EXPECT_EQ(r.callbacks[0].job_id, 1u);
+  EXPECT_EQ(r.callbacks[0].event, "event bytes");
+}
+
 TEST_F(JournalTest, LingeringRecordsWaitToShareTheCommitOfOneThatMustNot) {
   Recovered r;
   // A bound no test waits out: only the end can start the commit.

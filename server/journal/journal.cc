@@ -49,7 +49,8 @@ const char* DurabilityName(Durability d) {
 // Records queued since the last swap, in order.
 struct Journal::Batch {
   std::vector<JournalRecord> records;
-  ScheduleRecords schedules;            // The last put or delete of each id.
+  size_t live = 0;            // Of `records`, those left to write once folded.
+  ScheduleRecords schedules;  // The last put or delete of each id.
   std::vector<KeyLimitRow> key_limits;  // In order: the last one wins.
   uint64_t reserved_sequence = 0;       // 0: none reserved.
   uint64_t reserved_job_id = 0;         // 0: none reserved.
@@ -325,7 +326,7 @@ void Journal::WriterLoop() {
     // for, once durable, holds the room the log's deletes freed (a log
     // short of a quarter of the cap: quick).
     if (due == JournalStore::Due::kRoom) FoldLog(/*whole=*/true);
-    const bool small = batch->records.size() <= kInlineWaitersRecords;
+    const bool small = batch->live <= kInlineWaitersRecords;
     batch->records.clear();  // Outside the lock: rows and specs freed.
     std::vector<DurableFn> run_here;
     {
@@ -430,74 +431,88 @@ void Journal::NotifierLoop() {
   }
 }
 
-// Folds each job's records into one row write: an insert absorbs the
-// updates after it; a delete replaces what came before it. A job's
-// callback records fold into one too (a status update keeps the first
-// record's URL and event), placed right after the job's row write if the
-// batch has one (Write keeps the two in one transaction).
-void Journal::Fold(Batch& batch, std::vector<JournalRecord>& folded) {
-  absl::flat_hash_map<uint64_t, size_t> last;  // id -> index in `folded`.
-  last.reserve(batch.records.size());
-  folded.clear();
-  folded.reserve(batch.records.size());
-  absl::flat_hash_map<uint64_t, JournalRecord> callbacks;
-  std::vector<uint64_t> callback_order;
-  for (JournalRecord& r : batch.records) {
+// Folds each job's records into one row write, in place: an insert
+// absorbs the updates after it; a delete replaces what came before it; a
+// record folded into an earlier one becomes kFolded (Write skips it), so
+// that the batch's records are not moved into a new vector (they are a
+// few hundred bytes each, thousands to a batch: moving them was the
+// writer's largest cost of its own). A job's callback records fold into
+// one too (a status update keeps the first record's URL and event),
+// placed right after the job's row write if the batch has one (Write
+// keeps the two in one transaction): that rare case does build a new
+// vector. Returns the records left to write.
+size_t Journal::Fold(Batch& batch) {
+  std::vector<JournalRecord>& records = batch.records;
+  absl::flat_hash_map<uint64_t, size_t> first;  // id -> index in `records`.
+  first.reserve(records.size());
+  bool callbacks = false;
+  size_t live = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    JournalRecord& r = records[i];
+    if (r.kind == JournalRecord::kFolded) continue;  // By an earlier fold.
+    ++live;
     if (r.kind == JournalRecord::kCallback) {
-      auto [it, added] = callbacks.try_emplace(r.row.id);
-      if (added) {
-        callback_order.push_back(r.row.id);
-        it->second = std::move(r);
-      } else if (r.callback->first() || !it->second.callback->first()) {
-        it->second = std::move(r);
-      } else {  // A status update of a first record in this batch.
-        auto merged = std::make_shared<CallbackRecord>(*r.callback);
-        merged->url = it->second.callback->url;
-        merged->event = it->second.callback->event;
-        it->second.callback = std::move(merged);
-      }
+      callbacks = true;
       continue;
     }
-    auto it = last.find(r.row.id);
-    if (it == last.end()) {
-      last.emplace(r.row.id, folded.size());
-      folded.push_back(std::move(r));
-      continue;
-    }
-    JournalRecord& prev = folded[it->second];
+    auto [it, added] = first.try_emplace(r.row.id, i);
+    if (added) continue;
+    JournalRecord& prev = records[it->second];
     if (r.kind == JournalRecord::kUpdate &&
         prev.kind != JournalRecord::kDelete) {
       StoredSpec spec = std::move(prev.row.spec);
       prev.row = std::move(r.row);
       prev.row.spec = std::move(spec);  // An insert keeps its spec.
     } else {
-      prev = std::move(r);
+      prev.kind = r.kind;
+      prev.row = std::move(r.row);
+    }
+    r.kind = JournalRecord::kFolded;
+    --live;
+  }
+  if (!callbacks) return live;
+  absl::flat_hash_map<uint64_t, JournalRecord> by_job;
+  std::vector<uint64_t> callback_order;
+  for (JournalRecord& r : records) {
+    if (r.kind != JournalRecord::kCallback) continue;
+    auto [it, added] = by_job.try_emplace(r.row.id);
+    if (added) {
+      callback_order.push_back(r.row.id);
+      it->second = std::move(r);
+    } else if (r.callback->first() || !it->second.callback->first()) {
+      it->second = std::move(r);
+    } else {  // A status update of a first record in this batch.
+      auto merged = std::make_shared<CallbackRecord>(*r.callback);
+      merged->url = it->second.callback->url;
+      merged->event = it->second.callback->event;
+      it->second.callback = std::move(merged);
     }
   }
-  if (!callbacks.empty()) {
-    std::vector<JournalRecord> ordered;
-    ordered.reserve(folded.size() + callbacks.size());
-    for (JournalRecord& r : folded) {
-      const uint64_t id = r.row.id;
-      ordered.push_back(std::move(r));
-      if (auto it = callbacks.find(id); it != callbacks.end()) {
-        ordered.push_back(std::move(it->second));
-        callbacks.erase(it);
-      }
+  std::vector<JournalRecord> ordered;
+  ordered.reserve(live);
+  for (JournalRecord& r : records) {
+    if (r.kind == JournalRecord::kFolded ||
+        r.kind == JournalRecord::kCallback) {
+      continue;
     }
-    for (uint64_t id : callback_order) {
-      if (auto it = callbacks.find(id); it != callbacks.end()) {
-        ordered.push_back(std::move(it->second));
-      }
+    const uint64_t id = r.row.id;
+    ordered.push_back(std::move(r));
+    if (auto it = by_job.find(id); it != by_job.end()) {
+      ordered.push_back(std::move(it->second));
+      by_job.erase(it);
     }
-    folded.swap(ordered);
   }
-  batch.records.swap(folded);
-  folded.clear();  // The records moved from.
+  for (uint64_t id : callback_order) {
+    if (auto it = by_job.find(id); it != by_job.end()) {
+      ordered.push_back(std::move(it->second));
+    }
+  }
+  records.swap(ordered);
+  return records.size();
 }
 
 bool Journal::Commit(Batch& batch, uint64_t& ticket) {
-  Fold(batch, fold_scratch_);
+  batch.live = Fold(batch);
   using Part = JournalStore::Part;
   auto apply = [this, &batch](Part part) -> absl::Status {
     absl::StatusOr<JournalStore::Written> written =
@@ -539,12 +554,12 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
       spdlog::error(
           "journal: cannot write {} record(s) to {}: {}; new jobs are refused "
           "until it can (retrying)",
-          batch.records.size(), options_.path, std::string(s.message()));
+          batch.live, options_.path, std::string(s.message()));
     }
     for (auto& [waiting_for, fn] : fail_fast) fn(false);
     if (stopping && attempt > 3) {
       spdlog::error("journal: giving up on {} record(s) at shutdown",
-                    batch.records.size());
+                    batch.live);
       return false;
     }
     absl::SleepFor(until_grace > absl::ZeroDuration()
@@ -576,7 +591,7 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
         ticket = open_ticket_++;
       }
     }
-    Fold(batch, fold_scratch_);
+    batch.live = Fold(batch);
   }
   absl::MutexLock lock(&mu_);
   if (failing_) {
@@ -585,11 +600,11 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
     full_ = false;
   }
   ++commits_;
-  records_written_ += batch.records.size();
+  records_written_ += batch.live;
   const absl::Time now = absl::Now();
   last_commit_ = now - start;
   commit_seconds_.Observe(absl::ToDoubleSeconds(last_commit_));
-  commit_records_.Observe(static_cast<double>(batch.records.size()));
+  commit_records_.Observe(static_cast<double>(batch.live));
   // From the batch's first record (the one that waited longest) to now.
   const absl::Duration waited = now - batch.opened;
   commit_latency_ = commits_ == 1 ? waited : (commit_latency_ * 7 + waited) / 8;

@@ -282,9 +282,9 @@ class Journal {
   void WriterLoop();
   // Runs the waiters of the batches the writer made durable, in order.
   void NotifierLoop();
-  // Folds the batch's records; `scratch` lends its capacity and takes the
-  // old records' vector, emptied.
-  static void Fold(Batch& batch, std::vector<JournalRecord>& scratch);
+  // Folds the batch's records (in place: kFolded); returns how many are
+  // left to write.
+  static size_t Fold(Batch& batch);
   // Writes `batch` (folded) in one or more transactions; retries failures,
   // absorbing what is queued meanwhile (then `ticket` grows to match).
   // False if it gave up (failing writes at shutdown).
@@ -314,9 +314,8 @@ class Journal {
   // The notifier is running waiters it took from notify_.
   bool notifying_ ABSL_GUARDED_BY(mu_) = false;
   // A committed batch's emptied record vector, for the next open batch (no
-  // regrowth per batch), and the writer's own for folding.
+  // regrowth per batch).
   std::vector<JournalRecord> spare_records_ ABSL_GUARDED_BY(mu_);
-  std::vector<JournalRecord> fold_scratch_;  // The writer thread's.
   // The writer thread's: when a fold that failed is tried again.
   absl::Time compaction_retry_at_ = absl::InfinitePast();
   absl::Duration compaction_backoff_;

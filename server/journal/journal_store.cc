@@ -888,6 +888,7 @@ absl::StatusOr<JournalStore::Written> JournalStore::WriteTransactions(
   std::vector<uint64_t> deleted;
   for (size_t index = 0; index < records.size(); ++index) {
     const JournalRecord& r = records[index];
+    if (r.kind == JournalRecord::kFolded) continue;
     if (part == Part::kDeletes && r.kind != JournalRecord::kDelete) continue;
     if (part == Part::kAllButDeletes && r.kind == JournalRecord::kDelete) {
       continue;

@@ -46,7 +46,9 @@ namespace jobd {
 // One queued change of the jobs table, or (kCallback) of the callbacks
 // table.
 struct JournalRecord {
-  enum Kind : uint8_t { kInsert, kUpdate, kDelete, kCallback };
+  // kFolded: folded into an earlier record of its job in the same batch
+  // (Journal::Fold); nothing to write.
+  enum Kind : uint8_t { kInsert, kUpdate, kDelete, kCallback, kFolded };
   Kind kind;
   JournalRow row;  // kDelete, kCallback: only id.
   std::shared_ptr<const CallbackRecord> callback;  // kCallback only.
