@@ -570,7 +570,11 @@ bool Journal::Commit(Batch& batch, uint64_t& ticket) {
     if (absl::IsResourceExhausted(s)) FoldLog(/*whole=*/true);
     backoff = std::min(backoff * 2, absl::Seconds(2));
     // What was queued meanwhile joins the retry: a delete there may be what
-    // frees the room this batch needs.
+    // frees the room this batch needs. The records folded away go first:
+    // an outage's retries would otherwise keep every one of them.
+    std::erase_if(batch.records, [](const JournalRecord& r) {
+      return r.kind == JournalRecord::kFolded;
+    });
     {
       absl::MutexLock lock(&mu_);
       if (open_->dirty()) {
