@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 
 namespace jobd {
@@ -34,6 +35,38 @@ TEST(StoredSpecTest, KeepsTheBodyWithoutItsNameAndGivesTheWholeBack) {
   v1::JobSpec parsed;
   ASSERT_TRUE(parsed.ParseFromString(bytes));
   EXPECT_EQ(parsed.SerializeAsString(), Spec().SerializeAsString());
+}
+
+// Arguments nested in lists and maps: what the sizes cached when a
+// StoredSpec is made must cover, each part's own.
+v1::JobSpec Nested() {
+  v1::JobSpec spec = Spec();
+  auto* list = spec.add_args()->mutable_list_value();
+  list->add_values()->set_string_value(std::string(300, 'x'));  // 2-byte len.
+  list->add_values()->mutable_struct_value();
+  auto& fields = *spec.mutable_kwargs()->mutable_fields();
+  fields["name"].set_string_value("a name");
+  auto& inner = *fields["inner"].mutable_struct_value()->mutable_fields();
+  inner["n"].set_number_value(1.5);
+  inner["deep"].mutable_list_value()->add_values()->set_bool_value(true);
+  return spec;
+}
+
+TEST(StoredSpecTest, SerializesNestedArgumentsWithTheSizesCachedWhenMade) {
+  using google::protobuf::util::MessageDifferencer;
+  const TaskDef task{.name = "sleep"};
+  const StoredSpec kept(Nested(), task);
+  const StoredSpec read_back = std::make_shared<const v1::JobSpec>(Nested());
+  for (const StoredSpec* stored : {&kept, &read_back}) {
+    std::string bytes = "prefix";  // Appended after what is there.
+    stored->AppendWholeTo(&bytes);
+    ASSERT_EQ(bytes.substr(0, 6), "prefix");
+    v1::JobSpec parsed;
+    ASSERT_TRUE(parsed.ParseFromString(bytes.substr(6)));
+    EXPECT_TRUE(MessageDifferencer::Equals(parsed, Nested()))
+        << parsed.DebugString();
+    EXPECT_EQ(bytes.size() - 6, Nested().ByteSizeLong());
+  }
 }
 
 TEST(StoredSpecTest, ASpecReadBackWholeReadsTheSame) {

@@ -1,5 +1,7 @@
 #include "server/jobs/stored_spec.h"
 
+#include <cstdint>
+#include <string>
 #include <utility>
 
 #include "google/protobuf/io/coded_stream.h"
@@ -11,6 +13,7 @@ StoredSpec::StoredSpec(v1::JobSpec&& whole, const TaskDef& task)
     : task_(&task) {
   delete whole.release_task();
   body_ = std::make_shared<const v1::JobSpec>(std::move(whole));
+  CacheSize();
 }
 
 v1::JobSpec StoredSpec::Whole() const {
@@ -20,7 +23,12 @@ v1::JobSpec StoredSpec::Whole() const {
 }
 
 void StoredSpec::AppendWholeTo(std::string* out) const {
-  body_->AppendToString(out);
+  // With the sizes cached when it was made (AppendToString would compute
+  // them all again).
+  const size_t at = out->size();
+  out->resize(at + static_cast<size_t>(body_->GetCachedSize()));
+  body_->SerializeWithCachedSizesToArray(
+      reinterpret_cast<uint8_t*>(out->data() + at));
   if (body_->task().empty() && task_ != nullptr) {
     // The name as a JobSpec of that field alone would serialize it: written
     // directly (building that JobSpec cost more than the rest of this).

@@ -9,6 +9,11 @@
 // AppendWholeTo(), which put the name back. A spec read back from the
 // journal is kept whole (it has its name), and the same accessors work.
 //
+// Its serialized size is computed once, when it is made: protobuf caches it
+// in the (immutable) spec, so SpecBytes (server/scheduler/job_record.h)
+// reads it and AppendWholeTo serializes with it, neither walking the
+// arguments again (the journal's writer serializes every spec it inserts).
+//
 // Thread-safety: immutable once made; copies may be read from any thread.
 // Ownership: shares the spec; the TaskDef is the registry's (which
 // outlives every job) or the scheduler's (a restored job's vanished task).
@@ -32,11 +37,14 @@ class StoredSpec {
   // Keeps `whole` (a spec of a job of `task`) without its name.
   StoredSpec(v1::JobSpec&& whole, const TaskDef& task);
   // Keeps `whole` as it is, its name included (a spec read back: its
-  // TaskDef, once known, is set with set_task).
+  // TaskDef, once known, is set with set_task). Nobody may change it from
+  // here on (its cached size would be wrong).
   template <typename Spec, typename = std::enable_if_t<std::is_convertible_v<
                                Spec, std::shared_ptr<const v1::JobSpec>>>>
   StoredSpec(Spec whole)  // NOLINT: implicit, as a shared_ptr converts.
-      : body_(std::move(whole)) {}
+      : body_(std::move(whole)) {
+    CacheSize();
+  }
 
   // The job's task (null until set for a spec read back).
   const TaskDef* task() const { return task_; }
@@ -61,6 +69,11 @@ class StoredSpec {
   void AppendWholeTo(std::string* out) const;
 
  private:
+  // Has protobuf compute and cache the body's size (and its parts').
+  void CacheSize() const {
+    if (body_ != nullptr) body_->ByteSizeLong();
+  }
+
   // Its name is put back wherever it lacks one.
   std::shared_ptr<const v1::JobSpec> body_;
   const TaskDef* task_ = nullptr;

@@ -128,9 +128,9 @@ v1::EventType TerminalEventType(v1::JobState state);
 std::shared_ptr<JobEnd> MakeError(v1::JobState state, absl::StatusCode code,
                                   v1::ErrorReason reason, std::string message);
 
-// A spec's serialized size, which its admission (or restore) computed: the
-// spec is immutable from then on, so protobuf's cached size holds it (an
-// atomic read instead of a walk over the arguments).
+// A spec's serialized size, which StoredSpec computed when it was made: the
+// spec is immutable, so protobuf's cached size holds it (an atomic read
+// instead of a walk over the arguments).
 inline uint64_t SpecBytes(const v1::JobSpec& spec) {
   return static_cast<uint64_t>(spec.GetCachedSize());
 }

@@ -22,7 +22,6 @@ Restorer::Revived Restorer::Revive(JournalRow& row, const std::string* owner,
   job->id = row.id;
   job->owner = owner;
   job->spec = std::move(row.spec);
-  job->spec->ByteSizeLong();  // For SpecBytes.
   job->spec.set_task(registry_.Find(job->spec.task_name()));
   if (job->spec.task() == nullptr) {  // Unknown to this daemon now.
     vanished_.push_back(TaskDef{.name = job->spec.task_name()});

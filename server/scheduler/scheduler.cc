@@ -265,8 +265,7 @@ void Scheduler::Submit(std::vector<NewJob>& jobs, const Subscriber& subscriber,
         ++rejected_;
         continue;
       }
-      // Computed once here; SpecBytes reads it back from the spec.
-      const uint64_t bytes = nj.spec->ByteSizeLong();
+      const uint64_t bytes = SpecBytes(*nj.spec);
       if (quota.max_bytes > 0 && usage.live_bytes + bytes > quota.max_bytes) {
         adm.status = absl::ResourceExhaustedError(fmt::format(
             "caller '{}' has {} in unfinished jobs, this one takes {}, and "

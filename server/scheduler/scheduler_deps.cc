@@ -381,9 +381,8 @@ bool Scheduler::PassDependencyResults(Job& job, After& after) {
   }
   const TaskDef& task = *job.spec.task();
   StoredSpec stored(WithDependencyResults(spec, std::move(results)), task);
-  // Its size, cached from here on as at admission (SpecBytes reads it
-  // back): as kept, without its task name.
-  const size_t bytes = stored->ByteSizeLong();
+  // Its size as kept, without its task name.
+  const size_t bytes = SpecBytes(*stored);
   const size_t limit = options_.max_message_bytes;
   if (limit > 0 && bytes + kMessageEnvelopeBytes > limit) {
     return fail(absl::StatusCode::kFailedPrecondition,
