@@ -8,10 +8,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "client/internal/core.h"
 #include "client/internal/future_state.h"
@@ -361,6 +364,64 @@ absl::StatusOr<v1::Job> Client::GetJob(const std::string& job_id,
                        job.state() == v1::JOB_STATE_FAILED ||
                        job.state() == v1::JOB_STATE_CANCELLED;
     if (ended || slice >= left) return job;
+  }
+}
+
+absl::StatusOr<v1::Job> Client::FollowJob(const std::string& job_id,
+                                          absl::Duration wait,
+                                          absl::Duration reconnect,
+                                          absl::Time accepted_at) {
+  // A cluster job ("N@node") may be another node's, whose clock may be a
+  // little ahead of the one that accepted it.
+  const absl::Duration slack =
+      absl::StrContains(job_id, '@') ? absl::Seconds(5) : absl::ZeroDuration();
+  const absl::Time end = absl::Now() + wait;
+  std::optional<absl::Time> silent_since;  // jobd's first unanswered ask.
+  for (;;) {
+    const absl::Time asked = absl::Now();
+    absl::StatusOr<v1::Job> job =
+        GetJob(job_id, std::max(absl::ZeroDuration(), end - asked));
+    if (job.ok()) {
+      const google::protobuf::Timestamp& t = job->create_time();
+      const absl::Time created =
+          absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+      if (accepted_at != absl::InfinitePast() &&
+          created > accepted_at + slack) {
+        return absl::DataLossError(absl::StrCat(
+            "job id ", job_id, " names another job now (created ",
+            absl::FormatTime(created), ", after this one was accepted at ",
+            absl::FormatTime(accepted_at),
+            "): jobd restarted without its journal, and this job is lost"));
+      }
+      return job;
+    }
+    const absl::StatusCode code = job.status().code();
+    if (code == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError(absl::StrCat(
+          "jobd no longer knows job ", job_id,
+          " (an in-memory job lost in a restart, or one forgotten since): ",
+          job.status().message()));
+    }
+    if (code != absl::StatusCode::kUnavailable &&
+        code != absl::StatusCode::kDeadlineExceeded) {
+      return job.status();
+    }
+    if (!silent_since.has_value()) silent_since = asked;
+    const absl::Time now = absl::Now();
+    if (now >= end) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "timed out after ", absl::FormatDuration(wait), " waiting for job ",
+          job_id, " to end (jobd did not answer: ", job.status().message(),
+          ")"));
+    }
+    if (now - *silent_since >= reconnect) {
+      return absl::UnavailableError(absl::StrCat(
+          "jobd did not answer again within ", absl::FormatDuration(reconnect),
+          " while following job ", job_id, ": ", job.status().message()));
+    }
+    // The channel reconnects by itself (GetJob waits for it up to the
+    // connect timeout); ask again shortly.
+    absl::SleepFor(std::min(absl::Milliseconds(100), end - now));
   }
 }
 

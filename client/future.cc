@@ -66,6 +66,8 @@ void FutureState::Update(const v1::JobEvent& event) {
     case v1::EVENT_TYPE_ACCEPTED:
       has_job = true;
       outcome.job_id = event.job_id();
+      accepted_at = absl::FromUnixSeconds(event.time().seconds()) +
+                    absl::Nanoseconds(event.time().nanos());
       outcome.executor = event.executor();
       if (state == v1::JOB_STATE_UNSPECIFIED) state = v1::JOB_STATE_QUEUED;
       break;
@@ -235,6 +237,12 @@ absl::StatusOr<std::string> Future::job_id(absl::Duration timeout) const {
   }
   if (s.has_job) return s.outcome.job_id;
   return s.status;
+}
+
+absl::Time Future::accepted_at() const {
+  if (state_ == nullptr) return absl::InfinitePast();
+  absl::MutexLock lock(&state_->mu);
+  return state_->accepted_at;
 }
 
 absl::StatusOr<JobOutcome> Future::Get(absl::Duration timeout) const {

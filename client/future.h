@@ -80,6 +80,11 @@ class Future {
   absl::StatusOr<std::string> job_id(
       absl::Duration timeout = absl::InfiniteDuration()) const;
 
+  // When jobd accepted the job, by jobd's clock (its create time, as
+  // GetJob shows it); InfinitePast until then. Client::FollowJob checks a
+  // job it finds after a restart against it.
+  absl::Time accepted_at() const;
+
   // Blocks until the job ends (see the class comment).
   absl::StatusOr<JobOutcome> Get(
       absl::Duration timeout = absl::InfiniteDuration()) const;

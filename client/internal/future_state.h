@@ -73,6 +73,8 @@ struct FutureState {
   absl::Mutex& mu;  // Shared with other futures (FutureMutex).
   bool done ABSL_GUARDED_BY(mu) = false;
   bool has_job ABSL_GUARDED_BY(mu) = false;  // ACCEPTED seen: job_id set.
+  // The ACCEPTED event's time (jobd's clock): the job's create time.
+  absl::Time accepted_at ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   v1::JobState state ABSL_GUARDED_BY(mu) = v1::JOB_STATE_UNSPECIFIED;
   std::optional<v1::Progress> progress ABSL_GUARDED_BY(mu);
   absl::Status status ABSL_GUARDED_BY(mu);  // Non-OK: rejected / error.

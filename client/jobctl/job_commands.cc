@@ -191,7 +191,8 @@ int RunWait(const Globals& g, const std::vector<std::string>& ids,
   for (const std::string& id : ids) {
     const absl::Duration left =
         std::max(absl::ZeroDuration(), deadline - absl::Now());
-    absl::StatusOr<v1::Job> job = client->GetJob(id, left);
+    // Across a restart of jobd too: asked again until it answers (30 s).
+    absl::StatusOr<v1::Job> job = client->FollowJob(id, left);
     if (!job.ok()) {
       code = Worst(code, Fail(job.status()));
       continue;

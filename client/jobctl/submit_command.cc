@@ -135,6 +135,41 @@ int SetTiming(const SubmitArgs& a, v1::JobSpec& spec) {
   return kExitOk;
 }
 
+// The outcome of `future`'s job, whose Submit stream broke after jobd had
+// accepted it: found again once jobd answers (within 30 s), then waited
+// for until `wait_until`. A job jobd journaled survives the restart.
+absl::StatusOr<JobOutcome> FollowAfterBreak(Client& client,
+                                            const Future& future,
+                                            absl::Time wait_until) {
+  absl::StatusOr<std::string> id = future.job_id(absl::ZeroDuration());
+  if (!id.ok()) return id.status();
+  absl::StatusOr<v1::Job> job = client.FollowJob(
+      *id, wait_until - absl::Now(), absl::Seconds(30), future.accepted_at());
+  if (!job.ok()) return job.status();
+  const v1::JobState state = job->state();
+  if (state != v1::JOB_STATE_SUCCEEDED && state != v1::JOB_STATE_FAILED &&
+      state != v1::JOB_STATE_CANCELLED) {
+    return absl::DeadlineExceededError(fmt::format(
+        "timed out waiting for job {} to end; it keeps going", *id));
+  }
+  if (state == v1::JOB_STATE_SUCCEEDED && job->result().dropped()) {
+    return absl::DataLossError(fmt::format(
+        "job {} succeeded while the stream was broken, but its result is "
+        "larger than jobd retains (--max-retained-result-bytes)",
+        *id));
+  }
+  JobOutcome outcome;
+  outcome.job_id = *id;
+  outcome.state = state;
+  outcome.executor = job->executor();
+  if (state == v1::JOB_STATE_SUCCEEDED) {
+    outcome.result = job->result();
+  } else {
+    outcome.error = job->error();
+  }
+  return outcome;
+}
+
 int RunSubmit(const Globals& g, const SubmitArgs& a) {
   v1::JobSpec spec;
   spec.set_task(a.task);
@@ -194,6 +229,7 @@ int RunSubmit(const Globals& g, const SubmitArgs& a) {
 
   std::unique_ptr<Client> client;
   if (const int code = Connect(g, &client); code != kExitOk) return code;
+  const absl::Time wait_until = absl::Now() + wait_timeout;
   Future future = client->Submit(std::move(spec));
   absl::StatusOr<std::string> id = future.job_id(client->options().rpc_timeout);
   if (!id.ok()) return Fail(id.status());
@@ -203,6 +239,12 @@ int RunSubmit(const Globals& g, const SubmitArgs& a) {
     return kExitOk;
   }
   absl::StatusOr<JobOutcome> outcome = future.Get(wait_timeout);
+  if (!outcome.ok() &&
+      outcome.status().code() == absl::StatusCode::kUnavailable) {
+    // The stream broke after jobd had accepted the job (jobd stopped or
+    // restarted): follow the job once jobd answers again.
+    outcome = FollowAfterBreak(*client, future, wait_until);
+  }
   if (!outcome.ok()) return Fail(outcome.status());
   if (g.json) {
     if (const int code = PrintJobJson(*client, *id); code != kExitOk) {

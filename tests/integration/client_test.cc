@@ -322,5 +322,88 @@ TEST_F(ClientTest, DaemonGoneFailsPendingFutures) {
   EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable);
 }
 
+// A daemon on a socket and journal of the test's own, so that it can be
+// started again at the same address (killed, or on a fresh journal).
+class ClientRestartTest : public ClientTest {
+ protected:
+  void SetUp() override { StartAt(dir_.path() + "/state"); }
+  void StartAt(const std::string& state) {
+    auto d = testing::Daemon::Start({"--unix-socket", socket_, "--state-dir",
+                                     state, "--thread-workers", "1"});
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = *std::move(d);
+    if (client_ == nullptr) {
+      auto c = Client::Connect({.address = "unix:" + socket_});
+      ASSERT_TRUE(c.ok()) << c.status();
+      client_ = *std::move(c);
+    }
+  }
+  void KillAndStartAt(const std::string& state) {
+    ASSERT_TRUE(daemon_->Stop(SIGKILL, kWait).ok());
+    daemon_.reset();
+    StartAt(state);
+  }
+
+  testing::TempDir dir_;
+  const std::string socket_ = dir_.path() + "/jobd.sock";
+};
+
+TEST_F(ClientRestartTest, FollowJobFindsAJournaledJobAgainAfterARestart) {
+  v1::JobSpec spec = MakeSpec("sleep", 1500);
+  spec.set_delivery(v1::DELIVERY_AT_LEAST_ONCE);
+  Future f = client_->Submit(spec);
+  absl::StatusOr<std::string> id = f.job_id(kWait);
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return f.state() == v1::JOB_STATE_RUNNING; }, kWait));
+  EXPECT_GT(f.accepted_at(), absl::Now() - kWait);
+  KillAndStartAt(dir_.path() + "/state");
+  auto out = f.Get(kWait);
+  ASSERT_EQ(out.status().code(), absl::StatusCode::kUnavailable);
+  // Run again (at least once) by the new jobd; found by its old id.
+  absl::StatusOr<v1::Job> job =
+      client_->FollowJob(*id, kWait, kWait, f.accepted_at());
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job->result().value().number_value(), 1500);
+  EXPECT_EQ(job->attempts(), 2);
+}
+
+TEST_F(ClientRestartTest, FollowJobSaysWhenTheIdNamesANewerJob) {
+  Future f = client_->Submit(MakeSpec("sleep", 20000));
+  absl::StatusOr<std::string> id = f.job_id(kWait);
+  ASSERT_TRUE(id.ok()) << id.status();
+  KillAndStartAt(dir_.path() + "/fresh-state");  // The journal left behind.
+  // The fresh jobd numbers jobs from the start again.
+  auto other = Client::Connect({.address = "unix:" + socket_});
+  ASSERT_TRUE(other.ok()) << other.status();
+  absl::StatusOr<std::string> reused =
+      (*other)->Submit(MakeSpec("echo", 1)).job_id(kWait);
+  ASSERT_TRUE(reused.ok()) << reused.status();
+  ASSERT_EQ(*reused, *id);
+  absl::StatusOr<v1::Job> job =
+      client_->FollowJob(*id, kWait, kWait, f.accepted_at());
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kDataLoss) << job.status();
+  EXPECT_THAT(job.status().message(), HasSubstr("names another job"));
+  // Without the acceptance time it cannot tell: it is the newer job.
+  job = client_->FollowJob(*id, kWait);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->spec().task(), "echo");
+}
+
+TEST_F(ClientRestartTest, FollowJobGivesUpWhenJobdDoesNotComeBack) {
+  Future f = client_->Submit(MakeSpec("sleep", 20000));
+  absl::StatusOr<std::string> id = f.job_id(kWait);
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(daemon_->Stop(SIGKILL, kWait).ok());
+  const absl::Time start = absl::Now();
+  absl::StatusOr<v1::Job> job = client_->FollowJob(
+      *id, absl::InfiniteDuration(), absl::Milliseconds(500), f.accepted_at());
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kUnavailable)
+      << job.status();
+  EXPECT_THAT(job.status().message(), HasSubstr("did not answer again"));
+  EXPECT_LT(absl::Now() - start, kWait);
+}
+
 }  // namespace
 }  // namespace jobd::client

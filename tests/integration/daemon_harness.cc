@@ -136,11 +136,15 @@ absl::StatusOr<int> StopProcess(pid_t pid, int sig, absl::Duration timeout) {
 std::vector<std::string> DaemonArgs(const std::string& program,
                                     const std::string& dir,
                                     const std::vector<std::string>& extra) {
-  std::vector<std::string> args = {program, "--unix-socket", dir + "/jobd.sock",
-                                   "--tcp", "127.0.0.1:0",   "--testing-tasks"};
   auto given = [&](const char* flag) {
     return std::find(extra.begin(), extra.end(), flag) != extra.end();
   };
+  std::vector<std::string> args = {program, "--tcp", "127.0.0.1:0",
+                                   "--testing-tasks"};
+  // A test that restarts jobd at the same address gives its own socket.
+  if (!given("--unix-socket")) {
+    args.insert(args.end(), {"--unix-socket", dir + "/jobd.sock"});
+  }
   if (!given("--log-level")) args.insert(args.end(), {"--log-level", "debug"});
   // The tests' HTTP servers listen on 127.0.0.1, which http.get refuses
   // unless allowed ("--http-allow" "" starts a daemon without it).

@@ -153,10 +153,11 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
                          absl::Duration timeout = absl::Seconds(30),
                          const std::vector<std::string>& env = {});
 
-// jobd's command line in a test: `program`, a Unix socket in `dir`,
-// 127.0.0.1 port 0, --testing-tasks, --log-level debug, --http-allow
-// 127.0.0.1 and --state-dir `dir`/state (each unless `extra` gives it),
-// then `extra`. Both harnesses (this one, in_process_daemon.h) use it.
+// jobd's command line in a test: `program`, 127.0.0.1 port 0,
+// --testing-tasks, a Unix socket in `dir`, --log-level debug, --http-allow
+// 127.0.0.1 and --state-dir `dir`/state (each of the last four unless
+// `extra` gives it), then `extra`. Both harnesses (this one,
+// in_process_daemon.h) use it.
 std::vector<std::string> DaemonArgs(const std::string& program,
                                     const std::string& dir,
                                     const std::vector<std::string>& extra);

@@ -1,5 +1,9 @@
 // Integration tests: the jobctl CLI (a subprocess) against the real daemon:
 // output, JSON mode, exit codes, map ordering, bad input.
+#include <signal.h>
+
+#include <thread>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
@@ -215,6 +219,86 @@ TEST_F(JobctlTest, LogsPrintsAndFollowsAJobsOutputUntilItEnds) {
   r = Jobctl({"logs", "424242"});
   EXPECT_EQ(r.exit_code, 4);
   EXPECT_THAT(r.err, HasSubstr("not found"));
+}
+
+// jobd killed (-9) while `jobctl submit --wait` waits for a running job,
+// then started again on the same socket and journal: jobctl asks again
+// until jobd answers and prints the job's end as the journal had it.
+class JobctlRestartTest : public ::testing::Test {
+ protected:
+  void StartDaemon() {
+    auto d = testing::Daemon::Start(
+        {"--unix-socket", dir_.path() + "/jobd.sock", "--state-dir",
+         dir_.path() + "/state", "--thread-workers", "1"});
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = *std::move(d);
+  }
+  // Runs `jobctl submit ARGS --wait` on a thread; returns once its job runs
+  // (jobctl is then waiting on its stream: it had the job accepted).
+  void SubmitWaitingFor(std::vector<std::string> args) {
+    std::vector<std::string> argv = {testing::JobctlPath(), "--address",
+                                     Address(), "submit"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.push_back("--wait");
+    jobctl_ = std::thread([this, argv] {
+      result_ = testing::RunCommand(argv, "", absl::Seconds(60));
+    });
+    auto stub = daemon_->NewStub();
+    EXPECT_TRUE(testing::WaitFor([&] {
+      grpc::ClientContext ctx;
+      v1::ListJobsRequest req;
+      req.add_states(v1::JOB_STATE_RUNNING);
+      v1::ListJobsResponse resp;
+      return stub->ListJobs(&ctx, req, &resp).ok() && resp.jobs_size() == 1;
+    })) << "the job never ran";
+  }
+  // Kills jobd and starts it again on the same socket and journal.
+  void Restart() {
+    ASSERT_TRUE(daemon_->Stop(SIGKILL, absl::Seconds(10)).ok());
+    daemon_.reset();
+    StartDaemon();
+  }
+  std::string Address() const { return "unix:" + dir_.path() + "/jobd.sock"; }
+  testing::CommandResult Finished() {
+    jobctl_.join();
+    return result_;
+  }
+  void TearDown() override {
+    if (jobctl_.joinable()) jobctl_.join();  // A test that stopped early.
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<testing::Daemon> daemon_;
+  std::thread jobctl_;
+  testing::CommandResult result_;
+};
+
+TEST_F(JobctlRestartTest, SubmitWaitGetsTheResultOfAJobRunAgainAfterARestart) {
+  StartDaemon();
+  SubmitWaitingFor(
+      {"--at-least-once", "--executor", "thread", "sleep", "1500"});
+  Restart();
+  const testing::CommandResult r = Finished();
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "1500\n");
+}
+
+TEST_F(JobctlRestartTest, SubmitWaitReportsAnAtMostOnceJobLostInARestart) {
+  StartDaemon();
+  SubmitWaitingFor({"--executor", "thread", "sleep", "20000"});
+  Restart();
+  const testing::CommandResult r = Finished();
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("LOST_ON_RESTART"));
+}
+
+TEST_F(JobctlRestartTest, SubmitWaitSaysAnInMemoryJobIsGoneAfterARestart) {
+  StartDaemon();
+  SubmitWaitingFor({"--in-memory", "--executor", "thread", "sleep", "20000"});
+  Restart();
+  const testing::CommandResult r = Finished();
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("no longer knows"));
 }
 
 }  // namespace
