@@ -396,7 +396,7 @@ absl::StatusOr<v1::Job> Client::FollowJob(const std::string& job_id,
       return job;
     }
     const absl::StatusCode code = job.status().code();
-    if (code == absl::StatusCode::kNotFound) {
+    if (code == absl::StatusCode::kNotFound && silent_since.has_value()) {
       return absl::NotFoundError(absl::StrCat(
           "jobd no longer knows job ", job_id,
           " (an in-memory job lost in a restart, or one forgotten since): ",

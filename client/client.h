@@ -270,11 +270,11 @@ class Client {
   // again until `reconnect` has passed without an answer, then fails
   // UNAVAILABLE. A job jobd kept in its journal is found again after the
   // restart: an at-least-once job that was running runs again, an
-  // at-most-once one has failed LOST_ON_RESTART. Fails NOT_FOUND if jobd no
-  // longer knows the job (an in-memory job lost in a restart, or one
-  // forgotten since), and DATA_LOSS if the job it finds was created after
-  // `accepted_at` (Future::accepted_at; InfinitePast: not checked): the id
-  // names another job, as after a restart without the journal.
+  // at-most-once one has failed LOST_ON_RESTART. Fails NOT_FOUND if jobd
+  // does not know the job (after a silence: an in-memory job lost in a
+  // restart, or one forgotten since), and DATA_LOSS if the job it finds was
+  // created after `accepted_at` (Future::accepted_at; InfinitePast: not
+  // checked): the id names another job, as after a restart without the journal.
   absl::StatusOr<v1::Job> FollowJob(
       const std::string& job_id, absl::Duration wait,
       absl::Duration reconnect = absl::Seconds(30),

@@ -66,8 +66,10 @@ void FutureState::Update(const v1::JobEvent& event) {
     case v1::EVENT_TYPE_ACCEPTED:
       has_job = true;
       outcome.job_id = event.job_id();
-      accepted_at = absl::FromUnixSeconds(event.time().seconds()) +
-                    absl::Nanoseconds(event.time().nanos());
+      if (event.has_time()) {  // (Else not checked: FollowJob.)
+        accepted_at = absl::FromUnixSeconds(event.time().seconds()) +
+                      absl::Nanoseconds(event.time().nanos());
+      }
       outcome.executor = event.executor();
       if (state == v1::JOB_STATE_UNSPECIFIED) state = v1::JOB_STATE_QUEUED;
       break;

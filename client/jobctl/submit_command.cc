@@ -145,6 +145,12 @@ absl::StatusOr<JobOutcome> FollowAfterBreak(Client& client,
   if (!id.ok()) return id.status();
   absl::StatusOr<v1::Job> job = client.FollowJob(
       *id, wait_until - absl::Now(), absl::Seconds(30), future.accepted_at());
+  if (job.status().code() == absl::StatusCode::kNotFound) {
+    return absl::NotFoundError(fmt::format(
+        "the connection to jobd broke, and jobd no longer knows job {} (an "
+        "in-memory job lost in a restart, or one forgotten since)",
+        *id));
+  }
   if (!job.ok()) return job.status();
   const v1::JobState state = job->state();
   if (state != v1::JOB_STATE_SUCCEEDED && state != v1::JOB_STATE_FAILED &&
