@@ -327,6 +327,11 @@ TEST_F(ClientTest, DaemonGoneFailsPendingFutures) {
 class ClientRestartTest : public ClientTest {
  protected:
   void SetUp() override { StartAt(dir_.path() + "/state"); }
+  // jobd stopped before its directory (a member of this class) goes.
+  void TearDown() override {
+    client_.reset();
+    daemon_.reset();
+  }
   void StartAt(const std::string& state) {
     auto d = testing::Daemon::Start({"--unix-socket", socket_, "--state-dir",
                                      state, "--thread-workers", "1"});
