@@ -19,6 +19,7 @@
 #include "client/internal/core.h"
 #include "client/internal/future_state.h"
 #include "client/internal/submit_session.h"
+#include "client/json.h"
 #include "jobd/v1/default_address.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
@@ -382,9 +383,7 @@ absl::StatusOr<v1::Job> Client::FollowJob(const std::string& job_id,
     absl::StatusOr<v1::Job> job =
         GetJob(job_id, std::max(absl::ZeroDuration(), end - asked));
     if (job.ok()) {
-      const google::protobuf::Timestamp& t = job->create_time();
-      const absl::Time created =
-          absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+      const absl::Time created = FromProtoTime(job->create_time());
       if (accepted_at != absl::InfinitePast() &&
           created > accepted_at + slack) {
         return absl::DataLossError(absl::StrCat(

@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "client/internal/future_state.h"
+#include "client/json.h"
 #include "spdlog/spdlog.h"
 
 namespace jobd::client {
@@ -67,8 +68,7 @@ void FutureState::Update(const v1::JobEvent& event) {
       has_job = true;
       outcome.job_id = event.job_id();
       if (event.has_time()) {  // (Else not checked: FollowJob.)
-        accepted_at = absl::FromUnixSeconds(event.time().seconds()) +
-                      absl::Nanoseconds(event.time().nanos());
+        accepted_at = FromProtoTime(event.time());
       }
       outcome.executor = event.executor();
       if (state == v1::JOB_STATE_UNSPECIFIED) state = v1::JOB_STATE_QUEUED;

@@ -18,6 +18,7 @@
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/struct.pb.h"
+#include "google/protobuf/timestamp.pb.h"
 #include "jobd/v1/jobd.pb.h"
 
 namespace jobd::client {
@@ -98,9 +99,11 @@ void SetKwarg(v1::JobSpec& spec, const std::string& key, T&& value) {
       ToValue(std::forward<T>(value));
 }
 
-// Conversions between absl::Duration and google.protobuf.Duration.
+// Conversions between absl::Duration and google.protobuf.Duration, and a
+// google.protobuf.Timestamp as an absl::Time.
 google::protobuf::Duration ToProtoDuration(absl::Duration d);
 absl::Duration FromProtoDuration(const google::protobuf::Duration& d);
+absl::Time FromProtoTime(const google::protobuf::Timestamp& t);
 
 }  // namespace jobd::client
 

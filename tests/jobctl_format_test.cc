@@ -16,6 +16,7 @@ namespace jobd::jobctl {
 namespace {
 
 using google::protobuf::util::TimeUtil;
+using jobd::client::FromProtoTime;
 
 TEST(JobctlFormatTest, EnumNamesAreShort) {
   EXPECT_EQ(ShortName("JOB_STATE_SUCCEEDED", "JOB_STATE_"), "SUCCEEDED");

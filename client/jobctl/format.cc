@@ -11,6 +11,7 @@
 
 namespace jobd::jobctl {
 
+using jobd::client::FromProtoTime;
 using jobd::client::ToJson;
 
 void AppendJson(std::string* out, const google::protobuf::Value& v) {
@@ -124,10 +125,6 @@ std::string JobDetail(const v1::Job& job) {
   }
   if (job.has_error()) return ErrorText(job.error());
   return "";
-}
-
-absl::Time FromProtoTime(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
 }
 
 std::string FormatTime(const google::protobuf::Timestamp& t) {

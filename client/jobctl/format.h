@@ -57,8 +57,6 @@ std::string JobDetail(const v1::Job& job);
 
 // --- Times --------------------------------------------------------------
 
-absl::Time FromProtoTime(const google::protobuf::Timestamp& t);
-
 // "2024-05-01 12:00:00.250" in the local time zone; "-" for the zero time.
 std::string FormatTime(const google::protobuf::Timestamp& t);
 

@@ -12,6 +12,7 @@
 namespace jobd::jobctl {
 namespace {
 
+using jobd::client::FromProtoTime;
 using Rows = std::vector<std::vector<std::string>>;
 
 uint64_t Ended(const v1::GetStatsResponse& s) {
